@@ -1,0 +1,1 @@
+"""The ``cookiematch`` command line."""

@@ -1,0 +1,1 @@
+"""The TOML configuration: loaded, validated and compiled into domain objects at start."""

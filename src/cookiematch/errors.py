@@ -1,0 +1,97 @@
+"""Every exception cookiematch raises on purpose, in one hierarchy.
+
+    CookiematchError
+    ├── ConfigError            a configuration file or value is invalid (names file and key)
+    ├── ProtocolError          input on the wire that the protocol rejects
+    │   ├── QueryError         malformed query string: bad percent-encoding, not UTF-8, too long
+    │   ├── MatchTagError      a match tag that cannot be served at all (google_nid missing,
+    │   │                      duplicated or unknown): answered with a 400, never a redirect
+    │   ├── RedirectURLError   a buyer redirect URL that is not acceptable (scheme, fragment,
+    │   │                      length, unknown macro)
+    │   ├── HostedMatchError   a google_hm value that cannot be stored (carries its status)
+    │   ├── InvalidUserId      a google_gid that does not decrypt for that buyer and version
+    │   └── InvalidPushToken   a google_push value that is forged, expired or for another buyer
+    ├── StorageError           a store backend failed; backends wrap their own errors in it
+    │   └── StoreUnavailable   the backend cannot be reached at all
+    └── AdminError             an admin API request that is refused (rendered as problem+json)
+        ├── NotFound
+        └── ValidationFailed
+"""
+
+from __future__ import annotations
+
+
+class CookiematchError(Exception):
+    """Base of every error cookiematch raises on purpose."""
+
+
+class ConfigError(CookiematchError):
+    """An invalid configuration; the message names the file and the key."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        where = ": ".join(part for part in (file, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ProtocolError(CookiematchError):
+    """Input on the wire that the protocol rejects."""
+
+
+class QueryError(ProtocolError):
+    """A malformed query string."""
+
+
+class MatchTagError(ProtocolError):
+    """A match tag that cannot be served at all (answered 400, no redirect)."""
+
+
+class RedirectURLError(ProtocolError):
+    """A buyer redirect URL that cannot be used."""
+
+
+class HostedMatchError(ProtocolError):
+    """A google_hm value that cannot be stored; ``status`` is the redirect status code."""
+
+    def __init__(self, message: str, status: int) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class InvalidUserId(ProtocolError):
+    """A google_gid that does not decrypt for the given buyer and version."""
+
+
+class InvalidPushToken(ProtocolError):
+    """A google_push value that is forged, expired or issued to another buyer."""
+
+
+class StorageError(CookiematchError):
+    """A store backend failed."""
+
+
+class StoreUnavailable(StorageError):
+    """A store backend cannot be reached."""
+
+
+class AdminError(CookiematchError):
+    """An admin API request that is refused; rendered as application/problem+json."""
+
+    status = 400
+    title = "Bad Request"
+
+    def __init__(self, detail: str, *, errors: list[dict[str, str]] | None = None) -> None:
+        self.detail = detail
+        self.errors = errors or []
+        super().__init__(detail)
+
+
+class NotFound(AdminError):
+    status = 404
+    title = "Not Found"
+
+
+class ValidationFailed(AdminError):
+    status = 422
+    title = "Unprocessable Content"

@@ -1,0 +1,1 @@
+"""The exchange role: the Cookie Matching Service."""

@@ -1,0 +1,60 @@
+"""Exchange domain values: buyers (the document's "Accounts"), user lists, settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cookiematch.protocol.redirect import RedirectTemplate
+
+
+@dataclass(frozen=True, slots=True)
+class Buyer:
+    """A buyer account: its network ID and the redirect URL its match tags lead to."""
+
+    nid: str
+    redirect: RedirectTemplate
+    hosted_match: bool = False
+    hosted_match_writes_per_second: float | None = None  # None: no throttling
+
+    def to_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "nid": self.nid,
+            "redirect_url": self.redirect.url,
+            "hosted_match": self.hosted_match,
+        }
+        if self.hosted_match_writes_per_second is not None:
+            data["hosted_match_writes_per_second"] = self.hosted_match_writes_per_second
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class UserList:
+    """A user list a buyer may add browsers to with ``google_ula``."""
+
+    id: int
+    owner: str
+    closed: bool = False
+    membership_days: int = 30
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "closed": self.closed,
+            "membership_days": self.membership_days,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSettings:
+    """Protocol choices and limits of the exchange (docs/protocol.md)."""
+
+    set_cookie_by_default: bool = False
+    extras_first: bool = True
+    cookie_name: str = "cm_id"
+    cookie_domain: str | None = None
+    cookie_secure: bool = True
+    cookie_max_age_days: int = 390
+    hosted_match_ttl_days: int = 90
+    push_token_ttl_seconds: int = 3600
+    trusted_proxies: frozenset[str] = field(default_factory=frozenset)

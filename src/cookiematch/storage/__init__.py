@@ -1,0 +1,5 @@
+"""One async storage interface, several backends chosen by URL scheme."""
+
+from cookiematch.storage.base import Durability, Store, open_store
+
+__all__ = ["Durability", "Store", "open_store"]

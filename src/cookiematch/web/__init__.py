@@ -1,0 +1,1 @@
+"""HTTP at the edge: small request/response values, RSGI and ASGI adapters, the server."""
