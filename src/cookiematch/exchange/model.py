@@ -57,4 +57,28 @@ class ExchangeSettings:
     cookie_max_age_days: int = 390
     hosted_match_ttl_days: int = 90
     push_token_ttl_seconds: int = 3600
+    match_expiry_days: int = 14  # a pixel match is not introduced again before this
     trusted_proxies: frozenset[str] = field(default_factory=frozenset)
+
+
+def buyer_from_dict(data: dict[str, object]) -> Buyer:
+    """Rebuild a Buyer from ``Buyer.to_dict`` output (already validated when it was stored)."""
+    rate = data.get("hosted_match_writes_per_second")
+    return Buyer(
+        nid=str(data["nid"]),
+        redirect=RedirectTemplate.compile(str(data["redirect_url"])),
+        hosted_match=bool(data.get("hosted_match", False)),
+        hosted_match_writes_per_second=float(rate) if isinstance(rate, int | float) else None,
+    )
+
+
+def user_list_from_dict(data: dict[str, object]) -> UserList:
+    """Rebuild a UserList from ``UserList.to_dict`` output."""
+    list_id = data["id"]
+    days = data.get("membership_days", 30)
+    return UserList(
+        id=int(list_id) if isinstance(list_id, int | str) else 0,
+        owner=str(data["owner"]),
+        closed=bool(data.get("closed", False)),
+        membership_days=int(days) if isinstance(days, int | str) else 30,
+    )

@@ -1,19 +1,31 @@
-"""The storage interface every backend implements.
+"""The storage interface every backend implements, and ``open_store`` to pick one by URL.
 
 Keys are ``str`` (keys that must live on one cluster node share a ``{hash tag}``); values are
-``bytes``. TTLs are seconds. Backends wrap their own errors in StorageError.
+``bytes``. TTLs are seconds (positive); expiry is computed with the store's injected ``clock``
+(wall-clock seconds by default, since expiry times are persisted). A key holds a plain value or
+a field map (use distinct keys for the two); ``delete`` removes whatever the key holds.
+Backends raise only StorageError (their own errors wrapped, the original as ``__cause__``);
+StoreUnavailable when the backend cannot be reached or the store is closed.
 
 Durability: with ``Durability.ACK`` a write coroutine returns only once the write is durable
-(group commit: concurrent writes share one commit/fsync); with ``Durability.ASYNC`` it returns
-once queued.
+(group commit: concurrent writes share one commit/fsync); with ``Durability.ASYNC`` ``set``,
+``hset`` and ``write_many`` return once queued (a crash may lose them), while ``delete`` and
+``hdel`` still wait for their result. Either way a read sees the writes the same process made
+before it.
 """
 
 from __future__ import annotations
 
 import enum
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+
+from cookiematch.errors import StorageError
+
+Clock = Callable[[], float]
+"""Returns wall-clock seconds (``time.time``); injected so that tests control expiry."""
 
 
 class Durability(enum.Enum):
@@ -49,7 +61,8 @@ class Store(ABC):
         """Apply several writes; atomically where the backend can (one transaction)."""
 
     @abstractmethod
-    async def delete(self, key: str) -> bool: ...
+    async def delete(self, key: str) -> bool:
+        """Remove the key (plain value or field map); True if it held something live."""
 
     @abstractmethod
     async def hget(self, key: str, field: str) -> bytes | None: ...
@@ -64,7 +77,8 @@ class Store(ABC):
         """Set fields; ``ttl`` applies to these fields (per-field expiry)."""
 
     @abstractmethod
-    async def hdel(self, key: str, fields: Sequence[str]) -> int: ...
+    async def hdel(self, key: str, fields: Sequence[str]) -> int:
+        """Remove fields; return how many live fields were removed."""
 
     @abstractmethod
     def scan(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[tuple[str, bytes]]:
@@ -76,7 +90,31 @@ class Store(ABC):
 
     @abstractmethod
     async def close(self) -> None:
-        """Flush pending writes and release resources."""
+        """Flush pending writes and release resources; later calls raise StoreUnavailable."""
+
+
+Opener = Callable[[str, Durability, Clock], Store]
+"""Builds a backend from its URL; registered in ``SCHEMES`` under each URL scheme it serves."""
+
+
+def _open_sqlite(url: str, durability: Durability, clock: Clock) -> Store:
+    from cookiematch.storage.sqlite import SQLiteStore
+
+    return SQLiteStore.from_url(url, durability=durability, clock=clock)
+
+
+def _not_yet(url: str, durability: Durability, clock: Clock) -> Store:
+    scheme = url.partition("://")[0]
+    raise StorageError(f"storage scheme {scheme!r} is not available yet")
+
+
+SCHEMES: dict[str, Opener] = {
+    "sqlite": _open_sqlite,
+    # The Redis backends replace these entries (standalone, TLS, cluster).
+    "redis": _not_yet,
+    "rediss": _not_yet,
+    "redis+cluster": _not_yet,
+}
 
 
 def open_store(
@@ -85,5 +123,17 @@ def open_store(
     durability: Durability = Durability.ACK,
     clock: Callable[[], float] | None = None,
 ) -> Store:
-    """Open the backend named by the URL scheme (``sqlite:///path``; ``redis://`` later)."""
-    raise NotImplementedError
+    """Open the backend named by the URL scheme.
+
+    ``sqlite:///abs/path`` or ``sqlite://relative/path`` (``redis://``, ``rediss://`` and
+    ``redis+cluster://`` later). Raises StorageError for an unknown scheme or a bad URL, and
+    StoreUnavailable if the backend cannot be opened.
+    """
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise StorageError(f"storage URL {url!r} has no scheme (expected e.g. sqlite:///path)")
+    opener = SCHEMES.get(scheme.lower())
+    if opener is None:
+        known = ", ".join(sorted(SCHEMES))
+        raise StorageError(f"unknown storage scheme {scheme!r} (known: {known})")
+    return opener(url, durability, clock or time.time)

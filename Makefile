@@ -1,0 +1,37 @@
+# cookiematch: `make demo` and `make test` work on a fresh machine (they set everything up).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint check system-deps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,redis]'
+	touch $(STAMP)
+
+## system packages the tests need (redis-server, chromium); installed only when missing
+system-deps:
+	bash scripts/install-system-deps.sh
+
+## run the whole story locally on the embedded store
+demo: $(STAMP)
+	$(BIN)/cookiematch demo
+
+## lint, type-check and run every test
+test: $(STAMP) system-deps lint
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: $(STAMP) system-deps
+	bash bench/run.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

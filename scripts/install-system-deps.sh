@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the system packages cookiematch's tests and benchmarks use, when they are missing:
+# redis-server (store tests), chromium (cross-site cookie flows in a real browser),
+# nginx and wrk (benchmarks). Debian/Ubuntu only; elsewhere, install them by hand.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ "${WITH_BENCH:-0}" = "1" ]; then
+  command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing system packages: ${missing[*]} (no apt-get here: install them by hand)" >&2
+  exit 1
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "need root to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "installing system packages: ${missing[*]}"
+$sudo apt-get update -q
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,232 @@
+"""The Cookie Matching Service: one match tag in, one decision out (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cookiematch.errors import HostedMatchError, InvalidPushToken, StorageError
+from cookiematch.exchange import keys
+from cookiematch.exchange.model import Buyer, ExchangeSettings
+from cookiematch.exchange.outcomes import (
+    MatchOutcome,
+    PushRecorded,
+    RedirectToBuyer,
+    VerifyCookie,
+)
+from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.exchange.throttle import TokenBuckets
+from cookiematch.protocol.codes import HostedMatchStatus, MatchError, UserListStatus
+from cookiematch.protocol.hosted import decode_hosted_match
+from cookiematch.protocol.matchtag import MatchTagRequest, UserListAdd
+from cookiematch.protocol.push import PushTokens
+from cookiematch.protocol.query import QueryParam, encode_query
+from cookiematch.protocol.redirect import ResponseParams
+from cookiematch.protocol.userid import UserIdCipher
+from cookiematch.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+COOKIE_TEST_PARAM = QueryParam("google_tc", "1")
+
+
+@dataclass(frozen=True, slots=True)
+class Browser:
+    """What the exchange cookie says about the browser behind a request."""
+
+    browser_id: bytes | None
+    opted_out: bool = False
+
+
+class CookieMatchService:
+    """Decides and performs the operations of a match tag."""
+
+    def __init__(
+        self,
+        *,
+        registry: ExchangeRegistry,
+        store: Store,
+        cipher: UserIdCipher,
+        push_tokens: PushTokens,
+        settings: ExchangeSettings,
+        clock: Callable[[], float],
+        new_browser_id: Callable[[], bytes],
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._cipher = cipher
+        self._push = push_tokens
+        self._settings = settings
+        self._clock = clock
+        self._new_browser_id = new_browser_id
+        self._hm_buckets = TokenBuckets(clock)
+
+    def buyer(self, nid: str) -> Buyer | None:
+        return self._registry.buyer(nid)
+
+    async def match(
+        self, request: MatchTagRequest, buyer: Buyer, browser: Browser, scheme: str
+    ) -> MatchOutcome:
+        """Run the match tag for a known buyer; the order of checks is docs/protocol.md's."""
+        if request.push is not None and request.cookie_match:
+            return self._error(request, buyer, scheme, MatchError.CONFLICT)
+        if not request.has_operation:
+            return self._error(request, buyer, scheme, MatchError.NO_OPERATION)
+        if browser.opted_out:
+            return self._error(request, buyer, scheme, MatchError.OPTED_OUT)
+        if browser.browser_id is None:
+            wants_cookie = (
+                request.set_cookie
+                if request.set_cookie is not None
+                else self._settings.set_cookie_by_default
+            )
+            if request.cookie_test or not wants_cookie or request.push is not None:
+                return self._error(request, buyer, scheme, MatchError.NO_COOKIE)
+            query = encode_query((*request.params, COOKIE_TEST_PARAM))
+            return VerifyCookie(buyer.nid, self._new_browser_id(), query)
+        if request.push is not None or request.push_duplicated:
+            return await self._push_return(request, buyer, browser.browser_id, scheme)
+        return await self._redirect_with_results(request, buyer, browser.browser_id, scheme)
+
+    async def _redirect_with_results(
+        self, request: MatchTagRequest, buyer: Buyer, browser_id: bytes, scheme: str
+    ) -> RedirectToBuyer:
+        now = int(self._clock())
+        hm_status, ula_statuses = await asyncio.gather(
+            self._write_hosted_match(request, buyer, browser_id),
+            self._add_to_user_lists(request.user_list_adds, buyer, browser_id, now),
+        )
+        gid = cver = None
+        if request.cookie_match:
+            cver = self._cipher.current_version
+            gid = self._cipher.encrypt(browser_id, buyer.nid, cver)
+        response = ResponseParams(
+            gid=gid, cver=cver, user_lists=ula_statuses, hosted_match=hm_status
+        )
+        location = buyer.redirect.render(
+            scheme, response, request.extras, extras_first=self._settings.extras_first
+        )
+        return RedirectToBuyer(
+            buyer.nid, location, extras_dropped=request.extras_dropped,
+            hosted_match_status=hm_status,
+        )
+
+    async def _push_return(
+        self, request: MatchTagRequest, buyer: Buyer, browser_id: bytes, scheme: str
+    ) -> PushRecorded | RedirectToBuyer:
+        now = int(self._clock())
+        try:
+            if request.push is None or request.push_duplicated:
+                raise InvalidPushToken("google_push missing or duplicated")
+            claim = self._push.verify(request.push, buyer.nid, now)
+        except InvalidPushToken:
+            return self._error(request, buyer, scheme, MatchError.INVALID_PUSH)
+        if claim.browser_id != browser_id:
+            return self._error(request, buyer, scheme, MatchError.INVALID_PUSH)
+        results = await asyncio.gather(
+            self._store.hset(
+                keys.pixel_matches_key(browser_id),
+                {buyer.nid: str(now).encode()},
+                ttl=self._settings.match_expiry_days * 86400,
+            ),
+            self._write_hosted_match(request, buyer, browser_id),
+            self._add_to_user_lists(request.user_list_adds, buyer, browser_id, now),
+            return_exceptions=True,
+        )
+        stored = not isinstance(results[0], BaseException)
+        if not stored:
+            log.warning("pixel match for %s not recorded: %s", buyer.nid, results[0])
+        return PushRecorded(buyer.nid, stored)
+
+    async def _write_hosted_match(
+        self, request: MatchTagRequest, buyer: Buyer, browser_id: bytes
+    ) -> int | None:
+        """None on success or when absent; otherwise the google_hm status."""
+        if request.hosted_match_duplicated:
+            return HostedMatchStatus.DECODE_ERROR
+        if request.hosted_match is None:
+            return None
+        if not buyer.hosted_match:
+            return HostedMatchStatus.FORBIDDEN
+        try:
+            data = decode_hosted_match(request.hosted_match)
+        except HostedMatchError as exc:
+            return exc.status
+        rate = buyer.hosted_match_writes_per_second
+        if rate is not None and not self._hm_buckets.allow(buyer.nid, rate):
+            return HostedMatchStatus.THROTTLED
+        try:
+            await self._store.set(
+                keys.hosted_match_key(browser_id, buyer.nid),
+                data,
+                ttl=self._settings.hosted_match_ttl_days * 86400,
+            )
+        except StorageError:
+            log.exception("hosted match write failed for %s", buyer.nid)
+            return HostedMatchStatus.INTERNAL_ERROR
+        return None
+
+    async def _add_to_user_lists(
+        self, adds: tuple[UserListAdd, ...], buyer: Buyer, browser_id: bytes, now: int
+    ) -> tuple[tuple[str, int], ...]:
+        if not adds:
+            return ()
+        statuses: list[tuple[str, int]] = []
+        accepted: dict[str, tuple[int, int]] = {}  # list id -> (added at, ttl)
+        for add in adds:
+            status = self._user_list_status(add, buyer)
+            statuses.append((add.raw_id, status))
+            if status == UserListStatus.OK and add.list_id is not None:
+                user_list = self._registry.user_list(add.list_id)
+                days = user_list.membership_days if user_list else 30
+                added_at = min(add.timestamp, now) if add.timestamp is not None else now
+                accepted[str(add.list_id)] = (added_at, days * 86400)
+        if not accepted:
+            return tuple(statuses)
+        try:
+            await self._write_memberships(browser_id, accepted)
+        except StorageError:
+            log.exception("user list write failed for %s", buyer.nid)
+            return tuple(
+                (raw, UserListStatus.INTERNAL_ERROR if status == UserListStatus.OK else status)
+                for raw, status in statuses
+            )
+        return tuple(statuses)
+
+    async def _write_memberships(
+        self, browser_id: bytes, accepted: dict[str, tuple[int, int]]
+    ) -> None:
+        key = keys.user_lists_key(browser_id)
+        by_ttl: dict[int, dict[str, bytes]] = {}
+        for list_id, (added_at, ttl) in accepted.items():
+            by_ttl.setdefault(ttl, {})[list_id] = str(added_at).encode()
+        await asyncio.gather(
+            *(self._store.hset(key, fields, ttl=ttl) for ttl, fields in by_ttl.items())
+        )
+
+    def _user_list_status(self, add: UserListAdd, buyer: Buyer) -> int:
+        if add.list_id is None:
+            return UserListStatus.BAD_LIST_ID
+        user_list = self._registry.user_list(add.list_id)
+        if user_list is None:
+            return UserListStatus.BAD_LIST_ID
+        if user_list.owner != buyer.nid:
+            return UserListStatus.PERMISSION_DENIED
+        if user_list.closed:
+            return UserListStatus.CLOSED
+        return UserListStatus.OK
+
+    def _error(
+        self, request: MatchTagRequest, buyer: Buyer, scheme: str, error: MatchError
+    ) -> RedirectToBuyer:
+        location = buyer.redirect.render(
+            scheme,
+            ResponseParams(error=int(error)),
+            request.extras,
+            extras_first=self._settings.extras_first,
+        )
+        return RedirectToBuyer(
+            buyer.nid, location, error=int(error), extras_dropped=request.extras_dropped
+        )

@@ -1,0 +1,24 @@
+"""Store keys of the exchange. A browser's keys share a ``{hash tag}`` (one cluster node)."""
+
+from __future__ import annotations
+
+import base64
+
+
+def browser_tag(browser_id: bytes) -> str:
+    return "{" + base64.urlsafe_b64encode(browser_id).rstrip(b"=").decode() + "}"
+
+
+def hosted_match_key(browser_id: bytes, nid: str) -> str:
+    """Hosted match data a buyer stored for a browser."""
+    return f"hm:{browser_tag(browser_id)}:{nid}"
+
+
+def user_lists_key(browser_id: bytes) -> str:
+    """Field map: user list id -> time the browser was added (unix seconds, ASCII)."""
+    return f"ul:{browser_tag(browser_id)}"
+
+
+def pixel_matches_key(browser_id: bytes) -> str:
+    """Field map: buyer nid -> time a pixel match was recorded (unix seconds, ASCII)."""
+    return f"pm:{browser_tag(browser_id)}"

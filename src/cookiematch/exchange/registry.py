@@ -1,0 +1,85 @@
+"""Buyers and user lists: the configured ones, overlaid with changes made through the admin API.
+
+Reads are synchronous dictionary look-ups (the pixel hot path); changes are written to the
+store first, so that they survive a restart and reach other workers on their next refresh.
+A deleted configured entry is remembered as a tombstone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from cookiematch.exchange.model import (
+    Buyer,
+    UserList,
+    buyer_from_dict,
+    user_list_from_dict,
+)
+from cookiematch.storage.base import Store
+
+BUYER_PREFIX = "exchange:buyer:"
+USER_LIST_PREFIX = "exchange:user_list:"
+_TOMBSTONE = b"null"
+
+
+class ExchangeRegistry:
+    def __init__(
+        self, store: Store, buyers: Iterable[Buyer] = (), user_lists: Iterable[UserList] = ()
+    ) -> None:
+        self._store = store
+        self._configured_buyers = {b.nid: b for b in buyers}
+        self._configured_lists = {u.id: u for u in user_lists}
+        self._buyers = dict(self._configured_buyers)
+        self._lists = dict(self._configured_lists)
+
+    def buyer(self, nid: str) -> Buyer | None:
+        return self._buyers.get(nid)
+
+    def user_list(self, list_id: int) -> UserList | None:
+        return self._lists.get(list_id)
+
+    def buyers(self) -> list[Buyer]:
+        return sorted(self._buyers.values(), key=lambda b: b.nid)
+
+    def user_lists(self) -> list[UserList]:
+        return sorted(self._lists.values(), key=lambda u: u.id)
+
+    async def refresh(self) -> None:
+        """Rebuild the view: configured entries, then stored changes on top."""
+        buyers = dict(self._configured_buyers)
+        async for key, value in self._store.scan(BUYER_PREFIX):
+            nid = key[len(BUYER_PREFIX) :]
+            if value == _TOMBSTONE:
+                buyers.pop(nid, None)
+            else:
+                buyers[nid] = buyer_from_dict(json.loads(value))
+        lists = dict(self._configured_lists)
+        async for key, value in self._store.scan(USER_LIST_PREFIX):
+            list_id = int(key[len(USER_LIST_PREFIX) :])
+            if value == _TOMBSTONE:
+                lists.pop(list_id, None)
+            else:
+                lists[list_id] = user_list_from_dict(json.loads(value))
+        self._buyers, self._lists = buyers, lists
+
+    async def put_buyer(self, buyer: Buyer) -> None:
+        await self._store.set(BUYER_PREFIX + buyer.nid, json.dumps(buyer.to_dict()).encode())
+        self._buyers[buyer.nid] = buyer
+
+    async def delete_buyer(self, nid: str) -> bool:
+        existed = nid in self._buyers
+        await self._store.set(BUYER_PREFIX + nid, _TOMBSTONE)
+        self._buyers.pop(nid, None)
+        return existed
+
+    async def put_user_list(self, user_list: UserList) -> None:
+        key = f"{USER_LIST_PREFIX}{user_list.id}"
+        await self._store.set(key, json.dumps(user_list.to_dict()).encode())
+        self._lists[user_list.id] = user_list
+
+    async def delete_user_list(self, list_id: int) -> bool:
+        existed = list_id in self._lists
+        await self._store.set(f"{USER_LIST_PREFIX}{list_id}", _TOMBSTONE)
+        self._lists.pop(list_id, None)
+        return existed

@@ -1,0 +1,137 @@
+"""The exchange's browser-facing routes: ``/pixel`` (the match tag) and ``/optout``.
+
+Each handler parses (protocol), asks the domain, and renders the value it gets back. A
+browser-facing route never answers 500 and never redirects anywhere but to a configured
+buyer URL or to itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cookiematch.errors import MatchTagError, QueryError
+from cookiematch.exchange.cookie_match import Browser, CookieMatchService
+from cookiematch.exchange.model import ExchangeSettings
+from cookiematch.exchange.outcomes import PushRecorded, RedirectToBuyer, VerifyCookie
+from cookiematch.protocol.cookies import (
+    MAX_COOKIE_HEADER_BYTES,
+    OPT_OUT_VALUE,
+    CookieSpec,
+    format_browser_id,
+    parse_browser_id,
+    parse_cookie_header,
+)
+from cookiematch.protocol.forwarded import TrustedProxies, forwarded_scheme
+from cookiematch.protocol.matchtag import parse_match_tag
+from cookiematch.protocol.query import parse_query
+from cookiematch.web import metrics
+from cookiematch.web.http import Request, Response
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserCookie:
+    """Reads and writes the exchange cookie of a request."""
+
+    spec: CookieSpec
+
+    def read(self, request: Request) -> Browser | None:
+        """The browser state, or None when the Cookie header is too large to be honest."""
+        header = request.cookie_header
+        if not header:
+            return Browser(None)
+        if len(header) > MAX_COOKIE_HEADER_BYTES:
+            return None
+        value = parse_cookie_header(header).get(self.spec.name)
+        if value is None:
+            return Browser(None)
+        if value == OPT_OUT_VALUE:
+            return Browser(None, opted_out=True)
+        return Browser(parse_browser_id(value))
+
+    def set(self, browser_id: bytes) -> str:
+        return self.spec.header(format_browser_id(browser_id))
+
+    def opt_out(self) -> str:
+        return self.spec.header(OPT_OUT_VALUE)
+
+
+def cookie_spec(settings: ExchangeSettings) -> CookieSpec:
+    return CookieSpec(
+        name=settings.cookie_name,
+        max_age=settings.cookie_max_age_days * 86400,
+        secure=settings.cookie_secure,
+        domain=settings.cookie_domain,
+    )
+
+
+class ExchangeRoutes:
+    """Handlers for the exchange's browser-facing paths."""
+
+    def __init__(
+        self,
+        service: CookieMatchService,
+        settings: ExchangeSettings,
+        new_browser_id: Callable[[], bytes],
+    ) -> None:
+        self._service = service
+        self._cookie = BrowserCookie(cookie_spec(settings))
+        self._proxies = TrustedProxies(settings.trusted_proxies)
+        self._new_browser_id = new_browser_id
+
+    def scheme(self, request: Request) -> str:
+        if self._proxies and self._proxies.trusts(request.client):
+            forwarded = forwarded_scheme(request.header("x-forwarded-proto"))
+            if forwarded:
+                return forwarded
+        return request.scheme
+
+    async def pixel(self, request: Request) -> Response:
+        """GET /pixel: the match tag."""
+        try:
+            parsed = parse_match_tag(parse_query(request.query))
+        except (QueryError, MatchTagError) as exc:
+            metrics.BAD_REQUESTS.labels(reason=type(exc).__name__).inc()
+            return Response.text(400, f"Bad request: {exc}\n")
+        buyer = self._service.buyer(parsed.nid)
+        if buyer is None:
+            metrics.BAD_REQUESTS.labels(reason="UnknownNid").inc()
+            return Response.text(400, "Bad request: unknown google_nid\n")
+        browser = self._cookie.read(request)
+        if browser is None:
+            metrics.BAD_REQUESTS.labels(reason="CookieTooLarge").inc()
+            return Response.text(400, "Bad request: Cookie header too large\n")
+        outcome = await self._service.match(parsed, buyer, browser, self.scheme(request))
+        if isinstance(outcome, RedirectToBuyer):
+            metrics.record_redirect(outcome)
+            return Response.redirect(outcome.location)
+        if isinstance(outcome, VerifyCookie):
+            metrics.PIXEL_OUTCOMES.labels(nid=outcome.nid, outcome="set_cookie").inc()
+            location = f"{request.path}?{outcome.query}"
+            return Response.redirect(location, set_cookies=(self._cookie.set(outcome.browser_id),))
+        assert isinstance(outcome, PushRecorded)
+        metrics.PIXEL_OUTCOMES.labels(
+            nid=outcome.nid, outcome="push" if outcome.stored else "push_not_stored"
+        ).inc()
+        return Response.pixel()
+
+    async def optout(self, request: Request) -> Response:
+        """GET /optout marks the browser opted out; ``?undo=1`` gives it a fresh ID."""
+        try:
+            params = {p.name: p.value for p in parse_query(request.query)}
+        except QueryError as exc:
+            return Response.text(400, f"Bad request: {exc}\n")
+        if params.get("undo") in ("1", "true"):
+            cookie = self._cookie.set(self._new_browser_id())
+            message = "Personalised advertising is allowed again for this browser."
+        else:
+            cookie = self._cookie.opt_out()
+            message = "This browser is opted out: it will no longer be matched with buyers."
+        body = (
+            "<!doctype html><meta charset=utf-8><title>cookiematch opt-out</title>"
+            f"<p>{message}</p>"
+        )
+        return Response.html(200, body, set_cookies=(cookie,))
