@@ -1,0 +1,160 @@
+"""The application value both adapters serve: hot routes, a fallback ASGI app, lifecycle hooks.
+
+Hot routes map an exact path (or a path prefix) to a ``Handler``; the adapters call them
+directly, no framework in between. Everything else (admin API, ``/metrics``) goes to the
+optional ``fallback`` ASGI application, e.g. Starlette; with no fallback it is a 404.
+
+Errors on hot routes. A browser-facing endpoint never answers 500 and never redirects
+anywhere unplanned, so ``App.call`` catches any exception a handler raises (including the
+``ValueError`` of a ``Response`` refusing an injected header), logs it with its traceback,
+counts it in ``App.handler_errors[route.path]``, calls ``App.on_handler_error`` if set (for
+metrics), and answers the route's ``on_error`` response instead. The default ``on_error`` is a
+1x1 GIF with status 200: a broken pixel must never break the page that embeds it. Routes that
+are not image loads choose their own (e.g. ``Response.text(400, ...)``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cookiematch.web.http import Handler, Request, Response
+
+__all__ = ["ASGIApp", "App", "Hook", "Route"]
+
+log = logging.getLogger("cookiematch.web")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Hook = Callable[[], Awaitable[None]]
+
+PIXEL_ON_ERROR = Response.pixel()
+NOT_FOUND = Response.text(404, "not found\n")
+BODY_TOO_LARGE = Response.text(413, "request body too large\n")
+BAD_REQUEST = Response.text(400, "bad request\n")
+DEFAULT_MAX_BODY = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One hot route. ``methods`` always includes HEAD when it includes GET."""
+
+    path: str
+    handler: Handler
+    methods: frozenset[str]
+    on_error: Response = PIXEL_ON_ERROR
+    prefix: bool = False
+    read_body: bool = False
+    not_allowed: Response = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        allow = ", ".join(sorted(self.methods))
+        object.__setattr__(
+            self, "not_allowed", Response.text(405, "method not allowed\n").with_headers(("Allow", allow))
+        )
+
+
+class App:
+    """Hot routes + optional fallback ASGI app + startup/shutdown hooks.
+
+    Build it once per worker (in the app factory), register routes, then hand it to
+    ``RSGIAdapter`` or ``ASGIAdapter``. ``on_startup`` hooks run in order before the first
+    request, ``on_shutdown`` hooks in reverse order after the last one (graceful stop), so a
+    store opened at startup is flushed and closed at shutdown. The fallback app's own lifespan
+    is not run: put its hooks here.
+    """
+
+    def __init__(
+        self,
+        *,
+        fallback: ASGIApp | None = None,
+        on_startup: Iterable[Hook] = (),
+        on_shutdown: Iterable[Hook] = (),
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self.routes: dict[str, Route] = {}
+        self.prefix_routes: list[Route] = []  # longest prefix first
+        self.fallback = fallback
+        self.on_startup: list[Hook] = list(on_startup)
+        self.on_shutdown: list[Hook] = list(on_shutdown)
+        self.max_body = max_body
+        self.handler_errors: Counter[str] = Counter()
+        self.on_handler_error: Callable[[Route, Exception], None] | None = None
+
+    def route(
+        self,
+        path: str,
+        handler: Handler,
+        *,
+        methods: Iterable[str] = ("GET",),
+        on_error: Response = PIXEL_ON_ERROR,
+        prefix: bool = False,
+        read_body: bool = False,
+    ) -> Route:
+        """Register ``handler`` for ``path`` exactly, or for every path under it if ``prefix``."""
+        if not path.startswith("/"):
+            raise ValueError(f"route path must start with '/': {path!r}")
+        allowed = {method.upper() for method in methods}
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        route = Route(path, handler, frozenset(allowed), on_error, prefix, read_body)
+        if prefix:
+            if any(r.path == path for r in self.prefix_routes):
+                raise ValueError(f"duplicate prefix route: {path}")
+            self.prefix_routes.append(route)
+            self.prefix_routes.sort(key=lambda r: len(r.path), reverse=True)
+        else:
+            if path in self.routes:
+                raise ValueError(f"duplicate route: {path}")
+            self.routes[path] = route
+        return route
+
+    def match(self, path: str) -> Route | None:
+        """The hot route for ``path``, or None (fallback app or 404)."""
+        route = self.routes.get(path)
+        if route is not None:
+            return route
+        for candidate in self.prefix_routes:
+            if path.startswith(candidate.path):
+                return candidate
+        return None
+
+    async def call(self, route: Route, request: Request) -> Response:
+        """Run the route's handler; any exception becomes ``route.on_error`` (see module doc)."""
+        try:
+            response = await route.handler(request)
+            if type(response) is not Response:
+                raise TypeError(f"handler returned {type(response).__name__}, not Response")
+            return response
+        except Exception as exc:
+            self.handler_errors[route.path] += 1
+            log.exception("handler for %s %s raised; answering on_error", request.method, route.path)
+            hook = self.on_handler_error
+            if hook is not None:
+                try:
+                    hook(route, exc)
+                except Exception:
+                    log.exception("on_handler_error hook raised")
+            return route.on_error
+
+    async def startup(self) -> None:
+        for hook in self.on_startup:
+            await hook()
+
+    async def shutdown(self) -> None:
+        """Run every shutdown hook (reverse order) even if one fails; re-raise the first error."""
+        first: BaseException | None = None
+        for hook in reversed(self.on_shutdown):
+            try:
+                await hook()
+            except Exception as exc:
+                log.exception("shutdown hook %r failed", hook)
+                first = first or exc
+        if first is not None:
+            raise first
