@@ -10,8 +10,8 @@ StoreUnavailable when the backend cannot be reached or the store is closed.
 Durability: with ``Durability.ACK`` a write coroutine returns only once the write is durable
 (group commit: concurrent writes share one commit/fsync); with ``Durability.ASYNC`` ``set``,
 ``hset`` and ``write_many`` return once queued (a crash may lose them), while ``delete`` and
-``hdel`` still wait for their result. Either way a read sees the writes the same process made
-before it.
+``hdel`` still wait for their result. Either way a read sees every write made through the same
+store object before it.
 """
 
 from __future__ import annotations

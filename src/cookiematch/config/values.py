@@ -1,0 +1,163 @@
+"""Small immutable values of the configuration: secrets and listen addresses.
+
+Each has a ``from_config`` class method that the loader calls on the raw TOML value; it
+raises ``ValueError``/``TypeError`` with a message, and the loader adds the file and key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import re
+from typing import Any
+
+_MASK = "**********"
+_URLSAFE = str.maketrans("-_", "+/")
+
+
+class Secret:
+    """A string that never shows itself: ``repr`` and ``str`` are masked, ``reveal()`` is not.
+
+    Comparison is constant-time, so ``Secret`` values can be compared with presented tokens.
+    """
+
+    __slots__ = ("_value",)
+    _value: str
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError("Expected `str`")
+        object.__setattr__(self, "_value", value)
+
+    @classmethod
+    def from_config(cls, value: object) -> Secret:
+        if not isinstance(value, str):
+            raise TypeError(f"Expected `str`, got `{type(value).__name__}`")
+        return cls(value)
+
+    def reveal(self) -> str:
+        """The secret itself: call it only where the value is used, never to log it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}('{_MASK}')"
+
+    def __str__(self) -> str:
+        return _MASK
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Secret):
+            other = other._value
+        if not isinstance(other, str):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+
+class KeySecret(Secret):
+    """A 32-byte user-ID key written as standard or URL-safe base64 (padding optional)."""
+
+    __slots__ = ("_key",)
+    _key: bytes
+
+    KEY_BYTES = 32
+
+    def __init__(self, value: str) -> None:
+        super().__init__(value)
+        text = value.strip()
+        padded = text + "=" * (-len(text) % 4)
+        try:
+            key = base64.b64decode(padded.translate(_URLSAFE).encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            raise ValueError("must be base64 (standard or URL-safe)") from None
+        if len(key) != self.KEY_BYTES:
+            raise ValueError(f"must decode to exactly {self.KEY_BYTES} bytes, not {len(key)}")
+        object.__setattr__(self, "_key", key)
+
+    @classmethod
+    def from_config(cls, value: object) -> KeySecret:
+        if not isinstance(value, str):
+            raise TypeError(f"Expected `str`, got `{type(value).__name__}`")
+        return cls(value)
+
+    def key_bytes(self) -> bytes:
+        """The decoded 32 bytes."""
+        return self._key
+
+
+_HOST_PORT = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})"
+)
+
+
+class Listen:
+    """A ``host:port`` to listen on (``[::1]:8700`` for IPv6); port 0 picks a free one."""
+
+    __slots__ = ("host", "port")
+
+    host: str
+    port: int
+
+    def __init__(self, host: str, port: int) -> None:
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
+
+    @classmethod
+    def parse(cls, text: str) -> Listen:
+        match = _HOST_PORT.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"expected host:port (or [ipv6]:port), got {text!r}")
+        port = int(match["port"])
+        if port > 65535:
+            raise ValueError(f"port {port} is out of range 0-65535")
+        if match["v6"] is not None:
+            try:
+                ipaddress.IPv6Address(match["v6"])
+            except ValueError:
+                raise ValueError(f"invalid IPv6 address {match['v6']!r}") from None
+            return cls(match["v6"], port)
+        return cls(match["host"], port)
+
+    @classmethod
+    def from_config(cls, value: object) -> Listen:
+        if not isinstance(value, str):
+            raise TypeError(f"Expected `str`, got `{type(value).__name__}`")
+        return cls.parse(value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Listen is immutable")
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"Listen({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Listen):
+            return NotImplemented
+        return (self.host, self.port) == (other.host, other.port)
+
+    def __hash__(self) -> int:
+        return hash((self.host, self.port))
+
+
+def proxy_network(entry: str) -> str:
+    """Validate one ``trusted_proxies`` entry (an IP or a CIDR) and return it normalized."""
+    try:
+        network = ipaddress.ip_network(entry.strip(), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"not an IP address or CIDR network: {exc}") from None
+    if network.num_addresses == 1:
+        return str(network.network_address)
+    return str(network)

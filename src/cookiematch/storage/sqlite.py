@@ -1,0 +1,576 @@
+"""Embedded backend: SQLite in WAL mode, one writer thread with group commit, reader threads.
+
+    event loop ──(op, future)──▶ write queue ──▶ writer thread: BEGIN; op; op; …; COMMIT
+               ◀── one call_soon_threadsafe per batch settles its futures ──┘
+    event loop ──(op, future)──▶ read queue ──▶ reader threads, one connection each
+
+No SQLite call runs on the event loop. The writer drains everything queued and applies it in
+one transaction, so under ``Durability.ACK`` (``synchronous=FULL``: the WAL is fsynced at each
+commit) one fsync covers a whole batch, and a write's future resolves only after its commit.
+If a batch fails, it is rolled back and its ops are retried one transaction each, so a bad op
+fails alone. Under ``Durability.ASYNC`` (``synchronous=NORMAL``) ``set``, ``hset`` and
+``write_many`` return once queued while fewer than ``max_pending`` writes wait; beyond that
+they wait for their commit (backpressure). Reads then wait until the writes queued before them
+are committed, so a coroutine reads its own writes. WAL readers never block the writer.
+
+Expired rows are invisible to reads (``expires_at`` against the injected clock) and purged by
+the writer every ``purge_interval`` seconds, a bounded chunk at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+from cookiematch.errors import StorageError, StoreUnavailable
+from cookiematch.storage.base import Clock, Durability, Store, Write
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Op = Callable[..., Any]
+# (op, args, future or None when nobody waits, sequence number); None stops the thread.
+Queued = tuple[Op, tuple[Any, ...], asyncio.Future[Any] | None, int]
+Item = Queued | None
+Result = tuple[asyncio.Future[Any], bool, Any]  # (future, ok, value or StorageError)
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, expires_at REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS fm (
+    key TEXT NOT NULL, field TEXT NOT NULL, value BLOB NOT NULL, expires_at REAL,
+    PRIMARY KEY (key, field)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS fm_expiry ON fm (expires_at) WHERE expires_at IS NOT NULL;
+"""
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_MAX_BATCH = 10_000  # ops per transaction (writer) or per wake-up (readers)
+_IN_CHUNK = 500  # keys per ``IN (…)`` query
+PURGE_CHUNK = 1000  # expired rows per table per periodic purge
+
+
+# --- ops: run on a worker thread with its connection -------------------------------------
+
+
+def _live(expires_at: float | None, now: float) -> bool:
+    return expires_at is None or expires_at > now
+
+
+def _get(c: sqlite3.Connection, key: str, now: float) -> bytes | None:
+    row = c.execute(f"SELECT value FROM kv WHERE key = ? AND {_LIVE}", (key, now)).fetchone()
+    return None if row is None else row[0]
+
+
+def _get_many(c: sqlite3.Connection, keys: list[str], now: float) -> list[bytes | None]:
+    found: dict[str, bytes] = {}
+    for i in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[i : i + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT key, value FROM kv WHERE key IN ({marks}) AND {_LIVE}"
+        found.update(c.execute(sql, (*chunk, now)).fetchall())
+    return [found.get(key) for key in keys]
+
+
+def _hget(c: sqlite3.Connection, key: str, field: str, now: float) -> bytes | None:
+    sql = f"SELECT value FROM fm WHERE key = ? AND field = ? AND {_LIVE}"
+    row = c.execute(sql, (key, field, now)).fetchone()
+    return None if row is None else row[0]
+
+
+def _hgetall(c: sqlite3.Connection, key: str, now: float) -> dict[str, bytes]:
+    sql = f"SELECT field, value FROM fm WHERE key = ? AND {_LIVE}"
+    return dict(c.execute(sql, (key, now)).fetchall())
+
+
+def _scan_page(
+    c: sqlite3.Connection, start: str, first: bool, upper: str | None, limit: int, now: float
+) -> list[tuple[str, bytes]]:
+    lower = "key >= ?" if first else "key > ?"
+    bound, args = ("AND key < ?", (start, upper)) if upper is not None else ("", (start,))
+    sql = f"SELECT key, value FROM kv WHERE {lower} {bound} AND {_LIVE} ORDER BY key LIMIT ?"
+    return c.execute(sql, (*args, now, limit)).fetchall()
+
+
+def _ping(c: sqlite3.Connection) -> None:
+    c.execute("SELECT 1").fetchone()
+
+
+def _set(c: sqlite3.Connection, key: str, value: bytes, expires_at: float | None) -> None:
+    c.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (key, value, expires_at))
+
+
+def _delete(c: sqlite3.Connection, key: str, now: float) -> bool:
+    gone = c.execute("DELETE FROM kv WHERE key = ? RETURNING expires_at", (key,)).fetchall()
+    gone += c.execute("DELETE FROM fm WHERE key = ? RETURNING expires_at", (key,)).fetchall()
+    return any(_live(expires_at, now) for (expires_at,) in gone)
+
+
+def _write_many(
+    c: sqlite3.Connection, rows: list[tuple[str, bytes | None, float | None]], now: float
+) -> None:
+    for key, value, expires_at in rows:
+        if value is None:
+            _delete(c, key, now)
+        else:
+            _set(c, key, value, expires_at)
+
+
+def _hset(c: sqlite3.Connection, rows: list[tuple[str, str, bytes, float | None]]) -> None:
+    c.executemany("INSERT OR REPLACE INTO fm VALUES (?, ?, ?, ?)", rows)
+
+
+def _hdel(c: sqlite3.Connection, key: str, fields: list[str], now: float) -> int:
+    sql = "DELETE FROM fm WHERE key = ? AND field = ? RETURNING expires_at"
+    gone = [row for field in fields for row in c.execute(sql, (key, field)).fetchall()]
+    return sum(_live(expires_at, now) for (expires_at,) in gone)
+
+
+def _purge(c: sqlite3.Connection, now: float, limit: int | None) -> int:
+    """Delete expired rows (at most ``limit`` per table); return how many."""
+    if limit is None:
+        sqls = ["DELETE FROM kv WHERE expires_at <= ?", "DELETE FROM fm WHERE expires_at <= ?"]
+        return sum(c.execute(sql, (now,)).rowcount for sql in sqls)
+    sqls = [
+        "DELETE FROM kv WHERE key IN (SELECT key FROM kv WHERE expires_at <= ? LIMIT ?)",
+        "DELETE FROM fm WHERE (key, field) IN"
+        " (SELECT key, field FROM fm WHERE expires_at <= ? LIMIT ?)",
+    ]
+    return sum(c.execute(sql, (now, limit)).rowcount for sql in sqls)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def path_from_url(url: str) -> str:
+    """``sqlite:///abs/path`` → ``/abs/path``; ``sqlite://rel/path`` → ``rel/path``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "sqlite":
+        raise StorageError(f"not a sqlite URL: {url!r}")
+    if "?" in rest or "#" in rest:
+        raise StorageError(f"sqlite URL takes no query or fragment: {url!r}")
+    path = unquote(rest)
+    if path in ("", "/"):
+        raise StorageError(f"sqlite URL has no path: {url!r}")
+    if path.lstrip("/") == ":memory:" or path.startswith("file:"):
+        raise StorageError(f"sqlite URL must name a file (no in-memory database): {url!r}")
+    return path
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The least string above every string starting with ``prefix`` (None: no bound).
+
+    Increments the last code point that can be incremented; SQLite compares TEXT as UTF-8
+    bytes, which orders like code points, so ``prefix <= key < bound`` is the prefix range.
+    """
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if code <= 0x10FFFF:
+            if 0xD800 <= code <= 0xDFFF:  # surrogates cannot be stored: skip them
+                code = 0xE000
+            return "".join(chars) + chr(code)
+    return None
+
+
+def _wrap(exc: BaseException) -> StorageError:
+    if isinstance(exc, StorageError):
+        return exc
+    err = StorageError(f"sqlite: {type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+def _blob(value: object) -> bytes:
+    if type(value) is bytes:
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"store values are bytes, not {type(value).__name__}")
+
+
+def _settle(results: list[Result]) -> None:
+    for fut, ok, value in results:
+        if not fut.done():  # a cancelled waiter has gone away
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+
+def _deliver(results: list[Result]) -> None:
+    """Settle futures from a worker thread: one loop wake-up per loop per batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Result]] = {}
+    for result in results:
+        by_loop.setdefault(result[0].get_loop(), []).append(result)
+    for loop, batch in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+            loop.call_soon_threadsafe(_settle, batch)
+
+
+def _run_reads(conn: sqlite3.Connection, ops: list[Queued]) -> list[Result]:
+    """Run a batch of reads in one read transaction: one snapshot, one WAL read lock."""
+    results: list[Result] = []
+    with contextlib.suppress(sqlite3.Error):  # without it, each read takes its own snapshot
+        conn.execute("BEGIN")
+    for op, args, fut, _ in ops:
+        assert fut is not None  # every read is awaited
+        try:
+            results.append((fut, True, op(conn, *args)))
+        except Exception as exc:
+            results.append((fut, False, _wrap(exc)))
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("COMMIT")
+    return results
+
+
+def _drain(q: queue.SimpleQueue[Item], first: Item) -> tuple[list[Queued], bool]:
+    """``first`` plus whatever is queued, up to the stop marker (returns: batch, stop)."""
+    if first is None:
+        return [], True
+    batch = [first]
+    while len(batch) < _MAX_BATCH:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return batch, True
+        batch.append(item)
+    return batch, False
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+class SQLiteStore(Store):
+    """The embedded store. Open it with ``open_store("sqlite:///path")``; ``close()`` it."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        durability: Durability = Durability.ACK,
+        clock: Clock = time.time,
+        readers: int = 2,
+        max_pending: int = 10_000,
+        purge_interval: float | None = 60.0,
+        busy_timeout: float = 10.0,
+    ) -> None:
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self.durability = durability
+        self._clock = clock
+        self._async = durability is Durability.ASYNC
+        self._max_pending = max_pending
+        self._purge_interval = purge_interval
+        self._next_purge = time.monotonic() + (purge_interval or 0.0)
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+        self._seqs = itertools.count(1)
+        self._last_seq = 0  # last write submitted
+        self._committed = 0  # last write committed (or failed)
+        self._writer_done = False
+        self._cond = threading.Condition()
+        self._submit_lock = threading.Lock()
+        self._wq: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self._rq: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.commits = 0  # transactions committed by the writer (statistics)
+        self.writes = 0  # write ops those transactions carried
+        conns: list[sqlite3.Connection] = []
+        try:
+            conns.append(self._open_writer())
+            conns += [self._connect(query_only=True) for _ in range(readers)]
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            for conn in conns:
+                conn.close()
+            raise StoreUnavailable(f"cannot open sqlite store {path!r}: {exc}") from exc
+        self._wconn = conns[0]
+        self._threads = [threading.Thread(target=self._write_loop, daemon=True, name="sqlite-w")]
+        self._threads += [
+            threading.Thread(target=self._read_loop, args=(c,), daemon=True, name=f"sqlite-r{i}")
+            for i, c in enumerate(conns[1:])
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, durability: Durability = Durability.ACK, clock: Clock = time.time
+    ) -> SQLiteStore:
+        return cls(path_from_url(url), durability=durability, clock=clock)
+
+    def _connect(self, *, query_only: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        if query_only:
+            conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise sqlite3.OperationalError(f"cannot use WAL journal mode (got {mode!r})")
+            sync = "NORMAL" if self._async else "FULL"
+            conn.execute(f"PRAGMA synchronous = {sync}")
+            conn.execute("PRAGMA journal_size_limit = 67108864")  # trim the WAL after checkpoints
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"schema version {version} is newer than this code")
+            if version < SCHEMA_VERSION:
+                conn.executescript(
+                    f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    # --- submitting ops (event loop thread) ----------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("sqlite store is closed")
+
+    def _read(self, op: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        self._check_open()
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._rq.put((op, args, fut, self._last_seq if self._async else 0))
+        return fut
+
+    def _queue_write(self, op: Op, args: tuple[Any, ...], fut: asyncio.Future[Any] | None) -> None:
+        self._check_open()
+        with self._submit_lock:  # sequence numbers enter the queue in order
+            seq = self._last_seq = next(self._seqs)
+            self._wq.put((op, args, fut, seq))
+
+    def _write(self, op: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue a write; its future resolves once committed."""
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue_write(op, args, fut)
+        return fut
+
+    async def _apply(self, op: Op, *args: Any) -> None:
+        """Queue a write; wait for its commit unless ASYNC and fewer than max_pending queued."""
+        if self._async and self._wq.qsize() < self._max_pending:
+            self._queue_write(op, args, None)
+        else:
+            await self._write(op, *args)
+
+    def _expiry(self, ttl: float | None) -> float | None:
+        if ttl is None:
+            return None
+        if not (ttl > 0 and math.isfinite(ttl)):
+            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        return self._clock() + ttl
+
+    # --- Store ---------------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._read(_get, key, self._clock())
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return await self._read(_get_many, list(keys), self._clock())
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        await self._apply(_set, key, _blob(value), self._expiry(ttl))
+
+    async def write_many(self, writes: Sequence[Write]) -> None:
+        rows = [
+            (w.key, None if w.value is None else _blob(w.value), self._expiry(w.ttl))
+            for w in writes
+        ]
+        if rows:
+            await self._apply(_write_many, rows, self._clock())
+
+    async def delete(self, key: str) -> bool:
+        return await self._write(_delete, key, self._clock())
+
+    async def hget(self, key: str, field: str) -> bytes | None:
+        return await self._read(_hget, key, field, self._clock())
+
+    async def hgetall(self, key: str) -> dict[str, bytes]:
+        return await self._read(_hgetall, key, self._clock())
+
+    async def hset(
+        self, key: str, mapping: Mapping[str, bytes], *, ttl: float | None = None
+    ) -> None:
+        expires_at = self._expiry(ttl)
+        rows = [(key, field, _blob(value), expires_at) for field, value in mapping.items()]
+        if rows:
+            await self._apply(_hset, rows)
+
+    async def hdel(self, key: str, fields: Sequence[str]) -> int:
+        if not fields:
+            return 0
+        return await self._write(_hdel, key, list(fields), self._clock())
+
+    async def scan(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[tuple[str, bytes]]:
+        """Keys in order, ``batch`` per query; each batch is read at its own moment."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        upper = prefix_upper_bound(prefix)
+        start, first = prefix, True
+        while True:
+            rows = await self._read(_scan_page, start, first, upper, batch, self._clock())
+            for row in rows:
+                yield row
+            if len(rows) < batch:
+                return
+            start, first = rows[-1][0], False
+
+    async def purge_expired(self) -> int:
+        """Delete every expired row now; return how many (the writer also does it)."""
+        return await self._write(_purge, self._clock(), None)
+
+    async def ping(self) -> None:
+        if not self._threads[0].is_alive():
+            raise StoreUnavailable("sqlite writer thread is not running")
+        try:
+            await self._read(_ping)
+        except StoreUnavailable:
+            raise
+        except StorageError as exc:
+            raise StoreUnavailable(str(exc)) from exc.__cause__
+
+    async def close(self) -> None:
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.get_running_loop().run_in_executor(None, self._shutdown)
+        await asyncio.shield(self._closing)
+
+    def _shutdown(self) -> None:
+        self._wq.put(None)
+        self._threads[0].join()
+        for _ in self._threads[1:]:
+            self._rq.put(None)
+        for thread in self._threads[1:]:
+            thread.join()
+
+    # --- writer thread -------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        try:
+            while True:
+                timeout = None
+                if self._purge_interval:
+                    timeout = max(0.0, self._next_purge - time.monotonic())
+                try:
+                    first = self._wq.get(timeout=timeout)
+                except queue.Empty:
+                    pass
+                else:
+                    batch, stop = _drain(self._wq, first)
+                    if batch:
+                        self._commit_batch(batch)
+                    if stop:
+                        break
+                if self._purge_interval and time.monotonic() >= self._next_purge:
+                    self._purge_chunk()
+        finally:
+            self._closed = True  # also if this thread died: fail fast rather than hang
+            with self._cond:
+                self._writer_done = True
+                self._cond.notify_all()
+            self._fail_leftovers(self._wq)
+            self._wconn.close()
+
+    def _commit_batch(self, ops: list[Queued]) -> None:
+        conn = self._wconn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = [(True, op(conn, *args)) for op, args, _, _ in ops]
+            conn.execute("COMMIT")
+            self.commits += 1
+        except Exception:
+            self._rollback()
+            results = [self._commit_one(op, args) for op, args, _, _ in ops]
+        self.writes += len(ops)
+        with self._cond:
+            self._committed = max(self._committed, ops[-1][3])
+            self._cond.notify_all()
+        waiting: list[Result] = []
+        for (_, _, fut, _), (ok, value) in zip(ops, results, strict=True):
+            if fut is not None:
+                waiting.append((fut, ok, value))
+            elif not ok:
+                log.error("sqlite store: a queued write failed: %s", value)
+        if waiting:
+            _deliver(waiting)
+
+    def _commit_one(self, op: Op, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        conn = self._wconn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = op(conn, *args)
+            conn.execute("COMMIT")
+            self.commits += 1
+            return True, result
+        except Exception as exc:
+            self._rollback()
+            return False, _wrap(exc)
+
+    def _rollback(self) -> None:
+        try:
+            if self._wconn.in_transaction:
+                self._wconn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("sqlite store: rollback failed")
+
+    def _purge_chunk(self) -> None:
+        ok, purged = self._commit_one(_purge, (self._clock(), PURGE_CHUNK))
+        if not ok:
+            log.error("sqlite store: purge failed: %s", purged)
+        more = ok and purged >= PURGE_CHUNK
+        self._next_purge = time.monotonic() + (0.0 if more else self._purge_interval or 0.0)
+
+    # --- reader threads ------------------------------------------------------------------
+
+    def _read_loop(self, conn: sqlite3.Connection) -> None:
+        try:
+            while True:
+                ops, stop = _drain(self._rq, self._rq.get())
+                if ops:
+                    self._wait_committed(max(item[3] for item in ops))
+                    _deliver(_run_reads(conn, ops))
+                if stop:
+                    break
+        finally:
+            conn.close()
+
+    def _wait_committed(self, seq: int) -> None:
+        """Block until the writes submitted up to ``seq`` are committed (ASYNC mode)."""
+        if seq > self._committed:
+            with self._cond:
+                self._cond.wait_for(lambda: self._committed >= seq or self._writer_done)
+
+    def _fail_leftovers(self, q: queue.SimpleQueue[Item]) -> None:
+        closed = StoreUnavailable("sqlite store is closed")
+        leftovers: list[Result] = []
+        while True:
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and item[2] is not None:
+                leftovers.append((item[2], False, closed))
+        if leftovers:
+            _deliver(leftovers)

@@ -1,0 +1,287 @@
+"""The Store contract: every backend in ``conftest.BACKENDS``, under both durability modes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+
+from cookiematch.errors import StorageError, StoreUnavailable
+from cookiematch.storage import Durability, Store
+from cookiematch.storage.base import Write
+
+if TYPE_CHECKING:
+    from .conftest import FakeClock, MakeStore
+
+
+async def keys(store: Store, prefix: str, batch: int = 1000) -> list[str]:
+    return [key async for key, _ in store.scan(prefix, batch=batch)]
+
+
+# --- plain values ---------------------------------------------------------------------------
+
+
+async def test_get_missing_is_none(store: Store) -> None:
+    assert await store.get("nope") is None
+
+
+async def test_set_get_overwrite(store: Store) -> None:
+    await store.set("k", b"one")
+    assert await store.get("k") == b"one"
+    await store.set("k", b"two")
+    assert await store.get("k") == b"two"
+
+
+async def test_values_are_binary_safe(store: Store) -> None:
+    value = bytes(range(256)) + b"\x00\x00tail\x00"
+    await store.set("bin", value)
+    await store.set("empty", b"")
+    assert await store.get("bin") == value
+    assert await store.get("empty") == b""
+
+
+async def test_unicode_keys_are_distinct(store: Store) -> None:
+    names = ["café", "cafe\u0301", "日本語", "🍪", "a\x00b", "a", " a", "A"]
+    for i, key in enumerate(names):
+        await store.set(key, str(i).encode())
+    assert await store.get_many(names) == [str(i).encode() for i in range(len(names))]
+
+
+async def test_large_value(store: Store) -> None:
+    value = bytes(i % 251 for i in range(100 * 1024))
+    await store.set("big", value)
+    assert await store.get("big") == value
+
+
+async def test_get_many_keeps_order_missing_and_duplicates(store: Store) -> None:
+    await store.write_many([Write("a", b"1"), Write("b", b"2")])
+    assert await store.get_many(["b", "x", "a", "b"]) == [b"2", None, b"1", b"2"]
+    assert await store.get_many([]) == []
+
+
+async def test_get_many_beyond_one_query(store: Store) -> None:
+    names = [f"k{i}" for i in range(1200)]
+    await store.write_many([Write(k, k.encode()) for k in names[::2]])
+    got = await store.get_many(names)
+    assert got == [k.encode() if i % 2 == 0 else None for i, k in enumerate(names)]
+
+
+async def test_write_many_sets_and_deletes(store: Store) -> None:
+    await store.set("gone", b"x")
+    await store.write_many([Write("a", b"1"), Write("gone", None), Write("b", b"2")])
+    assert await store.get_many(["a", "gone", "b"]) == [b"1", None, b"2"]
+    await store.write_many([])
+
+
+async def test_write_many_applies_in_order(store: Store) -> None:
+    await store.write_many([Write("k", b"1"), Write("k", None), Write("k", b"3")])
+    assert await store.get("k") == b"3"
+
+
+async def test_delete(store: Store) -> None:
+    await store.set("k", b"v")
+    assert await store.delete("k") is True
+    assert await store.get("k") is None
+    assert await store.delete("k") is False
+
+
+async def test_delete_removes_a_field_map(store: Store) -> None:
+    await store.hset("h", {"f": b"1"})
+    assert await store.delete("h") is True
+    assert await store.hgetall("h") == {}
+
+
+async def test_bad_arguments(store: Store) -> None:
+    with pytest.raises(ValueError):
+        await store.set("k", b"v", ttl=0)
+    with pytest.raises(ValueError):
+        await store.set("k", b"v", ttl=-1)
+    with pytest.raises(TypeError):
+        await store.set("k", "text")  # type: ignore[arg-type]
+    assert await store.get("k") is None
+
+
+# --- field maps -----------------------------------------------------------------------------
+
+
+async def test_field_maps(store: Store) -> None:
+    assert await store.hgetall("h") == {}
+    assert await store.hget("h", "a") is None
+    await store.hset("h", {"a": b"1", "b": b"\x00"})
+    await store.hset("h", {"b": b"2", "ç": b"3"})
+    assert await store.hget("h", "b") == b"2"
+    assert await store.hgetall("h") == {"a": b"1", "b": b"2", "ç": b"3"}
+    assert await store.hdel("h", ["a", "zz"]) == 1
+    assert await store.hdel("h", []) == 0
+    assert await store.hgetall("h") == {"b": b"2", "ç": b"3"}
+    await store.hset("h", {})
+
+
+async def test_field_maps_and_plain_values_are_apart(store: Store) -> None:
+    await store.hset("h", {"f": b"1"})
+    await store.set("p", b"2")
+    assert await store.get("h") is None
+    assert await store.hgetall("p") == {}
+    assert await keys(store, "") == ["p"]
+
+
+# --- scan -----------------------------------------------------------------------------------
+
+
+async def test_scan_prefix_in_key_order_across_batches(store: Store) -> None:
+    inside = ["ab", "ab\x00", "ab0", "abc", "abc/d", "ab\uffff", "ab\U0010ffff", "ab\U0010ffffz"]
+    outside = ["a", "aa", "ac", "b", "a\U0010ffff", "AB"]
+    await store.write_many([Write(k, k.encode("utf-8")) for k in inside + outside])
+    for batch in (1, 2, 3, 1000):
+        got = [(k, v) async for k, v in store.scan("ab", batch=batch)]
+        assert got == [(k, k.encode("utf-8")) for k in sorted(inside)]
+    assert await keys(store, "") == sorted(inside + outside)
+    assert await keys(store, "abd") == []
+
+
+async def test_scan_prefix_ending_in_the_last_code_point(store: Store) -> None:
+    top = "\U0010ffff"
+    names = ["a" + top, "a" + top + "x", "a" + top + top, "b", "a"]
+    await store.write_many([Write(k, b"") for k in names])
+    assert await keys(store, "a" + top) == sorted(names[:3])
+    assert await keys(store, "a" + top + top) == ["a" + top + top]
+
+
+async def test_scan_prefix_before_a_surrogate_gap(store: Store) -> None:
+    names = ["\ud7ff", "\ud7ffz", "\ue000", "\ud7fe"]
+    await store.write_many([Write(k, b"") for k in names])
+    assert await keys(store, "\ud7ff") == ["\ud7ff", "\ud7ffz"]
+
+
+# --- TTL (the store reads the injected clock) -----------------------------------------------
+
+
+async def test_ttl_expiry(store: Store, clock: FakeClock) -> None:
+    await store.set("short", b"1", ttl=1.0)
+    await store.set("long", b"2", ttl=5.0)
+    await store.set("forever", b"3")
+    await clock.advance(0.5)
+    assert await store.get_many(["short", "long", "forever"]) == [b"1", b"2", b"3"]
+    await clock.advance(0.6)
+    assert await store.get("short") is None
+    assert await store.get_many(["short", "long", "forever"]) == [None, b"2", b"3"]
+    assert await keys(store, "") == ["forever", "long"]
+    assert await store.delete("short") is False
+    await clock.advance(5)
+    assert await keys(store, "") == ["forever"]
+
+
+async def test_set_without_ttl_clears_ttl(store: Store, clock: FakeClock) -> None:
+    await store.set("k", b"1", ttl=1.0)
+    await store.set("k", b"2")
+    await clock.advance(2)
+    assert await store.get("k") == b"2"
+
+
+async def test_write_many_ttl(store: Store, clock: FakeClock) -> None:
+    await store.write_many([Write("a", b"1", ttl=1.0), Write("b", b"2")])
+    await clock.advance(1.5)
+    assert await store.get_many(["a", "b"]) == [None, b"2"]
+
+
+async def test_expired_key_can_be_set_again(store: Store, clock: FakeClock) -> None:
+    await store.set("k", b"old", ttl=1.0)
+    await clock.advance(2)
+    await store.set("k", b"new", ttl=1.0)
+    assert await store.get("k") == b"new"
+
+
+async def test_field_ttl_is_per_field(store: Store, clock: FakeClock) -> None:
+    await store.hset("h", {"a": b"1", "b": b"2"}, ttl=1.0)
+    await store.hset("h", {"c": b"3"})
+    await store.hset("h", {"d": b"4"}, ttl=5.0)
+    await clock.advance(1.5)
+    assert await store.hget("h", "a") is None
+    assert await store.hgetall("h") == {"c": b"3", "d": b"4"}
+    assert await store.hdel("h", ["a", "b", "c"]) == 1
+    await store.hset("h", {"a": b"again"})  # re-set without TTL: lives on
+    await clock.advance(10)
+    assert await store.hgetall("h") == {"a": b"again"}
+    assert await store.delete("h") is True
+    await store.hset("gone", {"x": b"1"}, ttl=1.0)
+    await clock.advance(2)
+    assert await store.delete("gone") is False
+
+
+# --- concurrency, durability modes and lifecycle --------------------------------------------
+
+
+async def test_many_concurrent_writers(store: Store) -> None:
+    names = [f"user:{i:04d}" for i in range(1000)]
+    await asyncio.gather(*(store.set(k, k.encode() * 3) for k in names))
+    assert await store.get_many(names) == [k.encode() * 3 for k in names]
+    assert await keys(store, "user:", batch=128) == names
+
+
+async def test_concurrent_mixed_ops(store: Store) -> None:
+    async def worker(i: int) -> None:
+        await store.set(f"k{i}", b"v")
+        await store.hset(f"h{i % 7}", {f"f{i}": b"x"})
+        assert await store.get(f"k{i}") == b"v"
+        if i % 2:
+            assert await store.delete(f"k{i}") is True
+
+    await asyncio.gather(*(worker(i) for i in range(300)))
+    assert await keys(store, "k") == sorted(f"k{i}" for i in range(0, 300, 2))
+    assert sum([len(await store.hgetall(f"h{j}")) for j in range(7)]) == 300
+
+
+async def test_reads_see_own_writes(store: Store) -> None:
+    for i in range(200):
+        await store.set("counter", str(i).encode())
+        assert await store.get("counter") == str(i).encode()
+        await store.hset("h", {"n": str(i).encode()})
+        assert await store.hget("h", "n") == str(i).encode()
+
+
+async def test_ping(store: Store) -> None:
+    await store.ping()
+
+
+async def test_close_flushes_pending_writes(make_store: MakeStore) -> None:
+    for durability in Durability:
+        store = make_store(durability)
+        await asyncio.gather(*(store.set(f"{durability.value}{i}", b"v") for i in range(500)))
+        await store.hset("h", {durability.value: b"1"})
+        await store.close()
+    reopened = make_store()
+    for durability in Durability:
+        assert len(await keys(reopened, durability.value)) == 500
+    assert await reopened.hgetall("h") == {"ack": b"1", "async": b"1"}
+
+
+async def test_operations_after_close_raise(store: Store) -> None:
+    await store.set("k", b"v")
+    await store.close()
+    await store.close()  # closing twice is harmless
+    calls = [
+        store.get("k"),
+        store.get_many(["k"]),
+        store.set("k", b"v"),
+        store.write_many([Write("k", b"v")]),
+        store.delete("k"),
+        store.hget("h", "f"),
+        store.hgetall("h"),
+        store.hset("h", {"f": b"v"}),
+        store.hdel("h", ["f"]),
+        store.ping(),
+    ]
+    for call in calls:
+        with pytest.raises(StoreUnavailable):
+            await call
+    with pytest.raises(StorageError):
+        await keys(store, "")
+
+
+async def test_concurrent_close_waits_for_the_flush(make_store: MakeStore) -> None:
+    store = make_store(Durability.ASYNC)
+    for i in range(2000):
+        await store.set(f"k{i}", b"v")
+    await asyncio.gather(store.close(), store.close())
+    assert len(await keys(make_store(), "k")) == 2000
