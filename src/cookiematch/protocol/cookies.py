@@ -2,30 +2,66 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from cookiematch.protocol.userid import BROWSER_ID_BYTES, b64url_nopad, b64url_nopad_decode
 
 MAX_COOKIE_HEADER_BYTES = 8192
 OPT_OUT_VALUE = "OPT_OUT"
+BROWSER_ID_LENGTH = 22
+
+# 22 characters carry 132 bits of which 128 are used: the last character's low 4 bits are 0.
+_BROWSER_ID_SHAPE = re.compile(r"[A-Za-z0-9_-]{21}[AQgw]")
+# RFC 6265 token (cookie-name) and cookie-octet (value, unquoted).
+_COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
+_ATTRIBUTE_VALUE = re.compile(r"[\x20-\x3a\x3c-\x7e]*")
+_SAME_SITE = frozenset({"None", "Lax", "Strict", ""})
 
 
 def parse_cookie_header(header: str) -> dict[str, str]:
-    """Lenient RFC 6265 parse; the first occurrence of a name wins; never raises."""
-    raise NotImplementedError
+    """Lenient RFC 6265 parse; the first occurrence of a name wins; never raises.
+
+    Pairs are split on ``;``, names and values stripped of whitespace, a value wrapped in
+    double quotes is unwrapped; pieces without ``=`` or with an empty name are ignored.
+    """
+    cookies: dict[str, str] = {}
+    if not isinstance(header, str):
+        return cookies
+    for piece in header.split(";"):
+        name, eq, value = piece.partition("=")
+        if not eq:
+            continue
+        name = name.strip()
+        if not name or name in cookies:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+            value = value[1:-1]
+        cookies[name] = value
+    return cookies
 
 
 def new_browser_id(random_bytes: bytes) -> bytes:
     """Validate 16 random bytes as a browser ID (kept separate so tests inject randomness)."""
-    raise NotImplementedError
+    if not isinstance(random_bytes, bytes | bytearray) or len(random_bytes) != BROWSER_ID_BYTES:
+        raise ValueError(f"a browser ID is {BROWSER_ID_BYTES} random bytes")
+    return bytes(random_bytes)
 
 
 def format_browser_id(browser_id: bytes) -> str:
     """22-char unpadded URL-safe base64."""
-    raise NotImplementedError
+    if len(browser_id) != BROWSER_ID_BYTES:
+        raise ValueError(f"a browser ID is {BROWSER_ID_BYTES} bytes")
+    return b64url_nopad(browser_id)
 
 
 def parse_browser_id(value: str) -> bytes | None:
     """The 16-byte ID, or None for anything that is not exactly a formatted ID."""
-    raise NotImplementedError
+    if not isinstance(value, str) or _BROWSER_ID_SHAPE.fullmatch(value) is None:
+        return None
+    return b64url_nopad_decode(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +76,37 @@ class CookieSpec:
     path: str = "/"
     domain: str | None = None
 
+    def __post_init__(self) -> None:
+        if _COOKIE_NAME.fullmatch(self.name) is None:
+            raise ValueError(f"{self.name!r} is not a valid cookie name")
+        if self.max_age < 0:
+            raise ValueError("max_age must not be negative")
+        if self.same_site not in _SAME_SITE:
+            raise ValueError(f"same_site must be one of {sorted(_SAME_SITE)}")
+        for attribute in (self.path, self.domain or ""):
+            if _ATTRIBUTE_VALUE.fullmatch(attribute) is None:
+                raise ValueError(f"invalid cookie attribute value {attribute!r}")
+
+    def _attributes(self, max_age: int) -> str:
+        parts = [f"; Max-Age={max_age}"]
+        if self.path:
+            parts.append(f"; Path={self.path}")
+        if self.domain:
+            parts.append(f"; Domain={self.domain}")
+        if self.secure:
+            parts.append("; Secure")
+        if self.http_only:
+            parts.append("; HttpOnly")
+        if self.same_site:
+            parts.append(f"; SameSite={self.same_site}")
+        return "".join(parts)
+
     def header(self, value: str) -> str:
         """The Set-Cookie header value; value must already be cookie-safe."""
-        raise NotImplementedError
+        if _COOKIE_VALUE.fullmatch(value) is None:
+            raise ValueError("cookie value contains characters not allowed in a cookie")
+        return f"{self.name}={value}{self._attributes(self.max_age)}"
 
     def expire_header(self) -> str:
-        raise NotImplementedError
+        """A Set-Cookie header value that deletes the cookie (same Path and Domain)."""
+        return f"{self.name}={self._attributes(0)}"

@@ -6,7 +6,6 @@ decided by the exchange. See docs/protocol.md, "Parsing the match tag".
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from cookiematch.errors import MatchTagError
@@ -17,9 +16,7 @@ MAX_USER_LIST_ADDS = 32
 MAX_USER_LIST_ID = 2**63 - 1
 
 _RESERVED_PREFIX = "google_"
-# ASCII digits only (str.isdigit would accept other scripts' digits).
-_LIST_ID = re.compile(r"[0-9]{1,19}")
-_TIMESTAMP = re.compile(r"[0-9]{1,19}")
+_MAX_DIGITS = 19
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,16 +65,21 @@ def parse_user_list_add(value: str | None) -> UserListAdd:
     if value is None:
         return UserListAdd("", None, None)
     raw_id, comma, raw_ts = value.partition(",")
-    if _LIST_ID.fullmatch(raw_id) is None:
+    if not _is_decimal(raw_id):
         return UserListAdd(raw_id, None, None)
     list_id = int(raw_id)
     if list_id == 0 or list_id > MAX_USER_LIST_ID:
         return UserListAdd(raw_id, None, None)
     if not comma:
         return UserListAdd(raw_id, list_id, None)
-    if _TIMESTAMP.fullmatch(raw_ts) is None:
+    if not _is_decimal(raw_ts):
         return UserListAdd(raw_id, None, None)
     return UserListAdd(raw_id, list_id, int(raw_ts))
+
+
+def _is_decimal(text: str) -> bool:
+    """1 to 19 ASCII digits (str.isdigit alone would accept other scripts' digits)."""
+    return 0 < len(text) <= _MAX_DIGITS and text.isascii() and text.isdigit()
 
 
 def parse_match_tag(params: tuple[QueryParam, ...]) -> MatchTagRequest:

@@ -18,9 +18,8 @@ from cookiematch.errors import QueryError
 MAX_QUERY_BYTES = 8192
 
 # A '%' not followed by two hex digits.
-_BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # C0 controls and DEL, raw in the query or percent-decoded.
-_CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # What encode_component keeps literal: RFC 3986 unreserved characters and ','.
 _LITERAL = re.compile(r"[A-Za-z0-9._~,-]*")
@@ -36,17 +35,13 @@ class QueryParam:
     value: str | None
 
 
-def _decode(component: bytes) -> str:
-    """One name or value: '+' is a space, %XX decoded (already validated), strict UTF-8."""
-    if b"+" in component:
-        component = component.replace(b"+", b" ")
-    if b"%" in component:
-        component = unquote_to_bytes(component)
-        text = component.decode("utf-8")  # UnicodeDecodeError handled by the caller
-        if _CONTROL_CHARS.search(text) is not None:
-            raise QueryError("control character in query string")
-        return text
-    return component.decode("utf-8")
+def _decode(component: str) -> str:
+    """One name or value with '%' or '+': '+' is a space, %XX decoded (already validated),
+    the bytes must be UTF-8 and free of control characters."""
+    text = unquote_to_bytes(component.replace("+", " ")).decode("utf-8")
+    if not (text.isascii() and text.isprintable()) and _CONTROL_CHARS.search(text) is not None:
+        raise QueryError("control character in query string")
+    return text
 
 
 def parse_query(raw: bytes | str, *, max_bytes: int = MAX_QUERY_BYTES) -> tuple[QueryParam, ...]:
@@ -56,29 +51,41 @@ def parse_query(raw: bytes | str, *, max_bytes: int = MAX_QUERY_BYTES) -> tuple[
     pairs with an empty name (``=v``) are skipped. Rejected: a query over ``max_bytes``,
     bad percent-encoding, bytes that are not UTF-8, control characters (raw or encoded).
     """
-    if isinstance(raw, str):
-        try:
-            raw = raw.encode("utf-8")
-        except UnicodeEncodeError:
-            raise QueryError("query string is not valid Unicode") from None
-    if len(raw) > max_bytes:
+    try:
+        if isinstance(raw, str):
+            text = raw
+            size = len(raw) if raw.isascii() else len(raw.encode("utf-8"))
+        else:
+            size = len(raw)
+            text = raw.decode("utf-8") if size <= max_bytes else ""
+    except UnicodeError:  # undecodable bytes, or a str with lone surrogates
+        raise QueryError("query string is not UTF-8") from None
+    if size > max_bytes:
         raise QueryError(f"query string longer than {max_bytes} bytes")
-    if not raw:
+    if not text:
         return ()
-    if _BAD_PERCENT.search(raw) is not None:
-        raise QueryError("bad percent-encoding in query string")
-    if _CONTROL_BYTES.search(raw) is not None:
+    # Raw control characters; the ASCII check makes the common case two C calls.
+    if not (text.isascii() and text.isprintable()) and _CONTROL_CHARS.search(text) is not None:
         raise QueryError("control character in query string")
+    escaped = "%" in text
+    if escaped and _BAD_PERCENT.search(text) is not None:
+        raise QueryError("bad percent-encoding in query string")
+    slow = escaped or "+" in text
     out: list[QueryParam] = []
     append = out.append
     try:
-        for pair in raw.split(b"&"):
+        for pair in text.split("&"):
             if not pair:
                 continue
-            name, eq, value = pair.partition(b"=")
+            name, eq, value = pair.partition("=")
             if not name:
                 continue
-            append(QueryParam(_decode(name), _decode(value) if eq else None))
+            if slow:
+                if "%" in name or "+" in name:
+                    name = _decode(name)
+                if "%" in value or "+" in value:
+                    value = _decode(value)
+            append(QueryParam(name, value if eq else None))
     except UnicodeDecodeError:
         raise QueryError("query string is not UTF-8") from None
     return tuple(out)
@@ -89,7 +96,7 @@ def encode_component(text: str) -> str:
 
     Everything else is UTF-8 percent-encoded with uppercase hex (a space is ``%20``).
     """
-    if _LITERAL_FULLMATCH(text) is not None:
+    if (text.isascii() and text.isalnum()) or _LITERAL_FULLMATCH(text) is not None:
         return text
     return quote(text, safe=_SAFE, errors="strict")
 
