@@ -70,7 +70,8 @@ def test_example_loads() -> None:
     assert buyers["cookie-monster"].hosted_match_writes_per_second == 100.0
     lists = {u.id: u for u in exchange.user_list_models()}
     assert lists[12345] == UserList(id=12345, owner="ad_network_xyz")
-    assert set(lists) == {12345, 45678}
+    assert set(lists) == {12345, 45678, 24680}
+    assert lists[24680].owner == "cookie-monster"
     secrets = exchange.key_secrets()
     assert list(secrets) == [1] and len(secrets[1]) == 32
 

@@ -1,0 +1,3 @@
+from cookiematch.cli.main import main
+
+main()

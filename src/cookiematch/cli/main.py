@@ -1,0 +1,109 @@
+"""The ``cookiematch`` command: ``serve``, ``demo``, ``check-config``, ``keygen``."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from cookiematch.config import Config, load_config
+from cookiematch.errors import ConfigError
+
+
+def _load(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+@click.version_option(package_name="cookiematch")
+def main() -> None:
+    """Cookie matching and ID sync: exchange, buyer and DMP roles."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="The TOML configuration file.")
+@click.option("--role", type=click.Choice(["exchange"]), default=None,
+              help="Serve only this role (default: every role the file enables).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--interface", type=click.Choice(["rsgi", "asgi"]), default="rsgi", show_default=True)
+def serve(config_file: Path, role: str | None, workers: int, interface: str) -> None:
+    """Serve the roles the configuration enables, each on its own `listen` address."""
+    from cookiematch.web.factories import ROLE_FACTORIES
+    from cookiematch.web.server import serve as run_server
+
+    config = _load(config_file)
+    roles = [role] if role else sorted(r for r in config.roles if r in ROLE_FACTORIES)
+    if not roles:
+        raise click.ClickException(f"{config_file}: no role to serve (add an [exchange] table)")
+    if len(roles) > 1:
+        _serve_each(config_file, roles, workers, interface)
+        return
+    listen = _listen(config, roles[0])
+    run_server(
+        ROLE_FACTORIES[roles[0]], listen[0], listen[1],
+        interface="asgi" if interface == "asgi" else "rsgi",
+        workers=workers, config=config_file,
+    )
+
+
+def _listen(config: Config, role: str) -> tuple[str, int]:
+    table = getattr(config, role)
+    return table.listen.host, table.listen.port
+
+
+def _serve_each(config_file: Path, roles: list[str], workers: int, interface: str) -> None:
+    """One server process per role; stops them all when any stops or on SIGTERM/SIGINT."""
+    children = [
+        subprocess.Popen([sys.executable, "-m", "cookiematch", "serve", "--config", str(config_file),
+                          "--role", role, "--workers", str(workers), "--interface", interface])
+        for role in roles
+    ]
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        os.wait()
+    finally:
+        stop()
+        for child in children:
+            child.wait()
+
+
+@main.command("check-config")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True)
+def check_config(config_file: Path) -> None:
+    """Load and validate a configuration file; print the roles it enables."""
+    config = _load(config_file)
+    click.echo(f"{config_file}: ok; roles: {', '.join(sorted(config.roles)) or 'none'}")
+
+
+@main.command()
+def keygen() -> None:
+    """Print a new user-ID encryption secret (base64 of 32 random bytes)."""
+    click.echo(base64.b64encode(os.urandom(32)).decode())
+
+
+@main.command()
+def demo() -> None:
+    """Run the whole story locally on the embedded store and print every hop."""
+    from cookiematch.cli.demo import run_demo
+
+    raise SystemExit(run_demo())
