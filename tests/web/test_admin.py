@@ -110,7 +110,7 @@ async def test_list_configured(client: httpx.AsyncClient) -> None:
         "hosted_match": False,
     }
     lists = (await client.get("/admin/v1/user_lists")).json()["user_lists"]
-    assert [u["id"] for u in lists] == [12345, 45678]
+    assert [u["id"] for u in lists] == [12345, 24680, 45678]
 
 
 async def test_buyer_lifecycle(

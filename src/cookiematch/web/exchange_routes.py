@@ -134,4 +134,4 @@ class ExchangeRoutes:
             "<!doctype html><meta charset=utf-8><title>cookiematch opt-out</title>"
             f"<p>{message}</p>"
         )
-        return Response.html(200, body, set_cookies=(cookie,))
+        return Response.html(200, body, headers=(("Set-Cookie", cookie),))

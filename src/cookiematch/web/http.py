@@ -5,14 +5,15 @@ build the ``Request`` from their server's scope and write the ``Response`` back;
 see a server object.
 
 Every ``Response`` checks its headers when it is built: names must be RFC 9110 tokens and values
-may not contain CR, LF or NUL, otherwise ``ValueError``. Header injection is impossible by
-construction, whatever a handler passes in.
+printable ASCII (so no CR, LF, NUL, other controls or tabs; URLs and cookies are percent-encoded
+before they get here), otherwise ``ValueError``. Header injection is impossible by construction,
+whatever a handler passes in, and every server sees the same bytes.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -36,28 +37,31 @@ _checked_names: set[str] = set()
 
 
 class RequestHeaders(Protocol):
-    """Read-only request headers, names case-insensitive.
+    """Read-only request headers; names are case-insensitive, keys come back lowercase.
 
-    ``get`` gives the first value of a name, ``getlist`` every value, ``pairs`` every
-    (lowercase name, value) pair in wire order.
+    The shape of granian's RSGI headers object, so the RSGI adapter passes it through
+    untouched (no copy): ``get`` gives the first value of a name, ``get_all`` every value,
+    ``items`` every (name, value) pair in wire order, repeats included.
     """
 
     def get(self, name: str, default: str | None = None) -> str | None: ...
 
-    def getlist(self, name: str) -> list[str]: ...
+    def get_all(self, name: str) -> list[str]: ...
 
-    def pairs(self) -> Sequence[tuple[str, str]]: ...
+    def items(self) -> list[tuple[str, str]]: ...
 
-    def __contains__(self, name: object) -> bool: ...
+    def keys(self) -> list[str]: ...
+
+    def __contains__(self, name: str) -> bool: ...
 
 
-class Headers(Mapping[str, str]):
-    """Request headers from (name, value) pairs: a read-only mapping name -> first value."""
+class Headers:
+    """``RequestHeaders`` built from (name, value) pairs (ASGI adapter, tests)."""
 
     __slots__ = ("_first", "_pairs")
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
-        self._pairs = tuple((name.lower(), value) for name, value in pairs)
+        self._pairs = [(name.lower(), value) for name, value in pairs]
         first: dict[str, str] = {}
         for name, value in self._pairs:
             first.setdefault(name, value)
@@ -65,30 +69,30 @@ class Headers(Mapping[str, str]):
 
     @classmethod
     def from_asgi(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
-        """From ASGI's list of (bytes, bytes) pairs, decoded as latin-1."""
+        """From ASGI's (bytes, bytes) pairs, decoded as latin-1."""
         return cls((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._first.get(name.lower(), default)
 
     def __getitem__(self, name: str) -> str:
         return self._first[name.lower()]
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._first
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._first
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._first)
-
-    def __len__(self) -> int:
-        return len(self._first)
-
-    def getlist(self, name: str) -> list[str]:
+    def get_all(self, name: str) -> list[str]:
         name = name.lower()
         return [value for key, value in self._pairs if key == name]
 
-    def pairs(self) -> Sequence[tuple[str, str]]:
-        return self._pairs
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._pairs)
+
+    def keys(self) -> list[str]:
+        return list(self._first)
 
     def __repr__(self) -> str:
-        return f"Headers({list(self._pairs)!r})"
+        return f"Headers({self._pairs!r})"
 
 
 class Request(NamedTuple):
@@ -115,22 +119,21 @@ class Request(NamedTuple):
     @property
     def cookie_header(self) -> str:
         """Every Cookie header joined by ``"; "`` (HTTP/2 may split them); ``""`` if none."""
-        values = self.headers.getlist("cookie")
-        if len(values) == 1:
-            return values[0]
-        return "; ".join(values)
+        values = self.headers.get_all("cookie")
+        return values[0] if len(values) == 1 else "; ".join(values)
 
 
-def _check_header(name: str, value: str) -> None:
-    if name not in _checked_names:
-        if not isinstance(name, str) or _TOKEN.fullmatch(name) is None:
-            raise ValueError(f"invalid header name: {name!r}")
-        if len(_checked_names) < 1024:
-            _checked_names.add(name)
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or _TOKEN.fullmatch(name) is None:
+        raise ValueError(f"invalid header name: {name!r}")
+    if len(_checked_names) < 1024:
+        _checked_names.add(name)
+
+
+def _check_value(name: str, value: str) -> None:
     if not isinstance(value, str):
         raise ValueError(f"header {name} value must be str, not {type(value).__name__}")
-    if "\r" in value or "\n" in value or "\0" in value:
-        raise ValueError(f"header {name} value contains CR, LF or NUL")
+    raise ValueError(f"header {name} value is not printable ASCII: {value[:80]!r}")
 
 
 _NO_STORE = ("Cache-Control", "no-store")
@@ -149,9 +152,12 @@ class Response:
             raise ValueError(f"invalid status: {self.status!r}")
         if not isinstance(self.headers, tuple):
             object.__setattr__(self, "headers", tuple(self.headers))
-        for pair in self.headers:
-            name, value = pair
-            _check_header(name, value)
+        for name, value in self.headers:
+            if name not in _checked_names:
+                _check_name(name)
+            # isascii and isprintable are C-fast; together they reject CR, LF, NUL
+            if not (type(value) is str and value.isascii() and value.isprintable()):
+                _check_value(name, value)
         if not isinstance(self.body, bytes):
             raise ValueError("body must be bytes")
 
@@ -172,16 +178,20 @@ class Response:
         cls, location: str, set_cookies: Sequence[str] = (), *, status: int = 302
     ) -> Response:
         """A no-store redirect; ``set_cookies`` are complete Set-Cookie header values."""
-        headers = [("Location", location), _NO_STORE]
-        headers.extend(("Set-Cookie", cookie) for cookie in set_cookies)
-        return cls(status, tuple(headers))
+        if not 300 <= status <= 399:
+            raise ValueError(f"not a redirect status: {status}")
+        headers: HeaderPairs = (("Location", location), _NO_STORE)
+        if set_cookies:
+            headers += tuple([("Set-Cookie", cookie) for cookie in set_cookies])
+        return cls(status, headers)
 
     @classmethod
     def pixel(cls, set_cookies: Sequence[str] = (), *, status: int = 200) -> Response:
         """The 1x1 transparent GIF, no-store."""
-        headers = [("Content-Type", "image/gif"), _NO_STORE]
-        headers.extend(("Set-Cookie", cookie) for cookie in set_cookies)
-        return cls(status, tuple(headers), TRANSPARENT_GIF)
+        headers: HeaderPairs = (("Content-Type", "image/gif"), _NO_STORE)
+        if set_cookies:
+            headers += tuple([("Set-Cookie", cookie) for cookie in set_cookies])
+        return cls(status, headers, TRANSPARENT_GIF)
 
     @classmethod
     def no_content(cls, set_cookies: Sequence[str] = ()) -> Response:
@@ -204,10 +214,18 @@ class Response:
         return cls(status, (("Content-Type", content_type), _NO_STORE), msgspec.json.encode(obj))
 
     @classmethod
-    def html(cls, status: int, document: str, *, headers: Sequence[tuple[str, str]] = ()) -> Response:
+    def html(
+        cls,
+        status: int,
+        document: str,
+        *,
+        set_cookies: Sequence[str] = (),
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> Response:
         """An HTML document (already escaped by the caller), no-store."""
-        pairs = (("Content-Type", "text/html; charset=utf-8"), _NO_STORE, *headers)
-        return cls(status, pairs, document.encode())
+        pairs = [("Content-Type", "text/html; charset=utf-8"), _NO_STORE, *headers]
+        pairs.extend(("Set-Cookie", cookie) for cookie in set_cookies)
+        return cls(status, tuple(pairs), document.encode())
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -56,7 +56,9 @@ class Route:
     def __post_init__(self) -> None:
         allow = ", ".join(sorted(self.methods))
         object.__setattr__(
-            self, "not_allowed", Response.text(405, "method not allowed\n").with_headers(("Allow", allow))
+            self,
+            "not_allowed",
+            Response.text(405, "method not allowed\n").with_headers(("Allow", allow)),
         )
 
 
@@ -129,12 +131,14 @@ class App:
         """Run the route's handler; any exception becomes ``route.on_error`` (see module doc)."""
         try:
             response = await route.handler(request)
-            if type(response) is not Response:
+            if not isinstance(response, Response):
                 raise TypeError(f"handler returned {type(response).__name__}, not Response")
             return response
         except Exception as exc:
             self.handler_errors[route.path] += 1
-            log.exception("handler for %s %s raised; answering on_error", request.method, route.path)
+            log.exception(
+                "handler for %s %s raised; answering on_error", request.method, route.path
+            )
             hook = self.on_handler_error
             if hook is not None:
                 try:

@@ -1,0 +1,180 @@
+"""Run an ``App`` under granian, RSGI (default) or ASGI, with one or more worker processes.
+
+The app is named by an *app factory*: a zero-argument callable returning an ``App``, given as
+``"package.module:function"`` (or the function itself, if it is importable by that name).
+Each worker process imports and calls it, so every worker builds its own App (own store
+connections, own encryptors); do I/O in ``App.on_startup`` hooks, not in the factory.
+
+Configuration reaches the factory through the environment, which the workers inherit:
+
+- ``COOKIEMATCH_CONFIG``: the config file path given to ``serve(config=...)``; read it with
+  ``config_path()``.
+- ``COOKIEMATCH_APP_FACTORY``: the factory path; set by ``serve``, read by ``rsgi_app`` and
+  ``asgi_app`` (the granian targets). Internal.
+
+Shutdown: on SIGTERM or SIGINT granian stops accepting, lets in-flight requests finish, and
+each worker then runs the App's ``on_shutdown`` hooks (RSGI: ``__rsgi_del__``; ASGI: lifespan)
+before exiting; a worker still alive after ``kill_timeout`` seconds is killed.
+
+Command line (used by the test suite; the product CLI calls ``serve``)::
+
+    python -m cookiematch.web.server --factory pkg.mod:make_app --port 8080 [--interface asgi]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from cookiematch.web.asgi import ASGIAdapter
+from cookiematch.web.router import App
+from cookiematch.web.rsgi import RSGIAdapter
+
+__all__ = [
+    "CONFIG_ENV",
+    "FACTORY_ENV",
+    "AppFactory",
+    "asgi_app",
+    "config_path",
+    "load_app",
+    "rsgi_app",
+    "serve",
+]
+
+CONFIG_ENV = "COOKIEMATCH_CONFIG"
+FACTORY_ENV = "COOKIEMATCH_APP_FACTORY"
+
+AppFactory = Callable[[], App]
+Interface = Literal["rsgi", "asgi"]
+
+
+def config_path() -> str | None:
+    """The config file path the server was started with, or None."""
+    return os.environ.get(CONFIG_ENV) or None
+
+
+def factory_path(factory: str | AppFactory) -> str:
+    """``"module:qualname"`` for a factory, checked to be importable by that name."""
+    if isinstance(factory, str):
+        path = factory
+    else:
+        module, qualname = factory.__module__, factory.__qualname__
+        if module == "__main__" or "<locals>" in qualname:
+            raise ValueError(
+                f"app factory {factory!r} is not importable by name; pass 'module:name'"
+            )
+        path = f"{module}:{qualname}"
+    module, _, attr = path.partition(":")
+    if not module or not attr:
+        raise ValueError(f"app factory must look like 'package.module:function', not {path!r}")
+    return path
+
+
+def load_app(path: str) -> App:
+    """Import ``"module:attr"`` and call it; the result must be an ``App``."""
+    module_name, _, attr = factory_path(path).partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    app = obj()
+    if not isinstance(app, App):
+        raise TypeError(f"app factory {path} returned {type(app).__name__}, not App")
+    return app
+
+
+def _factory_from_env() -> str:
+    try:
+        return os.environ[FACTORY_ENV]
+    except KeyError:
+        raise RuntimeError(f"{FACTORY_ENV} is not set; start the server with serve()") from None
+
+
+def rsgi_app() -> RSGIAdapter:
+    """granian RSGI target (factory): the App named by ``COOKIEMATCH_APP_FACTORY``."""
+    return RSGIAdapter(load_app(_factory_from_env()))
+
+
+def asgi_app() -> ASGIAdapter:
+    """granian ASGI target (factory): the App named by ``COOKIEMATCH_APP_FACTORY``."""
+    return ASGIAdapter(load_app(_factory_from_env()))
+
+
+def _log_config() -> dict[str, Any]:
+    from granian.log import LOGGING_CONFIG
+
+    loggers = dict(LOGGING_CONFIG["loggers"])  # type: ignore[call-overload]
+    loggers["cookiematch"] = {"handlers": ["console"], "level": "INFO", "propagate": False}
+    return {"loggers": loggers}
+
+
+def serve(
+    app_factory: str | AppFactory,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    interface: Interface = "rsgi",
+    workers: int = 1,
+    config: str | os.PathLike[str] | None = None,
+    log_access: bool = False,
+    backlog: int = 1024,
+    kill_timeout: int = 30,
+    check: bool = True,
+) -> None:
+    """Serve the factory's App until SIGTERM/SIGINT; blocks.
+
+    ``check`` builds the App once in this process first, so a bad factory or config fails
+    here with a clear traceback instead of in every worker.
+    """
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    if interface not in ("rsgi", "asgi"):
+        raise ValueError(f"interface must be 'rsgi' or 'asgi', not {interface!r}")
+    os.environ[FACTORY_ENV] = factory_path(app_factory)
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(Path(config).resolve())
+    if check:
+        load_app(os.environ[FACTORY_ENV])
+    server = Server(
+        f"cookiematch.web.server:{interface}_app",
+        address=host,
+        port=port,
+        interface=Interfaces.RSGI if interface == "rsgi" else Interfaces.ASGI,
+        workers=workers,
+        factory=True,
+        websockets=False,
+        backlog=backlog,
+        log_access=log_access,
+        log_dictconfig=_log_config(),
+        workers_kill_timeout=kill_timeout,
+    )
+    server.serve()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m cookiematch.web.server")
+    parser.add_argument("--factory", required=True, help="package.module:function returning App")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--interface", choices=("rsgi", "asgi"), default="rsgi")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--log-access", action="store_true")
+    args = parser.parse_args(argv)
+    serve(
+        args.factory,
+        args.host,
+        args.port,
+        interface=args.interface,
+        workers=args.workers,
+        config=args.config,
+        log_access=args.log_access,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Helpers shared by test modules (configuration files for real server processes)."""

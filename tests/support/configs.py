@@ -1,0 +1,50 @@
+"""Exchange configuration files for tests that start a real ``cookiematch serve`` process."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+KEY_V1 = base64.b64encode(b"1" * 32).decode()
+
+
+def write_exchange_config(
+    directory: Path,
+    port: int,
+    *,
+    durability: str = "ack",
+    extra_exchange: str = "",
+    buyers: str | None = None,
+) -> Path:
+    """A complete exchange configuration listening on ``port``, its store in ``directory``."""
+    buyers = buyers if buyers is not None else (
+        '[[exchange.buyers]]\nnid = "ad_network_xyz"\n'
+        'redirect_url = "http://ad.network.com/pixel?id="\n\n'
+        '[[exchange.buyers]]\nnid = "cookie-monster"\n'
+        'redirect_url = "http://cookie-monster.com/pixel?id="\nhosted_match = true\n'
+    )
+    text = f"""
+[store]
+url = "sqlite:///{directory / 'exchange.db'}"
+durability = "{durability}"
+
+[exchange]
+listen = "127.0.0.1:{port}"
+trusted_proxies = ["127.0.0.1"]
+admin_token = "{ADMIN_TOKEN}"
+{extra_exchange}
+
+[[exchange.keys]]
+version = 1
+secret = "{KEY_V1}"
+
+{buyers}
+
+[[exchange.user_lists]]
+id = 12345
+owner = "ad_network_xyz"
+"""
+    path = directory / "exchange.toml"
+    path.write_text(text)
+    return path
