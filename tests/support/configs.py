@@ -16,6 +16,7 @@ def write_exchange_config(
     durability: str = "ack",
     extra_exchange: str = "",
     buyers: str | None = None,
+    user_lists: str = '[[exchange.user_lists]]\nid = 12345\nowner = "ad_network_xyz"\n',
 ) -> Path:
     """A complete exchange configuration listening on ``port``, its store in ``directory``."""
     buyers = buyers if buyers is not None else (
@@ -41,9 +42,7 @@ secret = "{KEY_V1}"
 
 {buyers}
 
-[[exchange.user_lists]]
-id = 12345
-owner = "ad_network_xyz"
+{user_lists}
 """
     path = directory / "exchange.toml"
     path.write_text(text)

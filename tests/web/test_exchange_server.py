@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -181,7 +182,7 @@ def test_acknowledged_hosted_match_writes_survive_kill_9(
         assert browser_id is not None
         for write in range(200):
             data = f"b{number}w{write}".encode()
-            encoded = __import__("base64").urlsafe_b64encode(data).decode().rstrip("=")
+            encoded = base64.urlsafe_b64encode(data).decode().rstrip("=")
             try:
                 response = await http.get(
                     f"{base}/pixel?google_nid=cookie-monster&google_hm={encoded}",
