@@ -1,21 +1,21 @@
 """Every exception cookiematch raises on purpose, in one hierarchy.
 
-    CookiematchError
-    ├── ConfigError            a configuration file or value is invalid (names file and key)
-    ├── ProtocolError          input on the wire that the protocol rejects
-    │   ├── QueryError         malformed query string: bad percent-encoding, not UTF-8, too long
-    │   ├── MatchTagError      a match tag that cannot be served at all (google_nid missing,
-    │   │                      duplicated or unknown): answered with a 400, never a redirect
-    │   ├── RedirectURLError   a buyer redirect URL that is not acceptable (scheme, fragment,
-    │   │                      length, unknown macro)
-    │   ├── HostedMatchError   a google_hm value that cannot be stored (carries its status)
-    │   ├── InvalidUserId      a google_gid that does not decrypt for that buyer and version
-    │   └── InvalidPushToken   a google_push value that is forged, expired or for another buyer
-    ├── StorageError           a store backend failed; backends wrap their own errors in it
-    │   └── StoreUnavailable   the backend cannot be reached at all
-    └── AdminError             an admin API request that is refused (rendered as problem+json)
-        ├── NotFound
-        └── ValidationFailed
+CookiematchError
+├── ConfigError            a configuration file or value is invalid (names file and key)
+├── ProtocolError          input on the wire that the protocol rejects
+│   ├── QueryError         malformed query string: bad percent-encoding, not UTF-8, too long
+│   ├── MatchTagError      a match tag that cannot be served at all (google_nid missing,
+│   │                      duplicated or unknown): answered with a 400, never a redirect
+│   ├── RedirectURLError   a buyer redirect URL that is not acceptable (scheme, fragment,
+│   │                      length, unknown macro)
+│   ├── HostedMatchError   a google_hm value that cannot be stored (carries its status)
+│   ├── InvalidUserId      a google_gid that does not decrypt for that buyer and version
+│   └── InvalidPushToken   a google_push value that is forged, expired or for another buyer
+├── StorageError           a store backend failed; backends wrap their own errors in it
+│   └── StoreUnavailable   the backend cannot be reached at all
+└── AdminError             an admin API request that is refused (rendered as problem+json)
+    ├── NotFound
+    └── ValidationFailed
 """
 
 from __future__ import annotations

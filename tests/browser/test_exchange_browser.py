@@ -13,8 +13,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import ServerProcess, free_port
 
+from conftest import ServerProcess, free_port
 from support.browser import RecordingSite, headless_chromium, serve_site
 from support.configs import write_exchange_config
 

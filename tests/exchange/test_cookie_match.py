@@ -219,8 +219,10 @@ async def test_hosted_match_writes_are_throttled_per_buyer(store: Store) -> None
     clock = Clock()
     service, _, _ = make_service(store, clock)
     query = "google_nid=cookie-monster&google_hm=Q29va2ll"
-    statuses = [dict(params_of(await run(service, query, Browser(BROWSER)))).get("google_hm")
-                for _ in range(3)]
+    statuses = [
+        dict(params_of(await run(service, query, Browser(BROWSER)))).get("google_hm")
+        for _ in range(3)
+    ]
     assert statuses == [None, None, "5"]
     clock.now += 1
     assert "google_hm" not in dict(params_of(await run(service, query, Browser(BROWSER))))
@@ -267,6 +269,6 @@ async def test_extras_over_one_kilobyte_are_dropped_and_flagged(store: Store) ->
 
 async def test_gids_differ_between_buyers(store: Store) -> None:
     service, _, _ = make_service(store, Clock())
-    first = dict(params_of(await run(service, "google_nid=ad_network_xyz&google_cm", Browser(BROWSER))))
-    second = dict(params_of(await run(service, "google_nid=cookie-monster&google_cm", Browser(BROWSER))))
-    assert first["google_gid"] != second["google_gid"]
+    first = await run(service, "google_nid=ad_network_xyz&google_cm", Browser(BROWSER))
+    second = await run(service, "google_nid=cookie-monster&google_cm", Browser(BROWSER))
+    assert dict(params_of(first))["google_gid"] != dict(params_of(second))["google_gid"]

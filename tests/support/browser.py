@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,9 +99,10 @@ class RecordingSite:
         site = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                site.hits.append(Hit(self.headers.get("Host", ""), self.path,
-                                     self.headers.get("Cookie")))
+            def do_GET(self) -> None:
+                site.hits.append(
+                    Hit(self.headers.get("Host", ""), self.path, self.headers.get("Cookie"))
+                )
                 page = site.pages.get(self.path.split("?", 1)[0])
                 if page is not None:
                     body = page.encode()

@@ -19,15 +19,19 @@ def write_exchange_config(
     user_lists: str = '[[exchange.user_lists]]\nid = 12345\nowner = "ad_network_xyz"\n',
 ) -> Path:
     """A complete exchange configuration listening on ``port``, its store in ``directory``."""
-    buyers = buyers if buyers is not None else (
-        '[[exchange.buyers]]\nnid = "ad_network_xyz"\n'
-        'redirect_url = "http://ad.network.com/pixel?id="\n\n'
-        '[[exchange.buyers]]\nnid = "cookie-monster"\n'
-        'redirect_url = "http://cookie-monster.com/pixel?id="\nhosted_match = true\n'
+    buyers = (
+        buyers
+        if buyers is not None
+        else (
+            '[[exchange.buyers]]\nnid = "ad_network_xyz"\n'
+            'redirect_url = "http://ad.network.com/pixel?id="\n\n'
+            '[[exchange.buyers]]\nnid = "cookie-monster"\n'
+            'redirect_url = "http://cookie-monster.com/pixel?id="\nhosted_match = true\n'
+        )
     )
     text = f"""
 [store]
-url = "sqlite:///{directory / 'exchange.db'}"
+url = "sqlite:///{directory / "exchange.db"}"
 durability = "{durability}"
 
 [exchange]

@@ -11,11 +11,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
-from conftest import ServerProcess, free_port
 
 from cookiematch.exchange import keys
 from cookiematch.protocol.cookies import parse_browser_id
 from cookiematch.storage import open_store
+
+from conftest import ServerProcess, free_port
 from support.configs import ADMIN_TOKEN, write_exchange_config
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ServerProcess, free_port, port_open
 from cookiematch.web.asgi import ASGIAdapter
 from cookiematch.web.router import App
+
+from conftest import ServerProcess, free_port, port_open
 
 HERE = Path(__file__).resolve().parent
 

@@ -49,12 +49,11 @@ class SimulatedBrowser:
                 else:
                     self.jar.setdefault(host, {})[name] = morsel.value
         location = response.headers.get("location")
-        return Hop(url, response.status_code, location, set_cookies,
-                   response.headers.get("content-type"))
+        return Hop(
+            url, response.status_code, location, set_cookies, response.headers.get("content-type")
+        )
 
-    def follow(
-        self, url: str, *, stop: Callable[[str], bool], max_hops: int = 5
-    ) -> list[Hop]:
+    def follow(self, url: str, *, stop: Callable[[str], bool], max_hops: int = 5) -> list[Hop]:
         """Load ``url`` and follow redirects until ``stop(next_url)`` says not to fetch it."""
         hops: list[Hop] = []
         for _ in range(max_hops):

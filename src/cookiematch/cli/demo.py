@@ -115,9 +115,11 @@ def walk(base: str) -> None:
     try:
         tag = f"{base}/pixel?google_nid=ad_network_xyz&google_cm&google_sc&p1=v1&p2=v2"
         hops = jane.follow(tag, stop=is_buyer)
-        show("A new browser loads a buyer's match tag with google_sc: the exchange sets its "
-             "cookie with a self-redirect, verifies it came back, then redirects to the buyer",
-             hops)
+        show(
+            "A new browser loads a buyer's match tag with google_sc: the exchange sets its "
+            "cookie with a self-redirect, verifies it came back, then redirects to the buyer",
+            hops,
+        )
         gid = response_params(hops).get("google_gid")
         print(f"  buyer ad_network_xyz now stores google_gid={gid} against its own cookie")
 
@@ -126,15 +128,21 @@ def walk(base: str) -> None:
         show("The same browser, the same buyer again: one hop, the same google_gid", hops)
         print(f"  stable: {again == gid}")
 
-        hm_tag = (f"{base}/pixel?google_nid=cookie-monster&google_cm"
-                  "&google_hm=Q29va2llIG51bWJlciAxIQ%3D%3D&google_ula=24680&my_extra_param="
-                  "&my_other_extra_param=7")
+        hm_tag = (
+            f"{base}/pixel?google_nid=cookie-monster&google_cm"
+            "&google_hm=Q29va2llIG51bWJlciAxIQ%3D%3D&google_ula=24680&my_extra_param="
+            "&my_other_extra_param=7"
+        )
         hops = jane.follow(hm_tag, stop=is_buyer)
-        show("Another buyer: hosted match data, a user list and extras in one tag "
-             "(its gid differs: buyers cannot join their tables)", hops)
+        show(
+            "Another buyer: hosted match data, a user list and extras in one tag "
+            "(its gid differs: buyers cannot join their tables)",
+            hops,
+        )
 
-        bad = jane.follow(f"{base}/pixel?google_nid=cookie-monster&google_hm=chocolate_chunk!",
-                          stop=is_buyer)
+        bad = jane.follow(
+            f"{base}/pixel?google_nid=cookie-monster&google_hm=chocolate_chunk!", stop=is_buyer
+        )
         show("Hosted match data that is not URL-safe base64: google_hm=2", bad)
 
         bob = SimulatedBrowser()
@@ -149,8 +157,9 @@ def walk(base: str) -> None:
         unknown = jane.get(f"{base}/pixel?google_nid=nobody&google_cm")
         show("An unknown google_nid: 400, no redirect", [unknown])
 
-        listing = httpx.get(f"{base}/admin/v1/buyers",
-                            headers={"Authorization": f"Bearer {DEMO_TOKEN}"}, timeout=5)
+        listing = httpx.get(
+            f"{base}/admin/v1/buyers", headers={"Authorization": f"Bearer {DEMO_TOKEN}"}, timeout=5
+        )
         print("\n== The admin API lists the buyer accounts")
         print("  " + json.dumps(listing.json())[:300])
     finally:

@@ -32,10 +32,19 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              required=True, help="The TOML configuration file.")
-@click.option("--role", type=click.Choice(["exchange"]), default=None,
-              help="Serve only this role (default: every role the file enables).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The TOML configuration file.",
+)
+@click.option(
+    "--role",
+    type=click.Choice(["exchange"]),
+    default=None,
+    help="Serve only this role (default: every role the file enables).",
+)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--interface", type=click.Choice(["rsgi", "asgi"]), default="rsgi", show_default=True)
 def serve(config_file: Path, role: str | None, workers: int, interface: str) -> None:
@@ -52,9 +61,12 @@ def serve(config_file: Path, role: str | None, workers: int, interface: str) -> 
         return
     listen = _listen(config, roles[0])
     run_server(
-        ROLE_FACTORIES[roles[0]], listen[0], listen[1],
+        ROLE_FACTORIES[roles[0]],
+        listen[0],
+        listen[1],
         interface="asgi" if interface == "asgi" else "rsgi",
-        workers=workers, config=config_file,
+        workers=workers,
+        config=config_file,
     )
 
 
@@ -66,8 +78,22 @@ def _listen(config: Config, role: str) -> tuple[str, int]:
 def _serve_each(config_file: Path, roles: list[str], workers: int, interface: str) -> None:
     """One server process per role; stops them all when any stops or on SIGTERM/SIGINT."""
     children = [
-        subprocess.Popen([sys.executable, "-m", "cookiematch", "serve", "--config", str(config_file),
-                          "--role", role, "--workers", str(workers), "--interface", interface])
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cookiematch",
+                "serve",
+                "--config",
+                str(config_file),
+                "--role",
+                role,
+                "--workers",
+                str(workers),
+                "--interface",
+                interface,
+            ]
+        )
         for role in roles
     ]
 
@@ -87,8 +113,12 @@ def _serve_each(config_file: Path, roles: list[str], workers: int, interface: st
 
 
 @main.command("check-config")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              required=True)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+)
 def check_config(config_file: Path) -> None:
     """Load and validate a configuration file; print the roles it enables."""
     config = _load(config_file)

@@ -109,7 +109,9 @@ class CookieMatchService:
             scheme, response, request.extras, extras_first=self._settings.extras_first
         )
         return RedirectToBuyer(
-            buyer.nid, location, extras_dropped=request.extras_dropped,
+            buyer.nid,
+            location,
+            extras_dropped=request.extras_dropped,
             hosted_match_status=hm_status,
         )
 

@@ -131,7 +131,6 @@ class ExchangeRoutes:
             cookie = self._cookie.opt_out()
             message = "This browser is opted out: it will no longer be matched with buyers."
         body = (
-            "<!doctype html><meta charset=utf-8><title>cookiematch opt-out</title>"
-            f"<p>{message}</p>"
+            f"<!doctype html><meta charset=utf-8><title>cookiematch opt-out</title><p>{message}</p>"
         )
         return Response.html(200, body, headers=(("Set-Cookie", cookie),))

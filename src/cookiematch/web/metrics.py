@@ -34,9 +34,7 @@ def record_redirect(outcome: RedirectToBuyer) -> None:
     if outcome.extras_dropped:
         EXTRAS_DROPPED.labels(nid=outcome.nid).inc()
     if outcome.hosted_match_status is not None:
-        HOSTED_MATCH_FAILURES.labels(
-            nid=outcome.nid, status=str(outcome.hosted_match_status)
-        ).inc()
+        HOSTED_MATCH_FAILURES.labels(nid=outcome.nid, status=str(outcome.hosted_match_status)).inc()
 
 
 def exposition() -> tuple[bytes, str]:
