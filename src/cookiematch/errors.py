@@ -10,7 +10,8 @@ CookiematchError
 │   │                      length, unknown macro)
 │   ├── HostedMatchError   a google_hm value that cannot be stored (carries its status)
 │   ├── InvalidUserId      a google_gid that does not decrypt for that buyer and version
-│   └── InvalidPushToken   a google_push value that is forged, expired or for another buyer
+│   ├── InvalidPushToken   a google_push value that is forged, expired or for another buyer
+│   └── BidRequestError    a body that is not an OpenRTB bid request (answered 400)
 ├── StorageError           a store backend failed; backends wrap their own errors in it
 │   └── StoreUnavailable   the backend cannot be reached at all
 └── AdminError             an admin API request that is refused (rendered as problem+json)
@@ -65,6 +66,10 @@ class InvalidUserId(ProtocolError):
 
 class InvalidPushToken(ProtocolError):
     """A google_push value that is forged, expired or issued to another buyer."""
+
+
+class BidRequestError(ProtocolError):
+    """A bid request body that is not JSON or not shaped like an OpenRTB bid request."""
 
 
 class StorageError(CookiematchError):

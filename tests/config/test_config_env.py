@@ -86,7 +86,7 @@ def test_keys_from_the_environment(tmp_path: Path) -> None:
         ("COOKIEMATCH_EXCHANGE__COLOUR", "blue", "exchange.colour", "unknown key"),
         ("COOKIEMATCH_STORE__DURABILITY", "never", "store.durability", "'async'"),
         ("COOKIEMATCH_BOGUS__KEY", "1", "bogus", "unknown section"),
-        ("COOKIEMATCH_DMP__ENABLED", "true", "dmp", "unknown section"),
+        ("COOKIEMATCH_DMP__LISTEN", "127.0.0.1:1", "dmp.listen", "no [dmp] table"),
         ("COOKIEMATCH_EXCHANGE__KEYS__0", "1", None, "COOKIEMATCH_<SECTION>__<KEY>"),
     ],
 )

@@ -339,5 +339,5 @@ def test_more_problems_are_counted(tmp_path: Path) -> None:
 
 def test_config_type_is_extensible_by_one_field() -> None:
     """Roles are the optional tables of Config other than [store]."""
-    assert set(Config.__struct_fields__) - {"store"} == {"exchange"}
+    assert set(Config.__struct_fields__) - {"store"} == {"exchange", "buyer", "dmp"}
     assert Config().roles == frozenset()

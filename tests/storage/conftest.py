@@ -1,21 +1,24 @@
 """Store fixtures: the contract suite runs once per backend listed in ``BACKENDS``.
 
 A backend is a fixture named ``<backend>_url`` returning the URL of an empty store (starting a
-real server if it needs one). To add one (Redis standalone, Redis Cluster), define its
-``<backend>_url`` fixture here and append its name to ``BACKENDS``; the tests do not change.
+real server if it needs one). To add one, define its ``<backend>_url`` fixture here and
+append its name to ``BACKENDS``; the tests do not change. The Redis servers (one standalone, one
+3-master cluster with a replica each) are started once per session and flushed for each test.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from cookiematch.storage import Durability, Store, open_store
 
-BACKENDS = ["sqlite"]
+from .redis_servers import RedisClusterProcesses, RedisServer, require_redis
+
+BACKENDS = ["sqlite", "redis", "cluster"]
 
 MakeStore = Callable[..., Store]
 
@@ -36,6 +39,35 @@ class FakeClock:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/store.db"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    require_redis()
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    require_redis()
+    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisClusterProcesses) -> str:
+    redis_cluster.flushall()
+    return redis_cluster.url
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,7 +1,9 @@
 """Child process of the durability test: write keys forever, print each once acknowledged.
 
 Usage: python durability_child.py URL ack|async. A key is printed (and flushed) only after its
-``await store.set(...)`` returned; the parent kill -9s this process at some point.
+``await store.set(...)`` returned; the parent kill -9s this process (or the Redis server) at
+some point. A write that raises StorageError (the server is away) is not printed; the worker
+goes on with its next key.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from cookiematch.errors import StorageError
 from cookiematch.storage import Durability, open_store
 
 WORKERS = 64
@@ -20,11 +23,16 @@ def value_of(key: str) -> bytes:
 
 async def main(url: str, durability: Durability) -> None:
     store = open_store(url, durability=durability)
+    await store.start()
 
     async def worker(w: int) -> None:
         for i in range(10**9):
             key = f"w{w}-{i}"
-            await store.set(key, value_of(key))
+            try:
+                await store.set(key, value_of(key))
+            except StorageError:
+                await asyncio.sleep(0.05)
+                continue
             sys.stdout.write(key + "\n")
             sys.stdout.flush()
 

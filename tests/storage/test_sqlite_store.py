@@ -66,12 +66,6 @@ def test_unknown_scheme_is_named() -> None:
         open_store("/var/lib/store.db")
 
 
-@pytest.mark.parametrize("url", ["redis://h:6379/0", "rediss://h", "redis+cluster://a:1,b:2"])
-def test_redis_schemes_are_not_available_yet(url: str) -> None:
-    with pytest.raises(StorageError, match="not available yet"):
-        open_store(url)
-
-
 async def test_relative_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()

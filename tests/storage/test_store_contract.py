@@ -285,3 +285,67 @@ async def test_concurrent_close_waits_for_the_flush(make_store: MakeStore) -> No
         await store.set(f"k{i}", b"v")
     await asyncio.gather(store.close(), store.close())
     assert len(await keys(make_store(), "k")) == 2000
+
+
+# --- enumeration with expiries (store copy), start, info -------------------------------------
+
+
+async def test_scan_ttl_reports_remaining_lifetime(store: Store, clock: FakeClock) -> None:
+    await store.set("t:short", b"1", ttl=10.0)
+    await store.set("t:forever", b"2")
+    await store.set("t:gone", b"3", ttl=1.0)
+    await store.hset("t:map", {"f": b"x"})
+    await clock.advance(4)
+    got = [item async for item in store.scan_ttl("t:", batch=1)]
+    assert [(k, v) for k, v, _ in got] == [("t:forever", b"2"), ("t:short", b"1")]
+    assert got[0][2] is None
+    assert got[1][2] == pytest.approx(6.0, abs=0.01)
+
+
+async def test_scan_maps_with_field_ttls(store: Store, clock: FakeClock) -> None:
+    await store.hset("m:b", {"x": b"1", "y": b"2"}, ttl=10.0)
+    await store.hset("m:b", {"z": b"3"})
+    await store.hset("m:a", {"x": b"\x00"})
+    await store.hset("m:expired", {"x": b"1"}, ttl=1.0)
+    await store.hset("other", {"x": b"1"})
+    await store.set("m:plain", b"p")
+    await clock.advance(2)
+    for batch in (1, 2, 100):
+        got = [item async for item in store.scan_maps("m:", batch=batch)]
+        assert [key for key, _ in got] == ["m:a", "m:b"]
+        assert got[0][1] == {"x": (b"\x00", None)}
+        fields = got[1][1]
+        assert sorted(fields) == ["x", "y", "z"]
+        assert fields["z"] == (b"3", None)
+        assert fields["x"][0] == b"1"
+        assert fields["x"][1] == pytest.approx(8.0, abs=0.01)
+
+
+async def test_scan_maps_many(store: Store) -> None:
+    for i in range(250):
+        await store.hset(f"h:{i:03d}", {"n": str(i).encode()})
+    got = [key async for key, _ in store.scan_maps("h:", batch=64)]
+    assert got == [f"h:{i:03d}" for i in range(250)]
+
+
+async def test_start_and_info(store: Store) -> None:
+    await store.start()
+    info = await store.info()
+    assert info["backend"]
+
+
+async def test_bucketed_entries(store: Store, clock: FakeClock) -> None:
+    from cookiematch.storage.bucketed import Buckets
+
+    table = Buckets.for_entries("mt", 500)
+    assert table.buckets == 8
+    ids = [bytes([i, 255 - i]) * 8 for i in range(200)]
+    for i, entry_id in enumerate(ids):
+        await table.set(store, entry_id, b"uid%d" % i, ttl=10 if i % 2 else None)
+    assert await table.get_many(store, ids) == [b"uid%d" % i for i in range(200)]
+    assert await table.delete(store, ids[0]) is True
+    assert await table.delete(store, ids[0]) is False
+    await clock.advance(11)
+    got = await table.get_many(store, ids)
+    assert got == [None] + [None if i % 2 else b"uid%d" % i for i in range(1, 200)]
+    assert len([key async for key, _ in store.scan_maps("mt:")]) == 8

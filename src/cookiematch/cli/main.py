@@ -14,6 +14,7 @@ import click
 
 from cookiematch.config import Config, load_config
 from cookiematch.errors import ConfigError
+from cookiematch.web.factories import ROLE_FACTORIES
 
 
 def _load(path: Path) -> Config:
@@ -41,7 +42,7 @@ def main() -> None:
 )
 @click.option(
     "--role",
-    type=click.Choice(["exchange"]),
+    type=click.Choice(sorted(ROLE_FACTORIES)),
     default=None,
     help="Serve only this role (default: every role the file enables).",
 )
@@ -49,7 +50,6 @@ def main() -> None:
 @click.option("--interface", type=click.Choice(["rsgi", "asgi"]), default="rsgi", show_default=True)
 def serve(config_file: Path, role: str | None, workers: int, interface: str) -> None:
     """Serve the roles the configuration enables, each on its own `listen` address."""
-    from cookiematch.web.factories import ROLE_FACTORIES
     from cookiematch.web.server import serve as run_server
 
     config = _load(config_file)

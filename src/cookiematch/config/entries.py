@@ -22,7 +22,9 @@ def parse_buyer(data: object, *, nid: str | None = None) -> Buyer:
     """
     fields, errors = _with_identity(data, "nid", nid)
     buyer, more = convert_collecting(fields, BuyerConfig)
-    if buyer is None or errors:
+    if buyer is not None:
+        more += [{"field": key, "message": message} for key, message in buyer.problems()]
+    if buyer is None or errors or more:
         raise ValidationFailed("invalid buyer", errors=errors + more)
     return buyer.to_model()
 

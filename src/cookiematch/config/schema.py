@@ -12,8 +12,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from cookiematch.config.dmp import DmpConfig
 from cookiematch.config.values import KeySecret, Listen, Secret, proxy_network
-from cookiematch.exchange.model import Buyer, ExchangeSettings, UserList
+from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher, UserList
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import MAX_KEY_VERSION
 from cookiematch.storage.base import Durability
@@ -27,9 +28,15 @@ PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 # RFC 6265 cookie-name token; a host name with an optional leading dot.
 CookieName = Annotated[str, msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")]
 CookieDomain = Annotated[str, msgspec.Meta(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")]
+# An absolute http(s) URL of printable ASCII without spaces or a fragment.
+BIDDER_URL_PATTERN = r"^https?://[A-Za-z0-9\[][!$&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~%]{0,2040}$"
+BidderURL = Annotated[str, msgspec.Meta(pattern=BIDDER_URL_PATTERN)]
 
 # Messages for the patterns above, instead of msgspec's "Expected `str` matching regex ...".
-PATTERN_MESSAGES = {NID_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 _ . -"}
+PATTERN_MESSAGES = {
+    NID_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 _ . -",
+    BIDDER_URL_PATTERN: "must be an absolute http:// or https:// URL without spaces or fragment",
+}
 
 Problems = list[tuple[str, str]]  # (key relative to the table, message)
 
@@ -66,6 +73,19 @@ class BuyerConfig(Table, frozen=True):
     redirect_url: RedirectTemplate  # compiled (and so validated) while loading
     hosted_match: bool = False
     hosted_match_writes_per_second: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    bidder_url: BidderURL | None = None  # OpenRTB 2.6 endpoint (POST); none: no bid requests
+    push_url: RedirectTemplate | None = None  # pixel-matching URL, compiled like redirect_url
+    pixel_matching: bool = False
+    require_hosted_match: bool = False
+    max_qps: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+    def problems(self) -> Problems:
+        found: Problems = []
+        if self.pixel_matching and self.push_url is None:
+            found.append(("push_url", "required when pixel_matching = true"))
+        if self.require_hosted_match and not self.hosted_match:
+            found.append(("require_hosted_match", "needs hosted_match = true"))
+        return found
 
     def to_model(self) -> Buyer:
         return Buyer(
@@ -73,7 +93,22 @@ class BuyerConfig(Table, frozen=True):
             redirect=self.redirect_url,
             hosted_match=self.hosted_match,
             hosted_match_writes_per_second=self.hosted_match_writes_per_second,
+            bidder_url=self.bidder_url,
+            push_url=self.push_url,
+            pixel_matching=self.pixel_matching,
+            require_hosted_match=self.require_hosted_match,
+            max_qps=self.max_qps,
         )
+
+
+class PublisherConfig(Table, frozen=True):
+    """``[[exchange.publishers]]``: a site whose pages call ``/ad?pub=<id>``."""
+
+    id: Nid
+    pixel_matching: bool = True  # false: the publisher opts out of the additional match
+
+    def to_model(self) -> Publisher:
+        return Publisher(id=self.id, pixel_matching=self.pixel_matching)
 
 
 class UserListConfig(Table, frozen=True):
@@ -108,9 +143,11 @@ class ExchangeConfig(Table, frozen=True):
     hosted_match_ttl_days: PositiveInt = 90
     push_token_ttl_seconds: PositiveInt = 3600
     match_expiry_days: PositiveInt = 14
+    auction_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=10_000)] = 120
     keys: tuple[KeyConfig, ...] = ()
     buyers: tuple[BuyerConfig, ...] = ()
     user_lists: tuple[UserListConfig, ...] = ()
+    publishers: tuple[PublisherConfig, ...] = ()
 
     def problems(self) -> Problems:
         found: Problems = []
@@ -126,6 +163,9 @@ class ExchangeConfig(Table, frozen=True):
         found += _duplicates("keys", "version", [k.version for k in self.keys])
         found += _duplicates("buyers", "nid", [b.nid for b in self.buyers])
         found += _duplicates("user_lists", "id", [u.id for u in self.user_lists])
+        found += _duplicates("publishers", "id", [p.id for p in self.publishers])
+        for i, buyer in enumerate(self.buyers):
+            found += [(f"buyers[{i}].{key}", message) for key, message in buyer.problems()]
         nids = {b.nid for b in self.buyers}
         for i, user_list in enumerate(self.user_lists):
             if user_list.owner not in nids:
@@ -137,6 +177,9 @@ class ExchangeConfig(Table, frozen=True):
 
     def user_list_models(self) -> list[UserList]:
         return [u.to_model() for u in self.user_lists]
+
+    def publisher_models(self) -> list[Publisher]:
+        return [p.to_model() for p in self.publishers]
 
     def key_secrets(self) -> dict[int, bytes]:
         """Key version -> 32-byte secret; the highest version is the current one."""
@@ -153,6 +196,7 @@ class ExchangeConfig(Table, frozen=True):
             hosted_match_ttl_days=self.hosted_match_ttl_days,
             push_token_ttl_seconds=self.push_token_ttl_seconds,
             match_expiry_days=self.match_expiry_days,
+            auction_timeout_ms=self.auction_timeout_ms,
             trusted_proxies=frozenset(proxy_network(p) for p in self.trusted_proxies),
         )
 
@@ -162,6 +206,8 @@ class Config(Table, frozen=True):
 
     store: StoreConfig = StoreConfig()
     exchange: ExchangeConfig | None = None
+    buyer: BuyerRoleConfig | None = None
+    dmp: DmpConfig | None = None
 
     @property
     def roles(self) -> frozenset[str]:
@@ -192,3 +238,7 @@ def _duplicates(table: str, field: str, values: list[object]) -> Problems:
             found.append((f"{table}[{i}].{field}", f"duplicate {field} {value!r}"))
         seen.add(value)
     return found
+
+
+# At the bottom: the role tables below import this module's building blocks.
+from cookiematch.config.buyer import BuyerRoleConfig  # noqa: E402

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from cookiematch.errors import HostedMatchError, InvalidPushToken, StorageError
 from cookiematch.exchange import keys
 from cookiematch.exchange.model import Buyer, ExchangeSettings
+from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.outcomes import (
     MatchOutcome,
     PushRecorded,
@@ -53,8 +54,10 @@ class CookieMatchService:
         settings: ExchangeSettings,
         clock: Callable[[], float],
         new_browser_id: Callable[[], bytes],
+        monitor: BuyerMonitor | None = None,
     ) -> None:
         self._registry = registry
+        self._monitor = monitor
         self._store = store
         self._cipher = cipher
         self._push = push_tokens
@@ -94,14 +97,27 @@ class CookieMatchService:
         self, request: MatchTagRequest, buyer: Buyer, browser_id: bytes, scheme: str
     ) -> RedirectToBuyer:
         now = int(self._clock())
-        hm_status, ula_statuses = await asyncio.gather(
-            self._write_hosted_match(request, buyer, browser_id),
-            self._add_to_user_lists(request.user_list_adds, buyer, browser_id, now),
-        )
+        # gather() costs two tasks and several loop iterations: only when both have work
+        hm_status: int | None = None
+        ula_statuses: tuple[tuple[str, int], ...] = ()
+        has_hm = request.hosted_match is not None or request.hosted_match_duplicated
+        if has_hm and request.user_list_adds:
+            hm_status, ula_statuses = await asyncio.gather(
+                self._write_hosted_match(request, buyer, browser_id),
+                self._add_to_user_lists(request.user_list_adds, buyer, browser_id, now),
+            )
+        elif has_hm:
+            hm_status = await self._write_hosted_match(request, buyer, browser_id)
+        elif request.user_list_adds:
+            ula_statuses = await self._add_to_user_lists(
+                request.user_list_adds, buyer, browser_id, now
+            )
         gid = cver = None
         if request.cookie_match:
             cver = self._cipher.current_version
             gid = self._cipher.encrypt(browser_id, buyer.nid, cver)
+            if self._monitor is not None:  # frequency-capping monitoring, off the hot path
+                self._monitor.gid_issued(buyer.nid, browser_id, new_cookie=request.cookie_test)
         response = ResponseParams(
             gid=gid, cver=cver, user_lists=ula_statuses, hosted_match=hm_status
         )
@@ -138,6 +154,8 @@ class CookieMatchService:
             return_exceptions=True,
         )
         stored = not isinstance(results[0], BaseException)
+        if self._monitor is not None:
+            self._monitor.push_returned(buyer.nid, browser_id)
         if not stored:
             log.warning("pixel match for %s not recorded: %s", buyer.nid, results[0])
         return PushRecorded(buyer.nid, stored)

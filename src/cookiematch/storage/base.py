@@ -12,6 +12,8 @@ Durability: with ``Durability.ACK`` a write coroutine returns only once the writ
 ``hset`` and ``write_many`` return once queued (a crash may lose them), while ``delete`` and
 ``hdel`` still wait for their result. Either way a read sees every write made through the same
 store object before it.
+
+``scan_ttl`` and ``scan_maps`` enumerate a store with expiries (``cookiematch store copy``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from cookiematch.errors import StorageError
 
 Clock = Callable[[], float]
 """Returns wall-clock seconds (``time.time``); injected so that tests control expiry."""
+
+FieldEntry = tuple[bytes, float | None]
+"""A field's value and its remaining lifetime in seconds (None: no expiry)."""
 
 
 class Durability(enum.Enum):
@@ -85,6 +90,29 @@ class Store(ABC):
         """Iterate plain keys starting with ``prefix`` and their values (not field maps)."""
 
     @abstractmethod
+    def scan_ttl(
+        self, prefix: str, *, batch: int = 1000
+    ) -> AsyncIterator[tuple[str, bytes, float | None]]:
+        """Like ``scan``, with each value's remaining lifetime in seconds (None: no expiry)."""
+
+    @abstractmethod
+    def scan_maps(
+        self, prefix: str, *, batch: int = 100
+    ) -> AsyncIterator[tuple[str, dict[str, FieldEntry]]]:
+        """Iterate field maps starting with ``prefix`` in key order, with their live fields."""
+
+    async def start(self) -> None:
+        """Check once, after opening, that the backend can be reached (else StoreUnavailable).
+
+        ``open_store`` cannot await: a backend that connects lazily (Redis) checks here.
+        """
+        return None  # optional hook: a backend that opens eagerly has nothing to check
+
+    async def info(self) -> dict[str, str]:
+        """A few facts about the backend for operators (name, address, version, sizes)."""
+        return {"backend": type(self).__name__}
+
+    @abstractmethod
     async def ping(self) -> None:
         """Raise StoreUnavailable if the backend cannot be reached."""
 
@@ -103,17 +131,20 @@ def _open_sqlite(url: str, durability: Durability, clock: Clock) -> Store:
     return SQLiteStore.from_url(url, durability=durability, clock=clock)
 
 
-def _not_yet(url: str, durability: Durability, clock: Clock) -> Store:
-    scheme = url.partition("://")[0]
-    raise StorageError(f"storage scheme {scheme!r} is not available yet")
+def _open_redis(url: str, durability: Durability, clock: Clock) -> Store:
+    try:
+        from cookiematch.storage.redis_store import RedisStore
+    except ImportError as exc:  # the optional dependency: pip install 'cookiematch[redis]'
+        raise StorageError(f"redis storage needs the redis package: {exc}") from exc
+    return RedisStore.from_url(url, durability=durability, clock=clock)
 
 
 SCHEMES: dict[str, Opener] = {
     "sqlite": _open_sqlite,
-    # The Redis backends replace these entries (standalone, TLS, cluster).
-    "redis": _not_yet,
-    "rediss": _not_yet,
-    "redis+cluster": _not_yet,
+    "redis": _open_redis,
+    "rediss": _open_redis,
+    "redis+cluster": _open_redis,
+    "rediss+cluster": _open_redis,
 }
 
 
@@ -125,9 +156,10 @@ def open_store(
 ) -> Store:
     """Open the backend named by the URL scheme.
 
-    ``sqlite:///abs/path`` or ``sqlite://relative/path`` (``redis://``, ``rediss://`` and
-    ``redis+cluster://`` later). Raises StorageError for an unknown scheme or a bad URL, and
-    StoreUnavailable if the backend cannot be opened.
+    ``sqlite:///abs/path``, ``sqlite://relative/path``, ``redis://[:password@]host:port/db``,
+    ``rediss://…`` (TLS), ``redis+cluster://host:port,host:port``. Raises StorageError for an
+    unknown scheme or a bad URL, and StoreUnavailable if the backend cannot be opened; then
+    ``await store.start()`` checks that it can be reached (Redis connects lazily).
     """
     scheme, sep, _ = url.partition("://")
     if not sep:

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from cookiematch.errors import StorageError, StoreUnavailable
-from cookiematch.storage.base import Clock, Durability, Store, Write
+from cookiematch.storage.base import Clock, Durability, FieldEntry, Store, Write
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,32 @@ def _hgetall(c: sqlite3.Connection, key: str, now: float) -> dict[str, bytes]:
     return dict(c.execute(sql, (key, now)).fetchall())
 
 
+def _range(start: str, first: bool, upper: str | None) -> tuple[str, tuple[str, ...]]:
+    lower = "key >= ?" if first else "key > ?"
+    if upper is None:
+        return lower, (start,)
+    return f"{lower} AND key < ?", (start, upper)
+
+
 def _scan_page(
     c: sqlite3.Connection, start: str, first: bool, upper: str | None, limit: int, now: float
-) -> list[tuple[str, bytes]]:
-    lower = "key >= ?" if first else "key > ?"
-    bound, args = ("AND key < ?", (start, upper)) if upper is not None else ("", (start,))
-    sql = f"SELECT key, value FROM kv WHERE {lower} {bound} AND {_LIVE} ORDER BY key LIMIT ?"
+) -> list[tuple[str, bytes, float | None]]:
+    where, args = _range(start, first, upper)
+    sql = f"SELECT key, value, expires_at FROM kv WHERE {where} AND {_LIVE} ORDER BY key LIMIT ?"
     return c.execute(sql, (*args, now, limit)).fetchall()
+
+
+def _scan_maps_page(
+    c: sqlite3.Connection, start: str, first: bool, upper: str | None, limit: int, now: float
+) -> list[tuple[str, str, bytes, float | None]]:
+    """The live fields of the next ``limit`` field maps in key order."""
+    where, args = _range(start, first, upper)
+    sql = (
+        f"SELECT key, field, value, expires_at FROM fm WHERE {_LIVE} AND key IN"
+        f" (SELECT DISTINCT key FROM fm WHERE {where} AND {_LIVE} ORDER BY key LIMIT ?)"
+        " ORDER BY key, field"
+    )
+    return c.execute(sql, (now, *args, now, limit)).fetchall()
 
 
 def _ping(c: sqlite3.Connection) -> None:
@@ -425,17 +444,47 @@ class SQLiteStore(Store):
 
     async def scan(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[tuple[str, bytes]]:
         """Keys in order, ``batch`` per query; each batch is read at its own moment."""
+        async for key, value, _ in self.scan_ttl(prefix, batch=batch):
+            yield key, value
+
+    async def scan_ttl(
+        self, prefix: str, *, batch: int = 1000
+    ) -> AsyncIterator[tuple[str, bytes, float | None]]:
         if batch < 1:
             raise ValueError("batch must be at least 1")
         upper = prefix_upper_bound(prefix)
         start, first = prefix, True
         while True:
-            rows = await self._read(_scan_page, start, first, upper, batch, self._clock())
-            for row in rows:
-                yield row
+            now = self._clock()
+            rows = await self._read(_scan_page, start, first, upper, batch, now)
+            for key, value, expires_at in rows:
+                yield key, value, None if expires_at is None else expires_at - now
             if len(rows) < batch:
                 return
             start, first = rows[-1][0], False
+
+    async def scan_maps(
+        self, prefix: str, *, batch: int = 100
+    ) -> AsyncIterator[tuple[str, dict[str, FieldEntry]]]:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        upper = prefix_upper_bound(prefix)
+        start, first = prefix, True
+        while True:
+            now = self._clock()
+            rows = await self._read(_scan_maps_page, start, first, upper, batch, now)
+            maps: dict[str, dict[str, FieldEntry]] = {}
+            for key, field, value, expires_at in rows:
+                ttl = None if expires_at is None else expires_at - now
+                maps.setdefault(key, {})[field] = (value, ttl)
+            for item in maps.items():
+                yield item
+            if len(maps) < batch:
+                return
+            start, first = next(reversed(maps)), False
+
+    async def info(self) -> dict[str, str]:
+        return {"backend": "sqlite", "path": self.path, "durability": self.durability.value}
 
     async def purge_expired(self) -> int:
         """Delete every expired row now; return how many (the writer also does it)."""

@@ -35,7 +35,7 @@ from cookiematch.config.schema import MAX_LIST_ID
 from cookiematch.errors import AdminError, NotFound, StorageError, ValidationFailed
 from cookiematch.exchange.registry import ExchangeRegistry
 
-__all__ = ["MAX_BODY_BYTES", "PREFIX", "build_admin_app", "problem"]
+__all__ = ["HEALTH_PATH", "MAX_BODY_BYTES", "PREFIX", "build_admin_app", "guarded_app", "problem"]
 
 log = logging.getLogger("cookiematch.admin")
 
@@ -242,8 +242,18 @@ def build_admin_app(
         ),
         *extra_routes,
     ]
+    return guarded_app(routes, token)
+
+
+def guarded_app(routes: Sequence[BaseRoute], admin_token: Secret | str) -> Starlette:
+    """A Starlette app serving ``routes`` behind the admin guard and problem+json errors.
+
+    Every ``/admin/v1`` path but ``/admin/v1/health`` needs the bearer token; an empty token
+    refuses them all. Other roles build their admin API with it.
+    """
+    token = admin_token.reveal() if isinstance(admin_token, Secret) else admin_token
     return Starlette(
-        routes=routes,
+        routes=list(routes),
         middleware=[Middleware(_Guard, token=token)],
         exception_handlers={
             AdminError: _on_admin_error,

@@ -1,0 +1,543 @@
+"""The HTTP benchmark: cookiematch's hot endpoints against nginx's static 302, same wrk load.
+
+    .venv/bin/python bench/http_bench.py [--duration 3] [--rounds 3] [--connections 64]
+        [--stores sqlite,redis] [--workers 1,2] [--roles exchange,buyer,dmp]
+        [--nginx-workers auto,1] [--soak 30] [--lookups 3] [--out var/bench]
+        [--loop uvloop] [--profile] [--redis-aof everysec]
+
+For every store x worker count x role it starts ``cookiematch serve`` on a generated config,
+then for each round and each endpoint runs wrk against nginx and against us *with the same Lua
+script* (so the client does the same work), alternating. An endpoint's ratio is its median
+req/s over the rounds divided by nginx's median with the same script in the same block. The
+first ``--nginx-workers`` value is the reference; the others are measured once per round with
+the cookie-match script, for information.
+
+Write endpoints get a different browser ID per request; after each block the keys they wrote
+are counted in the store and compared with the requests wrk saw answered (a 2-worker run shows
+that no write is lost). Each block records the workers' peak RSS (VmHWM). ``--soak`` runs the
+cookie match for that many seconds on 1 worker and samples VmRSS every few seconds.
+
+Writes ``result.json`` and ``result.md`` to ``--out/<timestamp>/`` (and ``--out/latest.*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import servers  # noqa: E402
+from servers import ROOT, Service, WrkResult  # noqa: E402
+
+LUA = ROOT / "bench" / "lua"
+OPENRTB = Path(os.environ.get("OPENRTB_EXAMPLES", "/work/shared/openrtb-2.6-examples"))
+KNOWN_GID = "CAESEJpPHn1dJmHCBbQZcIgIV4Y"  # matched before the /bid runs
+BUYER_UID = "AAECAwQFBgcICQoLDA0ODw"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One benchmarked request: its wrk script and arguments, and the keys it writes."""
+
+    name: str
+    role: str
+    script: str
+    args: Callable[[int, Path], list[str]] = lambda run, work: []
+    counts_prefix: str | None = None  # each request writes one new key under this prefix
+    kind: str = "cookie match"  # which target applies: cookie match, durable write, bid
+
+
+def _unique(path: str, cookie: str) -> Callable[[int, Path], list[str]]:
+    return lambda run, work: [str(run), path, cookie]
+
+
+ENDPOINTS = [
+    Endpoint("exchange /pixel cookie match", "exchange", "cookie_match.lua"),
+    Endpoint(
+        "exchange /pixel google_hm",
+        "exchange",
+        "unique.lua",
+        _unique("/pixel?google_nid=cookie-monster&google_cm&google_hm=@N@", "cm_id=@ID@"),
+        counts_prefix="hm:",
+        kind="durable write",
+    ),
+    Endpoint(
+        "buyer /match",
+        "buyer",
+        "unique.lua",
+        _unique("/match?google_gid=@N@&google_cver=1", "buyer_uid=@ID@"),
+        counts_prefix="bm:finest-dsp:g:",
+        kind="durable write",
+    ),
+    Endpoint("buyer POST /bid", "buyer", "bid.lua", kind="bid"),
+    Endpoint(
+        "dmp /callback/<partner>",
+        "dmp",
+        "unique.lua",
+        _unique("/callback/analytics?c=shop&uid=@N@", "dmp_id=@ID@"),
+        counts_prefix="dmp:pid:{analytics:",
+        kind="durable write",
+    ),
+]
+TARGETS = {"cookie match": 0.40, "durable write": 0.25, "bid": 0.15}
+P99_TARGET_MS = 3.0
+
+
+# --- environment ------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, object]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+
+    def version(cmd: list[str]) -> str:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        except OSError:
+            return "?"
+        return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "?"
+
+    import granian
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "granian": granian.__version__,
+        "nginx": version([servers.NGINX, "-v"]),
+        "wrk": version([servers.WRK, "-v"]),
+        "redis": version([servers.REDIS_SERVER, "--version"]),
+        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def bid_request_body(work: Path) -> Path:
+    """IAB's simple-banner example with ``user.id`` set to a gid the buyer has matched."""
+    source = OPENRTB / "request-1-simple-banner.json"
+    request = json.loads(source.read_text())
+    request.setdefault("user", {})["id"] = KNOWN_GID
+    request["tmax"] = 120
+    path = work / "bid-request.json"
+    path.write_text(json.dumps(request))
+    return path
+
+
+def fetch(url: str, *, cookie: str = "", body: bytes | None = None) -> tuple[int, str]:
+    """Status and a short description of one request (redirects not followed)."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    request = urllib.request.Request(url, data=body, headers={"Cookie": cookie} if cookie else {})
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=5) as response:
+            status, headers, payload = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        status, headers, payload = exc.code, exc.headers, exc.read()
+    return status, headers.get("Location") or payload[:80].decode("latin-1")
+
+
+def preflight(service: Service) -> dict[str, str]:
+    """One request per endpoint of the role (and the buyer's seed match): what it answers."""
+    base = f"http://127.0.0.1:{service.port}"
+    seen: dict[str, str] = {}
+    if service.role == "exchange":
+        cookie = f"cm_id={BUYER_UID}"
+        seen["cookie match"] = "%s %s" % fetch(
+            f"{base}/pixel?google_nid=ad_network_xyz&google_cm&p1=v1&p2=v2", cookie=cookie
+        )
+        seen["google_hm"] = "%s %s" % fetch(
+            f"{base}/pixel?google_nid=cookie-monster&google_cm&google_hm=AAAAbenchAAA",
+            cookie=cookie,
+        )
+    elif service.role == "buyer":
+        seen["match (seed)"] = "%s %s" % fetch(
+            f"{base}/match?google_gid={KNOWN_GID}&google_cver=1", cookie=f"buyer_uid={BUYER_UID}"
+        )
+        body = (service.config.parent / "bid-request.json").read_bytes()
+        seen["bid"] = "%s %s" % fetch(f"{base}/bid", body=body)
+    elif service.role == "dmp":
+        seen["callback"] = "%s %s" % fetch(
+            f"{base}/callback/analytics?c=shop&uid=benchpreflight", cookie=f"dmp_id={BUYER_UID}"
+        )
+    return seen
+
+
+async def _count_keys(store_url: str, prefix: str) -> int:
+    from cookiematch.storage import open_store
+
+    store = open_store(store_url)
+    try:
+        await store.start()
+        n = 0
+        async for _ in store.scan(prefix):
+            n += 1
+        return n
+    finally:
+        await store.close()
+
+
+def count_keys(store_url: str, prefix: str) -> int:
+    return asyncio.run(_count_keys(store_url, prefix))
+
+
+# --- a block: one store x workers x role ------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One endpoint in one block: every run of ours and of the reference nginx."""
+
+    endpoint: str
+    kind: str
+    store: str
+    workers: int
+    ours: list[WrkResult] = field(default_factory=list)
+    nginx: list[WrkResult] = field(default_factory=list)
+    rss_peak_kb: list[int] = field(default_factory=list)
+    keys_written: int | None = None
+    preflight: str = ""
+
+    @staticmethod
+    def median(runs: list[WrkResult], attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in runs) if runs else float("nan")
+
+    def summary(self) -> dict[str, object]:
+        rps, ref = self.median(self.ours, "rps"), self.median(self.nginx, "rps")
+        ratios = [o.rps / n.rps for o, n in zip(self.ours, self.nginx, strict=False)]
+        requests = sum(r.requests for r in self.ours)
+        return {
+            "endpoint": self.endpoint,
+            "kind": self.kind,
+            "store": self.store,
+            "workers": self.workers,
+            "rps": round(rps),
+            "p50_ms": round(self.median(self.ours, "p50_ms"), 3),
+            "p99_ms": round(self.median(self.ours, "p99_ms"), 3),
+            "nginx_rps": round(ref),
+            "nginx_p50_ms": round(self.median(self.nginx, "p50_ms"), 3),
+            "nginx_p99_ms": round(self.median(self.nginx, "p99_ms"), 3),
+            "ratio": round(rps / ref, 3),
+            "ratio_min": round(min(ratios), 3) if ratios else None,
+            "ratio_max": round(max(ratios), 3) if ratios else None,
+            "target": TARGETS[self.kind],
+            "errors": sum(r.non_3xx + r.socket_errors for r in self.ours),
+            "requests": requests,
+            "keys_written": self.keys_written,
+            "rss_peak_mb": round(max(self.rss_peak_kb) / 1024, 1) if self.rss_peak_kb else None,
+            "preflight": self.preflight,
+            "runs": [asdict(r) for r in self.ours],
+            "nginx_runs": [asdict(r) for r in self.nginx],
+        }
+
+
+def store_url_for(kind: str, work: Path, redis_port: int | None, db: int) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{work}/store.db"
+    assert redis_port is not None
+    return f"redis://127.0.0.1:{redis_port}/{db}"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.rows: list[Row] = []
+        self.nginx_extra: list[dict[str, object]] = []
+        self.run_number = 0
+        self.redis_db = 0
+
+    def wrk(self, port: int, endpoint: Endpoint, directory: Path) -> WrkResult:
+        self.run_number += 1
+        return servers.wrk(
+            port,
+            LUA / endpoint.script,
+            duration=self.args.duration,
+            connections=self.args.connections,
+            threads=self.args.threads,
+            args=endpoint.args(self.run_number, directory),
+            env={"BENCH_BODY": str(directory / "bid-request.json")},
+        )
+
+    def block(self, store: str, workers: int, role: str, nginx_ports: dict[str, int]) -> None:
+        endpoints = [e for e in ENDPOINTS if e.role == role]
+        self.redis_db += 1
+        directory = self.work / f"{store}-{workers}w-{role}"
+        directory.mkdir(parents=True)
+        shutil.copy(self.work / "bid-request.json", directory / "bid-request.json")
+        url = store_url_for(store, directory, self.redis_port, self.redis_db % 16)
+        label = f"{store} x {workers} worker{'s' if workers > 1 else ''}, {role}"
+        print(f"\n== {label}  ({url})", flush=True)
+        rows = [Row(e.name, e.kind, store, workers) for e in endpoints]
+        ref = self.args.nginx_workers[0]
+        with servers.cookiematch(
+            directory,
+            url,
+            role=role,
+            workers=workers,
+            durability=self.args.durability,
+            loop=self.args.loop,
+            extra_path=self.args.extra_path,
+        ) as service:
+            seen = preflight(service)
+            for key, value in seen.items():
+                print(f"   preflight {key}: {value}", flush=True)
+            for row in rows:
+                row.preflight = "; ".join(f"{k}: {v}" for k, v in seen.items())
+            for rnd in range(self.args.rounds):
+                for endpoint, row in zip(endpoints, rows, strict=True):
+                    row.nginx.append(self.wrk(nginx_ports[ref], endpoint, directory))
+                    row.ours.append(self.wrk(service.port, endpoint, directory))
+                    row.rss_peak_kb += [
+                        kb for pid in service.worker_pids()
+                        if (kb := servers.status_kb(pid, "VmHWM")) is not None
+                    ]  # fmt: skip
+                    o, n = row.ours[-1], row.nginx[-1]
+                    print(
+                        f"   round {rnd + 1} {endpoint.name:<30} {o.rps:>9,.0f} req/s "
+                        f"p50 {o.p50_ms:6.2f} p99 {o.p99_ms:6.2f} ms | nginx {n.rps:>9,.0f} "
+                        f"| ratio {o.rps / n.rps:.3f}"
+                        + (f" | {o.non_3xx} non-2xx/3xx" if o.non_3xx else ""),
+                        flush=True,
+                    )
+                if role == "exchange" and store == self.args.stores[0]:
+                    for other in self.args.nginx_workers[1:]:
+                        result = self.wrk(nginx_ports[other], ENDPOINTS[0], directory)
+                        self.nginx_extra.append({"nginx_workers": other, **asdict(result)})
+        for endpoint, row in zip(endpoints, rows, strict=True):
+            if endpoint.counts_prefix:
+                row.keys_written = count_keys(url, endpoint.counts_prefix)
+                answered = sum(r.requests for r in row.ours)
+                print(
+                    f"   {endpoint.name}: {row.keys_written:,} keys under "
+                    f"{endpoint.counts_prefix!r} for {answered:,} answered requests",
+                    flush=True,
+                )
+        self.rows += rows
+
+    def run(self) -> None:
+        args = self.args
+        self.redis_port: int | None = None
+        with contextlib.ExitStack() as stack:
+            if "redis" in args.stores:
+                self.redis_port = stack.enter_context(
+                    servers.redis_server(self.work, appendfsync=args.redis_aof)
+                )
+            nginx_ports = {
+                w: stack.enter_context(servers.nginx(self.work, w)) for w in args.nginx_workers
+            }
+            for store in args.stores:
+                for workers in args.workers:
+                    for role in args.roles:
+                        if not self.role_available(role):
+                            continue
+                        self.block(store, workers, role, nginx_ports)
+            if args.soak:
+                self.soak = soak(args, self.work)
+
+    @staticmethod
+    def role_available(role: str) -> bool:
+        from cookiematch.web.factories import ROLE_FACTORIES
+
+        if role not in ROLE_FACTORIES:
+            print(f"\n== {role}: not served by this tree yet (TODO: no factory); skipped")
+            return False
+        return True
+
+
+# --- soak ----------------------------------------------------------------------------------------
+
+
+def soak(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    """The cookie match for ``args.soak`` seconds on 1 worker; VmRSS sampled every few s."""
+    directory = work / "soak"
+    directory.mkdir()
+    store = args.stores[0]
+    url = store_url_for(store, directory, None, 0) if store == "sqlite" else None
+    if url is None:
+        url = f"sqlite:///{directory}/store.db"
+    print(f"\n== soak: exchange cookie match, 1 worker, {args.soak:g} s, {url}", flush=True)
+    samples: list[tuple[float, int]] = []
+    with servers.cookiematch(directory, url, role="exchange", workers=1) as service:
+        pid = service.worker_pids()[0]
+        stop = threading.Event()
+
+        def sample() -> None:
+            t0 = time.monotonic()
+            while not stop.wait(args.soak_interval if samples else 0):
+                kb = servers.status_kb(pid, "VmRSS")
+                if kb is not None:
+                    samples.append((round(time.monotonic() - t0, 1), kb))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        result = servers.wrk(
+            service.port,
+            LUA / "cookie_match.lua",
+            duration=args.soak,
+            connections=args.connections,
+            threads=args.threads,
+        )
+        stop.set()
+        sampler.join()
+        hwm = servers.status_kb(pid, "VmHWM")
+    values = [kb for _, kb in samples]
+    third = max(1, len(values) // 3)
+    early, late = statistics.median(values[:third]), statistics.median(values[-third:])
+    summary = {
+        "seconds": args.soak,
+        "rps": round(result.rps),
+        "p99_ms": result.p99_ms,
+        "samples": len(values),
+        "rss_first_mb": round(values[0] / 1024, 1),
+        "rss_min_mb": round(min(values) / 1024, 1),
+        "rss_max_mb": round(max(values) / 1024, 1),
+        "rss_last_mb": round(values[-1] / 1024, 1),
+        "rss_first_third_median_mb": round(early / 1024, 1),
+        "rss_last_third_median_mb": round(late / 1024, 1),
+        "growth_last_vs_first_third_pct": round(100 * (late - early) / early, 2),
+        "vmhwm_mb": round(hwm / 1024, 1) if hwm else None,
+        "series": samples,
+    }
+    print(
+        "   {rps:,} req/s; VmRSS first {rss_first_mb} MB, min {rss_min_mb}, max {rss_max_mb}, "
+        "last {rss_last_mb}; median of first third {rss_first_third_median_mb} MB -> last third "
+        "{rss_last_third_median_mb} MB ({growth_last_vs_first_third_pct:+}%); "
+        "{samples} samples".format(**summary),
+        flush=True,
+    )
+    return summary
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def markdown(result: dict[str, object]) -> str:
+    conf = result["config"]
+    assert isinstance(conf, dict)
+    lines = [
+        f"wrk -t{conf['threads']} -c{conf['connections']} -d{conf['duration']}s, "
+        f"{conf['rounds']} alternating rounds per endpoint; reference: nginx "
+        f"worker_processes {conf['nginx_workers'][0]}, same Lua script; medians over rounds.",
+        "",
+        "| endpoint | store | workers | req/s | p50 ms | p99 ms | nginx req/s | ratio (min-max) "
+        "| target | keys written / answered | peak RSS MB |",
+        "|---|---|---|---:|---:|---:|---:|---|---|---|---:|",
+    ]
+    for row in result["rows"]:  # type: ignore[attr-defined]
+        ok = "ok" if row["ratio"] >= row["target"] else "**below**"
+        p99 = f"{row['p99_ms']:.2f}" + ("" if row["p99_ms"] <= P99_TARGET_MS else " ✗")
+        keys = (
+            f"{row['keys_written']:,} / {row['requests']:,}"
+            if row["keys_written"] is not None
+            else "-"
+        )
+        lines.append(
+            f"| {row['endpoint']} | {row['store']} | {row['workers']} | {row['rps']:,} "
+            f"| {row['p50_ms']:.2f} | {p99} | {row['nginx_rps']:,} "
+            f"| {row['ratio']:.3f} ({row['ratio_min']:.2f}-{row['ratio_max']:.2f}) "
+            f"| {row['target']:.2f} {ok} | {keys} | {row['rss_peak_mb']} |"
+        )
+    extra = result.get("nginx_extra") or []
+    if extra:
+        lines += ["", "nginx with other worker_processes (cookie-match script):", ""]
+        for e in extra:  # type: ignore[attr-defined]
+            lines.append(
+                f"- worker_processes {e['nginx_workers']}: {e['rps']:,.0f} req/s, "
+                f"p50 {e['p50_ms']:.2f} ms, p99 {e['p99_ms']:.2f} ms"
+            )
+    soak_result = result.get("soak")
+    if soak_result:
+        lines += [
+            "",
+            "Soak (exchange cookie match, 1 worker, {seconds:g} s): {rps:,} req/s; VmRSS first "
+            "{rss_first_mb} MB, min {rss_min_mb}, max {rss_max_mb}, last {rss_last_mb}; median "
+            "first third {rss_first_third_median_mb} MB -> last third "
+            "{rss_last_third_median_mb} MB ({growth_last_vs_first_third_pct:+}%), "
+            "{samples} samples.".format(**soak_result),  # type: ignore[arg-type]
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def csv_list(cast: Callable[[str], object]) -> Callable[[str], list[object]]:
+    return lambda text: [cast(x) for x in text.split(",") if x]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--stores", type=csv_list(str), default=["sqlite", "redis"])
+    parser.add_argument("--workers", type=csv_list(int), default=[1, 2])
+    parser.add_argument("--roles", type=csv_list(str), default=["exchange", "buyer", "dmp"])
+    parser.add_argument("--nginx-workers", type=csv_list(str), default=["auto", "1"])
+    parser.add_argument("--durability", default="ack", choices=("ack", "async"))
+    parser.add_argument("--redis-aof", default=None, choices=("everysec", "always"))
+    parser.add_argument("--loop", default=None, help="granian --loop (asyncio, uvloop, rloop)")
+    parser.add_argument("--extra-path", type=csv_list(str), default=[], help="PYTHONPATH add")
+    parser.add_argument("--soak", type=float, default=30.0, help="seconds; 0: no soak")
+    parser.add_argument("--soak-interval", type=float, default=3.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench")
+    args = parser.parse_args()
+    if args.extra_path:
+        args.extra_path = [str(Path(p).resolve()) for p in args.extra_path]
+
+    started = datetime.datetime.now().astimezone()
+    result: dict[str, object] = {"started": started.isoformat(), "machine": machine()}
+    print(json.dumps(result["machine"]), flush=True)
+    with tempfile.TemporaryDirectory(prefix="cookiematch-bench-") as tmp:
+        work = Path(tmp)
+        bid_request_body(work)
+        bench = Bench(args, work)
+        bench.run()
+    result["config"] = {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+    }
+    result["rows"] = [row.summary() for row in bench.rows]
+    result["nginx_extra"] = bench.nginx_extra
+    result["soak"] = getattr(bench, "soak", None)
+    result["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    result["elapsed_s"] = round(
+        (datetime.datetime.now().astimezone() - started).total_seconds(), 1
+    )
+    out = args.out / started.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    table = markdown(result)
+    (out / "result.md").write_text(table)
+    shutil.copy(out / "result.json", args.out / "latest.json")
+    shutil.copy(out / "result.md", args.out / "latest.md")
+    print("\n" + table)
+    print(f"results: {out}/result.json, result.md ({result['elapsed_s']} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,417 @@
+"""The processes a benchmark drives: nginx (the reference), redis-server, cookiematch; wrk.
+
+Each server gets its own temporary directory and a free loopback port, and is stopped (SIGTERM,
+then SIGKILL) when its ``with`` block ends. Used by ``bench/http_bench.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
+REDIS_SERVER = os.environ.get("REDIS_SERVER", "redis-server")
+WRK = os.environ.get("WRK", "wrk")
+
+# What nginx answers: a 302 shaped like a cookie-match redirect, with a Set-Cookie header.
+NGINX_LOCATION = (
+    "http://ad.network.com/pixel?id=&p1=v1&p2=v2"
+    "&google_gid=CAESEJpPHn1dJmHCBbQZcIgIV4Y&google_cver=1"
+)
+NGINX_COOKIE = "cm_id=AAECAwQFBgcICQoLDA0ODw; Max-Age=33696000; Path=/; Secure; HttpOnly; SameSite=None"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    """Until ``url`` answers anything (a redirect is not followed)."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            opener.open(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout:g} s") from None
+            time.sleep(0.1)
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on port {port} after {timeout:g} s")
+        time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- process tree and memory -----------------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        if ppid == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def descendants(pid: int) -> list[int]:
+    out = []
+    for child in children(pid):
+        out.append(child)
+        out.extend(descendants(child))
+    return out
+
+
+def status_kb(pid: int, name: str) -> int | None:
+    """A ``kB`` field of /proc/<pid>/status (``VmRSS``, ``VmHWM``), or None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    found = re.search(rf"^{name}:\s+(\d+) kB", text, re.M)
+    return int(found.group(1)) if found else None
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+# --- nginx -------------------------------------------------------------------------------------
+
+NGINX_CONF = """\
+worker_processes {workers};
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 75s;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            add_header Set-Cookie "{cookie}" always;
+            add_header Cache-Control "no-store" always;
+            return 302 "{location}";
+        }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx(workdir: Path, workers: str) -> Iterator[int]:
+    """nginx answering every request with a static 302; yields its port."""
+    prefix = workdir / f"nginx-{workers}"
+    prefix.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(
+            workers=workers, prefix=prefix, port=port, cookie=NGINX_COOKIE, location=NGINX_LOCATION
+        )
+    )
+    log = (prefix / "stderr.log").open("wb")
+    proc = subprocess.Popen(
+        [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/pixel")
+        yield port
+    finally:
+        stop(proc)
+        log.close()
+
+
+# --- redis-server ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path, appendfsync: str | None = None) -> Iterator[int]:
+    """A private redis-server on a free port: no RDB snapshots; AOF off unless ``appendfsync``
+    (``everysec`` or ``always``) is given. Yields its port."""
+    directory = workdir / "redis"
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    args += ["--dir", str(directory), "--protected-mode", "no", "--daemonize", "no"]
+    if appendfsync:
+        args += ["--appendonly", "yes", "--appendfsync", appendfsync]
+    else:
+        args += ["--appendonly", "no"]
+    log = (directory / "redis.log").open("wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        stop(proc)
+        log.close()
+
+
+# --- cookiematch -------------------------------------------------------------------------------
+
+STORE_CONFIG = """\
+[store]
+url = "{store_url}"
+durability = "{durability}"
+"""
+
+ROLE_CONFIG = {
+    "exchange": """\
+[exchange]
+listen = "127.0.0.1:{port}"
+cookie_name = "cm_id"
+
+[[exchange.keys]]
+version = 1
+secret = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE="
+
+[[exchange.buyers]]
+nid = "ad_network_xyz"
+redirect_url = "http://ad.network.com/pixel?id="
+
+[[exchange.buyers]]
+nid = "cookie-monster"
+redirect_url = "http://cookie-monster.com/pixel?id="
+hosted_match = true
+
+[[exchange.user_lists]]
+id = 12345
+owner = "ad_network_xyz"
+""",
+    "buyer": """\
+[buyer]
+listen = "127.0.0.1:{port}"
+nid = "finest-dsp"
+exchange_url = "http://exchange.localhost:8700/pixel"
+public_url = "http://buyer.localhost:8800"
+response = "gif"
+
+[[buyer.campaigns]]
+id = "retarget-shoes"
+audience = "matched"
+matched_bid_price = 4.0
+adomain = ["finest-shoes.example"]
+adm = "<div>Welcome back! The shoes you looked at are 20% off.${{MATCH_TAG}}</div>"
+
+[[buyer.campaigns]]
+id = "prospect-brand"
+audience = "any"
+bid_price = 0.5
+adomain = ["finest-dsp.example"]
+adm = "<div>FinestDSP brand campaign.${{MATCH_TAG}}</div>"
+""",
+    "dmp": """\
+[dmp]
+listen = "127.0.0.1:{port}"
+public_url = "http://dmp.localhost:8720"
+cookie_name = "dmp_id"
+
+[[dmp.clients]]
+id = "shop"
+allowed_origins = ["https://shop.example"]
+
+[[dmp.partners]]
+id = "analytics"
+sync_url = "https://analytics.example/sync?redir=${{CALLBACK_URL}}"
+uid_macro = "$UID"
+ttl_days = 7
+""",
+}
+
+
+@dataclass
+class Service:
+    """A running ``cookiematch serve``: its port, main process and config."""
+
+    role: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    config: Path
+    store_url: str
+    workers: int
+    log: Path
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def worker_pids(self) -> list[int]:
+        """The granian worker processes (the leaves of the process tree)."""
+        tree = descendants(self.proc.pid)
+        return [pid for pid in tree if not children(pid)] or [self.proc.pid]
+
+
+def write_config(
+    directory: Path, role: str, port: int, store_url: str, durability: str = "ack"
+) -> Path:
+    """A complete configuration enabling ``role`` only, listening on ``port``."""
+    path = directory / f"{role}.toml"
+    text = STORE_CONFIG.format(store_url=store_url, durability=durability)
+    path.write_text(text + "\n" + ROLE_CONFIG[role].format(port=port))
+    return path
+
+
+def write_exchange_config(directory: Path, port: int, store_url: str, durability: str) -> Path:
+    return write_config(directory, "exchange", port, store_url, durability)
+
+
+@contextlib.contextmanager
+def cookiematch(
+    directory: Path,
+    store_url: str,
+    *,
+    role: str = "exchange",
+    workers: int = 1,
+    durability: str = "ack",
+    loop: str | None = None,
+    extra_path: Sequence[str] = (),
+) -> Iterator[Service]:
+    """``cookiematch serve --role ROLE`` on a free port (``loop`` given: granian's own CLI
+    with ``--loop``, same app factory). Yields the running Service."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = write_config(directory, role, port, store_url, durability)
+    env = dict(os.environ)
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join([*extra_path, env.get("PYTHONPATH", "")])
+    if loop is None:
+        args = [str(VENV_BIN / "cookiematch"), "serve", "--config", str(config)]
+        args += ["--role", role, "--workers", str(workers)]
+    else:
+        env["COOKIEMATCH_CONFIG"] = str(config)
+        env["COOKIEMATCH_APP_FACTORY"] = f"cookiematch.web.factories:{role}"
+        args = [str(VENV_BIN / "granian"), "--interface", "rsgi", "--factory"]
+        args += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        args += ["--loop", loop, "--no-ws", "cookiematch.web.server:rsgi_app"]
+    log_path = directory / f"{role}-server.log"
+    log = log_path.open("ab")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    service = Service(role, port, proc, config, store_url, workers, log_path)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", timeout=30)
+        deadline = time.monotonic() + 10  # every worker up
+        while len(service.worker_pids()) < workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield service
+    finally:
+        stop(proc, timeout=40)
+        log.close()
+
+
+# --- wrk ---------------------------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNITS[unit]
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    requests: int
+    non_3xx: int
+    socket_errors: int
+
+    @classmethod
+    def parse(cls, out: str) -> WrkResult:
+        def pct(p: str) -> float:
+            found = re.search(rf"^\s+{p}%\s+(\S+)", out, re.M)
+            return _ms(found.group(1)) if found else float("nan")
+
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        non = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        return cls(
+            rps=rps,
+            p50_ms=pct("50"),
+            p90_ms=pct("90"),
+            p99_ms=pct("99"),
+            requests=requests,
+            non_3xx=int(non.group(1)) if non else 0,
+            socket_errors=sum(map(int, errs.groups())) if errs else 0,
+        )
+
+
+def wrk(
+    port: int,
+    script: Path,
+    *,
+    duration: float,
+    connections: int,
+    threads: int = 2,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> WrkResult:
+    cmd = [WRK, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    cmd += ["-s", str(script), f"http://127.0.0.1:{port}", "--", *args]
+    run = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {run.stderr.strip() or run.stdout.strip()}")
+    out = run.stdout
+    return WrkResult.parse(out)

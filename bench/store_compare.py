@@ -1,0 +1,117 @@
+"""Store throughput side by side: sqlite, redis, redis cluster in one run, one table.
+
+    .venv/bin/python bench/store_compare.py [--seconds 3] [--concurrency 64]
+
+Starts a fresh redis-server and a 3-master cluster with replicas (free ports, temporary
+directories, default persistence off: AOF/fsync costs are the operator's choice) and runs the
+same phases on each backend: set ACK, set ASYNC (rate including the final flush), get,
+get_many(10 keys). Each cell is ops/s with the p99 latency; one process, one event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cookiematch.storage import Durability, open_store  # noqa: E402
+from cookiematch.storage.base import Write  # noqa: E402
+from tests.storage.redis_servers import RedisClusterProcesses, RedisServer  # noqa: E402
+
+VALUE = b"x" * 64
+Cell = tuple[float, float]  # ops/s, p99 µs
+
+
+async def hammer(op: Callable[[int, int], Awaitable[object]], concurrency: int, seconds: float) -> tuple[int, float, list[float]]:  # fmt: skip
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def loop(w: int) -> None:
+        i = 0
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            await op(w, i)
+            latencies.append(time.perf_counter() - t)
+            i += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(w) for w in range(concurrency)))
+    return len(latencies), time.perf_counter() - start, latencies
+
+
+def p99(latencies: list[float]) -> float:
+    return statistics.quantiles(latencies, n=100)[98] * 1e6
+
+
+async def run_backend(url: str, args: argparse.Namespace) -> dict[str, Cell]:
+    cells: dict[str, Cell] = {}
+    for durability in Durability:
+        store = open_store(url, durability=durability)
+        await store.start()
+
+        async def set_op(w: int, i: int, store=store, d=durability) -> None:  # type: ignore[no-untyped-def]
+            await store.set(f"user:{d.value}:{w}:{i}", VALUE, ttl=86400)
+
+        ops, elapsed, lat = await hammer(set_op, args.concurrency, args.seconds)
+        t = time.perf_counter()
+        await store.close()
+        elapsed += time.perf_counter() - t  # ASYNC: include the final flush
+        cells[f"set {durability.value}"] = (ops / elapsed, p99(lat))
+    store = open_store(url)
+    n = 100_000
+    for start in range(0, n, 10_000):
+        await store.write_many([Write(f"k{i}", VALUE) for i in range(start, start + 10_000)])
+    rnd = random.Random(1)
+
+    async def get(w: int, i: int) -> None:
+        await store.get(f"k{rnd.randrange(n)}")
+
+    async def get_many(w: int, i: int) -> None:
+        await store.get_many([f"k{rnd.randrange(n)}" for _ in range(10)])
+
+    ops, elapsed, lat = await hammer(get, args.concurrency, args.seconds)
+    cells["get"] = (ops / elapsed, p99(lat))
+    ops, elapsed, lat = await hammer(get_many, args.concurrency, args.seconds)
+    cells["get_many(10)"] = (ops / elapsed, p99(lat))
+    await store.close()
+    return cells
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(Path(tmp) / "redis")
+        cluster = RedisClusterProcesses(Path(tmp) / "cluster")
+        try:
+            urls = {
+                "sqlite": f"sqlite:///{tmp}/store.db",
+                "redis": server.url,
+                "cluster": cluster.url,
+            }
+            results = {name: await run_backend(url, args) for name, url in urls.items()}
+        finally:
+            server.stop()
+            cluster.stop()
+    print(f"{args.concurrency} coroutines, {args.seconds:g} s per phase; ops/s (p99 µs)")
+    print(f"{'phase':<14}" + "".join(f"{name:>22}" for name in results))
+    for phase in results["sqlite"]:
+        row = "".join(
+            f"{results[b][phase][0]:>13,.0f} ({results[b][phase][1]:>5.0f})" for b in results
+        )
+        print(f"{phase:<14}{row}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

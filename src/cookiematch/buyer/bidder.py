@@ -1,0 +1,207 @@
+"""The bidder: look the user up, pick campaigns, answer with a bid or no bid, within tmax.
+
+One store call per request (``MatchTable.lookup``), bounded by the request's ``tmax`` (or the
+configured default) minus a safety margin: a look-up that would take longer is abandoned and
+the answer is no bid. The ad markup carries the exchange's match tag when
+:func:`~cookiematch.buyer.matchtag.decide_match_tag` says the user needs (re)matching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cookiematch.buyer.bidlog import BidLog, BidRecord
+from cookiematch.buyer.campaigns import CURRENCY, Campaign, Choice, choose
+from cookiematch.buyer.ids import format_uid, parse_gid, parse_hosted_uid
+from cookiematch.buyer.matchtable import Lookup, MatchTable
+from cookiematch.buyer.matchtag import MatchTagDecision, decide_match_tag
+from cookiematch.buyer.model import BuyerSettings
+from cookiematch.buyer.openrtb import Bid, BidRequest, BidResponse, SeatBid
+from cookiematch.buyer.stats import BuyerStats
+from cookiematch.errors import StorageError
+from cookiematch.storage.base import Clock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BidResult:
+    """``response`` is None for no bid; ``outcome`` is ``"bid"`` or the no-bid reason."""
+
+    response: BidResponse | None
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class _User:
+    gid: str | None
+    hosted_uid: bytes | None
+    lookup: Lookup
+
+    @property
+    def uid(self) -> bytes | None:
+        if self.hosted_uid is not None:
+            return self.hosted_uid
+        return self.lookup.by_gid.uid if self.lookup.by_gid is not None else None
+
+    @property
+    def matched(self) -> bool:
+        return self.uid is not None
+
+
+class Bidder:
+    """Answers OpenRTB bid requests for one buyer."""
+
+    def __init__(
+        self,
+        table: MatchTable,
+        campaigns: Sequence[Campaign],
+        settings: BuyerSettings,
+        stats: BuyerStats,
+        bid_log: BidLog,
+        *,
+        clock: Clock,
+    ) -> None:
+        self.table = table
+        self.campaigns = tuple(campaigns)
+        self.settings = settings
+        self.stats = stats
+        self.bid_log = bid_log
+        self._clock = clock
+
+    def budget_seconds(self, request: BidRequest) -> float:
+        """Time allowed for the look-up: ``tmax`` (or the default) minus the margin."""
+        tmax = request.tmax if request.tmax and request.tmax > 0 else self.settings.tmax_ms
+        return (tmax - self.settings.tmax_margin_ms) / 1000
+
+    async def bid(self, request: BidRequest) -> BidResult:
+        received_at = self._clock()
+        result, user, decision = await self._bid(request)
+        self.stats.add("bid", result.outcome)
+        self.bid_log.append(_record(request, received_at, result, user, decision))
+        return result
+
+    async def _bid(
+        self, request: BidRequest
+    ) -> tuple[BidResult, _User | None, MatchTagDecision | None]:
+        if not request.imp:
+            return BidResult(None, "no_imp"), None, None
+        if request.cur and CURRENCY not in (c.upper() for c in request.cur):
+            return BidResult(None, "currency"), None, None
+        budget = self.budget_seconds(request)
+        if budget <= 0:
+            return BidResult(None, "tmax"), None, None
+        raw_user = request.user
+        gid = parse_gid(raw_user.id) if raw_user is not None else None
+        hosted_uid = None
+        if self.settings.hosted_match and raw_user is not None:
+            hosted_uid = parse_hosted_uid(raw_user.buyeruid)
+        try:
+            async with asyncio.timeout(budget):
+                lookup = await self.table.lookup(gid, hosted_uid)
+        except TimeoutError:
+            return BidResult(None, "timeout"), None, None
+        except StorageError as exc:
+            log.error("match table read failed; no bid: %s", exc)
+            return BidResult(None, "store_error"), None, None
+        user = _User(gid, hosted_uid, lookup)
+        decision = decide_match_tag(
+            lookup.newest,
+            self._clock(),
+            self.settings.stale_after_seconds,
+            hosted=hosted_uid is not None,
+        )
+        self.stats.add("matchtag", decision.reason.value)
+        blocked = frozenset(request.badv or ())
+        choices = [(imp.id, choose(self.campaigns, imp, matched=user.matched, blocked=blocked))
+                   for imp in request.imp]  # fmt: skip
+        bids = [
+            self._bid_for(request.id, impid, choice, user, decision)
+            for impid, choice in choices
+            if choice is not None
+        ]
+        if not bids:
+            return BidResult(None, "no_campaign" if user.matched else "unmatched"), user, decision
+        seat = SeatBid(bid=bids, seat=self.settings.nid)
+        return BidResult(BidResponse(id=request.id, seatbid=[seat]), "bid"), user, decision
+
+    def _bid_for(
+        self, request_id: str, impid: str, choice: Choice, user: _User, decision: MatchTagDecision
+    ) -> Bid:
+        campaign = choice.campaign
+        w, h = choice.size
+        return Bid(
+            id=f"{request_id}-{impid}",
+            impid=impid,
+            price=choice.price,
+            adm=campaign.render(self.match_tag_html(user, decision)),
+            adomain=list(campaign.adomain) or None,
+            cid=campaign.id,
+            crid=campaign.id,
+            w=w or None,
+            h=h or None,
+            ext={"matched": user.matched, "match_tag": decision.serve},
+        )
+
+    def match_tag_url(self, user: _User, decision: MatchTagDecision) -> str | None:
+        """The match tag to place in the ad, or None.
+
+        With hosted matching the tag must carry this user's buyer uid in ``google_hm``; when
+        the bid request does not reveal it (an unknown user), the tag goes through the buyer's
+        own ``/matchtag?format=redirect`` (which reads the buyer cookie) if ``public_url`` is
+        configured, and otherwise is a plain ``google_cm`` tag.
+        """
+        if not decision.serve:
+            return None
+        exchange = self.settings.exchange
+        if not self.settings.hosted_match:
+            return exchange.match_tag_url()
+        if user.uid is not None:
+            return exchange.match_tag_url(user.uid)
+        if self.settings.public_url:
+            return f"{self.settings.public_url.rstrip('/')}/matchtag?format=redirect"
+        return exchange.match_tag_url()
+
+    def match_tag_html(self, user: _User, decision: MatchTagDecision) -> str:
+        url = self.match_tag_url(user, decision)
+        if url is None:
+            return ""
+        return (
+            f'<img src="{html.escape(url)}" width="1" height="1" alt="" '
+            'style="position:absolute;width:1px;height:1px;border:0">'
+        )
+
+
+def _record(
+    request: BidRequest,
+    received_at: float,
+    result: BidResult,
+    user: _User | None,
+    decision: MatchTagDecision | None,
+) -> BidRecord:
+    raw_user = request.user
+    bids = [b for seat in result.response.seatbid for b in seat.bid] if result.response else []
+    uid = user.uid if user is not None else None
+    return BidRecord(
+        received_at=received_at,
+        request_id=request.id,
+        outcome=result.outcome,
+        user_id=raw_user.id if raw_user else None,
+        buyeruid=raw_user.buyeruid if raw_user else None,
+        user_ext=raw_user.ext if raw_user else None,
+        matched=user.matched if user is not None else False,
+        buyer_uid=format_uid(uid) if uid is not None else None,
+        match_tag=decision.serve if decision is not None else False,
+        match_tag_reason=decision.reason.value if decision is not None else None,
+        site_domain=request.site.domain if request.site else None,
+        site_page=request.site.page if request.site else None,
+        app_bundle=request.app.bundle if request.app else None,
+        imp_ids=[imp.id for imp in request.imp],
+        tmax=request.tmax,
+        prices=[b.price for b in bids],
+        campaigns=[b.cid for b in bids if b.cid is not None],
+    )

@@ -1,0 +1,172 @@
+"""Use cases of the browser-facing endpoints: the match redirect, pixel matching, the match tag.
+
+Each takes parsed query parameters and the uid from the buyer's cookie (None when absent) and
+returns a value saying what was done; the HTTP layer renders it (pixel, 302, JSON) and sets
+the cookie when ``new_uid``. None of them raises for bad input: malformed values are counted
+and nothing is written. A store failure on the way is counted and reported, not raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cookiematch.buyer.ids import NewUid, parse_cver, parse_gid
+from cookiematch.buyer.matchtable import MatchEntry, MatchTable
+from cookiematch.buyer.matchtag import MatchTagDecision, decide_match_tag
+from cookiematch.buyer.model import BuyerSettings
+from cookiematch.buyer.stats import BuyerStats, code_label
+from cookiematch.errors import StorageError
+from cookiematch.protocol.query import QueryParam
+from cookiematch.storage.base import Clock
+
+log = logging.getLogger(__name__)
+
+MAX_PUSH_LENGTH = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectParams:
+    """The ``google_`` parameters of a redirect from the exchange (first occurrence wins)."""
+
+    gid: str | None = None
+    cver: str | None = None
+    error: str | None = None
+    push: str | None = None
+    hm: str | None = None
+
+    @classmethod
+    def parse(cls, params: Sequence[QueryParam]) -> RedirectParams:
+        found: dict[str, str] = {}
+        for param in params:
+            if param.name in _FIELDS and param.name not in found:
+                found[param.name] = "" if param.value is None else param.value
+        return cls(**{_FIELDS[name]: value for name, value in found.items()})
+
+
+_FIELDS = {
+    "google_gid": "gid",
+    "google_cver": "cver",
+    "google_error": "error",
+    "google_push": "push",
+    "google_hm": "hm",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Browser:
+    """The buyer uid to use for this browser and whether it was just created (set a cookie)."""
+
+    uid: bytes
+    new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MatchResult:
+    """``outcome`` is ``recorded`` or why nothing was written; ``browser`` is None if untouched."""
+
+    outcome: str
+    browser: Browser | None = None
+    entry: MatchEntry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """``location`` is the exchange URL to redirect to, or None to answer a plain pixel."""
+
+    location: str | None
+    match: MatchResult
+
+
+@dataclass(frozen=True, slots=True)
+class MatchTagResult:
+    """``url`` is the match tag to load, or None when the entry is fresh."""
+
+    url: str | None
+    decision: MatchTagDecision
+    browser: Browser
+
+
+class Matcher:
+    """The buyer's side of cookie matching over one match table."""
+
+    def __init__(
+        self,
+        table: MatchTable,
+        settings: BuyerSettings,
+        stats: BuyerStats,
+        *,
+        new_uid: NewUid,
+        clock: Clock,
+    ) -> None:
+        self.table = table
+        self.settings = settings
+        self.stats = stats
+        self._new_uid = new_uid
+        self._clock = clock
+
+    def browser(self, uid: bytes | None, endpoint: str) -> Browser:
+        """The cookie's uid, or a new one (counted by endpoint)."""
+        if uid is not None:
+            return Browser(uid, new=False)
+        self.stats.add("uid_created", endpoint)
+        return Browser(self._new_uid(), new=True)
+
+    async def redirect(self, params: RedirectParams, uid: bytes | None) -> MatchResult:
+        """GET /match: record gid <-> uid, unless the exchange reported an error."""
+        result = await self._record(params, uid, "match")
+        self.stats.add("match", result.outcome)
+        return result
+
+    async def push(self, params: RedirectParams, uid: bytes | None) -> PushResult:
+        """GET /push: record the match if the gid is valid, then send the browser back.
+
+        Without a ``google_push`` (or with an unusable one) there is nowhere to go back to:
+        a plain pixel, nothing recorded.
+        """
+        push = params.push
+        if not push or len(push) > MAX_PUSH_LENGTH:
+            outcome = "missing_push" if not push else "push_too_long"
+            self.stats.add("push", outcome)
+            return PushResult(None, MatchResult(outcome))
+        match = await self._record(params, uid, "push")
+        browser = match.browser or self.browser(uid, "push")
+        hosted = browser.uid if self.settings.hosted_match else None
+        location = self.settings.exchange.push_return_url(push, hosted)
+        self.stats.add("push", f"redirect_{match.outcome}")
+        return PushResult(location, MatchResult(match.outcome, browser, match.entry))
+
+    async def match_tag(self, uid: bytes | None) -> MatchTagResult:
+        """GET /matchtag: the match tag URL for this browser, or None if its entry is fresh."""
+        browser = self.browser(uid, "matchtag")
+        entry = None if browser.new else await self.table.by_uid(browser.uid)
+        decision = decide_match_tag(entry, self._clock(), self.settings.stale_after_seconds)
+        self.stats.add("matchtag", decision.reason.value)
+        if not decision.serve:
+            return MatchTagResult(None, decision, browser)
+        hosted = browser.uid if self.settings.hosted_match else None
+        return MatchTagResult(self.settings.exchange.match_tag_url(hosted), decision, browser)
+
+    async def _record(
+        self, params: RedirectParams, uid: bytes | None, endpoint: str
+    ) -> MatchResult:
+        if params.hm is not None:
+            self.stats.add("hosted_match_status", code_label(params.hm))
+        if params.error is not None:
+            return MatchResult(f"error_{code_label(params.error)}")
+        if params.gid is None:
+            return MatchResult("no_gid")
+        gid = parse_gid(params.gid)
+        if gid is None:
+            return MatchResult("malformed_gid")
+        cver = parse_cver(params.cver)
+        if cver is None:
+            return MatchResult("malformed_cver")
+        browser = self.browser(uid, endpoint)
+        try:
+            entry = await self.table.record(gid, browser.uid, cver)
+        except StorageError as exc:
+            log.error("match table write failed: %s", exc)
+            return MatchResult("store_error", browser)
+        return MatchResult("recorded", browser, entry)

@@ -1,0 +1,81 @@
+"""When to show the exchange's match tag, and the URLs the buyer sends browsers to.
+
+The document makes the buyer responsible for frequency capping: serve the match tag only when
+the match table has no entry for the user, or the entry is stale (older than 14 days by
+default). :func:`decide_match_tag` is that rule as a pure function.
+
+Every URL toward the exchange is built here from the configured ``exchange_url`` and
+re-encoded parameters; nothing from a request is copied into it unencoded.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from cookiematch.buyer.ids import format_uid
+from cookiematch.buyer.matchtable import MatchEntry
+from cookiematch.protocol.query import QueryParam, encode_query
+
+
+class TagReason(enum.Enum):
+    """Why the match tag is, or is not, served."""
+
+    NO_ENTRY = "no_entry"  # serve
+    STALE = "stale"  # serve
+    FRESH = "fresh"  # do not serve
+    HOSTED = "hosted"  # do not serve: the exchange holds this buyer's data for the user
+
+
+@dataclass(frozen=True, slots=True)
+class MatchTagDecision:
+    reason: TagReason
+    age_seconds: float | None = None
+
+    @property
+    def serve(self) -> bool:
+        return self.reason in (TagReason.NO_ENTRY, TagReason.STALE)
+
+
+def decide_match_tag(
+    entry: MatchEntry | None, now: float, stale_after_seconds: float, *, hosted: bool = False
+) -> MatchTagDecision:
+    """Serve the tag iff there is no entry or it is at least ``stale_after_seconds`` old.
+
+    ``hosted``: the bid request carried this buyer's hosted match data. Without an entry of
+    its own, the buyer trusts it (the exchange introduced the match) and does not re-match.
+    """
+    if entry is None:
+        return MatchTagDecision(TagReason.HOSTED if hosted else TagReason.NO_ENTRY)
+    age = entry.age(now)
+    if age >= stale_after_seconds:
+        return MatchTagDecision(TagReason.STALE, age)
+    return MatchTagDecision(TagReason.FRESH, age)
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeEndpoint:
+    """The exchange's ``/pixel`` URL (absolute, configured) and this buyer's network ID."""
+
+    url: str
+    nid: str
+
+    def _with(self, params: list[QueryParam]) -> str:
+        separator = "&" if "?" in self.url else "?"
+        if self.url.endswith(("?", "&")):
+            separator = ""
+        return f"{self.url}{separator}{encode_query(params)}"
+
+    def match_tag_url(self, hosted_uid: bytes | None = None) -> str:
+        """``exchange_url?google_nid=<nid>&google_cm`` (+ ``&google_hm=<uid>``)."""
+        params = [QueryParam("google_nid", self.nid), QueryParam("google_cm", None)]
+        if hosted_uid is not None:
+            params.append(QueryParam("google_hm", format_uid(hosted_uid)))
+        return self._with(params)
+
+    def push_return_url(self, push: str, hosted_uid: bytes | None = None) -> str:
+        """``exchange_url?google_nid=<nid>&google_push=<push>`` (+ ``&google_hm=<uid>``)."""
+        params = [QueryParam("google_nid", self.nid), QueryParam("google_push", push)]
+        if hosted_uid is not None:
+            params.append(QueryParam("google_hm", format_uid(hosted_uid)))
+        return self._with(params)

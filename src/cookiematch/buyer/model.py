@@ -1,0 +1,26 @@
+"""The buyer's settings, as the domain sees them (built from ``[buyer]`` by the config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cookiematch.buyer.matchtag import ExchangeEndpoint
+
+DAY = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerSettings:
+    """What the buyer's services need; every duration in seconds."""
+
+    exchange: ExchangeEndpoint
+    hosted_match: bool = False
+    stale_after_seconds: float = 14 * DAY
+    entry_ttl_seconds: float = 28 * DAY
+    tmax_ms: int = 100
+    tmax_margin_ms: int = 10
+    public_url: str | None = None  # the buyer's own base URL as browsers reach it
+
+    @property
+    def nid(self) -> str:
+        return self.exchange.nid

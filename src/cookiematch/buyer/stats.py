@@ -1,0 +1,44 @@
+"""Cheap per-process counters of what the buyer did; read by the admin API and ``/metrics``.
+
+Counters are in memory and per worker process (a restart starts from zero): they count
+events, not table size. Names are fixed; labels are bounded (codes are clamped by callers).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+EVENTS = {
+    "match": "GET /match redirects, by outcome",
+    "push": "GET /push pixel-matching requests, by outcome",
+    "matchtag": "match-tag decisions (GET /matchtag and bids), by reason",
+    "uid_created": "buyer cookies created, by endpoint",
+    "hosted_match_status": "google_hm failure statuses reported by the exchange, by status",
+    "bid": "POST /bid answers, by outcome (bid or no-bid reason)",
+}
+
+
+class BuyerStats:
+    """``add(event, label)``; ``snapshot()`` gives ``{event: {label: count}}``."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, str]] = Counter()
+
+    def add(self, event: str, label: str) -> None:
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}")
+        self._counts[(event, label)] += 1
+
+    def get(self, event: str, label: str) -> int:
+        return self._counts[(event, label)]
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {event: {} for event in EVENTS}
+        for (event, label), count in sorted(self._counts.items()):
+            out[event][label] = count
+        return out
+
+
+def code_label(code: str) -> str:
+    """A protocol status code as a bounded label: up to 3 digits, else ``"other"``."""
+    return code if code.isascii() and code.isdigit() and len(code) <= 3 else "other"

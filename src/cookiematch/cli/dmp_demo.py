@@ -1,0 +1,298 @@
+"""The DMP sync funnel, demonstrated: simulated browsers visit a client site whose container tag
+fans out to four partners, one of them lossy, and the funnel is read back from the admin API.
+
+For ``make demo`` (the lead wires it)::
+
+    with partner_stubs() as stubs:                       # four partner servers on loopback
+        config = write_dmp_demo_config(tmp, dmp_port, stubs)
+        ... start `cookiematch serve --config <config> --role dmp` ...
+        report = run_dmp_scenario(f"http://dmp.localhost:{dmp_port}", stubs)
+        print_funnel(report)
+
+``run_dmp_demo()`` does all of that with its own server process and returns an exit status.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import msgspec
+
+from cookiematch.cli.browser import SimulatedBrowser
+from cookiematch.dmp.funnel import FunnelReport
+from cookiematch.dmp.model import IdFormat, Partner
+from cookiematch.dmp.partner_ids import seal
+from cookiematch.protocol.pixel import TRANSPARENT_GIF
+from cookiematch.protocol.templates import SyncTemplate
+
+DMP_DEMO_TOKEN = "demo-dmp-admin-token"
+CLIENT = "shop"
+
+
+@dataclass
+class PartnerStub:
+    """A partner's sync endpoint: keeps its own cookie, redirects to the DMP callback with its
+    ID (sealed as configured), except for the share of requests it drops (``drop_rate``)."""
+
+    id: str
+    uid_macro: str = "$UID"
+    id_format: IdFormat = IdFormat.PLAIN
+    key: bytes | None = None
+    drop_rate: float = 0.0
+    seed: int = 7
+    priority: int = 0
+    port: int = 0
+    issued: int = 0
+    dropped: int = 0
+    _random: random.Random = field(init=False, repr=False)
+    _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def sync_url(self) -> str:
+        """The ``sync_url`` template the DMP is configured with for this stub."""
+        return f"http://{self.id}.localhost:{self.port}/sync?redir=${{CALLBACK_URL}}"
+
+    def _seal(self, uid: str) -> str:
+        if self.id_format is IdFormat.PLAIN:
+            return uid
+        partner = Partner(self.id, SyncTemplate.compile("http://x.example/${DMP_UID}"),
+                          id_format=self.id_format, id_key=self.key)  # fmt: skip
+        return seal(partner, uid, time.time())
+
+    def answer(self, query: str, cookie: str | None) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers and body for one sync request."""
+        params = dict(parse_qsl(query))
+        redir = params.get("redir")
+        if redir is None:
+            return 400, {}, b"redir missing\n"
+        jar = dict(p.strip().split("=", 1) for p in (cookie or "").split(";") if "=" in p)
+        uid = jar.get("puid")
+        headers = {"Content-Type": "image/gif", "Cache-Control": "no-store"}
+        if uid is None:
+            self.issued += 1
+            uid = f"{self.id}-{self.issued:05d}"
+            headers["Set-Cookie"] = f"puid={uid}; Path=/; Max-Age=31536000"
+        if self._random.random() < self.drop_rate:
+            self.dropped += 1  # the redirect is lost (timeout, closed tab, ad blocker...)
+            return 200, headers, TRANSPARENT_GIF
+        headers["Location"] = redir.replace(self.uid_macro, self._seal(uid))
+        return 302, headers, b""
+
+    def start(self) -> None:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                status, headers, body = stub.answer(url.query, self.headers.get("Cookie"))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def default_stubs() -> list[PartnerStub]:
+    """Analytics (plain ID), email (signed), order management (plain), a DSP that loses 30 %."""
+    return [
+        PartnerStub("analytics", priority=40),
+        PartnerStub("email", "[EMAIL_ID]", IdFormat.SIGNED, b"e" * 32, priority=30),
+        PartnerStub("orders", priority=20),
+        PartnerStub("dsp", "%%DSP_UID%%", IdFormat.ENCRYPTED, b"d" * 32, 0.30, priority=10),
+    ]
+
+
+@contextlib.contextmanager
+def partner_stubs(stubs: list[PartnerStub] | None = None) -> Iterator[list[PartnerStub]]:
+    """Start the partner stubs (free loopback ports); stop them on exit."""
+    stubs = stubs if stubs is not None else default_stubs()
+    for stub in stubs:
+        stub.start()
+    try:
+        yield stubs
+    finally:
+        for stub in stubs:
+            stub.stop()
+
+
+def write_dmp_demo_config(
+    directory: Path, port: int, stubs: list[PartnerStub], *, token: str = DMP_DEMO_TOKEN
+) -> Path:
+    """A DMP on ``127.0.0.1:port``, reached as ``dmp.localhost:port``, syncing with ``stubs``."""
+    lines = [
+        "[store]", f'url = "sqlite:///{directory / "dmp.db"}"', "",
+        "[dmp]", f'listen = "127.0.0.1:{port}"', f'public_url = "http://dmp.localhost:{port}"',
+        f'admin_token = "{token}"', "max_syncs_per_page = 4", "cookie_secure = false", "",
+        "[[dmp.clients]]", f'id = "{CLIENT}"', "",
+    ]  # fmt: skip
+    for stub in stubs:
+        lines += [
+            "[[dmp.partners]]",
+            f'id = "{stub.id}"',
+            f'sync_url = "{stub.sync_url()}"',
+            f'uid_macro = "{stub.uid_macro}"',
+            f"priority = {stub.priority}",
+            f'id_format = "{stub.id_format.value}"',
+        ]
+        if stub.key is not None:
+            lines.append(f'id_key = "{base64.b64encode(stub.key).decode()}"')
+        lines.append("")
+    path = directory / "dmp.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _page_view(browser: SimulatedBrowser, base: str) -> int:
+    """One page of the client, as its container tag runs it: the tag, ``/sync``, then every
+    sync pixel followed through the partner's redirect to the DMP callback."""
+    browser.get(f"{base}/tag.js?client={CLIENT}")
+    sync = browser.get(f"{base}/sync?client={CLIENT}")
+    pixels: list[str] = msgspec.json.decode(sync.body).get("pixels", []) if sync.body else []
+    for pixel in pixels:
+        browser.follow(pixel)
+    return len(pixels)
+
+
+def _isolated_browser() -> SimulatedBrowser:
+    """A SimulatedBrowser whose cookies live only in its per-host jar: httpx's own jar would
+    otherwise send every ``*.localhost`` host's cookies to all of them (same 127.0.0.1)."""
+    client = httpx.Client(timeout=5.0)
+    return SimulatedBrowser(client=client, on_hop=lambda hop: client.cookies.clear())
+
+
+def _loopback(url: str) -> str:
+    """``http://dmp.localhost:8720`` -> ``http://127.0.0.1:8720`` (for plain HTTP clients)."""
+    parts = urlsplit(url)
+    if (parts.hostname or "").endswith(".localhost"):
+        return (
+            f"{parts.scheme}://127.0.0.1:{parts.port}"
+            if parts.port
+            else f"{parts.scheme}://127.0.0.1"
+        )
+    return url
+
+
+def run_dmp_scenario(
+    base_url: str,
+    stubs: list[PartnerStub],
+    *,
+    browsers: int = 200,
+    return_visits: float = 0.5,
+    token: str = DMP_DEMO_TOKEN,
+    seed: int = 11,
+    out: Callable[[str], None] = print,
+) -> FunnelReport:
+    """Drive simulated browsers through the client site and return the DMP's funnel.
+
+    Each browser views one page; a share (``return_visits``) comes back for a second page,
+    where only partners whose callback was lost are synced again.
+    """
+    base = base_url.rstrip("/")
+    chooser = random.Random(seed)
+    first_uid = ""
+    for number in range(browsers):
+        browser = _isolated_browser()
+        try:
+            fired = _page_view(browser, base)
+            if number == 0:
+                first_uid = browser.jar.get(urlsplit(base).hostname or "", {}).get("dmp_id", "")
+                out(f"first browser: DMP ID {first_uid}, {fired} sync pixels fired")
+            if chooser.random() < return_visits:
+                _page_view(browser, base)
+        finally:
+            browser.close()
+    auth = {"Authorization": f"Bearer {token}"}
+    admin = _loopback(base)
+    if first_uid:
+        profile = httpx.get(f"{admin}/admin/v1/profiles/{first_uid}", headers=auth, timeout=5)
+        out(f"its profile: {profile.text}")
+    response = httpx.get(f"{admin}/admin/v1/funnel", headers=auth, timeout=5)
+    response.raise_for_status()
+    return msgspec.json.decode(response.content, type=FunnelReport)
+
+
+def print_funnel(report: FunnelReport, out: Callable[[str], None] = print) -> None:
+    """The funnel as two small tables."""
+    out(f"{'partner':<12}{'pixels':>8}{'callbacks':>11}{'rejected':>10}{'loss':>7}{'loss %':>8}")
+    for name, row in report.partners.items():
+        c = row.counts
+        out(f"{name:<12}{c['pixels']:>8}{c['callbacks']:>11}{c['rejected']:>10}"
+            f"{row.loss:>7}{row.loss_rate:>8.1%}")  # fmt: skip
+    out(f"{'client':<12}{'tag.js':>8}{'loaded':>8}{'pixels':>8}{'callbacks':>11}{'loss %':>8}")
+    for name, row in report.clients.items():
+        c = row.counts
+        out(f"{name:<12}{c['tag_js']:>8}{c['tags_loaded']:>8}{c['pixels']:>8}"
+            f"{c['callbacks']:>11}{row.loss_rate:>8.1%}")  # fmt: skip
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the DMP exited with status {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the DMP did not listen on port {port} within {timeout:.0f} s")
+
+
+def run_dmp_demo(browsers: int = 200) -> int:
+    """Start a DMP and the partner stubs, run the scenario, print the funnel; exit status."""
+    import socket
+
+    with (
+        tempfile.TemporaryDirectory(prefix="cookiematch-dmp-demo-") as tmp,
+        partner_stubs() as stubs,
+    ):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        config = write_dmp_demo_config(Path(tmp), port, stubs)
+        argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
+                "--role", "dmp"]  # fmt: skip
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_for_port(port, process)
+            print(f"DMP on http://dmp.localhost:{port}; partners: {', '.join(s.id for s in stubs)}")
+            report = run_dmp_scenario(f"http://dmp.localhost:{port}", stubs, browsers=browsers)
+        finally:
+            process.terminate()
+            process.wait(10)
+    print_funnel(report)
+    lossy = report.partners["dsp"]
+    return 0 if lossy.loss > 0 and report.partners["analytics"].loss == 0 else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(run_dmp_demo())

@@ -1,0 +1,140 @@
+"""``[buyer]``: one buyer (DSP / bidder) and its ``[[buyer.campaigns]]``. docs/buyer.md."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from cookiematch.buyer.campaigns import Audience, Campaign
+from cookiematch.buyer.matchtag import ExchangeEndpoint
+from cookiematch.buyer.model import DAY, BuyerSettings
+from cookiematch.config.schema import (
+    MIN_ADMIN_TOKEN_LENGTH,
+    CookieDomain,
+    CookieName,
+    Nid,
+    PositiveInt,
+    Problems,
+    Table,
+)
+from cookiematch.config.values import Listen, Secret
+
+CampaignId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+Price = Annotated[float, msgspec.Meta(ge=0, le=10_000)]
+MAX_URL_LENGTH = 2048
+# Printable ASCII without space and without the characters a URL never carries unencoded.
+_URL_CHARS = re.compile(r"[!#$%&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~]+")
+
+
+class CampaignConfig(Table, frozen=True):
+    """``[[buyer.campaigns]]``: one simple bidding rule and its creative."""
+
+    id: CampaignId
+    adm: str  # HTML; ${MATCH_TAG} is replaced by the match tag <img> (appended if absent)
+    audience: Literal["matched", "any"] = "any"
+    bid_price: Price = 0.0  # CPM (USD) for users the buyer does not know
+    matched_bid_price: Price | None = None  # CPM for known users (default: bid_price)
+    adomain: tuple[str, ...] = ()
+    w: PositiveInt | None = None
+    h: PositiveInt | None = None
+
+    def problems(self) -> Problems:
+        found: Problems = []
+        if (self.w is None) != (self.h is None):
+            found.append(("w", "give both w and h, or neither"))
+        best = self.matched_bid_price if self.matched_bid_price is not None else self.bid_price
+        if best <= 0 and self.bid_price <= 0:
+            found.append(("bid_price", "never bids: set bid_price or matched_bid_price"))
+        return found
+
+    def to_model(self) -> Campaign:
+        return Campaign(
+            id=self.id,
+            adm=self.adm,
+            audience=Audience(self.audience),
+            bid_price=self.bid_price,
+            matched_bid_price=self.matched_bid_price,
+            adomain=self.adomain,
+            w=self.w,
+            h=self.h,
+        )
+
+
+class BuyerRoleConfig(Table, frozen=True):
+    """``[buyer]``: the buyer role. Its presence enables the role."""
+
+    nid: Nid
+    exchange_url: str  # the exchange's /pixel, absolute http(s)
+    listen: Listen = Listen("127.0.0.1", 8800)
+    public_url: str | None = None  # this buyer's base URL as browsers reach it
+    admin_token: Secret | None = None  # None: the admin API refuses every request
+    response: Literal["gif", "204"] = "gif"
+    hosted_match: bool = False
+    match_ttl_days: PositiveInt = 14  # an entry older than this is stale: re-match
+    entry_ttl_days: PositiveInt | None = None  # store TTL of entries; default 2x match_ttl
+    cookie_name: CookieName = "buyer_uid"
+    cookie_domain: CookieDomain | None = None
+    cookie_secure: bool = True
+    cookie_same_site: Literal["None", "Lax", "Strict"] = "None"  # None needs cookie_secure
+    cookie_max_age_days: Annotated[int, msgspec.Meta(ge=1, le=400)] = 390
+    tmax_ms: Annotated[int, msgspec.Meta(gt=0, le=10_000)] = 100
+    tmax_margin_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 10
+    bid_log_size: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 200
+    campaigns: tuple[CampaignConfig, ...] = ()
+
+    def problems(self) -> Problems:
+        found: Problems = []
+        found += [("exchange_url", m) for m in url_problems(self.exchange_url, query=True)]
+        if self.public_url is not None:
+            found += [("public_url", m) for m in url_problems(self.public_url, query=False)]
+        if self.admin_token is not None and len(self.admin_token) < MIN_ADMIN_TOKEN_LENGTH:
+            found.append(("admin_token", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters"))
+        if self.cookie_same_site == "None" and not self.cookie_secure:
+            found.append(
+                ("cookie_same_site", '"None" needs cookie_secure = true (browsers insist)')
+            )
+        if self.entry_ttl_days is not None and self.entry_ttl_days < self.match_ttl_days:
+            found.append(("entry_ttl_days", "must be at least match_ttl_days"))
+        seen: set[str] = set()
+        for i, campaign in enumerate(self.campaigns):
+            if campaign.id in seen:
+                found.append((f"campaigns[{i}].id", f"duplicate id {campaign.id!r}"))
+            seen.add(campaign.id)
+            found += [(f"campaigns[{i}].{key}", m) for key, m in campaign.problems()]
+        return found
+
+    def settings(self) -> BuyerSettings:
+        entry_ttl_days = self.entry_ttl_days or 2 * self.match_ttl_days
+        return BuyerSettings(
+            exchange=ExchangeEndpoint(self.exchange_url, self.nid),
+            hosted_match=self.hosted_match,
+            stale_after_seconds=self.match_ttl_days * DAY,
+            entry_ttl_seconds=entry_ttl_days * DAY,
+            tmax_ms=self.tmax_ms,
+            tmax_margin_ms=self.tmax_margin_ms,
+            public_url=self.public_url,
+        )
+
+    def campaign_models(self) -> list[Campaign]:
+        return [c.to_model() for c in self.campaigns]
+
+
+def url_problems(url: str, *, query: bool) -> list[str]:
+    """Why ``url`` cannot be a destination browsers are sent to (empty if it can)."""
+    if len(url) > MAX_URL_LENGTH:
+        return [f"longer than {MAX_URL_LENGTH} characters"]
+    if _URL_CHARS.fullmatch(url) is None:
+        return ["must be an encoded URL: printable ASCII, no spaces or quotes"]
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return ["must be an absolute http:// or https:// URL with a host"]
+    if parts.username is not None or parts.password is not None:
+        return ["must not contain user info"]
+    if "#" in url:
+        return ["must not contain a fragment"]
+    if not query and "?" in url:
+        return ["must not contain a query"]
+    return []

@@ -1,0 +1,219 @@
+"""``[dmp]``: the DMP role's table, its clients and partners as data (docs/dmp.md).
+
+Partner sync URLs are compiled and test-rendered here, while loading, so a bad template stops
+the start with an error naming ``dmp.partners[i].sync_url``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+import msgspec
+
+from cookiematch.config.values import KeySecret, Listen, Secret
+from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partner, TagKind
+from cookiematch.errors import RedirectURLError
+from cookiematch.protocol.privacy import MAX_CONSENT_LENGTH, MAX_GPP_LENGTH, PrivacySignals
+from cookiematch.protocol.templates import Macro, MacroValues, SyncTemplate
+
+ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+MIN_ADMIN_TOKEN_LENGTH = 16
+
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+UidMacro = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_$%{}\[\]().~*!-]{1,32}$")]
+CookieName = Annotated[str, msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")]
+CookieDomain = Annotated[str, msgspec.Meta(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")]
+
+_ORIGIN = re.compile(
+    r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+)
+
+Problems = list[tuple[str, str]]
+
+# Test renders at start: nothing, and the longest values a request may carry.
+_SAMPLE_UID = "A" * 22
+_FULL_PRIVACY = PrivacySignals(
+    gdpr="1",
+    gdpr_consent="C" * MAX_CONSENT_LENGTH,
+    us_privacy="1YNN",
+    gpp="D" * MAX_GPP_LENGTH,
+    gpp_sid=",".join(["2"] * 32),
+)
+
+
+class Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every table: immutable, unknown keys rejected."""
+
+
+class DmpTagConfig(Table, frozen=True):
+    """``[[dmp.clients.tags]]``: another tag the container fires on the client's pages."""
+
+    id: Id
+    url: str
+    kind: Literal["image", "script"] = "image"
+    cap: PositiveInt | None = None  # at most this many fires per period; none: every page
+    cap_period_hours: PositiveInt = 24
+
+    def problems(self) -> Problems:
+        try:
+            template = SyncTemplate.compile(self.url)
+        except RedirectURLError as exc:
+            return [("url", str(exc).replace("sync URL", "tag URL"))]
+        if template.slots:
+            return [("url", "a tag URL takes no macros")]
+        return []
+
+    def to_model(self) -> OtherTag:
+        return OtherTag(self.id, self.url, TagKind(self.kind), self.cap, self.cap_period_hours)
+
+
+class DmpClientConfig(Table, frozen=True):
+    """``[[dmp.clients]]``: a customer site that embeds the container tag."""
+
+    id: Id
+    # Page origins allowed to call /sync with credentials (CORS), e.g. "https://shop.example".
+    allowed_origins: tuple[str, ...] = ()
+    partners: tuple[Id, ...] | None = None  # none: every partner
+    tags: tuple[DmpTagConfig, ...] = ()
+
+    def problems(self, partner_ids: set[str]) -> Problems:
+        found: Problems = []
+        for i, origin in enumerate(self.allowed_origins):
+            if _ORIGIN.fullmatch(origin) is None:
+                found.append((f"allowed_origins[{i}]", "expected scheme://host[:port]"))
+        for i, partner in enumerate(self.partners or ()):
+            if partner not in partner_ids:
+                found.append((f"partners[{i}]", f"no partner has id {partner!r}"))
+        found += _duplicates("tags", "id", [t.id for t in self.tags])
+        for i, tag in enumerate(self.tags):
+            found += [(f"tags[{i}].{key}", message) for key, message in tag.problems()]
+        return found
+
+    def to_model(self) -> Client:
+        return Client(
+            id=self.id,
+            allowed_origins=frozenset(o.lower() for o in self.allowed_origins),
+            partners=None if self.partners is None else frozenset(self.partners),
+            tags=tuple(t.to_model() for t in self.tags),
+        )
+
+
+class DmpPartnerConfig(Table, frozen=True):
+    """``[[dmp.partners]]``: an integration partner, as data."""
+
+    id: Id
+    sync_url: str  # a template with ${CALLBACK_URL}, ${DMP_UID} and privacy macros
+    uid_macro: UidMacro = "$UID"  # what the partner replaces with its ID in the callback
+    ttl_days: PositiveInt = 7
+    priority: int = 0  # higher first
+    enabled: bool = True
+    id_format: Literal["plain", "signed", "encrypted"] = "plain"
+    id_key: KeySecret | None = None  # 32 bytes, base64; HMAC key or AES-256-GCM key
+    id_max_age_seconds: PositiveInt = 86400
+
+    def template(self) -> SyncTemplate:
+        return SyncTemplate.compile(self.sync_url)
+
+    def problems(self, settings: DmpSettings) -> Problems:
+        if self.id_format != "plain" and self.id_key is None:
+            return [("id_key", f"required when id_format is {self.id_format!r}")]
+        try:
+            template = self.template()
+            if not template.macros & {Macro.CALLBACK_URL, Macro.DMP_UID}:
+                raise RedirectURLError("must contain ${CALLBACK_URL} or ${DMP_UID}")
+            partner = self.to_model(settings, template)
+            callback = settings.callback_url(partner, "client")
+            template.test_render(
+                {
+                    "empty": MacroValues(callback, _SAMPLE_UID),
+                    "maximal": MacroValues(callback, _SAMPLE_UID, _FULL_PRIVACY),
+                }
+            )
+        except RedirectURLError as exc:
+            return [("sync_url", str(exc))]
+        return []
+
+    def to_model(self, settings: DmpSettings, template: SyncTemplate | None = None) -> Partner:
+        return Partner(
+            id=self.id,
+            sync=template or self.template(),
+            uid_macro=self.uid_macro,
+            ttl_days=self.ttl_days,
+            priority=self.priority,
+            enabled=self.enabled,
+            id_format=IdFormat(self.id_format),
+            id_key=None if self.id_key is None else self.id_key.key_bytes(),
+            id_max_age_seconds=self.id_max_age_seconds,
+        )
+
+
+class DmpConfig(Table, frozen=True):
+    """``[dmp]``: the DMP role. Its presence enables the role."""
+
+    listen: Listen = Listen("127.0.0.1", 8720)
+    public_url: str | None = None  # as browsers reach this DMP; default http://<listen>
+    admin_token: Secret | None = None  # None: the admin API is not served
+    cookie_name: CookieName = "dmp_id"
+    cookie_domain: CookieDomain | None = None
+    cookie_secure: bool = True
+    cookie_max_age_days: Annotated[int, msgspec.Meta(ge=1, le=400)] = 390
+    max_syncs_per_page: Annotated[int, msgspec.Meta(ge=0, le=50)] = 5
+    match_ttl_days: PositiveInt = 390
+    max_events_per_profile: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
+    event_ttl_days: PositiveInt = 90
+    inband_max_bytes: Annotated[int, msgspec.Meta(ge=64, le=8192)] = 1024
+    inband_max_pairs: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
+    clients: tuple[DmpClientConfig, ...] = ()
+    partners: tuple[DmpPartnerConfig, ...] = ()
+
+    def base_url(self) -> str:
+        if self.public_url is not None:
+            return self.public_url.rstrip("/")
+        return f"http://{self.listen}"
+
+    def settings(self) -> DmpSettings:
+        return DmpSettings(
+            public_url=self.base_url(),
+            max_syncs_per_page=self.max_syncs_per_page,
+            match_ttl_days=self.match_ttl_days,
+            max_events_per_profile=self.max_events_per_profile,
+            event_ttl_days=self.event_ttl_days,
+            inband_max_bytes=self.inband_max_bytes,
+            inband_max_pairs=self.inband_max_pairs,
+        )
+
+    def problems(self) -> Problems:
+        found: Problems = []
+        if self.admin_token is not None and len(self.admin_token) < MIN_ADMIN_TOKEN_LENGTH:
+            found.append(("admin_token", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters"))
+        if self.public_url is not None and _ORIGIN.fullmatch(self.base_url()) is None:
+            found.append(("public_url", "expected scheme://host[:port], without a path"))
+            return found
+        found += _duplicates("partners", "id", [p.id for p in self.partners])
+        found += _duplicates("clients", "id", [c.id for c in self.clients])
+        settings = self.settings()
+        for i, partner in enumerate(self.partners):
+            found += [(f"partners[{i}].{k}", m) for k, m in partner.problems(settings)]
+        partner_ids = {p.id for p in self.partners}
+        for i, client in enumerate(self.clients):
+            found += [(f"clients[{i}].{k}", m) for k, m in client.problems(partner_ids)]
+        return found
+
+    def partner_models(self) -> list[Partner]:
+        settings = self.settings()
+        return [p.to_model(settings) for p in self.partners]
+
+    def client_models(self) -> list[Client]:
+        return [c.to_model() for c in self.clients]
+
+
+def _duplicates(table: str, field: str, values: list[str]) -> Problems:
+    seen: set[str] = set()
+    found: Problems = []
+    for i, value in enumerate(values):
+        if value in seen:
+            found.append((f"{table}[{i}].{field}", f"duplicate {field} {value!r}"))
+        seen.add(value)
+    return found

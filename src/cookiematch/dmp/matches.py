@@ -1,0 +1,83 @@
+"""The DMP's match table: partner ID <-> DMP ID, both ways, with the time of the last sync."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from cookiematch.dmp import keys
+from cookiematch.storage.base import Store
+
+
+class PartnerMatch(msgspec.Struct, array_like=True, frozen=True):
+    """A partner's ID for a browser and when it was last received."""
+
+    uid: str
+    at: float
+
+
+class ReverseMatch(msgspec.Struct, array_like=True, frozen=True):
+    dmp_uid: str
+    at: float
+
+
+_match_decoder = msgspec.json.Decoder(PartnerMatch)
+_reverse_decoder = msgspec.json.Decoder(ReverseMatch)
+_encode = msgspec.json.encode
+
+
+class MatchTable:
+    """Reads and writes matches in the store."""
+
+    def __init__(self, store: Store, ttl_seconds: float) -> None:
+        self._store = store
+        self._ttl = ttl_seconds
+
+    async def partners(self, dmp_uid: str) -> dict[str, PartnerMatch]:
+        """Every partner's match for this browser (undecodable entries are skipped)."""
+        raw = await self._store.hgetall(keys.partners_key(dmp_uid))
+        found: dict[str, PartnerMatch] = {}
+        for partner_id, value in raw.items():
+            try:
+                found[partner_id] = _match_decoder.decode(value)
+            except msgspec.DecodeError:
+                continue
+        return found
+
+    async def record(self, partner_id: str, dmp_uid: str, partner_uid: str, now: float) -> None:
+        """Store the match both ways; a superseded partner ID loses its reverse entry."""
+        key = keys.partners_key(dmp_uid)
+        previous = await self._store.hget(key, partner_id)
+        writes = [
+            self._store.hset(
+                key, {partner_id: _encode(PartnerMatch(partner_uid, now))}, ttl=self._ttl
+            ),
+            self._store.set(
+                keys.reverse_key(partner_id, partner_uid),
+                _encode(ReverseMatch(dmp_uid, now)),
+                ttl=self._ttl,
+            ),
+        ]
+        if previous is not None:
+            try:
+                old = _match_decoder.decode(previous).uid
+            except msgspec.DecodeError:
+                old = None
+            if old is not None and old != partner_uid:
+                writes.append(self._delete_reverse(partner_id, old, dmp_uid))
+        await asyncio.gather(*writes)
+
+    async def _delete_reverse(self, partner_id: str, partner_uid: str, dmp_uid: str) -> None:
+        key = keys.reverse_key(partner_id, partner_uid)
+        if await self.dmp_uid_for(partner_id, partner_uid) == dmp_uid:
+            await self._store.delete(key)
+
+    async def dmp_uid_for(self, partner_id: str, partner_uid: str) -> str | None:
+        raw = await self._store.get(keys.reverse_key(partner_id, partner_uid))
+        if raw is None:
+            return None
+        try:
+            return _reverse_decoder.decode(raw).dmp_uid
+        except msgspec.DecodeError:
+            return None

@@ -1,0 +1,85 @@
+"""The DMP's configured world as plain values: partners, clients, their other tags, settings."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from cookiematch.protocol.templates import SyncTemplate
+
+UID_PARAM = "uid"
+CLIENT_PARAM = "c"
+
+
+class IdFormat(enum.Enum):
+    """How a partner's ID comes back on the callback (see ``dmp/partner_ids.py``)."""
+
+    PLAIN = "plain"
+    SIGNED = "signed"  # "<uid>.<unix seconds>.<HMAC-SHA256, base64url>"
+    ENCRYPTED = "encrypted"  # base64url(nonce || AES-256-GCM(uid, "<unix seconds>"))
+
+
+@dataclass(frozen=True, slots=True)
+class Partner:
+    """An integration partner (analytics, email, DSP...) as data."""
+
+    id: str
+    sync: SyncTemplate
+    uid_macro: str = "$UID"
+    ttl_days: int = 7
+    priority: int = 0
+    enabled: bool = True
+    id_format: IdFormat = IdFormat.PLAIN
+    id_key: bytes | None = None
+    id_max_age_seconds: int = 86400
+
+    @property
+    def ttl_seconds(self) -> int:
+        return self.ttl_days * 86400
+
+
+class TagKind(enum.Enum):
+    IMAGE = "image"
+    SCRIPT = "script"
+
+
+@dataclass(frozen=True, slots=True)
+class OtherTag:
+    """A client's other tag that the container fires, at most ``cap`` times per period."""
+
+    id: str
+    url: str
+    kind: TagKind = TagKind.IMAGE
+    cap: int | None = None  # None: every page
+    cap_period_hours: int = 24
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """A DMP customer's site: who may call ``/sync`` from a page, which partners it syncs."""
+
+    id: str
+    allowed_origins: frozenset[str] = frozenset()
+    partners: frozenset[str] | None = None  # None: every partner
+    tags: tuple[OtherTag, ...] = ()
+
+    def uses(self, partner_id: str) -> bool:
+        return self.partners is None or partner_id in self.partners
+
+
+@dataclass(frozen=True, slots=True)
+class DmpSettings:
+    """Policies of the DMP role that are not per partner or client."""
+
+    public_url: str  # scheme://host[:port] of this DMP as browsers reach it
+    max_syncs_per_page: int = 5
+    match_ttl_days: int = 390
+    max_events_per_profile: int = 200
+    event_ttl_days: int = 90
+    inband_max_bytes: int = 1024
+    inband_max_pairs: int = 20
+
+    def callback_url(self, partner: Partner, client_id: str | None) -> str:
+        """The callback the partner sends the browser to; ends in ``uid=<uid_macro>``."""
+        client = f"{CLIENT_PARAM}={client_id}&" if client_id else ""
+        return f"{self.public_url}/callback/{partner.id}?{client}{UID_PARAM}={partner.uid_macro}"

@@ -1,0 +1,224 @@
+"""Serving one ad slot: who the browser is, the auction, the pixel match (docs/auction.md).
+
+``AdService.serve`` reads what the exchange knows about the browser (its record, hosted
+match data, pixel matches) in one round of concurrent reads, asks the eligible buyers, picks
+the winner, picks a pixel match, and writes what changed. A store failure degrades the ad
+(no user data, no pixel match); it never fails it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from cookiematch.errors import StorageError
+from cookiematch.exchange import keys
+from cookiematch.exchange.auction import Auction, Outcome
+from cookiematch.exchange.browser_record import (
+    CREATED,
+    BrowserRecord,
+    browser_record_key,
+    push_field,
+    seconds,
+)
+from cookiematch.exchange.cookie_match import Browser
+from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher
+from cookiematch.exchange.openrtb import (
+    CURRENCY,
+    Banner,
+    BidRequest,
+    Device,
+    Imp,
+    Site,
+    SitePublisher,
+    User,
+    UserExt,
+    ValidBid,
+)
+from cookiematch.exchange.pixel_matching import PixelMatch, PixelMatcher
+from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.protocol.userid import UserIdCipher, b64url_nopad
+from cookiematch.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AdRequest:
+    """One ``/ad`` call, parsed."""
+
+    publisher: Publisher
+    slot: str
+    browser: Browser
+    scheme: str
+    width: int = 300
+    height: int = 250
+    page: str | None = None
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServedAd:
+    """What to render: the winning bid (None: house ad), the pixel match, a cookie to set."""
+
+    winner: ValidBid | None
+    pixel_match: PixelMatch | None
+    set_browser_id: bytes | None
+    outcomes: dict[str, Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    record: BrowserRecord
+    hosted: dict[str, bytes]
+    pixel_matches: dict[str, bytes]
+
+
+class AdService:
+    """The exchange's ad server for one worker."""
+
+    def __init__(
+        self,
+        *,
+        registry: ExchangeRegistry,
+        publishers: Iterable[Publisher],
+        store: Store,
+        cipher: UserIdCipher,
+        auction: Auction,
+        pixel_matcher: PixelMatcher,
+        settings: ExchangeSettings,
+        clock: Callable[[], float],
+        new_browser_id: Callable[[], bytes],
+        new_auction_id: Callable[[], str],
+    ) -> None:
+        self._registry = registry
+        self._publishers = {p.id: p for p in publishers}
+        self._store = store
+        self._cipher = cipher
+        self._auction = auction
+        self._matcher = pixel_matcher
+        self._settings = settings
+        self._clock = clock
+        self._new_browser_id = new_browser_id
+        self._new_auction_id = new_auction_id
+
+    def publisher(self, publisher_id: str) -> Publisher | None:
+        return self._publishers.get(publisher_id)
+
+    async def serve(self, request: AdRequest) -> ServedAd:
+        now = int(self._clock())
+        browser_id, new = request.browser.browser_id, False
+        if browser_id is None and not request.browser.opted_out:
+            browser_id, new = self._new_browser_id(), True
+        buyers = [b for b in self._registry.buyers() if b.bidder_url is not None]
+        known = await self._read(browser_id, buyers, request.publisher) if not new else None
+        record = known.record if known else BrowserRecord()
+        created = now if new or record.created is None else record.created
+        first_seen: asyncio.Task[None] | None = None
+        if browser_id is not None and record.created is None:
+            # a new cookie, or one set before records existed (its age is then a lower bound);
+            # written while the auction runs
+            first_seen = asyncio.get_running_loop().create_task(
+                self._write(
+                    browser_id,
+                    {CREATED: seconds(now)},
+                    self._settings.cookie_max_age_days * 86400,
+                )
+            )
+
+        auction_id = self._new_auction_id()
+        bidders: list[tuple[Buyer, BidRequest]] = []
+        for buyer in buyers:
+            hosted = known.hosted.get(buyer.nid) if known else None
+            if buyer.require_hosted_match and hosted is None:
+                continue  # pre-targeting: only users with hosted match data
+            if not self._auction.admit(buyer):
+                continue
+            user = self._user(buyer, browser_id, hosted, now - created)
+            bidders.append((buyer, self._bid_request(auction_id, request, user)))
+        result = await self._auction.run(bidders, self._settings.auction_timeout_ms / 1000)
+
+        pixel_match = None
+        if request.publisher.pixel_matching and browser_id is not None and known is not None:
+            pixel_match = self._matcher.select(
+                self._registry.buyers(),
+                winner=result.winner.nid if result.winner else None,
+                browser_id=browser_id,
+                record=record,
+                pixel_matches=known.pixel_matches,
+                scheme=request.scheme,
+            )
+        if pixel_match is not None and browser_id is not None:
+            pending = {push_field(pixel_match.nid): seconds(pixel_match.issued_at)}
+            await self._write(browser_id, pending, self._settings.push_token_ttl_seconds)
+        if first_seen is not None:
+            await first_seen
+        return ServedAd(result.winner, pixel_match, browser_id if new else None, result.outcomes)
+
+    async def _read(
+        self, browser_id: bytes | None, buyers: Sequence[Buyer], publisher: Publisher
+    ) -> _Known | None:
+        if browser_id is None:
+            return None
+        hosted_nids = [b.nid for b in buyers if b.hosted_match]
+        try:
+            fields, hosted, matches = await asyncio.gather(
+                self._store.hgetall(browser_record_key(browser_id)),
+                self._store.get_many([keys.hosted_match_key(browser_id, n) for n in hosted_nids]),
+                self._store.hgetall(keys.pixel_matches_key(browser_id))
+                if publisher.pixel_matching
+                else _empty(),
+            )
+        except StorageError as exc:
+            log.warning("browser state unavailable, serving without it: %s", exc)
+            return None
+        return _Known(
+            BrowserRecord.parse(fields),
+            {nid: data for nid, data in zip(hosted_nids, hosted, strict=True) if data},
+            matches,
+        )
+
+    async def _write(self, browser_id: bytes | None, fields: dict[str, bytes], ttl: int) -> None:
+        if browser_id is None:
+            return
+        try:
+            await self._store.hset(browser_record_key(browser_id), fields, ttl=ttl)
+        except StorageError as exc:
+            log.warning("browser record not written: %s", exc)
+
+    def _user(self, buyer: Buyer, browser_id: bytes | None, hosted: bytes | None, age: int) -> User:
+        if browser_id is None:
+            return User()
+        version = self._cipher.current_version
+        return User(
+            id=self._cipher.encrypt(browser_id, buyer.nid, version),
+            buyeruid=b64url_nopad(hosted) if hosted else None,
+            ext=UserExt(cookie_version=version, cookie_age_seconds=max(0, age)),
+        )
+
+    def _bid_request(self, auction_id: str, request: AdRequest, user: User) -> BidRequest:
+        publisher = request.publisher.id
+        return BidRequest(
+            id=auction_id,
+            imp=[
+                Imp(
+                    id="1",
+                    tagid=request.slot,
+                    banner=Banner(w=request.width, h=request.height),
+                    secure=1 if request.scheme == "https" else 0,
+                )
+            ],
+            site=Site(id=publisher, publisher=SitePublisher(id=publisher), page=request.page),
+            device=Device(ua=request.user_agent, ip=request.ip),
+            user=user,
+            tmax=self._settings.auction_timeout_ms,
+            at=1,
+            cur=[CURRENCY],
+        )
+
+
+async def _empty() -> dict[str, bytes]:
+    return {}

@@ -1,0 +1,265 @@
+"""Per-buyer monitoring of the document's rules: frequency capping, pixel-match response
+rate, request rate. Counters are shared by every worker through the store.
+
+Each worker counts in memory and, about once a second, writes *its own cumulative values*
+for the current time bucket into the buyer's field map ``mon:<nid>``, one field per
+``<bucket>.<worker>.<counter>``. No two workers write the same field, so no increment is
+lost without an atomic add in the store; readers sum the fields of the buckets inside the
+window. Fields expire with the window.
+
+Frequency capping: when the exchange redirects a gid to buyer X for browser B (a match tag,
+or a pixel match that came back), the browser record (``browser_record.py``) keeps the time;
+a match tag from X for B before ``match_expiry_days`` have passed is a violation. These
+checks run off the request path (background tasks): the match tag is never slowed down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from cookiematch.exchange.browser_record import (
+    CREATED,
+    browser_record_key,
+    gid_field,
+    push_field,
+    seconds,
+)
+from cookiematch.exchange.model import ExchangeSettings
+from cookiematch.storage.base import Store
+
+log = logging.getLogger(__name__)
+
+BUCKET_SECONDS = 600
+WINDOW_SECONDS = 86_400
+MIN_PUSHES_FOR_RATE = 20  # below this many pushes in the window the rate is not judged
+FLUSH_SECONDS = 1.0
+RATE_REFRESH_SECONDS = 10.0
+
+
+class Count(enum.StrEnum):
+    """The counters kept per buyer."""
+
+    MATCH_TAGS = "match_tags"  # gids redirected to the buyer by a match tag
+    FREQUENCY_CAP_VIOLATIONS = "frequency_cap_violations"
+    PUSHES_ISSUED = "pushes_issued"
+    PUSHES_RETURNED = "pushes_returned"
+    PUSHES_THROTTLED = "pushes_throttled"  # skipped because the response rate is too low
+    BID_REQUESTS = "bid_requests"
+    BID_REQUESTS_THROTTLED = "bid_requests_throttled"  # over max_qps: not sent
+    BIDS = "bids"
+    NO_BIDS = "no_bids"
+    TIMEOUTS = "timeouts"
+    ERRORS = "errors"  # transport errors and non-200/204 statuses
+    INVALID = "invalid"  # malformed bid responses
+    WINS = "wins"
+
+
+def monitor_key(nid: str) -> str:
+    return f"mon:{nid}"
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerStats:
+    """One buyer's counters summed over the window, and what they mean for the rules."""
+
+    nid: str
+    window_seconds: int
+    counts: dict[str, int]
+    max_qps: float | None = None
+
+    @property
+    def response_rate(self) -> float | None:
+        issued = self.counts.get(Count.PUSHES_ISSUED, 0)
+        if issued < MIN_PUSHES_FOR_RATE:
+            return None
+        return min(1.0, self.counts.get(Count.PUSHES_RETURNED, 0) / issued)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "nid": self.nid,
+            "window_seconds": self.window_seconds,
+            **{count.value: self.counts.get(count, 0) for count in Count},
+            "pixel_match_response_rate": self.response_rate,
+            "bid_requests_per_second": round(
+                self.counts.get(Count.BID_REQUESTS, 0) / self.window_seconds, 6
+            ),
+            "max_qps": self.max_qps,
+        }
+
+
+class BuyerMonitor:
+    """Counts per buyer, shares them through the store, answers stats and response rates."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: ExchangeSettings,
+        *,
+        clock: Callable[[], float],
+        worker_id: str,
+        on_count: Callable[[str, Count, int], None] | None = None,
+        window_seconds: int = WINDOW_SECONDS,
+        bucket_seconds: int = BUCKET_SECONDS,
+    ) -> None:
+        if "." in worker_id:
+            raise ValueError("worker_id must not contain '.'")
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._worker = worker_id
+        self._on_count = on_count
+        self._window = window_seconds
+        self._bucket = bucket_seconds
+        self._values: dict[tuple[str, int, Count], int] = {}  # this worker, cumulative
+        self._dirty: set[tuple[str, int, Count]] = set()
+        self._rates: dict[str, float | None] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # the last background check per (browser, buyer): the next one waits for it, so that
+        # two match tags a moment apart see each other (the store read would race the write)
+        self._chains: dict[tuple[bytes, str], asyncio.Task[None]] = {}
+
+    # -- counting ---------------------------------------------------------------------
+
+    def count(self, nid: str, what: Count, n: int = 1) -> None:
+        key = (nid, int(self._clock()) // self._bucket, what)
+        self._values[key] = self._values.get(key, 0) + n
+        self._dirty.add(key)
+        if self._on_count is not None:
+            self._on_count(nid, what, n)
+
+    async def flush(self) -> None:
+        """Write this worker's changed values to the store."""
+        dirty, self._dirty = self._dirty, set()
+        by_nid: dict[str, dict[str, bytes]] = {}
+        for key in dirty:
+            nid, bucket, what = key
+            by_nid.setdefault(nid, {})[f"{bucket}.{self._worker}.{what}"] = seconds(
+                self._values[key]
+            )
+        try:
+            await asyncio.gather(
+                *(
+                    self._store.hset(monitor_key(nid), fields, ttl=self._window + self._bucket)
+                    for nid, fields in by_nid.items()
+                )
+            )
+        except Exception:
+            self._dirty |= dirty  # retried at the next flush
+            raise
+        oldest = int(self._clock()) // self._bucket - self._window // self._bucket
+        for key in [k for k in self._values if k[1] < oldest and k not in self._dirty]:
+            del self._values[key]
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def stats(self, nid: str, max_qps: float | None = None) -> BuyerStats:
+        """Every worker's counts for ``nid`` over the window (this worker's flushed first)."""
+        await self.flush()
+        fields = await self._store.hgetall(monitor_key(nid))
+        first = int(self._clock()) // self._bucket - self._window // self._bucket + 1
+        counts: dict[str, int] = {}
+        for name, raw in fields.items():
+            bucket, _, rest = name.partition(".")
+            what = rest.rpartition(".")[2]
+            try:
+                if int(bucket) < first:
+                    continue
+                counts[what] = counts.get(what, 0) + int(raw)
+            except ValueError:
+                continue
+        return BuyerStats(nid, self._window, counts, max_qps)
+
+    async def refresh_rates(self, nids: Iterable[str]) -> None:
+        """Re-read the pixel-match response rates of ``nids`` (cached for the hot path)."""
+        rates: dict[str, float | None] = {}
+        for nid in nids:
+            rates[nid] = (await self.stats(nid)).response_rate
+        self._rates = rates
+
+    def response_rate(self, nid: str) -> float | None:
+        """The last known pixel-match response rate; None when unknown or too few pushes."""
+        return self._rates.get(nid)
+
+    # -- hooks of the Cookie Matching Service ------------------------------------------
+
+    def gid_issued(self, nid: str, browser_id: bytes, *, new_cookie: bool = False) -> None:
+        """A match tag redirected a gid to ``nid``: count it, check frequency capping."""
+        self.count(nid, Count.MATCH_TAGS)
+        self._chain(browser_id, nid, self._check_frequency(nid, browser_id, new_cookie))
+
+    def push_returned(self, nid: str, browser_id: bytes) -> None:
+        """A pixel match came back valid: the buyer now has a fresh match for the browser."""
+        self.count(nid, Count.PUSHES_RETURNED)
+        self._chain(browser_id, nid, self._record_push_return(nid, browser_id))
+
+    async def _check_frequency(self, nid: str, browser_id: bytes, new_cookie: bool) -> None:
+        key = browser_record_key(browser_id)
+        now = int(self._clock())
+        expiry = self._settings.match_expiry_days * 86400
+        last = await self._store.hget(key, gid_field(nid))
+        if last is not None and last.isdigit() and now - int(last) < expiry:
+            self.count(nid, Count.FREQUENCY_CAP_VIOLATIONS)
+        writes = [self._store.hset(key, {gid_field(nid): seconds(now)}, ttl=expiry)]
+        if new_cookie:  # the cookie-setting hop of /pixel just proved the cookie sticks
+            max_age = self._settings.cookie_max_age_days * 86400
+            writes.append(self._store.hset(key, {CREATED: seconds(now)}, ttl=max_age))
+        await asyncio.gather(*writes)
+
+    async def _record_push_return(self, nid: str, browser_id: bytes) -> None:
+        key = browser_record_key(browser_id)
+        expiry = self._settings.match_expiry_days * 86400
+        await self._store.hset(key, {gid_field(nid): seconds(int(self._clock()))}, ttl=expiry)
+        await self._store.hdel(key, [push_field(nid)])
+
+    # -- background work ----------------------------------------------------------------
+
+    def _chain(self, browser_id: bytes, nid: str, work: Coroutine[Any, Any, None]) -> None:
+        key = (browser_id, nid)
+        previous = self._chains.get(key)
+
+        async def after_previous() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            await work
+
+        task = asyncio.get_running_loop().create_task(after_previous())
+        self._chains[key] = task
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._done(done, key))
+
+    def _done(self, task: asyncio.Task[None], key: tuple[bytes, str]) -> None:
+        self._tasks.discard(task)
+        if self._chains.get(key) is task:
+            del self._chains[key]
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("monitoring write failed: %s", task.exception())
+
+    async def drain(self) -> None:
+        """Wait for the background checks started so far (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def run(self, nids: Callable[[], Iterable[str]]) -> None:
+        """Flush every second and refresh response rates every few seconds, forever."""
+        since_refresh = RATE_REFRESH_SECONDS
+        while True:
+            try:
+                await self.flush()
+                if since_refresh >= RATE_REFRESH_SECONDS:
+                    await self.refresh_rates(nids())
+                    since_refresh = 0.0
+            except Exception as exc:
+                log.warning("monitoring flush failed: %s", exc)
+            await asyncio.sleep(FLUSH_SECONDS)
+            since_refresh += FLUSH_SECONDS
+
+    async def close(self) -> None:
+        await self.drain()
+        with contextlib.suppress(Exception):
+            await self.flush()

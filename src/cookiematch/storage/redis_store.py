@@ -1,0 +1,461 @@
+"""Redis backends: standalone (``redis://``, ``rediss://``) and Redis Cluster (``redis+cluster://``).
+
+Every operation is queued to a ``Flusher`` (one pipeline per flush, ``transaction=False``);
+see ``redis_pipeline``. Values carry a small header with their expiry (``redis_codec``), so reads
+honour the store's clock and field maps get per-field expiry on Redis 7.0. Commands are single
+key except ``MGET``, which is sent per hash slot on a cluster: never a cross-slot command.
+
+Call ``await store.start()`` after ``open_store``: it raises StoreUnavailable, with the address
+in the message, when Redis cannot be reached (opening a client does not connect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis import exceptions as rx
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.retry import Retry
+
+from cookiematch.errors import StorageError, StoreUnavailable
+from cookiematch.storage import redis_codec as codec
+from cookiematch.storage.base import Clock, Durability, FieldEntry, Store, Write
+from cookiematch.storage.redis_pipeline import TRANSIENT, Command, Flusher, Op, reply_error
+
+_MGET_CHUNK = 1000  # keys per MGET
+_SCAN_COUNT = 1000  # SCAN hint per call
+
+
+def _blob(value: object) -> bytes:
+    if type(value) is bytes:
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"store values are bytes, not {type(value).__name__}")
+
+
+class RedisStore(Store):
+    """Redis or Redis Cluster behind the Store interface. Build it with ``from_url``."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        cluster: bool,
+        address: str,
+        durability: Durability = Durability.ACK,
+        clock: Clock = time.time,
+        max_pending: int = 10_000,
+        retry_for: float = 5.0,
+        max_batch: int = 5000,
+    ) -> None:
+        self._client = client
+        self._cluster = cluster
+        self.address = address
+        self.durability = durability
+        self._clock = clock
+        self._async = durability is Durability.ASYNC
+        self._max_pending = max_pending
+        self._name = f"redis{' cluster' if cluster else ''} {address}"
+        self._flusher = Flusher(client, name=self._name, max_batch=max_batch, retry_for=retry_for)
+        self._closing: asyncio.Future[None] | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        durability: Durability = Durability.ACK,
+        clock: Clock = time.time,
+        socket_timeout: float = 2.0,
+        connect_timeout: float = 1.0,
+        **options: Any,
+    ) -> RedisStore:
+        """``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS) or
+        ``redis+cluster://[[user]:password@]host:port,host:port`` (``rediss+cluster`` for TLS)."""
+        common: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout,
+            "retry": Retry(NoBackoff(), 1),  # the flusher retries, with backoff
+        }
+        scheme = url.partition("://")[0].lower()
+        try:
+            if scheme in ("redis+cluster", "rediss+cluster"):
+                nodes, user, password = parse_cluster_url(url)
+                client: Any = RedisCluster(
+                    startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+                    username=user,
+                    password=password,
+                    ssl=scheme == "rediss+cluster",
+                    **common,
+                )
+                address = ",".join(f"{host}:{port}" for host, port in nodes)
+            else:
+                client = Redis.from_url(url, **common)
+                kw = client.connection_pool.connection_kwargs
+                address = f"{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+        except (ValueError, rx.RedisError) as exc:
+            raise StorageError(f"bad redis URL {_redact(url)!r}: {exc}") from exc
+        return cls(
+            client,
+            cluster=scheme.endswith("cluster"),
+            address=address,
+            durability=durability,
+            clock=clock,
+            **options,
+        )
+
+    # --- statistics -------------------------------------------------------------------------
+
+    @property
+    def lost(self) -> int:
+        """Unawaited (ASYNC) writes given up because Redis was away too long, or refused."""
+        return self._flusher.lost
+
+    @property
+    def flushes(self) -> int:
+        return self._flusher.flushes
+
+    @property
+    def commands(self) -> int:
+        return self._flusher.commands
+
+    # --- submitting -------------------------------------------------------------------------
+
+    def _future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _call(self, commands: Sequence[Command], finish: Any, *, write: bool) -> Any:
+        fut = self._future()
+        self._flusher.submit(Op(commands, finish, fut, write))
+        return await fut
+
+    async def _write(self, commands: Sequence[Command]) -> None:
+        """A write that returns nothing: queued only (ASYNC, buffer not full) or awaited."""
+        if self._async and self._flusher.unawaited < self._max_pending:
+            self._flusher.submit(Op(commands, self._check, None, True))
+        else:
+            await self._call(commands, self._check, write=True)
+
+    def _check(self, replies: list[Any]) -> None:
+        for reply in replies:
+            reply_error(self._name, reply)
+
+    def _now_ms(self) -> float:
+        return self._clock() * 1000
+
+    def _expiry_ms(self, ttl: float | None) -> int | None:
+        if ttl is None:
+            return None
+        if not (ttl > 0 and math.isfinite(ttl)):
+            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        return codec.expiry_ms(self._clock() + ttl)
+
+    def _set_command(self, key: str, value: bytes, expires: int | None) -> Command:
+        raw = codec.pack(_blob(value), expires)
+        k = codec.encode_key(key)
+        return ("SET", k, raw) if expires is None else ("SET", k, raw, "PXAT", expires)
+
+    # --- plain values -----------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        now = self._now_ms()
+
+        def finish(replies: list[Any]) -> bytes | None:
+            if reply_error(self._name, replies[0], wrongtype_ok=True):
+                return None
+            return codec.live(replies[0], now)
+
+        value: bytes | None = await self._call(
+            [("GET", codec.encode_key(key))], finish, write=False
+        )
+        return value
+
+    def _mget_commands(self, keys: Sequence[bytes]) -> list[Command]:
+        """MGETs covering ``keys`` in order: chunked, and per hash slot on a cluster."""
+        if not self._cluster:
+            groups: Iterable[list[bytes]] = [list(keys)]
+        else:
+            by_slot: dict[int, list[bytes]] = defaultdict(list)
+            for k in keys:
+                by_slot[key_slot(k)].append(k)
+            groups = by_slot.values()
+        return [
+            ("MGET", *group[i : i + _MGET_CHUNK])
+            for group in groups
+            for i in range(0, len(group), _MGET_CHUNK)
+        ]
+
+    async def _mget_raw(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        unique = list(dict.fromkeys(keys))
+        commands = self._mget_commands(unique)
+
+        def finish(replies: list[Any]) -> dict[bytes, bytes]:
+            found: dict[bytes, bytes] = {}
+            for command, reply in zip(commands, replies, strict=True):
+                reply_error(self._name, reply)
+                found.update((k, v) for k, v in zip(command[1:], reply, strict=True) if v)
+            return found
+
+        return dict(await self._call(commands, finish, write=False))
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        encoded = [codec.encode_key(key) for key in keys]
+        now = self._now_ms()
+        found = await self._mget_raw(encoded)
+        return [codec.live(found.get(k), now) for k in encoded]
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        await self._write([self._set_command(key, value, self._expiry_ms(ttl))])
+
+    async def write_many(self, writes: Sequence[Write]) -> None:
+        """Applied in order, not atomically (a pipeline, not a transaction)."""
+        commands = [
+            ("DEL", codec.encode_key(w.key))
+            if w.value is None
+            else self._set_command(w.key, w.value, self._expiry_ms(w.ttl))
+            for w in writes
+        ]
+        if commands:
+            await self._write(commands)
+
+    async def delete(self, key: str) -> bool:
+        k = codec.encode_key(key)
+        now = self._now_ms()
+
+        def finish(replies: list[Any]) -> bool:
+            value, fields, deleted = replies
+            reply_error(self._name, deleted)
+            if not reply_error(self._name, value, wrongtype_ok=True) and value is not None:
+                return codec.live(value, now) is not None
+            if reply_error(self._name, fields, wrongtype_ok=True):
+                return False
+            return any(codec.live(raw, now) is not None for raw in fields)
+
+        commands = [("GET", k), ("HVALS", k), ("DEL", k)]
+        return bool(await self._call(commands, finish, write=True))
+
+    # --- field maps -------------------------------------------------------------------------
+
+    async def hget(self, key: str, field: str) -> bytes | None:
+        now = self._now_ms()
+
+        def finish(replies: list[Any]) -> bytes | None:
+            if reply_error(self._name, replies[0], wrongtype_ok=True):
+                return None
+            return codec.live(replies[0], now)
+
+        command = ("HGET", codec.encode_key(key), codec.encode_key(field))
+        value: bytes | None = await self._call([command], finish, write=False)
+        return value
+
+    def _hgetall_finish(self, now: float) -> Any:
+        def finish(replies: list[Any]) -> dict[str, FieldEntry]:
+            if reply_error(self._name, replies[0], wrongtype_ok=True):
+                return {}
+            out: dict[str, FieldEntry] = {}
+            for field, raw in replies[0].items():
+                entry = codec.remaining(raw, now)
+                if entry is not None:
+                    out[codec.decode_key(field)] = entry
+            return out
+
+        return finish
+
+    async def hgetall(self, key: str) -> dict[str, bytes]:
+        finish = self._hgetall_finish(self._now_ms())
+        command = ("HGETALL", codec.encode_key(key))
+        entries: dict[str, FieldEntry] = await self._call([command], finish, write=False)
+        return {field: value for field, (value, _) in entries.items()}
+
+    async def hset(
+        self, key: str, mapping: Mapping[str, bytes], *, ttl: float | None = None
+    ) -> None:
+        """Fields carry their expiry; the key expires with its last field (``PEXPIREAT``)."""
+        expires = self._expiry_ms(ttl)
+        if not mapping:
+            return
+        k = codec.encode_key(key)
+        args: list[bytes] = []
+        for field, value in mapping.items():
+            args += (codec.encode_key(field), codec.pack(_blob(value), expires))
+        commands: list[Command] = [("HSET", k, *args)]
+        if expires is None:  # a field kept forever keeps the map: the farthest expiry there is
+            commands.append(("PEXPIREAT", k, codec.FAR_FUTURE_MS))
+        else:  # extend (GT); or set it on a map this HSET created (NX: it has none yet)
+            commands += [("PEXPIREAT", k, expires, "GT"), ("PEXPIREAT", k, expires, "NX")]
+        await self._write(commands)
+
+    async def hdel(self, key: str, fields: Sequence[str]) -> int:
+        if not fields:
+            return 0
+        k = codec.encode_key(key)
+        encoded = [codec.encode_key(field) for field in fields]
+        now = self._now_ms()
+
+        def finish(replies: list[Any]) -> int:
+            values, deleted = replies
+            reply_error(self._name, deleted, wrongtype_ok=True)
+            if reply_error(self._name, values, wrongtype_ok=True):
+                return 0
+            return sum(codec.live(raw, now) is not None for raw in values)
+
+        commands = [("HMGET", k, *encoded), ("HDEL", k, *encoded)]
+        return int(await self._call(commands, finish, write=True))
+
+    # --- scans ------------------------------------------------------------------------------
+
+    async def _barrier(self) -> None:
+        """Wait until every write queued before now has been sent (read-your-writes)."""
+        await self._call([], lambda replies: None, write=False)
+
+    async def _direct(self, *args: Any, **kwargs: Any) -> Any:
+        """One command outside the flusher (scans, info), errors wrapped."""
+        if self._closing is not None:
+            raise StoreUnavailable(f"{self._name} store is closed")
+        try:
+            return await self._client.execute_command(*args, **kwargs)
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"{self._name} unreachable: {exc}") from exc
+        except rx.RedisError as exc:
+            raise StorageError(f"{self._name}: {type(exc).__name__}: {exc}") from exc
+
+    def _primaries(self) -> list[Any]:
+        return list(self._client.get_primaries()) if self._cluster else [None]
+
+    async def _scan_keys(self, prefix: str, kind: str) -> list[bytes]:
+        """Every key of type ``kind`` starting with ``prefix``, sorted (SCAN every master).
+
+        Key order needs the whole list: memory grows with the number of matching keys.
+        """
+        await self._barrier()
+        pattern = codec.glob_prefix(codec.encode_key(prefix))
+        found: set[bytes] = set()
+        if self._cluster:
+            await self._direct("PING")  # initialises the cluster client's view of its nodes
+        for node in self._primaries():
+            target = {} if node is None else {"target_nodes": node}
+            cursor: Any = 0
+            while True:
+                cursor, page = await self._direct(
+                    "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT, "TYPE", kind, **target
+                )
+                found.update(page)
+                if isinstance(cursor, dict):  # a cluster answers {node name: cursor}
+                    cursor = next(iter(cursor.values()))
+                if int(cursor) == 0:
+                    break
+        return sorted(found)
+
+    def scan(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[tuple[str, bytes]]:
+        return self._scan_plain(prefix, batch, with_ttl=False)
+
+    def scan_ttl(
+        self, prefix: str, *, batch: int = 1000
+    ) -> AsyncIterator[tuple[str, bytes, float | None]]:
+        return self._scan_plain(prefix, batch, with_ttl=True)
+
+    async def _scan_plain(self, prefix: str, batch: int, *, with_ttl: bool) -> AsyncIterator[Any]:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        keys = await self._scan_keys(prefix, "string")
+        for i in range(0, len(keys), batch):
+            chunk = keys[i : i + batch]
+            now = self._now_ms()
+            found = await self._mget_raw(chunk)
+            for k in chunk:
+                raw = found.get(k)
+                entry = None if raw is None else codec.remaining(raw, now)
+                if entry is not None:
+                    key = codec.decode_key(k)
+                    yield (key, *entry) if with_ttl else (key, entry[0])
+
+    async def scan_maps(
+        self, prefix: str, *, batch: int = 100
+    ) -> AsyncIterator[tuple[str, dict[str, FieldEntry]]]:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        keys = await self._scan_keys(prefix, "hash")
+        for i in range(0, len(keys), batch):
+            chunk = keys[i : i + batch]
+            finish = self._hgetall_finish(self._now_ms())
+            maps = await asyncio.gather(
+                *(self._call([("HGETALL", k)], finish, write=False) for k in chunk)
+            )
+            for k, fields in zip(chunk, maps, strict=True):
+                if fields:
+                    yield codec.decode_key(k), fields
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.ping()
+
+    async def ping(self) -> None:
+        try:
+            await asyncio.wait_for(self._direct("PING"), self._flusher.retry_for)
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(f"cannot reach redis at {self.address}: {exc}") from exc
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"cannot reach redis at {self.address}: timeout") from exc
+
+    async def info(self) -> dict[str, str]:
+        out = {"backend": "redis cluster" if self._cluster else "redis", "address": self.address}
+        for node in self._primaries():
+            target = {} if node is None else {"target_nodes": node}
+            info = await self._direct("INFO", **target)
+            tag = "" if node is None else f"{node.host}:{node.port} "
+            for name in ("redis_version", "used_memory_human", "aof_enabled", "role"):
+                out[tag + name] = str(info.get(name, "?"))
+            out[tag + "keys"] = str(await self._direct("DBSIZE", **target))
+        out["lost_writes"] = str(self.lost)
+        return out
+
+    async def close(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._closing)
+
+    async def _shutdown(self) -> None:
+        try:
+            await self._flusher.stop()
+        finally:
+            await self._client.aclose()
+
+
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """``redis+cluster://[user:password@]h1:p1,h2:p2[/0]`` → (nodes, user, password)."""
+    _, _, rest = url.partition("://")
+    netloc, _, path = rest.partition("/")
+    if path.strip("/") not in ("", "0") or "?" in url or "#" in url:
+        raise ValueError("a cluster URL has no database, query or fragment (db 0 only)")
+    userinfo, _, hosts = netloc.rpartition("@")
+    user, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+    nodes: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        parts = urlsplit(f"//{item}")
+        if not parts.hostname:
+            raise ValueError(f"no host in {item!r}")
+        nodes.append((parts.hostname, parts.port or 6379))
+    return nodes, unquote(user) or None, unquote(password) or None
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at:
+        netloc = userinfo.partition(":")[0] + ":***@" + hosts
+    return f"{scheme}://{netloc}{slash}{tail}"

@@ -1,0 +1,110 @@
+"""The buyer's admin API (``/admin/v1``, bearer token; errors are problem+json).
+
+GET /admin/v1/health              no authentication
+GET /admin/v1/matches/{gid}       {"gid", "buyer_uid", "cver", "updated_at", ...} or 404
+GET /admin/v1/uids/{buyer_uid}    the same entry, looked up by the buyer's uid, or 404
+GET /admin/v1/stats               {"nid", "counters": {event: {outcome: n}}, ...}
+GET /admin/v1/bids/recent         {"bids": [...]} newest last; ?limit=N (default 50)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from cookiematch.buyer.bidder import Bidder
+from cookiematch.buyer.ids import format_uid, parse_gid, parse_uid
+from cookiematch.buyer.matching import Matcher
+from cookiematch.buyer.matchtable import MatchEntry
+from cookiematch.config.values import Secret
+from cookiematch.errors import AdminError, NotFound
+from cookiematch.storage.base import Clock
+from cookiematch.web.admin import HEALTH_PATH, PREFIX, guarded_app
+
+DEFAULT_RECENT = 50
+
+
+def _json(data: object) -> Response:
+    return Response(msgspec.json.encode(data), 200, media_type="application/json")
+
+
+class _Endpoints:
+    def __init__(self, matcher: Matcher, bidder: Bidder, clock: Clock) -> None:
+        self.matcher = matcher
+        self.bidder = bidder
+        self.clock = clock
+
+    def _entry(self, entry: MatchEntry) -> Response:
+        age = self.clock() - entry.updated_at
+        return _json(
+            {
+                "gid": entry.gid,
+                "buyer_uid": format_uid(entry.uid),
+                "cver": entry.cver,
+                "updated_at": entry.updated_at,
+                "age_seconds": age,
+                "stale": age >= self.matcher.settings.stale_after_seconds,
+            }
+        )
+
+    async def health(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def match(self, request: Request) -> Response:
+        text: str = request.path_params["gid"]
+        gid = parse_gid(text)
+        entry = None if gid is None else await self.matcher.table.by_gid(gid)
+        if entry is None:
+            raise NotFound(f"no match for gid {text!r}")
+        return self._entry(entry)
+
+    async def uid(self, request: Request) -> Response:
+        text: str = request.path_params["uid"]
+        uid = parse_uid(text)
+        entry = None if uid is None else await self.matcher.table.by_uid(uid)
+        if entry is None:
+            raise NotFound(f"no match for buyer uid {text!r}")
+        return self._entry(entry)
+
+    async def stats(self, request: Request) -> Response:
+        settings = self.matcher.settings
+        return _json(
+            {
+                "nid": settings.nid,
+                "hosted_match": settings.hosted_match,
+                "counters": self.matcher.stats.snapshot(),
+                "bids_logged": len(self.bidder.bid_log),
+            }
+        )
+
+    async def recent_bids(self, request: Request) -> Response:
+        text = request.query_params.get("limit", str(DEFAULT_RECENT))
+        if not (text.isascii() and text.isdigit() and len(text) <= 6):
+            raise AdminError("limit must be a non-negative integer")
+        return _json({"bids": self.bidder.bid_log.recent(int(text))})
+
+
+def build_buyer_admin_app(
+    matcher: Matcher,
+    bidder: Bidder,
+    admin_token: Secret | None,
+    *,
+    clock: Clock,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """The buyer's admin ASGI application; without a token every guarded path is refused."""
+    endpoints = _Endpoints(matcher, bidder, clock)
+    routes: list[BaseRoute] = [
+        Route(HEALTH_PATH, endpoints.health, methods=["GET"]),
+        Route(f"{PREFIX}/matches/{{gid}}", endpoints.match, methods=["GET"]),
+        Route(f"{PREFIX}/uids/{{uid}}", endpoints.uid, methods=["GET"]),
+        Route(f"{PREFIX}/stats", endpoints.stats, methods=["GET"]),
+        Route(f"{PREFIX}/bids/recent", endpoints.recent_bids, methods=["GET"]),
+        *extra_routes,
+    ]
+    return guarded_app(routes, admin_token if admin_token is not None else "")

@@ -1,0 +1,208 @@
+"""``GET /ad``: the exchange's ad slot, an HTML document for an iframe (docs/auction.md).
+
+    GET /ad?pub=<publisher id>&slot=<slot name>[&w=300&h=250]
+
+Answers ``200 text/html``: the winner's ``adm`` in ``<div id="cm-ad" data-nid="<winner>">``
+(empty ``data-house`` div when nobody bid) and, when a pixel match was chosen,
+``<img id="cm-pixel-match" src="<push URL>">``. Sets the exchange cookie for a new browser.
+A missing or unknown ``pub`` or a bad query answers 400 text; any other failure a blank ad.
+
+Also here: the httpx transport of bid requests (one client per worker: keep-alive, bounded
+pool) and the admin routes of the buyer monitoring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections.abc import Callable
+
+import httpx
+import msgspec
+from prometheus_client import Counter
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import Response as StarletteResponse
+from starlette.routing import BaseRoute, Route
+
+from cookiematch.errors import NotFound, QueryError
+from cookiematch.exchange.ad_service import AdRequest, AdService, ServedAd
+from cookiematch.exchange.cookie_match import Browser
+from cookiematch.exchange.monitoring import BuyerMonitor, Count
+from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.protocol.query import parse_query
+from cookiematch.web import metrics
+from cookiematch.web.exchange_routes import BrowserCookie
+from cookiematch.web.http import Request, Response
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_URL = 2048
+BUYER_EVENTS = Counter(
+    "cookiematch_buyer_events",
+    "Per-buyer monitoring events of this worker (bid requests, outcomes, pixel matches, ...)",
+    ["nid", "event"],
+)
+
+_HEAD = (
+    '<!doctype html><html><head><meta charset="utf-8"><title>Advertisement</title>'
+    "<style>html,body{margin:0;padding:0;overflow:hidden;background:transparent}</style>"
+    "</head><body>"
+)
+_TAIL = "</body></html>"
+BLANK_AD_HTML = f'{_HEAD}<div id="cm-ad" data-house="1"></div>{_TAIL}'
+BLANK_AD = Response.html(200, BLANK_AD_HTML)
+
+
+def count_metric(nid: str, what: Count, n: int) -> None:
+    """``BuyerMonitor``'s ``on_count``: mirror every count into Prometheus."""
+    BUYER_EVENTS.labels(nid=nid, event=what.value).inc(n)
+
+
+def render_ad(served: ServedAd) -> str:
+    """The iframe document. The adm is the buyer's markup, inserted as is (the buyer decides
+    what it shows, match tag included); everything the exchange writes is escaped."""
+    parts = [_HEAD]
+    if served.winner is None:
+        parts.append('<div id="cm-ad" data-house="1"></div>')
+    else:
+        nid = html.escape(served.winner.nid, quote=True)
+        parts.append(f'<div id="cm-ad" data-nid="{nid}">{served.winner.adm}</div>')
+    if served.pixel_match is not None:
+        src = html.escape(served.pixel_match.url, quote=True)
+        parts.append(
+            f'<img id="cm-pixel-match" src="{src}" width="1" height="1" alt="" '
+            'style="position:absolute;left:0;top:0;border:0">'
+        )
+    parts.append(_TAIL)
+    return "".join(parts)
+
+
+class HttpxBidTransport:
+    """Bid requests over one shared ``httpx.AsyncClient`` (keep-alive, bounded pool)."""
+
+    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+        self.client = client or httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            headers={"Content-Type": "application/json", "x-openrtb-version": "2.6"},
+            follow_redirects=False,
+        )
+        self._notices: set[asyncio.Task[None]] = set()
+
+    async def post(self, url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        try:
+            response = await self.client.post(url, content=body, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(str(exc)) from exc
+        return response.status_code, response.content
+
+    def notify(self, url: str) -> None:
+        """Fire the win notice (``nurl``) in the background; its answer is ignored."""
+        task = asyncio.get_running_loop().create_task(self._get(url))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
+    async def _get(self, url: str) -> None:
+        try:
+            await self.client.get(url, timeout=2.0)
+        except Exception as exc:
+            log.info("win notice to %s failed: %s", url, exc)
+
+    async def aclose(self) -> None:
+        for task in list(self._notices):
+            task.cancel()
+        await self.client.aclose()
+
+
+class AdRoutes:
+    """The ``/ad`` handler."""
+
+    def __init__(
+        self,
+        service: AdService,
+        cookie: BrowserCookie,
+        scheme: Callable[[Request], str],
+        transport: HttpxBidTransport,
+    ) -> None:
+        self._service = service
+        self._cookie = cookie
+        self._scheme = scheme
+        self._transport = transport
+
+    async def ad(self, request: Request) -> Response:
+        try:
+            params: dict[str, str | None] = {}
+            for param in parse_query(request.query):
+                params.setdefault(param.name, param.value)
+        except QueryError as exc:
+            return _bad(f"Bad request: {exc}\n", "QueryError")
+        publisher = self._service.publisher(params.get("pub") or "")
+        if publisher is None:
+            return _bad("Bad request: missing or unknown pub\n", "UnknownPublisher")
+        slot = params.get("slot") or ""
+        width, height = _size(params.get("w"), 300), _size(params.get("h"), 250)
+        if not 0 < len(slot) <= 64 or width is None or height is None:
+            return _bad("Bad request: slot (1-64 chars) and w/h (1-4096) required\n", "BadSlot")
+        browser = self._cookie.read(request)
+        if browser is None:  # an oversized Cookie header: serve, but as nobody
+            browser = Browser(None, opted_out=True)
+        page = request.header("referer")
+        served = await self._service.serve(
+            AdRequest(
+                publisher=publisher,
+                slot=slot,
+                browser=browser,
+                scheme=self._scheme(request),
+                width=width,
+                height=height,
+                page=page if page and len(page) <= MAX_PAGE_URL else None,
+                user_agent=request.header("user-agent"),
+                ip=request.client or None,
+            )
+        )
+        if served.winner is not None and served.winner.nurl:
+            self._transport.notify(served.winner.nurl)
+        new_id = served.set_browser_id
+        cookies = () if new_id is None else (self._cookie.set(new_id),)
+        return Response.html(200, render_ad(served), set_cookies=cookies)
+
+
+def _bad(message: str, reason: str) -> Response:
+    metrics.BAD_REQUESTS.labels(reason=reason).inc()
+    return Response.text(400, message)
+
+
+def _size(text: str | None, default: int) -> int | None:
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 4):
+        return None
+    value = int(text)
+    return value if 0 < value <= 4096 else None
+
+
+def stats_routes(
+    registry: ExchangeRegistry, monitor: BuyerMonitor, prefix: str = "/admin/v1"
+) -> list[BaseRoute]:
+    """``GET {prefix}/buyers/{nid}/stats`` and ``GET {prefix}/stats`` (every buyer)."""
+
+    async def one(request: StarletteRequest) -> StarletteResponse:
+        nid: str = request.path_params["nid"]
+        buyer = registry.buyer(nid)
+        if buyer is None:
+            raise NotFound(f"no buyer {nid!r}")
+        stats = await monitor.stats(nid, buyer.max_qps)
+        return _json(stats.to_dict())
+
+    async def every(request: StarletteRequest) -> StarletteResponse:
+        found = [(await monitor.stats(b.nid, b.max_qps)).to_dict() for b in registry.buyers()]
+        return _json({"buyers": found})
+
+    return [
+        Route(f"{prefix}/buyers/{{nid}}/stats", one, methods=["GET"]),
+        Route(f"{prefix}/stats", every, methods=["GET"]),
+    ]
+
+
+def _json(data: object) -> StarletteResponse:
+    return StarletteResponse(msgspec.json.encode(data), media_type="application/json")

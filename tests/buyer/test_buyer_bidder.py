@@ -1,0 +1,235 @@
+"""The bidder: every IAB OpenRTB 2.6 example, matched users, the match tag, tmax."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from cookiematch.buyer.bidder import Bidder
+from cookiematch.buyer.bidlog import BidLog, BidRecord
+from cookiematch.buyer.matchtable import MatchTable
+from cookiematch.buyer.model import DAY
+from cookiematch.buyer.openrtb import BidRequest, BidResponse, decode_bid_request
+from cookiematch.buyer.stats import BuyerStats
+from cookiematch.errors import BidRequestError, StorageError
+from cookiematch.storage import Store
+
+from .conftest import GID, NID, PROSPECT, RETARGET, Clock, MakeBidder, settings
+
+# The IAB's section 6 examples, copied unchanged from the project's shared inputs.
+EXAMPLES = Path(__file__).resolve().parent / "data" / "openrtb-2.6-examples"
+UID = bytes(range(16))
+
+
+def example_requests() -> list[Path]:
+    found = sorted(EXAMPLES.glob("request-*.json"))
+    assert len(found) == 5, f"OpenRTB examples missing in {EXAMPLES}"
+    return found
+
+
+def request(user: dict[str, object] | None = None, **fields: object) -> BidRequest:
+    body: dict[str, object] = {"id": "r1", "imp": [{"id": "1", "banner": {"w": 300, "h": 250}}]}
+    if user is not None:
+        body["user"] = user
+    body.update(fields)
+    return decode_bid_request(json.dumps(body).encode())
+
+
+def assert_valid_response(response: BidResponse, req: BidRequest) -> None:
+    data = json.loads(msgspec.json.encode(response))
+    assert data["id"] == req.id
+    imp_ids = {imp.id for imp in req.imp}
+    for seat in data["seatbid"]:
+        assert seat["seat"] == NID
+        for bid in seat["bid"]:
+            assert bid["impid"] in imp_ids and bid["price"] > 0 and bid["adm"]
+
+
+@pytest.mark.parametrize("path", example_requests(), ids=lambda p: p.stem)
+async def test_every_iab_example_gets_a_valid_answer(make_bidder: MakeBidder, path: Path) -> None:
+    bidder = make_bidder()
+    req = decode_bid_request(path.read_bytes())
+    result = await bidder.bid(req)
+    if result.response is None:
+        assert result.outcome in ("unmatched", "no_campaign")
+    else:
+        assert_valid_response(result.response, req)
+    assert len(bidder.bid_log) == 1
+
+
+async def test_iab_examples_answers(make_bidder: MakeBidder) -> None:
+    bidder = make_bidder()
+    outcomes = {}
+    for path in example_requests():
+        outcomes[path.stem] = (await bidder.bid(decode_bid_request(path.read_bytes()))).outcome
+    # banner for an unknown user: the prospecting campaign bids; video: no banner creative;
+    # a private auction with deals only: this buyer has no deals.
+    assert outcomes["request-1-simple-banner"] == "bid"
+    assert outcomes["request-4-video"] == "unmatched"
+    assert outcomes["request-5-pmp-with-direct-deal"] == "unmatched"
+
+
+async def test_matched_user_gets_the_retargeting_bid_without_match_tag(
+    make_bidder: MakeBidder, table: MatchTable
+) -> None:
+    await table.record(GID, UID, 1)
+    bidder = make_bidder()
+    result = await bidder.bid(request({"id": GID}))
+    assert result.response is not None
+    bid = result.response.seatbid[0].bid[0]
+    assert (bid.cid, bid.price, bid.w, bid.h) == ("retarget", 4.0, 300, 250)
+    assert bid.adm == "<p>again</p>"
+    assert bid.ext == {"matched": True, "match_tag": False}
+    record = bidder.bid_log.recent()[-1]
+    assert record.matched and record.buyer_uid == "AAECAwQFBgcICQoLDA0ODw"
+
+
+async def test_unknown_user_gets_the_low_bid_with_the_match_tag(make_bidder: MakeBidder) -> None:
+    result = await make_bidder().bid(request({"id": GID}))
+    assert result.response is not None
+    bid = result.response.seatbid[0].bid[0]
+    assert (bid.cid, bid.price) == ("prospect", 0.5)
+    assert bid.adm is not None
+    assert bid.adm.startswith("<p>hello</p><img src=")
+    assert f"https://exchange.example/pixel?google_nid={NID}&amp;google_cm" in bid.adm
+
+
+async def test_retargeting_alone_does_not_bid_on_unknown_users(make_bidder: MakeBidder) -> None:
+    result = await make_bidder((RETARGET,)).bid(request({"id": GID}))
+    assert result.response is None and result.outcome == "unmatched"
+
+
+async def test_stale_match_still_bids_as_matched_but_rematches(
+    make_bidder: MakeBidder, table: MatchTable, clock: Clock
+) -> None:
+    await table.record(GID, UID, 1)
+    clock.advance(15 * DAY)
+    result = await make_bidder().bid(request({"id": GID}))
+    assert result.response is not None
+    bid = result.response.seatbid[0].bid[0]
+    assert bid.cid == "retarget" and bid.adm is not None and "google_cm" in bid.adm
+
+
+async def test_hosted_buyeruid_is_a_matched_user_without_table_entry(
+    make_bidder: MakeBidder,
+) -> None:
+    buyeruid = base64.urlsafe_b64encode(UID).decode()
+    bidder = make_bidder(hosted=True)
+    result = await bidder.bid(request({"id": GID, "buyeruid": buyeruid}))
+    assert result.response is not None
+    bid = result.response.seatbid[0].bid[0]
+    assert bid.cid == "retarget" and bid.adm == "<p>again</p>"
+    assert bidder.bid_log.recent()[-1].match_tag_reason == "hosted"
+
+
+async def test_buyeruid_is_ignored_without_hosted_match(make_bidder: MakeBidder) -> None:
+    buyeruid = base64.urlsafe_b64encode(UID).decode()
+    result = await make_bidder().bid(request({"id": GID, "buyeruid": buyeruid}))
+    assert result.response is not None and result.response.seatbid[0].bid[0].cid == "prospect"
+
+
+async def test_hosted_unknown_user_tag_goes_through_the_buyer(make_bidder: MakeBidder) -> None:
+    bidder = make_bidder(hosted=True, public_url="https://buyer.example/")
+    result = await bidder.bid(request({"id": GID}))
+    assert result.response is not None
+    adm = result.response.seatbid[0].bid[0].adm
+    assert adm is not None and 'src="https://buyer.example/matchtag?format=redirect"' in adm
+
+
+async def test_hosted_stale_user_tag_carries_google_hm(
+    make_bidder: MakeBidder, table: MatchTable, clock: Clock
+) -> None:
+    await table.record(GID, UID, 1)
+    clock.advance(20 * DAY)
+    result = await make_bidder(hosted=True).bid(request({"id": GID}))
+    assert result.response is not None
+    adm = result.response.seatbid[0].bid[0].adm
+    assert adm is not None and "google_hm=AAECAwQFBgcICQoLDA0ODw" in adm
+
+
+@pytest.mark.parametrize(
+    ("fields", "outcome"),
+    [
+        ({"imp": []}, "no_imp"),
+        ({"cur": ["EUR"]}, "currency"),
+        ({"tmax": 5}, "tmax"),
+        ({"imp": [{"id": "1", "bidfloor": 9.0, "banner": {"w": 1, "h": 1}}]}, "unmatched"),
+        ({"imp": [{"id": "1", "bidfloorcur": "EUR", "banner": {}}]}, "unmatched"),
+        ({"badv": ["x.example"], "imp": [{"id": "1", "banner": {}}]}, "unmatched"),
+    ],
+)
+async def test_no_bid_reasons(
+    make_bidder: MakeBidder, fields: dict[str, object], outcome: str
+) -> None:
+    campaigns = (RETARGET, dataclasses.replace(PROSPECT, adomain=("x.example",)))
+    bidder = make_bidder(campaigns)
+    result = await bidder.bid(request({"id": GID}, **fields))
+    assert result.response is None and result.outcome == outcome
+    assert bidder.stats.get("bid", outcome) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b"[]", b'{"imp": []}', b'{"id": "x", "imp": 3}', b'{"id": 1}', b"\xff\xfe"],
+)
+def test_not_a_bid_request(body: bytes) -> None:
+    with pytest.raises(BidRequestError):
+        decode_bid_request(body)
+
+
+def test_unknown_fields_are_ignored() -> None:
+    req = decode_bid_request(
+        b'{"id": "x", "future": {"a": 1}, "imp": [{"id": "1", "native": {}, "banner":'
+        b' {"format": [{"w": 728, "h": 90}], "x": 1}}], "user": {"ext": {"cookie_version": 1}}}'
+    )
+    assert req.imp[0].banner is not None and req.imp[0].banner.sizes() == [(728, 90)]
+    assert req.user is not None and req.user.ext == {"cookie_version": 1}
+
+
+class SlowStore:
+    """A store whose reads take ``delay`` seconds (or fail)."""
+
+    def __init__(self, delay: float, fail: bool = False) -> None:
+        self.delay = delay
+        self.fail = fail
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        await asyncio.sleep(self.delay)
+        if self.fail:
+            raise StorageError("down")
+        return [None] * len(keys)
+
+
+@pytest.mark.parametrize(("delay", "fail", "outcome"), [(1.0, False, "timeout"),
+                                                        (0.0, True, "store_error")])  # fmt: skip
+async def test_slow_or_failing_lookup_is_no_bid(
+    clock: Clock, delay: float, fail: bool, outcome: str
+) -> None:
+    table = MatchTable(SlowStore(delay, fail), NID, ttl_seconds=DAY, clock=clock)  # type: ignore[arg-type]
+    bidder = Bidder(table, (PROSPECT,), settings(), BuyerStats(), BidLog(5), clock=clock)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await bidder.bid(request({"id": GID}, tmax=60))
+    assert result.response is None and result.outcome == outcome
+    assert loop.time() - started < 0.5
+
+
+def test_bid_log_is_bounded() -> None:
+    log = BidLog(2)
+    for i in range(5):
+        log.append(BidRecord(received_at=i, request_id=str(i), outcome="bid"))
+    assert [r.request_id for r in log.recent()] == ["3", "4"]
+    assert [r.request_id for r in log.recent(1)] == ["4"]
+    assert log.recent(0) == []
+
+
+async def test_store_fixture_is_real(store: Store) -> None:
+    await store.set("k", b"v")
+    assert await store.get("k") == b"v"

@@ -1,0 +1,30 @@
+"""DMP domain fixtures: a service over a real SQLite store in ``tmp_path``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cookiematch.dmp.service import DmpService
+from cookiematch.storage import Store, open_store
+
+from .helpers import FakeClock, make_service
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = open_store(f"sqlite://{tmp_path / 'dmp.db'}")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def service(store: Store, clock: FakeClock) -> DmpService:
+    return make_service(store, clock)

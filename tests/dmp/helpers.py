@@ -1,0 +1,49 @@
+"""DMP test data: partners and clients as data, a fake clock, a service builder."""
+
+from __future__ import annotations
+
+import itertools
+
+from cookiematch.dmp.model import Client, DmpSettings, IdFormat, Partner
+from cookiematch.dmp.service import DmpService
+from cookiematch.protocol.templates import SyncTemplate
+from cookiematch.storage import Store
+
+KEY = bytes(range(32))
+NOW = 1_700_000_000.0
+
+
+class FakeClock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def partner(pid: str, url: str | None = None, **kwargs: object) -> Partner:
+    url = url or f"https://{pid}.example/sync?redir=${{CALLBACK_URL}}"
+    return Partner(id=pid, sync=SyncTemplate.compile(url), **kwargs)  # type: ignore[arg-type]
+
+
+PARTNERS = [
+    partner("analytics", priority=30),
+    partner("email", priority=20, uid_macro="[EMAIL_ID]", id_format=IdFormat.SIGNED, id_key=KEY),
+    partner("orders", "https://oms.example/px/${DMP_UID}", priority=10, ttl_days=30),
+    partner("dsp", priority=5, id_format=IdFormat.ENCRYPTED, id_key=KEY),
+    partner("off", enabled=False),
+]
+CLIENTS = [
+    Client("shop", allowed_origins=frozenset({"http://shop.localhost:8000"})),
+    Client("blog", partners=frozenset({"orders"})),
+]
+SETTINGS = DmpSettings(public_url="http://dmp.localhost:8720", max_syncs_per_page=3,
+                       max_events_per_profile=3)  # fmt: skip
+
+
+def make_service(store: Store, clock: FakeClock, worker: str = "w1") -> DmpService:
+    counter = itertools.count(1)
+    return DmpService(
+        store, SETTINGS, PARTNERS, CLIENTS, clock=clock,
+        new_uid=lambda: f"uid{next(counter):019d}"[:22], worker=worker,
+    )  # fmt: skip

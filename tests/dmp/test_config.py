@@ -1,0 +1,110 @@
+"""The [dmp] table: the example loads; bad partners and clients fail at load, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cookiematch.config import load_config
+from cookiematch.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dmp.toml"
+BASE = """
+[dmp]
+listen = "127.0.0.1:8720"
+public_url = "http://dmp.localhost:8720"
+admin_token = "0123456789abcdef0123"
+[[dmp.clients]]
+id = "shop"
+allowed_origins = ["http://shop.localhost:8000"]
+[[dmp.partners]]
+id = "analytics"
+sync_url = "https://analytics.example/sync?redir=${CALLBACK_URL}"
+uid_macro = "$UID"
+ttl_days = 7
+"""
+
+
+def load(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "dmp.toml"
+    path.write_text(text)
+    return load_config(path, environ={})
+
+
+def test_the_example_loads_and_compiles_every_partner() -> None:
+    config = load_config(EXAMPLE, environ={})
+    assert config.roles == {"dmp"}
+    dmp = config.dmp
+    assert dmp is not None
+    partners = {p.id: p for p in dmp.partner_models()}
+    assert set(partners) == {"analytics", "email", "orders", "dsp", "data-exchange"}
+    assert partners["analytics"].sync.vendor_ids == {755}
+    assert partners["email"].id_key is not None and len(partners["email"].id_key) == 32
+    assert not partners["data-exchange"].enabled
+    shop = dmp.client_models()[0]
+    assert shop.tags[0].cap == 1 and shop.uses("dsp")
+    assert "example-dmp" not in repr(dmp)  # the admin token never shows
+
+
+def test_the_contract_minimum(tmp_path: Path) -> None:
+    config = load(tmp_path, BASE)
+    dmp = config.dmp  # type: ignore[attr-defined]
+    assert dmp.settings().public_url == "http://dmp.localhost:8720"
+    assert dmp.partner_models()[0].ttl_days == 7
+
+
+def test_public_url_defaults_to_listen(tmp_path: Path) -> None:
+    config = load(tmp_path, BASE.replace('public_url = "http://dmp.localhost:8720"\n', ""))
+    assert config.dmp.settings().public_url == "http://127.0.0.1:8720"  # type: ignore[attr-defined]
+
+
+BAD = [
+    ("${CALLBACK_URL}", "${NOPE}", "dmp.partners[0].sync_url", "unknown macro"),
+    ("https://analytics.example/sync?redir=${CALLBACK_URL}", "https://analytics.example/s",
+     "dmp.partners[0].sync_url", "must contain"),
+    ("https://analytics.example/sync", "https://${DMP_UID}.example/sync",
+     "dmp.partners[0].sync_url", "host"),
+    ('uid_macro = "$UID"', 'uid_macro = "a b"', "dmp.partners[0].uid_macro", ""),
+    ('ttl_days = 7', 'ttl_days = 0', "dmp.partners[0].ttl_days", ""),
+    ('ttl_days = 7', 'id_format = "signed"', "dmp.partners[0].id_key", "required"),
+    ('ttl_days = 7', 'id_format = "signed"\nid_key = "c2hvcnQ="', "dmp.partners[0].id_key",
+     "32 bytes"),
+    ('allowed_origins = ["http://shop.localhost:8000"]',
+     'allowed_origins = ["shop.localhost"]', "dmp.clients[0].allowed_origins[0]", ""),
+    ('allowed_origins = ["http://shop.localhost:8000"]', 'partners = ["nobody"]',
+     "dmp.clients[0].partners[0]", "no partner"),
+    ("ttl_days = 7", 'ttl_days = 7\n[[dmp.clients.tags]]\nid = "t"\nurl = "javascript:alert(1)"',
+     "dmp.clients[0].tags[0].url", "absolute http"),
+    ("ttl_days = 7", 'ttl_days = 7\n[[dmp.clients.tags]]\nid = "t"\nurl = "https://t.example/${DMP_UID}"',
+     "dmp.clients[0].tags[0].url", "no macros"),
+    ('admin_token = "0123456789abcdef0123"', 'admin_token = "short"', "dmp.admin_token", "16"),
+    ('public_url = "http://dmp.localhost:8720"', 'public_url = "http://dmp.localhost/x"',
+     "dmp.public_url", ""),
+    ('[dmp]', '[dmp]\nsurprise = 1', "dmp.surprise", "unknown key"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("old", "new", "key", "message"), BAD)
+def test_bad_entries_name_their_key(
+    tmp_path: Path, old: str, new: str, key: str, message: str
+) -> None:
+    assert old in BASE
+    pattern = message.replace("$", r"\$") or None
+    with pytest.raises(ConfigError, match=pattern) as caught:
+        load(tmp_path, BASE.replace(old, new, 1))
+    assert caught.value.key == key, str(caught.value)
+
+
+def test_duplicate_partner(tmp_path: Path) -> None:
+    text = BASE + '[[dmp.partners]]\nid = "analytics"\nsync_url = "https://a.example/${DMP_UID}"\n'
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    assert caught.value.key == "dmp.partners[1].id"
+
+
+def test_env_override_of_the_admin_token(tmp_path: Path) -> None:
+    path = tmp_path / "dmp.toml"
+    path.write_text(BASE)
+    config = load_config(path, environ={"COOKIEMATCH_DMP__ADMIN_TOKEN": "from-the-env-0123456"})
+    assert config.dmp is not None and config.dmp.admin_token == "from-the-env-0123456"

@@ -1,0 +1,38 @@
+"""``run_dmp_scenario`` against a real DMP process and the partner stubs: the lossy partner
+shows its loss in the funnel, the others none."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from cookiematch.cli.dmp_demo import partner_stubs, print_funnel, run_dmp_scenario
+from cookiematch.cli.dmp_demo import write_dmp_demo_config as write_config
+
+from conftest import ServerProcess, free_port
+
+
+def test_scenario_reports_the_lossy_partner(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    lines: list[str] = []
+    with partner_stubs() as stubs:
+        port = free_port()
+        config = write_config(tmp_path, port, stubs)
+        argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
+                "--role", "dmp"]  # fmt: skip
+        start_server(argv, port=port)
+        report = run_dmp_scenario(
+            f"http://dmp.localhost:{port}", stubs, browsers=40, out=lines.append
+        )
+    dsp = report.partners["dsp"]
+    assert dsp.counts["callbacks"] + stubs[3].dropped == dsp.counts["pixels"]
+    assert 0 < dsp.loss_rate < 0.6
+    for partner in ("analytics", "email", "orders"):
+        row = report.partners[partner]
+        assert row.counts == {"pixels": 40, "callbacks": 40, "rejected": 0, "inband": 0}
+    assert report.clients["shop"].counts["tags_loaded"] >= 40
+    assert '"email":"email-00001"' in lines[1]  # each partner kept its own cookie
+    print_funnel(report, out=lines.append)
+    assert lines[-1].startswith("shop")

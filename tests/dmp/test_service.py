@@ -1,0 +1,162 @@
+"""The DMP use cases on a real SQLite store: sync, callbacks both ways, events, in-band data,
+audiences, profiles and the funnel."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+from cookiematch.dmp.events import EventType, ImpressionEvent
+from cookiematch.dmp.partner_ids import seal
+from cookiematch.dmp.service import CallbackStatus, DmpService
+from cookiematch.protocol.privacy import NO_SIGNALS, PrivacySignals
+from cookiematch.storage import Store
+
+from .helpers import CLIENTS, NOW, PARTNERS, FakeClock, make_service
+
+SHOP, BLOG = CLIENTS
+BY_ID = {p.id: p for p in PARTNERS}
+
+
+def callback_of(pixel: str) -> str:
+    return dict(parse_qsl(urlsplit(pixel).query))["redir"]
+
+
+async def test_a_new_browser_gets_an_id_and_the_top_partners(service: DmpService) -> None:
+    result = await service.sync(SHOP, None, NO_SIGNALS)
+    assert result.new_browser and result.dmp_uid
+    assert len(result.pixels) == 3
+    assert callback_of(result.pixels[0]) == (
+        "http://dmp.localhost:8720/callback/analytics?c=shop&uid=$UID"
+    )
+    assert result.pixels[2] == f"https://oms.example/px/{result.dmp_uid}"
+
+
+async def test_callback_stores_both_ways_and_the_partner_is_then_fresh(
+    service: DmpService, clock: FakeClock
+) -> None:
+    uid = (await service.sync(SHOP, None, NO_SIGNALS)).dmp_uid
+    assert await service.callback("analytics", uid, "A-123", "shop") is CallbackStatus.STORED
+    profile = await service.profile(uid)
+    assert profile is not None
+    assert profile.partners == {"analytics": "A-123"}
+    assert profile.synced_at == {"analytics": NOW}
+    found = await service.profiles.find("analytics", "A-123")
+    assert found is not None and found.dmp_uid == uid
+
+    again = await service.sync(SHOP, uid, NO_SIGNALS)
+    assert not again.new_browser
+    assert [s.status.value for s in again.decision.statuses][:2] == ["fresh", "sync"]
+    assert not any("analytics.example" in url for url in again.pixels)
+
+    clock.now += 8 * 86400  # analytics' ttl is 7 days
+    later = await service.sync(SHOP, uid, NO_SIGNALS)
+    assert any("analytics.example" in url for url in later.pixels)
+
+
+async def test_a_new_partner_uid_replaces_the_old_reverse_entry(service: DmpService) -> None:
+    uid = (await service.sync(SHOP, None, NO_SIGNALS)).dmp_uid
+    await service.callback("analytics", uid, "old-id")
+    await service.callback("analytics", uid, "new-id")
+    assert await service.profiles.find("analytics", "old-id") is None
+    found = await service.profiles.find("analytics", "new-id")
+    assert found is not None and found.partners == {"analytics": "new-id"}
+
+
+async def test_partner_ids_with_braces_do_not_escape_their_key(service: DmpService) -> None:
+    uid = (await service.sync(SHOP, None, NO_SIGNALS)).dmp_uid
+    assert await service.callback("analytics", uid, "}{odd}:id") is CallbackStatus.STORED
+    found = await service.profiles.find("analytics", "}{odd}:id")
+    assert found is not None and found.dmp_uid == uid
+
+
+async def test_signed_and_encrypted_ids(service: DmpService, clock: FakeClock) -> None:
+    uid = (await service.sync(SHOP, None, NO_SIGNALS)).dmp_uid
+    signed = seal(BY_ID["email"], "E-9", clock.now)
+    encrypted = seal(BY_ID["dsp"], "D-7", clock.now)
+    assert await service.callback("email", uid, signed) is CallbackStatus.STORED
+    assert await service.callback("dsp", uid, encrypted) is CallbackStatus.STORED
+    forged = signed.rpartition(".")[0] + ".AAAA"
+    assert await service.callback("email", uid, forged) is CallbackStatus.BAD_ID
+    assert await service.callback("dsp", uid, "E-9") is CallbackStatus.BAD_ID
+    profile = await service.profile(uid)
+    assert profile is not None and profile.partners == {"dsp": "D-7", "email": "E-9"}
+    report = await service.funnel_report()
+    assert report.partners["email"].counts["rejected"] == 1
+    assert report.partners["email"].counts["callbacks"] == 1
+    assert report.other["rejected_bad_id"] == 2
+
+
+async def test_refused_callbacks(service: DmpService) -> None:
+    uid = (await service.sync(SHOP, None, NO_SIGNALS)).dmp_uid
+    assert await service.callback("nobody", uid, "x") is CallbackStatus.UNKNOWN_PARTNER
+    assert await service.callback("analytics", None, "x") is CallbackStatus.NO_COOKIE
+    assert await service.callback("analytics", uid, None) is CallbackStatus.MISSING_UID
+    assert await service.callback("analytics", uid, "$UID") is CallbackStatus.MACRO_NOT_REPLACED
+    assert await service.callback("email", uid, "[EMAIL_ID]") is (CallbackStatus.MACRO_NOT_REPLACED)
+    assert await service.callback("analytics", uid, "a b") is CallbackStatus.BAD_ID
+    assert await service.profile(uid) is None
+
+
+async def test_privacy_signals_reach_the_pixels_and_can_block_them(service: DmpService) -> None:
+    blocked = await service.sync(SHOP, None, PrivacySignals(gdpr="1"))
+    assert blocked.pixels == ()
+    consented = await service.sync(SHOP, None, PrivacySignals(gdpr="1", gdpr_consent="CPx"))
+    assert len(consented.pixels) == 3
+
+
+async def test_events_are_tallied_and_bounded(service: DmpService, clock: FakeClock) -> None:
+    uid = "bounded-events-profile"
+    events = [ImpressionEvent(EventType.IMP, f"c{i}", "s", "cr") for i in range(3)]
+    for event in events:
+        await service.impression(uid, event)
+        clock.now += 1
+    await service.impression(uid, events[0])  # c0 becomes the most recent
+    clock.now += 1
+    await service.impression(uid, ImpressionEvent(EventType.CLICK, "c9"))  # evicts c1
+    profile = await service.profile(uid)
+    assert profile is not None
+    seen = {(e.event, e.campaign): e.count for e in profile.events}
+    assert seen == {("imp", "c0"): 2, ("imp", "c2"): 1, ("click", "c9"): 1}
+    assert await service.audiences(uid) == {"dmp_click": ["c9"], "dmp_imp": ["c0", "c2"]}
+
+
+async def test_inband_data_and_audiences(service: DmpService) -> None:
+    uid = (await service.sync(SHOP, None, NO_SIGNALS)).dmp_uid
+    status = await service.inband("analytics", uid, "A-1", "tier:gold,age:30")
+    assert status is CallbackStatus.STORED
+    assert await service.inband("analytics", uid, "A-1", "tier=gold") is CallbackStatus.BAD_DATA
+    too_many = ",".join(f"k{i}:v" for i in range(21))
+    assert await service.inband("analytics", uid, "A-1", too_many) is CallbackStatus.BAD_DATA
+    profile = await service.profile(uid)
+    assert profile is not None
+    assert profile.inband == {"analytics": {"age": "30", "tier": "gold"}}
+    assert profile.partners == {"analytics": "A-1"}
+    assert await service.audiences(uid) == {
+        "analytics_age": ["30"],
+        "analytics_tier": ["gold"],
+        "dmp_partners": ["analytics"],
+    }
+    assert await service.audiences(None) == {}
+
+
+async def test_the_funnel_sums_every_worker_and_survives_a_restart(
+    store: Store, clock: FakeClock
+) -> None:
+    first, second = make_service(store, clock, "w1"), make_service(store, clock, "w2")
+    for worker in (first, second):
+        for _ in range(5):
+            uid = (await worker.sync(SHOP, None, NO_SIGNALS)).dmp_uid
+            await worker.callback("analytics", uid, "a", "shop")
+        await worker.sync(BLOG, None, NO_SIGNALS)
+    await second.funnel_log.flush()
+    report = await first.funnel_report()
+    analytics, orders = report.partners["analytics"], report.partners["orders"]
+    assert analytics.counts == {"pixels": 10, "callbacks": 10, "rejected": 0, "inband": 0}
+    assert (orders.counts["pixels"], orders.loss, orders.loss_rate) == (12, 12, 1.0)
+    shop = report.clients["shop"]
+    assert shop.counts == {"tag_js": 0, "tags_loaded": 10, "pixels": 30, "callbacks": 10}
+    assert (shop.loss, shop.loss_rate) == (20, 0.6667)
+    assert report.clients["blog"].counts["pixels"] == 2
+
+    restarted = make_service(store, clock, "w3")
+    assert (await restarted.funnel_report()).partners["analytics"].counts["pixels"] == 10

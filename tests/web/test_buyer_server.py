@@ -1,0 +1,295 @@
+"""The buyer role as a real ``cookiematch serve --role buyer`` process, over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+
+from conftest import ServerProcess, free_port
+
+TOKEN = "buyer-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+EXCHANGE = "https://exchange.example/pixel"
+GID = "dGhpcyBpcyBhbiBleGFtGxl"
+EXAMPLES = Path(__file__).resolve().parents[1] / "buyer" / "data" / "openrtb-2.6-examples"
+UID_22 = "AAECAwQFBgcICQoLDA0ODw"
+
+
+def buyer_config(directory: Path, port: int, *, nid: str, hosted: bool) -> Path:
+    text = f"""
+[store]
+url = "sqlite:///{directory / (nid + ".db")}"
+
+[buyer]
+listen = "127.0.0.1:{port}"
+nid = "{nid}"
+exchange_url = "{EXCHANGE}"
+public_url = "http://127.0.0.1:{port}"
+admin_token = "{TOKEN}"
+response = "{"204" if hosted else "gif"}"
+hosted_match = {"true" if hosted else "false"}
+
+[[buyer.campaigns]]
+id = "retarget"
+audience = "matched"
+matched_bid_price = 4.0
+adm = "<p>welcome back</p>${{MATCH_TAG}}"
+
+[[buyer.campaigns]]
+id = "prospect"
+bid_price = 0.5
+adm = "<p>hello</p>"
+"""
+    path = directory / f"{nid}.toml"
+    path.write_text(text)
+    return path
+
+
+def start_buyer(
+    start: Callable[..., ServerProcess], directory: Path, *, nid: str, hosted: bool
+) -> ServerProcess:
+    port = free_port()
+    config = buyer_config(directory, port, nid=nid, hosted=hosted)
+    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
+            "--role", "buyer"]  # fmt: skip
+    return start(argv=argv, port=port)
+
+
+@pytest.fixture(scope="module")
+def own(
+    start_module_server: Callable[..., ServerProcess], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
+    server = start_buyer(start_module_server, tmp_path_factory.mktemp("own"), nid="dsp",
+                         hosted=False)  # fmt: skip
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def hosted(
+    start_module_server: Callable[..., ServerProcess], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
+    server = start_buyer(start_module_server, tmp_path_factory.mktemp("hosted"),
+                         nid="cookie-monster", hosted=True)  # fmt: skip
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        yield client
+
+
+def cookie_of(response: httpx.Response, name: str = "buyer_uid") -> str | None:
+    for header in response.headers.get_list("set-cookie"):
+        if header.startswith(name + "="):
+            return header.split(";")[0].split("=", 1)[1]
+    return None
+
+
+def assert_pixel(response: httpx.Response) -> None:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/gif"
+    assert response.content.startswith(b"GIF89a")
+
+
+def counters(client: httpx.Client) -> dict[str, dict[str, int]]:
+    response = client.get("/admin/v1/stats", headers=AUTH)
+    assert response.status_code == 200
+    result: dict[str, dict[str, int]] = response.json()["counters"]
+    return result
+
+
+def lookup(client: httpx.Client, gid: str) -> httpx.Response:
+    return client.get(f"/admin/v1/matches/{gid}", headers=AUTH)
+
+
+def test_match_sets_the_cookie_and_upserts_both_ways(own: httpx.Client) -> None:
+    gid = "Z2lkLW9uZQ"
+    response = own.get(f"/match?id=&google_gid={gid}&google_cver=1&extra=x")
+    assert_pixel(response)
+    header = response.headers["set-cookie"]
+    for attribute in ("Secure", "HttpOnly", "SameSite=None", "Path=/", "Max-Age="):
+        assert attribute in header
+    uid = cookie_of(response)
+    assert uid is not None and len(uid) == 22
+    entry = lookup(own, gid).json()
+    assert entry["buyer_uid"] == uid and entry["cver"] == 1 and not entry["stale"]
+    assert set(entry) >= {"buyer_uid", "cver", "updated_at"}
+    reverse = own.get(f"/admin/v1/uids/{uid}", headers=AUTH).json()
+    assert reverse["gid"] == gid
+
+    # the same browser comes back with a new cookie version: same uid, updated entry
+    again = own.get(
+        f"/match?google_gid={gid}&google_cver=2", headers={"Cookie": f"buyer_uid={uid}"}
+    )
+    assert_pixel(again)
+    assert lookup(own, gid).json()["cver"] == 2
+    assert lookup(own, gid).json()["buyer_uid"] == uid
+
+
+def test_google_error_is_a_pixel_without_write_counted_by_code(own: httpx.Client) -> None:
+    before = counters(own)["match"].get("error_3", 0)
+    response = own.get("/match?id=&google_error=3")
+    assert_pixel(response)
+    assert "set-cookie" not in response.headers
+    assert counters(own)["match"]["error_3"] == before + 1
+    metrics = own.get("/metrics").text
+    assert 'cookiematch_buyer_match_total{outcome="error_3"}' in metrics
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "google_gid=%zz&google_cver=1",
+        "google_gid=abc%00&google_cver=1",
+        "google_gid=a%2Bb%2F&google_cver=1",
+        f"google_gid={'A' * 200}&google_cver=1",
+        "google_gid=QUJD&google_cver=-1",
+        "google_gid=QUJD",
+        "",
+        "google_gid&google_cver",
+        "a=%ff",
+    ],
+)
+def test_bad_input_is_a_pixel_and_writes_nothing(own: httpx.Client, query: str) -> None:
+    response = own.get(f"/match?{query}")
+    assert_pixel(response)
+    assert lookup(own, "QUJD").status_code == 404
+
+
+def test_oversized_cookie_header_is_a_pixel(own: httpx.Client) -> None:
+    response = own.get(
+        f"/match?google_gid={GID}&google_cver=1", headers={"Cookie": "a=" + "b" * 9000}
+    )
+    assert_pixel(response)
+    assert "set-cookie" not in response.headers
+
+
+def test_matchtag_only_when_the_browser_needs_matching(own: httpx.Client) -> None:
+    first = own.get("/matchtag")
+    assert first.status_code == 200
+    assert first.json() == {"url": f"{EXCHANGE}?google_nid=dsp&google_cm", "reason": "no_entry"}
+    uid = cookie_of(first)
+    assert uid is not None
+    cookie = {"Cookie": f"buyer_uid={uid}"}
+    redirect = own.get("/matchtag?format=redirect", headers=cookie)
+    assert redirect.status_code == 302
+    assert redirect.headers["location"] == f"{EXCHANGE}?google_nid=dsp&google_cm"
+    # the exchange redirects back to /match: now the entry is fresh
+    assert_pixel(own.get("/match?google_gid=ZnJlc2g&google_cver=1", headers=cookie))
+    fresh = own.get("/matchtag", headers=cookie)
+    assert fresh.status_code == 204 and fresh.content == b""
+    assert_pixel(own.get("/matchtag?format=redirect", headers=cookie))
+    assert own.get("/matchtag?a=%zz").status_code == 400
+
+
+def test_push_redirects_back_to_the_exchange_with_the_same_value(own: httpx.Client) -> None:
+    push = "AQAAAAB-_abc"
+    response = own.get(f"/push?google_gid=cHVzaGVk&google_cver=1&google_push={push}")
+    assert response.status_code == 302
+    assert response.headers["location"] == f"{EXCHANGE}?google_nid=dsp&google_push={push}"
+    assert cookie_of(response) is not None
+    assert lookup(own, "cHVzaGVk").json()["buyer_uid"] == cookie_of(response)
+
+
+def test_push_value_is_re_encoded_never_injected(own: httpx.Client) -> None:
+    response = own.get("/push?google_gid=QUJD&google_cver=1&google_push=a%22%3C%3E%20b%26c")
+    assert response.status_code == 302
+    location = response.headers["location"]
+    assert location.startswith(EXCHANGE + "?")
+    assert dict(parse_qsl(urlsplit(location).query))["google_push"] == 'a"<> b&c'
+    crlf = own.get("/push?google_gid=QUJD&google_cver=1&google_push=a%0d%0aSet-Cookie:x")
+    assert_pixel(crlf)
+
+
+def test_push_without_google_push_is_only_a_pixel(own: httpx.Client) -> None:
+    response = own.get(f"/push?google_gid={GID}&google_cver=1")
+    assert_pixel(response)
+    assert "location" not in response.headers
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("request-*.json")), ids=lambda p: p.stem)
+def test_every_iab_example_gets_a_bid_or_no_bid(own: httpx.Client, path: Path) -> None:
+    response = own.post("/bid", content=path.read_bytes(),
+                        headers={"Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code in (200, 204), response.text
+    assert response.headers["x-openrtb-version"] == "2.6"
+    if response.status_code == 200:
+        body = response.json()
+        assert body["id"] == json.loads(path.read_bytes())["id"]
+        bid = body["seatbid"][0]["bid"][0]
+        assert bid["price"] > 0 and bid["adm"] and bid["impid"] == "1"
+
+
+def bid_request(user: dict[str, str]) -> dict[str, object]:
+    return {"id": "req-1", "tmax": 200, "imp": [{"id": "1", "banner": {"w": 300, "h": 250}}],
+            "user": {**user, "ext": {"cookie_version": 1}}}  # fmt: skip
+
+
+def test_matched_user_gets_the_retargeting_bid(own: httpx.Client) -> None:
+    assert_pixel(own.get("/match?google_gid=bWF0Y2hlZA&google_cver=1"))
+    response = own.post("/bid", json=bid_request({"id": "bWF0Y2hlZA"}))
+    assert response.status_code == 200
+    bid = response.json()["seatbid"][0]["bid"][0]
+    assert bid["cid"] == "retarget" and bid["price"] == 4.0
+    assert bid["adm"] == "<p>welcome back</p>"  # fresh match: no match tag
+
+    unknown = own.post("/bid", json=bid_request({"id": "dW5rbm93bg"}))
+    bid = unknown.json()["seatbid"][0]["bid"][0]
+    assert bid["cid"] == "prospect" and "google_nid=dsp&amp;google_cm" in bid["adm"]
+
+    recent = own.get("/admin/v1/bids/recent?limit=2", headers=AUTH).json()["bids"]
+    assert [r["user_id"] for r in recent] == ["bWF0Y2hlZA", "dW5rbm93bg"]
+    assert recent[0]["matched"] and not recent[1]["matched"]
+    assert recent[0]["user_ext"] == {"cookie_version": 1}
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"not json", b'{"id": 5}', b"[1]"])
+def test_bad_bid_requests_are_400(own: httpx.Client, body: bytes) -> None:
+    response = own.post("/bid", content=body)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+def test_bid_method_and_size_limits(own: httpx.Client) -> None:
+    assert own.get("/bid").status_code == 405
+    assert own.post("/bid", content=b" " * (300 * 1024)).status_code == 413
+
+
+def test_admin_needs_the_token(own: httpx.Client) -> None:
+    assert own.get("/admin/v1/health").status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}):
+        response = own.get(f"/admin/v1/matches/{GID}", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["content-type"] == "application/problem+json"
+    missing = lookup(own, "bm90LXRoZXJl")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert lookup(own, "bad%21gid").status_code == 404
+    assert own.get("/admin/v1/bids/recent?limit=x", headers=AUTH).status_code == 400
+
+
+def test_hosted_buyer_204_push_with_google_hm_and_buyeruid_bids(hosted: httpx.Client) -> None:
+    response = hosted.get("/match?google_gid=aG9zdGVk&google_cver=1")
+    assert response.status_code == 204
+    uid = cookie_of(response, "buyer_uid")
+    assert uid is not None
+    push = hosted.get("/push?google_gid=aG9zdGVk&google_cver=1&google_push=tok",
+                      headers={"Cookie": f"buyer_uid={uid}"})  # fmt: skip
+    assert push.status_code == 302
+    assert push.headers["location"] == (
+        f"{EXCHANGE}?google_nid=cookie-monster&google_push=tok&google_hm={uid}"
+    )
+    tag = hosted.get("/matchtag").json()["url"]
+    assert "&google_cm&google_hm=" in tag
+
+    buyeruid = base64.urlsafe_b64encode(base64.urlsafe_b64decode(UID_22 + "==")).decode()
+    bid = hosted.post("/bid", json=bid_request({"id": "b3RoZXI", "buyeruid": buyeruid}))
+    assert bid.status_code == 200
+    assert bid.json()["seatbid"][0]["bid"][0]["cid"] == "retarget"
+    unknown = hosted.post("/bid", json=bid_request({"id": "b3RoZXI"}))
+    adm = unknown.json()["seatbid"][0]["bid"][0]["adm"]
+    assert "/matchtag?format=redirect" in adm

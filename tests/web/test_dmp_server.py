@@ -1,0 +1,264 @@
+"""The DMP role against a real ``python -m cookiematch serve --config FILE --role dmp`` process."""
+
+from __future__ import annotations
+
+import base64
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+
+from cookiematch.dmp.model import IdFormat, Partner
+from cookiematch.dmp.partner_ids import seal
+from cookiematch.protocol.pixel import TRANSPARENT_GIF
+from cookiematch.protocol.templates import SyncTemplate
+
+from conftest import ServerProcess, free_port
+
+TOKEN = "dmp-admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+KEY = b"k" * 32
+ORIGIN = "http://shop.localhost:8000"
+EMAIL = Partner("email", SyncTemplate.compile("https://e.example/?r=${CALLBACK_URL}"),
+                id_format=IdFormat.SIGNED, id_key=KEY)  # fmt: skip
+
+
+def write_config(directory: Path, port: int) -> Path:
+    text = f"""
+[store]
+url = "sqlite:///{directory / "dmp.db"}"
+
+[dmp]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+admin_token = "{TOKEN}"
+max_syncs_per_page = 2
+
+[[dmp.clients]]
+id = "shop"
+allowed_origins = ["{ORIGIN}"]
+
+[[dmp.clients.tags]]
+id = "survey"
+url = "https://survey.example/s.js"
+kind = "script"
+cap = 2
+
+[[dmp.partners]]
+id = "analytics"
+sync_url = "https://analytics.example/sync?redir=${{CALLBACK_URL}}&gdpr=${{GDPR}}"
+priority = 10
+
+[[dmp.partners]]
+id = "email"
+sync_url = "https://e.example/?r=${{CALLBACK_URL}}"
+uid_macro = "[EID]"
+id_format = "signed"
+id_key = "{base64.b64encode(KEY).decode()}"
+priority = 5
+
+[[dmp.partners]]
+id = "orders"
+sync_url = "https://oms.example/px/${{DMP_UID}}"
+"""
+    path = directory / "dmp.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, start_module_server: Callable[..., ServerProcess]
+) -> ServerProcess:
+    port = free_port()
+    config = write_config(tmp_path_factory.mktemp("dmp"), port)
+    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
+            "--role", "dmp"]  # fmt: skip
+    return start_module_server(argv, port=port)
+
+
+@pytest.fixture
+def http(server: ServerProcess) -> httpx.Client:
+    with httpx.Client(base_url=server.url, timeout=5) as client:
+        yield client  # type: ignore[misc]
+
+
+def new_browser(http: httpx.Client) -> tuple[str, list[str]]:
+    """A /sync without cookie: the DMP uid it was given and its pixels."""
+    response = http.get("/sync?client=shop")
+    assert response.status_code == 200, response.text
+    uid = response.headers["set-cookie"].split(";")[0].partition("=")[2]
+    return uid, response.json()["pixels"]
+
+
+def cookie(uid: str) -> dict[str, str]:
+    return {"Cookie": f"dmp_id={uid}"}
+
+
+def profile(http: httpx.Client, uid: str) -> dict[str, Any]:
+    response = http.get(f"/admin/v1/profiles/{uid}", headers=AUTH)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_tag_js(http: httpx.Client) -> None:
+    response = http.get("/tag.js?client=shop")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/javascript")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    base = str(http.base_url).rstrip("/")
+    assert f'"sync":"{base}/sync?client=shop"' in response.text
+    assert '"cap":2' in response.text and "__CONFIG__" not in response.text
+    assert http.get("/tag.js?client=nobody").status_code == 400
+    assert http.get("/tag.js").status_code == 400
+    assert http.get("/tag.js?client=%zz").status_code == 400
+
+
+def test_sync_sets_the_cookie_and_answers_cors_json(http: httpx.Client) -> None:
+    response = http.get("/sync?client=shop&gdpr=0", headers={"Origin": ORIGIN})
+    assert response.status_code == 200
+    set_cookie = response.headers["set-cookie"]
+    for attribute in ("Secure", "HttpOnly", "SameSite=None", "Path=/"):
+        assert attribute in set_cookie
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+    assert response.headers["access-control-allow-credentials"] == "true"
+    pixels = response.json()["pixels"]
+    assert len(pixels) == 2  # max_syncs_per_page, by priority
+    assert pixels[0].startswith("https://analytics.example/sync?redir=http%3A%2F%2F127.0.0.1")
+    assert pixels[0].endswith("%26uid%3D%24UID&gdpr=0")
+    assert pixels[1].startswith("https://e.example/")
+
+    refused = http.get("/sync?client=shop", headers={"Origin": "https://evil.example"})
+    assert refused.status_code == 403 and "set-cookie" not in refused.headers
+    preflight = http.options("/sync?client=shop", headers={"Origin": ORIGIN})
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN
+    bad = http.get("/sync?client=shop&gdpr=yes", headers={"Origin": ORIGIN})
+    assert bad.status_code == 400 and "gdpr" in bad.json()["error"]
+    assert bad.headers["access-control-allow-origin"] == ORIGIN
+    assert http.get("/sync?client=nobody").status_code == 400
+
+
+def test_callback_stores_the_match_both_ways(http: httpx.Client) -> None:
+    uid, pixels = new_browser(http)
+    callback = dict(parse_qsl(urlsplit(pixels[0]).query))["redir"].replace("$UID", "A-42")
+    response = http.get(callback, headers=cookie(uid))
+    assert response.status_code == 200 and response.content == TRANSPARENT_GIF
+    signed = seal(EMAIL, "E-7", time.time())
+    assert http.get(f"/callback/email?uid={signed}", headers=cookie(uid)).status_code == 200
+    found = profile(http, uid)
+    assert found["dmp_uid"] == uid
+    assert found["partners"] == {"analytics": "A-42", "email": "E-7"}
+    by_partner = http.get("/admin/v1/profiles", params={"partner": "email", "uid": "E-7"},
+                          headers=AUTH)  # fmt: skip
+    assert by_partner.status_code == 200 and by_partner.json()["dmp_uid"] == uid
+
+    again = http.get("/sync?client=shop", headers=cookie(uid)).json()["pixels"]
+    assert again == [f"https://oms.example/px/{uid}"]  # the two others are fresh
+
+
+def test_refused_callbacks_answer_a_pixel_and_store_nothing(http: httpx.Client) -> None:
+    uid, _ = new_browser(http)
+    forged = seal(EMAIL, "E-7", time.time()).rpartition(".")[0] + ".forged"
+    for path, headers in [
+        (f"/callback/email?uid={forged}", cookie(uid)),
+        ("/callback/email?uid=[EID]", cookie(uid)),
+        ("/callback/analytics?uid=A-1", {}),
+        ("/callback/analytics", cookie(uid)),
+        ("/callback/nobody?uid=1", cookie(uid)),
+        ("/callback/a%2Fb?uid=1", cookie(uid)),
+        ("/callback/analytics?uid=%ff", cookie(uid)),
+    ]:
+        response = http.get(path, headers=headers)
+        assert response.status_code == 400, path
+        assert response.content == TRANSPARENT_GIF
+    assert http.get(f"/admin/v1/profiles/{uid}", headers=AUTH).status_code == 404
+    funnel = http.get("/admin/v1/funnel", headers=AUTH).json()
+    assert funnel["partners"]["email"]["counts"]["rejected"] >= 2
+
+
+def test_inband_is_size_limited(http: httpx.Client) -> None:
+    uid, _ = new_browser(http)
+    ok = http.get("/inband/analytics?uid=A-9&kv=tier:gold,age:30", headers=cookie(uid))
+    assert ok.status_code == 200
+    huge = "kv=" + ",".join(f"k{i}:{'v' * 60}" for i in range(19))
+    assert http.get(f"/inband/analytics?uid=A-9&{huge}", headers=cookie(uid)).status_code == 400
+    assert profile(http, uid)["inband"] == {"analytics": {"age": "30", "tier": "gold"}}
+
+
+def test_impressions_and_audiences(http: httpx.Client) -> None:
+    first = http.get("/imp?campaign=c1&site=news&creative=cr1")
+    assert first.status_code == 200 and first.content == TRANSPARENT_GIF
+    uid = first.headers["set-cookie"].split(";")[0].partition("=")[2]
+    for query in ("campaign=c1&site=news&creative=cr1", "campaign=c1&event=click"):
+        assert http.get(f"/imp?{query}", headers=cookie(uid)).status_code == 200
+    for bad in ("campaign=%%CAMPAIGN%%", "site=s", "campaign=c1&event=view",
+                "campaign=${CAMPAIGN}", "campaign=c1&site=[SITE]"):  # fmt: skip
+        response = http.get("/imp", params=dict(parse_qsl(bad)), headers=cookie(uid))
+        assert response.status_code == 400, bad
+    events = {
+        (e["event"], e["campaign"], e["site"]): e["count"] for e in profile(http, uid)["events"]
+    }
+    assert events == {("imp", "c1", "news"): 2, ("click", "c1", "-"): 1}
+
+    json_answer = http.get("/audiences", headers={**cookie(uid), "Origin": ORIGIN})
+    assert json_answer.json() == {"kv": {"dmp_click": ["c1"], "dmp_imp": ["c1"]}}
+    assert json_answer.headers["access-control-allow-origin"] == ORIGIN
+    script = http.get("/audiences?callback=dco.render", headers=cookie(uid))
+    assert script.text == '/**/dco.render({"kv":{"dmp_click":["c1"],"dmp_imp":["c1"]}});'
+    assert script.headers["content-type"].startswith("application/javascript")
+    assert http.get("/audiences?callback=alert(1)").status_code == 400
+    assert http.get("/audiences").json() == {"kv": {}}
+
+
+def test_admin_needs_the_token_and_answers_problems(http: httpx.Client) -> None:
+    unauthorized = http.get("/admin/v1/funnel")
+    assert unauthorized.status_code == 401
+    assert unauthorized.headers["content-type"] == "application/problem+json"
+    assert http.get("/admin/v1/health").status_code == 200
+    missing = http.get("/admin/v1/profiles", params={"partner": "nobody"}, headers=AUTH)
+    assert missing.status_code == 422
+    assert http.get("/admin/v1/profiles/unknown", headers=AUTH).status_code == 404
+    partners = http.get("/admin/v1/partners", headers=AUTH).json()["partners"]
+    assert [p["id"] for p in partners] == ["analytics", "email", "orders"]
+    assert "id_key" not in partners[1]
+
+
+def test_the_funnel(http: httpx.Client) -> None:
+    http.get("/tag.js?client=shop")
+    uid, _ = new_browser(http)
+    http.get("/callback/analytics?c=shop&uid=F-1", headers=cookie(uid))
+    report = http.get("/admin/v1/funnel", headers=AUTH).json()
+    shop = report["clients"]["shop"]
+    assert set(shop["counts"]) == {"tag_js", "tags_loaded", "pixels", "callbacks"}
+    assert shop["counts"]["tag_js"] >= 1 and shop["counts"]["callbacks"] >= 1
+    analytics = report["partners"]["analytics"]
+    assert analytics["loss"] == max(
+        analytics["counts"]["pixels"] - analytics["counts"]["callbacks"], 0
+    )
+
+
+NASTY = [
+    "/sync", "/sync?client", "/sync?client=shop&gdpr_consent=%00", "/sync?" + "a=1&" * 3000,
+    "/callback/", "/callback/%00?uid=1", "/callback/analytics?uid=" + "x" * 9000,
+    "/inband/", "/inband/analytics?kv=%", "/imp?campaign=" + "c" * 100, "/imp?%",
+    "/audiences?callback=", "/audiences?callback=" + "a" * 300, "/tag.js?client=shop&%",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", NASTY)
+def test_bad_input_is_never_a_500(http: httpx.Client, path: str) -> None:
+    for headers in ({}, {"Cookie": "dmp_id=" + "z" * 9000}, {"Cookie": "dmp_id={bad}"}):
+        response = http.get(path, headers=headers)
+        assert response.status_code in (200, 400, 414), (path, response.status_code)
+
+
+def test_no_handler_raised(server: ServerProcess) -> None:
+    """Runs last: nothing above reached a handler's on_error (which would hide a bug)."""
+    assert "Traceback" not in server.output()
