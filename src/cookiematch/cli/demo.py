@@ -1,182 +1,242 @@
-"""``cookiematch demo``: the exchange on the embedded store, and a browser walking through it.
+"""``cookiematch demo``: the whole story on one laptop, on the embedded store.
 
-Starts ``cookiematch serve`` as a real server process with the bundled example configuration
-(store in a fresh temporary directory, a free loopback port), then drives a simulated browser
-through the Cookie Matching flows of the reference document and prints every hop.
+The exchange, a buyer with its own match table (FinestDSP), a buyer using hosted match data
+(Cookie Monster) and the publisher site ExampleNews run on their own loopback ports and
+``*.localhost`` names. Simulated browsers (a cookie jar per host, redirects followed, images and
+iframes loaded) walk through the reference document's two scenarios, the protocol's corner
+cases and a few hundred more visits; the demo prints each hop of the first browser, then match
+rates and retargeted wins, and exits 0 only when everything matched as expected.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
+import re
 import tempfile
 import time
-from collections.abc import Iterator
-from importlib import resources
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
 from cookiematch.cli.browser import Hop, SimulatedBrowser
+from cookiematch.cli.demo_stack import ADMIN_TOKEN, FINEST, MONSTER, PUBLISHER, Urls, demo_stack
+from cookiematch.cli.publisher_site import serve_publisher
 
-DEMO_TOKEN = "demo-admin-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+MORE_BROWSERS = 100
+VISITS_EACH = 3
+_AD_DIV = re.compile(r'<div id="cm-ad" data-nid="([^"]*)" data-crid="([^"]*)"')
 
 
-def example_config_text() -> str:
-    return resources.files("cookiematch").joinpath("examples/exchange.toml").read_text()
+@dataclass
+class Expectations:
+    """What must hold for the demo to exit 0; each failure is printed."""
+
+    failures: list[str] = field(default_factory=list)
+
+    def check(self, condition: bool, what: str) -> None:
+        print(f"  [{'ok' if condition else 'FAILED'}] {what}")
+        if not condition:
+            self.failures.append(what)
 
 
-def write_demo_config(directory: Path, port: int) -> Path:
-    """The bundled example, listening on ``port`` with its store under ``directory``."""
-    lines = []
-    section = ""
-    for line in example_config_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            section = stripped
-        key = stripped.split("=", 1)[0].strip()
-        if section == "[store]" and key == "url":
-            line = f'url = "sqlite:///{directory / "cookiematch.db"}"'
-        elif section == "[exchange]" and key == "listen":
-            line = f'listen = "127.0.0.1:{port}"'
-        elif section == "[exchange]" and key == "admin_token":
-            line = f'admin_token = "{DEMO_TOKEN}"'
-        lines.append(line)
-    path = directory / "exchange.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def print_hop(hop: Hop) -> None:
+    print(f"    GET {hop.url}")
+    line = f"      -> {hop.status}"
+    if hop.location:
+        line += f"  Location: {hop.location}"
+    print(line)
+    for cookie in hop.set_cookies:
+        print(f"         Set-Cookie: {cookie.split(';', 1)[0]}; …")
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with status {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"the server did not listen on port {port} within {timeout:.0f} s")
+def winner(hops: list[Hop]) -> tuple[str, str] | None:
+    """(buyer nid, creative id) of the ad the exchange served in these hops."""
+    for hop in hops:
+        if "/ad?" in hop.url:
+            match = _AD_DIV.search(hop.body.decode("utf-8", "replace"))
+            return (match.group(1), match.group(2)) if match else None
+    return None
 
 
-@contextlib.contextmanager
-def running_exchange(config: Path, port: int) -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cookiematch", "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
+def gid_sent_to(hops: list[Hop], buyer_url: str) -> str | None:
+    for hop in hops:
+        if hop.url.startswith(buyer_url + "/match"):
+            return dict(parse_qsl(urlsplit(hop.url).query)).get("google_gid")
+    return None
+
+
+class Admin:
+    """The roles' admin APIs."""
+
+    def __init__(self, urls: Urls) -> None:
+        self.urls = urls
+        self.http = httpx.Client(timeout=5, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+    def get(self, url: str) -> httpx.Response:
+        parts = urlsplit(url)
+        local = url.replace(parts.netloc, f"127.0.0.1:{parts.port}", 1)
+        return self.http.get(local)
+
+    def finest_match(self, gid: str) -> dict[str, object] | None:
+        response = self.get(f"{self.urls.finest}/admin/v1/matches/{gid}")
+        return response.json() if response.status_code == 200 else None
+
+    def finest_bids(self) -> list[dict[str, object]]:
+        bids: list[dict[str, object]] = self.get(f"{self.urls.finest}/admin/v1/bids/recent").json()[
+            "bids"
+        ]
+        return bids
+
+    def exchange_stats(self) -> dict[str, dict[str, object]]:
+        body = self.get(f"{self.urls.exchange}/admin/v1/stats").json()
+        return {entry["nid"]: entry for entry in body.get("buyers", [])}
+
+    def buyer_stats(self, url: str) -> dict[str, dict[str, int]]:
+        counters: dict[str, dict[str, int]] = self.get(f"{url}/admin/v1/stats").json()["counters"]
+        return counters
+
+
+def scenario_one(
+    jane: SimulatedBrowser, page: str, urls: Urls, admin: Admin, ok: Expectations
+) -> str:
+    print("\n== Scenario 1: Jane has cleared her cookies and opens ExampleNews")
+    jane.on_hop = print_hop
+    hops = jane.visit(page)
+    jane.on_hop = None
+    won = winner(hops)
+    gid = gid_sent_to(hops, urls.finest)
+    ok.check(won == (FINEST, "prospect-brand"), f"FinestDSP won with its prospecting bid ({won})")
+    ok.check("cm_id" in jane.jar.get("exchange.localhost", {}), "the exchange set Jane's cookie")
+    ok.check(gid is not None, "the match tag in the ad redirected to FinestDSP with a google_gid")
+    entry = admin.finest_match(gid) if gid else None
+    finest_cookie = jane.jar.get("finest.localhost", {}).get("buyer_uid")
+    ok.check(
+        entry is not None and entry.get("buyer_uid") == finest_cookie,
+        "FinestDSP's match table holds gid → its own cookie for Jane",
     )
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return gid or ""
 
 
-def show(title: str, hops: list[Hop]) -> None:
-    print(f"\n== {title}")
-    for number, hop in enumerate(hops, 1):
-        print(f"  {number}. GET {hop.url}")
-        print(f"     -> {hop.status}" + (f" Location: {hop.location}" if hop.location else ""))
-        for cookie in hop.set_cookies:
-            print(f"        Set-Cookie: {cookie}")
-        if hop.location is None and hop.content_type:
-            print(f"        {hop.content_type}")
+def scenario_two(
+    jane: SimulatedBrowser, page: str, urls: Urls, admin: Admin, gid: str, ok: Expectations
+) -> None:
+    print("\n== Scenario 2: a week later Jane visits ExampleNews again")
+    jane.on_hop = print_hop
+    hops = jane.visit(page)
+    jane.on_hop = None
+    won = winner(hops)
+    ok.check(won == (FINEST, "retarget-shoes"), f"FinestDSP looked Jane up and retargeted ({won})")
+    ok.check(gid_sent_to(hops, urls.finest) is None, "no match tag: FinestDSP's entry is fresh")
+    last_bid = admin.finest_bids()[-1]
+    ok.check(
+        last_bid.get("user_id") == gid and last_bid.get("matched") is True,
+        "the bid request carried Jane's google_gid and FinestDSP found her in its table",
+    )
+    pushes = [hop for hop in hops if "/push?" in hop.url]
+    if pushes:
+        print(f"  pixel matching placed {urlsplit(pushes[0].url).netloc}'s push URL on the ad")
 
 
-def is_buyer(url: str) -> bool:
-    """Buyer hosts are not running in this demo: the browser stops before loading them."""
-    return not url.startswith("http://127.0.0.1")
-
-
-def response_params(hops: list[Hop]) -> dict[str, str]:
+def protocol_corners(urls: Urls, ok: Expectations) -> None:
+    print("\n== The match tag's other operations")
+    bob = SimulatedBrowser()
+    stop = lambda url: not url.startswith(urls.exchange)  # noqa: E731
+    base = f"{urls.exchange}/pixel?google_nid={FINEST}"
+    hops = bob.follow(f"{base}&google_cm", stop=stop)
+    ok.check("google_error=3" in (hops[-1].location or ""), "no cookie, no google_sc: error 3")
+    hops = bob.follow(f"{base}&google_cm&google_sc&google_ula=12345&google_ula=24680", stop=stop)
     location = hops[-1].location or ""
-    return dict(parse_qsl(urlsplit(location).query, keep_blank_values=True))
+    ok.check(
+        "google_ula=12345,0" in location and "google_ula=24680,2" in location,
+        "cookie set and verified; user list 12345 added, 24680 refused (another buyer's)",
+    )
+    monster = f"{urls.exchange}/pixel?google_nid={MONSTER}"
+    hops = bob.follow(f"{monster}&google_hm=chocolate_chunk!", stop=stop)
+    ok.check((hops[-1].location or "").endswith("google_hm=2"), "undecodable google_hm: status 2")
+    bob.get(f"{urls.exchange}/optout")
+    hops = bob.follow(f"{base}&google_cm", stop=stop)
+    ok.check("google_error=1" in (hops[-1].location or ""), "after /optout: error 1")
+    ok.check(
+        bob.get(f"{urls.exchange}/pixel?google_nid=nobody").status == 400,
+        "unknown google_nid: 400, no redirect",
+    )
+    bob.close()
 
 
-def walk(base: str) -> None:
-    jane = SimulatedBrowser()
-    try:
-        tag = f"{base}/pixel?google_nid=ad_network_xyz&google_cm&google_sc&p1=v1&p2=v2"
-        hops = jane.follow(tag, stop=is_buyer)
-        show(
-            "A new browser loads a buyer's match tag with google_sc: the exchange sets its "
-            "cookie with a self-redirect, verifies it came back, then redirects to the buyer",
-            hops,
+def crowd(page: str, urls: Urls, admin: Admin, ok: Expectations) -> None:
+    print(f"\n== {MORE_BROWSERS} more browsers, {VISITS_EACH} visits each")
+    started = time.monotonic()
+    wins: Counter[tuple[str, str]] = Counter()
+    matched = 0
+    for _ in range(MORE_BROWSERS):
+        browser = SimulatedBrowser()
+        gid = None
+        for _ in range(VISITS_EACH):
+            hops = browser.visit(page)
+            won = winner(hops)
+            wins[won or ("house", "")] += 1
+            gid = gid or gid_sent_to(hops, urls.finest)
+        if gid and admin.finest_match(gid):
+            matched += 1
+        browser.close()
+    elapsed = time.monotonic() - started
+    visits = MORE_BROWSERS * VISITS_EACH
+    print(f"  {visits} visits in {elapsed:.1f} s")
+    for (nid, crid), count in sorted(wins.items()):
+        print(f"  wins {nid:>15} {crid:<18} {count}")
+    stats = admin.exchange_stats()
+    monster = admin.buyer_stats(urls.monster)
+    hosted_matches = monster.get("push", {})
+    print(f"  FinestDSP match rate: {matched}/{MORE_BROWSERS}")
+    print(f"  Cookie Monster's bid answers (hosted match data decides): {monster.get('bid')}")
+    for nid in (FINEST, MONSTER):
+        entry = stats.get(nid, {})
+        print(
+            f"  {nid}: bid requests {entry.get('bid_requests')}, wins {entry.get('wins')}, "
+            f"pixel matches {entry.get('pushes_returned')}/{entry.get('pushes_issued')}, "
+            f"frequency-capping violations {entry.get('frequency_cap_violations')}"
         )
-        gid = response_params(hops).get("google_gid")
-        print(f"  buyer ad_network_xyz now stores google_gid={gid} against its own cookie")
-
-        hops = jane.follow(tag, stop=is_buyer)
-        again = response_params(hops).get("google_gid")
-        show("The same browser, the same buyer again: one hop, the same google_gid", hops)
-        print(f"  stable: {again == gid}")
-
-        hm_tag = (
-            f"{base}/pixel?google_nid=cookie-monster&google_cm"
-            "&google_hm=Q29va2llIG51bWJlciAxIQ%3D%3D&google_ula=24680&my_extra_param="
-            "&my_other_extra_param=7"
-        )
-        hops = jane.follow(hm_tag, stop=is_buyer)
-        show(
-            "Another buyer: hosted match data, a user list and extras in one tag "
-            "(its gid differs: buyers cannot join their tables)",
-            hops,
-        )
-
-        bad = jane.follow(
-            f"{base}/pixel?google_nid=cookie-monster&google_hm=chocolate_chunk!", stop=is_buyer
-        )
-        show("Hosted match data that is not URL-safe base64: google_hm=2", bad)
-
-        bob = SimulatedBrowser()
-        hops = bob.follow(f"{base}/pixel?google_nid=ad_network_xyz&google_cm", stop=is_buyer)
-        show("A browser without the exchange cookie, tag without google_sc: google_error=3", hops)
-        bob.close()
-
-        show("The first browser opts out", [jane.get(f"{base}/optout")])
-        hops = jane.follow(tag, stop=is_buyer)
-        show("From then on its match tags answer google_error=1", hops)
-
-        unknown = jane.get(f"{base}/pixel?google_nid=nobody&google_cm")
-        show("An unknown google_nid: 400, no redirect", [unknown])
-
-        listing = httpx.get(
-            f"{base}/admin/v1/buyers", headers={"Authorization": f"Bearer {DEMO_TOKEN}"}, timeout=5
-        )
-        print("\n== The admin API lists the buyer accounts")
-        print("  " + json.dumps(listing.json())[:300])
-    finally:
-        jane.close()
+    retargeted = wins[(FINEST, "retarget-shoes")] + wins[(MONSTER, "cookies-retarget")]
+    ok.check(matched == MORE_BROWSERS, "every browser is in FinestDSP's match table")
+    ok.check(
+        retargeted >= MORE_BROWSERS * (VISITS_EACH - 1),
+        f"every return visit was retargeted ({retargeted} retargeted wins)",
+    )
+    ok.check(
+        all(stats.get(nid, {}).get("frequency_cap_violations") == 0 for nid in (FINEST, MONSTER)),
+        "no buyer served the match tag to a browser it had matched (frequency capping)",
+    )
+    ok.check(sum(hosted_matches.values()) > 0, "pixel matching matched browsers for Cookie Monster")
 
 
-def run_demo() -> int:
+def run_demo(*, serve: bool = False) -> int:
     with tempfile.TemporaryDirectory(prefix="cookiematch-demo-") as tmp:
-        port = free_port()
-        config = write_demo_config(Path(tmp), port)
-        print(f"cookiematch demo: exchange on http://127.0.0.1:{port}, store {tmp}/cookiematch.db")
-        with running_exchange(config, port) as base:
-            walk(base)
-    print("\ndemo finished")
+        directory = Path(tmp)
+        with demo_stack(directory, with_dmp=False) as (_, urls):
+            with serve_publisher(urls.exchange, PUBLISHER) as publisher_port:
+                page = f"http://{PUBLISHER}.localhost:{publisher_port}/"
+                print("cookiematch demo, every role on the embedded store in", tmp)
+                print(f"  exchange    {urls.exchange}\n  FinestDSP   {urls.finest}")
+                print(f"  CookieMonst {urls.monster}\n  ExampleNews {page}")
+                if serve:
+                    print("\nOpen the ExampleNews URL in a browser; Ctrl-C stops everything.")
+                    try:
+                        while True:
+                            time.sleep(3600)
+                    except KeyboardInterrupt:
+                        return 0
+                ok = Expectations()
+                admin = Admin(urls)
+                jane = SimulatedBrowser()
+                gid = scenario_one(jane, page, urls, admin, ok)
+                scenario_two(jane, page, urls, admin, gid, ok)
+                jane.close()
+                protocol_corners(urls, ok)
+                crowd(page, urls, admin, ok)
+    if ok.failures:
+        print(f"\ndemo FAILED: {len(ok.failures)} expectation(s) not met")
+        return 1
+    print("\ndemo finished: everything matched as expected")
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    raise SystemExit(run_demo())

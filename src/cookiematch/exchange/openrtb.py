@@ -112,6 +112,7 @@ class ValidBid:
     bid_id: str
     seat: str | None
     nurl: str | None
+    crid: str | None = None
 
 
 _DECODER = msgspec.json.Decoder(BidResponse)
@@ -160,6 +161,7 @@ def parse_response(nid: str, body: bytes, request: BidRequest) -> list[ValidBid]
                     bid_id=bid.id,
                     seat=seatbid.seat,
                     nurl=expand_macros(bid.nurl, macros) if bid.nurl else None,
+                    crid=bid.crid,
                 )
             )
     return bids

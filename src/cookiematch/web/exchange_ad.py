@@ -67,7 +67,10 @@ def render_ad(served: ServedAd) -> str:
         parts.append('<div id="cm-ad" data-house="1"></div>')
     else:
         nid = html.escape(served.winner.nid, quote=True)
-        parts.append(f'<div id="cm-ad" data-nid="{nid}">{served.winner.adm}</div>')
+        crid = html.escape(served.winner.crid or "", quote=True)
+        parts.append(
+            f'<div id="cm-ad" data-nid="{nid}" data-crid="{crid}">{served.winner.adm}</div>'
+        )
     if served.pixel_match is not None:
         src = html.escape(served.pixel_match.url, quote=True)
         parts.append(

@@ -1,0 +1,197 @@
+"""The demo's servers: every role as a real ``cookiematch serve`` process on loopback.
+
+Each role runs from its bundled example configuration (``examples/*.toml``), with environment
+overrides (``COOKIEMATCH_<SECTION>__<KEY>``) for what a laptop needs: free ports, a store in a
+temporary directory, and the ``*.localhost`` names the roles know each other by.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+ADMIN_TOKEN = "demo-admin-token-0123456789"
+PUBLISHER = "examplenews"
+FINEST = "finest-dsp"
+MONSTER = "cookie-monster"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def example_path(name: str) -> Path:
+    return Path(str(resources.files("cookiematch").joinpath(f"examples/{name}")))
+
+
+@dataclass(frozen=True)
+class Ports:
+    exchange: int
+    finest: int
+    monster: int
+    dmp: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        return cls(free_port(), free_port(), free_port(), free_port())
+
+
+@dataclass(frozen=True)
+class Urls:
+    """How browsers reach each role (``*.localhost`` names on loopback)."""
+
+    exchange: str
+    finest: str
+    monster: str
+    dmp: str
+
+    @classmethod
+    def of(cls, ports: Ports) -> Urls:
+        return cls(
+            exchange=f"http://exchange.localhost:{ports.exchange}",
+            finest=f"http://finest.localhost:{ports.finest}",
+            monster=f"http://monster.localhost:{ports.monster}",
+            dmp=f"http://dmp.localhost:{ports.dmp}",
+        )
+
+
+def _buyer_entry(nid: str, public: str, port: int, *, hosted: bool) -> str:
+    fields = [
+        f'nid = "{nid}"',
+        f'redirect_url = "{public}/match"',
+        f'bidder_url = "http://127.0.0.1:{port}/bid"',
+        f'push_url = "{public}/push"',
+        "pixel_matching = true",
+        f"hosted_match = {'true' if hosted else 'false'}",
+    ]
+    return "{" + ", ".join(fields) + "}"
+
+
+def exchange_overrides(directory: Path, ports: Ports, urls: Urls) -> dict[str, str]:
+    buyers = [
+        _buyer_entry(FINEST, urls.finest, ports.finest, hosted=False),
+        _buyer_entry(MONSTER, urls.monster, ports.monster, hosted=True),
+    ]
+    secret = base64.b64encode(os.urandom(32)).decode()
+    return {
+        "COOKIEMATCH_STORE__URL": f"sqlite:///{directory / 'exchange.db'}",
+        "COOKIEMATCH_EXCHANGE__LISTEN": f"127.0.0.1:{ports.exchange}",
+        "COOKIEMATCH_EXCHANGE__ADMIN_TOKEN": ADMIN_TOKEN,
+        "COOKIEMATCH_EXCHANGE__AUCTION_TIMEOUT_MS": "400",
+        "COOKIEMATCH_EXCHANGE__KEYS": f'[{{version = 1, secret = "{secret}"}}]',
+        "COOKIEMATCH_EXCHANGE__BUYERS": "[" + ", ".join(buyers) + "]",
+        "COOKIEMATCH_EXCHANGE__USER_LISTS": (
+            f'[{{id = 12345, owner = "{FINEST}"}}, {{id = 24680, owner = "{MONSTER}"}}]'
+        ),
+        "COOKIEMATCH_EXCHANGE__PUBLISHERS": f'[{{id = "{PUBLISHER}", pixel_matching = true}}]',
+    }
+
+
+def buyer_overrides(
+    directory: Path, name: str, port: int, public: str, urls: Urls
+) -> dict[str, str]:
+    return {
+        "COOKIEMATCH_STORE__URL": f"sqlite:///{directory / f'{name}.db'}",
+        "COOKIEMATCH_BUYER__LISTEN": f"127.0.0.1:{port}",
+        "COOKIEMATCH_BUYER__EXCHANGE_URL": f"{urls.exchange}/pixel",
+        "COOKIEMATCH_BUYER__PUBLIC_URL": public,
+        "COOKIEMATCH_BUYER__ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+
+
+def dmp_overrides(directory: Path, ports: Ports, urls: Urls) -> dict[str, str]:
+    return {
+        "COOKIEMATCH_STORE__URL": f"sqlite:///{directory / 'dmp.db'}",
+        "COOKIEMATCH_DMP__LISTEN": f"127.0.0.1:{ports.dmp}",
+        "COOKIEMATCH_DMP__PUBLIC_URL": urls.dmp,
+        "COOKIEMATCH_DMP__ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"a server exited with status {process.returncode} at start")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"no server listened on port {port} within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def running(config: Path, overrides: dict[str, str], port: int, log: Path) -> Iterator[None]:
+    """One ``cookiematch serve`` process; SIGTERM (then SIGKILL) when the block ends."""
+    env = {**os.environ, **overrides, "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cookiematch", "serve", "--config", str(config)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            try:
+                wait_for_port(port, process)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}; its log:\n{log.read_text()[-3000:]}") from None
+            yield
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextlib.contextmanager
+def demo_stack(directory: Path, *, with_dmp: bool) -> Iterator[tuple[Ports, Urls]]:
+    """Start the exchange, both buyers (and the DMP); yields their ports and URLs."""
+    ports = Ports.pick()
+    urls = Urls.of(ports)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            running(
+                example_path("exchange.toml"),
+                exchange_overrides(directory, ports, urls),
+                ports.exchange,
+                directory / "exchange.log",
+            )
+        )
+        for name, config, port, public in (
+            ("finest", "buyer.toml", ports.finest, urls.finest),
+            ("monster", "buyer-hosted.toml", ports.monster, urls.monster),
+        ):
+            stack.enter_context(
+                running(
+                    example_path(config),
+                    buyer_overrides(directory, name, port, public, urls),
+                    port,
+                    directory / f"{name}.log",
+                )
+            )
+        if with_dmp:
+            stack.enter_context(
+                running(
+                    example_path("dmp.toml"),
+                    dmp_overrides(directory, ports, urls),
+                    ports.dmp,
+                    directory / "dmp.log",
+                )
+            )
+        yield ports, urls
