@@ -30,8 +30,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: $(STAMP) system-deps
-	bash bench/run.sh
+bench: $(STAMP)
+	WITH_BENCH=1 bash scripts/install-system-deps.sh && bash bench/run.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

@@ -31,12 +31,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import servers  # noqa: E402
+import servers
 
-from cookiematch.config import load_config  # noqa: E402
-from cookiematch.web.exchange_app import build_exchange_app  # noqa: E402
-from cookiematch.web.http import Headers  # noqa: E402
-from cookiematch.web.rsgi import RSGIAdapter  # noqa: E402
+from cookiematch.config import load_config
+from cookiematch.web.exchange_app import build_exchange_app
+from cookiematch.web.http import Headers
+from cookiematch.web.rsgi import RSGIAdapter
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
 ACCEPT = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
@@ -107,10 +107,7 @@ ENDPOINTS: dict[str, Callable[[int], Scope]] = {
 
 
 async def drive(args: argparse.Namespace, directory: Path) -> None:
-    if args.store == "sqlite":
-        store_url = f"sqlite:///{directory}/exchange.db"
-    else:
-        store_url = args.store
+    store_url = f"sqlite:///{directory}/exchange.db" if args.store == "sqlite" else args.store
     config_path = servers.write_exchange_config(directory, 0, store_url, args.durability)
     app = build_exchange_app(load_config(config_path))
     adapter = RSGIAdapter(app)
@@ -136,8 +133,13 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         stop_at = wall0 + seconds
         await asyncio.gather(*(loop() for _ in range(args.concurrency)))
-        if monitor is not None:
+        if monitor is not None and monitor._tasks:
+            backlog, t = len(monitor._tasks), time.perf_counter()
             await monitor.drain()
+            print(
+                f"   monitor backlog at the end: {backlog:,} tasks,"
+                f" drained in {time.perf_counter() - t:.2f} s"
+            )
         return sum(statuses.values()), time.process_time() - cpu0, time.perf_counter() - wall0
 
     await phase(min(1.0, args.seconds))  # warm-up
@@ -153,7 +155,8 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
         Path(args.profile).write_text(profiler.output_html())
     await app.shutdown()
     print(
-        f"{args.endpoint:<14} {args.store:<8} {n / cpu:>9,.0f} req/CPU-s  {1e6 * cpu / n:6.1f} µs/req"
+        f"{args.endpoint:<14} {args.store:<8} {n / cpu:>9,.0f} req/CPU-s"
+        f"  {1e6 * cpu / n:6.1f} µs/req"
         f"   {n / wall:>9,.0f} req/s wall   statuses {dict(sorted(statuses.items()))}"
     )
 

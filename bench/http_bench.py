@@ -43,8 +43,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import servers  # noqa: E402
-from servers import ROOT, Service, WrkResult  # noqa: E402
+import servers
+from servers import ROOT, Service, WrkResult
 
 LUA = ROOT / "bench" / "lua"
 OPENRTB = Path(os.environ.get("OPENRTB_EXAMPLES", "/work/shared/openrtb-2.6-examples"))
@@ -116,7 +116,11 @@ def machine() -> dict[str, object]:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
         except OSError:
             return "?"
-        return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "?"
+        return (
+            (out.stdout or out.stderr).strip().splitlines()[0]
+            if (out.stdout or out.stderr)
+            else "?"
+        )
 
     import granian
 
@@ -169,22 +173,29 @@ def preflight(service: Service) -> dict[str, str]:
     seen: dict[str, str] = {}
     if service.role == "exchange":
         cookie = f"cm_id={BUYER_UID}"
-        seen["cookie match"] = "%s %s" % fetch(
-            f"{base}/pixel?google_nid=ad_network_xyz&google_cm&p1=v1&p2=v2", cookie=cookie
+        seen["cookie match"] = "{} {}".format(
+            *fetch(f"{base}/pixel?google_nid=ad_network_xyz&google_cm&p1=v1&p2=v2", cookie=cookie)
         )
-        seen["google_hm"] = "%s %s" % fetch(
-            f"{base}/pixel?google_nid=cookie-monster&google_cm&google_hm=AAAAbenchAAA",
-            cookie=cookie,
+        seen["google_hm"] = "{} {}".format(
+            *fetch(
+                f"{base}/pixel?google_nid=cookie-monster&google_cm&google_hm=AAAAbenchAAA",
+                cookie=cookie,
+            )
         )
     elif service.role == "buyer":
-        seen["match (seed)"] = "%s %s" % fetch(
-            f"{base}/match?google_gid={KNOWN_GID}&google_cver=1", cookie=f"buyer_uid={BUYER_UID}"
+        seen["match (seed)"] = "{} {}".format(
+            *fetch(
+                f"{base}/match?google_gid={KNOWN_GID}&google_cver=1",
+                cookie=f"buyer_uid={BUYER_UID}",
+            )
         )
         body = (service.config.parent / "bid-request.json").read_bytes()
-        seen["bid"] = "%s %s" % fetch(f"{base}/bid", body=body)
+        seen["bid"] = "{} {}".format(*fetch(f"{base}/bid", body=body))
     elif service.role == "dmp":
-        seen["callback"] = "%s %s" % fetch(
-            f"{base}/callback/analytics?c=shop&uid=benchpreflight", cookie=f"dmp_id={BUYER_UID}"
+        seen["callback"] = "{} {}".format(
+            *fetch(
+                f"{base}/callback/analytics?c=shop&uid=benchpreflight", cookie=f"dmp_id={BUYER_UID}"
+            )
         )
     return seen
 
@@ -518,16 +529,12 @@ def main() -> None:
         bid_request_body(work)
         bench = Bench(args, work)
         bench.run()
-    result["config"] = {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-    }
+    result["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result["rows"] = [row.summary() for row in bench.rows]
     result["nginx_extra"] = bench.nginx_extra
     result["soak"] = getattr(bench, "soak", None)
     result["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
-    result["elapsed_s"] = round(
-        (datetime.datetime.now().astimezone() - started).total_seconds(), 1
-    )
+    result["elapsed_s"] = round((datetime.datetime.now().astimezone() - started).total_seconds(), 1)
     out = args.out / started.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=1))

@@ -20,8 +20,14 @@ BUCKETS: list[tuple[str, re.Pattern[str]]] = [
     for name, pattern in [
         ("metrics (prometheus_client)", r"prometheus_client/"),
         ("store (storage/, sqlite3, redis)", r"cookiematch/storage/|sqlite3|/redis/|hiredis"),
-        ("crypto (protocol/userid, push, cryptography)", r"protocol/(userid|push)\.py|cryptography/"),
-        ("parse (protocol/query, matchtag, cookies)", r"protocol/(query|matchtag|cookies|hosted)\.py"),
+        (
+            "crypto (protocol/userid, push, cryptography)",
+            r"protocol/(userid|push)\.py|cryptography/",
+        ),
+        (
+            "parse (protocol/query, matchtag, cookies)",
+            r"protocol/(query|matchtag|cookies|hosted)\.py",
+        ),
         ("render (protocol/redirect, templates)", r"protocol/(redirect|templates)\.py"),
         ("response (web/http.py)", r"web/http\.py"),
         ("domain (exchange/, buyer/, dmp/)", r"cookiematch/(exchange|buyer|dmp)/"),

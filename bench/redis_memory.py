@@ -25,10 +25,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import redis  # noqa: E402
+from tests.storage.redis_servers import RedisServer  # noqa: E402
 
 from cookiematch.storage import redis_codec as codec  # noqa: E402
 from cookiematch.storage.bucketed import Buckets  # noqa: E402
-from tests.storage.redis_servers import RedisServer  # noqa: E402
 
 TTL_MS = 90 * 86400 * 1000
 Entry = tuple[bytes, bytes]

@@ -31,7 +31,9 @@ NGINX_LOCATION = (
     "http://ad.network.com/pixel?id=&p1=v1&p2=v2"
     "&google_gid=CAESEJpPHn1dJmHCBbQZcIgIV4Y&google_cver=1"
 )
-NGINX_COOKIE = "cm_id=AAECAwQFBgcICQoLDA0ODw; Max-Age=33696000; Path=/; Secure; HttpOnly; SameSite=None"
+NGINX_COOKIE = (
+    "cm_id=AAECAwQFBgcICQoLDA0ODw; Max-Age=33696000; Path=/; Secure; HttpOnly; SameSite=None"
+)
 
 
 def free_port() -> int:
@@ -384,7 +386,9 @@ class WrkResult:
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
         requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
         non = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        errs = re.search(
+            r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+        )
         return cls(
             rps=rps,
             p50_ms=pct("50"),

@@ -23,15 +23,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.storage.redis_servers import RedisClusterProcesses, RedisServer  # noqa: E402
+
 from cookiematch.storage import Durability, open_store  # noqa: E402
 from cookiematch.storage.base import Write  # noqa: E402
-from tests.storage.redis_servers import RedisClusterProcesses, RedisServer  # noqa: E402
 
 VALUE = b"x" * 64
 Cell = tuple[float, float]  # ops/s, p99 µs
 
 
-async def hammer(op: Callable[[int, int], Awaitable[object]], concurrency: int, seconds: float) -> tuple[int, float, list[float]]:  # fmt: skip
+async def hammer(
+    op: Callable[[int, int], Awaitable[object]], concurrency: int, seconds: float
+) -> tuple[int, float, list[float]]:
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
 
@@ -52,20 +55,24 @@ def p99(latencies: list[float]) -> float:
     return statistics.quantiles(latencies, n=100)[98] * 1e6
 
 
+async def bench_set(url: str, durability: Durability, args: argparse.Namespace) -> Cell:
+    writer = open_store(url, durability=durability)
+    await writer.start()
+
+    async def set_op(w: int, i: int) -> None:
+        await writer.set(f"user:{durability.value}:{w}:{i}", VALUE, ttl=86400)
+
+    ops, elapsed, lat = await hammer(set_op, args.concurrency, args.seconds)
+    t = time.perf_counter()
+    await writer.close()
+    elapsed += time.perf_counter() - t  # ASYNC: include the final flush
+    return ops / elapsed, p99(lat)
+
+
 async def run_backend(url: str, args: argparse.Namespace) -> dict[str, Cell]:
     cells: dict[str, Cell] = {}
     for durability in Durability:
-        store = open_store(url, durability=durability)
-        await store.start()
-
-        async def set_op(w: int, i: int, store=store, d=durability) -> None:  # type: ignore[no-untyped-def]
-            await store.set(f"user:{d.value}:{w}:{i}", VALUE, ttl=86400)
-
-        ops, elapsed, lat = await hammer(set_op, args.concurrency, args.seconds)
-        t = time.perf_counter()
-        await store.close()
-        elapsed += time.perf_counter() - t  # ASYNC: include the final flush
-        cells[f"set {durability.value}"] = (ops / elapsed, p99(lat))
+        cells[f"set {durability.value}"] = await bench_set(url, durability, args)
     store = open_store(url)
     n = 100_000
     for start in range(0, n, 10_000):

@@ -72,6 +72,7 @@ class SimulatedBrowser:
         if cookie:
             headers["Cookie"] = cookie
         response = self.client.get(target, headers=headers)
+        self.client.cookies.clear()  # the jar above is the only one: hosts share 127.0.0.1
         set_cookies = response.headers.get_list("set-cookie")
         for raw in set_cookies:
             self._store_cookie(host, raw)

@@ -22,6 +22,7 @@ import httpx
 
 from cookiematch.cli.browser import Hop, SimulatedBrowser
 from cookiematch.cli.demo_stack import ADMIN_TOKEN, FINEST, MONSTER, PUBLISHER, Urls, demo_stack
+from cookiematch.cli.dmp_demo import funnel_as_expected, run_dmp_story
 from cookiematch.cli.publisher_site import serve_publisher
 
 MORE_BROWSERS = 100
@@ -211,30 +212,42 @@ def crowd(page: str, urls: Urls, admin: Admin, ok: Expectations) -> None:
     ok.check(sum(hosted_matches.values()) > 0, "pixel matching matched browsers for Cookie Monster")
 
 
+def dmp_story(directory: Path, ok: Expectations) -> None:
+    print("\n== The DMP: a client's container tag, partner sync pixels, callbacks with IDs")
+    report = run_dmp_story(directory)
+    ok.check(
+        funnel_as_expected(report),
+        "the funnel shows the lossy partner's lost callbacks and none for the reliable ones",
+    )
+
+
 def run_demo(*, serve: bool = False) -> int:
     with tempfile.TemporaryDirectory(prefix="cookiematch-demo-") as tmp:
         directory = Path(tmp)
-        with demo_stack(directory, with_dmp=False) as (_, urls):
-            with serve_publisher(urls.exchange, PUBLISHER) as publisher_port:
-                page = f"http://{PUBLISHER}.localhost:{publisher_port}/"
-                print("cookiematch demo, every role on the embedded store in", tmp)
-                print(f"  exchange    {urls.exchange}\n  FinestDSP   {urls.finest}")
-                print(f"  CookieMonst {urls.monster}\n  ExampleNews {page}")
-                if serve:
-                    print("\nOpen the ExampleNews URL in a browser; Ctrl-C stops everything.")
-                    try:
-                        while True:
-                            time.sleep(3600)
-                    except KeyboardInterrupt:
-                        return 0
-                ok = Expectations()
-                admin = Admin(urls)
-                jane = SimulatedBrowser()
-                gid = scenario_one(jane, page, urls, admin, ok)
-                scenario_two(jane, page, urls, admin, gid, ok)
-                jane.close()
-                protocol_corners(urls, ok)
-                crowd(page, urls, admin, ok)
+        with (
+            demo_stack(directory) as (_, urls),
+            serve_publisher(urls.exchange, PUBLISHER) as publisher_port,
+        ):
+            page = f"http://{PUBLISHER}.localhost:{publisher_port}/"
+            print("cookiematch demo, every role on the embedded store in", tmp)
+            print(f"  exchange    {urls.exchange}\n  FinestDSP   {urls.finest}")
+            print(f"  CookieMonst {urls.monster}\n  ExampleNews {page}")
+            if serve:
+                print("\nOpen the ExampleNews URL in a browser; Ctrl-C stops everything.")
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    return 0
+            ok = Expectations()
+            admin = Admin(urls)
+            jane = SimulatedBrowser()
+            gid = scenario_one(jane, page, urls, admin, ok)
+            scenario_two(jane, page, urls, admin, gid, ok)
+            jane.close()
+            protocol_corners(urls, ok)
+            crowd(page, urls, admin, ok)
+        dmp_story(directory, ok)
     if ok.failures:
         print(f"\ndemo FAILED: {len(ok.failures)} expectation(s) not met")
         return 1

@@ -42,11 +42,10 @@ class Ports:
     exchange: int
     finest: int
     monster: int
-    dmp: int
 
     @classmethod
     def pick(cls) -> Ports:
-        return cls(free_port(), free_port(), free_port(), free_port())
+        return cls(free_port(), free_port(), free_port())
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,6 @@ class Urls:
     exchange: str
     finest: str
     monster: str
-    dmp: str
 
     @classmethod
     def of(cls, ports: Ports) -> Urls:
@@ -64,7 +62,6 @@ class Urls:
             exchange=f"http://exchange.localhost:{ports.exchange}",
             finest=f"http://finest.localhost:{ports.finest}",
             monster=f"http://monster.localhost:{ports.monster}",
-            dmp=f"http://dmp.localhost:{ports.dmp}",
         )
 
 
@@ -112,15 +109,6 @@ def buyer_overrides(
     }
 
 
-def dmp_overrides(directory: Path, ports: Ports, urls: Urls) -> dict[str, str]:
-    return {
-        "COOKIEMATCH_STORE__URL": f"sqlite:///{directory / 'dmp.db'}",
-        "COOKIEMATCH_DMP__LISTEN": f"127.0.0.1:{ports.dmp}",
-        "COOKIEMATCH_DMP__PUBLIC_URL": urls.dmp,
-        "COOKIEMATCH_DMP__ADMIN_TOKEN": ADMIN_TOKEN,
-    }
-
-
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -160,8 +148,8 @@ def running(config: Path, overrides: dict[str, str], port: int, log: Path) -> It
 
 
 @contextlib.contextmanager
-def demo_stack(directory: Path, *, with_dmp: bool) -> Iterator[tuple[Ports, Urls]]:
-    """Start the exchange, both buyers (and the DMP); yields their ports and URLs."""
+def demo_stack(directory: Path) -> Iterator[tuple[Ports, Urls]]:
+    """Start the exchange and both buyers; yields their ports and URLs."""
     ports = Ports.pick()
     urls = Urls.of(ports)
     with contextlib.ExitStack() as stack:
@@ -183,15 +171,6 @@ def demo_stack(directory: Path, *, with_dmp: bool) -> Iterator[tuple[Ports, Urls
                     buyer_overrides(directory, name, port, public, urls),
                     port,
                     directory / f"{name}.log",
-                )
-            )
-        if with_dmp:
-            stack.enter_context(
-                running(
-                    example_path("dmp.toml"),
-                    dmp_overrides(directory, ports, urls),
-                    ports.dmp,
-                    directory / "dmp.log",
                 )
             )
         yield ports, urls

@@ -17,8 +17,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import random
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -182,13 +180,6 @@ def _page_view(browser: SimulatedBrowser, base: str) -> int:
     return len(pixels)
 
 
-def _isolated_browser() -> SimulatedBrowser:
-    """A SimulatedBrowser whose cookies live only in its per-host jar: httpx's own jar would
-    otherwise send every ``*.localhost`` host's cookies to all of them (same 127.0.0.1)."""
-    client = httpx.Client(timeout=5.0)
-    return SimulatedBrowser(client=client, on_hop=lambda hop: client.cookies.clear())
-
-
 def _loopback(url: str) -> str:
     """``http://dmp.localhost:8720`` -> ``http://127.0.0.1:8720`` (for plain HTTP clients)."""
     parts = urlsplit(url)
@@ -220,7 +211,7 @@ def run_dmp_scenario(
     chooser = random.Random(seed)
     first_uid = ""
     for number in range(browsers):
-        browser = _isolated_browser()
+        browser = SimulatedBrowser()
         try:
             fired = _page_view(browser, base)
             if number == 0:
@@ -254,44 +245,30 @@ def print_funnel(report: FunnelReport, out: Callable[[str], None] = print) -> No
             f"{c['callbacks']:>11}{row.loss_rate:>8.1%}")  # fmt: skip
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    import socket
+def run_dmp_story(directory: Path, *, browsers: int = 200) -> FunnelReport:
+    """Start the partner stubs and a DMP serving them, run the scenario, print the funnel."""
+    from cookiematch.cli.demo_stack import free_port, running
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the DMP exited with status {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"the DMP did not listen on port {port} within {timeout:.0f} s")
+    with partner_stubs() as stubs:
+        port = free_port()
+        config = write_dmp_demo_config(directory, port, stubs)
+        with running(config, {}, port, directory / "dmp.log"):
+            print(f"DMP on http://dmp.localhost:{port}; partners: {', '.join(s.id for s in stubs)}")
+            report = run_dmp_scenario(f"http://dmp.localhost:{port}", stubs, browsers=browsers)
+    print_funnel(report)
+    return report
+
+
+def funnel_as_expected(report: FunnelReport) -> bool:
+    """The lossy partner lost callbacks; the reliable ones lost none."""
+    return report.partners["dsp"].loss > 0 and report.partners["analytics"].loss == 0
 
 
 def run_dmp_demo(browsers: int = 200) -> int:
-    """Start a DMP and the partner stubs, run the scenario, print the funnel; exit status."""
-    import socket
-
-    with (
-        tempfile.TemporaryDirectory(prefix="cookiematch-dmp-demo-") as tmp,
-        partner_stubs() as stubs,
-    ):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        config = write_dmp_demo_config(Path(tmp), port, stubs)
-        argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
-                "--role", "dmp"]  # fmt: skip
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            _wait_for_port(port, process)
-            print(f"DMP on http://dmp.localhost:{port}; partners: {', '.join(s.id for s in stubs)}")
-            report = run_dmp_scenario(f"http://dmp.localhost:{port}", stubs, browsers=browsers)
-        finally:
-            process.terminate()
-            process.wait(10)
-    print_funnel(report)
-    lossy = report.partners["dsp"]
-    return 0 if lossy.loss > 0 and report.partners["analytics"].loss == 0 else 1
+    """The DMP story alone; exit status 0 when the funnel looks as expected."""
+    with tempfile.TemporaryDirectory(prefix="cookiematch-dmp-demo-") as tmp:
+        report = run_dmp_story(Path(tmp), browsers=browsers)
+    return 0 if funnel_as_expected(report) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from cookiematch.cli.store import store
 from cookiematch.config import Config, load_config
 from cookiematch.errors import ConfigError
 from cookiematch.web.factories import ROLE_FACTORIES
@@ -138,3 +139,6 @@ def demo(serve: bool) -> None:
     from cookiematch.cli.demo import run_demo
 
     raise SystemExit(run_demo(serve=serve))
+
+
+main.add_command(store)

@@ -10,7 +10,7 @@ from typing import TypeVar
 import click
 
 from cookiematch.errors import StorageError
-from cookiematch.storage import Store, open_store
+from cookiematch.storage import connect_store
 from cookiematch.storage.transfer import copy_store, count_keys
 
 T = TypeVar("T")
@@ -25,16 +25,6 @@ def _run(work: Callable[[], Awaitable[T]]) -> T:
 
 async def _await(work: Callable[[], Awaitable[T]]) -> T:
     return await work()
-
-
-async def _opened(url: str) -> Store:
-    store = open_store(url)
-    try:
-        await store.start()
-    except BaseException:
-        await store.close()
-        raise
-    return store
 
 
 @click.group()
@@ -54,9 +44,9 @@ def copy(src_url: str, dst_url: str, prefix: str, batch: int) -> None:
     """
 
     async def work() -> None:
-        src = await _opened(src_url)
+        src = await connect_store(src_url)
         try:
-            dst = await _opened(dst_url)
+            dst = await connect_store(dst_url)
             try:
                 # the total is unknown without a second full scan: an open-ended bar counting keys
                 unknown_length = itertools.count()
@@ -80,7 +70,7 @@ def stats(url: str, prefix: str) -> None:
     """Key counts by prefix (up to the first ':') and facts about the backend."""
 
     async def work() -> None:
-        opened = await _opened(url)
+        opened = await connect_store(url)
         try:
             info = await opened.info()
             counts = await count_keys(opened, prefix=prefix)

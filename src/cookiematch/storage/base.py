@@ -169,3 +169,19 @@ def open_store(
         known = ", ".join(sorted(SCHEMES))
         raise StorageError(f"unknown storage scheme {scheme!r} (known: {known})")
     return opener(url, durability, clock or time.time)
+
+
+async def connect_store(
+    url: str,
+    *,
+    durability: Durability = Durability.ACK,
+    clock: Callable[[], float] | None = None,
+) -> Store:
+    """``open_store`` then ``start``: a store known to be reachable, or StoreUnavailable."""
+    store = open_store(url, durability=durability, clock=clock)
+    try:
+        await store.start()
+    except BaseException:
+        await store.close()
+        raise
+    return store

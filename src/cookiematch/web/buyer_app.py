@@ -21,7 +21,7 @@ from cookiematch.buyer.stats import BuyerStats
 from cookiematch.config import Config
 from cookiematch.config.buyer import BuyerRoleConfig
 from cookiematch.protocol.cookies import CookieSpec
-from cookiematch.storage import Store, open_store
+from cookiematch.storage import Store, connect_store
 from cookiematch.web import buyer_metrics, metrics
 from cookiematch.web.buyer_admin import build_buyer_admin_app
 from cookiematch.web.buyer_routes import NO_BID, NO_TAG, BuyerRoutes
@@ -65,7 +65,7 @@ class BuyerRuntime:
         self._collector: buyer_metrics.BuyerStatsCollector | None = None
 
     async def start(self, app: App) -> None:
-        store = open_store(self.config.store.url, durability=self.config.store.durability)
+        store = await connect_store(self.config.store.url, durability=self.config.store.durability)
         self.store = store
         table = MatchTable(
             store, self.settings.nid, ttl_seconds=self.settings.entry_ttl_seconds, clock=time.time

@@ -31,7 +31,7 @@ from cookiematch.config.dmp import DmpConfig
 from cookiematch.dmp.service import DmpService
 from cookiematch.errors import NotFound, ValidationFailed
 from cookiematch.protocol.cookies import CookieSpec, format_browser_id
-from cookiematch.storage import Store, open_store
+from cookiematch.storage import Store, connect_store
 from cookiematch.web.admin import HEALTH_PATH, PREFIX, guarded_app
 from cookiematch.web.dmp_routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
 from cookiematch.web.http import Request, Response
@@ -137,7 +137,7 @@ class DmpRuntime:
         self._flusher: asyncio.Task[None] | None = None
 
     async def start(self, app: App) -> None:
-        store = open_store(self.config.store.url, durability=self.config.store.durability)
+        store = await connect_store(self.config.store.url, durability=self.config.store.durability)
         self.store = store
         service = DmpService(
             store,

@@ -26,7 +26,7 @@ from cookiematch.exchange.pixel_matching import PixelMatcher
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.userid import UserIdCipher
-from cookiematch.storage import Store, open_store
+from cookiematch.storage import Store, connect_store
 from cookiematch.web import metrics
 from cookiematch.web.admin import build_admin_app
 from cookiematch.web.exchange_ad import (
@@ -73,7 +73,7 @@ class ExchangeRuntime:
         self._monitoring: asyncio.Task[None] | None = None
 
     async def start(self, app: App) -> None:
-        store = open_store(self.config.store.url, durability=self.config.store.durability)
+        store = await connect_store(self.config.store.url, durability=self.config.store.durability)
         self.store = store
         registry = ExchangeRegistry(
             store, self.exchange.buyer_models(), self.exchange.user_list_models()

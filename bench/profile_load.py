@@ -1,0 +1,80 @@
+"""Profile a server worker under wrk load with py-spy: where the time of an endpoint goes.
+
+    .venv/bin/python bench/profile_load.py [--seconds 8] [--store sqlite|redis] [--out DIR]
+        [--endpoint cookie_match --endpoint hosted_match]
+
+Starts ``cookiematch serve --role exchange`` (1 worker), and for each endpoint records the
+worker with ``py-spy record --threads --format raw`` while wrk drives it, then prints the
+summary of ``bench/profile_summary.py`` (buckets: adapter, parse, crypto, render, store,
+event loop, ...). Needs py-spy (``pip install py-spy``; the ``dev`` extra has it) and the
+right to ptrace the worker (root, or ptrace_scope 0). Sampling slows the worker down; the
+shares, not the rates, are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import profile_summary
+import servers
+
+SCRIPTS = {
+    "cookie_match": ("cookie_match.lua", []),
+    "hosted_match": (
+        "unique.lua",
+        ["1", "/pixel?google_nid=cookie-monster&google_cm&google_hm=@N@", "cm_id=@ID@"],
+    ),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--store", default="sqlite", choices=("sqlite", "redis"))
+    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--endpoint", choices=sorted(SCRIPTS), action="append")
+    parser.add_argument("--out", type=Path, default=servers.ROOT / "var" / "bench" / "profiles")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    py_spy = str(servers.VENV_BIN / "py-spy")
+    with (
+        tempfile.TemporaryDirectory(prefix="cookiematch-profile-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        work = Path(tmp)
+        if args.store == "redis":
+            url = f"redis://127.0.0.1:{stack.enter_context(servers.redis_server(work))}/0"
+        else:
+            url = f"sqlite:///{work}/store.db"
+        service = stack.enter_context(servers.cookiematch(work / "server", url))
+        pid = service.worker_pids()[0]
+        for endpoint in args.endpoint or sorted(SCRIPTS):
+            script, script_args = SCRIPTS[endpoint]
+            raw = args.out / f"{endpoint}-{args.store}.txt"
+            spy = subprocess.Popen(
+                [py_spy, "record", "-p", str(pid), "-d", f"{args.seconds:g}", "-r",
+                 str(args.rate), "--threads", "--nonblocking", "-f", "raw", "-o", str(raw)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            result = servers.wrk(
+                service.port,
+                servers.ROOT / "bench" / "lua" / script,
+                duration=args.seconds,
+                connections=args.connections,
+                args=script_args,
+            )
+            spy.wait()
+            print(f"\n### {endpoint} on {args.store}, under py-spy: {result.rps:,.0f} req/s")
+            print(profile_summary.summarise(raw, 15))
+
+
+if __name__ == "__main__":
+    main()
