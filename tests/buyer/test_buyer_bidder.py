@@ -24,7 +24,8 @@ from cookiematch.storage import Store
 from .conftest import GID, NID, PROSPECT, RETARGET, Clock, MakeBidder, settings
 
 # The IAB's section 6 examples, copied unchanged from the project's shared inputs.
-EXAMPLES = Path(__file__).resolve().parent / "data" / "openrtb-2.6-examples"
+from support.openrtb import EXAMPLES
+
 UID = bytes(range(16))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from cookiematch.exchange.openrtb import (
 )
 
 # The IAB examples live beside the repository (../shared), as docs/DESIGN.md says.
-EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "openrtb-2.6-examples"
+from support.openrtb import EXAMPLES
 
 
 def request(auction_id: str = "a1", imp_id: str = "1", floor: float | None = None) -> BidRequest:

@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from conftest import ServerProcess, free_port
+from support.openrtb import EXAMPLES
 
 TOKEN = "buyer-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 EXCHANGE = "https://exchange.example/pixel"
 GID = "dGhpcyBpcyBhbiBleGFtGxl"
-EXAMPLES = Path(__file__).resolve().parents[1] / "buyer" / "data" / "openrtb-2.6-examples"
 UID_22 = "AAECAwQFBgcICQoLDA0ODw"
 
 
