@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from cookiematch.exchange import keys
 from cookiematch.exchange.ad_service import AdRequest, AdService
@@ -22,21 +19,15 @@ from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import UserIdCipher
-from cookiematch.storage import Store, open_store
+from cookiematch.storage import Store
+
+from support.clock import FakeClock
 
 BROWSER = bytes(range(16))
 NEW_BROWSER = bytes(range(100, 116))
 NOW = 1_700_000_000.0
 NEWS = Publisher("examplenews")
 Reply = tuple[float, int, bytes]  # delay, status, body
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Bidders:
@@ -74,17 +65,10 @@ def buyer(nid: str, **kwargs: Any) -> Buyer:
     )
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path / 'exchange.db'}")
-    yield opened
-    await opened.close()
-
-
 class World:
     def __init__(self, store: Store, buyers: list[Buyer], timeout_ms: int = 100) -> None:
         self.store = store
-        self.clock = Clock()
+        self.clock = FakeClock()
         self.settings = ExchangeSettings(auction_timeout_ms=timeout_ms)
         self.cipher = UserIdCipher({1: b"k" * 32})
         self.push = PushTokens(self.cipher)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -20,28 +19,15 @@ from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.storage import Store, open_store
 
+from support.clock import FakeClock
+
 BROWSER = bytes(range(16))
 OTHER_BROWSER = bytes(range(1, 17))
 NOW = 1_700_000_000.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = open_store(f"sqlite:///{tmp_path / 'exchange.db'}")
-    yield store
-    await store.close()
-
-
 def make_service(
-    store: Store, clock: Clock, settings: ExchangeSettings | None = None
+    store: Store, clock: FakeClock, settings: ExchangeSettings | None = None
 ) -> tuple[CookieMatchService, UserIdCipher, PushTokens]:
     buyers = [
         Buyer("ad_network_xyz", RedirectTemplate.compile("http://ad.network.com/pixel?id=")),
@@ -89,7 +75,7 @@ def params_of(outcome: object) -> list[tuple[str, str]]:
 async def test_cookie_match_redirects_with_a_gid_that_decrypts_to_the_browser(
     store: Store,
 ) -> None:
-    service, cipher, _ = make_service(store, Clock())
+    service, cipher, _ = make_service(store, FakeClock())
     outcome = await run(service, "google_nid=ad_network_xyz&google_cm&p1=v1", Browser(BROWSER))
     assert isinstance(outcome, RedirectToBuyer)
     assert outcome.location.startswith("http://ad.network.com/pixel?id=&p1=v1&google_gid=")
@@ -99,7 +85,7 @@ async def test_cookie_match_redirects_with_a_gid_that_decrypts_to_the_browser(
 
 
 async def test_https_tag_redirects_over_https(store: Store) -> None:
-    service, _, _ = make_service(store, Clock())
+    service, _, _ = make_service(store, FakeClock())
     outcome = await run(service, "google_nid=ad_network_xyz&google_cm", Browser(BROWSER), "https")
     assert isinstance(outcome, RedirectToBuyer)
     assert outcome.location.startswith("https://ad.network.com/pixel?id=&google_gid=")
@@ -121,13 +107,13 @@ async def test_https_tag_redirects_over_https(store: Store) -> None:
 async def test_errors_carry_no_other_google_parameter(
     store: Store, query: str, browser: Browser, error: int
 ) -> None:
-    service, _, _ = make_service(store, Clock())
+    service, _, _ = make_service(store, FakeClock())
     outcome = await run(service, query + "&keep=me", browser)
     assert params_of(outcome) == [("id", ""), ("keep", "me"), ("google_error", str(error))]
 
 
 async def test_missing_cookie_with_google_sc_sets_and_verifies_a_cookie(store: Store) -> None:
-    service, _, _ = make_service(store, Clock())
+    service, _, _ = make_service(store, FakeClock())
     outcome = await run(service, "google_nid=ad_network_xyz&google_cm&google_sc&x=1", Browser(None))
     assert isinstance(outcome, VerifyCookie)
     assert outcome.browser_id == OTHER_BROWSER
@@ -142,7 +128,7 @@ async def test_default_without_sc_or_no_sc_is_configurable(
     store: Store, default: bool, expect_set: bool
 ) -> None:
     settings = ExchangeSettings(set_cookie_by_default=default)
-    service, _, _ = make_service(store, Clock(), settings)
+    service, _, _ = make_service(store, FakeClock(), settings)
     outcome = await run(service, "google_nid=ad_network_xyz&google_cm", Browser(None))
     assert isinstance(outcome, VerifyCookie) is expect_set
     if not expect_set:
@@ -150,7 +136,7 @@ async def test_default_without_sc_or_no_sc_is_configurable(
 
 
 async def test_user_list_statuses_and_memberships(store: Store) -> None:
-    clock = Clock()
+    clock = FakeClock()
     service, _, _ = make_service(store, clock)
     query = (
         "google_nid=ad_network_xyz&google_ula=12345,7654321&google_ula=45678"
@@ -173,13 +159,13 @@ async def test_user_list_statuses_and_memberships(store: Store) -> None:
 async def test_user_list_add_fails_with_status_10_when_the_store_fails(tmp_path: Path) -> None:
     broken = open_store(f"sqlite:///{tmp_path / 'x.db'}")
     await broken.close()
-    service, _, _ = make_service(broken, Clock())
+    service, _, _ = make_service(broken, FakeClock())
     outcome = await run(service, "google_nid=ad_network_xyz&google_ula=12345", Browser(BROWSER))
     assert params_of(outcome) == [("id", ""), ("google_ula", "12345,10")]
 
 
 async def test_hosted_match_success_adds_nothing_and_stores_the_data(store: Store) -> None:
-    service, _, _ = make_service(store, Clock())
+    service, _, _ = make_service(store, FakeClock())
     query = "google_nid=cookie-monster&google_hm=Q29va2llIG51bWJlciAxIQ%3D%3D"
     outcome = await run(service, query, Browser(BROWSER))
     assert isinstance(outcome, RedirectToBuyer)
@@ -199,7 +185,7 @@ async def test_hosted_match_success_adds_nothing_and_stores_the_data(store: Stor
 async def test_hosted_match_failures_keep_the_old_data(
     store: Store, nid: str, value: str, status: int
 ) -> None:
-    service, _, _ = make_service(store, Clock())
+    service, _, _ = make_service(store, FakeClock())
     key = keys.hosted_match_key(BROWSER, nid)
     await store.set(key, b"old")
     outcome = await run(service, f"google_nid={nid}&google_hm={value}", Browser(BROWSER))
@@ -210,13 +196,13 @@ async def test_hosted_match_failures_keep_the_old_data(
 async def test_hosted_match_write_failure_is_status_4(tmp_path: Path) -> None:
     broken = open_store(f"sqlite:///{tmp_path / 'x.db'}")
     await broken.close()
-    service, _, _ = make_service(broken, Clock())
+    service, _, _ = make_service(broken, FakeClock())
     outcome = await run(service, "google_nid=cookie-monster&google_hm=Q29va2ll", Browser(BROWSER))
     assert params_of(outcome) == [("id", ""), ("google_hm", "4")]
 
 
 async def test_hosted_match_writes_are_throttled_per_buyer(store: Store) -> None:
-    clock = Clock()
+    clock = FakeClock()
     service, _, _ = make_service(store, clock)
     query = "google_nid=cookie-monster&google_hm=Q29va2ll"
     statuses = [
@@ -229,7 +215,7 @@ async def test_hosted_match_writes_are_throttled_per_buyer(store: Store) -> None
 
 
 async def test_valid_push_is_recorded_and_answered_with_a_pixel(store: Store) -> None:
-    clock = Clock()
+    clock = FakeClock()
     service, _, push = make_service(store, clock)
     token = push.issue(BROWSER, "ad_network_xyz", int(NOW))
     clock.now += 60
@@ -244,7 +230,7 @@ async def test_valid_push_is_recorded_and_answered_with_a_pixel(store: Store) ->
 
 @pytest.mark.parametrize("case", ["other_buyer", "other_browser", "expired", "tampered"])
 async def test_invalid_push_is_error_5(store: Store, case: str) -> None:
-    clock = Clock()
+    clock = FakeClock()
     service, _, push = make_service(store, clock)
     nid = "cookie-monster" if case == "other_buyer" else "ad_network_xyz"
     browser = OTHER_BROWSER if case == "other_browser" else BROWSER
@@ -259,7 +245,7 @@ async def test_invalid_push_is_error_5(store: Store, case: str) -> None:
 
 
 async def test_extras_over_one_kilobyte_are_dropped_and_flagged(store: Store) -> None:
-    service, _, _ = make_service(store, Clock())
+    service, _, _ = make_service(store, FakeClock())
     big = "x" * 1100
     outcome = await run(service, f"google_nid=ad_network_xyz&google_cm&big={big}", Browser(BROWSER))
     assert isinstance(outcome, RedirectToBuyer)
@@ -268,7 +254,7 @@ async def test_extras_over_one_kilobyte_are_dropped_and_flagged(store: Store) ->
 
 
 async def test_gids_differ_between_buyers(store: Store) -> None:
-    service, _, _ = make_service(store, Clock())
+    service, _, _ = make_service(store, FakeClock())
     first = await run(service, "google_nid=ad_network_xyz&google_cm", Browser(BROWSER))
     second = await run(service, "google_nid=cookie-monster&google_cm", Browser(BROWSER))
     assert dict(params_of(first))["google_gid"] != dict(params_of(second))["google_gid"]

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from cookiematch.exchange.browser_record import CREATED, browser_record_key, gid_field
 from cookiematch.exchange.cookie_match import Browser, CookieMatchService
 from cookiematch.exchange.model import Buyer, ExchangeSettings
@@ -18,34 +13,21 @@ from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.query import parse_query
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import UserIdCipher
-from cookiematch.storage import Store, open_store
+from cookiematch.storage import Store
+
+from support.clock import FakeClock
 
 BROWSER = bytes(range(16))
 NOW = 1_700_000_000.0
 DAY = 86400
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path / 'exchange.db'}")
-    yield opened
-    await opened.close()
-
-
-def monitor(store: Store, clock: Clock, worker: str = "w1") -> BuyerMonitor:
+def monitor(store: Store, clock: FakeClock, worker: str = "w1") -> BuyerMonitor:
     return BuyerMonitor(store, ExchangeSettings(), clock=clock, worker_id=worker)
 
 
 async def test_workers_share_counts_through_the_store(store: Store) -> None:
-    clock = Clock()
+    clock = FakeClock()
     one, two = monitor(store, clock, "w1"), monitor(store, clock, "w2")
     for _ in range(3):
         one.count("dsp", Count.BID_REQUESTS)
@@ -62,7 +44,7 @@ async def test_workers_share_counts_through_the_store(store: Store) -> None:
 
 
 async def test_counts_leave_the_window(store: Store) -> None:
-    clock = Clock()
+    clock = FakeClock()
     watcher = monitor(store, clock)
     watcher.count("dsp", Count.WINS)
     clock.now += DAY - 600
@@ -73,7 +55,7 @@ async def test_counts_leave_the_window(store: Store) -> None:
 
 
 async def test_response_rate_needs_enough_pushes(store: Store) -> None:
-    clock = Clock()
+    clock = FakeClock()
     watcher = monitor(store, clock)
     watcher.count("dsp", Count.PUSHES_ISSUED, MIN_PUSHES_FOR_RATE - 1)
     assert (await watcher.stats("dsp")).response_rate is None
@@ -89,7 +71,7 @@ async def test_response_rate_needs_enough_pushes(store: Store) -> None:
 
 class Exchange:
     def __init__(self, store: Store) -> None:
-        self.clock = Clock()
+        self.clock = FakeClock()
         self.monitor = monitor(store, self.clock)
         cipher = UserIdCipher({1: b"k" * 32})
         self.buyer = Buyer("dsp", RedirectTemplate.compile("http://dsp.example/m"))

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
-
-import pytest
 
 from cookiematch.exchange import keys
 from cookiematch.exchange.ad_service import AdRequest, AdService
@@ -30,19 +26,13 @@ from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.query import parse_query
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import UserIdCipher
-from cookiematch.storage import Store, open_store
+from cookiematch.storage import Store
+
+from support.clock import FakeClock
 
 BROWSER = bytes(range(16))
 NOW = 1_700_000_000.0
 DAY = 86400
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Randoms:
@@ -89,17 +79,10 @@ BUYERS = [
 ]
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(f"sqlite:///{tmp_path / 'exchange.db'}")
-    yield opened
-    await opened.close()
-
-
 class World:
     def __init__(self, store: Store, *randoms: float) -> None:
         self.store = store
-        self.clock = Clock()
+        self.clock = FakeClock()
         self.random = Randoms(*(randoms or (0.0,)))
         self.settings = ExchangeSettings()
         self.cipher = UserIdCipher({3: b"k" * 32})
