@@ -25,7 +25,7 @@ def svg(result: dict[str, object]) -> str:
     top = max(0.5, *(r["ratio"] for r in rows), *(r["target"] for r in rows)) * 1.1
     bar, gap, left, height, base = 18, 26, 60, 260, 300
     group = bar * len(series) + gap
-    width = left + group * len(endpoints) + 20
+    width = max(760, left + group * len(endpoints) + 20)
     y = lambda v: base - height * v / top  # noqa: E731
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{base + 110}" '

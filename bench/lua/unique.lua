@@ -39,7 +39,7 @@ function request()
   counter = counter + 1
   local c = b64(counter, 8)
   local id = prefix .. c .. "bmA"
-  local token = c .. prefix:sub(4, 11)
+  local token = c .. prefix:sub(1, 3) .. prefix:sub(9, 11) .. "bk"  -- run, thread
   headers["Cookie"] = "_ga=GA1.2.1234567890.1700000000; " .. cookie_template:gsub("@ID@", id)
   local path = path_template:gsub("@ID@", id):gsub("@N@", token)
   return wrk.format("GET", path, headers)
