@@ -133,11 +133,11 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         stop_at = wall0 + seconds
         await asyncio.gather(*(loop() for _ in range(args.concurrency)))
-        if monitor is not None and monitor._tasks:
-            backlog, t = len(monitor._tasks), time.perf_counter()
+        if monitor is not None and monitor.pending_checks:
+            backlog, t = monitor.pending_checks, time.perf_counter()
             await monitor.drain()
             print(
-                f"   monitor backlog at the end: {backlog:,} tasks,"
+                f"   monitor backlog at the end: {backlog:,} checks,"
                 f" drained in {time.perf_counter() - t:.2f} s"
             )
         return sum(statuses.values()), time.process_time() - cpu0, time.perf_counter() - wall0

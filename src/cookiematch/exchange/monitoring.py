@@ -10,7 +10,11 @@ window. Fields expire with the window.
 Frequency capping: when the exchange redirects a gid to buyer X for browser B (a match tag,
 or a pixel match that came back), the browser record (``browser_record.py``) keeps the time;
 a match tag from X for B before ``match_expiry_days`` have passed is a violation. These
-checks run off the request path (background tasks): the match tag is never slowed down.
+checks run off the request path: a request only appends to a bounded queue, which one
+consumer task empties in batches (one round of reads, one round of writes per batch, so the
+store's group commit takes a batch in one transaction). When the queue is full the check is
+dropped and counted (``checks_dropped``): under overload monitoring samples, it never grows
+memory or slows the match tag.
 """
 
 from __future__ import annotations
@@ -19,9 +23,8 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from cookiematch.exchange.browser_record import (
     CREATED,
@@ -40,6 +43,8 @@ WINDOW_SECONDS = 86_400
 MIN_PUSHES_FOR_RATE = 20  # below this many pushes in the window the rate is not judged
 FLUSH_SECONDS = 1.0
 RATE_REFRESH_SECONDS = 10.0
+MAX_PENDING_CHECKS = 10_000  # frequency-capping checks waiting for the consumer
+CHECK_BATCH = 512
 
 
 class Count(enum.StrEnum):
@@ -58,10 +63,22 @@ class Count(enum.StrEnum):
     ERRORS = "errors"  # transport errors and non-200/204 statuses
     INVALID = "invalid"  # malformed bid responses
     WINS = "wins"
+    CHECKS_DROPPED = "checks_dropped"  # frequency-capping checks dropped under overload
 
 
 def monitor_key(nid: str) -> str:
     return f"mon:{nid}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """A gid redirected to a buyer (``push=False``: by a match tag) for a browser."""
+
+    nid: str
+    browser_id: bytes
+    at: int
+    push: bool = False
+    new_cookie: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +136,8 @@ class BuyerMonitor:
         self._values: dict[tuple[str, int, Count], int] = {}  # this worker, cumulative
         self._dirty: set[tuple[str, int, Count]] = set()
         self._rates: dict[str, float | None] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        # the last background check per (browser, buyer): the next one waits for it, so that
-        # two match tags a moment apart see each other (the store read would race the write)
-        self._chains: dict[tuple[bytes, str], asyncio.Task[None]] = {}
+        self._checks: asyncio.Queue[_Check] = asyncio.Queue(MAX_PENDING_CHECKS)
+        self._checking = asyncio.Lock()
 
     # -- counting ---------------------------------------------------------------------
 
@@ -189,64 +204,101 @@ class BuyerMonitor:
     # -- hooks of the Cookie Matching Service ------------------------------------------
 
     def gid_issued(self, nid: str, browser_id: bytes, *, new_cookie: bool = False) -> None:
-        """A match tag redirected a gid to ``nid``: count it, check frequency capping."""
+        """A match tag redirected a gid to ``nid``: count it, queue the frequency check."""
         self.count(nid, Count.MATCH_TAGS)
-        self._chain(browser_id, nid, self._check_frequency(nid, browser_id, new_cookie))
+        self._queue(_Check(nid, browser_id, int(self._clock()), new_cookie=new_cookie))
 
     def push_returned(self, nid: str, browser_id: bytes) -> None:
         """A pixel match came back valid: the buyer now has a fresh match for the browser."""
         self.count(nid, Count.PUSHES_RETURNED)
-        self._chain(browser_id, nid, self._record_push_return(nid, browser_id))
+        self._queue(_Check(nid, browser_id, int(self._clock()), push=True))
 
-    async def _check_frequency(self, nid: str, browser_id: bytes, new_cookie: bool) -> None:
-        key = browser_record_key(browser_id)
-        now = int(self._clock())
-        expiry = self._settings.match_expiry_days * 86400
-        last = await self._store.hget(key, gid_field(nid))
-        if last is not None and last.isdigit() and now - int(last) < expiry:
-            self.count(nid, Count.FREQUENCY_CAP_VIOLATIONS)
-        writes = [self._store.hset(key, {gid_field(nid): seconds(now)}, ttl=expiry)]
-        if new_cookie:  # the cookie-setting hop of /pixel just proved the cookie sticks
-            max_age = self._settings.cookie_max_age_days * 86400
-            writes.append(self._store.hset(key, {CREATED: seconds(now)}, ttl=max_age))
-        await asyncio.gather(*writes)
+    @property
+    def pending_checks(self) -> int:
+        """Frequency-capping checks queued and not yet applied."""
+        return self._checks.qsize()
 
-    async def _record_push_return(self, nid: str, browser_id: bytes) -> None:
-        key = browser_record_key(browser_id)
-        expiry = self._settings.match_expiry_days * 86400
-        await self._store.hset(key, {gid_field(nid): seconds(int(self._clock()))}, ttl=expiry)
-        await self._store.hdel(key, [push_field(nid)])
+    def _queue(self, check: _Check) -> None:
+        try:
+            self._checks.put_nowait(check)
+        except asyncio.QueueFull:
+            self.count(check.nid, Count.CHECKS_DROPPED)
 
     # -- background work ----------------------------------------------------------------
 
-    def _chain(self, browser_id: bytes, nid: str, work: Coroutine[Any, Any, None]) -> None:
-        key = (browser_id, nid)
-        previous = self._chains.get(key)
+    async def _check_batch(self, checks: list[_Check]) -> None:
+        """Apply queued checks in order: one read per browser record, one write each."""
+        keys = {browser_record_key(c.browser_id) for c in checks}
+        records = dict(
+            zip(keys, await asyncio.gather(*(self._store.hgetall(k) for k in keys)), strict=True)
+        )
+        expiry = self._settings.match_expiry_days * 86400
+        writes: dict[str, dict[str, bytes]] = {}
+        created: dict[str, bytes] = {}
+        pushes_done: dict[str, list[str]] = {}
+        for check in checks:
+            key = browser_record_key(check.browser_id)
+            field = gid_field(check.nid)
+            pending = writes.setdefault(key, {})
+            last = pending.get(field, records[key].get(field))
+            if (
+                not check.push
+                and last is not None
+                and last.isdigit()
+                and check.at - int(last) < expiry
+            ):
+                self.count(check.nid, Count.FREQUENCY_CAP_VIOLATIONS)
+            pending[field] = seconds(check.at)
+            if check.push:
+                pushes_done.setdefault(key, []).append(push_field(check.nid))
+            if check.new_cookie:  # the cookie-setting hop of /pixel proved the cookie sticks
+                created[key] = seconds(check.at)
+        max_age = self._settings.cookie_max_age_days * 86400
+        await asyncio.gather(
+            *(self._store.hset(key, fields, ttl=expiry) for key, fields in writes.items()),
+            *(self._store.hset(key, {CREATED: at}, ttl=max_age) for key, at in created.items()),
+            *(self._store.hdel(key, fields) for key, fields in pushes_done.items()),
+        )
 
-        async def after_previous() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            await work
+    async def _check_available(self, first: _Check | None = None) -> bool:
+        """Apply ``first`` and every check queued now, in order and in batches; False when
+        there was none."""
+        async with self._checking:
+            if first is None and self._checks.empty():
+                return False
+            while first is not None or not self._checks.empty():
+                batch = [first] if first is not None else []
+                first = None
+                while len(batch) < CHECK_BATCH and not self._checks.empty():
+                    batch.append(self._checks.get_nowait())
+                try:
+                    await self._check_batch(batch)
+                except Exception as exc:
+                    log.warning("frequency-capping checks failed (%d lost): %s", len(batch), exc)
+            return True
 
-        task = asyncio.get_running_loop().create_task(after_previous())
-        self._chains[key] = task
-        self._tasks.add(task)
-        task.add_done_callback(lambda done: self._done(done, key))
-
-    def _done(self, task: asyncio.Task[None], key: tuple[bytes, str]) -> None:
-        self._tasks.discard(task)
-        if self._chains.get(key) is task:
-            del self._chains[key]
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("monitoring write failed: %s", task.exception())
+    async def consume(self) -> None:
+        """Apply queued checks as they come, forever (one task per worker)."""
+        while True:
+            await self._check_available(await self._checks.get())
 
     async def drain(self) -> None:
-        """Wait for the background checks started so far (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Apply every check queued so far (tests, shutdown)."""
+        while await self._check_available():
+            pass
 
     async def run(self, nids: Callable[[], Iterable[str]]) -> None:
-        """Flush every second and refresh response rates every few seconds, forever."""
+        """Apply checks as they come; flush every second and refresh response rates every few
+        seconds, forever."""
+        consumer = asyncio.get_running_loop().create_task(self.consume())
+        try:
+            await self._flush_forever(nids)
+        finally:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+
+    async def _flush_forever(self, nids: Callable[[], Iterable[str]]) -> None:
         since_refresh = RATE_REFRESH_SECONDS
         while True:
             try:
