@@ -5,7 +5,12 @@ from __future__ import annotations
 from cookiematch.exchange.browser_record import CREATED, browser_record_key, gid_field
 from cookiematch.exchange.cookie_match import Browser, CookieMatchService
 from cookiematch.exchange.model import Buyer, ExchangeSettings
-from cookiematch.exchange.monitoring import MIN_PUSHES_FOR_RATE, BuyerMonitor, Count
+from cookiematch.exchange.monitoring import (
+    MAX_PENDING_CHECKS,
+    MIN_PUSHES_FOR_RATE,
+    BuyerMonitor,
+    Count,
+)
 from cookiematch.exchange.outcomes import RedirectToBuyer
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.protocol.matchtag import parse_match_tag
@@ -134,3 +139,20 @@ async def test_two_match_tags_a_moment_apart_see_each_other(store: Store) -> Non
         await exchange.service.match(request, exchange.buyer, Browser(BROWSER), "http")
     await exchange.monitor.drain()
     assert await exchange.violations() == 1
+
+
+async def test_checks_are_bounded_and_applied_in_order(store: Store) -> None:
+    clock = FakeClock()
+    watcher = monitor(store, clock)
+    other = bytes(range(1, 17))
+    for _ in range(MAX_PENDING_CHECKS + 5):  # nothing applies them meanwhile
+        watcher.gid_issued("dsp", other)
+    assert watcher.pending_checks == MAX_PENDING_CHECKS
+    await watcher.drain()
+    stats = await watcher.stats("dsp")
+    assert stats.counts[Count.CHECKS_DROPPED] == 5
+    assert stats.counts[Count.MATCH_TAGS] == MAX_PENDING_CHECKS + 5
+    # every queued check after the first saw the one before it: all are violations
+    assert stats.counts[Count.FREQUENCY_CAP_VIOLATIONS] == MAX_PENDING_CHECKS - 1
+    record = await store.hgetall(browser_record_key(other))
+    assert record[gid_field("dsp")] == str(int(NOW)).encode()
