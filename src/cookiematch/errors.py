@@ -2,6 +2,7 @@
 
 CookiematchError
 ├── ConfigError            a configuration file or value is invalid (names file and key)
+│   └── RuleError          a segment rule that does not validate (names the rule's key path)
 ├── ProtocolError          input on the wire that the protocol rejects
 │   ├── QueryError         malformed query string: bad percent-encoding, not UTF-8, too long
 │   ├── MatchTagError      a match tag that cannot be served at all (google_nid missing,
@@ -11,7 +12,9 @@ CookiematchError
 │   ├── HostedMatchError   a google_hm value that cannot be stored (carries its status)
 │   ├── InvalidUserId      a google_gid that does not decrypt for that buyer and version
 │   ├── InvalidPushToken   a google_push value that is forged, expired or for another buyer
-│   └── BidRequestError    a body that is not an OpenRTB bid request (answered 400)
+│   ├── BidRequestError    a body that is not an OpenRTB bid request (answered 400)
+│   └── RecordError        an ingested partner record that is refused (goes to the rejects)
+├── PullError              a partner's data endpoint failed or answered something unusable
 ├── StorageError           a store backend failed; backends wrap their own errors in it
 │   └── StoreUnavailable   the backend cannot be reached at all
 └── AdminError             an admin API request that is refused (rendered as problem+json)
@@ -34,6 +37,15 @@ class ConfigError(CookiematchError):
         self.key = key
         where = ": ".join(part for part in (file, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class RuleError(ConfigError):
+    """A segment rule that does not validate: ``path`` names the key, ``reason`` says why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(reason, key=path)
 
 
 class ProtocolError(CookiematchError):
@@ -70,6 +82,14 @@ class InvalidPushToken(ProtocolError):
 
 class BidRequestError(ProtocolError):
     """A bid request body that is not JSON or not shaped like an OpenRTB bid request."""
+
+
+class RecordError(ProtocolError):
+    """An ingested partner record that is refused; the message is the reject reason."""
+
+
+class PullError(CookiematchError):
+    """A partner's data endpoint failed or answered something that is not a page of records."""
 
 
 class StorageError(CookiematchError):

@@ -82,9 +82,11 @@ def settings(*, hosted: bool = False, public_url: str | None = None) -> BuyerSet
     )
 
 
-@pytest.fixture
-def table(store: Store, clock: Clock) -> MatchTable:
-    return MatchTable(store, NID, ttl_seconds=28 * DAY, clock=clock)
+@pytest.fixture(params=["keys", "buckets"])
+def table(request: pytest.FixtureRequest, store: Store, clock: Clock) -> MatchTable:
+    """The match table in each layout (4 buckets per direction: entries share buckets)."""
+    buckets = 4 if request.param == "buckets" else None
+    return MatchTable(store, NID, ttl_seconds=28 * DAY, clock=clock, buckets=buckets)
 
 
 MakeMatcher = Callable[..., Matcher]

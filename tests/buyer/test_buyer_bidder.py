@@ -207,13 +207,18 @@ class SlowStore:
             raise StorageError("down")
         return [None] * len(keys)
 
+    async def hget(self, key: str, field: str) -> bytes | None:
+        return (await self.get_many([key]))[0]
 
+
+@pytest.mark.parametrize("buckets", [None, 4])
 @pytest.mark.parametrize(("delay", "fail", "outcome"), [(1.0, False, "timeout"),
                                                         (0.0, True, "store_error")])  # fmt: skip
 async def test_slow_or_failing_lookup_is_no_bid(
-    clock: Clock, delay: float, fail: bool, outcome: str
+    clock: Clock, delay: float, fail: bool, outcome: str, buckets: int | None
 ) -> None:
-    table = MatchTable(SlowStore(delay, fail), NID, ttl_seconds=DAY, clock=clock)  # type: ignore[arg-type]
+    slow = SlowStore(delay, fail)
+    table = MatchTable(slow, NID, ttl_seconds=DAY, clock=clock, buckets=buckets)  # type: ignore[arg-type]
     bidder = Bidder(table, (PROSPECT,), settings(), BuyerStats(), BidLog(5), clock=clock)
     loop = asyncio.get_running_loop()
     started = loop.time()

@@ -1,35 +1,83 @@
-"""The match table on a real SQLite store."""
+"""The match table in both layouts, on a real SQLite store and on a real redis-server."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
-from cookiematch.buyer.matchtable import MatchCodec, MatchEntry, MatchKeys, MatchTable
+from cookiematch.buyer.matchtable import (
+    MatchBuckets,
+    MatchCodec,
+    MatchEntry,
+    MatchKeys,
+    MatchTable,
+    gid_bytes,
+)
 from cookiematch.buyer.model import DAY
-from cookiematch.errors import StorageError
-from cookiematch.storage import Store
+from cookiematch.errors import ConfigError, StorageError
+from cookiematch.storage import Store, open_store
+from storage.redis_servers import RedisServer, require_redis
 
-from .conftest import GID, NID, NOW, Clock
+from .conftest import GID, NID, Clock
 
 UID = bytes(range(16))
 OTHER_UID = bytes(range(1, 17))
+CANONICAL_GID = "CAESEHQzSkjqVcFNjkyYcfsEXwM"  # 20 bytes, like real google_gids
+LAYOUTS = {"keys": None, "buckets": 4}
 
 
-async def test_record_writes_both_directions(table: MatchTable) -> None:
-    entry = await table.record(GID, UID, 1)
-    assert entry == MatchEntry(GID, UID, 1, int(NOW))
-    assert await table.by_gid(GID) == entry
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    require_redis()
+    server = RedisServer(tmp_path_factory.mktemp("buyer-redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
+) -> AsyncIterator[Store]:
+    """Overrides the conftest store: each backend (Redis needs a clock near real time)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'buyer.db'}"
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        with server.client() as client:
+            client.flushall()
+        url = server.url
+        clock.now = float(int(time.time()))
+    opened = open_store(url, clock=clock)
+    await opened.start()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture(params=list(LAYOUTS))
+def table(request: pytest.FixtureRequest, store: Store, clock: Clock) -> MatchTable:
+    buckets = LAYOUTS[request.param]
+    return MatchTable(store, NID, ttl_seconds=28 * DAY, clock=clock, buckets=buckets)
+
+
+@pytest.mark.parametrize("gid", [GID, CANONICAL_GID])
+async def test_record_writes_both_directions(table: MatchTable, clock: Clock, gid: str) -> None:
+    entry = await table.record(gid, UID, 1)
+    assert entry == MatchEntry(gid, UID, 1, int(clock.now))
+    assert await table.by_gid(gid) == entry
     assert await table.by_uid(UID) == entry
 
 
 async def test_rematch_overwrites_and_updates_time(table: MatchTable, clock: Clock) -> None:
+    start = clock.now
     await table.record(GID, UID, 1)
     clock.advance(3 * DAY)
     await table.record(GID, OTHER_UID, 2)
     entry = await table.by_gid(GID)
-    assert entry == MatchEntry(GID, OTHER_UID, 2, int(NOW + 3 * DAY))
+    assert entry == MatchEntry(GID, OTHER_UID, 2, int(start + 3 * DAY))
     assert await table.by_uid(OTHER_UID) == entry
 
 
@@ -40,36 +88,67 @@ async def test_entries_expire_after_their_ttl(table: MatchTable, clock: Clock) -
     clock.advance(2)
     assert await table.by_gid(GID) is None
     assert await table.by_uid(UID) is None
+    assert (await table.lookup(GID, UID)).newest is None
+
+
+async def test_many_entries_share_buckets(table: MatchTable) -> None:
+    uids = [i.to_bytes(16, "big") for i in range(40)]
+    await asyncio.gather(*(table.record(f"gid{i:04d}", uid, i) for i, uid in enumerate(uids)))
+    for i, uid in enumerate(uids):
+        found = await table.lookup(f"gid{i:04d}", uid)
+        assert found.by_gid is not None and found.by_gid.uid == uid and found.by_gid.cver == i
+        assert found.by_uid is not None and found.by_uid.gid == f"gid{i:04d}"
 
 
 class CountingStore:
-    """Wraps a store and counts the read calls."""
+    """Wraps a store; counts read calls and how many were in flight at once."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.reads = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        self._enter()
+        try:
+            return await self.store.get_many(keys)
+        finally:
+            self.in_flight -= 1
+
+    async def hget(self, key: str, field: str) -> bytes | None:
+        self._enter()
+        try:
+            return await self.store.hget(key, field)
+        finally:
+            self.in_flight -= 1
+
+    def _enter(self) -> None:
         self.reads += 1
-        return await self.store.get_many(keys)
-
-    async def get(self, key: str) -> bytes | None:
-        self.reads += 1
-        return await self.store.get(key)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("known", ["gid", "uid", "both", "none"])
-async def test_lookup_is_one_store_call(store: Store, clock: Clock, known: str) -> None:
-    await MatchTable(store, NID, ttl_seconds=DAY, clock=clock).record(GID, UID, 1)
+async def test_lookup_issues_its_reads_together(
+    store: Store, clock: Clock, known: str, layout: str
+) -> None:
+    """``keys``: one get_many; ``buckets``: one hget per id, all in flight at once."""
+    buckets = LAYOUTS[layout]
+    await MatchTable(store, NID, ttl_seconds=DAY, clock=clock, buckets=buckets).record(GID, UID, 1)
     counting = CountingStore(store)
-    table = MatchTable(counting, NID, ttl_seconds=DAY, clock=clock)  # type: ignore[arg-type]
+    table = MatchTable(counting, NID, ttl_seconds=DAY, clock=clock, buckets=buckets)  # type: ignore[arg-type]
     gid = GID if known in ("gid", "both") else None
     uid = UID if known in ("uid", "both") else None
     found = await table.lookup(gid, uid)
-    assert counting.reads == (0 if known == "none" else 1)
+    ids = (gid is not None) + (uid is not None)
+    assert counting.reads == (min(ids, 1) if buckets is None else ids)
+    assert counting.max_in_flight == counting.reads
     assert (found.by_gid is not None) == (gid is not None)
     assert (found.by_uid is not None) == (uid is not None)
-    assert found.newest == (None if known == "none" else MatchEntry(GID, UID, 1, int(NOW)))
+    expected = None if known == "none" else MatchEntry(GID, UID, 1, int(clock.now))
+    assert found.newest == expected
 
 
 async def test_lookup_of_unknown_ids(table: MatchTable) -> None:
@@ -78,23 +157,101 @@ async def test_lookup_of_unknown_ids(table: MatchTable) -> None:
 
 
 def test_layout_is_compact() -> None:
-    entry = MatchEntry(GID, UID, 1, int(NOW))
+    entry = MatchEntry(GID, UID, 1, 1_700_000_000)
     assert len(MatchCodec.pack_by_gid(entry)) == 25
-    assert len(MatchCodec.pack_by_uid(entry)) == 9 + len(GID)
+    assert len(MatchCodec.pack_by_uid(entry)) == 9 + len(GID)  # not canonical: kept as text
+    canonical = MatchEntry(CANONICAL_GID, UID, 1, 1_700_000_000)
+    assert len(MatchCodec.pack_by_uid(canonical)) == 9 + 20  # canonical: its bytes
+    assert MatchCodec.unpack_by_uid(UID, MatchCodec.pack_by_uid(canonical)) == canonical
     keys = MatchKeys(NID)
     assert keys.by_gid(GID) == f"bm:{NID}:g:{GID}"
     assert keys.by_uid(UID) == f"bm:{NID}:u:AAECAwQFBgcICQoLDA0ODw"
+    buckets = MatchBuckets(NID, 16)
+    key, field = buckets.by_gid(CANONICAL_GID)
+    assert key.startswith(f"bm:{NID}:g:") and "{" not in key and len(field) == 25
+    key, field = buckets.by_uid(UID)
+    assert key.startswith(f"bm:{NID}:u:") and len(field) == 20
+    assert buckets.by_gid(GID)[1] == "." + GID
 
 
-async def test_buyers_sharing_a_store_do_not_see_each_other(store: Store, clock: Clock) -> None:
-    await MatchTable(store, "one", ttl_seconds=DAY, clock=clock).record(GID, UID, 1)
-    assert await MatchTable(store, "two", ttl_seconds=DAY, clock=clock).by_gid(GID) is None
+def test_gid_bytes_only_for_canonical_spellings() -> None:
+    assert gid_bytes(CANONICAL_GID) is not None
+    assert gid_bytes(GID) is None  # the document's example has non-zero trailing bits
+    assert gid_bytes("AA") == b"\x00" and gid_bytes("AB") is None
+    assert gid_bytes("QUI") == b"AB"
+    assert gid_bytes("A") is None and gid_bytes("a+b/") is None
+    # "AB" (as text) and "QUI" (bytes b"AB") must not share an entry
+    buckets = MatchBuckets(NID, 1)
+    assert buckets.by_gid("AB") != buckets.by_gid("QUI")
+
+
+async def test_non_canonical_gid_does_not_collide(store: Store, clock: Clock) -> None:
+    table = MatchTable(store, NID, ttl_seconds=DAY, clock=clock, buckets=1)
+    await table.record("AB", UID, 1)
+    assert await table.by_gid("QUI") is None
+    assert (await table.by_uid(UID)).gid == "AB"  # type: ignore[union-attr]
+
+
+async def test_buyers_sharing_a_store_do_not_see_each_other(
+    table: MatchTable, store: Store, clock: Clock
+) -> None:
+    await table.record(GID, UID, 1)
+    buckets = None if table.buckets is None else 4
+    other = MatchTable(store, "two", ttl_seconds=DAY, clock=clock, buckets=buckets)
+    assert await other.by_gid(GID) is None and await other.by_uid(UID) is None
 
 
 @pytest.mark.parametrize("value", [b"", b"\x01short", b"\x02" + bytes(24)])
 async def test_corrupt_values_are_storage_errors(
     table: MatchTable, store: Store, value: bytes
 ) -> None:
-    await store.set(table.keys.by_gid(GID), value)
+    if table.buckets is None:
+        await store.set(table.keys.by_gid(GID), value)
+    else:
+        key, field = table.buckets.by_gid(GID)
+        await store.hset(key, {field: value})
     with pytest.raises(StorageError):
         await table.by_gid(GID)
+
+
+async def test_open_records_the_layout_and_keeps_it(store: Store, clock: Clock) -> None:
+    opened = await MatchTable.open(
+        store, NID, ttl_seconds=DAY, clock=clock, layout="buckets", expected_entries=1000
+    )
+    assert opened.layout == "buckets" and opened.buckets == MatchBuckets(NID, 16)
+    await opened.record(GID, UID, 1)
+    # auto follows the record; another expected size keeps the recorded bucket count
+    again = await MatchTable.open(
+        store, NID, ttl_seconds=DAY, clock=clock, expected_entries=10**6, auto_layout="keys"
+    )
+    assert again.buckets == MatchBuckets(NID, 16)
+    assert await again.by_gid(GID) is not None
+    with pytest.raises(ConfigError, match="'buckets' layout"):
+        await MatchTable.open(store, NID, ttl_seconds=DAY, clock=clock, layout="keys")
+    # another buyer in the same store: auto picks auto_layout and records it
+    keys = await MatchTable.open(store, "two", ttl_seconds=DAY, clock=clock, auto_layout="keys")
+    assert keys.layout == "keys"
+    assert await store.get(keys.keys.meta) == b"keys"
+
+
+async def test_open_rejects_a_foreign_meta_value(store: Store, clock: Clock) -> None:
+    await store.set(MatchKeys(NID).meta, b"buckets zero")
+    with pytest.raises(StorageError, match="not a layout"):
+        await MatchTable.open(store, NID, ttl_seconds=DAY, clock=clock)
+
+
+class HalfBrokenStore:
+    """Forward buckets fail; reverse reads wait a moment and find nothing."""
+
+    async def hget(self, key: str, field: str) -> bytes | None:
+        if ":g:" in key:
+            raise StorageError("down")
+        await asyncio.sleep(0.01)
+        return None
+
+
+async def test_a_failing_read_fails_the_lookup(clock: Clock) -> None:
+    table = MatchTable(HalfBrokenStore(), NID, ttl_seconds=DAY, clock=clock, buckets=4)  # type: ignore[arg-type]
+    with pytest.raises(StorageError, match="down"):
+        await table.lookup(GID, UID)
+    await asyncio.sleep(0.02)  # the other read was cancelled, not left running

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from cookiematch.cli.dmp import dmp
+from cookiematch.cli.dmp_segments import register as register_dmp_segments
 from cookiematch.cli.store import store
 from cookiematch.config import Config, load_config
 from cookiematch.errors import ConfigError
@@ -142,3 +144,5 @@ def demo(serve: bool) -> None:
 
 
 main.add_command(store)
+main.add_command(dmp)
+register_dmp_segments(dmp)  # export, segments recompute|sizes, overlap

@@ -83,6 +83,9 @@ class BuyerRoleConfig(Table, frozen=True):
     tmax_ms: Annotated[int, msgspec.Meta(gt=0, le=10_000)] = 100
     tmax_margin_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 10
     bid_log_size: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 200
+    # "auto": the layout recorded in the store, else "buckets" on Redis, "keys" on SQLite
+    match_table_layout: Literal["auto", "keys", "buckets"] = "auto"
+    match_table_expected_entries: PositiveInt = 100_000_000  # sizes a new bucketed table
     campaigns: tuple[CampaignConfig, ...] = ()
 
     def problems(self) -> Problems:

@@ -11,8 +11,14 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from cookiematch.config.dmp_segments import (
+    DmpDestinationConfig,
+    DmpSegmentConfig,
+    segment_problems,
+)
 from cookiematch.config.values import KeySecret, Listen, Secret
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partner, TagKind
+from cookiematch.dmp.traits import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RedirectURLError
 from cookiematch.protocol.privacy import MAX_CONSENT_LENGTH, MAX_GPP_LENGTH, PrivacySignals
 from cookiematch.protocol.templates import Macro, MacroValues, SyncTemplate
@@ -31,6 +37,7 @@ _ORIGIN = re.compile(
 )
 
 Problems = list[tuple[str, str]]
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+(/[^\s#]*)?")
 
 # Test renders at start: nothing, and the longest values a request may carry.
 _SAMPLE_UID = "A" * 22
@@ -112,11 +119,22 @@ class DmpPartnerConfig(Table, frozen=True):
     id_format: Literal["plain", "signed", "encrypted"] = "plain"
     id_key: KeySecret | None = None  # 32 bytes, base64; HMAC key or AES-256-GCM key
     id_max_age_seconds: PositiveInt = 86400
+    # Ingestion (docs/dmp-data.md): bearer token of POST /api/v1/partners/<id>/records, and
+    # the partner's data endpoint for `cookiematch dmp pull`.
+    ingest_token: Secret | None = None
+    pull_url: str | None = None
+    pull_token: Secret | None = None
+    pull_interval_minutes: PositiveInt = 60
+    pull_page_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
 
     def template(self) -> SyncTemplate:
         return SyncTemplate.compile(self.sync_url)
 
     def problems(self, settings: DmpSettings) -> Problems:
+        if self.ingest_token is not None and len(self.ingest_token) < MIN_ADMIN_TOKEN_LENGTH:
+            return [("ingest_token", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")]
+        if self.pull_url is not None and _HTTP_URL.fullmatch(self.pull_url) is None:
+            return [("pull_url", "expected an absolute http(s) URL")]
         if self.id_format != "plain" and self.id_key is None:
             return [("id_key", f"required when id_format is {self.id_format!r}")]
         try:
@@ -149,6 +167,30 @@ class DmpPartnerConfig(Table, frozen=True):
         )
 
 
+class DmpTraitConfig(Table, frozen=True):
+    """``[[dmp.traits]]``: a declared trait (attribute or event): its type and lifetime."""
+
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+    type: Literal["string", "number", "bool", "list", "event"] = "string"
+    ttl_days: PositiveInt = 90
+
+    def to_model(self) -> TraitDef:
+        return TraitDef(self.name, TraitKind(self.type), self.ttl_days * 86400.0)
+
+
+class DmpIngestConfig(Table, frozen=True):
+    """``[dmp.ingest]``: defaults for undeclared traits, pending records, HTTP batch limits."""
+
+    attribute_ttl_days: PositiveInt = 90  # undeclared attributes
+    event_ttl_days: PositiveInt = 90  # undeclared events
+    max_events_per_name: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 50
+    unknown_traits: Literal["accept", "reject"] = "accept"
+    pending_ttl_days: PositiveInt = 30
+    max_batch_records: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
+    max_batch_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)] = 10 * 1024 * 1024
+    idempotency_ttl_hours: PositiveInt = 24
+
+
 class DmpConfig(Table, frozen=True):
     """``[dmp]``: the DMP role. Its presence enables the role."""
 
@@ -167,6 +209,10 @@ class DmpConfig(Table, frozen=True):
     inband_max_pairs: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
     clients: tuple[DmpClientConfig, ...] = ()
     partners: tuple[DmpPartnerConfig, ...] = ()
+    traits: tuple[DmpTraitConfig, ...] = ()
+    ingest: DmpIngestConfig = DmpIngestConfig()
+    segments: tuple[DmpSegmentConfig, ...] = ()  # config/dmp_segments.py
+    destinations: tuple[DmpDestinationConfig, ...] = ()
 
     def base_url(self) -> str:
         if self.public_url is not None:
@@ -193,13 +239,25 @@ class DmpConfig(Table, frozen=True):
             return found
         found += _duplicates("partners", "id", [p.id for p in self.partners])
         found += _duplicates("clients", "id", [c.id for c in self.clients])
+        found += _duplicates("traits", "name", [t.name for t in self.traits])
         settings = self.settings()
         for i, partner in enumerate(self.partners):
             found += [(f"partners[{i}].{k}", m) for k, m in partner.problems(settings)]
         partner_ids = {p.id for p in self.partners}
         for i, client in enumerate(self.clients):
             found += [(f"clients[{i}].{k}", m) for k, m in client.problems(partner_ids)]
+        found += segment_problems(self.segments, self.destinations, partner_ids)
         return found
+
+    def trait_catalog(self) -> TraitCatalog:
+        ingest = self.ingest
+        return TraitCatalog(
+            traits={t.name: t.to_model() for t in self.traits},
+            attribute_ttl=ingest.attribute_ttl_days * 86400.0,
+            event_ttl=ingest.event_ttl_days * 86400.0,
+            max_events_per_name=ingest.max_events_per_name,
+            reject_unknown=ingest.unknown_traits == "reject",
+        )
 
     def partner_models(self) -> list[Partner]:
         settings = self.settings()

@@ -1,7 +1,8 @@
 """Audience key-values of a profile, for real-time creative optimisation (DCO).
 
-Until segments exist (DMP part 2) they are derived directly from the profile:
+The segments the browser belongs to, and values derived directly from the profile:
 
+    dmp_segments   segment ids (dmp/segments/)
     dmp_partners   partners this browser is synced with
     dmp_imp        campaigns that showed it an impression
     dmp_click      campaigns it clicked
@@ -17,7 +18,10 @@ from cookiematch.dmp.profiles import Profile
 
 
 def audience_kv(profile: Profile) -> dict[str, list[str]]:
-    kv: dict[str, set[str]] = {"dmp_partners": set(profile.partners)}
+    kv: dict[str, set[str]] = {
+        "dmp_partners": set(profile.partners),
+        "dmp_segments": set(profile.segments),
+    }
     for event in profile.events:
         kv.setdefault(f"dmp_{event.event}", set()).add(event.campaign)
     for partner_id, pairs in profile.inband.items():

@@ -9,6 +9,9 @@ import msgspec
 from cookiematch.dmp.events import EventLog
 from cookiematch.dmp.inband import InbandData
 from cookiematch.dmp.matches import MatchTable
+from cookiematch.dmp.segments.membership import Memberships
+from cookiematch.dmp.snapshot import AttributeValue
+from cookiematch.dmp.traits import ProfileReader
 
 
 class ProfileEvent(msgspec.Struct, frozen=True):
@@ -29,25 +32,46 @@ class Profile(msgspec.Struct, frozen=True):
     synced_at: dict[str, float]
     events: list[ProfileEvent]
     inband: dict[str, dict[str, str]]
+    segments: list[str] = []  # segment ids (dmp/segments/)
+    attributes: dict[str, AttributeValue] = {}  # ingested traits (dmp/traits.py)
+    ingested_events: dict[str, list[float]] = {}  # event name -> timestamps, newest first
 
     @property
     def empty(self) -> bool:
-        return not (self.partners or self.events or self.inband)
+        return not (
+            self.partners
+            or self.events
+            or self.inband
+            or self.segments
+            or self.attributes
+            or self.ingested_events
+        )
 
 
 class Profiles:
     """Assembles profiles from the match table, the event log and the in-band data."""
 
-    def __init__(self, matches: MatchTable, events: EventLog, inband: InbandData) -> None:
+    def __init__(
+        self,
+        matches: MatchTable,
+        events: EventLog,
+        inband: InbandData,
+        memberships: Memberships | None = None,
+        reader: ProfileReader | None = None,
+    ) -> None:
         self._matches = matches
         self._events = events
         self._inband = inband
+        self._memberships = memberships
+        self._reader = reader
 
     async def get(self, dmp_uid: str) -> Profile:
-        matches, tallies, inband = await asyncio.gather(
+        matches, tallies, inband, segments, (attributes, ingested) = await asyncio.gather(
             self._matches.partners(dmp_uid),
             self._events.tallies(dmp_uid),
             self._inband.get(dmp_uid),
+            self._segments(dmp_uid),
+            self._traits(dmp_uid),
         )
         events = [
             ProfileEvent(e.event.value, e.campaign, e.site, e.creative, t.count, t.first, t.last)
@@ -59,7 +83,22 @@ class Profiles:
             synced_at={p: m.at for p, m in sorted(matches.items())},
             events=events,
             inband=inband,
+            segments=segments,
+            attributes=attributes,
+            ingested_events={name: list(stamps) for name, stamps in ingested.items()},
         )
+
+    async def _traits(
+        self, dmp_uid: str
+    ) -> tuple[dict[str, AttributeValue], dict[str, tuple[float, ...]]]:
+        if self._reader is None:
+            return {}, {}
+        return await self._reader.traits(dmp_uid)
+
+    async def _segments(self, dmp_uid: str) -> list[str]:
+        if self._memberships is None:
+            return []
+        return sorted(await self._memberships.of(dmp_uid))
 
     async def find(self, partner_id: str, partner_uid: str) -> Profile | None:
         """The profile a partner's ID is matched to, or None."""

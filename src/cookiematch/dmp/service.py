@@ -7,7 +7,8 @@ every method also counts its step of the funnel.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cookiematch.dmp.audiences import audience_kv
@@ -19,12 +20,18 @@ from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.model import Client, DmpSettings, Partner
 from cookiematch.dmp.partner_ids import PartnerIdReader
 from cookiematch.dmp.profiles import Profile, Profiles
+from cookiematch.dmp.segments.membership import Memberships
+from cookiematch.dmp.traits import ProfileReader, TraitCatalog, TraitStore
 from cookiematch.errors import QueryError
 from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.protocol.templates import MacroValues
 from cookiematch.storage.base import Store
 
 Clock = Callable[[], float]
+OnMatch = Callable[[str, str, str], Awaitable[object]]
+"""Called with (partner id, partner uid, DMP uid) after a match is stored."""
+
+log = logging.getLogger(__name__)
 
 
 class CallbackStatus(enum.Enum):
@@ -58,6 +65,7 @@ class DmpService:
         clock: Clock,
         new_uid: Callable[[], str],
         worker: str,
+        traits: TraitCatalog | None = None,
     ) -> None:
         self.settings = settings
         self.partners: Mapping[str, Partner] = {p.id: p for p in partners}
@@ -74,7 +82,15 @@ class DmpService:
             ttl_seconds=settings.event_ttl_days * 86400,
         )
         self.inband_data = InbandData(store, match_ttl)
-        self.profiles = Profiles(self.matches, self.events, self.inband_data)
+        catalog = traits or TraitCatalog()
+        self.traits = TraitStore(store, catalog, clock=clock)
+        self.profile_reader = ProfileReader(
+            store, max_events_per_name=catalog.max_events_per_name, clock=clock
+        )
+        self.profiles = Profiles(
+            self.matches, self.events, self.inband_data, Memberships(store), self.profile_reader
+        )
+        self.on_match: list[OnMatch] = []  # e.g. applying ingested records that waited
         self.funnel = Funnel()
         self.funnel_log = FunnelLog(store, worker, self.funnel)
 
@@ -156,6 +172,7 @@ class DmpService:
             return status
         assert partner is not None and uid is not None and dmp_uid is not None
         await self.matches.record(partner.id, dmp_uid, uid, self._clock())
+        await self._matched(partner.id, uid, dmp_uid)
         self.funnel.partner(partner.id, "callbacks")
         client = self.client(client_id)
         if client is not None:
@@ -177,9 +194,17 @@ class DmpService:
             self.funnel.other("rejected_bad_data")
             return CallbackStatus.BAD_DATA
         await self.matches.record(partner.id, dmp_uid, uid, self._clock())
+        await self._matched(partner.id, uid, dmp_uid)
         await self.inband_data.record(partner.id, dmp_uid, pairs)
         self.funnel.partner(partner.id, "inband")
         return CallbackStatus.STORED
+
+    async def _matched(self, partner_id: str, partner_uid: str, dmp_uid: str) -> None:
+        for hook in self.on_match:
+            try:
+                await hook(partner_id, partner_uid, dmp_uid)
+            except Exception:  # the match is stored; what waits for it is retried next time
+                log.exception("an on_match hook failed for partner %r", partner_id)
 
     async def impression(self, dmp_uid: str, event: ImpressionEvent) -> None:
         await self.events.record(dmp_uid, event, self._clock())

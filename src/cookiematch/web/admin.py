@@ -5,6 +5,7 @@
     GET|PUT|DELETE     /admin/v1/buyers/{nid}
     GET                /admin/v1/user_lists          {"user_lists": [...]}
     GET|PUT|DELETE     /admin/v1/user_lists/{id}
+    POST               /admin/v1/user_lists/{id}/members   gids in bulk (user_list_members_route)
 
 Every other ``/admin/v1`` request needs ``Authorization: Bearer <admin_token>``. Bodies are
 the keys of a ``[[exchange.buyers]]`` / ``[[exchange.user_lists]]`` entry, validated by the
@@ -34,8 +35,17 @@ from cookiematch.config import Secret, parse_buyer, parse_user_list
 from cookiematch.config.schema import MAX_LIST_ID
 from cookiematch.errors import AdminError, NotFound, StorageError, ValidationFailed
 from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.exchange.user_list_bulk import UserListBulk, parse_members_request
 
-__all__ = ["HEALTH_PATH", "MAX_BODY_BYTES", "PREFIX", "build_admin_app", "guarded_app", "problem"]
+__all__ = [
+    "HEALTH_PATH",
+    "MAX_BODY_BYTES",
+    "PREFIX",
+    "build_admin_app",
+    "guarded_app",
+    "problem",
+    "user_list_members_route",
+]
 
 log = logging.getLogger("cookiematch.admin")
 
@@ -151,6 +161,19 @@ class _Endpoints:
             log.info("admin: user list %d deleted", list_id)
             return Response(status_code=204)
         return _json(found.to_dict())
+
+
+def user_list_members_route(bulk: UserListBulk) -> Route:
+    """``POST /admin/v1/user_lists/{id}/members``: add and remove browsers by gid, in bulk."""
+
+    async def members(request: Request) -> Response:
+        list_id = _parse_list_id(request.path_params["list_id"])
+        if list_id is None:
+            raise NotFound(f"no user list {request.path_params['list_id']!r}")
+        outcome = await bulk.apply(list_id, parse_members_request(await _read_json(request)))
+        return _json(outcome.to_dict())
+
+    return Route(f"{PREFIX}/user_lists/{{list_id}}/members", members, methods=["POST"])
 
 
 def _stored(data: dict[str, object], created: bool, location: str) -> Response:

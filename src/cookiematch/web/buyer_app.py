@@ -67,9 +67,20 @@ class BuyerRuntime:
     async def start(self, app: App) -> None:
         store = await connect_store(self.config.store.url, durability=self.config.store.durability)
         self.store = store
-        table = MatchTable(
-            store, self.settings.nid, ttl_seconds=self.settings.entry_ttl_seconds, clock=time.time
-        )
+        try:  # the layout recorded in the store wins; a conflicting one is a ConfigError
+            table = await MatchTable.open(
+                store,
+                self.settings.nid,
+                ttl_seconds=self.settings.entry_ttl_seconds,
+                clock=time.time,
+                layout=self.buyer.match_table_layout,
+                expected_entries=self.buyer.match_table_expected_entries,
+                auto_layout="buckets" if self.config.store.url.startswith("redis") else "keys",
+            )
+        except BaseException:
+            self.store = None
+            await store.close()
+            raise
         matcher = Matcher(table, self.settings, self.stats, new_uid=new_uid, clock=time.time)
         bidder = Bidder(
             table, self.buyer.campaign_models(), self.settings, self.stats, self.bid_log,

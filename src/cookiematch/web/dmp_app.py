@@ -2,10 +2,13 @@
 
     GET /admin/v1/health                              no authentication
     GET /admin/v1/profiles/{dmp_uid}                  {"dmp_uid", "partners", "synced_at",
-                                                       "events", "inband"} or 404
+                                                       "events", "inband", "attributes",
+                                                       "ingested_events", ...} or 404
     GET /admin/v1/profiles?partner=<p>&uid=<uid>      the profile that partner ID is matched to
     GET /admin/v1/funnel                              the sync funnel per partner and client
     GET /admin/v1/partners                            the partners as configured (no keys)
+    GET /admin/v1/segments[/{id}], /admin/v1/overlap  segments (web/dmp_segment_routes.py)
+    POST /api/v1/partners/{partner}/records           partner data (web/dmp_ingest_routes.py)
 
 The factory only reads configuration; the store is opened in the App's startup hook (in each
 worker) and closed at shutdown, after the funnel counters are flushed.
@@ -28,12 +31,17 @@ from starlette.routing import Route as StarletteRoute
 
 from cookiematch.config import Config
 from cookiematch.config.dmp import DmpConfig
+from cookiematch.config.dmp_segments import build_segment_service
+from cookiematch.dmp.ingest import Ingestor, build_ingestor
+from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.service import DmpService
 from cookiematch.errors import NotFound, ValidationFailed
 from cookiematch.protocol.cookies import CookieSpec, format_browser_id
 from cookiematch.storage import Store, connect_store
 from cookiematch.web.admin import HEALTH_PATH, PREFIX, guarded_app
+from cookiematch.web.dmp_ingest_routes import build_ingest_api
 from cookiematch.web.dmp_routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
+from cookiematch.web.dmp_segment_routes import SegmentAdmin
 from cookiematch.web.http import Request, Response
 from cookiematch.web.router import App
 
@@ -133,6 +141,8 @@ class DmpRuntime:
         self.clients = dmp.client_models()
         self.store: Store | None = None
         self.service: DmpService | None = None
+        self.ingestor: Ingestor | None = None  # partner data: files, HTTP batches, pulls
+        self.segments: SegmentService | None = None  # its profiles_changed: after ingestion
         self.routes: DmpRoutes | None = None
         self._flusher: asyncio.Task[None] | None = None
 
@@ -147,11 +157,22 @@ class DmpRuntime:
             clock=time.time,
             new_uid=new_dmp_uid,
             worker=worker_name(),
+            traits=self.dmp.trait_catalog(),
         )
         self.service = service
+        self.ingestor = build_ingestor(
+            store, service.traits, pending_ttl=self.dmp.ingest.pending_ttl_days * 86400.0
+        )
+        service.on_match.append(self.ingestor.pending.resolve)  # records waiting for the sync
         self.routes = DmpRoutes(service, cookie_spec(self.dmp))
+        self.segments = build_segment_service(
+            self.dmp.segments, self.dmp.destinations, store, match_ttl_days=self.dmp.match_ttl_days
+        )
         token = self.dmp.admin_token
-        app.fallback = guarded_app(DmpAdmin(service).routes(), token if token is not None else "")
+        admin_routes = DmpAdmin(service).routes() + SegmentAdmin(self.segments, store).routes()
+        service.traits.on_profile_changed.append(self.segments.profiles_changed)
+        admin_routes += build_ingest_api(store, self.dmp, self.ingestor).routes()
+        app.fallback = guarded_app(admin_routes, token if token is not None else "")
         self._flusher = asyncio.create_task(self._flush_forever(service))
 
     async def stop(self) -> None:

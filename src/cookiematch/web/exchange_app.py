@@ -24,11 +24,12 @@ from cookiematch.exchange.cookie_match import CookieMatchService
 from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.pixel_matching import PixelMatcher
 from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.exchange.user_list_bulk import UserListBulk
 from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.storage import Store, connect_store
 from cookiematch.web import metrics
-from cookiematch.web.admin import build_admin_app
+from cookiematch.web.admin import build_admin_app, user_list_members_route
 from cookiematch.web.exchange_ad import (
     BLANK_AD,
     AdRoutes,
@@ -106,6 +107,9 @@ class ExchangeRuntime:
             extra_routes=[
                 StarletteRoute("/metrics", metrics_endpoint, methods=["GET"]),
                 *stats_routes(registry, monitor),
+                user_list_members_route(
+                    UserListBulk(registry, store, self.cipher, clock=time.time)
+                ),
             ],
         )
         self._refresher = asyncio.create_task(self._refresh_forever(registry))

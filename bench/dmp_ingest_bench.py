@@ -1,0 +1,160 @@
+"""DMP ingestion throughput: a generated partner file into the embedded store and into Redis.
+
+    .venv/bin/python bench/dmp_ingest_bench.py --records 5000000 --users 1000000
+
+Generates (once, in --workdir, not committed) a JSON Lines file of ``--records`` records over
+``--users`` partner uids, of which ``--unsynced`` are not in the match table (they go pending).
+Each record carries two attributes; ``--event-share`` of them one event too. Per store: a fresh
+store, the match table's reverse entries written in bulk (not timed), then the file ingested
+exactly as ``cookiematch dmp ingest`` does (readers -> Ingestor, ``Durability.ASYNC``), timed
+until the store is closed (everything flushed). Redis: a redis-server started here on a free
+port, persistence off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+from cookiematch.dmp import keys
+from cookiematch.dmp.ingest import build_ingestor
+from cookiematch.dmp.ingest.readers import read_batches
+from cookiematch.dmp.matches import ReverseMatch
+from cookiematch.dmp.traits import TraitCatalog, TraitStore
+from cookiematch.storage import Durability, Store, Write, connect_store
+
+PARTNER = "crm"
+TIERS = ["gold", "silver", "bronze", "none"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dmp_uid(i: int) -> str:
+    return f"{random.Random(i).getrandbits(128):032x}"[:22]  # random, like real DMP uids
+
+
+def generate(path: Path, records: int, users: int, event_share: float) -> None:
+    rng = random.Random(7)
+    now = int(time.time())
+    encode = msgspec.json.encode
+    with path.open("wb") as out:
+        for _ in range(records):
+            record: dict[str, object] = {
+                "uid": f"p{rng.randrange(users)}",
+                "attributes": {"tier": rng.choice(TIERS), "age": rng.randint(18, 80)},
+            }
+            if rng.random() < event_share:
+                record["events"] = [{"name": "purchase", "ts": now - rng.randrange(30 * 86400)}]
+            out.write(encode(record) + b"\n")
+
+
+async def seed_matches(store: Store, users: int, unsynced: float) -> None:
+    synced = int(users * (1 - unsynced))
+    chunk: list[Write] = []
+    ttl = 390 * 86400.0
+    for i in range(synced):
+        value = msgspec.json.encode(ReverseMatch(dmp_uid(i), time.time()))
+        chunk.append(Write(keys.reverse_key(PARTNER, f"p{i}"), value, ttl))
+        if len(chunk) >= 10_000:
+            await store.write_many(chunk)
+            chunk = []
+    if chunk:
+        await store.write_many(chunk)
+    await store.get("flush")  # a read waits for the queued writes
+
+
+async def run(url: str, data: Path, users: int, unsynced: float, batch: int) -> dict[str, float]:
+    store = await connect_store(url, durability=Durability.ASYNC)
+    started = time.perf_counter()
+    await seed_matches(store, users, unsynced)
+    seeded = time.perf_counter() - started
+    traits = TraitStore(store, TraitCatalog(), clock=time.time)
+    ingestor = build_ingestor(store, traits)
+    started = time.perf_counter()
+    report = await ingestor.ingest(PARTNER, read_batches(data, "jsonl", batch))
+    queued = time.perf_counter() - started
+    await store.close()
+    seconds = time.perf_counter() - started
+    counts = report.counts()
+    return {"seconds": seconds, "queued": queued, "seed": seeded, **counts}
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=5_000_000)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--unsynced", type=float, default=0.02)
+    parser.add_argument("--event-share", type=float, default=0.5)
+    parser.add_argument("--batch", type=int, default=20_000)
+    parser.add_argument("--stores", default="sqlite,redis")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dmp-bench")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    name = f"records-{args.records}-{args.users}-{args.event_share}.jsonl"
+    data = args.workdir / name
+    if not data.exists():
+        started = time.perf_counter()
+        generate(data, args.records, args.users, args.event_share)
+        print(f"generated {data} in {time.perf_counter() - started:.0f} s")
+    size = data.stat().st_size
+    print(f"{args.records:,} records, {size / 2**20:.0f} MiB, {args.users:,} partner uids")
+    results: dict[str, dict[str, float]] = {}
+    for kind in args.stores.split(","):
+        if kind == "sqlite":
+            db = args.workdir / "bench.db"
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            results[kind] = asyncio.run(
+                run(f"sqlite://{db}", data, args.users, args.unsynced, args.batch)
+            )
+        elif kind == "redis":
+            if shutil.which("redis-server") is None:
+                print("redis-server not found: skipping redis")
+                continue
+            proc, url = start_redis(args.workdir)
+            try:
+                results[kind] = asyncio.run(run(url, data, args.users, args.unsynced, args.batch))
+            finally:
+                proc.terminate()
+                proc.wait()
+        print(kind, {k: round(v, 1) for k, v in results[kind].items()})
+    print(f"\n{'store':<8} {'records/s':>10} {'seconds':>8} {'accepted':>10} {'pending':>8}")
+    for kind, r in results.items():
+        rate = r["records"] / r["seconds"]
+        print(f"{kind:<8} {rate:>10,.0f} {r['seconds']:>8.1f} {r['accepted']:>10,.0f}"
+              f" {r['pending']:>8,.0f}")  # fmt: skip
+    print(f"(cpus: {os.cpu_count()}; timed until the store is closed, i.e. flushed)")
+
+
+if __name__ == "__main__":
+    main()

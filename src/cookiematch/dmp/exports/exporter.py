@@ -1,0 +1,152 @@
+"""One export of a segment to a destination: plan the differences shard by shard, send them
+in batches, remember what each accepted batch carried, and report.
+
+Incremental: members not sent yet are added, sent ones that left are removed (by the ID they
+were sent with). Full: every current member is sent again, plus the same removes; a member
+whose partner ID changed gets a remove of the old ID and an add of the new. Only members not
+sent yet are translated in incremental mode (one match-table read each).
+
+State changes per batch: accepted adds are recorded, accepted or rejected removes forgotten,
+rejected adds left unrecorded (offered again next time); a batch that never got a final answer
+changes nothing, so the next export sends it again (same content, same batch id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from cookiematch.dmp.exports.model import Batch, Destination, Mode
+from cookiematch.dmp.exports.report import DeliveryReport
+from cookiematch.dmp.exports.sinks import Sink
+from cookiematch.dmp.exports.state import ExportState
+from cookiematch.dmp.matches import MatchTable
+from cookiematch.dmp.segments import keys
+from cookiematch.dmp.segments.membership import Memberships
+from cookiematch.storage.base import Store
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class _Pending:
+    add: list[tuple[str, str]] = field(default_factory=list)  # (uid, destination id)
+    remove: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.add) + len(self.remove)
+
+
+class Exporter:
+    def __init__(self, store: Store, matches: MatchTable, *, clock: Clock = time.time) -> None:
+        self._store = store
+        self._matches = matches
+        self._memberships = Memberships(store)
+        self._clock = clock
+
+    async def translate(self, uids: list[str], partner: str | None) -> dict[str, str]:
+        """DMP uid -> the partner's ID for it (members without one are left out)."""
+        if partner is None:
+            return {uid: uid for uid in uids}
+        found = await asyncio.gather(*(self._matches.partners(uid) for uid in uids))
+        return {
+            uid: matches[partner].uid
+            for uid, matches in zip(uids, found, strict=True)
+            if partner in matches
+        }
+
+    async def export(
+        self, segment: str, destination: Destination, sink: Sink, mode: Mode = Mode.INCREMENTAL
+    ) -> DeliveryReport:
+        started = time.perf_counter()
+        report = DeliveryReport(
+            segment=segment, destination=destination.id, mode=mode.value, started_at=self._clock()
+        )
+        state = ExportState(self._store, segment, destination.id)
+        pending = _Pending()
+        limit = destination.delivery.batch_size
+        await sink.open(segment, mode)
+        for shard in range(keys.SHARDS):
+            members, sent = await asyncio.gather(
+                self._memberships.shard(segment, shard), state.shard(shard)
+            )
+            report.members += len(members)
+            todo = list(members) if mode is Mode.FULL else [u for u in members if u not in sent]
+            ids = await self.translate(todo, destination.partner)
+            for uid in members:
+                before = sent.get(uid)
+                now_id = ids.get(uid, before if mode is Mode.INCREMENTAL else None)
+                if now_id is None:
+                    report.unmatched += 1
+                    if before is not None:
+                        pending.remove.append((uid, before))
+                    continue
+                if before is not None and before != now_id:
+                    pending.remove.append((uid, before))
+                if before != now_id or mode is Mode.FULL:
+                    pending.add.append((uid, now_id))
+                else:
+                    report.unchanged += 1
+            pending.remove += [(uid, did) for uid, did in sent.items() if uid not in members]
+            while pending.size >= limit:
+                pending = await self._flush(segment, mode, pending, limit, sink, state, report)
+        while pending.size:
+            pending = await self._flush(segment, mode, pending, limit, sink, state, report)
+        await sink.close(report.failed == 0)
+        report.seconds = round(time.perf_counter() - started, 3)
+        await self._store.set(
+            keys.last_export_key(segment, destination.id), msgspec.json.encode(report)
+        )
+        return report
+
+    async def _flush(
+        self,
+        segment: str,
+        mode: Mode,
+        pending: _Pending,
+        limit: int,
+        sink: Sink,
+        state: ExportState,
+        report: DeliveryReport,
+    ) -> _Pending:
+        """Send one batch of at most ``limit`` (removes first); return what is left."""
+        removes = pending.remove[:limit]
+        adds = pending.add[: limit - len(removes)]
+        batch = Batch(
+            segment,
+            report.destination,
+            mode,
+            add=tuple(did for _, did in adds),
+            remove=tuple(did for _, did in removes),
+            add_uids=tuple(uid for uid, _ in adds),
+            remove_uids=tuple(uid for uid, _ in removes),
+        )
+        result = await sink.send(batch)
+        report.batches += 1
+        report.retries += max(0, result.attempts - 1)
+        report.sent += batch.size
+        if not result.delivered:
+            report.failed += batch.size
+            if result.error:
+                report.errors.append(f"batch {batch.id}: {result.error}")
+        else:
+            if result.error:
+                report.errors.append(f"batch {batch.id}: {result.error}")
+            accepted = {uid: did for uid, did in adds if did not in result.rejected}
+            removed = sum(1 for _, did in removes if did not in result.rejected)
+            report.accepted += len(accepted) + removed
+            report.rejected += batch.size - len(accepted) - removed
+            report.added += len(accepted)
+            report.removed += removed
+            await state.record(accepted, [uid for uid, _ in removes])
+        return _Pending(pending.add[len(adds) :], pending.remove[len(removes) :])
+
+
+async def last_report(store: Store, segment: str, destination: str) -> DeliveryReport | None:
+    raw = await store.get(keys.last_export_key(segment, destination))
+    return None if raw is None else msgspec.json.decode(raw, type=DeliveryReport)

@@ -1,0 +1,99 @@
+"""Records whose partner uid is not synced yet: kept, and applied when the sync arrives.
+
+Each waits in ``dmp:pend:{<partner>:<uid>}`` (tagged like the reverse entry) under a digest of
+its content, so the same record sent twice waits once; it expires after ``ttl_seconds``. The
+DMP's callback calls ``resolve`` after storing a match; ``recheck`` covers a sync stored while
+a batch was being written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from cookiematch.dmp import keys
+from cookiematch.dmp.ingest.records import JsonValue, Record
+from cookiematch.dmp.ingest.resolver import Resolver
+from cookiematch.dmp.traits import ProfileUpdate, TraitStore, gather_bounded
+from cookiematch.storage.base import Store
+
+CONCURRENCY = 2000
+
+
+class StoredRecord(msgspec.Struct, array_like=True, frozen=True):
+    at: float
+    attributes: dict[str, JsonValue]
+    remove: tuple[str, ...]
+    events: tuple[tuple[str, int], ...]
+
+
+_decoder = msgspec.msgpack.Decoder(StoredRecord)
+
+
+def _content(record: Record) -> bytes:
+    return msgspec.msgpack.encode((record.attributes, record.remove, record.events))
+
+
+class PendingRecords:
+    def __init__(
+        self,
+        store: Store,
+        traits: TraitStore,
+        resolver: Resolver,
+        *,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._traits = traits
+        self._resolver = resolver
+        self._ttl = ttl_seconds
+        self._clock = clock
+
+    async def add(self, partner_id: str, records: Sequence[Record]) -> None:
+        now = self._clock()
+        by_uid: dict[str, dict[str, bytes]] = {}
+        for record in records:
+            digest = hashlib.blake2b(_content(record), digest_size=12).hexdigest()
+            stored = StoredRecord(now, dict(record.attributes), record.remove, record.events)
+            by_uid.setdefault(record.uid, {})[digest] = msgspec.msgpack.encode(stored)
+        await gather_bounded(
+            (
+                self._store.hset(keys.pending_key(partner_id, uid), fields, ttl=self._ttl)
+                for uid, fields in by_uid.items()
+            ),
+            CONCURRENCY,
+        )
+
+    async def resolve(self, partner_id: str, partner_uid: str, dmp_uid: str) -> int:
+        """Apply what waits for this partner uid to the profile; return how many records."""
+        key = keys.pending_key(partner_id, partner_uid)
+        raw = await self._store.hgetall(key)
+        if not raw:
+            return 0
+        stored: list[StoredRecord] = []
+        for value in raw.values():
+            try:
+                stored.append(_decoder.decode(value))
+            except msgspec.DecodeError:
+                continue
+        update = ProfileUpdate(partner_id)
+        for record in sorted(stored, key=lambda r: r.at):
+            update.merge(record.attributes, record.remove, record.events)
+        await self._traits.apply({dmp_uid: update})
+        await self._store.delete(key)
+        return len(stored)
+
+    async def recheck(self, partner_id: str, partner_uids: Sequence[str]) -> int:
+        """Resolve the uids that got synced meanwhile; return how many records were applied."""
+        synced = await self._resolver.resolve(partner_id, partner_uids)
+        applied = 0
+        for uid, dmp_uid in synced.items():
+            applied += await self.resolve(partner_id, uid, dmp_uid)
+        return applied
+
+    async def count(self, partner_id: str, partner_uid: str) -> int:
+        return len(await self._store.hgetall(keys.pending_key(partner_id, partner_uid)))

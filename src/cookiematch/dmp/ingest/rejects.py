@@ -1,0 +1,43 @@
+"""Refused records, as JSON Lines: ``{"source", "line", "reason", "raw"}``, one per line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import IO
+
+import msgspec
+
+from cookiematch.dmp.ingest.readers import Payload
+
+MAX_RAW = 4096  # characters of the refused input kept in the rejects
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    source: str  # a file name, or "request"
+    line: int  # 1-based line (files) or 0-based index (HTTP batches)
+    reason: str
+    raw: str
+
+
+def reject(source: str, line: int, reason: str, payload: Payload) -> Reject:
+    if isinstance(payload, bytes):
+        raw = payload.decode("utf-8", "replace").rstrip("\r\n")
+    else:
+        raw = msgspec.json.encode(payload).decode()
+    return Reject(source, line, reason, raw[:MAX_RAW])
+
+
+class RejectsWriter:
+    """Writes rejects to a text stream (a file, or stderr) as they come."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self.written = 0
+
+    def write(self, item: Reject) -> None:
+        self._stream.write(msgspec.json.encode(item).decode() + "\n")
+        self.written += 1
+
+    def flush(self) -> None:
+        self._stream.flush()

@@ -1,0 +1,119 @@
+"""Segment memberships in the store: per browser, and a sharded member index per segment.
+
+The browser's own map (``dmp:{uid}:s``) is the truth the profile look-up and ``/audiences``
+read; the member index lets exports, sizes and overlaps enumerate a segment without scanning
+every profile. Both are written index first, browser map last, for joins and leaves alike, so
+a crash between the two leaves a difference that the next full recompute (which diffs against
+the browser map) writes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cookiematch.dmp.segments import keys
+from cookiematch.storage.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What changed for one browser: segments joined (with the time) and left."""
+
+    dmp_uid: str
+    joined: dict[str, float] = field(default_factory=dict)
+    left: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.joined or self.left)
+
+
+def diff(dmp_uid: str, stored: Iterable[str], now_in: set[str], now: float) -> Change:
+    """The change that takes a browser from its ``stored`` segments to ``now_in``."""
+    before = set(stored)
+    return Change(
+        dmp_uid,
+        {s: now for s in sorted(now_in - before)},
+        tuple(sorted(before - now_in)),
+    )
+
+
+def _decode_time(raw: bytes) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return 0.0
+
+
+class Memberships:
+    """Reads and writes memberships; every call touches one key per store operation."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def of(self, dmp_uid: str) -> dict[str, float]:
+        """Segment id -> time the browser joined it."""
+        raw = await self._store.hgetall(keys.membership_key(dmp_uid))
+        return {s: _decode_time(v) for s, v in raw.items()}
+
+    async def of_many(self, dmp_uids: Sequence[str]) -> list[dict[str, float]]:
+        return list(await asyncio.gather(*(self.of(uid) for uid in dmp_uids)))
+
+    async def apply(self, changes: Sequence[Change]) -> None:
+        """Write changes: grouped index writes per (segment, shard) first, then each browser."""
+        adds: dict[str, dict[str, bytes]] = {}
+        removes: dict[str, list[str]] = {}
+        for change in changes:
+            shard = keys.shard_of(change.dmp_uid)
+            for segment, at in change.joined.items():
+                key = keys.member_index_key(segment, shard)
+                adds.setdefault(key, {})[change.dmp_uid] = _encode_time(at)
+            for segment in change.left:
+                removes.setdefault(keys.member_index_key(segment, shard), []).append(change.dmp_uid)
+        await asyncio.gather(
+            *(self._store.hset(k, m) for k, m in adds.items()),
+            *(self._store.hdel(k, f) for k, f in removes.items()),
+        )
+        writes: list[Coroutine[Any, Any, object]] = []
+        for change in changes:
+            key = keys.membership_key(change.dmp_uid)
+            if change.joined:
+                writes.append(
+                    self._store.hset(key, {s: _encode_time(t) for s, t in change.joined.items()})
+                )
+            if change.left:
+                writes.append(self._store.hdel(key, list(change.left)))
+        await asyncio.gather(*writes)
+
+    async def shard(self, segment: str, shard: int) -> dict[str, float]:
+        raw = await self._store.hgetall(keys.member_index_key(segment, shard))
+        return {uid: _decode_time(v) for uid, v in raw.items()}
+
+    async def members(self, segment: str, *, parallel: int = 16) -> AsyncIterator[str]:
+        """Every member's DMP uid, shard by shard (a few shards read at a time)."""
+        for start in range(0, keys.SHARDS, parallel):
+            stop = min(start + parallel, keys.SHARDS)
+            maps = await asyncio.gather(
+                *(self.shard(segment, shard) for shard in range(start, stop))
+            )
+            for found in maps:
+                for uid in found:
+                    yield uid
+
+    async def size(self, segment: str) -> int:
+        count = 0
+        async for _ in self.members(segment):
+            count += 1
+        return count
+
+    async def sizes(self, segments: Iterable[str]) -> dict[str, int]:
+        ids = list(segments)
+        counts = await asyncio.gather(*(self.size(s) for s in ids))
+        return dict(zip(ids, counts, strict=True))
+
+
+def _encode_time(at: float) -> bytes:
+    return str(int(at)).encode()

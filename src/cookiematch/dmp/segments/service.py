@@ -1,0 +1,129 @@
+"""The segment side of the DMP behind one object: updates, sizes, overlap, exports.
+
+Built by the server (``web/dmp_app.py``) and the command line (``cli/dmp_segments.py``) from
+the configured segments and destinations; everything it does is a call on the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from cookiematch.dmp.exports import (
+    DeliveryReport,
+    Destination,
+    Exporter,
+    Mode,
+    Transport,
+    make_sink,
+)
+from cookiematch.dmp.matches import MatchTable
+from cookiematch.dmp.overlap import (
+    Audiences,
+    ExactAudiences,
+    PairOverlap,
+    affinities,
+    audiences_of,
+    overlaps,
+)
+from cookiematch.dmp.segments.membership import Memberships
+from cookiematch.dmp.segments.model import Segment
+from cookiematch.dmp.segments.source import ProfileSource
+from cookiematch.dmp.segments.updater import (
+    Progress,
+    RecomputeReport,
+    SegmentUpdater,
+    last_recompute,
+    stored_sketches,
+)
+from cookiematch.errors import NotFound
+from cookiematch.storage.base import Store
+
+Clock = Callable[[], float]
+
+
+class SegmentService:
+    def __init__(
+        self,
+        store: Store,
+        segments: Sequence[Segment],
+        destinations: Sequence[Destination],
+        source: ProfileSource,
+        matches: MatchTable,
+        *,
+        clock: Clock = time.time,
+    ) -> None:
+        self._store = store
+        self.segments: Mapping[str, Segment] = {s.id: s for s in segments}
+        self.destinations: Mapping[str, Destination] = {d.id: d for d in destinations}
+        self._source = source
+        self._clock = clock
+        self.updater = SegmentUpdater(store, segments, source, clock=clock)
+        self.memberships = Memberships(store)
+        self.exporter = Exporter(store, matches, clock=clock)
+
+    async def profiles_changed(self, dmp_uids: Iterable[str]) -> None:
+        """The ingestion's ``on_profile_changed`` callback: re-evaluate these browsers."""
+        if self.segments:
+            await self.updater.profiles_changed(dmp_uids)
+
+    async def segments_of(self, dmp_uid: str) -> list[str]:
+        return sorted(await self.memberships.of(dmp_uid))
+
+    async def recompute(
+        self, *, batch: int = 2000, sketches: bool = True, progress: Progress | None = None
+    ) -> RecomputeReport:
+        return await self.updater.recompute(batch=batch, sketches=sketches, progress=progress)
+
+    async def sizes(self) -> dict[str, int]:
+        return await self.memberships.sizes(self.segments)
+
+    async def last_recompute(self) -> RecomputeReport | None:
+        return await last_recompute(self._store)
+
+    def segment(self, segment_id: str) -> Segment:
+        found = self.segments.get(segment_id)
+        if found is None:
+            raise NotFound(f"no segment {segment_id!r}")
+        return found
+
+    def destination(self, destination_id: str) -> Destination:
+        found = self.destinations.get(destination_id)
+        if found is None:
+            raise NotFound(f"no destination {destination_id!r}")
+        return found
+
+    async def export(
+        self,
+        segment_id: str,
+        destination_id: str,
+        transport: Transport,
+        mode: Mode = Mode.INCREMENTAL,
+    ) -> DeliveryReport:
+        self.segment(segment_id)
+        destination = self.destination(destination_id)
+        sink = make_sink(destination, transport)
+        return await self.exporter.export(segment_id, destination, sink, mode)
+
+    async def audiences(self, *, exact: bool) -> Audiences:
+        """Exact: one scan of every profile. Otherwise the sketches of the last recompute."""
+        if not exact:
+            sketches = await stored_sketches(self._store)
+            if sketches is None:
+                raise NotFound("no sketches yet: run `cookiematch dmp segments recompute`")
+            return sketches
+        found = ExactAudiences()
+        now = self._clock()
+        async for scanned in self._source.scan(now):
+            profile = scanned.snapshot
+            found.add(profile.dmp_uid, audiences_of(scanned.segments, profile.exposures))
+        return found
+
+    async def overlap(
+        self, names: Sequence[str], *, exact: bool, against: Sequence[str] | None = None
+    ) -> tuple[Audiences, list[PairOverlap]]:
+        """Pairs of ``names``; with one name and no ``against``: its affinity to every other."""
+        audiences = await self.audiences(exact=exact)
+        if len(names) == 1 and not against:
+            return audiences, affinities(audiences, names[0])
+        return audiences, overlaps(audiences, names, against)

@@ -1,0 +1,111 @@
+"""Where segment evaluation gets its ``ProfileSnapshot`` values from.
+
+``ProfileSource`` is the contract: one browser's snapshot, and a scan of every profile (each
+with the segments stored for it, read in the same pass). ``StoredProfiles`` reads a browser's
+``dmp:{uid}:<suffix>`` maps and hands them to a pure builder: ``ProfileReader.build`` of
+``dmp/traits.py`` for full profiles (the server and the command line use it), or
+``basic_snapshot`` here (syncs and impression-pixel exposures only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+
+from cookiematch.dmp.events import ImpressionEvent, decode_tally
+from cookiematch.dmp.matches import PartnerMatch
+from cookiematch.dmp.snapshot import ProfileSnapshot
+from cookiematch.storage.base import Store
+
+PROFILE_PREFIX = "dmp:{"
+MEMBERSHIP_SUFFIX = "s"
+
+RawProfile = Mapping[str, Mapping[str, bytes]]
+"""A browser's field maps by key suffix (``p``, ``e``, ``kv``, ``s``, ...): field -> value."""
+
+Builder = Callable[[str, RawProfile, float], ProfileSnapshot]
+"""Builds a snapshot from a browser's raw maps at ``now`` (pure)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedProfile:
+    snapshot: ProfileSnapshot
+    segments: frozenset[str]  # the memberships stored for it before this scan
+
+
+class ProfileSource(Protocol):
+    async def snapshot(self, dmp_uid: str, now: float) -> ProfileSnapshot: ...
+
+    def scan(self, now: float) -> AsyncIterator[ScannedProfile]: ...
+
+
+_match = msgspec.json.Decoder(PartnerMatch)
+
+
+def basic_snapshot(dmp_uid: str, raw: RawProfile, now: float) -> ProfileSnapshot:
+    """Partners (``:p``) and impression-pixel exposures (``:e``)."""
+    partners: dict[str, str] = {}
+    for partner, value in raw.get("p", {}).items():
+        try:
+            partners[partner] = _match.decode(value).uid
+        except msgspec.DecodeError:
+            continue
+    exposures: dict[str, dict[str, int]] = {}
+    for field, value in raw.get("e", {}).items():
+        event, tally = ImpressionEvent.from_field(field), decode_tally(value)
+        if event is None or tally is None:
+            continue
+        by_campaign = exposures.setdefault(event.event.value, {})
+        by_campaign[event.campaign] = by_campaign.get(event.campaign, 0) + tally.count
+    return ProfileSnapshot(dmp_uid, partners=partners, exposures=exposures)
+
+
+def split_profile_key(key: str) -> tuple[str, str] | None:
+    """``dmp:{uid}:suffix`` -> ``(uid, suffix)``; None for other keys."""
+    if not key.startswith(PROFILE_PREFIX):
+        return None
+    uid, sep, suffix = key[len(PROFILE_PREFIX) :].rpartition("}:")
+    return (uid, suffix) if sep else None
+
+
+class StoredProfiles:
+    """A ``ProfileSource`` over the store's ``dmp:{uid}:*`` field maps."""
+
+    def __init__(
+        self, store: Store, build: Builder = basic_snapshot, suffixes: tuple[str, ...] = ("p", "e")
+    ) -> None:
+        self._store = store
+        self._build = build
+        self._suffixes = suffixes
+        self.scan_batch = 2000  # field maps read per step of the scan
+
+    async def snapshot(self, dmp_uid: str, now: float) -> ProfileSnapshot:
+        maps = await asyncio.gather(
+            *(self._store.hgetall(f"{PROFILE_PREFIX}{dmp_uid}}}:{s}") for s in self._suffixes)
+        )
+        return self._build(dmp_uid, dict(zip(self._suffixes, maps, strict=True)), now)
+
+    async def scan(self, now: float) -> AsyncIterator[ScannedProfile]:
+        """Every browser with at least one field map, in key order (its maps are adjacent)."""
+        current: str | None = None
+        raw: dict[str, Mapping[str, bytes]] = {}
+        async for key, fields in self._store.scan_maps(PROFILE_PREFIX, batch=self.scan_batch):
+            parts = split_profile_key(key)
+            if parts is None:
+                continue
+            uid, suffix = parts
+            if uid != current:
+                if current is not None:
+                    yield self._scanned(current, raw, now)
+                current, raw = uid, {}
+            raw[suffix] = {f: value for f, (value, _) in fields.items()}
+        if current is not None:
+            yield self._scanned(current, raw, now)
+
+    def _scanned(self, uid: str, raw: RawProfile, now: float) -> ScannedProfile:
+        stored = frozenset(raw.get(MEMBERSHIP_SUFFIX, {}))
+        return ScannedProfile(self._build(uid, raw, now), stored)

@@ -1,0 +1,157 @@
+"""Adding browsers to a user list in bulk, by the buyer's gids (server to server).
+
+``POST /admin/v1/user_lists/{id}/members`` with ``{"nid", "cver", "gids": [...], "remove":
+[...]}``: each gid is decrypted for that buyer and key version to the browser ID, and the
+membership is written exactly as a ``google_ula`` match tag writes it (``ul:{browser}`` field
+``<list id>`` = the time added, with the list's ``membership_days`` as lifetime); a removed gid
+loses the field. The list must exist, be open, and belong to ``nid`` (a buyer's gids only mean
+something to that buyer's lists). At most ``MAX_ENTRIES`` gids per request; each gets a
+status: ``added``, ``removed`` or ``invalid`` (does not decrypt for that buyer and version).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from cookiematch.errors import InvalidUserId, NotFound, ValidationFailed
+from cookiematch.exchange import keys
+from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.protocol.userid import UserIdCipher
+from cookiematch.storage.base import Store
+
+MAX_ENTRIES = 1000
+
+
+class MembersRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    nid: str
+    cver: int = 1
+    gids: list[str] = msgspec.field(default_factory=list)
+    remove: list[str] = msgspec.field(default_factory=list)
+
+
+def parse_members_request(data: object) -> MembersRequest:
+    """Validate a decoded JSON body; raise ValidationFailed naming the field."""
+    try:
+        request = msgspec.convert(data, MembersRequest)
+    except msgspec.ValidationError as exc:
+        path = str(exc).rpartition(" - at `$.")[2].rstrip("`") or "body"
+        raise ValidationFailed(
+            "invalid members request", errors=[{"field": path, "message": str(exc)}]
+        ) from None
+    if len(request.gids) + len(request.remove) > MAX_ENTRIES:
+        raise ValidationFailed(
+            f"at most {MAX_ENTRIES} gids per request",
+            errors=[{"field": "gids", "message": f"gids + remove > {MAX_ENTRIES}"}],
+        )
+    return request
+
+
+class MemberStatus(enum.Enum):
+    ADDED = "added"
+    REMOVED = "removed"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberResult:
+    gid: str
+    status: MemberStatus
+
+
+@dataclass(frozen=True, slots=True)
+class BulkOutcome:
+    list_id: int
+    results: tuple[MemberResult, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        counts = {s.value: 0 for s in MemberStatus}
+        for result in self.results:
+            counts[result.status.value] += 1
+        return {
+            "user_list": self.list_id,
+            **counts,
+            "results": [{"gid": r.gid, "status": r.status.value} for r in self.results],
+        }
+
+
+class UserListBulk:
+    """Writes user list memberships for many gids of one buyer."""
+
+    def __init__(
+        self,
+        registry: ExchangeRegistry,
+        store: Store,
+        cipher: UserIdCipher,
+        *,
+        clock: Callable[[], float],
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._cipher = cipher
+        self._clock = clock
+
+    def _check(self, list_id: int, request: MembersRequest) -> int:
+        """The membership lifetime in seconds; raise if the request may not change the list."""
+        user_list = self._registry.user_list(list_id)
+        if user_list is None:
+            raise NotFound(f"no user list {list_id}")
+        if self._registry.buyer(request.nid) is None:
+            raise ValidationFailed(
+                "unknown buyer", errors=[{"field": "nid", "message": f"no buyer {request.nid!r}"}]
+            )
+        if user_list.owner != request.nid:
+            message = f"user list {list_id} belongs to another buyer"
+            raise ValidationFailed(message, errors=[{"field": "nid", "message": message}])
+        if user_list.closed:
+            raise ValidationFailed(
+                f"user list {list_id} is closed",
+                errors=[{"field": "id", "message": "closed lists take no new members"}],
+            )
+        if not self._cipher.has_version(request.cver):
+            raise ValidationFailed(
+                "unknown key version",
+                errors=[{"field": "cver", "message": f"no key version {request.cver}"}],
+            )
+        return user_list.membership_days * 86400
+
+    def _browser(self, gid: str, request: MembersRequest) -> bytes | None:
+        try:
+            return self._cipher.decrypt(gid, request.nid, request.cver)
+        except InvalidUserId:
+            return None
+
+    async def apply(self, list_id: int, request: MembersRequest) -> BulkOutcome:
+        ttl = self._check(list_id, request)
+        field = str(list_id)
+        stamp = str(int(self._clock())).encode()
+        results: list[MemberResult] = []
+        writes: list[Coroutine[Any, Any, None]] = []
+        batches = ((request.gids, MemberStatus.ADDED), (request.remove, MemberStatus.REMOVED))
+        for gids, status in batches:
+            for gid in gids:
+                browser = self._browser(gid, request)
+                if browser is None:
+                    results.append(MemberResult(gid, MemberStatus.INVALID))
+                    continue
+                key = keys.user_lists_key(browser)
+                if status is MemberStatus.ADDED:
+                    writes.append(self._store.hset(key, {field: stamp}, ttl=ttl))
+                else:
+                    writes.append(self._hdel(key, field))
+                results.append(MemberResult(gid, status))
+        await _bounded(writes)
+        return BulkOutcome(list_id, tuple(results))
+
+    async def _hdel(self, key: str, field: str) -> None:
+        await self._store.hdel(key, [field])
+
+
+async def _bounded(writes: Sequence[Coroutine[Any, Any, None]], width: int = 256) -> None:
+    for start in range(0, len(writes), width):
+        await asyncio.gather(*writes[start : start + width])

@@ -1,0 +1,154 @@
+"""The partners' batch API: ``POST /api/v1/partners/<partner>/records`` (docs/dmp-data.md).
+
+    Authorization: Bearer <the partner's ingest_token>
+    Idempotency-Key: <any 1-255 printable ASCII characters>     (optional)
+    Content-Type: application/json      [record, ...] or {"records": [record, ...]}
+                  application/x-ndjson  one record per line
+
+Answer 200 ``{"records", "accepted", "pending", "rejected", "expired_events",
+"rejects": [{"index", "reason"}]}``: a bad record is refused alone, the batch goes on. Errors
+are ``application/problem+json``: 401 (token), 403 (no token configured for the partner), 404
+(unknown partner), 400 (body is not JSON), 413 (over ``max_batch_bytes`` or
+``max_batch_records``), 422 (an Idempotency-Key reused with another body), 503 (store down).
+A replayed Idempotency-Key answers the first answer again (``Idempotent-Replayed: true``)
+without applying anything. Written under the store's configured durability before answering.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Mapping
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cookiematch.config.dmp import DmpConfig, DmpIngestConfig
+from cookiematch.config.values import Secret
+from cookiematch.dmp.ingest import Ingestor
+from cookiematch.dmp.ingest.idempotency import IdempotencyKeys, Remembered, body_digest
+from cookiematch.dmp.ingest.readers import Batch, Payload
+from cookiematch.storage.base import Store
+from cookiematch.web.admin import problem
+
+PATH = "/api/v1/partners/{partner}/records"
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_LINES_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
+
+
+class Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    records: list[msgspec.Raw]
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+_body_decoder = msgspec.json.Decoder(list[msgspec.Raw] | Envelope)
+
+
+def _split(body: bytes, content_type: str) -> list[tuple[int, Payload]]:
+    """The body's records, each still raw JSON, by 0-based index."""
+    if content_type.split(";")[0].strip().lower() in _LINES_TYPES:
+        lines = [line for line in body.split(b"\n") if line.strip()]
+        return list(enumerate(lines))
+    try:
+        decoded = _body_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise _Refused(problem(400, f"the body is not a JSON array of records: {exc}")) from None
+    raws = decoded.records if isinstance(decoded, Envelope) else decoded
+    return [(i, bytes(raw)) for i, raw in enumerate(raws)]
+
+
+class IngestApi:
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        tokens: Mapping[str, Secret | None],
+        limits: DmpIngestConfig,
+        idempotency: IdempotencyKeys,
+    ) -> None:
+        self.ingestor = ingestor
+        self._tokens = tokens
+        self._limits = limits
+        self._idempotency = idempotency
+
+    def routes(self) -> list[Route]:
+        return [Route(PATH, self.records, methods=["POST"])]
+
+    async def records(self, request: Request) -> Response:
+        partner: str = request.path_params["partner"]
+        try:
+            self._authorize(partner, request)
+            body = await self._body(request)
+            key = request.headers.get("idempotency-key")
+            if key is not None and _IDEMPOTENCY_KEY.fullmatch(key) is None:
+                raise _Refused(problem(400, "Idempotency-Key: 1-255 printable ASCII characters"))
+            digest = body_digest(body)
+            if key is not None:
+                seen = await self._idempotency.get(partner, key)
+                if seen is not None:
+                    return self._replay(seen, digest)
+            lines = _split(body, request.headers.get("content-type", "application/json"))
+            if len(lines) > self._limits.max_batch_records:
+                limit = self._limits.max_batch_records
+                raise _Refused(problem(413, f"a batch holds at most {limit} records"))
+        except _Refused as refused:
+            return refused.response
+        report = await self.ingestor.batch(partner, Batch("request", lines), keep_rejects=True)
+        answer = msgspec.json.encode(
+            {
+                "records": report.records,
+                "accepted": report.accepted,
+                "pending": report.pending,
+                "rejected": report.rejected,
+                "expired_events": report.expired_events,
+                "rejects": [{"index": r.line, "reason": r.reason} for r in report.rejects],
+            }
+        )
+        if key is not None:
+            await self._idempotency.put(partner, key, Remembered(digest, answer))
+        return Response(answer, media_type="application/json")
+
+    def _authorize(self, partner: str, request: Request) -> None:
+        if partner not in self._tokens:
+            raise _Refused(problem(404, f"no partner {partner!r}"))
+        token = self._tokens[partner]
+        if token is None:
+            raise _Refused(problem(403, f"ingestion over HTTP is not enabled for {partner!r}"))
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        expected = token.reveal().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), expected
+        ):
+            detail = "a valid 'Authorization: Bearer <ingest token>' header is required"
+            raise _Refused(problem(401, detail, headers={"WWW-Authenticate": "Bearer"}))
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self._limits.max_batch_bytes
+        too_large = _Refused(problem(413, f"the request body is over {limit} bytes"))
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+        return bytes(body)
+
+    def _replay(self, seen: Remembered, digest: str) -> Response:
+        if not hmac.compare_digest(seen.body_digest, digest):
+            detail = "this Idempotency-Key was used with another body"
+            return problem(422, detail)
+        headers = {"Idempotent-Replayed": "true"}
+        return Response(seen.answer, headers=headers, media_type="application/json")
+
+
+def build_ingest_api(store: Store, dmp: DmpConfig, ingestor: Ingestor) -> IngestApi:
+    ttl = dmp.ingest.idempotency_ttl_hours * 3600.0
+    tokens = {p.id: p.ingest_token for p in dmp.partners}
+    return IngestApi(ingestor, tokens, dmp.ingest, IdempotencyKeys(store, ttl))

@@ -1,0 +1,88 @@
+"""The DMP admin API for segments (behind the same guard as the rest of ``/admin/v1``).
+
+GET /admin/v1/segments                 {"segments": [{"id", "description", "size"}],
+                                        "last_recompute": {...} | null}
+GET /admin/v1/segments/{id}            {"id", "description", "size", "exports": {dest: report}}
+GET /admin/v1/overlap?audience=A[&audience=B...][&mode=sketch|exact]
+    one audience: its affinity to every other; several: every pair. Audiences are
+    ``segment:<id>``, ``imp:<campaign>``, ``click:<campaign>``, ``conv:<campaign>``.
+    ``sketch`` (default) reads the sketches of the last recompute; ``exact`` scans.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cookiematch.dmp.exports import last_report
+from cookiematch.dmp.overlap import STD_DEVS
+from cookiematch.dmp.segments.service import SegmentService
+from cookiematch.errors import ValidationFailed
+from cookiematch.storage.base import Store
+from cookiematch.web.admin import PREFIX
+
+
+def _json(data: object) -> Response:
+    return Response(msgspec.json.encode(data), media_type="application/json")
+
+
+class SegmentAdmin:
+    def __init__(self, segments: SegmentService, store: Store) -> None:
+        self.segments = segments
+        self._store = store
+
+    async def list_segments(self, request: Request) -> Response:
+        sizes = await self.segments.sizes()
+        listing = [
+            {"id": s.id, "description": s.description, "size": sizes.get(s.id, 0)}
+            for s in self.segments.segments.values()
+        ]
+        return _json({"segments": listing, "last_recompute": await self.segments.last_recompute()})
+
+    async def segment(self, request: Request) -> Response:
+        found = self.segments.segment(request.path_params["segment_id"])
+        exports = {}
+        for dest in self.segments.destinations:
+            report = await last_report(self._store, found.id, dest)
+            if report is not None:
+                exports[dest] = report
+        return _json(
+            {
+                "id": found.id,
+                "description": found.description,
+                "size": await self.segments.memberships.size(found.id),
+                "exports": exports,
+            }
+        )
+
+    async def overlap(self, request: Request) -> Response:
+        names = request.query_params.getlist("audience")
+        mode = request.query_params.get("mode", "sketch")
+        errors = []
+        if not names:
+            errors.append({"field": "audience", "message": "give one or more"})
+        if mode not in ("sketch", "exact"):
+            errors.append({"field": "mode", "message": "sketch or exact"})
+        if errors:
+            raise ValidationFailed("give ?audience=segment:<id>[&audience=...]", errors=errors)
+        audiences, pairs = await self.segments.overlap(names, exact=mode == "exact")
+        bound = audiences.error_bound()
+        return _json(
+            {
+                "mode": mode,
+                "population": round(audiences.population_size().value),
+                "error_bound": None
+                if bound is None
+                else {"relative": round(bound, 4), "std_devs": STD_DEVS},
+                "pairs": [p.to_dict() for p in pairs],
+            }
+        )
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(f"{PREFIX}/segments", self.list_segments, methods=["GET"]),
+            Route(f"{PREFIX}/segments/{{segment_id}}", self.segment, methods=["GET"]),
+            Route(f"{PREFIX}/overlap", self.overlap, methods=["GET"]),
+        ]

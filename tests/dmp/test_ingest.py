@@ -1,0 +1,199 @@
+"""Ingestion on a real SQLite store: parsing, resolution, pending records, rejects, idempotency."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from cookiematch.dmp import keys
+from cookiematch.dmp.ingest import Ingestor, build_ingestor
+from cookiematch.dmp.ingest.readers import Batch, expand, read_batches
+from cookiematch.dmp.ingest.records import parse_json, parse_row
+from cookiematch.dmp.ingest.rejects import Reject
+from cookiematch.dmp.service import DmpService
+from cookiematch.dmp.traits import DAY, TraitCatalog, TraitDef, TraitKind
+from cookiematch.errors import RecordError
+from cookiematch.storage import Store, open_store
+
+from .helpers import NOW, FakeClock
+
+CATALOG = TraitCatalog(
+    traits={
+        "age": TraitDef("age", TraitKind.NUMBER, 30 * DAY),
+        "vip": TraitDef("vip", TraitKind.BOOL, 30 * DAY),
+        "tags": TraitDef("tags", TraitKind.LIST, 30 * DAY),
+        "purchase": TraitDef("purchase", TraitKind.EVENT, 30 * DAY),
+    }
+)
+TS = int(NOW) - 3600
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
+    opened = open_store(f"sqlite://{tmp_path / 'dmp.db'}", clock=clock)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def ingestor(service: DmpService, store: Store, clock: FakeClock) -> Ingestor:
+    built = build_ingestor(store, service.traits, clock=clock)
+    service.on_match.append(built.pending.resolve)  # as web/dmp_app.py wires it
+    return built
+
+
+def line(uid: str, **body: object) -> bytes:
+    return msgspec.json.encode({"uid": uid, **body})
+
+
+def batch(*lines: bytes) -> Batch:
+    return Batch("test.jsonl", [(i, raw) for i, raw in enumerate(lines, 1)])
+
+
+async def synced(service: DmpService, clock: FakeClock, partner_uid: str, dmp_uid: str) -> None:
+    await service.matches.record("analytics", dmp_uid, partner_uid, clock())
+
+
+# --- records --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b'{"attributes": {}}', "missing required field `uid`"),
+        (b'{"uid": "a b"}', "uid: expected 1-256 printable ASCII"),
+        (b'{"uid": "u", "attributes": {"bad name": 1}}', "attributes: bad name"),
+        (b'{"uid": "u", "attributes": {"age": "old"}}', "attributes.age: expected number"),
+        (b'{"uid": "u", "attributes": {"vip": 1}}', "attributes.vip: expected bool"),
+        (b'{"uid": "u", "events": [{"name": "age", "ts": 1}]}', "is a number attribute"),
+        (b'{"uid": "u", "events": [{"name": "x", "ts": 9999999999}]}', "events[0].ts"),
+        (b'{"uid": "u", "events": [{"name": "x"}]}', "missing required field `ts`"),
+        (b'{"uid": "u", "extra": 1}', "unknown field `extra`"),
+    ],
+)
+def test_bad_json_records_say_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(RecordError, match=None) as caught:
+        parse_json(raw, CATALOG, NOW)
+    assert reason in str(caught.value)
+
+
+def test_json_record() -> None:
+    raw = line("u1", attributes={"age": 31, "x": None}, events=[{"name": "purchase", "ts": TS}])
+    record = parse_json(raw, CATALOG, NOW)
+    assert record.attributes == {"age": 31, "x": None}
+    assert record.events == (("purchase", TS),)
+
+
+def test_csv_rows_convert_declared_types() -> None:
+    row = {"uid": "u1", "age": "31", "vip": "true", "tags": "a|b", "city": "Paris", "empty": ""}
+    record = parse_row({**row, "event": "purchase", "ts": str(TS), "remove": "x|y"}, CATALOG, NOW)
+    assert record.attributes == {"age": 31, "vip": True, "tags": ["a", "b"], "city": "Paris"}
+    assert record.events == (("purchase", TS),) and record.remove == ("x", "y")
+    with pytest.raises(RecordError, match="age: expected a number"):
+        parse_row({"uid": "u1", "age": "old"}, CATALOG, NOW)
+    with pytest.raises(RecordError, match="as many cells"):
+        parse_row({"uid": "u1", "age": None}, CATALOG, NOW)
+
+
+# --- readers --------------------------------------------------------------------------------
+
+
+def test_readers_gzip_csv_tsv_and_directories(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(line("u1") + b"\n\n" + line("u2")))
+    (tmp_path / "b.csv").write_text("uid,tier\nu3,gold\nu4,\n")
+    (tmp_path / "c.tsv").write_text("uid\ttier\nu5\tsilver\n")
+    (tmp_path / "notes.txt").write_text("ignored")
+    files = expand([tmp_path])
+    assert [f.name for f in files] == ["a.jsonl.gz", "b.csv", "c.tsv"]
+    read: list[int] = []
+    got = [b for f in files for b in read_batches(f, None, 1, read.append)]
+    assert [(b.lines[0][0]) for b in got] == [1, 3, 2, 3, 2]  # line numbers (CSV: header = 1)
+    assert got[2].lines[0][1] == {"uid": "u3", "tier": "gold"}
+    assert sum(read) == sum(f.stat().st_size for f in files)  # the progress covers the bytes
+    with pytest.raises(ValueError, match="unknown format"):
+        expand([tmp_path / "notes.txt"])
+
+
+# --- the pipeline ---------------------------------------------------------------------------
+
+
+async def test_ingest_counts_accepted_pending_and_rejected(
+    ingestor: Ingestor, service: DmpService, clock: FakeClock
+) -> None:
+    await synced(service, clock, "A-1", "d1")
+    refused: list[Reject] = []
+    report = await ingestor.ingest(
+        "analytics",
+        [
+            batch(
+                line("A-1", attributes={"tier": "gold"}, events=[{"name": "purchase", "ts": TS}]),
+                b'{"uid": 5}',
+                line("A-2", attributes={"tier": "silver"}),
+            )
+        ],
+        on_reject=refused.append,
+    )
+    assert report.counts() == {
+        "records": 3, "accepted": 1, "pending": 1, "rejected": 1, "profiles": 1,
+        "expired_events": 0, "resolved": 0,
+    }  # fmt: skip
+    assert refused == [Reject("test.jsonl", 2, refused[0].reason, '{"uid": 5}')]
+    assert "Expected `str`, got `int`" in refused[0].reason
+    snapshot = await service.profile_reader.snapshot("d1")
+    assert snapshot.attributes == {"tier": "gold"}
+    assert snapshot.events == {"purchase": (float(TS),)}
+
+
+async def test_pending_records_are_applied_when_the_sync_arrives(
+    ingestor: Ingestor, service: DmpService, store: Store
+) -> None:
+    first = batch(line("A-9", attributes={"tier": "gold", "age": 40}))
+    later = batch(line("A-9", attributes={"tier": "platinum"}, remove=["age"]))
+    assert (await ingestor.ingest("analytics", [first, later])).pending == 2
+    assert await ingestor.pending.count("analytics", "A-9") == 2
+    # the partner's callback arrives in the browser that holds DMP id d9
+    await service.callback("analytics", "d9", "A-9")
+    assert (await service.profile_reader.snapshot("d9")).attributes == {"tier": "platinum"}
+    assert await store.hgetall(keys.pending_key("analytics", "A-9")) == {}
+
+
+async def test_a_sync_stored_while_a_batch_is_written_is_rechecked(
+    ingestor: Ingestor, service: DmpService, store: Store, clock: FakeClock
+) -> None:
+    await ingestor.pending.add(
+        "analytics", [parse_json(line("A-5", attributes={"x": 1}), CATALOG, NOW)]
+    )
+    await synced(service, clock, "A-5", "d5")  # stored without the hook (another worker)
+    report = await ingestor.ingest("analytics", [batch(line("A-6"))])
+    assert report.pending == 1 and report.resolved == 0
+    assert await ingestor.pending.recheck("analytics", ["A-5", "A-6"]) == 1
+    assert (await service.profile_reader.snapshot("d5")).attributes == {"x": 1}
+
+
+async def test_reingesting_changes_nothing(
+    ingestor: Ingestor, service: DmpService, store: Store, clock: FakeClock
+) -> None:
+    await synced(service, clock, "A-1", "d1")
+    data = [
+        batch(
+            line("A-1", attributes={"tier": "gold"}, events=[{"name": "purchase", "ts": TS}]),
+            line("A-1", events=[{"name": "purchase", "ts": TS}, {"name": "view", "ts": TS}]),
+            line("A-3", attributes={"tier": "bronze"}),
+        )
+    ]
+    await ingestor.ingest("analytics", data)
+    before = await _contents(store)
+    again = await ingestor.ingest("analytics", data)
+    assert again.accepted == 2 and again.pending == 1
+    assert await _contents(store) == before
+
+
+async def _contents(store: Store) -> dict[str, dict[str, bytes]]:
+    return {
+        key: {f: v for f, (v, _) in fields.items()} async for key, fields in store.scan_maps("dmp:")
+    }

@@ -1,0 +1,130 @@
+"""The segment admin API, the profile look-up and ``/audiences`` with segments, and the
+``[[dmp.segments]]`` / ``[[dmp.destinations]]`` configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cookiematch.config import load_config
+from cookiematch.config.dmp_segments import (
+    DmpDestinationConfig,
+    DmpSegmentConfig,
+    build_segment_service,
+)
+from cookiematch.config.values import Secret
+from cookiematch.dmp.events import EventType, ImpressionEvent
+from cookiematch.dmp.service import DmpService
+from cookiematch.errors import ConfigError
+from cookiematch.storage import Store
+from cookiematch.web.admin import guarded_app
+from cookiematch.web.dmp_segment_routes import SegmentAdmin
+
+TOKEN = "segment-admin-token-0123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def test_admin_routes_profile_and_audiences(store: Store, service: DmpService) -> None:
+    for i in range(12):
+        uid = f"u{i:02d}"
+        if i % 2 == 0:
+            await service.matches.record("analytics", uid, f"A{i}", 0)
+        if i % 3 == 0:
+            await service.impression(uid, ImpressionEvent(EventType.CLICK, "spring"))
+    segments = build_segment_service(
+        (
+            DmpSegmentConfig(id="synced", rule={"synced": "analytics"}, description="d"),
+            DmpSegmentConfig(id="clickers", rule={"exposed": "click"}),
+        ),
+        (),
+        store,
+        match_ttl_days=30,
+    )
+    await segments.recompute()
+    assert (await service.profile("u00")).segments == ["clickers", "synced"]  # type: ignore[union-attr]
+    assert (await service.audiences("u00"))["dmp_segments"] == ["clickers", "synced"]
+
+    app = guarded_app(SegmentAdmin(segments, store).routes(), TOKEN)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://dmp", headers=AUTH
+    ) as client:
+        listing = (await client.get("/admin/v1/segments")).json()
+        assert [(s["id"], s["size"]) for s in listing["segments"]] == [
+            ("synced", 6),
+            ("clickers", 4),
+        ]
+        assert listing["last_recompute"]["profiles"] == 8
+        one = (await client.get("/admin/v1/segments/synced")).json()
+        assert (one["size"], one["exports"]) == (6, {})
+        assert (await client.get("/admin/v1/segments/nope")).status_code == 404
+        for mode in ("exact", "sketch"):
+            answer = await client.get(
+                "/admin/v1/overlap",
+                params={"audience": ["segment:synced", "click:spring"], "mode": mode},
+            )
+            data = answer.json()
+            assert data["population"] == 8
+            assert data["pairs"][0]["overlap"]["estimate"] == 2
+            assert (data["error_bound"] is None) == (mode == "exact")
+        affinity = (await client.get("/admin/v1/overlap?audience=click:spring")).json()
+        assert affinity["pairs"][0]["b"] == "segment:clickers"
+        assert (await client.get("/admin/v1/overlap")).status_code == 422
+
+
+def _write(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "dmp.toml"
+    path.write_text(
+        f"""
+[store]
+url = "sqlite:///{tmp_path}/x.db"
+[dmp]
+[[dmp.partners]]
+id = "dsp"
+sync_url = "https://dsp.example/s?r=${{CALLBACK_URL}}"
+{extra}
+"""
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('[[dmp.segments]]\nid = "s"\nrule = { all = [ { attribute = "a", op = "like" } ] }',
+         "dmp.segments[0].rule.all[0].op: expected one of"),
+        ('[[dmp.segments]]\nid = "s"\nrule = { synced = "dsp" }\n'
+         '[[dmp.segments]]\nid = "s"\nrule = { synced = "dsp" }', "dmp.segments[1].id: duplicate"),
+        ('[[dmp.destinations]]\nid = "d"\nurl = "https://x.example/"\npartner = "dsp"',
+         "dmp.destinations[0].secret: required for kind 'http'"),
+        ('[[dmp.destinations]]\nid = "d"\nurl = "ftp://x"\nsecret = "0123456789abcdef"',
+         "dmp.destinations[0].url: expected an absolute http(s) URL"),
+        ('[[dmp.destinations]]\nid = "d"\nurl = "https://x.example/"\nsecret = "short"',
+         "dmp.destinations[0].secret: must be at least 16"),
+        ('[[dmp.destinations]]\nid = "d"\nurl = "https://x.example/"\nsecret = "0123456789abcdef"'
+         '\npartner = "nobody"', "dmp.destinations[0].partner: no partner"),
+        ('[[dmp.destinations]]\nid = "d"\nkind = "exchange_user_list"\nurl = "http://e.example"',
+         "dmp.destinations[0].token: required"),
+        ('[[dmp.destinations]]\nid = "d"\nkind = "file"', "dmp.destinations[0].path: required"),
+    ],
+)  # fmt: skip
+def test_configuration_errors_name_the_key(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, extra))
+    assert message in str(caught.value)
+
+
+def test_destinations_become_models(tmp_path: Path) -> None:
+    config = load_config(
+        _write(
+            tmp_path,
+            '[[dmp.destinations]]\nid = "x"\nkind = "exchange_user_list"\n'
+            'url = "http://e.example:8700"\ntoken = "tok"\nuser_list_id = 12345\n'
+            'nid = "ad_network_xyz"\npartner = "dsp"\nbatch_size = 500',
+        )
+    )
+    assert config.dmp is not None
+    (dest,) = [d.to_model() for d in config.dmp.destinations]
+    assert (dest.id, dest.delivery.batch_size, dest.partner) == ("x", 500, "dsp")  # type: ignore[union-attr]
+    assert "sekrit" not in repr(DmpDestinationConfig(id="y", token=Secret("sekrit")))

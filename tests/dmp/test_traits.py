@@ -1,0 +1,145 @@
+"""Traits on a real SQLite store: per-trait TTLs, set semantics, event bounds, snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cookiematch.dmp import keys
+from cookiematch.dmp.service import DmpService
+from cookiematch.dmp.traits import (
+    DAY,
+    ProfileReader,
+    ProfileUpdate,
+    TraitCatalog,
+    TraitDef,
+    TraitKind,
+    TraitStore,
+)
+from cookiematch.storage import Store, open_store
+
+from .helpers import NOW, FakeClock
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
+    """The store on the test's clock, so expiry follows it."""
+    opened = open_store(f"sqlite://{tmp_path / 'dmp.db'}", clock=clock)
+    yield opened
+    await opened.close()
+
+
+CATALOG = TraitCatalog(
+    traits={
+        "tier": TraitDef("tier", TraitKind.STRING, 10 * DAY),
+        "purchase": TraitDef("purchase", TraitKind.EVENT, 30 * DAY),
+    },
+    attribute_ttl=2 * DAY,
+    event_ttl=5 * DAY,
+    max_events_per_name=3,
+)
+
+
+def update(**kwargs: object) -> ProfileUpdate:
+    found = ProfileUpdate("crm")
+    found.merge(
+        kwargs.get("attributes", {}),  # type: ignore[arg-type]
+        kwargs.get("remove", ()),  # type: ignore[arg-type]
+        kwargs.get("events", ()),  # type: ignore[arg-type]
+    )
+    return found
+
+
+async def test_attributes_live_their_trait_ttl(store: Store, clock: FakeClock) -> None:
+    traits = TraitStore(store, CATALOG, clock=clock)
+    reader = ProfileReader(store, max_events_per_name=3, clock=clock)
+    await traits.apply({"u1": update(attributes={"tier": "gold", "age": 31})})
+    assert (await reader.snapshot("u1")).attributes == {"age": 31, "tier": "gold"}
+    clock.now += 3 * DAY  # past the default (2 days), within tier's 10 days
+    assert (await reader.snapshot("u1")).attributes == {"tier": "gold"}
+    clock.now += 8 * DAY
+    assert (await reader.snapshot("u1")).attributes == {}
+
+
+async def test_set_semantics_and_removal(store: Store, clock: FakeClock) -> None:
+    traits = TraitStore(store, CATALOG, clock=clock)
+    reader = ProfileReader(store, clock=clock)
+    await traits.apply({"u1": update(attributes={"tier": "gold", "x": 1, "y": [1]})})
+    await traits.apply({"u1": update(attributes={"tier": "silver", "x": None}, remove=["y"])})
+    assert (await reader.snapshot("u1")).attributes == {"tier": "silver"}
+
+
+def test_merge_keeps_the_order_of_records() -> None:
+    found = ProfileUpdate("crm")
+    found.merge({"a": 1}, [], [])
+    found.merge({}, ["a"], [])
+    found.merge({"b": 1}, [], [])
+    found.merge({"b": None}, [], [])
+    found.merge({"b": 2}, [], [])
+    assert found.attributes == {"b": 2}
+    assert found.remove == {"a"}
+
+
+async def test_events_dedup_bound_and_expire_from_their_time(
+    store: Store, clock: FakeClock
+) -> None:
+    traits = TraitStore(store, CATALOG, clock=clock)
+    reader = ProfileReader(store, max_events_per_name=3, clock=clock)
+    now = int(NOW)
+    stamps = [now - 40 * DAY, now - 4 * DAY, now - 3 * DAY, now - 2 * DAY, now - DAY]
+    events = [("purchase", int(ts)) for ts in stamps]
+    expired = await traits.apply({"u1": update(events=events)})
+    assert expired == 1  # 40 days old, past purchase's 30 days
+    again = await traits.apply({"u1": update(events=events[1:3])})  # duplicates
+    assert again == 0
+    snapshot = await reader.snapshot("u1")
+    assert snapshot.events == {"purchase": (now - DAY, now - 2 * DAY, now - 3 * DAY)}
+    stored = await store.hgetall(keys.traits_key("u1"))
+    assert len(stored) == 3  # trimmed in the store, not just in the snapshot
+    clock.now += 28 * DAY  # the 3-day-old one expires 30 days after its time (hour-rounded)
+    assert (await reader.snapshot("u1")).events == {"purchase": (now - DAY, now - 2 * DAY)}
+
+
+async def test_on_profile_changed_hears_each_batch(store: Store, clock: FakeClock) -> None:
+    traits = TraitStore(store, CATALOG, clock=clock)
+    heard: list[list[str]] = []
+
+    async def listener(uids: list[str]) -> None:
+        heard.append(sorted(uids))
+
+    async def broken(uids: list[str]) -> None:
+        raise RuntimeError("subscriber bug")
+
+    traits.on_profile_changed += [broken, listener]
+    await traits.apply({"u1": update(attributes={"a": 1}), "u2": update(remove=["a"])})
+    await traits.apply({})
+    assert heard == [["u1", "u2"]]
+
+
+async def test_snapshot_carries_partners_exposures_and_traits(
+    service: DmpService, store: Store, clock: FakeClock
+) -> None:
+    from cookiematch.dmp.events import EventType, ImpressionEvent
+
+    await service.matches.record("analytics", "d1", "A-1", clock())
+    await service.impression("d1", ImpressionEvent(EventType.CLICK, "c9"))
+    await service.traits.apply({"d1": update(attributes={"tier": "gold"})})
+    one, two = await service.profile_reader.snapshots(["d1", "nobody"])
+    assert one.partners == {"analytics": "A-1"}
+    assert one.exposures == {"click": {"c9": 1}}
+    assert one.attributes == {"tier": "gold"}
+    assert two.dmp_uid == "nobody" and not two.attributes
+    profile = await service.profile("d1")
+    assert profile is not None and profile.attributes == {"tier": "gold"}
+
+
+def test_catalog_checks_declared_types() -> None:
+    catalog = TraitCatalog(
+        traits={"age": TraitDef("age", TraitKind.NUMBER, DAY)}, reject_unknown=True
+    )
+    assert catalog.attribute_problem("age", 3) is None
+    assert catalog.attribute_problem("age", True) == "expected number"
+    assert catalog.attribute_problem("other", "x") == "unknown trait"
+    assert catalog.event_problem("age") == "is a number attribute"

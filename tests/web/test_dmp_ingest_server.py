@@ -1,0 +1,175 @@
+"""``POST /api/v1/partners/<p>/records`` against a real ``cookiematch serve --role dmp`` process."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from conftest import ServerProcess, free_port
+
+ADMIN = "dmp-admin-token-0123456789"
+INGEST = "crm-ingest-token-0123456789"
+AUTH = {"Authorization": f"Bearer {INGEST}"}
+NOW = int(time.time())
+
+
+def write_config(directory: Path, port: int) -> Path:
+    path = directory / "dmp.toml"
+    path.write_text(
+        f"""
+[store]
+url = "sqlite:///{directory / "dmp.db"}"
+
+[dmp]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+admin_token = "{ADMIN}"
+
+[dmp.ingest]
+max_batch_records = 3
+max_batch_bytes = 4096
+
+[[dmp.traits]]
+name = "age"
+type = "number"
+
+[[dmp.clients]]
+id = "shop"
+
+[[dmp.partners]]
+id = "crm"
+sync_url = "https://crm.example/sync?r=${{CALLBACK_URL}}"
+ingest_token = "{INGEST}"
+
+[[dmp.partners]]
+id = "orders"
+sync_url = "https://oms.example/px/${{DMP_UID}}"
+"""
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, start_module_server: Callable[..., ServerProcess]
+) -> ServerProcess:
+    port = free_port()
+    config = write_config(tmp_path_factory.mktemp("dmp-ingest"), port)
+    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
+            "--role", "dmp"]  # fmt: skip
+    return start_module_server(argv, port=port)
+
+
+@pytest.fixture
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=5) as client:
+        yield client
+
+
+def post(http: httpx.Client, records: object, **headers: str) -> httpx.Response:
+    return http.post(
+        "/api/v1/partners/crm/records",
+        content=msgspec.json.encode(records),
+        headers={**AUTH, "Content-Type": "application/json", **headers},
+    )
+
+
+def synced_browser(http: httpx.Client, partner_uid: str) -> str:
+    """A browser that went through /sync and crm's callback: its DMP uid."""
+    response = http.get("/sync?client=shop")
+    uid = response.headers["set-cookie"].split(";")[0].partition("=")[2]
+    stored = http.get(f"/callback/crm?uid={partner_uid}", headers={"Cookie": f"dmp_id={uid}"})
+    assert stored.status_code == 200
+    return uid
+
+
+def profile(http: httpx.Client, uid: str) -> dict[str, Any]:
+    response = http.get(f"/admin/v1/profiles/{uid}", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_batch_is_applied_and_counted(http: httpx.Client) -> None:
+    uid = synced_browser(http, "C-1")
+    response = post(
+        http,
+        [
+            {"uid": "C-1", "attributes": {"age": 31}, "events": [{"name": "buy", "ts": NOW}]},
+            {"uid": "C-1", "attributes": {"age": "old"}},
+            {"uid": "C-unsynced", "attributes": {"tier": "gold"}},
+        ],
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert {k: body[k] for k in ("records", "accepted", "pending", "rejected")} == {
+        "records": 3, "accepted": 1, "pending": 1, "rejected": 1,
+    }  # fmt: skip
+    assert body["rejects"] == [{"index": 1, "reason": "attributes.age: expected number"}]
+    found = profile(http, uid)
+    assert found["attributes"] == {"age": 31}
+    assert found["ingested_events"] == {"buy": [NOW]}
+
+
+def test_ndjson_and_pending_resolved_by_the_callback(http: httpx.Client) -> None:
+    lines = b'{"uid": "C-later", "attributes": {"tier": "silver"}}\n\n{"uid": "C-later", x}\n'
+    response = http.post(
+        "/api/v1/partners/crm/records",
+        content=lines,
+        headers={**AUTH, "Content-Type": "application/x-ndjson"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["pending"] == 1 and response.json()["rejected"] == 1
+    uid = synced_browser(http, "C-later")
+    assert profile(http, uid)["attributes"] == {"tier": "silver"}
+
+
+def test_idempotency_key_replays_without_applying(http: httpx.Client) -> None:
+    uid = synced_browser(http, "C-2")
+    first = post(http, [{"uid": "C-2", "attributes": {"age": 20}}], **{"Idempotency-Key": "k-1"})
+    assert first.status_code == 200 and "idempotent-replayed" not in first.headers
+    post(http, [{"uid": "C-2", "attributes": {"age": 21}}])
+    replay = post(http, [{"uid": "C-2", "attributes": {"age": 20}}], **{"Idempotency-Key": "k-1"})
+    assert replay.status_code == 200 and replay.headers["idempotent-replayed"] == "true"
+    assert replay.content == first.content
+    assert profile(http, uid)["attributes"] == {"age": 21}  # not applied again
+    other = post(http, [{"uid": "C-2"}], **{"Idempotency-Key": "k-1"})
+    assert other.status_code == 422
+    assert other.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/api/v1/partners/crm/records", {}, 401),
+        ("/api/v1/partners/crm/records", {"Authorization": "Bearer wrong-token-00000000"}, 401),
+        ("/api/v1/partners/crm/records", {"Authorization": f"Bearer {ADMIN}"}, 401),
+        ("/api/v1/partners/orders/records", AUTH, 403),  # no ingest_token: HTTP ingest off
+        ("/api/v1/partners/nobody/records", AUTH, 404),
+    ],
+)
+def test_auth(http: httpx.Client, path: str, headers: dict[str, str], status: int) -> None:
+    response = http.post(path, content=b"[]", headers=headers)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    if status == 401:
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_limits_and_bad_json(http: httpx.Client) -> None:
+    too_many = post(http, [{"uid": f"C-{i}"} for i in range(4)])
+    assert too_many.status_code == 413 and "at most 3 records" in too_many.json()["detail"]
+    too_big = post(http, [{"uid": "C-1", "attributes": {"x": "y" * 5000}}])
+    assert too_big.status_code == 413
+    for body in (b"{oops", b'{"rows": []}', b'"x"'):
+        bad = http.post("/api/v1/partners/crm/records", content=body, headers=AUTH)
+        assert bad.status_code == 400, body
+        assert bad.headers["content-type"] == "application/problem+json"
+    assert http.get("/api/v1/partners/crm/records", headers=AUTH).status_code == 405
