@@ -18,14 +18,15 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO
 
 import click
 import httpx
 
-from cookiematch.config import Config, load_config
+from cookiematch.cli.common import config_option, load_dmp, run
+from cookiematch.config import Config
 from cookiematch.config.dmp import DmpConfig, DmpPartnerConfig
 from cookiematch.config.dmp_segments import build_segment_service
 from cookiematch.dmp.ingest import Ingestor, IngestReport, build_ingestor
@@ -33,18 +34,7 @@ from cookiematch.dmp.ingest.readers import Batch, Format, expand, read_batches
 from cookiematch.dmp.ingest.rejects import Reject, RejectsWriter
 from cookiematch.dmp.pull import Cursors, PullSource, pull
 from cookiematch.dmp.traits import TraitStore
-from cookiematch.errors import CookiematchError
 from cookiematch.storage import Durability, Store, connect_store
-
-T = TypeVar("T")
-
-config_option = click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="The TOML configuration file.",
-)
 
 
 @click.group()
@@ -53,26 +43,11 @@ def dmp() -> None:
 
 
 def _load(config_file: Path, partner_id: str) -> tuple[Config, DmpConfig, DmpPartnerConfig]:
-    try:
-        config = load_config(config_file)
-    except CookiematchError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if config.dmp is None:
-        raise click.ClickException(f"{config_file}: no [dmp] table")
-    for partner in config.dmp.partners:
+    config, dmp_config = load_dmp(config_file)
+    for partner in dmp_config.partners:
         if partner.id == partner_id:
-            return config, config.dmp, partner
+            return config, dmp_config, partner
     raise click.ClickException(f"{config_file}: no partner {partner_id!r} in [[dmp.partners]]")
-
-
-def _run(work: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await work()
-
-    try:
-        return asyncio.run(main())
-    except (CookiematchError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 @contextlib.asynccontextmanager
@@ -157,7 +132,7 @@ def ingest(
         writer.flush()
         return report, time.perf_counter() - started
 
-    report, seconds = _run(work)
+    report, seconds = run(work)
     click.echo(_summary(report, seconds))
 
 
@@ -206,4 +181,4 @@ def pull_command(
                     return
                 await asyncio.sleep(every * 60)
 
-    _run(work)
+    run(work)

@@ -3,49 +3,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import click
 import msgspec
 
-from cookiematch.config import Config, load_config
-from cookiematch.config.dmp import DmpConfig
+from cookiematch.cli.common import config_option, load_dmp, run
 from cookiematch.config.dmp_segments import build_segment_service
 from cookiematch.dmp.exports import HttpxTransport, Mode
 from cookiematch.dmp.overlap import STD_DEVS, Audiences, PairOverlap
 from cookiematch.dmp.segments.service import SegmentService
-from cookiematch.errors import CookiematchError
 from cookiematch.storage import connect_store
-
-T = TypeVar("T")
-
-config_option = click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="The TOML configuration file.",
-)
-
-
-def _dmp(config_file: Path) -> tuple[Config, DmpConfig]:
-    try:
-        config = load_config(config_file)
-    except CookiematchError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if config.dmp is None:
-        raise click.ClickException(f"{config_file}: no [dmp] table")
-    return config, config.dmp
 
 
 @asynccontextmanager
 async def open_segments(config_file: Path) -> AsyncIterator[SegmentService]:
-    config, dmp = _dmp(config_file)
+    config, dmp = load_dmp(config_file)
     store = await connect_store(config.store.url, durability=config.store.durability)
     try:
         yield build_segment_service(
@@ -53,16 +29,6 @@ async def open_segments(config_file: Path) -> AsyncIterator[SegmentService]:
         )
     finally:
         await store.close()
-
-
-def _run(work: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await work()
-
-    try:
-        return asyncio.run(main())
-    except CookiematchError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 @click.command("export")
@@ -85,7 +51,7 @@ def export(
         finally:
             await transport.aclose()
 
-    report = _run(work)
+    report = run(work)
     if as_json:
         click.echo(msgspec.json.encode(report).decode())
     else:
@@ -128,7 +94,7 @@ def recompute(config_file: Path, no_sketches: bool) -> None:
         async with open_segments(config_file) as service:
             return await service.recompute(sketches=not no_sketches, progress=_Progress())
 
-    report = _run(work)
+    report = run(work)
     data = msgspec.to_builtins(report)
     rate = data["profiles"] / data["seconds"] if data["seconds"] else 0.0
     click.echo(
@@ -148,7 +114,7 @@ def sizes(config_file: Path) -> None:
         async with open_segments(config_file) as service:
             return await service.sizes()
 
-    for segment, size in sorted(_run(work).items()):
+    for segment, size in sorted(run(work).items()):
         click.echo(f"{segment:<32} {size}")
 
 
@@ -179,7 +145,7 @@ def overlap(config_file: Path, names: tuple[str, ...], exact: bool) -> None:
         async with open_segments(config_file) as service:
             return await service.overlap(list(names), exact=exact)
 
-    audiences, pairs = _run(work)
+    audiences, pairs = run(work)
     bound = audiences.error_bound()
     population = audiences.population_size().value
     if bound is None:

@@ -12,19 +12,12 @@ from pathlib import Path
 
 import click
 
+from cookiematch.cli.common import config_option, load
 from cookiematch.cli.dmp import dmp
 from cookiematch.cli.dmp_segments import register as register_dmp_segments
 from cookiematch.cli.store import store
-from cookiematch.config import Config, load_config
-from cookiematch.errors import ConfigError
+from cookiematch.config import Config
 from cookiematch.web.factories import ROLE_FACTORIES
-
-
-def _load(path: Path) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 @click.group()
@@ -36,13 +29,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="The TOML configuration file.",
-)
+@config_option
 @click.option(
     "--role",
     type=click.Choice(sorted(ROLE_FACTORIES)),
@@ -55,7 +42,7 @@ def serve(config_file: Path, role: str | None, workers: int, interface: str) -> 
     """Serve the roles the configuration enables, each on its own `listen` address."""
     from cookiematch.web.server import serve as run_server
 
-    config = _load(config_file)
+    config = load(config_file)
     roles = [role] if role else sorted(r for r in config.roles if r in ROLE_FACTORIES)
     if not roles:
         raise click.ClickException(f"{config_file}: no role to serve (add an [exchange] table)")
@@ -116,15 +103,10 @@ def _serve_each(config_file: Path, roles: list[str], workers: int, interface: st
 
 
 @main.command("check-config")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-)
+@config_option
 def check_config(config_file: Path) -> None:
     """Load and validate a configuration file; print the roles it enables."""
-    config = _load(config_file)
+    config = load(config_file)
     click.echo(f"{config_file}: ok; roles: {', '.join(sorted(config.roles)) or 'none'}")
 
 

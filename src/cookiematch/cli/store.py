@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import click
 
-from cookiematch.errors import StorageError
+from cookiematch.cli.common import run
 from cookiematch.storage import connect_store
 from cookiematch.storage.transfer import copy_store, count_keys
-
-T = TypeVar("T")
-
-
-def _run(work: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(_await(work))
-    except StorageError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-async def _await(work: Callable[[], Awaitable[T]]) -> T:
-    return await work()
 
 
 @click.group()
@@ -60,7 +44,7 @@ def copy(src_url: str, dst_url: str, prefix: str, batch: int) -> None:
             await src.close()
         click.echo(f"copied {done.values} keys, {done.maps} field maps ({done.fields} fields)")
 
-    _run(work)
+    run(work)
 
 
 @store.command()
@@ -88,4 +72,4 @@ def stats(url: str, prefix: str) -> None:
         fields = sum(counts.fields.values())
         click.echo(f"{'total':<20} {total[0]:>12,} {total[1]:>12,} {fields:>14,}")
 
-    _run(work)
+    run(work)
