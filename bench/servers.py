@@ -347,7 +347,12 @@ def cookiematch(
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     service = Service(role, port, proc, config, store_url, workers, log_path)
     try:
-        wait_http(f"http://127.0.0.1:{port}/", timeout=30)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/", timeout=30)
+        except RuntimeError:
+            log.flush()
+            tail = log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{role} did not start; its log ends:\n{tail}") from None
         deadline = time.monotonic() + 10  # every worker up
         while len(service.worker_pids()) < workers and time.monotonic() < deadline:
             time.sleep(0.1)
