@@ -4,7 +4,8 @@
 
 Generates (once, in --workdir, not committed) a JSON Lines file of ``--records`` records over
 ``--users`` partner uids, of which ``--unsynced`` are not in the match table (they go pending).
-Each record carries two attributes; ``--event-share`` of them one event too. Per store: a fresh
+Each record carries two attributes; ``--event-share`` of them one event too; ``--segments``
+adds two segments updated incrementally after every batch. Per store: a fresh
 store, the match table's reverse entries written in bulk (not timed), then the file ingested
 exactly as ``cookiematch dmp ingest`` does (readers -> Ingestor, ``Durability.ASYNC``), timed
 until the store is closed (everything flushed). Redis: a redis-server started here on a free
@@ -30,8 +31,10 @@ from cookiematch.dmp import keys
 from cookiematch.dmp.ingest import build_ingestor
 from cookiematch.dmp.ingest.readers import read_batches
 from cookiematch.dmp.matches import ReverseMatch
-from cookiematch.dmp.traits import TraitCatalog, TraitStore
+from cookiematch.dmp.segments import Segment, SegmentUpdater, StoredProfiles, parse_rule
+from cookiematch.dmp.traits import ProfileReader, TraitCatalog, TraitStore
 from cookiematch.storage import Durability, Store, Write, connect_store
+from cookiematch.storage import sqlite as sqlite_store
 
 PARTNER = "crm"
 TIERS = ["gold", "silver", "bronze", "none"]
@@ -77,12 +80,29 @@ async def seed_matches(store: Store, users: int, unsynced: float) -> None:
     await store.get("flush")  # a read waits for the queued writes
 
 
-async def run(url: str, data: Path, users: int, unsynced: float, batch: int) -> dict[str, float]:
+SEGMENTS = [
+    Segment("gold", parse_rule({"attribute": "tier", "value": "gold"})),
+    Segment("buyers", parse_rule({"event": "purchase", "within_days": 30})),
+]
+
+
+async def run(
+    url: str, data: Path, users: int, unsynced: float, batch: int, segments: bool
+) -> dict[str, float]:
     store = await connect_store(url, durability=Durability.ASYNC)
     started = time.perf_counter()
     await seed_matches(store, users, unsynced)
     seeded = time.perf_counter() - started
     traits = TraitStore(store, TraitCatalog(), clock=time.time)
+    if segments:  # incremental membership after every batch, as `cookiematch dmp ingest` does
+        reader = ProfileReader(store)
+        source = StoredProfiles(store, reader.build, ProfileReader.SUFFIXES)
+        updater = SegmentUpdater(store, SEGMENTS, source)
+
+        async def changed(uids: list[str]) -> None:
+            await updater.profiles_changed(uids)
+
+        traits.on_profile_changed.append(changed)
     ingestor = build_ingestor(store, traits)
     started = time.perf_counter()
     report = await ingestor.ingest(PARTNER, read_batches(data, "jsonl", batch))
@@ -117,8 +137,17 @@ def main() -> None:
     parser.add_argument("--event-share", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=20_000)
     parser.add_argument("--stores", default="sqlite,redis")
+    parser.add_argument(
+        "--segments", action="store_true", help="update two segments after every batch"
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dmp-bench")
+    parser.add_argument("--sqlite-cache-mib", type=int, help="the writer's page cache")
+    parser.add_argument("--sqlite-mmap-mib", type=int, help="mmap size of every connection")
     args = parser.parse_args()
+    if args.sqlite_cache_mib is not None:
+        sqlite_store.CACHE_MIB = args.sqlite_cache_mib
+    if args.sqlite_mmap_mib is not None:
+        sqlite_store.MMAP_MIB = args.sqlite_mmap_mib
     args.workdir.mkdir(parents=True, exist_ok=True)
     name = f"records-{args.records}-{args.users}-{args.event_share}.jsonl"
     data = args.workdir / name
@@ -135,7 +164,7 @@ def main() -> None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
             results[kind] = asyncio.run(
-                run(f"sqlite://{db}", data, args.users, args.unsynced, args.batch)
+                run(f"sqlite://{db}", data, args.users, args.unsynced, args.batch, args.segments)
             )
         elif kind == "redis":
             if shutil.which("redis-server") is None:
@@ -143,7 +172,9 @@ def main() -> None:
                 continue
             proc, url = start_redis(args.workdir)
             try:
-                results[kind] = asyncio.run(run(url, data, args.users, args.unsynced, args.batch))
+                results[kind] = asyncio.run(
+                    run(url, data, args.users, args.unsynced, args.batch, args.segments)
+                )
             finally:
                 proc.terminate()
                 proc.wait()

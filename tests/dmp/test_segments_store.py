@@ -3,7 +3,7 @@ real Redis Cluster."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from cookiematch.dmp.events import EventLog, EventType, ImpressionEvent
 from cookiematch.dmp.matches import MatchTable
@@ -32,6 +32,9 @@ class MemorySource:
 
     async def snapshot(self, dmp_uid: str, now: float) -> ProfileSnapshot:
         return self.profiles.get(dmp_uid, ProfileSnapshot(dmp_uid))
+
+    async def snapshots(self, dmp_uids: Sequence[str], now: float) -> list[ProfileSnapshot]:
+        return [await self.snapshot(uid, now) for uid in dmp_uids]
 
     async def scan(self, now: float) -> AsyncIterator[ScannedProfile]:
         for uid in sorted(self.profiles):

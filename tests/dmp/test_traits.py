@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,35 @@ async def test_events_dedup_bound_and_expire_from_their_time(
     assert len(stored) == 3  # trimmed in the store, not just in the snapshot
     clock.now += 28 * DAY  # the 3-day-old one expires 30 days after its time (hour-rounded)
     assert (await reader.snapshot("u1")).events == {"purchase": (now - DAY, now - 2 * DAY)}
+
+
+async def test_events_stay_near_their_bound_without_a_read_per_write(
+    store: Store, clock: FakeClock
+) -> None:
+    catalog = TraitCatalog(event_ttl=30 * DAY, max_events_per_name=10)
+    traits = TraitStore(store, catalog, clock=clock, rng=random.Random(3))
+    reader = ProfileReader(store, max_events_per_name=10, clock=clock)
+    now = int(NOW)
+    reads = 0
+    hgetall_many = store.hgetall_many
+
+    async def counting(names: Sequence[str]) -> list[dict[str, bytes]]:
+        nonlocal reads
+        reads += 1
+        return await hgetall_many(names)
+
+    store.hgetall_many = counting  # type: ignore[method-assign]
+    most = 0
+    for i in range(300):  # one event per batch: trimmed now and then, not each time
+        await traits.apply({"u1": update(events=[("view", now - 3000 + i)])})
+        most = max(most, len(await store.hgetall(keys.traits_key("u1"))))
+    assert 10 < reads < 150  # about one write in five (max_events_per_name / 2) reads
+    assert most <= 10 + 5 * 8  # a few times trim_every beyond the bound, at worst
+    newest = tuple(float(now - 3000 + i) for i in range(299, 289, -1))
+    assert (await reader.snapshot("u1")).events == {"view": newest}
+    many = [("view", now - 100 + i) for i in range(25)]  # one batch beyond the bound
+    await traits.apply({"u2": update(events=many)})
+    assert len(await store.hgetall(keys.traits_key("u2"))) == 10  # never written
 
 
 async def test_on_profile_changed_hears_each_batch(store: Store, clock: FakeClock) -> None:

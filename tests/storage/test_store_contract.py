@@ -126,6 +126,59 @@ async def test_field_maps_and_plain_values_are_apart(store: Store) -> None:
     assert await keys(store, "") == ["p"]
 
 
+async def test_hset_many_and_hgetall_many(store: Store) -> None:
+    await store.hset("a", {"old": b"0", "x": b"old"})
+    await store.hset_many(
+        [
+            ("a", {"x": b"1", "y": b"\x00"}, None),
+            ("b", {"z": b"2"}, 60.0),
+            ("empty", {}, None),
+            ("a", {"y": b"again", "ç": b"3"}, 30.0),  # a key again: applied in order
+        ]
+    )
+    await store.hset_many([])
+    assert await store.hgetall_many(["b", "missing", "a", "b", "empty"]) == [
+        {"z": b"2"},
+        {},
+        {"old": b"0", "x": b"1", "y": b"again", "ç": b"3"},
+        {"z": b"2"},
+        {},
+    ]
+    assert await store.hgetall_many([]) == []
+    assert await store.hgetall("a") == {"old": b"0", "x": b"1", "y": b"again", "ç": b"3"}
+    assert await keys(store, "") == []  # field maps, not plain values
+
+
+async def test_hset_many_ttl_is_per_item(store: Store, clock: FakeClock) -> None:
+    await store.hset_many(
+        [("h", {"a": b"1"}, 0.2), ("h", {"b": b"2"}, None), ("h", {"c": b"3"}, 60.0)]
+    )
+    await store.hset_many([("g", {"a": b"1"}, 0.2), ("g", {"b": b"2"}, 60.0)])
+    await asyncio.sleep(0.3)  # the map itself lives as long as its longest-lived field
+    await clock.advance(0.5)
+    assert await store.hgetall_many(["h", "g"]) == [{"b": b"2", "c": b"3"}, {"b": b"2"}]
+    await clock.advance(100)
+    assert await store.hgetall_many(["h", "g"]) == [{"b": b"2"}, {}]
+
+
+async def test_hset_many_refuses_bad_input_before_writing(store: Store) -> None:
+    for ttl in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError):
+            await store.hset_many([("ok", {"f": b"1"}, None), ("bad", {"f": b"1"}, ttl)])
+    assert await store.hgetall_many(["ok", "bad"]) == [{}, {}]
+
+
+async def test_hset_many_beyond_one_batch(store: Store) -> None:
+    items = [(f"m{i:05d}", {"f": str(i).encode(), "g": b"x"}, 60.0 if i % 2 else None)
+             for i in range(3000)]  # fmt: skip
+    await store.hset_many(items)
+    names = [key for key, _, _ in items]
+    got = await store.hgetall_many(names[::-1])
+    assert got == [{"f": str(i).encode(), "g": b"x"} for i in reversed(range(3000))]
+    await store.hdel("m00007", ["g"])
+    assert await store.hgetall_many(["m00007"]) == [{"f": b"7"}]
+
+
 # --- scan -----------------------------------------------------------------------------------
 
 

@@ -1,9 +1,10 @@
 """The bidder: look the user up, pick campaigns, answer with a bid or no bid, within tmax.
 
 One look-up per request (``MatchTable.lookup``: its reads go out together, one round trip),
-bounded by the request's ``tmax`` (or the configured default) minus a safety margin: a look-up that would take longer is abandoned and
-the answer is no bid. The ad markup carries the exchange's match tag when
-:func:`~cookiematch.buyer.matchtag.decide_match_tag` says the user needs (re)matching.
+bounded by the request's ``tmax`` (or the configured default) minus a safety margin: a
+look-up that would take longer is abandoned and the answer is no bid. The ad markup carries
+the exchange's match tag when :func:`~cookiematch.buyer.matchtag.decide_match_tag` says the
+user needs (re)matching.
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ One field map per browser, ``dmp:{<dmp uid>}:t``, with the store's per-field exp
                            (rounded up to the hour), so re-ingesting an event changes nothing
 
 Setting an attribute overwrites it (set semantics), ``null`` or ``remove`` deletes it; an
-event is a field per (name, ts), so duplicates collapse by construction. After each write the
-names that got events are trimmed to the newest ``max_events_per_name``. Every write calls the
+event is a field per (name, ts), so duplicates collapse by construction. Each name is kept to
+about its newest ``max_events_per_name`` (a write never adds more; a profile that got events
+is read back and trimmed now and then, see ``TraitStore._due_for_trim``; readers return at most
+that many). A batch is written with one ``hset_many``. Every write calls the
 ``on_profile_changed`` callbacks with the DMP uids it touched (segments subscribe there).
 """
 
@@ -20,6 +22,7 @@ import asyncio
 import enum
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +34,7 @@ from cookiematch.dmp import keys
 from cookiematch.dmp.events import ImpressionEvent, decode_tally
 from cookiematch.dmp.matches import PartnerMatch
 from cookiematch.dmp.snapshot import AttributeValue, ProfileSnapshot
-from cookiematch.storage.base import Durability, Store
+from cookiematch.storage.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ SUFFIX = "t"  # dmp:{uid}:t
 DAY = 86400.0
 EVENT_EXPIRY_STEP = 3600.0  # event expiries are rounded up to the hour, so they share writes
 CONCURRENCY = 2000  # store calls in flight per step
-ASYNC = Durability.ASYNC
+TRIM_CHUNK = 5000  # profiles read per hgetall_many when trimming
 
 ProfileChanged = Callable[[list[str]], Awaitable[None]]
 RawProfile = Mapping[str, Mapping[str, bytes]]
@@ -140,6 +143,24 @@ class ProfileUpdate:
         self.events.update(events)
 
 
+def _newest(events: list[tuple[str, int, float]], limit: int) -> Iterable[tuple[str, int, float]]:
+    """``(name, ts, ttl)`` without those beyond the newest ``limit`` of their name."""
+    if len(events) <= limit:
+        return events
+    by_name: dict[str, list[tuple[str, int, float]]] = {}
+    for event in events:
+        by_name.setdefault(event[0], []).append(event)
+    return [
+        event
+        for found in by_name.values()
+        for event in sorted(found, key=_by_time, reverse=True)[:limit]
+    ]
+
+
+def _by_time(event: tuple[str, int, float]) -> int:
+    return event[1]
+
+
 def attribute_field(name: str) -> str:
     return ATTRIBUTE + name
 
@@ -177,21 +198,35 @@ async def gather_bounded(
 class TraitStore:
     """Writes profile updates; calls ``on_profile_changed`` after each write."""
 
-    def __init__(self, store: Store, catalog: TraitCatalog, *, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        catalog: TraitCatalog,
+        *,
+        clock: Callable[[], float],
+        rng: random.Random | None = None,
+    ) -> None:
         self._store = store
         self.catalog = catalog
         self._clock = clock
+        self._rng = rng or random.Random()
         self.on_profile_changed: list[ProfileChanged] = []
 
     async def apply(self, updates: Mapping[str, ProfileUpdate]) -> int:
-        """Write the updates (by DMP uid); return how many events had already expired."""
+        """Write the updates (by DMP uid); return how many events had already expired.
+
+        Every field of every profile goes in one ``hset_many``. The profiles due for a trim
+        (``_due_for_trim``) are read first, in one ``hgetall_many`` that does not wait for this
+        batch's write: their stored events and the new ones are trimmed together.
+        """
         if not updates:
             return 0
         now = self._clock()
         expired = 0
-        writes: list[Coroutine[Any, Any, Any]] = []
+        limit = self.catalog.max_events_per_name
+        writes: dict[str, dict[float, dict[str, bytes]]] = {}
+        added: dict[str, list[tuple[str, int, float]]] = {}  # events of profiles due a trim
         removals: list[Coroutine[Any, Any, Any]] = []
-        trim: list[str] = []
         for dmp_uid, update in updates.items():
             key = keys.traits_key(dmp_uid)
             by_ttl: dict[float, dict[str, bytes]] = {}
@@ -199,37 +234,72 @@ class TraitStore:
                 ttl = self.catalog.attribute_ttl_of(name)
                 by_ttl.setdefault(ttl, {})[ATTRIBUTE + name] = _encode(value)
             partner = update.partner.encode()
+            live: list[tuple[str, int, float]] = []
             for name, ts in update.events:
                 ttl = self.catalog.event_expiry(name, ts) - now
                 if ttl <= 0:
                     expired += 1
-                    continue
+                else:
+                    live.append((name, ts, ttl))
+            kept = _newest(live, limit)
+            for name, ts, ttl in kept:
                 by_ttl.setdefault(ttl, {})[event_field(name, ts)] = partner
-            writes += [self._store.hset(key, m, ttl=ttl) for ttl, m in by_ttl.items()]
+            writes[key] = by_ttl
             if update.remove:
                 removals.append(self._store.hdel(key, [ATTRIBUTE + n for n in update.remove]))
-            if update.events:
-                trim.append(dmp_uid)
-        await gather_bounded(writes, CONCURRENCY, queued=self._store.durability is ASYNC)
+            if live and self._due_for_trim(len(live)):
+                added[key] = list(kept)
+        excess = await self._excess(added, writes) if added else {}
+        await self._store.hset_many(
+            [(key, m, ttl) for key, by_ttl in writes.items() for ttl, m in by_ttl.items() if m]
+        )
         await gather_bounded(removals, CONCURRENCY)
-        await gather_bounded((self._trim(uid) for uid in trim), CONCURRENCY)
+        await gather_bounded(
+            (self._store.hdel(key, fields) for key, fields in excess.items()), CONCURRENCY
+        )
         await self._changed(list(updates))
         return expired
 
-    async def _trim(self, dmp_uid: str) -> None:
-        """Keep the newest ``max_events_per_name`` timestamps of each event name."""
-        key = keys.traits_key(dmp_uid)
-        fields = await self._store.hgetall(key)
-        _, events = decode_traits(fields, None)
+    def _due_for_trim(self, events: int) -> bool:
+        """Whether a profile that gets ``events`` events now is trimmed now.
+
+        Reading a profile to trim it costs as much as writing it, so it is not done at every
+        write: with probability ``events / trim_every`` (1 from ``trim_every`` events on),
+        where ``trim_every`` is half of ``max_events_per_name``. A profile then holds about
+        ``trim_every`` events per name beyond the bound on average, rarely several times that
+        (each event ends the wait with the same probability); readers cap what they return
+        to the bound anyway, and events expire with their trait's TTL.
+        """
+        every = max(1, self.catalog.max_events_per_name // 2)
+        return events >= every or self._rng.random() * every < events
+
+    async def _excess(
+        self,
+        added: dict[str, list[tuple[str, int, float]]],
+        writes: dict[str, dict[float, dict[str, bytes]]],
+    ) -> dict[str, list[str]]:
+        """Stored event fields beyond the newest ``max_events_per_name`` of their name, once
+        the new events are in; new ones beyond it are taken out of ``writes``."""
         limit = self.catalog.max_events_per_name
-        excess = [
-            event_field(name, int(ts))
-            for name, stamps in events.items()
-            if len(stamps) > limit
-            for ts in stamps[limit:]
-        ]
-        if excess:
-            await self._store.hdel(key, excess)
+        found: dict[str, list[str]] = {}
+        names = list(added)
+        for i in range(0, len(names), TRIM_CHUNK):
+            chunk = names[i : i + TRIM_CHUNK]
+            for key, fields in zip(chunk, await self._store.hgetall_many(chunk), strict=True):
+                _, stored = decode_traits(fields, None)
+                new: dict[str, dict[int, float]] = {}
+                for name, ts, ttl in added[key]:
+                    new.setdefault(name, {})[ts] = ttl
+                for name, mine in new.items():
+                    old = {int(ts) for ts in stored.get(name, ())}
+                    stamps = sorted(old | mine.keys(), reverse=True)
+                    for ts in stamps[limit:]:
+                        field = event_field(name, ts)
+                        if ts in old:
+                            found.setdefault(key, []).append(field)
+                        if ts in mine:
+                            writes[key][mine[ts]].pop(field, None)
+        return found
 
     async def _changed(self, dmp_uids: list[str]) -> None:
         for callback in self.on_profile_changed:
@@ -290,13 +360,18 @@ class ProfileReader:
         )
 
     async def snapshots(self, dmp_uids: Sequence[str]) -> list[ProfileSnapshot]:
-        """Snapshots in the order of ``dmp_uids`` (reads pipelined, bounded in flight)."""
+        """Snapshots in the order of ``dmp_uids`` (one ``hgetall_many`` per chunk of them)."""
         now = self._clock()
         found: list[ProfileSnapshot] = []
-        step = CONCURRENCY // len(self.SUFFIXES)
+        width = len(self.SUFFIXES)
+        step = CONCURRENCY // width
         for i in range(0, len(dmp_uids), step):
             chunk = dmp_uids[i : i + step]
-            found += await asyncio.gather(*(self.snapshot(uid, now) for uid in chunk))
+            names = [f"dmp:{{{uid}}}:{s}" for uid in chunk for s in self.SUFFIXES]
+            maps = await self._store.hgetall_many(names)
+            for j, uid in enumerate(chunk):
+                raw = dict(zip(self.SUFFIXES, maps[j * width : (j + 1) * width], strict=True))
+                found.append(self.build(uid, raw, now))
         return found
 
     async def traits(

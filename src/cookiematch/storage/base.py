@@ -9,16 +9,19 @@ StoreUnavailable when the backend cannot be reached or the store is closed.
 
 Durability: with ``Durability.ACK`` a write coroutine returns only once the write is durable
 (group commit: concurrent writes share one commit/fsync); with ``Durability.ASYNC`` ``set``,
-``hset`` and ``write_many`` return once queued (a crash may lose them), while ``delete`` and
-``hdel`` still wait for their result. Either way a read sees every write made through the same
-store object before it.
+``hset``, ``hset_many`` and ``write_many`` return once queued (a crash may lose them), while
+``delete`` and ``hdel`` still wait for their result. Either way a read sees every write made
+through the same store object before it.
 
+``hset_many`` and ``hgetall_many`` are the bulk forms of ``hset`` and ``hgetall`` (one queued op,
+one transaction or pipeline); the base class gives a slow default for a backend without one.
 ``scan_ttl`` and ``scan_maps`` enumerate a store with expiries (``cookiematch store copy``).
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -31,6 +34,9 @@ Clock = Callable[[], float]
 
 FieldEntry = tuple[bytes, float | None]
 """A field's value and its remaining lifetime in seconds (None: no expiry)."""
+
+FieldWrite = tuple[str, Mapping[str, bytes], float | None]
+"""One ``hset`` of a bulk write: ``(key, fields, ttl)``, the same rules as ``hset``."""
 
 
 class Durability(enum.Enum):
@@ -81,6 +87,27 @@ class Store(ABC):
     ) -> None:
         """Set fields; ``ttl`` applies to these fields (per-field expiry)."""
 
+    async def hset_many(self, items: Sequence[FieldWrite]) -> None:
+        """``hset(key, fields, ttl=ttl)`` for each item, in order (a key may appear again).
+
+        The same rules as ``hset`` (per-field TTL, values are bytes, a bad TTL raises
+        ValueError before anything is written) and the same durability: with
+        ``Durability.ASYNC`` it returns once queued. Atomic where the backend can be (one
+        transaction); not on Redis (one pipeline). Backends with a bulk path override this
+        default, which awaits ``hset`` item by item.
+        """
+        for _, _, ttl in items:
+            _check_ttl(ttl)
+        for key, mapping, ttl in items:
+            await self.hset(key, mapping, ttl=ttl)
+
+    async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
+        """``hgetall`` of each key, in the order of ``keys`` (``{}`` for a missing map).
+
+        Backends with a bulk read override this default, which reads the keys one by one.
+        """
+        return [await self.hgetall(key) for key in keys]
+
     @abstractmethod
     async def hdel(self, key: str, fields: Sequence[str]) -> int:
         """Remove fields; return how many live fields were removed."""
@@ -119,6 +146,11 @@ class Store(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Flush pending writes and release resources; later calls raise StoreUnavailable."""
+
+
+def _check_ttl(ttl: float | None) -> None:
+    if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
+        raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
 
 
 Opener = Callable[[str, Durability, Clock], Store]

@@ -28,7 +28,7 @@ from redis.retry import Retry
 
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage import redis_codec as codec
-from cookiematch.storage.base import Clock, Durability, FieldEntry, Store, Write
+from cookiematch.storage.base import Clock, Durability, FieldEntry, FieldWrite, Store, Write
 from cookiematch.storage.redis_pipeline import TRANSIENT, Command, Flusher, Op, reply_error
 
 _MGET_CHUNK = 1000  # keys per MGET
@@ -65,6 +65,7 @@ class RedisStore(Store):
         self._clock = clock
         self._async = durability is Durability.ASYNC
         self._max_pending = max_pending
+        self._bulk = max_batch  # commands per op of a bulk call (hset_many, hgetall_many)
         self._name = f"redis{' cluster' if cluster else ''} {address}"
         self._flusher = Flusher(client, name=self._name, max_batch=max_batch, retry_for=retry_for)
         self._closing: asyncio.Future[None] | None = None
@@ -286,16 +287,60 @@ class RedisStore(Store):
         expires = self._expiry_ms(ttl)
         if not mapping:
             return
-        k = codec.encode_key(key)
         args: list[bytes] = []
         for field, value in mapping.items():
             args += (codec.encode_key(field), codec.pack(_blob(value), expires))
-        commands: list[Command] = [("HSET", k, *args)]
-        if expires is None:  # a field kept forever keeps the map: the farthest expiry there is
-            commands.append(("PEXPIREAT", k, codec.FAR_FUTURE_MS))
-        else:  # extend (GT); or set it on a map this HSET created (NX: it has none yet)
-            commands += [("PEXPIREAT", k, expires, "GT"), ("PEXPIREAT", k, expires, "NX")]
-        await self._write(commands)
+        await self._write(_hset_commands(codec.encode_key(key), args, expires))
+
+    async def hset_many(self, items: Sequence[FieldWrite]) -> None:
+        """One op (one pipeline): per key, one HSET of all its fields, whatever their TTLs
+        (each value carries its own expiry), and the key's expiry set once, to the farthest."""
+        by_key: dict[str, tuple[list[bytes], list[int | None]]] = {}
+        for key, mapping, ttl in items:
+            expires = self._expiry_ms(ttl)
+            if not mapping:
+                continue
+            entry = by_key.get(key)
+            if entry is None:
+                entry = by_key[key] = ([], [])
+            args = entry[0]
+            for field, value in mapping.items():
+                args += (codec.encode_key(field), codec.pack(_blob(value), expires))
+            entry[1].append(expires)
+        ops: list[list[Command]] = []
+        commands: list[Command] = []
+        for key, (args, expiries) in by_key.items():
+            farthest = None if None in expiries else max(e for e in expiries if e is not None)
+            commands += _hset_commands(codec.encode_key(key), args, farthest)
+            if len(commands) >= self._bulk:  # bounded pipelines; a key's commands stay together
+                ops.append(commands)
+                commands = []
+        if commands:
+            ops.append(commands)
+        if self._async or len(ops) == 1:  # queued in order (ASYNC returns once queued)
+            for op in ops:
+                await self._write(op)
+        elif ops:
+            await asyncio.gather(*(self._write(op) for op in ops))
+
+    async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
+        if not keys:
+            return []
+        finish = self._hgetall_finish(self._now_ms())
+
+        def finish_all(replies: list[Any]) -> list[dict[str, bytes]]:
+            return [
+                {field: value for field, (value, _) in finish([reply]).items()} for reply in replies
+            ]
+
+        commands = [("HGETALL", codec.encode_key(key)) for key in keys]
+        chunks = await asyncio.gather(
+            *(
+                self._call(commands[i : i + self._bulk], finish_all, write=False)
+                for i in range(0, len(commands), self._bulk)
+            )
+        )
+        return [found for chunk in chunks for found in chunk]
 
     async def hdel(self, key: str, fields: Sequence[str]) -> int:
         if not fields:
@@ -432,6 +477,16 @@ class RedisStore(Store):
             await self._flusher.stop()
         finally:
             await self._client.aclose()
+
+
+def _hset_commands(k: bytes, args: list[bytes], expires: int | None) -> list[Command]:
+    """HSET, then the map's expiry: never earlier than its latest field's."""
+    commands: list[Command] = [("HSET", k, *args)]
+    if expires is None:  # a field kept forever keeps the map: the farthest expiry there is
+        commands.append(("PEXPIREAT", k, codec.FAR_FUTURE_MS))
+    else:  # extend (GT); or set it on a map this HSET created (NX: it has none yet)
+        commands += [("PEXPIREAT", k, expires, "GT"), ("PEXPIREAT", k, expires, "NX")]
+    return commands
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:

@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import logging
 import math
+import operator
 import queue
 import sqlite3
 import threading
@@ -33,7 +34,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from cookiematch.errors import StorageError, StoreUnavailable
-from cookiematch.storage.base import Clock, Durability, FieldEntry, Store, Write
+from cookiematch.storage.base import Clock, Durability, FieldEntry, FieldWrite, Store, Write
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,11 @@ CREATE INDEX IF NOT EXISTS fm_expiry ON fm (expires_at) WHERE expires_at IS NOT 
 """
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _MAX_BATCH = 10_000  # ops per transaction (writer) or per wake-up (readers)
+_ROW_ORDER = operator.itemgetter(0, 1)
 _IN_CHUNK = 500  # keys per ``IN (…)`` query
 PURGE_CHUNK = 1000  # expired rows per table per periodic purge
+CACHE_MIB = 64  # the writer's page cache (SQLite's default is 2 MiB): random inserts stay in RAM
+MMAP_MIB = 256  # reads through mmap (every connection): no copy into each reader's cache
 
 
 # --- ops: run on a worker thread with its connection -------------------------------------
@@ -93,6 +97,18 @@ def _hget(c: sqlite3.Connection, key: str, field: str, now: float) -> bytes | No
 def _hgetall(c: sqlite3.Connection, key: str, now: float) -> dict[str, bytes]:
     sql = f"SELECT field, value FROM fm WHERE key = ? AND {_LIVE}"
     return dict(c.execute(sql, (key, now)).fetchall())
+
+
+def _hgetall_many(c: sqlite3.Connection, keys: list[str], now: float) -> list[dict[str, bytes]]:
+    found: dict[str, dict[str, bytes]] = {}
+    unique = sorted(set(keys))  # index order: neighbouring pages are read once
+    for i in range(0, len(unique), _IN_CHUNK):
+        chunk = unique[i : i + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT key, field, value FROM fm WHERE key IN ({marks}) AND {_LIVE}"
+        for key, field, value in c.execute(sql, (*chunk, now)):
+            found.setdefault(key, {})[field] = value
+    return [dict(found.get(key, {})) for key in keys]
 
 
 def _range(start: str, first: bool, upper: str | None) -> tuple[str, tuple[str, ...]]:
@@ -148,6 +164,15 @@ def _write_many(
 
 
 def _hset(c: sqlite3.Connection, rows: list[tuple[str, str, bytes, float | None]]) -> None:
+    c.executemany("INSERT OR REPLACE INTO fm VALUES (?, ?, ?, ?)", rows)
+
+
+def _hset_many(c: sqlite3.Connection, rows: list[tuple[str, str, bytes, float | None]]) -> None:
+    """Rows in (key, field) order: the B-tree is walked once instead of at random places.
+
+    A stable sort keeps the order of repeated (key, field) pairs, so the last one wins.
+    """
+    rows.sort(key=_ROW_ORDER)
     c.executemany("INSERT OR REPLACE INTO fm VALUES (?, ?, ?, ?)", rows)
 
 
@@ -288,8 +313,12 @@ class SQLiteStore(Store):
         max_pending: int = 10_000,
         purge_interval: float | None = 60.0,
         busy_timeout: float = 10.0,
+        cache_mib: int | None = None,
+        mmap_mib: int | None = None,
     ) -> None:
         self.path = path
+        self._cache_mib = CACHE_MIB if cache_mib is None else cache_mib
+        self._mmap_mib = MMAP_MIB if mmap_mib is None else mmap_mib
         self._busy_timeout = busy_timeout
         self.durability = durability
         self._clock = clock
@@ -338,6 +367,8 @@ class SQLiteStore(Store):
         )
         if query_only:
             conn.execute("PRAGMA query_only = ON")
+        conn.execute(f"PRAGMA mmap_size = {self._mmap_mib * 2**20}")
+        conn.execute("PRAGMA temp_store = MEMORY")
         return conn
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -349,6 +380,7 @@ class SQLiteStore(Store):
             sync = "NORMAL" if self._async else "FULL"
             conn.execute(f"PRAGMA synchronous = {sync}")
             conn.execute("PRAGMA journal_size_limit = 67108864")  # trim the WAL after checkpoints
+            conn.execute(f"PRAGMA cache_size = {-self._cache_mib * 1024}")  # negative: KiB
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"schema version {version} is newer than this code")
@@ -436,6 +468,20 @@ class SQLiteStore(Store):
         rows = [(key, field, _blob(value), expires_at) for field, value in mapping.items()]
         if rows:
             await self._apply(_hset, rows)
+
+    async def hset_many(self, items: Sequence[FieldWrite]) -> None:
+        """One queued op: every row in one ``executemany``, inside the writer's transaction."""
+        rows: list[tuple[str, str, bytes, float | None]] = []
+        for key, mapping, ttl in items:
+            expires_at = self._expiry(ttl)
+            rows += [(key, field, _blob(value), expires_at) for field, value in mapping.items()]
+        if rows:
+            await self._apply(_hset_many, rows)
+
+    async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
+        if not keys:
+            return []
+        return await self._read(_hgetall_many, list(keys), self._clock())
 
     async def hdel(self, key: str, fields: Sequence[str]) -> int:
         if not fields:

@@ -17,10 +17,8 @@ import msgspec
 from cookiematch.dmp import keys
 from cookiematch.dmp.ingest.records import JsonValue, Record
 from cookiematch.dmp.ingest.resolver import Resolver
-from cookiematch.dmp.traits import ProfileUpdate, TraitStore, gather_bounded
+from cookiematch.dmp.traits import ProfileUpdate, TraitStore
 from cookiematch.storage.base import Store
-
-CONCURRENCY = 2000
 
 
 class StoredRecord(msgspec.Struct, array_like=True, frozen=True):
@@ -60,12 +58,11 @@ class PendingRecords:
             digest = hashlib.blake2b(_content(record), digest_size=12).hexdigest()
             stored = StoredRecord(now, dict(record.attributes), record.remove, record.events)
             by_uid.setdefault(record.uid, {})[digest] = msgspec.msgpack.encode(stored)
-        await gather_bounded(
-            (
-                self._store.hset(keys.pending_key(partner_id, uid), fields, ttl=self._ttl)
+        await self._store.hset_many(
+            [
+                (keys.pending_key(partner_id, uid), fields, self._ttl)
                 for uid, fields in by_uid.items()
-            ),
-            CONCURRENCY,
+            ]
         )
 
     async def resolve(self, partner_id: str, partner_uid: str, dmp_uid: str) -> int:

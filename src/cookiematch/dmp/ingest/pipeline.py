@@ -1,7 +1,11 @@
 """The ingestion of one partner's records, a batch at a time.
 
-    parse + validate each line ──▶ resolve partner uids (get_many) ──┬─▶ traits (hset/hdel)
+    parse + validate each line ──▶ resolve partner uids (get_many) ──┬─▶ traits (hset_many)
          └─▶ rejects (reason, the batch goes on)                      └─▶ pending (not synced)
+
+A sync stored while records were being written to pending is caught by the recheck that
+follows (``batch``: at its end; ``ingest``: every ``RECHECK_EVERY`` pending uids and at the
+end); a later one by the DMP's callback (``PendingRecords.resolve``).
 
 Re-ingesting the same data changes nothing: attributes are set, events are keyed by
 (name, ts), pending records by their content. Counts: ``accepted`` (applied to a profile),
@@ -24,6 +28,10 @@ from cookiematch.errors import RecordError
 from cookiematch.storage.base import Store
 
 OnReject = Callable[[Reject], None]
+RECHECK_EVERY = 50_000
+"""``ingest`` rechecks pending partner uids once this many wait (and at the end), not after
+every batch: the recheck reads the match table once the pending writes are committed, which
+would make every batch wait for the store's writer."""
 
 
 @dataclass(slots=True)
@@ -87,12 +95,24 @@ class Ingestor:
     ) -> IngestReport:
         """Every batch in turn; rejects go to ``on_reject`` and, if asked, into the report."""
         total = IngestReport()
+        waiting: dict[str, None] = {}  # partner uids left pending, not rechecked yet
+
+        async def one(batch: Batch) -> None:
+            report, uids = await self._batch(partner_id, batch, on_reject, keep_rejects)
+            total.add(report)
+            waiting.update(dict.fromkeys(uids))
+            if len(waiting) >= RECHECK_EVERY:
+                total.resolved += await self.pending.recheck(partner_id, list(waiting))
+                waiting.clear()
+
         if isinstance(batches, AsyncIterable):
             async for batch in batches:
-                total.add(await self.batch(partner_id, batch, on_reject, keep_rejects))
+                await one(batch)
         else:
             for batch in batches:
-                total.add(await self.batch(partner_id, batch, on_reject, keep_rejects))
+                await one(batch)
+        if waiting:
+            total.resolved += await self.pending.recheck(partner_id, list(waiting))
         return total
 
     async def batch(
@@ -102,6 +122,20 @@ class Ingestor:
         on_reject: OnReject | None = None,
         keep_rejects: bool = False,
     ) -> IngestReport:
+        """One batch, its pending records rechecked before it returns."""
+        report, waiting = await self._batch(partner_id, batch, on_reject, keep_rejects)
+        if waiting:
+            report.resolved = await self.pending.recheck(partner_id, waiting)
+        return report
+
+    async def _batch(
+        self,
+        partner_id: str,
+        batch: Batch,
+        on_reject: OnReject | None,
+        keep_rejects: bool,
+    ) -> tuple[IngestReport, list[str]]:
+        """Write one batch; return its report and the partner uids whose records now wait."""
         report = IngestReport(records=len(batch.lines))
         catalog = self.traits.catalog
         now = self._clock()
@@ -135,9 +169,7 @@ class Ingestor:
         report.accepted = len(records) - len(waiting)
         report.profiles = len(updates)
         report.pending = len(waiting)
-        if waiting:
-            await self.pending.add(partner_id, waiting)
-            report.resolved = await self.pending.recheck(
-                partner_id, list({r.uid: None for r in waiting})
-            )
-        return report
+        if not waiting:
+            return report, []
+        await self.pending.add(partner_id, waiting)
+        return report, list({r.uid: None for r in waiting})

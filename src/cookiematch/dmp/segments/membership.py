@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cookiematch.dmp.segments import keys
-from cookiematch.storage.base import Store
+from cookiematch.storage.base import FieldWrite, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,8 @@ class Memberships:
         return {s: _decode_time(v) for s, v in raw.items()}
 
     async def of_many(self, dmp_uids: Sequence[str]) -> list[dict[str, float]]:
-        return list(await asyncio.gather(*(self.of(uid) for uid in dmp_uids)))
+        maps = await self._store.hgetall_many([keys.membership_key(uid) for uid in dmp_uids])
+        return [{s: _decode_time(v) for s, v in raw.items()} for raw in maps]
 
     async def apply(self, changes: Sequence[Change]) -> None:
         """Write changes: grouped index writes per (segment, shard) first, then each browser."""
@@ -74,19 +75,18 @@ class Memberships:
             for segment in change.left:
                 removes.setdefault(keys.member_index_key(segment, shard), []).append(change.dmp_uid)
         await asyncio.gather(
-            *(self._store.hset(k, m) for k, m in adds.items()),
+            self._store.hset_many([(k, m, None) for k, m in adds.items()]),
             *(self._store.hdel(k, f) for k, f in removes.items()),
         )
-        writes: list[Coroutine[Any, Any, object]] = []
+        joins: list[FieldWrite] = []
+        leaves: list[Coroutine[Any, Any, object]] = []
         for change in changes:
             key = keys.membership_key(change.dmp_uid)
             if change.joined:
-                writes.append(
-                    self._store.hset(key, {s: _encode_time(t) for s, t in change.joined.items()})
-                )
+                joins.append((key, {s: _encode_time(t) for s, t in change.joined.items()}, None))
             if change.left:
-                writes.append(self._store.hdel(key, list(change.left)))
-        await asyncio.gather(*writes)
+                leaves.append(self._store.hdel(key, list(change.left)))
+        await asyncio.gather(self._store.hset_many(joins), *leaves)
 
     async def shard(self, segment: str, shard: int) -> dict[str, float]:
         raw = await self._store.hgetall(keys.member_index_key(segment, shard))

@@ -10,7 +10,7 @@ with the segments stored for it, read in the same pass). ``StoredProfiles`` read
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,6 +39,10 @@ class ScannedProfile:
 
 class ProfileSource(Protocol):
     async def snapshot(self, dmp_uid: str, now: float) -> ProfileSnapshot: ...
+
+    async def snapshots(self, dmp_uids: Sequence[str], now: float) -> list[ProfileSnapshot]:
+        """Snapshots in the order of ``dmp_uids`` (read in bulk where the source can)."""
+        ...
 
     def scan(self, now: float) -> AsyncIterator[ScannedProfile]: ...
 
@@ -88,6 +92,19 @@ class StoredProfiles:
             *(self._store.hgetall(f"{PROFILE_PREFIX}{dmp_uid}}}:{s}") for s in self._suffixes)
         )
         return self._build(dmp_uid, dict(zip(self._suffixes, maps, strict=True)), now)
+
+    async def snapshots(self, dmp_uids: Sequence[str], now: float) -> list[ProfileSnapshot]:
+        """One ``hgetall_many`` of every suffix of every browser."""
+        suffixes = self._suffixes
+        names = [f"{PROFILE_PREFIX}{uid}}}:{s}" for uid in dmp_uids for s in suffixes]
+        maps = await self._store.hgetall_many(names)
+        width = len(suffixes)
+        return [
+            self._build(
+                uid, dict(zip(suffixes, maps[i * width : (i + 1) * width], strict=True)), now
+            )
+            for i, uid in enumerate(dmp_uids)
+        ]
 
     async def scan(self, now: float) -> AsyncIterator[ScannedProfile]:
         """Every browser with at least one field map, in key order (its maps are adjacent)."""

@@ -72,7 +72,7 @@ class SegmentUpdater:
             return []
         now = self._clock()
         snapshots, stored = await asyncio.gather(
-            asyncio.gather(*(self._source.snapshot(uid, now) for uid in uids)),
+            self._source.snapshots(uids, now),
             self.memberships.of_many(uids),
         )
         changes = [
