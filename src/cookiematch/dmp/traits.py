@@ -25,15 +25,14 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
 
 from cookiematch.dmp import keys
-from cookiematch.dmp.events import ImpressionEvent, decode_tally
 from cookiematch.dmp.matches import PartnerMatch
-from cookiematch.dmp.snapshot import AttributeValue, ProfileSnapshot
+from cookiematch.dmp.snapshot import AttributeValue, ProfileSnapshot, RawProfile, basic_snapshot
 from cookiematch.storage.base import Store
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,6 @@ CONCURRENCY = 2000  # store calls in flight per step
 TRIM_CHUNK = 5000  # profiles read per hgetall_many when trimming
 
 ProfileChanged = Callable[[list[str]], Awaitable[None]]
-RawProfile = Mapping[str, Mapping[str, bytes]]
 """A browser's field maps by key suffix (``p``, ``e``, ``t``, ...): field -> value."""
 
 
@@ -383,16 +381,4 @@ class ProfileReader:
     def build(self, dmp_uid: str, raw: RawProfile, now: float) -> ProfileSnapshot:
         """A snapshot from a browser's raw field maps (expired fields are already left out)."""
         attributes, events = decode_traits(raw.get(SUFFIX, {}), self._max_events)
-        partners: dict[str, str] = {}
-        for partner, value in raw.get("p", {}).items():
-            try:
-                partners[partner] = _match.decode(value).uid
-            except msgspec.DecodeError:
-                continue
-        exposures: dict[str, dict[str, int]] = {}
-        for name, value in raw.get("e", {}).items():
-            event, tally = ImpressionEvent.from_field(name), decode_tally(value)
-            if event is not None and tally is not None:
-                by_campaign = exposures.setdefault(event.event.value, {})
-                by_campaign[event.campaign] = by_campaign.get(event.campaign, 0) + tally.count
-        return ProfileSnapshot(dmp_uid, attributes, events, exposures, partners)
+        return replace(basic_snapshot(dmp_uid, raw, now), attributes=attributes, events=events)

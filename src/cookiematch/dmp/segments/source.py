@@ -4,7 +4,7 @@
 with the segments stored for it, read in the same pass). ``StoredProfiles`` reads a browser's
 ``dmp:{uid}:<suffix>`` maps and hands them to a pure builder: ``ProfileReader.build`` of
 ``dmp/traits.py`` for full profiles (the server and the command line use it), or
-``basic_snapshot`` here (syncs and impression-pixel exposures only).
+``basic_snapshot`` of ``dmp/snapshot.py`` (syncs and impression-pixel exposures only).
 """
 
 from __future__ import annotations
@@ -14,18 +14,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import msgspec
-
-from cookiematch.dmp.events import ImpressionEvent, decode_tally
-from cookiematch.dmp.matches import PartnerMatch
-from cookiematch.dmp.snapshot import ProfileSnapshot
+from cookiematch.dmp.snapshot import ProfileSnapshot, RawProfile, basic_snapshot
 from cookiematch.storage.base import Store
 
 PROFILE_PREFIX = "dmp:{"
 MEMBERSHIP_SUFFIX = "s"
-
-RawProfile = Mapping[str, Mapping[str, bytes]]
-"""A browser's field maps by key suffix (``p``, ``e``, ``kv``, ``s``, ...): field -> value."""
 
 Builder = Callable[[str, RawProfile, float], ProfileSnapshot]
 """Builds a snapshot from a browser's raw maps at ``now`` (pure)."""
@@ -45,27 +38,6 @@ class ProfileSource(Protocol):
         ...
 
     def scan(self, now: float) -> AsyncIterator[ScannedProfile]: ...
-
-
-_match = msgspec.json.Decoder(PartnerMatch)
-
-
-def basic_snapshot(dmp_uid: str, raw: RawProfile, now: float) -> ProfileSnapshot:
-    """Partners (``:p``) and impression-pixel exposures (``:e``)."""
-    partners: dict[str, str] = {}
-    for partner, value in raw.get("p", {}).items():
-        try:
-            partners[partner] = _match.decode(value).uid
-        except msgspec.DecodeError:
-            continue
-    exposures: dict[str, dict[str, int]] = {}
-    for field, value in raw.get("e", {}).items():
-        event, tally = ImpressionEvent.from_field(field), decode_tally(value)
-        if event is None or tally is None:
-            continue
-        by_campaign = exposures.setdefault(event.event.value, {})
-        by_campaign[event.campaign] = by_campaign.get(event.campaign, 0) + tally.count
-    return ProfileSnapshot(dmp_uid, partners=partners, exposures=exposures)
 
 
 def split_profile_key(key: str) -> tuple[str, str] | None:
