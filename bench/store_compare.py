@@ -17,12 +17,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from store_bench import hammer  # noqa: E402 (same directory: run as a script)
 from tests.storage.redis_servers import RedisClusterProcesses, RedisServer  # noqa: E402
 
 from cookiematch.storage import Durability, open_store  # noqa: E402
@@ -30,25 +30,6 @@ from cookiematch.storage.base import Write  # noqa: E402
 
 VALUE = b"x" * 64
 Cell = tuple[float, float]  # ops/s, p99 µs
-
-
-async def hammer(
-    op: Callable[[int, int], Awaitable[object]], concurrency: int, seconds: float
-) -> tuple[int, float, list[float]]:
-    latencies: list[float] = []
-    stop = time.perf_counter() + seconds
-
-    async def loop(w: int) -> None:
-        i = 0
-        while time.perf_counter() < stop:
-            t = time.perf_counter()
-            await op(w, i)
-            latencies.append(time.perf_counter() - t)
-            i += 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(loop(w) for w in range(concurrency)))
-    return len(latencies), time.perf_counter() - start, latencies
 
 
 def p99(latencies: list[float]) -> float:
