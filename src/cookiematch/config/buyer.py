@@ -17,10 +17,9 @@ from cookiematch.config.schema import (
     CookieName,
     Nid,
     PositiveInt,
-    Problems,
     Table,
 )
-from cookiematch.config.values import Listen, Secret
+from cookiematch.config.values import Listen, Problems, Secret
 
 CampaignId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Price = Annotated[float, msgspec.Meta(ge=0, le=10_000)]

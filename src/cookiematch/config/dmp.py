@@ -16,7 +16,7 @@ from cookiematch.config.dmp_segments import (
     DmpSegmentConfig,
     segment_problems,
 )
-from cookiematch.config.values import KeySecret, Listen, Secret
+from cookiematch.config.values import KeySecret, Listen, Problems, Secret, duplicates
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partner, TagKind
 from cookiematch.dmp.traits import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RedirectURLError
@@ -36,7 +36,6 @@ _ORIGIN = re.compile(
     r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
 )
 
-Problems = list[tuple[str, str]]
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+(/[^\s#]*)?")
 
 # Test renders at start: nothing, and the longest values a request may carry.
@@ -93,7 +92,7 @@ class DmpClientConfig(Table, frozen=True):
         for i, partner in enumerate(self.partners or ()):
             if partner not in partner_ids:
                 found.append((f"partners[{i}]", f"no partner has id {partner!r}"))
-        found += _duplicates("tags", "id", [t.id for t in self.tags])
+        found += duplicates("tags", "id", [t.id for t in self.tags])
         for i, tag in enumerate(self.tags):
             found += [(f"tags[{i}].{key}", message) for key, message in tag.problems()]
         return found
@@ -237,9 +236,9 @@ class DmpConfig(Table, frozen=True):
         if self.public_url is not None and _ORIGIN.fullmatch(self.base_url()) is None:
             found.append(("public_url", "expected scheme://host[:port], without a path"))
             return found
-        found += _duplicates("partners", "id", [p.id for p in self.partners])
-        found += _duplicates("clients", "id", [c.id for c in self.clients])
-        found += _duplicates("traits", "name", [t.name for t in self.traits])
+        found += duplicates("partners", "id", [p.id for p in self.partners])
+        found += duplicates("clients", "id", [c.id for c in self.clients])
+        found += duplicates("traits", "name", [t.name for t in self.traits])
         settings = self.settings()
         for i, partner in enumerate(self.partners):
             found += [(f"partners[{i}].{k}", m) for k, m in partner.problems(settings)]
@@ -265,13 +264,3 @@ class DmpConfig(Table, frozen=True):
 
     def client_models(self) -> list[Client]:
         return [c.to_model() for c in self.clients]
-
-
-def _duplicates(table: str, field: str, values: list[str]) -> Problems:
-    seen: set[str] = set()
-    found: Problems = []
-    for i, value in enumerate(values):
-        if value in seen:
-            found.append((f"{table}[{i}].{field}", f"duplicate {field} {value!r}"))
-        seen.add(value)
-    return found

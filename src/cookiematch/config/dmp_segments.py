@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from cookiematch.config.values import Secret
+from cookiematch.config.values import Problems, Secret
 from cookiematch.dmp.exports.model import (
     Delivery,
     Destination,
@@ -30,7 +30,6 @@ from cookiematch.errors import RuleError
 from cookiematch.storage.base import Store
 
 Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-Problems = list[tuple[str, str]]
 MIN_SECRET_LENGTH = 16
 EXCHANGE_MAX_BATCH = 1000  # the exchange's bulk endpoint takes at most this many gids
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+(/[^\s#]*)?")

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from cookiematch.config.dmp import DmpConfig
-from cookiematch.config.values import KeySecret, Listen, Secret, proxy_network
+from cookiematch.config.values import KeySecret, Listen, Problems, Secret, duplicates, proxy_network
 from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher, UserList
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import MAX_KEY_VERSION
@@ -37,8 +37,6 @@ PATTERN_MESSAGES = {
     NID_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 _ . -",
     BIDDER_URL_PATTERN: "must be an absolute http:// or https:// URL without spaces or fragment",
 }
-
-Problems = list[tuple[str, str]]  # (key relative to the table, message)
 
 
 class Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -160,10 +158,10 @@ class ExchangeConfig(Table, frozen=True):
             found.append(("admin_token", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters"))
         if not self.keys:
             found.append(("keys", "at least one [[exchange.keys]] entry is required"))
-        found += _duplicates("keys", "version", [k.version for k in self.keys])
-        found += _duplicates("buyers", "nid", [b.nid for b in self.buyers])
-        found += _duplicates("user_lists", "id", [u.id for u in self.user_lists])
-        found += _duplicates("publishers", "id", [p.id for p in self.publishers])
+        found += duplicates("keys", "version", [k.version for k in self.keys])
+        found += duplicates("buyers", "nid", [b.nid for b in self.buyers])
+        found += duplicates("user_lists", "id", [u.id for u in self.user_lists])
+        found += duplicates("publishers", "id", [p.id for p in self.publishers])
         for i, buyer in enumerate(self.buyers):
             found += [(f"buyers[{i}].{key}", message) for key, message in buyer.problems()]
         nids = {b.nid for b in self.buyers}
@@ -228,16 +226,6 @@ class Config(Table, frozen=True):
 
 
 SECTIONS_WITHOUT_ROLE = frozenset({"store"})
-
-
-def _duplicates(table: str, field: str, values: list[object]) -> Problems:
-    seen: set[object] = set()
-    found: Problems = []
-    for i, value in enumerate(values):
-        if value in seen:
-            found.append((f"{table}[{i}].{field}", f"duplicate {field} {value!r}"))
-        seen.add(value)
-    return found
 
 
 # At the bottom: the role tables below import this module's building blocks.

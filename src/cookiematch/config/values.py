@@ -161,3 +161,18 @@ def proxy_network(entry: str) -> str:
     if network.num_addresses == 1:
         return str(network.network_address)
     return str(network)
+
+
+Problems = list[tuple[str, str]]
+"""What a table's ``problems()`` finds: (key relative to the table, message)."""
+
+
+def duplicates(table: str, field: str, values: list[object]) -> Problems:
+    """One problem per entry of ``table`` whose ``field`` repeats an earlier entry's."""
+    seen: set[object] = set()
+    found: Problems = []
+    for i, value in enumerate(values):
+        if value in seen:
+            found.append((f"{table}[{i}].{field}", f"duplicate {field} {value!r}"))
+        seen.add(value)
+    return found
