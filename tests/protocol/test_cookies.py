@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from cookiematch.protocol.cookies import (
     OPT_OUT_VALUE,
     CookieSpec,
+    cookie_value,
     format_browser_id,
     new_browser_id,
     parse_browser_id,
@@ -29,6 +30,21 @@ def test_parse_cookie_header_never_raises(header: str) -> None:
         assert name
         assert name == name.strip()
         assert isinstance(value, str)
+
+
+@pytest.mark.parametrize("case", cases("cookies.json"))
+def test_cookie_value_golden(case: dict[str, Any]) -> None:
+    for name, value in case["expected"].items():
+        assert cookie_value(case["header"], name) == value
+    assert cookie_value(case["header"], "not-in-any-golden-header") is None
+
+
+_COOKIE_TEXT = st.text(alphabet=st.sampled_from(list(' ;="abAB_-x')), max_size=60)
+
+
+@given(_COOKIE_TEXT, st.sampled_from(["a", "b", "ab", "x_", "A"]))
+def test_cookie_value_agrees_with_the_full_parse(header: str, name: str) -> None:
+    assert cookie_value(header, name) == parse_cookie_header(header).get(name)
 
 
 def test_parse_cookie_header_non_string() -> None:

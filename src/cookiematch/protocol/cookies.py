@@ -43,6 +43,21 @@ def parse_cookie_header(header: str) -> dict[str, str]:
     return cookies
 
 
+def cookie_value(header: str, name: str) -> str | None:
+    """The value of the first cookie called ``name`` in a Cookie header, by the rules of
+    :func:`parse_cookie_header`, without building the whole dict (the hot path wants one)."""
+    if not isinstance(header, str) or name not in header:
+        return None
+    for piece in header.split(";"):
+        key, eq, value = piece.partition("=")
+        if eq and key.strip() == name:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+                value = value[1:-1]
+            return value
+    return None
+
+
 def new_browser_id(random_bytes: bytes) -> bytes:
     """Validate 16 random bytes as a browser ID (kept separate so tests inject randomness)."""
     if not isinstance(random_bytes, bytes | bytearray) or len(random_bytes) != BROWSER_ID_BYTES:

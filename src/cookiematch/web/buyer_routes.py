@@ -15,7 +15,7 @@ from cookiematch.buyer.ids import format_uid, parse_uid
 from cookiematch.buyer.matching import Browser, Matcher, RedirectParams
 from cookiematch.buyer.openrtb import decode_bid_request
 from cookiematch.errors import BidRequestError, QueryError
-from cookiematch.protocol.cookies import MAX_COOKIE_HEADER_BYTES, CookieSpec, parse_cookie_header
+from cookiematch.protocol.cookies import MAX_COOKIE_HEADER_BYTES, CookieSpec, cookie_value
 from cookiematch.protocol.query import parse_query
 from cookiematch.web.http import Request, Response
 
@@ -37,7 +37,7 @@ class BuyerCookie:
             return True, None
         if len(header) > MAX_COOKIE_HEADER_BYTES:
             return False, None
-        value = parse_cookie_header(header).get(self.spec.name)
+        value = cookie_value(header, self.spec.name)
         return True, (parse_uid(value) if value is not None else None)
 
     def set(self, uid: bytes) -> str:

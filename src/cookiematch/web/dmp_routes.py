@@ -26,8 +26,8 @@ from cookiematch.errors import QueryError
 from cookiematch.protocol.cookies import (
     MAX_COOKIE_HEADER_BYTES,
     CookieSpec,
+    cookie_value,
     parse_browser_id,
-    parse_cookie_header,
 )
 from cookiematch.protocol.privacy import parse_privacy
 from cookiematch.protocol.query import MAX_QUERY_BYTES, QueryParam, parse_query
@@ -108,7 +108,7 @@ class DmpRoutes:
             return None
         if len(header) > MAX_COOKIE_HEADER_BYTES:
             raise QueryError("Cookie header too large")
-        value = parse_cookie_header(header).get(self._cookie.name)
+        value = cookie_value(header, self._cookie.name)
         return value if value is not None and parse_browser_id(value) is not None else None
 
     @staticmethod

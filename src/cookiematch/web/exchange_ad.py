@@ -20,7 +20,6 @@ from collections.abc import Callable
 
 import httpx
 import msgspec
-from prometheus_client import Counter
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import BaseRoute, Route
@@ -32,16 +31,17 @@ from cookiematch.exchange.monitoring import BuyerMonitor, Count
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.protocol.query import parse_query
 from cookiematch.web import metrics
+from cookiematch.web.counters import LabelledCounter
 from cookiematch.web.exchange_routes import BrowserCookie
 from cookiematch.web.http import Request, Response
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE_URL = 2048
-BUYER_EVENTS = Counter(
+BUYER_EVENTS = LabelledCounter(
     "cookiematch_buyer_events",
     "Per-buyer monitoring events of this worker (bid requests, outcomes, pixel matches, ...)",
-    ["nid", "event"],
+    ("nid", "event"),
 )
 
 _HEAD = (
@@ -56,7 +56,7 @@ BLANK_AD = Response.html(200, BLANK_AD_HTML)
 
 def count_metric(nid: str, what: Count, n: int) -> None:
     """``BuyerMonitor``'s ``on_count``: mirror every count into Prometheus."""
-    BUYER_EVENTS.labels(nid=nid, event=what.value).inc(n)
+    BUYER_EVENTS.inc((nid, what.value), n)
 
 
 def render_ad(served: ServedAd) -> str:
@@ -171,7 +171,7 @@ class AdRoutes:
 
 
 def _bad(message: str, reason: str) -> Response:
-    metrics.BAD_REQUESTS.labels(reason=reason).inc()
+    metrics.BAD_REQUESTS.inc((reason,))
     return Response.text(400, message)
 
 

@@ -19,9 +19,9 @@ from cookiematch.protocol.cookies import (
     MAX_COOKIE_HEADER_BYTES,
     OPT_OUT_VALUE,
     CookieSpec,
+    cookie_value,
     format_browser_id,
     parse_browser_id,
-    parse_cookie_header,
 )
 from cookiematch.protocol.forwarded import TrustedProxies, forwarded_scheme
 from cookiematch.protocol.matchtag import parse_match_tag
@@ -45,7 +45,7 @@ class BrowserCookie:
             return Browser(None)
         if len(header) > MAX_COOKIE_HEADER_BYTES:
             return None
-        value = parse_cookie_header(header).get(self.spec.name)
+        value = cookie_value(header, self.spec.name)
         if value is None:
             return Browser(None)
         if value == OPT_OUT_VALUE:
@@ -94,28 +94,26 @@ class ExchangeRoutes:
         try:
             parsed = parse_match_tag(parse_query(request.query))
         except (QueryError, MatchTagError) as exc:
-            metrics.BAD_REQUESTS.labels(reason=type(exc).__name__).inc()
+            metrics.BAD_REQUESTS.inc((type(exc).__name__,))
             return Response.text(400, f"Bad request: {exc}\n")
         buyer = self._service.buyer(parsed.nid)
         if buyer is None:
-            metrics.BAD_REQUESTS.labels(reason="UnknownNid").inc()
+            metrics.BAD_REQUESTS.inc(("UnknownNid",))
             return Response.text(400, "Bad request: unknown google_nid\n")
         browser = self._cookie.read(request)
         if browser is None:
-            metrics.BAD_REQUESTS.labels(reason="CookieTooLarge").inc()
+            metrics.BAD_REQUESTS.inc(("CookieTooLarge",))
             return Response.text(400, "Bad request: Cookie header too large\n")
         outcome = await self._service.match(parsed, buyer, browser, self.scheme(request))
         if isinstance(outcome, RedirectToBuyer):
             metrics.record_redirect(outcome)
             return Response.redirect(outcome.location)
         if isinstance(outcome, VerifyCookie):
-            metrics.PIXEL_OUTCOMES.labels(nid=outcome.nid, outcome="set_cookie").inc()
+            metrics.PIXEL_OUTCOMES.inc((outcome.nid, "set_cookie"))
             location = f"{request.path}?{outcome.query}"
             return Response.redirect(location, set_cookies=(self._cookie.set(outcome.browser_id),))
         assert isinstance(outcome, PushRecorded)
-        metrics.PIXEL_OUTCOMES.labels(
-            nid=outcome.nid, outcome="push" if outcome.stored else "push_not_stored"
-        ).inc()
+        metrics.PIXEL_OUTCOMES.inc((outcome.nid, "push" if outcome.stored else "push_not_stored"))
         return Response.pixel()
 
     async def optout(self, request: Request) -> Response:

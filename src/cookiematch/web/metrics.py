@@ -2,39 +2,40 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cookiematch.exchange.outcomes import RedirectToBuyer
+from cookiematch.web.counters import LabelledCounter
 
-PIXEL_OUTCOMES = Counter(
+PIXEL_OUTCOMES = LabelledCounter(
     "cookiematch_pixel_outcomes",
     "Match tags answered, by buyer and outcome (redirect, error_<code>, set_cookie, push)",
-    ["nid", "outcome"],
+    ("nid", "outcome"),
 )
-BAD_REQUESTS = Counter(
+BAD_REQUESTS = LabelledCounter(
     "cookiematch_bad_requests",
     "Browser requests answered 400, by reason",
-    ["reason"],
+    ("reason",),
 )
-EXTRAS_DROPPED = Counter(
+EXTRAS_DROPPED = LabelledCounter(
     "cookiematch_extras_dropped",
     "Match tags whose extra parameters exceeded 1 KiB and were not forwarded",
-    ["nid"],
+    ("nid",),
 )
-HOSTED_MATCH_FAILURES = Counter(
+HOSTED_MATCH_FAILURES = LabelledCounter(
     "cookiematch_hosted_match_failures",
     "Hosted match writes refused or failed, by buyer and google_hm status",
-    ["nid", "status"],
+    ("nid", "status"),
 )
 
 
 def record_redirect(outcome: RedirectToBuyer) -> None:
     label = "redirect" if outcome.error is None else f"error_{outcome.error}"
-    PIXEL_OUTCOMES.labels(nid=outcome.nid, outcome=label).inc()
+    PIXEL_OUTCOMES.inc((outcome.nid, label))
     if outcome.extras_dropped:
-        EXTRAS_DROPPED.labels(nid=outcome.nid).inc()
+        EXTRAS_DROPPED.inc((outcome.nid,))
     if outcome.hosted_match_status is not None:
-        HOSTED_MATCH_FAILURES.labels(nid=outcome.nid, status=str(outcome.hosted_match_status)).inc()
+        HOSTED_MATCH_FAILURES.inc((outcome.nid, str(outcome.hosted_match_status)))
 
 
 def exposition() -> tuple[bytes, str]:
