@@ -281,6 +281,7 @@ class Bench:
         self.work = work
         self.rows: list[Row] = []
         self.nginx_extra: list[dict[str, object]] = []
+        self.ceiling: list[dict[str, object]] = []
         self.run_number = 0
         self.redis_db = 0
 
@@ -341,6 +342,7 @@ class Bench:
                     for other in self.args.nginx_workers[1:]:
                         result = self.wrk(nginx_ports[other], ENDPOINTS[0], directory)
                         self.nginx_extra.append({"nginx_workers": other, **asdict(result)})
+                    self.measure_ceiling(workers, nginx_ports[ref], directory)
         for endpoint, row in zip(endpoints, rows, strict=True):
             if endpoint.counts_prefix:
                 row.keys_written = count_keys(url, endpoint.counts_prefix)
@@ -351,6 +353,24 @@ class Bench:
                     flush=True,
                 )
         self.rows += rows
+
+    def measure_ceiling(self, workers: int, nginx_port: int, directory: Path) -> None:
+        """granian answering the static 302 with no application code, next to nginx."""
+        if not self.args.ceiling:
+            return
+        with servers.granian_bare(self.work, workers) as port:
+            bare = self.wrk(port, ENDPOINTS[0], directory)
+            ref = self.wrk(nginx_port, ENDPOINTS[0], directory)
+        ratio = bare.rps / ref.rps
+        print(
+            f"   ceiling: bare granian RSGI 302, {workers} worker(s) {bare.rps:>9,.0f} req/s "
+            f"p99 {bare.p99_ms:6.2f} ms | nginx {ref.rps:>9,.0f} | ratio {ratio:.3f}",
+            flush=True,
+        )
+        self.ceiling.append(
+            {"workers": workers, "rps": bare.rps, "p50_ms": bare.p50_ms, "p99_ms": bare.p99_ms,
+             "nginx_rps": ref.rps, "ratio": round(ratio, 3)}
+        )  # fmt: skip
 
     def run(self) -> None:
         args = self.args
@@ -475,6 +495,19 @@ def markdown(result: dict[str, object]) -> str:
             f"| {row['ratio']:.3f} ({row['ratio_min']:.2f}-{row['ratio_max']:.2f}) "
             f"| {row['target']:.2f} {ok} | {keys} | {row['rss_peak_mb']} |"
         )
+    ceiling = result.get("ceiling") or []
+    if ceiling:
+        lines += [
+            "",
+            "Ceiling: granian (RSGI, same workers) answering the same static 302 with no "
+            "application code, measured after each exchange round next to nginx:",
+            "",
+        ]
+        for c in ceiling:  # type: ignore[attr-defined]
+            lines.append(
+                f"- {c['workers']} worker(s): {c['rps']:,.0f} req/s, p50 {c['p50_ms']:.2f} ms, "
+                f"p99 {c['p99_ms']:.2f} ms; nginx {c['nginx_rps']:,.0f}: ratio {c['ratio']:.3f}"
+            )
     extra = result.get("nginx_extra") or []
     if extra:
         lines += ["", "nginx with other worker_processes (cookie-match script):", ""]
@@ -514,6 +547,10 @@ def main() -> None:
     parser.add_argument("--redis-aof", default=None, choices=("everysec", "always"))
     parser.add_argument("--loop", default=None, help="granian --loop (asyncio, uvloop, rloop)")
     parser.add_argument("--extra-path", type=csv_list(str), default=[], help="PYTHONPATH add")
+    parser.add_argument(
+        "--no-ceiling", dest="ceiling", action="store_false",
+        help="skip the bare-granian 302 measured after each exchange round",
+    )  # fmt: skip
     parser.add_argument("--soak", type=float, default=30.0, help="seconds; 0: no soak")
     parser.add_argument("--soak-interval", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench")
@@ -532,6 +569,7 @@ def main() -> None:
     result["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result["rows"] = [row.summary() for row in bench.rows]
     result["nginx_extra"] = bench.nginx_extra
+    result["ceiling"] = bench.ceiling
     result["soak"] = getattr(bench, "soak", None)
     result["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     result["elapsed_s"] = round((datetime.datetime.now().astimezone() - started).total_seconds(), 1)

@@ -183,6 +183,37 @@ def nginx(workdir: Path, workers: str) -> Iterator[int]:
         log.close()
 
 
+BARE_RSGI_APP = """\
+HEADERS = [("location", {location!r}), ("set-cookie", {cookie!r}), ("cache-control", "no-store")]
+
+
+async def app(scope, proto):
+    proto.response_empty(302, HEADERS)
+"""
+
+
+@contextlib.contextmanager
+def granian_bare(workdir: Path, workers: int) -> Iterator[int]:
+    """granian serving a bare RSGI callable that answers nginx's static 302 (no cookiematch
+    code): the ceiling of any Python handler on this server stack. Yields its port."""
+    directory = workdir / f"granian-bare-{workers}"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "bare_rsgi.py").write_text(
+        BARE_RSGI_APP.format(location=NGINX_LOCATION, cookie=NGINX_COOKIE)
+    )
+    port = free_port()
+    args = [str(VENV_BIN / "granian"), "--interface", "rsgi", "--no-ws", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--workers", str(workers), "bare_rsgi:app"]
+    log = (directory / "stderr.log").open("wb")
+    proc = subprocess.Popen(args, cwd=directory, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/pixel")
+        yield port
+    finally:
+        stop(proc)
+        log.close()
+
+
 # --- redis-server ------------------------------------------------------------------------------
 
 
