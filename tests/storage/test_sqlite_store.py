@@ -13,6 +13,8 @@ import pytest
 
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage import Durability, open_store
+from cookiematch.storage import sqlite as sqlite_store
+from cookiematch.storage.packed import pack, unpack
 from cookiematch.storage.sqlite import SQLiteStore, path_from_url, prefix_upper_bound
 
 if TYPE_CHECKING:
@@ -155,9 +157,13 @@ async def test_purge_expired_removes_rows(db: Path, clock: FakeClock) -> None:
     await store.hset("h", {"y": b"2"}, ttl=10)
     assert await store.purge_expired() == 0
     await clock.advance(2)
-    assert await store.purge_expired() == 2
+    assert await store.purge_expired() == 2  # the plain key and the map's field
     assert rows(db, "SELECT key FROM kv") == [("b",)]
-    assert rows(db, "SELECT field FROM fm") == [("y",)]
+    [(key, blob, expires_at)] = rows(db, "SELECT key, value, expires_at FROM fm")
+    assert (key, expires_at) == ("h", pytest.approx(clock.now + 8))
+    assert isinstance(blob, bytes)
+    assert list(unpack(blob)) == ["y"]
+    assert await store.purge_expired() == 0
     await store.close()
 
 
@@ -212,3 +218,199 @@ async def test_async_write_failure_is_logged(db: Path, caplog: pytest.LogCapture
         await store.set("bad\ud800", b"v")  # returns once queued
         await store.close()
     assert "queued write failed" in caplog.text
+
+
+# --- field maps: one packed row per key -------------------------------------------------------
+
+
+async def test_a_field_map_is_one_row_with_its_earliest_expiry(db: Path, clock: FakeClock) -> None:
+    store = SQLiteStore(str(db), clock=clock)
+    await store.hset("h", {"a": b"1"})
+    assert rows(db, "SELECT key, expires_at FROM fm") == [("h", None)]
+    await store.hset_many([("h", {"b": b"2"}, 50.0), ("h", {"c": b"3"}, 10.0), ("g", {}, 1.0)])
+    await store.hset("h", {"d": b"4"}, ttl=100)
+    [(key, blob, expires_at)] = rows(db, "SELECT key, value, expires_at FROM fm")
+    assert (key, expires_at) == ("h", pytest.approx(clock.now + 10))
+    assert isinstance(blob, bytes)
+    fields = unpack(blob)
+    assert {f: v for f, (v, _) in fields.items()} == {"a": b"1", "b": b"2", "c": b"3", "d": b"4"}
+    assert fields["a"][1] is None
+    assert fields["b"][1] == pytest.approx(clock.now + 50)
+    assert await store.hdel("h", ["c"]) == 1  # the earliest expiry moves on
+    assert rows(db, "SELECT expires_at FROM fm") == [(pytest.approx(clock.now + 50),)]
+    await store.close()
+
+
+async def test_a_write_drops_the_expired_fields_of_its_map(db: Path, clock: FakeClock) -> None:
+    store = SQLiteStore(str(db), clock=clock)
+    await store.hset("h", {"old": b"1", "older": b"2"}, ttl=1)
+    await store.hset("h", {"kept": b"3"}, ttl=10)
+    await clock.advance(2)
+    await store.hset_many([("h", {"new": b"4"}, None)])
+    [(blob,)] = rows(db, "SELECT value FROM fm")
+    assert isinstance(blob, bytes)
+    assert sorted(unpack(blob)) == ["kept", "new"]
+    await store.close()
+
+
+async def test_hdel_of_the_last_live_field_deletes_the_row(db: Path, clock: FakeClock) -> None:
+    store = SQLiteStore(str(db), clock=clock)
+    await store.hset("h", {"a": b"1"}, ttl=1)
+    await store.hset("h", {"b": b"2"})
+    await clock.advance(2)
+    assert await store.hdel("h", ["b", "b", "zz"]) == 1  # "a" had expired: nothing is left
+    assert rows(db, "SELECT key FROM fm") == []
+    await store.hset("h", {"a": b"1"}, ttl=1)
+    await clock.advance(2)
+    assert await store.hdel("h", ["a"]) == 0
+    assert rows(db, "SELECT key FROM fm") == []
+    await store.close()
+
+
+async def test_purge_rewrites_maps_in_chunks(
+    db: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "PURGE_CHUNK", 7)
+    store = SQLiteStore(str(db), clock=clock)
+    await store.hset_many([(f"m{i:02d}", {"x": b"1", "y": b"2"}, 1.0) for i in range(20)])
+    await store.hset_many([(f"m{i:02d}", {"z": b"3"}, 10.0) for i in range(0, 20, 2)])
+    await clock.advance(2)
+    assert await store.purge_expired() == 40  # every x and y
+    assert rows(db, "SELECT key FROM fm") == [(f"m{i:02d}",) for i in range(0, 20, 2)]
+    assert rows(db, "SELECT DISTINCT expires_at FROM fm") == [(pytest.approx(clock.now + 8),)]
+    assert await store.hgetall_many(["m00", "m01"]) == [{"z": b"3"}, {}]
+    await store.close()
+
+
+async def test_writer_purges_map_fields_periodically(db: Path, clock: FakeClock) -> None:
+    store = SQLiteStore(str(db), clock=clock, purge_interval=0.02)
+    await store.hset_many([(f"m{i:04d}", {"x": b"1"}, 1.0) for i in range(2500)])
+    await store.hset_many([(f"m{i:04d}", {"y": b"2"}, None) for i in range(0, 2500, 5)])
+    await clock.advance(2)
+    for _ in range(200):
+        if rows(db, "SELECT count(*) FROM fm") == [(500,)]:
+            break
+        await asyncio.sleep(0.02)
+    assert rows(db, "SELECT count(*), count(expires_at) FROM fm") == [(500, 0)]
+    await store.close()
+
+
+async def test_a_damaged_map_row_is_a_storage_error(db: Path) -> None:
+    store = SQLiteStore(str(db))
+    await store.hset("h", {"a": b"1"})
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE fm SET value = x'c1'")
+    with pytest.raises(StorageError):
+        await store.hgetall("h")
+    await store.close()
+
+
+def test_pack_keeps_values_and_expiries() -> None:
+    fields = {"a": (b"\x00" * 3, None), "ç": (b"", 1.5), "b": (b"v", 0.25)}
+    blob, earliest = pack(fields)
+    assert unpack(blob) == fields
+    assert earliest == 0.25
+    assert pack({"a": (b"1", None)})[1] is None
+
+
+# --- migration from schema 1 (one row per field) ----------------------------------------------
+
+SCHEMA_V1 = """
+CREATE TABLE kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, expires_at REAL) WITHOUT ROWID;
+CREATE INDEX kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE fm (
+    key TEXT NOT NULL, field TEXT NOT NULL, value BLOB NOT NULL, expires_at REAL,
+    PRIMARY KEY (key, field)
+) WITHOUT ROWID;
+CREATE INDEX fm_expiry ON fm (expires_at) WHERE expires_at IS NOT NULL;
+PRAGMA user_version = 1;
+"""
+
+
+async def test_a_version_1_database_is_migrated(
+    db: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "MIGRATE_CHUNK", 3)  # several inserts
+    now = clock.now
+    fm = [
+        ("h", "a", b"1", None),
+        ("h", "b", b"\x00", now + 100),
+        ("h", "gone", b"x", now - 1),
+        ("dead", "x", b"1", now - 5),
+        *((f"m{i}", f"f{j}", b"%d" % (i * j), now + i + j) for i in range(5) for j in range(3)),
+        ("z", "ç", b"3", now + 7),
+    ]
+    with closing(sqlite3.connect(db)) as conn:
+        conn.executescript(SCHEMA_V1)
+        with conn:
+            conn.execute("INSERT INTO kv VALUES ('plain', x'01', ?)", (now + 50,))
+            conn.executemany("INSERT INTO fm VALUES (?, ?, ?, ?)", fm)
+    store = SQLiteStore(str(db), clock=clock)
+    assert rows(db, "PRAGMA user_version") == [(2,)]
+    names = rows(db, "SELECT name FROM sqlite_master WHERE tbl_name = 'fm' ORDER BY name")
+    assert names == [("fm",), ("fm_expiry",)]  # and no fm_v1 left
+    assert rows(db, "SELECT name FROM pragma_table_info('fm')") == [
+        ("key",),
+        ("value",),
+        ("expires_at",),
+    ]
+    assert await store.get("plain") == b"\x01"
+    assert await store.hgetall("h") == {"a": b"1", "b": b"\x00"}
+    assert await store.hgetall("dead") == {}
+    maps = {key: fields async for key, fields in store.scan_maps("", batch=2)}
+    assert sorted(maps) == ["h", "m0", "m1", "m2", "m3", "m4", "z"]
+    for key, field, value, expires_at in fm:
+        if expires_at is None or expires_at > now:
+            got_value, ttl = maps[key][field]
+            assert got_value == value
+            assert ttl == (None if expires_at is None else pytest.approx(expires_at - now))
+    assert rows(db, "SELECT key, expires_at FROM fm WHERE key IN ('h', 'm4')") == [
+        ("h", pytest.approx(now + 100)),
+        ("m4", pytest.approx(now + 4)),
+    ]
+    await clock.advance(150)
+    assert await store.hgetall("h") == {"a": b"1"}
+    await store.close()
+    store = SQLiteStore(str(db), clock=clock)  # opening again changes nothing
+    assert await store.hgetall("h") == {"a": b"1"}
+    await store.close()
+
+
+async def test_a_field_name_that_is_not_a_string_is_refused(db: Path) -> None:
+    store = SQLiteStore(str(db))
+    await store.hset("h", {"a": b"1"})
+    with pytest.raises(TypeError):
+        await store.hset("h", {1: b"x"})  # type: ignore[dict-item]
+    with pytest.raises(TypeError):
+        await store.hset_many([("h", {b"b": b"x"}, None)])  # type: ignore[dict-item]
+    with pytest.raises(StorageError):
+        await store.hset("h", {"bad\ud800": b"x"})
+    assert await store.hgetall("h") == {"a": b"1"}  # the map is intact
+    await store.close()
+
+
+async def test_hsets_in_one_batch_apply_in_order_and_a_bad_one_fails_alone(
+    db: Path, clock: FakeClock
+) -> None:
+    store = SQLiteStore(str(db), clock=clock)
+    await store.hset("h", {"old": b"0"}, ttl=1)
+    await clock.advance(2)
+    fields = [{f"f{i % 3}": b"%d" % i} for i in range(300)]
+    fields[100] = {"bad\ud800": b"x"}
+    writes = [store.hset(f"m{i % 50:02d}", f) for i, f in enumerate(fields)]
+    writes += [store.hset("h", {"a": b"1", "b": b"1"}, ttl=5), store.hset("h", {"a": b"2"})]
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert isinstance(results[100], StorageError)
+    assert results[:100] + results[101:] == [None] * 301
+    assert await store.hgetall("h") == {"a": b"2", "b": b"1"}
+    assert await store.hgetall("m01") == {"f0": b"201", "f1": b"151", "f2": b"251"}
+    commits = store.commits
+    await asyncio.gather(*(store.hset(f"m{i % 50:02d}", {"g": b"%d" % i}) for i in range(300)))
+    assert store.commits - commits < 100  # they shared transactions
+    assert await store.hget("m01", "g") == b"251"
+    await clock.advance(10)
+    assert await store.hgetall("h") == {"a": b"2"}
+    [(blob,)] = rows(db, "SELECT value FROM fm WHERE key = 'h'")
+    assert isinstance(blob, bytes)
+    assert sorted(unpack(blob)) == ["a", "b"]  # "old" was dropped by the merge
+    await store.close()

@@ -262,6 +262,77 @@ async def test_field_ttl_is_per_field(store: Store, clock: FakeClock) -> None:
     assert await store.delete("gone") is False
 
 
+async def test_many_fields_with_their_own_ttls(store: Store, clock: FakeClock) -> None:
+    start = clock.now
+    items = [("h", {f"t{i:02d}": b"%d" % i}, float(i)) for i in range(1, 21)]
+    await store.hset_many([*items, ("h", {"forever": b"f"}, None)])
+    await store.hset("h", {"t05": b"again"}, ttl=30)
+    for elapsed in (0.5, 3.5, 9.5, 19.5, 20.5):
+        clock.now = start + elapsed
+        live = {f"t{i:02d}" for i in range(1, 21) if i > elapsed} | {"forever", "t05"}
+        assert set(await store.hgetall("h")) == live
+        assert await store.hget("h", "t20") == (b"20" if elapsed < 20 else None)
+        [(_, fields)] = [item async for item in store.scan_maps("h")]
+        assert set(fields) == live
+        assert fields["forever"] == (b"f", None)
+        assert fields["t05"] == (b"again", pytest.approx(30 - elapsed, abs=0.01))
+
+
+async def test_a_key_written_several_times_in_one_hset_many(store: Store, clock: FakeClock) -> None:
+    await store.hset("k", {"a": b"0", "keep": b"k"}, ttl=5)
+    await store.hset_many(
+        [
+            ("k", {"a": b"1", "b": b"1"}, 100.0),
+            ("other", {"x": b"1"}, None),
+            ("k", {"a": b"2"}, 2.0),  # later wins, with its own TTL
+            ("k", {"b": b"3"}, None),
+        ]
+    )
+    assert await store.hgetall_many(["k", "other"]) == [
+        {"a": b"2", "b": b"3", "keep": b"k"},
+        {"x": b"1"},
+    ]
+    await clock.advance(3)
+    assert await store.hgetall("k") == {"b": b"3", "keep": b"k"}
+    await clock.advance(3)
+    assert await store.hgetall("k") == {"b": b"3"}
+    assert [item async for item in store.scan_maps("k")] == [("k", {"b": (b"3", None)})]
+
+
+async def test_hdel_of_the_last_live_field(store: Store, clock: FakeClock) -> None:
+    await store.hset("h", {"a": b"1"}, ttl=1)
+    await store.hset("h", {"b": b"2"}, ttl=10)
+    await clock.advance(2)
+    assert await store.hdel("h", ["a", "b"]) == 1
+    assert await store.hgetall("h") == {}
+    assert await store.hget("h", "a") is None
+    assert [key async for key, _ in store.scan_maps("h")] == []
+    assert await store.delete("h") is False
+    await store.hset("h", {"c": b"3"})
+    assert await store.hgetall("h") == {"c": b"3"}  # nothing old comes back
+
+
+async def test_delete_a_map_whose_first_field_expired(store: Store, clock: FakeClock) -> None:
+    await store.hset("d", {"a": b"1"}, ttl=1)
+    await store.hset("d", {"b": b"2"}, ttl=10)
+    await clock.advance(2)
+    assert await store.delete("d") is True
+    assert await store.delete("d") is False
+    assert await store.hgetall("d") == {}
+
+
+async def test_scan_maps_skips_maps_with_no_live_field(store: Store, clock: FakeClock) -> None:
+    for i in range(10):
+        await store.hset(f"s:{i}", {"x": b"%d" % i}, ttl=1.0 if i % 3 else None)
+    await store.hset("s:1", {"y": b"1"}, ttl=1.0)
+    await store.hset("s:4", {"y": b"4"}, ttl=10.0)
+    await clock.advance(2)
+    for batch in (1, 2, 3, 100):
+        got = [item async for item in store.scan_maps("s:", batch=batch)]
+        assert [key for key, _ in got] == ["s:0", "s:3", "s:4", "s:6", "s:9"]
+        assert got[2][1] == {"y": (b"4", pytest.approx(8.0, abs=0.01))}
+
+
 # --- concurrency, durability modes and lifecycle --------------------------------------------
 
 

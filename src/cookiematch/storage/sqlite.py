@@ -13,8 +13,10 @@ fails alone. Under ``Durability.ASYNC`` (``synchronous=NORMAL``) ``set``, ``hset
 they wait for their commit (backpressure). Reads then wait until the writes queued before them
 are committed, so a coroutine reads its own writes. WAL readers never block the writer.
 
-Expired rows are invisible to reads (``expires_at`` against the injected clock) and purged by
-the writer every ``purge_interval`` seconds, a bounded chunk at a time.
+A field map is one row (``fm``: the fields packed with their values and expiries, see
+``storage.packed``); writes to it are read-modify-write in the writer thread, which makes them
+atomic. Expired values and fields are invisible to reads (against the injected clock) and
+purged by the writer every ``purge_interval`` seconds, a bounded chunk at a time.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from cookiematch.errors import StorageError, StoreUnavailable
+from cookiematch.storage import packed
 from cookiematch.storage.base import Clock, Durability, FieldEntry, FieldWrite, Store, Write
+from cookiematch.storage.packed import Fields
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +49,33 @@ Queued = tuple[Op, tuple[Any, ...], asyncio.Future[Any] | None, int]
 Item = Queued | None
 Result = tuple[asyncio.Future[Any], bool, Any]  # (future, ok, value or StorageError)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, expires_at REAL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS fm (
-    key TEXT NOT NULL, field TEXT NOT NULL, value BLOB NOT NULL, expires_at REAL,
-    PRIMARY KEY (key, field)
+    key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, expires_at REAL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS fm_expiry ON fm (expires_at) WHERE expires_at IS NOT NULL;
 """
+"""``fm``: one row per field map, ``value`` packed (``storage.packed``: every field with its
+value and expiry), ``expires_at`` the earliest field expiry (NULL if no field expires)."""
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_PUT_MAP = (
+    "INSERT INTO fm VALUES (?, ?, ?) ON CONFLICT (key)"
+    " DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+)
 _MAX_BATCH = 10_000  # ops per transaction (writer) or per wake-up (readers)
-_ROW_ORDER = operator.itemgetter(0, 1)
 _IN_CHUNK = 500  # keys per ``IN (…)`` query
 PURGE_CHUNK = 1000  # expired rows per table per periodic purge
+MIGRATE_CHUNK = 10_000  # maps per insert while migrating
 CACHE_MIB = 64  # the writer's page cache (SQLite's default is 2 MiB): random inserts stay in RAM
 MMAP_MIB = 256  # reads through mmap (every connection): no copy into each reader's cache
+
+MapRow = tuple[bytes, float | None]  # a stored map: (packed fields, earliest expiry)
+Updates = dict[str, Fields]  # fields to set, by key: field → (value, expires_at)
 
 
 # --- ops: run on a worker thread with its connection -------------------------------------
@@ -88,26 +100,41 @@ def _get_many(c: sqlite3.Connection, keys: list[str], now: float) -> list[bytes 
     return [found.get(key) for key in keys]
 
 
+def _map_row(c: sqlite3.Connection, key: str) -> MapRow | None:
+    row: MapRow | None = c.execute(
+        "SELECT value, expires_at FROM fm WHERE key = ?", (key,)
+    ).fetchone()
+    return row
+
+
+def _map_rows(c: sqlite3.Connection, keys: list[str]) -> dict[str, MapRow]:
+    """The stored maps of ``keys`` (sorted, distinct: the index is walked in order)."""
+    found: dict[str, MapRow] = {}
+    for i in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[i : i + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT key, value, expires_at FROM fm WHERE key IN ({marks})"
+        for key, value, expires_at in c.execute(sql, chunk):
+            found[key] = (value, expires_at)
+    return found
+
+
 def _hget(c: sqlite3.Connection, key: str, field: str, now: float) -> bytes | None:
-    sql = f"SELECT value FROM fm WHERE key = ? AND field = ? AND {_LIVE}"
-    row = c.execute(sql, (key, field, now)).fetchone()
-    return None if row is None else row[0]
+    row = _map_row(c, key)
+    if row is None:
+        return None
+    entry = packed.unpack(row[0]).get(field)
+    return None if entry is None or not _live(entry[1], now) else entry[0]
 
 
 def _hgetall(c: sqlite3.Connection, key: str, now: float) -> dict[str, bytes]:
-    sql = f"SELECT field, value FROM fm WHERE key = ? AND {_LIVE}"
-    return dict(c.execute(sql, (key, now)).fetchall())
+    row = _map_row(c, key)
+    return {} if row is None else packed.live_values(row[0], row[1], now)
 
 
 def _hgetall_many(c: sqlite3.Connection, keys: list[str], now: float) -> list[dict[str, bytes]]:
-    found: dict[str, dict[str, bytes]] = {}
-    unique = sorted(set(keys))  # index order: neighbouring pages are read once
-    for i in range(0, len(unique), _IN_CHUNK):
-        chunk = unique[i : i + _IN_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT key, field, value FROM fm WHERE key IN ({marks}) AND {_LIVE}"
-        for key, field, value in c.execute(sql, (*chunk, now)):
-            found.setdefault(key, {})[field] = value
+    rows = _map_rows(c, sorted(set(keys)))
+    found = {key: packed.live_values(blob, at, now) for key, (blob, at) in rows.items()}
     return [dict(found.get(key, {})) for key in keys]
 
 
@@ -128,15 +155,14 @@ def _scan_page(
 
 def _scan_maps_page(
     c: sqlite3.Connection, start: str, first: bool, upper: str | None, limit: int, now: float
-) -> list[tuple[str, str, bytes, float | None]]:
-    """The live fields of the next ``limit`` field maps in key order."""
+) -> tuple[list[tuple[str, Fields]], str | None]:
+    """The next ``limit`` maps in key order with their live fields (maps with none left are
+    skipped), and the last key read if there may be more (else None)."""
     where, args = _range(start, first, upper)
-    sql = (
-        f"SELECT key, field, value, expires_at FROM fm WHERE {_LIVE} AND key IN"
-        f" (SELECT DISTINCT key FROM fm WHERE {where} AND {_LIVE} ORDER BY key LIMIT ?)"
-        " ORDER BY key, field"
-    )
-    return c.execute(sql, (now, *args, now, limit)).fetchall()
+    sql = f"SELECT key, value, expires_at FROM fm WHERE {where} ORDER BY key LIMIT ?"
+    rows = c.execute(sql, (*args, limit)).fetchall()
+    maps = [(key, packed.live_entries(blob, at, now)) for key, blob, at in rows]
+    return [item for item in maps if item[1]], rows[-1][0] if len(rows) == limit else None
 
 
 def _ping(c: sqlite3.Connection) -> None:
@@ -148,9 +174,12 @@ def _set(c: sqlite3.Connection, key: str, value: bytes, expires_at: float | None
 
 
 def _delete(c: sqlite3.Connection, key: str, now: float) -> bool:
-    gone = c.execute("DELETE FROM kv WHERE key = ? RETURNING expires_at", (key,)).fetchall()
-    gone += c.execute("DELETE FROM fm WHERE key = ? RETURNING expires_at", (key,)).fetchall()
-    return any(_live(expires_at, now) for (expires_at,) in gone)
+    row = c.execute("DELETE FROM kv WHERE key = ? RETURNING expires_at", (key,)).fetchone()
+    live = row is not None and _live(row[0], now)
+    row = c.execute("DELETE FROM fm WHERE key = ? RETURNING value, expires_at", (key,)).fetchone()
+    if row is not None and not live:
+        live = _live(row[1], now) or bool(packed.live_entries(row[0], row[1], now))
+    return live
 
 
 def _write_many(
@@ -163,36 +192,122 @@ def _write_many(
             _set(c, key, value, expires_at)
 
 
-def _hset(c: sqlite3.Connection, rows: list[tuple[str, str, bytes, float | None]]) -> None:
-    c.executemany("INSERT OR REPLACE INTO fm VALUES (?, ?, ?, ?)", rows)
+def _hset(c: sqlite3.Connection, key: str, fields: Fields, now: float) -> None:
+    """Read-modify-write of one map (the single writer makes it atomic)."""
+    row = _map_row(c, key)
+    if row is not None:
+        fields = packed.merge(row[0], row[1], fields, now)
+    c.execute(_PUT_MAP, (key, *packed.pack(fields)))
 
 
-def _hset_many(c: sqlite3.Connection, rows: list[tuple[str, str, bytes, float | None]]) -> None:
-    """Rows in (key, field) order: the B-tree is walked once instead of at random places.
+def _hset_many(c: sqlite3.Connection, updates: Updates, now: float) -> None:
+    """Merge each key's new fields into its stored map; expired fields are dropped.
 
-    A stable sort keeps the order of repeated (key, field) pairs, so the last one wins.
+    The stored maps are read and the merged ones written in key order, so the B-tree is
+    walked once instead of at random places; one ``executemany`` writes them all.
     """
-    rows.sort(key=_ROW_ORDER)
-    c.executemany("INSERT OR REPLACE INTO fm VALUES (?, ?, ?, ?)", rows)
+    names = sorted(updates)
+    stored = _map_rows(c, names)
+    merge, pack = packed.merge, packed.pack
+    rows: list[tuple[str, bytes, float | None]] = []
+    for key in names:
+        fields = updates[key]
+        row = stored.get(key)
+        if row is not None:
+            fields = merge(row[0], row[1], fields, now)
+        rows.append((key, *pack(fields)))
+    c.executemany(_PUT_MAP, rows)
 
 
 def _hdel(c: sqlite3.Connection, key: str, fields: list[str], now: float) -> int:
-    sql = "DELETE FROM fm WHERE key = ? AND field = ? RETURNING expires_at"
-    gone = [row for field in fields for row in c.execute(sql, (key, field)).fetchall()]
-    return sum(_live(expires_at, now) for (expires_at,) in gone)
+    row = _map_row(c, key)
+    if row is None:
+        return 0
+    stored = packed.unpack(row[0])
+    removed = 0
+    changed = False
+    for field in fields:
+        entry = stored.pop(field, None)
+        if entry is not None:
+            changed = True
+            removed += _live(entry[1], now)
+    if not _live(row[1], now):
+        changed = packed.drop_expired(stored, now) > 0 or changed
+    if not stored:
+        c.execute("DELETE FROM fm WHERE key = ?", (key,))
+    elif changed:
+        c.execute(_PUT_MAP, (key, *packed.pack(stored)))
+    return removed
 
 
-def _purge(c: sqlite3.Connection, now: float, limit: int | None) -> int:
-    """Delete expired rows (at most ``limit`` per table); return how many."""
-    if limit is None:
-        sqls = ["DELETE FROM kv WHERE expires_at <= ?", "DELETE FROM fm WHERE expires_at <= ?"]
-        return sum(c.execute(sql, (now,)).rowcount for sql in sqls)
-    sqls = [
-        "DELETE FROM kv WHERE key IN (SELECT key FROM kv WHERE expires_at <= ? LIMIT ?)",
-        "DELETE FROM fm WHERE (key, field) IN"
-        " (SELECT key, field FROM fm WHERE expires_at <= ? LIMIT ?)",
-    ]
-    return sum(c.execute(sql, (now, limit)).rowcount for sql in sqls)
+def _purge_maps(c: sqlite3.Connection, now: float, limit: int) -> tuple[int, int]:
+    """Rewrite up to ``limit`` maps holding expired fields without them (delete the maps left
+    empty); return (fields removed, maps visited)."""
+    rows = c.execute(
+        "SELECT key, value FROM fm WHERE expires_at <= ? LIMIT ?", (now, limit)
+    ).fetchall()
+    rows.sort()
+    removed = 0
+    gone: list[tuple[str]] = []
+    kept: list[tuple[bytes, float | None, str]] = []
+    for key, blob in rows:
+        fields = packed.unpack(blob)
+        removed += packed.drop_expired(fields, now)
+        if fields:
+            kept.append((*packed.pack(fields), key))
+        else:
+            gone.append((key,))
+    c.executemany("DELETE FROM fm WHERE key = ?", gone)
+    c.executemany("UPDATE fm SET value = ?, expires_at = ? WHERE key = ?", kept)
+    return removed, len(rows)
+
+
+def _purge_some(c: sqlite3.Connection, now: float, limit: int) -> tuple[int, bool]:
+    """Up to ``limit`` expired plain keys and maps holding expired fields; return (plain keys
+    and fields removed, whether more may be left)."""
+    sql = "DELETE FROM kv WHERE key IN (SELECT key FROM kv WHERE expires_at <= ? LIMIT ?)"
+    keys = c.execute(sql, (now, limit)).rowcount
+    fields, maps = _purge_maps(c, now, limit)
+    return keys + fields, keys >= limit or maps >= limit
+
+
+def _purge(c: sqlite3.Connection, now: float) -> int:
+    """Every expired plain key and field; return how many."""
+    removed = c.execute("DELETE FROM kv WHERE expires_at <= ?", (now,)).rowcount
+    while True:
+        fields, maps = _purge_maps(c, now, PURGE_CHUNK)
+        removed += fields
+        if maps < PURGE_CHUNK:
+            return removed
+
+
+def _create(c: sqlite3.Connection) -> None:
+    for statement in _SCHEMA.split(";"):
+        c.execute(statement)
+
+
+def _migrate_v1(c: sqlite3.Connection, now: float) -> None:
+    """Schema 1 → 2: ``fm`` rows per (key, field) become one packed row per key.
+
+    Runs inside the caller's transaction. The old rows are read in primary-key order (grouped
+    by key) and inserted ``MIGRATE_CHUNK`` maps at a time; expired fields are left behind.
+    """
+    c.execute("DROP INDEX IF EXISTS fm_expiry")
+    c.execute("ALTER TABLE fm RENAME TO fm_v1")
+    _create(c)
+    read = c.execute(
+        f"SELECT key, field, value, expires_at FROM fm_v1 WHERE {_LIVE} ORDER BY key, field",
+        (now,),
+    )
+    chunk: list[tuple[str, bytes, float | None]] = []
+    for key, group in itertools.groupby(read, operator.itemgetter(0)):
+        fields: Fields = {field: (value, at) for _, field, value, at in group}
+        chunk.append((key, *packed.pack(fields)))
+        if len(chunk) >= MIGRATE_CHUNK:
+            c.executemany(_PUT_MAP, chunk)
+            chunk = []
+    c.executemany(_PUT_MAP, chunk)
+    c.execute("DROP TABLE fm_v1")
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -245,6 +360,12 @@ def _blob(value: object) -> bytes:
     raise TypeError(f"store values are bytes, not {type(value).__name__}")
 
 
+def _field(name: object) -> str:
+    if isinstance(name, str):
+        return name
+    raise TypeError(f"field names are str, not {type(name).__name__}")
+
+
 def _settle(results: list[Result]) -> None:
     for fut, ok, value in results:
         if not fut.done():  # a cancelled waiter has gone away
@@ -278,6 +399,32 @@ def _run_reads(conn: sqlite3.Connection, ops: list[Queued]) -> list[Result]:
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("COMMIT")
+    return results
+
+
+def _run_batch(c: sqlite3.Connection, ops: list[Queued]) -> list[tuple[bool, Any]]:
+    """Run a batch of writes; consecutive ``hset`` ops are merged into one ``_hset_many``
+    (same result: later wins, per field) so their maps are read and written in key order."""
+    results: list[tuple[bool, Any]] = []
+    i = 0
+    while i < len(ops):
+        op, args = ops[i][0], ops[i][1]
+        j = i + 1
+        while j < len(ops) and ops[j][0] is _hset and op is _hset:
+            j += 1
+        if j - i == 1:
+            results.append((True, op(c, *args)))
+        else:
+            updates: Updates = {}
+            for _, (key, fields, _), _, _ in ops[i:j]:
+                merged = updates.get(key)
+                if merged is None:
+                    updates[key] = fields
+                else:
+                    updates[key] = {**merged, **fields}
+            _hset_many(c, updates, ops[j - 1][1][2])
+            results += [(True, None)] * (j - i)
+        i = j
     return results
 
 
@@ -381,17 +528,30 @@ class SQLiteStore(Store):
             conn.execute(f"PRAGMA synchronous = {sync}")
             conn.execute("PRAGMA journal_size_limit = 67108864")  # trim the WAL after checkpoints
             conn.execute(f"PRAGMA cache_size = {-self._cache_mib * 1024}")  # negative: KiB
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"schema version {version} is newer than this code")
-            if version < SCHEMA_VERSION:
-                conn.executescript(
-                    f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-                )
+            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                self._upgrade(conn)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        """Create the tables, or migrate an older schema, in one transaction."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # now under the lock
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"schema version {version} is newer than this code")
+            if version == 1:
+                _migrate_v1(conn, self._clock())
+            else:
+                _create(conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     # --- submitting ops (event loop thread) ----------------------------------------------
 
@@ -465,18 +625,23 @@ class SQLiteStore(Store):
         self, key: str, mapping: Mapping[str, bytes], *, ttl: float | None = None
     ) -> None:
         expires_at = self._expiry(ttl)
-        rows = [(key, field, _blob(value), expires_at) for field, value in mapping.items()]
-        if rows:
-            await self._apply(_hset, rows)
+        fields = {_field(field): (_blob(value), expires_at) for field, value in mapping.items()}
+        if fields:
+            await self._apply(_hset, key, fields, self._clock())
 
     async def hset_many(self, items: Sequence[FieldWrite]) -> None:
-        """One queued op: every row in one ``executemany``, inside the writer's transaction."""
-        rows: list[tuple[str, str, bytes, float | None]] = []
+        """One queued op: the fields grouped by key (later wins), merged in the writer."""
+        updates: Updates = {}
         for key, mapping, ttl in items:
             expires_at = self._expiry(ttl)
-            rows += [(key, field, _blob(value), expires_at) for field, value in mapping.items()]
-        if rows:
-            await self._apply(_hset_many, rows)
+            if mapping:
+                fields = updates.get(key)
+                if fields is None:
+                    fields = updates[key] = {}
+                for field, value in mapping.items():
+                    fields[_field(field)] = (_blob(value), expires_at)
+        if updates:
+            await self._apply(_hset_many, updates, self._clock())
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         if not keys:
@@ -515,26 +680,23 @@ class SQLiteStore(Store):
         if batch < 1:
             raise ValueError("batch must be at least 1")
         upper = prefix_upper_bound(prefix)
-        start, first = prefix, True
-        while True:
+        start: str | None = prefix
+        first = True
+        while start is not None:
             now = self._clock()
-            rows = await self._read(_scan_maps_page, start, first, upper, batch, now)
-            maps: dict[str, dict[str, FieldEntry]] = {}
-            for key, field, value, expires_at in rows:
-                ttl = None if expires_at is None else expires_at - now
-                maps.setdefault(key, {})[field] = (value, ttl)
-            for item in maps.items():
-                yield item
-            if len(maps) < batch:
-                return
-            start, first = next(reversed(maps)), False
+            maps, start = await self._read(_scan_maps_page, start, first, upper, batch, now)
+            first = False
+            for key, fields in maps:
+                ttls = {f: (v, None if at is None else at - now) for f, (v, at) in fields.items()}
+                yield key, ttls
 
     async def info(self) -> dict[str, str]:
         return {"backend": "sqlite", "path": self.path, "durability": self.durability.value}
 
     async def purge_expired(self) -> int:
-        """Delete every expired row now; return how many (the writer also does it)."""
-        return await self._write(_purge, self._clock(), None)
+        """Remove every expired plain key and field now; return how many (the writer also
+        does it, a chunk at a time)."""
+        return await self._write(_purge, self._clock())
 
     async def ping(self) -> None:
         if not self._threads[0].is_alive():
@@ -592,7 +754,7 @@ class SQLiteStore(Store):
         conn = self._wconn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            results = [(True, op(conn, *args)) for op, args, _, _ in ops]
+            results = _run_batch(conn, ops)
             conn.execute("COMMIT")
             self.commits += 1
         except Exception:
@@ -631,10 +793,10 @@ class SQLiteStore(Store):
             log.exception("sqlite store: rollback failed")
 
     def _purge_chunk(self) -> None:
-        ok, purged = self._commit_one(_purge, (self._clock(), PURGE_CHUNK))
+        ok, result = self._commit_one(_purge_some, (self._clock(), PURGE_CHUNK))
         if not ok:
-            log.error("sqlite store: purge failed: %s", purged)
-        more = ok and purged >= PURGE_CHUNK
+            log.error("sqlite store: purge failed: %s", result)
+        more = ok and result[1]
         self._next_purge = time.monotonic() + (0.0 if more else self._purge_interval or 0.0)
 
     # --- reader threads ------------------------------------------------------------------
