@@ -28,7 +28,8 @@ from pathlib import Path
 import msgspec
 
 from cookiematch.dmp import keys
-from cookiematch.dmp.ingest import build_ingestor
+from cookiematch.dmp.ingest import build_ingestor, bulk_gc
+from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS
 from cookiematch.dmp.ingest.readers import read_batches
 from cookiematch.dmp.matches import ReverseMatch
 from cookiematch.dmp.segments import Segment, SegmentUpdater, StoredProfiles, parse_rule
@@ -105,7 +106,8 @@ async def run(
         traits.on_profile_changed.append(changed)
     ingestor = build_ingestor(store, traits)
     started = time.perf_counter()
-    report = await ingestor.ingest(PARTNER, read_batches(data, "jsonl", batch))
+    with bulk_gc():  # as `cookiematch dmp ingest`
+        report = await ingestor.ingest(PARTNER, read_batches(data, "jsonl", batch))
     queued = time.perf_counter() - started
     await store.close()
     seconds = time.perf_counter() - started
@@ -135,7 +137,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--unsynced", type=float, default=0.02)
     parser.add_argument("--event-share", type=float, default=0.5)
-    parser.add_argument("--batch", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=BATCH_RECORDS, help="records per batch")
     parser.add_argument("--stores", default="sqlite,redis")
     parser.add_argument(
         "--segments", action="store_true", help="update two segments after every batch"

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from cookiematch.dmp import keys
-from cookiematch.dmp.ingest import Ingestor, build_ingestor
+from cookiematch.dmp.ingest import Ingestor, build_ingestor, bulk_gc
 from cookiematch.dmp.ingest.readers import Batch, expand, read_batches
-from cookiematch.dmp.ingest.records import parse_json, parse_row
+from cookiematch.dmp.ingest.records import Checker, RawRecord, parse_json, parse_row
 from cookiematch.dmp.ingest.rejects import Reject
 from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.traits import DAY, TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RecordError
 from cookiematch.storage import Store, open_store
+from cookiematch.storage.base import FieldWrite
 
 from .helpers import NOW, FakeClock
 
@@ -197,3 +199,98 @@ async def _contents(store: Store) -> dict[str, dict[str, bytes]]:
     return {
         key: {f: v for f, (v, _) in fields.items()} async for key, fields in store.scan_maps("dmp:")
     }
+
+
+# --- speed-related behaviour: caches, overlap, big batches -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "uid", ["a b", "", "x" * 257, "caf\u00e9", "tab\there", "del\x7f", "new\nline"]
+)
+def test_uid_rule_refuses_what_the_pattern_refuses(uid: str) -> None:
+    with pytest.raises(RecordError, match="uid: expected 1-256 printable ASCII"):
+        parse_json(line(uid), CATALOG, NOW)
+    assert parse_json(line("x" * 256), CATALOG, NOW).uid == "x" * 256
+    assert parse_json(line("!~{}%"), CATALOG, NOW).uid == "!~{}%"
+
+
+def test_checked_names_are_remembered_without_changing_the_rules() -> None:
+    checker = Checker(CATALOG)
+    good = line("u", attributes={"age": 3, "tier": "x"}, events=[{"name": "purchase", "ts": TS}])
+    for _ in range(2):  # the second time from the remembered names
+        assert checker.parse_json(good, NOW).attributes == {"age": 3, "tier": "x"}
+        with pytest.raises(RecordError, match=r"attributes\.age: expected number"):
+            checker.parse_json(line("u", attributes={"age": "old"}), NOW)
+        with pytest.raises(RecordError, match=r"events\[0\]\.name: 'age' is a number attribute"):
+            checker.parse_json(line("u", events=[{"name": "age", "ts": TS}]), NOW)
+        with pytest.raises(RecordError, match="attributes: bad name"):
+            checker.parse_json(line("u", attributes={"bad name": 1}), NOW)
+        with pytest.raises(RecordError, match="remove: bad name"):
+            checker.parse_json(line("u", remove=["bad name"]), NOW)
+        with pytest.raises(RecordError, match="not a finite number"):
+            checker.validate(RawRecord("u", {"x": float("nan")}), NOW)
+        with pytest.raises(RecordError, match="longer than 1024"):
+            checker.parse_json(line("u", attributes={"tier": "x" * 1025}), NOW)
+        with pytest.raises(RecordError, match="over 100 items"):
+            checker.parse_json(line("u", attributes={"tags": ["x"] * 101}), NOW)
+    strict = Checker(TraitCatalog(reject_unknown=True))
+    with pytest.raises(RecordError, match=r"attributes\.tier: unknown trait"):
+        strict.parse_json(line("u", attributes={"tier": "x"}), NOW)
+
+
+async def test_one_bad_line_among_good_ones_is_the_only_reject(
+    ingestor: Ingestor, service: DmpService, clock: FakeClock
+) -> None:
+    for i in range(0, 3000, 2):  # half of the uids are synced
+        await synced(service, clock, f"A-{i}", f"d{i}")
+    lines = [line(f"A-{i}", attributes={"n": i}) for i in range(3000)]
+    lines[1234] = b'{"uid": "A-1234", "attributes": {"n": 1}'  # cut short
+    refused: list[Reject] = []
+    data = [Batch("big.jsonl", [(i, raw) for i, raw in enumerate(lines[j : j + 1000], j + 1)])
+            for j in range(0, 3000, 1000)]  # fmt: skip
+    report = await ingestor.ingest("analytics", data, on_reject=refused.append)
+    assert [(r.line, r.reason.split(":")[0]) for r in refused] == [(1235, "not JSON")]
+    assert report.counts() == {
+        "records": 3000, "accepted": 1499, "pending": 1500, "rejected": 1, "profiles": 1499,
+        "expired_events": 0, "resolved": 0,
+    }  # fmt: skip
+    snapshots = await service.profile_reader.snapshots(["d0", "d1232", "d1234", "d2998"])
+    assert [s.attributes for s in snapshots] == [{"n": 0}, {"n": 1232}, {}, {"n": 2998}]
+
+
+async def test_later_batches_win_and_reads_are_not_held_up_by_the_previous_write(
+    ingestor: Ingestor, service: DmpService, store: Store, clock: FakeClock
+) -> None:
+    await synced(service, clock, "A-1", "d1")
+    calls: list[str] = []
+    get_many, hset_many = store.get_many, store.hset_many
+
+    async def reading(names: Sequence[str]) -> list[bytes | None]:
+        calls.append("read")
+        return await get_many(names)
+
+    async def writing(items: Sequence[FieldWrite]) -> None:
+        calls.append("write " + ",".join(sorted({key for key, _, _ in items})))
+        await hset_many(items)
+
+    store.get_many = reading  # type: ignore[method-assign]
+    store.hset_many = writing  # type: ignore[method-assign]
+    data = [
+        batch(line("A-1", attributes={"tier": "gold", "age": 30})),
+        batch(line("A-1", attributes={"tier": "silver"})),
+        batch(line("A-1", attributes={"tier": None})),
+        batch(line("A-1", remove=["age"]), line("A-1", attributes={"tier": "bronze"})),
+    ]
+    report = await ingestor.ingest("analytics", data)
+    assert report.accepted == 5 and report.profiles == 4
+    assert (await service.profile_reader.snapshot("d1")).attributes == {"tier": "bronze"}
+    # each batch's look-up is issued before the previous batch's write is queued
+    traits = "write " + keys.traits_key("d1")
+    assert calls == ["read", "read", traits, "read", traits, "read", traits]  # 3rd: hdel only
+
+
+def test_bulk_gc_restores_the_collector() -> None:
+    before = gc.get_threshold()
+    with bulk_gc():
+        assert gc.get_threshold()[0] > before[0]
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

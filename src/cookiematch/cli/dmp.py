@@ -29,7 +29,8 @@ from cookiematch.cli.common import config_option, load_dmp, run
 from cookiematch.config import Config
 from cookiematch.config.dmp import DmpConfig, DmpPartnerConfig
 from cookiematch.config.dmp_segments import build_segment_service
-from cookiematch.dmp.ingest import Ingestor, IngestReport, build_ingestor
+from cookiematch.dmp.ingest import Ingestor, IngestReport, build_ingestor, bulk_gc
+from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS
 from cookiematch.dmp.ingest.readers import Batch, Format, expand, read_batches
 from cookiematch.dmp.ingest.rejects import Reject, RejectsWriter
 from cookiematch.dmp.pull import Cursors, PullSource, pull
@@ -103,7 +104,13 @@ def _summary(report: IngestReport, seconds: float) -> str:
     default=None,
     help="Write refused records here as JSON Lines (default: stderr).",
 )
-@click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=20_000, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1_000_000),
+    default=BATCH_RECORDS,
+    show_default=True,
+    help="Records per batch (about one store transaction each; memory grows with it).",
+)
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def ingest(
     config_file: Path,
@@ -128,7 +135,8 @@ def ingest(
                     for path in files:
                         yield from read_batches(path, fmt, batch_size, bar.update)
 
-                report = await ingestor.ingest(partner_id, batches(), on_reject=on_reject)
+                with bulk_gc():
+                    report = await ingestor.ingest(partner_id, batches(), on_reject=on_reject)
         writer.flush()
         return report, time.perf_counter() - started
 

@@ -44,6 +44,7 @@ DAY = 86400.0
 EVENT_EXPIRY_STEP = 3600.0  # event expiries are rounded up to the hour, so they share writes
 CONCURRENCY = 2000  # store calls in flight per step
 TRIM_CHUNK = 5000  # profiles read per hgetall_many when trimming
+MAX_REMEMBERED = 10_000  # trait names whose field and TTL are remembered (then start over)
 
 ProfileChanged = Callable[[list[str]], Awaitable[None]]
 """A browser's field maps by key suffix (``p``, ``e``, ``t``, ...): field -> value."""
@@ -131,14 +132,20 @@ class ProfileUpdate:
         for name in remove:
             self.attributes.pop(name, None)
             self.remove.add(name)
-        for name, value in attributes.items():
-            if value is None:
-                self.attributes.pop(name, None)
-                self.remove.add(name)
-            else:
-                self.remove.discard(name)
-                self.attributes[name] = value
-        self.events.update(events)
+        if None in attributes.values():
+            for name, value in attributes.items():
+                if value is None:
+                    self.attributes.pop(name, None)
+                    self.remove.add(name)
+                else:
+                    self.remove.discard(name)
+                    self.attributes[name] = value
+        else:  # only values: set them all at once
+            self.attributes.update(attributes)  # type: ignore[arg-type]
+            if self.remove:
+                self.remove.difference_update(attributes)
+        if events:
+            self.events.update(events)
 
 
 def _newest(events: list[tuple[str, int, float]], limit: int) -> Iterable[tuple[str, int, float]]:
@@ -193,6 +200,17 @@ async def gather_bounded(
         await asyncio.gather(*pending)
 
 
+@dataclass(slots=True)
+class TraitWrites:
+    """A batch of profile updates as store fields (``TraitStore.prepare``)."""
+
+    uids: list[str]  # the DMP uids updated
+    writes: dict[str, dict[float, dict[str, bytes]]] = field(default_factory=dict)  # key, ttl
+    removals: list[tuple[str, list[str]]] = field(default_factory=list)  # (key, fields)
+    trims: dict[str, list[tuple[str, int, float]]] = field(default_factory=dict)  # new events
+    expired: int = 0  # events already older than their TTL: left out
+
+
 class TraitStore:
     """Writes profile updates; calls ``on_profile_changed`` after each write."""
 
@@ -205,58 +223,125 @@ class TraitStore:
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
-        self.catalog = catalog
+        self._catalog = catalog
         self._clock = clock
         self._rng = rng or random.Random()
         self.on_profile_changed: list[ProfileChanged] = []
+        self._attribute_fields: dict[str, tuple[str, float]] = {}  # name -> (field, ttl)
+        self._event_ttls: dict[str, float] = {}
+
+    @property
+    def catalog(self) -> TraitCatalog:
+        return self._catalog
+
+    @catalog.setter
+    def catalog(self, catalog: TraitCatalog) -> None:
+        self._catalog = catalog
+        self._attribute_fields.clear()
+        self._event_ttls.clear()
 
     async def apply(self, updates: Mapping[str, ProfileUpdate]) -> int:
-        """Write the updates (by DMP uid); return how many events had already expired.
+        """Write the updates (by DMP uid); return how many events had already expired."""
+        return await self.write(self.prepare(updates))
+
+    def prepare(self, updates: Mapping[str, ProfileUpdate]) -> TraitWrites:
+        """The fields of the updates, grouped by key and TTL (no I/O: ``write`` stores them).
+
+        Preparing a batch while the store still commits the previous one lets the two
+        overlap; ``apply`` does both at once.
+        """
+        now = self._clock()
+        found = TraitWrites(list(updates))
+        limit = self.catalog.max_events_per_name
+        encode = _encode
+        attribute_fields = self._attribute_fields
+        event_ttls = self._event_ttls
+        partners: dict[str, bytes] = {}
+        writes = found.writes
+        for dmp_uid, update in updates.items():
+            key = keys.traits_key(dmp_uid)
+            by_ttl: dict[float, dict[str, bytes]] = {}
+            for name, value in update.attributes.items():
+                spec = attribute_fields.get(name)
+                if spec is None:
+                    spec = self._attribute_field(name)
+                group = by_ttl.get(spec[1])
+                if group is None:
+                    by_ttl[spec[1]] = {spec[0]: encode(value)}
+                else:
+                    group[spec[0]] = encode(value)
+            writes[key] = by_ttl
+            if update.remove:
+                found.removals.append((key, [ATTRIBUTE + n for n in update.remove]))
+            if not update.events:
+                continue
+            partner = partners.get(update.partner)
+            if partner is None:
+                partner = partners[update.partner] = update.partner.encode()
+            live: list[tuple[str, int, float]] = []
+            for name, ts in update.events:
+                ttl = event_ttls.get(name)
+                if ttl is None:
+                    ttl = self._event_ttl(name)
+                # as TraitCatalog.event_expiry: the trait's TTL after ts, up to the hour
+                left = math.ceil((ts + ttl) / EVENT_EXPIRY_STEP) * EVENT_EXPIRY_STEP - now
+                if left <= 0:
+                    found.expired += 1
+                else:
+                    live.append((name, ts, left))
+            kept = _newest(live, limit)
+            for name, ts, left in kept:
+                group = by_ttl.get(left)
+                if group is None:
+                    by_ttl[left] = {f"{EVENT}{name}|{ts}": partner}
+                else:
+                    group[f"{EVENT}{name}|{ts}"] = partner
+            if live and self._due_for_trim(len(live)):
+                found.trims[key] = list(kept)
+        return found
+
+    async def write(self, prepared: TraitWrites) -> int:
+        """Store prepared updates; return how many events had already expired.
 
         Every field of every profile goes in one ``hset_many``. The profiles due for a trim
         (``_due_for_trim``) are read first, in one ``hgetall_many`` that does not wait for this
         batch's write: their stored events and the new ones are trimmed together.
         """
-        if not updates:
+        if not prepared.uids:
             return 0
-        now = self._clock()
-        expired = 0
-        limit = self.catalog.max_events_per_name
-        writes: dict[str, dict[float, dict[str, bytes]]] = {}
-        added: dict[str, list[tuple[str, int, float]]] = {}  # events of profiles due a trim
-        removals: list[Coroutine[Any, Any, Any]] = []
-        for dmp_uid, update in updates.items():
-            key = keys.traits_key(dmp_uid)
-            by_ttl: dict[float, dict[str, bytes]] = {}
-            for name, value in update.attributes.items():
-                ttl = self.catalog.attribute_ttl_of(name)
-                by_ttl.setdefault(ttl, {})[ATTRIBUTE + name] = _encode(value)
-            partner = update.partner.encode()
-            live: list[tuple[str, int, float]] = []
-            for name, ts in update.events:
-                ttl = self.catalog.event_expiry(name, ts) - now
-                if ttl <= 0:
-                    expired += 1
-                else:
-                    live.append((name, ts, ttl))
-            kept = _newest(live, limit)
-            for name, ts, ttl in kept:
-                by_ttl.setdefault(ttl, {})[event_field(name, ts)] = partner
-            writes[key] = by_ttl
-            if update.remove:
-                removals.append(self._store.hdel(key, [ATTRIBUTE + n for n in update.remove]))
-            if live and self._due_for_trim(len(live)):
-                added[key] = list(kept)
-        excess = await self._excess(added, writes) if added else {}
-        await self._store.hset_many(
-            [(key, m, ttl) for key, by_ttl in writes.items() for ttl, m in by_ttl.items() if m]
+        writes = prepared.writes
+        excess = await self._excess(prepared.trims, writes) if prepared.trims else {}
+        items = [(key, m, ttl) for key, by_ttl in writes.items() for ttl, m in by_ttl.items() if m]
+        if items:
+            await self._store.hset_many(items)
+        await gather_bounded(
+            (self._store.hdel(key, fields) for key, fields in prepared.removals), CONCURRENCY
         )
-        await gather_bounded(removals, CONCURRENCY)
         await gather_bounded(
             (self._store.hdel(key, fields) for key, fields in excess.items()), CONCURRENCY
         )
-        await self._changed(list(updates))
-        return expired
+        await self._changed(prepared.uids)
+        return prepared.expired
+
+    def _attribute_field(self, name: str) -> tuple[str, float]:
+        """An attribute's field name and TTL (remembered: names repeat)."""
+        if len(self._attribute_fields) >= MAX_REMEMBERED:
+            self._attribute_fields.clear()
+        spec = self._attribute_fields[name] = (
+            ATTRIBUTE + name,
+            self.catalog.attribute_ttl_of(name),
+        )
+        return spec
+
+    def _event_ttl(self, name: str) -> float:
+        """An event's TTL (remembered: names repeat)."""
+        if len(self._event_ttls) >= MAX_REMEMBERED:
+            self._event_ttls.clear()
+        trait = self.catalog.traits.get(name)
+        ttl = self._event_ttls[name] = (
+            self.catalog.event_ttl if trait is None else trait.ttl_seconds
+        )
+        return ttl
 
     def _due_for_trim(self, events: int) -> bool:
         """Whether a profile that gets ``events`` events now is trimmed now.

@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 
 from cookiematch.dmp.ingest.pending import PendingRecords
-from cookiematch.dmp.ingest.pipeline import Ingestor, IngestReport
+from cookiematch.dmp.ingest.pipeline import Ingestor, IngestReport, bulk_gc
 from cookiematch.dmp.ingest.resolver import Resolver
 from cookiematch.dmp.traits import TraitStore
 from cookiematch.storage.base import Store
 
-__all__ = ["IngestReport", "Ingestor", "build_ingestor"]
+__all__ = ["IngestReport", "Ingestor", "build_ingestor", "bulk_gc"]
 
 PENDING_TTL = 30 * 86400.0
 

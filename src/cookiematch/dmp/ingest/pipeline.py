@@ -14,24 +14,51 @@ Re-ingesting the same data changes nothing: attributes are set, events are keyed
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from cookiematch.dmp.ingest.pending import PendingRecords
 from cookiematch.dmp.ingest.readers import Batch
-from cookiematch.dmp.ingest.records import Record, parse_json, parse_row
+from cookiematch.dmp.ingest.records import Checker, Record
 from cookiematch.dmp.ingest.rejects import Reject, reject
 from cookiematch.dmp.ingest.resolver import Resolver
-from cookiematch.dmp.traits import ProfileUpdate, TraitStore
+from cookiematch.dmp.traits import ProfileUpdate, TraitStore, TraitWrites
 from cookiematch.errors import RecordError
 from cookiematch.storage.base import Store
 
 OnReject = Callable[[Reject], None]
+BATCH_RECORDS = 100_000
+"""Records per batch of ``cookiematch dmp ingest`` (``--batch-size``)."""
+BULK_GC_THRESHOLD = 1_000_000
+"""``bulk_gc``: tracked allocations between young collections (Python's default is 700)."""
 RECHECK_EVERY = 50_000
 """``ingest`` rechecks pending partner uids once this many wait (and at the end), not after
 every batch: the recheck reads the match table once the pending writes are committed, which
 would make every batch wait for the store's writer."""
+
+
+@contextlib.contextmanager
+def bulk_gc() -> Iterator[None]:
+    """Cyclic garbage collection tuned for a bulk load, for the block (restored after).
+
+    A batch keeps hundreds of thousands of container objects alive until it is written, so
+    Python's default thresholds run a collection every 700 allocations and a full one about
+    every batch, each walking the whole batch again (about a third of the loop's time).
+    Ingestion frees its objects by reference counting (it makes no cycles); the objects
+    that exist before the block are frozen (left out of collections) and the young
+    generation is collected every ``BULK_GC_THRESHOLD`` allocations instead.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(BULK_GC_THRESHOLD, 100, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 @dataclass(slots=True)
@@ -67,6 +94,15 @@ class IngestReport:
         }
 
 
+@dataclass(slots=True)
+class _Parsed:
+    """A batch parsed and resolved, not written yet."""
+
+    report: IngestReport
+    records: list[Record]
+    synced: dict[str, str]  # partner uid -> DMP uid
+
+
 class Ingestor:
     """Parses, resolves and writes batches of one partner's records."""
 
@@ -84,6 +120,7 @@ class Ingestor:
         self.pending = pending
         self._resolver = resolver
         self._clock = clock
+        self._checker = Checker(traits.catalog)
 
     async def ingest(
         self,
@@ -93,13 +130,29 @@ class Ingestor:
         on_reject: OnReject | None = None,
         keep_rejects: bool = False,
     ) -> IngestReport:
-        """Every batch in turn; rejects go to ``on_reject`` and, if asked, into the report."""
+        """Every batch in turn; rejects go to ``on_reject`` and, if asked, into the report.
+
+        Batches overlap with the store's commits: a batch's partner uids are looked up, and
+        the previous batch's fields prepared, before the previous batch's writes are queued,
+        so neither waits for the commit of the batch before (the store makes reads wait for
+        the writes queued before them; ingestion never writes what the look-up reads).
+        """
         total = IngestReport()
         waiting: dict[str, None] = {}  # partner uids left pending, not rechecked yet
+        held: _Parsed | None = None
 
         async def one(batch: Batch) -> None:
-            report, uids = await self._batch(partner_id, batch, on_reject, keep_rejects)
-            total.add(report)
+            nonlocal held
+            parsed = self._parse(batch, on_reject, keep_rejects)
+            prepared = None if held is None else self._prepare(partner_id, held)
+            parsed.synced = await self._resolve(partner_id, parsed.records)
+            if held is not None and prepared is not None:
+                await flush(held, prepared)
+            held = parsed
+
+        async def flush(parsed: _Parsed, prepared: _Prepared) -> None:
+            uids = await self._write(partner_id, parsed, prepared)
+            total.add(parsed.report)
             waiting.update(dict.fromkeys(uids))
             if len(waiting) >= RECHECK_EVERY:
                 total.resolved += await self.pending.recheck(partner_id, list(waiting))
@@ -111,6 +164,8 @@ class Ingestor:
         else:
             for batch in batches:
                 await one(batch)
+        if held is not None:
+            await flush(held, self._prepare(partner_id, held))
         if waiting:
             total.resolved += await self.pending.recheck(partner_id, list(waiting))
         return total
@@ -123,29 +178,29 @@ class Ingestor:
         keep_rejects: bool = False,
     ) -> IngestReport:
         """One batch, its pending records rechecked before it returns."""
-        report, waiting = await self._batch(partner_id, batch, on_reject, keep_rejects)
+        parsed = self._parse(batch, on_reject, keep_rejects)
+        parsed.synced = await self._resolve(partner_id, parsed.records)
+        waiting = await self._write(partner_id, parsed, self._prepare(partner_id, parsed))
         if waiting:
-            report.resolved = await self.pending.recheck(partner_id, waiting)
-        return report
+            parsed.report.resolved = await self.pending.recheck(partner_id, waiting)
+        return parsed.report
 
-    async def _batch(
-        self,
-        partner_id: str,
-        batch: Batch,
-        on_reject: OnReject | None,
-        keep_rejects: bool,
-    ) -> tuple[IngestReport, list[str]]:
-        """Write one batch; return its report and the partner uids whose records now wait."""
+    def _parse(self, batch: Batch, on_reject: OnReject | None, keep_rejects: bool) -> _Parsed:
+        """The batch's valid records; rejects are counted and handed on."""
         report = IngestReport(records=len(batch.lines))
-        catalog = self.traits.catalog
+        checker = self._checker
+        if checker.catalog is not self.traits.catalog:
+            checker = self._checker = Checker(self.traits.catalog)
         now = self._clock()
         records: list[Record] = []
+        append = records.append
+        parse_json, parse_row = checker.parse_json, checker.parse_row
         for number, payload in batch.lines:
             try:
                 if isinstance(payload, bytes):
-                    records.append(parse_json(payload, catalog, now))
+                    append(parse_json(payload, now))
                 else:
-                    records.append(parse_row(payload, catalog, now))
+                    append(parse_row(payload, now))
             except RecordError as exc:
                 report.rejected += 1
                 refused = reject(batch.source, number, str(exc), payload)
@@ -153,10 +208,17 @@ class Ingestor:
                     on_reject(refused)
                 if keep_rejects:
                     report.rejects.append(refused)
-        synced = await self._resolver.resolve(partner_id, {r.uid for r in records})
+        return _Parsed(report, records, {})
+
+    async def _resolve(self, partner_id: str, records: list[Record]) -> dict[str, str]:
+        return await self._resolver.resolve(partner_id, {r.uid for r in records})
+
+    def _prepare(self, partner_id: str, parsed: _Parsed) -> _Prepared:
+        """Merge the synced records by profile (in order) and prepare their fields."""
+        synced = parsed.synced
         updates: dict[str, ProfileUpdate] = {}
         waiting: list[Record] = []
-        for record in records:
+        for record in parsed.records:
             dmp_uid = synced.get(record.uid)
             if dmp_uid is None:
                 waiting.append(record)
@@ -165,11 +227,23 @@ class Ingestor:
             if update is None:
                 update = updates[dmp_uid] = ProfileUpdate(partner_id)
             update.merge(record.attributes, record.remove, record.events)
-        report.expired_events = await self.traits.apply(updates)
-        report.accepted = len(records) - len(waiting)
+        report = parsed.report
+        report.accepted = len(parsed.records) - len(waiting)
         report.profiles = len(updates)
         report.pending = len(waiting)
-        if not waiting:
-            return report, []
-        await self.pending.add(partner_id, waiting)
-        return report, list({r.uid: None for r in waiting})
+        return _Prepared(self.traits.prepare(updates) if updates else None, waiting)
+
+    async def _write(self, partner_id: str, parsed: _Parsed, prepared: _Prepared) -> list[str]:
+        """Store a prepared batch; return the partner uids whose records now wait."""
+        if prepared.traits is not None:
+            parsed.report.expired_events = await self.traits.write(prepared.traits)
+        if not prepared.waiting:
+            return []
+        await self.pending.add(partner_id, prepared.waiting)
+        return list({r.uid: None for r in prepared.waiting})
+
+
+@dataclass(slots=True)
+class _Prepared:
+    traits: TraitWrites | None
+    waiting: list[Record]  # records of partner uids not synced yet

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import msgspec
 
@@ -27,30 +26,31 @@ from cookiematch.errors import RecordError
 
 UID = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, as a callback's uid
 NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+MAX_UID = 256
 MAX_STRING = 1024
 MAX_LIST = 100
 MAX_EVENTS = 1000  # per record
 MAX_ATTRIBUTES = 200  # per record
 FUTURE_SLACK = 86400.0  # an event may be stamped at most a day ahead of our clock
 LIST_SEPARATOR = "|"
+MAX_REMEMBERED = 10_000  # names a Checker remembers as valid (then it starts over)
 
 JsonValue = str | int | float | bool | list[str] | None
 
 
-class RawEvent(msgspec.Struct, forbid_unknown_fields=True):
+class RawEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     name: str
     ts: int | float
 
 
-class RawRecord(msgspec.Struct, forbid_unknown_fields=True):
+class RawRecord(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     uid: str
     attributes: dict[str, JsonValue] = {}
-    events: list[RawEvent] = []
-    remove: list[str] = []
+    events: tuple[RawEvent, ...] = ()
+    remove: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(msgspec.Struct, frozen=True, gc=False):
     """A valid record: ``attributes`` maps a name to its new value, or None to remove it."""
 
     uid: str
@@ -60,6 +60,11 @@ class Record:
 
 
 _decoder = msgspec.json.Decoder(RawRecord)
+
+
+def uid_ok(uid: str) -> bool:
+    """1-256 printable ASCII characters, no space (``UID`` without a regex)."""
+    return 0 < len(uid) <= MAX_UID and uid.isascii() and uid.isprintable() and " " not in uid
 
 
 def _check_value(name: str, value: AttributeValue, catalog: TraitCatalog) -> None:
@@ -76,42 +81,114 @@ def _check_value(name: str, value: AttributeValue, catalog: TraitCatalog) -> Non
         raise RecordError(f"attributes.{name}: {problem}")
 
 
+class Checker:
+    """The rules of one catalog, remembering the names it found valid (they repeat).
+
+    ``validate`` raises RecordError with the first broken rule, in the order: uid, sizes,
+    attributes (name, value, declared type), ``remove`` names, events (name, declared kind,
+    time).
+    """
+
+    def __init__(self, catalog: TraitCatalog) -> None:
+        self.catalog = catalog
+        self._names: set[str] = set()  # match NAME
+        self._events: set[str] = set()  # match NAME and may be events
+        # attributes need the catalog only for declared names, or to refuse unknown ones
+        self._declared = catalog.traits
+        self._all_checked = catalog.reject_unknown
+
+    def _name(self, name: str) -> bool:
+        if NAME.fullmatch(name) is None:
+            return False
+        if len(self._names) >= MAX_REMEMBERED:
+            self._names.clear()
+        self._names.add(name)
+        return True
+
+    def validate(self, raw: RawRecord, now: float) -> Record:
+        """The record if every rule holds; raises RecordError with the first broken rule."""
+        uid = raw.uid
+        if not (0 < len(uid) <= MAX_UID and uid.isascii() and uid.isprintable() and " " not in uid):
+            raise RecordError("uid: expected 1-256 printable ASCII characters")
+        attributes = raw.attributes
+        events = raw.events
+        if len(attributes) > MAX_ATTRIBUTES or len(events) > MAX_EVENTS:
+            raise RecordError(f"more than {MAX_ATTRIBUTES} attributes or {MAX_EVENTS} events")
+        names = self._names
+        for name, value in attributes.items():
+            if name not in names and not self._name(name):
+                raise RecordError(
+                    f"attributes: bad name {name[:80]!r} (1-64 of A-Z a-z 0-9 _ . : -)"
+                )
+            if value is None:
+                continue
+            kind = type(value)
+            if kind is str:
+                if len(value) > MAX_STRING:  # type: ignore[arg-type]
+                    raise RecordError(f"attributes.{name}: longer than {MAX_STRING} characters")
+            elif kind is int or kind is bool:
+                pass
+            elif kind is float:
+                if not math.isfinite(value):  # type: ignore[arg-type]
+                    raise RecordError(f"attributes.{name}: not a finite number")
+            else:  # lists, and any other type: the general check (catalog included)
+                _check_value(name, value, self.catalog)
+                continue
+            if self._all_checked or name in self._declared:
+                problem = self.catalog.attribute_problem(name, value)
+                if problem is not None:
+                    raise RecordError(f"attributes.{name}: {problem}")
+        remove = raw.remove
+        for name in remove:
+            if name not in names and not self._name(name):
+                raise RecordError(f"remove: bad name {name[:80]!r}")
+        if not events:
+            return Record(uid, attributes, remove)
+        latest = now + FUTURE_SLACK
+        found: list[tuple[str, int]] = []
+        for i, event in enumerate(events):
+            name = event.name
+            if name not in self._events:
+                self._event_name(i, name)
+            ts = event.ts
+            if not (0 < ts <= latest):
+                raise RecordError(f"events[{i}].ts: not a Unix time in seconds up to now")
+            found.append((name, ts if type(ts) is int else int(ts)))
+        return Record(uid, attributes, remove, tuple(found))
+
+    def _event_name(self, i: int, name: str) -> None:
+        if NAME.fullmatch(name) is None:
+            raise RecordError(f"events[{i}].name: bad name {name[:80]!r}")
+        problem = self.catalog.event_problem(name)
+        if problem is not None:
+            raise RecordError(f"events[{i}].name: {name!r} {problem}")
+        if len(self._events) >= MAX_REMEMBERED:
+            self._events.clear()
+        self._events.add(name)
+
+    def parse_json(self, line: bytes, now: float) -> Record:
+        """A JSON line (or one element of a JSON batch) as a valid record."""
+        try:
+            raw = _decoder.decode(line)
+        except msgspec.ValidationError as exc:
+            raise RecordError(str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise RecordError(f"not JSON: {exc}") from None
+        return self.validate(raw, now)
+
+    def parse_row(self, row: Mapping[str, str | None], now: float) -> Record:
+        """A CSV/TSV row (by header name) as a valid record."""
+        return self.validate(_raw_row(row, self.catalog), now)
+
+
 def validate(raw: RawRecord, catalog: TraitCatalog, now: float) -> Record:
     """The record if every rule holds; raises RecordError with the first broken rule."""
-    if UID.fullmatch(raw.uid) is None:
-        raise RecordError("uid: expected 1-256 printable ASCII characters")
-    if len(raw.attributes) > MAX_ATTRIBUTES or len(raw.events) > MAX_EVENTS:
-        raise RecordError(f"more than {MAX_ATTRIBUTES} attributes or {MAX_EVENTS} events")
-    for name, value in raw.attributes.items():
-        if NAME.fullmatch(name) is None:
-            raise RecordError(f"attributes: bad name {name[:80]!r} (1-64 of A-Z a-z 0-9 _ . : -)")
-        if value is not None:
-            _check_value(name, value, catalog)
-    for name in raw.remove:
-        if NAME.fullmatch(name) is None:
-            raise RecordError(f"remove: bad name {name[:80]!r}")
-    events: list[tuple[str, int]] = []
-    for i, event in enumerate(raw.events):
-        if NAME.fullmatch(event.name) is None:
-            raise RecordError(f"events[{i}].name: bad name {event.name[:80]!r}")
-        problem = catalog.event_problem(event.name)
-        if problem is not None:
-            raise RecordError(f"events[{i}].name: {event.name!r} {problem}")
-        if not (0 < event.ts <= now + FUTURE_SLACK):
-            raise RecordError(f"events[{i}].ts: not a Unix time in seconds up to now")
-        events.append((event.name, int(event.ts)))
-    return Record(raw.uid, raw.attributes, tuple(raw.remove), tuple(events))
+    return Checker(catalog).validate(raw, now)
 
 
 def parse_json(line: bytes, catalog: TraitCatalog, now: float) -> Record:
     """A JSON line (or one element of a JSON batch) as a valid record."""
-    try:
-        raw = _decoder.decode(line)
-    except msgspec.ValidationError as exc:
-        raise RecordError(str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise RecordError(f"not JSON: {exc}") from None
-    return validate(raw, catalog, now)
+    return Checker(catalog).parse_json(line, now)
 
 
 def _cell(name: str, text: str, catalog: TraitCatalog) -> AttributeValue:
@@ -133,8 +210,7 @@ def _cell(name: str, text: str, catalog: TraitCatalog) -> AttributeValue:
     return text
 
 
-def parse_row(row: Mapping[str, str | None], catalog: TraitCatalog, now: float) -> Record:
-    """A CSV/TSV row (by header name) as a valid record."""
+def _raw_row(row: Mapping[str, str | None], catalog: TraitCatalog) -> RawRecord:
     uid = row.get("uid") or ""
     event, ts = row.get("event") or "", row.get("ts") or ""
     attributes: dict[str, JsonValue] = {}
@@ -143,11 +219,16 @@ def parse_row(row: Mapping[str, str | None], catalog: TraitCatalog, now: float) 
             raise RecordError("the row does not have as many cells as the header")
         if text and name not in ("uid", "event", "ts", "remove"):
             attributes[name] = _cell(name, text, catalog)
-    events: list[RawEvent] = []
+    events: tuple[RawEvent, ...] = ()
     if event:
         try:
-            events.append(RawEvent(event, float(ts)))
+            events = (RawEvent(event, float(ts)),)
         except ValueError:
             raise RecordError(f"ts: expected Unix seconds, got {ts[:80]!r}") from None
-    remove = [name for name in (row.get("remove") or "").split(LIST_SEPARATOR) if name]
-    return validate(RawRecord(uid, attributes, events, remove), catalog, now)
+    remove = tuple(name for name in (row.get("remove") or "").split(LIST_SEPARATOR) if name)
+    return RawRecord(uid, attributes, events, remove)
+
+
+def parse_row(row: Mapping[str, str | None], catalog: TraitCatalog, now: float) -> Record:
+    """A CSV/TSV row (by header name) as a valid record."""
+    return Checker(catalog).parse_row(row, now)
