@@ -35,6 +35,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
+import msgspec
+
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage import packed
 from cookiematch.storage.base import Clock, Durability, FieldEntry, FieldWrite, Store, Write
@@ -67,6 +69,17 @@ _PUT_MAP = (
     "INSERT INTO fm VALUES (?, ?, ?) ON CONFLICT (key)"
     " DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
 )
+_PUT_MAP_HEAD = "INSERT INTO fm VALUES "
+_PUT_MAP_TAIL = (
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+)
+_PUT_KV_HEAD = "INSERT OR REPLACE INTO kv VALUES "
+ROWS_PER_STATEMENT = 300
+"""Rows per multi-row ``INSERT … VALUES (…), (…)`` (3 parameters each, under SQLite's oldest
+limit of 999). Python's sqlite3 releases the GIL around every ``sqlite3_step``: one step per
+row (``executemany``) lets a busy event loop take the GIL back after each row, and the writer
+then waits up to the interpreter's switch interval (5 ms) for every row. One statement for many
+rows is one step: a batch of writes costs a few GIL hand-overs instead of one per row."""
 _MAX_BATCH = 10_000  # ops per transaction (writer) or per wake-up (readers)
 _IN_CHUNK = 500  # keys per ``IN (…)`` query
 PURGE_CHUNK = 1000  # expired rows per table per periodic purge
@@ -107,15 +120,26 @@ def _map_row(c: sqlite3.Connection, key: str) -> MapRow | None:
     return row
 
 
+_MAP_ROWS_AS_JSON = (
+    "SELECT json_group_array(json_array(key, hex(value),"
+    " iif(expires_at IS NULL, NULL, printf('%!.17g', expires_at))))"
+    " FROM fm WHERE key IN ({marks})"
+)
+_map_rows_json = msgspec.json.Decoder(list[tuple[str, str, str | None]])
+
+
 def _map_rows(c: sqlite3.Connection, keys: list[str]) -> dict[str, MapRow]:
-    """The stored maps of ``keys`` (sorted, distinct: the index is walked in order)."""
+    """The stored maps of ``keys`` (sorted, distinct: the index is walked in order).
+
+    Each chunk of keys comes back as one JSON row (values in hex, expiries printed exactly):
+    one ``sqlite3_step`` instead of one per row, for the reason given at ROWS_PER_STATEMENT.
+    """
     found: dict[str, MapRow] = {}
     for i in range(0, len(keys), _IN_CHUNK):
         chunk = keys[i : i + _IN_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT key, value, expires_at FROM fm WHERE key IN ({marks})"
-        for key, value, expires_at in c.execute(sql, chunk):
-            found[key] = (value, expires_at)
+        sql = _MAP_ROWS_AS_JSON.format(marks=",".join("?" * len(chunk)))
+        for key, hexed, at in _map_rows_json.decode(c.execute(sql, chunk).fetchone()[0]):
+            found[key] = (bytes.fromhex(hexed), None if at is None else float(at))
     return found
 
 
@@ -173,6 +197,27 @@ def _set(c: sqlite3.Connection, key: str, value: bytes, expires_at: float | None
     c.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (key, value, expires_at))
 
 
+def _put_rows(
+    c: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
+) -> None:
+    """``head`` + ``VALUES (?, ?, ?), …`` + ``tail`` for ``rows`` (3 values each), in order,
+    ``ROWS_PER_STATEMENT`` rows per statement (see there: one GIL hand-over per statement)."""
+    full = head + ",".join(["(?,?,?)"] * ROWS_PER_STATEMENT) + tail
+    for i in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[i : i + ROWS_PER_STATEMENT]
+        sql = (
+            full
+            if len(chunk) == ROWS_PER_STATEMENT
+            else head + ",".join(["(?,?,?)"] * len(chunk)) + tail
+        )
+        c.execute(sql, [value for row in chunk for value in row])
+
+
+def _set_many(c: sqlite3.Connection, rows: list[tuple[str, bytes, float | None]]) -> None:
+    """Several ``_set`` in order (a later row for a key wins), in multi-row statements."""
+    _put_rows(c, _PUT_KV_HEAD, rows)
+
+
 def _delete(c: sqlite3.Connection, key: str, now: float) -> bool:
     row = c.execute("DELETE FROM kv WHERE key = ? RETURNING expires_at", (key,)).fetchone()
     live = row is not None and _live(row[0], now)
@@ -185,11 +230,15 @@ def _delete(c: sqlite3.Connection, key: str, now: float) -> bool:
 def _write_many(
     c: sqlite3.Connection, rows: list[tuple[str, bytes | None, float | None]], now: float
 ) -> None:
+    sets: list[tuple[str, bytes, float | None]] = []
     for key, value, expires_at in rows:
         if value is None:
+            _set_many(c, sets)
+            sets = []
             _delete(c, key, now)
         else:
-            _set(c, key, value, expires_at)
+            sets.append((key, value, expires_at))
+    _set_many(c, sets)
 
 
 def _hset(c: sqlite3.Connection, key: str, fields: Fields, now: float) -> None:
@@ -204,7 +253,7 @@ def _hset_many(c: sqlite3.Connection, updates: Updates, now: float) -> None:
     """Merge each key's new fields into its stored map; expired fields are dropped.
 
     The stored maps are read and the merged ones written in key order, so the B-tree is
-    walked once instead of at random places; one ``executemany`` writes them all.
+    walked once instead of at random places; multi-row statements write them all.
     """
     names = sorted(updates)
     stored = _map_rows(c, names)
@@ -216,7 +265,7 @@ def _hset_many(c: sqlite3.Connection, updates: Updates, now: float) -> None:
         if row is not None:
             fields = merge(row[0], row[1], fields, now)
         rows.append((key, *pack(fields)))
-    c.executemany(_PUT_MAP, rows)
+    _put_rows(c, _PUT_MAP_HEAD, rows, _PUT_MAP_TAIL)
 
 
 def _hdel(c: sqlite3.Connection, key: str, fields: list[str], now: float) -> int:
@@ -404,16 +453,20 @@ def _run_reads(conn: sqlite3.Connection, ops: list[Queued]) -> list[Result]:
 
 def _run_batch(c: sqlite3.Connection, ops: list[Queued]) -> list[tuple[bool, Any]]:
     """Run a batch of writes; consecutive ``hset`` ops are merged into one ``_hset_many``
-    (same result: later wins, per field) so their maps are read and written in key order."""
+    (same result: later wins, per field) so their maps are read and written in key order, and
+    consecutive ``set`` ops into one ``_set_many`` (a few statements for the lot)."""
     results: list[tuple[bool, Any]] = []
     i = 0
     while i < len(ops):
         op, args = ops[i][0], ops[i][1]
         j = i + 1
-        while j < len(ops) and ops[j][0] is _hset and op is _hset:
+        while j < len(ops) and ops[j][0] is op and (op is _hset or op is _set):
             j += 1
         if j - i == 1:
             results.append((True, op(c, *args)))
+        elif op is _set:
+            _set_many(c, [item[1] for item in ops[i:j]])
+            results += [(True, None)] * (j - i)
         else:
             updates: Updates = {}
             for _, (key, fields, _), _, _ in ops[i:j]:
