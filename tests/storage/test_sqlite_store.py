@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cookiematch.errors import StorageError, StoreUnavailable
-from cookiematch.storage import Durability, open_store
+from cookiematch.storage import Durability, Write, open_store
 from cookiematch.storage import sqlite as sqlite_store
 from cookiematch.storage.packed import pack, unpack
 from cookiematch.storage.sqlite import SQLiteStore, path_from_url, prefix_upper_bound
@@ -210,6 +210,23 @@ async def test_a_bad_write_fails_alone_in_its_batch(db: Path) -> None:
     with pytest.raises(StorageError):
         await store.get("bad\ud800")
     await store.close()
+
+
+async def test_queued_plain_writes_keep_their_order(db: Path) -> None:
+    """Sets queued together become multi-row statements: a later write of a key still wins,
+    across statements and around a ``write_many`` that deletes."""
+    store = SQLiteStore(str(db), durability=Durability.ASYNC)
+    for i in range(700):  # more rows than one statement carries
+        await store.set(f"k{i % 50}", str(i).encode())
+    await store.write_many([Write("k1", b"last"), Write("k2", None), Write("k3", b"x")])
+    await store.set("k3", b"y")
+    assert await store.get("k0") == b"650"
+    assert await store.get("k49") == b"699"
+    assert await store.get_many(["k1", "k2", "k3"]) == [b"last", None, b"y"]
+    keys = [f"k{i}" for i in range(50)] * 11  # more keys than one IN (...) query
+    assert len(await store.get_many(keys)) == 550
+    await store.close()
+    assert rows(db, "SELECT value FROM kv WHERE key = 'k3'") == [(b"y",)]
 
 
 async def test_async_write_failure_is_logged(db: Path, caplog: pytest.LogCaptureFixture) -> None:
