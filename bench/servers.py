@@ -169,15 +169,20 @@ def nginx(workdir: Path, workers: str) -> Iterator[int]:
             workers=workers, prefix=prefix, port=port, cookie=NGINX_COOKIE, location=NGINX_LOCATION
         )
     )
-    log = (prefix / "stderr.log").open("wb")
-    proc = subprocess.Popen(
-        [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    args = [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+    with _serving(args, prefix, port):
+        yield port
+
+
+@contextlib.contextmanager
+def _serving(args: list[str], directory: Path, port: int) -> Iterator[None]:
+    """Run ``args`` in ``directory`` (output to its stderr.log) until ``/pixel`` answers on
+    ``port``; stop it on exit."""
+    log = (directory / "stderr.log").open("wb")
+    proc = subprocess.Popen(args, cwd=directory, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{port}/pixel")
-        yield port
+        yield
     finally:
         stop(proc)
         log.close()
@@ -204,14 +209,8 @@ def granian_bare(workdir: Path, workers: int) -> Iterator[int]:
     port = free_port()
     args = [str(VENV_BIN / "granian"), "--interface", "rsgi", "--no-ws", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--workers", str(workers), "bare_rsgi:app"]
-    log = (directory / "stderr.log").open("wb")
-    proc = subprocess.Popen(args, cwd=directory, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/pixel")
+    with _serving(args, directory, port):
         yield port
-    finally:
-        stop(proc)
-        log.close()
 
 
 # --- redis-server ------------------------------------------------------------------------------
