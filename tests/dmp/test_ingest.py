@@ -9,11 +9,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cookiematch.dmp import keys
 from cookiematch.dmp.ingest import Ingestor, build_ingestor, bulk_gc
 from cookiematch.dmp.ingest.readers import Batch, expand, read_batches
-from cookiematch.dmp.ingest.records import Checker, RawRecord, parse_json, parse_row
+from cookiematch.dmp.ingest.records import UID, Checker, RawRecord, parse_json, parse_row, uid_ok
 from cookiematch.dmp.ingest.rejects import Reject
 from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.traits import DAY, TraitCatalog, TraitDef, TraitKind
@@ -212,6 +214,11 @@ def test_uid_rule_refuses_what_the_pattern_refuses(uid: str) -> None:
         parse_json(line(uid), CATALOG, NOW)
     assert parse_json(line("x" * 256), CATALOG, NOW).uid == "x" * 256
     assert parse_json(line("!~{}%"), CATALOG, NOW).uid == "!~{}%"
+
+
+@given(st.text(max_size=300))
+def test_uid_rule_is_the_documented_pattern(uid: str) -> None:
+    assert uid_ok(uid) == (UID.fullmatch(uid) is not None)
 
 
 def test_checked_names_are_remembered_without_changing_the_rules() -> None:

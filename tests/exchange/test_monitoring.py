@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from cookiematch.exchange.browser_record import CREATED, browser_record_key, gid_field
 from cookiematch.exchange.cookie_match import Browser, CookieMatchService
 from cookiematch.exchange.model import Buyer, ExchangeSettings
 from cookiematch.exchange.monitoring import (
+    CHECK_COALESCE_SECONDS,
     MAX_PENDING_CHECKS,
     MIN_PUSHES_FOR_RATE,
     BuyerMonitor,
@@ -156,3 +160,33 @@ async def test_checks_are_bounded_and_applied_in_order(store: Store) -> None:
     assert stats.counts[Count.FREQUENCY_CAP_VIOLATIONS] == MAX_PENDING_CHECKS - 1
     record = await store.hgetall(browser_record_key(other))
     assert record[gid_field("dsp")] == str(int(NOW)).encode()
+
+
+async def test_the_consumer_applies_checks_in_coalesced_batches(store: Store) -> None:
+    watcher = monitor(store, FakeClock())
+    consumer = asyncio.create_task(watcher.consume())
+    for i in range(50):
+        watcher.gid_issued("dsp", bytes([i + 1]) * 16)
+    await asyncio.sleep(0)  # the consumer has the first check and waits for more
+    assert watcher.pending_checks == 49
+    await asyncio.sleep(CHECK_COALESCE_SECONDS * 3)
+    assert watcher.pending_checks == 0
+    assert await store.hgetall(browser_record_key(bytes([50]) * 16))
+    consumer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consumer
+
+
+async def test_a_check_held_by_a_cancelled_consumer_goes_back_in_the_queue(store: Store) -> None:
+    watcher = monitor(store, FakeClock())
+    consumer = asyncio.create_task(watcher.consume())
+    browser = bytes(range(2, 18))
+    watcher.gid_issued("dsp", browser)
+    await asyncio.sleep(0)
+    assert watcher.pending_checks == 0  # taken by the consumer, waiting to coalesce
+    consumer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consumer
+    assert watcher.pending_checks == 1
+    await watcher.drain()
+    assert gid_field("dsp") in await store.hgetall(browser_record_key(browser))

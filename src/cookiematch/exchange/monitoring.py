@@ -285,7 +285,11 @@ class BuyerMonitor:
         (one task per worker)."""
         while True:
             first = await self._checks.get()
-            await asyncio.sleep(CHECK_COALESCE_SECONDS)
+            try:
+                await asyncio.sleep(CHECK_COALESCE_SECONDS)
+            except asyncio.CancelledError:
+                self._queue(first)  # back in the queue, for ``drain`` at shutdown
+                raise
             await self._check_available(first)
 
     async def drain(self) -> None:

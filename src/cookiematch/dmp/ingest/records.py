@@ -108,7 +108,7 @@ class Checker:
     def validate(self, raw: RawRecord, now: float) -> Record:
         """The record if every rule holds; raises RecordError with the first broken rule."""
         uid = raw.uid
-        if not (0 < len(uid) <= MAX_UID and uid.isascii() and uid.isprintable() and " " not in uid):
+        if not uid_ok(uid):
             raise RecordError("uid: expected 1-256 printable ASCII characters")
         attributes = raw.attributes
         events = raw.events
