@@ -201,6 +201,7 @@ def preflight(service: Service) -> dict[str, str]:
 
 
 async def _count_keys(store_url: str, prefix: str) -> int:
+    """Plain keys under ``prefix`` plus the fields of the field maps under it."""
     from cookiematch.storage import open_store
 
     store = open_store(store_url)
@@ -209,6 +210,8 @@ async def _count_keys(store_url: str, prefix: str) -> int:
         n = 0
         async for _ in store.scan(prefix):
             n += 1
+        async for _, fields in store.scan_maps(prefix):  # bucketed tables: one field per entry
+            n += len(fields)
         return n
     finally:
         await store.close()
