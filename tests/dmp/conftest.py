@@ -14,15 +14,16 @@ from .helpers import FakeClock, make_service
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = open_store(f"sqlite://{tmp_path / 'dmp.db'}")
-    yield opened
-    await opened.close()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
+    """The store expires keys on the test's clock, as the service does."""
+    opened = open_store(f"sqlite://{tmp_path / 'dmp.db'}", clock=clock)
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import gzip
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -20,7 +20,7 @@ from cookiematch.dmp.ingest.rejects import Reject
 from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.traits import DAY, TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RecordError
-from cookiematch.storage import Store, open_store
+from cookiematch.storage import Store
 from cookiematch.storage.base import FieldWrite
 
 from .helpers import NOW, FakeClock
@@ -34,13 +34,6 @@ CATALOG = TraitCatalog(
     }
 )
 TS = int(NOW) - 3600
-
-
-@pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    opened = open_store(f"sqlite://{tmp_path / 'dmp.db'}", clock=clock)
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

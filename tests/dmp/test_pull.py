@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
 import msgspec
 import pytest
@@ -14,7 +11,7 @@ from cookiematch.dmp.ingest import Ingestor, build_ingestor
 from cookiematch.dmp.pull import Cursors, PullSource, pull
 from cookiematch.dmp.service import DmpService
 from cookiematch.errors import PullError
-from cookiematch.storage import Store, open_store
+from cookiematch.storage import Store
 
 from .helpers import FakeClock
 
@@ -27,13 +24,6 @@ PAGES = {
     "p2": {"records": [{"uid": "A-1", "attributes": {"n": 2}}, {"bad": 1}], "next_cursor": "p3"},
     "p3": {"records": [{"uid": "A-3", "attributes": {"n": 3}}], "next_cursor": None},
 }
-
-
-@pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    opened = open_store(f"sqlite://{tmp_path / 'dmp.db'}", clock=clock)
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

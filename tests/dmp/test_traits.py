@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
-
-import pytest
+from collections.abc import Sequence
 
 from cookiematch.dmp import keys
 from cookiematch.dmp.service import DmpService
@@ -19,18 +16,9 @@ from cookiematch.dmp.traits import (
     TraitKind,
     TraitStore,
 )
-from cookiematch.storage import Store, open_store
+from cookiematch.storage import Store
 
 from .helpers import NOW, FakeClock
-
-
-@pytest.fixture
-async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
-    """The store on the test's clock, so expiry follows it."""
-    opened = open_store(f"sqlite://{tmp_path / 'dmp.db'}", clock=clock)
-    yield opened
-    await opened.close()
-
 
 CATALOG = TraitCatalog(
     traits={

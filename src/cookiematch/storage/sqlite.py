@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -202,15 +203,14 @@ def _put_rows(
 ) -> None:
     """``head`` + ``VALUES (?, ?, ?), …`` + ``tail`` for ``rows`` (3 values each), in order,
     ``ROWS_PER_STATEMENT`` rows per statement (see there: one GIL hand-over per statement)."""
-    full = head + ",".join(["(?,?,?)"] * ROWS_PER_STATEMENT) + tail
     for i in range(0, len(rows), ROWS_PER_STATEMENT):
         chunk = rows[i : i + ROWS_PER_STATEMENT]
-        sql = (
-            full
-            if len(chunk) == ROWS_PER_STATEMENT
-            else head + ",".join(["(?,?,?)"] * len(chunk)) + tail
-        )
-        c.execute(sql, [value for row in chunk for value in row])
+        c.execute(_values_sql(head, len(chunk), tail), [value for row in chunk for value in row])
+
+
+@functools.cache  # bounded: 3 statements x ROWS_PER_STATEMENT sizes
+def _values_sql(head: str, rows: int, tail: str) -> str:
+    return head + ",".join(["(?,?,?)"] * rows) + tail
 
 
 def _set_many(c: sqlite3.Connection, rows: list[tuple[str, bytes, float | None]]) -> None:
