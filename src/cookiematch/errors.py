@@ -17,6 +17,7 @@ CookiematchError
 ├── PullError              a partner's data endpoint failed or answered something unusable
 ├── StorageError           a store backend failed; backends wrap their own errors in it
 │   └── StoreUnavailable   the backend cannot be reached at all
+├── LeaseLost              a lease in the store lapsed or could not be renewed: its job stops
 └── AdminError             an admin API request that is refused (rendered as problem+json)
     ├── NotFound
     └── ValidationFailed
@@ -98,6 +99,10 @@ class StorageError(CookiematchError):
 
 class StoreUnavailable(StorageError):
     """A store backend cannot be reached."""
+
+
+class LeaseLost(CookiematchError):
+    """A lease in the store lapsed or could not be renewed; the job it guarded was stopped."""
 
 
 class AdminError(CookiematchError):

@@ -82,6 +82,12 @@ BAD = [
     ('public_url = "http://dmp.localhost:8720"', 'public_url = "http://dmp.localhost/x"',
      "dmp.public_url", ""),
     ('[dmp]', '[dmp]\nsurprise = 1', "dmp.surprise", "unknown key"),
+    ('[dmp]', '[dmp]\nrecompute_interval_minutes = -1', "dmp.recompute_interval_minutes",
+     "Expected `int` >= 0"),
+    ('[dmp]', '[dmp]\nrecompute_interval_minutes = 10081', "dmp.recompute_interval_minutes",
+     "Expected `int` <= 10080"),
+    ('[dmp]', '[dmp]\nrecompute_interval_minutes = 1.5', "dmp.recompute_interval_minutes",
+     "Expected `int`, got `float`"),
 ]  # fmt: skip
 
 
@@ -108,3 +114,18 @@ def test_env_override_of_the_admin_token(tmp_path: Path) -> None:
     path.write_text(BASE)
     config = load_config(path, environ={"COOKIEMATCH_DMP__ADMIN_TOKEN": "from-the-env-0123456"})
     assert config.dmp is not None and config.dmp.admin_token == "from-the-env-0123456"
+
+
+def test_recompute_interval(tmp_path: Path) -> None:
+    """Default hourly; 0 switches the schedule off; the environment can override it."""
+    assert load(tmp_path, BASE).dmp.recompute_interval_minutes == 60  # type: ignore[attr-defined]
+    off = BASE.replace("[dmp]", "[dmp]\nrecompute_interval_minutes = 0", 1)
+    assert load(tmp_path, off).dmp.recompute_interval_minutes == 0  # type: ignore[attr-defined]
+    path = tmp_path / "dmp.toml"
+    path.write_text(BASE)
+    env = {"COOKIEMATCH_DMP__RECOMPUTE_INTERVAL_MINUTES": "15"}
+    config = load_config(path, environ=env)
+    assert config.dmp is not None and config.dmp.recompute_interval_minutes == 15
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={"COOKIEMATCH_DMP__RECOMPUTE_INTERVAL_MINUTES": "-5"})
+    assert caught.value.key == "dmp.recompute_interval_minutes"

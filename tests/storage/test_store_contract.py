@@ -245,6 +245,39 @@ async def test_expired_key_can_be_set_again(store: Store, clock: FakeClock) -> N
     assert await store.get("k") == b"new"
 
 
+async def test_set_if_absent(store: Store, clock: FakeClock) -> None:
+    assert await store.set_if_absent("lock", b"first", ttl=2.0) is True
+    assert await store.set_if_absent("lock", b"second", ttl=2.0) is False
+    assert await store.get("lock") == b"first"
+    await clock.advance(2.5)  # expired on the store's clock: free again
+    assert await store.set_if_absent("lock", b"third", ttl=2.0) is True
+    assert await store.get("lock") == b"third"
+    assert await store.delete("lock") is True  # deleted: free again
+    assert await store.set_if_absent("lock", b"\x00bin\xff") is True
+    await store.set("kept", b"x", ttl=1.0)
+    await store.set("kept", b"x")  # a value without TTL is never replaced
+    await clock.advance(1e6)
+    assert await store.set_if_absent("kept", b"y", ttl=1.0) is False
+    assert await store.get_many(["kept", "lock"]) == [b"x", b"\x00bin\xff"]
+    with pytest.raises(ValueError):
+        await store.set_if_absent("other", b"v", ttl=0)
+    assert await store.get("other") is None
+
+
+async def test_set_if_absent_has_one_winner_across_store_objects(
+    store: Store, make_store: MakeStore
+) -> None:
+    """Several store objects (as several workers) race for the same key: exactly one wins."""
+    contenders = [store, *(make_store(d) for d in (Durability.ACK, Durability.ASYNC) * 2)]
+    for round_ in range(5):
+        key = f"lease{round_}"
+        won = await asyncio.gather(
+            *(s.set_if_absent(key, str(i).encode(), ttl=60) for i, s in enumerate(contenders))
+        )
+        assert won.count(True) == 1, won
+        assert await store.get(key) == str(won.index(True)).encode()
+
+
 async def test_field_ttl_is_per_field(store: Store, clock: FakeClock) -> None:
     await store.hset("h", {"a": b"1", "b": b"2"}, ttl=1.0)
     await store.hset("h", {"c": b"3"})
@@ -390,6 +423,7 @@ async def test_operations_after_close_raise(store: Store) -> None:
         store.set("k", b"v"),
         store.write_many([Write("k", b"v")]),
         store.delete("k"),
+        store.set_if_absent("k", b"v"),
         store.hget("h", "f"),
         store.hgetall("h"),
         store.hset("h", {"f": b"v"}),

@@ -25,6 +25,7 @@ from cookiematch.protocol.templates import Macro, MacroValues, SyncTemplate
 
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 MIN_ADMIN_TOKEN_LENGTH = 16
+MAX_RECOMPUTE_MINUTES = 10_080  # a week
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -211,6 +212,8 @@ class DmpConfig(Table, frozen=True):
     traits: tuple[DmpTraitConfig, ...] = ()
     ingest: DmpIngestConfig = DmpIngestConfig()
     segments: tuple[DmpSegmentConfig, ...] = ()  # config/dmp_segments.py
+    # The server recomputes every segment this long after the last recompute; 0: never.
+    recompute_interval_minutes: Annotated[int, msgspec.Meta(ge=0, le=MAX_RECOMPUTE_MINUTES)] = 60
     destinations: tuple[DmpDestinationConfig, ...] = ()
 
     def base_url(self) -> str:

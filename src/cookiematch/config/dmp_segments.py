@@ -7,6 +7,8 @@ Rules are parsed (``dmp/segments/rules.py``) while loading, so a bad one stops t
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -142,6 +144,7 @@ def build_segment_service(
     store: Store,
     *,
     match_ttl_days: int,
+    clock: Callable[[], float] = time.time,
 ) -> SegmentService:
     """The configured segments and destinations over ``store``, reading full profiles
     (syncs, impression-pixel exposures, ingested traits) through the ``ProfileReader``."""
@@ -152,4 +155,5 @@ def build_segment_service(
         [d.to_model() for d in destinations],
         StoredProfiles(store, reader.build, ProfileReader.SUFFIXES),
         MatchTable(store, match_ttl_days * 86400),
+        clock=clock,
     )

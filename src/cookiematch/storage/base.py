@@ -10,8 +10,8 @@ StoreUnavailable when the backend cannot be reached or the store is closed.
 Durability: with ``Durability.ACK`` a write coroutine returns only once the write is durable
 (group commit: concurrent writes share one commit/fsync); with ``Durability.ASYNC`` ``set``,
 ``hset``, ``hset_many`` and ``write_many`` return once queued (a crash may lose them), while
-``delete`` and ``hdel`` still wait for their result. Either way a read sees every write made
-through the same store object before it.
+``delete``, ``hdel`` and ``set_if_absent`` still wait for their result. Either way a read sees
+every write made through the same store object before it.
 
 ``hset_many`` and ``hgetall_many`` are the bulk forms of ``hset`` and ``hgetall`` (one queued op,
 one transaction or pipeline); the base class gives a slow default for a backend without one.
@@ -66,6 +66,12 @@ class Store(ABC):
 
     @abstractmethod
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
+
+    @abstractmethod
+    async def set_if_absent(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
+        """``set`` only if the key holds no live plain value, atomically across every store
+        object and process on the backend; True if this call wrote it. Always awaits the
+        result, whatever the durability (``storage.lease`` claims with it)."""
 
     @abstractmethod
     async def write_many(self, writes: Sequence[Write]) -> None:

@@ -32,6 +32,23 @@ from cookiematch.storage.base import Clock, Durability, FieldEntry, FieldWrite, 
 from cookiematch.storage.redis_pipeline import TRANSIENT, Command, Flusher, Op, reply_error
 
 _MGET_CHUNK = 1000  # keys per MGET
+# set_if_absent: SET unless a live value is there, "live" read from the value's header against
+# the store's clock (ARGV[2], ms) as every read does; one key, so it runs on a cluster too.
+_SET_IF_ABSENT = """
+local old = redis.call('GET', KEYS[1])
+if old then
+  if string.byte(old, 1) ~= 1 or string.len(old) < 7 then return 0 end
+  local expires = 0
+  for i = 2, 7 do expires = expires * 256 + string.byte(old, i) end
+  if expires > tonumber(ARGV[2]) then return 0 end
+end
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+end
+return 1
+"""
 _SCAN_COUNT = 1000  # SCAN hint per call
 
 
@@ -219,6 +236,20 @@ class RedisStore(Store):
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         await self._write([self._set_command(key, value, self._expiry_ms(ttl))])
+
+    async def set_if_absent(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
+        """One script (``_SET_IF_ABSENT``): atomic on the server. A write retried after a lost
+        reply may answer False for a value it did write (it then just expires)."""
+        expires = self._expiry_ms(ttl)
+        raw = codec.pack(_blob(value), expires)
+        now = int(self._now_ms())
+        command = ("EVAL", _SET_IF_ABSENT, 1, codec.encode_key(key), raw, now, expires or "")
+
+        def finish(replies: list[Any]) -> bool:
+            reply_error(self._name, replies[0])
+            return bool(replies[0])
+
+        return bool(await self._call([command], finish, write=True))
 
     async def write_many(self, writes: Sequence[Write]) -> None:
         """Applied in order, not atomically (a pipeline, not a transaction)."""

@@ -198,6 +198,20 @@ def _set(c: sqlite3.Connection, key: str, value: bytes, expires_at: float | None
     c.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (key, value, expires_at))
 
 
+_SET_IF_ABSENT = (
+    "INSERT INTO kv VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
+    " SET value = excluded.value, expires_at = excluded.expires_at"
+    " WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ? RETURNING 1"
+)
+
+
+def _set_if_absent(
+    c: sqlite3.Connection, key: str, value: bytes, expires_at: float | None, now: float
+) -> bool:
+    """One statement: insert, or replace a value expired at ``now``; True if it wrote."""
+    return c.execute(_SET_IF_ABSENT, (key, value, expires_at, now)).fetchone() is not None
+
+
 def _put_rows(
     c: sqlite3.Connection, head: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
 ) -> None:
@@ -686,6 +700,10 @@ class SQLiteStore(Store):
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         await self._apply(_set, key, _blob(value), self._expiry(ttl))
+
+    async def set_if_absent(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
+        expires_at = self._expiry(ttl)
+        return await self._write(_set_if_absent, key, _blob(value), expires_at, self._clock())
 
     async def write_many(self, writes: Sequence[Write]) -> None:
         rows = [

@@ -11,7 +11,9 @@
     POST /api/v1/partners/{partner}/records           partner data (web/dmp_ingest_routes.py)
 
 The factory only reads configuration; the store is opened in the App's startup hook (in each
-worker) and closed at shutdown, after the funnel counters are flushed.
+worker) and closed at shutdown, after the funnel counters are flushed. With segments configured,
+each worker also runs the scheduled recompute (``dmp/segments/schedule.py``; a lease in the
+store lets one worker at a time run it), cancelled at shutdown.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from cookiematch.config import Config
 from cookiematch.config.dmp import DmpConfig
 from cookiematch.config.dmp_segments import build_segment_service
 from cookiematch.dmp.ingest import Ingestor, build_ingestor
+from cookiematch.dmp.segments.schedule import RecomputeSchedule
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.service import DmpService
 from cookiematch.errors import NotFound, ValidationFailed
@@ -143,12 +146,15 @@ class DmpRuntime:
         self.service: DmpService | None = None
         self.ingestor: Ingestor | None = None  # partner data: files, HTTP batches, pulls
         self.segments: SegmentService | None = None  # its profiles_changed: after ingestion
+        self.schedule: RecomputeSchedule | None = None  # None: no segments, or switched off
         self.routes: DmpRoutes | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._scheduler: asyncio.Task[None] | None = None
 
     async def start(self, app: App) -> None:
         store = await connect_store(self.config.store.url, durability=self.config.store.durability)
         self.store = store
+        worker = worker_name()
         service = DmpService(
             store,
             self.dmp.settings(),
@@ -156,7 +162,7 @@ class DmpRuntime:
             self.clients,
             clock=time.time,
             new_uid=new_dmp_uid,
-            worker=worker_name(),
+            worker=worker,
             traits=self.dmp.trait_catalog(),
         )
         self.service = service
@@ -168,18 +174,27 @@ class DmpRuntime:
         self.segments = build_segment_service(
             self.dmp.segments, self.dmp.destinations, store, match_ttl_days=self.dmp.match_ttl_days
         )
+        minutes = self.dmp.recompute_interval_minutes
+        if self.dmp.segments and minutes:
+            self.schedule = RecomputeSchedule(
+                self.segments, store, interval=minutes * 60.0, holder=worker
+            )
         token = self.dmp.admin_token
-        admin_routes = DmpAdmin(service).routes() + SegmentAdmin(self.segments, store).routes()
+        segment_admin = SegmentAdmin(self.segments, store, self.schedule)
+        admin_routes = DmpAdmin(service).routes() + segment_admin.routes()
         service.traits.on_profile_changed.append(self.segments.profiles_changed)
         admin_routes += build_ingest_api(store, self.dmp, self.ingestor).routes()
         app.fallback = guarded_app(admin_routes, token if token is not None else "")
         self._flusher = asyncio.create_task(self._flush_forever(service))
+        if self.schedule is not None:
+            self._scheduler = asyncio.create_task(self.schedule.run())
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        for task in (self._scheduler, self._flusher):  # a recompute is cancelled, its lease freed
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.service is not None:
             with contextlib.suppress(Exception):
                 await self.service.funnel_log.flush()

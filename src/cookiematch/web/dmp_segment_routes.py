@@ -1,7 +1,9 @@
 """The DMP admin API for segments (behind the same guard as the rest of ``/admin/v1``).
 
 GET /admin/v1/segments                 {"segments": [{"id", "description", "size"}],
-                                        "last_recompute": {...} | null}
+                                        "last_recompute": {...} | null,
+                                        "recompute_schedule": {"interval_seconds",
+                                        "next_at", "holder"} | null (no schedule)}
 GET /admin/v1/segments/{id}            {"id", "description", "size", "exports": {dest: report}}
 GET /admin/v1/overlap?audience=A[&audience=B...][&mode=sketch|exact]
     one audience: its affinity to every other; several: every pair. Audiences are
@@ -18,6 +20,7 @@ from starlette.routing import Route
 
 from cookiematch.dmp.exports import last_report
 from cookiematch.dmp.overlap import STD_DEVS
+from cookiematch.dmp.segments.schedule import RecomputeSchedule
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.errors import ValidationFailed
 from cookiematch.storage.base import Store
@@ -29,9 +32,12 @@ def _json(data: object) -> Response:
 
 
 class SegmentAdmin:
-    def __init__(self, segments: SegmentService, store: Store) -> None:
+    def __init__(
+        self, segments: SegmentService, store: Store, schedule: RecomputeSchedule | None = None
+    ) -> None:
         self.segments = segments
         self._store = store
+        self._schedule = schedule
 
     async def list_segments(self, request: Request) -> Response:
         sizes = await self.segments.sizes()
@@ -39,7 +45,14 @@ class SegmentAdmin:
             {"id": s.id, "description": s.description, "size": sizes.get(s.id, 0)}
             for s in self.segments.segments.values()
         ]
-        return _json({"segments": listing, "last_recompute": await self.segments.last_recompute()})
+        schedule = None if self._schedule is None else await self._schedule.state()
+        return _json(
+            {
+                "segments": listing,
+                "last_recompute": await self.segments.last_recompute(),
+                "recompute_schedule": schedule,
+            }
+        )
 
     async def segment(self, request: Request) -> Response:
         found = self.segments.segment(request.path_params["segment_id"])

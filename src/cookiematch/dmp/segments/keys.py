@@ -5,6 +5,8 @@
     dmps:{<segment>}:sketch              plain      theta sketch of the segment (recompute)
     dmps:{exposure:<kind>:<campaign>}:sketch   plain  same, for impression-pixel audiences
     {dmps}:recompute                     plain      JSON summary of the last full recompute
+    {dmps}:recompute:lease               plain      the worker running the scheduled recompute
+                                                    (TTL: a lease, ``storage/lease.py``)
     dmpx:{<segment>:<dest>:<shard>}:sent field map  dmp uid -> destination id last sent
     dmpx:{<segment>:<dest>}:last         plain      JSON delivery report of the last export
 
@@ -18,6 +20,7 @@ import zlib
 
 SHARDS = 256
 RECOMPUTE_KEY = "{dmps}:recompute"
+RECOMPUTE_LEASE_KEY = "{dmps}:recompute:lease"
 
 
 def shard_of(dmp_uid: str) -> int:

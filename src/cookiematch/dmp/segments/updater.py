@@ -4,8 +4,9 @@
   with the browsers it just wrote; each is re-read, evaluated and its change written.
 - ``recompute()``: scans every profile (with its stored memberships, in the same pass),
   writes only what changed, counts segment sizes, and stores a theta sketch of every
-  segment and impression-pixel audience for the overlap report. Run it on a schedule too:
-  a rule with ``within_days`` stops holding as time passes, with no ingestion to notice it.
+  segment and impression-pixel audience for the overlap report. The server runs it on a
+  schedule (``schedule.py``): a rule with ``within_days`` stops holding as time passes, with no
+  ingestion to notice it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from cookiematch.storage.base import Store
 
 Clock = Callable[[], float]
 Progress = Callable[[int], None]
+
+YIELD_EVERY = 256
+"""Profiles evaluated between two yields to the event loop during a recompute."""
 
 
 class RecomputeReport(msgspec.Struct, frozen=True):
@@ -111,6 +115,8 @@ class SegmentUpdater:
                     pending = []
             if progress is not None and tally.profiles % batch == 0:
                 progress(batch)
+            if tally.profiles % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let a server's requests in between (scan pages are big)
         if pending:
             await self.memberships.apply(pending)
         if progress is not None:
