@@ -7,7 +7,8 @@ Generates (once, in --workdir, not committed) a JSON Lines file of ``--records``
 Each record carries two attributes; ``--event-share`` of them one event too; ``--segments``
 adds two segments updated incrementally after every batch. Per store: a fresh
 store, the match table's reverse entries written in bulk (not timed), then the file ingested
-exactly as ``cookiematch dmp ingest`` does (readers -> Ingestor, ``Durability.ASYNC``), timed
+exactly as ``cookiematch dmp ingest`` does (readers -> Ingestor, ``Durability.ASYNC``; with
+``--workers N``, the command's worker processes over a configuration written here), timed
 until the store is closed (everything flushed). Redis: a redis-server started here on a free
 port, persistence off.
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import msgspec
 
+from cookiematch.cli.dmp_workers import READ_LINES, ingest_in_workers
 from cookiematch.dmp import keys
 from cookiematch.dmp.ingest import build_ingestor, bulk_gc
 from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS
@@ -81,6 +83,60 @@ async def seed_matches(store: Store, users: int, unsynced: float) -> None:
     await store.get("flush")  # a read waits for the queued writes
 
 
+def write_config(workdir: Path, url: str, segments: bool) -> Path:
+    """The configuration ``cookiematch dmp ingest --workers`` runs from: the same partner,
+    no declared traits, and the two segments of SEGMENTS when asked."""
+    text = f'''[store]
+url = "{url}"
+
+[dmp]
+listen = "127.0.0.1:0"
+
+[[dmp.partners]]
+id = "{PARTNER}"
+sync_url = "https://crm.example/sync?r=${{CALLBACK_URL}}"
+'''
+    if segments:
+        text += """
+[[dmp.segments]]
+id = "gold"
+rule = { attribute = "tier", value = "gold" }
+
+[[dmp.segments]]
+id = "buyers"
+rule = { event = "purchase", within_days = 30 }
+"""
+    path = workdir / "bench-dmp.toml"
+    path.write_text(text)
+    return path
+
+
+async def seed(url: str, users: int, unsynced: float) -> float:
+    store = await connect_store(url, durability=Durability.ASYNC)
+    started = time.perf_counter()
+    await seed_matches(store, users, unsynced)
+    await store.close()
+    return time.perf_counter() - started
+
+
+def run_workers(url: str, data: Path, workdir: Path, args: argparse.Namespace) -> dict[str, float]:
+    """As ``cookiematch dmp ingest --workers N``: timed until every worker closed its store."""
+    seeded = asyncio.run(seed(url, args.users, args.unsynced))
+    config = write_config(workdir, url, args.segments)
+    started = time.perf_counter()
+    with open(os.devnull, "w") as rejects:
+        report = ingest_in_workers(
+            config,
+            PARTNER,
+            read_batches(data, "jsonl", READ_LINES),
+            workers=args.workers,
+            batch_size=args.batch,
+            rejects=rejects,
+        )
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "queued": seconds, "seed": seeded, **report.counts()}
+
+
 SEGMENTS = [
     Segment("gold", parse_rule({"attribute": "tier", "value": "gold"})),
     Segment("buyers", parse_rule({"event": "purchase", "within_days": 30})),
@@ -131,6 +187,12 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
+def measure(url: str, data: Path, args: argparse.Namespace) -> dict[str, float]:
+    if args.workers > 1:
+        return run_workers(url, data, args.workdir, args)
+    return asyncio.run(run(url, data, args.users, args.unsynced, args.batch, args.segments))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=5_000_000)
@@ -142,9 +204,19 @@ def main() -> None:
     parser.add_argument(
         "--segments", action="store_true", help="update two segments after every batch"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="1: in this process; N > 1: as `cookiematch dmp ingest --workers N`",
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dmp-bench")
-    parser.add_argument("--sqlite-cache-mib", type=int, help="the writer's page cache")
-    parser.add_argument("--sqlite-mmap-mib", type=int, help="mmap size of every connection")
+    parser.add_argument(
+        "--sqlite-cache-mib", type=int, help="the writer's page cache (--workers 1 only)"
+    )
+    parser.add_argument(
+        "--sqlite-mmap-mib", type=int, help="mmap size of every connection (--workers 1 only)"
+    )
     args = parser.parse_args()
     if args.sqlite_cache_mib is not None:
         sqlite_store.CACHE_MIB = args.sqlite_cache_mib
@@ -165,18 +237,14 @@ def main() -> None:
             db = args.workdir / "bench.db"
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
-            results[kind] = asyncio.run(
-                run(f"sqlite://{db}", data, args.users, args.unsynced, args.batch, args.segments)
-            )
+            results[kind] = measure(f"sqlite://{db}", data, args)
         elif kind == "redis":
             if shutil.which("redis-server") is None:
                 print("redis-server not found: skipping redis")
                 continue
             proc, url = start_redis(args.workdir)
             try:
-                results[kind] = asyncio.run(
-                    run(url, data, args.users, args.unsynced, args.batch, args.segments)
-                )
+                results[kind] = measure(url, data, args)
             finally:
                 proc.terminate()
                 proc.wait()
@@ -186,7 +254,10 @@ def main() -> None:
         rate = r["records"] / r["seconds"]
         print(f"{kind:<8} {rate:>10,.0f} {r['seconds']:>8.1f} {r['accepted']:>10,.0f}"
               f" {r['pending']:>8,.0f}")  # fmt: skip
-    print(f"(cpus: {os.cpu_count()}; timed until the store is closed, i.e. flushed)")
+    print(
+        f"(cpus: {os.cpu_count()}; workers: {args.workers}; "
+        "timed until the store is closed, i.e. flushed)"
+    )
 
 
 if __name__ == "__main__":

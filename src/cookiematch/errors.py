@@ -18,6 +18,7 @@ CookiematchError
 ├── StorageError           a store backend failed; backends wrap their own errors in it
 │   └── StoreUnavailable   the backend cannot be reached at all
 ├── LeaseLost              a lease in the store lapsed or could not be renewed: its job stops
+├── WorkerFailed           an ingest worker process stopped with an error (the command fails)
 └── AdminError             an admin API request that is refused (rendered as problem+json)
     ├── NotFound
     └── ValidationFailed
@@ -103,6 +104,10 @@ class StoreUnavailable(StorageError):
 
 class LeaseLost(CookiematchError):
     """A lease in the store lapsed or could not be renewed; the job it guarded was stopped."""
+
+
+class WorkerFailed(CookiematchError):
+    """An ingest worker process stopped with an error (the others were stopped too)."""
 
 
 class AdminError(CookiematchError):

@@ -15,61 +15,36 @@ is idempotent, so a crash mid-run is repaired by running it again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 import click
 import httpx
 
-from cookiematch.cli.common import config_option, load_dmp, run
-from cookiematch.config import Config
-from cookiematch.config.dmp import DmpConfig, DmpPartnerConfig
-from cookiematch.config.dmp_segments import build_segment_service
-from cookiematch.dmp.ingest import Ingestor, IngestReport, build_ingestor, bulk_gc
+from cookiematch.cli.common import config_option, run
+from cookiematch.cli.dmp_ingestor import load_partner, open_ingestor
+from cookiematch.cli.dmp_workers import (
+    MAX_AUTO_WORKERS,
+    MAX_WORKERS,
+    PARALLEL_FROM_BYTES,
+    READ_LINES,
+    auto_workers,
+    ingest_in_workers,
+)
+from cookiematch.dmp.ingest import IngestReport, bulk_gc
 from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS
 from cookiematch.dmp.ingest.readers import Batch, Format, expand, read_batches
 from cookiematch.dmp.ingest.rejects import Reject, RejectsWriter
 from cookiematch.dmp.pull import Cursors, PullSource, pull
-from cookiematch.dmp.traits import TraitStore
-from cookiematch.storage import Durability, Store, connect_store
+from cookiematch.errors import CookiematchError
 
 
 @click.group()
 def dmp() -> None:
     """DMP partner data: ingest files, pull from partner endpoints."""
-
-
-def _load(config_file: Path, partner_id: str) -> tuple[Config, DmpConfig, DmpPartnerConfig]:
-    config, dmp_config = load_dmp(config_file)
-    for partner in dmp_config.partners:
-        if partner.id == partner_id:
-            return config, dmp_config, partner
-    raise click.ClickException(f"{config_file}: no partner {partner_id!r} in [[dmp.partners]]")
-
-
-@contextlib.asynccontextmanager
-async def open_ingestor(config: Config, dmp_config: DmpConfig) -> AsyncIterator[Ingestor]:
-    """An Ingestor over the configured store (ASYNC writes, flushed when the block ends)."""
-    store: Store = await connect_store(config.store.url, durability=Durability.ASYNC)
-    try:
-        traits = TraitStore(store, dmp_config.trait_catalog(), clock=time.time)
-        if dmp_config.segments:  # incremental segment membership, as the server does
-            segments = build_segment_service(
-                dmp_config.segments,
-                dmp_config.destinations,
-                store,
-                match_ttl_days=dmp_config.match_ttl_days,
-            )
-            traits.on_profile_changed.append(segments.profiles_changed)
-        yield build_ingestor(
-            store, traits, pending_ttl=dmp_config.ingest.pending_ttl_days * 86400.0
-        )
-    finally:
-        await store.close()
 
 
 def _rejects_sink(stream: IO[str] | None) -> tuple[RejectsWriter, Callable[[Reject], None]]:
@@ -111,6 +86,14 @@ def _summary(report: IngestReport, seconds: float) -> str:
     show_default=True,
     help="Records per batch (about one store transaction each; memory grows with it).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(0, MAX_WORKERS),
+    default=0,
+    help="Processes ingesting at once (records dealt out by partner uid). "
+    f"Default 0: two per CPU (up to {MAX_AUTO_WORKERS}) for data of "
+    f"{PARALLEL_FROM_BYTES // 2**20} MiB or more, else 1.",
+)
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def ingest(
     config_file: Path,
@@ -118,30 +101,51 @@ def ingest(
     fmt: Format | None,
     rejects: IO[str] | None,
     batch_size: int,
+    workers: int,
     data: tuple[Path, ...],
 ) -> None:
     """Ingest partner records from DATA files or directories (JSON Lines, CSV, TSV, gzip)."""
-    config, dmp_config, _ = _load(config_file, partner_id)
-
-    async def work() -> tuple[IngestReport, float]:
+    config, dmp_config, _ = load_partner(config_file, partner_id)
+    try:
         files = expand(data, fmt)
-        writer, on_reject = _rejects_sink(rejects)
-        total = sum(path.stat().st_size for path in files)
-        started = time.perf_counter()
-        async with open_ingestor(config, dmp_config) as ingestor:
-            with click.progressbar(length=total, label="ingesting", file=sys.stderr) as bar:
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    size = sum(path.stat().st_size for path in files)
+    count = workers or auto_workers(size)
+    sink = rejects if rejects is not None else sys.stderr
+    started = time.perf_counter()
+    with click.progressbar(length=size, label="ingesting", file=sys.stderr) as bar:
 
-                def batches() -> Iterator[Batch]:
-                    for path in files:
-                        yield from read_batches(path, fmt, batch_size, bar.update)
+        def batches(lines: int) -> Iterator[Batch]:
+            for path in files:
+                yield from read_batches(path, fmt, lines, bar.update)
 
-                with bulk_gc():
-                    report = await ingestor.ingest(partner_id, batches(), on_reject=on_reject)
-        writer.flush()
-        return report, time.perf_counter() - started
+        if count == 1:
 
-    report, seconds = run(work)
-    click.echo(_summary(report, seconds))
+            async def work() -> IngestReport:
+                writer = RejectsWriter(sink)
+                async with open_ingestor(config, dmp_config) as ingestor:
+                    with bulk_gc():
+                        report = await ingestor.ingest(
+                            partner_id, batches(batch_size), on_reject=writer.write
+                        )
+                writer.flush()
+                return report
+
+            report = run(work)
+        else:
+            try:
+                report = ingest_in_workers(
+                    config_file,
+                    partner_id,
+                    batches(READ_LINES),
+                    workers=count,
+                    batch_size=batch_size,
+                    rejects=sink,
+                )
+            except CookiematchError as exc:
+                raise click.ClickException(str(exc)) from exc
+    click.echo(_summary(report, time.perf_counter() - started))
 
 
 @dmp.command("pull")
@@ -163,7 +167,7 @@ def pull_command(
     rejects: IO[str] | None,
 ) -> None:
     """Pull PARTNER's records from its `pull_url`, page by page, from the stored cursor."""
-    config, dmp_config, partner = _load(config_file, partner_id)
+    config, dmp_config, partner = load_partner(config_file, partner_id)
     if partner.pull_url is None:
         raise click.ClickException(f"partner {partner_id!r} has no pull_url")
     token = partner.pull_token.reveal() if partner.pull_token is not None else None

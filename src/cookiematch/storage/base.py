@@ -58,6 +58,12 @@ class Store(ABC):
 
     durability: Durability
 
+    @property
+    def lost(self) -> int:
+        """Writes queued without waiting (``Durability.ASYNC``) that the backend did not store
+        (each is logged); whoever queues such writes checks this after ``close()``."""
+        return 0
+
     @abstractmethod
     async def get(self, key: str) -> bytes | None: ...
 

@@ -86,6 +86,10 @@ _IN_CHUNK = 500  # keys per ``IN (…)`` query
 PURGE_CHUNK = 1000  # expired rows per table per periodic purge
 MIGRATE_CHUNK = 10_000  # maps per insert while migrating
 CACHE_MIB = 64  # the writer's page cache (SQLite's default is 2 MiB): random inserts stay in RAM
+BUSY_TIMEOUT = 10.0  # seconds a connection waits for another process's write lock
+BULK_BUSY_TIMEOUT = 600.0
+"""The wait of an ASYNC (bulk) store: several ingest workers share the file, and a batch's
+transaction holds the write lock for seconds; giving up would lose the queued writes."""
 MMAP_MIB = 256  # reads through mmap (every connection): no copy into each reader's cache
 
 MapRow = tuple[bytes, float | None]  # a stored map: (packed fields, earliest expiry)
@@ -556,17 +560,19 @@ class SQLiteStore(Store):
         readers: int = 2,
         max_pending: int = 10_000,
         purge_interval: float | None = 60.0,
-        busy_timeout: float = 10.0,
+        busy_timeout: float | None = None,
         cache_mib: int | None = None,
         mmap_mib: int | None = None,
     ) -> None:
         self.path = path
         self._cache_mib = CACHE_MIB if cache_mib is None else cache_mib
         self._mmap_mib = MMAP_MIB if mmap_mib is None else mmap_mib
+        self._async = durability is Durability.ASYNC
+        if busy_timeout is None:
+            busy_timeout = BULK_BUSY_TIMEOUT if self._async else BUSY_TIMEOUT
         self._busy_timeout = busy_timeout
         self.durability = durability
         self._clock = clock
-        self._async = durability is Durability.ASYNC
         self._max_pending = max_pending
         self._purge_interval = purge_interval
         self._next_purge = time.monotonic() + (purge_interval or 0.0)
@@ -582,6 +588,7 @@ class SQLiteStore(Store):
         self._rq: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self.commits = 0  # transactions committed by the writer (statistics)
         self.writes = 0  # write ops those transactions carried
+        self._lost = 0  # queued writes nobody waited for that failed
         conns: list[sqlite3.Connection] = []
         try:
             conns.append(self._open_writer())
@@ -598,6 +605,11 @@ class SQLiteStore(Store):
         ]
         for thread in self._threads:
             thread.start()
+
+    @property
+    def lost(self) -> int:
+        """Queued writes nobody waited for (``Durability.ASYNC``) that failed (each logged)."""
+        return self._lost
 
     @classmethod
     def from_url(
@@ -875,6 +887,7 @@ class SQLiteStore(Store):
             if fut is not None:
                 waiting.append((fut, ok, value))
             elif not ok:
+                self._lost += 1
                 log.error("sqlite store: a queued write failed: %s", value)
         if waiting:
             _deliver(waiting)
