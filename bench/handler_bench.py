@@ -1,14 +1,19 @@
 """In-process cost of a hot route through the RSGI adapter, without the network: µs per request.
 
     .venv/bin/python bench/handler_bench.py [--seconds 3] [--concurrency 64] [--store sqlite]
-        [--endpoint cookie_match|hosted_match|...] [--profile out.html]
+        [--endpoint cookie_match|hosted_match|bid] [--loop asyncio|uvloop] [--profile out.html]
 
-Builds the exchange App from a generated config exactly as a worker does, then drives
-``RSGIAdapter.__call__`` with fake granian scope/protocol objects from ``concurrency``
-coroutines for ``seconds``. It reports requests per second of *this process's CPU time* (so a
+Builds the endpoint's App (the exchange's; the buyer's for ``bid``) from a generated config
+exactly as a worker does, then drives ``RSGIAdapter.__call__`` with fake granian scope/protocol
+objects from ``concurrency`` coroutines for ``seconds``, on asyncio's loop (``--loop uvloop``:
+the loop granian serves on). It reports requests per second of *this process's CPU time* (so a
 busy machine slows it less than wall-clock figures) and wall-clock rate. No granian, no socket:
 the difference with the wrk figure is the server's I/O. ``--profile`` writes a pyinstrument
 HTML report of the run (pip install pyinstrument).
+
+``bid`` POSTs the body the HTTP benchmark sends (``http_bench.bid_request_body``: the IAB's
+simple banner with ``user.id`` = ``KNOWN_GID``) after matching that gid through ``/match``,
+as the HTTP benchmark's preflight does, so every look-up hits.
 
 Use it to measure a hot-path change before/after: it is far less noisy than wrk on a shared
 machine. Background store work started by a request (monitoring) is drained at the end and
@@ -25,17 +30,20 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import http_bench
 import servers
 
 from cookiematch.config import load_config
+from cookiematch.web.buyer_app import build_buyer_app
 from cookiematch.web.exchange_app import build_exchange_app
 from cookiematch.web.http import Headers
+from cookiematch.web.router import App
 from cookiematch.web.rsgi import RSGIAdapter
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
@@ -56,25 +64,39 @@ class Scope:
 
     __slots__ = ("client", "headers", "method", "path", "proto", "query_string", "scheme")
 
-    def __init__(self, path: str, query: str, cookie: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        query: str,
+        cookie: str,
+        *,
+        method: str = "GET",
+        headers: Headers | None = None,
+    ) -> None:
         self.proto = "http"
-        self.method = "GET"
+        self.method = method
         self.path = path
         self.query_string = query
         self.scheme = "http"
         self.client = "127.0.0.1:50000"
-        self.headers = Headers(
-            [("host", "127.0.0.1"), ("user-agent", UA), ("accept", ACCEPT), ("cookie", cookie)]
-        )
+        if headers is None:
+            headers = Headers(
+                [("host", "127.0.0.1"), ("user-agent", UA), ("accept", ACCEPT), ("cookie", cookie)]
+            )
+        self.headers = headers
 
 
 class Proto:
-    """Records the status of the response the adapter sends."""
+    """Gives the request body (``await proto()``); records the status of the response."""
 
-    __slots__ = ("status",)
+    __slots__ = ("body", "status")
 
-    def __init__(self) -> None:
+    def __init__(self, body: bytes = b"") -> None:
+        self.body = body
         self.status = 0
+
+    async def __call__(self) -> bytes:
+        return self.body
 
     def response_empty(self, status: int, headers: Any) -> None:
         self.status = status
@@ -100,31 +122,78 @@ def hosted_match(i: int) -> Scope:
     )
 
 
-ENDPOINTS: dict[str, Callable[[int], Scope]] = {
-    "cookie_match": cookie_match,
-    "hosted_match": hosted_match,
+def bid_headers(body: bytes) -> Headers:
+    """What wrk sends with ``bench/lua/bid.lua``."""
+    return Headers(
+        [
+            ("host", "127.0.0.1"),
+            ("content-type", "application/json"),
+            ("x-openrtb-version", "2.6"),
+            ("content-length", str(len(body))),
+        ]
+    )
+
+
+Request = tuple[Scope, bytes]  # a scope and the body ``await proto()`` gives
+Make = Callable[[int], Request]
+
+
+def query_only(scope: Callable[[int], Scope]) -> Callable[[RSGIAdapter, Path], Awaitable[Make]]:
+    async def setup(adapter: RSGIAdapter, directory: Path) -> Make:
+        return lambda i: (scope(i), b"")
+
+    return setup
+
+
+async def bid(adapter: RSGIAdapter, directory: Path) -> Make:
+    """The HTTP benchmark's body and preflight: ``KNOWN_GID`` matched through ``/match``
+    first, so the look-up hits; then the same static POST every time, as wrk sends it."""
+    body = http_bench.bid_request_body(directory).read_bytes()
+    request = (Scope("/bid", "", "", method="POST", headers=bid_headers(body)), body)
+    seed = Proto()
+    query = f"google_gid={http_bench.KNOWN_GID}&google_cver=1"
+    await adapter(Scope("/match", query, f"buyer_uid={http_bench.BUYER_UID}"), seed)
+    answer = Proto(body)
+    await adapter(request[0], answer)
+    if (seed.status, answer.status) != (200, 200):
+        raise SystemExit(f"bid preflight: /match {seed.status}, /bid {answer.status}")
+    return lambda i: request
+
+
+ENDPOINTS: dict[str, tuple[str, Callable[[RSGIAdapter, Path], Awaitable[Make]]]] = {
+    "cookie_match": ("exchange", query_only(cookie_match)),
+    "hosted_match": ("exchange", query_only(hosted_match)),
+    "bid": ("buyer", bid),
 }
 
 
+def build_app(role: str, directory: Path, store_url: str, durability: str) -> App:
+    config_path = servers.write_config(directory, role, 0, store_url, durability)
+    build = build_buyer_app if role == "buyer" else build_exchange_app
+    return build(load_config(config_path))
+
+
 async def drive(args: argparse.Namespace, directory: Path) -> None:
-    store_url = f"sqlite:///{directory}/exchange.db" if args.store == "sqlite" else args.store
-    config_path = servers.write_exchange_config(directory, 0, store_url, args.durability)
-    app = build_exchange_app(load_config(config_path))
+    role, setup = ENDPOINTS[args.endpoint]
+    db = f"sqlite:///{directory}/{role}.db"
+    store_url = db if args.store == "sqlite" else args.store
+    app = build_app(role, directory, store_url, args.durability)
     adapter = RSGIAdapter(app)
     await app.startup()
+    make = await setup(adapter, directory)
     runtime = next(h.__self__ for h in app.on_shutdown if hasattr(h, "__self__"))
     monitor = getattr(runtime, "monitor", None)
     if args.no_monitor and monitor is not None:  # what the match tag costs without it
         runtime.routes._service._monitor = None
-    make = ENDPOINTS[args.endpoint]
     counter = itertools.count()
     statuses: dict[int, int] = {}
     stop_at = 0.0
 
     async def loop() -> None:
         while time.perf_counter() < stop_at:
-            proto = Proto()
-            await adapter(make(next(counter)), proto)
+            scope, body = make(next(counter))
+            proto = Proto(body)
+            await adapter(scope, proto)
             statuses[proto.status] = statuses.get(proto.status, 0) + 1
 
     async def phase(seconds: float) -> tuple[int, float, float]:
@@ -172,13 +241,24 @@ def main() -> None:
         "--no-monitor", action="store_true", help="detach the buyer monitor (an experiment)"
     )
     parser.add_argument("--profile", default=None, help="pyinstrument HTML output path")
+    parser.add_argument(
+        "--loop",
+        default="asyncio",
+        choices=("asyncio", "uvloop"),
+        help="the event loop (granian's --loop auto serves on uvloop)",
+    )
     args = parser.parse_args()
     endpoints = args.endpoint or sorted(ENDPOINTS)
     for endpoint in endpoints:
         args.endpoint = endpoint
         with tempfile.TemporaryDirectory() as tmp, contextlib.suppress(KeyboardInterrupt):
             os.environ.pop("COOKIEMATCH_CONFIG", None)
-            asyncio.run(drive(args, Path(tmp)))
+            if args.loop == "uvloop":
+                import uvloop
+
+                uvloop.run(drive(args, Path(tmp)))
+            else:
+                asyncio.run(drive(args, Path(tmp)))
 
 
 if __name__ == "__main__":

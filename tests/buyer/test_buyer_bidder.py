@@ -207,6 +207,9 @@ class SlowStore:
             raise StorageError("down")
         return [None] * len(keys)
 
+    async def get(self, key: str) -> bytes | None:
+        return (await self.get_many([key]))[0]
+
     async def hget(self, key: str, field: str) -> bytes | None:
         return (await self.get_many([key]))[0]
 
@@ -234,6 +237,47 @@ def test_bid_log_is_bounded() -> None:
     assert [r.request_id for r in log.recent()] == ["3", "4"]
     assert [r.request_id for r in log.recent(1)] == ["4"]
     assert log.recent(0) == []
+
+
+def test_bid_log_builds_later_records_when_read() -> None:
+    built: list[str] = []
+
+    def build(request_id: str) -> BidRecord:
+        built.append(request_id)
+        return BidRecord(received_at=0.0, request_id=request_id, outcome="bid")
+
+    log = BidLog(3)
+    log.append_later(build, "a")
+    log.append(BidRecord(received_at=1.0, request_id="b", outcome="tmax"))
+    for request_id in "cd":
+        log.append_later(build, request_id)
+    assert built == [] and len(log) == 3
+    assert [r.request_id for r in log.recent()] == ["b", "c", "d"]
+    assert [r.request_id for r in log.recent(1)] == ["d"]
+    assert built == ["c", "d", "d"]  # evicted records are never built
+
+
+async def test_bid_log_records_what_the_bidder_answered(make_bidder: MakeBidder) -> None:
+    """The record read later is the one built at answer time from the same values."""
+    bidder = make_bidder()
+    req = request({"id": GID, "ext": {"cookie_version": 1}}, tmax=80, site={"domain": "s.example"})
+    result = await bidder.bid(req)
+    assert result.response is not None
+    record = bidder.bid_log.recent()[-1]
+    assert record == BidRecord(
+        received_at=record.received_at,
+        request_id="r1",
+        outcome="bid",
+        user_id=GID,
+        user_ext={"cookie_version": 1},
+        match_tag=True,
+        match_tag_reason="no_entry",
+        site_domain="s.example",
+        imp_ids=["1"],
+        tmax=80,
+        prices=[0.5],
+        campaigns=["prospect"],
+    )
 
 
 async def test_store_fixture_is_real(store: Store) -> None:

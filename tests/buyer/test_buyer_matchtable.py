@@ -109,6 +109,13 @@ class CountingStore:
         self.in_flight = 0
         self.max_in_flight = 0
 
+    async def get(self, key: str) -> bytes | None:
+        self._enter()
+        try:
+            return await self.store.get(key)
+        finally:
+            self.in_flight -= 1
+
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         self._enter()
         try:
@@ -134,7 +141,8 @@ class CountingStore:
 async def test_lookup_issues_its_reads_together(
     store: Store, clock: Clock, known: str, layout: str
 ) -> None:
-    """``keys``: one get_many; ``buckets``: one hget per id, all in flight at once."""
+    """``keys``: one read (get, or get_many for both ids); ``buckets``: one hget per id, all in
+    flight at once."""
     buckets = LAYOUTS[layout]
     await MatchTable(store, NID, ttl_seconds=DAY, clock=clock, buckets=buckets).record(GID, UID, 1)
     counting = CountingStore(store)

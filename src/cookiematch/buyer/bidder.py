@@ -5,18 +5,23 @@ bounded by the request's ``tmax`` (or the configured default) minus a safety mar
 look-up that would take longer is abandoned and the answer is no bid. The ad markup carries
 the exchange's match tag when :func:`~cookiematch.buyer.matchtag.decide_match_tag` says the
 user needs (re)matching.
+
+Per request, only what depends on it is built: the match tag's HTML and each campaign's markup
+with it are rendered once for the tags that do not depend on the user, and the bid log's
+record is built when the log is read.
 """
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from cookiematch.buyer.bidlog import BidLog, BidRecord
 from cookiematch.buyer.campaigns import CURRENCY, Campaign, Choice, choose
+from cookiematch.buyer.deadlines import Deadlines
 from cookiematch.buyer.ids import format_uid, parse_gid, parse_hosted_uid
 from cookiematch.buyer.matchtable import Lookup, MatchTable
 from cookiematch.buyer.matchtag import MatchTagDecision, decide_match_tag
@@ -29,25 +34,26 @@ from cookiematch.storage.base import Clock
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class BidResult:
+class BidResult(msgspec.Struct, frozen=True):
     """``response`` is None for no bid; ``outcome`` is ``"bid"`` or the no-bid reason."""
 
     response: BidResponse | None
     outcome: str
 
 
-@dataclass(frozen=True, slots=True)
-class _User:
+class _User(msgspec.Struct, frozen=True):
+    """Who the request is about: ``uid`` is the hosted uid, else the gid entry's, else None."""
+
     gid: str | None
     hosted_uid: bytes | None
     lookup: Lookup
+    uid: bytes | None
 
-    @property
-    def uid(self) -> bytes | None:
-        if self.hosted_uid is not None:
-            return self.hosted_uid
-        return self.lookup.by_gid.uid if self.lookup.by_gid is not None else None
+    @classmethod
+    def of(cls, gid: str | None, hosted_uid: bytes | None, lookup: Lookup) -> _User:
+        by_gid = lookup.by_gid
+        uid = hosted_uid if hosted_uid is not None else by_gid.uid if by_gid is not None else None
+        return cls(gid, hosted_uid, lookup, uid)
 
     @property
     def matched(self) -> bool:
@@ -73,6 +79,14 @@ class Bidder:
         self.stats = stats
         self.bid_log = bid_log
         self._clock = clock
+        self._deadlines = Deadlines()
+        self._tag_url = self._shared_tag_url()
+        self._tag_html = _img(self._tag_url)
+        self._markup = {
+            (id(campaign), tag): campaign.render(tag)
+            for campaign in self.campaigns
+            for tag in ("", self._tag_html)
+        }
 
     def budget_seconds(self, request: BidRequest) -> float:
         """Time allowed for the look-up: ``tmax`` (or the default) minus the margin."""
@@ -83,33 +97,35 @@ class Bidder:
         received_at = self._clock()
         result, user, decision = await self._bid(request)
         self.stats.add("bid", result.outcome)
-        self.bid_log.append(_record(request, received_at, result, user, decision))
+        self.bid_log.append_later(_record, request, received_at, result, user, decision)
         return result
 
     async def _bid(
         self, request: BidRequest
     ) -> tuple[BidResult, _User | None, MatchTagDecision | None]:
-        if not request.imp:
+        imps = request.imp
+        if not imps:
             return BidResult(None, "no_imp"), None, None
-        if request.cur and CURRENCY not in (c.upper() for c in request.cur):
+        cur = request.cur
+        if cur and CURRENCY not in cur and CURRENCY not in (c.upper() for c in cur):
             return BidResult(None, "currency"), None, None
         budget = self.budget_seconds(request)
         if budget <= 0:
             return BidResult(None, "tmax"), None, None
         raw_user = request.user
-        gid = parse_gid(raw_user.id) if raw_user is not None else None
-        hosted_uid = None
-        if self.settings.hosted_match and raw_user is not None:
-            hosted_uid = parse_hosted_uid(raw_user.buyeruid)
+        gid = hosted_uid = None
+        if raw_user is not None:
+            gid = parse_gid(raw_user.id)
+            if self.settings.hosted_match:
+                hosted_uid = parse_hosted_uid(raw_user.buyeruid)
         try:
-            async with asyncio.timeout(budget):
-                lookup = await self.table.lookup(gid, hosted_uid)
+            lookup = await self._deadlines.run(self.table.lookup(gid, hosted_uid), budget)
         except TimeoutError:
             return BidResult(None, "timeout"), None, None
         except StorageError as exc:
             log.error("match table read failed; no bid: %s", exc)
             return BidResult(None, "store_error"), None, None
-        user = _User(gid, hosted_uid, lookup)
+        user = _User.of(gid, hosted_uid, lookup)
         decision = decide_match_tag(
             lookup.newest,
             self._clock(),
@@ -117,29 +133,38 @@ class Bidder:
             hosted=hosted_uid is not None,
         )
         self.stats.add("matchtag", decision.reason.value)
-        blocked = frozenset(request.badv or ())
-        choices = [(imp.id, choose(self.campaigns, imp, matched=user.matched, blocked=blocked))
-                   for imp in request.imp]  # fmt: skip
-        bids = [
-            self._bid_for(request.id, impid, choice, user, decision)
-            for impid, choice in choices
-            if choice is not None
-        ]
+        blocked = frozenset(request.badv) if request.badv else _NONE_BLOCKED
+        matched = user.uid is not None
+        bids: list[Bid] = []
+        tag: str | None = None
+        for imp in imps:
+            choice = choose(self.campaigns, imp, matched=matched, blocked=blocked)
+            if choice is not None:
+                if tag is None:
+                    tag = self.match_tag_html(user, decision)
+                bids.append(self._bid_for(request.id, imp.id, choice, tag, user, decision))
         if not bids:
-            return BidResult(None, "no_campaign" if user.matched else "unmatched"), user, decision
+            return BidResult(None, "no_campaign" if matched else "unmatched"), user, decision
         seat = SeatBid(bid=bids, seat=self.settings.nid)
         return BidResult(BidResponse(id=request.id, seatbid=[seat]), "bid"), user, decision
 
     def _bid_for(
-        self, request_id: str, impid: str, choice: Choice, user: _User, decision: MatchTagDecision
+        self,
+        request_id: str,
+        impid: str,
+        choice: Choice,
+        tag: str,
+        user: _User,
+        decision: MatchTagDecision,
     ) -> Bid:
         campaign = choice.campaign
         w, h = choice.size
+        adm = self._markup.get((id(campaign), tag))
         return Bid(
             id=f"{request_id}-{impid}",
             impid=impid,
             price=choice.price,
-            adm=campaign.render(self.match_tag_html(user, decision)),
+            adm=campaign.render(tag) if adm is None else adm,
             adomain=list(campaign.adomain) or None,
             cid=campaign.id,
             crid=campaign.id,
@@ -147,6 +172,13 @@ class Bidder:
             h=h or None,
             ext={"matched": user.matched, "match_tag": decision.serve},
         )
+
+    def _shared_tag_url(self) -> str:
+        """The match tag for every user whose tag does not carry their uid."""
+        settings = self.settings
+        if settings.hosted_match and settings.public_url:
+            return f"{settings.public_url.rstrip('/')}/matchtag?format=redirect"
+        return settings.exchange.match_tag_url()
 
     def match_tag_url(self, user: _User, decision: MatchTagDecision) -> str | None:
         """The match tag to place in the ad, or None.
@@ -158,23 +190,27 @@ class Bidder:
         """
         if not decision.serve:
             return None
-        exchange = self.settings.exchange
-        if not self.settings.hosted_match:
-            return exchange.match_tag_url()
-        if user.uid is not None:
-            return exchange.match_tag_url(user.uid)
-        if self.settings.public_url:
-            return f"{self.settings.public_url.rstrip('/')}/matchtag?format=redirect"
-        return exchange.match_tag_url()
+        if self.settings.hosted_match and user.uid is not None:
+            return self.settings.exchange.match_tag_url(user.uid)
+        return self._tag_url
 
     def match_tag_html(self, user: _User, decision: MatchTagDecision) -> str:
-        url = self.match_tag_url(user, decision)
-        if url is None:
+        if not decision.serve:
             return ""
-        return (
-            f'<img src="{html.escape(url)}" width="1" height="1" alt="" '
-            'style="position:absolute;width:1px;height:1px;border:0">'
-        )
+        if self.settings.hosted_match and user.uid is not None:
+            return _img(self.settings.exchange.match_tag_url(user.uid))
+        return self._tag_html
+
+
+_NONE_BLOCKED: frozenset[str] = frozenset()
+
+
+def _img(url: str) -> str:
+    """The match tag as a 1x1 image."""
+    return (
+        f'<img src="{html.escape(url)}" width="1" height="1" alt="" '
+        'style="position:absolute;width:1px;height:1px;border:0">'
+    )
 
 
 def _record(

@@ -1,11 +1,19 @@
-"""A bounded in-memory log of the bid requests received, newest last (demo and tests)."""
+"""A bounded in-memory log of the bid requests received, newest last (demo and tests).
+
+A record can be appended as the function and arguments that build it (``append_later``): the
+bidder's hot path then only queues what it already holds, and the record is built when the log
+is read. The arguments must not change afterwards (the bidder's are immutable).
+"""
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVarTuple
 
 import msgspec
+
+Ts = TypeVarTuple("Ts")
 
 
 class BidRecord(msgspec.Struct, frozen=True):
@@ -30,18 +38,37 @@ class BidRecord(msgspec.Struct, frozen=True):
     campaigns: list[str] = []
 
 
+class _Later:
+    """A record to build when read."""
+
+    __slots__ = ("args", "build")
+
+    def __init__(self, build: Callable[..., BidRecord], args: tuple[Any, ...]) -> None:
+        self.build = build
+        self.args = args
+
+    def __call__(self) -> BidRecord:
+        return self.build(*self.args)
+
+
 class BidLog:
     """The last ``size`` records (per worker process)."""
 
     def __init__(self, size: int) -> None:
-        self._records: deque[BidRecord] = deque(maxlen=size)
+        self._records: deque[BidRecord | _Later] = deque(maxlen=size)
 
     def append(self, record: BidRecord) -> None:
         self._records.append(record)
 
+    def append_later(self, build: Callable[[*Ts], BidRecord], *args: *Ts) -> None:
+        """Append the record ``build(*args)`` returns, built when the log is read."""
+        self._records.append(_Later(build, args))
+
     def recent(self, limit: int | None = None) -> list[BidRecord]:
         records = list(self._records)
-        return records if limit is None else records[-limit:] if limit > 0 else []
+        if limit is not None:
+            records = records[-limit:] if limit > 0 else []
+        return [r() if isinstance(r, _Later) else r for r in records]
 
     def __len__(self) -> int:
         return len(self._records)

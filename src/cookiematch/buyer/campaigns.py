@@ -12,6 +12,8 @@ import enum
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from cookiematch.buyer.openrtb import Imp
 
 MATCH_TAG_MACRO = "${MATCH_TAG}"
@@ -49,7 +51,10 @@ class Campaign:
         """
         if imp.banner is None:
             return None
-        sizes = imp.banner.sizes()
+        return self.size_in(imp.banner.sizes())
+
+    def size_in(self, sizes: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
+        """:meth:`size_for` given the banner's sizes (``Banner.sizes()``)."""
         if self.w is None or self.h is None:
             return sizes[0] if sizes else (0, 0)
         return (self.w, self.h) if (self.w, self.h) in sizes else None
@@ -60,8 +65,7 @@ class Campaign:
         return self.adm + match_tag
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
+class Choice(msgspec.Struct, frozen=True):
     campaign: Campaign
     price: float
     size: tuple[int, int]
@@ -74,16 +78,20 @@ def choose(
     this buyer has no deals. A campaign whose advertiser domain is in ``blocked`` is skipped."""
     if imp.pmp is not None and imp.pmp.private_auction:
         return None
-    if imp.bidfloorcur.upper() != CURRENCY:
+    currency = imp.bidfloorcur
+    if currency != CURRENCY and currency.upper() != CURRENCY:
         return None
+    if imp.banner is None:  # no campaign fits
+        return None
+    sizes = imp.banner.sizes()
     best: Choice | None = None
     for campaign in campaigns:
         price = campaign.price(matched)
         if price is None or price <= 0 or price < imp.bidfloor:
             continue
-        if any(domain in blocked for domain in campaign.adomain):
+        if blocked and any(domain in blocked for domain in campaign.adomain):
             continue
-        size = campaign.size_for(imp)
+        size = campaign.size_in(sizes)
         if size is None:
             continue
         if best is None or price > best.price:

@@ -34,6 +34,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+import msgspec
+
 from cookiematch.buyer.ids import format_uid
 from cookiematch.errors import ConfigError, StorageError
 from cookiematch.storage.base import Clock, Store, Write
@@ -66,8 +68,7 @@ def _gid_text(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-@dataclass(frozen=True, slots=True)
-class MatchEntry:
+class MatchEntry(msgspec.Struct, frozen=True):
     """One match: which buyer uid goes with which gid, in which cookie version, since when."""
 
     gid: str
@@ -167,8 +168,7 @@ def _check_version(version: int) -> None:
         raise StorageError(f"match entry has unknown format version {version}")
 
 
-@dataclass(frozen=True, slots=True)
-class Lookup:
+class Lookup(msgspec.Struct, frozen=True):
     """What one bid-time read found: the entry by gid and/or the entry by uid."""
 
     by_gid: MatchEntry | None = None
@@ -176,8 +176,16 @@ class Lookup:
 
     @property
     def newest(self) -> MatchEntry | None:
-        found = [e for e in (self.by_gid, self.by_uid) if e is not None]
-        return max(found, key=lambda e: e.updated_at) if found else None
+        """The more recent of the two; the gid's entry on a tie."""
+        by_gid, by_uid = self.by_gid, self.by_uid
+        if by_uid is None:
+            return by_gid
+        if by_gid is None or by_uid.updated_at > by_gid.updated_at:
+            return by_uid
+        return by_gid
+
+
+_NOTHING = Lookup()
 
 
 async def _together(first: Awaitable[T], second: Awaitable[T]) -> tuple[T, T]:
@@ -313,28 +321,38 @@ class MatchTable:
         return (await self.lookup(None, uid)).by_uid
 
     async def lookup(self, gid: str | None, uid: bytes | None) -> Lookup:
-        """Both entries that exist among ``gid`` and ``uid``: one ``get_many`` (``keys``) or
-        the ``hget``s issued together, pipelined by the store (``buckets``)."""
-        if gid is None and uid is None:
-            return Lookup()
-        values = iter(await self._read(gid, uid))
-        by_gid = by_uid = None
-        if gid is not None and (value := next(values)) is not None:
-            by_gid = self._live(MatchCodec.unpack_by_gid(gid, value))
-        if uid is not None and (value := next(values)) is not None:
-            by_uid = self._live(MatchCodec.unpack_by_uid(uid, value))
-        return Lookup(by_gid, by_uid)
-
-    async def _read(self, gid: str | None, uid: bytes | None) -> list[bytes | None]:
+        """Both entries that exist among ``gid`` and ``uid``: one ``get`` (``keys``) or
+        ``hget`` (``buckets``) for one id; for both, one ``get_many`` or the two ``hget``s issued
+        together, pipelined by the store."""
+        store = self._store
+        if uid is None:
+            if gid is None:
+                return _NOTHING
+            if self.buckets is None:
+                value = await store.get(self.keys.by_gid(gid))
+            else:
+                value = await store.hget(*self.buckets.by_gid(gid))
+            if value is None:
+                return _NOTHING
+            return Lookup(self._live(MatchCodec.unpack_by_gid(gid, value)))
+        if gid is None:
+            if self.buckets is None:
+                value = await store.get(self.keys.by_uid(uid))
+            else:
+                value = await store.hget(*self.buckets.by_uid(uid))
+            if value is None:
+                return _NOTHING
+            return Lookup(None, self._live(MatchCodec.unpack_by_uid(uid, value)))
         if self.buckets is None:
-            keys = [self.keys.by_gid(gid)] if gid is not None else []
-            keys += [self.keys.by_uid(uid)] if uid is not None else []
-            return await self._store.get_many(keys)
-        slots = [self.buckets.by_gid(gid)] if gid is not None else []
-        slots += [self.buckets.by_uid(uid)] if uid is not None else []
-        if len(slots) == 1:
-            return [await self._store.hget(*slots[0])]
-        return list(await _together(*(self._store.hget(k, f) for k, f in slots)))
+            forward, reverse = await store.get_many([self.keys.by_gid(gid), self.keys.by_uid(uid)])
+        else:
+            forward, reverse = await _together(
+                store.hget(*self.buckets.by_gid(gid)), store.hget(*self.buckets.by_uid(uid))
+            )
+        return Lookup(
+            None if forward is None else self._live(MatchCodec.unpack_by_gid(gid, forward)),
+            None if reverse is None else self._live(MatchCodec.unpack_by_uid(uid, reverse)),
+        )
 
     def _live(self, entry: MatchEntry) -> MatchEntry | None:
         """Bucketed entries have no store TTL: one older than the TTL reads as absent."""

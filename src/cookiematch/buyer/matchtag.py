@@ -13,6 +13,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import msgspec
+
 from cookiematch.buyer.ids import format_uid
 from cookiematch.buyer.matchtable import MatchEntry
 from cookiematch.protocol.query import QueryParam, encode_query
@@ -27,14 +29,19 @@ class TagReason(enum.Enum):
     HOSTED = "hosted"  # do not serve: the exchange holds this buyer's data for the user
 
 
-@dataclass(frozen=True, slots=True)
-class MatchTagDecision:
+class MatchTagDecision(msgspec.Struct, frozen=True):
     reason: TagReason
     age_seconds: float | None = None
 
     @property
     def serve(self) -> bool:
-        return self.reason in (TagReason.NO_ENTRY, TagReason.STALE)
+        reason = self.reason
+        return reason is _NO_ENTRY or reason is _STALE
+
+
+_NO_ENTRY, _STALE = TagReason.NO_ENTRY, TagReason.STALE
+_NO_ENTRY_DECISION = MatchTagDecision(TagReason.NO_ENTRY)
+_HOSTED_DECISION = MatchTagDecision(TagReason.HOSTED)
 
 
 def decide_match_tag(
@@ -46,7 +53,7 @@ def decide_match_tag(
     its own, the buyer trusts it (the exchange introduced the match) and does not re-match.
     """
     if entry is None:
-        return MatchTagDecision(TagReason.HOSTED if hosted else TagReason.NO_ENTRY)
+        return _HOSTED_DECISION if hosted else _NO_ENTRY_DECISION
     age = entry.age(now)
     if age >= stale_after_seconds:
         return MatchTagDecision(TagReason.STALE, age)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from cookiematch.buyer.bidder import Bidder
 from cookiematch.buyer.ids import format_uid, parse_uid
 from cookiematch.buyer.matching import Browser, Matcher, RedirectParams
-from cookiematch.buyer.openrtb import decode_bid_request
+from cookiematch.buyer.openrtb import decode_bid_request, encode_bid_response
 from cookiematch.errors import BidRequestError, QueryError
 from cookiematch.protocol.cookies import MAX_COOKIE_HEADER_BYTES, CookieSpec, cookie_value
 from cookiematch.protocol.query import parse_query
@@ -21,6 +21,7 @@ from cookiematch.web.http import Request, Response
 
 OPENRTB_VERSION = ("X-OpenRTB-Version", "2.6")
 NO_BID = Response.no_content().with_headers(OPENRTB_VERSION)
+BID_HEADERS = Response.json(200, None).with_headers(OPENRTB_VERSION).headers  # built once
 NO_TAG = Response.no_content()
 
 
@@ -130,4 +131,4 @@ class BuyerRoutes:
         result = await self._bidder.bid(bid_request)
         if result.response is None:
             return NO_BID
-        return Response.json(200, result.response).with_headers(OPENRTB_VERSION)
+        return Response(200, BID_HEADERS, encode_bid_response(result.response))

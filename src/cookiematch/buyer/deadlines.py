@@ -1,0 +1,99 @@
+"""Time limits for many concurrent awaits, with one timer armed at a time.
+
+``await deadlines.run(awaitable, seconds)`` behaves like ``async with asyncio.timeout(seconds):
+await awaitable``: past the limit the awaiting task is cancelled and ``TimeoutError`` raised.
+``asyncio.timeout`` arms and cancels a loop timer per call; here limits that end in the order
+they start (every bid of an exchange has the same ``tmax``) wait in a queue behind a single
+timer, armed for the earliest one still running. A limit that ends before the last queued one
+gets its own timer. One ``Deadlines`` serves one event loop at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class _Limit:
+    """One running limit: cancels its task at ``when`` unless it is ``done`` by then."""
+
+    __slots__ = ("cancelling", "done", "expired", "task", "when")
+
+    def __init__(self, task: asyncio.Task[object], when: float) -> None:
+        self.task = task
+        self.when = when
+        self.cancelling = task.cancelling()
+        self.done = False
+        self.expired = False
+
+    def expire(self) -> None:
+        if not self.done:
+            self.expired = True
+            self.task.cancel()
+
+
+class Deadlines:
+    """Runs awaitables under time limits (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._queue: deque[_Limit] = deque()  # ``when`` never decreases along the queue
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    async def run(self, awaitable: Awaitable[T], seconds: float) -> T:
+        """``await awaitable``; TimeoutError (its task cancelled) once ``seconds`` have passed."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._restart(loop)
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Deadlines.run must be awaited in a task")
+        limit = _Limit(task, loop.time() + seconds)
+        own: asyncio.TimerHandle | None = None
+        queue = self._queue
+        if queue and limit.when < queue[-1].when:
+            own = loop.call_at(limit.when, limit.expire)
+        else:
+            queue.append(limit)
+            if self._timer is None:
+                self._arm(loop, limit.when)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if limit.expired and task.uncancel() <= limit.cancelling:
+                raise TimeoutError from None
+            raise
+        finally:
+            limit.done = True
+            if own is not None:
+                own.cancel()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._timer = loop.call_at(when, self._fire, loop)
+        self._timer_at = when
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Expire every limit due by now (at least the one the timer was armed for), drop the
+        finished ones, re-arm for the next one still running."""
+        self._timer = None
+        due = max(loop.time(), self._timer_at)
+        queue = self._queue
+        while queue:
+            head = queue[0]
+            if head.when > due and not head.done:
+                self._arm(loop, head.when)
+                return
+            queue.popleft().expire()
+
+    def _restart(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Forget the limits of a previous event loop (tests run one loop after another)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._queue.clear()
+        self._loop = loop
