@@ -16,7 +16,7 @@ from cookiematch.dmp.ingest import build_ingestor
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.snapshot import ProfileSnapshot
-from cookiematch.storage import open_store
+from cookiematch.storage import Store, open_store
 
 NOW = int(time.time())
 
@@ -55,8 +55,8 @@ async def _seed(config: Path, pairs: dict[str, str]) -> None:
     await store.close()
 
 
-async def _callback_then_snapshots(config: Path, uids: list[str]) -> list[ProfileSnapshot]:
-    """A sync callback stored by a DMP worker over the same store, as the server wires it."""
+def open_service(config: Path) -> tuple[Store, DmpService]:
+    """A DMP worker's service over the configured store (the caller closes the store)."""
     loaded = load_config(config)
     assert loaded.dmp is not None
     store = open_store(loaded.store.url)
@@ -64,6 +64,12 @@ async def _callback_then_snapshots(config: Path, uids: list[str]) -> list[Profil
         store, loaded.dmp.settings(), loaded.dmp.partner_models(), [], clock=time.time,
         new_uid=lambda: "x", worker="w", traits=loaded.dmp.trait_catalog(),
     )  # fmt: skip
+    return store, service
+
+
+async def _callback_then_snapshots(config: Path, uids: list[str]) -> list[ProfileSnapshot]:
+    """A sync callback stored by a DMP worker over the same store, as the server wires it."""
+    store, service = open_service(config)
     service.on_match.append(build_ingestor(store, service.traits).pending.resolve)
     await service.callback("crm", "d-late", "C-late")
     found = await service.profile_reader.snapshots(uids)

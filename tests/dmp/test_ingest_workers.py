@@ -7,10 +7,10 @@ SQLite file) must leave the same profiles and rejects as one process does.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import sqlite3
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,17 +20,15 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cookiematch.cli.dmp_workers import PARALLEL_FROM_BYTES, auto_workers
+from cookiematch.cli.dmp_workers import MAX_AUTO_WORKERS, PARALLEL_FROM_BYTES, auto_workers
 from cookiematch.cli.main import main
-from cookiematch.config import load_config
 from cookiematch.dmp.ingest.readers import Batch, Payload
 from cookiematch.dmp.ingest.shards import deal, worker_of
-from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.snapshot import ProfileSnapshot
 from cookiematch.storage import Durability, open_store
 from cookiematch.storage import sqlite as sqlite_store
 
-from .test_ingest_cli import NOW, _seed, records, write_config
+from .test_ingest_cli import NOW, _seed, open_service, records, write_config
 
 LINE = st.one_of(
     st.builds(lambda u: msgspec.json.encode({"uid": u, "attributes": {}}), st.text(max_size=6)),
@@ -84,9 +82,10 @@ def test_deal_gives_each_line_once_in_order_and_each_uid_one_worker(
         assert order == sorted(order)  # each worker gets its lines in file order
 
 
-def test_auto_workers_stays_in_process_for_small_data() -> None:
+def test_auto_workers_two_per_cpu_for_large_data_else_in_process() -> None:
     assert auto_workers(PARALLEL_FROM_BYTES - 1) == 1
-    assert auto_workers(PARALLEL_FROM_BYTES) >= 1
+    cpus = os.cpu_count() or 1
+    assert auto_workers(PARALLEL_FROM_BYTES) == min(2 * cpus, MAX_AUTO_WORKERS)
 
 
 def _data(directory: Path) -> Path:
@@ -103,13 +102,7 @@ def _data(directory: Path) -> Path:
 
 
 async def _snapshots(config: Path, uids: list[str]) -> list[ProfileSnapshot]:
-    loaded = load_config(config)
-    assert loaded.dmp is not None
-    store = open_store(loaded.store.url)
-    service = DmpService(
-        store, loaded.dmp.settings(), loaded.dmp.partner_models(), [], clock=time.time,
-        new_uid=lambda: "x", worker="w", traits=loaded.dmp.trait_catalog(),
-    )  # fmt: skip
+    store, service = open_service(config)
     found = await service.profile_reader.snapshots(uids)
     await store.close()
     return found

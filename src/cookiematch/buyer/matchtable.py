@@ -324,35 +324,34 @@ class MatchTable:
         """Both entries that exist among ``gid`` and ``uid``: one ``get`` (``keys``) or
         ``hget`` (``buckets``) for one id; for both, one ``get_many`` or the two ``hget``s issued
         together, pipelined by the store."""
-        store = self._store
         if uid is None:
             if gid is None:
                 return _NOTHING
-            if self.buckets is None:
-                value = await store.get(self.keys.by_gid(gid))
-            else:
-                value = await store.hget(*self.buckets.by_gid(gid))
-            if value is None:
-                return _NOTHING
-            return Lookup(self._live(MatchCodec.unpack_by_gid(gid, value)))
+            return Lookup(self._entry_by_gid(gid, await self._read_gid(gid)))
         if gid is None:
-            if self.buckets is None:
-                value = await store.get(self.keys.by_uid(uid))
-            else:
-                value = await store.hget(*self.buckets.by_uid(uid))
-            if value is None:
-                return _NOTHING
-            return Lookup(None, self._live(MatchCodec.unpack_by_uid(uid, value)))
+            return Lookup(None, self._entry_by_uid(uid, await self._read_uid(uid)))
         if self.buckets is None:
-            forward, reverse = await store.get_many([self.keys.by_gid(gid), self.keys.by_uid(uid)])
+            keys = [self.keys.by_gid(gid), self.keys.by_uid(uid)]
+            forward, reverse = await self._store.get_many(keys)
         else:
-            forward, reverse = await _together(
-                store.hget(*self.buckets.by_gid(gid)), store.hget(*self.buckets.by_uid(uid))
-            )
-        return Lookup(
-            None if forward is None else self._live(MatchCodec.unpack_by_gid(gid, forward)),
-            None if reverse is None else self._live(MatchCodec.unpack_by_uid(uid, reverse)),
-        )
+            forward, reverse = await _together(self._read_gid(gid), self._read_uid(uid))
+        return Lookup(self._entry_by_gid(gid, forward), self._entry_by_uid(uid, reverse))
+
+    def _read_gid(self, gid: str) -> Awaitable[bytes | None]:
+        if self.buckets is None:
+            return self._store.get(self.keys.by_gid(gid))
+        return self._store.hget(*self.buckets.by_gid(gid))
+
+    def _read_uid(self, uid: bytes) -> Awaitable[bytes | None]:
+        if self.buckets is None:
+            return self._store.get(self.keys.by_uid(uid))
+        return self._store.hget(*self.buckets.by_uid(uid))
+
+    def _entry_by_gid(self, gid: str, value: bytes | None) -> MatchEntry | None:
+        return None if value is None else self._live(MatchCodec.unpack_by_gid(gid, value))
+
+    def _entry_by_uid(self, uid: bytes, value: bytes | None) -> MatchEntry | None:
+        return None if value is None else self._live(MatchCodec.unpack_by_uid(uid, value))
 
     def _live(self, entry: MatchEntry) -> MatchEntry | None:
         """Bucketed entries have no store TTL: one older than the TTL reads as absent."""
