@@ -258,8 +258,9 @@ async def test_one_bad_line_among_good_ones_is_the_only_reject(
     assert [s.attributes for s in snapshots] == [{"n": 0}, {"n": 1232}, {}, {"n": 2998}]
 
 
-async def test_later_batches_win_and_reads_are_not_held_up_by_the_previous_write(
-    ingestor: Ingestor, service: DmpService, store: Store, clock: FakeClock
+@pytest.mark.parametrize(("hold", "flushes"), [(250_000, 1), (1, 4)])
+async def test_later_batches_win_and_held_profiles_are_written_once_per_flush(
+    ingestor: Ingestor, service: DmpService, store: Store, clock: FakeClock, hold: int, flushes: int
 ) -> None:
     await synced(service, clock, "A-1", "d1")
     calls: list[str] = []
@@ -281,12 +282,14 @@ async def test_later_batches_win_and_reads_are_not_held_up_by_the_previous_write
         batch(line("A-1", attributes={"tier": None})),
         batch(line("A-1", remove=["age"]), line("A-1", attributes={"tier": "bronze"})),
     ]
-    report = await ingestor.ingest("analytics", data)
-    assert report.accepted == 5 and report.profiles == 4
+    report = await ingestor.ingest("analytics", data, hold_profiles=hold)
+    assert report.accepted == 5 and report.profiles == flushes
     assert (await service.profile_reader.snapshot("d1")).attributes == {"tier": "bronze"}
-    # each batch's look-up is issued before the previous batch's write is queued
     traits = "write " + keys.traits_key("d1")
-    assert calls == ["read", "read", traits, "read", traits, "read", traits]  # 3rd: hdel only
+    if flushes == 1:  # every look-up first, then one write of the merged profile
+        assert calls == ["read", "read", "read", "read", traits]
+    else:  # a flush after each batch (the 3rd only deletes a field: hdel, no hset_many)
+        assert calls == ["read", traits, "read", traits, "read", "read", traits]
 
 
 def test_bulk_gc_restores_the_collector() -> None:

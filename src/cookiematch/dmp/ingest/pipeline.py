@@ -25,7 +25,7 @@ from cookiematch.dmp.ingest.readers import Batch
 from cookiematch.dmp.ingest.records import Checker, Record
 from cookiematch.dmp.ingest.rejects import Reject, reject
 from cookiematch.dmp.ingest.resolver import Resolver
-from cookiematch.dmp.traits import ProfileUpdate, TraitStore, TraitWrites
+from cookiematch.dmp.traits import ProfileUpdate, TraitStore
 from cookiematch.errors import RecordError
 from cookiematch.storage.base import Store
 
@@ -34,10 +34,15 @@ BATCH_RECORDS = 100_000
 """Records per batch of ``cookiematch dmp ingest`` (``--batch-size``)."""
 BULK_GC_THRESHOLD = 1_000_000
 """``bulk_gc``: tracked allocations between young collections (Python's default is 700)."""
+HOLD_PROFILES = 250_000
+"""Profiles ``ingest`` merges in memory before it writes them (``--hold-profiles``).
+
+A store pays per profile written, not per record: writing each batch's profiles rewrote
+nearly every profile of the table per batch once the table outgrew a batch (SQLite rewrites
+each page it touches into its log), so the records of many batches are merged first and each
+profile is written once per flush. About 0.5 KB of memory per profile held."""
 RECHECK_EVERY = 50_000
-"""``ingest`` rechecks pending partner uids once this many wait (and at the end), not after
-every batch: the recheck reads the match table once the pending writes are committed, which
-would make every batch wait for the store's writer."""
+"""``ingest`` also writes what it holds once this many records wait for their sync."""
 
 
 @contextlib.contextmanager
@@ -96,11 +101,10 @@ class IngestReport:
 
 @dataclass(slots=True)
 class _Parsed:
-    """A batch parsed and resolved, not written yet."""
+    """A batch's valid records and its counts so far."""
 
     report: IngestReport
     records: list[Record]
-    synced: dict[str, str]  # partner uid -> DMP uid
 
 
 class Ingestor:
@@ -129,34 +133,26 @@ class Ingestor:
         *,
         on_reject: OnReject | None = None,
         keep_rejects: bool = False,
+        hold_profiles: int = HOLD_PROFILES,
     ) -> IngestReport:
         """Every batch in turn; rejects go to ``on_reject`` and, if asked, into the report.
 
-        Batches overlap with the store's commits: a batch's partner uids are looked up, and
-        the previous batch's fields prepared, before the previous batch's writes are queued,
-        so neither waits for the commit of the batch before (the store makes reads wait for
-        the writes queued before them; ingestion never writes what the look-up reads).
+        Batches are parsed and resolved as they come, and their records merged by profile in
+        memory (later wins, as in one batch); the held profiles are written once
+        ``hold_profiles`` are held, and at the end, in one store call (see ``HOLD_PROFILES``).
+        Records that wait for their sync are written with them. No write happens between two
+        of these flushes, so the look-ups never wait for the store's commits.
         """
         total = IngestReport()
-        waiting: dict[str, None] = {}  # partner uids left pending, not rechecked yet
-        held: _Parsed | None = None
+        held = _Held()
 
         async def one(batch: Batch) -> None:
-            nonlocal held
             parsed = self._parse(batch, on_reject, keep_rejects)
-            prepared = None if held is None else self._prepare(partner_id, held)
-            parsed.synced = await self._resolve(partner_id, parsed.records)
-            if held is not None and prepared is not None:
-                await flush(held, prepared)
-            held = parsed
-
-        async def flush(parsed: _Parsed, prepared: _Prepared) -> None:
-            uids = await self._write(partner_id, parsed, prepared)
+            synced = await self._resolve(partner_id, parsed.records)
+            self._merge(partner_id, parsed, synced, held)
             total.add(parsed.report)
-            waiting.update(dict.fromkeys(uids))
-            if len(waiting) >= RECHECK_EVERY:
-                total.resolved += await self.pending.recheck(partner_id, list(waiting))
-                waiting.clear()
+            if len(held.updates) >= hold_profiles or len(held.waiting) >= RECHECK_EVERY:
+                await self._flush(partner_id, held, total)
 
         if isinstance(batches, AsyncIterable):
             async for batch in batches:
@@ -164,10 +160,7 @@ class Ingestor:
         else:
             for batch in batches:
                 await one(batch)
-        if held is not None:
-            await flush(held, self._prepare(partner_id, held))
-        if waiting:
-            total.resolved += await self.pending.recheck(partner_id, list(waiting))
+        await self._flush(partner_id, held, total)
         return total
 
     async def batch(
@@ -177,12 +170,11 @@ class Ingestor:
         on_reject: OnReject | None = None,
         keep_rejects: bool = False,
     ) -> IngestReport:
-        """One batch, its pending records rechecked before it returns."""
+        """One batch, written (and its pending records rechecked) before it returns."""
         parsed = self._parse(batch, on_reject, keep_rejects)
-        parsed.synced = await self._resolve(partner_id, parsed.records)
-        waiting = await self._write(partner_id, parsed, self._prepare(partner_id, parsed))
-        if waiting:
-            parsed.report.resolved = await self.pending.recheck(partner_id, waiting)
+        held = _Held()
+        self._merge(partner_id, parsed, await self._resolve(partner_id, parsed.records), held)
+        await self._flush(partner_id, held, parsed.report)
         return parsed.report
 
     def _parse(self, batch: Batch, on_reject: OnReject | None, keep_rejects: bool) -> _Parsed:
@@ -208,16 +200,17 @@ class Ingestor:
                     on_reject(refused)
                 if keep_rejects:
                     report.rejects.append(refused)
-        return _Parsed(report, records, {})
+        return _Parsed(report, records)
 
     async def _resolve(self, partner_id: str, records: list[Record]) -> dict[str, str]:
         return await self._resolver.resolve(partner_id, {r.uid for r in records})
 
-    def _prepare(self, partner_id: str, parsed: _Parsed) -> _Prepared:
-        """Merge the synced records by profile (in order) and prepare their fields."""
-        synced = parsed.synced
-        updates: dict[str, ProfileUpdate] = {}
-        waiting: list[Record] = []
+    @staticmethod
+    def _merge(partner_id: str, parsed: _Parsed, synced: dict[str, str], held: _Held) -> None:
+        """Merge the synced records into the held profiles (in order); hold the others."""
+        updates = held.updates
+        waiting = held.waiting
+        before = len(waiting)
         for record in parsed.records:
             dmp_uid = synced.get(record.uid)
             if dmp_uid is None:
@@ -228,22 +221,27 @@ class Ingestor:
                 update = updates[dmp_uid] = ProfileUpdate(partner_id)
             update.merge(record.attributes, record.remove, record.events)
         report = parsed.report
-        report.accepted = len(parsed.records) - len(waiting)
-        report.profiles = len(updates)
-        report.pending = len(waiting)
-        return _Prepared(self.traits.prepare(updates) if updates else None, waiting)
+        report.pending = len(waiting) - before
+        report.accepted = len(parsed.records) - report.pending
 
-    async def _write(self, partner_id: str, parsed: _Parsed, prepared: _Prepared) -> list[str]:
-        """Store a prepared batch; return the partner uids whose records now wait."""
-        if prepared.traits is not None:
-            parsed.report.expired_events = await self.traits.write(prepared.traits)
-        if not prepared.waiting:
-            return []
-        await self.pending.add(partner_id, prepared.waiting)
-        return list({r.uid: None for r in prepared.waiting})
+    async def _flush(self, partner_id: str, held: _Held, report: IngestReport) -> None:
+        """Write the held profiles and pending records (then recheck those: a sync may have
+        arrived meanwhile), count them into ``report``, and empty ``held``."""
+        updates, waiting = held.updates, held.waiting
+        held.updates, held.waiting = {}, []
+        if waiting:
+            await self.pending.add(partner_id, waiting)
+        if updates:
+            report.profiles += len(updates)
+            report.expired_events += await self.traits.write(self.traits.prepare(updates))
+        if waiting:
+            uids = list({r.uid: None for r in waiting})
+            report.resolved += await self.pending.recheck(partner_id, uids)
 
 
 @dataclass(slots=True)
-class _Prepared:
-    traits: TraitWrites | None
-    waiting: list[Record]  # records of partner uids not synced yet
+class _Held:
+    """Records merged by profile, and records waiting for their sync, not written yet."""
+
+    updates: dict[str, ProfileUpdate] = field(default_factory=dict)  # by DMP uid
+    waiting: list[Record] = field(default_factory=list)
