@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import os
 import random
+import resource
 import shutil
 import socket
 import subprocess
@@ -187,10 +188,19 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
+def peak_rss_mib() -> float:
+    """The peak RSS of the largest process so far: this one or a worker (ended)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, workers) / 1024  # KiB on Linux
+
+
 def measure(url: str, data: Path, args: argparse.Namespace) -> dict[str, float]:
     if args.workers > 1:
-        return run_workers(url, data, args.workdir, args)
-    return asyncio.run(run(url, data, args.users, args.unsynced, args.batch, args.segments))
+        found = run_workers(url, data, args.workdir, args)
+    else:
+        found = asyncio.run(run(url, data, args.users, args.unsynced, args.batch, args.segments))
+    return {**found, "peak_rss_mib": peak_rss_mib()}
 
 
 def main() -> None:
@@ -249,14 +259,15 @@ def main() -> None:
                 proc.terminate()
                 proc.wait()
         print(kind, {k: round(v, 1) for k, v in results[kind].items()})
-    print(f"\n{'store':<8} {'records/s':>10} {'seconds':>8} {'accepted':>10} {'pending':>8}")
+    print(f"\n{'store':<8} {'records/s':>10} {'seconds':>8} {'accepted':>10} {'pending':>8}"
+          f" {'peak RSS':>9}")  # fmt: skip
     for kind, r in results.items():
         rate = r["records"] / r["seconds"]
         print(f"{kind:<8} {rate:>10,.0f} {r['seconds']:>8.1f} {r['accepted']:>10,.0f}"
-              f" {r['pending']:>8,.0f}")  # fmt: skip
+              f" {r['pending']:>8,.0f} {r['peak_rss_mib']:>5,.0f} MiB")  # fmt: skip
     print(
         f"(cpus: {os.cpu_count()}; workers: {args.workers}; "
-        "timed until the store is closed, i.e. flushed)"
+        "timed until the store is closed, i.e. flushed; peak RSS: the largest process so far)"
     )
 
 

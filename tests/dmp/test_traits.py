@@ -5,6 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from cookiematch.dmp import keys
 from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.traits import (
@@ -69,6 +72,35 @@ def test_merge_keeps_the_order_of_records() -> None:
     found.merge({"b": 2}, [], [])
     assert found.attributes == {"b": 2}
     assert found.remove == {"a"}
+
+
+_NAMES = st.sampled_from(["a", "b", "c"])
+_RECORDS = st.lists(
+    st.tuples(
+        st.dictionaries(_NAMES, st.one_of(st.none(), st.integers(0, 3))),
+        st.lists(_NAMES, max_size=2),
+        st.lists(st.tuples(st.just("e"), st.integers(0, 3)), max_size=2),
+    ),
+    max_size=8,
+)
+
+
+@given(_RECORDS)
+def test_merging_records_equals_applying_them_one_by_one(
+    records: list[tuple[dict[str, int | None], list[str], list[tuple[str, int]]]],
+) -> None:
+    merged = ProfileUpdate("crm")
+    state: dict[str, int | None] = {}  # name -> value, None: removed
+    events: set[tuple[str, int]] = set()
+    for attributes, remove, new_events in records:
+        merged.merge(attributes, remove, new_events)
+        for name in remove:
+            state[name] = None
+        state.update(attributes)
+        events.update(new_events)
+    assert merged.attributes == {n: v for n, v in state.items() if v is not None}
+    assert merged.remove == {n for n, v in state.items() if v is None}
+    assert merged.events == events
 
 
 async def test_events_dedup_bound_and_expire_from_their_time(

@@ -25,6 +25,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -44,7 +45,9 @@ DAY = 86400.0
 EVENT_EXPIRY_STEP = 3600.0  # event expiries are rounded up to the hour, so they share writes
 CONCURRENCY = 2000  # store calls in flight per step
 TRIM_CHUNK = 5000  # profiles read per hgetall_many when trimming
+DRAIN_CHUNK = 25_000  # profiles per write of ``TraitStore.drain``
 MAX_REMEMBERED = 10_000  # trait names whose field and TTL are remembered (then start over)
+_NOTHING: frozenset[Any] = frozenset()
 
 ProfileChanged = Callable[[list[str]], Awaitable[None]]
 """A browser's field maps by key suffix (``p``, ``e``, ``t``, ...): field -> value."""
@@ -116,12 +119,16 @@ class TraitCatalog:
 
 @dataclass(slots=True)
 class ProfileUpdate:
-    """What one batch does to one profile; records are merged in order (later wins)."""
+    """What records do to one profile, merged in order (later wins).
+
+    ``remove`` and ``events`` share one empty frozenset until a record needs them (an empty
+    set costs 216 bytes, and ingestion holds hundreds of thousands of these).
+    """
 
     partner: str
     attributes: dict[str, AttributeValue] = field(default_factory=dict)
-    remove: set[str] = field(default_factory=set)
-    events: set[tuple[str, int]] = field(default_factory=set)
+    remove: AbstractSet[str] = _NOTHING
+    events: AbstractSet[tuple[str, int]] = _NOTHING
 
     def merge(
         self,
@@ -129,23 +136,28 @@ class ProfileUpdate:
         remove: Iterable[str],
         events: Iterable[tuple[str, int]],
     ) -> None:
-        for name in remove:
-            self.attributes.pop(name, None)
-            self.remove.add(name)
-        if None in attributes.values():
+        if remove or None in attributes.values():
+            removed = set(self.remove)
+            for name in remove:
+                self.attributes.pop(name, None)
+                removed.add(name)
             for name, value in attributes.items():
                 if value is None:
                     self.attributes.pop(name, None)
-                    self.remove.add(name)
+                    removed.add(name)
                 else:
-                    self.remove.discard(name)
+                    removed.discard(name)
                     self.attributes[name] = value
+            self.remove = removed or _NOTHING
         else:  # only values: set them all at once
             self.attributes.update(attributes)  # type: ignore[arg-type]
             if self.remove:
-                self.remove.difference_update(attributes)
+                self.remove = {name for name in self.remove if name not in attributes} or _NOTHING
         if events:
-            self.events.update(events)
+            if isinstance(self.events, set):
+                self.events.update(events)
+            else:
+                self.events = set(events)
 
 
 def _newest(events: list[tuple[str, int, float]], limit: int) -> Iterable[tuple[str, int, float]]:
@@ -243,6 +255,20 @@ class TraitStore:
     async def apply(self, updates: Mapping[str, ProfileUpdate]) -> int:
         """Write the updates (by DMP uid); return how many events had already expired."""
         return await self.write(self.prepare(updates))
+
+    async def drain(self, updates: dict[str, ProfileUpdate], chunk: int = DRAIN_CHUNK) -> int:
+        """Write every update and take it out of ``updates``, ``chunk`` profiles at a time in
+        key order; return how many events had already expired.
+
+        In key order, each chunk touches its own part of the store's table; emptying
+        ``updates`` as the chunks are prepared keeps one copy of each profile in memory.
+        """
+        expired = 0
+        order = sorted(updates, key=keys.traits_key)
+        for start in range(0, len(order), chunk):
+            part = {uid: updates.pop(uid) for uid in order[start : start + chunk]}
+            expired += await self.write(self.prepare(part))
+        return expired
 
     def prepare(self, updates: Mapping[str, ProfileUpdate]) -> TraitWrites:
         """The fields of the updates, grouped by key and TTL (no I/O: ``write`` stores them).

@@ -72,7 +72,7 @@ class IngestReport:
     accepted: int = 0
     pending: int = 0
     rejected: int = 0
-    profiles: int = 0  # profiles written (a profile in several batches counts each time)
+    profiles: int = 0  # profiles written (a profile in several flushes counts each time)
     expired_events: int = 0  # events already older than their trait's TTL: not stored
     resolved: int = 0  # pending records applied because their sync arrived meanwhile
     rejects: list[Reject] = field(default_factory=list)  # kept only when asked
@@ -233,7 +233,7 @@ class Ingestor:
             await self.pending.add(partner_id, waiting)
         if updates:
             report.profiles += len(updates)
-            report.expired_events += await self.traits.write(self.traits.prepare(updates))
+            report.expired_events += await self.traits.drain(updates)
         if waiting:
             uids = list({r.uid: None for r in waiting})
             report.resolved += await self.pending.recheck(partner_id, uids)
