@@ -5,18 +5,22 @@
 Generates (once, in --workdir, not committed) a JSON Lines file of ``--records`` records over
 ``--users`` partner uids, of which ``--unsynced`` are not in the match table (they go pending).
 Each record carries two attributes; ``--event-share`` of them one event too; ``--segments``
-adds two segments updated incrementally after every batch. Per store: a fresh
+has two segments updated incrementally as profiles are written. Per store: a fresh
 store, the match table's reverse entries written in bulk (not timed), then the file ingested
 exactly as ``cookiematch dmp ingest`` does (readers -> Ingestor, ``Durability.ASYNC``; with
 ``--workers N``, the command's worker processes over a configuration written here), timed
-until the store is closed (everything flushed). Redis: a redis-server started here on a free
-port, persistence off.
+until the store is closed (everything flushed), with the peak RSS of the largest process.
+Then (unless ``--no-recompute``) two full recomputes of the two segments over what was
+ingested, timed: every membership new, then nothing changed. Redis: a redis-server started
+here on a free port, persistence off.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import multiprocessing
 import os
 import random
 import resource
@@ -32,7 +36,7 @@ import msgspec
 from cookiematch.cli.dmp_workers import READ_LINES, ingest_in_workers
 from cookiematch.dmp import keys
 from cookiematch.dmp.ingest import build_ingestor, bulk_gc
-from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS
+from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS, HOLD_PROFILES
 from cookiematch.dmp.ingest.readers import read_batches
 from cookiematch.dmp.matches import ReverseMatch
 from cookiematch.dmp.segments import Segment, SegmentUpdater, StoredProfiles, parse_rule
@@ -132,6 +136,7 @@ def run_workers(url: str, data: Path, workdir: Path, args: argparse.Namespace) -
             read_batches(data, "jsonl", READ_LINES),
             workers=args.workers,
             batch_size=args.batch,
+            hold_profiles=args.hold_profiles,
             rejects=rejects,
         )
     seconds = time.perf_counter() - started
@@ -144,9 +149,8 @@ SEGMENTS = [
 ]
 
 
-async def run(
-    url: str, data: Path, users: int, unsynced: float, batch: int, segments: bool
-) -> dict[str, float]:
+async def run(url: str, data: Path, args: argparse.Namespace) -> dict[str, float]:
+    users, unsynced, segments = args.users, args.unsynced, args.segments
     store = await connect_store(url, durability=Durability.ASYNC)
     started = time.perf_counter()
     await seed_matches(store, users, unsynced)
@@ -164,7 +168,8 @@ async def run(
     ingestor = build_ingestor(store, traits)
     started = time.perf_counter()
     with bulk_gc():  # as `cookiematch dmp ingest`
-        report = await ingestor.ingest(PARTNER, read_batches(data, "jsonl", batch))
+        batches = read_batches(data, "jsonl", args.batch)
+        report = await ingestor.ingest(PARTNER, batches, hold_profiles=args.hold_profiles)
     queued = time.perf_counter() - started
     await store.close()
     seconds = time.perf_counter() - started
@@ -189,18 +194,48 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def peak_rss_mib() -> float:
-    """The peak RSS of the largest process so far: this one or a worker (ended)."""
+    """The peak RSS of the largest process so far: this one or one of its ingest workers."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, workers) / 1024  # KiB on Linux
 
 
+async def recompute(url: str) -> dict[str, float]:
+    """Two full recomputes of SEGMENTS over the ingested profiles: every membership new, then
+    nothing changed (as ``cookiematch dmp segments recompute``)."""
+    store = await connect_store(url)
+    try:
+        reader = ProfileReader(store)
+        source = StoredProfiles(store, reader.build, ProfileReader.SUFFIXES)
+        updater = SegmentUpdater(store, SEGMENTS, source)
+        first = await updater.recompute()
+        second = await updater.recompute()
+    finally:
+        await store.close()
+    members = sum(second.sizes.values())
+    return {"recompute_s": first.seconds, "recompute_again_s": second.seconds, "members": members}
+
+
 def measure(url: str, data: Path, args: argparse.Namespace) -> dict[str, float]:
+    """One store, in a process of its own (``measure_apart``): its peak RSS is its own."""
+    if args.sqlite_cache_mib is not None:
+        sqlite_store.CACHE_MIB = args.sqlite_cache_mib
+    if args.sqlite_mmap_mib is not None:
+        sqlite_store.MMAP_MIB = args.sqlite_mmap_mib
     if args.workers > 1:
         found = run_workers(url, data, args.workdir, args)
     else:
-        found = asyncio.run(run(url, data, args.users, args.unsynced, args.batch, args.segments))
-    return {**found, "peak_rss_mib": peak_rss_mib()}
+        found = asyncio.run(run(url, data, args))
+    found["peak_rss_mib"] = peak_rss_mib()
+    if args.recompute:
+        found.update(asyncio.run(recompute(url)))
+    return found
+
+
+def measure_apart(url: str, data: Path, args: argparse.Namespace) -> dict[str, float]:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(measure, url, data, args).result()
 
 
 def main() -> None:
@@ -210,9 +245,18 @@ def main() -> None:
     parser.add_argument("--unsynced", type=float, default=0.02)
     parser.add_argument("--event-share", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=BATCH_RECORDS, help="records per batch")
+    parser.add_argument(
+        "--hold-profiles", type=int, default=HOLD_PROFILES, help="profiles held per process"
+    )
     parser.add_argument("--stores", default="sqlite,redis")
     parser.add_argument(
         "--segments", action="store_true", help="update two segments after every batch"
+    )
+    parser.add_argument(
+        "--recompute",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="then time two full recomputes of the two segments (default: on)",
     )
     parser.add_argument(
         "--workers",
@@ -228,10 +272,6 @@ def main() -> None:
         "--sqlite-mmap-mib", type=int, help="mmap size of every connection (--workers 1 only)"
     )
     args = parser.parse_args()
-    if args.sqlite_cache_mib is not None:
-        sqlite_store.CACHE_MIB = args.sqlite_cache_mib
-    if args.sqlite_mmap_mib is not None:
-        sqlite_store.MMAP_MIB = args.sqlite_mmap_mib
     args.workdir.mkdir(parents=True, exist_ok=True)
     name = f"records-{args.records}-{args.users}-{args.event_share}.jsonl"
     data = args.workdir / name
@@ -247,14 +287,14 @@ def main() -> None:
             db = args.workdir / "bench.db"
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
-            results[kind] = measure(f"sqlite://{db}", data, args)
+            results[kind] = measure_apart(f"sqlite://{db}", data, args)
         elif kind == "redis":
             if shutil.which("redis-server") is None:
                 print("redis-server not found: skipping redis")
                 continue
             proc, url = start_redis(args.workdir)
             try:
-                results[kind] = measure(url, data, args)
+                results[kind] = measure_apart(url, data, args)
             finally:
                 proc.terminate()
                 proc.wait()
@@ -265,9 +305,15 @@ def main() -> None:
         rate = r["records"] / r["seconds"]
         print(f"{kind:<8} {rate:>10,.0f} {r['seconds']:>8.1f} {r['accepted']:>10,.0f}"
               f" {r['pending']:>8,.0f} {r['peak_rss_mib']:>5,.0f} MiB")  # fmt: skip
+    if args.recompute:
+        print(f"\n{'store':<8} {'recompute (all new)':>20} {'again (no change)':>18}"
+              f" {'memberships':>12}")  # fmt: skip
+        for kind, r in results.items():
+            print(f"{kind:<8} {r['recompute_s']:>18.1f} s {r['recompute_again_s']:>16.1f} s"
+                  f" {r['members']:>12,.0f}")  # fmt: skip
     print(
         f"(cpus: {os.cpu_count()}; workers: {args.workers}; "
-        "timed until the store is closed, i.e. flushed; peak RSS: the largest process so far)"
+        "timed until the store is closed, i.e. flushed; peak RSS: the largest process)"
     )
 
 

@@ -108,12 +108,16 @@ async def _snapshots(config: Path, uids: list[str]) -> list[ProfileSnapshot]:
     return found
 
 
-def _ingest(tmp: Path, workers: int) -> tuple[str, list[tuple[str, int, str]], list[object]]:
+def _ingest(
+    tmp: Path, workers: int, hold: int = 1000
+) -> tuple[str, list[tuple[str, int, str]], list[object]]:
+    tmp.mkdir()
     config = write_config(tmp)
     asyncio.run(_seed(config, {f"C-{i}": f"d-{i}" for i in range(7)}))
     rejects = tmp / "rejects.jsonl"
     argv = ["dmp", "ingest", "--config", str(config), "--partner", "crm"]
     argv += ["--workers", str(workers), "--batch-size", "5", "--rejects", str(rejects)]
+    argv += ["--hold-profiles", str(hold)]
     result = CliRunner().invoke(main, [*argv, str(_data(tmp))])
     assert result.exit_code == 0, result.output
     refused = [msgspec.json.decode(x) for x in rejects.read_text().splitlines()]
@@ -123,10 +127,10 @@ def _ingest(tmp: Path, workers: int) -> tuple[str, list[tuple[str, int, str]], l
 
 
 def test_workers_leave_the_same_profiles_and_rejects_as_one_process(tmp_path: Path) -> None:
-    (tmp_path / "one").mkdir()
-    (tmp_path / "three").mkdir()
     alone = _ingest(tmp_path / "one", 1)
-    shared = _ingest(tmp_path / "three", 3)
+    shared = _ingest(tmp_path / "three", 3, hold=2)  # each worker writes every 2 profiles
+    flushing = _ingest(tmp_path / "flushing", 1, hold=1)
+    assert flushing[1:] == alone[1:]
 
     counted = re.compile(r"(\d+) (records|accepted|pending|rejected)")
     assert counted.findall(shared[0]) == counted.findall(alone[0])  # profile writes differ

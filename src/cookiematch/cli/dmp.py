@@ -35,7 +35,7 @@ from cookiematch.cli.dmp_workers import (
     ingest_in_workers,
 )
 from cookiematch.dmp.ingest import IngestReport, bulk_gc
-from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS
+from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS, HOLD_PROFILES
 from cookiematch.dmp.ingest.readers import Batch, Format, expand, read_batches
 from cookiematch.dmp.ingest.rejects import Reject, RejectsWriter
 from cookiematch.dmp.pull import Cursors, PullSource, pull
@@ -84,7 +84,15 @@ def _summary(report: IngestReport, seconds: float) -> str:
     type=click.IntRange(1, 1_000_000),
     default=BATCH_RECORDS,
     show_default=True,
-    help="Records per batch (about one store transaction each; memory grows with it).",
+    help="Records parsed and looked up at a time (memory grows with it).",
+)
+@click.option(
+    "--hold-profiles",
+    type=click.IntRange(1, 100_000_000),
+    default=HOLD_PROFILES,
+    show_default=True,
+    help="Profiles merged in memory before they are written, per process (~1 KB each): "
+    "more writes each profile fewer times.",
 )
 @click.option(
     "--workers",
@@ -101,6 +109,7 @@ def ingest(
     fmt: Format | None,
     rejects: IO[str] | None,
     batch_size: int,
+    hold_profiles: int,
     workers: int,
     data: tuple[Path, ...],
 ) -> None:
@@ -127,7 +136,10 @@ def ingest(
                 async with open_ingestor(config, dmp_config) as ingestor:
                     with bulk_gc():
                         report = await ingestor.ingest(
-                            partner_id, batches(batch_size), on_reject=writer.write
+                            partner_id,
+                            batches(batch_size),
+                            on_reject=writer.write,
+                            hold_profiles=hold_profiles,
                         )
                 writer.flush()
                 return report
@@ -141,6 +153,7 @@ def ingest(
                     batches(READ_LINES),
                     workers=count,
                     batch_size=batch_size,
+                    hold_profiles=hold_profiles,
                     rejects=sink,
                 )
             except CookiematchError as exc:

@@ -29,6 +29,7 @@ from typing import IO
 
 from cookiematch.cli.dmp_ingestor import load_partner, open_ingestor
 from cookiematch.dmp.ingest import IngestReport, bulk_gc
+from cookiematch.dmp.ingest.pipeline import HOLD_PROFILES
 from cookiematch.dmp.ingest.readers import Batch
 from cookiematch.dmp.ingest.rejects import RejectsWriter
 from cookiematch.dmp.ingest.shards import deal
@@ -51,6 +52,7 @@ class _Job:
     config_file: Path
     partner_id: str
     rejects: Path
+    hold_profiles: int
 
 
 # (worker, counts or None, error or None)
@@ -74,13 +76,14 @@ def ingest_in_workers(
     *,
     workers: int,
     batch_size: int,
+    hold_profiles: int = HOLD_PROFILES,
     rejects: IO[str],
 ) -> IngestReport:
     """Ingest ``batches`` in ``workers`` processes; their rejects go to ``rejects``."""
     total = IngestReport()
     with tempfile.TemporaryDirectory(prefix="cookiematch-ingest-") as scratch:
         jobs = [
-            _Job(config_file, partner_id, Path(scratch) / f"rejects-{i}.jsonl")
+            _Job(config_file, partner_id, Path(scratch) / f"rejects-{i}.jsonl", hold_profiles)
             for i in range(workers)
         ]
         crew = _Crew(jobs)
@@ -195,4 +198,9 @@ async def _ingest(job: _Job, inbox: Queue[Batch | None]) -> IngestReport:
         writer = RejectsWriter(stream)
         async with open_ingestor(config, dmp_config) as ingestor:
             with bulk_gc():
-                return await ingestor.ingest(job.partner_id, arriving(), on_reject=writer.write)
+                return await ingestor.ingest(
+                    job.partner_id,
+                    arriving(),
+                    on_reject=writer.write,
+                    hold_profiles=job.hold_profiles,
+                )

@@ -45,7 +45,6 @@ DAY = 86400.0
 EVENT_EXPIRY_STEP = 3600.0  # event expiries are rounded up to the hour, so they share writes
 CONCURRENCY = 2000  # store calls in flight per step
 TRIM_CHUNK = 5000  # profiles read per hgetall_many when trimming
-DRAIN_CHUNK = 25_000  # profiles per write of ``TraitStore.drain``
 MAX_REMEMBERED = 10_000  # trait names whose field and TTL are remembered (then start over)
 _NOTHING: frozenset[Any] = frozenset()
 
@@ -255,20 +254,6 @@ class TraitStore:
     async def apply(self, updates: Mapping[str, ProfileUpdate]) -> int:
         """Write the updates (by DMP uid); return how many events had already expired."""
         return await self.write(self.prepare(updates))
-
-    async def drain(self, updates: dict[str, ProfileUpdate], chunk: int = DRAIN_CHUNK) -> int:
-        """Write every update and take it out of ``updates``, ``chunk`` profiles at a time in
-        key order; return how many events had already expired.
-
-        In key order, each chunk touches its own part of the store's table; emptying
-        ``updates`` as the chunks are prepared keeps one copy of each profile in memory.
-        """
-        expired = 0
-        order = sorted(updates, key=keys.traits_key)
-        for start in range(0, len(order), chunk):
-            part = {uid: updates.pop(uid) for uid in order[start : start + chunk]}
-            expired += await self.write(self.prepare(part))
-        return expired
 
     def prepare(self, updates: Mapping[str, ProfileUpdate]) -> TraitWrites:
         """The fields of the updates, grouped by key and TTL (no I/O: ``write`` stores them).

@@ -1,11 +1,12 @@
 """The ingestion of one partner's records, a batch at a time.
 
-    parse + validate each line ──▶ resolve partner uids (get_many) ──┬─▶ traits (hset_many)
-         └─▶ rejects (reason, the batch goes on)                      └─▶ pending (not synced)
+    parse + validate each line ──▶ resolve partner uids ──┬─▶ merged by profile ──▶ traits
+         └─▶ rejects (reason, the batch goes on)           └─▶ not synced yet ──▶ pending
 
-A sync stored while records were being written to pending is caught by the recheck that
-follows (``batch``: at its end; ``ingest``: every ``RECHECK_EVERY`` pending uids and at the
-end); a later one by the DMP's callback (``PendingRecords.resolve``).
+``ingest`` (files) merges the records of many batches by profile in memory and writes them
+at each flush (``HOLD_PROFILES``); ``batch`` (HTTP, pull) writes its batch before it returns.
+A sync stored while records were being written to pending is caught by the recheck after
+each flush; a later one by the DMP's callback (``PendingRecords.resolve``).
 
 Re-ingesting the same data changes nothing: attributes are set, events are keyed by
 (name, ts), pending records by their content. Counts: ``accepted`` (applied to a profile),
@@ -20,12 +21,13 @@ import time
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from cookiematch.dmp.ingest.held import HeldProfiles
 from cookiematch.dmp.ingest.pending import PendingRecords
 from cookiematch.dmp.ingest.readers import Batch
 from cookiematch.dmp.ingest.records import Checker, Record
 from cookiematch.dmp.ingest.rejects import Reject, reject
 from cookiematch.dmp.ingest.resolver import Resolver
-from cookiematch.dmp.traits import ProfileUpdate, TraitStore
+from cookiematch.dmp.traits import TraitStore
 from cookiematch.errors import RecordError
 from cookiematch.storage.base import Store
 
@@ -35,14 +37,10 @@ BATCH_RECORDS = 100_000
 BULK_GC_THRESHOLD = 1_000_000
 """``bulk_gc``: tracked allocations between young collections (Python's default is 700)."""
 HOLD_PROFILES = 250_000
-"""Profiles ``ingest`` merges in memory before it writes them (``--hold-profiles``).
-
-A store pays per profile written, not per record: writing each batch's profiles rewrote
-nearly every profile of the table per batch once the table outgrew a batch (SQLite rewrites
-each page it touches into its log), so the records of many batches are merged first and each
-profile is written once per flush. About 0.5 KB of memory per profile held."""
+"""Profiles ``ingest`` holds merged in memory (``--hold-profiles``; about 1 KB each); beyond
+that they go to sorted runs on disk (``HeldProfiles``), about 100 bytes per profile per run."""
 RECHECK_EVERY = 50_000
-"""``ingest`` also writes what it holds once this many records wait for their sync."""
+"""``ingest`` writes the records that wait for their sync once this many are held."""
 
 
 @contextlib.contextmanager
@@ -137,30 +135,37 @@ class Ingestor:
     ) -> IngestReport:
         """Every batch in turn; rejects go to ``on_reject`` and, if asked, into the report.
 
-        Batches are parsed and resolved as they come, and their records merged by profile in
-        memory (later wins, as in one batch); the held profiles are written once
-        ``hold_profiles`` are held, and at the end, in one store call (see ``HOLD_PROFILES``).
-        Records that wait for their sync are written with them. No write happens between two
-        of these flushes, so the look-ups never wait for the store's commits.
+        Batches are parsed and resolved as they come, and their records merged by profile
+        (``HeldProfiles``: ``hold_profiles`` in memory, the rest in sorted runs on disk);
+        every profile is written once, at the end, in key order. Records that wait for their
+        sync are written every ``RECHECK_EVERY`` and at the end, before the profiles. Only
+        those writes happen before the end, so the look-ups seldom wait for a commit.
         """
         total = IngestReport()
-        held = _Held()
+        held = HeldProfiles(partner_id, hold_profiles)
+        waiting: list[Record] = []
 
         async def one(batch: Batch) -> None:
             parsed = self._parse(batch, on_reject, keep_rejects)
             synced = await self._resolve(partner_id, parsed.records)
-            self._merge(partner_id, parsed, synced, held)
+            self._merge(parsed, synced, held, waiting)
             total.add(parsed.report)
-            if len(held.updates) >= hold_profiles or len(held.waiting) >= RECHECK_EVERY:
-                await self._flush(partner_id, held, total)
+            held.spill_if_full()
+            if len(waiting) >= RECHECK_EVERY:
+                await self._write_waiting(partner_id, waiting, total)
+                waiting.clear()
 
-        if isinstance(batches, AsyncIterable):
-            async for batch in batches:
-                await one(batch)
-        else:
-            for batch in batches:
-                await one(batch)
-        await self._flush(partner_id, held, total)
+        try:
+            if isinstance(batches, AsyncIterable):
+                async for batch in batches:
+                    await one(batch)
+            else:
+                for batch in batches:
+                    await one(batch)
+            await self._write_waiting(partner_id, waiting, total)
+            await self._write_profiles(held, total)
+        finally:
+            held.close()
         return total
 
     async def batch(
@@ -172,9 +177,11 @@ class Ingestor:
     ) -> IngestReport:
         """One batch, written (and its pending records rechecked) before it returns."""
         parsed = self._parse(batch, on_reject, keep_rejects)
-        held = _Held()
-        self._merge(partner_id, parsed, await self._resolve(partner_id, parsed.records), held)
-        await self._flush(partner_id, held, parsed.report)
+        held = HeldProfiles(partner_id, max(1, len(parsed.records)))  # all in memory
+        waiting: list[Record] = []
+        self._merge(parsed, await self._resolve(partner_id, parsed.records), held, waiting)
+        await self._write_waiting(partner_id, waiting, parsed.report)
+        await self._write_profiles(held, parsed.report)
         return parsed.report
 
     def _parse(self, batch: Batch, on_reject: OnReject | None, keep_rejects: bool) -> _Parsed:
@@ -206,10 +213,11 @@ class Ingestor:
         return await self._resolver.resolve(partner_id, {r.uid for r in records})
 
     @staticmethod
-    def _merge(partner_id: str, parsed: _Parsed, synced: dict[str, str], held: _Held) -> None:
-        """Merge the synced records into the held profiles (in order); hold the others."""
+    def _merge(
+        parsed: _Parsed, synced: dict[str, str], held: HeldProfiles, waiting: list[Record]
+    ) -> None:
+        """Merge the synced records into the held profiles (in order); the others wait."""
         updates = held.updates
-        waiting = held.waiting
         before = len(waiting)
         for record in parsed.records:
             dmp_uid = synced.get(record.uid)
@@ -218,30 +226,24 @@ class Ingestor:
                 continue
             update = updates.get(dmp_uid)
             if update is None:
-                update = updates[dmp_uid] = ProfileUpdate(partner_id)
+                update = held.update_of(dmp_uid)
             update.merge(record.attributes, record.remove, record.events)
         report = parsed.report
         report.pending = len(waiting) - before
         report.accepted = len(parsed.records) - report.pending
 
-    async def _flush(self, partner_id: str, held: _Held, report: IngestReport) -> None:
-        """Write the held profiles and pending records (then recheck those: a sync may have
-        arrived meanwhile), count them into ``report``, and empty ``held``."""
-        updates, waiting = held.updates, held.waiting
-        held.updates, held.waiting = {}, []
+    async def _write_waiting(
+        self, partner_id: str, waiting: list[Record], report: IngestReport
+    ) -> None:
+        """Keep the records whose partner uid is not synced, then apply those whose sync
+        was stored meanwhile."""
         if waiting:
             await self.pending.add(partner_id, waiting)
-        if updates:
-            report.profiles += len(updates)
-            report.expired_events += await self.traits.drain(updates)
-        if waiting:
             uids = list({r.uid: None for r in waiting})
             report.resolved += await self.pending.recheck(partner_id, uids)
 
-
-@dataclass(slots=True)
-class _Held:
-    """Records merged by profile, and records waiting for their sync, not written yet."""
-
-    updates: dict[str, ProfileUpdate] = field(default_factory=dict)  # by DMP uid
-    waiting: list[Record] = field(default_factory=list)
+    async def _write_profiles(self, held: HeldProfiles, report: IngestReport) -> None:
+        """Write every held profile, a chunk of the key order at a time."""
+        for chunk in held.drain():
+            report.profiles += len(chunk)
+            report.expired_events += await self.traits.write(self.traits.prepare(chunk))

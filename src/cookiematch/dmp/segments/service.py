@@ -30,6 +30,7 @@ from cookiematch.dmp.segments.membership import Memberships
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.source import ProfileSource
 from cookiematch.dmp.segments.updater import (
+    RECOMPUTE_BATCH,
     Progress,
     RecomputeReport,
     SegmentUpdater,
@@ -71,7 +72,11 @@ class SegmentService:
         return sorted(await self.memberships.of(dmp_uid))
 
     async def recompute(
-        self, *, batch: int = 2000, sketches: bool = True, progress: Progress | None = None
+        self,
+        *,
+        batch: int = RECOMPUTE_BATCH,
+        sketches: bool = True,
+        progress: Progress | None = None,
     ) -> RecomputeReport:
         return await self.updater.recompute(batch=batch, sketches=sketches, progress=progress)
 

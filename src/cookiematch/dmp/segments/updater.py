@@ -30,6 +30,13 @@ Progress = Callable[[int], None]
 
 YIELD_EVERY = 256
 """Profiles evaluated between two yields to the event loop during a recompute."""
+RECOMPUTE_BATCH = 50_000
+"""Membership changes a recompute writes at a time. A write rewrites each member-index map it
+touches (one per segment and shard: ``SHARDS`` per segment, each holding its share of the
+members), so small batches rewrote the whole index over and over: 1M new memberships took
+168 s on SQLite in batches of 2,000."""
+PROGRESS_EVERY = 2000
+"""Profiles between two calls of a recompute's ``progress``."""
 
 
 class RecomputeReport(msgspec.Struct, frozen=True):
@@ -89,7 +96,11 @@ class SegmentUpdater:
         return changes
 
     async def recompute(
-        self, *, batch: int = 2000, sketches: bool = True, progress: Progress | None = None
+        self,
+        *,
+        batch: int = RECOMPUTE_BATCH,
+        sketches: bool = True,
+        progress: Progress | None = None,
     ) -> RecomputeReport:
         """Evaluate every profile; write the changes in batches; store sketches and sizes."""
         started = time.perf_counter()
@@ -113,14 +124,14 @@ class SegmentUpdater:
                 if len(pending) >= batch:
                     await self.memberships.apply(pending)
                     pending = []
-            if progress is not None and tally.profiles % batch == 0:
-                progress(batch)
+            if progress is not None and tally.profiles % PROGRESS_EVERY == 0:
+                progress(PROGRESS_EVERY)
             if tally.profiles % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let a server's requests in between (scan pages are big)
         if pending:
             await self.memberships.apply(pending)
         if progress is not None:
-            progress(tally.profiles % batch)
+            progress(tally.profiles % PROGRESS_EVERY)
         stored = await self._store_sketches(audiences) if audiences is not None else []
         report = RecomputeReport(
             at=now,
