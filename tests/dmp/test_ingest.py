@@ -17,6 +17,7 @@ from cookiematch.dmp.ingest import Ingestor, build_ingestor, bulk_gc
 from cookiematch.dmp.ingest.readers import Batch, expand, read_batches
 from cookiematch.dmp.ingest.records import UID, Checker, RawRecord, parse_json, parse_row, uid_ok
 from cookiematch.dmp.ingest.rejects import Reject
+from cookiematch.dmp.ingest.resolver import RememberingResolver, Resolver
 from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.traits import DAY, TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RecordError
@@ -285,8 +286,32 @@ async def test_later_batches_win_and_each_profile_is_written_once_at_the_end(
     report = await ingestor.ingest("analytics", data, hold_profiles=hold)  # 1: spilled each time
     assert report.accepted == 5 and report.profiles == 1
     assert (await service.profile_reader.snapshot("d1")).attributes == {"tier": "bronze"}
-    # every look-up first, then one write of the merged profile
-    assert calls == ["read", "read", "read", "read", "write " + keys.traits_key("d1")]
+    # one look-up (A-1 is remembered for the run), then one write of the merged profile
+    assert calls == ["read", "write " + keys.traits_key("d1")]
+
+
+async def test_a_synced_uid_is_looked_up_once_per_run_an_unsynced_one_each_batch(
+    service: DmpService, store: Store, clock: FakeClock
+) -> None:
+    await synced(service, clock, "A-1", "d1")
+    await synced(service, clock, "A-2", "d2")
+    asked: list[list[str]] = []
+    get_many = store.get_many
+
+    async def reading(names: Sequence[str]) -> list[bytes | None]:
+        asked.append(sorted(name.rsplit(":", 1)[-1].rstrip("}") for name in names))
+        return await get_many(names)
+
+    store.get_many = reading  # type: ignore[method-assign]
+    lookups = RememberingResolver(Resolver(store), "analytics", limit=2)
+    assert await lookups.resolve(["A-1", "A-9"]) == {"A-1": "d1"}
+    await synced(service, clock, "A-9", "d9")  # its sync arrives during the run
+    assert await lookups.resolve(["A-1", "A-9"]) == {"A-1": "d1", "A-9": "d9"}
+    assert await lookups.resolve(["A-1", "A-9"]) == {"A-1": "d1", "A-9": "d9"}
+    assert asked == [["A-1", "A-9"], ["A-9"]]  # the third call asked nothing
+    assert await lookups.resolve(["A-2"]) == {"A-2": "d2"}  # over the limit: starts over
+    assert await lookups.resolve(["A-1"]) == {"A-1": "d1"}
+    assert asked[2:] == [["A-2"], ["A-1"]]
 
 
 def test_bulk_gc_restores_the_collector() -> None:

@@ -26,7 +26,7 @@ from cookiematch.dmp.ingest.pending import PendingRecords
 from cookiematch.dmp.ingest.readers import Batch
 from cookiematch.dmp.ingest.records import Checker, Record
 from cookiematch.dmp.ingest.rejects import Reject, reject
-from cookiematch.dmp.ingest.resolver import Resolver
+from cookiematch.dmp.ingest.resolver import RememberingResolver, Resolver
 from cookiematch.dmp.traits import TraitStore
 from cookiematch.errors import RecordError
 from cookiematch.storage.base import Store
@@ -37,8 +37,9 @@ BATCH_RECORDS = 100_000
 BULK_GC_THRESHOLD = 1_000_000
 """``bulk_gc``: tracked allocations between young collections (Python's default is 700)."""
 HOLD_PROFILES = 250_000
-"""Profiles ``ingest`` holds merged in memory (``--hold-profiles``; about 1 KB each); beyond
-that they go to sorted runs on disk (``HeldProfiles``), about 100 bytes per profile per run."""
+"""Profiles ``ingest`` holds merged in memory (``--hold-profiles``), and partner uids whose
+look-up it remembers: about 1.2 KB per profile. Beyond that the profiles go to sorted runs on
+disk (``HeldProfiles``), about 100 bytes per profile per run."""
 RECHECK_EVERY = 50_000
 """``ingest`` writes the records that wait for their sync once this many are held."""
 
@@ -135,7 +136,8 @@ class Ingestor:
     ) -> IngestReport:
         """Every batch in turn; rejects go to ``on_reject`` and, if asked, into the report.
 
-        Batches are parsed and resolved as they come, and their records merged by profile
+        Batches are parsed and resolved as they come (a synced partner uid is looked up once
+        per run: ``RememberingResolver``), and their records merged by profile
         (``HeldProfiles``: ``hold_profiles`` in memory, the rest in sorted runs on disk);
         every profile is written once, at the end, in key order. Records that wait for their
         sync are written every ``RECHECK_EVERY`` and at the end, before the profiles. Only
@@ -144,10 +146,11 @@ class Ingestor:
         total = IngestReport()
         held = HeldProfiles(partner_id, hold_profiles)
         waiting: list[Record] = []
+        lookups = RememberingResolver(self._resolver, partner_id, hold_profiles)
 
         async def one(batch: Batch) -> None:
             parsed = self._parse(batch, on_reject, keep_rejects)
-            synced = await self._resolve(partner_id, parsed.records)
+            synced = await lookups.resolve({r.uid for r in parsed.records})
             self._merge(parsed, synced, held, waiting)
             total.add(parsed.report)
             held.spill_if_full()
