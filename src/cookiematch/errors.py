@@ -106,6 +106,10 @@ class LeaseLost(CookiematchError):
     """A lease in the store lapsed or could not be renewed; the job it guarded was stopped."""
 
 
+class ScratchError(CookiematchError):
+    """Ingestion could not write or read its scratch files (profiles held beyond memory)."""
+
+
 class WorkerFailed(CookiematchError):
     """An ingest worker process stopped with an error (the others were stopped too)."""
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cookiematch.dmp import keys
 from cookiematch.dmp.ingest.held import HeldProfiles
 from cookiematch.dmp.traits import ProfileUpdate
+from cookiematch.errors import ScratchError
 
 _VALUES = st.one_of(
     st.none(),
@@ -23,7 +23,7 @@ _VALUES = st.one_of(
 )
 _NAMES = st.sampled_from(["a", "b", "c"])
 _RECORD = st.tuples(
-    st.sampled_from(["u1", "u2", "u10", "u2x", "z"]),  # "u2" sorts apart from "u2x" by key
+    st.sampled_from(["u1", "u2", "u10", "u2x", "z"]),
     st.dictionaries(_NAMES, _VALUES, max_size=3),
     st.lists(_NAMES, max_size=2),
     st.lists(st.tuples(st.sampled_from(["buy", "open"]), st.integers(0, 9)), max_size=2),
@@ -46,7 +46,7 @@ def test_drain_equals_merging_every_record_in_order(
     chunks = list(held.drain(chunk))
     assert all(0 < len(part) <= chunk for part in chunks)
     order = [uid for part in chunks for uid in part]
-    assert order == sorted(expected, key=keys.traits_key)  # store key order, each uid once
+    assert order == sorted(expected)  # uid order, each uid once
     drained = {uid: update for part in chunks for uid, update in part.items()}
     assert drained == expected
     assert held.empty
@@ -88,7 +88,7 @@ def test_a_truncated_run_is_an_error_not_fewer_profiles(
     held.spill_if_full()
     [run] = next(tmp_path.iterdir()).iterdir()
     run.write_bytes(run.read_bytes()[:-5])
-    with pytest.raises(OSError, match="truncated"):
+    with pytest.raises(ScratchError, match="truncated"):
         list(held.drain())
     held.close()
 
@@ -96,3 +96,14 @@ def test_a_truncated_run_is_an_error_not_fewer_profiles(
 def test_limit_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         HeldProfiles("crm", 0)
+
+
+def test_a_scratch_directory_that_cannot_be_written_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    held = HeldProfiles("crm", 1)
+    held.update_of("u").merge({"n": 1}, (), ())
+    with pytest.raises(ScratchError, match=r"cannot write held profiles under .*missing.*TMPDIR"):
+        held.spill_if_full()
+    assert len(held) == 1  # still held: nothing was lost by the failed spill

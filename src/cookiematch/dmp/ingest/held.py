@@ -3,10 +3,11 @@
 A store pays per profile written, not per record, and SQLite rewrites every page a
 transaction touches: a file's records are therefore merged by profile first, so each profile
 is written once per ingestion. ``HeldProfiles`` keeps up to ``limit`` merged profiles in
-memory; beyond that it writes them, sorted by store key, to a run file (a scratch directory
-of its own, under ``TMPDIR``) and starts again. ``drain`` merges the runs and what is in
-memory by key, the updates of one profile in the order they were held (later records win),
-and hands them out in chunks in key order, so each chunk touches its own part of the table.
+memory; beyond that it writes them, sorted by DMP uid, to a run file (a scratch directory of
+its own, under ``TMPDIR``) and starts again. ``drain`` merges the runs and what is in memory
+by uid, the updates of one profile in the order they were held (later records win), and hands
+them out in chunks in uid order (the order of the store keys ``dmp:{uid}:t`` but for uids
+that are prefixes of others), so each chunk touches its own part of the table.
 
 A run file is a sequence of blocks: a 4-byte big-endian length, then a MessagePack array of
 ``[dmp uid, attributes, removed names, events]``.
@@ -20,12 +21,12 @@ import struct
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgspec
 
-from cookiematch.dmp import keys
 from cookiematch.dmp.traits import ProfileUpdate
+from cookiematch.errors import ScratchError
 
 BLOCK = 2000
 """Profiles per block of a run file (a drain holds one decoded block per run)."""
@@ -44,7 +45,9 @@ class _Spilled(msgspec.Struct, array_like=True, gc=False):
 _encode = msgspec.msgpack.Encoder().encode
 _decode_block = msgspec.msgpack.Decoder(list[_Spilled]).decode
 
-Entry = tuple[str, str, ProfileUpdate | _Spilled]  # (store key, dmp uid, update)
+Entry = tuple[str, int, ProfileUpdate | _Spilled]
+"""(DMP uid, source: runs from 0 in the order written, memory last, update): tuples compare
+in C, by uid then source, never by update (a source holds a uid once)."""
 
 
 class HeldProfiles:
@@ -79,40 +82,46 @@ class HeldProfiles:
         """Write the profiles in memory to a new run file once there are ``limit`` of them."""
         if len(self.updates) < self.limit:
             return
-        if self._scratch is None:
-            self._scratch = Path(tempfile.mkdtemp(prefix="cookiematch-held-"))
-        path = self._scratch / f"run-{len(self._runs)}.msgpack"
-        entries = self._in_key_order()
-        with path.open("wb") as out:
-            for start in range(0, len(entries), BLOCK):
-                block = entries[start : start + BLOCK]
-                raw = _encode(
-                    [(uid, u.attributes, list(u.remove), list(u.events)) for _, uid, u in block]
-                )
-                out.write(_LENGTH.pack(len(raw)))
-                out.write(raw)
+        updates = self.updates
+        uids = sorted(updates)  # strings: much faster to sort than (uid, update) pairs
+        try:
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="cookiematch-held-"))
+            path = self._scratch / f"run-{len(self._runs)}.msgpack"
+            with path.open("wb") as out:
+                for start in range(0, len(uids), BLOCK):
+                    block = [(uid, updates[uid]) for uid in uids[start : start + BLOCK]]
+                    raw = _encode([(uid, u.attributes, u.remove, u.events) for uid, u in block])
+                    out.write(_LENGTH.pack(len(raw)))
+                    out.write(raw)
+        except OSError as exc:
+            raise ScratchError(
+                f"cannot write held profiles under {self._scratch or tempfile.gettempdir()}: "
+                f"{exc.strerror or exc} (point TMPDIR at a disk with room, or hold more "
+                "profiles in memory: --hold-profiles)"
+            ) from exc
         self._runs.append(path)
         self.spilled += len(self.updates)
         self.updates = {}
 
     def drain(self, chunk: int = CHUNK) -> Iterator[dict[str, ProfileUpdate]]:
-        """Every held profile once, merged, in store key order, ``chunk`` at a time; the
-        runs and the memory are emptied as they are read (``close`` removes the files)."""
-        sources: list[Iterable[Entry]] = [_read_run(path) for path in self._runs]
-        sources.append(self._in_key_order())
-        self.updates = {}
+        """Every held profile once, merged, in uid order, ``chunk`` at a time; the runs and
+        the memory are emptied as they are read (``close`` removes the files)."""
+        sources: list[Iterable[Entry]] = [_read_run(i, path) for i, path in enumerate(self._runs)]
+        last = len(sources)
+        updates, self.updates = self.updates, {}
+        sources.append([(uid, last, updates[uid]) for uid in sorted(updates)])
         found: dict[str, ProfileUpdate] = {}
-        last_key: str | None = None
-        last_uid = ""
+        last_uid = ""  # no uid yet (DMP uids are never empty)
         parts: list[ProfileUpdate | _Spilled] = []
-        for key, uid, part in heapq.merge(*sources, key=_key_of):
-            if key != last_key:
+        for uid, _, part in heapq.merge(*sources):
+            if uid != last_uid:
                 if parts:
                     found[last_uid] = self._merged(parts)
                     if len(found) >= chunk:
                         yield found
                         found = {}
-                last_key, last_uid, parts = key, uid, []
+                last_uid, parts = uid, []
             parts.append(part)  # in the order held: runs oldest first, memory last
         if parts:
             found[last_uid] = self._merged(parts)
@@ -136,28 +145,16 @@ class HeldProfiles:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
 
-    def _in_key_order(self) -> list[Entry]:
-        entries: list[Entry] = [
-            (keys.traits_key(uid), uid, update) for uid, update in self.updates.items()
-        ]
-        entries.sort(key=_key_of)
-        return entries
 
-
-def _key_of(entry: Entry) -> str:
-    return entry[0]
-
-
-def _read_run(path: Path) -> Iterator[Entry]:
-    with path.open("rb") as run:
-        while header := run.read(_LENGTH.size):
-            (size,) = _LENGTH.unpack(header)
-            for spilled in _decode_block(_read_exactly(run, size)):
-                yield keys.traits_key(spilled.uid), spilled.uid, spilled
-
-
-def _read_exactly(run: BinaryIO, size: int) -> bytes:
-    raw = run.read(size)
-    if len(raw) != size:
-        raise OSError(f"run file {run.name!r} is truncated")
-    return raw
+def _read_run(source: int, path: Path) -> Iterator[Entry]:
+    try:
+        with path.open("rb") as run:
+            while header := run.read(_LENGTH.size):
+                (size,) = _LENGTH.unpack(header)
+                raw = run.read(size)
+                if len(raw) != size:
+                    raise ScratchError(f"held profiles: {path} is truncated")
+                for spilled in _decode_block(raw):
+                    yield spilled.uid, source, spilled
+    except (OSError, struct.error, msgspec.DecodeError) as exc:
+        raise ScratchError(f"cannot read held profiles from {path}: {exc}") from exc

@@ -37,9 +37,10 @@ BATCH_RECORDS = 100_000
 BULK_GC_THRESHOLD = 1_000_000
 """``bulk_gc``: tracked allocations between young collections (Python's default is 700)."""
 HOLD_PROFILES = 250_000
-"""Profiles ``ingest`` holds merged in memory (``--hold-profiles``), and partner uids whose
-look-up it remembers: about 1.2 KB per profile. Beyond that the profiles go to sorted runs on
-disk (``HeldProfiles``), about 100 bytes per profile per run."""
+"""Profiles ``ingest`` holds merged in memory (``--hold-profiles``), about 1 KB each; beyond
+that they go to sorted runs on disk (``HeldProfiles``), about 100 bytes per profile per run."""
+REMEMBERED_UIDS = 1_000_000
+"""Partner uids whose look-up ``ingest`` remembers (``RememberingResolver``), ~160 bytes each."""
 RECHECK_EVERY = 50_000
 """``ingest`` writes the records that wait for their sync once this many are held."""
 
@@ -146,7 +147,7 @@ class Ingestor:
         total = IngestReport()
         held = HeldProfiles(partner_id, hold_profiles)
         waiting: list[Record] = []
-        lookups = RememberingResolver(self._resolver, partner_id, hold_profiles)
+        lookups = RememberingResolver(self._resolver, partner_id, REMEMBERED_UIDS)
 
         async def one(batch: Batch) -> None:
             parsed = self._parse(batch, on_reject, keep_rejects)
