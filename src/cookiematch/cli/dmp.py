@@ -91,8 +91,9 @@ def _summary(report: IngestReport, seconds: float) -> str:
     type=click.IntRange(1, 100_000_000),
     default=HOLD_PROFILES,
     show_default=True,
-    help="Profiles merged in memory before they are written, per process (~1 KB each): "
-    "more writes each profile fewer times.",
+    help="Profiles held merged in memory, per process (~1 KB each); beyond that they go to "
+    "sorted runs under TMPDIR, merged at the end (slower than memory). Each profile is "
+    "written once either way.",
 )
 @click.option(
     "--workers",

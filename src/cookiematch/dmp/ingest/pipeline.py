@@ -3,10 +3,11 @@
     parse + validate each line ──▶ resolve partner uids ──┬─▶ merged by profile ──▶ traits
          └─▶ rejects (reason, the batch goes on)           └─▶ not synced yet ──▶ pending
 
-``ingest`` (files) merges the records of many batches by profile in memory and writes them
-at each flush (``HOLD_PROFILES``); ``batch`` (HTTP, pull) writes its batch before it returns.
-A sync stored while records were being written to pending is caught by the recheck after
-each flush; a later one by the DMP's callback (``PendingRecords.resolve``).
+``ingest`` (files) merges all its records by profile (in memory up to ``HOLD_PROFILES``, then
+in sorted runs on disk) and writes each profile once, at the end; ``batch`` (HTTP, pull)
+writes its batch before it returns. A sync stored while records were being written to pending
+is caught by the recheck that follows the write; a later one by the DMP's callback
+(``PendingRecords.resolve``).
 
 Re-ingesting the same data changes nothing: attributes are set, events are keyed by
 (name, ts), pending records by their content. Counts: ``accepted`` (applied to a profile),
@@ -72,7 +73,7 @@ class IngestReport:
     accepted: int = 0
     pending: int = 0
     rejected: int = 0
-    profiles: int = 0  # profiles written (a profile in several flushes counts each time)
+    profiles: int = 0  # profiles written (once per run; with workers, once per worker)
     expired_events: int = 0  # events already older than their trait's TTL: not stored
     resolved: int = 0  # pending records applied because their sync arrived meanwhile
     rejects: list[Reject] = field(default_factory=list)  # kept only when asked
@@ -140,7 +141,7 @@ class Ingestor:
         Batches are parsed and resolved as they come (a synced partner uid is looked up once
         per run: ``RememberingResolver``), and their records merged by profile
         (``HeldProfiles``: ``hold_profiles`` in memory, the rest in sorted runs on disk);
-        every profile is written once, at the end, in key order. Records that wait for their
+        every profile is written once, at the end, in uid order. Records that wait for their
         sync are written every ``RECHECK_EVERY`` and at the end, before the profiles. Only
         those writes happen before the end, so the look-ups seldom wait for a commit.
         """
@@ -247,7 +248,7 @@ class Ingestor:
             report.resolved += await self.pending.recheck(partner_id, uids)
 
     async def _write_profiles(self, held: HeldProfiles, report: IngestReport) -> None:
-        """Write every held profile, a chunk of the key order at a time."""
+        """Write every held profile, a chunk of the uid order at a time."""
         for chunk in held.drain():
             report.profiles += len(chunk)
             report.expired_events += await self.traits.write(self.traits.prepare(chunk))
