@@ -250,7 +250,7 @@ def main() -> None:
     )
     parser.add_argument("--stores", default="sqlite,redis")
     parser.add_argument(
-        "--segments", action="store_true", help="update two segments after every batch"
+        "--segments", action="store_true", help="update two segments as profiles are written"
     )
     parser.add_argument(
         "--recompute",
