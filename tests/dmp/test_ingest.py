@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gc
 import gzip
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -312,6 +313,31 @@ async def test_a_synced_uid_is_looked_up_once_per_run_an_unsynced_one_each_batch
     assert await lookups.resolve(["A-2"]) == {"A-2": "d2"}  # over the limit: starts over
     assert await lookups.resolve(["A-1"]) == {"A-1": "d1"}
     assert asked[2:] == [["A-2"], ["A-1"]]
+
+
+async def test_a_failed_ingestion_removes_its_held_runs_and_writes_no_profile(
+    ingestor: Ingestor,
+    service: DmpService,
+    clock: FakeClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    for i in range(3):
+        await synced(service, clock, f"A-{i}", f"d{i}")
+
+    def failing() -> Iterator[Batch]:
+        yield batch(*(line(f"A-{i}", attributes={"n": i}) for i in range(3)))
+        assert len(list(scratch.iterdir())) == 1  # the batch's profiles went to a run
+        raise OSError("the partner's file is gone")
+
+    with pytest.raises(OSError, match="file is gone"):
+        await ingestor.ingest("analytics", failing(), hold_profiles=2)
+    assert list(scratch.iterdir()) == []
+    snapshots = await service.profile_reader.snapshots(["d0", "d1", "d2"])
+    assert [s.attributes for s in snapshots] == [{}, {}, {}]  # run again: it is idempotent
 
 
 def test_bulk_gc_restores_the_collector() -> None:
