@@ -184,7 +184,8 @@ class Ingestor:
         parsed = self._parse(batch, on_reject, keep_rejects)
         held = HeldProfiles(partner_id, max(1, len(parsed.records)))  # all in memory
         waiting: list[Record] = []
-        self._merge(parsed, await self._resolve(partner_id, parsed.records), held, waiting)
+        synced = await self._resolver.resolve(partner_id, {r.uid for r in parsed.records})
+        self._merge(parsed, synced, held, waiting)
         await self._write_waiting(partner_id, waiting, parsed.report)
         await self._write_profiles(held, parsed.report)
         return parsed.report
@@ -213,9 +214,6 @@ class Ingestor:
                 if keep_rejects:
                     report.rejects.append(refused)
         return _Parsed(report, records)
-
-    async def _resolve(self, partner_id: str, records: list[Record]) -> dict[str, str]:
-        return await self._resolver.resolve(partner_id, {r.uid for r in records})
 
     @staticmethod
     def _merge(
