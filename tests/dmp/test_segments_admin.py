@@ -41,6 +41,7 @@ async def test_admin_routes_profile_and_audiences(store: Store, service: DmpServ
         (),
         store,
         match_ttl_days=30,
+        max_events_per_name=50,
     )
     await segments.recompute()
     assert (await service.profile("u00")).segments == ["clickers", "synced"]  # type: ignore[union-attr]

@@ -39,7 +39,9 @@ BUYERS = (DmpSegmentConfig(id="buyers", rule={"event": "purchase", "within_days"
 
 
 def segment_service(store: Store, clock: FakeClock) -> SegmentService:
-    return build_segment_service(BUYERS, (), store, match_ttl_days=30, clock=clock)
+    return build_segment_service(
+        BUYERS, (), store, match_ttl_days=30, max_events_per_name=50, clock=clock
+    )
 
 
 def hourly(

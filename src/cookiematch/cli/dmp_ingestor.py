@@ -41,6 +41,7 @@ async def open_ingestor(config: Config, dmp_config: DmpConfig) -> AsyncIterator[
                 dmp_config.destinations,
                 store,
                 match_ttl_days=dmp_config.match_ttl_days,
+                max_events_per_name=dmp_config.ingest.max_events_per_name,
             )
             traits.on_profile_changed.append(segments.profiles_changed)
         yield build_ingestor(

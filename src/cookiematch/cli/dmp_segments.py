@@ -25,7 +25,11 @@ async def open_segments(config_file: Path) -> AsyncIterator[SegmentService]:
     store = await connect_store(config.store.url, durability=config.store.durability)
     try:
         yield build_segment_service(
-            dmp.segments, dmp.destinations, store, match_ttl_days=dmp.match_ttl_days
+            dmp.segments,
+            dmp.destinations,
+            store,
+            match_ttl_days=dmp.match_ttl_days,
+            max_events_per_name=dmp.ingest.max_events_per_name,
         )
     finally:
         await store.close()

@@ -144,11 +144,12 @@ def build_segment_service(
     store: Store,
     *,
     match_ttl_days: int,
+    max_events_per_name: int,
     clock: Callable[[], float] = time.time,
 ) -> SegmentService:
     """The configured segments and destinations over ``store``, reading full profiles
     (syncs, impression-pixel exposures, ingested traits) through the ``ProfileReader``."""
-    reader = ProfileReader(store)
+    reader = ProfileReader(store, max_events_per_name=max_events_per_name, clock=clock)
     return SegmentService(
         store,
         [s.to_model() for s in segments],

@@ -172,7 +172,11 @@ class DmpRuntime:
         service.on_match.append(self.ingestor.pending.resolve)  # records waiting for the sync
         self.routes = DmpRoutes(service, cookie_spec(self.dmp))
         self.segments = build_segment_service(
-            self.dmp.segments, self.dmp.destinations, store, match_ttl_days=self.dmp.match_ttl_days
+            self.dmp.segments,
+            self.dmp.destinations,
+            store,
+            match_ttl_days=self.dmp.match_ttl_days,
+            max_events_per_name=self.dmp.ingest.max_events_per_name,
         )
         minutes = self.dmp.recompute_interval_minutes
         if self.dmp.segments and minutes:
