@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cookiematch.cli.demo_stack import ADMIN_TOKEN, PUBLISHER, Urls, demo_stack
-from cookiematch.cli.publisher_site import serve_publisher
+from cookiematch.demo.publisher_site import serve_publisher
+from cookiematch.demo.stack import ADMIN_TOKEN, PUBLISHER, Urls, demo_stack
 
 from support.browser import headless_chromium
 

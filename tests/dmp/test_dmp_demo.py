@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cookiematch.cli.dmp_demo import partner_stubs, print_funnel, run_dmp_scenario
-from cookiematch.cli.dmp_demo import write_dmp_demo_config as write_config
+from cookiematch.demo.dmp_story import partner_stubs, print_funnel, run_dmp_scenario
+from cookiematch.demo.dmp_story import write_dmp_demo_config as write_config
 
 from conftest import ServerProcess, free_port
 

@@ -120,7 +120,7 @@ def keygen() -> None:
 @click.option("--serve", is_flag=True, help="Keep every role up and print the URLs to open.")
 def demo(serve: bool) -> None:
     """Run the whole story locally on the embedded store and print every hop."""
-    from cookiematch.cli.demo import run_demo
+    from cookiematch.demo.story import run_demo
 
     raise SystemExit(run_demo(serve=serve))
 

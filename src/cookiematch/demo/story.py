@@ -20,10 +20,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from cookiematch.cli.browser import Hop, SimulatedBrowser
-from cookiematch.cli.demo_stack import ADMIN_TOKEN, FINEST, MONSTER, PUBLISHER, Urls, demo_stack
-from cookiematch.cli.dmp_demo import funnel_as_expected, run_dmp_story
-from cookiematch.cli.publisher_site import serve_publisher
+from cookiematch.demo.browser import Hop, SimulatedBrowser
+from cookiematch.demo.dmp_story import funnel_as_expected, run_dmp_story
+from cookiematch.demo.publisher_site import serve_publisher
+from cookiematch.demo.stack import ADMIN_TOKEN, FINEST, MONSTER, PUBLISHER, Urls, demo_stack
 
 MORE_BROWSERS = 100
 VISITS_EACH = 3

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import msgspec
 
-from cookiematch.cli.browser import SimulatedBrowser
+from cookiematch.demo.browser import SimulatedBrowser
 from cookiematch.dmp.funnel import FunnelReport
 from cookiematch.dmp.model import IdFormat, Partner
 from cookiematch.dmp.partner_ids import seal
@@ -247,7 +247,7 @@ def print_funnel(report: FunnelReport, out: Callable[[str], None] = print) -> No
 
 def run_dmp_story(directory: Path, *, browsers: int = 200) -> FunnelReport:
     """Start the partner stubs and a DMP serving them, run the scenario, print the funnel."""
-    from cookiematch.cli.demo_stack import free_port, running
+    from cookiematch.demo.stack import free_port, running
 
     with partner_stubs() as stubs:
         port = free_port()
