@@ -40,10 +40,9 @@ import http_bench
 import servers
 
 from cookiematch.config import load_config
-from cookiematch.web.buyer_app import build_buyer_app
-from cookiematch.web.exchange_app import build_exchange_app
+from cookiematch.roots.buyer import BuyerServer
+from cookiematch.roots.exchange import ExchangeServer
 from cookiematch.web.http import Headers
-from cookiematch.web.router import App
 from cookiematch.web.rsgi import RSGIAdapter
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
@@ -167,24 +166,27 @@ ENDPOINTS: dict[str, tuple[str, Callable[[RSGIAdapter, Path], Awaitable[Make]]]]
 }
 
 
-def build_app(role: str, directory: Path, store_url: str, durability: str) -> App:
+def build_server(
+    role: str, directory: Path, store_url: str, durability: str
+) -> BuyerServer | ExchangeServer:
     config_path = servers.write_config(directory, role, 0, store_url, durability)
-    build = build_buyer_app if role == "buyer" else build_exchange_app
-    return build(load_config(config_path))
+    server = BuyerServer if role == "buyer" else ExchangeServer
+    return server(load_config(config_path))
 
 
 async def drive(args: argparse.Namespace, directory: Path) -> None:
     role, setup = ENDPOINTS[args.endpoint]
     db = f"sqlite:///{directory}/{role}.db"
     store_url = db if args.store == "sqlite" else args.store
-    app = build_app(role, directory, store_url, args.durability)
+    server = build_server(role, directory, store_url, args.durability)
+    app = server.app
     adapter = RSGIAdapter(app)
     await app.startup()
     make = await setup(adapter, directory)
-    runtime = next(h.__self__ for h in app.on_shutdown if hasattr(h, "__self__"))
-    monitor = getattr(runtime, "monitor", None)
-    if args.no_monitor and monitor is not None:  # what the match tag costs without it
-        runtime.routes._service._monitor = None
+    monitor = getattr(server, "monitor", None)
+    if args.no_monitor and isinstance(server, ExchangeServer):  # the match tag without it
+        assert server.service is not None
+        server.service._monitor = None
     counter = itertools.count()
     statuses: dict[int, int] = {}
     stop_at = 0.0

@@ -397,7 +397,7 @@ class Bench:
 
     @staticmethod
     def role_available(role: str) -> bool:
-        from cookiematch.web.factories import ROLE_FACTORIES
+        from cookiematch.roots import ROLE_FACTORIES
 
         if role not in ROLE_FACTORIES:
             print(f"\n== {role}: not served by this tree yet (TODO: no factory); skipped")

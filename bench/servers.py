@@ -368,7 +368,7 @@ def cookiematch(
         args += ["--role", role, "--workers", str(workers)]
     else:
         env["COOKIEMATCH_CONFIG"] = str(config)
-        env["COOKIEMATCH_APP_FACTORY"] = f"cookiematch.web.factories:{role}"
+        env["COOKIEMATCH_APP_FACTORY"] = f"cookiematch.roots.{role}:app"
         args = [str(VENV_BIN / "granian"), "--interface", "rsgi", "--factory"]
         args += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
         args += ["--loop", loop, "--no-ws", "cookiematch.web.server:rsgi_app"]

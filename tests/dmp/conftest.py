@@ -1,4 +1,5 @@
-"""DMP domain fixtures: a service over a real SQLite store in ``tmp_path``."""
+"""DMP domain fixtures: a service, its trait writes and an ingestor over a real SQLite store
+in ``tmp_path``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from cookiematch.dmp.ingest import Ingestor, build_ingestor
 from cookiematch.dmp.service import DmpService
+from cookiematch.dmp.traits import TraitCatalog, TraitStore
 from cookiematch.storage import Store, open_store
 
 from .helpers import FakeClock, make_service
@@ -27,5 +30,16 @@ async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-def service(store: Store, clock: FakeClock) -> DmpService:
-    return make_service(store, clock)
+def traits(store: Store, clock: FakeClock) -> TraitStore:
+    return TraitStore(store, TraitCatalog(), clock=clock)
+
+
+@pytest.fixture
+def ingestor(store: Store, traits: TraitStore, clock: FakeClock) -> Ingestor:
+    return build_ingestor(store, traits, clock=clock)
+
+
+@pytest.fixture
+def service(store: Store, clock: FakeClock, traits: TraitStore, ingestor: Ingestor) -> DmpService:
+    """Wired as the server wires it: a sync applies the ingested records that waited."""
+    return make_service(store, clock, traits=traits, on_match=[ingestor.pending.resolve])

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
+from cookiematch.clock import SECONDS_PER_DAY
+from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, Partner
-from cookiematch.dmp.service import DmpService
+from cookiematch.dmp.segments.membership import Memberships
+from cookiematch.dmp.service import DmpService, OnMatch
+from cookiematch.dmp.traits import ProfileReader, TraitCatalog, TraitStore
 from cookiematch.protocol.templates import SyncTemplate
 from cookiematch.storage import Store
 
@@ -41,9 +46,25 @@ SETTINGS = DmpSettings(public_url="http://dmp.localhost:8720", max_syncs_per_pag
                        max_events_per_profile=3)  # fmt: skip
 
 
-def make_service(store: Store, clock: FakeClock, worker: str = "w1") -> DmpService:
+def make_service(
+    store: Store,
+    clock: FakeClock,
+    worker: str = "w1",
+    *,
+    traits: TraitStore | None = None,
+    on_match: Sequence[OnMatch] = (),
+) -> DmpService:
+    """A DMP service over ``store``, its collaborators built explicitly (as the composition
+    root builds them from the configuration)."""
     counter = itertools.count(1)
     return DmpService(
-        store, SETTINGS, PARTNERS, CLIENTS, clock=clock,
-        new_uid=lambda: f"uid{next(counter):019d}"[:22], worker=worker,
+        store, SETTINGS, PARTNERS, CLIENTS,
+        matches=MatchTable(store, SETTINGS.match_ttl_days * SECONDS_PER_DAY),
+        traits=traits or TraitStore(store, TraitCatalog(), clock=clock),
+        profile_reader=ProfileReader(store, clock=clock),
+        memberships=Memberships(store),
+        on_match=on_match,
+        clock=clock,
+        new_uid=lambda: f"uid{next(counter):019d}"[:22],
+        worker=worker,
     )  # fmt: skip

@@ -7,6 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import httpx
 import msgspec
 from click.testing import CliRunner
 
@@ -15,10 +16,12 @@ from cookiematch.config import load_config
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.storage import open_store
 
-from .test_ingest_cli import open_service
+from .test_ingest_cli import dmp_worker
 
 NOW = int(time.time())
 VISITS = 120
+TOKEN = "event-cap-admin-token-01"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def write_config(directory: Path) -> Path:
@@ -30,6 +33,7 @@ url = "sqlite:///{directory / "dmp.db"}"
 
 [dmp]
 listen = "127.0.0.1:8720"
+admin_token = "{TOKEN}"
 
 [dmp.ingest]
 max_events_per_name = 200
@@ -53,14 +57,16 @@ async def _seed(config: Path) -> None:
     await store.close()
 
 
-async def _profile_events(config: Path) -> int:
-    store, service = open_service(config)
-    try:
-        profile = await service.profile("d-1")
-        assert profile is not None
-        return len(profile.ingested_events["visit"])
-    finally:
-        await store.close()
+async def _admin_profile_events(config: Path) -> int:
+    """The visits the DMP's admin API shows for the profile."""
+    async with dmp_worker(config) as worker:
+        assert worker.app.fallback is not None
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=worker.app.fallback), base_url="http://dmp"
+        ) as client:
+            answer = await client.get("/admin/v1/profiles/d-1", headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    return len(answer.json()["ingested_events"]["visit"])
 
 
 def test_segment_rules_see_the_configured_event_cap(tmp_path: Path) -> None:
@@ -74,7 +80,7 @@ def test_segment_rules_see_the_configured_event_cap(tmp_path: Path) -> None:
         main, ["dmp", "ingest", "--config", str(config), "--partner", "crm", str(data)]
     )
     assert ingested.exit_code == 0, ingested.output
-    assert asyncio.run(_profile_events(config)) == VISITS  # the admin profile's view
+    assert asyncio.run(_admin_profile_events(config)) == VISITS  # the admin profile's view
 
     recomputed = runner.invoke(main, ["dmp", "segments", "recompute", "--config", str(config)])
     assert recomputed.exit_code == 0, recomputed.output

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cookiematch.dmp import keys
-from cookiematch.dmp.ingest import Ingestor, build_ingestor, bulk_gc
+from cookiematch.dmp.ingest import Ingestor, bulk_gc
 from cookiematch.dmp.ingest.readers import Batch, expand, read_batches
 from cookiematch.dmp.ingest.records import UID, Checker, RawRecord, parse_json, parse_row, uid_ok
 from cookiematch.dmp.ingest.rejects import Reject
@@ -36,13 +36,6 @@ CATALOG = TraitCatalog(
     }
 )
 TS = int(NOW) - 3600
-
-
-@pytest.fixture
-def ingestor(service: DmpService, store: Store, clock: FakeClock) -> Ingestor:
-    built = build_ingestor(store, service.traits, clock=clock)
-    service.on_match.append(built.pending.resolve)  # as web/dmp_app.py wires it
-    return built
 
 
 def line(uid: str, **body: object) -> bytes:

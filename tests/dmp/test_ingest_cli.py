@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -12,11 +14,10 @@ from click.testing import CliRunner
 
 from cookiematch.cli.main import main
 from cookiematch.config import load_config
-from cookiematch.dmp.ingest import build_ingestor
 from cookiematch.dmp.matches import MatchTable
-from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.snapshot import ProfileSnapshot
-from cookiematch.storage import Store, open_store
+from cookiematch.roots.dmp import DmpServer
+from cookiematch.storage import open_store
 
 NOW = int(time.time())
 
@@ -55,26 +56,23 @@ async def _seed(config: Path, pairs: dict[str, str]) -> None:
     await store.close()
 
 
-def open_service(config: Path) -> tuple[Store, DmpService]:
-    """A DMP worker's service over the configured store (the caller closes the store)."""
-    loaded = load_config(config)
-    assert loaded.dmp is not None
-    store = open_store(loaded.store.url)
-    service = DmpService(
-        store, loaded.dmp.settings(), loaded.dmp.partner_models(), [], clock=time.time,
-        new_uid=lambda: "x", worker="w", traits=loaded.dmp.trait_catalog(),
-    )  # fmt: skip
-    return store, service
+@contextlib.asynccontextmanager
+async def dmp_worker(config: Path) -> AsyncIterator[DmpServer]:
+    """A DMP server worker over the configured store, started as granian starts one."""
+    server = DmpServer(load_config(config))
+    await server.app.startup()
+    try:
+        yield server
+    finally:
+        await server.app.shutdown()
 
 
 async def _callback_then_snapshots(config: Path, uids: list[str]) -> list[ProfileSnapshot]:
-    """A sync callback stored by a DMP worker over the same store, as the server wires it."""
-    store, service = open_service(config)
-    service.on_match.append(build_ingestor(store, service.traits).pending.resolve)
-    await service.callback("crm", "d-late", "C-late")
-    found = await service.profile_reader.snapshots(uids)
-    await store.close()
-    return found
+    """A sync callback stored by a DMP worker over the same store."""
+    async with dmp_worker(config) as worker:
+        assert worker.service is not None
+        await worker.service.callback("crm", "d-late", "C-late")
+        return await worker.service.profile_reader.snapshots(uids)
 
 
 def records(*items: dict[str, object]) -> bytes:

@@ -22,13 +22,15 @@ from hypothesis import strategies as st
 
 from cookiematch.cli.dmp_workers import MAX_AUTO_WORKERS, PARALLEL_FROM_BYTES, auto_workers
 from cookiematch.cli.main import main
+from cookiematch.config import load_config
 from cookiematch.dmp.ingest.readers import Batch, Payload
 from cookiematch.dmp.ingest.shards import deal, worker_of
 from cookiematch.dmp.snapshot import ProfileSnapshot
+from cookiematch.roots.dmp import open_core
 from cookiematch.storage import Durability, open_store
 from cookiematch.storage import sqlite as sqlite_store
 
-from .test_ingest_cli import NOW, _seed, open_service, records, write_config
+from .test_ingest_cli import NOW, _seed, records, write_config
 
 LINE = st.one_of(
     st.builds(lambda u: msgspec.json.encode({"uid": u, "attributes": {}}), st.text(max_size=6)),
@@ -102,10 +104,8 @@ def _data(directory: Path) -> Path:
 
 
 async def _snapshots(config: Path, uids: list[str]) -> list[ProfileSnapshot]:
-    store, service = open_service(config)
-    found = await service.profile_reader.snapshots(uids)
-    await store.close()
-    return found
+    async with open_core(load_config(config)) as core:
+        return await core.profile_reader.snapshots(uids)
 
 
 def _ingest(

@@ -7,7 +7,7 @@ import msgspec
 import pytest
 
 from cookiematch.dmp import pull as pull_module
-from cookiematch.dmp.ingest import Ingestor, build_ingestor
+from cookiematch.dmp.ingest import Ingestor
 from cookiematch.dmp.pull import Cursors, PullSource, pull
 from cookiematch.dmp.service import DmpService
 from cookiematch.errors import PullError
@@ -24,11 +24,6 @@ PAGES = {
     "p2": {"records": [{"uid": "A-1", "attributes": {"n": 2}}, {"bad": 1}], "next_cursor": "p3"},
     "p3": {"records": [{"uid": "A-3", "attributes": {"n": 3}}], "next_cursor": None},
 }
-
-
-@pytest.fixture
-def ingestor(service: DmpService, store: Store, clock: FakeClock) -> Ingestor:
-    return build_ingestor(store, service.traits, clock=clock)
 
 
 class Partner:

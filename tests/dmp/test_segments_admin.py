@@ -9,15 +9,13 @@ import httpx
 import pytest
 
 from cookiematch.config import load_config
-from cookiematch.config.dmp_segments import (
-    DmpDestinationConfig,
-    DmpSegmentConfig,
-    build_segment_service,
-)
+from cookiematch.config.dmp import DmpConfig
+from cookiematch.config.dmp_segments import DmpDestinationConfig, DmpSegmentConfig
 from cookiematch.config.values import Secret
 from cookiematch.dmp.events import EventType, ImpressionEvent
 from cookiematch.dmp.service import DmpService
 from cookiematch.errors import ConfigError
+from cookiematch.roots.dmp import build_core
 from cookiematch.storage import Store
 from cookiematch.web.admin import guarded_app
 from cookiematch.web.dmp_segment_routes import SegmentAdmin
@@ -33,16 +31,15 @@ async def test_admin_routes_profile_and_audiences(store: Store, service: DmpServ
             await service.matches.record("analytics", uid, f"A{i}", 0)
         if i % 3 == 0:
             await service.impression(uid, ImpressionEvent(EventType.CLICK, "spring"))
-    segments = build_segment_service(
-        (
-            DmpSegmentConfig(id="synced", rule={"synced": "analytics"}, description="d"),
-            DmpSegmentConfig(id="clickers", rule={"exposed": "click"}),
+    segments = build_core(
+        DmpConfig(
+            segments=(
+                DmpSegmentConfig(id="synced", rule={"synced": "analytics"}, description="d"),
+                DmpSegmentConfig(id="clickers", rule={"exposed": "click"}),
+            )
         ),
-        (),
         store,
-        match_ttl_days=30,
-        max_events_per_name=50,
-    )
+    ).segments
     await segments.recompute()
     assert (await service.profile("u00")).segments == ["clickers", "synced"]  # type: ignore[union-attr]
     assert (await service.audiences("u00"))["dmp_segments"] == ["clickers", "synced"]

@@ -14,21 +14,20 @@ import httpx
 import pytest
 
 from cookiematch.config import load_config
-from cookiematch.config.dmp_segments import DmpSegmentConfig, build_segment_service
+from cookiematch.config.dmp import DmpConfig
+from cookiematch.config.dmp_segments import DmpSegmentConfig
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.segments import Segment, StoredProfiles, parse_rule
 from cookiematch.dmp.segments.keys import RECOMPUTE_LEASE_KEY
 from cookiematch.dmp.segments.schedule import RecomputeSchedule
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.segments.source import ScannedProfile
-from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.snapshot import ProfileSnapshot
-from cookiematch.dmp.traits import ProfileUpdate
+from cookiematch.dmp.traits import ProfileUpdate, TraitStore
 from cookiematch.errors import StoreUnavailable
+from cookiematch.roots.dmp import DmpCore, DmpServer, build_core
 from cookiematch.storage import Store, connect_store
 from cookiematch.storage.lease import holder_of
-from cookiematch.web.dmp_app import DmpRuntime
-from cookiematch.web.router import App
 from storage.redis_servers import RedisClusterProcesses
 
 from .helpers import NOW, FakeClock
@@ -38,10 +37,13 @@ DAY = 86400.0
 BUYERS = (DmpSegmentConfig(id="buyers", rule={"event": "purchase", "within_days": 30}),)
 
 
+def dmp_core(store: Store, clock: FakeClock) -> DmpCore:
+    """The DMP core of a configuration with the ``buyers`` segment, as the server builds it."""
+    return build_core(DmpConfig(segments=BUYERS), store, clock=clock)
+
+
 def segment_service(store: Store, clock: FakeClock) -> SegmentService:
-    return build_segment_service(
-        BUYERS, (), store, match_ttl_days=30, max_events_per_name=50, clock=clock
-    )
+    return dmp_core(store, clock).segments
 
 
 def hourly(
@@ -50,8 +52,8 @@ def hourly(
     return RecomputeSchedule(segments, store, interval=3600, holder=holder, clock=clock, tick=tick)
 
 
-async def purchase(service: DmpService, uid: str, at: float) -> None:
-    await service.traits.apply({uid: ProfileUpdate("crm", events={("purchase", int(at))})})
+async def purchase(traits: TraitStore, uid: str, at: float) -> None:
+    await traits.apply({uid: ProfileUpdate("crm", events={("purchase", int(at))})})
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -62,12 +64,12 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 async def test_a_scheduled_recompute_makes_a_browser_leave_a_recency_segment(
-    store: Store, service: DmpService, clock: FakeClock
+    store: Store, clock: FakeClock
 ) -> None:
-    segments = segment_service(store, clock)
-    service.traits.on_profile_changed.append(segments.profiles_changed)
-    await purchase(service, "recent", NOW - DAY)
-    await purchase(service, "older", NOW - 20 * DAY)
+    core = dmp_core(store, clock)  # ingestion re-evaluates segments, as in the server
+    segments = core.segments
+    await purchase(core.traits, "recent", NOW - DAY)
+    await purchase(core.traits, "older", NOW - 20 * DAY)
     assert await segments.sizes() == {"buyers": 2}  # joined when ingested
     schedule = hourly(segments, store, clock)
     assert await schedule.step() == 60  # no recompute yet: one now, then a look each tick
@@ -227,13 +229,13 @@ admin_token = "0123456789abcdef0123"
 async def test_the_server_runs_the_schedule_and_stops_it_at_shutdown(tmp_path: Path) -> None:
     config = load_config(dmp_config(tmp_path, "recompute_interval_minutes = 5"), environ={})
     assert config.dmp is not None
-    runtime = DmpRuntime(config, config.dmp)
-    app = App()
-    await runtime.start(app)
+    server = DmpServer(config)
+    app = server.app
+    await app.startup()
     try:
-        assert runtime.segments is not None and runtime.schedule is not None
-        assert runtime.schedule.interval == 300
-        segments = runtime.segments
+        assert server.core is not None and server.schedule is not None
+        assert server.schedule.interval == 300
+        segments = server.core.segments
         report = None
         while report is None:  # no recompute yet: the first look runs one at once
             await asyncio.sleep(0.01)
@@ -250,8 +252,9 @@ async def test_the_server_runs_the_schedule_and_stops_it_at_shutdown(tmp_path: P
         assert listing["recompute_schedule"]["interval_seconds"] == 300
         assert listing["recompute_schedule"]["next_at"] == report.at + 300
     finally:
-        await runtime.stop()
-    assert runtime._scheduler is not None and runtime._scheduler.cancelled()
+        await app.shutdown()
+    scheduler = server.tasks[-1]  # the funnel flusher, then the schedule
+    assert len(server.tasks) == 2 and scheduler.cancelled()
 
 
 @pytest.mark.parametrize(("extra", "segments"), [("recompute_interval_minutes = 0", True),
@@ -261,7 +264,7 @@ async def test_no_schedule_when_switched_off_or_without_segments(
 ) -> None:
     config = load_config(dmp_config(tmp_path, extra, segments=segments), environ={})
     assert config.dmp is not None
-    runtime = DmpRuntime(config, config.dmp)
-    await runtime.start(App())
-    await runtime.stop()
-    assert runtime.schedule is None and runtime._scheduler is None
+    server = DmpServer(config)
+    await server.app.startup()
+    await server.app.shutdown()
+    assert server.schedule is None and len(server.tasks) == 1  # the funnel flusher alone

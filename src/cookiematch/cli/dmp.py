@@ -115,7 +115,7 @@ def ingest(
     data: tuple[Path, ...],
 ) -> None:
     """Ingest partner records from DATA files or directories (JSON Lines, CSV, TSV, gzip)."""
-    config, dmp_config, _ = load_partner(config_file, partner_id)
+    config, _ = load_partner(config_file, partner_id)
     try:
         files = expand(data, fmt)
     except ValueError as exc:
@@ -134,7 +134,7 @@ def ingest(
 
             async def work() -> IngestReport:
                 writer = RejectsWriter(sink)
-                async with open_ingestor(config, dmp_config) as ingestor:
+                async with open_ingestor(config) as ingestor:
                     with bulk_gc():
                         report = await ingestor.ingest(
                             partner_id,
@@ -181,7 +181,7 @@ def pull_command(
     rejects: IO[str] | None,
 ) -> None:
     """Pull PARTNER's records from its `pull_url`, page by page, from the stored cursor."""
-    config, dmp_config, partner = load_partner(config_file, partner_id)
+    config, partner = load_partner(config_file, partner_id)
     if partner.pull_url is None:
         raise click.ClickException(f"partner {partner_id!r} has no pull_url")
     token = partner.pull_token.reveal() if partner.pull_token is not None else None
@@ -190,7 +190,7 @@ def pull_command(
     async def work() -> None:
         writer, on_reject = _rejects_sink(rejects)
         async with (
-            open_ingestor(config, dmp_config) as ingestor,
+            open_ingestor(config) as ingestor,
             httpx.AsyncClient(timeout=30.0) as client,
         ):
             cursors = Cursors(ingestor.store)

@@ -12,27 +12,18 @@ import click
 import msgspec
 
 from cookiematch.cli.common import config_option, load_dmp, run
-from cookiematch.config.dmp_segments import build_segment_service
 from cookiematch.dmp.exports import HttpxTransport, Mode
 from cookiematch.dmp.overlap import STD_DEVS, Audiences, PairOverlap
 from cookiematch.dmp.segments.service import SegmentService
-from cookiematch.storage import connect_store
+from cookiematch.roots.dmp import open_core
 
 
 @asynccontextmanager
 async def open_segments(config_file: Path) -> AsyncIterator[SegmentService]:
-    config, dmp = load_dmp(config_file)
-    store = await connect_store(config.store.url, durability=config.store.durability)
-    try:
-        yield build_segment_service(
-            dmp.segments,
-            dmp.destinations,
-            store,
-            match_ttl_days=dmp.match_ttl_days,
-            max_events_per_name=dmp.ingest.max_events_per_name,
-        )
-    finally:
-        await store.close()
+    """The DMP core's segments (``roots/dmp.py``) over the configured store."""
+    config, _ = load_dmp(config_file)
+    async with open_core(config) as core:
+        yield core.segments
 
 
 @click.command("export")

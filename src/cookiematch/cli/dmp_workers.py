@@ -188,7 +188,7 @@ def _worker_main(
 
 
 async def _ingest(job: _Job, inbox: Queue[Batch | None]) -> IngestReport:
-    config, dmp_config, _ = load_partner(job.config_file, job.partner_id)
+    config, _ = load_partner(job.config_file, job.partner_id)
 
     def arriving() -> Iterator[Batch]:
         while (batch := inbox.get()) is not None:
@@ -196,7 +196,7 @@ async def _ingest(job: _Job, inbox: Queue[Batch | None]) -> IngestReport:
 
     with job.rejects.open("w", encoding="utf-8") as stream:
         writer = RejectsWriter(stream)
-        async with open_ingestor(config, dmp_config) as ingestor:
+        async with open_ingestor(config) as ingestor:
             with bulk_gc():
                 return await ingestor.ingest(
                     job.partner_id,

@@ -17,7 +17,7 @@ from cookiematch.cli.dmp import dmp
 from cookiematch.cli.dmp_segments import register as register_dmp_segments
 from cookiematch.cli.store import store
 from cookiematch.config import Config
-from cookiematch.web.factories import ROLE_FACTORIES
+from cookiematch.roots import ROLE_FACTORIES
 
 
 @click.group()

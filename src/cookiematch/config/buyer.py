@@ -11,6 +11,7 @@ import msgspec
 from cookiematch.buyer.campaigns import Audience, Campaign
 from cookiematch.buyer.matchtag import ExchangeEndpoint
 from cookiematch.buyer.model import DAY, BuyerSettings
+from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.config.schema import (
     MIN_ADMIN_TOKEN_LENGTH,
     CookieDomain,
@@ -20,6 +21,7 @@ from cookiematch.config.schema import (
     Table,
 )
 from cookiematch.config.values import Listen, Problems, Secret
+from cookiematch.protocol.cookies import CookieSpec
 
 CampaignId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Price = Annotated[float, msgspec.Meta(ge=0, le=10_000)]
@@ -107,6 +109,16 @@ class BuyerRoleConfig(Table, frozen=True):
             seen.add(campaign.id)
             found += [(f"campaigns[{i}].{key}", m) for key, m in campaign.problems()]
         return found
+
+    def cookie_spec(self) -> CookieSpec:
+        """The buyer cookie: ``HttpOnly``, and by default ``Secure; SameSite=None``."""
+        return CookieSpec(
+            name=self.cookie_name,
+            max_age=self.cookie_max_age_days * SECONDS_PER_DAY,
+            secure=self.cookie_secure,
+            same_site=self.cookie_same_site,
+            domain=self.cookie_domain,
+        )
 
     def settings(self) -> BuyerSettings:
         entry_ttl_days = self.entry_ttl_days or 2 * self.match_ttl_days

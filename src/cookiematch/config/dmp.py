@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.config.dmp_segments import (
     DmpDestinationConfig,
     DmpSegmentConfig,
@@ -20,6 +21,7 @@ from cookiematch.config.values import KeySecret, Listen, Problems, Secret, dupli
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partner, TagKind
 from cookiematch.dmp.traits import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RedirectURLError
+from cookiematch.protocol.cookies import CookieSpec
 from cookiematch.protocol.privacy import MAX_CONSENT_LENGTH, MAX_GPP_LENGTH, PrivacySignals
 from cookiematch.protocol.templates import Macro, MacroValues, SyncTemplate
 
@@ -220,6 +222,15 @@ class DmpConfig(Table, frozen=True):
         if self.public_url is not None:
             return self.public_url.rstrip("/")
         return f"http://{self.listen}"
+
+    def cookie_spec(self) -> CookieSpec:
+        """The DMP's browser cookie."""
+        return CookieSpec(
+            name=self.cookie_name,
+            max_age=self.cookie_max_age_days * SECONDS_PER_DAY,
+            secure=self.cookie_secure,
+            domain=self.cookie_domain,
+        )
 
     def settings(self) -> DmpSettings:
         return DmpSettings(

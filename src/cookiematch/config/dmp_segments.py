@@ -7,8 +7,6 @@ Rules are parsed (``dmp/segments/rules.py``) while loading, so a bad one stops t
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -22,14 +20,9 @@ from cookiematch.dmp.exports.model import (
     FileFormat,
     HttpDestination,
 )
-from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import parse_rule
-from cookiematch.dmp.segments.service import SegmentService
-from cookiematch.dmp.segments.source import StoredProfiles
-from cookiematch.dmp.traits import ProfileReader
 from cookiematch.errors import RuleError
-from cookiematch.storage.base import Store
 
 Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 MIN_SECRET_LENGTH = 16
@@ -136,25 +129,3 @@ def segment_problems(
     for i, dest in enumerate(destinations):
         found += [(f"destinations[{i}].{k}", m) for k, m in dest.problems(partner_ids)]
     return found
-
-
-def build_segment_service(
-    segments: tuple[DmpSegmentConfig, ...],
-    destinations: tuple[DmpDestinationConfig, ...],
-    store: Store,
-    *,
-    match_ttl_days: int,
-    max_events_per_name: int,
-    clock: Callable[[], float] = time.time,
-) -> SegmentService:
-    """The configured segments and destinations over ``store``, reading full profiles
-    (syncs, impression-pixel exposures, ingested traits) through the ``ProfileReader``."""
-    reader = ProfileReader(store, max_events_per_name=max_events_per_name, clock=clock)
-    return SegmentService(
-        store,
-        [s.to_model() for s in segments],
-        [d.to_model() for d in destinations],
-        StoredProfiles(store, reader.build, ProfileReader.SUFFIXES),
-        MatchTable(store, match_ttl_days * 86400),
-        clock=clock,
-    )

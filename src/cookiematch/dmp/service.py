@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.dmp.audiences import audience_kv
 from cookiematch.dmp.chooser import SyncDecision, by_priority, choose
 from cookiematch.dmp.events import EventLog, ImpressionEvent
@@ -21,13 +22,12 @@ from cookiematch.dmp.model import Client, DmpSettings, Partner
 from cookiematch.dmp.partner_ids import PartnerIdReader
 from cookiematch.dmp.profiles import Profile, Profiles
 from cookiematch.dmp.segments.membership import Memberships
-from cookiematch.dmp.traits import ProfileReader, TraitCatalog, TraitStore
+from cookiematch.dmp.traits import ProfileReader, TraitStore
 from cookiematch.errors import QueryError
 from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.protocol.templates import MacroValues
 from cookiematch.storage.base import Store
 
-Clock = Callable[[], float]
 OnMatch = Callable[[str, str, str], Awaitable[object]]
 """Called with (partner id, partner uid, DMP uid) after a match is stored."""
 
@@ -62,10 +62,14 @@ class DmpService:
         partners: Sequence[Partner],
         clients: Sequence[Client],
         *,
+        matches: MatchTable,
+        traits: TraitStore,
+        profile_reader: ProfileReader,
+        memberships: Memberships,
+        on_match: Sequence[OnMatch] = (),
         clock: Clock,
         new_uid: Callable[[], str],
         worker: str,
-        traits: TraitCatalog | None = None,
     ) -> None:
         self.settings = settings
         self.partners: Mapping[str, Partner] = {p.id: p for p in partners}
@@ -74,23 +78,19 @@ class DmpService:
         self._readers = {p.id: PartnerIdReader(p) for p in partners}
         self._clock = clock
         self._new_uid = new_uid
-        match_ttl = settings.match_ttl_days * 86400
-        self.matches = MatchTable(store, match_ttl)
+        self.matches = matches
         self.events = EventLog(
             store,
             max_per_profile=settings.max_events_per_profile,
-            ttl_seconds=settings.event_ttl_days * 86400,
+            ttl_seconds=settings.event_ttl_days * SECONDS_PER_DAY,
         )
-        self.inband_data = InbandData(store, match_ttl)
-        catalog = traits or TraitCatalog()
-        self.traits = TraitStore(store, catalog, clock=clock)
-        self.profile_reader = ProfileReader(
-            store, max_events_per_name=catalog.max_events_per_name, clock=clock
-        )
+        self.inband_data = InbandData(store, settings.match_ttl_days * SECONDS_PER_DAY)
+        self.traits = traits
+        self.profile_reader = profile_reader
         self.profiles = Profiles(
-            self.matches, self.events, self.inband_data, Memberships(store), self.profile_reader
+            matches, self.events, self.inband_data, memberships, profile_reader
         )
-        self.on_match: list[OnMatch] = []  # e.g. applying ingested records that waited
+        self.on_match = tuple(on_match)  # e.g. applying ingested records that waited
         self.funnel = Funnel()
         self.funnel_log = FunnelLog(store, worker, self.funnel)
 

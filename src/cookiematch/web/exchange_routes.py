@@ -31,6 +31,8 @@ from cookiematch.web.http import Request, Response
 
 log = logging.getLogger(__name__)
 
+OPTOUT_ON_ERROR = Response.text(400, "The request could not be processed; please retry.\n")
+
 
 @dataclass(frozen=True, slots=True)
 class BrowserCookie:

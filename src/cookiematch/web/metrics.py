@@ -1,8 +1,11 @@
-"""Prometheus counters of the browser-facing routes (served at ``/metrics``)."""
+"""Prometheus counters of the browser-facing routes, and ``/metrics`` that serves them."""
 
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from cookiematch.exchange.outcomes import RedirectToBuyer
 from cookiematch.web.counters import LabelledCounter
@@ -41,3 +44,12 @@ def record_redirect(outcome: RedirectToBuyer) -> None:
 def exposition() -> tuple[bytes, str]:
     """The text exposition of every metric and its content type."""
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+async def _metrics(_: Request) -> Response:
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)
+
+
+METRICS_ROUTE = Route("/metrics", _metrics, methods=["GET"])
+"""``GET /metrics``: the exposition, on a role's admin listener (no token)."""

@@ -1,6 +1,6 @@
 """The segment side of the DMP behind one object: updates, sizes, overlap, exports.
 
-Built by the server (``web/dmp_app.py``) and the command line (``cli/dmp_segments.py``) from
+Built by the DMP composition root (``roots/dmp.py``), for the server and the command line, from
 the configured segments and destinations; everything it does is a call on the store.
 """
 

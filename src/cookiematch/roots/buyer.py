@@ -1,0 +1,105 @@
+"""The buyer role's composition root: every buyer object is built here, once.
+
+One server worker (``BuyerServer``): the match table (its layout settled with the store), the
+redirect handler's matcher, the bidder with its campaigns and bid log, their routes, the admin
+API and ``/metrics``. The store is opened and the routes bound in the App's startup hook (after
+the server forked) and closed, pending writes flushed, in its shutdown hook.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from cookiematch.buyer.bidder import Bidder
+from cookiematch.buyer.bidlog import BidLog
+from cookiematch.buyer.matching import Matcher
+from cookiematch.buyer.matchtable import MatchTable
+from cookiematch.buyer.stats import BuyerStats
+from cookiematch.config import Config
+from cookiematch.config.buyer import BuyerRoleConfig
+from cookiematch.errors import ConfigError
+from cookiematch.roots.config_env import config_from_env
+from cookiematch.storage import Store, connect_store
+from cookiematch.web import buyer_metrics
+from cookiematch.web.buyer_admin import build_buyer_admin_app
+from cookiematch.web.buyer_routes import NO_BID, NO_TAG, BuyerRoutes
+from cookiematch.web.metrics import METRICS_ROUTE
+from cookiematch.web.router import App
+
+__all__ = ["BID_MAX_BODY", "BuyerServer", "app"]
+
+BID_MAX_BODY = 256 * 1024
+
+
+def new_uid() -> bytes:
+    return os.urandom(16)
+
+
+def buyer_table(config: Config) -> BuyerRoleConfig:
+    """The ``[buyer]`` table, which must be there."""
+    if config.buyer is None:
+        raise ConfigError("the configuration has no [buyer] table")
+    return config.buyer
+
+
+class BuyerServer:
+    """One buyer server worker; ``app`` is what granian serves."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.buyer = buyer_table(config)
+        self.settings = self.buyer.settings()
+        self.campaigns = self.buyer.campaign_models()  # compiled now: a bad one fails the start
+        self.stats = BuyerStats()
+        self.bid_log = BidLog(self.buyer.bid_log_size)
+        self.store: Store | None = None
+        self.matcher: Matcher | None = None
+        self._collector: buyer_metrics.BuyerStatsCollector | None = None
+        self.app = App(max_body=BID_MAX_BODY)
+        self.app.on_startup.append(self.start)
+        self.app.on_shutdown.append(self.stop)
+
+    async def start(self) -> None:
+        buyer, settings, app = self.buyer, self.settings, self.app
+        store = await connect_store(self.config.store.url, durability=self.config.store.durability)
+        try:  # the layout recorded in the store wins; a conflicting one is a ConfigError
+            table = await MatchTable.open(
+                store,
+                settings.nid,
+                ttl_seconds=settings.entry_ttl_seconds,
+                clock=time.time,
+                layout=buyer.match_table_layout,
+                expected_entries=buyer.match_table_expected_entries,
+                auto_layout="buckets" if self.config.store.url.startswith("redis") else "keys",
+            )
+        except BaseException:
+            await store.close()
+            raise
+        self.store = store
+        matcher = self.matcher = Matcher(
+            table, settings, self.stats, new_uid=new_uid, clock=time.time
+        )
+        bidder = Bidder(table, self.campaigns, settings, self.stats, self.bid_log, clock=time.time)
+        routes = BuyerRoutes(
+            matcher, bidder, buyer.cookie_spec(), pixel_204=buyer.response == "204"
+        )
+        app.route("/match", routes.match)
+        app.route("/push", routes.push)
+        app.route("/matchtag", routes.matchtag, on_error=NO_TAG)
+        app.route("/bid", routes.bid, methods=("POST",), on_error=NO_BID, read_body=True)
+        app.fallback = build_buyer_admin_app(
+            matcher, bidder, buyer.admin_token, clock=time.time, extra_routes=[METRICS_ROUTE]
+        )
+        self._collector = buyer_metrics.register(self.stats)
+
+    async def stop(self) -> None:
+        if self._collector is not None:
+            buyer_metrics.unregister(self._collector)
+        if self.store is not None:
+            await self.store.close()
+
+
+def app() -> App:
+    """granian's factory for a buyer worker."""
+    return BuyerServer(config_from_env()).app

@@ -1,0 +1,207 @@
+"""The DMP role's composition root: every DMP object is built here, once.
+
+    DmpCore     what every DMP process shares (the server's workers and the CLI's ``dmp
+                ingest``, ``pull``, ``segments``, ``export`` and ``overlap``): the store, the
+                match table, one profile reader, the segments, the trait writes and the
+                ingestor, wired to each other
+    DmpServer   one server worker: the core, the browser-facing service and its routes, the
+                admin and ingestion APIs, the funnel flusher and the recompute schedule
+
+Hooks are constructor arguments and read top to bottom in ``build_core`` and
+``DmpServer.start``: a trait change re-evaluates the browser's segments; a sync callback applies
+the ingested records that waited for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from cookiematch.clock import SECONDS_PER_DAY, Clock
+from cookiematch.config import Config
+from cookiematch.config.dmp import DmpConfig
+from cookiematch.dmp.ingest import Ingestor, build_ingestor
+from cookiematch.dmp.matches import MatchTable
+from cookiematch.dmp.segments.schedule import RecomputeSchedule
+from cookiematch.dmp.segments.service import SegmentService
+from cookiematch.dmp.segments.source import StoredProfiles
+from cookiematch.dmp.service import DmpService
+from cookiematch.dmp.traits import ProfileReader, TraitStore
+from cookiematch.errors import ConfigError, StorageError
+from cookiematch.protocol.cookies import format_browser_id
+from cookiematch.roots.config_env import config_from_env
+from cookiematch.storage import Durability, Store, connect_store
+from cookiematch.web.admin import guarded_app
+from cookiematch.web.dmp_admin import DmpAdmin
+from cookiematch.web.dmp_ingest_routes import build_ingest_api
+from cookiematch.web.dmp_routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
+from cookiematch.web.dmp_segment_routes import SegmentAdmin
+from cookiematch.web.router import App
+
+__all__ = ["DmpCore", "DmpServer", "app", "build_core", "dmp_table", "open_core"]
+
+log = logging.getLogger(__name__)
+
+FUNNEL_FLUSH_SECONDS = 1.0
+
+
+def dmp_table(config: Config) -> DmpConfig:
+    """The ``[dmp]`` table, which must be there."""
+    if config.dmp is None:
+        raise ConfigError("the configuration has no [dmp] table")
+    return config.dmp
+
+
+@dataclass(frozen=True, slots=True)
+class DmpCore:
+    """The DMP's shared collaborators over one store."""
+
+    config: DmpConfig
+    store: Store
+    matches: MatchTable
+    profile_reader: ProfileReader  # the one reader: admin profiles and segment rules alike
+    segments: SegmentService
+    traits: TraitStore
+    ingestor: Ingestor
+
+
+def build_core(dmp: DmpConfig, store: Store, *, clock: Clock = time.time) -> DmpCore:
+    """Every shared DMP object over ``store``, each built once."""
+    catalog = dmp.trait_catalog()
+    matches = MatchTable(store, dmp.match_ttl_days * SECONDS_PER_DAY)
+    reader = ProfileReader(store, max_events_per_name=catalog.max_events_per_name, clock=clock)
+    segments = SegmentService(
+        store,
+        [s.to_model() for s in dmp.segments],
+        [d.to_model() for d in dmp.destinations],
+        StoredProfiles(store, reader.build, ProfileReader.SUFFIXES),
+        matches,
+        clock=clock,
+    )
+    traits = TraitStore(store, catalog, clock=clock)
+    if dmp.segments:  # a profile written by ingestion is re-evaluated at once
+        traits.on_profile_changed.append(segments.profiles_changed)
+    ingestor = build_ingestor(
+        store, traits, pending_ttl=dmp.ingest.pending_ttl_days * SECONDS_PER_DAY, clock=clock
+    )
+    return DmpCore(dmp, store, matches, reader, segments, traits, ingestor)
+
+
+@contextlib.asynccontextmanager
+async def open_core(
+    config: Config, *, durability: Durability | None = None
+) -> AsyncIterator[DmpCore]:
+    """The core over the configured store, closed (pending writes flushed) when the block
+    ends; a queued write the store did not take then fails the block (``StorageError``)."""
+    dmp = dmp_table(config)
+    store = await connect_store(config.store.url, durability=durability or config.store.durability)
+    try:
+        yield build_core(dmp, store)
+    finally:
+        await store.close()
+    if store.lost:
+        raise StorageError(
+            f"{store.lost:,} queued writes were not stored (see the log above); "
+            "ingesting again is idempotent"
+        )
+
+
+def new_dmp_uid() -> str:
+    return format_browser_id(os.urandom(16))
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+class DmpServer:
+    """One DMP server worker: ``app`` is built now (partners and clients compiled, so a bad
+    template fails the start); the store is opened and the routes bound in its startup hook,
+    after the server forked; everything is closed in its shutdown hook."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.dmp = dmp_table(config)
+        self.partners = self.dmp.partner_models()
+        self.clients = self.dmp.client_models()
+        self.core: DmpCore | None = None
+        self.service: DmpService | None = None
+        self.schedule: RecomputeSchedule | None = None  # None: no segments, or switched off
+        self.tasks: list[asyncio.Task[None]] = []
+        self.app = App()
+        self.app.on_startup.append(self.start)
+        self.app.on_shutdown.append(self.stop)
+
+    async def start(self) -> None:
+        dmp, app = self.dmp, self.app
+        store = await connect_store(self.config.store.url, durability=self.config.store.durability)
+        core = self.core = build_core(dmp, store)
+        worker = worker_name()
+        service = self.service = DmpService(
+            store,
+            dmp.settings(),
+            self.partners,
+            self.clients,
+            matches=core.matches,
+            traits=core.traits,
+            profile_reader=core.profile_reader,
+            memberships=core.segments.memberships,
+            on_match=[core.ingestor.pending.resolve],  # records that waited for this sync
+            clock=time.time,
+            new_uid=new_dmp_uid,
+            worker=worker,
+        )
+        minutes = dmp.recompute_interval_minutes
+        if dmp.segments and minutes:
+            self.schedule = RecomputeSchedule(
+                core.segments, store, interval=minutes * 60.0, holder=worker
+            )
+        routes = DmpRoutes(service, dmp.cookie_spec())
+        app.route("/tag.js", routes.tag_js, on_error=TEXT_ON_ERROR)
+        app.route("/sync", routes.sync, methods=("GET", "OPTIONS"), on_error=SYNC_ON_ERROR)
+        app.route("/callback/", routes.callback, prefix=True)
+        app.route("/inband/", routes.inband, prefix=True)
+        app.route("/imp", routes.imp)
+        app.route("/audiences", routes.audiences, on_error=TEXT_ON_ERROR)
+        admin_routes = [
+            *DmpAdmin(service).routes(),
+            *SegmentAdmin(core.segments, store, self.schedule).routes(),
+            *build_ingest_api(store, dmp, core.ingestor).routes(),
+        ]
+        token = dmp.admin_token
+        app.fallback = guarded_app(admin_routes, token if token is not None else "")
+        self.tasks.append(asyncio.create_task(self._flush_forever(service)))
+        if self.schedule is not None:
+            self.tasks.append(asyncio.create_task(self.schedule.run()))
+
+    async def stop(self) -> None:
+        for task in reversed(self.tasks):  # a recompute is cancelled, its lease freed
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.service is not None:
+            with contextlib.suppress(Exception):
+                await self.service.funnel_log.flush()
+        if self.core is not None:
+            await self.core.store.close()
+
+    @staticmethod
+    async def _flush_forever(service: DmpService) -> None:
+        while True:
+            await asyncio.sleep(FUNNEL_FLUSH_SECONDS)
+            try:
+                await service.funnel_log.flush()
+            except Exception:
+                log.exception("flushing the funnel counters failed; retrying")
+
+
+def app() -> App:
+    """granian's factory for a DMP worker."""
+    return DmpServer(config_from_env()).app

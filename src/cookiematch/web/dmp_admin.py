@@ -1,0 +1,91 @@
+"""The DMP's admin endpoints over the browser-facing service.
+
+    GET /admin/v1/health                              no authentication
+    GET /admin/v1/profiles/{dmp_uid}                  {"dmp_uid", "partners", "synced_at",
+                                                       "events", "inband", "attributes",
+                                                       "ingested_events", ...} or 404
+    GET /admin/v1/profiles?partner=<p>&uid=<uid>      the profile that partner ID is matched to
+    GET /admin/v1/funnel                              the sync funnel per partner and client
+    GET /admin/v1/partners                            the partners as configured (no keys)
+
+Segments (``web/dmp_segment_routes.py``) and partner data (``web/dmp_ingest_routes.py``) have
+their own route sets; the composition root (``roots/dmp.py``) mounts all three behind the
+admin token.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import Response as StarletteResponse
+from starlette.routing import Route as StarletteRoute
+
+from cookiematch.dmp.service import DmpService
+from cookiematch.errors import NotFound, ValidationFailed
+from cookiematch.web.admin import HEALTH_PATH, PREFIX
+
+__all__ = ["DmpAdmin"]
+
+
+def _json(data: object) -> StarletteResponse:
+    return StarletteResponse(msgspec.json.encode(data), media_type="application/json")
+
+
+class DmpAdmin:
+    """The admin endpoints over one service."""
+
+    def __init__(self, service: DmpService) -> None:
+        self.service = service
+
+    async def health(self, request: StarletteRequest) -> StarletteResponse:
+        return _json({"status": "ok"})
+
+    async def profile(self, request: StarletteRequest) -> StarletteResponse:
+        dmp_uid: str = request.path_params["dmp_uid"]
+        found = await self.service.profile(dmp_uid)
+        if found is None:
+            raise NotFound(f"no profile {dmp_uid!r}")
+        return _json(found)
+
+    async def find_profile(self, request: StarletteRequest) -> StarletteResponse:
+        partner, uid = request.query_params.get("partner"), request.query_params.get("uid")
+        errors = [
+            {"field": name, "message": "required"}
+            for name, value in (("partner", partner), ("uid", uid))
+            if not value
+        ]
+        if partner and partner not in self.service.partners:
+            errors.append({"field": "partner", "message": f"no partner has id {partner!r}"})
+        if errors or partner is None or uid is None:
+            raise ValidationFailed("give ?partner=<partner id>&uid=<partner uid>", errors=errors)
+        found = await self.service.profiles.find(partner, uid)
+        if found is None:
+            raise NotFound(f"partner {partner!r} has no match for that uid")
+        return _json(found)
+
+    async def funnel(self, request: StarletteRequest) -> StarletteResponse:
+        return _json(await self.service.funnel_report())
+
+    async def partners(self, request: StarletteRequest) -> StarletteResponse:
+        listing = [
+            {
+                "id": p.id,
+                "sync_url": p.sync.url,
+                "uid_macro": p.uid_macro,
+                "ttl_days": p.ttl_days,
+                "priority": p.priority,
+                "enabled": p.enabled,
+                "id_format": p.id_format.value,
+            }
+            for p in self.service.partners.values()
+        ]
+        return _json({"partners": listing})
+
+    def routes(self) -> list[StarletteRoute]:
+        return [
+            StarletteRoute(HEALTH_PATH, self.health, methods=["GET"]),
+            StarletteRoute(f"{PREFIX}/profiles", self.find_profile, methods=["GET"]),
+            StarletteRoute(f"{PREFIX}/profiles/{{dmp_uid}}", self.profile, methods=["GET"]),
+            StarletteRoute(f"{PREFIX}/funnel", self.funnel, methods=["GET"]),
+            StarletteRoute(f"{PREFIX}/partners", self.partners, methods=["GET"]),
+        ]
