@@ -18,7 +18,7 @@ from cookiematch.errors import ConfigError
 from cookiematch.roots.dmp import build_core
 from cookiematch.storage import Store
 from cookiematch.web.admin import guarded_app
-from cookiematch.web.dmp_segment_routes import SegmentAdmin
+from cookiematch.web.dmp.segments import SegmentAdmin
 
 TOKEN = "segment-admin-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

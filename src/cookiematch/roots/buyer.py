@@ -21,9 +21,9 @@ from cookiematch.config.buyer import BuyerRoleConfig
 from cookiematch.errors import ConfigError
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.storage import Store, connect_store
-from cookiematch.web import buyer_metrics
-from cookiematch.web.buyer_admin import build_buyer_admin_app
-from cookiematch.web.buyer_routes import NO_BID, NO_TAG, BuyerRoutes
+from cookiematch.web.buyer import metrics as buyer_metrics
+from cookiematch.web.buyer.admin import build_buyer_admin_app
+from cookiematch.web.buyer.routes import NO_BID, NO_TAG, BuyerRoutes
 from cookiematch.web.metrics import METRICS_ROUTE
 from cookiematch.web.router import App
 

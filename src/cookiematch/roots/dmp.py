@@ -39,10 +39,10 @@ from cookiematch.protocol.cookies import format_browser_id
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.storage import Durability, Store, connect_store
 from cookiematch.web.admin import guarded_app
-from cookiematch.web.dmp_admin import DmpAdmin
-from cookiematch.web.dmp_ingest_routes import build_ingest_api
-from cookiematch.web.dmp_routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
-from cookiematch.web.dmp_segment_routes import SegmentAdmin
+from cookiematch.web.dmp.admin import DmpAdmin
+from cookiematch.web.dmp.ingest import build_ingest_api
+from cookiematch.web.dmp.routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
+from cookiematch.web.dmp.segments import SegmentAdmin
 from cookiematch.web.router import App
 
 __all__ = ["DmpCore", "DmpServer", "app", "build_core", "dmp_table", "open_core"]

@@ -31,14 +31,14 @@ from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.storage import Store, connect_store
 from cookiematch.web.admin import build_admin_app, user_list_members_route
-from cookiematch.web.exchange_ad import (
+from cookiematch.web.exchange.ad import (
     BLANK_AD,
     AdRoutes,
     HttpxBidTransport,
     count_metric,
     stats_routes,
 )
-from cookiematch.web.exchange_routes import (
+from cookiematch.web.exchange.routes import (
     OPTOUT_ON_ERROR,
     BrowserCookie,
     ExchangeRoutes,

@@ -26,7 +26,7 @@ from cookiematch.protocol.cookies import (
 from cookiematch.protocol.forwarded import TrustedProxies, forwarded_scheme
 from cookiematch.protocol.matchtag import parse_match_tag
 from cookiematch.protocol.query import parse_query
-from cookiematch.web import metrics
+from cookiematch.web.exchange import metrics
 from cookiematch.web.http import Request, Response
 
 log = logging.getLogger(__name__)

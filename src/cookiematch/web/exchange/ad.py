@@ -30,9 +30,9 @@ from cookiematch.exchange.cookie_match import Browser
 from cookiematch.exchange.monitoring import BuyerMonitor, Count
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.protocol.query import parse_query
-from cookiematch.web import metrics
 from cookiematch.web.counters import LabelledCounter
-from cookiematch.web.exchange_routes import BrowserCookie
+from cookiematch.web.exchange import metrics
+from cookiematch.web.exchange.routes import BrowserCookie
 from cookiematch.web.http import Request, Response
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@
     GET /admin/v1/funnel                              the sync funnel per partner and client
     GET /admin/v1/partners                            the partners as configured (no keys)
 
-Segments (``web/dmp_segment_routes.py``) and partner data (``web/dmp_ingest_routes.py``) have
+Segments (``web/dmp/segments.py``) and partner data (``web/dmp/ingest.py``) have
 their own route sets; the composition root (``roots/dmp.py``) mounts all three behind the
 admin token.
 """

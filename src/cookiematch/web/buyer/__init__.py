@@ -1,0 +1,2 @@
+"""The buyer's HTTP edge: redirect handler, push, match-tag decision and ``/bid``
+(``routes.py``), its admin API (``admin.py``) and metrics (``metrics.py``)."""

@@ -1,0 +1,36 @@
+"""Prometheus counters of the exchange's browser-facing routes (served at ``/metrics``)."""
+
+from __future__ import annotations
+
+from cookiematch.exchange.outcomes import RedirectToBuyer
+from cookiematch.web.counters import LabelledCounter
+
+PIXEL_OUTCOMES = LabelledCounter(
+    "cookiematch_pixel_outcomes",
+    "Match tags answered, by buyer and outcome (redirect, error_<code>, set_cookie, push)",
+    ("nid", "outcome"),
+)
+BAD_REQUESTS = LabelledCounter(
+    "cookiematch_bad_requests",
+    "Browser requests answered 400, by reason",
+    ("reason",),
+)
+EXTRAS_DROPPED = LabelledCounter(
+    "cookiematch_extras_dropped",
+    "Match tags whose extra parameters exceeded 1 KiB and were not forwarded",
+    ("nid",),
+)
+HOSTED_MATCH_FAILURES = LabelledCounter(
+    "cookiematch_hosted_match_failures",
+    "Hosted match writes refused or failed, by buyer and google_hm status",
+    ("nid", "status"),
+)
+
+
+def record_redirect(outcome: RedirectToBuyer) -> None:
+    label = "redirect" if outcome.error is None else f"error_{outcome.error}"
+    PIXEL_OUTCOMES.inc((outcome.nid, label))
+    if outcome.extras_dropped:
+        EXTRAS_DROPPED.inc((outcome.nid,))
+    if outcome.hosted_match_status is not None:
+        HOSTED_MATCH_FAILURES.inc((outcome.nid, str(outcome.hosted_match_status)))
