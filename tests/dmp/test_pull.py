@@ -1,4 +1,5 @@
-"""Pulling pages from a partner endpoint (an in-process httpx transport) into a real store."""
+"""Pulling pages from a partner endpoint (in process, behind the real ``PartnerTransport``)
+into a real store."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from cookiematch.dmp.pull import Cursors, PullSource, pull
 from cookiematch.dmp.service import DmpService
 from cookiematch.errors import PullError
 from cookiematch.storage import Store
+from cookiematch.web.outbound import PartnerTransport
 
 from .helpers import FakeClock
 
@@ -24,6 +26,11 @@ PAGES = {
     "p2": {"records": [{"uid": "A-1", "attributes": {"n": 2}}, {"bad": 1}], "next_cursor": "p3"},
     "p3": {"records": [{"uid": "A-3", "attributes": {"n": 3}}], "next_cursor": None},
 }
+
+
+def partner_transport(partner: Partner) -> PartnerTransport:
+    """The real adapter over a client that reaches ``partner`` in process."""
+    return PartnerTransport(httpx.AsyncClient(transport=httpx.MockTransport(partner)))
 
 
 class Partner:
@@ -51,7 +58,9 @@ async def test_pull_pages_resumes_and_stores_the_cursor(
     partner = Partner()
     partner.fail["p3"] = 404
     cursors = Cursors(store)
-    async with httpx.AsyncClient(transport=httpx.MockTransport(partner)) as client:
+    async with PartnerTransport(
+        httpx.AsyncClient(transport=httpx.MockTransport(partner))
+    ) as client:
         with pytest.raises(PullError, match="HTTP 404"):
             await pull(SOURCE, ingestor, cursors, client)
         assert await cursors.get("analytics") == "p3"  # pages 1-2 are done
@@ -70,7 +79,9 @@ async def test_pull_retries_server_errors(
     monkeypatch.setattr(pull_module, "BACKOFF", 0.001)
     partner = Partner()
     partner.fail[None] = 503
-    async with httpx.AsyncClient(transport=httpx.MockTransport(partner)) as client:
+    async with PartnerTransport(
+        httpx.AsyncClient(transport=httpx.MockTransport(partner))
+    ) as client:
         with pytest.raises(PullError, match="HTTP 503 \\(after 5 attempts\\)"):
             await pull(SOURCE, ingestor, Cursors(store), client)
     assert partner.seen == [None] * 5
@@ -78,6 +89,6 @@ async def test_pull_retries_server_errors(
 
 async def test_pull_refuses_a_page_that_is_not_records(ingestor: Ingestor, store: Store) -> None:
     transport = httpx.MockTransport(lambda request: httpx.Response(200, content=b"[1, 2]"))
-    async with httpx.AsyncClient(transport=transport) as client:
+    async with PartnerTransport(httpx.AsyncClient(transport=transport)) as client:
         with pytest.raises(PullError, match="not a page of records"):
             await pull(SOURCE, ingestor, Cursors(store), client)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import IO
 
 import click
-import httpx
 
 from cookiematch.cli.common import config_option, run
 from cookiematch.cli.dmp_ingestor import load_partner, open_ingestor
@@ -40,6 +39,7 @@ from cookiematch.dmp.ingest.readers import Batch, Format, expand, read_batches
 from cookiematch.dmp.ingest.rejects import Reject, RejectsWriter
 from cookiematch.dmp.pull import Cursors, PullSource, pull
 from cookiematch.errors import CookiematchError
+from cookiematch.web.outbound import PartnerTransport
 
 
 @click.group()
@@ -191,13 +191,13 @@ def pull_command(
         writer, on_reject = _rejects_sink(rejects)
         async with (
             open_ingestor(config) as ingestor,
-            httpx.AsyncClient(timeout=30.0) as client,
+            PartnerTransport() as transport,
         ):
             cursors = Cursors(ingestor.store)
             while True:
                 started = time.perf_counter()
                 done = await pull(
-                    source, ingestor, cursors, client, max_pages=max_pages, on_reject=on_reject
+                    source, ingestor, cursors, transport, max_pages=max_pages, on_reject=on_reject
                 )
                 writer.flush()
                 assert done.ingest is not None

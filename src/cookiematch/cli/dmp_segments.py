@@ -12,10 +12,11 @@ import click
 import msgspec
 
 from cookiematch.cli.common import config_option, load_dmp, run
-from cookiematch.dmp.exports import HttpxTransport, Mode
+from cookiematch.dmp.exports import Mode
 from cookiematch.dmp.overlap import STD_DEVS, Audiences, PairOverlap
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.roots.dmp import open_core
+from cookiematch.web.outbound import PartnerTransport
 
 
 @asynccontextmanager
@@ -38,13 +39,9 @@ def export(
     """Send a segment to a destination, translated to the destination partner's IDs."""
 
     async def work() -> object:
-        transport = HttpxTransport()
-        try:
-            async with open_segments(config_file) as segments:
-                mode = Mode.FULL if full else Mode.INCREMENTAL
-                return await segments.export(segment_id, destination_id, transport, mode)
-        finally:
-            await transport.aclose()
+        async with PartnerTransport() as transport, open_segments(config_file) as segments:
+            mode = Mode.FULL if full else Mode.INCREMENTAL
+            return await segments.export(segment_id, destination_id, transport, mode)
 
     report = run(work)
     if as_json:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import httpx
 import msgspec
 
 from cookiematch.dmp import keys
+from cookiematch.dmp.exports.transport import PullTransport
 from cookiematch.dmp.ingest import Ingestor, IngestReport
 from cookiematch.dmp.ingest.pipeline import OnReject
 from cookiematch.dmp.ingest.readers import Batch
@@ -27,6 +27,7 @@ from cookiematch.storage.base import Store
 
 RETRIES = 4
 BACKOFF = 0.5  # seconds, doubled per retry
+PAGE_TIMEOUT = 30.0  # seconds for one page
 
 
 class Page(msgspec.Struct):
@@ -40,6 +41,7 @@ class PullSource:
     url: str
     token: str | None = None
     page_size: int = 1000
+    timeout: float = PAGE_TIMEOUT
 
 
 @dataclass(slots=True)
@@ -66,7 +68,7 @@ class Cursors:
         await self._store.set(keys.pull_cursor_key(partner_id), cursor.encode())
 
 
-async def fetch_page(client: httpx.AsyncClient, source: PullSource, cursor: str | None) -> Page:
+async def fetch_page(transport: PullTransport, source: PullSource, cursor: str | None) -> Page:
     params = {"limit": str(source.page_size)}
     if cursor is not None:
         params["cursor"] = cursor
@@ -74,17 +76,17 @@ async def fetch_page(client: httpx.AsyncClient, source: PullSource, cursor: str 
     delay = BACKOFF
     for attempt in range(RETRIES + 1):
         try:
-            response = await client.get(source.url, params=params, headers=headers)
-        except httpx.HTTPError as exc:
+            answer = await transport.get(source.url, params, headers, source.timeout)
+        except (TimeoutError, ConnectionError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
         else:
-            if response.status_code == 200:
+            if answer.status == 200:
                 try:
-                    return _page.decode(response.content)
+                    return _page.decode(answer.body)
                 except msgspec.DecodeError as exc:
                     raise PullError(f"{source.url}: not a page of records: {exc}") from None
-            problem = f"HTTP {response.status_code}"
-            if response.status_code != 429 and response.status_code < 500:
+            problem = f"HTTP {answer.status}"
+            if answer.status != 429 and answer.status < 500:
                 raise PullError(f"{source.url}: {problem}")
         if attempt < RETRIES:
             await asyncio.sleep(delay)
@@ -96,7 +98,7 @@ async def pull(
     source: PullSource,
     ingestor: Ingestor,
     cursors: Cursors,
-    client: httpx.AsyncClient,
+    transport: PullTransport,
     *,
     max_pages: int | None = None,
     on_reject: OnReject | None = None,
@@ -106,7 +108,7 @@ async def pull(
     assert report.ingest is not None
     cursor = await cursors.get(source.partner_id)
     while max_pages is None or report.pages < max_pages:
-        page = await fetch_page(client, source, cursor)
+        page = await fetch_page(transport, source, cursor)
         report.pages += 1
         lines: list[tuple[int, bytes | dict[str, str | None]]] = [
             (i, bytes(raw)) for i, raw in enumerate(page.records)

@@ -34,7 +34,6 @@ from cookiematch.web.admin import build_admin_app, user_list_members_route
 from cookiematch.web.exchange.ad import (
     BLANK_AD,
     AdRoutes,
-    HttpxBidTransport,
     count_metric,
     stats_routes,
 )
@@ -45,6 +44,7 @@ from cookiematch.web.exchange.routes import (
     cookie_spec,
 )
 from cookiematch.web.metrics import METRICS_ROUTE
+from cookiematch.web.outbound import BidTransport
 from cookiematch.web.router import App
 
 __all__ = ["ExchangeServer", "app"]
@@ -80,7 +80,7 @@ class ExchangeServer:
         self.store: Store | None = None
         self.monitor: BuyerMonitor | None = None
         self.service: CookieMatchService | None = None
-        self.transport: HttpxBidTransport | None = None
+        self.transport: BidTransport | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.app = App()
         self.app.on_startup.append(self.start)
@@ -109,7 +109,7 @@ class ExchangeServer:
             new_browser_id=new_browser_id,
             monitor=monitor,
         )
-        transport = self.transport = HttpxBidTransport()
+        transport = self.transport = BidTransport()
         ads = AdService(
             registry=registry,
             publishers=self.publishers,

@@ -18,7 +18,7 @@ from cookiematch.dmp.exports.model import (
 )
 from cookiematch.dmp.exports.report import DeliveryReport
 from cookiematch.dmp.exports.sinks import ExchangeUserListSink, FileSink, HttpSink, Sink
-from cookiematch.dmp.exports.transport import HttpxTransport, Transport
+from cookiematch.dmp.exports.transport import HttpAnswer, PullTransport, Transport
 
 __all__ = [
     "Batch",
@@ -31,10 +31,11 @@ __all__ = [
     "FileDestination",
     "FileFormat",
     "FileSink",
+    "HttpAnswer",
     "HttpDestination",
     "HttpSink",
-    "HttpxTransport",
     "Mode",
+    "PullTransport",
     "Sink",
     "Transport",
     "last_report",

@@ -7,18 +7,16 @@ Answers ``200 text/html``: the winner's ``adm`` in ``<div id="cm-ad" data-nid="<
 ``<img id="cm-pixel-match" src="<push URL>">``. Sets the exchange cookie for a new browser.
 A missing or unknown ``pub`` or a bad query answers 400 text; any other failure a blank ad.
 
-Also here: the httpx transport of bid requests (one client per worker: keep-alive, bounded
-pool) and the admin routes of the buyer monitoring.
+Also here: the admin routes of the buyer monitoring. The winner's notice (``nurl``) goes out
+through the bid transport (``web/outbound.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 from collections.abc import Callable
 
-import httpx
 import msgspec
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response as StarletteResponse
@@ -34,6 +32,7 @@ from cookiematch.web.counters import LabelledCounter
 from cookiematch.web.exchange import metrics
 from cookiematch.web.exchange.routes import BrowserCookie
 from cookiematch.web.http import Request, Response
+from cookiematch.web.outbound import BidTransport
 
 log = logging.getLogger(__name__)
 
@@ -81,42 +80,6 @@ def render_ad(served: ServedAd) -> str:
     return "".join(parts)
 
 
-class HttpxBidTransport:
-    """Bid requests over one shared ``httpx.AsyncClient`` (keep-alive, bounded pool)."""
-
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
-        self.client = client or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            headers={"Content-Type": "application/json", "x-openrtb-version": "2.6"},
-            follow_redirects=False,
-        )
-        self._notices: set[asyncio.Task[None]] = set()
-
-    async def post(self, url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
-        try:
-            response = await self.client.post(url, content=body, timeout=timeout)
-        except httpx.TimeoutException as exc:
-            raise TimeoutError(str(exc)) from exc
-        return response.status_code, response.content
-
-    def notify(self, url: str) -> None:
-        """Fire the win notice (``nurl``) in the background; its answer is ignored."""
-        task = asyncio.get_running_loop().create_task(self._get(url))
-        self._notices.add(task)
-        task.add_done_callback(self._notices.discard)
-
-    async def _get(self, url: str) -> None:
-        try:
-            await self.client.get(url, timeout=2.0)
-        except Exception as exc:
-            log.info("win notice to %s failed: %s", url, exc)
-
-    async def aclose(self) -> None:
-        for task in list(self._notices):
-            task.cancel()
-        await self.client.aclose()
-
-
 class AdRoutes:
     """The ``/ad`` handler."""
 
@@ -125,7 +88,7 @@ class AdRoutes:
         service: AdService,
         cookie: BrowserCookie,
         scheme: Callable[[Request], str],
-        transport: HttpxBidTransport,
+        transport: BidTransport,
     ) -> None:
         self._service = service
         self._cookie = cookie
