@@ -18,6 +18,7 @@ CookiematchError
 ├── StorageError           a store backend failed; backends wrap their own errors in it
 │   └── StoreUnavailable   the backend cannot be reached at all
 ├── LeaseLost              a lease in the store lapsed or could not be renewed: its job stops
+├── ScratchError           ingestion could not write or read its scratch files
 ├── WorkerFailed           an ingest worker process stopped with an error (the command fails)
 └── AdminError             an admin API request that is refused (rendered as problem+json)
     ├── NotFound

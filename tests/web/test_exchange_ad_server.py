@@ -165,8 +165,10 @@ class Browser:
         self.client = client
         self.cookie = ""
 
-    def get(self, url: str) -> httpx.Response:
-        headers = {"Cookie": self.cookie} if self.cookie else {}
+    def get(self, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        headers = dict(headers or {})
+        if self.cookie:
+            headers["Cookie"] = self.cookie
         response = self.client.get(url, headers=headers)
         set_cookie = response.headers.get("set-cookie")
         if set_cookie:
@@ -230,6 +232,23 @@ def test_scenario_1_new_browser_gets_cookie_ad_and_match_tag(
     assert matched.status_code == 302
     gid = dict(parse_qsl(urlsplit(matched.headers["location"]).query))["google_gid"]
     assert gid == sent["user"]["id"]
+
+
+def test_bid_requests_carry_the_browser_address_a_trusted_proxy_forwarded(
+    servers: Servers, client: httpx.Client
+) -> None:
+    behind_proxy = Browser(client)  # the test client's 127.0.0.1 is a trusted proxy
+    behind_proxy.get(
+        "/ad?pub=examplenews&slot=top",
+        headers={"X-Forwarded-For": "198.51.100.7, 203.0.113.5"},
+    )
+    [sent] = servers.bid_requests("/fast", behind_proxy.browser_id, "ad_network_xyz")
+    assert sent["device"]["ip"] == "203.0.113.5"  # the left-most address is the browser's word
+
+    direct = Browser(client)
+    direct.get("/ad?pub=examplenews&slot=top")
+    [sent] = servers.bid_requests("/fast", direct.browser_id, "ad_network_xyz")
+    assert sent["device"]["ip"] == "127.0.0.1"
 
 
 def test_scenario_2_and_pixel_matching(servers: Servers, client: httpx.Client) -> None:

@@ -1,4 +1,5 @@
-"""Which peers may tell us the original scheme and client (X-Forwarded-Proto / -For)."""
+"""Which peers may tell us the original scheme and client (X-Forwarded-Proto / -For), and
+what they told us."""
 
 from __future__ import annotations
 
@@ -42,12 +43,22 @@ def forwarded_scheme(header: str | None) -> str | None:
     return first if first in ("http", "https") else None
 
 
-def forwarded_client(header: str | None) -> str | None:
-    """The original client from X-Forwarded-For (its first, left-most address), if valid."""
-    if not header:
-        return None
-    first = header.split(",", 1)[0].strip()
-    try:
-        return str(ipaddress.ip_address(first))
-    except ValueError:
-        return None
+def forwarded_client(peer: str, header: str | None, trusted: TrustedProxies) -> str:
+    """The browser's address: ``peer`` unless it is a trusted proxy; then X-Forwarded-For read
+    from the right, past every trusted proxy, to the first address none of ours added.
+
+    The left-most address is whatever the browser sent and cannot be believed; a malformed
+    entry stops the walk at the last address known to be good.
+    """
+    if not header or not trusted.trusts(peer):
+        return peer
+    client = peer
+    for entry in reversed(header.split(",")):
+        try:
+            address = str(ipaddress.ip_address(entry.strip()))
+        except ValueError:
+            return client
+        client = address
+        if not trusted.trusts(address):
+            return address
+    return client

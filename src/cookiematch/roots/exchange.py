@@ -43,6 +43,7 @@ from cookiematch.web.exchange.routes import (
     ExchangeRoutes,
     cookie_spec,
 )
+from cookiematch.web.forwarded import ProxyTrust
 from cookiematch.web.metrics import METRICS_ROUTE
 from cookiematch.web.outbound import BidTransport
 from cookiematch.web.router import App
@@ -129,8 +130,10 @@ class ExchangeServer:
             new_browser_id=new_browser_id,
             new_auction_id=lambda: os.urandom(16).hex(),
         )
-        routes = ExchangeRoutes(service, settings, new_browser_id)
-        ad_routes = AdRoutes(ads, BrowserCookie(cookie_spec(settings)), routes.scheme, transport)
+        cookie = BrowserCookie(cookie_spec(settings))
+        proxies = ProxyTrust(settings.trusted_proxies)
+        routes = ExchangeRoutes(service, cookie, proxies, new_browser_id)
+        ad_routes = AdRoutes(ads, cookie, proxies, transport)
         app.route("/pixel", routes.pixel)
         app.route("/optout", routes.optout, on_error=OPTOUT_ON_ERROR)
         app.route("/ad", ad_routes.ad, on_error=BLANK_AD)

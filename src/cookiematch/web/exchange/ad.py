@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable
 
 import msgspec
 from starlette.requests import Request as StarletteRequest
@@ -31,6 +30,7 @@ from cookiematch.protocol.query import parse_query
 from cookiematch.web.counters import LabelledCounter
 from cookiematch.web.exchange import metrics
 from cookiematch.web.exchange.routes import BrowserCookie
+from cookiematch.web.forwarded import ProxyTrust
 from cookiematch.web.http import Request, Response
 from cookiematch.web.outbound import BidTransport
 
@@ -87,12 +87,12 @@ class AdRoutes:
         self,
         service: AdService,
         cookie: BrowserCookie,
-        scheme: Callable[[Request], str],
+        proxies: ProxyTrust,
         transport: BidTransport,
     ) -> None:
         self._service = service
         self._cookie = cookie
-        self._scheme = scheme
+        self._proxies = proxies
         self._transport = transport
 
     async def ad(self, request: Request) -> Response:
@@ -118,12 +118,12 @@ class AdRoutes:
                 publisher=publisher,
                 slot=slot,
                 browser=browser,
-                scheme=self._scheme(request),
+                scheme=self._proxies.scheme(request),
                 width=width,
                 height=height,
                 page=page if page and len(page) <= MAX_PAGE_URL else None,
                 user_agent=request.header("user-agent"),
-                ip=request.client or None,
+                ip=self._proxies.client(request) or None,
             )
         )
         if served.winner is not None and served.winner.nurl:

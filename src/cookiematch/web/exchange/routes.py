@@ -23,10 +23,10 @@ from cookiematch.protocol.cookies import (
     format_browser_id,
     parse_browser_id,
 )
-from cookiematch.protocol.forwarded import TrustedProxies, forwarded_scheme
 from cookiematch.protocol.matchtag import parse_match_tag
 from cookiematch.protocol.query import parse_query
 from cookiematch.web.exchange import metrics
+from cookiematch.web.forwarded import ProxyTrust
 from cookiematch.web.http import Request, Response
 
 log = logging.getLogger(__name__)
@@ -76,20 +76,14 @@ class ExchangeRoutes:
     def __init__(
         self,
         service: CookieMatchService,
-        settings: ExchangeSettings,
+        cookie: BrowserCookie,
+        proxies: ProxyTrust,
         new_browser_id: Callable[[], bytes],
     ) -> None:
         self._service = service
-        self._cookie = BrowserCookie(cookie_spec(settings))
-        self._proxies = TrustedProxies(settings.trusted_proxies)
+        self._cookie = cookie
+        self._proxies = proxies
         self._new_browser_id = new_browser_id
-
-    def scheme(self, request: Request) -> str:
-        if self._proxies and self._proxies.trusts(request.client):
-            forwarded = forwarded_scheme(request.header("x-forwarded-proto"))
-            if forwarded:
-                return forwarded
-        return request.scheme
 
     async def pixel(self, request: Request) -> Response:
         """GET /pixel: the match tag."""
@@ -106,7 +100,7 @@ class ExchangeRoutes:
         if browser is None:
             metrics.BAD_REQUESTS.inc(("CookieTooLarge",))
             return Response.text(400, "Bad request: Cookie header too large\n")
-        outcome = await self._service.match(parsed, buyer, browser, self.scheme(request))
+        outcome = await self._service.match(parsed, buyer, browser, self._proxies.scheme(request))
         if isinstance(outcome, RedirectToBuyer):
             metrics.record_redirect(outcome)
             return Response.redirect(outcome.location)

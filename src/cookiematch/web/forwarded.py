@@ -1,0 +1,34 @@
+"""The browser as the first trusted proxy saw it: one reader for every role's handlers.
+
+Behind a proxy (TLS, load balancing) a request's peer is the proxy; a proxy listed in the role's
+``trusted_proxies`` may tell the original scheme (``X-Forwarded-Proto``) and address
+(``X-Forwarded-For``). Nobody else may: with no trusted proxy both headers are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from cookiematch.protocol.forwarded import TrustedProxies, forwarded_client, forwarded_scheme
+from cookiematch.web.http import Request
+
+__all__ = ["ProxyTrust"]
+
+
+class ProxyTrust:
+    """The browser's scheme and address for a request, per the role's trusted proxies."""
+
+    def __init__(self, trusted: Iterable[str] = ()) -> None:
+        self._trusted = TrustedProxies(trusted)
+
+    def scheme(self, request: Request) -> str:
+        if self._trusted and self._trusted.trusts(request.client):
+            forwarded = forwarded_scheme(request.header("x-forwarded-proto"))
+            if forwarded:
+                return forwarded
+        return request.scheme
+
+    def client(self, request: Request) -> str:
+        if not self._trusted:
+            return request.client
+        return forwarded_client(request.client, request.header("x-forwarded-for"), self._trusted)
