@@ -40,7 +40,9 @@ from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS, HOLD_PROFILES
 from cookiematch.dmp.ingest.readers import read_batches
 from cookiematch.dmp.matches import ReverseMatch
 from cookiematch.dmp.segments import Segment, SegmentUpdater, StoredProfiles, parse_rule
-from cookiematch.dmp.traits import ProfileReader, TraitCatalog, TraitStore
+from cookiematch.dmp.traits.reader import ProfileReader
+from cookiematch.dmp.traits.schema import TraitCatalog
+from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.storage import Durability, Store, Write, connect_store
 from cookiematch.storage import sqlite as sqlite_store
 

@@ -32,7 +32,8 @@ from cookiematch.dmp import keys  # noqa: E402
 from cookiematch.dmp.matches import PartnerMatch  # noqa: E402
 from cookiematch.dmp.segments import Segment, SegmentUpdater, StoredProfiles  # noqa: E402
 from cookiematch.dmp.segments.rules import parse_rule  # noqa: E402
-from cookiematch.dmp.traits import ProfileReader, attribute_field, event_field  # noqa: E402
+from cookiematch.dmp.traits.fields import attribute_field, event_field  # noqa: E402
+from cookiematch.dmp.traits.reader import ProfileReader  # noqa: E402
 from cookiematch.storage import Durability, Store, open_store  # noqa: E402
 
 NOW = 1_700_000_000.0

@@ -23,7 +23,7 @@ from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.segments.source import ScannedProfile
 from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.snapshot import ProfileSnapshot
-from cookiematch.dmp.traits import ProfileUpdate
+from cookiematch.dmp.traits.writes import ProfileUpdate
 from cookiematch.errors import StoreUnavailable
 from cookiematch.storage import Store, connect_store
 from cookiematch.storage.lease import holder_of

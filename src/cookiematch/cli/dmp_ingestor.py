@@ -15,7 +15,7 @@ from cookiematch.config import Config
 from cookiematch.config.dmp import DmpConfig, DmpPartnerConfig
 from cookiematch.config.dmp_segments import build_segment_service
 from cookiematch.dmp.ingest import Ingestor, build_ingestor
-from cookiematch.dmp.traits import TraitStore
+from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.errors import StorageError
 from cookiematch.storage import Durability, Store, connect_store
 

@@ -27,7 +27,7 @@ from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import parse_rule
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.segments.source import StoredProfiles
-from cookiematch.dmp.traits import ProfileReader
+from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.errors import RuleError
 from cookiematch.storage.base import Store
 

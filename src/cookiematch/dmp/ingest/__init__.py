@@ -21,7 +21,7 @@ from collections.abc import Callable
 from cookiematch.dmp.ingest.pending import PendingRecords
 from cookiematch.dmp.ingest.pipeline import Ingestor, IngestReport, bulk_gc
 from cookiematch.dmp.ingest.resolver import Resolver
-from cookiematch.dmp.traits import TraitStore
+from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.storage.base import Store
 
 __all__ = ["IngestReport", "Ingestor", "build_ingestor", "bulk_gc"]

@@ -17,7 +17,7 @@ import msgspec
 from cookiematch.dmp import keys
 from cookiematch.dmp.ingest.records import JsonValue, Record
 from cookiematch.dmp.ingest.resolver import Resolver
-from cookiematch.dmp.traits import ProfileUpdate, TraitStore
+from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore
 from cookiematch.storage.base import Store
 
 

@@ -28,7 +28,7 @@ from cookiematch.dmp.ingest.readers import Batch
 from cookiematch.dmp.ingest.records import Checker, Record
 from cookiematch.dmp.ingest.rejects import Reject, reject
 from cookiematch.dmp.ingest.resolver import RememberingResolver, Resolver
-from cookiematch.dmp.traits import TraitStore
+from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.errors import RecordError
 from cookiematch.storage.base import Store
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import msgspec
 
 from cookiematch.dmp.snapshot import AttributeValue
-from cookiematch.dmp.traits import TraitCatalog, TraitKind
+from cookiematch.dmp.traits.schema import TraitCatalog, TraitKind
 from cookiematch.errors import RecordError
 
 UID = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, as a callback's uid
