@@ -12,10 +12,12 @@ from cookiematch.config import load_config
 from cookiematch.config.dmp_segments import (
     DmpDestinationConfig,
     DmpSegmentConfig,
+    build_segment_exports,
     build_segment_service,
 )
 from cookiematch.config.values import Secret
 from cookiematch.dmp.events import EventType, ImpressionEvent
+from cookiematch.dmp.exports.transport import HttpxTransport
 from cookiematch.dmp.service import DmpService
 from cookiematch.errors import ConfigError
 from cookiematch.storage import Store
@@ -26,28 +28,30 @@ TOKEN = "segment-admin-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-async def test_admin_routes_profile_and_audiences(store: Store, service: DmpService) -> None:
+async def test_admin_routes_profile_and_audiences(
+    store: Store, service: DmpService, tmp_path: Path
+) -> None:
     for i in range(12):
         uid = f"u{i:02d}"
         if i % 2 == 0:
             await service.matches.record("analytics", uid, f"A{i}", 0)
         if i % 3 == 0:
             await service.impression(uid, ImpressionEvent(EventType.CLICK, "spring"))
-    segments = build_segment_service(
-        (
-            DmpSegmentConfig(id="synced", rule={"synced": "analytics"}, description="d"),
-            DmpSegmentConfig(id="clickers", rule={"exposed": "click"}),
-        ),
-        (),
-        store,
-        match_ttl_days=30,
-        max_events_per_name=50,
+    configured = (
+        DmpSegmentConfig(id="synced", rule={"synced": "analytics"}, description="d"),
+        DmpSegmentConfig(id="clickers", rule={"exposed": "click"}),
     )
+    files = DmpDestinationConfig(id="files", kind="file", path=f"{tmp_path}/{{segment}}.csv")
+    segments = build_segment_service(configured, store, max_events_per_name=50)
+    exports = build_segment_exports(configured, (files,), store, match_ttl_days=30)
     await segments.recompute()
+    transport = HttpxTransport()  # unused by a file destination
+    await exports.export("clickers", "files", transport)
+    await transport.aclose()
     assert (await service.profile("u00")).segments == ["clickers", "synced"]  # type: ignore[union-attr]
     assert (await service.audiences("u00"))["dmp_segments"] == ["clickers", "synced"]
 
-    app = guarded_app(SegmentAdmin(segments, store).routes(), TOKEN)
+    app = guarded_app(SegmentAdmin(segments, exports).routes(), TOKEN)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://dmp", headers=AUTH
     ) as client:
@@ -59,6 +63,9 @@ async def test_admin_routes_profile_and_audiences(store: Store, service: DmpServ
         assert listing["last_recompute"]["profiles"] == 8
         one = (await client.get("/admin/v1/segments/synced")).json()
         assert (one["size"], one["exports"]) == (6, {})
+        clickers = (await client.get("/admin/v1/segments/clickers")).json()
+        assert list(clickers["exports"]) == ["files"]
+        assert (clickers["exports"]["files"]["accepted"], clickers["size"]) == (4, 4)
         assert (await client.get("/admin/v1/segments/nope")).status_code == 404
         for mode in ("exact", "sketch"):
             answer = await client.get(

@@ -38,9 +38,7 @@ async def open_ingestor(config: Config, dmp_config: DmpConfig) -> AsyncIterator[
         if dmp_config.segments:  # incremental segment membership, as the server does
             segments = build_segment_service(
                 dmp_config.segments,
-                dmp_config.destinations,
                 store,
-                match_ttl_days=dmp_config.match_ttl_days,
                 max_events_per_name=dmp_config.ingest.max_events_per_name,
             )
             traits.on_profile_changed.append(segments.profiles_changed)

@@ -12,9 +12,10 @@ import click
 import msgspec
 
 from cookiematch.cli.common import config_option, load_dmp, run
-from cookiematch.config.dmp_segments import build_segment_service
+from cookiematch.config.dmp_segments import build_segment_exports, build_segment_service
 from cookiematch.dmp.exports import HttpxTransport, Mode
 from cookiematch.dmp.overlap import STD_DEVS, Audiences, PairOverlap
+from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.storage import connect_store
 
@@ -26,10 +27,20 @@ async def open_segments(config_file: Path) -> AsyncIterator[SegmentService]:
     try:
         yield build_segment_service(
             dmp.segments,
-            dmp.destinations,
             store,
-            match_ttl_days=dmp.match_ttl_days,
             max_events_per_name=dmp.ingest.max_events_per_name,
+        )
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def open_exports(config_file: Path) -> AsyncIterator[SegmentExports]:
+    config, dmp = load_dmp(config_file)
+    store = await connect_store(config.store.url, durability=config.store.durability)
+    try:
+        yield build_segment_exports(
+            dmp.segments, dmp.destinations, store, match_ttl_days=dmp.match_ttl_days
         )
     finally:
         await store.close()
@@ -49,9 +60,9 @@ def export(
     async def work() -> object:
         transport = HttpxTransport()
         try:
-            async with open_segments(config_file) as segments:
+            async with open_exports(config_file) as exports:
                 mode = Mode.FULL if full else Mode.INCREMENTAL
-                return await segments.export(segment_id, destination_id, transport, mode)
+                return await exports.export(segment_id, destination_id, transport, mode)
         finally:
             await transport.aclose()
 

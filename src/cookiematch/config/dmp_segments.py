@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.config.values import Problems, Secret
 from cookiematch.dmp.exports.model import (
     Delivery,
@@ -23,6 +23,7 @@ from cookiematch.dmp.exports.model import (
     HttpDestination,
 )
 from cookiematch.dmp.matches import MatchTable
+from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import parse_rule
 from cookiematch.dmp.segments.service import SegmentService
@@ -140,21 +141,35 @@ def segment_problems(
 
 def build_segment_service(
     segments: tuple[DmpSegmentConfig, ...],
-    destinations: tuple[DmpDestinationConfig, ...],
     store: Store,
     *,
-    match_ttl_days: int,
     max_events_per_name: int,
-    clock: Callable[[], float] = time.time,
+    clock: Clock = time.time,
 ) -> SegmentService:
-    """The configured segments and destinations over ``store``, reading full profiles
-    (syncs, impression-pixel exposures, ingested traits) through the ``ProfileReader``."""
+    """The configured segments over ``store``, reading full profiles (syncs,
+    impression-pixel exposures, ingested traits) through the ``ProfileReader``."""
     reader = ProfileReader(store, max_events_per_name=max_events_per_name, clock=clock)
     return SegmentService(
         store,
         [s.to_model() for s in segments],
-        [d.to_model() for d in destinations],
         StoredProfiles(store, reader.build, ProfileReader.SUFFIXES),
-        MatchTable(store, match_ttl_days * 86400),
+        clock=clock,
+    )
+
+
+def build_segment_exports(
+    segments: tuple[DmpSegmentConfig, ...],
+    destinations: tuple[DmpDestinationConfig, ...],
+    store: Store,
+    *,
+    match_ttl_days: int,
+    clock: Clock = time.time,
+) -> SegmentExports:
+    """Exports of the configured segments to the configured destinations over ``store``."""
+    return SegmentExports(
+        store,
+        [s.id for s in segments],
+        [d.to_model() for d in destinations],
+        MatchTable(store, match_ttl_days * SECONDS_PER_DAY),
         clock=clock,
     )

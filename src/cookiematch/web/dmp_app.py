@@ -33,7 +33,7 @@ from starlette.routing import Route as StarletteRoute
 
 from cookiematch.config import Config
 from cookiematch.config.dmp import DmpConfig
-from cookiematch.config.dmp_segments import build_segment_service
+from cookiematch.config.dmp_segments import build_segment_exports, build_segment_service
 from cookiematch.dmp.ingest import Ingestor, build_ingestor
 from cookiematch.dmp.segments.schedule import RecomputeSchedule
 from cookiematch.dmp.segments.service import SegmentService
@@ -173,10 +173,11 @@ class DmpRuntime:
         self.routes = DmpRoutes(service, cookie_spec(self.dmp))
         self.segments = build_segment_service(
             self.dmp.segments,
-            self.dmp.destinations,
             store,
-            match_ttl_days=self.dmp.match_ttl_days,
             max_events_per_name=self.dmp.ingest.max_events_per_name,
+        )
+        exports = build_segment_exports(
+            self.dmp.segments, self.dmp.destinations, store, match_ttl_days=self.dmp.match_ttl_days
         )
         minutes = self.dmp.recompute_interval_minutes
         if self.dmp.segments and minutes:
@@ -184,7 +185,7 @@ class DmpRuntime:
                 self.segments, store, interval=minutes * 60.0, holder=worker
             )
         token = self.dmp.admin_token
-        segment_admin = SegmentAdmin(self.segments, store, self.schedule)
+        segment_admin = SegmentAdmin(self.segments, exports, self.schedule)
         admin_routes = DmpAdmin(service).routes() + segment_admin.routes()
         service.traits.on_profile_changed.append(self.segments.profiles_changed)
         admin_routes += build_ingest_api(store, self.dmp, self.ingestor).routes()
