@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.dmp.audiences import audience_kv
 from cookiematch.dmp.chooser import SyncDecision, by_priority, choose
 from cookiematch.dmp.events import EventLog, ImpressionEvent
@@ -29,7 +30,6 @@ from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.protocol.templates import MacroValues
 from cookiematch.storage.base import Store
 
-Clock = Callable[[], float]
 OnMatch = Callable[[str, str, str], Awaitable[object]]
 """Called with (partner id, partner uid, DMP uid) after a match is stored."""
 
@@ -76,12 +76,12 @@ class DmpService:
         self._readers = {p.id: PartnerIdReader(p) for p in partners}
         self._clock = clock
         self._new_uid = new_uid
-        match_ttl = settings.match_ttl_days * 86400
+        match_ttl = settings.match_ttl_days * SECONDS_PER_DAY
         self.matches = MatchTable(store, match_ttl)
         self.events = EventLog(
             store,
             max_per_profile=settings.max_events_per_profile,
-            ttl_seconds=settings.event_ttl_days * 86400,
+            ttl_seconds=settings.event_ttl_days * SECONDS_PER_DAY,
         )
         self.inband_data = InbandData(store, match_ttl)
         catalog = traits or TraitCatalog()

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from cookiematch.clock import Clock
 from cookiematch.dmp.ingest.held import HeldProfiles
 from cookiematch.dmp.ingest.pending import PendingRecords
 from cookiematch.dmp.ingest.readers import Batch
@@ -118,7 +119,7 @@ class Ingestor:
         pending: PendingRecords,
         resolver: Resolver,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
     ) -> None:
         self.store = store
         self.traits = traits
