@@ -53,11 +53,11 @@ async def _setup(store: Store, members: int = 5, matched: int = 4) -> MatchTable
 
 async def test_incremental_export_sends_adds_then_removes(store: Store) -> None:
     matches = await _setup(store)
-    exporter = _exports(store, matches)
+    exports = _exports(store, matches)
     transport = ScriptedTransport()
     sink = HttpSink(_destination(), transport, clock=lambda: NOW, sleep=Sleeps())
 
-    report = await exporter.deliver("seg", _destination(), sink)
+    report = await exports.deliver("seg", _destination(), sink)
     assert (report.members, report.sent, report.accepted, report.unmatched) == (5, 4, 4, 1)
     assert report.batches == 2 and report.failed == 0
     sent = sorted(i for b in transport.bodies() for i in b["add"])  # type: ignore[attr-defined]
@@ -67,25 +67,25 @@ async def test_incremental_export_sends_adds_then_removes(store: Store) -> None:
         assert headers["Idempotency-Key"] == json.loads(body)["batch_id"]
 
     transport.requests.clear()
-    again = await exporter.deliver("seg", _destination(), sink)
+    again = await exports.deliver("seg", _destination(), sink)
     assert (again.sent, again.unchanged, transport.requests) == (0, 4, [])
 
     await Memberships(store).apply([Change("u1", left=("seg",)), Change("u4", {"seg": NOW})])
     await matches.record("dsp", "u4", "D4", NOW)
-    delta = await exporter.deliver("seg", _destination(batch_size=10), sink)
+    delta = await exports.deliver("seg", _destination(batch_size=10), sink)
     assert (delta.added, delta.removed, delta.batches) == (1, 1, 1)
     assert transport.bodies()[0]["add"] == ["D4"] and transport.bodies()[0]["remove"] == ["D1"]
 
 
 async def test_a_failed_batch_changes_nothing_and_is_sent_again(store: Store) -> None:
     matches = await _setup(store, members=2, matched=2)
-    exporter = _exports(store, matches)
+    exports = _exports(store, matches)
     transport = ScriptedTransport((503, {}), (503, {}))
     sink = HttpSink(_destination(), transport, clock=lambda: NOW, sleep=Sleeps())
-    report = await exporter.deliver("seg", _destination(), sink)
+    report = await exports.deliver("seg", _destination(), sink)
     assert (report.failed, report.accepted, report.retries) == (2, 0, 1)
     assert not report.ok and "HTTP 503" in report.errors[0]
-    retry = await exporter.deliver("seg", _destination(), sink)
+    retry = await exports.deliver("seg", _destination(), sink)
     assert retry.accepted == 2
     ids = {json.loads(body)["batch_id"] for _, body, _ in transport.requests}
     assert len(ids) == 1  # the same content, the same batch id: the receiver can deduplicate
@@ -93,26 +93,26 @@ async def test_a_failed_batch_changes_nothing_and_is_sent_again(store: Store) ->
 
 async def test_rejected_ids_are_reported_and_offered_again(store: Store) -> None:
     matches = await _setup(store, members=3, matched=3)
-    exporter = _exports(store, matches)
+    exports = _exports(store, matches)
     transport = ScriptedTransport((200, {"rejected": ["D1", {"id": "D2", "reason": "unknown"}]}))
     sink = HttpSink(_destination(batch_size=10), transport, clock=lambda: NOW, sleep=Sleeps())
-    report = await exporter.deliver("seg", _destination(batch_size=10), sink)
+    report = await exports.deliver("seg", _destination(batch_size=10), sink)
     assert (report.sent, report.accepted, report.rejected) == (3, 1, 2)
-    again = await exporter.deliver("seg", _destination(batch_size=10), sink)
+    again = await exports.deliver("seg", _destination(batch_size=10), sink)
     assert again.sent == 2
 
 
 async def test_full_export_resends_and_follows_a_changed_partner_id(store: Store) -> None:
     matches = await _setup(store, members=2, matched=2)
-    exporter = _exports(store, matches)
+    exports = _exports(store, matches)
     transport = ScriptedTransport()
     dest = _destination(batch_size=10)
     sink = HttpSink(dest, transport, clock=lambda: NOW, sleep=Sleeps())
-    await exporter.deliver("seg", dest, sink)
+    await exports.deliver("seg", dest, sink)
     await matches.record("dsp", "u0", "D0-new", NOW)
-    incremental = await exporter.deliver("seg", dest, sink)
+    incremental = await exports.deliver("seg", dest, sink)
     assert incremental.sent == 0  # incremental trusts what it sent
-    full = await exporter.deliver("seg", dest, sink, Mode.FULL)
+    full = await exports.deliver("seg", dest, sink, Mode.FULL)
     body = transport.bodies()[-1]
     assert body["mode"] == "full"
     assert sorted(body["add"]) == ["D0-new", "D1"] and body["remove"] == ["D0"]  # type: ignore[arg-type]
