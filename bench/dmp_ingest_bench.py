@@ -34,13 +34,16 @@ from pathlib import Path
 import msgspec
 
 from cookiematch.cli.dmp_workers import READ_LINES, ingest_in_workers
+from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.dmp import keys
 from cookiematch.dmp.ingest import build_ingestor, bulk_gc
 from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS, HOLD_PROFILES
 from cookiematch.dmp.ingest.readers import read_batches
 from cookiematch.dmp.matches import ReverseMatch
 from cookiematch.dmp.segments import Segment, SegmentUpdater, StoredProfiles, parse_rule
-from cookiematch.dmp.traits import ProfileReader, TraitCatalog, TraitStore
+from cookiematch.dmp.traits.reader import ProfileReader
+from cookiematch.dmp.traits.schema import TraitCatalog
+from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.storage import Durability, Store, Write, connect_store
 from cookiematch.storage import sqlite as sqlite_store
 
@@ -69,14 +72,16 @@ def generate(path: Path, records: int, users: int, event_share: float) -> None:
                 "attributes": {"tier": rng.choice(TIERS), "age": rng.randint(18, 80)},
             }
             if rng.random() < event_share:
-                record["events"] = [{"name": "purchase", "ts": now - rng.randrange(30 * 86400)}]
+                record["events"] = [
+                    {"name": "purchase", "ts": now - rng.randrange(30 * SECONDS_PER_DAY)}
+                ]
             out.write(encode(record) + b"\n")
 
 
 async def seed_matches(store: Store, users: int, unsynced: float) -> None:
     synced = int(users * (1 - unsynced))
     chunk: list[Write] = []
-    ttl = 390 * 86400.0
+    ttl = 390.0 * SECONDS_PER_DAY
     for i in range(synced):
         value = msgspec.json.encode(ReverseMatch(dmp_uid(i), time.time()))
         chunk.append(Write(keys.reverse_key(PARTNER, f"p{i}"), value, ttl))

@@ -28,15 +28,16 @@ sys.path.insert(0, str(REPO))
 import msgspec  # noqa: E402
 from tests.storage.redis_servers import RedisServer  # noqa: E402
 
+from cookiematch.clock import SECONDS_PER_DAY as DAY  # noqa: E402
 from cookiematch.dmp import keys  # noqa: E402
 from cookiematch.dmp.matches import PartnerMatch  # noqa: E402
 from cookiematch.dmp.segments import Segment, SegmentUpdater, StoredProfiles  # noqa: E402
 from cookiematch.dmp.segments.rules import parse_rule  # noqa: E402
-from cookiematch.dmp.traits import ProfileReader, attribute_field, event_field  # noqa: E402
+from cookiematch.dmp.traits.fields import attribute_field, event_field  # noqa: E402
+from cookiematch.dmp.traits.reader import ProfileReader  # noqa: E402
 from cookiematch.storage import Durability, Store, open_store  # noqa: E402
 
 NOW = 1_700_000_000.0
-DAY = 86400
 SEGMENTS = [
     Segment("gold_buyers", parse_rule({"all": [
         {"attribute": "tier", "value": "gold"},

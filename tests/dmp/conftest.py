@@ -10,7 +10,8 @@ import pytest
 
 from cookiematch.dmp.ingest import Ingestor, build_ingestor
 from cookiematch.dmp.service import DmpService
-from cookiematch.dmp.traits import TraitCatalog, TraitStore
+from cookiematch.dmp.traits.schema import TraitCatalog
+from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.storage import Store, open_store
 
 from .helpers import FakeClock, make_service

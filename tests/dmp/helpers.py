@@ -10,7 +10,9 @@ from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, Partner
 from cookiematch.dmp.segments.membership import Memberships
 from cookiematch.dmp.service import DmpService, OnMatch
-from cookiematch.dmp.traits import ProfileReader, TraitCatalog, TraitStore
+from cookiematch.dmp.traits.reader import ProfileReader
+from cookiematch.dmp.traits.schema import TraitCatalog
+from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.protocol.templates import SyncTemplate
 from cookiematch.storage import Store
 

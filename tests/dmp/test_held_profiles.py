@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cookiematch.dmp.ingest.held import HeldProfiles
-from cookiematch.dmp.traits import ProfileUpdate
+from cookiematch.dmp.traits.writes import ProfileUpdate
 from cookiematch.errors import ScratchError
 
 _VALUES = st.one_of(

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.dmp import keys
 from cookiematch.dmp.ingest import Ingestor, bulk_gc
 from cookiematch.dmp.ingest.readers import Batch, expand, read_batches
@@ -20,7 +21,7 @@ from cookiematch.dmp.ingest.records import UID, Checker, RawRecord, parse_json, 
 from cookiematch.dmp.ingest.rejects import Reject
 from cookiematch.dmp.ingest.resolver import RememberingResolver, Resolver
 from cookiematch.dmp.service import DmpService
-from cookiematch.dmp.traits import DAY, TraitCatalog, TraitDef, TraitKind
+from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RecordError
 from cookiematch.storage import Store
 from cookiematch.storage.base import FieldWrite

@@ -19,32 +19,40 @@ from cookiematch.roots.dmp import build_core
 from cookiematch.storage import Store
 from cookiematch.web.admin import guarded_app
 from cookiematch.web.dmp.segments import SegmentAdmin
+from cookiematch.web.outbound import PartnerTransport
 
 TOKEN = "segment-admin-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-async def test_admin_routes_profile_and_audiences(store: Store, service: DmpService) -> None:
+async def test_admin_routes_profile_and_audiences(
+    store: Store, service: DmpService, tmp_path: Path
+) -> None:
     for i in range(12):
         uid = f"u{i:02d}"
         if i % 2 == 0:
             await service.matches.record("analytics", uid, f"A{i}", 0)
         if i % 3 == 0:
             await service.impression(uid, ImpressionEvent(EventType.CLICK, "spring"))
-    segments = build_core(
+    files = DmpDestinationConfig(id="files", kind="file", path=f"{tmp_path}/{{segment}}.csv")
+    core = build_core(
         DmpConfig(
             segments=(
                 DmpSegmentConfig(id="synced", rule={"synced": "analytics"}, description="d"),
                 DmpSegmentConfig(id="clickers", rule={"exposed": "click"}),
-            )
+            ),
+            destinations=(files,),
         ),
         store,
-    ).segments
+    )
+    segments, exports = core.segments, core.exports
     await segments.recompute()
+    async with PartnerTransport() as transport:  # unused by a file destination
+        await exports.export("clickers", "files", transport)
     assert (await service.profile("u00")).segments == ["clickers", "synced"]  # type: ignore[union-attr]
     assert (await service.audiences("u00"))["dmp_segments"] == ["clickers", "synced"]
 
-    app = guarded_app(SegmentAdmin(segments, store).routes(), TOKEN)
+    app = guarded_app(SegmentAdmin(segments, exports).routes(), TOKEN)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://dmp", headers=AUTH
     ) as client:
@@ -56,6 +64,9 @@ async def test_admin_routes_profile_and_audiences(store: Store, service: DmpServ
         assert listing["last_recompute"]["profiles"] == 8
         one = (await client.get("/admin/v1/segments/synced")).json()
         assert (one["size"], one["exports"]) == (6, {})
+        clickers = (await client.get("/admin/v1/segments/clickers")).json()
+        assert list(clickers["exports"]) == ["files"]
+        assert (clickers["exports"]["files"]["accepted"], clickers["size"]) == (4, 4)
         assert (await client.get("/admin/v1/segments/nope")).status_code == 404
         for mode in ("exact", "sketch"):
             answer = await client.get(

@@ -13,17 +13,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.config import load_config
 from cookiematch.config.dmp import DmpConfig
 from cookiematch.config.dmp_segments import DmpSegmentConfig
-from cookiematch.dmp.matches import MatchTable
+from cookiematch.dmp.keys import RECOMPUTE_LEASE_KEY
 from cookiematch.dmp.segments import Segment, StoredProfiles, parse_rule
-from cookiematch.dmp.segments.keys import RECOMPUTE_LEASE_KEY
 from cookiematch.dmp.segments.schedule import RecomputeSchedule
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.segments.source import ScannedProfile
 from cookiematch.dmp.snapshot import ProfileSnapshot
-from cookiematch.dmp.traits import ProfileUpdate, TraitStore
+from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore
 from cookiematch.errors import StoreUnavailable
 from cookiematch.roots.dmp import DmpCore, DmpServer, build_core
 from cookiematch.storage import Store, connect_store
@@ -33,7 +33,6 @@ from storage.redis_servers import RedisClusterProcesses
 from .helpers import NOW, FakeClock
 from .segment_stores import segment_cluster  # noqa: F401
 
-DAY = 86400.0
 BUYERS = (DmpSegmentConfig(id="buyers", rule={"event": "purchase", "within_days": 30}),)
 
 
@@ -161,7 +160,7 @@ class FlakySource:
 
 def over(store: Store, source: FlakySource, clock: FakeClock) -> SegmentService:
     segment = Segment("seen", parse_rule({"exposed": "imp"}))
-    return SegmentService(store, [segment], [], source, MatchTable(store, DAY), clock=clock)
+    return SegmentService(store, [segment], source, clock=clock)
 
 
 async def test_a_failing_recompute_is_logged_and_retried_at_the_next_tick(

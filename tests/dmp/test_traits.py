@@ -8,17 +8,13 @@ from collections.abc import Sequence
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.dmp import keys
 from cookiematch.dmp.service import DmpService
-from cookiematch.dmp.traits import (
-    DAY,
-    ProfileReader,
-    ProfileUpdate,
-    TraitCatalog,
-    TraitDef,
-    TraitKind,
-    TraitStore,
-)
+from cookiematch.dmp.traits.fields import attribute_field, decode_traits, event_field
+from cookiematch.dmp.traits.reader import ProfileReader
+from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
+from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore
 from cookiematch.storage import Store
 
 from .helpers import NOW, FakeClock
@@ -193,3 +189,22 @@ def test_catalog_checks_declared_types() -> None:
     assert catalog.attribute_problem("age", True) == "expected number"
     assert catalog.attribute_problem("other", "x") == "unknown trait"
     assert catalog.event_problem("age") == "is a number attribute"
+
+
+def test_decode_traits_reads_the_fields_it_names_and_skips_malformed_ones() -> None:
+    fields = {
+        attribute_field("tier"): b'"gold"',
+        attribute_field("tags"): b'["a","b"]',
+        attribute_field("broken"): b"{not json",
+        event_field("view", 10): b"crm",
+        event_field("view", 30): b"crm",
+        event_field("view", 20): b"web",
+        event_field("buy", 5): b"crm",
+        "e|view|soon": b"crm",  # not a timestamp
+        "x|other": b"1",  # not a trait field
+    }
+    assert decode_traits(fields, 2) == (
+        {"tags": ["a", "b"], "tier": "gold"},
+        {"buy": (5.0,), "view": (30.0, 20.0)},
+    )
+    assert decode_traits(fields, None)[1]["view"] == (30.0, 20.0, 10.0)

@@ -14,6 +14,7 @@ import msgspec
 from cookiematch.cli.common import config_option, load_dmp, run
 from cookiematch.dmp.exports import Mode
 from cookiematch.dmp.overlap import STD_DEVS, Audiences, PairOverlap
+from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.roots.dmp import open_core
 from cookiematch.web.outbound import PartnerTransport
@@ -25,6 +26,14 @@ async def open_segments(config_file: Path) -> AsyncIterator[SegmentService]:
     config, _ = load_dmp(config_file)
     async with open_core(config) as core:
         yield core.segments
+
+
+@asynccontextmanager
+async def open_exports(config_file: Path) -> AsyncIterator[SegmentExports]:
+    """The DMP core's segment exports (``roots/dmp.py``) over the configured store."""
+    config, _ = load_dmp(config_file)
+    async with open_core(config) as core:
+        yield core.exports
 
 
 @click.command("export")
@@ -39,9 +48,9 @@ def export(
     """Send a segment to a destination, translated to the destination partner's IDs."""
 
     async def work() -> object:
-        async with PartnerTransport() as transport, open_segments(config_file) as segments:
+        async with PartnerTransport() as transport, open_exports(config_file) as exports:
             mode = Mode.FULL if full else Mode.INCREMENTAL
-            return await segments.export(segment_id, destination_id, transport, mode)
+            return await exports.export(segment_id, destination_id, transport, mode)
 
     report = run(work)
     if as_json:

@@ -19,7 +19,7 @@ from cookiematch.config.dmp_segments import (
 )
 from cookiematch.config.values import KeySecret, Listen, Problems, Secret, duplicates
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partner, TagKind
-from cookiematch.dmp.traits import TraitCatalog, TraitDef, TraitKind
+from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RedirectURLError
 from cookiematch.protocol.cookies import CookieSpec
 from cookiematch.protocol.privacy import MAX_CONSENT_LENGTH, MAX_GPP_LENGTH, PrivacySignals

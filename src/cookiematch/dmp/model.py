@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.protocol.templates import SyncTemplate
 
 UID_PARAM = "uid"
@@ -31,11 +32,11 @@ class Partner:
     enabled: bool = True
     id_format: IdFormat = IdFormat.PLAIN
     id_key: bytes | None = None
-    id_max_age_seconds: int = 86400
+    id_max_age_seconds: int = SECONDS_PER_DAY
 
     @property
     def ttl_seconds(self) -> int:
-        return self.ttl_days * 86400
+        return self.ttl_days * SECONDS_PER_DAY
 
 
 class TagKind(enum.Enum):

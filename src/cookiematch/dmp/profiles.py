@@ -11,7 +11,7 @@ from cookiematch.dmp.inband import InbandData
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.segments.membership import Memberships
 from cookiematch.dmp.snapshot import AttributeValue
-from cookiematch.dmp.traits import ProfileReader
+from cookiematch.dmp.traits.reader import ProfileReader
 
 
 class ProfileEvent(msgspec.Struct, frozen=True):
@@ -33,7 +33,7 @@ class Profile(msgspec.Struct, frozen=True):
     events: list[ProfileEvent]
     inband: dict[str, dict[str, str]]
     segments: list[str] = []  # segment ids (dmp/segments/)
-    attributes: dict[str, AttributeValue] = {}  # ingested traits (dmp/traits.py)
+    attributes: dict[str, AttributeValue] = {}  # ingested traits (dmp/traits/)
     ingested_events: dict[str, list[float]] = {}  # event name -> timestamps, newest first
 
     @property

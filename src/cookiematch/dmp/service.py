@@ -22,7 +22,8 @@ from cookiematch.dmp.model import Client, DmpSettings, Partner
 from cookiematch.dmp.partner_ids import PartnerIdReader
 from cookiematch.dmp.profiles import Profile, Profiles
 from cookiematch.dmp.segments.membership import Memberships
-from cookiematch.dmp.traits import ProfileReader, TraitStore
+from cookiematch.dmp.traits.reader import ProfileReader
+from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.errors import QueryError
 from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.protocol.templates import MacroValues

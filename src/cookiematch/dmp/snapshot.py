@@ -1,7 +1,7 @@
 """Everything a segment rule can look at for one browser, read once from the store.
 
-Built by the profile reader (``dmp/traits.py``) from the DMP's field maps; consumed by the pure
-segment rules (``dmp/segments/``). Timestamps are Unix seconds.
+Built by the profile reader (``dmp/traits/reader.py``) from the DMP's field maps; consumed by
+the pure segment rules (``dmp/segments/``). Timestamps are Unix seconds.
 """
 
 from __future__ import annotations

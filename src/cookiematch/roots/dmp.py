@@ -29,11 +29,13 @@ from cookiematch.config import Config
 from cookiematch.config.dmp import DmpConfig
 from cookiematch.dmp.ingest import Ingestor, build_ingestor
 from cookiematch.dmp.matches import MatchTable
+from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments.schedule import RecomputeSchedule
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.segments.source import StoredProfiles
 from cookiematch.dmp.service import DmpService
-from cookiematch.dmp.traits import ProfileReader, TraitStore
+from cookiematch.dmp.traits.reader import ProfileReader
+from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.errors import ConfigError, StorageError
 from cookiematch.protocol.cookies import format_browser_id
 from cookiematch.roots.config_env import config_from_env
@@ -68,6 +70,7 @@ class DmpCore:
     matches: MatchTable
     profile_reader: ProfileReader  # the one reader: admin profiles and segment rules alike
     segments: SegmentService
+    exports: SegmentExports
     traits: TraitStore
     ingestor: Ingestor
 
@@ -80,18 +83,20 @@ def build_core(dmp: DmpConfig, store: Store, *, clock: Clock = time.time) -> Dmp
     segments = SegmentService(
         store,
         [s.to_model() for s in dmp.segments],
-        [d.to_model() for d in dmp.destinations],
         StoredProfiles(store, reader.build, ProfileReader.SUFFIXES),
-        matches,
         clock=clock,
     )
+    exports = SegmentExports(
+        store, [s.id for s in dmp.segments], [d.to_model() for d in dmp.destinations], matches,
+        clock=clock,
+    )  # fmt: skip
     traits = TraitStore(store, catalog, clock=clock)
     if dmp.segments:  # a profile written by ingestion is re-evaluated at once
         traits.on_profile_changed.append(segments.profiles_changed)
     ingestor = build_ingestor(
         store, traits, pending_ttl=dmp.ingest.pending_ttl_days * SECONDS_PER_DAY, clock=clock
     )
-    return DmpCore(dmp, store, matches, reader, segments, traits, ingestor)
+    return DmpCore(dmp, store, matches, reader, segments, exports, traits, ingestor)
 
 
 @contextlib.asynccontextmanager
@@ -172,7 +177,7 @@ class DmpServer:
         app.route("/audiences", routes.audiences, on_error=TEXT_ON_ERROR)
         admin_routes = [
             *DmpAdmin(service).routes(),
-            *SegmentAdmin(core.segments, store, self.schedule).routes(),
+            *SegmentAdmin(core.segments, core.exports, self.schedule).routes(),
             *build_ingest_api(store, dmp, core.ingestor).routes(),
         ]
         token = dmp.admin_token

@@ -1,11 +1,11 @@
-"""Exports ("cookie pools"): a segment sent to a destination, translated to its IDs.
+"""Exports ("cookie pools"): batches of IDs delivered to destinations.
 
 ``model`` (destinations, batches), ``signing`` (HMAC-SHA256 headers), ``transport`` (HTTP),
-``retry`` (backoff), ``sinks`` (HTTP, exchange user list, files), ``state`` (what was sent),
-``exporter`` (plan, send, record), ``report`` (the delivery report).
+``retry`` (backoff), ``sinks`` (HTTP, exchange user list, files), ``state`` (what was sent, the
+last report), ``report`` (the delivery report). Which segment members a batch carries is
+decided above this package, in ``dmp/segment_exports.py``.
 """
 
-from cookiematch.dmp.exports.exporter import Exporter, last_report
 from cookiematch.dmp.exports.model import (
     Batch,
     Delivery,
@@ -17,7 +17,13 @@ from cookiematch.dmp.exports.model import (
     Mode,
 )
 from cookiematch.dmp.exports.report import DeliveryReport
-from cookiematch.dmp.exports.sinks import ExchangeUserListSink, FileSink, HttpSink, Sink
+from cookiematch.dmp.exports.sinks import (
+    ExchangeUserListSink,
+    FileSink,
+    HttpSink,
+    Sink,
+    make_sink,
+)
 from cookiematch.dmp.exports.transport import HttpAnswer, PullTransport, Transport
 
 __all__ = [
@@ -27,7 +33,6 @@ __all__ = [
     "Destination",
     "ExchangeUserListDestination",
     "ExchangeUserListSink",
-    "Exporter",
     "FileDestination",
     "FileFormat",
     "FileSink",
@@ -38,15 +43,5 @@ __all__ = [
     "PullTransport",
     "Sink",
     "Transport",
-    "last_report",
     "make_sink",
 ]
-
-
-def make_sink(destination: Destination, transport: Transport) -> Sink:
-    """The sink that delivers to ``destination``."""
-    if isinstance(destination, HttpDestination):
-        return HttpSink(destination, transport)
-    if isinstance(destination, ExchangeUserListDestination):
-        return ExchangeUserListSink(destination, transport)
-    return FileSink(destination)

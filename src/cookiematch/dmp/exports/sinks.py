@@ -14,10 +14,12 @@ from typing import IO, Protocol
 
 import msgspec
 
+from cookiematch.clock import Clock
 from cookiematch.dmp.exports import signing
 from cookiematch.dmp.exports.model import (
     Batch,
     BatchResult,
+    Destination,
     ExchangeUserListDestination,
     FileDestination,
     FileFormat,
@@ -26,8 +28,6 @@ from cookiematch.dmp.exports.model import (
 )
 from cookiematch.dmp.exports.retry import Attempts, Sleep, post_with_retry
 from cookiematch.dmp.exports.transport import HttpAnswer, Transport
-
-Clock = Callable[[], float]
 
 
 class Sink(Protocol):
@@ -227,3 +227,12 @@ class FileSink:
         self._file = None
         if complete:
             os.replace(f"{self.path}.partial", self.path)
+
+
+def make_sink(destination: Destination, transport: Transport) -> Sink:
+    """The sink that delivers to ``destination``."""
+    if isinstance(destination, HttpDestination):
+        return HttpSink(destination, transport)
+    if isinstance(destination, ExchangeUserListDestination):
+        return ExchangeUserListSink(destination, transport)
+    return FileSink(destination)

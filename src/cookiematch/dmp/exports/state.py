@@ -1,4 +1,5 @@
-"""What each (segment, destination) has been sent: DMP uid -> the destination ID it got.
+"""What each (segment, destination) has been sent: DMP uid -> the destination ID it got; and
+the delivery report of its last export.
 
 Kept sharded like the member index, so an export walks both shard by shard; the stored
 destination ID is what a later remove must name, even if the partner's ID changed since.
@@ -9,7 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
-from cookiematch.dmp.segments import keys
+import msgspec
+
+from cookiematch.dmp import keys
+from cookiematch.dmp.exports.report import DeliveryReport
 from cookiematch.storage.base import Store
 
 
@@ -43,3 +47,13 @@ class ExportState:
     async def size(self) -> int:
         shards = await asyncio.gather(*(self.shard(s) for s in range(keys.SHARDS)))
         return sum(len(s) for s in shards)
+
+    async def save_report(self, report: DeliveryReport) -> None:
+        await self._store.set(
+            keys.last_export_key(self.segment, self.destination), msgspec.json.encode(report)
+        )
+
+    async def last_report(self) -> DeliveryReport | None:
+        """The report of the last export, or None if there was none."""
+        raw = await self._store.get(keys.last_export_key(self.segment, self.destination))
+        return None if raw is None else msgspec.json.decode(raw, type=DeliveryReport)

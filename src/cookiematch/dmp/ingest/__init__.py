@@ -16,17 +16,17 @@ The modules, one concept each:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
+from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.dmp.ingest.pending import PendingRecords
 from cookiematch.dmp.ingest.pipeline import Ingestor, IngestReport, bulk_gc
 from cookiematch.dmp.ingest.resolver import Resolver
-from cookiematch.dmp.traits import TraitStore
+from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.storage.base import Store
 
 __all__ = ["IngestReport", "Ingestor", "build_ingestor", "bulk_gc"]
 
-PENDING_TTL = 30 * 86400.0
+PENDING_TTL = 30.0 * SECONDS_PER_DAY
 
 
 def build_ingestor(
@@ -34,7 +34,7 @@ def build_ingestor(
     traits: TraitStore,
     *,
     pending_ttl: float = PENDING_TTL,
-    clock: Callable[[], float] = time.time,
+    clock: Clock = time.time,
 ) -> Ingestor:
     """An Ingestor writing through ``traits`` (whose ``on_profile_changed`` it triggers)."""
     resolver = Resolver(store)

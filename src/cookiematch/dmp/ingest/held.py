@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from cookiematch.dmp.traits import ProfileUpdate
+from cookiematch.dmp.traits.writes import ProfileUpdate
 from cookiematch.errors import ScratchError
 
 BLOCK = 2000

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
+from cookiematch.clock import Clock
 from cookiematch.dmp import keys
 from cookiematch.dmp.ingest.records import JsonValue, Record
 from cookiematch.dmp.ingest.resolver import Resolver
-from cookiematch.dmp.traits import ProfileUpdate, TraitStore
+from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore
 from cookiematch.storage.base import Store
 
 
@@ -43,7 +44,7 @@ class PendingRecords:
         resolver: Resolver,
         *,
         ttl_seconds: float,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
     ) -> None:
         self._store = store
         self._traits = traits

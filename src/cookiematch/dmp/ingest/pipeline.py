@@ -22,13 +22,14 @@ import time
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from cookiematch.clock import Clock
 from cookiematch.dmp.ingest.held import HeldProfiles
 from cookiematch.dmp.ingest.pending import PendingRecords
 from cookiematch.dmp.ingest.readers import Batch
 from cookiematch.dmp.ingest.records import Checker, Record
 from cookiematch.dmp.ingest.rejects import Reject, reject
 from cookiematch.dmp.ingest.resolver import RememberingResolver, Resolver
-from cookiematch.dmp.traits import TraitStore
+from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.errors import RecordError
 from cookiematch.storage.base import Store
 
@@ -118,7 +119,7 @@ class Ingestor:
         pending: PendingRecords,
         resolver: Resolver,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
     ) -> None:
         self.store = store
         self.traits = traits

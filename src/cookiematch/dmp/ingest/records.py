@@ -20,8 +20,9 @@ from collections.abc import Mapping
 
 import msgspec
 
+from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.dmp.snapshot import AttributeValue
-from cookiematch.dmp.traits import TraitCatalog, TraitKind
+from cookiematch.dmp.traits.schema import TraitCatalog, TraitKind
 from cookiematch.errors import RecordError
 
 UID = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, as a callback's uid
@@ -31,7 +32,7 @@ MAX_STRING = 1024
 MAX_LIST = 100
 MAX_EVENTS = 1000  # per record
 MAX_ATTRIBUTES = 200  # per record
-FUTURE_SLACK = 86400.0  # an event may be stamped at most a day ahead of our clock
+FUTURE_SLACK = float(SECONDS_PER_DAY)  # an event may be stamped at most a day ahead of our clock
 LIST_SEPARATOR = "|"
 MAX_REMEMBERED = 10_000  # names a Checker remembers as valid (then it starts over)
 

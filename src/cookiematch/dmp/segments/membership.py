@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cookiematch.dmp.segments import keys
+from cookiematch.dmp import keys
 from cookiematch.storage.base import FieldWrite, Store
 
 

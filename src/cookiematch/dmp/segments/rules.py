@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.dmp.snapshot import AttributeValue, ProfileSnapshot
 from cookiematch.errors import RuleError
 
@@ -119,7 +120,7 @@ class Event:
         if self.within_days is None:
             count = len(times)
         else:
-            since = now - self.within_days * 86400
+            since = now - self.within_days * SECONDS_PER_DAY
             count = sum(1 for t in times if since <= t <= now)
         return count >= self.at_least and (self.at_most is None or count <= self.at_most)
 

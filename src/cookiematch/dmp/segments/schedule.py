@@ -18,11 +18,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 
 import msgspec
 
-from cookiematch.dmp.segments.keys import RECOMPUTE_LEASE_KEY
+from cookiematch.clock import Clock
+from cookiematch.dmp.keys import RECOMPUTE_LEASE_KEY
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.segments.updater import RecomputeReport
 from cookiematch.errors import CookiematchError, StorageError
@@ -30,8 +30,6 @@ from cookiematch.storage.base import Store
 from cookiematch.storage.lease import Lease, holder_of
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], float]
 
 TICK_SECONDS = 60.0
 """Longest wait between two looks at the schedule, and the wait after a failure."""

@@ -1,23 +1,16 @@
-"""The segment side of the DMP behind one object: updates, sizes, overlap, exports.
+"""The segment side of the DMP behind one object: updates, sizes, overlap.
 
-Built by the DMP composition root (``roots/dmp.py``), for the server and the command line, from
-the configured segments and destinations; everything it does is a call on the store.
+Built by the DMP composition root (``roots/dmp.py``), for the server and the command line,
+from the configured segments; everything it does is a call on the store. Exports of segments
+are ``dmp/segment_exports.py``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from cookiematch.dmp.exports import (
-    DeliveryReport,
-    Destination,
-    Exporter,
-    Mode,
-    Transport,
-    make_sink,
-)
-from cookiematch.dmp.matches import MatchTable
+from cookiematch.clock import Clock
 from cookiematch.dmp.overlap import (
     Audiences,
     ExactAudiences,
@@ -40,28 +33,22 @@ from cookiematch.dmp.segments.updater import (
 from cookiematch.errors import NotFound
 from cookiematch.storage.base import Store
 
-Clock = Callable[[], float]
-
 
 class SegmentService:
     def __init__(
         self,
         store: Store,
         segments: Sequence[Segment],
-        destinations: Sequence[Destination],
         source: ProfileSource,
-        matches: MatchTable,
         *,
         clock: Clock = time.time,
     ) -> None:
         self._store = store
         self.segments: Mapping[str, Segment] = {s.id: s for s in segments}
-        self.destinations: Mapping[str, Destination] = {d.id: d for d in destinations}
         self._source = source
         self._clock = clock
         self.updater = SegmentUpdater(store, segments, source, clock=clock)
         self.memberships = Memberships(store)
-        self.exporter = Exporter(store, matches, clock=clock)
 
     async def profiles_changed(self, dmp_uids: Iterable[str]) -> None:
         """The ingestion's ``on_profile_changed`` callback: re-evaluate these browsers."""
@@ -91,24 +78,6 @@ class SegmentService:
         if found is None:
             raise NotFound(f"no segment {segment_id!r}")
         return found
-
-    def destination(self, destination_id: str) -> Destination:
-        found = self.destinations.get(destination_id)
-        if found is None:
-            raise NotFound(f"no destination {destination_id!r}")
-        return found
-
-    async def export(
-        self,
-        segment_id: str,
-        destination_id: str,
-        transport: Transport,
-        mode: Mode = Mode.INCREMENTAL,
-    ) -> DeliveryReport:
-        self.segment(segment_id)
-        destination = self.destination(destination_id)
-        sink = make_sink(destination, transport)
-        return await self.exporter.export(segment_id, destination, sink, mode)
 
     async def audiences(self, *, exact: bool) -> Audiences:
         """Exact: one scan of every profile. Otherwise the sketches of the last recompute."""

@@ -3,7 +3,7 @@
 ``ProfileSource`` is the contract: one browser's snapshot, and a scan of every profile (each
 with the segments stored for it, read in the same pass). ``StoredProfiles`` reads a browser's
 ``dmp:{uid}:<suffix>`` maps and hands them to a pure builder: ``ProfileReader.build`` of
-``dmp/traits.py`` for full profiles (the server and the command line use it), or
+``dmp/traits/reader.py`` for full profiles (the server and the command line use it), or
 ``basic_snapshot`` of ``dmp/snapshot.py`` (syncs and impression-pixel exposures only).
 """
 

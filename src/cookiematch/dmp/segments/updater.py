@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from cookiematch.clock import Clock
+from cookiematch.dmp import keys
 from cookiematch.dmp.overlap import SketchAudiences, audiences_of
-from cookiematch.dmp.segments import keys
 from cookiematch.dmp.segments.membership import Change, Memberships, diff
 from cookiematch.dmp.segments.model import Segment, evaluate
 from cookiematch.dmp.segments.source import ProfileSource
 from cookiematch.storage.base import Store
 
-Clock = Callable[[], float]
 Progress = Callable[[int], None]
 
 YIELD_EVERY = 256

@@ -18,12 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cookiematch.dmp.exports import last_report
 from cookiematch.dmp.overlap import STD_DEVS
+from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments.schedule import RecomputeSchedule
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.errors import ValidationFailed
-from cookiematch.storage.base import Store
 from cookiematch.web.admin import PREFIX
 
 
@@ -33,10 +32,13 @@ def _json(data: object) -> Response:
 
 class SegmentAdmin:
     def __init__(
-        self, segments: SegmentService, store: Store, schedule: RecomputeSchedule | None = None
+        self,
+        segments: SegmentService,
+        exports: SegmentExports,
+        schedule: RecomputeSchedule | None = None,
     ) -> None:
         self.segments = segments
-        self._store = store
+        self._exports = exports
         self._schedule = schedule
 
     async def list_segments(self, request: Request) -> Response:
@@ -56,11 +58,7 @@ class SegmentAdmin:
 
     async def segment(self, request: Request) -> Response:
         found = self.segments.segment(request.path_params["segment_id"])
-        exports = {}
-        for dest in self.segments.destinations:
-            report = await last_report(self._store, found.id, dest)
-            if report is not None:
-                exports[dest] = report
+        exports = await self._exports.last_reports(found.id)
         return _json(
             {
                 "id": found.id,

@@ -1,12 +1,5 @@
-"""Traits: a profile's ingested attributes and events, each with a TTL per trait; and the
-``ProfileReader`` that builds ``ProfileSnapshot`` values (the contract with segments).
-
-One field map per browser, ``dmp:{<dmp uid>}:t``, with the store's per-field expiry:
-
-    "a|<name>"          -> the attribute's JSON value; lives the trait's TTL after it was last
-                           ingested (re-sending a value keeps it alive)
-    "e|<name>|<ts>"     -> the partner that sent the event; lives the trait's TTL after ``ts``
-                           (rounded up to the hour), so re-ingesting an event changes nothing
+"""Trait writes: what ingested records do to profiles (``ProfileUpdate``), as store fields
+(``TraitWrites``), written by the ``TraitStore`` (layout: ``fields.py``).
 
 Setting an attribute overwrites it (set semantics), ``null`` or ``remove`` deletes it; an
 event is a field per (name, ts), so duplicates collapse by construction. Each name is kept to
@@ -19,101 +12,32 @@ that many). A batch is written with one ``hset_many``. Every write calls the
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import math
 import random
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from cookiematch.clock import Clock
 from cookiematch.dmp import keys
-from cookiematch.dmp.matches import PartnerMatch
-from cookiematch.dmp.snapshot import AttributeValue, ProfileSnapshot, RawProfile, basic_snapshot
+from cookiematch.dmp.snapshot import AttributeValue
+from cookiematch.dmp.traits.fields import ATTRIBUTE, EVENT, decode_traits, event_field
+from cookiematch.dmp.traits.schema import EVENT_EXPIRY_STEP, TraitCatalog
 from cookiematch.storage.base import Store
 
 log = logging.getLogger(__name__)
 
-ATTRIBUTE = "a|"
-EVENT = "e|"
-SUFFIX = "t"  # dmp:{uid}:t
-DAY = 86400.0
-EVENT_EXPIRY_STEP = 3600.0  # event expiries are rounded up to the hour, so they share writes
 CONCURRENCY = 2000  # store calls in flight per step
 TRIM_CHUNK = 5000  # profiles read per hgetall_many when trimming
 MAX_REMEMBERED = 10_000  # trait names whose field and TTL are remembered (then start over)
 _NOTHING: frozenset[Any] = frozenset()
 
 ProfileChanged = Callable[[list[str]], Awaitable[None]]
-"""A browser's field maps by key suffix (``p``, ``e``, ``t``, ...): field -> value."""
-
-
-class TraitKind(enum.Enum):
-    STRING = "string"
-    NUMBER = "number"
-    BOOL = "bool"
-    LIST = "list"  # a list of strings
-    EVENT = "event"
-
-
-@dataclass(frozen=True, slots=True)
-class TraitDef:
-    """A declared trait: its value type and how long a value lives."""
-
-    name: str
-    kind: TraitKind
-    ttl_seconds: float
-
-
-def _type_problem(kind: TraitKind, value: AttributeValue) -> str | None:
-    if kind is TraitKind.STRING:
-        ok = isinstance(value, str)
-    elif kind is TraitKind.NUMBER:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif kind is TraitKind.BOOL:
-        ok = isinstance(value, bool)
-    elif kind is TraitKind.LIST:
-        ok = isinstance(value, list)
-    else:
-        return "is an event, not an attribute"
-    return None if ok else f"expected {kind.value}"
-
-
-@dataclass(frozen=True, slots=True)
-class TraitCatalog:
-    """Declared traits, and the defaults for names that are not declared."""
-
-    traits: Mapping[str, TraitDef] = field(default_factory=dict)
-    attribute_ttl: float = 90 * DAY
-    event_ttl: float = 90 * DAY
-    max_events_per_name: int = 50
-    reject_unknown: bool = False  # True: a record naming an undeclared trait is rejected
-
-    def attribute_problem(self, name: str, value: AttributeValue) -> str | None:
-        trait = self.traits.get(name)
-        if trait is None:
-            return "unknown trait" if self.reject_unknown else None
-        return _type_problem(trait.kind, value)
-
-    def event_problem(self, name: str) -> str | None:
-        trait = self.traits.get(name)
-        if trait is None:
-            return "unknown trait" if self.reject_unknown else None
-        return None if trait.kind is TraitKind.EVENT else f"is a {trait.kind.value} attribute"
-
-    def attribute_ttl_of(self, name: str) -> float:
-        trait = self.traits.get(name)
-        return self.attribute_ttl if trait is None else trait.ttl_seconds
-
-    def event_expiry(self, name: str, ts: int) -> float:
-        """When an event stops counting: its trait's TTL after ``ts``, rounded up to the hour."""
-        trait = self.traits.get(name)
-        ttl = self.event_ttl if trait is None else trait.ttl_seconds
-        return math.ceil((ts + ttl) / EVENT_EXPIRY_STEP) * EVENT_EXPIRY_STEP
+"""An ``on_profile_changed`` callback: called with the DMP uids a write touched."""
 
 
 @dataclass(slots=True)
@@ -177,16 +101,7 @@ def _by_time(event: tuple[str, int, float]) -> int:
     return event[1]
 
 
-def attribute_field(name: str) -> str:
-    return ATTRIBUTE + name
-
-
-def event_field(name: str, ts: int) -> str:
-    return f"{EVENT}{name}|{ts}"
-
-
 _encode = msgspec.json.encode
-_value_decoder = msgspec.json.Decoder(AttributeValue)
 
 
 async def gather_bounded(
@@ -230,7 +145,7 @@ class TraitStore:
         store: Store,
         catalog: TraitCatalog,
         *,
-        clock: Callable[[], float],
+        clock: Clock,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
@@ -401,80 +316,3 @@ class TraitStore:
                 await callback(dmp_uids)
             except Exception:  # a subscriber's failure must not undo or fail the ingestion
                 log.exception("an on_profile_changed callback failed (%d profiles)", len(dmp_uids))
-
-
-def decode_traits(
-    fields: Mapping[str, bytes], max_events: int | None
-) -> tuple[dict[str, AttributeValue], dict[str, tuple[float, ...]]]:
-    """The ``:t`` map as (attributes by name, event timestamps by name, newest first)."""
-    attributes: dict[str, AttributeValue] = {}
-    stamps: dict[str, list[float]] = {}
-    for name, value in fields.items():
-        if name.startswith(ATTRIBUTE):
-            try:
-                attributes[name[2:]] = _value_decoder.decode(value)
-            except msgspec.DecodeError:
-                continue
-        elif name.startswith(EVENT):
-            event, sep, ts = name[2:].rpartition("|")
-            if sep and ts.isdigit():
-                stamps.setdefault(event, []).append(float(ts))
-    events = {
-        name: tuple(sorted(found, reverse=True)[:max_events])
-        for name, found in sorted(stamps.items())
-    }
-    return dict(sorted(attributes.items())), events
-
-
-_match = msgspec.json.Decoder(PartnerMatch)
-
-
-class ProfileReader:
-    """Builds ``ProfileSnapshot`` values from the store: one, or many at once.
-
-    ``build`` is pure and has the shape of the segment part's snapshot builder, so
-    ``StoredProfiles(store, reader.build, ProfileReader.SUFFIXES)`` scans full profiles.
-    """
-
-    SUFFIXES = ("p", "e", SUFFIX)
-
-    def __init__(
-        self, store: Store, *, max_events_per_name: int = 50, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._store = store
-        self._max_events = max_events_per_name
-        self._clock = clock
-
-    async def snapshot(self, dmp_uid: str, now: float | None = None) -> ProfileSnapshot:
-        p, e, t = await asyncio.gather(
-            *(self._store.hgetall(f"dmp:{{{dmp_uid}}}:{s}") for s in self.SUFFIXES)
-        )
-        return self.build(
-            dmp_uid, {"p": p, "e": e, SUFFIX: t}, self._clock() if now is None else now
-        )
-
-    async def snapshots(self, dmp_uids: Sequence[str]) -> list[ProfileSnapshot]:
-        """Snapshots in the order of ``dmp_uids`` (one ``hgetall_many`` per chunk of them)."""
-        now = self._clock()
-        found: list[ProfileSnapshot] = []
-        width = len(self.SUFFIXES)
-        step = CONCURRENCY // width
-        for i in range(0, len(dmp_uids), step):
-            chunk = dmp_uids[i : i + step]
-            names = [f"dmp:{{{uid}}}:{s}" for uid in chunk for s in self.SUFFIXES]
-            maps = await self._store.hgetall_many(names)
-            for j, uid in enumerate(chunk):
-                raw = dict(zip(self.SUFFIXES, maps[j * width : (j + 1) * width], strict=True))
-                found.append(self.build(uid, raw, now))
-        return found
-
-    async def traits(
-        self, dmp_uid: str
-    ) -> tuple[dict[str, AttributeValue], dict[str, tuple[float, ...]]]:
-        """Attributes and event timestamps (newest first) of one profile."""
-        return decode_traits(await self._store.hgetall(keys.traits_key(dmp_uid)), self._max_events)
-
-    def build(self, dmp_uid: str, raw: RawProfile, now: float) -> ProfileSnapshot:
-        """A snapshot from a browser's raw field maps (expired fields are already left out)."""
-        attributes, events = decode_traits(raw.get(SUFFIX, {}), self._max_events)
-        return replace(basic_snapshot(dmp_uid, raw, now), attributes=attributes, events=events)

@@ -1,5 +1,8 @@
-"""One export of a segment to a destination: plan the differences shard by shard, send them
-in batches, remember what each accepted batch carried, and report.
+"""Exports of segments ("cookie pools"): a segment's members, from the member index
+(``dmp/segments/``), sent to a configured destination (``dmp/exports/``) in its partner's IDs.
+
+One export plans the differences shard by shard, sends them in batches, remembers what each
+accepted batch carried, and reports.
 
 Incremental: members not sent yet are added, sent ones that left are removed (by the ID they
 were sent with). Full: every current member is sent again, plus the same removes; a member
@@ -15,21 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import msgspec
-
+from cookiematch.clock import Clock
+from cookiematch.dmp import keys
 from cookiematch.dmp.exports.model import Batch, Destination, Mode
 from cookiematch.dmp.exports.report import DeliveryReport
-from cookiematch.dmp.exports.sinks import Sink
+from cookiematch.dmp.exports.sinks import Sink, make_sink
 from cookiematch.dmp.exports.state import ExportState
+from cookiematch.dmp.exports.transport import Transport
 from cookiematch.dmp.matches import MatchTable
-from cookiematch.dmp.segments import keys
 from cookiematch.dmp.segments.membership import Memberships
+from cookiematch.errors import NotFound
 from cookiematch.storage.base import Store
-
-Clock = Callable[[], float]
 
 
 @dataclass
@@ -42,12 +44,52 @@ class _Pending:
         return len(self.add) + len(self.remove)
 
 
-class Exporter:
-    def __init__(self, store: Store, matches: MatchTable, *, clock: Clock = time.time) -> None:
+class SegmentExports:
+    """The configured segments' exports to the configured destinations."""
+
+    def __init__(
+        self,
+        store: Store,
+        segment_ids: Iterable[str],
+        destinations: Sequence[Destination],
+        matches: MatchTable,
+        *,
+        clock: Clock = time.time,
+    ) -> None:
         self._store = store
+        self.segment_ids = frozenset(segment_ids)
+        self.destinations: Mapping[str, Destination] = {d.id: d for d in destinations}
         self._matches = matches
         self._memberships = Memberships(store)
         self._clock = clock
+
+    def destination(self, destination_id: str) -> Destination:
+        found = self.destinations.get(destination_id)
+        if found is None:
+            raise NotFound(f"no destination {destination_id!r}")
+        return found
+
+    async def export(
+        self,
+        segment_id: str,
+        destination_id: str,
+        transport: Transport,
+        mode: Mode = Mode.INCREMENTAL,
+    ) -> DeliveryReport:
+        """Export a configured segment to a configured destination, by their ids."""
+        if segment_id not in self.segment_ids:
+            raise NotFound(f"no segment {segment_id!r}")
+        destination = self.destination(destination_id)
+        return await self.deliver(segment_id, destination, make_sink(destination, transport), mode)
+
+    async def last_reports(self, segment_id: str) -> dict[str, DeliveryReport]:
+        """Destination id -> the report of the segment's last export there (if there was one)."""
+        found: dict[str, DeliveryReport] = {}
+        for destination_id in self.destinations:
+            report = await ExportState(self._store, segment_id, destination_id).last_report()
+            if report is not None:
+                found[destination_id] = report
+        return found
 
     async def translate(self, uids: list[str], partner: str | None) -> dict[str, str]:
         """DMP uid -> the partner's ID for it (members without one are left out)."""
@@ -60,9 +102,10 @@ class Exporter:
             if partner in matches
         }
 
-    async def export(
+    async def deliver(
         self, segment: str, destination: Destination, sink: Sink, mode: Mode = Mode.INCREMENTAL
     ) -> DeliveryReport:
+        """Export ``segment`` to ``destination`` through ``sink``: plan, send, record, report."""
         started = time.perf_counter()
         report = DeliveryReport(
             segment=segment, destination=destination.id, mode=mode.value, started_at=self._clock()
@@ -99,9 +142,7 @@ class Exporter:
             pending = await self._flush(segment, mode, pending, limit, sink, state, report)
         await sink.close(report.failed == 0)
         report.seconds = round(time.perf_counter() - started, 3)
-        await self._store.set(
-            keys.last_export_key(segment, destination.id), msgspec.json.encode(report)
-        )
+        await state.save_report(report)
         return report
 
     async def _flush(
@@ -145,8 +186,3 @@ class Exporter:
             report.removed += removed
             await state.record(accepted, [uid for uid, _ in removes])
         return _Pending(pending.add[len(adds) :], pending.remove[len(removes) :])
-
-
-async def last_report(store: Store, segment: str, destination: str) -> DeliveryReport | None:
-    raw = await store.get(keys.last_export_key(segment, destination))
-    return None if raw is None else msgspec.json.decode(raw, type=DeliveryReport)
