@@ -26,9 +26,10 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
+from cookiematch.clock import Clock
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage import redis_codec as codec
-from cookiematch.storage.base import Clock, Durability, FieldEntry, FieldWrite, Store, Write
+from cookiematch.storage.base import Durability, FieldEntry, FieldWrite, Store, Write
 from cookiematch.storage.redis_pipeline import TRANSIENT, Command, Flusher, Op, reply_error
 
 _MGET_CHUNK = 1000  # keys per MGET
