@@ -88,7 +88,7 @@ class SQLiteStore(Store):
     ) -> SQLiteStore:
         return cls(path_from_url(url), durability=durability, clock=clock)
 
-    # --- statistics ----------------------------------------------------------------------
+    # --- statistics ------------------------------------------------------------------------
 
     @property
     def lost(self) -> int:
@@ -105,7 +105,7 @@ class SQLiteStore(Store):
         """Write ops those transactions carried."""
         return self._engine.writes
 
-    # --- opening the file ----------------------------------------------------------------
+    # --- opening the file ------------------------------------------------------------------
 
     def _connect(self, *, query_only: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -141,7 +141,7 @@ class SQLiteStore(Store):
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
         return self._clock() + ttl
 
-    # --- Store ---------------------------------------------------------------------------
+    # --- Store -----------------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes | None:
         return await self._engine.read(ops.get, key, self._clock())

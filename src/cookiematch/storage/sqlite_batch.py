@@ -56,12 +56,12 @@ def wrap(exc: BaseException) -> StorageError:
     return err
 
 
-# --- reads --------------------------------------------------------------------------------------
+# --- reads -----------------------------------------------------------------------------------
 
 
 def _one_query(batch: list[Queued]) -> bool:
     """A batch that is a single read of one query: its own snapshot, no BEGIN/COMMIT (two
-    fewer GIL hand-overs, see ROWS_PER_STATEMENT)."""
+    fewer GIL hand-overs, see ``sqlite_ops.ROWS_PER_STATEMENT``)."""
     if len(batch) != 1:
         return False
     op, args = batch[0][0], batch[0][1]
@@ -86,7 +86,7 @@ def run_reads(conn: sqlite3.Connection, batch: list[Queued]) -> list[Result]:
     return results
 
 
-# --- writes -------------------------------------------------------------------------------------
+# --- writes ----------------------------------------------------------------------------------
 
 
 def plain_rows(batch: list[Queued]) -> list[ops.Row] | None:

@@ -96,7 +96,7 @@ class Engine:
     def writer_alive(self) -> bool:
         return self._threads[0].is_alive()
 
-    # --- submitting ops (event loop thread) ----------------------------------------------
+    # --- submitting ops (event loop thread) ------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
@@ -143,7 +143,7 @@ class Engine:
         for thread in self._threads[1:]:
             thread.join()
 
-    # --- writer thread -------------------------------------------------------------------
+    # --- writer thread ---------------------------------------------------------------------
 
     def _write_loop(self) -> None:
         try:
@@ -226,7 +226,7 @@ class Engine:
         more = ok and result[1]
         self._next_purge = time.monotonic() + (0.0 if more else self._purge_interval or 0.0)
 
-    # --- reader threads ------------------------------------------------------------------
+    # --- reader threads --------------------------------------------------------------------
 
     def _read_loop(self, conn: sqlite3.Connection) -> None:
         try:

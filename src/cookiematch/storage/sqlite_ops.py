@@ -39,7 +39,7 @@ def _live(expires_at: float | None, now: float) -> bool:
     return expires_at is None or expires_at > now
 
 
-# --- reads ------------------------------------------------------------------------------------
+# --- reads -----------------------------------------------------------------------------------
 
 
 def get(c: sqlite3.Connection, key: str, now: float) -> bytes | None:
@@ -117,7 +117,7 @@ def ping(c: sqlite3.Connection) -> None:
     c.execute(sql.PING).fetchone()
 
 
-# --- writes -----------------------------------------------------------------------------------
+# --- writes ----------------------------------------------------------------------------------
 
 
 def put(c: sqlite3.Connection, key: str, value: bytes, expires_at: float | None) -> None:
@@ -222,7 +222,7 @@ def hdel(c: sqlite3.Connection, key: str, fields: list[str], now: float) -> int:
     return removed
 
 
-# --- purge ------------------------------------------------------------------------------------
+# --- purge -----------------------------------------------------------------------------------
 
 
 def _purge_maps(c: sqlite3.Connection, now: float, limit: int) -> tuple[int, int]:

@@ -34,7 +34,7 @@ value and expiry), ``expires_at`` the earliest field expiry (NULL if no field ex
 
 MIGRATE_CHUNK = 10_000  # maps per insert while migrating
 
-# --- SQL text ---------------------------------------------------------------------------------
+# --- SQL text --------------------------------------------------------------------------------
 # ``{marks}``: one ``?`` per key of an ``IN (…)`` list; ``{where}``: a key range (``key_range``).
 
 LIVE = "(expires_at IS NULL OR expires_at > ?)"
@@ -93,7 +93,7 @@ def key_range(start: str, first: bool, upper: str | None) -> tuple[str, tuple[st
     return f"{lower} AND key < ?", (start, upper)
 
 
-# --- creating and migrating -----------------------------------------------------------------
+# --- creating and migrating ------------------------------------------------------------------
 
 
 def upgrade(c: sqlite3.Connection, clock: Clock) -> None:
