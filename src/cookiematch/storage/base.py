@@ -105,7 +105,7 @@ class Store(ABC):
         default, which awaits ``hset`` item by item.
         """
         for _, _, ttl in items:
-            _check_ttl(ttl)
+            check_ttl(ttl)
         for key, mapping, ttl in items:
             await self.hset(key, mapping, ttl=ttl)
 
@@ -156,6 +156,16 @@ class Store(ABC):
         """Flush pending writes and release resources; later calls raise StoreUnavailable."""
 
 
-def _check_ttl(ttl: float | None) -> None:
+def check_ttl(ttl: float | None) -> None:
+    """ValueError unless ``ttl`` is None or a positive, finite number of seconds."""
     if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
         raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+
+
+def as_bytes(value: object) -> bytes:
+    """A value to store: ``bytes`` as is, a bytearray or memoryview copied; TypeError else."""
+    if type(value) is bytes:
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"store values are bytes, not {type(value).__name__}")

@@ -19,7 +19,6 @@ purged by the writer every ``purge_interval`` seconds, a bounded chunk at a time
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -29,7 +28,15 @@ from cookiematch.clock import Clock
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage import sqlite_ops as ops
 from cookiematch.storage import sqlite_schema as schema
-from cookiematch.storage.base import Durability, FieldEntry, FieldWrite, Store, Write
+from cookiematch.storage.base import (
+    Durability,
+    FieldEntry,
+    FieldWrite,
+    Store,
+    Write,
+    as_bytes,
+    check_ttl,
+)
 from cookiematch.storage.sqlite_engine import Engine
 
 CACHE_MIB = 64  # the writer's page cache (SQLite's default is 2 MiB): random inserts stay in RAM
@@ -135,11 +142,8 @@ class SQLiteStore(Store):
         return conn
 
     def _expiry(self, ttl: float | None) -> float | None:
-        if ttl is None:
-            return None
-        if not (ttl > 0 and math.isfinite(ttl)):
-            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
-        return self._clock() + ttl
+        check_ttl(ttl)
+        return None if ttl is None else self._clock() + ttl
 
     # --- Store -----------------------------------------------------------------------------
 
@@ -152,17 +156,17 @@ class SQLiteStore(Store):
         return await self._engine.read(ops.get_many, list(keys), self._clock())
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        await self._engine.apply(ops.put, key, _blob(value), self._expiry(ttl))
+        await self._engine.apply(ops.put, key, as_bytes(value), self._expiry(ttl))
 
     async def set_if_absent(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
         expires_at = self._expiry(ttl)
         return await self._engine.write(
-            ops.set_if_absent, key, _blob(value), expires_at, self._clock()
+            ops.set_if_absent, key, as_bytes(value), expires_at, self._clock()
         )
 
     async def write_many(self, writes: Sequence[Write]) -> None:
         rows = [
-            (w.key, None if w.value is None else _blob(w.value), self._expiry(w.ttl))
+            (w.key, None if w.value is None else as_bytes(w.value), self._expiry(w.ttl))
             for w in writes
         ]
         if rows:
@@ -181,7 +185,7 @@ class SQLiteStore(Store):
         self, key: str, mapping: Mapping[str, bytes], *, ttl: float | None = None
     ) -> None:
         expires_at = self._expiry(ttl)
-        fields = {_field(field): (_blob(value), expires_at) for field, value in mapping.items()}
+        fields = {_field(field): (as_bytes(value), expires_at) for field, value in mapping.items()}
         if fields:
             await self._engine.apply(ops.hset, key, fields, self._clock())
 
@@ -195,7 +199,7 @@ class SQLiteStore(Store):
                 if fields is None:
                     fields = updates[key] = {}
                 for field, value in mapping.items():
-                    fields[_field(field)] = (_blob(value), expires_at)
+                    fields[_field(field)] = (as_bytes(value), expires_at)
         if updates:
             await self._engine.apply(ops.hset_many, updates, self._clock())
 
@@ -298,14 +302,6 @@ def prefix_upper_bound(prefix: str) -> str | None:
                 code = 0xE000
             return "".join(chars) + chr(code)
     return None
-
-
-def _blob(value: object) -> bytes:
-    if type(value) is bytes:
-        return value
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise TypeError(f"store values are bytes, not {type(value).__name__}")
 
 
 def _field(name: object) -> str:
