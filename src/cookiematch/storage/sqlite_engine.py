@@ -8,8 +8,9 @@ No SQLite call runs on the event loop. The writer drains everything queued and a
 one transaction, so under ``Durability.ACK`` (``synchronous=FULL``: the WAL is fsynced at each
 commit) one fsync covers a whole batch, and a write's future resolves only after its commit.
 If a batch fails, it is rolled back and its ops are retried one transaction each, so a bad op
-fails alone. Under ``Durability.ASYNC`` (``synchronous=NORMAL``) ``apply`` returns once queued
-while fewer than ``max_pending`` writes wait; beyond that it waits for the commit
+fails alone. Under ``Durability.ASYNC`` (``synchronous=NORMAL``) the writes queued with
+``apply`` (the store's ``set``, ``hset``, ``hset_many``, ``write_many``) return once queued
+while fewer than ``max_pending`` writes wait; beyond that they wait for their commit
 (backpressure). Reads then wait until the writes queued before them are committed, so a
 coroutine reads its own writes. WAL readers never block the writer.
 
