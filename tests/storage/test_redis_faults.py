@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cookiematch.errors import StorageError
+from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage import Durability
 from cookiematch.storage.base import Write
 from cookiematch.storage.redis_store import RedisStore
@@ -100,6 +100,22 @@ async def test_close_while_redis_is_away_ends(server: RedisServer) -> None:
     elapsed, _ = await timed(store.close())
     assert elapsed < 3.0
     assert store.lost > 0
+
+
+async def test_a_write_is_retried_with_backoff_until_its_window_closes(
+    server: RedisServer,
+) -> None:
+    """Waits of 50 ms doubling to 500 ms between attempts: a 2 s window holds 8 attempts
+    (at 0, 0.05, 0.15, 0.35, 0.75, 1.25, 1.75, 2.25 s), not hundreds."""
+    store = RedisStore.from_url(server.url, retry_for=2.0)
+    await store.start()
+    server.kill9()
+    before = store.flushes
+    elapsed, exc = await timed(store.set("k", b"v"))
+    assert isinstance(exc, StoreUnavailable)
+    assert 2.0 <= elapsed < 4.0
+    assert 6 <= store.flushes - before <= 8
+    await store.close()
 
 
 @pytest.fixture(scope="module")

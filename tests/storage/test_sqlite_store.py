@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cookiematch.errors import StorageError, StoreUnavailable
-from cookiematch.storage import Durability, Write, open_store
-from cookiematch.storage import sqlite as sqlite_store
+from cookiematch.storage import Durability, Write, open_store, sqlite_ops, sqlite_schema
 from cookiematch.storage.packed import pack, unpack
 from cookiematch.storage.sqlite import SQLiteStore, path_from_url, prefix_upper_bound
 
@@ -287,7 +286,7 @@ async def test_hdel_of_the_last_live_field_deletes_the_row(db: Path, clock: Fake
 async def test_purge_rewrites_maps_in_chunks(
     db: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_store, "PURGE_CHUNK", 7)
+    monkeypatch.setattr(sqlite_ops, "PURGE_CHUNK", 7)
     store = SQLiteStore(str(db), clock=clock)
     await store.hset_many([(f"m{i:02d}", {"x": b"1", "y": b"2"}, 1.0) for i in range(20)])
     await store.hset_many([(f"m{i:02d}", {"z": b"3"}, 10.0) for i in range(0, 20, 2)])
@@ -347,7 +346,7 @@ PRAGMA user_version = 1;
 async def test_a_version_1_database_is_migrated(
     db: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_store, "MIGRATE_CHUNK", 3)  # several inserts
+    monkeypatch.setattr(sqlite_schema, "MIGRATE_CHUNK", 3)  # several inserts
     now = clock.now
     fm = [
         ("h", "a", b"1", None),

@@ -1,4 +1,4 @@
-"""The storage interface every backend implements, and ``open_store`` to pick one by URL.
+"""The storage interface every backend implements (``storage.registry`` opens one by URL).
 
 Keys are ``str`` (keys that must live on one cluster node share a ``{hash tag}``); values are
 ``bytes``. TTLs are seconds (positive); expiry is computed with the store's injected ``clock``
@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import enum
 import math
-import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from cookiematch.errors import StorageError
-
-Clock = Callable[[], float]
-"""Returns wall-clock seconds (``time.time``); injected so that tests control expiry."""
+from cookiematch.clock import Clock as Clock  # re-exported: buyer and web import it from here
 
 FieldEntry = tuple[bytes, float | None]
 """A field's value and its remaining lifetime in seconds (None: no expiry)."""
@@ -109,7 +105,7 @@ class Store(ABC):
         default, which awaits ``hset`` item by item.
         """
         for _, _, ttl in items:
-            _check_ttl(ttl)
+            check_ttl(ttl)
         for key, mapping, ttl in items:
             await self.hset(key, mapping, ttl=ttl)
 
@@ -160,72 +156,16 @@ class Store(ABC):
         """Flush pending writes and release resources; later calls raise StoreUnavailable."""
 
 
-def _check_ttl(ttl: float | None) -> None:
+def check_ttl(ttl: float | None) -> None:
+    """ValueError unless ``ttl`` is None or a positive, finite number of seconds."""
     if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
         raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
 
 
-Opener = Callable[[str, Durability, Clock], Store]
-"""Builds a backend from its URL; registered in ``SCHEMES`` under each URL scheme it serves."""
-
-
-def _open_sqlite(url: str, durability: Durability, clock: Clock) -> Store:
-    from cookiematch.storage.sqlite import SQLiteStore
-
-    return SQLiteStore.from_url(url, durability=durability, clock=clock)
-
-
-def _open_redis(url: str, durability: Durability, clock: Clock) -> Store:
-    try:
-        from cookiematch.storage.redis_store import RedisStore
-    except ImportError as exc:  # the optional dependency: pip install 'cookiematch[redis]'
-        raise StorageError(f"redis storage needs the redis package: {exc}") from exc
-    return RedisStore.from_url(url, durability=durability, clock=clock)
-
-
-SCHEMES: dict[str, Opener] = {
-    "sqlite": _open_sqlite,
-    "redis": _open_redis,
-    "rediss": _open_redis,
-    "redis+cluster": _open_redis,
-    "rediss+cluster": _open_redis,
-}
-
-
-def open_store(
-    url: str,
-    *,
-    durability: Durability = Durability.ACK,
-    clock: Callable[[], float] | None = None,
-) -> Store:
-    """Open the backend named by the URL scheme.
-
-    ``sqlite:///abs/path``, ``sqlite://relative/path``, ``redis://[:password@]host:port/db``,
-    ``rediss://…`` (TLS), ``redis+cluster://host:port,host:port``. Raises StorageError for an
-    unknown scheme or a bad URL, and StoreUnavailable if the backend cannot be opened; then
-    ``await store.start()`` checks that it can be reached (Redis connects lazily).
-    """
-    scheme, sep, _ = url.partition("://")
-    if not sep:
-        raise StorageError(f"storage URL {url!r} has no scheme (expected e.g. sqlite:///path)")
-    opener = SCHEMES.get(scheme.lower())
-    if opener is None:
-        known = ", ".join(sorted(SCHEMES))
-        raise StorageError(f"unknown storage scheme {scheme!r} (known: {known})")
-    return opener(url, durability, clock or time.time)
-
-
-async def connect_store(
-    url: str,
-    *,
-    durability: Durability = Durability.ACK,
-    clock: Callable[[], float] | None = None,
-) -> Store:
-    """``open_store`` then ``start``: a store known to be reachable, or StoreUnavailable."""
-    store = open_store(url, durability=durability, clock=clock)
-    try:
-        await store.start()
-    except BaseException:
-        await store.close()
-        raise
-    return store
+def as_bytes(value: object) -> bytes:
+    """A value to store: ``bytes`` as is, a bytearray or memoryview copied; TypeError else."""
+    if type(value) is bytes:
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"store values are bytes, not {type(value).__name__}")

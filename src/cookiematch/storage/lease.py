@@ -16,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TypeVar
 
+from cookiematch.clock import Clock
 from cookiematch.errors import LeaseLost, StorageError
 from cookiematch.storage.base import Store
 
 T = TypeVar("T")
-Clock = Callable[[], float]
 
 SAFE = 0.75
 """Fraction of the TTL after a claim or renewal within which the claim counts as held: the

@@ -24,6 +24,7 @@ from typing import Any
 from redis import exceptions as rx
 
 from cookiematch.errors import StorageError, StoreUnavailable
+from cookiematch.retry import Backoff
 
 log = logging.getLogger("cookiematch.storage.redis")
 
@@ -45,6 +46,10 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
 )
+
+BACKOFF = Backoff(first=0.05, cap=0.5)
+"""The wait after each failed flush in a row: 50 ms doubling to 500 ms (no jitter: one flusher
+per store, retrying what is queued)."""
 
 
 @dataclass(slots=True)
@@ -69,7 +74,7 @@ class Flusher:
         name: str,
         max_batch: int = 5000,
         retry_for: float = 5.0,
-        backoff: tuple[float, float] = (0.05, 0.5),
+        backoff: Backoff = BACKOFF,
     ) -> None:
         self._client = client
         self._name = name
@@ -111,7 +116,7 @@ class Flusher:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        delay = 0.0
+        failures = 0  # flushes in a row that could not reach Redis
         while True:
             if not self._queue:
                 if self._stopping:
@@ -127,10 +132,10 @@ class Flusher:
                 self._fail(batch, StorageError(f"{self._name}: {exc!r}"))
                 healthy = True
             if healthy:
-                delay = 0.0
+                failures = 0
             else:
-                delay = min(max(delay * 2, self._backoff[0]), self._backoff[1])
-                await asyncio.sleep(delay)
+                failures += 1
+                await asyncio.sleep(self._backoff.delay(failures))
 
     def _take(self) -> list[Op]:
         batch: list[Op] = []

@@ -12,7 +12,6 @@ in the message, when Redis cannot be reached (opening a client does not connect)
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -26,9 +25,18 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
+from cookiematch.clock import Clock
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage import redis_codec as codec
-from cookiematch.storage.base import Clock, Durability, FieldEntry, FieldWrite, Store, Write
+from cookiematch.storage.base import (
+    Durability,
+    FieldEntry,
+    FieldWrite,
+    Store,
+    Write,
+    as_bytes,
+    check_ttl,
+)
 from cookiematch.storage.redis_pipeline import TRANSIENT, Command, Flusher, Op, reply_error
 
 _MGET_CHUNK = 1000  # keys per MGET
@@ -50,14 +58,6 @@ end
 return 1
 """
 _SCAN_COUNT = 1000  # SCAN hint per call
-
-
-def _blob(value: object) -> bytes:
-    if type(value) is bytes:
-        return value
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise TypeError(f"store values are bytes, not {type(value).__name__}")
 
 
 class RedisStore(Store):
@@ -172,14 +172,11 @@ class RedisStore(Store):
         return self._clock() * 1000
 
     def _expiry_ms(self, ttl: float | None) -> int | None:
-        if ttl is None:
-            return None
-        if not (ttl > 0 and math.isfinite(ttl)):
-            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
-        return codec.expiry_ms(self._clock() + ttl)
+        check_ttl(ttl)
+        return None if ttl is None else codec.expiry_ms(self._clock() + ttl)
 
     def _set_command(self, key: str, value: bytes, expires: int | None) -> Command:
-        raw = codec.pack(_blob(value), expires)
+        raw = codec.pack(as_bytes(value), expires)
         k = codec.encode_key(key)
         return ("SET", k, raw) if expires is None else ("SET", k, raw, "PXAT", expires)
 
@@ -241,7 +238,7 @@ class RedisStore(Store):
         """One script (``_SET_IF_ABSENT``): atomic on the server. A write retried after a lost
         reply may answer False for a value it did write (it then just expires)."""
         expires = self._expiry_ms(ttl)
-        raw = codec.pack(_blob(value), expires)
+        raw = codec.pack(as_bytes(value), expires)
         now = int(self._now_ms())
         command = ("EVAL", _SET_IF_ABSENT, 1, codec.encode_key(key), raw, now, expires or "")
 
@@ -320,7 +317,7 @@ class RedisStore(Store):
             return
         args: list[bytes] = []
         for field, value in mapping.items():
-            args += (codec.encode_key(field), codec.pack(_blob(value), expires))
+            args += (codec.encode_key(field), codec.pack(as_bytes(value), expires))
         await self._write(_hset_commands(codec.encode_key(key), args, expires))
 
     async def hset_many(self, items: Sequence[FieldWrite]) -> None:
@@ -336,7 +333,7 @@ class RedisStore(Store):
                 entry = by_key[key] = ([], [])
             args = entry[0]
             for field, value in mapping.items():
-                args += (codec.encode_key(field), codec.pack(_blob(value), expires))
+                args += (codec.encode_key(field), codec.pack(as_bytes(value), expires))
             entry[1].append(expires)
         ops: list[list[Command]] = []
         commands: list[Command] = []

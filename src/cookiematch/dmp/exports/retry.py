@@ -1,7 +1,8 @@
 """POST with retries: exponential backoff with full jitter on 5xx, 408, 429 and timeouts.
 
-The wait before retry n (1-based) is uniform in [0, min(max_backoff, backoff * 2^(n-1))];
-a ``Retry-After`` in seconds from the destination raises it. Other 4xx answers are final.
+The wait before retry n (1-based) is uniform in [0, min(max_backoff, backoff * 2^(n-1))]
+(``cookiematch.retry.Backoff``); a ``Retry-After`` in seconds from the destination raises it,
+up to max_backoff. Other 4xx answers are final.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from cookiematch.dmp.exports.model import Delivery
 from cookiematch.dmp.exports.transport import HttpAnswer, Transport
+from cookiematch.retry import Backoff
 
 Sleep = Callable[[float], Awaitable[None]]
 RETRIED_STATUSES = frozenset({408, 425, 429})
@@ -20,13 +22,6 @@ RETRIED_STATUSES = frozenset({408, 425, 429})
 
 def retryable(status: int) -> bool:
     return status >= 500 or status in RETRIED_STATUSES
-
-
-def backoff(delivery: Delivery, retry: int, rand: Callable[[], float]) -> float:
-    ceiling: float = min(
-        delivery.max_backoff_seconds, delivery.backoff_seconds * 2.0 ** (retry - 1)
-    )
-    return float(ceiling * rand())
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +42,13 @@ async def post_with_retry(
     rand: Callable[[], float] = random.random,
 ) -> Attempts:
     """POST until a final answer or ``max_attempts``; ``headers()`` is called per attempt."""
+    waits = Backoff(delivery.backoff_seconds, delivery.max_backoff_seconds, jitter=True)
     answer: HttpAnswer | None = None
     error: str | None = None
     for attempt in range(1, delivery.max_attempts + 1):
         if attempt > 1:
-            wait = backoff(delivery, attempt - 1, rand)
-            if answer is not None:
-                wait = max(wait, _retry_after(answer, delivery))
-            await sleep(wait)
+            hint = 0.0 if answer is None else _retry_after(answer)
+            await sleep(waits.delay(attempt - 1, rand=rand, hint=hint))
         try:
             answer = await transport.post(url, body, headers(), delivery.timeout_seconds)
         except (TimeoutError, ConnectionError) as exc:
@@ -66,6 +60,7 @@ async def post_with_retry(
     return Attempts(answer, delivery.max_attempts, error)
 
 
-def _retry_after(answer: HttpAnswer, delivery: Delivery) -> float:
+def _retry_after(answer: HttpAnswer) -> float:
+    """The answer's ``Retry-After`` in seconds (0 when absent or an HTTP date)."""
     value = {k.lower(): v for k, v in answer.headers.items()}.get("retry-after", "")
-    return min(float(value), delivery.max_backoff_seconds) if value.isdigit() else 0.0
+    return float(value) if value.isdigit() else 0.0

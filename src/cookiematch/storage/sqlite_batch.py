@@ -1,0 +1,135 @@
+"""How the SQLite store's worker threads run a batch of queued ops on their connection.
+
+A batch is whatever was queued when a thread woke up (``drain``). Reads share one read
+transaction (one snapshot). Writes share one transaction, and consecutive writes of the same
+kind are merged into one multi-row operation: few ``sqlite3_step`` calls, hence few GIL
+hand-overs (see ``sqlite_ops.ROWS_PER_STATEMENT``). Results come back in the order of the ops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from cookiematch.errors import StorageError
+from cookiematch.storage import sqlite_ops as ops
+
+Op = Callable[..., Any]
+# (op, args, future or None when nobody waits, sequence number); None stops the thread.
+Queued = tuple[Op, tuple[Any, ...], asyncio.Future[Any] | None, int]
+Item = Queued | None
+Result = tuple[asyncio.Future[Any], bool, Any]  # (future, ok, value or StorageError)
+Outcome = tuple[bool, Any]  # (ok, value or StorageError) of one write
+
+MAX_BATCH = 10_000  # ops per transaction (writer) or per wake-up (readers)
+
+_ONE_QUERY_READS = frozenset({ops.get, ops.hget, ops.hgetall})
+_CHUNKED_READS = frozenset({ops.get_many, ops.hgetall_many})
+
+
+def drain(q: queue.SimpleQueue[Item], first: Item) -> tuple[list[Queued], bool]:
+    """``first`` plus whatever is queued, up to the stop marker (returns: batch, stop)."""
+    if first is None:
+        return [], True
+    batch = [first]
+    while len(batch) < MAX_BATCH:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return batch, True
+        batch.append(item)
+    return batch, False
+
+
+def wrap(exc: BaseException) -> StorageError:
+    """``exc`` as a StorageError (itself if it is one), the original as ``__cause__``."""
+    if isinstance(exc, StorageError):
+        return exc
+    err = StorageError(f"sqlite: {type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+
+def _one_query(batch: list[Queued]) -> bool:
+    """A batch that is a single read of one query: its own snapshot, no BEGIN/COMMIT (two
+    fewer GIL hand-overs, see ``sqlite_ops.ROWS_PER_STATEMENT``)."""
+    if len(batch) != 1:
+        return False
+    op, args = batch[0][0], batch[0][1]
+    return op in _ONE_QUERY_READS or (op in _CHUNKED_READS and len(args[0]) <= ops.IN_CHUNK)
+
+
+def run_reads(conn: sqlite3.Connection, batch: list[Queued]) -> list[Result]:
+    """Run a batch of reads in one read transaction: one snapshot, one WAL read lock."""
+    results: list[Result] = []
+    if not _one_query(batch):
+        with contextlib.suppress(sqlite3.Error):  # without it, each read takes its own snapshot
+            conn.execute("BEGIN")
+    for op, args, fut, _ in batch:
+        assert fut is not None  # every read is awaited
+        try:
+            results.append((fut, True, op(conn, *args)))
+        except Exception as exc:
+            results.append((fut, False, wrap(exc)))
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("COMMIT")
+    return results
+
+
+# --- writes ----------------------------------------------------------------------------------
+
+
+def plain_rows(batch: list[Queued]) -> list[ops.Row] | None:
+    """The rows of a batch made only of plain-key writes (``put``, ``write_many`` without
+    deletes) that fit one statement; None for any other batch."""
+    rows: list[ops.Row] = []
+    for op, args, _, _ in batch:
+        if op is ops.put:
+            rows.append(args)
+        elif op is ops.write_many and all(row[1] is not None for row in args[0]):
+            rows += args[0]
+        else:
+            return None
+        if len(rows) > ops.ROWS_PER_STATEMENT:
+            return None
+    return rows
+
+
+def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
+    """Run a batch of writes; consecutive ``hset`` ops are merged into one ``hset_many``
+    (same result: later wins, per field) so their maps are read and written in key order, and
+    consecutive ``put`` ops into one ``put_many`` (a few statements for the lot)."""
+    results: list[Outcome] = []
+    i = 0
+    while i < len(batch):
+        op, args = batch[i][0], batch[i][1]
+        j = i + 1
+        while j < len(batch) and batch[j][0] is op and (op is ops.hset or op is ops.put):
+            j += 1
+        if j - i == 1:
+            results.append((True, op(c, *args)))
+        elif op is ops.put:
+            ops.put_many(c, [item[1] for item in batch[i:j]])
+            results += [(True, None)] * (j - i)
+        else:
+            updates: ops.Updates = {}
+            for _, (key, fields, _), _, _ in batch[i:j]:
+                merged = updates.get(key)
+                if merged is None:
+                    updates[key] = fields
+                else:
+                    updates[key] = {**merged, **fields}
+            ops.hset_many(c, updates, batch[j - 1][1][2])
+            results += [(True, None)] * (j - i)
+        i = j
+    return results

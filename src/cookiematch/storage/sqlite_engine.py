@@ -1,0 +1,280 @@
+"""The SQLite store's threads: one writer with group commit, reader threads, fed by queues.
+
+    event loop ──(op, future)──▶ write queue ──▶ writer thread: BEGIN; op; op; …; COMMIT
+               ◀── one call_soon_threadsafe per batch settles its futures ──┘
+    event loop ──(op, future)──▶ read queue ──▶ reader threads, one connection each
+
+No SQLite call runs on the event loop. The writer drains everything queued and applies it in
+one transaction, so under ``Durability.ACK`` (``synchronous=FULL``: the WAL is fsynced at each
+commit) one fsync covers a whole batch, and a write's future resolves only after its commit.
+If a batch fails, it is rolled back and its ops are retried one transaction each, so a bad op
+fails alone. Under ``Durability.ASYNC`` (``synchronous=NORMAL``) the writes queued with
+``apply`` (the store's ``set``, ``hset``, ``hset_many``, ``write_many``) return once queued
+while fewer than ``max_pending`` writes wait; beyond that they wait for their commit
+(backpressure). Reads then wait until the writes queued before them are committed, so a
+coroutine reads its own writes. WAL readers never block the writer.
+
+Expired values and fields are purged by the writer every ``purge_interval`` seconds, a bounded
+chunk (``sqlite_ops.PURGE_CHUNK``) at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from cookiematch.clock import Clock
+from cookiematch.errors import StoreUnavailable
+from cookiematch.storage import sqlite_ops as ops
+from cookiematch.storage.sqlite_batch import (
+    Item,
+    Op,
+    Outcome,
+    Queued,
+    Result,
+    drain,
+    plain_rows,
+    run_reads,
+    run_writes,
+    wrap,
+)
+
+log = logging.getLogger("cookiematch.storage.sqlite")
+
+T = TypeVar("T")
+
+
+class Engine:
+    """Runs ops on the writer connection (group commit) and the reader connections; owns and
+    closes them. Submit from the event loop; ``close()`` once."""
+
+    def __init__(
+        self,
+        writer: sqlite3.Connection,
+        readers: Sequence[sqlite3.Connection],
+        *,
+        asynchronous: bool,
+        clock: Clock,
+        max_pending: int,
+        purge_interval: float | None,
+    ) -> None:
+        self._wconn = writer
+        self._async = asynchronous
+        self._clock = clock
+        self._max_pending = max_pending
+        self._purge_interval = purge_interval
+        self._next_purge = time.monotonic() + (purge_interval or 0.0)
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+        self._seqs = itertools.count(1)
+        self._last_seq = 0  # last write submitted
+        self._committed = 0  # last write committed (or failed)
+        self._writer_done = False
+        self._cond = threading.Condition()
+        self._submit_lock = threading.Lock()
+        self._wq: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self._rq: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.commits = 0  # transactions committed by the writer (statistics)
+        self.writes = 0  # write ops those transactions carried
+        self.lost = 0  # queued writes nobody waited for that failed
+        self._threads = [threading.Thread(target=self._write_loop, daemon=True, name="sqlite-w")]
+        self._threads += [
+            threading.Thread(target=self._read_loop, args=(c,), daemon=True, name=f"sqlite-r{i}")
+            for i, c in enumerate(readers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def writer_alive(self) -> bool:
+        return self._threads[0].is_alive()
+
+    # --- submitting ops (event loop thread) ------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("sqlite store is closed")
+
+    def read(self, op: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue a read; in ASYNC mode it runs once the writes queued before it committed."""
+        self._check_open()
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._rq.put((op, args, fut, self._last_seq if self._async else 0))
+        return fut
+
+    def _queue_write(self, op: Op, args: tuple[Any, ...], fut: asyncio.Future[Any] | None) -> None:
+        self._check_open()
+        with self._submit_lock:  # sequence numbers enter the queue in order
+            seq = self._last_seq = next(self._seqs)
+            self._wq.put((op, args, fut, seq))
+
+    def write(self, op: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue a write; its future resolves once committed."""
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue_write(op, args, fut)
+        return fut
+
+    async def apply(self, op: Op, *args: Any) -> None:
+        """Queue a write; wait for its commit unless ASYNC and fewer than max_pending queued."""
+        if self._async and self._wq.qsize() < self._max_pending:
+            self._queue_write(op, args, None)
+        else:
+            await self.write(op, *args)
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the threads and close the connections."""
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.get_running_loop().run_in_executor(None, self._shutdown)
+        await asyncio.shield(self._closing)
+
+    def _shutdown(self) -> None:
+        self._wq.put(None)
+        self._threads[0].join()
+        for _ in self._threads[1:]:
+            self._rq.put(None)
+        for thread in self._threads[1:]:
+            thread.join()
+
+    # --- writer thread ---------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        try:
+            while True:
+                timeout = None
+                if self._purge_interval:
+                    timeout = max(0.0, self._next_purge - time.monotonic())
+                try:
+                    first = self._wq.get(timeout=timeout)
+                except queue.Empty:
+                    pass
+                else:
+                    batch, stop = drain(self._wq, first)
+                    if batch:
+                        self._commit_batch(batch)
+                    if stop:
+                        break
+                if self._purge_interval and time.monotonic() >= self._next_purge:
+                    self._purge_chunk()
+        finally:
+            self._closed = True  # also if this thread died: fail fast rather than hang
+            with self._cond:
+                self._writer_done = True
+                self._cond.notify_all()
+            self._fail_leftovers(self._wq)
+            self._wconn.close()
+
+    def _commit_batch(self, batch: list[Queued]) -> None:
+        conn = self._wconn
+        try:
+            rows = plain_rows(batch)
+            if rows is not None:  # one statement is its own transaction: one step, one commit
+                ops.put_many(conn, rows)
+                results: list[Outcome] = [(True, None)] * len(batch)
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                results = run_writes(conn, batch)
+                conn.execute("COMMIT")
+            self.commits += 1
+        except Exception:
+            self._rollback()
+            results = [self._commit_one(op, args) for op, args, _, _ in batch]
+        self.writes += len(batch)
+        with self._cond:
+            self._committed = max(self._committed, batch[-1][3])
+            self._cond.notify_all()
+        waiting: list[Result] = []
+        for (_, _, fut, _), (ok, value) in zip(batch, results, strict=True):
+            if fut is not None:
+                waiting.append((fut, ok, value))
+            elif not ok:
+                self.lost += 1
+                log.error("sqlite store: a queued write failed: %s", value)
+        if waiting:
+            _deliver(waiting)
+
+    def _commit_one(self, op: Op, args: tuple[Any, ...]) -> Outcome:
+        conn = self._wconn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = op(conn, *args)
+            conn.execute("COMMIT")
+            self.commits += 1
+            return True, result
+        except Exception as exc:
+            self._rollback()
+            return False, wrap(exc)
+
+    def _rollback(self) -> None:
+        try:
+            if self._wconn.in_transaction:
+                self._wconn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("sqlite store: rollback failed")
+
+    def _purge_chunk(self) -> None:
+        ok, result = self._commit_one(ops.purge_some, (self._clock(), ops.PURGE_CHUNK))
+        if not ok:
+            log.error("sqlite store: purge failed: %s", result)
+        more = ok and result[1]
+        self._next_purge = time.monotonic() + (0.0 if more else self._purge_interval or 0.0)
+
+    # --- reader threads --------------------------------------------------------------------
+
+    def _read_loop(self, conn: sqlite3.Connection) -> None:
+        try:
+            while True:
+                batch, stop = drain(self._rq, self._rq.get())
+                if batch:
+                    self._wait_committed(max(item[3] for item in batch))
+                    _deliver(run_reads(conn, batch))
+                if stop:
+                    break
+        finally:
+            conn.close()
+
+    def _wait_committed(self, seq: int) -> None:
+        """Block until the writes submitted up to ``seq`` are committed (ASYNC mode)."""
+        if seq > self._committed:
+            with self._cond:
+                self._cond.wait_for(lambda: self._committed >= seq or self._writer_done)
+
+    def _fail_leftovers(self, q: queue.SimpleQueue[Item]) -> None:
+        closed = StoreUnavailable("sqlite store is closed")
+        leftovers: list[Result] = []
+        while True:
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and item[2] is not None:
+                leftovers.append((item[2], False, closed))
+        if leftovers:
+            _deliver(leftovers)
+
+
+def _settle(results: list[Result]) -> None:
+    for fut, ok, value in results:
+        if not fut.done():  # a cancelled waiter has gone away
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+
+def _deliver(results: list[Result]) -> None:
+    """Settle futures from a worker thread: one loop wake-up per loop per batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Result]] = {}
+    for result in results:
+        by_loop.setdefault(result[0].get_loop(), []).append(result)
+    for loop, batch in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+            loop.call_soon_threadsafe(_settle, batch)
