@@ -12,6 +12,7 @@ from cookiematch.dmp.ingest import Ingestor
 from cookiematch.dmp.pull import Cursors, PullSource, pull
 from cookiematch.dmp.service import DmpService
 from cookiematch.errors import PullError
+from cookiematch.retry import Backoff
 from cookiematch.storage import Store
 from cookiematch.web.outbound import PartnerTransport
 
@@ -76,7 +77,7 @@ async def test_pull_pages_resumes_and_stores_the_cursor(
 async def test_pull_retries_server_errors(
     ingestor: Ingestor, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pull_module, "BACKOFF", 0.001)
+    monkeypatch.setattr(pull_module, "BACKOFF", Backoff(0.001, 0.008))
     partner = Partner()
     partner.fail[None] = 503
     async with PartnerTransport(

@@ -23,10 +23,11 @@ from cookiematch.dmp.ingest import Ingestor, IngestReport
 from cookiematch.dmp.ingest.pipeline import OnReject
 from cookiematch.dmp.ingest.readers import Batch
 from cookiematch.errors import PullError
+from cookiematch.retry import Backoff
 from cookiematch.storage.base import Store
 
 RETRIES = 4
-BACKOFF = 0.5  # seconds, doubled per retry
+BACKOFF = Backoff(0.5, 4.0)  # 0.5 s, doubled per retry: 0.5, 1, 2, 4
 PAGE_TIMEOUT = 30.0  # seconds for one page
 
 
@@ -73,7 +74,6 @@ async def fetch_page(transport: PullTransport, source: PullSource, cursor: str |
     if cursor is not None:
         params["cursor"] = cursor
     headers = {"Authorization": f"Bearer {source.token}"} if source.token else {}
-    delay = BACKOFF
     for attempt in range(RETRIES + 1):
         try:
             answer = await transport.get(source.url, params, headers, source.timeout)
@@ -89,8 +89,7 @@ async def fetch_page(transport: PullTransport, source: PullSource, cursor: str |
             if answer.status != 429 and answer.status < 500:
                 raise PullError(f"{source.url}: {problem}")
         if attempt < RETRIES:
-            await asyncio.sleep(delay)
-            delay *= 2
+            await asyncio.sleep(BACKOFF.delay(attempt + 1))
     raise PullError(f"{source.url}: {problem} (after {RETRIES + 1} attempts)")
 
 
