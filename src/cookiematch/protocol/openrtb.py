@@ -8,7 +8,8 @@ sets or reads are declared (OpenRTB is extensible):
   present with the wrong JSON type, malformed JSON, or a missing required field (``id``; a
   bid's ``id``, ``impid``, ``price``; a seat's ``bid``) fails: ``BidRequestError`` for a
   request, ``InvalidBidResponse`` for a response;
-- encoding leaves out every field at its default, and writes keys in declaration order.
+- encoding leaves out every field at its default and writes keys in declaration order (the
+  bytes each role sends are pinned by tests: reordering fields changes them).
 
 What the exchange adds to OpenRTB rides in the standard fields: ``user.id`` is the buyer's
 gid, ``user.buyeruid`` the buyer's hosted match data (unpadded URL-safe base64), and
