@@ -13,6 +13,8 @@ CookiematchError
 │   ├── InvalidUserId      a google_gid that does not decrypt for that buyer and version
 │   ├── InvalidPushToken   a google_push value that is forged, expired or for another buyer
 │   ├── BidRequestError    a body that is not an OpenRTB bid request (answered 400)
+│   ├── InvalidBidResponse a buyer's bid response that is not OpenRTB or bids on something
+│   │                      the exchange did not offer (the buyer's answer counts as invalid)
 │   └── RecordError        an ingested partner record that is refused (goes to the rejects)
 ├── PullError              a partner's data endpoint failed or answered something unusable
 ├── StorageError           a store backend failed; backends wrap their own errors in it
@@ -85,6 +87,10 @@ class InvalidPushToken(ProtocolError):
 
 class BidRequestError(ProtocolError):
     """A bid request body that is not JSON or not shaped like an OpenRTB bid request."""
+
+
+class InvalidBidResponse(ProtocolError):
+    """A bid response that is not JSON, not OpenRTB, or bids on something we did not offer."""
 
 
 class RecordError(ProtocolError):

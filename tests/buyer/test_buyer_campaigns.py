@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from cookiematch.buyer.campaigns import Audience, Campaign, Choice, choose
 from cookiematch.buyer.matchtable import Lookup, MatchEntry
-from cookiematch.buyer.openrtb import Banner, Format, Imp, Pmp
+from cookiematch.protocol.openrtb import Banner, Format, Imp, Pmp
 
 DOMAINS = ("a.example", "b.example", "c.example")
 SIZES = st.sampled_from([None, 0, 90, 250, 300, 728])

@@ -36,8 +36,10 @@ class Bidders:
     def __init__(self) -> None:
         self.replies: dict[str, Callable[[dict[str, Any]], Reply]] = {}
         self.requests: dict[str, list[dict[str, Any]]] = {}
+        self.bodies: list[bytes] = []
 
     async def post(self, url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        self.bodies.append(body)
         request = json.loads(body)
         self.requests.setdefault(url, []).append(request)
         delay, status, reply = self.replies[url](request)
@@ -123,6 +125,28 @@ async def test_bid_request_carries_each_buyers_gid_and_cookie_data(store: Store)
         assert sent["site"]["publisher"] == {"id": "examplenews"}
         assert sent["tmax"] == 100 and sent["at"] == 1 and sent["cur"] == ["USD"]
     assert world.last("finest")["user"]["id"] != world.last("other")["user"]["id"]
+
+
+async def test_bid_request_bytes(store: Store) -> None:
+    """What a buyer receives, byte for byte: absent fields left out, keys in this order."""
+    world = World(store, [buyer("hm", hosted_match=True)])
+    world.bidders.replies["http://hm.example/bid"] = lambda r: (0.0, 204, b"")
+    await store.hset(browser_record_key(BROWSER), {CREATED: b"%d" % (NOW - 3600)})
+    await store.set(keys.hosted_match_key(BROWSER, "hm"), b"\x01\x02\xff")
+    ua = 'Mozilla/5.0 "x"'
+    ad = AdRequest(NEWS, "top", Browser(BROWSER), "https", 728, 90, "https://n.example/", ua, "::1")
+    await world.service.serve(ad)
+    await world.service.serve(AdRequest(NEWS, "side", Browser(None, opted_out=True), "http"))
+    assert world.bidders.bodies == [
+        b'{"id":"auction-1","imp":[{"id":"1","banner":{"w":728,"h":90},"tagid":"top","secure":1}],'
+        b'"site":{"id":"examplenews","publisher":{"id":"examplenews"},"page":"https://n.example/"},'
+        b'"device":{"ua":"Mozilla/5.0 \\"x\\"","ip":"::1"},'
+        b'"user":{"id":"Mk_3cMwUaIL80-uFpCTq5If7eRw","buyeruid":"AQL_",'
+        b'"ext":{"cookie_version":1,"cookie_age_seconds":3600}},"tmax":100,"at":1,"cur":["USD"]}',
+        b'{"id":"auction-1","imp":[{"id":"1","banner":{"w":300,"h":250},"tagid":"side","secure":0}],'
+        b'"site":{"id":"examplenews","publisher":{"id":"examplenews"}},"device":{},"user":{},'
+        b'"tmax":100,"at":1,"cur":["USD"]}',
+    ]
 
 
 async def test_hosted_match_data_and_pretargeting(store: Store) -> None:

@@ -20,16 +20,16 @@ from collections.abc import Sequence
 import msgspec
 
 from cookiematch.buyer.bidlog import BidLog, BidRecord
-from cookiematch.buyer.campaigns import CURRENCY, Campaign, Choice, choose
+from cookiematch.buyer.campaigns import Campaign, Choice, choose
 from cookiematch.buyer.deadlines import Deadlines
 from cookiematch.buyer.ids import format_uid, parse_gid, parse_hosted_uid
 from cookiematch.buyer.matchtable import Lookup, MatchTable
 from cookiematch.buyer.matchtag import MatchTagDecision, decide_match_tag
 from cookiematch.buyer.model import BuyerSettings
-from cookiematch.buyer.openrtb import Bid, BidRequest, BidResponse, SeatBid
 from cookiematch.buyer.stats import BuyerStats
+from cookiematch.clock import Clock
 from cookiematch.errors import StorageError
-from cookiematch.storage.base import Clock
+from cookiematch.protocol.openrtb import CURRENCY, Bid, BidRequest, BidResponse, SeatBid
 
 log = logging.getLogger(__name__)
 

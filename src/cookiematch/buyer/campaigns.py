@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import msgspec
 
-from cookiematch.buyer.openrtb import Imp
+from cookiematch.protocol.openrtb import CURRENCY, Imp
 
 MATCH_TAG_MACRO = "${MATCH_TAG}"
-CURRENCY = "USD"
 
 
 class Audience(enum.Enum):

@@ -13,9 +13,11 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.errors import StorageError
 from cookiematch.exchange import keys
 from cookiematch.exchange.auction import Auction, Outcome
+from cookiematch.exchange.bids import ValidBid
 from cookiematch.exchange.browser_record import (
     CREATED,
     BrowserRecord,
@@ -25,20 +27,18 @@ from cookiematch.exchange.browser_record import (
 )
 from cookiematch.exchange.cookie_match import Browser
 from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher
-from cookiematch.exchange.openrtb import (
+from cookiematch.exchange.pixel_matching import PixelMatch, PixelMatcher
+from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.protocol.openrtb import (
     CURRENCY,
     Banner,
     BidRequest,
     Device,
     Imp,
     Site,
-    SitePublisher,
     User,
-    UserExt,
-    ValidBid,
 )
-from cookiematch.exchange.pixel_matching import PixelMatch, PixelMatcher
-from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.protocol.openrtb import Publisher as SitePublisher
 from cookiematch.protocol.userid import UserIdCipher, b64url_nopad
 from cookiematch.storage.base import Store
 
@@ -90,7 +90,7 @@ class AdService:
         auction: Auction,
         pixel_matcher: PixelMatcher,
         settings: ExchangeSettings,
-        clock: Callable[[], float],
+        clock: Clock,
         new_browser_id: Callable[[], bytes],
         new_auction_id: Callable[[], str],
     ) -> None:
@@ -125,7 +125,7 @@ class AdService:
                 self._write(
                     browser_id,
                     {CREATED: seconds(now)},
-                    self._settings.cookie_max_age_days * 86400,
+                    self._settings.cookie_max_age_days * SECONDS_PER_DAY,
                 )
             )
 
@@ -196,7 +196,7 @@ class AdService:
         return User(
             id=self._cipher.encrypt(browser_id, buyer.nid, version),
             buyeruid=b64url_nopad(hosted) if hosted else None,
-            ext=UserExt(cookie_version=version, cookie_age_seconds=max(0, age)),
+            ext={"cookie_version": version, "cookie_age_seconds": max(0, age)},
         )
 
     def _bid_request(self, auction_id: str, request: AdRequest, user: User) -> BidRequest:

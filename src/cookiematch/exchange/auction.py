@@ -11,20 +11,17 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from cookiematch.clock import Clock
+from cookiematch.errors import InvalidBidResponse
+from cookiematch.exchange.bids import ValidBid, parse_response
 from cookiematch.exchange.model import Buyer
 from cookiematch.exchange.monitoring import BuyerMonitor, Count
-from cookiematch.exchange.openrtb import (
-    BidRequest,
-    InvalidBidResponse,
-    ValidBid,
-    encode_request,
-    parse_response,
-)
 from cookiematch.exchange.throttle import TokenBuckets
+from cookiematch.protocol.openrtb import BidRequest, encode_bid_request
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +59,7 @@ class AuctionResult:
 class Auction:
     """Runs auctions for one worker; holds the per-buyer request-rate buckets."""
 
-    def __init__(
-        self, transport: BidTransport, monitor: BuyerMonitor, *, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, transport: BidTransport, monitor: BuyerMonitor, *, clock: Clock) -> None:
         self._transport = transport
         self._monitor = monitor
         self._qps = TokenBuckets(clock)
@@ -111,7 +106,7 @@ class Auction:
         self._monitor.count(buyer.nid, Count.BID_REQUESTS)
         try:
             status, body = await self._transport.post(
-                buyer.bidder_url, encode_request(request), timeout
+                buyer.bidder_url, encode_bid_request(request), timeout
             )
         except TimeoutError:
             return Outcome.TIMEOUT, []

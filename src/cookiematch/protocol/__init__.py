@@ -1,4 +1,5 @@
-"""Pure protocol code: parsing, URL building, macros, ID crypto, cookies.
+"""Pure protocol code: parsing, URL building, macros, ID crypto, cookies, OpenRTB.
 
-Standard library plus ``cryptography`` only: no asyncio, no server, no store.
+Standard library plus ``cryptography`` and ``msgspec`` (the OpenRTB wire model) only: no
+asyncio, no server, no store.
 """

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from cookiematch.buyer.bidder import Bidder
 from cookiematch.buyer.ids import format_uid, parse_uid
 from cookiematch.buyer.matching import Browser, Matcher, RedirectParams
-from cookiematch.buyer.openrtb import decode_bid_request, encode_bid_response
 from cookiematch.errors import BidRequestError, QueryError
 from cookiematch.protocol.cookies import MAX_COOKIE_HEADER_BYTES, CookieSpec, cookie_value
+from cookiematch.protocol.openrtb import decode_bid_request, encode_bid_response
 from cookiematch.protocol.query import parse_query
 from cookiematch.web.http import Request, Response
 
