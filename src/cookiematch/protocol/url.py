@@ -7,7 +7,7 @@ destination and public URLs and allowed origins are all read here, so they agree
 URL is. A refusal raises :class:`~cookiematch.errors.InvalidURL`; its ``reason`` says what is
 wrong ("must not contain user info"). The rules:
 
-- a string of at most ``MAX_URL_LENGTH`` characters;
+- a string of at most ``MAX_URL_LENGTH`` characters, without leading or trailing whitespace;
 - scheme ``http`` or ``https`` (any case; lower case in the parsed value), then ``//``;
 - no user info (``user:password@``): a configured URL is logged, rendered into pages and
   handed to browsers, and the configuration has secret fields for credentials;
