@@ -7,6 +7,7 @@ CookiematchError
 │   ├── QueryError         malformed query string: bad percent-encoding, not UTF-8, too long
 │   ├── MatchTagError      a match tag that cannot be served at all (google_nid missing,
 │   │                      duplicated or unknown): answered with a 400, never a redirect
+│   ├── InvalidURL         a string that is not an acceptable http(s) URL (carries the reason)
 │   ├── RedirectURLError   a buyer redirect URL that is not acceptable (scheme, fragment,
 │   │                      length, unknown macro)
 │   ├── HostedMatchError   a google_hm value that cannot be stored (carries its status)
@@ -63,6 +64,14 @@ class QueryError(ProtocolError):
 
 class MatchTagError(ProtocolError):
     """A match tag that cannot be served at all (answered 400, no redirect)."""
+
+
+class InvalidURL(ProtocolError):
+    """Not an acceptable http(s) URL; ``reason`` says what is wrong ("must not have a fragment")."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"URL {reason}")
 
 
 class RedirectURLError(ProtocolError):

@@ -108,7 +108,7 @@ sync_url = "https://dsp.example/s?r=${{CALLBACK_URL}}"
         ('[[dmp.destinations]]\nid = "d"\nurl = "https://x.example/"\npartner = "dsp"',
          "dmp.destinations[0].secret: required for kind 'http'"),
         ('[[dmp.destinations]]\nid = "d"\nurl = "ftp://x"\nsecret = "0123456789abcdef"',
-         "dmp.destinations[0].url: expected an absolute http(s) URL"),
+         "dmp.destinations[0].url: URL must be absolute http:// or https://"),
         ('[[dmp.destinations]]\nid = "d"\nurl = "https://x.example/"\nsecret = "short"',
          "dmp.destinations[0].secret: must be at least 16"),
         ('[[dmp.destinations]]\nid = "d"\nurl = "https://x.example/"\nsecret = "0123456789abcdef"'

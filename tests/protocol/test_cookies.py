@@ -7,13 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cookiematch.protocol.cookies import (
+    MAX_COOKIE_HEADER_BYTES,
     OPT_OUT_VALUE,
     CookieSpec,
-    cookie_value,
+    IdCookie,
     format_browser_id,
     new_browser_id,
     parse_browser_id,
     parse_cookie_header,
+    read_id_cookie,
 )
 
 from .goldens import cases
@@ -32,19 +34,57 @@ def test_parse_cookie_header_never_raises(header: str) -> None:
         assert isinstance(value, str)
 
 
+def _as_read(value: str | None) -> str | IdCookie:
+    """What read_id_cookie answers for a cookie value found by the full parse."""
+    if value is None:
+        return IdCookie.ABSENT
+    return IdCookie.OPTED_OUT if value == OPT_OUT_VALUE else value
+
+
 @pytest.mark.parametrize("case", cases("cookies.json"))
-def test_cookie_value_golden(case: dict[str, Any]) -> None:
+def test_read_id_cookie_golden(case: dict[str, Any]) -> None:
     for name, value in case["expected"].items():
-        assert cookie_value(case["header"], name) == value
-    assert cookie_value(case["header"], "not-in-any-golden-header") is None
+        assert read_id_cookie(case["header"], name) == _as_read(value)
+    assert read_id_cookie(case["header"], "not-in-any-golden-header") is IdCookie.ABSENT
 
 
-_COOKIE_TEXT = st.text(alphabet=st.sampled_from(list(' ;="abAB_-x')), max_size=60)
+_COOKIE_TEXT = st.text(alphabet=st.sampled_from(list(' ;="abAB_-xOPT_OUT')), max_size=60)
 
 
 @given(_COOKIE_TEXT, st.sampled_from(["a", "b", "ab", "x_", "A"]))
-def test_cookie_value_agrees_with_the_full_parse(header: str, name: str) -> None:
-    assert cookie_value(header, name) == parse_cookie_header(header).get(name)
+def test_read_id_cookie_agrees_with_the_full_parse(header: str, name: str) -> None:
+    assert read_id_cookie(header, name) == _as_read(parse_cookie_header(header).get(name))
+
+
+ID = "AAECAwQFBgcICQoLDA0ODw"
+BIG = "x=" + "y" * (MAX_COOKIE_HEADER_BYTES - 2)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("", IdCookie.ABSENT),  # no Cookie header
+        ("other=1", IdCookie.ABSENT),
+        ("cm_idx=1; xcm_id=2", IdCookie.ABSENT),  # the name must match exactly
+        ("cm_id", IdCookie.ABSENT),  # a piece without '=' is no cookie
+        (f"cm_id={ID}", ID),
+        (f" a=1 ;  cm_id = {ID} ; b=2", ID),
+        (f'cm_id="{ID}"', ID),
+        (f"cm_id={ID}; cm_id=OPT_OUT", ID),  # the first one wins
+        ("cm_id=", ""),  # present but empty: the caller finds no ID in it
+        ("cm_id=not-an-id", "not-an-id"),  # not checked here: the caller parses it
+        ("cm_id=OPT_OUT", IdCookie.OPTED_OUT),
+        ('cm_id="OPT_OUT"', IdCookie.OPTED_OUT),
+        ("cm_id=opt_out", "opt_out"),  # the opt-out value is case-sensitive
+        ("cm_id=OPT_OUT; cm_id=" + ID, IdCookie.OPTED_OUT),
+        (BIG, IdCookie.ABSENT),  # exactly the cap: read
+        (BIG + "y", IdCookie.OVERSIZED),  # one over: not read at all
+        (f"cm_id={ID}; " + BIG, IdCookie.OVERSIZED),  # even with the cookie up front
+        ("cm_id=OPT_OUT; " + BIG, IdCookie.OVERSIZED),
+    ],
+)
+def test_read_id_cookie(header: str, expected: str | IdCookie) -> None:
+    assert read_id_cookie(header, "cm_id") == expected
 
 
 def test_parse_cookie_header_non_string() -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -20,14 +18,11 @@ from cookiematch.config.schema import (
     PositiveInt,
     Table,
 )
-from cookiematch.config.values import Listen, Problems, Secret
+from cookiematch.config.values import Listen, Problems, Secret, url_problems
 from cookiematch.protocol.cookies import CookieSpec
 
 CampaignId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Price = Annotated[float, msgspec.Meta(ge=0, le=10_000)]
-MAX_URL_LENGTH = 2048
-# Printable ASCII without space and without the characters a URL never carries unencoded.
-_URL_CHARS = re.compile(r"[!#$%&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~]+")
 
 
 class CampaignConfig(Table, frozen=True):
@@ -90,10 +85,8 @@ class BuyerRoleConfig(Table, frozen=True):
     campaigns: tuple[CampaignConfig, ...] = ()
 
     def problems(self) -> Problems:
-        found: Problems = []
-        found += [("exchange_url", m) for m in url_problems(self.exchange_url, query=True)]
-        if self.public_url is not None:
-            found += [("public_url", m) for m in url_problems(self.public_url, query=False)]
+        found = url_problems("exchange_url", self.exchange_url)
+        found += url_problems("public_url", self.public_url, query=False)
         if self.admin_token is not None and len(self.admin_token) < MIN_ADMIN_TOKEN_LENGTH:
             found.append(("admin_token", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters"))
         if self.cookie_same_site == "None" and not self.cookie_secure:
@@ -134,21 +127,3 @@ class BuyerRoleConfig(Table, frozen=True):
 
     def campaign_models(self) -> list[Campaign]:
         return [c.to_model() for c in self.campaigns]
-
-
-def url_problems(url: str, *, query: bool) -> list[str]:
-    """Why ``url`` cannot be a destination browsers are sent to (empty if it can)."""
-    if len(url) > MAX_URL_LENGTH:
-        return [f"longer than {MAX_URL_LENGTH} characters"]
-    if _URL_CHARS.fullmatch(url) is None:
-        return ["must be an encoded URL: printable ASCII, no spaces or quotes"]
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return ["must be an absolute http:// or https:// URL with a host"]
-    if parts.username is not None or parts.password is not None:
-        return ["must not contain user info"]
-    if "#" in url:
-        return ["must not contain a fragment"]
-    if not query and "?" in url:
-        return ["must not contain a query"]
-    return []

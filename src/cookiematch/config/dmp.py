@@ -6,7 +6,6 @@ the start with an error naming ``dmp.partners[i].sync_url``.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 import msgspec
@@ -17,7 +16,15 @@ from cookiematch.config.dmp_segments import (
     DmpSegmentConfig,
     segment_problems,
 )
-from cookiematch.config.values import KeySecret, Listen, Problems, Secret, duplicates
+from cookiematch.config.values import (
+    KeySecret,
+    Listen,
+    Problems,
+    Secret,
+    duplicates,
+    origin_problems,
+    url_problems,
+)
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partner, TagKind
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RedirectURLError
@@ -34,12 +41,6 @@ PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 UidMacro = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_$%{}\[\]().~*!-]{1,32}$")]
 CookieName = Annotated[str, msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")]
 CookieDomain = Annotated[str, msgspec.Meta(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")]
-
-_ORIGIN = re.compile(
-    r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
-)
-
-_HTTP_URL = re.compile(r"https?://[^\s/?#]+(/[^\s#]*)?")
 
 # Test renders at start: nothing, and the longest values a request may carry.
 _SAMPLE_UID = "A" * 22
@@ -90,8 +91,7 @@ class DmpClientConfig(Table, frozen=True):
     def problems(self, partner_ids: set[str]) -> Problems:
         found: Problems = []
         for i, origin in enumerate(self.allowed_origins):
-            if _ORIGIN.fullmatch(origin) is None:
-                found.append((f"allowed_origins[{i}]", "expected scheme://host[:port]"))
+            found += origin_problems(f"allowed_origins[{i}]", origin)
         for i, partner in enumerate(self.partners or ()):
             if partner not in partner_ids:
                 found.append((f"partners[{i}]", f"no partner has id {partner!r}"))
@@ -120,7 +120,7 @@ class DmpPartnerConfig(Table, frozen=True):
     enabled: bool = True
     id_format: Literal["plain", "signed", "encrypted"] = "plain"
     id_key: KeySecret | None = None  # 32 bytes, base64; HMAC key or AES-256-GCM key
-    id_max_age_seconds: PositiveInt = 86400
+    id_max_age_seconds: PositiveInt = SECONDS_PER_DAY
     # Ingestion (docs/dmp-data.md): bearer token of POST /api/v1/partners/<id>/records, and
     # the partner's data endpoint for `cookiematch dmp pull`.
     ingest_token: Secret | None = None
@@ -135,8 +135,9 @@ class DmpPartnerConfig(Table, frozen=True):
     def problems(self, settings: DmpSettings) -> Problems:
         if self.ingest_token is not None and len(self.ingest_token) < MIN_ADMIN_TOKEN_LENGTH:
             return [("ingest_token", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")]
-        if self.pull_url is not None and _HTTP_URL.fullmatch(self.pull_url) is None:
-            return [("pull_url", "expected an absolute http(s) URL")]
+        bad_url = url_problems("pull_url", self.pull_url)
+        if bad_url:
+            return bad_url
         if self.id_format != "plain" and self.id_key is None:
             return [("id_key", f"required when id_format is {self.id_format!r}")]
         try:
@@ -177,7 +178,7 @@ class DmpTraitConfig(Table, frozen=True):
     ttl_days: PositiveInt = 90
 
     def to_model(self) -> TraitDef:
-        return TraitDef(self.name, TraitKind(self.type), self.ttl_days * 86400.0)
+        return TraitDef(self.name, TraitKind(self.type), float(self.ttl_days * SECONDS_PER_DAY))
 
 
 class DmpIngestConfig(Table, frozen=True):
@@ -247,9 +248,10 @@ class DmpConfig(Table, frozen=True):
         found: Problems = []
         if self.admin_token is not None and len(self.admin_token) < MIN_ADMIN_TOKEN_LENGTH:
             found.append(("admin_token", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters"))
-        if self.public_url is not None and _ORIGIN.fullmatch(self.base_url()) is None:
-            found.append(("public_url", "expected scheme://host[:port], without a path"))
-            return found
+        if self.public_url is not None:
+            bad_url = origin_problems("public_url", self.base_url())
+            if bad_url:
+                return found + bad_url
         found += duplicates("partners", "id", [p.id for p in self.partners])
         found += duplicates("clients", "id", [c.id for c in self.clients])
         found += duplicates("traits", "name", [t.name for t in self.traits])
@@ -266,8 +268,8 @@ class DmpConfig(Table, frozen=True):
         ingest = self.ingest
         return TraitCatalog(
             traits={t.name: t.to_model() for t in self.traits},
-            attribute_ttl=ingest.attribute_ttl_days * 86400.0,
-            event_ttl=ingest.event_ttl_days * 86400.0,
+            attribute_ttl=float(ingest.attribute_ttl_days * SECONDS_PER_DAY),
+            event_ttl=float(ingest.event_ttl_days * SECONDS_PER_DAY),
             max_events_per_name=ingest.max_events_per_name,
             reject_unknown=ingest.unknown_traits == "reject",
         )

@@ -6,12 +6,11 @@ Rules are parsed (``dmp/segments/rules.py``) while loading, so a bad one stops t
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from cookiematch.config.values import Problems, Secret
+from cookiematch.config.values import Problems, Secret, url_problems
 from cookiematch.dmp.exports.model import (
     Delivery,
     Destination,
@@ -27,7 +26,6 @@ from cookiematch.errors import RuleError
 Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 MIN_SECRET_LENGTH = 16
 EXCHANGE_MAX_BATCH = 1000  # the exchange's bulk endpoint takes at most this many gids
-_HTTP_URL = re.compile(r"https?://[^\s/?#]+(/[^\s#]*)?")
 
 
 class DmpSegmentConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -78,8 +76,7 @@ class DmpDestinationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
         }
         found += [(k, f"required for kind {self.kind!r}") for k in required[self.kind]
                   if getattr(self, k) is None]  # fmt: skip
-        if self.url is not None and _HTTP_URL.fullmatch(self.url) is None:
-            found.append(("url", "expected an absolute http(s) URL"))
+        found += url_problems("url", self.url)
         if self.secret is not None and len(self.secret.reveal()) < MIN_SECRET_LENGTH:
             found.append(("secret", f"must be at least {MIN_SECRET_LENGTH} characters"))
         if self.kind == "exchange_user_list" and self.batch_size > EXCHANGE_MAX_BATCH:

@@ -13,7 +13,15 @@ from typing import Annotated, Literal
 import msgspec
 
 from cookiematch.config.dmp import DmpConfig
-from cookiematch.config.values import KeySecret, Listen, Problems, Secret, duplicates, proxy_network
+from cookiematch.config.values import (
+    KeySecret,
+    Listen,
+    Problems,
+    Secret,
+    duplicates,
+    proxy_network,
+    url_problems,
+)
 from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher, UserList
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import MAX_KEY_VERSION
@@ -28,14 +36,10 @@ PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 # RFC 6265 cookie-name token; a host name with an optional leading dot.
 CookieName = Annotated[str, msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")]
 CookieDomain = Annotated[str, msgspec.Meta(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")]
-# An absolute http(s) URL of printable ASCII without spaces or a fragment.
-BIDDER_URL_PATTERN = r"^https?://[A-Za-z0-9\[][!$&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~%]{0,2040}$"
-BidderURL = Annotated[str, msgspec.Meta(pattern=BIDDER_URL_PATTERN)]
 
 # Messages for the patterns above, instead of msgspec's "Expected `str` matching regex ...".
 PATTERN_MESSAGES = {
     NID_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 _ . -",
-    BIDDER_URL_PATTERN: "must be an absolute http:// or https:// URL without spaces or fragment",
 }
 
 
@@ -71,14 +75,14 @@ class BuyerConfig(Table, frozen=True):
     redirect_url: RedirectTemplate  # compiled (and so validated) while loading
     hosted_match: bool = False
     hosted_match_writes_per_second: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    bidder_url: BidderURL | None = None  # OpenRTB 2.6 endpoint (POST); none: no bid requests
+    bidder_url: str | None = None  # OpenRTB 2.6 endpoint (POST); none: no bid requests
     push_url: RedirectTemplate | None = None  # pixel-matching URL, compiled like redirect_url
     pixel_matching: bool = False
     require_hosted_match: bool = False
     max_qps: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
     def problems(self) -> Problems:
-        found: Problems = []
+        found = url_problems("bidder_url", self.bidder_url)
         if self.pixel_matching and self.push_url is None:
             found.append(("push_url", "required when pixel_matching = true"))
         if self.require_hosted_match and not self.hosted_match:

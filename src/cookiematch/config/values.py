@@ -1,4 +1,5 @@
-"""Small immutable values of the configuration: secrets and listen addresses.
+"""Small immutable values of the configuration: secrets and listen addresses; the checks
+that several tables share (duplicates, URLs).
 
 Each has a ``from_config`` class method that the loader calls on the raw TOML value; it
 raises ``ValueError``/``TypeError`` with a message, and the loader adds the file and key.
@@ -12,6 +13,9 @@ import hmac
 import ipaddress
 import re
 from typing import Any
+
+from cookiematch.errors import InvalidURL
+from cookiematch.protocol.url import parse_absolute_url, parse_origin
 
 _MASK = "**********"
 _URLSAFE = str.maketrans("-_", "+/")
@@ -176,3 +180,26 @@ def duplicates(table: str, field: str, values: list[object]) -> Problems:
             found.append((f"{table}[{i}].{field}", f"duplicate {field} {value!r}"))
         seen.add(value)
     return found
+
+
+def url_problems(key: str, url: str | None, *, query: bool = True) -> Problems:
+    """``[(key, reason)]`` when ``url`` is not an absolute http(s) URL (``protocol/url.py``),
+    or has a query where none belongs; nothing for an absent URL."""
+    if url is None:
+        return []
+    try:
+        parsed = parse_absolute_url(url)
+    except InvalidURL as exc:
+        return [(key, str(exc))]
+    if not query and parsed.query is not None:
+        return [(key, "URL must not contain a query")]
+    return []
+
+
+def origin_problems(key: str, origin: str) -> Problems:
+    """``[(key, reason)]`` when ``origin`` is not ``scheme://host[:port]``."""
+    try:
+        parse_origin(origin)
+    except InvalidURL as exc:
+        return [(key, str(exc))]
+    return []

@@ -1,10 +1,12 @@
-"""Cookie header parsing, exchange browser IDs, and Set-Cookie construction."""
+"""Cookie header parsing, reading an ID cookie, exchange browser IDs, Set-Cookie."""
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 
+from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.protocol.userid import BROWSER_ID_BYTES, b64url_nopad, b64url_nopad_decode
 
 MAX_COOKIE_HEADER_BYTES = 8192
@@ -43,19 +45,39 @@ def parse_cookie_header(header: str) -> dict[str, str]:
     return cookies
 
 
-def cookie_value(header: str, name: str) -> str | None:
-    """The value of the first cookie called ``name`` in a Cookie header, by the rules of
-    :func:`parse_cookie_header`, without building the whole dict (the hot path wants one)."""
-    if not isinstance(header, str) or name not in header:
-        return None
+class IdCookie(enum.Enum):
+    """What :func:`read_id_cookie` found when it found no value to use."""
+
+    ABSENT = "absent"  # no Cookie header, or no cookie of that name
+    OPTED_OUT = "opted_out"  # the cookie holds OPT_OUT_VALUE: the browser opted out
+    OVERSIZED = "oversized"  # the Cookie header is over MAX_COOKIE_HEADER_BYTES: not read
+
+
+def read_id_cookie(header: str, name: str) -> str | IdCookie:
+    """The value of the first cookie called ``name`` in a Cookie header (the rules of
+    :func:`parse_cookie_header`), or why there is none to use.
+
+    One call on the hot path: it scans for the one name, builds no dict, and answers the
+    value string itself in the common case. The value is not checked here; the caller parses
+    it (an ID of the wrong shape counts as no ID). A header over ``MAX_COOKIE_HEADER_BYTES``
+    is not read at all: a browser does not send one honestly. ``OPT_OUT_VALUE`` is the
+    exchange's opt-out (``GET /optout`` writes it); the roles without an opt-out cookie of
+    their own read it as no ID.
+    """
+    if not header:
+        return IdCookie.ABSENT
+    if len(header) > MAX_COOKIE_HEADER_BYTES:
+        return IdCookie.OVERSIZED
+    if name not in header:
+        return IdCookie.ABSENT
     for piece in header.split(";"):
         key, eq, value = piece.partition("=")
         if eq and key.strip() == name:
             value = value.strip()
             if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
                 value = value[1:-1]
-            return value
-    return None
+            return IdCookie.OPTED_OUT if value == OPT_OUT_VALUE else value
+    return IdCookie.ABSENT
 
 
 def new_browser_id(random_bytes: bytes) -> bytes:
@@ -84,7 +106,7 @@ class CookieSpec:
     """How a cookie is set: attributes that do not change per request."""
 
     name: str
-    max_age: int = 13 * 30 * 86400
+    max_age: int = 13 * 30 * SECONDS_PER_DAY
     secure: bool = True
     http_only: bool = True
     same_site: str = "None"

@@ -13,10 +13,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cookiematch.errors import RedirectURLError
+from cookiematch.errors import InvalidURL, RedirectURLError
 from cookiematch.protocol.query import QueryParam, encode_component, encode_param
+from cookiematch.protocol.url import MAX_URL_LENGTH, parse_absolute_url
 
-MAX_REDIRECT_URL_LENGTH = 2048
+MAX_REDIRECT_URL_LENGTH = MAX_URL_LENGTH
 
 # Macro codes, in the order the response parameters are appended (push first, as in the
 # document's "Without macros" example, then gid, cver, ula..., hm, error).
@@ -38,12 +39,6 @@ _APPEND_PREFIXES = tuple(f"{name}=" for name in _PARAM_NAMES)
 _MACRO = re.compile(
     r"%%GOOGLE_(GID|CVER|PUSH|ERROR|HM|ULA)(?:(_PAIR)(?:%%|(?=[&#]|$))|%%)",
 )
-_SCHEME = re.compile(r"(https?)://", re.IGNORECASE)
-_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"  # '_' exists in real buyer hosts
-_HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?")
-# Printable ASCII without space and the characters RFC 3986 never allows in a URL.
-_URL_CHARS = re.compile(r"[!#$%&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~]*")
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 _Part = str | tuple[int, bool]  # a literal, or (macro code, is _PAIR)
 
@@ -70,6 +65,14 @@ def _strip_reserved_params(query: str) -> str:
     return query if len(kept) == len(pieces) else "&".join(kept)
 
 
+def _check_macros(url: str) -> None:
+    """Refuse ``%%`` outside a known macro (an unknown or malformed one)."""
+    for literal in _MACRO.sub("\n", url).split("\n"):
+        index = literal.find("%%")
+        if index != -1:
+            raise RedirectURLError(f"unknown or malformed macro: {literal[index:]!r}")
+
+
 def _tokenize(text: str) -> list[_Part]:
     parts: list[_Part] = []
     position = 0
@@ -78,11 +81,6 @@ def _tokenize(text: str) -> list[_Part]:
         parts.append((_MACRO_CODES[match.group(1)], match.group(2) is not None))
         position = match.end()
     parts.append(text[position:])
-    for part in parts:
-        if isinstance(part, str) and _BAD_PERCENT.search(part) is not None:
-            if "%%" in part:
-                raise RedirectURLError(f"unknown or malformed macro in {part!r}")
-            raise RedirectURLError(f"bad percent-encoding in {part!r}")
     return [part for part in parts if part != ""]
 
 
@@ -92,8 +90,8 @@ def _encode_extras(extras: Sequence[QueryParam]) -> list[str]:
 
 
 class RedirectTemplate:
-    """A buyer's base URL, validated (absolute http/https, host, no fragment, no userinfo,
-    <= 2048 chars, known macros) and split into literal parts and macros at compile time.
+    """A buyer's base URL, validated (an absolute http(s) URL by ``protocol/url.py``, macros
+    known and only in the path and query) and split into literal parts and macros.
 
     ``compile`` raises RedirectURLError.
     """
@@ -130,36 +128,19 @@ class RedirectTemplate:
     def compile(cls, url: str) -> RedirectTemplate:
         if not isinstance(url, str):
             raise RedirectURLError("a redirect URL must be a string")
-        if len(url) > MAX_REDIRECT_URL_LENGTH:
-            raise RedirectURLError(f"redirect URL longer than {MAX_REDIRECT_URL_LENGTH} chars")
-        if _URL_CHARS.fullmatch(url) is None:
-            raise RedirectURLError(
-                "redirect URL contains a space, a control, non-ASCII or a forbidden character"
-            )
-        scheme = _SCHEME.match(url)
-        if scheme is None:
-            raise RedirectURLError("redirect URL must be absolute http:// or https://")
-        if "#" in url:
-            raise RedirectURLError("redirect URL must not have a fragment")
-        rest = url[scheme.end() :]
-        end = len(rest)
-        for delimiter in "/?":
-            index = rest.find(delimiter)
-            if index != -1:
-                end = min(end, index)
-        authority, tail = rest[:end], rest[end:]
-        if "@" in authority:
-            raise RedirectURLError("redirect URL must not contain user info")
-        if not authority or _HOST.fullmatch(authority) is None:
-            raise RedirectURLError(f"redirect URL has no valid host: {authority!r}")
-        path, question, query = tail.partition("?")
-        if question:
-            tail = f"{path}?{_strip_reserved_params(query)}"
+        _check_macros(url)
+        try:
+            parsed = parse_absolute_url(url, macros=_MACRO)
+        except InvalidURL as exc:
+            raise RedirectURLError(f"redirect URL {exc.reason}") from None
+        tail = parsed.path
+        if parsed.query is not None:
+            tail = f"{tail}?{_strip_reserved_params(parsed.query)}"
         parts = _tokenize(tail)
         if parts and isinstance(parts[0], str):
-            parts[0] = f"://{authority}{parts[0]}"
+            parts[0] = f"://{parsed.authority}{parts[0]}"
         else:
-            parts.insert(0, f"://{authority}")
+            parts.insert(0, f"://{parsed.authority}")
         return cls(url, parts)
 
     @property

@@ -25,11 +25,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cookiematch.errors import RedirectURLError
+from cookiematch.errors import InvalidURL, RedirectURLError
 from cookiematch.protocol.privacy import NO_SIGNALS, PrivacySignals
 from cookiematch.protocol.query import encode_component
+from cookiematch.protocol.url import MAX_URL_LENGTH, parse_absolute_url
 
-MAX_TEMPLATE_LENGTH = 2048
+MAX_TEMPLATE_LENGTH = MAX_URL_LENGTH
 MAX_RENDERED_LENGTH = 8192
 
 
@@ -86,12 +87,6 @@ class MacroValues:
 
 _MACRO = re.compile(r"\$\{([A-Za-z0-9_]*)\}")
 _CONSENT_MACRO = re.compile(r"GDPR_CONSENT_([0-9]{1,6})")
-_SCHEME = re.compile(r"(https?)://", re.IGNORECASE)
-_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?"
-_HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?")
-# Printable ASCII without space and the characters RFC 3986 never allows; '#' is refused.
-_URL_CHARS = re.compile(r"[!$%&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~{}]*")
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 _Part = str | Slot
 
@@ -112,8 +107,6 @@ def _slot(name: str, position: Position) -> Slot:
 def _literal(text: str) -> str:
     if "{" in text or "}" in text:
         raise RedirectURLError(f"malformed macro in {text!r} (expected ${{NAME}})")
-    if _BAD_PERCENT.search(text) is not None:
-        raise RedirectURLError(f"bad percent-encoding in {text!r}")
     return text
 
 
@@ -129,30 +122,9 @@ class SyncTemplate:
         """Validate and split ``url``; raises RedirectURLError saying what is wrong."""
         if not isinstance(url, str):
             raise RedirectURLError("a sync URL must be a string")
-        if len(url) > MAX_TEMPLATE_LENGTH:
-            raise RedirectURLError(f"sync URL longer than {MAX_TEMPLATE_LENGTH} characters")
-        if "#" in url:
-            raise RedirectURLError("sync URL must not have a fragment")
-        if _URL_CHARS.fullmatch(url) is None:
-            raise RedirectURLError(
-                "sync URL contains a space, a control, non-ASCII or a forbidden character"
-            )
-        scheme = _SCHEME.match(url)
-        if scheme is None:
-            raise RedirectURLError("sync URL must be absolute http:// or https://")
-        rest = url[scheme.end() :]
-        end = min((i for i in (rest.find("/"), rest.find("?")) if i != -1), default=len(rest))
-        authority = rest[:end]
-        if "@" in authority:
-            raise RedirectURLError("sync URL must not contain user info")
-        if "${" in authority:
-            raise RedirectURLError("macros are not allowed in the host of a sync URL")
-        if not authority or _HOST.fullmatch(authority) is None:
-            raise RedirectURLError(f"sync URL has no valid host: {authority!r}")
         parts: list[_Part] = []
-        head = url[: scheme.end() + end]
-        position, cursor = Position.PATH, scheme.end() + end
-        for match in _MACRO.finditer(url, cursor):
+        position, cursor = Position.PATH, 0
+        for match in _MACRO.finditer(url):
             text = url[cursor : match.start()]
             if "?" in text:
                 position = Position.QUERY
@@ -160,7 +132,10 @@ class SyncTemplate:
             parts.append(_slot(match.group(1), position))
             cursor = match.end()
         parts.append(_literal(url[cursor:]))
-        parts[0] = head + str(parts[0])
+        try:
+            parse_absolute_url(url, macros=_MACRO)
+        except InvalidURL as exc:
+            raise RedirectURLError(f"sync URL {exc.reason}") from None
         return cls(url, tuple(part for part in parts if part != ""))
 
     @property

@@ -14,7 +14,7 @@ from cookiematch.buyer.bidder import Bidder
 from cookiematch.buyer.ids import format_uid, parse_uid
 from cookiematch.buyer.matching import Browser, Matcher, RedirectParams
 from cookiematch.errors import BidRequestError, QueryError
-from cookiematch.protocol.cookies import MAX_COOKIE_HEADER_BYTES, CookieSpec, cookie_value
+from cookiematch.protocol.cookies import CookieSpec, IdCookie, read_id_cookie
 from cookiematch.protocol.openrtb import decode_bid_request, encode_bid_response
 from cookiematch.protocol.query import parse_query
 from cookiematch.web.http import Request, Response
@@ -33,13 +33,10 @@ class BuyerCookie:
 
     def read(self, request: Request) -> tuple[bool, bytes | None]:
         """``(readable, uid)``: not readable when the Cookie header is oversized."""
-        header = request.cookie_header
-        if not header:
-            return True, None
-        if len(header) > MAX_COOKIE_HEADER_BYTES:
-            return False, None
-        value = cookie_value(header, self.spec.name)
-        return True, (parse_uid(value) if value is not None else None)
+        value = read_id_cookie(request.cookie_header, self.spec.name)
+        if isinstance(value, str):
+            return True, parse_uid(value)
+        return value is not IdCookie.OVERSIZED, None
 
     def set(self, uid: bytes) -> str:
         return self.spec.header(format_uid(uid))

@@ -23,12 +23,7 @@ from cookiematch.dmp.events import parse_event
 from cookiematch.dmp.model import Client, DmpSettings
 from cookiematch.dmp.service import CallbackStatus, DmpService
 from cookiematch.errors import QueryError
-from cookiematch.protocol.cookies import (
-    MAX_COOKIE_HEADER_BYTES,
-    CookieSpec,
-    cookie_value,
-    parse_browser_id,
-)
+from cookiematch.protocol.cookies import CookieSpec, IdCookie, parse_browser_id, read_id_cookie
 from cookiematch.protocol.privacy import parse_privacy
 from cookiematch.protocol.query import MAX_QUERY_BYTES, QueryParam, parse_query
 from cookiematch.web.http import HeaderPairs, Request, Response
@@ -103,13 +98,12 @@ class DmpRoutes:
 
     def dmp_uid(self, request: Request) -> str | None:
         """The browser's DMP ID from its cookie; raises QueryError for an oversized header."""
-        header = request.cookie_header
-        if not header:
-            return None
-        if len(header) > MAX_COOKIE_HEADER_BYTES:
+        value = read_id_cookie(request.cookie_header, self._cookie.name)
+        if isinstance(value, str):
+            return value if parse_browser_id(value) is not None else None
+        if value is IdCookie.OVERSIZED:
             raise QueryError("Cookie header too large")
-        value = cookie_value(header, self._cookie.name)
-        return value if value is not None and parse_browser_id(value) is not None else None
+        return None
 
     @staticmethod
     def cors(request: Request, allowed: frozenset[str]) -> HeaderPairs | None:

@@ -11,17 +11,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.errors import MatchTagError, QueryError
 from cookiematch.exchange.cookie_match import Browser, CookieMatchService
 from cookiematch.exchange.model import ExchangeSettings
 from cookiematch.exchange.outcomes import PushRecorded, RedirectToBuyer, VerifyCookie
 from cookiematch.protocol.cookies import (
-    MAX_COOKIE_HEADER_BYTES,
     OPT_OUT_VALUE,
     CookieSpec,
-    cookie_value,
+    IdCookie,
     format_browser_id,
     parse_browser_id,
+    read_id_cookie,
 )
 from cookiematch.protocol.matchtag import parse_match_tag
 from cookiematch.protocol.query import parse_query
@@ -42,17 +43,12 @@ class BrowserCookie:
 
     def read(self, request: Request) -> Browser | None:
         """The browser state, or None when the Cookie header is too large to be honest."""
-        header = request.cookie_header
-        if not header:
-            return Browser(None)
-        if len(header) > MAX_COOKIE_HEADER_BYTES:
+        value = read_id_cookie(request.cookie_header, self.spec.name)
+        if isinstance(value, str):
+            return Browser(parse_browser_id(value))
+        if value is IdCookie.OVERSIZED:
             return None
-        value = cookie_value(header, self.spec.name)
-        if value is None:
-            return Browser(None)
-        if value == OPT_OUT_VALUE:
-            return Browser(None, opted_out=True)
-        return Browser(parse_browser_id(value))
+        return Browser(None, opted_out=value is IdCookie.OPTED_OUT)
 
     def set(self, browser_id: bytes) -> str:
         return self.spec.header(format_browser_id(browser_id))
@@ -64,7 +60,7 @@ class BrowserCookie:
 def cookie_spec(settings: ExchangeSettings) -> CookieSpec:
     return CookieSpec(
         name=settings.cookie_name,
-        max_age=settings.cookie_max_age_days * 86400,
+        max_age=settings.cookie_max_age_days * SECONDS_PER_DAY,
         secure=settings.cookie_secure,
         domain=settings.cookie_domain,
     )
