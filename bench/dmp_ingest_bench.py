@@ -160,16 +160,12 @@ async def run(url: str, data: Path, args: argparse.Namespace) -> dict[str, float
     started = time.perf_counter()
     await seed_matches(store, users, unsynced)
     seeded = time.perf_counter() - started
-    traits = TraitStore(store, TraitCatalog(), clock=time.time)
+    hooks = []
     if segments:  # incremental membership after every batch, as `cookiematch dmp ingest` does
         reader = ProfileReader(store)
         source = StoredProfiles(store, reader.build, ProfileReader.SUFFIXES)
-        updater = SegmentUpdater(store, SEGMENTS, source)
-
-        async def changed(uids: list[str]) -> None:
-            await updater.profiles_changed(uids)
-
-        traits.on_profile_changed.append(changed)
+        hooks.append(SegmentUpdater(store, SEGMENTS, source).profiles_changed)
+    traits = TraitStore(store, TraitCatalog(), clock=time.time, on_profile_changed=hooks)
     ingestor = build_ingestor(store, traits)
     started = time.perf_counter()
     with bulk_gc():  # as `cookiematch dmp ingest`

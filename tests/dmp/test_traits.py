@@ -149,7 +149,6 @@ async def test_events_stay_near_their_bound_without_a_read_per_write(
 
 
 async def test_on_profile_changed_hears_each_batch(store: Store, clock: FakeClock) -> None:
-    traits = TraitStore(store, CATALOG, clock=clock)
     heard: list[list[str]] = []
 
     async def listener(uids: list[str]) -> None:
@@ -158,7 +157,7 @@ async def test_on_profile_changed_hears_each_batch(store: Store, clock: FakeCloc
     async def broken(uids: list[str]) -> None:
         raise RuntimeError("subscriber bug")
 
-    traits.on_profile_changed += [broken, listener]
+    traits = TraitStore(store, CATALOG, clock=clock, on_profile_changed=[broken, listener])
     await traits.apply({"u1": update(attributes={"a": 1}), "u2": update(remove=["a"])})
     await traits.apply({})
     assert heard == [["u1", "u2"]]

@@ -90,9 +90,13 @@ def build_core(dmp: DmpConfig, store: Store, *, clock: Clock = time.time) -> Dmp
         store, [s.id for s in dmp.segments], [d.to_model() for d in dmp.destinations], matches,
         clock=clock,
     )  # fmt: skip
-    traits = TraitStore(store, catalog, clock=clock)
-    if dmp.segments:  # a profile written by ingestion is re-evaluated at once
-        traits.on_profile_changed.append(segments.profiles_changed)
+    traits = TraitStore(
+        store,
+        catalog,
+        clock=clock,
+        # a profile written by ingestion is re-evaluated against the segments at once
+        on_profile_changed=[segments.profiles_changed] if dmp.segments else [],
+    )
     ingestor = build_ingestor(
         store, traits, pending_ttl=dmp.ingest.pending_ttl_days * SECONDS_PER_DAY, clock=clock
     )

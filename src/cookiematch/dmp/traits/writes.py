@@ -15,7 +15,7 @@ import asyncio
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,13 +146,14 @@ class TraitStore:
         catalog: TraitCatalog,
         *,
         clock: Clock,
+        on_profile_changed: Sequence[ProfileChanged] = (),
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
         self._catalog = catalog
         self._clock = clock
         self._rng = rng or random.Random()
-        self.on_profile_changed: list[ProfileChanged] = []
+        self.on_profile_changed = tuple(on_profile_changed)
         self._attribute_fields: dict[str, tuple[str, float]] = {}  # name -> (field, ttl)
         self._event_ttls: dict[str, float] = {}
 
