@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import msgspec
 from msgspec import inspect
 
-from cookiematch.config.schema import PATTERN_MESSAGES
 from cookiematch.errors import RedirectURLError
+from cookiematch.formats import PATTERN_MESSAGES
 from cookiematch.protocol.redirect import RedirectTemplate
 
 T = TypeVar("T")

@@ -11,27 +11,26 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.config.dmp_segments import (
     DmpDestinationConfig,
     DmpSegmentConfig,
     segment_problems,
 )
+from cookiematch.config.fields import MIN_ADMIN_TOKEN_LENGTH, Table
 from cookiematch.config.values import KeySecret, Listen, Problems, Secret, duplicates
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partner, TagKind
 from cookiematch.dmp.traits import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RedirectURLError
+from cookiematch.formats import CookieDomain, CookieName, PositiveInt
 from cookiematch.protocol.privacy import MAX_CONSENT_LENGTH, MAX_GPP_LENGTH, PrivacySignals
 from cookiematch.protocol.templates import Macro, MacroValues, SyncTemplate
 
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-MIN_ADMIN_TOKEN_LENGTH = 16
 MAX_RECOMPUTE_MINUTES = 10_080  # a week
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 UidMacro = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_$%{}\[\]().~*!-]{1,32}$")]
-CookieName = Annotated[str, msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")]
-CookieDomain = Annotated[str, msgspec.Meta(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")]
 
 _ORIGIN = re.compile(
     r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
@@ -48,10 +47,6 @@ _FULL_PRIVACY = PrivacySignals(
     gpp="D" * MAX_GPP_LENGTH,
     gpp_sid=",".join(["2"] * 32),
 )
-
-
-class Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base of every table: immutable, unknown keys rejected."""
 
 
 class DmpTagConfig(Table, frozen=True):
@@ -118,7 +113,7 @@ class DmpPartnerConfig(Table, frozen=True):
     enabled: bool = True
     id_format: Literal["plain", "signed", "encrypted"] = "plain"
     id_key: KeySecret | None = None  # 32 bytes, base64; HMAC key or AES-256-GCM key
-    id_max_age_seconds: PositiveInt = 86400
+    id_max_age_seconds: PositiveInt = SECONDS_PER_DAY
     # Ingestion (docs/dmp-data.md): bearer token of POST /api/v1/partners/<id>/records, and
     # the partner's data endpoint for `cookiematch dmp pull`.
     ingest_token: Secret | None = None
@@ -175,7 +170,7 @@ class DmpTraitConfig(Table, frozen=True):
     ttl_days: PositiveInt = 90
 
     def to_model(self) -> TraitDef:
-        return TraitDef(self.name, TraitKind(self.type), self.ttl_days * 86400.0)
+        return TraitDef(self.name, TraitKind(self.type), self.ttl_days * SECONDS_PER_DAY)
 
 
 class DmpIngestConfig(Table, frozen=True):
@@ -255,8 +250,8 @@ class DmpConfig(Table, frozen=True):
         ingest = self.ingest
         return TraitCatalog(
             traits={t.name: t.to_model() for t in self.traits},
-            attribute_ttl=ingest.attribute_ttl_days * 86400.0,
-            event_ttl=ingest.event_ttl_days * 86400.0,
+            attribute_ttl=ingest.attribute_ttl_days * SECONDS_PER_DAY,
+            event_ttl=ingest.event_ttl_days * SECONDS_PER_DAY,
             max_events_per_name=ingest.max_events_per_name,
             reject_unknown=ingest.unknown_traits == "reject",
         )

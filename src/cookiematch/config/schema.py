@@ -12,35 +12,17 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from cookiematch.config.buyer import BuyerRoleConfig
 from cookiematch.config.dmp import DmpConfig
+from cookiematch.config.fields import MIN_ADMIN_TOKEN_LENGTH, Table
 from cookiematch.config.values import KeySecret, Listen, Problems, Secret, duplicates, proxy_network
 from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher, UserList
+from cookiematch.formats import BidderURL, CookieDomain, CookieName, Nid, PositiveInt
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import MAX_KEY_VERSION
 from cookiematch.storage.base import Durability
 
-NID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 MAX_LIST_ID = 2**63 - 1
-MIN_ADMIN_TOKEN_LENGTH = 16
-
-Nid = Annotated[str, msgspec.Meta(pattern=NID_PATTERN)]
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
-# RFC 6265 cookie-name token; a host name with an optional leading dot.
-CookieName = Annotated[str, msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")]
-CookieDomain = Annotated[str, msgspec.Meta(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")]
-# An absolute http(s) URL of printable ASCII without spaces or a fragment.
-BIDDER_URL_PATTERN = r"^https?://[A-Za-z0-9\[][!$&'()*+,\-./0-9:;=?@A-Z\[\]_a-z~%]{0,2040}$"
-BidderURL = Annotated[str, msgspec.Meta(pattern=BIDDER_URL_PATTERN)]
-
-# Messages for the patterns above, instead of msgspec's "Expected `str` matching regex ...".
-PATTERN_MESSAGES = {
-    NID_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 _ . -",
-    BIDDER_URL_PATTERN: "must be an absolute http:// or https:// URL without spaces or fragment",
-}
-
-
-class Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base of every table: immutable, unknown keys rejected."""
 
 
 class StoreConfig(Table, frozen=True):
@@ -226,7 +208,3 @@ class Config(Table, frozen=True):
 
 
 SECTIONS_WITHOUT_ROLE = frozenset({"store"})
-
-
-# At the bottom: the role tables below import this module's building blocks.
-from cookiematch.config.buyer import BuyerRoleConfig  # noqa: E402
