@@ -32,8 +32,9 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cookiematch.config import Secret, parse_buyer, parse_user_list
-from cookiematch.config.schema import MAX_LIST_ID
 from cookiematch.errors import AdminError, NotFound, StorageError, ValidationFailed
+from cookiematch.exchange import codec
+from cookiematch.exchange.model import MAX_LIST_ID
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.exchange.user_list_bulk import UserListBulk, parse_members_request
 
@@ -76,7 +77,8 @@ def problem(
 
 
 def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(msgspec.json.encode(data), status, headers, media_type="application/json")
+    """``data`` as JSON; buyers and user lists in it as the store keeps them."""
+    return Response(codec.encode(data), status, headers, media_type="application/json")
 
 
 class _TooLarge(Exception):
@@ -116,7 +118,7 @@ class _Endpoints:
         return _json({"status": "ok"})
 
     async def list_buyers(self, request: Request) -> Response:
-        return _json({"buyers": [b.to_dict() for b in self.registry.buyers()]})
+        return _json({"buyers": self.registry.buyers()})
 
     async def buyer(self, request: Request) -> Response:
         nid: str = request.path_params["nid"]
@@ -125,7 +127,7 @@ class _Endpoints:
             created = self.registry.buyer(nid) is None
             await self.registry.put_buyer(buyer)
             log.info("admin: buyer %r %s", nid, "created" if created else "replaced")
-            return _stored(buyer.to_dict(), created, f"{PREFIX}/buyers/{nid}")
+            return _stored(buyer, created, f"{PREFIX}/buyers/{nid}")
         found = self.registry.buyer(nid)
         if found is None:
             raise NotFound(f"no buyer {nid!r}")
@@ -133,10 +135,10 @@ class _Endpoints:
             await self.registry.delete_buyer(nid)
             log.info("admin: buyer %r deleted", nid)
             return Response(status_code=204)
-        return _json(found.to_dict())
+        return _json(found)
 
     async def list_user_lists(self, request: Request) -> Response:
-        return _json({"user_lists": [u.to_dict() for u in self.registry.user_lists()]})
+        return _json({"user_lists": self.registry.user_lists()})
 
     async def user_list(self, request: Request) -> Response:
         text: str = request.path_params["list_id"]
@@ -152,7 +154,7 @@ class _Endpoints:
             created = self.registry.user_list(list_id) is None
             await self.registry.put_user_list(user_list)
             log.info("admin: user list %d %s", list_id, "created" if created else "replaced")
-            return _stored(user_list.to_dict(), created, f"{PREFIX}/user_lists/{list_id}")
+            return _stored(user_list, created, f"{PREFIX}/user_lists/{list_id}")
         found = None if list_id is None else self.registry.user_list(list_id)
         if list_id is None or found is None:
             raise NotFound(f"no user list {text!r}")
@@ -160,7 +162,7 @@ class _Endpoints:
             await self.registry.delete_user_list(list_id)
             log.info("admin: user list %d deleted", list_id)
             return Response(status_code=204)
-        return _json(found.to_dict())
+        return _json(found)
 
 
 def user_list_members_route(bulk: UserListBulk) -> Route:
@@ -176,7 +178,7 @@ def user_list_members_route(bulk: UserListBulk) -> Route:
     return Route(f"{PREFIX}/user_lists/{{list_id}}/members", members, methods=["POST"])
 
 
-def _stored(data: dict[str, object], created: bool, location: str) -> Response:
+def _stored(data: object, created: bool, location: str) -> Response:
     return _json(data, 201, {"Location": location}) if created else _json(data)
 
 
