@@ -25,7 +25,8 @@ CookiematchError
 ├── WorkerFailed           an ingest worker process stopped with an error (the command fails)
 └── AdminError             an admin API request that is refused (rendered as problem+json)
     ├── NotFound
-    └── ValidationFailed
+    ├── ValidationFailed
+    └── BodyTooLarge       a request body over its limit (413)
 """
 
 from __future__ import annotations
@@ -150,3 +151,14 @@ class NotFound(AdminError):
 class ValidationFailed(AdminError):
     status = 422
     title = "Unprocessable Content"
+
+
+class BodyTooLarge(AdminError):
+    """A request body over its limit; nothing of it was used."""
+
+    status = 413
+    title = "Request Entity Too Large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body is over {limit} bytes")
+        self.limit = limit

@@ -15,8 +15,9 @@ from cookiematch.buyer.campaigns import Audience, Campaign
 from cookiematch.buyer.matching import Matcher
 from cookiematch.buyer.matchtable import MatchTable
 from cookiematch.buyer.matchtag import ExchangeEndpoint
-from cookiematch.buyer.model import DAY, BuyerSettings
+from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats
+from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.storage import Store, open_store
 
 NOW = 1_700_000_000.0

@@ -15,8 +15,8 @@ import pytest
 from cookiematch.buyer.bidder import Bidder
 from cookiematch.buyer.bidlog import BidLog, BidRecord
 from cookiematch.buyer.matchtable import MatchTable
-from cookiematch.buyer.model import DAY
 from cookiematch.buyer.stats import BuyerStats
+from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.errors import StorageError
 from cookiematch.protocol.openrtb import (
     BidRequest,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cookiematch.buyer.campaigns import Audience
-from cookiematch.buyer.model import DAY
+from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.config import load_config
 from cookiematch.errors import ConfigError
 

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from cookiematch.buyer.matching import RedirectParams
-from cookiematch.buyer.model import DAY
+from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.protocol.query import parse_query
 
 from .conftest import EXCHANGE_URL, GID, NID, NOW, Clock, MakeMatcher, Uids

@@ -17,7 +17,7 @@ from cookiematch.buyer.matchtable import (
     MatchTable,
     gid_bytes,
 )
-from cookiematch.buyer.model import DAY
+from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.errors import ConfigError, StorageError
 from cookiematch.storage import Store, open_store
 from storage.redis_servers import RedisServer, require_redis

@@ -8,7 +8,7 @@ import pytest
 
 from cookiematch.buyer.matchtable import MatchEntry
 from cookiematch.buyer.matchtag import ExchangeEndpoint, TagReason, decide_match_tag
-from cookiematch.buyer.model import DAY
+from cookiematch.clock import SECONDS_PER_DAY as DAY
 
 UID = bytes(range(16))
 STALE = 14 * DAY

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from cookiematch.config import parse_buyer, parse_user_list
 from cookiematch.errors import ValidationFailed
+from cookiematch.exchange import codec
 from cookiematch.exchange.model import UserList
 
 URL = "http://ad.network.com/pixel?id="
@@ -18,9 +20,19 @@ def fields(exc: pytest.ExceptionInfo[ValidationFailed]) -> dict[str, str]:
 def test_parse_buyer() -> None:
     buyer = parse_buyer({"redirect_url": URL, "hosted_match": True}, nid="ad_network_xyz")
     assert buyer.nid == "ad_network_xyz"
-    assert buyer.redirect.url == URL
+    assert buyer.redirect_url.url == URL
     assert buyer.hosted_match is True
-    assert buyer.to_dict() == {"nid": "ad_network_xyz", "redirect_url": URL, "hosted_match": True}
+    assert msgspec.json.decode(codec.encode(buyer)) == {
+        "nid": "ad_network_xyz",
+        "redirect_url": URL,
+        "hosted_match": True,
+        "hosted_match_writes_per_second": None,
+        "bidder_url": None,
+        "push_url": None,
+        "pixel_matching": False,
+        "require_hosted_match": False,
+        "max_qps": None,
+    }
     same = parse_buyer({"nid": "ad_network_xyz", "redirect_url": URL}, nid="ad_network_xyz")
     assert same.nid == "ad_network_xyz"
     assert parse_buyer({"nid": "x", "redirect_url": URL}).nid == "x"

@@ -63,12 +63,12 @@ def test_example_loads() -> None:
     exchange = config.exchange
     assert exchange is not None
     assert exchange.listen == Listen("127.0.0.1", 8700)
-    buyers = {b.nid: b for b in exchange.buyer_models()}
-    assert buyers["ad_network_xyz"].redirect.url == "http://ad.network.com/pixel?id="
-    assert buyers["cookie-monster"].redirect.url == "http://cookie-monster.com/pixel?id="
+    buyers = {b.nid: b for b in exchange.buyers}
+    assert buyers["ad_network_xyz"].redirect_url.url == "http://ad.network.com/pixel?id="
+    assert buyers["cookie-monster"].redirect_url.url == "http://cookie-monster.com/pixel?id="
     assert buyers["cookie-monster"].hosted_match is True
     assert buyers["cookie-monster"].hosted_match_writes_per_second == 100.0
-    lists = {u.id: u for u in exchange.user_list_models()}
+    lists = {u.id: u for u in exchange.user_lists}
     assert lists[12345] == UserList(id=12345, owner="ad_network_xyz")
     assert set(lists) == {12345, 45678, 24680}
     assert lists[24680].owner == "cookie-monster"
@@ -104,7 +104,7 @@ match_expiry_days = 3"""
     assert str(config.exchange.listen) == "[::1]:0"
     assert config.exchange.settings() == ExchangeSettings(
         set_cookie_by_default=True,
-        extras_first=False,
+        extras_position="after",
         cookie_name="xid",
         cookie_domain=".exchange.example",
         cookie_secure=False,
@@ -112,8 +112,9 @@ match_expiry_days = 3"""
         hosted_match_ttl_days=7,
         push_token_ttl_seconds=60,
         match_expiry_days=3,
-        trusted_proxies=frozenset({"127.0.0.1", "10.0.0.0/8", "::1"}),
+        trusted_proxies=("127.0.0.1", "10.0.0.0/8", "::1/128"),
     )
+    assert config.exchange.settings().extras_first is False
 
 
 def test_keys_urlsafe_unpadded_and_versions(tmp_path: Path) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
 
 from cookiematch.config import load_config, parse_buyer
 from cookiematch.errors import ConfigError, ValidationFailed
-from cookiematch.exchange.model import Publisher, buyer_from_dict
+from cookiematch.exchange import codec
+from cookiematch.exchange.model import Buyer, Publisher
 
 KEY = base64.b64encode(bytes(32)).decode()
 BASE = {"nid": "dsp", "redirect_url": "http://dsp.example/m"}
@@ -30,8 +32,8 @@ def test_buyer_keys_round_trip_through_the_admin_store() -> None:
     assert buyer.bidder_url == "http://127.0.0.1:8710/bid"
     assert buyer.push_url is not None and "%%GOOGLE_PUSH%%" in buyer.push_url.url
     assert buyer.max_qps == 50
-    assert buyer_from_dict(buyer.to_dict()).to_dict() == buyer.to_dict()  # templates: by URL
-    assert parse_buyer(BASE).to_dict() == {**BASE, "hosted_match": False}  # unchanged shape
+    stored = codec.encode(buyer)
+    assert codec.encode(codec.decode(stored, Buyer)) == stored  # templates: by URL
 
 
 @pytest.mark.parametrize(
@@ -68,8 +70,23 @@ def test_publishers_and_timeout_load(tmp_path: Path) -> None:
         environ={},
     )  # fmt: skip
     assert config.exchange is not None
-    assert config.exchange.publisher_models() == [Publisher("news"), Publisher("quiet", False)]
+    assert config.exchange.publishers == (Publisher("news"), Publisher("quiet", False))
     assert config.exchange.settings().auction_timeout_ms == 80
+
+
+def test_file_entry_and_admin_body_are_one_format(tmp_path: Path) -> None:
+    keys = {
+        **BASE,
+        "bidder_url": "http://127.0.0.1:8710/bid",
+        "push_url": "http://127.0.0.1:8710/push?a=%%GOOGLE_PUSH%%",
+        "pixel_matching": True,
+        "max_qps": 50.0,
+    }
+    entry = "".join(f"{key} = {json.dumps(value)}\n" for key, value in keys.items())
+    config = load_config(write(tmp_path, f"[[exchange.buyers]]\n{entry}"), environ={})
+    assert config.exchange is not None
+    (from_file,) = config.exchange.buyers
+    assert codec.encode(from_file) == codec.encode(parse_buyer(keys))
 
 
 def test_file_errors_name_the_key(tmp_path: Path) -> None:

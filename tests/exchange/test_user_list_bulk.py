@@ -21,7 +21,7 @@ from cookiematch.exchange.user_list_bulk import (
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.storage import Store, open_store
-from cookiematch.web.admin import build_admin_app, user_list_members_route
+from cookiematch.web.exchange.admin import build_admin_app, user_list_members_route
 
 NOW = 1_700_000_000.0
 TOKEN = "bulk-admin-token-0123456789"

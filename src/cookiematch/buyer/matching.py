@@ -17,9 +17,9 @@ from cookiematch.buyer.matchtable import MatchEntry, MatchTable
 from cookiematch.buyer.matchtag import MatchTagDecision, decide_match_tag
 from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats, code_label
+from cookiematch.clock import Clock
 from cookiematch.errors import StorageError
 from cookiematch.protocol.query import QueryParam
-from cookiematch.storage.base import Clock
 
 log = logging.getLogger(__name__)
 

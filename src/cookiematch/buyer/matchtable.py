@@ -37,8 +37,9 @@ from typing import Literal, TypeVar
 import msgspec
 
 from cookiematch.buyer.ids import format_uid
+from cookiematch.clock import Clock
 from cookiematch.errors import ConfigError, StorageError
-from cookiematch.storage.base import Clock, Store, Write
+from cookiematch.storage.base import Store, Write
 from cookiematch.storage.bucketed import Buckets
 
 log = logging.getLogger(__name__)

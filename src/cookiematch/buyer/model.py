@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cookiematch.buyer.matchtag import ExchangeEndpoint
-
-DAY = 86400
+from cookiematch.clock import SECONDS_PER_DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,8 +14,8 @@ class BuyerSettings:
 
     exchange: ExchangeEndpoint
     hosted_match: bool = False
-    stale_after_seconds: float = 14 * DAY
-    entry_ttl_seconds: float = 28 * DAY
+    stale_after_seconds: float = 14.0 * SECONDS_PER_DAY
+    entry_ttl_seconds: float = 28.0 * SECONDS_PER_DAY
     tmax_ms: int = 100
     tmax_margin_ms: int = 10
     public_url: str | None = None  # the buyer's own base URL as browsers reach it

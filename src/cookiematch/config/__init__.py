@@ -3,7 +3,7 @@
     config = load_config("examples/exchange.toml")
     config.roles                      # frozenset({"exchange"})
     config.store.url                  # relative sqlite paths resolved against the file's dir
-    config.exchange.buyer_models()    # list[Buyer], redirect templates already compiled
+    config.exchange.buyers            # tuple[Buyer, ...], redirect templates already compiled
     config.exchange.settings()        # ExchangeSettings
     config.exchange.key_secrets()     # {version: 32 bytes}
 
@@ -12,19 +12,11 @@ Keys, defaults and environment overrides: docs/configuration.md.
 
 from cookiematch.config.entries import parse_buyer, parse_user_list
 from cookiematch.config.loader import ENV_PREFIX, load_config
-from cookiematch.config.schema import (
-    BuyerConfig,
-    Config,
-    ExchangeConfig,
-    KeyConfig,
-    StoreConfig,
-    UserListConfig,
-)
+from cookiematch.config.schema import Config, ExchangeConfig, KeyConfig, StoreConfig
 from cookiematch.config.values import KeySecret, Listen, Secret
 
 __all__ = [
     "ENV_PREFIX",
-    "BuyerConfig",
     "Config",
     "ExchangeConfig",
     "KeyConfig",
@@ -32,7 +24,6 @@ __all__ = [
     "Listen",
     "Secret",
     "StoreConfig",
-    "UserListConfig",
     "load_config",
     "parse_buyer",
     "parse_user_list",

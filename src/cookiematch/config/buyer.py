@@ -8,17 +8,11 @@ import msgspec
 
 from cookiematch.buyer.campaigns import Audience, Campaign
 from cookiematch.buyer.matchtag import ExchangeEndpoint
-from cookiematch.buyer.model import DAY, BuyerSettings
+from cookiematch.buyer.model import BuyerSettings
 from cookiematch.clock import SECONDS_PER_DAY
-from cookiematch.config.schema import (
-    MIN_ADMIN_TOKEN_LENGTH,
-    CookieDomain,
-    CookieName,
-    Nid,
-    PositiveInt,
-    Table,
-)
+from cookiematch.config.fields import MIN_ADMIN_TOKEN_LENGTH, Table
 from cookiematch.config.values import Listen, Problems, Secret, url_problems
+from cookiematch.formats import CookieDomain, CookieName, Nid, PositiveInt
 from cookiematch.protocol.cookies import CookieSpec
 
 CampaignId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
@@ -118,8 +112,8 @@ class BuyerRoleConfig(Table, frozen=True):
         return BuyerSettings(
             exchange=ExchangeEndpoint(self.exchange_url, self.nid),
             hosted_match=self.hosted_match,
-            stale_after_seconds=self.match_ttl_days * DAY,
-            entry_ttl_seconds=entry_ttl_days * DAY,
+            stale_after_seconds=self.match_ttl_days * SECONDS_PER_DAY,
+            entry_ttl_seconds=entry_ttl_days * SECONDS_PER_DAY,
             tmax_ms=self.tmax_ms,
             tmax_margin_ms=self.tmax_margin_ms,
             public_url=self.public_url,

@@ -9,9 +9,8 @@ from typing import Any, TypeVar
 import msgspec
 from msgspec import inspect
 
-from cookiematch.config.schema import PATTERN_MESSAGES
-from cookiematch.errors import RedirectURLError
-from cookiematch.protocol.redirect import RedirectTemplate
+from cookiematch.exchange import codec
+from cookiematch.formats import PATTERN_MESSAGES
 
 T = TypeVar("T")
 S = TypeVar("S", bound=msgspec.Struct)
@@ -23,17 +22,11 @@ _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
 def dec_hook(tp: type, value: object) -> object:
-    """Build the custom value types of the configuration from their raw values."""
-    if tp is RedirectTemplate:
-        if not isinstance(value, str):
-            raise TypeError(f"Expected `str`, got `{type(value).__name__}`")
-        try:
-            return RedirectTemplate.compile(value)
-        except RedirectURLError as exc:
-            raise ValueError(str(exc)) from None
+    """Build the custom value types of the configuration from their raw values: its own
+    (``from_config``), and the entities' (compiled templates) as the store reads them."""
     from_config = getattr(tp, "from_config", None)
     if from_config is None:
-        raise NotImplementedError(f"no decoder for {tp!r}")
+        return codec.dec_hook(tp, value)
     return from_config(value)
 
 

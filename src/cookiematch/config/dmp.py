@@ -16,6 +16,7 @@ from cookiematch.config.dmp_segments import (
     DmpSegmentConfig,
     segment_problems,
 )
+from cookiematch.config.fields import MIN_ADMIN_TOKEN_LENGTH, Table
 from cookiematch.config.values import (
     KeySecret,
     Listen,
@@ -28,19 +29,16 @@ from cookiematch.config.values import (
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partner, TagKind
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RedirectURLError
+from cookiematch.formats import CookieDomain, CookieName, PositiveInt
 from cookiematch.protocol.cookies import CookieSpec
 from cookiematch.protocol.privacy import MAX_CONSENT_LENGTH, MAX_GPP_LENGTH, PrivacySignals
 from cookiematch.protocol.templates import Macro, MacroValues, SyncTemplate
 
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-MIN_ADMIN_TOKEN_LENGTH = 16
 MAX_RECOMPUTE_MINUTES = 10_080  # a week
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 UidMacro = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_$%{}\[\]().~*!-]{1,32}$")]
-CookieName = Annotated[str, msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")]
-CookieDomain = Annotated[str, msgspec.Meta(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")]
 
 # Test renders at start: nothing, and the longest values a request may carry.
 _SAMPLE_UID = "A" * 22
@@ -51,10 +49,6 @@ _FULL_PRIVACY = PrivacySignals(
     gpp="D" * MAX_GPP_LENGTH,
     gpp_sid=",".join(["2"] * 32),
 )
-
-
-class Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base of every table: immutable, unknown keys rejected."""
 
 
 class DmpTagConfig(Table, frozen=True):
@@ -178,7 +172,7 @@ class DmpTraitConfig(Table, frozen=True):
     ttl_days: PositiveInt = 90
 
     def to_model(self) -> TraitDef:
-        return TraitDef(self.name, TraitKind(self.type), float(self.ttl_days * SECONDS_PER_DAY))
+        return TraitDef(self.name, TraitKind(self.type), self.ttl_days * SECONDS_PER_DAY)
 
 
 class DmpIngestConfig(Table, frozen=True):
@@ -268,8 +262,8 @@ class DmpConfig(Table, frozen=True):
         ingest = self.ingest
         return TraitCatalog(
             traits={t.name: t.to_model() for t in self.traits},
-            attribute_ttl=float(ingest.attribute_ttl_days * SECONDS_PER_DAY),
-            event_ttl=float(ingest.event_ttl_days * SECONDS_PER_DAY),
+            attribute_ttl=ingest.attribute_ttl_days * SECONDS_PER_DAY,
+            event_ttl=ingest.event_ttl_days * SECONDS_PER_DAY,
             max_events_per_name=ingest.max_events_per_name,
             reject_unknown=ingest.unknown_traits == "reject",
         )

@@ -1,4 +1,5 @@
-"""Validation of one buyer or one user list, shared by the config file and the admin API.
+"""One buyer or one user list from an admin API body: the Struct of a configuration entry
+(``exchange/model.py``), with every bad field reported instead of the first.
 
 Both raise :class:`~cookiematch.errors.ValidationFailed` with every bad field in
 ``errors`` as ``[{"field": "redirect_url", "message": "..."}, ...]``.
@@ -10,7 +11,6 @@ from collections.abc import Container
 from typing import Any
 
 from cookiematch.config.convert import convert_collecting
-from cookiematch.config.schema import BuyerConfig, UserListConfig
 from cookiematch.errors import ValidationFailed
 from cookiematch.exchange.model import Buyer, UserList
 
@@ -21,12 +21,12 @@ def parse_buyer(data: object, *, nid: str | None = None) -> Buyer:
     With ``nid`` (the admin API's path), ``nid`` in ``data`` is optional and must equal it.
     """
     fields, errors = _with_identity(data, "nid", nid)
-    buyer, more = convert_collecting(fields, BuyerConfig)
+    buyer, more = convert_collecting(fields, Buyer)
     if buyer is not None:
         more += [{"field": key, "message": message} for key, message in buyer.problems()]
     if buyer is None or errors or more:
         raise ValidationFailed("invalid buyer", errors=errors + more)
-    return buyer.to_model()
+    return buyer
 
 
 def parse_user_list(
@@ -38,13 +38,13 @@ def parse_user_list(
     With ``buyers``, the owner must be one of them.
     """
     fields, errors = _with_identity(data, "id", list_id)
-    user_list, more = convert_collecting(fields, UserListConfig)
+    user_list, more = convert_collecting(fields, UserList)
     errors += more
     if user_list is not None and buyers is not None and user_list.owner not in buyers:
         errors.append({"field": "owner", "message": f"no buyer has nid {user_list.owner!r}"})
     if user_list is None or errors:
         raise ValidationFailed("invalid user list", errors=errors)
-    return user_list.to_model()
+    return user_list
 
 
 def _with_identity(

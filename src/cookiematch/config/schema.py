@@ -3,16 +3,20 @@ their fields. docs/configuration.md describes every key.
 
 A role is enabled by the presence of its table: adding a role is one Struct and one optional
 field of :class:`Config`. Checks that span several entries (duplicates, references) live in
-``problems()`` methods, next to the fields they check.
+``problems()`` methods, next to the fields they check. The exchange's entries (buyers, user
+lists, publishers) and settings are the domain's Structs (``exchange/model.py``), so the file,
+the admin API and the store read and write one format.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
+from cookiematch.config.buyer import BuyerRoleConfig
 from cookiematch.config.dmp import DmpConfig
+from cookiematch.config.fields import MIN_ADMIN_TOKEN_LENGTH, Table
 from cookiematch.config.values import (
     KeySecret,
     Listen,
@@ -20,31 +24,10 @@ from cookiematch.config.values import (
     Secret,
     duplicates,
     proxy_network,
-    url_problems,
 )
 from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher, UserList
-from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import MAX_KEY_VERSION
 from cookiematch.storage.base import Durability
-
-NID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-MAX_LIST_ID = 2**63 - 1
-MIN_ADMIN_TOKEN_LENGTH = 16
-
-Nid = Annotated[str, msgspec.Meta(pattern=NID_PATTERN)]
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
-# RFC 6265 cookie-name token; a host name with an optional leading dot.
-CookieName = Annotated[str, msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")]
-CookieDomain = Annotated[str, msgspec.Meta(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")]
-
-# Messages for the patterns above, instead of msgspec's "Expected `str` matching regex ...".
-PATTERN_MESSAGES = {
-    NID_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 _ . -",
-}
-
-
-class Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base of every table: immutable, unknown keys rejected."""
 
 
 class StoreConfig(Table, frozen=True):
@@ -68,88 +51,19 @@ class KeyConfig(Table, frozen=True):
     secret: KeySecret
 
 
-class BuyerConfig(Table, frozen=True):
-    """``[[exchange.buyers]]``: one buyer account; also the admin API's buyer body."""
+class ExchangeConfig(ExchangeSettings, Table, frozen=True):
+    """``[exchange]``: the Cookie Matching Service. Its presence enables the role.
 
-    nid: Nid
-    redirect_url: RedirectTemplate  # compiled (and so validated) while loading
-    hosted_match: bool = False
-    hosted_match_writes_per_second: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    bidder_url: str | None = None  # OpenRTB 2.6 endpoint (POST); none: no bid requests
-    push_url: RedirectTemplate | None = None  # pixel-matching URL, compiled like redirect_url
-    pixel_matching: bool = False
-    require_hosted_match: bool = False
-    max_qps: Annotated[float, msgspec.Meta(gt=0)] | None = None
-
-    def problems(self) -> Problems:
-        found = url_problems("bidder_url", self.bidder_url)
-        if self.pixel_matching and self.push_url is None:
-            found.append(("push_url", "required when pixel_matching = true"))
-        if self.require_hosted_match and not self.hosted_match:
-            found.append(("require_hosted_match", "needs hosted_match = true"))
-        return found
-
-    def to_model(self) -> Buyer:
-        return Buyer(
-            nid=self.nid,
-            redirect=self.redirect_url,
-            hosted_match=self.hosted_match,
-            hosted_match_writes_per_second=self.hosted_match_writes_per_second,
-            bidder_url=self.bidder_url,
-            push_url=self.push_url,
-            pixel_matching=self.pixel_matching,
-            require_hosted_match=self.require_hosted_match,
-            max_qps=self.max_qps,
-        )
-
-
-class PublisherConfig(Table, frozen=True):
-    """``[[exchange.publishers]]``: a site whose pages call ``/ad?pub=<id>``."""
-
-    id: Nid
-    pixel_matching: bool = True  # false: the publisher opts out of the additional match
-
-    def to_model(self) -> Publisher:
-        return Publisher(id=self.id, pixel_matching=self.pixel_matching)
-
-
-class UserListConfig(Table, frozen=True):
-    """``[[exchange.user_lists]]``: one user list; also the admin API's user list body."""
-
-    id: Annotated[int, msgspec.Meta(gt=0, le=MAX_LIST_ID)]
-    owner: Nid
-    closed: bool = False
-    membership_days: Annotated[int, msgspec.Meta(ge=1, le=540)] = 30
-
-    def to_model(self) -> UserList:
-        return UserList(
-            id=self.id,
-            owner=self.owner,
-            closed=self.closed,
-            membership_days=self.membership_days,
-        )
-
-
-class ExchangeConfig(Table, frozen=True):
-    """``[exchange]``: the Cookie Matching Service. Its presence enables the role."""
+    The keys its services read are those of :class:`ExchangeSettings`; this table adds the
+    role's wiring and its entries, which are the domain's own Structs.
+    """
 
     listen: Listen = Listen("127.0.0.1", 8700)
-    trusted_proxies: tuple[str, ...] = ()
     admin_token: Secret | None = None  # None: the admin API is not served
-    set_cookie_by_default: bool = False
-    extras_position: Literal["before", "after"] = "before"
-    cookie_name: CookieName = "cm_id"
-    cookie_domain: CookieDomain | None = None
-    cookie_secure: bool = True
-    cookie_max_age_days: Annotated[int, msgspec.Meta(ge=1, le=400)] = 390  # browsers cap at 400
-    hosted_match_ttl_days: PositiveInt = 90
-    push_token_ttl_seconds: PositiveInt = 3600
-    match_expiry_days: PositiveInt = 14
-    auction_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=10_000)] = 120
     keys: tuple[KeyConfig, ...] = ()
-    buyers: tuple[BuyerConfig, ...] = ()
-    user_lists: tuple[UserListConfig, ...] = ()
-    publishers: tuple[PublisherConfig, ...] = ()
+    buyers: tuple[Buyer, ...] = ()
+    user_lists: tuple[UserList, ...] = ()
+    publishers: tuple[Publisher, ...] = ()
 
     def problems(self) -> Problems:
         found: Problems = []
@@ -174,33 +88,13 @@ class ExchangeConfig(Table, frozen=True):
                 found.append((f"user_lists[{i}].owner", f"no buyer has nid {user_list.owner!r}"))
         return found
 
-    def buyer_models(self) -> list[Buyer]:
-        return [b.to_model() for b in self.buyers]
-
-    def user_list_models(self) -> list[UserList]:
-        return [u.to_model() for u in self.user_lists]
-
-    def publisher_models(self) -> list[Publisher]:
-        return [p.to_model() for p in self.publishers]
-
     def key_secrets(self) -> dict[int, bytes]:
         """Key version -> 32-byte secret; the highest version is the current one."""
         return {k.version: k.secret.key_bytes() for k in self.keys}
 
     def settings(self) -> ExchangeSettings:
-        return ExchangeSettings(
-            set_cookie_by_default=self.set_cookie_by_default,
-            extras_first=self.extras_position == "before",
-            cookie_name=self.cookie_name,
-            cookie_domain=self.cookie_domain,
-            cookie_secure=self.cookie_secure,
-            cookie_max_age_days=self.cookie_max_age_days,
-            hosted_match_ttl_days=self.hosted_match_ttl_days,
-            push_token_ttl_seconds=self.push_token_ttl_seconds,
-            match_expiry_days=self.match_expiry_days,
-            auction_timeout_ms=self.auction_timeout_ms,
-            trusted_proxies=frozenset(proxy_network(p) for p in self.trusted_proxies),
-        )
+        """The keys the exchange's services read, without the wiring (keys, admin token...)."""
+        return msgspec.convert(self, ExchangeSettings, from_attributes=True)
 
 
 class Config(Table, frozen=True):
@@ -230,7 +124,3 @@ class Config(Table, frozen=True):
 
 
 SECTIONS_WITHOUT_ROLE = frozenset({"store"})
-
-
-# At the bottom: the role tables below import this module's building blocks.
-from cookiematch.config.buyer import BuyerRoleConfig  # noqa: E402

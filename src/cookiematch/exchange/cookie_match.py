@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.errors import HostedMatchError, InvalidPushToken, StorageError
 from cookiematch.exchange import keys
 from cookiematch.exchange.model import Buyer, ExchangeSettings
@@ -52,7 +53,7 @@ class CookieMatchService:
         cipher: UserIdCipher,
         push_tokens: PushTokens,
         settings: ExchangeSettings,
-        clock: Callable[[], float],
+        clock: Clock,
         new_browser_id: Callable[[], bytes],
         monitor: BuyerMonitor | None = None,
     ) -> None:
@@ -121,7 +122,7 @@ class CookieMatchService:
         response = ResponseParams(
             gid=gid, cver=cver, user_lists=ula_statuses, hosted_match=hm_status
         )
-        location = buyer.redirect.render(
+        location = buyer.redirect_url.render(
             scheme, response, request.extras, extras_first=self._settings.extras_first
         )
         return RedirectToBuyer(
@@ -147,7 +148,7 @@ class CookieMatchService:
             self._store.hset(
                 keys.pixel_matches_key(browser_id),
                 {buyer.nid: str(now).encode()},
-                ttl=self._settings.match_expiry_days * 86400,
+                ttl=self._settings.match_expiry_days * SECONDS_PER_DAY,
             ),
             self._write_hosted_match(request, buyer, browser_id),
             self._add_to_user_lists(request.user_list_adds, buyer, browser_id, now),
@@ -181,7 +182,7 @@ class CookieMatchService:
             await self._store.set(
                 keys.hosted_match_key(browser_id, buyer.nid),
                 data,
-                ttl=self._settings.hosted_match_ttl_days * 86400,
+                ttl=self._settings.hosted_match_ttl_days * SECONDS_PER_DAY,
             )
         except StorageError:
             log.exception("hosted match write failed for %s", buyer.nid)
@@ -202,7 +203,7 @@ class CookieMatchService:
                 user_list = self._registry.user_list(add.list_id)
                 days = user_list.membership_days if user_list else 30
                 added_at = min(add.timestamp, now) if add.timestamp is not None else now
-                accepted[str(add.list_id)] = (added_at, days * 86400)
+                accepted[str(add.list_id)] = (added_at, days * SECONDS_PER_DAY)
         if not accepted:
             return tuple(statuses)
         try:
@@ -241,7 +242,7 @@ class CookieMatchService:
     def _error(
         self, request: MatchTagRequest, buyer: Buyer, scheme: str, error: MatchError
     ) -> RedirectToBuyer:
-        location = buyer.redirect.render(
+        location = buyer.redirect_url.render(
             scheme,
             ResponseParams(error=int(error)),
             request.extras,

@@ -1,116 +1,94 @@
-"""Exchange domain values: buyers (the document's "Accounts"), user lists, settings."""
+"""Exchange entities: buyers (the document's "Accounts"), user lists, publishers, settings.
+
+Each is written once, as a frozen msgspec Struct whose field types carry the validation: the
+same type is an entry of the configuration file (``[[exchange.buyers]]``...), the admin API's
+body and answer, and the record the registry keeps in the store (``exchange/codec.py``
+encodes and decodes them). Checks that span several fields are ``problems()`` methods.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
+import msgspec
+
+from cookiematch.errors import InvalidURL
+from cookiematch.formats import CookieDomain, CookieName, Nid, PositiveInt
 from cookiematch.protocol.redirect import RedirectTemplate
+from cookiematch.protocol.url import parse_absolute_url
+
+MAX_LIST_ID = 2**63 - 1
+
+Rate = Annotated[float, msgspec.Meta(gt=0)]
 
 
-@dataclass(frozen=True, slots=True)
-class Buyer:
+class Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base of the entities: immutable, unknown keys rejected."""
+
+
+class Buyer(Strict, frozen=True):
     """A buyer account: its network ID and the redirect URL its match tags lead to."""
 
-    nid: str
-    redirect: RedirectTemplate
+    nid: Nid
+    redirect_url: RedirectTemplate  # compiled (and so validated) when decoded
     hosted_match: bool = False
-    hosted_match_writes_per_second: float | None = None  # None: no throttling
-    bidder_url: str | None = None  # OpenRTB endpoint; None: never sent bid requests
+    hosted_match_writes_per_second: Rate | None = None  # None: no throttling
+    bidder_url: str | None = None  # OpenRTB 2.6 endpoint (POST); None: no bid requests
     push_url: RedirectTemplate | None = None  # pixel-matching URL (google_push, gid, cver)
     pixel_matching: bool = False
     require_hosted_match: bool = False  # pre-targeting: bid requests only with hosted data
-    max_qps: float | None = None  # bid requests per second per worker; None: unlimited
+    max_qps: Rate | None = None  # bid requests per second per worker; None: unlimited
 
-    def to_dict(self) -> dict[str, object]:
-        data: dict[str, object] = {
-            "nid": self.nid,
-            "redirect_url": self.redirect.url,
-            "hosted_match": self.hosted_match,
-        }
-        if self.hosted_match_writes_per_second is not None:
-            data["hosted_match_writes_per_second"] = self.hosted_match_writes_per_second
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, message) for each rule between this buyer's fields that it breaks."""
+        found: list[tuple[str, str]] = []
         if self.bidder_url is not None:
-            data["bidder_url"] = self.bidder_url
-        if self.push_url is not None:
-            data["push_url"] = self.push_url.url
-        if self.pixel_matching:
-            data["pixel_matching"] = True
-        if self.require_hosted_match:
-            data["require_hosted_match"] = True
-        if self.max_qps is not None:
-            data["max_qps"] = self.max_qps
-        return data
+            try:
+                parse_absolute_url(self.bidder_url)
+            except InvalidURL as exc:
+                found.append(("bidder_url", str(exc)))
+        if self.pixel_matching and self.push_url is None:
+            found.append(("push_url", "required when pixel_matching = true"))
+        if self.require_hosted_match and not self.hosted_match:
+            found.append(("require_hosted_match", "needs hosted_match = true"))
+        return found
 
 
-@dataclass(frozen=True, slots=True)
-class Publisher:
-    """A publisher whose pages call ``/ad``; ``pixel_matching = False`` opts its pages out."""
+class Publisher(Strict, frozen=True):
+    """A site whose pages call ``/ad?pub=<id>``; ``pixel_matching = False`` opts it out."""
 
-    id: str
-    pixel_matching: bool = True
+    id: Nid
+    pixel_matching: bool = True  # false: the publisher opts out of the additional match
 
 
-@dataclass(frozen=True, slots=True)
-class UserList:
+class UserList(Strict, frozen=True):
     """A user list a buyer may add browsers to with ``google_ula``."""
 
-    id: int
-    owner: str
+    id: Annotated[int, msgspec.Meta(gt=0, le=MAX_LIST_ID)]
+    owner: Nid
     closed: bool = False
-    membership_days: int = 30
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "owner": self.owner,
-            "closed": self.closed,
-            "membership_days": self.membership_days,
-        }
+    membership_days: Annotated[int, msgspec.Meta(ge=1, le=540)] = 30
 
 
-@dataclass(frozen=True, slots=True)
-class ExchangeSettings:
-    """Protocol choices and limits of the exchange (docs/protocol.md)."""
+class ExchangeSettings(Strict, frozen=True, kw_only=True):
+    """Protocol choices and limits of the exchange (docs/protocol.md).
 
+    The keys of ``[exchange]`` that its services read; the configuration's table extends it.
+    """
+
+    trusted_proxies: tuple[str, ...] = ()  # IPs or CIDR networks (checked by the config)
     set_cookie_by_default: bool = False
-    extras_first: bool = True
-    cookie_name: str = "cm_id"
-    cookie_domain: str | None = None
+    extras_position: Literal["before", "after"] = "before"
+    cookie_name: CookieName = "cm_id"
+    cookie_domain: CookieDomain | None = None
     cookie_secure: bool = True
-    cookie_max_age_days: int = 390
-    hosted_match_ttl_days: int = 90
-    push_token_ttl_seconds: int = 3600
-    match_expiry_days: int = 14  # a pixel match is not introduced again before this
-    auction_timeout_ms: int = 120  # the auction's deadline (OpenRTB tmax)
-    trusted_proxies: frozenset[str] = field(default_factory=frozenset)
+    cookie_max_age_days: Annotated[int, msgspec.Meta(ge=1, le=400)] = 390  # browsers cap at 400
+    hosted_match_ttl_days: PositiveInt = 90
+    push_token_ttl_seconds: PositiveInt = 3600
+    match_expiry_days: PositiveInt = 14  # a pixel match is not introduced again before this
+    auction_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=10_000)] = 120  # OpenRTB tmax
 
-
-def buyer_from_dict(data: dict[str, object]) -> Buyer:
-    """Rebuild a Buyer from ``Buyer.to_dict`` output (already validated when it was stored)."""
-    rate = data.get("hosted_match_writes_per_second")
-    bidder_url = data.get("bidder_url")
-    push_url = data.get("push_url")
-    max_qps = data.get("max_qps")
-    return Buyer(
-        nid=str(data["nid"]),
-        redirect=RedirectTemplate.compile(str(data["redirect_url"])),
-        hosted_match=bool(data.get("hosted_match", False)),
-        hosted_match_writes_per_second=float(rate) if isinstance(rate, int | float) else None,
-        bidder_url=str(bidder_url) if isinstance(bidder_url, str) else None,
-        push_url=RedirectTemplate.compile(push_url) if isinstance(push_url, str) else None,
-        pixel_matching=bool(data.get("pixel_matching", False)),
-        require_hosted_match=bool(data.get("require_hosted_match", False)),
-        max_qps=float(max_qps) if isinstance(max_qps, int | float) else None,
-    )
-
-
-def user_list_from_dict(data: dict[str, object]) -> UserList:
-    """Rebuild a UserList from ``UserList.to_dict`` output."""
-    list_id = data["id"]
-    days = data.get("membership_days", 30)
-    return UserList(
-        id=int(list_id) if isinstance(list_id, int | str) else 0,
-        owner=str(data["owner"]),
-        closed=bool(data.get("closed", False)),
-        membership_days=int(days) if isinstance(days, int | str) else 30,
-    )
+    @property
+    def extras_first(self) -> bool:
+        """Whether extra parameters go before the response ``google_`` parameters."""
+        return self.extras_position == "before"

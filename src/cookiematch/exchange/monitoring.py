@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.exchange.browser_record import (
     CREATED,
     browser_record_key,
@@ -39,7 +40,7 @@ from cookiematch.storage.base import Store
 log = logging.getLogger(__name__)
 
 BUCKET_SECONDS = 600
-WINDOW_SECONDS = 86_400
+WINDOW_SECONDS = SECONDS_PER_DAY
 MIN_PUSHES_FOR_RATE = 20  # below this many pushes in the window the rate is not judged
 FLUSH_SECONDS = 1.0
 RATE_REFRESH_SECONDS = 10.0
@@ -121,7 +122,7 @@ class BuyerMonitor:
         store: Store,
         settings: ExchangeSettings,
         *,
-        clock: Callable[[], float],
+        clock: Clock,
         worker_id: str,
         on_count: Callable[[str, Count, int], None] | None = None,
         window_seconds: int = WINDOW_SECONDS,
@@ -235,7 +236,7 @@ class BuyerMonitor:
         records = dict(
             zip(keys, await asyncio.gather(*(self._store.hgetall(k) for k in keys)), strict=True)
         )
-        expiry = self._settings.match_expiry_days * 86400
+        expiry = self._settings.match_expiry_days * SECONDS_PER_DAY
         writes: dict[str, dict[str, bytes]] = {}
         created: dict[str, bytes] = {}
         pushes_done: dict[str, list[str]] = {}
@@ -256,7 +257,7 @@ class BuyerMonitor:
                 pushes_done.setdefault(key, []).append(push_field(check.nid))
             if check.new_cookie:  # the cookie-setting hop of /pixel proved the cookie sticks
                 created[key] = seconds(check.at)
-        max_age = self._settings.cookie_max_age_days * 86400
+        max_age = self._settings.cookie_max_age_days * SECONDS_PER_DAY
         await asyncio.gather(
             *(self._store.hset(key, fields, ttl=expiry) for key, fields in writes.items()),
             *(self._store.hset(key, {CREATED: at}, ttl=max_age) for key, at in created.items()),

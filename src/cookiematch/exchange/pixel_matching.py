@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.exchange.browser_record import BrowserRecord
 from cookiematch.exchange.model import Buyer, ExchangeSettings
 from cookiematch.exchange.monitoring import BuyerMonitor, Count
@@ -45,7 +46,7 @@ class PixelMatcher:
         push_tokens: PushTokens,
         settings: ExchangeSettings,
         monitor: BuyerMonitor,
-        clock: Callable[[], float],
+        clock: Clock,
         random: Callable[[], float],
     ) -> None:
         self._cipher = cipher
@@ -64,7 +65,7 @@ class PixelMatcher:
     ) -> list[Buyer]:
         """Eligible buyers before the response-rate throttle, in ``nid`` order."""
         now = int(self._clock())
-        expiry = self._settings.match_expiry_days * 86400
+        expiry = self._settings.match_expiry_days * SECONDS_PER_DAY
         found: list[Buyer] = []
         for buyer in sorted(buyers, key=lambda b: b.nid):
             if buyer.nid == winner or not buyer.pixel_matching or buyer.push_url is None:

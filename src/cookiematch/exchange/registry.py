@@ -2,20 +2,16 @@
 
 Reads are synchronous dictionary look-ups (the pixel hot path); changes are written to the
 store first, so that they survive a restart and reach other workers on their next refresh.
-A deleted configured entry is remembered as a tombstone.
+A deleted configured entry is remembered as a tombstone. Entries are stored in the format of
+``exchange/codec.py``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
-from cookiematch.exchange.model import (
-    Buyer,
-    UserList,
-    buyer_from_dict,
-    user_list_from_dict,
-)
+from cookiematch.exchange import codec
+from cookiematch.exchange.model import Buyer, UserList
 from cookiematch.storage.base import Store
 
 BUYER_PREFIX = "exchange:buyer:"
@@ -53,18 +49,18 @@ class ExchangeRegistry:
             if value == _TOMBSTONE:
                 buyers.pop(nid, None)
             else:
-                buyers[nid] = buyer_from_dict(json.loads(value))
+                buyers[nid] = codec.decode(value, Buyer)
         lists = dict(self._configured_lists)
         async for key, value in self._store.scan(USER_LIST_PREFIX):
             list_id = int(key[len(USER_LIST_PREFIX) :])
             if value == _TOMBSTONE:
                 lists.pop(list_id, None)
             else:
-                lists[list_id] = user_list_from_dict(json.loads(value))
+                lists[list_id] = codec.decode(value, UserList)
         self._buyers, self._lists = buyers, lists
 
     async def put_buyer(self, buyer: Buyer) -> None:
-        await self._store.set(BUYER_PREFIX + buyer.nid, json.dumps(buyer.to_dict()).encode())
+        await self._store.set(BUYER_PREFIX + buyer.nid, codec.encode(buyer))
         self._buyers[buyer.nid] = buyer
 
     async def delete_buyer(self, nid: str) -> bool:
@@ -74,8 +70,7 @@ class ExchangeRegistry:
         return existed
 
     async def put_user_list(self, user_list: UserList) -> None:
-        key = f"{USER_LIST_PREFIX}{user_list.id}"
-        await self._store.set(key, json.dumps(user_list.to_dict()).encode())
+        await self._store.set(f"{USER_LIST_PREFIX}{user_list.id}", codec.encode(user_list))
         self._lists[user_list.id] = user_list
 
     async def delete_user_list(self, list_id: int) -> bool:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from cookiematch.clock import Clock
 
 
 class TokenBuckets:
     """One bucket per key; capacity is one second's worth of tokens (at least 1)."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.errors import InvalidUserId, NotFound, ValidationFailed
 from cookiematch.exchange import keys
 from cookiematch.exchange.registry import ExchangeRegistry
@@ -89,7 +90,7 @@ class UserListBulk:
         store: Store,
         cipher: UserIdCipher,
         *,
-        clock: Callable[[], float],
+        clock: Clock,
     ) -> None:
         self._registry = registry
         self._store = store
@@ -118,7 +119,7 @@ class UserListBulk:
                 "unknown key version",
                 errors=[{"field": "cver", "message": f"no key version {request.cver}"}],
             )
-        return user_list.membership_days * 86400
+        return user_list.membership_days * SECONDS_PER_DAY
 
     def _browser(self, gid: str, request: MembersRequest) -> bytes | None:
         try:

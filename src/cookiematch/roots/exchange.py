@@ -30,12 +30,15 @@ from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.storage import Store, connect_store
-from cookiematch.web.admin import build_admin_app, user_list_members_route
 from cookiematch.web.exchange.ad import (
     BLANK_AD,
     AdRoutes,
     count_metric,
+)
+from cookiematch.web.exchange.admin import (
+    build_admin_app,
     stats_routes,
+    user_list_members_route,
 )
 from cookiematch.web.exchange.routes import (
     OPTOUT_ON_ERROR,
@@ -75,9 +78,6 @@ class ExchangeServer:
         self.settings = settings = exchange.settings()
         self.cipher = UserIdCipher(exchange.key_secrets())
         self.push_tokens = PushTokens(self.cipher, ttl_seconds=settings.push_token_ttl_seconds)
-        self.buyers = exchange.buyer_models()  # compiled now: a bad template fails the start
-        self.user_lists = exchange.user_list_models()
-        self.publishers = exchange.publisher_models()
         self.store: Store | None = None
         self.monitor: BuyerMonitor | None = None
         self.service: CookieMatchService | None = None
@@ -91,7 +91,7 @@ class ExchangeServer:
         settings, app = self.settings, self.app
         store = await connect_store(self.config.store.url, durability=self.config.store.durability)
         self.store = store
-        registry = ExchangeRegistry(store, self.buyers, self.user_lists)
+        registry = ExchangeRegistry(store, self.exchange.buyers, self.exchange.user_lists)
         await registry.refresh()
         monitor = self.monitor = BuyerMonitor(
             store,
@@ -113,7 +113,7 @@ class ExchangeServer:
         transport = self.transport = BidTransport()
         ads = AdService(
             registry=registry,
-            publishers=self.publishers,
+            publishers=self.exchange.publishers,
             store=store,
             cipher=self.cipher,
             auction=Auction(transport, monitor, clock=time.monotonic),

@@ -26,8 +26,6 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from cookiematch.clock import Clock as Clock  # re-exported: buyer and web import it from here
-
 FieldEntry = tuple[bytes, float | None]
 """A field's value and its remaining lifetime in seconds (None: no expiry)."""
 

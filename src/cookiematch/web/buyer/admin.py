@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,16 +20,12 @@ from cookiematch.buyer.bidder import Bidder
 from cookiematch.buyer.ids import format_uid, parse_gid, parse_uid
 from cookiematch.buyer.matching import Matcher
 from cookiematch.buyer.matchtable import MatchEntry
+from cookiematch.clock import Clock
 from cookiematch.config.values import Secret
 from cookiematch.errors import AdminError, NotFound
-from cookiematch.storage.base import Clock
-from cookiematch.web.admin import HEALTH_PATH, PREFIX, guarded_app
+from cookiematch.web.admin import HEALTH_ROUTE, PREFIX, guarded_app, json_response
 
 DEFAULT_RECENT = 50
-
-
-def _json(data: object) -> Response:
-    return Response(msgspec.json.encode(data), 200, media_type="application/json")
 
 
 class _Endpoints:
@@ -41,7 +36,7 @@ class _Endpoints:
 
     def _entry(self, entry: MatchEntry) -> Response:
         age = self.clock() - entry.updated_at
-        return _json(
+        return json_response(
             {
                 "gid": entry.gid,
                 "buyer_uid": format_uid(entry.uid),
@@ -51,9 +46,6 @@ class _Endpoints:
                 "stale": age >= self.matcher.settings.stale_after_seconds,
             }
         )
-
-    async def health(self, request: Request) -> Response:
-        return _json({"status": "ok"})
 
     async def match(self, request: Request) -> Response:
         text: str = request.path_params["gid"]
@@ -73,7 +65,7 @@ class _Endpoints:
 
     async def stats(self, request: Request) -> Response:
         settings = self.matcher.settings
-        return _json(
+        return json_response(
             {
                 "nid": settings.nid,
                 "hosted_match": settings.hosted_match,
@@ -86,7 +78,7 @@ class _Endpoints:
         text = request.query_params.get("limit", str(DEFAULT_RECENT))
         if not (text.isascii() and text.isdigit() and len(text) <= 6):
             raise AdminError("limit must be a non-negative integer")
-        return _json({"bids": self.bidder.bid_log.recent(int(text))})
+        return json_response({"bids": self.bidder.bid_log.recent(int(text))})
 
 
 def build_buyer_admin_app(
@@ -100,7 +92,7 @@ def build_buyer_admin_app(
     """The buyer's admin ASGI application; without a token every guarded path is refused."""
     endpoints = _Endpoints(matcher, bidder, clock)
     routes: list[BaseRoute] = [
-        Route(HEALTH_PATH, endpoints.health, methods=["GET"]),
+        HEALTH_ROUTE,
         Route(f"{PREFIX}/matches/{{gid}}", endpoints.match, methods=["GET"]),
         Route(f"{PREFIX}/uids/{{uid}}", endpoints.uid, methods=["GET"]),
         Route(f"{PREFIX}/stats", endpoints.stats, methods=["GET"]),

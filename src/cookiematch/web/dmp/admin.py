@@ -15,20 +15,15 @@ admin token.
 
 from __future__ import annotations
 
-import msgspec
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route as StarletteRoute
 
 from cookiematch.dmp.service import DmpService
 from cookiematch.errors import NotFound, ValidationFailed
-from cookiematch.web.admin import HEALTH_PATH, PREFIX
+from cookiematch.web.admin import HEALTH_ROUTE, PREFIX, json_response
 
 __all__ = ["DmpAdmin"]
-
-
-def _json(data: object) -> StarletteResponse:
-    return StarletteResponse(msgspec.json.encode(data), media_type="application/json")
 
 
 class DmpAdmin:
@@ -37,15 +32,12 @@ class DmpAdmin:
     def __init__(self, service: DmpService) -> None:
         self.service = service
 
-    async def health(self, request: StarletteRequest) -> StarletteResponse:
-        return _json({"status": "ok"})
-
     async def profile(self, request: StarletteRequest) -> StarletteResponse:
         dmp_uid: str = request.path_params["dmp_uid"]
         found = await self.service.profile(dmp_uid)
         if found is None:
             raise NotFound(f"no profile {dmp_uid!r}")
-        return _json(found)
+        return json_response(found)
 
     async def find_profile(self, request: StarletteRequest) -> StarletteResponse:
         partner, uid = request.query_params.get("partner"), request.query_params.get("uid")
@@ -61,10 +53,10 @@ class DmpAdmin:
         found = await self.service.profiles.find(partner, uid)
         if found is None:
             raise NotFound(f"partner {partner!r} has no match for that uid")
-        return _json(found)
+        return json_response(found)
 
     async def funnel(self, request: StarletteRequest) -> StarletteResponse:
-        return _json(await self.service.funnel_report())
+        return json_response(await self.service.funnel_report())
 
     async def partners(self, request: StarletteRequest) -> StarletteResponse:
         listing = [
@@ -79,11 +71,11 @@ class DmpAdmin:
             }
             for p in self.service.partners.values()
         ]
-        return _json({"partners": listing})
+        return json_response({"partners": listing})
 
     def routes(self) -> list[StarletteRoute]:
         return [
-            StarletteRoute(HEALTH_PATH, self.health, methods=["GET"]),
+            HEALTH_ROUTE,
             StarletteRoute(f"{PREFIX}/profiles", self.find_profile, methods=["GET"]),
             StarletteRoute(f"{PREFIX}/profiles/{{dmp_uid}}", self.profile, methods=["GET"]),
             StarletteRoute(f"{PREFIX}/funnel", self.funnel, methods=["GET"]),

@@ -31,7 +31,7 @@ from cookiematch.dmp.ingest import Ingestor
 from cookiematch.dmp.ingest.idempotency import IdempotencyKeys, Remembered, body_digest
 from cookiematch.dmp.ingest.readers import Batch, Payload
 from cookiematch.storage.base import Store
-from cookiematch.web.admin import problem
+from cookiematch.web.admin import problem, read_body
 
 PATH = "/api/v1/partners/{partner}/records"
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -83,7 +83,7 @@ class IngestApi:
         partner: str = request.path_params["partner"]
         try:
             self._authorize(partner, request)
-            body = await self._body(request)
+            body = await read_body(request, self._limits.max_batch_bytes)
             key = request.headers.get("idempotency-key")
             if key is not None and _IDEMPOTENCY_KEY.fullmatch(key) is None:
                 raise _Refused(problem(400, "Idempotency-Key: 1-255 printable ASCII characters"))
@@ -126,19 +126,6 @@ class IngestApi:
         ):
             detail = "a valid 'Authorization: Bearer <ingest token>' header is required"
             raise _Refused(problem(401, detail, headers={"WWW-Authenticate": "Bearer"}))
-
-    async def _body(self, request: Request) -> bytes:
-        limit = self._limits.max_batch_bytes
-        too_large = _Refused(problem(413, f"the request body is over {limit} bytes"))
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise too_large
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise too_large
-        return bytes(body)
 
     def _replay(self, seen: Remembered, digest: str) -> Response:
         if not hmac.compare_digest(seen.body_digest, digest):

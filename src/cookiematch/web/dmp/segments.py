@@ -13,7 +13,6 @@ GET /admin/v1/overlap?audience=A[&audience=B...][&mode=sketch|exact]
 
 from __future__ import annotations
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -23,11 +22,7 @@ from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments.schedule import RecomputeSchedule
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.errors import ValidationFailed
-from cookiematch.web.admin import PREFIX
-
-
-def _json(data: object) -> Response:
-    return Response(msgspec.json.encode(data), media_type="application/json")
+from cookiematch.web.admin import PREFIX, json_response
 
 
 class SegmentAdmin:
@@ -48,7 +43,7 @@ class SegmentAdmin:
             for s in self.segments.segments.values()
         ]
         schedule = None if self._schedule is None else await self._schedule.state()
-        return _json(
+        return json_response(
             {
                 "segments": listing,
                 "last_recompute": await self.segments.last_recompute(),
@@ -59,7 +54,7 @@ class SegmentAdmin:
     async def segment(self, request: Request) -> Response:
         found = self.segments.segment(request.path_params["segment_id"])
         exports = await self._exports.last_reports(found.id)
-        return _json(
+        return json_response(
             {
                 "id": found.id,
                 "description": found.description,
@@ -80,7 +75,7 @@ class SegmentAdmin:
             raise ValidationFailed("give ?audience=segment:<id>[&audience=...]", errors=errors)
         audiences, pairs = await self.segments.overlap(names, exact=mode == "exact")
         bound = audiences.error_bound()
-        return _json(
+        return json_response(
             {
                 "mode": mode,
                 "population": round(audiences.population_size().value),

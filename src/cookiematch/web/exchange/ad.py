@@ -16,16 +16,10 @@ from __future__ import annotations
 import html
 import logging
 
-import msgspec
-from starlette.requests import Request as StarletteRequest
-from starlette.responses import Response as StarletteResponse
-from starlette.routing import BaseRoute, Route
-
-from cookiematch.errors import NotFound, QueryError
+from cookiematch.errors import QueryError
 from cookiematch.exchange.ad_service import AdRequest, AdService, ServedAd
 from cookiematch.exchange.cookie_match import Browser
-from cookiematch.exchange.monitoring import BuyerMonitor, Count
-from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.exchange.monitoring import Count
 from cookiematch.protocol.query import parse_query
 from cookiematch.web.counters import LabelledCounter
 from cookiematch.web.exchange import metrics
@@ -145,30 +139,3 @@ def _size(text: str | None, default: int) -> int | None:
         return None
     value = int(text)
     return value if 0 < value <= 4096 else None
-
-
-def stats_routes(
-    registry: ExchangeRegistry, monitor: BuyerMonitor, prefix: str = "/admin/v1"
-) -> list[BaseRoute]:
-    """``GET {prefix}/buyers/{nid}/stats`` and ``GET {prefix}/stats`` (every buyer)."""
-
-    async def one(request: StarletteRequest) -> StarletteResponse:
-        nid: str = request.path_params["nid"]
-        buyer = registry.buyer(nid)
-        if buyer is None:
-            raise NotFound(f"no buyer {nid!r}")
-        stats = await monitor.stats(nid, buyer.max_qps)
-        return _json(stats.to_dict())
-
-    async def every(request: StarletteRequest) -> StarletteResponse:
-        found = [(await monitor.stats(b.nid, b.max_qps)).to_dict() for b in registry.buyers()]
-        return _json({"buyers": found})
-
-    return [
-        Route(f"{prefix}/buyers/{{nid}}/stats", one, methods=["GET"]),
-        Route(f"{prefix}/stats", every, methods=["GET"]),
-    ]
-
-
-def _json(data: object) -> StarletteResponse:
-    return StarletteResponse(msgspec.json.encode(data), media_type="application/json")

@@ -1,0 +1,53 @@
+"""The JSON form of the exchange's entities: the registry's stored records, the admin API's
+answers, and (through ``dec_hook``) the configuration file's entries.
+
+The Structs of ``exchange/model.py`` are the format. Every field is written (``null`` when
+unset); a compiled redirect template is written as its URL and compiled again when read, so a
+record is validated as it is decoded. Records written before the entities were Structs (``nid``,
+``redirect_url`` and ``hosted_match``, then only the keys that were set) decode unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+
+from cookiematch.errors import RedirectURLError
+from cookiematch.protocol.redirect import RedirectTemplate
+
+__all__ = ["dec_hook", "decode", "enc_hook", "encode"]
+
+T = TypeVar("T")
+
+
+def enc_hook(value: object) -> object:
+    """The JSON value of a field type msgspec does not know: a template is its URL."""
+    if isinstance(value, RedirectTemplate):
+        return value.url
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+def dec_hook(tp: type, value: object) -> object:
+    """A field of a type msgspec does not know from its JSON value: templates are compiled."""
+    if tp is RedirectTemplate:
+        if not isinstance(value, str):
+            raise TypeError(f"Expected `str`, got `{type(value).__name__}`")
+        try:
+            return RedirectTemplate.compile(value)
+        except RedirectURLError as exc:
+            raise ValueError(str(exc)) from None
+    raise NotImplementedError(f"no decoder for {tp!r}")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=enc_hook)
+
+
+def encode(value: object) -> bytes:
+    """``value`` as JSON; the entities anywhere inside it in their stored form."""
+    return _ENCODER.encode(value)
+
+
+def decode(data: bytes, tp: type[T]) -> T:
+    """A ``tp`` from JSON; raises ``msgspec.ValidationError`` naming the bad key."""
+    return msgspec.json.decode(data, type=tp, dec_hook=dec_hook)

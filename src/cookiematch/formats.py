@@ -1,0 +1,36 @@
+"""Formats that Structs of every layer validate, and the words a value that fails one gets.
+
+msgspec checks them while it decodes a configuration file, an admin API body or a stored
+record. ``PATTERN_MESSAGES`` replaces msgspec's "Expected `str` matching regex ..." in the
+errors the configuration loader and the admin API report.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+__all__ = [
+    "NID_PATTERN",
+    "PATTERN_MESSAGES",
+    "CookieDomain",
+    "CookieName",
+    "Nid",
+    "PositiveInt",
+]
+
+NID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+Nid = Annotated[str, msgspec.Meta(pattern=NID_PATTERN)]
+"""A buyer's network ID, the ``google_nid`` of its match tags."""
+
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+# RFC 6265 cookie-name token; a host name with an optional leading dot.
+CookieName = Annotated[str, msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")]
+CookieDomain = Annotated[str, msgspec.Meta(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")]
+
+PATTERN_MESSAGES = {
+    NID_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 _ . -",
+}

@@ -1,0 +1,172 @@
+"""The exchange's admin API (``/admin/v1``): buyers and user lists, changed without a restart.
+
+    GET                /admin/v1/health              no authentication
+    GET                /admin/v1/buyers              {"buyers": [...]}
+    GET|PUT|DELETE     /admin/v1/buyers/{nid}
+    GET                /admin/v1/user_lists          {"user_lists": [...]}
+    GET|PUT|DELETE     /admin/v1/user_lists/{id}
+    POST               /admin/v1/user_lists/{id}/members   gids in bulk (user_list_members_route)
+    GET                /admin/v1/stats, /admin/v1/buyers/{nid}/stats   the buyer monitoring
+
+Every other ``/admin/v1`` request needs ``Authorization: Bearer <admin_token>``. Bodies are
+the keys of a ``[[exchange.buyers]]`` / ``[[exchange.user_lists]]`` entry, validated by the
+same code as the configuration file; answers carry them as the store keeps them
+(``exchange/codec.py``). Errors are ``application/problem+json`` (``web/admin.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from cookiematch.config import Secret, parse_buyer, parse_user_list
+from cookiematch.errors import NotFound, ValidationFailed
+from cookiematch.exchange import codec
+from cookiematch.exchange.model import MAX_LIST_ID
+from cookiematch.exchange.monitoring import BuyerMonitor
+from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.exchange.user_list_bulk import UserListBulk, parse_members_request
+from cookiematch.web.admin import HEALTH_ROUTE, PREFIX, guarded_app, json_response, read_json
+
+__all__ = ["build_admin_app", "stats_routes", "user_list_members_route"]
+
+log = logging.getLogger("cookiematch.admin")
+
+
+def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``data`` as JSON; buyers and user lists in it as the store keeps them."""
+    return json_response(data, status, headers, encode=codec.encode)
+
+
+def _parse_list_id(text: str) -> int | None:
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        return None
+    value = int(text)
+    return value if 0 < value <= MAX_LIST_ID else None
+
+
+class _Endpoints:
+    """The handlers, bound to one registry."""
+
+    def __init__(self, registry: ExchangeRegistry) -> None:
+        self.registry = registry
+
+    async def list_buyers(self, request: Request) -> Response:
+        return _json({"buyers": self.registry.buyers()})
+
+    async def buyer(self, request: Request) -> Response:
+        nid: str = request.path_params["nid"]
+        if request.method == "PUT":
+            buyer = parse_buyer(await read_json(request), nid=nid)
+            created = self.registry.buyer(nid) is None
+            await self.registry.put_buyer(buyer)
+            log.info("admin: buyer %r %s", nid, "created" if created else "replaced")
+            return _stored(buyer, created, f"{PREFIX}/buyers/{nid}")
+        found = self.registry.buyer(nid)
+        if found is None:
+            raise NotFound(f"no buyer {nid!r}")
+        if request.method == "DELETE":
+            await self.registry.delete_buyer(nid)
+            log.info("admin: buyer %r deleted", nid)
+            return Response(status_code=204)
+        return _json(found)
+
+    async def list_user_lists(self, request: Request) -> Response:
+        return _json({"user_lists": self.registry.user_lists()})
+
+    async def user_list(self, request: Request) -> Response:
+        text: str = request.path_params["list_id"]
+        list_id = _parse_list_id(text)
+        if request.method == "PUT":
+            if list_id is None:
+                message = f"must be a positive integer up to {MAX_LIST_ID}"
+                raise ValidationFailed(
+                    "invalid user list id", errors=[{"field": "id", "message": message}]
+                )
+            nids = {b.nid for b in self.registry.buyers()}
+            user_list = parse_user_list(await read_json(request), list_id=list_id, buyers=nids)
+            created = self.registry.user_list(list_id) is None
+            await self.registry.put_user_list(user_list)
+            log.info("admin: user list %d %s", list_id, "created" if created else "replaced")
+            return _stored(user_list, created, f"{PREFIX}/user_lists/{list_id}")
+        found = None if list_id is None else self.registry.user_list(list_id)
+        if list_id is None or found is None:
+            raise NotFound(f"no user list {text!r}")
+        if request.method == "DELETE":
+            await self.registry.delete_user_list(list_id)
+            log.info("admin: user list %d deleted", list_id)
+            return Response(status_code=204)
+        return _json(found)
+
+
+def user_list_members_route(bulk: UserListBulk) -> Route:
+    """``POST /admin/v1/user_lists/{id}/members``: add and remove browsers by gid, in bulk."""
+
+    async def members(request: Request) -> Response:
+        list_id = _parse_list_id(request.path_params["list_id"])
+        if list_id is None:
+            raise NotFound(f"no user list {request.path_params['list_id']!r}")
+        outcome = await bulk.apply(list_id, parse_members_request(await read_json(request)))
+        return _json(outcome.to_dict())
+
+    return Route(f"{PREFIX}/user_lists/{{list_id}}/members", members, methods=["POST"])
+
+
+def _stored(data: object, created: bool, location: str) -> Response:
+    return _json(data, 201, {"Location": location}) if created else _json(data)
+
+
+def build_admin_app(
+    registry: ExchangeRegistry,
+    admin_token: Secret | str,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """The admin ASGI application over ``registry``. An empty token refuses every request.
+
+    ``extra_routes`` are served by the same application (e.g. ``/metrics``); they need the
+    token only if they are under ``/admin/v1``.
+    """
+    token = admin_token.reveal() if isinstance(admin_token, Secret) else admin_token
+    endpoints = _Endpoints(registry)
+    routes: list[BaseRoute] = [
+        HEALTH_ROUTE,
+        Route(f"{PREFIX}/buyers", endpoints.list_buyers, methods=["GET"]),
+        Route(f"{PREFIX}/buyers/{{nid}}", endpoints.buyer, methods=["GET", "PUT", "DELETE"]),
+        Route(f"{PREFIX}/user_lists", endpoints.list_user_lists, methods=["GET"]),
+        Route(
+            f"{PREFIX}/user_lists/{{list_id}}",
+            endpoints.user_list,
+            methods=["GET", "PUT", "DELETE"],
+        ),
+        *extra_routes,
+    ]
+    return guarded_app(routes, token)
+
+
+def stats_routes(
+    registry: ExchangeRegistry, monitor: BuyerMonitor, prefix: str = "/admin/v1"
+) -> list[BaseRoute]:
+    """``GET {prefix}/buyers/{nid}/stats`` and ``GET {prefix}/stats`` (every buyer)."""
+
+    async def one(request: Request) -> Response:
+        nid: str = request.path_params["nid"]
+        buyer = registry.buyer(nid)
+        if buyer is None:
+            raise NotFound(f"no buyer {nid!r}")
+        stats = await monitor.stats(nid, buyer.max_qps)
+        return _json(stats.to_dict())
+
+    async def every(request: Request) -> Response:
+        found = [(await monitor.stats(b.nid, b.max_qps)).to_dict() for b in registry.buyers()]
+        return _json({"buyers": found})
+
+    return [
+        Route(f"{prefix}/buyers/{{nid}}/stats", one, methods=["GET"]),
+        Route(f"{prefix}/stats", every, methods=["GET"]),
+    ]

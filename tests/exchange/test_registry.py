@@ -1,0 +1,101 @@
+"""The registry's stored records: one codec for the store, and records of earlier versions."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import pytest
+
+from cookiematch.exchange import codec
+from cookiematch.exchange.model import Buyer, UserList
+from cookiematch.exchange.registry import BUYER_PREFIX, USER_LIST_PREFIX, ExchangeRegistry
+from cookiematch.protocol.redirect import RedirectTemplate
+from cookiematch.storage import Store
+
+PUSH = "http://dsp.example/push?t=%%GOOGLE_PUSH%%"
+FULL = Buyer(
+    "dsp",
+    RedirectTemplate.compile("http://dsp.example/m?id="),
+    hosted_match=True,
+    hosted_match_writes_per_second=5.0,
+    bidder_url="http://dsp.example/bid",
+    push_url=RedirectTemplate.compile(PUSH),
+    pixel_matching=True,
+    require_hosted_match=True,
+    max_qps=20.0,
+)
+
+
+async def test_stored_buyer_is_every_field_and_reads_back(store: Store) -> None:
+    await ExchangeRegistry(store).put_buyer(FULL)
+    stored = await store.get(BUYER_PREFIX + "dsp")
+    assert stored is not None
+    assert msgspec.json.decode(stored) == {
+        "nid": "dsp",
+        "redirect_url": "http://dsp.example/m?id=",
+        "hosted_match": True,
+        "hosted_match_writes_per_second": 5.0,
+        "bidder_url": "http://dsp.example/bid",
+        "push_url": PUSH,
+        "pixel_matching": True,
+        "require_hosted_match": True,
+        "max_qps": 20.0,
+    }
+    other = ExchangeRegistry(store)
+    await other.refresh()
+    read = other.buyer("dsp")
+    assert read is not None and codec.encode(read) == codec.encode(FULL)
+    assert read.push_url is not None and read.push_url.url == PUSH  # compiled again
+
+
+async def test_records_of_the_earlier_format_still_load(store: Store) -> None:
+    """Before the entities were Structs, a buyer was written with json.dumps of ``nid``,
+    ``redirect_url``, ``hosted_match`` and then only the keys that were set."""
+    minimal = {"nid": "old", "redirect_url": "http://old.example/p?id=", "hosted_match": False}
+    full = {
+        "nid": "dsp",
+        "redirect_url": "http://dsp.example/m?id=",
+        "hosted_match": True,
+        "hosted_match_writes_per_second": 5,
+        "bidder_url": "http://dsp.example/bid",
+        "push_url": PUSH,
+        "pixel_matching": True,
+        "require_hosted_match": True,
+        "max_qps": 20,
+    }
+    user_list = {"id": 777, "owner": "old", "closed": True, "membership_days": 7}
+    await store.set(BUYER_PREFIX + "old", json.dumps(minimal).encode())
+    await store.set(BUYER_PREFIX + "dsp", json.dumps(full).encode())
+    await store.set(USER_LIST_PREFIX + "777", json.dumps(user_list).encode())
+    registry = ExchangeRegistry(store)
+    await registry.refresh()
+
+    old = registry.buyer("old")
+    assert old is not None
+    assert old.redirect_url.url == "http://old.example/p?id="
+    assert codec.encode(old) == codec.encode(Buyer("old", old.redirect_url))  # the defaults
+    dsp = registry.buyer("dsp")
+    assert dsp is not None and codec.encode(dsp) == codec.encode(FULL)
+    assert registry.user_list(777) == UserList(777, "old", closed=True, membership_days=7)
+
+
+async def test_tombstone_hides_a_configured_entry(store: Store) -> None:
+    configured = Buyer("gone", RedirectTemplate.compile("http://gone.example/"))
+    await ExchangeRegistry(store, [configured]).delete_buyer("gone")
+    restarted = ExchangeRegistry(store, [configured])
+    await restarted.refresh()
+    assert restarted.buyer("gone") is None
+
+
+@pytest.mark.parametrize(
+    ("record", "key"),
+    [
+        (b'{"nid": "x", "redirect_url": "http://x/?%%GOOGLE_NOPE%%"}', "$.redirect_url"),
+        (b'{"nid": "x y", "redirect_url": "http://x/"}', "$.nid"),
+        (b'{"nid": "x", "redirect_url": "http://x/", "colour": 1}', "colour"),
+    ],
+)
+def test_decode_validates_as_the_configuration_does(record: bytes, key: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=key.replace("$", r"\$")):
+        codec.decode(record, Buyer)
