@@ -127,6 +127,8 @@ CITED = re.compile(r"`([\w./-]+\.(?:py|md|toml|txt|json|sh))`")
 
 
 def _resolves(cited: str) -> bool:
+    if cited.startswith("../"):  # outside the repository: not there for a user's clone
+        return False
     candidates = [ROOT / cited, PACKAGE / cited, ROOT / "docs" / cited, ROOT / "tests" / cited]
     return any(path.exists() for path in candidates)
 
