@@ -13,7 +13,7 @@ from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.config.fields import MIN_ADMIN_TOKEN_LENGTH, Table
 from cookiematch.config.values import Listen, Problems, Secret, url_problems
 from cookiematch.formats import CookieDomain, CookieName, Nid, PositiveInt
-from cookiematch.protocol.cookies import CookieSpec
+from cookiematch.protocol.cookies import CookieSpec, cookie_spec
 
 CampaignId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Price = Annotated[float, msgspec.Meta(ge=0, le=10_000)]
@@ -99,13 +99,7 @@ class BuyerRoleConfig(Table, frozen=True):
 
     def cookie_spec(self) -> CookieSpec:
         """The buyer cookie: ``HttpOnly``, and by default ``Secure; SameSite=None``."""
-        return CookieSpec(
-            name=self.cookie_name,
-            max_age=self.cookie_max_age_days * SECONDS_PER_DAY,
-            secure=self.cookie_secure,
-            same_site=self.cookie_same_site,
-            domain=self.cookie_domain,
-        )
+        return cookie_spec(self, same_site=self.cookie_same_site)
 
     def settings(self) -> BuyerSettings:
         entry_ttl_days = self.entry_ttl_days or 2 * self.match_ttl_days

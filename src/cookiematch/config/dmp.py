@@ -30,7 +30,7 @@ from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partn
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RedirectURLError
 from cookiematch.formats import CookieDomain, CookieName, PositiveInt
-from cookiematch.protocol.cookies import CookieSpec
+from cookiematch.protocol.cookies import CookieSpec, cookie_spec
 from cookiematch.protocol.privacy import MAX_CONSENT_LENGTH, MAX_GPP_LENGTH, PrivacySignals
 from cookiematch.protocol.templates import Macro, MacroValues, SyncTemplate
 
@@ -220,12 +220,7 @@ class DmpConfig(Table, frozen=True):
 
     def cookie_spec(self) -> CookieSpec:
         """The DMP's browser cookie."""
-        return CookieSpec(
-            name=self.cookie_name,
-            max_age=self.cookie_max_age_days * SECONDS_PER_DAY,
-            secure=self.cookie_secure,
-            domain=self.cookie_domain,
-        )
+        return cookie_spec(self)
 
     def settings(self) -> DmpSettings:
         return DmpSettings(

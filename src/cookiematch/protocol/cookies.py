@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.protocol.userid import BROWSER_ID_BYTES, b64url_nopad, b64url_nopad_decode
@@ -147,3 +148,28 @@ class CookieSpec:
     def expire_header(self) -> str:
         """A Set-Cookie header value that deletes the cookie (same Path and Domain)."""
         return f"{self.name}={self._attributes(0)}"
+
+
+class CookieSettings(Protocol):
+    """The cookie keys every role's configuration has (``cookie_name``, ``cookie_domain``,
+    ``cookie_secure``, ``cookie_max_age_days``)."""
+
+    @property
+    def cookie_name(self) -> str: ...
+    @property
+    def cookie_domain(self) -> str | None: ...
+    @property
+    def cookie_secure(self) -> bool: ...
+    @property
+    def cookie_max_age_days(self) -> int: ...
+
+
+def cookie_spec(settings: CookieSettings, *, same_site: str = "None") -> CookieSpec:
+    """The ``CookieSpec`` a role's cookie keys describe."""
+    return CookieSpec(
+        name=settings.cookie_name,
+        max_age=settings.cookie_max_age_days * SECONDS_PER_DAY,
+        secure=settings.cookie_secure,
+        same_site=same_site,
+        domain=settings.cookie_domain,
+    )

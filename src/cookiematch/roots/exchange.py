@@ -26,6 +26,7 @@ from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.pixel_matching import PixelMatcher
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.exchange.user_list_bulk import UserListBulk
+from cookiematch.protocol.cookies import cookie_spec
 from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.roots.config_env import config_from_env
@@ -44,7 +45,6 @@ from cookiematch.web.exchange.routes import (
     OPTOUT_ON_ERROR,
     BrowserCookie,
     ExchangeRoutes,
-    cookie_spec,
 )
 from cookiematch.web.forwarded import ProxyTrust
 from cookiematch.web.metrics import METRICS_ROUTE

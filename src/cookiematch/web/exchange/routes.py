@@ -11,10 +11,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.errors import MatchTagError, QueryError
 from cookiematch.exchange.cookie_match import Browser, CookieMatchService
-from cookiematch.exchange.model import ExchangeSettings
 from cookiematch.exchange.outcomes import PushRecorded, RedirectToBuyer, VerifyCookie
 from cookiematch.protocol.cookies import (
     OPT_OUT_VALUE,
@@ -55,15 +53,6 @@ class BrowserCookie:
 
     def opt_out(self) -> str:
         return self.spec.header(OPT_OUT_VALUE)
-
-
-def cookie_spec(settings: ExchangeSettings) -> CookieSpec:
-    return CookieSpec(
-        name=settings.cookie_name,
-        max_age=settings.cookie_max_age_days * SECONDS_PER_DAY,
-        secure=settings.cookie_secure,
-        domain=settings.cookie_domain,
-    )
 
 
 class ExchangeRoutes:
