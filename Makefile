@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint check system-deps bench clean
+.PHONY: demo test lint check system-deps reference-encoders bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,16 +12,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,redis]'
 	touch $(STAMP)
 
-## system packages the tests need (redis-server, chromium); installed only when missing
+## system packages the tests need (redis-server, chromium, node); installed only when missing
 system-deps:
 	bash scripts/install-system-deps.sh
+
+## the IAB's reference encoders (npm) the consent decoders are tested against
+REFERENCE := tests/reference
+$(REFERENCE)/node_modules/.package-lock.json: $(REFERENCE)/package.json $(REFERENCE)/package-lock.json
+	npm ci --prefix $(REFERENCE) --no-audit --no-fund --loglevel=error
+
+reference-encoders: system-deps $(REFERENCE)/node_modules/.package-lock.json
 
 ## run the whole story locally on the embedded store
 demo: $(STAMP)
 	$(BIN)/cookiematch demo
 
 ## lint, type-check and run every test
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps reference-encoders lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -34,4 +41,4 @@ bench: $(STAMP)
 	WITH_BENCH=1 bash scripts/install-system-deps.sh && bash bench/run.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var $(REFERENCE)/node_modules

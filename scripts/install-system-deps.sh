@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages cookiematch's tests and benchmarks use, when they are missing:
-# redis-server (store tests), chromium (cross-site cookie flows in a real browser),
+# redis-server (store tests), chromium (cross-site cookie flows in a real browser), node and
+# npm (the IAB's reference encoders the consent decoders are tested against),
 # nginx and wrk (benchmarks). Debian/Ubuntu only; elsewhere, install them by hand.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${WITH_BENCH:-0}" = "1" ]; then
   command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
