@@ -1,4 +1,4 @@
-"""cookiematch.retry: the backoff both retry loops take (Redis flusher, DMP exports)."""
+"""cookiematch.retry: the backoff every retry loop takes (Redis flusher, DMP exports, pulls)."""
 
 from __future__ import annotations
 

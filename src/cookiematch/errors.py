@@ -31,6 +31,8 @@ CookiematchError
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 
 class CookiematchError(Exception):
     """Base of every error cookiematch raises on purpose."""
@@ -157,7 +159,7 @@ class BodyTooLarge(AdminError):
     """A request body over its limit; nothing of it was used."""
 
     status = 413
-    title = "Request Entity Too Large"
+    title = HTTPStatus(413).phrase
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"the request body is over {limit} bytes")

@@ -12,17 +12,21 @@ from typing import Annotated
 import msgspec
 
 __all__ = [
-    "NID_PATTERN",
+    "ID_PATTERN",
     "PATTERN_MESSAGES",
     "CookieDomain",
     "CookieName",
+    "Id",
     "Nid",
     "PositiveInt",
 ]
 
-NID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
-Nid = Annotated[str, msgspec.Meta(pattern=NID_PATTERN)]
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+"""An identifier an operator chooses: a partner, client, segment, destination, campaign."""
+
+Nid = Id
 """A buyer's network ID, the ``google_nid`` of its match tags."""
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -32,5 +36,5 @@ CookieName = Annotated[str, msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1
 CookieDomain = Annotated[str, msgspec.Meta(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")]
 
 PATTERN_MESSAGES = {
-    NID_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 _ . -",
+    ID_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 _ . -",
 }

@@ -7,7 +7,8 @@
 
 Pure: no sleeping, no clock, no I/O. The caller sleeps and decides when to stop (a number of
 attempts, a deadline). The Redis flusher waits ``Backoff(0.05, 0.5)`` between failed flushes
-while a write's retry window is open; DMP exports wait with full jitter between POSTs.
+while a write's retry window is open; DMP exports wait with full jitter between POSTs; DMP
+pulls wait ``Backoff(0.5, 4.0)`` between pages that failed.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from cookiematch.dmp.exports.transport import HttpAnswer
+from cookiematch.dmp.transport import HttpAnswer
 
 
 class ScriptedTransport:

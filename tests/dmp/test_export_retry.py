@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from cookiematch.dmp.exports import Delivery
 from cookiematch.dmp.exports.retry import post_with_retry
-from cookiematch.dmp.exports.transport import HttpAnswer
+from cookiematch.dmp.transport import HttpAnswer
 
 
 class Answers:

@@ -99,3 +99,41 @@ async def test_tombstone_hides_a_configured_entry(store: Store) -> None:
 def test_decode_validates_as_the_configuration_does(record: bytes, key: str) -> None:
     with pytest.raises(msgspec.ValidationError, match=key.replace("$", r"\$")):
         codec.decode(record, Buyer)
+
+
+async def test_a_record_a_newer_version_wrote_loads_without_its_new_keys(store: Store) -> None:
+    newer = {**json.loads(codec.encode(FULL)), "added_later": {"x": 1}}
+    await store.set(BUYER_PREFIX + "dsp", json.dumps(newer).encode())
+    registry = ExchangeRegistry(store)
+    await registry.refresh()
+    read = registry.buyer("dsp")
+    assert read is not None and codec.encode(read) == codec.encode(FULL)
+
+
+async def test_a_stored_record_that_no_longer_validates_spares_the_others(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A redirect URL an earlier, looser rule accepted (a query without a path) must not stop
+    the worker nor hide the other buyers: it keeps its last good value, else is left out,
+    and is logged once per stored value."""
+    registry = ExchangeRegistry(store)
+    await registry.put_buyer(FULL)
+    await registry.refresh()
+    loose = {"nid": "dsp", "redirect_url": "https://dsp.example?id=", "hosted_match": False}
+    await store.set(BUYER_PREFIX + "dsp", json.dumps(loose).encode())
+    legacy = {"nid": "legacy", "redirect_url": "https://legacy.example?id=", "hosted_match": True}
+    await store.set(BUYER_PREFIX + "legacy", json.dumps(legacy).encode())
+    await store.set(BUYER_PREFIX + "good", codec.encode(Buyer("good", FULL.redirect_url)))
+    for _ in range(3):
+        await registry.refresh()
+    kept = registry.buyer("dsp")
+    assert kept is not None and codec.encode(kept) == codec.encode(FULL)  # the last good one
+    assert registry.buyer("legacy") is None
+    assert registry.buyer("good") is not None
+    refused = [r.getMessage() for r in caplog.records if "is refused" in r.getMessage()]
+    assert len(refused) == 2  # once per stored value, not once per refresh
+    assert "exchange:buyer:legacy" in " ".join(refused) and "left out" in " ".join(refused)
+
+    fresh = ExchangeRegistry(store)  # a worker starting now
+    await fresh.refresh()
+    assert fresh.buyer("dsp") is None and fresh.buyer("good") is not None

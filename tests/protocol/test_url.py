@@ -15,11 +15,20 @@ from cookiematch.errors import InvalidURL
 from cookiematch.protocol.url import (
     MAX_URL_LENGTH,
     HttpURL,
-    is_absolute_http_url,
     parse_absolute_url,
     parse_origin,
     parse_url,
 )
+
+
+def is_absolute_http_url(url: object) -> bool:
+    """Whether ``parse_absolute_url`` accepts ``url`` (a non-string is refused too)."""
+    try:
+        parse_absolute_url(url)  # type: ignore[arg-type]
+    except InvalidURL:
+        return False
+    return True
+
 
 # --- valid URLs: (url, scheme, host, port, path, query, fragment) ----------------------------
 

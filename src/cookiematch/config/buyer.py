@@ -12,17 +12,16 @@ from cookiematch.buyer.model import BuyerSettings
 from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.config.fields import MIN_ADMIN_TOKEN_LENGTH, Table
 from cookiematch.config.values import Listen, Problems, Secret, url_problems
-from cookiematch.formats import CookieDomain, CookieName, Nid, PositiveInt
+from cookiematch.formats import CookieDomain, CookieName, Id, Nid, PositiveInt
 from cookiematch.protocol.cookies import CookieSpec, cookie_spec
 
-CampaignId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Price = Annotated[float, msgspec.Meta(ge=0, le=10_000)]
 
 
 class CampaignConfig(Table, frozen=True):
     """``[[buyer.campaigns]]``: one simple bidding rule and its creative."""
 
-    id: CampaignId
+    id: Id
     adm: str  # HTML; ${MATCH_TAG} is replaced by the match tag <img> (appended if absent)
     audience: Literal["matched", "any"] = "any"
     bid_price: Price = 0.0  # CPM (USD) for users the buyer does not know

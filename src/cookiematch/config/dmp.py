@@ -29,15 +29,13 @@ from cookiematch.config.values import (
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partner, TagKind
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RedirectURLError
-from cookiematch.formats import CookieDomain, CookieName, PositiveInt
+from cookiematch.formats import CookieDomain, CookieName, Id, PositiveInt
 from cookiematch.protocol.cookies import CookieSpec, cookie_spec
 from cookiematch.protocol.privacy import MAX_CONSENT_LENGTH, MAX_GPP_LENGTH, PrivacySignals
 from cookiematch.protocol.templates import Macro, MacroValues, SyncTemplate
 
-ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 MAX_RECOMPUTE_MINUTES = 10_080  # a week
 
-Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 UidMacro = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_$%{}\[\]().~*!-]{1,32}$")]
 
 # Test renders at start: nothing, and the longest values a request may carry.

@@ -22,8 +22,8 @@ from cookiematch.dmp.exports.model import (
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import parse_rule
 from cookiematch.errors import RuleError
+from cookiematch.formats import Id
 
-Id = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 MIN_SECRET_LENGTH = 16
 EXCHANGE_MAX_BATCH = 1000  # the exchange's bulk endpoint takes at most this many gids
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import msgspec
 
 from cookiematch.dmp import keys
-from cookiematch.dmp.exports.transport import PullTransport
 from cookiematch.dmp.ingest import Ingestor, IngestReport
 from cookiematch.dmp.ingest.pipeline import OnReject
 from cookiematch.dmp.ingest.readers import Batch
+from cookiematch.dmp.transport import PullTransport
 from cookiematch.errors import PullError
 from cookiematch.retry import Backoff
 from cookiematch.storage.base import Store

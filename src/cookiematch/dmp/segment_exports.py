@@ -27,9 +27,9 @@ from cookiematch.dmp.exports.model import Batch, Destination, Mode
 from cookiematch.dmp.exports.report import DeliveryReport
 from cookiematch.dmp.exports.sinks import Sink, make_sink
 from cookiematch.dmp.exports.state import ExportState
-from cookiematch.dmp.exports.transport import Transport
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.segments.membership import Memberships
+from cookiematch.dmp.transport import Transport
 from cookiematch.errors import NotFound
 from cookiematch.storage.base import Store
 

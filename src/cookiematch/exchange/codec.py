@@ -3,8 +3,10 @@ answers, and (through ``dec_hook``) the configuration file's entries.
 
 The Structs of ``exchange/model.py`` are the format. Every field is written (``null`` when
 unset); a compiled redirect template is written as its URL and compiled again when read, so a
-record is validated as it is decoded. Records written before the entities were Structs (``nid``,
-``redirect_url`` and ``hosted_match``, then only the keys that were set) decode unchanged.
+record is validated as it is decoded. ``decode_stored`` reads what a store holds: keys the
+Struct does not know (written by a newer version during a rolling upgrade) are left out, and
+records of the earlier shape (``nid``, ``redirect_url`` and ``hosted_match``, then only the
+keys that were set) decode as they are, as long as they pass today's validation.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import msgspec
 from cookiematch.errors import RedirectURLError
 from cookiematch.protocol.redirect import RedirectTemplate
 
-__all__ = ["dec_hook", "decode", "enc_hook", "encode"]
+__all__ = ["dec_hook", "decode", "decode_stored", "enc_hook", "encode"]
 
 T = TypeVar("T")
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 def enc_hook(value: object) -> object:
@@ -51,3 +54,14 @@ def encode(value: object) -> bytes:
 def decode(data: bytes, tp: type[T]) -> T:
     """A ``tp`` from JSON; raises ``msgspec.ValidationError`` naming the bad key."""
     return msgspec.json.decode(data, type=tp, dec_hook=dec_hook)
+
+
+def decode_stored(data: bytes, tp: type[S]) -> S:
+    """A ``tp`` from a stored record, keys it does not know left out; raises
+    ``msgspec.ValidationError`` (or ``msgspec.DecodeError``) for a record it cannot use."""
+    record = msgspec.json.decode(data)
+    if not isinstance(record, dict):
+        raise msgspec.ValidationError(f"expected a JSON object, got {type(record).__name__}")
+    known = {field.encode_name for field in msgspec.structs.fields(tp)}
+    kept = {key: value for key, value in record.items() if key in known}
+    return msgspec.convert(kept, tp, dec_hook=dec_hook)

@@ -3,12 +3,18 @@
 Reads are synchronous dictionary look-ups (the pixel hot path); changes are written to the
 store first, so that they survive a restart and reach other workers on their next refresh.
 A deleted configured entry is remembered as a tombstone. Entries are stored in the format of
-``exchange/codec.py``.
+``exchange/codec.py``. A stored entry that no longer validates (e.g. a redirect URL written
+before a stricter rule) does not stop the others: it keeps its last good value in this worker,
+or is left out, and is logged once with the reason until it is written again.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from typing import TypeVar
+
+import msgspec
 
 from cookiematch.exchange import codec
 from cookiematch.exchange.model import Buyer, UserList
@@ -17,6 +23,10 @@ from cookiematch.storage.base import Store
 BUYER_PREFIX = "exchange:buyer:"
 USER_LIST_PREFIX = "exchange:user_list:"
 _TOMBSTONE = b"null"
+
+log = logging.getLogger(__name__)
+T = TypeVar("T", bound=msgspec.Struct)
+K = TypeVar("K", str, int)
 
 
 class ExchangeRegistry:
@@ -28,6 +38,7 @@ class ExchangeRegistry:
         self._configured_lists = {u.id: u for u in user_lists}
         self._buyers = dict(self._configured_buyers)
         self._lists = dict(self._configured_lists)
+        self._refused: dict[str, bytes] = {}  # key -> the stored value already logged as refused
 
     def buyer(self, nid: str) -> Buyer | None:
         return self._buyers.get(nid)
@@ -49,15 +60,34 @@ class ExchangeRegistry:
             if value == _TOMBSTONE:
                 buyers.pop(nid, None)
             else:
-                buyers[nid] = codec.decode(value, Buyer)
+                self._overlay(buyers, nid, key, value, Buyer, self._buyers.get(nid))
         lists = dict(self._configured_lists)
         async for key, value in self._store.scan(USER_LIST_PREFIX):
             list_id = int(key[len(USER_LIST_PREFIX) :])
             if value == _TOMBSTONE:
                 lists.pop(list_id, None)
             else:
-                lists[list_id] = codec.decode(value, UserList)
+                self._overlay(lists, list_id, key, value, UserList, self._lists.get(list_id))
         self._buyers, self._lists = buyers, lists
+
+    def _overlay(
+        self, view: dict[K, T], ident: K, key: str, value: bytes, tp: type[T], last: T | None
+    ) -> None:
+        """Put the stored entry in ``view``; one that does not decode keeps ``last`` (or is
+        left out) and is logged once per stored value."""
+        try:
+            view[ident] = codec.decode_stored(value, tp)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            if self._refused.get(key) != value:
+                self._refused[key] = value
+                kept = "keeping its last good value" if last is not None else "left out"
+                log.error("stored %s is refused (%s); %s", key, exc, kept)
+            if last is not None:
+                view[ident] = last
+            else:
+                view.pop(ident, None)
+        else:
+            self._refused.pop(key, None)
 
     async def put_buyer(self, buyer: Buyer) -> None:
         await self._store.set(BUYER_PREFIX + buyer.nid, codec.encode(buyer))

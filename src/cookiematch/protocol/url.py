@@ -125,15 +125,6 @@ def parse_origin(text: str) -> HttpURL:
     return parsed
 
 
-def is_absolute_http_url(url: object) -> bool:
-    """Whether ``url`` is an absolute http(s) URL by the rules above."""
-    try:
-        parse_absolute_url(url)  # type: ignore[arg-type]  # a non-string is refused
-    except InvalidURL:
-        return False
-    return True
-
-
 def _check_component(
     url: str, split: re.Match[str], group: int, name: str, allowed: re.Pattern[str]
 ) -> None:

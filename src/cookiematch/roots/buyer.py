@@ -61,22 +61,26 @@ class BuyerServer:
         self.app.on_shutdown.append(self.stop)
 
     async def start(self) -> None:
-        buyer, settings, app = self.buyer, self.settings, self.app
         store = await connect_store(self.config.store.url, durability=self.config.store.durability)
-        try:  # the layout recorded in the store wins; a conflicting one is a ConfigError
-            table = await MatchTable.open(
-                store,
-                settings.nid,
-                ttl_seconds=settings.entry_ttl_seconds,
-                clock=time.time,
-                layout=buyer.match_table_layout,
-                expected_entries=buyer.match_table_expected_entries,
-                auto_layout="buckets" if self.config.store.url.startswith("redis") else "keys",
-            )
-        except BaseException:
+        try:
+            await self._build(store)
+        except BaseException:  # the shutdown hook does not run after a failed start
             await store.close()
             raise
         self.store = store
+
+    async def _build(self, store: Store) -> None:
+        buyer, settings, app = self.buyer, self.settings, self.app
+        # the layout recorded in the store wins; a conflicting one is a ConfigError
+        table = await MatchTable.open(
+            store,
+            settings.nid,
+            ttl_seconds=settings.entry_ttl_seconds,
+            clock=time.time,
+            layout=buyer.match_table_layout,
+            expected_entries=buyer.match_table_expected_entries,
+            auto_layout="buckets" if self.config.store.url.startswith("redis") else "keys",
+        )
         matcher = self.matcher = Matcher(
             table, settings, self.stats, new_uid=new_uid, clock=time.time
         )

@@ -65,7 +65,6 @@ def dmp_table(config: Config) -> DmpConfig:
 class DmpCore:
     """The DMP's shared collaborators over one store."""
 
-    config: DmpConfig
     store: Store
     matches: MatchTable
     profile_reader: ProfileReader  # the one reader: admin profiles and segment rules alike
@@ -90,17 +89,12 @@ def build_core(dmp: DmpConfig, store: Store, *, clock: Clock = time.time) -> Dmp
         store, [s.id for s in dmp.segments], [d.to_model() for d in dmp.destinations], matches,
         clock=clock,
     )  # fmt: skip
-    traits = TraitStore(
-        store,
-        catalog,
-        clock=clock,
-        # a profile written by ingestion is re-evaluated against the segments at once
-        on_profile_changed=[segments.profiles_changed] if dmp.segments else [],
-    )
+    # a profile written by ingestion is re-evaluated against the segments at once
+    traits = TraitStore(store, catalog, clock=clock, on_profile_changed=[segments.profiles_changed])
     ingestor = build_ingestor(
         store, traits, pending_ttl=dmp.ingest.pending_ttl_days * SECONDS_PER_DAY, clock=clock
     )
-    return DmpCore(dmp, store, matches, reader, segments, exports, traits, ingestor)
+    return DmpCore(store, matches, reader, segments, exports, traits, ingestor)
 
 
 @contextlib.asynccontextmanager
@@ -149,8 +143,15 @@ class DmpServer:
         self.app.on_shutdown.append(self.stop)
 
     async def start(self) -> None:
-        dmp, app = self.dmp, self.app
         store = await connect_store(self.config.store.url, durability=self.config.store.durability)
+        try:
+            self._build(store)
+        except BaseException:  # the shutdown hook does not run after a failed start
+            await store.close()
+            raise
+
+    def _build(self, store: Store) -> None:
+        dmp, app = self.dmp, self.app
         core = self.core = build_core(dmp, store)
         worker = worker_name()
         service = self.service = DmpService(

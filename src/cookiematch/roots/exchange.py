@@ -88,9 +88,16 @@ class ExchangeServer:
         self.app.on_shutdown.append(self.stop)
 
     async def start(self) -> None:
-        settings, app = self.settings, self.app
         store = await connect_store(self.config.store.url, durability=self.config.store.durability)
+        try:
+            await self._build(store)
+        except BaseException:  # the shutdown hook does not run after a failed start
+            await store.close()
+            raise
         self.store = store
+
+    async def _build(self, store: Store) -> None:
+        settings, app = self.settings, self.app
         registry = ExchangeRegistry(store, self.exchange.buyers, self.exchange.user_lists)
         await registry.refresh()
         monitor = self.monitor = BuyerMonitor(

@@ -46,7 +46,7 @@ SCAN = "SELECT key, value, expires_at FROM kv WHERE {where} AND " + LIVE + " ORD
 PING = "SELECT 1"
 PUT = "INSERT OR REPLACE INTO kv VALUES (?, ?, ?)"
 PUT_HEAD = "INSERT OR REPLACE INTO kv VALUES "
-"""Followed by ``(?,?,?)`` once per row (``sqlite_ops.put_rows``)."""
+"""Followed by ``(?,?,?)`` once per row (``sqlite_ops._put_rows``)."""
 SET_IF_ABSENT = (
     "INSERT INTO kv VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
     " SET value = excluded.value, expires_at = excluded.expires_at"
@@ -72,7 +72,7 @@ PUT_MAP_HEAD = "INSERT INTO fm VALUES "
 PUT_MAP_TAIL = (
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
 )
-"""``PUT_MAP_HEAD`` + ``(?,?,?)`` once per row + ``PUT_MAP_TAIL`` (``sqlite_ops.put_rows``)."""
+"""``PUT_MAP_HEAD`` + ``(?,?,?)`` once per row + ``PUT_MAP_TAIL`` (``sqlite_ops._put_rows``)."""
 DELETE_MAP = "DELETE FROM fm WHERE key = ?"
 DELETE_MAP_RETURNING = "DELETE FROM fm WHERE key = ? RETURNING value, expires_at"
 UPDATE_MAP = "UPDATE fm SET value = ?, expires_at = ? WHERE key = ?"

@@ -31,4 +31,5 @@ class ProxyTrust:
     def client(self, request: Request) -> str:
         if not self._trusted:
             return request.client
-        return forwarded_client(request.client, request.header("x-forwarded-for"), self._trusted)
+        lines = request.headers.get_all("x-forwarded-for")  # a proxy may add its own line
+        return forwarded_client(request.client, ", ".join(lines), self._trusted)

@@ -8,7 +8,8 @@ protocol and the composition roots hand it one of these adapters, each over one 
                        (``exchange.auction.BidTransport``)
     PartnerTransport   the DMP's exports (POST) and pulls (GET) (``dmp.exports.transport``)
 
-Both turn a timeout into ``TimeoutError`` and an unreachable peer into ``ConnectionError``.
+Both turn a timeout into ``TimeoutError`` and any other failure of the exchange with the peer
+(unreachable, refused, a body that does not decode) into ``ConnectionError``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Self
 
 import httpx
 
-from cookiematch.dmp.exports.transport import HttpAnswer
+from cookiematch.dmp.transport import HttpAnswer
 
 __all__ = ["BidTransport", "PartnerTransport"]
 
@@ -44,7 +45,9 @@ class BidTransport:
         try:
             response = await self.client.post(url, content=body, timeout=timeout)
         except httpx.TimeoutException as exc:
-            raise TimeoutError(str(exc)) from exc
+            raise TimeoutError(f"{url}: timed out") from exc
+        except httpx.HTTPError as exc:
+            raise ConnectionError(f"{url}: {exc}") from exc
         return response.status_code, response.content
 
     def notify(self, url: str) -> None:
@@ -102,7 +105,7 @@ class PartnerTransport:
             )  # fmt: skip
         except httpx.TimeoutException as exc:
             raise TimeoutError(f"{url}: timed out") from exc
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:  # unreachable, refused, a body that does not decode...
             raise ConnectionError(f"{url}: {exc}") from exc
         return HttpAnswer(answer.status_code, answer.content, dict(answer.headers))
 

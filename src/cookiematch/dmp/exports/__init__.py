@@ -1,9 +1,10 @@
 """Exports ("cookie pools"): batches of IDs delivered to destinations.
 
-``model`` (destinations, batches), ``signing`` (HMAC-SHA256 headers), ``transport`` (HTTP),
-``retry`` (backoff), ``sinks`` (HTTP, exchange user list, files), ``state`` (what was sent, the
-last report), ``report`` (the delivery report). Which segment members a batch carries is
-decided above this package, in ``dmp/segment_exports.py``.
+``model`` (destinations, batches), ``signing`` (HMAC-SHA256 headers), ``retry`` (backoff),
+``sinks`` (HTTP, exchange user list, files), ``state`` (what was sent, the last report),
+``report`` (the delivery report). Which segment members a batch carries is decided above this
+package, in ``dmp/segment_exports.py``; HTTP goes through the ``Transport`` of
+``dmp/transport.py``.
 """
 
 from cookiematch.dmp.exports.model import (
@@ -24,7 +25,7 @@ from cookiematch.dmp.exports.sinks import (
     Sink,
     make_sink,
 )
-from cookiematch.dmp.exports.transport import HttpAnswer, PullTransport, Transport
+from cookiematch.dmp.transport import HttpAnswer, PullTransport, Transport
 
 __all__ = [
     "Batch",

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from cookiematch.dmp.exports.model import Delivery
-from cookiematch.dmp.exports.transport import HttpAnswer, Transport
+from cookiematch.dmp.transport import HttpAnswer, Transport
 from cookiematch.retry import Backoff
 
 Sleep = Callable[[float], Awaitable[None]]

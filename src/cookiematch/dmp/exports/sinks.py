@@ -27,7 +27,7 @@ from cookiematch.dmp.exports.model import (
     Mode,
 )
 from cookiematch.dmp.exports.retry import Attempts, Sleep, post_with_retry
-from cookiematch.dmp.exports.transport import HttpAnswer, Transport
+from cookiematch.dmp.transport import HttpAnswer, Transport
 
 
 class Sink(Protocol):

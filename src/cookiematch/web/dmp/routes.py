@@ -23,12 +23,13 @@ from cookiematch.dmp.events import parse_event
 from cookiematch.dmp.model import Client, DmpSettings
 from cookiematch.dmp.service import CallbackStatus, DmpService
 from cookiematch.errors import QueryError
+from cookiematch.formats import ID_PATTERN
 from cookiematch.protocol.cookies import CookieSpec, IdCookie, parse_browser_id, read_id_cookie
 from cookiematch.protocol.privacy import parse_privacy
 from cookiematch.protocol.query import MAX_QUERY_BYTES, QueryParam, parse_query
 from cookiematch.web.http import HeaderPairs, Request, Response
 
-_PARTNER_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_PARTNER_ID = re.compile(ID_PATTERN)
 _JS_CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,63}(?:\.[A-Za-z_$][A-Za-z0-9_$]{0,63}){0,3}")
 _JS_ESCAPES = {
     "<": "\\u003c",

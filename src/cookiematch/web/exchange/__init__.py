@@ -1,2 +1,2 @@
-"""The exchange's HTTP edge: the match tag and opt-out (``routes.py``), ``/ad`` and the bid
-transport (``ad.py``)."""
+"""The exchange's HTTP edge: the match tag and opt-out (``routes.py``), ``/ad``
+(``ad.py``), the admin API (``admin.py``) and the counters of both (``metrics.py``)."""

@@ -21,7 +21,6 @@ from cookiematch.exchange.ad_service import AdRequest, AdService, ServedAd
 from cookiematch.exchange.cookie_match import Browser
 from cookiematch.exchange.monitoring import Count
 from cookiematch.protocol.query import parse_query
-from cookiematch.web.counters import LabelledCounter
 from cookiematch.web.exchange import metrics
 from cookiematch.web.exchange.routes import BrowserCookie
 from cookiematch.web.forwarded import ProxyTrust
@@ -31,11 +30,6 @@ from cookiematch.web.outbound import BidTransport
 log = logging.getLogger(__name__)
 
 MAX_PAGE_URL = 2048
-BUYER_EVENTS = LabelledCounter(
-    "cookiematch_buyer_events",
-    "Per-buyer monitoring events of this worker (bid requests, outcomes, pixel matches, ...)",
-    ("nid", "event"),
-)
 
 _HEAD = (
     '<!doctype html><html><head><meta charset="utf-8"><title>Advertisement</title>'
@@ -49,7 +43,7 @@ BLANK_AD = Response.html(200, BLANK_AD_HTML)
 
 def count_metric(nid: str, what: Count, n: int) -> None:
     """``BuyerMonitor``'s ``on_count``: mirror every count into Prometheus."""
-    BUYER_EVENTS.inc((nid, what.value), n)
+    metrics.BUYER_EVENTS.inc((nid, what.value), n)
 
 
 def render_ad(served: ServedAd) -> str:

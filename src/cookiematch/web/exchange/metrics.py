@@ -26,6 +26,12 @@ HOSTED_MATCH_FAILURES = LabelledCounter(
     ("nid", "status"),
 )
 
+BUYER_EVENTS = LabelledCounter(
+    "cookiematch_buyer_events",
+    "Per-buyer monitoring events of this worker (bid requests, outcomes, pixel matches, ...)",
+    ("nid", "event"),
+)
+
 
 def record_redirect(outcome: RedirectToBuyer) -> None:
     label = "redirect" if outcome.error is None else f"error_{outcome.error}"

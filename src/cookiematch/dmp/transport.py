@@ -1,4 +1,4 @@
-"""What the DMP needs of HTTP (exports POST, pulls GET), as a protocol: the adapter over a real
+"""What the DMP needs of HTTP (exports POST, pulls GET), as protocols: the adapter over a real
 client is at the edge (``web/outbound.py``), so the domain and its tests need no client."""
 
 from __future__ import annotations
