@@ -19,6 +19,7 @@ __all__ = [
     "Id",
     "Nid",
     "PositiveInt",
+    "VendorId",
 ]
 
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -30,6 +31,9 @@ Nid = Id
 """A buyer's network ID, the ``google_nid`` of its match tags."""
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+VendorId = Annotated[int, msgspec.Meta(ge=1, le=65_535)]
+"""A vendor's ID on the IAB's Global Vendor List (TCF)."""
 
 # RFC 6265 cookie-name token; a host name with an optional leading dot.
 CookieName = Annotated[str, msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")]

@@ -32,6 +32,7 @@ def test_parse_buyer() -> None:
         "pixel_matching": False,
         "require_hosted_match": False,
         "max_qps": None,
+        "gvl_vendor_id": None,
     }
     same = parse_buyer({"nid": "ad_network_xyz", "redirect_url": URL}, nid="ad_network_xyz")
     assert same.nid == "ad_network_xyz"

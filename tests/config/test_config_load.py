@@ -11,6 +11,7 @@ import pytest
 from cookiematch.config import Config, Listen, load_config
 from cookiematch.errors import ConfigError
 from cookiematch.exchange.model import ExchangeSettings, UserList
+from cookiematch.privacy.policy import Operation
 from cookiematch.storage import Durability
 
 REPO = Path(__file__).resolve().parents[2]
@@ -339,6 +340,44 @@ def test_more_problems_are_counted(tmp_path: Path) -> None:
 
 
 def test_config_type_is_extensible_by_one_field() -> None:
-    """Roles are the optional tables of Config other than [store]."""
-    assert set(Config.__struct_fields__) - {"store"} == {"exchange", "buyer", "dmp"}
+    """Roles are the optional tables of Config other than [store] and [privacy]."""
+    assert set(Config.__struct_fields__) - {"store", "privacy"} == {"exchange", "buyer", "dmp"}
     assert Config().roles == frozenset()
+
+
+def test_privacy_table_reaches_the_policy_settings(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[privacy]\nhost_vendor_id = 755\ngdpr_default = true\npersonalise_purposes = [2, 3]\n"
+    )
+    settings = load_config(path, environ={}).privacy.settings()
+    assert (settings.host_vendor_id, settings.gdpr_default, settings.honour_gpc) == (
+        755,
+        True,
+        True,
+    )
+    assert settings.purposes[Operation.PERSONALISE] == frozenset({2, 3})
+    assert settings.purposes[Operation.SYNC] == frozenset({1})
+    assert (
+        load_config(
+            path, environ={"COOKIEMATCH_PRIVACY__GDPR_DEFAULT": "false"}
+        ).privacy.gdpr_default
+        is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[privacy]\nhost_vendor_id = 0\n", "privacy.host_vendor_id"),
+        ("[privacy]\nsync_purposes = [25]\n", "privacy.sync_purposes"),
+        ("[privacy]\nsync_purposes = []\n", "privacy.sync_purposes"),
+        ("[privacy]\nmystery = 1\n", "privacy"),
+    ],
+)
+def test_privacy_table_refuses(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, environ={})
+    assert key in str(refused.value)

@@ -41,6 +41,7 @@ async def test_stored_buyer_is_every_field_and_reads_back(store: Store) -> None:
         "pixel_matching": True,
         "require_hosted_match": True,
         "max_qps": 20.0,
+        "gvl_vendor_id": None,
     }
     other = ExchangeRegistry(store)
     await other.refresh()

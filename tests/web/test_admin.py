@@ -33,6 +33,7 @@ UNSET = {  # a buyer's keys that an entry leaves out, as the API answers them
     "pixel_matching": False,
     "require_hosted_match": False,
     "max_qps": None,
+    "gvl_vendor_id": None,
 }
 
 

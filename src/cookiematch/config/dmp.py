@@ -29,7 +29,7 @@ from cookiematch.config.values import (
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partner, TagKind
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RedirectURLError
-from cookiematch.formats import CookieDomain, CookieName, Id, PositiveInt
+from cookiematch.formats import CookieDomain, CookieName, Id, PositiveInt, VendorId
 from cookiematch.protocol.cookies import CookieSpec, cookie_spec
 from cookiematch.protocol.privacy import MAX_CONSENT_LENGTH, MAX_GPP_LENGTH, PrivacySignals
 from cookiematch.protocol.templates import Macro, MacroValues, SyncTemplate
@@ -113,6 +113,7 @@ class DmpPartnerConfig(Table, frozen=True):
     id_format: Literal["plain", "signed", "encrypted"] = "plain"
     id_key: KeySecret | None = None  # 32 bytes, base64; HMAC key or AES-256-GCM key
     id_max_age_seconds: PositiveInt = SECONDS_PER_DAY
+    gvl_vendor_id: VendorId | None = None  # its IAB GVL vendor ID, for the privacy policy
     # Ingestion (docs/dmp-data.md): bearer token of POST /api/v1/partners/<id>/records, and
     # the partner's data endpoint for `cookiematch dmp pull`.
     ingest_token: Secret | None = None
@@ -159,6 +160,7 @@ class DmpPartnerConfig(Table, frozen=True):
             id_format=IdFormat(self.id_format),
             id_key=None if self.id_key is None else self.id_key.key_bytes(),
             id_max_age_seconds=self.id_max_age_seconds,
+            gvl_vendor_id=self.gvl_vendor_id,
         )
 
 

@@ -17,6 +17,7 @@ import msgspec
 from cookiematch.config.buyer import BuyerRoleConfig
 from cookiematch.config.dmp import DmpConfig
 from cookiematch.config.fields import MIN_ADMIN_TOKEN_LENGTH, Table
+from cookiematch.config.privacy import PrivacyConfig
 from cookiematch.config.values import (
     KeySecret,
     Listen,
@@ -101,6 +102,7 @@ class Config(Table, frozen=True):
     """The whole file. Role tables are optional; a missing one leaves the role off."""
 
     store: StoreConfig = StoreConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     exchange: ExchangeConfig | None = None
     buyer: BuyerRoleConfig | None = None
     dmp: DmpConfig | None = None
@@ -123,4 +125,4 @@ class Config(Table, frozen=True):
         return found
 
 
-SECTIONS_WITHOUT_ROLE = frozenset({"store"})
+SECTIONS_WITHOUT_ROLE = frozenset({"store", "privacy"})

@@ -33,6 +33,7 @@ class Partner:
     id_format: IdFormat = IdFormat.PLAIN
     id_key: bytes | None = None
     id_max_age_seconds: int = SECONDS_PER_DAY
+    gvl_vendor_id: int | None = None  # its IAB GVL vendor ID, for the privacy policy
 
     @property
     def ttl_seconds(self) -> int:

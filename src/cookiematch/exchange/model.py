@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from cookiematch.errors import InvalidURL
-from cookiematch.formats import CookieDomain, CookieName, Nid, PositiveInt
+from cookiematch.formats import CookieDomain, CookieName, Nid, PositiveInt, VendorId
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.url import parse_absolute_url
 
@@ -38,6 +38,7 @@ class Buyer(Strict, frozen=True):
     pixel_matching: bool = False
     require_hosted_match: bool = False  # pre-targeting: bid requests only with hosted data
     max_qps: Rate | None = None  # bid requests per second per worker; None: unlimited
+    gvl_vendor_id: VendorId | None = None  # its IAB GVL vendor ID, for the privacy policy
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, message) for each rule between this buyer's fields that it breaks."""

@@ -1,0 +1,69 @@
+"""A request's consent signals, decoded once: TCF v2.2, GPP, US Privacy and Global Privacy Control.
+
+The request parameters (``gdpr``, ``gdpr_consent``, ``gpp``, ``gpp_sid``, ``us_privacy``) come
+parsed by :mod:`cookiematch.protocol.privacy`; ``Sec-GPC`` is a header. Each string is decoded
+by its decoder (cached per distinct string), so a request pays a look-up, not a decode, for a
+string seen before. A string that does not decode stays an ``Undecodable`` here: the policy
+reads it as no consent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cookiematch.protocol.gpc import gpc_opt_out
+from cookiematch.protocol.gpp import GppString, decode_gpp, parse_gpp_sid
+from cookiematch.protocol.privacy import PrivacySignals
+from cookiematch.protocol.tcf import TCString, decode_tc_string
+from cookiematch.protocol.undecodable import Undecodable
+from cookiematch.protocol.usprivacy import UsPrivacy, decode_us_privacy
+
+__all__ = ["NO_SIGNALS", "ConsentSignals", "decode_signals"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentSignals:
+    """What one request says about consent; ``None`` where it says nothing.
+
+    ``gdpr`` is the ``gdpr`` parameter (True for "1", False for "0"); ``tc`` the TC string of
+    ``gdpr_consent``; ``gpp_sid`` the sections the request puts in force (an undecodable
+    ``gpp_sid`` puts every section of the GPP string in force: the reading that honours the
+    most opt-outs).
+    """
+
+    gdpr: bool | None = None
+    tc: TCString | Undecodable | None = None
+    gpp: GppString | Undecodable | None = None
+    gpp_sid: tuple[int, ...] | None = None
+    us_privacy: UsPrivacy | Undecodable | None = None
+    gpc: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """No signal at all: the request is judged by the policy's defaults alone."""
+        return self == NO_SIGNALS
+
+
+NO_SIGNALS = ConsentSignals()
+
+
+def decode_signals(params: PrivacySignals, sec_gpc: str | None = None) -> ConsentSignals:
+    """The signals of one request; never raises."""
+    gpc = gpc_opt_out(sec_gpc)
+    if params == _NO_PARAMS and not gpc:
+        return NO_SIGNALS
+    gpp_sid: tuple[int, ...] | None = None
+    if params.gpp_sid:
+        parsed = parse_gpp_sid(params.gpp_sid)
+        gpp_sid = None if isinstance(parsed, Undecodable) else parsed
+    return ConsentSignals(
+        gdpr=None if not params.gdpr else params.gdpr == "1",
+        tc=decode_tc_string(params.gdpr_consent) if params.gdpr_consent else None,
+        gpp=decode_gpp(params.gpp) if params.gpp else None,
+        gpp_sid=gpp_sid,
+        us_privacy=decode_us_privacy(params.us_privacy) if params.us_privacy else None,
+        gpc=gpc,
+    )
+
+
+_NO_PARAMS = PrivacySignals()
