@@ -14,7 +14,7 @@ from cookiematch.privacy.policy import (
     PrivacySettings,
     Reason,
 )
-from cookiematch.privacy.signals import NO_SIGNALS, ConsentSignals, decode_signals
+from cookiematch.privacy.signals import SILENT, ConsentSignals, decode_signals
 from cookiematch.protocol.privacy import PrivacySignals
 from protocol.tcf_builder import core, id_bits, restrictions, vendor_bitfield
 
@@ -61,8 +61,8 @@ def decide(
 
 @pytest.mark.parametrize("operation", list(Operation))
 def test_no_signal_is_not_regulated_by_default(operation: Operation) -> None:
-    assert decode_signals(PrivacySignals(), None) is NO_SIGNALS
-    assert decide(operation, NO_SIGNALS) == Decision(True, Reason.NOT_REGULATED)
+    assert decode_signals(PrivacySignals(), None) is SILENT
+    assert decide(operation, SILENT) == Decision(True, Reason.NOT_REGULATED)
 
 
 @pytest.mark.parametrize(
@@ -102,7 +102,7 @@ def test_the_host_cookie_checks_the_host_vendor_only_when_configured() -> None:
 
 def test_gdpr_default_decides_when_the_request_does_not_say() -> None:
     eu = PrivacySettings(host_vendor_id=HOST, gdpr_default=True)
-    assert decide(STORE, NO_SIGNALS, settings=eu) == Decision(False, Reason.NO_CONSENT_STRING)
+    assert decide(STORE, SILENT, settings=eu) == Decision(False, Reason.NO_CONSENT_STRING)
     assert decide(SYNC, signals(gdpr_consent=FULL), settings=eu) == Decision(True, Reason.CONSENTED)
     assert decide(SYNC, signals(gdpr="0"), settings=eu) == Decision(True, Reason.NOT_REGULATED)
 
@@ -162,6 +162,6 @@ def test_the_gpp_tcf_section_counts_when_in_force() -> None:
 
 def test_decisions_are_counted_by_operation_and_reason() -> None:
     policy = PrivacyPolicy(PrivacySettings(host_vendor_id=HOST))
-    for found in (NO_SIGNALS, signals(us_privacy="1YYN"), signals(us_privacy="1YYN")):
+    for found in (SILENT, signals(us_privacy="1YYN"), signals(us_privacy="1YYN")):
         policy.decide(SYNC, found, BUYER)
     assert policy.counts == {(SYNC, Reason.NOT_REGULATED): 1, (SYNC, Reason.US_OPT_OUT): 2}

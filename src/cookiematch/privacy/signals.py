@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 from cookiematch.protocol.gpc import gpc_opt_out
 from cookiematch.protocol.gpp import GppString, decode_gpp, parse_gpp_sid
+from cookiematch.protocol.privacy import NO_SIGNALS as NO_PARAMS
 from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.protocol.tcf import TCString, decode_tc_string
 from cookiematch.protocol.undecodable import Undecodable
 from cookiematch.protocol.usprivacy import UsPrivacy, decode_us_privacy
 
-__all__ = ["NO_SIGNALS", "ConsentSignals", "decode_signals"]
+__all__ = ["SILENT", "ConsentSignals", "decode_signals"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,17 +42,18 @@ class ConsentSignals:
     @property
     def empty(self) -> bool:
         """No signal at all: the request is judged by the policy's defaults alone."""
-        return self == NO_SIGNALS
+        return self == SILENT
 
 
-NO_SIGNALS = ConsentSignals()
+SILENT = ConsentSignals()
+"""A request that says nothing about consent (most traffic): judged by the defaults alone."""
 
 
 def decode_signals(params: PrivacySignals, sec_gpc: str | None = None) -> ConsentSignals:
     """The signals of one request; never raises."""
     gpc = gpc_opt_out(sec_gpc)
-    if params == _NO_PARAMS and not gpc:
-        return NO_SIGNALS
+    if params == NO_PARAMS and not gpc:
+        return SILENT
     gpp_sid: tuple[int, ...] | None = None
     if params.gpp_sid:
         parsed = parse_gpp_sid(params.gpp_sid)
@@ -64,6 +66,3 @@ def decode_signals(params: PrivacySignals, sec_gpc: str | None = None) -> Consen
         us_privacy=decode_us_privacy(params.us_privacy) if params.us_privacy else None,
         gpc=gpc,
     )
-
-
-_NO_PARAMS = PrivacySignals()
