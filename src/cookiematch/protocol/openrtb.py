@@ -4,7 +4,7 @@ The exchange encodes a ``BidRequest`` for each buyer and decodes its ``BidRespon
 buyer decodes the ``BidRequest`` and encodes its ``BidResponse``. Only the fields cookiematch
 sets or reads are declared (OpenRTB is extensible):
 
-- decoding ignores unknown fields and objects (video, native, regs...); a declared field
+- decoding ignores unknown fields and objects (video, native...); a declared field
   present with the wrong JSON type, malformed JSON, or a missing required field (``id``; a
   bid's ``id``, ``impid``, ``price``; a seat's ``bid``) fails: ``BidRequestError`` for a
   request, ``InvalidBidResponse`` for a response;
@@ -93,7 +93,18 @@ class Device(_Object, frozen=True):
 class User(_Object, frozen=True):
     id: str | None = None  # from the exchange: the buyer's gid
     buyeruid: str | None = None  # from the exchange: hosted match data, unpadded base64url
+    consent: str | None = None  # the TCF TC string (OpenRTB 2.6)
     ext: dict[str, Any] | None = None  # from the exchange: cookie_version, cookie_age_seconds
+
+
+class Regs(_Object, frozen=True):
+    """Regulations in force for the request (OpenRTB 2.6 ``regs``)."""
+
+    coppa: int | None = None
+    gdpr: int | None = None  # 1: GDPR applies, 0: it does not
+    us_privacy: str | None = None  # the IAB US Privacy string
+    gpp: str | None = None  # the GPP string
+    gpp_sid: list[int] | None = None  # the GPP sections in force
 
 
 class BidRequest(_Object, frozen=True):
@@ -103,6 +114,7 @@ class BidRequest(_Object, frozen=True):
     app: App | None = None
     device: Device | None = None
     user: User | None = None
+    regs: Regs | None = None
     test: int = 0
     tmax: int | None = None  # milliseconds
     at: int | None = None  # 1: first price; 2 (absent): second price plus
