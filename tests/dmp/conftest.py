@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from cookiematch.dmp.consent import RequestConsent
 from cookiematch.dmp.ingest import Ingestor, build_ingestor
 from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.traits.schema import TraitCatalog
 from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.storage import Store, open_store
 
-from .helpers import FakeClock, make_service
+from .helpers import FakeClock, consent, make_service
 
 
 @pytest.fixture
@@ -44,3 +45,9 @@ def ingestor(store: Store, traits: TraitStore, clock: FakeClock) -> Ingestor:
 def service(store: Store, clock: FakeClock, traits: TraitStore, ingestor: Ingestor) -> DmpService:
     """Wired as the server wires it: a sync applies the ingested records that waited."""
     return make_service(store, clock, traits=traits, on_match=[ingestor.pending.resolve])
+
+
+@pytest.fixture
+def quiet(service: DmpService) -> RequestConsent:
+    """A request without any privacy signal (most traffic)."""
+    return consent(service)

@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Sequence
 
 from cookiematch.clock import SECONDS_PER_DAY
+from cookiematch.dmp.consent import RequestConsent
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, Partner
 from cookiematch.dmp.segments.membership import Memberships
@@ -13,6 +14,8 @@ from cookiematch.dmp.service import DmpService, OnMatch
 from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.schema import TraitCatalog
 from cookiematch.dmp.traits.writes import TraitStore
+from cookiematch.privacy.policy import PrivacyPolicy
+from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.protocol.templates import SyncTemplate
 from cookiematch.storage import Store
 
@@ -33,13 +36,16 @@ def partner(pid: str, url: str | None = None, **kwargs: object) -> Partner:
     return Partner(id=pid, sync=SyncTemplate.compile(url), **kwargs)  # type: ignore[arg-type]
 
 
+ANALYTICS_VENDOR, EMAIL_VENDOR, ORDERS_VENDOR = 7, 8, 9  # GVL vendor IDs; the dsp has none
 PARTNERS = [
-    partner("analytics", priority=30),
-    partner("email", priority=20, uid_macro="[EMAIL_ID]", id_format=IdFormat.SIGNED, id_key=KEY),
-    partner("orders", "https://oms.example/px/${DMP_UID}", priority=10, ttl_days=30),
+    partner("analytics", priority=30, gvl_vendor_id=ANALYTICS_VENDOR),
+    partner("email", priority=20, uid_macro="[EMAIL_ID]", id_format=IdFormat.SIGNED, id_key=KEY,
+            gvl_vendor_id=EMAIL_VENDOR),
+    partner("orders", "https://oms.example/px/${DMP_UID}", priority=10, ttl_days=30,
+            gvl_vendor_id=ORDERS_VENDOR),
     partner("dsp", priority=5, id_format=IdFormat.ENCRYPTED, id_key=KEY),
     partner("off", enabled=False),
-]
+]  # fmt: skip
 CLIENTS = [
     Client("shop", allowed_origins=frozenset({"http://shop.localhost:8000"})),
     Client("blog", partners=frozenset({"orders"})),
@@ -55,6 +61,7 @@ def make_service(
     *,
     traits: TraitStore | None = None,
     on_match: Sequence[OnMatch] = (),
+    policy: PrivacyPolicy | None = None,
 ) -> DmpService:
     """A DMP service over ``store``, its collaborators built explicitly (as the composition
     root builds them from the configuration)."""
@@ -65,8 +72,14 @@ def make_service(
         traits=traits or TraitStore(store, TraitCatalog(), clock=clock),
         profile_reader=ProfileReader(store, clock=clock),
         memberships=Memberships(store),
+        policy=policy or PrivacyPolicy(),
         on_match=on_match,
         clock=clock,
         new_uid=lambda: f"uid{next(counter):019d}"[:22],
         worker=worker,
     )  # fmt: skip
+
+
+def consent(service: DmpService, sec_gpc: str | None = None, **params: str) -> RequestConsent:
+    """A request's privacy as the handlers read it: ``consent(service)`` for no signal."""
+    return service.consent(PrivacySignals(**params), sec_gpc)

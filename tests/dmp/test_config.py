@@ -82,6 +82,8 @@ BAD = [
     ('public_url = "http://dmp.localhost:8720"', 'public_url = "http://dmp.localhost/x"',
      "dmp.public_url", ""),
     ('[dmp]', '[dmp]\nsurprise = 1', "dmp.surprise", "unknown key"),
+    ('[dmp]', '[dmp]\njsonp_origins = ["https://shop.example/page"]', "dmp.jsonp_origins[0]",
+     "without a path"),
     ('[dmp]', '[dmp]\nrecompute_interval_minutes = -1', "dmp.recompute_interval_minutes",
      "Expected `int` >= 0"),
     ('[dmp]', '[dmp]\nrecompute_interval_minutes = 10081', "dmp.recompute_interval_minutes",
@@ -129,3 +131,11 @@ def test_recompute_interval(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={"COOKIEMATCH_DMP__RECOMPUTE_INTERVAL_MINUTES": "-5"})
     assert caught.value.key == "dmp.recompute_interval_minutes"
+
+
+def test_jsonp_origins(tmp_path: Path) -> None:
+    """Off by default; origins are compared in lower case."""
+    assert load(tmp_path, BASE).dmp.settings().jsonp_origins == frozenset()  # type: ignore[attr-defined]
+    on = BASE.replace("[dmp]", '[dmp]\njsonp_origins = ["https://Shop.Example"]', 1)
+    settings = load(tmp_path, on).dmp.settings()  # type: ignore[attr-defined]
+    assert settings.jsonp_origins == frozenset({"https://shop.example"})

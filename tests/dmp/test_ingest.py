@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.dmp import keys
+from cookiematch.dmp.consent import RequestConsent
 from cookiematch.dmp.ingest import Ingestor, bulk_gc
 from cookiematch.dmp.ingest.readers import Batch, expand, read_batches
 from cookiematch.dmp.ingest.records import UID, Checker, RawRecord, parse_json, parse_row, uid_ok
@@ -143,14 +144,14 @@ async def test_ingest_counts_accepted_pending_and_rejected(
 
 
 async def test_pending_records_are_applied_when_the_sync_arrives(
-    ingestor: Ingestor, service: DmpService, store: Store
+    ingestor: Ingestor, service: DmpService, store: Store, quiet: RequestConsent
 ) -> None:
     first = batch(line("A-9", attributes={"tier": "gold", "age": 40}))
     later = batch(line("A-9", attributes={"tier": "platinum"}, remove=["age"]))
     assert (await ingestor.ingest("analytics", [first, later])).pending == 2
     assert await ingestor.pending.count("analytics", "A-9") == 2
     # the partner's callback arrives in the browser that holds DMP id d9
-    await service.callback("analytics", "d9", "A-9")
+    await service.callback("analytics", "d9", "A-9", consent=quiet)
     assert (await service.profile_reader.snapshot("d9")).attributes == {"tier": "platinum"}
     assert await store.hgetall(keys.pending_key("analytics", "A-9")) == {}
 

@@ -16,6 +16,7 @@ from cookiematch.cli.main import main
 from cookiematch.config import load_config
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.snapshot import ProfileSnapshot
+from cookiematch.protocol.privacy import NO_SIGNALS
 from cookiematch.roots.dmp import DmpServer
 from cookiematch.storage import open_store
 
@@ -71,7 +72,8 @@ async def _callback_then_snapshots(config: Path, uids: list[str]) -> list[Profil
     """A sync callback stored by a DMP worker over the same store."""
     async with dmp_worker(config) as worker:
         assert worker.service is not None
-        await worker.service.callback("crm", "d-late", "C-late")
+        quiet = worker.service.consent(NO_SIGNALS)
+        await worker.service.callback("crm", "d-late", "C-late", consent=quiet)
         return await worker.service.profile_reader.snapshots(uids)
 
 

@@ -12,6 +12,7 @@ from cookiematch.config import load_config
 from cookiematch.config.dmp import DmpConfig
 from cookiematch.config.dmp_segments import DmpDestinationConfig, DmpSegmentConfig
 from cookiematch.config.values import Secret
+from cookiematch.dmp.consent import RequestConsent
 from cookiematch.dmp.events import EventType, ImpressionEvent
 from cookiematch.dmp.service import DmpService
 from cookiematch.errors import ConfigError
@@ -26,7 +27,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 async def test_admin_routes_profile_and_audiences(
-    store: Store, service: DmpService, tmp_path: Path
+    store: Store, service: DmpService, tmp_path: Path, quiet: RequestConsent
 ) -> None:
     for i in range(12):
         uid = f"u{i:02d}"
@@ -50,7 +51,7 @@ async def test_admin_routes_profile_and_audiences(
     async with PartnerTransport() as transport:  # unused by a file destination
         await exports.export("clickers", "files", transport)
     assert (await service.profile("u00")).segments == ["clickers", "synced"]  # type: ignore[union-attr]
-    assert (await service.audiences("u00"))["dmp_segments"] == ["clickers", "synced"]
+    assert (await service.audiences("u00", quiet)).kv["dmp_segments"] == ["clickers", "synced"]
 
     app = guarded_app(SegmentAdmin(segments, exports).routes(), TOKEN)
     async with httpx.AsyncClient(

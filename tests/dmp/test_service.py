@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlsplit
 
+from cookiematch.dmp.consent import RequestConsent
 from cookiematch.dmp.events import EventType, ImpressionEvent
 from cookiematch.dmp.partner_ids import seal
 from cookiematch.dmp.service import CallbackStatus, DmpService
-from cookiematch.protocol.privacy import NO_SIGNALS, PrivacySignals
 from cookiematch.storage import Store
 
-from .helpers import CLIENTS, NOW, PARTNERS, FakeClock, make_service
+from .helpers import CLIENTS, NOW, PARTNERS, FakeClock, consent, make_service
 
 SHOP, BLOG = CLIENTS
 BY_ID = {p.id: p for p in PARTNERS}
@@ -21,8 +21,10 @@ def callback_of(pixel: str) -> str:
     return dict(parse_qsl(urlsplit(pixel).query))["redir"]
 
 
-async def test_a_new_browser_gets_an_id_and_the_top_partners(service: DmpService) -> None:
-    result = await service.sync(SHOP, None, NO_SIGNALS)
+async def test_a_new_browser_gets_an_id_and_the_top_partners(
+    service: DmpService, quiet: RequestConsent
+) -> None:
+    result = await service.sync(SHOP, None, quiet)
     assert result.new_browser and result.dmp_uid
     assert len(result.pixels) == 3
     assert callback_of(result.pixels[0]) == (
@@ -32,10 +34,13 @@ async def test_a_new_browser_gets_an_id_and_the_top_partners(service: DmpService
 
 
 async def test_callback_stores_both_ways_and_the_partner_is_then_fresh(
-    service: DmpService, clock: FakeClock
+    service: DmpService, clock: FakeClock, quiet: RequestConsent
 ) -> None:
-    uid = (await service.sync(SHOP, None, NO_SIGNALS)).dmp_uid
-    assert await service.callback("analytics", uid, "A-123", "shop") is CallbackStatus.STORED
+    uid = (await service.sync(SHOP, None, quiet)).dmp_uid
+    assert (
+        await service.callback("analytics", uid, "A-123", "shop", consent=quiet)
+        is CallbackStatus.STORED
+    )
     profile = await service.profile(uid)
     assert profile is not None
     assert profile.partners == {"analytics": "A-123"}
@@ -43,41 +48,50 @@ async def test_callback_stores_both_ways_and_the_partner_is_then_fresh(
     found = await service.profiles.find("analytics", "A-123")
     assert found is not None and found.dmp_uid == uid
 
-    again = await service.sync(SHOP, uid, NO_SIGNALS)
+    again = await service.sync(SHOP, uid, quiet)
     assert not again.new_browser
     assert [s.status.value for s in again.decision.statuses][:2] == ["fresh", "sync"]
     assert not any("analytics.example" in url for url in again.pixels)
 
     clock.now += 8 * 86400  # analytics' ttl is 7 days
-    later = await service.sync(SHOP, uid, NO_SIGNALS)
+    later = await service.sync(SHOP, uid, quiet)
     assert any("analytics.example" in url for url in later.pixels)
 
 
-async def test_a_new_partner_uid_replaces_the_old_reverse_entry(service: DmpService) -> None:
-    uid = (await service.sync(SHOP, None, NO_SIGNALS)).dmp_uid
-    await service.callback("analytics", uid, "old-id")
-    await service.callback("analytics", uid, "new-id")
+async def test_a_new_partner_uid_replaces_the_old_reverse_entry(
+    service: DmpService, quiet: RequestConsent
+) -> None:
+    uid = (await service.sync(SHOP, None, quiet)).dmp_uid
+    await service.callback("analytics", uid, "old-id", consent=quiet)
+    await service.callback("analytics", uid, "new-id", consent=quiet)
     assert await service.profiles.find("analytics", "old-id") is None
     found = await service.profiles.find("analytics", "new-id")
     assert found is not None and found.partners == {"analytics": "new-id"}
 
 
-async def test_partner_ids_with_braces_do_not_escape_their_key(service: DmpService) -> None:
-    uid = (await service.sync(SHOP, None, NO_SIGNALS)).dmp_uid
-    assert await service.callback("analytics", uid, "}{odd}:id") is CallbackStatus.STORED
+async def test_partner_ids_with_braces_do_not_escape_their_key(
+    service: DmpService, quiet: RequestConsent
+) -> None:
+    uid = (await service.sync(SHOP, None, quiet)).dmp_uid
+    assert (
+        await service.callback("analytics", uid, "}{odd}:id", consent=quiet)
+        is CallbackStatus.STORED
+    )
     found = await service.profiles.find("analytics", "}{odd}:id")
     assert found is not None and found.dmp_uid == uid
 
 
-async def test_signed_and_encrypted_ids(service: DmpService, clock: FakeClock) -> None:
-    uid = (await service.sync(SHOP, None, NO_SIGNALS)).dmp_uid
+async def test_signed_and_encrypted_ids(
+    service: DmpService, clock: FakeClock, quiet: RequestConsent
+) -> None:
+    uid = (await service.sync(SHOP, None, quiet)).dmp_uid
     signed = seal(BY_ID["email"], "E-9", clock.now)
     encrypted = seal(BY_ID["dsp"], "D-7", clock.now)
-    assert await service.callback("email", uid, signed) is CallbackStatus.STORED
-    assert await service.callback("dsp", uid, encrypted) is CallbackStatus.STORED
+    assert await service.callback("email", uid, signed, consent=quiet) is CallbackStatus.STORED
+    assert await service.callback("dsp", uid, encrypted, consent=quiet) is CallbackStatus.STORED
     forged = signed.rpartition(".")[0] + ".AAAA"
-    assert await service.callback("email", uid, forged) is CallbackStatus.BAD_ID
-    assert await service.callback("dsp", uid, "E-9") is CallbackStatus.BAD_ID
+    assert await service.callback("email", uid, forged, consent=quiet) is CallbackStatus.BAD_ID
+    assert await service.callback("dsp", uid, "E-9", consent=quiet) is CallbackStatus.BAD_ID
     profile = await service.profile(uid)
     assert profile is not None and profile.partners == {"dsp": "D-7", "email": "E-9"}
     report = await service.funnel_report()
@@ -86,25 +100,29 @@ async def test_signed_and_encrypted_ids(service: DmpService, clock: FakeClock) -
     assert report.other["rejected_bad_id"] == 2
 
 
-async def test_refused_callbacks(service: DmpService) -> None:
-    uid = (await service.sync(SHOP, None, NO_SIGNALS)).dmp_uid
-    assert await service.callback("nobody", uid, "x") is CallbackStatus.UNKNOWN_PARTNER
-    assert await service.callback("analytics", None, "x") is CallbackStatus.NO_COOKIE
-    assert await service.callback("analytics", uid, None) is CallbackStatus.MISSING_UID
-    assert await service.callback("analytics", uid, "$UID") is CallbackStatus.MACRO_NOT_REPLACED
-    assert await service.callback("email", uid, "[EMAIL_ID]") is (CallbackStatus.MACRO_NOT_REPLACED)
-    assert await service.callback("analytics", uid, "a b") is CallbackStatus.BAD_ID
+async def test_refused_callbacks(service: DmpService, quiet: RequestConsent) -> None:
+    uid = (await service.sync(SHOP, None, quiet)).dmp_uid
+    assert (
+        await service.callback("nobody", uid, "x", consent=quiet) is CallbackStatus.UNKNOWN_PARTNER
+    )
+    assert await service.callback("analytics", None, "x", consent=quiet) is CallbackStatus.NO_COOKIE
+    assert (
+        await service.callback("analytics", uid, None, consent=quiet) is CallbackStatus.MISSING_UID
+    )
+    assert (
+        await service.callback("analytics", uid, "$UID", consent=quiet)
+        is CallbackStatus.MACRO_NOT_REPLACED
+    )
+    assert await service.callback("email", uid, "[EMAIL_ID]", consent=quiet) is (
+        CallbackStatus.MACRO_NOT_REPLACED
+    )
+    assert await service.callback("analytics", uid, "a b", consent=quiet) is CallbackStatus.BAD_ID
     assert await service.profile(uid) is None
 
 
-async def test_privacy_signals_reach_the_pixels_and_can_block_them(service: DmpService) -> None:
-    blocked = await service.sync(SHOP, None, PrivacySignals(gdpr="1"))
-    assert blocked.pixels == ()
-    consented = await service.sync(SHOP, None, PrivacySignals(gdpr="1", gdpr_consent="CPx"))
-    assert len(consented.pixels) == 3
-
-
-async def test_events_are_tallied_and_bounded(service: DmpService, clock: FakeClock) -> None:
+async def test_events_are_tallied_and_bounded(
+    service: DmpService, clock: FakeClock, quiet: RequestConsent
+) -> None:
     uid = "bounded-events-profile"
     events = [ImpressionEvent(EventType.IMP, f"c{i}", "s", "cr") for i in range(3)]
     for event in events:
@@ -117,26 +135,35 @@ async def test_events_are_tallied_and_bounded(service: DmpService, clock: FakeCl
     assert profile is not None
     seen = {(e.event, e.campaign): e.count for e in profile.events}
     assert seen == {("imp", "c0"): 2, ("imp", "c2"): 1, ("click", "c9"): 1}
-    assert await service.audiences(uid) == {"dmp_click": ["c9"], "dmp_imp": ["c0", "c2"]}
+    assert (await service.audiences(uid, quiet)).kv == {
+        "dmp_click": ["c9"],
+        "dmp_imp": ["c0", "c2"],
+    }
 
 
-async def test_inband_data_and_audiences(service: DmpService) -> None:
-    uid = (await service.sync(SHOP, None, NO_SIGNALS)).dmp_uid
-    status = await service.inband("analytics", uid, "A-1", "tier:gold,age:30")
+async def test_inband_data_and_audiences(service: DmpService, quiet: RequestConsent) -> None:
+    uid = (await service.sync(SHOP, None, quiet)).dmp_uid
+    status = await service.inband("analytics", uid, "A-1", "tier:gold,age:30", consent=quiet)
     assert status is CallbackStatus.STORED
-    assert await service.inband("analytics", uid, "A-1", "tier=gold") is CallbackStatus.BAD_DATA
+    assert (
+        await service.inband("analytics", uid, "A-1", "tier=gold", consent=quiet)
+        is CallbackStatus.BAD_DATA
+    )
     too_many = ",".join(f"k{i}:v" for i in range(21))
-    assert await service.inband("analytics", uid, "A-1", too_many) is CallbackStatus.BAD_DATA
+    assert (
+        await service.inband("analytics", uid, "A-1", too_many, consent=quiet)
+        is CallbackStatus.BAD_DATA
+    )
     profile = await service.profile(uid)
     assert profile is not None
     assert profile.inband == {"analytics": {"age": "30", "tier": "gold"}}
     assert profile.partners == {"analytics": "A-1"}
-    assert await service.audiences(uid) == {
+    assert (await service.audiences(uid, quiet)).kv == {
         "analytics_age": ["30"],
         "analytics_tier": ["gold"],
         "dmp_partners": ["analytics"],
     }
-    assert await service.audiences(None) == {}
+    assert (await service.audiences(None, quiet)).kv == {}
 
 
 async def test_the_funnel_sums_every_worker_and_survives_a_restart(
@@ -145,9 +172,9 @@ async def test_the_funnel_sums_every_worker_and_survives_a_restart(
     first, second = make_service(store, clock, "w1"), make_service(store, clock, "w2")
     for worker in (first, second):
         for _ in range(5):
-            uid = (await worker.sync(SHOP, None, NO_SIGNALS)).dmp_uid
-            await worker.callback("analytics", uid, "a", "shop")
-        await worker.sync(BLOG, None, NO_SIGNALS)
+            uid = (await worker.sync(SHOP, None, consent(worker))).dmp_uid
+            await worker.callback("analytics", uid, "a", "shop", consent=consent(worker))
+        await worker.sync(BLOG, None, consent(worker))
     await second.funnel_log.flush()
     report = await first.funnel_report()
     analytics, orders = report.partners["analytics"], report.partners["orders"]

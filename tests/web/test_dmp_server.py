@@ -38,6 +38,7 @@ listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
 admin_token = "{TOKEN}"
 max_syncs_per_page = 2
+jsonp_origins = ["{ORIGIN}"]
 
 [[dmp.clients]]
 id = "shop"
@@ -210,11 +211,41 @@ def test_impressions_and_audiences(http: httpx.Client) -> None:
     json_answer = http.get("/audiences", headers={**cookie(uid), "Origin": ORIGIN})
     assert json_answer.json() == {"kv": {"dmp_click": ["c1"], "dmp_imp": ["c1"]}}
     assert json_answer.headers["access-control-allow-origin"] == ORIGIN
-    script = http.get("/audiences?callback=dco.render", headers=cookie(uid))
+    page = {**cookie(uid), "Referer": f"{ORIGIN}/products/42?ref=home"}
+    script = http.get("/audiences?callback=dco.render", headers=page)
     assert script.text == '/**/dco.render({"kv":{"dmp_click":["c1"],"dmp_imp":["c1"]}});'
     assert script.headers["content-type"].startswith("application/javascript")
-    assert http.get("/audiences?callback=alert(1)").status_code == 400
+    assert http.get("/audiences?callback=alert(1)", headers=page).status_code == 400
     assert http.get("/audiences").json() == {"kv": {}}
+
+
+def test_jsonp_only_for_the_pages_of_jsonp_origins(http: httpx.Client) -> None:
+    """A <script> request carries no Origin (unless crossorigin is set), so its Referer names
+    the page; where an Origin is sent it is the one checked."""
+    url = "/audiences?callback=cb"
+    allowed = [
+        {"Referer": f"{ORIGIN}/"},
+        {"Referer": f"{ORIGIN.upper()}/page"},
+        {"Origin": ORIGIN},
+        {"Origin": ORIGIN, "Referer": "https://elsewhere.example/"},
+    ]
+    for headers in allowed:
+        response = http.get(url, headers=headers)
+        assert response.status_code == 200 and response.text == '/**/cb({"kv":{}});', headers
+    refused = [
+        {},
+        {"Referer": "https://evil.example/steal"},
+        {"Referer": f"{ORIGIN}.evil.example/"},
+        {"Referer": "not a url"},
+        {"Origin": "null", "Referer": f"{ORIGIN}/"},
+        {"Origin": "https://evil.example", "Referer": f"{ORIGIN}/"},
+    ]
+    for headers in refused:
+        response = http.get(url, headers=headers)
+        assert response.status_code == 400, headers
+        assert response.text.startswith("Bad request: callback= (JSONP)"), response.text
+    plain = http.get("/audiences", headers={"Origin": "https://evil.example"})
+    assert plain.status_code == 200 and "access-control-allow-origin" not in plain.headers
 
 
 def test_admin_needs_the_token_and_answers_problems(http: httpx.Client) -> None:
@@ -228,6 +259,16 @@ def test_admin_needs_the_token_and_answers_problems(http: httpx.Client) -> None:
     partners = http.get("/admin/v1/partners", headers=AUTH).json()["partners"]
     assert [p["id"] for p in partners] == ["analytics", "email", "orders"]
     assert "id_key" not in partners[1]
+
+
+def test_metrics_are_served_without_the_token(http: httpx.Client) -> None:
+    new_browser(http)
+    response = http.get("/metrics")
+    assert response.status_code == 200
+    assert (
+        'cookiematch_privacy_decisions_total{operation="store_id",reason="not_regulated"}'
+        in response.text
+    )
 
 
 def test_the_funnel(http: httpx.Client) -> None:

@@ -204,6 +204,9 @@ class DmpConfig(Table, frozen=True):
     event_ttl_days: PositiveInt = 90
     inband_max_bytes: Annotated[int, msgspec.Meta(ge=64, le=8192)] = 1024
     inband_max_pairs: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
+    # Page origins whose scripts may read /audiences as JSONP (?callback=), checked against the
+    # request's Origin, else its Referer; empty: JSONP off (docs/dmp.md).
+    jsonp_origins: tuple[str, ...] = ()
     clients: tuple[DmpClientConfig, ...] = ()
     partners: tuple[DmpPartnerConfig, ...] = ()
     traits: tuple[DmpTraitConfig, ...] = ()
@@ -231,6 +234,7 @@ class DmpConfig(Table, frozen=True):
             event_ttl_days=self.event_ttl_days,
             inband_max_bytes=self.inband_max_bytes,
             inband_max_pairs=self.inband_max_pairs,
+            jsonp_origins=frozenset(o.lower() for o in self.jsonp_origins),
         )
 
     def problems(self) -> Problems:
@@ -241,6 +245,8 @@ class DmpConfig(Table, frozen=True):
             bad_url = origin_problems("public_url", self.base_url())
             if bad_url:
                 return found + bad_url
+        for i, origin in enumerate(self.jsonp_origins):
+            found += origin_problems(f"jsonp_origins[{i}]", origin)
         found += duplicates("partners", "id", [p.id for p in self.partners])
         found += duplicates("clients", "id", [c.id for c in self.clients])
         found += duplicates("traits", "name", [t.name for t in self.traits])

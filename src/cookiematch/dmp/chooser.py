@@ -1,20 +1,20 @@
 """Which partners a page should sync: a decision returned as a value, a status per partner.
 
 Partners are considered by priority (higher first; ties keep the configured order). A partner
-is fired when it is enabled, used by the client, the privacy signals allow syncing, and this
-browser has not synced with it within the partner's ``ttl_days``; at most ``limit`` per page.
-Privacy: with ``gdpr=1`` and no consent string, or a CCPA sale opt-out (``us_privacy`` "1-Y-"),
-no partner is synced.
+is fired when it is enabled, used by the client, allowed by the privacy policy (``allow``: the
+policy's ``SYNC`` decision for the partner's GVL vendor ID, docs/privacy.md), and this browser
+has not synced with it within the partner's ``ttl_days``; at most ``limit`` per page. Each
+partner the policy was asked about carries the policy's reason, allowed or not.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cookiematch.dmp.model import Client, Partner
-from cookiematch.protocol.privacy import PrivacySignals
+from cookiematch.privacy.policy import Decision, Reason
 
 
 class SyncStatus(enum.Enum):
@@ -23,14 +23,14 @@ class SyncStatus(enum.Enum):
     DISABLED = "disabled"
     NOT_FOR_CLIENT = "not_for_client"
     OVER_LIMIT = "over_limit"  # eligible, but the page already has its N pixels
-    NO_CONSENT = "no_consent"  # gdpr=1 without a consent string
-    OPTED_OUT = "opted_out"  # CCPA opt-out of sale
+    PRIVACY = "privacy"  # the privacy policy refuses it: ``reason`` says why
 
 
 @dataclass(frozen=True, slots=True)
 class PartnerStatus:
     partner: str
     status: SyncStatus
+    reason: Reason | None = None  # the policy's reason, where the policy was asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,18 +41,21 @@ class SyncDecision:
     def status(self, partner_id: str) -> SyncStatus | None:
         return next((s.status for s in self.statuses if s.partner == partner_id), None)
 
+    def reason(self, partner_id: str) -> Reason | None:
+        return next((s.reason for s in self.statuses if s.partner == partner_id), None)
+
+    def refused(self) -> dict[str, Reason]:
+        """The partners the privacy policy refused, with its reasons."""
+        return {
+            s.partner: s.reason
+            for s in self.statuses
+            if s.status is SyncStatus.PRIVACY and s.reason is not None
+        }
+
 
 def by_priority(partners: Sequence[Partner]) -> tuple[Partner, ...]:
     """Higher priority first; a stable sort keeps the configured order among equals."""
     return tuple(sorted(partners, key=lambda p: -p.priority))
-
-
-def _privacy_block(privacy: PrivacySignals) -> SyncStatus | None:
-    if privacy.gdpr_applies and not privacy.gdpr_consent:
-        return SyncStatus.NO_CONSENT
-    if privacy.sale_opted_out:
-        return SyncStatus.OPTED_OUT
-    return None
 
 
 def choose(
@@ -62,25 +65,25 @@ def choose(
     *,
     now: float,
     limit: int,
-    privacy: PrivacySignals,
+    allow: Callable[[Partner], Decision],
 ) -> SyncDecision:
     """Decide the sync pixels of one page; ``partners`` already ordered by priority."""
-    blocked = _privacy_block(privacy)
     chosen: list[Partner] = []
     statuses: list[PartnerStatus] = []
     for partner in partners:
+        reason: Reason | None = None
         if not partner.enabled:
             status = SyncStatus.DISABLED
         elif not client.uses(partner.id):
             status = SyncStatus.NOT_FOR_CLIENT
-        elif blocked is not None:
-            status = blocked
+        elif not (decision := allow(partner)).allowed:
+            status, reason = SyncStatus.PRIVACY, decision.reason
         elif now - synced_at.get(partner.id, float("-inf")) < partner.ttl_seconds:
-            status = SyncStatus.FRESH
+            status, reason = SyncStatus.FRESH, decision.reason
         elif len(chosen) >= limit:
-            status = SyncStatus.OVER_LIMIT
+            status, reason = SyncStatus.OVER_LIMIT, decision.reason
         else:
-            status = SyncStatus.SYNC
+            status, reason = SyncStatus.SYNC, decision.reason
             chosen.append(partner)
-        statuses.append(PartnerStatus(partner.id, status))
+        statuses.append(PartnerStatus(partner.id, status, reason))
     return SyncDecision(tuple(chosen), tuple(statuses))

@@ -4,6 +4,7 @@ profile lives on one cluster node; a partner ID's reverse entry is tagged by its
     dmp:{<dmp uid>}:p           field map  partner id -> PartnerMatch
     dmp:{<dmp uid>}:e           field map  "<event>|<campaign>|<site>|<creative>" -> EventTally
     dmp:{<dmp uid>}:kv          field map  "<partner>.<key>" -> value (in-band data)
+    dmp:{<dmp uid>}:g           field map  "*" or partner id -> GDPR consent mark (consent.py)
     dmp:{<dmp uid>}:t           field map  "a|<name>" -> JSON value (attribute, per-trait TTL);
                                            "e|<name>|<ts>" -> partner id (ingested event)
     dmp:pend:{<partner>:<uid>}  field map  record digest -> a record waiting for the sync
@@ -50,6 +51,10 @@ def events_key(dmp_uid: str) -> str:
 
 def inband_key(dmp_uid: str) -> str:
     return f"dmp:{{{dmp_uid}}}:kv"
+
+
+def consent_key(dmp_uid: str) -> str:
+    return f"dmp:{{{dmp_uid}}}:g"
 
 
 def reverse_key(partner_id: str, partner_uid: str) -> str:

@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 
 from cookiematch.clock import SECONDS_PER_DAY
+from cookiematch.protocol.privacy import NO_SIGNALS, PrivacySignals
+from cookiematch.protocol.query import encode_component
 from cookiematch.protocol.templates import SyncTemplate
 
 UID_PARAM = "uid"
@@ -80,8 +82,17 @@ class DmpSettings:
     event_ttl_days: int = 90
     inband_max_bytes: int = 1024
     inband_max_pairs: int = 20
+    jsonp_origins: frozenset[str] = frozenset()  # pages that may read /audiences as JSONP
 
-    def callback_url(self, partner: Partner, client_id: str | None) -> str:
-        """The callback the partner sends the browser to; ends in ``uid=<uid_macro>``."""
+    def callback_url(
+        self, partner: Partner, client_id: str | None, privacy: PrivacySignals = NO_SIGNALS
+    ) -> str:
+        """The callback the partner sends the browser to; ends in ``uid=<uid_macro>``. The
+        sync's privacy parameters ride along (as Prebid Server's ``/setuid`` URL carries
+        them), so the callback is judged under the signals the sync was."""
         client = f"{CLIENT_PARAM}={client_id}&" if client_id else ""
-        return f"{self.public_url}/callback/{partner.id}?{client}{UID_PARAM}={partner.uid_macro}"
+        carried = "".join(f"{p.name}={encode_component(p.value or '')}&" for p in privacy.params())
+        return (
+            f"{self.public_url}/callback/{partner.id}?{client}{carried}"
+            f"{UID_PARAM}={partner.uid_macro}"
+        )

@@ -1,4 +1,5 @@
-"""A browser's DMP profile as one read model: partner IDs, events, in-band data."""
+"""A browser's DMP profile as one read model: partner IDs, events, in-band data, segments,
+ingested traits and GDPR consent marks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 
 import msgspec
 
+from cookiematch.dmp.consent import ConsentMarks, ProfileConsent
 from cookiematch.dmp.events import EventLog
 from cookiematch.dmp.inband import InbandData
 from cookiematch.dmp.matches import MatchTable
@@ -35,6 +37,8 @@ class Profile(msgspec.Struct, frozen=True):
     segments: list[str] = []  # segment ids (dmp/segments/)
     attributes: dict[str, AttributeValue] = {}  # ingested traits (dmp/traits/)
     ingested_events: dict[str, list[float]] = {}  # event name -> timestamps, newest first
+    # GDPR consent marks (dmp/consent.py); left out of the JSON when there are none
+    consent: ProfileConsent | msgspec.UnsetType = msgspec.UNSET
 
     @property
     def empty(self) -> bool:
@@ -45,6 +49,7 @@ class Profile(msgspec.Struct, frozen=True):
             or self.segments
             or self.attributes
             or self.ingested_events
+            or self.consent is not msgspec.UNSET
         )
 
 
@@ -58,20 +63,23 @@ class Profiles:
         inband: InbandData,
         memberships: Memberships | None = None,
         reader: ProfileReader | None = None,
+        consent: ConsentMarks | None = None,
     ) -> None:
         self._matches = matches
+        self._consent = consent
         self._events = events
         self._inband = inband
         self._memberships = memberships
         self._reader = reader
 
     async def get(self, dmp_uid: str) -> Profile:
-        matches, tallies, inband, segments, (attributes, ingested) = await asyncio.gather(
+        matches, tallies, inband, segments, (attributes, ingested), consent = await asyncio.gather(
             self._matches.partners(dmp_uid),
             self._events.tallies(dmp_uid),
             self._inband.get(dmp_uid),
             self._segments(dmp_uid),
             self._traits(dmp_uid),
+            self._consent_of(dmp_uid),
         )
         events = [
             ProfileEvent(e.event.value, e.campaign, e.site, e.creative, t.count, t.first, t.last)
@@ -86,7 +94,14 @@ class Profiles:
             segments=segments,
             attributes=attributes,
             ingested_events={name: list(stamps) for name, stamps in ingested.items()},
+            consent=consent,
         )
+
+    async def _consent_of(self, dmp_uid: str) -> ProfileConsent | msgspec.UnsetType:
+        if self._consent is None:
+            return msgspec.UNSET
+        found = await self._consent.get(dmp_uid)
+        return msgspec.UNSET if found.empty else found
 
     async def _traits(
         self, dmp_uid: str

@@ -2,10 +2,16 @@
 
 The HTTP layer parses the request (protocol), calls one method, and renders what it gets;
 every method also counts its step of the funnel.
+
+Privacy: ``consent`` reads a request's signals once and asks the policy whether the DMP cookie
+may be used (``STORE_ID``); the handler reads the cookie only if so, and passes the answer to
+the use case, which asks the policy for each partner (``SYNC``) and for the browser's audiences
+(``PERSONALISE``). docs/privacy.md, "Enforcement: the DMP".
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -13,7 +19,8 @@ from dataclasses import dataclass
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.dmp.audiences import audience_kv
-from cookiematch.dmp.chooser import SyncDecision, by_priority, choose
+from cookiematch.dmp.chooser import SyncDecision, SyncStatus, by_priority, choose
+from cookiematch.dmp.consent import HOST, ConsentMarks, RequestConsent
 from cookiematch.dmp.events import EventLog, ImpressionEvent
 from cookiematch.dmp.funnel import Funnel, FunnelLog, FunnelReport, report
 from cookiematch.dmp.inband import InbandData, parse_kv
@@ -25,6 +32,8 @@ from cookiematch.dmp.segments.membership import Memberships
 from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.errors import QueryError
+from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy, Reason
+from cookiematch.privacy.signals import decode_signals
 from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.protocol.templates import MacroValues
 from cookiematch.storage.base import Store
@@ -43,14 +52,25 @@ class CallbackStatus(enum.Enum):
     MACRO_NOT_REPLACED = "macro_not_replaced"  # the partner sent our uid macro back as is
     BAD_ID = "bad_id"  # malformed, forged or stale partner ID
     BAD_DATA = "bad_data"  # in-band key-values that do not parse
+    PRIVACY = "privacy"  # the signals refuse the DMP cookie or this partner
+
+
+_SYNC_STATUSES = (SyncStatus.SYNC, SyncStatus.FRESH)  # the partner gets or holds the ID
 
 
 @dataclass(frozen=True, slots=True)
 class SyncResult:
-    dmp_uid: str
+    dmp_uid: str | None  # None: the DMP cookie is refused (``store_id``), the browser unknown
     new_browser: bool
     pixels: tuple[str, ...]
     decision: SyncDecision
+    store_id: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceAnswer:
+    kv: dict[str, list[str]]
+    refused: Reason | None = None  # why the policy gave no audiences
 
 
 class DmpService:
@@ -67,12 +87,14 @@ class DmpService:
         traits: TraitStore,
         profile_reader: ProfileReader,
         memberships: Memberships,
+        policy: PrivacyPolicy,
         on_match: Sequence[OnMatch] = (),
         clock: Clock,
         new_uid: Callable[[], str],
         worker: str,
     ) -> None:
         self.settings = settings
+        self.policy = policy
         self.partners: Mapping[str, Partner] = {p.id: p for p in partners}
         self.clients: Mapping[str, Client] = {c.id: c for c in clients}
         self._ordered = by_priority(partners)
@@ -86,10 +108,11 @@ class DmpService:
             ttl_seconds=settings.event_ttl_days * SECONDS_PER_DAY,
         )
         self.inband_data = InbandData(store, settings.match_ttl_days * SECONDS_PER_DAY)
+        self.consent_marks = ConsentMarks(store, settings.match_ttl_days * SECONDS_PER_DAY)
         self.traits = traits
         self.profile_reader = profile_reader
         self.profiles = Profiles(
-            matches, self.events, self.inband_data, memberships, profile_reader
+            matches, self.events, self.inband_data, memberships, profile_reader, self.consent_marks
         )
         self.on_match = tuple(on_match)  # e.g. applying ingested records that waited
         self.funnel = Funnel()
@@ -104,15 +127,25 @@ class DmpService:
     def tag_served(self, client: Client) -> None:
         self.funnel.client(client.id, "tag_js")
 
+    def consent(self, params: PrivacySignals, sec_gpc: str | None = None) -> RequestConsent:
+        """A request's signals decoded once, and whether the DMP cookie may be set or read."""
+        signals = decode_signals(params, sec_gpc)
+        return RequestConsent(params, signals, self.policy.decide(Operation.STORE_ID, signals))
+
     async def sync(
-        self, client: Client, dmp_uid: str | None, privacy: PrivacySignals
+        self, client: Client, dmp_uid: str | None, consent: RequestConsent
     ) -> SyncResult:
-        """The pixels one page should fire (a new DMP ID when the browser has none)."""
+        """The pixels one page should fire (a new DMP ID when the browser has none). Without
+        ``STORE_ID`` the browser stays unknown: no ID, no pixel (a partner's callback could not
+        be stored), every partner refused for the cookie's reason."""
         now = self._clock()
-        new_browser = dmp_uid is None
-        if dmp_uid is None:
-            dmp_uid = self._new_uid()
-            synced_at: dict[str, float] = {}
+        store_id = consent.store_id
+        new_browser = False
+        synced_at: dict[str, float] = {}
+        if not store_id.allowed:
+            dmp_uid = None
+        elif dmp_uid is None:
+            dmp_uid, new_browser = self._new_uid(), True
         else:
             synced_at = {p: m.at for p, m in (await self.matches.partners(dmp_uid)).items()}
         decision = choose(
@@ -121,23 +154,45 @@ class DmpService:
             synced_at,
             now=now,
             limit=self.settings.max_syncs_per_page,
-            privacy=privacy,
+            allow=self._sync_allowed(consent),
         )
-        pixels = tuple(
-            partner.sync.render(
-                MacroValues(self.settings.callback_url(partner, client.id), dmp_uid, privacy)
+        pixels: tuple[str, ...] = ()
+        if dmp_uid is not None:
+            pixels = tuple(
+                partner.sync.render(
+                    MacroValues(
+                        self.settings.callback_url(partner, client.id, consent.params),
+                        dmp_uid,
+                        consent.params,
+                    )
+                )
+                for partner in decision.chosen
             )
-            for partner in decision.chosen
-        )
+            if store_id.reason is Reason.CONSENTED:
+                consented = [
+                    s.partner
+                    for s in decision.statuses
+                    if s.status in _SYNC_STATUSES and s.reason is Reason.CONSENTED
+                ]
+                await self.consent_marks.record(dmp_uid, [HOST, *consented], consent.signals, now)
         self.funnel.client(client.id, "tags_loaded")
         if pixels:
             self.funnel.client(client.id, "pixels", len(pixels))
         for partner in decision.chosen:
             self.funnel.partner(partner.id, "pixels")
-        return SyncResult(dmp_uid, new_browser, pixels, decision)
+        return SyncResult(dmp_uid, new_browser, pixels, decision, store_id)
+
+    def _sync_allowed(self, consent: RequestConsent) -> Callable[[Partner], Decision]:
+        """The chooser's question: the policy's ``SYNC`` answer for a partner, or the DMP
+        cookie's refusal for all of them."""
+        store_id = consent.store_id
+        if not store_id.allowed:
+            return lambda _partner: store_id
+        policy, signals = self.policy, consent.signals
+        return lambda partner: policy.decide(Operation.SYNC, signals, partner.gvl_vendor_id)
 
     def _check(
-        self, partner_id: str, dmp_uid: str | None, raw_uid: str | None
+        self, partner_id: str, dmp_uid: str | None, raw_uid: str | None, consent: RequestConsent
     ) -> tuple[Partner | None, str | None, CallbackStatus | None]:
         partner = self.partners.get(partner_id)
         if partner is None:
@@ -145,7 +200,14 @@ class DmpService:
             return None, None, CallbackStatus.UNKNOWN_PARTNER
         status: CallbackStatus | None = None
         uid: str | None = None
-        if not raw_uid:
+        if (
+            not consent.store_id.allowed
+            or not self.policy.decide(
+                Operation.SYNC, consent.signals, partner.gvl_vendor_id
+            ).allowed
+        ):
+            status = CallbackStatus.PRIVACY
+        elif not raw_uid:
             status = CallbackStatus.MISSING_UID
         elif raw_uid == partner.uid_macro:
             status = CallbackStatus.MACRO_NOT_REPLACED
@@ -166,14 +228,15 @@ class DmpService:
         dmp_uid: str | None,
         raw_uid: str | None,
         client_id: str | None = None,
+        *,
+        consent: RequestConsent,
     ) -> CallbackStatus:
         """A partner's callback: store its ID against the DMP ID, both ways."""
-        partner, uid, status = self._check(partner_id, dmp_uid, raw_uid)
+        partner, uid, status = self._check(partner_id, dmp_uid, raw_uid, consent)
         if status is not None:
             return status
         assert partner is not None and uid is not None and dmp_uid is not None
-        await self.matches.record(partner.id, dmp_uid, uid, self._clock())
-        await self._matched(partner.id, uid, dmp_uid)
+        await self._store_match(partner, uid, dmp_uid, consent)
         self.funnel.partner(partner.id, "callbacks")
         client = self.client(client_id)
         if client is not None:
@@ -181,10 +244,16 @@ class DmpService:
         return CallbackStatus.STORED
 
     async def inband(
-        self, partner_id: str, dmp_uid: str | None, raw_uid: str | None, kv: str
+        self,
+        partner_id: str,
+        dmp_uid: str | None,
+        raw_uid: str | None,
+        kv: str,
+        *,
+        consent: RequestConsent,
     ) -> CallbackStatus:
         """A pixel-to-pixel redirect: the match and the key-values it carries."""
-        partner, uid, status = self._check(partner_id, dmp_uid, raw_uid)
+        partner, uid, status = self._check(partner_id, dmp_uid, raw_uid, consent)
         if status is not None:
             return status
         assert partner is not None and uid is not None and dmp_uid is not None
@@ -194,11 +263,21 @@ class DmpService:
             self.funnel.partner(partner.id, "rejected")
             self.funnel.other("rejected_bad_data")
             return CallbackStatus.BAD_DATA
-        await self.matches.record(partner.id, dmp_uid, uid, self._clock())
-        await self._matched(partner.id, uid, dmp_uid)
+        await self._store_match(partner, uid, dmp_uid, consent)
         await self.inband_data.record(partner.id, dmp_uid, pairs)
         self.funnel.partner(partner.id, "inband")
         return CallbackStatus.STORED
+
+    async def _store_match(
+        self, partner: Partner, uid: str, dmp_uid: str, consent: RequestConsent
+    ) -> None:
+        now = self._clock()
+        parties = [HOST, partner.id] if consent.store_id.reason is Reason.CONSENTED else []
+        await asyncio.gather(  # under GDPR both were allowed: the consent is marked too
+            self.matches.record(partner.id, dmp_uid, uid, now),
+            self.consent_marks.record(dmp_uid, parties, consent.signals, now),
+        )
+        await self._matched(partner.id, uid, dmp_uid)
 
     async def _matched(self, partner_id: str, partner_uid: str, dmp_uid: str) -> None:
         for hook in self.on_match:
@@ -211,10 +290,18 @@ class DmpService:
         await self.events.record(dmp_uid, event, self._clock())
         self.funnel.other(f"events_{event.event.value}")
 
-    async def audiences(self, dmp_uid: str | None) -> dict[str, list[str]]:
+    async def audiences(self, dmp_uid: str | None, consent: RequestConsent) -> AudienceAnswer:
+        """The browser's audience key-values, if the policy lets the DMP read its cookie and
+        use its profile to choose ads (``PERSONALISE``, the DMP's own vendor ID)."""
+        if not consent.store_id.allowed:
+            return AudienceAnswer({}, consent.store_id.reason)
         if dmp_uid is None:
-            return {}
-        return audience_kv(await self.profiles.get(dmp_uid))
+            return AudienceAnswer({})
+        vendor_id = self.policy.settings.host_vendor_id
+        decision = self.policy.decide(Operation.PERSONALISE, consent.signals, vendor_id)
+        if not decision.allowed:
+            return AudienceAnswer({}, decision.reason)
+        return AudienceAnswer(audience_kv(await self.profiles.get(dmp_uid)))
 
     async def profile(self, dmp_uid: str) -> Profile | None:
         found = await self.profiles.get(dmp_uid)

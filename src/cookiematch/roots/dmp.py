@@ -4,8 +4,9 @@
                 ingest``, ``pull``, ``segments``, ``export`` and ``overlap``): the store, the
                 match table, one profile reader, the segments, the trait writes and the
                 ingestor, wired to each other
-    DmpServer   one server worker: the core, the browser-facing service and its routes, the
-                admin and ingestion APIs, the funnel flusher and the recompute schedule
+    DmpServer   one server worker: the privacy policy, the core, the browser-facing service
+                and its routes, the admin and ingestion APIs (and /metrics), the funnel flusher
+                and the recompute schedule
 
 Hooks are constructor arguments and read top to bottom in ``build_core`` and
 ``DmpServer.start``: a trait change re-evaluates the browser's segments; a sync callback applies
@@ -37,14 +38,17 @@ from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.errors import ConfigError, StorageError
+from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.protocol.cookies import format_browser_id
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.storage import Durability, Store, connect_store
+from cookiematch.web import privacy_metrics
 from cookiematch.web.admin import guarded_app
 from cookiematch.web.dmp.admin import DmpAdmin
 from cookiematch.web.dmp.ingest import build_ingest_api
 from cookiematch.web.dmp.routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
 from cookiematch.web.dmp.segments import SegmentAdmin
+from cookiematch.web.metrics import METRICS_ROUTE
 from cookiematch.web.router import App
 
 __all__ = ["DmpCore", "DmpServer", "app", "build_core", "dmp_table", "open_core"]
@@ -134,6 +138,9 @@ class DmpServer:
         self.dmp = dmp_table(config)
         self.partners = self.dmp.partner_models()
         self.clients = self.dmp.client_models()
+        # the one policy of this process: every privacy decision of the DMP is its
+        self.policy = PrivacyPolicy(config.privacy.settings())
+        self._privacy_collector: privacy_metrics.PrivacyDecisions | None = None
         self.core: DmpCore | None = None
         self.service: DmpService | None = None
         self.schedule: RecomputeSchedule | None = None  # None: no segments, or switched off
@@ -163,6 +170,7 @@ class DmpServer:
             traits=core.traits,
             profile_reader=core.profile_reader,
             memberships=core.segments.memberships,
+            policy=self.policy,
             on_match=[core.ingestor.pending.resolve],  # records that waited for this sync
             clock=time.time,
             new_uid=new_dmp_uid,
@@ -181,6 +189,7 @@ class DmpServer:
         app.route("/imp", routes.imp)
         app.route("/audiences", routes.audiences, on_error=TEXT_ON_ERROR)
         admin_routes = [
+            METRICS_ROUTE,
             *DmpAdmin(service).routes(),
             *SegmentAdmin(core.segments, core.exports, self.schedule).routes(),
             *build_ingest_api(store, dmp, core.ingestor).routes(),
@@ -190,8 +199,12 @@ class DmpServer:
         self.tasks.append(asyncio.create_task(self._flush_forever(service)))
         if self.schedule is not None:
             self.tasks.append(asyncio.create_task(self.schedule.run()))
+        self._privacy_collector = privacy_metrics.register(self.policy)
 
     async def stop(self) -> None:
+        if self._privacy_collector is not None:
+            privacy_metrics.unregister(self._privacy_collector)
+            self._privacy_collector = None
         for task in reversed(self.tasks):  # a recompute is cancelled, its lease freed
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -5,10 +5,14 @@
     GET /callback/<partner>?uid=<id>    stores the match, answers a pixel
     GET /inband/<partner>?uid=&kv=      the same plus key-values in the URL, size-limited
     GET /imp?campaign=&site=&creative=&event=imp|click|conv
-    GET /audiences[?callback=<name>]    segment key-values, JSON or JS callback
+    GET /audiences[?callback=<name>]    segment key-values, JSON, or JSONP for jsonp_origins
 
 Pixel routes answer the GIF whatever happens: 200 when the request was recorded, 400 when it
 was refused. JSON and script routes answer 400 text or JSON for bad input. Never a 500.
+
+Every route but /tag.js reads the request's privacy parameters and ``Sec-GPC`` once
+(``DmpService.consent``) and reads the DMP cookie only when the policy allows it (docs/privacy.md,
+"Enforcement: the DMP").
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ from collections.abc import Sequence
 
 import msgspec
 
+from cookiematch.dmp.consent import RequestConsent
 from cookiematch.dmp.events import parse_event
 from cookiematch.dmp.model import Client, DmpSettings
-from cookiematch.dmp.service import CallbackStatus, DmpService
-from cookiematch.errors import QueryError
+from cookiematch.dmp.service import CallbackStatus, DmpService, SyncResult
+from cookiematch.errors import InvalidURL, QueryError
 from cookiematch.formats import ID_PATTERN
 from cookiematch.protocol.cookies import CookieSpec, IdCookie, parse_browser_id, read_id_cookie
 from cookiematch.protocol.privacy import parse_privacy
 from cookiematch.protocol.query import MAX_QUERY_BYTES, QueryParam, parse_query
+from cookiematch.protocol.url import parse_url
 from cookiematch.web.http import HeaderPairs, Request, Response
 
 _PARTNER_ID = re.compile(ID_PATTERN)
@@ -85,6 +91,37 @@ def _params(
     return params
 
 
+def _page_origin(request: Request) -> str | None:
+    """The origin of the page behind a request: its ``Origin`` header, else the origin of its
+    ``Referer`` (a ``<script>`` request sends no Origin unless ``crossorigin`` is set); None
+    when neither says."""
+    origin = request.header("origin")
+    if origin is not None:
+        return origin.lower()
+    referer = request.header("referer")
+    if referer is None:
+        return None
+    try:
+        return parse_url(referer).origin.lower()
+    except InvalidURL:
+        return None
+
+
+def sync_body(result: SyncResult) -> dict[str, object]:
+    """``{"pixels": [...]}``, and ``"privacy"`` naming what the policy refused, with its
+    reasons: ``{"dmp_cookie": reason, "partners": {id: reason}}`` (each only when refused)."""
+    body: dict[str, object] = {"pixels": result.pixels}
+    refused: dict[str, object] = {}
+    if not result.store_id.allowed:
+        refused["dmp_cookie"] = result.store_id.reason.value
+    partners = result.decision.refused()
+    if partners:
+        refused["partners"] = {p: reason.value for p, reason in partners.items()}
+    if refused:
+        body["privacy"] = refused
+    return body
+
+
 class DmpRoutes:
     """Handlers over one ``DmpService``."""
 
@@ -97,8 +134,16 @@ class DmpRoutes:
 
     # --- helpers ------------------------------------------------------------------------
 
-    def dmp_uid(self, request: Request) -> str | None:
-        """The browser's DMP ID from its cookie; raises QueryError for an oversized header."""
+    def consent(self, request: Request, parsed: Sequence[QueryParam]) -> RequestConsent:
+        """The request's privacy parameters and ``Sec-GPC``, decoded once; raises QueryError
+        for a malformed parameter."""
+        return self._service.consent(parse_privacy(parsed), request.header("sec-gpc"))
+
+    def dmp_uid(self, request: Request, consent: RequestConsent) -> str | None:
+        """The browser's DMP ID from its cookie, if the policy lets the DMP read it; raises
+        QueryError for an oversized header."""
+        if not consent.store_id.allowed:
+            return None
         value = read_id_cookie(request.cookie_header, self._cookie.name)
         if isinstance(value, str):
             return value if parse_browser_id(value) is not None else None
@@ -157,51 +202,62 @@ class DmpRoutes:
             allow = (("Access-Control-Allow-Methods", "GET"), ("Access-Control-Max-Age", "600"))
             return Response(204, (_NO_STORE, *cors, *allow))
         try:
-            privacy = parse_privacy(parsed)
-            dmp_uid = self.dmp_uid(request)
+            consent = self.consent(request, parsed)
+            dmp_uid = self.dmp_uid(request, consent)
         except QueryError as exc:
             return self._json(400, {"error": str(exc)}, cors)
-        result = await self._service.sync(client, dmp_uid, privacy)
+        result = await self._service.sync(client, dmp_uid, consent)
+        if result.dmp_uid is None:
+            return self._json(200, sync_body(result), cors)
         cookie = ("Set-Cookie", self._cookie.header(result.dmp_uid))
-        return self._json(200, {"pixels": result.pixels}, (*cors, cookie))
+        return self._json(200, sync_body(result), (*cors, cookie))
 
     async def callback(self, request: Request) -> Response:
-        """GET /callback/<partner>?uid=<partner id>[&c=<client>]."""
+        """GET /callback/<partner>?uid=<partner id>[&c=<client>][&gdpr=..]."""
         partner_id = request.path.removeprefix("/callback/")
         try:
-            params = _params(request)
-            dmp_uid = self.dmp_uid(request)
+            parsed = parse_query(request.query)
+            params = _params(request, parsed=parsed)
+            consent = self.consent(request, parsed)
+            dmp_uid = self.dmp_uid(request, consent)
         except QueryError:
             return self._refused("bad_query")
         if _PARTNER_ID.fullmatch(partner_id) is None:
             return self._refused("unknown_partner")
         status = await self._service.callback(
-            partner_id, dmp_uid, params.get("uid"), params.get("c")
+            partner_id, dmp_uid, params.get("uid"), params.get("c"), consent=consent
         )
         return STORED_PIXEL if status is CallbackStatus.STORED else REFUSED_PIXEL
 
     async def inband(self, request: Request) -> Response:
-        """GET /inband/<partner>?uid=<partner id>&kv=<key>:<value>,..."""
+        """GET /inband/<partner>?uid=<partner id>&kv=<key>:<value>,...[&gdpr=..]"""
         partner_id = request.path.removeprefix("/inband/")
         try:
-            params = _params(request, self._settings.inband_max_bytes)
-            dmp_uid = self.dmp_uid(request)
+            parsed = parse_query(request.query, max_bytes=self._settings.inband_max_bytes)
+            params = _params(request, parsed=parsed)
+            consent = self.consent(request, parsed)
+            dmp_uid = self.dmp_uid(request, consent)
         except QueryError:
             return self._refused("inband_bad_or_too_large")
         if _PARTNER_ID.fullmatch(partner_id) is None:
             return self._refused("unknown_partner")
         status = await self._service.inband(
-            partner_id, dmp_uid, params.get("uid"), params.get("kv") or ""
+            partner_id, dmp_uid, params.get("uid"), params.get("kv") or "", consent=consent
         )
         return STORED_PIXEL if status is CallbackStatus.STORED else REFUSED_PIXEL
 
     async def imp(self, request: Request) -> Response:
-        """GET /imp?campaign=&site=&creative=&event=: recorded on the profile (new: cookied)."""
+        """GET /imp?campaign=&site=&creative=&event=: recorded on the profile (new: cookied);
+        without ``STORE_ID`` nothing is recorded (a refused pixel)."""
         try:
-            event = parse_event(_params(request))
-            dmp_uid = self.dmp_uid(request)
+            parsed = parse_query(request.query)
+            event = parse_event(_params(request, parsed=parsed))
+            consent = self.consent(request, parsed)
+            dmp_uid = self.dmp_uid(request, consent)
         except QueryError:
             return self._refused("bad_event")
+        if not consent.store_id.allowed:
+            return self._refused("event_privacy")
         cookies: tuple[str, ...] = ()
         if dmp_uid is None:
             dmp_uid = self._service.new_uid()
@@ -210,20 +266,43 @@ class DmpRoutes:
         return Response.pixel(cookies)
 
     async def audiences(self, request: Request) -> Response:
-        """GET /audiences[?callback=<js name>]: the browser's segment key-values."""
+        """GET /audiences[?callback=<js name>]: the browser's segment key-values; JSONP only
+        for the pages of ``jsonp_origins``."""
         try:
-            callback = _params(request).get("callback")
-            dmp_uid = self.dmp_uid(request)
+            parsed = parse_query(request.query)
+            callback = _params(request, parsed=parsed).get("callback")
+            consent = self.consent(request, parsed)
+            dmp_uid = self.dmp_uid(request, consent)
         except QueryError as exc:
             return Response.text(400, f"Bad request: {exc}\n")
-        if callback is not None and _JS_CALLBACK.fullmatch(callback) is None:
-            return Response.text(400, "Bad request: callback must be a JavaScript name\n")
-        body = {"kv": await self._service.audiences(dmp_uid)}
+        if callback is not None:
+            if _JS_CALLBACK.fullmatch(callback) is None:
+                return Response.text(400, "Bad request: callback must be a JavaScript name\n")
+            refusal = self._jsonp_refusal(request)
+            if refusal is not None:
+                return Response.text(400, f"Bad request: {refusal}\n")
+        answer = await self._service.audiences(dmp_uid, consent)
+        body: dict[str, object] = {"kv": answer.kv}
+        if answer.refused is not None:
+            body["privacy"] = answer.refused.value
         if callback is not None:
             script = f"/**/{callback}({js_literal(body)});".encode()
             return Response(200, (("Content-Type", _JS_TYPE), _NO_STORE, _NOSNIFF), script)
         cors = self.cors(request, self._origins) or ()
         return self._json(200, body, cors)
+
+    def _jsonp_refusal(self, request: Request) -> str | None:
+        """Why ``callback=`` is refused to this request, or None: JSONP hands the visitor's
+        segments to whichever page includes the script, so only configured pages get it."""
+        allowed = self._settings.jsonp_origins
+        if not allowed:
+            return "callback= (JSONP) is off on this DMP; read /audiences as JSON with CORS"
+        origin = _page_origin(request)
+        if origin is None:
+            return "callback= (JSONP) needs the page's Origin or Referer"
+        if origin not in allowed:
+            return "callback= (JSONP) is not answered to this page's origin (jsonp_origins)"
+        return None
 
     def _refused(self, reason: str) -> Response:
         self._service.funnel.other(f"rejected_{reason}")
