@@ -55,10 +55,6 @@ class Gate:
         self._silent: Decision | None = None
         self._key: tuple[Operation, Reason] | None = None
 
-    @property
-    def vendor_id(self) -> int | None:
-        return self._vendor_id
-
     def decide(self, signals: ConsentSignals) -> Decision:
         if signals is SILENT:
             silent, key = self._silent, self._key
