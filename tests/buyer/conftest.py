@@ -18,6 +18,7 @@ from cookiematch.buyer.matchtag import ExchangeEndpoint
 from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats
 from cookiematch.clock import SECONDS_PER_DAY as DAY
+from cookiematch.privacy.policy import PrivacyPolicy, PrivacySettings
 from cookiematch.storage import Store, open_store
 
 NOW = 1_700_000_000.0
@@ -67,6 +68,12 @@ def uids() -> Uids:
 
 
 @pytest.fixture
+def policy() -> PrivacyPolicy:
+    """The default policy (GDPR assumed not to apply unless a request says so)."""
+    return PrivacyPolicy(PrivacySettings())
+
+
+@pytest.fixture
 async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
     opened = open_store(f"sqlite:///{tmp_path / 'buyer.db'}", clock=clock)
     yield opened
@@ -95,22 +102,32 @@ MakeBidder = Callable[..., Bidder]
 
 
 @pytest.fixture
-def make_matcher(table: MatchTable, clock: Clock, uids: Uids) -> Iterator[MakeMatcher]:
-    def make(**kwargs: Any) -> Matcher:
-        return Matcher(table, settings(**kwargs), BuyerStats(), new_uid=uids, clock=clock)
+def make_matcher(
+    table: MatchTable, clock: Clock, uids: Uids, policy: PrivacyPolicy
+) -> Iterator[MakeMatcher]:
+    def make(*, policy: PrivacyPolicy = policy, **kwargs: Any) -> Matcher:
+        return Matcher(
+            table, settings(**kwargs), BuyerStats(), policy=policy, new_uid=uids, clock=clock
+        )
 
     yield make
 
 
 @pytest.fixture
-def make_bidder(table: MatchTable, clock: Clock) -> Iterator[MakeBidder]:
-    def make(campaigns: tuple[Campaign, ...] = (RETARGET, PROSPECT), **kwargs: Any) -> Bidder:
+def make_bidder(table: MatchTable, clock: Clock, policy: PrivacyPolicy) -> Iterator[MakeBidder]:
+    def make(
+        campaigns: tuple[Campaign, ...] = (RETARGET, PROSPECT),
+        *,
+        policy: PrivacyPolicy = policy,
+        **kwargs: Any,
+    ) -> Bidder:
         return Bidder(
             table,
             campaigns,
             settings(**kwargs),
             BuyerStats(),
             BidLog(10),
+            policy=policy,
             clock=clock,
         )
 

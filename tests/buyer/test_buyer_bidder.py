@@ -18,6 +18,7 @@ from cookiematch.buyer.matchtable import MatchTable
 from cookiematch.buyer.stats import BuyerStats
 from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.errors import StorageError
+from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.protocol.openrtb import (
     BidRequest,
     BidResponse,
@@ -227,7 +228,9 @@ async def test_slow_or_failing_lookup_is_no_bid(
 ) -> None:
     slow = SlowStore(delay, fail)
     table = MatchTable(slow, NID, ttl_seconds=DAY, clock=clock, buckets=buckets)  # type: ignore[arg-type]
-    bidder = Bidder(table, (PROSPECT,), settings(), BuyerStats(), BidLog(5), clock=clock)
+    bidder = Bidder(
+        table, (PROSPECT,), settings(), BuyerStats(), BidLog(5), policy=PrivacyPolicy(), clock=clock
+    )
     loop = asyncio.get_running_loop()
     started = loop.time()
     result = await bidder.bid(request({"id": GID}, tmax=60))
@@ -277,6 +280,7 @@ async def test_bid_log_records_what_the_bidder_answered(make_bidder: MakeBidder)
         user_ext={"cookie_version": 1},
         match_tag=True,
         match_tag_reason="no_entry",
+        privacy_reason="not_regulated",
         site_domain="s.example",
         imp_ids=["1"],
         tmax=80,

@@ -6,9 +6,17 @@ look-up that would take longer is abandoned and the answer is no bid. The ad mar
 the exchange's match tag when :func:`~cookiematch.buyer.matchtag.decide_match_tag` says the
 user needs (re)matching.
 
+Privacy (docs/buyer.md "Privacy"): the request's ``regs`` and ``user.consent`` are decoded
+once (``consent.bid_signals``) and the policy is asked whether the buyer (its
+``host_vendor_id``) may PERSONALISE. Only then is the user looked up (gid, hosted data);
+otherwise the request is answered as for an unknown user, without a match tag, and each bid's
+``ext`` says why (``"privacy": <reason>``). The bid log records the reason either way. A request
+without signals costs a dict increment here (``consent.Gate``).
+
 Per request, only what depends on it is built: the match tag's HTML and each campaign's markup
-with it are rendered once for the tags that do not depend on the user, and the bid log's
-record is built when the log is read.
+with it are rendered once for the tags that do not depend on the user (nor on the request's
+privacy parameters, which a tag carries on to the exchange), and the bid log's record is built
+when the log is read.
 """
 
 from __future__ import annotations
@@ -21,15 +29,19 @@ import msgspec
 
 from cookiematch.buyer.bidlog import BidLog, BidRecord
 from cookiematch.buyer.campaigns import Campaign, Choice, choose
+from cookiematch.buyer.consent import Gate, bid_privacy_params, bid_signals
 from cookiematch.buyer.deadlines import Deadlines
 from cookiematch.buyer.ids import format_uid, parse_gid, parse_hosted_uid
 from cookiematch.buyer.matchtable import Lookup, MatchTable
-from cookiematch.buyer.matchtag import MatchTagDecision, decide_match_tag
+from cookiematch.buyer.matchtag import PRIVACY_DECISION, MatchTagDecision, decide_match_tag
 from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats
 from cookiematch.clock import Clock
 from cookiematch.errors import StorageError
+from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy
+from cookiematch.privacy.signals import SILENT
 from cookiematch.protocol.openrtb import CURRENCY, Bid, BidRequest, BidResponse, SeatBid
+from cookiematch.protocol.query import QueryParam, encode_query
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +72,20 @@ class _User(msgspec.Struct, frozen=True):
         return self.uid is not None
 
 
+_UNKNOWN = _User(None, None, Lookup(), None)
+"""A user the buyer may not look up: answered as unknown."""
+
+
+class _Answer(msgspec.Struct, frozen=True):
+    """What one request got, for the bid log: the result, the user, the match-tag decision and
+    the privacy policy's decision (None where the request ended before they were made)."""
+
+    result: BidResult
+    user: _User | None = None
+    decision: MatchTagDecision | None = None
+    privacy: Decision | None = None
+
+
 class Bidder:
     """Answers OpenRTB bid requests for one buyer."""
 
@@ -71,6 +97,7 @@ class Bidder:
         stats: BuyerStats,
         bid_log: BidLog,
         *,
+        policy: PrivacyPolicy,
         clock: Clock,
     ) -> None:
         self.table = table
@@ -79,6 +106,7 @@ class Bidder:
         self.stats = stats
         self.bid_log = bid_log
         self._clock = clock
+        self._personalise = Gate(policy, Operation.PERSONALISE, policy.settings.host_vendor_id)
         self._deadlines = Deadlines()
         self._tag_url = self._shared_tag_url()
         self._tag_html = _img(self._tag_url)
@@ -95,43 +123,47 @@ class Bidder:
 
     async def bid(self, request: BidRequest) -> BidResult:
         received_at = self._clock()
-        result, user, decision = await self._bid(request)
+        answer = await self._bid(request)
+        result = answer.result
         self.stats.add("bid", result.outcome)
-        self.bid_log.append_later(_record, request, received_at, result, user, decision)
+        self.bid_log.append_later(_record, request, received_at, answer)
         return result
 
-    async def _bid(
-        self, request: BidRequest
-    ) -> tuple[BidResult, _User | None, MatchTagDecision | None]:
+    async def _bid(self, request: BidRequest) -> _Answer:
         imps = request.imp
         if not imps:
-            return BidResult(None, "no_imp"), None, None
+            return _Answer(BidResult(None, "no_imp"))
         cur = request.cur
         if cur and CURRENCY not in cur and CURRENCY not in (c.upper() for c in cur):
-            return BidResult(None, "currency"), None, None
+            return _Answer(BidResult(None, "currency"))
         budget = self.budget_seconds(request)
         if budget <= 0:
-            return BidResult(None, "tmax"), None, None
-        raw_user = request.user
-        gid = hosted_uid = None
-        if raw_user is not None:
-            gid = parse_gid(raw_user.id)
-            if self.settings.hosted_match:
-                hosted_uid = parse_hosted_uid(raw_user.buyeruid)
-        try:
-            lookup = await self._deadlines.run(self.table.lookup(gid, hosted_uid), budget)
-        except TimeoutError:
-            return BidResult(None, "timeout"), None, None
-        except StorageError as exc:
-            log.error("match table read failed; no bid: %s", exc)
-            return BidResult(None, "store_error"), None, None
-        user = _User.of(gid, hosted_uid, lookup)
-        decision = decide_match_tag(
-            lookup.newest,
-            self._clock(),
-            self.settings.stale_after_seconds,
-            hosted=hosted_uid is not None,
-        )
+            return _Answer(BidResult(None, "tmax"))
+        signals = bid_signals(request)
+        privacy = self._personalise.decide(signals)
+        if privacy.allowed:
+            raw_user = request.user
+            gid = hosted_uid = None
+            if raw_user is not None:
+                gid = parse_gid(raw_user.id)
+                if self.settings.hosted_match:
+                    hosted_uid = parse_hosted_uid(raw_user.buyeruid)
+            try:
+                lookup = await self._deadlines.run(self.table.lookup(gid, hosted_uid), budget)
+            except TimeoutError:
+                return _Answer(BidResult(None, "timeout"), privacy=privacy)
+            except StorageError as exc:
+                log.error("match table read failed; no bid: %s", exc)
+                return _Answer(BidResult(None, "store_error"), privacy=privacy)
+            user = _User.of(gid, hosted_uid, lookup)
+            decision = decide_match_tag(
+                lookup.newest,
+                self._clock(),
+                self.settings.stale_after_seconds,
+                hosted=hosted_uid is not None,
+            )
+        else:
+            user, decision = _UNKNOWN, PRIVACY_DECISION
         self.stats.add("matchtag", decision.reason.value)
         blocked = frozenset(request.badv) if request.badv else _NONE_BLOCKED
         matched = user.uid is not None
@@ -141,12 +173,31 @@ class Bidder:
             choice = choose(self.campaigns, imp, matched=matched, blocked=blocked)
             if choice is not None:
                 if tag is None:
-                    tag = self.match_tag_html(user, decision)
-                bids.append(self._bid_for(request.id, imp.id, choice, tag, user, decision))
+                    tag = self._tag_for(request, signals is SILENT, user, decision)
+                bids.append(self._bid_for(request.id, imp.id, choice, tag, user, decision, privacy))
         if not bids:
-            return BidResult(None, "no_campaign" if matched else "unmatched"), user, decision
+            if not privacy.allowed:
+                outcome = "not_personalised"
+            else:
+                outcome = "no_campaign" if matched else "unmatched"
+            return _Answer(BidResult(None, outcome), user, decision, privacy)
         seat = SeatBid(bid=bids, seat=self.settings.nid)
-        return BidResult(BidResponse(id=request.id, seatbid=[seat]), "bid"), user, decision
+        response = BidResponse(id=request.id, seatbid=[seat])
+        return _Answer(BidResult(response, "bid"), user, decision, privacy)
+
+    def _tag_for(
+        self, request: BidRequest, silent: bool, user: _User, decision: MatchTagDecision
+    ) -> str:
+        """The match tag's HTML for this request ("" for none). A request with privacy
+        signals gets a tag that carries them; one whose signals cannot travel in a URL gets
+        none."""
+        if silent or not decision.serve:
+            return self.match_tag_html(user, decision)
+        extras = bid_privacy_params(request)
+        if extras is None:
+            return ""
+        url = self.match_tag_url(user, decision, extras)
+        return "" if url is None else _img(url)
 
     def _bid_for(
         self,
@@ -156,10 +207,14 @@ class Bidder:
         tag: str,
         user: _User,
         decision: MatchTagDecision,
+        privacy: Decision,
     ) -> Bid:
         campaign = choice.campaign
         w, h = choice.size
         adm = self._markup.get((id(campaign), tag))
+        ext: dict[str, object] = {"matched": user.matched, "match_tag": decision.serve}
+        if not privacy.allowed:
+            ext["privacy"] = privacy.reason.value
         return Bid(
             id=f"{request_id}-{impid}",
             impid=impid,
@@ -170,7 +225,7 @@ class Bidder:
             crid=campaign.id,
             w=w or None,
             h=h or None,
-            ext={"matched": user.matched, "match_tag": decision.serve},
+            ext=ext,
         )
 
     def _shared_tag_url(self) -> str:
@@ -180,19 +235,24 @@ class Bidder:
             return f"{settings.public_url.rstrip('/')}/matchtag?format=redirect"
         return settings.exchange.match_tag_url()
 
-    def match_tag_url(self, user: _User, decision: MatchTagDecision) -> str | None:
+    def match_tag_url(
+        self, user: _User, decision: MatchTagDecision, extras: tuple[QueryParam, ...] = ()
+    ) -> str | None:
         """The match tag to place in the ad, or None.
 
         With hosted matching the tag must carry this user's buyer uid in ``google_hm``; when
         the bid request does not reveal it (an unknown user), the tag goes through the buyer's
         own ``/matchtag?format=redirect`` (which reads the buyer cookie) if ``public_url`` is
-        configured, and otherwise is a plain ``google_cm`` tag.
+        configured, and otherwise is a plain ``google_cm`` tag. ``extras`` (the request's
+        privacy parameters) are appended to whichever it is.
         """
         if not decision.serve:
             return None
         if self.settings.hosted_match and user.uid is not None:
-            return self.settings.exchange.match_tag_url(user.uid)
-        return self._tag_url
+            return self.settings.exchange.match_tag_url(user.uid, extras)
+        if not extras:
+            return self._tag_url
+        return f"{self._tag_url}&{encode_query(extras)}"
 
     def match_tag_html(self, user: _User, decision: MatchTagDecision) -> str:
         if not decision.serve:
@@ -213,27 +273,25 @@ def _img(url: str) -> str:
     )
 
 
-def _record(
-    request: BidRequest,
-    received_at: float,
-    result: BidResult,
-    user: _User | None,
-    decision: MatchTagDecision | None,
-) -> BidRecord:
+def _record(request: BidRequest, received_at: float, answer: _Answer) -> BidRecord:
     raw_user = request.user
+    result, user, decision, privacy = answer.result, answer.user, answer.decision, answer.privacy
     bids = [b for seat in result.response.seatbid for b in seat.bid] if result.response else []
     uid = user.uid if user is not None else None
+    # a user the buyer may not personalise for: none of their IDs is kept in the log
+    ids = raw_user is not None and (privacy is None or privacy.allowed)
     return BidRecord(
         received_at=received_at,
         request_id=request.id,
         outcome=result.outcome,
-        user_id=raw_user.id if raw_user else None,
-        buyeruid=raw_user.buyeruid if raw_user else None,
-        user_ext=raw_user.ext if raw_user else None,
+        user_id=raw_user.id if ids and raw_user else None,
+        buyeruid=raw_user.buyeruid if ids and raw_user else None,
+        user_ext=raw_user.ext if ids and raw_user else None,
         matched=user.matched if user is not None else False,
         buyer_uid=format_uid(uid) if uid is not None else None,
         match_tag=decision.serve if decision is not None else False,
         match_tag_reason=decision.reason.value if decision is not None else None,
+        privacy_reason=privacy.reason.value if privacy is not None else None,
         site_domain=request.site.domain if request.site else None,
         site_page=request.site.page if request.site else None,
         app_bundle=request.app.bundle if request.app else None,

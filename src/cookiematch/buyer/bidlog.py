@@ -29,6 +29,7 @@ class BidRecord(msgspec.Struct, frozen=True):
     buyer_uid: str | None = None  # the buyer's uid for this user, if it knows one
     match_tag: bool = False
     match_tag_reason: str | None = None
+    privacy_reason: str | None = None  # the policy's reason for PERSONALISE (docs/privacy.md)
     site_domain: str | None = None
     site_page: str | None = None
     app_bundle: str | None = None

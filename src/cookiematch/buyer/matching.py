@@ -1,9 +1,17 @@
 """Use cases of the browser-facing endpoints: the match redirect, pixel matching, the match tag.
 
-Each takes parsed query parameters and the uid from the buyer's cookie (None when absent) and
-returns a value saying what was done; the HTTP layer renders it (pixel, 302, JSON) and sets
-the cookie when ``new_uid``. None of them raises for bad input: malformed values are counted
-and nothing is written. A store failure on the way is counted and reported, not raised.
+Each takes parsed query parameters, the uid from the buyer's cookie (None when absent) and the
+request's consent signals, and returns a value saying what was done; the HTTP layer renders it
+(pixel, 302, JSON) and sets the cookie when ``new_uid``. None of them raises for bad input:
+malformed values are counted and nothing is written. A store failure on the way is counted and
+reported, not raised.
+
+Privacy (docs/buyer.md "Privacy"): every request but an opt-out asks the policy once whether
+the buyer may keep its cookie (STORE_ID, the buyer being the host). Refused: the cookie's uid
+is not used, no cookie is set, nothing is written, and a pixel-matching browser goes back to
+the exchange without hosted data. ``google_error=1`` (the browser opted out of tracking, or
+gave no consent, as the exchange says) erases what the table holds about the redirect's gid
+and the cookie's uid, and sets no cookie.
 """
 
 from __future__ import annotations
@@ -12,18 +20,23 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cookiematch.buyer.consent import Gate
 from cookiematch.buyer.ids import NewUid, parse_cver, parse_gid
 from cookiematch.buyer.matchtable import MatchEntry, MatchTable
-from cookiematch.buyer.matchtag import MatchTagDecision, decide_match_tag
+from cookiematch.buyer.matchtag import PRIVACY_DECISION, MatchTagDecision, decide_match_tag
 from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats, code_label
 from cookiematch.clock import Clock
 from cookiematch.errors import StorageError
+from cookiematch.privacy.policy import Operation, PrivacyPolicy
+from cookiematch.privacy.signals import SILENT, ConsentSignals
 from cookiematch.protocol.query import QueryParam
 
 log = logging.getLogger(__name__)
 
 MAX_PUSH_LENGTH = 1024
+OPTED_OUT = "1"
+"""``google_error=1``: the exchange says the browser opted out (or gave no consent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +77,16 @@ class Browser:
 
 @dataclass(frozen=True, slots=True)
 class MatchResult:
-    """``outcome`` is ``recorded`` or why nothing was written; ``browser`` is None if untouched."""
+    """``outcome`` is ``recorded`` or why nothing was written; ``browser`` is None if untouched.
+
+    ``may_store`` is False when the buyer may not keep a cookie for this browser (the policy
+    refused STORE_ID, or the browser opted out): no cookie is set, no uid is handed on.
+    """
 
     outcome: str
     browser: Browser | None = None
     entry: MatchEntry | None = None
+    may_store: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +103,7 @@ class MatchTagResult:
 
     url: str | None
     decision: MatchTagDecision
-    browser: Browser
+    browser: Browser | None  # None: the policy refused the buyer's cookie
 
 
 class Matcher:
@@ -97,12 +115,14 @@ class Matcher:
         settings: BuyerSettings,
         stats: BuyerStats,
         *,
+        policy: PrivacyPolicy,
         new_uid: NewUid,
         clock: Clock,
     ) -> None:
         self.table = table
         self.settings = settings
         self.stats = stats
+        self._store_id = Gate(policy, Operation.STORE_ID)
         self._new_uid = new_uid
         self._clock = clock
 
@@ -113,32 +133,50 @@ class Matcher:
         self.stats.add("uid_created", endpoint)
         return Browser(self._new_uid(), new=True)
 
-    async def redirect(self, params: RedirectParams, uid: bytes | None) -> MatchResult:
-        """GET /match: record gid <-> uid, unless the exchange reported an error."""
-        result = await self._record(params, uid, "match")
+    async def redirect(
+        self, params: RedirectParams, uid: bytes | None, signals: ConsentSignals = SILENT
+    ) -> MatchResult:
+        """GET /match: record gid <-> uid, unless the exchange reported an error or the policy
+        refuses the buyer's cookie; ``google_error=1`` erases the browser's entries."""
+        result = await self._record(params, uid, signals, "match")
         self.stats.add("match", result.outcome)
         return result
 
-    async def push(self, params: RedirectParams, uid: bytes | None) -> PushResult:
+    async def push(
+        self, params: RedirectParams, uid: bytes | None, signals: ConsentSignals = SILENT
+    ) -> PushResult:
         """GET /push: record the match if the gid is valid, then send the browser back.
 
         Without a ``google_push`` (or with an unusable one) there is nowhere to go back to:
-        a plain pixel, nothing recorded.
+        a plain pixel, nothing recorded. When the buyer may not keep a cookie for the browser,
+        it goes back without hosted data and gets no cookie.
         """
         push = params.push
         if not push or len(push) > MAX_PUSH_LENGTH:
             outcome = "missing_push" if not push else "push_too_long"
             self.stats.add("push", outcome)
             return PushResult(None, MatchResult(outcome))
-        match = await self._record(params, uid, "push")
+        match = await self._record(params, uid, signals, "push")
+        self.stats.add("push", f"redirect_{match.outcome}")
+        if not match.may_store:
+            return PushResult(self.settings.exchange.push_return_url(push), match)
         browser = match.browser or self.browser(uid, "push")
         hosted = browser.uid if self.settings.hosted_match else None
         location = self.settings.exchange.push_return_url(push, hosted)
-        self.stats.add("push", f"redirect_{match.outcome}")
         return PushResult(location, MatchResult(match.outcome, browser, match.entry))
 
-    async def match_tag(self, uid: bytes | None) -> MatchTagResult:
-        """GET /matchtag: the match tag URL for this browser, or None if its entry is fresh."""
+    async def match_tag(
+        self,
+        uid: bytes | None,
+        signals: ConsentSignals = SILENT,
+        forward: Sequence[QueryParam] = (),
+    ) -> MatchTagResult:
+        """GET /matchtag: the match tag URL for this browser, or None if its entry is fresh
+        or the policy refuses the buyer's cookie. ``forward``: the request's privacy
+        parameters, carried on to the tag (and by the exchange to ``/match``)."""
+        if not self._store_id.decide(signals).allowed:
+            self.stats.add("matchtag", PRIVACY_DECISION.reason.value)
+            return MatchTagResult(None, PRIVACY_DECISION, None)
         browser = self.browser(uid, "matchtag")
         entry = None if browser.new else await self.table.by_uid(browser.uid)
         decision = decide_match_tag(entry, self._clock(), self.settings.stale_after_seconds)
@@ -146,15 +184,38 @@ class Matcher:
         if not decision.serve:
             return MatchTagResult(None, decision, browser)
         hosted = browser.uid if self.settings.hosted_match else None
-        return MatchTagResult(self.settings.exchange.match_tag_url(hosted), decision, browser)
+        url = self.settings.exchange.match_tag_url(hosted, forward)
+        return MatchTagResult(url, decision, browser)
+
+    async def _erase(self, gid: str | None, uid: bytes | None) -> MatchResult:
+        """The browser opted out: forget its gid's and its uid's entries (both directions)."""
+        result = MatchResult("error_1", may_store=False)
+        gid = parse_gid(gid)
+        if gid is None and uid is None:
+            self.stats.add("opt_out", "nothing_known")
+            return result
+        try:
+            erased = await self.table.erase(gid, uid)
+        except StorageError as exc:
+            log.error("match table erase failed: %s", exc)
+            self.stats.add("opt_out", "store_error")
+            return result
+        self.stats.add("opt_out", "erased" if erased else "nothing_known")
+        return result
 
     async def _record(
-        self, params: RedirectParams, uid: bytes | None, endpoint: str
+        self, params: RedirectParams, uid: bytes | None, signals: ConsentSignals, endpoint: str
     ) -> MatchResult:
         if params.hm is not None:
             self.stats.add("hosted_match_status", code_label(params.hm))
-        if params.error is not None:
-            return MatchResult(f"error_{code_label(params.error)}")
+        error = params.error
+        if error == OPTED_OUT:
+            return await self._erase(params.gid, uid)
+        decision = self._store_id.decide(signals)
+        if not decision.allowed:
+            return MatchResult(f"refused_{decision.reason.value}", may_store=False)
+        if error is not None:
+            return MatchResult(f"error_{code_label(error)}")
         if params.gid is None:
             return MatchResult("no_gid")
         gid = parse_gid(params.gid)

@@ -315,6 +315,29 @@ class MatchTable:
         )
         return entry
 
+    async def erase(self, gid: str | None, uid: bytes | None) -> int:
+        """Remove what the table holds about ``gid`` and ``uid``, both directions of each.
+
+        The entries found by ``gid`` and by ``uid`` are read first (one look-up); each found
+        entry's two directions are deleted, issued together: one ``write_many`` (``keys``: one
+        transaction) or one ``hdel`` per key, concurrently (``buckets``). An older pairing
+        that only the other id's side would name (a gid that once matched this uid) is not
+        found and expires with its TTL. Returns how many entries were found (0, 1 or 2).
+        """
+        lookup = await self.lookup(gid, uid)
+        found = {(e.gid, e.uid) for e in (lookup.by_gid, lookup.by_uid) if e is not None}
+        if not found:
+            return 0
+        gids = sorted({g for g, _ in found})
+        uids = sorted({u for _, u in found})
+        if self.buckets is None:
+            keys = [self.keys.by_gid(g) for g in gids] + [self.keys.by_uid(u) for u in uids]
+            await self._store.write_many([Write(key, None) for key in keys])
+            return len(found)
+        located = [self.buckets.by_gid(g) for g in gids] + [self.buckets.by_uid(u) for u in uids]
+        await asyncio.gather(*(self._store.hdel(key, [field]) for key, field in located))
+        return len(found)
+
     async def by_gid(self, gid: str) -> MatchEntry | None:
         return (await self.lookup(gid, None)).by_gid
 

@@ -11,6 +11,7 @@ re-encoded parameters; nothing from a request is copied into it unencoded.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -27,6 +28,7 @@ class TagReason(enum.Enum):
     STALE = "stale"  # serve
     FRESH = "fresh"  # do not serve
     HOSTED = "hosted"  # do not serve: the exchange holds this buyer's data for the user
+    PRIVACY = "privacy"  # do not serve: the privacy policy refuses what a match is for
 
 
 class MatchTagDecision(msgspec.Struct, frozen=True):
@@ -42,6 +44,8 @@ class MatchTagDecision(msgspec.Struct, frozen=True):
 _NO_ENTRY, _STALE = TagReason.NO_ENTRY, TagReason.STALE
 _NO_ENTRY_DECISION = MatchTagDecision(TagReason.NO_ENTRY)
 _HOSTED_DECISION = MatchTagDecision(TagReason.HOSTED)
+PRIVACY_DECISION = MatchTagDecision(TagReason.PRIVACY)
+"""No match tag: the buyer may not keep its cookie for the browser, or not use a match."""
 
 
 def decide_match_tag(
@@ -73,11 +77,15 @@ class ExchangeEndpoint:
             separator = ""
         return f"{self.url}{separator}{encode_query(params)}"
 
-    def match_tag_url(self, hosted_uid: bytes | None = None) -> str:
-        """``exchange_url?google_nid=<nid>&google_cm`` (+ ``&google_hm=<uid>``)."""
+    def match_tag_url(
+        self, hosted_uid: bytes | None = None, extras: Sequence[QueryParam] = ()
+    ) -> str:
+        """``exchange_url?google_nid=<nid>&google_cm`` (+ ``&google_hm=<uid>``), then
+        ``extras`` (the privacy parameters, which the exchange passes on to ``/match``)."""
         params = [QueryParam("google_nid", self.nid), QueryParam("google_cm", None)]
         if hosted_uid is not None:
             params.append(QueryParam("google_hm", format_uid(hosted_uid)))
+        params.extend(extras)
         return self._with(params)
 
     def push_return_url(self, push: str, hosted_uid: bytes | None = None) -> str:

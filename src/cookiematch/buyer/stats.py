@@ -15,6 +15,7 @@ EVENTS = {
     "uid_created": "buyer cookies created, by endpoint",
     "hosted_match_status": "google_hm failure statuses reported by the exchange, by status",
     "bid": "POST /bid answers, by outcome (bid or no-bid reason)",
+    "opt_out": "google_error=1 redirects (opted out): entries erased, or nothing known",
 }
 
 

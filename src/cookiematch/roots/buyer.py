@@ -1,9 +1,11 @@
 """The buyer role's composition root: every buyer object is built here, once.
 
-One server worker (``BuyerServer``): the match table (its layout settled with the store), the
-redirect handler's matcher, the bidder with its campaigns and bid log, their routes, the admin
-API and ``/metrics``. The store is opened and the routes bound in the App's startup hook (after
-the server forked) and closed, pending writes flushed, in its shutdown hook.
+One server worker (``BuyerServer``): the privacy policy (one, from ``[privacy]``; the buyer is
+its host), the match table (its layout settled with the store), the redirect handler's matcher,
+the bidder with its campaigns and bid log, their routes, the admin API and ``/metrics`` (the
+buyer's counters and the policy's decisions). The store is opened, the routes bound and the
+collectors registered in the App's startup hook (after the server forked); the collectors are
+unregistered and the store closed, pending writes flushed, in its shutdown hook.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from cookiematch.buyer.stats import BuyerStats
 from cookiematch.config import Config
 from cookiematch.config.buyer import BuyerRoleConfig
 from cookiematch.errors import ConfigError
+from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.storage import Store, connect_store
+from cookiematch.web import privacy_metrics
 from cookiematch.web.buyer import metrics as buyer_metrics
 from cookiematch.web.buyer.admin import build_buyer_admin_app
 from cookiematch.web.buyer.routes import NO_BID, NO_TAG, BuyerRoutes
@@ -53,9 +57,11 @@ class BuyerServer:
         self.campaigns = self.buyer.campaign_models()  # compiled now: a bad one fails the start
         self.stats = BuyerStats()
         self.bid_log = BidLog(self.buyer.bid_log_size)
+        self.policy = PrivacyPolicy(config.privacy.settings())
         self.store: Store | None = None
         self.matcher: Matcher | None = None
         self._collector: buyer_metrics.BuyerStatsCollector | None = None
+        self._privacy_collector: privacy_metrics.PrivacyDecisions | None = None
         self.app = App(max_body=BID_MAX_BODY)
         self.app.on_startup.append(self.start)
         self.app.on_shutdown.append(self.stop)
@@ -81,10 +87,19 @@ class BuyerServer:
             expected_entries=buyer.match_table_expected_entries,
             auto_layout="buckets" if self.config.store.url.startswith("redis") else "keys",
         )
+        policy = self.policy
         matcher = self.matcher = Matcher(
-            table, settings, self.stats, new_uid=new_uid, clock=time.time
+            table, settings, self.stats, policy=policy, new_uid=new_uid, clock=time.time
         )
-        bidder = Bidder(table, self.campaigns, settings, self.stats, self.bid_log, clock=time.time)
+        bidder = Bidder(
+            table,
+            self.campaigns,
+            settings,
+            self.stats,
+            self.bid_log,
+            policy=policy,
+            clock=time.time,
+        )
         routes = BuyerRoutes(
             matcher, bidder, buyer.cookie_spec(), pixel_204=buyer.response == "204"
         )
@@ -95,11 +110,21 @@ class BuyerServer:
         app.fallback = build_buyer_admin_app(
             matcher, bidder, buyer.admin_token, clock=time.time, extra_routes=[METRICS_ROUTE]
         )
-        self._collector = buyer_metrics.register(self.stats)
+        self._privacy_collector = privacy_metrics.register(policy)
+        try:
+            self._collector = buyer_metrics.register(self.stats)
+        except BaseException:
+            privacy_metrics.unregister(self._privacy_collector)
+            self._privacy_collector = None
+            raise
 
     async def stop(self) -> None:
         if self._collector is not None:
             buyer_metrics.unregister(self._collector)
+            self._collector = None
+        if self._privacy_collector is not None:
+            privacy_metrics.unregister(self._privacy_collector)
+            self._privacy_collector = None
         if self.store is not None:
             await self.store.close()
 

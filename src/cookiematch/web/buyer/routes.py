@@ -4,6 +4,11 @@ Each handler parses (protocol), asks the domain (``cookiematch.buyer``), and ren
 value it gets back. Browser-facing routes never answer 500: bad input gets a pixel (or a
 clear 400 where no image is expected), and the only redirect goes to the configured
 exchange URL.
+
+``/match``, ``/push`` and ``/matchtag`` read the privacy parameters the exchange passes through
+(``gdpr``, ``gdpr_consent``, ``us_privacy``, ``gpp``, ``gpp_sid``) and ``Sec-GPC``, decoded once
+into the ``ConsentSignals`` the domain asks the policy with; parameters that do not parse are
+``UNREADABLE`` (no consent), never a reason to answer differently than with a pixel.
 """
 
 from __future__ import annotations
@@ -11,18 +16,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cookiematch.buyer.bidder import Bidder
+from cookiematch.buyer.consent import UNREADABLE
 from cookiematch.buyer.ids import format_uid, parse_uid
 from cookiematch.buyer.matching import Browser, Matcher, RedirectParams
 from cookiematch.errors import BidRequestError, QueryError
+from cookiematch.privacy.signals import SILENT, ConsentSignals, decode_signals
 from cookiematch.protocol.cookies import CookieSpec, IdCookie, read_id_cookie
 from cookiematch.protocol.openrtb import decode_bid_request, encode_bid_response
-from cookiematch.protocol.query import parse_query
+from cookiematch.protocol.privacy import NO_SIGNALS, PrivacySignals, parse_privacy
+from cookiematch.protocol.query import QueryParam, parse_query
 from cookiematch.web.http import Request, Response
 
 OPENRTB_VERSION = ("X-OpenRTB-Version", "2.6")
 NO_BID = Response.no_content().with_headers(OPENRTB_VERSION)
 BID_HEADERS = Response.json(200, None).with_headers(OPENRTB_VERSION).headers  # built once
 NO_TAG = Response.no_content()
+
+
+def consent_of(
+    params: tuple[QueryParam, ...], request: Request
+) -> tuple[ConsentSignals, PrivacySignals]:
+    """The request's consent signals (``UNREADABLE`` when its privacy parameters do not
+    parse: malformed, or given twice) and its privacy parameters, to carry on a tag."""
+    try:
+        privacy = parse_privacy(params)
+    except QueryError:
+        return UNREADABLE, NO_SIGNALS
+    sec_gpc = request.headers.get("sec-gpc")
+    if privacy is NO_SIGNALS and sec_gpc is None:
+        return SILENT, privacy
+    return decode_signals(privacy, sec_gpc), privacy
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +85,13 @@ class BuyerRoutes:
     def _pixel(self, cookies: tuple[str, ...] = ()) -> Response:
         return Response.no_content(cookies) if self._pixel_204 else Response.pixel(cookies)
 
-    def _parse(self, request: Request, event: str) -> tuple[RedirectParams, bytes | None] | None:
-        """The redirect's parameters and the cookie's uid, or None (counted) if unusable."""
+    def _parse(
+        self, request: Request, event: str
+    ) -> tuple[RedirectParams, bytes | None, ConsentSignals] | None:
+        """The redirect's parameters, the cookie's uid and the consent signals, or None
+        (counted) if unusable."""
         try:
-            params = RedirectParams.parse(parse_query(request.query))
+            query = parse_query(request.query)
         except QueryError:
             self._stats.add(event, "bad_query")
             return None
@@ -73,7 +99,7 @@ class BuyerRoutes:
         if not readable:
             self._stats.add(event, "cookie_too_large")
             return None
-        return params, uid
+        return RedirectParams.parse(query), uid, consent_of(query, request)[0]
 
     async def match(self, request: Request) -> Response:
         """GET /match: the exchange's redirect after a match tag. Always a pixel (or 204)."""
@@ -102,14 +128,16 @@ class BuyerRoutes:
         ``<img>`` in an ad).
         """
         try:
-            params = {p.name: p.value for p in parse_query(request.query)}
+            query = parse_query(request.query)
         except QueryError as exc:
             return Response.text(400, f"Bad request: {exc}\n")
+        params = {p.name: p.value for p in query}
         redirect = params.get("format") == "redirect"
         readable, uid = self._cookie.read(request)
         if not readable:
             return self._pixel() if redirect else Response.text(400, "Cookie header too large\n")
-        result = await self._matcher.match_tag(uid)
+        signals, privacy = consent_of(query, request)
+        result = await self._matcher.match_tag(uid, signals, privacy.params())
         cookies = self._cookies(result.browser)
         if redirect:
             return Response.redirect(result.url, cookies) if result.url else self._pixel(cookies)
