@@ -1,7 +1,8 @@
 """In-process cost of a hot route through the RSGI adapter, without the network: µs per request.
 
     .venv/bin/python bench/handler_bench.py [--seconds 3] [--concurrency 64] [--store sqlite]
-        [--endpoint cookie_match|hosted_match|bid] [--loop asyncio|uvloop] [--profile out.html]
+        [--endpoint cookie_match|cookie_match_tc|hosted_match|bid] [--loop asyncio|uvloop]
+        [--profile out.html]
 
 Builds the endpoint's App (the exchange's; the buyer's for ``bid``) from a generated config
 exactly as a worker does, then drives ``RSGIAdapter.__call__`` with fake granian scope/protocol
@@ -10,6 +11,10 @@ the loop granian serves on). It reports requests per second of *this process's C
 busy machine slows it less than wall-clock figures) and wall-clock rate. No granian, no socket:
 the difference with the wrk figure is the server's I/O. ``--profile`` writes a pyinstrument
 HTML report of the run (pip install pyinstrument).
+
+``cookie_match_tc`` is ``cookie_match`` with ``gdpr=1`` and a TC string (``TC_STRING``: 444
+characters, purposes 1-10 and 201 vendors by consent, the buyer's vendor 32 among them): what
+regulated traffic that consents costs, the string decoded once (at warm-up) and then cached.
 
 ``bid`` POSTs the body the HTTP benchmark sends (``http_bench.bid_request_body``: the IAB's
 simple banner with ``user.id`` = ``KNOWN_GID``) after matching that gid through ``/match``,
@@ -112,6 +117,24 @@ def cookie_match(i: int) -> Scope:
     )
 
 
+TC_STRING = (  # @iabtcf/core reads it alike: purposes 1-10, 201 vendor consents up to 1200
+    "CP1R2oAP1VJkAEsAHDFRCMEoAP_AAEPAAAYgJYICAAIEAAwkAAAiAASQSAuuESYwCBUGAYYEBWABACUAUQICAgAE"
+    "ojQAAKEiAAICkAIIAAAAMUAECCEAAlAAIEBgIAAIiAIAAYEIMQAAmAAEiMAgBAAAAAI0DBAECCMgIICAQAgCRi0oA"
+    "AAAgoQQQQIACAIEAgwBAYAAwCSJBQBTAAAEAgUAAEECCYBCARoAKUBOARIURQQSwCEAAAgEIAGgAAAEAAAAEBSAA"
+    "AAAEAiAAAEAwIAAAAwAEDAACIAgTAIIAAQRAAgCAAIWQYBAASAAIQEAAABQABAgAGAAAAACEAAAAgAAAAAAAAAAY"
+    "CEAIAGAKBEAAEIAAAAAACAAQBQAAAAASAAAAQAIICAEAEAQgEKgKBAAAIAAaCMJAFgBBATAAAhAYACgJAAAAAAAQ"
+    "AAA"
+)
+
+
+def cookie_match_tc(i: int) -> Scope:
+    return Scope(
+        "/pixel",
+        f"google_nid=ad_network_xyz&google_cm&p1=v1&p2=v2&gdpr=1&gdpr_consent={TC_STRING}",
+        "_ga=GA1.2.1234567890.1700000000; cm_id=AAECAwQFBgcICQoLDA0ODw; lang=en",
+    )
+
+
 def hosted_match(i: int) -> Scope:
     c = b64(i, 8)
     return Scope(
@@ -161,6 +184,7 @@ async def bid(adapter: RSGIAdapter, directory: Path) -> Make:
 
 ENDPOINTS: dict[str, tuple[str, Callable[[RSGIAdapter, Path], Awaitable[Make]]]] = {
     "cookie_match": ("exchange", query_only(cookie_match)),
+    "cookie_match_tc": ("exchange", query_only(cookie_match_tc)),
     "hosted_match": ("exchange", query_only(hosted_match)),
     "bid": ("buyer", bid),
 }
