@@ -164,6 +164,23 @@ def test_the_gate_answers_as_the_policy_and_counts_every_answer() -> None:
     }
 
 
+def test_store_and_sync_asks_the_cookie_first_and_counts_every_answer() -> None:
+    policy = PrivacyPolicy(PrivacySettings(host_vendor_id=XYZ))
+    gate = PrivacyGate(policy)
+    host_refused = privacy(f"gdpr=1&gdpr_consent={NOT_XYZ}").signals
+    everyone = privacy(CONSENT).signals
+    for _ in range(2):
+        assert not gate.store_and_sync(host_refused, MONSTER)
+        assert gate.store_and_sync(everyone, MONSTER)
+        assert not gate.store_and_sync(everyone, None)
+    assert policy.counts == {
+        (Operation.STORE_ID, Reason.VENDOR): 2,
+        (Operation.STORE_ID, Reason.CONSENTED): 4,
+        (Operation.SYNC, Reason.CONSENTED): 2,
+        (Operation.SYNC, Reason.NO_VENDOR_ID): 2,
+    }
+
+
 @pytest.mark.parametrize(
     ("ip", "truncated"),
     [

@@ -22,7 +22,7 @@ its parameter names.
 ``PrivacyPolicy.decide`` answers, from a memo of the answers given for the same signals
 object, operation and vendor (decisions are a pure function of these and the settings; the
 signals objects come from the cache above), and counts every answer, memo or not, in the
-policy's ``counts``.
+policy's ``counts``; ``store_and_sync`` asks the match tag's two questions in one look-up.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cookiematch.errors import QueryError
-from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy
+from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy, Reason
 from cookiematch.privacy.signals import SILENT, ConsentSignals, decode_signals
 from cookiematch.protocol.gpc import gpc_opt_out
 from cookiematch.protocol.privacy import (
@@ -63,6 +63,8 @@ _NAMES = frozenset(PRIVACY_PARAMS)
 _MALFORMED = "malformed or repeated request parameter"
 
 Raw = tuple[tuple[str, str | None], ...]
+Answer = tuple[Operation, Reason]
+Pair = tuple[ConsentSignals, bool, Answer, Answer | None]  # signals, allowed, the answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,7 @@ class PrivacyGate:
         self.policy = policy
         self._counts = policy.counts
         self._memo: dict[tuple[int, Operation, int | None], tuple[ConsentSignals, Decision]] = {}
+        self._pairs: dict[tuple[int, int | None], Pair] = {}
 
     def decide(
         self, operation: Operation, signals: ConsentSignals, vendor_id: int | None = None
@@ -156,6 +159,28 @@ class PrivacyGate:
             self._memo.clear()
         self._memo[key] = (signals, decision)
         return decision
+
+    def store_and_sync(self, signals: ConsentSignals, vendor_id: int | None) -> bool:
+        """``store_id``, then (when that allows it) ``sync`` for ``vendor_id``: whether both
+        allow; every answer counted. A match tag asks this once: one memo look-up."""
+        hit = self._pairs.get((id(signals), vendor_id))
+        if hit is not None and hit[0] is signals:
+            counts = self._counts
+            counts[hit[2]] += 1
+            if hit[3] is not None:
+                counts[hit[3]] += 1
+            return hit[1]
+        store = self.decide(Operation.STORE_ID, signals)
+        sync = self.decide(Operation.SYNC, signals, vendor_id) if store.allowed else None
+        if len(self._pairs) >= MEMO_SIZE:
+            self._pairs.clear()
+        self._pairs[id(signals), vendor_id] = (
+            signals,
+            store.allowed and sync is not None and sync.allowed,
+            (Operation.STORE_ID, store.reason),
+            None if sync is None else (Operation.SYNC, sync.reason),
+        )
+        return store.allowed and sync is not None and sync.allowed
 
 
 def truncate_ip(ip: str | None) -> str | None:

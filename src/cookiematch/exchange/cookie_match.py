@@ -21,7 +21,7 @@ from cookiematch.exchange.outcomes import (
 )
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.exchange.throttle import TokenBuckets
-from cookiematch.privacy.policy import Operation, PrivacyPolicy
+from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.privacy.signals import SILENT, ConsentSignals
 from cookiematch.protocol.codes import HostedMatchStatus, MatchError, UserListStatus
 from cookiematch.protocol.hosted import decode_hosted_match
@@ -95,11 +95,7 @@ class CookieMatchService:
             return self._error(request, buyer, scheme, MatchError.CONFLICT)
         if not request.has_operation:
             return self._error(request, buyer, scheme, MatchError.NO_OPERATION)
-        privacy = self._privacy
-        if not (
-            privacy.decide(Operation.STORE_ID, signals).allowed
-            and privacy.decide(Operation.SYNC, signals, buyer.gvl_vendor_id).allowed
-        ):
+        if not self._privacy.store_and_sync(signals, buyer.gvl_vendor_id):
             return self._error(request, buyer, scheme, MatchError.OPTED_OUT, refused=True)
         if browser.opted_out:
             return self._error(request, buyer, scheme, MatchError.OPTED_OUT)
