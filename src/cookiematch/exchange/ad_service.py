@@ -161,10 +161,10 @@ class AdService:
             if personalise:
                 user = self._user(buyer, browser_id, hosted, now - created, consent)
                 ip = request.ip
-            else:  # no user IDs, the address cut to its network
+            else:  # no user IDs, the address cut to its network (once per ad request)
                 user = User(consent=consent)
                 if truncated_ip is None:
-                    truncated_ip = truncate_ip(request.ip) or ""
+                    truncated_ip = truncate_ip(request.ip) or ""  # "": no address
                 ip = truncated_ip or None
             bidders.append((buyer, self._bid_request(auction_id, request, user, ip, regs)))
         result = await self._auction.run(bidders, self._settings.auction_timeout_ms / 1000)

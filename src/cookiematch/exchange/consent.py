@@ -53,11 +53,14 @@ __all__ = [
     "truncate_ip",
 ]
 
-CACHE_SIZE = 1024
-"""Distinct (parameters, Sec-GPC) tuples kept decoded per process."""
+CACHE_SIZE = 512
+"""Distinct (parameters, Sec-GPC) tuples kept decoded per process (the TC string decoder
+keeps as many strings: the two hold the same decoded values)."""
 
-MEMO_SIZE = 4096
-"""Decisions kept by a ``PrivacyGate`` before its memo starts again from empty."""
+MEMO_SIZE = 512
+"""Entries a ``PrivacyGate`` memo keeps before it starts again from empty. An entry holds its
+signals object (so that its ``id`` is not reused): a hostile stream of distinct large TC
+strings keeps at most this many alive per memo."""
 
 _NAMES = frozenset(PRIVACY_PARAMS)
 _MALFORMED = "malformed or repeated request parameter"
