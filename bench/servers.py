@@ -260,6 +260,7 @@ secret = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE="
 [[exchange.buyers]]
 nid = "ad_network_xyz"
 redirect_url = "http://ad.network.com/pixel?id="
+gvl_vendor_id = 32
 
 [[exchange.buyers]]
 nid = "cookie-monster"

@@ -4,6 +4,12 @@
 match data, pixel matches) in one round of concurrent reads, asks the eligible buyers, picks
 the winner, picks a pixel match, and writes what changed. A store failure degrades the ad
 (no user data, no pixel match); it never fails it.
+
+The request's privacy signals (docs/privacy.md, "Enforcement: the exchange") go to every
+buyer in OpenRTB ``regs`` and ``user.consent``, and the policy decides per request and per
+buyer: ``store_id`` whether the exchange cookie is used or set at all, ``personalise`` for
+each buyer whether its bid request carries user IDs and the full ``device.ip``, ``sync``
+whether the pixel-matching buyer may get its match.
 """
 
 from __future__ import annotations
@@ -25,16 +31,19 @@ from cookiematch.exchange.browser_record import (
     push_field,
     seconds,
 )
+from cookiematch.exchange.consent import NO_PRIVACY, PrivacyGate, RequestPrivacy, truncate_ip
 from cookiematch.exchange.cookie_match import Browser
 from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher
 from cookiematch.exchange.pixel_matching import PixelMatch, PixelMatcher
 from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.privacy.policy import Operation, PrivacyPolicy
 from cookiematch.protocol.openrtb import (
     CURRENCY,
     Banner,
     BidRequest,
     Device,
     Imp,
+    Regs,
     Site,
     User,
 )
@@ -58,6 +67,7 @@ class AdRequest:
     page: str | None = None
     user_agent: str | None = None
     ip: str | None = None
+    privacy: RequestPrivacy = NO_PRIVACY
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +103,12 @@ class AdService:
         clock: Clock,
         new_browser_id: Callable[[], bytes],
         new_auction_id: Callable[[], str],
+        policy: PrivacyPolicy | None = None,
     ) -> None:
+        """``policy`` is the process's one privacy policy (the composition root's); without
+        it, the defaults of ``[privacy]``."""
         self._registry = registry
+        self._privacy = PrivacyGate(policy or PrivacyPolicy())
         self._publishers = {p.id: p for p in publishers}
         self._store = store
         self._cipher = cipher
@@ -110,8 +124,12 @@ class AdService:
 
     async def serve(self, request: AdRequest) -> ServedAd:
         now = int(self._clock())
+        signals = request.privacy.signals
+        decide = self._privacy.decide
         browser_id, new = request.browser.browser_id, False
-        if browser_id is None and not request.browser.opted_out:
+        if not decide(Operation.STORE_ID, signals).allowed:
+            browser_id = None  # the cookie is neither read nor set: the browser is nobody
+        elif browser_id is None and not request.browser.opted_out:
             browser_id, new = self._new_browser_id(), True
         buyers = [b for b in self._registry.buyers() if b.bidder_url is not None]
         known = await self._read(browser_id, buyers, request.publisher) if not new else None
@@ -130,15 +148,25 @@ class AdService:
             )
 
         auction_id = self._new_auction_id()
+        regs, consent = _regs(request.privacy)
+        truncated_ip: str | None = None
         bidders: list[tuple[Buyer, BidRequest]] = []
         for buyer in buyers:
-            hosted = known.hosted.get(buyer.nid) if known else None
+            personalise = decide(Operation.PERSONALISE, signals, buyer.gvl_vendor_id).allowed
+            hosted = known.hosted.get(buyer.nid) if known and personalise else None
             if buyer.require_hosted_match and hosted is None:
                 continue  # pre-targeting: only users with hosted match data
             if not self._auction.admit(buyer):
                 continue
-            user = self._user(buyer, browser_id, hosted, now - created)
-            bidders.append((buyer, self._bid_request(auction_id, request, user)))
+            if personalise:
+                user = self._user(buyer, browser_id, hosted, now - created, consent)
+                ip = request.ip
+            else:  # no user IDs, the address cut to its network (once per ad request)
+                user = User(consent=consent)
+                if truncated_ip is None:
+                    truncated_ip = truncate_ip(request.ip) or ""  # "": no address
+                ip = truncated_ip or None
+            bidders.append((buyer, self._bid_request(auction_id, request, user, ip, regs)))
         result = await self._auction.run(bidders, self._settings.auction_timeout_ms / 1000)
 
         pixel_match = None
@@ -150,6 +178,7 @@ class AdService:
                 record=record,
                 pixel_matches=known.pixel_matches,
                 scheme=request.scheme,
+                may_sync=lambda buyer: decide(Operation.SYNC, signals, buyer.gvl_vendor_id).allowed,
             )
         if pixel_match is not None and browser_id is not None:
             pending = {push_field(pixel_match.nid): seconds(pixel_match.issued_at)}
@@ -189,17 +218,32 @@ class AdService:
         except StorageError as exc:
             log.warning("browser record not written: %s", exc)
 
-    def _user(self, buyer: Buyer, browser_id: bytes | None, hosted: bytes | None, age: int) -> User:
+    def _user(
+        self,
+        buyer: Buyer,
+        browser_id: bytes | None,
+        hosted: bytes | None,
+        age: int,
+        consent: str | None,
+    ) -> User:
         if browser_id is None:
-            return User()
+            return User(consent=consent)
         version = self._cipher.current_version
         return User(
             id=self._cipher.encrypt(browser_id, buyer.nid, version),
             buyeruid=b64url_nopad(hosted) if hosted else None,
+            consent=consent,
             ext={"cookie_version": version, "cookie_age_seconds": max(0, age)},
         )
 
-    def _bid_request(self, auction_id: str, request: AdRequest, user: User) -> BidRequest:
+    def _bid_request(
+        self,
+        auction_id: str,
+        request: AdRequest,
+        user: User,
+        ip: str | None,
+        regs: Regs | None,
+    ) -> BidRequest:
         publisher = request.publisher.id
         return BidRequest(
             id=auction_id,
@@ -212,12 +256,31 @@ class AdService:
                 )
             ],
             site=Site(id=publisher, publisher=SitePublisher(id=publisher), page=request.page),
-            device=Device(ua=request.user_agent, ip=request.ip),
+            device=Device(ua=request.user_agent, ip=ip),
             user=user,
+            regs=regs,
             tmax=self._settings.auction_timeout_ms,
             at=1,
             cur=[CURRENCY],
         )
+
+
+def _regs(privacy: RequestPrivacy) -> tuple[Regs | None, str | None]:
+    """OpenRTB 2.6 ``regs`` and ``user.consent`` for every bid request of this ad request:
+    the well-formed parameters as received; ``regs.gdpr`` as the exchange reads it (a
+    malformed ``gdpr`` reads as 1); None where the request said nothing."""
+    params, gdpr = privacy.params, privacy.signals.gdpr
+    sections = privacy.signals.gpp_sid
+    regs = Regs(
+        gdpr=None if gdpr is None else int(gdpr),
+        us_privacy=params.us_privacy or None,
+        gpp=params.gpp or None,
+        gpp_sid=list(sections) if sections else None,
+    )
+    return (None if regs == _NO_REGS else regs), params.gdpr_consent or None
+
+
+_NO_REGS = Regs()
 
 
 async def _empty() -> dict[str, bytes]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.errors import HostedMatchError, InvalidPushToken, StorageError
 from cookiematch.exchange import keys
+from cookiematch.exchange.consent import PrivacyGate
 from cookiematch.exchange.model import Buyer, ExchangeSettings
 from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.outcomes import (
@@ -20,6 +21,8 @@ from cookiematch.exchange.outcomes import (
 )
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.exchange.throttle import TokenBuckets
+from cookiematch.privacy.policy import PrivacyPolicy
+from cookiematch.privacy.signals import SILENT, ConsentSignals
 from cookiematch.protocol.codes import HostedMatchStatus, MatchError, UserListStatus
 from cookiematch.protocol.hosted import decode_hosted_match
 from cookiematch.protocol.matchtag import MatchTagRequest, UserListAdd
@@ -56,8 +59,12 @@ class CookieMatchService:
         clock: Clock,
         new_browser_id: Callable[[], bytes],
         monitor: BuyerMonitor | None = None,
+        policy: PrivacyPolicy | None = None,
     ) -> None:
+        """``policy`` is the process's one privacy policy (the composition root's); without
+        it, the defaults of ``[privacy]``."""
         self._registry = registry
+        self._privacy = PrivacyGate(policy or PrivacyPolicy())
         self._monitor = monitor
         self._store = store
         self._cipher = cipher
@@ -71,13 +78,25 @@ class CookieMatchService:
         return self._registry.buyer(nid)
 
     async def match(
-        self, request: MatchTagRequest, buyer: Buyer, browser: Browser, scheme: str
+        self,
+        request: MatchTagRequest,
+        buyer: Buyer,
+        browser: Browser,
+        scheme: str,
+        signals: ConsentSignals = SILENT,
     ) -> MatchOutcome:
-        """Run the match tag for a known buyer; the order of checks is docs/protocol.md's."""
+        """Run the match tag for a known buyer; the order of checks is docs/protocol.md's.
+
+        Every operation of a match tag shares an ID with the buyer or takes data from it
+        (``sync``), on the exchange cookie (``store_id``): when the policy refuses either
+        under ``signals``, nothing is read, written or set and the buyer gets
+        ``google_error=1`` (docs/privacy.md)."""
         if request.push is not None and request.cookie_match:
             return self._error(request, buyer, scheme, MatchError.CONFLICT)
         if not request.has_operation:
             return self._error(request, buyer, scheme, MatchError.NO_OPERATION)
+        if not self._privacy.store_and_sync(signals, buyer.gvl_vendor_id):
+            return self._error(request, buyer, scheme, MatchError.OPTED_OUT, refused=True)
         if browser.opted_out:
             return self._error(request, buyer, scheme, MatchError.OPTED_OUT)
         if browser.browser_id is None:
@@ -240,7 +259,13 @@ class CookieMatchService:
         return UserListStatus.OK
 
     def _error(
-        self, request: MatchTagRequest, buyer: Buyer, scheme: str, error: MatchError
+        self,
+        request: MatchTagRequest,
+        buyer: Buyer,
+        scheme: str,
+        error: MatchError,
+        *,
+        refused: bool = False,
     ) -> RedirectToBuyer:
         location = buyer.redirect_url.render(
             scheme,
@@ -249,5 +274,9 @@ class CookieMatchService:
             extras_first=self._settings.extras_first,
         )
         return RedirectToBuyer(
-            buyer.nid, location, error=int(error), extras_dropped=request.extras_dropped
+            buyer.nid,
+            location,
+            error=int(error),
+            extras_dropped=request.extras_dropped,
+            privacy_refused=refused,
         )

@@ -7,13 +7,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class RedirectToBuyer:
-    """302 to the buyer's configured URL. ``error`` is the google_error sent, if any."""
+    """302 to the buyer's configured URL. ``error`` is the google_error sent, if any;
+    ``privacy_refused`` says it was sent because the privacy policy refused the tag."""
 
     nid: str
     location: str
     error: int | None = None
     extras_dropped: bool = False
     hosted_match_status: int | None = None
+    privacy_refused: bool = False
 
 
 @dataclass(frozen=True, slots=True)

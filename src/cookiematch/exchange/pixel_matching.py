@@ -91,10 +91,16 @@ class PixelMatcher:
         record: BrowserRecord,
         pixel_matches: Mapping[str, bytes],
         scheme: str,
+        may_sync: Callable[[Buyer], bool] | None = None,
     ) -> PixelMatch | None:
-        """The pixel match for this impression, or None; counts issued/throttled pushes."""
+        """The pixel match for this impression, or None; counts issued/throttled pushes.
+
+        ``may_sync`` (the privacy policy's ``sync`` answer for this request) removes the
+        candidates that may not be given a match."""
         allowed: list[Buyer] = []
         for buyer in self.candidates(buyers, winner, record, pixel_matches):
+            if may_sync is not None and not may_sync(buyer):
+                continue
             rate = self._monitor.response_rate(buyer.nid)
             low = rate is not None and rate < MIN_RESPONSE_RATE
             if low and self._random() >= THROTTLED_FRACTION:

@@ -1,11 +1,12 @@
 """The exchange role's composition root: every exchange object is built here, once.
 
-One server worker (``ExchangeServer``): the user-ID cipher and push tokens (from the
-configured keys, at once), then in the App's startup hook (after the server forked) the store,
-the registry of buyers and user lists, the per-buyer monitor, the Cookie Matching Service, the
-auction with its bid transport and pixel matcher, their routes, the admin API (buyers, user
-lists, bulk members, stats) and ``/metrics``; two background tasks (registry refresh,
-monitoring). Everything is closed, pending writes flushed, in the shutdown hook.
+One server worker (``ExchangeServer``): the user-ID cipher, push tokens (from the configured
+keys) and the privacy policy (``[privacy]``), at once; then in the App's startup hook (after
+the server forked) the store, the registry of buyers and user lists, the per-buyer monitor,
+the Cookie Matching Service, the auction with its bid transport and pixel matcher, their
+routes, the admin API (buyers, user lists, bulk members, stats) and ``/metrics`` (with the
+privacy policy's decisions); two background tasks (registry refresh, monitoring). Everything
+is closed, pending writes flushed, in the shutdown hook.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.pixel_matching import PixelMatcher
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.exchange.user_list_bulk import UserListBulk
+from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.protocol.cookies import cookie_spec
 from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.storage import Store, connect_store
+from cookiematch.web import privacy_metrics
 from cookiematch.web.exchange.ad import (
     BLANK_AD,
     AdRoutes,
@@ -78,6 +81,8 @@ class ExchangeServer:
         self.settings = settings = exchange.settings()
         self.cipher = UserIdCipher(exchange.key_secrets())
         self.push_tokens = PushTokens(self.cipher, ttl_seconds=settings.push_token_ttl_seconds)
+        self.policy = PrivacyPolicy(config.privacy.settings())
+        self._privacy_collector: privacy_metrics.PrivacyDecisions | None = None
         self.store: Store | None = None
         self.monitor: BuyerMonitor | None = None
         self.service: CookieMatchService | None = None
@@ -116,6 +121,7 @@ class ExchangeServer:
             clock=time.time,
             new_browser_id=new_browser_id,
             monitor=monitor,
+            policy=self.policy,
         )
         transport = self.transport = BidTransport()
         ads = AdService(
@@ -136,6 +142,7 @@ class ExchangeServer:
             clock=time.time,
             new_browser_id=new_browser_id,
             new_auction_id=lambda: os.urandom(16).hex(),
+            policy=self.policy,
         )
         cookie = BrowserCookie(cookie_spec(settings))
         proxies = ProxyTrust(settings.trusted_proxies)
@@ -156,6 +163,7 @@ class ExchangeServer:
                 ),
             ],
         )
+        self._privacy_collector = privacy_metrics.register(self.policy)
         self.tasks.append(asyncio.create_task(self._refresh_forever(registry)))
         self.tasks.append(
             asyncio.create_task(
@@ -164,6 +172,9 @@ class ExchangeServer:
         )
 
     async def stop(self) -> None:
+        if self._privacy_collector is not None:
+            privacy_metrics.unregister(self._privacy_collector)
+            self._privacy_collector = None
         for task in reversed(self.tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,6 +1,7 @@
 """``GET /ad``: the exchange's ad slot, an HTML document for an iframe (docs/auction.md).
 
     GET /ad?pub=<publisher id>&slot=<slot name>[&w=300&h=250]
+           [&gdpr=&gdpr_consent=&us_privacy=&gpp=&gpp_sid=]   (and the Sec-GPC header)
 
 Answers ``200 text/html``: the winner's ``adm`` in ``<div id="cm-ad" data-nid="<winner>">``
 (empty ``data-house`` div when nobody bid) and, when a pixel match was chosen,
@@ -18,8 +19,10 @@ import logging
 
 from cookiematch.errors import QueryError
 from cookiematch.exchange.ad_service import AdRequest, AdService, ServedAd
+from cookiematch.exchange.consent import read_privacy
 from cookiematch.exchange.cookie_match import Browser
 from cookiematch.exchange.monitoring import Count
+from cookiematch.protocol.gpc import GPC_HEADER
 from cookiematch.protocol.query import parse_query
 from cookiematch.web.exchange import metrics
 from cookiematch.web.exchange.routes import BrowserCookie
@@ -85,11 +88,12 @@ class AdRoutes:
 
     async def ad(self, request: Request) -> Response:
         try:
-            params: dict[str, str | None] = {}
-            for param in parse_query(request.query):
-                params.setdefault(param.name, param.value)
+            query = parse_query(request.query)
         except QueryError as exc:
             return _bad(f"Bad request: {exc}\n", "QueryError")
+        params: dict[str, str | None] = {}
+        for param in query:
+            params.setdefault(param.name, param.value)
         publisher = self._service.publisher(params.get("pub") or "")
         if publisher is None:
             return _bad("Bad request: missing or unknown pub\n", "UnknownPublisher")
@@ -112,6 +116,7 @@ class AdRoutes:
                 page=page if page and len(page) <= MAX_PAGE_URL else None,
                 user_agent=request.header("user-agent"),
                 ip=self._proxies.client(request) or None,
+                privacy=read_privacy(query, request.header(GPC_HEADER)),
             )
         )
         if served.winner is not None and served.winner.nurl:

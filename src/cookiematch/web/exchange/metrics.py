@@ -7,7 +7,8 @@ from cookiematch.web.counters import LabelledCounter
 
 PIXEL_OUTCOMES = LabelledCounter(
     "cookiematch_pixel_outcomes",
-    "Match tags answered, by buyer and outcome (redirect, error_<code>, set_cookie, push)",
+    "Match tags answered, by buyer and outcome (redirect, error_<code>, error_1_privacy,"
+    " set_cookie, push)",
     ("nid", "outcome"),
 )
 BAD_REQUESTS = LabelledCounter(
@@ -34,7 +35,12 @@ BUYER_EVENTS = LabelledCounter(
 
 
 def record_redirect(outcome: RedirectToBuyer) -> None:
-    label = "redirect" if outcome.error is None else f"error_{outcome.error}"
+    if outcome.error is None:
+        label = "redirect"
+    elif outcome.privacy_refused:
+        label = f"error_{outcome.error}_privacy"  # the privacy policy refused the tag
+    else:
+        label = f"error_{outcome.error}"
     PIXEL_OUTCOMES.inc((outcome.nid, label))
     if outcome.extras_dropped:
         EXTRAS_DROPPED.inc((outcome.nid,))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cookiematch.errors import MatchTagError, QueryError
+from cookiematch.exchange.consent import read_privacy
 from cookiematch.exchange.cookie_match import Browser, CookieMatchService
 from cookiematch.exchange.outcomes import PushRecorded, RedirectToBuyer, VerifyCookie
 from cookiematch.protocol.cookies import (
@@ -22,6 +23,7 @@ from cookiematch.protocol.cookies import (
     parse_browser_id,
     read_id_cookie,
 )
+from cookiematch.protocol.gpc import GPC_HEADER
 from cookiematch.protocol.matchtag import parse_match_tag
 from cookiematch.protocol.query import parse_query
 from cookiematch.web.exchange import metrics
@@ -85,7 +87,15 @@ class ExchangeRoutes:
         if browser is None:
             metrics.BAD_REQUESTS.inc(("CookieTooLarge",))
             return Response.text(400, "Bad request: Cookie header too large\n")
-        outcome = await self._service.match(parsed, buyer, browser, self._proxies.scheme(request))
+        # the privacy parameters are extras (forwarded to the buyer as they came); all of
+        # them are among the parameters even when the extras were dropped for size
+        privacy = read_privacy(
+            parsed.params if parsed.extras_dropped else parsed.extras,
+            request.header(GPC_HEADER),
+        )
+        outcome = await self._service.match(
+            parsed, buyer, browser, self._proxies.scheme(request), privacy.signals
+        )
         if isinstance(outcome, RedirectToBuyer):
             metrics.record_redirect(outcome)
             return Response.redirect(outcome.location)
