@@ -13,11 +13,12 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from cookiematch.buyer.bidder import Bidder
-from cookiematch.buyer.consent import UNREADABLE, Gate, bid_privacy_params, bid_signals
 from cookiematch.buyer.matching import RedirectParams
 from cookiematch.buyer.matchtable import MatchTable
 from cookiematch.buyer.matchtag import TagReason
-from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy, PrivacySettings, Reason
+from cookiematch.privacy.openrtb import bid_privacy_params, bid_signals
+from cookiematch.privacy.policy import Operation, PrivacyPolicy, PrivacySettings, Reason
+from cookiematch.privacy.request import read_privacy
 from cookiematch.privacy.signals import SILENT, ConsentSignals, decode_signals
 from cookiematch.protocol.openrtb import BidRequest, decode_bid_request
 from cookiematch.protocol.privacy import PrivacySignals
@@ -70,20 +71,6 @@ def bid_request(
     if regs is not None:
         body["regs"] = regs
     return decode_bid_request(json.dumps(body).encode())
-
-
-# -- the gate ------------------------------------------------------------------------------
-
-
-def test_gate_decides_a_silent_request_once_and_counts_every_one() -> None:
-    eu = policy(gdpr_default=True)
-    gate = Gate(eu, Operation.PERSONALISE, HOST)
-    answers = [gate.decide(SILENT) for _ in range(3)]
-    assert answers == [Decision(False, Reason.NO_CONSENT_STRING)] * 3
-    assert eu.counts[Operation.PERSONALISE, Reason.NO_CONSENT_STRING] == 3
-    assert gate.decide(signals(gdpr="1", gdpr_consent=FULL)) == Decision(True, Reason.CONSENTED)
-    assert eu.counts[Operation.PERSONALISE, Reason.CONSENTED] == 1
-    assert sum(eu.counts.values()) == 4
 
 
 # -- signals of a bid request ----------------------------------------------------------------
@@ -220,7 +207,7 @@ REFUSED_STORE = [
     (signals(gdpr="1"), "no_consent_string"),
     (signals(gdpr="1", gdpr_consent="AAAA"), "undecodable"),
     (signals(gdpr="1", gdpr_consent=OTHER_VENDOR), "vendor_not_allowed"),
-    (UNREADABLE, "undecodable"),
+    (read_privacy(parse_query("gdpr=1&gdpr_consent=not!a!tc"), None).signals, "undecodable"),
 ]
 
 

@@ -18,13 +18,7 @@ from cookiematch.exchange import keys
 from cookiematch.exchange.ad_service import AdRequest, AdService
 from cookiematch.exchange.auction import Auction
 from cookiematch.exchange.browser_record import CREATED, browser_record_key, seconds
-from cookiematch.exchange.consent import (
-    NO_PRIVACY,
-    PrivacyGate,
-    RequestPrivacy,
-    read_privacy,
-    truncate_ip,
-)
+from cookiematch.exchange.consent import may_store_and_sync, truncate_ip
 from cookiematch.exchange.cookie_match import Browser, CookieMatchService
 from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher, UserList
 from cookiematch.exchange.monitoring import BuyerMonitor
@@ -32,6 +26,7 @@ from cookiematch.exchange.outcomes import PushRecorded, RedirectToBuyer, VerifyC
 from cookiematch.exchange.pixel_matching import PixelMatcher
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.privacy.policy import Operation, PrivacyPolicy, PrivacySettings, Reason
+from cookiematch.privacy.request import NO_PRIVACY, RequestPrivacy, read_privacy
 from cookiematch.privacy.signals import SILENT
 from cookiematch.protocol.matchtag import parse_match_tag
 from cookiematch.protocol.privacy import PrivacySignals
@@ -144,35 +139,17 @@ def test_reading_never_raises(names: list[str], values: list[str]) -> None:
     assert isinstance(found, RequestPrivacy)
 
 
-# -- the gate -----------------------------------------------------------------------------
-
-
-def test_the_gate_answers_as_the_policy_and_counts_every_answer() -> None:
-    policy = PrivacyPolicy(PrivacySettings(gdpr_default=True))
-    gate = PrivacyGate(policy)
-    signals = privacy(f"gdpr_consent={NOT_XYZ}").signals
-    for _ in range(3):
-        assert gate.decide(Operation.SYNC, signals, XYZ) == PrivacyPolicy(
-            PrivacySettings(gdpr_default=True)
-        ).decide(Operation.SYNC, signals, XYZ)
-        assert gate.decide(Operation.SYNC, signals, MONSTER).allowed
-        assert gate.decide(Operation.STORE_ID, SILENT).reason is Reason.NO_CONSENT_STRING
-    assert policy.counts == {
-        (Operation.SYNC, Reason.VENDOR): 3,
-        (Operation.SYNC, Reason.CONSENTED): 3,
-        (Operation.STORE_ID, Reason.NO_CONSENT_STRING): 3,
-    }
+# -- the match tag's two questions ------------------------------------------------------
 
 
 def test_store_and_sync_asks_the_cookie_first_and_counts_every_answer() -> None:
     policy = PrivacyPolicy(PrivacySettings(host_vendor_id=XYZ))
-    gate = PrivacyGate(policy)
     host_refused = privacy(f"gdpr=1&gdpr_consent={NOT_XYZ}").signals
     everyone = privacy(CONSENT).signals
     for _ in range(2):
-        assert not gate.store_and_sync(host_refused, MONSTER)
-        assert gate.store_and_sync(everyone, MONSTER)
-        assert not gate.store_and_sync(everyone, None)
+        assert not may_store_and_sync(policy, host_refused, MONSTER)
+        assert may_store_and_sync(policy, everyone, MONSTER)
+        assert not may_store_and_sync(policy, everyone, None)
     assert policy.counts == {
         (Operation.STORE_ID, Reason.VENDOR): 2,
         (Operation.STORE_ID, Reason.CONSENTED): 4,

@@ -165,3 +165,20 @@ def test_decisions_are_counted_by_operation_and_reason() -> None:
     for found in (SILENT, signals(us_privacy="1YYN"), signals(us_privacy="1YYN")):
         policy.decide(SYNC, found, BUYER)
     assert policy.counts == {(SYNC, Reason.NOT_REGULATED): 1, (SYNC, Reason.US_OPT_OUT): 2}
+
+
+def test_answers_are_remembered_per_signals_object_and_each_is_counted() -> None:
+    policy = PrivacyPolicy(PrivacySettings(host_vendor_id=HOST, gdpr_default=True))
+    consenting = signals(gdpr="1", gdpr_consent=FULL)
+    for _ in range(3):
+        assert policy.decide(STORE, SILENT) == Decision(False, Reason.NO_CONSENT_STRING)
+        assert policy.decide(SYNC, consenting, BUYER) == Decision(True, Reason.CONSENTED)
+        assert policy.decide(SYNC, consenting, OTHER) == Decision(False, Reason.VENDOR)
+    assert policy.counts == {
+        (STORE, Reason.NO_CONSENT_STRING): 3,
+        (SYNC, Reason.CONSENTED): 3,
+        (SYNC, Reason.VENDOR): 3,
+    }
+    equal_but_new = signals(gdpr="1", gdpr_consent=FULL)  # another object: decided afresh
+    assert equal_but_new is not consenting
+    assert policy.decide(SYNC, equal_but_new, OTHER) == Decision(False, Reason.VENDOR)

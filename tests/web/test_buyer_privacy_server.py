@@ -130,8 +130,8 @@ def test_opt_out_erases_the_browsers_entry_and_sets_no_cookie(buyer: httpx.Clien
         ("gdpr=1", "no_consent_string"),
         ("gdpr=1&gdpr_consent=AAAA", "undecodable"),
         (f"gdpr=1&gdpr_consent={NO_VENDOR}", "vendor_not_allowed"),
-        ("gdpr=2", "undecodable"),  # malformed: no consent
-        ("gdpr=1&gdpr=0", "undecodable"),  # given twice: no consent
+        ("gdpr=2", "no_consent_string"),  # malformed gdpr: GDPR applies, and no TC string
+        ("gdpr=1&gdpr=0", "no_consent_string"),  # given twice: no consent
     ],
 )
 def test_refused_store_id_is_a_pixel_without_cookie_or_write(

@@ -7,11 +7,11 @@ the exchange's match tag when :func:`~cookiematch.buyer.matchtag.decide_match_ta
 user needs (re)matching.
 
 Privacy (docs/buyer.md "Privacy"): the request's ``regs`` and ``user.consent`` are decoded
-once (``consent.bid_signals``) and the policy is asked whether the buyer (its
+once (``privacy/openrtb.py`` ``bid_signals``) and the policy is asked whether the buyer (its
 ``host_vendor_id``) may PERSONALISE. Only then is the user looked up (gid, hosted data);
 otherwise the request is answered as for an unknown user, without a match tag, and each bid's
 ``ext`` says why (``"privacy": <reason>``). The bid log records the reason either way. A request
-without signals costs a dict increment here (``consent.Gate``).
+without signals costs a memo look-up (the policy remembers its answers).
 
 Per request, only what depends on it is built: the match tag's HTML and each campaign's markup
 with it are rendered once for the tags that do not depend on the user (nor on the request's
@@ -29,7 +29,6 @@ import msgspec
 
 from cookiematch.buyer.bidlog import BidLog, BidRecord
 from cookiematch.buyer.campaigns import Campaign, Choice, choose
-from cookiematch.buyer.consent import Gate, bid_privacy_params, bid_signals
 from cookiematch.buyer.deadlines import Deadlines
 from cookiematch.buyer.ids import format_uid, parse_gid, parse_hosted_uid
 from cookiematch.buyer.matchtable import Lookup, MatchTable
@@ -38,6 +37,7 @@ from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats
 from cookiematch.clock import Clock
 from cookiematch.errors import StorageError
+from cookiematch.privacy.openrtb import bid_privacy_params, bid_signals
 from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy
 from cookiematch.privacy.signals import SILENT
 from cookiematch.protocol.openrtb import CURRENCY, Bid, BidRequest, BidResponse, SeatBid
@@ -106,7 +106,8 @@ class Bidder:
         self.stats = stats
         self.bid_log = bid_log
         self._clock = clock
-        self._personalise = Gate(policy, Operation.PERSONALISE, policy.settings.host_vendor_id)
+        self._policy = policy
+        self._vendor_id = policy.settings.host_vendor_id
         self._deadlines = Deadlines()
         self._tag_url = self._shared_tag_url()
         self._tag_html = _img(self._tag_url)
@@ -140,7 +141,7 @@ class Bidder:
         if budget <= 0:
             return _Answer(BidResult(None, "tmax"))
         signals = bid_signals(request)
-        privacy = self._personalise.decide(signals)
+        privacy = self._policy.decide(Operation.PERSONALISE, signals, self._vendor_id)
         if privacy.allowed:
             raw_user = request.user
             gid = hosted_uid = None

@@ -20,7 +20,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cookiematch.buyer.consent import Gate
 from cookiematch.buyer.ids import NewUid, parse_cver, parse_gid
 from cookiematch.buyer.matchtable import MatchEntry, MatchTable
 from cookiematch.buyer.matchtag import PRIVACY_DECISION, MatchTagDecision, decide_match_tag
@@ -122,7 +121,7 @@ class Matcher:
         self.table = table
         self.settings = settings
         self.stats = stats
-        self._store_id = Gate(policy, Operation.STORE_ID)
+        self._policy = policy
         self._new_uid = new_uid
         self._clock = clock
 
@@ -174,7 +173,7 @@ class Matcher:
         """GET /matchtag: the match tag URL for this browser, or None if its entry is fresh
         or the policy refuses the buyer's cookie. ``forward``: the request's privacy
         parameters, carried on to the tag (and by the exchange to ``/match``)."""
-        if not self._store_id.decide(signals).allowed:
+        if not self._policy.decide(Operation.STORE_ID, signals).allowed:
             self.stats.add("matchtag", PRIVACY_DECISION.reason.value)
             return MatchTagResult(None, PRIVACY_DECISION, None)
         browser = self.browser(uid, "matchtag")
@@ -211,7 +210,7 @@ class Matcher:
         error = params.error
         if error == OPTED_OUT:
             return await self._erase(params.gid, uid)
-        decision = self._store_id.decide(signals)
+        decision = self._policy.decide(Operation.STORE_ID, signals)
         if not decision.allowed:
             return MatchResult(f"refused_{decision.reason.value}", may_store=False)
         if error is not None:

@@ -31,12 +31,14 @@ from cookiematch.exchange.browser_record import (
     push_field,
     seconds,
 )
-from cookiematch.exchange.consent import NO_PRIVACY, PrivacyGate, RequestPrivacy, truncate_ip
+from cookiematch.exchange.consent import truncate_ip
 from cookiematch.exchange.cookie_match import Browser
 from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher
 from cookiematch.exchange.pixel_matching import PixelMatch, PixelMatcher
 from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.privacy.openrtb import bid_regs
 from cookiematch.privacy.policy import Operation, PrivacyPolicy
+from cookiematch.privacy.request import NO_PRIVACY, RequestPrivacy
 from cookiematch.protocol.openrtb import (
     CURRENCY,
     Banner,
@@ -108,7 +110,7 @@ class AdService:
         """``policy`` is the process's one privacy policy (the composition root's); without
         it, the defaults of ``[privacy]``."""
         self._registry = registry
-        self._privacy = PrivacyGate(policy or PrivacyPolicy())
+        self._policy = policy or PrivacyPolicy()
         self._publishers = {p.id: p for p in publishers}
         self._store = store
         self._cipher = cipher
@@ -125,7 +127,7 @@ class AdService:
     async def serve(self, request: AdRequest) -> ServedAd:
         now = int(self._clock())
         signals = request.privacy.signals
-        decide = self._privacy.decide
+        decide = self._policy.decide
         browser_id, new = request.browser.browser_id, False
         if not decide(Operation.STORE_ID, signals).allowed:
             browser_id = None  # the cookie is neither read nor set: the browser is nobody
@@ -148,7 +150,7 @@ class AdService:
             )
 
         auction_id = self._new_auction_id()
-        regs, consent = _regs(request.privacy)
+        regs, consent = bid_regs(request.privacy)
         truncated_ip: str | None = None
         bidders: list[tuple[Buyer, BidRequest]] = []
         for buyer in buyers:
@@ -263,24 +265,6 @@ class AdService:
             at=1,
             cur=[CURRENCY],
         )
-
-
-def _regs(privacy: RequestPrivacy) -> tuple[Regs | None, str | None]:
-    """OpenRTB 2.6 ``regs`` and ``user.consent`` for every bid request of this ad request:
-    the well-formed parameters as received; ``regs.gdpr`` as the exchange reads it (a
-    malformed ``gdpr`` reads as 1); None where the request said nothing."""
-    params, gdpr = privacy.params, privacy.signals.gdpr
-    sections = privacy.signals.gpp_sid
-    regs = Regs(
-        gdpr=None if gdpr is None else int(gdpr),
-        us_privacy=params.us_privacy or None,
-        gpp=params.gpp or None,
-        gpp_sid=list(sections) if sections else None,
-    )
-    return (None if regs == _NO_REGS else regs), params.gdpr_consent or None
-
-
-_NO_REGS = Regs()
 
 
 async def _empty() -> dict[str, bytes]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.errors import HostedMatchError, InvalidPushToken, StorageError
 from cookiematch.exchange import keys
-from cookiematch.exchange.consent import PrivacyGate
+from cookiematch.exchange.consent import may_store_and_sync
 from cookiematch.exchange.model import Buyer, ExchangeSettings
 from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.outcomes import (
@@ -64,7 +64,7 @@ class CookieMatchService:
         """``policy`` is the process's one privacy policy (the composition root's); without
         it, the defaults of ``[privacy]``."""
         self._registry = registry
-        self._privacy = PrivacyGate(policy or PrivacyPolicy())
+        self._policy = policy or PrivacyPolicy()
         self._monitor = monitor
         self._store = store
         self._cipher = cipher
@@ -95,7 +95,7 @@ class CookieMatchService:
             return self._error(request, buyer, scheme, MatchError.CONFLICT)
         if not request.has_operation:
             return self._error(request, buyer, scheme, MatchError.NO_OPERATION)
-        if not self._privacy.store_and_sync(signals, buyer.gvl_vendor_id):
+        if not may_store_and_sync(self._policy, signals, buyer.gvl_vendor_id):
             return self._error(request, buyer, scheme, MatchError.OPTED_OUT, refused=True)
         if browser.opted_out:
             return self._error(request, buyer, scheme, MatchError.OPTED_OUT)

@@ -38,7 +38,15 @@ from cookiematch.protocol.gpp_us import OPTED_OUT, UsOptOuts
 from cookiematch.protocol.tcf import RestrictionType, TCString, decode_tc_string
 from cookiematch.protocol.undecodable import Undecodable
 
-__all__ = ["CONSENT_ONLY", "Decision", "Operation", "PrivacyPolicy", "PrivacySettings", "Reason"]
+__all__ = [
+    "CONSENT_ONLY",
+    "MEMO_SIZE",
+    "Decision",
+    "Operation",
+    "PrivacyPolicy",
+    "PrivacySettings",
+    "Reason",
+]
 
 CONSENT_ONLY = frozenset({1, 3, 4, 5, 6})
 """Purposes TCF v2.2 allows on consent only (no legitimate interest)."""
@@ -90,21 +98,42 @@ class PrivacySettings:
     )
 
 
+MEMO_SIZE = 1024
+"""Answers a policy remembers before it starts again from empty. An entry holds its signals
+object (so that its ``id`` is not reused while it is there)."""
+
+
 class PrivacyPolicy:
     """``decide`` answers for one operation and party; ``counts`` tallies the answers of this
-    process by (operation, reason), for the metrics."""
+    process by (operation, reason), for the metrics.
+
+    An answer is a pure function of the settings and its arguments, so it is remembered per
+    signals object: the signals of a request that says nothing (``SILENT``) and those read
+    from a cache (``privacy/request.py``, the decoders) are one object each, and asking again
+    costs a look-up. Every answer is counted, remembered or not.
+    """
 
     def __init__(self, settings: PrivacySettings | None = None) -> None:
         self.settings = settings or PrivacySettings()
         self._purposes = {op: tuple(sorted(p)) for op, p in self.settings.purposes.items()}
         self.counts: Counter[tuple[Operation, Reason]] = Counter()
+        self._memo: dict[tuple[int, Operation, int | None], tuple[ConsentSignals, Decision]] = {}
 
     def decide(
         self, operation: Operation, signals: ConsentSignals, vendor_id: int | None = None
     ) -> Decision:
         """May ``operation`` happen for the party whose GVL vendor ID is ``vendor_id`` (the
         host's for STORE_ID, which ignores ``vendor_id``)?"""
-        decision = self._decide(operation, signals, vendor_id)
+        key = (id(signals), operation, vendor_id)
+        memo = self._memo
+        hit = memo.get(key)
+        if hit is not None and hit[0] is signals:
+            decision = hit[1]
+        else:
+            decision = self._decide(operation, signals, vendor_id)
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()
+            memo[key] = (signals, decision)
         self.counts[operation, decision.reason] += 1
         return decision
 

@@ -7,8 +7,9 @@ exchange URL.
 
 ``/match``, ``/push`` and ``/matchtag`` read the privacy parameters the exchange passes through
 (``gdpr``, ``gdpr_consent``, ``us_privacy``, ``gpp``, ``gpp_sid``) and ``Sec-GPC``, decoded once
-into the ``ConsentSignals`` the domain asks the policy with; parameters that do not parse are
-``UNREADABLE`` (no consent), never a reason to answer differently than with a pixel.
+into the ``ConsentSignals`` the domain asks the policy with (``privacy/request.py``: a
+parameter that does not parse is a signal that does not decode, so no consent), never a reason
+to answer differently than with a pixel.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cookiematch.buyer.bidder import Bidder
-from cookiematch.buyer.consent import UNREADABLE
 from cookiematch.buyer.ids import format_uid, parse_uid
 from cookiematch.buyer.matching import Browser, Matcher, RedirectParams
 from cookiematch.errors import BidRequestError, QueryError
-from cookiematch.privacy.signals import SILENT, ConsentSignals, decode_signals
+from cookiematch.privacy.request import read_privacy
+from cookiematch.privacy.signals import ConsentSignals
 from cookiematch.protocol.cookies import CookieSpec, IdCookie, read_id_cookie
 from cookiematch.protocol.openrtb import decode_bid_request, encode_bid_response
-from cookiematch.protocol.privacy import NO_SIGNALS, PrivacySignals, parse_privacy
+from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.protocol.query import QueryParam, parse_query
 from cookiematch.web.http import Request, Response
 
@@ -36,16 +37,10 @@ NO_TAG = Response.no_content()
 def consent_of(
     params: tuple[QueryParam, ...], request: Request
 ) -> tuple[ConsentSignals, PrivacySignals]:
-    """The request's consent signals (``UNREADABLE`` when its privacy parameters do not
-    parse: malformed, or given twice) and its privacy parameters, to carry on a tag."""
-    try:
-        privacy = parse_privacy(params)
-    except QueryError:
-        return UNREADABLE, NO_SIGNALS
-    sec_gpc = request.headers.get("sec-gpc")
-    if privacy is NO_SIGNALS and sec_gpc is None:
-        return SILENT, privacy
-    return decode_signals(privacy, sec_gpc), privacy
+    """The request's consent signals and its well-formed privacy parameters (to carry on a
+    tag), read as every role reads them (``privacy/request.py``)."""
+    privacy = read_privacy(params, request.headers.get("sec-gpc"))
+    return privacy.signals, privacy.params
 
 
 @dataclass(frozen=True, slots=True)

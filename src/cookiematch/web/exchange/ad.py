@@ -19,9 +19,9 @@ import logging
 
 from cookiematch.errors import QueryError
 from cookiematch.exchange.ad_service import AdRequest, AdService, ServedAd
-from cookiematch.exchange.consent import read_privacy
 from cookiematch.exchange.cookie_match import Browser
 from cookiematch.exchange.monitoring import Count
+from cookiematch.privacy.request import read_privacy
 from cookiematch.protocol.gpc import GPC_HEADER
 from cookiematch.protocol.query import parse_query
 from cookiematch.web.exchange import metrics

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cookiematch.errors import MatchTagError, QueryError
-from cookiematch.exchange.consent import read_privacy
 from cookiematch.exchange.cookie_match import Browser, CookieMatchService
 from cookiematch.exchange.outcomes import PushRecorded, RedirectToBuyer, VerifyCookie
+from cookiematch.privacy.request import read_privacy
 from cookiematch.protocol.cookies import (
     OPT_OUT_VALUE,
     CookieSpec,

@@ -1,70 +1,46 @@
-"""What the buyer asks the privacy policy, and the signals it asks with.
+"""A request's consent signals in OpenRTB 2.6, both ways: ``regs`` and ``user.consent``.
 
-- :class:`Gate`: one operation for one party. A request that says nothing (``SILENT``, most
-  traffic) always gets the same answer from the policy, so the gate asks once and then only
-  counts the answer (in the policy's own tally): the no-signal path costs a dict increment,
-  not a decision.
-- :func:`bid_signals`: the consent signals of an OpenRTB 2.6 bid request (``regs`` and
-  ``user.consent``), decoded once (each string's decoder caches per string).
-- :func:`bid_privacy_params`: the same signals as the URL parameters a match tag carries
-  (``gdpr``, ``gdpr_consent``, ``us_privacy``, ``gpp``, ``gpp_sid``), so that the exchange and
-  the buyer's ``/match`` judge the match by the consent the bid was judged by.
-- :data:`UNREADABLE`: what a request whose privacy parameters do not parse says: GDPR with a
-  TC string that does not decode, which the policy refuses for every operation.
+bid_regs(privacy)            what the exchange puts in every bid request of an ad request
+bid_signals(request)         what a bidder reads from a bid request, decoded
+bid_privacy_params(request)  the same signals as the URL parameters a match tag carries,
+                             so the exchange and the buyer's ``/match`` judge a match by
+                             the consent the bid was judged by
 """
 
 from __future__ import annotations
 
 from cookiematch.errors import QueryError
-from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy, Reason
+from cookiematch.privacy.request import RequestPrivacy
 from cookiematch.privacy.signals import SILENT, ConsentSignals
 from cookiematch.protocol.gpp import decode_gpp
-from cookiematch.protocol.openrtb import BidRequest
+from cookiematch.protocol.openrtb import BidRequest, Regs
 from cookiematch.protocol.privacy import parse_privacy
 from cookiematch.protocol.query import QueryParam
 from cookiematch.protocol.tcf import decode_tc_string
-from cookiematch.protocol.undecodable import Undecodable
 from cookiematch.protocol.usprivacy import decode_us_privacy
 
-__all__ = ["UNREADABLE", "Gate", "bid_privacy_params", "bid_signals"]
+__all__ = ["MAX_GPP_SID", "bid_privacy_params", "bid_regs", "bid_signals"]
 
 MAX_GPP_SID = 32
 """At most this many section IDs in ``regs.gpp_sid`` (the bound of the URL parameter); more
 is unreadable, which puts every section of the GPP string in force."""
 
-UNREADABLE = ConsentSignals(gdpr=True, tc=Undecodable("malformed privacy parameter"))
-"""The signals of a request whose privacy parameters do not parse: no consent."""
+_NO_REGS = Regs()
 
 
-class Gate:
-    """``decide(signals)``: may ``operation`` happen for the party ``vendor_id``?
-
-    Every answer is counted by the policy (``policy.counts``), the silent ones included: the
-    first silent request is decided by the policy, the others reuse that decision and add to
-    the same count.
-    """
-
-    __slots__ = ("_key", "_operation", "_policy", "_silent", "_vendor_id")
-
-    def __init__(
-        self, policy: PrivacyPolicy, operation: Operation, vendor_id: int | None = None
-    ) -> None:
-        self._policy = policy
-        self._operation = operation
-        self._vendor_id = vendor_id
-        self._silent: Decision | None = None
-        self._key: tuple[Operation, Reason] | None = None
-
-    def decide(self, signals: ConsentSignals) -> Decision:
-        if signals is SILENT:
-            silent, key = self._silent, self._key
-            if silent is not None and key is not None:
-                self._policy.counts[key] += 1
-                return silent
-            silent = self._silent = self._policy.decide(self._operation, SILENT, self._vendor_id)
-            self._key = (self._operation, silent.reason)
-            return silent
-        return self._policy.decide(self._operation, signals, self._vendor_id)
+def bid_regs(privacy: RequestPrivacy) -> tuple[Regs | None, str | None]:
+    """OpenRTB 2.6 ``regs`` and ``user.consent`` for every bid request of this ad request:
+    the well-formed parameters as received; ``regs.gdpr`` as the exchange reads it (a
+    malformed ``gdpr`` reads as 1); None where the request said nothing."""
+    params, gdpr = privacy.params, privacy.signals.gdpr
+    sections = privacy.signals.gpp_sid
+    regs = Regs(
+        gdpr=None if gdpr is None else int(gdpr),
+        us_privacy=params.us_privacy or None,
+        gpp=params.gpp or None,
+        gpp_sid=list(sections) if sections else None,
+    )
+    return (None if regs == _NO_REGS else regs), params.gdpr_consent or None
 
 
 def bid_signals(request: BidRequest) -> ConsentSignals:
