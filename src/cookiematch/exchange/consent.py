@@ -15,12 +15,15 @@ from cookiematch.privacy.signals import ConsentSignals
 __all__ = ["may_store_and_sync", "truncate_ip"]
 
 
+_STORE_ID, _SYNC = Operation.STORE_ID, Operation.SYNC  # looked up once: the match tag's path
+
+
 def may_store_and_sync(
     policy: PrivacyPolicy, signals: ConsentSignals, vendor_id: int | None
 ) -> bool:
     """``store_id``, then (when that allows it) ``sync`` for ``vendor_id``: whether both allow."""
-    return policy.decide(Operation.STORE_ID, signals).allowed and (
-        policy.decide(Operation.SYNC, signals, vendor_id).allowed
+    return policy.decide(_STORE_ID, signals).allowed and (
+        policy.decide(_SYNC, signals, vendor_id).allowed
     )
 
 

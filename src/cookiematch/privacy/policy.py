@@ -53,12 +53,16 @@ CONSENT_ONLY = frozenset({1, 3, 4, 5, 6})
 
 
 class Operation(enum.StrEnum):
+    __hash__ = str.__hash__  # Enum's own hash is a Python call; answers are keyed by these
+
     STORE_ID = "store_id"
     SYNC = "sync"
     PERSONALISE = "personalise"
 
 
 class Reason(enum.StrEnum):
+    __hash__ = str.__hash__
+
     NOT_REGULATED = "not_regulated"  # no GDPR, no US opt-out: allowed
     CONSENTED = "consented"  # GDPR applies and the TC string allows it
     NO_CONSENT_STRING = "no_consent_string"  # GDPR applies, no TC string
