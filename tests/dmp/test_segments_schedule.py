@@ -231,6 +231,7 @@ async def test_the_server_runs_the_schedule_and_stops_it_at_shutdown(tmp_path: P
     server = DmpServer(config)
     app = server.app
     await app.startup()
+    started = list(server.tasks)  # the funnel flusher, then the schedule
     try:
         assert server.core is not None and server.schedule is not None
         assert server.schedule.interval == 300
@@ -252,8 +253,7 @@ async def test_the_server_runs_the_schedule_and_stops_it_at_shutdown(tmp_path: P
         assert listing["recompute_schedule"]["next_at"] == report.at + 300
     finally:
         await app.shutdown()
-    scheduler = server.tasks[-1]  # the funnel flusher, then the schedule
-    assert len(server.tasks) == 2 and scheduler.cancelled()
+    assert len(started) == 2 and started[-1].cancelled() and server.tasks == []
 
 
 @pytest.mark.parametrize(("extra", "segments"), [("recompute_interval_minutes = 0", True),
@@ -265,5 +265,6 @@ async def test_no_schedule_when_switched_off_or_without_segments(
     assert config.dmp is not None
     server = DmpServer(config)
     await server.app.startup()
+    started = list(server.tasks)
     await server.app.shutdown()
-    assert server.schedule is None and len(server.tasks) == 1  # the funnel flusher alone
+    assert server.schedule is None and len(started) == 1  # the funnel flusher alone

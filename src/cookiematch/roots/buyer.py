@@ -3,9 +3,9 @@
 One server worker (``BuyerServer``): the privacy policy (one, from ``[privacy]``; the buyer is
 its host), the match table (its layout settled with the store), the redirect handler's matcher,
 the bidder with its campaigns and bid log, their routes, the admin API and ``/metrics`` (the
-buyer's counters and the policy's decisions). The store is opened, the routes bound and the
-collectors registered in the App's startup hook (after the server forked); the collectors are
-unregistered and the store closed, pending writes flushed, in its shutdown hook.
+buyer's counters and the policy's decisions). Its lifecycle is ``RoleServer``'s
+(``roots/server.py``): the store opened and ``build`` run at startup, after the server forked;
+everything released and the store closed, pending writes flushed, at shutdown.
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ from cookiematch.buyer.stats import BuyerStats
 from cookiematch.config import Config
 from cookiematch.config.buyer import BuyerRoleConfig
 from cookiematch.errors import ConfigError
-from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.roots.config_env import config_from_env
-from cookiematch.storage import Store, connect_store
-from cookiematch.web import privacy_metrics
-from cookiematch.web.buyer import metrics as buyer_metrics
+from cookiematch.roots.server import RoleServer
+from cookiematch.storage import Store
 from cookiematch.web.buyer.admin import build_buyer_admin_app
+from cookiematch.web.buyer.metrics import BuyerStatsCollector
 from cookiematch.web.buyer.routes import NO_BID, NO_TAG, BuyerRoutes
 from cookiematch.web.metrics import METRICS_ROUTE
 from cookiematch.web.router import App
@@ -47,35 +46,19 @@ def buyer_table(config: Config) -> BuyerRoleConfig:
     return config.buyer
 
 
-class BuyerServer:
+class BuyerServer(RoleServer):
     """One buyer server worker; ``app`` is what granian serves."""
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        super().__init__(config, max_body=BID_MAX_BODY)
         self.buyer = buyer_table(config)
         self.settings = self.buyer.settings()
         self.campaigns = self.buyer.campaign_models()  # compiled now: a bad one fails the start
         self.stats = BuyerStats()
         self.bid_log = BidLog(self.buyer.bid_log_size)
-        self.policy = PrivacyPolicy(config.privacy.settings())
-        self.store: Store | None = None
         self.matcher: Matcher | None = None
-        self._collector: buyer_metrics.BuyerStatsCollector | None = None
-        self._privacy_collector: privacy_metrics.PrivacyDecisions | None = None
-        self.app = App(max_body=BID_MAX_BODY)
-        self.app.on_startup.append(self.start)
-        self.app.on_shutdown.append(self.stop)
 
-    async def start(self) -> None:
-        store = await connect_store(self.config.store.url, durability=self.config.store.durability)
-        try:
-            await self._build(store)
-        except BaseException:  # the shutdown hook does not run after a failed start
-            await store.close()
-            raise
-        self.store = store
-
-    async def _build(self, store: Store) -> None:
+    async def build(self, store: Store) -> None:
         buyer, settings, app = self.buyer, self.settings, self.app
         # the layout recorded in the store wins; a conflicting one is a ConfigError
         table = await MatchTable.open(
@@ -110,23 +93,7 @@ class BuyerServer:
         app.fallback = build_buyer_admin_app(
             matcher, bidder, buyer.admin_token, clock=time.time, extra_routes=[METRICS_ROUTE]
         )
-        self._privacy_collector = privacy_metrics.register(policy)
-        try:
-            self._collector = buyer_metrics.register(self.stats)
-        except BaseException:
-            privacy_metrics.unregister(self._privacy_collector)
-            self._privacy_collector = None
-            raise
-
-    async def stop(self) -> None:
-        if self._collector is not None:
-            buyer_metrics.unregister(self._collector)
-            self._collector = None
-        if self._privacy_collector is not None:
-            privacy_metrics.unregister(self._privacy_collector)
-            self._privacy_collector = None
-        if self.store is not None:
-            await self.store.close()
+        self.collect(BuyerStatsCollector(self.stats))
 
 
 def app() -> App:

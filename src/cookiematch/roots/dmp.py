@@ -38,11 +38,10 @@ from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.errors import ConfigError, StorageError
-from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.protocol.cookies import format_browser_id
 from cookiematch.roots.config_env import config_from_env
+from cookiematch.roots.server import RoleServer
 from cookiematch.storage import Durability, Store, connect_store
-from cookiematch.web import privacy_metrics
 from cookiematch.web.admin import guarded_app
 from cookiematch.web.dmp.admin import DmpAdmin
 from cookiematch.web.dmp.ingest import build_ingest_api
@@ -128,36 +127,21 @@ def worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-class DmpServer:
+class DmpServer(RoleServer):
     """One DMP server worker: ``app`` is built now (partners and clients compiled, so a bad
     template fails the start); the store is opened and the routes bound in its startup hook,
     after the server forked; everything is closed in its shutdown hook."""
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        super().__init__(config)
         self.dmp = dmp_table(config)
         self.partners = self.dmp.partner_models()
         self.clients = self.dmp.client_models()
-        # the one policy of this process: every privacy decision of the DMP is its
-        self.policy = PrivacyPolicy(config.privacy.settings())
-        self._privacy_collector: privacy_metrics.PrivacyDecisions | None = None
         self.core: DmpCore | None = None
         self.service: DmpService | None = None
         self.schedule: RecomputeSchedule | None = None  # None: no segments, or switched off
-        self.tasks: list[asyncio.Task[None]] = []
-        self.app = App()
-        self.app.on_startup.append(self.start)
-        self.app.on_shutdown.append(self.stop)
 
-    async def start(self) -> None:
-        store = await connect_store(self.config.store.url, durability=self.config.store.durability)
-        try:
-            self._build(store)
-        except BaseException:  # the shutdown hook does not run after a failed start
-            await store.close()
-            raise
-
-    def _build(self, store: Store) -> None:
+    async def build(self, store: Store) -> None:
         dmp, app = self.dmp, self.app
         core = self.core = build_core(dmp, store)
         worker = worker_name()
@@ -196,24 +180,16 @@ class DmpServer:
         ]
         token = dmp.admin_token
         app.fallback = guarded_app(admin_routes, token if token is not None else "")
-        self.tasks.append(asyncio.create_task(self._flush_forever(service)))
+        self.run(self._flush_forever(service))
         if self.schedule is not None:
-            self.tasks.append(asyncio.create_task(self.schedule.run()))
-        self._privacy_collector = privacy_metrics.register(self.policy)
+            self.run(
+                self.schedule.run()
+            )  # stopped first: a recompute is cancelled, its lease freed
 
-    async def stop(self) -> None:
-        if self._privacy_collector is not None:
-            privacy_metrics.unregister(self._privacy_collector)
-            self._privacy_collector = None
-        for task in reversed(self.tasks):  # a recompute is cancelled, its lease freed
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def close(self) -> None:
         if self.service is not None:
             with contextlib.suppress(Exception):
                 await self.service.funnel_log.flush()
-        if self.core is not None:
-            await self.core.store.close()
 
     @staticmethod
     async def _flush_forever(service: DmpService) -> None:

@@ -12,7 +12,6 @@ is closed, pending writes flushed, in the shutdown hook.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -27,13 +26,12 @@ from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.pixel_matching import PixelMatcher
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.exchange.user_list_bulk import UserListBulk
-from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.protocol.cookies import cookie_spec
 from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.roots.config_env import config_from_env
-from cookiematch.storage import Store, connect_store
-from cookiematch.web import privacy_metrics
+from cookiematch.roots.server import RoleServer
+from cookiematch.storage import Store
 from cookiematch.web.exchange.ad import (
     BLANK_AD,
     AdRoutes,
@@ -72,36 +70,20 @@ def exchange_table(config: Config) -> ExchangeConfig:
     return config.exchange
 
 
-class ExchangeServer:
+class ExchangeServer(RoleServer):
     """One exchange server worker; ``app`` is what granian serves."""
 
     def __init__(self, config: Config) -> None:
-        self.config = config
+        super().__init__(config)
         self.exchange = exchange = exchange_table(config)
         self.settings = settings = exchange.settings()
         self.cipher = UserIdCipher(exchange.key_secrets())
         self.push_tokens = PushTokens(self.cipher, ttl_seconds=settings.push_token_ttl_seconds)
-        self.policy = PrivacyPolicy(config.privacy.settings())
-        self._privacy_collector: privacy_metrics.PrivacyDecisions | None = None
-        self.store: Store | None = None
         self.monitor: BuyerMonitor | None = None
         self.service: CookieMatchService | None = None
         self.transport: BidTransport | None = None
-        self.tasks: list[asyncio.Task[None]] = []
-        self.app = App()
-        self.app.on_startup.append(self.start)
-        self.app.on_shutdown.append(self.stop)
 
-    async def start(self) -> None:
-        store = await connect_store(self.config.store.url, durability=self.config.store.durability)
-        try:
-            await self._build(store)
-        except BaseException:  # the shutdown hook does not run after a failed start
-            await store.close()
-            raise
-        self.store = store
-
-    async def _build(self, store: Store) -> None:
+    async def build(self, store: Store) -> None:
         settings, app = self.settings, self.app
         registry = ExchangeRegistry(store, self.exchange.buyers, self.exchange.user_lists)
         await registry.refresh()
@@ -163,28 +145,14 @@ class ExchangeServer:
                 ),
             ],
         )
-        self._privacy_collector = privacy_metrics.register(self.policy)
-        self.tasks.append(asyncio.create_task(self._refresh_forever(registry)))
-        self.tasks.append(
-            asyncio.create_task(
-                monitor.run(lambda: [b.nid for b in registry.buyers() if b.pixel_matching])
-            )
-        )
+        self.run(self._refresh_forever(registry))
+        self.run(monitor.run(lambda: [b.nid for b in registry.buyers() if b.pixel_matching]))
 
-    async def stop(self) -> None:
-        if self._privacy_collector is not None:
-            privacy_metrics.unregister(self._privacy_collector)
-            self._privacy_collector = None
-        for task in reversed(self.tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def close(self) -> None:
         if self.transport is not None:
             await self.transport.aclose()
         if self.monitor is not None:
             await self.monitor.close()
-        if self.store is not None:
-            await self.store.close()
 
     @staticmethod
     async def _refresh_forever(registry: ExchangeRegistry) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from cookiematch.privacy.policy import PrivacyPolicy
 
-__all__ = ["PrivacyDecisions", "register", "unregister"]
+__all__ = ["PrivacyDecisions"]
 
 
 class PrivacyDecisions(Collector):
@@ -27,14 +26,3 @@ class PrivacyDecisions(Collector):
         for (operation, reason), count in list(self._policy.counts.items()):
             family.add_metric([operation.value, reason.value], count)
         yield family
-
-
-def register(policy: PrivacyPolicy) -> PrivacyDecisions:
-    """Register a collector of ``policy`` in the default registry; ``unregister`` it later."""
-    collector = PrivacyDecisions(policy)
-    REGISTRY.register(collector)
-    return collector
-
-
-def unregister(collector: PrivacyDecisions) -> None:
-    REGISTRY.unregister(collector)

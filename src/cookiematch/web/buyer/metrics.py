@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -28,14 +27,3 @@ class BuyerStatsCollector(Collector):
             for label, count in snapshot[event].items():
                 family.add_metric([label], count)
             yield family
-
-
-def register(stats: BuyerStats) -> BuyerStatsCollector:
-    """Register a collector for ``stats`` in the default registry; ``unregister`` it later."""
-    collector = BuyerStatsCollector(stats)
-    REGISTRY.register(collector)
-    return collector
-
-
-def unregister(collector: BuyerStatsCollector) -> None:
-    REGISTRY.unregister(collector)

@@ -1,0 +1,75 @@
+"""Every role's server lifecycle (``roots/server.py``): what a start builds, a stop or a failed
+start releases."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from cookiematch.config import load_config
+from cookiematch.errors import StoreUnavailable
+from cookiematch.roots.server import RoleServer
+from cookiematch.storage import Store
+
+
+class Probe(Collector):
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield CounterMetricFamily("cookiematch_test_probe", "a probe", value=1)
+
+
+class Sample(RoleServer):
+    """Starts a task and a collector, then fails when told to."""
+
+    fail = False
+
+    async def build(self, store: Store) -> None:
+        self.built_on = store
+        self.collect(Probe())
+        self.run(asyncio.Event().wait())
+        if self.fail:
+            raise RuntimeError("build failed")
+
+
+def config(tmp_path: Path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "c.toml"
+    path.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/s.db"\n')
+    return load_config(path, environ={})
+
+
+def exposed(name: bytes) -> bool:
+    return name in generate_latest(REGISTRY)
+
+
+async def test_a_start_builds_and_a_stop_releases_everything(tmp_path: Path) -> None:
+    server = Sample(config(tmp_path))
+    await server.app.startup()
+    task = server.tasks[0]
+    assert server.store is server.built_on
+    assert exposed(b"cookiematch_test_probe") and exposed(b"cookiematch_privacy_decisions")
+    await server.app.shutdown()
+    assert task.cancelled() and server.tasks == []
+    assert not exposed(b"cookiematch_test_probe")
+    assert not exposed(b"cookiematch_privacy_decisions")
+    with pytest.raises(StoreUnavailable):  # closed, pending writes flushed
+        await server.built_on.get("k")
+
+
+async def test_a_failed_start_releases_what_it_started_and_closes_the_store(
+    tmp_path: Path,
+) -> None:
+    server = Sample(config(tmp_path))
+    server.fail = True
+    with pytest.raises(RuntimeError, match="build failed"):
+        await server.app.startup()
+    assert server.store is None and server.tasks == []
+    assert not exposed(b"cookiematch_test_probe")
+    with pytest.raises(StoreUnavailable):
+        await server.built_on.get("k")
+    again = Sample(config(tmp_path))  # nothing left registered: a new worker starts cleanly
+    await again.app.startup()
+    await again.app.shutdown()
