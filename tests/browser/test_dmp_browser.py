@@ -7,7 +7,6 @@ The DMP's admin API must then show both partner IDs for the DMP ID the browser h
 from __future__ import annotations
 
 import base64
-import sys
 import threading
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from cookiematch.protocol.templates import SyncTemplate
 
 from conftest import ServerProcess, free_port
 from support.browser import headless_chromium
+from support.configs import serve_argv
 
 pytestmark = pytest.mark.browser
 
@@ -172,8 +172,7 @@ def test_tag_sync_callback_across_hostnames(
     shop = shop_stub(dmp_port)
     analytics, email = stubs["analytics"], stubs["email"]
     config = write_config(tmp_path, dmp_port, shop.port, analytics.port, email.port)
-    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
-            "--role", "dmp"]  # fmt: skip
+    argv = serve_argv(config, "dmp")
     dmp = start_server(argv, port=dmp_port)
     page_url = f"http://shop.localhost:{shop.port}/"
     try:
@@ -228,8 +227,7 @@ def test_without_third_party_cookies_callbacks_are_lost_and_counted(
     shop = shop_stub(dmp_port)
     analytics, email = stubs["analytics"], stubs["email"]
     config = write_config(tmp_path, dmp_port, shop.port, analytics.port, email.port)
-    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
-            "--role", "dmp"]  # fmt: skip
+    argv = serve_argv(config, "dmp")
     dmp = start_server(argv, port=dmp_port)
     try:
         with headless_chromium(third_party_cookies=False) as context:

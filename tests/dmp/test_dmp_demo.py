@@ -3,7 +3,6 @@ shows its loss in the funnel, the others none."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from cookiematch.demo.dmp_story import partner_stubs, print_funnel, run_dmp_scen
 from cookiematch.demo.dmp_story import write_dmp_demo_config as write_config
 
 from conftest import ServerProcess, free_port
+from support.configs import serve_argv
 
 
 def test_scenario_reports_the_lossy_partner(
@@ -20,8 +20,7 @@ def test_scenario_reports_the_lossy_partner(
     with partner_stubs() as stubs:
         port = free_port()
         config = write_config(tmp_path, port, stubs)
-        argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
-                "--role", "dmp"]  # fmt: skip
+        argv = serve_argv(config, "dmp")
         start_server(argv, port=port)
         report = run_dmp_scenario(
             f"http://dmp.localhost:{port}", stubs, browsers=40, out=lines.append

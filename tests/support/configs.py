@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import sys
 from pathlib import Path
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -51,3 +52,9 @@ secret = "{KEY_V1}"
     path = directory / "exchange.toml"
     path.write_text(text)
     return path
+
+
+def serve_argv(config: Path | str, role: str, *extra: str) -> list[str]:
+    """The command line of ``cookiematch serve`` for one role of ``config``."""
+    return [sys.executable, "-m", "cookiematch", "serve", "--config", str(config), "--role", role,
+            *extra]  # fmt: skip

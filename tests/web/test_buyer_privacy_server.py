@@ -4,7 +4,6 @@ bid time, and the policy's reasons at ``/metrics``."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -18,6 +17,7 @@ from cookiematch.roots.buyer import BuyerServer
 from protocol.tcf_builder import core, id_bits, vendor_bitfield
 
 from conftest import ServerProcess, free_port
+from support.configs import serve_argv
 
 TOKEN = "buyer-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -64,8 +64,7 @@ def buyer(
 ) -> Iterator[httpx.Client]:
     port = free_port()
     config = write_config(tmp_path_factory.mktemp("privacy"), port)
-    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
-            "--role", "buyer"]  # fmt: skip
+    argv = serve_argv(config, "buyer")
     server = start_module_server(argv=argv, port=port)
     with httpx.Client(base_url=server.url, timeout=10) as client:
         yield client

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from conftest import ServerProcess, free_port
+from support.configs import serve_argv
 from support.openrtb import EXAMPLES
 
 TOKEN = "buyer-admin-token-0123456789"
@@ -57,8 +57,7 @@ def start_buyer(
 ) -> ServerProcess:
     port = free_port()
     config = buyer_config(directory, port, nid=nid, hosted=hosted)
-    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
-            "--role", "buyer"]  # fmt: skip
+    argv = serve_argv(config, "buyer")
     return start(argv=argv, port=port)
 
 

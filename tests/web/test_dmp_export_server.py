@@ -25,7 +25,7 @@ from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.storage import open_store
 
 from conftest import ServerProcess, free_port
-from support.configs import ADMIN_TOKEN, KEY_V1, write_exchange_config
+from support.configs import ADMIN_TOKEN, KEY_V1, serve_argv, write_exchange_config
 
 SECRET = "destination-secret-0123456789"
 NID = "ad_network_xyz"
@@ -175,8 +175,7 @@ def exchange(
     directory = tmp_path_factory.mktemp("exchange")
     port = free_port()
     config = write_exchange_config(directory, port)
-    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
-            "--role", "exchange"]  # fmt: skip
+    argv = serve_argv(config, "exchange")
     return start_module_server(argv=argv, port=port), directory
 
 

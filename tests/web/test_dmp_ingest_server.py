@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import msgspec
 import pytest
 
 from conftest import ServerProcess, free_port
+from support.configs import serve_argv
 
 ADMIN = "dmp-admin-token-0123456789"
 INGEST = "crm-ingest-token-0123456789"
@@ -62,8 +62,7 @@ def server(
 ) -> ServerProcess:
     port = free_port()
     config = write_config(tmp_path_factory.mktemp("dmp-ingest"), port)
-    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
-            "--role", "dmp"]  # fmt: skip
+    argv = serve_argv(config, "dmp")
     return start_module_server(argv, port=port)
 
 

@@ -8,7 +8,6 @@ the IAB's @iabgpp/cmpapi 3.2.0 (fields in the comments)."""
 from __future__ import annotations
 
 import base64
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from cookiematch.protocol.templates import SyncTemplate
 from protocol.tcf_builder import core, id_bits, vendor_bitfield
 
 from conftest import ServerProcess, free_port
+from support.configs import serve_argv
 
 TOKEN = "dmp-privacy-admin-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -103,8 +103,7 @@ def server(
 ) -> ServerProcess:
     port = free_port()
     config = write_config(tmp_path_factory.mktemp("dmp-privacy"), port)
-    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
-            "--role", "dmp"]  # fmt: skip
+    argv = serve_argv(config, "dmp")
     return start_module_server(argv, port=port)
 
 

@@ -5,7 +5,6 @@ one worker runs; SIGTERM stops the schedule cleanly."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from cookiematch.dmp.events import EventLog, EventType, ImpressionEvent
 from cookiematch.storage import connect_store
 
 from conftest import free_port, running_server
+from support.configs import serve_argv
 
 TOKEN = "dmp-admin-token-0123456789"
 SEEN = 7
@@ -63,8 +63,7 @@ def test_the_server_recomputes_on_its_own_in_one_worker(tmp_path: Path) -> None:
     asyncio.run(store_impressions(f"sqlite:///{tmp_path / 'dmp.db'}"))
     port = free_port()
     config = write_config(tmp_path, port)
-    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
-            "--role", "dmp", "--workers", "2"]  # fmt: skip
+    argv = serve_argv(config, "dmp", "--workers", "2")
     with running_server(argv, port=port) as server, httpx.Client(base_url=server.url) as http:
         deadline = time.monotonic() + 20
         body = listing(http)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from cookiematch.protocol.pixel import TRANSPARENT_GIF
 from cookiematch.protocol.templates import SyncTemplate
 
 from conftest import ServerProcess, free_port
+from support.configs import serve_argv
 
 TOKEN = "dmp-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -78,8 +78,7 @@ def server(
 ) -> ServerProcess:
     port = free_port()
     config = write_config(tmp_path_factory.mktemp("dmp"), port)
-    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
-            "--role", "dmp"]  # fmt: skip
+    argv = serve_argv(config, "dmp")
     return start_module_server(argv, port=port)
 
 

@@ -8,7 +8,6 @@ import html
 import json
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from cookiematch.web.http import Request, Response
 from cookiematch.web.router import App
 
 from conftest import ServerProcess, free_port
-from support.configs import ADMIN_TOKEN, write_exchange_config
+from support.configs import ADMIN_TOKEN, serve_argv, write_exchange_config
 
 HERE = Path(__file__).resolve().parent
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -144,8 +143,7 @@ pixel_matching = false
     config = write_exchange_config(
         directory, exchange_port, buyers=buyers, extra_exchange="auction_timeout_ms = 100"
     )
-    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
-            "--role", "exchange"]  # fmt: skip
+    argv = serve_argv(config, "exchange")
     start_module_server(argv=argv, port=exchange_port)
     with httpx.Client(base_url=exchange, timeout=5) as warm:  # first connections to bidders
         warm.get("/ad?pub=examplenews&slot=warmup")

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from cookiematch.web.router import App
 from protocol.tcf_builder import core, id_bits, vendor_bitfield
 
 from conftest import ServerProcess, free_port
-from support.configs import write_exchange_config
+from support.configs import serve_argv, write_exchange_config
 
 HERE = Path(__file__).resolve().parent
 CIPHER = UserIdCipher({1: b"1" * 32})  # support.configs' KEY_V1
@@ -129,8 +128,7 @@ gvl_vendor_id = {PUSHER}
 id = "examplenews"
 """
     config = write_exchange_config(directory, exchange_port, buyers=buyers)
-    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config),
-            "--role", "exchange"]  # fmt: skip
+    argv = serve_argv(config, "exchange")
     start_module_server(argv=argv, port=exchange_port)
     exchange = f"http://127.0.0.1:{exchange_port}"
     with httpx.Client(base_url=exchange, timeout=5) as warm:  # first connections to the bidder
