@@ -5,6 +5,8 @@ the IAB's ``@iabgpp/cmpapi`` 3.2.0 (the fields set are in the comments)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from cookiematch.privacy.policy import (
@@ -179,6 +181,7 @@ def test_answers_are_remembered_per_signals_object_and_each_is_counted() -> None
         (SYNC, Reason.CONSENTED): 3,
         (SYNC, Reason.VENDOR): 3,
     }
-    equal_but_new = signals(gdpr="1", gdpr_consent=FULL)  # another object: decided afresh
-    assert equal_but_new is not consenting
+    assert signals(gdpr="1", gdpr_consent=FULL) is consenting  # decoded once, one object
+    equal_but_new = dataclasses.replace(consenting)  # another object: decided afresh
+    assert equal_but_new is not consenting and equal_but_new == consenting
     assert policy.decide(SYNC, equal_but_new, OTHER) == Decision(False, Reason.VENDOR)

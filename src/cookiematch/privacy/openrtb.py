@@ -9,6 +9,8 @@ bid_privacy_params(request)  the same signals as the URL parameters a match tag 
 
 from __future__ import annotations
 
+import functools
+
 from cookiematch.errors import QueryError
 from cookiematch.privacy.request import RequestPrivacy
 from cookiematch.privacy.signals import SILENT, ConsentSignals
@@ -19,7 +21,10 @@ from cookiematch.protocol.query import QueryParam
 from cookiematch.protocol.tcf import decode_tc_string
 from cookiematch.protocol.usprivacy import decode_us_privacy
 
-__all__ = ["MAX_GPP_SID", "bid_privacy_params", "bid_regs", "bid_signals"]
+__all__ = ["CACHE_SIZE", "MAX_GPP_SID", "bid_privacy_params", "bid_regs", "bid_signals"]
+
+CACHE_SIZE = 512
+"""Distinct sets of consent fields kept decoded per process."""
 
 MAX_GPP_SID = 32
 """At most this many section IDs in ``regs.gpp_sid`` (the bound of the URL parameter); more
@@ -29,18 +34,20 @@ _NO_REGS = Regs()
 
 
 def bid_regs(privacy: RequestPrivacy) -> tuple[Regs | None, str | None]:
-    """OpenRTB 2.6 ``regs`` and ``user.consent`` for every bid request of this ad request:
-    the well-formed parameters as received; ``regs.gdpr`` as the exchange reads it (a
-    malformed ``gdpr`` reads as 1); None where the request said nothing."""
+    """OpenRTB 2.6 ``regs`` and ``user.consent`` for every bid request of this ad request: the
+    strings as received, malformed ones too (a buyer then reads them as undecodable, as the
+    exchange did, never as absent); ``regs.gdpr`` and ``regs.gpp_sid`` as the exchange read
+    them (a malformed ``gdpr`` reads as 1); None where the request said nothing."""
     params, gdpr = privacy.params, privacy.signals.gdpr
     sections = privacy.signals.gpp_sid
+    received = privacy.received_value
     regs = Regs(
         gdpr=None if gdpr is None else int(gdpr),
-        us_privacy=params.us_privacy or None,
-        gpp=params.gpp or None,
+        us_privacy=params.us_privacy or received("us_privacy"),
+        gpp=params.gpp or received("gpp"),
         gpp_sid=list(sections) if sections else None,
     )
-    return (None if regs == _NO_REGS else regs), params.gdpr_consent or None
+    return (None if regs == _NO_REGS else regs), params.gdpr_consent or received("gdpr_consent")
 
 
 def bid_signals(request: BidRequest) -> ConsentSignals:
@@ -56,17 +63,28 @@ def bid_signals(request: BidRequest) -> ConsentSignals:
     consent = user.consent if user is not None else None
     if regs is None and not consent:
         return SILENT
-    tc = decode_tc_string(consent) if consent else None
     if regs is None:
-        return ConsentSignals(tc=tc)
-    gdpr = None if regs.gdpr is None else regs.gdpr != 0
+        return _signals(None, None, None, None, consent)
     gpp_sid = regs.gpp_sid
-    us_privacy = regs.us_privacy
+    sections = tuple(gpp_sid) if gpp_sid and len(gpp_sid) <= MAX_GPP_SID else None
+    return _signals(regs.gdpr, regs.us_privacy, regs.gpp, sections, consent)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _signals(
+    gdpr: int | None,
+    us_privacy: str | None,
+    gpp: str | None,
+    gpp_sid: tuple[int, ...] | None,
+    consent: str | None,
+) -> ConsentSignals:
+    """Decoded once per distinct set of fields: the same object for the same signals, which the
+    policy's memo recognises."""
     signals = ConsentSignals(
-        gdpr=gdpr,
-        tc=tc,
-        gpp=decode_gpp(regs.gpp) if regs.gpp else None,
-        gpp_sid=tuple(gpp_sid) if gpp_sid and len(gpp_sid) <= MAX_GPP_SID else None,
+        gdpr=None if gdpr is None else gdpr != 0,
+        tc=decode_tc_string(consent) if consent else None,
+        gpp=decode_gpp(gpp) if gpp else None,
+        gpp_sid=gpp_sid,
         us_privacy=decode_us_privacy(us_privacy.upper()) if us_privacy else None,
     )
     return SILENT if signals == SILENT else signals

@@ -51,12 +51,20 @@ Raw = tuple[tuple[str, str | None], ...]
 
 @dataclass(frozen=True, slots=True)
 class RequestPrivacy:
-    """One request's privacy parameters: ``params`` those that are well formed, as received
-    (what the exchange passes on in OpenRTB ``regs`` and ``user.consent``), and ``signals``
-    what all of them say, decoded (what the policy judges)."""
+    """One request's privacy parameters: ``params`` those that are well formed, ``signals``
+    what all of them say, decoded (what the policy judges), and ``received`` every one as it
+    came, malformed and repeated ones included: what a role passes on (a match tag's
+    parameters, OpenRTB ``regs``), so that the next one reads the same signals, never fewer."""
 
     params: PrivacySignals
     signals: ConsentSignals
+    received: tuple[QueryParam, ...] = ()
+
+    def received_value(self, name: str) -> str | None:
+        """What was received for ``name``: one value as it came, several joined by ``,``
+        (which no privacy grammar allows, so the next reader finds it malformed too)."""
+        values = [p.value or "" for p in self.received if p.name == name]
+        return ",".join(values) if values and any(values) else None
 
 
 NO_PRIVACY = RequestPrivacy(NO_SIGNALS, SILENT)
@@ -79,11 +87,15 @@ def _decode(raw: Raw, gpc: bool) -> RequestPrivacy:
     try:
         params = parse_privacy(found)
     except QueryError:
-        return _decode_leniently(found, sec_gpc)
-    return RequestPrivacy(params, decode_signals(params, sec_gpc))
+        params, signals = _decode_leniently(found, sec_gpc)
+    else:
+        signals = decode_signals(params, sec_gpc)
+    return RequestPrivacy(params, signals, tuple(found))
 
 
-def _decode_leniently(found: list[QueryParam], sec_gpc: str | None) -> RequestPrivacy:
+def _decode_leniently(
+    found: list[QueryParam], sec_gpc: str | None
+) -> tuple[PrivacySignals, ConsentSignals]:
     """Each parameter on its own: the well-formed ones decoded, the others undecodable."""
     counts: dict[str, int] = {}
     for param in found:
@@ -103,7 +115,7 @@ def _decode_leniently(found: list[QueryParam], sec_gpc: str | None) -> RequestPr
     params = parse_privacy(good)
     signals = decode_signals(params, sec_gpc)
     if bad <= {"gpp_sid"}:  # left out, it reads as an undecodable gpp_sid: every section
-        return RequestPrivacy(params, signals)
+        return params, signals
     signals = ConsentSignals(
         gdpr=True if "gdpr" in bad else signals.gdpr,
         tc=Undecodable(f"gdpr_consent: {_MALFORMED}") if "gdpr_consent" in bad else signals.tc,
@@ -114,4 +126,4 @@ def _decode_leniently(found: list[QueryParam], sec_gpc: str | None) -> RequestPr
         ),
         gpc=signals.gpc,
     )
-    return RequestPrivacy(params, signals)
+    return params, signals

@@ -9,6 +9,7 @@ reads it as no consent.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cookiematch.protocol.gpc import gpc_opt_out
@@ -49,11 +50,21 @@ SILENT = ConsentSignals()
 """A request that says nothing about consent (most traffic): judged by the defaults alone."""
 
 
+CACHE_SIZE = 512
+"""Distinct (parameters, GPC) pairs kept decoded per process: the same pair gives the same
+``ConsentSignals`` object, which the policy's memo recognises."""
+
+
 def decode_signals(params: PrivacySignals, sec_gpc: str | None = None) -> ConsentSignals:
     """The signals of one request; never raises."""
     gpc = gpc_opt_out(sec_gpc)
     if params == NO_PARAMS and not gpc:
         return SILENT
+    return _decode(params, gpc)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _decode(params: PrivacySignals, gpc: bool) -> ConsentSignals:
     gpp_sid: tuple[int, ...] | None = None
     if params.gpp_sid:
         parsed = parse_gpp_sid(params.gpp_sid)

@@ -24,7 +24,6 @@ from cookiematch.privacy.request import read_privacy
 from cookiematch.privacy.signals import ConsentSignals
 from cookiematch.protocol.cookies import CookieSpec, IdCookie, read_id_cookie
 from cookiematch.protocol.openrtb import decode_bid_request, encode_bid_response
-from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.protocol.query import QueryParam, parse_query
 from cookiematch.web.http import Request, Response
 
@@ -36,11 +35,12 @@ NO_TAG = Response.no_content()
 
 def consent_of(
     params: tuple[QueryParam, ...], request: Request
-) -> tuple[ConsentSignals, PrivacySignals]:
-    """The request's consent signals and its well-formed privacy parameters (to carry on a
-    tag), read as every role reads them (``privacy/request.py``)."""
+) -> tuple[ConsentSignals, tuple[QueryParam, ...]]:
+    """The request's consent signals, read as every role reads them (``privacy/request.py``),
+    and its privacy parameters as received, to carry on a tag (so that the exchange reads the
+    same signals, malformed ones included)."""
     privacy = read_privacy(params, request.headers.get("sec-gpc"))
-    return privacy.signals, privacy.params
+    return privacy.signals, privacy.received
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +132,7 @@ class BuyerRoutes:
         if not readable:
             return self._pixel() if redirect else Response.text(400, "Cookie header too large\n")
         signals, privacy = consent_of(query, request)
-        result = await self._matcher.match_tag(uid, signals, privacy.params())
+        result = await self._matcher.match_tag(uid, signals, privacy)
         cookies = self._cookies(result.browser)
         if redirect:
             return Response.redirect(result.url, cookies) if result.url else self._pixel(cookies)
