@@ -24,9 +24,8 @@ import msgspec
 from cookiematch.dmp import keys
 from cookiematch.privacy.policy import Decision
 from cookiematch.privacy.signals import ConsentSignals
-from cookiematch.protocol.gpp import GppString
 from cookiematch.protocol.privacy import PrivacySignals
-from cookiematch.protocol.tcf import TCString, decode_tc_string
+from cookiematch.protocol.tcf import TCString
 from cookiematch.storage.base import Store
 
 __all__ = ["HOST", "ConsentMark", "ConsentMarks", "ProfileConsent", "RequestConsent", "tc_of"]
@@ -73,15 +72,9 @@ _decoder = msgspec.json.Decoder(_Stored)
 
 
 def tc_of(signals: ConsentSignals) -> TCString | None:
-    """The TC string a ``consented`` decision rested on: ``gdpr_consent``, else the GPP's
-    section 2 (decoded once per process: the decoder's cache)."""
-    if signals.tc is not None:
-        return signals.tc if isinstance(signals.tc, TCString) else None
-    gpp = signals.gpp
-    if isinstance(gpp, GppString) and gpp.tcf_eu_v2 is not None:
-        found = decode_tc_string(gpp.tcf_eu_v2)
-        return found if isinstance(found, TCString) else None
-    return None
+    """The TC string a ``consented`` decision rested on (the one in force)."""
+    tc = signals.tc_string
+    return tc if isinstance(tc, TCString) else None
 
 
 class ConsentMarks:

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cookiematch.privacy.signals import ConsentSignals
+from cookiematch.privacy.signals import ConsentSignals, in_force_sections
 from cookiematch.protocol.gpp import TCF_EU_V2, GppString
 from cookiematch.protocol.gpp_us import OPTED_OUT, UsOptOuts
-from cookiematch.protocol.tcf import RestrictionType, TCString, decode_tc_string
+from cookiematch.protocol.tcf import RestrictionType, TCString
 from cookiematch.protocol.undecodable import Undecodable
 
 __all__ = [
@@ -160,7 +160,7 @@ class PrivacyPolicy:
             else:
                 check_vendor = True
             purposes = self._purposes[operation]
-            refused = _tcf(self._tc(signals), purposes, vendor_id, check_vendor)
+            refused = _tcf(signals.tc_string, purposes, vendor_id, check_vendor)
             if refused is not None:
                 return _REFUSED[refused]
         if operation is not Operation.STORE_ID:
@@ -173,24 +173,9 @@ class PrivacyPolicy:
         if signals.gdpr is not None:
             return signals.gdpr
         gpp = signals.gpp
-        if isinstance(gpp, GppString) and TCF_EU_V2 in _in_force(gpp, signals.gpp_sid):
+        if isinstance(gpp, GppString) and TCF_EU_V2 in in_force_sections(gpp, signals.gpp_sid):
             return True
         return self.settings.gdpr_default
-
-    @staticmethod
-    def _tc(signals: ConsentSignals) -> TCString | Undecodable | None:
-        if signals.tc is not None:
-            return signals.tc
-        gpp = signals.gpp
-        if not isinstance(gpp, GppString) or gpp.tcf_eu_v2 is None:
-            return None
-        in_force = TCF_EU_V2 in _in_force(gpp, signals.gpp_sid)
-        return decode_tc_string(gpp.tcf_eu_v2) if in_force else None
-
-
-def _in_force(gpp: GppString, gpp_sid: tuple[int, ...] | None) -> Iterable[int]:
-    """The section IDs in force: those of ``gpp_sid``, or every section without one."""
-    return gpp.section_ids if gpp_sid is None else gpp_sid
 
 
 def _tcf(
@@ -241,7 +226,7 @@ def _us(operation: Operation, signals: ConsentSignals, honour_gpc: bool) -> Reas
         return Reason.UNDECODABLE
     if gpp is None:
         return None
-    in_force = set(_in_force(gpp, signals.gpp_sid))
+    in_force = set(in_force_sections(gpp, signals.gpp_sid))
     for section_id, section in gpp.sections.items():
         opt_outs = section.opt_outs
         if section_id in in_force and opt_outs is not None:

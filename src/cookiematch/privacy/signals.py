@@ -10,17 +10,18 @@ reads it as no consent.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cookiematch.protocol.gpc import gpc_opt_out
-from cookiematch.protocol.gpp import GppString, decode_gpp, parse_gpp_sid
+from cookiematch.protocol.gpp import TCF_EU_V2, GppString, decode_gpp, parse_gpp_sid
 from cookiematch.protocol.privacy import NO_SIGNALS as NO_PARAMS
 from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.protocol.tcf import TCString, decode_tc_string
 from cookiematch.protocol.undecodable import Undecodable
 from cookiematch.protocol.usprivacy import UsPrivacy, decode_us_privacy
 
-__all__ = ["SILENT", "ConsentSignals", "decode_signals"]
+__all__ = ["SILENT", "ConsentSignals", "decode_signals", "in_force_sections"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +42,26 @@ class ConsentSignals:
     gpc: bool = False
 
     @property
+    def tc_string(self) -> TCString | Undecodable | None:
+        """The TC string in force: ``gdpr_consent``, else the GPP's section 2 when in force
+        (decoded once per process: the decoder's cache)."""
+        if self.tc is not None:
+            return self.tc
+        gpp = self.gpp
+        if not isinstance(gpp, GppString) or gpp.tcf_eu_v2 is None:
+            return None
+        in_force = TCF_EU_V2 in in_force_sections(gpp, self.gpp_sid)
+        return decode_tc_string(gpp.tcf_eu_v2) if in_force else None
+
+    @property
     def empty(self) -> bool:
         """No signal at all: the request is judged by the policy's defaults alone."""
         return self == SILENT
+
+
+def in_force_sections(gpp: GppString, gpp_sid: tuple[int, ...] | None) -> Iterable[int]:
+    """The GPP section IDs in force: those of ``gpp_sid``, or every section without one."""
+    return gpp.section_ids if gpp_sid is None else gpp_sid
 
 
 SILENT = ConsentSignals()
