@@ -27,6 +27,7 @@ from cookiematch.protocol.tcf import (
     Undecodable,
     decode_tc_string,
 )
+from protocol.tcf_builder import HEADER_FIELDS
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"
 CASES = 1000
@@ -101,20 +102,7 @@ def test_the_corpus_covers_both_encodings_and_every_segment(cases: list[Case]) -
 
 
 def test_header_fields(cases: list[Case]) -> None:
-    fields = (
-        "created",
-        "last_updated",
-        "cmp_id",
-        "cmp_version",
-        "consent_screen",
-        "consent_language",
-        "vendor_list_version",
-        "tcf_policy_version",
-        "is_service_specific",
-        "use_non_standard_texts",
-        "purpose_one_treatment",
-        "publisher_country_code",
-    )
+    fields = HEADER_FIELDS
     for case in cases:
         tc = decoded(case)
         assert {name: getattr(tc, name) for name in fields} == {name: case[name] for name in fields}

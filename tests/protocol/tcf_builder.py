@@ -8,6 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+HEADER_FIELDS = (
+    "created",
+    "last_updated",
+    "cmp_id",
+    "cmp_version",
+    "consent_screen",
+    "consent_language",
+    "vendor_list_version",
+    "tcf_policy_version",
+    "is_service_specific",
+    "use_non_standard_texts",
+    "purpose_one_treatment",
+    "publisher_country_code",
+)
+"""The TC string's single-valued fields, named as ``TCString`` names them."""
+
 BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 

@@ -19,6 +19,7 @@ from cookiematch.protocol.tcf import (
 
 from .goldens import cases
 from .tcf_builder import (
+    HEADER_FIELDS,
     core,
     core_bits,
     field,
@@ -46,23 +47,7 @@ def as_json(tc: TCString) -> dict[str, Any]:
 
     publisher = tc.publisher_tc
     return {
-        **{
-            name: getattr(tc, name)
-            for name in (
-                "created",
-                "last_updated",
-                "cmp_id",
-                "cmp_version",
-                "consent_screen",
-                "consent_language",
-                "vendor_list_version",
-                "tcf_policy_version",
-                "is_service_specific",
-                "use_non_standard_texts",
-                "purpose_one_treatment",
-                "publisher_country_code",
-            )
-        },
+        **{name: getattr(tc, name) for name in HEADER_FIELDS},
         "special_feature_optins": list(tc.special_feature_optins),
         "purpose_consents": list(tc.purpose_consents),
         "purpose_legitimate_interests": list(tc.purpose_legitimate_interests),
