@@ -16,7 +16,9 @@ CookiematchError
 │   ├── BidRequestError    a body that is not an OpenRTB bid request (answered 400)
 │   ├── InvalidBidResponse a buyer's bid response that is not OpenRTB or bids on something
 │   │                      the exchange did not offer (the buyer's answer counts as invalid)
-│   └── RecordError        an ingested partner record that is refused (goes to the rejects)
+│   ├── RecordError        an ingested partner record that is refused (goes to the rejects)
+│   └── InvalidSubject     a browser or user identifier not in the role's format (access and
+│                          erasure requests)
 ├── PullError              a partner's data endpoint failed or answered something unusable
 ├── StorageError           a store backend failed; backends wrap their own errors in it
 │   └── StoreUnavailable   the backend cannot be reached at all
@@ -107,6 +109,10 @@ class InvalidBidResponse(ProtocolError):
 
 class RecordError(ProtocolError):
     """An ingested partner record that is refused; the message is the reject reason."""
+
+
+class InvalidSubject(ProtocolError):
+    """A browser or user identifier that is not in the role's format."""
 
 
 class PullError(CookiematchError):

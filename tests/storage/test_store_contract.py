@@ -479,6 +479,28 @@ async def test_scan_maps_with_field_ttls(store: Store, clock: FakeClock) -> None
         assert fields["x"][1] == pytest.approx(8.0, abs=0.01)
 
 
+async def test_entries_of_one_key_with_lifetimes(store: Store, clock: FakeClock) -> None:
+    await store.set("e:short", b"1", ttl=10.0)
+    await store.set("e:forever", b"2")
+    await store.set("e:gone", b"3", ttl=1.0)
+    await store.hset("e:map", {"x": b"1"}, ttl=10.0)
+    await store.hset("e:map", {"y": b"2"})
+    await store.hset("e:map", {"z": b"3"}, ttl=1.0)
+    await clock.advance(4)
+    short = await store.get_entry("e:short")
+    assert short is not None and short[0] == b"1"
+    assert short[1] == pytest.approx(6.0, abs=0.01)
+    assert await store.get_entry("e:forever") == (b"2", None)
+    assert await store.get_entry("e:gone") is None
+    assert await store.get_entry("e:missing") is None
+    fields = await store.hgetall_entries("e:map")
+    assert sorted(fields) == ["x", "y"]
+    assert fields["y"] == (b"2", None)
+    assert fields["x"][1] == pytest.approx(6.0, abs=0.01)
+    assert await store.hgetall_entries("e:missing") == {}
+    assert await store.get_entry("e:map") is None  # a map is not a plain value
+
+
 async def test_scan_maps_many(store: Store) -> None:
     for i in range(250):
         await store.hset(f"h:{i:03d}", {"n": str(i).encode()})

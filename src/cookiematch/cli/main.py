@@ -1,4 +1,5 @@
-"""The ``cookiematch`` command: ``serve``, ``demo``, ``check-config``, ``keygen``."""
+"""The ``cookiematch`` command: ``serve``, ``demo``, ``check-config``, ``keygen``; ``store``,
+``subject`` and ``dmp`` are groups of their own modules."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cookiematch.cli.common import config_option, load
 from cookiematch.cli.dmp import dmp
 from cookiematch.cli.dmp_segments import register as register_dmp_segments
 from cookiematch.cli.store import store
+from cookiematch.cli.subject import subject
 from cookiematch.config import Config
 from cookiematch.roots import ROLE_FACTORIES
 
@@ -126,5 +128,6 @@ def demo(serve: bool) -> None:
 
 
 main.add_command(store)
+main.add_command(subject)
 main.add_command(dmp)
 register_dmp_segments(dmp)  # export, segments recompute|sizes, overlap

@@ -15,7 +15,8 @@ every write made through the same store object before it.
 
 ``hset_many`` and ``hgetall_many`` are the bulk forms of ``hset`` and ``hgetall`` (one queued op,
 one transaction or pipeline); the base class gives a slow default for a backend without one.
-``scan_ttl`` and ``scan_maps`` enumerate a store with expiries (``cookiematch store copy``).
+``scan_ttl`` and ``scan_maps`` enumerate a store with expiries (``cookiematch store copy``);
+``get_entry`` and ``hgetall_entries`` read one key with them (what a subject access shows).
 """
 
 from __future__ import annotations
@@ -113,6 +114,14 @@ class Store(ABC):
         Backends with a bulk read override this default, which reads the keys one by one.
         """
         return [await self.hgetall(key) for key in keys]
+
+    @abstractmethod
+    async def get_entry(self, key: str) -> FieldEntry | None:
+        """A live plain value and its remaining lifetime, or None."""
+
+    @abstractmethod
+    async def hgetall_entries(self, key: str) -> dict[str, FieldEntry]:
+        """A field map's live fields, each with its remaining lifetime."""
 
     @abstractmethod
     async def hdel(self, key: str, fields: Sequence[str]) -> int:

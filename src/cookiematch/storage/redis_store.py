@@ -195,6 +195,19 @@ class RedisStore(Store):
         )
         return value
 
+    async def get_entry(self, key: str) -> FieldEntry | None:
+        now = self._now_ms()
+
+        def finish(replies: list[Any]) -> FieldEntry | None:
+            if reply_error(self._name, replies[0], wrongtype_ok=True) or replies[0] is None:
+                return None
+            return codec.remaining(replies[0], now)
+
+        entry: FieldEntry | None = await self._call(
+            [("GET", codec.encode_key(key))], finish, write=False
+        )
+        return entry
+
     def _mget_commands(self, keys: Sequence[bytes]) -> list[Command]:
         """MGETs covering ``keys`` in order: chunked, and per hash slot on a cluster."""
         if not self._cluster:
@@ -307,6 +320,12 @@ class RedisStore(Store):
         command = ("HGETALL", codec.encode_key(key))
         entries: dict[str, FieldEntry] = await self._call([command], finish, write=False)
         return {field: value for field, (value, _) in entries.items()}
+
+    async def hgetall_entries(self, key: str) -> dict[str, FieldEntry]:
+        finish = self._hgetall_finish(self._now_ms())
+        command = ("HGETALL", codec.encode_key(key))
+        entries: dict[str, FieldEntry] = await self._call([command], finish, write=False)
+        return entries
 
     async def hset(
         self, key: str, mapping: Mapping[str, bytes], *, ttl: float | None = None

@@ -150,6 +150,14 @@ class SQLiteStore(Store):
     async def get(self, key: str) -> bytes | None:
         return await self._engine.read(ops.get, key, self._clock())
 
+    async def get_entry(self, key: str) -> FieldEntry | None:
+        now = self._clock()
+        row = await self._engine.read(ops.get_entry, key, now)
+        if row is None:
+            return None
+        value, expires_at = row
+        return value, None if expires_at is None else expires_at - now
+
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
@@ -180,6 +188,11 @@ class SQLiteStore(Store):
 
     async def hgetall(self, key: str) -> dict[str, bytes]:
         return await self._engine.read(ops.hgetall, key, self._clock())
+
+    async def hgetall_entries(self, key: str) -> dict[str, FieldEntry]:
+        now = self._clock()
+        fields = await self._engine.read(ops.hgetall_entries, key, now)
+        return {f: (v, None if at is None else at - now) for f, (v, at) in fields.items()}
 
     async def hset(
         self, key: str, mapping: Mapping[str, bytes], *, ttl: float | None = None

@@ -47,6 +47,12 @@ def get(c: sqlite3.Connection, key: str, now: float) -> bytes | None:
     return None if row is None else row[0]
 
 
+def get_entry(c: sqlite3.Connection, key: str, now: float) -> tuple[bytes, float | None] | None:
+    """The live value and its expiry time (not its remaining lifetime), or None."""
+    row = c.execute(sql.GET_ENTRY, (key, now)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
 def get_many(c: sqlite3.Connection, keys: list[str], now: float) -> list[bytes | None]:
     found: dict[str, bytes] = {}
     for i in range(0, len(keys), IN_CHUNK):
@@ -87,6 +93,12 @@ def hget(c: sqlite3.Connection, key: str, field: str, now: float) -> bytes | Non
 def hgetall(c: sqlite3.Connection, key: str, now: float) -> dict[str, bytes]:
     row = _map_row(c, key)
     return {} if row is None else packed.live_values(row[0], row[1], now)
+
+
+def hgetall_entries(c: sqlite3.Connection, key: str, now: float) -> Fields:
+    """The live fields with their expiry times."""
+    row = _map_row(c, key)
+    return {} if row is None else packed.live_entries(row[0], row[1], now)
 
 
 def hgetall_many(c: sqlite3.Connection, keys: list[str], now: float) -> list[dict[str, bytes]]:

@@ -41,6 +41,7 @@ LIVE = "(expires_at IS NULL OR expires_at > ?)"
 """A row not expired at the moment bound to its ``?``."""
 
 GET = f"SELECT value FROM kv WHERE key = ? AND {LIVE}"
+GET_ENTRY = f"SELECT value, expires_at FROM kv WHERE key = ? AND {LIVE}"
 GET_MANY = "SELECT key, value FROM kv WHERE key IN ({marks}) AND " + LIVE
 SCAN = "SELECT key, value, expires_at FROM kv WHERE {where} AND " + LIVE + " ORDER BY key LIMIT ?"
 PING = "SELECT 1"
