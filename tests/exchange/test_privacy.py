@@ -341,6 +341,8 @@ async def test_without_signals_the_defaults_judge(store: Store) -> None:
 
 # -- the ad request -----------------------------------------------------------------------
 
+NEWS = Publisher("news")
+
 
 async def serve(
     exchange: Exchange,
@@ -348,10 +350,9 @@ async def serve(
     browser: Browser = KNOWN,
     ip: str | None = "203.0.113.77",
     sec_gpc: str | None = None,
+    publisher: Publisher = NEWS,
 ) -> Any:
-    request = AdRequest(
-        Publisher("news"), "top", browser, "https", ip=ip, privacy=privacy(query, sec_gpc)
-    )
+    request = AdRequest(publisher, "top", browser, "https", ip=ip, privacy=privacy(query, sec_gpc))
     return await exchange.ads.serve(request)
 
 
@@ -429,3 +430,19 @@ async def test_gpc_and_us_opt_outs_keep_the_cookie_and_drop_the_ids(store: Store
     for sent in exchange.bid_requests.values():
         assert sent[0]["user"] == {}
         assert sent[0]["regs"] == {"gpp": US_SALE_OPT_OUT, "gpp_sid": [7]}
+
+
+@pytest.mark.parametrize("query", ["", CONSENT])
+async def test_a_child_directed_publisher_gets_nothing_personal(store: Store, query: str) -> None:
+    exchange = Exchange(store)
+    await known_browser(store)
+    kids = Publisher("kids", coppa=True)
+    served = await serve(exchange, query, publisher=kids)
+    assert served.set_browser_id is None and served.pixel_match is None
+    for sent in exchange.bid_requests.values():
+        assert not {"id", "buyeruid", "ext"} & set(sent[0]["user"])
+        assert sent[0]["regs"]["coppa"] == 1
+        assert sent[0]["device"]["ip"] == "203.0.113.0"
+    new = await serve(exchange, query, Browser(None), publisher=kids)
+    assert new.set_browser_id is None
+    assert exchange.policy.counts[Operation.STORE_ID, Reason.COPPA] == 2

@@ -39,6 +39,7 @@ from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.privacy.openrtb import bid_regs
 from cookiematch.privacy.policy import Operation, PrivacyPolicy
 from cookiematch.privacy.request import NO_PRIVACY, RequestPrivacy
+from cookiematch.privacy.signals import child_directed
 from cookiematch.protocol.openrtb import (
     CURRENCY,
     Banner,
@@ -126,7 +127,8 @@ class AdService:
 
     async def serve(self, request: AdRequest) -> ServedAd:
         now = int(self._clock())
-        signals = request.privacy.signals
+        coppa = request.publisher.coppa
+        signals = child_directed(request.privacy.signals) if coppa else request.privacy.signals
         decide = self._policy.decide
         browser_id, new = request.browser.browser_id, False
         if not decide(Operation.STORE_ID, signals).allowed:
@@ -150,7 +152,7 @@ class AdService:
             )
 
         auction_id = self._new_auction_id()
-        regs, consent = bid_regs(request.privacy)
+        regs, consent = bid_regs(request.privacy, coppa=coppa)
         truncated_ip: str | None = None
         bidders: list[tuple[Buyer, BidRequest]] = []
         for buyer in buyers:

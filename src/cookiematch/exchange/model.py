@@ -56,10 +56,13 @@ class Buyer(Strict, frozen=True):
 
 
 class Publisher(Strict, frozen=True):
-    """A site whose pages call ``/ad?pub=<id>``; ``pixel_matching = False`` opts it out."""
+    """A site whose pages call ``/ad?pub=<id>``; ``pixel_matching = False`` opts it out;
+    ``coppa = True`` marks it child-directed (COPPA): its bid requests carry ``regs.coppa = 1``
+    and nothing personal (no cookie, no user IDs, no match)."""
 
     id: Nid
     pixel_matching: bool = True  # false: the publisher opts out of the additional match
+    coppa: bool = False
 
 
 class UserList(Strict, frozen=True):

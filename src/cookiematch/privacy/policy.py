@@ -23,6 +23,9 @@ US (US Privacy, GPP sections 6-12, Global Privacy Control). An opt-out of sale o
 refuses SYNC and PERSONALISE, an opt-out of targeted advertising refuses PERSONALISE; STORE_ID
 is not a sale and stays allowed. A US Privacy or GPP string that does not decode counts as
 an opt-out. With a GPP string and no usable ``gpp_sid``, every US section in it is read.
+
+COPPA. A child-directed request (``regs.coppa = 1``, or a publisher configured as such)
+refuses every operation, whatever its consent: no cookie, no sync, no user IDs.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class Reason(enum.StrEnum):
     PUBLISHER_RESTRICTION = "publisher_restriction"
     US_OPT_OUT = "us_opt_out"
     GPC = "gpc"
+    COPPA = "coppa"  # a child-directed request: nothing personal, whatever the consent
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,8 @@ class PrivacyPolicy:
         self, operation: Operation, signals: ConsentSignals, vendor_id: int | None
     ) -> Decision:
         settings = self.settings
+        if signals.coppa:
+            return _REFUSED[Reason.COPPA]
         if (
             signals.gdpr is False
             and signals.gpp is None

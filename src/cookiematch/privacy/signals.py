@@ -9,6 +9,7 @@ reads it as no consent.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from cookiematch.protocol.tcf import TCString, decode_tc_string
 from cookiematch.protocol.undecodable import Undecodable
 from cookiematch.protocol.usprivacy import UsPrivacy, decode_us_privacy
 
-__all__ = ["SILENT", "ConsentSignals", "decode_signals", "in_force_sections"]
+__all__ = ["SILENT", "ConsentSignals", "child_directed", "decode_signals", "in_force_sections"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +32,8 @@ class ConsentSignals:
     ``gdpr`` is the ``gdpr`` parameter (True for "1", False for "0"); ``tc`` the TC string of
     ``gdpr_consent``; ``gpp_sid`` the sections the request puts in force (an undecodable
     ``gpp_sid`` puts every section of the GPP string in force: the reading that honours the
-    most opt-outs).
+    most opt-outs). ``coppa`` is set where the request is child-directed (OpenRTB
+    ``regs.coppa = 1``, or a publisher the exchange knows as such).
     """
 
     gdpr: bool | None = None
@@ -40,6 +42,7 @@ class ConsentSignals:
     gpp_sid: tuple[int, ...] | None = None
     us_privacy: UsPrivacy | Undecodable | None = None
     gpc: bool = False
+    coppa: bool = False
 
     @property
     def tc_string(self) -> TCString | Undecodable | None:
@@ -95,3 +98,9 @@ def _decode(params: PrivacySignals, gpc: bool) -> ConsentSignals:
         us_privacy=decode_us_privacy(params.us_privacy) if params.us_privacy else None,
         gpc=gpc,
     )
+
+
+@functools.lru_cache(maxsize=512)
+def child_directed(signals: ConsentSignals) -> ConsentSignals:
+    """``signals`` with ``coppa`` set: one object per distinct signals (the policy's memo)."""
+    return signals if signals.coppa else dataclasses.replace(signals, coppa=True)

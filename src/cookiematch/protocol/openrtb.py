@@ -94,7 +94,8 @@ class User(_Object, frozen=True):
     id: str | None = None  # from the exchange: the buyer's gid
     buyeruid: str | None = None  # from the exchange: hosted match data, unpadded base64url
     consent: str | None = None  # the TCF TC string (OpenRTB 2.6)
-    ext: dict[str, Any] | None = None  # from the exchange: cookie_version, cookie_age_seconds
+    ext: dict[str, Any] | None = None  # from the exchange: cookie_version, cookie_age_seconds;
+    # OpenRTB 2.5: consent
 
 
 class Regs(_Object, frozen=True):
@@ -105,6 +106,7 @@ class Regs(_Object, frozen=True):
     us_privacy: str | None = None  # the IAB US Privacy string
     gpp: str | None = None  # the GPP string
     gpp_sid: list[int] | None = None  # the GPP sections in force
+    ext: dict[str, Any] | None = None  # OpenRTB 2.5: gdpr, us_privacy (and gpp, gpp_sid)
 
 
 class BidRequest(_Object, frozen=True):
