@@ -15,6 +15,7 @@ from cookiematch.protocol.matchtag import (
     parse_match_tag,
     parse_user_list_add,
 )
+from cookiematch.protocol.privacy import PRIVACY_PARAMS
 from cookiematch.protocol.query import QueryParam, encode_query, parse_query
 
 from .goldens import cases
@@ -64,6 +65,22 @@ def test_extras_size_counts_the_reencoded_form_and_separators() -> None:
     assert parse_match_tag(q("google_nid=n&" + many + "&c")).extras_dropped  # +2 = 1025
     all_or_nothing = parse_match_tag(q("google_nid=n&first=1&" + "y=" + "z" * 1100))
     assert all_or_nothing.extras == () and all_or_nothing.extras_dropped
+
+
+def test_privacy_parameters_are_neither_counted_nor_dropped() -> None:
+    consent = "C" * 1500  # a long TC string: over the extras' limit on its own
+    tag = parse_match_tag(q(f"google_nid=n&google_cm&gdpr=1&gdpr_consent={consent}&x=1"))
+    assert not tag.extras_dropped
+    assert tag.extras == (
+        QueryParam("gdpr", "1"),
+        QueryParam("gdpr_consent", consent),
+        QueryParam("x", "1"),
+    )
+    tag = parse_match_tag(
+        q(f"google_nid=n&gdpr=1&{extras_of_size(MAX_EXTRAS_BYTES + 1)}&gpp_sid=2")
+    )
+    assert tag.extras_dropped
+    assert tag.extras == (QueryParam("gdpr", "1"), QueryParam("gpp_sid", "2"))
 
 
 def test_google_params_do_not_count_towards_extras() -> None:
@@ -141,4 +158,5 @@ def test_only_match_tag_error(ps: list[QueryParam]) -> None:
         return
     assert tag.nid
     assert all(not p.name.startswith("google_") for p in tag.extras)
-    assert len(encode_query(tag.extras)) <= MAX_EXTRAS_BYTES
+    others = [p for p in tag.extras if p.name not in PRIVACY_PARAMS]
+    assert len(encode_query(others)) <= MAX_EXTRAS_BYTES

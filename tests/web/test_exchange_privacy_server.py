@@ -198,7 +198,8 @@ def test_signals_are_read_when_the_extras_are_dropped_for_size(client: httpx.Cli
         f"/pixel?google_nid=ad_network_xyz&google_cm&big={big}&gdpr=1",
         headers={"Cookie": new_cookie(client)},
     )
-    assert location_params(response) == [("id", ""), ("google_error", "1")]  # none forwarded
+    # the other extras are dropped, the privacy parameter still reaches the buyer
+    assert location_params(response) == [("id", ""), ("gdpr", "1"), ("google_error", "1")]
 
 
 def test_a_refused_hosted_match_is_not_written(servers: Servers, client: httpx.Client) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cookiematch.errors import MatchTagError
+from cookiematch.protocol.privacy import PRIVACY_PARAMS
 from cookiematch.protocol.query import QueryParam, encode_param
 
 MAX_EXTRAS_BYTES = 1024
@@ -16,6 +17,7 @@ MAX_USER_LIST_ADDS = 32
 MAX_USER_LIST_ID = 2**63 - 1
 
 _RESERVED_PREFIX = "google_"
+_PRIVACY_PARAMS = frozenset(PRIVACY_PARAMS)
 _MAX_DIGITS = 19
 
 
@@ -39,7 +41,7 @@ class MatchTagRequest:
     push: str | None
     push_duplicated: bool
     cookie_test: bool  # google_tc: this is the cookie-verification hop
-    extras: tuple[QueryParam, ...]  # empty when dropped for size
+    extras: tuple[QueryParam, ...]  # only the privacy parameters when dropped for size
     extras_dropped: bool
     params: tuple[QueryParam, ...]  # everything as parsed, for the self-redirect
 
@@ -143,12 +145,15 @@ def parse_match_tag(params: tuple[QueryParam, ...]) -> MatchTagRequest:
 
     extras_dropped = False
     if extras:
-        size = len(extras) - 1  # the '&' separators
+        # the privacy parameters are the consent the exchange judged: the buyer must judge by
+        # them too, so they are neither counted nor dropped (protocol.privacy bounds each)
+        size = -1  # the '&' separators
         for param in extras:
-            size += len(encode_param(param))
-            if size > MAX_EXTRAS_BYTES:
-                extras_dropped = True
-                break
+            if param.name not in _PRIVACY_PARAMS:
+                size += 1 + len(encode_param(param))
+                if size > MAX_EXTRAS_BYTES:
+                    extras_dropped = True
+                    break
     return MatchTagRequest(
         nid=nid,
         cookie_match=cookie_match,
@@ -159,7 +164,11 @@ def parse_match_tag(params: tuple[QueryParam, ...]) -> MatchTagRequest:
         push=push,
         push_duplicated=push_duplicated,
         cookie_test=cookie_test,
-        extras=() if extras_dropped else tuple(extras),
+        extras=_privacy_only(extras) if extras_dropped else tuple(extras),
         extras_dropped=extras_dropped,
         params=params,
     )
+
+
+def _privacy_only(extras: list[QueryParam]) -> tuple[QueryParam, ...]:
+    return tuple(p for p in extras if p.name in _PRIVACY_PARAMS)

@@ -87,12 +87,9 @@ class ExchangeRoutes:
         if browser is None:
             metrics.BAD_REQUESTS.inc(("CookieTooLarge",))
             return Response.text(400, "Bad request: Cookie header too large\n")
-        # the privacy parameters are extras (forwarded to the buyer as they came); all of
-        # them are among the parameters even when the extras were dropped for size
-        privacy = read_privacy(
-            parsed.params if parsed.extras_dropped else parsed.extras,
-            request.header(GPC_HEADER),
-        )
+        # the privacy parameters are extras, forwarded to the buyer as they came (also when
+        # the other extras are dropped for size)
+        privacy = read_privacy(parsed.extras, request.header(GPC_HEADER))
         outcome = await self._service.match(
             parsed, buyer, browser, self._proxies.scheme(request), privacy.signals
         )
