@@ -296,3 +296,31 @@ def test_render_is_always_a_safe_url(
             assert [p for p in parsed if p.name.startswith("google_")] == [
                 QueryParam("google_error", str(response.error))
             ]
+
+
+def test_privacy_macros_place_the_signals_as_received() -> None:
+    template = RedirectTemplate.compile(
+        "https://b.example/m?c=%%GDPR_CONSENT%%&g=%%GDPR%%&u=%%US_PRIVACY%%"
+        "&p=%%GPP%%&s=%%GPP_SID%%&id="
+    )
+    extras = [
+        QueryParam("gdpr", "1"),
+        QueryParam("gdpr_consent", "CQ x"),
+        QueryParam("gpp_sid", "2,6"),
+        QueryParam("other", "1"),
+    ]
+    url = template.render("https", ResponseParams(gid="abc", cver=1), extras)
+    assert url == (
+        "https://b.example/m?c=CQ%20x&g=1&u=&p=&s=2,6&id="
+        "&gdpr=1&gdpr_consent=CQ%20x&gpp_sid=2,6&other=1&google_gid=abc&google_cver=1"
+    )
+    assert template.render("https", ResponseParams(error=1)) == (
+        "https://b.example/m?c=&g=&u=&p=&s=&id=&google_error=1"
+    )
+    assert template.placed == frozenset()
+
+
+@pytest.mark.parametrize("url", ["https://b.example/m?c=%%GDPR_CONSENTS%%", "https://%%GDPR%%/"])
+def test_unknown_or_misplaced_privacy_macros_are_refused(url: str) -> None:
+    with pytest.raises(RedirectURLError):
+        RedirectTemplate.compile(url)

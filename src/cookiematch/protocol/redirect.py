@@ -34,10 +34,25 @@ _PARAM_NAMES = (
 _PAIR_PREFIXES = tuple(f"&{name}=" for name in _PARAM_NAMES)
 _APPEND_PREFIXES = tuple(f"{name}=" for name in _PARAM_NAMES)
 
+# The privacy macros: the match tag's privacy parameter of that name, as received (encoded),
+# or nothing. They place a value; the parameter itself still passes through with the extras.
+_PRIVACY_MACROS = {
+    "GDPR": "gdpr",
+    "GDPR_CONSENT": "gdpr_consent",
+    "US_PRIVACY": "us_privacy",
+    "GPP": "gpp",
+    "GPP_SID": "gpp_sid",
+}
+_PRIVACY_CODES = {name: 6 + i for i, name in enumerate(_PRIVACY_MACROS)}
+_PRIVACY_PARAM_OF_CODE = {code: _PRIVACY_MACROS[name] for name, code in _PRIVACY_CODES.items()}
+_CODES = len(_MACRO_CODES) + len(_PRIVACY_MACROS)
+
 # %%GOOGLE_X%% or %%GOOGLE_X_PAIR%%; a _PAIR macro may lack its closing %% when followed by
-# '&', '#' or the end (the document's own example writes %%GOOGLE_GID_PAIR&y=2).
+# '&', '#' or the end (the document's own example writes %%GOOGLE_GID_PAIR&y=2); or a privacy
+# macro, %%GDPR%% … %%GPP_SID%%.
 _MACRO = re.compile(
-    r"%%GOOGLE_(GID|CVER|PUSH|ERROR|HM|ULA)(?:(_PAIR)(?:%%|(?=[&#]|$))|%%)",
+    r"%%(?:GOOGLE_(GID|CVER|PUSH|ERROR|HM|ULA)(?:(_PAIR)(?:%%|(?=[&#]|$))|%%)"
+    r"|(GDPR_CONSENT|GDPR|US_PRIVACY|GPP_SID|GPP)%%)",
 )
 
 _Part = str | tuple[int, bool]  # a literal, or (macro code, is _PAIR)
@@ -78,7 +93,10 @@ def _tokenize(text: str) -> list[_Part]:
     position = 0
     for match in _MACRO.finditer(text):
         parts.append(text[position : match.start()])
-        parts.append((_MACRO_CODES[match.group(1)], match.group(2) is not None))
+        if match.group(3) is not None:
+            parts.append((_PRIVACY_CODES[match.group(3)], False))
+        else:
+            parts.append((_MACRO_CODES[match.group(1)], match.group(2) is not None))
         position = match.end()
     parts.append(text[position:])
     return [part for part in parts if part != ""]
@@ -151,7 +169,7 @@ class RedirectTemplate:
     @property
     def placed(self) -> frozenset[str]:
         """The response parameter names that macros place (they are not appended)."""
-        return frozenset(_PARAM_NAMES[code] for code in self._placed)
+        return frozenset(_PARAM_NAMES[code] for code in self._placed if code < len(_PARAM_NAMES))
 
     def _separator(self, base: str) -> str:
         if not self._has_query:
@@ -209,8 +227,12 @@ class RedirectTemplate:
         extras_first: bool,
     ) -> str:
         # Encoded values per macro code; a list for google_ula (one entry per list).
-        values: list[str | None] = [None] * 6
+        values: list[str | None] = [None] * _CODES
         ula: list[str] = []
+        for code, name in _PRIVACY_PARAM_OF_CODE.items():
+            if code in self._placed:
+                found = next((p.value for p in extras if p.name == name), None)
+                values[code] = encode_component(found or "")
         if response.error is not None:
             values[_ERROR] = f"{response.error:d}"
         else:
@@ -229,7 +251,7 @@ class RedirectTemplate:
         base = self._expand(self._https if scheme == "https" else self._http, values, ula)
         placed = self._placed
         google: list[str] = []
-        for code in range(6):
+        for code in range(len(_PARAM_NAMES)):
             if code in placed:
                 continue
             if code == _ULA:
