@@ -59,6 +59,8 @@ async def synced(service: DmpService, clock: FakeClock, partner_uid: str, dmp_ui
     ("raw", "reason"),
     [
         (b"{not json", "not JSON"),
+        (b'{"uid": "u", "attributes": {"a": ' + b"[" * 1000 + b"]" * 1000 + b"}}", "got `array`"),
+        (b"[" * 1000 + b"]" * 1000, "Expected `object`"),
         (b'{"attributes": {}}', "missing required field `uid`"),
         (b'{"uid": "a b"}', "uid: expected 1-256 printable ASCII"),
         (b'{"uid": "u", "attributes": {"bad name": 1}}', "attributes: bad name"),

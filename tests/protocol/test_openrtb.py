@@ -248,7 +248,8 @@ def test_imp_defaults_are_openrtbs() -> None:
     "body",
     [b"", b"{", b"[]", b'{"imp": []}', b'{"id": "x", "imp": 3}', b'{"id": 1}', b"\xff\xfe",
      b'{"id": "x", "imp": [{"id": "1", "bidfloor": "0.5"}]}',
-     b'{"id": "x", "user": {"ext": []}}'],
+     b'{"id": "x", "user": {"ext": []}}',
+     b'{"id": "x", "user": {"ext": {"a": ' + b"[" * 1000 + b"]" * 1000 + b"}}}"],
 )  # fmt: skip
 def test_not_a_bid_request(body: bytes) -> None:
     with pytest.raises(BidRequestError, match=r"^not an OpenRTB bid request: "):

@@ -200,7 +200,12 @@ async def test_buyer_validation(
     assert [b.nid for b in registry.buyers()] == ["ad_network_xyz", "cookie-monster"]
 
 
-@pytest.mark.parametrize("content", [b"{", b"", b"not json", b'{"a": 1} trailing', b"\xff"])
+DEEP = b"[" * 1000 + b"]" * 1000  # 2 KB nested deeper than the decoder goes
+
+
+@pytest.mark.parametrize(
+    "content", [b"{", b"", b"not json", b'{"a": 1} trailing', b"\xff", DEEP]
+)
 async def test_malformed_json(client: httpx.AsyncClient, content: bytes) -> None:
     body = assert_problem(await client.put("/admin/v1/buyers/x", content=content), 400)
     assert "JSON" in body["detail"]
@@ -267,10 +272,12 @@ async def test_unknown_user_list(client: httpx.AsyncClient, path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/admin/v1/nothing", "/admin/v1", "/admin/v2/buyers", "/elsewhere"]
+    "path",
+    ["/admin/v1/nothing", "/admin/v1", "/admin/v2/buyers", "/elsewhere", "/admin/v1/buyers/"],
 )
 async def test_unknown_paths(client: httpx.AsyncClient, path: str) -> None:
-    assert_problem(await client.get(path), 404)
+    # a trailing slash is a 404, not a redirect to a URL built from the Host header
+    assert_problem(await client.get(path, headers={"Host": "evil.example"}), 404)
 
 
 async def test_method_not_allowed(client: httpx.AsyncClient) -> None:

@@ -167,8 +167,11 @@ def test_limits_and_bad_json(http: httpx.Client) -> None:
     assert too_many.status_code == 413 and "at most 3 records" in too_many.json()["detail"]
     too_big = post(http, [{"uid": "C-1", "attributes": {"x": "y" * 5000}}])
     assert too_big.status_code == 413
-    for body in (b"{oops", b'{"rows": []}', b'"x"'):
+    deep = b"[" * 1000 + b"]" * 1000  # 2 KB nested deeper than the decoder goes
+    for body in (b"{oops", b'{"rows": []}', b'"x"', deep):
         bad = http.post("/api/v1/partners/crm/records", content=body, headers=AUTH)
         assert bad.status_code == 400, body
         assert bad.headers["content-type"] == "application/problem+json"
     assert http.get("/api/v1/partners/crm/records", headers=AUTH).status_code == 405
+    slash = http.get("/api/v1/partners/crm/records/", headers={**AUTH, "Host": "evil.example"})
+    assert slash.status_code == 404  # never a redirect built from the Host header

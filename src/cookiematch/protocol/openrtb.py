@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from cookiematch.errors import BidRequestError, InvalidBidResponse
+from cookiematch.protocol.json_errors import JSON_ERRORS, describe
 
 CURRENCY = "USD"
 """OpenRTB's default currency, the only one cookiematch bids and prices in."""
@@ -170,8 +171,8 @@ def decode_bid_request(body: bytes) -> BidRequest:
     """Decode a request body; raise BidRequestError (a 400) if it is not a bid request."""
     try:
         return _request_decoder.decode(body)
-    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-        raise BidRequestError(f"not an OpenRTB bid request: {exc}") from None
+    except JSON_ERRORS as exc:
+        raise BidRequestError(f"not an OpenRTB bid request: {describe(exc)}") from None
 
 
 def encode_bid_response(response: BidResponse) -> bytes:
@@ -182,5 +183,5 @@ def decode_bid_response(body: bytes) -> BidResponse:
     """Decode a response body; raise InvalidBidResponse if it is not a bid response."""
     try:
         return _response_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidBidResponse(f"not an OpenRTB bid response: {exc}") from None
+    except JSON_ERRORS as exc:
+        raise InvalidBidResponse(f"not an OpenRTB bid response: {describe(exc)}") from None

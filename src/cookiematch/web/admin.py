@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cookiematch.config import Secret
 from cookiematch.errors import AdminError, BodyTooLarge, StorageError
+from cookiematch.protocol.json_errors import JSON_ERRORS, describe
 
 __all__ = [
     "HEALTH_PATH",
@@ -98,8 +99,8 @@ async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> object:
     body = await read_body(request, limit)
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise AdminError(f"malformed JSON: {exc}") from None
+    except JSON_ERRORS as exc:
+        raise AdminError(f"malformed JSON: {describe(exc)}") from None
 
 
 async def _health(_: Request) -> Response:
@@ -170,10 +171,12 @@ def guarded_app(routes: Sequence[BaseRoute], admin_token: Secret | str) -> Starl
     """A Starlette app serving ``routes`` behind the admin guard and problem+json errors.
 
     Every ``/admin/v1`` path but ``/admin/v1/health`` needs the bearer token; an empty token
-    refuses them all. Other roles build their admin API with it.
+    refuses them all. A path with a trailing slash it does not serve is a 404, never a
+    redirect (which would name whatever host the request's ``Host`` header says). Other
+    roles build their admin API with it.
     """
     token = admin_token.reveal() if isinstance(admin_token, Secret) else admin_token
-    return Starlette(
+    app = Starlette(
         routes=list(routes),
         middleware=[Middleware(_Guard, token=token)],
         exception_handlers={
@@ -182,3 +185,6 @@ def guarded_app(routes: Sequence[BaseRoute], admin_token: Secret | str) -> Starl
             StorageError: _on_storage_error,
         },
     )
+    # no redirect to the slash-less path: Starlette builds it from the Host header
+    app.router.redirect_slashes = False
+    return app

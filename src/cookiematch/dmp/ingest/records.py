@@ -24,6 +24,7 @@ from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.dmp.snapshot import AttributeValue
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitKind
 from cookiematch.errors import RecordError
+from cookiematch.protocol.json_errors import JSON_ERRORS, describe
 
 UID = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, as a callback's uid
 NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -173,8 +174,8 @@ class Checker:
             raw = _decoder.decode(line)
         except msgspec.ValidationError as exc:
             raise RecordError(str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise RecordError(f"not JSON: {exc}") from None
+        except JSON_ERRORS as exc:
+            raise RecordError(f"not JSON: {describe(exc)}") from None
         return self.validate(raw, now)
 
     def parse_row(self, row: Mapping[str, str | None], now: float) -> Record:

@@ -30,6 +30,7 @@ from cookiematch.config.values import Secret
 from cookiematch.dmp.ingest import Ingestor
 from cookiematch.dmp.ingest.idempotency import IdempotencyKeys, Remembered, body_digest
 from cookiematch.dmp.ingest.readers import Batch, Payload
+from cookiematch.protocol.json_errors import JSON_ERRORS, describe
 from cookiematch.storage.base import Store
 from cookiematch.web.admin import problem, read_body
 
@@ -57,8 +58,9 @@ def _split(body: bytes, content_type: str) -> list[tuple[int, Payload]]:
         return list(enumerate(lines))
     try:
         decoded = _body_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise _Refused(problem(400, f"the body is not a JSON array of records: {exc}")) from None
+    except JSON_ERRORS as exc:
+        detail = f"the body is not a JSON array of records: {describe(exc)}"
+        raise _Refused(problem(400, detail)) from None
     raws = decoded.records if isinstance(decoded, Envelope) else decoded
     return [(i, bytes(raw)) for i, raw in enumerate(raws)]
 
