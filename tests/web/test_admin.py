@@ -203,9 +203,7 @@ async def test_buyer_validation(
 DEEP = b"[" * 1000 + b"]" * 1000  # 2 KB nested deeper than the decoder goes
 
 
-@pytest.mark.parametrize(
-    "content", [b"{", b"", b"not json", b'{"a": 1} trailing', b"\xff", DEEP]
-)
+@pytest.mark.parametrize("content", [b"{", b"", b"not json", b'{"a": 1} trailing', b"\xff", DEEP])
 async def test_malformed_json(client: httpx.AsyncClient, content: bytes) -> None:
     body = assert_problem(await client.put("/admin/v1/buyers/x", content=content), 400)
     assert "JSON" in body["detail"]
