@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import signal
 import subprocess
@@ -19,15 +18,31 @@ from cookiematch.cli.dmp_segments import register as register_dmp_segments
 from cookiematch.cli.store import store
 from cookiematch.cli.subject import subject
 from cookiematch.config import Config
+from cookiematch.logs import FORMAT_ENV, FORMATS, LEVEL_ENV, LEVELS, configure
 from cookiematch.roots import ROLE_FACTORIES
 
 
 @click.group()
 @click.version_option(package_name="cookiematch")
-def main() -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS),
+    default="info",
+    show_default=True,
+    envvar=LEVEL_ENV,
+    help="The least severe records logged (every process started by the command too).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    envvar=FORMAT_ENV,
+    help="One line per record: text, or a JSON object.",
+)
+def main(log_level: str, log_format: str) -> None:
     """Cookie matching and ID sync: exchange, buyer and DMP roles."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure(log_level, log_format)
 
 
 @main.command()
@@ -40,7 +55,10 @@ def main() -> None:
 )
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--interface", type=click.Choice(["rsgi", "asgi"]), default="rsgi", show_default=True)
-def serve(config_file: Path, role: str | None, workers: int, interface: str) -> None:
+@click.option("--access-log", is_flag=True, help="Log every request (granian's access log).")
+def serve(
+    config_file: Path, role: str | None, workers: int, interface: str, access_log: bool
+) -> None:
     """Serve the roles the configuration enables, each on its own `listen` address."""
     from cookiematch.web.server import serve as run_server
 
@@ -49,7 +67,7 @@ def serve(config_file: Path, role: str | None, workers: int, interface: str) -> 
     if not roles:
         raise click.ClickException(f"{config_file}: no role to serve (add an [exchange] table)")
     if len(roles) > 1:
-        _serve_each(config_file, roles, workers, interface)
+        _serve_each(config_file, roles, workers, interface, access_log)
         return
     listen = _listen(config, roles[0])
     run_server(
@@ -59,6 +77,7 @@ def serve(config_file: Path, role: str | None, workers: int, interface: str) -> 
         interface="asgi" if interface == "asgi" else "rsgi",
         workers=workers,
         config=config_file,
+        log_access=access_log,
     )
 
 
@@ -67,7 +86,9 @@ def _listen(config: Config, role: str) -> tuple[str, int]:
     return table.listen.host, table.listen.port
 
 
-def _serve_each(config_file: Path, roles: list[str], workers: int, interface: str) -> None:
+def _serve_each(
+    config_file: Path, roles: list[str], workers: int, interface: str, access_log: bool
+) -> None:
     """One server process per role; stops them all when any stops or on SIGTERM/SIGINT."""
     children = [
         subprocess.Popen(
@@ -84,6 +105,7 @@ def _serve_each(config_file: Path, roles: list[str], workers: int, interface: st
                 str(workers),
                 "--interface",
                 interface,
+                *(["--access-log"] if access_log else []),
             ]
         )
         for role in roles

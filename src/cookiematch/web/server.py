@@ -12,6 +12,9 @@ Configuration reaches the factory through the environment, which the workers inh
 - ``COOKIEMATCH_APP_FACTORY``: the factory path; set by ``serve``, read by ``rsgi_app`` and
   ``asgi_app`` (the granian targets). Internal.
 
+Logging: every worker logs as ``cookiematch.logs`` says, granian's own loggers included, at
+the level and in the format the command chose (inherited through the environment).
+
 Shutdown: on SIGTERM or SIGINT granian stops accepting, lets in-flight requests finish, and
 each worker then runs the App's ``on_shutdown`` hooks (RSGI: ``__rsgi_del__``; ASGI: lifespan)
 before exiting; a worker still alive after ``kill_timeout`` seconds is killed.
@@ -30,6 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from cookiematch.logs import log_config, settings_from_env
 from cookiematch.web.asgi import ASGIAdapter
 from cookiematch.web.router import App
 from cookiematch.web.rsgi import RSGIAdapter
@@ -103,14 +107,6 @@ def asgi_app() -> ASGIAdapter:
     return ASGIAdapter(load_app(_factory_from_env()))
 
 
-def _log_config() -> dict[str, Any]:
-    from granian.log import LOGGING_CONFIG
-
-    loggers = dict(LOGGING_CONFIG["loggers"])  # type: ignore[call-overload]
-    loggers["cookiematch"] = {"handlers": ["console"], "level": "INFO", "propagate": False}
-    return {"loggers": loggers}
-
-
 def serve(
     app_factory: str | AppFactory,
     host: str = "127.0.0.1",
@@ -130,6 +126,7 @@ def serve(
     here with a clear traceback instead of in every worker.
     """
     from granian.constants import Interfaces
+    from granian.log import LogLevels
     from granian.server import Server
 
     if interface not in ("rsgi", "asgi"):
@@ -137,6 +134,7 @@ def serve(
     os.environ[FACTORY_ENV] = factory_path(app_factory)
     if config is not None:
         os.environ[CONFIG_ENV] = str(Path(config).resolve())
+    level, log_format = settings_from_env()  # the command's choice (``cookiematch.logs``)
     if check:
         load_app(os.environ[FACTORY_ENV])
     server = Server(
@@ -149,7 +147,8 @@ def serve(
         websockets=False,
         backlog=backlog,
         log_access=log_access,
-        log_dictconfig=_log_config(),
+        log_level=LogLevels(level),
+        log_dictconfig=log_config(level, log_format),
         workers_kill_timeout=kill_timeout,
     )
     server.serve()
