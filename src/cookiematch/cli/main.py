@@ -12,14 +12,16 @@ from pathlib import Path
 
 import click
 
-from cookiematch.cli.common import config_option, load
+from cookiematch.cli.common import config_option, load, run
 from cookiematch.cli.dmp import dmp
 from cookiematch.cli.dmp_segments import register as register_dmp_segments
 from cookiematch.cli.store import store
 from cookiematch.cli.subject import subject
 from cookiematch.config import Config
+from cookiematch.errors import CookiematchError
 from cookiematch.logs import FORMAT_ENV, FORMATS, LEVEL_ENV, LEVELS, configure
 from cookiematch.roots import ROLE_FACTORIES
+from cookiematch.storage import connect_store
 
 
 @click.group()
@@ -128,10 +130,34 @@ def _serve_each(
 
 @main.command("check-config")
 @config_option
-def check_config(config_file: Path) -> None:
-    """Load and validate a configuration file; print the roles it enables."""
+@click.option("--connect", is_flag=True, help="Also open the store and check that it answers.")
+def check_config(config_file: Path, connect: bool) -> None:
+    """Run every check `serve` runs before it binds a port; print the roles it would serve.
+
+    The file is read and validated, and each role's server is built once as every worker
+    builds it (keys, templates, the privacy policy); with --connect the store is opened and
+    pinged too. "ok" means `serve` starts with this file.
+    """
+    from cookiematch.web.server import check_app
+
     config = load(config_file)
-    click.echo(f"{config_file}: ok; roles: {', '.join(sorted(config.roles)) or 'none'}")
+    roles = sorted(role for role in config.roles if role in ROLE_FACTORIES)
+    for role in roles:
+        try:
+            check_app(ROLE_FACTORIES[role], config_file)
+        except (CookiematchError, ValueError) as exc:
+            raise click.ClickException(f"{config_file}: [{role}]: {exc}") from exc
+    if connect:
+        run(lambda: _ping(config))
+    click.echo(f"{config_file}: ok; roles: {', '.join(roles) or 'none'}")
+
+
+async def _ping(config: Config) -> None:
+    store = await connect_store(config.store.url, durability=config.store.durability)
+    try:
+        await store.ping()
+    finally:
+        await store.close()
 
 
 @main.command()

@@ -29,6 +29,7 @@ from cookiematch.config.values import (
 from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher, UserList
 from cookiematch.protocol.userid import MAX_KEY_VERSION
 from cookiematch.storage.base import Durability
+from cookiematch.storage.registry import SCHEMES
 
 
 class StoreConfig(Table, frozen=True):
@@ -42,6 +43,9 @@ class StoreConfig(Table, frozen=True):
         scheme, sep, rest = self.url.partition("://")
         if not sep or not scheme or not rest:
             return [("url", f"expected scheme://location, got {self.url!r}")]
+        if scheme.lower() not in SCHEMES:
+            known = ", ".join(sorted(SCHEMES))
+            return [("url", f"unknown storage scheme {scheme!r} (known: {known})")]
         return []
 
 

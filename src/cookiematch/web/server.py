@@ -43,6 +43,7 @@ __all__ = [
     "FACTORY_ENV",
     "AppFactory",
     "asgi_app",
+    "check_app",
     "config_path",
     "load_app",
     "rsgi_app",
@@ -90,6 +91,22 @@ def load_app(path: str) -> App:
     return app
 
 
+def check_app(app_factory: str | AppFactory, config: str | os.PathLike[str] | None) -> None:
+    """Build the factory's App once over ``config``, as each worker will (its configuration
+    read and checked, keys and templates compiled; the startup hooks, which open the store,
+    are not run): what fails here would fail every worker."""
+    previous = os.environ.get(CONFIG_ENV)
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(Path(config).resolve())
+    try:
+        load_app(factory_path(app_factory))
+    finally:
+        if previous is None:
+            os.environ.pop(CONFIG_ENV, None)
+        else:
+            os.environ[CONFIG_ENV] = previous
+
+
 def _factory_from_env() -> str:
     try:
         return os.environ[FACTORY_ENV]
@@ -131,12 +148,12 @@ def serve(
 
     if interface not in ("rsgi", "asgi"):
         raise ValueError(f"interface must be 'rsgi' or 'asgi', not {interface!r}")
+    level, log_format = settings_from_env()  # the command's choice (``cookiematch.logs``)
+    if check:
+        check_app(app_factory, config)
     os.environ[FACTORY_ENV] = factory_path(app_factory)
     if config is not None:
         os.environ[CONFIG_ENV] = str(Path(config).resolve())
-    level, log_format = settings_from_env()  # the command's choice (``cookiematch.logs``)
-    if check:
-        load_app(os.environ[FACTORY_ENV])
     server = Server(
         f"cookiematch.web.server:{interface}_app",
         address=host,
