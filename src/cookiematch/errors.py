@@ -25,6 +25,7 @@ CookiematchError
 ├── LeaseLost              a lease in the store lapsed or could not be renewed: its job stops
 ├── ScratchError           ingestion could not write or read its scratch files
 ├── WorkerFailed           an ingest worker process stopped with an error (the command fails)
+├── AddressInUse           a listen address another process already serves (serve refuses)
 └── AdminError             an admin API request that is refused (rendered as problem+json)
     ├── NotFound
     ├── ValidationFailed
@@ -137,6 +138,10 @@ class ScratchError(CookiematchError):
 
 class WorkerFailed(CookiematchError):
     """An ingest worker process stopped with an error (the others were stopped too)."""
+
+
+class AddressInUse(CookiematchError):
+    """A listen address that another process already serves: ``serve`` refuses to share it."""
 
 
 class AdminError(CookiematchError):

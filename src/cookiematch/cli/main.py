@@ -72,15 +72,18 @@ def serve(
         _serve_each(config_file, roles, workers, interface, access_log)
         return
     listen = _listen(config, roles[0])
-    run_server(
-        ROLE_FACTORIES[roles[0]],
-        listen[0],
-        listen[1],
-        interface="asgi" if interface == "asgi" else "rsgi",
-        workers=workers,
-        config=config_file,
-        log_access=access_log,
-    )
+    try:
+        run_server(
+            ROLE_FACTORIES[roles[0]],
+            listen[0],
+            listen[1],
+            interface="asgi" if interface == "asgi" else "rsgi",
+            workers=workers,
+            config=config_file,
+            log_access=access_log,
+        )
+    except CookiematchError as exc:
+        raise click.ClickException(f"[{roles[0]}]: {exc}") from exc
 
 
 def _listen(config: Config, role: str) -> tuple[str, int]:

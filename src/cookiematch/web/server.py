@@ -29,10 +29,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from cookiematch.errors import AddressInUse
 from cookiematch.logs import log_config, settings_from_env
 from cookiematch.web.asgi import ASGIAdapter
 from cookiematch.web.router import App
@@ -91,6 +93,22 @@ def load_app(path: str) -> App:
     return app
 
 
+def ensure_address_free(host: str, port: int) -> None:
+    """Raise ``AddressInUse`` if a process already listens on ``host:port``.
+
+    granian's workers bind with ``SO_REUSEPORT``, so a second server on a taken port would
+    start and silently take part of the traffic; a plain bind (which no listener on the port
+    allows, whatever its options) tells first.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise AddressInUse(f"{host}:{port} is already in use ({exc.strerror})") from None
+
+
 def check_app(app_factory: str | AppFactory, config: str | os.PathLike[str] | None) -> None:
     """Build the factory's App once over ``config``, as each worker will (its configuration
     read and checked, keys and templates compiled; the startup hooks, which open the store,
@@ -137,7 +155,8 @@ def serve(
     kill_timeout: int = 30,
     check: bool = True,
 ) -> None:
-    """Serve the factory's App until SIGTERM/SIGINT; blocks.
+    """Serve the factory's App until SIGTERM/SIGINT; blocks. ``AddressInUse`` if another
+    process already listens on ``host:port``.
 
     ``check`` builds the App once in this process first, so a bad factory or config fails
     here with a clear traceback instead of in every worker.
@@ -149,6 +168,7 @@ def serve(
     if interface not in ("rsgi", "asgi"):
         raise ValueError(f"interface must be 'rsgi' or 'asgi', not {interface!r}")
     level, log_format = settings_from_env()  # the command's choice (``cookiematch.logs``)
+    ensure_address_free(host, port)
     if check:
         check_app(app_factory, config)
     os.environ[FACTORY_ENV] = factory_path(app_factory)
