@@ -163,3 +163,20 @@ def test_sigterm_drains_in_flight_requests_before_shutdown_hooks(
         assert server.terminate() == 0, server.output()
         assert pending.result().status_code == 204
     assert marker.read_text() == "slow done\nshutdown\n"
+
+
+@pytest.mark.parametrize("interface", ["rsgi", "asgi"])
+def test_a_client_gone_mid_body_is_not_an_error(
+    interface: str, start_server: Callable[..., ServerProcess]
+) -> None:
+    import socket
+
+    server = start_server(factory="sample_app:make_app", interface=interface, pythonpath=[HERE])
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+        time.sleep(0.3)
+    time.sleep(0.5)
+    assert httpx.post(f"{server.url}/echo", content=b"hello").status_code == 200
+    assert server.terminate() == 0
+    output = server.output()
+    assert " ERROR " not in output and "Traceback" not in output, output

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -144,6 +144,8 @@ class _Guard:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            log.debug("admin: client went away during %s %s", scope.get("method"), path)
         except Exception:
             log.exception("admin: unexpected error on %s %s", scope.get("method"), path)
             if not started:

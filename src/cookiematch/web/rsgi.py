@@ -16,6 +16,8 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
+from granian._granian import RSGIProtocolClosed as ProtocolClosed  # granian.rsgi re-exports it untyped
+
 from cookiematch.web.http import Request, Response
 from cookiematch.web.router import BAD_REQUEST, BODY_TOO_LARGE, NOT_FOUND, App, Message, Route
 
@@ -105,6 +107,9 @@ class RSGIAdapter:
                     peer_ip(scope.client),
                 )  # fmt: skip
                 response = await self.app.call(route, request)
+        except ProtocolClosed:
+            log.debug("client went away during %s", path)  # not an error: nobody to answer
+            return
         except Exception:
             log.exception("RSGI adapter failed on %s", path)
             response = route.on_error
@@ -177,7 +182,10 @@ class _Bridge:
     async def receive(self) -> Message:
         if not self.received:
             self.received = True
-            return {"type": "http.request", "body": await self.proto(), "more_body": False}
+            try:
+                return {"type": "http.request", "body": await self.proto(), "more_body": False}
+            except ProtocolClosed:
+                return {"type": "http.disconnect"}
         await self.proto.client_disconnect()
         return {"type": "http.disconnect"}
 
