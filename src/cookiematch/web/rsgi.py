@@ -16,7 +16,8 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from granian._granian import RSGIProtocolClosed as ProtocolClosed  # granian.rsgi re-exports it untyped
+# granian.rsgi re-exports it as ProtocolClosed, untyped
+from granian._granian import RSGIProtocolClosed as ProtocolClosed
 
 from cookiematch.web.http import Request, Response
 from cookiematch.web.router import BAD_REQUEST, BODY_TOO_LARGE, NOT_FOUND, App, Message, Route
