@@ -26,6 +26,7 @@ from cookiematch.config.values import (
     origin_problems,
     url_problems,
 )
+from cookiematch.dmp.lifetimes import EXPORT_STATE_MARGIN_DAYS
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partner, TagKind
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RedirectURLError
@@ -200,6 +201,10 @@ class DmpConfig(Table, frozen=True):
     cookie_max_age_days: Annotated[int, msgspec.Meta(ge=1, le=400)] = 390
     max_syncs_per_page: Annotated[int, msgspec.Meta(ge=0, le=50)] = 5
     match_ttl_days: PositiveInt = 390
+    # Segment memberships and export state (dmp/lifetimes.py); none: match_ttl_days, and that
+    # plus EXPORT_STATE_MARGIN_DAYS. Export state must outlive memberships.
+    membership_ttl_days: PositiveInt | None = None
+    export_state_ttl_days: PositiveInt | None = None
     max_events_per_profile: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
     event_ttl_days: PositiveInt = 90
     inband_max_bytes: Annotated[int, msgspec.Meta(ge=64, le=8192)] = 1024
@@ -220,6 +225,16 @@ class DmpConfig(Table, frozen=True):
         if self.public_url is not None:
             return self.public_url.rstrip("/")
         return f"http://{self.listen}"
+
+    def membership_ttl(self) -> float:
+        """Seconds a segment membership lives from its last write."""
+        return (self.membership_ttl_days or self.match_ttl_days) * SECONDS_PER_DAY
+
+    def export_state_ttl(self) -> float:
+        """Seconds an export's record of what it sent lives from its last write."""
+        if self.export_state_ttl_days is not None:
+            return self.export_state_ttl_days * SECONDS_PER_DAY
+        return self.membership_ttl() + EXPORT_STATE_MARGIN_DAYS * SECONDS_PER_DAY
 
     def cookie_spec(self) -> CookieSpec:
         """The DMP's browser cookie."""
@@ -257,6 +272,14 @@ class DmpConfig(Table, frozen=True):
         for i, client in enumerate(self.clients):
             found += [(f"clients[{i}].{k}", m) for k, m in client.problems(partner_ids)]
         found += segment_problems(self.segments, self.destinations, partner_ids)
+        if self.export_state_ttl() < self.membership_ttl():
+            found.append(
+                (
+                    "export_state_ttl_days",
+                    "must be at least membership_ttl_days (a lapsed membership is removed from "
+                    "a destination by the ID its export state keeps)",
+                )
+            )
         return found
 
     def trait_catalog(self) -> TraitCatalog:

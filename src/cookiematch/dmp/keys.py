@@ -13,7 +13,8 @@ profile lives on one cluster node; a partner ID's reverse entry is tagged by its
     dmp:pid:{<partner>:<uid>}   plain      -> ReverseMatch (partner uid -> dmp uid)
     {dmp:funnel}:<worker>       plain      -> one worker's funnel counters
 
-Segments and exports; no operation spans two keys (Redis Cluster safe):
+Segments and exports; no operation spans two keys (Redis Cluster safe). Memberships and export
+state expire (``dmp/lifetimes.py``); a sketch holds hashes, no ID:
 
     dmp:{<dmp uid>}:s                    field map  segment id -> joined at (unix s, ASCII)
     dmps:{<segment>:<shard>}:m           field map  dmp uid -> joined at   (member index)
@@ -23,6 +24,8 @@ Segments and exports; no operation spans two keys (Redis Cluster safe):
     {dmps}:recompute:lease               plain      the worker running the scheduled recompute
                                                     (TTL: a lease, ``storage/lease.py``)
     dmpx:{<segment>:<dest>:<shard>}:sent field map  dmp uid -> destination id last sent
+    dmpx:{<segment>:<dest>}:gone         field map  destination id of an erased browser -> erased
+                                                    at: removes the next export sends
     dmpx:{<segment>:<dest>}:last         plain      JSON delivery report of the last export
 
 The member index and the export state are split into ``SHARDS`` maps by a hash of the DMP
@@ -101,6 +104,10 @@ def sketch_key(audience: str) -> str:
 
 def sent_key(segment: str, destination: str, shard: int) -> str:
     return f"dmpx:{{{segment}:{destination}:{shard:03d}}}:sent"
+
+
+def removals_key(segment: str, destination: str) -> str:
+    return f"dmpx:{{{segment}:{destination}}}:gone"
 
 
 def last_export_key(segment: str, destination: str) -> str:

@@ -12,6 +12,12 @@ sent yet are translated in incremental mode (one match-table read each).
 State changes per batch: accepted adds are recorded, accepted or rejected removes forgotten,
 rejected adds left unrecorded (offered again next time); a batch that never got a final answer
 changes nothing, so the next export sends it again (same content, same batch id).
+
+Erased browsers (``dmp/subjects.py``): the IDs on the removal list are sent as removes first,
+in batches of their own, in either mode. Lifetimes (``dmp/lifetimes.py``): a member whose sent
+ID is unchanged has its entry rewritten once it is due; a removal is only ever sent for an ID
+the state still holds, so an entry that expired sends nothing (and a member whose entry
+expired is added again).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cookiematch.clock import Clock
-from cookiematch.dmp import keys
+from cookiematch.dmp import keys, lifetimes
 from cookiematch.dmp.exports.model import Batch, Destination, Mode
 from cookiematch.dmp.exports.report import DeliveryReport
 from cookiematch.dmp.exports.sinks import Sink, make_sink
@@ -33,11 +39,14 @@ from cookiematch.dmp.transport import Transport
 from cookiematch.errors import NotFound
 from cookiematch.storage.base import Store
 
+ERASED = ""
+"""The uid of a remove from the removal list: the erased browser's uid is not kept."""
+
 
 @dataclass
 class _Pending:
     add: list[tuple[str, str]] = field(default_factory=list)  # (uid, destination id)
-    remove: list[tuple[str, str]] = field(default_factory=list)
+    remove: list[tuple[str, str]] = field(default_factory=list)  # uid ERASED: removal list
 
     @property
     def size(self) -> int:
@@ -54,6 +63,7 @@ class SegmentExports:
         destinations: Sequence[Destination],
         matches: MatchTable,
         *,
+        state_ttl: float = lifetimes.EXPORT_STATE_TTL,
         clock: Clock = time.time,
     ) -> None:
         self._store = store
@@ -61,7 +71,12 @@ class SegmentExports:
         self.destinations: Mapping[str, Destination] = {d.id: d for d in destinations}
         self._matches = matches
         self._memberships = Memberships(store)
+        self._state_ttl = state_ttl
         self._clock = clock
+
+    def state(self, segment: str, destination_id: str) -> ExportState:
+        """What was sent of ``segment`` to a destination (kept ``state_ttl``)."""
+        return ExportState(self._store, segment, destination_id, self._state_ttl)
 
     def destination(self, destination_id: str) -> Destination:
         found = self.destinations.get(destination_id)
@@ -86,7 +101,7 @@ class SegmentExports:
         """Destination id -> the report of the segment's last export there (if there was one)."""
         found: dict[str, DeliveryReport] = {}
         for destination_id in self.destinations:
-            report = await ExportState(self._store, segment_id, destination_id).last_report()
+            report = await self.state(segment_id, destination_id).last_report()
             if report is not None:
                 found[destination_id] = report
         return found
@@ -110,14 +125,18 @@ class SegmentExports:
         report = DeliveryReport(
             segment=segment, destination=destination.id, mode=mode.value, started_at=self._clock()
         )
-        state = ExportState(self._store, segment, destination.id)
-        pending = _Pending()
+        state = self.state(segment, destination.id)
+        pending = _Pending(remove=[(ERASED, did) for did in await state.removals()])
         limit = destination.delivery.batch_size
         await sink.open(segment, mode)
+        while pending.remove:  # in batches of their own, before any add names the same ID
+            pending = await self._flush(segment, mode, pending, limit, sink, state, report)
         for shard in range(keys.SHARDS):
-            members, sent = await asyncio.gather(
-                self._memberships.shard(segment, shard), state.shard(shard)
+            members, entries = await asyncio.gather(
+                self._memberships.shard(segment, shard), state.shard_entries(shard)
             )
+            sent = {uid: raw.decode() for uid, (raw, _) in entries.items()}
+            confirmed: dict[str, str] = {}
             report.members += len(members)
             todo = list(members) if mode is Mode.FULL else [u for u in members if u not in sent]
             ids = await self.translate(todo, destination.partner)
@@ -135,7 +154,11 @@ class SegmentExports:
                     pending.add.append((uid, now_id))
                 else:
                     report.unchanged += 1
+                    if lifetimes.due(entries[uid][1], state.ttl):
+                        confirmed[uid] = now_id
             pending.remove += [(uid, did) for uid, did in sent.items() if uid not in members]
+            if confirmed:
+                await state.record(confirmed, [])  # still sent: a fresh lifetime
             while pending.size >= limit:
                 pending = await self._flush(segment, mode, pending, limit, sink, state, report)
         while pending.size:
@@ -184,5 +207,8 @@ class SegmentExports:
             report.rejected += batch.size - len(accepted) - removed
             report.added += len(accepted)
             report.removed += removed
-            await state.record(accepted, [uid for uid, _ in removes])
+            erased = [did for uid, did in removes if uid == ERASED]
+            report.erased += len(erased)
+            await state.record(accepted, [uid for uid, _ in removes if uid != ERASED])
+            await state.removed(erased)
         return _Pending(pending.add[len(adds) :], pending.remove[len(removes) :])

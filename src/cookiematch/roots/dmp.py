@@ -1,9 +1,9 @@
 """The DMP role's composition root: every DMP object is built here, once.
 
     DmpCore     what every DMP process shares (the server's workers and the CLI's ``dmp
-                ingest``, ``pull``, ``segments``, ``export`` and ``overlap``): the store, the
-                match table, one profile reader, the segments, the trait writes and the
-                ingestor, wired to each other
+                ingest``, ``pull``, ``segments``, ``export``, ``overlap`` and ``subject``): the
+                store, the match table, one profile reader, the segments, the trait writes, the
+                ingestor and the access and erasure of one browser, wired to each other
     DmpServer   one server worker: the privacy policy, the core, the browser-facing service
                 and its routes, the admin and ingestion APIs (and /metrics), the funnel flusher
                 and the recompute schedule
@@ -31,26 +31,34 @@ from cookiematch.config.dmp import DmpConfig
 from cookiematch.dmp.ingest import Ingestor, build_ingestor
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.segment_exports import SegmentExports
+from cookiematch.dmp.segments.membership import Memberships
 from cookiematch.dmp.segments.schedule import RecomputeSchedule
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.segments.source import StoredProfiles
 from cookiematch.dmp.service import DmpService
+from cookiematch.dmp.subjects import DmpSubjects
 from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.errors import ConfigError, StorageError
+from cookiematch.privacy.subjects import SubjectData
 from cookiematch.protocol.cookies import format_browser_id
+from cookiematch.protocol.url import parse_url
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.roots.server import RoleServer
 from cookiematch.storage import Durability, Store, connect_store
 from cookiematch.web.admin import guarded_app
 from cookiematch.web.dmp.admin import DmpAdmin
 from cookiematch.web.dmp.ingest import build_ingest_api
+from cookiematch.web.dmp.optout import UNAVAILABLE as OPTOUT_UNAVAILABLE
+from cookiematch.web.dmp.optout import DmpOptOut
 from cookiematch.web.dmp.routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
 from cookiematch.web.dmp.segments import SegmentAdmin
 from cookiematch.web.metrics import METRICS_ROUTE
+from cookiematch.web.optout_page import OptOutPage
 from cookiematch.web.router import App
+from cookiematch.web.subjects import subject_routes
 
-__all__ = ["DmpCore", "DmpServer", "app", "build_core", "dmp_table", "open_core"]
+__all__ = ["DmpCore", "DmpServer", "app", "build_core", "dmp_table", "open_core", "subject_data"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,7 @@ class DmpCore:
     exports: SegmentExports
     traits: TraitStore
     ingestor: Ingestor
+    subjects: DmpSubjects  # the admin API's, the opt-out page's and the CLI's
 
 
 def build_core(dmp: DmpConfig, store: Store, *, clock: Clock = time.time) -> DmpCore:
@@ -86,18 +95,25 @@ def build_core(dmp: DmpConfig, store: Store, *, clock: Clock = time.time) -> Dmp
         store,
         [s.to_model() for s in dmp.segments],
         StoredProfiles(store, reader.build, ProfileReader.SUFFIXES),
+        memberships=Memberships(store, dmp.membership_ttl()),
         clock=clock,
     )
     exports = SegmentExports(
         store, [s.id for s in dmp.segments], [d.to_model() for d in dmp.destinations], matches,
-        clock=clock,
+        state_ttl=dmp.export_state_ttl(), clock=clock,
     )  # fmt: skip
     # a profile written by ingestion is re-evaluated against the segments at once
     traits = TraitStore(store, catalog, clock=clock, on_profile_changed=[segments.profiles_changed])
     ingestor = build_ingestor(
         store, traits, pending_ttl=dmp.ingest.pending_ttl_days * SECONDS_PER_DAY, clock=clock
     )
-    return DmpCore(store, matches, reader, segments, exports, traits, ingestor)
+    subjects = DmpSubjects(store, matches, exports, [p.id for p in dmp.partners], clock=clock)
+    return DmpCore(store, matches, reader, segments, exports, traits, ingestor, subjects)
+
+
+def subject_data(config: Config, store: Store) -> SubjectData:
+    """The DMP's access and erasure of one browser over ``store`` (``roots/subjects.py``)."""
+    return build_core(dmp_table(config), store).subjects
 
 
 @contextlib.asynccontextmanager
@@ -172,11 +188,16 @@ class DmpServer(RoleServer):
         app.route("/inband/", routes.inband, prefix=True)
         app.route("/imp", routes.imp)
         app.route("/audiences", routes.audiences, on_error=TEXT_ON_ERROR)
+        page = OptOutPage(f"DMP {parse_url(dmp.base_url()).authority}", secure=dmp.cookie_secure)
+        optout = DmpOptOut(page, core.subjects, dmp.cookie_spec(), new_dmp_uid)
+        app.route(page.path, optout.handle, methods=("GET", "POST"), read_body=True,
+                  on_error=OPTOUT_UNAVAILABLE)  # fmt: skip
         admin_routes = [
             METRICS_ROUTE,
             *DmpAdmin(service).routes(),
             *SegmentAdmin(core.segments, core.exports, self.schedule).routes(),
             *build_ingest_api(store, dmp, core.ingestor).routes(),
+            *subject_routes(core.subjects),
         ]
         token = dmp.admin_token
         app.fallback = guarded_app(admin_routes, token if token is not None else "")

@@ -11,6 +11,8 @@ class DeliveryReport(msgspec.Struct, kw_only=True):
     - ``unmatched``: members with no ID for the destination's partner (not sent)
     - ``rejected``: refused by the destination (per ID, or a whole batch answered 4xx)
     - ``failed``: in batches that never got a final answer (retried next export)
+    - ``erased``: removes of erased browsers' IDs (the removal list), within ``removed``
+      or ``rejected``
     """
 
     segment: str
@@ -28,6 +30,7 @@ class DeliveryReport(msgspec.Struct, kw_only=True):
     unchanged: int = 0
     batches: int = 0
     retries: int = 0
+    erased: int = 0
     seconds: float = 0.0
     errors: list[str] = msgspec.field(default_factory=list)
 

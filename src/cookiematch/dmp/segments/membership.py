@@ -5,39 +5,58 @@ read; the member index lets exports, sizes and overlaps enumerate a segment with
 every profile. Both are written index first, browser map last, for joins and leaves alike, so
 a crash between the two leaves a difference that the next full recompute (which diffs against
 the browser map) writes again.
+
+Both live ``ttl_seconds`` (``[dmp] membership_ttl_days``) from their last write; a recompute
+rewrites a membership still held once it is due (``dmp/lifetimes.py``; ``Change.refreshed``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cookiematch.dmp import keys
-from cookiematch.storage.base import FieldWrite, Store
+from cookiematch.dmp import keys, lifetimes
+from cookiematch.storage.base import FieldEntry, FieldWrite, Store
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """What changed for one browser: segments joined (with the time) and left."""
+    """What changed for one browser: segments joined (with the time) and left, and those it
+    is still in whose entries are rewritten with a fresh lifetime (with their joining time)."""
 
     dmp_uid: str
     joined: dict[str, float] = field(default_factory=dict)
     left: tuple[str, ...] = ()
+    refreshed: dict[str, float] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
-        return not (self.joined or self.left)
+        return not (self.joined or self.left or self.refreshed)
+
+    @property
+    def written(self) -> dict[str, float]:
+        """Segment -> joining time of every entry this change writes."""
+        return {**self.refreshed, **self.joined}
 
 
-def diff(dmp_uid: str, stored: Iterable[str], now_in: set[str], now: float) -> Change:
-    """The change that takes a browser from its ``stored`` segments to ``now_in``."""
+def diff(
+    dmp_uid: str,
+    stored: Iterable[str],
+    now_in: set[str],
+    now: float,
+    due: Mapping[str, float] | None = None,
+) -> Change:
+    """The change that takes a browser from its ``stored`` segments to ``now_in``; of the
+    stored entries ``due`` for a refresh (segment -> joining time), those still held are
+    refreshed."""
     before = set(stored)
     return Change(
         dmp_uid,
         {s: now for s in sorted(now_in - before)},
         tuple(sorted(before - now_in)),
+        {s: at for s, at in sorted((due or {}).items()) if s in now_in and s in before},
     )
 
 
@@ -51,8 +70,18 @@ def _decode_time(raw: bytes) -> float:
 class Memberships:
     """Reads and writes memberships; every call touches one key per store operation."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, ttl_seconds: float = lifetimes.MEMBERSHIP_TTL) -> None:
         self._store = store
+        self.ttl = ttl_seconds
+
+    def due(self, entries: Mapping[str, FieldEntry]) -> dict[str, float]:
+        """Of a browser's stored entries (segment -> (joining time, remaining lifetime)), those
+        due for a refresh, with their joining time."""
+        return {
+            segment: _decode_time(raw)
+            for segment, (raw, remaining) in entries.items()
+            if lifetimes.due(remaining, self.ttl)
+        }
 
     async def of(self, dmp_uid: str) -> dict[str, float]:
         """Segment id -> time the browser joined it."""
@@ -64,26 +93,28 @@ class Memberships:
         return [{s: _decode_time(v) for s, v in raw.items()} for raw in maps]
 
     async def apply(self, changes: Sequence[Change]) -> None:
-        """Write changes: grouped index writes per (segment, shard) first, then each browser."""
+        """Write changes: grouped index writes per (segment, shard) first, then each browser;
+        every entry written lives ``ttl`` from now."""
         adds: dict[str, dict[str, bytes]] = {}
         removes: dict[str, list[str]] = {}
         for change in changes:
             shard = keys.shard_of(change.dmp_uid)
-            for segment, at in change.joined.items():
+            for segment, at in change.written.items():
                 key = keys.member_index_key(segment, shard)
                 adds.setdefault(key, {})[change.dmp_uid] = _encode_time(at)
             for segment in change.left:
                 removes.setdefault(keys.member_index_key(segment, shard), []).append(change.dmp_uid)
         await asyncio.gather(
-            self._store.hset_many([(k, m, None) for k, m in adds.items()]),
+            self._store.hset_many([(k, m, self.ttl) for k, m in adds.items()]),
             *(self._store.hdel(k, f) for k, f in removes.items()),
         )
         joins: list[FieldWrite] = []
         leaves: list[Coroutine[Any, Any, object]] = []
         for change in changes:
             key = keys.membership_key(change.dmp_uid)
-            if change.joined:
-                joins.append((key, {s: _encode_time(t) for s, t in change.joined.items()}, None))
+            written = change.written
+            if written:
+                joins.append((key, {s: _encode_time(t) for s, t in written.items()}, self.ttl))
             if change.left:
                 leaves.append(self._store.hdel(key, list(change.left)))
         await asyncio.gather(self._store.hset_many(joins), *leaves)

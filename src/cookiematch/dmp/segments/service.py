@@ -41,14 +41,17 @@ class SegmentService:
         segments: Sequence[Segment],
         source: ProfileSource,
         *,
+        memberships: Memberships | None = None,
         clock: Clock = time.time,
     ) -> None:
         self._store = store
         self.segments: Mapping[str, Segment] = {s.id: s for s in segments}
         self._source = source
         self._clock = clock
-        self.updater = SegmentUpdater(store, segments, source, clock=clock)
-        self.memberships = Memberships(store)
+        self.memberships = memberships or Memberships(store)
+        self.updater = SegmentUpdater(
+            store, segments, source, memberships=self.memberships, clock=clock
+        )
 
     async def profiles_changed(self, dmp_uids: Iterable[str]) -> None:
         """The ingestion's ``on_profile_changed`` callback: re-evaluate these browsers."""

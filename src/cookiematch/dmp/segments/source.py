@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cookiematch.dmp.snapshot import ProfileSnapshot, RawProfile, basic_snapshot
-from cookiematch.storage.base import Store
+from cookiematch.storage.base import FieldEntry, Store
 
 PROFILE_PREFIX = "dmp:{"
 MEMBERSHIP_SUFFIX = "s"
@@ -28,6 +28,9 @@ Builder = Callable[[str, RawProfile, float], ProfileSnapshot]
 class ScannedProfile:
     snapshot: ProfileSnapshot
     segments: frozenset[str]  # the memberships stored for it before this scan
+    # those memberships as stored: segment -> (joining time, remaining lifetime); empty when
+    # the source does not know them (nothing is then refreshed)
+    entries: Mapping[str, FieldEntry] = field(default_factory=dict)
 
 
 class ProfileSource(Protocol):
@@ -82,6 +85,7 @@ class StoredProfiles:
         """Every browser with at least one field map, in key order (its maps are adjacent)."""
         current: str | None = None
         raw: dict[str, Mapping[str, bytes]] = {}
+        entries: Mapping[str, FieldEntry] = {}
         async for key, fields in self._store.scan_maps(PROFILE_PREFIX, batch=self.scan_batch):
             parts = split_profile_key(key)
             if parts is None:
@@ -89,12 +93,16 @@ class StoredProfiles:
             uid, suffix = parts
             if uid != current:
                 if current is not None:
-                    yield self._scanned(current, raw, now)
-                current, raw = uid, {}
+                    yield self._scanned(current, raw, entries, now)
+                current, raw, entries = uid, {}, {}
             raw[suffix] = {f: value for f, (value, _) in fields.items()}
+            if suffix == MEMBERSHIP_SUFFIX:
+                entries = fields
         if current is not None:
-            yield self._scanned(current, raw, now)
+            yield self._scanned(current, raw, entries, now)
 
-    def _scanned(self, uid: str, raw: RawProfile, now: float) -> ScannedProfile:
+    def _scanned(
+        self, uid: str, raw: RawProfile, entries: Mapping[str, FieldEntry], now: float
+    ) -> ScannedProfile:
         stored = frozenset(raw.get(MEMBERSHIP_SUFFIX, {}))
-        return ScannedProfile(self._build(uid, raw, now), stored)
+        return ScannedProfile(self._build(uid, raw, now), stored, entries)

@@ -3,7 +3,8 @@
 - ``profiles_changed(uids)``: the ingestion calls it (its ``on_profile_changed`` callbacks)
   with the browsers it just wrote; each is re-read, evaluated and its change written.
 - ``recompute()``: scans every profile (with its stored memberships, in the same pass),
-  writes only what changed, counts segment sizes, and stores a theta sketch of every
+  writes only what changed (and the memberships still held that are due for a fresh
+  lifetime, ``Memberships.due``), counts segment sizes, and stores a theta sketch of every
   segment and impression-pixel audience for the overlap report. The server runs it on a
   schedule (``schedule.py``): a rule with ``within_days`` stops holding as time passes, with no
   ingestion to notice it.
@@ -49,6 +50,7 @@ class RecomputeReport(msgspec.Struct, frozen=True):
     sizes: dict[str, int]
     seconds: float
     sketches: list[str] = msgspec.field(default_factory=list)
+    refreshed: int = 0  # memberships still held, rewritten with a fresh lifetime
 
 
 @dataclass
@@ -56,6 +58,7 @@ class _Tally:
     profiles: int = 0
     joined: int = 0
     left: int = 0
+    refreshed: int = 0
     sizes: dict[str, int] = field(default_factory=dict)
 
 
@@ -68,13 +71,14 @@ class SegmentUpdater:
         segments: Sequence[Segment],
         source: ProfileSource,
         *,
+        memberships: Memberships | None = None,
         clock: Clock = time.time,
     ) -> None:
         self._store = store
         self.segments = tuple(segments)
         self._source = source
         self._clock = clock
-        self.memberships = Memberships(store)
+        self.memberships = memberships or Memberships(store)
 
     async def profiles_changed(self, dmp_uids: Iterable[str]) -> list[Change]:
         """Re-evaluate these browsers now; return the changes written (empty ones left out)."""
@@ -116,10 +120,12 @@ class SegmentUpdater:
                 tally.sizes[segment] += 1
             if audiences is not None:
                 audiences.add(profile.dmp_uid, audiences_of(member_of, profile.exposures))
-            change = diff(profile.dmp_uid, scanned.segments, member_of, now)
+            due = self.memberships.due(scanned.entries)
+            change = diff(profile.dmp_uid, scanned.segments, member_of, now, due)
             if not change.empty:
                 tally.joined += len(change.joined)
                 tally.left += len(change.left)
+                tally.refreshed += len(change.refreshed)
                 pending.append(change)
                 if len(pending) >= batch:
                     await self.memberships.apply(pending)
@@ -138,6 +144,7 @@ class SegmentUpdater:
             profiles=tally.profiles,
             joined=tally.joined,
             left=tally.left,
+            refreshed=tally.refreshed,
             sizes=tally.sizes,
             seconds=round(time.perf_counter() - started, 3),
             sketches=stored,

@@ -13,6 +13,10 @@ was refused. JSON and script routes answer 400 text or JSON for bad input. Never
 Every route but /tag.js reads the request's privacy parameters and ``Sec-GPC`` once
 (``DmpService.consent``) and reads the DMP cookie only when the policy allows it (docs/privacy.md,
 "Enforcement: the DMP").
+
+A browser whose DMP cookie holds ``OPT_OUT`` (``GET /optout``, ``web/dmp/optout.py``) is answered
+before any of that: no cookie is set, no partner is synced, nothing is stored (``/sync`` and
+``/audiences`` say ``"opted_out": true``, the pixel routes answer the refused pixel).
 """
 
 from __future__ import annotations
@@ -139,12 +143,16 @@ class DmpRoutes:
         for a malformed parameter."""
         return self._service.consent(parse_privacy(parsed), request.header("sec-gpc"))
 
-    def dmp_uid(self, request: Request, consent: RequestConsent) -> str | None:
-        """The browser's DMP ID from its cookie, if the policy lets the DMP read it; raises
-        QueryError for an oversized header."""
+    def cookie(self, request: Request) -> str | IdCookie:
+        """The DMP cookie as sent (read once per request, whatever the signals say: an opt-out
+        is honoured before anything else)."""
+        return read_id_cookie(request.cookie_header, self._cookie.name)
+
+    def dmp_uid(self, value: str | IdCookie, consent: RequestConsent) -> str | None:
+        """The browser's DMP ID from its cookie's ``value``, if the policy lets the DMP read
+        it; raises QueryError for an oversized header."""
         if not consent.store_id.allowed:
             return None
-        value = read_id_cookie(request.cookie_header, self._cookie.name)
         if isinstance(value, str):
             return value if parse_browser_id(value) is not None else None
         if value is IdCookie.OVERSIZED:
@@ -201,25 +209,32 @@ class DmpRoutes:
         if request.method == "OPTIONS":
             allow = (("Access-Control-Allow-Methods", "GET"), ("Access-Control-Max-Age", "600"))
             return Response(204, (_NO_STORE, *cors, *allow))
+        cookie = self.cookie(request)
+        if cookie is IdCookie.OPTED_OUT:
+            self._service.funnel.other("opted_out")
+            return self._json(200, {"pixels": [], "opted_out": True}, cors)
         try:
             consent = self.consent(request, parsed)
-            dmp_uid = self.dmp_uid(request, consent)
+            dmp_uid = self.dmp_uid(cookie, consent)
         except QueryError as exc:
             return self._json(400, {"error": str(exc)}, cors)
         result = await self._service.sync(client, dmp_uid, consent)
         if result.dmp_uid is None:
             return self._json(200, sync_body(result), cors)
-        cookie = ("Set-Cookie", self._cookie.header(result.dmp_uid))
-        return self._json(200, sync_body(result), (*cors, cookie))
+        set_cookie = ("Set-Cookie", self._cookie.header(result.dmp_uid))
+        return self._json(200, sync_body(result), (*cors, set_cookie))
 
     async def callback(self, request: Request) -> Response:
         """GET /callback/<partner>?uid=<partner id>[&c=<client>][&gdpr=..]."""
         partner_id = request.path.removeprefix("/callback/")
+        cookie = self.cookie(request)
+        if cookie is IdCookie.OPTED_OUT:
+            return self._refused("opted_out")
         try:
             parsed = parse_query(request.query)
             params = _params(request, parsed=parsed)
             consent = self.consent(request, parsed)
-            dmp_uid = self.dmp_uid(request, consent)
+            dmp_uid = self.dmp_uid(cookie, consent)
         except QueryError:
             return self._refused("bad_query")
         if _PARTNER_ID.fullmatch(partner_id) is None:
@@ -232,11 +247,14 @@ class DmpRoutes:
     async def inband(self, request: Request) -> Response:
         """GET /inband/<partner>?uid=<partner id>&kv=<key>:<value>,...[&gdpr=..]"""
         partner_id = request.path.removeprefix("/inband/")
+        cookie = self.cookie(request)
+        if cookie is IdCookie.OPTED_OUT:
+            return self._refused("opted_out")
         try:
             parsed = parse_query(request.query, max_bytes=self._settings.inband_max_bytes)
             params = _params(request, parsed=parsed)
             consent = self.consent(request, parsed)
-            dmp_uid = self.dmp_uid(request, consent)
+            dmp_uid = self.dmp_uid(cookie, consent)
         except QueryError:
             return self._refused("inband_bad_or_too_large")
         if _PARTNER_ID.fullmatch(partner_id) is None:
@@ -249,11 +267,14 @@ class DmpRoutes:
     async def imp(self, request: Request) -> Response:
         """GET /imp?campaign=&site=&creative=&event=: recorded on the profile (new: cookied);
         without ``STORE_ID`` nothing is recorded (a refused pixel)."""
+        cookie = self.cookie(request)
+        if cookie is IdCookie.OPTED_OUT:
+            return self._refused("opted_out")
         try:
             parsed = parse_query(request.query)
             event = parse_event(_params(request, parsed=parsed))
             consent = self.consent(request, parsed)
-            dmp_uid = self.dmp_uid(request, consent)
+            dmp_uid = self.dmp_uid(cookie, consent)
         except QueryError:
             return self._refused("bad_event")
         if not consent.store_id.allowed:
@@ -268,11 +289,12 @@ class DmpRoutes:
     async def audiences(self, request: Request) -> Response:
         """GET /audiences[?callback=<js name>]: the browser's segment key-values; JSONP only
         for the pages of ``jsonp_origins``."""
+        cookie = self.cookie(request)
         try:
             parsed = parse_query(request.query)
             callback = _params(request, parsed=parsed).get("callback")
             consent = self.consent(request, parsed)
-            dmp_uid = self.dmp_uid(request, consent)
+            dmp_uid = self.dmp_uid(cookie, consent)
         except QueryError as exc:
             return Response.text(400, f"Bad request: {exc}\n")
         if callback is not None:
@@ -281,10 +303,14 @@ class DmpRoutes:
             refusal = self._jsonp_refusal(request)
             if refusal is not None:
                 return Response.text(400, f"Bad request: {refusal}\n")
-        answer = await self._service.audiences(dmp_uid, consent)
-        body: dict[str, object] = {"kv": answer.kv}
-        if answer.refused is not None:
-            body["privacy"] = answer.refused.value
+        body: dict[str, object]
+        if cookie is IdCookie.OPTED_OUT:
+            body = {"kv": {}, "opted_out": True}
+        else:
+            answer = await self._service.audiences(dmp_uid, consent)
+            body = {"kv": answer.kv}
+            if answer.refused is not None:
+                body["privacy"] = answer.refused.value
         if callback is not None:
             script = f"/**/{callback}({js_literal(body)});".encode()
             return Response(200, (("Content-Type", _JS_TYPE), _NO_STORE, _NOSNIFF), script)
