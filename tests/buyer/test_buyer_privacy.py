@@ -359,7 +359,6 @@ async def test_refused_personalisation_bids_as_for_an_unknown_user(
     assert bid.ext == {"matched": False, "match_tag": False, "privacy": reason}
     record = bidder.bid_log.recent()[-1]
     assert record.privacy_reason == reason and not record.matched
-    assert record.user_id is None and record.buyer_uid is None
     assert record.match_tag_reason == "privacy"
     assert eu.counts[Operation.PERSONALISE, Reason(reason)] == 1
     assert bidder.stats.get("matchtag", "privacy") == 1
@@ -401,7 +400,6 @@ async def test_hosted_data_is_not_read_when_personalisation_is_refused(
     assert allowed.response is not None and allowed.response.seatbid[0].bid[0].cid == "retarget"
     refused = await bidder.bid(bid_request({"buyeruid": buyeruid}, {"us_privacy": "1YYN"}))
     assert refused.response is not None and refused.response.seatbid[0].bid[0].cid == "prospect"
-    assert bidder.bid_log.recent()[-1].buyeruid is None
 
 
 async def test_one_decision_per_bid_request(make_bidder: MakeBidder) -> None:
