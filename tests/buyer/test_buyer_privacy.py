@@ -192,8 +192,9 @@ async def test_opt_out_on_push_goes_back_without_a_cookie_or_hosted_data(
 async def test_opt_out_erases_in_both_layouts(table: MatchTable) -> None:
     await table.record(GID, UID, 1)
     await table.record(OTHER_GID, OTHER_UID, 1)
-    assert await table.erase(None, bytes(16)) == 0
-    assert await table.erase(GID, OTHER_UID) == 2
+    assert await table.erase(uids=[bytes(16)]) == (0, 0)
+    # the gid's entry, its uid's, and everything about OTHER_UID
+    assert await table.erase([GID], [OTHER_UID]) == (2, 2)
     lookup = await table.lookup(GID, UID)
     assert lookup.by_gid is None and lookup.by_uid is None
     assert await table.by_gid(OTHER_GID) is None

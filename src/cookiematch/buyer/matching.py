@@ -194,12 +194,14 @@ class Matcher:
             self.stats.add("opt_out", "nothing_known")
             return result
         try:
-            erased = await self.table.erase(gid, uid)
+            erased = await self.table.erase(
+                () if gid is None else (gid,), () if uid is None else (uid,)
+            )
         except StorageError as exc:
             log.error("match table erase failed: %s", exc)
             self.stats.add("opt_out", "store_error")
             return result
-        self.stats.add("opt_out", "erased" if erased else "nothing_known")
+        self.stats.add("opt_out", "erased" if any(erased) else "nothing_known")
         return result
 
     async def _record(
@@ -225,7 +227,7 @@ class Matcher:
             return MatchResult("malformed_cver")
         browser = self.browser(uid, endpoint)
         try:
-            entry = await self.table.record(gid, browser.uid, cver)
+            entry = await self.table.record(gid, browser.uid, cver, new_uid=browser.new)
         except StorageError as exc:
             log.error("match table write failed: %s", exc)
             return MatchResult("store_error", browser)
