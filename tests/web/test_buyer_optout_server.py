@@ -321,8 +321,9 @@ def test_admin_access_and_erasure_of_a_user(buyer: Buyer) -> None:
 
 
 def cli(buyer: Buyer, command: str, subject: str) -> dict[str, object]:
+    """``cookiematch subject``; ``--`` before the ID, which may start with ``-``."""
     argv = [sys.executable, "-m", "cookiematch", "subject", command, "--config",
-            str(buyer.config), "--role", "buyer", subject]  # fmt: skip
+            str(buyer.config), "--role", "buyer", "--", subject]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
     result: dict[str, object] = json.loads(done.stdout)
     return result
@@ -330,6 +331,8 @@ def cli(buyer: Buyer, command: str, subject: str) -> dict[str, object]:
 
 def test_cli_shows_and_erases_a_user(buyer: Buyer) -> None:
     uid = match(buyer, "Y2xpLWdpZA")
+    dashed = "-" + uid[1:]  # a uid may start with "-": after "--" it is not an option
+    assert cli(buyer, "show", dashed)["records"] == []
     shown = cli(buyer, "show", uid)
     assert [r["kind"] for r in shown["records"]] == ["match_by_uid", "match_by_gid"]  # type: ignore[attr-defined]
     erased = cli(buyer, "erase", uid)
