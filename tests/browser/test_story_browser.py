@@ -57,21 +57,20 @@ def test_cleared_cookies_then_return_visit(stack: tuple[Urls, str]) -> None:
         page.goto(page_url)
         page.wait_for_load_state("networkidle")
         first_bid = bids(urls.finest)[-1]
-        gid = first_bid["user_id"]
-        assert isinstance(gid, str) and first_bid["matched"] is False
-        assert first_bid["match_tag"] is True
+        assert first_bid["matched"] is False and first_bid["match_tag"] is True
         cookies = {(c["domain"], c["name"]): c["value"] for c in browser.cookies()}
         finest_uid = cookies[("finest.localhost", "buyer_uid")]
         assert ("exchange.localhost", "cm_id") in cookies
-        entry = admin(f"{urls.finest}/admin/v1/matches/{gid}")
+        entry = admin(f"{urls.finest}/admin/v1/uids/{finest_uid}")
         assert entry["buyer_uid"] == finest_uid and entry["stale"] is False
+        gid = entry["gid"]
+        assert admin(f"{urls.finest}/admin/v1/matches/{gid}")["buyer_uid"] == finest_uid
 
         # Scenario 2: a return visit. The bid request carries the same google_gid, FinestDSP
         # finds Jane in its match table, bids to retarget her and shows no match tag.
         page.goto(page_url)
         page.wait_for_load_state("networkidle")
-        second_bid = bids(urls.finest)[-1]
-        assert second_bid["user_id"] == gid
+        second_bid = bids(urls.finest)[-1]  # the log keeps no ID: found means matched
         assert second_bid["matched"] is True and second_bid["match_tag"] is False
         assert "retarget-shoes" in second_bid["campaigns"]  # type: ignore[operator]
         ad = page.frame_locator("iframe").locator("#cm-ad")
@@ -85,5 +84,5 @@ def test_cleared_cookies_then_return_visit(stack: tuple[Urls, str]) -> None:
         monster_uid = {(c["domain"], c["name"]): c["value"] for c in browser.cookies()}[
             ("monster.localhost", "cm_buyer")
         ]
-        assert monster_bid["buyer_uid"] == monster_uid
         assert monster_bid["matched"] is True
+        assert admin(f"{urls.monster}/admin/v1/uids/{monster_uid}")["buyer_uid"] == monster_uid

@@ -23,9 +23,11 @@ from cookiematch.storage import Store, open_store
 from storage.redis_servers import RedisServer, require_redis
 
 from .conftest import GID, NID, Clock
+from .stored import stored_about
 
 UID = bytes(range(16))
 OTHER_UID = bytes(range(1, 17))
+THIRD_UID = bytes(range(2, 18))
 CANONICAL_GID = "CAESEHQzSkjqVcFNjkyYcfsEXwM"  # 20 bytes, like real google_gids
 LAYOUTS = {"keys": None, "buckets": 4}
 
@@ -263,3 +265,130 @@ async def test_a_failing_read_fails_the_lookup(clock: Clock) -> None:
     with pytest.raises(StorageError, match="down"):
         await table.lookup(GID, UID)
     await asyncio.sleep(0.02)  # the other read was cancelled, not left running
+
+
+# -- one pairing per id: a match replaces the pairings of its gid and its uid ------------------
+
+OLD_GID = "b2xkLWdpZA"
+ROTATED_GID = "CAESEHQzSkjqVcFNjkyYcfsEYYY"  # the same browser under another key version
+
+
+def _located(table: MatchTable, direction: str, gid: str = "", uid: bytes = b"") -> str:
+    """Where an entry is: its plain key, or ``key/field`` of its bucket."""
+    if table.buckets is None:
+        return table.keys.by_gid(gid) if direction == "g" else table.keys.by_uid(uid)
+    key, field = table.buckets.by_gid(gid) if direction == "g" else table.buckets.by_uid(uid)
+    return f"{key}/{field}"
+
+
+async def test_a_new_gid_for_a_uid_removes_the_old_gids_entry(
+    table: MatchTable, store: Store
+) -> None:
+    await table.record(OLD_GID, UID, 1)
+    await table.record(GID, UID, 1)  # the exchange rotated its key: the browser's gid changed
+    assert await table.by_gid(OLD_GID) is None
+    assert (await table.by_uid(UID)) == await table.by_gid(GID)
+    assert await stored_about(store, NID, gids=[OLD_GID]) == []
+
+
+async def test_a_new_uid_for_a_gid_removes_the_old_uids_entry(
+    table: MatchTable, store: Store
+) -> None:
+    await table.record(GID, UID, 1)
+    await table.record(GID, OTHER_UID, 1, new_uid=True)  # the buyer cookie was cleared
+    assert await table.by_uid(UID) is None
+    assert await stored_about(store, NID, uids=[UID]) == []
+    assert (await table.by_gid(GID)).uid == OTHER_UID  # type: ignore[union-attr]
+
+
+async def _put_forward(table: MatchTable, store: Store, entry: MatchEntry) -> None:
+    """Write a forward entry alone, as a version without one pairing per id could leave it."""
+    if table.buckets is None:
+        await store.set(table.keys.by_gid(entry.gid), MatchCodec.pack_by_gid(entry))
+    else:
+        key, field = table.buckets.by_gid(entry.gid)
+        await store.hset(key, {field: MatchCodec.pack_by_gid(entry)})
+
+
+async def test_a_replaced_entry_that_names_another_id_is_kept(
+    table: MatchTable, store: Store, clock: Clock
+) -> None:
+    """Only an entry that still names the new pairing's id back is removed (an older version
+    left entries that do not)."""
+    now = int(clock.now)
+    await table.record(OLD_GID, UID, 1)
+    await _put_forward(table, store, MatchEntry(OLD_GID, OTHER_UID, 1, now))
+    await table.record(GID, UID, 2)  # UID's old gid names OTHER_UID now: kept
+    assert (await table.by_gid(OLD_GID)).uid == OTHER_UID  # type: ignore[union-attr]
+    await _put_forward(table, store, MatchEntry(ROTATED_GID, UID, 1, now))
+    await table.record(ROTATED_GID, THIRD_UID, 3, new_uid=True)  # UID's entry names GID: kept
+    assert (await table.by_uid(UID)).gid == GID  # type: ignore[union-attr]
+
+
+async def test_a_match_reads_once_then_writes(store: Store, clock: Clock) -> None:
+    """The look-up before a match is one read (``keys``) or the two ``hget``s together."""
+    for buckets in LAYOUTS.values():
+        counting = CountingStore(store)
+        table = MatchTable(counting, NID, ttl_seconds=DAY, clock=clock, buckets=buckets)  # type: ignore[arg-type]
+        counting.write_many = store.write_many  # type: ignore[attr-defined]
+        counting.hset = store.hset  # type: ignore[attr-defined]
+        await table.record(GID, UID, 1)
+        assert counting.reads == (1 if buckets is None else 2)
+        assert counting.max_in_flight == counting.reads
+        counting.reads = 0
+        await table.record(CANONICAL_GID, OTHER_UID, 1, new_uid=True)  # no look-up by uid
+        assert counting.reads == 1
+
+
+async def test_erasing_a_uid_removes_both_directions(table: MatchTable, store: Store) -> None:
+    await table.record(GID, UID, 1)
+    await table.record(CANONICAL_GID, OTHER_UID, 1)
+    assert await table.erase(uids=[UID]) == (1, 1)
+    assert await stored_about(store, NID, uids=[UID], gids=[GID]) == []
+    assert await table.by_uid(OTHER_UID) is not None  # another browser is untouched
+    assert await table.erase(uids=[UID]) == (0, 0)  # repeating is harmless
+
+
+async def test_erasing_the_gids_of_every_key_version(table: MatchTable, store: Store) -> None:
+    """A notice names the browser's gid under every key version; a table written before
+    one pairing per id may still hold an older one naming the same uid."""
+    await table.record(GID, UID, 1)
+    await _put_forward(table, store, MatchEntry(ROTATED_GID, UID, 1, int(time.time())))
+    assert await table.erase([ROTATED_GID, GID, "bm90LWhlbGQ"]) == (2, 1)
+    assert await stored_about(store, NID, uids=[UID], gids=[GID, ROTATED_GID]) == []
+
+
+async def test_erasure_removes_lapsed_and_unreadable_entries(
+    table: MatchTable, store: Store, clock: Clock
+) -> None:
+    await table.record(GID, UID, 1)
+    if table.buckets is not None:
+        clock.advance(29 * DAY)  # lapsed: not used any more, still stored
+        assert await table.by_uid(UID) is None
+        assert len(await stored_about(store, NID, uids=[UID])) == 2
+    if table.buckets is None:
+        await store.set(table.keys.by_uid(OTHER_UID), b"\x09garbage")
+    else:
+        key, field = table.buckets.by_uid(OTHER_UID)
+        await store.hset(key, {field: b"\x09garbage"})
+    assert await table.erase(uids=[UID, OTHER_UID]) == (1, 2)
+    assert await stored_about(store, NID, uids=[UID, OTHER_UID], gids=[GID]) == []
+
+
+async def test_held_lists_both_entries_with_their_lifetimes(
+    table: MatchTable, clock: Clock
+) -> None:
+    assert await table.held(UID) == []
+    entry = await table.record(GID, UID, 7)
+    held = await table.held(UID)
+    assert [(h.direction, h.entry) for h in held] == [("by_uid", entry), ("by_gid", entry)]
+    assert [h.key if h.field is None else f"{h.key}/{h.field}" for h in held] == [
+        _located(table, "u", uid=UID),
+        _located(table, "g", gid=GID),
+    ]
+    for h in held:
+        if table.buckets is None:  # the store's TTL
+            assert h.expires_in_seconds == pytest.approx(28 * DAY, abs=2)
+        else:  # no store TTL: kept until overwritten or erased
+            assert h.expires_in_seconds is None
+    assert table.lapses_at(entry) == entry.updated_at + 28 * DAY

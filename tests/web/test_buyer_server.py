@@ -241,9 +241,10 @@ def test_matched_user_gets_the_retargeting_bid(own: httpx.Client) -> None:
     assert bid["cid"] == "prospect" and "google_nid=dsp&amp;google_cm" in bid["adm"]
 
     recent = own.get("/admin/v1/bids/recent?limit=2", headers=AUTH).json()["bids"]
-    assert [r["user_id"] for r in recent] == ["bWF0Y2hlZA", "dW5rbm93bg"]
+    assert [r["request_id"] for r in recent] == ["req-1", "req-1"]
     assert recent[0]["matched"] and not recent[1]["matched"]
-    assert recent[0]["user_ext"] == {"cookie_version": 1}
+    # the bid log keeps no ID of the user (docs/privacy.md)
+    assert not {"user_id", "buyeruid", "user_ext", "buyer_uid"} & {k for r in recent for k in r}
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"not json", b'{"id": 5}', b"[1]"])

@@ -10,7 +10,8 @@ Privacy (docs/buyer.md "Privacy"): the request's ``regs`` and ``user.consent`` a
 once (``privacy/openrtb.py`` ``bid_signals``) and the policy is asked whether the buyer (its
 ``host_vendor_id``) may PERSONALISE. Only then is the user looked up (gid, hosted data);
 otherwise the request is answered as for an unknown user, without a match tag, and each bid's
-``ext`` says why (``"privacy": <reason>``). The bid log records the reason either way. A request
+``ext`` says why (``"privacy": <reason>``). The bid log records the reason either way, and
+never an ID of the user (``buyer/bidlog.py``). A request
 without signals costs a memo look-up (the policy remembers its answers).
 
 Per request, only what depends on it is built: the match tag's HTML and each campaign's markup
@@ -30,7 +31,7 @@ import msgspec
 from cookiematch.buyer.bidlog import BidLog, BidRecord
 from cookiematch.buyer.campaigns import Campaign, Choice, choose
 from cookiematch.buyer.deadlines import Deadlines
-from cookiematch.buyer.ids import format_uid, parse_gid, parse_hosted_uid
+from cookiematch.buyer.ids import parse_gid, parse_hosted_uid
 from cookiematch.buyer.matchtable import Lookup, MatchTable
 from cookiematch.buyer.matchtag import PRIVACY_DECISION, MatchTagDecision, decide_match_tag
 from cookiematch.buyer.model import BuyerSettings
@@ -275,21 +276,13 @@ def _img(url: str) -> str:
 
 
 def _record(request: BidRequest, received_at: float, answer: _Answer) -> BidRecord:
-    raw_user = request.user
     result, user, decision, privacy = answer.result, answer.user, answer.decision, answer.privacy
     bids = [b for seat in result.response.seatbid for b in seat.bid] if result.response else []
-    uid = user.uid if user is not None else None
-    # a user the buyer may not personalise for: none of their IDs is kept in the log
-    ids = raw_user is not None and (privacy is None or privacy.allowed)
     return BidRecord(
         received_at=received_at,
         request_id=request.id,
         outcome=result.outcome,
-        user_id=raw_user.id if ids and raw_user else None,
-        buyeruid=raw_user.buyeruid if ids and raw_user else None,
-        user_ext=raw_user.ext if ids and raw_user else None,
         matched=user.matched if user is not None else False,
-        buyer_uid=format_uid(uid) if uid is not None else None,
         match_tag=decision.serve if decision is not None else False,
         match_tag_reason=decision.reason.value if decision is not None else None,
         privacy_reason=privacy.reason.value if privacy is not None else None,

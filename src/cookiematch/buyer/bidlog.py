@@ -1,5 +1,10 @@
 """A bounded in-memory log of the bid requests received, newest last (demo and tests).
 
+It keeps no ID of the user (neither the gid, the hosted data, ``user.ext``, nor the buyer's
+uid): only whether the user was matched. A log held per worker process cannot be erased from
+reliably (the CLI does not reach it, another worker may hold the record), so it holds nothing
+to erase; the match table is where a user is found (docs/privacy.md).
+
 A record can be appended as the function and arguments that build it (``append_later``): the
 bidder's hot path then only queues what it already holds, and the record is built when the log
 is read. The arguments must not change afterwards (the bidder's are immutable).
@@ -22,11 +27,7 @@ class BidRecord(msgspec.Struct, frozen=True):
     received_at: float
     request_id: str
     outcome: str  # "bid" or the no-bid reason
-    user_id: str | None = None
-    buyeruid: str | None = None
-    user_ext: dict[str, Any] | None = None
-    matched: bool = False
-    buyer_uid: str | None = None  # the buyer's uid for this user, if it knows one
+    matched: bool = False  # the buyer knew the user (hosted data or its table)
     match_tag: bool = False
     match_tag_reason: str | None = None
     privacy_reason: str | None = None  # the policy's reason for PERSONALISE (docs/privacy.md)

@@ -1,7 +1,8 @@
 """Use cases of the browser-facing endpoints: the match redirect, pixel matching, the match tag.
 
-Each takes parsed query parameters, the uid from the buyer's cookie (None when absent) and the
-request's consent signals, and returns a value saying what was done; the HTTP layer renders it
+Each takes parsed query parameters, the uid from the buyer's cookie (None when absent), the
+request's consent signals and whether the cookie says the browser opted out at the buyer
+(``GET /optout``), and returns a value saying what was done; the HTTP layer renders it
 (pixel, 302, JSON) and sets the cookie when ``new_uid``. None of them raises for bad input:
 malformed values are counted and nothing is written. A store failure on the way is counted and
 reported, not raised.
@@ -11,7 +12,9 @@ the buyer may keep its cookie (STORE_ID, the buyer being the host). Refused: the
 is not used, no cookie is set, nothing is written, and a pixel-matching browser goes back to
 the exchange without hosted data. ``google_error=1`` (the browser opted out of tracking, or
 gave no consent, as the exchange says) erases what the table holds about the redirect's gid
-and the cookie's uid, and sets no cookie.
+and the cookie's uid, and sets no cookie. A browser opted out at the buyer (its cookie holds
+``OPT_OUT``) is never matched: no cookie, no write, no match tag; its ``google_error=1``
+still erases the gid's entries.
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ from dataclasses import dataclass
 
 from cookiematch.buyer.ids import NewUid, parse_cver, parse_gid
 from cookiematch.buyer.matchtable import MatchEntry, MatchTable
-from cookiematch.buyer.matchtag import PRIVACY_DECISION, MatchTagDecision, decide_match_tag
+from cookiematch.buyer.matchtag import (
+    OPTED_OUT_DECISION,
+    PRIVACY_DECISION,
+    MatchTagDecision,
+    decide_match_tag,
+)
 from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats, code_label
 from cookiematch.clock import Clock
@@ -133,16 +141,27 @@ class Matcher:
         return Browser(self._new_uid(), new=True)
 
     async def redirect(
-        self, params: RedirectParams, uid: bytes | None, signals: ConsentSignals = SILENT
+        self,
+        params: RedirectParams,
+        uid: bytes | None,
+        signals: ConsentSignals = SILENT,
+        *,
+        opted_out: bool = False,
     ) -> MatchResult:
-        """GET /match: record gid <-> uid, unless the exchange reported an error or the policy
-        refuses the buyer's cookie; ``google_error=1`` erases the browser's entries."""
-        result = await self._record(params, uid, signals, "match")
+        """GET /match: record gid <-> uid, unless the exchange reported an error, the browser
+        opted out or the policy refuses the buyer's cookie; ``google_error=1`` erases the
+        browser's entries."""
+        result = await self._record(params, uid, signals, "match", opted_out)
         self.stats.add("match", result.outcome)
         return result
 
     async def push(
-        self, params: RedirectParams, uid: bytes | None, signals: ConsentSignals = SILENT
+        self,
+        params: RedirectParams,
+        uid: bytes | None,
+        signals: ConsentSignals = SILENT,
+        *,
+        opted_out: bool = False,
     ) -> PushResult:
         """GET /push: record the match if the gid is valid, then send the browser back.
 
@@ -155,7 +174,7 @@ class Matcher:
             outcome = "missing_push" if not push else "push_too_long"
             self.stats.add("push", outcome)
             return PushResult(None, MatchResult(outcome))
-        match = await self._record(params, uid, signals, "push")
+        match = await self._record(params, uid, signals, "push", opted_out)
         self.stats.add("push", f"redirect_{match.outcome}")
         if not match.may_store:
             return PushResult(self.settings.exchange.push_return_url(push), match)
@@ -169,10 +188,15 @@ class Matcher:
         uid: bytes | None,
         signals: ConsentSignals = SILENT,
         forward: Sequence[QueryParam] = (),
+        *,
+        opted_out: bool = False,
     ) -> MatchTagResult:
-        """GET /matchtag: the match tag URL for this browser, or None if its entry is fresh
-        or the policy refuses the buyer's cookie. ``forward``: the request's privacy
-        parameters, carried on to the tag (and by the exchange to ``/match``)."""
+        """GET /matchtag: the match tag URL for this browser, or None if its entry is fresh,
+        it opted out, or the policy refuses the buyer's cookie. ``forward``: the request's
+        privacy parameters, carried on to the tag (and by the exchange to ``/match``)."""
+        if opted_out:
+            self.stats.add("matchtag", OPTED_OUT_DECISION.reason.value)
+            return MatchTagResult(None, OPTED_OUT_DECISION, None)
         if not self._policy.decide(Operation.STORE_ID, signals).allowed:
             self.stats.add("matchtag", PRIVACY_DECISION.reason.value)
             return MatchTagResult(None, PRIVACY_DECISION, None)
@@ -194,22 +218,31 @@ class Matcher:
             self.stats.add("opt_out", "nothing_known")
             return result
         try:
-            erased = await self.table.erase(gid, uid)
+            erased = await self.table.erase(
+                () if gid is None else (gid,), () if uid is None else (uid,)
+            )
         except StorageError as exc:
             log.error("match table erase failed: %s", exc)
             self.stats.add("opt_out", "store_error")
             return result
-        self.stats.add("opt_out", "erased" if erased else "nothing_known")
+        self.stats.add("opt_out", "erased" if any(erased) else "nothing_known")
         return result
 
     async def _record(
-        self, params: RedirectParams, uid: bytes | None, signals: ConsentSignals, endpoint: str
+        self,
+        params: RedirectParams,
+        uid: bytes | None,
+        signals: ConsentSignals,
+        endpoint: str,
+        opted_out: bool,
     ) -> MatchResult:
         if params.hm is not None:
             self.stats.add("hosted_match_status", code_label(params.hm))
         error = params.error
         if error == OPTED_OUT:
             return await self._erase(params.gid, uid)
+        if opted_out:
+            return MatchResult("opted_out", may_store=False)
         decision = self._policy.decide(Operation.STORE_ID, signals)
         if not decision.allowed:
             return MatchResult(f"refused_{decision.reason.value}", may_store=False)
@@ -225,7 +258,7 @@ class Matcher:
             return MatchResult("malformed_cver")
         browser = self.browser(uid, endpoint)
         try:
-            entry = await self.table.record(gid, browser.uid, cver)
+            entry = await self.table.record(gid, browser.uid, cver, new_uid=browser.new)
         except StorageError as exc:
             log.error("match table write failed: %s", exc)
             return MatchResult("store_error", browser)

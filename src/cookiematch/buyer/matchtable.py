@@ -19,9 +19,14 @@ two spellings never collide); the uid's 16 bytes. Same values, written without a
 an entry older than the TTL reads as absent (``t`` is in the value). The bucket count is fixed
 when the table is created and recorded in ``bm:{nid}:meta`` (:meth:`MatchTable.open`).
 
-``t`` is the Unix time of the match in whole seconds (fits u32 until 2106). A re-match
-overwrites both entries without reading first; a reverse entry left behind by a browser whose
-gid or uid changed is never consulted for the other browser (and expires, or is overwritten).
+``t`` is the Unix time of the match in whole seconds (fits u32 until 2106).
+
+**One pairing per id.** A match reads the gid's and the uid's entries first (one look-up) and
+writes the new pairing together with the removal of the ones it replaces: the old gid of this
+uid (its forward entry, if it still names this uid) and the old uid of this gid (its reverse
+entry, if it still names this gid). So an id is named by at most one entry of the other
+direction, and everything about a uid or a gid is found from its own two keys, without a scan
+(:meth:`MatchTable.erase`, :meth:`MatchTable.held`).
 """
 
 from __future__ import annotations
@@ -30,16 +35,16 @@ import asyncio
 import base64
 import logging
 import struct
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 import msgspec
 
 from cookiematch.buyer.ids import format_uid
 from cookiematch.clock import Clock
 from cookiematch.errors import ConfigError, StorageError
-from cookiematch.storage.base import Store, Write
+from cookiematch.storage.base import FieldEntry, Store, Write
 from cookiematch.storage.bucketed import Buckets
 
 log = logging.getLogger(__name__)
@@ -189,6 +194,24 @@ class Lookup(msgspec.Struct, frozen=True):
 _NOTHING = Lookup()
 
 
+class Erased(NamedTuple):
+    """How many stored entries an erasure removed, per direction."""
+
+    by_gid: int
+    by_uid: int
+
+
+class HeldEntry(NamedTuple):
+    """One stored entry about a uid: its direction, where it is (a plain key, or a field of a
+    bucket), its content (None if unreadable), and its store lifetime (None: no TTL)."""
+
+    direction: Literal["by_gid", "by_uid"]
+    key: str
+    field: str | None
+    entry: MatchEntry | None
+    expires_in_seconds: float | None
+
+
 async def _together(first: Awaitable[T], second: Awaitable[T]) -> tuple[T, T]:
     """Both concurrently, like ``asyncio.gather`` but ~20% cheaper per call (one task).
 
@@ -291,52 +314,203 @@ class MatchTable:
             )
         return cls(store, nid, ttl_seconds=ttl_seconds, clock=clock, buckets=buckets)
 
-    async def record(self, gid: str, uid: bytes, cver: int) -> MatchEntry:
-        """Upsert both directions at the clock's time, issued together.
+    async def record(self, gid: str, uid: bytes, cver: int, *, new_uid: bool = False) -> MatchEntry:
+        """Upsert both directions at the clock's time, removing the pairings this one replaces.
 
-        ``keys``: one ``write_many``. ``buckets``: two ``hset`` (two keys) issued
-        concurrently, so the store's pipeline or group commit carries both.
+        One look-up first (the gid's entry, and the uid's unless ``new_uid``: a uid just
+        created has none); when either names another id, one more look-up checks that the
+        other id's entry still names this one back before it is removed. Then the writes,
+        issued together: ``keys``: one ``write_many`` (one transaction); ``buckets``: one
+        ``hset`` per direction and one ``hdel`` per replaced entry, concurrently, so the
+        store's pipeline or group commit carries them.
         """
         entry = MatchEntry(gid, uid, cver, int(self._clock()))
+        forward_raw, reverse_raw = await self._read_pair(gid, None if new_uid else uid)
+        before_gid = self._decode_gid(gid, forward_raw)
+        before_uid = self._decode_uid(uid, reverse_raw)
+        stale_gids, stale_uids = await self._still_paired(
+            gid,
+            uid,
+            old_gid=before_uid.gid if before_uid is not None and before_uid.gid != gid else None,
+            old_uid=before_gid.uid if before_gid is not None and before_gid.uid != uid else None,
+        )
         forward, reverse = MatchCodec.pack_by_gid(entry), MatchCodec.pack_by_uid(entry)
         if self.buckets is None:
             await self._store.write_many(
                 [
                     Write(self.keys.by_gid(gid), forward, self._ttl),
                     Write(self.keys.by_uid(uid), reverse, self._ttl),
+                    *(Write(self.keys.by_gid(g), None) for g in stale_gids),
+                    *(Write(self.keys.by_uid(u), None) for u in stale_uids),
                 ]
             )
             return entry
         g_key, g_field = self.buckets.by_gid(gid)
         u_key, u_field = self.buckets.by_uid(uid)
-        await _together(
+        writes = [
             self._store.hset(g_key, {g_field: forward}),
             self._store.hset(u_key, {u_field: reverse}),
-        )
+        ]
+        if stale_gids or stale_uids:
+            await asyncio.gather(*writes, self._delete_fields(stale_gids, stale_uids))
+        else:
+            await _together(*writes)
         return entry
 
-    async def erase(self, gid: str | None, uid: bytes | None) -> int:
-        """Remove what the table holds about ``gid`` and ``uid``, both directions of each.
+    async def _still_paired(
+        self, gid: str, uid: bytes, *, old_gid: str | None, old_uid: bytes | None
+    ) -> tuple[list[str], list[bytes]]:
+        """The entries a new pairing of ``gid`` and ``uid`` replaces: ``old_gid``'s forward
+        entry if it still names ``uid``, ``old_uid``'s reverse entry if it still names ``gid``
+        (read together)."""
+        if old_gid is None and old_uid is None:
+            return [], []
+        forward, reverse = await _together(
+            self._read_gids([] if old_gid is None else [old_gid]),
+            self._read_uids([] if old_uid is None else [old_uid]),
+        )
+        stale_gids: list[str] = []
+        stale_uids: list[bytes] = []
+        if old_gid is not None:
+            named = self._decode_gid(old_gid, forward[0])
+            if named is not None and named.uid == uid:
+                stale_gids.append(old_gid)
+        if old_uid is not None:
+            naming = self._decode_uid(old_uid, reverse[0])
+            if naming is not None and naming.gid == gid:
+                stale_uids.append(old_uid)
+        return stale_gids, stale_uids
 
-        The entries found by ``gid`` and by ``uid`` are read first (one look-up); each found
-        entry's two directions are deleted, issued together: one ``write_many`` (``keys``: one
-        transaction) or one ``hdel`` per key, concurrently (``buckets``). An older pairing
-        that only the other id's side would name (a gid that once matched this uid) is not
-        found and expires with its TTL. Returns how many entries were found (0, 1 or 2).
+    async def erase(self, gids: Iterable[str] = (), uids: Iterable[bytes] = ()) -> Erased:
+        """Remove what the table holds about ``gids`` and ``uids``, both directions.
+
+        Every gid's forward entry goes; every uid, given or named by one of those entries,
+        loses its reverse entry and the forward entry that one names, if it names the uid
+        back. Lapsed entries (``buckets``) and unreadable values are removed too: they are
+        still stored. Three look-ups at most (the gids, the uids, the gids the uids name),
+        then the deletes issued together: one ``write_many`` (``keys``: one transaction) or
+        one ``hdel`` per map key, concurrently (``buckets``). Safe to repeat after a failure.
         """
-        lookup = await self.lookup(gid, uid)
-        found = {(e.gid, e.uid) for e in (lookup.by_gid, lookup.by_uid) if e is not None}
-        if not found:
-            return 0
-        gids = sorted({g for g, _ in found})
-        uids = sorted({u for _, u in found})
+        gid_list = list(dict.fromkeys(gids))
+        forward = await self._read_gids(gid_list)
+        doomed_gids = {g for g, raw in zip(gid_list, forward, strict=True) if raw is not None}
+        named = [self._decode_gid(g, raw) for g, raw in zip(gid_list, forward, strict=True)]
+        uid_list = list(dict.fromkeys([*uids, *(e.uid for e in named if e is not None)]))
+        reverse = await self._read_uids(uid_list)
+        doomed_uids = {u for u, raw in zip(uid_list, reverse, strict=True) if raw is not None}
+        back = [
+            (e.gid, u)
+            for u, raw in zip(uid_list, reverse, strict=True)
+            if (e := self._decode_uid(u, raw)) is not None and e.gid not in doomed_gids
+        ]
+        if back:
+            found = await self._read_gids([g for g, _ in back])
+            for (g, u), raw in zip(back, found, strict=True):
+                entry = self._decode_gid(g, raw)
+                if entry is not None and entry.uid == u:
+                    doomed_gids.add(g)
+        gone_gids, gone_uids = sorted(doomed_gids), sorted(doomed_uids)
         if self.buckets is None:
-            keys = [self.keys.by_gid(g) for g in gids] + [self.keys.by_uid(u) for u in uids]
-            await self._store.write_many([Write(key, None) for key in keys])
-            return len(found)
+            writes = [Write(self.keys.by_gid(g), None) for g in gone_gids]
+            writes += [Write(self.keys.by_uid(u), None) for u in gone_uids]
+            if writes:
+                await self._store.write_many(writes)
+        else:
+            await self._delete_fields(gone_gids, gone_uids)
+        return Erased(len(gone_gids), len(gone_uids))
+
+    async def held(self, uid: bytes) -> list[HeldEntry]:
+        """Every entry about ``uid``, as stored (lapsed ones included): its reverse entry and
+        the forward entry that one names, if it names the uid back. ``expires_in_seconds`` is
+        the store's TTL (``keys``); ``buckets`` entries have none: they are kept until
+        overwritten or erased (None), and stop being used once lapsed."""
+        key, field = self._locate_uid(uid)
+        reverse = await self._read_entry(key, field)
+        if reverse is None:
+            return []
+        entry = self._decode_uid(uid, reverse[0])
+        held = [HeldEntry("by_uid", key, field, entry, reverse[1])]
+        if entry is None:
+            return held
+        key, field = self._locate_gid(entry.gid)
+        forward = await self._read_entry(key, field)
+        named = None if forward is None else self._decode_gid(entry.gid, forward[0])
+        if forward is not None and named is not None and named.uid == uid:
+            held.append(HeldEntry("by_gid", key, field, named, forward[1]))
+        return held
+
+    def lapses_at(self, entry: MatchEntry) -> float:
+        """When ``entry`` stops being used (its store TTL, or its age past the TTL)."""
+        return entry.updated_at + self._ttl
+
+    def _locate_gid(self, gid: str) -> tuple[str, str | None]:
+        return (self.keys.by_gid(gid), None) if self.buckets is None else self.buckets.by_gid(gid)
+
+    def _locate_uid(self, uid: bytes) -> tuple[str, str | None]:
+        return (self.keys.by_uid(uid), None) if self.buckets is None else self.buckets.by_uid(uid)
+
+    async def _read_entry(self, key: str, field: str | None) -> FieldEntry | None:
+        """One stored value with its store lifetime, lapsed or not."""
+        if field is None:
+            return await self._store.get_entry(key)
+        raw = await self._store.hget(key, field)
+        return None if raw is None else (raw, None)
+
+    async def _read_pair(self, gid: str, uid: bytes | None) -> tuple[bytes | None, bytes | None]:
+        """The stored values of ``gid``'s and ``uid``'s entries (lapsed included), together."""
+        if uid is None:
+            return await self._read_gid(gid), None
+        if self.buckets is None:
+            forward, reverse = await self._store.get_many(
+                [self.keys.by_gid(gid), self.keys.by_uid(uid)]
+            )
+            return forward, reverse
+        return await _together(self._read_gid(gid), self._read_uid(uid))
+
+    async def _read_gids(self, gids: Sequence[str]) -> list[bytes | None]:
+        if not gids:
+            return []
+        if self.buckets is None:
+            return await self._store.get_many([self.keys.by_gid(g) for g in gids])
+        return list(await asyncio.gather(*(self._read_gid(g) for g in gids)))
+
+    async def _read_uids(self, uids: Sequence[bytes]) -> list[bytes | None]:
+        if not uids:
+            return []
+        if self.buckets is None:
+            return await self._store.get_many([self.keys.by_uid(u) for u in uids])
+        return list(await asyncio.gather(*(self._read_uid(u) for u in uids)))
+
+    async def _delete_fields(self, gids: Sequence[str], uids: Sequence[bytes]) -> None:
+        """``buckets``: one ``hdel`` per map key, concurrently."""
+        assert self.buckets is not None
         located = [self.buckets.by_gid(g) for g in gids] + [self.buckets.by_uid(u) for u in uids]
-        await asyncio.gather(*(self._store.hdel(key, [field]) for key, field in located))
-        return len(found)
+        by_key: dict[str, list[str]] = {}
+        for key, field in located:
+            by_key.setdefault(key, []).append(field)
+        await asyncio.gather(*(self._store.hdel(key, fields) for key, fields in by_key.items()))
+
+    @staticmethod
+    def _decode_gid(gid: str, raw: bytes | None) -> MatchEntry | None:
+        """A stored forward value, or None (absent, or unreadable: logged, never followed)."""
+        if raw is None:
+            return None
+        try:
+            return MatchCodec.unpack_by_gid(gid, raw)
+        except StorageError as exc:
+            log.warning("match table: %s", exc)
+            return None
+
+    @staticmethod
+    def _decode_uid(uid: bytes, raw: bytes | None) -> MatchEntry | None:
+        """A stored reverse value, or None (absent, or unreadable: logged, never followed)."""
+        if raw is None:
+            return None
+        try:
+            return MatchCodec.unpack_by_uid(uid, raw)
+        except StorageError as exc:
+            log.warning("match table: %s", exc)
+            return None
 
     async def by_gid(self, gid: str) -> MatchEntry | None:
         return (await self.lookup(gid, None)).by_gid

@@ -29,6 +29,7 @@ class TagReason(enum.Enum):
     FRESH = "fresh"  # do not serve
     HOSTED = "hosted"  # do not serve: the exchange holds this buyer's data for the user
     PRIVACY = "privacy"  # do not serve: the privacy policy refuses what a match is for
+    OPTED_OUT = "opted_out"  # do not serve: the browser opted out at the buyer (its /optout)
 
 
 class MatchTagDecision(msgspec.Struct, frozen=True):
@@ -46,6 +47,8 @@ _NO_ENTRY_DECISION = MatchTagDecision(TagReason.NO_ENTRY)
 _HOSTED_DECISION = MatchTagDecision(TagReason.HOSTED)
 PRIVACY_DECISION = MatchTagDecision(TagReason.PRIVACY)
 """No match tag: the buyer may not keep its cookie for the browser, or not use a match."""
+OPTED_OUT_DECISION = MatchTagDecision(TagReason.OPTED_OUT)
+"""No match tag: the browser's cookie says it opted out at the buyer."""
 
 
 def decide_match_tag(

@@ -16,6 +16,8 @@ EVENTS = {
     "hosted_match_status": "google_hm failure statuses reported by the exchange, by status",
     "bid": "POST /bid answers, by outcome (bid or no-bid reason)",
     "opt_out": "google_error=1 redirects (opted out): entries erased, or nothing known",
+    "optout_page": "the buyer's own opt-out page (POST /optout), by outcome",
+    "exchange_optout": "opt-out notices from the exchange (POST /exchange/optout), by outcome",
 }
 
 

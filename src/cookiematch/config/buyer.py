@@ -60,6 +60,8 @@ class BuyerRoleConfig(Table, frozen=True):
     listen: Listen = Listen("127.0.0.1", 8800)
     public_url: str | None = None  # this buyer's base URL as browsers reach it
     admin_token: Secret | None = None  # None: the admin API refuses every request
+    # signs the exchange's opt-out notices (POST /exchange/optout); None: the route is absent
+    exchange_optout_secret: Secret | None = None
     response: Literal["gif", "204"] = "gif"
     hosted_match: bool = False
     match_ttl_days: PositiveInt = 14  # an entry older than this is stale: re-match
@@ -82,6 +84,11 @@ class BuyerRoleConfig(Table, frozen=True):
         found += url_problems("public_url", self.public_url, query=False)
         if self.admin_token is not None and len(self.admin_token) < MIN_ADMIN_TOKEN_LENGTH:
             found.append(("admin_token", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters"))
+        secret = self.exchange_optout_secret
+        if secret is not None and len(secret) < MIN_ADMIN_TOKEN_LENGTH:
+            found.append(
+                ("exchange_optout_secret", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")
+            )
         if self.cookie_same_site == "None" and not self.cookie_secure:
             found.append(
                 ("cookie_same_site", '"None" needs cookie_secure = true (browsers insist)')

@@ -2,8 +2,11 @@
 
 One server worker (``BuyerServer``): the privacy policy (one, from ``[privacy]``; the buyer is
 its host), the match table (its layout settled with the store), the redirect handler's matcher,
-the bidder with its campaigns and bid log, their routes, the admin API and ``/metrics`` (the
-buyer's counters and the policy's decisions). Its lifecycle is ``RoleServer``'s
+the bidder with its campaigns and bid log, their routes, the opt-out page and (with
+``exchange_optout_secret``) the exchange's opt-out notices, the admin API with access and
+erasure of one user, and ``/metrics`` (the buyer's counters and the policy's decisions).
+``subject_data`` is the one builder of the buyer's ``SubjectData``: the server's admin API and
+opt-out page use it, and so does the CLI (``roots/subjects.py``). Its lifecycle is ``RoleServer``'s
 (``roots/server.py``): the store opened and ``build`` run at startup, after the server forked;
 everything released and the store closed, pending writes flushed, at shutdown.
 """
@@ -17,7 +20,9 @@ from cookiematch.buyer.bidder import Bidder
 from cookiematch.buyer.bidlog import BidLog
 from cookiematch.buyer.matching import Matcher
 from cookiematch.buyer.matchtable import MatchTable
+from cookiematch.buyer.optout import ExchangeOptOuts
 from cookiematch.buyer.stats import BuyerStats
+from cookiematch.buyer.subjects import BuyerSubjects
 from cookiematch.config import Config
 from cookiematch.config.buyer import BuyerRoleConfig
 from cookiematch.errors import ConfigError
@@ -26,11 +31,19 @@ from cookiematch.roots.server import RoleServer
 from cookiematch.storage import Store
 from cookiematch.web.buyer.admin import build_buyer_admin_app
 from cookiematch.web.buyer.metrics import BuyerStatsCollector
-from cookiematch.web.buyer.routes import NO_BID, NO_TAG, BuyerRoutes
+from cookiematch.web.buyer.optout import (
+    OPTOUT_ON_ERROR,
+    OPTOUT_PATH,
+    BuyerOptOutPage,
+    exchange_optout_route,
+)
+from cookiematch.web.buyer.routes import NO_BID, NO_TAG, BuyerCookie, BuyerRoutes
 from cookiematch.web.metrics import METRICS_ROUTE
+from cookiematch.web.optout_page import OptOutPage
 from cookiematch.web.router import App
+from cookiematch.web.subjects import subject_routes
 
-__all__ = ["BID_MAX_BODY", "BuyerServer", "app"]
+__all__ = ["BID_MAX_BODY", "BuyerServer", "app", "open_table", "subject_data"]
 
 BID_MAX_BODY = 256 * 1024
 
@@ -44,6 +57,28 @@ def buyer_table(config: Config) -> BuyerRoleConfig:
     if config.buyer is None:
         raise ConfigError("the configuration has no [buyer] table")
     return config.buyer
+
+
+async def open_table(config: Config, store: Store) -> MatchTable:
+    """The buyer's match table over ``store``: the layout recorded there wins, and a
+    conflicting ``match_table_layout`` is a ConfigError."""
+    buyer = buyer_table(config)
+    settings = buyer.settings()
+    return await MatchTable.open(
+        store,
+        settings.nid,
+        ttl_seconds=settings.entry_ttl_seconds,
+        clock=time.time,
+        layout=buyer.match_table_layout,
+        expected_entries=buyer.match_table_expected_entries,
+        auto_layout="buckets" if config.store.url.startswith("redis") else "keys",
+    )
+
+
+def subject_data(config: Config, store: Store) -> BuyerSubjects:
+    """Access and erasure of one buyer user (``buyer/subjects.py``) over ``store``."""
+    buyer_table(config)
+    return BuyerSubjects(lambda: open_table(config, store), clock=time.time)
 
 
 class BuyerServer(RoleServer):
@@ -60,16 +95,8 @@ class BuyerServer(RoleServer):
 
     async def build(self, store: Store) -> None:
         buyer, settings, app = self.buyer, self.settings, self.app
-        # the layout recorded in the store wins; a conflicting one is a ConfigError
-        table = await MatchTable.open(
-            store,
-            settings.nid,
-            ttl_seconds=settings.entry_ttl_seconds,
-            clock=time.time,
-            layout=buyer.match_table_layout,
-            expected_entries=buyer.match_table_expected_entries,
-            auto_layout="buckets" if self.config.store.url.startswith("redis") else "keys",
-        )
+        subjects = subject_data(self.config, store)
+        table = await subjects.table()
         policy = self.policy
         matcher = self.matcher = Matcher(
             table, settings, self.stats, policy=policy, new_uid=new_uid, clock=time.time
@@ -83,15 +110,28 @@ class BuyerServer(RoleServer):
             policy=policy,
             clock=time.time,
         )
-        routes = BuyerRoutes(
-            matcher, bidder, buyer.cookie_spec(), pixel_204=buyer.response == "204"
-        )
+        cookie = BuyerCookie(buyer.cookie_spec())
+        routes = BuyerRoutes(matcher, bidder, cookie, pixel_204=buyer.response == "204")
         app.route("/match", routes.match)
         app.route("/push", routes.push)
         app.route("/matchtag", routes.matchtag, on_error=NO_TAG)
         app.route("/bid", routes.bid, methods=("POST",), on_error=NO_BID, read_body=True)
+        page = OptOutPage(settings.nid, path=OPTOUT_PATH, secure=buyer.cookie_secure)
+        optout = BuyerOptOutPage(page, cookie, subjects, self.stats, new_uid=new_uid)
+        app.route(
+            OPTOUT_PATH,
+            optout.handle,
+            methods=("GET", "POST"),
+            on_error=OPTOUT_ON_ERROR,
+            read_body=True,
+        )
+        extra = [*subject_routes(subjects), METRICS_ROUTE]
+        if buyer.exchange_optout_secret is not None:  # else the path is a 404
+            secret = buyer.exchange_optout_secret.reveal().encode()
+            notices = ExchangeOptOuts(table, settings.nid, secret, self.stats, clock=time.time)
+            extra.append(exchange_optout_route(notices, self.stats))
         app.fallback = build_buyer_admin_app(
-            matcher, bidder, buyer.admin_token, clock=time.time, extra_routes=[METRICS_ROUTE]
+            matcher, bidder, buyer.admin_token, clock=time.time, extra_routes=extra
         )
         self.collect(BuyerStatsCollector(self.stats))
 

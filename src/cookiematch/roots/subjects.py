@@ -19,6 +19,7 @@ from cookiematch.storage import Store
 __all__ = ["SUBJECT_DATA", "subject_data"]
 
 SUBJECT_DATA: dict[str, str] = {
+    "buyer": "cookiematch.roots.buyer:subject_data",
     "dmp": "cookiematch.roots.dmp:subject_data",
 }
 """``module:function`` by role; importing this module imports no role."""

@@ -5,6 +5,10 @@ GET /admin/v1/matches/{gid}       {"gid", "buyer_uid", "cver", "updated_at", ...
 GET /admin/v1/uids/{buyer_uid}    the same entry, looked up by the buyer's uid, or 404
 GET /admin/v1/stats               {"nid", "counters": {event: {outcome: n}}, ...}
 GET /admin/v1/bids/recent         {"bids": [...]} newest last; ?limit=N (default 50)
+
+The root adds ``/metrics`` and the subject routes (``web/subjects.py``: ``GET``/``DELETE
+/admin/v1/subjects/{buyer_uid}``), and the exchange's opt-out notices when configured
+(``web/buyer/optout.py``).
 """
 
 from __future__ import annotations

@@ -9,12 +9,15 @@ exchange URL.
 (``gdpr``, ``gdpr_consent``, ``us_privacy``, ``gpp``, ``gpp_sid``) and ``Sec-GPC``, decoded once
 into the ``ConsentSignals`` the domain asks the policy with (``privacy/request.py``: a
 parameter that does not parse is a signal that does not decode, so no consent), never a reason
-to answer differently than with a pixel.
+to answer differently than with a pixel. A buyer cookie holding ``OPT_OUT`` (set by
+``/optout``, ``web/buyer/optout.py``) is passed on as ``opted_out``: those routes then set no
+cookie and store nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cookiematch.buyer.bidder import Bidder
 from cookiematch.buyer.ids import format_uid, parse_uid
@@ -22,7 +25,7 @@ from cookiematch.buyer.matching import Browser, Matcher, RedirectParams
 from cookiematch.errors import BidRequestError, QueryError
 from cookiematch.privacy.request import read_privacy
 from cookiematch.privacy.signals import ConsentSignals
-from cookiematch.protocol.cookies import CookieSpec, IdCookie, read_id_cookie
+from cookiematch.protocol.cookies import OPT_OUT_VALUE, CookieSpec, IdCookie, read_id_cookie
 from cookiematch.protocol.openrtb import decode_bid_request, encode_bid_response
 from cookiematch.protocol.query import QueryParam, parse_query
 from cookiematch.web.http import Request, Response
@@ -43,33 +46,52 @@ def consent_of(
     return privacy.signals, privacy.received
 
 
+class CookieRead(NamedTuple):
+    """What the buyer's cookie says: ``readable`` is False when the Cookie header is oversized;
+    ``uid`` is None when there is no usable uid; ``opted_out`` when it holds ``OPT_OUT``."""
+
+    readable: bool
+    uid: bytes | None
+    opted_out: bool = False
+
+
+_UNREADABLE = CookieRead(False, None)
+_NO_UID = CookieRead(True, None)
+_OPTED_OUT = CookieRead(True, None, opted_out=True)
+
+
 @dataclass(frozen=True, slots=True)
 class BuyerCookie:
-    """Reads and writes the buyer's own cookie (its uid)."""
+    """Reads and writes the buyer's own cookie: its uid, or ``OPT_OUT`` (``/optout``)."""
 
     spec: CookieSpec
 
-    def read(self, request: Request) -> tuple[bool, bytes | None]:
-        """``(readable, uid)``: not readable when the Cookie header is oversized."""
+    def read(self, request: Request) -> CookieRead:
         value = read_id_cookie(request.cookie_header, self.spec.name)
         if isinstance(value, str):
-            return True, parse_uid(value)
-        return value is not IdCookie.OVERSIZED, None
+            return CookieRead(True, parse_uid(value))
+        if value is IdCookie.OPTED_OUT:
+            return _OPTED_OUT
+        return _UNREADABLE if value is IdCookie.OVERSIZED else _NO_UID
 
     def set(self, uid: bytes) -> str:
         return self.spec.header(format_uid(uid))
+
+    def opt_out(self) -> str:
+        """The cookie that keeps the browser opted out, as long as a uid cookie would live."""
+        return self.spec.header(OPT_OUT_VALUE)
 
 
 class BuyerRoutes:
     """Handlers for the buyer's hot paths."""
 
     def __init__(
-        self, matcher: Matcher, bidder: Bidder, cookie: CookieSpec, *, pixel_204: bool = False
+        self, matcher: Matcher, bidder: Bidder, cookie: BuyerCookie, *, pixel_204: bool = False
     ) -> None:
         self._matcher = matcher
         self._bidder = bidder
         self._stats = matcher.stats
-        self._cookie = BuyerCookie(cookie)
+        self._cookie = cookie
         self._pixel_204 = pixel_204
 
     def _cookies(self, browser: Browser | None, *, refresh: bool = False) -> tuple[str, ...]:
@@ -82,26 +104,29 @@ class BuyerRoutes:
 
     def _parse(
         self, request: Request, event: str
-    ) -> tuple[RedirectParams, bytes | None, ConsentSignals] | None:
-        """The redirect's parameters, the cookie's uid and the consent signals, or None
-        (counted) if unusable."""
+    ) -> tuple[RedirectParams, CookieRead, ConsentSignals] | None:
+        """The redirect's parameters, the cookie and the consent signals, or None (counted)
+        if unusable."""
         try:
             query = parse_query(request.query)
         except QueryError:
             self._stats.add(event, "bad_query")
             return None
-        readable, uid = self._cookie.read(request)
-        if not readable:
+        cookie = self._cookie.read(request)
+        if not cookie.readable:
             self._stats.add(event, "cookie_too_large")
             return None
-        return RedirectParams.parse(query), uid, consent_of(query, request)[0]
+        return RedirectParams.parse(query), cookie, consent_of(query, request)[0]
 
     async def match(self, request: Request) -> Response:
         """GET /match: the exchange's redirect after a match tag. Always a pixel (or 204)."""
         parsed = self._parse(request, "match")
         if parsed is None:
             return self._pixel()
-        result = await self._matcher.redirect(*parsed)
+        params, cookie, signals = parsed
+        result = await self._matcher.redirect(
+            params, cookie.uid, signals, opted_out=cookie.opted_out
+        )
         recorded = result.outcome == "recorded"
         return self._pixel(self._cookies(result.browser, refresh=recorded))
 
@@ -110,7 +135,8 @@ class BuyerRoutes:
         parsed = self._parse(request, "push")
         if parsed is None:
             return self._pixel()
-        result = await self._matcher.push(*parsed)
+        params, cookie, signals = parsed
+        result = await self._matcher.push(params, cookie.uid, signals, opted_out=cookie.opted_out)
         cookies = self._cookies(result.match.browser, refresh=result.match.outcome == "recorded")
         if result.location is None:
             return self._pixel(cookies)
@@ -128,11 +154,13 @@ class BuyerRoutes:
             return Response.text(400, f"Bad request: {exc}\n")
         params = {p.name: p.value for p in query}
         redirect = params.get("format") == "redirect"
-        readable, uid = self._cookie.read(request)
-        if not readable:
+        cookie = self._cookie.read(request)
+        if not cookie.readable:
             return self._pixel() if redirect else Response.text(400, "Cookie header too large\n")
         signals, privacy = consent_of(query, request)
-        result = await self._matcher.match_tag(uid, signals, privacy)
+        result = await self._matcher.match_tag(
+            cookie.uid, signals, privacy, opted_out=cookie.opted_out
+        )
         cookies = self._cookies(result.browser)
         if redirect:
             return Response.redirect(result.url, cookies) if result.url else self._pixel(cookies)
