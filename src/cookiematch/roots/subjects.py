@@ -18,7 +18,9 @@ from cookiematch.storage import Store
 
 __all__ = ["SUBJECT_DATA", "subject_data"]
 
-SUBJECT_DATA: dict[str, str] = {}
+SUBJECT_DATA: dict[str, str] = {
+    "exchange": "cookiematch.roots.exchange:subject_data",
+}
 """``module:function`` by role; importing this module imports no role."""
 
 
