@@ -2,7 +2,7 @@
 exchange worker.
 
     every POLL_SECONDS (sooner when this worker queued a notice):
-      for each buyer with notices queued: read its queue (depth), and when one is due
+      for each buyer with notices queued, side by side: read its queue (depth); when one is due
         claim the buyer's lease (storage/lease.py; one worker per buyer at a time)
         POST each due notice, signed (protocol/optout_notice.py ``sign``), CONCURRENCY at once
           2xx                 delivered: removed from the queue
@@ -124,23 +124,30 @@ class NoticeDelivery:
         return queued.next_attempt_at <= now or self._queue.expired(queued)
 
     async def deliver_due(self) -> None:
-        """One pass over every buyer's queue."""
-        for nid in await self._queue.nids():
-            pending = await self._queue.pending(nid)
-            self._depth(nid, len(pending))
-            now = self._clock()
-            if not any(self._due(queued, now) for queued in pending):
-                continue
-            lease = Lease(self._store, lease_key(nid), self._holder, ttl=LEASE_SECONDS,
-                          clock=self._clock)  # fmt: skip
-            if not await lease.claim():
-                continue  # another worker is delivering this buyer's notices
-            try:
-                await lease.run(self._round(nid))
-            except LeaseLost as exc:
-                log.warning("opt-out notices for %s: %s", nid, exc)
-            finally:
-                await lease.release()
+        """One pass over every buyer's queue (the buyers side by side: a slow one does not
+        hold up the others)."""
+        nids = await self._queue.nids()
+        results = await asyncio.gather(*(self._pass(nid) for nid in nids), return_exceptions=True)
+        for nid, result in zip(nids, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("opt-out notices for %s: pass failed: %s", nid, result)
+
+    async def _pass(self, nid: str) -> None:
+        pending = await self._queue.pending(nid)
+        self._depth(nid, len(pending))
+        now = self._clock()
+        if not any(self._due(queued, now) for queued in pending):
+            return
+        lease = Lease(self._store, lease_key(nid), self._holder, ttl=LEASE_SECONDS,
+                      clock=self._clock)  # fmt: skip
+        if not await lease.claim():
+            return  # another worker is delivering this buyer's notices
+        try:
+            await lease.run(self._round(nid))
+        except LeaseLost as exc:
+            log.warning("opt-out notices for %s: %s", nid, exc)
+        finally:
+            await lease.release()
 
     async def _round(self, nid: str) -> None:
         """Under the buyer's lease: every due notice, read again, attempted once."""

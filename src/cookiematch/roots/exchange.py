@@ -92,15 +92,17 @@ def exchange_subjects(
     store: Store,
     buyers: Callable[[], Awaitable[Sequence[Buyer]]],
     *,
+    cipher: UserIdCipher | None = None,
     hosted_nids: HostedNids | None = None,
     on_queued: Callable[[Sequence[str]], None] | None = None,
 ) -> ExchangeSubjects:
     """The exchange's access and erasure of one browser, with its queue of notices: the one
-    builder of the server (admin API, opt-out page) and the CLI."""
+    builder of the server (admin API, opt-out page; it hands its own cipher and hosted-buyer
+    list) and the CLI."""
     settings = exchange.settings()
     notices = NoticeQueue(
         store,
-        UserIdCipher(exchange.key_secrets()),
+        cipher or UserIdCipher(exchange.key_secrets()),
         settings,
         clock=time.time,
         new_id=new_notice_id,
@@ -194,7 +196,12 @@ class ExchangeServer(RoleServer):
             return registry.buyers()
 
         subjects = exchange_subjects(
-            self.exchange, store, current_buyers, hosted_nids=hosted_nids, on_queued=queued
+            self.exchange,
+            store,
+            current_buyers,
+            cipher=self.cipher,
+            hosted_nids=hosted_nids,
+            on_queued=queued,
         )
         notice_transport = self.notice_transport = NoticeTransport()
         delivery = NoticeDelivery(
