@@ -33,6 +33,8 @@ def test_parse_buyer() -> None:
         "require_hosted_match": False,
         "max_qps": None,
         "gvl_vendor_id": None,
+        "optout_webhook_url": None,
+        "optout_webhook_secret": None,
     }
     same = parse_buyer({"nid": "ad_network_xyz", "redirect_url": URL}, nid="ad_network_xyz")
     assert same.nid == "ad_network_xyz"
@@ -72,6 +74,35 @@ def test_parse_buyer_reports_every_bad_field() -> None:
         ({"redirect_url": "ftp://a.example/"}, "x", "redirect_url"),
         ({"redirect_url": "http://a.example/" + "a" * 2100}, "x", "redirect_url"),
         ({"redirect_url": 5}, "x", "redirect_url"),
+        (
+            {"redirect_url": URL, "optout_webhook_url": "ftp://a.example/"},
+            "x",
+            "optout_webhook_url",
+        ),
+        (
+            {"redirect_url": URL, "optout_webhook_url": "https://a.example/o"},
+            "x",
+            "optout_webhook_secret",
+        ),
+        ({"redirect_url": URL, "optout_webhook_secret": "s" * 16}, "x", "optout_webhook_url"),
+        (
+            {
+                "redirect_url": URL,
+                "optout_webhook_url": "https://a.example/o",
+                "optout_webhook_secret": "too short",
+            },
+            "x",
+            "optout_webhook_secret",
+        ),
+        (
+            {
+                "redirect_url": URL,
+                "optout_webhook_url": "https://a.example/o",
+                "optout_webhook_secret": 12345678901234567,
+            },
+            "x",
+            "optout_webhook_secret",
+        ),
         ([], "x", ""),
         (None, "x", ""),
     ],

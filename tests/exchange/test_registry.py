@@ -11,6 +11,7 @@ from cookiematch.exchange import codec
 from cookiematch.exchange.model import Buyer, UserList
 from cookiematch.exchange.registry import BUYER_PREFIX, USER_LIST_PREFIX, ExchangeRegistry
 from cookiematch.protocol.redirect import RedirectTemplate
+from cookiematch.secret import MASK, Secret
 from cookiematch.storage import Store
 
 PUSH = "http://dsp.example/push?t=%%GOOGLE_PUSH%%"
@@ -24,6 +25,8 @@ FULL = Buyer(
     pixel_matching=True,
     require_hosted_match=True,
     max_qps=20.0,
+    optout_webhook_url="https://dsp.example/optout",
+    optout_webhook_secret=Secret("webhook-secret-0123456789"),
 )
 
 
@@ -42,12 +45,22 @@ async def test_stored_buyer_is_every_field_and_reads_back(store: Store) -> None:
         "require_hosted_match": True,
         "max_qps": 20.0,
         "gvl_vendor_id": None,
+        "optout_webhook_url": "https://dsp.example/optout",
+        "optout_webhook_secret": "webhook-secret-0123456789",  # the store holds it for workers
     }
     other = ExchangeRegistry(store)
     await other.refresh()
     read = other.buyer("dsp")
     assert read is not None and codec.encode(read) == codec.encode(FULL)
     assert read.push_url is not None and read.push_url.url == PUSH  # compiled again
+    assert read.optout_webhook_secret == "webhook-secret-0123456789"
+    assert "webhook-secret" not in repr(read)
+
+
+def test_what_people_see_masks_the_secret() -> None:
+    shown = msgspec.json.decode(codec.encode_masked({"buyers": [FULL]}))
+    assert shown["buyers"][0]["optout_webhook_secret"] == MASK
+    assert shown["buyers"][0]["optout_webhook_url"] == "https://dsp.example/optout"
 
 
 async def test_records_of_the_earlier_format_still_load(store: Store) -> None:
@@ -77,7 +90,8 @@ async def test_records_of_the_earlier_format_still_load(store: Store) -> None:
     assert old.redirect_url.url == "http://old.example/p?id="
     assert codec.encode(old) == codec.encode(Buyer("old", old.redirect_url))  # the defaults
     dsp = registry.buyer("dsp")
-    assert dsp is not None and codec.encode(dsp) == codec.encode(FULL)
+    earlier = msgspec.structs.replace(FULL, optout_webhook_url=None, optout_webhook_secret=None)
+    assert dsp is not None and codec.encode(dsp) == codec.encode(earlier)
     assert registry.user_list(777) == UserList(777, "old", closed=True, membership_days=7)
 
 

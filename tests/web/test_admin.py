@@ -17,6 +17,7 @@ from cookiematch.config import Secret, load_config
 from cookiematch.errors import StorageError
 from cookiematch.exchange import codec
 from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.secret import MASK
 from cookiematch.storage import Store, open_store
 from cookiematch.web.admin import MAX_BODY_BYTES
 from cookiematch.web.exchange.admin import build_admin_app
@@ -34,6 +35,8 @@ UNSET = {  # a buyer's keys that an entry leaves out, as the API answers them
     "require_hosted_match": False,
     "max_qps": None,
     "gvl_vendor_id": None,
+    "optout_webhook_url": None,
+    "optout_webhook_secret": None,
 }
 
 
@@ -153,6 +156,33 @@ async def test_buyer_lifecycle(
     assert registry.buyer("new_buyer") is None
     assert_problem(await client.get("/admin/v1/buyers/new_buyer"), 404)
     assert_problem(await client.delete("/admin/v1/buyers/new_buyer"), 404)
+
+
+async def test_the_webhook_secret_is_never_shown(
+    client: httpx.AsyncClient, registry: ExchangeRegistry, store: Store
+) -> None:
+    secret = "webhook-secret-0123456789"
+    body = {"redirect_url": URL, "optout_webhook_url": "https://dsp.example/optout",
+            "optout_webhook_secret": secret}  # fmt: skip
+    created = await client.put("/admin/v1/buyers/hooked", json=body)
+    assert created.status_code == 201, created.text
+    shown = [created, await client.get("/admin/v1/buyers/hooked"),
+             await client.get("/admin/v1/buyers")]  # fmt: skip
+    assert all(secret not in answer.text for answer in shown)
+    assert created.json()["optout_webhook_secret"] == MASK
+    # what a GET shows can be sent back as it is: the mask keeps the secret stored
+    kept = await client.put("/admin/v1/buyers/hooked", json=created.json())
+    assert kept.status_code == 200 and secret not in kept.text
+    live = registry.buyer("hooked")
+    assert live is not None and live.optout_webhook_secret == secret
+    stored = await store.get("exchange:buyer:hooked")
+    assert stored is not None and secret.encode() in stored  # every worker reads it there
+    # a mask for a buyer without a secret is refused, not stored as one
+    masked = {"redirect_url": URL, "optout_webhook_url": "https://dsp.example/optout",
+              "optout_webhook_secret": MASK}  # fmt: skip
+    assert error_fields(await client.put("/admin/v1/buyers/other", json=masked)) == {
+        "optout_webhook_secret"
+    }
 
 
 async def test_delete_configured_buyer(client: httpx.AsyncClient, store: Store) -> None:

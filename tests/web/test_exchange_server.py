@@ -118,14 +118,39 @@ def test_garbage_cookie_is_treated_as_no_cookie(client: httpx.Client) -> None:
     assert redirect_params(response) == [("id", ""), ("google_error", "3")]
 
 
+def press_optout_button(client: httpx.Client, cookie: str) -> httpx.Response:
+    """GET the opt-out page, then POST its form as the browser would (its token twice)."""
+    page = client.get("/optout", headers={"Cookie": cookie})
+    assert page.status_code == 200
+    token = page.text.split('name=csrf value="', 1)[1].split('"', 1)[0]
+    action = page.text.split('name=action value="', 1)[1].split('"', 1)[0]
+    return client.post(
+        "/optout",
+        content=f"csrf={token}&action={action}",
+        headers={
+            "Cookie": f"{cookie}; cm_optout_csrf={token}",
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Sec-Fetch-Site": "same-origin",
+        },
+    )
+
+
 def test_optout_and_undo(client: httpx.Client) -> None:
-    out = client.get("/optout")
+    cookie = new_browser_cookie(client)
+    page = client.get("/optout?undo=1", headers={"Cookie": cookie})  # a GET changes nothing
+    assert [c for c in page.headers.get_list("set-cookie") if c.startswith("cm_id=")] == []
+    out = press_optout_button(client, cookie)
     assert out.status_code == 200
     opted = cookie_from(out)
     assert opted.endswith("=OPT_OUT")
     response = client.get("/pixel?google_nid=ad_network_xyz&google_cm", headers={"Cookie": opted})
     assert redirect_params(response) == [("id", ""), ("google_error", "1")]
-    undo = client.get("/optout?undo=1", headers={"Cookie": opted})
+    assert (
+        client.get("/optout?undo=1", headers={"Cookie": opted})
+        .headers.get_list("set-cookie")[0]
+        .startswith("cm_optout_csrf=")
+    )  # the old undo link: only the page's token
+    undo = press_optout_button(client, opted)
     fresh = cookie_from(undo)
     assert parse_browser_id(fresh.split("=", 1)[1]) is not None
     response = client.get("/pixel?google_nid=ad_network_xyz&google_cm", headers={"Cookie": fresh})

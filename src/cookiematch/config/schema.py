@@ -81,6 +81,9 @@ class ExchangeConfig(ExchangeSettings, Table, frozen=True):
             found.append(("admin_token", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters"))
         if not self.keys:
             found.append(("keys", "at least one [[exchange.keys]] entry is required"))
+        if self.optout_notice_retry_first_seconds > self.optout_notice_retry_max_seconds:
+            message = "must not exceed optout_notice_retry_max_seconds"
+            found.append(("optout_notice_retry_first_seconds", message))
         found += duplicates("keys", "version", [k.version for k in self.keys])
         found += duplicates("buyers", "nid", [b.nid for b in self.buyers])
         found += duplicates("user_lists", "id", [u.id for u in self.user_lists])

@@ -1,5 +1,6 @@
-"""Small immutable values of the configuration: secrets and listen addresses; the checks
-that several tables share (duplicates, URLs).
+"""Small immutable values of the configuration: secrets (``Secret`` itself is
+``cookiematch/secret.py``'s) and listen addresses; the checks that several tables share
+(duplicates, URLs).
 
 Each has a ``from_config`` class method that the loader calls on the raw TOML value; it
 raises ``ValueError``/``TypeError`` with a message, and the loader adds the file and key.
@@ -9,63 +10,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import ipaddress
 import re
 from typing import Any
 
 from cookiematch.errors import InvalidURL
 from cookiematch.protocol.url import parse_absolute_url, parse_origin
+from cookiematch.secret import Secret as Secret  # re-exported: the configuration's secrets
 
-_MASK = "**********"
 _URLSAFE = str.maketrans("-_", "+/")
-
-
-class Secret:
-    """A string that never shows itself: ``repr`` and ``str`` are masked, ``reveal()`` is not.
-
-    Comparison is constant-time, so ``Secret`` values can be compared with presented tokens.
-    """
-
-    __slots__ = ("_value",)
-    _value: str
-
-    def __init__(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError("Expected `str`")
-        object.__setattr__(self, "_value", value)
-
-    @classmethod
-    def from_config(cls, value: object) -> Secret:
-        if not isinstance(value, str):
-            raise TypeError(f"Expected `str`, got `{type(value).__name__}`")
-        return cls(value)
-
-    def reveal(self) -> str:
-        """The secret itself: call it only where the value is used, never to log it."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}('{_MASK}')"
-
-    def __str__(self) -> str:
-        return _MASK
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Secret):
-            other = other._value
-        if not isinstance(other, str):
-            return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other.encode())
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __len__(self) -> int:
-        return len(self._value)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
 
 
 class KeySecret(Secret):

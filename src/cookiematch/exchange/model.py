@@ -16,10 +16,13 @@ from cookiematch.errors import InvalidURL
 from cookiematch.formats import CookieDomain, CookieName, Nid, PositiveInt, VendorId
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.url import parse_absolute_url
+from cookiematch.secret import Secret
 
 MAX_LIST_ID = 2**63 - 1
+MIN_WEBHOOK_SECRET_LENGTH = 16
 
 Rate = Annotated[float, msgspec.Meta(gt=0)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -39,15 +42,27 @@ class Buyer(Strict, frozen=True):
     require_hosted_match: bool = False  # pre-targeting: bid requests only with hosted data
     max_qps: Rate | None = None  # bid requests per second per worker; None: unlimited
     gvl_vendor_id: VendorId | None = None  # its IAB GVL vendor ID, for the privacy policy
+    optout_webhook_url: str | None = None  # signed opt-out notices are POSTed here
+    optout_webhook_secret: Secret | None = None  # their HMAC-SHA256 key; never shown
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, message) for each rule between this buyer's fields that it breaks."""
         found: list[tuple[str, str]] = []
-        if self.bidder_url is not None:
-            try:
-                parse_absolute_url(self.bidder_url)
-            except InvalidURL as exc:
-                found.append(("bidder_url", str(exc)))
+        for key in ("bidder_url", "optout_webhook_url"):
+            url = getattr(self, key)
+            if url is not None:
+                try:
+                    parse_absolute_url(url)
+                except InvalidURL as exc:
+                    found.append((key, str(exc)))
+        secret = self.optout_webhook_secret
+        if self.optout_webhook_url is not None and secret is None:
+            found.append(("optout_webhook_secret", "required with optout_webhook_url"))
+        if secret is not None and self.optout_webhook_url is None:
+            found.append(("optout_webhook_url", "required with optout_webhook_secret"))
+        if secret is not None and len(secret) < MIN_WEBHOOK_SECRET_LENGTH:
+            message = f"must be at least {MIN_WEBHOOK_SECRET_LENGTH} characters"
+            found.append(("optout_webhook_secret", message))
         if self.pixel_matching and self.push_url is None:
             found.append(("push_url", "required when pixel_matching = true"))
         if self.require_hosted_match and not self.hosted_match:
@@ -91,6 +106,11 @@ class ExchangeSettings(Strict, frozen=True, kw_only=True):
     push_token_ttl_seconds: PositiveInt = 3600
     match_expiry_days: PositiveInt = 14  # a pixel match is not introduced again before this
     auction_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=10_000)] = 120  # OpenRTB tmax
+    # opt-out notices to buyers: retried with full jitter below a doubling ceiling from
+    # ``first`` to ``max`` seconds, abandoned ``give_up_days`` after the opt-out
+    optout_notice_retry_first_seconds: Seconds = 30.0
+    optout_notice_retry_max_seconds: Seconds = 3600.0
+    optout_notice_give_up_days: Annotated[float, msgspec.Meta(gt=0, le=90)] = 7.0
 
     @property
     def extras_first(self) -> bool:

@@ -6,12 +6,16 @@ A deleted configured entry is remembered as a tombstone. Entries are stored in t
 ``exchange/codec.py``. A stored entry that no longer validates (e.g. a redirect URL written
 before a stricter rule) does not stop the others: it keeps its last good value in this worker,
 or is left out, and is logged once with the reason until it is written again.
+
+``on_buyers`` (optional) is awaited with the buyers about to be served, before they are: at a
+refresh before the new view replaces the old one, at a ``put_buyer`` before the entry is
+stored (``exchange/hosted_nids.py`` records the hosted buyers this way).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 import msgspec
@@ -31,9 +35,15 @@ K = TypeVar("K", str, int)
 
 class ExchangeRegistry:
     def __init__(
-        self, store: Store, buyers: Iterable[Buyer] = (), user_lists: Iterable[UserList] = ()
+        self,
+        store: Store,
+        buyers: Iterable[Buyer] = (),
+        user_lists: Iterable[UserList] = (),
+        *,
+        on_buyers: Callable[[Iterable[Buyer]], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        self._on_buyers = on_buyers
         self._configured_buyers = {b.nid: b for b in buyers}
         self._configured_lists = {u.id: u for u in user_lists}
         self._buyers = dict(self._configured_buyers)
@@ -68,6 +78,8 @@ class ExchangeRegistry:
                 lists.pop(list_id, None)
             else:
                 self._overlay(lists, list_id, key, value, UserList, self._lists.get(list_id))
+        if self._on_buyers is not None:
+            await self._on_buyers(buyers.values())
         self._buyers, self._lists = buyers, lists
 
     def _overlay(
@@ -90,6 +102,8 @@ class ExchangeRegistry:
             self._refused.pop(key, None)
 
     async def put_buyer(self, buyer: Buyer) -> None:
+        if self._on_buyers is not None:
+            await self._on_buyers((buyer,))
         await self._store.set(BUYER_PREFIX + buyer.nid, codec.encode(buyer))
         self._buyers[buyer.nid] = buyer
 

@@ -2,11 +2,17 @@
 
 One server worker (``ExchangeServer``): the user-ID cipher, push tokens (from the configured
 keys) and the privacy policy (``[privacy]``), at once; then in the App's startup hook (after
-the server forked) the store, the registry of buyers and user lists, the per-buyer monitor,
-the Cookie Matching Service, the auction with its bid transport and pixel matcher, their
-routes, the admin API (buyers, user lists, bulk members, stats) and ``/metrics`` (with the
-privacy policy's decisions); two background tasks (registry refresh, monitoring). Everything
-is closed, pending writes flushed, in the shutdown hook.
+the server forked) the store, the registry of buyers and user lists (noting the hosted
+buyers), the per-buyer monitor, the Cookie Matching Service, the auction with its bid
+transport and pixel matcher, the access and erasure of one browser (``exchange_subjects``,
+with the queue of opt-out notices) and the notices' delivery with its transport, their routes
+(``/pixel``, ``/optout``, ``/ad``), the admin API (buyers, user lists, bulk members, stats,
+subjects) and ``/metrics`` (with the privacy policy's decisions); three background tasks
+(registry refresh, monitoring, notice delivery). Everything is closed, pending writes
+flushed, in the shutdown hook.
+
+``subject_data(config, store)`` is the CLI's access and erasure (``roots/subjects.py``): the
+same ``exchange_subjects``, over the buyers of the file and the store read afresh each time.
 """
 
 from __future__ import annotations
@@ -16,15 +22,21 @@ import logging
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from cookiematch.config import Config, ExchangeConfig
 from cookiematch.errors import ConfigError
 from cookiematch.exchange.ad_service import AdService
 from cookiematch.exchange.auction import Auction
 from cookiematch.exchange.cookie_match import CookieMatchService
+from cookiematch.exchange.hosted_nids import HostedNids
+from cookiematch.exchange.model import Buyer
 from cookiematch.exchange.monitoring import BuyerMonitor
+from cookiematch.exchange.notice_delivery import NoticeDelivery
+from cookiematch.exchange.optout_notices import NoticeQueue
 from cookiematch.exchange.pixel_matching import PixelMatcher
 from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.exchange.subjects import ExchangeSubjects
 from cookiematch.exchange.user_list_bulk import UserListBulk
 from cookiematch.protocol.cookies import cookie_spec
 from cookiematch.protocol.push import PushTokens
@@ -32,6 +44,7 @@ from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.roots.server import RoleServer
 from cookiematch.storage import Store
+from cookiematch.web.exchange import metrics
 from cookiematch.web.exchange.ad import (
     BLANK_AD,
     AdRoutes,
@@ -42,25 +55,29 @@ from cookiematch.web.exchange.admin import (
     stats_routes,
     user_list_members_route,
 )
-from cookiematch.web.exchange.routes import (
-    OPTOUT_ON_ERROR,
-    BrowserCookie,
-    ExchangeRoutes,
-)
+from cookiematch.web.exchange.optout import OPTOUT_ON_ERROR, OptOutRoutes
+from cookiematch.web.exchange.routes import BrowserCookie, ExchangeRoutes
 from cookiematch.web.forwarded import ProxyTrust
 from cookiematch.web.metrics import METRICS_ROUTE
-from cookiematch.web.outbound import BidTransport
+from cookiematch.web.optout_page import OptOutPage
+from cookiematch.web.outbound import BidTransport, NoticeTransport
 from cookiematch.web.router import App
+from cookiematch.web.subjects import subject_routes
 
-__all__ = ["ExchangeServer", "app"]
+__all__ = ["ExchangeServer", "app", "exchange_subjects", "subject_data"]
 
 log = logging.getLogger(__name__)
 
 REGISTRY_REFRESH_SECONDS = 2.0
+OPERATOR = "cookiematch exchange"  # how the opt-out page names the exchange
 
 
 def new_browser_id() -> bytes:
     return os.urandom(16)
+
+
+def new_notice_id() -> str:
+    return os.urandom(16).hex()
 
 
 def exchange_table(config: Config) -> ExchangeConfig:
@@ -68,6 +85,44 @@ def exchange_table(config: Config) -> ExchangeConfig:
     if config.exchange is None:
         raise ConfigError("the configuration has no [exchange] table")
     return config.exchange
+
+
+def exchange_subjects(
+    exchange: ExchangeConfig,
+    store: Store,
+    buyers: Callable[[], Awaitable[Sequence[Buyer]]],
+    *,
+    cipher: UserIdCipher | None = None,
+    hosted_nids: HostedNids | None = None,
+    on_queued: Callable[[Sequence[str]], None] | None = None,
+) -> ExchangeSubjects:
+    """The exchange's access and erasure of one browser, with its queue of notices: the one
+    builder of the server (admin API, opt-out page; it hands its own cipher and hosted-buyer
+    list) and the CLI."""
+    settings = exchange.settings()
+    notices = NoticeQueue(
+        store,
+        cipher or UserIdCipher(exchange.key_secrets()),
+        settings,
+        clock=time.time,
+        new_id=new_notice_id,
+        on_queued=on_queued,
+    )
+    hosted = hosted_nids or HostedNids(store, settings, clock=time.time)
+    return ExchangeSubjects(store, hosted, notices, buyers)
+
+
+def subject_data(config: Config, store: Store) -> ExchangeSubjects:
+    """``roots/subjects.py``'s builder for the CLI: the buyers of the file and the store,
+    read afresh at each access or erasure."""
+    exchange = exchange_table(config)
+    registry = ExchangeRegistry(store, exchange.buyers, exchange.user_lists)
+
+    async def buyers() -> Sequence[Buyer]:
+        await registry.refresh()
+        return registry.buyers()
+
+    return exchange_subjects(exchange, store, buyers)
 
 
 class ExchangeServer(RoleServer):
@@ -82,16 +137,21 @@ class ExchangeServer(RoleServer):
         self.monitor: BuyerMonitor | None = None
         self.service: CookieMatchService | None = None
         self.transport: BidTransport | None = None
+        self.notice_transport: NoticeTransport | None = None
 
     async def build(self, store: Store) -> None:
         settings, app = self.settings, self.app
-        registry = ExchangeRegistry(store, self.exchange.buyers, self.exchange.user_lists)
+        worker_id = f"{os.getpid()}-{os.urandom(3).hex()}"
+        hosted_nids = HostedNids(store, settings, clock=time.time)
+        registry = ExchangeRegistry(
+            store, self.exchange.buyers, self.exchange.user_lists, on_buyers=hosted_nids.note
+        )
         await registry.refresh()
         monitor = self.monitor = BuyerMonitor(
             store,
             settings,
             clock=time.time,
-            worker_id=f"{os.getpid()}-{os.urandom(3).hex()}",
+            worker_id=worker_id,
             on_count=count_metric,
         )
         service = self.service = CookieMatchService(
@@ -126,12 +186,51 @@ class ExchangeServer(RoleServer):
             new_auction_id=lambda: os.urandom(16).hex(),
             policy=self.policy,
         )
+        wake_delivery = asyncio.Event()
+
+        def queued(nids: Sequence[str]) -> None:
+            metrics.count_queued(nids)
+            wake_delivery.set()
+
+        async def current_buyers() -> Sequence[Buyer]:
+            return registry.buyers()
+
+        subjects = exchange_subjects(
+            self.exchange,
+            store,
+            current_buyers,
+            cipher=self.cipher,
+            hosted_nids=hosted_nids,
+            on_queued=queued,
+        )
+        notice_transport = self.notice_transport = NoticeTransport()
+        delivery = NoticeDelivery(
+            subjects.notices,
+            store,
+            registry.buyer,
+            notice_transport,
+            settings,
+            clock=time.time,
+            holder=worker_id,
+            on_event=metrics.count_notice,
+            on_depth=metrics.notice_depth,
+            wake=wake_delivery,
+        )
         cookie = BrowserCookie(cookie_spec(settings))
         proxies = ProxyTrust(settings.trusted_proxies)
-        routes = ExchangeRoutes(service, cookie, proxies, new_browser_id)
+        routes = ExchangeRoutes(service, cookie, proxies)
+        optout = OptOutRoutes(
+            OptOutPage(OPERATOR, secure=settings.cookie_secure), cookie, subjects, new_browser_id
+        )
         ad_routes = AdRoutes(ads, cookie, proxies, transport)
         app.route("/pixel", routes.pixel)
-        app.route("/optout", routes.optout, on_error=OPTOUT_ON_ERROR)
+        app.route(
+            "/optout",
+            optout.optout,
+            methods=("GET", "POST"),
+            read_body=True,
+            on_error=OPTOUT_ON_ERROR,
+        )
         app.route("/ad", ad_routes.ad, on_error=BLANK_AD)
         token = self.exchange.admin_token
         app.fallback = build_admin_app(
@@ -143,14 +242,18 @@ class ExchangeServer(RoleServer):
                 user_list_members_route(
                     UserListBulk(registry, store, self.cipher, clock=time.time)
                 ),
+                *subject_routes(subjects),
             ],
         )
         self.run(self._refresh_forever(registry))
         self.run(monitor.run(lambda: [b.nid for b in registry.buyers() if b.pixel_matching]))
+        self.run(delivery.run())
 
     async def close(self) -> None:
         if self.transport is not None:
             await self.transport.aclose()
+        if self.notice_transport is not None:
+            await self.notice_transport.aclose()
         if self.monitor is not None:
             await self.monitor.close()
 

@@ -21,6 +21,7 @@ __all__ = ["SUBJECT_DATA", "subject_data"]
 SUBJECT_DATA: dict[str, str] = {
     "buyer": "cookiematch.roots.buyer:subject_data",
     "dmp": "cookiematch.roots.dmp:subject_data",
+    "exchange": "cookiematch.roots.exchange:subject_data",
 }
 """``module:function`` by role; importing this module imports no role."""
 

@@ -37,7 +37,9 @@ _PAGE_HEADERS = (
         "Content-Security-Policy",
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
     ),
-    ("Referrer-Policy", "no-referrer"),
+    # not "no-referrer": under it a browser sends the form's POST with "Origin: null", which
+    # the Origin check refuses; "same-origin" keeps the page's own origin on its POST only
+    ("Referrer-Policy", "same-origin"),
 )
 
 

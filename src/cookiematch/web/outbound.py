@@ -7,8 +7,10 @@ protocol and the composition roots hand it one of these adapters, each over one 
     BidTransport       the exchange's OpenRTB bid requests and win notices
                        (``exchange.auction.BidTransport``)
     PartnerTransport   the DMP's exports (POST) and pulls (GET) (``dmp.exports.transport``)
+    NoticeTransport    the exchange's opt-out notices to buyers' webhooks (POST)
+                       (``exchange.notice_delivery.NoticeTransport``)
 
-Both turn a timeout into ``TimeoutError`` and any other failure of the exchange with the peer
+Each turns a timeout into ``TimeoutError`` and any other failure of the exchange with the peer
 (unreachable, refused, a body that does not decode) into ``ConnectionError``.
 """
 
@@ -23,7 +25,7 @@ import httpx
 
 from cookiematch.dmp.transport import HttpAnswer
 
-__all__ = ["BidTransport", "PartnerTransport"]
+__all__ = ["BidTransport", "NoticeTransport", "PartnerTransport"]
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +119,27 @@ class PartnerTransport:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+class NoticeTransport:
+    """Opt-out notices POSTed to buyers' webhooks over one shared client; answers the status."""
+
+    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+        self.client = client or httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+            follow_redirects=False,
+        )
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
+        try:
+            response = await self.client.post(
+                url, content=body, headers=dict(headers), timeout=timeout
+            )
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(f"{url}: timed out") from exc
+        except httpx.HTTPError as exc:
+            raise ConnectionError(f"{url}: {exc}") from exc
+        return response.status_code
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -11,7 +11,9 @@
 Every other ``/admin/v1`` request needs ``Authorization: Bearer <admin_token>``. Bodies are
 the keys of a ``[[exchange.buyers]]`` / ``[[exchange.user_lists]]`` entry, validated by the
 same code as the configuration file; answers carry them as the store keeps them
-(``exchange/codec.py``). Errors are ``application/problem+json`` (``web/admin.py``).
+(``exchange/codec.py``), but a buyer's ``optout_webhook_secret`` is never shown: answers carry
+``MASK`` in its place, and a ``PUT`` that sends ``MASK`` back keeps the secret stored. Errors
+are ``application/problem+json`` (``web/admin.py``).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from starlette.routing import BaseRoute, Route
 from cookiematch.config import Secret, parse_buyer, parse_user_list
 from cookiematch.errors import NotFound, ValidationFailed
 from cookiematch.exchange import codec
-from cookiematch.exchange.model import MAX_LIST_ID
+from cookiematch.exchange.model import MAX_LIST_ID, Buyer
 from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.exchange.user_list_bulk import UserListBulk, parse_members_request
+from cookiematch.secret import MASK
 from cookiematch.web.admin import HEALTH_ROUTE, PREFIX, guarded_app, json_response, read_json
 
 __all__ = ["build_admin_app", "stats_routes", "user_list_members_route"]
@@ -38,9 +41,21 @@ __all__ = ["build_admin_app", "stats_routes", "user_list_members_route"]
 log = logging.getLogger("cookiematch.admin")
 
 
+SECRET_KEY = "optout_webhook_secret"
+
+
 def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """``data`` as JSON; buyers and user lists in it as the store keeps them."""
-    return json_response(data, status, headers, encode=codec.encode)
+    """``data`` as JSON; buyers and user lists in it as the store keeps them, secrets masked."""
+    return json_response(data, status, headers, encode=codec.encode_masked)
+
+
+def _keep_secret(body: object, current: Buyer | None) -> object:
+    """The body of a buyer ``PUT`` with a masked secret replaced by the one stored (a body
+    read from a ``GET`` can be sent back as it is)."""
+    if not isinstance(body, dict) or body.get(SECRET_KEY) != MASK:
+        return body
+    kept = current.optout_webhook_secret if current is not None else None
+    return {**body, SECRET_KEY: kept.reveal() if kept is not None else MASK}
 
 
 def _parse_list_id(text: str) -> int | None:
@@ -62,8 +77,9 @@ class _Endpoints:
     async def buyer(self, request: Request) -> Response:
         nid: str = request.path_params["nid"]
         if request.method == "PUT":
-            buyer = parse_buyer(await read_json(request), nid=nid)
-            created = self.registry.buyer(nid) is None
+            current = self.registry.buyer(nid)
+            buyer = parse_buyer(_keep_secret(await read_json(request), current), nid=nid)
+            created = current is None
             await self.registry.put_buyer(buyer)
             log.info("admin: buyer %r %s", nid, "created" if created else "replaced")
             return _stored(buyer, created, f"{PREFIX}/buyers/{nid}")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from prometheus_client import Gauge
+
+from cookiematch.exchange.notice_delivery import NoticeEvent
 from cookiematch.exchange.outcomes import RedirectToBuyer
 from cookiematch.web.counters import LabelledCounter
 
@@ -32,6 +37,39 @@ BUYER_EVENTS = LabelledCounter(
     "Per-buyer monitoring events of this worker (bid requests, outcomes, pixel matches, ...)",
     ("nid", "event"),
 )
+
+OPTOUTS = LabelledCounter(
+    "cookiematch_optouts",
+    "Opt-out page submissions, by action and result (done, failed: the store failed,"
+    " refused: not posted from the page)",
+    ("action", "result"),
+)
+OPTOUT_NOTICES = LabelledCounter(
+    "cookiematch_optout_notices",
+    "Opt-out notices to buyers, by buyer and event (queued, delivered, failed_attempt, abandoned)",
+    ("nid", "event"),
+)
+OPTOUT_NOTICE_QUEUE = Gauge(
+    "cookiematch_optout_notice_queue_depth",
+    "Opt-out notices waiting for delivery, per buyer, as this worker last read the queue",
+    ("nid",),
+)
+
+
+def count_notice(nid: str, event: NoticeEvent) -> None:
+    """``NoticeDelivery``'s ``on_event``."""
+    OPTOUT_NOTICES.inc((nid, event.value))
+
+
+def count_queued(nids: Sequence[str]) -> None:
+    """``NoticeQueue``'s ``on_queued`` (with waking the deliverer)."""
+    for nid in nids:
+        OPTOUT_NOTICES.inc((nid, NoticeEvent.QUEUED.value))
+
+
+def notice_depth(nid: str, depth: int) -> None:
+    """``NoticeDelivery``'s ``on_depth``."""
+    OPTOUT_NOTICE_QUEUE.labels(nid).set(depth)
 
 
 def record_redirect(outcome: RedirectToBuyer) -> None:

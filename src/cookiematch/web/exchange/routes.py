@@ -1,4 +1,5 @@
-"""The exchange's browser-facing routes: ``/pixel`` (the match tag) and ``/optout``.
+"""The exchange's browser-facing match tag route, ``/pixel``, and the exchange cookie
+(``/optout`` is ``optout.py``).
 
 Each handler parses (protocol), asks the domain, and renders the value it gets back. A
 browser-facing route never answers 500 and never redirects anywhere but to a configured
@@ -8,7 +9,6 @@ buyer URL or to itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from cookiematch.errors import MatchTagError, QueryError
@@ -31,8 +31,6 @@ from cookiematch.web.forwarded import ProxyTrust
 from cookiematch.web.http import Request, Response
 
 log = logging.getLogger(__name__)
-
-OPTOUT_ON_ERROR = Response.text(400, "The request could not be processed; please retry.\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +56,14 @@ class BrowserCookie:
 
 
 class ExchangeRoutes:
-    """Handlers for the exchange's browser-facing paths."""
+    """The handler of the match tag."""
 
     def __init__(
-        self,
-        service: CookieMatchService,
-        cookie: BrowserCookie,
-        proxies: ProxyTrust,
-        new_browser_id: Callable[[], bytes],
+        self, service: CookieMatchService, cookie: BrowserCookie, proxies: ProxyTrust
     ) -> None:
         self._service = service
         self._cookie = cookie
         self._proxies = proxies
-        self._new_browser_id = new_browser_id
 
     async def pixel(self, request: Request) -> Response:
         """GET /pixel: the match tag."""
@@ -103,20 +96,3 @@ class ExchangeRoutes:
         assert isinstance(outcome, PushRecorded)
         metrics.PIXEL_OUTCOMES.inc((outcome.nid, "push" if outcome.stored else "push_not_stored"))
         return Response.pixel()
-
-    async def optout(self, request: Request) -> Response:
-        """GET /optout marks the browser opted out; ``?undo=1`` gives it a fresh ID."""
-        try:
-            params = {p.name: p.value for p in parse_query(request.query)}
-        except QueryError as exc:
-            return Response.text(400, f"Bad request: {exc}\n")
-        if params.get("undo") in ("1", "true"):
-            cookie = self._cookie.set(self._new_browser_id())
-            message = "Personalised advertising is allowed again for this browser."
-        else:
-            cookie = self._cookie.opt_out()
-            message = "This browser is opted out: it will no longer be matched with buyers."
-        body = (
-            f"<!doctype html><meta charset=utf-8><title>cookiematch opt-out</title><p>{message}</p>"
-        )
-        return Response.html(200, body, headers=(("Set-Cookie", cookie),))
