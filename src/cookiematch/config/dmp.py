@@ -57,6 +57,7 @@ class DmpTagConfig(Table, frozen=True):
     kind: Literal["image", "script"] = "image"
     cap: PositiveInt | None = None  # at most this many fires per period; none: every page
     cap_period_hours: PositiveInt = 24
+    gvl_vendor_id: VendorId | None = None  # the vendor the tag serves, for the privacy policy
 
     def problems(self) -> Problems:
         try:
@@ -68,7 +69,10 @@ class DmpTagConfig(Table, frozen=True):
         return []
 
     def to_model(self) -> OtherTag:
-        return OtherTag(self.id, self.url, TagKind(self.kind), self.cap, self.cap_period_hours)
+        return OtherTag(
+            self.id, self.url, TagKind(self.kind), self.cap, self.cap_period_hours,
+            self.gvl_vendor_id,
+        )  # fmt: skip
 
 
 class DmpClientConfig(Table, frozen=True):

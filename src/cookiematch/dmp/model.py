@@ -49,13 +49,15 @@ class TagKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class OtherTag:
-    """A client's other tag that the container fires, at most ``cap`` times per period."""
+    """A client's other tag that the container fires, at most ``cap`` times per period, when
+    the privacy policy lets its vendor have the browser (``gvl_vendor_id``; docs/privacy.md)."""
 
     id: str
     url: str
     kind: TagKind = TagKind.IMAGE
     cap: int | None = None  # None: every page
     cap_period_hours: int = 24
+    gvl_vendor_id: int | None = None  # the IAB GVL vendor the tag hands the browser to
 
 
 @dataclass(frozen=True, slots=True)
