@@ -12,6 +12,10 @@ sent yet are translated in incremental mode (one match-table read each).
 State changes per batch: accepted adds are recorded, accepted or rejected removes forgotten,
 rejected adds left unrecorded (offered again next time); a batch that never got a final answer
 changes nothing, so the next export sends it again (same content, same batch id).
+
+Consent: a member whose stored GDPR consent (``dmp/consent.py``) does not allow the
+destination's vendor (``gvl_vendor_id``) is left out (``no_consent``) and, if it was sent
+before, removed. Members never seen under GDPR go as before.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 
 from cookiematch.clock import Clock
 from cookiematch.dmp import keys
+from cookiematch.dmp.consent import StoredConsent, vendor_party
 from cookiematch.dmp.exports.model import Batch, Destination, Mode
 from cookiematch.dmp.exports.report import DeliveryReport
 from cookiematch.dmp.exports.sinks import Sink, make_sink
@@ -62,6 +67,12 @@ class SegmentExports:
         self._matches = matches
         self._memberships = Memberships(store)
         self._clock = clock
+        self._consent = StoredConsent(store, clock)
+
+    def vendors(self) -> list[int]:
+        """The GVL vendor IDs of the destinations: whose consent the DMP marks on profiles."""
+        found = {d.gvl_vendor_id for d in self.destinations.values()}
+        return sorted(v for v in found if v is not None)
 
     def destination(self, destination_id: str) -> Destination:
         found = self.destinations.get(destination_id)
@@ -113,16 +124,24 @@ class SegmentExports:
         state = ExportState(self._store, segment, destination.id)
         pending = _Pending()
         limit = destination.delivery.batch_size
+        vendor = destination.gvl_vendor_id
+        party = None if vendor is None else vendor_party(vendor)
         await sink.open(segment, mode)
         for shard in range(keys.SHARDS):
             members, sent = await asyncio.gather(
                 self._memberships.shard(segment, shard), state.shard(shard)
             )
+            refused = await self._consent.refused(list(members), party)
             report.members += len(members)
-            todo = list(members) if mode is Mode.FULL else [u for u in members if u not in sent]
+            todo = [u for u in members if u not in refused and (mode is Mode.FULL or u not in sent)]
             ids = await self.translate(todo, destination.partner)
             for uid in members:
                 before = sent.get(uid)
+                if uid in refused:
+                    report.no_consent += 1
+                    if before is not None:
+                        pending.remove.append((uid, before))
+                    continue
                 now_id = ids.get(uid, before if mode is Mode.INCREMENTAL else None)
                 if now_id is None:
                     report.unmatched += 1
