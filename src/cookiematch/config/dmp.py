@@ -26,7 +26,15 @@ from cookiematch.config.values import (
     origin_problems,
     url_problems,
 )
-from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partner, TagKind
+from cookiematch.dmp.model import (
+    CMP_WAIT_MS,
+    Client,
+    DmpSettings,
+    IdFormat,
+    OtherTag,
+    Partner,
+    TagKind,
+)
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RedirectURLError
 from cookiematch.formats import CookieDomain, CookieName, Id, PositiveInt, VendorId
@@ -83,6 +91,8 @@ class DmpClientConfig(Table, frozen=True):
     allowed_origins: tuple[str, ...] = ()
     partners: tuple[Id, ...] | None = None  # none: every partner
     tags: tuple[DmpTagConfig, ...] = ()
+    # how long the container tag waits for the page's CMP before it calls /sync without it
+    cmp_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = CMP_WAIT_MS
 
     def problems(self, partner_ids: set[str]) -> Problems:
         found: Problems = []
@@ -102,6 +112,7 @@ class DmpClientConfig(Table, frozen=True):
             allowed_origins=frozenset(o.lower() for o in self.allowed_origins),
             partners=None if self.partners is None else frozenset(self.partners),
             tags=tuple(t.to_model() for t in self.tags),
+            cmp_wait_ms=self.cmp_wait_ms,
         )
 
 

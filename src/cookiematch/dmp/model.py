@@ -12,6 +12,9 @@ from cookiematch.protocol.templates import SyncTemplate
 
 UID_PARAM = "uid"
 CLIENT_PARAM = "c"
+CMP_WAIT_MS = 500
+"""How long the container tag waits by default for the page's CMP (``__tcfapi``, ``__gpp``)
+before it calls ``/sync`` with what it has."""
 
 
 class IdFormat(enum.Enum):
@@ -68,6 +71,7 @@ class Client:
     allowed_origins: frozenset[str] = frozenset()
     partners: frozenset[str] | None = None  # None: every partner
     tags: tuple[OtherTag, ...] = ()
+    cmp_wait_ms: int = CMP_WAIT_MS  # the container tag's wait for the page's CMP
 
     def uses(self, partner_id: str) -> bool:
         return self.partners is None or partner_id in self.partners

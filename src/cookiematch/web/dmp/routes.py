@@ -48,9 +48,6 @@ _JS_TYPE = "application/javascript; charset=utf-8"
 _NO_STORE = ("Cache-Control", "no-store")
 _NOSNIFF = ("X-Content-Type-Options", "nosniff")
 TAG_MAX_AGE = 300
-CMP_WAIT_MS = 500
-"""How long the container tag waits for the page's CMP (``__tcfapi``, ``__gpp``) before it
-calls ``/sync`` with what it has."""
 
 SYNC_ON_ERROR = Response.json(503, {"error": "temporarily unavailable", "pixels": []})
 TEXT_ON_ERROR = Response.text(503, "temporarily unavailable\n")
@@ -69,7 +66,7 @@ def tag_script(client: Client, settings: DmpSettings) -> bytes:
     config = {
         "client": client.id,
         "sync": f"{settings.public_url}/sync?client={client.id}",
-        "cmp_wait_ms": CMP_WAIT_MS,
+        "cmp_wait_ms": client.cmp_wait_ms,
         "tags": [
             {
                 "id": t.id,
