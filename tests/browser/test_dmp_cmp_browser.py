@@ -7,7 +7,9 @@ page (purposes and vendors as each test says), or ``@iabgpp/cmpapi`` answering `
 GPP string it encodes; all served from ``tests/reference/node_modules`` as ES modules. The
 container tag (dmp.localhost) passes the CMP's answer to ``/sync``; the DMP's policy decides the
 DMP cookie, the partner syncs (analytics.localhost, email.localhost), which of the client's other
-tags fire and whether the tag may use ``localStorage``.
+tags fire and whether the tag may use ``localStorage``. On two pages the exchange's match tag
+(exchange.localhost, its ``gdpr`` and ``gdpr_consent`` filled with the CMP's string) runs too:
+its cookie and the buyer's gid follow the same consent.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from conftest import ServerProcess, free_port
 from support.browser import headless_chromium
-from support.configs import serve_argv
+from support.configs import serve_argv, write_exchange_config
 from support.dmp_sites import NODE_MODULES, Stub, page, partner_stub, pixel, reference_files
 
 pytestmark = pytest.mark.browser
@@ -58,6 +61,11 @@ tc.isServiceSpecific = true;
 tc.purposeConsents.set(plan.purposes);
 tc.vendorConsents.set(plan.vendors);
 const encoded = window.tcString = TCString.encode(tc);
+if (plan.match_tag) {  // the exchange's match tag, its macros filled as an ad server would
+  const img = new Image(1, 1);
+  img.src = `${plan.match_tag}&gdpr=1&gdpr_consent=${encoded}`;
+  document.body.appendChild(img);
+}
 const cmp = new CmpApi(300, 1, true);
 if (plan.gdpr_applies === false) cmp.update(null);
 else if (plan.answer_after_ms === null) cmp.update(encoded);
@@ -94,7 +102,7 @@ PLAIN_PAGE = """<!doctype html><meta charset=utf-8><title>News</title><body><h1>
 
 def tcf_page(tag: str, *, stub_says_gdpr: bool = False, **plan: Any) -> str:
     full = {"purposes": [1, 2, 3, 4], "vendors": [ANALYTICS, EMAIL], "answer_after_ms": None,
-            "gdpr_applies": True, **plan}  # fmt: skip
+            "gdpr_applies": True, "match_tag": None, **plan}  # fmt: skip
     html = TCF_PAGE.replace("__PLAN__", json.dumps(full)).replace("__TAG__", tag)
     return html.replace("__STUB_SAYS_GDPR__", json.dumps(stub_says_gdpr))
 
@@ -162,15 +170,25 @@ class World:
     """The DMP server, two partners and the publisher, for a whole module; ``reset`` between
     tests (each test opens a fresh browser profile)."""
 
-    def __init__(self, dmp: ServerProcess, news: Stub, partners: dict[str, Stub]) -> None:
-        self.dmp, self.news, self.partners = dmp, news, partners
-        self.issued: dict[str, str] = {}
+    def __init__(
+        self, dmp: ServerProcess, news: Stub, partners: dict[str, Stub], issued: dict[str, str]
+    ) -> None:
+        self.dmp, self.news, self.partners, self.issued = dmp, news, partners, issued
         self.tag = f"http://dmp.localhost:{dmp.port}/tag.js?client=news"
 
     def reset(self) -> None:
         self.issued.clear()
         for stub in (self.news, *self.partners.values()):
             stub.hits.clear()
+            stub.requests.clear()
+
+    def buyer_hits(self) -> list[dict[str, list[str]]]:
+        """What the exchange's redirects told the buyer (its ``/cm`` on the news site)."""
+        return [
+            parse_qs(urlsplit(path).query, keep_blank_values=True)
+            for path in self.news.requests
+            if path.startswith("/cm?")
+        ]
 
     def url(self, path: str) -> str:
         return f"http://news.localhost:{self.news.port}{path}"
@@ -213,20 +231,30 @@ def world(
     issued: dict[str, str] = {}
     partners = {name: partner_stub(name, issued, str) for name in ("analytics", "email")}
     port = free_port()
-    news = Stub({"/node_modules/": reference_files, "/own-tag.gif": pixel})
+    news = Stub({"/node_modules/": reference_files, "/own-tag.gif": pixel, "/cm": pixel})
+    directory = tmp_path_factory.mktemp("dmp-cmp")
     config = write_config(
-        tmp_path_factory.mktemp("dmp-cmp"), port, news.port,
-        partners["analytics"].port, partners["email"].port,
-    )  # fmt: skip
+        directory, port, news.port, partners["analytics"].port, partners["email"].port
+    )
     dmp = start_module_server(serve_argv(config, "dmp"), port=port)
-    found = World(dmp, news, partners)
-    found.issued = issued
+    # the exchange, its buyer (vendor EMAIL) answering on the news site's /cm
+    exchange_port = free_port()
+    buyers = (
+        f'[[exchange.buyers]]\nnid = "finest_dsp"\ngvl_vendor_id = {EMAIL}\n'
+        f'redirect_url = "http://buyer.localhost:{news.port}/cm?src=cm"\n'
+    )
+    exchange = write_exchange_config(directory, exchange_port, buyers=buyers, user_lists="")
+    start_module_server(serve_argv(exchange, "exchange"), port=exchange_port)
+    match_tag = (
+        f"http://exchange.localhost:{exchange_port}/pixel?google_nid=finest_dsp&google_cm&google_sc"
+    )
+    found = World(dmp, news, partners, issued)
     tag = found.tag
     quick = tag.replace("client=news", "client=quick")
     news.routes.update(
         {
-            "/consent": page(tcf_page(tag)),
-            "/refuse": page(tcf_page(tag, purposes=[], vendors=[])),
+            "/consent": page(tcf_page(tag, match_tag=match_tag)),
+            "/refuse": page(tcf_page(tag, purposes=[], vendors=[], match_tag=match_tag)),
             "/only-email": page(tcf_page(tag, vendors=[EMAIL])),
             "/answer-later": page(tcf_page(tag, answer_after_ms=150)),
             "/no-answer": page(tcf_page(quick, answer_after_ms=-1)),
@@ -308,12 +336,21 @@ def test_with_consent_the_tag_cookies_syncs_and_fires_the_consented_tag(
     assert "refused" not in consent["dmp_cookie"]
     tab.wait_for_timeout(300)
     assert "own_tag" not in world.fired()  # no vendor ID: GDPR applies, it cannot be checked
+    # the exchange's match tag on the same page: its cookie, and a gid for the buyer
+    eventually(lambda: len(world.buyer_hits()) == 1, "the exchange's redirect to the buyer")
+    assert "google_gid" in world.buyer_hits()[0], world.buyer_hits()
+    assert [c["name"] for c in browser.cookies() if c["name"] == "cm_id"] == ["cm_id"]
 
 
 def test_without_consent_nothing_is_stored_synced_or_fired(world: World, browser: Any) -> None:
     tab = visit(world, browser, "/refuse")
     assert tab.evaluate("window.cmdmp.privacy")["gdpr"] == "1"
     assert_nothing_happens(world, browser, tab)
+    # the exchange's match tag on the same page: no exchange cookie, no gid for the buyer
+    eventually(lambda: len(world.buyer_hits()) == 1, "the exchange's redirect to the buyer")
+    hit = world.buyer_hits()[0]
+    assert hit["google_error"] == ["1"] and "google_gid" not in hit
+    assert [c for c in browser.cookies() if c["name"] == "cm_id"] == []
 
 
 def test_a_vendor_without_consent_is_neither_synced_nor_fired(world: World, browser: Any) -> None:

@@ -19,10 +19,12 @@ NODE_MODULES = Path(__file__).resolve().parent.parent / "reference" / "node_modu
 
 class Stub:
     """A tiny HTTP server on a thread: ``routes`` maps a path to a handler function (a path
-    ending in ``/`` takes every path under it); ``hits`` counts the requests per path."""
+    ending in ``/`` takes every path under it); ``hits`` counts the requests per path,
+    ``requests`` keeps each one's path and query."""
 
     def __init__(self, routes: dict[str, Route]) -> None:
         self.hits: Counter[str] = Counter()
+        self.requests: list[str] = []
         self.routes = routes
         stub = self
 
@@ -30,6 +32,7 @@ class Stub:
             def do_GET(self) -> None:
                 path = urlsplit(self.path).path
                 stub.hits[path] += 1
+                stub.requests.append(self.path)
                 routes = stub.routes
                 route = routes.get(path) or next(
                     (r for p, r in routes.items() if p.endswith("/") and path.startswith(p)), None
