@@ -161,11 +161,14 @@ class Ingestor:
         held = HeldProfiles(partner_id, hold_profiles)
         waiting: list[Record] = []
         lookups = RememberingResolver(self._resolver, partner_id, REMEMBERED_UIDS)
+        judged: dict[str, bool] = {}  # dmp uid -> its consent allows the partner, for the run
 
         async def one(batch: Batch) -> None:
             parsed = self._parse(batch, on_reject, keep_rejects)
             synced = await lookups.resolve({r.uid for r in parsed.records})
-            synced = await self._consented(partner_id, parsed, synced, on_reject, keep_rejects)
+            synced = await self._consented(
+                partner_id, parsed, synced, on_reject, keep_rejects, judged
+            )
             self._merge(parsed, synced, held, waiting)
             total.add(parsed.report)
             held.spill_if_full()
@@ -239,10 +242,23 @@ class Ingestor:
         synced: dict[str, str],
         on_reject: OnReject | None,
         keep_rejects: bool,
+        judged: dict[str, bool] | None = None,
     ) -> dict[str, str]:
         """``synced`` without the profiles whose stored consent refuses the partner; their
-        records are taken out of ``parsed`` as rejects."""
-        refused = await self._consent.refused(list(set(synced.values())), partner_id)
+        records are taken out of ``parsed`` as rejects. ``judged`` remembers each profile's
+        answer for a run (at most ``REMEMBERED_UIDS``), as the resolver remembers its look-ups:
+        a consent given or withdrawn during the run is seen by the next one."""
+        profiles = set(synced.values())
+        if judged is None:
+            refused = await self._consent.refused(list(profiles), partner_id)
+        else:
+            asked = [uid for uid in profiles if uid not in judged]
+            refused = {uid for uid in profiles if judged.get(uid) is False}
+            fresh = await self._consent.refused(asked, partner_id)
+            if len(judged) + len(asked) > REMEMBERED_UIDS:
+                judged.clear()
+            judged.update((uid, uid not in fresh) for uid in asked)
+            refused |= fresh
         if not refused:
             return synced
         reason = CONSENT_REASON.format(partner=partner_id)
