@@ -7,14 +7,10 @@ The DMP's admin API must then show both partner IDs for the DMP ID the browser h
 from __future__ import annotations
 
 import base64
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -26,6 +22,7 @@ from cookiematch.protocol.templates import SyncTemplate
 from conftest import ServerProcess, free_port
 from support.browser import headless_chromium
 from support.configs import serve_argv
+from support.dmp_sites import Stub, page, partner_stub
 
 pytestmark = pytest.mark.browser
 
@@ -33,77 +30,13 @@ TOKEN = "browser-test-admin-token-0123"
 EMAIL_KEY = b"e" * 32
 
 
-class Stub:
-    """A tiny HTTP server on a thread: ``routes`` maps a path to a handler function."""
-
-    def __init__(self, routes: dict[str, Callable[[BaseHTTPRequestHandler], None]]) -> None:
-        self.hits: Counter[str] = Counter()
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = urlsplit(self.path).path
-                stub.hits[path] += 1
-                route = routes.get(path)
-                if route is None:
-                    self.send_error(404)
-                else:
-                    route(self)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def partner_stub(name: str, issued: dict[str, str], sealer: Callable[[str], str]) -> Stub:
-    """A partner: keeps its own cookie, redirects to the DMP callback with its ID."""
-
-    def sync(handler: BaseHTTPRequestHandler) -> None:
-        query = dict(parse_qsl(urlsplit(handler.path).query))
-        cookies = dict(
-            part.strip().split("=", 1)
-            for part in (handler.headers.get("Cookie") or "").split(";")
-            if "=" in part
-        )
-        uid = cookies.get("puid") or f"{name}-{len(issued) + 1}"
-        issued[name] = uid
-        callback = query["redir"].replace(query["macro"], sealer(uid))
-        handler.send_response(302)
-        handler.send_header("Set-Cookie", f"puid={uid}; Path=/; Max-Age=3600")
-        handler.send_header("Location", callback)
-        handler.end_headers()
-
-    def pixel(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(200)
-        handler.send_header("Content-Type", "image/gif")
-        handler.end_headers()
-        handler.wfile.write(b"GIF89a")
-
-    return Stub({"/sync": sync, "/other-tag.gif": pixel})
-
-
 def shop_stub(dmp_port: int) -> Stub:
-    page = (
+    html = (
         "<!doctype html><meta charset=utf-8><title>Shop</title><h1>Shop</h1>"
         f'<script async src="http://dmp.localhost:{dmp_port}/tag.js?client=shop&gdpr=0">'
         "</script>"
-    ).encode()
-
-    def index(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(200)
-        handler.send_header("Content-Type", "text/html; charset=utf-8")
-        handler.send_header("Content-Length", str(len(page)))
-        handler.end_headers()
-        handler.wfile.write(page)
-
-    return Stub({"/": index})
+    )
+    return Stub({"/": page(html)})
 
 
 def write_config(directory: Path, dmp_port: int, shop: int, analytics: int, email: int) -> Path:

@@ -62,17 +62,20 @@ def make_service(
     traits: TraitStore | None = None,
     on_match: Sequence[OnMatch] = (),
     policy: PrivacyPolicy | None = None,
+    clients: Sequence[Client] = CLIENTS,
+    export_vendors: Sequence[int] = (),
 ) -> DmpService:
     """A DMP service over ``store``, its collaborators built explicitly (as the composition
     root builds them from the configuration)."""
     counter = itertools.count(1)
     return DmpService(
-        store, SETTINGS, PARTNERS, CLIENTS,
+        store, SETTINGS, PARTNERS, clients,
         matches=MatchTable(store, SETTINGS.match_ttl_days * SECONDS_PER_DAY),
         traits=traits or TraitStore(store, TraitCatalog(), clock=clock),
         profile_reader=ProfileReader(store, clock=clock),
         memberships=Memberships(store),
         policy=policy or PrivacyPolicy(),
+        export_vendors=export_vendors,
         on_match=on_match,
         clock=clock,
         new_uid=lambda: f"uid{next(counter):019d}"[:22],

@@ -90,6 +90,13 @@ BAD = [
      "Expected `int` <= 10080"),
     ('[dmp]', '[dmp]\nrecompute_interval_minutes = 1.5', "dmp.recompute_interval_minutes",
      "Expected `int`, got `float`"),
+    ('allowed_origins = ["http://shop.localhost:8000"]',
+     'allowed_origins = ["http://shop.localhost:8000"]\ncmp_wait_ms = 10001',
+     "dmp.clients[0].cmp_wait_ms", "<= 10000"),
+    ("ttl_days = 7", 'ttl_days = 7\n[[dmp.clients.tags]]\nid = "t"\nurl = "https://t.example/"\n'
+     "gvl_vendor_id = 0", "dmp.clients[0].tags[0].gvl_vendor_id", ">= 1"),
+    ("ttl_days = 7", 'ttl_days = 7\n[[dmp.destinations]]\nid = "d"\nkind = "file"\npath = "x"\n'
+     "gvl_vendor_id = 65536", "dmp.destinations[0].gvl_vendor_id", "<= 65535"),
 ]  # fmt: skip
 
 
@@ -139,3 +146,20 @@ def test_jsonp_origins(tmp_path: Path) -> None:
     on = BASE.replace("[dmp]", '[dmp]\njsonp_origins = ["https://Shop.Example"]', 1)
     settings = load(tmp_path, on).dmp.settings()  # type: ignore[attr-defined]
     assert settings.jsonp_origins == frozenset({"https://shop.example"})
+
+
+def test_consent_keys_reach_the_models(tmp_path: Path) -> None:
+    text = BASE.replace(
+        'allowed_origins = ["http://shop.localhost:8000"]',
+        'allowed_origins = ["http://shop.localhost:8000"]\ncmp_wait_ms = 800',
+    ) + (
+        '[[dmp.clients.tags]]\nid = "t"\nurl = "https://t.example/px.gif"\ngvl_vendor_id = 7\n'
+        '[[dmp.clients.tags]]\nid = "own"\nurl = "https://shop.example/px.gif"\n'
+        '[[dmp.destinations]]\nid = "d"\nkind = "file"\npath = "out.csv"\ngvl_vendor_id = 5\n'
+    )
+    dmp = load(tmp_path, text).dmp  # type: ignore[attr-defined]
+    shop = dmp.client_models()[0]
+    assert shop.cmp_wait_ms == 800
+    assert [(t.id, t.gvl_vendor_id) for t in shop.tags] == [("t", 7), ("own", None)]
+    assert [d.to_model().gvl_vendor_id for d in dmp.destinations] == [5]
+    assert load(tmp_path, BASE).dmp.client_models()[0].cmp_wait_ms == 500  # type: ignore[attr-defined]

@@ -235,8 +235,10 @@ async def test_consent_is_marked_on_the_profile(service: DmpService, clock: Fake
     profile = await service.profile(uid)
     assert profile is not None and not isinstance(profile.consent, msgspec.UnsetType)
     mark = ConsentMark(at=NOW, tc_last_updated=TC_LAST_UPDATED)
+    no_vendor_id = ConsentMark(NOW, TC_LAST_UPDATED, refused=True)  # the dsp: the latest answer
     assert profile.consent == ProfileConsent(
-        dmp_cookie=mark, partners={"analytics": mark, "email": mark, "orders": mark}
+        dmp_cookie=mark,
+        partners={"analytics": mark, "email": mark, "orders": mark, "dsp": no_vendor_id},
     )
     clock.now += 60
     gpp = consent(service, gpp=GPP_ALL_THREE, gpp_sid="2")

@@ -68,6 +68,15 @@ admin_token = "{TOKEN}"
 id = "shop"
 allowed_origins = ["{ORIGIN}"]
 
+[[dmp.clients.tags]]
+id = "analytics_tag"
+url = "https://analytics.example/tag.gif"
+gvl_vendor_id = {ANALYTICS}
+
+[[dmp.clients.tags]]
+id = "own_tag"
+url = "https://shop.example/own.gif"
+
 [[dmp.partners]]
 id = "analytics"
 sync_url = "https://analytics.example/sync?redir=${{CALLBACK_URL}}&gdpr=${{GDPR}}&gdpr_consent=${{GDPR_CONSENT_{ANALYTICS}}}"
@@ -140,7 +149,8 @@ def test_no_signal_syncs_every_partner_as_before(http: httpx.Client) -> None:
     response = sync(http)
     assert "set-cookie" in response.headers
     body = response.json()
-    assert set(body) == {"pixels"}  # no "privacy": nothing was refused
+    assert set(body) == {"pixels", "container"}  # no "privacy": nothing was refused
+    assert body["container"] == {"storage": True, "tags": ["analytics_tag", "own_tag"]}
     assert [urlsplit(p).hostname for p in body["pixels"]] == [
         "analytics.example", "e.example", "oms.example", "dsp.example",
     ]  # fmt: skip
@@ -165,13 +175,24 @@ def test_without_consent_for_the_dmp_cookie_nothing_is_set_read_or_synced(
     assert response.headers["access-control-allow-origin"] == ORIGIN
     assert response.json() == {
         "pixels": [],
-        "privacy": {"dmp_cookie": reason, "partners": dict.fromkeys(EVERY_PARTNER, reason)},
+        "container": {"storage": False, "tags": []},
+        "privacy": {
+            "dmp_cookie": reason,
+            "partners": dict.fromkeys(EVERY_PARTNER, reason),
+            "tags": dict.fromkeys(("analytics_tag", "own_tag"), reason),
+        },
     }
     callback = http.get(f"/callback/analytics?uid=A-1{query}", headers=cookie(known))
     assert callback.status_code == 400 and callback.content == TRANSPARENT_GIF
     imp = http.get(f"/imp?campaign=c1{query}", headers=cookie(known))
     assert imp.status_code == 400 and "set-cookie" not in imp.headers
-    assert profile(http, known).status_code == 404  # nothing was stored for it
+    # nothing was stored for it but the refusal, so that ingestion and exports leave it out
+    found = profile(http, known).json()
+    assert found["partners"] == {} and found["events"] == []
+    assert set(found["consent"]) == {"dmp_cookie", "partners", "vendors"}
+    refusal = found["consent"]["dmp_cookie"]
+    assert refusal["refused"] is True and abs(refusal["at"] - time.time()) < 60
+    assert (refusal["tc_last_updated"] is None) is (reason != "purpose_not_allowed")
     audiences = http.get(f"/audiences?{query[1:]}", headers=cookie(known))
     assert audiences.json() == {"kv": {}, "privacy": reason}
 
@@ -191,7 +212,11 @@ def test_a_us_opt_out_syncs_no_partner_and_stores_no_callback(
     uid = uid_of(response)  # the DMP's own cookie is not a sale
     assert response.json() == {
         "pixels": [],
-        "privacy": {"partners": dict.fromkeys(EVERY_PARTNER, reason)},
+        "container": {"storage": True, "tags": []},  # another tag is a party too
+        "privacy": {
+            "partners": dict.fromkeys(EVERY_PARTNER, reason),
+            "tags": dict.fromkeys(("analytics_tag", "own_tag"), reason),
+        },
     }
     before = funnel_other(http).get("rejected_privacy", 0)
     for path in ("/callback/analytics?uid=A-1", "/inband/analytics?uid=A-1&kv=tier:gold"):
@@ -208,7 +233,11 @@ def test_with_consent_the_story_is_unchanged_and_the_consent_is_kept(http: httpx
     response = sync(http, query)
     uid = uid_of(response)
     body = response.json()
-    assert body["privacy"] == {"partners": {"dsp": "party_without_vendor_id"}}
+    assert body["privacy"] == {
+        "partners": {"dsp": "party_without_vendor_id"},
+        "tags": {"own_tag": "party_without_vendor_id"},
+    }
+    assert body["container"] == {"storage": True, "tags": ["analytics_tag"]}
     analytics, email, orders = body["pixels"]
     assert analytics.endswith(f"&gdpr=1&gdpr_consent={CONSENTED}")
     assert orders == f"https://oms.example/px/{uid}?us_privacy="
@@ -223,7 +252,9 @@ def test_with_consent_the_story_is_unchanged_and_the_consent_is_kept(http: httpx
     found = profile(http, uid).json()
     assert found["partners"] == {"analytics": "A-42", "email": "E-7"}
     consent = found["consent"]
-    assert set(consent["partners"]) == {"analytics", "email", "orders"}
+    assert set(consent["partners"]) == {"analytics", "email", "orders", "dsp"}
+    assert consent["partners"]["dsp"]["refused"] is True  # the latest answer for it
+    assert "refused" not in consent["partners"]["analytics"]
     assert consent["dmp_cookie"]["tc_last_updated"] == TC_LAST_UPDATED
     assert abs(consent["partners"]["analytics"]["at"] - time.time()) < 60
 

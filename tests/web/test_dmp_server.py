@@ -115,6 +115,7 @@ def test_tag_js(http: httpx.Client) -> None:
     base = str(http.base_url).rstrip("/")
     assert f'"sync":"{base}/sync?client=shop"' in response.text
     assert '"cap":2' in response.text and "__CONFIG__" not in response.text
+    assert '"cmp_wait_ms":500' in response.text  # the default wait for the page's CMP
     assert http.get("/tag.js?client=nobody").status_code == 400
     assert http.get("/tag.js").status_code == 400
     assert http.get("/tag.js?client=%zz").status_code == 400

@@ -58,8 +58,8 @@ def export(
     else:
         data = msgspec.to_builtins(report)
         for key in ("segment", "destination", "mode", "members", "sent", "added", "removed",
-                    "accepted", "rejected", "failed", "unmatched", "unchanged", "batches",
-                    "retries", "seconds"):  # fmt: skip
+                    "accepted", "rejected", "failed", "unmatched", "no_consent", "unchanged",
+                    "batches", "retries", "seconds"):  # fmt: skip
             click.echo(f"{key:<12} {data[key]}")
         for error in data["errors"][:10]:
             click.echo(f"error        {error}", err=True)

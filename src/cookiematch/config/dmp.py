@@ -27,7 +27,15 @@ from cookiematch.config.values import (
     url_problems,
 )
 from cookiematch.dmp.lifetimes import EXPORT_STATE_MARGIN_DAYS
-from cookiematch.dmp.model import Client, DmpSettings, IdFormat, OtherTag, Partner, TagKind
+from cookiematch.dmp.model import (
+    CMP_WAIT_MS,
+    Client,
+    DmpSettings,
+    IdFormat,
+    OtherTag,
+    Partner,
+    TagKind,
+)
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RedirectURLError
 from cookiematch.formats import CookieDomain, CookieName, Id, PositiveInt, VendorId
@@ -58,6 +66,7 @@ class DmpTagConfig(Table, frozen=True):
     kind: Literal["image", "script"] = "image"
     cap: PositiveInt | None = None  # at most this many fires per period; none: every page
     cap_period_hours: PositiveInt = 24
+    gvl_vendor_id: VendorId | None = None  # the vendor the tag serves, for the privacy policy
 
     def problems(self) -> Problems:
         try:
@@ -69,7 +78,10 @@ class DmpTagConfig(Table, frozen=True):
         return []
 
     def to_model(self) -> OtherTag:
-        return OtherTag(self.id, self.url, TagKind(self.kind), self.cap, self.cap_period_hours)
+        return OtherTag(
+            self.id, self.url, TagKind(self.kind), self.cap, self.cap_period_hours,
+            self.gvl_vendor_id,
+        )  # fmt: skip
 
 
 class DmpClientConfig(Table, frozen=True):
@@ -80,6 +92,8 @@ class DmpClientConfig(Table, frozen=True):
     allowed_origins: tuple[str, ...] = ()
     partners: tuple[Id, ...] | None = None  # none: every partner
     tags: tuple[DmpTagConfig, ...] = ()
+    # how long the container tag waits for the page's CMP before it calls /sync without it
+    cmp_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = CMP_WAIT_MS
 
     def problems(self, partner_ids: set[str]) -> Problems:
         found: Problems = []
@@ -99,6 +113,7 @@ class DmpClientConfig(Table, frozen=True):
             allowed_origins=frozenset(o.lower() for o in self.allowed_origins),
             partners=None if self.partners is None else frozenset(self.partners),
             tags=tuple(t.to_model() for t in self.tags),
+            cmp_wait_ms=self.cmp_wait_ms,
         )
 
 

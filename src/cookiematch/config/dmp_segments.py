@@ -22,7 +22,7 @@ from cookiematch.dmp.exports.model import (
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import parse_rule
 from cookiematch.errors import RuleError
-from cookiematch.formats import Id
+from cookiematch.formats import Id, VendorId
 
 MIN_SECRET_LENGTH = 16
 EXCHANGE_MAX_BATCH = 1000  # the exchange's bulk endpoint takes at most this many gids
@@ -64,6 +64,8 @@ class DmpDestinationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
     timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
     backoff_seconds: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.5
+    # the receiver's IAB GVL vendor ID: under GDPR a profile goes only with its consent
+    gvl_vendor_id: VendorId | None = None
 
     def problems(self, partner_ids: set[str]) -> Problems:
         found: Problems = []
@@ -93,19 +95,21 @@ class DmpDestinationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
         if self.kind == "file":
             assert self.path is not None
             return FileDestination(
-                self.id, self.path, FileFormat(self.format), self.partner, delivery
-            )
+                self.id, self.path, FileFormat(self.format), self.partner, delivery,
+                self.gvl_vendor_id,
+            )  # fmt: skip
         assert self.url is not None
         if self.kind == "exchange_user_list":
             assert self.token and self.user_list_id and self.nid and self.partner
             return ExchangeUserListDestination(
                 self.id, self.url, self.token.reveal(), self.user_list_id, self.nid,
-                self.partner, self.cver, delivery,
+                self.partner, self.cver, delivery, self.gvl_vendor_id,
             )  # fmt: skip
         assert self.secret is not None
         return HttpDestination(
-            self.id, self.url, self.secret.reveal().encode(), self.partner, delivery
-        )
+            self.id, self.url, self.secret.reveal().encode(), self.partner, delivery,
+            self.gvl_vendor_id,
+        )  # fmt: skip
 
 
 def segment_problems(

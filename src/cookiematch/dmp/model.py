@@ -12,6 +12,9 @@ from cookiematch.protocol.templates import SyncTemplate
 
 UID_PARAM = "uid"
 CLIENT_PARAM = "c"
+CMP_WAIT_MS = 500
+"""How long the container tag waits by default for the page's CMP (``__tcfapi``, ``__gpp``)
+before it calls ``/sync`` with what it has."""
 
 
 class IdFormat(enum.Enum):
@@ -49,13 +52,15 @@ class TagKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class OtherTag:
-    """A client's other tag that the container fires, at most ``cap`` times per period."""
+    """A client's other tag that the container fires, at most ``cap`` times per period, when
+    the privacy policy lets its vendor have the browser (``gvl_vendor_id``; docs/privacy.md)."""
 
     id: str
     url: str
     kind: TagKind = TagKind.IMAGE
     cap: int | None = None  # None: every page
     cap_period_hours: int = 24
+    gvl_vendor_id: int | None = None  # the IAB GVL vendor the tag hands the browser to
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,7 @@ class Client:
     allowed_origins: frozenset[str] = frozenset()
     partners: frozenset[str] | None = None  # None: every partner
     tags: tuple[OtherTag, ...] = ()
+    cmp_wait_ms: int = CMP_WAIT_MS  # the container tag's wait for the page's CMP
 
     def uses(self, partner_id: str) -> bool:
         return self.partners is None or partner_id in self.partners

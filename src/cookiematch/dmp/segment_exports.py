@@ -18,6 +18,10 @@ in batches of their own, in either mode. Lifetimes (``dmp/lifetimes.py``): a mem
 ID is unchanged has its entry rewritten once it is due; a removal is only ever sent for an ID
 the state still holds, so an entry that expired sends nothing (and a member whose entry
 expired is added again).
+
+Consent: a member whose stored GDPR consent (``dmp/consent.py``) does not allow the
+destination's vendor (``gvl_vendor_id``) is left out (``no_consent``) and, if it was sent
+before, removed. Members never seen under GDPR go as before.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 
 from cookiematch.clock import Clock
 from cookiematch.dmp import keys, lifetimes
+from cookiematch.dmp.consent import StoredConsent, vendor_party
 from cookiematch.dmp.exports.model import Batch, Destination, Mode
 from cookiematch.dmp.exports.report import DeliveryReport
 from cookiematch.dmp.exports.sinks import Sink, make_sink
@@ -73,6 +78,12 @@ class SegmentExports:
         self._memberships = Memberships(store)
         self._state_ttl = state_ttl
         self._clock = clock
+        self._consent = StoredConsent(store, clock)
+
+    def vendors(self) -> list[int]:
+        """The GVL vendor IDs of the destinations: whose consent the DMP marks on profiles."""
+        found = {d.gvl_vendor_id for d in self.destinations.values()}
+        return sorted(v for v in found if v is not None)
 
     def state(self, segment: str, destination_id: str) -> ExportState:
         """What was sent of ``segment`` to a destination (kept ``state_ttl``)."""
@@ -128,6 +139,8 @@ class SegmentExports:
         state = self.state(segment, destination.id)
         pending = _Pending(remove=[(ERASED, did) for did in await state.removals()])
         limit = destination.delivery.batch_size
+        vendor = destination.gvl_vendor_id
+        party = None if vendor is None else vendor_party(vendor)
         await sink.open(segment, mode)
         while pending.remove:  # in batches of their own, before any add names the same ID
             pending = await self._flush(segment, mode, pending, limit, sink, state, report)
@@ -137,11 +150,17 @@ class SegmentExports:
             )
             sent = {uid: raw.decode() for uid, (raw, _) in entries.items()}
             confirmed: dict[str, str] = {}
+            refused = await self._consent.refused(list(members), party)
             report.members += len(members)
-            todo = list(members) if mode is Mode.FULL else [u for u in members if u not in sent]
+            todo = [u for u in members if u not in refused and (mode is Mode.FULL or u not in sent)]
             ids = await self.translate(todo, destination.partner)
             for uid in members:
                 before = sent.get(uid)
+                if uid in refused:
+                    report.no_consent += 1
+                    if before is not None:
+                        pending.remove.append((uid, before))
+                    continue
                 now_id = ids.get(uid, before if mode is Mode.INCREMENTAL else None)
                 if now_id is None:
                     report.unmatched += 1

@@ -5,8 +5,10 @@ every method also counts its step of the funnel.
 
 Privacy: ``consent`` reads a request's signals once and asks the policy whether the DMP cookie
 may be used (``STORE_ID``); the handler reads the cookie only if so, and passes the answer to
-the use case, which asks the policy for each partner (``SYNC``) and for the browser's audiences
-(``PERSONALISE``). docs/privacy.md, "Enforcement: the DMP".
+the use case, which asks the policy for each partner and each of the client's other tags
+(``SYNC``), and for the browser's audiences (``PERSONALISE``). Under GDPR the answers are kept
+on the profile as consent marks (``dmp/consent.py``), with those for the export destinations'
+vendors, for ingestion and exports to read. docs/privacy.md, "Enforcement: the DMP".
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.dmp.audiences import audience_kv
 from cookiematch.dmp.chooser import SyncDecision, SyncStatus, by_priority, choose
-from cookiematch.dmp.consent import HOST, ConsentMarks, RequestConsent
+from cookiematch.dmp.consent import HOST, ConsentMarks, RequestConsent, vendor_party
 from cookiematch.dmp.events import EventLog, ImpressionEvent
 from cookiematch.dmp.funnel import Funnel, FunnelLog, FunnelReport, report
 from cookiematch.dmp.inband import InbandData, parse_kv
@@ -55,9 +57,6 @@ class CallbackStatus(enum.Enum):
     PRIVACY = "privacy"  # the signals refuse the DMP cookie or this partner
 
 
-_SYNC_STATUSES = (SyncStatus.SYNC, SyncStatus.FRESH)  # the partner gets or holds the ID
-
-
 @dataclass(frozen=True, slots=True)
 class SyncResult:
     dmp_uid: str | None  # None: the DMP cookie is refused (``store_id``), the browser unknown
@@ -65,6 +64,19 @@ class SyncResult:
     pixels: tuple[str, ...]
     decision: SyncDecision
     store_id: Decision
+    tags: Mapping[str, Decision]  # the client's other tags: the policy's answer for each
+
+    @property
+    def storage(self) -> bool:
+        """May the container tag keep state in the page's storage (its frequency caps)? As
+        the DMP cookie: the host's own storage (``store_id``)."""
+        return self.store_id.allowed
+
+    def allowed_tags(self) -> list[str]:
+        return [tag for tag, decision in self.tags.items() if decision.allowed]
+
+    def refused_tags(self) -> dict[str, Reason]:
+        return {tag: d.reason for tag, d in self.tags.items() if not d.allowed}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +100,7 @@ class DmpService:
         profile_reader: ProfileReader,
         memberships: Memberships,
         policy: PrivacyPolicy,
+        export_vendors: Collection[int] = (),
         on_match: Sequence[OnMatch] = (),
         clock: Clock,
         new_uid: Callable[[], str],
@@ -95,6 +108,7 @@ class DmpService:
     ) -> None:
         self.settings = settings
         self.policy = policy
+        self.export_vendors = tuple(sorted(set(export_vendors)))  # marked for the exports
         self.partners: Mapping[str, Partner] = {p.id: p for p in partners}
         self.clients: Mapping[str, Client] = {c.id: c for c in clients}
         self._ordered = by_priority(partners)
@@ -148,14 +162,16 @@ class DmpService:
             dmp_uid, new_browser = self._new_uid(), True
         else:
             synced_at = {p: m.at for p, m in (await self.matches.partners(dmp_uid)).items()}
+        allow = self._sync_allowed(consent)
         decision = choose(
             self._ordered,
             client,
             synced_at,
             now=now,
             limit=self.settings.max_syncs_per_page,
-            allow=self._sync_allowed(consent),
+            allow=lambda partner: allow(partner.gvl_vendor_id),
         )
+        tags = {tag.id: allow(tag.gvl_vendor_id) for tag in client.tags}
         pixels: tuple[str, ...] = ()
         if dmp_uid is not None:
             pixels = tuple(
@@ -168,28 +184,50 @@ class DmpService:
                 )
                 for partner in decision.chosen
             )
-            if store_id.reason is Reason.CONSENTED:
-                consented = [
-                    s.partner
+            if store_id.reason is Reason.CONSENTED:  # GDPR applies: each answer is marked
+                answers = {
+                    s.partner: s.status is not SyncStatus.PRIVACY
                     for s in decision.statuses
-                    if s.status in _SYNC_STATUSES and s.reason is Reason.CONSENTED
-                ]
-                await self.consent_marks.record(dmp_uid, [HOST, *consented], consent.signals, now)
+                    if s.reason is not None
+                }
+                await self.consent_marks.record(
+                    dmp_uid, {**self._host_answers(consent), **answers}, consent.signals, now
+                )
         self.funnel.client(client.id, "tags_loaded")
         if pixels:
             self.funnel.client(client.id, "pixels", len(pixels))
         for partner in decision.chosen:
             self.funnel.partner(partner.id, "pixels")
-        return SyncResult(dmp_uid, new_browser, pixels, decision, store_id)
+        return SyncResult(dmp_uid, new_browser, pixels, decision, store_id, tags)
 
-    def _sync_allowed(self, consent: RequestConsent) -> Callable[[Partner], Decision]:
-        """The chooser's question: the policy's ``SYNC`` answer for a partner, or the DMP
-        cookie's refusal for all of them."""
+    async def withdraw(self, dmp_uid: str, consent: RequestConsent) -> None:
+        """The signals refuse the DMP cookie (``store_id``, a GDPR refusal) to a browser that
+        holds one: its profile is marked refused (``HOST``), so ingestion and exports leave it
+        out until a later request consents again. The cookie is read for this alone."""
+        if consent.store_id.allowed:
+            return
+        await self.consent_marks.record(dmp_uid, {HOST: False}, consent.signals, self._clock())
+
+    def _sync_allowed(self, consent: RequestConsent) -> Callable[[int | None], Decision]:
+        """The question for a partner or another tag, by its GVL vendor ID: the policy's
+        ``SYNC`` answer, or the DMP cookie's refusal for all of them."""
         store_id = consent.store_id
         if not store_id.allowed:
-            return lambda _partner: store_id
+            return lambda _vendor: store_id
         policy, signals = self.policy, consent.signals
-        return lambda partner: policy.decide(Operation.SYNC, signals, partner.gvl_vendor_id)
+        return lambda vendor_id: policy.decide(Operation.SYNC, signals, vendor_id)
+
+    def _host_answers(self, consent: RequestConsent) -> dict[str, bool]:
+        """Under a consented DMP cookie: its mark, and whether each export destination's
+        vendor may receive the browser's segments (``SYNC`` and ``PERSONALISE``)."""
+        policy, signals = self.policy, consent.signals
+        answers = {HOST: True}
+        for vendor in self.export_vendors:
+            answers[vendor_party(vendor)] = all(
+                policy.decide(op, signals, vendor).allowed
+                for op in (Operation.SYNC, Operation.PERSONALISE)
+            )
+        return answers
 
     def _check(
         self, partner_id: str, dmp_uid: str | None, raw_uid: str | None, consent: RequestConsent
@@ -272,10 +310,12 @@ class DmpService:
         self, partner: Partner, uid: str, dmp_uid: str, consent: RequestConsent
     ) -> None:
         now = self._clock()
-        parties = [HOST, partner.id] if consent.store_id.reason is Reason.CONSENTED else []
-        await asyncio.gather(  # under GDPR both were allowed: the consent is marked too
+        answers: dict[str, bool] = {}
+        if consent.store_id.reason is Reason.CONSENTED:  # under GDPR both were allowed
+            answers = {**self._host_answers(consent), partner.id: True}
+        await asyncio.gather(
             self.matches.record(partner.id, dmp_uid, uid, now),
-            self.consent_marks.record(dmp_uid, parties, consent.signals, now),
+            self.consent_marks.record(dmp_uid, answers, consent.signals, now),
         )
         await self._matched(partner.id, uid, dmp_uid)
 
@@ -286,8 +326,16 @@ class DmpService:
             except Exception:  # the match is stored; what waits for it is retried next time
                 log.exception("an on_match hook failed for partner %r", partner_id)
 
-    async def impression(self, dmp_uid: str, event: ImpressionEvent) -> None:
-        await self.events.record(dmp_uid, event, self._clock())
+    async def impression(
+        self, dmp_uid: str, event: ImpressionEvent, consent: RequestConsent | None = None
+    ) -> None:
+        """An ad's event on the profile; under GDPR consent the DMP cookie's mark too."""
+        now = self._clock()
+        writes = [self.events.record(dmp_uid, event, now)]
+        if consent is not None and consent.store_id.reason is Reason.CONSENTED:
+            answers = self._host_answers(consent)
+            writes.append(self.consent_marks.record(dmp_uid, answers, consent.signals, now))
+        await asyncio.gather(*writes)
         self.funnel.other(f"events_{event.event.value}")
 
     async def audiences(self, dmp_uid: str | None, consent: RequestConsent) -> AudienceAnswer:

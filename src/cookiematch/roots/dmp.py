@@ -171,6 +171,7 @@ class DmpServer(RoleServer):
             profile_reader=core.profile_reader,
             memberships=core.segments.memberships,
             policy=self.policy,
+            export_vendors=core.exports.vendors(),  # marked on profiles for the exports
             on_match=[core.ingestor.pending.resolve],  # records that waited for this sync
             clock=time.time,
             new_uid=new_dmp_uid,

@@ -32,6 +32,7 @@ class HttpDestination:
     secret: bytes
     partner: str | None  # whose IDs the destination receives; None: DMP uids
     delivery: Delivery = Delivery()
+    gvl_vendor_id: int | None = None  # who receives them (consent), docs/privacy.md
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class FileDestination:
     format: FileFormat
     partner: str | None
     delivery: Delivery = Delivery()
+    gvl_vendor_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ class ExchangeUserListDestination:
     partner: str  # the DMP partner whose IDs are that buyer's gids
     cver: int = 1
     delivery: Delivery = Delivery()
+    gvl_vendor_id: int | None = None
 
 
 Destination = HttpDestination | FileDestination | ExchangeUserListDestination

@@ -9,6 +9,8 @@ class DeliveryReport(msgspec.Struct, kw_only=True):
     """Counts of destination IDs. ``sent`` = ``accepted`` + ``rejected`` + ``failed``.
 
     - ``unmatched``: members with no ID for the destination's partner (not sent)
+    - ``no_consent``: members whose stored GDPR consent does not allow the destination's
+      vendor (not sent; removed where they had been)
     - ``rejected``: refused by the destination (per ID, or a whole batch answered 4xx)
     - ``failed``: in batches that never got a final answer (retried next export)
     - ``erased``: removes of erased browsers' IDs (the removal list), within ``removed``
@@ -27,6 +29,7 @@ class DeliveryReport(msgspec.Struct, kw_only=True):
     rejected: int = 0
     failed: int = 0
     unmatched: int = 0
+    no_consent: int = 0
     unchanged: int = 0
     batches: int = 0
     retries: int = 0

@@ -1,7 +1,8 @@
 """The ingestion of one partner's records, a batch at a time.
 
-    parse + validate each line ──▶ resolve partner uids ──┬─▶ merged by profile ──▶ traits
-         └─▶ rejects (reason, the batch goes on)           └─▶ not synced yet ──▶ pending
+    parse + validate each line ──▶ resolve partner uids ──┬─▶ consent ──▶ merged ──▶ traits
+         └─▶ rejects (reason, the batch goes on)           │      └─▶ rejects (by profile)
+                                                           └─▶ not synced yet ──▶ pending
 
 ``ingest`` (files) merges all its records by profile (in memory up to ``HOLD_PROFILES``, then
 in sorted runs on disk) and writes each profile once, at the end; ``batch`` (HTTP, pull)
@@ -12,6 +13,11 @@ is caught by the recheck that follows the write; a later one by the DMP's callba
 Re-ingesting the same data changes nothing: attributes are set, events are keyed by
 (name, ts), pending records by their content. Counts: ``accepted`` (applied to a profile),
 ``pending`` (kept until the partner uid is synced), ``rejected`` (with a reason).
+
+Consent: a record whose profile's stored GDPR consent refuses the partner (``dmp/consent.py``:
+the profile was seen under GDPR and the partner's latest answer is not a consent) is rejected
+(``CONSENT_REASON``). A pending record is applied when its sync's callback is stored, which the
+policy allowed for that partner a moment before.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from cookiematch.clock import Clock
+from cookiematch.dmp.consent import StoredConsent
 from cookiematch.dmp.ingest.held import HeldProfiles
 from cookiematch.dmp.ingest.pending import PendingRecords
-from cookiematch.dmp.ingest.readers import Batch
+from cookiematch.dmp.ingest.readers import Batch, Payload
 from cookiematch.dmp.ingest.records import Checker, Record
 from cookiematch.dmp.ingest.rejects import Reject, reject
 from cookiematch.dmp.ingest.resolver import RememberingResolver, Resolver
@@ -45,6 +52,7 @@ REMEMBERED_UIDS = 1_000_000
 """Partner uids whose look-up ``ingest`` remembers (``RememberingResolver``), ~160 bytes each."""
 RECHECK_EVERY = 50_000
 """``ingest`` writes the records that wait for their sync once this many are held."""
+CONSENT_REASON = "consent: the profile's GDPR consent does not allow partner {partner!r}"
 
 
 @contextlib.contextmanager
@@ -103,10 +111,12 @@ class IngestReport:
 
 @dataclass(slots=True)
 class _Parsed:
-    """A batch's valid records and its counts so far."""
+    """A batch's valid records (each with its line), and its counts so far."""
 
     report: IngestReport
     records: list[Record]
+    lines: list[tuple[int, Payload]]
+    source: str
 
 
 class Ingestor:
@@ -127,6 +137,7 @@ class Ingestor:
         self._resolver = resolver
         self._clock = clock
         self._checker = Checker(traits.catalog)
+        self._consent = StoredConsent(store, clock)
 
     async def ingest(
         self,
@@ -150,10 +161,14 @@ class Ingestor:
         held = HeldProfiles(partner_id, hold_profiles)
         waiting: list[Record] = []
         lookups = RememberingResolver(self._resolver, partner_id, REMEMBERED_UIDS)
+        judged: dict[str, bool] = {}  # dmp uid -> its consent allows the partner, for the run
 
         async def one(batch: Batch) -> None:
             parsed = self._parse(batch, on_reject, keep_rejects)
             synced = await lookups.resolve({r.uid for r in parsed.records})
+            synced = await self._consented(
+                partner_id, parsed, synced, on_reject, keep_rejects, judged
+            )
             self._merge(parsed, synced, held, waiting)
             total.add(parsed.report)
             held.spill_if_full()
@@ -186,6 +201,7 @@ class Ingestor:
         held = HeldProfiles(partner_id, max(1, len(parsed.records)))  # all in memory
         waiting: list[Record] = []
         synced = await self._resolver.resolve(partner_id, {r.uid for r in parsed.records})
+        synced = await self._consented(partner_id, parsed, synced, on_reject, keep_rejects)
         self._merge(parsed, synced, held, waiting)
         await self._write_waiting(partner_id, waiting, parsed.report)
         await self._write_profiles(held, parsed.report)
@@ -199,14 +215,17 @@ class Ingestor:
             checker = self._checker = Checker(self.traits.catalog)
         now = self._clock()
         records: list[Record] = []
-        append = records.append
+        lines: list[tuple[int, Payload]] = []
+        append, keep_line = records.append, lines.append
         parse_json, parse_row = checker.parse_json, checker.parse_row
-        for number, payload in batch.lines:
+        for line in batch.lines:
+            number, payload = line
             try:
                 if isinstance(payload, bytes):
                     append(parse_json(payload, now))
                 else:
                     append(parse_row(payload, now))
+                keep_line(line)
             except RecordError as exc:
                 report.rejected += 1
                 refused = reject(batch.source, number, str(exc), payload)
@@ -214,7 +233,51 @@ class Ingestor:
                     on_reject(refused)
                 if keep_rejects:
                     report.rejects.append(refused)
-        return _Parsed(report, records)
+        return _Parsed(report, records, lines, batch.source)
+
+    async def _consented(
+        self,
+        partner_id: str,
+        parsed: _Parsed,
+        synced: dict[str, str],
+        on_reject: OnReject | None,
+        keep_rejects: bool,
+        judged: dict[str, bool] | None = None,
+    ) -> dict[str, str]:
+        """``synced`` without the profiles whose stored consent refuses the partner; their
+        records are taken out of ``parsed`` as rejects. ``judged`` remembers each profile's
+        answer for a run (at most ``REMEMBERED_UIDS``), as the resolver remembers its look-ups:
+        a consent given or withdrawn during the run is seen by the next one."""
+        profiles = set(synced.values())
+        if judged is None:
+            refused = await self._consent.refused(list(profiles), partner_id)
+        else:
+            asked = [uid for uid in profiles if uid not in judged]
+            refused = {uid for uid in profiles if judged.get(uid) is False}
+            fresh = await self._consent.refused(asked, partner_id)
+            if len(judged) + len(asked) > REMEMBERED_UIDS:
+                judged.clear()
+            judged.update((uid, uid not in fresh) for uid in asked)
+            refused |= fresh
+        if not refused:
+            return synced
+        reason = CONSENT_REASON.format(partner=partner_id)
+        records: list[Record] = []
+        lines: list[tuple[int, Payload]] = []
+        report = parsed.report
+        for record, line in zip(parsed.records, parsed.lines, strict=True):
+            if synced.get(record.uid) not in refused:
+                records.append(record)
+                lines.append(line)
+                continue
+            report.rejected += 1
+            refusal = reject(parsed.source, line[0], reason, line[1])
+            if on_reject is not None:
+                on_reject(refusal)
+            if keep_rejects:
+                report.rejects.append(refusal)
+        parsed.records, parsed.lines = records, lines
+        return {uid: dmp_uid for uid, dmp_uid in synced.items() if dmp_uid not in refused}
 
     @staticmethod
     def _merge(

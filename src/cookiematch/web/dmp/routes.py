@@ -12,7 +12,7 @@ was refused. JSON and script routes answer 400 text or JSON for bad input. Never
 
 Every route but /tag.js reads the request's privacy parameters and ``Sec-GPC`` once
 (``DmpService.consent``) and reads the DMP cookie only when the policy allows it (docs/privacy.md,
-"Enforcement: the DMP").
+"Enforcement: the DMP"); /sync also reads it under a refusal, only to mark the profile refused.
 
 A browser whose DMP cookie holds ``OPT_OUT`` (``GET /optout``, ``web/dmp/optout.py``) is answered
 before any of that: no cookie is set, no partner is synced, nothing is stored (``/sync`` and
@@ -70,6 +70,7 @@ def tag_script(client: Client, settings: DmpSettings) -> bytes:
     config = {
         "client": client.id,
         "sync": f"{settings.public_url}/sync?client={client.id}",
+        "cmp_wait_ms": client.cmp_wait_ms,
         "tags": [
             {
                 "id": t.id,
@@ -112,15 +113,24 @@ def _page_origin(request: Request) -> str | None:
 
 
 def sync_body(result: SyncResult) -> dict[str, object]:
-    """``{"pixels": [...]}``, and ``"privacy"`` naming what the policy refused, with its
-    reasons: ``{"dmp_cookie": reason, "partners": {id: reason}}`` (each only when refused)."""
-    body: dict[str, object] = {"pixels": result.pixels}
+    """``{"pixels": [...], "container": {"storage": bool, "tags": [ids]}}`` (what the container
+    tag may do on the page: keep its state in ``localStorage``, fire those of the client's
+    other tags), and ``"privacy"`` naming what the policy refused, with its reasons:
+    ``{"dmp_cookie": reason, "partners": {id: reason}, "tags": {id: reason}}`` (each only when
+    refused)."""
+    body: dict[str, object] = {
+        "pixels": result.pixels,
+        "container": {"storage": result.storage, "tags": result.allowed_tags()},
+    }
     refused: dict[str, object] = {}
     if not result.store_id.allowed:
         refused["dmp_cookie"] = result.store_id.reason.value
     partners = result.decision.refused()
     if partners:
         refused["partners"] = {p: reason.value for p, reason in partners.items()}
+    tags = result.refused_tags()
+    if tags:
+        refused["tags"] = {t: reason.value for t, reason in tags.items()}
     if refused:
         body["privacy"] = refused
     return body
@@ -153,6 +163,12 @@ class DmpRoutes:
         it; raises QueryError for an oversized header."""
         if not consent.store_id.allowed:
             return None
+        return self.cookie_uid(value)
+
+    @staticmethod
+    def cookie_uid(value: str | IdCookie) -> str | None:
+        """The DMP ID of the cookie's ``value``, whatever the signals (``dmp_uid`` asks them
+        first); raises QueryError for an oversized header."""
         if isinstance(value, str):
             return value if parse_browser_id(value) is not None else None
         if value is IdCookie.OVERSIZED:
@@ -216,8 +232,11 @@ class DmpRoutes:
         try:
             consent = self.consent(request, parsed)
             dmp_uid = self.dmp_uid(cookie, consent)
+            withdrawn = None if consent.store_id.allowed else self.cookie_uid(cookie)
         except QueryError as exc:
             return self._json(400, {"error": str(exc)}, cors)
+        if withdrawn is not None:  # read only to mark the refusal (docs/privacy.md)
+            await self._service.withdraw(withdrawn, consent)
         result = await self._service.sync(client, dmp_uid, consent)
         if result.dmp_uid is None:
             return self._json(200, sync_body(result), cors)
@@ -283,7 +302,7 @@ class DmpRoutes:
         if dmp_uid is None:
             dmp_uid = self._service.new_uid()
             cookies = (self._cookie.header(dmp_uid),)
-        await self._service.impression(dmp_uid, event)
+        await self._service.impression(dmp_uid, event, consent)
         return Response.pixel(cookies)
 
     async def audiences(self, request: Request) -> Response:
