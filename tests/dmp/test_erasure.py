@@ -22,8 +22,7 @@ from cookiematch.privacy.subjects import SubjectReport
 from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.roots.dmp import DmpCore, build_core, new_dmp_uid
 from cookiematch.storage import Store
-from protocol.tcf_builder import core as tc_core
-from protocol.tcf_builder import id_bits, vendor_bitfield
+from protocol.tcf_builder import core_of_today, id_bits, vendor_bitfield
 
 from .helpers import FakeClock
 from .scripted_transport import ScriptedTransport
@@ -31,7 +30,11 @@ from .segment_stores import clocked_store, segment_cluster, segment_redis, wall_
 from .store_scan import mentions
 
 ANALYTICS_VENDOR = 7
-TC = tc_core(purpose_consents=id_bits([1], 24), vendor_consents=vendor_bitfield(10, [7]))
+# consent for both partners (vendors 7 and 9) and both destinations (11 and 12), dated today
+# (a stored consent counts 13 months from its LastUpdated)
+TC = core_of_today(
+    purpose_consents=id_bits([1, 2, 3, 4], 24), vendor_consents=vendor_bitfield(20, [7, 9, 11, 12])
+)
 CONFIG = """
 [dmp]
 
@@ -46,6 +49,7 @@ gvl_vendor_id = 7
 [[dmp.partners]]
 id = "dsp"
 sync_url = "https://dsp.example/s?r=${CALLBACK_URL}"
+gvl_vendor_id = 9
 
 [[dmp.segments]]
 id = "dsp_synced"
@@ -60,11 +64,13 @@ id = "dsp_api"
 url = "https://dsp.example/segments"
 secret = "destination-secret-0123456789"
 partner = "dsp"
+gvl_vendor_id = 11
 
 [[dmp.destinations]]
 id = "uid_api"
 url = "https://uids.example/segments"
 secret = "destination-secret-0123456789"
+gvl_vendor_id = 12
 """
 
 
@@ -88,7 +94,7 @@ class Dmp:
             matches=self.core.matches, traits=self.core.traits,
             profile_reader=self.core.profile_reader, memberships=self.core.segments.memberships,
             policy=PrivacyPolicy(), on_match=[self.core.ingestor.pending.resolve], clock=clock,
-            new_uid=new_dmp_uid, worker="w1",
+            new_uid=new_dmp_uid, worker="w1", export_vendors=self.core.exports.vendors(),
         )  # fmt: skip
         self.transport = ScriptedTransport()
 
@@ -104,7 +110,7 @@ class Dmp:
         assert uid is not None
         stored = CallbackStatus.STORED
         assert await service.callback("analytics", uid, analytics, consent=consented) is stored
-        assert await service.callback("dsp", uid, dsp, consent=self.consent()) is stored
+        assert await service.callback("dsp", uid, dsp, consent=consented) is stored
         kv = "age:30,tier:gold"
         assert await service.inband("analytics", uid, analytics, kv, consent=consented) is stored
         await service.impression(uid, ImpressionEvent(EventType.IMP, "c1", "site1"))
@@ -145,7 +151,7 @@ async def test_access_lists_every_record_with_its_lifetime(dmp: Dmp) -> None:
         "partner_id": 2,
         "event": 1,
         "inband": 2,
-        "consent_mark": 2,  # the DMP cookie and analytics (the dsp has no vendor ID)
+        "consent_mark": 5,  # the DMP cookie, both partners, both destinations' vendors
         "trait": 2,  # an attribute and an event
         "segment": 2,
         "partner_id_reverse": 2,

@@ -6,6 +6,7 @@ replaced, e.g. ``core(vendor_consents=vendor_ranges(10, [(5, 3)]))`` for a bad r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 HEADER_FIELDS = (
@@ -124,3 +125,14 @@ def to_base64url(bits: str) -> str:
     """Six bits a character, the last one filled up with zeros (no padding characters)."""
     bits += "0" * (-len(bits) % 6)
     return "".join(BASE64URL[int(bits[i : i + 6], 2)] for i in range(0, len(bits), 6))
+
+
+def today() -> str:
+    """The ``created``/``last_updated`` field of a TC string made today (deciseconds, rounded
+    to the day): a stored consent counts 13 months from its LastUpdated."""
+    return field(int(time.time()) // 86400 * 864_000, 36)
+
+
+def core_of_today(**parts: str) -> str:
+    """``core(**parts)`` dated today."""
+    return core(**{"created": today(), "last_updated": today(), **parts})

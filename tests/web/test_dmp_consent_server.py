@@ -6,7 +6,6 @@ file destination bound to a GVL vendor, over the same SQLite file."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from cookiematch.cli.dmp_segments import export, segments
-from protocol.tcf_builder import core, field, id_bits, vendor_bitfield
+from protocol.tcf_builder import core_of_today, id_bits, vendor_bitfield
 
 from conftest import ServerProcess, free_port
 from support.configs import serve_argv
@@ -25,14 +24,11 @@ from support.configs import serve_argv
 ADMIN = "dmp-admin-token-0123456789"
 INGEST = "dsp-ingest-token-0123456789"
 DSP, DEST = 9, 5  # GVL vendor IDs: the partner's, the export destination's
-TODAY = field(int(time.time()) // 86400 * 864_000, 36)  # deciseconds, rounded to the day
 
 
 def tc(purposes: list[int], vendors: list[int]) -> str:
     """A TC string of today (a consent counts 13 months from its LastUpdated)."""
-    return core(
-        created=TODAY,
-        last_updated=TODAY,
+    return core_of_today(
         purpose_consents=id_bits(purposes, 24),
         purpose_legitimate_interests=id_bits([], 24),
         vendor_consents=vendor_bitfield(10, vendors),
