@@ -334,6 +334,25 @@ async def test_consent_for_the_buyer_looks_up_and_the_tag_carries_the_signals(
     assert [r.privacy_reason for r in bidder.bid_log.recent()] == ["consented"] * 2
 
 
+async def test_personalisation_without_purpose_1_places_no_match_tag(
+    make_bidder: MakeBidder,
+) -> None:
+    eu = policy()
+    bidder = make_bidder(policy=eu)
+    await matched(bidder)
+    no_storage = core(
+        purpose_consents=id_bits(range(2, 11), 24), vendor_consents=vendor_bitfield(10, [HOST])
+    )
+    known = await bidder.bid(bid_request({"id": GID, "consent": no_storage}, {"gdpr": 1}))
+    assert known.response is not None and known.response.seatbid[0].bid[0].cid == "retarget"
+    unknown = await bidder.bid(bid_request({"id": OTHER_GID, "consent": no_storage}, {"gdpr": 1}))
+    assert unknown.response is not None
+    bid = unknown.response.seatbid[0].bid[0]
+    assert bid.adm == PROSPECT.adm  # a match tag would share an ID: purpose 1 is needed
+    assert bid.ext == {"matched": False, "match_tag": False}
+    assert eu.counts[Operation.SYNC, Reason.PURPOSE] == 1
+
+
 REFUSED_PERSONALISE = [
     ({"consent": STORE_ONLY}, {"gdpr": 1}, "purpose_not_allowed"),
     ({"consent": OTHER_VENDOR}, {"gdpr": 1}, "vendor_not_allowed"),
@@ -404,12 +423,15 @@ async def test_hosted_data_is_not_read_when_personalisation_is_refused(
 
 
 async def test_one_decision_per_bid_request(make_bidder: MakeBidder) -> None:
+    """One ``personalise`` per request, and a ``sync`` only where a match tag would go."""
     eu = policy()
     bidder = make_bidder(policy=eu)
+    await matched(bidder)
     for _ in range(3):
-        await bidder.bid(bid_request({"id": GID, "consent": FULL}, {"gdpr": 1}))
-        await bidder.bid(bid_request({"id": GID}))
+        await bidder.bid(bid_request({"id": GID, "consent": FULL}, {"gdpr": 1}))  # matched
+        await bidder.bid(bid_request({"id": OTHER_GID}))  # unknown: a match tag
     assert eu.counts == {
         (Operation.PERSONALISE, Reason.CONSENTED): 3,
         (Operation.PERSONALISE, Reason.NOT_REGULATED): 3,
+        (Operation.SYNC, Reason.NOT_REGULATED): 3,
     }

@@ -164,6 +164,11 @@ class Bidder:
                 self.settings.stale_after_seconds,
                 hosted=hosted_uid is not None,
             )
+            if (
+                decision.serve
+                and not self._policy.decide(Operation.SYNC, signals, self._vendor_id).allowed
+            ):  # a match tag shares an ID: purpose 1 too (storage), not only 2-4
+                decision = PRIVACY_DECISION
         else:
             user, decision = _UNKNOWN, PRIVACY_DECISION
         self.stats.add("matchtag", decision.reason.value)

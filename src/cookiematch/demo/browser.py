@@ -1,5 +1,5 @@
-"""A simulated browser for the demo: a cookie jar per host, redirects followed hop by hop, and
-pages loaded with their images, iframes and scripts.
+"""A simulated browser for the demo: a cookie jar per host, redirects followed hop by hop,
+pages loaded with their images, iframes and scripts, and a page's form submitted.
 
 Names under ``.localhost`` are reached on loopback (as browsers do), with the name kept in
 the ``Host`` header; ``Secure`` cookies are kept on such hosts, as browsers do for localhost.
@@ -48,6 +48,30 @@ def subresources(html: str) -> list[str]:
     return parser.sources[:MAX_SUBRESOURCES]
 
 
+class _Form(HTMLParser):
+    """The first form of a page: its action, its inputs, and its buttons' name and value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self.buttons: list[tuple[str, str]] = []
+        self._done = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {name: value or "" for name, value in attrs}
+        if tag == "form" and self.action is None:
+            self.action = found.get("action", "")
+        elif self.action is not None and not self._done and "name" in found:
+            if tag == "input":
+                self.fields[found["name"]] = found.get("value", "")
+            elif tag == "button":
+                self.buttons.append((found["name"], found.get("value", "")))
+
+    def handle_endtag(self, tag: str) -> None:
+        self._done = self._done or tag == "form"
+
+
 @dataclass
 class SimulatedBrowser:
     """A cookie jar keyed by host name and an HTTP client that never follows redirects itself."""
@@ -60,9 +84,32 @@ class SimulatedBrowser:
         return "; ".join(f"{k}={v}" for k, v in self.jar.get(host, {}).items())
 
     def get(self, url: str) -> Hop:
+        return self._request("GET", url)
+
+    def submit(self, page: Hop, button: str) -> Hop:
+        """Press the button whose value is ``button`` in the first form of ``page``: a POST of
+        the form's fields from the page's own origin, as a browser sends it."""
+        form = _Form()
+        form.feed(page.body.decode("utf-8", "replace"))
+        if form.action is None:
+            raise ValueError(f"{page.url} has no form")
+        fields = dict(form.fields)
+        fields.update((name, value) for name, value in form.buttons if value == button)
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(page.url))
+        headers = {"Origin": origin, "Sec-Fetch-Site": "same-origin"}
+        return self._request("POST", urljoin(page.url, form.action), data=fields, headers=headers)
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Hop:
         parts = urlsplit(url)
         host = parts.hostname or ""
-        headers = {"User-Agent": "cookiematch-demo"}
+        headers = {"User-Agent": "cookiematch-demo", **(headers or {})}
         target = url
         if host.endswith(".localhost"):
             headers["Host"] = parts.netloc
@@ -71,7 +118,7 @@ class SimulatedBrowser:
         cookie = self.cookie_header(host)
         if cookie:
             headers["Cookie"] = cookie
-        response = self.client.get(target, headers=headers)
+        response = self.client.request(method, target, headers=headers, data=data)
         self.client.cookies.clear()  # the jar above is the only one: hosts share 127.0.0.1
         set_cookies = response.headers.get_list("set-cookie")
         for raw in set_cookies:

@@ -24,6 +24,11 @@ ADMIN_TOKEN = "demo-admin-token-0123456789"
 PUBLISHER = "examplenews"
 FINEST = "finest-dsp"
 MONSTER = "cookie-monster"
+EXCHANGE_VENDOR_ID = 900
+VENDOR_IDS = {FINEST: 901, MONSTER: 902}
+"""The buyers' IAB GVL vendor IDs (made up, like the exchange's): what the privacy policy
+checks under GDPR. Each role is the host of its own cookie (``[privacy] host_vendor_id``)."""
+BUYER_NIDS = {"finest": FINEST, "monster": MONSTER}
 
 
 def free_port() -> int:
@@ -68,6 +73,7 @@ class Urls:
 def _buyer_entry(nid: str, public: str, port: int, *, hosted: bool) -> str:
     fields = [
         f'nid = "{nid}"',
+        f"gvl_vendor_id = {VENDOR_IDS[nid]}",
         f'redirect_url = "{public}/match"',
         f'bidder_url = "http://127.0.0.1:{port}/bid"',
         f'push_url = "{public}/push"',
@@ -94,6 +100,7 @@ def exchange_overrides(directory: Path, ports: Ports, urls: Urls) -> dict[str, s
             f'[{{id = 12345, owner = "{FINEST}"}}, {{id = 24680, owner = "{MONSTER}"}}]'
         ),
         "COOKIEMATCH_EXCHANGE__PUBLISHERS": f'[{{id = "{PUBLISHER}", pixel_matching = true}}]',
+        "COOKIEMATCH_PRIVACY__HOST_VENDOR_ID": str(EXCHANGE_VENDOR_ID),
     }
 
 
@@ -106,6 +113,7 @@ def buyer_overrides(
         "COOKIEMATCH_BUYER__EXCHANGE_URL": f"{urls.exchange}/pixel",
         "COOKIEMATCH_BUYER__PUBLIC_URL": public,
         "COOKIEMATCH_BUYER__ADMIN_TOKEN": ADMIN_TOKEN,
+        "COOKIEMATCH_PRIVACY__HOST_VENDOR_ID": str(VENDOR_IDS[BUYER_NIDS[name]]),
     }
 
 

@@ -156,9 +156,10 @@ def protocol_corners(urls: Urls, ok: Expectations) -> None:
     monster = f"{urls.exchange}/pixel?google_nid={MONSTER}"
     hops = bob.follow(f"{monster}&google_hm=chocolate_chunk!", stop=stop)
     ok.check((hops[-1].location or "").endswith("google_hm=2"), "undecodable google_hm: status 2")
-    bob.get(f"{urls.exchange}/optout")
+    page = bob.get(f"{urls.exchange}/optout")  # the page shows what is stored; nothing changes
+    ok.check(bob.submit(page, "optout").status == 200, "opted out from the exchange's own page")
     hops = bob.follow(f"{base}&google_cm", stop=stop)
-    ok.check("google_error=1" in (hops[-1].location or ""), "after /optout: error 1")
+    ok.check("google_error=1" in (hops[-1].location or ""), "after the opt-out: error 1")
     ok.check(
         bob.get(f"{urls.exchange}/pixel?google_nid=nobody").status == 400,
         "unknown google_nid: 400, no redirect",
