@@ -35,7 +35,7 @@ from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.errors import QueryError
 from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy, Reason
-from cookiematch.privacy.signals import decode_signals
+from cookiematch.privacy.signals import ConsentSignals, decode_signals
 from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.protocol.templates import MacroValues
 from cookiematch.storage.base import Store
@@ -142,8 +142,12 @@ class DmpService:
         self.funnel.client(client.id, "tag_js")
 
     def consent(self, params: PrivacySignals, sec_gpc: str | None = None) -> RequestConsent:
-        """A request's signals decoded once, and whether the DMP cookie may be set or read."""
-        signals = decode_signals(params, sec_gpc)
+        """Well-formed parameters' signals decoded once, and ``judge``d."""
+        return self.judge(params, decode_signals(params, sec_gpc))
+
+    def judge(self, params: PrivacySignals, signals: ConsentSignals) -> RequestConsent:
+        """A request's signals (``params``: the well-formed parameters, which the partners'
+        sync URLs carry) and whether the DMP cookie may be set or read."""
         return RequestConsent(params, signals, self.policy.decide(Operation.STORE_ID, signals))
 
     async def sync(

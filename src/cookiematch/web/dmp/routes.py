@@ -33,8 +33,8 @@ from cookiematch.dmp.model import Client, DmpSettings
 from cookiematch.dmp.service import CallbackStatus, DmpService, SyncResult
 from cookiematch.errors import InvalidURL, QueryError
 from cookiematch.formats import ID_PATTERN
+from cookiematch.privacy.request import read_privacy
 from cookiematch.protocol.cookies import CookieSpec, IdCookie, parse_browser_id, read_id_cookie
-from cookiematch.protocol.privacy import parse_privacy
 from cookiematch.protocol.query import MAX_QUERY_BYTES, QueryParam, parse_query
 from cookiematch.protocol.url import parse_url
 from cookiematch.web.http import HeaderPairs, Request, Response
@@ -149,9 +149,11 @@ class DmpRoutes:
     # --- helpers ------------------------------------------------------------------------
 
     def consent(self, request: Request, parsed: Sequence[QueryParam]) -> RequestConsent:
-        """The request's privacy parameters and ``Sec-GPC``, decoded once; raises QueryError
-        for a malformed parameter."""
-        return self._service.consent(parse_privacy(parsed), request.header("sec-gpc"))
+        """The request's privacy parameters and ``Sec-GPC``, decoded once (cached per distinct
+        parameters); one that is malformed or repeated is a signal that does not decode (no
+        consent, an opt-out), as the exchange and the buyer read it: never a 400."""
+        privacy = read_privacy(parsed, request.header("sec-gpc"))
+        return self._service.judge(privacy.params, privacy.signals)
 
     def cookie(self, request: Request) -> str | IdCookie:
         """The DMP cookie as sent (read once per request, whatever the signals say: an opt-out
