@@ -203,7 +203,7 @@ def test_the_opt_out_page_erases_the_browser_and_the_next_export_removes_it(dmp:
 
         done = submit(http, f"dmp_id={uid}", "optout")
         assert done.status_code == 200 and "This browser is opted out" in done.text
-        assert "records erased" in done.text and "1 export will remove" in done.text
+        assert "records erased" in done.text and "1 notice to remove" in done.text
         assert set_cookies(done)["dmp_id"] == OPT_OUT_VALUE
 
     assert dmp.mentions(uid) == []

@@ -31,14 +31,10 @@ from cookiematch.roots.server import RoleServer
 from cookiematch.storage import Store
 from cookiematch.web.buyer.admin import build_buyer_admin_app
 from cookiematch.web.buyer.metrics import BuyerStatsCollector
-from cookiematch.web.buyer.optout import (
-    OPTOUT_ON_ERROR,
-    OPTOUT_PATH,
-    BuyerOptOutPage,
-    exchange_optout_route,
-)
+from cookiematch.web.buyer.optout import OPTOUT_PATH, BuyerOptOutCookie, exchange_optout_route
 from cookiematch.web.buyer.routes import NO_BID, NO_TAG, BuyerCookie, BuyerRoutes
 from cookiematch.web.metrics import METRICS_ROUTE
+from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
 from cookiematch.web.optout_page import OptOutPage
 from cookiematch.web.router import App
 from cookiematch.web.subjects import subject_routes
@@ -117,7 +113,13 @@ class BuyerServer(RoleServer):
         app.route("/matchtag", routes.matchtag, on_error=NO_TAG)
         app.route("/bid", routes.bid, methods=("POST",), on_error=NO_BID, read_body=True)
         page = OptOutPage(settings.nid, path=OPTOUT_PATH, secure=buyer.cookie_secure)
-        optout = BuyerOptOutPage(page, cookie, subjects, self.stats, new_uid=new_uid)
+        stats = self.stats
+        optout = OptOutFlow(
+            page,
+            BuyerOptOutCookie(cookie, new_uid),
+            subjects,
+            count=lambda outcome: stats.add("optout_page", outcome),
+        )
         app.route(
             OPTOUT_PATH,
             optout.handle,

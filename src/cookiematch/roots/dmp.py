@@ -49,11 +49,11 @@ from cookiematch.storage import Durability, Store, connect_store
 from cookiematch.web.admin import guarded_app
 from cookiematch.web.dmp.admin import DmpAdmin
 from cookiematch.web.dmp.ingest import build_ingest_api
-from cookiematch.web.dmp.optout import UNAVAILABLE as OPTOUT_UNAVAILABLE
-from cookiematch.web.dmp.optout import DmpOptOut
+from cookiematch.web.dmp.optout import DmpOptOutCookie
 from cookiematch.web.dmp.routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
 from cookiematch.web.dmp.segments import SegmentAdmin
 from cookiematch.web.metrics import METRICS_ROUTE
+from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
 from cookiematch.web.optout_page import OptOutPage
 from cookiematch.web.router import App
 from cookiematch.web.subjects import subject_routes
@@ -190,9 +190,9 @@ class DmpServer(RoleServer):
         app.route("/imp", routes.imp)
         app.route("/audiences", routes.audiences, on_error=TEXT_ON_ERROR)
         page = OptOutPage(f"DMP {parse_url(dmp.base_url()).authority}", secure=dmp.cookie_secure)
-        optout = DmpOptOut(page, core.subjects, dmp.cookie_spec(), new_dmp_uid)
+        optout = OptOutFlow(page, DmpOptOutCookie(dmp.cookie_spec(), new_dmp_uid), core.subjects)
         app.route(page.path, optout.handle, methods=("GET", "POST"), read_body=True,
-                  on_error=OPTOUT_UNAVAILABLE)  # fmt: skip
+                  on_error=OPTOUT_ON_ERROR)  # fmt: skip
         admin_routes = [
             METRICS_ROUTE,
             *DmpAdmin(service).routes(),

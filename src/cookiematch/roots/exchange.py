@@ -55,10 +55,11 @@ from cookiematch.web.exchange.admin import (
     stats_routes,
     user_list_members_route,
 )
-from cookiematch.web.exchange.optout import OPTOUT_ON_ERROR, OptOutRoutes
+from cookiematch.web.exchange.optout import ExchangeOptOutCookie, count_optout
 from cookiematch.web.exchange.routes import BrowserCookie, ExchangeRoutes
 from cookiematch.web.forwarded import ProxyTrust
 from cookiematch.web.metrics import METRICS_ROUTE
+from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
 from cookiematch.web.optout_page import OptOutPage
 from cookiematch.web.outbound import BidTransport, NoticeTransport
 from cookiematch.web.router import App
@@ -219,14 +220,17 @@ class ExchangeServer(RoleServer):
         cookie = BrowserCookie(cookie_spec(settings))
         proxies = ProxyTrust(settings.trusted_proxies)
         routes = ExchangeRoutes(service, cookie, proxies)
-        optout = OptOutRoutes(
-            OptOutPage(OPERATOR, secure=settings.cookie_secure), cookie, subjects, new_browser_id
+        optout = OptOutFlow(
+            OptOutPage(OPERATOR, secure=settings.cookie_secure),
+            ExchangeOptOutCookie(cookie, new_browser_id),
+            subjects,
+            count=count_optout,
         )
         ad_routes = AdRoutes(ads, cookie, proxies, transport)
         app.route("/pixel", routes.pixel)
         app.route(
             "/optout",
-            optout.optout,
+            optout.handle,
             methods=("GET", "POST"),
             read_body=True,
             on_error=OPTOUT_ON_ERROR,

@@ -24,14 +24,14 @@ from cookiematch.protocol.query import parse_query
 from cookiematch.protocol.userid import b64url_nopad
 from cookiematch.web.http import Request, Response
 
-__all__ = ["OPT_OUT", "UNDO", "OptOutPage"]
+__all__ = ["OPT_OUT", "PAGE_HEADERS", "UNDO", "OptOutPage"]
 
 OPT_OUT = "optout"
 UNDO = "undo"
 _ACTIONS = frozenset({OPT_OUT, UNDO})
 CSRF_FIELD = "csrf"
 _TOKEN_BYTES = 16
-_PAGE_HEADERS = (
+PAGE_HEADERS = (
     ("X-Frame-Options", "DENY"),
     (
         "Content-Security-Policy",
@@ -77,12 +77,13 @@ class OptOutPage:
         self,
         *,
         opted_out: bool,
-        records: Sequence[StoredRecord] = (),
+        records: Sequence[StoredRecord] | None = (),
         message: str | None = None,
         set_cookies: Sequence[str] = (),
         status: int = 200,
     ) -> Response:
-        """The page, with a fresh token (in its form and its Strict cookie)."""
+        """The page, with a fresh token (in its form and its Strict cookie); ``records=None``
+        when what is stored could not be read (the page then says nothing about it)."""
         token = b64url_nopad(os.urandom(_TOKEN_BYTES))
         name = html.escape(self.operator)
         state = (
@@ -93,13 +94,14 @@ class OptOutPage:
         rows = "".join(
             f"<tr><td>{html.escape(r.kind)}</td><td>{html.escape(_duration(r.expires_in_seconds))}"
             "</td></tr>"
-            for r in records
+            for r in records or ()
         )
-        stored = (
-            f"<table><tr><th>Stored</th><th>Kept for</th></tr>{rows}</table>"
-            if rows
-            else "<p>Nothing is stored about this browser.</p>"
-        )
+        if records is None:
+            stored = ""
+        elif rows:
+            stored = f"<table><tr><th>Stored</th><th>Kept for</th></tr>{rows}</table>"
+        else:
+            stored = "<p>Nothing is stored about this browser.</p>"
         action, label = (UNDO, "Allow matching again") if opted_out else (OPT_OUT, "Opt out")
         notice = f"<p><strong>{html.escape(message)}</strong></p>" if message else ""
         document = (
@@ -110,7 +112,7 @@ class OptOutPage:
             f'<button name=action value="{action}">{label}</button></form>'
         )
         cookies = (*set_cookies, self._token_cookie.header(token))
-        return Response.html(status, document, set_cookies=cookies, headers=_PAGE_HEADERS)
+        return Response.html(status, document, set_cookies=cookies, headers=PAGE_HEADERS)
 
     def refuse(self) -> Response:
         """The answer to a ``POST`` that did not come from the page: nothing changed."""
@@ -118,7 +120,7 @@ class OptOutPage:
             "<!doctype html><meta charset=utf-8><title>Refused</title>"
             "<p>This request did not come from the opt-out page; nothing was changed.</p>"
         )
-        return Response.html(403, document, headers=_PAGE_HEADERS)
+        return Response.html(403, document, headers=PAGE_HEADERS)
 
     def submitted(self, request: Request) -> str | None:
         """The action (``OPT_OUT`` or ``UNDO``) of a genuine ``POST`` from the page, else None."""

@@ -40,9 +40,9 @@ BUYER_EVENTS = LabelledCounter(
 
 OPTOUTS = LabelledCounter(
     "cookiematch_optouts",
-    "Opt-out page submissions, by action and result (done, failed: the store failed,"
-    " refused: not posted from the page)",
-    ("action", "result"),
+    "Opt-out page submissions by outcome (opted_out, undone, unchanged; failed: the store"
+    " failed; refused: not posted from the page)",
+    ("outcome",),
 )
 OPTOUT_NOTICES = LabelledCounter(
     "cookiematch_optout_notices",
