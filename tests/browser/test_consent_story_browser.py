@@ -33,36 +33,21 @@ from cookiematch.demo.stack import (
 )
 
 from support.browser import headless_chromium
+from support.cmp_page import CMP_HEAD, ENCODE_TC
 from support.dmp_sites import Stub, page, reference_files
 
 pytestmark = pytest.mark.browser
 
-NEWS_PAGE = """<!doctype html><meta charset=utf-8><title>ExampleNews</title><body>
+NEWS_PAGE = (
+    """<!doctype html><meta charset=utf-8><title>ExampleNews</title><body>
 <h1>ExampleNews</h1>
-<script src="/node_modules/@iabtcf/stub/lib/stub.js"></script>
-<script type="importmap">{"imports": {
-  "@iabtcf/core": "/node_modules/@iabtcf/core/lib/mjs/index.js",
-  "@iabtcf/cmpapi": "/node_modules/@iabtcf/cmpapi/lib/mjs/index.js"}}</script>
-<script type="module">
-import { CmpApi } from "@iabtcf/cmpapi";
-import { GVL, TCModel, TCString } from "@iabtcf/core";
+"""
+    + CMP_HEAD
+    + """<script type="module">
 const plan = __PLAN__;
-const named = (ids) => Object.fromEntries(ids.map((id) => [id, { id, name: `n${id}` }]));
-const vendor = (id) => ({ id, name: `vendor ${id}`, policyUrl: "https://vendor.example/p",
-  purposes: [1, 2, 3, 4], legIntPurposes: [], flexiblePurposes: [], specialPurposes: [],
-  features: [], specialFeatures: [] });
-const gvl = new GVL({ gvlSpecificationVersion: 3, vendorListVersion: 1, tcfPolicyVersion: 5,
-  lastUpdated: "2024-01-01T00:00:00Z", purposes: named([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]),
-  specialPurposes: named([1, 2]), features: named([1, 2, 3]), specialFeatures: named([1, 2]),
-  stacks: {}, dataCategories: {},
-  vendors: Object.fromEntries(plan.gvl.map((id) => [id, vendor(id)])) });
-const tc = new TCModel(gvl);
-tc.cmpId = 300;
-tc.cmpVersion = 1;
-tc.isServiceSpecific = true;
-tc.purposeConsents.set(plan.purposes);
-tc.vendorConsents.set(plan.vendors);
-new CmpApi(300, 1, true).update(TCString.encode(tc));
+"""
+    + ENCODE_TC
+    + """new CmpApi(300, 1, true).update(encoded);
 // the publisher's ad tag: asks the CMP, then calls the exchange with the signals
 __tcfapi("addEventListener", 2, (data, ok) => {
   if (!ok || !["tcloaded", "useractioncomplete"].includes(data.eventStatus)) return;
@@ -74,6 +59,7 @@ __tcfapi("addEventListener", 2, (data, ok) => {
 });
 </script>
 """
+)
 
 ROLES = ("exchange.localhost", "finest.localhost", "monster.localhost")
 EVERY_VENDOR = sorted({EXCHANGE_VENDOR_ID, *VENDOR_IDS.values()})

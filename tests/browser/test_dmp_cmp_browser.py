@@ -27,6 +27,7 @@ import pytest
 
 from conftest import ServerProcess, free_port
 from support.browser import headless_chromium
+from support.cmp_page import CMP_HEAD, ENCODE_TC
 from support.configs import serve_argv, write_exchange_config
 from support.dmp_sites import NODE_MODULES, Stub, page, partner_stub, pixel, reference_files
 
@@ -36,31 +37,17 @@ TOKEN = "cmp-browser-admin-token-0123"
 ANALYTICS, EMAIL = 7, 8  # the partners' GVL vendor IDs; the other tags: analytics's, and none
 TAGS = ("vendor_tag", "own_tag")
 
-TCF_PAGE = """<!doctype html><meta charset=utf-8><title>News</title><body><h1>News</h1>
-<script src="/node_modules/@iabtcf/stub/lib/stub.js"></script>
-<script>if (__STUB_SAYS_GDPR__) __tcfapi("setGdprApplies", 2, function () {}, true);</script>
-<script type="importmap">{"imports": {
-  "@iabtcf/core": "/node_modules/@iabtcf/core/lib/mjs/index.js",
-  "@iabtcf/cmpapi": "/node_modules/@iabtcf/cmpapi/lib/mjs/index.js"}}</script>
+TCF_PAGE = (
+    """<!doctype html><meta charset=utf-8><title>News</title><body><h1>News</h1>
+"""
+    + CMP_HEAD
+    + """<script>if (__STUB_SAYS_GDPR__) __tcfapi("setGdprApplies", 2, function () {}, true);
+</script>
 <script type="module">
-import { CmpApi } from "@iabtcf/cmpapi";
-import { GVL, TCModel, TCString } from "@iabtcf/core";
 const plan = __PLAN__;
-const named = (ids) => Object.fromEntries(ids.map((id) => [id, { id, name: `n${id}` }]));
-const vendor = (id) => ({ id, name: `vendor ${id}`, policyUrl: "https://vendor.example/privacy",
-  purposes: [1, 2, 3, 4], legIntPurposes: [], flexiblePurposes: [], specialPurposes: [],
-  features: [], specialFeatures: [] });
-const gvl = new GVL({ gvlSpecificationVersion: 3, vendorListVersion: 1, tcfPolicyVersion: 5,
-  lastUpdated: "2024-01-01T00:00:00Z", purposes: named([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]),
-  specialPurposes: named([1, 2]), features: named([1, 2, 3]), specialFeatures: named([1, 2]),
-  stacks: {}, dataCategories: {}, vendors: { 7: vendor(7), 8: vendor(8) } });
-const tc = new TCModel(gvl);
-tc.cmpId = 300;
-tc.cmpVersion = 1;
-tc.isServiceSpecific = true;
-tc.purposeConsents.set(plan.purposes);
-tc.vendorConsents.set(plan.vendors);
-const encoded = window.tcString = TCString.encode(tc);
+"""
+    + ENCODE_TC
+    + """window.tcString = encoded;
 if (plan.match_tag) {  // the exchange's match tag, its macros filled as an ad server would
   const img = new Image(1, 1);
   img.src = `${plan.match_tag}&gdpr=1&gdpr_consent=${encoded}`;
@@ -76,6 +63,7 @@ else {
 </script>
 <script async src="__TAG__"></script>
 """
+)
 
 GPP_PAGE = """<!doctype html><meta charset=utf-8><title>News</title><body><h1>News</h1>
 <script type="importmap">{"imports": {
@@ -101,7 +89,8 @@ PLAIN_PAGE = """<!doctype html><meta charset=utf-8><title>News</title><body><h1>
 
 
 def tcf_page(tag: str, *, stub_says_gdpr: bool = False, **plan: Any) -> str:
-    full = {"purposes": [1, 2, 3, 4], "vendors": [ANALYTICS, EMAIL], "answer_after_ms": None,
+    full = {"gvl": [ANALYTICS, EMAIL], "purposes": [1, 2, 3, 4], "vendors": [ANALYTICS, EMAIL],
+            "answer_after_ms": None,
             "gdpr_applies": True, "match_tag": None, **plan}  # fmt: skip
     html = TCF_PAGE.replace("__PLAN__", json.dumps(full)).replace("__TAG__", tag)
     return html.replace("__STUB_SAYS_GDPR__", json.dumps(stub_says_gdpr))
