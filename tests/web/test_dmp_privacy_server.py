@@ -286,13 +286,18 @@ def test_jsonp_is_off_without_jsonp_origins(http: httpx.Client) -> None:
     assert "JSONP" in response.text and "off" in response.text
 
 
-def test_bad_privacy_parameters_are_refused_clearly(http: httpx.Client) -> None:
+def test_bad_privacy_parameters_are_signals_that_do_not_decode(http: httpx.Client) -> None:
+    """As at the exchange and the buyer: never a 400, never consent."""
     bad = http.get("/sync?client=shop&gdpr=yes", headers={"Origin": ORIGIN})
-    assert bad.status_code == 400 and "gdpr" in bad.json()["error"]
-    assert "set-cookie" not in bad.headers
-    for path in ("/callback/analytics?uid=A-1&us_privacy=2YYN", "/imp?campaign=c&gdpr=2"):
-        assert http.get(path).status_code == 400, path
-    assert http.get("/audiences?gpp_sid=x").status_code == 400
+    assert bad.status_code == 200 and "set-cookie" not in bad.headers
+    assert bad.json()["pixels"] == [] and bad.json()["privacy"]["dmp_cookie"] == "no_consent_string"
+    opted_out = http.get("/sync?client=shop&us_privacy=2YYN", headers={"Origin": ORIGIN})
+    assert opted_out.json()["pixels"] == []  # an undecodable US string is an opt-out
+    uid = uid_of(opted_out)  # keeping one's own cookie is not a sale
+    callback = http.get("/callback/analytics?uid=A-1&us_privacy=2YYN", headers=cookie(uid))
+    assert callback.status_code == 400  # the refused pixel: nothing stored
+    assert http.get("/imp?campaign=c&gdpr=2", headers=cookie(uid)).status_code == 400
+    assert http.get("/audiences?gpp_sid=x", headers=cookie(uid)).status_code == 200
 
 
 def test_the_reasons_are_counted_at_metrics(http: httpx.Client) -> None:
