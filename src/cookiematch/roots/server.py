@@ -1,5 +1,7 @@
 """What every role's server worker shares: its ``App`` and lifecycle, the store, the privacy
-policy, background tasks and ``/metrics`` collectors.
+policy, background tasks, ``/metrics`` collectors, and the probes ``/livez`` (the worker
+answers) and ``/readyz`` (it may take traffic: its store answers, it is not stopping), named
+as Kubernetes names them.
 
 A role's server subclasses ``RoleServer`` and writes ``build(store)``: the role's objects over
 the store, its routes bound on ``self.app``, its tasks started with ``run`` and its collectors
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -20,12 +24,24 @@ from prometheus_client import REGISTRY
 from prometheus_client.registry import Collector
 
 from cookiematch.config import Config
+from cookiematch.errors import StorageError
 from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.storage import Store, connect_store
+from cookiematch.web.http import Request, Response
 from cookiematch.web.privacy_metrics import PrivacyDecisions
 from cookiematch.web.router import DEFAULT_MAX_BODY, App
 
-__all__ = ["RoleServer"]
+__all__ = ["LIVEZ_PATH", "READYZ_PATH", "RoleServer"]
+
+log = logging.getLogger(__name__)
+
+LIVEZ_PATH = "/livez"
+READYZ_PATH = "/readyz"
+READY_TIMEOUT_SECONDS = 0.5
+READY_CACHE_SECONDS = 0.5
+_LIVE = Response.json(200, {"status": "live"})
+_READY = Response.json(200, {"status": "ready"})
+_NOT_READY = Response.json(503, {"status": "not ready"})
 
 
 class RoleServer:
@@ -38,6 +54,9 @@ class RoleServer:
         self.tasks: list[asyncio.Task[None]] = []
         self._collectors: list[Collector] = []
         self.app = App(max_body=max_body)
+        self._stopping = False
+        self._ready = True  # until a probe says otherwise (one warning per change)
+        self._ready_at = -READY_CACHE_SECONDS
         self.app.on_startup.append(self.start)
         self.app.on_shutdown.append(self.stop)
 
@@ -61,6 +80,8 @@ class RoleServer:
         store = await connect_store(self.config.store.url, durability=self.config.store.durability)
         try:
             await self.build(store)
+            self.app.route(LIVEZ_PATH, self._livez)
+            self.app.route(READYZ_PATH, self._readyz)
             self.collect(PrivacyDecisions(self.policy))
         except BaseException:
             await self._release()
@@ -68,7 +89,35 @@ class RoleServer:
             raise
         self.store = store
 
+    async def _livez(self, request: Request) -> Response:
+        """``GET /livez``: the worker answers."""
+        return _LIVE
+
+    async def _readyz(self, request: Request) -> Response:
+        """``GET /readyz``: the worker may take traffic: started, not stopping, its store
+        answering a ping within ``READY_TIMEOUT_SECONDS`` (the answer is kept
+        ``READY_CACHE_SECONDS``, so probes cannot load the store)."""
+        now = time.monotonic()
+        if now - self._ready_at >= READY_CACHE_SECONDS:
+            self._ready = await self._store_answers()
+            self._ready_at = time.monotonic()
+        return _READY if self._ready and not self._stopping else _NOT_READY
+
+    async def _store_answers(self) -> bool:
+        if self.store is None:
+            return False
+        try:
+            await asyncio.wait_for(self.store.ping(), READY_TIMEOUT_SECONDS)
+        except (StorageError, TimeoutError) as exc:
+            if self._ready:
+                log.warning("not ready: the store does not answer: %s", exc)
+            return False
+        if not self._ready:
+            log.info("ready: the store answers")
+        return True
+
     async def stop(self) -> None:
+        self._stopping = True
         await self._release()
         await self.close()
         if self.store is not None:
