@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -169,8 +170,6 @@ def test_sigterm_drains_in_flight_requests_before_shutdown_hooks(
 def test_a_client_gone_mid_body_is_not_an_error(
     interface: str, start_server: Callable[..., ServerProcess]
 ) -> None:
-    import socket
-
     server = start_server(factory="sample_app:make_app", interface=interface, pythonpath=[HERE])
     with socket.create_connection((server.host, server.port)) as sock:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
@@ -180,3 +179,19 @@ def test_a_client_gone_mid_body_is_not_an_error(
     assert server.terminate() == 0
     output = server.output()
     assert " ERROR " not in output and "Traceback" not in output, output
+
+
+def test_a_half_sent_request_head_does_not_hold_the_connection(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    argv = [sys.executable, "-m", "cookiematch.web.server", "--factory", "sample_app:make_app"]
+    argv += ["--port", "{port}", "--header-read-timeout-ms", "1000"]
+    server = start_server(argv, pythonpath=[HERE])
+    with socket.create_connection((server.host, server.port)) as sock:
+        sock.sendall(b"GET /match HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+        sock.settimeout(5)
+        start = time.monotonic()
+        while sock.recv(4096):  # whatever the server says before it closes
+            pass
+        assert time.monotonic() - start < 3  # closed after about the 1 s allowed
+    assert httpx.get(f"{server.url}/match").status_code == 302

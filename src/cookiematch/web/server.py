@@ -43,6 +43,7 @@ from cookiematch.web.rsgi import RSGIAdapter
 __all__ = [
     "CONFIG_ENV",
     "FACTORY_ENV",
+    "HEADER_READ_TIMEOUT_MS",
     "AppFactory",
     "asgi_app",
     "check_app",
@@ -51,6 +52,10 @@ __all__ = [
     "rsgi_app",
     "serve",
 ]
+
+HEADER_READ_TIMEOUT_MS = 5000
+"""How long a connection may take to send a request's head (granian's default is 30 s): a
+client that sends half a head cannot hold a connection longer (browsers send it at once)."""
 
 CONFIG_ENV = "COOKIEMATCH_CONFIG"
 FACTORY_ENV = "COOKIEMATCH_APP_FACTORY"
@@ -154,6 +159,7 @@ def serve(
     backlog: int = 1024,
     kill_timeout: int = 30,
     check: bool = True,
+    header_read_timeout_ms: int = HEADER_READ_TIMEOUT_MS,
 ) -> None:
     """Serve the factory's App until SIGTERM/SIGINT; blocks. ``AddressInUse`` if another
     process already listens on ``host:port``.
@@ -162,6 +168,7 @@ def serve(
     here with a clear traceback instead of in every worker.
     """
     from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server import Server
 
@@ -183,6 +190,7 @@ def serve(
         factory=True,
         websockets=False,
         backlog=backlog,
+        http1_settings=HTTP1Settings(header_read_timeout=header_read_timeout_ms),
         log_access=log_access,
         log_level=LogLevels(level),
         log_dictconfig=log_config(level, log_format),
@@ -200,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--config", default=None)
     parser.add_argument("--log-access", action="store_true")
+    parser.add_argument("--header-read-timeout-ms", type=int, default=HEADER_READ_TIMEOUT_MS)
     args = parser.parse_args(argv)
     serve(
         args.factory,
@@ -209,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         workers=args.workers,
         config=args.config,
         log_access=args.log_access,
+        header_read_timeout_ms=args.header_read_timeout_ms,
     )
 
 
