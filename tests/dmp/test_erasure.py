@@ -26,8 +26,9 @@ from protocol.tcf_builder import core_of_today, id_bits, vendor_bitfield
 
 from .helpers import FakeClock
 from .scripted_transport import ScriptedTransport
-from .segment_stores import clocked_store, segment_cluster, segment_redis, wall_clock  # noqa: F401
+from .segment_stores import clocked_store, wall_clock  # noqa: F401
 from .store_scan import mentions
+from support.stores import shared_cluster, shared_redis  # noqa: F401
 
 ANALYTICS_VENDOR = 7
 # consent for both partners (vendors 7 and 9) and both destinations (11 and 12), dated today

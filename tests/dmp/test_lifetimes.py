@@ -19,7 +19,8 @@ from cookiematch.storage import Store
 
 from .helpers import FakeClock
 from .scripted_transport import ScriptedTransport
-from .segment_stores import clocked_store, segment_cluster, segment_redis, wall_clock  # noqa: F401
+from .segment_stores import clocked_store, wall_clock  # noqa: F401
+from support.stores import shared_cluster, shared_redis  # noqa: F401
 
 MEMBERSHIP_DAYS, EXPORT_DAYS = 10, 20
 CONFIG = f"""

@@ -31,7 +31,7 @@ from cookiematch.storage.lease import holder_of
 from storage.redis_servers import RedisClusterProcesses
 
 from .helpers import NOW, FakeClock
-from .segment_stores import segment_cluster  # noqa: F401
+from support.stores import shared_cluster  # noqa: F401
 
 BUYERS = (DmpSegmentConfig(id="buyers", rule={"event": "purchase", "within_days": 30}),)
 
@@ -107,7 +107,7 @@ def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A store several workers open: a SQLite file, or a real Redis Cluster."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/shared.db"
-    cluster: RedisClusterProcesses = request.getfixturevalue("segment_cluster")
+    cluster: RedisClusterProcesses = request.getfixturevalue("shared_cluster")
     cluster.flushall()
     return cluster.url
 

@@ -15,7 +15,8 @@ from cookiematch.dmp.snapshot import ProfileSnapshot
 from cookiematch.storage import Store
 
 from .helpers import NOW, FakeClock
-from .segment_stores import any_store, segment_cluster  # noqa: F401
+from .segment_stores import any_store  # noqa: F401
+from support.stores import shared_cluster  # noqa: F401
 
 SEGMENTS = [
     Segment("gold", parse_rule({"attribute": "tier", "value": "gold"})),

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
@@ -22,8 +21,9 @@ from cookiematch.protocol.cookies import format_browser_id
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.secret import Secret
-from cookiematch.storage import Store, open_store
-from storage.redis_servers import RedisClusterProcesses, RedisServer, require_redis
+from cookiematch.storage import Store
+
+from support.stores import backend_store, shared_cluster, shared_redis  # noqa: F401
 
 BROWSER = bytes(range(16))
 OTHER = bytes(range(1, 17))
@@ -48,39 +48,9 @@ PLAIN = buyer("plain-dsp")
 GONE = buyer("gone-dsp", hosted=True)  # hosted once, then removed from the registry
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    require_redis()
-    server = RedisServer(tmp_path_factory.mktemp("exchange-redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
-    require_redis()
-    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("exchange-cluster"))
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis", "cluster"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'exchange.db'}"
-    elif request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        with server.client() as client:
-            client.flushall()
-        url = server.url
-    else:
-        cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
-        cluster.flushall()
-        url = cluster.url
-    opened = open_store(url)
-    await opened.start()
-    yield opened
-    await opened.close()
+@pytest.fixture
+def store(backend_store: Store) -> Store:  # noqa: F811 (the fixture, by name)
+    return backend_store
 
 
 def subjects_over(store: Store, buyers: Sequence[Buyer]) -> ExchangeSubjects:
