@@ -1,13 +1,27 @@
+"""The families of ``web/counters.py`` in one process (the anonymous-memory case); several
+workers are in ``test_metric_slots.py``."""
+
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from cookiematch.web.counters import LabelledCounter
+from cookiematch.web.counters import (
+    LabelledCounter,
+    LabelledGauge,
+    LabelledHistogram,
+    SharedMetrics,
+    WorkerCounts,
+)
+
+
+def own_metrics() -> tuple[SharedMetrics, CollectorRegistry]:
+    registry = CollectorRegistry()
+    return SharedMetrics(registry), registry
 
 
 def test_labelled_counter_exposes_what_it_counted() -> None:
-    registry = CollectorRegistry()
-    counter = LabelledCounter("cm_test_outcomes", "Outcomes.", ("nid", "outcome"), registry)
+    metrics, registry = own_metrics()
+    counter = LabelledCounter("cm_test_outcomes", "Outcomes.", ("nid", "outcome"), metrics)
     counter.inc(("a", "redirect"))
     counter.inc(("a", "redirect"))
     counter.inc(("b", "error_3"), 5)
@@ -20,8 +34,50 @@ def test_labelled_counter_exposes_what_it_counted() -> None:
 
 
 def test_labelled_counter_escapes_label_values() -> None:
-    registry = CollectorRegistry()
-    counter = LabelledCounter("cm_test_reasons", "Reasons.", ("reason",), registry)
+    metrics, registry = own_metrics()
+    counter = LabelledCounter("cm_test_reasons", "Reasons.", ("reason",), metrics)
     counter.inc(('quote"and\\slash',))
     text = generate_latest(registry).decode()
     assert 'cm_test_reasons_total{reason="quote\\"and\\\\slash"} 1.0' in text
+
+
+def test_a_label_is_the_str_of_its_value() -> None:
+    metrics, registry = own_metrics()
+    counter = LabelledCounter("cm_test_statuses", "Statuses.", ("status",), metrics)
+    counter.inc((302,))
+    counter.inc(("302",))  # another key in this worker, the same series once exposed
+    assert 'cm_test_statuses_total{status="302"} 2.0' in generate_latest(registry).decode()
+
+
+def test_a_histogram_counts_each_value_in_its_inclusive_bucket() -> None:
+    metrics, registry = own_metrics()
+    histogram = LabelledHistogram("cm_test_seconds", "S.", ("route",), metrics, buckets=(1, 2))
+    for value in (0.5, 1.0, 1.5, 3.0):
+        histogram.observe(("/pixel",), value)
+    text = generate_latest(registry).decode()
+    assert 'cm_test_seconds_bucket{le="1.0",route="/pixel"} 2.0' in text
+    assert 'cm_test_seconds_bucket{le="2.0",route="/pixel"} 3.0' in text
+    assert 'cm_test_seconds_bucket{le="+Inf",route="/pixel"} 4.0' in text
+    assert 'cm_test_seconds_count{route="/pixel"} 4.0' in text
+    assert 'cm_test_seconds_sum{route="/pixel"} 6.0' in text
+    assert histogram.count(("/pixel",)) == 4
+
+
+def test_a_gauge_holds_what_was_set() -> None:
+    metrics, registry = own_metrics()
+    gauge = LabelledGauge("cm_test_depth", "Depth.", ("nid",), metrics)
+    gauge.set(("a",), 7)
+    gauge.inc(("a",), -2)
+    assert 'cm_test_depth{nid="a"} 5.0' in generate_latest(registry).decode()
+
+
+def test_worker_counts_are_a_mapping_that_writes_the_families() -> None:
+    metrics, registry = own_metrics()
+    counter = LabelledCounter("cm_test_events", "Events.", ("event", "label"), metrics)
+    counts: WorkerCounts[tuple[str, str]] = WorkerCounts(lambda key: (counter, key))
+    counts["match", "recorded"] += 1
+    counts["match", "recorded"] += 1
+    assert counts["match", "recorded"] == 2 and counts["bid", "nobid"] == 0
+    assert ("bid", "nobid") not in counts and dict(counts) == {("match", "recorded"): 2}
+    text = generate_latest(registry).decode()
+    assert 'cm_test_events_total{event="match",label="recorded"} 2.0' in text
