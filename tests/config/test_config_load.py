@@ -341,7 +341,11 @@ def test_more_problems_are_counted(tmp_path: Path) -> None:
 
 def test_config_type_is_extensible_by_one_field() -> None:
     """Roles are the optional tables of Config other than [store] and [privacy]."""
-    assert set(Config.__struct_fields__) - {"store", "privacy"} == {"exchange", "buyer", "dmp"}
+    assert set(Config.__struct_fields__) - {"store", "privacy", "metrics"} == {
+        "exchange",
+        "buyer",
+        "dmp",
+    }
     assert Config().roles == frozenset()
 
 

@@ -2,11 +2,14 @@
 
 Counters are in memory and per worker process (a restart starts from zero): they count
 events, not table size. Names are fixed; labels are bounded (codes are clamped by callers).
+The server gives the shared counts that ``/metrics`` adds up over its workers; the admin API
+shows the worker's own.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import MutableMapping
 
 EVENTS = {
     "match": "GET /match redirects, by outcome",
@@ -24,8 +27,8 @@ EVENTS = {
 class BuyerStats:
     """``add(event, label)``; ``snapshot()`` gives ``{event: {label: count}}``."""
 
-    def __init__(self) -> None:
-        self._counts: Counter[tuple[str, str]] = Counter()
+    def __init__(self, counts: MutableMapping[tuple[str, str], int] | None = None) -> None:
+        self._counts: MutableMapping[tuple[str, str], int] = Counter() if counts is None else counts
 
     def add(self, event: str, label: str) -> None:
         if event not in EVENTS:
@@ -33,7 +36,7 @@ class BuyerStats:
         self._counts[(event, label)] += 1
 
     def get(self, event: str, label: str) -> int:
-        return self._counts[(event, label)]
+        return self._counts.get((event, label), 0)
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {event: {} for event in EVENTS}

@@ -10,7 +10,7 @@ the admin API and the store read and write one format.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -46,6 +46,19 @@ class StoreConfig(Table, frozen=True):
         if scheme.lower() not in SCHEMES:
             known = ", ".join(sorted(SCHEMES))
             return [("url", f"unknown storage scheme {scheme!r} (known: {known})")]
+        return []
+
+
+MetricsAccess = Literal["open", "token"]
+
+
+class MetricsConfig(Table, frozen=True):
+    """``[metrics]``: who may read each role's ``/metrics`` (docs/operations.md)."""
+
+    # open: anyone who reaches the role's listener; token: the role's admin_token (bearer)
+    access: MetricsAccess = "open"
+
+    def problems(self) -> Problems:
         return []
 
 
@@ -110,6 +123,7 @@ class Config(Table, frozen=True):
 
     store: StoreConfig = StoreConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    metrics: MetricsConfig = MetricsConfig()
     exchange: ExchangeConfig | None = None
     buyer: BuyerRoleConfig | None = None
     dmp: DmpConfig | None = None
@@ -132,4 +146,4 @@ class Config(Table, frozen=True):
         return found
 
 
-SECTIONS_WITHOUT_ROLE = frozenset({"store", "privacy"})
+SECTIONS_WITHOUT_ROLE = frozenset({"store", "privacy", "metrics"})

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 from cookiematch.privacy.signals import ConsentSignals, in_force_sections
@@ -113,7 +113,8 @@ object (so that its ``id`` is not reused while it is there)."""
 
 class PrivacyPolicy:
     """``decide`` answers for one operation and party; ``counts`` tallies the answers of this
-    process by (operation, reason), for the metrics.
+    process by (operation, reason), for the metrics (a ``Counter`` unless one is given: the
+    roots give the shared counts that ``/metrics`` adds up over a server's workers).
 
     An answer is a pure function of the settings and its arguments, so it is remembered per
     signals object: the signals of a request that says nothing (``SILENT``) and those read
@@ -121,10 +122,16 @@ class PrivacyPolicy:
     costs a look-up. Every answer is counted, remembered or not.
     """
 
-    def __init__(self, settings: PrivacySettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: PrivacySettings | None = None,
+        counts: MutableMapping[tuple[Operation, Reason], int] | None = None,
+    ) -> None:
         self.settings = settings or PrivacySettings()
         self._purposes = {op: tuple(sorted(p)) for op, p in self.settings.purposes.items()}
-        self.counts: Counter[tuple[Operation, Reason]] = Counter()
+        self.counts: MutableMapping[tuple[Operation, Reason], int] = (
+            Counter() if counts is None else counts
+        )
         self._memo: dict[tuple[int, Operation, int | None], tuple[ConsentSignals, Decision]] = {}
 
     def decide(

@@ -30,10 +30,10 @@ from cookiematch.roots.config_env import config_from_env
 from cookiematch.roots.server import RoleServer
 from cookiematch.storage import Store
 from cookiematch.web.buyer.admin import build_buyer_admin_app
-from cookiematch.web.buyer.metrics import BuyerStatsCollector
+from cookiematch.web.buyer.metrics import buyer_counts
 from cookiematch.web.buyer.optout import OPTOUT_PATH, BuyerOptOutCookie, exchange_optout_route
 from cookiematch.web.buyer.routes import NO_BID, NO_TAG, BuyerCookie, BuyerRoutes
-from cookiematch.web.metrics import METRICS_ROUTE
+from cookiematch.web.metrics import metrics_route
 from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
 from cookiematch.web.optout_page import OptOutPage
 from cookiematch.web.router import App
@@ -85,7 +85,7 @@ class BuyerServer(RoleServer):
         self.buyer = buyer_table(config)
         self.settings = self.buyer.settings()
         self.campaigns = self.buyer.campaign_models()  # compiled now: a bad one fails the start
-        self.stats = BuyerStats()
+        self.stats = BuyerStats(buyer_counts())
         self.bid_log = BidLog(self.buyer.bid_log_size)
         self.matcher: Matcher | None = None
 
@@ -127,7 +127,10 @@ class BuyerServer(RoleServer):
             on_error=OPTOUT_ON_ERROR,
             read_body=True,
         )
-        extra = [*subject_routes(subjects), METRICS_ROUTE]
+        extra = [
+            *subject_routes(subjects),
+            metrics_route(self.config.metrics.access, buyer.admin_token),
+        ]
         if buyer.exchange_optout_secret is not None:  # else the path is a 404
             secret = buyer.exchange_optout_secret.reveal().encode()
             notices = ExchangeOptOuts(table, settings.nid, secret, self.stats, clock=time.time)
@@ -135,7 +138,6 @@ class BuyerServer(RoleServer):
         app.fallback = build_buyer_admin_app(
             matcher, bidder, buyer.admin_token, clock=time.time, extra_routes=extra
         )
-        self.collect(BuyerStatsCollector(self.stats))
 
 
 def app() -> App:

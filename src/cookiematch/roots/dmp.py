@@ -52,7 +52,7 @@ from cookiematch.web.dmp.ingest import build_ingest_api
 from cookiematch.web.dmp.optout import DmpOptOutCookie
 from cookiematch.web.dmp.routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
 from cookiematch.web.dmp.segments import SegmentAdmin
-from cookiematch.web.metrics import METRICS_ROUTE
+from cookiematch.web.metrics import metrics_route
 from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
 from cookiematch.web.optout_page import OptOutPage
 from cookiematch.web.router import App
@@ -194,7 +194,7 @@ class DmpServer(RoleServer):
         app.route(page.path, optout.handle, methods=("GET", "POST"), read_body=True,
                   on_error=OPTOUT_ON_ERROR)  # fmt: skip
         admin_routes = [
-            METRICS_ROUTE,
+            metrics_route(self.config.metrics.access, dmp.admin_token),
             *DmpAdmin(service).routes(),
             *SegmentAdmin(core.segments, core.exports, self.schedule).routes(),
             *build_ingest_api(store, dmp, core.ingestor).routes(),

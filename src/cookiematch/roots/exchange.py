@@ -58,7 +58,7 @@ from cookiematch.web.exchange.admin import (
 from cookiematch.web.exchange.optout import ExchangeOptOutCookie, count_optout
 from cookiematch.web.exchange.routes import BrowserCookie, ExchangeRoutes
 from cookiematch.web.forwarded import ProxyTrust
-from cookiematch.web.metrics import METRICS_ROUTE
+from cookiematch.web.metrics import metrics_route
 from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
 from cookiematch.web.optout_page import OptOutPage
 from cookiematch.web.outbound import BidTransport, NoticeTransport
@@ -241,7 +241,7 @@ class ExchangeServer(RoleServer):
             registry,
             token if token is not None else "",
             extra_routes=[
-                METRICS_ROUTE,
+                metrics_route(self.config.metrics.access, self.exchange.admin_token),
                 *stats_routes(registry, monitor),
                 user_list_members_route(
                     UserListBulk(registry, store, self.cipher, clock=time.time)

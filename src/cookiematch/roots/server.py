@@ -28,7 +28,7 @@ from cookiematch.errors import StorageError
 from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.storage import Store, connect_store
 from cookiematch.web.http import Request, Response
-from cookiematch.web.privacy_metrics import PrivacyDecisions
+from cookiematch.web.privacy_metrics import decision_counts
 from cookiematch.web.router import DEFAULT_MAX_BODY, App
 
 __all__ = ["LIVEZ_PATH", "READYZ_PATH", "RoleServer"]
@@ -49,7 +49,7 @@ class RoleServer:
 
     def __init__(self, config: Config, *, max_body: int = DEFAULT_MAX_BODY) -> None:
         self.config = config
-        self.policy = PrivacyPolicy(config.privacy.settings())  # the one of this process
+        self.policy = PrivacyPolicy(config.privacy.settings(), decision_counts())  # the process's
         self.store: Store | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self._collectors: list[Collector] = []
@@ -82,7 +82,6 @@ class RoleServer:
             await self.build(store)
             self.app.route(LIVEZ_PATH, self._livez)
             self.app.route(READYZ_PATH, self._readyz)
-            self.collect(PrivacyDecisions(self.policy))
         except BaseException:
             await self._release()
             await store.close()

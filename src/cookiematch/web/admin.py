@@ -34,6 +34,7 @@ __all__ = [
     "HEALTH_ROUTE",
     "MAX_BODY_BYTES",
     "PREFIX",
+    "bearer_authorized",
     "guarded_app",
     "json_response",
     "problem",
@@ -111,6 +112,14 @@ HEALTH_ROUTE = Route(HEALTH_PATH, _health, methods=["GET"])
 """``GET /admin/v1/health``: no token needed."""
 
 
+def bearer_authorized(scope: Scope, token: bytes) -> bool:
+    """Does the request present ``Authorization: Bearer <token>``? Never with an empty token."""
+    scheme, _, presented = Headers(scope=scope).get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    return hmac.compare_digest(presented.strip().encode(), token)
+
+
 class _Guard:
     """Authenticates ``/admin/v1`` requests and turns any escaping exception into a 500."""
 
@@ -118,19 +127,13 @@ class _Guard:
         self.app = app
         self._token = token.encode()
 
-    def _authorized(self, scope: Scope) -> bool:
-        scheme, _, presented = Headers(scope=scope).get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not self._token:
-            return False
-        return hmac.compare_digest(presented.strip().encode(), self._token)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
         needs_auth = (path == PREFIX or path.startswith(PREFIX + "/")) and path != HEALTH_PATH
-        if needs_auth and not self._authorized(scope):
+        if needs_auth and not bearer_authorized(scope, self._token):
             detail = "a valid 'Authorization: Bearer <admin token>' header is required"
             response = problem(401, detail, headers={"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)

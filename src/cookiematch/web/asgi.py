@@ -8,13 +8,17 @@ hooks (the fallback app's own lifespan is not run).
 from __future__ import annotations
 
 import logging
+from time import perf_counter
 
 from cookiematch.web.http import Headers, Request, Response
+from cookiematch.web.http_metrics import UNMATCHED, fallback_route, record
 from cookiematch.web.router import (
     BAD_REQUEST,
     BODY_TOO_LARGE,
     NOT_FOUND,
     App,
+    ASGIApp,
+    Message,
     Receive,
     Route,
     Scope,
@@ -45,6 +49,7 @@ class ASGIAdapter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        started = perf_counter()
         if kind == "http":
             route = self.app.match(scope["path"])
             if route is not None:
@@ -54,16 +59,38 @@ class ASGIAdapter:
                     log.exception("ASGI adapter failed on %s", scope["path"])
                     response = route.on_error
                 await _send(send, response)
+                record(route.path, response.status, perf_counter() - started)
                 return
         elif kind == "lifespan":
             await self._lifespan(receive, send)
             return
-        if self.app.fallback is not None:
+        if self.app.fallback is not None and kind == "http":
+            await self._fallback(self.app.fallback, scope, receive, send, started)
+        elif self.app.fallback is not None:
             await self.app.fallback(scope, receive, send)
         elif kind == "http":
             await _send(send, NOT_FOUND)
+            record(UNMATCHED, NOT_FOUND.status, perf_counter() - started)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1000})
+
+    @staticmethod
+    async def _fallback(
+        app: ASGIApp, scope: Scope, receive: Receive, send: Send, started: float
+    ) -> None:
+        status: int | None = None
+
+        async def noting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await app(scope, receive, noting_send)
+        finally:
+            if status is not None:
+                record(fallback_route(scope), status, perf_counter() - started)
 
     async def _hot(self, route: Route, scope: Scope, receive: Receive) -> Response:
         method = scope["method"]

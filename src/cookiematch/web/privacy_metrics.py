@@ -1,28 +1,20 @@
-"""The privacy policy's decisions of this process, exposed at ``/metrics``:
+"""The privacy policy's decisions at ``/metrics``, added up over the server's workers:
 ``cookiematch_privacy_decisions_total{operation, reason}`` (the reasons of docs/privacy.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from cookiematch.privacy.policy import Operation, Reason
+from cookiematch.web.counters import LabelledCounter, WorkerCounts
 
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
+__all__ = ["PRIVACY_DECISIONS", "decision_counts"]
 
-from cookiematch.privacy.policy import PrivacyPolicy
+PRIVACY_DECISIONS = LabelledCounter(
+    "cookiematch_privacy_decisions",
+    "What the privacy policy answered, by operation and reason",
+    ("operation", "reason"),
+)
 
-__all__ = ["PrivacyDecisions"]
 
-
-class PrivacyDecisions(Collector):
-    def __init__(self, policy: PrivacyPolicy) -> None:
-        self._policy = policy
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(
-            "cookiematch_privacy_decisions",
-            "What the privacy policy answered, by operation and reason",
-            labels=["operation", "reason"],
-        )
-        for (operation, reason), count in list(self._policy.counts.items()):
-            family.add_metric([operation.value, reason.value], count)
-        yield family
+def decision_counts() -> WorkerCounts[tuple[Operation, Reason]]:
+    """A ``PrivacyPolicy``'s ``counts``, written to ``PRIVACY_DECISIONS``."""
+    return WorkerCounts(lambda key: (PRIVACY_DECISIONS, (key[0].value, key[1].value)))

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import Any, Protocol
 
 # granian.rsgi re-exports it as ProtocolClosed, untyped
 from granian._granian import RSGIProtocolClosed as ProtocolClosed
 
 from cookiematch.web.http import Request, Response
+from cookiematch.web.http_metrics import UNMATCHED, fallback_route, record
 from cookiematch.web.router import BAD_REQUEST, BODY_TOO_LARGE, NOT_FOUND, App, Message, Route
 
 __all__ = ["RSGIAdapter", "peer_ip"]
@@ -86,15 +88,17 @@ class RSGIAdapter:
         if scope.proto != "http":
             proto.close(None)  # websockets are not served
             return
+        started = perf_counter()
         path = scope.path
         route = self._routes.get(path)
         if route is None:
             route = self.app.match(path)
             if route is None:
                 if self.app.fallback is not None:
-                    await self._fallback(scope, proto)
+                    await self._fallback(scope, proto, started)
                 else:
                     _send(proto, NOT_FOUND)
+                    record(UNMATCHED, NOT_FOUND.status, perf_counter() - started)
                 return
         try:
             method = scope.method
@@ -115,6 +119,7 @@ class RSGIAdapter:
             log.exception("RSGI adapter failed on %s", path)
             response = route.on_error
         _send(proto, response)
+        record(route.path, response.status, perf_counter() - started)
 
     async def _with_body(self, route: Route, scope: Any, proto: _Proto) -> Response:
         limit = self.app.max_body
@@ -130,7 +135,7 @@ class RSGIAdapter:
         )  # fmt: skip
         return await self.app.call(route, request)
 
-    async def _fallback(self, scope: Any, proto: _Proto) -> None:
+    async def _fallback(self, scope: Any, proto: _Proto, started: float) -> None:
         """Run the fallback ASGI app for one HTTP request (the RSGI→ASGI bridge)."""
         assert self.app.fallback is not None
         asgi_scope: dict[str, Any] = {
@@ -157,13 +162,17 @@ class RSGIAdapter:
             log.exception("fallback app failed on %s %s", scope.method, scope.path)
             if not bridge.done and bridge.transport is None:
                 _send(proto, _INTERNAL_ERROR)
-            return
-        if not bridge.done:
-            if bridge.status is None:
-                log.error("fallback app returned without a response on %s", scope.path)
-                _send(proto, _INTERNAL_ERROR)
-            elif bridge.transport is None:  # body never finished: send what we have
-                proto.response_bytes(bridge.status, bridge.headers, b"".join(bridge.chunks))
+                bridge.status = _INTERNAL_ERROR.status
+        else:
+            if not bridge.done:
+                if bridge.status is None:
+                    log.error("fallback app returned without a response on %s", scope.path)
+                    _send(proto, _INTERNAL_ERROR)
+                    bridge.status = _INTERNAL_ERROR.status
+                elif bridge.transport is None:  # body never finished: send what we have
+                    proto.response_bytes(bridge.status, bridge.headers, b"".join(bridge.chunks))
+        if bridge.status is not None:
+            record(fallback_route(asgi_scope), bridge.status, perf_counter() - started)
 
 
 class _Bridge:

@@ -11,6 +11,9 @@ Configuration reaches the factory through the environment, which the workers inh
   ``config_path()``.
 - ``COOKIEMATCH_APP_FACTORY``: the factory path; set by ``serve``, read by ``rsgi_app`` and
   ``asgi_app`` (the granian targets). Internal.
+- ``COOKIEMATCH_METRICS_DIR``: a directory ``serve`` creates for the run and removes at the
+  end, where each worker keeps its metric values for the others to add up
+  (``web/slots.py`` ``workers_directory``). Internal.
 
 Logging: every worker logs as ``cookiematch.logs`` says, granian's own loggers included, at
 the level and in the format the command chose (inherited through the environment).
@@ -39,6 +42,7 @@ from cookiematch.logs import log_config, settings_from_env
 from cookiematch.web.asgi import ASGIAdapter
 from cookiematch.web.router import App
 from cookiematch.web.rsgi import RSGIAdapter
+from cookiematch.web.slots import workers_directory
 
 __all__ = [
     "CONFIG_ENV",
@@ -196,7 +200,8 @@ def serve(
         log_dictconfig=log_config(level, log_format),
         workers_kill_timeout=kill_timeout,
     )
-    server.serve()
+    with workers_directory():
+        server.serve()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

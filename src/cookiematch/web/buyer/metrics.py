@@ -1,29 +1,23 @@
-"""The buyer's counters (``BuyerStats``) exposed to Prometheus at ``/metrics``.
+"""The buyer's counters (``BuyerStats``) at ``/metrics``, added up over the server's workers.
 
-One counter family per event, ``cookiematch_buyer_<event>_total{outcome=...}``, read from the
-same ``BuyerStats`` the admin API shows, so the two never disagree.
+One counter family per event, ``cookiematch_buyer_<event>_total{outcome=...}``; the server's
+``BuyerStats`` counts into them (``buyer_counts``), so the admin API (the worker's own counts)
+and ``/metrics`` (every worker's) read the same tallies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from cookiematch.buyer.stats import EVENTS
+from cookiematch.web.counters import LabelledCounter, WorkerCounts
 
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
+__all__ = ["BUYER_EVENTS", "buyer_counts"]
 
-from cookiematch.buyer.stats import EVENTS, BuyerStats
+BUYER_EVENTS = {
+    event: LabelledCounter(f"cookiematch_buyer_{event}", description, ("outcome",))
+    for event, description in EVENTS.items()
+}
 
 
-class BuyerStatsCollector(Collector):
-    def __init__(self, stats: BuyerStats) -> None:
-        self._stats = stats
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        snapshot = self._stats.snapshot()
-        for event, description in EVENTS.items():
-            family = CounterMetricFamily(
-                f"cookiematch_buyer_{event}", description, labels=["outcome"]
-            )
-            for label, count in snapshot[event].items():
-                family.add_metric([label], count)
-            yield family
+def buyer_counts() -> WorkerCounts[tuple[str, str]]:
+    """``BuyerStats``' counts by (event, label), written to the event's family."""
+    return WorkerCounts(lambda key: (BUYER_EVENTS[key[0]], (key[1],)))

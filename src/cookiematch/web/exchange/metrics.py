@@ -1,14 +1,13 @@
-"""Prometheus counters of the exchange's browser-facing routes (served at ``/metrics``)."""
+"""Prometheus counters of the exchange's browser-facing routes (served at ``/metrics``, added
+up over the server's workers: ``web/counters.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import Gauge
-
 from cookiematch.exchange.notice_delivery import NoticeEvent
 from cookiematch.exchange.outcomes import RedirectToBuyer
-from cookiematch.web.counters import LabelledCounter
+from cookiematch.web.counters import LabelledCounter, LabelledGauge
 
 PIXEL_OUTCOMES = LabelledCounter(
     "cookiematch_pixel_outcomes",
@@ -49,10 +48,11 @@ OPTOUT_NOTICES = LabelledCounter(
     "Opt-out notices to buyers, by buyer and event (queued, delivered, failed_attempt, abandoned)",
     ("nid", "event"),
 )
-OPTOUT_NOTICE_QUEUE = Gauge(
+OPTOUT_NOTICE_QUEUE = LabelledGauge(
     "cookiematch_optout_notice_queue_depth",
-    "Opt-out notices waiting for delivery, per buyer, as this worker last read the queue",
+    "Opt-out notices waiting for delivery, per buyer, as a live worker last read the queue",
     ("nid",),
+    mode="latest",
 )
 
 
@@ -69,7 +69,7 @@ def count_queued(nids: Sequence[str]) -> None:
 
 def notice_depth(nid: str, depth: int) -> None:
     """``NoticeDelivery``'s ``on_depth``."""
-    OPTOUT_NOTICE_QUEUE.labels(nid).set(depth)
+    OPTOUT_NOTICE_QUEUE.set((nid,), depth)
 
 
 def record_redirect(outcome: RedirectToBuyer) -> None:

@@ -1,0 +1,176 @@
+"""``/metrics`` of every role served by ``cookiematch serve --workers 2``: whichever worker
+answers a scrape, it counts every worker's requests; the exposition passes ``promtool check
+metrics`` in both formats; OpenMetrics is negotiated from ``Accept``; ``[metrics] access =
+"token"`` asks for the admin token."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from conftest import ServerProcess, free_port
+from support.configs import ADMIN_TOKEN, serve_argv, write_exchange_config
+
+N = 60
+SCRAPES = 20
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+def buyer_config(directory: Path, port: int) -> Path:
+    path = directory / "buyer.toml"
+    path.write_text(f"""
+[store]
+url = "sqlite:///{directory / "buyer.db"}"
+
+[buyer]
+listen = "127.0.0.1:{port}"
+nid = "dsp"
+exchange_url = "http://exchange.test/pixel"
+public_url = "http://127.0.0.1:{port}"
+admin_token = "{ADMIN_TOKEN}"
+""")
+    return path
+
+
+def dmp_config(directory: Path, port: int, access: str = "open") -> Path:
+    path = directory / "dmp.toml"
+    path.write_text(f"""
+[store]
+url = "sqlite:///{directory / "dmp.db"}"
+
+[metrics]
+access = "{access}"
+
+[dmp]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+admin_token = "{ADMIN_TOKEN}"
+""")
+    return path
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    config: Callable[[Path, int], Path]
+    path: str  # a hot route requested N times
+    status: int
+    counted: str  # a sample of the role's own families that reads N after those requests
+
+
+ROLES = [
+    Role("exchange", lambda d, p: write_exchange_config(d, p),
+         "/pixel?google_nid=ad_network_xyz&google_cm&google_sc", 302,
+         'cookiematch_pixel_outcomes_total{nid="ad_network_xyz",outcome="set_cookie"}'),
+    Role("buyer", buyer_config, "/match?google_error=1", 200,
+         'cookiematch_buyer_opt_out_total{outcome="nothing_known"}'),
+    Role("dmp", dmp_config, "/imp?campaign=c1&site=news&creative=cr1", 200,
+         'cookiematch_privacy_decisions_total{operation="store_id",reason="not_regulated"}'),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=ROLES, ids=lambda role: role.name)
+def served(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    start_module_server: Callable[..., ServerProcess],
+) -> Iterator[tuple[Role, ServerProcess]]:
+    role: Role = request.param
+    port = free_port()
+    config = role.config(tmp_path_factory.mktemp(role.name), port)
+    server = start_module_server(serve_argv(config, role.name, "--workers", "2"), port=port)
+    yield role, server
+
+
+def sample(text: str, series: str) -> float:
+    """The value of ``series`` (name and labels, as exposed) in an exposition; 0 if absent."""
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    return 0.0
+
+
+def fresh_get(url: str, **kwargs: object) -> httpx.Response:
+    """One request on its own connection, so that the workers share the requests."""
+    return httpx.get(url, headers={"Connection": "close"}, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def test_every_scrape_counts_every_workers_requests(served: tuple[Role, ServerProcess]) -> None:
+    role, server = served
+    before = fresh_get(server.url + "/metrics").text
+    for _ in range(N):
+        assert fresh_get(server.url + role.path).status_code == role.status
+    route = role.path.partition("?")[0]
+    responses = f'cookiematch_http_responses_total{{route="{route}",status="{role.status}"}}'
+    timed = f'cookiematch_http_request_duration_seconds_count{{route="{route}"}}'
+    for _ in range(SCRAPES):
+        text = fresh_get(server.url + "/metrics").text
+        assert sample(text, responses) - sample(before, responses) == N
+        assert sample(text, timed) - sample(before, timed) == N
+        assert sample(text, role.counted) - sample(before, role.counted) == N
+    text = fresh_get(server.url + "/metrics").text
+    scraped = 'cookiematch_http_responses_total{route="/metrics",status="200"}'
+    assert sample(text, scraped) - sample(before, scraped) == SCRAPES + 1
+    assert re.search(r'^cookiematch_build_info\{python="[\d.]+",version="[^"]+"\} 1\.0$', text,
+                     re.MULTILINE)  # fmt: skip
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        message = "promtool is not installed (make system-deps installs it)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def test_the_exposition_passes_promtool(served: tuple[Role, ServerProcess]) -> None:
+    role, server = served
+    fresh_get(server.url + role.path)
+    fresh_get(server.url + "/admin/v1/nothing-here")  # an unmatched admin path, counted too
+    response = fresh_get(server.url + "/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    checked = subprocess.run(
+        [promtool(), "check", "metrics"], input=response.content, capture_output=True,
+        timeout=30, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+
+
+def test_openmetrics_when_accept_asks_for_it(served: tuple[Role, ServerProcess]) -> None:
+    """promtool reads only the text format; prometheus_client's strict OpenMetrics parser
+    reads this one."""
+    role, server = served
+    fresh_get(server.url + role.path)
+    response = httpx.get(server.url + "/metrics", headers={"Accept": OPENMETRICS}, timeout=10)
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    assert families["cookiematch_http_request_duration_seconds"].type == "histogram"
+    assert families["cookiematch_http_responses"].type == "counter"
+    assert families["cookiematch_build_info"].type == "gauge"
+
+
+def test_metrics_behind_the_admin_token(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    port = free_port()
+    server = start_server(serve_argv(dmp_config(tmp_path, port, "token"), "dmp"), port=port)
+    refused = httpx.get(server.url + "/metrics", timeout=10)
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["www-authenticate"] == "Bearer"
+    allowed = httpx.get(server.url + "/metrics", headers=AUTH, timeout=10)
+    assert allowed.status_code == 200 and "cookiematch_build_info" in allowed.text
