@@ -1,5 +1,7 @@
 """``GET /metrics``: every metric of the server, added up over its workers (``web/counters.py``),
-in the Prometheus text format or, when ``Accept`` asks for it, OpenMetrics.
+in the Prometheus text format or, when ``Accept`` asks for it, OpenMetrics. Not the
+``process_*`` and ``python_gc_*`` families of ``prometheus_client``: they describe the one
+worker that answers the scrape (``python_info`` stays, the same in every worker).
 
 Served by each role's admin application on the role's listener; ``[metrics] access`` says who
 may read it: ``open`` (anyone who reaches the listener, the default) or ``token`` (the role's
@@ -10,11 +12,18 @@ live with what they count (``web/http_metrics.py``, ``web/exchange/metrics.py``,
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PROCESS_COLLECTOR,
+    REGISTRY,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -55,6 +64,9 @@ class BuildInfo(Collector):
 
 
 REGISTRY.register(BuildInfo())
+for _per_process in (PROCESS_COLLECTOR, GC_COLLECTOR):  # one worker's, whichever answered
+    with contextlib.suppress(KeyError):
+        REGISTRY.unregister(_per_process)
 
 
 def exposition(

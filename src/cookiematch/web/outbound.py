@@ -11,25 +11,44 @@ protocol and the composition roots hand it one of these adapters, each over one 
                        (``exchange.notice_delivery.NoticeTransport``)
 
 Each turns a timeout into ``TimeoutError`` and any other failure of the exchange with the peer
-(unreachable, refused, a body that does not decode) into ``ConnectionError``.
+(unreachable, refused, a body that does not decode) into ``ConnectionError``, and counts and
+times every call by kind and host (``web/outbound_metrics.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from time import perf_counter
 from typing import Self
 
 import httpx
 
 from cookiematch.dmp.transport import HttpAnswer
+from cookiematch.web.outbound_metrics import record_outbound
 
 __all__ = ["BidTransport", "NoticeTransport", "PartnerTransport"]
 
 log = logging.getLogger(__name__)
 
 WIN_NOTICE_TIMEOUT = 2.0
+
+
+async def _answer(kind: str, url: str, request: Awaitable[httpx.Response]) -> httpx.Response:
+    """``request``'s response, counted and timed; a timeout is ``TimeoutError``, any other
+    failure ``ConnectionError``."""
+    started = perf_counter()
+    try:
+        response = await request
+    except httpx.TimeoutException as exc:
+        record_outbound(kind, url, "timeout", perf_counter() - started)
+        raise TimeoutError(f"{url}: timed out") from exc
+    except httpx.HTTPError as exc:  # unreachable, refused, a body that does not decode...
+        record_outbound(kind, url, "error", perf_counter() - started)
+        raise ConnectionError(f"{url}: {exc}") from exc
+    record_outbound(kind, url, response.status_code, perf_counter() - started)
+    return response
 
 
 class BidTransport:
@@ -44,12 +63,7 @@ class BidTransport:
         self._notices: set[asyncio.Task[None]] = set()
 
     async def post(self, url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
-        try:
-            response = await self.client.post(url, content=body, timeout=timeout)
-        except httpx.TimeoutException as exc:
-            raise TimeoutError(f"{url}: timed out") from exc
-        except httpx.HTTPError as exc:
-            raise ConnectionError(f"{url}: {exc}") from exc
+        response = await _answer("bid", url, self.client.post(url, content=body, timeout=timeout))
         return response.status_code, response.content
 
     def notify(self, url: str) -> None:
@@ -60,7 +74,7 @@ class BidTransport:
 
     async def _get(self, url: str) -> None:
         try:
-            await self.client.get(url, timeout=WIN_NOTICE_TIMEOUT)
+            await _answer("win_notice", url, self.client.get(url, timeout=WIN_NOTICE_TIMEOUT))
         except Exception as exc:
             log.info("win notice to %s failed: %s", url, exc)
 
@@ -100,15 +114,10 @@ class PartnerTransport:
         content: bytes | None = None,
         params: dict[str, str] | None = None,
     ) -> HttpAnswer:
-        try:
-            answer = await self.client.request(
-                method, url, content=content, params=params, headers=dict(headers),
-                timeout=timeout,
-            )  # fmt: skip
-        except httpx.TimeoutException as exc:
-            raise TimeoutError(f"{url}: timed out") from exc
-        except httpx.HTTPError as exc:  # unreachable, refused, a body that does not decode...
-            raise ConnectionError(f"{url}: {exc}") from exc
+        request = self.client.request(
+            method, url, content=content, params=params, headers=dict(headers), timeout=timeout
+        )
+        answer = await _answer("partner", url, request)
         return HttpAnswer(answer.status_code, answer.content, dict(answer.headers))
 
     async def aclose(self) -> None:
@@ -131,15 +140,8 @@ class NoticeTransport:
         )
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
-        try:
-            response = await self.client.post(
-                url, content=body, headers=dict(headers), timeout=timeout
-            )
-        except httpx.TimeoutException as exc:
-            raise TimeoutError(f"{url}: timed out") from exc
-        except httpx.HTTPError as exc:
-            raise ConnectionError(f"{url}: {exc}") from exc
-        return response.status_code
+        request = self.client.post(url, content=body, headers=dict(headers), timeout=timeout)
+        return (await _answer("optout_notice", url, request)).status_code
 
     async def aclose(self) -> None:
         await self.client.aclose()
