@@ -21,8 +21,11 @@ simple banner with ``user.id`` = ``KNOWN_GID``) after matching that gid through 
 as the HTTP benchmark's preflight does, so every look-up hits.
 
 Use it to measure a hot-path change before/after: it is far less noisy than wrk on a shared
-machine. Background store work started by a request (monitoring) is drained at the end and
-counted in the CPU time.
+machine. ``--compare-metrics`` alternates rounds between the metrics as served (shared across
+workers, ``web/counters.py``, with each answer counted and timed) and per-process dicts as
+they were before, in the same process: their difference is what the shared metrics cost.
+Background store work started by a request (monitoring) is drained at the end and counted in
+the CPU time.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ import servers
 from cookiematch.config import load_config
 from cookiematch.roots.buyer import BuyerServer
 from cookiematch.roots.exchange import ExchangeServer
+from cookiematch.web import rsgi
+from cookiematch.web.counters import LabelledCounter
+from cookiematch.web.exchange import metrics as exchange_metrics
 from cookiematch.web.http import Headers
 from cookiematch.web.rsgi import RSGIAdapter
 
@@ -199,6 +205,33 @@ def build_server(
     return server(load_config(config_path))
 
 
+def per_process_metrics(server: BuyerServer | ExchangeServer) -> Callable[[bool], None]:
+    """A switch between the shared metrics (True) and the per-process dicts they replaced,
+    with no timing of answers (False)."""
+    stats = server.stats._counts if isinstance(server, BuyerServer) else None
+    served = (rsgi.record, server.policy.counts, stats)
+    counters = [c for c in vars(exchange_metrics).values() if isinstance(c, LabelledCounter)]
+
+    def dict_inc(values: dict[Any, float]) -> Callable[..., None]:
+        def inc(labels: Any, amount: float = 1) -> None:
+            values[labels] = values.get(labels, 0) + amount
+
+        return inc
+
+    def switch(shared: bool) -> None:
+        rsgi.record = served[0] if shared else (lambda route, status, seconds: None)  # type: ignore[assignment]
+        server.policy.counts = served[1] if shared else Counter()
+        if isinstance(server, BuyerServer):
+            server.stats._counts = served[2] if shared and served[2] is not None else Counter()
+        for counter in counters:
+            if shared:
+                vars(counter).pop("inc", None)
+            else:
+                counter.inc = dict_inc({})  # type: ignore[method-assign]
+
+    return switch
+
+
 async def drive(args: argparse.Namespace, directory: Path) -> None:
     role, setup = ENDPOINTS[args.endpoint]
     db = f"sqlite:///{directory}/{role}.db"
@@ -246,6 +279,22 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
         profiler = Profiler(async_mode="disabled", interval=0.0005)
         profiler.start()
     rounds, answered = [], Counter[int]()
+    if args.compare_metrics:
+        switch = per_process_metrics(server)
+        compared: dict[bool, list[tuple[int, float, float]]] = {True: [], False: []}
+        for round_ in range(args.rounds):
+            for shared in (True, False) if round_ % 2 else (False, True):  # neither always first
+                switch(shared)
+                compared[shared].append(await phase(args.seconds / args.rounds / 2))
+        switch(True)
+        await app.shutdown()
+        for shared, label in ((False, "per-process dicts"), (True, "shared metrics")):
+            n = sum(count for count, _, _ in compared[shared])
+            cpu = sum(spent for _, spent, _ in compared[shared])
+            best = min(1e6 * spent / count for count, spent, _ in compared[shared] if count)
+            print(f"{args.endpoint:<15} {label:<18} {1e6 * cpu / n:6.2f} µs/req"
+                  f" (best of {args.rounds} rounds {best:6.2f})")  # fmt: skip
+        return
     for _ in range(args.rounds):
         rounds.append(await phase(args.seconds / args.rounds))
         answered.update(statuses)
@@ -280,6 +329,11 @@ def main() -> None:
         default=1,
         help="split the run into rounds and also report the best round's µs/req (steadier"
         " than the mean on a shared machine)",
+    )
+    parser.add_argument(
+        "--compare-metrics",
+        action="store_true",
+        help="alternate rounds: the shared metrics as served, and per-process dicts as before",
     )
     parser.add_argument(
         "--loop",

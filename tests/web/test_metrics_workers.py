@@ -101,9 +101,9 @@ def sample(text: str, series: str) -> float:
     return 0.0
 
 
-def fresh_get(url: str, **kwargs: object) -> httpx.Response:
+def fresh_get(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
     """One request on its own connection, so that the workers share the requests."""
-    return httpx.get(url, headers={"Connection": "close"}, timeout=10, **kwargs)  # type: ignore[arg-type]
+    return httpx.get(url, headers={"Connection": "close", **(headers or {})}, timeout=10)
 
 
 def test_every_scrape_counts_every_workers_requests(served: tuple[Role, ServerProcess]) -> None:
@@ -174,3 +174,20 @@ def test_metrics_behind_the_admin_token(
     assert refused.headers["www-authenticate"] == "Bearer"
     allowed = httpx.get(server.url + "/metrics", headers=AUTH, timeout=10)
     assert allowed.status_code == 200 and "cookiematch_build_info" in allowed.text
+
+
+def test_admin_answers_are_counted_by_route_template(served: tuple[Role, ServerProcess]) -> None:
+    _, server = served
+    before = fresh_get(server.url + "/metrics").text
+    assert fresh_get(server.url + "/admin/v1/health").status_code == 200
+    assert fresh_get(server.url + "/admin/v1/subjects/abc", headers=AUTH).status_code in (
+        200, 400, 404,
+    )  # fmt: skip
+    assert fresh_get(server.url + "/no/such/path").status_code == 404
+    text = fresh_get(server.url + "/metrics").text
+    health = 'cookiematch_http_responses_total{route="/admin/v1/health",status="200"}'
+    assert sample(text, health) - sample(before, health) == 1
+    unmatched = 'cookiematch_http_responses_total{route="unmatched",status="404"}'
+    assert sample(text, unmatched) - sample(before, unmatched) == 1
+    templates = re.findall(r'route="(/admin/v1/subjects[^"]*)"', text)
+    assert templates and all("abc" not in template for template in templates)
