@@ -17,6 +17,11 @@ import sys
 import tempfile
 import timeit
 from collections.abc import Callable
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cookiematch.web.counters import LabelledCounter, ResponseMeter, SharedMetrics
 
 LABELS = ("ad_network_xyz", "redirect")
 
@@ -67,8 +72,54 @@ def ours(calls: int) -> dict[str, float]:
             counts[LABELS] += 1
 
         results["slots: WorkerCounts += 1"] = per_call_ns(tally, calls)
+        results.update(match_tag(metrics, counter, meter, calls))
         metrics.close()
     return results
+
+
+def match_tag(
+    metrics: SharedMetrics, counter: LabelledCounter, meter: ResponseMeter, calls: int
+) -> dict[str, float]:
+    """A match tag's updates: 2 privacy decisions, 3 counters, the answer counted and timed;
+    with the shared families, and with the per-process dicts and ``Counter`` before."""
+    from collections import Counter
+
+    from cookiematch.privacy.policy import Operation, Reason
+    from cookiematch.web.counters import LabelledCounter, WorkerCounts
+
+    decisions = LabelledCounter("bench_decisions", "d", ("operation", "reason"), metrics)
+    shared_counts: WorkerCounts[tuple[Operation, Reason]] = WorkerCounts(
+        lambda key: (decisions, (key[0].value, key[1].value))
+    )
+    first = (Operation.STORE_ID, Reason.NOT_REGULATED)
+    second = (Operation.SYNC, Reason.NOT_REGULATED)
+
+    def shared() -> None:
+        started = perf_counter()
+        shared_counts[first] += 1
+        shared_counts[second] += 1
+        counter.inc(("x", "redirect"))
+        counter.inc(("x", "gid_issued"))
+        counter.inc(("x", "bid"))
+        meter.record("/pixel", 302, perf_counter() - started)
+
+    counts: Counter[tuple[Operation, Reason]] = Counter()
+    plain: dict[tuple[str, ...], float] = {}
+
+    def inc(labels: tuple[str, ...]) -> None:
+        plain[labels] = plain.get(labels, 0) + 1
+
+    def before() -> None:
+        counts[first] += 1
+        counts[second] += 1
+        inc(("x", "redirect"))
+        inc(("x", "gid_issued"))
+        inc(("x", "bid"))
+
+    return {
+        "a match tag's updates: shared": per_call_ns(shared, calls),
+        "a match tag's updates: dicts (before)": per_call_ns(before, calls),
+    }
 
 
 def prometheus(calls: int) -> dict[str, float]:
