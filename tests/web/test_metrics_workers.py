@@ -42,7 +42,7 @@ admin_token = "{ADMIN_TOKEN}"
     return path
 
 
-def dmp_config(directory: Path, port: int, access: str = "open") -> Path:
+def dmp_config(directory: Path, port: int, access: str = "open", metrics: str = "") -> Path:
     path = directory / "dmp.toml"
     path.write_text(f"""
 [store]
@@ -50,6 +50,7 @@ url = "sqlite:///{directory / "dmp.db"}"
 
 [metrics]
 access = "{access}"
+{metrics}
 
 [dmp]
 listen = "127.0.0.1:{port}"
@@ -191,3 +192,32 @@ def test_admin_answers_are_counted_by_route_template(served: tuple[Role, ServerP
     assert sample(text, unmatched) - sample(before, unmatched) == 1
     templates = re.findall(r'route="(/admin/v1/subjects[^"]*)"', text)
     assert templates and all("abc" not in template for template in templates)
+
+
+def test_metrics_on_a_listener_of_their_own(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    config = dmp_config(tmp_path, port, "token", f'dmp_listen = "127.0.0.1:{metrics_port}"')
+    server = start_server(serve_argv(config, "dmp", "--workers", "2"), port=port)
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+    assert fresh_get(server.url + "/metrics", AUTH).status_code == 404  # not on the role's
+    refused = fresh_get(metrics)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert fresh_get(f"http://127.0.0.1:{metrics_port}/other", AUTH).status_code == 404
+    path = "/imp?campaign=c1&site=news&creative=cr1"
+    for _ in range(N):
+        assert fresh_get(server.url + path).status_code == 200
+    imp = 'cookiematch_http_responses_total{route="/imp",status="200"}'
+    for _ in range(SCRAPES):
+        assert sample(fresh_get(metrics, AUTH).text, imp) == N
+    answer = fresh_get(metrics, AUTH)
+    assert answer.headers["content-type"].startswith("text/plain")
+    checked = subprocess.run(
+        [promtool(), "check", "metrics"], input=answer.content, capture_output=True,
+        timeout=30, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+    openmetrics = fresh_get(metrics, {**AUTH, "Accept": OPENMETRICS})
+    assert openmetrics.text.endswith("# EOF\n")

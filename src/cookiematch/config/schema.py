@@ -53,10 +53,19 @@ MetricsAccess = Literal["open", "token"]
 
 
 class MetricsConfig(Table, frozen=True):
-    """``[metrics]``: who may read each role's ``/metrics`` (docs/operations.md)."""
+    """``[metrics]``: who may read each role's ``/metrics`` and where (docs/operations.md)."""
 
-    # open: anyone who reaches the role's listener; token: the role's admin_token (bearer)
+    # open: anyone who reaches the listener; token: the role's admin_token (bearer)
     access: MetricsAccess = "open"
+    # a role's own metrics listener: /metrics is served there, not on the role's listener
+    exchange_listen: Listen | None = None
+    buyer_listen: Listen | None = None
+    dmp_listen: Listen | None = None
+
+    def listen_for(self, role: str) -> Listen | None:
+        """The metrics listener of ``role``, or None (``/metrics`` on the role's listener)."""
+        listen: Listen | None = getattr(self, f"{role}_listen", None)
+        return listen
 
     def problems(self) -> Problems:
         return []

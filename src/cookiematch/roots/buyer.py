@@ -33,7 +33,6 @@ from cookiematch.web.buyer.admin import build_buyer_admin_app
 from cookiematch.web.buyer.metrics import buyer_counts
 from cookiematch.web.buyer.optout import OPTOUT_PATH, BuyerOptOutCookie, exchange_optout_route
 from cookiematch.web.buyer.routes import NO_BID, NO_TAG, BuyerCookie, BuyerRoutes
-from cookiematch.web.metrics import metrics_route
 from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
 from cookiematch.web.optout_page import OptOutPage
 from cookiematch.web.router import App
@@ -79,6 +78,8 @@ def subject_data(config: Config, store: Store) -> BuyerSubjects:
 
 class BuyerServer(RoleServer):
     """One buyer server worker; ``app`` is what granian serves."""
+
+    role = "buyer"
 
     def __init__(self, config: Config) -> None:
         super().__init__(config, max_body=BID_MAX_BODY)
@@ -129,7 +130,7 @@ class BuyerServer(RoleServer):
         )
         extra = [
             *subject_routes(subjects),
-            metrics_route(self.config.metrics.access, buyer.admin_token),
+            *self.metrics_routes(buyer.admin_token),
         ]
         if buyer.exchange_optout_secret is not None:  # else the path is a 404
             secret = buyer.exchange_optout_secret.reveal().encode()

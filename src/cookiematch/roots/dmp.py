@@ -52,7 +52,6 @@ from cookiematch.web.dmp.ingest import build_ingest_api
 from cookiematch.web.dmp.optout import DmpOptOutCookie
 from cookiematch.web.dmp.routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
 from cookiematch.web.dmp.segments import SegmentAdmin
-from cookiematch.web.metrics import metrics_route
 from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
 from cookiematch.web.optout_page import OptOutPage
 from cookiematch.web.router import App
@@ -148,6 +147,8 @@ class DmpServer(RoleServer):
     template fails the start); the store is opened and the routes bound in its startup hook,
     after the server forked; everything is closed in its shutdown hook."""
 
+    role = "dmp"
+
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.dmp = dmp_table(config)
@@ -194,7 +195,7 @@ class DmpServer(RoleServer):
         app.route(page.path, optout.handle, methods=("GET", "POST"), read_body=True,
                   on_error=OPTOUT_ON_ERROR)  # fmt: skip
         admin_routes = [
-            metrics_route(self.config.metrics.access, dmp.admin_token),
+            *self.metrics_routes(dmp.admin_token),
             *DmpAdmin(service).routes(),
             *SegmentAdmin(core.segments, core.exports, self.schedule).routes(),
             *build_ingest_api(store, dmp, core.ingestor).routes(),

@@ -58,7 +58,6 @@ from cookiematch.web.exchange.admin import (
 from cookiematch.web.exchange.optout import ExchangeOptOutCookie, count_optout
 from cookiematch.web.exchange.routes import BrowserCookie, ExchangeRoutes
 from cookiematch.web.forwarded import ProxyTrust
-from cookiematch.web.metrics import metrics_route
 from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
 from cookiematch.web.optout_page import OptOutPage
 from cookiematch.web.outbound import BidTransport, NoticeTransport
@@ -128,6 +127,8 @@ def subject_data(config: Config, store: Store) -> ExchangeSubjects:
 
 class ExchangeServer(RoleServer):
     """One exchange server worker; ``app`` is what granian serves."""
+
+    role = "exchange"
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
@@ -241,7 +242,7 @@ class ExchangeServer(RoleServer):
             registry,
             token if token is not None else "",
             extra_routes=[
-                metrics_route(self.config.metrics.access, self.exchange.admin_token),
+                *self.metrics_routes(self.exchange.admin_token),
                 *stats_routes(registry, monitor),
                 user_list_members_route(
                     UserListBulk(registry, store, self.cipher, clock=time.time)

@@ -4,11 +4,13 @@ answers) and ``/readyz`` (it may take traffic: its store answers, it is not stop
 as Kubernetes names them.
 
 A role's server subclasses ``RoleServer`` and writes ``build(store)``: the role's objects over
-the store, its routes bound on ``self.app``, its tasks started with ``run`` and its collectors
-registered with ``collect``. The startup hook opens the store and calls ``build``; a start that
-fails releases what it had started and closes the store (the shutdown hook does not run after
-a failed start). The shutdown hook stops the tasks and unregisters the collectors, lets the
-role close its own clients (``close``), then closes the store, pending writes flushed.
+the store, its routes bound on ``self.app`` (``/metrics`` among its admin routes from
+``metrics_routes``, or on the role's metrics listener, started after ``build``), its tasks
+started with ``run`` and its collectors registered with ``collect``. The startup hook opens
+the store and calls ``build``; a start that fails releases what it had started and closes
+the store (the shutdown hook does not run after a failed start). The shutdown hook stops the
+metrics listener and the tasks and unregisters the collectors, lets the role close its own
+clients (``close``), then closes the store, pending writes flushed.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 from prometheus_client.registry import Collector
+from starlette.routing import BaseRoute
 
-from cookiematch.config import Config
+from cookiematch.config import Config, Secret
 from cookiematch.errors import StorageError
 from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.storage import Store, connect_store
 from cookiematch.web.http import Request, Response
+from cookiematch.web.metrics import MetricsListener, metrics_route
 from cookiematch.web.privacy_metrics import decision_counts
 from cookiematch.web.router import DEFAULT_MAX_BODY, App
 
@@ -47,12 +51,15 @@ _NOT_READY = Response.json(503, {"status": "not ready"})
 class RoleServer:
     """One server worker of a role; ``app`` is what granian serves."""
 
+    role = ""  # the role's table name: "exchange", "buyer", "dmp"
+
     def __init__(self, config: Config, *, max_body: int = DEFAULT_MAX_BODY) -> None:
         self.config = config
         self.policy = PrivacyPolicy(config.privacy.settings(), decision_counts())  # the process's
         self.store: Store | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self._collectors: list[Collector] = []
+        self._metrics_listener: MetricsListener | None = None
         self.app = App(max_body=max_body)
         self._stopping = False
         self._ready = True  # until a probe says otherwise (one warning per change)
@@ -71,6 +78,16 @@ class RoleServer:
         """Run ``work`` until shutdown."""
         self.tasks.append(asyncio.create_task(work))
 
+    def metrics_routes(self, admin_token: Secret | None) -> list[BaseRoute]:
+        """``/metrics`` for the role's admin application, as ``[metrics]`` says: there, or
+        (with the role's metrics listener) nowhere, the listener serving it instead."""
+        settings = self.config.metrics
+        listen = settings.listen_for(self.role)
+        if listen is None:
+            return [metrics_route(settings.access, admin_token)]
+        self._metrics_listener = MetricsListener(listen, settings.access, admin_token)
+        return []
+
     def collect(self, collector: Collector) -> None:
         """Expose ``collector`` at ``/metrics`` until shutdown."""
         REGISTRY.register(collector)
@@ -80,6 +97,8 @@ class RoleServer:
         store = await connect_store(self.config.store.url, durability=self.config.store.durability)
         try:
             await self.build(store)
+            if self._metrics_listener is not None:
+                await self._metrics_listener.start()
             self.app.route(LIVEZ_PATH, self._livez)
             self.app.route(READYZ_PATH, self._readyz)
         except BaseException:
@@ -123,6 +142,9 @@ class RoleServer:
             await self.store.close()
 
     async def _release(self) -> None:
+        if self._metrics_listener is not None:
+            await self._metrics_listener.close()
+            self._metrics_listener = None
         for collector in reversed(self._collectors):
             REGISTRY.unregister(collector)
         self._collectors.clear()

@@ -112,9 +112,9 @@ HEALTH_ROUTE = Route(HEALTH_PATH, _health, methods=["GET"])
 """``GET /admin/v1/health``: no token needed."""
 
 
-def bearer_authorized(scope: Scope, token: bytes) -> bool:
-    """Does the request present ``Authorization: Bearer <token>``? Never with an empty token."""
-    scheme, _, presented = Headers(scope=scope).get("authorization", "").partition(" ")
+def bearer_authorized(authorization: str, token: bytes) -> bool:
+    """Does an ``Authorization`` header present ``Bearer <token>``? Never an empty token."""
+    scheme, _, presented = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         return False
     return hmac.compare_digest(presented.strip().encode(), token)
@@ -133,7 +133,8 @@ class _Guard:
             return
         path: str = scope["path"]
         needs_auth = (path == PREFIX or path.startswith(PREFIX + "/")) and path != HEALTH_PATH
-        if needs_auth and not bearer_authorized(scope, self._token):
+        authorization = Headers(scope=scope).get("authorization", "")
+        if needs_auth and not bearer_authorized(authorization, self._token):
             detail = "a valid 'Authorization: Bearer <admin token>' header is required"
             response = problem(401, detail, headers={"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)

@@ -176,9 +176,6 @@ class _Family:
             return (0.0,) * self.width
         return tuple(self._values[index : index + self.width])
 
-    def own_labels(self) -> list[Labels]:
-        return list(self._index)
-
     def combine(self, total: list[float] | None, values: tuple[float, ...]) -> list[float]:
         """Add one worker's values to the total of the other workers read so far."""
         if total is None:
