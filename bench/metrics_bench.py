@@ -53,7 +53,7 @@ def ours(calls: int) -> dict[str, float]:
         metrics = SharedMetrics(CollectorRegistry(), directory=directory)
         counter = LabelledCounter("bench_outcomes", "d", ("nid", "outcome"), metrics)
         histogram = LabelledHistogram("bench_seconds", "d", ("route",), metrics)
-        counts: WorkerCounts[tuple[str, str]] = WorkerCounts(lambda key: (counter, key))
+        counts: WorkerCounts[tuple[str, str]] = WorkerCounts(lambda key: (counter, key), metrics)
         results["slots: counter.inc"] = per_call_ns(lambda: counter.inc(LABELS), calls)
         results["slots: histogram.observe"] = per_call_ns(
             lambda: histogram.observe(("/pixel",), 0.0003), calls
@@ -89,7 +89,7 @@ def match_tag(
 
     decisions = LabelledCounter("bench_decisions", "d", ("operation", "reason"), metrics)
     shared_counts: WorkerCounts[tuple[Operation, Reason]] = WorkerCounts(
-        lambda key: (decisions, (key[0].value, key[1].value))
+        lambda key: (decisions, (key[0].value, key[1].value)), metrics
     )
     first = (Operation.STORE_ID, Reason.NOT_REGULATED)
     second = (Operation.SYNC, Reason.NOT_REGULATED)

@@ -74,10 +74,22 @@ def test_a_gauge_holds_what_was_set() -> None:
 def test_worker_counts_are_a_mapping_that_writes_the_families() -> None:
     metrics, registry = own_metrics()
     counter = LabelledCounter("cm_test_events", "Events.", ("event", "label"), metrics)
-    counts: WorkerCounts[tuple[str, str]] = WorkerCounts(lambda key: (counter, key))
+    counts: WorkerCounts[tuple[str, str]] = WorkerCounts(lambda key: (counter, key), metrics)
     counts["match", "recorded"] += 1
     counts["match", "recorded"] += 1
     assert counts["match", "recorded"] == 2 and counts["bid", "nobid"] == 0
     assert ("bid", "nobid") not in counts and dict(counts) == {("match", "recorded"): 2}
     text = generate_latest(registry).decode()
     assert 'cm_test_events_total{event="match",label="recorded"} 2.0' in text
+
+
+def test_closed_slots_are_forgotten_and_counting_starts_again() -> None:
+    metrics, _ = own_metrics()
+    counter = LabelledCounter("cm_test_again", "Again.", ("nid",), metrics)
+    counts: WorkerCounts[tuple[str]] = WorkerCounts(lambda key: (counter, key), metrics)
+    counter.inc(("a",))
+    counts["b",] += 1
+    metrics.close()  # as in a forked child: the slots written before are not this process's
+    counter.inc(("a",))
+    counts["b",] += 1
+    assert counter.value(("a",)) == 1 and counts["b",] == 1

@@ -366,13 +366,22 @@ def _bound_text(bound: float) -> str:
 class WorkerCounts(MutableMapping[K, int]):
     """This worker's counts as a mapping (``counts[key] += 1``), written to counter families:
     ``route(key)`` names the family and labels of a key. For the domain's tallies (the
-    privacy policy's decisions, the buyer's stats), which know no metrics. Build it in the
-    worker that counts (a forked child's slots are its own)."""
+    privacy policy's decisions, the buyer's stats), which know no metrics. Its slots are
+    forgotten with those of ``metrics``, where its families are declared."""
 
-    def __init__(self, route: Callable[[K], tuple[LabelledCounter, Labels]]) -> None:
+    def __init__(
+        self,
+        route: Callable[[K], tuple[LabelledCounter, Labels]],
+        metrics: SharedMetrics = SHARED,
+    ) -> None:
         self._route = route
         self._slots: dict[K, int] = {}
         self._values: memoryview[float] = _NO_VALUES
+        metrics.on_forget(self._forget)
+
+    def _forget(self) -> None:
+        self._slots = {}
+        self._values = _NO_VALUES
 
     def __getitem__(self, key: K) -> int:
         slot = self._slots.get(key)
