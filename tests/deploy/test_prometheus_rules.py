@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
-from support.tools import tool
-
 from conftest import REPO
+from support.tools import tool
 
 RULES = REPO / "deploy" / "prometheus"
 
