@@ -283,6 +283,7 @@ def test_scenario_2_and_pixel_matching(servers: Servers, client: httpx.Client) -
 
 
 def test_hosted_match_data_reaches_the_hosted_buyer(servers: Servers, client: httpx.Client) -> None:
+    before = stats(client, "cookie-monster")
     jane = Browser(client)
     jane.get("/ad?pub=examplenews&slot=top")
     assert not servers.bid_requests("/hosted", jane.browser_id, "cookie-monster")
@@ -294,6 +295,10 @@ def test_hosted_match_data_reaches_the_hosted_buyer(servers: Servers, client: ht
     fast = servers.bid_requests("/fast", jane.browser_id, "ad_network_xyz")
     assert "buyeruid" not in fast[-1]["user"]
     assert 'data-nid="cookie-monster"' in ad_div(response.text)
+    after = stats(client, "cookie-monster")  # one request sent, carrying the hosted match
+    assert after["bid_requests"] - before["bid_requests"] == 1
+    assert after["bid_requests_matched"] - before["bid_requests_matched"] == 1
+    assert after["hosted_match_rate"] is not None
 
 
 def test_frequency_capping_violation_is_counted(client: httpx.Client) -> None:
