@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cookiematch.web.drain import Drain
 from cookiematch.web.http import Handler, Request, Response
 
 __all__ = ["ASGIApp", "App", "Hook", "Route"]
@@ -88,6 +89,7 @@ class App:
         self.max_body = max_body
         self.handler_errors: Counter[str] = Counter()
         self.on_handler_error: Callable[[Route, Exception], None] | None = None
+        self.drain = Drain()  # listens for SIGTERM only under granian (``web/server.py``)
 
     def route(
         self,
