@@ -51,7 +51,8 @@ class KeepAliveClients:
     """``CLIENTS`` threads sending requests in a loop, each on one connection while it lasts.
 
     Outcomes: ``answered`` (kept open), ``answered_close`` (the answer said
-    ``Connection: close``), ``closed_before_sent`` (the server had closed the connection before
+    ``Connection: close``; ``left_open`` if the server did not close it then),
+    ``closed_before_sent`` (the server had closed the connection before
     the request was written), ``unanswered`` (written, then the connection ended without an
     answer), ``refused``. A closed connection is replaced until ``reconnect_until``
     (monotonic), as a load balancer keeps sending for a moment after the drain begins.
@@ -102,6 +103,9 @@ class KeepAliveClients:
                 self._count("unanswered")
             elif b"connection: close" in head:
                 self._count("answered_close")
+                sock.settimeout(2)
+                if sock.recv(1) != b"":  # the server closes it after such an answer
+                    self._count("left_open")
             else:
                 self._count("answered")
                 continue
@@ -109,12 +113,13 @@ class KeepAliveClients:
             sock = None
 
 
-@pytest.mark.parametrize("interface", ["rsgi", "asgi"])
+@pytest.mark.parametrize(("interface", "workers"), [("rsgi", 1), ("asgi", 1), ("rsgi", 2)])
 def test_sigterm_under_keep_alive_load_leaves_no_request_unanswered(
-    interface: str, start_server: Callable[..., ServerProcess]
+    interface: str, workers: int, start_server: Callable[..., ServerProcess]
 ) -> None:
     argv = [sys.executable, "-m", "cookiematch.web.server", "--factory", "sample_app:make_app"]
-    argv += ["--port", "{port}", "--interface", interface, "--drain-seconds", "5"]
+    argv += ["--port", "{port}", "--interface", interface, "--workers", str(workers)]
+    argv += ["--drain-seconds", "5"]
     server = start_server(argv, pythonpath=[HERE])
     clients = KeepAliveClients(server)
     clients.start()
@@ -124,7 +129,7 @@ def test_sigterm_under_keep_alive_load_leaves_no_request_unanswered(
     assert server.proc.wait(20) == 0, server.output()
     clients.join(10)
     outcomes = clients.outcomes
-    assert outcomes["unanswered"] == 0, outcomes
+    assert outcomes["unanswered"] == 0 and outcomes["left_open"] == 0, outcomes
     assert outcomes["answered"] > 0, outcomes
     assert outcomes["answered_close"] >= CLIENTS, outcomes  # each connection told, then closed
     assert "draining" in server.output()

@@ -70,7 +70,8 @@ class App:
     ``RSGIAdapter`` or ``ASGIAdapter``. ``on_startup`` hooks run in order before the first
     request, ``on_shutdown`` hooks in reverse order after the last one (graceful stop), so a
     store opened at startup is flushed and closed at shutdown. The fallback app's own lifespan
-    is not run: put its hooks here.
+    is not run: put its hooks here. ``drain`` says whether the worker drains before it stops
+    (``web/drain.py``): the adapters then close each connection after its answer.
     """
 
     def __init__(
