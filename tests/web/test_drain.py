@@ -156,3 +156,22 @@ def test_readyz_answers_503_while_draining(
         pixel = client.get("/pixel?google_nid=ad_network_xyz&google_cm")  # still served
         assert pixel.status_code == 302
     assert server.proc.wait(20) == 0, server.output()
+
+
+@pytest.mark.parametrize("interface", ["rsgi", "asgi"])
+def test_every_kind_of_answer_closes_its_connection_while_draining(
+    interface: str, start_server: Callable[..., ServerProcess]
+) -> None:
+    server = start_server(factory="sample_app:make_app", interface=interface, pythonpath=[HERE])
+    with httpx.Client(base_url=server.url, timeout=5) as client:
+        assert client.get("/admin/ping").headers.get("connection") != "close"
+        server.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while client.get("/match").headers.get("connection") != "close":
+            assert time.monotonic() < deadline, "not draining"
+        # a hot route, a 404, the fallback app buffered and streamed
+        for path in ("/match", "/nope", "/admin/ping", "/admin/bigstream"):
+            answer = client.get(path)
+            assert answer.headers.get("connection") == "close", (path, answer.headers)
+        assert answer.content == b"".join(bytes([65 + i % 26]) * 1024 for i in range(100))
+    assert server.proc.wait(20) == 0, server.output()
