@@ -275,6 +275,12 @@ def test_scenario_2_and_pixel_matching(servers: Servers, client: httpx.Client) -
     after = stats(client, "pushdsp")
     assert after["pushes_returned"] == before["pushes_returned"] + 1
     assert after["pushes_issued"] >= 1
+    replayed = jane.get(f"/pixel?google_nid=pushdsp&google_push={params['google_push']}")
+    assert replayed.status_code == 302  # refused as an invalid token is
+    assert dict(parse_qsl(urlsplit(replayed.headers["location"]).query))["google_error"] == "5"
+    assert stats(client, "pushdsp")["pushes_returned"] == after["pushes_returned"]
+    metrics = client.get("/metrics").text
+    assert 'cookiematch_pixel_outcomes_total{nid="pushdsp",outcome="push_replayed"} 1.0' in metrics
     again = jane.get("/ad?pub=examplenews&slot=top")
     assert pixel_match_url(again.text) is None  # matched: not introduced again for 14 days
     private = Browser(client)

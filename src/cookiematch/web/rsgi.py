@@ -19,6 +19,7 @@ from typing import Any, Protocol
 # granian.rsgi re-exports it as ProtocolClosed, untyped
 from granian._granian import RSGIProtocolClosed as ProtocolClosed
 
+from cookiematch.web.drain import Drain
 from cookiematch.web.http import Request, Response
 from cookiematch.web.router import BAD_REQUEST, BODY_TOO_LARGE, NOT_FOUND, App, Message, Route
 
@@ -27,6 +28,7 @@ __all__ = ["RSGIAdapter", "peer_ip"]
 log = logging.getLogger("cookiematch.web")
 
 _INTERNAL_ERROR = Response.text(500, "internal server error\n")
+_CLOSE = ("connection", "close")
 
 
 class _Transport(Protocol):
@@ -62,11 +64,22 @@ def _host_port(value: str) -> tuple[str, int] | None:
     return (host[1:-1] if host.startswith("[") else host), int(port)
 
 
-def _send(proto: _Proto, response: Response) -> None:
+def _send(proto: _Proto, response: Response, drain: Drain) -> None:
+    headers = response.headers
+    if drain.active:  # the client learns with this answer that the connection ends
+        headers = (*headers, _CLOSE)
+        drain.answered()
     if response.body:
-        proto.response_bytes(response.status, response.headers, response.body)
+        proto.response_bytes(response.status, headers, response.body)
     else:
-        proto.response_empty(response.status, response.headers)
+        proto.response_empty(response.status, headers)
+
+
+def _closing(headers: list[tuple[str, str]], drain: Drain) -> list[tuple[str, str]]:
+    if not drain.active:
+        return headers
+    drain.answered()
+    return [*headers, _CLOSE]
 
 
 class RSGIAdapter:
@@ -75,6 +88,7 @@ class RSGIAdapter:
     def __init__(self, app: App) -> None:
         self.app = app
         self._routes = app.routes  # shared, not copied: routes added later are seen
+        self._drain = app.drain
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(self.app.startup())
@@ -94,7 +108,7 @@ class RSGIAdapter:
                 if self.app.fallback is not None:
                     await self._fallback(scope, proto)
                 else:
-                    _send(proto, NOT_FOUND)
+                    _send(proto, NOT_FOUND, self._drain)
                 return
         try:
             method = scope.method
@@ -114,7 +128,7 @@ class RSGIAdapter:
         except Exception:
             log.exception("RSGI adapter failed on %s", path)
             response = route.on_error
-        _send(proto, response)
+        _send(proto, response, self._drain)
 
     async def _with_body(self, route: Route, scope: Any, proto: _Proto) -> Response:
         limit = self.app.max_body
@@ -150,29 +164,33 @@ class RSGIAdapter:
             "server": _host_port(scope.server),
             "extensions": {},
         }
-        bridge = _Bridge(proto)
+        bridge = _Bridge(proto, self._drain)
         try:
             await self.app.fallback(asgi_scope, bridge.receive, bridge.send)
         except Exception:
             log.exception("fallback app failed on %s %s", scope.method, scope.path)
             if not bridge.done and bridge.transport is None:
-                _send(proto, _INTERNAL_ERROR)
+                _send(proto, _INTERNAL_ERROR, self._drain)
             return
         if not bridge.done:
             if bridge.status is None:
                 log.error("fallback app returned without a response on %s", scope.path)
-                _send(proto, _INTERNAL_ERROR)
+                _send(proto, _INTERNAL_ERROR, self._drain)
             elif bridge.transport is None:  # body never finished: send what we have
-                proto.response_bytes(bridge.status, bridge.headers, b"".join(bridge.chunks))
+                headers = _closing(bridge.headers, self._drain)
+                proto.response_bytes(bridge.status, headers, b"".join(bridge.chunks))
 
 
 class _Bridge:
     """ASGI receive/send over one RSGI protocol object: buffered, streamed if ``more_body``."""
 
-    __slots__ = ("chunks", "done", "headers", "proto", "received", "status", "transport")
+    __slots__ = (
+        "chunks", "done", "drain", "headers", "proto", "received", "status", "transport",
+    )  # fmt: skip
 
-    def __init__(self, proto: _Proto) -> None:
+    def __init__(self, proto: _Proto, drain: Drain) -> None:
         self.proto = proto
+        self.drain = drain
         self.received = False
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
@@ -211,10 +229,12 @@ class _Bridge:
                 if body:
                     self.chunks.append(body)
                 if sum(map(len, self.chunks)) > 64 * 1024:  # large or endless: start streaming
-                    self.transport = self.proto.response_stream(self.status, self.headers)
+                    headers = _closing(self.headers, self.drain)
+                    self.transport = self.proto.response_stream(self.status, headers)
                     await self.transport.send_bytes(b"".join(self.chunks))
                     self.chunks.clear()
             else:
                 self.chunks.append(body)
-                self.proto.response_bytes(self.status, self.headers, b"".join(self.chunks))
+                headers = _closing(self.headers, self.drain)
+                self.proto.response_bytes(self.status, headers, b"".join(self.chunks))
                 self.done = True

@@ -16,7 +16,7 @@ from cookiematch.web.counters import LabelledCounter
 PIXEL_OUTCOMES = LabelledCounter(
     "cookiematch_pixel_outcomes",
     "Match tags answered, by buyer and outcome (redirect, error_<code>, error_1_privacy,"
-    " set_cookie, push)",
+    " set_cookie, push, push_not_stored, push_replayed)",
     ("nid", "outcome"),
 )
 BAD_REQUESTS = LabelledCounter(
@@ -80,6 +80,8 @@ def record_redirect(outcome: RedirectToBuyer) -> None:
         label = "redirect"
     elif outcome.privacy_refused:
         label = f"error_{outcome.error}_privacy"  # the privacy policy refused the tag
+    elif outcome.push_replayed:
+        label = "push_replayed"  # answered as an invalid token
     else:
         label = f"error_{outcome.error}"
     PIXEL_OUTCOMES.inc((outcome.nid, label))
