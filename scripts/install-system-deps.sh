@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages cookiematch's tests and benchmarks use, when they are missing:
 # redis-server (store tests), chromium (cross-site cookie flows in a real browser), node and
-# npm (the IAB's reference encoders the consent decoders are tested against),
+# npm (the IAB's reference encoders the consent decoders are tested against), promtool
+# (from the prometheus package: deploy/'s rules and every role's /metrics are checked with it),
 # nginx and wrk (benchmarks). Debian/Ubuntu only; elsewhere, install them by hand.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ "${WITH_BENCH:-0}" = "1" ]; then
   command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)

@@ -98,6 +98,22 @@ async def test_matched_user_gets_the_retargeting_bid_without_match_tag(
     assert record.matched
 
 
+async def test_each_look_up_counts_toward_the_match_rate(
+    make_bidder: MakeBidder, table: MatchTable
+) -> None:
+    await table.record(GID, UID, 1)
+    bidder = make_bidder()
+    await bidder.bid(request({"id": GID}))
+    await bidder.bid(request({"id": GID}))
+    await bidder.bid(request({}))  # no user ID: looked up, unknown
+    assert (bidder.stats.get("lookup", "matched"), bidder.stats.get("lookup", "unmatched")) == (
+        2,
+        1,
+    )
+    await bidder.bid(request({"id": GID}, imp=[]))  # refused before any look-up
+    assert bidder.stats.get("lookup", "matched") + bidder.stats.get("lookup", "unmatched") == 3
+
+
 async def test_response_bytes(make_bidder: MakeBidder, table: MatchTable) -> None:
     """What the exchange receives, byte for byte: absent fields (and ``cur``, USD) left out."""
     await table.record(GID, UID, 1)

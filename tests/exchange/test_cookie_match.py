@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -258,3 +259,45 @@ async def test_gids_differ_between_buyers(store: Store) -> None:
     first = await run(service, "google_nid=ad_network_xyz&google_cm", Browser(BROWSER))
     second = await run(service, "google_nid=cookie-monster&google_cm", Browser(BROWSER))
     assert dict(params_of(first))["google_gid"] != dict(params_of(second))["google_gid"]
+
+
+async def test_a_push_token_is_accepted_once_per_browser_and_buyer(store: Store) -> None:
+    clock = FakeClock()
+    service, _, push = make_service(store, clock)
+    token = push.issue(BROWSER, "ad_network_xyz", int(NOW))
+    query = f"google_nid=ad_network_xyz&google_push={token}&google_ula=12345"
+    clock.now += 60
+    assert await run(service, query, Browser(BROWSER)) == PushRecorded("ad_network_xyz", True)
+    clock.now += 60
+    replayed = await run(service, query, Browser(BROWSER))
+    assert params_of(replayed) == [("id", ""), ("google_error", "5")]  # as an invalid token
+    assert isinstance(replayed, RedirectToBuyer) and replayed.push_replayed
+    matches = await store.hgetall(keys.pixel_matches_key(BROWSER))
+    assert matches == {"ad_network_xyz": str(int(NOW) + 60).encode()}  # the first return's
+    mark = await store.get_entry(keys.push_return_key(BROWSER, "ad_network_xyz"))
+    assert mark is not None and mark[0] == str(int(NOW)).encode()  # the token's issue time
+    assert mark[1] is not None and 3530 < mark[1] <= 3540  # kept for the token's lifetime
+
+
+async def test_concurrent_returns_of_one_push_token_record_one_match(store: Store) -> None:
+    clock = FakeClock()
+    first, _, push = make_service(store, clock)
+    second, _, _ = make_service(store, clock)  # another worker over the same store
+    token = push.issue(BROWSER, "ad_network_xyz", int(NOW))
+    query = f"google_nid=ad_network_xyz&google_push={token}"
+    outcomes = await asyncio.gather(
+        *(run(service, query, Browser(BROWSER)) for service in (first, second, first, second))
+    )
+    assert sum(isinstance(o, PushRecorded) for o in outcomes) == 1
+    assert sum(isinstance(o, RedirectToBuyer) and o.push_replayed for o in outcomes) == 3
+
+
+async def test_a_push_token_returned_for_another_buyer_is_not_marked(store: Store) -> None:
+    clock = FakeClock()
+    service, _, push = make_service(store, clock)
+    token = push.issue(BROWSER, "ad_network_xyz", int(NOW))
+    refused = await run(service, f"google_nid=cookie-monster&google_push={token}", Browser(BROWSER))
+    assert isinstance(refused, RedirectToBuyer) and not refused.push_replayed
+    assert await store.get(keys.push_return_key(BROWSER, "cookie-monster")) is None
+    query = f"google_nid=ad_network_xyz&google_push={token}"
+    assert await run(service, query, Browser(BROWSER)) == PushRecorded("ad_network_xyz", True)

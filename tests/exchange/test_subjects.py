@@ -30,7 +30,7 @@ OTHER = bytes(range(1, 17))
 SUBJECT = format_browser_id(BROWSER)
 CIPHER = UserIdCipher({1: b"1" * 32, 2: b"2" * 32})
 SETTINGS = ExchangeSettings(hosted_match_ttl_days=90)
-PREFIXES = ("hm:", "ul:", "pm:", "br:")
+PREFIXES = ("hm:", "ul:", "pm:", "br:", "pu:")
 
 
 def buyer(nid: str, *, hosted: bool = False, webhook: bool = False) -> Buyer:
@@ -38,6 +38,7 @@ def buyer(nid: str, *, hosted: bool = False, webhook: bool = False) -> Buyer:
         nid,
         RedirectTemplate.compile(f"https://{nid}.example/cm?id="),
         hosted_match=hosted,
+        pixel_matching=hosted,
         optout_webhook_url=f"https://{nid}.example/optout" if webhook else None,
         optout_webhook_secret=Secret("s" * 16) if webhook else None,
     )
@@ -67,11 +68,12 @@ def subjects_over(store: Store, buyers: Sequence[Buyer]) -> ExchangeSubjects:
 
 async def write_browser(store: Store, browser_id: bytes, now: int) -> None:
     """What the exchange writes about a browser: hosted data of two buyers, a user list, a
-    pixel match and its browser record."""
+    pixel match with the push token's mark and its browser record."""
     await store.set(keys.hosted_match_key(browser_id, HOSTED.nid), b"buyer's text", ttl=90 * DAY)
     await store.set(keys.hosted_match_key(browser_id, GONE.nid), b"\xff\x00", ttl=30 * DAY)
     await store.hset(keys.user_lists_key(browser_id), {"12345": str(now).encode()}, ttl=DAY)
     await store.hset(keys.pixel_matches_key(browser_id), {HOSTED.nid: b"%d" % now}, ttl=DAY)
+    await store.set(keys.push_return_key(browser_id, HOSTED.nid), b"%d" % now, ttl=3600)
     record = {"created": b"%d" % now, f"gid:{HOSTED.nid}": b"%d" % now}
     await store.hset(browser_record_key(browser_id), record, ttl=DAY)
 
@@ -101,6 +103,7 @@ async def test_access_shows_every_record_readably(store: Store) -> None:
         ("pixel_match", f"pm:{tag}", "hosted-dsp"): "2023-11-14T22:13:20Z",
         ("browser_record", f"br:{tag}", "created"): "2023-11-14T22:13:20Z",
         ("browser_record", f"br:{tag}", "gid:hosted-dsp"): "2023-11-14T22:13:20Z",
+        ("push_return", f"pu:{tag}:hosted-dsp", None): "2023-11-14T22:13:20Z",
     }
     lifetimes = {r.key: r.expires_in_seconds for r in report.records if r.field is None}
     assert lifetimes[f"hm:{tag}:hosted-dsp"] == pytest.approx(90 * DAY, abs=60)
@@ -112,7 +115,7 @@ async def test_erasure_leaves_nothing_and_queues_the_notices(store: Store) -> No
     await HostedNids(store, SETTINGS, clock=time.time).note([GONE])
     await write_browser(store, BROWSER, int(time.time()))
     await write_browser(store, OTHER, int(time.time()))
-    assert await count_keys(store, BROWSER) == 5
+    assert await count_keys(store, BROWSER) == 6
 
     data = subjects_over(store, [HOSTED, PLAIN])
     report = await data.erase(SUBJECT)
@@ -121,10 +124,11 @@ async def test_erasure_leaves_nothing_and_queues_the_notices(store: Store) -> No
         "user_list": 1,
         "pixel_match": 1,
         "browser_record": 1,
+        "push_return": 1,
     }
     assert report.notified == [HOSTED.nid]  # the only buyer with a webhook
     assert await count_keys(store, BROWSER) == 0
-    assert await count_keys(store, OTHER) == 5  # another browser keeps its data
+    assert await count_keys(store, OTHER) == 6  # another browser keeps its data
     assert (await data.access(SUBJECT)).records == []
 
     [queued] = await data.notices.pending(HOSTED.nid)

@@ -275,6 +275,12 @@ def test_scenario_2_and_pixel_matching(servers: Servers, client: httpx.Client) -
     after = stats(client, "pushdsp")
     assert after["pushes_returned"] == before["pushes_returned"] + 1
     assert after["pushes_issued"] >= 1
+    replayed = jane.get(f"/pixel?google_nid=pushdsp&google_push={params['google_push']}")
+    assert replayed.status_code == 302  # refused as an invalid token is
+    assert dict(parse_qsl(urlsplit(replayed.headers["location"]).query))["google_error"] == "5"
+    assert stats(client, "pushdsp")["pushes_returned"] == after["pushes_returned"]
+    metrics = client.get("/metrics").text
+    assert 'cookiematch_pixel_outcomes_total{nid="pushdsp",outcome="push_replayed"} 1.0' in metrics
     again = jane.get("/ad?pub=examplenews&slot=top")
     assert pixel_match_url(again.text) is None  # matched: not introduced again for 14 days
     private = Browser(client)
@@ -283,6 +289,7 @@ def test_scenario_2_and_pixel_matching(servers: Servers, client: httpx.Client) -
 
 
 def test_hosted_match_data_reaches_the_hosted_buyer(servers: Servers, client: httpx.Client) -> None:
+    before = stats(client, "cookie-monster")
     jane = Browser(client)
     jane.get("/ad?pub=examplenews&slot=top")
     assert not servers.bid_requests("/hosted", jane.browser_id, "cookie-monster")
@@ -294,6 +301,10 @@ def test_hosted_match_data_reaches_the_hosted_buyer(servers: Servers, client: ht
     fast = servers.bid_requests("/fast", jane.browser_id, "ad_network_xyz")
     assert "buyeruid" not in fast[-1]["user"]
     assert 'data-nid="cookie-monster"' in ad_div(response.text)
+    after = stats(client, "cookie-monster")  # one request sent, carrying the hosted match
+    assert after["bid_requests"] - before["bid_requests"] == 1
+    assert after["bid_requests_matched"] - before["bid_requests_matched"] == 1
+    assert after["hosted_match_rate"] is not None
 
 
 def test_frequency_capping_violation_is_counted(client: httpx.Client) -> None:

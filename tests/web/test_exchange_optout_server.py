@@ -265,7 +265,8 @@ def test_admin_subject_access_and_erasure(setup: Setup) -> None:
     assert hosted["value"] == "monster's own id" and hosted["expires_in_seconds"] > 89 * 86400
     erased = httpx.delete(url, headers=AUTH).json()
     assert erased["erased"] == {
-        "hosted_match": 1, "user_list": 1, "pixel_match": 0, "browser_record": 1
+        "hosted_match": 1, "user_list": 1, "pixel_match": 0, "browser_record": 1,
+        "push_return": 0,
     }  # fmt: skip
     assert erased["notified"] == ["ad_network_xyz", "cookie-monster"]
     assert count_keys(setup.store_url, browser.browser_id) == 0
@@ -287,7 +288,8 @@ def test_cli_show_and_erase(setup: Setup) -> None:
     assert isinstance(shown["records"], list) and len(shown["records"]) == 4
     erased = cli("erase")
     assert erased["erased"] == {
-        "hosted_match": 1, "user_list": 1, "pixel_match": 0, "browser_record": 1
+        "hosted_match": 1, "user_list": 1, "pixel_match": 0, "browser_record": 1,
+        "push_return": 0,
     }  # fmt: skip
     assert erased["notified"] == ["ad_network_xyz", "cookie-monster"]
     assert count_keys(setup.store_url, browser.browser_id) == 0

@@ -185,7 +185,7 @@ def test_a_half_sent_request_head_does_not_hold_the_connection(
     start_server: Callable[..., ServerProcess],
 ) -> None:
     argv = [sys.executable, "-m", "cookiematch.web.server", "--factory", "sample_app:make_app"]
-    argv += ["--port", "{port}", "--header-read-timeout-ms", "1000"]
+    argv += ["--port", "{port}", "--idle-timeout-ms", "1000"]
     server = start_server(argv, pythonpath=[HERE])
     with socket.create_connection((server.host, server.port)) as sock:
         sock.sendall(b"GET /match HTTP/1.1\r\nHost: x\r\n")  # the head never ends

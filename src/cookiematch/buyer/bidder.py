@@ -158,6 +158,7 @@ class Bidder:
                 log.error("match table read failed; no bid: %s", exc)
                 return _Answer(BidResult(None, "store_error"), privacy=privacy)
             user = _User.of(gid, hosted_uid, lookup)
+            self.stats.add("lookup", "matched" if user.matched else "unmatched")
             decision = decide_match_tag(
                 lookup.newest,
                 self._clock(),

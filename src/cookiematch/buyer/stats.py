@@ -18,6 +18,7 @@ EVENTS = {
     "uid_created": "buyer cookies created, by endpoint",
     "hosted_match_status": "google_hm failure statuses reported by the exchange, by status",
     "bid": "POST /bid answers, by outcome (bid or no-bid reason)",
+    "lookup": "bid-time look-ups of the match table: matched or unmatched (the match rate)",
     "opt_out": "google_error=1 redirects (opted out): entries erased, or nothing known",
     "optout_page": "the buyer's own opt-out page (POST /optout), by outcome",
     "exchange_optout": "opt-out notices from the exchange (POST /exchange/optout), by outcome",

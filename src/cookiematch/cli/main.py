@@ -22,6 +22,8 @@ from cookiematch.errors import CookiematchError
 from cookiematch.logs import FORMAT_ENV, FORMATS, LEVEL_ENV, LEVELS, configure
 from cookiematch.roots import ROLE_FACTORIES
 from cookiematch.storage import connect_store
+from cookiematch.web.connections import IDLE_TIMEOUT_MS, MAX_CONNECTIONS
+from cookiematch.web.drain import DRAIN_LONGEST_SECONDS
 
 
 @click.group()
@@ -58,8 +60,36 @@ def main(log_level: str, log_format: str) -> None:
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--interface", type=click.Choice(["rsgi", "asgi"]), default="rsgi", show_default=True)
 @click.option("--access-log", is_flag=True, help="Log every request (granian's access log).")
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(0.001, 60),
+    default=IDLE_TIMEOUT_MS / 1000,
+    show_default=True,
+    help="Seconds a connection may wait for a request head (new, idle or half sent).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=MAX_CONNECTIONS,
+    show_default=True,
+    help="Open connections per worker (lowered to what the open-files limit allows).",
+)
+@click.option(
+    "--drain-seconds",
+    type=click.FloatRange(0, 25),
+    default=DRAIN_LONGEST_SECONDS,
+    show_default=True,
+    help="Longest drain on SIGTERM (answers close their connections, /readyz says 503).",
+)
 def serve(
-    config_file: Path, role: str | None, workers: int, interface: str, access_log: bool
+    config_file: Path,
+    role: str | None,
+    workers: int,
+    interface: str,
+    access_log: bool,
+    idle_timeout: float,
+    max_connections: int,
+    drain_seconds: float,
 ) -> None:
     """Serve the roles the configuration enables, each on its own `listen` address."""
     from cookiematch.web.server import serve as run_server
@@ -69,7 +99,10 @@ def serve(
     if not roles:
         raise click.ClickException(f"{config_file}: no role to serve (add an [exchange] table)")
     if len(roles) > 1:
-        _serve_each(config_file, roles, workers, interface, access_log)
+        options = ["--workers", str(workers), "--interface", interface]
+        options += ["--idle-timeout", str(idle_timeout), "--max-connections"]
+        options += [str(max_connections), "--drain-seconds", str(drain_seconds)]
+        _serve_each(config_file, roles, [*options, *(["--access-log"] if access_log else [])])
         return
     listen = _listen(config, roles[0])
     try:
@@ -81,6 +114,9 @@ def serve(
             workers=workers,
             config=config_file,
             log_access=access_log,
+            idle_timeout_ms=round(idle_timeout * 1000),
+            max_connections=max_connections,
+            drain_seconds=drain_seconds,
         )
     except CookiematchError as exc:
         raise click.ClickException(f"[{roles[0]}]: {exc}") from exc
@@ -91,30 +127,11 @@ def _listen(config: Config, role: str) -> tuple[str, int]:
     return table.listen.host, table.listen.port
 
 
-def _serve_each(
-    config_file: Path, roles: list[str], workers: int, interface: str, access_log: bool
-) -> None:
-    """One server process per role; stops them all when any stops or on SIGTERM/SIGINT."""
-    children = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cookiematch",
-                "serve",
-                "--config",
-                str(config_file),
-                "--role",
-                role,
-                "--workers",
-                str(workers),
-                "--interface",
-                interface,
-                *(["--access-log"] if access_log else []),
-            ]
-        )
-        for role in roles
-    ]
+def _serve_each(config_file: Path, roles: list[str], options: list[str]) -> None:
+    """One server process per role (each given ``options``); stops them all when any stops
+    or on SIGTERM/SIGINT."""
+    command = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config_file)]
+    children = [subprocess.Popen([*command, "--role", role, *options]) for role in roles]
 
     def stop(*_: object) -> None:
         for child in children:

@@ -104,6 +104,8 @@ class Auction:
     ) -> tuple[Outcome, list[ValidBid]]:
         assert buyer.bidder_url is not None
         self._monitor.count(buyer.nid, Count.BID_REQUESTS)
+        if request.user is not None and request.user.buyeruid is not None:
+            self._monitor.count(buyer.nid, Count.BID_REQUESTS_MATCHED)
         try:
             status, body = await self._transport.post(
                 buyer.bidder_url, encode_bid_request(request), timeout

@@ -163,6 +163,17 @@ class CookieMatchService:
             return self._error(request, buyer, scheme, MatchError.INVALID_PUSH)
         if claim.browser_id != browser_id:
             return self._error(request, buyer, scheme, MatchError.INVALID_PUSH)
+        try:
+            first = await self._store.set_if_absent(
+                keys.push_return_key(browser_id, buyer.nid),
+                str(claim.issued_at).encode(),
+                ttl=claim.issued_at + self._push.ttl_seconds - now,  # its remaining lifetime
+            )
+        except StorageError as exc:
+            log.warning("pixel match for %s not recorded: %s", buyer.nid, exc)
+            return PushRecorded(buyer.nid, stored=False)
+        if not first:
+            return self._error(request, buyer, scheme, MatchError.INVALID_PUSH, replayed=True)
         results = await asyncio.gather(
             self._store.hset(
                 keys.pixel_matches_key(browser_id),
@@ -266,6 +277,7 @@ class CookieMatchService:
         error: MatchError,
         *,
         refused: bool = False,
+        replayed: bool = False,
     ) -> RedirectToBuyer:
         location = buyer.redirect_url.render(
             scheme,
@@ -279,4 +291,5 @@ class CookieMatchService:
             error=int(error),
             extras_dropped=request.extras_dropped,
             privacy_refused=refused,
+            push_replayed=replayed,
         )

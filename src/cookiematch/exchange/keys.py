@@ -22,3 +22,9 @@ def user_lists_key(browser_id: bytes) -> str:
 def pixel_matches_key(browser_id: bytes) -> str:
     """Field map: buyer nid -> time a pixel match was recorded (unix seconds, ASCII)."""
     return f"pm:{browser_tag(browser_id)}"
+
+
+def push_return_key(browser_id: bytes, nid: str) -> str:
+    """The issue time (unix seconds, ASCII) of the push token a buyer returned for a browser,
+    kept for the token's remaining lifetime: a second return is refused."""
+    return f"pu:{browser_tag(browser_id)}:{nid}"

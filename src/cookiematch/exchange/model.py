@@ -111,6 +111,8 @@ class ExchangeSettings(Strict, frozen=True, kw_only=True):
     optout_notice_retry_first_seconds: Seconds = 30.0
     optout_notice_retry_max_seconds: Seconds = 3600.0
     optout_notice_give_up_days: Annotated[float, msgspec.Meta(gt=0, le=90)] = 7.0
+    # the hosted match table and the user lists are counted (a store scan) this often
+    table_sizes_interval_seconds: Annotated[float, msgspec.Meta(ge=60)] = 600.0
 
     @property
     def extras_first(self) -> bool:

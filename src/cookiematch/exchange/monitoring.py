@@ -61,6 +61,7 @@ class Count(enum.StrEnum):
     PUSHES_THROTTLED = "pushes_throttled"  # skipped because the response rate is too low
     BID_REQUESTS = "bid_requests"
     BID_REQUESTS_THROTTLED = "bid_requests_throttled"  # over max_qps: not sent
+    BID_REQUESTS_MATCHED = "bid_requests_matched"  # sent with the buyer's hosted match (buyeruid)
     BIDS = "bids"
     NO_BIDS = "no_bids"
     TIMEOUTS = "timeouts"
@@ -101,12 +102,21 @@ class BuyerStats:
             return None
         return min(1.0, self.counts.get(Count.PUSHES_RETURNED, 0) / issued)
 
+    @property
+    def hosted_match_rate(self) -> float | None:
+        """The share of bid requests sent with the buyer's hosted match (None before any)."""
+        sent = self.counts.get(Count.BID_REQUESTS, 0)
+        if sent == 0:
+            return None
+        return min(1.0, self.counts.get(Count.BID_REQUESTS_MATCHED, 0) / sent)
+
     def to_dict(self) -> dict[str, object]:
         return {
             "nid": self.nid,
             "window_seconds": self.window_seconds,
             **{count.value: self.counts.get(count, 0) for count in Count},
             "pixel_match_response_rate": self.response_rate,
+            "hosted_match_rate": self.hosted_match_rate,
             "bid_requests_per_second": round(
                 self.counts.get(Count.BID_REQUESTS, 0) / self.window_seconds, 6
             ),

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class RedirectToBuyer:
     """302 to the buyer's configured URL. ``error`` is the google_error sent, if any;
-    ``privacy_refused`` says it was sent because the privacy policy refused the tag."""
+    ``privacy_refused`` says it was sent because the privacy policy refused the tag,
+    ``push_replayed`` because the push token had already been returned."""
 
     nid: str
     location: str
@@ -16,6 +17,7 @@ class RedirectToBuyer:
     extras_dropped: bool = False
     hosted_match_status: int | None = None
     privacy_refused: bool = False
+    push_replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

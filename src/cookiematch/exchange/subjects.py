@@ -8,6 +8,8 @@ share the browser's ``{hash tag}`` (``keys.py``, ``browser_record.py``):
     ul:{tag}         user-list memberships: list id -> time added
     pm:{tag}         pixel matches: nid -> time recorded
     br:{tag}         the browser record: created, gid:<nid>, push:<nid> -> times
+    pu:{tag}:<nid>   the issue time of the push token a buyer returned (for the token's
+                     lifetime; one key per buyer with pixel matching)
 
 Access reads them with their remaining lifetimes (times shown as ISO 8601 UTC, hosted data as
 text when it is UTF-8, else base64). Erasure deletes them, then queues an opt-out notice for
@@ -42,7 +44,8 @@ HOSTED_MATCH = "hosted_match"
 USER_LIST = "user_list"
 PIXEL_MATCH = "pixel_match"
 BROWSER_RECORD = "browser_record"
-KINDS = (HOSTED_MATCH, USER_LIST, PIXEL_MATCH, BROWSER_RECORD)
+PUSH_RETURN = "push_return"
+KINDS = (HOSTED_MATCH, USER_LIST, PIXEL_MATCH, BROWSER_RECORD, PUSH_RETURN)
 
 
 def render_time(raw: bytes) -> object:
@@ -84,14 +87,18 @@ class ExchangeSubjects:
         return browser_id
 
     async def _held(self, browser_id: bytes, buyers: Sequence[Buyer]) -> list[HeldKey]:
-        """The browser's keys: the field maps, and the hosted-match keys that hold data."""
+        """The browser's keys: the field maps, and the hosted-match and push-return keys that
+        hold data."""
         nids = await self._hosted_nids.nids()
         nids.update(b.nid for b in buyers if b.hosted_match)
-        candidates = [keys.hosted_match_key(browser_id, nid) for nid in sorted(nids)]
-        found = await self._store.get_many(candidates)
-        live = [key for key, raw in zip(candidates, found, strict=True) if raw is not None]
+        hosted = [keys.hosted_match_key(browser_id, nid) for nid in sorted(nids)]
+        pushing = sorted(b.nid for b in buyers if b.pixel_matching)
+        returns = [keys.push_return_key(browser_id, nid) for nid in pushing]
+        found = await self._store.get_many([*hosted, *returns])
+        live = [key for key, raw in zip([*hosted, *returns], found, strict=True) if raw]
         return [
-            *(HeldKey(HOSTED_MATCH, key) for key in live),
+            *(HeldKey(HOSTED_MATCH, key) for key in live if key.startswith("hm:")),
+            *(HeldKey(PUSH_RETURN, key, render=render_time) for key in live if key in returns),
             HeldKey(USER_LIST, keys.user_lists_key(browser_id), is_map=True, render=render_time),
             HeldKey(PIXEL_MATCH, keys.pixel_matches_key(browser_id), is_map=True,
                     render=render_time),

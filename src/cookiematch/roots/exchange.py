@@ -37,6 +37,7 @@ from cookiematch.exchange.optout_notices import NoticeQueue
 from cookiematch.exchange.pixel_matching import PixelMatcher
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.exchange.subjects import ExchangeSubjects
+from cookiematch.exchange.table_sizes import TableSizeLog
 from cookiematch.exchange.user_list_bulk import UserListBulk
 from cookiematch.protocol.cookies import cookie_spec
 from cookiematch.protocol.push import PushTokens
@@ -253,6 +254,9 @@ class ExchangeServer(RoleServer):
         self.run(self._refresh_forever(registry))
         self.run(monitor.run(lambda: [b.nid for b in registry.buyers() if b.pixel_matching]))
         self.run(delivery.run())
+        sizes = TableSizeLog(store, interval_seconds=settings.table_sizes_interval_seconds)
+        self.run(sizes.run())
+        self.collect(metrics.TableSizesCollector(sizes))
 
     async def close(self) -> None:
         if self.transport is not None:

@@ -112,14 +112,15 @@ class RoleServer:
         return _LIVE
 
     async def _readyz(self, request: Request) -> Response:
-        """``GET /readyz``: the worker may take traffic: started, not stopping, its store
-        answering a ping within ``READY_TIMEOUT_SECONDS`` (the answer is kept
+        """``GET /readyz``: the worker may take traffic: started, neither draining nor stopping,
+        its store answering a ping within ``READY_TIMEOUT_SECONDS`` (the answer is kept
         ``READY_CACHE_SECONDS``, so probes cannot load the store)."""
         now = time.monotonic()
         if now - self._ready_at >= READY_CACHE_SECONDS:
             self._ready = await self._store_answers()
             self._ready_at = time.monotonic()
-        return _READY if self._ready and not self._stopping else _NOT_READY
+        stopping = self._stopping or self.app.drain.active  # ``web/drain.py``
+        return _READY if self._ready and not stopping else _NOT_READY
 
     async def _store_answers(self) -> bool:
         if self.store is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from time import perf_counter
 
+from cookiematch.web.drain import Drain
 from cookiematch.web.http import Headers, Request, Response
 from cookiematch.web.http_metrics import UNMATCHED, fallback_route, record
 from cookiematch.web.router import (
@@ -30,6 +31,9 @@ __all__ = ["ASGIAdapter"]
 log = logging.getLogger("cookiematch.web")
 
 
+_CLOSE = (b"connection", b"close")
+
+
 async def _send(send: Send, response: Response) -> None:
     await send(
         {
@@ -41,6 +45,18 @@ async def _send(send: Send, response: Response) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+def _closing(send: Send, drain: Drain) -> Send:
+    """``send`` with ``Connection: close`` added to the answer's head (``web/drain.py``)."""
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), _CLOSE]}
+            drain.answered()
+        await send(message)
+
+    return closing
+
+
 class ASGIAdapter:
     """The ASGI application for ``app``."""
 
@@ -50,6 +66,8 @@ class ASGIAdapter:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         started = perf_counter()
+        if self.app.drain.active and kind == "http":
+            send = _closing(send, self.app.drain)
         if kind == "http":
             route = self.app.match(scope["path"])
             if route is not None:

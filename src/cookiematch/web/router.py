@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cookiematch.web.drain import Drain
 from cookiematch.web.http import Handler, Request, Response
 
 __all__ = ["ASGIApp", "App", "Hook", "Route"]
@@ -69,7 +70,8 @@ class App:
     ``RSGIAdapter`` or ``ASGIAdapter``. ``on_startup`` hooks run in order before the first
     request, ``on_shutdown`` hooks in reverse order after the last one (graceful stop), so a
     store opened at startup is flushed and closed at shutdown. The fallback app's own lifespan
-    is not run: put its hooks here.
+    is not run: put its hooks here. ``drain`` says whether the worker drains before it stops
+    (``web/drain.py``): the adapters then close each connection after its answer.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class App:
         self.max_body = max_body
         self.handler_errors: Counter[str] = Counter()
         self.on_handler_error: Callable[[Route, Exception], None] | None = None
+        self.drain = Drain()  # listens for SIGTERM only under granian (``web/server.py``)
 
     def route(
         self,

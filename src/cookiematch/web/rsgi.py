@@ -20,6 +20,7 @@ from typing import Any, Protocol
 # granian.rsgi re-exports it as ProtocolClosed, untyped
 from granian._granian import RSGIProtocolClosed as ProtocolClosed
 
+from cookiematch.web.drain import Drain
 from cookiematch.web.http import Request, Response
 from cookiematch.web.http_metrics import UNMATCHED, fallback_route, record
 from cookiematch.web.router import BAD_REQUEST, BODY_TOO_LARGE, NOT_FOUND, App, Message, Route
@@ -29,6 +30,7 @@ __all__ = ["RSGIAdapter", "peer_ip"]
 log = logging.getLogger("cookiematch.web")
 
 _INTERNAL_ERROR = Response.text(500, "internal server error\n")
+_CLOSE = ("connection", "close")
 
 
 class _Transport(Protocol):
@@ -64,11 +66,22 @@ def _host_port(value: str) -> tuple[str, int] | None:
     return (host[1:-1] if host.startswith("[") else host), int(port)
 
 
-def _send(proto: _Proto, response: Response) -> None:
+def _send(proto: _Proto, response: Response, drain: Drain) -> None:
+    headers = response.headers
+    if drain.active:  # the client learns with this answer that the connection ends
+        headers = (*headers, _CLOSE)
+        drain.answered()
     if response.body:
-        proto.response_bytes(response.status, response.headers, response.body)
+        proto.response_bytes(response.status, headers, response.body)
     else:
-        proto.response_empty(response.status, response.headers)
+        proto.response_empty(response.status, headers)
+
+
+def _closing(headers: list[tuple[str, str]], drain: Drain) -> list[tuple[str, str]]:
+    if not drain.active:
+        return headers
+    drain.answered()
+    return [*headers, _CLOSE]
 
 
 class RSGIAdapter:
@@ -77,6 +90,7 @@ class RSGIAdapter:
     def __init__(self, app: App) -> None:
         self.app = app
         self._routes = app.routes  # shared, not copied: routes added later are seen
+        self._drain = app.drain
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(self.app.startup())
@@ -97,7 +111,7 @@ class RSGIAdapter:
                 if self.app.fallback is not None:
                     await self._fallback(scope, proto, started)
                 else:
-                    _send(proto, NOT_FOUND)
+                    _send(proto, NOT_FOUND, self._drain)
                     record(UNMATCHED, NOT_FOUND.status, perf_counter() - started)
                 return
         try:
@@ -118,7 +132,7 @@ class RSGIAdapter:
         except Exception:
             log.exception("RSGI adapter failed on %s", path)
             response = route.on_error
-        _send(proto, response)
+        _send(proto, response, self._drain)
         record(route.path, response.status, perf_counter() - started)
 
     async def _with_body(self, route: Route, scope: Any, proto: _Proto) -> Response:
@@ -155,22 +169,23 @@ class RSGIAdapter:
             "server": _host_port(scope.server),
             "extensions": {},
         }
-        bridge = _Bridge(proto)
+        bridge = _Bridge(proto, self._drain)
         try:
             await self.app.fallback(asgi_scope, bridge.receive, bridge.send)
         except Exception:
             log.exception("fallback app failed on %s %s", scope.method, scope.path)
             if not bridge.done and bridge.transport is None:
-                _send(proto, _INTERNAL_ERROR)
+                _send(proto, _INTERNAL_ERROR, self._drain)
                 bridge.status = _INTERNAL_ERROR.status
         else:
             if not bridge.done:
                 if bridge.status is None:
                     log.error("fallback app returned without a response on %s", scope.path)
-                    _send(proto, _INTERNAL_ERROR)
+                    _send(proto, _INTERNAL_ERROR, self._drain)
                     bridge.status = _INTERNAL_ERROR.status
                 elif bridge.transport is None:  # body never finished: send what we have
-                    proto.response_bytes(bridge.status, bridge.headers, b"".join(bridge.chunks))
+                    headers = _closing(bridge.headers, self._drain)
+                    proto.response_bytes(bridge.status, headers, b"".join(bridge.chunks))
         if bridge.status is not None:
             record(fallback_route(asgi_scope), bridge.status, perf_counter() - started)
 
@@ -178,10 +193,13 @@ class RSGIAdapter:
 class _Bridge:
     """ASGI receive/send over one RSGI protocol object: buffered, streamed if ``more_body``."""
 
-    __slots__ = ("chunks", "done", "headers", "proto", "received", "status", "transport")
+    __slots__ = (
+        "chunks", "done", "drain", "headers", "proto", "received", "status", "transport",
+    )  # fmt: skip
 
-    def __init__(self, proto: _Proto) -> None:
+    def __init__(self, proto: _Proto, drain: Drain) -> None:
         self.proto = proto
+        self.drain = drain
         self.received = False
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
@@ -220,10 +238,12 @@ class _Bridge:
                 if body:
                     self.chunks.append(body)
                 if sum(map(len, self.chunks)) > 64 * 1024:  # large or endless: start streaming
-                    self.transport = self.proto.response_stream(self.status, self.headers)
+                    headers = _closing(self.headers, self.drain)
+                    self.transport = self.proto.response_stream(self.status, headers)
                     await self.transport.send_bytes(b"".join(self.chunks))
                     self.chunks.clear()
             else:
                 self.chunks.append(body)
-                self.proto.response_bytes(self.status, self.headers, b"".join(self.chunks))
+                headers = _closing(self.headers, self.drain)
+                self.proto.response_bytes(self.status, headers, b"".join(self.chunks))
                 self.done = True

@@ -11,6 +11,7 @@ Configuration reaches the factory through the environment, which the workers inh
   ``config_path()``.
 - ``COOKIEMATCH_APP_FACTORY``: the factory path; set by ``serve``, read by ``rsgi_app`` and
   ``asgi_app`` (the granian targets). Internal.
+- ``COOKIEMATCH_DRAIN_SECONDS``: the longest drain; set by ``serve``. Internal.
 - ``COOKIEMATCH_METRICS_DIR``: a directory ``serve`` creates for the run and removes at the
   end, where each worker keeps its metric values for the others to add up
   (``web/slots.py`` ``workers_directory``). Internal.
@@ -18,9 +19,17 @@ Configuration reaches the factory through the environment, which the workers inh
 Logging: every worker logs as ``cookiematch.logs`` says, granian's own loggers included, at
 the level and in the format the command chose (inherited through the environment).
 
-Shutdown: on SIGTERM or SIGINT granian stops accepting, lets in-flight requests finish, and
-each worker then runs the App's ``on_shutdown`` hooks (RSGI: ``__rsgi_del__``; ASGI: lifespan)
-before exiting; a worker still alive after ``kill_timeout`` seconds is killed.
+Connections (``web/connections.py``): HTTP/1 only (no TLS here, so browsers never speak
+HTTP/2 to it), at most ``max_connections`` open per worker, and a connection that waits
+``idle_timeout_ms`` for a request head (new, idle between requests, or half through a head) is
+closed.
+
+Shutdown: on SIGTERM each worker drains first (``web/drain.py``: answers close their
+connections and ``/readyz`` answers 503 until no request came for a moment, at most
+``drain_seconds``), then granian stops accepting, lets in-flight requests finish, and the
+worker runs the App's ``on_shutdown`` hooks (RSGI: ``__rsgi_del__``; ASGI: lifespan) before
+exiting; a worker still alive after ``kill_timeout`` seconds is killed. SIGINT skips the
+drain.
 
 Command line (used by the test suite; the product CLI calls ``serve``)::
 
@@ -40,14 +49,16 @@ from typing import Any, Literal
 from cookiematch.errors import AddressInUse
 from cookiematch.logs import log_config, settings_from_env
 from cookiematch.web.asgi import ASGIAdapter
+from cookiematch.web.connections import IDLE_TIMEOUT_MS, MAX_CONNECTIONS, connection_limit
+from cookiematch.web.drain import DRAIN_LONGEST_SECONDS
 from cookiematch.web.router import App
 from cookiematch.web.rsgi import RSGIAdapter
 from cookiematch.web.slots import workers_directory
 
 __all__ = [
     "CONFIG_ENV",
+    "DRAIN_ENV",
     "FACTORY_ENV",
-    "HEADER_READ_TIMEOUT_MS",
     "AppFactory",
     "asgi_app",
     "check_app",
@@ -57,12 +68,9 @@ __all__ = [
     "serve",
 ]
 
-HEADER_READ_TIMEOUT_MS = 5000
-"""How long a connection may take to send a request's head (granian's default is 30 s): a
-client that sends half a head cannot hold a connection longer (browsers send it at once)."""
-
 CONFIG_ENV = "COOKIEMATCH_CONFIG"
 FACTORY_ENV = "COOKIEMATCH_APP_FACTORY"
+DRAIN_ENV = "COOKIEMATCH_DRAIN_SECONDS"
 
 AppFactory = Callable[[], App]
 Interface = Literal["rsgi", "asgi"]
@@ -141,14 +149,22 @@ def _factory_from_env() -> str:
         raise RuntimeError(f"{FACTORY_ENV} is not set; start the server with serve()") from None
 
 
+def _served_app() -> App:
+    """The App named by ``COOKIEMATCH_APP_FACTORY``, draining on SIGTERM once started."""
+    app = load_app(_factory_from_env())
+    app.drain.longest = float(os.environ.get(DRAIN_ENV, DRAIN_LONGEST_SECONDS))
+    app.on_startup.append(app.drain.listen)
+    return app
+
+
 def rsgi_app() -> RSGIAdapter:
     """granian RSGI target (factory): the App named by ``COOKIEMATCH_APP_FACTORY``."""
-    return RSGIAdapter(load_app(_factory_from_env()))
+    return RSGIAdapter(_served_app())
 
 
 def asgi_app() -> ASGIAdapter:
     """granian ASGI target (factory): the App named by ``COOKIEMATCH_APP_FACTORY``."""
-    return ASGIAdapter(load_app(_factory_from_env()))
+    return ASGIAdapter(_served_app())
 
 
 def serve(
@@ -163,21 +179,26 @@ def serve(
     backlog: int = 1024,
     kill_timeout: int = 30,
     check: bool = True,
-    header_read_timeout_ms: int = HEADER_READ_TIMEOUT_MS,
+    idle_timeout_ms: int = IDLE_TIMEOUT_MS,
+    max_connections: int = MAX_CONNECTIONS,
+    drain_seconds: float = DRAIN_LONGEST_SECONDS,
 ) -> None:
     """Serve the factory's App until SIGTERM/SIGINT; blocks. ``AddressInUse`` if another
-    process already listens on ``host:port``.
+    process already listens on ``host:port``. ``max_connections`` is per worker, lowered to
+    what the open-files limit allows (``web/connections.py``).
 
     ``check`` builds the App once in this process first, so a bad factory or config fails
     here with a clear traceback instead of in every worker.
     """
-    from granian.constants import Interfaces
+    from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server import Server
 
     if interface not in ("rsgi", "asgi"):
         raise ValueError(f"interface must be 'rsgi' or 'asgi', not {interface!r}")
+    if not 0 <= drain_seconds < kill_timeout:
+        raise ValueError("drain_seconds must be at least 0 and below kill_timeout")
     level, log_format = settings_from_env()  # the command's choice (``cookiematch.logs``)
     ensure_address_free(host, port)
     if check:
@@ -185,6 +206,7 @@ def serve(
     os.environ[FACTORY_ENV] = factory_path(app_factory)
     if config is not None:
         os.environ[CONFIG_ENV] = str(Path(config).resolve())
+    os.environ[DRAIN_ENV] = str(drain_seconds)
     server = Server(
         f"cookiematch.web.server:{interface}_app",
         address=host,
@@ -194,7 +216,9 @@ def serve(
         factory=True,
         websockets=False,
         backlog=backlog,
-        http1_settings=HTTP1Settings(header_read_timeout=header_read_timeout_ms),
+        backpressure=connection_limit(max_connections),
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=idle_timeout_ms),
         log_access=log_access,
         log_level=LogLevels(level),
         log_dictconfig=log_config(level, log_format),
@@ -213,7 +237,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--config", default=None)
     parser.add_argument("--log-access", action="store_true")
-    parser.add_argument("--header-read-timeout-ms", type=int, default=HEADER_READ_TIMEOUT_MS)
+    parser.add_argument("--idle-timeout-ms", type=int, default=IDLE_TIMEOUT_MS)
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS)
+    parser.add_argument("--drain-seconds", type=float, default=DRAIN_LONGEST_SECONDS)
     args = parser.parse_args(argv)
     serve(
         args.factory,
@@ -223,7 +249,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         workers=args.workers,
         config=args.config,
         log_access=args.log_access,
-        header_read_timeout_ms=args.header_read_timeout_ms,
+        idle_timeout_ms=args.idle_timeout_ms,
+        max_connections=args.max_connections,
+        drain_seconds=args.drain_seconds,
     )
 
 

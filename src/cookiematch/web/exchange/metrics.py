@@ -3,16 +3,20 @@ up over the server's workers: ``web/counters.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from cookiematch.exchange.notice_delivery import NoticeEvent
 from cookiematch.exchange.outcomes import RedirectToBuyer
+from cookiematch.exchange.table_sizes import TableSizeLog
 from cookiematch.web.counters import LabelledCounter, LabelledGauge
 
 PIXEL_OUTCOMES = LabelledCounter(
     "cookiematch_pixel_outcomes",
     "Match tags answered, by buyer and outcome (redirect, error_<code>, error_1_privacy,"
-    " set_cookie, push)",
+    " set_cookie, push, push_not_stored, push_replayed)",
     ("nid", "outcome"),
 )
 BAD_REQUESTS = LabelledCounter(
@@ -77,6 +81,8 @@ def record_redirect(outcome: RedirectToBuyer) -> None:
         label = "redirect"
     elif outcome.privacy_refused:
         label = f"error_{outcome.error}_privacy"  # the privacy policy refused the tag
+    elif outcome.push_replayed:
+        label = "push_replayed"  # answered as an invalid token
     else:
         label = f"error_{outcome.error}"
     PIXEL_OUTCOMES.inc((outcome.nid, label))
@@ -84,3 +90,37 @@ def record_redirect(outcome: RedirectToBuyer) -> None:
         EXTRAS_DROPPED.inc((outcome.nid,))
     if outcome.hosted_match_status is not None:
         HOSTED_MATCH_FAILURES.inc((outcome.nid, str(outcome.hosted_match_status)))
+
+
+class TableSizesCollector(Collector):
+    """The hosted match table and the user lists as last measured (``exchange/table_sizes.py``;
+    every worker reads the same measurement, so any worker's answer is the fleet's)."""
+
+    def __init__(self, sizes: TableSizeLog) -> None:
+        self._sizes = sizes
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        sizes = self._sizes.cached
+        hosted = GaugeMetricFamily(
+            "cookiematch_hosted_match_entries",
+            "Hosted match entries stored, per buyer, as last measured",
+            labels=["nid"],
+        )
+        members = GaugeMetricFamily(
+            "cookiematch_user_list_members",
+            "Browsers on each user list, as last measured",
+            labels=["list"],
+        )
+        measured = GaugeMetricFamily(
+            "cookiematch_table_sizes_measured_timestamp_seconds",
+            "When the hosted match entries and user-list members were last counted (unix time)",
+        )
+        if sizes is not None:
+            for nid, count in sorted(sizes.hosted.items()):
+                hosted.add_metric([nid], count)
+            for list_id, count in sorted(sizes.user_lists.items()):
+                members.add_metric([list_id], count)
+            measured.add_metric([], sizes.measured_at)
+        yield hosted
+        yield members
+        yield measured
