@@ -286,7 +286,7 @@ def test_the_cli_shows_and_erases_one_browser(dmp: Dmp) -> None:
     with dmp.http() as http:
         uid = new_browser(http, "D-CLI")
     assert dmp.export() == ["add,D-CLI"]
-    args = ("--config", str(dmp.config), "--role", "dmp", uid)
+    args = ("--config", str(dmp.config), "--role", "dmp", "--", uid)  # the uid may start with -
     shown = json.loads(dmp.cli(subject, "show", *args))
     assert {r["kind"] for r in shown["records"]} >= {"partner_id", "export_sent"}
     erased = json.loads(dmp.cli(subject, "erase", *args))

@@ -278,7 +278,7 @@ def test_cli_show_and_erase(setup: Setup) -> None:
 
     def cli(command: str) -> dict[str, object]:
         argv = [sys.executable, "-m", "cookiematch", "subject", command,
-                "--config", str(setup.config), "--role", "exchange", subject]  # fmt: skip
+                "--config", str(setup.config), "--role", "exchange", "--", subject]  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
         answer: dict[str, object] = json.loads(done.stdout)
         return answer
