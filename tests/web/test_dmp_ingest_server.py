@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,8 +97,19 @@ def profile(http: httpx.Client, uid: str) -> dict[str, Any]:
     return body
 
 
+def ingested(http: httpx.Client) -> dict[str, float]:
+    """``cookiematch_dmp_ingested_records_total`` of partner crm, by outcome, at /metrics."""
+    found = re.findall(
+        r'^cookiematch_dmp_ingested_records_total\{outcome="(\w+)",partner="crm"\} (\S+)$',
+        http.get("/metrics").text,
+        re.MULTILINE,
+    )
+    return {outcome: float(value) for outcome, value in found}
+
+
 def test_batch_is_applied_and_counted(http: httpx.Client) -> None:
     uid = synced_browser(http, "C-1")
+    before = ingested(http)
     response = post(
         http,
         [
@@ -112,6 +124,10 @@ def test_batch_is_applied_and_counted(http: httpx.Client) -> None:
         "records": 3, "accepted": 1, "pending": 1, "rejected": 1,
     }  # fmt: skip
     assert body["rejects"] == [{"index": 1, "reason": "attributes.age: expected number"}]
+    after = ingested(http)
+    assert {k: after.get(k, 0) - before.get(k, 0) for k in ("accepted", "pending", "rejected")} == {
+        "accepted": 1, "pending": 1, "rejected": 1,
+    }  # fmt: skip
     found = profile(http, uid)
     assert found["attributes"] == {"age": 31}
     assert found["ingested_events"] == {"buy": [NOW]}

@@ -287,6 +287,14 @@ def test_the_funnel(http: httpx.Client) -> None:
     assert analytics["loss"] == max(
         analytics["counts"]["pixels"] - analytics["counts"]["callbacks"], 0
     )
+    exposed = http.get("/metrics").text  # the same counts, for Prometheus
+    for scope, name, row in [("client", "shop", shop), ("partner", "analytics", analytics)]:
+        for stage, count in row["counts"].items():
+            series = (
+                f'cookiematch_dmp_sync_funnel_total{{id="{name}",scope="{scope}",stage="{stage}"}}'
+            )
+            if count:
+                assert f"{series} {float(count)}" in exposed
 
 
 NASTY = [

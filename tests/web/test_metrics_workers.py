@@ -5,9 +5,7 @@ metrics`` in both formats; OpenMetrics is negotiated from ``Accept``; ``[metrics
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from conftest import ServerProcess, free_port
 from support.configs import ADMIN_TOKEN, serve_argv, write_exchange_config
+from support.tools import tool
 
 N = 60
 SCRAPES = 20
@@ -128,13 +127,7 @@ def test_every_scrape_counts_every_workers_requests(served: tuple[Role, ServerPr
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool is not installed (make system-deps installs it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return tool("promtool", package="prometheus")
 
 
 def test_the_exposition_passes_promtool(served: tuple[Role, ServerProcess]) -> None:

@@ -20,6 +20,7 @@ every worker's key, so totals survive restarts and agree across workers.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import msgspec
 
@@ -77,26 +78,38 @@ def report(counts: FunnelCounts, partner_ids: list[str], client_ids: list[str]) 
     )
 
 
+OnFunnelCount = Callable[[str, str, str, int], None]
+"""Told of every count: ``(scope, id, counter, n)``, scope ``partner``, ``client`` or
+``other`` (id ``""``); the server mirrors the funnel into ``/metrics`` with it."""
+
+
 class Funnel:
     """This worker's counters (in memory, cumulative since the worker started)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_count: OnFunnelCount | None = None) -> None:
         self._partners: dict[str, Counter[str]] = {}
         self._clients: dict[str, Counter[str]] = {}
         self._other: Counter[str] = Counter()
+        self._on_count = on_count
         self.changed = False
 
     def partner(self, partner_id: str, counter: str, n: int = 1) -> None:
         self._partners.setdefault(partner_id, Counter())[counter] += n
         self.changed = True
+        if self._on_count is not None:
+            self._on_count("partner", partner_id, counter, n)
 
     def client(self, client_id: str, counter: str, n: int = 1) -> None:
         self._clients.setdefault(client_id, Counter())[counter] += n
         self.changed = True
+        if self._on_count is not None:
+            self._on_count("client", client_id, counter, n)
 
     def other(self, counter: str, n: int = 1) -> None:
         self._other[counter] += n
         self.changed = True
+        if self._on_count is not None:
+            self._on_count("other", "", counter, n)
 
     def snapshot(self) -> FunnelCounts:
         return FunnelCounts(

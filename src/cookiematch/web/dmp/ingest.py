@@ -33,6 +33,7 @@ from cookiematch.dmp.ingest.readers import Batch, Payload
 from cookiematch.protocol.json_errors import JSON_ERRORS, describe
 from cookiematch.storage.base import Store
 from cookiematch.web.admin import problem, read_body
+from cookiematch.web.dmp.metrics import count_ingested
 
 PATH = "/api/v1/partners/{partner}/records"
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -101,6 +102,7 @@ class IngestApi:
         except _Refused as refused:
             return refused.response
         report = await self.ingestor.batch(partner, Batch("request", lines), keep_rejects=True)
+        count_ingested(partner, report)
         answer = msgspec.json.encode(
             {
                 "records": report.records,
