@@ -49,7 +49,7 @@ async def test_a_start_builds_and_a_stop_releases_everything(tmp_path: Path) -> 
     server = Sample(config(tmp_path))
     await server.app.startup()
     task = server.tasks[0]
-    assert server.store is server.built_on
+    assert server.store is not None and server.store.inner is server.built_on
     assert exposed(b"cookiematch_test_probe") and exposed(b"cookiematch_privacy_decisions")
     await server.app.shutdown()
     assert task.cancelled() and server.tasks == []

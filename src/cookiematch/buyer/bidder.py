@@ -37,7 +37,7 @@ from cookiematch.buyer.matchtag import PRIVACY_DECISION, MatchTagDecision, decid
 from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats
 from cookiematch.clock import Clock
-from cookiematch.errors import StorageError
+from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.privacy.openrtb import bid_privacy_params, bid_signals
 from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy
 from cookiematch.privacy.signals import SILENT
@@ -155,7 +155,8 @@ class Bidder:
             except TimeoutError:
                 return _Answer(BidResult(None, "timeout"), privacy=privacy)
             except StorageError as exc:
-                log.error("match table read failed; no bid: %s", exc)
+                if not isinstance(exc, StoreUnavailable):  # the guard logs an outage once
+                    log.error("match table read failed; no bid: %s", exc)
                 return _Answer(BidResult(None, "store_error"), privacy=privacy)
             user = _User.of(gid, hosted_uid, lookup)
             self.stats.add("lookup", "matched" if user.matched else "unmatched")

@@ -34,7 +34,7 @@ from cookiematch.buyer.matchtag import (
 from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats, code_label
 from cookiematch.clock import Clock
-from cookiematch.errors import StorageError
+from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.privacy.policy import Operation, PrivacyPolicy
 from cookiematch.privacy.signals import SILENT, ConsentSignals
 from cookiematch.protocol.query import QueryParam
@@ -222,7 +222,8 @@ class Matcher:
                 () if gid is None else (gid,), () if uid is None else (uid,)
             )
         except StorageError as exc:
-            log.error("match table erase failed: %s", exc)
+            if not isinstance(exc, StoreUnavailable):  # the store's guard logs an outage once
+                log.error("match table erase failed: %s", exc)
             self.stats.add("opt_out", "store_error")
             return result
         self.stats.add("opt_out", "erased" if any(erased) else "nothing_known")
@@ -260,6 +261,7 @@ class Matcher:
         try:
             entry = await self.table.record(gid, browser.uid, cver, new_uid=browser.new)
         except StorageError as exc:
-            log.error("match table write failed: %s", exc)
+            if not isinstance(exc, StoreUnavailable):  # the store's guard logs an outage once
+                log.error("match table write failed: %s", exc)
             return MatchResult("store_error", browser)
         return MatchResult("recorded", browser, entry)

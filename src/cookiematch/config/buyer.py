@@ -10,7 +10,13 @@ from cookiematch.buyer.campaigns import Audience, Campaign
 from cookiematch.buyer.matchtag import ExchangeEndpoint
 from cookiematch.buyer.model import BuyerSettings
 from cookiematch.clock import SECONDS_PER_DAY
-from cookiematch.config.fields import MIN_ADMIN_TOKEN_LENGTH, Table
+from cookiematch.config.fields import (
+    ADMIN_STORE_DEADLINE_MS,
+    MIN_ADMIN_TOKEN_LENGTH,
+    STORE_DEADLINE_MS,
+    DeadlineMs,
+    Table,
+)
 from cookiematch.config.values import Listen, Problems, Secret, url_problems
 from cookiematch.formats import CookieDomain, CookieName, Id, Nid, PositiveInt
 from cookiematch.protocol.cookies import CookieSpec, cookie_spec
@@ -60,6 +66,8 @@ class BuyerRoleConfig(Table, frozen=True):
     listen: Listen = Listen("127.0.0.1", 8800)
     public_url: str | None = None  # this buyer's base URL as browsers reach it
     admin_token: Secret | None = None  # None: the admin API refuses every request
+    store_deadline_ms: DeadlineMs = STORE_DEADLINE_MS  # each store call of a browser request
+    admin_store_deadline_ms: DeadlineMs = ADMIN_STORE_DEADLINE_MS  # … of an admin request
     # signs the exchange's opt-out notices (POST /exchange/optout); None: the route is absent
     exchange_optout_secret: Secret | None = None
     response: Literal["gif", "204"] = "gif"

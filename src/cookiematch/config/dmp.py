@@ -16,7 +16,13 @@ from cookiematch.config.dmp_segments import (
     DmpSegmentConfig,
     segment_problems,
 )
-from cookiematch.config.fields import MIN_ADMIN_TOKEN_LENGTH, Table
+from cookiematch.config.fields import (
+    ADMIN_STORE_DEADLINE_MS,
+    MIN_ADMIN_TOKEN_LENGTH,
+    STORE_DEADLINE_MS,
+    DeadlineMs,
+    Table,
+)
 from cookiematch.config.values import (
     KeySecret,
     Listen,
@@ -210,6 +216,8 @@ class DmpConfig(Table, frozen=True):
     listen: Listen = Listen("127.0.0.1", 8720)
     public_url: str | None = None  # as browsers reach this DMP; default http://<listen>
     admin_token: Secret | None = None  # None: the admin API is not served
+    store_deadline_ms: DeadlineMs = STORE_DEADLINE_MS  # each store call of a browser request
+    admin_store_deadline_ms: DeadlineMs = ADMIN_STORE_DEADLINE_MS  # … of an admin request
     cookie_name: CookieName = "dmp_id"
     cookie_domain: CookieDomain | None = None
     cookie_secure: bool = True

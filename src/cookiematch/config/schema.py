@@ -16,7 +16,13 @@ import msgspec
 
 from cookiematch.config.buyer import BuyerRoleConfig
 from cookiematch.config.dmp import DmpConfig
-from cookiematch.config.fields import MIN_ADMIN_TOKEN_LENGTH, Table
+from cookiematch.config.fields import (
+    ADMIN_STORE_DEADLINE_MS,
+    MIN_ADMIN_TOKEN_LENGTH,
+    STORE_DEADLINE_MS,
+    DeadlineMs,
+    Table,
+)
 from cookiematch.config.privacy import PrivacyConfig
 from cookiematch.config.values import (
     KeySecret,
@@ -87,6 +93,8 @@ class ExchangeConfig(ExchangeSettings, Table, frozen=True):
 
     listen: Listen = Listen("127.0.0.1", 8700)
     admin_token: Secret | None = None  # None: the admin API is not served
+    store_deadline_ms: DeadlineMs = STORE_DEADLINE_MS  # each store call of a browser request
+    admin_store_deadline_ms: DeadlineMs = ADMIN_STORE_DEADLINE_MS  # … of an admin request
     keys: tuple[KeyConfig, ...] = ()
     buyers: tuple[Buyer, ...] = ()
     user_lists: tuple[UserList, ...] = ()
@@ -103,6 +111,8 @@ class ExchangeConfig(ExchangeSettings, Table, frozen=True):
             found.append(("admin_token", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters"))
         if not self.keys:
             found.append(("keys", "at least one [[exchange.keys]] entry is required"))
+        if self.store_deadline_ms >= self.auction_timeout_ms:  # /ad reads within its auction
+            found.append(("store_deadline_ms", "must be below auction_timeout_ms"))
         if self.optout_notice_retry_first_seconds > self.optout_notice_retry_max_seconds:
             message = "must not exceed optout_notice_retry_max_seconds"
             found.append(("optout_notice_retry_first_seconds", message))

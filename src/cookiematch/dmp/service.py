@@ -33,7 +33,7 @@ from cookiematch.dmp.profiles import Profile, Profiles
 from cookiematch.dmp.segments.membership import Memberships
 from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.writes import TraitStore
-from cookiematch.errors import QueryError
+from cookiematch.errors import QueryError, StoreUnavailable
 from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy, Reason
 from cookiematch.privacy.signals import ConsentSignals, decode_signals
 from cookiematch.protocol.privacy import PrivacySignals
@@ -328,6 +328,8 @@ class DmpService:
         for hook in self.on_match:
             try:
                 await hook(partner_id, partner_uid, dmp_uid)
+            except StoreUnavailable:  # the store's guard logs an outage once
+                continue  # the match is stored; what waits for it is retried next time
             except Exception:  # the match is stored; what waits for it is retried next time
                 log.exception("an on_match hook failed for partner %r", partner_id)
 

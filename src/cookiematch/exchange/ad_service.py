@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
-from cookiematch.errors import StorageError
+from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.exchange import keys
 from cookiematch.exchange.auction import Auction, Outcome
 from cookiematch.exchange.bids import ValidBid
@@ -205,6 +205,8 @@ class AdService:
                 if publisher.pixel_matching
                 else _empty(),
             )
+        except StoreUnavailable:  # the store's guard logs an outage once
+            return None
         except StorageError as exc:
             log.warning("browser state unavailable, serving without it: %s", exc)
             return None
@@ -219,6 +221,8 @@ class AdService:
             return
         try:
             await self._store.hset(browser_record_key(browser_id), fields, ttl=ttl)
+        except StoreUnavailable:  # the store's guard logs an outage once
+            return
         except StorageError as exc:
             log.warning("browser record not written: %s", exc)
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
-from cookiematch.errors import HostedMatchError, InvalidPushToken, StorageError
+from cookiematch.errors import HostedMatchError, InvalidPushToken, StorageError, StoreUnavailable
 from cookiematch.exchange import keys
 from cookiematch.exchange.consent import may_store_and_sync
 from cookiematch.exchange.model import Buyer, ExchangeSettings
@@ -214,6 +214,8 @@ class CookieMatchService:
                 data,
                 ttl=self._settings.hosted_match_ttl_days * SECONDS_PER_DAY,
             )
+        except StoreUnavailable:  # the store's guard logs an outage once
+            return HostedMatchStatus.INTERNAL_ERROR
         except StorageError:
             log.exception("hosted match write failed for %s", buyer.nid)
             return HostedMatchStatus.INTERNAL_ERROR
@@ -238,8 +240,9 @@ class CookieMatchService:
             return tuple(statuses)
         try:
             await self._write_memberships(browser_id, accepted)
-        except StorageError:
-            log.exception("user list write failed for %s", buyer.nid)
+        except StorageError as exc:
+            if not isinstance(exc, StoreUnavailable):  # the store's guard logs an outage once
+                log.exception("user list write failed for %s", buyer.nid)
             return tuple(
                 (raw, UserListStatus.INTERNAL_ERROR if status == UserListStatus.OK else status)
                 for raw, status in statuses

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
+from cookiematch.errors import StoreUnavailable
 from cookiematch.exchange.browser_record import (
     CREATED,
     browser_record_key,
@@ -287,6 +288,8 @@ class BuyerMonitor:
                     batch.append(self._checks.get_nowait())
                 try:
                     await self._check_batch(batch)
+                except StoreUnavailable:  # the store's guard logs an outage once
+                    pass
                 except Exception as exc:
                     log.warning("frequency-capping checks failed (%d lost): %s", len(batch), exc)
             return True
@@ -327,6 +330,8 @@ class BuyerMonitor:
                 if since_refresh >= RATE_REFRESH_SECONDS:
                     await self.refresh_rates(nids())
                     since_refresh = 0.0
+            except StoreUnavailable:  # the store's guard logs an outage once
+                pass
             except Exception as exc:
                 log.warning("monitoring flush failed: %s", exc)
             await asyncio.sleep(FLUSH_SECONDS)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from cookiematch.clock import Clock
-from cookiematch.errors import LeaseLost
+from cookiematch.errors import LeaseLost, StoreUnavailable
 from cookiematch.exchange.model import Buyer, ExchangeSettings
 from cookiematch.exchange.optout_notices import NoticeQueue, QueuedNotice
 from cookiematch.protocol.optout_notice import SIGNATURE_HEADER, encode_notice, sign
@@ -114,6 +114,8 @@ class NoticeDelivery:
         while True:
             try:
                 await self.deliver_due()
+            except StoreUnavailable:  # the store's guard logs an outage once
+                pass
             except Exception:
                 log.exception("opt-out notice delivery failed; retrying at the next poll")
             with contextlib.suppress(TimeoutError):
@@ -129,7 +131,7 @@ class NoticeDelivery:
         nids = await self._queue.nids()
         results = await asyncio.gather(*(self._pass(nid) for nid in nids), return_exceptions=True)
         for nid, result in zip(nids, results, strict=True):
-            if isinstance(result, BaseException):
+            if isinstance(result, BaseException) and not isinstance(result, StoreUnavailable):
                 log.error("opt-out notices for %s: pass failed: %s", nid, result)
 
     async def _pass(self, nid: str) -> None:

@@ -27,7 +27,7 @@ from cookiematch.config import Config
 from cookiematch.config.buyer import BuyerRoleConfig
 from cookiematch.errors import ConfigError
 from cookiematch.roots.config_env import config_from_env
-from cookiematch.roots.server import RoleServer
+from cookiematch.roots.server import RoleServer, StoreDeadlines
 from cookiematch.storage import Store
 from cookiematch.web.buyer.admin import build_buyer_admin_app
 from cookiematch.web.buyer.metrics import buyer_counts
@@ -82,8 +82,8 @@ class BuyerServer(RoleServer):
     role = "buyer"
 
     def __init__(self, config: Config) -> None:
-        super().__init__(config, max_body=BID_MAX_BODY)
         self.buyer = buyer_table(config)
+        super().__init__(config, deadlines=StoreDeadlines.of(self.buyer), max_body=BID_MAX_BODY)
         self.settings = self.buyer.settings()
         self.campaigns = self.buyer.campaign_models()  # compiled now: a bad one fails the start
         self.stats = BuyerStats(buyer_counts())
@@ -92,8 +92,9 @@ class BuyerServer(RoleServer):
 
     async def build(self, store: Store) -> None:
         buyer, settings, app = self.buyer, self.settings, self.app
-        subjects = subject_data(self.config, store)
-        table = await subjects.table()
+        subjects = subject_data(self.config, self.admin)
+        admin_table = await subjects.table()  # settles the layout
+        table = await open_table(self.config, self.requests)  # the browser-facing routes'
         policy = self.policy
         matcher = self.matcher = Matcher(
             table, settings, self.stats, policy=policy, new_uid=new_uid, clock=time.time
@@ -134,7 +135,9 @@ class BuyerServer(RoleServer):
         ]
         if buyer.exchange_optout_secret is not None:  # else the path is a 404
             secret = buyer.exchange_optout_secret.reveal().encode()
-            notices = ExchangeOptOuts(table, settings.nid, secret, self.stats, clock=time.time)
+            notices = ExchangeOptOuts(
+                admin_table, settings.nid, secret, self.stats, clock=time.time
+            )
             extra.append(exchange_optout_route(notices, self.stats))
         app.fallback = build_buyer_admin_app(
             matcher, bidder, buyer.admin_token, clock=time.time, extra_routes=extra

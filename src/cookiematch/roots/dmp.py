@@ -39,12 +39,12 @@ from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.subjects import DmpSubjects
 from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.writes import TraitStore
-from cookiematch.errors import ConfigError, StorageError
+from cookiematch.errors import ConfigError, StorageError, StoreUnavailable
 from cookiematch.privacy.subjects import SubjectData
 from cookiematch.protocol.cookies import format_browser_id
 from cookiematch.protocol.url import parse_url
 from cookiematch.roots.config_env import config_from_env
-from cookiematch.roots.server import RoleServer
+from cookiematch.roots.server import RoleServer, StoreDeadlines
 from cookiematch.storage import Durability, Store, connect_store
 from cookiematch.web.admin import guarded_app
 from cookiematch.web.dmp.admin import DmpAdmin
@@ -151,8 +151,8 @@ class DmpServer(RoleServer):
     role = "dmp"
 
     def __init__(self, config: Config) -> None:
-        super().__init__(config)
         self.dmp = dmp_table(config)
+        super().__init__(config, deadlines=StoreDeadlines.of(self.dmp))
         self.partners = self.dmp.partner_models()
         self.clients = self.dmp.client_models()
         self.core: DmpCore | None = None
@@ -161,20 +161,22 @@ class DmpServer(RoleServer):
 
     async def build(self, store: Store) -> None:
         dmp, app = self.dmp, self.app
-        core = self.core = build_core(dmp, store)
+        core = self.core = build_core(dmp, store)  # batches: recompute, ingestion, exports
+        browsers = build_core(dmp, self.requests)  # the same objects behind the deadlines
+        subjects = build_core(dmp, self.admin).subjects
         worker = worker_name()
         service = self.service = DmpService(
-            store,
+            self.requests,
             dmp.settings(),
             self.partners,
             self.clients,
-            matches=core.matches,
-            traits=core.traits,
-            profile_reader=core.profile_reader,
-            memberships=core.segments.memberships,
+            matches=browsers.matches,
+            traits=browsers.traits,
+            profile_reader=browsers.profile_reader,
+            memberships=browsers.segments.memberships,
             policy=self.policy,
             export_vendors=core.exports.vendors(),  # marked on profiles for the exports
-            on_match=[core.ingestor.pending.resolve],  # records that waited for this sync
+            on_match=[browsers.ingestor.pending.resolve],  # records that waited for this sync
             clock=time.time,
             new_uid=new_dmp_uid,
             worker=worker,
@@ -193,7 +195,7 @@ class DmpServer(RoleServer):
         app.route("/imp", routes.imp)
         app.route("/audiences", routes.audiences, on_error=TEXT_ON_ERROR)
         page = OptOutPage(f"DMP {parse_url(dmp.base_url()).authority}", secure=dmp.cookie_secure)
-        optout = OptOutFlow(page, DmpOptOutCookie(dmp.cookie_spec(), new_dmp_uid), core.subjects)
+        optout = OptOutFlow(page, DmpOptOutCookie(dmp.cookie_spec(), new_dmp_uid), subjects)
         app.route(page.path, optout.handle, methods=("GET", "POST"), read_body=True,
                   on_error=OPTOUT_ON_ERROR)  # fmt: skip
         admin_routes = [
@@ -201,7 +203,7 @@ class DmpServer(RoleServer):
             *DmpAdmin(service).routes(),
             *SegmentAdmin(core.segments, core.exports, self.schedule).routes(),
             *build_ingest_api(store, dmp, core.ingestor).routes(),
-            *subject_routes(core.subjects),
+            *subject_routes(subjects),
         ]
         token = dmp.admin_token
         app.fallback = guarded_app(admin_routes, token if token is not None else "")
@@ -222,6 +224,8 @@ class DmpServer(RoleServer):
             await asyncio.sleep(FUNNEL_FLUSH_SECONDS)
             try:
                 await service.funnel_log.flush()
+            except StoreUnavailable:  # the store's guard logs an outage once
+                pass
             except Exception:
                 log.exception("flushing the funnel counters failed; retrying")
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from cookiematch.config import Config, ExchangeConfig
-from cookiematch.errors import ConfigError
+from cookiematch.errors import ConfigError, StoreUnavailable
 from cookiematch.exchange.ad_service import AdService
 from cookiematch.exchange.auction import Auction
 from cookiematch.exchange.cookie_match import CookieMatchService
@@ -43,7 +43,7 @@ from cookiematch.protocol.cookies import cookie_spec
 from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.roots.config_env import config_from_env
-from cookiematch.roots.server import RoleServer
+from cookiematch.roots.server import RoleServer, StoreDeadlines
 from cookiematch.storage import Store
 from cookiematch.web.exchange import metrics
 from cookiematch.web.exchange.ad import (
@@ -132,8 +132,9 @@ class ExchangeServer(RoleServer):
     role = "exchange"
 
     def __init__(self, config: Config) -> None:
-        super().__init__(config)
-        self.exchange = exchange = exchange_table(config)
+        exchange = exchange_table(config)
+        super().__init__(config, deadlines=StoreDeadlines.of(exchange))
+        self.exchange = exchange
         self.settings = settings = exchange.settings()
         self.cipher = UserIdCipher(exchange.key_secrets())
         self.push_tokens = PushTokens(self.cipher, ttl_seconds=settings.push_token_ttl_seconds)
@@ -144,14 +145,15 @@ class ExchangeServer(RoleServer):
 
     async def build(self, store: Store) -> None:
         settings, app = self.settings, self.app
+        requests, admin = self.requests, self.admin  # the store behind its deadlines
         worker_id = f"{os.getpid()}-{os.urandom(3).hex()}"
-        hosted_nids = HostedNids(store, settings, clock=time.time)
+        hosted_nids = HostedNids(admin, settings, clock=time.time)
         registry = ExchangeRegistry(
-            store, self.exchange.buyers, self.exchange.user_lists, on_buyers=hosted_nids.note
+            admin, self.exchange.buyers, self.exchange.user_lists, on_buyers=hosted_nids.note
         )
         await registry.refresh()
         monitor = self.monitor = BuyerMonitor(
-            store,
+            admin,
             settings,
             clock=time.time,
             worker_id=worker_id,
@@ -159,7 +161,7 @@ class ExchangeServer(RoleServer):
         )
         service = self.service = CookieMatchService(
             registry=registry,
-            store=store,
+            store=requests,
             cipher=self.cipher,
             push_tokens=self.push_tokens,
             settings=settings,
@@ -172,7 +174,7 @@ class ExchangeServer(RoleServer):
         ads = AdService(
             registry=registry,
             publishers=self.exchange.publishers,
-            store=store,
+            store=requests,
             cipher=self.cipher,
             auction=Auction(transport, monitor, clock=time.monotonic),
             pixel_matcher=PixelMatcher(
@@ -200,7 +202,7 @@ class ExchangeServer(RoleServer):
 
         subjects = exchange_subjects(
             self.exchange,
-            store,
+            admin,
             current_buyers,
             cipher=self.cipher,
             hosted_nids=hosted_nids,
@@ -209,7 +211,7 @@ class ExchangeServer(RoleServer):
         notice_transport = self.notice_transport = NoticeTransport()
         delivery = NoticeDelivery(
             subjects.notices,
-            store,
+            admin,
             registry.buyer,
             notice_transport,
             settings,
@@ -246,7 +248,7 @@ class ExchangeServer(RoleServer):
                 *self.metrics_routes(self.exchange.admin_token),
                 *stats_routes(registry, monitor),
                 user_list_members_route(
-                    UserListBulk(registry, store, self.cipher, clock=time.time)
+                    UserListBulk(registry, admin, self.cipher, clock=time.time)
                 ),
                 *subject_routes(subjects),
             ],
@@ -273,6 +275,8 @@ class ExchangeServer(RoleServer):
             await asyncio.sleep(REGISTRY_REFRESH_SECONDS)
             try:
                 await registry.refresh()
+            except StoreUnavailable:  # the store's guard logs an outage once
+                pass
             except Exception:
                 log.exception("refreshing buyers and user lists failed; keeping the last view")
 

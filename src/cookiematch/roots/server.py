@@ -11,6 +11,12 @@ the store and calls ``build``; a start that fails releases what it had started a
 the store (the shutdown hook does not run after a failed start). The shutdown hook stops the
 metrics listener and the tasks and unregisters the collectors, lets the role close its own
 clients (``close``), then closes the store, pending writes flushed.
+
+Store calls made from a request go through a guard (``storage/guard.py``) built at startup from
+the role table's ``store_deadline_ms`` and ``admin_store_deadline_ms``: ``requests`` for the
+browser-facing routes, ``admin`` (the same breaker, the longer deadline) for the admin API and
+the short periodic tasks; ``build`` gets the backend itself for what takes long by nature.
+``on_store_call`` and ``on_breaker``, set before startup, observe the guard (metrics).
 """
 
 from __future__ import annotations
@@ -20,22 +26,26 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from prometheus_client import REGISTRY
 from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute
 
 from cookiematch.config import Config, Secret
+from cookiematch.config.fields import ADMIN_STORE_DEADLINE_MS, STORE_DEADLINE_MS
 from cookiematch.errors import StorageError
 from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.storage import Store, connect_store
+from cookiematch.storage.breaker import StateObserver
+from cookiematch.storage.guard import CallObserver, GuardedStore
 from cookiematch.web.http import Request, Response
 from cookiematch.web.metrics import MetricsListener, metrics_route
 from cookiematch.web.privacy_metrics import decision_counts
 from cookiematch.web.router import DEFAULT_MAX_BODY, App
 
-__all__ = ["LIVEZ_PATH", "READYZ_PATH", "RoleServer"]
+__all__ = ["LIVEZ_PATH", "READYZ_PATH", "RoleServer", "StoreDeadlines"]
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +58,52 @@ _READY = Response.json(200, {"status": "ready"})
 _NOT_READY = Response.json(503, {"status": "not ready"})
 
 
+class _DeadlineKeys(Protocol):
+    @property
+    def store_deadline_ms(self) -> int: ...
+    @property
+    def admin_store_deadline_ms(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDeadlines:
+    """Seconds a store call may take: from a browser's request, from an admin request."""
+
+    request: float
+    admin: float
+
+    @classmethod
+    def of(cls, table: _DeadlineKeys) -> StoreDeadlines:
+        """From a role table's ``store_deadline_ms`` and ``admin_store_deadline_ms``."""
+        return cls(table.store_deadline_ms / 1000, table.admin_store_deadline_ms / 1000)
+
+
 class RoleServer:
     """One server worker of a role; ``app`` is what granian serves."""
 
     role = ""  # the role's table name: "exchange", "buyer", "dmp"
 
-    def __init__(self, config: Config, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        deadlines: StoreDeadlines | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
         self.config = config
         self.policy = PrivacyPolicy(config.privacy.settings(), decision_counts())  # the process's
-        self.store: Store | None = None
+        self.deadlines = deadlines or StoreDeadlines(
+            STORE_DEADLINE_MS / 1000, ADMIN_STORE_DEADLINE_MS / 1000
+        )
+        self.on_store_call: CallObserver | None = None
+        self.on_breaker: StateObserver | None = None
+        self.store: GuardedStore | None = None  # the requests' view; closing it closes all
         self.tasks: list[asyncio.Task[None]] = []
         self._collectors: list[Collector] = []
         self._metrics_listener: MetricsListener | None = None
         self.app = App(max_body=max_body)
+        self._requests: GuardedStore | None = None
+        self._admin: GuardedStore | None = None
         self._stopping = False
         self._ready = True  # until a probe says otherwise (one warning per change)
         self._ready_at = -READY_CACHE_SECONDS
@@ -93,8 +136,28 @@ class RoleServer:
         REGISTRY.register(collector)
         self._collectors.append(collector)
 
+    @property
+    def requests(self) -> Store:
+        """The store as browser-facing routes use it (``store_deadline_ms``)."""
+        assert self._requests is not None, "only from build()"
+        return self._requests
+
+    @property
+    def admin(self) -> Store:
+        """The store as the admin API and the short periodic tasks use it."""
+        assert self._admin is not None, "only from build()"
+        return self._admin
+
     async def start(self) -> None:
         store = await connect_store(self.config.store.url, durability=self.config.store.durability)
+        guard = self._requests = GuardedStore(
+            store,
+            deadline=self.deadlines.request,
+            name=f"{type(self).__name__} store",
+            on_call=self.on_store_call,
+            on_state=self.on_breaker,
+        )
+        self._admin = guard.view(self.deadlines.admin)
         try:
             await self.build(store)
             if self._metrics_listener is not None:
@@ -103,9 +166,9 @@ class RoleServer:
             self.app.route(READYZ_PATH, self._readyz)
         except BaseException:
             await self._release()
-            await store.close()
+            await guard.close()
             raise
-        self.store = store
+        self.store = guard
 
     async def _livez(self, request: Request) -> Response:
         """``GET /livez``: the worker answers."""
@@ -113,8 +176,12 @@ class RoleServer:
 
     async def _readyz(self, request: Request) -> Response:
         """``GET /readyz``: the worker may take traffic: started, neither draining nor stopping,
-        its store answering a ping within ``READY_TIMEOUT_SECONDS`` (the answer is kept
-        ``READY_CACHE_SECONDS``, so probes cannot load the store)."""
+        the store's breaker closed, its queue of writes under its bound and the store answering
+        a ping within ``READY_TIMEOUT_SECONDS`` (the answer is kept ``READY_CACHE_SECONDS``, so
+        probes cannot load the store; an open breaker answers at once)."""
+        store = self.store
+        if store is not None and (store.breaker_open or store.over_backlog):
+            return _NOT_READY  # the breaker logs its changes
         now = time.monotonic()
         if now - self._ready_at >= READY_CACHE_SECONDS:
             self._ready = await self._store_answers()
@@ -128,7 +195,7 @@ class RoleServer:
         try:
             await asyncio.wait_for(self.store.ping(), READY_TIMEOUT_SECONDS)
         except (StorageError, TimeoutError) as exc:
-            if self._ready:
+            if self._ready and not self.store.breaker_open:  # else the breaker said it
                 log.warning("not ready: the store does not answer: %s", exc)
             return False
         if not self._ready:

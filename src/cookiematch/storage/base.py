@@ -59,6 +59,12 @@ class Store(ABC):
         (each is logged); whoever queues such writes checks this after ``close()``."""
         return 0
 
+    @property
+    def backlog(self) -> int:
+        """Writes queued that nobody waits for (``Durability.ASYNC``), not yet stored:
+        ``storage.guard`` refuses more once this reaches its bound."""
+        return 0
+
     @abstractmethod
     async def get(self, key: str) -> bytes | None: ...
 

@@ -8,7 +8,12 @@ before it (read-your-writes without waiting for acknowledgements). When Redis ca
 reached (connection refused or lost, timeout, cluster down, failover in progress), reads fail
 at once with StoreUnavailable while writes are put back at the head of the queue and retried
 with backoff until their ``retry_for`` window closes; then an awaited write raises
-StoreUnavailable and an unawaited one is counted in ``lost`` and logged. Nothing waits forever.
+StoreUnavailable and an unawaited one is counted in ``lost``. Nothing waits forever.
+
+An awaited op whose caller stopped waiting (its future cancelled, e.g. by a request's deadline,
+``storage.guard``) is settled by no one and, if it fails, not retried; but it may already have
+been sent, so a cancelled write may still land. The outage is logged once when it starts
+(WARNING) and once when it ends (INFO, with the writes lost meanwhile), not per flush.
 """
 
 from __future__ import annotations
@@ -89,6 +94,8 @@ class Flusher:
         self.lost = 0  # unawaited writes given up (Redis away too long) or refused by Redis
         self.flushes = 0  # pipelines executed (statistics)
         self.commands = 0  # commands those pipelines carried
+        self._down_since: float | None = None  # monotonic time of the first failed flush
+        self._lost_before = 0  # ``lost`` when the outage began
 
     def submit(self, op: Op) -> None:
         if self._stopping:
@@ -133,6 +140,7 @@ class Flusher:
                 healthy = True
             if healthy:
                 failures = 0
+                self._note_reachable()
             else:
                 failures += 1
                 await asyncio.sleep(self._backoff.delay(failures))
@@ -158,6 +166,7 @@ class Flusher:
             replies = await pipe.execute(raise_on_error=False)
         except TRANSIENT as exc:
             failure = exc
+            self._note_unreachable(exc)
         except rx.RedisError as exc:
             self._fail(batch, _wrap(self._name, exc))
             return True
@@ -170,6 +179,8 @@ class Flusher:
             position += len(op.commands)
             transient = failure or next((r for r in mine if isinstance(r, TRANSIENT)), None)
             if transient is not None:
+                if op.future is not None and op.future.cancelled():
+                    continue  # its caller is gone: not retried (it may have landed)
                 if op.write and time.monotonic() < op.deadline:
                     op.attempts += 1
                     retry.append(op)
@@ -185,6 +196,25 @@ class Flusher:
         if retry:
             self._queue.extendleft(reversed(retry))
         return failure is None and not retry
+
+    # --- the outage, logged once each way ------------------------------------------------
+
+    def _note_unreachable(self, cause: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._lost_before = self.lost
+            log.warning(
+                "%s: unreachable, queued writes retried for %.1f s each: %s",
+                self._name, self.retry_for, str(cause) or type(cause).__name__,
+            )  # fmt: skip
+
+    def _note_reachable(self) -> None:
+        if self._down_since is not None:
+            log.info(
+                "%s: reachable again after %.1f s; %d queued writes lost meanwhile",
+                self._name, time.monotonic() - self._down_since, self.lost - self._lost_before,
+            )  # fmt: skip
+            self._down_since = None
 
     # --- settling ---------------------------------------------------------------------------
 
@@ -204,11 +234,7 @@ class Flusher:
     def _give_up(self, op: Op, cause: BaseException) -> None:
         if op.write and op.future is None:
             self.unawaited -= 1
-            self.lost += 1
-            log.warning(
-                "%s: unreachable for %.1f s, a queued write is lost (%d so far): %s",
-                self._name, self.retry_for, self.lost, cause,
-            )  # fmt: skip
+            self.lost += 1  # logged with the outage's end (``_note_reachable``), not each
             return
         what = "write not acknowledged" if op.write else "read failed"
         err = StoreUnavailable(f"{self._name} unreachable ({what}): {cause}")

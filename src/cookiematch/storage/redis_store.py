@@ -140,6 +140,10 @@ class RedisStore(Store):
         return self._flusher.lost
 
     @property
+    def backlog(self) -> int:
+        return self._flusher.unawaited
+
+    @property
     def flushes(self) -> int:
         return self._flusher.flushes
 

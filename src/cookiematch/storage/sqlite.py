@@ -103,6 +103,10 @@ class SQLiteStore(Store):
         return self._engine.lost
 
     @property
+    def backlog(self) -> int:
+        return self._engine.backlog
+
+    @property
     def commits(self) -> int:
         """Transactions committed by the writer."""
         return self._engine.commits

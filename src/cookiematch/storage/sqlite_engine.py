@@ -94,6 +94,11 @@ class Engine:
             thread.start()
 
     @property
+    def backlog(self) -> int:
+        """Writes queued, not yet taken by the writer thread (awaited ones included)."""
+        return self._wq.qsize()
+
+    @property
     def writer_alive(self) -> bool:
         return self._threads[0].is_alive()
 

@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cookiematch.config import Secret
-from cookiematch.errors import AdminError, BodyTooLarge, StorageError
+from cookiematch.errors import AdminError, BodyTooLarge, StorageError, StoreUnavailable
 from cookiematch.protocol.json_errors import JSON_ERRORS, describe
 
 __all__ = [
@@ -167,7 +167,8 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _on_storage_error(request: Request, exc: Exception) -> Response:
-    log.error("admin: store failed on %s %s: %s", request.method, request.url.path, exc)
+    if not isinstance(exc, StoreUnavailable):  # the store's guard logs an outage once
+        log.error("admin: store failed on %s %s: %s", request.method, request.url.path, exc)
     return problem(
         503, "the store is unavailable; nothing was changed", headers={"Retry-After": "5"}
     )

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from cookiematch.errors import StorageError
+from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.privacy.subjects import SubjectData
 from cookiematch.web.http import Request, Response
 from cookiematch.web.optout_page import OPT_OUT, PAGE_HEADERS, UNDO, OptOutPage
@@ -121,7 +121,8 @@ class OptOutFlow:
         try:
             report = await self._subjects.access(visitor.subject)
         except StorageError as exc:
-            log.warning("opt-out page: the store failed: %s", exc)
+            if not isinstance(exc, StoreUnavailable):  # the store's guard logs an outage once
+                log.warning("opt-out page: the store failed: %s", exc)
             return self._page.show(opted_out=False, records=None, message=UNREADABLE, status=503)
         return self._page.show(opted_out=visitor.opted_out, records=report.records)
 
@@ -131,7 +132,8 @@ class OptOutFlow:
             try:
                 report = await self._subjects.erase(visitor.subject)
             except StorageError as exc:
-                log.warning("opt-out: the erasure did not complete: %s", exc)
+                if not isinstance(exc, StoreUnavailable):  # the guard logs an outage once
+                    log.warning("opt-out: the erasure did not complete: %s", exc)
                 self._count("failed")
                 return self._page.show(opted_out=False, records=None, message=FAILED, status=503)
             erased, notices = sum(report.erased.values()), len(report.notified)

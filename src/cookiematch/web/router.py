@@ -6,11 +6,12 @@ optional ``fallback`` ASGI application, e.g. Starlette; with no fallback it is a
 
 Errors on hot routes. A browser-facing endpoint never answers 500 and never redirects
 anywhere unplanned, so ``App.call`` catches any exception a handler raises (including the
-``ValueError`` of a ``Response`` refusing an injected header), logs it with its traceback,
-counts it in ``App.handler_errors[route.path]``, calls ``App.on_handler_error`` if set (for
-metrics), and answers the route's ``on_error`` response instead. The default ``on_error`` is a
-1x1 GIF with status 200: a broken pixel must never break the page that embeds it. Routes that
-are not image loads choose their own (e.g. ``Response.text(400, ...)``).
+``ValueError`` of a ``Response`` refusing an injected header), logs it with its traceback
+(not a StoreUnavailable: the store's guard logs an outage once), counts it in
+``App.handler_errors[route.path]``, calls ``App.on_handler_error`` if set (for metrics), and
+answers the route's ``on_error`` response instead. The default ``on_error`` is a 1x1 GIF
+with status 200: a broken pixel must never break the page that embeds it. Routes that are not
+image loads choose their own (e.g. ``Response.text(400, ...)``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cookiematch.errors import StoreUnavailable
 from cookiematch.web.drain import Drain
 from cookiematch.web.http import Handler, Request, Response
 
@@ -139,9 +141,10 @@ class App:
             return response
         except Exception as exc:
             self.handler_errors[route.path] += 1
-            log.exception(
-                "handler for %s %s raised; answering on_error", request.method, route.path
-            )
+            if not isinstance(exc, StoreUnavailable):  # the store's guard logs an outage once
+                log.exception(
+                    "handler for %s %s raised; answering on_error", request.method, route.path
+                )
             hook = self.on_handler_error
             if hook is not None:
                 try:

@@ -1,0 +1,266 @@
+"""A store with a deadline on every call and a circuit breaker, for calls made from a request.
+
+    handler ──▶ GuardedStore ──(breaker closed? queue under its bound?)──▶ backend
+                     │  every call under asyncio.timeout(deadline)
+                     └─ StoreUnavailable or deadline misses open the breaker (``breaker.py``)
+
+A call over its deadline raises StoreUnavailable (the caller answers its protocol's error
+status) and counts as a miss; a StoreUnavailable from the backend opens the breaker at once.
+While the breaker is open every call fails at once with StoreUnavailable until the breaker's
+probe sees the store back. Writes queued without waiting (``Durability.ASYNC``) are refused at
+once, counted in ``lost``, while ``backlog`` is at ``max_backlog``.
+
+A cancelled call is not undone: a write past its deadline may still land (the Redis flusher
+drops it from its retries, SQLite's writer commits what it took). Calls that take long by
+nature (CLI commands, DMP batches, exports, the flusher's own retries) use the backend
+directly, with its own longer windows. ``view(deadline)`` is the same guard (one breaker, one
+count of refused writes) with another deadline: the admin API's.
+
+``on_call(op, seconds, outcome)`` hears every call; outcomes are ``CALL_OUTCOMES``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cookiematch.errors import StorageError, StoreUnavailable
+from cookiematch.storage.base import Durability, FieldEntry, FieldWrite, Store, Write
+from cookiematch.storage.breaker import Breaker, StateObserver
+
+__all__ = ["CALL_OUTCOMES", "MAX_BACKLOG", "PROBE_KEY", "CallObserver", "GuardedStore"]
+
+T = TypeVar("T")
+
+CallObserver = Callable[[str, float, str], None]
+"""Told ``(operation, seconds, outcome)`` after every call."""
+
+CALL_OUTCOMES = ("ok", "error", "unavailable", "timeout", "refused", "queue_full")
+"""ok; error (a StorageError, the store answered); unavailable (StoreUnavailable); timeout
+(over the deadline); refused (the breaker is open); queue_full (a queued write refused)."""
+
+MAX_BACKLOG = 10_000
+"""Queued writes nobody waits for, beyond which more are refused (the backends' own
+``max_pending``, where they would make the writer wait instead)."""
+
+PROBE_KEY = "cookiematch:guard:probe"
+"""Read by the breaker's probe after a ping: through the backend's queues, as requests are."""
+
+
+@dataclass(slots=True)
+class _Shared:
+    """What every view of one guard shares."""
+
+    breaker: Breaker
+    max_backlog: int
+    on_call: CallObserver | None
+    queue_refused: int = 0
+
+
+class GuardedStore(Store):
+    """``inner`` behind deadlines and a breaker; closing it closes ``inner``."""
+
+    def __init__(
+        self,
+        inner: Store,
+        *,
+        deadline: float,
+        name: str = "store",
+        max_backlog: int = MAX_BACKLOG,
+        on_call: CallObserver | None = None,
+        on_state: StateObserver | None = None,
+        breaker: Breaker | None = None,
+    ) -> None:
+        if not deadline > 0:
+            raise ValueError(f"deadline must be positive seconds, not {deadline!r}")
+        self.inner = inner
+        self.deadline = deadline
+        self.durability = inner.durability
+        self._queued = inner.durability is Durability.ASYNC
+        if breaker is None:
+            breaker = Breaker(name, self._probe, on_state=on_state)
+        self._shared = _Shared(breaker, max_backlog, on_call)
+
+    def view(self, deadline: float) -> GuardedStore:
+        """The same guard (breaker, counts, observer) with another deadline."""
+        other = GuardedStore(self.inner, deadline=deadline, breaker=self._shared.breaker)
+        other._shared = self._shared
+        return other
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def breaker_open(self) -> bool:
+        return self._shared.breaker.open
+
+    @property
+    def over_backlog(self) -> bool:
+        return self._queued and self.inner.backlog >= self._shared.max_backlog
+
+    @property
+    def lost(self) -> int:
+        """The backend's lost writes and the queued writes refused here."""
+        return self.inner.lost + self._shared.queue_refused
+
+    @property
+    def backlog(self) -> int:
+        return self.inner.backlog
+
+    # --- the guard --------------------------------------------------------------------------
+
+    async def _probe(self) -> None:
+        await self.inner.ping()
+        await self.inner.get(PROBE_KEY)
+
+    def _observe(self, op: str, started: float, outcome: str) -> None:
+        on_call = self._shared.on_call
+        if on_call is not None:
+            on_call(op, time.monotonic() - started, outcome)
+
+    def _admit(self, op: str, *, queued_write: bool = False) -> float:
+        """Raise StoreUnavailable at once if the call may not start; else its start time."""
+        started = time.monotonic()
+        try:
+            self._shared.breaker.check()
+        except StoreUnavailable:
+            self._observe(op, started, "refused")
+            raise
+        if queued_write and self.over_backlog:
+            self._shared.queue_refused += 1
+            self._observe(op, started, "queue_full")
+            raise StoreUnavailable(
+                f"{self.inner.backlog} queued writes wait for the store (bound "
+                f"{self._shared.max_backlog}): this one is refused"
+            )
+        return started
+
+    async def _run(
+        self, op: str, call: Callable[..., Awaitable[T]], *args: Any, queued_write: bool = False
+    ) -> T:
+        started = self._admit(op, queued_write=queued_write)
+        breaker = self._shared.breaker
+        try:
+            async with asyncio.timeout(self.deadline):
+                result = await call(*args)
+        except TimeoutError:
+            self._observe(op, started, "timeout")
+            miss = f"{op} over {self.deadline * 1000:.0f} ms"
+            breaker.missed(miss)
+            raise StoreUnavailable(
+                f"no answer from the store within the deadline: {miss}"
+            ) from None
+        except StoreUnavailable as exc:
+            self._observe(op, started, "unavailable")
+            breaker.trip(str(exc))
+            raise
+        except StorageError:
+            self._observe(op, started, "error")
+            breaker.succeeded()  # the store answered
+            raise
+        self._observe(op, started, "ok")
+        breaker.succeeded()
+        return result
+
+    async def _scan(self, op: str, items: AsyncIterator[T]) -> AsyncIterator[T]:
+        """Each step of a scan is one call (its own deadline)."""
+        while True:
+            try:
+                item = await self._run(op, anext, items)
+            except StopAsyncIteration:
+                return
+            yield item
+
+    # --- the interface ----------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._run("get", self.inner.get, key)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return await self._run("get_many", self.inner.get_many, keys)
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        async def call() -> None:
+            await self.inner.set(key, value, ttl=ttl)
+
+        await self._run("set", call, queued_write=self._queued)
+
+    async def set_if_absent(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
+        async def call() -> bool:
+            return await self.inner.set_if_absent(key, value, ttl=ttl)
+
+        return await self._run("set_if_absent", call)
+
+    async def write_many(self, writes: Sequence[Write]) -> None:
+        await self._run("write_many", self.inner.write_many, writes, queued_write=self._queued)
+
+    async def delete(self, key: str) -> bool:
+        return await self._run("delete", self.inner.delete, key)
+
+    async def hget(self, key: str, field: str) -> bytes | None:
+        return await self._run("hget", self.inner.hget, key, field)
+
+    async def hgetall(self, key: str) -> dict[str, bytes]:
+        return await self._run("hgetall", self.inner.hgetall, key)
+
+    async def hset(
+        self, key: str, mapping: Mapping[str, bytes], *, ttl: float | None = None
+    ) -> None:
+        async def call() -> None:
+            await self.inner.hset(key, mapping, ttl=ttl)
+
+        await self._run("hset", call, queued_write=self._queued)
+
+    async def hset_many(self, items: Sequence[FieldWrite]) -> None:
+        await self._run("hset_many", self.inner.hset_many, items, queued_write=self._queued)
+
+    async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
+        return await self._run("hgetall_many", self.inner.hgetall_many, keys)
+
+    async def get_entry(self, key: str) -> FieldEntry | None:
+        return await self._run("get_entry", self.inner.get_entry, key)
+
+    async def hgetall_entries(self, key: str) -> dict[str, FieldEntry]:
+        return await self._run("hgetall_entries", self.inner.hgetall_entries, key)
+
+    async def hdel(self, key: str, fields: Sequence[str]) -> int:
+        return await self._run("hdel", self.inner.hdel, key, fields)
+
+    def scan(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[tuple[str, bytes]]:
+        return self._scan("scan", self.inner.scan(prefix, batch=batch))
+
+    def scan_ttl(
+        self, prefix: str, *, batch: int = 1000
+    ) -> AsyncIterator[tuple[str, bytes, float | None]]:
+        return self._scan("scan_ttl", self.inner.scan_ttl(prefix, batch=batch))
+
+    def scan_maps(
+        self, prefix: str, *, batch: int = 100
+    ) -> AsyncIterator[tuple[str, dict[str, FieldEntry]]]:
+        return self._scan("scan_maps", self.inner.scan_maps(prefix, batch=batch))
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def info(self) -> dict[str, str]:
+        facts = await self._run("info", self.inner.info)
+        facts["breaker"] = "open" if self.breaker_open else "closed"
+        return facts
+
+    async def ping(self) -> None:
+        """The backend's ping (no deadline: the caller gives its own); a StoreUnavailable
+        opens the breaker; StoreUnavailable at once while it is open."""
+        started = self._admit("ping")
+        try:
+            await self.inner.ping()
+        except StoreUnavailable as exc:
+            self._observe("ping", started, "unavailable")
+            self._shared.breaker.trip(str(exc))
+            raise
+        self._observe("ping", started, "ok")
+
+    async def close(self) -> None:
+        await self._shared.breaker.close()
+        await self.inner.close()
