@@ -386,5 +386,7 @@ def test_on_redis_erasure_leaves_nothing_and_a_failed_store_changes_nothing(
             assert other.cookies["cm_id"] != "OPT_OUT"
         finally:
             redis_server.restart()
+        # back once the store's breaker has seen it (its probe, every 0.5 s)
+        wait_for(lambda: other.get("/optout").status_code == 200)
         retried = other.post_optout("optout")
         assert retried.status_code == 200 and other.cookies["cm_id"] == "OPT_OUT"

@@ -2,7 +2,7 @@
 
     closed ──StoreUnavailable, or MISSES_TO_OPEN deadline misses in a row──▶ open
       ▲                                                                        │
-      └──────── the probe (ping, then one read) answers within PROBE_TIMEOUT ──┘
+      └──────── the probe (ping, then one write) answers within PROBE_TIMEOUT ─┘
                 (tried every PROBE_SECONDS while open, on a background task)
 
 While open, ``check()`` raises StoreUnavailable without touching the store. Each change is
@@ -59,6 +59,7 @@ class Breaker:
         self._opened_at: float | None = None
         self._cause = ""
         self._task: asyncio.Task[None] | None = None
+        self._closed = False  # the store is closed: nothing more to probe
         self.refused = 0  # calls refused while open (statistics)
 
     @property
@@ -82,7 +83,7 @@ class Breaker:
 
     def trip(self, cause: str) -> None:
         """Open (if closed) and start probing."""
-        if self._opened_at is not None:
+        if self._opened_at is not None or self._closed:
             return
         self._opened_at = time.monotonic()
         self._cause = cause
@@ -128,7 +129,8 @@ class Breaker:
                 log.exception("%s: the breaker's on_state observer raised", self._name)
 
     async def close(self) -> None:
-        """Stop probing (the store is being closed)."""
+        """Stop probing for good (the store is being closed)."""
+        self._closed = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

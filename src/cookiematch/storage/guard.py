@@ -47,7 +47,10 @@ MAX_BACKLOG = 10_000
 ``max_pending``, where they would make the writer wait instead)."""
 
 PROBE_KEY = "cookiematch:guard:probe"
-"""Read by the breaker's probe after a ping: through the backend's queues, as requests are."""
+"""Written by the breaker's probe after a ping (``set_if_absent``, which waits for its result
+whatever the durability): through the backend's queues and write lock, as requests' writes
+are, so a store that answers pings but takes no writes (a locked SQLite file) stays open."""
+PROBE_TTL = 60.0  # seconds the probe's key lives
 
 
 @dataclass(slots=True)
@@ -113,7 +116,7 @@ class GuardedStore(Store):
 
     async def _probe(self) -> None:
         await self.inner.ping()
-        await self.inner.get(PROBE_KEY)
+        await self.inner.set_if_absent(PROBE_KEY, b"", ttl=PROBE_TTL)
 
     def _observe(self, op: str, started: float, outcome: str) -> None:
         on_call = self._shared.on_call

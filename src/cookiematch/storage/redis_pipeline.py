@@ -13,7 +13,8 @@ StoreUnavailable and an unawaited one is counted in ``lost``. Nothing waits fore
 An awaited op whose caller stopped waiting (its future cancelled, e.g. by a request's deadline,
 ``storage.guard``) is settled by no one and, if it fails, not retried; but it may already have
 been sent, so a cancelled write may still land. The outage is logged once when it starts
-(WARNING) and once when it ends (INFO, with the writes lost meanwhile), not per flush.
+(WARNING) and once when it ends (INFO, with the writes lost meanwhile), not per flush; so is
+an unforeseen failure of a flush (its traceback once per run of them, then counted).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class Flusher:
         self.lost = 0  # unawaited writes given up (Redis away too long) or refused by Redis
         self.flushes = 0  # pipelines executed (statistics)
         self.commands = 0  # commands those pipelines carried
+        self.unexpected = 0  # flushes that raised something unforeseen (a bug)
+        self._unexpected_run = False  # the last flush was one of them
         self._down_since: float | None = None  # monotonic time of the first failed flush
         self._lost_before = 0  # ``lost`` when the outage began
 
@@ -135,9 +138,14 @@ class Flusher:
             try:
                 healthy = await self._flush(batch)
             except Exception as exc:  # a bug must not kill the flusher nor strand callers
-                log.exception("%s: flush failed unexpectedly", self._name)
+                self.unexpected += 1  # its traceback logged once per run of them
+                if not self._unexpected_run:
+                    log.exception("%s: flush failed unexpectedly", self._name)
+                self._unexpected_run = True
                 self._fail(batch, StorageError(f"{self._name}: {exc!r}"))
                 healthy = True
+            else:
+                self._unexpected_run = False
             if healthy:
                 failures = 0
                 self._note_reachable()

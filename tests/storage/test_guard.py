@@ -1,0 +1,223 @@
+"""``storage/guard.py`` and ``storage/breaker.py`` over real stores: a redis-server killed and
+started again, a SQLite file write-locked by another connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from cookiematch.errors import StoreUnavailable
+from cookiematch.storage import Durability, Store, open_store
+from cookiematch.storage.breaker import MISSES_TO_OPEN
+from cookiematch.storage.guard import GuardedStore
+from cookiematch.storage.redis_store import RedisStore
+
+from .redis_servers import RedisServer, require_redis
+
+DEADLINE = 0.05
+AT_ONCE = 0.005  # seconds: a call refused while the breaker is open
+
+
+class Observed:
+    """What the guard's observers heard."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float, str]] = []
+        self.states: list[bool] = []
+
+    def on_call(self, op: str, seconds: float, outcome: str) -> None:
+        self.calls.append((op, seconds, outcome))
+
+    def on_state(self, opened: bool) -> None:
+        self.states.append(opened)
+
+    def outcomes(self) -> list[str]:
+        return [outcome for _, _, outcome in self.calls]
+
+
+def guard(inner: Store, observed: Observed, **options: int) -> GuardedStore:
+    return GuardedStore(
+        inner,
+        deadline=DEADLINE,
+        name="test store",
+        on_call=observed.on_call,
+        on_state=observed.on_state,
+        **options,
+    )
+
+
+async def refused_at_once(store: Store) -> None:
+    """Reads and writes fail at once with StoreUnavailable."""
+    for _ in range(50):
+        for call in (store.get("k"), store.set("k", b"v"), store.hgetall("m")):
+            start = time.perf_counter()
+            with pytest.raises(StoreUnavailable):
+                await call
+            assert time.perf_counter() - start < AT_ONCE
+
+
+async def until(condition: object, within: float) -> float:
+    start = time.monotonic()
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() - start < within, "never happened"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start
+
+
+def breaker_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "cookiematch.storage.guard"]
+
+
+# --- Redis --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    require_redis()
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+async def test_a_stopped_redis_opens_the_breaker_until_it_is_back(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    observed = Observed()
+    inner = RedisStore.from_url(server.url)  # the flusher's own 5 s window
+    await inner.start()
+    store = guard(inner, observed)
+    try:
+        await store.set("before", b"1")
+        assert await store.get("before") == b"1"
+        assert observed.outcomes() == ["ok", "ok"] and not store.breaker_open
+
+        server.kill9()
+        start = time.perf_counter()
+        with pytest.raises(StoreUnavailable):  # retried by the flusher: over its deadline
+            await store.set("during", b"2")
+        assert time.perf_counter() - start < DEADLINE + 0.1
+        assert observed.outcomes()[-1] == "timeout" and not store.breaker_open
+        with pytest.raises(StoreUnavailable):  # a read fails at once: the breaker opens
+            await store.get("before")
+        assert store.breaker_open and observed.states == [True]
+        await refused_at_once(store)
+        assert observed.outcomes()[-1] == "refused"
+
+        server.start()  # the probe sees it back
+        await until(lambda: not store.breaker_open, within=2.0)
+        assert observed.states == [True, False]
+        await store.set("after", b"3")
+        assert await inner.get("after") == b"3"
+        # the write cancelled by its deadline was dropped from the flusher's retries
+        assert await inner.get("during") is None
+    finally:
+        await store.close()
+    lines = breaker_lines(caplog)
+    assert len(lines) == 2, lines
+    assert "breaker opened" in lines[0] and "breaker closed" in lines[1]
+
+
+# --- SQLite -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def sqlite_path(tmp_path: Path) -> AsyncIterator[Path]:
+    path = tmp_path / "store.db"
+    store = open_store(f"sqlite:///{path}")  # the schema, before another connection locks it
+    await store.close()
+    yield path
+
+
+def write_lock(path: Path) -> sqlite3.Connection:
+    """Another connection holding the file's write lock (as another process would)."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+async def test_deadline_misses_on_a_locked_sqlite_file_open_the_breaker(
+    sqlite_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    observed = Observed()
+    store = guard(open_store(f"sqlite:///{sqlite_path}"), observed)
+    try:
+        await store.set("before", b"1")
+        lock = write_lock(sqlite_path)
+        for _ in range(MISSES_TO_OPEN):
+            start = time.perf_counter()
+            with pytest.raises(StoreUnavailable):
+                await store.set("during", b"2")
+            assert time.perf_counter() - start < DEADLINE + 0.1
+        assert observed.outcomes()[-MISSES_TO_OPEN:] == ["timeout"] * MISSES_TO_OPEN
+        assert store.breaker_open and observed.states == [True]
+        await refused_at_once(store)
+        await asyncio.sleep(1.2)  # probes meanwhile: they write, so they fail too
+        assert store.breaker_open
+
+        lock.rollback()
+        lock.close()
+        await until(lambda: not store.breaker_open, within=2.0)
+        await store.set("after", b"3")
+        assert await store.get("after") == b"3"
+    finally:
+        await store.close()
+    lines = breaker_lines(caplog)
+    assert len(lines) == 2, lines
+
+
+async def test_queued_writes_over_the_bound_are_refused_at_once_and_counted_lost(
+    sqlite_path: Path,
+) -> None:
+    observed = Observed()
+    inner = open_store(f"sqlite:///{sqlite_path}", durability=Durability.ASYNC)
+    store = guard(inner, observed, max_backlog=5)
+    lock = write_lock(sqlite_path)
+    try:
+        queued = 0
+        while not store.over_backlog:  # the writer waits for the lock; the queue grows
+            await store.set(f"k{queued}", b"v")
+            queued += 1
+            assert queued < 10
+        for _ in range(3):
+            start = time.perf_counter()
+            with pytest.raises(StoreUnavailable, match="queued writes"):
+                await store.hset("m", {"f": b"v"})
+            assert time.perf_counter() - start < AT_ONCE
+        assert store.lost == 3 and observed.outcomes()[-3:] == ["queue_full"] * 3
+        assert not store.breaker_open  # a full queue refuses writes, not reads
+        lock.rollback()
+        await until(lambda: not store.over_backlog, within=5.0)
+        assert await store.get_many([f"k{i}" for i in range(queued)]) == [b"v"] * queued
+    finally:
+        lock.close()
+        await store.close()
+
+
+async def test_views_share_one_breaker(sqlite_path: Path) -> None:
+    observed = Observed()
+    requests = guard(open_store(f"sqlite:///{sqlite_path}"), observed)
+    admin = requests.view(1.0)
+    try:
+        lock = write_lock(sqlite_path)
+        for _ in range(MISSES_TO_OPEN):
+            with pytest.raises(StoreUnavailable):
+                await requests.set("k", b"v")
+        assert admin.breaker_open
+        await refused_at_once(admin)
+        lock.rollback()
+        lock.close()
+        await until(lambda: not admin.breaker_open, within=2.0)
+        await admin.set("k", b"v")  # within its own, longer deadline
+        assert admin.deadline == 1.0 and requests.deadline == DEADLINE
+    finally:
+        await requests.close()
+    with pytest.raises(StoreUnavailable):  # closing one view closed the backend
+        await admin.get("k")
