@@ -20,6 +20,7 @@ from cookiematch.buyer.matchtable import (
 from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.errors import ConfigError, StorageError
 from cookiematch.storage import Store, open_store
+from cookiematch.storage.guard import GuardedStore
 from storage.redis_servers import RedisServer, require_redis
 
 from .conftest import GID, NID, Clock
@@ -242,6 +243,20 @@ async def test_open_records_the_layout_and_keeps_it(store: Store, clock: Clock) 
     keys = await MatchTable.open(store, "two", ttl_seconds=DAY, clock=clock, auto_layout="keys")
     assert keys.layout == "keys"
     assert await store.get(keys.keys.meta) == b"keys"
+
+
+async def test_the_same_table_over_a_guarded_store(store: Store, clock: Clock) -> None:
+    """``over``: the layout read once, the calls through another store object of the backend
+    (the server's routes get the one behind the request's deadlines)."""
+    opened = await MatchTable.open(
+        store, NID, ttl_seconds=DAY, clock=clock, layout="buckets", expected_entries=1000
+    )
+    calls: list[str] = []
+    guarded = GuardedStore(store, deadline=1.0, on_call=lambda op, _s, _o: calls.append(op))
+    table = opened.over(guarded)
+    assert table.buckets == opened.buckets and calls == []
+    await table.record(GID, UID, 1)
+    assert calls and (await opened.by_gid(GID)) == (await table.by_gid(GID))
 
 
 async def test_open_rejects_a_foreign_meta_value(store: Store, clock: Clock) -> None:

@@ -84,6 +84,11 @@ def test_defaults_and_settings(tmp_path: Path) -> None:
     assert config.store.url == f"sqlite://{tmp_path / 'var' / 'cookiematch.db'}"
     assert config.exchange.admin_token is not None
     assert config.exchange.admin_token.reveal() == "0123456789abcdef"
+    # a browser's store calls within 50 ms, an admin request's within 1 s
+    assert (config.exchange.store_deadline_ms, config.exchange.admin_store_deadline_ms) == (
+        50,
+        1000,
+    )
 
 
 def test_settings_mapping(tmp_path: Path) -> None:
@@ -186,6 +191,18 @@ ERRORS: list[tuple[str, dict[str, str], str | None, str]] = [
     ("bool", {"exchange": 'cookie_secure = "yes"'}, "exchange.cookie_secure", "bool"),
     ("ttl", {"exchange": "push_token_ttl_seconds = 0"}, "exchange.push_token_ttl_seconds", ">= 1"),
     ("no keys", {"keys": ""}, "exchange.keys", "at least one"),
+    (
+        "store deadline over the auction's",
+        {"exchange": "store_deadline_ms = 120"},
+        "exchange.store_deadline_ms",
+        "below auction_timeout_ms",
+    ),
+    (
+        "store deadline range",
+        {"exchange": "admin_store_deadline_ms = 0"},
+        "exchange.admin_store_deadline_ms",
+        ">= 1",
+    ),
     (
         "key base64",
         {"keys": '[[exchange.keys]]\nversion = 1\nsecret = "not base64!"'},

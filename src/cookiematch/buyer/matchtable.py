@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import logging
 import struct
 from collections.abc import Awaitable, Iterable, Sequence
@@ -267,6 +268,13 @@ class MatchTable:
     @property
     def layout(self) -> Layout:
         return "keys" if self.buckets is None else "buckets"
+
+    def over(self, store: Store) -> MatchTable:
+        """This table (layout, lifetime) through another store object of the same backend,
+        e.g. the one behind a request's deadlines; its layout is not read again."""
+        table = copy.copy(self)
+        table._store = store
+        return table
 
     @classmethod
     async def open(

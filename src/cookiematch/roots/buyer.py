@@ -94,7 +94,7 @@ class BuyerServer(RoleServer):
         buyer, settings, app = self.buyer, self.settings, self.app
         subjects = subject_data(self.config, self.admin)
         admin_table = await subjects.table()  # settles the layout
-        table = await open_table(self.config, self.requests)  # the browser-facing routes'
+        table = admin_table.over(self.requests)  # the browser-facing routes'
         policy = self.policy
         matcher = self.matcher = Matcher(
             table, settings, self.stats, policy=policy, new_uid=new_uid, clock=time.time
