@@ -170,7 +170,8 @@ class CookieMatchService:
                 ttl=claim.issued_at + self._push.ttl_seconds - now,  # its remaining lifetime
             )
         except StorageError as exc:
-            log.warning("pixel match for %s not recorded: %s", buyer.nid, exc)
+            if not isinstance(exc, StoreUnavailable):  # the store's guard logs an outage once
+                log.warning("pixel match for %s not recorded: %s", buyer.nid, exc)
             return PushRecorded(buyer.nid, stored=False)
         if not first:
             return self._error(request, buyer, scheme, MatchError.INVALID_PUSH, replayed=True)
@@ -187,7 +188,7 @@ class CookieMatchService:
         stored = not isinstance(results[0], BaseException)
         if self._monitor is not None:
             self._monitor.push_returned(buyer.nid, browser_id)
-        if not stored:
+        if not stored and not isinstance(results[0], StoreUnavailable):
             log.warning("pixel match for %s not recorded: %s", buyer.nid, results[0])
         return PushRecorded(buyer.nid, stored)
 

@@ -256,6 +256,7 @@ class ExchangeServer(RoleServer):
         self.run(self._refresh_forever(registry))
         self.run(monitor.run(lambda: [b.nid for b in registry.buyers() if b.pixel_matching]))
         self.run(delivery.run())
+        # whole-table scans: the backend itself, not the guard
         sizes = TableSizeLog(store, interval_seconds=settings.table_sizes_interval_seconds)
         self.run(sizes.run())
         self.collect(metrics.TableSizesCollector(sizes))
