@@ -35,7 +35,7 @@ PIXEL_P99 = 0.100  # seconds: a writing pixel while the store is away
 AUCTION_TIMEOUT_MS = 120
 FLIP_WITHIN = 2.0  # seconds: /readyz follows the store
 OUTAGE_SECONDS = 5.0  # at least: the flusher's retry window, periodic tasks' rounds
-OUTAGE_LINES = 10  # per server (two workers): what its log may say about one outage
+OUTAGE_LINES = 12  # per server (two workers): what its log may say about one outage
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 GID = "Z2lkLW91dGFnZQ"
 
