@@ -4,6 +4,7 @@ start releases."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from cookiematch.config import load_config
 from cookiematch.errors import StoreUnavailable
 from cookiematch.roots.server import RoleServer
 from cookiematch.storage import Store
+from cookiematch.storage.guard import MAX_BACKLOG
+from cookiematch.web.http import Headers, Request
 
 
 class Probe(Collector):
@@ -72,3 +75,33 @@ async def test_a_failed_start_releases_what_it_started_and_closes_the_store(
     again = Sample(config(tmp_path))  # nothing left registered: a new worker starts cleanly
     await again.app.startup()
     await again.app.shutdown()
+
+
+READYZ = Request("GET", "/readyz", "", Headers(), "http", "127.0.0.1")
+
+
+async def test_readyz_fails_while_the_queue_of_writes_is_over_its_bound(tmp_path: Path) -> None:
+    """``async`` writes queued behind a write lock held elsewhere: at the guard's bound the
+    worker is not ready, and the next write is refused at once (counted lost)."""
+    path = tmp_path / "c.toml"
+    path.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/s.db"\ndurability = "async"\n')
+    server = Sample(load_config(path, environ={}))
+    await server.app.startup()
+    ready = await server._readyz(READYZ)
+    assert ready.status == 200
+    lock = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        store, written = server.requests, 0
+        while server.store is not None and not server.store.over_backlog:
+            await store.set(f"k{written}", b"v")  # the writer holds a first batch
+            written += 1
+            assert written < 2 * MAX_BACKLOG
+        with pytest.raises(StoreUnavailable, match="queued writes"):
+            await store.set("one more", b"v")
+        assert store.lost == 1
+        assert (await server._readyz(READYZ)).status == 503
+    finally:
+        lock.rollback()
+        lock.close()
+    await server.app.shutdown()

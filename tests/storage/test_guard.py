@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cookiematch.errors import StoreUnavailable
-from cookiematch.storage import Durability, Store, open_store
+from cookiematch.storage import Durability, Store, Write, open_store
 from cookiematch.storage.breaker import MISSES_TO_OPEN
 from cookiematch.storage.guard import GuardedStore
 from cookiematch.storage.redis_store import RedisStore
@@ -140,6 +140,32 @@ def write_lock(path: Path) -> sqlite3.Connection:
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     return other
+
+
+async def test_every_call_passes_through_and_is_observed(sqlite_path: Path) -> None:
+    observed = Observed()
+    store = guard(open_store(f"sqlite:///{sqlite_path}"), observed)
+    try:
+        await store.set("p:a", b"1", ttl=60)
+        assert await store.set_if_absent("p:b", b"2") is True
+        await store.write_many([Write("p:c", b"3"), Write("p:a", None)])
+        await store.hset("m:x", {"f": b"1"})
+        await store.hset_many([("m:y", {"g": b"2"}, 60.0)])
+        assert await store.get_many(["p:a", "p:b", "p:c"]) == [None, b"2", b"3"]
+        assert await store.hgetall_many(["m:x", "m:y"]) == [{"f": b"1"}, {"g": b"2"}]
+        assert await store.hget("m:x", "f") == b"1"
+        assert (await store.get_entry("p:b")) == (b"2", None)
+        assert set(await store.hgetall_entries("m:y")) == {"g"}
+        assert [key async for key, _ in store.scan("p:")] == ["p:b", "p:c"]
+        assert [key async for key, _, _ in store.scan_ttl("p:")] == ["p:b", "p:c"]
+        assert [key async for key, _ in store.scan_maps("m:")] == ["m:x", "m:y"]
+        assert await store.hdel("m:x", ["f"]) == 1
+        assert await store.delete("p:b") is True
+        assert (await store.info())["breaker"] == "closed"
+    finally:
+        await store.close()
+    assert set(observed.outcomes()) == {"ok"}
+    assert {op for op, _, _ in observed.calls} >= {"set", "hset_many", "scan_maps", "delete"}
 
 
 async def test_deadline_misses_on_a_locked_sqlite_file_open_the_breaker(
