@@ -200,6 +200,9 @@ class Outage:
             headers=AUTH,
         )
 
+    def metrics(self, role: str) -> str:
+        return self.http.get(f"{self.servers[role].url}/metrics").text
+
     def stored(self) -> dict[str, bool]:
         """Whether the writes made after the return are in the store."""
         match = self.http.get(f"{self.buyer}/admin/v1/matches/{GID}", headers=AUTH)
@@ -248,6 +251,10 @@ def run_outage(directory: Path) -> dict[str, object]:
             response = timed(admin, world.admin_write)
             assert response.status_code == 503
             assert response.headers["content-type"] == "application/problem+json"
+        for role in world.servers:  # the guard's hooks at /metrics (web/store_metrics.py)
+            exposed = world.metrics(role)
+            assert "cookiematch_store_breaker_open 1.0" in exposed, role
+            assert 'outcome="refused"' in exposed, role
         figures["latency"] = {
             "exchange /pixel google_hm+ula": pixel,
             "exchange /ad": ad,
@@ -269,6 +276,8 @@ def run_outage(directory: Path) -> dict[str, object]:
             lambda: world.dmp_callback("after-outage").status_code == 200 and world.stored()["dmp"],
             3,
         )
+        for role in world.servers:
+            eventually(lambda r=role: "cookiematch_store_breaker_open 0.0" in world.metrics(r), 2)
         time.sleep(1.0)  # what the servers log a moment after the return
         lines = {}
         for role, server in world.servers.items():

@@ -16,7 +16,8 @@ Store calls made from a request go through a guard (``storage/guard.py``) built 
 the role table's ``store_deadline_ms`` and ``admin_store_deadline_ms``: ``requests`` for the
 browser-facing routes, ``admin`` (the same breaker, the longer deadline) for the admin API and
 the short periodic tasks; ``build`` gets the backend itself for what takes long by nature.
-``on_store_call`` and ``on_breaker``, set before startup, observe the guard (metrics).
+``on_store_call`` and ``on_breaker`` observe the guard: ``web/store_metrics.py``'s families
+unless replaced before startup.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.storage import Store, connect_store
 from cookiematch.storage.breaker import StateObserver
 from cookiematch.storage.guard import CallObserver, GuardedStore
+from cookiematch.web import store_metrics
 from cookiematch.web.http import Request, Response
 from cookiematch.web.metrics import MetricsListener, metrics_route
 from cookiematch.web.privacy_metrics import decision_counts
@@ -95,8 +97,8 @@ class RoleServer:
         self.deadlines = deadlines or StoreDeadlines(
             STORE_DEADLINE_MS / 1000, ADMIN_STORE_DEADLINE_MS / 1000
         )
-        self.on_store_call: CallObserver | None = None
-        self.on_breaker: StateObserver | None = None
+        self.on_store_call: CallObserver | None = store_metrics.on_call
+        self.on_breaker: StateObserver | None = store_metrics.on_state
         self.store: GuardedStore | None = None  # the requests' view; closing it closes all
         self.tasks: list[asyncio.Task[None]] = []
         self._collectors: list[Collector] = []
