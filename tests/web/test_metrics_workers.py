@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from cookiematch.storage.guard import MAX_BACKLOG
 
 from conftest import ServerProcess, free_port
 from support.configs import ADMIN_TOKEN, serve_argv, write_exchange_config
@@ -214,3 +217,19 @@ def test_metrics_on_a_listener_of_their_own(
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
     openmetrics = fresh_get(metrics, {**AUTH, "Accept": OPENMETRICS})
     assert openmetrics.text.endswith("# EOF\n")
+
+
+def test_the_store_queue_and_its_bound_are_exposed(served: tuple[Role, ServerProcess]) -> None:
+    _, server = served
+    deadline = time.monotonic() + 5
+    while True:  # sampled every second by each worker
+        text = fresh_get(server.url + "/metrics").text
+        if (
+            sample(text, "cookiematch_store_queue_bound") == MAX_BACKLOG
+            or time.monotonic() > deadline
+        ):
+            break
+        time.sleep(0.2)
+    assert sample(text, "cookiematch_store_queue_bound") == MAX_BACKLOG
+    assert re.search(r"^cookiematch_store_queue_depth \d", text, re.MULTILINE)
+    assert re.search(r"^cookiematch_store_batches_total \d", text, re.MULTILINE)

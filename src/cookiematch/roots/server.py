@@ -162,6 +162,7 @@ class RoleServer:
         self._admin = guard.view(self.deadlines.admin)
         try:
             await self.build(store)
+            self.run(store_metrics.StoreSampler(guard).run())
             if self._metrics_listener is not None:
                 await self._metrics_listener.start()
             self.app.route(LIVEZ_PATH, self._livez)

@@ -65,6 +65,13 @@ class Store(ABC):
         ``storage.guard`` refuses more once this reaches its bound."""
         return 0
 
+    @property
+    def batches(self) -> tuple[int, int]:
+        """Statistics of group commit since the store opened: the batches sent to the backend
+        (Redis pipelines, SQLite transactions) and the operations they carried; ``(0, 0)``
+        for a backend that does not batch."""
+        return 0, 0
+
     @abstractmethod
     async def get(self, key: str) -> bytes | None: ...
 

@@ -112,6 +112,15 @@ class GuardedStore(Store):
     def backlog(self) -> int:
         return self.inner.backlog
 
+    @property
+    def max_backlog(self) -> int:
+        """The bound on ``backlog`` past which queued writes are refused."""
+        return self._shared.max_backlog
+
+    @property
+    def batches(self) -> tuple[int, int]:
+        return self.inner.batches
+
     # --- the guard --------------------------------------------------------------------------
 
     async def _probe(self) -> None:

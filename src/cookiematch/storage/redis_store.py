@@ -144,6 +144,10 @@ class RedisStore(Store):
         return self._flusher.unawaited
 
     @property
+    def batches(self) -> tuple[int, int]:
+        return self._flusher.flushes, self._flusher.commands
+
+    @property
     def flushes(self) -> int:
         return self._flusher.flushes
 

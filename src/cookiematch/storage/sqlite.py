@@ -107,6 +107,10 @@ class SQLiteStore(Store):
         return self._engine.backlog
 
     @property
+    def batches(self) -> tuple[int, int]:
+        return self._engine.commits, self._engine.writes
+
+    @property
     def commits(self) -> int:
         """Transactions committed by the writer."""
         return self._engine.commits
