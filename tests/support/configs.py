@@ -1,4 +1,5 @@
-"""Exchange configuration files for tests that start a real ``cookiematch serve`` process."""
+"""Configuration files for tests that start a real ``cookiematch serve`` process: a complete
+exchange, and the smallest buyer and DMP."""
 
 from __future__ import annotations
 
@@ -51,6 +52,42 @@ secret = "{KEY_V1}"
 """
     path = directory / "exchange.toml"
     path.write_text(text)
+    return path
+
+
+def buyer_config(directory: Path, port: int) -> Path:
+    """The smallest buyer listening on ``port``, its store in ``directory``."""
+    path = directory / "buyer.toml"
+    path.write_text(f"""
+[store]
+url = "sqlite:///{directory / "buyer.db"}"
+
+[buyer]
+listen = "127.0.0.1:{port}"
+nid = "dsp"
+exchange_url = "http://exchange.test/pixel"
+public_url = "http://127.0.0.1:{port}"
+admin_token = "{ADMIN_TOKEN}"
+""")
+    return path
+
+
+def dmp_config(directory: Path, port: int, access: str = "open", metrics: str = "") -> Path:
+    """The smallest DMP listening on ``port``; ``access`` and ``metrics`` go to ``[metrics]``."""
+    path = directory / "dmp.toml"
+    path.write_text(f"""
+[store]
+url = "sqlite:///{directory / "dmp.db"}"
+
+[metrics]
+access = "{access}"
+{metrics}
+
+[dmp]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+admin_token = "{ADMIN_TOKEN}"
+""")
     return path
 
 

@@ -19,47 +19,19 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from cookiematch.storage.guard import MAX_BACKLOG
 
 from conftest import ServerProcess, free_port
-from support.configs import ADMIN_TOKEN, serve_argv, write_exchange_config
+from support.configs import (
+    ADMIN_TOKEN,
+    buyer_config,
+    dmp_config,
+    serve_argv,
+    write_exchange_config,
+)
 from support.tools import tool
 
 N = 60
 SCRAPES = 20
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-
-
-def buyer_config(directory: Path, port: int) -> Path:
-    path = directory / "buyer.toml"
-    path.write_text(f"""
-[store]
-url = "sqlite:///{directory / "buyer.db"}"
-
-[buyer]
-listen = "127.0.0.1:{port}"
-nid = "dsp"
-exchange_url = "http://exchange.test/pixel"
-public_url = "http://127.0.0.1:{port}"
-admin_token = "{ADMIN_TOKEN}"
-""")
-    return path
-
-
-def dmp_config(directory: Path, port: int, access: str = "open", metrics: str = "") -> Path:
-    path = directory / "dmp.toml"
-    path.write_text(f"""
-[store]
-url = "sqlite:///{directory / "dmp.db"}"
-
-[metrics]
-access = "{access}"
-{metrics}
-
-[dmp]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-admin_token = "{ADMIN_TOKEN}"
-""")
-    return path
 
 
 @dataclass(frozen=True)
