@@ -14,7 +14,7 @@ import pytest
 
 from cookiematch.errors import StoreUnavailable
 from cookiematch.storage import Durability, Store, Write, open_store
-from cookiematch.storage.breaker import MISSES_TO_OPEN
+from cookiematch.storage.breaker import MISSES_TO_OPEN, VERIFY_TIMEOUT
 from cookiematch.storage.guard import GuardedStore
 from cookiematch.storage.redis_store import RedisStore
 
@@ -183,7 +183,9 @@ async def test_deadline_misses_on_a_locked_sqlite_file_open_the_breaker(
                 await store.set("during", b"2")
             assert time.perf_counter() - start < DEADLINE + 0.1
         assert observed.outcomes()[-MISSES_TO_OPEN:] == ["timeout"] * MISSES_TO_OPEN
-        assert store.breaker_open and observed.states == [True]
+        # the misses start a probe; it writes, so it fails too: the store is away
+        await until(lambda: store.breaker_open, within=VERIFY_TIMEOUT + 0.5)
+        assert observed.states == [True]
         await refused_at_once(store)
         await asyncio.sleep(1.2)  # probes meanwhile: they write, so they fail too
         assert store.breaker_open
@@ -197,6 +199,28 @@ async def test_deadline_misses_on_a_locked_sqlite_file_open_the_breaker(
         await store.close()
     lines = breaker_lines(caplog)
     assert len(lines) == 2, lines
+
+
+async def test_deadline_misses_of_a_store_that_answers_its_probe_leave_it_closed(
+    sqlite_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A burst that makes calls late (here: a deadline shorter than any call) is not an
+    outage: the probe the misses start is answered, and the breaker stays closed."""
+    observed = Observed()
+    inner = open_store(f"sqlite:///{sqlite_path}")
+    store = GuardedStore(inner, deadline=1e-6, name="test store", on_call=observed.on_call,
+                         on_state=observed.on_state)  # fmt: skip
+    try:
+        for _ in range(3 * MISSES_TO_OPEN):
+            with pytest.raises(StoreUnavailable, match="within the deadline"):
+                await store.set("k", b"v")
+            await asyncio.sleep(0.05)  # time for the probe
+        assert not store.breaker_open and observed.states == []
+        assert store.breaker.busy >= 1
+        assert await inner.get("k") == b"v"  # the late writes landed
+    finally:
+        await store.close()
+    assert breaker_lines(caplog) == []
 
 
 async def test_queued_writes_over_the_bound_are_refused_at_once_and_counted_lost(
@@ -236,7 +260,7 @@ async def test_views_share_one_breaker(sqlite_path: Path) -> None:
         for _ in range(MISSES_TO_OPEN):
             with pytest.raises(StoreUnavailable):
                 await requests.set("k", b"v")
-        assert admin.breaker_open
+        await until(lambda: admin.breaker_open, within=VERIFY_TIMEOUT + 0.5)
         await refused_at_once(admin)
         lock.rollback()
         lock.close()

@@ -96,6 +96,11 @@ class GuardedStore(Store):
     # --- state ------------------------------------------------------------------------------
 
     @property
+    def breaker(self) -> Breaker:
+        """The breaker every view of this guard shares."""
+        return self._shared.breaker
+
+    @property
     def breaker_open(self) -> bool:
         return self._shared.breaker.open
 
