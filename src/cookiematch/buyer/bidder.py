@@ -30,13 +30,13 @@ import msgspec
 
 from cookiematch.buyer.bidlog import BidLog, BidRecord
 from cookiematch.buyer.campaigns import Campaign, Choice, choose
-from cookiematch.buyer.deadlines import Deadlines
 from cookiematch.buyer.ids import parse_gid, parse_hosted_uid
 from cookiematch.buyer.matchtable import Lookup, MatchTable
 from cookiematch.buyer.matchtag import PRIVACY_DECISION, MatchTagDecision, decide_match_tag
 from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats
 from cookiematch.clock import Clock
+from cookiematch.deadlines import Deadlines
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.privacy.openrtb import bid_privacy_params, bid_signals
 from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy

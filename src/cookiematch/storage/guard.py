@@ -1,11 +1,14 @@
 """A store with a deadline on every call and a circuit breaker, for calls made from a request.
 
     handler ──▶ GuardedStore ──(breaker closed? queue under its bound?)──▶ backend
-                     │  every call under asyncio.timeout(deadline)
-                     └─ StoreUnavailable or deadline misses open the breaker (``breaker.py``)
+                     │  every call under its deadline (``deadlines.py``: asyncio.timeout's
+                     │  semantics, the calls' limits queued behind one loop timer)
+                     └─ StoreUnavailable, or deadline misses and a failed probe, open the
+                        breaker (``breaker.py``)
 
 A call over its deadline raises StoreUnavailable (the caller answers its protocol's error
-status) and counts as a miss; a StoreUnavailable from the backend opens the breaker at once.
+status) and counts as a miss (misses in a row start a probe that decides); a StoreUnavailable
+from the backend opens the breaker at once.
 While the breaker is open every call fails at once with StoreUnavailable until the breaker's
 probe sees the store back. Writes queued without waiting (``Durability.ASYNC``) are refused at
 once, counted in ``lost``, while ``backlog`` is at ``max_backlog``.
@@ -21,12 +24,12 @@ count of refused writes) with another deadline: the admin API's.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cookiematch.deadlines import Deadlines
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage.base import Durability, FieldEntry, FieldWrite, Store, Write
 from cookiematch.storage.breaker import Breaker, StateObserver
@@ -81,6 +84,7 @@ class GuardedStore(Store):
             raise ValueError(f"deadline must be positive seconds, not {deadline!r}")
         self.inner = inner
         self.deadline = deadline
+        self._limits = Deadlines()  # one deadline for every call: one loop timer at a time
         self.durability = inner.durability
         self._queued = inner.durability is Durability.ASYNC
         if breaker is None:
@@ -160,8 +164,7 @@ class GuardedStore(Store):
         started = self._admit(op, queued_write=queued_write)
         breaker = self._shared.breaker
         try:
-            async with asyncio.timeout(self.deadline):
-                result = await call(*args)
+            result = await self._limits.run(call(*args), self.deadline)
         except TimeoutError:
             self._observe(op, started, "timeout")
             miss = f"{op} over {self.deadline * 1000:.0f} ms"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cookiematch.buyer.deadlines import Deadlines
+from cookiematch.deadlines import Deadlines
 
 
 async def value_after(event: asyncio.Event, value: int) -> int:
