@@ -100,3 +100,12 @@ async def make_store(store_url: str, clock: FakeClock) -> AsyncIterator[MakeStor
 async def store(request: pytest.FixtureRequest, make_store: MakeStore) -> Store:
     """A store under each durability mode: the contract holds under both."""
     return make_store(request.param)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (to kill and start again)."""
+    require_redis()
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()

@@ -26,14 +26,6 @@ from .redis_servers import RedisClusterProcesses, RedisServer, require_redis
 CHILD = Path(__file__).with_name("durability_child.py")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    require_redis()
-    server = RedisServer(tmp_path / "redis")
-    yield server
-    server.stop()
-
-
 async def timed(coro: object) -> tuple[float, BaseException | None]:
     start = time.monotonic()
     try:

@@ -169,6 +169,16 @@ class _Family:
         self._index[labels] = index
         return index
 
+    def slot(self, labels: Labels) -> int:
+        """The index of ``labels``' first value in ``values()`` (allocated if new): a
+        counter's count, a histogram's first bucket."""
+        index = self._index.get(labels)
+        return self._allocate(labels) if index is None else index
+
+    def values(self) -> memoryview[float]:
+        """This worker's values, as ``slot`` indexes them."""
+        return self._values
+
     def own(self, labels: Labels) -> tuple[float, ...]:
         """This worker's values for ``labels`` (zeros if never updated here)."""
         index = self._index.get(labels)
@@ -209,15 +219,6 @@ class LabelledCounter(_Family):
     def value(self, labels: Labels) -> float:
         """This worker's count for ``labels`` (0 if never counted here)."""
         return self.own(labels)[0]
-
-    def slot(self, labels: Labels) -> int:
-        """The index of ``labels``' count in ``values()`` (allocated if new)."""
-        index = self._index.get(labels)
-        return self._allocate(labels) if index is None else index
-
-    def values(self) -> memoryview[float]:
-        """This worker's values, as ``slot`` indexes them."""
-        return self._values
 
     def exposed(self, series: dict[tuple[str, ...], list[float]]) -> Metric:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -305,15 +306,6 @@ class LabelledHistogram(_Family):
     def count(self, labels: Labels) -> float:
         """This worker's number of observations for ``labels``."""
         return sum(self.own(labels)[: self._sum_at])
-
-    def slot(self, labels: Labels) -> int:
-        """The index of ``labels``' first bucket in ``values()`` (allocated if new)."""
-        index = self._index.get(labels)
-        return self._allocate(labels) if index is None else index
-
-    def values(self) -> memoryview[float]:
-        """This worker's values, as ``slot`` indexes them."""
-        return self._values
 
     def exposed(self, series: dict[tuple[str, ...], list[float]]) -> Metric:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
