@@ -101,6 +101,7 @@ class RoleServer:
         self.on_breaker: StateObserver | None = store_metrics.on_state
         self.store: GuardedStore | None = None  # the requests' view; closing it closes all
         self.tasks: list[asyncio.Task[None]] = []
+        self._sampler: asyncio.Task[None] | None = None  # the store statistics at /metrics
         self._collectors: list[Collector] = []
         self._metrics_listener: MetricsListener | None = None
         self.app = App(max_body=max_body)
@@ -162,7 +163,7 @@ class RoleServer:
         self._admin = guard.view(self.deadlines.admin)
         try:
             await self.build(store)
-            self.run(store_metrics.StoreSampler(guard).run())
+            self._sampler = asyncio.create_task(store_metrics.StoreSampler(guard).run())
             if self._metrics_listener is not None:
                 await self._metrics_listener.start()
             self.app.route(LIVEZ_PATH, self._livez)
@@ -219,7 +220,8 @@ class RoleServer:
         for collector in reversed(self._collectors):
             REGISTRY.unregister(collector)
         self._collectors.clear()
-        for task in reversed(self.tasks):  # the last started stops first
+        sampler, self._sampler = self._sampler, None
+        for task in [*reversed(self.tasks), *([sampler] if sampler else [])]:  # last first
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
