@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from cookiematch.web.outbound import BidTransport, PartnerTransport
-from cookiematch.web.outbound_metrics import OUTBOUND_REQUESTS, OUTBOUND_SECONDS
+from cookiematch.web.outbound_metrics import (
+    MAX_HOSTS_PER_KIND,
+    OUTBOUND_REQUESTS,
+    OUTBOUND_SECONDS,
+    record_outbound,
+)
 
 from conftest import ServerProcess, free_port
 
@@ -37,3 +42,19 @@ async def test_answers_and_failures_are_counted_by_kind_host_and_outcome(
     finally:
         await bids.aclose()
     assert OUTBOUND_REQUESTS.value(("bid", nobody, "error")) == 1
+
+
+def test_a_worker_labels_a_bounded_number_of_hosts_per_kind() -> None:
+    """A win notice goes where the bid's nurl says: hosts beyond the bound count as other,
+    and a URL's user and password never become a label."""
+    for n in range(MAX_HOSTS_PER_KIND + 10):
+        record_outbound("win_notice_test", f"http://auction-{n}.b.example/win", 200, 0.001)
+    record_outbound("win_notice_test", "http://auction-0.b.example/again", 200, 0.001)
+    labelled = {
+        labels[1] for labels in OUTBOUND_REQUESTS.labelled() if labels[0] == "win_notice_test"
+    }
+    assert len(labelled) == MAX_HOSTS_PER_KIND + 1 and "other" in labelled
+    assert OUTBOUND_REQUESTS.value(("win_notice_test", "other", 200)) == 10
+    assert OUTBOUND_REQUESTS.value(("win_notice_test", "auction-0.b.example", 200)) == 2
+    record_outbound("optout_test", "https://user:secret@Hooks.Example:8443/x", 204, 0.001)
+    assert OUTBOUND_REQUESTS.value(("optout_test", "hooks.example:8443", 204)) == 1

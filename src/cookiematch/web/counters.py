@@ -179,6 +179,10 @@ class _Family:
         """This worker's values, as ``slot`` indexes them."""
         return self._values
 
+    def labelled(self) -> list[Labels]:
+        """The label tuples this worker has values for."""
+        return list(self._index)
+
     def own(self, labels: Labels) -> tuple[float, ...]:
         """This worker's values for ``labels`` (zeros if never updated here)."""
         index = self._index.get(labels)
