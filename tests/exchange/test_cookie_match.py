@@ -279,6 +279,22 @@ async def test_a_push_token_is_accepted_once_per_browser_and_buyer(store: Store)
     assert mark[1] is not None and 3530 < mark[1] <= 3540  # kept for the token's lifetime
 
 
+async def test_two_tokens_of_one_page_are_each_accepted_once(store: Store) -> None:
+    """A page with two ad slots may be given two tokens for one buyer: each is accepted once,
+    in the order they were issued; an earlier one after a later one is refused."""
+    clock = FakeClock()
+    service, _, push = make_service(store, clock)
+    earlier = push.issue(BROWSER, "ad_network_xyz", int(NOW))
+    later = push.issue(BROWSER, "ad_network_xyz", int(NOW) + 1)
+    clock.now += 5
+    for token, accepted in [(earlier, True), (later, True), (later, False), (earlier, False)]:
+        outcome = await run(service, f"google_nid=ad_network_xyz&google_push={token}",
+                            Browser(BROWSER))  # fmt: skip
+        assert isinstance(outcome, PushRecorded) is accepted, token
+        if not accepted:
+            assert isinstance(outcome, RedirectToBuyer) and outcome.push_replayed
+
+
 async def test_concurrent_returns_of_one_push_token_record_one_match(store: Store) -> None:
     clock = FakeClock()
     first, _, push = make_service(store, clock)

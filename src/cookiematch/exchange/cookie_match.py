@@ -164,16 +164,12 @@ class CookieMatchService:
         if claim.browser_id != browser_id:
             return self._error(request, buyer, scheme, MatchError.INVALID_PUSH)
         try:
-            first = await self._store.set_if_absent(
-                keys.push_return_key(browser_id, buyer.nid),
-                str(claim.issued_at).encode(),
-                ttl=claim.issued_at + self._push.ttl_seconds - now,  # its remaining lifetime
-            )
+            first_use = await self._mark_used(browser_id, buyer.nid, claim.issued_at, now)
         except StorageError as exc:
             if not isinstance(exc, StoreUnavailable):  # the store's guard logs an outage once
                 log.warning("pixel match for %s not recorded: %s", buyer.nid, exc)
             return PushRecorded(buyer.nid, stored=False)
-        if not first:
+        if not first_use:
             return self._error(request, buyer, scheme, MatchError.INVALID_PUSH, replayed=True)
         results = await asyncio.gather(
             self._store.hset(
@@ -191,6 +187,23 @@ class CookieMatchService:
         if not stored and not isinstance(results[0], StoreUnavailable):
             log.warning("pixel match for %s not recorded: %s", buyer.nid, results[0])
         return PushRecorded(buyer.nid, stored)
+
+    async def _mark_used(self, browser_id: bytes, nid: str, issued_at: int, now: int) -> bool:
+        """Whether this is the first use of a token issued at ``issued_at`` to ``nid`` for this
+        browser. The mark holds the issue time of the last token used, for that token's
+        remaining lifetime: a token is accepted if none is marked (atomically, across
+        workers) or if it was issued after the marked one (a page with several ad slots may
+        be given two tokens), so each is accepted once, in the order they were issued."""
+        key = keys.push_return_key(browser_id, nid)
+        mark = str(issued_at).encode()
+        ttl = issued_at + self._push.ttl_seconds - now  # the token's remaining lifetime
+        if await self._store.set_if_absent(key, mark, ttl=ttl):
+            return True
+        held = await self._store.get(key)
+        if held is not None and not (held.isdigit() and int(held) < issued_at):
+            return False  # this token, or a later one, was used
+        await self._store.set(key, mark, ttl=ttl)
+        return True
 
     async def _write_hosted_match(
         self, request: MatchTagRequest, buyer: Buyer, browser_id: bytes

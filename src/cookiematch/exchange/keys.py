@@ -25,6 +25,7 @@ def pixel_matches_key(browser_id: bytes) -> str:
 
 
 def push_return_key(browser_id: bytes, nid: str) -> str:
-    """The issue time (unix seconds, ASCII) of the push token a buyer returned for a browser,
-    kept for the token's remaining lifetime: a second return is refused."""
+    """The issue time (unix seconds, ASCII) of the last push token a buyer returned for a
+    browser, kept for that token's remaining lifetime: a second return of it, or the return
+    of a token issued earlier, is refused."""
     return f"pu:{browser_tag(browser_id)}:{nid}"
