@@ -75,6 +75,12 @@ class Worker:
         self.process.wait(timeout=10)
 
 
+def own_file(directory: Path) -> Path:
+    """This process's slot file in ``directory`` (``<pid>-<random>.slots``)."""
+    [path] = directory.glob(f"{os.getpid()}-*.slots")
+    return path
+
+
 def scrape(directory: Path) -> str:
     """What a worker of ``directory`` that counted nothing itself exposes."""
     namespace: dict[str, object] = {}
@@ -137,7 +143,7 @@ def test_a_full_file_drops_new_series_not_the_worker(tmp_path: Path) -> None:
         counter.inc((n,))
         histogram.observe((n,), 0.01)
         gauge.set((n,), 1)
-    series = parse((tmp_path / f"{os.getpid()}.slots").read_bytes())
+    series = parse(own_file(tmp_path).read_bytes())
     assert 100 < len(series) < 3 * 5000
     assert all(values[0] == 1 for key, values in series if b'cm_many"' in key)
     metrics.close()
@@ -147,9 +153,7 @@ def test_a_slot_file_is_read_whole_or_not_at_all(tmp_path: Path) -> None:
     file = SlotFile(str(tmp_path), capacity=64 * 1024)
     index = file.allocate(b'["cm_x", ["a"]]', 3)
     file.values[index + 2] = 4.5
-    assert parse((tmp_path / f"{os.getpid()}.slots").read_bytes()) == [
-        (b'["cm_x", ["a"]]', (0.0, 0.0, 4.5))
-    ]
+    assert parse(own_file(tmp_path).read_bytes()) == [(b'["cm_x", ["a"]]', (0.0, 0.0, 4.5))]
     file.close()
 
 

@@ -80,8 +80,10 @@ class SlotFile:
         if directory is None:
             self._map = mmap.mmap(-1, capacity)
         else:
-            self.path = Path(directory) / f"{self.pid}{SUFFIX}"
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            # a new file per process, never truncating one: a worker that got the pid of a
+            # dead one must not wipe the dead worker's counts (counters never go down)
+            self.path = Path(directory) / f"{self.pid}-{os.urandom(4).hex()}{SUFFIX}"
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)  # held while this process lives
             os.ftruncate(fd, capacity)
             self._fd = fd
@@ -160,8 +162,13 @@ def _sweep(parent: str) -> None:
     """Remove the directories of servers that were killed before they could."""
     for directory in Path(parent).glob(f"{PREFIX}*"):
         owner = directory / OWNER
-        if owner.exists() and not _locked(owner):
-            shutil.rmtree(directory, ignore_errors=True)
+        try:
+            if directory.stat().st_uid != os.getuid():
+                continue  # another user's server: not ours to judge (nor readable)
+            if owner.exists() and not _locked(owner):
+                shutil.rmtree(directory, ignore_errors=True)
+        except OSError:
+            continue  # gone meanwhile, or not ours
 
 
 @contextlib.contextmanager
@@ -208,7 +215,8 @@ def _read_other(path: Path) -> WorkerValues | None:
     finally:
         os.close(fd)
     with contextlib.suppress(ValueError):
-        return WorkerValues(int(path.name.removesuffix(SUFFIX)), alive, parse(data))
+        pid = path.name.removesuffix(SUFFIX).partition("-")[0]  # <pid>-<random>.slots
+        return WorkerValues(int(pid), alive, parse(data))
     return None
 
 
