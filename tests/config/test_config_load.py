@@ -402,3 +402,35 @@ def test_privacy_table_refuses(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as refused:
         load_config(path, environ={})
     assert key in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "key", "fragment"),
+    [
+        ('buyer_listen = "127.0.0.1:9100"\ndmp_listen = "127.0.0.1:9100"', "metrics.dmp_listen",
+         "the same address as metrics.buyer_listen"),
+        ('dmp_listen = "127.0.0.1:8800"', "metrics.dmp_listen", "the same address as dmp.listen"),
+        ('access = "token"', "metrics.access", '"token" needs [buyer] admin_token'),
+    ],
+    ids=["two roles on one metrics port", "on the role's own port", "token without a token"],
+)  # fmt: skip
+def test_metrics_listeners_and_access_are_checked(
+    tmp_path: Path, metrics: str, key: str, fragment: str
+) -> None:
+    path = tmp_path / "roles.toml"
+    path.write_text(f"""
+[metrics]
+{metrics}
+
+[buyer]
+nid = "dsp"
+exchange_url = "https://exchange.example/pixel"
+
+[dmp]
+listen = "127.0.0.1:8800"
+public_url = "https://dmp.example"
+admin_token = "an-admin-token-of-some-length"
+""")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.key == key and fragment in str(caught.value)

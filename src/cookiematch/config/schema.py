@@ -162,6 +162,24 @@ class Config(Table, frozen=True):
             table = getattr(self, name)
             if table is not None:
                 found += [(f"{name}.{key}", message) for key, message in table.problems()]
+        return found + self._metrics_problems()
+
+    def _metrics_problems(self) -> Problems:
+        """Each enabled role's metrics listener is its own (every worker binds it with
+        SO_REUSEPORT: a shared port would mix two roles' scrapes silently), and ``access =
+        "token"`` needs the role's admin token (else nobody could read it)."""
+        found: Problems = []
+        taken: dict[Listen, str] = {}
+        for role in sorted(self.roles):
+            table = getattr(self, role)
+            listen = self.metrics.listen_for(role)
+            if listen is not None:
+                for other, place in [(table.listen, f"{role}.listen"), *taken.items()]:
+                    if (listen.host, listen.port) == (other.host, other.port) and listen.port:
+                        found.append((f"metrics.{role}_listen", f"the same address as {place}"))
+                taken[listen] = f"metrics.{role}_listen"
+            if self.metrics.access == "token" and table.admin_token is None:
+                found.append(("metrics.access", f'"token" needs [{role}] admin_token'))
         return found
 
 
