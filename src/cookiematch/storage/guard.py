@@ -14,8 +14,8 @@ probe sees the store back. Writes queued without waiting (``Durability.ASYNC``) 
 once, counted in ``lost``, while ``backlog`` is at ``max_backlog``.
 
 A cancelled call is not undone: a write past its deadline may still land (the Redis flusher
-drops it from its retries, SQLite's writer commits every write queued to it). Calls that take long by
-nature (CLI commands, DMP batches, exports, the flusher's own retries) use the backend
+drops it from its retries, SQLite's writer commits every write queued to it). Calls that take
+long by nature (CLI commands, DMP batches, exports, the flusher's own retries) use the backend
 directly, with its own longer windows. ``view(deadline)`` is the same guard (one breaker, one
 count of refused writes) with another deadline: the admin API's.
 
