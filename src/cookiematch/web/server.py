@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -51,6 +52,7 @@ from cookiematch.logs import log_config, settings_from_env
 from cookiematch.web.asgi import ASGIAdapter
 from cookiematch.web.connections import IDLE_TIMEOUT_MS, MAX_CONNECTIONS, connection_limit
 from cookiematch.web.drain import DRAIN_LONGEST_SECONDS
+from cookiematch.web.heap import settle_heap
 from cookiematch.web.router import App
 from cookiematch.web.rsgi import RSGIAdapter
 from cookiematch.web.slots import workers_directory
@@ -150,10 +152,12 @@ def _factory_from_env() -> str:
 
 
 def _served_app() -> App:
-    """The App named by ``COOKIEMATCH_APP_FACTORY``, draining on SIGTERM once started."""
+    """The App named by ``COOKIEMATCH_APP_FACTORY``, draining on SIGTERM once started, its
+    heap settled after start-up (``web/heap.py``)."""
     app = load_app(_factory_from_env())
     app.drain.longest = float(os.environ.get(DRAIN_ENV, DRAIN_LONGEST_SECONDS))
     app.on_startup.append(app.drain.listen)
+    app.on_startup.append(settle_heap)  # last: what start-up built is frozen
     return app
 
 
@@ -190,7 +194,7 @@ def serve(
     ``check`` builds the App once in this process first, so a bad factory or config fails
     here with a clear traceback instead of in every worker.
     """
-    from granian.constants import HTTPModes, Interfaces
+    from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server import Server
@@ -213,6 +217,8 @@ def serve(
         port=port,
         interface=Interfaces.RSGI if interface == "rsgi" else Interfaces.ASGI,
         workers=workers,
+        # uvloop, not granian's "auto" (which takes rloop when it is importable: slower here)
+        loop=Loops.uvloop if importlib.util.find_spec("uvloop") else Loops.asyncio,
         factory=True,
         websockets=False,
         backlog=backlog,
