@@ -20,7 +20,7 @@ every worker's key, so totals survive restarts and agree across workers.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import MutableMapping
 
 import msgspec
 
@@ -78,45 +78,39 @@ def report(counts: FunnelCounts, partner_ids: list[str], client_ids: list[str]) 
     )
 
 
-OnFunnelCount = Callable[[str, str, str, int], None]
-"""Told of every count: ``(scope, id, counter, n)``, scope ``partner``, ``client`` or
-``other`` (id ``""``); the server mirrors the funnel into ``/metrics`` with it."""
+FunnelKey = tuple[str, str, str]
+"""``(scope, id, counter)``: scope ``partner``, ``client`` or ``other`` (id ``""``)."""
 
 
 class Funnel:
-    """This worker's counters (in memory, cumulative since the worker started)."""
+    """This worker's counters (cumulative since the worker started), kept in ``counts``: a
+    plain dict by default; the server passes one that ``/metrics`` adds up over its workers."""
 
-    def __init__(self, on_count: OnFunnelCount | None = None) -> None:
-        self._partners: dict[str, Counter[str]] = {}
-        self._clients: dict[str, Counter[str]] = {}
-        self._other: Counter[str] = Counter()
-        self._on_count = on_count
+    def __init__(self, counts: MutableMapping[FunnelKey, int] | None = None) -> None:
+        self._counts: MutableMapping[FunnelKey, int] = Counter() if counts is None else counts
         self.changed = False
 
     def partner(self, partner_id: str, counter: str, n: int = 1) -> None:
-        self._partners.setdefault(partner_id, Counter())[counter] += n
+        self._counts[("partner", partner_id, counter)] += n
         self.changed = True
-        if self._on_count is not None:
-            self._on_count("partner", partner_id, counter, n)
 
     def client(self, client_id: str, counter: str, n: int = 1) -> None:
-        self._clients.setdefault(client_id, Counter())[counter] += n
+        self._counts[("client", client_id, counter)] += n
         self.changed = True
-        if self._on_count is not None:
-            self._on_count("client", client_id, counter, n)
 
     def other(self, counter: str, n: int = 1) -> None:
-        self._other[counter] += n
+        self._counts[("other", "", counter)] += n
         self.changed = True
-        if self._on_count is not None:
-            self._on_count("other", "", counter, n)
 
     def snapshot(self) -> FunnelCounts:
-        return FunnelCounts(
-            partners={k: dict(v) for k, v in self._partners.items()},
-            clients={k: dict(v) for k, v in self._clients.items()},
-            other=dict(self._other),
-        )
+        counts = FunnelCounts()
+        scopes = {"partner": counts.partners, "client": counts.clients}
+        for (scope, name, counter), n in list(self._counts.items()):
+            if scope == "other":
+                counts.other[counter] = n
+            else:
+                scopes[scope].setdefault(name, {})[counter] = n
+        return counts
 
 
 _decoder = msgspec.json.Decoder(FunnelCounts)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
@@ -24,7 +24,7 @@ from cookiematch.dmp.audiences import audience_kv
 from cookiematch.dmp.chooser import SyncDecision, SyncStatus, by_priority, choose
 from cookiematch.dmp.consent import HOST, ConsentMarks, RequestConsent, vendor_party
 from cookiematch.dmp.events import EventLog, ImpressionEvent
-from cookiematch.dmp.funnel import Funnel, FunnelLog, FunnelReport, OnFunnelCount, report
+from cookiematch.dmp.funnel import Funnel, FunnelKey, FunnelLog, FunnelReport, report
 from cookiematch.dmp.inband import InbandData, parse_kv
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.model import Client, DmpSettings, Partner
@@ -105,7 +105,7 @@ class DmpService:
         clock: Clock,
         new_uid: Callable[[], str],
         worker: str,
-        on_funnel_count: OnFunnelCount | None = None,
+        funnel_counts: MutableMapping[FunnelKey, int] | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -130,7 +130,7 @@ class DmpService:
             matches, self.events, self.inband_data, memberships, profile_reader, self.consent_marks
         )
         self.on_match = tuple(on_match)  # e.g. applying ingested records that waited
-        self.funnel = Funnel(on_funnel_count)
+        self.funnel = Funnel(funnel_counts)  # e.g. shared with /metrics
         self.funnel_log = FunnelLog(store, worker, self.funnel)
 
     def client(self, client_id: str | None) -> Client | None:

@@ -49,7 +49,7 @@ from cookiematch.storage import Durability, Store, connect_store
 from cookiematch.web.admin import guarded_app
 from cookiematch.web.dmp.admin import DmpAdmin
 from cookiematch.web.dmp.ingest import build_ingest_api
-from cookiematch.web.dmp.metrics import count_funnel
+from cookiematch.web.dmp.metrics import funnel_counts
 from cookiematch.web.dmp.optout import DmpOptOutCookie
 from cookiematch.web.dmp.routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
 from cookiematch.web.dmp.segments import SegmentAdmin
@@ -180,7 +180,7 @@ class DmpServer(RoleServer):
             clock=time.time,
             new_uid=new_dmp_uid,
             worker=worker,
-            on_funnel_count=count_funnel,
+            funnel_counts=funnel_counts(),
         )
         minutes = dmp.recompute_interval_minutes
         if dmp.segments and minutes:

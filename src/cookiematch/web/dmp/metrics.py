@@ -3,10 +3,11 @@ the sync funnel as it is counted (docs/dmp.md) and the records the ingestion API
 
 from __future__ import annotations
 
+from cookiematch.dmp.funnel import FunnelKey
 from cookiematch.dmp.ingest import IngestReport
-from cookiematch.web.counters import LabelledCounter
+from cookiematch.web.counters import LabelledCounter, WorkerCounts
 
-__all__ = ["INGESTED_RECORDS", "SYNC_FUNNEL", "count_funnel", "count_ingested"]
+__all__ = ["INGESTED_RECORDS", "SYNC_FUNNEL", "count_ingested", "funnel_counts"]
 
 SYNC_FUNNEL = LabelledCounter(
     "cookiematch_dmp_sync_funnel",
@@ -22,9 +23,9 @@ INGESTED_RECORDS = LabelledCounter(
 )
 
 
-def count_funnel(scope: str, funnel_id: str, stage: str, n: int) -> None:
-    """``Funnel``'s ``on_count``."""
-    SYNC_FUNNEL.inc((scope, funnel_id, stage), n)
+def funnel_counts() -> WorkerCounts[FunnelKey]:
+    """The ``Funnel``'s counts by (scope, id, stage), written to ``SYNC_FUNNEL``."""
+    return WorkerCounts(lambda key: (SYNC_FUNNEL, key))
 
 
 def count_ingested(partner: str, report: IngestReport) -> None:
