@@ -17,6 +17,7 @@ import pytest
 from cookiematch.storage import Durability, Store, open_store
 
 from .redis_servers import RedisClusterProcesses, RedisServer, require_redis
+from support.stores import shared_redis  # noqa: F401 (the fixture, by name)
 
 BACKENDS = ["sqlite", "redis", "cluster"]
 
@@ -42,11 +43,9 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    require_redis()
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
+def redis_server(shared_redis: RedisServer) -> RedisServer:  # noqa: F811 (the fixture)
+    """The session's redis-server (``support/stores.py``), flushed by ``redis_url``."""
+    return shared_redis
 
 
 @pytest.fixture(scope="session")

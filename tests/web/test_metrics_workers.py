@@ -101,21 +101,21 @@ def test_every_scrape_counts_every_workers_requests(served: tuple[Role, ServerPr
                      re.MULTILINE)  # fmt: skip
 
 
-def promtool() -> str:
-    return tool("promtool", package="prometheus")
+def assert_promtool_accepts(answer: httpx.Response) -> None:
+    """A text exposition that ``promtool check metrics`` accepts."""
+    assert answer.headers["content-type"].startswith("text/plain")
+    checked = subprocess.run(
+        [tool("promtool", package="prometheus"), "check", "metrics"], input=answer.content,
+        capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
 
 
 def test_the_exposition_passes_promtool(served: tuple[Role, ServerProcess]) -> None:
     role, server = served
     fresh_get(server.url + role.path)
     fresh_get(server.url + "/admin/v1/nothing-here")  # an unmatched admin path, counted too
-    response = fresh_get(server.url + "/metrics")
-    assert response.headers["content-type"].startswith("text/plain")
-    checked = subprocess.run(
-        [promtool(), "check", "metrics"], input=response.content, capture_output=True,
-        timeout=30, check=False,
-    )  # fmt: skip
-    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+    assert_promtool_accepts(fresh_get(server.url + "/metrics"))
 
 
 def test_openmetrics_when_accept_asks_for_it(served: tuple[Role, ServerProcess]) -> None:
@@ -180,13 +180,7 @@ def test_metrics_on_a_listener_of_their_own(
     imp = 'cookiematch_http_responses_total{route="/imp",status="200"}'
     for _ in range(SCRAPES):
         assert sample(fresh_get(metrics, AUTH).text, imp) == N
-    answer = fresh_get(metrics, AUTH)
-    assert answer.headers["content-type"].startswith("text/plain")
-    checked = subprocess.run(
-        [promtool(), "check", "metrics"], input=answer.content, capture_output=True,
-        timeout=30, check=False,
-    )  # fmt: skip
-    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+    assert_promtool_accepts(fresh_get(metrics, AUTH))
     openmetrics = fresh_get(metrics, {**AUTH, "Accept": OPENMETRICS})
     assert openmetrics.text.endswith("# EOF\n")
 

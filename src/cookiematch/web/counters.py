@@ -143,6 +143,7 @@ class _Family:
 
     is_gauge = False
     width = 1
+    metric_family: type[CounterMetricFamily] | type[GaugeMetricFamily] = CounterMetricFamily
 
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str], metrics: SharedMetrics
@@ -196,8 +197,17 @@ class _Family:
             return list(values)
         return [a + b for a, b in zip(total, values, strict=True)]
 
+    def value(self, labels: Labels) -> float:
+        """This worker's value for ``labels``: a counter's count, a gauge's value (0 if never
+        updated here)."""
+        return self.own(labels)[0]
+
     def exposed(self, series: dict[tuple[str, ...], list[float]]) -> Metric:
-        raise NotImplementedError
+        """The family with every worker's combined values (one value per series)."""
+        family = self.metric_family(self.name, self.documentation, labels=self.labelnames)
+        for labels, values in sorted(series.items()):
+            family.add_metric(labels, values[0])
+        return family
 
 
 class LabelledCounter(_Family):
@@ -220,16 +230,6 @@ class LabelledCounter(_Family):
             index = self._allocate(labels)
         self._values[index] += amount
 
-    def value(self, labels: Labels) -> float:
-        """This worker's count for ``labels`` (0 if never counted here)."""
-        return self.own(labels)[0]
-
-    def exposed(self, series: dict[tuple[str, ...], list[float]]) -> Metric:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, values in sorted(series.items()):
-            family.add_metric(labels, values[0])
-        return family
-
 
 class LabelledGauge(_Family):
     """A gauge family; each worker ``set``s (or ``inc``s) its own value, the live workers'
@@ -237,6 +237,7 @@ class LabelledGauge(_Family):
 
     is_gauge = True
     width = 2  # the value, and when it was set
+    metric_family = GaugeMetricFamily
 
     def __init__(
         self,
@@ -261,10 +262,6 @@ class LabelledGauge(_Family):
     def inc(self, labels: Labels, amount: float = 1) -> None:
         self.set(labels, self.own(labels)[0] + amount)
 
-    def value(self, labels: Labels) -> float:
-        """This worker's value for ``labels``."""
-        return self.own(labels)[0]
-
     def combine(self, total: list[float] | None, values: tuple[float, ...]) -> list[float]:
         if total is None:
             return list(values)
@@ -273,12 +270,6 @@ class LabelledGauge(_Family):
         if self.mode == "max":
             return list(values) if values[0] > total[0] else total
         return list(values) if values[1] > total[1] else total  # latest
-
-    def exposed(self, series: dict[tuple[str, ...], list[float]]) -> Metric:
-        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, values in sorted(series.items()):
-            family.add_metric(labels, values[0])
-        return family
 
 
 class LabelledHistogram(_Family):
