@@ -227,7 +227,8 @@ class _Guard:
         if needs_auth:
             principal = self._principal(Headers(scope=scope).get("authorization", ""))
             if principal is None:
-                detail = "a valid 'Authorization: Bearer <token>' header is required"
+                token = "admin token" if self._authenticate is None else "token or API credential"
+                detail = f"a valid 'Authorization: Bearer <{token}>' header is required"
                 response = problem(401, detail, headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)
                 return
