@@ -152,7 +152,7 @@ class Principal:
 
     party: str | None = None
     scopes: frozenset[str] = frozenset()
-    credential: str | None = None  # the credential's id, for the logs
+    credential: str | None = None  # the credential's id: its changes are logged with it
 
 
 OPERATOR = Principal()
@@ -237,6 +237,11 @@ class _Guard:
                 await problem(403, detail)(scope, receive, send)
                 return
             scope.setdefault("state", {})[_PRINCIPAL] = principal
+            if principal.party is not None and scope["method"] not in ("GET", "HEAD"):
+                log.info(
+                    "admin: %s %s with credential %s of %r",
+                    scope["method"], path, principal.credential, principal.party,
+                )  # fmt: skip
         started = False
 
         async def tracking_send(message: Message) -> None:
