@@ -15,13 +15,14 @@ Either way the shares of workers that read the same demands add up to ``R``. A w
 view yet (just started) takes all of ``R``. Each bucket holds at most ``SYNC_SECONDS`` of its
 share (at least one request).
 
-How approximate (docs/auction.md, "Match-tag rate limit"): while the spread of requests over
-workers holds still, at most ``R * T + R * SYNC_SECONDS + n`` requests are admitted in any ``T``
-seconds (the buckets' bursts). When the spread changes, shares computed from demands up to one
-sync old overlap for up to one sync interval; since a share never exceeds ``R``, the worst case
-(requests moving between workers faster than they sync, or ``n`` workers starting at once under
-load) is ``n * R``. Traffic that moves to a worker that had none is refused there until its
-next sync at most (its demand is then seen).
+How approximate (docs/auction.md, "Match-tag rate limit"), with ``S = SYNC_SECONDS`` and ``n``
+live workers: once the shares have settled (the spread of requests over workers holds still),
+at most ``R*T + R*S + n`` requests are admitted in any ``T`` seconds (the buckets' bursts).
+A change of the spread is seen by every worker within ``2*S`` (one interval to measure the new
+demand, one for the others to read it), during which shares overlap by up to ``(n-1)*R``; from a
+cold start under load (each bucket starts full at ``R``) the bound is ``R*T + 3*n*R*S + n``.
+Since a share never exceeds ``R``, the rate is never above ``n*R``, whatever the traffic does.
+Requests that move to a worker that had none are refused there until its demand is seen.
 """
 
 from __future__ import annotations
