@@ -63,6 +63,7 @@ class Worker:
             RULES,
             lambda: buyers,
             holder=name,
+            interval=10.0,
             clock=clock,
             on_states=self.seen,
         )

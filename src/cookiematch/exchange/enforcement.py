@@ -12,10 +12,10 @@ that rule (``[exchange.enforcement]``, or the buyer's own ``enforcement`` table)
                             (max_match_tags_per_second, else the rate it was seen to send)
     suspend_pixel_matching  no pixel match offered to it
 
-One worker of the fleet (a lease) evaluates every ``evaluate_every_seconds`` and writes each
-buyer's state in the field map ``enforcement`` (field: the nid); every worker reads it every
-``RELOAD_SECONDS`` and applies it, so it survives restarts and reaches every instance. Actions
-end at the first evaluation that finds the rules kept. An operator's override (admin API)
+One worker of the fleet (a lease) evaluates every ``enforcement_interval_seconds`` and writes
+each buyer's state in the field map ``enforcement`` (field: the nid); every worker reads it
+every ``RELOAD_SECONDS`` and applies it, so it survives restarts and reaches every instance.
+Actions end at the first evaluation that finds the rules kept. An operator's override (admin API)
 replaces the evaluation for that buyer until it is removed.
 """
 
@@ -98,6 +98,7 @@ class Enforcer:
         buyers: Callable[[], Sequence[Buyer]],
         *,
         holder: str,
+        interval: float,
         clock: Clock = time.time,
         on_states: Callable[[Sequence[str], Mapping[str, EnforcementState]], None] | None = None,
     ) -> None:
@@ -109,7 +110,8 @@ class Enforcer:
         self._clock = clock
         self._on_states = on_states
         self._states: dict[str, EnforcementState] = {}
-        self.lease = Lease(store, LEASE_KEY, holder, ttl=3 * rules.evaluate_every_seconds)
+        self._interval = interval
+        self.lease = Lease(store, LEASE_KEY, holder, ttl=3 * interval)
 
     def rules(self, buyer: Buyer) -> Enforcement:
         return buyer.enforcement if buyer.enforcement is not None else self._rules
@@ -241,9 +243,9 @@ class Enforcer:
         await self.evaluate()
 
     async def run(self) -> None:
-        """Reload the states every ``RELOAD_SECONDS`` and evaluate every
-        ``evaluate_every_seconds`` while holding the lease, forever (one task per worker)."""
-        every = self._rules.evaluate_every_seconds
+        """Reload the states every ``RELOAD_SECONDS`` and evaluate every ``interval`` seconds
+        while holding the lease, forever (one task per worker)."""
+        every = self._interval
         since_evaluation = every
         while True:
             try:

@@ -42,7 +42,6 @@ class Enforcement(Strict, frozen=True, kw_only=True):
     pixel_match_response_rate_below: Fraction = 0.9
     on_low_response_rate: tuple[Action, ...] = ("alert",)
     throttle_factor: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.5  # of the match-tag rate
-    evaluate_every_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10.0
 
 
 class Buyer(Strict, frozen=True):
@@ -132,6 +131,7 @@ class ExchangeSettings(Strict, frozen=True, kw_only=True):
     # the hosted match table and the user lists are counted (a store scan) this often
     table_sizes_interval_seconds: Annotated[float, msgspec.Meta(ge=60)] = 600.0
     enforcement: Enforcement = Enforcement()
+    enforcement_interval_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10.0
 
     @property
     def extras_first(self) -> bool:

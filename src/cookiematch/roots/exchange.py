@@ -171,6 +171,7 @@ class ExchangeServer(RoleServer):
             settings.enforcement,
             registry.buyers,
             holder=worker_id,
+            interval=settings.enforcement_interval_seconds,
             on_states=metrics.enforcement_states,
         )
         service = self.service = CookieMatchService(
