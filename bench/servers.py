@@ -355,12 +355,16 @@ def cookiematch(
     durability: str = "ack",
     loop: str | None = None,
     extra_path: Sequence[str] = (),
+    extra_config: str = "",
 ) -> Iterator[Service]:
     """``cookiematch serve --role ROLE`` on a free port (``loop`` given: granian's own CLI
-    with ``--loop``, same app factory). Yields the running Service."""
+    with ``--loop``, same app factory), ``extra_config`` appended to its configuration.
+    Yields the running Service."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = write_config(directory, role, port, store_url, durability)
+    if extra_config:
+        config.write_text(config.read_text() + "\n" + extra_config)
     env = dict(os.environ)
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join([*extra_path, env.get("PYTHONPATH", "")])

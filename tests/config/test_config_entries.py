@@ -33,6 +33,8 @@ def test_parse_buyer() -> None:
         "require_hosted_match": False,
         "require_user_lists": [],
         "max_qps": None,
+        "max_match_tags_per_second": None,
+        "enforcement": None,
         "gvl_vendor_id": None,
         "optout_webhook_url": None,
         "optout_webhook_secret": None,

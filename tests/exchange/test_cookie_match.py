@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -12,6 +13,7 @@ from cookiematch.exchange import keys
 from cookiematch.exchange.cookie_match import Browser, CookieMatchService
 from cookiematch.exchange.model import Buyer, ExchangeSettings, UserList
 from cookiematch.exchange.outcomes import PushRecorded, RedirectToBuyer, VerifyCookie
+from cookiematch.exchange.rate_limit import SharedRateLimit
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.protocol.matchtag import parse_match_tag
 from cookiematch.protocol.push import PushTokens
@@ -28,7 +30,10 @@ NOW = 1_700_000_000.0
 
 
 def make_service(
-    store: Store, clock: FakeClock, settings: ExchangeSettings | None = None
+    store: Store,
+    clock: FakeClock,
+    settings: ExchangeSettings | None = None,
+    admit: Callable[[Buyer], bool] | None = None,
 ) -> tuple[CookieMatchService, UserIdCipher, PushTokens]:
     buyers = [
         Buyer("ad_network_xyz", RedirectTemplate.compile("http://ad.network.com/pixel?id=")),
@@ -55,6 +60,7 @@ def make_service(
         settings=settings or ExchangeSettings(),
         clock=clock,
         new_browser_id=lambda: OTHER_BROWSER,
+        admit=admit,
     )
     return service, cipher, push
 
@@ -333,3 +339,30 @@ async def test_a_push_token_returned_for_another_buyer_is_not_marked(store: Stor
     assert await store.get(keys.push_return_key(BROWSER, "cookie-monster")) is None
     query = f"google_nid=ad_network_xyz&google_push={token}"
     assert await run(service, query, Browser(BROWSER)) == PushRecorded("ad_network_xyz", True)
+
+
+async def test_a_match_tag_over_the_buyers_rate_is_answered_and_nothing_is_done(
+    store: Store,
+) -> None:
+    """Over the limit: the redirect to the buyer without a gid, the writes refused with the
+    statuses a buyer knows (google_hm=5 throttled, google_ula=<id>,10 re-match later)."""
+    clock = FakeClock()
+    limiter = SharedRateLimit(store, clock=clock, worker_id="w1")
+    service, _, push = make_service(store, clock, admit=lambda buyer: limiter.allow(buyer.nid, 1.0))
+    first = await run(service, "google_nid=cookie-monster&google_cm&x=1", Browser(BROWSER))
+    assert isinstance(first, RedirectToBuyer) and not first.limited
+    tag = "google_nid=cookie-monster&google_cm&google_hm=YWJj&google_ula=777&x=1"
+    limited = await run(service, tag, Browser(BROWSER))
+    assert isinstance(limited, RedirectToBuyer) and limited.limited and limited.error is None
+    assert limited.location == (
+        "http://cookie-monster.com/pixel?id=&x=1&google_ula=777,10&google_hm=5"
+    )
+    assert await store.get(keys.hosted_match_key(BROWSER, "cookie-monster")) is None
+    assert await store.hgetall(keys.user_lists_key(BROWSER)) == {}
+    token = push.issue(BROWSER, "cookie-monster", int(clock()))
+    back = f"google_nid=cookie-monster&google_push={token}"
+    returned = await run(service, back, Browser(BROWSER))
+    assert isinstance(returned, PushRecorded)  # the pixel-matching return leg is not limited
+    clock.advance(1.0)
+    again = await run(service, "google_nid=cookie-monster&google_cm", Browser(BROWSER))
+    assert isinstance(again, RedirectToBuyer) and "google_gid=" in again.location

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -80,7 +81,9 @@ BUYERS = [
 
 
 class World:
-    def __init__(self, store: Store, *randoms: float) -> None:
+    def __init__(
+        self, store: Store, *randoms: float, suspended: Callable[[str], bool] | None = None
+    ) -> None:
         self.store = store
         self.clock = FakeClock()
         self.random = Randoms(*(randoms or (0.0,)))
@@ -96,6 +99,7 @@ class World:
             monitor=self.monitor,
             clock=self.clock,
             random=self.random,
+            suspended=suspended,
         )
         self.ads = AdService(
             registry=self.registry,
@@ -221,6 +225,14 @@ async def test_low_response_rate_is_throttled(store: Store) -> None:
     await store.delete(browser_record_key(BROWSER))
     world.random.values = [0.05, 0.0]  # under the 10 % fraction: alpha stays a candidate
     assert (await world.serve()).pixel_match.nid == "alpha"
+
+
+async def test_a_buyer_whose_pixel_matching_is_suspended_is_not_offered_one(
+    store: Store,
+) -> None:
+    world = World(store, 0.0, suspended=lambda nid: nid == "alpha")
+    assert (await world.serve()).pixel_match.nid == "beta"  # 0.0: the first of beta, gamma
+    assert (await world.monitor.stats("alpha")).counts[Count.PUSHES_SUSPENDED] == 1
 
 
 async def test_forged_push_is_not_recorded(store: Store) -> None:

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from cookiematch.exchange import codec
-from cookiematch.exchange.model import Buyer, UserList
+from cookiematch.exchange.model import Buyer, Enforcement, UserList
 from cookiematch.exchange.registry import BUYER_PREFIX, USER_LIST_PREFIX, ExchangeRegistry
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.secret import MASK, Secret
@@ -25,6 +25,8 @@ FULL = Buyer(
     pixel_matching=True,
     require_hosted_match=True,
     max_qps=20.0,
+    max_match_tags_per_second=50.0,
+    enforcement=Enforcement(on_low_response_rate=("alert", "suspend_pixel_matching")),
     optout_webhook_url="https://dsp.example/optout",
     optout_webhook_secret=Secret("webhook-secret-0123456789"),
 )
@@ -45,6 +47,8 @@ async def test_stored_buyer_is_every_field_and_reads_back(store: Store) -> None:
         "require_hosted_match": True,
         "require_user_lists": [],
         "max_qps": 20.0,
+        "max_match_tags_per_second": 50.0,
+        "enforcement": json.loads(msgspec.json.encode(FULL.enforcement)),
         "gvl_vendor_id": None,
         "optout_webhook_url": "https://dsp.example/optout",
         "optout_webhook_secret": "webhook-secret-0123456789",  # the store holds it for workers
@@ -91,7 +95,13 @@ async def test_records_of_the_earlier_format_still_load(store: Store) -> None:
     assert old.redirect_url.url == "http://old.example/p?id="
     assert codec.encode(old) == codec.encode(Buyer("old", old.redirect_url))  # the defaults
     dsp = registry.buyer("dsp")
-    earlier = msgspec.structs.replace(FULL, optout_webhook_url=None, optout_webhook_secret=None)
+    earlier = msgspec.structs.replace(
+        FULL,
+        max_match_tags_per_second=None,
+        enforcement=None,
+        optout_webhook_url=None,
+        optout_webhook_secret=None,
+    )
     assert dsp is not None and codec.encode(dsp) == codec.encode(earlier)
     assert registry.user_list(777) == UserList(777, "old", closed=True, membership_days=7)
 

@@ -35,6 +35,8 @@ UNSET = {  # a buyer's keys that an entry leaves out, as the API answers them
     "require_hosted_match": False,
     "require_user_lists": [],
     "max_qps": None,
+    "max_match_tags_per_second": None,
+    "enforcement": None,
     "gvl_vendor_id": None,
     "optout_webhook_url": None,
     "optout_webhook_secret": None,

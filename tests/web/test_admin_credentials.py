@@ -15,9 +15,11 @@ import pytest
 from cookiematch.config import load_config
 from cookiematch.exchange import keys
 from cookiematch.exchange.credentials import TOKEN_PREFIX, authenticate, new_credential
+from cookiematch.exchange.enforcement import Enforcer
 from cookiematch.exchange.list_changes import Change, ListChanges
 from cookiematch.exchange.model import ExchangeSettings
 from cookiematch.exchange.monitoring import BuyerMonitor
+from cookiematch.exchange.rate_limit import SharedRateLimit
 from cookiematch.exchange.registry import CREDENTIAL_PREFIX, ExchangeRegistry
 from cookiematch.exchange.table_sizes import TableSizeLog
 from cookiematch.exchange.user_list_bulk import UserListBulk
@@ -61,14 +63,19 @@ def changes(store: Store) -> ListChanges:
 async def client(
     registry: ExchangeRegistry, store: Store, changes: ListChanges
 ) -> AsyncIterator[httpx.AsyncClient]:
-    monitor = BuyerMonitor(store, ExchangeSettings(), clock=lambda: NOW, worker_id="w")
+    settings = ExchangeSettings()
+    monitor = BuyerMonitor(store, settings, clock=lambda: NOW, worker_id="w")
+    limiter = SharedRateLimit(store, clock=lambda: NOW, worker_id="w")
+    enforcer = Enforcer(
+        store, monitor, limiter, settings.enforcement, registry.buyers, holder="w", interval=10.0
+    )
     sizes = TableSizeLog(store, interval_seconds=600)
     bulk = UserListBulk(registry, store, CIPHER, clock=lambda: NOW, changes=changes)
     app = build_admin_app(
         registry,
         TOKEN,
         extra_routes=[
-            *stats_routes(registry, monitor),
+            *stats_routes(registry, monitor, enforcer),
             user_list_members_route(bulk),
             user_list_stats_route(registry, sizes, changes),
             *credential_routes(registry, clock=lambda: NOW),

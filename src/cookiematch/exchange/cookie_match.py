@@ -14,7 +14,7 @@ from cookiematch.exchange.consent import may_store_and_sync
 from cookiematch.exchange.list_changes import Change, ListChanges
 from cookiematch.exchange.memberships import Membership, membership
 from cookiematch.exchange.model import Buyer, ExchangeSettings
-from cookiematch.exchange.monitoring import BuyerMonitor
+from cookiematch.exchange.monitoring import BuyerMonitor, Count
 from cookiematch.exchange.outcomes import (
     MatchOutcome,
     PushRecorded,
@@ -63,9 +63,12 @@ class CookieMatchService:
         monitor: BuyerMonitor | None = None,
         policy: PrivacyPolicy | None = None,
         list_changes: ListChanges | None = None,
+        admit: Callable[[Buyer], bool] | None = None,
     ) -> None:
         """``policy`` is the process's one privacy policy (the composition root's); without
-        it, the defaults of ``[privacy]``. ``list_changes`` counts the user-list adds."""
+        it, the defaults of ``[privacy]``. ``list_changes`` counts the user-list adds.
+        ``admit`` says whether a match tag of a buyer fits under its rate
+        (``Enforcer.admit_match_tag``); without it, no limit."""
         self._registry = registry
         self._list_changes = list_changes
         self._policy = policy or PrivacyPolicy()
@@ -76,6 +79,7 @@ class CookieMatchService:
         self._settings = settings
         self._clock = clock
         self._new_browser_id = new_browser_id
+        self._admit = admit
         self._hm_buckets = TokenBuckets(clock)
 
     def buyer(self, nid: str) -> Buyer | None:
@@ -103,6 +107,9 @@ class CookieMatchService:
             return self._error(request, buyer, scheme, MatchError.OPTED_OUT, refused=True)
         if browser.opted_out:
             return self._error(request, buyer, scheme, MatchError.OPTED_OUT)
+        pushing = request.push is not None or request.push_duplicated
+        if self._admit is not None and not pushing and not self._admit(buyer):
+            return self._limited(request, buyer, scheme)
         if browser.browser_id is None:
             wants_cookie = (
                 request.set_cookie
@@ -113,7 +120,7 @@ class CookieMatchService:
                 return self._error(request, buyer, scheme, MatchError.NO_COOKIE)
             query = encode_query((*request.params, COOKIE_TEST_PARAM))
             return VerifyCookie(buyer.nid, self._new_browser_id(), query)
-        if request.push is not None or request.push_duplicated:
+        if pushing:
             return await self._push_return(request, buyer, browser.browser_id, scheme)
         return await self._redirect_with_results(request, buyer, browser.browser_id, scheme)
 
@@ -289,6 +296,25 @@ class CookieMatchService:
         if user_list.closed:
             return UserListStatus.CLOSED
         return UserListStatus.OK
+
+    def _limited(self, request: MatchTagRequest, buyer: Buyer, scheme: str) -> RedirectToBuyer:
+        """Over the buyer's match-tag rate: the redirect without a gid, each write refused
+        with the status the document gives a write that was not done (docs/protocol.md)."""
+        if self._monitor is not None:
+            self._monitor.count(buyer.nid, Count.MATCH_TAGS_LIMITED)
+        has_hm = request.hosted_match is not None or request.hosted_match_duplicated
+        response = ResponseParams(
+            user_lists=tuple(
+                (add.raw_id, int(UserListStatus.INTERNAL_ERROR)) for add in request.user_list_adds
+            ),
+            hosted_match=HostedMatchStatus.THROTTLED if has_hm else None,
+        )
+        location = buyer.redirect_url.render(
+            scheme, response, request.extras, extras_first=self._settings.extras_first
+        )
+        return RedirectToBuyer(
+            buyer.nid, location, extras_dropped=request.extras_dropped, limited=True
+        )
 
     def _error(
         self,

@@ -26,10 +26,25 @@ MIN_WEBHOOK_SECRET_LENGTH = 16
 Rate = Annotated[float, msgspec.Meta(gt=0)]
 ListId = Annotated[int, msgspec.Meta(gt=0, le=MAX_LIST_ID)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Action = Literal["alert", "throttle", "suspend_pixel_matching"]
+"""What the exchange does about a buyer that breaks a rule (``exchange/enforcement.py``)."""
 
 
 class Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Base of the entities: immutable, unknown keys rejected."""
+
+
+class Enforcement(Strict, frozen=True, kw_only=True):
+    """``[exchange.enforcement]``: the rules a buyer's monitoring is judged by over the
+    window, and the actions taken when one is broken (docs/auction.md, "Enforcement")."""
+
+    frequency_cap_violation_rate: Fraction = 0.05  # violations / match tags above this...
+    min_match_tags: PositiveInt = 100  # ...once at least this many match tags were counted
+    on_frequency_cap_violations: tuple[Action, ...] = ("alert",)
+    pixel_match_response_rate_below: Fraction = 0.9
+    on_low_response_rate: tuple[Action, ...] = ("alert",)
+    throttle_factor: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.5  # of the match-tag rate
 
 
 class Buyer(Strict, frozen=True):
@@ -46,6 +61,8 @@ class Buyer(Strict, frozen=True):
     # pre-targeting: bid requests only for current members of one of these (its own) lists
     require_user_lists: tuple[ListId, ...] = ()
     max_qps: Rate | None = None  # bid requests per second per worker; None: unlimited
+    max_match_tags_per_second: Rate | None = None  # every worker and instance together
+    enforcement: Enforcement | None = None  # None: the exchange's [exchange.enforcement]
     gvl_vendor_id: VendorId | None = None  # its IAB GVL vendor ID, for the privacy policy
     optout_webhook_url: str | None = None  # signed opt-out notices are POSTed here
     optout_webhook_secret: Secret | None = None  # their HMAC-SHA256 key; never shown
@@ -163,6 +180,8 @@ class ExchangeSettings(Strict, frozen=True, kw_only=True):
     optout_notice_give_up_days: Annotated[float, msgspec.Meta(gt=0, le=90)] = 7.0
     # the hosted match table and the user lists are counted (a store scan) this often
     table_sizes_interval_seconds: Annotated[float, msgspec.Meta(ge=60)] = 600.0
+    enforcement: Enforcement = Enforcement()
+    enforcement_interval_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10.0
 
     @property
     def extras_first(self) -> bool:

@@ -56,10 +56,12 @@ class Count(enum.StrEnum):
     """The counters kept per buyer."""
 
     MATCH_TAGS = "match_tags"  # gids redirected to the buyer by a match tag
+    MATCH_TAGS_LIMITED = "match_tags_limited"  # over max_match_tags_per_second: nothing done
     FREQUENCY_CAP_VIOLATIONS = "frequency_cap_violations"
     PUSHES_ISSUED = "pushes_issued"
     PUSHES_RETURNED = "pushes_returned"
     PUSHES_THROTTLED = "pushes_throttled"  # skipped because the response rate is too low
+    PUSHES_SUSPENDED = "pushes_suspended"  # skipped: enforcement suspended pixel matching
     BID_REQUESTS = "bid_requests"
     BID_REQUESTS_THROTTLED = "bid_requests_throttled"  # over max_qps: not sent
     BID_REQUESTS_MATCHED = "bid_requests_matched"  # sent with the buyer's hosted match (buyeruid)

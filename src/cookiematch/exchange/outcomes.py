@@ -9,7 +9,8 @@ from dataclasses import dataclass
 class RedirectToBuyer:
     """302 to the buyer's configured URL. ``error`` is the google_error sent, if any;
     ``privacy_refused`` says it was sent because the privacy policy refused the tag,
-    ``push_replayed`` because the push token had already been returned."""
+    ``push_replayed`` because the push token had already been returned; ``limited``: over
+    the buyer's match-tag rate, nothing was done (docs/protocol.md)."""
 
     nid: str
     location: str
@@ -18,6 +19,7 @@ class RedirectToBuyer:
     hosted_match_status: int | None = None
     privacy_refused: bool = False
     push_replayed: bool = False
+    limited: bool = False
 
 
 @dataclass(frozen=True, slots=True)

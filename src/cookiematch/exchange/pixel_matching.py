@@ -6,8 +6,9 @@ A buyer is a candidate when it is not the winner, has ``pixel_matching`` on and 
 ``browser_record.py``) and no push still pending (issued less than
 ``push_token_ttl_seconds`` ago). A buyer whose pixel-match response rate is below 90 %
 stays a candidate for only a fraction of impressions (``THROTTLED_FRACTION``), so that it
-can show it answers again. One candidate is drawn uniformly with the injected random source
-(candidates in ``nid`` order: deterministic).
+can show it answers again; one whose pixel matching enforcement suspended (``suspended``,
+``enforcement.py``) is not a candidate. One candidate is drawn uniformly with the injected
+random source (candidates in ``nid`` order: deterministic).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class PixelMatcher:
         monitor: BuyerMonitor,
         clock: Clock,
         random: Callable[[], float],
+        suspended: Callable[[str], bool] | None = None,
     ) -> None:
         self._cipher = cipher
         self._push = push_tokens
@@ -55,6 +57,7 @@ class PixelMatcher:
         self._monitor = monitor
         self._clock = clock
         self._random = random
+        self._suspended = suspended
 
     def candidates(
         self,
@@ -100,6 +103,9 @@ class PixelMatcher:
         allowed: list[Buyer] = []
         for buyer in self.candidates(buyers, winner, record, pixel_matches):
             if may_sync is not None and not may_sync(buyer):
+                continue
+            if self._suspended is not None and self._suspended(buyer.nid):
+                self._monitor.count(buyer.nid, Count.PUSHES_SUSPENDED)
                 continue
             rate = self._monitor.response_rate(buyer.nid)
             low = rate is not None and rate < MIN_RESPONSE_RATE

@@ -3,14 +3,15 @@
 One server worker (``ExchangeServer``): the user-ID cipher, push tokens (from the configured
 keys) and the privacy policy (``[privacy]``), at once; then in the App's startup hook (after
 the server forked) the store, the registry of buyers and user lists (noting the hosted
-buyers), the per-buyer monitor, the Cookie Matching Service, the auction with its bid
+buyers), the per-buyer monitor, the shared match-tag rate limit and the enforcement of the
+monitored rules, the Cookie Matching Service, the auction with its bid
 transport and pixel matcher, the access and erasure of one browser (``exchange_subjects``,
 with the queue of opt-out notices) and the notices' delivery with its transport, their routes
 (``/pixel``, ``/optout``, ``/ad``), the admin API (buyers, user lists, bulk members, stats,
-subjects, buyers' credentials, which it also accepts) and ``/metrics`` (with the privacy
-policy's decisions); the background tasks (registry refresh, monitoring, notice delivery,
-table sizes, user-list change counts). Everything is closed, pending writes
-flushed, in the shutdown hook.
+subjects, enforcement, buyers' credentials, which it also accepts) and ``/metrics`` (with
+the privacy policy's decisions); the background tasks (registry refresh, monitoring, rate-limit
+sync, enforcement, notice delivery, table sizes, user-list change counts). Everything is
+closed, pending writes flushed, in the shutdown hook.
 
 ``subject_data(config, store)`` is the CLI's access and erasure (``roots/subjects.py``): the
 same ``exchange_subjects``, over the buyers of the file and the store read afresh each time.
@@ -30,6 +31,7 @@ from cookiematch.errors import ConfigError, StoreUnavailable
 from cookiematch.exchange.ad_service import AdService
 from cookiematch.exchange.auction import Auction
 from cookiematch.exchange.cookie_match import CookieMatchService
+from cookiematch.exchange.enforcement import Enforcer
 from cookiematch.exchange.hosted_nids import HostedNids
 from cookiematch.exchange.list_changes import ListChanges
 from cookiematch.exchange.model import Buyer
@@ -37,6 +39,7 @@ from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.notice_delivery import NoticeDelivery
 from cookiematch.exchange.optout_notices import NoticeQueue
 from cookiematch.exchange.pixel_matching import PixelMatcher
+from cookiematch.exchange.rate_limit import SharedRateLimit
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.exchange.subjects import ExchangeSubjects
 from cookiematch.exchange.table_sizes import TableSizeLog
@@ -144,6 +147,7 @@ class ExchangeServer(RoleServer):
         self.push_tokens = PushTokens(self.cipher, ttl_seconds=settings.push_token_ttl_seconds)
         self.monitor: BuyerMonitor | None = None
         self.list_changes: ListChanges | None = None
+        self.enforcer: Enforcer | None = None
         self.service: CookieMatchService | None = None
         self.transport: BidTransport | None = None
         self.notice_transport: NoticeTransport | None = None
@@ -171,6 +175,17 @@ class ExchangeServer(RoleServer):
             worker_id=worker_id,
             on_count=count_metric,
         )
+        limiter = SharedRateLimit(admin, clock=time.monotonic, worker_id=worker_id)
+        enforcer = self.enforcer = Enforcer(
+            admin,
+            monitor,
+            limiter,
+            settings.enforcement,
+            registry.buyers,
+            holder=worker_id,
+            interval=settings.enforcement_interval_seconds,
+            on_states=metrics.enforcement_states,
+        )
         service = self.service = CookieMatchService(
             registry=registry,
             store=requests,
@@ -182,6 +197,7 @@ class ExchangeServer(RoleServer):
             monitor=monitor,
             policy=self.policy,
             list_changes=list_changes,
+            admit=enforcer.admit_match_tag,
         )
         transport = self.transport = BidTransport()
         ads = AdService(
@@ -197,6 +213,7 @@ class ExchangeServer(RoleServer):
                 monitor=monitor,
                 clock=time.time,
                 random=random.Random().random,
+                suspended=enforcer.pixel_matching_suspended,
             ),
             settings=settings,
             clock=time.time,
@@ -262,7 +279,7 @@ class ExchangeServer(RoleServer):
             token if token is not None else "",
             extra_routes=[
                 *self.metrics_routes(self.exchange.admin_token),
-                *stats_routes(registry, monitor),
+                *stats_routes(registry, monitor, enforcer),
                 user_list_members_route(bulk),
                 user_list_stats_route(registry, sizes, list_changes),
                 *credential_routes(registry),
@@ -272,6 +289,8 @@ class ExchangeServer(RoleServer):
         )
         self.run(self._refresh_forever(registry))
         self.run(monitor.run(lambda: [b.nid for b in registry.buyers() if b.pixel_matching]))
+        self.run(limiter.run(enforcer.limits))
+        self.run(enforcer.run())
         self.run(delivery.run())
         self.run(list_changes.run())
         self.run(sizes.run())
@@ -282,6 +301,8 @@ class ExchangeServer(RoleServer):
             await self.transport.aclose()
         if self.notice_transport is not None:
             await self.notice_transport.aclose()
+        if self.enforcer is not None:
+            await self.enforcer.close()
         if self.monitor is not None:
             await self.monitor.close()
         if self.list_changes is not None:

@@ -10,6 +10,8 @@
     GET                /admin/v1/user_lists/{id}/stats     members, changes    scope user_lists
     GET                /admin/v1/stats, /admin/v1/buyers/{nid}/stats   the buyer monitoring
     POST|GET|DELETE    /admin/v1/buyers/{nid}/credentials[/{id}]  (web/exchange/credentials.py)
+    GET|PUT|DELETE     /admin/v1/buyers/{nid}/enforcement   its actions; PUT overrides them,
+                                                            DELETE returns to the rules
 
 Every other ``/admin/v1`` request needs ``Authorization: Bearer <admin_token>``, or a buyer's
 API credential for the routes of its scopes (above), on its own buyer and lists only: a list
@@ -33,8 +35,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from cookiematch.config import Secret, parse_buyer, parse_user_list
+from cookiematch.config.convert import convert_collecting
 from cookiematch.errors import Conflict, NotFound, ValidationFailed
 from cookiematch.exchange import codec
+from cookiematch.exchange.enforcement import EnforcementOverride, Enforcer
 from cookiematch.exchange.list_changes import WINDOW_DAYS, ListChanges
 from cookiematch.exchange.model import MAX_LIST_ID, Buyer, UserList
 from cookiematch.exchange.monitoring import BuyerMonitor
@@ -291,23 +295,53 @@ def build_admin_app(
 
 
 def stats_routes(
-    registry: ExchangeRegistry, monitor: BuyerMonitor, prefix: str = "/admin/v1"
+    registry: ExchangeRegistry,
+    monitor: BuyerMonitor,
+    enforcer: Enforcer,
+    prefix: str = "/admin/v1",
 ) -> list[BaseRoute]:
-    """``GET {prefix}/buyers/{nid}/stats`` and ``GET {prefix}/stats`` (every buyer)."""
+    """``GET {prefix}/buyers/{nid}/stats``, ``GET {prefix}/stats`` (every buyer) and
+    ``GET|PUT|DELETE {prefix}/buyers/{nid}/enforcement``."""
 
-    async def one(request: Request) -> Response:
+    def known(request: Request) -> Buyer:
         nid: str = request.path_params["nid"]
         buyer = registry.buyer(nid)
         if buyer is None:
             raise NotFound(f"no buyer {nid!r}")
-        stats = await monitor.stats(nid, buyer.max_qps)
-        return _json(stats.to_dict())
+        return buyer
+
+    async def stats_of(buyer: Buyer) -> dict[str, object]:
+        stats = await monitor.stats(buyer.nid, buyer.max_qps)
+        return {**stats.to_dict(), "enforcement": enforcer.describe(buyer)}
+
+    async def one(request: Request) -> Response:
+        return _json(await stats_of(known(request)))
 
     async def every(request: Request) -> Response:
-        found = [(await monitor.stats(b.nid, b.max_qps)).to_dict() for b in registry.buyers()]
-        return _json({"buyers": found})
+        return _json({"buyers": [await stats_of(b) for b in registry.buyers()]})
+
+    async def enforcement(request: Request) -> Response:
+        buyer = known(request)
+        if request.method == "PUT":
+            body = await read_json(request)
+            if not isinstance(body, dict):
+                raise ValidationFailed(
+                    "invalid enforcement", errors=[{"field": "", "message": "expected an object"}]
+                )
+            order, errors = convert_collecting(body, EnforcementOverride)
+            if order is None:
+                raise ValidationFailed("invalid enforcement", errors=errors)
+            await enforcer.override(buyer, order)
+            log.info("admin: enforcement of %r set to %s", buyer.nid, list(order.actions))
+        elif request.method == "DELETE":
+            await enforcer.resume(buyer.nid)
+            log.info("admin: enforcement of %r returned to the rules", buyer.nid)
+        return _json(enforcer.describe(buyer))
 
     return [
         Route(f"{prefix}/buyers/{{nid}}/stats", one, methods=["GET"]),
         Route(f"{prefix}/stats", every, methods=["GET"]),
+        Route(
+            f"{prefix}/buyers/{{nid}}/enforcement", enforcement, methods=["GET", "PUT", "DELETE"]
+        ),
     ]

@@ -3,11 +3,12 @@ up over the server's workers: ``web/counters.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cookiematch.exchange.enforcement import ACTIONS, EnforcementState
 from cookiematch.exchange.list_changes import Change
 from cookiematch.exchange.notice_delivery import NoticeEvent
 from cookiematch.exchange.outcomes import RedirectToBuyer
@@ -17,7 +18,7 @@ from cookiematch.web.counters import LabelledCounter, LabelledGauge
 PIXEL_OUTCOMES = LabelledCounter(
     "cookiematch_pixel_outcomes",
     "Match tags answered, by buyer and outcome (redirect, error_<code>, error_1_privacy,"
-    " set_cookie, push, push_not_stored, push_replayed)",
+    " set_cookie, push, push_not_stored, push_replayed, limited)",
     ("nid", "outcome"),
 )
 BAD_REQUESTS = LabelledCounter(
@@ -73,6 +74,23 @@ def count_list_change(list_id: int, change: Change, n: int) -> None:
     USER_LIST_CHANGES.inc((list_id, change.value), n)
 
 
+BUYER_ENFORCEMENT = LabelledGauge(
+    "cookiematch_buyer_enforcement",
+    "1 while an enforcement action (alert, throttle, suspend_pixel_matching) is active for a"
+    " buyer, as a live worker last read the states",
+    ("nid", "action"),
+    mode="latest",
+)
+
+
+def enforcement_states(nids: Sequence[str], states: Mapping[str, EnforcementState]) -> None:
+    """``Enforcer``'s ``on_states``: one gauge per buyer and action."""
+    for nid in sorted({*nids, *states}):
+        state = states.get(nid)
+        for action in ACTIONS:
+            BUYER_ENFORCEMENT.set((nid, action), 1 if state and action in state.actions else 0)
+
+
 def count_notice(nid: str, event: NoticeEvent) -> None:
     """``NoticeDelivery``'s ``on_event``."""
     OPTOUT_NOTICES.inc((nid, event.value))
@@ -90,7 +108,9 @@ def notice_depth(nid: str, depth: int) -> None:
 
 
 def record_redirect(outcome: RedirectToBuyer) -> None:
-    if outcome.error is None:
+    if outcome.limited:
+        label = "limited"  # over the buyer's match-tag rate: nothing done
+    elif outcome.error is None:
         label = "redirect"
     elif outcome.privacy_refused:
         label = f"error_{outcome.error}_privacy"  # the privacy policy refused the tag

@@ -1,0 +1,272 @@
+"""Enforcement: what the exchange does about a buyer that breaks the document's rules.
+
+The seed monitors frequency capping ("reserves the right to interrupt the free service in case
+of violation") and the pixel-match response rate. Over the monitoring window
+(``monitoring.py``), a buyer whose frequency-capping violations per match tag exceed
+``frequency_cap_violation_rate`` (once ``min_match_tags`` were counted), or whose pixel-match
+response rate is below ``pixel_match_response_rate_below``, gets the actions configured for
+that rule (``[exchange.enforcement]``, or the buyer's own ``enforcement`` table):
+
+    alert                   the gauge cookiematch_buyer_enforcement{nid,action} only
+    throttle                its match tags limited to throttle_factor of its rate
+                            (max_match_tags_per_second, else the rate it was seen to send)
+    suspend_pixel_matching  no pixel match offered to it
+
+One worker of the fleet (a lease) evaluates every ``enforcement_interval_seconds`` and writes
+each buyer's state in the field map ``enforcement`` (field: the nid); every worker reads it
+every ``RELOAD_SECONDS`` and applies it, so it survives restarts and reaches every instance.
+Actions end at the first evaluation that finds the rules kept. An operator's override (admin API)
+replaces the evaluation for that buyer until it is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import typing
+from collections.abc import Callable, Mapping, Sequence
+
+import msgspec
+
+from cookiematch.clock import Clock
+from cookiematch.errors import LeaseLost, StoreUnavailable
+from cookiematch.exchange.model import Action, Buyer, Enforcement, Strict
+from cookiematch.exchange.monitoring import BuyerMonitor, BuyerStats, Count
+from cookiematch.exchange.rate_limit import SharedRateLimit
+from cookiematch.storage.base import Store
+from cookiematch.storage.lease import Lease
+
+log = logging.getLogger(__name__)
+
+ACTIONS: tuple[Action, ...] = typing.get_args(Action)
+STATES_KEY = "enforcement"
+LEASE_KEY = "lease:enforcement"
+RELOAD_SECONDS = 1.0
+MIN_THROTTLED_BASE = 1.0
+"""A buyer throttled without ``max_match_tags_per_second`` is limited to ``throttle_factor``
+of the match tags per second it sent over the window, or of this, whichever is higher."""
+OPERATOR_REASON = "set by an operator"
+
+
+class EnforcementState(Strict, frozen=True, kw_only=True):
+    """A buyer's active actions, since when (unix seconds) and why; kept in the store."""
+
+    actions: tuple[Action, ...] = ()
+    since: float
+    reasons: tuple[str, ...] = ()
+    override: bool = False  # set by an operator: the evaluation leaves it alone
+    observed_match_tags_per_second: float = 0.0  # over the window, when the actions began
+
+
+class EnforcementOverride(Strict, frozen=True):
+    """The body of ``PUT /admin/v1/buyers/{nid}/enforcement`` (``actions = []`` pardons)."""
+
+    actions: tuple[Action, ...]
+    reason: str = OPERATOR_REASON
+
+
+def judge(stats: BuyerStats, rules: Enforcement) -> list[tuple[Action, str]]:
+    """The actions the rules call for over ``stats`` and why, in rule order (may repeat)."""
+    found: list[tuple[Action, str]] = []
+    tags = stats.counts.get(Count.MATCH_TAGS, 0)
+    violations = stats.counts.get(Count.FREQUENCY_CAP_VIOLATIONS, 0)
+    if tags >= rules.min_match_tags and violations / tags > rules.frequency_cap_violation_rate:
+        why = (
+            f"frequency-capping violations {violations}/{tags} match tags"
+            f" > {rules.frequency_cap_violation_rate}"
+        )
+        found += [(action, why) for action in rules.on_frequency_cap_violations]
+    rate = stats.response_rate
+    if rate is not None and rate < rules.pixel_match_response_rate_below:
+        why = f"pixel-match response rate {rate:.3f} < {rules.pixel_match_response_rate_below}"
+        found += [(action, why) for action in rules.on_low_response_rate]
+    return found
+
+
+class Enforcer:
+    """Evaluates the rules (when it holds the lease), keeps every buyer's state for this
+    worker, and applies it: ``admit_match_tag`` and ``pixel_matching_suspended`` are the
+    request path's questions (no store round trip)."""
+
+    def __init__(
+        self,
+        store: Store,
+        monitor: BuyerMonitor,
+        limiter: SharedRateLimit,
+        rules: Enforcement,
+        buyers: Callable[[], Sequence[Buyer]],
+        *,
+        holder: str,
+        interval: float,
+        clock: Clock = time.time,
+        on_states: Callable[[Sequence[str], Mapping[str, EnforcementState]], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._monitor = monitor
+        self._limiter = limiter
+        self._rules = rules
+        self._buyers = buyers
+        self._clock = clock
+        self._on_states = on_states
+        self._states: dict[str, EnforcementState] = {}
+        self._interval = interval
+        self.lease = Lease(store, LEASE_KEY, holder, ttl=3 * interval)
+
+    def rules(self, buyer: Buyer) -> Enforcement:
+        return buyer.enforcement if buyer.enforcement is not None else self._rules
+
+    # -- the request path -------------------------------------------------------------
+
+    def state(self, nid: str) -> EnforcementState | None:
+        return self._states.get(nid)
+
+    def match_tag_rate(self, buyer: Buyer) -> float | None:
+        """The buyer's match-tag limit now (None: unlimited), with a throttle applied."""
+        limit = buyer.max_match_tags_per_second
+        state = self._states.get(buyer.nid) if self._states else None
+        if state is None or "throttle" not in state.actions:
+            return limit
+        base = limit or max(MIN_THROTTLED_BASE, state.observed_match_tags_per_second)
+        return base * self.rules(buyer).throttle_factor
+
+    def admit_match_tag(self, buyer: Buyer) -> bool:
+        """Whether a match tag of ``buyer`` fits under its limit (shared by every worker)."""
+        rate = self.match_tag_rate(buyer)
+        return rate is None or self._limiter.allow(buyer.nid, rate)
+
+    def describe(self, buyer: Buyer) -> dict[str, object]:
+        """The ``enforcement`` object of the admin API: active actions, since, why, and the
+        match-tag limit they leave."""
+        state = self._states.get(buyer.nid)
+        return {
+            "actions": list(state.actions) if state else [],
+            "since": state.since if state else None,
+            "reasons": list(state.reasons) if state else [],
+            "override": state.override if state else False,
+            "max_match_tags_per_second": self.match_tag_rate(buyer),
+        }
+
+    def pixel_matching_suspended(self, nid: str) -> bool:
+        state = self._states.get(nid) if self._states else None
+        return state is not None and "suspend_pixel_matching" in state.actions
+
+    def limits(self) -> dict[str, float]:
+        """The limited buyers and their limits (what the limiter syncs)."""
+        found: dict[str, float] = {}
+        for buyer in self._buyers():
+            rate = self.match_tag_rate(buyer)
+            if rate is not None:
+                found[buyer.nid] = rate
+        return found
+
+    # -- the store --------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        """Read every buyer's state (written by the evaluating worker or an operator)."""
+        fields = await self._store.hgetall(STATES_KEY)
+        states: dict[str, EnforcementState] = {}
+        for nid, raw in fields.items():
+            try:
+                states[nid] = msgspec.json.decode(raw, type=EnforcementState)
+            except msgspec.DecodeError:
+                log.warning("enforcement state of %r is unreadable; ignored", nid)
+        self._states = states
+        if self._on_states is not None:
+            self._on_states([b.nid for b in self._buyers()], states)
+
+    async def _write(self, nid: str, state: EnforcementState | None) -> None:
+        if state is None:
+            await self._store.hdel(STATES_KEY, [nid])
+            self._states.pop(nid, None)
+        else:
+            await self._store.hset(STATES_KEY, {nid: msgspec.json.encode(state)})
+            self._states[nid] = state
+
+    async def override(self, buyer: Buyer, order: EnforcementOverride) -> EnforcementState:
+        """An operator's actions for ``buyer``, kept until ``resume``."""
+        stats = await self._monitor.stats(buyer.nid)
+        state = EnforcementState(
+            actions=tuple(dict.fromkeys(order.actions)),
+            since=self._clock(),
+            reasons=(order.reason,),
+            override=True,
+            observed_match_tags_per_second=_observed(stats),
+        )
+        await self._write(buyer.nid, state)
+        return state
+
+    async def resume(self, nid: str) -> None:
+        """Drop the buyer's state (an override too): the next evaluation decides again."""
+        await self._write(nid, None)
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    async def evaluate(self) -> None:
+        """Judge every buyer over the window; write the states that change."""
+        await self.reload()
+        buyers = {b.nid: b for b in self._buyers()}
+        for nid in [n for n in self._states if n not in buyers]:
+            await self._write(nid, None)
+        for nid, buyer in buyers.items():
+            current = self._states.get(nid)
+            if current is not None and current.override:
+                continue
+            stats = await self._monitor.stats(nid)
+            found = judge(stats, self.rules(buyer))
+            actions = tuple(a for a in ACTIONS if any(a == f[0] for f in found))
+            if not actions:
+                if current is not None:
+                    log.info("enforcement of %r ended", nid)
+                    await self._write(nid, None)
+                continue
+            if current is not None and current.actions == actions:
+                continue
+            reasons = tuple(dict.fromkeys(why for _, why in found))
+            log.warning("enforcement of %r: %s (%s)", nid, ", ".join(actions), "; ".join(reasons))
+            state = EnforcementState(
+                actions=actions,
+                since=self._clock(),
+                reasons=reasons,
+                observed_match_tags_per_second=_observed(stats),
+            )
+            await self._write(nid, state)
+
+    async def _evaluate_if_holder(self) -> None:
+        try:
+            if self.lease.held:
+                await self.lease.renew()
+            elif not await self.lease.claim():
+                return
+        except LeaseLost:
+            return
+        await self.evaluate()
+
+    async def run(self) -> None:
+        """Reload the states every ``RELOAD_SECONDS`` and evaluate every ``interval`` seconds
+        while holding the lease, forever (one task per worker)."""
+        every = self._interval
+        since_evaluation = every
+        while True:
+            try:
+                if since_evaluation >= every:
+                    since_evaluation = 0.0
+                    await self._evaluate_if_holder()
+                await self.reload()
+            except StoreUnavailable:  # the store's guard logs an outage once
+                pass
+            except Exception as exc:
+                log.warning("enforcement failed; keeping the last states: %s", exc)
+            await asyncio.sleep(RELOAD_SECONDS)
+            since_evaluation += RELOAD_SECONDS
+
+    async def close(self) -> None:
+        """Give the lease back, so that another worker evaluates at once."""
+        try:
+            await self.lease.release()
+        except Exception as exc:
+            log.debug("enforcement lease not released: %s", exc)
+
+
+def _observed(stats: BuyerStats) -> float:
+    return round(stats.counts.get(Count.MATCH_TAGS, 0) / stats.window_seconds, 6)

@@ -1,0 +1,164 @@
+"""Enforcement of the monitored rules on a real SQLite store: actions switch on and off at
+the thresholds, an operator overrides them, every worker (and a restarted one) applies them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cookiematch.exchange.enforcement import (
+    STATES_KEY,
+    EnforcementOverride,
+    EnforcementState,
+    Enforcer,
+    judge,
+)
+from cookiematch.exchange.model import Buyer, Enforcement, ExchangeSettings
+from cookiematch.exchange.monitoring import MIN_PUSHES_FOR_RATE, BuyerMonitor, BuyerStats, Count
+from cookiematch.exchange.rate_limit import SharedRateLimit
+from cookiematch.protocol.redirect import RedirectTemplate
+from cookiematch.storage import Store
+
+from support.clock import FakeClock
+
+RULES = Enforcement(
+    frequency_cap_violation_rate=0.1,
+    min_match_tags=10,
+    on_frequency_cap_violations=("alert", "throttle"),
+    on_low_response_rate=("suspend_pixel_matching",),
+    throttle_factor=0.5,
+)
+DSP = Buyer("dsp", RedirectTemplate.compile("http://dsp.example/m?id="))
+LIMITED = Buyer(
+    "limited", RedirectTemplate.compile("http://l.example/m?id="), max_match_tags_per_second=40
+)
+
+
+def stats(**counts: int) -> BuyerStats:
+    return BuyerStats("dsp", 86400, dict(counts))
+
+
+def test_judge_at_the_thresholds() -> None:
+    assert judge(stats(match_tags=9, frequency_cap_violations=9), RULES) == []  # too few
+    assert judge(stats(match_tags=100, frequency_cap_violations=10), RULES) == []  # not above
+    found = judge(stats(match_tags=100, frequency_cap_violations=11), RULES)
+    assert [action for action, _ in found] == ["alert", "throttle"]
+    assert "11/100" in found[0][1]
+    issued = MIN_PUSHES_FOR_RATE * 10
+    assert judge(stats(pushes_issued=issued, pushes_returned=issued * 9 // 10), RULES) == []
+    low = judge(stats(pushes_issued=issued, pushes_returned=issued * 9 // 10 - 1), RULES)
+    assert [action for action, _ in low] == ["suspend_pixel_matching"]
+    assert judge(stats(pushes_issued=MIN_PUSHES_FOR_RATE - 1), RULES) == []  # not judged yet
+
+
+class Worker:
+    """One worker's monitor, limiter and enforcer over the shared store."""
+
+    def __init__(self, store: Store, clock: FakeClock, name: str, buyers: Sequence[Buyer]) -> None:
+        self.monitor = BuyerMonitor(store, ExchangeSettings(), clock=clock, worker_id=name)
+        self.limiter = SharedRateLimit(store, clock=clock, worker_id=name)
+        self.enforcer = Enforcer(
+            store,
+            self.monitor,
+            self.limiter,
+            RULES,
+            lambda: buyers,
+            holder=name,
+            interval=10.0,
+            clock=clock,
+            on_states=self.seen,
+        )
+        self.gauge: dict[str, tuple[str, ...]] = {}
+
+    def seen(self, nids: Sequence[str], states: dict[str, EnforcementState]) -> None:
+        self.gauge = {nid: states[nid].actions if nid in states else () for nid in nids}
+
+
+async def test_actions_switch_on_and_off_and_reach_every_worker(store: Store) -> None:
+    clock = FakeClock()
+    buyers = [DSP, LIMITED]
+    one, two = Worker(store, clock, "w1", buyers), Worker(store, clock, "w2", buyers)
+    one.monitor.count("dsp", Count.MATCH_TAGS, 20)
+    two.monitor.count("dsp", Count.FREQUENCY_CAP_VIOLATIONS, 3)  # 3/20 > 0.1
+    await two.monitor.flush()
+    await one.enforcer.evaluate()
+    state = one.enforcer.state("dsp")
+    assert state is not None and state.actions == ("alert", "throttle")
+    assert state.since == clock.now and not state.override
+    assert one.enforcer.state("limited") is None
+
+    await two.enforcer.reload()  # the other worker applies it
+    assert two.gauge == {"dsp": ("alert", "throttle"), "limited": ()}
+    # throttled without a configured limit: half of max(1/s, what it sent over the window)
+    assert two.enforcer.match_tag_rate(DSP) == 0.5
+    assert two.enforcer.limits() == {"dsp": 0.5, "limited": 40}
+    assert [two.enforcer.admit_match_tag(DSP) for _ in range(3)] == [True, False, False]
+
+    clock.advance(60)
+    one.monitor.count("dsp", Count.MATCH_TAGS, 20)  # 3/40 <= 0.1: the rule is kept again
+    await one.enforcer.evaluate()
+    await two.enforcer.reload()
+    assert two.enforcer.state("dsp") is None and two.gauge["dsp"] == ()
+    assert two.enforcer.match_tag_rate(DSP) is None
+    assert await store.hgetall(STATES_KEY) == {}
+
+
+async def test_a_limited_buyer_is_throttled_to_a_fraction_of_its_limit(store: Store) -> None:
+    clock = FakeClock()
+    worker = Worker(store, clock, "w1", [LIMITED])
+    worker.monitor.count("limited", Count.MATCH_TAGS, 10)
+    worker.monitor.count("limited", Count.FREQUENCY_CAP_VIOLATIONS, 5)
+    await worker.enforcer.evaluate()
+    assert worker.enforcer.match_tag_rate(LIMITED) == 20
+    assert worker.enforcer.describe(LIMITED)["max_match_tags_per_second"] == 20
+
+
+async def test_low_response_rate_suspends_pixel_matching(store: Store) -> None:
+    clock = FakeClock()
+    worker = Worker(store, clock, "w1", [DSP])
+    worker.monitor.count("dsp", Count.PUSHES_ISSUED, 100)
+    worker.monitor.count("dsp", Count.PUSHES_RETURNED, 50)
+    await worker.enforcer.evaluate()
+    assert worker.enforcer.pixel_matching_suspended("dsp")
+    assert worker.enforcer.match_tag_rate(DSP) is None  # not throttled by this rule
+
+
+async def test_an_override_holds_until_removed_and_survives_a_restart(store: Store) -> None:
+    clock = FakeClock()
+    worker = Worker(store, clock, "w1", [DSP])
+    worker.monitor.count("dsp", Count.MATCH_TAGS, 20)
+    worker.monitor.count("dsp", Count.FREQUENCY_CAP_VIOLATIONS, 10)
+    await worker.enforcer.evaluate()
+    pardon = EnforcementOverride(actions=(), reason="checked with the buyer")
+    await worker.enforcer.override(DSP, pardon)
+    await worker.enforcer.evaluate()  # the rules are still broken: the override holds
+    view = worker.enforcer.describe(DSP)
+    assert view["actions"] == [] and view["override"] is True
+    assert view["reasons"] == ["checked with the buyer"]
+
+    restarted = Worker(store, clock, "w9", [DSP])
+    await restarted.enforcer.reload()
+    assert restarted.enforcer.describe(DSP) == view
+
+    await restarted.enforcer.resume("dsp")  # back to the rules
+    await restarted.enforcer.evaluate()
+    again = restarted.enforcer.state("dsp")
+    assert again is not None and again.actions == ("alert", "throttle") and not again.override
+
+
+async def test_one_worker_evaluates_at_a_time(store: Store) -> None:
+    clock = FakeClock()
+    one, two = Worker(store, clock, "w1", [DSP]), Worker(store, clock, "w2", [DSP])
+    assert await one.enforcer.lease.claim()
+    assert not await two.enforcer.lease.claim()
+    await one.enforcer.close()
+    assert await two.enforcer.lease.claim()
+
+
+async def test_states_of_deleted_buyers_are_dropped(store: Store) -> None:
+    clock = FakeClock()
+    buyers = [DSP]
+    worker = Worker(store, clock, "w1", buyers)
+    await worker.enforcer.override(DSP, EnforcementOverride(actions=("alert",)))
+    buyers.clear()
+    await worker.enforcer.evaluate()
+    assert await store.hgetall(STATES_KEY) == {}
