@@ -28,6 +28,7 @@ CookiematchError
 ├── AddressInUse           a listen address another process already serves (serve refuses)
 └── AdminError             an admin API request that is refused (rendered as problem+json)
     ├── NotFound
+    ├── Busy               a job already running, here or in another worker (409)
     ├── ValidationFailed
     └── BodyTooLarge       a request body over its limit (413)
 """
@@ -159,6 +160,13 @@ class AdminError(CookiematchError):
 class NotFound(AdminError):
     status = 404
     title = "Not Found"
+
+
+class Busy(AdminError):
+    """A job that is running already (here or in another worker): 409."""
+
+    status = 409
+    title = "Conflict"
 
 
 class ValidationFailed(AdminError):
