@@ -143,7 +143,7 @@ class DmpPartnerConfig(Table, frozen=True):
     ingest_token: Secret | None = None
     pull_url: str | None = None
     pull_token: Secret | None = None
-    pull_interval_minutes: PositiveInt = 60
+    pull_interval_minutes: Annotated[float, msgspec.Meta(gt=0, le=MAX_INTERVAL_MINUTES)] = 60
     pull_page_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
 
     def template(self) -> SyncTemplate:

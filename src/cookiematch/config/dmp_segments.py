@@ -70,7 +70,7 @@ class DmpDestinationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
     # The server exports these segments here (incremental) this long after the last export of
     # each; 0: only from the CLI or the admin API (docs/dmp-data.md).
     segments: tuple[Id, ...] = ()
-    export_interval_minutes: Annotated[int, msgspec.Meta(ge=0, le=MAX_INTERVAL_MINUTES)] = 0
+    export_interval_minutes: Annotated[float, msgspec.Meta(ge=0, le=MAX_INTERVAL_MINUTES)] = 0
 
     def problems(self, partner_ids: set[str], segment_ids: set[str] | None = None) -> Problems:
         found: Problems = []
