@@ -27,6 +27,9 @@ state expire (``dmp/lifetimes.py``); a sketch holds hashes, no ID:
     {dmp:runs}:<job>                     plain      JSON record of a job's last run: "pull:<p>",
                                                     "export:<segment>:<dest>" (dmp/schedule.py)
     {dmp:runs}:<job>:lease               plain      the worker running that job (a lease)
+    {dmp:def}                            field map  "<kind>:<id>" -> a partner, segment or
+                                                    destination changed through the admin API
+                                                    (web/dmp/definitions.py)
     dmpx:{<segment>:<dest>:<shard>}:sent field map  dmp uid -> destination id last sent
     dmpx:{<segment>:<dest>}:gone         field map  destination id of an erased browser -> erased
                                                     at: removes the next export sends

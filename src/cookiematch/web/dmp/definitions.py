@@ -1,8 +1,10 @@
 """The DMP's partners, segments and destinations: the configured ones, overlaid with changes
 made through the admin API, picked up by every worker within a refresh.
 
-    dmp:def:<kind>:<id>   plain   the entry as JSON (the configuration's Struct, secrets
-                                  included: every worker needs them), or ``null``: deleted
+    {dmp:def}   field map   "<kind>:<id>" -> the entry as JSON (the configuration's Struct,
+                            secrets included: every worker needs them), or ``null``: deleted
+
+One field map, so that a refresh is one read however large the store (no key scan).
 
 ``current`` is the ``[dmp]`` table as it stands: the file's entries in their order, each
 replaced by its stored change, stored additions after them (by id), tombstones removed.
@@ -36,11 +38,11 @@ from cookiematch.errors import NotFound
 from cookiematch.secret import MASK, Secret
 from cookiematch.storage.base import Store
 
-__all__ = ["DEFINITION_PREFIX", "DmpDefinitions", "encode_masked"]
+__all__ = ["DEFINITIONS_KEY", "DmpDefinitions", "encode_masked"]
 
 log = logging.getLogger(__name__)
 
-DEFINITION_PREFIX = "dmp:def:"
+DEFINITIONS_KEY = "{dmp:def}"
 _TOMBSTONE = b"null"
 KINDS: tuple[Kind, ...] = get_args(Kind)
 
@@ -68,8 +70,8 @@ def encode_masked(value: object) -> bytes:
     return _MASKED.encode(value)
 
 
-def _key(kind: Kind, ident: str) -> str:
-    return f"{DEFINITION_PREFIX}{kind}:{ident}"
+def _field(kind: Kind, ident: str) -> str:
+    return f"{kind}:{ident}"
 
 
 class DmpDefinitions:
@@ -95,8 +97,8 @@ class DmpDefinitions:
     async def refresh(self) -> None:
         """Rebuild the view: configured entries, then stored changes on top."""
         stored: list[tuple[Kind, str, str, bytes]] = []
-        async for key, value in self._store.scan(DEFINITION_PREFIX):
-            kind, _, ident = key[len(DEFINITION_PREFIX) :].partition(":")
+        for key, value in (await self._store.hgetall(DEFINITIONS_KEY)).items():
+            kind, _, ident = key.partition(":")
             if kind in KINDS:
                 stored.append((kind, ident, key, value))
         view = self._configured
@@ -145,7 +147,7 @@ class DmpDefinitions:
         """Validate and store the entry; served at once here. True if it is new."""
         created = all(e.id != ident for e in self.entries(kind))
         entry, view = parse_entry(self.current, kind, ident, data)
-        await self._store.set(_key(kind, ident), _STORED.encode(entry))
+        await self._store.hset(DEFINITIONS_KEY, {_field(kind, ident): _STORED.encode(entry)})
         self._serve(view)
         return entry, created
 
@@ -154,5 +156,5 @@ class DmpDefinitions:
         entries still name it."""
         self.entry(kind, ident)
         view = without_entry(self.current, kind, ident)
-        await self._store.set(_key(kind, ident), _TOMBSTONE)
+        await self._store.hset(DEFINITIONS_KEY, {_field(kind, ident): _TOMBSTONE})
         self._serve(view)
