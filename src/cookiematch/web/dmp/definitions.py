@@ -11,8 +11,8 @@ replaced by its stored change, stored additions after them (by id), tombstones r
 Changes are validated as at load (``config/dmp_entries.py``) and written to the store before
 they are served; ``on_change`` hooks (constructor arguments) then rebuild the plain mappings
 the request paths read. ``refresh`` reads the store again: a stored entry that no longer
-decodes keeps its last good value (or is left out), a view that no longer validates as a
-whole is not served (the last one stays); each is logged once.
+decodes or validates keeps its last good value (or is left out); a view that still does not
+validate as a whole is not served (the last one stays); each is logged once.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ class DmpDefinitions:
         self.current = configured
         self._on_change = tuple(on_change)
         self._refused: dict[str, bytes] = {}  # key -> the stored value already logged
+        self._refused_now: set[str] = set()  # the keys refused by this refresh
         self._refused_view: str | None = None  # the problems of a view already logged
 
     def entries(self, kind: Kind) -> tuple[Entry, ...]:
@@ -96,6 +97,7 @@ class DmpDefinitions:
 
     async def refresh(self) -> None:
         """Rebuild the view: configured entries, then stored changes on top."""
+        self._refused_now = set()
         stored: list[tuple[Kind, str, str, bytes]] = []
         for key, value in (await self._store.hgetall(DEFINITIONS_KEY)).items():
             kind, _, ident = key.partition(":")
@@ -107,8 +109,9 @@ class DmpDefinitions:
                 view = with_entry(view, kind, ident, None)
                 continue
             entry = self._decode(kind, ident, key, value)
-            if entry is not None:
-                view = with_entry(view, kind, ident, entry)
+            view = with_entry(view, kind, ident, entry)
+        view = self._without_refused(view, {(k, i): (key, v) for k, i, key, v in stored})
+        self._refused = {k: v for k, v in self._refused.items() if k in self._refused_now}
         problems = view.problems()
         if problems:
             text = "; ".join(f"{k}: {m}" for k, m in problems)
@@ -127,14 +130,40 @@ class DmpDefinitions:
             if entry.id != ident:
                 raise msgspec.ValidationError(f"its id is {entry.id!r}")
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            last = next((e for e in entries_of(self.current, kind) if e.id == ident), None)
-            if self._refused.get(key) != value:
-                self._refused[key] = value
-                kept = "keeping its last good value" if last is not None else "left out"
-                log.error("stored %s is refused (%s); %s", key, exc, kept)
+            last = self._last(kind, ident)
+            self._log_refused(f"{DEFINITIONS_KEY} {key}", value, exc, last)
             return last
-        self._refused.pop(key, None)
         return entry
+
+    def _without_refused(
+        self, view: DmpConfig, stored: dict[tuple[Kind, str], tuple[str, bytes]]
+    ) -> DmpConfig:
+        """``view`` with each stored entry its problems name (``partners[1].sync_url``) back
+        at its last good value (or left out), logged once per stored value."""
+        for key, message in view.problems():
+            kind, _, rest = key.partition("[")
+            index = rest.partition("]")[0]
+            if kind not in KINDS or not index.isdigit():
+                continue
+            found = entries_of(view, kind)
+            ident = found[int(index)].id if int(index) < len(found) else None
+            if ident is None or (kind, ident) not in stored:
+                continue
+            stored_key, value = stored.pop((kind, ident))
+            last = self._last(kind, ident)
+            self._log_refused(f"{DEFINITIONS_KEY} {stored_key}", value, message, last)
+            view = with_entry(view, kind, ident, last)
+        return view
+
+    def _last(self, kind: Kind, ident: str) -> Entry | None:
+        return next((e for e in entries_of(self.current, kind) if e.id == ident), None)
+
+    def _log_refused(self, key: str, value: bytes, reason: object, last: Entry | None) -> None:
+        self._refused_now.add(key)
+        if self._refused.get(key) != value:
+            self._refused[key] = value
+            kept = "keeping its last good value" if last is not None else "left out"
+            log.error("stored %s is refused (%s); %s", key, reason, kept)
 
     def _serve(self, view: DmpConfig) -> None:
         if view == self.current:
