@@ -171,14 +171,15 @@ class Schedule:
         await self._keep(running)
         try:
             counts = await self.lease.run(job.work())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        except (Exception, asyncio.CancelledError) as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            error = (
+                "cancelled (the worker stopped)" if cancelled else f"{type(exc).__name__}: {exc}"
+            )
             failed = msgspec.structs.replace(
                 running, finished_at=self._clock(), ok=False, error=error
             )
-            with contextlib.suppress(StorageError):
+            with contextlib.suppress(Exception):
                 await self._keep(failed)
             raise
         done = msgspec.structs.replace(
