@@ -151,7 +151,7 @@ def test_a_partner_is_pulled_every_interval_by_one_worker_at_a_time(
     assert stub.max_in_flight == 1 and stub.authorized
     interval = INTERVAL_MINUTES * 60
     gaps = [b - a for a, b in zip(stub.requests, stub.requests[1:], strict=False)]
-    assert all(gap > interval - 0.25 for gap in gaps), gaps
+    assert all(gap > interval / 2 for gap in gaps), gaps  # a second runner: about 0 apart
     assert "Traceback" not in output and "failed" not in output, output
 
 

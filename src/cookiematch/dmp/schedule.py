@@ -143,6 +143,8 @@ class Schedule:
     async def step(self) -> float:
         """Run if due and this worker gets the lease; the seconds to wait before the next step.
         Raises what the store or the job raised (the lease is released)."""
+        if not self.interval:
+            return self.tick  # run only when triggered
         wait = await self._wait()
         if wait > 0:
             return wait
