@@ -241,6 +241,7 @@ ERRORS: list[tuple[str, dict[str, str], str | None, str]] = [
     ),
     ("buyer nid chars", {"buyers": buyer("a b")}, "exchange.buyers[1].nid", "1-64 characters"),
     ("buyer nid long", {"buyers": buyer("n" * 65)}, "exchange.buyers[1].nid", "1-64 characters"),
+    ("buyer nid dot-dot", {"buyers": buyer("..")}, "exchange.buyers[1].nid", "not . or .."),
     ("buyer duplicate", {"buyers": buyer("ad_network_xyz")}, "exchange.buyers[1].nid", "duplicate"),
     (
         "url scheme",

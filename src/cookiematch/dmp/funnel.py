@@ -9,8 +9,13 @@ how many callbacks came back.
              callbacks    callbacks stored
              rejected     callbacks refused: malformed, forged or stale ID, no DMP cookie
              inband       in-band redirects stored
+             initiated    partner-initiated syncs: callbacks without a DMP cookie that the
+                          DMP cookied and redirected to itself to verify the cookie
+             initiated_stored  their second hop came back with the cookie: match stored
+             cookie_refused    their second hop came back without it (no third-party cookies)
 
-``loss = pixels - callbacks`` (not below 0) and ``loss_rate = loss / pixels``.
+``loss = pixels - callbacks`` (not below 0) and ``loss_rate = loss / pixels``: the syncs the
+DMP started (partner-initiated ones are counted apart, never in ``callbacks``).
 
 Counting is in memory on the hot path (``Funnel``); each worker writes its cumulative counts
 under its own key (``FunnelLog.flush``, every second and at shutdown) and the admin API sums
@@ -28,7 +33,9 @@ from cookiematch.dmp import keys
 from cookiematch.storage.base import Store
 
 CLIENT_COUNTERS = ("tag_js", "tags_loaded", "pixels", "callbacks")
-PARTNER_COUNTERS = ("pixels", "callbacks", "rejected", "inband")
+PARTNER_COUNTERS = (
+    "pixels", "callbacks", "rejected", "inband", "initiated", "initiated_stored", "cookie_refused",
+)  # fmt: skip
 
 
 class FunnelCounts(msgspec.Struct):

@@ -12,7 +12,8 @@ __all__ = ["INGESTED_RECORDS", "SYNC_FUNNEL", "count_ingested", "funnel_counts"]
 SYNC_FUNNEL = LabelledCounter(
     "cookiematch_dmp_sync_funnel",
     "The sync funnel by scope (partner, client, other), partner or client id and stage"
-    " (tag_js, tags_loaded, pixels, callbacks, rejected, inband, ...)",
+    " (tag_js, tags_loaded, pixels, callbacks, rejected, inband, initiated, initiated_stored,"
+    " cookie_refused, ...)",
     ("scope", "id", "stage"),
 )
 INGESTED_RECORDS = LabelledCounter(
