@@ -30,6 +30,7 @@ CookiematchError
     ├── NotFound
     ├── Forbidden          the request's credential does not allow it (403)
     ├── Conflict           the change would break another entity that refers to it (409)
+    │   └── Busy           a job already running, here or in another worker
     ├── ValidationFailed
     └── BodyTooLarge       a request body over its limit (413)
 """
@@ -171,6 +172,10 @@ class Forbidden(AdminError):
 class Conflict(AdminError):
     status = 409
     title = "Conflict"
+
+
+class Busy(Conflict):
+    """A job that is running already (here or in another worker)."""
 
 
 class ValidationFailed(AdminError):

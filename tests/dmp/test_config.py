@@ -100,6 +100,12 @@ BAD = [
      "gvl_vendor_id = 0", "dmp.clients[0].tags[0].gvl_vendor_id", ">= 1"),
     ("ttl_days = 7", 'ttl_days = 7\n[[dmp.destinations]]\nid = "d"\nkind = "file"\npath = "x"\n'
      "gvl_vendor_id = 65536", "dmp.destinations[0].gvl_vendor_id", "<= 65535"),
+    ("ttl_days = 7", 'ttl_days = 7\n[[dmp.destinations]]\nid = "d"\nkind = "file"\npath = "x"\n'
+     'segments = ["nope"]', "dmp.destinations[0].segments[0]", "no segment"),
+    ("ttl_days = 7", 'ttl_days = 7\n[[dmp.destinations]]\nid = "d"\nkind = "file"\npath = "x"\n'
+     "export_interval_minutes = 5", "dmp.destinations[0].segments", "required when"),
+    ("ttl_days = 7", "ttl_days = 7\npull_interval_minutes = 0",
+     "dmp.partners[0].pull_interval_minutes", "> 0"),
 ]  # fmt: skip
 
 

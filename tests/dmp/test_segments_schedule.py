@@ -19,7 +19,7 @@ from cookiematch.config.dmp import DmpConfig
 from cookiematch.config.dmp_segments import DmpSegmentConfig
 from cookiematch.dmp.keys import RECOMPUTE_LEASE_KEY
 from cookiematch.dmp.segments import Segment, StoredProfiles, parse_rule
-from cookiematch.dmp.segments.schedule import RecomputeSchedule
+from cookiematch.dmp.segments.schedule import RECOMPUTE_JOB, RecomputeSchedule
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.segments.source import ScannedProfile
 from cookiematch.dmp.snapshot import ProfileSnapshot
@@ -166,7 +166,7 @@ def over(store: Store, source: FlakySource, clock: FakeClock) -> SegmentService:
 async def test_a_failing_recompute_is_logged_and_retried_at_the_next_tick(
     store: Store, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="cookiematch.dmp.segments.schedule")
+    caplog.set_level(logging.INFO, logger="cookiematch.dmp.schedule")
     errors = [RuntimeError("a bug"), StoreUnavailable("store down"), StoreUnavailable("again")]
     segments = over(store, FlakySource(store, errors), clock)
     schedule = hourly(segments, store, clock, tick=0.01)
@@ -231,10 +231,9 @@ async def test_the_server_runs_the_schedule_and_stops_it_at_shutdown(tmp_path: P
     server = DmpServer(config)
     app = server.app
     await app.startup()
-    started = list(server.tasks)  # the funnel flusher, then the schedule
+    started = list(server.tasks)  # the funnel flusher, the definitions' refresh, the schedules
     try:
-        assert server.core is not None and server.schedule is not None
-        assert server.schedule.interval == 300
+        assert server.core is not None and server.schedules is not None
         segments = server.core.segments
         report = None
         while report is None:  # no recompute yet: the first look runs one at once
@@ -248,12 +247,14 @@ async def test_the_server_runs_the_schedule_and_stops_it_at_shutdown(tmp_path: P
                 "/admin/v1/segments", headers={"Authorization": "Bearer 0123456789abcdef0123"}
             )
         listing = answer.json()
+        schedule = server.schedules.get(RECOMPUTE_JOB)
+        assert schedule is not None and schedule.interval == 300
         assert listing["last_recompute"]["at"] == report.at
         assert listing["recompute_schedule"]["interval_seconds"] == 300
         assert listing["recompute_schedule"]["next_at"] == report.at + 300
     finally:
         await app.shutdown()
-    assert len(started) == 2 and started[-1].cancelled() and server.tasks == []
+    assert len(started) == 3 and started[-1].cancelled() and server.tasks == []
 
 
 @pytest.mark.parametrize(("extra", "segments"), [("recompute_interval_minutes = 0", True),
@@ -265,6 +266,6 @@ async def test_no_schedule_when_switched_off_or_without_segments(
     assert config.dmp is not None
     server = DmpServer(config)
     await server.app.startup()
-    started = list(server.tasks)
+    await asyncio.sleep(0.05)  # the schedules looked at the jobs
+    assert server.schedules is not None and server.schedules.get(RECOMPUTE_JOB) is None
     await server.app.shutdown()
-    assert server.schedule is None and len(started) == 1  # the funnel flusher alone

@@ -16,6 +16,7 @@ from cookiematch.dmp.model import IdFormat, Partner
 from cookiematch.dmp.partner_ids import seal
 from cookiematch.protocol.pixel import TRANSPARENT_GIF
 from cookiematch.protocol.templates import SyncTemplate
+from cookiematch.secret import MASK
 
 from conftest import ServerProcess, free_port
 from support.configs import serve_argv
@@ -262,7 +263,7 @@ def test_admin_needs_the_token_and_answers_problems(http: httpx.Client) -> None:
     assert http.get("/admin/v1/profiles/unknown", headers=AUTH).status_code == 404
     partners = http.get("/admin/v1/partners", headers=AUTH).json()["partners"]
     assert [p["id"] for p in partners] == ["analytics", "email", "orders"]
-    assert "id_key" not in partners[1]
+    assert partners[1]["id_key"] == MASK  # never shown
 
 
 def test_metrics_are_served_without_the_token(http: httpx.Client) -> None:

@@ -12,6 +12,7 @@ import msgspec
 
 from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.config.dmp_segments import (
+    MAX_INTERVAL_MINUTES,
     DmpDestinationConfig,
     DmpSegmentConfig,
     segment_problems,
@@ -49,7 +50,7 @@ from cookiematch.protocol.cookies import CookieSpec, cookie_spec
 from cookiematch.protocol.privacy import MAX_CONSENT_LENGTH, MAX_GPP_LENGTH, PrivacySignals
 from cookiematch.protocol.templates import Macro, MacroValues, SyncTemplate
 
-MAX_RECOMPUTE_MINUTES = 10_080  # a week
+MAX_RECOMPUTE_MINUTES = MAX_INTERVAL_MINUTES
 
 UidMacro = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_$%{}\[\]().~*!-]{1,32}$")]
 
@@ -139,11 +140,12 @@ class DmpPartnerConfig(Table, frozen=True):
     # its redirect to /callback/<id> may cookie a browser the DMP does not know (docs/dmp.md)
     initiates_sync: bool = False
     # Ingestion (docs/dmp-data.md): bearer token of POST /api/v1/partners/<id>/records, and
-    # the partner's data endpoint for `cookiematch dmp pull`.
+    # the partner's data endpoint: the server pulls it every pull_interval_minutes (and
+    # `cookiematch dmp pull` or the admin API when asked).
     ingest_token: Secret | None = None
     pull_url: str | None = None
     pull_token: Secret | None = None
-    pull_interval_minutes: PositiveInt = 60
+    pull_interval_minutes: Annotated[float, msgspec.Meta(gt=0, le=MAX_INTERVAL_MINUTES)] = 60
     pull_page_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
 
     def template(self) -> SyncTemplate:

@@ -25,6 +25,7 @@ from cookiematch.errors import RuleError
 from cookiematch.formats import Id, VendorId
 
 MIN_SECRET_LENGTH = 16
+MAX_INTERVAL_MINUTES = 10_080  # a week: the longest schedule (recompute, export)
 EXCHANGE_MAX_BATCH = 1000  # the exchange's bulk endpoint takes at most this many gids
 
 
@@ -66,11 +67,20 @@ class DmpDestinationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
     backoff_seconds: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.5
     # the receiver's IAB GVL vendor ID: under GDPR a profile goes only with its consent
     gvl_vendor_id: VendorId | None = None
+    # The server exports these segments here (incremental) this long after the last export of
+    # each; 0: only from the CLI or the admin API (docs/dmp-data.md).
+    segments: tuple[Id, ...] = ()
+    export_interval_minutes: Annotated[float, msgspec.Meta(ge=0, le=MAX_INTERVAL_MINUTES)] = 0
 
-    def problems(self, partner_ids: set[str]) -> Problems:
+    def problems(self, partner_ids: set[str], segment_ids: set[str] | None = None) -> Problems:
         found: Problems = []
         if self.partner is not None and self.partner not in partner_ids:
             found.append(("partner", f"no partner has id {self.partner!r}"))
+        for i, segment in enumerate(self.segments):
+            if segment_ids is not None and segment not in segment_ids:
+                found.append((f"segments[{i}]", f"no segment has id {segment!r}"))
+        if self.export_interval_minutes and not self.segments:
+            found.append(("segments", "required when export_interval_minutes is set"))
         required: dict[str, tuple[str, ...]] = {
             "http": ("url", "secret"),
             "file": ("path",),
@@ -127,6 +137,7 @@ def segment_problems(
             seen.add(value)
     for i, segment in enumerate(segments):
         found += [(f"segments[{i}].{k}", m) for k, m in segment.problems()]
+    segment_ids = {s.id for s in segments}
     for i, dest in enumerate(destinations):
-        found += [(f"destinations[{i}].{k}", m) for k, m in dest.problems(partner_ids)]
+        found += [(f"destinations[{i}].{k}", m) for k, m in dest.problems(partner_ids, segment_ids)]
     return found

@@ -20,7 +20,7 @@ def parse_buyer(data: object, *, nid: str | None = None) -> Buyer:
 
     With ``nid`` (the admin API's path), ``nid`` in ``data`` is optional and must equal it.
     """
-    fields, errors = _with_identity(data, "nid", nid)
+    fields, errors = with_identity(data, "nid", nid)
     buyer, more = convert_collecting(fields, Buyer)
     if buyer is not None:
         more += [{"field": key, "message": message} for key, message in buyer.problems()]
@@ -37,7 +37,7 @@ def parse_user_list(
     With ``list_id`` (the admin API's path), ``id`` in ``data`` is optional and must equal it.
     With ``buyers``, the owner must be one of them.
     """
-    fields, errors = _with_identity(data, "id", list_id)
+    fields, errors = with_identity(data, "id", list_id)
     user_list, more = convert_collecting(fields, UserList)
     errors += more
     if user_list is not None and buyers is not None and user_list.owner not in buyers:
@@ -47,7 +47,7 @@ def parse_user_list(
     return user_list
 
 
-def _with_identity(
+def with_identity(
     data: object, key: str, expected: object
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """The body as a dict with the path's identity filled in; an error if they differ."""

@@ -23,6 +23,13 @@ state expire (``dmp/lifetimes.py``); a sketch holds hashes, no ID:
     {dmps}:recompute                     plain      JSON summary of the last full recompute
     {dmps}:recompute:lease               plain      the worker running the scheduled recompute
                                                     (TTL: a lease, ``storage/lease.py``)
+    {dmps}:recompute:run                 plain      JSON record of its last scheduled run
+    {dmp:runs}:<job>                     plain      JSON record of a job's last run: "pull:<p>",
+                                                    "export:<segment>:<dest>" (dmp/schedule.py)
+    {dmp:runs}:<job>:lease               plain      the worker running that job (a lease)
+    {dmp:def}                            field map  "<kind>:<id>" -> a partner, segment or
+                                                    destination changed through the admin API
+                                                    (web/dmp/definitions.py)
     dmpx:{<segment>:<dest>:<shard>}:sent field map  dmp uid -> destination id last sent
     dmpx:{<segment>:<dest>}:gone         field map  destination id of an erased browser -> erased
                                                     at: removes the next export sends
@@ -42,6 +49,17 @@ FUNNEL_PREFIX = "{dmp:funnel}:"
 SHARDS = 256
 RECOMPUTE_KEY = "{dmps}:recompute"
 RECOMPUTE_LEASE_KEY = "{dmps}:recompute:lease"
+RECOMPUTE_RUN_KEY = "{dmps}:recompute:run"
+RUNS_PREFIX = "{dmp:runs}:"
+
+
+def run_key(job: str) -> str:
+    """The record of a scheduled job's last run (``dmp/schedule.py``)."""
+    return f"{RUNS_PREFIX}{job}"
+
+
+def job_lease_key(job: str) -> str:
+    return f"{RUNS_PREFIX}{job}:lease"
 
 
 def partners_key(dmp_uid: str) -> str:

@@ -80,6 +80,11 @@ class SegmentExports:
         self._clock = clock
         self._consent = StoredConsent(store, clock)
 
+    def replace(self, segment_ids: Iterable[str], destinations: Sequence[Destination]) -> None:
+        """Export these from now on (the admin API changed them)."""
+        self.segment_ids = frozenset(segment_ids)
+        self.destinations = {d.id: d for d in destinations}
+
     def vendors(self) -> list[int]:
         """The GVL vendor IDs of the destinations: whose consent the DMP marks on profiles."""
         found = {d.gvl_vendor_id for d in self.destinations.values()}

@@ -115,10 +115,8 @@ class DmpService:
         self.settings = settings
         self.policy = policy
         self.export_vendors = tuple(sorted(set(export_vendors)))  # marked for the exports
-        self.partners: Mapping[str, Partner] = {p.id: p for p in partners}
+        self.replace_partners(partners)
         self.clients: Mapping[str, Client] = {c.id: c for c in clients}
-        self._ordered = by_priority(partners)
-        self._readers = {p.id: PartnerIdReader(p) for p in partners}
         self._clock = clock
         self._new_uid = new_uid
         self.matches = matches
@@ -137,6 +135,13 @@ class DmpService:
         self.on_match = tuple(on_match)  # e.g. applying ingested records that waited
         self.funnel = Funnel(funnel_counts)  # e.g. shared with /metrics
         self.funnel_log = FunnelLog(store, worker, self.funnel)
+
+    def replace_partners(self, partners: Sequence[Partner]) -> None:
+        """Serve ``partners`` from now on (the admin API changed them): the look-ups a request
+        makes stay plain mappings, replaced whole."""
+        self.partners: Mapping[str, Partner] = {p.id: p for p in partners}
+        self._ordered = by_priority(partners)
+        self._readers = {p.id: PartnerIdReader(p) for p in partners}
 
     def client(self, client_id: str | None) -> Client | None:
         return self.clients.get(client_id) if client_id else None

@@ -118,6 +118,10 @@ class DmpSubjects:
         self._partners = frozenset(partner_ids)
         self._clock = clock
 
+    def replace_partners(self, partner_ids: Iterable[str]) -> None:
+        """Know these partners from now on (the admin API changed them)."""
+        self._partners = frozenset(partner_ids)
+
     def parse(self, subject: str) -> Subject:
         """The subject of an identifier; InvalidSubject if it is neither form."""
         if subject.startswith(PARTNER_PREFIX):

@@ -5,8 +5,9 @@
                 store, the match table, one profile reader, the segments, the trait writes, the
                 ingestor and the access and erasure of one browser, wired to each other
     DmpServer   one server worker: the privacy policy, the core, the browser-facing service
-                and its routes, the admin and ingestion APIs (and /metrics), the funnel flusher
-                and the recompute schedule
+                and its routes, the admin and ingestion APIs (and /metrics), the funnel flusher,
+                the definitions changed through the admin API (partners, segments, destinations,
+                refreshed from the store) and the schedules (recompute, pulls, exports)
 
 Hooks are constructor arguments and read top to bottom in ``build_core`` and
 ``DmpServer.start``: a trait change re-evaluates the browser's segments; a sync callback applies
@@ -30,9 +31,10 @@ from cookiematch.config import Config
 from cookiematch.config.dmp import DmpConfig
 from cookiematch.dmp.ingest import Ingestor, build_ingestor
 from cookiematch.dmp.matches import MatchTable
+from cookiematch.dmp.schedule import Schedule, ScheduleSet
 from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments.membership import Memberships
-from cookiematch.dmp.segments.schedule import RecomputeSchedule
+from cookiematch.dmp.segments.schedule import RECOMPUTE_JOB
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.segments.source import StoredProfiles
 from cookiematch.dmp.service import DmpService
@@ -48,13 +50,18 @@ from cookiematch.roots.server import RoleServer, StoreDeadlines
 from cookiematch.storage import Durability, Store, connect_store
 from cookiematch.web.admin import guarded_app
 from cookiematch.web.dmp.admin import DmpAdmin
+from cookiematch.web.dmp.definitions import DmpDefinitions
+from cookiematch.web.dmp.definitions_admin import DefinitionAdmin
 from cookiematch.web.dmp.ingest import build_ingest_api
+from cookiematch.web.dmp.jobs import DmpJobs
 from cookiematch.web.dmp.metrics import funnel_counts
 from cookiematch.web.dmp.optout import DmpOptOutCookie
 from cookiematch.web.dmp.routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
+from cookiematch.web.dmp.schedules import ScheduleAdmin
 from cookiematch.web.dmp.segments import SegmentAdmin
 from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
 from cookiematch.web.optout_page import OptOutPage
+from cookiematch.web.outbound import PartnerTransport
 from cookiematch.web.router import App
 from cookiematch.web.subjects import subject_routes
 
@@ -63,6 +70,7 @@ __all__ = ["DmpCore", "DmpServer", "app", "build_core", "dmp_table", "open_core"
 log = logging.getLogger(__name__)
 
 FUNNEL_FLUSH_SECONDS = 1.0
+DEFINITIONS_REFRESH_SECONDS = 1.0
 
 
 def dmp_table(config: Config) -> DmpConfig:
@@ -84,6 +92,14 @@ class DmpCore:
     traits: TraitStore
     ingestor: Ingestor
     subjects: DmpSubjects  # the admin API's, the opt-out page's and the CLI's
+
+    def replace(self, dmp: DmpConfig) -> None:
+        """Serve the segments, destinations and partners ``dmp`` holds now (changed through
+        the admin API)."""
+        segment_ids = [s.id for s in dmp.segments]
+        self.segments.replace([s.to_model() for s in dmp.segments])
+        self.exports.replace(segment_ids, [d.to_model() for d in dmp.destinations])
+        self.subjects.replace_partners(p.id for p in dmp.partners)
 
 
 def build_core(dmp: DmpConfig, store: Store, *, clock: Clock = time.time) -> DmpCore:
@@ -157,13 +173,16 @@ class DmpServer(RoleServer):
         self.clients = self.dmp.client_models()
         self.core: DmpCore | None = None
         self.service: DmpService | None = None
-        self.schedule: RecomputeSchedule | None = None  # None: no segments, or switched off
+        self.definitions: DmpDefinitions | None = None
+        self.schedules: ScheduleSet | None = None
+        self.transport: PartnerTransport | None = None
 
     async def build(self, store: Store) -> None:
         dmp, app = self.dmp, self.app
         core = self.core = build_core(dmp, store)  # batches: recompute, ingestion, exports
         browsers = build_core(dmp, self.requests)  # the same objects behind the deadlines
-        subjects = build_core(dmp, self.admin).subjects
+        admin_core = build_core(dmp, self.admin)
+        subjects = admin_core.subjects
         worker = worker_name()
         service = self.service = DmpService(
             self.requests,
@@ -182,11 +201,31 @@ class DmpServer(RoleServer):
             worker=worker,
             funnel_counts=funnel_counts(),
         )
-        minutes = dmp.recompute_interval_minutes
-        if dmp.segments and minutes:
-            self.schedule = RecomputeSchedule(
-                core.segments, store, interval=minutes * 60.0, holder=worker
-            )
+        ingest = build_ingest_api(store, dmp, core.ingestor)
+
+        def serve(view: DmpConfig) -> None:
+            """What the request paths read, rebuilt when the definitions changed."""
+            service.replace_partners(view.partner_models())
+            for each in (core, browsers, admin_core):
+                each.replace(view)
+            service.export_vendors = tuple(core.exports.vendors())
+            ingest.tokens = {p.id: p.ingest_token for p in view.partners}
+
+        definitions = self.definitions = DmpDefinitions(self.admin, dmp, on_change=[serve])
+        await definitions.refresh()  # changes stored before this start, served from the first
+        transport = self.transport = PartnerTransport()
+        jobs = DmpJobs(
+            definitions, store, segments=core.segments, exports=core.exports,
+            ingestor=core.ingestor, transport=transport, exports_transport=transport,
+        )  # fmt: skip
+        schedules = self.schedules = ScheduleSet(jobs.jobs, self.admin, holder=worker)
+
+        def recompute() -> Schedule | None:
+            return schedules.get(RECOMPUTE_JOB) if jobs.recompute() is not None else None
+
+        def rule(segment_id: str) -> object:
+            return definitions.entry("segments", segment_id).rule  # type: ignore[union-attr]
+
         routes = DmpRoutes(service, dmp.cookie_spec())
         app.route("/tag.js", routes.tag_js, on_error=TEXT_ON_ERROR)
         app.route("/sync", routes.sync, methods=("GET", "OPTIONS"), on_error=SYNC_ON_ERROR)
@@ -201,22 +240,36 @@ class DmpServer(RoleServer):
         admin_routes = [
             *self.metrics_routes(dmp.admin_token),
             *DmpAdmin(service).routes(),
-            *SegmentAdmin(core.segments, core.exports, self.schedule).routes(),
-            *build_ingest_api(store, dmp, core.ingestor).routes(),
+            *DefinitionAdmin(definitions).routes(),
+            *SegmentAdmin(core.segments, core.exports, recompute, rule).routes(),
+            *ScheduleAdmin(jobs, schedules).routes(),
+            *ingest.routes(),
             *subject_routes(subjects),
         ]
         token = dmp.admin_token
         app.fallback = guarded_app(admin_routes, token if token is not None else "")
         self.run(self._flush_forever(service))
-        if self.schedule is not None:
-            self.run(
-                self.schedule.run()
-            )  # stopped first: a recompute is cancelled, its lease freed
+        self.run(self._refresh_forever(definitions))
+        self.run(schedules.run())  # stopped first: a run is cancelled, its lease freed
 
     async def close(self) -> None:
         if self.service is not None:
             with contextlib.suppress(Exception):
                 await self.service.funnel_log.flush()
+        if self.transport is not None:
+            await self.transport.aclose()
+
+    @staticmethod
+    async def _refresh_forever(definitions: DmpDefinitions) -> None:
+        """Pick up partners, segments and destinations changed through other workers."""
+        while True:
+            await asyncio.sleep(DEFINITIONS_REFRESH_SECONDS)
+            try:
+                await definitions.refresh()
+            except StoreUnavailable:  # the store's guard logs an outage once
+                pass
+            except Exception:
+                log.exception("refreshing the DMP definitions failed; keeping the last view")
 
     @staticmethod
     async def _flush_forever(service: DmpService) -> None:

@@ -53,6 +53,11 @@ class SegmentService:
             store, segments, source, memberships=self.memberships, clock=clock
         )
 
+    def replace(self, segments: Sequence[Segment]) -> None:
+        """Evaluate ``segments`` from now on (the admin API changed them)."""
+        self.segments = {s.id: s for s in segments}
+        self.updater.segments = tuple(segments)
+
     async def profiles_changed(self, dmp_uids: Iterable[str]) -> None:
         """The ingestion's ``on_profile_changed`` callback: re-evaluate these browsers."""
         if self.segments:

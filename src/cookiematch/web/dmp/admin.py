@@ -6,11 +6,11 @@
                                                        "ingested_events", ...} or 404
     GET /admin/v1/profiles?partner=<p>&uid=<uid>      the profile that partner ID is matched to
     GET /admin/v1/funnel                              the sync funnel per partner and client
-    GET /admin/v1/partners                            the partners as configured (no keys)
 
-Segments (``web/dmp/segments.py``) and partner data (``web/dmp/ingest.py``) have
-their own route sets; the composition root (``roots/dmp.py``) mounts all three behind the
-admin token.
+Partners, segments and destinations (``web/dmp/definitions_admin.py``), segments' sizes and
+overlap (``web/dmp/segments.py``), schedules (``web/dmp/schedules.py``) and partner data
+(``web/dmp/ingest.py``) have their own route sets; the composition root (``roots/dmp.py``)
+mounts them all behind the admin token.
 """
 
 from __future__ import annotations
@@ -58,27 +58,10 @@ class DmpAdmin:
     async def funnel(self, request: StarletteRequest) -> StarletteResponse:
         return json_response(await self.service.funnel_report())
 
-    async def partners(self, request: StarletteRequest) -> StarletteResponse:
-        listing = [
-            {
-                "id": p.id,
-                "sync_url": p.sync.url,
-                "uid_macro": p.uid_macro,
-                "ttl_days": p.ttl_days,
-                "priority": p.priority,
-                "enabled": p.enabled,
-                "id_format": p.id_format.value,
-                "initiates_sync": p.initiates_sync,
-            }
-            for p in self.service.partners.values()
-        ]
-        return json_response({"partners": listing})
-
     def routes(self) -> list[StarletteRoute]:
         return [
             HEALTH_ROUTE,
             StarletteRoute(f"{PREFIX}/profiles", self.find_profile, methods=["GET"]),
             StarletteRoute(f"{PREFIX}/profiles/{{dmp_uid}}", self.profile, methods=["GET"]),
             StarletteRoute(f"{PREFIX}/funnel", self.funnel, methods=["GET"]),
-            StarletteRoute(f"{PREFIX}/partners", self.partners, methods=["GET"]),
         ]

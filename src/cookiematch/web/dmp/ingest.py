@@ -75,7 +75,7 @@ class IngestApi:
         idempotency: IdempotencyKeys,
     ) -> None:
         self.ingestor = ingestor
-        self._tokens = tokens
+        self.tokens = tokens  # replaced whole when the admin API changes the partners
         self._limits = limits
         self._idempotency = idempotency
 
@@ -118,9 +118,9 @@ class IngestApi:
         return Response(answer, media_type="application/json")
 
     def _authorize(self, partner: str, request: Request) -> None:
-        if partner not in self._tokens:
+        if partner not in self.tokens:
             raise _Refused(problem(404, f"no partner {partner!r}"))
-        token = self._tokens[partner]
+        token = self.tokens[partner]
         if token is None:
             raise _Refused(problem(403, f"ingestion over HTTP is not enabled for {partner!r}"))
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")

@@ -4,7 +4,9 @@ GET /admin/v1/segments                 {"segments": [{"id", "description", "size
                                         "last_recompute": {...} | null,
                                         "recompute_schedule": {"interval_seconds",
                                         "next_at", "holder"} | null (no schedule)}
-GET /admin/v1/segments/{id}            {"id", "description", "size", "exports": {dest: report}}
+GET /admin/v1/segments/{id}            {"id", "description", "rule", "size",
+                                        "exports": {dest: report}}
+PUT|DELETE /admin/v1/segments/{id}     the definition (``web/dmp/definitions_admin.py``)
 GET /admin/v1/overlap?audience=A[&audience=B...][&mode=sketch|exact]
     one audience: its affinity to every other; several: every pair. Audiences are
     ``segment:<id>``, ``imp:<campaign>``, ``click:<campaign>``, ``conv:<campaign>``.
@@ -13,13 +15,15 @@ GET /admin/v1/overlap?audience=A[&audience=B...][&mode=sketch|exact]
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from cookiematch.dmp.overlap import STD_DEVS
+from cookiematch.dmp.schedule import Schedule
 from cookiematch.dmp.segment_exports import SegmentExports
-from cookiematch.dmp.segments.schedule import RecomputeSchedule
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.errors import ValidationFailed
 from cookiematch.web.admin import PREFIX, json_response
@@ -30,11 +34,13 @@ class SegmentAdmin:
         self,
         segments: SegmentService,
         exports: SegmentExports,
-        schedule: RecomputeSchedule | None = None,
+        schedule: Callable[[], Schedule | None] = lambda: None,
+        rule: Callable[[str], object] = lambda segment_id: None,
     ) -> None:
         self.segments = segments
         self._exports = exports
-        self._schedule = schedule
+        self._schedule = schedule  # the recompute's, if it is scheduled
+        self._rule = rule  # a segment's rule as written
 
     async def list_segments(self, request: Request) -> Response:
         sizes = await self.segments.sizes()
@@ -42,7 +48,8 @@ class SegmentAdmin:
             {"id": s.id, "description": s.description, "size": sizes.get(s.id, 0)}
             for s in self.segments.segments.values()
         ]
-        schedule = None if self._schedule is None else await self._schedule.state()
+        recompute = self._schedule()
+        schedule = None if recompute is None else await recompute.state()
         return json_response(
             {
                 "segments": listing,
@@ -58,6 +65,7 @@ class SegmentAdmin:
             {
                 "id": found.id,
                 "description": found.description,
+                "rule": self._rule(found.id),
                 "size": await self.segments.memberships.size(found.id),
                 "exports": exports,
             }
