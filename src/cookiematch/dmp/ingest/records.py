@@ -64,6 +64,11 @@ class Record(msgspec.Struct, frozen=True, gc=False):
 _decoder = msgspec.json.Decoder(RawRecord)
 
 
+def attribute_values(attributes: Mapping[str, object]) -> int:
+    """The values a record sets (a null removes, it sets nothing): what the funnel counts."""
+    return sum(1 for value in attributes.values() if value is not None)
+
+
 def uid_ok(uid: str) -> bool:
     """1-256 printable ASCII characters, no space (``UID`` without a regex)."""
     return 0 < len(uid) <= MAX_UID and uid.isascii() and uid.isprintable() and " " not in uid
