@@ -24,8 +24,12 @@ ADMIN_TOKEN = "demo-admin-token-0123456789"
 PUBLISHER = "examplenews"
 FINEST = "finest-dsp"
 MONSTER = "cookie-monster"
+RETAIL = "retail-dsp"
+"""A buyer that targets the DMP's audiences: its match redirect (``redirect_url``) hands the
+gid to the DMP (``demo/dmp_story.py``, ``GidRelay``), which exports segments to its list."""
+RETAIL_LIST = 13579
 EXCHANGE_VENDOR_ID = 900
-VENDOR_IDS = {FINEST: 901, MONSTER: 902}
+VENDOR_IDS = {FINEST: 901, MONSTER: 902, RETAIL: 903}
 """The buyers' IAB GVL vendor IDs (made up, like the exchange's): what the privacy policy
 checks under GDPR. Each role is the host of its own cookie (``[privacy] host_vendor_id``)."""
 BUYER_NIDS = {"finest": FINEST, "monster": MONSTER}
@@ -83,11 +87,20 @@ def _buyer_entry(nid: str, public: str, port: int, *, hosted: bool) -> str:
     return "{" + ", ".join(fields) + "}"
 
 
-def exchange_overrides(directory: Path, ports: Ports, urls: Urls) -> dict[str, str]:
+def exchange_overrides(
+    directory: Path, ports: Ports, urls: Urls, retail_redirect: str | None = None
+) -> dict[str, str]:
+    """``retail_redirect``: also register RetailDSP (no bidder) with that match redirect, and
+    its user list ``RETAIL_LIST``."""
     buyers = [
         _buyer_entry(FINEST, urls.finest, ports.finest, hosted=False),
         _buyer_entry(MONSTER, urls.monster, ports.monster, hosted=True),
     ]
+    lists = [f'{{id = 12345, owner = "{FINEST}"}}', f'{{id = 24680, owner = "{MONSTER}"}}']
+    if retail_redirect is not None:
+        fields = f'nid = "{RETAIL}", gvl_vendor_id = {VENDOR_IDS[RETAIL]}'
+        buyers.append(f'{{{fields}, redirect_url = "{retail_redirect}"}}')
+        lists.append(f'{{id = {RETAIL_LIST}, owner = "{RETAIL}"}}')
     secret = base64.b64encode(os.urandom(32)).decode()
     return {
         "COOKIEMATCH_STORE__URL": f"sqlite:///{directory / 'exchange.db'}",
@@ -96,9 +109,7 @@ def exchange_overrides(directory: Path, ports: Ports, urls: Urls) -> dict[str, s
         "COOKIEMATCH_EXCHANGE__AUCTION_TIMEOUT_MS": "400",
         "COOKIEMATCH_EXCHANGE__KEYS": f'[{{version = 1, secret = "{secret}"}}]',
         "COOKIEMATCH_EXCHANGE__BUYERS": "[" + ", ".join(buyers) + "]",
-        "COOKIEMATCH_EXCHANGE__USER_LISTS": (
-            f'[{{id = 12345, owner = "{FINEST}"}}, {{id = 24680, owner = "{MONSTER}"}}]'
-        ),
+        "COOKIEMATCH_EXCHANGE__USER_LISTS": "[" + ", ".join(lists) + "]",
         "COOKIEMATCH_EXCHANGE__PUBLISHERS": f'[{{id = "{PUBLISHER}", pixel_matching = true}}]',
         "COOKIEMATCH_PRIVACY__HOST_VENDOR_ID": str(EXCHANGE_VENDOR_ID),
     }
@@ -156,15 +167,18 @@ def running(config: Path, overrides: dict[str, str], port: int, log: Path) -> It
 
 
 @contextlib.contextmanager
-def demo_stack(directory: Path) -> Iterator[tuple[Ports, Urls]]:
-    """Start the exchange and both buyers; yields their ports and URLs."""
+def demo_stack(
+    directory: Path, *, retail_redirect: str | None = None
+) -> Iterator[tuple[Ports, Urls]]:
+    """Start the exchange and both buyers (and RetailDSP's registration, given its match
+    redirect); yields their ports and URLs."""
     ports = Ports.pick()
     urls = Urls.of(ports)
     with contextlib.ExitStack() as stack:
         stack.enter_context(
             running(
                 example_path("exchange.toml"),
-                exchange_overrides(directory, ports, urls),
+                exchange_overrides(directory, ports, urls, retail_redirect),
                 ports.exchange,
                 directory / "exchange.log",
             )
