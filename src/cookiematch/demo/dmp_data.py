@@ -290,7 +290,9 @@ def inband_versus_s2s(dmp: Dmp, half: DataHalf, customers: list[Customer], check
     if late:
         dmp_uid = late[0].cookie(urlsplit(dmp.base).hostname or "", "dmp_id")
         profile = dmp.get(f"/admin/v1/profiles/{dmp_uid}")
-        print(f"  e.g. {late[0].crm_uid} (synced on the second visit): {profile['attributes']}")
+        shown = {k: profile["attributes"].get(k) for k in ("tier", "interests", "age")}
+        print(f"  e.g. {late[0].crm_uid}, synced on the second visit: "
+              f"{len(profile['attributes'])} attributes, {shown}")  # fmt: skip
         check(
             profile["attributes"] == records[late[0].crm_uid],
             "its profile holds the uploaded record",

@@ -329,15 +329,19 @@ def run_dmp_scenario(
 
 
 def print_funnel(report: FunnelReport, out: Callable[[str], None] = print) -> None:
-    """The funnel as two small tables."""
+    """The funnel as two small tables (rows where nothing was counted left out)."""
     out(f"{'partner':<12}{'pixels':>8}{'callbacks':>11}{'rejected':>10}{'loss':>7}{'loss %':>8}")
     for name, row in report.partners.items():
         c = row.counts
+        if not any(c.values()):
+            continue
         out(f"{name:<12}{c['pixels']:>8}{c['callbacks']:>11}{c['rejected']:>10}"
             f"{row.loss:>7}{row.loss_rate:>8.1%}")  # fmt: skip
     out(f"{'client':<12}{'tag.js':>8}{'loaded':>8}{'pixels':>8}{'callbacks':>11}{'loss %':>8}")
     for name, row in report.clients.items():
         c = row.counts
+        if not any(c.values()):
+            continue
         out(f"{name:<12}{c['tag_js']:>8}{c['tags_loaded']:>8}{c['pixels']:>8}"
             f"{c['callbacks']:>11}{row.loss_rate:>8.1%}")  # fmt: skip
 

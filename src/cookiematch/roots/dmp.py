@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -88,6 +89,7 @@ class DmpCore:
     ingestor: Ingestor
     subjects: DmpSubjects  # the admin API's, the opt-out page's and the CLI's
     funnel: Funnel  # ingestion outcomes and applied pending records are counted here
+    funnel_log: FunnelLog | None = None  # a CLI run's (``open_core``); a server worker has its own
 
 
 def build_core(
@@ -134,9 +136,10 @@ async def open_core(
     store = await connect_store(config.store.url, durability=durability or config.store.durability)
     try:
         core = build_core(dmp, store)
-        yield core
-        # what this run ingested, in the funnel beside the server workers' counts
-        await FunnelLog(store, worker_name(), core.funnel).flush()
+        # what this run ingests, in the funnel beside the server workers' counts
+        log = FunnelLog(store, worker_name(), core.funnel)
+        yield dataclasses.replace(core, funnel_log=log)
+        await log.flush()
     finally:
         await store.close()
     if store.lost:
