@@ -28,6 +28,8 @@ CookiematchError
 ├── AddressInUse           a listen address another process already serves (serve refuses)
 └── AdminError             an admin API request that is refused (rendered as problem+json)
     ├── NotFound
+    ├── Forbidden          the request's credential does not allow it (403)
+    ├── Conflict           the change would break another entity that refers to it (409)
     ├── ValidationFailed
     └── BodyTooLarge       a request body over its limit (413)
 """
@@ -159,6 +161,16 @@ class AdminError(CookiematchError):
 class NotFound(AdminError):
     status = 404
     title = "Not Found"
+
+
+class Forbidden(AdminError):
+    status = 403
+    title = "Forbidden"
+
+
+class Conflict(AdminError):
+    status = 409
+    title = "Conflict"
 
 
 class ValidationFailed(AdminError):

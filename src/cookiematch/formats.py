@@ -22,7 +22,7 @@ __all__ = [
     "VendorId",
 ]
 
-ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+ID_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9_.-]{1,64}$"  # never a path segment "." or ".."
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 """An identifier an operator chooses: a partner, client, segment, destination, campaign."""
@@ -40,5 +40,5 @@ CookieName = Annotated[str, msgspec.Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1
 CookieDomain = Annotated[str, msgspec.Meta(pattern=r"^\.?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")]
 
 PATTERN_MESSAGES = {
-    ID_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 _ . -",
+    ID_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 _ . -, not . or ..",
 }

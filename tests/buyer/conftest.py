@@ -80,10 +80,13 @@ async def store(tmp_path: Path, clock: Clock) -> AsyncIterator[Store]:
     await opened.close()
 
 
-def settings(*, hosted: bool = False, public_url: str | None = None) -> BuyerSettings:
+def settings(
+    *, hosted: bool = False, public_url: str | None = None, push_user_lists: tuple[int, ...] = ()
+) -> BuyerSettings:
     return BuyerSettings(
         exchange=ExchangeEndpoint(EXCHANGE_URL, NID),
         hosted_match=hosted,
+        push_user_lists=push_user_lists,
         stale_after_seconds=14 * DAY,
         entry_ttl_seconds=28 * DAY,
         public_url=public_url,

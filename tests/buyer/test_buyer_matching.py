@@ -95,6 +95,18 @@ async def test_hosted_push_adds_google_hm_and_sets_a_new_cookie(
                      "google_hm": "AAAAAAAAAAAAAAAAAAAAAA"}  # fmt: skip
 
 
+async def test_push_adds_the_configured_user_lists_on_the_way_back(
+    make_matcher: MakeMatcher,
+) -> None:
+    matcher = make_matcher(hosted=True, push_user_lists=(12345, 45678))
+    result = await matcher.push(params(f"google_gid={GID}&google_cver=1&google_push=abc"), UID)
+    assert result.location is not None
+    assert parse_qsl(urlsplit(result.location).query) == [
+        ("google_nid", NID), ("google_push", "abc"), ("google_hm", "AAECAwQFBgcICQoLDA0ODw"),
+        ("google_ula", "12345"), ("google_ula", "45678"),
+    ]  # fmt: skip
+
+
 async def test_push_with_bad_gid_still_goes_back_but_records_nothing(
     make_matcher: MakeMatcher,
 ) -> None:

@@ -266,9 +266,9 @@ async def test_gdpr_default_refuses_a_silent_redirect(make_matcher: MakeMatcher)
 async def test_refused_push_goes_back_without_hosted_data_and_records_nothing(
     make_matcher: MakeMatcher, uids: Uids
 ) -> None:
-    matcher = make_matcher(hosted=True, policy=policy())
+    matcher = make_matcher(hosted=True, policy=policy(), push_user_lists=(12345,))
     query = f"google_gid={GID}&google_cver=1&google_push=tok"
-    for uid in (UID, None):
+    for uid in (UID, None):  # nor added to the buyer's lists
         result = await matcher.push(redirect(query), uid, signals(gdpr="1"))
         assert result.location == f"{EXCHANGE_URL}?google_nid={NID}&google_push=tok"
         assert result.match.browser is None

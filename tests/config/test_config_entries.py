@@ -31,6 +31,7 @@ def test_parse_buyer() -> None:
         "push_url": None,
         "pixel_matching": False,
         "require_hosted_match": False,
+        "require_user_lists": [],
         "max_qps": None,
         "gvl_vendor_id": None,
         "optout_webhook_url": None,

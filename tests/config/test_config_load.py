@@ -149,6 +149,19 @@ def test_no_role_tables(tmp_path: Path) -> None:
     assert config.exchange is None
 
 
+def test_required_lists_and_credentials_load(tmp_path: Path) -> None:
+    digest = "0123456789abcdef" * 4
+    tail = (f'[[exchange.credentials]]\nnid = "ad_network_xyz"\ntoken_sha256 = "{digest}"\n'
+            'scopes = ["user_lists", "redirect_url"]')  # fmt: skip
+    path = write(tmp_path, buyer="require_user_lists = [12345]", tail=tail)
+    exchange = load_config(path, environ={}).exchange
+    assert exchange is not None
+    assert exchange.buyers[0].require_user_lists == (12345,)
+    [credential] = exchange.credentials
+    assert credential.id == "0123456789abcdef" and credential.nid == "ad_network_xyz"
+    assert credential.scopes == ("user_lists", "redirect_url")
+
+
 def test_config_is_immutable() -> None:
     config = load_config(EXAMPLE, environ={})
     with pytest.raises(AttributeError):
@@ -159,6 +172,7 @@ def test_config_is_immutable() -> None:
     assert msgspec.structs.replace(config) == config
 
 
+HASH = "a" * 64
 LONG_URL = "http://long.example/p?x=" + "a" * 2100
 
 ERRORS: list[tuple[str, dict[str, str], str | None, str]] = [
@@ -241,6 +255,7 @@ ERRORS: list[tuple[str, dict[str, str], str | None, str]] = [
     ),
     ("buyer nid chars", {"buyers": buyer("a b")}, "exchange.buyers[1].nid", "1-64 characters"),
     ("buyer nid long", {"buyers": buyer("n" * 65)}, "exchange.buyers[1].nid", "1-64 characters"),
+    ("buyer nid dot-dot", {"buyers": buyer("..")}, "exchange.buyers[1].nid", "not . or .."),
     ("buyer duplicate", {"buyers": buyer("ad_network_xyz")}, "exchange.buyers[1].nid", "duplicate"),
     (
         "url scheme",
@@ -305,6 +320,54 @@ ERRORS: list[tuple[str, dict[str, str], str | None, str]] = [
         {"lists": "membership_days = 0"},
         "exchange.user_lists[0].membership_days",
         ">= 1",
+    ),
+    (
+        "required list missing",
+        {"buyer": "require_user_lists = [4242]"},
+        "exchange.buyers[0].require_user_lists[0]",
+        "no user list 4242",
+    ),
+    (
+        "required list of another buyer",
+        {"buyers": buyer(extra="require_user_lists = [12345]")},
+        "exchange.buyers[1].require_user_lists[0]",
+        "another buyer",
+    ),
+    (
+        "required list twice",
+        {"buyer": "require_user_lists = [12345, 12345]"},
+        "exchange.buyers[0].require_user_lists",
+        "twice",
+    ),
+    (
+        "credential hash",
+        {"tail": '[[exchange.credentials]]\nnid = "ad_network_xyz"\ntoken_sha256 = "abc"'},
+        "exchange.credentials[0].token_sha256",
+        "regex",
+    ),
+    (
+        "credential buyer",
+        {"tail": f'[[exchange.credentials]]\nnid = "nobody"\ntoken_sha256 = "{HASH}"'},
+        "exchange.credentials[0].nid",
+        "nobody",
+    ),
+    (
+        "credential scope",
+        {
+            "tail": f'[[exchange.credentials]]\nnid = "ad_network_xyz"\ntoken_sha256 = "{HASH}"\n'
+            'scopes = ["buyers"]'
+        },
+        "exchange.credentials[0].scopes[0]",
+        "user_lists",
+    ),
+    (
+        "credential duplicate",
+        {
+            "tail": f'[[exchange.credentials]]\nnid = "ad_network_xyz"\ntoken_sha256 = "{HASH}"\n'
+            f'[[exchange.credentials]]\nnid = "ad_network_xyz"\ntoken_sha256 = "{HASH}"'
+        },
+        "exchange.credentials[1].token_sha256",
+        "duplicate",
     ),
     ("syntax", {"tail": "[exchange"}, None, "invalid TOML"),
 ]

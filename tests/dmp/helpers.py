@@ -63,13 +63,14 @@ def make_service(
     on_match: Sequence[OnMatch] = (),
     policy: PrivacyPolicy | None = None,
     clients: Sequence[Client] = CLIENTS,
+    partners: Sequence[Partner] = PARTNERS,
     export_vendors: Sequence[int] = (),
 ) -> DmpService:
     """A DMP service over ``store``, its collaborators built explicitly (as the composition
     root builds them from the configuration)."""
     counter = itertools.count(1)
     return DmpService(
-        store, SETTINGS, PARTNERS, clients,
+        store, SETTINGS, partners, clients,
         matches=MatchTable(store, SETTINGS.match_ttl_days * SECONDS_PER_DAY),
         traits=traits or TraitStore(store, TraitCatalog(), clock=clock),
         profile_reader=ProfileReader(store, clock=clock),

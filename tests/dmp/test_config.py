@@ -42,6 +42,7 @@ def test_the_example_loads_and_compiles_every_partner() -> None:
     assert partners["analytics"].sync.vendor_ids == {755}
     assert partners["email"].id_key is not None and len(partners["email"].id_key) == 32
     assert not partners["data-exchange"].enabled
+    assert partners["analytics"].initiates_sync and not partners["email"].initiates_sync
     shop = dmp.client_models()[0]
     assert shop.tags[0].cap == 1 and shop.uses("dsp")
     assert "example-dmp" not in repr(dmp)  # the admin token never shows
@@ -52,6 +53,7 @@ def test_the_contract_minimum(tmp_path: Path) -> None:
     dmp = config.dmp  # type: ignore[attr-defined]
     assert dmp.settings().public_url == "http://dmp.localhost:8720"
     assert dmp.partner_models()[0].ttl_days == 7
+    assert not dmp.partner_models()[0].initiates_sync  # partner-initiated syncs are opt-in
 
 
 def test_public_url_defaults_to_listen(tmp_path: Path) -> None:
@@ -67,6 +69,7 @@ BAD = [
      "dmp.partners[0].sync_url", "host"),
     ('uid_macro = "$UID"', 'uid_macro = "a b"', "dmp.partners[0].uid_macro", ""),
     ('ttl_days = 7', 'ttl_days = 0', "dmp.partners[0].ttl_days", ""),
+    ('ttl_days = 7', 'initiates_sync = "yes"', "dmp.partners[0].initiates_sync", "bool"),
     ('ttl_days = 7', 'id_format = "signed"', "dmp.partners[0].id_key", "required"),
     ('ttl_days = 7', 'id_format = "signed"\nid_key = "c2hvcnQ="', "dmp.partners[0].id_key",
      "32 bytes"),

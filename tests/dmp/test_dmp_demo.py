@@ -30,7 +30,10 @@ def test_scenario_reports_the_lossy_partner(
     assert 0 < dsp.loss_rate < 0.6
     for partner in ("analytics", "email", "orders"):
         row = report.partners[partner]
-        assert row.counts == {"pixels": 40, "callbacks": 40, "rejected": 0, "inband": 0}
+        assert row.counts == {
+            "pixels": 40, "callbacks": 40, "rejected": 0, "inband": 0,
+            "initiated": 0, "initiated_stored": 0, "cookie_refused": 0,
+        }  # fmt: skip
     assert report.clients["shop"].counts["tags_loaded"] >= 40
     assert '"email":"email-00001"' in lines[1]  # each partner kept its own cookie
     print_funnel(report, out=lines.append)

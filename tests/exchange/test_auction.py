@@ -12,7 +12,7 @@ from cookiematch.exchange.ad_service import AdRequest, AdService
 from cookiematch.exchange.auction import Auction, Outcome
 from cookiematch.exchange.browser_record import CREATED, browser_record_key
 from cookiematch.exchange.cookie_match import Browser
-from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher
+from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher, UserList
 from cookiematch.exchange.monitoring import BuyerMonitor, Count
 from cookiematch.exchange.pixel_matching import PixelMatcher
 from cookiematch.exchange.registry import ExchangeRegistry
@@ -68,7 +68,13 @@ def buyer(nid: str, **kwargs: Any) -> Buyer:
 
 
 class World:
-    def __init__(self, store: Store, buyers: list[Buyer], timeout_ms: int = 100) -> None:
+    def __init__(
+        self,
+        store: Store,
+        buyers: list[Buyer],
+        timeout_ms: int = 100,
+        user_lists: tuple[UserList, ...] = (),
+    ) -> None:
         self.store = store
         self.clock = FakeClock()
         self.settings = ExchangeSettings(auction_timeout_ms=timeout_ms)
@@ -76,7 +82,7 @@ class World:
         self.push = PushTokens(self.cipher)
         self.monitor = BuyerMonitor(store, self.settings, clock=self.clock, worker_id="w1")
         self.bidders = Bidders()
-        self.registry = ExchangeRegistry(store, buyers)
+        self.registry = ExchangeRegistry(store, buyers, user_lists)
         self.auction = Auction(self.bidders, self.monitor, clock=self.clock)
         self.randoms = [0.0]
         self.service = AdService(
@@ -169,6 +175,31 @@ async def test_hosted_match_data_and_pretargeting(store: Store) -> None:
     assert world.last("hosted")["user"]["buyeruid"] == "Q29va2llIG51bWJlciAxIQ"
     assert "buyeruid" not in world.last("plain")["user"]
     assert served.winner.nid == "hosted"
+
+
+async def test_pre_targeting_on_user_list_membership(store: Store) -> None:
+    lists = (UserList(1, owner="listed"), UserList(2, owner="listed"), UserList(3, owner="plain"))
+    world = World(
+        store,
+        [buyer("listed", require_user_lists=(1, 2)), buyer("plain")],
+        user_lists=lists,
+    )
+    world.bidders.replies["http://listed.example/bid"] = bid(2.0)
+    world.bidders.replies["http://plain.example/bid"] = bid(1.0)
+    served = await world.serve(Browser(BROWSER))
+    assert "http://listed.example/bid" not in world.bidders.requests  # not a member: not asked
+    assert served.winner.nid == "plain"
+    assert "user_lists" not in world.last("plain")["user"]["ext"]
+
+    # a member of list 2 (and of the other buyer's list 3): asked, told its own lists only
+    await store.hset(keys.user_lists_key(BROWSER), {"2": b"1", "3": b"1"}, ttl=60)
+    served = await world.serve(Browser(BROWSER))
+    assert served.winner.nid == "listed"
+    assert world.last("listed")["user"]["ext"]["user_lists"] == [2]
+    assert world.last("plain")["user"]["ext"]["user_lists"] == [3]
+    # a new browser is nobody's member
+    await world.serve(Browser(None))
+    assert len(world.bidders.requests["http://listed.example/bid"]) == 1
 
 
 async def test_new_browser_gets_a_cookie_and_a_record(store: Store) -> None:

@@ -153,8 +153,24 @@ async def test_user_list_statuses_and_memberships(store: Store) -> None:
         ("google_ula", "31337,5"),
         ("google_ula", "abc,5"),
     ]
+    # the seed's timestamp 7654321 (March 1970): counted from then, it ended long ago
     members = await store.hgetall(keys.user_lists_key(BROWSER))
-    assert members == {"12345": b"7654321", "45678": str(int(NOW)).encode()}
+    assert members == {"45678": str(int(NOW)).encode()}
+
+
+async def test_membership_counts_from_the_given_time_bounded_by_now(store: Store) -> None:
+    service, _, _ = make_service(store, FakeClock())
+    ten_days_ago, tomorrow = int(NOW) - 10 * 86400, int(NOW) + 86400
+    query = f"google_nid=ad_network_xyz&google_ula=12345,{ten_days_ago}&google_ula=45678,{tomorrow}"
+    outcome = await run(service, query, Browser(BROWSER))
+    assert params_of(outcome) == [("id", ""), ("google_ula", "12345,0"), ("google_ula", "45678,0")]
+    entries = await store.hgetall_entries(keys.user_lists_key(BROWSER))
+    value, ttl = entries["12345"]  # from ten days ago: 30 - 10 days left
+    assert value == str(ten_days_ago).encode() and ttl is not None
+    assert 20 * 86400 - 60 < ttl <= 20 * 86400
+    value, ttl = entries["45678"]  # a time to come is now: the whole 30 days
+    assert value == str(int(NOW)).encode() and ttl is not None
+    assert 30 * 86400 - 60 < ttl <= 30 * 86400
 
 
 async def test_user_list_add_fails_with_status_10_when_the_store_fails(tmp_path: Path) -> None:

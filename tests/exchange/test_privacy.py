@@ -10,6 +10,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -392,6 +393,27 @@ async def test_bid_requests_carry_the_signals_and_ids_only_where_consented(store
     assert counts[Operation.PERSONALISE, Reason.VENDOR] == 1
     assert counts[Operation.PERSONALISE, Reason.NO_VENDOR_ID] == 1
     assert counts[Operation.SYNC, Reason.CONSENTED] == 1
+
+
+async def test_memberships_are_used_only_for_a_buyer_allowed_to_personalise(
+    store: Store,
+) -> None:
+    exchange = Exchange(store)
+    await known_browser(store)
+    await store.hset(keys.user_lists_key(BROWSER), {"12345": b"1"}, ttl=3600)
+    await serve(exchange)
+    assert exchange.bid_requests["xyz"][0]["user"]["ext"]["user_lists"] == [12345]
+    assert "user_lists" not in exchange.bid_requests["monster"][0]["user"]["ext"]  # not its list
+    await serve(exchange, f"gdpr=1&gdpr_consent={NOT_XYZ}")
+    assert exchange.bid_requests["xyz"][1]["user"] == {"consent": NOT_XYZ}
+    # pre-targeting on the list: without personalise the membership is not used, not asked
+    xyz = exchange.registry.buyer("xyz")
+    assert xyz is not None
+    await exchange.registry.put_buyer(msgspec.structs.replace(xyz, require_user_lists=(12345,)))
+    await serve(exchange, f"gdpr=1&gdpr_consent={NOT_XYZ}")
+    assert len(exchange.bid_requests["xyz"]) == 2
+    await serve(exchange)
+    assert len(exchange.bid_requests["xyz"]) == 3
 
 
 async def test_no_pixel_match_for_a_buyer_refused_sync(store: Store) -> None:

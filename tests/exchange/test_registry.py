@@ -43,6 +43,7 @@ async def test_stored_buyer_is_every_field_and_reads_back(store: Store) -> None:
         "push_url": PUSH,
         "pixel_matching": True,
         "require_hosted_match": True,
+        "require_user_lists": [],
         "max_qps": 20.0,
         "gvl_vendor_id": None,
         "optout_webhook_url": "https://dsp.example/optout",

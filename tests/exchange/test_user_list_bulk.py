@@ -10,11 +10,13 @@ import pytest
 
 from cookiematch.errors import NotFound, ValidationFailed
 from cookiematch.exchange import keys
+from cookiematch.exchange.list_changes import ListChanges
 from cookiematch.exchange.model import Buyer, UserList
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.exchange.user_list_bulk import (
     MAX_ENTRIES,
     MembersRequest,
+    TimedGid,
     UserListBulk,
     parse_members_request,
 )
@@ -78,6 +80,36 @@ async def test_adds_and_removes_write_what_google_ula_writes(
     assert removed.to_dict()["removed"] == 2
     assert await store.hget(keys.user_lists_key(BROWSERS[0]), "12345") is None
     assert await store.hget(keys.user_lists_key(BROWSERS[3]), "12345") is not None
+
+
+async def test_a_gid_may_carry_the_time_it_was_added(
+    store: Store, cipher: UserIdCipher, bulk: UserListBulk
+) -> None:
+    changes = ListChanges(store, worker_id="w", clock=lambda: NOW)
+    counted = UserListBulk(bulk._registry, store, cipher, clock=lambda: NOW, changes=changes)
+    gids = [cipher.encrypt(b, NID, 1) for b in BROWSERS[:3]]
+    three_days_ago, eight_days_ago = int(NOW) - 3 * 86400, int(NOW) - 8 * 86400
+    request = parse_members_request(
+        {
+            "nid": NID,
+            "gids": [
+                {"gid": gids[0], "timestamp": three_days_ago},
+                {"gid": gids[1], "timestamp": eight_days_ago},  # the list keeps 7 days
+                {"gid": gids[2], "timestamp": int(NOW) + 3600},  # to come: now
+            ],
+        }
+    )
+    assert request.gids[0] == TimedGid(gids[0], three_days_ago)
+    outcome = (await counted.apply(12345, request)).to_dict()
+    assert [r["status"] for r in outcome["results"]] == ["added", "expired", "added"]
+    assert (outcome["added"], outcome["expired"]) == (2, 1)
+    entries = [await store.hgetall_entries(keys.user_lists_key(b)) for b in BROWSERS[:3]]
+    assert entries[0]["12345"][0] == str(three_days_ago).encode()
+    assert entries[0]["12345"][1] == pytest.approx(4 * 86400)
+    assert entries[1] == {}
+    assert entries[2]["12345"] == (str(int(NOW)).encode(), pytest.approx(7 * 86400))
+    await changes.flush()
+    assert await changes.totals(12345) == {"added": 2, "removed": 0, "expired": 1}
 
 
 async def test_key_versions(bulk: UserListBulk, store: Store, cipher: UserIdCipher) -> None:

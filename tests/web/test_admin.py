@@ -33,6 +33,7 @@ UNSET = {  # a buyer's keys that an entry leaves out, as the API answers them
     "push_url": None,
     "pixel_matching": False,
     "require_hosted_match": False,
+    "require_user_lists": [],
     "max_qps": None,
     "gvl_vendor_id": None,
     "optout_webhook_url": None,

@@ -166,8 +166,10 @@ class Matcher:
         """GET /push: record the match if the gid is valid, then send the browser back.
 
         Without a ``google_push`` (or with an unusable one) there is nowhere to go back to:
-        a plain pixel, nothing recorded. When the buyer may not keep a cookie for the browser,
-        it goes back without hosted data and gets no cookie.
+        a plain pixel, nothing recorded. The way back carries the buyer's hosted data (with
+        ``hosted_match``) and adds the browser to its ``push_user_lists`` (``google_ula``),
+        the seed's "other requested operations". When the buyer may not keep a cookie for the
+        browser, it goes back with neither and gets no cookie.
         """
         push = params.push
         if not push or len(push) > MAX_PUSH_LENGTH:
@@ -180,7 +182,8 @@ class Matcher:
             return PushResult(self.settings.exchange.push_return_url(push), match)
         browser = match.browser or self.browser(uid, "push")
         hosted = browser.uid if self.settings.hosted_match else None
-        location = self.settings.exchange.push_return_url(push, hosted)
+        lists = self.settings.push_user_lists
+        location = self.settings.exchange.push_return_url(push, hosted, lists)
         return PushResult(location, MatchResult(match.outcome, browser, match.entry))
 
     async def match_tag(

@@ -91,9 +91,13 @@ class ExchangeEndpoint:
         params.extend(extras)
         return self._with(params)
 
-    def push_return_url(self, push: str, hosted_uid: bytes | None = None) -> str:
-        """``exchange_url?google_nid=<nid>&google_push=<push>`` (+ ``&google_hm=<uid>``)."""
+    def push_return_url(
+        self, push: str, hosted_uid: bytes | None = None, user_lists: Sequence[int] = ()
+    ) -> str:
+        """``exchange_url?google_nid=<nid>&google_push=<push>`` (+ ``&google_hm=<uid>``, +
+        ``&google_ula=<list id>`` for each of ``user_lists``)."""
         params = [QueryParam("google_nid", self.nid), QueryParam("google_push", push)]
         if hosted_uid is not None:
             params.append(QueryParam("google_hm", format_uid(hosted_uid)))
+        params.extend(QueryParam("google_ula", str(list_id)) for list_id in user_lists)
         return self._with(params)

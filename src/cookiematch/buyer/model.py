@@ -14,6 +14,7 @@ class BuyerSettings:
 
     exchange: ExchangeEndpoint
     hosted_match: bool = False
+    push_user_lists: tuple[int, ...] = ()  # google_ula on the pixel-matching return leg
     stale_after_seconds: float = 14.0 * SECONDS_PER_DAY
     entry_ttl_seconds: float = 28.0 * SECONDS_PER_DAY
     tmax_ms: int = 100

@@ -1,5 +1,5 @@
-"""The ``cookiematch`` command: ``serve``, ``demo``, ``check-config``, ``keygen``; ``store``,
-``subject`` and ``dmp`` are groups of their own modules."""
+"""The ``cookiematch`` command: ``serve``, ``demo``, ``check-config``, ``keygen``,
+``credential``; ``store``, ``subject`` and ``dmp`` are groups of their own modules."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import click
+import msgspec
 
 from cookiematch.cli.common import config_option, load, run
 from cookiematch.cli.dmp import dmp
@@ -19,6 +21,8 @@ from cookiematch.cli.store import store
 from cookiematch.cli.subject import subject
 from cookiematch.config import Config
 from cookiematch.errors import CookiematchError
+from cookiematch.exchange.credentials import new_credential
+from cookiematch.exchange.model import Credential, CredentialScope
 from cookiematch.logs import FORMAT_ENV, FORMATS, LEVEL_ENV, LEVELS, configure
 from cookiematch.roots import ROLE_FACTORIES
 from cookiematch.storage import connect_store
@@ -184,6 +188,32 @@ async def _ping(config: Config) -> None:
 def keygen() -> None:
     """Print a new user-ID encryption secret (base64 of 32 random bytes)."""
     click.echo(base64.b64encode(os.urandom(32)).decode())
+
+
+@main.command()
+@click.option("--nid", required=True, help="The buyer the credential acts for.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(get_args(CredentialScope)),
+    default=("user_lists",),
+    show_default=True,
+    help="What it may do (repeat for several).",
+)
+def credential(nid: str, scopes: tuple[CredentialScope, ...]) -> None:
+    """Print a new buyer API credential: its token (for the buyer, shown only here) and the
+    [[exchange.credentials]] entry that recognises it by its SHA-256."""
+    token, made = new_credential(nid, tuple(dict.fromkeys(scopes)))
+    try:
+        msgspec.convert(msgspec.to_builtins(made), Credential)
+    except msgspec.ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--nid") from None
+    click.echo(f"# token (give it to the buyer; it is not stored anywhere): {token}")
+    click.echo("[[exchange.credentials]]")
+    click.echo(f'nid = "{made.nid}"')
+    click.echo(f'token_sha256 = "{made.token_sha256}"')
+    click.echo("scopes = [" + ", ".join(f'"{s}"' for s in made.scopes) + "]")
 
 
 @main.command()

@@ -18,6 +18,7 @@ from cookiematch.config.fields import (
     Table,
 )
 from cookiematch.config.values import Listen, Problems, Secret, url_problems
+from cookiematch.exchange.model import ListId
 from cookiematch.formats import CookieDomain, CookieName, Id, Nid, PositiveInt
 from cookiematch.protocol.cookies import CookieSpec, cookie_spec
 
@@ -72,6 +73,9 @@ class BuyerRoleConfig(Table, frozen=True):
     exchange_optout_secret: Secret | None = None
     response: Literal["gif", "204"] = "gif"
     hosted_match: bool = False
+    # user lists (of this buyer, at the exchange) a pixel-matched browser is added to, with
+    # google_ula on the way back to the exchange
+    push_user_lists: tuple[ListId, ...] = ()
     match_ttl_days: PositiveInt = 14  # an entry older than this is stale: re-match
     entry_ttl_days: PositiveInt | None = None  # store TTL of entries; default 2x match_ttl
     cookie_name: CookieName = "buyer_uid"
@@ -101,6 +105,8 @@ class BuyerRoleConfig(Table, frozen=True):
             found.append(
                 ("cookie_same_site", '"None" needs cookie_secure = true (browsers insist)')
             )
+        if len(set(self.push_user_lists)) != len(self.push_user_lists):
+            found.append(("push_user_lists", "lists a user list twice"))
         if self.entry_ttl_days is not None and self.entry_ttl_days < self.match_ttl_days:
             found.append(("entry_ttl_days", "must be at least match_ttl_days"))
         seen: set[str] = set()
@@ -120,6 +126,7 @@ class BuyerRoleConfig(Table, frozen=True):
         return BuyerSettings(
             exchange=ExchangeEndpoint(self.exchange_url, self.nid),
             hosted_match=self.hosted_match,
+            push_user_lists=self.push_user_lists,
             stale_after_seconds=self.match_ttl_days * SECONDS_PER_DAY,
             entry_ttl_seconds=entry_ttl_days * SECONDS_PER_DAY,
             tmax_ms=self.tmax_ms,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ S = TypeVar("S", bound=msgspec.Struct)
 
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _FIELD = re.compile(r"^Object (?P<kind>contains unknown|missing required) field `(?P<name>[^`]+)`$")
-_PATTERN = re.compile(r"^Expected `str` matching regex (?P<q>['\"])(?P<pattern>.*)(?P=q)$")
+_PATTERN = re.compile(r"^Expected `str` matching regex (?P<pattern>(['\"]).*\2)$")
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
@@ -57,7 +58,7 @@ def describe(error: msgspec.ValidationError, tp: Any, prefix: str = "") -> tuple
         path = join_key(path, field["name"])
         message = "unknown key" if field["kind"] == "contains unknown" else "missing required key"
     elif pattern is not None:
-        message = PATTERN_MESSAGES.get(pattern["pattern"], message)
+        message = PATTERN_MESSAGES.get(ast.literal_eval(pattern["pattern"]), message)
     elif message.startswith("Invalid enum value"):
         choices = _choices(tp, path)
         if choices:

@@ -136,6 +136,8 @@ class DmpPartnerConfig(Table, frozen=True):
     id_key: KeySecret | None = None  # 32 bytes, base64; HMAC key or AES-256-GCM key
     id_max_age_seconds: PositiveInt = SECONDS_PER_DAY
     gvl_vendor_id: VendorId | None = None  # its IAB GVL vendor ID, for the privacy policy
+    # its redirect to /callback/<id> may cookie a browser the DMP does not know (docs/dmp.md)
+    initiates_sync: bool = False
     # Ingestion (docs/dmp-data.md): bearer token of POST /api/v1/partners/<id>/records, and
     # the partner's data endpoint for `cookiematch dmp pull`.
     ingest_token: Secret | None = None
@@ -183,6 +185,7 @@ class DmpPartnerConfig(Table, frozen=True):
             id_key=None if self.id_key is None else self.id_key.key_bytes(),
             id_max_age_seconds=self.id_max_age_seconds,
             gvl_vendor_id=self.gvl_vendor_id,
+            initiates_sync=self.initiates_sync,
         )
 
 

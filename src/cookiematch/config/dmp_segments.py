@@ -56,7 +56,7 @@ class DmpDestinationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
     secret: Secret | None = None  # http: the HMAC-SHA256 key, >= 16 characters
     path: str | None = None  # file: may use {segment}, {destination}, {time}, {mode}
     format: Literal["csv", "jsonl"] = "csv"
-    token: Secret | None = None  # exchange_user_list: the exchange's admin token
+    token: Secret | None = None  # exchange_user_list: a credential of nid (or the admin token)
     user_list_id: Annotated[int, msgspec.Meta(gt=0)] | None = None
     nid: str | None = None  # exchange_user_list: the buyer whose gids the partner's IDs are
     cver: Annotated[int, msgspec.Meta(ge=0, le=255)] = 1

@@ -32,7 +32,7 @@ from cookiematch.config.values import (
     duplicates,
     proxy_network,
 )
-from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher, UserList
+from cookiematch.exchange.model import Buyer, Credential, ExchangeSettings, Publisher, UserList
 from cookiematch.protocol.userid import MAX_KEY_VERSION
 from cookiematch.storage.base import Durability
 from cookiematch.storage.registry import SCHEMES
@@ -99,6 +99,7 @@ class ExchangeConfig(ExchangeSettings, Table, frozen=True):
     buyers: tuple[Buyer, ...] = ()
     user_lists: tuple[UserList, ...] = ()
     publishers: tuple[Publisher, ...] = ()
+    credentials: tuple[Credential, ...] = ()  # buyers' API credentials, as token hashes
 
     def problems(self) -> Problems:
         found: Problems = []
@@ -126,6 +127,16 @@ class ExchangeConfig(ExchangeSettings, Table, frozen=True):
         for i, user_list in enumerate(self.user_lists):
             if user_list.owner not in nids:
                 found.append((f"user_lists[{i}].owner", f"no buyer has nid {user_list.owner!r}"))
+        owners = {u.id: u.owner for u in self.user_lists}
+        for i, buyer in enumerate(self.buyers):
+            found += [(f"buyers[{i}].{k}", m) for k, m in buyer.list_problems(owners.get)]
+        found += duplicates(
+            "credentials", "token_sha256", [c.token_sha256 for c in self.credentials]
+        )
+        for i, credential in enumerate(self.credentials):
+            found += [(f"credentials[{i}].{k}", m) for k, m in credential.problems()]
+            if credential.nid not in nids:
+                found.append((f"credentials[{i}].nid", f"no buyer has nid {credential.nid!r}"))
         return found
 
     def key_secrets(self) -> dict[int, bytes]:

@@ -11,11 +11,16 @@ how many callbacks came back.
              inband       in-band redirects stored
              inband_values   key-values those redirects carried (stored)
              inband_refused  in-band redirects refused (too large, bad data, no cookie, ...)
+             initiated    partner-initiated syncs: callbacks without a DMP cookie that the
+                          DMP cookied and redirected to itself to verify the cookie
+             initiated_stored  their second hop came back with the cookie: match stored
+             cookie_refused    their second hop came back without it (no third-party cookies)
     ingest   records, accepted, pending, resolved, rejected, expired, values: the partner's
              records ingested server to server (HTTP, pull, files; ``dmp/ingest/``)
     reject   why ingested records were rejected, by ``reject_code``
 
-``loss = pixels - callbacks`` (not below 0) and ``loss_rate = loss / pixels``. The report's
+``loss = pixels - callbacks`` (not below 0) and ``loss_rate = loss / pixels``: the syncs the
+DMP started (partner-initiated ones are counted apart, never in ``callbacks``). The report's
 ``delivery`` puts the partner's two paths side by side (``PathDelivery``): what the DMP saw
 offered and what it applied to profiles, in records and in attribute values.
 
@@ -35,7 +40,9 @@ from cookiematch.dmp import keys
 from cookiematch.storage.base import Store
 
 CLIENT_COUNTERS = ("tag_js", "tags_loaded", "pixels", "callbacks")
-PARTNER_COUNTERS = ("pixels", "callbacks", "rejected", "inband")
+PARTNER_COUNTERS = (
+    "pixels", "callbacks", "rejected", "inband", "initiated", "initiated_stored", "cookie_refused",
+)  # fmt: skip
 INGEST_COUNTERS = ("records", "accepted", "pending", "resolved", "rejected", "expired", "values")
 
 

@@ -12,6 +12,9 @@ from cookiematch.protocol.templates import SyncTemplate
 
 UID_PARAM = "uid"
 CLIENT_PARAM = "c"
+COOKIE_TEST_PARAM = "dmp_tc"
+"""Marks the second hop of a partner-initiated sync: the DMP's redirect to its own callback
+after setting its cookie, to see whether the cookie came back (as ``google_tc`` does)."""
 CMP_WAIT_MS = 500
 """How long the container tag waits by default for the page's CMP (``__tcfapi``, ``__gpp``)
 before it calls ``/sync`` with what it has."""
@@ -39,6 +42,7 @@ class Partner:
     id_key: bytes | None = None
     id_max_age_seconds: int = SECONDS_PER_DAY
     gvl_vendor_id: int | None = None  # its IAB GVL vendor ID, for the privacy policy
+    initiates_sync: bool = False  # its callback may cookie a browser the DMP does not know
 
     @property
     def ttl_seconds(self) -> int:

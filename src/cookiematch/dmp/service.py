@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 
 class CallbackStatus(enum.Enum):
     STORED = "stored"
+    # a partner-initiated sync (``Partner.initiates_sync``), first hop: the browser has no DMP
+    # cookie; set one (``initiated``) and redirect to this callback with the cookie test marker
+    VERIFY_COOKIE = "verify_cookie"
+    # its second hop without the cookie: the browser refuses third-party cookies
+    COOKIE_REFUSED = "cookie_refused"
     UNKNOWN_PARTNER = "unknown_partner"
     NO_COOKIE = "no_cookie"
     MISSING_UID = "missing_uid"
@@ -235,8 +240,17 @@ class DmpService:
         return answers
 
     def _check(
-        self, partner_id: str, dmp_uid: str | None, raw_uid: str | None, consent: RequestConsent
+        self,
+        partner_id: str,
+        dmp_uid: str | None,
+        raw_uid: str | None,
+        consent: RequestConsent,
+        *,
+        cookie_test: bool | None = None,
     ) -> tuple[Partner | None, str | None, CallbackStatus | None]:
+        """The partner, its opened ID, and why the request is not stored (None: store it).
+        ``cookie_test``: None where a partner cannot initiate a sync (in-band data), else
+        whether the request carries the cookie test marker (the second hop)."""
         partner = self.partners.get(partner_id)
         if partner is None:
             self.funnel.other("unknown_partner")
@@ -254,16 +268,28 @@ class DmpService:
             status = CallbackStatus.MISSING_UID
         elif raw_uid == partner.uid_macro:
             status = CallbackStatus.MACRO_NOT_REPLACED
-        elif dmp_uid is None:
+        elif dmp_uid is None and (cookie_test is None or not partner.initiates_sync):
             status = CallbackStatus.NO_COOKIE
-        else:
+        elif dmp_uid is None and cookie_test:
+            status = CallbackStatus.COOKIE_REFUSED
+        else:  # the first hop opens the ID too: a bad one gets no cookie
             uid = self._readers[partner.id].open(raw_uid, self._clock())
             if uid is None:
                 status = CallbackStatus.BAD_ID
-        if status is not None:
+            elif dmp_uid is None:
+                status = CallbackStatus.VERIFY_COOKIE
+        if status is CallbackStatus.COOKIE_REFUSED:
+            self.funnel.partner(partner.id, "cookie_refused")
+        elif status is not None and status is not CallbackStatus.VERIFY_COOKIE:
             self.funnel.partner(partner.id, "rejected")
             self.funnel.other(f"rejected_{status.value}")
         return partner, uid, status
+
+    def verify_cookie(self, partner_id: str) -> str:
+        """A new DMP ID for the first hop of a partner-initiated sync (``VERIFY_COOKIE``), once
+        the handler has built its redirect: counted ``initiated``."""
+        self.funnel.partner(partner_id, "initiated")
+        return self._new_uid()
 
     async def callback(
         self,
@@ -273,13 +299,25 @@ class DmpService:
         client_id: str | None = None,
         *,
         consent: RequestConsent,
+        cookie_test: bool = False,
     ) -> CallbackStatus:
-        """A partner's callback: store its ID against the DMP ID, both ways."""
-        partner, uid, status = self._check(partner_id, dmp_uid, raw_uid, consent)
+        """A partner's callback: store its ID against the DMP ID, both ways.
+
+        Without a DMP cookie, a partner that ``initiates_sync`` starts a sync: the first hop
+        answers ``VERIFY_COOKIE`` (nothing stored), the second (``cookie_test``: the marker
+        the redirect adds) stores the match under the cookie the first set (``initiated_stored``,
+        not ``callbacks``: no pixel was handed out for it) or, when the cookie did not come
+        back, ``COOKIE_REFUSED``."""
+        partner, uid, status = self._check(
+            partner_id, dmp_uid, raw_uid, consent, cookie_test=cookie_test
+        )
         if status is not None:
             return status
         assert partner is not None and uid is not None and dmp_uid is not None
         await self._store_match(partner, uid, dmp_uid, consent)
+        if cookie_test and partner.initiates_sync:
+            self.funnel.partner(partner.id, "initiated_stored")
+            return CallbackStatus.STORED
         self.funnel.partner(partner.id, "callbacks")
         client = self.client(client_id)
         if client is not None:

@@ -1,15 +1,21 @@
 """Serving one ad slot: who the browser is, the auction, the pixel match (docs/auction.md).
 
 ``AdService.serve`` reads what the exchange knows about the browser (its record, hosted
-match data, pixel matches) in one round of concurrent reads, asks the eligible buyers, picks
-the winner, picks a pixel match, and writes what changed. A store failure degrades the ad
-(no user data, no pixel match); it never fails it.
+match data, pixel matches, user-list memberships) in one round of concurrent reads, asks the
+eligible buyers, picks the winner, picks a pixel match, and writes what changed. A store
+failure degrades the ad (no user data, no pixel match); it never fails it.
 
 The request's privacy signals (docs/privacy.md, "Enforcement: the exchange") go to every
 buyer in OpenRTB ``regs`` and ``user.consent``, and the policy decides per request and per
 buyer: ``store_id`` whether the exchange cookie is used or set at all, ``personalise`` for
 each buyer whether its bid request carries user IDs and the full ``device.ip``, ``sync``
 whether the pixel-matching buyer may get its match.
+
+Pre-targeting: a buyer with ``require_hosted_match`` is asked only for browsers with its
+hosted match data, one with ``require_user_lists`` only for current members of one of those
+lists; both need ``personalise`` (without it the exchange uses nothing it holds about the
+browser for that buyer). A buyer's bid request carries the browser's current memberships of
+that buyer's own lists in ``user.ext.user_lists``.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from cookiematch.exchange.browser_record import (
 )
 from cookiematch.exchange.consent import truncate_ip
 from cookiematch.exchange.cookie_match import Browser
+from cookiematch.exchange.memberships import current_lists
 from cookiematch.exchange.model import Buyer, ExchangeSettings, Publisher
 from cookiematch.exchange.pixel_matching import PixelMatch, PixelMatcher
 from cookiematch.exchange.registry import ExchangeRegistry
@@ -88,6 +95,7 @@ class _Known:
     record: BrowserRecord
     hosted: dict[str, bytes]
     pixel_matches: dict[str, bytes]
+    user_lists: frozenset[int] = frozenset()
 
 
 class AdService:
@@ -160,10 +168,13 @@ class AdService:
             hosted = known.hosted.get(buyer.nid) if known and personalise else None
             if buyer.require_hosted_match and hosted is None:
                 continue  # pre-targeting: only users with hosted match data
+            lists = self._lists_of(buyer, known) if personalise else frozenset()
+            if buyer.require_user_lists and lists.isdisjoint(buyer.require_user_lists):
+                continue  # pre-targeting: only members of one of the lists
             if not self._auction.admit(buyer):
                 continue
             if personalise:
-                user = self._user(buyer, browser_id, hosted, now - created, consent)
+                user = self._user(buyer, browser_id, hosted, now - created, consent, lists)
                 ip = request.ip
             else:  # no user IDs, the address cut to its network (once per ad request)
                 user = User(consent=consent)
@@ -191,19 +202,27 @@ class AdService:
             await first_seen
         return ServedAd(result.winner, pixel_match, browser_id if new else None, result.outcomes)
 
+    def _lists_of(self, buyer: Buyer, known: _Known | None) -> frozenset[int]:
+        """The browser's current memberships of the buyer's own lists."""
+        if known is None or not known.user_lists:
+            return frozenset()
+        return known.user_lists & self._registry.owned_lists(buyer.nid)
+
     async def _read(
         self, browser_id: bytes | None, buyers: Sequence[Buyer], publisher: Publisher
     ) -> _Known | None:
         if browser_id is None:
             return None
         hosted_nids = [b.nid for b in buyers if b.hosted_match]
+        lists = any(self._registry.owned_lists(b.nid) for b in buyers)
         try:
-            fields, hosted, matches = await asyncio.gather(
+            fields, hosted, matches, memberships = await asyncio.gather(
                 self._store.hgetall(browser_record_key(browser_id)),
                 self._store.get_many([keys.hosted_match_key(browser_id, n) for n in hosted_nids]),
                 self._store.hgetall(keys.pixel_matches_key(browser_id))
                 if publisher.pixel_matching
                 else _empty(),
+                self._store.hgetall(keys.user_lists_key(browser_id)) if lists else _empty(),
             )
         except StoreUnavailable:  # the store's guard logs an outage once
             return None
@@ -214,6 +233,7 @@ class AdService:
             BrowserRecord.parse(fields),
             {nid: data for nid, data in zip(hosted_nids, hosted, strict=True) if data},
             matches,
+            current_lists(memberships),
         )
 
     async def _write(self, browser_id: bytes | None, fields: dict[str, bytes], ttl: int) -> None:
@@ -233,15 +253,19 @@ class AdService:
         hosted: bytes | None,
         age: int,
         consent: str | None,
+        lists: frozenset[int] = frozenset(),
     ) -> User:
         if browser_id is None:
             return User(consent=consent)
         version = self._cipher.current_version
+        ext: dict[str, object] = {"cookie_version": version, "cookie_age_seconds": max(0, age)}
+        if lists:
+            ext["user_lists"] = sorted(lists)
         return User(
             id=self._cipher.encrypt(browser_id, buyer.nid, version),
             buyeruid=b64url_nopad(hosted) if hosted else None,
             consent=consent,
-            ext={"cookie_version": version, "cookie_age_seconds": max(0, age)},
+            ext=ext,
         )
 
     def _bid_request(

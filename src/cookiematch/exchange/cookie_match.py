@@ -11,6 +11,8 @@ from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.errors import HostedMatchError, InvalidPushToken, StorageError, StoreUnavailable
 from cookiematch.exchange import keys
 from cookiematch.exchange.consent import may_store_and_sync
+from cookiematch.exchange.list_changes import Change, ListChanges
+from cookiematch.exchange.memberships import Membership, membership
 from cookiematch.exchange.model import Buyer, ExchangeSettings
 from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.outcomes import (
@@ -60,10 +62,12 @@ class CookieMatchService:
         new_browser_id: Callable[[], bytes],
         monitor: BuyerMonitor | None = None,
         policy: PrivacyPolicy | None = None,
+        list_changes: ListChanges | None = None,
     ) -> None:
         """``policy`` is the process's one privacy policy (the composition root's); without
-        it, the defaults of ``[privacy]``."""
+        it, the defaults of ``[privacy]``. ``list_changes`` counts the user-list adds."""
         self._registry = registry
+        self._list_changes = list_changes
         self._policy = policy or PrivacyPolicy()
         self._monitor = monitor
         self._store = store
@@ -241,19 +245,18 @@ class CookieMatchService:
         if not adds:
             return ()
         statuses: list[tuple[str, int]] = []
-        accepted: dict[str, tuple[int, int]] = {}  # list id -> (added at, ttl)
+        accepted: dict[int, Membership | None] = {}  # None: an add whose time is too old
         for add in adds:
             status = self._user_list_status(add, buyer)
             statuses.append((add.raw_id, status))
             if status == UserListStatus.OK and add.list_id is not None:
                 user_list = self._registry.user_list(add.list_id)
                 days = user_list.membership_days if user_list else 30
-                added_at = min(add.timestamp, now) if add.timestamp is not None else now
-                accepted[str(add.list_id)] = (added_at, days * SECONDS_PER_DAY)
-        if not accepted:
-            return tuple(statuses)
+                accepted[add.list_id] = membership(add.timestamp, now, days)
+        live = {list_id: m for list_id, m in accepted.items() if m is not None}
         try:
-            await self._write_memberships(browser_id, accepted)
+            if live:
+                await self._write_memberships(browser_id, live)
         except StorageError as exc:
             if not isinstance(exc, StoreUnavailable):  # the store's guard logs an outage once
                 log.exception("user list write failed for %s", buyer.nid)
@@ -261,15 +264,16 @@ class CookieMatchService:
                 (raw, UserListStatus.INTERNAL_ERROR if status == UserListStatus.OK else status)
                 for raw, status in statuses
             )
+        if self._list_changes is not None:
+            for list_id, added in accepted.items():
+                self._list_changes.count(list_id, Change.ADDED if added else Change.EXPIRED)
         return tuple(statuses)
 
-    async def _write_memberships(
-        self, browser_id: bytes, accepted: dict[str, tuple[int, int]]
-    ) -> None:
+    async def _write_memberships(self, browser_id: bytes, live: dict[int, Membership]) -> None:
         key = keys.user_lists_key(browser_id)
         by_ttl: dict[int, dict[str, bytes]] = {}
-        for list_id, (added_at, ttl) in accepted.items():
-            by_ttl.setdefault(ttl, {})[list_id] = str(added_at).encode()
+        for list_id, added in live.items():
+            by_ttl.setdefault(added.ttl, {})[str(list_id)] = added.field_value
         await asyncio.gather(
             *(self._store.hset(key, fields, ttl=ttl) for ttl, fields in by_ttl.items())
         )

@@ -1,4 +1,5 @@
-"""Exchange entities: buyers (the document's "Accounts"), user lists, publishers, settings.
+"""Exchange entities: buyers (the document's "Accounts"), user lists, publishers, buyers' API
+credentials, settings.
 
 Each is written once, as a frozen msgspec Struct whose field types carry the validation: the
 same type is an entry of the configuration file (``[[exchange.buyers]]``...), the admin API's
@@ -8,6 +9,7 @@ encodes and decodes them). Checks that span several fields are ``problems()`` me
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import msgspec
@@ -22,6 +24,7 @@ MAX_LIST_ID = 2**63 - 1
 MIN_WEBHOOK_SECRET_LENGTH = 16
 
 Rate = Annotated[float, msgspec.Meta(gt=0)]
+ListId = Annotated[int, msgspec.Meta(gt=0, le=MAX_LIST_ID)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
@@ -40,6 +43,8 @@ class Buyer(Strict, frozen=True):
     push_url: RedirectTemplate | None = None  # pixel-matching URL (google_push, gid, cver)
     pixel_matching: bool = False
     require_hosted_match: bool = False  # pre-targeting: bid requests only with hosted data
+    # pre-targeting: bid requests only for current members of one of these (its own) lists
+    require_user_lists: tuple[ListId, ...] = ()
     max_qps: Rate | None = None  # bid requests per second per worker; None: unlimited
     gvl_vendor_id: VendorId | None = None  # its IAB GVL vendor ID, for the privacy policy
     optout_webhook_url: str | None = None  # signed opt-out notices are POSTed here
@@ -67,6 +72,21 @@ class Buyer(Strict, frozen=True):
             found.append(("push_url", "required when pixel_matching = true"))
         if self.require_hosted_match and not self.hosted_match:
             found.append(("require_hosted_match", "needs hosted_match = true"))
+        if len(set(self.require_user_lists)) != len(self.require_user_lists):
+            found.append(("require_user_lists", "lists a user list twice"))
+        return found
+
+    def list_problems(self, owner_of: Callable[[int], str | None]) -> list[tuple[str, str]]:
+        """(key, message) for each list of ``require_user_lists`` that does not exist
+        (``owner_of`` answers None) or belongs to another buyer."""
+        found: list[tuple[str, str]] = []
+        for i, list_id in enumerate(self.require_user_lists):
+            owner = owner_of(list_id)
+            if owner is None:
+                found.append((f"require_user_lists[{i}]", f"no user list {list_id}"))
+            elif owner != self.nid:
+                message = f"user list {list_id} belongs to another buyer"
+                found.append((f"require_user_lists[{i}]", message))
         return found
 
 
@@ -83,10 +103,40 @@ class Publisher(Strict, frozen=True):
 class UserList(Strict, frozen=True):
     """A user list a buyer may add browsers to with ``google_ula``."""
 
-    id: Annotated[int, msgspec.Meta(gt=0, le=MAX_LIST_ID)]
+    id: ListId
     owner: Nid
     closed: bool = False
     membership_days: Annotated[int, msgspec.Meta(ge=1, le=540)] = 30
+
+
+CredentialScope = Literal["user_lists", "redirect_url"]
+"""What a buyer's API credential may do: ``user_lists`` manage its own user lists (create,
+replace, delete, members, sizes); ``redirect_url`` read and replace its own redirect URL."""
+
+Scopes = Annotated[tuple[CredentialScope, ...], msgspec.Meta(min_length=1)]
+TokenSha256 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+CREDENTIAL_ID_LENGTH = 16
+
+
+class Credential(Strict, frozen=True):
+    """A buyer's API credential: the SHA-256 (hex) of its token, never the token itself.
+
+    Its ``id`` is the first ``CREDENTIAL_ID_LENGTH`` hex digits of the hash: nothing to
+    choose, and nothing that helps to guess the token."""
+
+    nid: Nid
+    token_sha256: TokenSha256
+    scopes: Scopes = ("user_lists",)
+    created_at: float | None = None  # unix seconds; None for one of the configuration
+
+    @property
+    def id(self) -> str:
+        return self.token_sha256[:CREDENTIAL_ID_LENGTH]
+
+    def problems(self) -> list[tuple[str, str]]:
+        if len(set(self.scopes)) != len(self.scopes):
+            return [("scopes", "lists a scope twice")]
+        return []
 
 
 class ExchangeSettings(Strict, frozen=True, kw_only=True):

@@ -1,4 +1,5 @@
-"""Buyers and user lists: the configured ones, overlaid with changes made through the admin API.
+"""Buyers, user lists and buyers' API credentials: the configured ones, overlaid with changes
+made through the admin API.
 
 Reads are synchronous dictionary look-ups (the pixel hot path); changes are written to the
 store first, so that they survive a restart and reach other workers on their next refresh.
@@ -21,11 +22,12 @@ from typing import TypeVar
 import msgspec
 
 from cookiematch.exchange import codec
-from cookiematch.exchange.model import Buyer, UserList
+from cookiematch.exchange.model import Buyer, Credential, UserList
 from cookiematch.storage.base import Store
 
 BUYER_PREFIX = "exchange:buyer:"
 USER_LIST_PREFIX = "exchange:user_list:"
+CREDENTIAL_PREFIX = "exchange:credential:"  # + the credential's id
 _TOMBSTONE = b"null"
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class ExchangeRegistry:
         store: Store,
         buyers: Iterable[Buyer] = (),
         user_lists: Iterable[UserList] = (),
+        credentials: Iterable[Credential] = (),
         *,
         on_buyers: Callable[[Iterable[Buyer]], Awaitable[None]] | None = None,
     ) -> None:
@@ -48,6 +51,10 @@ class ExchangeRegistry:
         self._configured_lists = {u.id: u for u in user_lists}
         self._buyers = dict(self._configured_buyers)
         self._lists = dict(self._configured_lists)
+        self._owned = _owned(self._lists)
+        self._configured_credentials = {c.id: c for c in credentials}
+        self._credentials = dict(self._configured_credentials)
+        self._by_hash = _by_hash(self._credentials)
         self._refused: dict[str, bytes] = {}  # key -> the stored value already logged as refused
 
     def buyer(self, nid: str) -> Buyer | None:
@@ -55,6 +62,22 @@ class ExchangeRegistry:
 
     def user_list(self, list_id: int) -> UserList | None:
         return self._lists.get(list_id)
+
+    def owned_lists(self, nid: str) -> frozenset[int]:
+        """The IDs of the user lists that belong to buyer ``nid``."""
+        return self._owned.get(nid, frozenset())
+
+    def credential(self, credential_id: str) -> Credential | None:
+        return self._credentials.get(credential_id)
+
+    def credential_by_hash(self, token_sha256: str) -> Credential | None:
+        """The credential whose token hashes to ``token_sha256`` (hex), if any."""
+        return self._by_hash.get(token_sha256)
+
+    def credentials(self, nid: str) -> list[Credential]:
+        """The credentials of one buyer, by id."""
+        found = [c for c in self._credentials.values() if c.nid == nid]
+        return sorted(found, key=lambda c: c.id)
 
     def buyers(self) -> list[Buyer]:
         return sorted(self._buyers.values(), key=lambda b: b.nid)
@@ -78,9 +101,18 @@ class ExchangeRegistry:
                 lists.pop(list_id, None)
             else:
                 self._overlay(lists, list_id, key, value, UserList, self._lists.get(list_id))
+        credentials = dict(self._configured_credentials)
+        async for key, value in self._store.scan(CREDENTIAL_PREFIX):
+            ident = key[len(CREDENTIAL_PREFIX) :]
+            if value == _TOMBSTONE:
+                credentials.pop(ident, None)
+            else:
+                last = self._credentials.get(ident)
+                self._overlay(credentials, ident, key, value, Credential, last)
         if self._on_buyers is not None:
             await self._on_buyers(buyers.values())
-        self._buyers, self._lists = buyers, lists
+        self._buyers, self._lists, self._owned = buyers, lists, _owned(lists)
+        self._credentials, self._by_hash = credentials, _by_hash(credentials)
 
     def _overlay(
         self, view: dict[K, T], ident: K, key: str, value: bytes, tp: type[T], last: T | None
@@ -116,9 +148,34 @@ class ExchangeRegistry:
     async def put_user_list(self, user_list: UserList) -> None:
         await self._store.set(f"{USER_LIST_PREFIX}{user_list.id}", codec.encode(user_list))
         self._lists[user_list.id] = user_list
+        self._owned = _owned(self._lists)
 
     async def delete_user_list(self, list_id: int) -> bool:
         existed = list_id in self._lists
         await self._store.set(f"{USER_LIST_PREFIX}{list_id}", _TOMBSTONE)
         self._lists.pop(list_id, None)
+        self._owned = _owned(self._lists)
         return existed
+
+    async def put_credential(self, credential: Credential) -> None:
+        await self._store.set(CREDENTIAL_PREFIX + credential.id, codec.encode(credential))
+        self._credentials[credential.id] = credential
+        self._by_hash = _by_hash(self._credentials)
+
+    async def delete_credential(self, credential_id: str) -> bool:
+        existed = credential_id in self._credentials
+        await self._store.set(CREDENTIAL_PREFIX + credential_id, _TOMBSTONE)
+        self._credentials.pop(credential_id, None)
+        self._by_hash = _by_hash(self._credentials)
+        return existed
+
+
+def _by_hash(credentials: dict[str, Credential]) -> dict[str, Credential]:
+    return {c.token_sha256: c for c in credentials.values()}
+
+
+def _owned(lists: dict[int, UserList]) -> dict[str, frozenset[int]]:
+    owned: dict[str, set[int]] = {}
+    for user_list in lists.values():
+        owned.setdefault(user_list.owner, set()).add(user_list.id)
+    return {nid: frozenset(ids) for nid, ids in owned.items()}

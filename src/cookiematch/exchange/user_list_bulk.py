@@ -2,11 +2,14 @@
 
 ``POST /admin/v1/user_lists/{id}/members`` with ``{"nid", "cver", "gids": [...], "remove":
 [...]}``: each gid is decrypted for that buyer and key version to the browser ID, and the
-membership is written exactly as a ``google_ula`` match tag writes it (``ul:{browser}`` field
-``<list id>`` = the time added, with the list's ``membership_days`` as lifetime); a removed gid
-loses the field. The list must exist, be open, and belong to ``nid`` (a buyer's gids only mean
-something to that buyer's lists). At most ``MAX_ENTRIES`` gids per request; each gets a
-status: ``added``, ``removed`` or ``invalid`` (does not decrypt for that buyer and version).
+membership is written exactly as a ``google_ula`` match tag writes it
+(``exchange/memberships.py``); a removed gid loses the field. An entry of ``gids`` is a gid,
+or ``{"gid": ..., "timestamp": <unix seconds>}``: the time the browser was added, with the
+seed's meaning (counted from then, bounded by now). The list must exist, be open, and belong
+to ``nid`` (a buyer's gids only mean something to that buyer's lists). At most
+``MAX_ENTRIES`` gids per request; each gets a status: ``added``, ``removed``, ``expired``
+(its time is longer ago than the list's ``membership_days``: not added) or ``invalid`` (does
+not decrypt for that buyer and version).
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ import asyncio
 import enum
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-from cookiematch.clock import SECONDS_PER_DAY, Clock
+from cookiematch.clock import Clock
 from cookiematch.errors import InvalidUserId, NotFound, ValidationFailed
 from cookiematch.exchange import keys
+from cookiematch.exchange.list_changes import Change, ListChanges
+from cookiematch.exchange.memberships import membership
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.storage.base import Store
@@ -29,10 +34,17 @@ from cookiematch.storage.base import Store
 MAX_ENTRIES = 1000
 
 
+class TimedGid(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A gid with the time the browser was added to the list (unix seconds)."""
+
+    gid: str
+    timestamp: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
 class MembersRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     nid: str
     cver: int = 1
-    gids: list[str] = msgspec.field(default_factory=list)
+    gids: list[str | TimedGid] = msgspec.field(default_factory=list)
     remove: list[str] = msgspec.field(default_factory=list)
 
 
@@ -56,6 +68,7 @@ def parse_members_request(data: object) -> MembersRequest:
 class MemberStatus(enum.Enum):
     ADDED = "added"
     REMOVED = "removed"
+    EXPIRED = "expired"
     INVALID = "invalid"
 
 
@@ -91,14 +104,16 @@ class UserListBulk:
         cipher: UserIdCipher,
         *,
         clock: Clock,
+        changes: ListChanges | None = None,
     ) -> None:
         self._registry = registry
         self._store = store
         self._cipher = cipher
         self._clock = clock
+        self._changes = changes
 
     def _check(self, list_id: int, request: MembersRequest) -> int:
-        """The membership lifetime in seconds; raise if the request may not change the list."""
+        """The list's ``membership_days``; raise if the request may not change the list."""
         user_list = self._registry.user_list(list_id)
         if user_list is None:
             raise NotFound(f"no user list {list_id}")
@@ -119,7 +134,7 @@ class UserListBulk:
                 "unknown key version",
                 errors=[{"field": "cver", "message": f"no key version {request.cver}"}],
             )
-        return user_list.membership_days * SECONDS_PER_DAY
+        return user_list.membership_days
 
     def _browser(self, gid: str, request: MembersRequest) -> bytes | None:
         try:
@@ -128,25 +143,34 @@ class UserListBulk:
             return None
 
     async def apply(self, list_id: int, request: MembersRequest) -> BulkOutcome:
-        ttl = self._check(list_id, request)
+        days = self._check(list_id, request)
         field = str(list_id)
-        stamp = str(int(self._clock())).encode()
+        now = int(self._clock())
         results: list[MemberResult] = []
         writes: list[Coroutine[Any, Any, None]] = []
-        batches = ((request.gids, MemberStatus.ADDED), (request.remove, MemberStatus.REMOVED))
-        for gids, status in batches:
-            for gid in gids:
-                browser = self._browser(gid, request)
-                if browser is None:
-                    results.append(MemberResult(gid, MemberStatus.INVALID))
-                    continue
-                key = keys.user_lists_key(browser)
-                if status is MemberStatus.ADDED:
-                    writes.append(self._store.hset(key, {field: stamp}, ttl=ttl))
-                else:
-                    writes.append(self._hdel(key, field))
+        for entry in request.gids:
+            gid, at = (entry, None) if isinstance(entry, str) else (entry.gid, entry.timestamp)
+            browser = self._browser(gid, request)
+            added = membership(at, now, days)
+            if browser is None or added is None:
+                status = MemberStatus.INVALID if browser is None else MemberStatus.EXPIRED
                 results.append(MemberResult(gid, status))
+                continue
+            key = keys.user_lists_key(browser)
+            writes.append(self._store.hset(key, {field: added.field_value}, ttl=added.ttl))
+            results.append(MemberResult(gid, MemberStatus.ADDED))
+        for gid in request.remove:
+            browser = self._browser(gid, request)
+            if browser is None:
+                results.append(MemberResult(gid, MemberStatus.INVALID))
+                continue
+            writes.append(self._hdel(keys.user_lists_key(browser), field))
+            results.append(MemberResult(gid, MemberStatus.REMOVED))
         await _bounded(writes)
+        if self._changes is not None:
+            for change in Change:
+                done = sum(1 for r in results if r.status.value == change.value)
+                self._changes.count(list_id, change, done)
         return BulkOutcome(list_id, tuple(results))
 
     async def _hdel(self, key: str, field: str) -> None:

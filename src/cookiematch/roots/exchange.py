@@ -7,8 +7,9 @@ buyers), the per-buyer monitor, the Cookie Matching Service, the auction with it
 transport and pixel matcher, the access and erasure of one browser (``exchange_subjects``,
 with the queue of opt-out notices) and the notices' delivery with its transport, their routes
 (``/pixel``, ``/optout``, ``/ad``), the admin API (buyers, user lists, bulk members, stats,
-subjects) and ``/metrics`` (with the privacy policy's decisions); three background tasks
-(registry refresh, monitoring, notice delivery). Everything is closed, pending writes
+subjects, buyers' credentials, which it also accepts) and ``/metrics`` (with the privacy
+policy's decisions); the background tasks (registry refresh, monitoring, notice delivery,
+table sizes, user-list change counts). Everything is closed, pending writes
 flushed, in the shutdown hook.
 
 ``subject_data(config, store)`` is the CLI's access and erasure (``roots/subjects.py``): the
@@ -30,6 +31,7 @@ from cookiematch.exchange.ad_service import AdService
 from cookiematch.exchange.auction import Auction
 from cookiematch.exchange.cookie_match import CookieMatchService
 from cookiematch.exchange.hosted_nids import HostedNids
+from cookiematch.exchange.list_changes import ListChanges
 from cookiematch.exchange.model import Buyer
 from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.notice_delivery import NoticeDelivery
@@ -55,7 +57,9 @@ from cookiematch.web.exchange.admin import (
     build_admin_app,
     stats_routes,
     user_list_members_route,
+    user_list_stats_route,
 )
+from cookiematch.web.exchange.credentials import authenticator, credential_routes
 from cookiematch.web.exchange.optout import ExchangeOptOutCookie, count_optout
 from cookiematch.web.exchange.routes import BrowserCookie, ExchangeRoutes
 from cookiematch.web.forwarded import ProxyTrust
@@ -139,6 +143,7 @@ class ExchangeServer(RoleServer):
         self.cipher = UserIdCipher(exchange.key_secrets())
         self.push_tokens = PushTokens(self.cipher, ttl_seconds=settings.push_token_ttl_seconds)
         self.monitor: BuyerMonitor | None = None
+        self.list_changes: ListChanges | None = None
         self.service: CookieMatchService | None = None
         self.transport: BidTransport | None = None
         self.notice_transport: NoticeTransport | None = None
@@ -149,9 +154,16 @@ class ExchangeServer(RoleServer):
         worker_id = f"{os.getpid()}-{os.urandom(3).hex()}"
         hosted_nids = HostedNids(admin, settings, clock=time.time)
         registry = ExchangeRegistry(
-            admin, self.exchange.buyers, self.exchange.user_lists, on_buyers=hosted_nids.note
+            admin,
+            self.exchange.buyers,
+            self.exchange.user_lists,
+            self.exchange.credentials,
+            on_buyers=hosted_nids.note,
         )
         await registry.refresh()
+        list_changes = self.list_changes = ListChanges(
+            admin, worker_id=worker_id, clock=time.time, on_count=metrics.count_list_change
+        )
         monitor = self.monitor = BuyerMonitor(
             admin,
             settings,
@@ -169,6 +181,7 @@ class ExchangeServer(RoleServer):
             new_browser_id=new_browser_id,
             monitor=monitor,
             policy=self.policy,
+            list_changes=list_changes,
         )
         transport = self.transport = BidTransport()
         ads = AdService(
@@ -240,24 +253,27 @@ class ExchangeServer(RoleServer):
             on_error=OPTOUT_ON_ERROR,
         )
         app.route("/ad", ad_routes.ad, on_error=BLANK_AD)
+        # whole-table scans: the backend itself, not the guard
+        sizes = TableSizeLog(store, interval_seconds=settings.table_sizes_interval_seconds)
         token = self.exchange.admin_token
+        bulk = UserListBulk(registry, admin, self.cipher, clock=time.time, changes=list_changes)
         app.fallback = build_admin_app(
             registry,
             token if token is not None else "",
             extra_routes=[
                 *self.metrics_routes(self.exchange.admin_token),
                 *stats_routes(registry, monitor),
-                user_list_members_route(
-                    UserListBulk(registry, admin, self.cipher, clock=time.time)
-                ),
+                user_list_members_route(bulk),
+                user_list_stats_route(registry, sizes, list_changes),
+                *credential_routes(registry),
                 *subject_routes(subjects),
             ],
+            authenticate=authenticator(registry),
         )
         self.run(self._refresh_forever(registry))
         self.run(monitor.run(lambda: [b.nid for b in registry.buyers() if b.pixel_matching]))
         self.run(delivery.run())
-        # whole-table scans: the backend itself, not the guard
-        sizes = TableSizeLog(store, interval_seconds=settings.table_sizes_interval_seconds)
+        self.run(list_changes.run())
         self.run(sizes.run())
         self.collect(metrics.TableSizesCollector(sizes))
 
@@ -268,6 +284,8 @@ class ExchangeServer(RoleServer):
             await self.notice_transport.aclose()
         if self.monitor is not None:
             await self.monitor.close()
+        if self.list_changes is not None:
+            await self.list_changes.close()
 
     @staticmethod
     async def _refresh_forever(registry: ExchangeRegistry) -> None:

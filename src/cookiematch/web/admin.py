@@ -2,6 +2,12 @@
 ``application/problem+json`` errors (RFC 9457), JSON answers, request bodies read with a cap,
 and ``GET /admin/v1/health``.
 
+Besides the role's admin token (every route), a role may accept scoped credentials: the
+guard asks ``authenticate`` for the ``Principal`` of any other bearer token (unknown: 401),
+and lets a party's principal reach only the ``ScopedRoute``s whose scope it holds (anything
+else: 403). Handlers read who is acting with ``principal_of`` and ``require_party`` to check
+what the request touches belongs to that party.
+
 An ``AdminError`` raised by a handler becomes its problem; a ``StorageError`` a 503 that says
 nothing was changed; anything else is logged and answered 500 without details. The roles'
 endpoints are in ``web/exchange/admin.py``, ``web/buyer/admin.py`` and ``web/dmp/admin.py``.
@@ -11,7 +17,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -26,20 +34,32 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cookiematch.config import Secret
-from cookiematch.errors import AdminError, BodyTooLarge, StorageError, StoreUnavailable
+from cookiematch.errors import (
+    AdminError,
+    BodyTooLarge,
+    Forbidden,
+    StorageError,
+    StoreUnavailable,
+)
 from cookiematch.protocol.json_errors import JSON_ERRORS, describe
 
 __all__ = [
     "HEALTH_PATH",
     "HEALTH_ROUTE",
     "MAX_BODY_BYTES",
+    "OPERATOR",
     "PREFIX",
+    "Authenticate",
+    "Principal",
+    "ScopedRoute",
     "bearer_authorized",
     "guarded_app",
     "json_response",
+    "principal_of",
     "problem",
     "read_body",
     "read_json",
+    "require_party",
 ]
 
 log = logging.getLogger("cookiematch.admin")
@@ -120,12 +140,83 @@ def bearer_authorized(authorization: str, token: bytes) -> bool:
     return hmac.compare_digest(presented.strip().encode(), token)
 
 
+def _bearer(authorization: str) -> str | None:
+    scheme, _, presented = authorization.partition(" ")
+    return presented.strip() if scheme.lower() == "bearer" and presented.strip() else None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who an authenticated admin request acts for: the operator (``party`` None, the admin
+    token: every route) or one party (a buyer) limited to the routes of its ``scopes``."""
+
+    party: str | None = None
+    scopes: frozenset[str] = frozenset()
+    credential: str | None = None  # the credential's id: its changes are logged with it
+
+
+OPERATOR = Principal()
+_PRINCIPAL = "principal"  # its key in the request's ``scope["state"]``
+
+Authenticate = Callable[[str], Principal | None]
+"""A bearer token that is not the admin token -> its party's principal, or None (401)."""
+
+
+class ScopedRoute(Route):
+    """A route a party's credential may call when it holds ``scope`` (the operator always)."""
+
+    def __init__(
+        self, path: str, endpoint: Callable[..., Any], *, methods: Sequence[str], scope: str
+    ) -> None:
+        super().__init__(path, endpoint, methods=list(methods))
+        self.scope = scope
+
+
+def principal_of(request: Request) -> Principal:
+    """Who the guard authenticated for this request (Forbidden if it did not)."""
+    found = request.scope.get("state", {}).get(_PRINCIPAL)
+    if not isinstance(found, Principal):
+        raise Forbidden("no authenticated principal")
+    return found
+
+
+def require_party(request: Request, party: str, what: str) -> None:
+    """Forbidden unless the operator, or ``party`` itself, is acting; ``what`` names the
+    thing in the refusal (e.g. "user list 7 belongs to another buyer")."""
+    principal = principal_of(request)
+    if principal.party is not None and principal.party != party:
+        raise Forbidden(what)
+
+
+_Scopes = list[tuple[re.Pattern[str], frozenset[str], str]]
+
+
 class _Guard:
     """Authenticates ``/admin/v1`` requests and turns any escaping exception into a 500."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str, authenticate: Authenticate | None, scopes: _Scopes
+    ) -> None:
         self.app = app
         self._token = token.encode()
+        self._authenticate = authenticate
+        self._scopes = scopes
+
+    def _principal(self, authorization: str) -> Principal | None:
+        if bearer_authorized(authorization, self._token):
+            return OPERATOR
+        presented = _bearer(authorization)
+        if presented is None or self._authenticate is None:
+            return None
+        return self._authenticate(presented)
+
+    def _permits(self, principal: Principal, method: str, path: str) -> bool:
+        if principal.party is None:
+            return True
+        return any(
+            scope in principal.scopes and method in methods and pattern.match(path)
+            for pattern, methods, scope in self._scopes
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,12 +224,24 @@ class _Guard:
             return
         path: str = scope["path"]
         needs_auth = (path == PREFIX or path.startswith(PREFIX + "/")) and path != HEALTH_PATH
-        authorization = Headers(scope=scope).get("authorization", "")
-        if needs_auth and not bearer_authorized(authorization, self._token):
-            detail = "a valid 'Authorization: Bearer <admin token>' header is required"
-            response = problem(401, detail, headers={"WWW-Authenticate": "Bearer"})
-            await response(scope, receive, send)
-            return
+        if needs_auth:
+            principal = self._principal(Headers(scope=scope).get("authorization", ""))
+            if principal is None:
+                token = "admin token" if self._authenticate is None else "token or API credential"
+                detail = f"a valid 'Authorization: Bearer <{token}>' header is required"
+                response = problem(401, detail, headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+            if not self._permits(principal, scope["method"], path):
+                detail = f"the credential of {principal.party!r} does not allow this request"
+                await problem(403, detail)(scope, receive, send)
+                return
+            scope.setdefault("state", {})[_PRINCIPAL] = principal
+            if principal.party is not None and scope["method"] not in ("GET", "HEAD"):
+                log.info(
+                    "admin: %s %s with credential %s of %r",
+                    scope["method"], path, principal.credential, principal.party,
+                )  # fmt: skip
         started = False
 
         async def tracking_send(message: Message) -> None:
@@ -174,18 +277,30 @@ async def _on_storage_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def guarded_app(routes: Sequence[BaseRoute], admin_token: Secret | str) -> Starlette:
+def guarded_app(
+    routes: Sequence[BaseRoute],
+    admin_token: Secret | str,
+    *,
+    authenticate: Authenticate | None = None,
+) -> Starlette:
     """A Starlette app serving ``routes`` behind the admin guard and problem+json errors.
 
-    Every ``/admin/v1`` path but ``/admin/v1/health`` needs the bearer token; an empty token
-    refuses them all. A path with a trailing slash it does not serve is a 404, never a
-    redirect (which would name whatever host the request's ``Host`` header says). Other
-    roles build their admin API with it.
+    Every ``/admin/v1`` path but ``/admin/v1/health`` needs the bearer token (an empty token
+    matches nothing), or a token ``authenticate`` knows: its party may call the
+    ``ScopedRoute``s of its scopes, nothing else. A path with a trailing slash it does not
+    serve is a 404, never a redirect (which would name whatever host the request's ``Host``
+    header says). Other roles build their admin API with it.
     """
     token = admin_token.reveal() if isinstance(admin_token, Secret) else admin_token
+    scopes: _Scopes = [
+        (route.path_regex, frozenset(route.methods or ()), route.scope)
+        for route in routes
+        if isinstance(route, ScopedRoute)
+    ]
+    guard = Middleware(_Guard, token=token, authenticate=authenticate, scopes=scopes)
     app = Starlette(
         routes=list(routes),
-        middleware=[Middleware(_Guard, token=token)],
+        middleware=[guard],
         exception_handlers={
             AdminError: _on_admin_error,
             HTTPException: _on_http_error,

@@ -68,6 +68,7 @@ class DmpAdmin:
                 "priority": p.priority,
                 "enabled": p.enabled,
                 "id_format": p.id_format.value,
+                "initiates_sync": p.initiates_sync,
             }
             for p in self.service.partners.values()
         ]

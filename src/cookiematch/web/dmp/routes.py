@@ -30,13 +30,19 @@ import msgspec
 
 from cookiematch.dmp.consent import RequestConsent
 from cookiematch.dmp.events import parse_event
-from cookiematch.dmp.model import Client, DmpSettings
+from cookiematch.dmp.model import (
+    CLIENT_PARAM,
+    COOKIE_TEST_PARAM,
+    UID_PARAM,
+    Client,
+    DmpSettings,
+)
 from cookiematch.dmp.service import CallbackStatus, DmpService, SyncResult
 from cookiematch.errors import InvalidURL, QueryError
 from cookiematch.formats import ID_PATTERN
 from cookiematch.privacy.request import read_privacy
 from cookiematch.protocol.cookies import CookieSpec, IdCookie, parse_browser_id, read_id_cookie
-from cookiematch.protocol.query import MAX_QUERY_BYTES, QueryParam, parse_query
+from cookiematch.protocol.query import MAX_QUERY_BYTES, QueryParam, encode_query, parse_query
 from cookiematch.protocol.url import parse_url
 from cookiematch.web.http import HeaderPairs, Request, Response
 
@@ -53,6 +59,7 @@ _JS_TYPE = "application/javascript; charset=utf-8"
 _NO_STORE = ("Cache-Control", "no-store")
 _NOSNIFF = ("X-Content-Type-Options", "nosniff")
 TAG_MAX_AGE = 300
+_COOKIE_TEST = QueryParam(COOKIE_TEST_PARAM, "1")
 
 SYNC_ON_ERROR = Response.json(503, {"error": "temporarily unavailable", "pixels": []})
 TEXT_ON_ERROR = Response.text(503, "temporarily unavailable\n")
@@ -247,7 +254,7 @@ class DmpRoutes:
         return self._json(200, sync_body(result), (*cors, set_cookie))
 
     async def callback(self, request: Request) -> Response:
-        """GET /callback/<partner>?uid=<partner id>[&c=<client>][&gdpr=..]."""
+        """GET /callback/<partner>?uid=<partner id>[&c=<client>][&gdpr=..][&dmp_tc=1]."""
         partner_id = request.path.removeprefix("/callback/")
         cookie = self.cookie(request)
         if cookie is IdCookie.OPTED_OUT:
@@ -262,9 +269,24 @@ class DmpRoutes:
         if _PARTNER_ID.fullmatch(partner_id) is None:
             return self._refused("unknown_partner")
         status = await self._service.callback(
-            partner_id, dmp_uid, params.get("uid"), params.get("c"), consent=consent
-        )
+            partner_id, dmp_uid, params.get(UID_PARAM), params.get(CLIENT_PARAM),
+            consent=consent, cookie_test=COOKIE_TEST_PARAM in params,
+        )  # fmt: skip
+        if status is CallbackStatus.VERIFY_COOKIE:
+            return self._verify_cookie(partner_id, parsed)
         return STORED_PIXEL if status is CallbackStatus.STORED else REFUSED_PIXEL
+
+    def _verify_cookie(self, partner_id: str, parsed: Sequence[QueryParam]) -> Response:
+        """The first hop of a partner-initiated sync: a new DMP cookie and a 302 to this same
+        callback, its parameters re-encoded plus the cookie test marker. The Location is a
+        path on this host (the one the cookie is set for), never another site; a query that
+        re-encodes past the query limit is refused, since its second hop could not be read."""
+        query = encode_query((*parsed, _COOKIE_TEST))
+        if len(query) > MAX_QUERY_BYTES:
+            return self._refused("verify_too_long")
+        dmp_uid = self._service.verify_cookie(partner_id)
+        location = f"/callback/{partner_id}?{query}"
+        return Response.redirect(location, (self._cookie.header(dmp_uid),))
 
     async def inband(self, request: Request) -> Response:
         """GET /inband/<partner>?uid=<partner id>&kv=<key>:<value>,...[&gdpr=..]"""

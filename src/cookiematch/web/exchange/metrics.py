@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cookiematch.exchange.list_changes import Change
 from cookiematch.exchange.notice_delivery import NoticeEvent
 from cookiematch.exchange.outcomes import RedirectToBuyer
 from cookiematch.exchange.table_sizes import TableSizeLog
@@ -58,6 +59,18 @@ OPTOUT_NOTICE_QUEUE = LabelledGauge(
     ("nid",),
     mode="latest",
 )
+
+USER_LIST_CHANGES = LabelledCounter(
+    "cookiematch_user_list_changes",
+    "User-list memberships added (google_ula or bulk), removed (bulk), or not added because"
+    " their given time is older than the list's membership_days (expired), by list",
+    ("list", "change"),
+)
+
+
+def count_list_change(list_id: int, change: Change, n: int) -> None:
+    """``ListChanges``' ``on_count``."""
+    USER_LIST_CHANGES.inc((list_id, change.value), n)
 
 
 def count_notice(nid: str, event: NoticeEvent) -> None:
