@@ -12,7 +12,9 @@ overlap and an export to the exchange's user list, each step checked.
     3. overlap          ``GET /admin/v1/overlap`` of the two segments (exact)
     4. export           ``cookiematch dmp export`` of ``gold`` to RetailDSP's user list at the
                         exchange (its gids come through ``GidRelay``), checked at the exchange
-    5. auction          ``auction_on_user_list``: not wired yet (see its docstring)
+    5. auction          a publisher page seen by a customer outside the list, then by a
+                        member: the exchange asks RetailDSP (``require_user_lists``) only
+                        for the member
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -338,17 +341,20 @@ def export_to_exchange(
         "every gold member went to the exchange's list by its RetailDSP gid",
     )
     members = [c for c in gold if c.cookie("exchange.localhost", "cm_id")]
-    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    with httpx.Client(base_url=half.exchange_admin, headers=auth, timeout=10) as exchange:
-        listed = exchange.get(f"/admin/v1/user_lists/{RETAIL_LIST}").json()
-        size = listed.get("members") if isinstance(listed, dict) else None
-        if isinstance(size, int):
-            print(f"  the exchange's list {RETAIL_LIST}: {size} members")
-            check(size == len(gold), "the exchange's list holds the segment")
+    with _exchange_admin(half) as exchange:
+        stats = exchange.get(f"/admin/v1/user_lists/{RETAIL_LIST}/stats").json()
+        print(f"  the exchange's list {RETAIL_LIST}: {stats.get('added')} added this week "
+              f"(members at the last table-size count: {stats.get('members')})")  # fmt: skip
+        check(stats.get("added") == len(gold), "the exchange counted each member added")
         in_list = sum(_in_list(exchange, c) for c in members)
     print(f"  {in_list} of the segment's browsers are members by the exchange's own records")
     check(in_list == len(gold), "each gold browser's exchange cookie is in the list")
     return members
+
+
+def _exchange_admin(half: DataHalf) -> httpx.Client:
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    return httpx.Client(base_url=half.exchange_admin, headers=auth, timeout=10)
 
 
 def _in_list(exchange: httpx.Client, customer: Customer) -> bool:
@@ -361,15 +367,32 @@ def _in_list(exchange: httpx.Client, customer: Customer) -> bool:
     )
 
 
-def auction_on_user_list(half: DataHalf, members: list[Customer], check: Check) -> None:
-    """The loop's last step: a member browser's next auction shows RetailDSP pre-targeting on
-    its list. Not wired yet: it needs the exchange's pre-targeting on user lists (a buyer's
-    ``require_user_lists``) and a bidder for RetailDSP; until then the step is only printed."""
-    print(f"\n== Next: {RETAIL} bids only for its list's members (pre-targeting, to be wired)")
+def auction_on_user_list(
+    half: DataHalf, members: list[Customer], others: list[Customer], page: str, check: Check
+) -> None:
+    """The loop closed: RetailDSP pre-targets its list (``require_user_lists``), so the
+    exchange asks it to bid for a member's impression and not for another customer's."""
+    print(f"\n== The next auctions on ExampleNews: {RETAIL} is asked only for its list's members")
+    with _exchange_admin(half) as exchange:
+
+        def asked() -> int:
+            buyers = exchange.get("/admin/v1/stats").json().get("buyers", [])
+            return sum(int(b.get("bid_requests") or 0) for b in buyers if b.get("nid") == RETAIL)
+
+        before = asked()
+        others[0].browser.visit(page)
+        outsider = asked() - before
+        members[0].browser.visit(page)
+        deadline = time.monotonic() + 5  # the exchange's workers write their counts each second
+        while (member := asked() - before - outsider) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    print(f"  bid requests to {RETAIL}: {outsider} for a customer outside the list, "
+          f"{member} for a gold member")  # fmt: skip
+    check(outsider == 0 and member == 1, f"{RETAIL} bid only on its list's member")
 
 
-def run_data_story(dmp: Dmp, half: DataHalf, check: Check) -> None:
-    """Steps 1-5 with a browser per CRM customer."""
+def run_data_story(dmp: Dmp, half: DataHalf, page: str, check: Check) -> None:
+    """Steps 1-5 with a browser per CRM customer; ``page``: the publisher's page."""
     customers = []
     crm_host = f"{CRM}.localhost"
     for crm_uid in half.records:
@@ -380,7 +403,8 @@ def run_data_story(dmp: Dmp, half: DataHalf, check: Check) -> None:
         inband_versus_s2s(dmp, half, customers, check)
         gold = segments_and_overlap(dmp, half, customers, check)
         members = export_to_exchange(dmp, half, gold, check)
-        auction_on_user_list(half, members, check)
+        others = [c for c in customers if c.synced_on and c not in gold]
+        auction_on_user_list(half, members, others, page, check)
     finally:
         for customer in customers:
             customer.browser.close()
@@ -403,7 +427,7 @@ def dmp_with_data_half(
             yield Dmp(base, config), half, stubs
 
 
-def run_dmp_stories(directory: Path, exchange: str, check: Check) -> None:
+def run_dmp_stories(directory: Path, exchange: str, page: str, check: Check) -> None:
     """The sync funnel (``demo/dmp_story.py``), then the data half, on one DMP."""
     with dmp_with_data_half(directory, exchange) as (dmp, half, stubs):
         print(f"DMP on {dmp.base}; partners: {', '.join(s.id for s in stubs)}, {CRM}, "
@@ -414,4 +438,4 @@ def run_dmp_stories(directory: Path, exchange: str, check: Check) -> None:
             funnel_as_expected(report),
             "the funnel shows the lossy partner's lost callbacks and none for the reliable ones",
         )
-        run_data_story(dmp, half, check)
+        run_data_story(dmp, half, page, check)

@@ -26,13 +26,14 @@ FINEST = "finest-dsp"
 MONSTER = "cookie-monster"
 RETAIL = "retail-dsp"
 """A buyer that targets the DMP's audiences: its match redirect (``redirect_url``) hands the
-gid to the DMP (``demo/dmp_story.py``, ``GidRelay``), which exports segments to its list."""
+gid to the DMP (``demo/dmp_story.py``, ``GidRelay``), which exports segments to its list; it is
+asked to bid only for that list's members (``require_user_lists``)."""
 RETAIL_LIST = 13579
 EXCHANGE_VENDOR_ID = 900
 VENDOR_IDS = {FINEST: 901, MONSTER: 902, RETAIL: 903}
 """The buyers' IAB GVL vendor IDs (made up, like the exchange's): what the privacy policy
 checks under GDPR. Each role is the host of its own cookie (``[privacy] host_vendor_id``)."""
-BUYER_NIDS = {"finest": FINEST, "monster": MONSTER}
+BUYER_NIDS = {"finest": FINEST, "monster": MONSTER, "retail": RETAIL}
 
 
 def free_port() -> int:
@@ -51,10 +52,11 @@ class Ports:
     exchange: int
     finest: int
     monster: int
+    retail: int
 
     @classmethod
     def pick(cls) -> Ports:
-        return cls(free_port(), free_port(), free_port())
+        return cls(free_port(), free_port(), free_port(), free_port())
 
 
 @dataclass(frozen=True)
@@ -90,16 +92,22 @@ def _buyer_entry(nid: str, public: str, port: int, *, hosted: bool) -> str:
 def exchange_overrides(
     directory: Path, ports: Ports, urls: Urls, retail_redirect: str | None = None
 ) -> dict[str, str]:
-    """``retail_redirect``: also register RetailDSP (no bidder) with that match redirect, and
-    its user list ``RETAIL_LIST``."""
+    """``retail_redirect``: also register RetailDSP with that match redirect, its user list
+    ``RETAIL_LIST``, and its bidder, asked only for the list's members."""
     buyers = [
         _buyer_entry(FINEST, urls.finest, ports.finest, hosted=False),
         _buyer_entry(MONSTER, urls.monster, ports.monster, hosted=True),
     ]
     lists = [f'{{id = 12345, owner = "{FINEST}"}}', f'{{id = 24680, owner = "{MONSTER}"}}']
     if retail_redirect is not None:
-        fields = f'nid = "{RETAIL}", gvl_vendor_id = {VENDOR_IDS[RETAIL]}'
-        buyers.append(f'{{{fields}, redirect_url = "{retail_redirect}"}}')
+        fields = [
+            f'nid = "{RETAIL}"',
+            f"gvl_vendor_id = {VENDOR_IDS[RETAIL]}",
+            f'redirect_url = "{retail_redirect}"',
+            f'bidder_url = "http://127.0.0.1:{ports.retail}/bid"',
+            f"require_user_lists = [{RETAIL_LIST}]",
+        ]
+        buyers.append("{" + ", ".join(fields) + "}")
         lists.append(f'{{id = {RETAIL_LIST}, owner = "{RETAIL}"}}')
     secret = base64.b64encode(os.urandom(32)).decode()
     return {
@@ -121,6 +129,7 @@ def buyer_overrides(
     return {
         "COOKIEMATCH_STORE__URL": f"sqlite:///{directory / f'{name}.db'}",
         "COOKIEMATCH_BUYER__LISTEN": f"127.0.0.1:{port}",
+        "COOKIEMATCH_BUYER__NID": BUYER_NIDS[name],
         "COOKIEMATCH_BUYER__EXCHANGE_URL": f"{urls.exchange}/pixel",
         "COOKIEMATCH_BUYER__PUBLIC_URL": public,
         "COOKIEMATCH_BUYER__ADMIN_TOKEN": ADMIN_TOKEN,
@@ -170,8 +179,8 @@ def running(config: Path, overrides: dict[str, str], port: int, log: Path) -> It
 def demo_stack(
     directory: Path, *, retail_redirect: str | None = None
 ) -> Iterator[tuple[Ports, Urls]]:
-    """Start the exchange and both buyers (and RetailDSP's registration, given its match
-    redirect); yields their ports and URLs."""
+    """Start the exchange and both buyers (and RetailDSP, given its match redirect); yields
+    their ports and URLs."""
     ports = Ports.pick()
     urls = Urls.of(ports)
     with contextlib.ExitStack() as stack:
@@ -183,16 +192,16 @@ def demo_stack(
                 directory / "exchange.log",
             )
         )
-        for name, config, port, public in (
+        buyers = [
             ("finest", "buyer.toml", ports.finest, urls.finest),
             ("monster", "buyer-hosted.toml", ports.monster, urls.monster),
-        ):
+        ]
+        if retail_redirect is not None:  # its bidder (the match redirect is retail_redirect)
+            public = f"http://retail.localhost:{ports.retail}"
+            buyers.append(("retail", "buyer.toml", ports.retail, public))
+        for name, config, port, public in buyers:
+            overrides = buyer_overrides(directory, name, port, public, urls)
             stack.enter_context(
-                running(
-                    example_path(config),
-                    buyer_overrides(directory, name, port, public, urls),
-                    port,
-                    directory / f"{name}.log",
-                )
+                running(example_path(config), overrides, port, directory / f"{name}.log")
             )
         yield ports, urls

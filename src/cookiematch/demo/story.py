@@ -214,10 +214,11 @@ def crowd(page: str, urls: Urls, admin: Admin, ok: Expectations) -> None:
     ok.check(sum(hosted_matches.values()) > 0, "pixel matching matched browsers for Cookie Monster")
 
 
-def dmp_story(directory: Path, urls: Urls, ok: Expectations) -> None:
-    """The DMP's sync funnel, then its data half, up to RetailDSP's list at the exchange."""
+def dmp_story(directory: Path, urls: Urls, page: str, ok: Expectations) -> None:
+    """The DMP's sync funnel, then its data half, up to RetailDSP's list at the exchange and
+    the auctions on ``page`` that use it."""
     print("\n== The DMP: a client's container tag, partner sync pixels, callbacks with IDs")
-    run_dmp_stories(directory, urls.exchange, ok.check)
+    run_dmp_stories(directory, urls.exchange, page, ok.check)
 
 
 def run_demo(*, serve: bool = False) -> int:
@@ -247,7 +248,7 @@ def run_demo(*, serve: bool = False) -> int:
             jane.close()
             protocol_corners(urls, ok)
             crowd(page, urls, admin, ok)
-            dmp_story(directory, urls, ok)
+            dmp_story(directory, urls, page, ok)
     if ok.failures:
         print(f"\ndemo FAILED: {len(ok.failures)} expectation(s) not met")
         return 1
