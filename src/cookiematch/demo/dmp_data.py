@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -342,7 +342,10 @@ def export_to_exchange(
     )
     members = [c for c in gold if c.cookie("exchange.localhost", "cm_id")]
     with _exchange_admin(half) as exchange:
-        stats = exchange.get(f"/admin/v1/user_lists/{RETAIL_LIST}/stats").json()
+        stats = _settled(
+            lambda: exchange.get(f"/admin/v1/user_lists/{RETAIL_LIST}/stats").json(),
+            lambda found: found.get("added") == len(gold),
+        )
         print(f"  the exchange's list {RETAIL_LIST}: {stats.get('added')} added this week "
               f"(members at the last table-size count: {stats.get('members')})")  # fmt: skip
         check(stats.get("added") == len(gold), "the exchange counted each member added")
@@ -350,6 +353,20 @@ def export_to_exchange(
     print(f"  {in_list} of the segment's browsers are members by the exchange's own records")
     check(in_list == len(gold), "each gold browser's exchange cookie is in the list")
     return members
+
+
+T = TypeVar("T")
+
+
+def _settled(read: Callable[[], T], done: Callable[[T], bool], seconds: float = 5.0) -> T:
+    """``read()`` until ``done`` or ``seconds`` passed: the exchange's workers write their
+    counts every second, and an admin answer adds up what they wrote."""
+    deadline = time.monotonic() + seconds
+    found = read()
+    while not done(found) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        found = read()
+    return found
 
 
 def _exchange_admin(half: DataHalf) -> httpx.Client:
@@ -383,9 +400,7 @@ def auction_on_user_list(
         others[0].browser.visit(page)
         outsider = asked() - before
         members[0].browser.visit(page)
-        deadline = time.monotonic() + 5  # the exchange's workers write their counts each second
-        while (member := asked() - before - outsider) == 0 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        member = _settled(lambda: asked() - before - outsider, lambda n: n > 0)
     print(f"  bid requests to {RETAIL}: {outsider} for a customer outside the list, "
           f"{member} for a gold member")  # fmt: skip
     check(outsider == 0 and member == 1, f"{RETAIL} bid only on its list's member")
