@@ -4,7 +4,7 @@ The partners are stubs on loopback (``PartnerStub``; one may pass its data in-ba
 ``GidRelay`` stands for a buyer's match redirect that hands the exchange's gid to the DMP. The
 data half (ingestion, segments, exports) is ``demo/dmp_data.py``.
 
-For ``make demo`` (the lead wires it)::
+The scenario, as ``make demo`` runs it (``demo/dmp_data.py``, ``run_dmp_stories``)::
 
     with partner_stubs() as stubs:                       # four partner servers on loopback
         config = write_dmp_demo_config(tmp, dmp_port, stubs)
@@ -12,7 +12,8 @@ For ``make demo`` (the lead wires it)::
         report = run_dmp_scenario(f"http://dmp.localhost:{dmp_port}", stubs)
         print_funnel(report)
 
-``run_dmp_demo()`` does all of that with its own server process and returns an exit status.
+``run_dmp_demo()`` runs the funnel scenario alone, with its own server process, and returns
+an exit status (``python -m cookiematch.demo.dmp_story``).
 """
 
 from __future__ import annotations
