@@ -17,11 +17,12 @@ from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.dmp import keys
 from cookiematch.dmp.consent import RequestConsent
 from cookiematch.dmp.ingest import Ingestor, bulk_gc
+from cookiematch.dmp.ingest.pipeline import CONSENT_REASON
 from cookiematch.dmp.ingest.readers import Batch, expand, read_batches
 from cookiematch.dmp.ingest.records import UID, Checker, RawRecord, parse_json, parse_row, uid_ok
-from cookiematch.dmp.ingest.rejects import Reject
+from cookiematch.dmp.ingest.rejects import Reject, reject_code
 from cookiematch.dmp.ingest.resolver import RememberingResolver, Resolver
-from cookiematch.dmp.service import DmpService
+from cookiematch.dmp.service import CallbackStatus, DmpService
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RecordError
 from cookiematch.storage import Store
@@ -136,13 +137,58 @@ async def test_ingest_counts_accepted_pending_and_rejected(
     )
     assert report.counts() == {
         "records": 3, "accepted": 1, "pending": 1, "rejected": 1, "profiles": 1,
-        "expired_events": 0, "resolved": 0,
+        "expired_events": 0, "resolved": 0, "values": 1,
     }  # fmt: skip
     assert refused == [Reject("test.jsonl", 2, refused[0].reason, '{"uid": 5}')]
     assert "Expected `str`, got `int`" in refused[0].reason
     snapshot = await service.profile_reader.snapshot("d1")
     assert snapshot.attributes == {"tier": "gold"}
     assert snapshot.events == {"purchase": (float(TS),)}
+
+
+async def test_the_funnel_counts_outcomes_values_rejects_and_resolved_records(
+    ingestor: Ingestor, service: DmpService, clock: FakeClock, quiet: RequestConsent
+) -> None:
+    await synced(service, clock, "A-1", "d1")
+    data = batch(
+        line("A-1", attributes={"tier": "gold", "age": 30, "old": None}),  # 2 values set
+        line("A-2", attributes={"tier": "silver", "tags": ["a", "b"]}),  # waits for its sync
+        b"{not json",
+        line("A-3", attributes={"bad name!": 1}),
+        line("bad uid"),
+    )
+    await ingestor.ingest("analytics", [data])
+    counts = ingestor.funnel.snapshot()
+    assert counts.ingest == {
+        "analytics": {"records": 5, "accepted": 1, "pending": 1, "rejected": 3, "values": 2}
+    }
+    assert counts.rejects == {"analytics": {"not_json": 1, "attribute": 1, "uid": 1}}
+    assert ingestor.pending.funnel is ingestor.funnel
+    service.on_match = (ingestor.pending.resolve,)
+    assert await service.callback("analytics", "d2", "A-2", consent=quiet) is CallbackStatus.STORED
+    assert ingestor.funnel.snapshot().ingest["analytics"] == {
+        "records": 5, "accepted": 1, "pending": 1, "rejected": 3, "values": 4, "resolved": 1,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [
+        (CONSENT_REASON.format(partner="p"), "consent"),
+        ("uid: expected 1-256 printable ASCII characters", "uid"),
+        ("not JSON: unexpected character", "not_json"),
+        ("more than 200 attributes or 1000 events", "too_large"),
+        ("attributes.age: expected number", "attribute"),
+        ("attributes: bad name 'x y'", "attribute"),
+        ("events[0].ts: not a Unix time in seconds up to now", "event"),
+        ("ts: expected Unix seconds, got 'x'", "event"),
+        ("remove: bad name 'x y'", "remove"),
+        ("Object contains unknown field `x`", "malformed"),
+        ("the row does not have as many cells as the header", "malformed"),
+    ],
+)
+def test_reject_codes(reason: str, code: str) -> None:
+    assert reject_code(reason) == code
 
 
 async def test_pending_records_are_applied_when_the_sync_arrives(
@@ -251,7 +297,7 @@ async def test_one_bad_line_among_good_ones_is_the_only_reject(
     assert [(r.line, r.reason.split(":")[0]) for r in refused] == [(1235, "not JSON")]
     assert report.counts() == {
         "records": 3000, "accepted": 1499, "pending": 1500, "rejected": 1, "profiles": 1499,
-        "expired_events": 0, "resolved": 0,
+        "expired_events": 0, "resolved": 0, "values": 1499,
     }  # fmt: skip
     snapshots = await service.profile_reader.snapshots(["d0", "d1232", "d1234", "d2998"])
     assert [s.attributes for s in snapshots] == [{"n": 0}, {"n": 1232}, {}, {"n": 2998}]

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from cookiematch.cli.main import main
 from cookiematch.config import load_config
+from cookiematch.dmp.funnel import FunnelReport
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.snapshot import ProfileSnapshot
 from cookiematch.protocol.privacy import NO_SIGNALS
@@ -68,13 +69,16 @@ async def dmp_worker(config: Path) -> AsyncIterator[DmpServer]:
         await server.app.shutdown()
 
 
-async def _callback_then_snapshots(config: Path, uids: list[str]) -> list[ProfileSnapshot]:
-    """A sync callback stored by a DMP worker over the same store."""
+async def _callback_then_snapshots(
+    config: Path, uids: list[str]
+) -> tuple[list[ProfileSnapshot], FunnelReport]:
+    """A sync callback stored by a DMP worker over the same store; the funnel it reports."""
     async with dmp_worker(config) as worker:
         assert worker.service is not None
         quiet = worker.service.consent(NO_SIGNALS)
         await worker.service.callback("crm", "d-late", "C-late", consent=quiet)
-        return await worker.service.profile_reader.snapshots(uids)
+        snapshots = await worker.service.profile_reader.snapshots(uids)
+        return snapshots, await worker.service.funnel_report()
 
 
 def records(*items: dict[str, object]) -> bytes:
@@ -117,7 +121,15 @@ def test_ingest_files_rejects_pending_and_idempotent_rerun(tmp_path: Path) -> No
     assert again.exit_code == 0, again.output
     assert "3 accepted" in again.output and "1 pending" in again.output
 
-    one, two, late = asyncio.run(_callback_then_snapshots(config, ["d-1", "d-2", "d-late"]))
+    (one, two, late), funnel = asyncio.run(
+        _callback_then_snapshots(config, ["d-1", "d-2", "d-late"])
+    )
+    # each CLI run counted into the funnel under a key of its own; the worker, the resolve
+    assert funnel.ingestion["crm"].counts == {
+        "records": 12, "accepted": 6, "pending": 2, "resolved": 1, "rejected": 4, "expired": 0,
+        "values": 7,
+    }  # fmt: skip
+    assert funnel.ingestion["crm"].rejected_by_reason == {"attribute": 2, "not_json": 2}
     assert one.attributes == {"age": 31, "tier": "gold"}
     assert one.events == {"buy": (NOW - 1, NOW - 2)}  # the newest 2 (max_events_per_name)
     assert two.attributes == {"age": 40} and two.events == {"buy": (NOW - 9,)}

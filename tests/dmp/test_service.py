@@ -3,13 +3,18 @@ audiences, profiles and the funnel."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
+
+import pytest
 
 from cookiematch.dmp.consent import RequestConsent
 from cookiematch.dmp.events import EventType, ImpressionEvent
+from cookiematch.dmp.funnel import FunnelLog
 from cookiematch.dmp.partner_ids import seal
 from cookiematch.dmp.service import CallbackStatus, DmpService
-from cookiematch.storage import Store
+from cookiematch.errors import StorageError
+from cookiematch.storage import Store, open_store
 
 from .helpers import CLIENTS, NOW, PARTNERS, FakeClock, consent, make_service
 
@@ -190,3 +195,26 @@ async def test_the_funnel_sums_every_worker_and_survives_a_restart(
 
     restarted = make_service(store, clock, "w3")
     assert (await restarted.funnel_report()).partners["analytics"].counts["pixels"] == 10
+
+
+async def test_a_failed_funnel_flush_is_written_by_the_next(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A flush that fails (here: the store is closed) keeps the counts marked changed: the
+    next flush writes them, even with no new count in between."""
+    path = f"sqlite://{tmp_path / 'funnel.db'}"
+    lost = open_store(path, clock=clock)
+    service = make_service(lost, clock, "w1")
+    uid = (await service.sync(SHOP, None, consent(service))).dmp_uid
+    await service.callback("analytics", uid, "a", "shop", consent=consent(service))
+    await lost.close()
+    with pytest.raises(StorageError):
+        await service.funnel_log.flush()
+    back = open_store(path, clock=clock)
+    try:
+        log = FunnelLog(back, "w1", service.funnel)
+        await log.flush()
+        counts = (await log.total()).partners["analytics"]
+        assert (counts["pixels"], counts["callbacks"]) == (1, 1)
+    finally:
+        await back.close()

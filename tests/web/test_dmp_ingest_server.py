@@ -191,3 +191,68 @@ def test_limits_and_bad_json(http: httpx.Client) -> None:
     assert http.get("/api/v1/partners/crm/records", headers=AUTH).status_code == 405
     slash = http.get("/api/v1/partners/crm/records/", headers={**AUTH, "Host": "evil.example"})
     assert slash.status_code == 404  # never a redirect built from the Host header
+
+
+def metric(text: str, family: str, **labels: str) -> float:
+    """One series of ``/metrics`` (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{family}{{{wanted}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_the_funnel_reports_outcomes_across_two_workers(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    """Ingestion outcomes, rejects by reason, resolved records and the S2S delivery figures
+    in ``/admin/v1/funnel`` and ``/metrics``, counted by whichever of two workers took each
+    request (a connection per request)."""
+    port = free_port()
+    server = start_server(serve_argv(write_config(tmp_path, port), "dmp", "--workers", "2"),
+                          port=port)  # fmt: skip
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=server.url, timeout=5, limits=limits) as http:
+        synced_browser(http, "S-1")
+        for records in (
+            [
+                {"uid": "S-1", "attributes": {"tier": "gold", "age": 40}},
+                {"uid": "S-2", "attributes": {"tier": "silver", "gone": None}},
+                {"uid": "S-1", "attributes": {"age": "x"}},
+            ],
+            [{"uid": "S-3", "attributes": {"tier": "gold"}}, {"uid": 7}, {"uid": "bad uid"}],
+        ):
+            assert post(http, records).status_code == 200
+        synced_browser(http, "S-2")  # its waiting record is applied
+        # each worker writes its counts every second: read until both workers' are in
+        deadline = time.monotonic() + 15
+        while True:
+            answer = http.get("/admin/v1/funnel", headers={"Authorization": f"Bearer {ADMIN}"})
+            funnel = answer.json()
+            counts = funnel["ingestion"]["crm"]["counts"]
+            if counts["records"] == 6 and counts["resolved"] == 1:
+                break
+            assert time.monotonic() < deadline, funnel["ingestion"]
+            time.sleep(0.2)
+        exposed = http.get("/metrics").text
+    crm = funnel["ingestion"]["crm"]
+    assert crm["counts"] == {
+        "records": 6, "accepted": 1, "pending": 2, "resolved": 1, "rejected": 3, "expired": 0,
+        "values": 3,
+    }  # fmt: skip
+    assert crm["rejected_by_reason"] == {"attribute": 1, "malformed": 1, "uid": 1}
+    assert funnel["delivery"]["crm"] == {
+        "inband": None,
+        "s2s": {"sent": 6, "arrived": 2, "refused": 3, "waiting": 1, "values": 3,
+                "arrival_rate": 0.3333},
+    }  # fmt: skip
+    assert funnel["delivery"]["orders"] == {"inband": None, "s2s": None}
+    for outcome, n in crm["counts"].items():
+        if outcome != "values":
+            family = "cookiematch_dmp_ingested_records_total"
+            assert metric(exposed, family, partner="crm", outcome=outcome) == n, outcome
+    for reason, n in crm["rejected_by_reason"].items():
+        family = "cookiematch_dmp_ingest_rejects_total"
+        assert metric(exposed, family, partner="crm", reason=reason) == n
+    family = "cookiematch_dmp_delivered_values_total"
+    assert metric(exposed, family, partner="crm", path="s2s") == 3

@@ -198,6 +198,34 @@ def test_inband_is_size_limited(http: httpx.Client) -> None:
     assert profile(http, uid)["inband"] == {"analytics": {"age": "30", "tier": "gold"}}
 
 
+def inband_delivery(http: httpx.Client, partner: str) -> dict[str, Any]:
+    report = http.get("/admin/v1/funnel", headers=AUTH).json()
+    found: dict[str, Any] = report["delivery"][partner]["inband"] or dict.fromkeys(
+        ("sent", "arrived", "refused", "values"), 0
+    )
+    return {**found, "too_large": report["other"].get("rejected_inband_too_large", 0)}
+
+
+def test_inband_delivery_in_the_funnel(http: httpx.Client) -> None:
+    """Stored in-band redirects and their key-values, and refusals (too large, no cookie,
+    bad data) per partner: the in-band path of ``delivery``, and ``/metrics``."""
+    before = inband_delivery(http, "orders")
+    uid, _ = new_browser(http)
+    assert http.get("/inband/orders?uid=O-1&kv=a:1,b:2,c:3", headers=cookie(uid)).status_code == 200
+    huge = "kv=" + ",".join(f"k{i}:{'v' * 60}" for i in range(19))
+    assert http.get(f"/inband/orders?uid=O-1&{huge}", headers=cookie(uid)).status_code == 400
+    assert http.get("/inband/orders?uid=O-2&kv=a:1").status_code == 400  # no DMP cookie
+    assert http.get("/inband/orders?uid=O-1&kv=a", headers=cookie(uid)).status_code == 400
+    after = inband_delivery(http, "orders")
+    assert {k: after[k] - before[k] for k in ("arrived", "refused", "values", "too_large")} == {
+        "arrived": 1, "refused": 3, "values": 3, "too_large": 1,
+    }  # fmt: skip
+    exposed = http.get("/metrics").text
+    assert 'cookiematch_dmp_delivered_values_total{partner="orders",path="inband"}' in exposed
+    series = 'cookiematch_dmp_sync_funnel_total{id="orders",scope="partner",stage="inband_refused"}'
+    assert series in exposed
+
+
 def test_impressions_and_audiences(http: httpx.Client) -> None:
     first = http.get("/imp?campaign=c1&site=news&creative=cr1")
     assert first.status_code == 200 and first.content == TRANSPARENT_GIF

@@ -24,7 +24,7 @@ from typing import IO
 import click
 
 from cookiematch.cli.common import config_option, run
-from cookiematch.cli.dmp_ingestor import load_partner, open_ingestor
+from cookiematch.cli.dmp_ingestor import load_partner, open_ingest_core, open_ingestor
 from cookiematch.cli.dmp_workers import (
     MAX_AUTO_WORKERS,
     MAX_WORKERS,
@@ -190,9 +190,10 @@ def pull_command(
     async def work() -> None:
         writer, on_reject = _rejects_sink(rejects)
         async with (
-            open_ingestor(config) as ingestor,
+            open_ingest_core(config) as core,
             PartnerTransport() as transport,
         ):
+            ingestor = core.ingestor
             cursors = Cursors(ingestor.store)
             while True:
                 started = time.perf_counter()
@@ -205,6 +206,8 @@ def pull_command(
                 click.echo(f"{done.pages} pages; {_summary(done.ingest, seconds)}")
                 if every is None:
                     return
+                if core.funnel_log is not None:  # each run's counts, in the DMP's funnel
+                    await core.funnel_log.flush()
                 await asyncio.sleep(every * 60)
 
     run(work)

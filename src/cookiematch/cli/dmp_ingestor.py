@@ -13,7 +13,7 @@ from cookiematch.cli.common import load_dmp
 from cookiematch.config import Config
 from cookiematch.config.dmp import DmpPartnerConfig
 from cookiematch.dmp.ingest import Ingestor
-from cookiematch.roots.dmp import open_core
+from cookiematch.roots.dmp import DmpCore, open_core
 from cookiematch.storage import Durability
 
 
@@ -26,10 +26,15 @@ def load_partner(config_file: Path, partner_id: str) -> tuple[Config, DmpPartner
     raise click.ClickException(f"{config_file}: no partner {partner_id!r} in [[dmp.partners]]")
 
 
+def open_ingest_core(config: Config) -> contextlib.AbstractAsyncContextManager[DmpCore]:
+    """The DMP core, writing ``ASYNC`` (flushed, and any write the store did not take
+    reported as an error, when the block ends); segment memberships follow the writes as they
+    do in the server, and the counts go to the DMP's funnel when the block ends."""
+    return open_core(config, durability=Durability.ASYNC)
+
+
 @contextlib.asynccontextmanager
 async def open_ingestor(config: Config) -> AsyncIterator[Ingestor]:
-    """The DMP core's Ingestor, writing ``ASYNC`` (flushed, and any write the store did not
-    take reported as an error, when the block ends); segment memberships follow the writes
-    as they do in the server."""
-    async with open_core(config, durability=Durability.ASYNC) as core:
+    """``open_ingest_core``'s Ingestor."""
+    async with open_ingest_core(config) as core:
         yield core.ingestor

@@ -1,7 +1,10 @@
 """The DMP sync funnel, demonstrated: simulated browsers visit a client site whose container tag
 fans out to four partners, one of them lossy, and the funnel is read back from the admin API.
+The partners are stubs on loopback (``PartnerStub``; one may pass its data in-band), and
+``GidRelay`` stands for a buyer's match redirect that hands the exchange's gid to the DMP. The
+data half (ingestion, segments, exports) is ``demo/dmp_data.py``.
 
-For ``make demo`` (the lead wires it)::
+The scenario, as ``make demo`` runs it (``demo/dmp_data.py``, ``run_dmp_stories``)::
 
     with partner_stubs() as stubs:                       # four partner servers on loopback
         config = write_dmp_demo_config(tmp, dmp_port, stubs)
@@ -9,7 +12,8 @@ For ``make demo`` (the lead wires it)::
         report = run_dmp_scenario(f"http://dmp.localhost:{dmp_port}", stubs)
         print_funnel(report)
 
-``run_dmp_demo()`` does all of that with its own server process and returns an exit status.
+``run_dmp_demo()`` runs the funnel scenario alone, with its own server process, and returns
+an exit status (``python -m cookiematch.demo.dmp_story``).
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Protocol, TypeVar
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 import msgspec
@@ -41,10 +45,46 @@ DMP_DEMO_TOKEN = "demo-dmp-admin-token"
 CLIENT = "shop"
 
 
+Answer = tuple[int, dict[str, str], bytes]
+
+
+def _serve(answer: Callable[[str, str | None], Answer]) -> ThreadingHTTPServer:
+    """A threaded HTTP server on a free loopback port: ``answer(query, cookie)`` for each GET."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            status, headers, body = answer(url.query, self.headers.get("Cookie"))
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _stop(server: ThreadingHTTPServer | None) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+
+
 @dataclass
 class PartnerStub:
     """A partner's sync endpoint: keeps its own cookie, redirects to the DMP callback with its
-    ID (sealed as configured), except for the share of requests it drops (``drop_rate``)."""
+    ID (sealed as configured), except for the share of requests it drops (``drop_rate``).
+
+    With ``inband`` (partner uid -> its key-values, in the order it ranks them), it sends the
+    browser to the DMP's ``/inband/`` instead, with as many key-values as fit in
+    ``inband_max_bytes`` of query string (the DMP's documented limit); ``values_cut`` counts
+    those left out."""
 
     id: str
     uid_macro: str = "$UID"
@@ -53,9 +93,12 @@ class PartnerStub:
     drop_rate: float = 0.0
     seed: int = 7
     priority: int = 0
+    inband: Mapping[str, Sequence[tuple[str, str]]] | None = None
+    inband_max_bytes: int = 1024
     port: int = 0
     issued: int = 0
     dropped: int = 0
+    values_cut: int = 0
     _random: random.Random = field(init=False, repr=False)
     _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
 
@@ -73,7 +116,22 @@ class PartnerStub:
                           id_format=self.id_format, id_key=self.key)  # fmt: skip
         return seal(partner, uid, time.time())
 
-    def answer(self, query: str, cookie: str | None) -> tuple[int, dict[str, str], bytes]:
+    def _inband_url(self, callback: str, uid: str) -> str:
+        """The callback as an in-band redirect carrying the uid's key-values that fit."""
+        assert self.inband is not None
+        url = callback.replace("/callback/", "/inband/", 1)
+        query = urlsplit(url).query
+        pairs = list(self.inband.get(uid, ()))
+        fitted: list[str] = []
+        for key, value in pairs:
+            more = [*fitted, f"{key}:{value}"]
+            if len(f"{query}&kv={','.join(more)}") > self.inband_max_bytes:
+                break
+            fitted = more
+        self.values_cut += len(pairs) - len(fitted)
+        return f"{url}&kv={','.join(fitted)}"
+
+    def answer(self, query: str, cookie: str | None) -> Answer:
         """Status, headers and body for one sync request."""
         params = dict(parse_qsl(query))
         redir = params.get("redir")
@@ -89,34 +147,49 @@ class PartnerStub:
         if self._random.random() < self.drop_rate:
             self.dropped += 1  # the redirect is lost (timeout, closed tab, ad blocker...)
             return 200, headers, TRANSPARENT_GIF
-        headers["Location"] = redir.replace(self.uid_macro, self._seal(uid))
+        location = redir.replace(self.uid_macro, self._seal(uid))
+        if self.inband is not None:
+            location = self._inband_url(location, uid)
+        headers["Location"] = location
         return 302, headers, b""
 
     def start(self) -> None:
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urlsplit(self.path)
-                status, headers, body = stub.answer(url.query, self.headers.get("Cookie"))
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _serve(self.answer)
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        _stop(self._server)
+
+
+@dataclass
+class GidRelay:
+    """A buyer's match redirect (its ``redirect_url`` at the exchange) that sends the browser on
+    to the DMP with the gid the exchange gave it: the DMP partner whose IDs are that buyer's
+    gids, as an exchange user-list export needs them. The DMP's sync URL for it is the
+    exchange's match tag with the callback as an extra parameter (``redir=${CALLBACK_URL}``),
+    which the exchange passes through to this redirect."""
+
+    uid_macro: str = "$UID"
+    port: int = 0
+    _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://relay.localhost:{self.port}/match"
+
+    def answer(self, query: str, cookie: str | None) -> Answer:
+        params = dict(parse_qsl(query))
+        gid, redir = params.get("google_gid"), params.get("redir")
+        if gid is None or redir is None:  # an error code from the exchange: nothing to relay
+            return 200, {"Content-Type": "image/gif"}, TRANSPARENT_GIF
+        return 302, {"Location": redir.replace(self.uid_macro, quote(gid, safe=""))}, b""
+
+    def start(self) -> None:
+        self._server = _serve(self.answer)
+        self.port = self._server.server_address[1]
+
+    def stop(self) -> None:
+        _stop(self._server)
 
 
 def default_stubs() -> list[PartnerStub]:
@@ -129,28 +202,53 @@ def default_stubs() -> list[PartnerStub]:
     ]
 
 
+class Served(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Served)
+
+
 @contextlib.contextmanager
-def partner_stubs(stubs: list[PartnerStub] | None = None) -> Iterator[list[PartnerStub]]:
-    """Start the partner stubs (free loopback ports); stop them on exit."""
-    stubs = stubs if stubs is not None else default_stubs()
-    for stub in stubs:
-        stub.start()
+def serving(servers: list[S]) -> Iterator[list[S]]:
+    """Start the stubs (free loopback ports); stop them on exit."""
+    for server in servers:
+        server.start()
     try:
-        yield stubs
+        yield servers
     finally:
-        for stub in stubs:
-            stub.stop()
+        for server in servers:
+            server.stop()
+
+
+def partner_stubs(
+    stubs: list[PartnerStub] | None = None,
+) -> contextlib.AbstractContextManager[list[PartnerStub]]:
+    """Start the partner stubs (``default_stubs()`` if none given); stop them on exit."""
+    return serving(stubs if stubs is not None else default_stubs())
 
 
 def write_dmp_demo_config(
-    directory: Path, port: int, stubs: list[PartnerStub], *, token: str = DMP_DEMO_TOKEN
+    directory: Path,
+    port: int,
+    stubs: list[PartnerStub],
+    *,
+    token: str = DMP_DEMO_TOKEN,
+    settings: Sequence[str] = (),
+    tables: str = "",
 ) -> Path:
-    """A DMP on ``127.0.0.1:port``, reached as ``dmp.localhost:port``, syncing with ``stubs``."""
+    """A DMP on ``127.0.0.1:port``, reached as ``dmp.localhost:port``, whose client ``shop``
+    syncs with ``stubs``; ``settings`` are more ``[dmp]`` keys, ``tables`` more TOML tables
+    (the data half's partners, clients, segments and destinations: ``demo/dmp_data.py``)."""
+    shop_partners = ", ".join(f'"{stub.id}"' for stub in stubs)
     lines = [
         "[store]", f'url = "sqlite:///{directory / "dmp.db"}"', "",
         "[dmp]", f'listen = "127.0.0.1:{port}"', f'public_url = "http://dmp.localhost:{port}"',
-        f'admin_token = "{token}"', "max_syncs_per_page = 4", "cookie_secure = false", "",
-        "[[dmp.clients]]", f'id = "{CLIENT}"', "",
+        f'admin_token = "{token}"', "max_syncs_per_page = 4", "cookie_secure = false",
+        *settings, "",
+        "[[dmp.clients]]", f'id = "{CLIENT}"', f"partners = [{shop_partners}]", "",
     ]  # fmt: skip
     for stub in stubs:
         lines += [
@@ -165,7 +263,7 @@ def write_dmp_demo_config(
             lines.append(f'id_key = "{base64.b64encode(stub.key).decode()}"')
         lines.append("")
     path = directory / "dmp.toml"
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + "\n" + tables)
     return path
 
 
@@ -232,15 +330,19 @@ def run_dmp_scenario(
 
 
 def print_funnel(report: FunnelReport, out: Callable[[str], None] = print) -> None:
-    """The funnel as two small tables."""
+    """The funnel as two small tables (rows where nothing was counted left out)."""
     out(f"{'partner':<12}{'pixels':>8}{'callbacks':>11}{'rejected':>10}{'loss':>7}{'loss %':>8}")
     for name, row in report.partners.items():
         c = row.counts
+        if not any(c.values()):
+            continue
         out(f"{name:<12}{c['pixels']:>8}{c['callbacks']:>11}{c['rejected']:>10}"
             f"{row.loss:>7}{row.loss_rate:>8.1%}")  # fmt: skip
     out(f"{'client':<12}{'tag.js':>8}{'loaded':>8}{'pixels':>8}{'callbacks':>11}{'loss %':>8}")
     for name, row in report.clients.items():
         c = row.counts
+        if not any(c.values()):
+            continue
         out(f"{name:<12}{c['tag_js']:>8}{c['tags_loaded']:>8}{c['pixels']:>8}"
             f"{c['callbacks']:>11}{row.loss_rate:>8.1%}")  # fmt: skip
 

@@ -24,11 +24,16 @@ ADMIN_TOKEN = "demo-admin-token-0123456789"
 PUBLISHER = "examplenews"
 FINEST = "finest-dsp"
 MONSTER = "cookie-monster"
+RETAIL = "retail-dsp"
+"""A buyer that targets the DMP's audiences: its match redirect (``redirect_url``) hands the
+gid to the DMP (``demo/dmp_story.py``, ``GidRelay``), which exports segments to its list; it is
+asked to bid only for that list's members (``require_user_lists``)."""
+RETAIL_LIST = 13579
 EXCHANGE_VENDOR_ID = 900
-VENDOR_IDS = {FINEST: 901, MONSTER: 902}
+VENDOR_IDS = {FINEST: 901, MONSTER: 902, RETAIL: 903}
 """The buyers' IAB GVL vendor IDs (made up, like the exchange's): what the privacy policy
 checks under GDPR. Each role is the host of its own cookie (``[privacy] host_vendor_id``)."""
-BUYER_NIDS = {"finest": FINEST, "monster": MONSTER}
+BUYER_NIDS = {"finest": FINEST, "monster": MONSTER, "retail": RETAIL}
 
 
 def free_port() -> int:
@@ -47,10 +52,11 @@ class Ports:
     exchange: int
     finest: int
     monster: int
+    retail: int
 
     @classmethod
     def pick(cls) -> Ports:
-        return cls(free_port(), free_port(), free_port())
+        return cls(free_port(), free_port(), free_port(), free_port())
 
 
 @dataclass(frozen=True)
@@ -83,11 +89,26 @@ def _buyer_entry(nid: str, public: str, port: int, *, hosted: bool) -> str:
     return "{" + ", ".join(fields) + "}"
 
 
-def exchange_overrides(directory: Path, ports: Ports, urls: Urls) -> dict[str, str]:
+def exchange_overrides(
+    directory: Path, ports: Ports, urls: Urls, retail_redirect: str | None = None
+) -> dict[str, str]:
+    """``retail_redirect``: also register RetailDSP with that match redirect, its user list
+    ``RETAIL_LIST``, and its bidder, asked only for the list's members."""
     buyers = [
         _buyer_entry(FINEST, urls.finest, ports.finest, hosted=False),
         _buyer_entry(MONSTER, urls.monster, ports.monster, hosted=True),
     ]
+    lists = [f'{{id = 12345, owner = "{FINEST}"}}', f'{{id = 24680, owner = "{MONSTER}"}}']
+    if retail_redirect is not None:
+        fields = [
+            f'nid = "{RETAIL}"',
+            f"gvl_vendor_id = {VENDOR_IDS[RETAIL]}",
+            f'redirect_url = "{retail_redirect}"',
+            f'bidder_url = "http://127.0.0.1:{ports.retail}/bid"',
+            f"require_user_lists = [{RETAIL_LIST}]",
+        ]
+        buyers.append("{" + ", ".join(fields) + "}")
+        lists.append(f'{{id = {RETAIL_LIST}, owner = "{RETAIL}"}}')
     secret = base64.b64encode(os.urandom(32)).decode()
     return {
         "COOKIEMATCH_STORE__URL": f"sqlite:///{directory / 'exchange.db'}",
@@ -96,9 +117,7 @@ def exchange_overrides(directory: Path, ports: Ports, urls: Urls) -> dict[str, s
         "COOKIEMATCH_EXCHANGE__AUCTION_TIMEOUT_MS": "400",
         "COOKIEMATCH_EXCHANGE__KEYS": f'[{{version = 1, secret = "{secret}"}}]',
         "COOKIEMATCH_EXCHANGE__BUYERS": "[" + ", ".join(buyers) + "]",
-        "COOKIEMATCH_EXCHANGE__USER_LISTS": (
-            f'[{{id = 12345, owner = "{FINEST}"}}, {{id = 24680, owner = "{MONSTER}"}}]'
-        ),
+        "COOKIEMATCH_EXCHANGE__USER_LISTS": "[" + ", ".join(lists) + "]",
         "COOKIEMATCH_EXCHANGE__PUBLISHERS": f'[{{id = "{PUBLISHER}", pixel_matching = true}}]',
         "COOKIEMATCH_PRIVACY__HOST_VENDOR_ID": str(EXCHANGE_VENDOR_ID),
     }
@@ -110,6 +129,7 @@ def buyer_overrides(
     return {
         "COOKIEMATCH_STORE__URL": f"sqlite:///{directory / f'{name}.db'}",
         "COOKIEMATCH_BUYER__LISTEN": f"127.0.0.1:{port}",
+        "COOKIEMATCH_BUYER__NID": BUYER_NIDS[name],
         "COOKIEMATCH_BUYER__EXCHANGE_URL": f"{urls.exchange}/pixel",
         "COOKIEMATCH_BUYER__PUBLIC_URL": public,
         "COOKIEMATCH_BUYER__ADMIN_TOKEN": ADMIN_TOKEN,
@@ -156,29 +176,32 @@ def running(config: Path, overrides: dict[str, str], port: int, log: Path) -> It
 
 
 @contextlib.contextmanager
-def demo_stack(directory: Path) -> Iterator[tuple[Ports, Urls]]:
-    """Start the exchange and both buyers; yields their ports and URLs."""
+def demo_stack(
+    directory: Path, *, retail_redirect: str | None = None
+) -> Iterator[tuple[Ports, Urls]]:
+    """Start the exchange and both buyers (and RetailDSP, given its match redirect); yields
+    their ports and URLs."""
     ports = Ports.pick()
     urls = Urls.of(ports)
     with contextlib.ExitStack() as stack:
         stack.enter_context(
             running(
                 example_path("exchange.toml"),
-                exchange_overrides(directory, ports, urls),
+                exchange_overrides(directory, ports, urls, retail_redirect),
                 ports.exchange,
                 directory / "exchange.log",
             )
         )
-        for name, config, port, public in (
+        buyers = [
             ("finest", "buyer.toml", ports.finest, urls.finest),
             ("monster", "buyer-hosted.toml", ports.monster, urls.monster),
-        ):
+        ]
+        if retail_redirect is not None:  # its bidder (the match redirect is retail_redirect)
+            public = f"http://retail.localhost:{ports.retail}"
+            buyers.append(("retail", "buyer.toml", ports.retail, public))
+        for name, config, port, public in buyers:
+            overrides = buyer_overrides(directory, name, port, public, urls)
             stack.enter_context(
-                running(
-                    example_path(config),
-                    buyer_overrides(directory, name, port, public, urls),
-                    port,
-                    directory / f"{name}.log",
-                )
+                running(example_path(config), overrides, port, directory / f"{name}.log")
             )
         yield ports, urls

@@ -21,7 +21,8 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 
 from cookiematch.demo.browser import Hop, SimulatedBrowser
-from cookiematch.demo.dmp_story import funnel_as_expected, run_dmp_story
+from cookiematch.demo.dmp_data import run_dmp_stories
+from cookiematch.demo.dmp_story import GidRelay, serving
 from cookiematch.demo.publisher_site import serve_publisher
 from cookiematch.demo.stack import ADMIN_TOKEN, FINEST, MONSTER, PUBLISHER, Urls, demo_stack
 
@@ -213,20 +214,19 @@ def crowd(page: str, urls: Urls, admin: Admin, ok: Expectations) -> None:
     ok.check(sum(hosted_matches.values()) > 0, "pixel matching matched browsers for Cookie Monster")
 
 
-def dmp_story(directory: Path, ok: Expectations) -> None:
+def dmp_story(directory: Path, urls: Urls, page: str, ok: Expectations) -> None:
+    """The DMP's sync funnel, then its data half, up to RetailDSP's list at the exchange and
+    the auctions on ``page`` that use it."""
     print("\n== The DMP: a client's container tag, partner sync pixels, callbacks with IDs")
-    report = run_dmp_story(directory)
-    ok.check(
-        funnel_as_expected(report),
-        "the funnel shows the lossy partner's lost callbacks and none for the reliable ones",
-    )
+    run_dmp_stories(directory, urls.exchange, page, ok.check)
 
 
 def run_demo(*, serve: bool = False) -> int:
     with tempfile.TemporaryDirectory(prefix="cookiematch-demo-") as tmp:
         directory = Path(tmp)
         with (
-            demo_stack(directory) as (_, urls),
+            serving([GidRelay()]) as (relay,),
+            demo_stack(directory, retail_redirect=relay.url) as (_, urls),
             serve_publisher(urls.exchange, PUBLISHER) as publisher_port,
         ):
             page = f"http://{PUBLISHER}.localhost:{publisher_port}/"
@@ -248,7 +248,7 @@ def run_demo(*, serve: bool = False) -> int:
             jane.close()
             protocol_corners(urls, ok)
             crowd(page, urls, admin, ok)
-        dmp_story(directory, ok)
+            dmp_story(directory, urls, page, ok)
     if ok.failures:
         print(f"\ndemo FAILED: {len(ok.failures)} expectation(s) not met")
         return 1

@@ -9,13 +9,20 @@ how many callbacks came back.
              callbacks    callbacks stored
              rejected     callbacks refused: malformed, forged or stale ID, no DMP cookie
              inband       in-band redirects stored
+             inband_values   key-values those redirects carried (stored)
+             inband_refused  in-band redirects refused (too large, bad data, no cookie, ...)
              initiated    partner-initiated syncs: callbacks without a DMP cookie that the
                           DMP cookied and redirected to itself to verify the cookie
              initiated_stored  their second hop came back with the cookie: match stored
              cookie_refused    their second hop came back without it (no third-party cookies)
+    ingest   records, accepted, pending, resolved, rejected, expired, values: the partner's
+             records ingested server to server (HTTP, pull, files; ``dmp/ingest/``)
+    reject   why ingested records were rejected, by ``reject_code``
 
 ``loss = pixels - callbacks`` (not below 0) and ``loss_rate = loss / pixels``: the syncs the
-DMP started (partner-initiated ones are counted apart, never in ``callbacks``).
+DMP started (partner-initiated ones are counted apart, never in ``callbacks``). The report's
+``delivery`` puts the partner's two paths side by side (``PathDelivery``): what the DMP saw
+offered and what it applied to profiles, in records and in attribute values.
 
 Counting is in memory on the hot path (``Funnel``); each worker writes its cumulative counts
 under its own key (``FunnelLog.flush``, every second and at shutdown) and the admin API sums
@@ -36,17 +43,24 @@ CLIENT_COUNTERS = ("tag_js", "tags_loaded", "pixels", "callbacks")
 PARTNER_COUNTERS = (
     "pixels", "callbacks", "rejected", "inband", "initiated", "initiated_stored", "cookie_refused",
 )  # fmt: skip
+INGEST_COUNTERS = ("records", "accepted", "pending", "resolved", "rejected", "expired", "values")
 
 
 class FunnelCounts(msgspec.Struct):
-    """Raw counters: ``{id: {counter: n}}`` for partners and clients, plus ``other``."""
+    """Raw counters: ``{id: {counter: n}}`` for partners, clients, ingestion outcomes and
+    ingestion rejects (by reason), plus ``other``."""
 
     partners: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
     clients: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
     other: dict[str, int] = msgspec.field(default_factory=dict)
+    ingest: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    rejects: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+
+    def _maps(self) -> tuple[dict[str, dict[str, int]], ...]:
+        return (self.partners, self.clients, self.ingest, self.rejects)
 
     def add(self, more: FunnelCounts) -> None:
-        for mine, theirs in ((self.partners, more.partners), (self.clients, more.clients)):
+        for mine, theirs in zip(self._maps(), more._maps(), strict=True):
             for name, counters in theirs.items():
                 target = mine.setdefault(name, {})
                 for counter, n in counters.items():
@@ -61,12 +75,47 @@ class FunnelRow(msgspec.Struct, frozen=True):
     loss_rate: float
 
 
+class IngestionRow(msgspec.Struct, frozen=True):
+    """A partner's server-to-server records by outcome (``INGEST_COUNTERS``), and the
+    rejected ones by reason."""
+
+    counts: dict[str, int]
+    rejected_by_reason: dict[str, int]
+
+
+class PathDelivery(msgspec.Struct, frozen=True):
+    """One path of a partner's data, as the DMP saw it.
+
+    in-band: ``sent`` = the partner's sync pixels handed out (each a redirect that could carry
+    the data), ``arrived`` = in-band redirects stored, ``refused`` = refused ones, ``values`` =
+    key-values stored. S2S: ``sent`` = records received, ``arrived`` = records applied to a
+    profile (accepted, or resolved when their sync came), ``refused`` = rejected, ``waiting`` =
+    pending records not resolved yet, ``values`` = attribute values applied.
+    """
+
+    sent: int
+    arrived: int
+    refused: int
+    waiting: int
+    values: int
+    arrival_rate: float
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """Pixel-to-pixel versus server-to-server for one partner; a path it never used is null."""
+
+    inband: PathDelivery | None
+    s2s: PathDelivery | None
+
+
 class FunnelReport(msgspec.Struct, frozen=True):
     """What the admin API answers at ``/admin/v1/funnel`` and the demo prints."""
 
     partners: dict[str, FunnelRow]
     clients: dict[str, FunnelRow]
     other: dict[str, int]
+    ingestion: dict[str, IngestionRow] = msgspec.field(default_factory=dict)
+    delivery: dict[str, Delivery] = msgspec.field(default_factory=dict)
 
 
 def _row(counts: dict[str, int], names: tuple[str, ...]) -> FunnelRow:
@@ -76,17 +125,52 @@ def _row(counts: dict[str, int], names: tuple[str, ...]) -> FunnelRow:
     return FunnelRow(full, loss, rate)
 
 
+def _path(sent: int, arrived: int, refused: int, waiting: int, values: int) -> PathDelivery:
+    rate = round(arrived / sent, 4) if sent else 0.0
+    return PathDelivery(sent, arrived, refused, waiting, values, rate)
+
+
+def _delivery(sync: dict[str, int], ingest: dict[str, int]) -> Delivery:
+    inband = None
+    if sync.get("inband", 0) or sync.get("inband_refused", 0):
+        inband = _path(
+            sync.get("pixels", 0), sync.get("inband", 0), sync.get("inband_refused", 0), 0,
+            sync.get("inband_values", 0),
+        )  # fmt: skip
+    s2s = None
+    if ingest.get("records", 0):
+        resolved = ingest.get("resolved", 0)
+        waiting = max(ingest.get("pending", 0) - resolved, 0)
+        s2s = _path(
+            ingest["records"], ingest.get("accepted", 0) + resolved, ingest.get("rejected", 0),
+            waiting, ingest.get("values", 0),
+        )  # fmt: skip
+    return Delivery(inband, s2s)
+
+
 def report(counts: FunnelCounts, partner_ids: list[str], client_ids: list[str]) -> FunnelReport:
     """Every configured partner and client, with zeros where nothing was counted."""
+    partners = {p: counts.partners.get(p, {}) for p in partner_ids}
+    ingest = {p: counts.ingest.get(p, {}) for p in partner_ids}
     return FunnelReport(
-        partners={p: _row(counts.partners.get(p, {}), PARTNER_COUNTERS) for p in partner_ids},
+        partners={p: _row(partners[p], PARTNER_COUNTERS) for p in partner_ids},
         clients={c: _row(counts.clients.get(c, {}), CLIENT_COUNTERS) for c in client_ids},
         other=dict(counts.other),
+        ingestion={
+            p: IngestionRow(
+                {name: ingest[p].get(name, 0) for name in INGEST_COUNTERS},
+                dict(sorted(counts.rejects.get(p, {}).items())),
+            )
+            for p in partner_ids
+        },
+        delivery={p: _delivery(partners[p], ingest[p]) for p in partner_ids},
     )
 
 
 FunnelKey = tuple[str, str, str]
-"""``(scope, id, counter)``: scope ``partner``, ``client`` or ``other`` (id ``""``)."""
+"""``(scope, id, counter)``: scope ``partner``, ``client``, ``ingest`` (id: the partner,
+counter: an outcome), ``reject`` (id: the partner, counter: a reason) or ``other`` (id
+``""``)."""
 
 
 class Funnel:
@@ -109,9 +193,28 @@ class Funnel:
         self._counts[("other", "", counter)] += n
         self.changed = True
 
+    def ingested(self, partner_id: str, counts: dict[str, int]) -> None:
+        """Ingestion outcomes (``INGEST_COUNTERS``) of the partner's records; zeros skipped."""
+        for outcome, n in counts.items():
+            if n:
+                self._counts[("ingest", partner_id, outcome)] += n
+                self.changed = True
+
+    def ingest_rejected(self, partner_id: str, reasons: dict[str, int]) -> None:
+        """Rejected records of the partner by reason code (``ingest/rejects.reject_code``)."""
+        for reason, n in reasons.items():
+            if n:
+                self._counts[("reject", partner_id, reason)] += n
+                self.changed = True
+
     def snapshot(self) -> FunnelCounts:
         counts = FunnelCounts()
-        scopes = {"partner": counts.partners, "client": counts.clients}
+        scopes = {
+            "partner": counts.partners,
+            "client": counts.clients,
+            "ingest": counts.ingest,
+            "reject": counts.rejects,
+        }
         for (scope, name, counter), n in list(self._counts.items()):
             if scope == "other":
                 counts.other[counter] = n
@@ -132,9 +235,15 @@ class FunnelLog:
         self.funnel = funnel
 
     async def flush(self) -> None:
+        """Write this worker's counts if they changed; a failed write leaves them marked
+        changed, so the next flush writes them (they are cumulative: nothing is lost)."""
         if self.funnel.changed:
             self.funnel.changed = False
-            await self._store.set(self._key, msgspec.json.encode(self.funnel.snapshot()))
+            try:
+                await self._store.set(self._key, msgspec.json.encode(self.funnel.snapshot()))
+            except BaseException:
+                self.funnel.changed = True
+                raise
 
     async def total(self) -> FunnelCounts:
         """This worker's counts flushed, then the sum over every worker's key."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
@@ -24,7 +24,7 @@ from cookiematch.dmp.audiences import audience_kv
 from cookiematch.dmp.chooser import SyncDecision, SyncStatus, by_priority, choose
 from cookiematch.dmp.consent import HOST, ConsentMarks, RequestConsent, vendor_party
 from cookiematch.dmp.events import EventLog, ImpressionEvent
-from cookiematch.dmp.funnel import Funnel, FunnelKey, FunnelLog, FunnelReport, report
+from cookiematch.dmp.funnel import Funnel, FunnelLog, FunnelReport, report
 from cookiematch.dmp.inband import InbandData, parse_kv
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.model import Client, DmpSettings, Partner
@@ -110,7 +110,7 @@ class DmpService:
         clock: Clock,
         new_uid: Callable[[], str],
         worker: str,
-        funnel_counts: MutableMapping[FunnelKey, int] | None = None,
+        funnel: Funnel | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -133,7 +133,7 @@ class DmpService:
             matches, self.events, self.inband_data, memberships, profile_reader, self.consent_marks
         )
         self.on_match = tuple(on_match)  # e.g. applying ingested records that waited
-        self.funnel = Funnel(funnel_counts)  # e.g. shared with /metrics
+        self.funnel = Funnel() if funnel is None else funnel  # e.g. shared with /metrics
         self.funnel_log = FunnelLog(store, worker, self.funnel)
 
     def replace_partners(self, partners: Sequence[Partner]) -> None:
@@ -338,21 +338,33 @@ class DmpService:
         *,
         consent: RequestConsent,
     ) -> CallbackStatus:
-        """A pixel-to-pixel redirect: the match and the key-values it carries."""
+        """A pixel-to-pixel redirect: the match and the key-values it carries; counted as
+        ``inband`` and ``inband_values``, or ``inband_refused``."""
         partner, uid, status = self._check(partner_id, dmp_uid, raw_uid, consent)
         if status is not None:
+            if partner is not None:
+                self.funnel.partner(partner.id, "inband_refused")
             return status
         assert partner is not None and uid is not None and dmp_uid is not None
         try:
             pairs = parse_kv(kv, max_pairs=self.settings.inband_max_pairs)
         except QueryError:
             self.funnel.partner(partner.id, "rejected")
+            self.funnel.partner(partner.id, "inband_refused")
             self.funnel.other("rejected_bad_data")
             return CallbackStatus.BAD_DATA
         await self._store_match(partner, uid, dmp_uid, consent)
         await self.inband_data.record(partner.id, dmp_uid, pairs)
         self.funnel.partner(partner.id, "inband")
+        self.funnel.partner(partner.id, "inband_values", len(pairs))
         return CallbackStatus.STORED
+
+    def inband_too_large(self, partner_id: str) -> None:
+        """An in-band redirect over ``inband_max_bytes``, refused unread: its data is lost."""
+        self.funnel.other("rejected_inband_too_large")
+        if partner_id in self.partners:
+            self.funnel.partner(partner_id, "rejected")
+            self.funnel.partner(partner_id, "inband_refused")
 
     async def _store_match(
         self, partner: Partner, uid: str, dmp_uid: str, consent: RequestConsent
@@ -405,6 +417,8 @@ class DmpService:
         found = await self.profiles.get(dmp_uid)
         return None if found.empty else found
 
-    async def funnel_report(self) -> FunnelReport:
-        counts = await self.funnel_log.total()
+    async def funnel_report(self, log: FunnelLog | None = None) -> FunnelReport:
+        """Every worker's funnel counts, read through ``log`` (the admin API's, over the
+        store with the admin deadline) or this service's own."""
+        counts = await (log or self.funnel_log).total()
         return report(counts, list(self.partners), list(self.clients))

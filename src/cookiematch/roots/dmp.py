@@ -3,7 +3,9 @@
     DmpCore     what every DMP process shares (the server's workers and the CLI's ``dmp
                 ingest``, ``pull``, ``segments``, ``export``, ``overlap`` and ``subject``): the
                 store, the match table, one profile reader, the segments, the trait writes, the
-                ingestor and the access and erasure of one browser, wired to each other
+                ingestor and the access and erasure of one browser, wired to each other, and
+                the funnel the ingestion counts into (a CLI run writes it under a key of its
+                own when it ends, so ``/admin/v1/funnel`` adds it up)
     DmpServer   one server worker: the privacy policy, the core, the browser-facing service
                 and its routes, the admin and ingestion APIs (and /metrics), the funnel flusher,
                 the definitions changed through the admin API (partners, segments, destinations,
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.config import Config
 from cookiematch.config.dmp import DmpConfig
+from cookiematch.dmp.funnel import Funnel, FunnelLog
 from cookiematch.dmp.ingest import Ingestor, build_ingestor
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.schedule import Schedule, ScheduleSet
@@ -92,6 +96,8 @@ class DmpCore:
     traits: TraitStore
     ingestor: Ingestor
     subjects: DmpSubjects  # the admin API's, the opt-out page's and the CLI's
+    funnel: Funnel  # ingestion outcomes and applied pending records are counted here
+    funnel_log: FunnelLog | None = None  # a CLI run's (``open_core``); a server worker has its own
 
     def replace(self, dmp: DmpConfig) -> None:
         """Serve the segments, destinations and partners ``dmp`` holds now (changed through
@@ -102,8 +108,11 @@ class DmpCore:
         self.subjects.replace_partners(p.id for p in dmp.partners)
 
 
-def build_core(dmp: DmpConfig, store: Store, *, clock: Clock = time.time) -> DmpCore:
-    """Every shared DMP object over ``store``, each built once."""
+def build_core(
+    dmp: DmpConfig, store: Store, *, clock: Clock = time.time, funnel: Funnel | None = None
+) -> DmpCore:
+    """Every shared DMP object over ``store``, each built once (``funnel``: the worker's)."""
+    funnel = Funnel() if funnel is None else funnel
     catalog = dmp.trait_catalog()
     matches = MatchTable(store, dmp.match_ttl_days * SECONDS_PER_DAY)
     reader = ProfileReader(store, max_events_per_name=catalog.max_events_per_name, clock=clock)
@@ -121,10 +130,11 @@ def build_core(dmp: DmpConfig, store: Store, *, clock: Clock = time.time) -> Dmp
     # a profile written by ingestion is re-evaluated against the segments at once
     traits = TraitStore(store, catalog, clock=clock, on_profile_changed=[segments.profiles_changed])
     ingestor = build_ingestor(
-        store, traits, pending_ttl=dmp.ingest.pending_ttl_days * SECONDS_PER_DAY, clock=clock
-    )
+        store, traits, pending_ttl=dmp.ingest.pending_ttl_days * SECONDS_PER_DAY, clock=clock,
+        funnel=funnel,
+    )  # fmt: skip
     subjects = DmpSubjects(store, matches, exports, [p.id for p in dmp.partners], clock=clock)
-    return DmpCore(store, matches, reader, segments, exports, traits, ingestor, subjects)
+    return DmpCore(store, matches, reader, segments, exports, traits, ingestor, subjects, funnel)
 
 
 def subject_data(config: Config, store: Store) -> SubjectData:
@@ -141,7 +151,11 @@ async def open_core(
     dmp = dmp_table(config)
     store = await connect_store(config.store.url, durability=durability or config.store.durability)
     try:
-        yield build_core(dmp, store)
+        core = build_core(dmp, store)
+        # what this run ingests, in the funnel beside the server workers' counts
+        log = FunnelLog(store, worker_name(), core.funnel)
+        yield dataclasses.replace(core, funnel_log=log)
+        await log.flush()
     finally:
         await store.close()
     if store.lost:
@@ -179,9 +193,10 @@ class DmpServer(RoleServer):
 
     async def build(self, store: Store) -> None:
         dmp, app = self.dmp, self.app
-        core = self.core = build_core(dmp, store)  # batches: recompute, ingestion, exports
-        browsers = build_core(dmp, self.requests)  # the same objects behind the deadlines
-        admin_core = build_core(dmp, self.admin)
+        funnel = Funnel(funnel_counts())  # the worker's one funnel, added up by /metrics
+        core = self.core = build_core(dmp, store, funnel=funnel)  # batches: recompute, ...
+        browsers = build_core(dmp, self.requests, funnel=funnel)  # behind the deadlines
+        admin_core = build_core(dmp, self.admin, funnel=funnel)
         subjects = admin_core.subjects
         worker = worker_name()
         service = self.service = DmpService(
@@ -199,7 +214,7 @@ class DmpServer(RoleServer):
             clock=time.time,
             new_uid=new_dmp_uid,
             worker=worker,
-            funnel_counts=funnel_counts(),
+            funnel=funnel,
         )
         ingest = build_ingest_api(store, dmp, core.ingestor)
 
@@ -239,7 +254,7 @@ class DmpServer(RoleServer):
                   on_error=OPTOUT_ON_ERROR)  # fmt: skip
         admin_routes = [
             *self.metrics_routes(dmp.admin_token),
-            *DmpAdmin(service).routes(),
+            *DmpAdmin(service, FunnelLog(self.admin, worker, funnel)).routes(),
             *DefinitionAdmin(definitions).routes(),
             *SegmentAdmin(core.segments, core.exports, recompute, rule).routes(),
             *ScheduleAdmin(jobs, schedules).routes(),

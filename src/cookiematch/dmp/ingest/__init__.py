@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
+from cookiematch.dmp.funnel import Funnel
 from cookiematch.dmp.ingest.pending import PendingRecords
 from cookiematch.dmp.ingest.pipeline import Ingestor, IngestReport, bulk_gc
 from cookiematch.dmp.ingest.resolver import Resolver
@@ -35,8 +36,13 @@ def build_ingestor(
     *,
     pending_ttl: float = PENDING_TTL,
     clock: Clock = time.time,
+    funnel: Funnel | None = None,
 ) -> Ingestor:
-    """An Ingestor writing through ``traits`` (whose ``on_profile_changed`` it triggers)."""
+    """An Ingestor writing through ``traits`` (whose ``on_profile_changed`` it triggers),
+    counting its outcomes, and the pending records it applies, into ``funnel``."""
+    funnel = Funnel() if funnel is None else funnel
     resolver = Resolver(store)
-    pending = PendingRecords(store, traits, resolver, ttl_seconds=pending_ttl, clock=clock)
-    return Ingestor(store, traits, pending, resolver, clock=clock)
+    pending = PendingRecords(
+        store, traits, resolver, ttl_seconds=pending_ttl, clock=clock, funnel=funnel
+    )
+    return Ingestor(store, traits, pending, resolver, clock=clock, funnel=funnel)

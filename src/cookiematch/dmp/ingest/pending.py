@@ -3,7 +3,8 @@
 Each waits in ``dmp:pend:{<partner>:<uid>}`` (tagged like the reverse entry) under a digest of
 its content, so the same record sent twice waits once; it expires after ``ttl_seconds``. The
 DMP's callback calls ``resolve`` after storing a match; ``recheck`` covers a sync stored while
-a batch was being written.
+a batch was being written. What ``resolve`` applies is counted in the funnel (``resolved``, and
+the attribute values).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import msgspec
 
 from cookiematch.clock import Clock
 from cookiematch.dmp import keys
-from cookiematch.dmp.ingest.records import JsonValue, Record
+from cookiematch.dmp.funnel import Funnel
+from cookiematch.dmp.ingest.records import JsonValue, Record, attribute_values
 from cookiematch.dmp.ingest.resolver import Resolver
 from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore
 from cookiematch.storage.base import Store
@@ -45,7 +47,9 @@ class PendingRecords:
         *,
         ttl_seconds: float,
         clock: Clock = time.time,
+        funnel: Funnel | None = None,
     ) -> None:
+        self.funnel = Funnel() if funnel is None else funnel
         self._store = store
         self._traits = traits
         self._resolver = resolver
@@ -83,6 +87,8 @@ class PendingRecords:
             update.merge(record.attributes, record.remove, record.events)
         await self._traits.apply({dmp_uid: update})
         await self._store.delete(key)
+        values = sum(attribute_values(r.attributes) for r in stored)
+        self.funnel.ingested(partner_id, {"resolved": len(stored), "values": values})
         return len(stored)
 
     async def recheck(self, partner_id: str, partner_uids: Sequence[str]) -> int:

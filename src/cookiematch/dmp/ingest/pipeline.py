@@ -12,7 +12,10 @@ is caught by the recheck that follows the write; a later one by the DMP's callba
 
 Re-ingesting the same data changes nothing: attributes are set, events are keyed by
 (name, ts), pending records by their content. Counts: ``accepted`` (applied to a profile),
-``pending`` (kept until the partner uid is synced), ``rejected`` (with a reason).
+``pending`` (kept until the partner uid is synced), ``rejected`` (with a reason). Every run's
+counts also go to the funnel given (``dmp/funnel.py``): the outcomes, the attribute values
+applied, the rejects by reason code; ``resolved`` is counted where pending records are applied
+(``PendingRecords.resolve``).
 
 Consent: a record whose profile's stored GDPR consent refuses the partner (``dmp/consent.py``:
 the profile was seen under GDPR and the partner's latest answer is not a consent) is rejected
@@ -30,11 +33,12 @@ from dataclasses import dataclass, field
 
 from cookiematch.clock import Clock
 from cookiematch.dmp.consent import StoredConsent
+from cookiematch.dmp.funnel import Funnel
 from cookiematch.dmp.ingest.held import HeldProfiles
 from cookiematch.dmp.ingest.pending import PendingRecords
 from cookiematch.dmp.ingest.readers import Batch, Payload
-from cookiematch.dmp.ingest.records import Checker, Record
-from cookiematch.dmp.ingest.rejects import Reject, reject
+from cookiematch.dmp.ingest.records import Checker, Record, attribute_values
+from cookiematch.dmp.ingest.rejects import Reject, reject, reject_code
 from cookiematch.dmp.ingest.resolver import RememberingResolver, Resolver
 from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.errors import RecordError
@@ -85,6 +89,8 @@ class IngestReport:
     profiles: int = 0  # profiles written (once per run; with workers, once per worker)
     expired_events: int = 0  # events already older than their trait's TTL: not stored
     resolved: int = 0  # pending records applied because their sync arrived meanwhile
+    values: int = 0  # attribute values (not null) of the accepted records
+    reasons: dict[str, int] = field(default_factory=dict)  # rejected, by ``reject_code``
     rejects: list[Reject] = field(default_factory=list)  # kept only when asked
 
     def add(self, other: IngestReport) -> None:
@@ -95,6 +101,9 @@ class IngestReport:
         self.profiles += other.profiles
         self.expired_events += other.expired_events
         self.resolved += other.resolved
+        self.values += other.values
+        for code, n in other.reasons.items():
+            self.reasons[code] = self.reasons.get(code, 0) + n
         self.rejects += other.rejects
 
     def counts(self) -> dict[str, int]:
@@ -106,7 +115,27 @@ class IngestReport:
             "profiles": self.profiles,
             "expired_events": self.expired_events,
             "resolved": self.resolved,
+            "values": self.values,
         }
+
+    def refused(self, code: str) -> None:
+        self.rejected += 1
+        self.reasons[code] = self.reasons.get(code, 0) + 1
+
+    def count(self, funnel: Funnel, partner_id: str) -> None:
+        """Into the funnel: the outcomes (``resolved`` is counted where records are applied)."""
+        funnel.ingested(
+            partner_id,
+            {
+                "records": self.records,
+                "accepted": self.accepted,
+                "pending": self.pending,
+                "rejected": self.rejected,
+                "expired": self.expired_events,
+                "values": self.values,
+            },
+        )
+        funnel.ingest_rejected(partner_id, self.reasons)
 
 
 @dataclass(slots=True)
@@ -130,10 +159,12 @@ class Ingestor:
         resolver: Resolver,
         *,
         clock: Clock = time.time,
+        funnel: Funnel | None = None,
     ) -> None:
         self.store = store
         self.traits = traits
         self.pending = pending
+        self.funnel = Funnel() if funnel is None else funnel  # what every run counts into
         self._resolver = resolver
         self._clock = clock
         self._checker = Checker(traits.catalog)
@@ -187,6 +218,7 @@ class Ingestor:
             await self._write_profiles(held, total)
         finally:
             held.close()
+        total.count(self.funnel, partner_id)
         return total
 
     async def batch(
@@ -205,6 +237,7 @@ class Ingestor:
         self._merge(parsed, synced, held, waiting)
         await self._write_waiting(partner_id, waiting, parsed.report)
         await self._write_profiles(held, parsed.report)
+        parsed.report.count(self.funnel, partner_id)
         return parsed.report
 
     def _parse(self, batch: Batch, on_reject: OnReject | None, keep_rejects: bool) -> _Parsed:
@@ -227,8 +260,9 @@ class Ingestor:
                     append(parse_row(payload, now))
                 keep_line(line)
             except RecordError as exc:
-                report.rejected += 1
-                refused = reject(batch.source, number, str(exc), payload)
+                reason = str(exc)
+                report.refused(reject_code(reason))
+                refused = reject(batch.source, number, reason, payload)
                 if on_reject is not None:
                     on_reject(refused)
                 if keep_rejects:
@@ -270,7 +304,7 @@ class Ingestor:
                 records.append(record)
                 lines.append(line)
                 continue
-            report.rejected += 1
+            report.refused("consent")
             refusal = reject(parsed.source, line[0], reason, line[1])
             if on_reject is not None:
                 on_reject(refusal)
@@ -286,11 +320,13 @@ class Ingestor:
         """Merge the synced records into the held profiles (in order); the others wait."""
         updates = held.updates
         before = len(waiting)
+        values = 0
         for record in parsed.records:
             dmp_uid = synced.get(record.uid)
             if dmp_uid is None:
                 waiting.append(record)
                 continue
+            values += attribute_values(record.attributes)
             update = updates.get(dmp_uid)
             if update is None:
                 update = held.update_of(dmp_uid)
@@ -298,6 +334,7 @@ class Ingestor:
         report = parsed.report
         report.pending = len(waiting) - before
         report.accepted = len(parsed.records) - report.pending
+        report.values = values
 
     async def _write_waiting(
         self, partner_id: str, waiting: list[Record], report: IngestReport

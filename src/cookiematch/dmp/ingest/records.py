@@ -64,6 +64,11 @@ class Record(msgspec.Struct, frozen=True, gc=False):
 _decoder = msgspec.json.Decoder(RawRecord)
 
 
+def attribute_values(attributes: Mapping[str, object]) -> int:
+    """The values a record sets (a null removes, it sets nothing): what the funnel counts."""
+    return sum(1 for value in attributes.values() if value is not None)
+
+
 def uid_ok(uid: str) -> bool:
     """1-256 printable ASCII characters, no space (``UID`` without a regex)."""
     return 0 < len(uid) <= MAX_UID and uid.isascii() and uid.isprintable() and " " not in uid
@@ -200,12 +205,12 @@ def _cell(name: str, text: str, catalog: TraitCatalog) -> AttributeValue:
         try:
             number = float(text)
         except ValueError:
-            raise RecordError(f"{name}: expected a number, got {text[:80]!r}") from None
+            raise RecordError(f"attributes.{name}: expected a number, got {text[:80]!r}") from None
         return int(number) if number.is_integer() and "." not in text else number
     if kind is TraitKind.BOOL:
         lowered = text.lower()
         if lowered not in ("true", "false", "1", "0"):
-            raise RecordError(f"{name}: expected true, false, 1 or 0")
+            raise RecordError(f"attributes.{name}: expected true, false, 1 or 0")
         return lowered in ("true", "1")
     if kind is TraitKind.LIST:
         return [item for item in text.split(LIST_SEPARATOR) if item]

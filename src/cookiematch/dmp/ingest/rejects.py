@@ -1,4 +1,5 @@
-"""Refused records, as JSON Lines: ``{"source", "line", "reason", "raw"}``, one per line."""
+"""Refused records, as JSON Lines: ``{"source", "line", "reason", "raw"}``, one per line; and
+each reason's short code, as the funnel counts rejects (``reject_code``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,25 @@ import msgspec
 from cookiematch.dmp.ingest.readers import Payload
 
 MAX_RAW = 4096  # characters of the refused input kept in the rejects
+REASON_CODES = (
+    ("consent:", "consent"),  # pipeline.CONSENT_REASON
+    ("uid:", "uid"),
+    ("not JSON", "not_json"),
+    ("more than", "too_large"),
+    ("attributes", "attribute"),
+    ("events[", "event"),
+    ("ts:", "event"),
+    ("remove:", "remove"),
+)
+"""A reason's code by how ``ingest/records.py`` words it; any other reason (the record's shape,
+a CSV row or cell) is ``malformed``."""
+
+
+def reject_code(reason: str) -> str:
+    for prefix, code in REASON_CODES:
+        if reason.startswith(prefix):
+            return code
+    return "malformed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,8 @@ are ``application/problem+json``: 401 (token), 403 (no token configured for the 
 ``max_batch_records``), 422 (an Idempotency-Key reused with another body), 503 (store down).
 A replayed Idempotency-Key answers the first answer again (``Idempotent-Replayed: true``)
 without applying anything. Written under the store's configured durability before answering.
+The outcomes are counted in the worker's funnel by the ingestor (``GET /admin/v1/funnel``,
+``/metrics``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from cookiematch.dmp.ingest.readers import Batch, Payload
 from cookiematch.protocol.json_errors import JSON_ERRORS, describe
 from cookiematch.storage.base import Store
 from cookiematch.web.admin import problem, read_body
-from cookiematch.web.dmp.metrics import count_ingested
 
 PATH = "/api/v1/partners/{partner}/records"
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -102,7 +103,6 @@ class IngestApi:
         except _Refused as refused:
             return refused.response
         report = await self.ingestor.batch(partner, Batch("request", lines), keep_rejects=True)
-        count_ingested(partner, report)
         answer = msgspec.json.encode(
             {
                 "records": report.records,

@@ -1,41 +1,61 @@
 """The DMP's counters at ``/metrics`` (added up over the server's workers: ``web/counters.py``):
-the sync funnel as it is counted (docs/dmp.md) and the records the ingestion API took."""
+the funnel as it is counted (docs/dmp.md): the sync funnel, the records ingested server to
+server by outcome and their rejects by reason, and the attribute values delivered by each path
+(in-band, S2S)."""
 
 from __future__ import annotations
 
 from cookiematch.dmp.funnel import FunnelKey
-from cookiematch.dmp.ingest import IngestReport
-from cookiematch.web.counters import LabelledCounter, WorkerCounts
+from cookiematch.web.counters import LabelledCounter, Labels, WorkerCounts
 
-__all__ = ["INGESTED_RECORDS", "SYNC_FUNNEL", "count_ingested", "funnel_counts"]
+__all__ = [
+    "DELIVERED_VALUES",
+    "INGESTED_RECORDS",
+    "INGEST_REJECTS",
+    "SYNC_FUNNEL",
+    "funnel_counts",
+]
 
 SYNC_FUNNEL = LabelledCounter(
     "cookiematch_dmp_sync_funnel",
     "The sync funnel by scope (partner, client, other), partner or client id and stage"
-    " (tag_js, tags_loaded, pixels, callbacks, rejected, inband, initiated, initiated_stored,"
-    " cookie_refused, ...)",
+    " (tag_js, tags_loaded, pixels, callbacks, rejected, inband, inband_refused, initiated,"
+    " initiated_stored, cookie_refused, ...)",
     ("scope", "id", "stage"),
 )
 INGESTED_RECORDS = LabelledCounter(
     "cookiematch_dmp_ingested_records",
-    "Records posted to the ingestion API, by partner and outcome (accepted, pending,"
-    " rejected, expired)",
+    "Records ingested server to server (HTTP API, pulls) and pending records applied, by"
+    " partner and outcome (records, accepted, pending, resolved, rejected, expired)",
     ("partner", "outcome"),
+)
+INGEST_REJECTS = LabelledCounter(
+    "cookiematch_dmp_ingest_rejects",
+    "Records ingested server to server that were rejected, by partner and reason (consent,"
+    " uid, not_json, too_large, attribute, event, remove, malformed)",
+    ("partner", "reason"),
+)
+DELIVERED_VALUES = LabelledCounter(
+    "cookiematch_dmp_delivered_values",
+    "Partner attribute values applied to profiles, by partner and path (inband: key-values of"
+    " stored in-band redirects; s2s: attributes of accepted and resolved records)",
+    ("partner", "path"),
 )
 
 
+def _route(key: FunnelKey) -> tuple[LabelledCounter, Labels]:
+    scope, name, counter = key
+    if scope == "ingest":
+        if counter == "values":
+            return DELIVERED_VALUES, (name, "s2s")
+        return INGESTED_RECORDS, (name, counter)
+    if scope == "reject":
+        return INGEST_REJECTS, (name, counter)
+    if scope == "partner" and counter == "inband_values":
+        return DELIVERED_VALUES, (name, "inband")
+    return SYNC_FUNNEL, key
+
+
 def funnel_counts() -> WorkerCounts[FunnelKey]:
-    """The ``Funnel``'s counts by (scope, id, stage), written to ``SYNC_FUNNEL``."""
-    return WorkerCounts(lambda key: (SYNC_FUNNEL, key))
-
-
-def count_ingested(partner: str, report: IngestReport) -> None:
-    """One ``POST /api/v1/partners/<partner>/records`` batch's outcome."""
-    for outcome, n in (
-        ("accepted", report.accepted),
-        ("pending", report.pending),
-        ("rejected", report.rejected),
-        ("expired", report.expired_events),
-    ):
-        if n:
-            INGESTED_RECORDS.inc((partner, outcome), n)
+    """The ``Funnel``'s counts, each written to its family (``_route``)."""
+    return WorkerCounts(_route)

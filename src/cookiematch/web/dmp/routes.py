@@ -3,7 +3,8 @@
     GET /tag.js?client=<id>             the container script
     GET /sync?client=<id>&gdpr=..       DMP cookie + {"pixels": [...]}, CORS with credentials
     GET /callback/<partner>?uid=<id>    stores the match, answers a pixel
-    GET /inband/<partner>?uid=&kv=      the same plus key-values in the URL, size-limited
+    GET /inband/<partner>?uid=&kv=      the same plus key-values in the URL; a query over
+                                        inband_max_bytes is refused whole (400, counted)
     GET /imp?campaign=&site=&creative=&event=imp|click|conv
     GET /audiences[?callback=<name>]    segment key-values, JSON, or JSONP for jsonp_origins
 
@@ -293,13 +294,16 @@ class DmpRoutes:
         cookie = self.cookie(request)
         if cookie is IdCookie.OPTED_OUT:
             return self._refused("opted_out")
+        if len(request.query) > self._settings.inband_max_bytes:
+            self._service.inband_too_large(partner_id)
+            return REFUSED_PIXEL
         try:
             parsed = parse_query(request.query, max_bytes=self._settings.inband_max_bytes)
             params = _params(request, parsed=parsed)
             consent = self.consent(request, parsed)
             dmp_uid = self.dmp_uid(cookie, consent)
         except QueryError:
-            return self._refused("inband_bad_or_too_large")
+            return self._refused("inband_bad_query")
         if _PARTNER_ID.fullmatch(partner_id) is None:
             return self._refused("unknown_partner")
         status = await self._service.inband(

@@ -1,0 +1,31 @@
+"""The demo's DMP data half (``demo/dmp_data.py``) against real servers: the demo's exchange
+and buyers (RetailDSP with its user list and a bidder pre-targeting it), ExampleNews, the DMP,
+the partner stubs and the gid relay; every step's check must hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cookiematch.demo.dmp_data import CRM, dmp_with_data_half, run_data_story
+from cookiematch.demo.dmp_story import GidRelay, serving
+from cookiematch.demo.publisher_site import serve_publisher
+from cookiematch.demo.stack import PUBLISHER, demo_stack
+
+
+def test_the_data_half_checks_every_step(tmp_path: Path) -> None:
+    checks: list[tuple[bool, str]] = []
+    with (
+        serving([GidRelay()]) as (relay,),
+        demo_stack(tmp_path, retail_redirect=relay.url) as (_, urls),
+        serve_publisher(urls.exchange, PUBLISHER) as publisher,
+        dmp_with_data_half(tmp_path, urls.exchange, browsers=60) as (dmp, half, _),
+    ):
+        page = f"http://{PUBLISHER}.localhost:{publisher}/"
+        run_data_story(dmp, half, page, lambda ok, what: checks.append((ok, what)))
+        delivery = dmp.funnel().delivery[CRM]
+    assert [what for ok, what in checks if not ok] == []
+    assert len(checks) == 12
+    assert delivery.inband is not None and delivery.s2s is not None
+    assert half.crm.values_cut > 0 and half.crm.dropped > 0
+    assert delivery.inband.arrived == delivery.s2s.arrived  # the same syncs carried both
+    assert delivery.inband.values < delivery.s2s.values  # the URL limit cut the in-band data
