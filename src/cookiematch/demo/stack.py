@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -29,6 +30,9 @@ RETAIL = "retail-dsp"
 gid to the DMP (``demo/dmp_story.py``, ``GidRelay``), which exports segments to its list; it is
 asked to bid only for that list's members (``require_user_lists``)."""
 RETAIL_LIST = 13579
+RETAIL_LISTS_TOKEN = "cmk_demo-retail-dsp-user-lists-0123456789"
+"""RetailDSP's API credential, scoped to its own user lists: the DMP exports with it, not with
+the exchange's admin token (the exchange keeps only its SHA-256)."""
 EXCHANGE_VENDOR_ID = 900
 VENDOR_IDS = {FINEST: 901, MONSTER: 902, RETAIL: 903}
 """The buyers' IAB GVL vendor IDs (made up, like the exchange's): what the privacy policy
@@ -99,6 +103,7 @@ def exchange_overrides(
         _buyer_entry(MONSTER, urls.monster, ports.monster, hosted=True),
     ]
     lists = [f'{{id = 12345, owner = "{FINEST}"}}', f'{{id = 24680, owner = "{MONSTER}"}}']
+    credentials: list[str] = []
     if retail_redirect is not None:
         fields = [
             f'nid = "{RETAIL}"',
@@ -109,6 +114,8 @@ def exchange_overrides(
         ]
         buyers.append("{" + ", ".join(fields) + "}")
         lists.append(f'{{id = {RETAIL_LIST}, owner = "{RETAIL}"}}')
+        digest = hashlib.sha256(RETAIL_LISTS_TOKEN.encode()).hexdigest()
+        credentials.append(f'{{nid = "{RETAIL}", token_sha256 = "{digest}"}}')
     secret = base64.b64encode(os.urandom(32)).decode()
     return {
         "COOKIEMATCH_STORE__URL": f"sqlite:///{directory / 'exchange.db'}",
@@ -118,6 +125,7 @@ def exchange_overrides(
         "COOKIEMATCH_EXCHANGE__KEYS": f'[{{version = 1, secret = "{secret}"}}]',
         "COOKIEMATCH_EXCHANGE__BUYERS": "[" + ", ".join(buyers) + "]",
         "COOKIEMATCH_EXCHANGE__USER_LISTS": "[" + ", ".join(lists) + "]",
+        "COOKIEMATCH_EXCHANGE__CREDENTIALS": "[" + ", ".join(credentials) + "]",
         "COOKIEMATCH_EXCHANGE__PUBLISHERS": f'[{{id = "{PUBLISHER}", pixel_matching = true}}]',
         "COOKIEMATCH_PRIVACY__HOST_VENDOR_ID": str(EXCHANGE_VENDOR_ID),
     }
