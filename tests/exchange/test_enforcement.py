@@ -50,16 +50,20 @@ def stats(**counts: int) -> BuyerStats:
 
 
 def test_judge_at_the_thresholds() -> None:
-    assert judge(stats(match_tags=9, frequency_cap_violations=9), RULES) == []  # too few
-    assert judge(stats(match_tags=100, frequency_cap_violations=10), RULES) == []  # not above
-    found = judge(stats(match_tags=100, frequency_cap_violations=11), RULES)
-    assert [action for action, _ in found] == ["alert", "throttle"]
-    assert "11/100" in found[0][1]
+    def broken(**counts: int) -> tuple[bool | None, bool | None]:
+        capping, responses = judge(stats(**counts), RULES)
+        return capping.broken, responses.broken
+
+    assert broken(match_tags=9, frequency_cap_violations=9) == (None, None)  # too few
+    assert broken(match_tags=100, frequency_cap_violations=10) == (False, None)  # not above
+    capping, _ = judge(stats(match_tags=100, frequency_cap_violations=11), RULES)
+    assert capping.broken and capping.actions == ("alert", "throttle")
+    assert capping.why.startswith("frequency-capping violations 11/100")
     issued = MIN_PUSHES_FOR_RATE * 10
-    assert judge(stats(pushes_issued=issued, pushes_returned=issued * 9 // 10), RULES) == []
-    low = judge(stats(pushes_issued=issued, pushes_returned=issued * 9 // 10 - 1), RULES)
-    assert [action for action, _ in low] == ["suspend_pixel_matching"]
-    assert judge(stats(pushes_issued=MIN_PUSHES_FOR_RATE - 1), RULES) == []  # not judged yet
+    assert broken(pushes_issued=issued, pushes_returned=issued * 9 // 10) == (None, False)
+    _, low = judge(stats(pushes_issued=issued, pushes_returned=issued * 9 // 10 - 1), RULES)
+    assert low.broken and low.actions == ("suspend_pixel_matching",)
+    assert broken(pushes_issued=MIN_PUSHES_FOR_RATE - 1) == (None, None)  # not judged yet
 
 
 class Worker:
@@ -243,3 +247,45 @@ async def test_an_override_stored_by_an_earlier_version_still_holds(store: Store
     await worker.enforcer.evaluate()
     again = worker.enforcer.state("dsp")
     assert again is not None and again.actions == ("alert", "throttle") and not again.override
+
+
+async def test_a_suspension_holds_while_no_pushes_can_judge_it(store: Store) -> None:
+    clock = FakeClock()
+    worker = Worker(store, clock, "w1", [DSP])
+    worker.monitor.count("dsp", Count.PUSHES_ISSUED, 100)
+    worker.monitor.count("dsp", Count.PUSHES_RETURNED, 50)
+    await worker.enforcer.evaluate()
+    assert worker.enforcer.pixel_matching_suspended("dsp")
+    began = worker.enforcer.state("dsp")
+    # suspended, the buyer is offered no pushes: the window slides past the evidence
+    clock.advance(WINDOW_SECONDS + BUCKET_SECONDS)
+    worker.monitor.count("dsp", Count.PUSHES_ISSUED, MIN_PUSHES_FOR_RATE - 1)
+    await worker.enforcer.evaluate()
+    assert worker.enforcer.state("dsp") == began  # not judged: held, not ended
+    # evidence that the rule is kept ends it
+    worker.monitor.count("dsp", Count.PUSHES_ISSUED, 1)
+    worker.monitor.count("dsp", Count.PUSHES_RETURNED, MIN_PUSHES_FOR_RATE)
+    await worker.enforcer.evaluate()
+    assert worker.enforcer.state("dsp") is None
+
+
+async def test_only_the_unjudged_rule_holds(store: Store) -> None:
+    clock = FakeClock()
+    worker = Worker(store, clock, "w1", [DSP])
+    worker.monitor.count("dsp", Count.PUSHES_ISSUED, 100)
+    worker.monitor.count("dsp", Count.PUSHES_RETURNED, 50)
+    worker.monitor.count("dsp", Count.MATCH_TAGS, 20)
+    worker.monitor.count("dsp", Count.FREQUENCY_CAP_VIOLATIONS, 10)
+    await worker.enforcer.evaluate()
+    state = worker.enforcer.state("dsp")
+    assert state is not None
+    assert state.actions == ("alert", "throttle", "suspend_pixel_matching")
+    clock.advance(WINDOW_SECONDS + BUCKET_SECONDS)
+    worker.monitor.count("dsp", Count.MATCH_TAGS, 20)  # no violation: that rule is kept
+    await worker.enforcer.evaluate()
+    held = worker.enforcer.state("dsp")
+    assert held is not None and held.actions == ("suspend_pixel_matching",)
+    assert held.reasons == tuple(r for r in state.reasons if r.startswith("pixel-match"))
+    clock.advance(WINDOW_SECONDS + BUCKET_SECONDS)  # nothing at all in the window
+    await worker.enforcer.evaluate()
+    assert worker.enforcer.state("dsp") == held

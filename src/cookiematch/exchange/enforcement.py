@@ -15,7 +15,9 @@ that rule (``[exchange.enforcement]``, or the buyer's own ``enforcement`` table)
 One worker of the fleet (a lease) evaluates every ``enforcement_interval_seconds`` and writes
 each buyer's state in the field map ``enforcement`` (field: the nid); every worker reads it
 every ``RELOAD_SECONDS`` and applies it, so it survives restarts and reaches every instance.
-Actions end at the first evaluation that finds the rules kept. An operator's override (admin API)
+Actions end at the first evaluation that finds their rule kept; while a rule cannot be judged
+(too few match tags or pushes in the window: a buyer whose pixel matching is suspended gets no
+pushes at all) the actions of a rule found broken hold. An operator's override (admin API)
 replaces the evaluation for that buyer until it is removed; overrides live in their own field
 map, ``enforcement:overrides``, which the evaluation never writes (only drops an override of a
 buyer gone for ``STALE_OVERRIDE_SECONDS``), so an override set while an evaluation runs is
@@ -74,22 +76,51 @@ class EnforcementOverride(Strict, frozen=True):
     reason: str = OPERATOR_REASON
 
 
-def judge(stats: BuyerStats, rules: Enforcement) -> list[tuple[Action, str]]:
-    """The actions the rules call for over ``stats`` and why, in rule order (may repeat)."""
-    found: list[tuple[Action, str]] = []
+FREQUENCY_CAPPING = "frequency-capping violations"
+RESPONSE_RATE = "pixel-match response rate"
+
+
+class Finding(typing.NamedTuple):
+    """One rule over the window: broken, kept, or not judged (``broken is None``: too little
+    evidence); its actions, and why (which begins with the rule's name)."""
+
+    rule: str  # FREQUENCY_CAPPING or RESPONSE_RATE
+    broken: bool | None
+    actions: tuple[Action, ...]
+    why: str
+
+
+def judge(stats: BuyerStats, rules: Enforcement) -> tuple[Finding, Finding]:
+    """Each rule over ``stats``, in rule order."""
     tags = stats.counts.get(Count.MATCH_TAGS, 0)
     violations = stats.counts.get(Count.FREQUENCY_CAP_VIOLATIONS, 0)
-    if tags >= rules.min_match_tags and violations / tags > rules.frequency_cap_violation_rate:
-        why = (
-            f"frequency-capping violations {violations}/{tags} match tags"
-            f" > {rules.frequency_cap_violation_rate}"
-        )
-        found += [(action, why) for action in rules.on_frequency_cap_violations]
-    rate = stats.response_rate
-    if rate is not None and rate < rules.pixel_match_response_rate_below:
-        why = f"pixel-match response rate {rate:.3f} < {rules.pixel_match_response_rate_below}"
-        found += [(action, why) for action in rules.on_low_response_rate]
-    return found
+    limit = rules.frequency_cap_violation_rate
+    capping = Finding(
+        FREQUENCY_CAPPING,
+        None if tags < rules.min_match_tags else violations / tags > limit,
+        rules.on_frequency_cap_violations,
+        f"{FREQUENCY_CAPPING} {violations}/{tags} match tags > {limit}",
+    )
+    rate, below = stats.response_rate, rules.pixel_match_response_rate_below
+    responses = Finding(
+        RESPONSE_RATE,
+        None if rate is None else rate < below,
+        rules.on_low_response_rate,
+        f"{RESPONSE_RATE} {rate or 0:.3f} < {below}",
+    )
+    return capping, responses
+
+
+def calls_for(finding: Finding, current: EnforcementState | None) -> list[tuple[Action, str]]:
+    """The actions ``finding`` calls for and why: a broken rule's; a rule not judged keeps
+    what it called for in ``current`` (its reason of then), so that an action which removes
+    the evidence (no pushes while pixel matching is suspended) does not end itself."""
+    if finding.broken:
+        return [(action, finding.why) for action in finding.actions]
+    if finding.broken is None and current is not None:
+        was = [why for why in current.reasons if why.startswith(finding.rule)]
+        return [(action, why) for why in was[:1] for action in finding.actions]
+    return []
 
 
 class Enforcer:
@@ -231,7 +262,8 @@ class Enforcer:
             if current is not None and current.override:
                 continue
             stats = await self._monitor.stats(nid)
-            found = judge(stats, self.rules(buyer))
+            rules = judge(stats, self.rules(buyer))
+            found = [f for rule in rules for f in calls_for(rule, current)]
             actions = tuple(a for a in ACTIONS if any(a == f[0] for f in found))
             if not actions:
                 if current is not None:
