@@ -15,8 +15,14 @@ that rule (``[exchange.enforcement]``, or the buyer's own ``enforcement`` table)
 One worker of the fleet (a lease) evaluates every ``enforcement_interval_seconds`` and writes
 each buyer's state in the field map ``enforcement`` (field: the nid); every worker reads it
 every ``RELOAD_SECONDS`` and applies it, so it survives restarts and reaches every instance.
-Actions end at the first evaluation that finds the rules kept. An operator's override (admin API)
-replaces the evaluation for that buyer until it is removed.
+Actions end at the first evaluation that finds their rule kept; while a rule cannot be judged
+(too few match tags or pushes in the window: a buyer whose pixel matching is suspended gets no
+pushes at all) the actions of a rule found broken hold. An operator's override (admin API)
+replaces the evaluation for that buyer until it is removed; overrides live in their own field
+map, ``enforcement:overrides``, which the evaluation never writes (only drops an override of a
+buyer gone for ``STALE_OVERRIDE_SECONDS``), so an override set while an evaluation runs is
+never overwritten. (An override in ``enforcement`` itself, as earlier versions stored it, is
+still read as one.)
 """
 
 from __future__ import annotations
@@ -41,12 +47,16 @@ log = logging.getLogger(__name__)
 
 ACTIONS: tuple[Action, ...] = typing.get_args(Action)
 STATES_KEY = "enforcement"
+OVERRIDES_KEY = "enforcement:overrides"
 LEASE_KEY = "lease:enforcement"
 RELOAD_SECONDS = 1.0
 MIN_THROTTLED_BASE = 1.0
 """A buyer throttled without ``max_match_tags_per_second`` is limited to ``throttle_factor``
 of the match tags per second it sent over the window, or of this, whichever is higher."""
 OPERATOR_REASON = "set by an operator"
+STALE_OVERRIDE_SECONDS = 300.0
+"""An override of a buyer this worker does not know is dropped once this old (a buyer just
+created on another worker may not have reached this worker's list yet)."""
 
 
 class EnforcementState(Strict, frozen=True, kw_only=True):
@@ -66,22 +76,51 @@ class EnforcementOverride(Strict, frozen=True):
     reason: str = OPERATOR_REASON
 
 
-def judge(stats: BuyerStats, rules: Enforcement) -> list[tuple[Action, str]]:
-    """The actions the rules call for over ``stats`` and why, in rule order (may repeat)."""
-    found: list[tuple[Action, str]] = []
+FREQUENCY_CAPPING = "frequency-capping violations"
+RESPONSE_RATE = "pixel-match response rate"
+
+
+class Finding(typing.NamedTuple):
+    """One rule over the window: broken, kept, or not judged (``broken is None``: too little
+    evidence); its actions, and why (which begins with the rule's name)."""
+
+    rule: str  # FREQUENCY_CAPPING or RESPONSE_RATE
+    broken: bool | None
+    actions: tuple[Action, ...]
+    why: str
+
+
+def judge(stats: BuyerStats, rules: Enforcement) -> tuple[Finding, Finding]:
+    """Each rule over ``stats``, in rule order."""
     tags = stats.counts.get(Count.MATCH_TAGS, 0)
     violations = stats.counts.get(Count.FREQUENCY_CAP_VIOLATIONS, 0)
-    if tags >= rules.min_match_tags and violations / tags > rules.frequency_cap_violation_rate:
-        why = (
-            f"frequency-capping violations {violations}/{tags} match tags"
-            f" > {rules.frequency_cap_violation_rate}"
-        )
-        found += [(action, why) for action in rules.on_frequency_cap_violations]
-    rate = stats.response_rate
-    if rate is not None and rate < rules.pixel_match_response_rate_below:
-        why = f"pixel-match response rate {rate:.3f} < {rules.pixel_match_response_rate_below}"
-        found += [(action, why) for action in rules.on_low_response_rate]
-    return found
+    limit = rules.frequency_cap_violation_rate
+    capping = Finding(
+        FREQUENCY_CAPPING,
+        None if tags < rules.min_match_tags else violations / tags > limit,
+        rules.on_frequency_cap_violations,
+        f"{FREQUENCY_CAPPING} {violations}/{tags} match tags > {limit}",
+    )
+    rate, below = stats.response_rate, rules.pixel_match_response_rate_below
+    responses = Finding(
+        RESPONSE_RATE,
+        None if rate is None else rate < below,
+        rules.on_low_response_rate,
+        f"{RESPONSE_RATE} {rate or 0:.3f} < {below}",
+    )
+    return capping, responses
+
+
+def calls_for(finding: Finding, current: EnforcementState | None) -> list[tuple[Action, str]]:
+    """The actions ``finding`` calls for and why: a broken rule's; a rule not judged keeps
+    what it called for in ``current`` (its reason of then), so that an action which removes
+    the evidence (no pushes while pixel matching is suspended) does not end itself."""
+    if finding.broken:
+        return [(action, finding.why) for action in finding.actions]
+    if finding.broken is None and current is not None:
+        was = [why for why in current.reasons if why.startswith(finding.rule)]
+        return [(action, why) for why in was[:1] for action in finding.actions]
+    return []
 
 
 class Enforcer:
@@ -109,7 +148,9 @@ class Enforcer:
         self._buyers = buyers
         self._clock = clock
         self._on_states = on_states
-        self._states: dict[str, EnforcementState] = {}
+        self._evaluated: dict[str, EnforcementState] = {}  # STATES_KEY
+        self._overrides: dict[str, EnforcementState] = {}  # OVERRIDES_KEY
+        self._states: dict[str, EnforcementState] = {}  # what applies: overrides win
         self._interval = interval
         self.lease = Lease(store, LEASE_KEY, holder, ttl=3 * interval)
 
@@ -164,24 +205,25 @@ class Enforcer:
 
     async def reload(self) -> None:
         """Read every buyer's state (written by the evaluating worker or an operator)."""
-        fields = await self._store.hgetall(STATES_KEY)
-        states: dict[str, EnforcementState] = {}
-        for nid, raw in fields.items():
-            try:
-                states[nid] = msgspec.json.decode(raw, type=EnforcementState)
-            except msgspec.DecodeError:
-                log.warning("enforcement state of %r is unreadable; ignored", nid)
-        self._states = states
+        evaluated, overrides = await self._store.hgetall_many([STATES_KEY, OVERRIDES_KEY])
+        self._evaluated = _decode(evaluated)
+        self._overrides = _decode(overrides)
+        self._merge()
         if self._on_states is not None:
-            self._on_states([b.nid for b in self._buyers()], states)
+            self._on_states([b.nid for b in self._buyers()], self._states)
 
-    async def _write(self, nid: str, state: EnforcementState | None) -> None:
+    def _merge(self) -> None:
+        self._states = {**self._evaluated, **self._overrides}
+
+    async def _write(self, key: str, nid: str, state: EnforcementState | None) -> None:
+        kept = self._overrides if key == OVERRIDES_KEY else self._evaluated
         if state is None:
-            await self._store.hdel(STATES_KEY, [nid])
-            self._states.pop(nid, None)
+            await self._store.hdel(key, [nid])
+            kept.pop(nid, None)
         else:
-            await self._store.hset(STATES_KEY, {nid: msgspec.json.encode(state)})
-            self._states[nid] = state
+            await self._store.hset(key, {nid: msgspec.json.encode(state)})
+            kept[nid] = state
+        self._merge()
 
     async def override(self, buyer: Buyer, order: EnforcementOverride) -> EnforcementState:
         """An operator's actions for ``buyer``, kept until ``resume``."""
@@ -193,32 +235,40 @@ class Enforcer:
             override=True,
             observed_match_tags_per_second=_observed(stats),
         )
-        await self._write(buyer.nid, state)
+        await self._write(OVERRIDES_KEY, buyer.nid, state)
         return state
 
     async def resume(self, nid: str) -> None:
         """Drop the buyer's state (an override too): the next evaluation decides again."""
-        await self._write(nid, None)
+        await self._write(OVERRIDES_KEY, nid, None)
+        await self._write(STATES_KEY, nid, None)
 
     # -- evaluation ---------------------------------------------------------------------
 
     async def evaluate(self) -> None:
-        """Judge every buyer over the window; write the states that change."""
+        """Judge every buyer over the window; write the states that change (in
+        ``STATES_KEY`` only: a buyer under an override is skipped, and an override set
+        meanwhile wins over what this writes)."""
         await self.reload()
         buyers = {b.nid: b for b in self._buyers()}
-        for nid in [n for n in self._states if n not in buyers]:
-            await self._write(nid, None)
+        for nid in [n for n in self._evaluated if n not in buyers]:
+            await self._write(STATES_KEY, nid, None)
+        stale = self._clock() - STALE_OVERRIDE_SECONDS
+        for nid, state in list(self._overrides.items()):
+            if nid not in buyers and state.since < stale:
+                await self._write(OVERRIDES_KEY, nid, None)
         for nid, buyer in buyers.items():
             current = self._states.get(nid)
             if current is not None and current.override:
                 continue
             stats = await self._monitor.stats(nid)
-            found = judge(stats, self.rules(buyer))
+            rules = judge(stats, self.rules(buyer))
+            found = [f for rule in rules for f in calls_for(rule, current)]
             actions = tuple(a for a in ACTIONS if any(a == f[0] for f in found))
             if not actions:
                 if current is not None:
                     log.info("enforcement of %r ended", nid)
-                    await self._write(nid, None)
+                    await self._write(STATES_KEY, nid, None)
                 continue
             if current is not None and current.actions == actions:
                 continue
@@ -230,7 +280,7 @@ class Enforcer:
                 reasons=reasons,
                 observed_match_tags_per_second=_observed(stats),
             )
-            await self._write(nid, state)
+            await self._write(STATES_KEY, nid, state)
 
     async def _evaluate_if_holder(self) -> None:
         try:
@@ -266,6 +316,16 @@ class Enforcer:
             await self.lease.release()
         except Exception as exc:
             log.debug("enforcement lease not released: %s", exc)
+
+
+def _decode(fields: Mapping[str, bytes]) -> dict[str, EnforcementState]:
+    states: dict[str, EnforcementState] = {}
+    for nid, raw in fields.items():
+        try:
+            states[nid] = msgspec.json.decode(raw, type=EnforcementState)
+        except msgspec.DecodeError:
+            log.warning("enforcement state of %r is unreadable; ignored", nid)
+    return states
 
 
 def _observed(stats: BuyerStats) -> float:
