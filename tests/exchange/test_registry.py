@@ -114,6 +114,23 @@ async def test_tombstone_hides_a_configured_entry(store: Store) -> None:
     assert restarted.buyer("gone") is None
 
 
+async def test_a_deleted_list_keeps_its_owner_and_an_earlier_tombstone_names_none(
+    store: Store,
+) -> None:
+    configured = UserList(5, "file")
+    await store.set(f"{USER_LIST_PREFIX}5", b"null")  # the earlier tombstone: no owner named
+    await store.set(f"{USER_LIST_PREFIX}6", b"null")
+    registry = ExchangeRegistry(store, user_lists=[configured])
+    await registry.put_user_list(UserList(7, "api"))
+    await registry.delete_user_list(7)
+    restarted = ExchangeRegistry(store, user_lists=[configured])
+    await restarted.refresh()
+    assert [restarted.user_list(i) for i in (5, 6, 7)] == [None, None, None]
+    holders = [await restarted.list_holder(i) for i in (5, 6, 7, 8)]
+    assert holders == ["file", None, "api", None]  # the file names 5's owner
+    assert (restarted.held_lists("file"), restarted.held_lists("api")) == (1, 1)
+
+
 @pytest.mark.parametrize(
     ("record", "key"),
     [

@@ -151,7 +151,7 @@ async def test_admin_route(bulk: UserListBulk, cipher: UserIdCipher) -> None:
     app = build_admin_app(
         bulk._registry,
         TOKEN,
-        extra_routes=[user_list_members_route(bulk)],
+        extra_routes=[user_list_members_route(bulk._registry, bulk)],
     )
     auth = {"Authorization": f"Bearer {TOKEN}"}
     gid = cipher.encrypt(BROWSERS[0], NID, 1)

@@ -10,17 +10,28 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from cookiematch.config import load_config
 from cookiematch.exchange import keys
-from cookiematch.exchange.credentials import TOKEN_PREFIX, authenticate, new_credential
+from cookiematch.exchange.credentials import (
+    TOKEN_PREFIX,
+    authenticate,
+    new_credential,
+    token_sha256,
+)
 from cookiematch.exchange.enforcement import Enforcer
 from cookiematch.exchange.list_changes import Change, ListChanges
 from cookiematch.exchange.model import ExchangeSettings
 from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.rate_limit import SharedRateLimit
-from cookiematch.exchange.registry import CREDENTIAL_PREFIX, ExchangeRegistry
+from cookiematch.exchange.registry import (
+    BUYER_PREFIX,
+    CREDENTIALS_KEY,
+    USER_LIST_PREFIX,
+    ExchangeRegistry,
+)
 from cookiematch.exchange.table_sizes import TableSizeLog
 from cookiematch.exchange.user_list_bulk import UserListBulk
 from cookiematch.protocol.userid import UserIdCipher
@@ -59,10 +70,11 @@ def changes(store: Store) -> ListChanges:
     return ListChanges(store, worker_id="w", clock=lambda: NOW)
 
 
-@pytest.fixture
-async def client(
-    registry: ExchangeRegistry, store: Store, changes: ListChanges
-) -> AsyncIterator[httpx.AsyncClient]:
+def admin_client(
+    registry: ExchangeRegistry, store: Store, changes: ListChanges, **options: Any
+) -> httpx.AsyncClient:
+    """A client of the exchange's admin API over ``registry``, every route served;
+    ``options`` go to ``build_admin_app``."""
     settings = ExchangeSettings()
     monitor = BuyerMonitor(store, settings, clock=lambda: NOW, worker_id="w")
     limiter = SharedRateLimit(store, clock=lambda: NOW, worker_id="w")
@@ -76,14 +88,20 @@ async def client(
         TOKEN,
         extra_routes=[
             *stats_routes(registry, monitor, enforcer),
-            user_list_members_route(bulk),
+            user_list_members_route(registry, bulk),
             user_list_stats_route(registry, sizes, changes),
             *credential_routes(registry, clock=lambda: NOW),
         ],
-        authenticate=authenticator(registry),
+        **{"authenticate": authenticator(registry), **options},
     )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as c:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin")
+
+
+@pytest.fixture
+async def client(
+    registry: ExchangeRegistry, store: Store, changes: ListChanges
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with admin_client(registry, store, changes) as c:
         yield c
 
 
@@ -121,7 +139,7 @@ async def test_a_credential_is_shown_once_and_kept_as_its_hash(
         "created_at": NOW,
         "token": token,
     }
-    stored = await store.get(CREDENTIAL_PREFIX + created["id"])
+    stored = await store.hget(CREDENTIALS_KEY, created["id"])
     assert stored is not None and token.encode() not in stored and digest.encode() in stored
     listing = await client.get("/admin/v1/buyers/ad_network_xyz/credentials", headers=ADMIN)
     assert listing.json() == {"credentials": [{k: v for k, v in created.items() if k != "token"}]}
@@ -196,15 +214,22 @@ async def test_user_lists_scope_manages_the_buyers_own_lists_only(
     closed = await client.put("/admin/v1/user_lists/555", json={"closed": True}, headers=auth)
     assert closed.status_code == 200 and closed.json()["closed"] is True
     assert (await client.get("/admin/v1/user_lists/555", headers=auth)).status_code == 200
-    # another buyer's list: not read, not replaced, not deleted, not given members
-    for method, body in [("GET", None), ("PUT", {"owner": "ad_network_xyz"}), ("DELETE", None)]:
-        answer = await client.request(method, "/admin/v1/user_lists/24680", json=body, headers=auth)
-        assert "another buyer" in problem(answer, 403)["detail"]
+    # another buyer's list: not read, not deleted, not given members, not counted: it is
+    # not there for this credential; its ID is taken
+    for method in ["GET", "DELETE"]:
+        answer = await client.request(method, "/admin/v1/user_lists/24680", headers=auth)
+        assert problem(answer, 404)["detail"] == "no user list '24680'"
+    taken = await client.put("/admin/v1/user_lists/24680", json={}, headers=auth)
+    detail = problem(taken, 409)["detail"]
+    assert "held by another buyer" in detail and "cookie-monster" not in detail
     gid = CIPHER.encrypt(b"\x01" * 16, "cookie-monster", 1)
     theirs = {"nid": "cookie-monster", "gids": [gid]}
     problem(await client.post("/admin/v1/user_lists/24680/members", json=theirs, headers=auth), 403)
     problem(await client.post("/admin/v1/user_lists/12345/members", json=theirs, headers=auth), 403)
-    problem(await client.get("/admin/v1/user_lists/24680/stats", headers=auth), 403)
+    mine_nid = {"nid": "ad_network_xyz", "gids": [gid]}
+    answer = await client.post("/admin/v1/user_lists/24680/members", json=mine_nid, headers=auth)
+    problem(answer, 404)
+    problem(await client.get("/admin/v1/user_lists/24680/stats", headers=auth), 404)
     # a new list for another buyer is refused, whatever the body says
     given = {"owner": "cookie-monster"}
     problem(await client.put("/admin/v1/user_lists/556", json=given, headers=auth), 403)
@@ -300,3 +325,133 @@ async def test_list_stats_read_the_last_measurement(
         "members"
     ] == 0
     problem(await client.get("/admin/v1/user_lists/4242/stats", headers=ADMIN), 404)
+
+
+async def test_a_list_id_stays_its_owners_after_the_list_is_deleted(
+    client: httpx.AsyncClient, registry: ExchangeRegistry, store: Store
+) -> None:
+    """Browsers' memberships of a deleted list outlive it: its ID must never reach another
+    buyer, whose bid requests would carry them."""
+    mine = bearer((await mint(client, "ad_network_xyz"))["token"])
+    theirs = bearer((await mint(client, "cookie-monster"))["token"])
+    assert (await client.put("/admin/v1/user_lists/7", json={}, headers=mine)).status_code == 201
+    assert (await client.delete("/admin/v1/user_lists/7", headers=mine)).status_code == 204
+    for auth in [mine, theirs]:
+        problem(await client.get("/admin/v1/user_lists/7", headers=auth), 404)
+    detail = problem(await client.put("/admin/v1/user_lists/7", json={}, headers=theirs), 409)
+    assert "held by another buyer" in detail["detail"]
+    given = {"owner": "cookie-monster"}  # the admin token cannot give it away either
+    detail = problem(await client.put("/admin/v1/user_lists/7", json=given, headers=ADMIN), 409)
+    assert "held by buyer 'ad_network_xyz'" in detail["detail"]
+    # nor can a configured list's, once deleted; nor a live list's owner change
+    assert (await client.delete("/admin/v1/user_lists/45678", headers=ADMIN)).status_code == 204
+    problem(await client.put("/admin/v1/user_lists/45678", json=given, headers=ADMIN), 409)
+    problem(await client.put("/admin/v1/user_lists/12345", json=given, headers=ADMIN), 409)
+    # what the store keeps, and what another worker makes of it
+    stored = await store.get(f"{USER_LIST_PREFIX}7")
+    assert stored is not None
+    assert msgspec.json.decode(stored) == {"deleted": True, "owner": "ad_network_xyz"}
+    other = ExchangeRegistry(store, registry.buyers(), registry.user_lists())
+    await other.refresh()
+    assert other.user_list(7) is None and await other.list_holder(7) == "ad_network_xyz"
+    assert other.held_lists("ad_network_xyz") == 3  # 12345, 45678 and 7, deleted or not
+    # its owner may use it again
+    again = await client.put("/admin/v1/user_lists/7", json={"closed": True}, headers=mine)
+    assert again.status_code == 201 and again.json()["owner"] == "ad_network_xyz"
+
+
+async def test_a_buyer_holds_at_most_max_user_lists_per_buyer(
+    registry: ExchangeRegistry, store: Store, changes: ListChanges
+) -> None:
+    async with admin_client(registry, store, changes, max_user_lists_per_buyer=4) as client:
+        auth = bearer((await mint(client, "ad_network_xyz"))["token"])
+        # it holds 12345 and 45678 from the file
+        for list_id in [1, 2]:
+            answer = await client.put(f"/admin/v1/user_lists/{list_id}", json={}, headers=auth)
+            assert answer.status_code == 201
+        for headers, body in [(auth, {}), (ADMIN, {"owner": "ad_network_xyz"})]:
+            answer = await client.put("/admin/v1/user_lists/3", json=body, headers=headers)
+            assert "max_user_lists_per_buyer" in problem(answer, 409)["detail"]
+        assert registry.user_list(3) is None
+        # a deleted list's ID still counts; it can be used again, and the others replaced
+        assert (await client.delete("/admin/v1/user_lists/2", headers=auth)).status_code == 204
+        problem(await client.put("/admin/v1/user_lists/3", json={}, headers=auth), 409)
+        assert (await client.put("/admin/v1/user_lists/2", json={}, headers=auth)).is_success
+        closed = {"closed": True}
+        assert (await client.put("/admin/v1/user_lists/1", json=closed, headers=auth)).is_success
+        # another buyer has its own allowance
+        given = {"owner": "cookie-monster"}
+        answer = await client.put("/admin/v1/user_lists/3", json=given, headers=ADMIN)
+        assert answer.status_code == 201
+
+
+async def test_a_redirect_url_change_keeps_another_workers_change(
+    client: httpx.AsyncClient, registry: ExchangeRegistry, store: Store
+) -> None:
+    """The handler's worker has not refreshed since another worker changed the buyer: the
+    redirect URL alone changes, the other change stays."""
+    other = ExchangeRegistry(store, registry.buyers(), registry.user_lists())
+    await other.refresh()
+    before = other.buyer("ad_network_xyz")
+    assert before is not None and registry.buyer("ad_network_xyz") is not None
+    await other.put_buyer(msgspec.structs.replace(before, max_qps=7.0))
+    auth = bearer((await mint(client, "ad_network_xyz", "redirect_url"))["token"])
+    new = {"redirect_url": "https://ad.network.com/m?id="}
+    answer = await client.put(
+        "/admin/v1/buyers/ad_network_xyz/redirect_url", json=new, headers=auth
+    )
+    assert answer.json() == {"nid": "ad_network_xyz", **new}
+    stored = await store.get(BUYER_PREFIX + "ad_network_xyz")
+    assert stored is not None
+    record = msgspec.json.decode(stored)
+    assert (record["redirect_url"], record["max_qps"]) == (new["redirect_url"], 7.0)
+
+
+async def test_deleting_a_buyer_revokes_its_credentials(store: Store, changes: ListChanges) -> None:
+    """Its credentials, those of the file and those another worker created, do not come back
+    with a buyer created again under the same nid."""
+    in_file, configured = new_credential("ad_network_xyz", ("user_lists",))
+    exchange = load_config(EXAMPLE, environ={}).exchange
+    assert exchange is not None
+
+    def worker() -> ExchangeRegistry:
+        return ExchangeRegistry(store, exchange.buyers, exchange.user_lists, [configured])
+
+    here, other = worker(), worker()
+    async with admin_client(here, store, changes) as client:
+        minted = (await mint(client, "ad_network_xyz"))["token"]
+        await other.refresh()
+        elsewhere, credential = new_credential("ad_network_xyz", ("user_lists",))
+        await other.put_credential(credential)  # this worker has not seen it yet
+        kept = (await mint(client, "cookie-monster"))["token"]
+        path = "/admin/v1/buyers/ad_network_xyz"
+        assert (await client.delete(path, headers=ADMIN)).status_code == 204
+        body = {"redirect_url": "http://ad.network.com/pixel?id="}
+        assert (await client.put(path, json=body, headers=ADMIN)).status_code == 201
+        listing = await client.get(f"{path}/credentials", headers=ADMIN)
+        assert listing.json() == {"credentials": []}
+        revoked = [minted, elsewhere, in_file]
+        for registry in [here, other]:
+            await registry.refresh()
+            assert [authenticate(registry, token) for token in revoked] == [None] * 3
+            assert authenticate(registry, kept) is not None
+        for token in revoked:
+            problem(await client.get("/admin/v1/user_lists", headers=bearer(token)), 401)
+    # the stored map: the configured credential's tombstone, the others' fields removed
+    fields = await store.hgetall(CREDENTIALS_KEY)
+    assert fields.keys() == {configured.id, token_sha256(kept)[:16]}
+    assert fields[configured.id] == b"null"
+
+
+async def test_without_an_admin_token_the_admin_api_refuses_credentials_too(
+    registry: ExchangeRegistry, store: Store, changes: ListChanges
+) -> None:
+    token, credential = new_credential("ad_network_xyz", ("user_lists", "redirect_url"))
+    await registry.put_credential(credential)
+    app = build_admin_app(registry, "", authenticate=authenticator(registry))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+        for path in ["/admin/v1/user_lists", "/admin/v1/buyers/ad_network_xyz/redirect_url"]:
+            problem(await client.get(path, headers=bearer(token)), 401)
+            problem(await client.get(path, headers={"Authorization": "Bearer "}), 401)
+        assert (await client.get("/admin/v1/health")).status_code == 200

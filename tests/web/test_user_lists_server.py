@@ -127,7 +127,7 @@ owner = "dsp"
         exchange_port,
         buyers=buyers,
         user_lists=lists,
-        extra_exchange="auction_timeout_ms = 500",
+        extra_exchange="auction_timeout_ms = 500\nmax_user_lists_per_buyer = 3",
     )
     preset_members(directory / "exchange.db")
     start_module_server(argv=serve_argv(config, "exchange", "--workers", "2"), port=exchange_port)
@@ -289,13 +289,20 @@ def test_a_buyer_credential_manages_its_own_lists_and_nothing_else(stack: Stack)
         ("DELETE", "/admin/v1/buyers/listed", None),
         ("PUT", "/admin/v1/buyers/intruder", {"redirect_url": "http://x.example/"}),
         ("GET", "/admin/v1/buyers", None),
-        ("PUT", "/admin/v1/user_lists/12345", {"owner": "listed"}),
-        ("DELETE", "/admin/v1/user_lists/888", None),
         ("POST", "/admin/v1/user_lists/12345/members", {"nid": "ad_network_xyz"}),
         ("GET", "/admin/v1/buyers/listed/redirect_url", None),  # not its scope
     ]:
         answer = own.request(method, path, json=body)
         assert answer.status_code == 403, (method, path, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+    # another buyer's lists are not there for it; their IDs are taken
+    for method, path, body, status in [
+        ("DELETE", "/admin/v1/user_lists/888", None, 404),
+        ("GET", "/admin/v1/user_lists/888/stats", None, 404),
+        ("PUT", "/admin/v1/user_lists/12345", {"owner": "listed"}, 409),
+    ]:
+        answer = own.request(method, path, json=body)
+        assert answer.status_code == status, (method, path, answer.text)
         assert answer.headers["content-type"] == "application/problem+json"
     with httpx.Client(base_url=stack.exchange, timeout=5, headers=ADMIN) as admin:
         buyers = {b["nid"] for b in admin.get("/admin/v1/buyers").json()["buyers"]}
@@ -315,6 +322,44 @@ def test_a_buyer_credential_manages_its_own_lists_and_nothing_else(stack: Stack)
         return all(fresh_get(url, token).status_code == 401 for _ in range(12))
 
     eventually(revoked_everywhere, "the revoked credential still works on a worker")
+
+
+def test_list_ids_stay_their_owners_and_are_limited_per_buyer(stack: Stack) -> None:
+    """``max_user_lists_per_buyer = 3``: dsp holds 888 from the file. A deleted list's ID
+    is neither given to another buyer nor freed from its owner's allowance."""
+    dsp = httpx.Client(
+        base_url=stack.exchange, timeout=5, headers=bearer_header(mint(stack, "dsp", "user_lists"))
+    )
+    other = httpx.Client(
+        base_url=stack.exchange,
+        timeout=5,
+        headers=bearer_header(mint(stack, "ad_network_xyz", "user_lists")),
+    )
+    for list_id in [8001, 8002]:
+        assert dsp.put(f"/admin/v1/user_lists/{list_id}", json={}).status_code == 201
+
+    def known_everywhere() -> bool:  # both workers count dsp's lists
+        url = f"{stack.exchange}/admin/v1/user_lists"
+        token = dsp.headers["authorization"].removeprefix("Bearer ")
+        return all(
+            {8001, 8002} <= {u["id"] for u in fresh_get(url, token).json()["user_lists"]}
+            for _ in range(12)
+        )
+
+    eventually(known_everywhere, "the new lists never reached every worker")
+    for _ in range(6):  # on any worker
+        over = dsp.put("/admin/v1/user_lists/8003", json={})
+        assert over.status_code == 409 and "max_user_lists_per_buyer" in over.json()["detail"]
+    assert dsp.delete("/admin/v1/user_lists/8002").status_code == 204
+    for client, body in [(other, {}), (httpx.Client(headers=ADMIN), {"owner": "ad_network_xyz"})]:
+        taken = client.put(f"{stack.exchange}/admin/v1/user_lists/8002", json=body)
+        assert taken.status_code == 409 and "never changes owner" in taken.json()["detail"]
+    assert dsp.put("/admin/v1/user_lists/8003", json={}).status_code == 409
+    assert dsp.put("/admin/v1/user_lists/8002", json={}).status_code == 201
+
+
+def bearer_header(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def test_the_dmp_exports_to_the_exchange_list_with_a_buyer_credential(

@@ -21,6 +21,7 @@ from cookiematch.protocol.url import parse_absolute_url
 from cookiematch.secret import Secret
 
 MAX_LIST_ID = 2**63 - 1
+MAX_USER_LISTS_PER_BUYER = 1000  # the default of [exchange] max_user_lists_per_buyer
 MIN_WEBHOOK_SECRET_LENGTH = 16
 
 Rate = Annotated[float, msgspec.Meta(gt=0)]
@@ -182,6 +183,10 @@ class ExchangeSettings(Strict, frozen=True, kw_only=True):
     table_sizes_interval_seconds: Annotated[float, msgspec.Meta(ge=60)] = 600.0
     enforcement: Enforcement = Enforcement()
     enforcement_interval_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10.0
+    # user list IDs one buyer may hold through the admin API (its deleted lists' count too)
+    max_user_lists_per_buyer: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = (
+        MAX_USER_LISTS_PER_BUYER
+    )
 
     @property
     def extras_first(self) -> bool:

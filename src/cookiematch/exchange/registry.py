@@ -4,9 +4,17 @@ made through the admin API.
 Reads are synchronous dictionary look-ups (the pixel hot path); changes are written to the
 store first, so that they survive a restart and reach other workers on their next refresh.
 A deleted configured entry is remembered as a tombstone. Entries are stored in the format of
-``exchange/codec.py``. A stored entry that no longer validates (e.g. a redirect URL written
-before a stricter rule) does not stop the others: it keeps its last good value in this worker,
-or is left out, and is logged once with the reason until it is written again.
+``exchange/codec.py``: buyers and user lists one key each (``BUYER_PREFIX``,
+``USER_LIST_PREFIX``, read with a prefix scan), credentials as the fields of one field map
+(``CREDENTIALS_KEY``, one read).
+
+A user list ID stays its owner's: a deleted list leaves a ``DeletedList`` naming its owner
+(browsers' memberships of the ID outlive the list), and ``list_holder`` answers who holds an
+ID, live or deleted. Deleting a buyer revokes its credentials.
+
+A stored entry that no longer validates (e.g. a redirect URL written before a stricter rule)
+does not stop the others: it keeps its last good value in this worker, or is left out, and is
+logged once with the reason until it is written again.
 
 ``on_buyers`` (optional) is awaited with the buyers about to be served, before they are: at a
 refresh before the new view replaces the old one, at a ``put_buyer`` before the entry is
@@ -17,18 +25,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import msgspec
 
 from cookiematch.exchange import codec
 from cookiematch.exchange.model import Buyer, Credential, UserList
+from cookiematch.formats import Nid
 from cookiematch.storage.base import Store
 
 BUYER_PREFIX = "exchange:buyer:"
 USER_LIST_PREFIX = "exchange:user_list:"
-CREDENTIAL_PREFIX = "exchange:credential:"  # + the credential's id
+CREDENTIALS_KEY = "exchange:credentials"  # field map: credential id -> record or tombstone
 _TOMBSTONE = b"null"
+
+
+class DeletedList(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The stored record of a deleted user list: the owner keeps its ID."""
+
+    deleted: Literal[True]
+    owner: Nid
+
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=msgspec.Struct)
@@ -52,6 +69,7 @@ class ExchangeRegistry:
         self._buyers = dict(self._configured_buyers)
         self._lists = dict(self._configured_lists)
         self._owned = _owned(self._lists)
+        self._holders = {list_id: u.owner for list_id, u in self._lists.items()}
         self._configured_credentials = {c.id: c for c in credentials}
         self._credentials = dict(self._configured_credentials)
         self._by_hash = _by_hash(self._credentials)
@@ -66,6 +84,38 @@ class ExchangeRegistry:
     def owned_lists(self, nid: str) -> frozenset[int]:
         """The IDs of the user lists that belong to buyer ``nid``."""
         return self._owned.get(nid, frozenset())
+
+    def held_lists(self, nid: str) -> int:
+        """How many user list IDs buyer ``nid`` holds, its deleted lists' included."""
+        return sum(1 for owner in self._holders.values() if owner == nid)
+
+    async def list_holder(self, list_id: int) -> str | None:
+        """The buyer that holds user list ID ``list_id`` (its list, or its deleted list), as
+        the store says now; None for a free ID."""
+        value = await self._store.get(f"{USER_LIST_PREFIX}{list_id}")
+        configured = self._configured_lists.get(list_id)
+        if value is None or value == _TOMBSTONE:  # the earlier tombstone names no owner
+            return configured.owner if configured is not None else None
+        deleted = _deleted(value)
+        if deleted is not None:
+            return deleted.owner
+        try:
+            return codec.decode_stored(value, UserList).owner
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return self._holders.get(list_id)
+
+    async def stored_buyer(self, nid: str) -> Buyer | None:
+        """Buyer ``nid`` as the store holds it now (not this worker's view, which may miss a
+        change made through another worker): what a change of one field starts from."""
+        value = await self._store.get(BUYER_PREFIX + nid)
+        if value is None:
+            return self._configured_buyers.get(nid)
+        if value == _TOMBSTONE:
+            return None
+        try:
+            return codec.decode_stored(value, Buyer)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return self._buyers.get(nid)  # refused: its last good value, as at a refresh
 
     def credential(self, credential_id: str) -> Credential | None:
         return self._credentials.get(credential_id)
@@ -95,23 +145,30 @@ class ExchangeRegistry:
             else:
                 self._overlay(buyers, nid, key, value, Buyer, self._buyers.get(nid))
         lists = dict(self._configured_lists)
+        holders = {list_id: u.owner for list_id, u in lists.items()}
         async for key, value in self._store.scan(USER_LIST_PREFIX):
             list_id = int(key[len(USER_LIST_PREFIX) :])
-            if value == _TOMBSTONE:
+            if value == _TOMBSTONE:  # the earlier format: names no owner
                 lists.pop(list_id, None)
+            elif (deleted := _deleted(value)) is not None:
+                lists.pop(list_id, None)
+                holders[list_id] = deleted.owner
             else:
                 self._overlay(lists, list_id, key, value, UserList, self._lists.get(list_id))
+                if list_id in lists:
+                    holders[list_id] = lists[list_id].owner
         credentials = dict(self._configured_credentials)
-        async for key, value in self._store.scan(CREDENTIAL_PREFIX):
-            ident = key[len(CREDENTIAL_PREFIX) :]
+        for ident, value in (await self._store.hgetall(CREDENTIALS_KEY)).items():
             if value == _TOMBSTONE:
                 credentials.pop(ident, None)
             else:
                 last = self._credentials.get(ident)
-                self._overlay(credentials, ident, key, value, Credential, last)
+                label = f"{CREDENTIALS_KEY}[{ident}]"
+                self._overlay(credentials, ident, label, value, Credential, last)
         if self._on_buyers is not None:
             await self._on_buyers(buyers.values())
         self._buyers, self._lists, self._owned = buyers, lists, _owned(lists)
+        self._holders = holders
         self._credentials, self._by_hash = credentials, _by_hash(credentials)
 
     def _overlay(
@@ -140,7 +197,14 @@ class ExchangeRegistry:
         self._buyers[buyer.nid] = buyer
 
     async def delete_buyer(self, nid: str) -> bool:
+        """Delete the buyer and revoke its credentials (those created through other workers
+        too: the stored ones are read afresh)."""
         existed = nid in self._buyers
+        stored = await self._store.hgetall(CREDENTIALS_KEY)
+        await self._revoke(
+            {c.id for c in self._credentials.values() if c.nid == nid}
+            | {ident for ident, value in stored.items() if _nid_of(value) == nid}
+        )
         await self._store.set(BUYER_PREFIX + nid, _TOMBSTONE)
         self._buyers.pop(nid, None)
         return existed
@@ -148,26 +212,59 @@ class ExchangeRegistry:
     async def put_user_list(self, user_list: UserList) -> None:
         await self._store.set(f"{USER_LIST_PREFIX}{user_list.id}", codec.encode(user_list))
         self._lists[user_list.id] = user_list
+        self._holders[user_list.id] = user_list.owner
         self._owned = _owned(self._lists)
 
     async def delete_user_list(self, list_id: int) -> bool:
-        existed = list_id in self._lists
-        await self._store.set(f"{USER_LIST_PREFIX}{list_id}", _TOMBSTONE)
+        """Delete the list; its owner keeps the ID (``DeletedList``)."""
+        found = self._lists.get(list_id)
+        owner = found.owner if found is not None else self._holders.get(list_id)
+        record = codec.encode(DeletedList(True, owner)) if owner is not None else _TOMBSTONE
+        await self._store.set(f"{USER_LIST_PREFIX}{list_id}", record)
         self._lists.pop(list_id, None)
         self._owned = _owned(self._lists)
-        return existed
+        return found is not None
 
     async def put_credential(self, credential: Credential) -> None:
-        await self._store.set(CREDENTIAL_PREFIX + credential.id, codec.encode(credential))
+        await self._store.hset(CREDENTIALS_KEY, {credential.id: codec.encode(credential)})
         self._credentials[credential.id] = credential
         self._by_hash = _by_hash(self._credentials)
 
     async def delete_credential(self, credential_id: str) -> bool:
         existed = credential_id in self._credentials
-        await self._store.set(CREDENTIAL_PREFIX + credential_id, _TOMBSTONE)
-        self._credentials.pop(credential_id, None)
-        self._by_hash = _by_hash(self._credentials)
+        await self._revoke({credential_id})
         return existed
+
+    async def _revoke(self, idents: set[str]) -> None:
+        """Revoke credentials: a configured one is remembered as a tombstone, another one's
+        field is removed."""
+        configured = {i for i in idents if i in self._configured_credentials}
+        if configured:
+            await self._store.hset(CREDENTIALS_KEY, dict.fromkeys(configured, _TOMBSTONE))
+        if idents - configured:
+            await self._store.hdel(CREDENTIALS_KEY, sorted(idents - configured))
+        for ident in idents:
+            self._credentials.pop(ident, None)
+        self._by_hash = _by_hash(self._credentials)
+
+
+def _deleted(value: bytes) -> DeletedList | None:
+    """The stored value as a deleted list's record, or None if it is not one."""
+    if not value.startswith(b"{") or b'"deleted"' not in value:
+        return None
+    try:
+        return msgspec.json.decode(value, type=DeletedList)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def _nid_of(value: bytes) -> object:
+    """The ``nid`` of a stored credential record (None for a tombstone or a bad record)."""
+    try:
+        record = msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        return None
+    return record.get("nid") if isinstance(record, dict) else None
 
 
 def _by_hash(credentials: dict[str, Credential]) -> dict[str, Credential]:

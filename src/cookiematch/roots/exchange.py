@@ -280,12 +280,13 @@ class ExchangeServer(RoleServer):
             extra_routes=[
                 *self.metrics_routes(self.exchange.admin_token),
                 *stats_routes(registry, monitor, enforcer),
-                user_list_members_route(bulk),
+                user_list_members_route(registry, bulk),
                 user_list_stats_route(registry, sizes, list_changes),
                 *credential_routes(registry),
                 *subject_routes(subjects),
             ],
             authenticate=authenticator(registry),
+            max_user_lists_per_buyer=settings.max_user_lists_per_buyer,
         )
         self.run(self._refresh_forever(registry))
         self.run(monitor.run(lambda: [b.nid for b in registry.buyers() if b.pixel_matching]))

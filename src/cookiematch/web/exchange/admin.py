@@ -14,8 +14,10 @@
                                                             DELETE returns to the rules
 
 Every other ``/admin/v1`` request needs ``Authorization: Bearer <admin_token>``, or a buyer's
-API credential for the routes of its scopes (above), on its own buyer and lists only: a list
-of another buyer, or a body naming another buyer, is 403. Bodies are
+API credential for the routes of its scopes (above), on its own buyer and lists only: a body
+naming another buyer is 403, another buyer's list 404 (as a list that does not exist). A user
+list ID stays its owner's, after the list is deleted too: a ``PUT`` that would give it to
+another buyer is 409, as is a new list over ``max_user_lists_per_buyer``. Bodies are
 the keys of a ``[[exchange.buyers]]`` / ``[[exchange.user_lists]]`` entry, validated by the
 same code as the configuration file; answers carry them as the store keeps them
 (``exchange/codec.py``), but a buyer's ``optout_webhook_secret`` is never shown: answers carry
@@ -40,7 +42,7 @@ from cookiematch.errors import Conflict, NotFound, ValidationFailed
 from cookiematch.exchange import codec
 from cookiematch.exchange.enforcement import EnforcementOverride, Enforcer
 from cookiematch.exchange.list_changes import WINDOW_DAYS, ListChanges
-from cookiematch.exchange.model import MAX_LIST_ID, Buyer, UserList
+from cookiematch.exchange.model import MAX_LIST_ID, MAX_USER_LISTS_PER_BUYER, Buyer, UserList
 from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.exchange.table_sizes import TableSizeLog
@@ -95,11 +97,23 @@ def _parse_list_id(text: str) -> int | None:
     return value if 0 < value <= MAX_LIST_ID else None
 
 
+def _visible_list(registry: ExchangeRegistry, request: Request) -> UserList:
+    """The user list the request's path names, if it exists and the acting party owns it (or
+    the operator acts); else NotFound, so that a buyer does not learn the IDs others hold."""
+    text: str = request.path_params["list_id"]
+    list_id = _parse_list_id(text)
+    found = None if list_id is None else registry.user_list(list_id)
+    if found is None or principal_of(request).party not in (None, found.owner):
+        raise NotFound(f"no user list {text!r}")
+    return found
+
+
 class _Endpoints:
     """The handlers, bound to one registry."""
 
-    def __init__(self, registry: ExchangeRegistry) -> None:
+    def __init__(self, registry: ExchangeRegistry, max_lists_per_buyer: int) -> None:
         self.registry = registry
+        self.max_lists_per_buyer = max_lists_per_buyer
 
     async def list_buyers(self, request: Request) -> Response:
         return _json({"buyers": self.registry.buyers()})
@@ -120,7 +134,7 @@ class _Endpoints:
             raise NotFound(f"no buyer {nid!r}")
         if request.method == "DELETE":
             await self.registry.delete_buyer(nid)
-            log.info("admin: buyer %r deleted", nid)
+            log.info("admin: buyer %r deleted, its credentials revoked", nid)
             return Response(status_code=204)
         return _json(found)
 
@@ -148,6 +162,10 @@ class _Endpoints:
             if not isinstance(body, dict) or set(body) != {"redirect_url"}:
                 message = 'expected {"redirect_url": "<url>"}'
                 raise ValidationFailed(message, errors=[{"field": "", "message": message}])
+            # the rest of the record as stored now: another worker's recent change is kept
+            current = await self.registry.stored_buyer(nid)
+            if current is None:
+                raise NotFound(f"no buyer {nid!r}")
             record = msgspec.json.decode(codec.encode(current))
             current = parse_buyer({**record, **body}, nid=nid)
             await self.registry.put_buyer(current)
@@ -160,38 +178,47 @@ class _Endpoints:
         return _json({"user_lists": found})
 
     async def user_list(self, request: Request) -> Response:
-        text: str = request.path_params["list_id"]
-        list_id = _parse_list_id(text)
-        party = principal_of(request).party
-        found = None if list_id is None else self.registry.user_list(list_id)
-        if found is not None:
-            require_party(request, found.owner, f"user list {list_id} belongs to another buyer")
         if request.method == "PUT":
-            if list_id is None:
-                message = f"must be a positive integer up to {MAX_LIST_ID}"
-                raise ValidationFailed(
-                    "invalid user list id", errors=[{"field": "id", "message": message}]
-                )
-            body = await read_json(request)
-            if party is not None and isinstance(body, dict):
-                body = {"owner": party, **body}
-            nids = {b.nid for b in self.registry.buyers()}
-            user_list = parse_user_list(body, list_id=list_id, buyers=nids)
-            require_party(request, user_list.owner, "a buyer's credential creates its own lists")
-            if found is not None and found.owner != user_list.owner:
-                self._not_required(found, "its owner cannot change")
-            await self.registry.put_user_list(user_list)
-            created = found is None
-            log.info("admin: user list %d %s", list_id, "created" if created else "replaced")
-            return _stored(user_list, created, f"{PREFIX}/user_lists/{list_id}")
-        if list_id is None or found is None:
-            raise NotFound(f"no user list {text!r}")
+            return await self._put_user_list(request)
+        found = _visible_list(self.registry, request)
         if request.method == "DELETE":
             self._not_required(found, "it cannot be deleted")
-            await self.registry.delete_user_list(list_id)
-            log.info("admin: user list %d deleted", list_id)
+            await self.registry.delete_user_list(found.id)
+            log.info("admin: user list %d deleted", found.id)
             return Response(status_code=204)
         return _json(found)
+
+    async def _put_user_list(self, request: Request) -> Response:
+        """Create or replace a list: an ID held by another buyer (its list, or its deleted
+        list) is a Conflict, as is a new ID over the owner's ``max_lists_per_buyer``."""
+        list_id = _parse_list_id(request.path_params["list_id"])
+        if list_id is None:
+            message = f"must be a positive integer up to {MAX_LIST_ID}"
+            raise ValidationFailed(
+                "invalid user list id", errors=[{"field": "id", "message": message}]
+            )
+        party = principal_of(request).party
+        body = await read_json(request)
+        if party is not None and isinstance(body, dict):
+            body = {"owner": party, **body}
+        nids = {b.nid for b in self.registry.buyers()}
+        user_list = parse_user_list(body, list_id=list_id, buyers=nids)
+        owner = user_list.owner
+        require_party(request, owner, "a buyer's credential creates its own lists")
+        holder = await self.registry.list_holder(list_id)
+        if holder is not None and holder != owner:
+            held = "another buyer" if party is not None else f"buyer {holder!r}"
+            raise Conflict(f"user list ID {list_id} is held by {held}: an ID never changes owner")
+        if holder is None and self.registry.held_lists(owner) >= self.max_lists_per_buyer:
+            raise Conflict(
+                f"buyer {owner!r} holds {self.max_lists_per_buyer} user list IDs, the most "
+                "allowed (max_user_lists_per_buyer; the IDs of its deleted lists count, and "
+                "it may use them again)"
+            )
+        created = self.registry.user_list(list_id) is None
+        await self.registry.put_user_list(user_list)
+        log.info("admin: user list %d %s", list_id, "created" if created else "replaced")
+        return _stored(user_list, created, f"{PREFIX}/user_lists/{list_id}")
 
     def _not_required(self, user_list: UserList, refusal: str) -> None:
         """Conflict if a buyer's ``require_user_lists`` names the list."""
@@ -201,15 +228,18 @@ class _Endpoints:
                 raise Conflict(detail)
 
 
-def user_list_members_route(bulk: UserListBulk) -> Route:
+def user_list_members_route(registry: ExchangeRegistry, bulk: UserListBulk) -> Route:
     """``POST /admin/v1/user_lists/{id}/members``: add and remove browsers by gid, in bulk."""
 
     async def members(request: Request) -> Response:
-        list_id = _parse_list_id(request.path_params["list_id"])
+        text: str = request.path_params["list_id"]
+        list_id = _parse_list_id(text)
         if list_id is None:
-            raise NotFound(f"no user list {request.path_params['list_id']!r}")
+            raise NotFound(f"no user list {text!r}")
         body = parse_members_request(await read_json(request))
         require_party(request, body.nid, f"the credential may not act for buyer {body.nid!r}")
+        if principal_of(request).party is not None:
+            _visible_list(registry, request)
         outcome = await bulk.apply(list_id, body)
         return _json(outcome.to_dict())
 
@@ -225,22 +255,17 @@ def user_list_stats_route(
     ``WINDOW_DAYS`` days (``added``, ``removed``, ``expired``)."""
 
     async def stats(request: Request) -> Response:
-        text: str = request.path_params["list_id"]
-        list_id = _parse_list_id(text)
-        found = None if list_id is None else registry.user_list(list_id)
-        if list_id is None or found is None:
-            raise NotFound(f"no user list {text!r}")
-        require_party(request, found.owner, f"user list {list_id} belongs to another buyer")
+        found = _visible_list(registry, request)
         measured = await sizes.latest()
-        members = measured.user_lists.get(str(list_id), 0) if measured else None
+        members = measured.user_lists.get(str(found.id), 0) if measured else None
         return _json(
             {
-                "id": list_id,
+                "id": found.id,
                 "owner": found.owner,
                 "members": members,
                 "measured_at": measured.measured_at if measured else None,
                 "window_days": WINDOW_DAYS,
-                **await changes.totals(list_id),
+                **await changes.totals(found.id),
             }
         )
 
@@ -258,15 +283,17 @@ def build_admin_app(
     *,
     extra_routes: Sequence[BaseRoute] = (),
     authenticate: Authenticate | None = None,
+    max_user_lists_per_buyer: int = MAX_USER_LISTS_PER_BUYER,
 ) -> Starlette:
-    """The admin ASGI application over ``registry``. An empty token refuses every request.
+    """The admin ASGI application over ``registry``. An empty token refuses every
+    ``/admin/v1`` request, buyers' credentials too (no operator, no admin API).
 
     ``extra_routes`` are served by the same application (e.g. ``/metrics``); they need the
     token only if they are under ``/admin/v1``. ``authenticate`` recognises buyers' API
     credentials (``web/exchange/credentials.py``); without it only the admin token works.
     """
     token = admin_token.reveal() if isinstance(admin_token, Secret) else admin_token
-    endpoints = _Endpoints(registry)
+    endpoints = _Endpoints(registry, max_user_lists_per_buyer)
     routes: list[BaseRoute] = [
         HEALTH_ROUTE,
         Route(f"{PREFIX}/buyers", endpoints.list_buyers, methods=["GET"]),
@@ -291,7 +318,7 @@ def build_admin_app(
         ),
         *extra_routes,
     ]
-    return guarded_app(routes, token, authenticate=authenticate)
+    return guarded_app(routes, token, authenticate=authenticate if token else None)
 
 
 def stats_routes(
