@@ -1,5 +1,6 @@
 """The funnel in the store (``dmp/funnel_log.py``): the keys of processes gone are rolled up
-into one total, so they stay bounded, and every count is still added exactly once."""
+into one total, so they stay bounded, and every count is still added exactly once; on SQLite,
+Redis and a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from cookiematch.roots.dmp import open_core
 from cookiematch.storage import Store, open_store
 
 from .helpers import FakeClock
+from .segment_stores import clocked_store, wall_clock  # noqa: F401
 from .test_ingest_cli import write_config
+from support.stores import shared_cluster, shared_redis  # noqa: F401
 
 MINUTE = 60.0
 
@@ -30,8 +33,10 @@ async def pixels(store: Store) -> int:
 
 
 async def test_runs_every_five_minutes_leave_an_hour_of_keys_and_every_count(
-    store: Store, clock: FakeClock
+    clocked_store: Store,  # noqa: F811
+    wall_clock: FakeClock,  # noqa: F811
 ) -> None:
+    store, clock = clocked_store, wall_clock
     """A cron job ingesting every 5 minutes for a day: 288 runs, each with a key of its own,
     each rolling up at its end; the keys stay those of the last hour."""
     for run in range(288):
@@ -46,8 +51,10 @@ async def test_runs_every_five_minutes_leave_an_hour_of_keys_and_every_count(
 
 
 async def test_a_live_worker_keeps_its_key_and_a_stalled_one_counts_once(
-    store: Store, clock: FakeClock
+    clocked_store: Store,  # noqa: F811
+    wall_clock: FakeClock,  # noqa: F811
 ) -> None:
+    store, clock = clocked_store, wall_clock
     live = FunnelLog(store, "live", Funnel(), clock=clock)
     stalled = FunnelLog(store, "stalled", Funnel(), clock=clock)
     for log in (live, stalled):
@@ -67,7 +74,11 @@ async def test_a_live_worker_keeps_its_key_and_a_stalled_one_counts_once(
     assert (await live.total()).partners["crm"]["pixels"] == 12
 
 
-async def test_one_roll_up_at_a_time(store: Store, clock: FakeClock) -> None:
+async def test_one_roll_up_at_a_time(
+    clocked_store: Store,  # noqa: F811
+    wall_clock: FakeClock,  # noqa: F811
+) -> None:
+    store, clock = clocked_store, wall_clock
     log = FunnelLog(store, "old", Funnel(), clock=clock)
     log.funnel.partner("crm", "pixels", 3)
     await log.flush()
