@@ -105,7 +105,12 @@ BAD = [
     ("ttl_days = 7", 'ttl_days = 7\n[[dmp.destinations]]\nid = "d"\nkind = "file"\npath = "x"\n'
      "export_interval_minutes = 5", "dmp.destinations[0].segments", "required when"),
     ("ttl_days = 7", "ttl_days = 7\npull_interval_minutes = 0",
-     "dmp.partners[0].pull_interval_minutes", "> 0"),
+     "dmp.partners[0].pull_interval_minutes", ">= 0.025"),
+    ("ttl_days = 7", "ttl_days = 7\npull_interval_minutes = 0.0001",
+     "dmp.partners[0].pull_interval_minutes", ">= 0.025"),
+    ("ttl_days = 7", 'ttl_days = 7\n[[dmp.destinations]]\nid = "d"\nkind = "file"\npath = "x"\n'
+     "export_interval_minutes = 0.0001",
+     "dmp.destinations[0].export_interval_minutes", "0 or at least 0.025"),
 ]  # fmt: skip
 
 

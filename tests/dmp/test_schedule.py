@@ -108,16 +108,42 @@ async def test_the_set_follows_the_jobs_of_now(store: Store) -> None:
     try:
         await until(lambda: work.runs == 1)  # the scheduled one ran; the other waits to be asked
         assert list(schedules._loops) == ["pull:crm"]
-        first = schedules._loops["pull:crm"]
+        first = schedules._loops["pull:crm"][1]
         jobs[0] = job(work, spec=2)  # its definition changed: a new loop, due by the record
         await until(lambda: first.done() and "pull:crm" in schedules._loops)
         jobs.pop(0)  # gone: its loop stops
         await until(lambda: not schedules._loops)
         assert work.runs == 1
+        await schedules.trigger(jobs[0])
         unscheduled = schedules.schedule(jobs[0])
-        await unscheduled.trigger()
         await finished(unscheduled)
         assert work.runs == 2 and (await unscheduled.state()).next_at is None
+    finally:
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+
+async def test_a_changed_job_read_through_the_admin_path_still_replaces_its_loop(
+    store: Store,
+) -> None:
+    """The admin API reads a job's schedule as the definitions stand now, possibly before the
+    set's next look: the loop started for the old job is still cancelled, and the new job's
+    loop is what runs."""
+    old, new = Work(), Work()
+    jobs = [job(old, spec="old token")]
+    schedules = ScheduleSet(lambda: jobs, store, holder="w1", refresh=0.01)
+    runner = asyncio.create_task(schedules.run())
+    try:
+        await until(lambda: old.runs == 1)
+        first = schedules._loops["pull:crm"][1]
+        jobs[0] = job(new, spec="new token", interval=0.05)  # e.g. a rotated pull_token
+        assert schedules.schedule(jobs[0]).job == jobs[0]  # GET /admin/v1/pulls, at once
+        await until(first.done)
+        await until(lambda: new.runs >= 2)  # the new job's loop runs, on its own interval
+        looped = schedules.get("pull:crm")
+        assert looped is not None and looped.job.spec == "new token"
+        assert old.runs == 1
     finally:
         runner.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -10,7 +10,7 @@ import pytest
 
 from cookiematch.dmp.consent import RequestConsent
 from cookiematch.dmp.events import EventType, ImpressionEvent
-from cookiematch.dmp.funnel import FunnelLog
+from cookiematch.dmp.funnel_log import FunnelLog
 from cookiematch.dmp.partner_ids import seal
 from cookiematch.dmp.service import CallbackStatus, DmpService
 from cookiematch.errors import StorageError

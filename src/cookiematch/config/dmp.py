@@ -13,6 +13,7 @@ import msgspec
 from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.config.dmp_segments import (
     MAX_INTERVAL_MINUTES,
+    MIN_INTERVAL_MINUTES,
     DmpDestinationConfig,
     DmpSegmentConfig,
     segment_problems,
@@ -145,7 +146,9 @@ class DmpPartnerConfig(Table, frozen=True):
     ingest_token: Secret | None = None
     pull_url: str | None = None
     pull_token: Secret | None = None
-    pull_interval_minutes: Annotated[float, msgspec.Meta(gt=0, le=MAX_INTERVAL_MINUTES)] = 60
+    pull_interval_minutes: Annotated[
+        float, msgspec.Meta(ge=MIN_INTERVAL_MINUTES, le=MAX_INTERVAL_MINUTES)
+    ] = 60
     pull_page_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
 
     def template(self) -> SyncTemplate:

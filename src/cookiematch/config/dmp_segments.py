@@ -26,6 +26,7 @@ from cookiematch.formats import Id, VendorId
 
 MIN_SECRET_LENGTH = 16
 MAX_INTERVAL_MINUTES = 10_080  # a week: the longest schedule (recompute, export)
+MIN_INTERVAL_MINUTES = 0.025  # 1.5 s: the shortest pull or export schedule (not a busy loop)
 EXCHANGE_MAX_BATCH = 1000  # the exchange's bulk endpoint takes at most this many gids
 
 
@@ -79,6 +80,10 @@ class DmpDestinationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
         for i, segment in enumerate(self.segments):
             if segment_ids is not None and segment not in segment_ids:
                 found.append((f"segments[{i}]", f"no segment has id {segment!r}"))
+        if 0 < self.export_interval_minutes < MIN_INTERVAL_MINUTES:
+            found.append(
+                ("export_interval_minutes", f"0 or at least {MIN_INTERVAL_MINUTES} (minutes)")
+            )
         if self.export_interval_minutes and not self.segments:
             found.append(("segments", "required when export_interval_minutes is set"))
         required: dict[str, tuple[str, ...]] = {

@@ -24,9 +24,8 @@ DMP started (partner-initiated ones are counted apart, never in ``callbacks``). 
 ``delivery`` puts the partner's two paths side by side (``PathDelivery``): what the DMP saw
 offered and what it applied to profiles, in records and in attribute values.
 
-Counting is in memory on the hot path (``Funnel``); each worker writes its cumulative counts
-under its own key (``FunnelLog.flush``, every second and at shutdown) and the admin API sums
-every worker's key, so totals survive restarts and agree across workers.
+Counting is in memory on the hot path (``Funnel``); ``dmp/funnel_log.py`` keeps the counts in
+the store, so totals survive restarts and agree across workers.
 """
 
 from __future__ import annotations
@@ -35,9 +34,6 @@ from collections import Counter
 from collections.abc import MutableMapping
 
 import msgspec
-
-from cookiematch.dmp import keys
-from cookiematch.storage.base import Store
 
 CLIENT_COUNTERS = ("tag_js", "tags_loaded", "pixels", "callbacks")
 PARTNER_COUNTERS = (
@@ -48,25 +44,42 @@ INGEST_COUNTERS = ("records", "accepted", "pending", "resolved", "rejected", "ex
 
 class FunnelCounts(msgspec.Struct):
     """Raw counters: ``{id: {counter: n}}`` for partners, clients, ingestion outcomes and
-    ingestion rejects (by reason), plus ``other``."""
+    ingestion rejects (by reason), plus ``other``; ``seen``: when a process stored them
+    (``dmp/funnel_log.py``)."""
 
     partners: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
     clients: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
     other: dict[str, int] = msgspec.field(default_factory=dict)
     ingest: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
     rejects: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    seen: float | None = None
 
     def _maps(self) -> tuple[dict[str, dict[str, int]], ...]:
         return (self.partners, self.clients, self.ingest, self.rejects)
 
-    def add(self, more: FunnelCounts) -> None:
+    def add(self, more: FunnelCounts, sign: int = 1) -> None:
+        """Add ``more``'s counters (``sign=-1``: take them away; a counter at 0 is dropped)."""
         for mine, theirs in zip(self._maps(), more._maps(), strict=True):
             for name, counters in theirs.items():
                 target = mine.setdefault(name, {})
-                for counter, n in counters.items():
-                    target[counter] = target.get(counter, 0) + n
-        for counter, n in more.other.items():
-            self.other[counter] = self.other.get(counter, 0) + n
+                _add(target, counters, sign)
+                if not target:
+                    del mine[name]
+        _add(self.other, more.other, sign)
+
+    def copy(self) -> FunnelCounts:
+        copied = FunnelCounts()
+        copied.add(self)
+        return copied
+
+
+def _add(target: dict[str, int], counters: dict[str, int], sign: int) -> None:
+    for counter, n in counters.items():
+        total = target.get(counter, 0) + sign * n
+        if total:
+            target[counter] = total
+        else:
+            target.pop(counter, None)
 
 
 class FunnelRow(msgspec.Struct, frozen=True):
@@ -221,37 +234,3 @@ class Funnel:
             else:
                 scopes[scope].setdefault(name, {})[counter] = n
         return counts
-
-
-_decoder = msgspec.json.Decoder(FunnelCounts)
-
-
-class FunnelLog:
-    """Persists one worker's counters and sums every worker's."""
-
-    def __init__(self, store: Store, worker: str, funnel: Funnel) -> None:
-        self._store = store
-        self._key = keys.funnel_key(worker)
-        self.funnel = funnel
-
-    async def flush(self) -> None:
-        """Write this worker's counts if they changed; a failed write leaves them marked
-        changed, so the next flush writes them (they are cumulative: nothing is lost)."""
-        if self.funnel.changed:
-            self.funnel.changed = False
-            try:
-                await self._store.set(self._key, msgspec.json.encode(self.funnel.snapshot()))
-            except BaseException:
-                self.funnel.changed = True
-                raise
-
-    async def total(self) -> FunnelCounts:
-        """This worker's counts flushed, then the sum over every worker's key."""
-        await self.flush()
-        total = FunnelCounts()
-        async for _, value in self._store.scan(keys.FUNNEL_PREFIX):
-            try:
-                total.add(_decoder.decode(value))
-            except msgspec.DecodeError:
-                continue
-        return total

@@ -11,7 +11,9 @@ profile lives on one cluster node; a partner ID's reverse entry is tagged by its
     dmp:idem:{<partner>:<key>}  plain      -> the answer of an HTTP batch (Idempotency-Key)
     {dmp:pull}:<partner>        plain      -> the pull cursor of a partner's endpoint
     dmp:pid:{<partner>:<uid>}   plain      -> ReverseMatch (partner uid -> dmp uid)
-    {dmp:funnel}:<worker>       plain      -> one worker's funnel counters
+    {dmp:funnel}:<worker>       plain      -> one process's funnel counters (funnel_log.py)
+    {dmp:funnelsum}             plain      -> the funnel counters of processes gone, added up
+    {dmp:funnelsum}:lease       plain      the process adding them up now (a lease)
 
 Segments and exports; no operation spans two keys (Redis Cluster safe). Memberships and export
 state expire (``dmp/lifetimes.py``); a sketch holds hashes, no ID:
@@ -46,6 +48,8 @@ import zlib
 from cookiematch.protocol.query import encode_component
 
 FUNNEL_PREFIX = "{dmp:funnel}:"
+FUNNEL_TOTAL_KEY = "{dmp:funnelsum}"
+FUNNEL_ROLLUP_LEASE = "{dmp:funnelsum}:lease"
 SHARDS = 256
 RECOMPUTE_KEY = "{dmps}:recompute"
 RECOMPUTE_LEASE_KEY = "{dmps}:recompute:lease"

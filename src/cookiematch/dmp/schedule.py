@@ -116,6 +116,11 @@ class Schedule:
     def interval(self) -> float:
         return self.job.interval
 
+    @property
+    def running(self) -> bool:
+        """A run asked for (``trigger``) is in progress in this worker."""
+        return self._triggered is not None and not self._triggered.done()
+
     async def record(self) -> RunRecord | None:
         raw = await self._store.get(self.job.record_key)
         if raw is None:
@@ -200,9 +205,7 @@ class Schedule:
 
     async def trigger(self) -> None:
         """Start a run now in the background; ``Busy`` if one is running anywhere."""
-        if (self._triggered is not None and not self._triggered.done()) or not (
-            await self.lease.claim()
-        ):
+        if self.running or not await self.lease.claim():
             holder = await holder_of(self._store, self.job.lease_key)
             raise Busy(f"{self.job.title} is running (held by {holder or 'this worker'})")
         self._triggered = asyncio.create_task(self._run_triggered())
@@ -272,8 +275,14 @@ def _show(value: int | float) -> str:
 
 
 class ScheduleSet:
-    """The schedules of a changing set of jobs (``jobs()`` is read again each ``tick``): a
-    job that appears gets its loop, one that goes away (or changes) has its loop cancelled."""
+    """The schedules of a changing set of jobs (``jobs()`` is read again each ``refresh``): a
+    job that appears gets its loop, one that goes away (or changes) has its loop cancelled.
+
+    Each loop keeps the ``Schedule`` it was started for, and only ``reconcile`` starts or
+    cancels loops: reading a job's state (``schedule``) never replaces a loop, so a job that
+    changed (a rotated ``pull_token``, a new ``pull_url``) always has its old loop cancelled
+    at the next look. A run asked for (``trigger``) of a job that has no loop of that very job
+    runs on a schedule of its own, kept until it ends so that ``close`` cancels it."""
 
     def __init__(
         self,
@@ -293,33 +302,57 @@ class ScheduleSet:
         self._tick = tick
         self._lease_ttl = lease_ttl
         self._refresh = refresh
-        self.schedules: dict[str, Schedule] = {}
-        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._loops: dict[str, tuple[Schedule, asyncio.Task[None]]] = {}
+        self._asked: dict[str, Schedule] = {}  # runs asked for of jobs without their loop
+
+    def _new(self, job: Job) -> Schedule:
+        return Schedule(
+            job, self._store, holder=self._holder, clock=self._clock, tick=self._tick,
+            lease_ttl=self._lease_ttl,
+        )  # fmt: skip
+
+    def _kept(self, job: Job) -> Schedule | None:
+        """The looped or asked-for schedule of exactly ``job``, if there is one."""
+        looped = self._loops.get(job.name)
+        if looped is not None and looped[0].job == job:
+            return looped[0]
+        asked = self._asked.get(job.name)
+        return asked if asked is not None and asked.job == job else None
 
     def schedule(self, job: Job) -> Schedule:
-        """The schedule of ``job`` (kept, so that a triggered run is tracked and cancelled)."""
-        found = self.schedules.get(job.name)
-        if found is None or found.job != job:
-            found = self.schedules[job.name] = Schedule(
-                job, self._store, holder=self._holder, clock=self._clock, tick=self._tick,
-                lease_ttl=self._lease_ttl,
-            )  # fmt: skip
-        return found
+        """The schedule of ``job`` as it stands now, to read its state (nothing is kept)."""
+        return self._kept(job) or self._new(job)
+
+    async def trigger(self, job: Job) -> None:
+        """Start a run of ``job`` now (``Schedule.trigger``: ``Busy`` if one is running)."""
+        found = self._kept(job)
+        if found is None:
+            running = self._asked.get(job.name)
+            if running is not None and running.running:
+                found = running  # a run of the job as it was: Busy until it ends
+            else:
+                found = self._asked[job.name] = self._new(job)
+        await found.trigger()
 
     def get(self, name: str) -> Schedule | None:
-        return self.schedules.get(name)
+        """The schedule looping for the job called ``name`` (None: not scheduled)."""
+        looped = self._loops.get(name)
+        return None if looped is None else looped[0]
 
     def reconcile(self) -> None:
         """Loops for the jobs of now, none for the others."""
         wanted = {job.name: job for job in self._jobs() if job.interval > 0}
-        for name, task in list(self._loops.items()):
-            current = self.schedules.get(name)
-            if name not in wanted or current is None or current.job != wanted[name]:
+        for name, (schedule, task) in list(self._loops.items()):
+            if name not in wanted or schedule.job != wanted[name]:
                 task.cancel()
                 del self._loops[name]
         for name, job in wanted.items():
             if name not in self._loops:
-                self._loops[name] = asyncio.create_task(self.schedule(job).run())
+                schedule = self._new(job)
+                self._loops[name] = (schedule, asyncio.create_task(schedule.run()))
+        for name, asked in list(self._asked.items()):
+            if not asked.running:
+                del self._asked[name]
 
     async def run(self) -> None:
         """Reconcile every ``refresh`` seconds until cancelled; then stop every loop."""
@@ -332,10 +365,12 @@ class ScheduleSet:
 
     async def close(self) -> None:
         loops, self._loops = list(self._loops.values()), {}
-        for task in loops:
+        for _, task in loops:
             task.cancel()
-        for task in loops:
+        for schedule, task in loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for schedule in self.schedules.values():
+            await schedule.close()
+        asked, self._asked = list(self._asked.values()), {}
+        for schedule in asked:
             await schedule.close()

@@ -24,7 +24,8 @@ from cookiematch.dmp.audiences import audience_kv
 from cookiematch.dmp.chooser import SyncDecision, SyncStatus, by_priority, choose
 from cookiematch.dmp.consent import HOST, ConsentMarks, RequestConsent, vendor_party
 from cookiematch.dmp.events import EventLog, ImpressionEvent
-from cookiematch.dmp.funnel import Funnel, FunnelLog, FunnelReport, report
+from cookiematch.dmp.funnel import Funnel, FunnelReport, report
+from cookiematch.dmp.funnel_log import FunnelLog, read_total
 from cookiematch.dmp.inband import InbandData, parse_kv
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.model import Client, DmpSettings, Partner
@@ -134,7 +135,7 @@ class DmpService:
         )
         self.on_match = tuple(on_match)  # e.g. applying ingested records that waited
         self.funnel = Funnel() if funnel is None else funnel  # e.g. shared with /metrics
-        self.funnel_log = FunnelLog(store, worker, self.funnel)
+        self.funnel_log = FunnelLog(store, worker, self.funnel, clock=clock)
 
     def replace_partners(self, partners: Sequence[Partner]) -> None:
         """Serve ``partners`` from now on (the admin API changed them): the look-ups a request
@@ -417,8 +418,12 @@ class DmpService:
         found = await self.profiles.get(dmp_uid)
         return None if found.empty else found
 
-    async def funnel_report(self, log: FunnelLog | None = None) -> FunnelReport:
-        """Every worker's funnel counts, read through ``log`` (the admin API's, over the
-        store with the admin deadline) or this service's own."""
-        counts = await (log or self.funnel_log).total()
+    async def funnel_report(self, store: Store | None = None) -> FunnelReport:
+        """Every process's funnel counts, this worker's flushed first; read through ``store``
+        (the admin API's, with the admin deadline) or this service's own."""
+        if store is None:
+            counts = await self.funnel_log.total()
+        else:
+            await self.funnel_log.flush()
+            counts = await read_total(store)
         return report(counts, list(self.partners), list(self.clients))

@@ -5,9 +5,11 @@
                 store, the match table, one profile reader, the segments, the trait writes, the
                 ingestor and the access and erasure of one browser, wired to each other, and
                 the funnel the ingestion counts into (a CLI run writes it under a key of its
-                own when it ends, so ``/admin/v1/funnel`` adds it up)
+                own when it ends, failed or not, and rolls up the keys of processes gone, so
+                ``/admin/v1/funnel`` adds it up: ``dmp/funnel_log.py``)
     DmpServer   one server worker: the privacy policy, the core, the browser-facing service
-                and its routes, the admin and ingestion APIs (and /metrics), the funnel flusher,
+                and its routes, the admin and ingestion APIs (and /metrics), the funnel flusher
+                (and its roll-up),
                 the definitions changed through the admin API (partners, segments, destinations,
                 refreshed from the store) and the schedules (recompute, pulls, exports)
 
@@ -32,7 +34,8 @@ from dataclasses import dataclass
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.config import Config
 from cookiematch.config.dmp import DmpConfig
-from cookiematch.dmp.funnel import Funnel, FunnelLog
+from cookiematch.dmp.funnel import Funnel
+from cookiematch.dmp.funnel_log import FunnelLog, roll_up
 from cookiematch.dmp.ingest import Ingestor, build_ingestor
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.schedule import Schedule, ScheduleSet
@@ -74,6 +77,7 @@ __all__ = ["DmpCore", "DmpServer", "app", "build_core", "dmp_table", "open_core"
 log = logging.getLogger(__name__)
 
 FUNNEL_FLUSH_SECONDS = 1.0
+FUNNEL_ROLLUP_SECONDS = 60.0
 DEFINITIONS_REFRESH_SECONDS = 1.0
 
 
@@ -153,9 +157,15 @@ async def open_core(
     try:
         core = build_core(dmp, store)
         # what this run ingests, in the funnel beside the server workers' counts
-        log = FunnelLog(store, worker_name(), core.funnel)
-        yield dataclasses.replace(core, funnel_log=log)
-        await log.flush()
+        worker = worker_name()
+        funnel_log = FunnelLog(store, worker, core.funnel)
+        try:
+            yield dataclasses.replace(core, funnel_log=funnel_log)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the run's own error is the one to raise
+                await _settle_funnel(funnel_log, store, worker)
+            raise
+        await _settle_funnel(funnel_log, store, worker)
     finally:
         await store.close()
     if store.lost:
@@ -163,6 +173,16 @@ async def open_core(
             f"{store.lost:,} queued writes were not stored (see the log above); "
             "ingesting again is idempotent"
         )
+
+
+async def _settle_funnel(funnel_log: FunnelLog, store: Store, worker: str) -> None:
+    """A run's counts written (a partly applied run's too); the keys of processes gone rolled
+    up (a failed roll-up is only logged: the next one does it)."""
+    await funnel_log.flush()
+    try:
+        await roll_up(store, worker)
+    except StorageError as exc:
+        log.warning("rolling up the funnel failed: %s", exc)
 
 
 def new_dmp_uid() -> str:
@@ -254,7 +274,7 @@ class DmpServer(RoleServer):
                   on_error=OPTOUT_ON_ERROR)  # fmt: skip
         admin_routes = [
             *self.metrics_routes(dmp.admin_token),
-            *DmpAdmin(service, FunnelLog(self.admin, worker, funnel)).routes(),
+            *DmpAdmin(service, self.admin).routes(),
             *DefinitionAdmin(definitions).routes(),
             *SegmentAdmin(core.segments, core.exports, recompute, rule).routes(),
             *ScheduleAdmin(jobs, schedules).routes(),
@@ -263,7 +283,7 @@ class DmpServer(RoleServer):
         ]
         token = dmp.admin_token
         app.fallback = guarded_app(admin_routes, token if token is not None else "")
-        self.run(self._flush_forever(service))
+        self.run(self._flush_forever(service, store, worker))
         self.run(self._refresh_forever(definitions))
         self.run(schedules.run())  # stopped first: a run is cancelled, its lease freed
 
@@ -287,11 +307,17 @@ class DmpServer(RoleServer):
                 log.exception("refreshing the DMP definitions failed; keeping the last view")
 
     @staticmethod
-    async def _flush_forever(service: DmpService) -> None:
+    async def _flush_forever(service: DmpService, store: Store, worker: str) -> None:
+        """Write the worker's funnel every second; roll up the keys of processes gone every
+        ``FUNNEL_ROLLUP_SECONDS`` (one worker at a time: ``dmp/funnel_log.py``)."""
+        rolled = time.monotonic()
         while True:
             await asyncio.sleep(FUNNEL_FLUSH_SECONDS)
             try:
                 await service.funnel_log.flush()
+                if time.monotonic() - rolled >= FUNNEL_ROLLUP_SECONDS:
+                    rolled = time.monotonic()
+                    await roll_up(store, worker)
             except StoreUnavailable:  # the store's guard logs an outage once
                 pass
             except Exception:

@@ -19,9 +19,9 @@ from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route as StarletteRoute
 
-from cookiematch.dmp.funnel import FunnelLog
 from cookiematch.dmp.service import DmpService
 from cookiematch.errors import NotFound, ValidationFailed
+from cookiematch.storage.base import Store
 from cookiematch.web.admin import HEALTH_ROUTE, PREFIX, json_response
 
 __all__ = ["DmpAdmin"]
@@ -30,11 +30,11 @@ __all__ = ["DmpAdmin"]
 class DmpAdmin:
     """The admin endpoints over one service."""
 
-    def __init__(self, service: DmpService, funnel_log: FunnelLog | None = None) -> None:
-        """``funnel_log``: the worker's funnel over the admin store (its deadline is the
-        admin API's, not a browser request's)."""
+    def __init__(self, service: DmpService, funnel_store: Store | None = None) -> None:
+        """``funnel_store``: the store the funnel is read through (the admin store: its
+        deadline is the admin API's, not a browser request's)."""
         self.service = service
-        self._funnel_log = funnel_log
+        self._funnel_store = funnel_store
 
     async def profile(self, request: StarletteRequest) -> StarletteResponse:
         dmp_uid: str = request.path_params["dmp_uid"]
@@ -60,7 +60,7 @@ class DmpAdmin:
         return json_response(found)
 
     async def funnel(self, request: StarletteRequest) -> StarletteResponse:
-        return json_response(await self.service.funnel_report(self._funnel_log))
+        return json_response(await self.service.funnel_report(self._funnel_store))
 
     def routes(self) -> list[StarletteRoute]:
         return [

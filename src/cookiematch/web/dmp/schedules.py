@@ -43,7 +43,7 @@ class ScheduleAdmin:
         }
 
     async def _run(self, job: Job, location: str) -> Response:
-        await self._schedules.schedule(job).trigger()
+        await self._schedules.trigger(job)
         body = {"job": job.name, "status": "started", "report": location}
         return json_response(body, 202, {"Location": location})
 
