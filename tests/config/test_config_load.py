@@ -421,7 +421,7 @@ def test_more_problems_are_counted(tmp_path: Path) -> None:
 
 def test_config_type_is_extensible_by_one_field() -> None:
     """Roles are the optional tables of Config other than [store] and [privacy]."""
-    assert set(Config.__struct_fields__) - {"store", "privacy", "metrics"} == {
+    assert set(Config.__struct_fields__) - {"store", "privacy", "metrics", "console"} == {
         "exchange",
         "buyer",
         "dmp",

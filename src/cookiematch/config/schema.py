@@ -77,6 +77,20 @@ class MetricsConfig(Table, frozen=True):
         return []
 
 
+class ConsoleConfig(Table, frozen=True):
+    """``[console]``: the operator console of every role's admin listener (docs/console.md)."""
+
+    # seconds between two points of the console's time series (one worker records each)
+    sample_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 60
+    # how long a point is kept in the store
+    retention_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 31)] = 48
+    # how long a login lasts
+    session_minutes: Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 60)] = 480
+
+    def problems(self) -> Problems:
+        return []
+
+
 class KeyConfig(Table, frozen=True):
     """``[[exchange.keys]]``: one version of the user-ID encryption key."""
 
@@ -154,6 +168,7 @@ class Config(Table, frozen=True):
     store: StoreConfig = StoreConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     metrics: MetricsConfig = MetricsConfig()
+    console: ConsoleConfig = ConsoleConfig()
     exchange: ExchangeConfig | None = None
     buyer: BuyerRoleConfig | None = None
     dmp: DmpConfig | None = None
@@ -194,4 +209,4 @@ class Config(Table, frozen=True):
         return found
 
 
-SECTIONS_WITHOUT_ROLE = frozenset({"store", "privacy", "metrics"})
+SECTIONS_WITHOUT_ROLE = frozenset({"store", "privacy", "metrics", "console"})

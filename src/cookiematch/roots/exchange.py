@@ -8,10 +8,11 @@ monitored rules, the Cookie Matching Service, the auction with its bid
 transport and pixel matcher, the access and erasure of one browser (``exchange_subjects``,
 with the queue of opt-out notices) and the notices' delivery with its transport, their routes
 (``/pixel``, ``/optout``, ``/ad``), the admin API (buyers, user lists, bulk members, stats,
-subjects, enforcement, buyers' credentials, which it also accepts) and ``/metrics`` (with
-the privacy policy's decisions); the background tasks (registry refresh, monitoring, rate-limit
-sync, enforcement, notice delivery, table sizes, user-list change counts). Everything is
-closed, pending writes flushed, in the shutdown hook.
+subjects, enforcement, buyers' credentials, which it also accepts), the console
+(``/console``, with its time series) and ``/metrics`` (with the privacy policy's decisions);
+the background tasks (registry refresh, monitoring, rate-limit sync, enforcement, notice
+delivery, table sizes, user-list change counts, console series). Everything is closed,
+pending writes flushed, in the shutdown hook.
 
 ``subject_data(config, store)`` is the CLI's access and erasure (``roots/subjects.py``): the
 same ``exchange_subjects``, over the buyers of the file and the store read afresh each time.
@@ -50,6 +51,8 @@ from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.roots.server import RoleServer, StoreDeadlines
 from cookiematch.storage import Store
+from cookiematch.web.console import build_console
+from cookiematch.web.console import exchange as console_exchange
 from cookiematch.web.exchange import metrics
 from cookiematch.web.exchange.ad import (
     BLANK_AD,
@@ -274,6 +277,16 @@ class ExchangeServer(RoleServer):
         sizes = TableSizeLog(store, interval_seconds=settings.table_sizes_interval_seconds)
         token = self.exchange.admin_token
         bulk = UserListBulk(registry, admin, self.cipher, clock=time.time, changes=list_changes)
+        console_routes, series = build_console(
+            self.role,
+            token,
+            self.config.console,
+            admin,
+            console_exchange.SELECTIONS,
+            console_exchange.exchange_pages(registry, monitor, sizes),
+            authenticate=authenticator(registry) if token is not None else None,
+            still_valid=console_exchange.still_valid(registry),
+        )
         app.fallback = build_admin_app(
             registry,
             token if token is not None else "",
@@ -284,6 +297,7 @@ class ExchangeServer(RoleServer):
                 user_list_stats_route(registry, sizes, list_changes),
                 *credential_routes(registry),
                 *subject_routes(subjects),
+                *console_routes,
             ],
             authenticate=authenticator(registry),
             max_user_lists_per_buyer=settings.max_user_lists_per_buyer,
@@ -295,6 +309,7 @@ class ExchangeServer(RoleServer):
         self.run(delivery.run())
         self.run(list_changes.run())
         self.run(sizes.run())
+        self.run(series.run())
         self.collect(metrics.TableSizesCollector(sizes))
 
     async def close(self) -> None:

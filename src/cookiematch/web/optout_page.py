@@ -2,18 +2,15 @@
 opted out, what is stored about it and for how long, and the buttons; the buttons ``POST``
 back, and only a ``POST`` made from this page acts.
 
-A genuine ``POST`` carries the page's token twice (CSRF, "double submit"): in a hidden form
-field and in a ``SameSite=Strict`` cookie that the page set. A browser sends a Strict cookie
-only on requests its own site started, so a third-party page that posts the form (or opens it
-in a frame, which the page forbids) has no cookie to match. ``Sec-Fetch-Site`` and ``Origin``,
-when the browser sends them, must also say the request came from this site.
+A genuine ``POST`` carries the page's token twice (CSRF, "double submit", ``web/csrf.py``):
+in a hidden form field and in a ``SameSite=Strict`` cookie that the page set. A browser sends
+a Strict cookie only on requests its own site started, so a third-party page that posts the
+form (or opens it in a frame, which the page forbids) has no cookie to match.
 """
 
 from __future__ import annotations
 
-import hmac
 import html
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,7 +18,7 @@ from cookiematch.errors import QueryError
 from cookiematch.privacy.subjects import StoredRecord
 from cookiematch.protocol.cookies import CookieSpec, parse_cookie_header
 from cookiematch.protocol.query import parse_query
-from cookiematch.protocol.userid import b64url_nopad
+from cookiematch.web.csrf import new_token, same_site, tokens_match
 from cookiematch.web.http import Request, Response
 
 __all__ = ["OPT_OUT", "PAGE_HEADERS", "UNDO", "OptOutPage"]
@@ -30,7 +27,6 @@ OPT_OUT = "optout"
 UNDO = "undo"
 _ACTIONS = frozenset({OPT_OUT, UNDO})
 CSRF_FIELD = "csrf"
-_TOKEN_BYTES = 16
 PAGE_HEADERS = (
     ("X-Frame-Options", "DENY"),
     (
@@ -84,7 +80,7 @@ class OptOutPage:
     ) -> Response:
         """The page, with a fresh token (in its form and its Strict cookie); ``records=None``
         when what is stored could not be read (the page then says nothing about it)."""
-        token = b64url_nopad(os.urandom(_TOKEN_BYTES))
+        token = new_token()
         name = html.escape(self.operator)
         state = (
             "This browser is opted out: it is not matched, and nothing is stored about it."
@@ -124,11 +120,9 @@ class OptOutPage:
 
     def submitted(self, request: Request) -> str | None:
         """The action (``OPT_OUT`` or ``UNDO``) of a genuine ``POST`` from the page, else None."""
-        site = request.header("sec-fetch-site")
-        if site is not None and site not in ("same-origin", "none"):
-            return None
-        origin = request.header("origin")
-        if origin is not None and not _same_host(origin, request.header("host")):
+        if not same_site(
+            request.header("sec-fetch-site"), request.header("origin"), request.header("host")
+        ):
             return None
         try:
             form = {p.name: p.value for p in parse_query(request.body)}
@@ -136,14 +130,7 @@ class OptOutPage:
             return None
         presented = form.get(CSRF_FIELD) or ""
         expected = parse_cookie_header(request.cookie_header).get(self._token_cookie.name, "")
-        if not presented or not hmac.compare_digest(presented.encode(), expected.encode()):
+        if not tokens_match(presented, expected):
             return None
         action = form.get("action")
         return action if action in _ACTIONS else None
-
-
-def _same_host(origin: str, host: str | None) -> bool:
-    """``Origin: scheme://host[:port]`` names ``Host`` (the scheme may be rewritten by a
-    TLS-terminating proxy; the host is not)."""
-    _, sep, authority = origin.partition("://")
-    return bool(sep) and host is not None and authority.lower() == host.strip().lower()

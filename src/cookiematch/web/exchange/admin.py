@@ -62,6 +62,7 @@ from cookiematch.web.admin import (
 
 __all__ = [
     "build_admin_app",
+    "put_buyer",
     "stats_routes",
     "user_list_members_route",
     "user_list_stats_route",
@@ -108,6 +109,27 @@ def _visible_list(registry: ExchangeRegistry, request: Request) -> UserList:
     return found
 
 
+async def put_buyer(registry: ExchangeRegistry, nid: str, body: object) -> tuple[Buyer, bool]:
+    """Create or replace buyer ``nid`` from the keys of a ``[[exchange.buyers]]`` entry (a
+    masked secret keeps the stored one; the lists it requires must exist and be its own):
+    the buyer stored and whether it is new; ValidationFailed, nothing stored, otherwise.
+    The admin API's ``PUT`` and the console's form."""
+
+    def owner_of(list_id: int) -> str | None:
+        found = registry.user_list(list_id)
+        return None if found is None else found.owner
+
+    current = registry.buyer(nid)
+    buyer = parse_buyer(_keep_secret(body, current), nid=nid)
+    problems = buyer.list_problems(owner_of)
+    if problems:
+        errors = [{"field": key, "message": message} for key, message in problems]
+        raise ValidationFailed("invalid buyer", errors=errors)
+    await registry.put_buyer(buyer)
+    log.info("admin: buyer %r %s", nid, "created" if current is None else "replaced")
+    return buyer, current is None
+
+
 class _Endpoints:
     """The handlers, bound to one registry."""
 
@@ -121,13 +143,7 @@ class _Endpoints:
     async def buyer(self, request: Request) -> Response:
         nid: str = request.path_params["nid"]
         if request.method == "PUT":
-            current = self.registry.buyer(nid)
-            buyer = self._valid(
-                parse_buyer(_keep_secret(await read_json(request), current), nid=nid)
-            )
-            created = current is None
-            await self.registry.put_buyer(buyer)
-            log.info("admin: buyer %r %s", nid, "created" if created else "replaced")
+            buyer, created = await put_buyer(self.registry, nid, await read_json(request))
             return _stored(buyer, created, f"{PREFIX}/buyers/{nid}")
         found = self.registry.buyer(nid)
         if found is None:
@@ -137,18 +153,6 @@ class _Endpoints:
             log.info("admin: buyer %r deleted, its credentials revoked", nid)
             return Response(status_code=204)
         return _json(found)
-
-    def _valid(self, buyer: Buyer) -> Buyer:
-        """``buyer`` if the lists it requires exist and are its own; else ValidationFailed."""
-        problems = buyer.list_problems(self._owner_of)
-        if problems:
-            errors = [{"field": key, "message": message} for key, message in problems]
-            raise ValidationFailed("invalid buyer", errors=errors)
-        return buyer
-
-    def _owner_of(self, list_id: int) -> str | None:
-        found = self.registry.user_list(list_id)
-        return None if found is None else found.owner
 
     async def redirect_url(self, request: Request) -> Response:
         """A buyer's redirect URL alone: what its ``redirect_url`` credential may change."""
