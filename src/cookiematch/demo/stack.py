@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -185,17 +185,17 @@ def running(config: Path, overrides: dict[str, str], port: int, log: Path) -> It
 
 @contextlib.contextmanager
 def demo_stack(
-    directory: Path, *, retail_redirect: str | None = None
+    directory: Path, *, retail_redirect: str | None = None, extra: Mapping[str, str] = {}
 ) -> Iterator[tuple[Ports, Urls]]:
     """Start the exchange and both buyers (and RetailDSP, given its match redirect); yields
-    their ports and URLs."""
+    their ports and URLs. ``extra`` overrides are given to every role (e.g. ``[console]``)."""
     ports = Ports.pick()
     urls = Urls.of(ports)
     with contextlib.ExitStack() as stack:
         stack.enter_context(
             running(
                 example_path("exchange.toml"),
-                exchange_overrides(directory, ports, urls, retail_redirect),
+                {**exchange_overrides(directory, ports, urls, retail_redirect), **extra},
                 ports.exchange,
                 directory / "exchange.log",
             )
@@ -208,7 +208,7 @@ def demo_stack(
             public = f"http://retail.localhost:{ports.retail}"
             buyers.append(("retail", "buyer.toml", ports.retail, public))
         for name, config, port, public in buyers:
-            overrides = buyer_overrides(directory, name, port, public, urls)
+            overrides = {**buyer_overrides(directory, name, port, public, urls), **extra}
             stack.enter_context(
                 running(example_path(config), overrides, port, directory / f"{name}.log")
             )
