@@ -17,21 +17,23 @@ from cookiematch.demo.stack import ADMIN_TOKEN, FINEST, PUBLISHER, Urls, demo_st
 __all__ = ["ADMIN_TOKEN", "browse", "console_stack"]
 
 CONSOLE = {"COOKIEMATCH_CONSOLE__SAMPLE_SECONDS": "1"}
+TABLE_SIZES = {"COOKIEMATCH_EXCHANGE__TABLE_SIZES_INTERVAL_SECONDS": "60"}  # the floor
 
 
 @contextlib.contextmanager
 def console_stack(directory: Path) -> Iterator[tuple[Urls, str]]:
     """The demo stack and the publisher page; yields the URLs and the page's URL."""
     with (
-        demo_stack(directory, extra=CONSOLE) as (_, urls),
+        demo_stack(directory, extra=CONSOLE, exchange_extra=TABLE_SIZES) as (_, urls),
         serve_publisher(urls.exchange, PUBLISHER) as publisher_port,
     ):
         yield urls, f"http://{PUBLISHER}.localhost:{publisher_port}/"
 
 
 def browse(urls: Urls, page: str, *, seconds: float, visits: int = 3) -> int:
-    """New browsers visit ``page`` ``visits`` times each, then load FinestDSP's match tag once
-    more themselves, until ``seconds`` passed; the number of visits."""
+    """New browsers visit ``page`` ``visits`` times each, and one more loads FinestDSP's match
+    tag without a cookie or ``google_sc`` (``google_error=3``), until ``seconds`` passed; the
+    number of visits."""
     done = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -39,7 +41,9 @@ def browse(urls: Urls, page: str, *, seconds: float, visits: int = 3) -> int:
         for _ in range(visits):
             browser.visit(page)
             done += 1
-        stop = lambda url: not url.startswith(urls.exchange)  # noqa: E731
-        browser.follow(f"{urls.exchange}/pixel?google_nid={FINEST}&google_cm", stop=stop)
         browser.close()
+        bare = SimulatedBrowser()
+        stop = lambda url: not url.startswith(urls.exchange)  # noqa: E731
+        bare.follow(f"{urls.exchange}/pixel?google_nid={FINEST}&google_cm", stop=stop)
+        bare.close()
     return done

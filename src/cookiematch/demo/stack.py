@@ -185,17 +185,26 @@ def running(config: Path, overrides: dict[str, str], port: int, log: Path) -> It
 
 @contextlib.contextmanager
 def demo_stack(
-    directory: Path, *, retail_redirect: str | None = None, extra: Mapping[str, str] = {}
+    directory: Path,
+    *,
+    retail_redirect: str | None = None,
+    extra: Mapping[str, str] = {},
+    exchange_extra: Mapping[str, str] = {},
 ) -> Iterator[tuple[Ports, Urls]]:
     """Start the exchange and both buyers (and RetailDSP, given its match redirect); yields
-    their ports and URLs. ``extra`` overrides are given to every role (e.g. ``[console]``)."""
+    their ports and URLs. ``extra`` overrides are given to every role (e.g. ``[console]``),
+    ``exchange_extra`` to the exchange."""
     ports = Ports.pick()
     urls = Urls.of(ports)
     with contextlib.ExitStack() as stack:
         stack.enter_context(
             running(
                 example_path("exchange.toml"),
-                {**exchange_overrides(directory, ports, urls, retail_redirect), **extra},
+                {
+                    **exchange_overrides(directory, ports, urls, retail_redirect),
+                    **extra,
+                    **exchange_extra,
+                },
                 ports.exchange,
                 directory / "exchange.log",
             )

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from html import escape
 
@@ -183,7 +184,8 @@ def exchange_pages(
         when = (
             "not measured yet"
             if measured is None
-            else f"measured at unix time {measured.measured_at:.0f}"
+            else "measured at "
+            + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(measured.measured_at))
         )
         hosted = sorted((measured.hosted if measured else {}).items())
         lists = sorted((measured.user_lists if measured else {}).items())
