@@ -127,3 +127,20 @@ def test_a_page_from_another_site_cannot_post_to_the_console(stack: Urls, tmp_pa
         page.wait_for_load_state("networkidle")
         assert response and response[-1] == 403
     assert "evil" not in stored_buyer(stack, MONSTER)["redirect_url"]
+
+
+def test_the_buyers_console_charts_its_match_rate(stack: Urls) -> None:
+    with headless_chromium() as context:
+        page = context.new_page()
+        page.goto(f"{stack.finest}/console")
+        page.fill("input[name=token]", ADMIN_TOKEN)
+        page.click("button")
+        page.wait_for_url(f"{stack.finest}/console/buyer")
+        page.wait_for_load_state("networkidle")
+        page.wait_for_function(
+            "[...document.querySelectorAll('figure.chart')].every(f => f.dataset.state)"
+        )
+        assert page.locator("figure.chart[data-state=failed]").count() == 0
+        rate = page.locator("figure.chart[data-source*='share=matched']")
+        assert rate.get_attribute("data-state") == "drawn"
+        assert page.locator("main table tbody tr").count() >= 1  # the bids answered last

@@ -4,7 +4,8 @@ One server worker (``BuyerServer``): the privacy policy (one, from ``[privacy]``
 its host), the match table (its layout settled with the store), the redirect handler's matcher,
 the bidder with its campaigns and bid log, their routes, the opt-out page and (with
 ``exchange_optout_secret``) the exchange's opt-out notices, the admin API with access and
-erasure of one user, and ``/metrics`` (the buyer's counters and the policy's decisions).
+erasure of one user, the console (``/console``, with its time series) and ``/metrics`` (the
+buyer's counters and the policy's decisions).
 ``subject_data`` is the one builder of the buyer's ``SubjectData``: the server's admin API and
 opt-out page use it, and so does the CLI (``roots/subjects.py``). Its lifecycle is ``RoleServer``'s
 (``roots/server.py``): the store opened and ``build`` run at startup, after the server forked;
@@ -33,6 +34,8 @@ from cookiematch.web.buyer.admin import build_buyer_admin_app
 from cookiematch.web.buyer.metrics import buyer_counts
 from cookiematch.web.buyer.optout import OPTOUT_PATH, BuyerOptOutCookie, exchange_optout_route
 from cookiematch.web.buyer.routes import NO_BID, NO_TAG, BuyerCookie, BuyerRoutes
+from cookiematch.web.console import build_console
+from cookiematch.web.console import buyer as console_buyer
 from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
 from cookiematch.web.optout_page import OptOutPage
 from cookiematch.web.router import App
@@ -129,9 +132,19 @@ class BuyerServer(RoleServer):
             on_error=OPTOUT_ON_ERROR,
             read_body=True,
         )
+        console_routes, series = build_console(
+            self.role,
+            buyer.admin_token,
+            self.config.console,
+            self.admin,
+            console_buyer.SELECTIONS,
+            console_buyer.buyer_pages(self.bid_log),
+        )
+        self.run(series.run())
         extra = [
             *subject_routes(subjects),
             *self.metrics_routes(buyer.admin_token),
+            *console_routes,
         ]
         if buyer.exchange_optout_secret is not None:  # else the path is a 404
             secret = buyer.exchange_optout_secret.reveal().encode()

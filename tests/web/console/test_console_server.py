@@ -4,7 +4,6 @@ the time series recorded from real traffic, and the limits of the series API."""
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -14,10 +13,9 @@ import pytest
 
 from conftest import ServerProcess, free_port
 from support.configs import ADMIN_TOKEN, write_exchange_config
+from support.console import SAME_ORIGIN, csrf_of, log_in
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
-CSRF = re.compile(r'name=csrf value=["\']([^"\']+)["\']')
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +34,6 @@ def exchange(
 
 def client(base: str) -> httpx.Client:
     return httpx.Client(base_url=base, timeout=10, follow_redirects=False)
-
-
-def csrf_of(html: str) -> str:
-    found = CSRF.search(html)
-    assert found is not None, html
-    return found.group(1)
-
-
-def log_in(http: httpx.Client, token: str = ADMIN_TOKEN) -> httpx.Response:
-    """The login form, then its POST with ``token``."""
-    form = http.get("/console/login")
-    assert form.status_code == 200
-    return http.post(
-        "/console/login", data={"csrf": csrf_of(form.text), "token": token}, headers=SAME_ORIGIN
-    )
 
 
 def test_login_sets_a_strict_httponly_session_without_the_token(exchange: str) -> None:

@@ -110,3 +110,17 @@ async def test_a_read_is_bounded_by_max_points_and_retention(
     assert len(lines.t) == MAX_POINTS + 1  # the buckets of MAX_POINTS intervals, both ends
     short = log_of(store, registry, clock, interval=1, retention=30)
     assert len((await short.read("size", 3600)).t) == 31
+
+
+async def test_share_of_one_label_in_its_group(store: Store, registry: CollectorRegistry) -> None:
+    tags = Counter("tags", "", ["outcome"], registry=registry)
+    clock = Clock()
+    series = log_of(store, registry, clock)
+    for matched, unmatched in ((0, 0), (3, 1), (0, 0), (1, 1)):
+        tags.labels("matched").inc(matched)
+        tags.labels("unmatched").inc(unmatched)
+        assert await series.record_if_due()
+        clock.now += 60
+        await store.delete("console:exchange:claim")
+    share = (await series.read("outcomes", 3600)).share("matched")
+    assert share.lines == {"matched": [0.75, None, 0.5]}  # nothing in the second step

@@ -8,7 +8,8 @@
     POST /console/logout             clears the session; 303 to the login form
     GET  /console/static/{name}      the vendored uPlot, ``console.js``, ``console.css``
     GET  /console/api/series         a time series as JSON (``series.py``): ``name``,
-                                     ``minutes``, optional ``ratio=num,den`` and ``only``
+                                     ``minutes``, optional ``ratio=num,den``, ``share`` and
+                                     ``only``
     GET  <each page's path>          a role's ``Page``s; ``POST`` to a page with a ``post``
                                      handler
 
@@ -253,10 +254,14 @@ class Console:
         if ratio:
             numerator, _, denominator = ratio.partition(",")
             lines = lines.ratio(numerator, denominator)
+        share = query.get("share", "")
+        if share:
+            lines = lines.share(share)
         only = query.get("only")
         if only:
             lines = lines.only(only)
-        data = {"t": lines.t, "lines": lines.lines, "counter": selection.counter and not ratio}
+        rate = selection.counter and not ratio and not share
+        data = {"t": lines.t, "lines": lines.lines, "counter": rate}
         return json_response(data, headers={"Cache-Control": "no-store"})
 
     def _page_endpoint(self, page: Page) -> Callable[[Request], Awaitable[Response]]:

@@ -28,16 +28,10 @@ from cookiematch.web.console.app import Form, Page
 from cookiematch.web.console.html import chart, form_token, table
 from cookiematch.web.console.series import Selection
 from cookiematch.web.console.session import PATH, Session
+from cookiematch.web.console.store import STORE_SELECTIONS, store_charts
 from cookiematch.web.exchange.admin import put_buyer
 
 __all__ = ["SELECTIONS", "exchange_pages", "still_valid"]
-
-STORE_SELECTIONS = (
-    Selection("store_calls", "cookiematch_store_calls", ("outcome",)),
-    Selection("store_breaker_open", "cookiematch_store_breaker_open", counter=False),
-    Selection("store_queue_depth", "cookiematch_store_queue_depth", counter=False),
-)
-"""Store health, the same in every role."""
 
 SELECTIONS = (
     Selection("pixel_outcomes", "cookiematch_pixel_outcomes", ("outcome",)),
@@ -49,14 +43,6 @@ SELECTIONS = (
     Selection("user_list_members", "cookiematch_user_list_members", ("list",), counter=False),
     *STORE_SELECTIONS,
 )
-
-
-def store_charts() -> str:
-    return (
-        chart("Store calls per second by outcome", "store_calls")
-        + chart("Store circuit breaker open (1)", "store_breaker_open")
-        + chart("Queued store writes", "store_queue_depth")
-    )
 
 
 def still_valid(registry: ExchangeRegistry) -> Callable[[Principal], bool]:

@@ -40,15 +40,18 @@ def chart(
     *,
     minutes: int = 60,
     ratio: tuple[str, str] | None = None,
+    share: str | None = None,
     only: str | None = None,
     unit: str = "",
 ) -> str:
     """A chart of series ``series`` over the last ``minutes``; ``ratio`` (numerator,
-    denominator) draws their quotient per line, ``only`` the lines with a label starting
-    with it."""
+    denominator) draws their quotient per line, ``share`` the part of one label in its
+    group, ``only`` the lines with a label starting with it."""
     query: dict[str, str | int] = {"name": series, "minutes": minutes}
     if ratio is not None:
         query["ratio"] = f"{ratio[0]},{ratio[1]}"
+    if share is not None:
+        query["share"] = share
     if only is not None:
         query["only"] = only
     source = f"{PATH}/api/series?{urlencode(query)}"

@@ -105,6 +105,28 @@ class Lines:
             ]
         return Lines(self.t, out)
 
+    def share(self, part: str) -> Lines:
+        """For each group of lines that differ in their last label only, the line of the
+        group named without it: the ``<x>|<part>`` line over the group's sum (None where the
+        sum is 0 or a value is missing)."""
+        groups: dict[str, list[list[float | None]]] = {}
+        for name, values in self.lines.items():
+            groups.setdefault(name.rpartition(SEP)[0], []).append(values)
+        out: dict[str, list[float | None]] = {}
+        for name, values in self.lines.items():
+            head, _, last = name.rpartition(SEP)
+            if last != part:
+                continue
+            sums = [
+                None if any(v is None for v in column) else sum(v for v in column if v is not None)
+                for column in zip(*groups[head], strict=True)
+            ]
+            out[head or part] = [
+                n / total if n is not None and total else None
+                for n, total in zip(values, sums, strict=True)
+            ]
+        return Lines(self.t, out)
+
     def only(self, start: str) -> Lines:
         """The lines with a label value starting with ``start``."""
         kept = {

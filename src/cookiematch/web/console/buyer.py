@@ -1,0 +1,65 @@
+"""The buyer's console page and the series it charts.
+
+/console/buyer    the match rate (bid-time look-ups that found the user) over time, bid
+                  answers per second by outcome, the redirect handler's and pixel
+                  matching's outcomes, match-tag decisions, store health, and the bids
+                  this worker answered last
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+
+from cookiematch.buyer.bidlog import BidLog
+from cookiematch.web.console.app import Page
+from cookiematch.web.console.html import chart, table
+from cookiematch.web.console.series import Selection
+from cookiematch.web.console.session import Session
+from cookiematch.web.console.store import STORE_SELECTIONS, store_charts
+
+__all__ = ["SELECTIONS", "buyer_pages"]
+
+RECENT_BIDS = 20
+MATCHED = "matched"  # the lookup counter's label of a known user
+SELECTIONS = (
+    *(
+        Selection(f"buyer_{event}", f"cookiematch_buyer_{event}", ("outcome",))
+        for event in ("lookup", "bid", "match", "push", "matchtag")
+    ),
+    *STORE_SELECTIONS,
+)
+
+
+def buyer_pages(bid_log: BidLog) -> list[Page]:
+    """The buyer's page over its bid log."""
+
+    async def overview(request: Request, session: Session) -> str:
+        rows = [
+            [
+                time.strftime("%H:%M:%S", time.gmtime(record.received_at)),
+                record.request_id,
+                record.outcome,
+                "yes" if record.matched else "no",
+                ", ".join(f"{price:g}" for price in record.prices),
+                record.site_domain or record.app_bundle or "",
+            ]
+            for record in reversed(bid_log.recent(RECENT_BIDS))
+        ]
+        head = ["time (UTC)", "request", "outcome", "user known", "prices", "site or app"]
+        return (
+            "<div class=charts>"
+            + chart(
+                "Match rate (bid requests whose user is known)", "buyer_lookup", share="matched"
+            )
+            + chart("Bid answers per second by outcome", "buyer_bid")
+            + chart("Match redirects per second by outcome", "buyer_match")
+            + chart("Pixel-matching pushes per second by outcome", "buyer_push")
+            + chart("Match-tag decisions per second by reason", "buyer_matchtag")
+            + store_charts()
+            + "</div><h2>Bids answered last (this worker)</h2>"
+            + table(head, rows)
+        )
+
+    return [Page("/buyer", "Buyer", overview)]
