@@ -12,7 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from cookiematch.demo.console import ADMIN_TOKEN, browse, console_stack
+from cookiematch.demo.console import (
+    ADMIN_TOKEN,
+    DMP_DEMO_TOKEN,
+    ConsoleStack,
+    browse,
+    console_stack,
+)
 from cookiematch.demo.stack import MONSTER, Urls
 
 from support.browser import headless_chromium
@@ -24,13 +30,21 @@ PAGES = ("/console/exchange", "/console/buyers", "/console/tables")
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Urls]:
-    with console_stack(tmp_path_factory.mktemp("console")) as (urls, page):
-        browse(urls, page, seconds=4)
-        traffic = threading.Thread(target=browse, args=(urls, page), kwargs={"seconds": 6})
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
+    """The demo stack with the DMP after its stories, and traffic on the publisher's page."""
+    with console_stack(tmp_path_factory.mktemp("console"), dmp=True) as found:
+        browse(found.urls, found.page, seconds=4)
+        traffic = threading.Thread(
+            target=browse, args=(found.urls, found.page), kwargs={"seconds": 6}
+        )
         traffic.start()
-        yield urls
+        yield found
         traffic.join()
+
+
+@pytest.fixture
+def stack(running: ConsoleStack) -> Urls:
+    return running.urls
 
 
 def stored_buyer(urls: Urls, nid: str) -> dict[str, Any]:
@@ -144,3 +158,28 @@ def test_the_buyers_console_charts_its_match_rate(stack: Urls) -> None:
         rate = page.locator("figure.chart[data-source*='share=matched']")
         assert rate.get_attribute("data-state") == "drawn"
         assert page.locator("main table tbody tr").count() >= 1  # the bids answered last
+
+
+def test_the_dmps_console_draws_its_funnel_and_heat_map(running: ConsoleStack) -> None:
+    assert running.dmp is not None
+    with headless_chromium() as context:
+        page = context.new_page()
+        page.goto(f"{running.dmp}/console")
+        page.fill("input[name=token]", DMP_DEMO_TOKEN)
+        page.click("button")
+        page.wait_for_url(f"{running.dmp}/console/dmp")
+        for path in ("/console/dmp", "/console/segments"):
+            page.goto(f"{running.dmp}{path}")
+            page.wait_for_load_state("networkidle")
+            page.wait_for_function(
+                "[...document.querySelectorAll('figure.chart')].every(f => f.dataset.state)"
+            )
+            assert page.locator("figure.chart[data-state=failed]").count() == 0, path
+        page.goto(f"{running.dmp}/console/dmp")
+        assert "loss rate" in page.content()
+        funnel = page.locator("figure.chart[data-source*='name=funnel&minutes']").first
+        funnel.wait_for()
+        assert funnel.get_attribute("data-state") == "drawn"
+        page.goto(f"{running.dmp}/console/segments")
+        assert page.locator("table.heat td[class^=heat-]").count() >= 2  # the overlap
+        assert page.locator("text=Last export of each segment").count() == 1

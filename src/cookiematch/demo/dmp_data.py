@@ -24,7 +24,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -434,9 +434,10 @@ def run_data_story(dmp: Dmp, half: DataHalf, page: str, check: Check) -> None:
 
 @contextlib.contextmanager
 def dmp_with_data_half(
-    directory: Path, exchange: str, browsers: int = BROWSERS
+    directory: Path, exchange: str, browsers: int = BROWSERS, extra: Mapping[str, str] = {}
 ) -> Iterator[tuple[Dmp, DataHalf, list[PartnerStub]]]:
-    """The funnel's partner stubs, the CRM stub and a DMP serving all of them."""
+    """The funnel's partner stubs, the CRM stub and a DMP serving all of them (``extra``:
+    environment overrides of the DMP's configuration)."""
     records = crm_records(browsers)
     with partner_stubs() as stubs, partner_stubs([crm_stub(records)]) as (crm,):
         half = DataHalf(crm, exchange, records)
@@ -445,7 +446,7 @@ def dmp_with_data_half(
         config = write_dmp_demo_config(
             directory, port, stubs, settings=half.settings(), tables=half.tables()
         )
-        with running(config, {}, port, directory / "dmp.log"):
+        with running(config, dict(extra), port, directory / "dmp.log"):
             yield Dmp(base, config), half, stubs
 
 

@@ -8,7 +8,8 @@
                 own when it ends, failed or not, and rolls up the keys of processes gone, so
                 ``/admin/v1/funnel`` adds it up: ``dmp/funnel_log.py``)
     DmpServer   one server worker: the privacy policy, the core, the browser-facing service
-                and its routes, the admin and ingestion APIs (and /metrics), the funnel flusher
+                and its routes, the admin and ingestion APIs (and /metrics), the console (with
+                its time series), the funnel flusher
                 (and its roll-up),
                 the definitions changed through the admin API (partners, segments, destinations,
                 refreshed from the store) and the schedules (recompute, pulls, exports)
@@ -56,6 +57,8 @@ from cookiematch.roots.config_env import config_from_env
 from cookiematch.roots.server import RoleServer, StoreDeadlines
 from cookiematch.storage import Durability, Store, connect_store
 from cookiematch.web.admin import guarded_app
+from cookiematch.web.console import build_console
+from cookiematch.web.console import dmp as console_dmp
 from cookiematch.web.dmp.admin import DmpAdmin
 from cookiematch.web.dmp.definitions import DmpDefinitions
 from cookiematch.web.dmp.definitions_admin import DefinitionAdmin
@@ -272,7 +275,16 @@ class DmpServer(RoleServer):
         optout = OptOutFlow(page, DmpOptOutCookie(dmp.cookie_spec(), new_dmp_uid), subjects)
         app.route(page.path, optout.handle, methods=("GET", "POST"), read_body=True,
                   on_error=OPTOUT_ON_ERROR)  # fmt: skip
+        console_routes, series = build_console(
+            self.role,
+            dmp.admin_token,
+            self.config.console,
+            self.admin,
+            console_dmp.selections(admin_core.segments),
+            console_dmp.dmp_pages(service, admin_core.segments, admin_core.exports, self.admin),
+        )
         admin_routes = [
+            *console_routes,
             *self.metrics_routes(dmp.admin_token),
             *DmpAdmin(service, self.admin).routes(),
             *DefinitionAdmin(definitions).routes(),
@@ -285,6 +297,7 @@ class DmpServer(RoleServer):
         app.fallback = guarded_app(admin_routes, token if token is not None else "")
         self.run(self._flush_forever(service, store, worker))
         self.run(self._refresh_forever(definitions))
+        self.run(series.run())
         self.run(schedules.run())  # stopped first: a run is cancelled, its lease freed
 
     async def close(self) -> None:

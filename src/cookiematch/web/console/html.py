@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from cookiematch.web.console.session import PATH
 
-__all__ = ["HEADERS", "chart", "document", "form_token", "table"]
+__all__ = ["HEADERS", "chart", "document", "form_token", "heat_map", "table"]
 
 STATIC = f"{PATH}/static"
 HEADERS = {
@@ -71,6 +71,29 @@ def table(head: Sequence[str], rows: Iterable[Sequence[str]], *, raw: int = -1) 
         for row in rows
     )
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+HEAT_STEPS = (0.25, 0.5, 0.75, 0.9, 1.1, 1.5, 2.0, 3.0, 5.0)
+"""Affinity thresholds of the heat map's classes ``heat-0`` (far below 1: the audiences avoid
+each other) to ``heat-9`` (far above 1: they go together); ``heat-4`` is about independent."""
+
+
+def heat_map(names: Sequence[str], cells: dict[tuple[str, str], float]) -> str:
+    """A square table of ``names``, each cell coloured by its value (``cells[(a, b)]`` or
+    ``cells[(b, a)]``) through CSS classes: the CSP allows no inline style."""
+    head = "".join(f"<th>{escape(n)}</th>" for n in names)
+    rows = []
+    for a in names:
+        tds = []
+        for b in names:
+            value = cells.get((a, b), cells.get((b, a)))
+            if a == b or value is None:
+                tds.append("<td class=heat-none></td>")
+                continue
+            step = sum(value > t for t in HEAT_STEPS)
+            tds.append(f"<td class=heat-{step}>{value:.2f}</td>")
+        rows.append(f"<tr><th>{escape(a)}</th>{''.join(tds)}</tr>")
+    return f"<table class=heat><thead><tr><th></th>{head}</tr></thead>{''.join(rows)}</table>"
 
 
 def document(

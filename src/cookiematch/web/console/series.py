@@ -23,7 +23,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -34,7 +34,7 @@ from cookiematch.clock import Clock
 from cookiematch.errors import StorageError
 from cookiematch.storage.base import Store
 
-__all__ = ["MAX_POINTS", "Lines", "Selection", "SeriesLog", "sample"]
+__all__ = ["MAX_POINTS", "Lines", "Probe", "Selection", "SeriesLog", "sample"]
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +43,24 @@ MAX_POINTS = 1440
 SEP = "|"  # between a series' name and its label values in a point's keys
 
 
+Probe = Callable[[], Awaitable[dict[str, float]]]
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """One charted series: the Prometheus ``family`` (its name without ``_total``), kept by
     the labels ``by`` (others summed); a counter is charted as a rate per second.
     ``party_label`` names the label holding a buyer's nid: a buyer's session sees only its
-    own lines (a selection without one: the operator's only)."""
+    own lines (a selection without one: the operator's only). A figure no family exposes is
+    read by a ``probe`` instead (a gauge: label value -> value, e.g. segment sizes), once per
+    point, off any request."""
 
     name: str
     family: str
     by: tuple[str, ...] = ()
     counter: bool = True
     party_label: str | None = None
+    probe: Probe | None = None
 
     def line(self, labels: dict[str, str]) -> str:
         return SEP.join([self.name, *(labels.get(label, "") for label in self.by)])
@@ -71,7 +77,8 @@ def sample(
     """The current value of every line of ``selections``: ``name|label values`` -> value."""
     wanted: dict[str, list[Selection]] = {}
     for selection in selections:
-        wanted.setdefault(selection.family, []).append(selection)
+        if selection.probe is None:
+            wanted.setdefault(selection.family, []).append(selection)
     values: dict[str, float] = {}
     for metric in registry.collect():
         for selection in wanted.get(metric.name, ()):
@@ -169,6 +176,10 @@ class SeriesLog:
             return False
         now = self._clock()
         values = sample(list(self.selections.values()), self._registry)
+        for selection in self.selections.values():
+            if selection.probe is not None:
+                for label, value in (await selection.probe()).items():
+                    values[SEP.join((selection.name, label))] = value
         point = msgspec.json.encode(_Point(now, values))
         await self._store.set(self._key(int(now // self._interval)), point, ttl=self._retention)
         return True
@@ -201,8 +212,8 @@ class SeriesLog:
         )
 
     async def run(self) -> None:
-        """Record whenever this worker wins an interval; forever. A failing store is logged
-        once, and once more when it answers again."""
+        """Record whenever this worker wins an interval; forever. A failure (the store, a
+        probe) is logged once, and once more when a point is recorded again."""
         poll = min(max(self._interval / 5, 0.2), 5.0)
         failing = False
         while True:
@@ -211,6 +222,10 @@ class SeriesLog:
             except StorageError as exc:
                 if not failing:
                     log.warning("console series not recorded: %s", exc)
+                failing = True
+            except Exception:
+                if not failing:
+                    log.exception("console series not recorded")
                 failing = True
             else:
                 if failing:
