@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint check system-deps reference-encoders bench clean
+.PHONY: demo test lint check system-deps reference-encoders bench clean vendor-uplot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	WITH_BENCH=1 bash scripts/install-system-deps.sh && bash bench/run.sh
+
+## refresh the console's vendored chart library from npm (VERSION=... to change it)
+vendor-uplot:
+	bash scripts/vendor-uplot.sh $(VERSION)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var $(REFERENCE)/node_modules

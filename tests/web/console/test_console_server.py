@@ -188,6 +188,9 @@ def test_the_series_api_checks_its_arguments(exchange: str) -> None:
         too_long = "/console/api/series?name=pixel_outcomes&minutes=44641"
         assert http.get(too_long).status_code == 400
         assert http.get("/console/api/series?name=pixel_outcomes&minutes=0").status_code == 400
+        for minutes in ("%C2%B2", "-1", "1e3", ""):  # "²" is a digit to str.isdigit
+            query = f"/console/api/series?name=pixel_outcomes&minutes={minutes}"
+            assert http.get(query).status_code == 400, minutes
 
 
 def test_static_files_are_served_and_nothing_else(exchange: str) -> None:

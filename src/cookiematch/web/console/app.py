@@ -241,7 +241,8 @@ class Console:
         query = request.query_params
         selection = self._series.selections.get(query.get("name", ""))
         minutes = query.get("minutes", "60")
-        if selection is None or not minutes.isdigit() or not 0 < int(minutes) <= MAX_MINUTES:
+        valid = minutes.isascii() and minutes.isdigit() and 0 < int(minutes) <= MAX_MINUTES
+        if selection is None or not valid:
             return json_response({"detail": "expected name=<series>&minutes=<1..44640>"}, 400)
         party = session.principal.party
         if party is not None and selection.party_label is None:
