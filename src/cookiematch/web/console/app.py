@@ -167,11 +167,11 @@ class Console:
 
     def _login_form(self, request: Request, message: str = "", status: int = 200) -> Response:
         token = new_token()
+        label = "Admin token" if self._authenticate is None else "Admin token or API credential"
         notice = f"<p class=error>{escape(message)}</p>" if message else ""
         body = (
             f"{notice}<form class=login method=post action='{PATH}/login'>"
-            f"<input type=hidden name={html.CSRF_FIELD} value='{token}'>"
-            "<label>Admin token or API credential "
+            f"{html.form_token(token)}<label>{label} "
             "<input type=password name=token autocomplete=current-password required></label>"
             "<button>Log in</button></form>"
         )
@@ -204,6 +204,8 @@ class Console:
         if fields is None or not tokens_match(fields.get(html.CSRF_FIELD, ""), expected):
             return self._refused()
         principal = self._principal(fields.get("token", "").strip())
+        if principal is not None and not any(p.party for p in self._pages):
+            principal = principal if principal.party is None else None  # nothing it may see
         if principal is None:
             log.info("console: a login with an unknown token was refused")
             return self._login_form(request, "Unknown token.", 401)
