@@ -1,0 +1,145 @@
+"""The exchange's cases: every match tag of the seed's examples (the golden vectors in
+``vectors/redirects.json``) sent to the exchange's Cookie Matching endpoint (``--url``), the
+302 compared with the vector's expected redirect. The Google User ID an exchange mints is its
+own: any well-formed value stands for the vector's, as does any numeric ``google_cver``.
+
+The exchange must know the seed's buyers (``SEED_BUYERS``) and user list (``SEED_LIST``).
+A vector whose outcome needs a state the kit cannot produce black-box is reported as not run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from cookiematch.conformance.case import Answer, Case, Check, Request, Verdict
+from cookiematch.conformance.runner import cookie_pairs, send
+from cookiematch.conformance.vectors import load
+from cookiematch.errors import QueryError
+from cookiematch.protocol.query import parse_query
+
+SEED_BUYERS = {
+    "1234": "http://ad.network.com/pixel",
+    "ad_network_xyz": "http://ad.network.com/pixel?id=",
+    "cookie-monster": "http://cookie-monster.com/pixel?id=",  # hosted match allowed
+}
+SEED_LIST = (12345, "ad_network_xyz")  # user list id, its owner
+COOKIE_TAG = "google_nid=ad_network_xyz&google_cm&google_sc"
+_GID = re.compile(r"[A-Za-z0-9_-]+")
+_CVER = re.compile(r"[0-9]+")
+
+
+def _normalized(url: str) -> tuple[str, list[tuple[str, str | None]]] | str:
+    """Base and parameters, with the gid and cver values replaced by placeholders, or why the
+    URL is not a conforming redirect."""
+    parts = urlsplit(url)
+    try:
+        params = parse_query(parts.query)
+    except QueryError as exc:
+        return f"the redirect's query does not parse ({exc})"
+    out: list[tuple[str, str | None]] = []
+    for p in params:
+        if p.name == "google_gid":
+            if p.value is None or _GID.fullmatch(p.value) is None:
+                return f"google_gid={p.value!r} is not unpadded URL-safe base64"
+            out.append((p.name, "<gid>"))
+        elif p.name == "google_cver":
+            if p.value is None or _CVER.fullmatch(p.value) is None:
+                return f"google_cver={p.value!r} is not a number"
+            out.append((p.name, "<cver>"))
+        else:
+            out.append((p.name, p.value))
+    return f"{parts.scheme}://{parts.netloc}{parts.path}", out
+
+
+def redirects_to(expected: str, *, any_order: bool) -> Check:
+    want = _normalized(expected)
+    assert not isinstance(want, str), want
+
+    def judge(answer: Answer) -> Verdict:
+        location = answer.header("location")
+        if answer.status != 302 or location is None:
+            return f"answered {answer.status}: the match tag gets a 302 to {expected}"
+        got = _normalized(location)
+        if isinstance(got, str):
+            return got
+        same = (
+            got[0] == want[0] and Counter(got[1]) == Counter(want[1]) if any_order else got == want
+        )
+        if not same:
+            return f"redirected to {location}, expected {expected} (gid and cver: any value)"
+        return None
+
+    return Check("the seed's redirect", judge)
+
+
+def _not_run(vector: dict[str, Any], nid: str) -> str | None:
+    if SEED_BUYERS.get(nid) != vector["redirect_url"]:
+        return f"needs {nid} configured with the redirect URL {vector['redirect_url']}"
+    response = vector["response"]
+    if response.get("error") == 1:
+        return "needs a browser that opted out at the exchange"
+    statuses = response.get("ula_statuses", [])
+    if any(statuses):
+        return "needs a user list the buyer may not add to (the vectors use list 12345 both ways)"
+    if statuses and nid != SEED_LIST[1]:
+        return f"needs list {SEED_LIST[0]} owned by {nid} (the setup gives it to {SEED_LIST[1]})"
+    return None
+
+
+def _tag_query(match_tag: str) -> tuple[str, str]:
+    """The tag's nid and its query without ``google_tc`` (the exchange's own cookie hop)."""
+    query = urlsplit(match_tag).query
+    kept = [p for p in query.split("&") if p.partition("=")[0] != "google_tc"]
+    nid = next(p.partition("=")[2] for p in kept if p.startswith("google_nid="))
+    return nid, "&".join(kept)
+
+
+def _expected(vector: dict[str, Any], scheme: str) -> str:
+    """The vector's redirect; its scheme follows the match tag's, here the ``--url``'s."""
+    expected: str = vector["expected"]
+    return scheme + expected[expected.index("://") :]
+
+
+def exchange_cases(url: str, cookie: str | None) -> list[Case]:
+    """A case per match-tag vector; ``cookie``: the exchange's cookie for a browser that has
+    one (None when the exchange set none)."""
+    scheme = urlsplit(url).scheme
+    cases = []
+    for vector in load("redirects.json")["cases"]:
+        if vector["match_tag"] is None:
+            continue  # a buyer-side template vector: nothing to send
+        nid, query = _tag_query(vector["match_tag"])
+        without_cookie = vector["response"].get("error") == 3
+        headers: tuple[tuple[str, str], ...] = ()
+        if not without_cookie and cookie is not None:
+            headers = (("Cookie", cookie),)
+        not_run = _not_run(vector, nid)
+        if not without_cookie and cookie is None and not_run is None:
+            not_run = "the exchange set no cookie on a google_sc match tag"
+        cases.append(
+            Case(
+                vector["name"],
+                f"{vector['section']}: {vector['match_tag']}",
+                Request("GET", f"{url}?{query}", headers, follow_same_origin=without_cookie,
+                        return_cookies="google_tc" not in vector["match_tag"]),
+                (redirects_to(_expected(vector, scheme), any_order=vector["compare"] != "exact"),),
+                not_run=not_run,
+                group="exchange",
+            )
+        )  # fmt: skip
+    return cases
+
+
+async def browser_cookie(client: httpx.AsyncClient, url: str) -> str | None:
+    """The Cookie header of a browser that went through the exchange's cookie setting
+    (``google_sc``), or None when it set none."""
+    first = await send(client, Request("GET", f"{url}?{COOKIE_TAG}"))
+    pairs = cookie_pairs(first.all("set-cookie"))
+    if not pairs:
+        return None
+    return "; ".join(f"{k}={v}" for k, v in pairs.items())
