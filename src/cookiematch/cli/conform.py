@@ -15,7 +15,7 @@ from cookiematch.conformance.bids import bid_cases
 from cookiematch.conformance.buyer import BuyerCases, BuyerTarget
 from cookiematch.conformance.case import Case, Result
 from cookiematch.conformance.exchange import browser_cookie, exchange_cases
-from cookiematch.conformance.ids import TestIds
+from cookiematch.conformance.ids import KitIds
 from cookiematch.conformance.runner import run
 from cookiematch.errors import CookiematchError
 
@@ -63,7 +63,7 @@ def buyer(
     html_file: Path | None,
 ) -> None:
     """Play the exchange against a buyer's redirect, push and bid endpoints."""
-    ids = TestIds(nid or "conformance")
+    ids = KitIds(nid or "conformance")
     target = BuyerTarget(match_url, push_url, exchange_url, nid, max_ms / 1000)
     try:
         cases: list[Case] = BuyerCases(target, ids).all()

@@ -9,7 +9,7 @@ from typing import Any
 
 from cookiematch.conformance import checks
 from cookiematch.conformance.case import Answer, Case, Check, Request, Verdict
-from cookiematch.conformance.ids import CVER, TestIds
+from cookiematch.conformance.ids import CVER, KitIds
 from cookiematch.errors import InvalidBidResponse
 from cookiematch.protocol.openrtb import (
     Banner,
@@ -84,7 +84,7 @@ def bid_request(rid: str, **fields: object) -> BidRequest:
     return BidRequest(id=rid, imp=[imp], site=site, device=device, tmax=TMAX_MS, **fields)  # type: ignore[arg-type]
 
 
-def bid_cases(bid_url: str, ids: TestIds) -> list[Case]:
+def bid_cases(bid_url: str, ids: KitIds) -> list[Case]:
     stamp = str(time.time_ns())
     with_gid = User(id=ids.gid(), ext={"cookie_version": CVER})
     requests: tuple[tuple[str, dict[str, Any]], ...] = (

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from cookiematch.conformance import checks
 from cookiematch.conformance.case import Case, Check, Request
-from cookiematch.conformance.ids import CVER, TestIds
+from cookiematch.conformance.ids import CVER, KitIds
 from cookiematch.protocol.codes import HostedMatchStatus, MatchError, UserListStatus
 from cookiematch.protocol.query import QueryParam
 from cookiematch.protocol.redirect import RedirectTemplate, ResponseParams
@@ -59,7 +59,7 @@ def _with_query(url: str, query: str) -> str:
 
 
 class BuyerCases:
-    def __init__(self, target: BuyerTarget, ids: TestIds) -> None:
+    def __init__(self, target: BuyerTarget, ids: KitIds) -> None:
         self.target = target
         self.ids = ids
         self._common = (checks.NO_5XX, checks.quick(target.limit_seconds))

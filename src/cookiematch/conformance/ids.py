@@ -14,7 +14,7 @@ TEST_KEY = b"cookiematch conformance test key"  # 32 bytes, public on purpose
 CVER = 1
 
 
-class TestIds:
+class KitIds:
     """A fresh browser ID per call, encrypted for ``nid``."""
 
     def __init__(self, nid: str, random: Callable[[int], bytes] = os.urandom) -> None:
