@@ -28,6 +28,7 @@ SEED_EXTRAS = (
     "URL. [...] the order in which extra parameters are passed in the redirect URL is not "
     "guaranteed."
 )
+SEED_EXTRA_SIZE = "Extra parameters should be no longer than one kilobyte."
 SEED_ULA = "Status of user list add operation, repeated if multiple google_ula were specified"
 SEED_HM = (
     "google_hm [...] Only appears if the attempt to write data to the hosted match table fails."
@@ -90,6 +91,11 @@ class BuyerCases:
     ) -> Case:
         return Case(name, seed, Request("GET", url), (*self._common, *extra), required, group=group)
 
+    def _returning(self, name: str, seed: str, url: str, *extra: Check) -> Case:
+        """A browser that holds the buyer's cookie: the one a first match gave it."""
+        primed = Request("GET", url, prime=self._url(self.target.match_url, self._matched()))
+        return Case(name, seed, primed, (*self._common, *extra))
+
     def match_cases(self) -> list[Case]:
         base = self.target.match_url
         pixel_cookie = (checks.PIXEL, checks.SETS_COOKIE)
@@ -114,6 +120,14 @@ class BuyerCases:
             self._case("google_error=1 opts out", SEED_OPT_OUT,
                        self._url(base, ResponseParams(error=MatchError.OPTED_OUT)),
                        checks.PIXEL, checks.NO_NEW_COOKIE),
+            self._returning("returning browser: google_error=1 opts out", SEED_OPT_OUT,
+                            self._url(base, ResponseParams(error=MatchError.OPTED_OUT)),
+                            checks.PIXEL, checks.NO_NEW_COOKIE),
+            self._returning("returning browser: gid and cver", SEED_PIXEL,
+                            self._url(base, self._matched()), checks.PIXEL),
+            self._case("extras of one kilobyte", SEED_EXTRA_SIZE,
+                       self._url(base, self._matched(), (QueryParam("kb", "x" * 1000),)),
+                       checks.PIXEL),
         ]  # fmt: skip
         cases += [
             self._case(f"google_error={code.value} ({code.name.lower()})", SEED_ERROR,

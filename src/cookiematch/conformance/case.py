@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 class Request:
     """One HTTP request as the kit sends it. ``follow_same_origin``: follow redirects that stay
     on the request's origin (an exchange's cookie self-redirect), sending back the cookies it
-    set when ``return_cookies``; a redirect elsewhere is the answer."""
+    set when ``return_cookies``; a redirect elsewhere is the answer. ``prime``: a URL fetched
+    first, whose cookies the request then carries (a returning browser)."""
 
     method: str
     url: str
@@ -18,6 +19,7 @@ class Request:
     body: bytes | None = None
     follow_same_origin: bool = False
     return_cookies: bool = True
+    prime: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,8 +86,14 @@ def _sets_cookie(answer: Answer) -> Verdict:
 SETS_COOKIE = Check("sets the buyer's cookie", _sets_cookie)
 
 
+def _deletes(cookie: str) -> bool:
+    """A Set-Cookie that removes the cookie (``Max-Age=0``, or an empty value)."""
+    first, *attributes = cookie.lower().replace(" ", "").split(";")
+    return first.endswith("=") or "max-age=0" in attributes
+
+
 def _no_cookie(answer: Answer) -> Verdict:
-    names = _cookie_names(answer)
+    names = [c.split("=", 1)[0].strip() for c in answer.all("set-cookie") if not _deletes(c)]
     if names:
         return (
             f"set cookie(s) {', '.join(names)} on google_error=1: the user opted out of "
@@ -96,7 +102,7 @@ def _no_cookie(answer: Answer) -> Verdict:
     return None
 
 
-NO_NEW_COOKIE = Check("assigns no cookie ID (opt-out)", _no_cookie)
+NO_NEW_COOKIE = Check("assigns or refreshes no cookie ID (deleting it is fine)", _no_cookie)
 
 
 def _third_party_cookie(answer: Answer) -> Verdict:

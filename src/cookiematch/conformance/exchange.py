@@ -99,9 +99,33 @@ def _tag_query(match_tag: str) -> tuple[str, str]:
     return nid, "&".join(kept)
 
 
-def _expected(vector: dict[str, Any], scheme: str) -> str:
-    """The vector's redirect; its scheme follows the match tag's, here the ``--url``'s."""
-    expected: str = vector["expected"]
+SEED_ERRORS = (
+    ("google_error=2: no operation", "google_nid=ad_network_xyz",
+     "2 - No valid operations specified. e.g., a no-op request was received.", 2),
+    ("google_error=4: google_push with google_cm",
+     "google_nid=ad_network_xyz&google_cm&google_push=x",
+     "4 - Conflicting operations specified. You are not allowed to specify both the google_push "
+     "and google_cm flags on the same request", 4),
+    ("google_error=5: google_push not the one sent", "google_nid=ad_network_xyz&google_push=x",
+     "5 - An invalid google_push parameter was passed in a redirect to a Google server", 5),
+)  # fmt: skip
+"""The error codes of the seed's table that no example shows: a browser with a cookie."""
+
+
+def _error_cases(url: str, cookie: str | None) -> list[Case]:
+    base = _with_scheme(SEED_BUYERS["ad_network_xyz"], urlsplit(url).scheme)
+    headers = () if cookie is None else (("Cookie", cookie),)
+    not_run = None if cookie is not None else "the exchange set no cookie on a google_sc match tag"
+    return [
+        Case(name, f"Redirect URL: {seed}", Request("GET", f"{url}?{query}", headers),
+             (redirects_to(f"{base}&google_error={code}", any_order=False),), not_run=not_run,
+             group="exchange")
+        for name, query, seed, code in SEED_ERRORS
+    ]  # fmt: skip
+
+
+def _with_scheme(expected: str, scheme: str) -> str:
+    """A redirect's scheme follows the match tag's, here the ``--url``'s."""
     return scheme + expected[expected.index("://") :]
 
 
@@ -119,6 +143,7 @@ def exchange_cases(url: str, cookie: str | None) -> list[Case]:
         if not without_cookie and cookie is not None:
             headers = (("Cookie", cookie),)
         not_run = _not_run(vector, nid)
+        expected = _with_scheme(vector["expected"], scheme)
         if not without_cookie and cookie is None and not_run is None:
             not_run = "the exchange set no cookie on a google_sc match tag"
         cases.append(
@@ -127,12 +152,12 @@ def exchange_cases(url: str, cookie: str | None) -> list[Case]:
                 f"{vector['section']}: {vector['match_tag']}",
                 Request("GET", f"{url}?{query}", headers, follow_same_origin=without_cookie,
                         return_cookies="google_tc" not in vector["match_tag"]),
-                (redirects_to(_expected(vector, scheme), any_order=vector["compare"] != "exact"),),
+                (redirects_to(expected, any_order=vector["compare"] != "exact"),),
                 not_run=not_run,
                 group="exchange",
             )
         )  # fmt: skip
-    return cases
+    return cases + _error_cases(url, cookie)
 
 
 async def browser_cookie(client: httpx.AsyncClient, url: str) -> str | None:

@@ -38,8 +38,11 @@ async def send(client: httpx.AsyncClient, request: Request) -> Answer:
     """The answer to ``request`` (after same-origin redirects when asked); transport errors
     and timeouts become an ``Answer`` with ``error`` set."""
     url, cookies = request.url, dict[str, str]()
-    started = time.perf_counter()
     try:
+        if request.prime is not None:
+            primed = await client.get(request.prime)
+            cookies.update(cookie_pairs(primed.headers.get_list("set-cookie")))
+        started = time.perf_counter()
         for _ in range(MAX_SELF_REDIRECTS + 1):
             sent = list(request.headers)
             if cookies:
@@ -60,9 +63,9 @@ async def send(client: httpx.AsyncClient, request: Request) -> Answer:
             url = target
         return answer
     except httpx.TimeoutException:
-        return Answer(0, (), b"", time.perf_counter() - started, "no answer before the timeout")
+        return Answer(0, (), b"", client.timeout.read or 0.0, "no answer before the timeout")
     except httpx.HTTPError as exc:
-        return Answer(0, (), b"", time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
+        return Answer(0, (), b"", 0.0, f"{type(exc).__name__}: {exc}")
 
 
 async def run_case(client: httpx.AsyncClient, case: Case) -> Result:
