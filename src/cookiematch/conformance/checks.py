@@ -157,11 +157,16 @@ def push_back(exchange_url: str | None, push: str, nid: str | None) -> Check:
             return "the redirect back needs exactly one google_nid (the buyer's network ID)"
         if nid is not None and nids[0] != nid:
             return f"the redirect back carries google_nid={nids[0]}, expected {nid}"
-        if values.get("google_push") != [push]:
-            got = values.get("google_push")
+        returned = values.get("google_push", [])
+        if len(returned) != 1:
             return (
-                f"google_push came back as {got!r}, sent {push!r}: pass the value through "
-                "unchanged (error 5 at the exchange)"
+                f"the redirect back has {len(returned)} google_push parameters: copy the one "
+                "received, once"
+            )
+        if returned[0] != push:
+            return (
+                f"google_push came back as {returned[0]!r}, sent {push!r}: pass the value "
+                "through unchanged (error 5 at the exchange)"
             )
         if encode_component(push) == push and _raw_values(location, "google_push") != [push]:
             return "google_push was re-encoded: copy the bytes received"
