@@ -15,6 +15,7 @@ from cookiematch.protocol.pixel import TRANSPARENT_GIF
 
 EXCHANGE = "https://exchange.example/pixel"
 GIF_2X2 = TRANSPARENT_GIF[:6] + b"\x02\x00\x02\x00" + TRANSPARENT_GIF[10:]
+LEAKED = "QUJDREVGR0hJSktMTU5PUA"
 SEED_ERROR_3 = "http://ad.network.com/pixel?id=&google_error=3"
 
 
@@ -60,10 +61,22 @@ class Handler(BaseHTTPRequestHandler):
         headers = [("Location", location), ("Set-Cookie", "uid=abc; SameSite=None; Secure")]
         self._send(302, headers)
 
+    def _exchange(self) -> None:
+        """A broken exchange: every match tag gets error 3; with the flaw ``leaky``, the
+        browser's cookie value is its gid for every buyer."""
+        if self.flaw != "leaky":
+            return self._send(302, [("Location", SEED_ERROR_3)])
+        cookie = self.headers.get("Cookie", "").partition("=")[2]
+        if not cookie:
+            location = SEED_ERROR_3
+            return self._send(302, [("Location", location), ("Set-Cookie", f"id={LEAKED}")])
+        location = f"http://ad.network.com/pixel?id=&google_gid={cookie}&google_cver=1"
+        self._send(302, [("Location", location)])
+
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
-        if parts.path == "/pixel":  # a broken exchange: every match tag gets error 3
-            return self._send(302, [("Location", SEED_ERROR_3)])
+        if parts.path == "/pixel":
+            return self._exchange()
         if parts.path == "/push":
             return self._push(parts.query)
         self._pixel(dict(parse_qsl(parts.query, keep_blank_values=True)))

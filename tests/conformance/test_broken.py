@@ -3,17 +3,20 @@ case with a message that says what to fix (and the run as a whole fails)."""
 
 from __future__ import annotations
 
+import contextlib
+
+import httpx
 import pytest
 
 from cookiematch.conformance import report
 from cookiematch.conformance.bids import bid_cases
 from cookiematch.conformance.buyer import BuyerCases, BuyerTarget
 from cookiematch.conformance.case import Result
-from cookiematch.conformance.exchange import exchange_cases
+from cookiematch.conformance.exchange import Browser, exchange_cases, prepare
 from cookiematch.conformance.ids import KitIds
 from cookiematch.conformance.runner import run
 
-from .broken import EXCHANGE, serving
+from .broken import EXCHANGE, LEAKED, serving
 
 
 async def play(flaw: str, *, limit_seconds: float = 5.0) -> list[Result]:
@@ -78,7 +81,7 @@ async def test_a_bid_after_tmax_fails() -> None:
 
 async def test_an_exchange_that_never_matches_fails_with_the_expected_redirect() -> None:
     with serving("") as url:
-        results = await run(exchange_cases(f"{url}/pixel", cookie="id=1"))
+        results = await run(exchange_cases(f"{url}/pixel", Browser("id=1", "gid")))
     failed = failures(results)
     assert "simple request: success" in failed
     assert failed["simple request: success"] == (
@@ -87,3 +90,18 @@ async def test_an_exchange_that_never_matches_fails_with_the_expected_redirect()
         "(gid and cver: any value)",
     )
     assert "simple request: no doubleclick cookie" not in failed
+
+
+async def test_an_exchange_that_hands_out_its_cookie_fails_the_gid_cases() -> None:
+    async with httpx.AsyncClient() as client, contextlib.AsyncExitStack() as stack:
+        url = stack.enter_context(serving("leaky")) + "/pixel"
+        browser = await prepare(client, url)
+        assert browser == Browser(f"id={LEAKED}", LEAKED)
+        failed = failures(await run(exchange_cases(url, browser)))
+    assert "same browser, same buyer: the same gid" not in failed
+    assert failed["another buyer: another gid"] == (
+        f"buyer 1234 got ad_network_xyz's google_gid ({LEAKED}): derive the gid per buyer",
+    )
+    assert failed["the gid is not the exchange's cookie"] == (
+        f"google_gid={LEAKED} is the exchange's cookie value: encrypt it per buyer",
+    )

@@ -14,7 +14,7 @@ from cookiematch.conformance import report
 from cookiematch.conformance.bids import bid_cases
 from cookiematch.conformance.buyer import BuyerCases, BuyerTarget
 from cookiematch.conformance.case import Case, Result
-from cookiematch.conformance.exchange import browser_cookie, exchange_cases
+from cookiematch.conformance.exchange import exchange_cases, prepare
 from cookiematch.conformance.ids import KitIds
 from cookiematch.conformance.runner import run
 from cookiematch.errors import CookiematchError
@@ -83,7 +83,7 @@ def exchange(url: str, junit_file: Path | None, html_file: Path | None) -> None:
 
     async def play() -> list[Result]:
         async with httpx.AsyncClient(timeout=10) as client:
-            cookie = await browser_cookie(client, url)
-        return await run(exchange_cases(url, cookie))
+            browser = await prepare(client, url)
+        return await run(exchange_cases(url, browser))
 
     _finish(asyncio.run(play()), f"cookiematch conform exchange {url}", junit_file, html_file)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +31,7 @@ SEED_BUYERS = {
 }
 SEED_LIST = (12345, "ad_network_xyz")  # user list id, its owner
 COOKIE_TAG = "google_nid=ad_network_xyz&google_cm&google_sc"
+MATCH_TAG = "google_nid=ad_network_xyz&google_cm"
 _GID = re.compile(r"[A-Za-z0-9_-]+")
 _CVER = re.compile(r"[0-9]+")
 
@@ -129,9 +132,10 @@ def _with_scheme(expected: str, scheme: str) -> str:
     return scheme + expected[expected.index("://") :]
 
 
-def exchange_cases(url: str, cookie: str | None) -> list[Case]:
-    """A case per match-tag vector; ``cookie``: the exchange's cookie for a browser that has
-    one (None when the exchange set none)."""
+def exchange_cases(url: str, browser: Browser) -> list[Case]:
+    """A case per match-tag vector, the seed's other error codes and the gid's properties;
+    ``browser``: one that has the exchange's cookie (``prepare``)."""
+    cookie = browser.cookie
     scheme = urlsplit(url).scheme
     cases = []
     for vector in load("redirects.json")["cases"]:
@@ -157,14 +161,91 @@ def exchange_cases(url: str, cookie: str | None) -> list[Case]:
                 group="exchange",
             )
         )  # fmt: skip
-    return cases + _error_cases(url, cookie)
+    return cases + _error_cases(url, cookie) + gid_cases(url, browser)
 
 
-async def browser_cookie(client: httpx.AsyncClient, url: str) -> str | None:
-    """The Cookie header of a browser that went through the exchange's cookie setting
-    (``google_sc``), or None when it set none."""
+@dataclass(frozen=True, slots=True)
+class Browser:
+    """A browser the exchange gave its cookie to (``cookie``: the Cookie header, None when the
+    exchange set none) and the gid ``ad_network_xyz`` got for it then."""
+
+    cookie: str | None
+    gid: str | None
+
+
+def _gid_of(answer: Answer) -> str | None:
+    try:
+        params = parse_query(urlsplit(answer.header("location") or "").query)
+    except QueryError:
+        return None
+    return next((p.value for p in params if p.name == "google_gid"), None)
+
+
+async def prepare(client: httpx.AsyncClient, url: str) -> Browser:
+    """Get the exchange's cookie (``google_sc``), then match once for ``ad_network_xyz``."""
     first = await send(client, Request("GET", f"{url}?{COOKIE_TAG}"))
     pairs = cookie_pairs(first.all("set-cookie"))
     if not pairs:
-        return None
-    return "; ".join(f"{k}={v}" for k, v in pairs.items())
+        return Browser(None, None)
+    cookie = "; ".join(f"{k}={v}" for k, v in pairs.items())
+    answer = await send(client, Request("GET", f"{url}?{MATCH_TAG}", (("Cookie", cookie),)))
+    return Browser(cookie, _gid_of(answer))
+
+
+def _gid_check(what: str, wrong: Callable[[str], str | None]) -> Check:
+    """``wrong(gid)``: what is wrong with the redirect's gid, or None."""
+
+    def judge(answer: Answer) -> Verdict:
+        gid = _gid_of(answer)
+        if gid is None:
+            return f"no google_gid in the redirect ({answer.header('location')!r})"
+        return wrong(gid)
+
+    return Check(what, judge)
+
+
+def gid_cases(url: str, browser: Browser) -> list[Case]:
+    """The gid is stable for a browser and a buyer, differs between buyers, and is not the
+    exchange's cookie."""
+    first, why = browser.gid, None
+    headers: tuple[tuple[str, str], ...] = ()
+    if browser.cookie is None or first is None:
+        why = "the exchange set no cookie, or matched no gid for it"
+    else:
+        headers = (("Cookie", browser.cookie),)
+    cookie_values = {p.partition("=")[2] for p in (browser.cookie or "").split("; ")}
+
+    def changed(gid: str) -> str | None:
+        if gid == first:
+            return None
+        return (
+            f"google_gid={gid} changed since the first match ({first}): buyers store the "
+            "exact string, a browser's gid must stay the same"
+        )
+
+    def shared(gid: str) -> str | None:
+        if gid != first:
+            return None
+        return f"buyer 1234 got ad_network_xyz's google_gid ({gid}): derive the gid per buyer"
+
+    def exposed(gid: str) -> str | None:
+        if gid not in cookie_values:
+            return None
+        return f"google_gid={gid} is the exchange's cookie value: encrypt it per buyer"
+
+    return [
+        Case("same browser, same buyer: the same gid",
+             "We recommend storing the exact string returned by the Cookie Matching Service in "
+             "the match table.", Request("GET", f"{url}?{MATCH_TAG}", headers),
+             (_gid_check("the gid of the first match", changed),), not_run=why,
+             group="exchange"),
+        Case("another buyer: another gid",
+             "a buyer-specific encrypted Google User ID [...] Google prohibits multiple buyers "
+             "from joining their Match Tables.",
+             Request("GET", f"{url}?google_nid=1234&google_cm", headers),
+             (_gid_check("a gid of its own", shared),), not_run=why, group="exchange"),
+        Case("the gid is not the exchange's cookie",
+             "The Cookie Matching Service does not expose Google's DoubleClick cookie.",
+             Request("GET", f"{url}?{MATCH_TAG}", headers),
+             (_gid_check("not the cookie's value", exposed),), not_run=why, group="exchange"),
+    ]  # fmt: skip
