@@ -10,6 +10,7 @@ from typing import Any
 from cookiematch.conformance import checks
 from cookiematch.conformance.case import Answer, Case, Check, Request, Verdict
 from cookiematch.conformance.ids import CVER, KitIds
+from cookiematch.conformance.vectors import iab_requests
 from cookiematch.errors import InvalidBidResponse
 from cookiematch.protocol.openrtb import (
     Banner,
@@ -20,6 +21,7 @@ from cookiematch.protocol.openrtb import (
     Regs,
     Site,
     User,
+    decode_bid_request,
     decode_bid_response,
     encode_bid_request,
 )
@@ -27,6 +29,10 @@ from cookiematch.protocol.openrtb import (
 SEED_BID = (
     "The buyer receives the bid request with impression information and the google_user_id. "
     "FinestDSP looks up the google_user_id in its match table"
+)
+SEED_IAB = (
+    "OpenRTB 2.6, section 6 (the IAB's example bid requests, unchanged): a bidder answers "
+    "every one with a bid response or no bid"
 )
 HEADERS = (("Content-Type", "application/json"), ("X-OpenRTB-Version", "2.6"))
 TMAX_MS = 300
@@ -97,13 +103,19 @@ def bid_cases(bid_url: str, ids: KitIds) -> list[Case]:
     cases = []
     for i, (name, fields) in enumerate(requests):
         request = bid_request(f"conformance-{stamp}-{i}", **fields)
-        cases.append(
-            Case(
-                name,
-                SEED_BID,
-                Request("POST", bid_url, HEADERS, encode_bid_request(request)),
-                (checks.NO_5XX, valid_response(request), within_tmax(TMAX_MS)),
-                group="bid",
-            )
-        )
+        cases.append(_case(name, SEED_BID, bid_url, request, encode_bid_request(request)))
+    for name, body in iab_requests():
+        request = decode_bid_request(body)
+        cases.append(_case(f"IAB example {name}", SEED_IAB, bid_url, request, body))
     return cases
+
+
+def _case(name: str, seed: str, bid_url: str, request: BidRequest, body: bytes) -> Case:
+    tmax = request.tmax or TMAX_MS
+    return Case(
+        name,
+        seed,
+        Request("POST", bid_url, HEADERS, body),
+        (checks.NO_5XX, valid_response(request), within_tmax(tmax)),
+        group="bid",
+    )
