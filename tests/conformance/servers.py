@@ -1,11 +1,14 @@
-"""The project's buyer and exchange as real ``cookiematch serve`` processes, for the kit."""
+"""The project's buyer and exchange as real ``cookiematch serve`` processes, and the
+``cookiematch conform`` command run as a process."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import ServerProcess, free_port
+from conftest import REPO, ServerProcess, free_port
 from support.configs import serve_argv, write_exchange_config
 
 BUYER_EXCHANGE = "https://exchange.example/pixel"
@@ -51,3 +54,11 @@ def start_exchange(start: Callable[..., ServerProcess], directory: Path) -> Serv
     port = free_port()
     config = write_exchange_config(directory, port, buyers=SEED_BUYERS)
     return start(argv=serve_argv(config, "exchange"), port=port)
+
+
+def conform(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cookiematch", "conform", *argv],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip

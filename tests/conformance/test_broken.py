@@ -4,6 +4,8 @@ case with a message that says what to fix (and the run as a whole fails)."""
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import httpx
 import pytest
@@ -17,6 +19,7 @@ from cookiematch.conformance.ids import KitIds
 from cookiematch.conformance.runner import run
 
 from .broken import EXCHANGE, LEAKED, serving
+from .servers import conform
 
 
 async def play(flaw: str, *, limit_seconds: float = 5.0) -> list[Result]:
@@ -105,3 +108,13 @@ async def test_an_exchange_that_hands_out_its_cookie_fails_the_gid_cases() -> No
     assert failed["the gid is not the exchange's cookie"] == (
         f"google_gid={LEAKED} is the exchange's cookie value: encrypt it per buyer",
     )
+
+
+def test_the_command_exits_1_and_reports_the_failure(tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    with serving("no_cookie") as url:
+        done = conform("buyer", "--match-url", f"{url}/match?id=", "--junit", str(junit))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL  match     gid and cver, new browser" in done.stdout
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and int(suite.get("failures", "0")) >= 1

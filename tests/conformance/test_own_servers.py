@@ -3,24 +3,14 @@ processes: every required case passes, and the reports are written."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
 
-from .servers import BUYER_EXCHANGE, start_buyer, start_exchange
-from conftest import REPO, ServerProcess
-
-
-def conform(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cookiematch", "conform", *argv],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+from .servers import BUYER_EXCHANGE, conform, start_buyer, start_exchange
+from conftest import ServerProcess
 
 
 @pytest.fixture(scope="module")
