@@ -21,7 +21,9 @@ SEED_BUYERS = (
 )
 
 
-def start_buyer(start: Callable[..., ServerProcess], directory: Path) -> ServerProcess:
+def start_buyer(
+    start: Callable[..., ServerProcess], directory: Path, *, response: str = "gif"
+) -> ServerProcess:
     port = free_port()
     config = directory / "buyer.toml"
     config.write_text(f"""
@@ -35,6 +37,7 @@ exchange_url = "{BUYER_EXCHANGE}"
 public_url = "http://127.0.0.1:{port}"
 admin_token = "buyer-admin-token-0123456789"
 hosted_match = true
+response = "{response}"
 
 [[buyer.campaigns]]
 id = "retarget"

@@ -39,6 +39,16 @@ def test_the_project_buyer_conforms(buyer: ServerProcess, tmp_path: Path) -> Non
     assert "src=" not in page and "<link" not in page  # self-contained
 
 
+def test_a_buyer_answering_204_conforms(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    buyer = start_buyer(start_server, tmp_path, response="204")
+    done = conform("buyer", "--match-url", f"{buyer.url}/match", "--max-ms", "2000")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS  match     gid and cver, new browser" in done.stdout
+    assert " 204 in " in done.stdout
+
+
 def test_the_project_exchange_conforms(
     start_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:

@@ -5,7 +5,6 @@ response for the request (200) or no bid (204), in time."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from cookiematch.conformance import checks
 from cookiematch.conformance.case import Answer, Case, Check, Request, Verdict
@@ -82,27 +81,30 @@ def within_tmax(tmax_ms: int) -> Check:
     return Check(f"answers within tmax ({tmax_ms} ms)", judge)
 
 
-def bid_request(rid: str, **fields: object) -> BidRequest:
+def bid_request(rid: str, user: User | None = None, regs: Regs | None = None) -> BidRequest:
+    """A banner on a site, with a floor and ``tmax``, as an exchange sends it."""
     imp = Imp(id="1", banner=Banner(w=300, h=250), bidfloor=0.1, tagid="conformance")
     site = Site(id="site-1", domain="news.example", page="https://news.example/a",
                 publisher=Publisher(id="pub-1"))  # fmt: skip
     device = Device(ua="Mozilla/5.0 (X11; Linux x86_64) conformance", ip="192.0.2.1")
-    return BidRequest(id=rid, imp=[imp], site=site, device=device, tmax=TMAX_MS, **fields)  # type: ignore[arg-type]
+    return BidRequest(
+        id=rid, imp=[imp], site=site, device=device, user=user, regs=regs, tmax=TMAX_MS
+    )
 
 
 def bid_cases(bid_url: str, ids: KitIds) -> list[Case]:
     stamp = str(time.time_ns())
     with_gid = User(id=ids.gid(), ext={"cookie_version": CVER})
-    requests: tuple[tuple[str, dict[str, Any]], ...] = (
-        ("bid request without a Google User ID", {}),
-        ("bid request with google_user_id (user.id)", {"user": with_gid}),
-        ("bid request under GDPR, no consent string", {"user": with_gid, "regs": Regs(gdpr=1)}),
-        ("bid request under COPPA and US Privacy opt-out",
-         {"user": with_gid, "regs": Regs(coppa=1, us_privacy="1YYN")}),
+    requests = (
+        ("bid request without a Google User ID", None, None),
+        ("bid request with google_user_id (user.id)", with_gid, None),
+        ("bid request under GDPR, no consent string", with_gid, Regs(gdpr=1)),
+        ("bid request under COPPA and US Privacy opt-out", with_gid,
+         Regs(coppa=1, us_privacy="1YYN")),
     )  # fmt: skip
     cases = []
-    for i, (name, fields) in enumerate(requests):
-        request = bid_request(f"conformance-{stamp}-{i}", **fields)
+    for i, (name, user, regs) in enumerate(requests):
+        request = bid_request(f"conformance-{stamp}-{i}", user, regs)
         cases.append(_case(name, SEED_BID, bid_url, request, encode_bid_request(request)))
     for name, body in iab_requests():
         request = decode_bid_request(body)

@@ -77,8 +77,15 @@ class BuyerCases:
         template = RedirectTemplate.compile(base)
         return template.render(scheme, response, extras, extras_first=extras_first)
 
-    def _matched(self, **fields: object) -> ResponseParams:
-        return ResponseParams(gid=self.ids.gid(), cver=CVER, **fields)  # type: ignore[arg-type]
+    def _matched(
+        self,
+        *,
+        user_lists: tuple[tuple[str, int], ...] = (),
+        hosted_match: int | None = None,
+        push: str | None = None,
+    ) -> ResponseParams:
+        """A successful match: a fresh gid, its cver, and the other response parameters."""
+        return ResponseParams(self.ids.gid(), CVER, user_lists, hosted_match, push=push)
 
     def _case(
         self,
