@@ -1,4 +1,5 @@
-"""Loading of the golden vectors in tests/protocol/golden/."""
+"""Loading of the golden vectors in tests/protocol/golden/, and of those the package ships
+(src/cookiematch/conformance/vectors/: the conformance kit plays them too)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ from typing import Any
 
 import pytest
 
+from cookiematch.conformance import vectors
+
 GOLDEN = Path(__file__).parent / "golden"
+PACKAGED = frozenset({"redirects.json"})
 
 
 def load(name: str) -> dict[str, Any]:
+    if name in PACKAGED:
+        return vectors.load(name)
     data: dict[str, Any] = json.loads((GOLDEN / name).read_text(encoding="utf-8"))
     return data
 

@@ -15,6 +15,7 @@ import click
 import msgspec
 
 from cookiematch.cli.common import config_option, load, run
+from cookiematch.cli.conform import conform
 from cookiematch.cli.dmp import dmp
 from cookiematch.cli.dmp_segments import register as register_dmp_segments
 from cookiematch.cli.store import store
@@ -228,4 +229,5 @@ def demo(serve: bool) -> None:
 main.add_command(store)
 main.add_command(subject)
 main.add_command(dmp)
+main.add_command(conform)
 register_dmp_segments(dmp)  # export, segments recompute|sizes, overlap

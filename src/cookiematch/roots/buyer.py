@@ -34,7 +34,7 @@ from cookiematch.web.buyer.admin import build_buyer_admin_app
 from cookiematch.web.buyer.metrics import buyer_counts
 from cookiematch.web.buyer.optout import OPTOUT_PATH, BuyerOptOutCookie, exchange_optout_route
 from cookiematch.web.buyer.routes import NO_BID, NO_TAG, BuyerCookie, BuyerRoutes
-from cookiematch.web.console import build_console
+from cookiematch.web.console import SERIES_FAILED, build_console
 from cookiematch.web.console import buyer as console_buyer
 from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
 from cookiematch.web.optout_page import OptOutPage
@@ -140,7 +140,7 @@ class BuyerServer(RoleServer):
             console_buyer.SELECTIONS,
             console_buyer.buyer_pages(self.bid_log),
         )
-        self.run(series.run())
+        self.every(series.poll_seconds, series.tick, SERIES_FAILED)
         extra = [
             *subject_routes(subjects),
             *self.metrics_routes(buyer.admin_token),

@@ -21,7 +21,6 @@ the ingested records that waited for it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -29,7 +28,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
@@ -49,7 +48,7 @@ from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.subjects import DmpSubjects
 from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.writes import TraitStore
-from cookiematch.errors import ConfigError, StorageError, StoreUnavailable
+from cookiematch.errors import ConfigError, StorageError
 from cookiematch.privacy.subjects import SubjectData
 from cookiematch.protocol.cookies import format_browser_id
 from cookiematch.protocol.url import parse_url
@@ -57,7 +56,7 @@ from cookiematch.roots.config_env import config_from_env
 from cookiematch.roots.server import RoleServer, StoreDeadlines
 from cookiematch.storage import Durability, Store, connect_store
 from cookiematch.web.admin import guarded_app
-from cookiematch.web.console import build_console
+from cookiematch.web.console import SERIES_FAILED, build_console
 from cookiematch.web.console import dmp as console_dmp
 from cookiematch.web.dmp.admin import DmpAdmin
 from cookiematch.web.dmp.definitions import DmpDefinitions
@@ -295,10 +294,32 @@ class DmpServer(RoleServer):
         ]
         token = dmp.admin_token
         app.fallback = guarded_app(admin_routes, token if token is not None else "")
-        self.run(self._flush_forever(service, store, worker))
-        self.run(self._refresh_forever(definitions))
-        self.run(series.run())
+        self.every(FUNNEL_FLUSH_SECONDS, self._funnel_step(service, store, worker),
+                   "flushing the funnel counters failed; retrying")  # fmt: skip
+        self.every(  # partners, segments and destinations changed through other workers
+            DEFINITIONS_REFRESH_SECONDS,
+            definitions.refresh,
+            "refreshing the DMP definitions failed; keeping the last view",
+        )
+        self.every(series.poll_seconds, series.tick, SERIES_FAILED)
         self.run(schedules.run())  # stopped first: a run is cancelled, its lease freed
+
+    @staticmethod
+    def _funnel_step(
+        service: DmpService, store: Store, worker: str
+    ) -> Callable[[], Awaitable[None]]:
+        """Write the worker's funnel; roll up the keys of processes gone every
+        ``FUNNEL_ROLLUP_SECONDS`` (one worker at a time: ``dmp/funnel_log.py``)."""
+        rolled = time.monotonic()
+
+        async def step() -> None:
+            nonlocal rolled
+            await service.funnel_log.flush()
+            if time.monotonic() - rolled >= FUNNEL_ROLLUP_SECONDS:
+                rolled = time.monotonic()
+                await roll_up(store, worker)
+
+        return step
 
     async def close(self) -> None:
         if self.service is not None:
@@ -306,35 +327,6 @@ class DmpServer(RoleServer):
                 await self.service.funnel_log.flush()
         if self.transport is not None:
             await self.transport.aclose()
-
-    @staticmethod
-    async def _refresh_forever(definitions: DmpDefinitions) -> None:
-        """Pick up partners, segments and destinations changed through other workers."""
-        while True:
-            await asyncio.sleep(DEFINITIONS_REFRESH_SECONDS)
-            try:
-                await definitions.refresh()
-            except StoreUnavailable:  # the store's guard logs an outage once
-                pass
-            except Exception:
-                log.exception("refreshing the DMP definitions failed; keeping the last view")
-
-    @staticmethod
-    async def _flush_forever(service: DmpService, store: Store, worker: str) -> None:
-        """Write the worker's funnel every second; roll up the keys of processes gone every
-        ``FUNNEL_ROLLUP_SECONDS`` (one worker at a time: ``dmp/funnel_log.py``)."""
-        rolled = time.monotonic()
-        while True:
-            await asyncio.sleep(FUNNEL_FLUSH_SECONDS)
-            try:
-                await service.funnel_log.flush()
-                if time.monotonic() - rolled >= FUNNEL_ROLLUP_SECONDS:
-                    rolled = time.monotonic()
-                    await roll_up(store, worker)
-            except StoreUnavailable:  # the store's guard logs an outage once
-                pass
-            except Exception:
-                log.exception("flushing the funnel counters failed; retrying")
 
 
 def app() -> App:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from cookiematch.config import Config, ExchangeConfig
-from cookiematch.errors import ConfigError, StoreUnavailable
+from cookiematch.errors import ConfigError
 from cookiematch.exchange.ad_service import AdService
 from cookiematch.exchange.auction import Auction
 from cookiematch.exchange.cookie_match import CookieMatchService
@@ -51,7 +51,7 @@ from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.roots.server import RoleServer, StoreDeadlines
 from cookiematch.storage import Store
-from cookiematch.web.console import build_console
+from cookiematch.web.console import SERIES_FAILED, build_console
 from cookiematch.web.console import exchange as console_exchange
 from cookiematch.web.exchange import metrics
 from cookiematch.web.exchange.ad import (
@@ -302,14 +302,18 @@ class ExchangeServer(RoleServer):
             authenticate=authenticator(registry),
             max_user_lists_per_buyer=settings.max_user_lists_per_buyer,
         )
-        self.run(self._refresh_forever(registry))
+        self.every(  # admin changes made through other workers
+            REGISTRY_REFRESH_SECONDS,
+            registry.refresh,
+            "refreshing buyers and user lists failed; keeping the last view",
+        )
         self.run(monitor.run(lambda: [b.nid for b in registry.buyers() if b.pixel_matching]))
         self.run(limiter.run(enforcer.limits))
         self.run(enforcer.run())
         self.run(delivery.run())
         self.run(list_changes.run())
         self.run(sizes.run())
-        self.run(series.run())
+        self.every(series.poll_seconds, series.tick, SERIES_FAILED)
         self.collect(metrics.TableSizesCollector(sizes))
 
     async def close(self) -> None:
@@ -323,18 +327,6 @@ class ExchangeServer(RoleServer):
             await self.monitor.close()
         if self.list_changes is not None:
             await self.list_changes.close()
-
-    @staticmethod
-    async def _refresh_forever(registry: ExchangeRegistry) -> None:
-        """Pick up admin changes made through other workers."""
-        while True:
-            await asyncio.sleep(REGISTRY_REFRESH_SECONDS)
-            try:
-                await registry.refresh()
-            except StoreUnavailable:  # the store's guard logs an outage once
-                pass
-            except Exception:
-                log.exception("refreshing buyers and user lists failed; keeping the last view")
 
 
 def app() -> App:

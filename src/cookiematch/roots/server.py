@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute
 
 from cookiematch.config import Config, Secret
 from cookiematch.config.fields import ADMIN_STORE_DEADLINE_MS, STORE_DEADLINE_MS
-from cookiematch.errors import StorageError
+from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.storage import Store, connect_store
 from cookiematch.storage.breaker import StateObserver
@@ -123,6 +123,23 @@ class RoleServer:
     def run(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` until shutdown."""
         self.tasks.append(asyncio.create_task(work))
+
+    def every(self, seconds: float, step: Callable[[], Awaitable[None]], failed: str) -> None:
+        """Await ``step`` every ``seconds`` until shutdown; a failure is logged (``failed``
+        says what is kept meanwhile) and the next round tries again. An unreachable store is
+        not logged here: its guard logs the outage once."""
+
+        async def forever() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    await step()
+                except StoreUnavailable:
+                    pass
+                except Exception:
+                    log.exception("%s", failed)
+
+        self.run(forever())
 
     def metrics_routes(self, admin_token: Secret | None) -> list[BaseRoute]:
         """``/metrics`` for the role's admin application, as ``[metrics]`` says: there, or

@@ -17,7 +17,10 @@ from cookiematch.web.console.app import Console, Page
 from cookiematch.web.console.series import Selection, SeriesLog
 from cookiematch.web.console.session import Sessions
 
-__all__ = ["build_console"]
+__all__ = ["SERIES_FAILED", "build_console"]
+
+SERIES_FAILED = "recording the console's series failed; retrying"
+"""What the role's periodic loop (``RoleServer.every``) logs when a point was not recorded."""
 
 
 def build_console(
@@ -32,7 +35,7 @@ def build_console(
     still_valid: Callable[[Principal], bool] = lambda _: True,
 ) -> tuple[list[BaseRoute], SeriesLog]:
     """The console's routes (none without an admin token: nobody could log in) and the
-    series log whose ``run`` the role starts."""
+    series log whose ``tick`` the role runs every ``poll_seconds``."""
     series = SeriesLog(
         store,
         role,

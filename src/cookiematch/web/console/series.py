@@ -18,7 +18,6 @@ point is the figures of the server whose worker won the claim.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import math
@@ -31,7 +30,6 @@ from prometheus_client import REGISTRY
 from prometheus_client.registry import CollectorRegistry
 
 from cookiematch.clock import Clock
-from cookiematch.errors import StorageError
 from cookiematch.storage.base import Store
 
 __all__ = ["MAX_POINTS", "Lines", "Probe", "Selection", "SeriesLog", "sample"]
@@ -211,27 +209,14 @@ class SeriesLog:
             {labels[k]: list(_rates(points, k)) for k in keys},
         )
 
-    async def run(self) -> None:
-        """Record whenever this worker wins an interval; forever. A failure (the store, a
-        probe) is logged once, and once more when a point is recorded again."""
-        poll = min(max(self._interval / 5, 0.2), 5.0)
-        failing = False
-        while True:
-            try:
-                await self.record_if_due()
-            except StorageError as exc:
-                if not failing:
-                    log.warning("console series not recorded: %s", exc)
-                failing = True
-            except Exception:
-                if not failing:
-                    log.exception("console series not recorded")
-                failing = True
-            else:
-                if failing:
-                    log.info("console series recorded again")
-                failing = False
-            await asyncio.sleep(poll)
+    async def tick(self) -> None:
+        """The role's periodic step (``RoleServer.every``, every ``poll_seconds``)."""
+        await self.record_if_due()
+
+    @property
+    def poll_seconds(self) -> float:
+        """How often each worker tries to win the interval (a fifth of it, 0.2 s to 5 s)."""
+        return min(max(self._interval / 5, 0.2), 5.0)
 
 
 def _rates(points: Sequence[_Point], key: str) -> Iterable[float | None]:
