@@ -102,7 +102,7 @@ def _schema_hook(tp: type) -> dict[str, Any]:
         }
     if tp is object:
         return {"description": "any JSON value"}
-    if tp is Secret:
+    if isinstance(tp, type) and issubclass(tp, Secret):
         return {"type": "string", "description": f"a secret; answers show {MASK!r} instead"}
     raise NotImplementedError(f"no schema for {tp!r}")
 
