@@ -1,0 +1,127 @@
+"""Each role's admin API against its own OpenAPI 3.1 document (``web/openapi.py``), on real
+``cookiematch serve`` processes: the document is served without a token, is valid OpenAPI
+(``openapi-spec-validator``), names exactly the routes served, and schemathesis finds no 5xx
+and no answer (status, content type, headers, body) outside it.
+
+The servers' outbound HTTP (bid requests, webhooks, pulls, exports to URLs that schemathesis
+makes up) goes to a proxy on a closed loopback port: nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from openapi_spec_validator import validate
+from schemathesis import Case
+from starlette.routing import Route
+
+from cookiematch.web.buyer.api_spec import OPERATIONS as BUYER
+from cookiematch.web.dmp.api_spec import OPERATIONS as DMP
+from cookiematch.web.exchange.api_spec import OPERATIONS as EXCHANGE
+from cookiematch.web.openapi import Operation, document, with_openapi
+
+from conftest import ServerProcess, free_port
+from support.configs import ADMIN_TOKEN, buyer_config, dmp_config, serve_argv, write_exchange_config
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+OPENAPI = "/admin/v1/openapi.json"
+REGISTRIES = {"exchange": EXCHANGE, "buyer": BUYER, "dmp": DMP}
+EXAMPLES = 12  # per operation: each role's run stays within a minute or two on two cores
+
+
+def _config(role: str, directory: Path, port: int) -> Path:
+    if role == "exchange":
+        return write_exchange_config(directory, port)
+    return buyer_config(directory, port) if role == "buyer" else dmp_config(directory, port)
+
+
+@pytest.fixture(scope="module", params=sorted(REGISTRIES))
+def role_url(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    start_module_server: Callable[..., ServerProcess],
+) -> Iterator[tuple[str, str]]:
+    role: str = request.param
+    port = free_port()
+    config = _config(role, tmp_path_factory.mktemp(role), port)
+    proxy = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {"ALL_PROXY": proxy, "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "NO_PROXY": ""}
+    start_module_server(argv=serve_argv(config, role), port=port, env=env)
+    yield role, f"http://127.0.0.1:{port}"
+
+
+def fetch_document(url: str) -> dict[str, Any]:
+    response = httpx.get(url + OPENAPI, timeout=10)  # no token
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    found: dict[str, Any] = response.json()
+    return found
+
+
+def test_the_document_is_served_without_a_token_and_is_valid_openapi_3_1(
+    role_url: tuple[str, str],
+) -> None:
+    role, url = role_url
+    found = fetch_document(url)
+    validate(found)  # raises on an invalid document
+    assert found["openapi"] == "3.1.0"
+    listed = {(m.upper(), p) for p, ops in found["paths"].items() for m in ops}
+    assert listed == {op.key for op in REGISTRIES[role]}  # every operation is served
+    assert found["paths"]["/admin/v1/health"]["get"]["security"] == []
+    assert httpx.get(url + "/admin/v1/buyers", timeout=10).status_code == 401
+
+
+def test_errors_and_security_are_described(role_url: tuple[str, str]) -> None:
+    role, url = role_url
+    found = fetch_document(url)
+    for path, operations in found["paths"].items():
+        for method, op in operations.items():
+            if path in ("/admin/v1/health", OPENAPI):
+                continue
+            problem = op["responses"]["401"]["content"]["application/problem+json"]["schema"]
+            assert problem == {"$ref": "#/components/schemas/Problem"}, (method, path)
+            if "requestBody" in op:
+                assert {"400", "413", "422"} <= set(op["responses"]), (method, path)
+    members = found["paths"].get("/admin/v1/user_lists/{list_id}/members")
+    if role == "exchange":
+        assert members["post"]["security"] == [{"admin_token": []}, {"credential": ["user_lists"]}]
+        body = members["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/MembersRequest"}
+
+
+def test_a_route_without_its_operation_is_refused() -> None:
+    async def endpoint(_: object) -> None:
+        raise AssertionError("never called")
+
+    routes = [Route("/admin/v1/things", endpoint, methods=["GET", "POST"])]
+    listed = [Operation("GET", "/admin/v1/things", "things", {200: None})]
+    with pytest.raises(ValueError, match=r"\('POST', '/admin/v1/things'\)"):
+        with_openapi("t", "d", routes, listed)
+    # routes outside /admin/v1 (e.g. /metrics) are not the admin API's
+    assert document("t", "d", [Route("/metrics", endpoint)], []) is not None
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@pytest.fixture
+def api_schema(role_url: tuple[str, str]) -> Any:
+    _, url = role_url
+    return schemathesis.openapi.from_dict(fetch_document(url)).configure(base_url=url)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_the_admin_api_keeps_its_contract(case: Case) -> None:
+    case.call_and_validate(headers=AUTH, timeout=10)
