@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "Operation",
     "Query",
     "document",
+    "path_types",
     "with_openapi",
 ]
 
@@ -69,6 +70,7 @@ class Operation:
     """One method on one admin route, as the route is written (``/admin/v1/buyers/{nid}``).
 
     ``answers`` maps each success status to the type of its JSON body (``NO_BODY``: none);
+    ``path_params`` the type of a path parameter that is not any string;
     ``body`` is the request body's type; ``problems`` the statuses the handler itself
     raises (the guard's and a body's are added). ``scope``: a party's credential with this
     scope may call it; ``public``: no token needed. ``location``: the answers with these
@@ -85,11 +87,19 @@ class Operation:
     public: bool = False
     location: Sequence[int] = (201, 202)
     description: str = ""
-    path_params: Mapping[str, str] = field(default_factory=dict)  # name -> description
+    path_params: Mapping[str, Any] = field(default_factory=dict)  # name -> type (else str)
 
     @property
     def key(self) -> tuple[str, str]:
         return self.method, self.path
+
+
+def path_types(types: Mapping[str, Any], *operations: Operation) -> tuple[Operation, ...]:
+    """``operations`` with the type of each of their path parameters named in ``types``."""
+    return tuple(
+        replace(op, path_params={n: t for n, t in types.items() if f"{{{n}}}" in op.path})
+        for op in operations
+    )
 
 
 def _schema_hook(tp: type) -> dict[str, Any]:
@@ -164,6 +174,7 @@ def document(
 def _types(op: Operation) -> list[Any]:
     found = [t for t in op.answers.values() if t is not NO_BODY]
     found += [q.type for q in op.query]
+    found += list(op.path_params.values())
     return [*found, op.body] if op.body is not None else found
 
 
@@ -188,8 +199,7 @@ def _operation(
             "name": p,
             "in": "path",
             "required": True,
-            "schema": {"type": "string"},
-            **({"description": op.path_params[p]} if p in op.path_params else {}),
+            "schema": by_type[op.path_params[p]] if p in op.path_params else {"type": "string"},
         }
         for p in _PARAM.findall(op.path)
     ]

@@ -57,18 +57,16 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET",
         f"{PREFIX}/matches/{{gid}}",
-        "The match of a gid",
+        "The match of a gid (the exchange's google_gid)",
         {200: Match},
         problems=(404,),
-        path_params={"gid": "the exchange's google_gid"},
     ),
     Operation(
         "GET",
         f"{PREFIX}/uids/{{uid}}",
-        "The match of a buyer uid",
+        "The match of a buyer uid (the buyer's own user ID)",
         {200: Match},
         problems=(404,),
-        path_params={"uid": "the buyer's own user ID"},
     ),
     Operation("GET", f"{PREFIX}/stats", "The buyer's counters", {200: BuyerStats}),
     Operation(

@@ -15,9 +15,10 @@ from cookiematch.dmp.funnel import FunnelReport
 from cookiematch.dmp.profiles import Profile
 from cookiematch.dmp.schedule import RunRecord, ScheduleState
 from cookiematch.dmp.segments.updater import RecomputeReport
+from cookiematch.formats import Id
 from cookiematch.privacy.subjects import ErasureReport, SubjectReport
 from cookiematch.web.admin import PREFIX
-from cookiematch.web.openapi import COMMON, NO_BODY, Operation, Query
+from cookiematch.web.openapi import COMMON, NO_BODY, Operation, Query, path_types
 
 __all__ = [
     "DESCRIPTION",
@@ -158,7 +159,8 @@ def _entries(kind: str, one: str, entry: object, listing: object | None) -> tupl
     return tuple(found)
 
 
-OPERATIONS: tuple[Operation, ...] = (
+OPERATIONS: tuple[Operation, ...] = path_types(
+    {name: Id for name in ("ident", "segment_id", "partner", "segment", "destination")},
     *COMMON,
     Operation(
         "GET",

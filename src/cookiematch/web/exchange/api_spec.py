@@ -10,12 +10,13 @@ import msgspec
 
 from cookiematch.exchange.enforcement import EnforcementOverride
 from cookiematch.exchange.list_changes import Change
-from cookiematch.exchange.model import Action, Buyer, Credential, Scopes, UserList
+from cookiematch.exchange.model import Action, Buyer, Credential, ListId, Scopes, UserList
 from cookiematch.exchange.monitoring import Count
 from cookiematch.exchange.user_list_bulk import MembersRequest, MemberStatus
+from cookiematch.formats import Nid
 from cookiematch.privacy.subjects import ErasureReport, SubjectReport
 from cookiematch.web.admin import PREFIX
-from cookiematch.web.openapi import COMMON, NO_BODY, Operation
+from cookiematch.web.openapi import COMMON, NO_BODY, Operation, path_types
 
 __all__ = [
     "OPERATIONS",
@@ -158,7 +159,9 @@ SUBJECT = f"{PREFIX}/subjects/{{subject}}"
 USER_LISTS_SCOPE = "user_lists"
 REDIRECT_URL_SCOPE = "redirect_url"
 
-OPERATIONS: tuple[Operation, ...] = (
+
+OPERATIONS: tuple[Operation, ...] = path_types(
+    {"nid": Nid, "list_id": ListId},
     *COMMON,
     Operation("GET", f"{PREFIX}/buyers", "Every buyer", {200: Buyers}),
     Operation("GET", BUYER, "One buyer", {200: Buyer}, problems=(404,)),
