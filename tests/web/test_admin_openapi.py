@@ -31,7 +31,7 @@ from support.configs import ADMIN_TOKEN, buyer_config, dmp_config, serve_argv, w
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 OPENAPI = "/admin/v1/openapi.json"
 REGISTRIES = {"exchange": EXCHANGE, "buyer": BUYER, "dmp": DMP}
-EXAMPLES = 12  # per operation: each role's run stays within a minute or two on two cores
+EXAMPLES = 60  # per operation: each role's run stays within a minute or two on two cores
 
 
 def _config(role: str, directory: Path, port: int) -> Path:
