@@ -1,6 +1,7 @@
 """What every role's admin API shares: the ``/admin/v1`` prefix and its bearer-token guard,
 ``application/problem+json`` errors (RFC 9457), JSON answers, request bodies read with a cap,
-and ``GET /admin/v1/health``.
+and ``GET /admin/v1/health``; ``GET /admin/v1/openapi.json`` (``web/openapi.py``) needs no
+token either.
 
 Besides the role's admin token (every route), a role may accept scoped credentials: the
 guard asks ``authenticate`` for the ``Principal`` of any other bearer token (unknown: 401),

@@ -1,6 +1,7 @@
 """The exchange's admin API (``/admin/v1``): buyers and user lists, changed without a restart.
 
     GET                /admin/v1/health              no authentication
+    GET                /admin/v1/openapi.json        no authentication: this API's contract
     GET                /admin/v1/buyers              {"buyers": [...]}
     GET|PUT|DELETE     /admin/v1/buyers/{nid}
     GET|PUT            /admin/v1/buyers/{nid}/redirect_url     scope redirect_url
