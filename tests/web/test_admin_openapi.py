@@ -125,8 +125,7 @@ def test_the_admin_api_keeps_its_contract(role_url: tuple[str, str], tmp_path: P
         "--checks", ",".join(CHECKS),
         "--phases", "examples,coverage,fuzzing",
         "--max-examples", str(EXAMPLES), "--generation-deterministic",
-        "--generation-database", "none", "--workers", "1", "--request-timeout", "10",
-        "--no-color",
+        "--workers", "1", "--request-timeout", "10", "--no-color",
     ]  # fmt: skip
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path

@@ -25,11 +25,12 @@ __all__ = [
     "OPERATIONS",
     "Destinations",
     "ErrorBound",
+    "Exports",
     "JobState",
-    "Jobs",
     "Overlap",
     "OverlapPair",
     "Partners",
+    "Pulls",
     "RunStarted",
     "SegmentDetail",
     "SegmentSummary",
@@ -118,9 +119,12 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     last_run: RunRecord | None
 
 
-class Jobs(msgspec.Struct, frozen=True, omit_defaults=True):
-    pulls: list[JobState] | msgspec.UnsetType = msgspec.UNSET
-    exports: list[JobState] | msgspec.UnsetType = msgspec.UNSET
+class Pulls(msgspec.Struct, frozen=True):
+    pulls: list[JobState]
+
+
+class Exports(msgspec.Struct, frozen=True):
+    exports: list[JobState]
 
 
 class RunStarted(msgspec.Struct, frozen=True):
@@ -212,12 +216,12 @@ OPERATIONS: tuple[Operation, ...] = path_types(
         ),
         problems=(404, 422),
     ),
-    Operation("GET", f"{PREFIX}/pulls", "The partners' scheduled pulls", {200: Jobs}),
+    Operation("GET", f"{PREFIX}/pulls", "The partners' scheduled pulls", {200: Pulls}),
     Operation("GET", PULL, "A partner's pull", {200: JobState}, problems=(404,)),
     Operation(
         "POST", f"{PULL}/run", "Run a partner's pull now", {202: RunStarted}, problems=(404, 409)
     ),
-    Operation("GET", f"{PREFIX}/exports", "The scheduled exports", {200: Jobs}),
+    Operation("GET", f"{PREFIX}/exports", "The scheduled exports", {200: Exports}),
     Operation(
         "GET", EXPORT, "A segment's export to a destination", {200: JobState}, problems=(404,)
     ),

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from cookiematch.dmp.schedule import Job, ScheduleSet
 from cookiematch.web.admin import PREFIX, json_response
-from cookiematch.web.dmp.api_spec import Jobs, JobState, RunStarted
+from cookiematch.web.dmp.api_spec import Exports, JobState, Pulls, RunStarted
 from cookiematch.web.dmp.jobs import DmpJobs
 
 __all__ = ["ScheduleAdmin"]
@@ -49,7 +49,7 @@ class ScheduleAdmin:
         return json_response(body, 202, {"Location": location})
 
     async def list_pulls(self, request: Request) -> Response:
-        return json_response(Jobs(pulls=[await self._state(j) for j in self._jobs.pulls()]))
+        return json_response(Pulls([await self._state(j) for j in self._jobs.pulls()]))
 
     async def pull(self, request: Request) -> Response:
         return json_response(await self._state(self._jobs.pull(request.path_params["partner"])))
@@ -60,7 +60,7 @@ class ScheduleAdmin:
 
     async def list_exports(self, request: Request) -> Response:
         states = [await self._state(j) for j in self._jobs.exports()]
-        return json_response(Jobs(exports=states))
+        return json_response(Exports(states))
 
     def _export(self, request: Request) -> tuple[Job, str]:
         segment, destination = request.path_params["segment"], request.path_params["destination"]
