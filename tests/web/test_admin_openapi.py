@@ -116,6 +116,16 @@ def test_errors_and_security_are_described(role_url: tuple[str, str]) -> None:
         assert members["post"]["security"] == [{"admin_token": []}, {"credential": ["user_lists"]}]
         body = members["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert body == {"$ref": "#/components/schemas/MembersRequest"}
+        listing = found["paths"]["/admin/v1/buyers"]["get"]["responses"]["200"]
+        assert listing["links"]["get_buyers_nid"] == {
+            "operationId": "get_buyers_nid",
+            "parameters": {"nid": "$response.body#/buyers/0/nid"},
+        }
+    ids = {op["operationId"] for ops in found["paths"].values() for op in ops.values()}
+    for ops in found["paths"].values():
+        for op in ops.values():
+            for answer in op["responses"].values():
+                assert {link["operationId"] for link in answer.get("links", {}).values()} <= ids
 
 
 def test_a_route_without_its_operation_is_refused() -> None:

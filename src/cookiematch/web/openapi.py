@@ -34,9 +34,11 @@ from cookiematch.web.admin import HEALTH_PATH, OPENAPI_PATH, PREFIX, PROBLEM_JSO
 __all__ = [
     "NO_BODY",
     "Health",
+    "Link",
     "Operation",
     "Query",
     "document",
+    "links",
     "path_types",
     "with_openapi",
 ]
@@ -66,6 +68,17 @@ class Query:
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """An OpenAPI link: the ``status`` answer gives the ``parameters`` (name -> runtime
+    expression, e.g. ``$response.body#/buyers/0/nid``) of the operation ``method path``."""
+
+    status: int
+    method: str
+    path: str
+    parameters: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class Operation:
     """One method on one admin route, as the route is written (``/admin/v1/buyers/{nid}``).
 
@@ -74,7 +87,8 @@ class Operation:
     ``body`` is the request body's type; ``problems`` the statuses the handler itself
     raises (the guard's and a body's are added). ``scope``: a party's credential with this
     scope may call it; ``public``: no token needed. ``location``: the answers with these
-    statuses carry a ``Location`` header."""
+    statuses carry a ``Location`` header. ``links``: the operations its answers give the
+    parameters of."""
 
     method: str
     path: str
@@ -88,6 +102,7 @@ class Operation:
     location: Sequence[int] = (201, 202)
     description: str = ""
     path_params: Mapping[str, Any] = field(default_factory=dict)  # name -> type (else str)
+    links: Sequence[Link] = ()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -100,6 +115,17 @@ def path_types(types: Mapping[str, Any], *operations: Operation) -> tuple[Operat
         replace(op, path_params={n: t for n, t in types.items() if f"{{{n}}}" in op.path})
         for op in operations
     )
+
+
+def links(status: int, parameters: Mapping[str, str], *targets: str) -> tuple[Link, ...]:
+    """``Link``s from the ``status`` answer to each of ``targets`` ("METHOD path"), each with
+    the ``parameters`` its path names."""
+    found = []
+    for target in targets:
+        method, _, path = target.partition(" ")
+        given = {k: v for k, v in parameters.items() if f"{{{k}}}" in path}
+        found.append(Link(status, method, path, given))
+    return tuple(found)
 
 
 def _schema_hook(tp: type) -> dict[str, Any]:
@@ -149,7 +175,8 @@ def document(
     by_type = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for op in chosen:
-        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, by_type, credential)
+        entry = _operation(op, by_type, credential, serving)
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
     schemes: dict[str, Any] = {
         "admin_token": {
             "type": "http",
@@ -187,11 +214,18 @@ def _problems(op: Operation) -> list[int]:
     return sorted(statuses)
 
 
+def _operation_id(method: str, path: str) -> str:
+    name = path.removeprefix(PREFIX + "/").replace("/", "_").replace("{", "").replace("}", "")
+    return f"{method.lower()}_{name}"
+
+
 def _operation(
-    op: Operation, by_type: Mapping[Any, dict[str, Any]], credential: str | None
+    op: Operation,
+    by_type: Mapping[Any, dict[str, Any]],
+    credential: str | None,
+    serving: set[tuple[str, str]],
 ) -> dict[str, Any]:
-    name = op.path.removeprefix(PREFIX + "/").replace("/", "_").replace("{", "").replace("}", "")
-    out: dict[str, Any] = {"operationId": f"{op.method.lower()}_{name}", "summary": op.summary}
+    out: dict[str, Any] = {"operationId": _operation_id(*op.key), "summary": op.summary}
     if op.description:
         out["description"] = op.description
     params = [
@@ -229,6 +263,16 @@ def _operation(
             answer["content"] = {"application/json": {"schema": by_type[tp]}}
         if status in op.location:
             answer["headers"] = {"Location": {"schema": {"type": "string"}, "required": True}}
+        links = {
+            _operation_id(link.method, link.path): {
+                "operationId": _operation_id(link.method, link.path),
+                "parameters": dict(link.parameters),
+            }
+            for link in op.links
+            if link.status == status and (link.method, link.path) in serving
+        }
+        if links:
+            answer["links"] = links
         responses[str(status)] = answer
     for status in _problems(op):
         responses[str(status)] = {

@@ -18,7 +18,7 @@ from cookiematch.dmp.segments.updater import RecomputeReport
 from cookiematch.formats import Id
 from cookiematch.privacy.subjects import ErasureReport, SubjectReport
 from cookiematch.web.admin import PREFIX
-from cookiematch.web.openapi import COMMON, NO_BODY, Operation, Query, path_types
+from cookiematch.web.openapi import COMMON, NO_BODY, Operation, Query, links, path_types
 
 __all__ = [
     "DESCRIPTION",
@@ -157,7 +157,19 @@ def _entries(kind: str, one: str, entry: object, listing: object | None) -> tupl
     ]
     if listing is not None:
         found += [
-            Operation("GET", f"{PREFIX}/{kind}", f"Every {one}", {200: listing}),
+            Operation(
+                "GET",
+                f"{PREFIX}/{kind}",
+                f"Every {one}",
+                {200: listing},
+                links=links(
+                    200,
+                    {name: f"$response.body#/{kind}/0/id" for name in ("ident", "partner")},
+                    f"GET {path}",
+                    f"DELETE {path}",
+                    *((f"GET {PULL}", f"POST {PULL}/run") if kind == "partners" else ()),
+                ),
+            ),
             Operation("GET", path, f"One {one}", {200: entry}, problems=(404,)),
         ]
     return tuple(found)
@@ -190,7 +202,18 @@ OPERATIONS: tuple[Operation, ...] = path_types(
     *_entries("partners", "partner", DmpPartnerConfig, Partners),
     *_entries("destinations", "destination", DmpDestinationConfig, Destinations),
     *_entries("segments", "segment", DmpSegmentConfig, None),
-    Operation("GET", f"{PREFIX}/segments", "The segments and their sizes", {200: Segments}),
+    Operation(
+        "GET",
+        f"{PREFIX}/segments",
+        "The segments and their sizes",
+        {200: Segments},
+        links=links(
+            200,
+            {name: "$response.body#/segments/0/id" for name in ("ident", "segment_id")},
+            f"GET {PREFIX}/segments/{{segment_id}}",
+            f"DELETE {PREFIX}/segments/{{ident}}",
+        ),
+    ),
     Operation(
         "GET",
         f"{PREFIX}/segments/{{segment_id}}",

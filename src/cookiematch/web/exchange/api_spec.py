@@ -16,7 +16,7 @@ from cookiematch.exchange.user_list_bulk import MembersRequest, MemberStatus
 from cookiematch.formats import Nid
 from cookiematch.privacy.subjects import ErasureReport, SubjectReport
 from cookiematch.web.admin import PREFIX
-from cookiematch.web.openapi import COMMON, NO_BODY, Operation, path_types
+from cookiematch.web.openapi import COMMON, NO_BODY, Operation, links, path_types
 
 __all__ = [
     "OPERATIONS",
@@ -163,7 +163,24 @@ REDIRECT_URL_SCOPE = "redirect_url"
 OPERATIONS: tuple[Operation, ...] = path_types(
     {"nid": Nid, "list_id": ListId},
     *COMMON,
-    Operation("GET", f"{PREFIX}/buyers", "Every buyer", {200: Buyers}),
+    Operation(
+        "GET",
+        f"{PREFIX}/buyers",
+        "Every buyer",
+        {200: Buyers},
+        links=links(
+            200,
+            {"nid": "$response.body#/buyers/0/nid"},
+            f"GET {BUYER}",
+            f"DELETE {BUYER}",
+            f"GET {BUYER}/redirect_url",
+            f"GET {BUYER}/stats",
+            f"GET {BUYER}/enforcement",
+            f"PUT {BUYER}/enforcement",
+            f"GET {CREDENTIALS}",
+            f"POST {CREDENTIALS}",
+        ),
+    ),
     Operation("GET", BUYER, "One buyer", {200: Buyer}, problems=(404,)),
     Operation(
         "PUT",
@@ -205,6 +222,14 @@ OPERATIONS: tuple[Operation, ...] = path_types(
         "The user lists (a credential: its own)",
         {200: UserLists},
         scope=USER_LISTS_SCOPE,
+        links=links(
+            200,
+            {"list_id": "$response.body#/user_lists/0/id"},
+            f"GET {LIST}",
+            f"DELETE {LIST}",
+            f"POST {LIST}/members",
+            f"GET {LIST}/stats",
+        ),
     ),
     Operation(
         "GET", LIST, "One user list", {200: UserList}, problems=(404,), scope=USER_LISTS_SCOPE
@@ -286,6 +311,11 @@ OPERATIONS: tuple[Operation, ...] = path_types(
         {201: CredentialAnswer},
         body=NewCredential,
         problems=(404,),
+        links=links(
+            201,
+            {"nid": "$request.path.nid", "credential_id": "$response.body#/id"},
+            f"DELETE {CREDENTIALS}/{{credential_id}}",
+        ),
     ),
     Operation(
         "DELETE",
