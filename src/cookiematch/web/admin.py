@@ -54,6 +54,7 @@ __all__ = [
     "PROBLEM_JSON",
     "Authenticate",
     "FieldError",
+    "Health",
     "Principal",
     "Problem",
     "ScopedRoute",
@@ -147,8 +148,14 @@ async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> object:
         raise AdminError(f"malformed JSON: {describe(exc)}") from None
 
 
+class Health(msgspec.Struct, frozen=True):
+    """The answer of ``GET /admin/v1/health``."""
+
+    status: str
+
+
 async def _health(_: Request) -> Response:
-    return json_response({"status": "ok"})
+    return json_response(Health("ok"))
 
 
 HEALTH_ROUTE = Route(HEALTH_PATH, _health, methods=["GET"])

@@ -5,8 +5,9 @@ uses): no second, hand-written schema.
 Each role keeps one registry of ``Operation``s (``web/<role>/api_spec.py``). ``document``
 builds the document from the routes an admin application serves and that registry, and
 refuses (``ValueError``) a route under ``/admin/v1`` that has no operation: a route cannot be
-added without its contract. ``openapi_route`` serves it at ``GET /admin/v1/openapi.json``,
-without a token (like ``/admin/v1/health``: the contract holds no data).
+added without its contract. ``with_openapi`` adds the route serving it at
+``GET /admin/v1/openapi.json``, without a token (like ``/admin/v1/health``: the contract holds
+no data).
 
 Every guarded operation documents the guard's problems (401, 403 for a credential without
 the route's scope, 503 for a failed store), a body's (400 not JSON, 413 too large, 422
@@ -29,11 +30,17 @@ from starlette.routing import BaseRoute, Route
 
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.secret import MASK, Secret
-from cookiematch.web.admin import HEALTH_PATH, OPENAPI_PATH, PREFIX, PROBLEM_JSON, Problem
+from cookiematch.web.admin import (
+    HEALTH_PATH,
+    OPENAPI_PATH,
+    PREFIX,
+    PROBLEM_JSON,
+    Health,
+    Problem,
+)
 
 __all__ = [
     "NO_BODY",
-    "Health",
     "Link",
     "Operation",
     "Query",
@@ -48,12 +55,6 @@ NO_BODY = None
 
 _PARAM = re.compile(r"{([a-z_]+)}")
 _REF = "#/components/schemas/{name}"
-
-
-class Health(msgspec.Struct, frozen=True):
-    """The answer of ``GET /admin/v1/health``."""
-
-    status: str
 
 
 @dataclass(frozen=True, slots=True)
