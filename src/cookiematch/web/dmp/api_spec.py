@@ -4,7 +4,7 @@ document. The partner ingestion API (``/api/v1``, partners' tokens) is not part 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -71,7 +71,7 @@ class SegmentDetail(msgspec.Struct, frozen=True, kw_only=True):
 
     id: str
     description: str
-    rule: object
+    rule: dict[str, Any] | None  # as written (docs/dmp-data.md); its grammar is not typed
     size: int
     exports: dict[str, DeliveryReport]
 

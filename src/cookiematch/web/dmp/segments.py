@@ -70,11 +70,12 @@ class SegmentAdmin:
     async def segment(self, request: Request) -> Response:
         found = self.segments.segment(request.path_params["segment_id"])
         exports = await self._exports.last_reports(found.id)
+        rule = self._rule(found.id)
         return json_response(
             SegmentDetail(
                 id=found.id,
                 description=found.description,
-                rule=self._rule(found.id),
+                rule=rule if isinstance(rule, dict) else None,
                 size=await self.segments.memberships.size(found.id),
                 exports=exports,
             )
