@@ -21,6 +21,7 @@ from cookiematch.secret import MASK
 from cookiematch.storage import Store, open_store
 from cookiematch.web.admin import MAX_BODY_BYTES
 from cookiematch.web.exchange.admin import build_admin_app
+from cookiematch.web.openapi import Operation
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "exchange.toml"
 TOKEN = "test-admin-token-0123456789"
@@ -63,7 +64,12 @@ async def _boom(request: Request) -> Response:
 
 @pytest.fixture
 async def client(registry: ExchangeRegistry) -> AsyncIterator[httpx.AsyncClient]:
-    app = build_admin_app(registry, Secret(TOKEN), extra_routes=[Route("/admin/v1/boom", _boom)])
+    app = build_admin_app(
+        registry,
+        Secret(TOKEN),
+        extra_routes=[Route("/admin/v1/boom", _boom)],
+        extra_operations=[Operation("GET", "/admin/v1/boom", "fails", {200: None})],
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://admin", headers=AUTH) as c:
         yield c

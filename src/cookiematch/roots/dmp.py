@@ -59,6 +59,7 @@ from cookiematch.web.admin import guarded_app
 from cookiematch.web.console import SERIES_FAILED, build_console
 from cookiematch.web.console import dmp as console_dmp
 from cookiematch.web.dmp.admin import DmpAdmin
+from cookiematch.web.dmp.api_spec import DESCRIPTION, OPERATIONS
 from cookiematch.web.dmp.definitions import DmpDefinitions
 from cookiematch.web.dmp.definitions_admin import DefinitionAdmin
 from cookiematch.web.dmp.ingest import build_ingest_api
@@ -68,6 +69,7 @@ from cookiematch.web.dmp.optout import DmpOptOutCookie
 from cookiematch.web.dmp.routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
 from cookiematch.web.dmp.schedules import ScheduleAdmin
 from cookiematch.web.dmp.segments import SegmentAdmin
+from cookiematch.web.openapi import with_openapi
 from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
 from cookiematch.web.optout_page import OptOutPage
 from cookiematch.web.outbound import PartnerTransport
@@ -293,7 +295,8 @@ class DmpServer(RoleServer):
             *subject_routes(subjects),
         ]
         token = dmp.admin_token
-        app.fallback = guarded_app(admin_routes, token if token is not None else "")
+        described = with_openapi("cookiematch DMP admin API", DESCRIPTION, admin_routes, OPERATIONS)
+        app.fallback = guarded_app(described, token if token is not None else "")
         self.every(FUNNEL_FLUSH_SECONDS, self._funnel_step(service, store, worker),
                    "flushing the funnel counters failed; retrying")  # fmt: skip
         self.every(  # partners, segments and destinations changed through other workers

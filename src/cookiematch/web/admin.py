@@ -1,6 +1,7 @@
 """What every role's admin API shares: the ``/admin/v1`` prefix and its bearer-token guard,
 ``application/problem+json`` errors (RFC 9457), JSON answers, request bodies read with a cap,
-and ``GET /admin/v1/health``.
+and ``GET /admin/v1/health``; ``GET /admin/v1/openapi.json`` (``web/openapi.py``) needs no
+token either.
 
 Besides the role's admin token (every route), a role may accept scoped credentials: the
 guard asks ``authenticate`` for the ``Principal`` of any other bearer token (unknown: 401),
@@ -47,10 +48,15 @@ __all__ = [
     "HEALTH_PATH",
     "HEALTH_ROUTE",
     "MAX_BODY_BYTES",
+    "OPENAPI_PATH",
     "OPERATOR",
     "PREFIX",
+    "PROBLEM_JSON",
     "Authenticate",
+    "FieldError",
+    "Health",
     "Principal",
+    "Problem",
     "ScopedRoute",
     "bearer_authorized",
     "guarded_app",
@@ -66,8 +72,27 @@ log = logging.getLogger("cookiematch.admin")
 
 PREFIX = "/admin/v1"
 HEALTH_PATH = f"{PREFIX}/health"
+OPENAPI_PATH = f"{PREFIX}/openapi.json"  # web/openapi.py; no token needed either
+PUBLIC_PATHS = frozenset((HEALTH_PATH, OPENAPI_PATH))
 MAX_BODY_BYTES = 64 * 1024
 PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One invalid key of a request: its dotted path ("" for the whole body) and why."""
+
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An RFC 9457 problem: the body of every admin API error."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] = []
 
 
 def problem(
@@ -79,14 +104,13 @@ def problem(
     title: str | None = None,
 ) -> Response:
     """An ``application/problem+json`` response."""
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title or HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-    }
-    if errors:
-        body["errors"] = list(errors)
+    body = Problem(
+        type="about:blank",
+        title=title or HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        errors=[FieldError(e["field"], e["message"]) for e in errors],
+    )
     return Response(msgspec.json.encode(body), status, headers, media_type=PROBLEM_JSON)
 
 
@@ -124,8 +148,14 @@ async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> object:
         raise AdminError(f"malformed JSON: {describe(exc)}") from None
 
 
+class Health(msgspec.Struct, frozen=True):
+    """The answer of ``GET /admin/v1/health``."""
+
+    status: str
+
+
 async def _health(_: Request) -> Response:
-    return json_response({"status": "ok"})
+    return json_response(Health("ok"))
 
 
 HEALTH_ROUTE = Route(HEALTH_PATH, _health, methods=["GET"])
@@ -223,7 +253,9 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        needs_auth = (path == PREFIX or path.startswith(PREFIX + "/")) and path != HEALTH_PATH
+        needs_auth = (path == PREFIX or path.startswith(PREFIX + "/")) and (
+            path not in PUBLIC_PATHS
+        )
         if needs_auth:
             principal = self._principal(Headers(scope=scope).get("authorization", ""))
             if principal is None:

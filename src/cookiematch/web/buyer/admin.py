@@ -5,6 +5,7 @@ GET /admin/v1/matches/{gid}       {"gid", "buyer_uid", "cver", "updated_at", ...
 GET /admin/v1/uids/{buyer_uid}    the same entry, looked up by the buyer's uid, or 404
 GET /admin/v1/stats               {"nid", "counters": {event: {outcome: n}}, ...}
 GET /admin/v1/bids/recent         {"bids": [...]} newest last; ?limit=N (default 50)
+GET /admin/v1/openapi.json        this API's OpenAPI 3.1 document; no authentication
 
 The root adds ``/metrics`` and the subject routes (``web/subjects.py``: ``GET``/``DELETE
 /admin/v1/subjects/{buyer_uid}``), and the exchange's opt-out notices when configured
@@ -28,6 +29,15 @@ from cookiematch.clock import Clock
 from cookiematch.config.values import Secret
 from cookiematch.errors import AdminError, NotFound
 from cookiematch.web.admin import HEALTH_ROUTE, PREFIX, guarded_app, json_response
+from cookiematch.web.buyer.api_spec import (
+    DESCRIPTION,
+    MAX_RECENT,
+    OPERATIONS,
+    BuyerStats,
+    Match,
+    RecentBids,
+)
+from cookiematch.web.openapi import with_openapi
 
 DEFAULT_RECENT = 50
 
@@ -41,14 +51,14 @@ class _Endpoints:
     def _entry(self, entry: MatchEntry) -> Response:
         age = self.clock() - entry.updated_at
         return json_response(
-            {
-                "gid": entry.gid,
-                "buyer_uid": format_uid(entry.uid),
-                "cver": entry.cver,
-                "updated_at": entry.updated_at,
-                "age_seconds": age,
-                "stale": age >= self.matcher.settings.stale_after_seconds,
-            }
+            Match(
+                gid=entry.gid,
+                buyer_uid=format_uid(entry.uid),
+                cver=entry.cver,
+                updated_at=entry.updated_at,
+                age_seconds=age,
+                stale=age >= self.matcher.settings.stale_after_seconds,
+            )
         )
 
     async def match(self, request: Request) -> Response:
@@ -70,19 +80,19 @@ class _Endpoints:
     async def stats(self, request: Request) -> Response:
         settings = self.matcher.settings
         return json_response(
-            {
-                "nid": settings.nid,
-                "hosted_match": settings.hosted_match,
-                "counters": self.matcher.stats.snapshot(),
-                "bids_logged": len(self.bidder.bid_log),
-            }
+            BuyerStats(
+                nid=settings.nid,
+                hosted_match=settings.hosted_match,
+                counters=self.matcher.stats.snapshot(),
+                bids_logged=len(self.bidder.bid_log),
+            )
         )
 
     async def recent_bids(self, request: Request) -> Response:
         text = request.query_params.get("limit", str(DEFAULT_RECENT))
-        if not (text.isascii() and text.isdigit() and len(text) <= 6):
+        if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_RECENT))):
             raise AdminError("limit must be a non-negative integer")
-        return json_response({"bids": self.bidder.bid_log.recent(int(text))})
+        return json_response(RecentBids(self.bidder.bid_log.recent(int(text))))
 
 
 def build_buyer_admin_app(
@@ -93,7 +103,9 @@ def build_buyer_admin_app(
     clock: Clock,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The buyer's admin ASGI application; without a token every guarded path is refused."""
+    """The buyer's admin ASGI application; without a token every guarded path is refused.
+    Each ``/admin/v1`` route has its operation in ``OPERATIONS`` (``web/buyer/api_spec.py``),
+    from which ``/admin/v1/openapi.json`` is written."""
     endpoints = _Endpoints(matcher, bidder, clock)
     routes: list[BaseRoute] = [
         HEALTH_ROUTE,
@@ -103,4 +115,5 @@ def build_buyer_admin_app(
         Route(f"{PREFIX}/bids/recent", endpoints.recent_bids, methods=["GET"]),
         *extra_routes,
     ]
-    return guarded_app(routes, admin_token if admin_token is not None else "")
+    described = with_openapi("cookiematch buyer admin API", DESCRIPTION, routes, OPERATIONS)
+    return guarded_app(described, admin_token if admin_token is not None else "")

@@ -1,6 +1,8 @@
 """The DMP's admin endpoints over the browser-facing service.
 
     GET /admin/v1/health                              no authentication
+    GET /admin/v1/openapi.json                        no authentication: this API's contract
+                                                      (web/openapi.py, web/dmp/api_spec.py)
     GET /admin/v1/profiles/{dmp_uid}                  {"dmp_uid", "partners", "synced_at",
                                                        "events", "inband", "attributes",
                                                        "ingested_events", ...} or 404

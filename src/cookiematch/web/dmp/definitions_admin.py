@@ -18,6 +18,7 @@ answers carry ``MASK`` in their place, and a PUT that sends ``MASK`` back keeps 
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +26,7 @@ from starlette.routing import Route
 
 from cookiematch.config.dmp_entries import Kind
 from cookiematch.web.admin import PREFIX, json_response, read_json
+from cookiematch.web.dmp.api_spec import Destinations, Partners
 from cookiematch.web.dmp.definitions import DmpDefinitions, encode_masked
 
 __all__ = ["DefinitionAdmin"]
@@ -40,9 +42,12 @@ class DefinitionAdmin:
     def __init__(self, definitions: DmpDefinitions) -> None:
         self._definitions = definitions
 
-    def _listing(self, kind: Kind) -> Route:
+    def _listing(self, kind: Literal["partners", "destinations"]) -> Route:
         async def listing(request: Request) -> Response:
-            return _json({kind: self._definitions.entries(kind)})
+            current = self._definitions.current
+            if kind == "partners":
+                return _json(Partners(list(current.partners)))
+            return _json(Destinations(list(current.destinations)))
 
         return Route(f"{PREFIX}/{kind}", listing, methods=["GET"])
 

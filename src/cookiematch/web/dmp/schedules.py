@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from cookiematch.dmp.schedule import Job, ScheduleSet
 from cookiematch.web.admin import PREFIX, json_response
+from cookiematch.web.dmp.api_spec import Exports, JobState, Pulls, RunStarted
 from cookiematch.web.dmp.jobs import DmpJobs
 
 __all__ = ["ScheduleAdmin"]
@@ -32,23 +33,23 @@ class ScheduleAdmin:
         self._jobs = jobs
         self._schedules = schedules
 
-    async def _state(self, job: Job) -> dict[str, object]:
+    async def _state(self, job: Job) -> JobState:
         state = await self._schedules.schedule(job).state()
-        return {
-            "job": job.name,
-            "interval_seconds": state.interval_seconds,
-            "next_at": state.next_at,
-            "holder": state.holder,
-            "last_run": state.last_run,
-        }
+        return JobState(
+            job=job.name,
+            interval_seconds=state.interval_seconds,
+            next_at=state.next_at,
+            holder=state.holder,
+            last_run=state.last_run,
+        )
 
     async def _run(self, job: Job, location: str) -> Response:
         await self._schedules.trigger(job)
-        body = {"job": job.name, "status": "started", "report": location}
+        body = RunStarted(job.name, "started", location)
         return json_response(body, 202, {"Location": location})
 
     async def list_pulls(self, request: Request) -> Response:
-        return json_response({"pulls": [await self._state(j) for j in self._jobs.pulls()]})
+        return json_response(Pulls([await self._state(j) for j in self._jobs.pulls()]))
 
     async def pull(self, request: Request) -> Response:
         return json_response(await self._state(self._jobs.pull(request.path_params["partner"])))
@@ -58,7 +59,8 @@ class ScheduleAdmin:
         return await self._run(self._jobs.pull(partner), f"{PREFIX}/pulls/{partner}")
 
     async def list_exports(self, request: Request) -> Response:
-        return json_response({"exports": [await self._state(j) for j in self._jobs.exports()]})
+        states = [await self._state(j) for j in self._jobs.exports()]
+        return json_response(Exports(states))
 
     def _export(self, request: Request) -> tuple[Job, str]:
         segment, destination = request.path_params["segment"], request.path_params["destination"]

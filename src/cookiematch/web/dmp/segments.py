@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,6 +28,14 @@ from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.errors import ValidationFailed
 from cookiematch.web.admin import PREFIX, json_response
+from cookiematch.web.dmp.api_spec import (
+    ErrorBound,
+    Overlap,
+    OverlapPair,
+    SegmentDetail,
+    Segments,
+    SegmentSummary,
+)
 
 
 class SegmentAdmin:
@@ -45,30 +54,31 @@ class SegmentAdmin:
     async def list_segments(self, request: Request) -> Response:
         sizes = await self.segments.sizes()
         listing = [
-            {"id": s.id, "description": s.description, "size": sizes.get(s.id, 0)}
+            SegmentSummary(s.id, s.description, sizes.get(s.id, 0))
             for s in self.segments.segments.values()
         ]
         recompute = self._schedule()
         schedule = None if recompute is None else await recompute.state()
         return json_response(
-            {
-                "segments": listing,
-                "last_recompute": await self.segments.last_recompute(),
-                "recompute_schedule": schedule,
-            }
+            Segments(
+                segments=listing,
+                last_recompute=await self.segments.last_recompute(),
+                recompute_schedule=schedule,
+            )
         )
 
     async def segment(self, request: Request) -> Response:
         found = self.segments.segment(request.path_params["segment_id"])
         exports = await self._exports.last_reports(found.id)
+        rule = self._rule(found.id)
         return json_response(
-            {
-                "id": found.id,
-                "description": found.description,
-                "rule": self._rule(found.id),
-                "size": await self.segments.memberships.size(found.id),
-                "exports": exports,
-            }
+            SegmentDetail(
+                id=found.id,
+                description=found.description,
+                rule=rule if isinstance(rule, dict) else None,
+                size=await self.segments.memberships.size(found.id),
+                exports=exports,
+            )
         )
 
     async def overlap(self, request: Request) -> Response:
@@ -84,14 +94,12 @@ class SegmentAdmin:
         audiences, pairs = await self.segments.overlap(names, exact=mode == "exact")
         bound = audiences.error_bound()
         return json_response(
-            {
-                "mode": mode,
-                "population": round(audiences.population_size().value),
-                "error_bound": None
-                if bound is None
-                else {"relative": round(bound, 4), "std_devs": STD_DEVS},
-                "pairs": [p.to_dict() for p in pairs],
-            }
+            Overlap(
+                mode="exact" if mode == "exact" else "sketch",
+                population=round(audiences.population_size().value),
+                error_bound=None if bound is None else ErrorBound(round(bound, 4), STD_DEVS),
+                pairs=[msgspec.convert(p.to_dict(), OverlapPair) for p in pairs],
+            )
         )
 
     def routes(self) -> list[Route]:

@@ -1,6 +1,7 @@
 """The exchange's admin API (``/admin/v1``): buyers and user lists, changed without a restart.
 
     GET                /admin/v1/health              no authentication
+    GET                /admin/v1/openapi.json        no authentication: this API's contract
     GET                /admin/v1/buyers              {"buyers": [...]}
     GET|PUT|DELETE     /admin/v1/buyers/{nid}
     GET|PUT            /admin/v1/buyers/{nid}/redirect_url     scope redirect_url
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
@@ -59,6 +61,21 @@ from cookiematch.web.admin import (
     read_json,
     require_party,
 )
+from cookiematch.web.exchange.api_spec import (
+    CREDENTIAL,
+    OPERATIONS,
+    REDIRECT_URL_SCOPE,
+    USER_LISTS_SCOPE,
+    BulkAnswer,
+    Buyers,
+    BuyersStats,
+    BuyerStatsAnswer,
+    EnforcementAnswer,
+    RedirectURL,
+    UserLists,
+    UserListStats,
+)
+from cookiematch.web.openapi import Operation, with_openapi
 
 __all__ = [
     "build_admin_app",
@@ -68,13 +85,14 @@ __all__ = [
     "user_list_stats_route",
 ]
 
-USER_LISTS_SCOPE = "user_lists"
-REDIRECT_URL_SCOPE = "redirect_url"
-
 log = logging.getLogger("cookiematch.admin")
 
 
 SECRET_KEY = "optout_webhook_secret"
+DESCRIPTION = (
+    "Buyers, user lists and their members, buyer monitoring and enforcement, buyers' API "
+    "credentials, and the access and erasure of a browser's data, changed without a restart."
+)
 
 
 def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -138,7 +156,7 @@ class _Endpoints:
         self.max_lists_per_buyer = max_lists_per_buyer
 
     async def list_buyers(self, request: Request) -> Response:
-        return _json({"buyers": self.registry.buyers()})
+        return _json(Buyers(list(self.registry.buyers())))
 
     async def buyer(self, request: Request) -> Response:
         nid: str = request.path_params["nid"]
@@ -174,12 +192,12 @@ class _Endpoints:
             current = parse_buyer({**record, **body}, nid=nid)
             await self.registry.put_buyer(current)
             log.info("admin: buyer %r redirect URL replaced", nid)
-        return _json({"nid": nid, "redirect_url": current.redirect_url})
+        return _json(RedirectURL(nid, current.redirect_url.url))
 
     async def list_user_lists(self, request: Request) -> Response:
         party = principal_of(request).party
         found = [u for u in self.registry.user_lists() if party in (None, u.owner)]
-        return _json({"user_lists": found})
+        return _json(UserLists(found))
 
     async def user_list(self, request: Request) -> Response:
         if request.method == "PUT":
@@ -245,7 +263,7 @@ def user_list_members_route(registry: ExchangeRegistry, bulk: UserListBulk) -> R
         if principal_of(request).party is not None:
             _visible_list(registry, request)
         outcome = await bulk.apply(list_id, body)
-        return _json(outcome.to_dict())
+        return _json(msgspec.convert(outcome.to_dict(), BulkAnswer))
 
     path = f"{PREFIX}/user_lists/{{list_id}}/members"
     return ScopedRoute(path, members, methods=["POST"], scope=USER_LISTS_SCOPE)
@@ -263,14 +281,14 @@ def user_list_stats_route(
         measured = await sizes.latest()
         members = measured.user_lists.get(str(found.id), 0) if measured else None
         return _json(
-            {
-                "id": found.id,
-                "owner": found.owner,
-                "members": members,
-                "measured_at": measured.measured_at if measured else None,
-                "window_days": WINDOW_DAYS,
+            UserListStats(
+                id=found.id,
+                owner=found.owner,
+                members=members,
+                measured_at=measured.measured_at if measured else None,
+                window_days=WINDOW_DAYS,
                 **await changes.totals(found.id),
-            }
+            )
         )
 
     path = f"{PREFIX}/user_lists/{{list_id}}/stats"
@@ -286,6 +304,7 @@ def build_admin_app(
     admin_token: Secret | str,
     *,
     extra_routes: Sequence[BaseRoute] = (),
+    extra_operations: Sequence[Operation] = (),
     authenticate: Authenticate | None = None,
     max_user_lists_per_buyer: int = MAX_USER_LISTS_PER_BUYER,
 ) -> Starlette:
@@ -293,8 +312,10 @@ def build_admin_app(
     ``/admin/v1`` request, buyers' credentials too (no operator, no admin API).
 
     ``extra_routes`` are served by the same application (e.g. ``/metrics``); they need the
-    token only if they are under ``/admin/v1``. ``authenticate`` recognises buyers' API
-    credentials (``web/exchange/credentials.py``); without it only the admin token works.
+    token only if they are under ``/admin/v1``, and then an operation of the OpenAPI document:
+    in ``OPERATIONS`` (``web/exchange/api_spec.py``) or ``extra_operations``.
+    ``authenticate`` recognises buyers' API credentials (``web/exchange/credentials.py``);
+    without it only the admin token works.
     """
     token = admin_token.reveal() if isinstance(admin_token, Secret) else admin_token
     endpoints = _Endpoints(registry, max_user_lists_per_buyer)
@@ -322,7 +343,14 @@ def build_admin_app(
         ),
         *extra_routes,
     ]
-    return guarded_app(routes, token, authenticate=authenticate if token else None)
+    described = with_openapi(
+        "cookiematch exchange admin API",
+        DESCRIPTION,
+        routes,
+        [*OPERATIONS, *extra_operations],
+        credential=CREDENTIAL,
+    )
+    return guarded_app(described, token, authenticate=authenticate if token else None)
 
 
 def stats_routes(
@@ -341,15 +369,16 @@ def stats_routes(
             raise NotFound(f"no buyer {nid!r}")
         return buyer
 
-    async def stats_of(buyer: Buyer) -> dict[str, object]:
+    async def stats_of(buyer: Buyer) -> Any:
         stats = await monitor.stats(buyer.nid, buyer.max_qps)
-        return {**stats.to_dict(), "enforcement": enforcer.describe(buyer)}
+        found = {**stats.to_dict(), "enforcement": enforcer.describe(buyer)}
+        return msgspec.convert(found, BuyerStatsAnswer)
 
     async def one(request: Request) -> Response:
         return _json(await stats_of(known(request)))
 
     async def every(request: Request) -> Response:
-        return _json({"buyers": [await stats_of(b) for b in registry.buyers()]})
+        return _json(BuyersStats([await stats_of(b) for b in registry.buyers()]))
 
     async def enforcement(request: Request) -> Response:
         buyer = known(request)
@@ -367,7 +396,7 @@ def stats_routes(
         elif request.method == "DELETE":
             await enforcer.resume(buyer.nid)
             log.info("admin: enforcement of %r returned to the rules", buyer.nid)
-        return _json(enforcer.describe(buyer))
+        return _json(msgspec.convert(enforcer.describe(buyer), EnforcementAnswer))
 
     return [
         Route(f"{prefix}/buyers/{{nid}}/stats", one, methods=["GET"]),

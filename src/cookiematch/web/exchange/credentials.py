@@ -21,21 +21,14 @@ from starlette.routing import BaseRoute, Route
 
 from cookiematch.clock import Clock
 from cookiematch.errors import NotFound, ValidationFailed
-from cookiematch.exchange import codec
 from cookiematch.exchange.credentials import authenticate, new_credential
-from cookiematch.exchange.model import Credential, Scopes
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.web.admin import PREFIX, Authenticate, Principal, json_response, read_json
+from cookiematch.web.exchange.api_spec import CredentialAnswer, Credentials, NewCredential
 
 __all__ = ["authenticator", "credential_routes"]
 
 log = logging.getLogger("cookiematch.admin")
-
-
-class NewCredential(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The body of a ``POST``: the scopes of the credential to create."""
-
-    scopes: Scopes = ("user_lists",)
 
 
 def authenticator(registry: ExchangeRegistry) -> Authenticate:
@@ -63,7 +56,7 @@ def credential_routes(registry: ExchangeRegistry, *, clock: Clock = time.time) -
         nid = buyer_of(request)
         if request.method == "GET":
             found = registry.credentials(nid)
-            return json_response({"credentials": [_shown(c) for c in found]})
+            return json_response(Credentials([CredentialAnswer.of(c) for c in found]))
         try:
             body = msgspec.convert(await read_json(request), NewCredential)
         except msgspec.ValidationError as exc:
@@ -77,7 +70,8 @@ def credential_routes(registry: ExchangeRegistry, *, clock: Clock = time.time) -
         await registry.put_credential(credential)
         log.info("admin: credential %s created for buyer %r", credential.id, nid)
         location = f"{PREFIX}/buyers/{nid}/credentials/{credential.id}"
-        return json_response({**_shown(credential), "token": token}, 201, {"Location": location})
+        answer = CredentialAnswer.of(credential, token)
+        return json_response(answer, 201, {"Location": location})
 
     async def one(request: Request) -> Response:
         nid = buyer_of(request)
@@ -94,9 +88,3 @@ def credential_routes(registry: ExchangeRegistry, *, clock: Clock = time.time) -
         Route(base, collection, methods=["GET", "POST"]),
         Route(f"{base}/{{credential_id}}", one, methods=["DELETE"]),
     ]
-
-
-def _shown(credential: Credential) -> dict[str, object]:
-    """A credential as people see it: its id with its stored fields."""
-    record = msgspec.json.decode(codec.encode(credential), type=dict[str, object])
-    return {"id": credential.id, **record}

@@ -1,0 +1,272 @@
+"""The DMP's admin API contract: the answers' types (the handlers build their answers with
+them) and the registry of its operations, from which ``web/openapi.py`` writes the OpenAPI
+document. The partner ingestion API (``/api/v1``, partners' tokens) is not part of it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from cookiematch.config.dmp import DmpPartnerConfig
+from cookiematch.config.dmp_segments import DmpDestinationConfig, DmpSegmentConfig
+from cookiematch.dmp.exports.report import DeliveryReport
+from cookiematch.dmp.funnel import FunnelReport
+from cookiematch.dmp.profiles import Profile
+from cookiematch.dmp.schedule import RunRecord, ScheduleState
+from cookiematch.dmp.segments.updater import RecomputeReport
+from cookiematch.formats import Id
+from cookiematch.privacy.subjects import ErasureReport, SubjectReport
+from cookiematch.web.admin import PREFIX
+from cookiematch.web.openapi import COMMON, NO_BODY, Operation, Query, links, path_types
+
+__all__ = [
+    "DESCRIPTION",
+    "OPERATIONS",
+    "Destinations",
+    "ErrorBound",
+    "Exports",
+    "JobState",
+    "Overlap",
+    "OverlapPair",
+    "Partners",
+    "Pulls",
+    "RunStarted",
+    "SegmentDetail",
+    "SegmentSummary",
+    "Segments",
+]
+
+DESCRIPTION = (
+    "Profiles, the sync funnel, partners, segments and destinations (changed without a "
+    "restart), segment sizes and overlap, scheduled pulls and exports, and the access and "
+    "erasure of a user's data."
+)
+
+
+class Partners(msgspec.Struct, frozen=True):
+    partners: list[DmpPartnerConfig]
+
+
+class Destinations(msgspec.Struct, frozen=True):
+    destinations: list[DmpDestinationConfig]
+
+
+class SegmentSummary(msgspec.Struct, frozen=True):
+    id: str
+    description: str
+    size: int
+
+
+class Segments(msgspec.Struct, frozen=True, kw_only=True):
+    """The segments with their sizes, the last recompute, and its schedule (null: none)."""
+
+    segments: list[SegmentSummary]
+    last_recompute: RecomputeReport | None
+    recompute_schedule: ScheduleState | None
+
+
+class SegmentDetail(msgspec.Struct, frozen=True, kw_only=True):
+    """A segment: its rule as written, its size, and its last export to each destination."""
+
+    id: str
+    description: str
+    rule: dict[str, Any] | None  # as written (docs/dmp-data.md); its grammar is not typed
+    size: int
+    exports: dict[str, DeliveryReport]
+
+
+class Estimate(msgspec.Struct, frozen=True):
+    estimate: float
+    low: float
+    high: float
+
+
+class OverlapPair(msgspec.Struct, frozen=True, kw_only=True):
+    """Two audiences: their sizes, overlap and union (estimates with bounds), Jaccard index
+    and affinity."""
+
+    a: str
+    b: str
+    size_a: Estimate
+    size_b: Estimate
+    overlap: Estimate
+    union: Estimate
+    jaccard: float
+    affinity: float
+
+
+class ErrorBound(msgspec.Struct, frozen=True):
+    relative: float
+    std_devs: float
+
+
+class Overlap(msgspec.Struct, frozen=True, kw_only=True):
+    mode: Literal["sketch", "exact"]
+    population: int
+    error_bound: ErrorBound | None  # null: exact
+    pairs: list[OverlapPair]
+
+
+class JobState(msgspec.Struct, frozen=True, kw_only=True):
+    """A scheduled job: ``next_at`` null when it runs only when asked, ``holder`` the worker
+    running it now, ``last_run`` its last run's record (null: none)."""
+
+    job: str
+    interval_seconds: float
+    next_at: float | None
+    holder: str | None
+    last_run: RunRecord | None
+
+
+class Pulls(msgspec.Struct, frozen=True):
+    pulls: list[JobState]
+
+
+class Exports(msgspec.Struct, frozen=True):
+    exports: list[JobState]
+
+
+class RunStarted(msgspec.Struct, frozen=True):
+    """A run asked for: started in the background; ``report`` is where its state is read."""
+
+    job: str
+    status: Literal["started"]
+    report: str
+
+
+Mode = Literal["sketch", "exact"]
+SUBJECT = f"{PREFIX}/subjects/{{subject}}"
+PULL = f"{PREFIX}/pulls/{{partner}}"
+EXPORT = f"{PREFIX}/exports/{{segment}}/{{destination}}"
+
+
+def _entries(kind: str, one: str, entry: object, listing: object | None) -> tuple[Operation, ...]:
+    path = f"{PREFIX}/{kind}/{{ident}}"
+    found = [
+        Operation(
+            "PUT",
+            path,
+            f"Create or replace a {one}",
+            {200: entry, 201: entry},
+            body=entry,
+            description=f"The keys of a [[dmp.{kind}]] entry; id may be left out (the "
+            "path's). A secret sent back as the mask keeps the stored one.",
+        ),
+        Operation("DELETE", path, f"Delete a {one}", {204: NO_BODY}, problems=(404, 409)),
+    ]
+    if listing is not None:
+        found += [
+            Operation(
+                "GET",
+                f"{PREFIX}/{kind}",
+                f"Every {one}",
+                {200: listing},
+                links=links(
+                    200,
+                    {name: f"$response.body#/{kind}/0/id" for name in ("ident", "partner")},
+                    f"GET {path}",
+                    f"DELETE {path}",
+                    *((f"GET {PULL}", f"POST {PULL}/run") if kind == "partners" else ()),
+                ),
+            ),
+            Operation("GET", path, f"One {one}", {200: entry}, problems=(404,)),
+        ]
+    return tuple(found)
+
+
+OPERATIONS: tuple[Operation, ...] = path_types(
+    {name: Id for name in ("ident", "segment_id", "partner", "segment", "destination")},
+    *COMMON,
+    Operation(
+        "GET",
+        f"{PREFIX}/profiles/{{dmp_uid}}",
+        "A profile",
+        {200: Profile},
+        problems=(404,),
+    ),
+    Operation(
+        "GET",
+        f"{PREFIX}/profiles",
+        "The profile a partner's uid is matched to",
+        {200: Profile},
+        query=(
+            Query("partner", str, "the partner's id", required=True),
+            Query("uid", str, "the partner's uid", required=True),
+        ),
+        problems=(404, 422),
+    ),
+    Operation(
+        "GET", f"{PREFIX}/funnel", "The sync funnel per partner and client", {200: FunnelReport}
+    ),
+    *_entries("partners", "partner", DmpPartnerConfig, Partners),
+    *_entries("destinations", "destination", DmpDestinationConfig, Destinations),
+    *_entries("segments", "segment", DmpSegmentConfig, None),
+    Operation(
+        "GET",
+        f"{PREFIX}/segments",
+        "The segments and their sizes",
+        {200: Segments},
+        links=links(
+            200,
+            {name: "$response.body#/segments/0/id" for name in ("ident", "segment_id")},
+            f"GET {PREFIX}/segments/{{segment_id}}",
+            f"DELETE {PREFIX}/segments/{{ident}}",
+        ),
+    ),
+    Operation(
+        "GET",
+        f"{PREFIX}/segments/{{segment_id}}",
+        "A segment",
+        {200: SegmentDetail},
+        problems=(404,),
+    ),
+    Operation(
+        "GET",
+        f"{PREFIX}/overlap",
+        "Audiences' overlap and affinity",
+        {200: Overlap},
+        query=(
+            Query(
+                "audience",
+                str,
+                "segment:<id>, imp:<campaign>, click:<campaign> or conv:<campaign>; one: its "
+                "affinity to every other; several: every pair",
+                required=True,
+                repeated=True,
+            ),
+            Query("mode", Mode, "sketch (default: the last recompute's sketches) or exact"),
+        ),
+        problems=(404, 422),
+    ),
+    Operation("GET", f"{PREFIX}/pulls", "The partners' scheduled pulls", {200: Pulls}),
+    Operation("GET", PULL, "A partner's pull", {200: JobState}, problems=(404,)),
+    Operation(
+        "POST", f"{PULL}/run", "Run a partner's pull now", {202: RunStarted}, problems=(404, 409)
+    ),
+    Operation("GET", f"{PREFIX}/exports", "The scheduled exports", {200: Exports}),
+    Operation(
+        "GET", EXPORT, "A segment's export to a destination", {200: JobState}, problems=(404,)
+    ),
+    Operation(
+        "POST",
+        f"{EXPORT}/run",
+        "Export a segment to a destination now",
+        {202: RunStarted},
+        problems=(404, 409),
+    ),
+    Operation(
+        "GET",
+        SUBJECT,
+        "Everything stored about a DMP uid (GDPR art. 15)",
+        {200: SubjectReport},
+        problems=(400,),
+    ),
+    Operation(
+        "DELETE",
+        SUBJECT,
+        "Erase a DMP uid (GDPR art. 17)",
+        {200: ErasureReport},
+        problems=(400,),
+    ),
+)

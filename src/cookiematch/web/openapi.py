@@ -1,0 +1,322 @@
+"""The OpenAPI 3.1 document of a role's admin API, generated from the msgspec types the
+handlers decode requests into and build answers from (JSON Schema 2020-12, as OpenAPI 3.1
+uses): no second, hand-written schema.
+
+Each role keeps one registry of ``Operation``s (``web/<role>/api_spec.py``). ``document``
+builds the document from the routes an admin application serves and that registry, and
+refuses (``ValueError``) a route under ``/admin/v1`` that has no operation: a route cannot be
+added without its contract. ``with_openapi`` adds the route serving it at
+``GET /admin/v1/openapi.json``, without a token (like ``/admin/v1/health``: the contract holds
+no data).
+
+Every guarded operation documents the guard's problems (401, 403 for a credential without
+the route's scope, 503 for a failed store), a body's (400 not JSON, 413 too large, 422
+invalid), and the statuses its handler raises; all as ``application/problem+json``
+(RFC 9457, ``web/admin.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from cookiematch.protocol.redirect import RedirectTemplate
+from cookiematch.secret import MASK, Secret
+from cookiematch.web.admin import (
+    HEALTH_PATH,
+    OPENAPI_PATH,
+    PREFIX,
+    PROBLEM_JSON,
+    Health,
+    Problem,
+)
+
+__all__ = [
+    "NO_BODY",
+    "Link",
+    "Operation",
+    "Query",
+    "document",
+    "links",
+    "path_types",
+    "with_openapi",
+]
+
+NO_BODY = None
+"""A response without a body (e.g. 204)."""
+
+_PARAM = re.compile(r"{([a-z_]+)}")
+_REF = "#/components/schemas/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A query parameter: its name, its value's type and what it means."""
+
+    name: str
+    type: Any
+    description: str
+    required: bool = False
+    repeated: bool = False  # ?name=a&name=b
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """An OpenAPI link: the ``status`` answer gives the ``parameters`` (name -> runtime
+    expression, e.g. ``$response.body#/buyers/0/nid``) of the operation ``method path``."""
+
+    status: int
+    method: str
+    path: str
+    parameters: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One method on one admin route, as the route is written (``/admin/v1/buyers/{nid}``).
+
+    ``answers`` maps each success status to the type of its JSON body (``NO_BODY``: none);
+    ``path_params`` the type of a path parameter that is not any string;
+    ``body`` is the request body's type; ``problems`` the statuses the handler itself
+    raises (the guard's and a body's are added). ``scope``: a party's credential with this
+    scope may call it; ``public``: no token needed. ``location``: the answers with these
+    statuses carry a ``Location`` header. ``links``: the operations its answers give the
+    parameters of."""
+
+    method: str
+    path: str
+    summary: str
+    answers: Mapping[int, Any]
+    body: Any = None
+    query: Sequence[Query] = ()
+    problems: Sequence[int] = ()
+    scope: str | None = None
+    public: bool = False
+    location: Sequence[int] = (201, 202)
+    description: str = ""
+    path_params: Mapping[str, Any] = field(default_factory=dict)  # name -> type (else str)
+    links: Sequence[Link] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.method, self.path
+
+
+def path_types(types: Mapping[str, Any], *operations: Operation) -> tuple[Operation, ...]:
+    """``operations`` with the type of each of their path parameters named in ``types``."""
+    return tuple(
+        replace(op, path_params={n: t for n, t in types.items() if f"{{{n}}}" in op.path})
+        for op in operations
+    )
+
+
+def links(status: int, parameters: Mapping[str, str], *targets: str) -> tuple[Link, ...]:
+    """``Link``s from the ``status`` answer to each of ``targets`` ("METHOD path"), each with
+    the ``parameters`` its path names."""
+    found = []
+    for target in targets:
+        method, _, path = target.partition(" ")
+        given = {k: v for k, v in parameters.items() if f"{{{k}}}" in path}
+        found.append(Link(status, method, path, given))
+    return tuple(found)
+
+
+def _schema_hook(tp: type) -> dict[str, Any]:
+    """The JSON Schema of the field types msgspec does not know."""
+    if tp is RedirectTemplate:
+        return {
+            "type": "string",
+            "description": "a URL template of the Cookie Matching Service (its macros are "
+            "checked when the value is read)",
+        }
+    if tp is object:
+        return {"description": "any JSON value"}
+    if isinstance(tp, type) and issubclass(tp, Secret):
+        return {"type": "string", "description": f"a secret; answers show {MASK!r} instead"}
+    raise NotImplementedError(f"no schema for {tp!r}")
+
+
+def served(routes: Iterable[BaseRoute]) -> set[tuple[str, str]]:
+    """(method, path) of every ``/admin/v1`` endpoint among ``routes`` (HEAD left out)."""
+    found: set[tuple[str, str]] = set()
+    for route in routes:
+        if isinstance(route, Route) and route.path.startswith(PREFIX + "/"):
+            found.update((m, route.path) for m in route.methods or () if m != "HEAD")
+    return found
+
+
+def document(
+    title: str,
+    description: str,
+    routes: Iterable[BaseRoute],
+    operations: Iterable[Operation],
+    *,
+    credential: str | None = None,
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the ``operations`` that ``routes`` serve. ``credential``:
+    what a party's scoped credential is (None: the role has only the admin token)."""
+    registry = {op.key: op for op in operations}
+    serving = served(routes)
+    missing = sorted(serving - registry.keys())
+    if missing:
+        raise ValueError(f"admin routes without an OpenAPI operation: {missing}")
+    chosen = [registry[key] for key in sorted(serving)]
+    types = [Problem, *(t for op in chosen for t in _types(op))]
+    schemas, components = msgspec.json.schema_components(
+        types, schema_hook=_schema_hook, ref_template=_REF
+    )
+    by_type = dict(zip(types, schemas, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for op in chosen:
+        entry = _operation(op, by_type, credential, serving)
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+    schemes: dict[str, Any] = {
+        "admin_token": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "the role's admin_token: every operation",
+        }
+    }
+    if credential is not None:
+        schemes["credential"] = {"type": "http", "scheme": "bearer", "description": credential}
+    built = {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": "v1", "description": description},
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "paths": paths,
+        "components": {"schemas": components, "securitySchemes": schemes},
+        "security": [{"admin_token": []}],
+    }
+    # plain JSON values (a tuple default becomes a list)
+    return msgspec.json.decode(msgspec.json.encode(built), type=dict[str, Any])
+
+
+def _types(op: Operation) -> list[Any]:
+    found = [t for t in op.answers.values() if t is not NO_BODY]
+    found += [q.type for q in op.query]
+    found += list(op.path_params.values())
+    return [*found, op.body] if op.body is not None else found
+
+
+def _problems(op: Operation) -> list[int]:
+    if op.public:
+        return sorted(set(op.problems))
+    statuses = {401, 403, 503, *op.problems}
+    if op.body is not None:
+        statuses |= {400, 413, 422}
+    return sorted(statuses)
+
+
+def _operation_id(method: str, path: str) -> str:
+    name = path.removeprefix(PREFIX + "/").replace("/", "_").replace("{", "").replace("}", "")
+    return f"{method.lower()}_{name}"
+
+
+def _operation(
+    op: Operation,
+    by_type: Mapping[Any, dict[str, Any]],
+    credential: str | None,
+    serving: set[tuple[str, str]],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"operationId": _operation_id(*op.key), "summary": op.summary}
+    if op.description:
+        out["description"] = op.description
+    params = [
+        {
+            "name": p,
+            "in": "path",
+            "required": True,
+            "schema": by_type[op.path_params[p]] if p in op.path_params else {"type": "string"},
+        }
+        for p in _PARAM.findall(op.path)
+    ]
+    for q in op.query:
+        schema = by_type[q.type]
+        params.append(
+            {
+                "name": q.name,
+                "in": "query",
+                "required": q.required,
+                "description": q.description,
+                "schema": {"type": "array", "items": schema} if q.repeated else schema,
+                **({"explode": True, "style": "form"} if q.repeated else {}),
+            }
+        )
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": by_type[op.body]}},
+        }
+    responses: dict[str, Any] = {}
+    for status, tp in sorted(op.answers.items()):
+        answer: dict[str, Any] = {"description": HTTPStatus(status).phrase}
+        if tp is not NO_BODY:
+            answer["content"] = {"application/json": {"schema": by_type[tp]}}
+        if status in op.location:
+            answer["headers"] = {"Location": {"schema": {"type": "string"}, "required": True}}
+        links = {
+            _operation_id(link.method, link.path): {
+                "operationId": _operation_id(link.method, link.path),
+                "parameters": dict(link.parameters),
+            }
+            for link in op.links
+            if link.status == status and (link.method, link.path) in serving
+        }
+        if links:
+            answer["links"] = links
+        responses[str(status)] = answer
+    for status in _problems(op):
+        responses[str(status)] = {
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_JSON: {"schema": by_type[Problem]}},
+        }
+    out["responses"] = responses
+    if op.public:
+        out["security"] = []
+    elif op.scope is not None and credential is not None:
+        out["security"] = [{"admin_token": []}, {"credential": [op.scope]}]
+    return out
+
+
+HEALTH = Operation("GET", HEALTH_PATH, "Liveness of the admin listener", {200: Health}, public=True)
+OPENAPI = Operation(
+    "GET",
+    OPENAPI_PATH,
+    "This document",
+    {200: dict[str, Any]},
+    public=True,
+    description="The OpenAPI 3.1 document of this role's admin API; no token needed.",
+)
+COMMON = (HEALTH, OPENAPI)
+"""The operations every role's admin API has."""
+
+
+def with_openapi(
+    title: str,
+    description: str,
+    routes: Sequence[BaseRoute],
+    operations: Iterable[Operation],
+    *,
+    credential: str | None = None,
+) -> list[BaseRoute]:
+    """``routes`` and ``GET /admin/v1/openapi.json`` serving their document, built now (a
+    route without its operation fails here, when the application is built)."""
+
+    async def serve(_: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    every = [*routes, Route(OPENAPI_PATH, serve, methods=["GET"])]
+    body = msgspec.json.encode(
+        document(title, description, every, operations, credential=credential)
+    )
+    return every
