@@ -93,6 +93,8 @@ BAD = [
      "Expected `int` <= 10080"),
     ('[dmp]', '[dmp]\nrecompute_interval_minutes = 1.5', "dmp.recompute_interval_minutes",
      "Expected `int`, got `float`"),
+    ('[dmp]', '[dmp]\nexport_directory = "exports"', "dmp.export_directory",
+     "must be an absolute path"),
     ('allowed_origins = ["http://shop.localhost:8000"]',
      'allowed_origins = ["http://shop.localhost:8000"]\ncmp_wait_ms = 10001',
      "dmp.clients[0].cmp_wait_ms", "<= 10000"),

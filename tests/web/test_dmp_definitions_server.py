@@ -40,6 +40,7 @@ url = "sqlite:///{directory / "dmp.db"}"
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
 admin_token = "{TOKEN}"
+export_directory = "{directory}/exports"
 
 [[dmp.clients]]
 id = "shop"
@@ -144,7 +145,7 @@ def test_a_partner_put_is_synced_by_every_worker_its_secret_masked_and_kept(
     assert ingest(http, MASK) == 401
 
 
-def test_an_invalid_put_is_refused_naming_the_key(http: httpx.Client) -> None:
+def test_an_invalid_put_is_refused_naming_the_key(config: Path, http: httpx.Client) -> None:
     bad_template = put(http, "partners/crm", {**CRM, "sync_url": "https://crm.example/sync"})
     assert bad_template.status_code == 422
     assert bad_template.headers["content-type"] == PROBLEM
@@ -161,6 +162,14 @@ def test_an_invalid_put_is_refused_naming_the_key(http: httpx.Client) -> None:
     rule = put(http, "segments/vip", {"rule": {"attribute": "tier", "op": "like", "value": 1}})
     assert rule.status_code == 422 and rule.json()["errors"][0]["field"].startswith("rule")
     dest = put(http, "destinations/out", {"kind": "file", "path": "/tmp/x", "partner": "nobody"})
+    assert [e["field"] for e in dest.json()["errors"]] == ["path"]  # outside export_directory
+    exports = f"{config.parent}/exports"
+    for path in (f"{exports}/../x.csv", f"{exports}", "x.csv", f"{exports}/./x.csv"):
+        climbs = put(http, "destinations/out", {"kind": "file", "path": path})
+        assert climbs.status_code == 422, path
+        assert [e["field"] for e in climbs.json()["errors"]] == ["path"], path
+    inside = {"kind": "file", "path": f"{exports}/x.csv", "partner": "nobody"}
+    dest = put(http, "destinations/out", inside)
     assert [e["field"] for e in dest.json()["errors"]] == ["partner"]
     not_json = http.put("/admin/v1/partners/crm", content=b"{", headers=AUTH)
     assert not_json.status_code == 400 and not_json.headers["content-type"] == PROBLEM
@@ -168,7 +177,7 @@ def test_an_invalid_put_is_refused_naming_the_key(http: httpx.Client) -> None:
 
 
 def test_segments_and_destinations_change_without_a_restart(
-    http: httpx.Client, server: ServerProcess
+    config: Path, http: httpx.Client, server: ServerProcess
 ) -> None:
     rule = {"attribute": "tier", "op": "eq", "value": "gold"}
     assert put(http, "segments/vip", {"rule": rule}).status_code == 201
@@ -179,7 +188,8 @@ def test_segments_and_destinations_change_without_a_restart(
 
     steadily(listed, server)
     assert entry(http, "segments/vip")["rule"] == rule
-    dest = {"kind": "file", "path": "/tmp/vip.csv", "segments": ["vip"]}
+    exports = f"{config.parent}/exports"
+    dest = {"kind": "file", "path": f"{exports}/{{segment}}.csv", "segments": ["vip"]}
     assert put(http, "destinations/vipfile", dest).status_code == 201
     assert entry(http, "destinations/vipfile")["export_interval_minutes"] == 0
     in_use = http.delete("/admin/v1/segments/vip", headers=AUTH)  # vipfile names it

@@ -251,6 +251,9 @@ class DmpConfig(Table, frozen=True):
     # The server recomputes every segment this long after the last recompute; 0: never.
     recompute_interval_minutes: Annotated[int, msgspec.Meta(ge=0, le=MAX_RECOMPUTE_MINUTES)] = 60
     destinations: tuple[DmpDestinationConfig, ...] = ()
+    # The one directory a ``file`` destination set through the admin API may write into (an
+    # absolute path); None: such destinations come from this file only (the API refuses them).
+    export_directory: str | None = None
 
     def base_url(self) -> str:
         if self.public_url is not None:
@@ -293,6 +296,8 @@ class DmpConfig(Table, frozen=True):
                 return found + bad_url
         for i, origin in enumerate(self.jsonp_origins):
             found += origin_problems(f"jsonp_origins[{i}]", origin)
+        if self.export_directory is not None and not self.export_directory.startswith("/"):
+            found.append(("export_directory", "must be an absolute path"))
         found += duplicates("partners", "id", [p.id for p in self.partners])
         found += duplicates("clients", "id", [c.id for c in self.clients])
         found += duplicates("traits", "name", [t.name for t in self.traits])

@@ -11,6 +11,8 @@ keeps the one stored.
 
 from __future__ import annotations
 
+import posixpath
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import msgspec
@@ -71,6 +73,8 @@ def parse_entry(dmp: DmpConfig, kind: Kind, ident: str, data: object) -> tuple[E
     errors += _keep_secrets(fields, current)
     entry, more = convert_collecting(fields, ENTRY_TYPES[kind])
     errors += more
+    if isinstance(entry, DmpDestinationConfig) and entry.kind == "file":
+        errors += _file_path_errors(dmp.export_directory, entry.path)
     if entry is None or errors:
         raise ValidationFailed(f"invalid {kind[:-1]} {ident!r}", errors=errors)
     candidate = with_entry(dmp, kind, ident, entry)
@@ -88,6 +92,23 @@ def without_entry(dmp: DmpConfig, kind: Kind, ident: str) -> DmpConfig:
     if problems:
         raise Conflict(f"{kind[:-1]} {ident!r} is still named elsewhere", errors=problems)
     return candidate
+
+
+def _file_path_errors(directory: str | None, path: str | None) -> list[dict[str, str]]:
+    """A ``file`` destination from the admin API writes only inside ``[dmp]
+    export_directory``: an admin token must not be a way to write anywhere the server can."""
+    if path is None:
+        return []  # "required for kind 'file'" comes from the table's checks
+    if directory is None:
+        message = "a file destination is set through the API only with [dmp] export_directory"
+        return [{"field": "path", "message": message}]
+    root = PurePosixPath(posixpath.normpath(directory))
+    given = PurePosixPath(path)
+    inside = posixpath.normpath(path) == path and ".." not in given.parts
+    if not (given.is_absolute() and inside and given.is_relative_to(root) and given != root):
+        message = f"must be an absolute path inside export_directory {str(root)!r}, without .."
+        return [{"field": "path", "message": message}]
+    return []
 
 
 def _keep_secrets(fields: dict[str, Any], current: Entry | None) -> list[dict[str, str]]:
