@@ -49,8 +49,13 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 async def finished(schedule: Schedule) -> None:
+    """The run's record says it finished, and the run is over (its lease released after)."""
     deadline = time.monotonic() + 10
-    while (record := await schedule.record()) is None or record.finished_at is None:
+    while (
+        (record := await schedule.record()) is None
+        or record.finished_at is None
+        or schedule.running
+    ):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.005)
 

@@ -231,7 +231,7 @@ async def test_the_server_runs_the_schedule_and_stops_it_at_shutdown(tmp_path: P
     server = DmpServer(config)
     app = server.app
     await app.startup()
-    started = list(server.tasks)  # the funnel flusher, the definitions' refresh, the schedules
+    started = list(server.tasks)  # funnel flusher, definitions' refresh, console series, schedules
     try:
         assert server.core is not None and server.schedules is not None
         segments = server.core.segments
@@ -254,7 +254,7 @@ async def test_the_server_runs_the_schedule_and_stops_it_at_shutdown(tmp_path: P
         assert listing["recompute_schedule"]["next_at"] == report.at + 300
     finally:
         await app.shutdown()
-    assert len(started) == 3 and started[-1].cancelled() and server.tasks == []
+    assert len(started) == 4 and started[-1].cancelled() and server.tasks == []
 
 
 @pytest.mark.parametrize(("extra", "segments"), [("recompute_interval_minutes = 0", True),
