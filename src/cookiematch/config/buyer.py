@@ -89,6 +89,8 @@ class BuyerRoleConfig(Table, frozen=True):
     # "auto": the layout recorded in the store, else "buckets" on Redis, "keys" on SQLite
     match_table_layout: Literal["auto", "keys", "buckets"] = "auto"
     match_table_expected_entries: PositiveInt = 100_000_000  # sizes a new bucketed table
+    # the match table's entries and stale ones are counted (a store scan) this often
+    table_size_interval_seconds: Annotated[float, msgspec.Meta(ge=60)] = 600.0
     campaigns: tuple[CampaignConfig, ...] = ()
 
     def problems(self) -> Problems:
