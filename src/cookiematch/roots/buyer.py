@@ -26,6 +26,7 @@ from cookiematch.buyer.optout import ExchangeOptOuts
 from cookiematch.buyer.stats import BuyerStats
 from cookiematch.buyer.subjects import BuyerSubjects
 from cookiematch.buyer.table_size import MatchTableSizeLog
+from cookiematch.buyer.wins import WIN_PATH
 from cookiematch.config import Config
 from cookiematch.config.buyer import BuyerRoleConfig
 from cookiematch.errors import ConfigError
@@ -119,6 +120,7 @@ class BuyerServer(RoleServer):
         app.route("/push", routes.push)
         app.route("/matchtag", routes.matchtag, on_error=NO_TAG)
         app.route("/bid", routes.bid, methods=("POST",), on_error=NO_BID, read_body=True)
+        app.route(WIN_PATH, routes.win, on_error=NO_TAG)
         page = OptOutPage(settings.nid, path=OPTOUT_PATH, secure=buyer.cookie_secure)
         stats = self.stats
         optout = OptOutFlow(

@@ -2,9 +2,10 @@
 
 /console/buyer    the match rate (bid-time look-ups that found the user) over time, the
                   match table's size and stale share (as last measured, and over the last
-                  day), bid answers per second by outcome, the redirect handler's and pixel
-                  matching's outcomes, match-tag decisions, store health, and the bids
-                  this worker answered last
+                  day), bid answers per second by outcome, bids placed and won and the
+                  win rate (the exchange's win notices over bids placed), the redirect
+                  handler's and pixel matching's outcomes, match-tag decisions, store
+                  health, and the bids this worker answered last
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ MATCHED = "matched"  # the lookup counter's label of a known user
 SELECTIONS = (
     *(
         Selection(f"buyer_{event}", f"cookiematch_buyer_{event}", ("outcome",))
-        for event in ("lookup", "bid", "match", "push", "matchtag")
+        for event in ("lookup", "bid", "auction", "match", "push", "matchtag")
     ),
     Selection("buyer_table", "cookiematch_buyer_match_table_entries", ("age",), counter=False),
     *STORE_SELECTIONS,
@@ -78,6 +79,10 @@ def buyer_pages(bid_log: BidLog, sizes: MatchTableSizeLog) -> list[Page]:
                 share="stale",
             )
             + chart("Bid answers per second by outcome", "buyer_bid")
+            + chart("Bids placed and win notices per second", "buyer_auction")
+            + chart(
+                "Win rate (win notices over bids placed)", "buyer_auction", ratio=("won", "bid")
+            )
             + chart("Match redirects per second by outcome", "buyer_match")
             + chart("Pixel-matching pushes per second by outcome", "buyer_push")
             + chart("Match-tag decisions per second by reason", "buyer_matchtag")
