@@ -161,6 +161,8 @@ def test_the_buyers_console_charts_its_match_rate_and_table_size(stack: Urls) ->
         stale = page.locator("figure.chart[data-source*='name=buyer_table'][data-source*=stale]")
         assert entries.get_attribute("data-state") == stale.get_attribute("data-state") == "drawn"
         assert "stale share" in page.content()  # the table's size as last counted
+        wins = page.locator("figure.chart[data-source*='ratio=won']")  # the exchange's notices
+        assert wins.get_attribute("data-state") == "drawn"
         assert page.locator("main table tbody tr").count() >= 2  # and the bids answered last
 
 

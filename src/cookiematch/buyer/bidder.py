@@ -112,7 +112,8 @@ class Bidder:
         self._vendor_id = policy.settings.host_vendor_id
         self._deadlines = Deadlines()
         self._tag_url = self._shared_tag_url()
-        self._nurl = win_url(settings.public_url) if settings.public_url else None
+        base = settings.win_notice_base
+        self._nurl = None if base is None else win_url(base)
         self._tag_html = _img(self._tag_url)
         self._markup = {
             (id(campaign), tag): campaign.render(tag)

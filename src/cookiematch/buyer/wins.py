@@ -1,10 +1,11 @@
 """Win notices: which of the buyer's bids won, as the exchange reports them.
 
 OpenRTB 2.6 (section 4.3): the exchange calls the winning bid's ``nurl`` server-side, with its
-macros substituted. With ``public_url`` set, every bid carries ``nurl`` = the buyer's own
-``/win`` with the macros that identify the bid and its price::
+macros substituted. With ``win_notice_base_url`` (default ``public_url``) set, every bid
+carries ``nurl`` = the buyer's own ``/win`` with the macros that identify the bid and its
+price::
 
-    {public_url}/win?auction=${AUCTION_ID}&bid=${AUCTION_BID_ID}&imp=${AUCTION_IMP_ID}
+    {base}/win?auction=${AUCTION_ID}&bid=${AUCTION_BID_ID}&imp=${AUCTION_IMP_ID}
                     &price=${AUCTION_PRICE}&cur=${AUCTION_CURRENCY}
 
 A notice needs no credential, but is checked: the ids present and at most ``MAX_ID`` long, the
@@ -48,9 +49,9 @@ def bid_id(auction: str, imp: str) -> str:
     return f"{auction}-{imp}"
 
 
-def win_url(public_url: str) -> str:
-    """The ``nurl`` of every bid: the buyer's ``/win`` with the OpenRTB macros."""
-    return f"{public_url.rstrip('/')}{WIN_PATH}?{_MACROS}"
+def win_url(base: str) -> str:
+    """The ``nurl`` of every bid: the buyer's ``/win`` under ``base``, with the macros."""
+    return f"{base.rstrip('/')}{WIN_PATH}?{_MACROS}"
 
 
 def parse_win(params: Mapping[str, str | None]) -> WinNotice | None:

@@ -30,6 +30,7 @@ def test_the_buyers_console(tmp_path: Path, start_server: Callable[..., ServerPr
         page = http.get("/console/buyer")
         assert page.status_code == 200 and csrf_of(page.text)
         assert "share=matched" in page.text
+        assert "name=buyer_auction" in page.text and "ratio=won%2Cbid" in page.text
         series = http.get("/console/api/series?name=buyer_lookup&minutes=5&share=matched")
         assert series.status_code == 200 and series.json()["counter"] is False
         assert http.get("/console/exchange").status_code == 404
