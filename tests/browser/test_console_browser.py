@@ -143,7 +143,7 @@ def test_a_page_from_another_site_cannot_post_to_the_console(stack: Urls, tmp_pa
     assert "evil" not in stored_buyer(stack, MONSTER)["redirect_url"]
 
 
-def test_the_buyers_console_charts_its_match_rate(stack: Urls) -> None:
+def test_the_buyers_console_charts_its_match_rate_and_table_size(stack: Urls) -> None:
     with headless_chromium() as context:
         page = context.new_page()
         page.goto(f"{stack.finest}/console")
@@ -157,7 +157,13 @@ def test_the_buyers_console_charts_its_match_rate(stack: Urls) -> None:
         assert page.locator("figure.chart[data-state=failed]").count() == 0
         rate = page.locator("figure.chart[data-source*='share=matched']")
         assert rate.get_attribute("data-state") == "drawn"
-        assert page.locator("main table tbody tr").count() >= 1  # the bids answered last
+        entries = page.locator("figure.chart[data-source*='name=buyer_table']").first
+        stale = page.locator("figure.chart[data-source*='name=buyer_table'][data-source*=stale]")
+        assert entries.get_attribute("data-state") == stale.get_attribute("data-state") == "drawn"
+        assert "stale share" in page.content()  # the table's size as last counted
+        wins = page.locator("figure.chart[data-source*='ratio=won']")  # the exchange's notices
+        assert wins.get_attribute("data-state") == "drawn"
+        assert page.locator("main table tbody tr").count() >= 2  # and the bids answered last
 
 
 def test_the_dmps_console_draws_its_funnel_and_heat_map(running: ConsoleStack) -> None:

@@ -11,6 +11,9 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
+from cookiematch.exchange.bids import parse_response
+from cookiematch.protocol.openrtb import decode_bid_request
+
 from conftest import ServerProcess, free_port
 from support.configs import serve_argv
 from support.openrtb import EXAMPLES
@@ -245,6 +248,36 @@ def test_matched_user_gets_the_retargeting_bid(own: httpx.Client) -> None:
     assert recent[0]["matched"] and not recent[1]["matched"]
     # the bid log keeps no ID of the user (docs/privacy.md)
     assert not {"user_id", "buyeruid", "user_ext", "buyer_uid"} & {k for r in recent for k in r}
+
+
+def test_a_won_bid_is_noticed_through_its_nurl(own: httpx.Client) -> None:
+    body = json.dumps({**bid_request({"id": "d29uLWJpZA"}), "id": "won-1"}).encode()
+    before = counters(own)["auction"]
+    response = own.post("/bid", content=body)
+    assert response.status_code == 200
+    # the exchange's own parsing substitutes the macros of the winning bid's nurl
+    (bid,) = parse_response("dsp", response.content, decode_bid_request(body))
+    assert bid.nurl is not None and bid.nurl.startswith(f"{own.base_url}/win?")
+    assert "price=0.5&cur=USD" in bid.nurl and bid.bid_id == "won-1-1"
+    assert own.get(bid.nurl).status_code == 204
+    forged = [
+        bid.nurl.replace("bid=won-1-1", "bid=other-1"),  # not the bid id of that auction
+        bid.nurl.replace("price=0.5", "price=${AUCTION_PRICE}"),  # not substituted
+        bid.nurl.replace("price=0.5", "price=nan"),
+        bid.nurl.replace("price=0.5", "price=-1"),
+        bid.nurl.replace("cur=USD", "cur=EUR"),
+        f"{own.base_url}/win",
+        f"{own.base_url}/win?auction=%zz",  # not a query
+    ]
+    for url in forged:
+        refused = own.get(url)
+        assert refused.status_code == 400 and refused.text.startswith("Bad request"), url
+    after = counters(own)["auction"]
+    assert after.get("bid", 0) == before.get("bid", 0) + 1
+    assert after.get("won", 0) == before.get("won", 0) + 1
+    assert after.get("invalid_notice", 0) == before.get("invalid_notice", 0) + len(forged)
+    metrics = own.get("/metrics", headers=AUTH).text
+    assert 'cookiematch_buyer_auction_total{outcome="won"}' in metrics
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"not json", b'{"id": 5}', b"[1]"])

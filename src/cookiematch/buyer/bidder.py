@@ -35,6 +35,7 @@ from cookiematch.buyer.matchtable import Lookup, MatchTable
 from cookiematch.buyer.matchtag import PRIVACY_DECISION, MatchTagDecision, decide_match_tag
 from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats
+from cookiematch.buyer.wins import bid_id, win_url
 from cookiematch.clock import Clock
 from cookiematch.deadlines import Deadlines
 from cookiematch.errors import StorageError, StoreUnavailable
@@ -111,6 +112,8 @@ class Bidder:
         self._vendor_id = policy.settings.host_vendor_id
         self._deadlines = Deadlines()
         self._tag_url = self._shared_tag_url()
+        base = settings.win_notice_base
+        self._nurl = None if base is None else win_url(base)
         self._tag_html = _img(self._tag_url)
         self._markup = {
             (id(campaign), tag): campaign.render(tag)
@@ -190,6 +193,8 @@ class Bidder:
             else:
                 outcome = "no_campaign" if matched else "unmatched"
             return _Answer(BidResult(None, outcome), user, decision, privacy)
+        for _ in bids:
+            self.stats.add("auction", "bid")
         seat = SeatBid(bid=bids, seat=self.settings.nid)
         response = BidResponse(id=request.id, seatbid=[seat])
         return _Answer(BidResult(response, "bid"), user, decision, privacy)
@@ -225,9 +230,10 @@ class Bidder:
         if not privacy.allowed:
             ext["privacy"] = privacy.reason.value
         return Bid(
-            id=f"{request_id}-{impid}",
+            id=bid_id(request_id, impid),
             impid=impid,
             price=choice.price,
+            nurl=self._nurl,
             adm=campaign.render(tag) if adm is None else adm,
             adomain=list(campaign.adomain) or None,
             cid=campaign.id,

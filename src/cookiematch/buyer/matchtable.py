@@ -36,7 +36,7 @@ import base64
 import copy
 import logging
 import struct
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, TypeVar
 
@@ -266,6 +266,11 @@ class MatchTable:
         self._clock = clock
 
     @property
+    def store(self) -> Store:
+        """The store this table reads and writes through."""
+        return self._store
+
+    @property
     def layout(self) -> Layout:
         return "keys" if self.buckets is None else "buckets"
 
@@ -446,6 +451,23 @@ class MatchTable:
         if forward is not None and named is not None and named.uid == uid:
             held.append(HeldEntry("by_gid", key, field, named, forward[1]))
         return held
+
+    async def match_times(self) -> AsyncIterator[int]:
+        """The match time of every live pairing (its forward entry), scanning the whole table:
+        plain keys ``bm:{nid}:g:`` (``keys``) or the forward buckets, lapsed fields skipped
+        (``buckets``). Unreadable values are logged and skipped. For a periodic count, never
+        on a request."""
+        prefix = self.keys.by_gid("")  # also the forward buckets' prefix
+        if self.buckets is None:
+            async for _, value in self._store.scan(prefix):
+                if (entry := self._decode_gid("", value)) is not None:
+                    yield entry.updated_at
+            return
+        async for _, fields in self._store.scan_maps(prefix):
+            for value, _ttl in fields.values():
+                entry = self._decode_gid("", value)
+                if entry is not None and self._live(entry) is not None:
+                    yield entry.updated_at
 
     def lapses_at(self, entry: MatchEntry) -> float:
         """When ``entry`` stops being used (its store TTL, or its age past the TTL)."""

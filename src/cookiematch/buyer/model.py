@@ -20,6 +20,12 @@ class BuyerSettings:
     tmax_ms: int = 100
     tmax_margin_ms: int = 10
     public_url: str | None = None  # the buyer's own base URL as browsers reach it
+    win_notice_base_url: str | None = None  # … as the exchange's servers reach it
+
+    @property
+    def win_notice_base(self) -> str | None:
+        """The base of every bid's ``nurl`` (``buyer/wins.py``): None for no ``nurl``."""
+        return self.win_notice_base_url or self.public_url
 
     @property
     def nid(self) -> str:

@@ -66,6 +66,8 @@ class BuyerRoleConfig(Table, frozen=True):
     exchange_url: str  # the exchange's /pixel, absolute http(s)
     listen: Listen = Listen("127.0.0.1", 8800)
     public_url: str | None = None  # this buyer's base URL as browsers reach it
+    # … as the exchange's servers reach it: the base of every bid's nurl (default public_url)
+    win_notice_base_url: str | None = None
     admin_token: Secret | None = None  # None: the admin API refuses every request
     store_deadline_ms: DeadlineMs = STORE_DEADLINE_MS  # each store call of a browser request
     admin_store_deadline_ms: DeadlineMs = ADMIN_STORE_DEADLINE_MS  # … of an admin request
@@ -89,11 +91,14 @@ class BuyerRoleConfig(Table, frozen=True):
     # "auto": the layout recorded in the store, else "buckets" on Redis, "keys" on SQLite
     match_table_layout: Literal["auto", "keys", "buckets"] = "auto"
     match_table_expected_entries: PositiveInt = 100_000_000  # sizes a new bucketed table
+    # the match table's entries and stale ones are counted (a store scan) this often
+    table_size_interval_seconds: Annotated[float, msgspec.Meta(ge=60)] = 600.0
     campaigns: tuple[CampaignConfig, ...] = ()
 
     def problems(self) -> Problems:
         found = url_problems("exchange_url", self.exchange_url)
         found += url_problems("public_url", self.public_url, query=False)
+        found += url_problems("win_notice_base_url", self.win_notice_base_url, query=False)
         if self.admin_token is not None and len(self.admin_token) < MIN_ADMIN_TOKEN_LENGTH:
             found.append(("admin_token", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters"))
         secret = self.exchange_optout_secret
@@ -132,6 +137,7 @@ class BuyerRoleConfig(Table, frozen=True):
             tmax_ms=self.tmax_ms,
             tmax_margin_ms=self.tmax_margin_ms,
             public_url=self.public_url,
+            win_notice_base_url=self.win_notice_base_url,
         )
 
     def campaign_models(self) -> list[Campaign]:

@@ -140,6 +140,7 @@ def buyer_overrides(
         "COOKIEMATCH_BUYER__NID": BUYER_NIDS[name],
         "COOKIEMATCH_BUYER__EXCHANGE_URL": f"{urls.exchange}/pixel",
         "COOKIEMATCH_BUYER__PUBLIC_URL": public,
+        "COOKIEMATCH_BUYER__WIN_NOTICE_BASE_URL": f"http://127.0.0.1:{port}",  # from the exchange
         "COOKIEMATCH_BUYER__ADMIN_TOKEN": ADMIN_TOKEN,
         "COOKIEMATCH_PRIVACY__HOST_VENDOR_ID": str(VENDOR_IDS[BUYER_NIDS[name]]),
     }

@@ -4,8 +4,9 @@ One server worker (``BuyerServer``): the privacy policy (one, from ``[privacy]``
 its host), the match table (its layout settled with the store), the redirect handler's matcher,
 the bidder with its campaigns and bid log, their routes, the opt-out page and (with
 ``exchange_optout_secret``) the exchange's opt-out notices, the admin API with access and
-erasure of one user, the console (``/console``, with its time series) and ``/metrics`` (the
-buyer's counters and the policy's decisions).
+erasure of one user, the console (``/console``, with its time series), the match table's
+periodic count (``buyer/table_size.py``) and ``/metrics`` (the buyer's counters, the table's
+size and the policy's decisions).
 ``subject_data`` is the one builder of the buyer's ``SubjectData``: the server's admin API and
 opt-out page use it, and so does the CLI (``roots/subjects.py``). Its lifecycle is ``RoleServer``'s
 (``roots/server.py``): the store opened and ``build`` run at startup, after the server forked;
@@ -24,6 +25,8 @@ from cookiematch.buyer.matchtable import MatchTable
 from cookiematch.buyer.optout import ExchangeOptOuts
 from cookiematch.buyer.stats import BuyerStats
 from cookiematch.buyer.subjects import BuyerSubjects
+from cookiematch.buyer.table_size import MatchTableSizeLog
+from cookiematch.buyer.wins import WIN_PATH
 from cookiematch.config import Config
 from cookiematch.config.buyer import BuyerRoleConfig
 from cookiematch.errors import ConfigError
@@ -31,7 +34,7 @@ from cookiematch.roots.config_env import config_from_env
 from cookiematch.roots.server import RoleServer, StoreDeadlines
 from cookiematch.storage import Store
 from cookiematch.web.buyer.admin import build_buyer_admin_app
-from cookiematch.web.buyer.metrics import buyer_counts
+from cookiematch.web.buyer.metrics import MatchTableSizeCollector, buyer_counts
 from cookiematch.web.buyer.optout import OPTOUT_PATH, BuyerOptOutCookie, exchange_optout_route
 from cookiematch.web.buyer.routes import NO_BID, NO_TAG, BuyerCookie, BuyerRoutes
 from cookiematch.web.console import SERIES_FAILED, build_console
@@ -117,6 +120,7 @@ class BuyerServer(RoleServer):
         app.route("/push", routes.push)
         app.route("/matchtag", routes.matchtag, on_error=NO_TAG)
         app.route("/bid", routes.bid, methods=("POST",), on_error=NO_BID, read_body=True)
+        app.route(WIN_PATH, routes.win, on_error=NO_TAG)
         page = OptOutPage(settings.nid, path=OPTOUT_PATH, secure=buyer.cookie_secure)
         stats = self.stats
         optout = OptOutFlow(
@@ -132,15 +136,22 @@ class BuyerServer(RoleServer):
             on_error=OPTOUT_ON_ERROR,
             read_body=True,
         )
+        sizes = MatchTableSizeLog(
+            admin_table.over(store),  # a whole-table scan: the backend itself, not the guard
+            stale_after_seconds=settings.stale_after_seconds,
+            interval_seconds=buyer.table_size_interval_seconds,
+        )
         console_routes, series = build_console(
             self.role,
             buyer.admin_token,
             self.config.console,
             self.admin,
             console_buyer.SELECTIONS,
-            console_buyer.buyer_pages(self.bid_log),
+            console_buyer.buyer_pages(self.bid_log, sizes),
         )
         self.every(series.poll_seconds, series.tick, SERIES_FAILED)
+        self.run(sizes.run())
+        self.collect(MatchTableSizeCollector(sizes))
         extra = [
             *subject_routes(subjects),
             *self.metrics_routes(buyer.admin_token),

@@ -1,4 +1,4 @@
-"""The buyer's hot routes: ``/match``, ``/push``, ``/matchtag`` and ``/bid``.
+"""The buyer's hot routes: ``/match``, ``/push``, ``/matchtag``, ``/bid`` and ``/win``.
 
 Each handler parses (protocol), asks the domain (``cookiematch.buyer``), and renders the
 value it gets back. Browser-facing routes never answer 500: bad input gets a pixel (or a
@@ -22,6 +22,7 @@ from typing import NamedTuple
 from cookiematch.buyer.bidder import Bidder
 from cookiematch.buyer.ids import format_uid, parse_uid
 from cookiematch.buyer.matching import Browser, Matcher, RedirectParams
+from cookiematch.buyer.wins import parse_win
 from cookiematch.errors import BidRequestError, QueryError
 from cookiematch.privacy.request import read_privacy
 from cookiematch.privacy.signals import ConsentSignals
@@ -180,3 +181,18 @@ class BuyerRoutes:
         if result.response is None:
             return NO_BID
         return Response(200, BID_HEADERS, encode_bid_response(result.response))
+
+    async def win(self, request: Request) -> Response:
+        """GET /win: the exchange's win notice (``buyer/wins.py``): 204 when valid, else 400;
+        counted either way."""
+        try:
+            query = parse_query(request.query)
+        except QueryError:
+            notice = None
+        else:
+            notice = parse_win({p.name: p.value for p in query})
+        if notice is None:
+            self._stats.add("auction", "invalid_notice")
+            return Response.text(400, "Bad request: not a valid win notice\n")
+        self._stats.add("auction", "won")
+        return Response.no_content()
