@@ -200,3 +200,19 @@ def test_static_files_are_served_and_nothing_else(exchange: str) -> None:
         assert script.headers["content-type"].startswith("text/javascript")
         assert http.get("/console/static/VENDORED").status_code == 404
         assert http.get("/console/static/..%2Fapp.py").status_code == 404
+
+
+def test_a_buyer_is_created_through_the_console(exchange: str) -> None:
+    with client(exchange) as http:
+        log_in(http)
+        assert "name=new" in http.get("/console/buyers").text
+        page = http.get("/console/buyers", params={"new": "fresh-dsp"})
+        assert page.status_code == 200 and "/console/buyers/fresh-dsp" in page.text
+        record = '{"nid": "fresh-dsp", "redirect_url": "https://fresh.example/match"}'
+        data = {"csrf": csrf_of(page.text), "record": record}
+        created = http.post("/console/buyers/fresh-dsp", data=data, headers=SAME_ORIGIN)
+        assert created.status_code == 200 and "Saved." in created.text
+        stored = httpx.get(f"{exchange}/admin/v1/buyers/fresh-dsp", headers=AUTH).json()
+        assert stored["redirect_url"] == "https://fresh.example/match"
+        escaped = http.get("/console/buyers", params={"new": "<script>"}).text
+        assert "<script>" not in escaped.split("</nav>", 1)[-1]

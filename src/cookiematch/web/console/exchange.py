@@ -88,6 +88,9 @@ def exchange_pages(
 
     async def buyers(request: Request, session: Session) -> str:
         party = session.principal.party
+        new = request.query_params.get("new", "").strip()
+        if party is None and new:  # the form for a buyer to create (validated when saved)
+            return edit_form(session, new, json.dumps({"nid": new, "redirect_url": ""}, indent=2))
         shown = [b for b in registry.buyers() if party in (None, b.nid)]
         rows = []
         for buyer in shown:
@@ -111,9 +114,16 @@ def exchange_pages(
         head = ["buyer", "redirect URL", "match tags", "bid requests", "match rate",
                 "pixel-match response rate", "frequency-cap violations"]  # fmt: skip
         window = "the monitoring window (the last 24 hours)"
+        create = (
+            f"<form method=get action='{PATH}/buyers'><label>New buyer (network ID) "
+            "<input name=new required maxlength=64></label> <button>Create…</button></form>"
+            if party is None
+            else ""
+        )
         return (
             f"<p>Figures over {window}.</p>"
             + table(head, rows, raw=0)
+            + create
             + "<div class=charts>"
             + chart(
                 "Match rate (bid requests with the buyer's hosted match), by buyer",
