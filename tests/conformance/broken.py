@@ -43,7 +43,11 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(1.0)
         headers = [("Content-Type", "text/html" if flaw == "html" else "image/gif")]
         opted_out = params.get("google_error") == "1"
-        if flaw != "no_cookie" and (not opted_out or flaw == "cookie_on_opt_out"):
+        known = "uid=" in self.headers.get("Cookie", "")
+        if flaw == "cookie_once":  # not a flaw: a cookie (sent back over http) set once
+            if not known and not opted_out:
+                headers.append(("Set-Cookie", "uid=abc; Path=/; SameSite=None"))
+        elif flaw != "no_cookie" and (not opted_out or flaw == "cookie_on_opt_out"):
             headers.append(("Set-Cookie", "uid=abc; Path=/; SameSite=None; Secure"))
         self._send(200, headers, GIF_2X2 if flaw == "big" else TRANSPARENT_GIF)
 

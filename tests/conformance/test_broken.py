@@ -39,6 +39,13 @@ async def test_the_faithful_fixture_passes() -> None:
     assert report.passed(results)
 
 
+async def test_a_buyer_that_sets_its_cookie_only_when_missing_passes() -> None:
+    """Its cookie comes back on every later request the client makes (no ``Secure``, plain
+    http): each new-browser case must still be a browser without it."""
+    results = await play("cookie_once")
+    assert failures(results) == {}
+
+
 @pytest.mark.parametrize(
     ("flaw", "case", "message"),
     [

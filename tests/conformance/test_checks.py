@@ -71,3 +71,20 @@ def test_push_back(extra: str, verdict: str | None) -> None:
     location = "https://x.example/pixel?google_nid=dsp&google_push=P" + extra
     got = check.judge(answer(302, ("location", location)))
     assert got is None if verdict is None else verdict in (got or "")
+
+
+@pytest.mark.parametrize(
+    ("location", "elsewhere"),
+    [
+        ("https://x.example/pixel?google_nid=dsp&google_push=P", False),
+        ("https://X.EXAMPLE/pixel?google_nid=dsp&google_push=P", False),
+        ("https://x.example/pixel/sub?google_nid=dsp&google_push=P", False),
+        ("https://x.example.other.net/pixel?google_nid=dsp&google_push=P", True),
+        ("https://x.example/pixelfoo?google_nid=dsp&google_push=P", True),
+        ("http://x.example/pixel?google_nid=dsp&google_push=P", True),
+    ],
+)
+def test_push_back_goes_to_the_exchange_not_a_look_alike(location: str, elsewhere: bool) -> None:
+    check = checks.push_back("https://x.example/pixel", "P", "dsp")
+    got = check.judge(answer(302, ("location", location)))
+    assert (got is not None and "redirect back to the exchange" in got) is elsewhere

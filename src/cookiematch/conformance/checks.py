@@ -144,7 +144,7 @@ def push_back(exchange_url: str | None, push: str, nid: str | None) -> Check:
                 "back to the exchange with google_nid and the same google_push"
             )
         location = answer.header("location") or ""
-        if exchange_url and not location.startswith(exchange_url):
+        if exchange_url and not _at_endpoint(location, exchange_url):
             return f"redirected to {location!r}: redirect back to the exchange ({exchange_url})"
         query = _query_of(location)
         if isinstance(query, str):
@@ -192,3 +192,14 @@ def _hosted_ok(value: str) -> bool:
     if len(data) % 4 == 1:
         return False
     return len(data) * 3 // 4 <= MAX_HOSTED_BYTES
+
+
+def _at_endpoint(location: str, base: str) -> bool:
+    """Whether ``location`` is ``base`` or under it: the same scheme and host, and its path
+    equal to the base's or below it (a prefix of the text is not enough: ``…/pixelfoo`` and
+    ``cm.exchange.example.other.net`` are elsewhere)."""
+    there, here = urlsplit(location), urlsplit(base)
+    if (there.scheme.lower(), there.netloc.lower()) != (here.scheme.lower(), here.netloc.lower()):
+        return False
+    root = here.path or "/"
+    return there.path == root or there.path.startswith(root.rstrip("/") + "/")

@@ -40,6 +40,7 @@ async def send(client: httpx.AsyncClient, request: Request) -> Answer:
     url, cookies = request.url, dict[str, str]()
     try:
         if request.prime is not None:
+            client.cookies.clear()  # each case is its own browser: only the cookies it sends
             primed = await client.get(request.prime)
             cookies.update(cookie_pairs(primed.headers.get_list("set-cookie")))
         started = time.perf_counter()
@@ -47,6 +48,7 @@ async def send(client: httpx.AsyncClient, request: Request) -> Answer:
             sent = list(request.headers)
             if cookies:
                 sent.append(("Cookie", "; ".join(f"{k}={v}" for k, v in cookies.items())))
+            client.cookies.clear()  # nothing from an earlier answer rides along unasked
             response = await client.request(request.method, url, headers=sent, content=request.body)
             raw = response.headers.raw
             headers = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw)

@@ -216,3 +216,14 @@ def test_a_buyer_is_created_through_the_console(exchange: str) -> None:
         assert stored["redirect_url"] == "https://fresh.example/match"
         escaped = http.get("/console/buyers", params={"new": "<script>"}).text
         assert "<script>" not in escaped.split("</nav>", 1)[-1]
+
+
+def test_a_buyer_record_is_decoded_as_the_admin_api_decodes_it(exchange: str) -> None:
+    """Deep nesting and NaN are not JSON the admin API takes: a 400 in the form, never a 500."""
+    with client(exchange) as http:
+        log_in(http)
+        token = csrf_of(http.get("/console/buyers/cookie-monster").text)
+        for record in ("[" * 20_000, '{"redirect_url": NaN}'):
+            data = {"csrf": token, "record": record}
+            answer = http.post("/console/buyers/cookie-monster", data=data, headers=SAME_ORIGIN)
+            assert answer.status_code == 400 and "not JSON" in answer.text

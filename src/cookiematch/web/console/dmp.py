@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from html import escape
 
 from starlette.requests import Request
 
@@ -127,7 +128,7 @@ def dmp_pages(
             names = [f"segment:{s}" for s in sorted(largest)]
             heat = heat_map(names, cells) if len(names) > 1 else "<p>Fewer than two segments.</p>"
         except NotFound as exc:
-            heat = f"<p>{exc.detail}</p>"
+            heat = f"<p>{escape(exc.detail)}</p>"
         reports = []
         for segment_id in service_now.segments:
             for destination, found in (await exports_now.last_reports(segment_id)).items():

@@ -15,7 +15,9 @@ import json
 import time
 from collections.abc import Callable
 from html import escape
+from urllib.parse import quote
 
+import msgspec
 from starlette.requests import Request
 
 from cookiematch.errors import ValidationFailed
@@ -23,6 +25,7 @@ from cookiematch.exchange import codec
 from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.exchange.table_sizes import TableSizeLog
+from cookiematch.protocol.json_errors import JSON_ERRORS, describe
 from cookiematch.web.admin import Principal
 from cookiematch.web.console.app import Form, Page
 from cookiematch.web.console.html import chart, form_token, table
@@ -136,7 +139,7 @@ def exchange_pages(
 
     def edit_form(session: Session, nid: str, text: str, errors: str = "") -> str:
         return (
-            f"{errors}<form method=post action='{PATH}/buyers/{escape(nid)}'>"
+            f"{errors}<form method=post action='{PATH}/buyers/{escape(quote(nid, safe=''))}'>"
             f"{form_token(session.csrf)}"
             "<p>The buyer's keys, as in an <code>[[exchange.buyers]]</code> entry (JSON); a"
             " masked secret keeps the stored one.</p>"
@@ -158,9 +161,9 @@ def exchange_pages(
         nid: str = request.path_params["nid"]
         text = form.fields.get("record", "")
         try:
-            saved, _ = await put_buyer(registry, nid, json.loads(text))
-        except json.JSONDecodeError as exc:
-            errors = f"<ul class=errors><li>not JSON: {escape(str(exc))}</li></ul>"
+            saved, _ = await put_buyer(registry, nid, msgspec.json.decode(text))
+        except JSON_ERRORS as exc:  # decoded as the admin API does: no NaN, no deep nesting
+            errors = f"<ul class=errors><li>not JSON: {escape(describe(exc))}</li></ul>"
             return edit_form(form.session, nid, text, errors), 400
         except ValidationFailed as exc:
             items = (

@@ -190,7 +190,7 @@ class SeriesLog:
         last = int(self._clock() // self._interval)
         first = last - max(int(span // self._interval), 1)
         raw = await self._store.get_many([self._key(b) for b in range(first, last + 1)])
-        points = [msgspec.json.decode(r, type=_Point) for r in raw if r is not None]
+        points = [p for p in map(_decode_point, raw) if p is not None]
         prefix = selection.name + SEP if selection.by else selection.name
         keys = sorted(
             {k for p in points for k in p.v if k == selection.name or k.startswith(prefix)}
@@ -226,3 +226,13 @@ def _rates(points: Sequence[_Point], key: str) -> Iterable[float | None]:
         a, b = before.v.get(key, 0.0), after.v.get(key)
         elapsed = after.t - before.t
         yield (b - a) / elapsed if b is not None and b >= a and elapsed > 0 else None
+
+
+def _decode_point(raw: bytes | None) -> _Point | None:
+    """A stored point, or None when there is none or it does not decode (left out, not a 500)."""
+    if raw is None:
+        return None
+    try:
+        return msgspec.json.decode(raw, type=_Point)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
