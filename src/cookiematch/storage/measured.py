@@ -9,13 +9,15 @@ server, and read back by all of them.
                                        what was read last (``cached``)
 
 The claim is never released: it expires, so the fleet measures once per interval even when
-its workers start and stop. Users: the exchange's table sizes (``exchange/table_sizes.py``)
-and the buyer's match-table size (``buyer/table_size.py``).
+its workers start and stop; while a measurement runs, its worker renews the claim, so a scan
+longer than the interval is never joined by another. Users: the exchange's table sizes
+(``exchange/table_sizes.py``) and the buyer's match-table size (``buyer/table_size.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -61,14 +63,31 @@ class MeasuredLog(Generic[M]):
     async def measure_if_due(self) -> M | None:
         """Measure and store if no worker did in this interval; the new measurement, or None
         when another worker has the interval."""
-        if not await self._store.set_if_absent(self._key + ":claim", b"1", ttl=self._interval):
+        claim = self._key + ":claim"
+        if not await self._store.set_if_absent(claim, b"1", ttl=self._interval):
             return None
         started = time.monotonic()
-        measured = await self._measure()
+        measured = await self._measured(claim)
         await self._store.set(self._key, msgspec.json.encode(measured))
         log.info("%s measured in %.1f s", self._what, time.monotonic() - started)
         self._latest, self._read_at = measured, time.monotonic()
         return measured
+
+    async def _measured(self, claim: str) -> M:
+        """``measure()``, the claim renewed every third of the interval while it runs: a scan
+        longer than the interval is never joined by another worker's."""
+        task = asyncio.ensure_future(self._measure())
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self._interval / 3)
+                if done:
+                    return task.result()
+                await self._store.set(claim, b"1", ttl=self._interval)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     @property
     def cached(self) -> M | None:
