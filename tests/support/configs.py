@@ -72,8 +72,11 @@ admin_token = "{ADMIN_TOKEN}"
     return path
 
 
-def dmp_config(directory: Path, port: int, access: str = "open", metrics: str = "") -> Path:
-    """The smallest DMP listening on ``port``; ``access`` and ``metrics`` go to ``[metrics]``."""
+def dmp_config(
+    directory: Path, port: int, access: str = "open", metrics: str = "", body: str = ""
+) -> Path:
+    """The smallest DMP listening on ``port``; ``access`` and ``metrics`` go to ``[metrics]``,
+    ``body`` after the ``[dmp]`` keys (more of its keys first, then its tables)."""
     path = directory / "dmp.toml"
     path.write_text(f"""
 [store]
@@ -87,6 +90,7 @@ access = "{access}"
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}"
 admin_token = "{ADMIN_TOKEN}"
+{body}
 """)
     return path
 

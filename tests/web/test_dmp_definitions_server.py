@@ -15,9 +15,9 @@ import pytest
 from cookiematch.secret import MASK
 
 from conftest import ServerProcess, free_port, running_server
-from support.configs import serve_argv
+from support.configs import ADMIN_TOKEN, dmp_config, serve_argv
 
-TOKEN = "dmp-admin-token-0123456789"
+TOKEN = ADMIN_TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 INGEST_TOKEN = "crm-ingest-token-0123456789"
 PROBLEM = "application/problem+json"
@@ -30,16 +30,10 @@ IN_A_ROW = 12  # answers in a row that agree: both workers answered among them
 
 
 def write_config(directory: Path, port: int) -> Path:
-    path = directory / "dmp.toml"
-    path.write_text(
-        f"""
-[store]
-url = "sqlite:///{directory / "dmp.db"}"
-
-[dmp]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-admin_token = "{TOKEN}"
+    return dmp_config(
+        directory,
+        port,
+        body=f"""\
 export_directory = "{directory}/exports"
 
 [[dmp.clients]]
@@ -58,9 +52,8 @@ id = "feed"
 kind = "file"
 partner = "analytics"
 path = "{directory}/feed.csv"
-"""
+""",
     )
-    return path
 
 
 @pytest.fixture

@@ -13,26 +13,19 @@ import msgspec
 import pytest
 
 from conftest import ServerProcess, free_port
-from support.configs import serve_argv
+from support.configs import ADMIN_TOKEN, dmp_config, serve_argv
 
-ADMIN = "dmp-admin-token-0123456789"
+ADMIN = ADMIN_TOKEN
 INGEST = "crm-ingest-token-0123456789"
 AUTH = {"Authorization": f"Bearer {INGEST}"}
 NOW = int(time.time())
 
 
 def write_config(directory: Path, port: int) -> Path:
-    path = directory / "dmp.toml"
-    path.write_text(
-        f"""
-[store]
-url = "sqlite:///{directory / "dmp.db"}"
-
-[dmp]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-admin_token = "{ADMIN}"
-
+    return dmp_config(
+        directory,
+        port,
+        body=f"""
 [dmp.ingest]
 max_batch_records = 3
 max_batch_bytes = 4096
@@ -52,9 +45,8 @@ ingest_token = "{INGEST}"
 [[dmp.partners]]
 id = "orders"
 sync_url = "https://oms.example/px/${{DMP_UID}}"
-"""
+""",
     )
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from cookiematch.protocol.pixel import TRANSPARENT_GIF
 from cookiematch.protocol.templates import SyncTemplate
 
 from conftest import ServerProcess, free_port
-from support.configs import serve_argv
+from support.configs import ADMIN_TOKEN, dmp_config, serve_argv
 
-TOKEN = "dmp-admin-token-0123456789"
+TOKEN = ADMIN_TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 KEY = b"p" * 32
 TEMPLATE = SyncTemplate.compile("https://x.example/?r=${CALLBACK_URL}")
@@ -30,15 +30,10 @@ DSP = Partner("dsp", TEMPLATE, id_format=IdFormat.ENCRYPTED, id_key=KEY)
 
 def write_config(directory: Path, port: int) -> Path:
     key = base64.b64encode(KEY).decode()
-    text = f"""
-[store]
-url = "sqlite:///{directory / "dmp.db"}"
-
-[dmp]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-admin_token = "{TOKEN}"
-
+    return dmp_config(
+        directory,
+        port,
+        body=f"""
 [[dmp.clients]]
 id = "shop"
 
@@ -64,10 +59,8 @@ initiates_sync = true
 [[dmp.partners]]
 id = "orders"
 sync_url = "https://oms.example/px/${{DMP_UID}}"
-"""
-    path = directory / "dmp.toml"
-    path.write_text(text)
-    return path
+""",
+    )
 
 
 @pytest.fixture(scope="module")

@@ -15,30 +15,20 @@ from cookiematch.dmp.events import EventLog, EventType, ImpressionEvent
 from cookiematch.storage import connect_store
 
 from conftest import free_port, running_server
-from support.configs import serve_argv
+from support.configs import ADMIN_TOKEN, dmp_config, serve_argv
 
-TOKEN = "dmp-admin-token-0123456789"
+TOKEN = ADMIN_TOKEN
 SEEN = 7
 
 
 def write_config(directory: Path, port: int) -> Path:
-    path = directory / "dmp.toml"
-    path.write_text(
-        f"""
-[store]
-url = "sqlite:///{directory / "dmp.db"}"
-
-[dmp]
-listen = "127.0.0.1:{port}"
-admin_token = "{TOKEN}"
-recompute_interval_minutes = 30
+    body = """recompute_interval_minutes = 30
 
 [[dmp.segments]]
 id = "seen"
-rule = {{ exposed = "imp", campaign = "spring" }}
+rule = { exposed = "imp", campaign = "spring" }
 """
-    )
-    return path
+    return dmp_config(directory, port, body=body)
 
 
 async def store_impressions(url: str) -> None:

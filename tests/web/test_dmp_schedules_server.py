@@ -20,9 +20,9 @@ from cookiematch.dmp.events import EventLog, EventType, ImpressionEvent
 from cookiematch.storage import connect_store
 
 from conftest import ServerProcess, free_port, running_server
-from support.configs import serve_argv
+from support.configs import ADMIN_TOKEN, dmp_config, serve_argv
 
-TOKEN = "dmp-admin-token-0123456789"
+TOKEN = ADMIN_TOKEN
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PULL_TOKEN = "pull-token-0123456789"
 PAGE = {"records": [{"uid": "A-1", "attributes": {"n": 1}}, {"uid": "A-2"}], "next_cursor": None}
@@ -82,19 +82,7 @@ class PartnerStub:
 
 
 def write_config(directory: Path, port: int, extra: str) -> Path:
-    path = directory / "dmp.toml"
-    path.write_text(
-        f"""
-[store]
-url = "sqlite:///{directory / "dmp.db"}"
-
-[dmp]
-listen = "127.0.0.1:{port}"
-admin_token = "{TOKEN}"
-{extra}
-"""
-    )
-    return path
+    return dmp_config(directory, port, body=extra)
 
 
 def partner(url: str, minutes: float) -> str:
