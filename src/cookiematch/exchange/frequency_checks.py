@@ -1,10 +1,11 @@
 """Frequency-capping checks: recorded on the request path, applied in bulk off it.
 
 A gid redirected to buyer X for browser B (a match tag, or a pixel match that came back) is
-recorded in a plain dict keyed by ``(X, B)``: no store call, no asyncio object, a dict
-look-up. Two events for one pair before the batch is applied are coalesced into one entry, and
-the later one, when it is a match tag within ``match_expiry_days`` of the one before, is
-counted as a violation right there: coalescing loses no check.
+recorded in plain dicts (per buyer, the browser's first time): no store call, no asyncio
+object, a dict look-up and an int. Two events for one pair before the batch is applied are
+coalesced into one entry, and the later one, when it is a match tag within
+``match_expiry_days`` of the one before, is counted as a violation right there: coalescing
+loses no check.
 
 ``apply`` takes the whole batch and applies it with two bulk store calls: one
 ``hgetall_many`` of the browser records (``br:``) it needs, one ``hset_many`` of the new
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from cookiematch.clock import SECONDS_PER_DAY
@@ -44,9 +46,12 @@ FLUSH_AT_PAIRS = 20_000
 RECENT_PAIRS = 65_536
 """Pairs whose last written time this worker remembers (the recent window, an LRU)."""
 
-# An entry of the batch: [first time, last time, first is a match tag, violations after the
-# first event, a pixel match came back]. A list, not an object: it is built on the hot path.
-_FIRST, _LAST, _FIRST_TAG, _VIOLATIONS, _PUSHED = range(5)
+# The batch, built on the hot path from ints and dicts only (no object per event for the
+# garbage collector to track): per buyer, per browser, the pair's first event, its time for a
+# match tag or ``~time`` for a returned push; for a pair seen again, ``[last time, violations
+# after the first event, a push came back]``.
+_LAST, _VIOLATIONS, _PUSHED = range(3)
+Pair = tuple[str, bytes]
 
 
 @dataclass(slots=True)
@@ -80,10 +85,12 @@ class FrequencyChecks:
         self._max_pending = max_pending
         self._flush_at = flush_at
         self._recent_size = recent
-        self._batch: dict[tuple[str, bytes], list[int]] = {}
+        self._first: dict[str, dict[bytes, int]] = {}
+        self._again: dict[Pair, list[int]] = {}
+        self._pairs = 0
         self._created: dict[bytes, int] = {}  # browsers whose cookie was just set: when
         self._recorded = 0  # events in the batch
-        self._recent: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+        self._recent: OrderedDict[Pair, int] = OrderedDict()
         self.due = asyncio.Event()
         """Set once ``flush_at`` pairs wait."""
 
@@ -97,20 +104,26 @@ class FrequencyChecks:
     ) -> bool:
         """A gid reached ``nid`` for the browser at ``at`` (``push``: a pixel match came back,
         else a match tag). False when the batch is full: the check is dropped."""
-        key = (nid, browser_id)
-        entry = self._batch.get(key)
-        if entry is None:
-            if len(self._batch) >= self._max_pending:
+        first = self._first.get(nid)
+        if first is None:
+            first = self._first[nid] = {}
+        seen = first.get(browser_id)
+        if seen is None:
+            if self._pairs >= self._max_pending:
                 return False
-            self._batch[key] = [at, at, not push, 0, push]
-            if len(self._batch) == self._flush_at:
+            first[browser_id] = ~at if push else at
+            self._pairs += 1
+            if self._pairs == self._flush_at:
                 self.due.set()
         else:
-            if not push and at - entry[_LAST] < self._expiry:
-                entry[_VIOLATIONS] += 1
-            entry[_LAST] = at
+            again = self._again.get((nid, browser_id))
+            if again is None:
+                again = self._again[(nid, browser_id)] = [seen if seen >= 0 else ~seen, 0, 0]
+            if not push and at - again[_LAST] < self._expiry:
+                again[_VIOLATIONS] += 1
+            again[_LAST] = at
             if push:
-                entry[_PUSHED] = True
+                again[_PUSHED] = 1
         if new_cookie:
             self._created[browser_id] = at
         self._recorded += 1
@@ -122,11 +135,13 @@ class FrequencyChecks:
         waits for the next call. A store error is not raised but returned in ``error``, with
         the violations found before it; the first checks of pairs whose records could not be
         read are counted in ``unread``."""
-        batch, self._batch = self._batch, {}
+        first, self._first = self._first, {}
+        again, self._again = self._again, {}
         created, self._created = self._created, {}
         found = Applied(checks=self._recorded)
-        self._recorded = 0
+        self._recorded = self._pairs = 0
         self.due.clear()
+        batch = _Batch(first, again)
         undecided = self._judge_from_memory(batch, found)
         try:
             await self._judge_from_store(undecided, found)
@@ -142,22 +157,25 @@ class FrequencyChecks:
                 found.error = exc
         return found
 
-    def _judge_from_memory(
-        self, batch: dict[tuple[str, bytes], list[int]], found: Applied
-    ) -> list[tuple[str, bytes, int]]:
+    def _judge_from_memory(self, batch: _Batch, found: Applied) -> list[tuple[str, bytes, int]]:
         """Count the violations the batch and the recent window show; the first match tags
         left to judge against the store: ``(nid, browser_id, time)``."""
         undecided: list[tuple[str, bytes, int]] = []
         violations = found.violations
-        for key, entry in batch.items():
-            nid = key[0]
-            count = entry[_VIOLATIONS]
-            if entry[_FIRST_TAG]:
-                last = self._recent.get(key)
-                if last is not None and entry[_FIRST] - last < self._expiry:
+        recent, expiry = self._recent, self._expiry
+        for (nid, _), again in batch.again.items():
+            if again[_VIOLATIONS]:
+                violations[nid] = violations.get(nid, 0) + again[_VIOLATIONS]
+        for nid, browsers in batch.first.items():
+            count = 0
+            for browser, at in browsers.items():
+                if at < 0:  # a returned push: no check of its own
+                    continue
+                last = recent.get((nid, browser))
+                if last is not None and at - last < expiry:
                     count += 1
                 else:
-                    undecided.append((nid, key[1], entry[_FIRST]))
+                    undecided.append((nid, browser, at))
             if count:
                 violations[nid] = violations.get(nid, 0) + count
         return undecided
@@ -167,31 +185,30 @@ class FrequencyChecks:
     ) -> None:
         if not undecided:
             return
-        keys = list(dict.fromkeys(browser_record_key(browser) for _, browser, _ in undecided))
-        records = dict(zip(keys, await self._store.hgetall_many(keys), strict=True))
+        keys = {browser: browser_record_key(browser) for _, browser, _ in undecided}
+        names = list(dict.fromkeys(keys.values()))
+        records = dict(zip(names, await self._store.hgetall_many(names), strict=True))
         violations = found.violations
         for nid, browser, at in undecided:
-            last = records[browser_record_key(browser)].get(gid_field(nid))
+            last = records[keys[browser]].get(gid_field(nid))
             if last is not None and last.isdigit() and at - int(last) < self._expiry:
                 violations[nid] = violations.get(nid, 0) + 1
 
-    def _remember(self, batch: dict[tuple[str, bytes], list[int]]) -> None:
+    def _remember(self, batch: _Batch) -> None:
         recent = self._recent
-        for key, entry in batch.items():
-            recent[key] = entry[_LAST]
-            recent.move_to_end(key)
+        for pair, last, _ in batch.pairs():
+            recent[pair] = last
+            recent.move_to_end(pair)
         while len(recent) > self._recent_size:
             recent.popitem(last=False)
 
-    async def _write(
-        self, batch: dict[tuple[str, bytes], list[int]], created: dict[bytes, int]
-    ) -> None:
+    async def _write(self, batch: _Batch, created: dict[bytes, int]) -> None:
         gids: dict[str, dict[str, bytes]] = {}
         pushes: dict[str, list[str]] = {}
-        for (nid, browser), entry in batch.items():
+        for (nid, browser), last, pushed in batch.pairs():
             key = browser_record_key(browser)
-            gids.setdefault(key, {})[gid_field(nid)] = seconds(entry[_LAST])
-            if entry[_PUSHED]:
+            gids.setdefault(key, {})[gid_field(nid)] = seconds(last)
+            if pushed:
                 pushes.setdefault(key, []).append(push_field(nid))
         max_age = self._settings.cookie_max_age_days * SECONDS_PER_DAY
         writes: list[FieldWrite] = [(key, fields, self._expiry) for key, fields in gids.items()]
@@ -203,3 +220,22 @@ class FrequencyChecks:
             self._store.hset_many(writes),
             *(self._store.hdel(key, fields) for key, fields in pushes.items()),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """A batch taken for ``apply``: the first event of each pair, and the pairs seen again."""
+
+    first: dict[str, dict[bytes, int]]
+    again: dict[Pair, list[int]]
+
+    def pairs(self) -> Iterator[tuple[Pair, int, bool]]:
+        """Each pair with its last time and whether a push of it came back."""
+        again = self.again
+        for nid, browsers in self.first.items():
+            for browser, at in browsers.items():
+                later = again.get((nid, browser))
+                if later is None:
+                    yield (nid, browser), at if at >= 0 else ~at, at < 0
+                else:
+                    yield (nid, browser), later[_LAST], at < 0 or bool(later[_PUSHED])

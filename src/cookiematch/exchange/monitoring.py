@@ -156,7 +156,10 @@ class BuyerMonitor:
     # -- counting ---------------------------------------------------------------------
 
     def count(self, nid: str, what: Count, n: int = 1) -> None:
-        key = (nid, int(self._clock()) // self._bucket, what)
+        self._count_at(nid, what, int(self._clock()), n)
+
+    def _count_at(self, nid: str, what: Count, at: int, n: int = 1) -> None:
+        key = (nid, at // self._bucket, what)
         self._values[key] = self._values.get(key, 0) + n
         self._dirty.add(key)
         if self._on_count is not None:
@@ -220,16 +223,16 @@ class BuyerMonitor:
     def gid_issued(self, nid: str, browser_id: bytes, *, new_cookie: bool = False) -> None:
         """A match tag redirected a gid to ``nid``: count it, record the frequency check."""
         at = int(self._clock())
-        self.count(nid, Count.MATCH_TAGS)
+        self._count_at(nid, Count.MATCH_TAGS, at)
         if not self._checks.record(nid, browser_id, at, new_cookie=new_cookie):
-            self.count(nid, Count.CHECKS_DROPPED)
+            self._count_at(nid, Count.CHECKS_DROPPED, at)
 
     def push_returned(self, nid: str, browser_id: bytes) -> None:
         """A pixel match came back valid: the buyer now has a fresh match for the browser."""
         at = int(self._clock())
-        self.count(nid, Count.PUSHES_RETURNED)
+        self._count_at(nid, Count.PUSHES_RETURNED, at)
         if not self._checks.record(nid, browser_id, at, push=True):
-            self.count(nid, Count.CHECKS_DROPPED)
+            self._count_at(nid, Count.CHECKS_DROPPED, at)
 
     @property
     def pending_checks(self) -> int:
