@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from cookiematch.clock import SECONDS_PER_DAY
@@ -51,7 +50,8 @@ RECENT_PAIRS = 65_536
 # match tag or ``~time`` for a returned push; for a pair seen again, ``[last time, violations
 # after the first event, a push came back]``.
 _LAST, _VIOLATIONS, _PUSHED = range(3)
-Pair = tuple[str, bytes]
+_First = dict[str, dict[bytes, int]]
+_Again = dict[tuple[str, bytes], list[int]]
 
 
 @dataclass(slots=True)
@@ -85,12 +85,12 @@ class FrequencyChecks:
         self._max_pending = max_pending
         self._flush_at = flush_at
         self._recent_size = recent
-        self._first: dict[str, dict[bytes, int]] = {}
-        self._again: dict[Pair, list[int]] = {}
+        self._first: _First = {}
+        self._again: _Again = {}
         self._pairs = 0
         self._created: dict[bytes, int] = {}  # browsers whose cookie was just set: when
         self._recorded = 0  # events in the batch
-        self._recent: OrderedDict[Pair, int] = OrderedDict()
+        self._recent: OrderedDict[tuple[str, bytes], int] = OrderedDict()
         self.due = asyncio.Event()
         """Set once ``flush_at`` pairs wait."""
 
@@ -141,32 +141,36 @@ class FrequencyChecks:
         found = Applied(checks=self._recorded)
         self._recorded = self._pairs = 0
         self.due.clear()
-        batch = _Batch(first, again)
-        undecided = self._judge_from_memory(batch, found)
+        keys = {browser: "" for browsers in first.values() for browser in browsers}
+        for browser in keys:
+            keys[browser] = browser_record_key(browser)
+        undecided = self._judge_from_memory(first, again, found)
         try:
-            await self._judge_from_store(undecided, found)
+            await self._judge_from_store(undecided, keys, found)
         except Exception as exc:
             for nid, _, _ in undecided:
                 found.unread[nid] = found.unread.get(nid, 0) + 1
             found.error = exc
-        self._remember(batch)
+        gids, pushes = self._last_times(first, again, keys)
         if found.error is None:
             try:
-                await self._write(batch, created)
+                await self._write(gids, pushes, created, keys)
             except Exception as exc:
                 found.error = exc
         return found
 
-    def _judge_from_memory(self, batch: _Batch, found: Applied) -> list[tuple[str, bytes, int]]:
+    def _judge_from_memory(
+        self, first: _First, again: _Again, found: Applied
+    ) -> list[tuple[str, bytes, int]]:
         """Count the violations the batch and the recent window show; the first match tags
         left to judge against the store: ``(nid, browser_id, time)``."""
         undecided: list[tuple[str, bytes, int]] = []
         violations = found.violations
         recent, expiry = self._recent, self._expiry
-        for (nid, _), again in batch.again.items():
-            if again[_VIOLATIONS]:
-                violations[nid] = violations.get(nid, 0) + again[_VIOLATIONS]
-        for nid, browsers in batch.first.items():
+        for (nid, _), later in again.items():
+            if later[_VIOLATIONS]:
+                violations[nid] = violations.get(nid, 0) + later[_VIOLATIONS]
+        for nid, browsers in first.items():
             count = 0
             for browser, at in browsers.items():
                 if at < 0:  # a returned push: no check of its own
@@ -181,12 +185,11 @@ class FrequencyChecks:
         return undecided
 
     async def _judge_from_store(
-        self, undecided: list[tuple[str, bytes, int]], found: Applied
+        self, undecided: list[tuple[str, bytes, int]], keys: dict[bytes, str], found: Applied
     ) -> None:
         if not undecided:
             return
-        keys = {browser: browser_record_key(browser) for _, browser, _ in undecided}
-        names = list(dict.fromkeys(keys.values()))
+        names = list(dict.fromkeys(keys[browser] for _, browser, _ in undecided))
         records = dict(zip(names, await self._store.hgetall_many(names), strict=True))
         violations = found.violations
         for nid, browser, at in undecided:
@@ -194,48 +197,47 @@ class FrequencyChecks:
             if last is not None and last.isdigit() and at - int(last) < self._expiry:
                 violations[nid] = violations.get(nid, 0) + 1
 
-    def _remember(self, batch: _Batch) -> None:
+    def _last_times(
+        self, first: _First, again: _Again, keys: dict[bytes, str]
+    ) -> tuple[dict[str, dict[str, bytes]], dict[str, list[str]]]:
+        """Each pair's last time, remembered (the recent window) and as the fields to write
+        per browser record; the ``push:`` fields of returned pushes, to delete."""
         recent = self._recent
-        for pair, last, _ in batch.pairs():
-            recent[pair] = last
-            recent.move_to_end(pair)
-        while len(recent) > self._recent_size:
-            recent.popitem(last=False)
-
-    async def _write(self, batch: _Batch, created: dict[bytes, int]) -> None:
         gids: dict[str, dict[str, bytes]] = {}
         pushes: dict[str, list[str]] = {}
-        for (nid, browser), last, pushed in batch.pairs():
-            key = browser_record_key(browser)
-            gids.setdefault(key, {})[gid_field(nid)] = seconds(last)
-            if pushed:
-                pushes.setdefault(key, []).append(push_field(nid))
+        for nid, browsers in first.items():
+            name = gid_field(nid)
+            for browser, at in browsers.items():
+                later = again.get((nid, browser)) if again else None
+                last = (at if at >= 0 else ~at) if later is None else later[_LAST]
+                pair = (nid, browser)
+                recent[pair] = last
+                recent.move_to_end(pair)
+                key = keys[browser]
+                fields = gids.get(key)
+                if fields is None:
+                    gids[key] = {name: seconds(last)}
+                else:
+                    fields[name] = seconds(last)
+                if at < 0 or (later is not None and later[_PUSHED]):
+                    pushes.setdefault(key, []).append(push_field(nid))
+        while len(recent) > self._recent_size:
+            recent.popitem(last=False)
+        return gids, pushes
+
+    async def _write(
+        self,
+        gids: dict[str, dict[str, bytes]],
+        pushes: dict[str, list[str]],
+        created: dict[bytes, int],
+        keys: dict[bytes, str],
+    ) -> None:
         max_age = self._settings.cookie_max_age_days * SECONDS_PER_DAY
         writes: list[FieldWrite] = [(key, fields, self._expiry) for key, fields in gids.items()]
         writes += [
-            (browser_record_key(browser), {CREATED: seconds(at)}, max_age)
-            for browser, at in created.items()
+            (keys[browser], {CREATED: seconds(at)}, max_age) for browser, at in created.items()
         ]
         await asyncio.gather(
             self._store.hset_many(writes),
             *(self._store.hdel(key, fields) for key, fields in pushes.items()),
         )
-
-
-@dataclass(frozen=True, slots=True)
-class _Batch:
-    """A batch taken for ``apply``: the first event of each pair, and the pairs seen again."""
-
-    first: dict[str, dict[bytes, int]]
-    again: dict[Pair, list[int]]
-
-    def pairs(self) -> Iterator[tuple[Pair, int, bool]]:
-        """Each pair with its last time and whether a push of it came back."""
-        again = self.again
-        for nid, browsers in self.first.items():
-            for browser, at in browsers.items():
-                later = again.get((nid, browser))
-                if later is None:
-                    yield (nid, browser), at if at >= 0 else ~at, at < 0
-                else:
-                    yield (nid, browser), later[_LAST], at < 0 or bool(later[_PUSHED])
