@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 from cookiematch.exchange.browser_record import CREATED, browser_record_key, gid_field
 from cookiematch.exchange.cookie_match import Browser, CookieMatchService
@@ -20,7 +21,7 @@ from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.query import parse_query
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import UserIdCipher
-from cookiematch.storage import Store
+from cookiematch.storage import Store, open_store
 
 from support.clock import FakeClock
 
@@ -213,3 +214,22 @@ async def test_closing_applies_what_was_recorded(store: Store) -> None:
         await consumer
     await watcher.close()
     assert gid_field("dsp") in await store.hgetall(browser_record_key(browser))
+
+
+async def test_a_check_the_store_cannot_judge_is_counted_as_dropped(tmp_path: Path) -> None:
+    counted: list[tuple[str, Count, int]] = []
+    gone = open_store(f"sqlite:///{tmp_path / 'gone.db'}")
+    watcher = BuyerMonitor(
+        gone,
+        ExchangeSettings(),
+        clock=FakeClock(),
+        worker_id="w",
+        on_count=lambda nid, what, n: counted.append((nid, what, n)),
+    )
+    await gone.close()  # every call now raises StoreUnavailable
+    watcher.gid_issued("dsp", BROWSER)
+    watcher.gid_issued("dsp", BROWSER)  # judged against the first: a violation all the same
+    await watcher.drain()
+    assert watcher.pending_checks == 0
+    assert ("dsp", Count.CHECKS_DROPPED, 1) in counted
+    assert ("dsp", Count.FREQUENCY_CAP_VIOLATIONS, 1) in counted
