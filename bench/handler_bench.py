@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/handler_bench.py [--seconds 3] [--concurrency 64] [--store sqlite]
         [--endpoint cookie_match|cookie_match_tc|hosted_match|bid] [--loop asyncio|uvloop]
-        [--rounds N] [--profile out.html]
+        [--rounds N] [--profile out.html] [--distinct-browsers]
 
 Builds the endpoint's App (the exchange's; the buyer's for ``bid``) from a generated config
 exactly as a worker does, then drives ``RSGIAdapter.__call__`` with fake granian scope/protocol
@@ -15,6 +15,9 @@ HTML report of the run (pip install pyinstrument).
 ``cookie_match_tc`` is ``cookie_match`` with ``gdpr=1`` and a TC string (``TC_STRING``: 444
 characters, purposes 1-10 and 201 vendors by consent, the buyer's vendor 32 among them): what
 regulated traffic that consents costs, the string decoded once (at warm-up) and then cached.
+``--distinct-browsers`` gives each cookie match its own exchange cookie (a different browser
+per request, as real traffic is), where ``cookie_match`` otherwise repeats one cookie; the
+buyer monitor's frequency-capping checks then touch a new browser record every time.
 
 ``bid`` POSTs the body the HTTP benchmark sends (``http_bench.bid_request_body``: the IAB's
 simple banner with ``user.id`` = ``KNOWN_GID``) after matching that gid through ``/match``,
@@ -25,7 +28,7 @@ machine. ``--compare-metrics`` alternates rounds between the metrics as served (
 workers, ``web/counters.py``, with each answer counted and timed) and per-process dicts as
 they were before, in the same process: their difference is what the shared metrics cost.
 Background store work started by a request (monitoring) is drained at the end and counted in
-the CPU time.
+the CPU time; the run ends with the buyer monitor's checks: recorded, applied, dropped.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import http_bench
 import servers
 
 from cookiematch.config import load_config
+from cookiematch.exchange.monitoring import BuyerMonitor, Count
 from cookiematch.roots.buyer import BuyerServer
 from cookiematch.roots.exchange import ExchangeServer
 from cookiematch.web import rsgi
@@ -116,12 +120,20 @@ class Proto:
         self.status = status
 
 
+COOKIE = "_ga=GA1.2.1234567890.1700000000; cm_id=AAECAwQFBgcICQoLDA0ODw; lang=en"
+
+
+def distinct_cookie(i: int) -> str:
+    """The ``i``-th browser's cookie header (16 bytes of id, one per ``i``)."""
+    return f"_ga=GA1.2.1234567890.1700000000; cm_id=AAAdistAAAA{b64(i, 8)}cmA; lang=en"
+
+
 def cookie_match(i: int) -> Scope:
-    return Scope(
-        "/pixel",
-        "google_nid=ad_network_xyz&google_cm&p1=v1&p2=v2",
-        "_ga=GA1.2.1234567890.1700000000; cm_id=AAECAwQFBgcICQoLDA0ODw; lang=en",
-    )
+    return Scope("/pixel", "google_nid=ad_network_xyz&google_cm&p1=v1&p2=v2", COOKIE)
+
+
+def cookie_match_distinct(i: int) -> Scope:
+    return Scope("/pixel", "google_nid=ad_network_xyz&google_cm&p1=v1&p2=v2", distinct_cookie(i))
 
 
 TC_STRING = (  # @iabtcf/core reads it alike: purposes 1-10, 201 vendor consents up to 1200
@@ -134,12 +146,15 @@ TC_STRING = (  # @iabtcf/core reads it alike: purposes 1-10, 201 vendor consents
 )
 
 
+TC_QUERY = f"google_nid=ad_network_xyz&google_cm&p1=v1&p2=v2&gdpr=1&gdpr_consent={TC_STRING}"
+
+
 def cookie_match_tc(i: int) -> Scope:
-    return Scope(
-        "/pixel",
-        f"google_nid=ad_network_xyz&google_cm&p1=v1&p2=v2&gdpr=1&gdpr_consent={TC_STRING}",
-        "_ga=GA1.2.1234567890.1700000000; cm_id=AAECAwQFBgcICQoLDA0ODw; lang=en",
-    )
+    return Scope("/pixel", TC_QUERY, COOKIE)
+
+
+def cookie_match_tc_distinct(i: int) -> Scope:
+    return Scope("/pixel", TC_QUERY, distinct_cookie(i))
 
 
 def hosted_match(i: int) -> Scope:
@@ -195,6 +210,10 @@ ENDPOINTS: dict[str, tuple[str, Callable[[RSGIAdapter, Path], Awaitable[Make]]]]
     "hosted_match": ("exchange", query_only(hosted_match)),
     "bid": ("buyer", bid),
 }
+DISTINCT: dict[str, tuple[str, Callable[[RSGIAdapter, Path], Awaitable[Make]]]] = {
+    "cookie_match": ("exchange", query_only(cookie_match_distinct)),
+    "cookie_match_tc": ("exchange", query_only(cookie_match_tc_distinct)),
+}
 
 
 def build_server(
@@ -203,6 +222,26 @@ def build_server(
     config_path = servers.write_config(directory, role, 0, store_url, durability)
     server = BuyerServer if role == "buyer" else ExchangeServer
     return server(load_config(config_path))
+
+
+MONITORED_NIDS = ("ad_network_xyz", "cookie-monster")  # the buyers the endpoints match to
+
+
+async def report_checks(monitor: BuyerMonitor) -> str:
+    """The frequency-capping checks of the whole run (warm-up included): how many match tags
+    and returned pushes recorded one, how many were dropped, how many violations were found."""
+    totals: Counter[str] = Counter()
+    for nid in MONITORED_NIDS:
+        totals.update((await monitor.stats(nid)).counts)
+    recorded = totals[Count.MATCH_TAGS] + totals[Count.PUSHES_RETURNED]
+    if not recorded:
+        return ""
+    dropped = totals[Count.CHECKS_DROPPED]
+    return (
+        f"\n   monitor checks: {recorded:,} recorded, {recorded - dropped:,} applied"
+        f" ({100 * (recorded - dropped) / recorded:.1f} %), {dropped:,} dropped,"
+        f" {totals[Count.FREQUENCY_CAP_VIOLATIONS]:,} frequency-cap violations"
+    )
 
 
 def per_process_metrics(server: BuyerServer | ExchangeServer) -> Callable[[bool], None]:
@@ -234,6 +273,8 @@ def per_process_metrics(server: BuyerServer | ExchangeServer) -> Callable[[bool]
 
 async def drive(args: argparse.Namespace, directory: Path) -> None:
     role, setup = ENDPOINTS[args.endpoint]
+    if args.distinct_browsers:
+        role, setup = DISTINCT.get(args.endpoint, (role, setup))
     db = f"sqlite:///{directory}/{role}.db"
     store_url = db if args.store == "sqlite" else args.store
     server = build_server(role, directory, store_url, args.durability)
@@ -302,6 +343,9 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
     if profiler is not None:
         profiler.stop()
         Path(args.profile).write_text(profiler.output_html())
+    checks = ""
+    if isinstance(monitor, BuyerMonitor) and not args.no_monitor:
+        checks = await report_checks(monitor)
     await app.shutdown()
     best = min(1e6 * spent / count for count, spent, _ in rounds if count)
     print(
@@ -309,6 +353,7 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
         f"  {1e6 * cpu / n:6.1f} µs/req"
         + (f" (best of {args.rounds} rounds {best:5.1f})" if args.rounds > 1 else "")
         + f"   {n / wall:>9,.0f} req/s wall   statuses {dict(sorted(answered.items()))}"
+        + checks
     )
 
 
@@ -321,6 +366,11 @@ def main() -> None:
     parser.add_argument("--durability", default="ack", choices=("ack", "async"))
     parser.add_argument(
         "--no-monitor", action="store_true", help="detach the buyer monitor (an experiment)"
+    )
+    parser.add_argument(
+        "--distinct-browsers",
+        action="store_true",
+        help="a different exchange cookie per request (cookie_match, cookie_match_tc)",
     )
     parser.add_argument("--profile", default=None, help="pyinstrument HTML output path")
     parser.add_argument(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 from cookiematch.exchange.browser_record import CREATED, browser_record_key, gid_field
 from cookiematch.exchange.cookie_match import Browser, CookieMatchService
 from cookiematch.exchange.model import Buyer, ExchangeSettings
 from cookiematch.exchange.monitoring import (
-    CHECK_COALESCE_SECONDS,
-    MAX_PENDING_CHECKS,
     MIN_PUSHES_FOR_RATE,
     BuyerMonitor,
     Count,
@@ -22,7 +21,7 @@ from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.query import parse_query
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import UserIdCipher
-from cookiematch.storage import Store
+from cookiematch.storage import Store, open_store
 
 from support.clock import FakeClock
 
@@ -145,48 +144,92 @@ async def test_two_match_tags_a_moment_apart_see_each_other(store: Store) -> Non
     assert await exchange.violations() == 1
 
 
-async def test_checks_are_bounded_and_applied_in_order(store: Store) -> None:
+async def test_repeats_within_a_batch_are_coalesced_and_each_is_a_violation(
+    store: Store,
+) -> None:
     clock = FakeClock()
     watcher = monitor(store, clock)
     other = bytes(range(1, 17))
-    for _ in range(MAX_PENDING_CHECKS + 5):  # nothing applies them meanwhile
+    for _ in range(5_000):  # nothing applies them meanwhile
         watcher.gid_issued("dsp", other)
-    assert watcher.pending_checks == MAX_PENDING_CHECKS
+        clock.now += 1
+    assert watcher.pending_checks == 5_000
+    await watcher.drain()
+    assert watcher.pending_checks == 0
+    stats = await watcher.stats("dsp")
+    assert stats.counts[Count.MATCH_TAGS] == 5_000
+    assert Count.CHECKS_DROPPED not in stats.counts
+    # every check after the first saw the one before it: all are violations
+    assert stats.counts[Count.FREQUENCY_CAP_VIOLATIONS] == 4_999
+    record = await store.hgetall(browser_record_key(other))
+    assert record[gid_field("dsp")] == str(int(NOW) + 4_999).encode()
+
+
+async def test_beyond_the_bound_a_new_pair_is_dropped_and_counted(store: Store) -> None:
+    clock = FakeClock()
+    watcher = BuyerMonitor(
+        store, ExchangeSettings(), clock=clock, worker_id="w", max_pending_pairs=10
+    )
+    browsers = [bytes([i + 1]) * 16 for i in range(15)]
+    for browser in browsers:
+        watcher.gid_issued("dsp", browser)
+    watcher.gid_issued("dsp", browsers[0])  # a pair already waiting: coalesced, judged
+    watcher.push_returned("dsp", browsers[14])  # a new pair: dropped as well
     await watcher.drain()
     stats = await watcher.stats("dsp")
-    assert stats.counts[Count.CHECKS_DROPPED] == 5
-    assert stats.counts[Count.MATCH_TAGS] == MAX_PENDING_CHECKS + 5
-    # every queued check after the first saw the one before it: all are violations
-    assert stats.counts[Count.FREQUENCY_CAP_VIOLATIONS] == MAX_PENDING_CHECKS - 1
-    record = await store.hgetall(browser_record_key(other))
-    assert record[gid_field("dsp")] == str(int(NOW)).encode()
+    assert stats.counts[Count.CHECKS_DROPPED] == 6
+    assert stats.counts[Count.FREQUENCY_CAP_VIOLATIONS] == 1
+    assert await store.hgetall(browser_record_key(browsers[9]))
+    assert not await store.hgetall(browser_record_key(browsers[10]))
 
 
-async def test_the_consumer_applies_checks_in_coalesced_batches(store: Store) -> None:
-    watcher = monitor(store, FakeClock())
+async def test_a_full_batch_is_applied_before_its_second_is_over(store: Store) -> None:
+    watcher = BuyerMonitor(
+        store,
+        ExchangeSettings(),
+        clock=FakeClock(),
+        worker_id="w",
+        check_seconds=3600,
+        flush_at_pairs=10,
+    )
     consumer = asyncio.create_task(watcher.consume())
-    for i in range(50):
+    for i in range(10):
         watcher.gid_issued("dsp", bytes([i + 1]) * 16)
-    await asyncio.sleep(0)  # the consumer has the first check and waits for more
-    assert watcher.pending_checks == 49
-    await asyncio.sleep(CHECK_COALESCE_SECONDS * 3)
-    assert watcher.pending_checks == 0
-    assert await store.hgetall(browser_record_key(bytes([50]) * 16))
+    while watcher.pending_checks or not await store.hgetall(
+        browser_record_key(bytes([10]) * 16)
+    ):  # the test's timeout bounds this: the hour-long timer never fires in it
+        await asyncio.sleep(0.01)
     consumer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await consumer
 
 
-async def test_a_check_held_by_a_cancelled_consumer_goes_back_in_the_queue(store: Store) -> None:
+async def test_closing_applies_what_was_recorded(store: Store) -> None:
     watcher = monitor(store, FakeClock())
     consumer = asyncio.create_task(watcher.consume())
     browser = bytes(range(2, 18))
     watcher.gid_issued("dsp", browser)
-    await asyncio.sleep(0)
-    assert watcher.pending_checks == 0  # taken by the consumer, waiting to coalesce
     consumer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await consumer
-    assert watcher.pending_checks == 1
-    await watcher.drain()
+    await watcher.close()
     assert gid_field("dsp") in await store.hgetall(browser_record_key(browser))
+
+
+async def test_a_check_the_store_cannot_judge_is_counted_as_dropped(tmp_path: Path) -> None:
+    counted: list[tuple[str, Count, int]] = []
+    gone = open_store(f"sqlite:///{tmp_path / 'gone.db'}")
+    watcher = BuyerMonitor(
+        gone,
+        ExchangeSettings(),
+        clock=FakeClock(),
+        worker_id="w",
+        on_count=lambda nid, what, n: counted.append((nid, what, n)),
+    )
+    await gone.close()  # every call now raises StoreUnavailable
+    watcher.gid_issued("dsp", BROWSER)
+    watcher.gid_issued("dsp", BROWSER)  # judged against the first: a violation all the same
+    await watcher.drain()
+    assert watcher.pending_checks == 0
+    assert ("dsp", Count.CHECKS_DROPPED, 1) in counted
+    assert ("dsp", Count.FREQUENCY_CAP_VIOLATIONS, 1) in counted

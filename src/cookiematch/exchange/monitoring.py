@@ -10,11 +10,17 @@ window. Fields expire with the window.
 Frequency capping: when the exchange redirects a gid to buyer X for browser B (a match tag,
 or a pixel match that came back), the browser record (``browser_record.py``) keeps the time;
 a match tag from X for B before ``match_expiry_days`` have passed is a violation. These
-checks run off the request path: a request only appends to a bounded queue, which one
-consumer task empties every ``CHECK_COALESCE_SECONDS`` in batches (one round of reads, one
-round of writes per batch, so the store's group commit takes a batch in one transaction).
-When the queue is full the check is dropped and counted (``checks_dropped``): under overload
-monitoring samples, it never grows memory or slows the match tag.
+checks run off the request path (``frequency_checks.py``): a request records
+``(buyer, browser, time)`` in a plain per-worker dict, and once a second (sooner when many
+pairs wait) one task applies the whole batch with one bulk read and one bulk write. Every
+check is applied; repeats of a pair within a batch are coalesced, not dropped. Only beyond
+``MAX_PENDING_PAIRS`` waiting pairs (a store far slower than the traffic) is a new pair's
+check dropped, and counted (``checks_dropped``), as is a check whose browser record could
+not be read.
+
+A crash (kill -9) loses what this worker recorded since its last flush: about a second of
+counts and of frequency-capping checks. These are monitoring figures, not acknowledged
+writes; a graceful stop (``close``) applies and flushes everything.
 """
 
 from __future__ import annotations
@@ -28,12 +34,12 @@ from dataclasses import dataclass
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.errors import StoreUnavailable
-from cookiematch.exchange.browser_record import (
-    CREATED,
-    browser_record_key,
-    gid_field,
-    push_field,
-    seconds,
+from cookiematch.exchange.browser_record import seconds
+from cookiematch.exchange.frequency_checks import (
+    FLUSH_AT_PAIRS,
+    MAX_PENDING_PAIRS,
+    Applied,
+    FrequencyChecks,
 )
 from cookiematch.exchange.model import ExchangeSettings
 from cookiematch.storage.base import Store
@@ -45,11 +51,7 @@ WINDOW_SECONDS = SECONDS_PER_DAY
 MIN_PUSHES_FOR_RATE = 20  # below this many pushes in the window the rate is not judged
 FLUSH_SECONDS = 1.0
 RATE_REFRESH_SECONDS = 10.0
-MAX_PENDING_CHECKS = 10_000  # frequency-capping checks waiting for the consumer
-CHECK_BATCH = 512
-CHECK_COALESCE_SECONDS = 0.05
-"""The consumer waits this long after a check arrives before applying what is queued, so
-that under load one round of store reads and writes covers hundreds of match tags."""
+CHECK_SECONDS = 1.0  # frequency-capping checks are applied this often (or once many wait)
 
 
 class Count(enum.StrEnum):
@@ -71,22 +73,11 @@ class Count(enum.StrEnum):
     ERRORS = "errors"  # transport errors and non-200/204 statuses
     INVALID = "invalid"  # malformed bid responses
     WINS = "wins"
-    CHECKS_DROPPED = "checks_dropped"  # frequency-capping checks dropped under overload
+    CHECKS_DROPPED = "checks_dropped"  # frequency-capping checks not applied (overload, store)
 
 
 def monitor_key(nid: str) -> str:
     return f"mon:{nid}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Check:
-    """A gid redirected to a buyer (``push=False``: by a match tag) for a browser."""
-
-    nid: str
-    browser_id: bytes
-    at: int
-    push: bool = False
-    new_cookie: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +131,9 @@ class BuyerMonitor:
         on_count: Callable[[str, Count, int], None] | None = None,
         window_seconds: int = WINDOW_SECONDS,
         bucket_seconds: int = BUCKET_SECONDS,
+        check_seconds: float = CHECK_SECONDS,
+        max_pending_pairs: int = MAX_PENDING_PAIRS,
+        flush_at_pairs: int = FLUSH_AT_PAIRS,
     ) -> None:
         if "." in worker_id:
             raise ValueError("worker_id must not contain '.'")
@@ -153,13 +147,19 @@ class BuyerMonitor:
         self._values: dict[tuple[str, int, Count], int] = {}  # this worker, cumulative
         self._dirty: set[tuple[str, int, Count]] = set()
         self._rates: dict[str, float | None] = {}
-        self._checks: asyncio.Queue[_Check] = asyncio.Queue(MAX_PENDING_CHECKS)
+        self._checks = FrequencyChecks(
+            store, settings, max_pending=max_pending_pairs, flush_at=flush_at_pairs
+        )
+        self._check_seconds = check_seconds
         self._checking = asyncio.Lock()
 
     # -- counting ---------------------------------------------------------------------
 
     def count(self, nid: str, what: Count, n: int = 1) -> None:
-        key = (nid, int(self._clock()) // self._bucket, what)
+        self._count_at(nid, what, int(self._clock()), n)
+
+    def _count_at(self, nid: str, what: Count, at: int, n: int = 1) -> None:
+        key = (nid, at // self._bucket, what)
         self._values[key] = self._values.get(key, 0) + n
         self._dirty.add(key)
         if self._on_count is not None:
@@ -221,100 +221,66 @@ class BuyerMonitor:
     # -- hooks of the Cookie Matching Service ------------------------------------------
 
     def gid_issued(self, nid: str, browser_id: bytes, *, new_cookie: bool = False) -> None:
-        """A match tag redirected a gid to ``nid``: count it, queue the frequency check."""
-        self.count(nid, Count.MATCH_TAGS)
-        self._queue(_Check(nid, browser_id, int(self._clock()), new_cookie=new_cookie))
+        """A match tag redirected a gid to ``nid``: count it, record the frequency check."""
+        at = int(self._clock())
+        self._count_at(nid, Count.MATCH_TAGS, at)
+        if not self._checks.record(nid, browser_id, at, new_cookie=new_cookie):
+            self._count_at(nid, Count.CHECKS_DROPPED, at)
 
     def push_returned(self, nid: str, browser_id: bytes) -> None:
         """A pixel match came back valid: the buyer now has a fresh match for the browser."""
-        self.count(nid, Count.PUSHES_RETURNED)
-        self._queue(_Check(nid, browser_id, int(self._clock()), push=True))
+        at = int(self._clock())
+        self._count_at(nid, Count.PUSHES_RETURNED, at)
+        if not self._checks.record(nid, browser_id, at, push=True):
+            self._count_at(nid, Count.CHECKS_DROPPED, at)
 
     @property
     def pending_checks(self) -> int:
-        """Frequency-capping checks queued and not yet applied."""
-        return self._checks.qsize()
-
-    def _queue(self, check: _Check) -> None:
-        try:
-            self._checks.put_nowait(check)
-        except asyncio.QueueFull:
-            self.count(check.nid, Count.CHECKS_DROPPED)
+        """Frequency-capping checks recorded and not yet applied."""
+        return self._checks.pending
 
     # -- background work ----------------------------------------------------------------
 
-    async def _check_batch(self, checks: list[_Check]) -> None:
-        """Apply queued checks in order: one read per browser record, one write each."""
-        keys = {browser_record_key(c.browser_id) for c in checks}
-        records = dict(
-            zip(keys, await asyncio.gather(*(self._store.hgetall(k) for k in keys)), strict=True)
-        )
-        expiry = self._settings.match_expiry_days * SECONDS_PER_DAY
-        writes: dict[str, dict[str, bytes]] = {}
-        created: dict[str, bytes] = {}
-        pushes_done: dict[str, list[str]] = {}
-        for check in checks:
-            key = browser_record_key(check.browser_id)
-            field = gid_field(check.nid)
-            pending = writes.setdefault(key, {})
-            last = pending.get(field, records[key].get(field))
-            if (
-                not check.push
-                and last is not None
-                and last.isdigit()
-                and check.at - int(last) < expiry
-            ):
-                self.count(check.nid, Count.FREQUENCY_CAP_VIOLATIONS)
-            pending[field] = seconds(check.at)
-            if check.push:
-                pushes_done.setdefault(key, []).append(push_field(check.nid))
-            if check.new_cookie:  # the cookie-setting hop of /pixel proved the cookie sticks
-                created[key] = seconds(check.at)
-        max_age = self._settings.cookie_max_age_days * SECONDS_PER_DAY
-        await asyncio.gather(
-            *(self._store.hset(key, fields, ttl=expiry) for key, fields in writes.items()),
-            *(self._store.hset(key, {CREATED: at}, ttl=max_age) for key, at in created.items()),
-            *(self._store.hdel(key, fields) for key, fields in pushes_done.items()),
-        )
-
-    async def _check_available(self, first: _Check | None = None) -> bool:
-        """Apply ``first`` and every check queued now, in order and in batches; False when
-        there was none."""
+    async def apply_checks(self) -> None:
+        """Apply the frequency-capping checks recorded so far and count what they found."""
         async with self._checking:
-            if first is None and self._checks.empty():
-                return False
-            while first is not None or not self._checks.empty():
-                batch = [first] if first is not None else []
-                first = None
-                while len(batch) < CHECK_BATCH and not self._checks.empty():
-                    batch.append(self._checks.get_nowait())
-                try:
-                    await self._check_batch(batch)
-                except StoreUnavailable:  # the store's guard logs an outage once
-                    pass
-                except Exception as exc:
-                    log.warning("frequency-capping checks failed (%d lost): %s", len(batch), exc)
-            return True
+            if not self._checks.pending:
+                return
+            applied = await self._checks.apply()
+        self._count_applied(applied)
+
+    def _count_applied(self, applied: Applied) -> None:
+        for nid, n in applied.violations.items():
+            self.count(nid, Count.FREQUENCY_CAP_VIOLATIONS, n)
+        for nid, n in applied.unread.items():
+            self.count(nid, Count.CHECKS_DROPPED, n)
+        if applied.error is not None and not isinstance(applied.error, StoreUnavailable):
+            # (the store's guard logs an outage once)
+            log.warning(
+                "frequency-capping checks failed (%d checks, %d not judged): %s",
+                applied.checks,
+                sum(applied.unread.values()),
+                applied.error,
+            )
 
     async def consume(self) -> None:
-        """Apply queued checks as they come (coalesced for ``CHECK_COALESCE_SECONDS``), forever
-        (one task per worker)."""
+        """Apply recorded checks every ``check_seconds``, or as soon as ``flush_at_pairs``
+        pairs wait, forever (one task per worker)."""
+        due = self._checks.due
         while True:
-            first = await self._checks.get()
-            try:
-                await asyncio.sleep(CHECK_COALESCE_SECONDS)
-            except asyncio.CancelledError:
-                self._queue(first)  # back in the queue, for ``drain`` at shutdown
-                raise
-            await self._check_available(first)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(due.wait(), self._check_seconds)
+            try:  # a cancelled task lets the batch it took be applied all the same
+                await asyncio.shield(self.apply_checks())
+            except Exception as exc:  # never ends the task
+                log.warning("frequency-capping checks failed: %s", exc)
 
     async def drain(self) -> None:
-        """Apply every check queued so far (tests, shutdown)."""
-        while await self._check_available():
-            pass
+        """Apply every check recorded so far (tests, shutdown)."""
+        await self.apply_checks()
 
     async def run(self, nids: Callable[[], Iterable[str]]) -> None:
-        """Apply checks as they come; flush every second and refresh response rates every few
+        """Apply checks every second; flush every second and refresh response rates every few
         seconds, forever."""
         consumer = asyncio.get_running_loop().create_task(self.consume())
         try:

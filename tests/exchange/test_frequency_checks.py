@@ -1,0 +1,105 @@
+"""Frequency-capping checks applied in bulk, on every backend: no check is lost and every
+violation is counted exactly, whatever the batches coalesce and whichever worker saw the
+browser before."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from cookiematch.exchange.browser_record import browser_record_key, gid_field, push_field
+from cookiematch.exchange.model import ExchangeSettings
+from cookiematch.exchange.monitoring import BuyerMonitor, Count
+from cookiematch.storage import Store
+
+from support.clock import FakeClock
+from support.stores import backend_store, shared_cluster, shared_redis  # noqa: F401
+
+DAY = 86400
+BROWSERS = 300
+ROUNDS = 8
+ROUND_DAYS = 5  # with match_expiry_days = 14: a pair seen 1 or 2 rounds ago is still fresh
+BUYERS = ("dsp", "dsp2")
+
+
+class Reference:
+    """The rule applied one event at a time: a match tag within the expiry of the pair's
+    last gid (a match tag's or a returned push's) is a violation."""
+
+    def __init__(self, expiry: int) -> None:
+        self.expiry = expiry
+        self.last: dict[tuple[str, bytes], int] = {}
+        self.violations: Counter[str] = Counter()
+
+    def event(self, nid: str, browser: bytes, at: int, *, push: bool) -> None:
+        last = self.last.get((nid, browser))
+        if not push and last is not None and at - last < self.expiry:
+            self.violations[nid] += 1
+        self.last[(nid, browser)] = at
+
+
+async def test_every_violation_is_counted_exactly(backend_store: Store) -> None:  # noqa: F811
+    clock = FakeClock()
+    settings = ExchangeSettings()
+    counted: dict[str, Counter[str]] = {count: Counter() for count in Count}
+
+    def on_count(nid: str, what: Count, n: int) -> None:
+        counted[what][nid] += n
+
+    workers = [
+        BuyerMonitor(backend_store, settings, clock=clock, worker_id=w, on_count=on_count)
+        for w in ("w1", "w2")
+    ]
+    reference = Reference(settings.match_expiry_days * DAY)
+    browsers = [i.to_bytes(2, "big") * 8 for i in range(BROWSERS)]
+    rng = random.Random(19)
+    events = 0
+    for _ in range(ROUNDS):
+        # within a round each browser is seen by one worker, up to three times per buyer
+        for browser in rng.sample(browsers, BROWSERS // 2):
+            worker = rng.choice(workers)
+            for nid in rng.sample(BUYERS, rng.randint(1, 2)):
+                for _ in range(rng.randint(1, 3)):
+                    clock.advance(rng.randint(0, 2))
+                    push = rng.random() < 0.2
+                    at = int(clock())
+                    if push:
+                        worker.push_returned(nid, browser)
+                    else:
+                        worker.gid_issued(nid, browser)
+                    reference.event(nid, browser, at, push=push)
+                    events += 1
+        for worker in workers:
+            await worker.drain()
+            assert worker.pending_checks == 0
+        clock.advance(ROUND_DAYS * DAY)
+    assert (
+        sum(counted[Count.MATCH_TAGS].values()) + sum(counted[Count.PUSHES_RETURNED].values())
+        == events
+    )
+    assert not counted[Count.CHECKS_DROPPED]
+    assert reference.violations.total() > 100  # the rounds do make repeats
+    assert counted[Count.FREQUENCY_CAP_VIOLATIONS] == reference.violations
+    for (nid, browser), at in list(reference.last.items())[:50]:
+        record = await backend_store.hgetall(browser_record_key(browser))
+        assert record[gid_field(nid)] == str(at).encode()
+
+
+async def test_a_returned_push_clears_its_pending_field_and_freshens_the_match(
+    backend_store: Store,  # noqa: F811
+) -> None:
+    clock = FakeClock()
+    watcher = BuyerMonitor(backend_store, ExchangeSettings(), clock=clock, worker_id="w")
+    browser = bytes(range(16))
+    key = browser_record_key(browser)
+    await backend_store.hset(key, {push_field("dsp"): b"%d" % clock()}, ttl=3600)
+    watcher.push_returned("dsp", browser)
+    clock.advance(60)
+    watcher.gid_issued("dsp", browser, new_cookie=True)
+    await watcher.drain()
+    record = await backend_store.hgetall(key)
+    assert push_field("dsp") not in record
+    assert record[gid_field("dsp")] == b"%d" % clock()
+    assert record["created"] == b"%d" % clock()
+    stats = await watcher.stats("dsp")
+    assert stats.counts[Count.FREQUENCY_CAP_VIOLATIONS] == 1
