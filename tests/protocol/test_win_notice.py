@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import struct
 from urllib.parse import urlsplit
 
 import pytest
@@ -39,9 +38,8 @@ def reference_sig(secret: bytes, nid: str, auction: str, bid: str, imp: str, iss
     key = HKDF(
         algorithm=hashes.SHA256(), length=32, salt=b"cookiematch win notice", info=nid.encode()
     ).derive(secret)
-    fields = [x.encode() for x in (auction, bid, imp, str(issued))]
-    message = b"".join(struct.pack(">H", len(f)) + f for f in fields)
-    tag = hmac.new(key, message, hashlib.sha256).digest()[:16]
+    message = "".join(f"{len(x)}:{x}," for x in (auction, bid, imp, str(issued)))
+    tag = hmac.new(key, message.encode(), hashlib.sha256).digest()[:16]
     return base64.urlsafe_b64encode(tag).rstrip(b"=").decode()
 
 

@@ -6,8 +6,8 @@
     A, B, I  the bid request's id, the bid's id, the impression's id, as the buyer knew them
              when it bid, percent-encoded (UTF-8; unreserved characters and ``,`` literal)
     T        unix seconds when the bid was placed
-    S        = base64url_nopad(HMAC-SHA256_K(field(A) || field(B) || field(I) || field(T))[:16])
-             22 characters; field(x) = len(utf8(x)) as 2 bytes big-endian || utf8(x)
+    S        = base64url_nopad(HMAC-SHA256_K(utf8(field(A) field(B) field(I) field(T)))[:16])
+             22 characters; field(x) = "<len(x)>:<x>," (a netstring, its length in characters)
     K        = HKDF-SHA256(secret, salt="cookiematch win notice", info=nid)
 
 Only the price and its currency are left to the exchange's macros; everything else is written by
@@ -67,11 +67,6 @@ class WinNotice(msgspec.Struct, frozen=True):
     price: float
 
 
-def _field(text: str) -> bytes:
-    data = text.encode()
-    return len(data).to_bytes(2, "big") + data
-
-
 class WinSigner:
     """Signs and verifies the ids of a win notice; the HMAC's pads are hashed once, reused."""
 
@@ -96,8 +91,9 @@ class WinSigner:
     def sign(self, auction: str, bid: str, imp: str, issued: int) -> str:
         """``sig``: 22 characters of unpadded base64url. Raises UnicodeEncodeError for an id
         that is not encodable (a lone surrogate)."""
-        message = _field(auction) + _field(bid) + _field(imp) + _field(str(issued))
-        return b64url_nopad(self._mac.digest(message)[:SIG_BYTES])
+        time = str(issued)
+        message = f"{len(auction)}:{auction},{len(bid)}:{bid},{len(imp)}:{imp},{len(time)}:{time},"
+        return b64url_nopad(self._mac.digest(message.encode())[:SIG_BYTES])
 
     def verify(self, auction: str, bid: str, imp: str, issued: int, sig: str) -> bool:
         """Whether ``sig`` signs these ids, compared in constant time."""
@@ -115,17 +111,16 @@ def win_url(
 ) -> str | None:
     """The ``nurl`` of one bid under ``base`` (no trailing ``/``), or None when an id cannot
     travel in it."""
-    if max(len(auction), len(bid), len(imp)) > MAX_ID or not auction or not bid or not imp:
+    if not (0 < len(auction) <= MAX_ID and 0 < len(bid) <= MAX_ID and 0 < len(imp) <= MAX_ID):
         return None
     try:
-        sig = signer.sign(auction, bid, imp, issued)
-        ids = (
-            f"auction={encode_component(auction)}&bid={encode_component(bid)}"
-            f"&imp={encode_component(imp)}"
-        )
+        sig = signer.sign(auction, bid, imp, issued)  # what it encodes, the URL encodes
     except UnicodeEncodeError:
         return None
-    return f"{base}{WIN_PATH}?{ids}&t={issued}&{_MACROS}&sig={sig}"
+    return (
+        f"{base}{WIN_PATH}?auction={encode_component(auction)}&bid={encode_component(bid)}"
+        f"&imp={encode_component(imp)}&t={issued}&{_MACROS}&sig={sig}"
+    )
 
 
 def parse_win(params: Mapping[str, str | None], signer: WinSigner) -> WinNotice | None:
