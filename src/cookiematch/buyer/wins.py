@@ -103,14 +103,13 @@ class WinNotices:
     async def _receive(self, query: tuple[QueryParam, ...] | None) -> WinOutcome:
         if query is None:
             return WinOutcome.INVALID
-        params = {p.name: p.value for p in query}
-        notice = parse_win(params, self._signer)
+        notice = parse_win({p.name: p.value for p in query}, self._signer)
         if notice is None:
             return WinOutcome.INVALID
         age = self._clock() - notice.issued
         if not -MAX_SKEW_SECONDS <= age <= MAX_AGE_SECONDS:
             return WinOutcome.INVALID
-        key = self._prefix + str(params["sig"])
+        key = self._prefix + notice.sig
         try:
             first = await self._store.set_if_absent(
                 key, repr(notice.price).encode(), ttl=RECORD_TTL_SECONDS

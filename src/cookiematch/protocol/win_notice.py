@@ -58,13 +58,14 @@ _TIME_SHAPE = re.compile(r"[0-9]{1,12}")
 
 class WinNotice(msgspec.Struct, frozen=True):
     """One notice whose signature verifies: the bid that won, when it was placed (unix
-    seconds), and the price it cleared at (CPM, USD)."""
+    seconds), the price it cleared at (CPM, USD), and its signature (one per bid)."""
 
     auction: str
     bid: str
     imp: str
     issued: int
     price: float
+    sig: str
 
 
 class WinSigner:
@@ -144,4 +145,4 @@ def parse_win(params: Mapping[str, str | None], signer: WinSigner) -> WinNotice 
         return None
     if not signer.verify(auction, bid, imp, int(issued), sig):
         return None
-    return WinNotice(auction, bid, imp, int(issued), price)
+    return WinNotice(auction, bid, imp, int(issued), price, sig)
