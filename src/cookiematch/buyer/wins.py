@@ -11,13 +11,14 @@ the macros of its price (``protocol/win_notice.py``)::
 The signing key is derived (HKDF-SHA256) from ``[buyer] win_notice_key``, else from
 ``admin_token``; every worker and instance of one buyer derives the same. A notice needs no
 credential but its signature: one that does not verify (forged, its ids or time changed, no
-``sig``), or whose price is not a finite CPM above 0 and at most ``MAX_PRICE``, or whose
-currency is not USD, or older than ``MAX_AGE_SECONDS`` (or from the future beyond
-``MAX_SKEW_SECONDS``) is ``invalid_notice``. The first valid notice of a bid is recorded with
-``set_if_absent`` (key ``bw:<nid>:<sig>``, TTL ``RECORD_TTL_SECONDS``, longer than a notice
-is accepted) before the answer, and counted ``won``; a repeat is answered alike (the exchange
-has nothing to retry) but counted ``duplicate_notice``. A store that fails leaves the notice
-unrecorded: ``notice_store_error``, and the exchange is told to try again later.
+``sig``), or whose price is not a finite CPM above 0 and at most 1,000,000, or whose currency
+is not USD (``protocol/win_notice.py``: ``parse_win``), or older than ``MAX_AGE_SECONDS`` (or
+from the future beyond ``MAX_SKEW_SECONDS``) is ``invalid_notice``. The first valid notice
+of a bid is recorded with ``set_if_absent`` (key ``bw:<nid>:<sig>``, TTL
+``RECORD_TTL_SECONDS``, longer than a notice is accepted) before the answer, and counted
+``won``; a repeat is answered alike (the exchange has nothing to retry) but counted
+``duplicate_notice``. A store that fails leaves the notice unrecorded:
+``notice_store_error``, and the exchange is told to try again later.
 (``auction`` event: ``bid`` per bid placed, and the outcomes above.)
 """
 
