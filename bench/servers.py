@@ -277,6 +277,7 @@ listen = "127.0.0.1:{port}"
 nid = "finest-dsp"
 exchange_url = "http://exchange.localhost:8700/pixel"
 public_url = "http://buyer.localhost:8800"
+win_notice_key = "bench-win-notice-key-0123456789"
 response = "gif"
 
 [[buyer.campaigns]]

@@ -17,6 +17,7 @@ from cookiematch.buyer.matchtable import MatchTable
 from cookiematch.buyer.matchtag import ExchangeEndpoint
 from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats
+from cookiematch.buyer.wins import WinUrls
 from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.privacy.policy import PrivacyPolicy, PrivacySettings
 from cookiematch.storage import Store, open_store
@@ -123,6 +124,7 @@ def make_bidder(table: MatchTable, clock: Clock, policy: PrivacyPolicy) -> Itera
         campaigns: tuple[Campaign, ...] = (RETARGET, PROSPECT),
         *,
         policy: PrivacyPolicy = policy,
+        win_urls: WinUrls | None = None,
         **kwargs: Any,
     ) -> Bidder:
         return Bidder(
@@ -133,6 +135,7 @@ def make_bidder(table: MatchTable, clock: Clock, policy: PrivacyPolicy) -> Itera
             BidLog(10),
             policy=policy,
             clock=clock,
+            win_urls=win_urls,
         )
 
     yield make

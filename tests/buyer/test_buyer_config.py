@@ -60,6 +60,9 @@ def test_environment_overrides(tmp_path: Path) -> None:
         ('win_notice_base_url = "b.example"', "buyer.win_notice_base_url"),
         ("table_size_interval_seconds = 59", "buyer.table_size_interval_seconds"),
         ('admin_token = "short"', "buyer.admin_token"),
+        ('win_notice_key = "short"', "buyer.win_notice_key"),
+        ('public_url = "https://b.example"', "buyer.win_notice_key"),  # nothing signs its nurl
+        ('win_notice_base_url = "http://b:1"', "buyer.win_notice_key"),
         ('response = "png"', "buyer.response"),
         ("match_ttl_days = 0", "buyer.match_ttl_days"),
         ("entry_ttl_days = 3", "buyer.entry_ttl_days"),
@@ -83,6 +86,20 @@ def test_bad_values_name_their_key(tmp_path: Path, extra: str, key: str) -> None
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), environ={})
     assert info.value.key == key, str(info.value)
+
+
+def test_the_win_notice_key_is_derived_from_its_own_setting_else_the_admin_token(
+    tmp_path: Path,
+) -> None:
+    signed = f'{MINIMAL}public_url = "https://b.example"\n'
+    token = load_config(write(tmp_path, f'{signed}admin_token = "{"t" * 16}"\n'), environ={}).buyer
+    assert token is not None and token.win_notice_secret() == "t" * 16
+    env = {"COOKIEMATCH_BUYER__WIN_NOTICE_KEY": "k" * 16}
+    env["COOKIEMATCH_BUYER__ADMIN_TOKEN"] = "t" * 16
+    own = load_config(write(tmp_path, signed), environ=env).buyer
+    assert own is not None and own.win_notice_secret() == "k" * 16
+    unsigned = load_config(write(tmp_path, MINIMAL), environ={}).buyer  # no nurl: no key needed
+    assert unsigned is not None and unsigned.win_notice_secret() is None
 
 
 def test_missing_nid(tmp_path: Path) -> None:

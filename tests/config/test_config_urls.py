@@ -121,5 +121,7 @@ def test_origins_agree(origin: str, ok: bool) -> None:
 
 def test_a_public_url_takes_no_query() -> None:
     assert BuyerRoleConfig(nid="d", exchange_url="https://e/p?x=1").problems() == []
-    buyer = BuyerRoleConfig(nid="d", exchange_url="https://e/p", public_url="https://b/?x")
+    buyer = BuyerRoleConfig(
+        nid="d", exchange_url="https://e/p", public_url="https://b/?x", admin_token=Secret("t" * 16)
+    )
     assert buyer.problems() == [("public_url", "URL must not contain a query")]

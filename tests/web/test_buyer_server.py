@@ -250,22 +250,36 @@ def test_matched_user_gets_the_retargeting_bid(own: httpx.Client) -> None:
     assert not {"user_id", "buyeruid", "user_ext", "buyer_uid"} & {k for r in recent for k in r}
 
 
-def test_a_won_bid_is_noticed_through_its_nurl(own: httpx.Client) -> None:
-    body = json.dumps({**bid_request({"id": "d29uLWJpZA"}), "id": "won-1"}).encode()
+def test_a_won_bid_is_noticed_once_through_its_signed_nurl(own: httpx.Client) -> None:
+    body = json.dumps({**bid_request({"id": "d29uLWJpZA"}), "id": "won 1&x"}).encode()
     before = counters(own)["auction"]
     response = own.post("/bid", content=body)
     assert response.status_code == 200
     # the exchange's own parsing substitutes the macros of the winning bid's nurl
     (bid,) = parse_response("dsp", response.content, decode_bid_request(body))
-    assert bid.nurl is not None and bid.nurl.startswith(f"{own.base_url}/win?")
-    assert "price=0.5&cur=USD" in bid.nurl and bid.bid_id == "won-1-1"
+    assert bid.nurl is not None and bid.bid_id == "won 1&x-1"
+    ids = "auction=won%201%26x&bid=won%201%26x-1&imp=1&t="
+    assert bid.nurl.startswith(f"{own.base_url}/win?{ids}")  # the ids written in, encoded
+    assert "&price=0.5&cur=USD&sig=" in bid.nurl
+    params = dict(parse_qsl(urlsplit(bid.nurl).query))
+    sig, issued = params["sig"], params["t"]
+    assert len(sig) == 22 and issued.isdigit()
+
     assert own.get(bid.nurl).status_code == 204
+    assert own.get(bid.nurl).status_code == 204  # the same notice again: a duplicate
     forged = [
-        bid.nurl.replace("bid=won-1-1", "bid=other-1"),  # not the bid id of that auction
+        bid.nurl.replace("auction=won%201%26x", "auction=won%202%26x"),  # another auction
+        bid.nurl.replace("&imp=1&", "&imp=2&"),  # another impression
+        bid.nurl.replace("bid=won%201%26x-1", "bid=other-1"),
+        bid.nurl.replace(f"t={issued}", f"t={int(issued) - 1}"),  # another time
+        bid.nurl.replace(f"&sig={sig}", ""),  # no signature
+        bid.nurl.replace(f"sig={sig}", f"sig={sig[::-1]}"),
+        bid.nurl.replace(f"sig={sig}", "sig=AAAAAAAAAAAAAAAAAAAAAA"),
         bid.nurl.replace("price=0.5", "price=${AUCTION_PRICE}"),  # not substituted
         bid.nurl.replace("price=0.5", "price=nan"),
         bid.nurl.replace("price=0.5", "price=-1"),
         bid.nurl.replace("cur=USD", "cur=EUR"),
+        f"{own.base_url}/win?auction=won&bid=won-1&imp=1&price=0.5&cur=USD",  # the old form
         f"{own.base_url}/win",
         f"{own.base_url}/win?auction=%zz",  # not a query
     ]
@@ -275,9 +289,11 @@ def test_a_won_bid_is_noticed_through_its_nurl(own: httpx.Client) -> None:
     after = counters(own)["auction"]
     assert after.get("bid", 0) == before.get("bid", 0) + 1
     assert after.get("won", 0) == before.get("won", 0) + 1
+    assert after.get("duplicate_notice", 0) == before.get("duplicate_notice", 0) + 1
     assert after.get("invalid_notice", 0) == before.get("invalid_notice", 0) + len(forged)
     metrics = own.get("/metrics", headers=AUTH).text
     assert 'cookiematch_buyer_auction_total{outcome="won"}' in metrics
+    assert 'cookiematch_buyer_auction_total{outcome="duplicate_notice"}' in metrics
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"not json", b'{"id": 5}', b"[1]"])

@@ -141,6 +141,7 @@ listen = "127.0.0.1:{buyer_port}"
 nid = "dsp"
 exchange_url = "{exchange}/pixel"
 public_url = "{buyer}"
+win_notice_key = "a-win-notice-key-0123456789"
 push_user_lists = [888]
 """)
     start_module_server(argv=serve_argv(buyer_config, "buyer"), port=buyer_port)

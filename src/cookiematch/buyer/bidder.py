@@ -4,7 +4,8 @@ One look-up per request (``MatchTable.lookup``: its reads go out together, one r
 bounded by the request's ``tmax`` (or the configured default) minus a safety margin: a
 look-up that would take longer is abandoned and the answer is no bid. The ad markup carries
 the exchange's match tag when :func:`~cookiematch.buyer.matchtag.decide_match_tag` says the
-user needs (re)matching.
+user needs (re)matching. Each bid carries the signed ``nurl`` of its win notice when the buyer
+has one (``buyer/wins.py``: ``WinUrls``).
 
 Privacy (docs/buyer.md "Privacy"): the request's ``regs`` and ``user.consent`` are decoded
 once (``privacy/openrtb.py`` ``bid_signals``) and the policy is asked whether the buyer (its
@@ -35,7 +36,7 @@ from cookiematch.buyer.matchtable import Lookup, MatchTable
 from cookiematch.buyer.matchtag import PRIVACY_DECISION, MatchTagDecision, decide_match_tag
 from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats
-from cookiematch.buyer.wins import bid_id, win_url
+from cookiematch.buyer.wins import WinUrls, bid_id
 from cookiematch.clock import Clock
 from cookiematch.deadlines import Deadlines
 from cookiematch.errors import StorageError, StoreUnavailable
@@ -101,6 +102,7 @@ class Bidder:
         *,
         policy: PrivacyPolicy,
         clock: Clock,
+        win_urls: WinUrls | None = None,
     ) -> None:
         self.table = table
         self.campaigns = tuple(campaigns)
@@ -112,8 +114,7 @@ class Bidder:
         self._vendor_id = policy.settings.host_vendor_id
         self._deadlines = Deadlines()
         self._tag_url = self._shared_tag_url()
-        base = settings.win_notice_base
-        self._nurl = None if base is None else win_url(base)
+        self._win_urls = win_urls
         self._tag_html = _img(self._tag_url)
         self._markup = {
             (id(campaign), tag): campaign.render(tag)
@@ -128,13 +129,13 @@ class Bidder:
 
     async def bid(self, request: BidRequest) -> BidResult:
         received_at = self._clock()
-        answer = await self._bid(request)
+        answer = await self._bid(request, received_at)
         result = answer.result
         self.stats.add("bid", result.outcome)
         self.bid_log.append_later(_record, request, received_at, answer)
         return result
 
-    async def _bid(self, request: BidRequest) -> _Answer:
+    async def _bid(self, request: BidRequest, received_at: float) -> _Answer:
         imps = request.imp
         if not imps:
             return _Answer(BidResult(None, "no_imp"))
@@ -186,7 +187,11 @@ class Bidder:
             if choice is not None:
                 if tag is None:
                     tag = self._tag_for(request, signals is SILENT, user, decision)
-                bids.append(self._bid_for(request.id, imp.id, choice, tag, user, decision, privacy))
+                wins = self._win_urls
+                nurl = None if wins is None else wins.nurl(request.id, imp.id, received_at)
+                bids.append(
+                    self._bid_for(request.id, imp.id, nurl, choice, tag, user, decision, privacy)
+                )
         if not bids:
             if not privacy.allowed:
                 outcome = "not_personalised"
@@ -217,6 +222,7 @@ class Bidder:
         self,
         request_id: str,
         impid: str,
+        nurl: str | None,
         choice: Choice,
         tag: str,
         user: _User,
@@ -233,7 +239,7 @@ class Bidder:
             id=bid_id(request_id, impid),
             impid=impid,
             price=choice.price,
-            nurl=self._nurl,
+            nurl=nurl,
             adm=campaign.render(tag) if adm is None else adm,
             adomain=list(campaign.adomain) or None,
             cid=campaign.id,

@@ -22,7 +22,10 @@ EVENTS = {
     "opt_out": "google_error=1 redirects (opted out): entries erased, or nothing known",
     "optout_page": "the buyer's own opt-out page (POST /optout), by outcome",
     "exchange_optout": "opt-out notices from the exchange (POST /exchange/optout), by outcome",
-    "auction": "bids placed (bid) and the exchange's win notices (GET /win): won, invalid_notice",
+    "auction": (
+        "bids placed (bid) and the exchange's win notices (GET /win): won, duplicate_notice,"
+        " invalid_notice, notice_store_error"
+    ),
 }
 
 

@@ -68,6 +68,8 @@ class BuyerRoleConfig(Table, frozen=True):
     public_url: str | None = None  # this buyer's base URL as browsers reach it
     # … as the exchange's servers reach it: the base of every bid's nurl (default public_url)
     win_notice_base_url: str | None = None
+    # signs every bid's nurl (HKDF-derived key); None: derived from admin_token instead
+    win_notice_key: Secret | None = None
     admin_token: Secret | None = None  # None: the admin API refuses every request
     store_deadline_ms: DeadlineMs = STORE_DEADLINE_MS  # each store call of a browser request
     admin_store_deadline_ms: DeadlineMs = ADMIN_STORE_DEADLINE_MS  # … of an admin request
@@ -106,6 +108,18 @@ class BuyerRoleConfig(Table, frozen=True):
             found.append(
                 ("exchange_optout_secret", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")
             )
+        if self.win_notice_key is not None and len(self.win_notice_key) < MIN_ADMIN_TOKEN_LENGTH:
+            found.append(
+                ("win_notice_key", f"must be at least {MIN_ADMIN_TOKEN_LENGTH} characters")
+            )
+        if self.win_notice_secret() is None and (self.win_notice_base_url or self.public_url):
+            found.append(
+                (
+                    "win_notice_key",
+                    "required to sign the bids' nurl (public_url or win_notice_base_url is set)"
+                    " when there is no admin_token to derive it from",
+                )
+            )
         if self.cookie_same_site == "None" and not self.cookie_secure:
             found.append(
                 ("cookie_same_site", '"None" needs cookie_secure = true (browsers insist)')
@@ -121,6 +135,10 @@ class BuyerRoleConfig(Table, frozen=True):
             seen.add(campaign.id)
             found += [(f"campaigns[{i}].{key}", m) for key, m in campaign.problems()]
         return found
+
+    def win_notice_secret(self) -> Secret | None:
+        """What the win-notice key is derived from: ``win_notice_key``, else ``admin_token``."""
+        return self.win_notice_key if self.win_notice_key is not None else self.admin_token
 
     def cookie_spec(self) -> CookieSpec:
         """The buyer cookie: ``HttpOnly``, and by default ``Secure; SameSite=None``."""

@@ -2,7 +2,8 @@
 
 One server worker (``BuyerServer``): the privacy policy (one, from ``[privacy]``; the buyer is
 its host), the match table (its layout settled with the store), the redirect handler's matcher,
-the bidder with its campaigns and bid log, their routes, the opt-out page and (with
+the bidder with its campaigns and bid log, the win notices (signed ``nurl``s and ``/win``,
+when bids carry one), their routes, the opt-out page and (with
 ``exchange_optout_secret``) the exchange's opt-out notices, the admin API with access and
 erasure of one user, the console (``/console``, with its time series), the match table's
 periodic count (``buyer/table_size.py``) and ``/metrics`` (the buyer's counters, the table's
@@ -26,17 +27,25 @@ from cookiematch.buyer.optout import ExchangeOptOuts
 from cookiematch.buyer.stats import BuyerStats
 from cookiematch.buyer.subjects import BuyerSubjects
 from cookiematch.buyer.table_size import MatchTableSizeLog
-from cookiematch.buyer.wins import WIN_PATH
+from cookiematch.buyer.wins import WinNotices, WinUrls
 from cookiematch.config import Config
 from cookiematch.config.buyer import BuyerRoleConfig
 from cookiematch.errors import ConfigError
+from cookiematch.protocol.win_notice import WIN_PATH, WinSigner
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.roots.server import RoleServer, StoreDeadlines
 from cookiematch.storage import Store
 from cookiematch.web.buyer.admin import build_buyer_admin_app
 from cookiematch.web.buyer.metrics import MatchTableSizeCollector, buyer_counts
 from cookiematch.web.buyer.optout import OPTOUT_PATH, BuyerOptOutCookie, exchange_optout_route
-from cookiematch.web.buyer.routes import NO_BID, NO_TAG, BuyerCookie, BuyerRoutes
+from cookiematch.web.buyer.routes import (
+    NO_BID,
+    NO_TAG,
+    WIN_ON_ERROR,
+    BuyerCookie,
+    BuyerRoutes,
+    WinRoute,
+)
 from cookiematch.web.console import SERIES_FAILED, build_console
 from cookiematch.web.console import buyer as console_buyer
 from cookiematch.web.optout import OPTOUT_ON_ERROR, OptOutFlow
@@ -96,12 +105,24 @@ class BuyerServer(RoleServer):
         self.bid_log = BidLog(self.buyer.bid_log_size)
         self.matcher: Matcher | None = None
 
+    def win_notices(self) -> tuple[WinUrls, WinNotices] | None:
+        """Every bid's signed ``nurl`` and the ``/win`` that checks it, over the requests'
+        store; None when bids carry no ``nurl`` (no ``win_notice_base_url`` nor ``public_url``)."""
+        base, secret = self.settings.win_notice_base, self.buyer.win_notice_secret()
+        if base is None or secret is None:  # the configuration requires a secret with a base
+            return None
+        nid = self.settings.nid
+        signer = WinSigner.derive(secret.reveal().encode(), nid)
+        notices = WinNotices(self.requests, signer, nid, self.stats, clock=time.time)
+        return WinUrls(base, signer), notices
+
     async def build(self, store: Store) -> None:
         buyer, settings, app = self.buyer, self.settings, self.app
         subjects = subject_data(self.config, self.admin)
         admin_table = await subjects.table()  # settles the layout
         table = admin_table.over(self.requests)  # the browser-facing routes'
         policy = self.policy
+        wins = self.win_notices()
         matcher = self.matcher = Matcher(
             table, settings, self.stats, policy=policy, new_uid=new_uid, clock=time.time
         )
@@ -113,6 +134,7 @@ class BuyerServer(RoleServer):
             self.bid_log,
             policy=policy,
             clock=time.time,
+            win_urls=None if wins is None else wins[0],
         )
         cookie = BuyerCookie(buyer.cookie_spec())
         routes = BuyerRoutes(matcher, bidder, cookie, pixel_204=buyer.response == "204")
@@ -120,7 +142,8 @@ class BuyerServer(RoleServer):
         app.route("/push", routes.push)
         app.route("/matchtag", routes.matchtag, on_error=NO_TAG)
         app.route("/bid", routes.bid, methods=("POST",), on_error=NO_BID, read_body=True)
-        app.route(WIN_PATH, routes.win, on_error=NO_TAG)
+        if wins is not None:  # else the path is a 404: bids carry no nurl
+            app.route(WIN_PATH, WinRoute(wins[1]), on_error=WIN_ON_ERROR)
         page = OptOutPage(settings.nid, path=OPTOUT_PATH, secure=buyer.cookie_secure)
         stats = self.stats
         optout = OptOutFlow(

@@ -22,7 +22,7 @@ from typing import NamedTuple
 from cookiematch.buyer.bidder import Bidder
 from cookiematch.buyer.ids import format_uid, parse_uid
 from cookiematch.buyer.matching import Browser, Matcher, RedirectParams
-from cookiematch.buyer.wins import parse_win
+from cookiematch.buyer.wins import WinNotices, WinOutcome
 from cookiematch.errors import BidRequestError, QueryError
 from cookiematch.privacy.request import read_privacy
 from cookiematch.privacy.signals import ConsentSignals
@@ -182,17 +182,28 @@ class BuyerRoutes:
             return NO_BID
         return Response(200, BID_HEADERS, encode_bid_response(result.response))
 
-    async def win(self, request: Request) -> Response:
-        """GET /win: the exchange's win notice (``buyer/wins.py``): 204 when valid, else 400;
-        counted either way."""
+
+WIN_ON_ERROR = Response.text(
+    503, "Service unavailable: the notice was not recorded; retry it\n"
+).with_headers(("Retry-After", "5"))
+_WIN_ANSWERS = {
+    WinOutcome.WON: Response.no_content(),
+    WinOutcome.DUPLICATE: Response.no_content(),  # nothing for the exchange to retry
+    WinOutcome.INVALID: Response.text(400, "Bad request: not a valid win notice\n"),
+    WinOutcome.STORE_ERROR: WIN_ON_ERROR,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WinRoute:
+    """GET /win: the exchange's win notice (``buyer/wins.py``): 204 when valid (the first
+    notice of a bid or a repeat), 400 when not, 503 when it could not be recorded; counted."""
+
+    notices: WinNotices
+
+    async def __call__(self, request: Request) -> Response:
         try:
-            query = parse_query(request.query)
+            query: tuple[QueryParam, ...] | None = parse_query(request.query)
         except QueryError:
-            notice = None
-        else:
-            notice = parse_win({p.name: p.value for p in query})
-        if notice is None:
-            self._stats.add("auction", "invalid_notice")
-            return Response.text(400, "Bad request: not a valid win notice\n")
-        self._stats.add("auction", "won")
-        return Response.no_content()
+            query = None
+        return _WIN_ANSWERS[await self.notices.receive(query)]
