@@ -170,11 +170,14 @@ class Flusher:
         self.commands += len(replies)
         retry: list[Op] = []
         position = 0
+        erred = failure is not None or any([isinstance(r, TRANSIENT) for r in replies])
         for op in batch:
             mine = replies[position : position + len(op.commands)]
             position += len(op.commands)
-            transient = failure or next((r for r in mine if isinstance(r, TRANSIENT)), None)
-            if transient is not None:
+            transient = erred and (
+                failure or next((r for r in mine if isinstance(r, TRANSIENT)), None)
+            )
+            if transient:
                 if op.future is not None and op.future.cancelled():
                     continue  # its caller is gone: not retried (it may have landed)
                 if op.write and time.monotonic() < op.deadline:
