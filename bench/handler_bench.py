@@ -1,8 +1,8 @@
 """In-process cost of a hot route through the RSGI adapter, without the network: µs per request.
 
     .venv/bin/python bench/handler_bench.py [--seconds 3] [--concurrency 64] [--store sqlite]
-        [--endpoint cookie_match|cookie_match_tc|hosted_match|bid] [--loop asyncio|uvloop]
-        [--rounds N] [--profile out.html] [--distinct-browsers]
+        [--endpoint cookie_match|cookie_match_tc|hosted_match|bid|match]
+        [--loop asyncio|uvloop] [--rounds N] [--profile out.html] [--distinct-browsers]
 
 Builds the endpoint's App (the exchange's; the buyer's for ``bid``) from a generated config
 exactly as a worker does, then drives ``RSGIAdapter.__call__`` with fake granian scope/protocol
@@ -18,6 +18,9 @@ regulated traffic that consents costs, the string decoded once (at warm-up) and 
 ``--distinct-browsers`` gives each cookie match its own exchange cookie (a different browser
 per request, as real traffic is), where ``cookie_match`` otherwise repeats one cookie; the
 buyer monitor's frequency-capping checks then touch a new browser record every time.
+
+``match`` is the buyer's ``GET /match`` with a new Google ID and browser per request (the
+HTTP benchmark's durable write): the pairing written to the match table, both directions.
 
 ``bid`` POSTs the body the HTTP benchmark sends (``http_bench.bid_request_body``: the IAB's
 simple banner with ``user.id`` = ``KNOWN_GID``) after matching that gid through ``/match``,
@@ -166,6 +169,12 @@ def hosted_match(i: int) -> Scope:
     )
 
 
+def buyer_match(i: int) -> Scope:
+    """A new pairing per request, as wrk's ``unique.lua`` sends: two field-map writes."""
+    c = b64(i, 8)
+    return Scope("/match", f"google_gid=AAAbench{c}&google_cver=1", f"buyer_uid=AAAbenchAAA{c}bmA")
+
+
 def bid_headers(body: bytes) -> Headers:
     """What wrk sends with ``bench/lua/bid.lua``."""
     return Headers(
@@ -209,6 +218,7 @@ ENDPOINTS: dict[str, tuple[str, Callable[[RSGIAdapter, Path], Awaitable[Make]]]]
     "cookie_match_tc": ("exchange", query_only(cookie_match_tc)),
     "hosted_match": ("exchange", query_only(hosted_match)),
     "bid": ("buyer", bid),
+    "match": ("buyer", query_only(buyer_match)),
 }
 DISTINCT: dict[str, tuple[str, Callable[[RSGIAdapter, Path], Awaitable[Make]]]] = {
     "cookie_match": ("exchange", query_only(cookie_match_distinct)),

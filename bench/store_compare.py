@@ -5,7 +5,10 @@
 Starts a fresh redis-server and a 3-master cluster with replicas (free ports, temporary
 directories, default persistence off: AOF/fsync costs are the operator's choice) and runs the
 same phases on each backend: set ACK, set ASYNC (rate including the final flush), get,
-get_many(10 keys). Each cell is ops/s with the p99 latency; one process, one event loop.
+get_many(10 keys), hset ACK (one field of a bucket, no TTL: what the buyer's match table
+writes). Each cell is ops/s with the p99 latency; one process, one event loop. A second table
+gives this process's CPU time per operation and, on Redis, per command sent (the client's
+cost of a command: packing, parsing, bookkeeping).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,11 +33,28 @@ from cookiematch.storage import Durability, open_store  # noqa: E402
 from cookiematch.storage.base import Write  # noqa: E402
 
 VALUE = b"x" * 64
-Cell = tuple[float, float]  # ops/s, p99 µs
+Cell = tuple[float, float, float, float]  # ops/s, p99 µs, CPU µs per op, CPU µs per command
 
 
 def p99(latencies: list[float]) -> float:
     return statistics.quantiles(latencies, n=100)[98] * 1e6
+
+
+def commands(store: object) -> int:
+    """Commands the store has sent (Redis), else 0."""
+    return int(getattr(store, "commands", 0))
+
+
+async def measured(
+    store: object, op: Callable[[int, int], Awaitable[object]], args: argparse.Namespace
+) -> Cell:
+    cpu, sent = time.process_time(), commands(store)
+    ops, elapsed, lat = await hammer(op, args.concurrency, args.seconds)
+    return cell(ops, elapsed, lat, time.process_time() - cpu, commands(store) - sent)
+
+
+def cell(ops: int, elapsed: float, lat: list[float], cpu: float, sent: int) -> Cell:
+    return ops / elapsed, p99(lat), cpu * 1e6 / ops, cpu * 1e6 / sent if sent else 0.0
 
 
 async def bench_set(url: str, durability: Durability, args: argparse.Namespace) -> Cell:
@@ -43,11 +64,12 @@ async def bench_set(url: str, durability: Durability, args: argparse.Namespace) 
     async def set_op(w: int, i: int) -> None:
         await writer.set(f"user:{durability.value}:{w}:{i}", VALUE, ttl=86400)
 
+    cpu, sent = time.process_time(), commands(writer)
     ops, elapsed, lat = await hammer(set_op, args.concurrency, args.seconds)
     t = time.perf_counter()
     await writer.close()
     elapsed += time.perf_counter() - t  # ASYNC: include the final flush
-    return ops / elapsed, p99(lat)
+    return cell(ops, elapsed, lat, time.process_time() - cpu, commands(writer) - sent)
 
 
 async def run_backend(url: str, args: argparse.Namespace) -> dict[str, Cell]:
@@ -66,10 +88,12 @@ async def run_backend(url: str, args: argparse.Namespace) -> dict[str, Cell]:
     async def get_many(w: int, i: int) -> None:
         await store.get_many([f"k{rnd.randrange(n)}" for _ in range(10)])
 
-    ops, elapsed, lat = await hammer(get, args.concurrency, args.seconds)
-    cells["get"] = (ops / elapsed, p99(lat))
-    ops, elapsed, lat = await hammer(get_many, args.concurrency, args.seconds)
-    cells["get_many(10)"] = (ops / elapsed, p99(lat))
+    async def hset(w: int, i: int) -> None:
+        await store.hset(f"bm:{w}:{i % 4096:x}", {f"f{w}.{i}": VALUE})
+
+    cells["get"] = await measured(store, get, args)
+    cells["get_many(10)"] = await measured(store, get_many, args)
+    cells["hset"] = await measured(store, hset, args)
     await store.close()
     return cells
 
@@ -97,6 +121,12 @@ async def main() -> None:
     for phase in results["sqlite"]:
         row = "".join(
             f"{results[b][phase][0]:>13,.0f} ({results[b][phase][1]:>5.0f})" for b in results
+        )
+        print(f"{phase:<14}{row}")
+    print("CPU µs per op (per command sent)")
+    for phase in results["sqlite"]:
+        row = "".join(
+            f"{results[b][phase][2]:>13.1f} ({results[b][phase][3]:>5.1f})" for b in results
         )
         print(f"{phase:<14}{row}")
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis
+from redis._parsers import _AsyncRESP3Parser
+from redis.asyncio import Redis
+from redis.crc import key_slot
 
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage import Durability, open_store
 from cookiematch.storage import redis_codec as codec
 from cookiematch.storage.base import Write
 from cookiematch.storage.redis_store import RedisStore, parse_cluster_url
+from cookiematch.storage.redis_wire import Wire
 
 from .redis_servers import RedisClusterProcesses, RedisServer, free_port
 
@@ -157,3 +162,114 @@ async def test_start_on_a_cluster(redis_cluster: RedisClusterProcesses) -> None:
     assert info["backend"] == "redis cluster"
     assert sum(int(v) for k, v in info.items() if k.endswith(" keys")) >= 0
     await store.close()
+
+
+# --- the wire: raw RESP with hiredis, redis-py's pipeline as the fallback ---------------------
+
+
+def wire_of(store: object) -> Wire:
+    assert isinstance(store, RedisStore)
+    return store._flusher.wire
+
+
+async def test_a_field_map_write_is_one_command(redis_url: str) -> None:
+    store = open_store(redis_url)
+    assert isinstance(store, RedisStore)
+    await store.hset("h", {"a": b"1", "b": b"2"}, ttl=50)
+    await store.hset("h", {"c": b"3"})
+    assert store.commands == 2
+    assert wire_of(store).fast_flushes == 2
+    assert await store.hgetall("h") == {"a": b"1", "b": b"2", "c": b"3"}
+    await store.close()
+
+
+async def test_many_fields_in_one_write(redis_url: str) -> None:
+    """More arguments than one Lua ``unpack`` takes: the script writes them in chunks."""
+    store = open_store(redis_url)
+    fields = {f"f{i}": str(i).encode() for i in range(20_000)}
+    await store.hset("big", fields, ttl=100)
+    assert await store.hgetall("big") == fields
+    await store.close()
+
+
+async def test_a_flushed_script_cache_is_refilled_in_order(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """NOSCRIPT: the script is sent again with its body, and a read of the same key queued
+    after the write (in the same flush) is sent after it, so it sees the write."""
+    store = open_store(redis_url, durability=Durability.ASYNC)
+    await store.hset("h", {"a": b"1"})
+    assert await store.hgetall("h") == {"a": b"1"}  # the script is cached, then flushed:
+    with redis_server.client() as client:
+        client.script_flush()
+    await store.hset("h", {"b": b"2"})  # queued: returns at once
+    assert await store.hgetall("h") == {"a": b"1", "b": b"2"}  # in the same flush
+    with redis_server.client() as client:
+        client.script_flush()
+    assert await store.set_if_absent("p", b"v")
+    assert not await store.set_if_absent("p", b"w")
+    assert store.lost == 0
+    await store.close()
+
+
+async def test_without_hiredis_parsing_redis_py_carries_every_flush(redis_url: str) -> None:
+    client = Redis.from_url(redis_url, parser_class=_AsyncRESP3Parser)
+    store = RedisStore(client, cluster=False, address="test")
+    await store.hset("h", {"a": b"1"}, ttl=10)
+    await store.set("k", b"v")
+    assert await store.hgetall("h") == {"a": b"1"}
+    assert await store.get_many(["k", "nope"]) == [b"v", None]
+    assert wire_of(store).fast is False
+    assert wire_of(store).fast_flushes == 0
+    await store.close()
+
+
+def _slot_owner(cluster: RedisClusterProcesses, key: bytes) -> tuple[RedisServer, str]:
+    for master in cluster.masters():
+        with master.client() as client:
+            try:
+                client.execute_command("EXISTS", key)
+            except redis.ResponseError:
+                continue  # MOVED: not this one
+            return master, client.execute_command("CLUSTER", "MYID").decode()
+    raise AssertionError("no master owns the key's slot")
+
+
+def _move_slot(cluster: RedisClusterProcesses, key: bytes, target: RedisServer) -> None:
+    """Reshard ``key``'s slot onto ``target``, its keys migrated, as ``redis-cli`` does."""
+    slot = key_slot(key)
+    source, source_id = _slot_owner(cluster, key)
+    with target.client() as dst, source.client() as src:
+        target_id = dst.execute_command("CLUSTER", "MYID").decode()
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        if keys:
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+    for master in [target, source, *cluster.masters()]:
+        with master.client() as client:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+
+async def test_a_resharded_slot_is_followed(redis_cluster: RedisClusterProcesses) -> None:
+    """MOVED (the client's slot map is stale): redis-py follows it and refreshes the map; the
+    next flushes take the fast path to the slot's new master."""
+    redis_cluster.flushall()
+    store = open_store(redis_cluster.url)
+    await store.start()
+    key = b"{resharded}h"
+    await store.hset(key.decode(), {"a": b"1"})
+    home, _ = _slot_owner(redis_cluster, key)
+    other = next(m for m in redis_cluster.masters() if m.port != home.port)
+    _move_slot(redis_cluster, key, other)
+    try:
+        await store.hset(key.decode(), {"b": b"2"})
+        assert await store.hgetall(key.decode()) == {"a": b"1", "b": b"2"}
+        before = wire_of(store).fast_flushes
+        for i in range(3):
+            await store.hset(key.decode(), {f"c{i}": b"3"})
+        assert wire_of(store).fast_flushes > before
+        assert len(await store.hgetall(key.decode())) == 5
+    finally:
+        await store.close()
+        _move_slot(redis_cluster, key, home)

@@ -10,6 +10,8 @@ lacks (no ``HEXPIRE``). A field map's key expires at the latest expiry of its fi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from cookiematch.errors import StorageError
 
 _PLAIN = b"\x00"
@@ -51,6 +53,14 @@ def remaining(raw: bytes, now_ms: float) -> tuple[bytes, float | None] | None:
     if expires is None:
         return value, None
     return (value, (expires - now_ms) / 1000) if expires > now_ms else None
+
+
+def field_pairs(reply: dict[bytes, bytes] | list[bytes]) -> Iterable[tuple[bytes, bytes]]:
+    """``(field, raw value)`` of an ``HGETALL`` reply: a map (RESP3, or parsed by redis-py) or
+    the flat list RESP2 puts on the wire."""
+    if isinstance(reply, dict):
+        return reply.items()
+    return zip(reply[::2], reply[1::2], strict=True)
 
 
 def encode_key(key: str) -> bytes:

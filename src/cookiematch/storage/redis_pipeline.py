@@ -1,7 +1,10 @@
 """The Redis backends' flusher: every operation goes through one pipeline per flush.
 
-    caller ──Op(commands, finish, future?)──▶ queue ──▶ flusher task: pipeline(transaction=False)
+    caller ──Op(commands, finish, future?)──▶ queue ──▶ flusher task: Wire.execute(commands)
            ◀──────── future settled with finish(results) ─────────┘   one round trip per node
+
+The commands travel as raw RESP with replies parsed by hiredis, redis-py's pipeline being the
+fallback (``redis_wire``).
 
 Ops are sent in submission order on one connection per node, so a read sees the writes queued
 before it (read-your-writes without waiting for acknowledgements). When Redis cannot be
@@ -31,27 +34,14 @@ from redis import exceptions as rx
 
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.retry import Backoff
+from cookiematch.storage.redis_scripts import Command
+from cookiematch.storage.redis_wire import TRANSIENT, Wire
+
+__all__ = ["TRANSIENT", "Command", "Finish", "Flusher", "Op", "reply_error"]
 
 log = logging.getLogger("cookiematch.storage.redis")
 
-Command = tuple[Any, ...]
 Finish = Callable[[list[Any]], Any]
-
-# Errors that say "not now" rather than "never": retry writes, fail reads with StoreUnavailable.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    rx.ConnectionError,  # includes BusyLoadingError
-    rx.TimeoutError,
-    rx.ClusterDownError,
-    rx.TryAgainError,
-    rx.MovedError,
-    rx.AskError,
-    rx.ReadOnlyError,
-    rx.MasterDownError,
-    rx.ClusterError,
-    rx.RedisClusterException,
-    OSError,
-    asyncio.TimeoutError,
-)
 
 BACKOFF = Backoff(first=0.05, cap=0.5)
 """The wait after each failed flush in a row: 50 ms doubling to 500 ms (no jitter: one flusher
@@ -75,14 +65,14 @@ class Flusher:
 
     def __init__(
         self,
-        client: Any,
+        wire: Wire,
         *,
         name: str,
         max_batch: int = 5000,
         retry_for: float = 5.0,
         backoff: Backoff = BACKOFF,
     ) -> None:
-        self._client = client
+        self.wire = wire
         self._name = name
         self._max_batch = max_batch
         self.retry_for = retry_for
@@ -121,6 +111,7 @@ class Flusher:
             assert self._wake is not None
             self._wake.set()
             await asyncio.shield(self._task)
+        await self.wire.close()
 
     # --- the task ---------------------------------------------------------------------------
 
@@ -164,14 +155,11 @@ class Flusher:
 
     async def _flush(self, batch: list[Op]) -> bool:
         """Send one pipeline; settle or requeue each op; False if Redis was unreachable."""
-        pipe = self._client.pipeline(transaction=False)
-        for op in batch:
-            for command in op.commands:
-                pipe.execute_command(*command)
+        commands = [command for op in batch for command in op.commands]
         failure: BaseException | None = None
         replies: list[Any] = []
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self.wire.execute(commands)
         except TRANSIENT as exc:
             failure = exc
             self._note_unreachable(exc)
@@ -182,11 +170,14 @@ class Flusher:
         self.commands += len(replies)
         retry: list[Op] = []
         position = 0
+        erred = failure is not None or any([isinstance(r, TRANSIENT) for r in replies])
         for op in batch:
             mine = replies[position : position + len(op.commands)]
             position += len(op.commands)
-            transient = failure or next((r for r in mine if isinstance(r, TRANSIENT)), None)
-            if transient is not None:
+            transient = erred and (
+                failure or next((r for r in mine if isinstance(r, TRANSIENT)), None)
+            )
+            if transient:
                 if op.future is not None and op.future.cancelled():
                     continue  # its caller is gone: not retried (it may have landed)
                 if op.write and time.monotonic() < op.deadline:

@@ -38,25 +38,10 @@ from cookiematch.storage.base import (
     check_ttl,
 )
 from cookiematch.storage.redis_pipeline import TRANSIENT, Command, Flusher, Op, reply_error
+from cookiematch.storage.redis_scripts import HSET_EXPIRING, SET_IF_ABSENT
+from cookiematch.storage.redis_wire import Wire
 
 _MGET_CHUNK = 1000  # keys per MGET
-# set_if_absent: SET unless a live value is there, "live" read from the value's header against
-# the store's clock (ARGV[2], ms) as every read does; one key, so it runs on a cluster too.
-_SET_IF_ABSENT = """
-local old = redis.call('GET', KEYS[1])
-if old then
-  if string.byte(old, 1) ~= 1 or string.len(old) < 7 then return 0 end
-  local expires = 0
-  for i = 2, 7 do expires = expires * 256 + string.byte(old, i) end
-  if expires > tonumber(ARGV[2]) then return 0 end
-end
-if ARGV[3] == '' then
-  redis.call('SET', KEYS[1], ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
-end
-return 1
-"""
 _SCAN_COUNT = 1000  # SCAN hint per call
 
 
@@ -84,7 +69,9 @@ class RedisStore(Store):
         self._max_pending = max_pending
         self._bulk = max_batch  # commands per op of a bulk call (hset_many, hgetall_many)
         self._name = f"redis{' cluster' if cluster else ''} {address}"
-        self._flusher = Flusher(client, name=self._name, max_batch=max_batch, retry_for=retry_for)
+        self._flusher = Flusher(
+            Wire(client, cluster=cluster), name=self._name, max_batch=max_batch, retry_for=retry_for
+        )
         self._closing: asyncio.Future[None] | None = None
 
     @classmethod
@@ -256,12 +243,12 @@ class RedisStore(Store):
         await self._write([self._set_command(key, value, self._expiry_ms(ttl))])
 
     async def set_if_absent(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
-        """One script (``_SET_IF_ABSENT``): atomic on the server. A write retried after a lost
+        """One script (``SET_IF_ABSENT``): atomic on the server. A write retried after a lost
         reply may answer False for a value it did write (it then just expires)."""
         expires = self._expiry_ms(ttl)
         raw = codec.pack(as_bytes(value), expires)
         now = int(self._now_ms())
-        command = ("EVAL", _SET_IF_ABSENT, 1, codec.encode_key(key), raw, now, expires or "")
+        command = SET_IF_ABSENT.command(codec.encode_key(key), (raw, now, expires or ""))
 
         def finish(replies: list[Any]) -> bool:
             reply_error(self._name, replies[0])
@@ -315,7 +302,7 @@ class RedisStore(Store):
             if reply_error(self._name, replies[0], wrongtype_ok=True):
                 return {}
             out: dict[str, FieldEntry] = {}
-            for field, raw in replies[0].items():
+            for field, raw in codec.field_pairs(replies[0]):
                 entry = codec.remaining(raw, now)
                 if entry is not None:
                     out[codec.decode_key(field)] = entry
@@ -338,14 +325,14 @@ class RedisStore(Store):
     async def hset(
         self, key: str, mapping: Mapping[str, bytes], *, ttl: float | None = None
     ) -> None:
-        """Fields carry their expiry; the key expires with its last field (``PEXPIREAT``)."""
+        """Fields carry their expiry; the key expires with its last field (one script)."""
         expires = self._expiry_ms(ttl)
         if not mapping:
             return
         args: list[bytes] = []
         for field, value in mapping.items():
             args += (codec.encode_key(field), codec.pack(as_bytes(value), expires))
-        await self._write(_hset_commands(codec.encode_key(key), args, expires))
+        await self._write([_hset_command(codec.encode_key(key), args, expires)])
 
     async def hset_many(self, items: Sequence[FieldWrite]) -> None:
         """One op (one pipeline): per key, one HSET of all its fields, whatever their TTLs
@@ -366,8 +353,8 @@ class RedisStore(Store):
         commands: list[Command] = []
         for key, (args, expiries) in by_key.items():
             farthest = None if None in expiries else max(e for e in expiries if e is not None)
-            commands += _hset_commands(codec.encode_key(key), args, farthest)
-            if len(commands) >= self._bulk:  # bounded pipelines; a key's commands stay together
+            commands.append(_hset_command(codec.encode_key(key), args, farthest))
+            if len(commands) >= self._bulk:  # bounded pipelines
                 ops.append(commands)
                 commands = []
         if commands:
@@ -534,14 +521,10 @@ class RedisStore(Store):
             await self._client.aclose()
 
 
-def _hset_commands(k: bytes, args: list[bytes], expires: int | None) -> list[Command]:
-    """HSET, then the map's expiry: never earlier than its latest field's."""
-    commands: list[Command] = [("HSET", k, *args)]
-    if expires is None:  # a field kept forever keeps the map: the farthest expiry there is
-        commands.append(("PEXPIREAT", k, codec.FAR_FUTURE_MS))
-    else:  # extend (GT); or set it on a map this HSET created (NX: it has none yet)
-        commands += [("PEXPIREAT", k, expires, "GT"), ("PEXPIREAT", k, expires, "NX")]
-    return commands
+def _hset_command(k: bytes, args: list[bytes], expires: int | None) -> Command:
+    """One script: HSET, then the map's expiry moved out to ``expires`` if it is earlier (a
+    field kept forever keeps the map: the farthest expiry there is)."""
+    return HSET_EXPIRING.command(k, (codec.FAR_FUTURE_MS if expires is None else expires, *args))
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:

@@ -1,0 +1,71 @@
+"""The Redis backends' server-side scripts: one command where several would do, atomic.
+
+A script is sent by its SHA1 (``EVALSHA``, a few bytes); a Redis that lacks it (restarted,
+failed over, ``SCRIPT FLUSH``) answers ``NOSCRIPT`` and the command is sent again as ``EVAL``
+with the body, which also caches it there (``redis_wire``). Each script takes one key, so it
+runs on a cluster too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Command = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    body: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.body.encode()).hexdigest())
+        _BY_SHA[self.sha] = self
+
+    def command(self, key: bytes, args: Sequence[Any]) -> Command:
+        return ("EVALSHA", self.sha, 1, key, *args)
+
+
+_BY_SHA: dict[str, Script] = {}
+
+
+def as_eval(command: Command) -> Command:
+    """``command`` with its script's body in place of its SHA1 (``EVAL``); others unchanged."""
+    if command[0] != "EVALSHA":
+        return command
+    return ("EVAL", _BY_SHA[command[1]].body, *command[2:])
+
+
+SET_IF_ABSENT = Script("""
+local old = redis.call('GET', KEYS[1])
+if old then
+  if string.byte(old, 1) ~= 1 or string.len(old) < 7 then return 0 end
+  local expires = 0
+  for i = 2, 7 do expires = expires * 256 + string.byte(old, i) end
+  if expires > tonumber(ARGV[2]) then return 0 end
+end
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3])
+end
+return 1
+""")
+"""SET unless a live value is there, "live" read from the value's header (``redis_codec``)
+against the store's clock (ARGV[2], ms) as every read does. ARGV: value, now, expiry or ''."""
+
+HSET_EXPIRING = Script("""
+for i = 2, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+end
+return 0
+""")
+"""HSET the fields, then move the map's expiry out to ARGV[1] (ms) if it is earlier or unset:
+a map never expires before its latest field. ARGV: expiry, field, value, field, value…
+(``HSET`` in chunks of 500 pairs: Lua's ``unpack`` has a limit)."""
