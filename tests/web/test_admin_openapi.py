@@ -1,7 +1,8 @@
 """Each role's admin API against its own OpenAPI 3.1 document (``web/openapi.py``), on real
 ``cookiematch serve`` processes: the document is served without a token, is valid OpenAPI
 (``openapi-spec-validator``), names exactly the routes served, and schemathesis finds no 5xx
-and no answer (status, content type, headers, body) outside it.
+and no answer (status, content type, headers, body) outside it. The DMP's document holds its
+partners' ingestion API too, which schemathesis calls with the partner's ingest token.
 
 The servers' outbound HTTP (bid requests, webhooks, pulls, exports to URLs that schemathesis
 makes up) goes to a proxy on a closed loopback port: nothing leaves the machine. The DMP's
@@ -22,8 +23,10 @@ import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
+from cookiematch.dmp.ingest.records import MAX_EVENTS, UID
 from cookiematch.web.buyer.api_spec import OPERATIONS as BUYER
 from cookiematch.web.dmp.api_spec import OPERATIONS as DMP
+from cookiematch.web.dmp.ingest import LINES_TYPES
 from cookiematch.web.exchange.api_spec import OPERATIONS as EXCHANGE
 from cookiematch.web.openapi import Operation, document, with_openapi
 
@@ -36,9 +39,11 @@ REGISTRIES = {"exchange": EXCHANGE, "buyer": BUYER, "dmp": DMP}
 EXAMPLES = 60  # per operation: each role's run takes 20-35 s on two cores
 
 
+INGEST_TOKEN = "crm-ingest-token-0123456789"
 DMP_ENTRIES = """
 [[dmp.partners]]
 id = "crm"
+ingest_token = "{ingest_token}"
 sync_url = "https://crm.example/sync?r=${{CALLBACK_URL}}"
 pull_url = "http://127.0.0.1:{closed}/records"
 
@@ -59,7 +64,7 @@ def _config(role: str, directory: Path, port: int) -> Path:
     if role == "buyer":
         return buyer_config(directory, port)
     path = dmp_config(directory, port)
-    entries = DMP_ENTRIES.format(closed=free_port(), directory=directory)
+    entries = DMP_ENTRIES.format(closed=free_port(), directory=directory, ingest_token=INGEST_TOKEN)
     path.write_text(path.read_text() + entries)
     return path
 
@@ -121,6 +126,17 @@ def test_errors_and_security_are_described(role_url: tuple[str, str]) -> None:
             "operationId": "get_buyers_nid",
             "parameters": {"nid": "$response.body#/buyers/0/nid"},
         }
+    if role == "dmp":
+        ingestion = found["paths"]["/api/v1/partners/{partner}/records"]["post"]
+        assert ingestion["security"] == [{"ingest_token": []}]
+        assert [p["name"] for p in ingestion["parameters"]] == ["partner", "Idempotency-Key"]
+        assert set(ingestion["responses"]) == {"200", "400", "401", "403", "404", "413", "422",
+                                               "503"}  # fmt: skip
+        assert "Idempotent-Replayed" in ingestion["responses"]["200"]["headers"]
+        assert set(ingestion["requestBody"]["content"]) == {"application/json", *LINES_TYPES}
+        record = found["components"]["schemas"]["RawRecord"]  # the rules the DMP checks
+        assert record["properties"]["uid"]["pattern"] == f"^{UID.pattern}$"
+        assert record["properties"]["events"]["maxItems"] == MAX_EVENTS
     ids = {op["operationId"] for ops in found["paths"].values() for op in ops.values()}
     for ops in found["paths"].values():
         for op in ops.values():
@@ -149,22 +165,48 @@ CHECKS = (
 )
 
 
-def test_the_admin_api_keeps_its_contract(role_url: tuple[str, str], tmp_path: Path) -> None:
+INGESTION = "post_api_v1_partners_partner_records"
+
+
+def schemathesis_config(role: str) -> str:
+    """Each security scheme's token; the ingestion API called for the configured partner."""
+    config = f'[auth.openapi.admin_token]\nbearer = "{ADMIN_TOKEN}"\n'
+    if role == "dmp":
+        config += f'''
+[auth.openapi.ingest_token]
+bearer = "{INGEST_TOKEN}"
+
+[[operations]]
+include-operation-id = "{INGESTION}"
+parameters = {{ "path.partner" = "crm" }}
+'''
+    return config
+
+
+def run_schemathesis(url: str, directory: Path, config: str, *options: str) -> None:
     """schemathesis (examples, coverage, fuzzing and stateful phases; valid and invalid
     requests; the stateful phase follows the links it infers, e.g. from ``Location``),
-    bounded and deterministic, with the admin token."""
-    _, url = role_url
+    bounded and deterministic, under ``config`` (``schemathesis.toml``)."""
+    (directory / "schemathesis.toml").write_text(config)
     argv = [
-        sys.executable, "-m", "schemathesis.cli", "run", url + OPENAPI,
-        "--header", f"Authorization: Bearer {ADMIN_TOKEN}",
+        sys.executable, "-m", "schemathesis.cli", "--config-file", "schemathesis.toml",
+        "run", url + OPENAPI,
         "--checks", ",".join(CHECKS),
         "--phases", "examples,coverage,fuzzing,stateful",
         "--max-examples", str(EXAMPLES), "--generation-deterministic",
-        "--workers", "1", "--request-timeout", "10", "--no-color",
-        # a file destination writes where its path says: only the configured one is used
-        "--exclude-operation-id", "put_destinations_ident",
+        "--workers", "1", "--request-timeout", "10", "--no-color", *options,
     ]  # fmt: skip
     done = subprocess.run(
-        argv, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path
+        argv, capture_output=True, text=True, timeout=600, check=False, cwd=directory
     )
     assert done.returncode == 0, done.stdout[-20000:] + done.stderr[-5000:]
+
+
+def test_the_admin_api_keeps_its_contract(role_url: tuple[str, str], tmp_path: Path) -> None:
+    """With the admin token (and the DMP's ingestion API with the partner's token)."""
+    role, url = role_url
+    # a file destination writes where its path says: only the configured one is used
+    run_schemathesis(
+        url, tmp_path, schemathesis_config(role),
+        "--exclude-operation-id", "put_destinations_ident",
+    )  # fmt: skip
