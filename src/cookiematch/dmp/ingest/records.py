@@ -77,7 +77,7 @@ class RawRecord(msgspec.Struct, forbid_unknown_fields=True, gc=False):
         dict[Name, JsonValue],
         _documented("name -> new value; null removes it", maxProperties=MAX_ATTRIBUTES),
     ] = {}
-    events: Annotated[tuple[RawEvent, ...], _documented("the events it records", maxItems=MAX_EVENTS)] = ()
+    events: Annotated[tuple[RawEvent, ...], _documented("its events", maxItems=MAX_EVENTS)] = ()
     remove: tuple[Name, ...] = ()
 
 
