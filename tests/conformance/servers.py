@@ -19,6 +19,23 @@ SEED_BUYERS = (
     '[[exchange.buyers]]\nnid = "cookie-monster"\n'
     'redirect_url = "http://cookie-monster.com/pixel?id="\nhosted_match = true\n'
 )
+EXTENDED_NID = "ad_network_xyz_extended"
+DENIED_LIST = 777  # another buyer's: ad_network_xyz may not add to it
+HOSTED_LIST = 888  # cookie-monster's
+STAND_INS = (
+    f'[[exchange.buyers]]\nnid = "{EXTENDED_NID}"\n'
+    'redirect_url = "http://ad.network.com/pixel?id=&p1=v1&p2=v2"\n'
+)
+SEED_LISTS = (
+    '[[exchange.user_lists]]\nid = 12345\nowner = "ad_network_xyz"\n\n'
+    f'[[exchange.user_lists]]\nid = {DENIED_LIST}\nowner = "1234"\n\n'
+    f'[[exchange.user_lists]]\nid = {HOSTED_LIST}\nowner = "cookie-monster"\n'
+)
+OPTOUT_COOKIE = "cm_id=OPT_OUT"  # the exchange's cookie (its default name) of an opted-out browser
+STAND_IN_OPTIONS = (
+    "--optout-cookie", OPTOUT_COOKIE, "--extended-nid", EXTENDED_NID,
+    "--denied-list", str(DENIED_LIST), "--hosted-list", str(HOSTED_LIST),
+)  # fmt: skip
 
 
 def start_buyer(
@@ -55,7 +72,9 @@ adm = "<p>hello</p>"
 
 def start_exchange(start: Callable[..., ServerProcess], directory: Path) -> ServerProcess:
     port = free_port()
-    config = write_exchange_config(directory, port, buyers=SEED_BUYERS)
+    config = write_exchange_config(
+        directory, port, buyers=SEED_BUYERS + STAND_INS, user_lists=SEED_LISTS
+    )
     return start(argv=serve_argv(config, "exchange"), port=port)
 
 

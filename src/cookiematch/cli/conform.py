@@ -14,7 +14,7 @@ from cookiematch.conformance import report
 from cookiematch.conformance.bids import bid_cases
 from cookiematch.conformance.buyer import BuyerCases, BuyerTarget
 from cookiematch.conformance.case import Case, Result
-from cookiematch.conformance.exchange import exchange_cases, prepare
+from cookiematch.conformance.exchange import EXTENDED_URL, Setup, exchange_cases, prepare
 from cookiematch.conformance.ids import KitIds
 from cookiematch.conformance.runner import run
 from cookiematch.errors import CookiematchError
@@ -77,13 +77,42 @@ def buyer(
 
 @conform.command()
 @click.option("--url", required=True, help="The exchange's Cookie Matching endpoint (/pixel).")
+@click.option(
+    "--optout-cookie",
+    metavar="COOKIE",
+    help="The Cookie header of a browser that opted out at the exchange.",
+)
+@click.option(
+    "--extended-nid",
+    metavar="NID",
+    help=f"A buyer configured with the redirect URL {EXTENDED_URL}.",
+)
+@click.option(
+    "--denied-list",
+    type=click.IntRange(1),
+    metavar="ID",
+    help="A user list ad_network_xyz may not add to (another buyer's).",
+)
+@click.option("--hosted-list", type=click.IntRange(1), metavar="ID",
+              help="A user list of cookie-monster.")  # fmt: skip
 @_outputs
-def exchange(url: str, junit_file: Path | None, html_file: Path | None) -> None:
-    """Check an exchange against the seed's examples (the golden vectors)."""
+def exchange(
+    url: str,
+    optout_cookie: str | None,
+    extended_nid: str | None,
+    denied_list: int | None,
+    hosted_list: int | None,
+    junit_file: Path | None,
+    html_file: Path | None,
+) -> None:
+    """Check an exchange against the seed's examples (the golden vectors); the options stand
+    for the states the examples need that contradict their setup (without one, its cases are
+    not run)."""
+    setup = Setup(optout_cookie, extended_nid, denied_list, hosted_list)
 
     async def play() -> list[Result]:
         async with httpx.AsyncClient(timeout=10) as client:
             browser = await prepare(client, url)
-        return await run(exchange_cases(url, browser))
+        return await run(exchange_cases(url, browser, setup))
 
     _finish(asyncio.run(play()), f"cookiematch conform exchange {url}", junit_file, html_file)

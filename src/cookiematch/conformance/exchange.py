@@ -4,7 +4,10 @@
 own: any well-formed value stands for the vector's, as does any numeric ``google_cver``.
 
 The exchange must know the seed's buyers (``SEED_BUYERS``) and user list (``SEED_LIST``).
-A vector whose outcome needs a state the kit cannot produce black-box is reported as not run.
+A vector whose outcome needs a state that contradicts that setup runs when the operator gives
+the kit the state that stands for it (``Setup``: an opted-out browser's cookie, a buyer with
+the extended redirect URL, a list the buyer may not add to, a list of the hosted-match
+buyer); without it, the case is reported as not run, naming the option.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ SEED_BUYERS = {
     "cookie-monster": "http://cookie-monster.com/pixel?id=",  # hosted match allowed
 }
 SEED_LIST = (12345, "ad_network_xyz")  # user list id, its owner
+SECOND_LIST = 45678  # the other list of the seed's "multiple lists" example
+EXTENDED_URL = "http://ad.network.com/pixel?id=&p1=v1&p2=v2"  # a configured URL with extras
 COOKIE_TAG = "google_nid=ad_network_xyz&google_cm&google_sc"
 MATCH_TAG = "google_nid=ad_network_xyz&google_cm"
 _GID = re.compile(r"[A-Za-z0-9_-]+")
@@ -80,18 +85,82 @@ def redirects_to(expected: str, *, any_order: bool) -> Check:
     return Check("the seed's redirect", judge)
 
 
-def _not_run(vector: dict[str, Any], nid: str) -> str | None:
-    if SEED_BUYERS.get(nid) != vector["redirect_url"]:
-        return f"needs {nid} configured with the redirect URL {vector['redirect_url']}"
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """What the operator gives the kit for the vectors that contradict the seed's setup
+    (None: the vectors that need it are not run).
+
+    ``optout_cookie``: the Cookie header of a browser that opted out at the exchange;
+    ``extended_nid``: a buyer configured with ``EXTENDED_URL``, standing for
+    ``ad_network_xyz`` in the examples of a configured URL with extra parameters;
+    ``denied_list``: a user list ``ad_network_xyz`` may not add to (another buyer's), standing
+    for 12345 where the example refuses it (list 12345 then stands for 45678);
+    ``hosted_list``: a user list of ``cookie-monster``, standing for 12345 in the example that
+    adds cookie-monster's browser to it."""
+
+    optout_cookie: str | None = None
+    extended_nid: str | None = None
+    denied_list: int | None = None
+    hosted_list: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Play:
+    """A vector as played: its query, the redirect expected, the Cookie header to send
+    (None: the prepared browser's), or why it cannot be played."""
+
+    query: str
+    expected: str
+    cookie: str | None = None
+    not_run: str | None = None
+
+
+def _lists(text: str, ids: dict[int, int]) -> str:
+    """``text`` (a query) with each ``google_ula`` list ID in ``ids`` replaced."""
+
+    def one(param: str) -> str:
+        name, _, value = param.partition("=")
+        list_id, comma, rest = value.partition(",")
+        if name != "google_ula" or not list_id.isdigit() or int(list_id) not in ids:
+            return param
+        return f"{name}={ids[int(list_id)]}{comma}{rest}"
+
+    base, mark, query = text.partition("?")
+    if not mark:
+        return "&".join(one(p) for p in text.split("&"))
+    return base + mark + "&".join(one(p) for p in query.split("&"))
+
+
+def _play(vector: dict[str, Any], nid: str, query: str, expected: str, setup: Setup) -> _Play:
+    """How ``vector`` is played under ``setup``."""
     response = vector["response"]
-    if response.get("error") == 1:
-        return "needs a browser that opted out at the exchange"
     statuses = response.get("ula_statuses", [])
+    if response.get("error") == 1:
+        if setup.optout_cookie is None:
+            why = "needs a browser that opted out at the exchange (--optout-cookie)"
+            return _Play(query, expected, not_run=why)
+        return _Play(query, expected, cookie=setup.optout_cookie)
+    if SEED_BUYERS.get(nid) != vector["redirect_url"]:
+        if vector["redirect_url"] != EXTENDED_URL or setup.extended_nid is None:
+            why = f"needs {nid} configured with the redirect URL {vector['redirect_url']}"
+            return _Play(query, expected, not_run=f"{why} (--extended-nid)")
+        query = query.replace(f"google_nid={nid}", f"google_nid={setup.extended_nid}")
+        return _Play(query, expected)
     if any(statuses):
-        return "needs a user list the buyer may not add to (the vectors use list 12345 both ways)"
+        if setup.denied_list is None:
+            why = (
+                "needs a user list the buyer may not add to (the vectors use list 12345 both ways)"
+            )
+            return _Play(query, expected, not_run=f"{why} (--denied-list)")
+        ids = {SEED_LIST[0]: setup.denied_list, SECOND_LIST: SEED_LIST[0]}
+        return _Play(_lists(query, ids), _lists(expected, ids))
     if statuses and nid != SEED_LIST[1]:
-        return f"needs list {SEED_LIST[0]} owned by {nid} (the setup gives it to {SEED_LIST[1]})"
-    return None
+        if setup.hosted_list is None:
+            why = f"needs list {SEED_LIST[0]} owned by {nid} (the setup gives it to {SEED_LIST[1]})"
+            return _Play(query, expected, not_run=f"{why} (--hosted-list)")
+        ids = {SEED_LIST[0]: setup.hosted_list}
+        return _Play(_lists(query, ids), _lists(expected, ids))
+    return _Play(query, expected)
 
 
 def _tag_query(match_tag: str) -> tuple[str, str]:
@@ -132,22 +201,24 @@ def _with_scheme(expected: str, scheme: str) -> str:
     return scheme + expected[expected.index("://") :]
 
 
-def exchange_cases(url: str, browser: Browser) -> list[Case]:
+def exchange_cases(url: str, browser: Browser, setup: Setup | None = None) -> list[Case]:
     """A case per match-tag vector, the seed's other error codes and the gid's properties;
-    ``browser``: one that has the exchange's cookie (``prepare``)."""
-    cookie = browser.cookie
+    ``browser``: one that has the exchange's cookie (``prepare``); ``setup``: what stands for
+    the states that contradict the seed's setup."""
+    setup = setup or Setup()
     scheme = urlsplit(url).scheme
     cases = []
     for vector in load("redirects.json")["cases"]:
         if vector["match_tag"] is None:
             continue  # a buyer-side template vector: nothing to send
         nid, query = _tag_query(vector["match_tag"])
+        played = _play(vector, nid, query, _with_scheme(vector["expected"], scheme), setup)
+        query, expected, not_run = played.query, played.expected, played.not_run
+        cookie = played.cookie or browser.cookie
         without_cookie = vector["response"].get("error") == 3
         headers: tuple[tuple[str, str], ...] = ()
         if not without_cookie and cookie is not None:
             headers = (("Cookie", cookie),)
-        not_run = _not_run(vector, nid)
-        expected = _with_scheme(vector["expected"], scheme)
         if not without_cookie and cookie is None and not_run is None:
             not_run = "the exchange set no cookie on a google_sc match tag"
         cases.append(

@@ -59,7 +59,13 @@ from cookiematch.web.admin import guarded_app
 from cookiematch.web.console import SERIES_FAILED, build_console
 from cookiematch.web.console import dmp as console_dmp
 from cookiematch.web.dmp.admin import DmpAdmin
-from cookiematch.web.dmp.api_spec import DESCRIPTION, OPERATIONS
+from cookiematch.web.dmp.api_spec import (
+    DESCRIPTION,
+    INGEST_TOKEN,
+    INGEST_TOKEN_DESCRIPTION,
+    PREFIXES,
+    operations,
+)
 from cookiematch.web.dmp.definitions import DmpDefinitions
 from cookiematch.web.dmp.definitions_admin import DefinitionAdmin
 from cookiematch.web.dmp.ingest import build_ingest_api
@@ -295,7 +301,10 @@ class DmpServer(RoleServer):
             *subject_routes(subjects),
         ]
         token = dmp.admin_token
-        described = with_openapi("cookiematch DMP admin API", DESCRIPTION, admin_routes, OPERATIONS)
+        described = with_openapi(
+            "cookiematch DMP API", DESCRIPTION, admin_routes, operations(dmp.ingest),
+            tokens={INGEST_TOKEN: INGEST_TOKEN_DESCRIPTION}, prefixes=PREFIXES,
+        )  # fmt: skip
         app.fallback = guarded_app(described, token if token is not None else "")
         self.every(FUNNEL_FLUSH_SECONDS, self._funnel_step(service, store, worker),
                    "flushing the funnel counters failed; retrying")  # fmt: skip

@@ -4,13 +4,15 @@ uses): no second, hand-written schema.
 
 Each role keeps one registry of ``Operation``s (``web/<role>/api_spec.py``). ``document``
 builds the document from the routes an admin application serves and that registry, and
-refuses (``ValueError``) a route under ``/admin/v1`` that has no operation: a route cannot be
+refuses (``ValueError``) a route under ``/admin/v1`` (or another prefix the role publishes,
+e.g. the DMP's ingestion API under ``/api/v1``) that has no operation: a route cannot be
 added without its contract. ``with_openapi`` adds the route serving it at
 ``GET /admin/v1/openapi.json``, without a token (like ``/admin/v1/health``: the contract holds
 no data).
 
 Every guarded operation documents the guard's problems (401, 403 for a credential without
-the route's scope, 503 for a failed store), a body's (400 not JSON, 413 too large, 422
+the route's scope, 503 for a failed store; an operation may take another bearer token than
+the admin token, e.g. a partner's ingest token), a body's (400 not JSON, 413 too large, 422
 invalid), and the statuses its handler raises; all as ``application/problem+json``
 (RFC 9457, ``web/admin.py``).
 """
@@ -40,7 +42,9 @@ from cookiematch.web.admin import (
 )
 
 __all__ = [
+    "ADMIN_TOKEN",
     "NO_BODY",
+    "Header",
     "Link",
     "Operation",
     "Query",
@@ -52,6 +56,8 @@ __all__ = [
 
 NO_BODY = None
 """A response without a body (e.g. 204)."""
+ADMIN_TOKEN = "admin_token"
+"""The security scheme of the role's admin token."""
 
 _PARAM = re.compile(r"{([a-z_]+)}")
 _REF = "#/components/schemas/{name}"
@@ -66,6 +72,16 @@ class Query:
     description: str
     required: bool = False
     repeated: bool = False  # ?name=a&name=b
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """A request header an operation reads, or a header of its success answers."""
+
+    name: str
+    type: Any
+    description: str
+    required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,19 +101,25 @@ class Operation:
 
     ``answers`` maps each success status to the type of its JSON body (``NO_BODY``: none);
     ``path_params`` the type of a path parameter that is not any string;
-    ``body`` is the request body's type; ``problems`` the statuses the handler itself
-    raises (the guard's and a body's are added). ``scope``: a party's credential with this
-    scope may call it; ``public``: no token needed. ``location``: the answers with these
-    statuses carry a ``Location`` header. ``links``: the operations its answers give the
-    parameters of."""
+    ``body`` is the request body's type (``application/json``), ``media`` the types of the
+    body under other media types; ``headers`` the request headers it reads, ``replies`` the
+    headers of its success answers; ``problems`` the statuses the handler itself raises (the
+    guard's and a body's are added). ``token``: the security scheme of the bearer token it
+    takes; ``scope``: a party's credential with this scope may call it too; ``public``: no
+    token needed. ``location``: the answers with these statuses carry a ``Location`` header.
+    ``links``: the operations its answers give the parameters of."""
 
     method: str
     path: str
     summary: str
     answers: Mapping[int, Any]
     body: Any = None
+    media: Mapping[str, Any] = field(default_factory=dict)  # media type -> body type
     query: Sequence[Query] = ()
+    headers: Sequence[Header] = ()
+    replies: Sequence[Header] = ()
     problems: Sequence[int] = ()
+    token: str = ADMIN_TOKEN
     scope: str | None = None
     public: bool = False
     location: Sequence[int] = (201, 202)
@@ -144,11 +166,12 @@ def _schema_hook(tp: type) -> dict[str, Any]:
     raise NotImplementedError(f"no schema for {tp!r}")
 
 
-def served(routes: Iterable[BaseRoute]) -> set[tuple[str, str]]:
-    """(method, path) of every ``/admin/v1`` endpoint among ``routes`` (HEAD left out)."""
+def served(routes: Iterable[BaseRoute], prefixes: Sequence[str]) -> set[tuple[str, str]]:
+    """(method, path) of every endpoint under ``prefixes`` among ``routes`` (HEAD left
+    out)."""
     found: set[tuple[str, str]] = set()
     for route in routes:
-        if isinstance(route, Route) and route.path.startswith(PREFIX + "/"):
+        if isinstance(route, Route) and route.path.startswith(tuple(p + "/" for p in prefixes)):
             found.update((m, route.path) for m in route.methods or () if m != "HEAD")
     return found
 
@@ -160,14 +183,18 @@ def document(
     operations: Iterable[Operation],
     *,
     credential: str | None = None,
+    tokens: Mapping[str, str] | None = None,
+    prefixes: Sequence[str] = (PREFIX,),
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the ``operations`` that ``routes`` serve. ``credential``:
-    what a party's scoped credential is (None: the role has only the admin token)."""
+    """The OpenAPI 3.1 document of the ``operations`` that ``routes`` serve under
+    ``prefixes``. ``credential``: what a party's scoped credential is (None: the role has
+    only the admin token); ``tokens``: the other bearer tokens its operations take (security
+    scheme -> what the token is)."""
     registry = {op.key: op for op in operations}
-    serving = served(routes)
+    serving = served(routes, prefixes)
     missing = sorted(serving - registry.keys())
     if missing:
-        raise ValueError(f"admin routes without an OpenAPI operation: {missing}")
+        raise ValueError(f"routes without an OpenAPI operation: {missing}")
     chosen = [registry[key] for key in sorted(serving)]
     types = [Problem, *(t for op in chosen for t in _types(op))]
     schemas, components = msgspec.json.schema_components(
@@ -178,22 +205,20 @@ def document(
     for op in chosen:
         entry = _operation(op, by_type, credential, serving)
         paths.setdefault(op.path, {})[op.method.lower()] = entry
-    schemes: dict[str, Any] = {
-        "admin_token": {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "the role's admin_token: every operation",
-        }
-    }
+    described = {ADMIN_TOKEN: "the role's admin_token: every admin operation", **(tokens or {})}
     if credential is not None:
-        schemes["credential"] = {"type": "http", "scheme": "bearer", "description": credential}
+        described["credential"] = credential
+    schemes = {
+        name: {"type": "http", "scheme": "bearer", "description": what}
+        for name, what in described.items()
+    }
     built = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": "v1", "description": description},
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "paths": paths,
         "components": {"schemas": components, "securitySchemes": schemes},
-        "security": [{"admin_token": []}],
+        "security": [{ADMIN_TOKEN: []}],
     }
     # plain JSON values (a tuple default becomes a list)
     return msgspec.json.decode(msgspec.json.encode(built), type=dict[str, Any])
@@ -202,7 +227,9 @@ def document(
 def _types(op: Operation) -> list[Any]:
     found = [t for t in op.answers.values() if t is not NO_BODY]
     found += [q.type for q in op.query]
+    found += [h.type for h in (*op.headers, *op.replies)]
     found += list(op.path_params.values())
+    found += list(op.media.values())
     return [*found, op.body] if op.body is not None else found
 
 
@@ -216,8 +243,8 @@ def _problems(op: Operation) -> list[int]:
 
 
 def _operation_id(method: str, path: str) -> str:
-    name = path.removeprefix(PREFIX + "/").replace("/", "_").replace("{", "").replace("}", "")
-    return f"{method.lower()}_{name}"
+    name = path.removeprefix(PREFIX).strip("/").replace("/", "_")
+    return f"{method.lower()}_{name.replace('{', '').replace('}', '')}"
 
 
 def _operation(
@@ -250,20 +277,31 @@ def _operation(
                 **({"explode": True, "style": "form"} if q.repeated else {}),
             }
         )
+    for h in op.headers:
+        header = {"name": h.name, "in": "header", "required": h.required}
+        params.append({**header, "description": h.description, "schema": by_type[h.type]})
     if params:
         out["parameters"] = params
     if op.body is not None:
+        bodies = {"application/json": op.body, **op.media}
         out["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": by_type[op.body]}},
+            "content": {media: {"schema": by_type[tp]} for media, tp in bodies.items()},
         }
     responses: dict[str, Any] = {}
     for status, tp in sorted(op.answers.items()):
         answer: dict[str, Any] = {"description": HTTPStatus(status).phrase}
         if tp is not NO_BODY:
             answer["content"] = {"application/json": {"schema": by_type[tp]}}
+        headers = {
+            h.name: {"description": h.description, "schema": by_type[h.type]}
+            | {"required": h.required}
+            for h in op.replies
+        }
         if status in op.location:
-            answer["headers"] = {"Location": {"schema": {"type": "string"}, "required": True}}
+            headers["Location"] = {"schema": {"type": "string"}, "required": True}
+        if headers:
+            answer["headers"] = headers
         links = {
             _operation_id(link.method, link.path): {
                 "operationId": _operation_id(link.method, link.path),
@@ -284,7 +322,9 @@ def _operation(
     if op.public:
         out["security"] = []
     elif op.scope is not None and credential is not None:
-        out["security"] = [{"admin_token": []}, {"credential": [op.scope]}]
+        out["security"] = [{op.token: []}, {"credential": [op.scope]}]
+    elif op.token != ADMIN_TOKEN:
+        out["security"] = [{op.token: []}]
     return out
 
 
@@ -308,15 +348,20 @@ def with_openapi(
     operations: Iterable[Operation],
     *,
     credential: str | None = None,
+    tokens: Mapping[str, str] | None = None,
+    prefixes: Sequence[str] = (PREFIX,),
 ) -> list[BaseRoute]:
     """``routes`` and ``GET /admin/v1/openapi.json`` serving their document, built now (a
-    route without its operation fails here, when the application is built)."""
+    route without its operation fails here, when the application is built); the keywords
+    are ``document``'s."""
 
     async def serve(_: Request) -> Response:
         return Response(body, media_type="application/json")
 
     every = [*routes, Route(OPENAPI_PATH, serve, methods=["GET"])]
-    body = msgspec.json.encode(
-        document(title, description, every, operations, credential=credential)
-    )
+    built = document(
+        title, description, every, operations,
+        credential=credential, tokens=tokens, prefixes=prefixes,
+    )  # fmt: skip
+    body = msgspec.json.encode(built)
     return every

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from typing import Annotated
 
 import msgspec
 
@@ -37,19 +38,47 @@ FUTURE_SLACK = float(SECONDS_PER_DAY)  # an event may be stamped at most a day a
 LIST_SEPARATOR = "|"
 MAX_REMEMBERED = 10_000  # names a Checker remembers as valid (then it starts over)
 
-JsonValue = str | int | float | bool | list[str] | None
+
+def _documented(description: str, **schema: object) -> msgspec.Meta:
+    """What a field must be, for the published JSON Schema only: the rules above are checked
+    by ``Checker`` (a record breaking one is refused alone), never by the decoder."""
+    return msgspec.Meta(description=description, extra_json_schema=schema)
+
+
+Name = Annotated[str, _documented("a trait name", pattern=f"^{NAME.pattern}$")]
+Text = Annotated[str, msgspec.Meta(extra_json_schema={"maxLength": MAX_STRING})]
+JsonValue = (
+    Text
+    | int
+    | float
+    | bool
+    | Annotated[list[Text], msgspec.Meta(extra_json_schema={"maxItems": MAX_LIST})]
+    | None
+)
 
 
 class RawEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    name: str
-    ts: int | float
+    name: Name
+    ts: Annotated[
+        int | float,
+        _documented("Unix seconds, at most a day ahead of the DMP's clock", exclusiveMinimum=0),
+    ]
 
 
 class RawRecord(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    uid: str
-    attributes: dict[str, JsonValue] = {}
-    events: tuple[RawEvent, ...] = ()
-    remove: tuple[str, ...] = ()
+    """One partner record: its uid, attributes to set (null: remove), events, names to
+    remove."""
+
+    uid: Annotated[
+        str,
+        _documented("the partner's user ID (printable ASCII)", pattern=f"^{UID.pattern}$"),
+    ]
+    attributes: Annotated[
+        dict[Name, JsonValue],
+        _documented("name -> new value; null removes it", maxProperties=MAX_ATTRIBUTES),
+    ] = {}
+    events: Annotated[tuple[RawEvent, ...], _documented("its events", maxItems=MAX_EVENTS)] = ()
+    remove: tuple[Name, ...] = ()
 
 
 class Record(msgspec.Struct, frozen=True, gc=False):

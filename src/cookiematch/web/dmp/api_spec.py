@@ -1,28 +1,43 @@
-"""The DMP's admin API contract: the answers' types (the handlers build their answers with
-them) and the registry of its operations, from which ``web/openapi.py`` writes the OpenAPI
-document. The partner ingestion API (``/api/v1``, partners' tokens) is not part of it."""
+"""The DMP's API contract: the answers' types (the handlers build their answers with them)
+and the registry of its operations, from which ``web/openapi.py`` writes the OpenAPI
+document. It holds the admin API (``/admin/v1``, the admin token) and the partners' batch
+ingestion API (``/api/v1``, each partner's ``ingest_token``: ``web/dmp/ingest.py``), both
+served on the DMP's listener: the one contract an integrator reads."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from cookiematch.config.dmp import DmpPartnerConfig
+from cookiematch.config.dmp import DmpIngestConfig, DmpPartnerConfig
 from cookiematch.config.dmp_segments import DmpDestinationConfig, DmpSegmentConfig
 from cookiematch.dmp.exports.report import DeliveryReport
 from cookiematch.dmp.funnel import FunnelReport
+from cookiematch.dmp.ingest.records import RawRecord
 from cookiematch.dmp.profiles import Profile
 from cookiematch.dmp.schedule import RunRecord, ScheduleState
 from cookiematch.dmp.segments.updater import RecomputeReport
 from cookiematch.formats import Id
 from cookiematch.privacy.subjects import ErasureReport, SubjectReport
 from cookiematch.web.admin import PREFIX
-from cookiematch.web.openapi import COMMON, NO_BODY, Operation, Query, links, path_types
+from cookiematch.web.dmp import ingest
+from cookiematch.web.openapi import (
+    COMMON,
+    NO_BODY,
+    Header,
+    Operation,
+    Query,
+    links,
+    path_types,
+)
 
 __all__ = [
     "DESCRIPTION",
+    "INGEST_TOKEN",
+    "INGEST_TOKEN_DESCRIPTION",
     "OPERATIONS",
+    "PREFIXES",
     "Destinations",
     "ErrorBound",
     "Exports",
@@ -35,12 +50,20 @@ __all__ = [
     "SegmentDetail",
     "SegmentSummary",
     "Segments",
+    "operations",
 ]
 
 DESCRIPTION = (
-    "Profiles, the sync funnel, partners, segments and destinations (changed without a "
-    "restart), segment sizes and overlap, scheduled pulls and exports, and the access and "
-    "erasure of a user's data."
+    "The admin API (/admin/v1, the admin token): profiles, the sync funnel, partners, segments "
+    "and destinations (changed without a restart), segment sizes and overlap, scheduled pulls "
+    "and exports, and the access and erasure of a user's data. The partners' batch ingestion "
+    "API (/api/v1, each partner's ingest token). Both on the DMP's listener."
+)
+PREFIXES = (PREFIX, ingest.PREFIX)
+"""The paths the document covers: every route under them has its operation."""
+INGEST_TOKEN = "ingest_token"
+INGEST_TOKEN_DESCRIPTION = (
+    "a partner's ingest_token ([[dmp.partners]]): only the ingestion of that partner's records"
 )
 
 
@@ -175,7 +198,7 @@ def _entries(kind: str, one: str, entry: object, listing: object | None) -> tupl
     return tuple(found)
 
 
-OPERATIONS: tuple[Operation, ...] = path_types(
+ADMIN_OPERATIONS: tuple[Operation, ...] = path_types(
     {name: Id for name in ("ident", "segment_id", "partner", "segment", "destination")},
     *COMMON,
     Operation(
@@ -270,3 +293,50 @@ OPERATIONS: tuple[Operation, ...] = path_types(
         problems=(400,),
     ),
 )
+
+IdempotencyKey = Annotated[
+    str, msgspec.Meta(extra_json_schema={"pattern": f"^{ingest.IDEMPOTENCY_KEY.pattern}$"})
+]
+Replayed = Literal["true"]
+
+
+def _ingestion(limits: DmpIngestConfig) -> Operation:
+    """``POST /api/v1/partners/{partner}/records`` under ``limits``."""
+    most = limits.max_batch_records
+    records = Annotated[list[RawRecord], msgspec.Meta(extra_json_schema={"maxItems": most})]
+    return Operation(
+        "POST",
+        ingest.PATH,
+        "Ingest a batch of a partner's records",
+        {200: ingest.BatchAnswer},
+        body=records | ingest.Envelope[RawRecord],
+        media=dict.fromkeys(ingest.LINES_TYPES, str),
+        headers=(
+            Header(
+                "Idempotency-Key",
+                IdempotencyKey,
+                "a replay with the same key and body answers the first answer again and "
+                "applies nothing; with another body: 422",
+            ),
+        ),
+        replies=(Header(ingest.REPLAYED, Replayed, "this answer is a replay"),),
+        token=INGEST_TOKEN,
+        problems=(404,),
+        path_params={"partner": Id},
+        description='A JSON array of records, the same in an object under "records", or '
+        f"one record per line ({', '.join(ingest.LINES_TYPES)}); at most {most} records and "
+        f"{limits.max_batch_bytes} bytes (413). A record that breaks a rule (its schema, a "
+        "declared trait's type, an event more than a day ahead) is refused alone, listed in "
+        "rejects with its 0-based index; the batch goes on. 403: the partner has no "
+        "ingest_token (HTTP ingestion off); 404: no such partner. Written under the store's "
+        "configured durability before the answer (docs/dmp-data.md).",
+    )
+
+
+def operations(limits: DmpIngestConfig) -> tuple[Operation, ...]:
+    """The DMP's operations, the ingestion API's under ``limits`` (``[dmp.ingest]``)."""
+    return (*ADMIN_OPERATIONS, _ingestion(limits))
+
+
+OPERATIONS = operations(DmpIngestConfig())
+"""The DMP's operations under the default ``[dmp.ingest]`` limits."""

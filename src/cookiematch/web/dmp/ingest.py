@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Mapping
+from typing import Generic, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -36,13 +37,37 @@ from cookiematch.protocol.json_errors import JSON_ERRORS, describe
 from cookiematch.storage.base import Store
 from cookiematch.web.admin import problem, read_body
 
-PATH = "/api/v1/partners/{partner}/records"
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
-_LINES_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
+PREFIX = "/api/v1"
+PATH = f"{PREFIX}/partners/{{partner}}/records"
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+LINES_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
+REPLAYED = "Idempotent-Replayed"
+
+T = TypeVar("T")
 
 
-class Envelope(msgspec.Struct, forbid_unknown_fields=True):
-    records: list[msgspec.Raw]
+class Envelope(msgspec.Struct, Generic[T], forbid_unknown_fields=True):
+    """A batch as an object: ``{"records": [record, ...]}``."""
+
+    records: list[T]
+
+
+class Reject(msgspec.Struct, frozen=True):
+    """A refused record: its 0-based index in the batch and why."""
+
+    index: int
+    reason: str
+
+
+class BatchAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """What a batch did: its records counted by outcome, and each refused one."""
+
+    records: int
+    accepted: int
+    pending: int
+    rejected: int
+    expired_events: int
+    rejects: list[Reject]
 
 
 class _Refused(Exception):
@@ -50,12 +75,12 @@ class _Refused(Exception):
         self.response = response
 
 
-_body_decoder = msgspec.json.Decoder(list[msgspec.Raw] | Envelope)
+_body_decoder = msgspec.json.Decoder(list[msgspec.Raw] | Envelope[msgspec.Raw])
 
 
 def _split(body: bytes, content_type: str) -> list[tuple[int, Payload]]:
     """The body's records, each still raw JSON, by 0-based index."""
-    if content_type.split(";")[0].strip().lower() in _LINES_TYPES:
+    if content_type.split(";")[0].strip().lower() in LINES_TYPES:
         lines = [line for line in body.split(b"\n") if line.strip()]
         return list(enumerate(lines))
     try:
@@ -89,7 +114,7 @@ class IngestApi:
             self._authorize(partner, request)
             body = await read_body(request, self._limits.max_batch_bytes)
             key = request.headers.get("idempotency-key")
-            if key is not None and _IDEMPOTENCY_KEY.fullmatch(key) is None:
+            if key is not None and IDEMPOTENCY_KEY.fullmatch(key) is None:
                 raise _Refused(problem(400, "Idempotency-Key: 1-255 printable ASCII characters"))
             digest = body_digest(body)
             if key is not None:
@@ -104,14 +129,14 @@ class IngestApi:
             return refused.response
         report = await self.ingestor.batch(partner, Batch("request", lines), keep_rejects=True)
         answer = msgspec.json.encode(
-            {
-                "records": report.records,
-                "accepted": report.accepted,
-                "pending": report.pending,
-                "rejected": report.rejected,
-                "expired_events": report.expired_events,
-                "rejects": [{"index": r.line, "reason": r.reason} for r in report.rejects],
-            }
+            BatchAnswer(
+                records=report.records,
+                accepted=report.accepted,
+                pending=report.pending,
+                rejected=report.rejected,
+                expired_events=report.expired_events,
+                rejects=[Reject(r.line, r.reason) for r in report.rejects],
+            )
         )
         if key is not None:
             await self._idempotency.put(partner, key, Remembered(digest, answer))
@@ -135,7 +160,7 @@ class IngestApi:
         if not hmac.compare_digest(seen.body_digest, digest):
             detail = "this Idempotency-Key was used with another body"
             return problem(422, detail)
-        headers = {"Idempotent-Replayed": "true"}
+        headers = {REPLAYED: "true"}
         return Response(seen.answer, headers=headers, media_type="application/json")
 
 
