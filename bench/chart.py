@@ -97,7 +97,7 @@ def svg(result: dict[str, object]) -> str:
 
 def ceiling_note(row: dict[str, object]) -> str:
     """The row's ratio to the bare-granian ceiling, when the result has one."""
-    ratio = row.get("ceiling_ratio")
+    ratio = row.get("ratio_to_ceiling")
     return f" ({ratio:.3f} of the ceiling)" if isinstance(ratio, float) else ""
 
 

@@ -135,17 +135,17 @@ class Target:
     max_ms: float | None = None
 
     def misses(
-        self, ratio: float, ceiling_ratio: float | None, p99_ms: float, max_ms: float
+        self, ratio: float, to_ceiling: float | None, p99_ms: float, max_ms: float
     ) -> tuple[list[str], list[str]]:
         """The criteria missed, and those that could not be checked (no ceiling measured)."""
         missed, unchecked = [], []
         if not ratio >= self.nginx:
             missed.append(f"nginx {ratio:.2f} < {self.nginx:.2f}")
         if self.ceiling is not None:
-            if ceiling_ratio is None:
+            if to_ceiling is None:
                 unchecked.append("ceiling")
-            elif not ceiling_ratio >= self.ceiling:
-                missed.append(f"ceiling {ceiling_ratio:.2f} < {self.ceiling:.2f}")
+            elif not to_ceiling >= self.ceiling:
+                missed.append(f"ceiling {to_ceiling:.2f} < {self.ceiling:.2f}")
         if self.p99_ms is not None and not p99_ms <= self.p99_ms:
             missed.append(f"p99 {p99_ms:.1f} > {self.p99_ms:g} ms")
         if self.max_ms is not None and not max_ms <= self.max_ms:
@@ -340,11 +340,11 @@ class Row:
         ratios = [o.rps / n.rps for o, n in zip(self.ours, self.nginx, strict=False)]
         requests = sum(r.requests for r in self.ours)
         ratio = rps / ref
-        ceiling_ratio = round(ratio / ceiling, 3) if ceiling else None
+        to_ceiling = round(ratio / ceiling, 3) if ceiling else None
         p99_ms = self.median(self.ours, "p99_ms")
         max_ms = max((r.max_ms for r in self.ours), default=float("nan"))
         target = TARGETS[self.kind]
-        missed, unchecked = target.misses(ratio, ceiling_ratio, p99_ms, max_ms)
+        missed, unchecked = target.misses(ratio, to_ceiling, p99_ms, max_ms)
         return {
             "endpoint": self.endpoint,
             "kind": self.kind,
@@ -360,7 +360,7 @@ class Row:
             "ratio": round(ratio, 3),
             "ratio_min": round(min(ratios), 3) if ratios else None,
             "ratio_max": round(max(ratios), 3) if ratios else None,
-            "ceiling_ratio": ceiling_ratio,
+            "ratio_to_ceiling": to_ceiling,
             "target": target.nginx,
             "targets": asdict(target),
             "verdict": "fail" if missed else "pass",
@@ -639,7 +639,7 @@ def markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---|---:|---|---|---:|",
     ]
     for row in result["rows"]:
-        ceiling = "-" if row["ceiling_ratio"] is None else f"{row['ceiling_ratio']:.3f}"
+        ceiling = "-" if row["ratio_to_ceiling"] is None else f"{row['ratio_to_ceiling']:.3f}"
         verdict = "pass" if row["verdict"] == "pass" else "**fail**: " + ", ".join(row["missed"])
         if row["unchecked"]:
             verdict += " (unchecked: " + ", ".join(row["unchecked"]) + ")"
