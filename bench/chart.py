@@ -3,13 +3,15 @@
     .venv/bin/python bench/chart.py var/bench/latest.json [-o docs/performance.svg]
 
 Hand-written SVG, no plotting library: one group of bars per endpoint, one bar per
-store x workers, a dashed line at the endpoint's target ratio.
+store x workers, a dashed line at the endpoint's target ratio; endpoint names wrapped to their
+group's width.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from html import escape
 from pathlib import Path
 
@@ -27,8 +29,10 @@ def svg(result: dict[str, object]) -> str:
     group = bar * len(series) + gap
     width = max(760, left + group * len(endpoints) + 20)
     y = lambda v: base - height * v / top  # noqa: E731
+    labels = {e: textwrap.wrap(e, max(10, int(group / 6.2))) for e in endpoints}
+    legend = base + 16 + 13 * max(len(lines) for lines in labels.values()) + 4
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{base + 110}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{legend + 58}" '
         'font-family="sans-serif" font-size="11">',
         f'<text x="{left}" y="16" font-size="13" font-weight="bold">req/s as a fraction of '
         "nginx's static 302 (same run, same wrk script); dashed: target</text>",
@@ -55,7 +59,7 @@ def svg(result: dict[str, object]) -> str:
                 f'<rect x="{x:.1f}" y="{y(row["ratio"]):.1f}" width="{bar - 2}" '
                 f'height="{base - y(row["ratio"]):.1f}" fill="{COLOURS[j % len(COLOURS)]}">'
                 f"<title>{escape(endpoint)} {store} x{workers}: {row['rps']:,} req/s, ratio "
-                f"{row['ratio']:.3f}, p99 {row['p99_ms']} ms</title></rect>"
+                f"{row['ratio']:.3f}{ceiling_note(row)}, p99 {row['p99_ms']} ms</title></rect>"
                 f'<text x="{x + bar / 2 - 1:.1f}" y="{y(row["ratio"]) - 3:.1f}" '
                 f'text-anchor="middle" font-size="8">{row["ratio"]:.2f}</text>'
             )
@@ -66,29 +70,35 @@ def svg(result: dict[str, object]) -> str:
                 'stroke-dasharray="4 3"/>'
             )
         label_x = x0 + bar * len(series) / 2
-        for k, word in enumerate(escape(endpoint).split(" ", 1)):
+        for k, line in enumerate(labels[endpoint]):
             out.append(
                 f'<text x="{label_x:.1f}" y="{base + 16 + 13 * k}" text-anchor="middle">'
-                f"{word}</text>"
+                f"{escape(line)}</text>"
             )
     for j, (store, workers) in enumerate(series):
         lx = left + j * 120
         out.append(
-            f'<rect x="{lx}" y="{base + 52}" width="12" height="12" '
+            f'<rect x="{lx}" y="{legend}" width="12" height="12" '
             f'fill="{COLOURS[j % len(COLOURS)]}"/>'
-            f'<text x="{lx + 16}" y="{base + 62}">{store}, {workers} worker'
+            f'<text x="{lx + 16}" y="{legend + 10}">{store}, {workers} worker'
             f"{'s' if workers > 1 else ''}</text>"
         )
     machine = result.get("machine", {})
     assert isinstance(machine, dict)
     out.append(
-        f'<text x="{left}" y="{base + 90}" fill="#555">{escape(str(machine.get("nproc")))} cores '
+        f'<text x="{left}" y="{legend + 38}" fill="#555">{escape(str(machine.get("nproc")))} cores '
         f"{escape(str(machine.get('cpu')))}, python {escape(str(machine.get('python')))}, "
         f"granian {escape(str(machine.get('granian')))}; {escape(str(result.get('started')))}"
         "</text>"
     )
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def ceiling_note(row: dict[str, object]) -> str:
+    """The row's ratio to the bare-granian ceiling, when the result has one."""
+    ratio = row.get("ratio_to_ceiling")
+    return f" ({ratio:.3f} of the ceiling)" if isinstance(ratio, float) else ""
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make bench: cookiematch's hot endpoints against nginx's static 302 (wrk, same load, same run),
-# the in-process bid-time look-up micro-benchmark, a short memory soak, and a chart.
+# make bench: cookiematch's hot endpoints against nginx's static 302 (wrk, same load, same run)
+# and against the bare-granian ceiling, each with a verdict against its targets; the in-process
+# bid-time look-up micro-benchmark, a short memory soak, and a chart.
 # docs/performance.md explains the method and the results.
 #
 # Environment (defaults in brackets): BENCH_DURATION seconds per wrk run [3], BENCH_ROUNDS [3],

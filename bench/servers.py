@@ -414,6 +414,7 @@ class WrkResult:
     p50_ms: float
     p90_ms: float
     p99_ms: float
+    max_ms: float  # the slowest answer of the run (wrk's thread stats)
     requests: int
     non_3xx: int
     socket_errors: int
@@ -424,6 +425,7 @@ class WrkResult:
             found = re.search(rf"^\s+{p}%\s+(\S+)", out, re.M)
             return _ms(found.group(1)) if found else float("nan")
 
+        stats = re.search(r"^\s+Latency\s+[\d.]+\w+\s+[\d.]+\w+\s+([\d.]+\w+)", out, re.M)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
         requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
         non = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -435,6 +437,7 @@ class WrkResult:
             p50_ms=pct("50"),
             p90_ms=pct("90"),
             p99_ms=pct("99"),
+            max_ms=_ms(stats.group(1)) if stats else float("nan"),
             requests=requests,
             non_3xx=int(non.group(1)) if non else 0,
             socket_errors=sum(map(int, errs.groups())) if errs else 0,
