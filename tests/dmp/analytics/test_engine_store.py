@@ -220,3 +220,13 @@ def test_settings_bound_memory_and_place_the_files(tmp_path: Path) -> None:
     assert reopened.profile_count() == 1  # on disk
     assert reopened.setting("temp_directory") == str(tmp_path / "spill")
     reopened.close()
+
+
+def test_replace_swaps_a_profiles_rows(engine: DuckDBEngine) -> None:
+    ctx = LoadContext(0, TraitCatalog(), TTL)
+    gold = profile_rows("u1", {"t": {"a|tier": (b'"gold"', None)}}, ctx)
+    engine.append([gold, profile_rows("u2", {"t": {"a|tier": (b'"gold"', None)}}, ctx)])
+    engine.replace([profile_rows("u1", {"t": {"a|tier": (b'"silver"', None)}}, ctx)])
+    rule = parse_rule({"attribute": "tier", "value": "gold"})
+    assert engine.profile_count() == 2
+    assert engine.matching(rule, 0) == {"u2"}
