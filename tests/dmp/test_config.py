@@ -179,3 +179,21 @@ def test_consent_keys_reach_the_models(tmp_path: Path) -> None:
     assert [(t.id, t.gvl_vendor_id) for t in shop.tags] == [("t", 7), ("own", None)]
     assert [d.to_model().gvl_vendor_id for d in dmp.destinations] == [5]
     assert load(tmp_path, BASE).dmp.client_models()[0].cmp_wait_ms == 500  # type: ignore[attr-defined]
+
+
+def test_analytics_engine_paths_and_memory(tmp_path: Path) -> None:
+    config = load(tmp_path, BASE)
+    settings = config.dmp.analytics.to_model()  # type: ignore[attr-defined]
+    assert settings.path == str(tmp_path / "var" / "dmp-analytics.duckdb")
+    assert settings.spill_directory == f"{settings.path}.tmp"
+    assert settings.memory_limit_mb == 1024 and settings.threads is None
+
+    text = BASE + '[dmp.analytics]\npath = "/srv/a.duckdb"\ntemp_directory = "spill"\n'
+    text += "memory_limit_mb = 512\nthreads = 2\n"
+    settings = load(tmp_path, text).dmp.analytics.to_model()  # type: ignore[attr-defined]
+    assert (settings.path, settings.spill_directory) == ("/srv/a.duckdb", str(tmp_path / "spill"))
+    assert (settings.memory_limit_mb, settings.threads) == (512, 2)
+
+    with pytest.raises(ConfigError, match=">= 64") as caught:
+        load(tmp_path, BASE + "[dmp.analytics]\nmemory_limit_mb = 1\n")
+    assert caught.value.key == "dmp.analytics.memory_limit_mb"

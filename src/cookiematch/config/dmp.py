@@ -34,6 +34,7 @@ from cookiematch.config.values import (
     origin_problems,
     url_problems,
 )
+from cookiematch.dmp.analytics.settings import MEMORY_LIMIT_MB, AnalyticsSettings
 from cookiematch.dmp.lifetimes import EXPORT_STATE_MARGIN_DAYS
 from cookiematch.dmp.model import (
     CMP_WAIT_MS,
@@ -218,6 +219,20 @@ class DmpIngestConfig(Table, frozen=True):
     idempotency_ttl_hours: PositiveInt = 24
 
 
+class DmpAnalyticsConfig(Table, frozen=True):
+    """``[dmp.analytics]``: the analytics engine of the batch half (``dmp/analytics/``)."""
+
+    # the database file; relative: to the configuration file's directory
+    path: Annotated[str, msgspec.Meta(min_length=1)] = "var/dmp-analytics.duckdb"
+    # past this the engine spills to temp_directory (None: <path>.tmp)
+    memory_limit_mb: Annotated[int, msgspec.Meta(ge=64, le=1 << 22)] = MEMORY_LIMIT_MB
+    temp_directory: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    threads: Annotated[int, msgspec.Meta(ge=1, le=1024)] | None = None  # None: one per core
+
+    def to_model(self) -> AnalyticsSettings:
+        return AnalyticsSettings(self.path, self.memory_limit_mb, self.temp_directory, self.threads)
+
+
 class DmpConfig(Table, frozen=True):
     """``[dmp]``: the DMP role. Its presence enables the role."""
 
@@ -254,6 +269,7 @@ class DmpConfig(Table, frozen=True):
     # The one directory a ``file`` destination set through the admin API may write into (an
     # absolute path); None: such destinations come from this file only (the API refuses them).
     export_directory: str | None = None
+    analytics: DmpAnalyticsConfig = DmpAnalyticsConfig()
 
     def base_url(self) -> str:
         if self.public_url is not None:

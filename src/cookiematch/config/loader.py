@@ -142,10 +142,26 @@ def _source(key: str, sources: Mapping[str, str]) -> str:
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:
-    """Make a relative ``sqlite://`` store path relative to the configuration's directory."""
+    """Make a relative ``sqlite://`` store path, and the DMP analytics engine's paths, relative
+    to the configuration's directory."""
+    if config.dmp is not None:
+        analytics = config.dmp.analytics
+        resolved = msgspec.structs.replace(
+            analytics,
+            path=_relative_to(base, analytics.path),
+            temp_directory=None
+            if analytics.temp_directory is None
+            else _relative_to(base, analytics.temp_directory),
+        )
+        dmp = msgspec.structs.replace(config.dmp, analytics=resolved)
+        config = msgspec.structs.replace(config, dmp=dmp)
     url = config.store.url
     scheme, _, location = url.partition("://")
     if scheme != "sqlite" or location.startswith("/") or location.startswith(":memory:"):
         return config
     store = msgspec.structs.replace(config.store, url=f"sqlite://{base / location}")
     return msgspec.structs.replace(config, store=store)
+
+
+def _relative_to(base: Path, path: str) -> str:
+    return path if path == ":memory:" or Path(path).is_absolute() else str(base / path)

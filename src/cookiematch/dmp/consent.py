@@ -39,6 +39,7 @@ __all__ = [
     "RequestConsent",
     "StoredConsent",
     "allows",
+    "decode_mark",
     "tc_of",
     "vendor_party",
 ]
@@ -105,6 +106,14 @@ def _mark(raw: bytes | None) -> _Stored | None:
         return _decoder.decode(raw)
     except msgspec.DecodeError:
         return None
+
+
+def decode_mark(raw: bytes) -> ConsentMark | None:
+    """A stored mark, or None when it does not decode."""
+    stored = _mark(raw)
+    if stored is None:
+        return None
+    return ConsentMark(stored.at, stored.tc_last_updated, stored.refused)
 
 
 def tc_of(signals: ConsentSignals) -> TCString | None:

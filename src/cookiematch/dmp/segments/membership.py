@@ -60,7 +60,8 @@ def diff(
     )
 
 
-def _decode_time(raw: bytes) -> float:
+def decode_time(raw: bytes) -> float:
+    """A stored joining time (Unix seconds, ASCII); 0 when it does not read."""
     try:
         return float(raw)
     except ValueError:
@@ -78,7 +79,7 @@ class Memberships:
         """Of a browser's stored entries (segment -> (joining time, remaining lifetime)), those
         due for a refresh, with their joining time."""
         return {
-            segment: _decode_time(raw)
+            segment: decode_time(raw)
             for segment, (raw, remaining) in entries.items()
             if lifetimes.due(remaining, self.ttl)
         }
@@ -86,11 +87,11 @@ class Memberships:
     async def of(self, dmp_uid: str) -> dict[str, float]:
         """Segment id -> time the browser joined it."""
         raw = await self._store.hgetall(keys.membership_key(dmp_uid))
-        return {s: _decode_time(v) for s, v in raw.items()}
+        return {s: decode_time(v) for s, v in raw.items()}
 
     async def of_many(self, dmp_uids: Sequence[str]) -> list[dict[str, float]]:
         maps = await self._store.hgetall_many([keys.membership_key(uid) for uid in dmp_uids])
-        return [{s: _decode_time(v) for s, v in raw.items()} for raw in maps]
+        return [{s: decode_time(v) for s, v in raw.items()} for raw in maps]
 
     async def apply(self, changes: Sequence[Change]) -> None:
         """Write changes: grouped index writes per (segment, shard) first, then each browser;
@@ -121,7 +122,7 @@ class Memberships:
 
     async def shard(self, segment: str, shard: int) -> dict[str, float]:
         raw = await self._store.hgetall(keys.member_index_key(segment, shard))
-        return {uid: _decode_time(v) for uid, v in raw.items()}
+        return {uid: decode_time(v) for uid, v in raw.items()}
 
     async def members(self, segment: str, *, parallel: int = 16) -> AsyncIterator[str]:
         """Every member's DMP uid, shard by shard (a few shards read at a time)."""

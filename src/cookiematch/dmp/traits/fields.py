@@ -33,6 +33,22 @@ def event_field(name: str, ts: int) -> str:
     return f"{EVENT}{name}|{ts}"
 
 
+def decode_attribute(value: bytes) -> AttributeValue | None:
+    """An ``a|<name>`` field's value, or None when it does not decode."""
+    try:
+        return _value_decoder.decode(value)
+    except msgspec.DecodeError:
+        return None
+
+
+def split_event_field(name: str) -> tuple[str, float] | None:
+    """An ``e|<name>|<ts>`` field's (event name, timestamp), or None for another field."""
+    if not name.startswith(EVENT):
+        return None
+    event, sep, ts = name[2:].rpartition("|")
+    return (event, float(ts)) if sep and ts.isdigit() else None
+
+
 def decode_traits(
     fields: Mapping[str, bytes], max_events: int | None
 ) -> tuple[dict[str, AttributeValue], dict[str, tuple[float, ...]]]:
@@ -41,14 +57,13 @@ def decode_traits(
     stamps: dict[str, list[float]] = {}
     for name, value in fields.items():
         if name.startswith(ATTRIBUTE):
-            try:
-                attributes[name[2:]] = _value_decoder.decode(value)
-            except msgspec.DecodeError:
-                continue
-        elif name.startswith(EVENT):
-            event, sep, ts = name[2:].rpartition("|")
-            if sep and ts.isdigit():
-                stamps.setdefault(event, []).append(float(ts))
+            decoded = decode_attribute(value)
+            if decoded is not None:
+                attributes[name[2:]] = decoded
+        else:
+            event = split_event_field(name)
+            if event is not None:
+                stamps.setdefault(event[0], []).append(event[1])
     events = {
         name: tuple(sorted(found, reverse=True)[:max_events])
         for name, found in sorted(stamps.items())

@@ -1,0 +1,373 @@
+"""The analytics engine on DuckDB, embedded: one database file, a memory limit, spilling to a
+temporary directory past it. One connection, used by one caller at a time."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from cookiematch.dmp.analytics.engine import MembershipDiff
+from cookiematch.dmp.analytics.rows import ProfileRows
+from cookiematch.dmp.analytics.rules_sql import DUCKDB, compile_rule
+from cookiematch.dmp.analytics.settings import AnalyticsSettings
+from cookiematch.dmp.analytics.tables import (
+    ATTRIBUTES,
+    CONSENT,
+    EVENTS,
+    EXPOSURES,
+    KIND_BOOL,
+    KIND_FLOAT,
+    KIND_INT,
+    KIND_LIST,
+    KIND_STRING,
+    LIVE_AT,
+    LIVE_PROFILES,
+    MEMBERSHIPS,
+    PROFILE_TABLES,
+    PROFILES,
+    SCHEMA,
+    SYNCS,
+)
+from cookiematch.dmp.overlap import Estimate, PairOverlap
+from cookiematch.dmp.segments.membership import Change
+from cookiematch.dmp.segments.model import Segment
+from cookiematch.dmp.segments.rules import Rule
+from cookiematch.dmp.snapshot import AttributeValue
+
+MATCHED = "matched"  # (segment, profile) found by the pending recompute
+CHANGES = "membership_changes"  # (profile, segment, change, joined_at) of the pending diff
+JOIN, LEAVE, REFRESH = "join", "leave", "refresh"
+
+# column -> the list type its values are bound as, and the cast to the column's type
+_COLUMNS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    PROFILES: (("id", "VARCHAR[]", ""), ("expires_at", "DOUBLE[]", "")),
+    ATTRIBUTES: (
+        ("profile", "VARCHAR[]", ""),
+        ("name", "VARCHAR[]", ""),
+        ("kind", "VARCHAR[]", ""),
+        ("text", "VARCHAR[]", ""),
+        ("num_int", "VARCHAR[]", "::BIGNUM"),
+        ("num_float", "DOUBLE[]", ""),
+        ("flag", "BOOLEAN[]", ""),
+        ("items", "VARCHAR[][]", ""),
+        ("set_at", "DOUBLE[]", ""),
+        ("expires_at", "DOUBLE[]", ""),
+    ),
+    EVENTS: (
+        ("profile", "VARCHAR[]", ""),
+        ("name", "VARCHAR[]", ""),
+        ("ts", "DOUBLE[]", ""),
+        ("expires_at", "DOUBLE[]", ""),
+    ),
+    EXPOSURES: (
+        ("profile", "VARCHAR[]", ""),
+        ("kind", "VARCHAR[]", ""),
+        ("campaign", "VARCHAR[]", ""),
+        ("site", "VARCHAR[]", ""),
+        ("creative", "VARCHAR[]", ""),
+        ("count", "VARCHAR[]", "::HUGEINT"),
+        ("first_at", "DOUBLE[]", ""),
+        ("last_at", "DOUBLE[]", ""),
+        ("expires_at", "DOUBLE[]", ""),
+    ),
+    SYNCS: (
+        ("profile", "VARCHAR[]", ""),
+        ("partner", "VARCHAR[]", ""),
+        ("partner_uid", "VARCHAR[]", ""),
+        ("synced_at", "DOUBLE[]", ""),
+        ("expires_at", "DOUBLE[]", ""),
+    ),
+    CONSENT: (
+        ("profile", "VARCHAR[]", ""),
+        ("party", "VARCHAR[]", ""),
+        ("decided_at", "DOUBLE[]", ""),
+        ("tc_last_updated", "DOUBLE[]", ""),
+        ("refused", "BOOLEAN[]", ""),
+        ("expires_at", "DOUBLE[]", ""),
+    ),
+    MEMBERSHIPS: (
+        ("profile", "VARCHAR[]", ""),
+        ("segment", "VARCHAR[]", ""),
+        ("joined_at", "DOUBLE[]", ""),
+        ("written_at", "DOUBLE[]", ""),
+    ),
+}
+
+
+def _insert_sql(table: str) -> str:
+    columns = _COLUMNS[table]
+    selected = ", ".join(
+        f"unnest(${i + 1}::{list_type}){cast}" for i, (_, list_type, cast) in enumerate(columns)
+    )
+    return f"INSERT INTO {table} ({', '.join(c for c, _, _ in columns)}) SELECT {selected}"
+
+
+_INSERTS = {table: _insert_sql(table) for table in _COLUMNS}
+
+
+def _attribute_row(value: AttributeValue) -> tuple[str, Any, Any, Any, Any, Any]:
+    """(kind, text, num_int, num_float, flag, items) of a value."""
+    if isinstance(value, bool):
+        return KIND_BOOL, None, None, None, value, None
+    if isinstance(value, int):
+        return KIND_INT, None, str(value), None, None, None
+    if isinstance(value, float):
+        return KIND_FLOAT, None, None, value, None, None
+    if isinstance(value, str):
+        return KIND_STRING, value, None, None, None, None
+    return KIND_LIST, None, None, None, None, list(value)
+
+
+def _columns(profiles: Sequence[ProfileRows]) -> dict[str, list[list[Any]]]:
+    """Each table's rows of ``profiles``, column by column."""
+    found: dict[str, list[list[Any]]] = {t: [[] for _ in cs] for t, cs in _COLUMNS.items()}
+
+    def add(table: str, *values: Any) -> None:
+        for column, value in zip(found[table], values, strict=True):
+            column.append(value)
+
+    for p in profiles:
+        uid = p.dmp_uid
+        add(PROFILES, uid, p.expires_at)
+        for name, a in p.attributes.items():
+            add(ATTRIBUTES, uid, name, *_attribute_row(a.value), a.set_at, a.expires_at)
+        for e in p.events:
+            add(EVENTS, uid, e.name, e.ts, e.expires_at)
+        for x in p.exposures:
+            add(
+                EXPOSURES, uid, x.kind, x.campaign, x.site, x.creative, str(x.count),
+                x.first_at, x.last_at, x.expires_at,
+            )  # fmt: skip
+        for partner, s in p.syncs.items():
+            add(SYNCS, uid, partner, s.partner_uid, s.synced_at, s.expires_at)
+        for party, c in p.consent.items():
+            add(CONSENT, uid, party, c.decided_at, c.tc_last_updated, c.refused, c.expires_at)
+        for segment, m in p.memberships.items():
+            add(MEMBERSHIPS, uid, segment, m.joined_at, m.written_at)
+    return found
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class DuckDBEngine:
+    """``AnalyticsEngine`` on an embedded DuckDB database (``settings.path``)."""
+
+    def __init__(self, settings: AnalyticsSettings, *, max_events_per_name: int = 50) -> None:
+        if settings.path != ":memory:":
+            Path(settings.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = duckdb.connect(settings.path)
+        self._max_events = max_events_per_name
+        self._pending_at: float | None = None
+        # settings are not values of a query: SET takes no parameters (numbers, quoted paths)
+        self._db.execute(f"SET memory_limit = '{int(settings.memory_limit_mb)}MB'")
+        spill = settings.spill_directory
+        if spill is not None:
+            self._db.execute(f"SET temp_directory = {_quoted(spill)}")
+        if settings.threads is not None:
+            self._db.execute(f"SET threads = {int(settings.threads)}")
+        self._db.execute(SCHEMA)
+
+    def setting(self, name: str) -> str:
+        """A DuckDB setting's current value (``memory_limit``, ``temp_directory``, ...)."""
+        row = self._db.execute("SELECT current_setting($1)", [name]).fetchone()
+        return "" if row is None else str(row[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- profiles -------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        for table in PROFILE_TABLES:
+            self._db.execute(f"DELETE FROM {table}")
+
+    def append(self, profiles: Sequence[ProfileRows]) -> None:
+        if not profiles:
+            return
+        self._db.execute("BEGIN")
+        try:
+            for table, columns in _columns(profiles).items():
+                if columns[0]:
+                    self._db.execute(_INSERTS[table], columns)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def replace(self, profiles: Sequence[ProfileRows]) -> None:
+        ids = [p.dmp_uid for p in profiles]
+        self._db.execute("BEGIN")
+        try:
+            for table in PROFILE_TABLES:
+                column = "id" if table == PROFILES else "profile"
+                self._db.execute(
+                    f"DELETE FROM {table} WHERE {column} IN (SELECT unnest($1::VARCHAR[]))", [ids]
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self.append(profiles)
+
+    def profile_count(self) -> int:
+        return self._count(f"SELECT count(*) FROM {PROFILES}")
+
+    def _count(self, sql: str, params: Sequence[object] = ()) -> int:
+        row = self._db.execute(sql, list(params)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    # --- rules ----------------------------------------------------------------------------
+
+    def _live_at(self, now: float) -> None:
+        """Fill the live relations (``tables.LIVE_AT``) for ``now``."""
+        for statement in LIVE_AT:
+            params: dict[str, object] = {"now": now}
+            if "$max_events" in statement:
+                params["max_events"] = self._max_events
+            self._db.execute(statement, params)
+
+    def matching(self, rule: Rule, now: float) -> set[str]:
+        self._live_at(now)
+        query = compile_rule(rule, now, DUCKDB)
+        return {row[0] for row in self._db.execute(query.sql, list(query.params)).fetchall()}
+
+    # --- memberships ----------------------------------------------------------------------
+
+    def diff_memberships(
+        self, segments: Sequence[Segment], now: float, refresh_before: float
+    ) -> MembershipDiff:
+        self._live_at(now)
+        db = self._db
+        db.execute(f"CREATE OR REPLACE TEMP TABLE {MATCHED} (segment VARCHAR, profile VARCHAR)")
+        for segment in segments:
+            query = compile_rule(segment.rule, now, DUCKDB)
+            label = DUCKDB.placeholder(len(query.params))
+            db.execute(
+                f"INSERT INTO {MATCHED} SELECT {label}, id FROM ({query.sql})",
+                [*query.params, segment.id],
+            )
+        db.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {CHANGES} AS
+            SELECT m.profile, m.segment, '{JOIN}' AS change, NULL::DOUBLE AS joined_at
+              FROM {MATCHED} m ANTI JOIN {MEMBERSHIPS} s USING (profile, segment)
+            UNION ALL
+            SELECT s.profile, s.segment, '{LEAVE}', s.joined_at
+              FROM {MEMBERSHIPS} s ANTI JOIN {MATCHED} m USING (profile, segment)
+            UNION ALL
+            SELECT s.profile, s.segment, '{REFRESH}', s.joined_at
+              FROM {MEMBERSHIPS} s SEMI JOIN {MATCHED} m USING (profile, segment)
+             WHERE s.written_at IS NULL OR s.written_at < $1""",
+            [refresh_before],
+        )
+        self._pending_at = now
+        counts = dict(db.execute(f"SELECT change, count(*) FROM {CHANGES} GROUP BY 1").fetchall())
+        sizes = {s.id: 0 for s in segments}
+        sizes.update(db.execute(f"SELECT segment, count(*) FROM {MATCHED} GROUP BY 1").fetchall())
+        return MembershipDiff(
+            at=now,
+            profiles=self._count(f"SELECT count(*) FROM {LIVE_PROFILES}"),
+            joined=int(counts.get(JOIN, 0)),
+            left=int(counts.get(LEAVE, 0)),
+            refreshed=int(counts.get(REFRESH, 0)),
+            sizes=sizes,
+        )
+
+    def changes(self, batch: int) -> Iterator[list[Change]]:
+        now = self._pending()
+        # the temporary tables live in this connection: read them here, nothing else meanwhile
+        cursor = self._db.execute(
+            f"""SELECT profile,
+                   list(segment ORDER BY segment) FILTER (WHERE change = '{JOIN}'),
+                   list(segment ORDER BY segment) FILTER (WHERE change = '{LEAVE}'),
+                   list({{'segment': segment, 'at': joined_at}}) FILTER (WHERE change = '{REFRESH}')
+              FROM {CHANGES} GROUP BY profile ORDER BY profile"""
+        )
+        while rows := cursor.fetchmany(batch):
+            yield [
+                Change(
+                    uid,
+                    {s: now for s in joined or ()},
+                    tuple(left or ()),
+                    {r["segment"]: r["at"] for r in refreshed or ()},
+                )
+                for uid, joined, left, refreshed in rows
+            ]
+
+    def commit_memberships(self, now: float) -> None:
+        self._pending()
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.execute(
+                f"""DELETE FROM {MEMBERSHIPS} s USING {CHANGES} c
+                 WHERE s.profile = c.profile AND s.segment = c.segment
+                   AND c.change IN ('{LEAVE}', '{REFRESH}')"""
+            )
+            db.execute(
+                f"""INSERT INTO {MEMBERSHIPS}
+                SELECT profile, segment, coalesce(joined_at, $1), $1 FROM {CHANGES}
+                 WHERE change IN ('{JOIN}', '{REFRESH}')""",
+                [now],
+            )
+            db.execute(f"DROP TABLE {CHANGES}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._pending_at = None
+
+    def _pending(self) -> float:
+        if self._pending_at is None:
+            raise RuntimeError("no pending membership diff: call diff_memberships first")
+        return self._pending_at
+
+    # --- overlap --------------------------------------------------------------------------
+
+    def overlap(self, segments: Sequence[str], now: float) -> list[PairOverlap]:
+        names = sorted(set(segments))
+        db = self._db
+        sizes: dict[str, int] = dict(
+            db.execute(
+                f"""SELECT segment, count(*) FROM {MEMBERSHIPS}
+                 WHERE segment IN (SELECT unnest($1::VARCHAR[])) GROUP BY 1""",
+                [names],
+            ).fetchall()
+        )
+        both: dict[tuple[str, str], int] = {
+            (a, b): n
+            for a, b, n in db.execute(
+                f"""WITH m AS (SELECT segment, profile FROM {MEMBERSHIPS}
+                                WHERE segment IN (SELECT unnest($1::VARCHAR[])))
+                SELECT a.segment, b.segment, count(*) FROM m a JOIN m b
+                    ON a.profile = b.profile AND a.segment < b.segment
+                 GROUP BY 1, 2""",
+                [names],
+            ).fetchall()
+        }
+        population = Estimate.exact(
+            self._count(
+                f"SELECT count(*) FROM {PROFILES} WHERE expires_at IS NULL OR expires_at > $1",
+                [now],
+            )
+        )
+        found = []
+        for a, b in itertools.combinations(names, 2):
+            size_a, size_b, common = sizes.get(a, 0), sizes.get(b, 0), both.get((a, b), 0)
+            found.append(
+                PairOverlap(
+                    a,
+                    b,
+                    Estimate.exact(size_a),
+                    Estimate.exact(size_b),
+                    Estimate.exact(common),
+                    Estimate.exact(size_a + size_b - common),
+                    population,
+                )
+            )
+        return found

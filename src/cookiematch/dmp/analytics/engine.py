@@ -1,0 +1,64 @@
+"""The analytics engine's interface: what the DMP's batch half asks of it, whatever runs it
+(DuckDB embedded, ``duckdb_engine.py``; engines beyond one machine later)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from cookiematch.dmp.analytics.rows import ProfileRows
+from cookiematch.dmp.overlap import PairOverlap
+from cookiematch.dmp.segments.membership import Change
+from cookiematch.dmp.segments.model import Segment
+from cookiematch.dmp.segments.rules import Rule
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipDiff:
+    """What a recompute found at ``at``: the live ``profiles``, the memberships to add
+    (``joined``), to remove (``left``) and to rewrite with a fresh lifetime (``refreshed``),
+    and each segment's size."""
+
+    at: float
+    profiles: int
+    joined: int
+    left: int
+    refreshed: int
+    sizes: dict[str, int]
+
+
+class AnalyticsEngine(Protocol):
+    def clear(self) -> None:
+        """Forget every profile (before a full load)."""
+
+    def append(self, profiles: Sequence[ProfileRows]) -> None:
+        """Add profiles the engine does not hold yet."""
+
+    def replace(self, profiles: Sequence[ProfileRows]) -> None:
+        """Add profiles, replacing whatever the engine held for the same browsers."""
+
+    def profile_count(self) -> int:
+        """Profiles held, lapsed or not."""
+
+    def matching(self, rule: Rule, now: float) -> set[str]:
+        """The DMP uids ``rule`` holds for at ``now``."""
+
+    def diff_memberships(
+        self, segments: Sequence[Segment], now: float, refresh_before: float
+    ) -> MembershipDiff:
+        """Evaluate ``segments`` at ``now`` against the memberships held; memberships still
+        held that were written before ``refresh_before`` are due for a fresh lifetime. The
+        diff stays pending until ``commit_memberships``."""
+
+    def changes(self, batch: int) -> Iterator[list[Change]]:
+        """The pending diff as key-value changes, ``batch`` browsers at a time."""
+
+    def commit_memberships(self, now: float) -> None:
+        """Hold the pending diff as written (at ``now``)."""
+
+    def overlap(self, segments: Sequence[str], now: float) -> list[PairOverlap]:
+        """Exact overlap of every pair of ``segments`` (sorted) in the memberships held; the
+        population is the profiles live at ``now``."""
+
+    def close(self) -> None: ...
