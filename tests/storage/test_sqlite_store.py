@@ -430,3 +430,32 @@ async def test_hsets_in_one_batch_apply_in_order_and_a_bad_one_fails_alone(
     assert isinstance(blob, bytes)
     assert sorted(unpack(blob)) == ["a", "b"]  # "old" was dropped by the merge
     await store.close()
+
+
+async def test_interleaved_writes_of_one_batch_give_the_queued_order(db: Path) -> None:
+    """A batch's plain-key writes and field-map writes each become one statement; deletes and
+    conditional writes run in their place: every key ends as the queued order leaves it."""
+    store = SQLiteStore(str(db))
+    await store.set("gone", b"0")
+    commits = store.commits
+    writes = []
+    for i in range(200):
+        writes += [
+            store.hset(f"m{i % 7}", {"f": b"%d" % i, f"g{i % 3}": b"%d" % i}),
+            store.set(f"k{i % 11}", b"%d" % i),
+            store.hset_many([(f"m{i % 5}", {"h": b"%d" % i}, None)]),
+            store.write_many([Write(f"w{i % 13}", b"%d" % i)]),
+        ]
+        if i == 100:
+            writes += [store.delete("gone"), store.set_if_absent("gone", b"again")]
+            writes += [store.delete("k1"), store.hdel("m2", ["f"])]
+    results = await asyncio.gather(*writes)
+    assert store.commits - commits < 50  # they shared transactions
+    assert results[404:408] == [True, True, True, 1]
+    assert await store.get("gone") == b"again"
+    assert await store.get_many(["k0", "k1", "k10"]) == [b"198", b"199", b"197"]
+    assert await store.get_many(["w0", "w12"]) == [b"195", b"194"]
+    assert await store.hgetall("m2") == {"f": b"198", "g0": b"198", "g1": b"184", "g2": b"191",
+                                         "h": b"197"}  # fmt: skip
+    assert await store.hgetall("m6") == {"f": b"195", "g0": b"195", "g1": b"181", "g2": b"188"}
+    await store.close()

@@ -1,9 +1,10 @@
 """How the SQLite store's worker threads run a batch of queued ops on their connection.
 
 A batch is whatever was queued when a thread woke up (``drain``). Reads share one read
-transaction (one snapshot). Writes share one transaction, and consecutive writes of the same
-kind are merged into one multi-row operation: few ``sqlite3_step`` calls, hence few GIL
-hand-overs (see ``sqlite_ops.ROWS_PER_STATEMENT``). Results come back in the order of the ops.
+transaction (one snapshot). Writes share one transaction, and the plain-key writes and the
+field-map writes of a batch are each merged into one multi-row operation: few
+``sqlite3_step`` calls, hence few GIL hand-overs (see ``sqlite_ops.ROWS_PER_STATEMENT``).
+Results come back in the order of the ops.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from cookiematch.errors import StorageError
 from cookiematch.storage import sqlite_ops as ops
+from cookiematch.storage.packed import Fields
 
 Op = Callable[..., Any]
 # (op, args, future or None when nobody waits, sequence number); None stops the thread.
@@ -106,30 +108,51 @@ def plain_rows(batch: list[Queued]) -> list[ops.Row] | None:
 
 
 def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
-    """Run a batch of writes; consecutive ``hset`` ops are merged into one ``hset_many``
-    (same result: later wins, per field) so their maps are read and written in key order, and
-    consecutive ``put`` ops into one ``put_many`` (a few statements for the lot)."""
+    """Run a batch of writes, one statement per kind: between two other ops, every plain-key
+    write (``put``, ``write_many`` without deletes) goes into one ``put_many`` and every field
+    map write (``hset``, ``hset_many``) into one ``hset_many`` (later wins, per field), each in
+    the order queued. The two kinds write different tables (``kv``, ``fm``), so running one
+    before the other gives what the queued order gives; any other op (a delete, a
+    conditional write) runs alone, in its place."""
     results: list[Outcome] = []
-    i = 0
-    while i < len(batch):
-        op, args = batch[i][0], batch[i][1]
-        j = i + 1
-        while j < len(batch) and batch[j][0] is op and (op is ops.hset or op is ops.put):
-            j += 1
-        if j - i == 1:
-            results.append((True, op(c, *args)))
-        elif op is ops.put:
-            ops.put_many(c, [item[1] for item in batch[i:j]])
-            results += [(True, None)] * (j - i)
+    rows: list[ops.Row] = []
+    updates: ops.Updates = {}
+    now = 0.0  # the latest field-map write's clock: what merging drops as expired
+    pending = 0
+
+    def flush() -> None:
+        nonlocal rows, updates, pending
+        if rows:
+            ops.put_many(c, rows)
+            rows = []
+        if updates:
+            ops.hset_many(c, updates, now)
+            updates = {}
+        results.extend([(True, None)] * pending)
+        pending = 0
+
+    for op, args, _, _ in batch:
+        if op is ops.put:
+            rows.append(args)
+        elif op is ops.hset:
+            key, fields, now = args
+            _merge_into(updates, key, fields)
+        elif op is ops.hset_many:
+            more, now = args
+            for key, fields in more.items():
+                _merge_into(updates, key, fields)
+        elif op is ops.write_many and all(row[1] is not None for row in args[0]):
+            rows += args[0]
         else:
-            updates: ops.Updates = {}
-            for _, (key, fields, _), _, _ in batch[i:j]:
-                merged = updates.get(key)
-                if merged is None:
-                    updates[key] = fields
-                else:
-                    updates[key] = {**merged, **fields}
-            ops.hset_many(c, updates, batch[j - 1][1][2])
-            results += [(True, None)] * (j - i)
-        i = j
+            flush()
+            results.append((True, op(c, *args)))
+            continue
+        pending += 1
+    flush()
     return results
+
+
+def _merge_into(updates: ops.Updates, key: str, fields: Fields) -> None:
+    """``fields`` set on ``key`` after the ones already gathered (later wins, per field)."""
+    merged = updates.get(key)
+    updates[key] = fields if merged is None else {**merged, **fields}
