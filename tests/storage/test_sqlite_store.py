@@ -459,3 +459,32 @@ async def test_interleaved_writes_of_one_batch_give_the_queued_order(db: Path) -
                                          "h": b"197"}  # fmt: skip
     assert await store.hgetall("m6") == {"f": b"195", "g0": b"195", "g1": b"181", "g2": b"188"}
     await store.close()
+
+
+async def test_point_reads_of_one_batch_share_queries_and_a_bad_one_fails_alone(
+    db: Path, clock: FakeClock
+) -> None:
+    """Concurrent reads are answered from one query per table, each at its own time: expired
+    values and fields are absent, and a key that cannot be encoded fails only its own read."""
+    store = SQLiteStore(str(db), clock=clock, readers=1)
+    await store.write_many([Write(f"k{i}", b"%d" % i, ttl=1 if i % 2 else None) for i in range(6)])
+    await store.hset("m", {"a": b"1"}, ttl=1)
+    await store.hset("m", {"b": b"2"})
+    await clock.advance(2)
+    reads = []
+    for _ in range(50):
+        reads += [
+            store.get("k0"),
+            store.get("k1"),
+            store.get_many(["k2", "k3", "nope", "k2"]),
+            store.hget("m", "a"),
+            store.hget("m", "b"),
+            store.hgetall("m"),
+            store.hgetall("none"),
+        ]
+    reads.insert(100, store.get("bad\ud800"))
+    results = await asyncio.gather(*reads, return_exceptions=True)
+    assert isinstance(results.pop(100), StorageError)
+    expected = [b"0", None, [b"2", None, None, b"2"], None, b"2", {"b": b"2"}, {}]
+    assert results == expected * 50
+    await store.close()

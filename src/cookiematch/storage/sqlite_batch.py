@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cookiematch.errors import StorageError
+from cookiematch.storage import packed
 from cookiematch.storage import sqlite_ops as ops
 from cookiematch.storage.packed import Fields
 
@@ -71,21 +72,61 @@ def _one_query(batch: list[Queued]) -> bool:
 
 
 def run_reads(conn: sqlite3.Connection, batch: list[Queued]) -> list[Result]:
-    """Run a batch of reads in one read transaction: one snapshot, one WAL read lock."""
-    results: list[Result] = []
+    """Run a batch of reads in one read transaction: one snapshot, one WAL read lock. The
+    point reads (``get``, ``get_many``, ``hget``, ``hgetall``) of the batch share one query per
+    table (per ``IN`` chunk), each judged at its own time; if that fails, each read runs alone
+    (a bad one fails alone)."""
     if not _one_query(batch):
         with contextlib.suppress(sqlite3.Error):  # without it, each read takes its own snapshot
             conn.execute("BEGIN")
-    for op, args, fut, _ in batch:
+    outcomes: dict[int, Outcome] = {}
+    if len(batch) > 1:
+        with contextlib.suppress(Exception):
+            outcomes = _point_reads(conn, batch)
+    results: list[Result] = []
+    for i, (op, args, fut, _) in enumerate(batch):
         assert fut is not None  # every read is awaited
-        try:
-            results.append((fut, True, op(conn, *args)))
-        except Exception as exc:
-            results.append((fut, False, wrap(exc)))
+        outcome = outcomes.get(i)
+        if outcome is None:
+            try:
+                outcome = (True, op(conn, *args))
+            except Exception as exc:
+                outcome = (False, wrap(exc))
+        results.append((fut, *outcome))
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("COMMIT")
     return results
+
+
+def _point_reads(conn: sqlite3.Connection, batch: list[Queued]) -> dict[int, Outcome]:
+    """The outcomes of the batch's point reads, by position, from one query per table."""
+    plain: set[str] = set()
+    maps: set[str] = set()
+    for op, args, _, _ in batch:
+        if op is ops.get:
+            plain.add(args[0])
+        elif op is ops.get_many:
+            plain.update(args[0])
+        elif op is ops.hget or op is ops.hgetall:
+            maps.add(args[0])
+    if len(plain) + len(maps) < 2:
+        return {}
+    values = ops.kv_rows(conn, sorted(plain)) if plain else {}
+    stored = ops.map_rows(conn, sorted(maps)) if maps else {}
+    out: dict[int, Outcome] = {}
+    for i, (op, args, _, _) in enumerate(batch):
+        if op is ops.get:
+            out[i] = (True, ops.value_of(values.get(args[0]), args[1]))
+        elif op is ops.get_many:
+            now = args[1]
+            out[i] = (True, [ops.value_of(values.get(key), now) for key in args[0]])
+        elif op is ops.hget:
+            out[i] = (True, ops.field_of(stored.get(args[0]), args[1], args[2]))
+        elif op is ops.hgetall:
+            row = stored.get(args[0])
+            out[i] = (True, {} if row is None else packed.live_values(row[0], row[1], args[1]))
+    return out
 
 
 # --- writes ----------------------------------------------------------------------------------
