@@ -1,8 +1,9 @@
 """In-process cost of a hot route through the RSGI adapter, without the network: µs per request.
 
     .venv/bin/python bench/handler_bench.py [--seconds 3] [--concurrency 64] [--store sqlite]
-        [--endpoint cookie_match|cookie_match_tc|hosted_match|bid|match]
-        [--loop asyncio|uvloop] [--rounds N] [--profile out.html] [--distinct-browsers]
+        [--endpoint cookie_match|cookie_match_tc|hosted_match|bid|google_hm|buyer_match|
+                    dmp_callback] [--loop asyncio|uvloop]
+        [--rounds N] [--profile out.html] [--distinct-browsers]
 
 Builds the endpoint's App (the exchange's; the buyer's for ``bid``) from a generated config
 exactly as a worker does, then drives ``RSGIAdapter.__call__`` with fake granian scope/protocol
@@ -19,8 +20,10 @@ regulated traffic that consents costs, the string decoded once (at warm-up) and 
 per request, as real traffic is), where ``cookie_match`` otherwise repeats one cookie; the
 buyer monitor's frequency-capping checks then touch a new browser record every time.
 
-``match`` is the buyer's ``GET /match`` with a new Google ID and browser per request (the
-HTTP benchmark's durable write): the pairing written to the match table, both directions.
+``google_hm``, ``buyer_match`` and ``dmp_callback`` are the durable writes of the HTTP
+benchmark (``bench/lua/unique.lua``): each request a new browser and a new token, so each
+writes a new key (a hosted match on the exchange's ``/pixel``, the buyer's ``/match``, the
+DMP's ``/callback/<partner>``), acknowledged after its group commit under ``--durability ack``.
 
 ``bid`` POSTs the body the HTTP benchmark sends (``http_bench.bid_request_body``: the IAB's
 simple banner with ``user.id`` = ``KNOWN_GID``) after matching that gid through ``/match``,
@@ -57,6 +60,7 @@ import servers
 from cookiematch.config import load_config
 from cookiematch.exchange.monitoring import BuyerMonitor, Count
 from cookiematch.roots.buyer import BuyerServer
+from cookiematch.roots.dmp import DmpServer
 from cookiematch.roots.exchange import ExchangeServer
 from cookiematch.web import rsgi
 from cookiematch.web.counters import LabelledCounter
@@ -169,10 +173,25 @@ def hosted_match(i: int) -> Scope:
     )
 
 
-def buyer_match(i: int) -> Scope:
-    """A new pairing per request, as wrk's ``unique.lua`` sends: two field-map writes."""
-    c = b64(i, 8)
-    return Scope("/match", f"google_gid=AAAbench{c}&google_cver=1", f"buyer_uid=AAAbenchAAA{c}bmA")
+def unique(path: str, cookie: str) -> Callable[[int], Scope]:
+    """Requests that each write something new, as ``bench/lua/unique.lua`` makes them: in the
+    templates ``@ID@`` becomes a browser ID (22 characters) and ``@N@`` a token (16), both
+    unique per request."""
+
+    def scope(i: int) -> Scope:
+        c = b64(i, 8)
+        browser, token = f"AAAbenchAAA{c}bmA", f"{c}AAAAAAbk"
+        query = path.replace("@ID@", browser).replace("@N@", token)
+        header = "_ga=GA1.2.1234567890.1700000000; " + cookie.replace("@ID@", browser)
+        route, _, query = query.partition("?")
+        return Scope(route, query, header)
+
+    return scope
+
+
+google_hm = unique("/pixel?google_nid=cookie-monster&google_cm&google_hm=@N@", "cm_id=@ID@")
+buyer_match = unique("/match?google_gid=@N@&google_cver=1", "buyer_uid=@ID@")
+dmp_callback = unique("/callback/analytics?c=shop&uid=@N@", "dmp_id=@ID@")
 
 
 def bid_headers(body: bytes) -> Headers:
@@ -218,7 +237,9 @@ ENDPOINTS: dict[str, tuple[str, Callable[[RSGIAdapter, Path], Awaitable[Make]]]]
     "cookie_match_tc": ("exchange", query_only(cookie_match_tc)),
     "hosted_match": ("exchange", query_only(hosted_match)),
     "bid": ("buyer", bid),
-    "match": ("buyer", query_only(buyer_match)),
+    "google_hm": ("exchange", query_only(google_hm)),
+    "buyer_match": ("buyer", query_only(buyer_match)),
+    "dmp_callback": ("dmp", query_only(dmp_callback)),
 }
 DISTINCT: dict[str, tuple[str, Callable[[RSGIAdapter, Path], Awaitable[Make]]]] = {
     "cookie_match": ("exchange", query_only(cookie_match_distinct)),
@@ -226,12 +247,18 @@ DISTINCT: dict[str, tuple[str, Callable[[RSGIAdapter, Path], Awaitable[Make]]]] 
 }
 
 
+SERVERS: dict[str, type[BuyerServer | DmpServer | ExchangeServer]] = {
+    "buyer": BuyerServer,
+    "dmp": DmpServer,
+    "exchange": ExchangeServer,
+}
+
+
 def build_server(
     role: str, directory: Path, store_url: str, durability: str
-) -> BuyerServer | ExchangeServer:
+) -> BuyerServer | DmpServer | ExchangeServer:
     config_path = servers.write_config(directory, role, 0, store_url, durability)
-    server = BuyerServer if role == "buyer" else ExchangeServer
-    return server(load_config(config_path))
+    return SERVERS[role](load_config(config_path))
 
 
 MONITORED_NIDS = ("ad_network_xyz", "cookie-monster")  # the buyers the endpoints match to
@@ -254,7 +281,7 @@ async def report_checks(monitor: BuyerMonitor) -> str:
     )
 
 
-def per_process_metrics(server: BuyerServer | ExchangeServer) -> Callable[[bool], None]:
+def per_process_metrics(server: BuyerServer | DmpServer | ExchangeServer) -> Callable[[bool], None]:
     """A switch between the shared metrics (True) and the per-process dicts they replaced,
     with no timing of answers (False)."""
     stats = server.stats._counts if isinstance(server, BuyerServer) else None

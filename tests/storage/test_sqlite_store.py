@@ -430,3 +430,61 @@ async def test_hsets_in_one_batch_apply_in_order_and_a_bad_one_fails_alone(
     assert isinstance(blob, bytes)
     assert sorted(unpack(blob)) == ["a", "b"]  # "old" was dropped by the merge
     await store.close()
+
+
+async def test_interleaved_writes_of_one_batch_give_the_queued_order(db: Path) -> None:
+    """A batch's plain-key writes and field-map writes each become one statement; deletes and
+    conditional writes run in their place: every key ends as the queued order leaves it."""
+    store = SQLiteStore(str(db))
+    await store.set("gone", b"0")
+    commits = store.commits
+    writes = []
+    for i in range(200):
+        writes += [
+            store.hset(f"m{i % 7}", {"f": b"%d" % i, f"g{i % 3}": b"%d" % i}),
+            store.set(f"k{i % 11}", b"%d" % i),
+            store.hset_many([(f"m{i % 5}", {"h": b"%d" % i}, None)]),
+            store.write_many([Write(f"w{i % 13}", b"%d" % i)]),
+        ]
+        if i == 100:
+            writes += [store.delete("gone"), store.set_if_absent("gone", b"again")]
+            writes += [store.delete("k1"), store.hdel("m2", ["f"])]
+    results = await asyncio.gather(*writes)
+    assert store.commits - commits < 50  # they shared transactions
+    assert results[404:408] == [True, True, True, 1]
+    assert await store.get("gone") == b"again"
+    assert await store.get_many(["k0", "k1", "k10"]) == [b"198", b"199", b"197"]
+    assert await store.get_many(["w0", "w12"]) == [b"195", b"194"]
+    assert await store.hgetall("m2") == {"f": b"198", "g0": b"198", "g1": b"184", "g2": b"191",
+                                         "h": b"197"}  # fmt: skip
+    assert await store.hgetall("m6") == {"f": b"195", "g0": b"195", "g1": b"181", "g2": b"188"}
+    await store.close()
+
+
+async def test_point_reads_of_one_batch_share_queries_and_a_bad_one_fails_alone(
+    db: Path, clock: FakeClock
+) -> None:
+    """Concurrent reads are answered from one query per table, each at its own time: expired
+    values and fields are absent, and a key that cannot be encoded fails only its own read."""
+    store = SQLiteStore(str(db), clock=clock, readers=1)
+    await store.write_many([Write(f"k{i}", b"%d" % i, ttl=1 if i % 2 else None) for i in range(6)])
+    await store.hset("m", {"a": b"1"}, ttl=1)
+    await store.hset("m", {"b": b"2"})
+    await clock.advance(2)
+    reads = []
+    for _ in range(50):
+        reads += [
+            store.get("k0"),
+            store.get("k1"),
+            store.get_many(["k2", "k3", "nope", "k2"]),
+            store.hget("m", "a"),
+            store.hget("m", "b"),
+            store.hgetall("m"),
+            store.hgetall("none"),
+        ]
+    reads.insert(100, store.get("bad\ud800"))
+    results = await asyncio.gather(*reads, return_exceptions=True)
+    assert isinstance(results.pop(100), StorageError)
+    expected = [b"0", None, [b"2", None, None, b"2"], None, b"2", {"b": b"2"}, {}]
+    assert results == expected * 50
+    await store.close()

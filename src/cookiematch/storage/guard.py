@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from cookiematch.deadlines import Deadlines
 from cookiematch.errors import StorageError, StoreUnavailable
@@ -158,13 +158,13 @@ class GuardedStore(Store):
             )
         return started
 
-    async def _run(
-        self, op: str, call: Callable[..., Awaitable[T]], *args: Any, queued_write: bool = False
-    ) -> T:
-        started = self._admit(op, queued_write=queued_write)
+    async def _guarded(self, op: str, started: float, call: Awaitable[T]) -> T:
+        """Await ``call`` (the backend's coroutine, made once ``_admit`` let the call start:
+        ``self._guarded(op, self._admit(op), inner.op(...))`` evaluates in that order) under
+        the deadline, and tell the breaker and the observer how it ended."""
         breaker = self._shared.breaker
         try:
-            result = await self._limits.run(call(*args), self.deadline)
+            result = await self._limits.run(call, self.deadline)
         except TimeoutError:
             self._observe(op, started, "timeout")
             miss = f"{op} over {self.deadline * 1000:.0f} ms"
@@ -188,7 +188,7 @@ class GuardedStore(Store):
         """Each step of a scan is one call (its own deadline)."""
         while True:
             try:
-                item = await self._run(op, anext, items)
+                item = await self._guarded(op, self._admit(op), anext(items))
             except StopAsyncIteration:
                 return
             yield item
@@ -196,57 +196,72 @@ class GuardedStore(Store):
     # --- the interface ----------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes | None:
-        return await self._run("get", self.inner.get, key)
+        return await self._guarded("get", self._admit("get"), self.inner.get(key))
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        return await self._run("get_many", self.inner.get_many, keys)
+        return await self._guarded("get_many", self._admit("get_many"), self.inner.get_many(keys))
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        async def call() -> None:
-            await self.inner.set(key, value, ttl=ttl)
-
-        await self._run("set", call, queued_write=self._queued)
+        await self._guarded(
+            "set",
+            self._admit("set", queued_write=self._queued),
+            self.inner.set(key, value, ttl=ttl),
+        )
 
     async def set_if_absent(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
-        async def call() -> bool:
-            return await self.inner.set_if_absent(key, value, ttl=ttl)
-
-        return await self._run("set_if_absent", call)
+        return await self._guarded(
+            "set_if_absent",
+            self._admit("set_if_absent"),
+            self.inner.set_if_absent(key, value, ttl=ttl),
+        )
 
     async def write_many(self, writes: Sequence[Write]) -> None:
-        await self._run("write_many", self.inner.write_many, writes, queued_write=self._queued)
+        await self._guarded(
+            "write_many",
+            self._admit("write_many", queued_write=self._queued),
+            self.inner.write_many(writes),
+        )
 
     async def delete(self, key: str) -> bool:
-        return await self._run("delete", self.inner.delete, key)
+        return await self._guarded("delete", self._admit("delete"), self.inner.delete(key))
 
     async def hget(self, key: str, field: str) -> bytes | None:
-        return await self._run("hget", self.inner.hget, key, field)
+        return await self._guarded("hget", self._admit("hget"), self.inner.hget(key, field))
 
     async def hgetall(self, key: str) -> dict[str, bytes]:
-        return await self._run("hgetall", self.inner.hgetall, key)
+        return await self._guarded("hgetall", self._admit("hgetall"), self.inner.hgetall(key))
 
     async def hset(
         self, key: str, mapping: Mapping[str, bytes], *, ttl: float | None = None
     ) -> None:
-        async def call() -> None:
-            await self.inner.hset(key, mapping, ttl=ttl)
-
-        await self._run("hset", call, queued_write=self._queued)
+        await self._guarded(
+            "hset",
+            self._admit("hset", queued_write=self._queued),
+            self.inner.hset(key, mapping, ttl=ttl),
+        )
 
     async def hset_many(self, items: Sequence[FieldWrite]) -> None:
-        await self._run("hset_many", self.inner.hset_many, items, queued_write=self._queued)
+        await self._guarded(
+            "hset_many",
+            self._admit("hset_many", queued_write=self._queued),
+            self.inner.hset_many(items),
+        )
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
-        return await self._run("hgetall_many", self.inner.hgetall_many, keys)
+        return await self._guarded(
+            "hgetall_many", self._admit("hgetall_many"), self.inner.hgetall_many(keys)
+        )
 
     async def get_entry(self, key: str) -> FieldEntry | None:
-        return await self._run("get_entry", self.inner.get_entry, key)
+        return await self._guarded("get_entry", self._admit("get_entry"), self.inner.get_entry(key))
 
     async def hgetall_entries(self, key: str) -> dict[str, FieldEntry]:
-        return await self._run("hgetall_entries", self.inner.hgetall_entries, key)
+        return await self._guarded(
+            "hgetall_entries", self._admit("hgetall_entries"), self.inner.hgetall_entries(key)
+        )
 
     async def hdel(self, key: str, fields: Sequence[str]) -> int:
-        return await self._run("hdel", self.inner.hdel, key, fields)
+        return await self._guarded("hdel", self._admit("hdel"), self.inner.hdel(key, fields))
 
     def scan(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[tuple[str, bytes]]:
         return self._scan("scan", self.inner.scan(prefix, batch=batch))
@@ -265,7 +280,7 @@ class GuardedStore(Store):
         await self.inner.start()
 
     async def info(self) -> dict[str, str]:
-        facts = await self._run("info", self.inner.info)
+        facts = await self._guarded("info", self._admit("info"), self.inner.info())
         facts["breaker"] = "open" if self.breaker_open else "closed"
         return facts
 

@@ -172,7 +172,9 @@ class SQLiteStore(Store):
         return await self._engine.read(ops.get_many, list(keys), self._clock())
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        await self._engine.apply(ops.put, key, as_bytes(value), self._expiry(ttl))
+        committed = self._engine.apply(ops.put, key, as_bytes(value), self._expiry(ttl))
+        if committed is not None:
+            await committed
 
     async def set_if_absent(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
         expires_at = self._expiry(ttl)
@@ -186,7 +188,9 @@ class SQLiteStore(Store):
             for w in writes
         ]
         if rows:
-            await self._engine.apply(ops.write_many, rows, self._clock())
+            committed = self._engine.apply(ops.write_many, rows, self._clock())
+            if committed is not None:
+                await committed
 
     async def delete(self, key: str) -> bool:
         return await self._engine.write(ops.delete, key, self._clock())
@@ -208,7 +212,9 @@ class SQLiteStore(Store):
         expires_at = self._expiry(ttl)
         fields = {_field(field): (as_bytes(value), expires_at) for field, value in mapping.items()}
         if fields:
-            await self._engine.apply(ops.hset, key, fields, self._clock())
+            committed = self._engine.apply(ops.hset, key, fields, self._clock())
+            if committed is not None:
+                await committed
 
     async def hset_many(self, items: Sequence[FieldWrite]) -> None:
         """One queued op: the fields grouped by key (later wins), merged in the writer."""
@@ -222,7 +228,9 @@ class SQLiteStore(Store):
                 for field, value in mapping.items():
                     fields[_field(field)] = (as_bytes(value), expires_at)
         if updates:
-            await self._engine.apply(ops.hset_many, updates, self._clock())
+            committed = self._engine.apply(ops.hset_many, updates, self._clock())
+            if committed is not None:
+                await committed
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         if not keys:

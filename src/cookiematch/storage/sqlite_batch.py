@@ -1,9 +1,10 @@
 """How the SQLite store's worker threads run a batch of queued ops on their connection.
 
 A batch is whatever was queued when a thread woke up (``drain``). Reads share one read
-transaction (one snapshot). Writes share one transaction, and consecutive writes of the same
-kind are merged into one multi-row operation: few ``sqlite3_step`` calls, hence few GIL
-hand-overs (see ``sqlite_ops.ROWS_PER_STATEMENT``). Results come back in the order of the ops.
+transaction (one snapshot). Writes share one transaction, and the plain-key writes and the
+field-map writes of a batch are each merged into one multi-row operation: few
+``sqlite3_step`` calls, hence few GIL hand-overs (see ``sqlite_ops.ROWS_PER_STATEMENT``).
+Results come back in the order of the ops.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from cookiematch.errors import StorageError
+from cookiematch.storage import packed
 from cookiematch.storage import sqlite_ops as ops
+from cookiematch.storage.packed import Fields
 
 Op = Callable[..., Any]
 # (op, args, future or None when nobody waits, sequence number); None stops the thread.
@@ -69,21 +72,61 @@ def _one_query(batch: list[Queued]) -> bool:
 
 
 def run_reads(conn: sqlite3.Connection, batch: list[Queued]) -> list[Result]:
-    """Run a batch of reads in one read transaction: one snapshot, one WAL read lock."""
-    results: list[Result] = []
+    """Run a batch of reads in one read transaction: one snapshot, one WAL read lock. The
+    point reads (``get``, ``get_many``, ``hget``, ``hgetall``) of the batch share one query per
+    table (per ``IN`` chunk), each judged at its own time; if that fails, each read runs alone
+    (a bad one fails alone)."""
     if not _one_query(batch):
         with contextlib.suppress(sqlite3.Error):  # without it, each read takes its own snapshot
             conn.execute("BEGIN")
-    for op, args, fut, _ in batch:
+    outcomes: dict[int, Outcome] = {}
+    if len(batch) > 1:
+        with contextlib.suppress(Exception):
+            outcomes = _point_reads(conn, batch)
+    results: list[Result] = []
+    for i, (op, args, fut, _) in enumerate(batch):
         assert fut is not None  # every read is awaited
-        try:
-            results.append((fut, True, op(conn, *args)))
-        except Exception as exc:
-            results.append((fut, False, wrap(exc)))
+        outcome = outcomes.get(i)
+        if outcome is None:
+            try:
+                outcome = (True, op(conn, *args))
+            except Exception as exc:
+                outcome = (False, wrap(exc))
+        results.append((fut, *outcome))
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("COMMIT")
     return results
+
+
+def _point_reads(conn: sqlite3.Connection, batch: list[Queued]) -> dict[int, Outcome]:
+    """The outcomes of the batch's point reads, by position, from one query per table."""
+    plain: set[str] = set()
+    maps: set[str] = set()
+    for op, args, _, _ in batch:
+        if op is ops.get:
+            plain.add(args[0])
+        elif op is ops.get_many:
+            plain.update(args[0])
+        elif op is ops.hget or op is ops.hgetall:
+            maps.add(args[0])
+    if len(plain) + len(maps) < 2:
+        return {}
+    values = ops.kv_rows(conn, sorted(plain)) if plain else {}
+    stored = ops.map_rows(conn, sorted(maps)) if maps else {}
+    out: dict[int, Outcome] = {}
+    for i, (op, args, _, _) in enumerate(batch):
+        if op is ops.get:
+            out[i] = (True, ops.value_of(values.get(args[0]), args[1]))
+        elif op is ops.get_many:
+            now = args[1]
+            out[i] = (True, [ops.value_of(values.get(key), now) for key in args[0]])
+        elif op is ops.hget:
+            out[i] = (True, ops.field_of(stored.get(args[0]), args[1], args[2]))
+        elif op is ops.hgetall:
+            row = stored.get(args[0])
+            out[i] = (True, {} if row is None else packed.live_values(row[0], row[1], args[1]))
+    return out
 
 
 # --- writes ----------------------------------------------------------------------------------
@@ -106,30 +149,51 @@ def plain_rows(batch: list[Queued]) -> list[ops.Row] | None:
 
 
 def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
-    """Run a batch of writes; consecutive ``hset`` ops are merged into one ``hset_many``
-    (same result: later wins, per field) so their maps are read and written in key order, and
-    consecutive ``put`` ops into one ``put_many`` (a few statements for the lot)."""
+    """Run a batch of writes, one statement per kind: between two other ops, every plain-key
+    write (``put``, ``write_many`` without deletes) goes into one ``put_many`` and every field
+    map write (``hset``, ``hset_many``) into one ``hset_many`` (later wins, per field), each in
+    the order queued. The two kinds write different tables (``kv``, ``fm``), so running one
+    before the other gives what the queued order gives; any other op (a delete, a
+    conditional write) runs alone, in its place."""
     results: list[Outcome] = []
-    i = 0
-    while i < len(batch):
-        op, args = batch[i][0], batch[i][1]
-        j = i + 1
-        while j < len(batch) and batch[j][0] is op and (op is ops.hset or op is ops.put):
-            j += 1
-        if j - i == 1:
-            results.append((True, op(c, *args)))
-        elif op is ops.put:
-            ops.put_many(c, [item[1] for item in batch[i:j]])
-            results += [(True, None)] * (j - i)
+    rows: list[ops.Row] = []
+    updates: ops.Updates = {}
+    now = 0.0  # the latest field-map write's clock: what merging drops as expired
+    pending = 0
+
+    def flush() -> None:
+        nonlocal rows, updates, pending
+        if rows:
+            ops.put_many(c, rows)
+            rows = []
+        if updates:
+            ops.hset_many(c, updates, now)
+            updates = {}
+        results.extend([(True, None)] * pending)
+        pending = 0
+
+    for op, args, _, _ in batch:
+        if op is ops.put:
+            rows.append(args)
+        elif op is ops.hset:
+            key, fields, now = args
+            _merge_into(updates, key, fields)
+        elif op is ops.hset_many:
+            more, now = args
+            for key, fields in more.items():
+                _merge_into(updates, key, fields)
+        elif op is ops.write_many and all(row[1] is not None for row in args[0]):
+            rows += args[0]
         else:
-            updates: ops.Updates = {}
-            for _, (key, fields, _), _, _ in batch[i:j]:
-                merged = updates.get(key)
-                if merged is None:
-                    updates[key] = fields
-                else:
-                    updates[key] = {**merged, **fields}
-            ops.hset_many(c, updates, batch[j - 1][1][2])
-            results += [(True, None)] * (j - i)
-        i = j
+            flush()
+            results.append((True, op(c, *args)))
+            continue
+        pending += 1
+    flush()
     return results
+
+
+def _merge_into(updates: ops.Updates, key: str, fields: Fields) -> None:
+    """``fields`` set on ``key`` after the ones already gathered (later wins, per field)."""
+    merged = updates.get(key)
+    updates[key] = fields if merged is None else {**merged, **fields}

@@ -116,7 +116,8 @@ class Engine:
         return fut
 
     def _queue_write(self, op: Op, args: tuple[Any, ...], fut: asyncio.Future[Any] | None) -> None:
-        self._check_open()
+        if self._closed:
+            raise StoreUnavailable("sqlite store is closed")
         with self._submit_lock:  # sequence numbers enter the queue in order
             seq = self._last_seq = next(self._seqs)
             self._wq.put((op, args, fut, seq))
@@ -127,12 +128,14 @@ class Engine:
         self._queue_write(op, args, fut)
         return fut
 
-    async def apply(self, op: Op, *args: Any) -> None:
-        """Queue a write; wait for its commit unless ASYNC and fewer than max_pending queued."""
+    def apply(self, op: Op, *args: Any) -> asyncio.Future[None] | None:
+        """Queue a write; the future of its commit to await, or None when nobody need wait
+        (ASYNC with fewer than max_pending queued). A plain function, not a coroutine: the
+        caller awaits the future itself, one coroutine level fewer per write."""
         if self._async and self._wq.qsize() < self._max_pending:
             self._queue_write(op, args, None)
-        else:
-            await self.write(op, *args)
+            return None
+        return self.write(op, *args)
 
     async def close(self) -> None:
         """Commit what is queued, stop the threads and close the connections."""

@@ -62,12 +62,23 @@ def get_many(c: sqlite3.Connection, keys: list[str], now: float) -> list[bytes |
     return [found.get(key) for key in keys]
 
 
+def kv_rows(c: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[bytes, float | None]]:
+    """The stored values of ``keys`` with their expiries, expired ones included."""
+    found: dict[str, tuple[bytes, float | None]] = {}
+    for i in range(0, len(keys), IN_CHUNK):
+        chunk = keys[i : i + IN_CHUNK]
+        query = sql.GET_ROWS.format(marks=sql.marks(len(chunk)))
+        for key, value, expires_at in c.execute(query, chunk).fetchall():
+            found[key] = (value, expires_at)
+    return found
+
+
 def _map_row(c: sqlite3.Connection, key: str) -> MapRow | None:
     row: MapRow | None = c.execute(sql.GET_MAP, (key,)).fetchone()
     return row
 
 
-def _map_rows(c: sqlite3.Connection, keys: list[str]) -> dict[str, MapRow]:
+def map_rows(c: sqlite3.Connection, keys: list[str]) -> dict[str, MapRow]:
     """The stored maps of ``keys`` (sorted, distinct: the index is walked in order).
 
     Each chunk of keys comes back as one JSON row (values in hex, expiries printed exactly):
@@ -83,11 +94,20 @@ def _map_rows(c: sqlite3.Connection, keys: list[str]) -> dict[str, MapRow]:
 
 
 def hget(c: sqlite3.Connection, key: str, field: str, now: float) -> bytes | None:
-    row = _map_row(c, key)
+    return field_of(_map_row(c, key), field, now)
+
+
+def field_of(row: MapRow | None, field: str, now: float) -> bytes | None:
+    """The value of ``field`` in a stored map if it is live at ``now``."""
     if row is None:
         return None
     entry = packed.unpack(row[0]).get(field)
     return None if entry is None or not _live(entry[1], now) else entry[0]
+
+
+def value_of(row: tuple[bytes, float | None] | None, now: float) -> bytes | None:
+    """A stored plain value if it is live at ``now``."""
+    return None if row is None or not _live(row[1], now) else row[0]
 
 
 def hgetall(c: sqlite3.Connection, key: str, now: float) -> dict[str, bytes]:
@@ -102,7 +122,7 @@ def hgetall_entries(c: sqlite3.Connection, key: str, now: float) -> Fields:
 
 
 def hgetall_many(c: sqlite3.Connection, keys: list[str], now: float) -> list[dict[str, bytes]]:
-    rows = _map_rows(c, sorted(set(keys)))
+    rows = map_rows(c, sorted(set(keys)))
     found = {key: packed.live_values(blob, at, now) for key, (blob, at) in rows.items()}
     return [dict(found.get(key, {})) for key in keys]
 
@@ -201,7 +221,7 @@ def hset_many(c: sqlite3.Connection, updates: Updates, now: float) -> None:
     walked once instead of at random places; multi-row statements write them all.
     """
     names = sorted(updates)
-    stored = _map_rows(c, names)
+    stored = map_rows(c, names)
     merge, pack = packed.merge, packed.pack
     rows: list[Row] = []
     for key in names:

@@ -43,6 +43,8 @@ LIVE = "(expires_at IS NULL OR expires_at > ?)"
 GET = f"SELECT value FROM kv WHERE key = ? AND {LIVE}"
 GET_ENTRY = f"SELECT value, expires_at FROM kv WHERE key = ? AND {LIVE}"
 GET_MANY = "SELECT key, value FROM kv WHERE key IN ({marks}) AND " + LIVE
+GET_ROWS = "SELECT key, value, expires_at FROM kv WHERE key IN ({marks})"
+"""Values with their expiry, live or not: the reads of a batch, each judged at its own time."""
 SCAN = "SELECT key, value, expires_at FROM kv WHERE {where} AND " + LIVE + " ORDER BY key LIMIT ?"
 PING = "SELECT 1"
 PUT = "INSERT OR REPLACE INTO kv VALUES (?, ?, ?)"
