@@ -172,6 +172,20 @@ class UserIdCipher:
         data = block + keys.mac.digest(block)[:GID_TAG_BYTES]
         return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE)[:-1].decode()
 
+    def gid_function(self, nid: str, version: int) -> Callable[[bytes], str]:
+        """``encrypt`` for one buyer and version with its keys looked up once, for a caller
+        that keeps it (the match tag's common case); the browser ID must be 16 bytes (as
+        ``parse_browser_id`` gives it), which it does not check again."""
+        keys = self._buyer(nid, version)
+        encrypt, digest = keys.encrypt, keys.mac.digest
+
+        def gid(browser_id: bytes) -> str:
+            block = encrypt(browser_id)
+            data = block + digest(block)[:GID_TAG_BYTES]
+            return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE)[:-1].decode()
+
+        return gid
+
     def decrypt(self, gid: str, nid: str, version: int) -> bytes:
         """The browser ID; raise InvalidUserId when malformed, forged or version unknown."""
         if not isinstance(gid, str) or _GID_SHAPE.fullmatch(gid) is None:
