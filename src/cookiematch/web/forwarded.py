@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cookiematch.protocol.forwarded import TrustedProxies, forwarded_client, forwarded_scheme
-from cookiematch.web.http import Request
+from cookiematch.web.http import Request, RequestHeaders
 
 __all__ = ["ProxyTrust"]
 
@@ -22,11 +22,21 @@ class ProxyTrust:
         self._trusted = TrustedProxies(trusted)
 
     def scheme(self, request: Request) -> str:
-        if self._trusted and self._trusted.trusts(request.client):
-            forwarded = forwarded_scheme(request.header("x-forwarded-proto"))
+        return self.scheme_of(request.scheme, request.client, request.headers)
+
+    def scheme_of(self, scheme: str, client: str, headers: RequestHeaders) -> str:
+        """``scheme``, the one ``X-Forwarded-Proto`` tells when ``client`` (the peer's IP
+        address) is a trusted proxy."""
+        if self._trusted and self._trusted.trusts(client):
+            forwarded = forwarded_scheme(headers.get("x-forwarded-proto"))
             if forwarded:
                 return forwarded
-        return request.scheme
+        return scheme
+
+    @property
+    def trusting(self) -> bool:
+        """Whether any proxy is trusted (else the scheme is the connection's)."""
+        return bool(self._trusted)
 
     def client(self, request: Request) -> str:
         if not self._trusted:
