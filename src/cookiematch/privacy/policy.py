@@ -139,7 +139,11 @@ class PrivacyPolicy:
     ) -> Decision:
         """May ``operation`` happen for the party whose GVL vendor ID is ``vendor_id`` (the
         host's for STORE_ID, which ignores ``vendor_id``)? The answer is counted."""
-        decision = self.answer(operation, signals, vendor_id)
+        hit = self._memo.get((id(signals), operation, vendor_id))  # answer's hit, inlined
+        if hit is not None and hit[0] is signals:
+            decision = hit[1]
+        else:
+            decision = self.answer(operation, signals, vendor_id)
         self.counts[operation, decision.reason] += 1
         return decision
 

@@ -20,6 +20,8 @@ class ProxyTrust:
 
     def __init__(self, trusted: Iterable[str] = ()) -> None:
         self._trusted = TrustedProxies(trusted)
+        self.trusting = bool(self._trusted)
+        """Whether any proxy is trusted (else the scheme and address are the connection's)."""
 
     def scheme(self, request: Request) -> str:
         return self.scheme_of(request.scheme, request.client, request.headers)
@@ -32,11 +34,6 @@ class ProxyTrust:
             if forwarded:
                 return forwarded
         return scheme
-
-    @property
-    def trusting(self) -> bool:
-        """Whether any proxy is trusted (else the scheme is the connection's)."""
-        return bool(self._trusted)
 
     def client(self, request: Request) -> str:
         if not self._trusted:
