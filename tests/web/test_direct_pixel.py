@@ -22,7 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cookiematch.config import load_config
+from cookiematch.conformance import vectors
 from cookiematch.privacy.policy import PrivacyPolicy
+from cookiematch.protocol.common_tag import read_common_tag
 from cookiematch.protocol.cookies import OPT_OUT_VALUE, format_browser_id
 from cookiematch.protocol.matchtag import MAX_EXTRAS_BYTES
 from cookiematch.roots.exchange import ExchangeServer
@@ -44,15 +46,35 @@ BUYERS = {
     "&c=%%GDPR_CONSENT%%&",
     "vendor": "http://vendor.example/cm",
 }
-BUYER_TABLES = "".join(
-    f'[[exchange.buyers]]\nnid = "{nid}"\nredirect_url = "{url}"\n'
-    + ("gvl_vendor_id = 32\n" if nid == "vendor" else "")
-    + ("hosted_match = true\n" if nid == "ad_network_xyz" else "")
-    + "\n"
-    for nid, url in BUYERS.items()
-) + (  # limited: the general path's (a rate no test reaches)
-    '[[exchange.buyers]]\nnid = "limited"\nredirect_url = "http://l.example/"\n'
-    "max_match_tags_per_second = 1e9\n\n"
+
+
+def vector_cases() -> list[dict[str, Any]]:
+    """The packaged redirect vectors whose match tag is the common case, answered by a gid."""
+    found = []
+    for case in vectors.load("redirects.json")["cases"]:
+        tag = case["match_tag"]
+        gid_only = set(case["response"]) == {"gid", "cver"}
+        if tag and gid_only and read_common_tag(tag.partition("?")[2]) is not None:
+            found.append(case)
+    return found
+
+
+BUYER_TABLES = (
+    "".join(
+        f'[[exchange.buyers]]\nnid = "{nid}"\nredirect_url = "{url}"\n'
+        + ("gvl_vendor_id = 32\n" if nid == "vendor" else "")
+        + ("hosted_match = true\n" if nid == "ad_network_xyz" else "")
+        + "\n"
+        for nid, url in BUYERS.items()
+    )
+    + (  # limited: the general path's (a rate no test reaches)
+        '[[exchange.buyers]]\nnid = "limited"\nredirect_url = "http://l.example/"\n'
+        "max_match_tags_per_second = 1e9\n\n"
+    )
+    + "".join(  # buyer v<i>: the redirect URL of the i-th seed vector
+        f'[[exchange.buyers]]\nnid = "v{i}"\nredirect_url = "{case["redirect_url"]}"\n\n'
+        for i, case in enumerate(vector_cases())
+    )
 )
 VARIANTS = {
     "default": "",
@@ -372,3 +394,34 @@ def test_a_real_server_answers_as_the_general_path(
         if any(name == "set-cookie" for name, _ in expected[1]):
             continue  # the set-cookie hop: a new random browser ID each time
         assert fetch(port, query, cookie) == expected, query
+
+
+def test_the_seed_vectors_through_both_paths(exchange: InProcess) -> None:
+    """Each seed vector's match tag (its nid renamed to its buyer's), from a browser with a
+    cookie: both paths answer alike and, in the default variant, the direct path answers it
+    with the vector's URL (its gid being this browser's)."""
+    cases = vector_cases()
+    assert len(cases) >= 6
+    browser_id = bytes(range(16))
+    direct = exchange.route.direct
+    assert direct is not None
+    default = not exchange.server.policy.settings.gdpr_default  # type: ignore[union-attr]
+    for i, case in enumerate(cases):
+        scheme, _, rest = case["match_tag"].partition("://")
+        query = rest.partition("?")[2].replace(f"google_nid={case['expected_tag']['nid']}", "")
+        headers = Headers([("cookie", f"cm_id={format_browser_id(browser_id)}")])
+        scope = Scope("GET", f"google_nid=v{i}&{query}", headers, scheme, "10.1.2.3:40000")
+        status, pairs, _ = exchange.agree(scope)
+        if not default:
+            continue
+        assert direct(scope) is not None, case["name"]
+        gid = exchange.server.cipher.encrypt(browser_id, f"v{i}", case["response"]["cver"])
+        expected = case["expected"].replace(case["response"]["gid"], gid)
+        location = dict(pairs)["Location"]
+        assert status == 302
+        if case["compare"] == "exact":
+            assert location == expected, case["name"]
+        else:
+            assert sorted(location.partition("?")[2].split("&")) == sorted(
+                expected.partition("?")[2].split("&")
+            )
