@@ -323,6 +323,8 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
     if args.no_monitor and isinstance(server, ExchangeServer):  # the match tag without it
         assert server.service is not None
         server.service._monitor = None
+        if server.service.common is not None:
+            server.service.common.monitor = None
     counter = itertools.count()
     statuses: dict[int, int] = {}
     stop_at = 0.0

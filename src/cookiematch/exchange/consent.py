@@ -1,8 +1,9 @@
 """The exchange's questions to the privacy policy, and what it does to a refused bid request.
 
 ``may_store_and_sync`` asks the match tag's two questions (``store_id``, then ``sync`` for the
-buyer's vendor); ``truncate_ip`` coarsens the address a bid request carries for a buyer that
-may not personalise. Reading the request's signals is ``privacy/request.py``'s.
+buyer's vendor), ``store_and_sync_allowed`` their answer without counting it; ``truncate_ip``
+coarsens the address a bid request carries for a buyer that may not personalise. Reading the
+request's signals is ``privacy/request.py``'s.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import ipaddress
 from cookiematch.privacy.policy import Operation, PrivacyPolicy
 from cookiematch.privacy.signals import ConsentSignals
 
-__all__ = ["may_store_and_sync", "truncate_ip"]
+__all__ = ["may_store_and_sync", "store_and_sync_allowed", "truncate_ip"]
 
 
 _STORE_ID, _SYNC = Operation.STORE_ID, Operation.SYNC  # looked up once: the match tag's path
@@ -24,6 +25,15 @@ def may_store_and_sync(
     """``store_id``, then (when that allows it) ``sync`` for ``vendor_id``: whether both allow."""
     return policy.decide(_STORE_ID, signals).allowed and (
         policy.decide(_SYNC, signals, vendor_id).allowed
+    )
+
+
+def store_and_sync_allowed(
+    policy: PrivacyPolicy, signals: ConsentSignals, vendor_id: int | None
+) -> bool:
+    """``may_store_and_sync``'s answer, not counted (asked ahead of the requests it judges)."""
+    return policy.answer(_STORE_ID, signals).allowed and (
+        policy.answer(_SYNC, signals, vendor_id).allowed
     )
 
 

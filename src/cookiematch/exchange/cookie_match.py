@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.errors import HostedMatchError, InvalidPushToken, StorageError, StoreUnavailable
 from cookiematch.exchange import keys
+from cookiematch.exchange.common_match import CommonMatch
 from cookiematch.exchange.consent import may_store_and_sync
 from cookiematch.exchange.list_changes import Change, ListChanges
 from cookiematch.exchange.memberships import Membership, membership
@@ -64,11 +65,14 @@ class CookieMatchService:
         policy: PrivacyPolicy | None = None,
         list_changes: ListChanges | None = None,
         admit: Callable[[Buyer], bool] | None = None,
+        limited: Callable[[Buyer], bool] | None = None,
     ) -> None:
         """``policy`` is the process's one privacy policy (the composition root's); without
         it, the defaults of ``[privacy]``. ``list_changes`` counts the user-list adds.
         ``admit`` says whether a match tag of a buyer fits under its rate
-        (``Enforcer.admit_match_tag``); without it, no limit."""
+        (``Enforcer.admit_match_tag``); without it, no limit. ``limited`` says, without
+        using the allowance, whether a buyer is under a rate (``Enforcer.limits_match_tags``):
+        with ``admit`` and without it, there is no common case (``common`` is None)."""
         self._registry = registry
         self._list_changes = list_changes
         self._policy = policy or PrivacyPolicy()
@@ -81,6 +85,16 @@ class CookieMatchService:
         self._new_browser_id = new_browser_id
         self._admit = admit
         self._hm_buckets = TokenBuckets(clock)
+        self.common: CommonMatch | None = None
+        if admit is None or limited is not None:
+            self.common = CommonMatch(
+                registry=registry,
+                cipher=cipher,
+                policy=self._policy,
+                extras_first=settings.extras_first,
+                monitor=monitor,
+                limited=limited,
+            )
 
     def buyer(self, nid: str) -> Buyer | None:
         return self._registry.buyer(nid)

@@ -171,6 +171,11 @@ class Enforcer:
         base = limit or max(MIN_THROTTLED_BASE, state.observed_match_tags_per_second)
         return base * self.rules(buyer).throttle_factor
 
+    def limits_match_tags(self, buyer: Buyer) -> bool:
+        """Whether ``buyer``'s match tags are under a limit now (``admit_match_tag`` consumes
+        its allowance; this does not)."""
+        return self.match_tag_rate(buyer) is not None
+
     def admit_match_tag(self, buyer: Buyer) -> bool:
         """Whether a match tag of ``buyer`` fits under its limit (shared by every worker)."""
         rate = self.match_tag_rate(buyer)

@@ -138,7 +138,20 @@ class PrivacyPolicy:
         self, operation: Operation, signals: ConsentSignals, vendor_id: int | None = None
     ) -> Decision:
         """May ``operation`` happen for the party whose GVL vendor ID is ``vendor_id`` (the
-        host's for STORE_ID, which ignores ``vendor_id``)?"""
+        host's for STORE_ID, which ignores ``vendor_id``)? The answer is counted."""
+        hit = self._memo.get((id(signals), operation, vendor_id))  # answer's hit, inlined
+        if hit is not None and hit[0] is signals:
+            decision = hit[1]
+        else:
+            decision = self.answer(operation, signals, vendor_id)
+        self.counts[operation, decision.reason] += 1
+        return decision
+
+    def answer(
+        self, operation: Operation, signals: ConsentSignals, vendor_id: int | None = None
+    ) -> Decision:
+        """``decide``'s answer, not counted: for a caller that asks ahead of the request
+        whose decision will be counted (a path prepared for one kind of request)."""
         key = (id(signals), operation, vendor_id)
         memo = self._memo
         hit = memo.get(key)
@@ -149,7 +162,6 @@ class PrivacyPolicy:
             if len(memo) >= MEMO_SIZE:
                 memo.clear()
             memo[key] = (signals, decision)
-        self.counts[operation, decision.reason] += 1
         return decision
 
     def _decide(

@@ -35,13 +35,19 @@ class QueryParam:
     value: str | None
 
 
-def _decode(component: str) -> str:
-    """One name or value with '%' or '+': '+' is a space, %XX decoded (already validated),
-    the bytes must be UTF-8 and free of control characters."""
+def decode_component(component: str) -> str:
+    """One name or value with '%' or '+': '+' is a space, %XX decoded (already validated by
+    :func:`bad_percent`), the bytes must be UTF-8 (else UnicodeDecodeError) and free of
+    control characters (else QueryError)."""
     text = unquote_to_bytes(component.replace("+", " ")).decode("utf-8")
     if not (text.isascii() and text.isprintable()) and _CONTROL_CHARS.search(text) is not None:
         raise QueryError("control character in query string")
     return text
+
+
+def bad_percent(text: str) -> bool:
+    """Whether ``text`` has a '%' not followed by two hex digits."""
+    return _BAD_PERCENT.search(text) is not None
 
 
 def parse_query(raw: bytes | str, *, max_bytes: int = MAX_QUERY_BYTES) -> tuple[QueryParam, ...]:
@@ -68,7 +74,7 @@ def parse_query(raw: bytes | str, *, max_bytes: int = MAX_QUERY_BYTES) -> tuple[
     if not (text.isascii() and text.isprintable()) and _CONTROL_CHARS.search(text) is not None:
         raise QueryError("control character in query string")
     escaped = "%" in text
-    if escaped and _BAD_PERCENT.search(text) is not None:
+    if escaped and bad_percent(text):
         raise QueryError("bad percent-encoding in query string")
     slow = escaped or "+" in text
     out: list[QueryParam] = []
@@ -82,9 +88,9 @@ def parse_query(raw: bytes | str, *, max_bytes: int = MAX_QUERY_BYTES) -> tuple[
                 continue
             if slow:
                 if "%" in name or "+" in name:
-                    name = _decode(name)
+                    name = decode_component(name)
                 if "%" in value or "+" in value:
-                    value = _decode(value)
+                    value = decode_component(value)
             append(QueryParam(name, value if eq else None))
     except UnicodeDecodeError:
         raise QueryError("query string is not UTF-8") from None

@@ -35,7 +35,7 @@ PURPOSES = ("enc", "mac", "push")
 _MAX_CACHED_BUYERS = 4096
 
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
-_FROM_URLSAFE = str.maketrans("-_", "+/")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")  # bytes.translate: str.translate is ~1 µs
 # 27 characters carry 162 bits of which 160 are used: the last character's low 2 bits are 0.
 _GID_SHAPE = re.compile(r"[A-Za-z0-9_-]{26}[AEIMQUYcgkosw048]")
 
@@ -47,7 +47,7 @@ def b64url_nopad(data: bytes) -> str:
 
 def b64url_nopad_decode(text: str) -> bytes:
     """Inverse of :func:`b64url_nopad` for text already checked against the alphabet."""
-    return binascii.a2b_base64(text.translate(_FROM_URLSAFE) + "=" * (-len(text) % 4))
+    return binascii.a2b_base64(text.encode().translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4))
 
 
 class HmacSha256:
@@ -172,6 +172,20 @@ class UserIdCipher:
         data = block + keys.mac.digest(block)[:GID_TAG_BYTES]
         return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE)[:-1].decode()
 
+    def gid_function(self, nid: str, version: int) -> Callable[[bytes], str]:
+        """``encrypt`` for one buyer and version with its keys looked up once, for a caller
+        that keeps it (the match tag's common case); the browser ID must be 16 bytes (as
+        ``parse_browser_id`` gives it), which it does not check again."""
+        keys = self._buyer(nid, version)
+        encrypt, digest = keys.encrypt, keys.mac.digest
+
+        def gid(browser_id: bytes) -> str:
+            block = encrypt(browser_id)
+            data = block + digest(block)[:GID_TAG_BYTES]
+            return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE)[:-1].decode()
+
+        return gid
+
     def decrypt(self, gid: str, nid: str, version: int) -> bytes:
         """The browser ID; raise InvalidUserId when malformed, forged or version unknown."""
         if not isinstance(gid, str) or _GID_SHAPE.fullmatch(gid) is None:
@@ -179,7 +193,7 @@ class UserIdCipher:
         if version not in self._keys:
             raise InvalidUserId(f"google_cver {version!r} is not a known key version")
         keys = self._buyer(nid, version)
-        data = binascii.a2b_base64(gid.translate(_FROM_URLSAFE) + "=")
+        data = binascii.a2b_base64(gid.encode().translate(_FROM_URLSAFE) + b"=")
         block = data[:BROWSER_ID_BYTES]
         if not hmac.compare_digest(keys.mac.digest(block)[:GID_TAG_BYTES], data[BROWSER_ID_BYTES:]):
             raise InvalidUserId("google_gid does not verify for this buyer and version")

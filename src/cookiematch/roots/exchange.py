@@ -66,6 +66,7 @@ from cookiematch.web.exchange.admin import (
     user_list_stats_route,
 )
 from cookiematch.web.exchange.credentials import authenticator, credential_routes
+from cookiematch.web.exchange.direct_pixel import DirectPixel
 from cookiematch.web.exchange.optout import ExchangeOptOutCookie, count_optout
 from cookiematch.web.exchange.routes import BrowserCookie, ExchangeRoutes
 from cookiematch.web.forwarded import ProxyTrust
@@ -201,6 +202,7 @@ class ExchangeServer(RoleServer):
             policy=self.policy,
             list_changes=list_changes,
             admit=enforcer.admit_match_tag,
+            limited=enforcer.limits_match_tags,
         )
         transport = self.transport = BidTransport()
         ads = AdService(
@@ -264,7 +266,9 @@ class ExchangeServer(RoleServer):
             count=count_optout,
         )
         ad_routes = AdRoutes(ads, cookie, proxies, transport)
-        app.route("/pixel", routes.pixel)
+        common = service.common
+        direct = None if common is None else DirectPixel(common, cookie.spec.name, proxies)
+        app.route("/pixel", routes.pixel, direct=direct)
         app.route(
             "/optout",
             optout.handle,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cookiematch.protocol.forwarded import TrustedProxies, forwarded_client, forwarded_scheme
-from cookiematch.web.http import Request
+from cookiematch.web.http import Request, RequestHeaders
 
 __all__ = ["ProxyTrust"]
 
@@ -20,13 +20,20 @@ class ProxyTrust:
 
     def __init__(self, trusted: Iterable[str] = ()) -> None:
         self._trusted = TrustedProxies(trusted)
+        self.trusting = bool(self._trusted)
+        """Whether any proxy is trusted (else the scheme and address are the connection's)."""
 
     def scheme(self, request: Request) -> str:
-        if self._trusted and self._trusted.trusts(request.client):
-            forwarded = forwarded_scheme(request.header("x-forwarded-proto"))
+        return self.scheme_of(request.scheme, request.client, request.headers)
+
+    def scheme_of(self, scheme: str, client: str, headers: RequestHeaders) -> str:
+        """``scheme``, the one ``X-Forwarded-Proto`` tells when ``client`` (the peer's IP
+        address) is a trusted proxy."""
+        if self._trusted and self._trusted.trusts(client):
+            forwarded = forwarded_scheme(headers.get("x-forwarded-proto"))
             if forwarded:
                 return forwarded
-        return request.scheme
+        return scheme
 
     def client(self, request: Request) -> str:
         if not self._trusted:

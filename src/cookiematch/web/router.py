@@ -26,7 +26,7 @@ from cookiematch.errors import StoreUnavailable
 from cookiematch.web.drain import Drain
 from cookiematch.web.http import Handler, Request, Response
 
-__all__ = ["ASGIApp", "App", "Hook", "Route"]
+__all__ = ["ASGIApp", "App", "Direct", "Hook", "Route"]
 
 log = logging.getLogger("cookiematch.web")
 
@@ -36,6 +36,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Hook = Callable[[], Awaitable[None]]
+Direct = Callable[[Any], list[tuple[str, str]] | None]
+"""A route's common case answered straight from the RSGI scope: the headers of its 302 (the
+Location already safe by construction), or None when the handler answers the request."""
 
 PIXEL_ON_ERROR = Response.pixel()
 NOT_FOUND = Response.text(404, "not found\n")
@@ -54,6 +57,7 @@ class Route:
     on_error: Response = PIXEL_ON_ERROR
     prefix: bool = False
     read_body: bool = False
+    direct: Direct | None = None  # the RSGI adapter's shortcut for the common case
     not_allowed: Response = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -103,14 +107,17 @@ class App:
         on_error: Response = PIXEL_ON_ERROR,
         prefix: bool = False,
         read_body: bool = False,
+        direct: Direct | None = None,
     ) -> Route:
-        """Register ``handler`` for ``path`` exactly, or for every path under it if ``prefix``."""
+        """Register ``handler`` for ``path`` exactly, or for every path under it if ``prefix``.
+        ``direct`` answers the common case of a GET or HEAD without a ``Request`` (under RSGI;
+        the ASGI adapter always calls the handler)."""
         if not path.startswith("/"):
             raise ValueError(f"route path must start with '/': {path!r}")
         allowed = {method.upper() for method in methods}
         if "GET" in allowed:
             allowed.add("HEAD")
-        route = Route(path, handler, frozenset(allowed), on_error, prefix, read_body)
+        route = Route(path, handler, frozenset(allowed), on_error, prefix, read_body, direct)
         if prefix:
             if any(r.path == path for r in self.prefix_routes):
                 raise ValueError(f"duplicate prefix route: {path}")
@@ -140,18 +147,21 @@ class App:
                 raise TypeError(f"handler returned {type(response).__name__}, not Response")
             return response
         except Exception as exc:
-            self.handler_errors[route.path] += 1
-            if not isinstance(exc, StoreUnavailable):  # the store's guard logs an outage once
-                log.exception(
-                    "handler for %s %s raised; answering on_error", request.method, route.path
-                )
-            hook = self.on_handler_error
-            if hook is not None:
-                try:
-                    hook(route, exc)
-                except Exception:
-                    log.exception("on_handler_error hook raised")
-            return route.on_error
+            return self.failed(route, request.method, exc)
+
+    def failed(self, route: Route, method: str, exc: Exception) -> Response:
+        """A handler (or ``route.direct``) raised ``exc``: counted, logged, answered with
+        ``route.on_error`` (see the module's doc)."""
+        self.handler_errors[route.path] += 1
+        if not isinstance(exc, StoreUnavailable):  # the store's guard logs an outage once
+            log.exception("handler for %s %s raised; answering on_error", method, route.path)
+        hook = self.on_handler_error
+        if hook is not None:
+            try:
+                hook(route, exc)
+            except Exception:
+                log.exception("on_handler_error hook raised")
+        return route.on_error
 
     async def startup(self) -> None:
         for hook in self.on_startup:

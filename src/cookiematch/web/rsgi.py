@@ -118,6 +118,16 @@ class RSGIAdapter:
             method = scope.method
             if method not in route.methods:
                 response = route.not_allowed
+            elif route.direct is not None and (direct := self._direct(route, scope)) is not None:
+                if isinstance(direct, Response):
+                    response = direct  # route.direct failed
+                else:
+                    if self._drain.active:
+                        direct.append(_CLOSE)
+                        self._drain.answered()
+                    proto.response_empty(302, direct)
+                    record(route.path, 302, perf_counter() - started)
+                    return
             elif route.read_body:
                 response = await self._with_body(route, scope, proto)
             else:
@@ -134,6 +144,15 @@ class RSGIAdapter:
             response = route.on_error
         _send(proto, response, self._drain)
         record(route.path, response.status, perf_counter() - started)
+
+    def _direct(self, route: Route, scope: Any) -> list[tuple[str, str]] | Response | None:
+        """``route.direct``'s headers or None; when it raises, ``route.on_error`` (counted and
+        logged as a handler's failure: ``App.failed``)."""
+        assert route.direct is not None
+        try:
+            return route.direct(scope)
+        except Exception as exc:
+            return self.app.failed(route, scope.method, exc)
 
     async def _with_body(self, route: Route, scope: Any, proto: _Proto) -> Response:
         limit = self.app.max_body

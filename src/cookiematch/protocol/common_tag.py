@@ -1,0 +1,85 @@
+"""The match tag's common case read in one pass: a cookie match with extras and nothing else.
+
+``read_common_tag(query)`` answers ``(google_nid, extras)`` for a query that
+
+- :func:`~cookiematch.protocol.query.parse_query` accepts (the same strict rules: size,
+  percent-encoding, UTF-8, control characters; only an ASCII query is read here),
+- :func:`~cookiematch.protocol.matchtag.parse_match_tag` accepts with one ``google_nid``,
+- asks for ``google_cm`` and for no other operation nor the cookie test (no ``google_ula``,
+  ``google_hm``, ``google_push``, ``google_tc``),
+- carries no privacy parameter (``gdpr``, ``gdpr_consent``, ``us_privacy``, ``gpp``,
+  ``gpp_sid``: a signal the policy must read),
+- and whose extras fit ``MAX_EXTRAS_BYTES`` (none is dropped);
+
+and None for every other query, which the general path (``parse_query``, ``parse_match_tag``)
+reads and answers, errors included. ``extras`` are the extra parameters in order, each
+encoded once as ``encode_param`` writes it: what the 1 KiB check counts and what the
+redirect carries. ``google_sc``/``google_no_sc`` and unknown ``google_`` parameters are
+dropped, as ``parse_match_tag`` drops them (they matter only to a browser without a cookie).
+"""
+
+from __future__ import annotations
+
+from cookiematch.errors import QueryError
+from cookiematch.protocol.matchtag import MAX_EXTRAS_BYTES
+from cookiematch.protocol.privacy import PRIVACY_PARAMS
+from cookiematch.protocol.query import (
+    MAX_QUERY_BYTES,
+    bad_percent,
+    decode_component,
+    encode_component,
+)
+
+__all__ = ["read_common_tag"]
+
+_OTHER_OPERATIONS = frozenset({"google_ula", "google_hm", "google_push", "google_tc"})
+_PRIVACY = frozenset(PRIVACY_PARAMS)
+
+
+def read_common_tag(query: str) -> tuple[str, list[str]] | None:
+    """``(google_nid, encoded extras)`` of a common-case match tag; None otherwise."""
+    if len(query) > MAX_QUERY_BYTES or not (query.isascii() and query.isprintable()):
+        return None  # too long, control characters, or not ASCII: the general path decides
+    slow = "%" in query
+    if slow and bad_percent(query):
+        return None
+    slow = slow or "+" in query
+    nid: str | None = None
+    cookie_match = False
+    extras: list[str] = []
+    size = -1  # the '&' separators
+    for pair in query.split("&"):
+        name, eq, value = pair.partition("=")
+        if not name:
+            continue
+        if slow:
+            try:
+                if "%" in name or "+" in name:
+                    name = decode_component(name)
+                if "%" in value or "+" in value:
+                    value = decode_component(value)
+            except (UnicodeDecodeError, QueryError):
+                return None
+        if name.startswith("google_"):
+            if name == "google_nid":
+                if nid is not None or not value:
+                    return None
+                nid = value
+            elif name == "google_cm":
+                cookie_match = True
+            elif name in _OTHER_OPERATIONS:
+                return None
+            continue
+        if name in _PRIVACY:
+            return None
+        if eq:
+            encoded = f"{encode_component(name)}={encode_component(value)}"
+        else:
+            encoded = encode_component(name)
+        size += 1 + len(encoded)
+        if size > MAX_EXTRAS_BYTES:
+            return None
+        extras.append(encoded)
+    if nid is None or not cookie_match:
+        return None
+    return nid, extras
