@@ -396,10 +396,9 @@ class SqlIngest:
         self._checker = Checker(catalog)
         self._staged = _Staged()
         self._db.execute(STAGING)
-        self._db.executemany(
-            f"INSERT INTO {TRAIT_DEFS} VALUES (?, ?, ?)",
-            [(t.name, t.kind.value, t.ttl_seconds) for t in catalog.traits.values()],
-        )
+        declared = [(t.name, t.kind.value, t.ttl_seconds) for t in catalog.traits.values()]
+        if declared:
+            self._db.executemany(f"INSERT INTO {TRAIT_DEFS} VALUES (?, ?, ?)", declared)
 
     def add_sync_pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Part of the partner's sync map: ``(partner uid, DMP uid)``."""
