@@ -36,6 +36,9 @@ import msgspec
 from cookiematch.cli.dmp_workers import READ_LINES, ingest_in_workers
 from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.dmp import keys
+from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
+from cookiematch.dmp.analytics.ingest_sql import ingest_files
+from cookiematch.dmp.analytics.settings import MEMORY_LIMIT_MB, AnalyticsSettings
 from cookiematch.dmp.ingest import build_ingestor, bulk_gc
 from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS, HOLD_PROFILES
 from cookiematch.dmp.ingest.readers import read_batches
@@ -178,6 +181,48 @@ async def run(url: str, data: Path, args: argparse.Namespace) -> dict[str, float
     return {"seconds": seconds, "queued": queued, "seed": seeded, **counts}
 
 
+async def run_duckdb(url: str, data: Path, args: argparse.Namespace) -> dict[str, float]:
+    """The same file ingested in SQL on the analytics engine (``dmp/analytics/ingest_sql.py``),
+    in one process: the sync map exported from a key-value store seeded as above (SQLite),
+    the pending records written back to it; timed until the engine's file is checkpointed and
+    the store closed. Also the engine's file size per profile."""
+    engine_path = args.workdir / "bench.duckdb"
+    for suffix in ("", ".wal"):
+        Path(f"{engine_path}{suffix}").unlink(missing_ok=True)
+    store = await connect_store(url, durability=Durability.ASYNC)
+    started = time.perf_counter()
+    await seed_matches(store, args.users, args.unsynced)
+    seeded = time.perf_counter() - started
+    settings = AnalyticsSettings(str(engine_path), memory_limit_mb=args.duckdb_memory_mb)
+    engine = DuckDBEngine(settings)
+    catalog = TraitCatalog()
+    pending = build_ingestor(store, TraitStore(store, catalog, clock=time.time)).pending
+    started = time.perf_counter()
+    report = await ingest_files(
+        engine.connection,
+        store,
+        pending,
+        PARTNER,
+        [read_batches(data, "jsonl", args.batch)],
+        catalog,
+    )
+    queued = time.perf_counter() - started
+    engine.connection.execute("CHECKPOINT")
+    await store.close()
+    seconds = time.perf_counter() - started
+    profiles = engine.profile_count()
+    engine.close()
+    size = engine_path.stat().st_size
+    return {
+        "seconds": seconds,
+        "queued": queued,
+        "seed": seeded,
+        **report.counts(),
+        "engine_profiles": profiles,
+        "bytes_per_profile": size / max(1, profiles),
+    }
+
+
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
@@ -223,6 +268,10 @@ def measure(url: str, data: Path, args: argparse.Namespace) -> dict[str, float]:
         sqlite_store.CACHE_MIB = args.sqlite_cache_mib
     if args.sqlite_mmap_mib is not None:
         sqlite_store.MMAP_MIB = args.sqlite_mmap_mib
+    if args.engine:
+        found = asyncio.run(run_duckdb(url, data, args))
+        found["peak_rss_mib"] = peak_rss_mib()
+        return found
     if args.workers > 1:
         found = run_workers(url, data, args.workdir, args)
     else:
@@ -249,7 +298,14 @@ def main() -> None:
     parser.add_argument(
         "--hold-profiles", type=int, default=HOLD_PROFILES, help="profiles held per process"
     )
-    parser.add_argument("--stores", default="sqlite,redis")
+    parser.add_argument(
+        "--stores",
+        default="sqlite,redis",
+        help="of sqlite, redis, duckdb (ingestion in SQL on the analytics engine)",
+    )
+    parser.add_argument(
+        "--duckdb-memory-mb", type=int, default=MEMORY_LIMIT_MB, help="the engine's memory limit"
+    )
     parser.add_argument(
         "--segments", action="store_true", help="update two segments as profiles are written"
     )
@@ -273,6 +329,7 @@ def main() -> None:
         "--sqlite-mmap-mib", type=int, help="mmap size of every connection (--workers 1 only)"
     )
     args = parser.parse_args()
+    args.engine = False
     args.workdir.mkdir(parents=True, exist_ok=True)
     name = f"records-{args.records}-{args.users}-{args.event_share}.jsonl"
     data = args.workdir / name
@@ -289,6 +346,13 @@ def main() -> None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
             results[kind] = measure_apart(f"sqlite://{db}", data, args)
+        elif kind == "duckdb":
+            db = args.workdir / "bench-sync.db"
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            args.engine = True
+            results[kind] = measure_apart(f"sqlite://{db}", data, args)
+            args.engine = False
         elif kind == "redis":
             if shutil.which("redis-server") is None:
                 print("redis-server not found: skipping redis")
@@ -303,13 +367,19 @@ def main() -> None:
     print(f"\n{'store':<8} {'records/s':>10} {'seconds':>8} {'accepted':>10} {'pending':>8}"
           f" {'peak RSS':>9}")  # fmt: skip
     for kind, r in results.items():
+        if "bytes_per_profile" in r:
+            print(f"{kind}: {r['engine_profiles']:,.0f} profiles,"
+                  f" {r['bytes_per_profile']:,.0f} bytes per profile on disk")  # fmt: skip
+    for kind, r in results.items():
         rate = r["records"] / r["seconds"]
         print(f"{kind:<8} {rate:>10,.0f} {r['seconds']:>8.1f} {r['accepted']:>10,.0f}"
               f" {r['pending']:>8,.0f} {r['peak_rss_mib']:>5,.0f} MiB")  # fmt: skip
-    if args.recompute:
+    if args.recompute and any("recompute_s" in r for r in results.values()):
         print(f"\n{'store':<8} {'recompute (all new)':>20} {'again (no change)':>18}"
               f" {'memberships':>12}")  # fmt: skip
         for kind, r in results.items():
+            if "recompute_s" not in r:
+                continue
             print(f"{kind:<8} {r['recompute_s']:>18.1f} s {r['recompute_again_s']:>16.1f} s"
                   f" {r['members']:>12,.0f}")  # fmt: skip
     print(

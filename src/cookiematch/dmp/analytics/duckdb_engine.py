@@ -178,6 +178,11 @@ class DuckDBEngine:
         row = self._db.execute("SELECT current_setting($1)", [name]).fetchone()
         return "" if row is None else str(row[0])
 
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The engine's connection, for work done in SQL beside it (``ingest_sql.py``)."""
+        return self._db
+
     def close(self) -> None:
         self._db.close()
 

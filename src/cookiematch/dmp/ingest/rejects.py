@@ -11,6 +11,7 @@ import msgspec
 from cookiematch.dmp.ingest.readers import Payload
 
 MAX_RAW = 4096  # characters of the refused input kept in the rejects
+EXTRA_CELLS = ""  # the key of a CSV row's cells beyond its header, in a reject's ``raw``
 REASON_CODES = (
     ("consent:", "consent"),  # pipeline.CONSENT_REASON
     ("uid:", "uid"),
@@ -43,8 +44,10 @@ class Reject:
 def reject(source: str, line: int, reason: str, payload: Payload) -> Reject:
     if isinstance(payload, bytes):
         raw = payload.decode("utf-8", "replace").rstrip("\r\n")
-    else:
-        raw = msgspec.json.encode(payload).decode()
+    else:  # a CSV row; cells beyond the header come under the key None (``csv.DictReader``)
+        raw = msgspec.json.encode(
+            {EXTRA_CELLS if k is None else k: v for k, v in payload.items()}
+        ).decode()
     return Reject(source, line, reason, raw[:MAX_RAW])
 
 

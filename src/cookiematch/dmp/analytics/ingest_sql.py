@@ -1,0 +1,616 @@
+"""Ingestion on the engine: one partner's files validated, resolved and merged into the
+profiles in SQL, with the outcomes of the per-record path (``dmp/ingest/pipeline.py``).
+
+    lines (staged) ──▶ records ─┬─▶ attributes, events, removes ──▶ verdict per line
+                                 └─ rules of ``ingest/records.py`` as parameters
+    verdict ──▶ join the sync map ──┬─▶ consent ──▶ merge into profiles (one transaction)
+                                    └─▶ not synced ──▶ pending (the key-value store)
+
+Lines come from ``ingest/readers.py`` (the same framing, so the same line numbers: DuckDB's
+CSV reader skips blank lines, splits at a lone CR and numbers no line); a JSON line is staged
+as its text, a CSV/TSV row as its cells under the file's header. Everything after is SQL:
+
+- a JSON line is decoded as ``RawRecord`` would (an object of ``uid``, ``attributes``,
+  ``events``, ``remove`` with their types); a CSV cell becomes a value by its declared trait
+  (``number``, ``bool``, ``list``; else a string); then every rule of ``Checker``: uid, sizes,
+  names, value lengths, declared types and kinds, event times. A line that breaks any is
+  refused; its reason is worded by ``Checker`` itself (refused lines are few), so the wording
+  is written once;
+- partner uids are joined against the partner's sync map (``sync_map.py``); a profile whose
+  stored consent refuses the partner refuses its records (``CONSENT_REASON``); records of
+  uids not synced go to the pending records of the key-value store, as the per-record path
+  parks them;
+- attributes merge last-write-wins in file order (within a record, ``remove`` before the
+  attributes, a ``null`` deleting), each set one living its trait's TTL from ``now``; events
+  are deduplicated by (name, ts), lapse their trait's TTL after ``ts`` rounded up to the hour
+  (``TraitCatalog.event_expiry``; those already lapsed are counted, not stored) and are cut to
+  the newest ``max_events_per_name`` of each name, as the profile reader reads them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from cookiematch.clock import Clock
+from cookiematch.dmp.analytics.sync_map import sync_pairs
+from cookiematch.dmp.analytics.tables import (
+    ATTRIBUTES,
+    CONSENT,
+    EVENTS,
+    KIND_BOOL,
+    KIND_FLOAT,
+    KIND_INT,
+    KIND_LIST,
+    KIND_STRING,
+    PROFILES,
+)
+from cookiematch.dmp.consent import CONSENT_MAX_AGE, HOST
+from cookiematch.dmp.ingest.pending import PendingRecords
+from cookiematch.dmp.ingest.pipeline import CONSENT_REASON, IngestReport
+from cookiematch.dmp.ingest.readers import Batch, Payload
+from cookiematch.dmp.ingest.records import (
+    FUTURE_SLACK,
+    LIST_SEPARATOR,
+    MAX_ATTRIBUTES,
+    MAX_EVENTS,
+    MAX_LIST,
+    MAX_STRING,
+    NAME,
+    UID,
+    Checker,
+    Record,
+)
+from cookiematch.dmp.ingest.rejects import Reject, reject, reject_code
+from cookiematch.dmp.traits.schema import EVENT_EXPIRY_STEP, TraitCatalog, TraitKind
+from cookiematch.errors import RecordError
+from cookiematch.storage.base import Store
+
+PARK_BATCH = 50_000  # records written to pending at a time (``pipeline.RECHECK_EVERY``)
+STAGE_ROWS = 100_000  # lines staged per insert
+
+FILES, LINES, SYNC_MAP, TRAIT_DEFS = "ing_files", "ing_lines", "ing_sync_map", "ing_traits"
+RECORDS, ATTRS, EVENTS_IN, REMOVES = "ing_records", "ing_attrs", "ing_events", "ing_removes"
+VERDICT = "ing_verdict"
+
+STAGING = f"""
+CREATE OR REPLACE TEMP TABLE {FILES} (file INTEGER, source VARCHAR, header VARCHAR[]);
+CREATE OR REPLACE TEMP TABLE {LINES} (file INTEGER, line INTEGER, body VARCHAR, cells VARCHAR[]);
+CREATE OR REPLACE TEMP TABLE {SYNC_MAP} (partner_uid VARCHAR, dmp_uid VARCHAR);
+CREATE OR REPLACE TEMP TABLE {TRAIT_DEFS} (name VARCHAR, kind VARCHAR, ttl DOUBLE);
+"""
+
+_JSON_NUMBER = "('BIGINT', 'UBIGINT', 'DOUBLE')"
+_PY_FLOAT = r"[+-]?(\d(_?\d)*(\.(\d(_?\d)*)?)?|\.\d(_?\d)*)([eE][+-]?\d(_?\d)*)?"
+"""What Python's ``float()`` reads as a finite number (surrounding whitespace trimmed first)."""
+
+
+def _cell_number(text: str) -> str:
+    """SQL: a CSV cell (``text``) of a number trait as JSON, NULL when it is not a number;
+    an integer when it is one and written without a point (``records._cell``)."""
+    trimmed = f"replace(trim({text}, ' \t\n\r\x0b\x0c'), '_', '')"
+    number = f"TRY_CAST({trimmed} AS DOUBLE)"
+    return f"""CASE WHEN regexp_full_match(trim({text}, ' \t\n\r\x0b\x0c'), $py_float)
+        THEN CASE WHEN {number} = trunc({number}) AND NOT contains({text}, '.')
+                  THEN TRY_CAST(TRY_CAST({number} AS HUGEINT) AS VARCHAR)::JSON
+                  ELSE to_json({number}) END END"""
+
+
+def _cell_value(kind: str, text: str) -> str:
+    """SQL: a CSV cell as the JSON value its trait's kind makes of it (NULL: refused)."""
+    return f"""CASE {kind}
+        WHEN '{TraitKind.NUMBER.value}' THEN {_cell_number(text)}
+        WHEN '{TraitKind.BOOL.value}' THEN CASE
+            WHEN lower({text}) IN ('true', '1') THEN 'true'::JSON
+            WHEN lower({text}) IN ('false', '0') THEN 'false'::JSON END
+        WHEN '{TraitKind.LIST.value}' THEN
+            to_json(list_filter(string_split({text}, $separator), lambda i: i <> ''))
+        ELSE to_json({text}) END"""
+
+
+# Records: one row per staged line; a JSON line's shape is RawRecord's (unknown keys refused).
+PARSE = [
+    f"""CREATE OR REPLACE TEMP TABLE {RECORDS} AS
+    WITH decoded AS (
+        SELECT file, line, CASE WHEN json_valid(body) THEN body::JSON END AS j
+          FROM {LINES} WHERE cells IS NULL)
+    SELECT file, line, j, j->>'$.uid' AS uid,
+        coalesce(json_type(j) = 'OBJECT'
+            AND len(list_filter(json_keys(j),
+                    lambda k: k NOT IN ('uid', 'attributes', 'events', 'remove'))) = 0
+            AND json_type(j, '$.uid') = 'VARCHAR'
+            AND coalesce(json_type(j, '$.attributes'), 'OBJECT') = 'OBJECT'
+            AND coalesce(json_type(j, '$.events'), 'ARRAY') = 'ARRAY'
+            AND coalesce(json_type(j, '$.remove'), 'ARRAY') = 'ARRAY', false) AS shaped,
+        coalesce(json_array_length(j, '$.events'), 0) AS n_events,
+        false AS cell_refused
+      FROM decoded
+    UNION ALL
+    SELECT l.file, l.line, NULL, coalesce(l.cells[list_position(f.header, 'uid')], ''),
+        len(l.cells) = len(f.header),
+        (coalesce(l.cells[list_position(f.header, 'event')], '') <> '')::INTEGER,
+        false
+      FROM {LINES} l JOIN {FILES} f USING (file) WHERE l.cells IS NOT NULL""",
+    # attributes: (name, JSON value; NULL for a JSON null) of each line
+    f"""CREATE OR REPLACE TEMP TABLE {ATTRS} AS
+    SELECT file, line, e.key AS name, e.value AS value
+      FROM (SELECT file, line, unnest(map_entries(from_json(j->'$.attributes',
+                   '"MAP(VARCHAR, JSON)"'))) AS e
+              FROM {RECORDS}
+             WHERE shaped AND j IS NOT NULL AND json_type(j, '$.attributes') = 'OBJECT')
+    UNION ALL
+    SELECT c.file, c.line, c.name, {_cell_value("t.kind", "c.text")}
+      FROM (SELECT l.file, l.line, unnest(f.header) AS name, unnest(l.cells) AS text
+              FROM {LINES} l JOIN {FILES} f USING (file)
+             WHERE l.cells IS NOT NULL AND len(l.cells) = len(f.header)) c
+      LEFT JOIN {TRAIT_DEFS} t USING (name)
+     WHERE c.text <> '' AND c.name NOT IN ('uid', 'event', 'ts', 'remove')""",
+    f"""CREATE OR REPLACE TEMP TABLE {EVENTS_IN} AS
+    SELECT file, line, e->>'$.name' AS name,
+        CASE WHEN json_type(e, '$.ts') IN {_JSON_NUMBER} THEN (e->>'$.ts')::DOUBLE END AS ts,
+        coalesce(json_type(e) = 'OBJECT' AND json_type(e, '$.name') = 'VARCHAR'
+            AND json_type(e, '$.ts') IN {_JSON_NUMBER}
+            AND len(list_filter(json_keys(e), lambda k: k NOT IN ('name', 'ts'))) = 0,
+            false) AS shaped
+      FROM (SELECT file, line, unnest(from_json(j->'$.events', '["JSON"]')) AS e
+              FROM {RECORDS} WHERE shaped AND j IS NOT NULL AND n_events > 0)
+    UNION ALL
+    SELECT l.file, l.line, l.cells[list_position(f.header, 'event')],
+        CASE WHEN regexp_full_match(
+                trim(coalesce(l.cells[list_position(f.header, 'ts')], ''), ' \t\n\r\x0b\x0c'),
+                $py_float)
+             THEN TRY_CAST(replace(trim(l.cells[list_position(f.header, 'ts')],
+                  ' \t\n\r\x0b\x0c'), '_', '') AS DOUBLE) END,
+        true
+      FROM {LINES} l JOIN {FILES} f USING (file)
+     WHERE l.cells IS NOT NULL AND coalesce(l.cells[list_position(f.header, 'event')], '') <> ''
+       AND len(l.cells) = len(f.header)""",
+    f"""CREATE OR REPLACE TEMP TABLE {REMOVES} AS
+    SELECT file, line, r->>'$' AS name, coalesce(json_type(r) = 'VARCHAR', false) AS shaped
+      FROM (SELECT file, line, unnest(from_json(j->'$.remove', '["JSON"]')) AS r
+              FROM {RECORDS}
+             WHERE shaped AND j IS NOT NULL AND json_type(j, '$.remove') = 'ARRAY')
+    UNION ALL
+    SELECT file, line, name, true
+      FROM (SELECT l.file, l.line, unnest(list_filter(string_split(
+                   coalesce(l.cells[list_position(f.header, 'remove')], ''), $separator),
+                   lambda i: i <> '')) AS name
+              FROM {LINES} l JOIN {FILES} f USING (file)
+             WHERE l.cells IS NOT NULL AND len(l.cells) = len(f.header))""",
+]
+
+
+def _value_kind(value: str) -> str:
+    """SQL: the engine's kind of a JSON value (``tables.KIND_*``; NULL for an object). A
+    number written without a point or an exponent is an integer, however large."""
+    return f"""CASE json_type({value})
+        WHEN 'VARCHAR' THEN '{KIND_STRING}' WHEN 'BOOLEAN' THEN '{KIND_BOOL}'
+        WHEN 'ARRAY' THEN '{KIND_LIST}' WHEN 'OBJECT' THEN NULL
+        ELSE CASE WHEN regexp_full_match({value}::VARCHAR, '-?[0-9]+')
+                  THEN '{KIND_INT}' ELSE '{KIND_FLOAT}' END END"""
+
+
+_TRAIT_KIND = f"""CASE {{kind}} WHEN '{KIND_STRING}' THEN '{TraitKind.STRING.value}'
+    WHEN '{KIND_BOOL}' THEN '{TraitKind.BOOL.value}'
+    WHEN '{KIND_LIST}' THEN '{TraitKind.LIST.value}'
+    ELSE '{TraitKind.NUMBER.value}' END"""
+
+
+# A line's verdict: every rule of Checker.validate (any broken one refuses the line).
+VERDICT_SQL = f"""
+CREATE OR REPLACE TEMP TABLE {VERDICT} AS
+WITH bad_attrs AS (
+    SELECT DISTINCT a.file, a.line FROM {ATTRS} a LEFT JOIN {TRAIT_DEFS} t USING (name)
+     WHERE NOT regexp_full_match(a.name, $name_pattern)
+        OR (a.value IS NOT NULL AND (
+            {_value_kind("a.value")} IS NULL
+            OR (json_type(a.value) = 'VARCHAR' AND length(a.value->>'$') > $max_string)
+            OR ({_value_kind("a.value")} = '{KIND_FLOAT}' AND NOT isfinite((a.value)::DOUBLE))
+            OR (json_type(a.value) = 'ARRAY' AND (
+                json_array_length(a.value) > $max_list
+                OR len(list_filter(from_json(a.value, '["JSON"]'),
+                       lambda i: coalesce(json_type(i) <> 'VARCHAR'
+                                     OR length(i->>'$') > $max_string, true))) > 0))
+            OR (t.kind IS NULL AND $reject_unknown)
+            OR (t.kind IS NOT NULL
+                AND t.kind <> {_TRAIT_KIND.format(kind=_value_kind("a.value"))})))),
+  attr_counts AS (SELECT file, line, count(*) AS n FROM {ATTRS} GROUP BY ALL),
+  bad_events AS (
+    SELECT DISTINCT e.file, e.line FROM {EVENTS_IN} e LEFT JOIN {TRAIT_DEFS} t USING (name)
+     WHERE NOT e.shaped OR e.ts IS NULL
+        OR NOT regexp_full_match(e.name, $name_pattern)
+        OR (t.kind IS NULL AND $reject_unknown)
+        OR (t.kind IS NOT NULL AND t.kind <> '{TraitKind.EVENT.value}')
+        OR NOT (e.ts > 0 AND e.ts <= $latest)),
+  bad_removes AS (
+    SELECT DISTINCT file, line FROM {REMOVES}
+     WHERE NOT shaped OR NOT regexp_full_match(name, $name_pattern)),
+  attr_cells AS (  -- a CSV cell its trait's kind does not read
+    SELECT DISTINCT a.file, a.line FROM {ATTRS} a JOIN {LINES} l USING (file, line)
+     WHERE l.cells IS NOT NULL AND a.value IS NULL)
+SELECT r.file, r.line, r.uid,
+    coalesce(r.shaped AND regexp_full_match(r.uid, $uid_pattern)
+        AND coalesce(c.n, 0) <= $max_attributes AND r.n_events <= $max_events
+        AND ba.line IS NULL AND be.line IS NULL AND br.line IS NULL AND ac.line IS NULL,
+        false) AS valid
+  FROM {RECORDS} r
+  LEFT JOIN attr_counts c USING (file, line)
+  LEFT JOIN bad_attrs ba USING (file, line)
+  LEFT JOIN bad_events be USING (file, line)
+  LEFT JOIN bad_removes br USING (file, line)
+  LEFT JOIN attr_cells ac USING (file, line)
+"""
+
+RESOLVED = "ing_resolved"
+REFUSING = "ing_refusing"
+
+# Valid lines with the profile they resolve to (NULL: not synced), and whether its stored
+# consent refuses the partner (``consent.allows``: any live mark, and not both the DMP
+# cookie's and the partner's a consent whose TC string is at most CONSENT_MAX_AGE old).
+RESOLVE = [
+    f"""CREATE OR REPLACE TEMP TABLE {RESOLVED} AS
+    SELECT v.file, v.line, v.uid, s.dmp_uid AS profile
+      FROM {VERDICT} v LEFT JOIN (SELECT DISTINCT ON (partner_uid) * FROM {SYNC_MAP}) s
+        ON s.partner_uid = v.uid
+     WHERE v.valid""",
+    f"""CREATE OR REPLACE TEMP TABLE {REFUSING} AS
+    SELECT profile FROM {CONSENT}
+     WHERE (expires_at IS NULL OR expires_at > $now)
+       AND profile IN (SELECT profile FROM {RESOLVED})
+     GROUP BY profile
+    HAVING NOT (
+        bool_or(party = $host AND NOT refused AND tc_last_updated IS NOT NULL
+                AND $now - tc_last_updated <= $consent_max_age)
+        AND bool_or(party = $partner AND NOT refused AND tc_last_updated IS NOT NULL
+                    AND $now - tc_last_updated <= $consent_max_age))""",
+]
+
+ACCEPTED = "ing_accepted"
+FINAL_ATTRS = "ing_final_attrs"
+NEW_EVENTS = "ing_new_events"
+
+MERGE = [
+    f"""CREATE OR REPLACE TEMP TABLE {ACCEPTED} AS
+    SELECT file, line, profile FROM {RESOLVED}
+     WHERE profile IS NOT NULL AND profile NOT IN (SELECT profile FROM {REFUSING})""",
+    # the last operation on each (profile, name) in file order; a record's removes first
+    f"""CREATE OR REPLACE TEMP TABLE {FINAL_ATTRS} AS
+    SELECT profile, name, arg_max({{'value': value}}, seq).value AS value
+      FROM (SELECT x.profile, r.name, NULL::JSON AS value,
+                   (x.file::BIGINT << 33) + (x.line::BIGINT << 1) AS seq
+              FROM {REMOVES} r JOIN {ACCEPTED} x USING (file, line)
+            UNION ALL
+            SELECT x.profile, a.name, a.value,
+                   (x.file::BIGINT << 33) + (x.line::BIGINT << 1) + 1
+              FROM {ATTRS} a JOIN {ACCEPTED} x USING (file, line))
+     GROUP BY profile, name""",
+    f"""CREATE OR REPLACE TEMP TABLE {NEW_EVENTS} AS
+    SELECT DISTINCT x.profile, e.name, trunc(e.ts) AS ts,
+        ceil((trunc(e.ts) + coalesce(t.ttl, $event_ttl)) / $step) * $step AS expires_at
+      FROM {EVENTS_IN} e JOIN {ACCEPTED} x USING (file, line)
+      LEFT JOIN {TRAIT_DEFS} t USING (name)""",
+]
+
+WRITE = [
+    f"""DELETE FROM {ATTRIBUTES} a USING {FINAL_ATTRS} f
+     WHERE a.profile = f.profile AND a.name = f.name""",
+    f"""INSERT INTO {ATTRIBUTES}
+    SELECT f.profile, f.name,
+        {_value_kind("f.value")},
+        CASE WHEN json_type(f.value) = 'VARCHAR' THEN f.value->>'$' END,
+        CASE WHEN {_value_kind("f.value")} = '{KIND_INT}' THEN (f.value::VARCHAR)::BIGNUM END,
+        CASE WHEN {_value_kind("f.value")} = '{KIND_FLOAT}' THEN f.value::DOUBLE END,
+        CASE WHEN json_type(f.value) = 'BOOLEAN' THEN f.value::BOOLEAN END,
+        CASE WHEN json_type(f.value) = 'ARRAY' THEN from_json(f.value, '["VARCHAR"]') END,
+        $now, $now + coalesce(t.ttl, $attribute_ttl)
+      FROM {FINAL_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
+     WHERE f.value IS NOT NULL""",
+    # the events of each (profile, name) written to: held and new, one per ts, the newest kept
+    f"""CREATE OR REPLACE TEMP TABLE ing_kept_events AS
+    SELECT profile, name, ts, max(expires_at) AS expires_at
+      FROM (SELECT profile, name, ts, expires_at FROM {NEW_EVENTS} WHERE expires_at > $now
+            UNION ALL
+            SELECT e.profile, e.name, e.ts, e.expires_at FROM {EVENTS} e
+             SEMI JOIN (SELECT DISTINCT profile, name FROM {NEW_EVENTS}
+                         WHERE expires_at > $now) n USING (profile, name))
+     GROUP BY profile, name, ts
+    QUALIFY row_number() OVER (PARTITION BY profile, name ORDER BY ts DESC) <= $cap""",
+    f"""DELETE FROM {EVENTS} e USING (SELECT DISTINCT profile, name FROM ing_kept_events) k
+     WHERE e.profile = k.profile AND e.name = k.name""",
+    f"INSERT INTO {EVENTS} SELECT profile, name, ts, expires_at FROM ing_kept_events",
+    # a profile lapses with the last of its data: held profiles get later, new ones appear
+    f"""CREATE OR REPLACE TEMP TABLE ing_lapses AS
+    SELECT profile, max(expires_at) AS expires_at
+      FROM (SELECT f.profile, $now + coalesce(t.ttl, $attribute_ttl) AS expires_at
+              FROM {FINAL_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
+             WHERE f.value IS NOT NULL
+            UNION ALL
+            SELECT profile, expires_at FROM {NEW_EVENTS} WHERE expires_at > $now)
+     GROUP BY profile""",
+    f"""UPDATE {PROFILES} p SET expires_at = greatest(p.expires_at, n.expires_at)
+      FROM ing_lapses n WHERE p.id = n.profile AND p.expires_at IS NOT NULL""",
+    f"""INSERT INTO {PROFILES}
+    SELECT profile, expires_at FROM ing_lapses
+     WHERE profile NOT IN (SELECT id FROM {PROFILES})""",
+]
+
+COUNTS = f"""SELECT
+    (SELECT count(*) FROM {ACCEPTED}),
+    (SELECT count(DISTINCT profile) FROM {ACCEPTED}),
+    (SELECT count(*) FROM {NEW_EVENTS} WHERE expires_at <= $now),
+    (SELECT count(*) FROM {ATTRS} a SEMI JOIN {ACCEPTED} x USING (file, line)
+      WHERE a.value IS NOT NULL)"""
+
+
+def _parameters(catalog: TraitCatalog, partner_id: str, now: float) -> dict[str, Any]:
+    """Every value the statements take: the rules of ``ingest/records.py``, the catalog's
+    defaults and lifetimes, the consent rule."""
+    return {
+        "now": now,
+        "uid_pattern": UID.pattern,
+        "name_pattern": NAME.pattern,
+        "py_float": _PY_FLOAT,
+        "separator": LIST_SEPARATOR,
+        "max_string": MAX_STRING,
+        "max_list": MAX_LIST,
+        "max_attributes": MAX_ATTRIBUTES,
+        "max_events": MAX_EVENTS,
+        "latest": now + FUTURE_SLACK,
+        "reject_unknown": catalog.reject_unknown,
+        "attribute_ttl": catalog.attribute_ttl,
+        "event_ttl": catalog.event_ttl,
+        "step": EVENT_EXPIRY_STEP,
+        "cap": catalog.max_events_per_name,
+        "host": HOST,
+        "partner": partner_id,
+        "consent_max_age": CONSENT_MAX_AGE,
+    }
+
+
+def _run(db: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> Any:
+    """``sql`` with the parameters it names."""
+    return db.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
+
+
+@dataclass(slots=True)
+class _Staged:
+    """What staging keeps in Python: each file's source, and the lines SQL never sees (not
+    UTF-8, or a CSV row with more or fewer cells than the header), refused by their reason."""
+
+    sources: list[str] = field(default_factory=list)
+    headers: list[list[str] | None] = field(default_factory=list)
+    broken: list[tuple[int, int, Payload]] = field(default_factory=list)
+    lines: int = 0
+
+
+class SqlIngest:
+    """One partner's ingestion on the engine's connection (one run at a time)."""
+
+    def __init__(self, db: duckdb.DuckDBPyConnection, catalog: TraitCatalog) -> None:
+        self._db = db
+        self._catalog = catalog
+        self._checker = Checker(catalog)
+        self._staged = _Staged()
+        self._db.execute(STAGING)
+        declared = [(t.name, t.kind.value, t.ttl_seconds) for t in catalog.traits.values()]
+        if declared:
+            self._db.executemany(f"INSERT INTO {TRAIT_DEFS} VALUES (?, ?, ?)", declared)
+
+    def add_sync_pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Part of the partner's sync map: ``(partner uid, DMP uid)``."""
+        if pairs:
+            self._db.execute(
+                f"INSERT INTO {SYNC_MAP} SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[])",
+                [[p for p, _ in pairs], [d for _, d in pairs]],
+            )
+
+    def stage(self, batches: Iterable[Batch]) -> None:
+        """Stage a file's lines (its batches from ``readers.read_batches``)."""
+        staged = self._staged
+        file = len(staged.sources)
+        header: list[str] | None = None
+        numbers: list[int] = []
+        bodies: list[str | None] = []
+        rows: list[list[str] | None] = []
+        source = ""
+        for batch in batches:
+            source = batch.source
+            for number, payload in batch.lines:
+                staged.lines += 1
+                if isinstance(payload, bytes):
+                    try:
+                        body = payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        staged.broken.append((file, number, payload))
+                        continue
+                    numbers.append(number)
+                    bodies.append(body)
+                    rows.append(None)
+                else:
+                    if header is None:
+                        header = [str(name) for name in payload if name is not None]
+                    cells = list(payload.values())
+                    if None in payload or list(payload) != header or None in cells:
+                        staged.broken.append((file, number, payload))
+                        continue
+                    numbers.append(number)
+                    bodies.append(None)
+                    rows.append(cells)  # type: ignore[arg-type]
+                if len(numbers) >= STAGE_ROWS:
+                    self._insert(file, numbers, bodies, rows)
+                    numbers, bodies, rows = [], [], []
+        self._insert(file, numbers, bodies, rows)
+        staged.sources.append(source)
+        staged.headers.append(header)
+        self._db.execute(f"INSERT INTO {FILES} VALUES (?, ?, ?)", [file, source, header])
+
+    def _insert(
+        self,
+        file: int,
+        numbers: list[int],
+        bodies: list[str | None],
+        rows: list[list[str] | None],
+    ) -> None:
+        if not numbers:
+            return
+        if all(r is None for r in rows):
+            self._db.execute(
+                f"INSERT INTO {LINES} SELECT $1, unnest($2::INTEGER[]), unnest($3::VARCHAR[]), "
+                "NULL",
+                [file, numbers, bodies],
+            )
+            return
+        self._db.execute(
+            f"INSERT INTO {LINES} SELECT $1, unnest($2::INTEGER[]), unnest($3::VARCHAR[]), "
+            "unnest($4::VARCHAR[][])",
+            [file, numbers, bodies, rows],
+        )
+
+    @property
+    def staged(self) -> _Staged:
+        return self._staged
+
+    def run(self, partner_id: str, now: float) -> SqlOutcome:
+        """Validate, resolve and merge what was staged (the profiles' tables in one
+        transaction); the refused and the unsynced lines come back for the key-value store."""
+        db = self._db
+        params = _parameters(self._catalog, partner_id, now)
+        for statement in [*PARSE, VERDICT_SQL, *RESOLVE, *MERGE]:
+            _run(db, statement, params)
+        db.execute("BEGIN")
+        try:
+            for statement in WRITE:
+                _run(db, statement, params)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        accepted, profiles, expired, values = _run(db, COUNTS, params).fetchone()
+        invalid = db.execute(
+            f"""SELECT v.file, v.line, l.body, l.cells FROM {VERDICT} v
+                  JOIN {LINES} l USING (file, line) WHERE NOT v.valid ORDER BY 1, 2"""
+        ).fetchall()
+        refused = db.execute(
+            f"""SELECT r.file, r.line, l.body, l.cells FROM {RESOLVED} r
+                  JOIN {LINES} l USING (file, line)
+                 WHERE r.profile IN (SELECT profile FROM {REFUSING}) ORDER BY 1, 2"""
+        ).fetchall()
+        unsynced = db.execute(
+            f"""SELECT r.file, r.line, l.body, l.cells FROM {RESOLVED} r
+                  JOIN {LINES} l USING (file, line) WHERE r.profile IS NULL ORDER BY 1, 2"""
+        ).fetchall()
+        return SqlOutcome(
+            self,
+            partner_id,
+            now,
+            accepted=int(accepted),
+            profiles=int(profiles),
+            expired=int(expired),
+            values=int(values),
+            invalid=invalid,
+            refused=refused,
+            unsynced=unsynced,
+        )
+
+    # --- lines back to Python: their payload, their reason, their record -------------------
+
+    def payload(self, file: int, body: str | None, cells: list[str] | None) -> Payload:
+        if body is not None:
+            return body.encode("utf-8")
+        header = self._staged.headers[file] or []
+        return dict(zip(header, cells or [], strict=True))
+
+    def check(self, payload: Payload, now: float) -> Record:
+        """The record of a line, by the per-record rules (raises RecordError)."""
+        if isinstance(payload, bytes):
+            return self._checker.parse_json(payload, now)
+        return self._checker.parse_row(payload, now)
+
+
+@dataclass(slots=True)
+class SqlOutcome:
+    """A run's counts, and the lines the key-value side still needs: refused by a rule
+    (``invalid``), refused by consent (``refused``), waiting for their sync (``unsynced``),
+    each as ``(file, line, body, cells)`` in file order."""
+
+    ingest: SqlIngest
+    partner_id: str
+    now: float
+    accepted: int
+    profiles: int
+    expired: int
+    values: int
+    invalid: list[tuple[int, int, str | None, list[str] | None]]
+    refused: list[tuple[int, int, str | None, list[str] | None]]
+    unsynced: list[tuple[int, int, str | None, list[str] | None]]
+
+    def rejects(self) -> list[Reject]:
+        """Every refused line with the per-record path's reason, in file order."""
+        ingest, staged = self.ingest, self.ingest.staged
+        found: list[tuple[int, int, Reject]] = []
+        lines = [(f, n, ingest.payload(f, b, c)) for f, n, b, c in self.invalid]
+        for file, number, payload in [*lines, *staged.broken]:
+            try:
+                ingest.check(payload, self.now)
+            except RecordError as exc:
+                refusal = reject(staged.sources[file], number, str(exc), payload)
+                found.append((file, number, refusal))
+                continue
+            raise AssertionError(f"line {number}: refused in SQL, valid per record")
+        reason = CONSENT_REASON.format(partner=self.partner_id)
+        for file, number, body, cells in self.refused:
+            payload = ingest.payload(file, body, cells)
+            found.append((file, number, reject(staged.sources[file], number, reason, payload)))
+        found.sort(key=lambda item: (item[0], item[1]))
+        return [item[2] for item in found]
+
+    def waiting(self) -> list[Record]:
+        """The records whose partner uid is not synced, in file order."""
+        ingest = self.ingest
+        return [ingest.check(ingest.payload(f, b, c), self.now) for f, _, b, c in self.unsynced]
+
+
+async def ingest_files(
+    db: duckdb.DuckDBPyConnection,
+    store: Store,
+    pending: PendingRecords,
+    partner_id: str,
+    files: Sequence[Iterable[Batch]],
+    catalog: TraitCatalog,
+    *,
+    clock: Clock = time.time,
+    keep_rejects: bool = False,
+) -> IngestReport:
+    """Ingest ``files`` (each its batches) of ``partner_id`` into the engine's profiles on
+    ``db``; park the records of unsynced uids in ``pending`` (and apply those whose sync was
+    stored meanwhile, as the per-record path does). Counts as ``Ingestor.ingest`` counts."""
+    ingest = SqlIngest(db, catalog)
+    async for pairs in sync_pairs(store, partner_id):
+        ingest.add_sync_pairs(pairs)
+    for batches in files:
+        ingest.stage(batches)
+    outcome = ingest.run(partner_id, clock())
+    rejects = outcome.rejects()
+    report = IngestReport(
+        records=ingest.staged.lines,
+        accepted=outcome.accepted,
+        pending=len(outcome.unsynced),
+        rejected=0,
+        profiles=outcome.profiles,
+        expired_events=outcome.expired,
+        values=outcome.values,
+    )
+    for refusal in rejects:
+        report.refused(reject_code(refusal.reason))
+    if keep_rejects:
+        report.rejects = rejects
+    waiting = outcome.waiting()
+    for i in range(0, len(waiting), PARK_BATCH):
+        chunk = waiting[i : i + PARK_BATCH]
+        await pending.add(partner_id, chunk)
+        report.resolved += await pending.recheck(partner_id, list({r.uid: None for r in chunk}))
+    return report

@@ -1,0 +1,281 @@
+"""Ingestion in SQL on the engine against the per-record path, both real (SQLite on disk,
+DuckDB on disk): one edge-case set of files (every reject reason, duplicates, deletes after
+sets, events over the cap, unsynced uids, gzip, CRLF, quoted fields, unicode) ingested both
+ways gives the same profiles (the engine's tables against the load of the key-value store's
+result), the same rejects, the same counts and the same pending records."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from cookiematch.clock import SECONDS_PER_DAY
+from cookiematch.dmp import keys
+from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
+from cookiematch.dmp.analytics.ingest_sql import ingest_files
+from cookiematch.dmp.analytics.load import LoadContext, load_profiles
+from cookiematch.dmp.analytics.settings import AnalyticsSettings
+from cookiematch.dmp.analytics.sync_map import sync_pairs
+from cookiematch.dmp.analytics.tables import ATTRIBUTES, CONSENT, EVENTS, PROFILES, SYNCS
+from cookiematch.dmp.ingest import build_ingestor
+from cookiematch.dmp.ingest.pipeline import IngestReport
+from cookiematch.dmp.ingest.readers import read_batches
+from cookiematch.dmp.matches import MatchTable, ReverseMatch
+from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
+from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore
+from cookiematch.storage import Store, open_store
+
+from ..helpers import NOW, FakeClock
+
+DAY = float(SECONDS_PER_DAY)
+PARTNER = "crm"
+TTL = 390 * DAY
+T = int(NOW)
+CATALOG = TraitCatalog(
+    traits={
+        "score": TraitDef("score", TraitKind.NUMBER, 20 * DAY),
+        "vip": TraitDef("vip", TraitKind.BOOL, 30 * DAY),
+        "tags": TraitDef("tags", TraitKind.LIST, 30 * DAY),
+        "city": TraitDef("city", TraitKind.STRING, 10 * DAY),
+        "purchase": TraitDef("purchase", TraitKind.EVENT, 30 * DAY),
+    },
+    max_events_per_name=3,
+)
+
+
+def j(uid: object, **body: object) -> bytes:
+    return msgspec.json.encode({"uid": uid, **body})
+
+
+def ev(name: object, ts: object) -> dict[str, object]:
+    return {"name": name, "ts": ts}
+
+
+JSON_LINES = [
+    j("p1", attributes={"tier": "gold", "age": 31, "score": 1.5, "vip": True, "tags": ["a", "b"]}),
+    j("p1", attributes={"tier": "platinum", "old": None}, remove=["age"]),
+    j("p1", attributes={"age": 40, "big": 2**70, "f": 1.0, "neg": -0.25}, remove=["age", "vip"]),
+    b"",
+    b"   ",
+    j("p2", events=[ev("purchase", T - 100), ev("purchase", T - 100), ev("purchase", T - 200),
+                    ev("purchase", T - 300), ev("purchase", T - 400), ev("visit", T - 5.7)]),
+    j("p2", events=[ev("purchase", T - 50)], attributes={"city": "Zürich 東京 👍 e\u0301"}),
+    j("p2", events=[ev("purchase", T - 40 * int(DAY)), ev("visit", T - 100 * int(DAY))]),
+    j("u9", attributes={"tier": "x"}),
+    j("u9", attributes={"tier": "y"}, events=[ev("visit", T)]),
+    j("p7", attributes={"new": "yes"}),
+    j("p6", attributes={"tier": "gold"}),
+    j("p1", attributes={"tier": "last"}),
+    # refused
+    b'{"uid":"p1",',
+    b"[1, 2]",
+    b'{"uid": "p1"} trailing',
+    b'{"uid":"p1","attributes":{"t":"\xff"}}',
+    j("has space"),
+    j(""),
+    j("x" * 257),
+    j("é"),
+    j(5),
+    j("p1", extra=1),
+    j("p1", attributes={"x": {"a": 1}}),
+    j("p1", attributes=[1]),
+    j("p1", attributes=None),
+    j("p1", events=[{"name": "purchase"}]),
+    j("p1", events=[ev("purchase", True)]),
+    j("p1", events=[ev("purchase", T), None]),
+    j("p1", events={"name": "x"}),
+    j("p1", remove=[1]),
+    j("p1", attributes={f"a{i}": i for i in range(201)}),
+    j("p1", attributes={"bad name": 1}),
+    j("p1", attributes={"n" * 65: None}),
+    j("p1", attributes={"long": "x" * 1025}),
+    j("p1", attributes={"long": "é" * 1024}),  # at the limit: accepted
+    j("p1", attributes={"list": [str(i) for i in range(101)]}),
+    j("p1", attributes={"list": ["a", 1]}),
+    j("p1", attributes={"list": ["a", "x" * 1025]}),
+    j("p1", attributes={"score": "high"}),
+    j("p1", attributes={"vip": 1}),
+    j("p1", attributes={"tags": "a"}),
+    j("p1", attributes={"purchase": 1}),
+    j("p1", attributes={"score": True}),
+    j("p1", remove=["bad name"]),
+    j("p1", events=[ev("bad name", T)]),
+    j("p1", events=[ev("city", T)]),
+    j("p1", events=[ev("purchase", T + 2 * int(DAY))]),
+    j("p1", events=[ev("purchase", 0)]),
+    j("p1", events=[ev("purchase", -5)]),
+    j("p1", events=[ev("purchase", T)] * 1001),
+    j("p1", attributes={"tier": "after the rejects"}),
+]  # fmt: skip
+
+CSV_TEXT = (
+    "uid,tier,score,vip,tags,event,ts,remove\r\n"
+    f"p3,gold,12,true,a|b||c,purchase,{T - 10},\r\n"
+    "p3,,1.50,0,,,,tier\r\n"
+    'p3,"quoted, with comma ""and quotes""\r\nand a newline",1e3,TRUE,,,,\r\n'
+    "p4,silver,abc,,,,,\r\n"
+    "p4,silver,,maybe,,,,\r\n"
+    "p4,silver,,,,purchase,soon,\r\n"
+    "p4,silver,,,,purchase,,\r\n"
+    "p4,too,many,cells,x,y,z,w,extra\r\n"
+    "p4,short\r\n"
+    "\r\n"
+    "p5,ü,1_000,1,x,,,\r\n"
+    "u9,gold,,,,,,\r\n"
+    " p4,gold,,,,,,\r\n"
+    "p5,,-0,,,,,\r\n"
+    "p5,, 7 ,,,,,\r\n"
+    "p5,,2.0,,,,,\r\n"
+    "p5,,inf,,,,,\r\n"
+    f"p5,,,,,purchase,{T - 1}.9,\r\n"
+    "p5,,,,,city,1,\r\n"
+    "p5,,,,,,,bad name\r\n"
+)
+
+
+def files(tmp_path: Path) -> list[Path]:
+    body = b"\r\n".join(JSON_LINES) + b"\r\n"
+    plain = tmp_path / "a.jsonl"
+    plain.write_bytes(body)
+    packed = tmp_path / "b.ndjson.gz"
+    packed.write_bytes(gzip.compress(body.replace(b"p1", b"q1")))
+    table = tmp_path / "c.csv"
+    table.write_bytes(CSV_TEXT.encode())
+    tabbed = tmp_path / "d.tsv.gz"
+    tabbed.write_bytes(gzip.compress(CSV_TEXT.replace(",", "\t").encode()))
+    return [plain, packed, table, tabbed]
+
+
+async def seed(store: Store, clock: FakeClock) -> None:
+    """Syncs (both ways, and one reverse entry alone), a refusing consent, held traits."""
+    matches = MatchTable(store, TTL)
+    for i in (1, 2, 3, 4, 5, 6):
+        await matches.record(PARTNER, f"d{i}", f"p{i}", clock())
+    await matches.record(PARTNER, "d11", "q1", clock())
+    await store.set(
+        keys.reverse_key(PARTNER, "p7"), msgspec.json.encode(ReverseMatch("d7", clock())), ttl=TTL
+    )
+    await store.set(keys.reverse_key(PARTNER, "bad"), b"not json", ttl=TTL)
+    await store.hset(
+        keys.consent_key("d6"), {"*": msgspec.json.encode([clock(), clock() - DAY, False])}
+    )
+    await store.hset(
+        keys.consent_key("d5"),
+        {"*": msgspec.json.encode([clock(), clock() - DAY, False]),
+         PARTNER: msgspec.json.encode([clock(), clock() - DAY, False])},
+    )  # fmt: skip
+    held = ProfileUpdate(PARTNER)
+    held.merge({"vip": False, "tier": "silver", "kept": "yes"}, (), {("purchase", T - 500)})
+    await TraitStore(store, CATALOG, clock=clock).apply({"d1": held, "d3": held})
+
+
+def dump(engine: DuckDBEngine) -> dict[str, list[tuple[Any, ...]]]:
+    db = engine.connection
+    return {
+        t: db.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+        for t in (PROFILES, ATTRIBUTES, EVENTS, SYNCS, CONSENT)
+    }
+
+
+async def pending_of(store: Store) -> list[tuple[str, dict[str, tuple[bytes, float | None]]]]:
+    return [(key, dict(fields)) async for key, fields in store.scan_maps("dmp:pend:")]
+
+
+async def test_sql_ingestion_gives_what_the_per_record_path_gives(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    paths = files(tmp_path)
+    kv = open_store(f"sqlite://{tmp_path / 'kv.db'}", clock=clock)
+    sql_kv = open_store(f"sqlite://{tmp_path / 'sql.db'}", clock=clock)
+    before = DuckDBEngine(AnalyticsSettings(str(tmp_path / "a" / "kv.duckdb")))
+    engine = DuckDBEngine(AnalyticsSettings(str(tmp_path / "b" / "sql.duckdb")))
+    context = LoadContext(clock(), CATALOG, TTL)
+    try:
+        for store in (kv, sql_kv):
+            await seed(store, clock)
+
+        traits = TraitStore(kv, CATALOG, clock=clock)
+        expected = await build_ingestor(kv, traits, clock=clock).ingest(
+            PARTNER,
+            itertools.chain.from_iterable(read_batches(p, None, 7) for p in paths),
+            keep_rejects=True,
+        )
+        await load_profiles(kv, before, context)
+
+        await load_profiles(sql_kv, engine, context)
+        pending = build_ingestor(sql_kv, TraitStore(sql_kv, CATALOG, clock=clock), clock=clock)
+        found = await ingest_files(
+            engine.connection,
+            sql_kv,
+            pending.pending,
+            PARTNER,
+            [read_batches(p, None, 7) for p in paths],
+            CATALOG,
+            clock=clock,
+            keep_rejects=True,
+        )
+
+        for table, rows in dump(before).items():
+            got = dump(engine)[table]
+            extra, missing = [r for r in got if r not in rows], [r for r in rows if r not in got]
+            assert (extra, missing) == ([], []), table
+        assert sorted(found.rejects, key=_order) == sorted(expected.rejects, key=_order)
+        assert counts(found) == counts(expected)
+        assert await pending_of(sql_kv) == await pending_of(kv)
+
+        # what the file was made to hold
+        assert expected.reasons.keys() >= {
+            "uid", "not_json", "malformed", "too_large", "attribute", "event", "remove", "consent",
+        }  # fmt: skip
+        attributes = {
+            (p, n): (kind, text, num_int)
+            for p, n, kind, text, num_int, *_ in dump(engine)[ATTRIBUTES]
+        }
+        assert attributes[("d1", "tier")][1] == "after the rejects"
+        assert ("d1", "vip") not in attributes and ("d1", "old") not in attributes
+        assert attributes[("d1", "age")][2] == "40" and attributes[("d1", "kept")][1] == "yes"
+        assert attributes[("d1", "big")][2] == str(2**70)
+        assert attributes[("d3", "tier")][1] == 'quoted\t with comma "and quotes"\r\nand a newline'
+        assert attributes[("d7", "new")][1] == "yes"  # a profile the file made
+        purchases = [e for e in dump(engine)[EVENTS] if e[:2] == ("d2", "purchase")]
+        assert [e[2] for e in purchases] == [T - 200, T - 100, T - 50]  # capped at 3
+        assert found.pending == 6 and found.expired_events > 0
+    finally:
+        before.close()
+        engine.close()
+        await kv.close()
+        await sql_kv.close()
+
+
+def _order(item: Any) -> tuple[str, int]:
+    return item.source, item.line
+
+
+def counts(report: IngestReport) -> tuple[dict[str, int], dict[str, int]]:
+    return report.counts(), report.reasons
+
+
+async def test_the_sync_map_is_every_decodable_reverse_entry(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    store = open_store(f"sqlite://{tmp_path / 'kv.db'}", clock=clock)
+    try:
+        await seed(store, clock)
+        await MatchTable(store, TTL).record("other", "d9", "p{1}", clock())
+        await MatchTable(store, TTL).record(PARTNER, "d8", "a b/{c}", clock())
+        pairs = [p async for chunk in sync_pairs(store, PARTNER, batch=2) for p in chunk]
+        assert sorted(pairs) == sorted(
+            [(f"p{i}", f"d{i}") for i in range(1, 8)] + [("q1", "d11"), ("a b/{c}", "d8")]
+        )
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(float(T))
