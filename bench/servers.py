@@ -188,6 +188,23 @@ def _serving(args: list[str], directory: Path, port: int) -> Iterator[None]:
         log.close()
 
 
+@contextlib.contextmanager
+def edge(workdir: Path, config: Path, workers: str) -> Iterator[int]:
+    """The edge (``cookiematch edge render``: nginx + Lua) in front of the server ``config``
+    describes; yields its port."""
+    out = workdir / f"edge-{workers}"
+    port = free_port()
+    subprocess.run(
+        [sys.executable, "-m", "cookiematch", "edge", "render", "--config", str(config),
+         "--out", str(out), "--listen", f"127.0.0.1:{port}", "--workers", workers],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    conf = out / "nginx.conf"
+    args = [NGINX, "-p", str(out), "-c", str(conf), "-e", str(out / "logs" / "error.log")]
+    with _serving([*args, "-g", "daemon off;"], out, port):
+        yield port
+
+
 BARE_RSGI_APP = """\
 HEADERS = [("location", {location!r}), ("set-cookie", {cookie!r}), ("cache-control", "no-store")]
 
