@@ -8,8 +8,11 @@ module, on free ports, nginx in its own prefix directory.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import http.client
 import os
+import ssl
 import stat
 import subprocess
 import sys
@@ -54,19 +57,29 @@ class Stack:
     edge_port: int
     rendered: Rendered
     access_log: Path
+    config: Path
 
 
 class Client:
     """Keep-alive connections to the server and to the edge."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls_ports: frozenset[int] = frozenset()) -> None:
         self._connections: dict[int, http.client.HTTPConnection] = {}
+        self._tls_ports = tls_ports
 
     def send(self, port: int, method: str, target: str, headers: Headers) -> Answer:
         for attempt in (0, 1):
             connection = self._connections.get(port)
             if connection is None:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                if port in self._tls_ports:
+                    context = ssl.create_default_context()
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE  # the test's own self-signed certificate
+                    connection = http.client.HTTPSConnection(
+                        "127.0.0.1", port, timeout=10, context=context
+                    )
+                else:
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
                 self._connections[port] = connection
             try:
                 connection.putrequest(method, target, skip_accept_encoding=True)
@@ -129,6 +142,28 @@ def answered_at_edge(line: str) -> bool:
     return line.split(" ")[2] == "-"  # $upstream_addr: no upstream
 
 
+@contextlib.contextmanager
+def running_nginx(rendered: Rendered, port: int) -> Iterator[None]:
+    """nginx with a rendered configuration, in its output directory, until the block ends."""
+    out = rendered.conf.parent
+    nginx = subprocess.Popen(
+        [NGINX, "-p", str(out), "-c", str(rendered.conf), "-e", str(out / "logs/error.log"),
+         "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not port_open("127.0.0.1", port):
+            if nginx.poll() is not None or time.monotonic() > deadline:
+                error = (out / "logs/error.log").read_text(errors="replace")
+                raise RuntimeError(f"nginx did not start: {error}")
+            time.sleep(0.05)
+        yield
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, start_module_server: object) -> Iterator[Stack]:
     if not (os.path.exists(NGINX) and os.path.exists(LUA_MODULE)):
@@ -140,22 +175,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, start_module_server: object)
     start_module_server(argv=argv, port=port)  # type: ignore[operator]
     out = directory / "edge"
     rendered = render(load_config(config), out, listen=f"127.0.0.1:{edge_port}", workers="1")
-    nginx = subprocess.Popen(
-        [NGINX, "-p", str(out), "-c", str(rendered.conf), "-e", str(out / "logs/error.log"),
-         "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", edge_port):
-            if nginx.poll() is not None or time.monotonic() > deadline:
-                error = (out / "logs/error.log").read_text(errors="replace")
-                raise RuntimeError(f"nginx did not start: {error}")
-            time.sleep(0.05)
-        yield Stack(port, edge_port, rendered, out / "logs/access.log")
-    finally:
-        nginx.terminate()
-        nginx.wait(10)
+    with running_nginx(rendered, edge_port):
+        yield Stack(port, edge_port, rendered, out / "logs/access.log", config)
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +186,19 @@ def client() -> Iterator[Client]:
     c.close()
 
 
-def both(stack: Stack, client: Client, method: str, target: str, headers: Headers) -> Answer:
+def both(
+    stack: Stack,
+    client: Client,
+    method: str,
+    target: str,
+    headers: Headers,
+    *,
+    edge_port: int | None = None,
+    scheme: str = "http",
+) -> Answer:
     """The edge's answer, checked equal to the server's (which sees what nginx adds)."""
-    edge = client.send(stack.edge_port, method, target, headers)
-    forwarded = [*headers, ("x-forwarded-proto", "http")]
+    edge = client.send(edge_port or stack.edge_port, method, target, headers)
+    forwarded = [*headers, ("x-forwarded-proto", scheme)]
     direct = client.send(stack.server_port, method, target, forwarded)
     assert edge == direct, target
     return edge
@@ -294,3 +324,67 @@ def test_the_edge_answers_the_common_case_and_proxies_the_rest(
     assert answered_at_edge(lines[0])
     upstream = f"127.0.0.1:{stack.server_port}"
     assert all(line.split(" ")[2] == upstream for line in lines[1:]), lines
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_at_the_edge(stack: Stack, tmp_path: Path) -> None:
+    """With TLS at the edge, the match tags are answered with the https redirect (a buyer's
+    redirect takes the request's scheme), as the server answers them when its trusted proxy
+    says X-Forwarded-Proto: https."""
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    rendered = render(
+        load_config(stack.config),
+        tmp_path / "edge",
+        listen=f"127.0.0.1:{port}",
+        workers="1",
+        tls_cert=cert,
+        tls_key=key,
+    )
+    log = AccessLog(tmp_path / "edge" / "logs" / "access.log")
+    client = Client(tls_ports=frozenset({port}))
+    cookie = [("cookie", f"cm_id={format_browser_id(bytes(range(16)))}")]
+    targets = [f"/pixel?google_nid={nid}&google_cm&p=1" for nid in BUYERS]
+    with running_nginx(rendered, port):
+        try:
+            for target in targets:
+                status, pairs, _ = both(
+                    stack, client, "GET", target, cookie, edge_port=port, scheme="https"
+                )
+                assert status == 302
+                assert dict(pairs)["location"].startswith("https://")  # the request's scheme
+        finally:
+            client.close()
+        lines = log.new_lines(len(targets))
+    assert len(lines) == len(targets) and all(answered_at_edge(line) for line in lines), lines
