@@ -397,9 +397,13 @@ class Row:
         }
 
 
-def edge_summary(workers: int, runs: dict[str, list[WrkResult]]) -> dict[str, Any]:
-    """Medians per measured thing, the ratios of each round (same round, side by side), and
-    the verdict against ``EDGE_TARGET``."""
+def edge_summary(
+    workers: int, runs: dict[str, list[WrkResult]], cpu: dict[str, list[float]]
+) -> dict[str, Any]:
+    """Medians per measured thing, the ratios of each round (same round, side by side), the
+    CPU per request of the processes answering (nginx's workers for nginx, the edge's workers
+    and the server's for the edge, the server's for the Python path), and the verdict
+    against ``EDGE_TARGET``."""
 
     def median(key: str, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in runs[key])
@@ -415,10 +419,13 @@ def edge_summary(workers: int, runs: dict[str, list[WrkResult]]) -> dict[str, An
             "p50_ms": round(median(key, "p50_ms"), 3),
             "p99_ms": round(median(key, "p99_ms"), 3),
             "non_3xx": sum(r.non_3xx for r in runs[key]),
+            "cpu_us_per_request": statistics.median(cpu[key]) if cpu[key] else None,
             "ratio_to_nginx": [] if key.endswith("_hm") else ratios(key, "nginx"),
         }
     cost = [round(1 / r, 3) for r in ratios("edge_hm", "python_hm")]
     summary["proxied_cost"] = cost
+    hm_cpu = [round(a / b, 3) for a, b in zip(cpu["edge_hm"], cpu["python_hm"], strict=True) if b]
+    summary["proxied_cpu_cost"] = hm_cpu
     edge_ratio = statistics.median(summary["edge"]["ratio_to_nginx"])
     missed = []
     if edge_ratio < EDGE_TARGET["nginx"]:
@@ -592,10 +599,15 @@ class Bench:
         if not self.args.edge:
             return
         runs: dict[str, list[WrkResult]] = {key: [] for key, _ in EDGE_RUNS}
+        cpu: dict[str, list[float]] = {key: [] for key, _ in EDGE_RUNS}
         with (
             servers.edge(directory, service.config, self.args.nginx_workers[0]) as edge_port,
             servers.granian_bare(directory, workers) as bare_port,
         ):
+            static = servers.nginx_workers(self.work / f"nginx-{self.args.nginx_workers[0]}"
+                                           / "nginx.pid")  # fmt: skip
+            edge = servers.nginx_workers(directory / f"edge-{self.args.nginx_workers[0]}"
+                                         / "logs" / "nginx.pid")  # fmt: skip
             ports = {"nginx": nginx_port, "granian": bare_port}
             for rnd in range(self.args.rounds):
                 for key, label in EDGE_RUNS:
@@ -604,15 +616,26 @@ class Bench:
                         HOSTED_MATCH if key.endswith("_hm")
                         else DISTINCT_BROWSERS if key.endswith("_distinct") else ONE_COOKIE
                     )  # fmt: skip
+                    # whose CPU the requests use (bare granian's is not followed)
+                    pids = (
+                        static if key == "nginx"
+                        else edge + service.worker_pids() if key.startswith("edge")
+                        else service.worker_pids() if key.startswith("python") else []
+                    )  # fmt: skip
+                    before = servers.cpu_seconds(pids)
                     result = self.wrk(port, endpoint, directory)
+                    used = servers.cpu_seconds(pids) - before
                     runs[key].append(result)
+                    per_request = used / result.requests * 1e6 if result.requests and pids else 0
+                    cpu[key].append(round(per_request, 1))
                     print(
                         f"   edge round {rnd + 1} {label:<40} {result.rps:>9,.0f} req/s "
-                        f"p50 {result.p50_ms:6.2f} p99 {result.p99_ms:6.2f} ms"
+                        f"p50 {result.p50_ms:6.2f} p99 {result.p99_ms:6.2f} ms "
+                        f"cpu {per_request:6.1f} µs/req"
                         + (f" | {result.non_3xx} non-2xx/3xx" if result.non_3xx else ""),
                         flush=True,
                     )
-        self.edge.append(edge_summary(workers, runs))
+        self.edge.append(edge_summary(workers, runs, cpu))
 
     def run(self) -> None:
         args = self.args
@@ -785,18 +808,24 @@ def markdown(result: dict[str, Any]) -> str:
             f"a proxied google_hm ≤ {EDGE_TARGET['proxied_cost']:.2f}x the direct cost: "
             f"**{edge['verdict']}**.",
             "",
-            "| measured | req/s | p50 ms | p99 ms | ratio to nginx static (per round) |",
-            "|---|---:|---:|---:|---|",
+            "| measured | req/s | p50 ms | p99 ms | CPU µs/request | ratio to nginx static "
+            "(per round) |",
+            "|---|---:|---:|---:|---:|---|",
         ]
         for key, _ in EDGE_RUNS:
             row = edge[key]
             ratios = ", ".join(f"{r:.2f}" for r in row["ratio_to_nginx"]) or "-"
+            used = row.get("cpu_us_per_request")
             lines.append(
                 f"| {row['label']} | {row['rps']:,} | {row['p50_ms']} | {row['p99_ms']} "
-                f"| {ratios} |"
+                f"| {used if used else '-'} | {ratios} |"
             )
         cost = ", ".join(f"{c:.2f}" for c in edge["proxied_cost"])
-        lines.append(f"\nProxied google_hm cost (direct req/s / through the edge): {cost}.")
+        cpu_cost = ", ".join(f"{c:.2f}" for c in edge.get("proxied_cpu_cost", []))
+        lines.append(
+            f"\nProxied google_hm cost, per round: req/s direct / through the edge {cost}; "
+            f"CPU per request through the edge (nginx + server) / direct (server) {cpu_cost}."
+        )
     soak_result = result.get("soak")
     if soak_result:
         lines += [

@@ -110,6 +110,23 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes ``pids`` have used (from /proc; gone ones: 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def nginx_workers(pid_file: Path) -> list[int]:
+    """The worker processes of the nginx whose master wrote ``pid_file``."""
+    return children(int(pid_file.read_text().split()[0]))
+
+
 def status_kb(pid: int, name: str) -> int | None:
     """A ``kB`` field of /proc/<pid>/status (``VmRSS``, ``VmHWM``), or None if gone."""
     try:

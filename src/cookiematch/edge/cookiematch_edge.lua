@@ -248,42 +248,53 @@ local function browser_id(header)
     return nil
 end
 
--- /pixel's access phase: answer the common case, or return and let nginx proxy.
-function M.pixel()
+-- The Location of a common-case match tag, or nil (then the server answers).
+local function locate()
     if ngx.req.get_method() ~= "GET" or ngx_var.http_sec_gpc then
-        return
+        return nil
     end
     local uri = ngx_var.request_uri
     if sub(uri, 1, 7) ~= "/pixel?" then
-        return
+        return nil
     end
     local nid, extras = read_tag(sub(uri, 8))
     if not nid then
-        return
+        return nil
     end
     local buyer = buyers[nid]
     if not buyer then
-        return
+        return nil
     end
     local cookie = ngx_var.http_cookie
     if not cookie then
-        return
+        return nil
     end
     local id = browser_id(cookie)
     if not id or #id ~= 16 then
-        return
+        return nil
     end
     local scheme = ngx_var.scheme
     local shape = (scheme == "https" and buyer.https) or (scheme == "http" and buyer.http)
     if not shape then
-        return
+        return nil
     end
     local g = gid(buyer, id)
-    local location
     if #extras == 0 then
-        location = concat(shape[1], g)
-    else
-        location = concat(shape[2], g) .. concat(extras, "&") .. concat(shape[3], g)
+        return concat(shape[1], g)
+    end
+    return concat(shape[2], g) .. concat(extras, "&") .. concat(shape[3], g)
+end
+
+-- /pixel's access phase: answer the common case, or return and let nginx proxy. A failure
+-- here is logged and the request proxied: the browser never sees an error of the edge's.
+function M.pixel()
+    local ok, location = pcall(locate)
+    if not ok then
+        ngx.log(ngx.ERR, "cookiematch edge: ", location, "; proxied")
+        return
+    end
+    if not location then
+        return
     end
     ngx.status = 302
     ngx_header["Location"] = location
