@@ -292,7 +292,7 @@ def test_generated_match_tags_through_the_edge(stack: Stack, client: Client) -> 
     lines = log.new_lines(len(sent))
     assert len(lines) == len(sent)
     at_edge = sum(answered_at_edge(line) for line in lines)
-    assert 0.2 * len(sent) < at_edge < len(sent), at_edge
+    assert 0.1 * len(sent) < at_edge < len(sent), at_edge  # HEAD, non-ASCII extras: proxied
 
 
 def test_the_edge_answers_the_common_case_and_proxies_the_rest(
