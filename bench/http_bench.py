@@ -627,7 +627,8 @@ class Bench:
                     used = servers.cpu_seconds(pids) - before
                     runs[key].append(result)
                     per_request = used / result.requests * 1e6 if result.requests and pids else 0
-                    cpu[key].append(round(per_request, 1))
+                    if pids:
+                        cpu[key].append(round(per_request, 1))
                     print(
                         f"   edge round {rnd + 1} {label:<40} {result.rps:>9,.0f} req/s "
                         f"p50 {result.p50_ms:6.2f} p99 {result.p99_ms:6.2f} ms "
