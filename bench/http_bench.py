@@ -600,6 +600,7 @@ class Bench:
             return
         runs: dict[str, list[WrkResult]] = {key: [] for key, _ in EDGE_RUNS}
         cpu: dict[str, list[float]] = {key: [] for key, _ in EDGE_RUNS}
+        edge_nginx_cpu: dict[str, list[float]] = {key: [] for key, _ in EDGE_RUNS}
         with (
             servers.edge(directory, service.config, self.args.nginx_workers[0]) as edge_port,
             servers.granian_bare(directory, workers) as bare_port,
@@ -623,9 +624,13 @@ class Bench:
                         else service.worker_pids() if key.startswith("python") else []
                     )  # fmt: skip
                     before = servers.cpu_seconds(pids)
+                    nginx_before = servers.cpu_seconds(edge)
                     result = self.wrk(port, endpoint, directory)
                     used = servers.cpu_seconds(pids) - before
                     runs[key].append(result)
+                    if key.startswith("edge") and result.requests:  # nginx's share of it
+                        nginx_used = servers.cpu_seconds(edge) - nginx_before
+                        edge_nginx_cpu[key].append(round(nginx_used / result.requests * 1e6, 1))
                     per_request = used / result.requests * 1e6 if result.requests and pids else 0
                     if pids:
                         cpu[key].append(round(per_request, 1))
@@ -636,7 +641,11 @@ class Bench:
                         + (f" | {result.non_3xx} non-2xx/3xx" if result.non_3xx else ""),
                         flush=True,
                     )
-        self.edge.append(edge_summary(workers, runs, cpu))
+        summary = edge_summary(workers, runs, cpu)
+        for key, used in edge_nginx_cpu.items():
+            if used:
+                summary[key]["nginx_cpu_us_per_request"] = statistics.median(used)
+        self.edge.append(summary)
 
     def run(self) -> None:
         args = self.args
@@ -817,9 +826,11 @@ def markdown(result: dict[str, Any]) -> str:
             row = edge[key]
             ratios = ", ".join(f"{r:.2f}" for r in row["ratio_to_nginx"]) or "-"
             used = row.get("cpu_us_per_request")
+            nginx_share = row.get("nginx_cpu_us_per_request")
+            shown = f"{used} (nginx {nginx_share})" if used and nginx_share else used or "-"
             lines.append(
                 f"| {row['label']} | {row['rps']:,} | {row['p50_ms']} | {row['p99_ms']} "
-                f"| {used if used else '-'} | {ratios} |"
+                f"| {shown} | {ratios} |"
             )
         cost = ", ".join(f"{c:.2f}" for c in edge["proxied_cost"])
         cpu_cost = ", ".join(f"{c:.2f}" for c in edge.get("proxied_cpu_cost", []))
