@@ -44,6 +44,18 @@ local digest = ffi.new("unsigned char[32]")
 
 local M = {}
 
+-- Byte classes as lookup tables: loops over string.byte are compiled by LuaJIT, string
+-- patterns with classes are not.
+local LITERAL, B64URL, HEX = {}, {}, {} -- encode_component keeps LITERAL bytes as they are
+for b = 0, 255 do
+    local c = char(b)
+    local alnum = find(c, "^[A-Za-z0-9]$") ~= nil
+    LITERAL[b] = alnum or find(c, "^[%._~,%-]$") ~= nil
+    B64URL[b] = alnum or c == "_" or c == "-"
+    HEX[b] = find(c, "^[0-9A-Fa-f]$") ~= nil
+end
+local ID_LAST = { [65] = true, [81] = true, [103] = true, [119] = true } -- A Q g w
+
 local settings -- the key file's constants
 local buyers = {} -- nid -> { aes, inner, outer, http = {bare, before, after}, https = ... }
 
@@ -151,21 +163,52 @@ local function decode(text)
     return text
 end
 
+local function escape(c)
+    return format("%%%02X", byte(c))
+end
+
 local function encode(text) -- protocol/query.py's encode_component on ASCII
-    if not find(text, "[^%w%._~,%-]") then
-        return text
+    for i = 1, #text do
+        if not LITERAL[byte(text, i)] then
+            return (gsub(text, "[^A-Za-z0-9%._~,%-]", escape))
+        end
     end
-    return (gsub(text, "[^%w%._~,%-]", function(c) return format("%%%02X", byte(c)) end))
+    return text
+end
+
+-- Whether every byte of `text` is within lo..hi (and, for a query, each '%' is followed by
+-- two hex digits); then whether it has a '%' or a '+'.
+local function scan(text, lo, hi, query)
+    local slow, n = false, #text
+    for i = 1, n do
+        local b = byte(text, i)
+        if b < lo or b > hi then
+            return false
+        end
+        if b == 37 and query then -- '%'
+            if i + 2 > n or not HEX[byte(text, i + 1)] or not HEX[byte(text, i + 2)] then
+                return false
+            end
+            slow = true
+        elseif b == 43 then -- '+'
+            slow = true
+        end
+    end
+    return true, slow
+end
+
+local function has_escape(text)
+    return find(text, "%", 1, true) or find(text, "+", 1, true)
 end
 
 -- protocol/common_tag.py's read_common_tag: (nid, extras) or nil.
 local function read_tag(query)
-    if #query > settings.max_query or find(query, "[^\33-\126]") then
+    if #query > settings.max_query then
         return nil
     end
-    local slow = find(query, "[%%+]")
-    if slow and find(gsub(query, "%%%x%x", ""), "%", 1, true) then
-        return nil -- a '%' not followed by two hex digits
+    local printable, slow = scan(query, 33, 126, true)
+    if not printable then
+        return nil -- a byte outside printable ASCII, or a '%' without two hex digits
     end
     local names, max_extras = settings.names, settings.max_extras
     local nid, cookie_match, extras, size = nil, false, {}, -1
@@ -183,10 +226,10 @@ local function read_tag(query)
         end
         if name ~= "" then
             if slow then
-                if find(name, "[%%+]") then
+                if has_escape(name) then
                     name = decode(name)
                 end
-                if find(value, "[%%+]") then
+                if has_escape(value) then
                     value = decode(value)
                 end
                 if not name or not value then
@@ -223,27 +266,49 @@ local function read_tag(query)
     return nid, extras
 end
 
+local function trim(text, i, j) -- text[i..j] without the spaces around it
+    while i <= j and byte(text, i) == 32 do
+        i = i + 1
+    end
+    while j >= i and byte(text, j) == 32 do
+        j = j - 1
+    end
+    return i, j
+end
+
 -- protocol/cookies.py's read_id_cookie then parse_browser_id: the 16-byte ID, or nil.
 local function browser_id(header)
-    if #header > settings.max_cookie or find(header, "[^\32-\126]") then
+    local n = #header
+    if n > settings.max_cookie or not scan(header, 32, 126, false) then
         return nil
     end
     local name = settings.cookie_name
     if not find(header, name, 1, true) then
         return nil
     end
-    for _, piece in ipairs(split(header, ";")) do
-        local eq = find(piece, "=", 1, true)
-        if eq and (gsub(sub(piece, 1, eq - 1), "^ *(.-) *$", "%1")) == name then
-            local value = gsub(sub(piece, eq + 1), "^ *(.-) *$", "%1")
-            if #value >= 2 and byte(value, 1) == 34 and byte(value, -1) == 34 then
-                value = sub(value, 2, -2)
+    local start = 1
+    while start <= n + 1 do
+        local stop = find(header, ";", start, true) or (n + 1)
+        local eq = find(header, "=", start, true)
+        if eq and eq < stop then
+            local ki, kj = trim(header, start, eq - 1)
+            if sub(header, ki, kj) == name then
+                local vi, vj = trim(header, eq + 1, stop - 1)
+                if vj - vi >= 1 and byte(header, vi) == 34 and byte(header, vj) == 34 then
+                    vi, vj = vi + 1, vj - 1
+                end
+                if vj - vi + 1 ~= 22 or not ID_LAST[byte(header, vj)] then
+                    return nil -- OPT_OUT, or not an ID the exchange formatted
+                end
+                for i = vi, vj - 1 do
+                    if not B64URL[byte(header, i)] then
+                        return nil
+                    end
+                end
+                return decode_base64url(sub(header, vi, vj))
             end
-            if #value ~= 22 or find(value, "[^%w_%-]") or not find(sub(value, 22), "[AQgw]") then
-                return nil -- OPT_OUT, or not an ID the exchange formatted
-            end
-            return decode_base64url(value)
         end
+        start = stop + 1
     end
     return nil
 end
