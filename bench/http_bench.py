@@ -3,7 +3,7 @@
     .venv/bin/python bench/http_bench.py [--duration 3] [--rounds 3] [--connections 64]
         [--stores sqlite,redis] [--workers 1,2] [--roles exchange,buyer,dmp]
         [--nginx-workers auto,1] [--soak 30] [--out var/bench] [--no-ceiling]
-        [--loop uvloop] [--redis-aof everysec]
+        [--loop uvloop] [--redis-aof everysec] [--no-edge]
 
 For every store x worker count x role it starts ``cookiematch serve`` on a generated config,
 then for each round and each endpoint runs wrk against nginx and against us *with the same Lua
@@ -23,8 +23,10 @@ keys they wrote are counted in the store and compared with the requests wrk saw 
 After each exchange round of the first store, granian serving nginx's 302 from a bare RSGI
 callable is measured next to nginx: the ceiling of any Python handler on this stack. Every
 row gets its ratio to that ceiling (its ratio to nginx over the ceiling's, same worker count)
-and a verdict against ``TARGETS``. ``--soak`` runs the cookie match for that many seconds on
-1 worker and samples VmRSS every few seconds.
+and a verdict against ``TARGETS``. For each worker count of the first store, the edge
+(``cookiematch edge render``: nginx + Lua in front of the exchange) is measured beside nginx's
+static 302, bare granian and the Python path, round by round (``EDGE_TARGET``). ``--soak``
+runs the cookie match for that many seconds on 1 worker and samples VmRSS every few seconds.
 
 Writes ``result.json`` and ``result.md`` to ``--out/<timestamp>/`` (and ``--out/latest.*``).
 """
@@ -86,23 +88,25 @@ ONE_COOKIE = Endpoint(
     "cookie_match.lua",  # COOKIE_MATCH_PATH with one exchange cookie, a static request
     redirects_nid="ad_network_xyz",
 )
+DISTINCT_BROWSERS = Endpoint(
+    "exchange /pixel cookie match, distinct browsers",
+    "exchange",
+    "unique.lua",
+    _unique(COOKIE_MATCH_PATH, "cm_id=@ID@; lang=en"),
+    redirects_nid="ad_network_xyz",
+)
+HOSTED_MATCH = Endpoint(
+    "exchange /pixel google_hm",
+    "exchange",
+    "unique.lua",
+    _unique("/pixel?google_nid=cookie-monster&google_cm&google_hm=@N@", "cm_id=@ID@"),
+    counts_prefix="hm:",
+    kind="durable write",
+)
 ENDPOINTS = [
     ONE_COOKIE,
-    Endpoint(
-        "exchange /pixel cookie match, distinct browsers",
-        "exchange",
-        "unique.lua",
-        _unique(COOKIE_MATCH_PATH, "cm_id=@ID@; lang=en"),
-        redirects_nid="ad_network_xyz",
-    ),
-    Endpoint(
-        "exchange /pixel google_hm",
-        "exchange",
-        "unique.lua",
-        _unique("/pixel?google_nid=cookie-monster&google_cm&google_hm=@N@", "cm_id=@ID@"),
-        counts_prefix="hm:",
-        kind="durable write",
-    ),
+    DISTINCT_BROWSERS,
+    HOSTED_MATCH,
     Endpoint(
         "buyer /match",
         "buyer",
@@ -171,6 +175,22 @@ TARGETS = {
 
 
 # --- environment ------------------------------------------------------------------------------
+
+
+EDGE_TARGET = {"nginx": 0.60, "p99_ms": 3.0, "proxied_cost": 1.15}
+"""The edge (docs/edge.md): its cookie match at least this fraction of nginx's static 302 with
+a p99 at most this; a request it proxies (google_hm) costs at most this factor of the same
+request sent to the server directly (req/s direct / req/s through the edge)."""
+EDGE_RUNS = (  # (key, what is measured) in each round, in this order
+    ("nginx", "nginx static 302"),
+    ("edge", "edge cookie match, one cookie"),
+    ("python", "Python cookie match, one cookie"),
+    ("granian", "bare granian 302"),
+    ("edge_distinct", "edge cookie match, distinct browsers"),
+    ("python_distinct", "Python cookie match, distinct browsers"),
+    ("edge_hm", "google_hm through the edge"),
+    ("python_hm", "google_hm to the server"),
+)
 
 
 def machine() -> dict[str, object]:
@@ -377,6 +397,47 @@ class Row:
         }
 
 
+def edge_summary(
+    workers: int, runs: dict[str, list[WrkResult]], cpu: dict[str, list[float]]
+) -> dict[str, Any]:
+    """Medians per measured thing, the ratios of each round (same round, side by side), the
+    CPU per request of the processes answering (nginx's workers for nginx, the edge's workers
+    and the server's for the edge, the server's for the Python path), and the verdict
+    against ``EDGE_TARGET``."""
+
+    def median(key: str, attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in runs[key])
+
+    def ratios(key: str, ref: str) -> list[float]:
+        return [round(a.rps / b.rps, 3) for a, b in zip(runs[key], runs[ref], strict=True)]
+
+    summary: dict[str, Any] = {"workers": workers}
+    for key, label in EDGE_RUNS:
+        summary[key] = {
+            "label": label,
+            "rps": round(median(key, "rps")),
+            "p50_ms": round(median(key, "p50_ms"), 3),
+            "p99_ms": round(median(key, "p99_ms"), 3),
+            "non_3xx": sum(r.non_3xx for r in runs[key]),
+            "cpu_us_per_request": statistics.median(cpu[key]) if cpu[key] else None,
+            "ratio_to_nginx": [] if key.endswith("_hm") else ratios(key, "nginx"),
+        }
+    cost = [round(1 / r, 3) for r in ratios("edge_hm", "python_hm")]
+    summary["proxied_cost"] = cost
+    hm_cpu = [round(a / b, 3) for a, b in zip(cpu["edge_hm"], cpu["python_hm"], strict=True) if b]
+    summary["proxied_cpu_cost"] = hm_cpu
+    edge_ratio = statistics.median(summary["edge"]["ratio_to_nginx"])
+    missed = []
+    if edge_ratio < EDGE_TARGET["nginx"]:
+        missed.append(f"edge {edge_ratio:.2f} of nginx < {EDGE_TARGET['nginx']:.2f}")
+    if summary["edge"]["p99_ms"] > EDGE_TARGET["p99_ms"]:
+        missed.append(f"edge p99 {summary['edge']['p99_ms']} ms > {EDGE_TARGET['p99_ms']}")
+    if statistics.median(cost) > EDGE_TARGET["proxied_cost"]:
+        missed.append(f"proxied cost {statistics.median(cost):.2f} > 1.15")
+    summary["verdict"] = "met" if not missed else "missed: " + "; ".join(missed)
+    return summary
+
+
 def ceiling_summary(measured: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """Per worker count, the medians of the bare-granian runs (req/s, ratio to nginx, p99)
     and the worst max latency."""
@@ -415,6 +476,7 @@ class Bench:
         self.rows: list[Row] = []
         self.nginx_extra: list[dict[str, object]] = []
         self.ceiling: list[dict[str, Any]] = []
+        self.edge: list[dict[str, Any]] = []
         self.run_number = 0
         self.redis_db = 0
 
@@ -477,6 +539,8 @@ class Bench:
                         result = self.wrk(nginx_ports[other], ONE_COOKIE, directory)
                         self.nginx_extra.append({"nginx_workers": other, **asdict(result)})
                     self.measure_ceiling(workers, nginx_ports[ref], directory)
+            if role == "exchange" and store == self.args.stores[0]:
+                self.measure_edge(workers, service, nginx_ports[ref], directory)
         for endpoint, row in zip(endpoints, rows, strict=True):
             if row.redirects is not None:
                 print(
@@ -524,6 +588,64 @@ class Bench:
             {"workers": workers, "rps": bare.rps, "p50_ms": bare.p50_ms, "p99_ms": bare.p99_ms,
              "max_ms": bare.max_ms, "nginx_rps": ref.rps, "ratio": round(ratio, 3)}
         )  # fmt: skip
+
+    def measure_edge(
+        self, workers: int, service: Service, nginx_port: int, directory: Path
+    ) -> None:
+        """The cookie match through the edge (nginx + Lua in front of this server, as many
+        nginx workers as the reference) beside nginx's static 302, bare granian and the
+        Python path, alternating in each round; google_hm (proxied) through the edge beside
+        the same request sent to the server."""
+        if not self.args.edge:
+            return
+        runs: dict[str, list[WrkResult]] = {key: [] for key, _ in EDGE_RUNS}
+        cpu: dict[str, list[float]] = {key: [] for key, _ in EDGE_RUNS}
+        edge_nginx_cpu: dict[str, list[float]] = {key: [] for key, _ in EDGE_RUNS}
+        with (
+            servers.edge(directory, service.config, self.args.nginx_workers[0]) as edge_port,
+            servers.granian_bare(directory, workers) as bare_port,
+        ):
+            static = servers.nginx_workers(self.work / f"nginx-{self.args.nginx_workers[0]}"
+                                           / "nginx.pid")  # fmt: skip
+            edge = servers.nginx_workers(directory / f"edge-{self.args.nginx_workers[0]}"
+                                         / "logs" / "nginx.pid")  # fmt: skip
+            ports = {"nginx": nginx_port, "granian": bare_port}
+            for rnd in range(self.args.rounds):
+                for key, label in EDGE_RUNS:
+                    port = ports.get(key, edge_port if key.startswith("edge") else service.port)
+                    endpoint = (
+                        HOSTED_MATCH if key.endswith("_hm")
+                        else DISTINCT_BROWSERS if key.endswith("_distinct") else ONE_COOKIE
+                    )  # fmt: skip
+                    # whose CPU the requests use (bare granian's is not followed)
+                    pids = (
+                        static if key == "nginx"
+                        else edge + service.worker_pids() if key.startswith("edge")
+                        else service.worker_pids() if key.startswith("python") else []
+                    )  # fmt: skip
+                    before = servers.cpu_seconds(pids)
+                    nginx_before = servers.cpu_seconds(edge)
+                    result = self.wrk(port, endpoint, directory)
+                    used = servers.cpu_seconds(pids) - before
+                    runs[key].append(result)
+                    if key.startswith("edge") and result.requests:  # nginx's share of it
+                        nginx_used = servers.cpu_seconds(edge) - nginx_before
+                        edge_nginx_cpu[key].append(round(nginx_used / result.requests * 1e6, 1))
+                    per_request = used / result.requests * 1e6 if result.requests and pids else 0
+                    if pids:
+                        cpu[key].append(round(per_request, 1))
+                    print(
+                        f"   edge round {rnd + 1} {label:<40} {result.rps:>9,.0f} req/s "
+                        f"p50 {result.p50_ms:6.2f} p99 {result.p99_ms:6.2f} ms "
+                        f"cpu {per_request:6.1f} µs/req"
+                        + (f" | {result.non_3xx} non-2xx/3xx" if result.non_3xx else ""),
+                        flush=True,
+                    )
+        summary = edge_summary(workers, runs, cpu)
+        for key, used in edge_nginx_cpu.items():
+            if used:
+                summary[key]["nginx_cpu_us_per_request"] = statistics.median(used)
+        self.edge.append(summary)
 
     def run(self) -> None:
         args = self.args
@@ -687,6 +809,35 @@ def markdown(result: dict[str, Any]) -> str:
                 f"- worker_processes {e['nginx_workers']}: {e['rps']:,.0f} req/s, "
                 f"p50 {e['p50_ms']:.2f} ms, p99 {e['p99_ms']:.2f} ms"
             )
+    for edge in result.get("edge") or []:
+        lines += [
+            "",
+            f"Edge (docs/edge.md), {edge['workers']} server worker(s), nginx workers as the "
+            "reference; ratios per round, side by side. Target: the edge's cookie match "
+            f"≥ {EDGE_TARGET['nginx']:.2f} of nginx with p99 ≤ {EDGE_TARGET['p99_ms']:g} ms, "
+            f"a proxied google_hm ≤ {EDGE_TARGET['proxied_cost']:.2f}x the direct cost: "
+            f"**{edge['verdict']}**.",
+            "",
+            "| measured | req/s | p50 ms | p99 ms | CPU µs/request | ratio to nginx static "
+            "(per round) |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for key, _ in EDGE_RUNS:
+            row = edge[key]
+            ratios = ", ".join(f"{r:.2f}" for r in row["ratio_to_nginx"]) or "-"
+            used = row.get("cpu_us_per_request")
+            nginx_share = row.get("nginx_cpu_us_per_request")
+            shown = f"{used} (nginx {nginx_share})" if used and nginx_share else used or "-"
+            lines.append(
+                f"| {row['label']} | {row['rps']:,} | {row['p50_ms']} | {row['p99_ms']} "
+                f"| {shown} | {ratios} |"
+            )
+        cost = ", ".join(f"{c:.2f}" for c in edge["proxied_cost"])
+        cpu_cost = ", ".join(f"{c:.2f}" for c in edge.get("proxied_cpu_cost", []))
+        lines.append(
+            f"\nProxied google_hm cost, per round: req/s direct / through the edge {cost}; "
+            f"CPU per request through the edge (nginx + server) / direct (server) {cpu_cost}."
+        )
     soak_result = result.get("soak")
     if soak_result:
         lines += [
@@ -722,6 +873,10 @@ def main() -> None:
         "--no-ceiling", dest="ceiling", action="store_false",
         help="skip the bare-granian 302 measured after each exchange round",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-edge", dest="edge", action="store_false",
+        help="skip the edge (nginx + Lua in front of the server) measured per worker count",
+    )  # fmt: skip
     parser.add_argument("--soak", type=float, default=30.0, help="seconds; 0: no soak")
     parser.add_argument("--soak-interval", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench")
@@ -747,6 +902,7 @@ def main() -> None:
     result["nginx_extra"] = bench.nginx_extra
     result["ceiling"] = bench.ceiling
     result["ceiling_summary"] = list(ceilings.values())
+    result["edge"] = bench.edge
     result["soak"] = getattr(bench, "soak", None)
     result["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     result["elapsed_s"] = round((datetime.datetime.now().astimezone() - started).total_seconds(), 1)

@@ -110,6 +110,23 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes ``pids`` have used (from /proc; gone ones: 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def nginx_workers(pid_file: Path) -> list[int]:
+    """The worker processes of the nginx whose master wrote ``pid_file``."""
+    return children(int(pid_file.read_text().split()[0]))
+
+
 def status_kb(pid: int, name: str) -> int | None:
     """A ``kB`` field of /proc/<pid>/status (``VmRSS``, ``VmHWM``), or None if gone."""
     try:
@@ -186,6 +203,23 @@ def _serving(args: list[str], directory: Path, port: int) -> Iterator[None]:
     finally:
         stop(proc)
         log.close()
+
+
+@contextlib.contextmanager
+def edge(workdir: Path, config: Path, workers: str) -> Iterator[int]:
+    """The edge (``cookiematch edge render``: nginx + Lua) in front of the server ``config``
+    describes; yields its port."""
+    out = workdir / f"edge-{workers}"
+    port = free_port()
+    subprocess.run(
+        [sys.executable, "-m", "cookiematch", "edge", "render", "--config", str(config),
+         "--out", str(out), "--listen", f"127.0.0.1:{port}", "--workers", workers],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    conf = out / "nginx.conf"
+    args = [NGINX, "-p", str(out), "-c", str(conf), "-e", str(out / "logs" / "error.log")]
+    with _serving([*args, "-g", "daemon off;"], out, port):
+        yield port
 
 
 BARE_RSGI_APP = """\

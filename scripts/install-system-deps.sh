@@ -3,7 +3,8 @@
 # redis-server (store tests), chromium (cross-site cookie flows in a real browser), node and
 # npm (the IAB's reference encoders the consent decoders are tested against), promtool
 # (from the prometheus package: deploy/'s rules and every role's /metrics are checked with it),
-# nginx and wrk (benchmarks). Debian/Ubuntu only; elsewhere, install them by hand.
+# nginx with its Lua module (the edge: docs/edge.md; the module pulls in lua-resty-core and
+# LuaJIT), and wrk (benchmarks). Debian/Ubuntu only; elsewhere, install them by hand.
 set -euo pipefail
 
 missing=()
@@ -12,8 +13,9 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing+=(libnginx-mod-http-lua)
 if [ "${WITH_BENCH:-0}" = "1" ]; then
-  command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0

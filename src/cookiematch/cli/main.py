@@ -1,5 +1,5 @@
 """The ``cookiematch`` command: ``serve``, ``demo``, ``check-config``, ``keygen``,
-``credential``; ``store``, ``subject`` and ``dmp`` are groups of their own modules."""
+``credential``; ``store``, ``subject``, ``dmp`` and ``edge`` are groups of their own modules."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from cookiematch.cli.common import config_option, load, run
 from cookiematch.cli.conform import conform
 from cookiematch.cli.dmp import dmp
 from cookiematch.cli.dmp_segments import register as register_dmp_segments
+from cookiematch.cli.edge import edge
 from cookiematch.cli.store import store
 from cookiematch.cli.subject import subject
 from cookiematch.config import Config
@@ -230,4 +231,5 @@ main.add_command(store)
 main.add_command(subject)
 main.add_command(dmp)
 main.add_command(conform)
+main.add_command(edge)
 register_dmp_segments(dmp)  # export, segments recompute|sizes, overlap

@@ -30,9 +30,10 @@ from cookiematch.protocol.query import (
     encode_component,
 )
 
-__all__ = ["read_common_tag"]
+__all__ = ["OTHER_OPERATIONS", "read_common_tag"]
 
-_OTHER_OPERATIONS = frozenset({"google_ula", "google_hm", "google_push", "google_tc"})
+OTHER_OPERATIONS = frozenset({"google_ula", "google_hm", "google_push", "google_tc"})
+"""Operations a common-case match tag does not ask for (it is answered by the general path)."""
 _PRIVACY = frozenset(PRIVACY_PARAMS)
 
 
@@ -67,7 +68,7 @@ def read_common_tag(query: str) -> tuple[str, list[str]] | None:
                 nid = value
             elif name == "google_cm":
                 cookie_match = True
-            elif name in _OTHER_OPERATIONS:
+            elif name in OTHER_OPERATIONS:
                 return None
             continue
         if name in _PRIVACY:

@@ -74,6 +74,13 @@ class GidRedirect:
             return gid.join(shape.bare)
         return gid.join(shape.before) + "&".join(extras) + gid.join(shape.after)
 
+    def pieces(self, scheme: str) -> tuple[list[str], list[str], list[str]]:
+        """The URL for ``scheme`` ("http" or "https") split at the gid: without extras, and
+        the parts before and after the extras (what :meth:`location` joins; the edge's
+        renderer writes them out so that nginx joins the same pieces)."""
+        shape = self._https if scheme == "https" else self._http
+        return list(shape.bare), list(shape.before), list(shape.after)
+
 
 def _shape(template: RedirectTemplate, scheme: str, cver: int, extras_first: bool) -> _Shape | None:
     response = ResponseParams(gid=_GID, cver=cver)

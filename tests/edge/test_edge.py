@@ -1,0 +1,390 @@
+"""The edge (nginx + ``cookiematch_edge.lua``, written by ``cookiematch edge render``) in front
+of a real ``cookiematch serve``: for the seed vectors and for thousands of generated match
+tags, a request through the edge is answered with the status, headers and body the server
+answers it with directly; the edge answers the common case itself (its access log says no
+upstream), and proxies the rest to the server unchanged. One nginx and one server for the
+module, on free ports, nginx in its own prefix directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import http.client
+import os
+import ssl
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cookiematch.cli.main import main
+from cookiematch.config import load_config
+from cookiematch.edge.render import Rendered, render
+from cookiematch.protocol.cookies import format_browser_id
+from cookiematch.protocol.userid import UserIdCipher
+
+from conftest import free_port, port_open
+from support.configs import KEY_V1, write_exchange_config
+from support.match_tags import BUYER_TABLES, BUYERS, cookie_headers, queries, vector_cases
+from support.tools import unavailable
+
+NGINX = "/usr/sbin/nginx"
+LUA_MODULE = "/usr/lib/nginx/modules/ngx_http_lua_module.so"
+FLUSH_SECONDS = 1.2
+"""The access log is flushed every second (nginx.conf.in)."""
+HOP_HEADERS = frozenset({"date", "server", "connection", "keep-alive"})
+"""Headers each server writes for itself (nginx in front rewrites them all)."""
+# what a browser leaves unencoded in a query (the rest is percent-encoded on the wire)
+WIRE_SAFE = "&=%+;,/?:@!$'()*~._-"
+
+Headers = list[tuple[str, str]]
+Answer = tuple[int, Headers, bytes]
+
+
+@dataclass
+class Stack:
+    server_port: int
+    edge_port: int
+    rendered: Rendered
+    access_log: Path
+    config: Path
+
+
+class Client:
+    """Keep-alive connections to the server and to the edge."""
+
+    def __init__(self, tls_ports: frozenset[int] = frozenset()) -> None:
+        self._connections: dict[int, http.client.HTTPConnection] = {}
+        self._tls_ports = tls_ports
+
+    def send(self, port: int, method: str, target: str, headers: Headers) -> Answer:
+        for attempt in (0, 1):
+            connection = self._connections.get(port)
+            if connection is None:
+                if port in self._tls_ports:
+                    context = ssl.create_default_context()
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE  # the test's own self-signed certificate
+                    connection = http.client.HTTPSConnection(
+                        "127.0.0.1", port, timeout=10, context=context
+                    )
+                else:
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                self._connections[port] = connection
+            try:
+                connection.putrequest(method, target, skip_accept_encoding=True)
+                for name, value in headers:
+                    connection.putheader(name, value)
+                connection.endheaders()
+                response = connection.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                del self._connections[port]
+                if attempt:
+                    raise
+                continue
+            if response.getheader("connection", "").lower() == "close":
+                connection.close()
+                del self._connections[port]
+            kept = [
+                (name.lower(), _without_new_id(name.lower(), value))
+                for name, value in response.getheaders()
+                if name.lower() not in HOP_HEADERS
+            ]
+            return response.status, sorted(kept), body
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+
+
+def _without_new_id(name: str, value: str) -> str:
+    """A Set-Cookie without its value (the set-cookie hop draws a new browser ID each time)."""
+    return value.partition(";")[2] if name == "set-cookie" else value
+
+
+class AccessLog:
+    """The lines nginx logged since the last ``new_lines`` (flushed within a second)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        time.sleep(FLUSH_SECONDS)  # what earlier requests logged is in the file by now
+        self._seen = self._size()
+
+    def _size(self) -> int:
+        return self._path.stat().st_size if self._path.exists() else 0
+
+    def new_lines(self, expected: int) -> list[str]:
+        deadline = time.monotonic() + 5
+        while True:
+            with self._path.open("rb") as f:
+                f.seek(self._seen)
+                lines = f.read().decode().splitlines()
+            if len(lines) >= expected or time.monotonic() > deadline:
+                self._seen += sum(len(line) + 1 for line in lines)
+                return lines
+            time.sleep(0.2)
+
+
+def answered_at_edge(line: str) -> bool:
+    return line.split(" ")[2] == "-"  # $upstream_addr: no upstream
+
+
+@contextlib.contextmanager
+def running_nginx(rendered: Rendered, port: int) -> Iterator[None]:
+    """nginx with a rendered configuration, in its output directory, until the block ends."""
+    out = rendered.conf.parent
+    nginx = subprocess.Popen(
+        [NGINX, "-p", str(out), "-c", str(rendered.conf), "-e", str(out / "logs/error.log"),
+         "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not port_open("127.0.0.1", port):
+            if nginx.poll() is not None or time.monotonic() > deadline:
+                error = (out / "logs/error.log").read_text(errors="replace")
+                raise RuntimeError(f"nginx did not start: {error}")
+            time.sleep(0.05)
+        yield
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, start_module_server: object) -> Iterator[Stack]:
+    if not (os.path.exists(NGINX) and os.path.exists(LUA_MODULE)):
+        unavailable("nginx and libnginx-mod-http-lua are not installed (make system-deps)")
+    directory = tmp_path_factory.mktemp("edge")
+    port, edge_port = free_port(), free_port()
+    config = write_exchange_config(directory, port, buyers=BUYER_TABLES)
+    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config)]
+    start_module_server(argv=argv, port=port)  # type: ignore[operator]
+    out = directory / "edge"
+    rendered = render(load_config(config), out, listen=f"127.0.0.1:{edge_port}", workers="1")
+    with running_nginx(rendered, edge_port):
+        yield Stack(port, edge_port, rendered, out / "logs/access.log", config)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    c = Client()
+    yield c
+    c.close()
+
+
+def both(
+    stack: Stack,
+    client: Client,
+    method: str,
+    target: str,
+    headers: Headers,
+    *,
+    edge_port: int | None = None,
+    scheme: str = "http",
+) -> Answer:
+    """The edge's answer, checked equal to the server's (which sees what nginx adds)."""
+    edge = client.send(edge_port or stack.edge_port, method, target, headers)
+    forwarded = [*headers, ("x-forwarded-proto", scheme)]
+    direct = client.send(stack.server_port, method, target, forwarded)
+    assert edge == direct, target
+    return edge
+
+
+# --- the rendered files ---------------------------------------------------------------------
+
+
+def test_the_key_file_holds_derived_keys_only_readable_by_its_owner(stack: Stack) -> None:
+    keys = stack.rendered.keys
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    text = keys.read_text()
+    master = b"1" * 32
+    assert master.hex() not in text and KEY_V1 not in text
+    cipher = UserIdCipher({1: master})
+    assert cipher.derive_key(1, "enc", "ad_network_xyz").hex() in text
+    assert "limited" in stack.rendered.left  # under a rate: its match tags are the server's
+    assert set(stack.rendered.answered) >= set(BUYERS)
+
+
+def test_the_cli_renders_the_edge(tmp_path: Path) -> None:
+    config = write_exchange_config(tmp_path, free_port(), buyers=BUYER_TABLES)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["edge", "render", "--config", str(config), "--out", str(out), "--listen", "127.0.0.1:9"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "left to the server: limited" in result.output
+    assert {p.name for p in out.iterdir()} >= {"nginx.conf", "cookiematch_edge.lua", "edge.keys"}
+    assert "listen 127.0.0.1:9;" in (out / "nginx.conf").read_text()
+
+
+# --- same bytes -----------------------------------------------------------------------------
+
+
+def test_the_seed_vectors_through_the_edge(stack: Stack, client: Client) -> None:
+    """Each seed vector's match tag (its nid renamed to its buyer's) from a browser with a
+    cookie is answered by the edge itself, as the server answers it; over http, with the
+    vector's URL."""
+    log = AccessLog(stack.access_log)
+    browser_id = bytes(range(16))
+    cipher = UserIdCipher({1: b"1" * 32})
+    cases = vector_cases()
+    assert len(cases) >= 6
+    for i, case in enumerate(cases):
+        scheme, _, rest = case["match_tag"].partition("://")
+        query = rest.partition("?")[2].replace(f"google_nid={case['expected_tag']['nid']}", "")
+        cookie = [("cookie", f"cm_id={format_browser_id(browser_id)}")]
+        status, pairs, _ = both(stack, client, "GET", f"/pixel?google_nid=v{i}&{query}", cookie)
+        assert status == 302
+        if scheme != "http":
+            continue
+        gid = cipher.encrypt(browser_id, f"v{i}", case["response"]["cver"])
+        expected = case["expected"].replace(case["response"]["gid"], gid)
+        location = dict(pairs)["location"]
+        if case["compare"] == "exact":
+            assert location == expected, case["name"]
+        else:
+            assert sorted(location.partition("?")[2].split("&")) == sorted(
+                expected.partition("?")[2].split("&")
+            )
+    lines = log.new_lines(len(cases))
+    assert len(lines) == len(cases) and all(answered_at_edge(line) for line in lines), lines
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[str, str, Headers]:
+    common = draw(st.booleans())
+    headers = draw(cookie_headers(common))
+    if not common and draw(st.integers(0, 9)) == 0:
+        headers.append(("sec-gpc", draw(st.sampled_from(["1", "0"]))))
+    method = draw(st.sampled_from(["GET", "GET", "GET", "HEAD"]))
+    return method, "/pixel?" + quote(draw(queries(common)), safe=WIRE_SAFE), headers
+
+
+def test_generated_match_tags_through_the_edge(stack: Stack, client: Client) -> None:
+    """Thousands of generated requests (about half the common case) are answered alike; a
+    good share of them by the edge itself."""
+    log = AccessLog(stack.access_log)
+    sent = []
+
+    @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(requests())
+    def answered_alike(request: tuple[str, str, Headers]) -> None:
+        method, target, headers = request
+        both(stack, client, method, target, headers)
+        sent.append(target)
+
+    answered_alike()
+    lines = log.new_lines(len(sent))
+    assert len(lines) == len(sent)
+    at_edge = sum(answered_at_edge(line) for line in lines)
+    assert 0.1 * len(sent) < at_edge < len(sent), at_edge  # HEAD, non-ASCII extras: proxied
+
+
+def test_the_edge_answers_the_common_case_and_proxies_the_rest(
+    stack: Stack, client: Client
+) -> None:
+    """A common-case match tag is answered at the edge; a pixel-matching push, an unknown
+    buyer, a buyer under a rate, a HEAD, a privacy signal and the other routes reach the
+    server, whose answers the edge passes on unchanged."""
+    log = AccessLog(stack.access_log)
+    cookie = ("cookie", f"cm_id={format_browser_id(bytes(16))}")
+    common = "/pixel?google_nid=ad_network_xyz&google_cm&p=1"
+    assert both(stack, client, "GET", common, [cookie])[0] == 302
+    proxied = [
+        ("GET", "/pixel?google_nid=ad_network_xyz&google_hm=AAECAw", [cookie]),
+        ("GET", "/pixel?google_nid=unknown&google_cm", [cookie]),
+        ("GET", "/pixel?google_nid=limited&google_cm", [cookie]),
+        ("HEAD", common, [cookie]),
+        ("GET", common + "&gdpr=1&gdpr_consent=x", [cookie]),
+        ("GET", common, [cookie, ("sec-gpc", "1")]),
+        ("GET", common, []),
+        ("GET", "/pixel", [cookie]),
+        ("GET", "/livez", []),
+        ("GET", "/no/such/route?x=1", []),
+    ]
+    for method, target, headers in proxied:
+        both(stack, client, method, target, headers)
+    lines = log.new_lines(1 + len(proxied))  # the requests through the edge
+    assert len(lines) == 1 + len(proxied), lines
+    assert answered_at_edge(lines[0])
+    upstream = f"127.0.0.1:{stack.server_port}"
+    assert all(line.split(" ")[2] == upstream for line in lines[1:]), lines
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_at_the_edge(stack: Stack, tmp_path: Path) -> None:
+    """With TLS at the edge, the match tags are answered with the https redirect (a buyer's
+    redirect takes the request's scheme), as the server answers them when its trusted proxy
+    says X-Forwarded-Proto: https."""
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    rendered = render(
+        load_config(stack.config),
+        tmp_path / "edge",
+        listen=f"127.0.0.1:{port}",
+        workers="1",
+        tls_cert=cert,
+        tls_key=key,
+    )
+    log = AccessLog(tmp_path / "edge" / "logs" / "access.log")
+    client = Client(tls_ports=frozenset({port}))
+    cookie = [("cookie", f"cm_id={format_browser_id(bytes(range(16)))}")]
+    targets = [f"/pixel?google_nid={nid}&google_cm&p=1" for nid in BUYERS]
+    with running_nginx(rendered, port):
+        try:
+            for target in targets:
+                status, pairs, _ = both(
+                    stack, client, "GET", target, cookie, edge_port=port, scheme="https"
+                )
+                assert status == 302
+                assert dict(pairs)["location"].startswith("https://")  # the request's scheme
+        finally:
+            client.close()
+        lines = log.new_lines(len(targets))
+    assert len(lines) == len(targets) and all(answered_at_edge(line) for line in lines), lines
