@@ -36,6 +36,12 @@ state expire (``dmp/lifetimes.py``); a sketch holds hashes, no ID:
     dmpx:{<segment>:<dest>}:gone         field map  destination id of an erased browser -> erased
                                                     at: removes the next export sends
     dmpx:{<segment>:<dest>}:last         plain      JSON delivery report of the last export
+    dmpc:{<minute>:<shard>}:m            field map  dmp uid -> written at: the browsers whose
+                                                    profile an online write changed in that
+                                                    minute (change_marks.py; the analytics
+                                                    engine reloads them)
+    {dmpa}:lease                         plain      the process holding the analytics engine
+                                                    open (a lease)
 
 The member index and the export state are split into ``SHARDS`` maps by a hash of the DMP
 uid, so that a large segment spreads over a cluster and one map stays a manageable size.
@@ -110,6 +116,14 @@ def funnel_key(worker: str) -> str:
 
 def shard_of(dmp_uid: str) -> int:
     return zlib.crc32(dmp_uid.encode()) % SHARDS
+
+
+def change_mark_key(minute: int, shard: int) -> str:
+    """The browsers changed online in ``minute`` (Unix minutes) whose uid hashes to ``shard``."""
+    return f"dmpc:{{{minute}:{shard:02d}}}:m"
+
+
+ANALYTICS_LEASE_KEY = "{dmpa}:lease"
 
 
 def membership_key(dmp_uid: str) -> str:
