@@ -26,6 +26,8 @@ state expire (``dmp/lifetimes.py``); a sketch holds hashes, no ID:
     {dmps}:recompute:lease               plain      the worker running the scheduled recompute
                                                     (TTL: a lease, ``storage/lease.py``)
     {dmps}:recompute:run                 plain      JSON record of its last scheduled run
+    {dmps}:overlap                       plain      JSON: every segment pair's overlap, counted
+                                                    by the analytics engine's last recompute
     {dmp:runs}:<job>                     plain      JSON record of a job's last run: "pull:<p>",
                                                     "export:<segment>:<dest>" (dmp/schedule.py)
     {dmp:runs}:<job>:lease               plain      the worker running that job (a lease)
@@ -60,6 +62,7 @@ SHARDS = 256
 RECOMPUTE_KEY = "{dmps}:recompute"
 RECOMPUTE_LEASE_KEY = "{dmps}:recompute:lease"
 RECOMPUTE_RUN_KEY = "{dmps}:recompute:run"
+OVERLAP_KEY = "{dmps}:overlap"
 RUNS_PREFIX = "{dmp:runs}:"
 
 
