@@ -3,7 +3,9 @@
     DmpCore     what every DMP process shares (the server's workers and the CLI's ``dmp
                 ingest``, ``pull``, ``segments``, ``export``, ``overlap`` and ``subject``): the
                 store, the match table, one profile reader, the segments, the trait writes, the
-                ingestor and the access and erasure of one browser, wired to each other, and
+                ingestor, the access and erasure of one browser, the batch jobs on the analytics
+                engine (``EngineRuns``: the engine opened per job under a lease, never for a
+                worker's lifetime: DuckDB allows one writing process), wired to each other, and
                 the funnel the ingestion counts into (a CLI run writes it under a key of its
                 own when it ends, failed or not, and rolls up the keys of processes gone, so
                 ``/admin/v1/funnel`` adds it up: ``dmp/funnel_log.py``)
