@@ -40,9 +40,12 @@ from cookiematch.dmp.model import IdFormat, Partner
 from cookiematch.dmp.partner_ids import seal
 from cookiematch.protocol.pixel import TRANSPARENT_GIF
 from cookiematch.protocol.templates import SyncTemplate
+from cookiematch.roots.dmp import FUNNEL_FLUSH_SECONDS
 
 DMP_DEMO_TOKEN = "demo-dmp-admin-token"
 CLIENT = "shop"
+FUNNEL_SETTLE_SECONDS = 1.5 * FUNNEL_FLUSH_SECONDS
+"""Between two reads of the funnel: longer than a worker's wait between writes of its counts."""
 
 
 Answer = tuple[int, dict[str, str], bytes]
@@ -324,9 +327,22 @@ def run_dmp_scenario(
     if first_uid:
         profile = httpx.get(f"{admin}/admin/v1/profiles/{first_uid}", headers=auth, timeout=5)
         out(f"its profile: {profile.text}")
-    response = httpx.get(f"{admin}/admin/v1/funnel", headers=auth, timeout=5)
-    response.raise_for_status()
-    return msgspec.json.decode(response.content, type=FunnelReport)
+    return _settled_funnel(admin, auth)
+
+
+def _settled_funnel(admin: str, auth: dict[str, str], *, wait: float = 10.0) -> FunnelReport:
+    """The funnel once it stops changing: workers write their counts every second (the read
+    flushes only its own worker's), so two reads a flush apart that agree hold every count."""
+    deadline = time.monotonic() + wait
+    previous: FunnelReport | None = None
+    while True:
+        response = httpx.get(f"{admin}/admin/v1/funnel", headers=auth, timeout=5)
+        response.raise_for_status()
+        report = msgspec.json.decode(response.content, type=FunnelReport)
+        if report == previous or time.monotonic() > deadline:
+            return report
+        previous = report
+        time.sleep(FUNNEL_SETTLE_SECONDS)
 
 
 def print_funnel(report: FunnelReport, out: Callable[[str], None] = print) -> None:
