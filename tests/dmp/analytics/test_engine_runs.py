@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from cookiematch.cli.main import main
+from cookiematch.config import load_config
 from cookiematch.dmp import keys
 from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
 from cookiematch.dmp.analytics.recompute import recompute
@@ -35,8 +36,9 @@ from cookiematch.dmp.subjects import DmpSubjects
 from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.schema import TraitCatalog
 from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore
-from cookiematch.errors import Busy
+from cookiematch.errors import Busy, ConfigError
 from cookiematch.protocol.cookies import format_browser_id
+from cookiematch.roots.dmp import open_core
 from cookiematch.storage import Store, connect_store
 
 from ..helpers import FakeClock
@@ -280,3 +282,45 @@ async def _seed_profiles(path: Path) -> None:
         updates[uid] = update
     await traits.apply(updates)
     await store.close()
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "off"])
+async def test_the_composition_root_builds_the_configured_engine(
+    tmp_path: Path, engine: str
+) -> None:
+    config = tmp_path / "dmp.toml"
+    config.write_text(
+        f"""
+[store]
+url = "sqlite://dmp.db"
+
+[dmp]
+[[dmp.segments]]
+id = "shoes"
+rule = {{ attribute = "tags", op = "in", value = ["shoes"] }}
+
+[dmp.analytics]
+engine = "{engine}"
+"""
+    )
+    await _seed_profiles(tmp_path / "dmp.db")
+    async with open_core(load_config(config)) as core:
+        report = await core.recompute()
+        assert report.sizes == {"shoes": 2}
+        file = tmp_path / "var" / "dmp-analytics.duckdb"
+        if engine == "off":
+            assert core.analytics is None and not file.exists()
+            assert report.sketches  # the per-profile recompute's
+        else:
+            assert core.analytics is not None and file.is_file()
+            assert not await core.store.get(keys.ANALYTICS_LEASE_KEY)  # released
+            counted = await core.segments.counted()
+            assert counted.sizes == {"segment:shoes": 2} and counted.population == 3
+
+
+def test_an_unknown_engine_is_refused_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "dmp.toml"
+    config.write_text('[dmp]\n[dmp.analytics]\nengine = "oracle"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert "dmp.analytics.engine" in str(caught.value)
