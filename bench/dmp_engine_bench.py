@@ -14,7 +14,11 @@ second one (nothing changes), and the exact overlap of every pair of segments.
 ``--compare`` populates SQLite (as ``--from-store``) and, after the engine wrote its
 memberships there, runs the per-profile recompute (``SegmentUpdater``) on the same store in
 the same run: it must find nothing to change (the same memberships), and its time is the old
-path's recompute without changes. One process; peak RSS from ``getrusage``.
+path's recompute without changes. Then 1% of the profiles are written online (a trait write,
+which marks them changed: ``dmp/change_marks.py``) and the scheduled recompute's work runs on
+the engine (``refresh.py`` reloads the marked profiles only, then the SQL and the diff), beside
+the per-profile recompute of the same changes on the same store. One process; peak RSS from
+``getrusage``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from bench.dmp_segments_bench import NOW, SEGMENTS, populate, profile_maps, uid_
 from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine  # noqa: E402
 from cookiematch.dmp.analytics.load import LoadContext, load_profiles, profile_rows  # noqa: E402
 from cookiematch.dmp.analytics.recompute import recompute  # noqa: E402
+from cookiematch.dmp.analytics.refresh import LOADED_THROUGH, refresh  # noqa: E402
 from cookiematch.dmp.analytics.rows import ProfileRows  # noqa: E402
 from cookiematch.dmp.analytics.settings import AnalyticsSettings  # noqa: E402
 from cookiematch.dmp.lifetimes import MEMBERSHIP_TTL  # noqa: E402
@@ -44,7 +49,8 @@ from cookiematch.dmp.segments.membership import Memberships  # noqa: E402
 from cookiematch.dmp.segments.source import split_profile_key  # noqa: E402
 from cookiematch.dmp.traits.reader import ProfileReader  # noqa: E402
 from cookiematch.dmp.traits.schema import TraitCatalog  # noqa: E402
-from cookiematch.storage import Durability, open_store  # noqa: E402
+from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore  # noqa: E402
+from cookiematch.storage import Durability, Store, open_store  # noqa: E402
 
 CHUNK = 20_000  # profiles appended to the engine at a time
 
@@ -93,6 +99,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
         figures["loaded"] = sum(len(c) for c in chunks)
         del chunks
     figures["load_s"] = time.perf_counter() - started
+    engine.set_checkpoint(LOADED_THROUGH, NOW)  # as a refresh at NOW would leave it
     memberships = Memberships(store)
 
     started = time.perf_counter()
@@ -121,8 +128,38 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
         old = await updater.recompute(sketches=False)
         figures.update(old_second_s=old.seconds, old_changes=old.joined + old.left)
         figures["old_sizes"] = sum(old.sizes.values())
+        await online_changes(args, store, settings, updater, figures)
     await store.close()
     return figures
+
+
+async def online_changes(
+    args: argparse.Namespace,
+    store: Store,
+    settings: AnalyticsSettings,
+    updater: SegmentUpdater,
+    figures: dict[str, float],
+) -> None:
+    """1% of the profiles written online, then each path's recompute of the change."""
+    later = NOW + 60
+    changed = [uid_of(i) for i in range(0, args.profiles, 100)]
+    updates: dict[str, ProfileUpdate] = {}
+    for uid in changed:
+        update = ProfileUpdate("bench")
+        update.merge({"tier": "gold"}, (), {("purchase", int(later))})
+        updates[uid] = update
+    await TraitStore(store, TraitCatalog(), clock=lambda: later).apply(updates)
+    engine = DuckDBEngine(settings)
+    context = LoadContext(later + 60, TraitCatalog(), MEMBERSHIP_TTL)
+    started = time.perf_counter()
+    found = await refresh(store, engine, context)
+    done = await recompute(engine, SEGMENTS, Memberships(store), context.now)
+    figures["incremental_s"] = time.perf_counter() - started
+    figures.update(reloaded=found.profiles, incremental_changes=done.joined + done.left)
+    engine.close()
+    updater = SegmentUpdater(store, SEGMENTS, updater._source, clock=lambda: context.now)
+    old = await updater.recompute(sketches=False)  # at the same time: nothing left to write
+    figures.update(old_incremental_s=old.seconds, old_after_engine=old.joined + old.left)
 
 
 def report(args: argparse.Namespace, figures: dict[str, float]) -> None:
@@ -144,6 +181,11 @@ def report(args: argparse.Namespace, figures: dict[str, float]) -> None:
         ("old path: recompute, no change (s)", "old_second_s", "{:.1f}"),
         ("old path: changes it found", "old_changes", "{:,.0f}"),
         ("old path: memberships", "old_sizes", "{:,.0f}"),
+        ("1% written online: profiles reloaded", "reloaded", "{:,.0f}"),
+        ("  engine: refresh + recompute (s)", "incremental_s", "{:.2f}"),
+        ("  changes written", "incremental_changes", "{:,.0f}"),
+        ("  old path: recompute (s)", "old_incremental_s", "{:.1f}"),
+        ("  old path: changes left to write", "old_after_engine", "{:,.0f}"),
     ]
     for label, key, fmt in rows:
         if key in figures:
@@ -152,6 +194,9 @@ def report(args: argparse.Namespace, figures: dict[str, float]) -> None:
         print(f"recompute time old/engine: {figures['old_second_s'] / figures['second_s']:.1f}")
         same = figures["old_changes"] == 0 and figures["old_sizes"] == figures["sizes"]
         print(f"same memberships: {'yes' if same else 'NO'}")
+    if figures.get("incremental_s"):
+        ratio = figures["old_incremental_s"] / figures["incremental_s"]
+        print(f"after 1% online writes, recompute time old/engine: {ratio:.1f}")
 
 
 def main() -> None:

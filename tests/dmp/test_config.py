@@ -143,7 +143,7 @@ def test_env_override_of_the_admin_token(tmp_path: Path) -> None:
 
 def test_recompute_interval(tmp_path: Path) -> None:
     """Default hourly; 0 switches the schedule off; the environment can override it."""
-    assert load(tmp_path, BASE).dmp.recompute_interval_minutes == 60  # type: ignore[attr-defined]
+    assert load(tmp_path, BASE).dmp.recompute_interval_minutes == 5  # type: ignore[attr-defined]
     off = BASE.replace("[dmp]", "[dmp]\nrecompute_interval_minutes = 0", 1)
     assert load(tmp_path, off).dmp.recompute_interval_minutes == 0  # type: ignore[attr-defined]
     path = tmp_path / "dmp.toml"

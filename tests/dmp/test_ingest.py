@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.dmp import keys
+from cookiematch.dmp.change_marks import mark_writes
 from cookiematch.dmp.consent import RequestConsent
 from cookiematch.dmp.ingest import Ingestor, bulk_gc
 from cookiematch.dmp.ingest.pipeline import CONSENT_REASON
@@ -330,8 +331,10 @@ async def test_later_batches_win_and_each_profile_is_written_once_at_the_end(
     report = await ingestor.ingest("analytics", data, hold_profiles=hold)  # 1: spilled each time
     assert report.accepted == 5 and report.profiles == 1
     assert (await service.profile_reader.snapshot("d1")).attributes == {"tier": "bronze"}
-    # one look-up (A-1 is remembered for the run), then one write of the merged profile
-    assert calls == ["read", "write " + keys.traits_key("d1")]
+    # one look-up (A-1 is remembered for the run), then one write of the merged profile, its
+    # change mark for the analytics engine in the same write
+    (mark,) = (key for key, _, _ in mark_writes(["d1"], clock()))
+    assert calls == ["read", "write " + ",".join(sorted([keys.traits_key("d1"), mark]))]
 
 
 async def test_a_synced_uid_is_looked_up_once_per_run_an_unsynced_one_each_batch(

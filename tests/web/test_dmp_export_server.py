@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from cookiematch.cli.dmp_segments import export, overlap, segments
+from cookiematch.dmp.change_marks import mark_writes
 from cookiematch.dmp.exports import signing
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.exchange import keys as exchange_keys
@@ -220,10 +221,12 @@ batch_size = 20
 
     assert all(found is not None for found in asyncio.run(memberships()))
 
-    # The browser leaves the segment (its DSP sync is gone): the next export removes it.
+    # The browser leaves the segment (its DSP sync is gone, marked changed as the DMP's writers
+    # mark it for the analytics engine): the next export removes it.
     async def unsync() -> None:
         store = open_store(f"sqlite:///{tmp_path / 'dmp.db'}")
         await store.delete("dmp:{uid000}:p")
+        await store.hset_many(mark_writes(["uid000"], time.time()))
         await store.close()
 
     asyncio.run(unsync())

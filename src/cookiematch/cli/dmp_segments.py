@@ -1,5 +1,6 @@
 """``cookiematch dmp`` commands for segments: ``export``, ``segments recompute``,
-``segments sizes``, ``overlap``. ``register(group)`` adds them to the ``dmp`` group."""
+``segments sizes``, ``overlap``, ``migrate-to-engine``. ``register(group)`` adds them to the
+``dmp`` group."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cookiematch.dmp.exports import Mode
 from cookiematch.dmp.overlap import STD_DEVS, Audiences, PairOverlap
 from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments.service import SegmentService
+from cookiematch.dmp.segments.updater import RecomputeReport
 from cookiematch.roots.dmp import open_core
 from cookiematch.web.outbound import PartnerTransport
 
@@ -87,15 +89,44 @@ def segments() -> None:
 
 @segments.command("recompute")
 @config_option
-@click.option("--no-sketches", is_flag=True, help="Skip the theta sketches of the audiences.")
+@click.option(
+    "--no-sketches",
+    is_flag=True,
+    help="Skip the theta sketches of the audiences (per-profile recompute only).",
+)
 def recompute(config_file: Path, no_sketches: bool) -> None:
-    """Evaluate every profile against every segment; write what changed."""
+    """Evaluate every profile against every segment; write what changed (on the analytics
+    engine, the profiles changed since its last run reloaded first)."""
 
-    async def work() -> object:
-        async with open_segments(config_file) as service:
-            return await service.recompute(sketches=not no_sketches, progress=_Progress())
+    async def work() -> RecomputeReport:
+        config, _ = load_dmp(config_file)
+        async with open_core(config) as core:
+            if core.analytics is not None:
+                return await core.recompute()
+            return await core.segments.recompute(sketches=not no_sketches, progress=_Progress())
 
-    report = run(work)
+    _print_recompute(run(work))
+
+
+@click.command("migrate-to-engine")
+@config_option
+def migrate_to_engine(config_file: Path) -> None:
+    """Load every profile of the key-value store into the analytics engine ([dmp.analytics]),
+    replacing what it held; then recompute the segments on it and write what changed."""
+
+    async def work() -> tuple[int, RecomputeReport]:
+        config, _ = load_dmp(config_file)
+        async with open_core(config) as core:
+            if core.analytics is None:
+                raise click.UsageError('[dmp.analytics] engine is "off"')
+            return await core.analytics.migrate(list(core.segments.segments.values()))
+
+    loaded, report = run(work)
+    click.echo(f"{loaded} profiles loaded into the analytics engine")
+    _print_recompute(report)
+
+
+def _print_recompute(report: RecomputeReport) -> None:
     data = msgspec.to_builtins(report)
     rate = data["profiles"] / data["seconds"] if data["seconds"] else 0.0
     click.echo(
@@ -167,3 +198,4 @@ def register(group: click.Group) -> None:
     group.add_command(export)
     group.add_command(segments)
     group.add_command(overlap)
+    group.add_command(migrate_to_engine)

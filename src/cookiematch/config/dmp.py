@@ -222,6 +222,10 @@ class DmpIngestConfig(Table, frozen=True):
 class DmpAnalyticsConfig(Table, frozen=True):
     """``[dmp.analytics]``: the analytics engine of the batch half (``dmp/analytics/``)."""
 
+    # "duckdb": the scheduled recompute, the CLI's recompute and exact overlap run on it;
+    # "off": they run per profile on the key-value store
+    engine: Literal["duckdb", "off"] = "duckdb"
+
     # the database file; relative: to the configuration file's directory
     path: Annotated[str, msgspec.Meta(min_length=1)] = "var/dmp-analytics.duckdb"
     # past this the engine spills to temp_directory (None: <path>.tmp)
@@ -264,7 +268,8 @@ class DmpConfig(Table, frozen=True):
     ingest: DmpIngestConfig = DmpIngestConfig()
     segments: tuple[DmpSegmentConfig, ...] = ()  # config/dmp_segments.py
     # The server recomputes every segment this long after the last recompute; 0: never.
-    recompute_interval_minutes: Annotated[int, msgspec.Meta(ge=0, le=MAX_RECOMPUTE_MINUTES)] = 60
+    # On the analytics engine a recompute reloads only the profiles changed since the last.
+    recompute_interval_minutes: Annotated[int, msgspec.Meta(ge=0, le=MAX_RECOMPUTE_MINUTES)] = 5
     destinations: tuple[DmpDestinationConfig, ...] = ()
     # The one directory a ``file`` destination set through the admin API may write into (an
     # absolute path); None: such destinations come from this file only (the API refuses them).

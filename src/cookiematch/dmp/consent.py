@@ -24,6 +24,7 @@ import msgspec
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.dmp import keys
+from cookiematch.dmp.change_marks import mark_writes
 from cookiematch.privacy.policy import Decision
 from cookiematch.privacy.signals import ConsentSignals
 from cookiematch.protocol.privacy import PrivacySignals
@@ -169,7 +170,9 @@ class ConsentMarks:
             if not allowed or last_updated is not None
         }
         if fields:
-            await self._store.hset(keys.consent_key(dmp_uid), fields, ttl=self._ttl)
+            await self._store.hset_many(
+                [(keys.consent_key(dmp_uid), fields, self._ttl), *mark_writes([dmp_uid], now)]
+            )
 
     async def get(self, dmp_uid: str) -> ProfileConsent:
         host: ConsentMark | None = None

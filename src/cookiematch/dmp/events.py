@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import msgspec
 
 from cookiematch.dmp import keys
+from cookiematch.dmp.change_marks import mark_writes
 from cookiematch.errors import QueryError
 from cookiematch.storage.base import Store
 
@@ -107,7 +108,9 @@ class EventLog:
             await self._make_room(key)
         else:
             tally = EventTally(previous.count + 1, previous.first, now)
-        await self._store.hset(key, {field: msgspec.json.encode(tally)}, ttl=self._ttl)
+        await self._store.hset_many(
+            [(key, {field: msgspec.json.encode(tally)}, self._ttl), *mark_writes([dmp_uid], now)]
+        )
 
     async def _make_room(self, key: str) -> None:
         existing = await self._store.hgetall(key)

@@ -26,6 +26,8 @@ state expire (``dmp/lifetimes.py``); a sketch holds hashes, no ID:
     {dmps}:recompute:lease               plain      the worker running the scheduled recompute
                                                     (TTL: a lease, ``storage/lease.py``)
     {dmps}:recompute:run                 plain      JSON record of its last scheduled run
+    {dmps}:overlap                       plain      JSON: every segment pair's overlap, counted
+                                                    by the analytics engine's last recompute
     {dmp:runs}:<job>                     plain      JSON record of a job's last run: "pull:<p>",
                                                     "export:<segment>:<dest>" (dmp/schedule.py)
     {dmp:runs}:<job>:lease               plain      the worker running that job (a lease)
@@ -36,6 +38,12 @@ state expire (``dmp/lifetimes.py``); a sketch holds hashes, no ID:
     dmpx:{<segment>:<dest>}:gone         field map  destination id of an erased browser -> erased
                                                     at: removes the next export sends
     dmpx:{<segment>:<dest>}:last         plain      JSON delivery report of the last export
+    dmpc:{<minute>:<shard>}:m            field map  dmp uid -> written at: the browsers whose
+                                                    profile an online write changed in that
+                                                    minute (change_marks.py; the analytics
+                                                    engine reloads them)
+    {dmpa}:lease                         plain      the process holding the analytics engine
+                                                    open (a lease)
 
 The member index and the export state are split into ``SHARDS`` maps by a hash of the DMP
 uid, so that a large segment spreads over a cluster and one map stays a manageable size.
@@ -54,6 +62,7 @@ SHARDS = 256
 RECOMPUTE_KEY = "{dmps}:recompute"
 RECOMPUTE_LEASE_KEY = "{dmps}:recompute:lease"
 RECOMPUTE_RUN_KEY = "{dmps}:recompute:run"
+OVERLAP_KEY = "{dmps}:overlap"
 RUNS_PREFIX = "{dmp:runs}:"
 
 
@@ -110,6 +119,14 @@ def funnel_key(worker: str) -> str:
 
 def shard_of(dmp_uid: str) -> int:
     return zlib.crc32(dmp_uid.encode()) % SHARDS
+
+
+def change_mark_key(minute: int, shard: int) -> str:
+    """The browsers changed online in ``minute`` (Unix minutes) whose uid hashes to ``shard``."""
+    return f"dmpc:{{{minute}:{shard:02d}}}:m"
+
+
+ANALYTICS_LEASE_KEY = "{dmpa}:lease"
 
 
 def membership_key(dmp_uid: str) -> str:

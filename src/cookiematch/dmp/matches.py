@@ -7,6 +7,7 @@ import asyncio
 import msgspec
 
 from cookiematch.dmp import keys
+from cookiematch.dmp.change_marks import mark_writes
 from cookiematch.storage.base import Store
 
 
@@ -50,8 +51,11 @@ class MatchTable:
         key = keys.partners_key(dmp_uid)
         previous = await self._store.hget(key, partner_id)
         writes = [
-            self._store.hset(
-                key, {partner_id: _encode(PartnerMatch(partner_uid, now))}, ttl=self._ttl
+            self._store.hset_many(
+                [
+                    (key, {partner_id: _encode(PartnerMatch(partner_uid, now))}, self._ttl),
+                    *mark_writes([dmp_uid], now),  # the profile changed (change_marks.py)
+                ]
             ),
             self._store.set(
                 keys.reverse_key(partner_id, partner_uid),

@@ -8,12 +8,13 @@ For two audiences A and B of a population of N profiles:
     affinity   (|A ∩ B| / |A|) / (|B| / N): how much likelier a member of A is to be in B than
                an average profile (1.0: no affinity; 3.0: three times as likely)
 
-Exact at small scale (sets of DMP uids). At large scale with Apache DataSketches theta
-sketches (``datasketches``): each audience keeps at most k = 2^lg_k hashes (lg_k 12: 4096, ~32
-KiB serialized); an estimate's relative standard error is about 1/sqrt(k) (1.6 % for lg_k 12)
-and every figure is given with its bounds at ``STD_DEVS`` standard deviations (~95 %). An
-intersection's error is relative to the union of the two, so a small overlap of two large
-audiences is the least precise figure.
+Exact at small scale (sets of DMP uids), or counted in SQL by the analytics engine for segments
+(``CountedAudiences``: every pair's figures of the last recompute). At large scale with
+Apache DataSketches theta sketches (``datasketches``): each audience keeps at most k = 2^lg_k
+hashes (lg_k 12: 4096, ~32 KiB serialized); an estimate's relative standard error is about
+1/sqrt(k) (1.6 % for lg_k 12) and every figure is given with its bounds at ``STD_DEVS``
+standard deviations (~95 %). An intersection's error is relative to the union of the two, so a
+small overlap of two large audiences is the least precise figure.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import datasketches
+import msgspec
 
 LG_K = 12
 STD_DEVS = 2  # bounds at ~95.4 %
@@ -212,7 +214,49 @@ class SketchAudiences:
         return loaded
 
 
-Audiences = ExactAudiences | SketchAudiences
+class CountedAudiences(msgspec.Struct, frozen=True):
+    """Segment audiences counted elsewhere, exactly (the analytics engine's recompute, in SQL):
+    the population, each audience's size and the overlap of every pair (``a < b``)."""
+
+    population: int
+    sizes: dict[str, int]
+    pairs: list[tuple[str, str, int]]
+
+    exact: ClassVar[bool] = True
+
+    def names(self) -> list[str]:
+        return sorted(self.sizes)
+
+    def population_size(self) -> Estimate:
+        return Estimate.exact(self.population)
+
+    def error_bound(self) -> float | None:
+        return None
+
+    def size(self, name: str) -> Estimate:
+        return Estimate.exact(self.sizes.get(name, 0))
+
+    def pair(self, a: str, b: str) -> PairOverlap:
+        both = {(x, y): n for x, y, n in self.pairs}.get((min(a, b), max(a, b)), 0)
+        size_a, size_b = self.sizes.get(a, 0), self.sizes.get(b, 0)
+        return PairOverlap(
+            a, b, Estimate.exact(size_a), Estimate.exact(size_b), Estimate.exact(both),
+            Estimate.exact(size_a + size_b - both), Estimate.exact(self.population),
+        )  # fmt: skip
+
+    @classmethod
+    def of(
+        cls, sizes: Mapping[str, int], pairs: Iterable[PairOverlap], population: int
+    ) -> CountedAudiences:
+        """From each segment's size and every pair (segment ids; ``segment:<id>`` here)."""
+        found: list[tuple[str, str, int]] = []
+        for p in pairs:
+            a, b = segment_audience(p.a), segment_audience(p.b)
+            found.append((min(a, b), max(a, b), int(p.both.value)))
+        return cls(population, {segment_audience(s): n for s, n in sizes.items()}, found)
+
+
+Audiences = ExactAudiences | SketchAudiences | CountedAudiences
 
 
 def overlaps(

@@ -37,6 +37,7 @@ import msgspec
 
 from cookiematch.clock import Clock
 from cookiematch.dmp import keys
+from cookiematch.dmp.change_marks import mark_writes
 from cookiematch.dmp.ingest.records import uid_ok
 from cookiematch.dmp.matches import MatchTable, PartnerMatch
 from cookiematch.dmp.segment_exports import SegmentExports
@@ -242,6 +243,7 @@ class DmpSubjects:
                 fields = await self._store.hgetall(key(uid))
             await self._store.delete(key(uid))
             erased[kind] += len(fields)
+        await self._store.hset_many(mark_writes([uid], now))  # the engine forgets it too
         return notified
 
     async def _erase_partner_id(

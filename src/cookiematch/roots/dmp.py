@@ -3,7 +3,9 @@
     DmpCore     what every DMP process shares (the server's workers and the CLI's ``dmp
                 ingest``, ``pull``, ``segments``, ``export``, ``overlap`` and ``subject``): the
                 store, the match table, one profile reader, the segments, the trait writes, the
-                ingestor and the access and erasure of one browser, wired to each other, and
+                ingestor, the access and erasure of one browser, the batch jobs on the analytics
+                engine (``EngineRuns``: the engine opened per job under a lease, never for a
+                worker's lifetime: DuckDB allows one writing process), wired to each other, and
                 the funnel the ingestion counts into (a CLI run writes it under a key of its
                 own when it ends, failed or not, and rolls up the keys of processes gone, so
                 ``/admin/v1/funnel`` adds it up: ``dmp/funnel_log.py``)
@@ -34,6 +36,9 @@ from dataclasses import dataclass
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.config import Config
 from cookiematch.config.dmp import DmpConfig
+from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
+from cookiematch.dmp.analytics.engine import AnalyticsEngine
+from cookiematch.dmp.analytics.runs import EngineRuns, OpenEngine
 from cookiematch.dmp.funnel import Funnel
 from cookiematch.dmp.funnel_log import FunnelLog, roll_up
 from cookiematch.dmp.ingest import Ingestor, build_ingestor
@@ -44,6 +49,7 @@ from cookiematch.dmp.segments.membership import Memberships
 from cookiematch.dmp.segments.schedule import RECOMPUTE_JOB
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.segments.source import StoredProfiles
+from cookiematch.dmp.segments.updater import RecomputeReport
 from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.subjects import DmpSubjects
 from cookiematch.dmp.traits.reader import ProfileReader
@@ -111,7 +117,16 @@ class DmpCore:
     ingestor: Ingestor
     subjects: DmpSubjects  # the admin API's, the opt-out page's and the CLI's
     funnel: Funnel  # ingestion outcomes and applied pending records are counted here
+    # the batch jobs on the analytics engine (None: ``[dmp.analytics] engine = "off"``); it
+    # opens the engine per job, under a lease, never for the process's lifetime
+    analytics: EngineRuns | None = None
     funnel_log: FunnelLog | None = None  # a CLI run's (``open_core``); a server worker has its own
+
+    async def recompute(self) -> RecomputeReport:
+        """Every segment recomputed: on the analytics engine, else per profile."""
+        if self.analytics is None:
+            return await self.segments.recompute()
+        return await self.analytics.recompute(list(self.segments.segments.values()))
 
     def replace(self, dmp: DmpConfig) -> None:
         """Serve the segments, destinations and partners ``dmp`` holds now (changed through
@@ -122,21 +137,50 @@ class DmpCore:
         self.subjects.replace_partners(p.id for p in dmp.partners)
 
 
+def engine_opener(dmp: DmpConfig) -> OpenEngine | None:
+    """What opens the configured analytics engine (None: it is off). Opening is left to the
+    job that needs it (``EngineRuns``): DuckDB allows one writing process per file."""
+    analytics = dmp.analytics
+    if analytics.engine == "off":
+        return None
+    settings = analytics.to_model()
+    max_events = dmp.trait_catalog().max_events_per_name
+
+    def open_engine() -> AnalyticsEngine:
+        return DuckDBEngine(settings, max_events_per_name=max_events)
+
+    return open_engine
+
+
 def build_core(
-    dmp: DmpConfig, store: Store, *, clock: Clock = time.time, funnel: Funnel | None = None
+    dmp: DmpConfig,
+    store: Store,
+    *,
+    clock: Clock = time.time,
+    funnel: Funnel | None = None,
+    holder: str | None = None,
 ) -> DmpCore:
-    """Every shared DMP object over ``store``, each built once (``funnel``: the worker's)."""
+    """Every shared DMP object over ``store``, each built once (``funnel``: the worker's;
+    ``holder``: the process's name on the engine's lease)."""
     funnel = Funnel() if funnel is None else funnel
     catalog = dmp.trait_catalog()
     matches = MatchTable(store, dmp.match_ttl_days * SECONDS_PER_DAY)
     reader = ProfileReader(store, max_events_per_name=catalog.max_events_per_name, clock=clock)
+    memberships = Memberships(store, dmp.membership_ttl())
+    open_engine = engine_opener(dmp)
     segments = SegmentService(
         store,
         [s.to_model() for s in dmp.segments],
         StoredProfiles(store, reader.build, ProfileReader.SUFFIXES),
-        memberships=Memberships(store, dmp.membership_ttl()),
+        memberships=memberships,
         clock=clock,
+        counted_overlap=open_engine is not None,
     )
+    analytics = None
+    if open_engine is not None:
+        analytics = EngineRuns(
+            open_engine, store, memberships, catalog, holder=holder or worker_name(), clock=clock
+        )
     exports = SegmentExports(
         store, [s.id for s in dmp.segments], [d.to_model() for d in dmp.destinations], matches,
         state_ttl=dmp.export_state_ttl(), clock=clock,
@@ -148,7 +192,9 @@ def build_core(
         funnel=funnel,
     )  # fmt: skip
     subjects = DmpSubjects(store, matches, exports, [p.id for p in dmp.partners], clock=clock)
-    return DmpCore(store, matches, reader, segments, exports, traits, ingestor, subjects, funnel)
+    return DmpCore(
+        store, matches, reader, segments, exports, traits, ingestor, subjects, funnel, analytics
+    )
 
 
 def subject_data(config: Config, store: Store) -> SubjectData:
@@ -224,11 +270,12 @@ class DmpServer(RoleServer):
     async def build(self, store: Store) -> None:
         dmp, app = self.dmp, self.app
         funnel = Funnel(funnel_counts())  # the worker's one funnel, added up by /metrics
-        core = self.core = build_core(dmp, store, funnel=funnel)  # batches: recompute, ...
+        worker = worker_name()
+        # batches: recompute, ...
+        core = self.core = build_core(dmp, store, funnel=funnel, holder=worker)
         browsers = build_core(dmp, self.requests, funnel=funnel)  # behind the deadlines
         admin_core = build_core(dmp, self.admin, funnel=funnel)
         subjects = admin_core.subjects
-        worker = worker_name()
         service = self.service = DmpService(
             self.requests,
             dmp.settings(),
@@ -262,6 +309,7 @@ class DmpServer(RoleServer):
         jobs = DmpJobs(
             definitions, store, segments=core.segments, exports=core.exports,
             ingestor=core.ingestor, transport=transport, exports_transport=transport,
+            recompute_run=None if core.analytics is None else core.recompute,
         )  # fmt: skip
         schedules = self.schedules = ScheduleSet(jobs.jobs, self.admin, holder=worker)
 

@@ -16,6 +16,7 @@ from cookiematch.dmp.analytics.rules_sql import DUCKDB, compile_rule
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
 from cookiematch.dmp.analytics.tables import (
     ATTRIBUTES,
+    CHECKPOINTS,
     CONSENT,
     EVENTS,
     EXPOSURES,
@@ -206,7 +207,13 @@ class DuckDBEngine:
             raise
 
     def replace(self, profiles: Sequence[ProfileRows]) -> None:
-        ids = [p.dmp_uid for p in profiles]
+        self.remove([p.dmp_uid for p in profiles])
+        self.append(profiles)
+
+    def remove(self, dmp_uids: Sequence[str]) -> None:
+        ids = list(dmp_uids)
+        if not ids:
+            return
         self._db.execute("BEGIN")
         try:
             for table in PROFILE_TABLES:
@@ -218,7 +225,17 @@ class DuckDBEngine:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        self.append(profiles)
+
+    def checkpoint(self, name: str) -> float | None:
+        row = self._db.execute(
+            f"SELECT done_at FROM {CHECKPOINTS} WHERE name = $1", [name]
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    def set_checkpoint(self, name: str, at: float) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO {CHECKPOINTS} (name, done_at) VALUES ($1, $2)", [name, at]
+        )
 
     def profile_count(self) -> int:
         return self._count(f"SELECT count(*) FROM {PROFILES}")

@@ -38,6 +38,14 @@ class AnalyticsEngine(Protocol):
     def replace(self, profiles: Sequence[ProfileRows]) -> None:
         """Add profiles, replacing whatever the engine held for the same browsers."""
 
+    def remove(self, dmp_uids: Sequence[str]) -> None:
+        """Forget these browsers' profiles (erased, or lapsed in the key-value store)."""
+
+    def checkpoint(self, name: str) -> float | None:
+        """The time last recorded under ``name`` (None: never), kept with the profiles."""
+
+    def set_checkpoint(self, name: str, at: float) -> None: ...
+
     def profile_count(self) -> int:
         """Profiles held, lapsed or not."""
 

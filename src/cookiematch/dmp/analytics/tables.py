@@ -13,6 +13,9 @@ Stored (one row per value, ``expires_at`` in Unix seconds, NULL for never)::
     consent      (profile, party, decided_at, tc_last_updated, refused, expires_at)
     memberships  (profile, segment, joined_at, written_at)
                                                        what the key-value store holds
+    checkpoints  (name, done_at)                       when the engine last did something
+                                                       (``refresh.py``: profiles loaded
+                                                       through ``done_at``)
 
 Live at ``now`` (temporary tables the engine fills before evaluating rules, ``LIVE_AT``): the
 rows not lapsed, events deduplicated and cut to the newest ``max_events_per_name`` of each
@@ -28,6 +31,7 @@ EXPOSURES = "exposures"
 SYNCS = "syncs"
 CONSENT = "consent"
 MEMBERSHIPS = "memberships"
+CHECKPOINTS = "checkpoints"
 
 LIVE_PROFILES = "live_profiles"
 LIVE_ATTRIBUTES = "live_attributes"
@@ -61,6 +65,7 @@ CREATE TABLE IF NOT EXISTS {CONSENT} (
 CREATE TABLE IF NOT EXISTS {MEMBERSHIPS} (
     profile VARCHAR NOT NULL, segment VARCHAR NOT NULL, joined_at DOUBLE NOT NULL,
     written_at DOUBLE);
+CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (name VARCHAR PRIMARY KEY, done_at DOUBLE NOT NULL);
 """
 
 _LIVE = "(expires_at IS NULL OR expires_at > $now)"

@@ -6,11 +6,13 @@ recompute run by the CLI counts, and a restart does not recompute at once after 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from cookiematch.clock import Clock
 from cookiematch.dmp.keys import RECOMPUTE_LEASE_KEY, RECOMPUTE_RUN_KEY
 from cookiematch.dmp.schedule import LEASE_SECONDS, TICK_SECONDS, Counts, Job, Schedule
 from cookiematch.dmp.segments.service import SegmentService
+from cookiematch.dmp.segments.updater import RecomputeReport
 from cookiematch.storage.base import Store
 
 __all__ = ["RECOMPUTE_JOB", "RecomputeSchedule", "recompute_job"]
@@ -18,11 +20,17 @@ __all__ = ["RECOMPUTE_JOB", "RecomputeSchedule", "recompute_job"]
 RECOMPUTE_JOB = "recompute"
 
 
-def recompute_job(segments: SegmentService, interval: float) -> Job:
-    """Every segment recomputed, every ``interval`` seconds."""
+def recompute_job(
+    segments: SegmentService,
+    interval: float,
+    *,
+    run: Callable[[], Awaitable[RecomputeReport]] | None = None,
+) -> Job:
+    """Every segment recomputed, every ``interval`` seconds: by ``run`` (the analytics
+    engine's recompute, ``roots/dmp.py``), else per profile by ``segments``."""
 
     async def work() -> Counts:
-        report = await segments.recompute()
+        report = await (run or segments.recompute)()
         return {"profiles": report.profiles, "joined": report.joined, "left": report.left,
                 "seconds": report.seconds}  # fmt: skip
 

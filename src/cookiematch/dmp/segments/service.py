@@ -10,14 +10,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
+import msgspec
+
 from cookiematch.clock import Clock
+from cookiematch.dmp import keys
 from cookiematch.dmp.overlap import (
     Audiences,
+    CountedAudiences,
     ExactAudiences,
     PairOverlap,
     affinities,
     audiences_of,
     overlaps,
+    segment_audience,
 )
 from cookiematch.dmp.segments.membership import Memberships
 from cookiematch.dmp.segments.model import Segment
@@ -33,6 +38,8 @@ from cookiematch.dmp.segments.updater import (
 from cookiematch.errors import NotFound
 from cookiematch.storage.base import Store
 
+SEGMENT_PREFIX = segment_audience("")
+
 
 class SegmentService:
     def __init__(
@@ -43,8 +50,12 @@ class SegmentService:
         *,
         memberships: Memberships | None = None,
         clock: Clock = time.time,
+        counted_overlap: bool = False,
     ) -> None:
+        """``counted_overlap``: segments' overlap is read from the figures the analytics
+        engine's last recompute counted (``keys.OVERLAP_KEY``), in either mode."""
         self._store = store
+        self._counted = counted_overlap
         self.segments: Mapping[str, Segment] = {s.id: s for s in segments}
         self._source = source
         self._clock = clock
@@ -101,11 +112,27 @@ class SegmentService:
             found.add(profile.dmp_uid, audiences_of(scanned.segments, profile.exposures))
         return found
 
+    async def counted(self) -> CountedAudiences:
+        """The segments' figures the analytics engine counted at its last recompute."""
+        raw = await self._store.get(keys.OVERLAP_KEY)
+        if raw is None:
+            raise NotFound("no overlap yet: run `cookiematch dmp segments recompute`")
+        try:
+            return msgspec.json.decode(raw, type=CountedAudiences)
+        except msgspec.DecodeError as exc:
+            raise NotFound("the stored overlap does not read: recompute again") from exc
+
     async def overlap(
         self, names: Sequence[str], *, exact: bool, against: Sequence[str] | None = None
     ) -> tuple[Audiences, list[PairOverlap]]:
-        """Pairs of ``names``; with one name and no ``against``: its affinity to every other."""
-        audiences = await self.audiences(exact=exact)
+        """Pairs of ``names``; with one name and no ``against``: its affinity to every other
+        (every other segment, when the figures are the engine's)."""
+        segments_only = all(n.startswith(SEGMENT_PREFIX) for n in [*names, *(against or ())])
+        audiences: Audiences
+        if self._counted and segments_only:
+            audiences = await self.counted()
+        else:
+            audiences = await self.audiences(exact=exact)
         if len(names) == 1 and not against:
             return audiences, affinities(audiences, names[0])
         return audiences, overlaps(audiences, names, against)

@@ -6,6 +6,8 @@ admin API triggers (an export to any destination, scheduled or not)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from cookiematch.config.dmp import DmpPartnerConfig
 from cookiematch.config.dmp_segments import DmpDestinationConfig
 from cookiematch.dmp.ingest import Ingestor
@@ -15,6 +17,7 @@ from cookiematch.dmp.schedule import Job
 from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments.schedule import recompute_job
 from cookiematch.dmp.segments.service import SegmentService
+from cookiematch.dmp.segments.updater import RecomputeReport
 from cookiematch.dmp.transport import PullTransport, Transport
 from cookiematch.errors import NotFound
 from cookiematch.storage.base import Store
@@ -36,7 +39,11 @@ class DmpJobs:
         ingestor: Ingestor,
         transport: PullTransport,
         exports_transport: Transport,
+        recompute_run: Callable[[], Awaitable[RecomputeReport]] | None = None,
     ) -> None:
+        """``recompute_run``: the scheduled recompute (on the analytics engine); None: per
+        profile, by ``segments``."""
+        self._recompute_run = recompute_run
         self._definitions = definitions
         self._cursors = Cursors(store)
         self._segments = segments
@@ -50,7 +57,8 @@ class DmpJobs:
         dmp = self._definitions.current
         if not (dmp.segments and dmp.recompute_interval_minutes):
             return None
-        return recompute_job(self._segments, dmp.recompute_interval_minutes * MINUTE)
+        interval = dmp.recompute_interval_minutes * MINUTE
+        return recompute_job(self._segments, interval, run=self._recompute_run)
 
     def pull(self, partner_id: str) -> Job:
         partner = self._definitions.entry("partners", partner_id)
