@@ -41,6 +41,7 @@ from cookiematch.demo.dmp_story import (
     partner_stubs,
     print_funnel,
     run_dmp_scenario,
+    settled_funnel,
     write_dmp_demo_config,
 )
 from cookiematch.demo.stack import (
@@ -203,6 +204,10 @@ class Dmp:
         return response.json()
 
     def funnel(self) -> FunnelReport:
+        """The funnel once every worker's counts are in it."""
+        return settled_funnel(self._read_funnel)
+
+    def _read_funnel(self) -> FunnelReport:
         response = self.http.get("/admin/v1/funnel")
         response.raise_for_status()
         return msgspec.json.decode(response.content, type=FunnelReport)

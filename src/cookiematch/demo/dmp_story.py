@@ -327,18 +327,22 @@ def run_dmp_scenario(
     if first_uid:
         profile = httpx.get(f"{admin}/admin/v1/profiles/{first_uid}", headers=auth, timeout=5)
         out(f"its profile: {profile.text}")
-    return _settled_funnel(admin, auth)
+    return settled_funnel(lambda: _read_funnel(admin, auth))
 
 
-def _settled_funnel(admin: str, auth: dict[str, str], *, wait: float = 10.0) -> FunnelReport:
-    """The funnel once it stops changing: workers write their counts every second (the read
+def _read_funnel(admin: str, auth: dict[str, str]) -> FunnelReport:
+    response = httpx.get(f"{admin}/admin/v1/funnel", headers=auth, timeout=5)
+    response.raise_for_status()
+    return msgspec.json.decode(response.content, type=FunnelReport)
+
+
+def settled_funnel(read: Callable[[], FunnelReport], *, wait: float = 10.0) -> FunnelReport:
+    """The funnel once it stops changing: workers write their counts every second (a read
     flushes only its own worker's), so two reads a flush apart that agree hold every count."""
     deadline = time.monotonic() + wait
     previous: FunnelReport | None = None
     while True:
-        response = httpx.get(f"{admin}/admin/v1/funnel", headers=auth, timeout=5)
-        response.raise_for_status()
-        report = msgspec.json.decode(response.content, type=FunnelReport)
+        report = read()
         if report == previous or time.monotonic() > deadline:
             return report
         previous = report
