@@ -153,6 +153,7 @@ async def test_every_call_passes_through_and_is_observed(sqlite_path: Path) -> N
         assert await store.get_many(["p:a", "p:b", "p:c"]) == [None, b"2", b"3"]
         assert await store.hgetall_many(["m:x", "m:y"]) == [{"f": b"1"}, {"g": b"2"}]
         assert await store.hget("m:x", "f") == b"1"
+        assert store.immediate_reads and store.get_now("p:c") == b"3"
         assert (await store.get_entry("p:b")) == (b"2", None)
         assert set(await store.hgetall_entries("m:y")) == {"g"}
         assert [key async for key, _ in store.scan("p:")] == ["p:b", "p:c"]

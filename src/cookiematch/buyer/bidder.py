@@ -162,7 +162,8 @@ class Bidder:
         same counts (tests/buyer/test_buyer_common_bid.py). The policy's decisions for a
         request without signals were asked once (``_CommonCase``) and are counted here; the
         look-up is one read of the gid's entry under the store's own deadline, which ends
-        before the request's budget."""
+        before the request's budget, or at once where the store reads cheaper so (SQLite:
+        ``Store.get_now``, no hand-over to a reader thread)."""
         common = self._common
         assert common is not None
         privacy = common.personalise
@@ -170,7 +171,8 @@ class Bidder:
         counts[Operation.PERSONALISE, privacy.reason] += 1
         table = self.table
         try:
-            entry = table.entry_by_gid(gid, await table.read_gid(gid))
+            raw = table.read_gid_now(gid) if common.immediate else await table.read_gid(gid)
+            entry = table.entry_by_gid(gid, raw)
         except StorageError as exc:
             if not isinstance(exc, StoreUnavailable):  # the guard logs an outage once
                 log.error("match table read failed; no bid: %s", exc)
@@ -360,6 +362,7 @@ class _CommonCase(msgspec.Struct, frozen=True):
     sync: Decision
     deadline: float
     seat: str
+    immediate: bool  # the table reads a gid at once (MatchTable.immediate_gid_reads)
 
     @classmethod
     def of(cls, bidder: Bidder) -> _CommonCase | None:
@@ -374,7 +377,8 @@ class _CommonCase(msgspec.Struct, frozen=True):
         if not personalise.allowed:
             return None
         sync = policy.answer(Operation.SYNC, SILENT, vendor)
-        return cls(personalise, sync, deadline, bidder.settings.nid)
+        table = bidder.table
+        return cls(personalise, sync, deadline, bidder.settings.nid, table.immediate_gid_reads)
 
 
 def _img(url: str) -> str:

@@ -577,6 +577,17 @@ class MatchTable:
             return self._store.get(self.keys.by_uid(uid))
         return self._store.hget(*self.buckets.by_uid(uid))
 
+    @property
+    def immediate_gid_reads(self) -> bool:
+        """Whether :meth:`read_gid_now` answers (``keys`` layout, a store with immediate
+        reads)."""
+        return self.buckets is None and self._store.immediate_reads
+
+    def read_gid_now(self, gid: str) -> bytes | None:
+        """:meth:`read_gid` answered at once (``Store.get_now``), where
+        ``immediate_gid_reads``."""
+        return self._store.get_now(self.keys.by_gid(gid))
+
     def entry_by_gid(self, gid: str, value: bytes | None) -> MatchEntry | None:
         """The live entry in a value :meth:`read_gid` gave; StorageError if unreadable."""
         return None if value is None else self._live(MatchCodec.unpack_by_gid(gid, value))
