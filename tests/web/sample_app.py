@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, StreamingRespon
 from starlette.routing import Route as StarletteRoute
 
 from cookiematch.web.http import Request, Response
-from cookiematch.web.router import App
+from cookiematch.web.router import Answer, App
 from cookiematch.web.server import config_path
 
 COOKIES = (
@@ -52,6 +52,28 @@ async def echo(request: Request) -> Response:
             "body": request.body.decode(),
         },
     )
+
+
+SUM_HEADERS = Response.text(200, "").headers
+
+
+async def sum_direct(body: bytes) -> Answer | None:
+    """``/sum``'s common case from the body alone: digits separated by ``+`` (None: the
+    handler answers; ``boom`` raises, as a broken direct path would)."""
+    if body == b"boom":
+        raise RuntimeError("bug in a direct path")
+    parts = body.split(b"+")
+    if not all(part.isdigit() for part in parts):
+        return None
+    return 200, SUM_HEADERS, f"direct {sum(map(int, parts))}".encode()
+
+
+async def sum_handler(request: Request) -> Response:
+    """``/sum`` as the ASGI adapter serves it, and the rest under RSGI."""
+    answer = await sum_direct(request.body)
+    if answer is not None:
+        return Response(200, SUM_HEADERS, answer[2])
+    return Response.text(400, f"not a sum: {request.body.decode(errors='replace')}")
 
 
 async def trivial(request: Request) -> Response:
@@ -122,6 +144,14 @@ def make_app() -> App:
     app.route("/echo", echo, methods=("GET", "POST"), read_body=True)
     app.route("/callback/", echo, prefix=True)
     app.route("/bench", trivial)
+    app.route(
+        "/sum",
+        sum_handler,
+        methods=("POST",),
+        on_error=Response.text(400, "bad request\n"),
+        read_body=True,
+        direct_body=sum_direct,
+    )
 
     async def errors(request: Request) -> Response:
         return Response.json(200, {"errors": dict(app.handler_errors), **state})

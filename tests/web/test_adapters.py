@@ -12,10 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sample_app import make_app
+from sample_app import make_app, trivial
 
 from cookiematch.protocol.pixel import TRANSPARENT_GIF
 from cookiematch.web.asgi import ASGIAdapter
+from cookiematch.web.router import App
 
 HERE = Path(__file__).resolve().parent
 
@@ -115,6 +116,37 @@ async def test_hot_route_body(client: httpx.AsyncClient) -> None:
 async def test_body_too_large(client: httpx.AsyncClient) -> None:
     r = await client.post("/echo", content=b"x" * (64 * 1024 + 1))
     assert r.status_code == 413
+
+
+async def test_direct_body_route(client: httpx.AsyncClient) -> None:
+    """A body route's ``direct_body`` (RSGI) and its handler (ASGI) answer alike; a direct
+    path that gives None leaves the request to the handler; one that raises is counted and
+    answered with the route's on_error; the body limit holds first."""
+    r = await client.post("/sum", content=b"1+2+39")
+    assert (r.status_code, r.text, r.headers["content-type"]) == (
+        200,
+        "direct 42",
+        "text/plain; charset=utf-8",
+    )
+    assert r.headers["cache-control"] == "no-store"
+    r = await client.post("/sum", content=b"1+x")
+    assert (r.status_code, r.text) == (400, "not a sum: 1+x")
+    before = (await client.get("/errors")).json()["errors"].get("/sum", 0)
+    r = await client.post("/sum", content=b"boom")
+    assert (r.status_code, r.text) == (400, "bad request\n")
+    assert (await client.get("/errors")).json()["errors"]["/sum"] == before + 1
+    r = await client.post("/sum", content=b"1" * (64 * 1024 + 1))
+    assert r.status_code == 413
+
+
+def test_direct_body_needs_read_body() -> None:
+    app = App()
+
+    async def direct(body: bytes) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="direct_body needs read_body"):
+        app.route("/x", trivial, methods=("POST",), direct_body=direct)
 
 
 async def test_prefix_route(client: httpx.AsyncClient) -> None:

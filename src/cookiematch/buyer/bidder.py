@@ -116,6 +116,7 @@ class Bidder:
         self._tag_url = self._shared_tag_url()
         self._win_urls = win_urls
         self._tag_html = _img(self._tag_url)
+        self._common = _CommonCase.of(self)
         self._markup = {
             (id(campaign), tag): campaign.render(tag)
             for campaign in self.campaigns
@@ -129,11 +130,77 @@ class Bidder:
 
     async def bid(self, request: BidRequest) -> BidResult:
         received_at = self._clock()
-        answer = await self._bid(request, received_at)
+        gid = self._common_gid(request)
+        if gid is None:
+            answer = await self._bid(request, received_at)
+        else:
+            answer = await self._bid_common(request, received_at, gid)
         result = answer.result
         self.stats.add("bid", result.outcome)
         self.bid_log.append_later(_record, request, received_at, answer)
         return result
+
+    def _common_gid(self, request: BidRequest) -> str | None:
+        """The gid of a request of the common case, else None: one impression, no currency
+        list or one with USD, a time limit the store's own deadline fits in, a gid, no
+        privacy signal, no hosted match, and a policy that lets this buyer personalise
+        without signals."""
+        if self._common is None or len(request.imp) != 1:
+            return None
+        cur = request.cur
+        if cur and CURRENCY not in cur:
+            return None
+        user = request.user
+        if user is None or user.id is None or bid_signals(request) is not SILENT:
+            return None
+        if self.budget_seconds(request) <= self._common.deadline:
+            return None
+        return parse_gid(user.id)
+
+    async def _bid_common(self, request: BidRequest, received_at: float, gid: str) -> _Answer:
+        """:meth:`_bid` for a request :meth:`_common_gid` accepted, flat: the same answer, the
+        same counts (tests/buyer/test_buyer_common_bid.py). The policy's decisions for a
+        request without signals were asked once (``_CommonCase``) and are counted here; the
+        look-up is one read of the gid's entry under the store's own deadline, which ends
+        before the request's budget, or at once where the store reads cheaper so (SQLite:
+        ``Store.get_now``, no hand-over to a reader thread)."""
+        common = self._common
+        assert common is not None
+        privacy = common.personalise
+        counts = self._policy.counts
+        counts[Operation.PERSONALISE, privacy.reason] += 1
+        table = self.table
+        try:
+            raw = table.read_gid_now(gid) if common.immediate else await table.read_gid(gid)
+            entry = table.entry_by_gid(gid, raw)
+        except StorageError as exc:
+            if not isinstance(exc, StoreUnavailable):  # the guard logs an outage once
+                log.error("match table read failed; no bid: %s", exc)
+            return _Answer(BidResult(None, "store_error"), privacy=privacy)
+        uid = None if entry is None else entry.uid
+        user = _User(gid, None, Lookup(entry), uid)
+        stats = self.stats
+        stats.add("lookup", "unmatched" if uid is None else "matched")
+        decision = decide_match_tag(entry, self._clock(), self.settings.stale_after_seconds)
+        if decision.serve:
+            sync = common.sync
+            counts[Operation.SYNC, sync.reason] += 1
+            if not sync.allowed:
+                decision = PRIVACY_DECISION
+        stats.add("matchtag", decision.reason.value)
+        imp = request.imp[0]
+        blocked = frozenset(request.badv) if request.badv else _NONE_BLOCKED
+        choice = choose(self.campaigns, imp, matched=uid is not None, blocked=blocked)
+        if choice is None:
+            outcome = "unmatched" if uid is None else "no_campaign"
+            return _Answer(BidResult(None, outcome), user, decision, privacy)
+        wins = self._win_urls
+        nurl = None if wins is None else wins.nurl(request.id, imp.id, received_at)
+        tag = self.match_tag_html(user, decision)
+        bid = self._bid_for(request.id, imp.id, nurl, choice, tag, user, decision, privacy)
+        stats.add("auction", "bid")
+        response = BidResponse(id=request.id, seatbid=[SeatBid(bid=[bid], seat=common.seat)])
+        return _Answer(BidResult(response, "bid"), user, decision, privacy)
 
     async def _bid(self, request: BidRequest, received_at: float) -> _Answer:
         imps = request.imp
@@ -284,6 +351,34 @@ class Bidder:
 
 
 _NONE_BLOCKED: frozenset[str] = frozenset()
+
+
+class _CommonCase(msgspec.Struct, frozen=True):
+    """What the common case of a bid request needs, prepared once: the policy's answers for a
+    request without signals, the store's deadline (a request whose budget is at least that
+    long needs no limit of its own), and the seat."""
+
+    personalise: Decision
+    sync: Decision
+    deadline: float
+    seat: str
+    immediate: bool  # the table reads a gid at once (MatchTable.immediate_gid_reads)
+
+    @classmethod
+    def of(cls, bidder: Bidder) -> _CommonCase | None:
+        """None when the common case does not apply to this buyer: hosted matching, a store
+        without a deadline of its own, or a policy that refuses to personalise without
+        signals."""
+        deadline = getattr(bidder.table.store, "deadline", None)
+        if bidder.settings.hosted_match or not isinstance(deadline, float):
+            return None
+        policy, vendor = bidder._policy, bidder._vendor_id
+        personalise = policy.answer(Operation.PERSONALISE, SILENT, vendor)
+        if not personalise.allowed:
+            return None
+        sync = policy.answer(Operation.SYNC, SILENT, vendor)
+        table = bidder.table
+        return cls(personalise, sync, deadline, bidder.settings.nid, table.immediate_gid_reads)
 
 
 def _img(url: str) -> str:

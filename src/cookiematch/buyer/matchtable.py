@@ -489,20 +489,20 @@ class MatchTable:
     async def _read_pair(self, gid: str, uid: bytes | None) -> tuple[bytes | None, bytes | None]:
         """The stored values of ``gid``'s and ``uid``'s entries (lapsed included), together."""
         if uid is None:
-            return await self._read_gid(gid), None
+            return await self.read_gid(gid), None
         if self.buckets is None:
             forward, reverse = await self._store.get_many(
                 [self.keys.by_gid(gid), self.keys.by_uid(uid)]
             )
             return forward, reverse
-        return await _together(self._read_gid(gid), self._read_uid(uid))
+        return await _together(self.read_gid(gid), self._read_uid(uid))
 
     async def _read_gids(self, gids: Sequence[str]) -> list[bytes | None]:
         if not gids:
             return []
         if self.buckets is None:
             return await self._store.get_many([self.keys.by_gid(g) for g in gids])
-        return list(await asyncio.gather(*(self._read_gid(g) for g in gids)))
+        return list(await asyncio.gather(*(self.read_gid(g) for g in gids)))
 
     async def _read_uids(self, uids: Sequence[bytes]) -> list[bytes | None]:
         if not uids:
@@ -555,17 +555,19 @@ class MatchTable:
         if uid is None:
             if gid is None:
                 return _NOTHING
-            return Lookup(self._entry_by_gid(gid, await self._read_gid(gid)))
+            return Lookup(self.entry_by_gid(gid, await self.read_gid(gid)))
         if gid is None:
             return Lookup(None, self._entry_by_uid(uid, await self._read_uid(uid)))
         if self.buckets is None:
             keys = [self.keys.by_gid(gid), self.keys.by_uid(uid)]
             forward, reverse = await self._store.get_many(keys)
         else:
-            forward, reverse = await _together(self._read_gid(gid), self._read_uid(uid))
-        return Lookup(self._entry_by_gid(gid, forward), self._entry_by_uid(uid, reverse))
+            forward, reverse = await _together(self.read_gid(gid), self._read_uid(uid))
+        return Lookup(self.entry_by_gid(gid, forward), self._entry_by_uid(uid, reverse))
 
-    def _read_gid(self, gid: str) -> Awaitable[bytes | None]:
+    def read_gid(self, gid: str) -> Awaitable[bytes | None]:
+        """The stored forward value of ``gid`` (lapsed included): one ``get`` or ``hget``;
+        :meth:`entry_by_gid` reads it."""
         if self.buckets is None:
             return self._store.get(self.keys.by_gid(gid))
         return self._store.hget(*self.buckets.by_gid(gid))
@@ -575,7 +577,19 @@ class MatchTable:
             return self._store.get(self.keys.by_uid(uid))
         return self._store.hget(*self.buckets.by_uid(uid))
 
-    def _entry_by_gid(self, gid: str, value: bytes | None) -> MatchEntry | None:
+    @property
+    def immediate_gid_reads(self) -> bool:
+        """Whether :meth:`read_gid_now` answers (``keys`` layout, a store with immediate
+        reads)."""
+        return self.buckets is None and self._store.immediate_reads
+
+    def read_gid_now(self, gid: str) -> bytes | None:
+        """:meth:`read_gid` answered at once (``Store.get_now``), where
+        ``immediate_gid_reads``."""
+        return self._store.get_now(self.keys.by_gid(gid))
+
+    def entry_by_gid(self, gid: str, value: bytes | None) -> MatchEntry | None:
+        """The live entry in a value :meth:`read_gid` gave; StorageError if unreadable."""
         return None if value is None else self._live(MatchCodec.unpack_by_gid(gid, value))
 
     def _entry_by_uid(self, uid: bytes, value: bytes | None) -> MatchEntry | None:

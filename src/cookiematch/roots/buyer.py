@@ -141,7 +141,14 @@ class BuyerServer(RoleServer):
         app.route("/match", routes.match)
         app.route("/push", routes.push)
         app.route("/matchtag", routes.matchtag, on_error=NO_TAG)
-        app.route("/bid", routes.bid, methods=("POST",), on_error=NO_BID, read_body=True)
+        app.route(
+            "/bid",
+            routes.bid,
+            methods=("POST",),
+            on_error=NO_BID,
+            read_body=True,
+            direct_body=routes.bid_answer,
+        )
         if wins is not None:  # else the path is a 404: bids carry no nurl
             app.route(WIN_PATH, WinRoute(wins[1]), on_error=WIN_ON_ERROR)
         page = OptOutPage(settings.nid, path=OPTOUT_PATH, secure=buyer.cookie_secure)

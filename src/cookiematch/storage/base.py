@@ -72,8 +72,16 @@ class Store(ABC):
         for a backend that does not batch."""
         return 0, 0
 
+    immediate_reads: bool = False
+    """Whether :meth:`get_now` answers: a backend whose point read costs less on the calling
+    thread than a hand-over to another and back (SQLite under ``Durability.ACK``)."""
+
     @abstractmethod
     async def get(self, key: str) -> bytes | None: ...
+
+    def get_now(self, key: str) -> bytes | None:
+        """``get`` answered at once on the calling thread, where ``immediate_reads``."""
+        raise NotImplementedError(f"{type(self).__name__} has no immediate reads")
 
     @abstractmethod
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...

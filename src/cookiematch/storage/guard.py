@@ -198,6 +198,29 @@ class GuardedStore(Store):
     async def get(self, key: str) -> bytes | None:
         return await self._guarded("get", self._admit("get"), self.inner.get(key))
 
+    @property
+    def immediate_reads(self) -> bool:  # type: ignore[override]
+        return self.inner.immediate_reads
+
+    def get_now(self, key: str) -> bytes | None:
+        """The backend's ``get_now``: admitted by the breaker, counted and timed as a ``get``;
+        no deadline (it does not wait)."""
+        started = self._admit("get")
+        breaker = self._shared.breaker
+        try:
+            result = self.inner.get_now(key)
+        except StoreUnavailable as exc:
+            self._observe("get", started, "unavailable")
+            breaker.trip(str(exc))
+            raise
+        except StorageError:
+            self._observe("get", started, "error")
+            breaker.succeeded()
+            raise
+        self._observe("get", started, "ok")
+        breaker.succeeded()
+        return result
+
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return await self._guarded("get_many", self._admit("get_many"), self.inner.get_many(keys))
 

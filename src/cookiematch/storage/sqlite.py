@@ -2,9 +2,10 @@
 
 ``SQLiteStore`` checks each call's arguments on the event loop (values are bytes, TTLs become
 expiries on the store's clock) and hands it to its engine as an op; no SQLite call runs on the
-event loop. Under ``Durability.ACK`` a write returns once its transaction is committed and
-fsynced (group commit: concurrent writes share one commit); under ``Durability.ASYNC`` once
-queued. The parts:
+event loop but ``get_now``'s point read, which a caller asks for where a hand-over costs more
+than the read (the bidder's look-up). Under ``Durability.ACK`` a write returns once its
+transaction is committed and fsynced (group commit: concurrent writes share one commit); under
+``Durability.ASYNC`` once queued. The parts:
 
     sqlite_engine   the writer thread (group commit) and the reader threads, fed by queues
     sqlite_batch    how a thread runs a batch: one transaction, consecutive writes merged
@@ -37,6 +38,7 @@ from cookiematch.storage.base import (
     as_bytes,
     check_ttl,
 )
+from cookiematch.storage.sqlite_batch import wrap
 from cookiematch.storage.sqlite_engine import Engine
 
 CACHE_MIB = 64  # the writer's page cache (SQLite's default is 2 MiB): random inserts stay in RAM
@@ -72,6 +74,8 @@ class SQLiteStore(Store):
         if busy_timeout is None:
             busy_timeout = BULK_BUSY_TIMEOUT if self._async else BUSY_TIMEOUT
         self._busy_timeout = busy_timeout
+        self.immediate_reads = not self._async  # ASYNC: a read waits for the queued writes
+        self._now: sqlite3.Connection | None = None  # get_now's, opened on first use
         conns: list[sqlite3.Connection] = []
         try:
             conns.append(self._open_writer())
@@ -122,9 +126,12 @@ class SQLiteStore(Store):
 
     # --- opening the file ------------------------------------------------------------------
 
-    def _connect(self, *, query_only: bool = False) -> sqlite3.Connection:
+    def _connect(
+        self, *, query_only: bool = False, busy_timeout: float | None = None
+    ) -> sqlite3.Connection:
+        timeout = self._busy_timeout if busy_timeout is None else busy_timeout
         conn = sqlite3.connect(
-            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
         )
         if query_only:
             conn.execute("PRAGMA query_only = ON")
@@ -157,6 +164,24 @@ class SQLiteStore(Store):
 
     async def get(self, key: str) -> bytes | None:
         return await self._engine.read(ops.get, key, self._clock())
+
+    def get_now(self, key: str) -> bytes | None:
+        """``get`` on the calling thread (the event loop's), through a connection of its own
+        that never waits for a lock (a WAL reader takes none; SQLITE_BUSY is a StorageError):
+        one indexed probe of pages the mmap and the OS cache hold, cheaper than the hand-over
+        to a reader thread and back (docs/performance.md, "/bid"). ``Durability.ACK`` only:
+        every acknowledged write is committed, so it reads what a reader thread would."""
+        if not self.immediate_reads:
+            return super().get_now(key)
+        if self._engine.closed:
+            raise StoreUnavailable("sqlite store is closed")
+        conn = self._now
+        try:
+            if conn is None:
+                conn = self._now = self._connect(query_only=True, busy_timeout=0.0)
+            return ops.get(conn, key, self._clock())
+        except sqlite3.Error as exc:
+            raise wrap(exc) from exc
 
     async def get_entry(self, key: str) -> FieldEntry | None:
         now = self._clock()
@@ -300,6 +325,9 @@ class SQLiteStore(Store):
 
     async def close(self) -> None:
         await self._engine.close()
+        if self._now is not None:
+            self._now.close()
+            self._now = None
 
 
 def path_from_url(url: str) -> str:

@@ -99,6 +99,10 @@ class Engine:
         return self._wq.qsize()
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def writer_alive(self) -> bool:
         return self._threads[0].is_alive()
 

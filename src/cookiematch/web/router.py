@@ -24,9 +24,9 @@ from typing import Any
 
 from cookiematch.errors import StoreUnavailable
 from cookiematch.web.drain import Drain
-from cookiematch.web.http import Handler, Request, Response
+from cookiematch.web.http import Handler, HeaderPairs, Request, Response
 
-__all__ = ["ASGIApp", "App", "Direct", "Hook", "Route"]
+__all__ = ["ASGIApp", "Answer", "App", "Direct", "DirectBody", "Hook", "Route"]
 
 log = logging.getLogger("cookiematch.web")
 
@@ -39,6 +39,11 @@ Hook = Callable[[], Awaitable[None]]
 Direct = Callable[[Any], list[tuple[str, str]] | None]
 """A route's common case answered straight from the RSGI scope: the headers of its 302 (the
 Location already safe by construction), or None when the handler answers the request."""
+Answer = tuple[int, HeaderPairs, bytes]
+"""A status, headers built (and checked, as a ``Response``'s) once, and a body (b"": none)."""
+DirectBody = Callable[[bytes], Awaitable[Answer | None]]
+"""A body route's answer straight from the request body (under RSGI), or None when the handler
+answers the request."""
 
 PIXEL_ON_ERROR = Response.pixel()
 NOT_FOUND = Response.text(404, "not found\n")
@@ -58,6 +63,7 @@ class Route:
     prefix: bool = False
     read_body: bool = False
     direct: Direct | None = None  # the RSGI adapter's shortcut for the common case
+    direct_body: DirectBody | None = None  # … for a body route
     not_allowed: Response = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -108,16 +114,22 @@ class App:
         prefix: bool = False,
         read_body: bool = False,
         direct: Direct | None = None,
+        direct_body: DirectBody | None = None,
     ) -> Route:
         """Register ``handler`` for ``path`` exactly, or for every path under it if ``prefix``.
-        ``direct`` answers the common case of a GET or HEAD without a ``Request`` (under RSGI;
-        the ASGI adapter always calls the handler)."""
+        ``direct`` answers the common case of a GET or HEAD without a ``Request``, and
+        ``direct_body`` that of a ``read_body`` route from its body alone (under RSGI; the
+        ASGI adapter always calls the handler)."""
+        if direct_body is not None and not read_body:
+            raise ValueError(f"direct_body needs read_body: {path}")
         if not path.startswith("/"):
             raise ValueError(f"route path must start with '/': {path!r}")
         allowed = {method.upper() for method in methods}
         if "GET" in allowed:
             allowed.add("HEAD")
-        route = Route(path, handler, frozenset(allowed), on_error, prefix, read_body, direct)
+        route = Route(
+            path, handler, frozenset(allowed), on_error, prefix, read_body, direct, direct_body
+        )
         if prefix:
             if any(r.path == path for r in self.prefix_routes):
                 raise ValueError(f"duplicate prefix route: {path}")

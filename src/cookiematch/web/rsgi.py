@@ -21,9 +21,17 @@ from typing import Any, Protocol
 from granian._granian import RSGIProtocolClosed as ProtocolClosed
 
 from cookiematch.web.drain import Drain
-from cookiematch.web.http import Request, Response
+from cookiematch.web.http import HeaderPairs, Request, Response
 from cookiematch.web.http_metrics import UNMATCHED, fallback_route, record
-from cookiematch.web.router import BAD_REQUEST, BODY_TOO_LARGE, NOT_FOUND, App, Message, Route
+from cookiematch.web.router import (
+    BAD_REQUEST,
+    BODY_TOO_LARGE,
+    NOT_FOUND,
+    Answer,
+    App,
+    Message,
+    Route,
+)
 
 __all__ = ["RSGIAdapter", "peer_ip"]
 
@@ -67,14 +75,17 @@ def _host_port(value: str) -> tuple[str, int] | None:
 
 
 def _send(proto: _Proto, response: Response, drain: Drain) -> None:
-    headers = response.headers
+    _answer(proto, response.status, response.headers, response.body, drain)
+
+
+def _answer(proto: _Proto, status: int, headers: HeaderPairs, body: bytes, drain: Drain) -> None:
     if drain.active:  # the client learns with this answer that the connection ends
         headers = (*headers, _CLOSE)
         drain.answered()
-    if response.body:
-        proto.response_bytes(response.status, headers, response.body)
+    if body:
+        proto.response_bytes(status, headers, body)
     else:
-        proto.response_empty(response.status, headers)
+        proto.response_empty(status, headers)
 
 
 def _closing(headers: list[tuple[str, str]], drain: Drain) -> list[tuple[str, str]]:
@@ -129,7 +140,13 @@ class RSGIAdapter:
                     record(route.path, 302, perf_counter() - started)
                     return
             elif route.read_body:
-                response = await self._with_body(route, scope, proto)
+                answered = await self._with_body(route, scope, proto)
+                if not isinstance(answered, Response):
+                    status, headers, body = answered
+                    _answer(proto, status, headers, body, self._drain)
+                    record(route.path, status, perf_counter() - started)
+                    return
+                response = answered
             else:
                 request = Request(
                     method, path, scope.query_string, scope.headers, scope.scheme,
@@ -154,7 +171,8 @@ class RSGIAdapter:
         except Exception as exc:
             return self.app.failed(route, scope.method, exc)
 
-    async def _with_body(self, route: Route, scope: Any, proto: _Proto) -> Response:
+    async def _with_body(self, route: Route, scope: Any, proto: _Proto) -> Response | Answer:
+        """The handler's response, or ``route.direct_body``'s answer when it gives one."""
         limit = self.app.max_body
         length = scope.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
@@ -162,6 +180,13 @@ class RSGIAdapter:
         body = await proto()
         if len(body) > limit:
             return BODY_TOO_LARGE
+        if route.direct_body is not None:
+            try:
+                answer = await route.direct_body(body)
+            except Exception as exc:
+                return self.app.failed(route, scope.method, exc)
+            if answer is not None:
+                return answer
         request = Request(
             scope.method, scope.path, scope.query_string, scope.headers, scope.scheme,
             peer_ip(scope.client), body,

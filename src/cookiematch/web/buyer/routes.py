@@ -30,10 +30,13 @@ from cookiematch.protocol.cookies import OPT_OUT_VALUE, CookieSpec, IdCookie, re
 from cookiematch.protocol.openrtb import decode_bid_request, encode_bid_response
 from cookiematch.protocol.query import QueryParam, parse_query
 from cookiematch.web.http import Request, Response
+from cookiematch.web.router import Answer
 
 OPENRTB_VERSION = ("X-OpenRTB-Version", "2.6")
 NO_BID = Response.no_content().with_headers(OPENRTB_VERSION)
 BID_HEADERS = Response.json(200, None).with_headers(OPENRTB_VERSION).headers  # built once
+BAD_BID_HEADERS = Response.text(400, "").headers
+NO_BID_ANSWER: Answer = (NO_BID.status, NO_BID.headers, NO_BID.body)
 NO_TAG = Response.no_content()
 
 
@@ -171,16 +174,21 @@ class BuyerRoutes:
         return response.with_headers(*(("Set-Cookie", c) for c in cookies))
 
     async def bid(self, request: Request) -> Response:
-        """POST /bid: an OpenRTB 2.6 bid response (200) or no bid (204); 400 if not a request."""
+        """POST /bid (the ASGI adapter's; RSGI's calls :meth:`bid_answer` directly)."""
+        return Response(*await self.bid_answer(request.body))
+
+    async def bid_answer(self, body: bytes) -> Answer:
+        """POST /bid: an OpenRTB 2.6 bid response (200) or no bid (204); 400 if not a request.
+        From the body alone, with headers built once: the route's ``direct_body``."""
         try:
-            bid_request = decode_bid_request(request.body)
+            bid_request = decode_bid_request(body)
         except BidRequestError as exc:
             self._stats.add("bid", "bad_request")
-            return Response.text(400, f"Bad request: {exc}\n")
-        result = await self._bidder.bid(bid_request)
-        if result.response is None:
-            return NO_BID
-        return Response(200, BID_HEADERS, encode_bid_response(result.response))
+            return 400, BAD_BID_HEADERS, f"Bad request: {exc}\n".encode()
+        response = (await self._bidder.bid(bid_request)).response
+        if response is None:
+            return NO_BID_ANSWER
+        return 200, BID_HEADERS, encode_bid_response(response)
 
 
 WIN_ON_ERROR = Response.text(

@@ -1,0 +1,115 @@
+"""``POST /bid`` beside what is reachable: nginx's static 302, the minimal standalone RSGI app
+doing the same real work (``bench/minimal_bid.py``, reading on the loop and through a reader
+thread), and cookiematch's buyer, under the same wrk load, rounds alternated in one run.
+
+    flock /tmp/bench.lock .venv/bin/python bench/bid_reference.py [--workers 1,2]
+        [--store sqlite|redis] [--rounds 3] [--duration 3] [--base /path/to/other/src]
+
+``--base``: a second cookiematch buyer from another tree (e.g. main's ``src``) in the same
+rounds, for a before/after measured side by side. The minimal app reads the SQLite store the
+buyer wrote (its preflight matches ``KNOWN_GID``), so it runs with ``--store sqlite`` only.
+Prints each server's median req/s, p50/p99 and its ratio to nginx (min-max over the rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import http_bench
+import servers
+from servers import VENV_BIN, WrkResult
+
+BENCH = Path(__file__).resolve().parent
+
+
+@contextlib.contextmanager
+def minimal(directory: Path, db: Path, workers: int, read: str) -> Iterator[int]:
+    """granian serving ``bench/minimal_bid.py`` over ``db``; yields its port."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = servers.free_port()
+    args = [str(VENV_BIN / "granian"), "--interface", "rsgi", "--no-ws", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--workers", str(workers), "--loop", "uvloop", "minimal_bid:app"]
+    os.environ.update(MINIMAL_DB=str(db), MINIMAL_READ=read, PYTHONPATH=str(BENCH))
+    with servers._serving(args, directory, port):
+        yield port
+
+
+def run(args: argparse.Namespace, work: Path, workers: int) -> None:
+    body = http_bench.bid_request_body(work)
+    redis = servers.redis_server(work) if args.store == "redis" else contextlib.nullcontext(None)
+    with contextlib.ExitStack() as stack:
+        redis_port = stack.enter_context(redis)
+        ports: dict[str, int] = {"nginx": stack.enter_context(servers.nginx(work, "auto"))}
+        trees = {"cookiematch": []} | ({"cookiematch (base)": [args.base]} if args.base else {})
+        for db, (name, extra) in enumerate(trees.items(), start=1):
+            directory = work / f"{name.replace(' ', '_')}-{workers}"
+            directory.mkdir()
+            (directory / "bid-request.json").write_bytes(body.read_bytes())
+            url = http_bench.store_url_for(args.store, directory, redis_port, db)
+            service = stack.enter_context(
+                servers.cookiematch(directory, url, role="buyer", workers=workers, extra_path=extra)
+            )
+            print(f"   {name} preflight: {http_bench.preflight(service)}", flush=True)
+            ports[name] = service.port
+        if args.store == "sqlite":
+            db = work / f"cookiematch-{workers}" / "store.db"
+            for read in ("loop", "thread"):
+                ports[f"minimal ({read})"] = stack.enter_context(
+                    minimal(work / f"minimal-{read}-{workers}", db, workers, read)
+                )
+        results: dict[str, list[WrkResult]] = {name: [] for name in ports}
+        for _ in range(args.rounds):
+            for name, port in ports.items():
+                results[name].append(
+                    servers.wrk(
+                        port,
+                        http_bench.LUA / "bid.lua",
+                        duration=args.duration,
+                        connections=args.connections,
+                        env={"BENCH_BODY": str(body)},
+                    )
+                )
+    nginx = results["nginx"]
+    print(f"\n== {args.store}, {workers} worker{'s' if workers > 1 else ''}")
+    print(f"{'server':<22} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}  ratio to nginx (min-max)")
+    for name, runs in results.items():
+        ratios = [r.rps / n.rps for r, n in zip(runs, nginx, strict=True)]
+        rps = statistics.median(r.rps for r in runs)
+        ratio = rps / statistics.median(n.rps for n in nginx)
+        bad = sum(r.non_3xx + r.socket_errors for r in runs)
+        print(
+            f"{name:<22} {rps:>9,.0f} {statistics.median(r.p50_ms for r in runs):>7.2f}"
+            f" {statistics.median(r.p99_ms for r in runs):>7.2f}  {ratio:.3f}"
+            f" ({min(ratios):.2f}-{max(ratios):.2f})"
+            + (f"  non-2xx/3xx or errors: {bad}" if bad and name != "nginx" else ""),
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=http_bench.csv_list(int), default=[1, 2])
+    parser.add_argument("--store", default="sqlite", choices=("sqlite", "redis"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--base", default=None, help="another tree's src, served beside ours")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bid-reference-") as tmp:
+        for workers in args.workers:
+            work = Path(tmp) / f"w{workers}"
+            work.mkdir()
+            run(args, work, workers)
+
+
+if __name__ == "__main__":
+    main()

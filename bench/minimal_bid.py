@@ -1,0 +1,190 @@
+"""A minimal standalone RSGI app doing ``POST /bid``'s real work, and nothing else: the reference
+``bench/bid_reference.py`` measures cookiematch's ``/bid`` against (what is reachable on this
+server stack). No cookiematch code; granian serves ``minimal_bid:app``.
+
+Per request: the OpenRTB request decoded with msgspec into Structs of the fields a bid needs,
+one point read of the gid's forward entry in the buyer's SQLite store (``bm:{nid}:g:{gid}``,
+the ``keys`` layout's 25-byte value), the decision (matched: the retargeting price; fresh: no
+match tag), the ``nurl`` signed with HMAC-SHA256, the response encoded with msgspec.
+
+    MINIMAL_DB=/path/store.db MINIMAL_READ=loop|thread granian --interface rsgi minimal_bid:app
+
+``MINIMAL_READ=loop`` reads on the event loop's thread (a prepared statement, a page-cached
+B-tree probe); ``thread`` hands the read to one reader thread and back through a future, as
+the store's engine does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import queue
+import sqlite3
+import struct
+import threading
+import time
+from typing import Any
+
+import msgspec
+
+NID = "finest-dsp"
+STALE_AFTER = 14 * 86400
+KEY = hashlib.sha256(b"bench-win-notice-key-0123456789").digest()
+NURL_BASE = "http://buyer.localhost:8800/win"
+ADM = "<div>Welcome back! The shoes you looked at are 20% off.</div>"
+HEADERS = [("content-type", "application/json"), ("x-openrtb-version", "2.6")]
+NO_BID = [("x-openrtb-version", "2.6")]
+_ENTRY = struct.Struct(">B16sII")
+
+
+class Format(msgspec.Struct):
+    w: int | None = None
+    h: int | None = None
+
+
+class Banner(msgspec.Struct):
+    w: int | None = None
+    h: int | None = None
+    format: list[Format] | None = None
+
+
+class Imp(msgspec.Struct):
+    id: str
+    banner: Banner | None = None
+    bidfloor: float = 0.0
+    bidfloorcur: str = "USD"
+
+
+class User(msgspec.Struct):
+    id: str | None = None
+
+
+class Request(msgspec.Struct):
+    id: str
+    imp: list[Imp] = []
+    user: User | None = None
+    tmax: int | None = None
+
+
+class Bid(msgspec.Struct, omit_defaults=True):
+    id: str
+    impid: str
+    price: float
+    nurl: str | None = None
+    adm: str | None = None
+    adomain: list[str] | None = None
+    cid: str | None = None
+    crid: str | None = None
+    w: int | None = None
+    h: int | None = None
+    ext: dict[str, Any] | None = None
+
+
+class SeatBid(msgspec.Struct, omit_defaults=True):
+    bid: list[Bid]
+    seat: str | None = None
+
+
+class Response(msgspec.Struct, omit_defaults=True):
+    id: str
+    seatbid: list[SeatBid] = []
+
+
+decode = msgspec.json.Decoder(Request).decode
+encode = msgspec.json.Encoder().encode
+SQL = "SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
+
+
+def connect() -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        f"file:{os.environ['MINIMAL_DB']}?mode=ro", uri=True, check_same_thread=False
+    )
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+class LoopReader:
+    def __init__(self) -> None:
+        self.conn = connect()
+
+    async def get(self, key: str) -> bytes | None:
+        row = self.conn.execute(SQL, (key, time.time())).fetchone()
+        return None if row is None else row[0]
+
+
+class ThreadReader:
+    def __init__(self) -> None:
+        self.conn = connect()
+        self.queue: queue.SimpleQueue[tuple[str, asyncio.Future[bytes | None]]] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self.run, daemon=True).start()
+
+    def run(self) -> None:
+        while True:
+            key, fut = self.queue.get()
+            row = self.conn.execute(SQL, (key, time.time())).fetchone()
+            fut.get_loop().call_soon_threadsafe(fut.set_result, None if row is None else row[0])
+
+    def get(self, key: str) -> asyncio.Future[bytes | None]:
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self.queue.put((key, fut))
+        return fut
+
+
+reader: LoopReader | ThreadReader | None = None
+
+
+def nurl(auction: str, bid: str, imp: str, issued: int) -> str:
+    t = str(issued)
+    message = f"{len(auction)}:{auction},{len(bid)}:{bid},{len(imp)}:{imp},{len(t)}:{t},"
+    mac = hmac.digest(KEY, message.encode(), "sha256")[:16]
+    sig = base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    return f"{NURL_BASE}?auction={auction}&bid={bid}&imp={imp}&t={t}&sig={sig}"
+
+
+async def app(scope: Any, proto: Any) -> None:
+    global reader
+    if reader is None:
+        loop_read = os.environ.get("MINIMAL_READ", "loop") == "loop"
+        reader = LoopReader() if loop_read else ThreadReader()
+    if scope.method != "POST":
+        proto.response_empty(302, NO_BID)  # wait_http's probe
+        return
+    try:
+        request = decode(await proto())
+    except msgspec.DecodeError:
+        proto.response_bytes(400, NO_BID, b"bad request\n")
+        return
+    user = request.user
+    raw = None if user is None or user.id is None else await reader.get(f"bm:{NID}:g:{user.id}")
+    now = time.time()
+    fresh = False
+    if raw is not None:
+        _, _uid, _cver, updated = _ENTRY.unpack(raw)
+        fresh = now - updated < STALE_AFTER
+    if raw is None or not request.imp or request.imp[0].banner is None:
+        proto.response_empty(204, NO_BID)
+        return
+    imp = request.imp[0]
+    banner = imp.banner
+    assert banner is not None
+    bid_id = f"{request.id}-{imp.id}"
+    bid = Bid(
+        id=bid_id,
+        impid=imp.id,
+        price=4.0,
+        nurl=nurl(request.id, bid_id, imp.id, int(now)),
+        adm=ADM,
+        adomain=["finest-shoes.example"],
+        cid="retarget-shoes",
+        crid="retarget-shoes",
+        w=banner.w,
+        h=banner.h,
+        ext={"matched": True, "match_tag": not fresh},
+    )
+    body = encode(Response(id=request.id, seatbid=[SeatBid(bid=[bid], seat=NID)]))
+    proto.response_bytes(200, HEADERS, body)
