@@ -3,6 +3,7 @@
 # redis-server (store tests), chromium (cross-site cookie flows in a real browser), node and
 # npm (the IAB's reference encoders the consent decoders are tested against), promtool
 # (from the prometheus package: deploy/'s rules and every role's /metrics are checked with it),
+# a Java runtime (Spark, the DMP's second analytics engine, runs on the JVM: Java 17 or later),
 # nginx and wrk (benchmarks). Debian/Ubuntu only; elsewhere, install them by hand.
 set -euo pipefail
 
@@ -12,6 +13,9 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ -z "${JAVA_HOME:-}" ] && ! command -v java >/dev/null 2>&1; then
+  missing+=(openjdk-17-jre-headless)
+fi
 if [ "${WITH_BENCH:-0}" = "1" ]; then
   command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)

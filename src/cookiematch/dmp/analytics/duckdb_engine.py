@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 
 from cookiematch.dmp.analytics.columns import COLUMNS, table_columns
-from cookiematch.dmp.analytics.engine import MembershipDiff
+from cookiematch.dmp.analytics.engine import CHANGES, JOIN, LEAVE, MATCHED, REFRESH, MembershipDiff
 from cookiematch.dmp.analytics.rows import ProfileRows
 from cookiematch.dmp.analytics.rules_sql import DUCKDB, compile_rule
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
@@ -32,10 +32,6 @@ from cookiematch.dmp.overlap import Estimate, PairOverlap
 from cookiematch.dmp.segments.membership import Change
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import Rule
-
-MATCHED = "matched"  # (segment, profile) found by the pending recompute
-CHANGES = "membership_changes"  # (profile, segment, change, joined_at) of the pending diff
-JOIN, LEAVE, REFRESH = "join", "leave", "refresh"
 
 # column -> the list type its values are bound as, and the cast to the column's type
 _COLUMNS: dict[str, tuple[tuple[str, str, str], ...]] = {
