@@ -1,14 +1,16 @@
 """The Spark engine (local mode, for real) against the DuckDB engine on the same data: profiles
 written by the DMP's own writers to a real SQLite store, loaded into both; the same membership
 diffs (joins, leaves, rewrites, batch by batch), the same sizes and the same exact overlap, over
-recomputes as time passes. Spark's tables are Parquet files that outlive the engine, and a
-rewrite cut short between its two renames is finished or undone when the engine next opens."""
+recomputes as time passes; Spark's theta sketches hash as the DataSketches library does. Its
+tables are Parquet files that outlive the engine, and a rewrite cut short between its two
+renames is finished or undone when the engine next opens."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import datasketches
 import pytest
 from pyspark.sql import SparkSession
 
@@ -20,6 +22,7 @@ from cookiematch.dmp.analytics.rows import AttributeRow, MembershipRow, ProfileR
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
 from cookiematch.dmp.analytics.spark_engine import SparkEngine
 from cookiematch.dmp.analytics.tables import MEMBERSHIPS
+from cookiematch.dmp.overlap import POPULATION, SketchAudiences, overlaps, segment_audience
 from cookiematch.dmp.segments import parse_rule
 from cookiematch.dmp.segments.membership import Change
 from cookiematch.dmp.traits.schema import TraitCatalog
@@ -84,6 +87,34 @@ async def test_spark_finds_what_duckdb_finds(
         assert _overlap(spark_engine, clock()) == _overlap(duckdb_engine, clock())
     diff = spark[0]
     assert diff.left > 0 or diff.refreshed > 0  # type: ignore[attr-defined]
+
+    # Spark's theta sketches are DataSketches' own: the same hashes as the Python library's
+    lg_k = 5  # 32 hashes (the least): the population is already estimated
+    names = [s.id for s in SEGMENTS]
+    built = spark_engine.sketches(names, clock(), lg_k)
+    expected = SketchAudiences(lg_k)
+    held = duckdb_engine.connection.execute(f"SELECT profile, segment FROM {MEMBERSHIPS}")
+    for uid, segment in held.fetchall():
+        expected.add(uid, [segment_audience(segment)])
+    live = duckdb_engine.connection.execute(
+        "SELECT id FROM profiles WHERE expires_at IS NULL OR expires_at > $1", [clock()]
+    )
+    for (uid,) in live.fetchall():
+        expected.add(uid, [])  # the population
+    assert built.names() == expected.names() != []  # the segments with members
+    for name in [*built.names(), POPULATION]:
+        assert _trimmed(built, name, lg_k) == _trimmed(expected, name, lg_k), name
+    exact = {(p.a, p.b): p.both.value for p in duckdb_engine.overlap(names, clock())}
+    for pair in overlaps(built, built.names()):
+        assert pair.both.low <= exact[(pair.a[8:], pair.b[8:])] <= pair.both.high
+
+
+def _trimmed(audiences: SketchAudiences, name: str, lg_k: int) -> tuple[float, int]:
+    """A sketch cut to its nominal size (what a union gives): estimate, hashes kept."""
+    union = datasketches.theta_union(lg_k)
+    union.update(audiences._sketch(name))
+    result = union.get_result()
+    return result.get_estimate(), result.num_retained
 
 
 def test_tables_outlive_the_engine(spark: SparkSession, tmp_path: Path) -> None:

@@ -52,7 +52,14 @@ from cookiematch.dmp.analytics.tables import (
     PROFILE_TABLES,
     PROFILES,
 )
-from cookiematch.dmp.overlap import Estimate, PairOverlap
+from cookiematch.dmp.overlap import (
+    LG_K,
+    POPULATION,
+    Estimate,
+    PairOverlap,
+    SketchAudiences,
+    segment_audience,
+)
 from cookiematch.dmp.segments.membership import Change
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import Rule
@@ -370,3 +377,25 @@ class SparkEngine:
                 )
             )
         return found
+
+    def sketches(self, segments: Sequence[str], now: float, lg_k: int = LG_K) -> SketchAudiences:
+        """Theta sketches, built by Spark (``theta_sketch_agg``, DataSketches' own format and
+        hash), of the memberships held of ``segments`` and of the profiles live at ``now``, read
+        by the project's DataSketches code (``dmp/overlap.py``): figures with their bounds at
+        any size, mergeable across runs and machines."""
+        self._register()
+        spark = self._spark
+        aggregate = F.expr(f"theta_sketch_agg(profile, {int(lg_k)})")
+        chosen = spark.createDataFrame([(n,) for n in sorted(set(segments))], "segment STRING")
+        held = spark.table(MEMBERSHIPS).join(chosen, "segment", "left_semi")
+        found = {
+            segment_audience(r[0]): bytes(r[1])
+            for r in held.groupBy("segment").agg(aggregate).collect()
+        }
+        live = spark.sql(
+            f"SELECT theta_sketch_agg(id, {int(lg_k)}) FROM {PROFILES} "
+            "WHERE expires_at IS NULL OR expires_at > :now",
+            args={"now": now},
+        ).collect()[0][0]
+        found[POPULATION] = bytes(live)
+        return SketchAudiences.from_serialized(found, lg_k)
