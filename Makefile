@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,redis]'
+	$(BIN)/pip install --quiet -e '.[dev,redis,spark]'
 	touch $(STAMP)
 
 ## system packages the tests need (redis-server, chromium, node); installed only when missing

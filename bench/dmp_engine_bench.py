@@ -1,7 +1,8 @@
-"""Segment recompute and overlap on the analytics engine (DuckDB), beside the per-profile path.
+"""Segment recompute and overlap on the analytics engine (DuckDB; Spark beside it with
+``--engine spark``), beside the per-profile path.
 
     .venv/bin/python bench/dmp_engine_bench.py [--profiles 100000] [--compare] [--from-store]
-        [--memory-mb 1024] [--threads N]
+        [--memory-mb 1024] [--threads N] [--engine duckdb|spark]
 
 Generates ``--profiles`` profiles with ``bench/dmp_segments_bench.py``'s generator (a DSP sync
 for half, three attributes and a few ingested events each, impression-pixel tallies for a
@@ -19,6 +20,12 @@ which marks them changed: ``dmp/change_marks.py``) and the scheduled recompute's
 the engine (``refresh.py`` reloads the marked profiles only, then the SQL and the diff), beside
 the per-profile recompute of the same changes on the same store. One process; peak RSS from
 ``getrusage``.
+
+``--engine spark`` then runs the same steps on Spark (local mode, ``local[<threads or 2>]``,
+Parquet tables in the temporary directory, its memberships written to a second SQLite store)
+with the same profiles (the generator's rows, or the rows loaded from SQLite), prints its
+figures in a column beside DuckDB's and compares the memberships both engines hold. Spark's
+start (the JVM) is timed apart; the peak RSS is the Python process's only.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,11 +46,13 @@ sys.path.insert(0, str(REPO))
 from bench.dmp_segments_bench import NOW, SEGMENTS, populate, profile_maps, uid_of  # noqa: E402
 
 from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine  # noqa: E402
+from cookiematch.dmp.analytics.engine import AnalyticsEngine  # noqa: E402
 from cookiematch.dmp.analytics.load import LoadContext, load_profiles, profile_rows  # noqa: E402
 from cookiematch.dmp.analytics.recompute import recompute  # noqa: E402
 from cookiematch.dmp.analytics.refresh import LOADED_THROUGH, refresh  # noqa: E402
 from cookiematch.dmp.analytics.rows import ProfileRows  # noqa: E402
-from cookiematch.dmp.analytics.settings import AnalyticsSettings  # noqa: E402
+from cookiematch.dmp.analytics.settings import ENGINES, AnalyticsSettings  # noqa: E402
+from cookiematch.dmp.analytics.tables import MEMBERSHIPS  # noqa: E402
 from cookiematch.dmp.lifetimes import MEMBERSHIP_TTL  # noqa: E402
 from cookiematch.dmp.segments import SegmentUpdater, StoredProfiles  # noqa: E402
 from cookiematch.dmp.segments.membership import Memberships  # noqa: E402
@@ -72,36 +82,19 @@ def generated_rows(profiles: int, context: LoadContext) -> list[list[ProfileRows
     return chunks
 
 
-async def run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+async def measure(
+    engine: AnalyticsEngine, chunks: list[list[ProfileRows]], store: Store
+) -> dict[str, float]:
+    """Load ``chunks`` into ``engine``, recompute twice (every membership new, then none)
+    writing the diff to ``store``'s memberships, and take the overlap of every pair."""
     figures: dict[str, float] = {}
-    context = LoadContext(NOW, TraitCatalog(), MEMBERSHIP_TTL)
-    url = f"sqlite:///{tmp}/dmp.db"
-    populated = args.from_store or args.compare
-    if populated:
-        store = open_store(url, durability=Durability.ASYNC)
-        await store.start()
-        figures["populate_s"] = await populate(store, args.profiles)
-        await store.close()
-    store = open_store(url)
-    await store.start()
-    path = tmp / "analytics.duckdb"
-    settings = AnalyticsSettings(str(path), args.memory_mb, threads=args.threads)
-    engine = DuckDBEngine(settings)
     started = time.perf_counter()
-    if populated:
-        figures["loaded"] = await load_profiles(store, engine, context)
-    else:
-        chunks = generated_rows(args.profiles, context)
-        figures["generate_s"] = time.perf_counter() - started
-        started = time.perf_counter()
-        for chunk in chunks:
-            engine.append(chunk)
-        figures["loaded"] = sum(len(c) for c in chunks)
-        del chunks
+    for chunk in chunks:
+        engine.append(chunk)
     figures["load_s"] = time.perf_counter() - started
+    figures["loaded"] = sum(len(c) for c in chunks)
     engine.set_checkpoint(LOADED_THROUGH, NOW)  # as a refresh at NOW would leave it
     memberships = Memberships(store)
-
     started = time.perf_counter()
     diff = engine.diff_memberships(SEGMENTS, NOW, NOW - memberships.ttl / 2)
     figures["first_sql_s"] = time.perf_counter() - started
@@ -117,6 +110,66 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     figures["overlap_s"] = time.perf_counter() - started
     figures["pairs"] = len(pairs)
     figures["overlap_total"] = sum(p.both.value for p in pairs)
+    return figures
+
+
+async def stored_rows(store: Store, context: LoadContext) -> list[list[ProfileRows]]:
+    """Every profile of ``store`` as engine rows (``load_profiles``' scan), in chunks."""
+    collector = _Collector()
+    await load_profiles(store, collector, context, batch=CHUNK)
+    return collector.chunks
+
+
+class _Collector:
+    """Takes what ``load_profiles`` appends, for every engine to load the same rows."""
+
+    def __init__(self) -> None:
+        self.chunks: list[list[ProfileRows]] = []
+
+    def clear(self) -> None:
+        self.chunks = []
+
+    def append(self, profiles: Sequence[ProfileRows]) -> None:
+        if profiles:
+            self.chunks.append(list(profiles))
+
+
+def held_memberships(engine: AnalyticsEngine) -> set[tuple[str, str]]:
+    """The (profile, segment) pairs ``engine`` holds as written."""
+    if isinstance(engine, DuckDBEngine):
+        rows = engine.connection.execute(f"SELECT profile, segment FROM {MEMBERSHIPS}")
+        return {(p, s) for p, s in rows.fetchall()}
+    from cookiematch.dmp.analytics.spark_engine import SparkEngine
+
+    assert isinstance(engine, SparkEngine)
+    return {(r[0], r[1]) for r in engine.session.table(MEMBERSHIPS).collect()}
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, float]]:
+    found: dict[str, dict[str, float]] = {}
+    figures: dict[str, float] = {}
+    context = LoadContext(NOW, TraitCatalog(), MEMBERSHIP_TTL)
+    url = f"sqlite:///{tmp}/dmp.db"
+    populated = args.from_store or args.compare
+    if populated:
+        store = open_store(url, durability=Durability.ASYNC)
+        await store.start()
+        figures["populate_s"] = await populate(store, args.profiles)
+        await store.close()
+    store = open_store(url)
+    await store.start()
+    started = time.perf_counter()
+    if populated:
+        chunks = await stored_rows(store, context)
+        figures["scan_s"] = time.perf_counter() - started
+    else:
+        chunks = generated_rows(args.profiles, context)
+        figures["generate_s"] = time.perf_counter() - started
+    path = tmp / "analytics.duckdb"
+    settings = AnalyticsSettings(str(path), args.memory_mb, threads=args.threads)
+    engine = DuckDBEngine(settings)
+    figures.update(await measure(engine, chunks, store))
+    duckdb_held = held_memberships(engine) if args.engine == "spark" else set()
     engine.close()
     figures["disk_mb"] = path.stat().st_size / 1e6
     figures["bytes_per_profile"] = path.stat().st_size / max(1, args.profiles)
@@ -130,7 +183,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
         figures["old_sizes"] = sum(old.sizes.values())
         await online_changes(args, store, settings, updater, figures)
     await store.close()
-    return figures
+    found["duckdb"] = figures
+    if args.engine == "spark":
+        found["spark"] = await run_spark(args, tmp, chunks, duckdb_held)
+    return found
 
 
 async def online_changes(
@@ -162,41 +218,88 @@ async def online_changes(
     figures.update(old_incremental_s=old.seconds, old_after_engine=old.joined + old.left)
 
 
-def report(args: argparse.Namespace, figures: dict[str, float]) -> None:
-    print(f"\n{args.profiles:,} profiles, {len(SEGMENTS)} segments, DuckDB {args.memory_mb} MB")
-    rows: list[tuple[str, str, str]] = [
-        ("populate SQLite (s)", "populate_s", "{:.1f}"),
-        ("generate rows (s)", "generate_s", "{:.1f}"),
-        ("load into DuckDB (s)", "load_s", "{:.1f}"),
-        ("profiles", "profiles", "{:,.0f}"),
-        ("memberships", "sizes", "{:,.0f}"),
-        ("recompute, SQL only (s)", "first_sql_s", "{:.2f}"),
-        ("recompute, all new (s)", "first_s", "{:.2f}"),
-        ("recompute, no change (s)", "second_s", "{:.2f}"),
-        ("  changes written", "second_changes", "{:,.0f}"),
-        ("overlap, every pair (s)", "overlap_s", "{:.3f}"),
-        ("DuckDB file (MB)", "disk_mb", "{:.1f}"),
-        ("  bytes per profile", "bytes_per_profile", "{:.0f}"),
-        ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
-        ("old path: recompute, no change (s)", "old_second_s", "{:.1f}"),
-        ("old path: changes it found", "old_changes", "{:,.0f}"),
-        ("old path: memberships", "old_sizes", "{:,.0f}"),
-        ("1% written online: profiles reloaded", "reloaded", "{:,.0f}"),
-        ("  engine: refresh + recompute (s)", "incremental_s", "{:.2f}"),
-        ("  changes written", "incremental_changes", "{:,.0f}"),
-        ("  old path: recompute (s)", "old_incremental_s", "{:.1f}"),
-        ("  old path: changes left to write", "old_after_engine", "{:,.0f}"),
-    ]
-    for label, key, fmt in rows:
-        if key in figures:
-            print(f"{label:<36}{fmt.format(figures[key]):>14}")
-    if "old_second_s" in figures and figures["second_s"]:
-        print(f"recompute time old/engine: {figures['old_second_s'] / figures['second_s']:.1f}")
-        same = figures["old_changes"] == 0 and figures["old_sizes"] == figures["sizes"]
+async def run_spark(
+    args: argparse.Namespace,
+    tmp: Path,
+    chunks: list[list[ProfileRows]],
+    duckdb_held: set[tuple[str, str]],
+) -> dict[str, float]:
+    from cookiematch.dmp.analytics.spark_engine import SparkEngine, spark_session
+
+    figures: dict[str, float] = {}
+    path = tmp / "spark-tables"
+    settings = AnalyticsSettings(str(path), args.memory_mb, threads=args.threads, engine="spark")
+    started = time.perf_counter()
+    session = spark_session(settings)
+    figures["start_s"] = time.perf_counter() - started
+    store = open_store(f"sqlite:///{tmp}/spark-memberships.db")
+    await store.start()
+    engine = SparkEngine(settings, session=session)
+    figures.update(await measure(engine, chunks, store))
+    figures["same"] = float(held_memberships(engine) == duckdb_held)
+    engine.close()
+    await store.close()
+    size = sum(f.stat().st_size for f in path.rglob("*.parquet"))
+    figures["disk_mb"] = size / 1e6
+    figures["bytes_per_profile"] = size / max(1, args.profiles)
+    session.stop()
+    return figures
+
+
+ROWS: list[tuple[str, str, str]] = [
+    ("populate SQLite (s)", "populate_s", "{:.1f}"),
+    ("generate rows (s)", "generate_s", "{:.1f}"),
+    ("scan SQLite into rows (s)", "scan_s", "{:.1f}"),
+    ("start the engine (s)", "start_s", "{:.1f}"),
+    ("load the rows into the engine (s)", "load_s", "{:.1f}"),
+    ("profiles", "profiles", "{:,.0f}"),
+    ("memberships", "sizes", "{:,.0f}"),
+    ("recompute, SQL only (s)", "first_sql_s", "{:.2f}"),
+    ("recompute, all new (s)", "first_s", "{:.2f}"),
+    ("recompute, no change (s)", "second_s", "{:.2f}"),
+    ("  changes written", "second_changes", "{:,.0f}"),
+    ("overlap, every pair (s)", "overlap_s", "{:.3f}"),
+    ("  sum of intersections", "overlap_total", "{:,.0f}"),
+    ("files on disk (MB)", "disk_mb", "{:.1f}"),
+    ("  bytes per profile", "bytes_per_profile", "{:.0f}"),
+    ("peak RSS, Python process (MB)", "peak_rss_mb", "{:.0f}"),
+    ("old path: recompute, no change (s)", "old_second_s", "{:.1f}"),
+    ("old path: changes it found", "old_changes", "{:,.0f}"),
+    ("old path: memberships", "old_sizes", "{:,.0f}"),
+    ("1% written online: profiles reloaded", "reloaded", "{:,.0f}"),
+    ("  engine: refresh + recompute (s)", "incremental_s", "{:.2f}"),
+    ("  changes written", "incremental_changes", "{:,.0f}"),
+    ("  old path: recompute (s)", "old_incremental_s", "{:.1f}"),
+    ("  old path: changes left to write", "old_after_engine", "{:,.0f}"),
+]
+
+
+def report(args: argparse.Namespace, found: dict[str, dict[str, float]]) -> None:
+    engines = list(found)
+    print(f"\n{args.profiles:,} profiles, {len(SEGMENTS)} segments, {args.memory_mb} MB")
+    print(f"{'':<36}" + "".join(f"{name:>14}" for name in engines))
+    for label, key, fmt in ROWS:
+        if any(key in figures for figures in found.values()):
+            cells = [fmt.format(f[key]) if key in f else "" for f in found.values()]
+            print(f"{label:<36}" + "".join(f"{c:>14}" for c in cells))
+    duck = found["duckdb"]
+    if "old_second_s" in duck and duck["second_s"]:
+        print(f"recompute time old/engine: {duck['old_second_s'] / duck['second_s']:.1f}")
+        same = duck["old_changes"] == 0 and duck["old_sizes"] == duck["sizes"]
         print(f"same memberships: {'yes' if same else 'NO'}")
-    if figures.get("incremental_s"):
-        ratio = figures["old_incremental_s"] / figures["incremental_s"]
+    if duck.get("incremental_s"):
+        ratio = duck["old_incremental_s"] / duck["incremental_s"]
         print(f"after 1% online writes, recompute time old/engine: {ratio:.1f}")
+    if "spark" in found:
+        spark = found["spark"]
+        for label, key in (
+            ("recompute, SQL only", "first_sql_s"),
+            ("recompute, no change", "second_s"),
+            ("overlap, every pair", "overlap_s"),
+        ):
+            print(f"Spark/DuckDB time, {label}: {spark[key] / duck[key]:.1f}")
+        same = spark["same"] == 1.0 and spark["overlap_total"] == duck["overlap_total"]
+        print(f"same memberships and overlap on Spark and DuckDB: {'yes' if same else 'NO'}")
 
 
 def main() -> None:
@@ -206,10 +309,11 @@ def main() -> None:
     parser.add_argument("--from-store", action="store_true")
     parser.add_argument("--memory-mb", type=int, default=1024)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--engine", choices=ENGINES, default="duckdb")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="enginebench-") as tmp:
-        figures = asyncio.run(run(args, Path(tmp)))
-    report(args, figures)
+        found = asyncio.run(run(args, Path(tmp)))
+    report(args, found)
 
 
 if __name__ == "__main__":

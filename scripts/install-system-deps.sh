@@ -3,6 +3,7 @@
 # redis-server (store tests), chromium (cross-site cookie flows in a real browser), node and
 # npm (the IAB's reference encoders the consent decoders are tested against), promtool
 # (from the prometheus package: deploy/'s rules and every role's /metrics are checked with it),
+# a Java runtime (Spark, the DMP's second analytics engine, runs on the JVM: Java 17 or later),
 # nginx with its Lua module (the edge: docs/edge.md; the module pulls in lua-resty-core and
 # LuaJIT), and wrk (benchmarks). Debian/Ubuntu only; elsewhere, install them by hand.
 set -euo pipefail
@@ -15,6 +16,9 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 [ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing+=(libnginx-mod-http-lua)
+if [ -z "${JAVA_HOME:-}" ] && ! command -v java >/dev/null 2>&1; then
+  missing+=(openjdk-17-jre-headless)
+fi
 if [ "${WITH_BENCH:-0}" = "1" ]; then
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 fi

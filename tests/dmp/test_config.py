@@ -197,3 +197,17 @@ def test_analytics_engine_paths_and_memory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=">= 64") as caught:
         load(tmp_path, BASE + "[dmp.analytics]\nmemory_limit_mb = 1\n")
     assert caught.value.key == "dmp.analytics.memory_limit_mb"
+    assert settings.engine == "duckdb" and settings.spark_master == "local[2]"
+
+
+def test_analytics_engine_choice(tmp_path: Path) -> None:
+    text = BASE + '[dmp.analytics]\nengine = "spark"\npath = "tables"\nthreads = 3\n'
+    settings = load(tmp_path, text).dmp.analytics.to_model()  # type: ignore[attr-defined]
+    assert (settings.engine, settings.path) == ("spark", str(tmp_path / "tables"))
+    assert settings.spark_master == "local[3]"
+    text += 'master = "spark://head:7077"\n'
+    settings = load(tmp_path, text).dmp.analytics.to_model()  # type: ignore[attr-defined]
+    assert settings.spark_master == "spark://head:7077"
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, BASE + '[dmp.analytics]\nengine = "clickhouse"\n')
+    assert caught.value.key == "dmp.analytics.engine"

@@ -34,7 +34,7 @@ from cookiematch.config.values import (
     origin_problems,
     url_problems,
 )
-from cookiematch.dmp.analytics.settings import MEMORY_LIMIT_MB, AnalyticsSettings
+from cookiematch.dmp.analytics.settings import MEMORY_LIMIT_MB, AnalyticsSettings, Engine
 from cookiematch.dmp.lifetimes import EXPORT_STATE_MARGIN_DAYS
 from cookiematch.dmp.model import (
     CMP_WAIT_MS,
@@ -222,19 +222,32 @@ class DmpIngestConfig(Table, frozen=True):
 class DmpAnalyticsConfig(Table, frozen=True):
     """``[dmp.analytics]``: the analytics engine of the batch half (``dmp/analytics/``)."""
 
-    # "duckdb": the scheduled recompute, the CLI's recompute and exact overlap run on it;
-    # "off": they run per profile on the key-value store
-    engine: Literal["duckdb", "off"] = "duckdb"
-
-    # the database file; relative: to the configuration file's directory
+    # "duckdb" (embedded) or "spark" (Apache Spark over Parquet, the `spark` extra): the
+    # scheduled recompute, the CLI's recompute and exact overlap run on it; "off": they run
+    # per profile on the key-value store
+    engine: Engine | Literal["off"] = "duckdb"
+    # DuckDB's database file, Spark's directory of tables; relative: to the configuration
+    # file's directory
     path: Annotated[str, msgspec.Meta(min_length=1)] = "var/dmp-analytics.duckdb"
     # past this the engine spills to temp_directory (None: <path>.tmp)
     memory_limit_mb: Annotated[int, msgspec.Meta(ge=64, le=1 << 22)] = MEMORY_LIMIT_MB
     temp_directory: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     threads: Annotated[int, msgspec.Meta(ge=1, le=1024)] | None = None  # None: one per core
+    # Spark's master URL (spark://host:7077, yarn, ...); None: local mode, local[threads or 2]
+    master: Annotated[str, msgspec.Meta(min_length=1)] | None = None
 
-    def to_model(self) -> AnalyticsSettings:
-        return AnalyticsSettings(self.path, self.memory_limit_mb, self.temp_directory, self.threads)
+    def to_model(self) -> AnalyticsSettings | None:
+        """The engine's settings; None when it is off."""
+        if self.engine == "off":
+            return None
+        return AnalyticsSettings(
+            self.path,
+            self.memory_limit_mb,
+            self.temp_directory,
+            self.threads,
+            self.engine,
+            self.master,
+        )
 
 
 class DmpConfig(Table, frozen=True):

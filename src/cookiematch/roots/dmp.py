@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.config import Config
 from cookiematch.config.dmp import DmpConfig
-from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
 from cookiematch.dmp.analytics.engine import AnalyticsEngine
+from cookiematch.dmp.analytics.engines import open_engine as open_configured_engine
 from cookiematch.dmp.analytics.runs import EngineRuns, OpenEngine
 from cookiematch.dmp.funnel import Funnel
 from cookiematch.dmp.funnel_log import FunnelLog, roll_up
@@ -140,14 +140,13 @@ class DmpCore:
 def engine_opener(dmp: DmpConfig) -> OpenEngine | None:
     """What opens the configured analytics engine (None: it is off). Opening is left to the
     job that needs it (``EngineRuns``): DuckDB allows one writing process per file."""
-    analytics = dmp.analytics
-    if analytics.engine == "off":
+    settings = dmp.analytics.to_model()
+    if settings is None:
         return None
-    settings = analytics.to_model()
     max_events = dmp.trait_catalog().max_events_per_name
 
     def open_engine() -> AnalyticsEngine:
-        return DuckDBEngine(settings, max_events_per_name=max_events)
+        return open_configured_engine(settings, max_events_per_name=max_events)
 
     return open_engine
 

@@ -1,8 +1,8 @@
 """The rule→SQL compiler agrees with ``rule.matches()``: random valid rules (``parse_rule`` of
-generated tables) over random profiles loaded into a real DuckDB database, corners included
-(NaN and infinities, integers beyond 64 bits against floats, -0.0, booleans against 1 and 0,
-empty lists, lapsed attributes and events, events exactly at a window's edge or beyond the
-per-name cap, lapsed profiles)."""
+generated tables) over random profiles loaded into a real DuckDB database and into Spark (local
+mode, for real), corners included (NaN and infinities, integers beyond 64 bits against floats,
+-0.0, booleans against 1 and 0, empty lists, lapsed attributes and events, events exactly at a
+window's edge or beyond the per-name cap, lapsed profiles)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pyspark.sql import SparkSession
 
 from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
+from cookiematch.dmp.analytics.engine import AnalyticsEngine
 from cookiematch.dmp.analytics.rows import (
     AttributeRow,
     EventRow,
@@ -24,8 +26,12 @@ from cookiematch.dmp.analytics.rows import (
 )
 from cookiematch.dmp.analytics.rules_sql import compile_rule
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
+from cookiematch.dmp.analytics.spark_engine import SparkEngine
+from cookiematch.dmp.analytics.spark_sql import SPARK, arguments, ordered_integer
 from cookiematch.dmp.segments.rules import OPS, Rule, parse_rule
 from cookiematch.errors import RuleError
+
+from .conftest import SPARK_START_TIMEOUT
 
 NOW = 1_700_000_000.0
 MAX_EVENTS = 3  # small, so that the cap to the newest timestamps of a name is exercised
@@ -156,6 +162,26 @@ def engine() -> Iterator[DuckDBEngine]:
     found.close()
 
 
+@pytest.fixture(scope="module")
+def spark_engine(
+    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SparkEngine]:
+    path = tmp_path_factory.mktemp("rules") / "tables"
+    settings = AnalyticsSettings(str(path), engine="spark")
+    found = SparkEngine(settings, max_events_per_name=MAX_EVENTS, session=spark)
+    yield found
+    found.close()
+
+
+@pytest.fixture(params=["duckdb", "spark"])
+def any_engine(request: pytest.FixtureRequest) -> AnalyticsEngine:
+    """The DuckDB engine, then the Spark engine (both module-scoped)."""
+    found: AnalyticsEngine = request.getfixturevalue(
+        "engine" if request.param == "duckdb" else "spark_engine"
+    )
+    return found
+
+
 def _expected(rule: Rule, population: tuple[ProfileRows, ...]) -> set[str]:
     found = set()
     for profile in population:
@@ -165,13 +191,8 @@ def _expected(rule: Rule, population: tuple[ProfileRows, ...]) -> set[str]:
     return found
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    population=populations,
-    tables=st.tuples(leaves(), leaves(), leaves(), rule_tables, rule_tables, rule_tables),
-)
-def test_sql_selects_what_the_rule_matches(
-    engine: DuckDBEngine, population: tuple[ProfileRows, ...], tables: tuple[object, ...]
+def _check_rules(
+    engine: AnalyticsEngine, population: tuple[ProfileRows, ...], tables: tuple[object, ...]
 ) -> None:
     engine.clear()
     engine.append(population)
@@ -181,6 +202,27 @@ def test_sql_selects_what_the_rule_matches(
         except RuleError as exc:  # the generator writes valid rules only
             raise AssertionError(f"generated an invalid rule {table!r}: {exc}") from exc
         assert engine.matching(rule, NOW) == _expected(rule, population), table
+
+
+RANDOM_TABLES = st.tuples(leaves(), leaves(), leaves(), rule_tables, rule_tables, rule_tables)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(population=populations, tables=RANDOM_TABLES)
+def test_sql_selects_what_the_rule_matches(
+    engine: DuckDBEngine, population: tuple[ProfileRows, ...], tables: tuple[object, ...]
+) -> None:
+    _check_rules(engine, population, tables)
+
+
+@pytest.mark.timeout(SPARK_START_TIMEOUT + 600)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(population=populations, tables=RANDOM_TABLES)
+def test_spark_sql_selects_what_the_rule_matches(
+    spark_engine: SparkEngine, population: tuple[ProfileRows, ...], tables: tuple[object, ...]
+) -> None:
+    """The same property on Spark, fewer examples (a Spark query takes tenths of a second)."""
+    _check_rules(spark_engine, population, tables)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +240,8 @@ def test_sql_selects_what_the_rule_matches(
         ({"attribute": "n", "op": "exists", "value": False}, {"none"}),
     ],
 )  # fmt: skip
-def test_corners(engine: DuckDBEngine, table: dict[str, object], expected: set[str]) -> None:
+@pytest.mark.timeout(SPARK_START_TIMEOUT)
+def test_corners(any_engine: AnalyticsEngine, table: dict[str, object], expected: set[str]) -> None:
     values: dict[str, object] = {
         "int1": 1,
         "float1": 1.0,
@@ -214,10 +257,10 @@ def test_corners(engine: DuckDBEngine, table: dict[str, object], expected: set[s
         ),
         ProfileRows("none"),
     )
-    engine.clear()
-    engine.append(population)
+    any_engine.clear()
+    any_engine.append(population)
     rule = parse_rule(table)
-    assert engine.matching(rule, NOW) == expected == _expected(rule, population)
+    assert any_engine.matching(rule, NOW) == expected == _expected(rule, population)
 
 
 def _events(*stamps: float, expires_at: float | None = None) -> ProfileRows:
@@ -241,14 +284,15 @@ def _events(*stamps: float, expires_at: float | None = None) -> ProfileRows:
         ({"event": "e", "at_least": 2}, _events(5, 5, 5), False),  # one timestamp, once
     ],
 )
+@pytest.mark.timeout(SPARK_START_TIMEOUT)
 def test_event_corners(
-    engine: DuckDBEngine, table: dict[str, object], profile: ProfileRows, holds: bool
+    any_engine: AnalyticsEngine, table: dict[str, object], profile: ProfileRows, holds: bool
 ) -> None:
-    engine.clear()
-    engine.append([profile])
+    any_engine.clear()
+    any_engine.append([profile])
     rule = parse_rule(table)
     expected = {profile.dmp_uid} if holds else set()
-    assert engine.matching(rule, NOW) == expected == _expected(rule, (profile,))
+    assert any_engine.matching(rule, NOW) == expected == _expected(rule, (profile,))
 
 
 def test_values_are_bound_never_spliced() -> None:
@@ -256,3 +300,17 @@ def test_values_are_bound_never_spliced() -> None:
     query = compile_rule(rule, NOW)
     assert "DROP" not in query.sql and "'1'='1" not in query.sql
     assert "name'; DROP TABLE profiles; --" in query.params
+
+
+def test_spark_keys_order_integers_as_integers() -> None:
+    numbers = sorted({*INTEGERS, *range(-12, 12), 99, 100, -99, -100, 10**399, -(10**399)})
+    keys = [ordered_integer(n) for n in numbers]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+def test_spark_dialect_binds_by_name() -> None:
+    rule = parse_rule({"all": [{"attribute": "n", "op": "gte", "value": 2**64}, {"synced": "p"}]})
+    query = compile_rule(rule, NOW, SPARK)
+    assert ":p0" in query.sql and "$1" not in query.sql
+    assert arguments(query.params)["p0"] == "n"
+    assert ordered_integer(2**64) in query.params

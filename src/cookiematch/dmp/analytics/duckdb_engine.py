@@ -10,7 +10,8 @@ from typing import Any
 
 import duckdb
 
-from cookiematch.dmp.analytics.engine import MembershipDiff
+from cookiematch.dmp.analytics.columns import COLUMNS, table_columns
+from cookiematch.dmp.analytics.engine import CHANGES, JOIN, LEAVE, MATCHED, REFRESH, MembershipDiff
 from cookiematch.dmp.analytics.rows import ProfileRows
 from cookiematch.dmp.analytics.rules_sql import DUCKDB, compile_rule
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
@@ -20,11 +21,6 @@ from cookiematch.dmp.analytics.tables import (
     CONSENT,
     EVENTS,
     EXPOSURES,
-    KIND_BOOL,
-    KIND_FLOAT,
-    KIND_INT,
-    KIND_LIST,
-    KIND_STRING,
     LIVE_AT,
     LIVE_PROFILES,
     MEMBERSHIPS,
@@ -37,11 +33,6 @@ from cookiematch.dmp.overlap import Estimate, PairOverlap
 from cookiematch.dmp.segments.membership import Change
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import Rule
-from cookiematch.dmp.snapshot import AttributeValue
-
-MATCHED = "matched"  # (segment, profile) found by the pending recompute
-CHANGES = "membership_changes"  # (profile, segment, change, joined_at) of the pending diff
-JOIN, LEAVE, REFRESH = "join", "leave", "refresh"
 
 # column -> the list type its values are bound as, and the cast to the column's type
 _COLUMNS: dict[str, tuple[tuple[str, str, str], ...]] = {
@@ -110,45 +101,12 @@ def _insert_sql(table: str) -> str:
 _INSERTS = {table: _insert_sql(table) for table in _COLUMNS}
 
 
-def _attribute_row(value: AttributeValue) -> tuple[str, Any, Any, Any, Any, Any]:
-    """(kind, text, num_int, num_float, flag, items) of a value."""
-    if isinstance(value, bool):
-        return KIND_BOOL, None, None, None, value, None
-    if isinstance(value, int):
-        return KIND_INT, None, str(value), None, None, None
-    if isinstance(value, float):
-        return KIND_FLOAT, None, None, value, None, None
-    if isinstance(value, str):
-        return KIND_STRING, value, None, None, None, None
-    return KIND_LIST, None, None, None, None, list(value)
-
-
 def _columns(profiles: Sequence[ProfileRows]) -> dict[str, list[list[Any]]]:
-    """Each table's rows of ``profiles``, column by column."""
-    found: dict[str, list[list[Any]]] = {t: [[] for _ in cs] for t, cs in _COLUMNS.items()}
-
-    def add(table: str, *values: Any) -> None:
-        for column, value in zip(found[table], values, strict=True):
-            column.append(value)
-
-    for p in profiles:
-        uid = p.dmp_uid
-        add(PROFILES, uid, p.expires_at)
-        for name, a in p.attributes.items():
-            add(ATTRIBUTES, uid, name, *_attribute_row(a.value), a.set_at, a.expires_at)
-        for e in p.events:
-            add(EVENTS, uid, e.name, e.ts, e.expires_at)
-        for x in p.exposures:
-            add(
-                EXPOSURES, uid, x.kind, x.campaign, x.site, x.creative, str(x.count),
-                x.first_at, x.last_at, x.expires_at,
-            )  # fmt: skip
-        for partner, s in p.syncs.items():
-            add(SYNCS, uid, partner, s.partner_uid, s.synced_at, s.expires_at)
-        for party, c in p.consent.items():
-            add(CONSENT, uid, party, c.decided_at, c.tc_last_updated, c.refused, c.expires_at)
-        for segment, m in p.memberships.items():
-            add(MEMBERSHIPS, uid, segment, m.joined_at, m.written_at)
+    """Each table's rows of ``profiles``, exact integers as their decimal text."""
+    found = table_columns(profiles)
+    for table, column in ((ATTRIBUTES, "num_int"), (EXPOSURES, "count")):
+        index = COLUMNS[table].index(column)
+        found[table][index] = [None if v is None else str(v) for v in found[table][index]]
     return found
 
 

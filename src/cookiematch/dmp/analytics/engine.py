@@ -1,5 +1,6 @@
 """The analytics engine's interface: what the DMP's batch half asks of it, whatever runs it
-(DuckDB embedded, ``duckdb_engine.py``; engines beyond one machine later)."""
+(DuckDB embedded, ``duckdb_engine.py``; Apache Spark beyond one machine, ``spark_engine.py``;
+chosen by ``engines.open_engine``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from cookiematch.dmp.overlap import PairOverlap
 from cookiematch.dmp.segments.membership import Change
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import Rule
+
+MATCHED = "matched"  # (segment, profile) found by the pending recompute
+CHANGES = "membership_changes"  # (profile, segment, change, joined_at) of the pending diff
+JOIN, LEAVE, REFRESH = "join", "leave", "refresh"  # the changes of a diff
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,8 @@
 Each node becomes a predicate on ``live_profiles.id``: a leaf is ``id IN (SELECT profile ...)``
 (uncorrelated, so every engine plans it as a semi-join), ``all``/``any``/``not`` are ``AND``/
 ``OR``/``NOT``; nothing is ever NULL. Values are bound parameters, never spliced into the text;
-what differs between engines (placeholders, list functions, the exact integer type) is the
-``Dialect``'s.
+what differs between engines (placeholders, list functions, the exact integer type, how a
+float is bound) is the ``Dialect``'s: DuckDB's here, Spark's in ``spark_sql.py``.
 
 The SQL agrees with ``rule.matches()`` exactly, corners included (a property test holds it to
 that, tests/dmp/analytics/test_rules_sql.py):
@@ -83,6 +83,10 @@ class Dialect:
     def is_nan(self, expr: str) -> str:
         return f"isnan({expr})"
 
+    def double_value(self, value: float) -> object:
+        """A float bound against the ``num_float`` column."""
+        return value
+
 
 DUCKDB = Dialect()
 
@@ -113,6 +117,9 @@ class _Compiler:
 
     def integer(self, value: int) -> str:
         return self.dialect.integer(self.bind(self.dialect.integer_value(value)))
+
+    def double(self, value: float) -> str:
+        return self.bind(self.dialect.double_value(value))
 
     def rule(self, rule: Rule) -> str:
         if isinstance(rule, All):
@@ -180,7 +187,7 @@ class _Compiler:
             as_int = f"{kind} = '{KIND_INT}' AND num_int = {self.integer(want)}"
             return f"({as_int}) OR ({self.float_condition('eq', want)})"
         # a finite float; an integer equals it only when it is integral
-        as_float = f"{kind} = '{KIND_FLOAT}' AND num_float = {self.bind(want)}"
+        as_float = f"{kind} = '{KIND_FLOAT}' AND num_float = {self.double(want)}"
         if not want.is_integer():
             return as_float
         return f"({as_float}) OR ({kind} = '{KIND_INT}' AND num_int = {self.integer(int(want))})"
@@ -206,7 +213,7 @@ class _Compiler:
         if sql_op is None:
             return "FALSE"
         nan = self.dialect.is_nan("num_float")
-        return f"kind = '{KIND_FLOAT}' AND NOT {nan} AND num_float {sql_op} {self.bind(bound)}"
+        return f"kind = '{KIND_FLOAT}' AND NOT {nan} AND num_float {sql_op} {self.double(bound)}"
 
     # --- events, exposures, syncs -------------------------------------------------------------
 

@@ -1,25 +1,47 @@
-"""Where the analytics engine keeps its data and how much memory it may take."""
+"""Which analytics engine runs the batch half, where it keeps its data, and how much memory it
+may take."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 MEMORY_LIMIT_MB = 1024
 """The engine's memory limit when none is configured; past it, it spills to ``temp_directory``."""
 
+Engine = Literal["duckdb", "spark"]
+ENGINES: tuple[Engine, ...] = ("duckdb", "spark")
+
+LOCAL_THREADS = 2
+"""Spark's local mode runs this many task threads when neither a master nor threads is set."""
+
 
 @dataclass(frozen=True, slots=True)
 class AnalyticsSettings:
-    """``path``: the database file (``:memory:`` for none); ``temp_directory``: where it
-    spills (None: beside the file, ``<path>.tmp``); ``threads``: None for one per core."""
+    """``engine``: DuckDB embedded (``duckdb_engine.py``) or Apache Spark (``spark_engine.py``).
+
+    ``path``: DuckDB's database file (``:memory:`` for none), Spark's directory of Parquet
+    tables; ``temp_directory``: where the engine spills (None: beside it, ``<path>.tmp``);
+    ``threads``: DuckDB's threads (None: one per core), Spark's local-mode task threads (None:
+    ``LOCAL_THREADS``); ``master``: Spark's master URL (None: ``local[<threads>]``; a cluster's
+    executors must then read and write ``path`` under the same name); ``memory_limit_mb``:
+    DuckDB's memory limit, Spark's driver memory."""
 
     path: str
     memory_limit_mb: int = MEMORY_LIMIT_MB
     temp_directory: str | None = None
     threads: int | None = None
+    engine: Engine = "duckdb"
+    master: str | None = None
 
     @property
     def spill_directory(self) -> str | None:
         if self.temp_directory is not None:
             return self.temp_directory
         return None if self.path == ":memory:" else f"{self.path}.tmp"
+
+    @property
+    def spark_master(self) -> str:
+        if self.master is not None:
+            return self.master
+        return f"local[{self.threads or LOCAL_THREADS}]"
