@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 
 from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.exchange.browser_record import (
@@ -158,10 +160,10 @@ class FrequencyChecks:
         sent: deque[_Sent] = deque()
         loop = asyncio.get_running_loop()
         for nid, browsers in first.items():
-            pairs = list(browsers.items())
-            for start in range(0, len(pairs), SLICE_PAIRS):
+            pairs = iter(browsers.items())  # (no list of them: the iterator reuses its tuple)
+            for _ in range(0, len(browsers), SLICE_PAIRS):
                 undecided, writes = self._judge_slice(
-                    nid, pairs[start : start + SLICE_PAIRS], again, keys, pushes, found
+                    nid, islice(pairs, SLICE_PAIRS), again, keys, pushes, found
                 )
                 if found.error is None:
                     swap = loop.create_task(self._store.hswap_many(writes))
@@ -200,7 +202,7 @@ class FrequencyChecks:
     def _judge_slice(
         self,
         nid: str,
-        pairs: list[tuple[bytes, int]],
+        pairs: Iterable[tuple[bytes, int]],
         again: _Again,
         keys: dict[bytes, str],
         pushes: dict[str, list[str]],
