@@ -180,6 +180,15 @@ async def test_hswap_many_answers_what_the_fields_held_before(
     assert (await store.hswap_many(items))[1499] == {"f": b"1499"}
 
 
+async def test_hswap_many_default_answers_as_the_backends_own(store: Store) -> None:
+    """The base class's read-then-write default, run on this backend, answers the same."""
+    await store.hset("a", {"x": b"old", "keep": b"k"})
+    items = [("a", {"x": b"new", "y": b"1"}, None), ("b", {"z": b"1"}, 60.0)]
+    assert await Store.hswap_many(store, items) == [{"x": b"old"}, {}]
+    assert await store.hswap_many([("a", {"y": b"2"}, None)]) == [{"y": b"1"}]
+    assert await store.hgetall("a") == {"x": b"new", "keep": b"k", "y": b"2"}
+
+
 async def test_hset_many_ttl_is_per_item(store: Store, clock: FakeClock) -> None:
     await store.hset_many(
         [("h", {"a": b"1"}, 0.2), ("h", {"b": b"2"}, None), ("h", {"c": b"3"}, 60.0)]
