@@ -3,7 +3,7 @@
     .venv/bin/python bench/http_bench.py [--duration 3] [--rounds 3] [--connections 64]
         [--stores sqlite,redis] [--workers 1,2] [--roles exchange,buyer,dmp]
         [--nginx-workers auto,1] [--soak 30] [--out var/bench] [--no-ceiling]
-        [--loop uvloop] [--redis-aof everysec] [--no-edge]
+        [--loop uvloop] [--redis-aof everysec] [--no-edge] [--only "cookie match"]
 
 For every store x worker count x role it starts ``cookiematch serve`` on a generated config,
 then for each round and each endpoint runs wrk against nginx and against us *with the same Lua
@@ -493,7 +493,11 @@ class Bench:
         )
 
     def block(self, store: str, workers: int, role: str, nginx_ports: dict[str, int]) -> None:
-        endpoints = [e for e in ENDPOINTS if e.role == role]
+        endpoints = [
+            e
+            for e in ENDPOINTS
+            if e.role == role and (not self.args.only or any(o in e.name for o in self.args.only))
+        ]
         self.redis_db += 1
         directory = self.work / f"{store}-{workers}w-{role}"
         directory.mkdir(parents=True)
@@ -876,6 +880,10 @@ def main() -> None:
     parser.add_argument(
         "--no-edge", dest="edge", action="store_false",
         help="skip the edge (nginx + Lua in front of the server) measured per worker count",
+    )  # fmt: skip
+    parser.add_argument(
+        "--only", type=csv_list(str), default=[],
+        help="endpoints whose name contains one of these (default: all of each role)",
     )  # fmt: skip
     parser.add_argument("--soak", type=float, default=30.0, help="seconds; 0: no soak")
     parser.add_argument("--soak-interval", type=float, default=3.0)

@@ -149,6 +149,46 @@ async def test_hset_many_and_hgetall_many(store: Store) -> None:
     assert await keys(store, "") == []  # field maps, not plain values
 
 
+async def test_hswap_many_answers_what_the_fields_held_before(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.hset("a", {"x": b"old", "keep": b"k", "gone": b"g"})
+    await store.hset("a", {"short": b"s"}, ttl=0.2)
+    await asyncio.sleep(0.3)
+    await clock.advance(0.5)  # "short" has expired: not answered, and overwritten
+    held = await store.hswap_many(
+        [
+            ("a", {"x": b"new", "short": b"again", "y": b""}, None),
+            ("b", {"z": b"1"}, 60.0),
+            ("empty", {}, None),
+        ]
+    )
+    assert held == [{"x": b"old"}, {}, {}]
+    assert await store.hswap_many([("b", {"z": b"2"}, 60.0), ("a", {"y": b"3"}, None)]) == [
+        {"z": b"1"},
+        {"y": b""},
+    ]
+    assert await store.hswap_many([]) == []
+    assert await store.hgetall_many(["a", "b"]) == [
+        {"x": b"new", "keep": b"k", "gone": b"g", "short": b"again", "y": b"3"},
+        {"z": b"2"},
+    ]
+    await clock.advance(100)  # the swapped fields keep their own TTLs
+    assert await store.hgetall("b") == {}
+    items = [(f"s{i:04d}", {"f": b"%d" % i}, None) for i in range(1500)]  # beyond one batch
+    assert await store.hswap_many(items) == [{}] * 1500
+    assert (await store.hswap_many(items))[1499] == {"f": b"1499"}
+
+
+async def test_hswap_many_default_answers_as_the_backends_own(store: Store) -> None:
+    """The base class's read-then-write default, run on this backend, answers the same."""
+    await store.hset("a", {"x": b"old", "keep": b"k"})
+    items = [("a", {"x": b"new", "y": b"1"}, None), ("b", {"z": b"1"}, 60.0)]
+    assert await Store.hswap_many(store, items) == [{"x": b"old"}, {}]
+    assert await store.hswap_many([("a", {"y": b"2"}, None)]) == [{"y": b"1"}]
+    assert await store.hgetall("a") == {"x": b"new", "keep": b"k", "y": b"2"}
+
+
 async def test_hset_many_ttl_is_per_item(store: Store, clock: FakeClock) -> None:
     await store.hset_many(
         [("h", {"a": b"1"}, 0.2), ("h", {"b": b"2"}, None), ("h", {"c": b"3"}, 60.0)]

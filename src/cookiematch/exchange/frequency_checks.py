@@ -7,13 +7,15 @@ coalesced into one entry, and the later one, when it is a match tag within
 ``match_expiry_days`` of the one before, is counted as a violation right there: coalescing
 loses no check.
 
-``apply`` takes the whole batch and applies it with two bulk store calls: one
-``hgetall_many`` of the browser records (``br:``) it needs, one ``hset_many`` of the new
-``gid:<nid>`` times (and ``created`` for a cookie that was just set); a returned push also
-deletes its ``push:<nid>`` field. The first event of a pair is judged against the recent
-window (the times this worker wrote for pairs it saw lately, a bounded LRU): a time there
-within the expiry is a violation without a read; otherwise against the stored record, which
-other workers write as well.
+``apply`` takes the whole batch and applies it in slices of ``SLICE_PAIRS`` pairs of one
+buyer, one store call per slice: ``hswap_many`` writes the new ``gid:<nid>`` times into the
+browser records (``br:``) and answers the times they held before. The first event of a pair
+is judged against the recent window (the times this worker wrote for pairs it saw lately, a
+bounded LRU): a time there within the expiry is a violation; otherwise against the time the
+record held, which other workers write as well. ``created`` (a cookie just set) is written
+and the ``push:<nid>`` field of a returned push deleted after the slices. Between two store
+calls the event loop serves requests: one slice is a bounded piece of Python work (up to
+``IN_FLIGHT`` slices before it are in the store meanwhile), never the whole second's batch at once.
 
 Bounds: at most ``max_pending`` pairs wait (a new pair beyond that is refused, and the caller
 counts it as dropped); ``apply`` is due early once ``flush_at`` pairs wait. A crash (kill -9)
@@ -24,8 +26,10 @@ are monitoring figures, not acknowledged writes.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 
 from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.exchange.browser_record import (
@@ -44,6 +48,10 @@ FLUSH_AT_PAIRS = 20_000
 """Waiting pairs that make the batch due before its second is over."""
 RECENT_PAIRS = 65_536
 """Pairs whose last written time this worker remembers (the recent window, an LRU)."""
+SLICE_PAIRS = 256
+"""Pairs applied per slice: the event loop runs other work between two slices."""
+IN_FLIGHT = 4
+"""Slices in the store at once (SQLite's writer commits them together, Redis pipelines them)."""
 
 # The batch, built on the hot path from ints and dicts only (no object per event for the
 # garbage collector to track): per buyer, per browser, the pair's first event, its time for a
@@ -52,6 +60,8 @@ RECENT_PAIRS = 65_536
 _LAST, _VIOLATIONS, _PUSHED = range(3)
 _First = dict[str, dict[bytes, int]]
 _Again = dict[tuple[str, bytes], list[int]]
+_Sent = tuple[str, list[tuple[int, int]], "asyncio.Task[list[dict[str, bytes]]]"]
+"""A slice in the store: its buyer, its undecided first match tags, its ``hswap_many``."""
 
 
 @dataclass(slots=True)
@@ -130,114 +140,139 @@ class FrequencyChecks:
         return True
 
     async def apply(self) -> Applied:
-        """Apply the batch recorded so far: one bulk read, one bulk write (plus the deletion
-        of returned pushes' fields). The batch is taken first: what is recorded meanwhile
-        waits for the next call. A store error is not raised but returned in ``error``, with
-        the violations found before it; the first checks of pairs whose records could not be
-        read are counted in ``unread``."""
+        """Apply the batch recorded so far, in slices of ``SLICE_PAIRS`` pairs of one buyer:
+        per slice one store call (``hswap_many``) writes the pairs' last times and answers
+        what the records held before, against which the first match tags the recent window
+        cannot judge are judged. A slice is judged and sent while up to ``IN_FLIGHT`` before
+        it are in the store; the loop runs other work meanwhile. The batch is taken first:
+        what is recorded meanwhile waits for the next call. A store error is not raised but
+        returned in ``error``, with the violations found; once it happened no new slice is
+        sent, and the first checks of pairs whose records could not be read are counted in
+        ``unread``."""
         first, self._first = self._first, {}
         again, self._again = self._again, {}
         created, self._created = self._created, {}
         found = Applied(checks=self._recorded)
         self._recorded = self._pairs = 0
         self.due.clear()
-        keys = {browser: "" for browsers in first.values() for browser in browsers}
-        for browser in keys:
-            keys[browser] = browser_record_key(browser)
-        undecided = self._judge_from_memory(first, again, found)
-        try:
-            await self._judge_from_store(undecided, keys, found)
-        except Exception as exc:
-            for nid, _, _ in undecided:
-                found.unread[nid] = found.unread.get(nid, 0) + 1
-            found.error = exc
-        gids, pushes = self._last_times(first, again, keys)
+        keys: dict[bytes, str] = {}
+        pushes: dict[str, list[str]] = {}
+        sent: deque[_Sent] = deque()
+        loop = asyncio.get_running_loop()
+        for nid, browsers in first.items():
+            pairs = iter(browsers.items())  # (no list of them: the iterator reuses its tuple)
+            for _ in range(0, len(browsers), SLICE_PAIRS):
+                undecided, writes = self._judge_slice(
+                    nid, islice(pairs, SLICE_PAIRS), again, keys, pushes, found
+                )
+                if found.error is None:
+                    swap = loop.create_task(self._store.hswap_many(writes))
+                    sent.append((nid, undecided, swap))
+                    if len(sent) > IN_FLIGHT:
+                        await self._judge_held(sent.popleft(), found)
+                else:
+                    found.unread[nid] = found.unread.get(nid, 0) + len(undecided)
+                    await asyncio.sleep(0)  # the loop's other work between slices
+        while sent:
+            await self._judge_held(sent.popleft(), found)
         if found.error is None:
-            try:
-                await self._write(gids, pushes, created, keys)
-            except Exception as exc:
-                found.error = exc
+            await self._write_rest(created, keys, pushes, found)
+        self._forget_oldest()
         return found
 
-    def _judge_from_memory(
-        self, first: _First, again: _Again, found: Applied
-    ) -> list[tuple[str, bytes, int]]:
-        """Count the violations the batch and the recent window show; the first match tags
-        left to judge against the store: ``(nid, browser_id, time)``."""
-        undecided: list[tuple[str, bytes, int]] = []
-        violations = found.violations
+    async def _judge_held(self, sent: _Sent, found: Applied) -> None:
+        """Wait for a slice's store call and judge its undecided first match tags against
+        what the records held (after a store error: count them as unread)."""
+        nid, undecided, swap = sent
+        try:
+            held = await swap
+        except Exception as exc:
+            if found.error is None:
+                found.error = exc
+            found.unread[nid] = found.unread.get(nid, 0) + len(undecided)
+            return
+        name, expiry, count = gid_field(nid), self._expiry, 0
+        for position, at in undecided:
+            last = held[position].get(name)
+            if last is not None and last.isdigit() and at - int(last) < expiry:
+                count += 1
+        if count:
+            found.violations[nid] = found.violations.get(nid, 0) + count
+
+    def _judge_slice(
+        self,
+        nid: str,
+        pairs: Iterable[tuple[bytes, int]],
+        again: _Again,
+        keys: dict[bytes, str],
+        pushes: dict[str, list[str]],
+        found: Applied,
+    ) -> tuple[list[tuple[int, int]], list[FieldWrite]]:
+        """One pass over a slice of one buyer's pairs: count the violations the batch and the
+        recent window show, remember each pair's last time, and return the writes of the last
+        times and the first match tags left to judge against what the store held (``(their
+        write's position, time)``); the ``push:`` fields of returned pushes go into
+        ``pushes``."""
         recent, expiry = self._recent, self._expiry
-        for (nid, _), later in again.items():
-            if later[_VIOLATIONS]:
-                violations[nid] = violations.get(nid, 0) + later[_VIOLATIONS]
-        for nid, browsers in first.items():
-            count = 0
-            for browser, at in browsers.items():
-                if at < 0:  # a returned push: no check of its own
-                    continue
-                last = recent.get((nid, browser))
+        name = gid_field(nid)
+        undecided: list[tuple[int, int]] = []
+        writes: list[FieldWrite] = []
+        count = 0
+        for browser, at in pairs:
+            key = keys.get(browser)
+            if key is None:
+                key = keys[browser] = browser_record_key(browser)
+            pair = (nid, browser)
+            later = again.get(pair) if again else None
+            if at >= 0:  # a match tag (a returned push has no check of its own)
+                last = recent.get(pair)
                 if last is not None and at - last < expiry:
                     count += 1
                 else:
-                    undecided.append((nid, browser, at))
-            if count:
-                violations[nid] = violations.get(nid, 0) + count
-        return undecided
+                    undecided.append((len(writes), at))
+            if later is None:
+                newest = at if at >= 0 else ~at
+            else:
+                newest = later[_LAST]
+                count += later[_VIOLATIONS]
+            recent[pair] = newest
+            recent.move_to_end(pair)
+            writes.append((key, {name: seconds(newest)}, expiry))
+            if at < 0 or (later is not None and later[_PUSHED]):
+                pushes.setdefault(key, []).append(push_field(nid))
+        if count:
+            found.violations[nid] = found.violations.get(nid, 0) + count
+        return undecided, writes
 
-    async def _judge_from_store(
-        self, undecided: list[tuple[str, bytes, int]], keys: dict[bytes, str], found: Applied
-    ) -> None:
-        if not undecided:
-            return
-        names = list(dict.fromkeys(keys[browser] for _, browser, _ in undecided))
-        records = dict(zip(names, await self._store.hgetall_many(names), strict=True))
-        violations = found.violations
-        for nid, browser, at in undecided:
-            last = records[keys[browser]].get(gid_field(nid))
-            if last is not None and last.isdigit() and at - int(last) < self._expiry:
-                violations[nid] = violations.get(nid, 0) + 1
-
-    def _last_times(
-        self, first: _First, again: _Again, keys: dict[bytes, str]
-    ) -> tuple[dict[str, dict[str, bytes]], dict[str, list[str]]]:
-        """Each pair's last time, remembered (the recent window) and as the fields to write
-        per browser record; the ``push:`` fields of returned pushes, to delete."""
-        recent = self._recent
-        gids: dict[str, dict[str, bytes]] = {}
-        pushes: dict[str, list[str]] = {}
-        for nid, browsers in first.items():
-            name = gid_field(nid)
-            for browser, at in browsers.items():
-                later = again.get((nid, browser)) if again else None
-                last = (at if at >= 0 else ~at) if later is None else later[_LAST]
-                pair = (nid, browser)
-                recent[pair] = last
-                recent.move_to_end(pair)
-                key = keys[browser]
-                fields = gids.get(key)
-                if fields is None:
-                    gids[key] = {name: seconds(last)}
-                else:
-                    fields[name] = seconds(last)
-                if at < 0 or (later is not None and later[_PUSHED]):
-                    pushes.setdefault(key, []).append(push_field(nid))
-        while len(recent) > self._recent_size:
-            recent.popitem(last=False)
-        return gids, pushes
-
-    async def _write(
+    async def _write_rest(
         self,
-        gids: dict[str, dict[str, bytes]],
-        pushes: dict[str, list[str]],
         created: dict[bytes, int],
         keys: dict[bytes, str],
+        pushes: dict[str, list[str]],
+        found: Applied,
     ) -> None:
+        """The ``created`` times of cookies just set and the deletion of returned pushes'
+        fields, in slices as well."""
         max_age = self._settings.cookie_max_age_days * SECONDS_PER_DAY
-        writes: list[FieldWrite] = [(key, fields, self._expiry) for key, fields in gids.items()]
-        writes += [
-            (keys[browser], {CREATED: seconds(at)}, max_age) for browser, at in created.items()
-        ]
-        await asyncio.gather(
-            self._store.hset_many(writes),
-            *(self._store.hdel(key, fields) for key, fields in pushes.items()),
-        )
+        writes: list[FieldWrite] = []
+        for browser, at in created.items():
+            key = keys.get(browser) or browser_record_key(browser)
+            writes.append((key, {CREATED: seconds(at)}, max_age))
+        deletions = list(pushes.items())
+        try:
+            for start in range(0, max(len(writes), len(deletions)), SLICE_PAIRS):
+                part = writes[start : start + SLICE_PAIRS]
+                await asyncio.gather(
+                    *([self._store.hset_many(part)] if part else []),
+                    *(
+                        self._store.hdel(key, fields)
+                        for key, fields in deletions[start : start + SLICE_PAIRS]
+                    ),
+                )
+        except Exception as exc:
+            found.error = exc
+
+    def _forget_oldest(self) -> None:
+        recent = self._recent
+        while len(recent) > self._recent_size:
+            recent.popitem(last=False)

@@ -14,7 +14,8 @@ Durability: with ``Durability.ACK`` a write coroutine returns only once the writ
 every write made through the same store object before it.
 
 ``hset_many`` and ``hgetall_many`` are the bulk forms of ``hset`` and ``hgetall`` (one queued op,
-one transaction or pipeline); the base class gives a slow default for a backend without one.
+one transaction or pipeline); ``hswap_many`` is ``hset_many`` answering the values the written
+fields held before; the base class gives a slow default for a backend without them.
 ``scan_ttl`` and ``scan_maps`` enumerate a store with expiries (``cookiematch store copy``);
 ``get_entry`` and ``hgetall_entries`` read one key with them (what a subject access shows).
 """
@@ -128,6 +129,24 @@ class Store(ABC):
             check_ttl(ttl)
         for key, mapping, ttl in items:
             await self.hset(key, mapping, ttl=ttl)
+
+    async def hswap_many(self, items: Sequence[FieldWrite]) -> list[dict[str, bytes]]:
+        """``hset_many(items)``, answering for each item the live values its fields held
+        just before this call (``{}`` where none had one): a read and a write in one store
+        call. Waits for the write whatever the durability. Give each key once per call (a
+        key given twice: whether its second answer sees the first write is the backend's).
+        The fields of one key are read and written in one step where the backend can
+        (SQLite's writer, a Redis script); this default, for a backend without one, reads
+        them all, then writes.
+        """
+        for _, _, ttl in items:
+            check_ttl(ttl)
+        stored = await self.hgetall_many([key for key, _, _ in items])
+        await self.hset_many(items)
+        return [
+            {name: held[name] for name in mapping if name in held}
+            for (_, mapping, _), held in zip(items, stored, strict=True)
+        ]
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         """``hgetall`` of each key, in the order of ``keys`` (``{}`` for a missing map).

@@ -270,6 +270,11 @@ class GuardedStore(Store):
             self.inner.hset_many(items),
         )
 
+    async def hswap_many(self, items: Sequence[FieldWrite]) -> list[dict[str, bytes]]:
+        return await self._guarded(
+            "hswap_many", self._admit("hswap_many"), self.inner.hswap_many(items)
+        )
+
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         return await self._guarded(
             "hgetall_many", self._admit("hgetall_many"), self.inner.hgetall_many(keys)

@@ -69,3 +69,17 @@ return 0
 """HSET the fields, then move the map's expiry out to ARGV[1] (ms) if it is earlier or unset:
 a map never expires before its latest field. ARGV: expiry, field, value, field, value…
 (``HSET`` in chunks of 500 pairs: Lua's ``unpack`` has a limit)."""
+
+HSWAP_EXPIRING = Script("""
+local old = {}
+for i = 2, #ARGV, 2 do old[#old + 1] = redis.call('HGET', KEYS[1], ARGV[i]) end
+for i = 2, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+end
+return old
+""")
+"""``HSET_EXPIRING`` answering the raw values the fields held before, in their order (an
+absent field: HGET's false, a nil reply). ARGV as ``HSET_EXPIRING``'s."""

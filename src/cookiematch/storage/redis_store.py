@@ -38,7 +38,7 @@ from cookiematch.storage.base import (
     check_ttl,
 )
 from cookiematch.storage.redis_pipeline import TRANSIENT, Command, Flusher, Op, reply_error
-from cookiematch.storage.redis_scripts import HSET_EXPIRING, SET_IF_ABSENT
+from cookiematch.storage.redis_scripts import HSET_EXPIRING, HSWAP_EXPIRING, SET_IF_ABSENT
 from cookiematch.storage.redis_wire import Wire
 
 _MGET_CHUNK = 1000  # keys per MGET
@@ -364,6 +364,38 @@ class RedisStore(Store):
                 await self._write(op)
         elif ops:
             await asyncio.gather(*(self._write(op) for op in ops))
+
+    async def hswap_many(self, items: Sequence[FieldWrite]) -> list[dict[str, bytes]]:
+        """One script per item (``HSWAP_EXPIRING``: read and write of one key in one step),
+        in pipelines of at most ``max_batch`` commands."""
+        commands: list[Command] = []
+        names: list[list[str]] = []
+        for key, mapping, ttl in items:
+            expires = self._expiry_ms(ttl)
+            args: list[bytes] = []
+            for field, value in mapping.items():
+                args += (codec.encode_key(field), codec.pack(as_bytes(value), expires))
+            names.append(list(mapping))
+            farthest = codec.FAR_FUTURE_MS if expires is None else expires
+            commands.append(HSWAP_EXPIRING.command(codec.encode_key(key), (farthest, *args)))
+        now = self._now_ms()
+
+        def finish(replies: list[Any]) -> list[list[bytes | None]]:
+            for reply in replies:
+                reply_error(self._name, reply)
+            return [[codec.live(raw, now) for raw in reply] for reply in replies]
+
+        chunks = await asyncio.gather(
+            *(
+                self._call(commands[i : i + self._bulk], finish, write=True)
+                for i in range(0, len(commands), self._bulk)
+            )
+        )
+        held = [values for chunk in chunks for values in chunk]
+        return [
+            {name: value for name, value in zip(fields, values, strict=True) if value is not None}
+            for fields, values in zip(names, held, strict=True)
+        ]
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         if not keys:

@@ -243,6 +243,25 @@ class SQLiteStore(Store):
 
     async def hset_many(self, items: Sequence[FieldWrite]) -> None:
         """One queued op: the fields grouped by key (later wins), merged in the writer."""
+        updates = self._updates(items)
+        if updates:
+            committed = self._engine.apply(ops.hset_many, updates, self._clock())
+            if committed is not None:
+                await committed
+
+    async def hswap_many(self, items: Sequence[FieldWrite]) -> list[dict[str, bytes]]:
+        """One op in the writer, which reads each stored map to merge it anyway."""
+        updates = self._updates(items)
+        held: dict[str, dict[str, bytes]] = {}
+        if updates:
+            held = await self._engine.write(ops.hswap_many, updates, self._clock())
+        return [
+            {name: old[name] for name in mapping if name in old} if (old := held.get(key)) else {}
+            for key, mapping, _ in items
+        ]
+
+    def _updates(self, items: Sequence[FieldWrite]) -> ops.Updates:
+        """The fields to write grouped by key (later wins), with their expiry times."""
         updates: ops.Updates = {}
         for key, mapping, ttl in items:
             expires_at = self._expiry(ttl)
@@ -252,10 +271,7 @@ class SQLiteStore(Store):
                     fields = updates[key] = {}
                 for field, value in mapping.items():
                     fields[_field(field)] = (as_bytes(value), expires_at)
-        if updates:
-            committed = self._engine.apply(ops.hset_many, updates, self._clock())
-            if committed is not None:
-                await committed
+        return updates
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         if not keys:

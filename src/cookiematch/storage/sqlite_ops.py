@@ -220,6 +220,21 @@ def hset_many(c: sqlite3.Connection, updates: Updates, now: float) -> None:
     The stored maps are read and the merged ones written in key order, so the B-tree is
     walked once instead of at random places; multi-row statements write them all.
     """
+    _merge_maps(c, updates, now, None)
+
+
+def hswap_many(c: sqlite3.Connection, updates: Updates, now: float) -> dict[str, dict[str, bytes]]:
+    """``hset_many``, answering per key the live values its written fields held before."""
+    held: dict[str, dict[str, bytes]] = {}
+    _merge_maps(c, updates, now, held)
+    return held
+
+
+def _merge_maps(
+    c: sqlite3.Connection, updates: Updates, now: float, held: dict[str, dict[str, bytes]] | None
+) -> None:
+    """Merge and write the maps of ``updates``; into ``held`` (if given) the live values
+    the fields written held before, per key."""
     names = sorted(updates)
     stored = map_rows(c, names)
     merge, pack = packed.merge, packed.pack
@@ -227,8 +242,17 @@ def hset_many(c: sqlite3.Connection, updates: Updates, now: float) -> None:
     for key in names:
         fields = updates[key]
         row = stored.get(key)
-        if row is not None:
+        if row is None:
+            pass
+        elif held is None:
             fields = merge(row[0], row[1], fields, now)
+        else:
+            old = packed.live_entries(row[0], row[1], now)
+            found = {name: old[name][0] for name in fields if name in old}
+            if found:
+                held[key] = found
+            old.update(fields)
+            fields = old
         rows.append((key, *pack(fields)))
     _put_rows(c, sql.PUT_MAP_HEAD, rows, sql.PUT_MAP_TAIL)
 
