@@ -28,7 +28,7 @@ from cookiematch.privacy.policy import Decision
 from cookiematch.privacy.signals import ConsentSignals
 from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.protocol.tcf import TCString
-from cookiematch.storage.base import Store
+from cookiematch.storage.base import FieldWrite, Store
 
 __all__ = [
     "CONSENT_MAX_AGE",
@@ -159,6 +159,17 @@ class ConsentMarks:
         """Write each party's mark (``HOST``, partner ids, ``vendor_party``): True for a
         consent, False for a refusal, under the request's TC string. A consent needs a TC
         string (without one, GDPR allows nothing): it is left out without one."""
+        write = self.field_write(dmp_uid, answers, signals, now)
+        if write is not None:
+            await self._store.hset(write[0], write[1], ttl=write[2])
+
+    def field_write(
+        self, dmp_uid: str, answers: Mapping[str, bool], signals: ConsentSignals, now: float
+    ) -> FieldWrite | None:
+        """What ``record`` writes, for a caller that writes it with its own (one store call),
+        or None when there is nothing to write."""
+        if not answers:
+            return None
         tc = tc_of(signals)
         last_updated = None if tc is None else tc.last_updated / 10
         consented = msgspec.json.encode(_Stored(now, last_updated))
@@ -168,8 +179,7 @@ class ConsentMarks:
             for party, allowed in answers.items()
             if not allowed or last_updated is not None
         }
-        if fields:
-            await self._store.hset(keys.consent_key(dmp_uid), fields, ttl=self._ttl)
+        return (keys.consent_key(dmp_uid), fields, self._ttl) if fields else None
 
     async def get(self, dmp_uid: str) -> ProfileConsent:
         host: ConsentMark | None = None

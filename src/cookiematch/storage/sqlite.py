@@ -216,8 +216,8 @@ class SQLiteStore(Store):
             if committed is not None:
                 await committed
 
-    async def hset_many(self, items: Sequence[FieldWrite]) -> None:
-        """One queued op: the fields grouped by key (later wins), merged in the writer."""
+    def _updates(self, items: Sequence[FieldWrite]) -> ops.Updates:
+        """The fields of ``items`` grouped by key (later wins), with their expiries."""
         updates: ops.Updates = {}
         for key, mapping, ttl in items:
             expires_at = self._expiry(ttl)
@@ -227,8 +227,29 @@ class SQLiteStore(Store):
                     fields = updates[key] = {}
                 for field, value in mapping.items():
                     fields[_field(field)] = (as_bytes(value), expires_at)
+        return updates
+
+    async def hset_many(self, items: Sequence[FieldWrite]) -> None:
+        """One queued op: the fields grouped by key (later wins), merged in the writer."""
+        updates = self._updates(items)
         if updates:
             committed = self._engine.apply(ops.hset_many, updates, self._clock())
+            if committed is not None:
+                await committed
+
+    async def write_together(
+        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+    ) -> None:
+        """One queued op: the writer runs the plain writes and merges the fields (one
+        transaction; in a batch, merged with the other writes as ``write_many`` and
+        ``hset_many`` are)."""
+        rows = [
+            (w.key, None if w.value is None else as_bytes(w.value), self._expiry(w.ttl))
+            for w in writes
+        ]
+        updates = self._updates(field_writes)
+        if rows or updates:
+            committed = self._engine.apply(ops.write_together, rows, updates, self._clock())
             if committed is not None:
                 await committed
 
