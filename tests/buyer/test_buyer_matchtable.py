@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -341,13 +342,26 @@ async def test_a_replaced_entry_that_names_another_id_is_kept(
 
 
 async def test_a_match_reads_once_then_writes(store: Store, clock: Clock) -> None:
-    """The look-up before a match is one read (``keys``) or the two ``hget``s together."""
+    """The look-up before a match is one read (``keys``) or the two ``hget``s together; the
+    writes of both directions are one store call (``write_many`` or ``hset_many``)."""
+    writes: list[str] = []
+
+    def one_call(name: str) -> Callable[..., Awaitable[None]]:
+        async def call(*args: Any) -> None:
+            writes.append(name)
+            await getattr(store, name)(*args)
+
+        return call
+
     for buckets in LAYOUTS.values():
         counting = CountingStore(store)
         table = MatchTable(counting, NID, ttl_seconds=DAY, clock=clock, buckets=buckets)  # type: ignore[arg-type]
-        counting.write_many = store.write_many  # type: ignore[attr-defined]
-        counting.hset = store.hset  # type: ignore[attr-defined]
+        writes.clear()
+
+        counting.write_many = one_call("write_many")  # type: ignore[attr-defined]
+        counting.hset_many = one_call("hset_many")  # type: ignore[attr-defined]
         await table.record(GID, UID, 1)
+        assert writes == ["write_many" if buckets is None else "hset_many"]
         assert counting.reads == (1 if buckets is None else 2)
         assert counting.max_in_flight == counting.reads
         counting.reads = 0

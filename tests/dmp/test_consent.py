@@ -5,10 +5,13 @@ policy asked for real)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 import pytest
 
 from cookiematch.dmp import keys
+from cookiematch.dmp.change_marks import mark_writes
 from cookiematch.dmp.consent import (
     CONSENT_MAX_AGE,
     HOST,
@@ -30,6 +33,7 @@ from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.privacy.policy import Reason
 from cookiematch.storage import Store
+from cookiematch.storage.base import FieldWrite, Write
 from protocol.tcf_builder import core, id_bits, vendor_bitfield
 
 from .helpers import ANALYTICS_VENDOR, EMAIL_VENDOR, NOW, ORDERS_VENDOR, FakeClock, consent
@@ -192,6 +196,40 @@ async def test_callbacks_and_impressions_mark_the_host_and_the_export_vendors(
     assert (one.dmp_cookie, one.partners, one.vendors) == (yes, {"analytics": yes}, {"5": yes})
     assert (two.dmp_cookie, two.partners, two.vendors) == (yes, {}, {"5": yes})
     assert (await dmp.consent_marks.get("browser-3")).empty
+
+
+async def test_a_consented_callback_writes_its_match_and_marks_in_one_store_call(
+    store: Store, clock: FakeClock, traits: TraitStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dmp = make_service(store, clock, traits)
+    calls: list[tuple[list[str], list[str]]] = []
+    inner = store.write_together
+
+    async def write_together(writes: Sequence[Write], field_writes: Sequence[FieldWrite]) -> None:
+        calls.append(([w.key for w in writes], [key for key, _, _ in field_writes]))
+        await inner(writes, field_writes)
+
+    for name in ("set", "hset", "write_many", "hset_many"):  # any other write would fail
+        monkeypatch.setattr(store, name, None)
+    monkeypatch.setattr(store, "write_together", write_together)
+    allowed = consent(dmp, gdpr="1", gdpr_consent=EVERYTHING)
+    await dmp.callback("analytics", "browser-1", "A-1", consent=allowed)
+    await dmp.callback("analytics", "browser-2", "A-2", consent=consent(dmp))
+    def marked(uid: str) -> list[str]:  # the change mark the engine's refresh reads
+        return [key for key, _, _ in mark_writes([uid], NOW)]
+
+    assert calls == [
+        ([keys.reverse_key("analytics", "A-1")],
+         [keys.partners_key("browser-1"), keys.consent_key("browser-1"), *marked("browser-1")]),
+        ([keys.reverse_key("analytics", "A-2")], [keys.partners_key("browser-2"),
+                                                  *marked("browser-2")]),
+    ]  # fmt: skip
+    monkeypatch.undo()
+    assert await dmp.matches.dmp_uid_for("analytics", "A-1") == "browser-1"
+    assert (await dmp.matches.partners("browser-2"))["analytics"].uid == "A-2"
+    assert (await dmp.consent_marks.get("browser-1")).partners == {
+        "analytics": ConsentMark(NOW, TC_LAST_UPDATED)
+    }
 
 
 # --- the client's other tags --------------------------------------------------------------------

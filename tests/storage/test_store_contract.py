@@ -219,6 +219,54 @@ async def test_hset_many_beyond_one_batch(store: Store) -> None:
     assert await store.hgetall_many(["m00007"]) == [{"f": b"7"}]
 
 
+async def test_write_together_plain_keys_and_maps(store: Store, clock: FakeClock) -> None:
+    await store.set("gone", b"x")
+    await store.hset("m", {"old": b"0", "f": b"old"})
+    await store.write_together(
+        [Write("k", b"1", 60.0), Write("gone", None), Write("forever", b"\x00")],
+        [("m", {"f": b"new"}, 0.2), ("n", {"a": b"2"}, None), ("empty", {}, None)],
+    )
+    await store.write_together([], [])
+    assert await store.get_many(["k", "gone", "forever"]) == [b"1", None, b"\x00"]
+    assert await store.hgetall_many(["m", "n", "empty"]) == [
+        {"old": b"0", "f": b"new"}, {"a": b"2"}, {},
+    ]  # fmt: skip
+    await asyncio.sleep(0.3)
+    await clock.advance(0.5)
+    assert await store.hgetall("m") == {"old": b"0"}
+    assert await store.get("k") == b"1"
+    await clock.advance(100)
+    assert await store.get_many(["k", "forever"]) == [None, b"\x00"]
+
+
+async def test_write_together_refuses_bad_input_before_writing(store: Store) -> None:
+    for ttl in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError):
+            await store.write_together([Write("p", b"1")], [("bad", {"f": b"1"}, ttl)])
+        with pytest.raises(ValueError):
+            await store.write_together([Write("p", b"1", ttl)], [("ok", {"f": b"1"}, None)])
+    assert await store.get("p") is None
+    assert await store.hgetall_many(["ok", "bad"]) == [{}, {}]
+
+
+async def test_write_together_concurrently_and_beyond_one_batch(store: Store) -> None:
+    async def one(i: int) -> None:
+        await store.write_together(
+            [Write(f"r{i:04d}", str(i).encode(), 60.0)], [(f"p{i % 7}", {f"f{i}": b"v"}, 60.0)]
+        )
+
+    await asyncio.gather(*(one(i) for i in range(300)))
+    assert await store.get_many([f"r{i:04d}" for i in range(300)]) == [
+        str(i).encode() for i in range(300)
+    ]
+    maps = await store.hgetall_many([f"p{j}" for j in range(7)])
+    assert sorted(f for m in maps for f in m) == sorted(f"f{i}" for i in range(300))
+    big = [Write(f"b{i:05d}", b"x") for i in range(3000)]
+    await store.write_together(big, [(f"q{i:05d}", {"g": b"y"}, None) for i in range(3000)])
+    assert await store.get_many(["b00000", "b02999"]) == [b"x", b"x"]
+    assert await store.hgetall_many(["q00000", "q02999"]) == [{"g": b"y"}, {"g": b"y"}]
+
+
 # --- scan -----------------------------------------------------------------------------------
 
 

@@ -334,8 +334,8 @@ class MatchTable:
         created has none); when either names another id, one more look-up checks that the
         other id's entry still names this one back before it is removed. Then the writes,
         issued together: ``keys``: one ``write_many`` (one transaction); ``buckets``: one
-        ``hset`` per direction and one ``hdel`` per replaced entry, concurrently, so the
-        store's pipeline or group commit carries them.
+        ``hset_many`` of both directions (one store call) and one ``hdel`` per replaced entry,
+        concurrently, so the store's pipeline or group commit carries them.
         """
         entry = MatchEntry(gid, uid, cver, int(self._clock()))
         forward_raw, reverse_raw = await self._read_pair(gid, None if new_uid else uid)
@@ -360,14 +360,13 @@ class MatchTable:
             return entry
         g_key, g_field = self.buckets.by_gid(gid)
         u_key, u_field = self.buckets.by_uid(uid)
-        writes = [
-            self._store.hset(g_key, {g_field: forward}),
-            self._store.hset(u_key, {u_field: reverse}),
-        ]
+        both = self._store.hset_many(
+            [(g_key, {g_field: forward}, None), (u_key, {u_field: reverse}, None)]
+        )
         if stale_gids or stale_uids:
-            await asyncio.gather(*writes, self._delete_fields(stale_gids, stale_uids))
+            await _together(both, self._delete_fields(stale_gids, stale_uids))
         else:
-            await _together(*writes)
+            await both
         return entry
 
     async def _still_paired(

@@ -29,7 +29,7 @@ from cookiematch.privacy.policy import Decision
 from cookiematch.privacy.signals import ConsentSignals
 from cookiematch.protocol.privacy import PrivacySignals
 from cookiematch.protocol.tcf import TCString
-from cookiematch.storage.base import Store
+from cookiematch.storage.base import FieldWrite, Store
 
 __all__ = [
     "CONSENT_MAX_AGE",
@@ -160,6 +160,17 @@ class ConsentMarks:
         """Write each party's mark (``HOST``, partner ids, ``vendor_party``): True for a
         consent, False for a refusal, under the request's TC string. A consent needs a TC
         string (without one, GDPR allows nothing): it is left out without one."""
+        write = self.field_write(dmp_uid, answers, signals, now)
+        if write is not None:  # the profile changed (change_marks.py)
+            await self._store.hset_many([write, *mark_writes([dmp_uid], now)])
+
+    def field_write(
+        self, dmp_uid: str, answers: Mapping[str, bool], signals: ConsentSignals, now: float
+    ) -> FieldWrite | None:
+        """What ``record`` writes, for a caller that writes it with its own (one store call),
+        or None when there is nothing to write."""
+        if not answers:
+            return None
         tc = tc_of(signals)
         last_updated = None if tc is None else tc.last_updated / 10
         consented = msgspec.json.encode(_Stored(now, last_updated))
@@ -169,10 +180,7 @@ class ConsentMarks:
             for party, allowed in answers.items()
             if not allowed or last_updated is not None
         }
-        if fields:
-            await self._store.hset_many(
-                [(keys.consent_key(dmp_uid), fields, self._ttl), *mark_writes([dmp_uid], now)]
-            )
+        return (keys.consent_key(dmp_uid), fields, self._ttl) if fields else None
 
     async def get(self, dmp_uid: str) -> ProfileConsent:
         host: ConsentMark | None = None

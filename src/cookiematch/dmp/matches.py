@@ -8,7 +8,7 @@ import msgspec
 
 from cookiematch.dmp import keys
 from cookiematch.dmp.change_marks import mark_writes
-from cookiematch.storage.base import Store
+from cookiematch.storage.base import FieldWrite, Store, Write
 
 
 class PartnerMatch(msgspec.Struct, array_like=True, frozen=True):
@@ -46,31 +46,40 @@ class MatchTable:
                 continue
         return found
 
-    async def record(self, partner_id: str, dmp_uid: str, partner_uid: str, now: float) -> None:
-        """Store the match both ways; a superseded partner ID loses its reverse entry."""
+    async def record(
+        self,
+        partner_id: str,
+        dmp_uid: str,
+        partner_uid: str,
+        now: float,
+        also: FieldWrite | None = None,
+    ) -> None:
+        """Store the match both ways (and ``also``, another field write of the request) in
+        one store call; a superseded partner ID loses its reverse entry."""
         key = keys.partners_key(dmp_uid)
         previous = await self._store.hget(key, partner_id)
-        writes = [
-            self._store.hset_many(
-                [
-                    (key, {partner_id: _encode(PartnerMatch(partner_uid, now))}, self._ttl),
-                    *mark_writes([dmp_uid], now),  # the profile changed (change_marks.py)
-                ]
-            ),
-            self._store.set(
-                keys.reverse_key(partner_id, partner_uid),
-                _encode(ReverseMatch(dmp_uid, now)),
-                ttl=self._ttl,
-            ),
-        ]
+        match = _encode(PartnerMatch(partner_uid, now))
+        forward: FieldWrite = (key, {partner_id: match}, self._ttl)
+        reverse = Write(
+            keys.reverse_key(partner_id, partner_uid),
+            _encode(ReverseMatch(dmp_uid, now)),
+            self._ttl,
+        )
+        marks = mark_writes([dmp_uid], now)  # the profile changed (change_marks.py)
+        maps = (forward, *marks) if also is None else (forward, also, *marks)
+        old = None
         if previous is not None:
             try:
                 old = _match_decoder.decode(previous).uid
             except msgspec.DecodeError:
                 old = None
-            if old is not None and old != partner_uid:
-                writes.append(self._delete_reverse(partner_id, old, dmp_uid))
-        await asyncio.gather(*writes)
+        if old is None or old == partner_uid:
+            await self._store.write_together((reverse,), maps)
+        else:
+            await asyncio.gather(
+                self._store.write_together((reverse,), maps),
+                self._delete_reverse(partner_id, old, dmp_uid),
+            )
 
     async def _delete_reverse(self, partner_id: str, partner_uid: str, dmp_uid: str) -> None:
         key = keys.reverse_key(partner_id, partner_uid)

@@ -372,13 +372,11 @@ class DmpService:
         self, partner: Partner, uid: str, dmp_uid: str, consent: RequestConsent
     ) -> None:
         now = self._clock()
-        answers: dict[str, bool] = {}
+        marks = None
         if consent.store_id.reason is Reason.CONSENTED:  # under GDPR both were allowed
             answers = {**self._host_answers(consent), partner.id: True}
-        await asyncio.gather(
-            self.matches.record(partner.id, dmp_uid, uid, now),
-            self.consent_marks.record(dmp_uid, answers, consent.signals, now),
-        )
+            marks = self.consent_marks.field_write(dmp_uid, answers, consent.signals, now)
+        await self.matches.record(partner.id, dmp_uid, uid, now, also=marks)
         await self._matched(partner.id, uid, dmp_uid)
 
     async def _matched(self, partner_id: str, partner_uid: str, dmp_uid: str) -> None:

@@ -9,13 +9,15 @@ StoreUnavailable when the backend cannot be reached or the store is closed.
 
 Durability: with ``Durability.ACK`` a write coroutine returns only once the write is durable
 (group commit: concurrent writes share one commit/fsync); with ``Durability.ASYNC`` ``set``,
-``hset``, ``hset_many`` and ``write_many`` return once queued (a crash may lose them), while
-``delete``, ``hdel`` and ``set_if_absent`` still wait for their result. Either way a read sees
-every write made through the same store object before it.
+``hset``, ``hset_many``, ``write_many`` and ``write_together`` return once queued (a crash may
+lose them), while ``delete``, ``hdel`` and ``set_if_absent`` still wait for their result.
+Either way a read sees every write made through the same store object before it.
 
 ``hset_many`` and ``hgetall_many`` are the bulk forms of ``hset`` and ``hgetall`` (one queued op,
 one transaction or pipeline); ``hswap_many`` is ``hset_many`` answering the values the written
 fields held before; the base class gives a slow default for a backend without them.
+``write_together`` is ``write_many`` and ``hset_many`` as one call (one queued op): a request
+that writes a plain key and a field map pays for one store call, not two.
 ``scan_ttl`` and ``scan_maps`` enumerate a store with expiries (``cookiematch store copy``);
 ``get_entry`` and ``hgetall_entries`` read one key with them (what a subject access shows).
 """
@@ -147,6 +149,21 @@ class Store(ABC):
             {name: held[name] for name in mapping if name in held}
             for (_, mapping, _), held in zip(items, stored, strict=True)
         ]
+
+    async def write_together(
+        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+    ) -> None:
+        """``write_many(writes)`` and ``hset_many(field_writes)`` as one call, with their
+        rules and durability: one queued op, so one transaction (SQLite) or one pipeline
+        (Redis) carries both. Plain keys and field maps are distinct keys, so the order
+        between the two lists does not matter. Backends with a single-op path override this
+        default, which awaits one then the other."""
+        for _, _, ttl in field_writes:
+            check_ttl(ttl)
+        if writes:
+            await self.write_many(writes)
+        if field_writes:
+            await self.hset_many(field_writes)
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         """``hgetall`` of each key, in the order of ``keys`` (``{}`` for a missing map).

@@ -245,6 +245,15 @@ class GuardedStore(Store):
             self.inner.write_many(writes),
         )
 
+    async def write_together(
+        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+    ) -> None:
+        await self._guarded(
+            "write_together",
+            self._admit("write_together", queued_write=self._queued),
+            self.inner.write_together(writes, field_writes),
+        )
+
     async def delete(self, key: str) -> bool:
         return await self._guarded("delete", self._admit("delete"), self.inner.delete(key))
 

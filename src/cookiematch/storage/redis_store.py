@@ -258,14 +258,30 @@ class RedisStore(Store):
 
     async def write_many(self, writes: Sequence[Write]) -> None:
         """Applied in order, not atomically (a pipeline, not a transaction)."""
-        commands = [
+        commands = self._plain_commands(writes)
+        if commands:
+            await self._write(commands)
+
+    def _plain_commands(self, writes: Sequence[Write]) -> list[Command]:
+        return [
             ("DEL", codec.encode_key(w.key))
             if w.value is None
             else self._set_command(w.key, w.value, self._expiry_ms(w.ttl))
             for w in writes
         ]
-        if commands:
-            await self._write(commands)
+
+    async def write_together(
+        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+    ) -> None:
+        """One op (one pipeline) when it fits one: the plain writes, then one HSET script
+        per map key (as ``hset_many``); not atomic."""
+        commands = self._plain_commands(writes) + self._hset_commands(field_writes)
+        if len(commands) <= self._bulk:
+            if commands:
+                await self._write(commands)
+            return
+        await self.write_many(writes)
+        await self.hset_many(field_writes)
 
     async def delete(self, key: str) -> bool:
         k = codec.encode_key(key)
@@ -337,6 +353,17 @@ class RedisStore(Store):
     async def hset_many(self, items: Sequence[FieldWrite]) -> None:
         """One op (one pipeline): per key, one HSET of all its fields, whatever their TTLs
         (each value carries its own expiry), and the key's expiry set once, to the farthest."""
+        commands = self._hset_commands(items)
+        ops = [commands[i : i + self._bulk] for i in range(0, len(commands), self._bulk)]
+        if self._async or len(ops) == 1:  # queued in order (ASYNC returns once queued)
+            for op in ops:
+                await self._write(op)
+        elif ops:
+            await asyncio.gather(*(self._write(op) for op in ops))
+
+    def _hset_commands(self, items: Sequence[FieldWrite]) -> list[Command]:
+        """``hset_many``'s commands: one HSET script per key (bounded pipelines are the
+        caller's)."""
         by_key: dict[str, tuple[list[bytes], list[int | None]]] = {}
         for key, mapping, ttl in items:
             expires = self._expiry_ms(ttl)
@@ -349,21 +376,11 @@ class RedisStore(Store):
             for field, value in mapping.items():
                 args += (codec.encode_key(field), codec.pack(as_bytes(value), expires))
             entry[1].append(expires)
-        ops: list[list[Command]] = []
         commands: list[Command] = []
         for key, (args, expiries) in by_key.items():
             farthest = None if None in expiries else max(e for e in expiries if e is not None)
             commands.append(_hset_command(codec.encode_key(key), args, farthest))
-            if len(commands) >= self._bulk:  # bounded pipelines
-                ops.append(commands)
-                commands = []
-        if commands:
-            ops.append(commands)
-        if self._async or len(ops) == 1:  # queued in order (ASYNC returns once queued)
-            for op in ops:
-                await self._write(op)
-        elif ops:
-            await asyncio.gather(*(self._write(op) for op in ops))
+        return commands
 
     async def hswap_many(self, items: Sequence[FieldWrite]) -> list[dict[str, bytes]]:
         """One script per item (``HSWAP_EXPIRING``: read and write of one key in one step),

@@ -273,6 +273,22 @@ class SQLiteStore(Store):
                     fields[_field(field)] = (as_bytes(value), expires_at)
         return updates
 
+    async def write_together(
+        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+    ) -> None:
+        """One queued op: the writer runs the plain writes and merges the fields (one
+        transaction; in a batch, merged with the other writes as ``write_many`` and
+        ``hset_many`` are)."""
+        rows = [
+            (w.key, None if w.value is None else as_bytes(w.value), self._expiry(w.ttl))
+            for w in writes
+        ]
+        updates = self._updates(field_writes)
+        if rows or updates:
+            committed = self._engine.apply(ops.write_together, rows, updates, self._clock())
+            if committed is not None:
+                await committed
+
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         if not keys:
             return []

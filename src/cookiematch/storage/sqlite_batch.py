@@ -151,7 +151,8 @@ def plain_rows(batch: list[Queued]) -> list[ops.Row] | None:
 def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
     """Run a batch of writes, one statement per kind: between two other ops, every plain-key
     write (``put``, ``write_many`` without deletes) goes into one ``put_many`` and every field
-    map write (``hset``, ``hset_many``) into one ``hset_many`` (later wins, per field), each in
+    map write (``hset``, ``hset_many``) into one ``hset_many`` (``write_together`` without
+    deletes feeds both) (later wins, per field), each in
     the order queued. The two kinds write different tables (``kv``, ``fm``), so running one
     before the other gives what the queued order gives; any other op (a delete, a
     conditional write) runs alone, in its place."""
@@ -184,6 +185,11 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
                 _merge_into(updates, key, fields)
         elif op is ops.write_many and all(row[1] is not None for row in args[0]):
             rows += args[0]
+        elif op is ops.write_together and all(row[1] is not None for row in args[0]):
+            more_rows, more, now = args
+            rows += more_rows
+            for key, fields in more.items():
+                _merge_into(updates, key, fields)
         else:
             flush()
             results.append((True, op(c, *args)))

@@ -257,6 +257,18 @@ def _merge_maps(
     _put_rows(c, sql.PUT_MAP_HEAD, rows, sql.PUT_MAP_TAIL)
 
 
+def write_together(
+    c: sqlite3.Connection,
+    rows: list[tuple[str, bytes | None, float | None]],
+    updates: Updates,
+    now: float,
+) -> None:
+    """``write_many(rows)`` and ``hset_many(updates)``: two tables, so either order."""
+    write_many(c, rows, now)
+    if updates:
+        hset_many(c, updates, now)
+
+
 def hdel(c: sqlite3.Connection, key: str, fields: list[str], now: float) -> int:
     row = _map_row(c, key)
     if row is None:
