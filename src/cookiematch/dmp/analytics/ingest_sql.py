@@ -32,11 +32,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from cookiematch.clock import Clock
+from cookiematch.dmp.analytics.lines import BLANK, line_ends, read_csv_sql
 from cookiematch.dmp.analytics.sync_map import sync_pairs
 from cookiematch.dmp.analytics.tables import (
     ATTRIBUTES,
@@ -52,7 +54,14 @@ from cookiematch.dmp.analytics.tables import (
 from cookiematch.dmp.consent import CONSENT_MAX_AGE, HOST
 from cookiematch.dmp.ingest.pending import PendingRecords
 from cookiematch.dmp.ingest.pipeline import CONSENT_REASON, IngestReport
-from cookiematch.dmp.ingest.readers import Batch, Payload
+from cookiematch.dmp.ingest.readers import (
+    Batch,
+    Format,
+    Payload,
+    Progress,
+    detect_format,
+    read_batches,
+)
 from cookiematch.dmp.ingest.records import (
     FUTURE_SLACK,
     LIST_SEPARATOR,
@@ -71,15 +80,20 @@ from cookiematch.errors import RecordError
 from cookiematch.storage.base import Store
 
 PARK_BATCH = 50_000  # records written to pending at a time (``pipeline.RECHECK_EVERY``)
-STAGE_ROWS = 100_000  # lines staged per insert
+STAGE_ROWS = 100_000  # lines staged per insert (lines framed in Python)
+CHUNK_LINES = 1_000_000  # staged lines validated, resolved and merged at a time
 
 FILES, LINES, SYNC_MAP, TRAIT_DEFS = "ing_files", "ing_lines", "ing_sync_map", "ing_traits"
 RECORDS, ATTRS, EVENTS_IN, REMOVES = "ing_records", "ing_attrs", "ing_events", "ing_removes"
 VERDICT = "ing_verdict"
+CHUNK, RAW, TOUCHED, LAPSED = "ing_chunk", "ing_raw", "ing_touched", "ing_lapsed"
 
 STAGING = f"""
 CREATE OR REPLACE TEMP TABLE {FILES} (file INTEGER, source VARCHAR, header VARCHAR[]);
-CREATE OR REPLACE TEMP TABLE {LINES} (file INTEGER, line INTEGER, body VARCHAR, cells VARCHAR[]);
+CREATE OR REPLACE TEMP TABLE {LINES} (
+    file INTEGER, line INTEGER, body VARCHAR, cells VARCHAR[], seq BIGINT);
+CREATE OR REPLACE TEMP TABLE {TOUCHED} (profile VARCHAR);
+CREATE OR REPLACE TEMP TABLE {LAPSED} (profile VARCHAR, name VARCHAR, ts DOUBLE);
 CREATE OR REPLACE TEMP TABLE {SYNC_MAP} (partner_uid VARCHAR, dmp_uid VARCHAR);
 CREATE OR REPLACE TEMP TABLE {TRAIT_DEFS} (name VARCHAR, kind VARCHAR, ttl DOUBLE);
 """
@@ -117,7 +131,7 @@ PARSE = [
     f"""CREATE OR REPLACE TEMP TABLE {RECORDS} AS
     WITH decoded AS (
         SELECT file, line, CASE WHEN json_valid(body) THEN body::JSON END AS j
-          FROM {LINES} WHERE cells IS NULL)
+          FROM {CHUNK} WHERE cells IS NULL)
     SELECT file, line, j, j->>'$.uid' AS uid,
         coalesce(json_type(j) = 'OBJECT'
             AND len(list_filter(json_keys(j),
@@ -134,7 +148,7 @@ PARSE = [
         len(l.cells) = len(f.header),
         (coalesce(l.cells[list_position(f.header, 'event')], '') <> '')::INTEGER,
         false
-      FROM {LINES} l JOIN {FILES} f USING (file) WHERE l.cells IS NOT NULL""",
+      FROM {CHUNK} l JOIN {FILES} f USING (file) WHERE l.cells IS NOT NULL""",
     # attributes: (name, JSON value; NULL for a JSON null) of each line
     f"""CREATE OR REPLACE TEMP TABLE {ATTRS} AS
     SELECT file, line, e.key AS name, e.value AS value
@@ -145,7 +159,7 @@ PARSE = [
     UNION ALL
     SELECT c.file, c.line, c.name, {_cell_value("t.kind", "c.text")}
       FROM (SELECT l.file, l.line, unnest(f.header) AS name, unnest(l.cells) AS text
-              FROM {LINES} l JOIN {FILES} f USING (file)
+              FROM {CHUNK} l JOIN {FILES} f USING (file)
              WHERE l.cells IS NOT NULL AND len(l.cells) = len(f.header)) c
       LEFT JOIN {TRAIT_DEFS} t USING (name)
      WHERE c.text <> '' AND c.name NOT IN ('uid', 'event', 'ts', 'remove')""",
@@ -166,7 +180,7 @@ PARSE = [
              THEN TRY_CAST(replace(trim(l.cells[list_position(f.header, 'ts')],
                   ' \t\n\r\x0b\x0c'), '_', '') AS DOUBLE) END,
         true
-      FROM {LINES} l JOIN {FILES} f USING (file)
+      FROM {CHUNK} l JOIN {FILES} f USING (file)
      WHERE l.cells IS NOT NULL AND coalesce(l.cells[list_position(f.header, 'event')], '') <> ''
        AND len(l.cells) = len(f.header)""",
     f"""CREATE OR REPLACE TEMP TABLE {REMOVES} AS
@@ -179,7 +193,7 @@ PARSE = [
       FROM (SELECT l.file, l.line, unnest(list_filter(string_split(
                    coalesce(l.cells[list_position(f.header, 'remove')], ''), $separator),
                    lambda i: i <> '')) AS name
-              FROM {LINES} l JOIN {FILES} f USING (file)
+              FROM {CHUNK} l JOIN {FILES} f USING (file)
              WHERE l.cells IS NOT NULL AND len(l.cells) = len(f.header))""",
 ]
 
@@ -230,7 +244,7 @@ WITH bad_attrs AS (
     SELECT DISTINCT file, line FROM {REMOVES}
      WHERE NOT shaped OR NOT regexp_full_match(name, $name_pattern)),
   attr_cells AS (  -- a CSV cell its trait's kind does not read
-    SELECT DISTINCT a.file, a.line FROM {ATTRS} a JOIN {LINES} l USING (file, line)
+    SELECT DISTINCT a.file, a.line FROM {ATTRS} a JOIN {CHUNK} l USING (file, line)
      WHERE l.cells IS NOT NULL AND a.value IS NULL)
 SELECT r.file, r.line, r.uid,
     coalesce(r.shaped AND regexp_full_match(r.uid, $uid_pattern)
@@ -340,10 +354,16 @@ WRITE = [
 
 COUNTS = f"""SELECT
     (SELECT count(*) FROM {ACCEPTED}),
-    (SELECT count(DISTINCT profile) FROM {ACCEPTED}),
-    (SELECT count(*) FROM {NEW_EVENTS} WHERE expires_at <= $now),
     (SELECT count(*) FROM {ATTRS} a SEMI JOIN {ACCEPTED} x USING (file, line)
       WHERE a.value IS NOT NULL)"""
+
+
+# events already lapsed, counted once each over the run (as the per-record path merges a
+# profile's events before counting); profiles written, counted once each
+LAPSED_SQL = f"""INSERT INTO {LAPSED}
+    SELECT DISTINCT profile, name, ts FROM {NEW_EVENTS} WHERE expires_at <= $now"""
+TOTALS = f"""SELECT (SELECT count(DISTINCT profile) FROM {TOUCHED}),
+    (SELECT count(*) FROM (SELECT DISTINCT * FROM {LAPSED}))"""
 
 
 def _parameters(catalog: TraitCatalog, partner_id: str, now: float) -> dict[str, Any]:
@@ -379,12 +399,17 @@ def _run(db: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> Any
 @dataclass(slots=True)
 class _Staged:
     """What staging keeps in Python: each file's source, and the lines SQL never sees (not
-    UTF-8, or a CSV row with more or fewer cells than the header), refused by their reason."""
+    UTF-8, or a CSV row with more or fewer cells than the header), refused by their reason;
+    ``lines``: lines staged (blank ones left out), each numbered in order (``seq``)."""
 
     sources: list[str] = field(default_factory=list)
     headers: list[list[str] | None] = field(default_factory=list)
     broken: list[tuple[int, int, Payload]] = field(default_factory=list)
     lines: int = 0
+
+
+Line = tuple[int, int, str | None, list[str] | None]
+"""A staged line back in Python: ``(file, line, body, cells)``."""
 
 
 class SqlIngest:
@@ -407,6 +432,38 @@ class SqlIngest:
                 f"INSERT INTO {SYNC_MAP} SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[])",
                 [[p for p, _ in pairs], [d for _, d in pairs]],
             )
+
+    def stage_path(self, path: Path, progress: Progress | None = None) -> bool:
+        """Stage a JSON Lines file framed by the engine's reader (``lines.py``); False when
+        it must be framed in Python (``stage``), nothing staged."""
+        ends = line_ends(path, progress)
+        if ends is None:
+            return False
+        db, staged = self._db, self._staged
+        file = len(staged.sources)
+        if ends.lines:
+            compressed = path.name.lower().endswith(".gz")
+            lines = read_csv_sql(compressed, ends.newline)
+            try:
+                db.execute(f"CREATE OR REPLACE TEMP TABLE {RAW} AS {lines}", {"path": str(path)})
+            except duckdb.Error:  # not UTF-8, or a line the reader refuses
+                return False
+            (read,) = db.execute(f"SELECT count(*) FROM {RAW}").fetchone() or (0,)
+            if read != ends.lines:
+                db.execute(f"DROP TABLE {RAW}")
+                return False
+            (count,) = db.execute(
+                f"""INSERT INTO {LINES}
+                SELECT $file, line, body, NULL, $seq + row_number() OVER (ORDER BY line) - 1
+                  FROM {RAW} WHERE trim(body, '{BLANK}') <> ''""",
+                {"file": file, "seq": staged.lines},
+            ).fetchone() or (0,)
+            db.execute(f"DROP TABLE {RAW}")
+            staged.lines += int(count)
+        staged.sources.append(str(path))
+        staged.headers.append(None)
+        db.execute(f"INSERT INTO {FILES} VALUES (?, ?, NULL)", [file, str(path)])
+        return True
 
     def stage(self, batches: Iterable[Batch]) -> None:
         """Stage a file's lines (its batches from ``readers.read_batches``)."""
@@ -457,17 +514,20 @@ class SqlIngest:
     ) -> None:
         if not numbers:
             return
-        if all(r is None for r in rows):
-            self._db.execute(
-                f"INSERT INTO {LINES} SELECT $1, unnest($2::INTEGER[]), unnest($3::VARCHAR[]), "
-                "NULL",
-                [file, numbers, bodies],
-            )
-            return
+        # staged lines are numbered in file order (those counted but refused leave gaps)
+        values: dict[str, Any] = {
+            "file": file,
+            "numbers": numbers,
+            "bodies": bodies,
+            "seq": self._staged.lines - len(numbers),
+        }
+        cells = "NULL"
+        if any(r is not None for r in rows):
+            values["rows"], cells = rows, "unnest($rows::VARCHAR[][])"
         self._db.execute(
-            f"INSERT INTO {LINES} SELECT $1, unnest($2::INTEGER[]), unnest($3::VARCHAR[]), "
-            "unnest($4::VARCHAR[][])",
-            [file, numbers, bodies, rows],
+            f"INSERT INTO {LINES} SELECT $file, unnest($numbers::INTEGER[]), "
+            f"unnest($bodies::VARCHAR[]), {cells}, $seq + unnest(range(len($numbers)))",
+            values,
         )
 
     @property
@@ -475,10 +535,23 @@ class SqlIngest:
         return self._staged
 
     def run(self, partner_id: str, now: float) -> SqlOutcome:
-        """Validate, resolve and merge what was staged (the profiles' tables in one
-        transaction); the refused and the unsynced lines come back for the key-value store."""
-        db = self._db
+        """Validate, resolve and merge what was staged, ``CHUNK_LINES`` lines at a time in
+        file order (each chunk's writes to the profiles' tables in one transaction); the
+        refused and the unsynced lines come back for the key-value store."""
         params = _parameters(self._catalog, partner_id, now)
+        outcome = SqlOutcome(self, partner_id, now)
+        for start in range(0, self._staged.lines, CHUNK_LINES):
+            self._run_chunk(params, start, start + CHUNK_LINES, outcome)
+        outcome.profiles, outcome.expired = self._db.execute(TOTALS).fetchone() or (0, 0)
+        return outcome
+
+    def _run_chunk(self, params: dict[str, Any], start: int, end: int, into: SqlOutcome) -> None:
+        db = self._db
+        db.execute(
+            f"CREATE OR REPLACE TEMP TABLE {CHUNK} AS SELECT file, line, body, cells "
+            f"FROM {LINES} WHERE seq >= $start AND seq < $end",
+            {"start": start, "end": end},
+        )
         for statement in [*PARSE, VERDICT_SQL, *RESOLVE, *MERGE]:
             _run(db, statement, params)
         db.execute("BEGIN")
@@ -489,36 +562,30 @@ class SqlIngest:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        accepted, profiles, expired, values = _run(db, COUNTS, params).fetchone()
-        invalid = db.execute(
+        db.execute(f"INSERT INTO {TOUCHED} SELECT DISTINCT profile FROM {ACCEPTED}")
+        _run(db, LAPSED_SQL, params)
+        accepted, values = _run(db, COUNTS, params).fetchone()
+        into.accepted += int(accepted)
+        into.values += int(values)
+        into.invalid += db.execute(
             f"""SELECT v.file, v.line, l.body, l.cells FROM {VERDICT} v
-                  JOIN {LINES} l USING (file, line) WHERE NOT v.valid ORDER BY 1, 2"""
+                  JOIN {CHUNK} l USING (file, line) WHERE NOT v.valid ORDER BY 1, 2"""
         ).fetchall()
-        refused = db.execute(
+        into.refused += db.execute(
             f"""SELECT r.file, r.line, l.body, l.cells FROM {RESOLVED} r
-                  JOIN {LINES} l USING (file, line)
+                  JOIN {CHUNK} l USING (file, line)
                  WHERE r.profile IN (SELECT profile FROM {REFUSING}) ORDER BY 1, 2"""
         ).fetchall()
-        unsynced = db.execute(
+        into.unsynced += db.execute(
             f"""SELECT r.file, r.line, l.body, l.cells FROM {RESOLVED} r
-                  JOIN {LINES} l USING (file, line) WHERE r.profile IS NULL ORDER BY 1, 2"""
+                  JOIN {CHUNK} l USING (file, line) WHERE r.profile IS NULL ORDER BY 1, 2"""
         ).fetchall()
-        return SqlOutcome(
-            self,
-            partner_id,
-            now,
-            accepted=int(accepted),
-            profiles=int(profiles),
-            expired=int(expired),
-            values=int(values),
-            invalid=invalid,
-            refused=refused,
-            unsynced=unsynced,
-        )
 
     # --- lines back to Python: their payload, their reason, their record -------------------
 
     def payload(self, file: int, body: str | None, cells: list[str] | None) -> Payload:
+        """The line as ``readers.read_batches`` gives it (a line the engine framed lacks its
+        line ending, which neither a reject's text nor a record keeps)."""
         if body is not None:
             return body.encode("utf-8")
         header = self._staged.headers[file] or []
@@ -535,18 +602,18 @@ class SqlIngest:
 class SqlOutcome:
     """A run's counts, and the lines the key-value side still needs: refused by a rule
     (``invalid``), refused by consent (``refused``), waiting for their sync (``unsynced``),
-    each as ``(file, line, body, cells)`` in file order."""
+    each in file order."""
 
     ingest: SqlIngest
     partner_id: str
     now: float
-    accepted: int
-    profiles: int
-    expired: int
-    values: int
-    invalid: list[tuple[int, int, str | None, list[str] | None]]
-    refused: list[tuple[int, int, str | None, list[str] | None]]
-    unsynced: list[tuple[int, int, str | None, list[str] | None]]
+    accepted: int = 0
+    profiles: int = 0
+    expired: int = 0
+    values: int = 0
+    invalid: list[Line] = field(default_factory=list)
+    refused: list[Line] = field(default_factory=list)
+    unsynced: list[Line] = field(default_factory=list)
 
     def rejects(self) -> list[Reject]:
         """Every refused line with the per-record path's reason, in file order."""
@@ -579,20 +646,30 @@ async def ingest_files(
     store: Store,
     pending: PendingRecords,
     partner_id: str,
-    files: Sequence[Iterable[Batch]],
+    files: Sequence[Path | Iterable[Batch]],
     catalog: TraitCatalog,
     *,
+    fmt: Format | None = None,
+    progress: Progress | None = None,
     clock: Clock = time.time,
     keep_rejects: bool = False,
 ) -> IngestReport:
-    """Ingest ``files`` (each its batches) of ``partner_id`` into the engine's profiles on
-    ``db``; park the records of unsynced uids in ``pending`` (and apply those whose sync was
-    stored meanwhile, as the per-record path does). Counts as ``Ingestor.ingest`` counts."""
+    """Ingest ``files`` (paths, of format ``fmt`` or named by it, or batches already read) of
+    ``partner_id`` into the engine's profiles on ``db``; park the records of unsynced uids in
+    ``pending`` (and apply those whose sync was stored meanwhile, as the per-record path
+    does). Counts as ``Ingestor.ingest`` counts. A JSON Lines path is framed by the engine
+    when it can be (``lines.py``), else by ``readers.read_batches``, as CSV and TSV are."""
     ingest = SqlIngest(db, catalog)
     async for pairs in sync_pairs(store, partner_id):
         ingest.add_sync_pairs(pairs)
-    for batches in files:
-        ingest.stage(batches)
+    for file in files:
+        if not isinstance(file, Path):
+            ingest.stage(file)
+            continue
+        kind = fmt or detect_format(file) or "jsonl"
+        if kind == "jsonl" and ingest.stage_path(file, progress):
+            continue
+        ingest.stage(read_batches(file, kind, STAGE_ROWS, progress))
     outcome = ingest.run(partner_id, clock())
     rejects = outcome.rejects()
     report = IngestReport(
