@@ -126,43 +126,62 @@ def _cell_value(kind: str, text: str) -> str:
         ELSE to_json({text}) END"""
 
 
+def _value_kind(value: str) -> str:
+    """SQL: the engine's kind of a JSON value (``tables.KIND_*``; NULL for an object). A
+    number written without a point or an exponent is an integer, however large."""
+    return f"""CASE json_type({value})
+        WHEN 'VARCHAR' THEN '{KIND_STRING}' WHEN 'BOOLEAN' THEN '{KIND_BOOL}'
+        WHEN 'ARRAY' THEN '{KIND_LIST}' WHEN 'OBJECT' THEN NULL
+        ELSE CASE WHEN regexp_full_match({value}::VARCHAR, '-?[0-9]+')
+                  THEN '{KIND_INT}' ELSE '{KIND_FLOAT}' END END"""
+
+
 # Records: one row per staged line; a JSON line's shape is RawRecord's (unknown keys refused).
 PARSE = [
+    # a JSON line parsed once for its parts (``p``: uid, attributes, events, remove; each
+    # part read on its own after), once for its keys
     f"""CREATE OR REPLACE TEMP TABLE {RECORDS} AS
     WITH decoded AS (
-        SELECT file, line, CASE WHEN json_valid(body) THEN body::JSON END AS j
-          FROM {CHUNK} WHERE cells IS NULL)
-    SELECT file, line, j, j->>'$.uid' AS uid,
-        coalesce(json_type(j) = 'OBJECT'
-            AND len(list_filter(json_keys(j),
+        SELECT file, line, json_type(j) = 'OBJECT' AS object,
+            CASE WHEN json_type(j) = 'OBJECT'
+                 THEN json_extract(j, ['$.uid', '$.attributes', '$.events', '$.remove']) END
+                AS p,
+            CASE WHEN json_type(j) = 'OBJECT' THEN json_keys(j) END AS keys
+          FROM (SELECT file, line, CASE WHEN json_valid(body) THEN body::JSON END AS j
+                  FROM {CHUNK} WHERE cells IS NULL))
+    SELECT file, line, p[2] AS attrs, p[3] AS events, p[4] AS remove, p[1]->>'$' AS uid,
+        coalesce(object
+            AND len(list_filter(keys,
                     lambda k: k NOT IN ('uid', 'attributes', 'events', 'remove'))) = 0
-            AND json_type(j, '$.uid') = 'VARCHAR'
-            AND coalesce(json_type(j, '$.attributes'), 'OBJECT') = 'OBJECT'
-            AND coalesce(json_type(j, '$.events'), 'ARRAY') = 'ARRAY'
-            AND coalesce(json_type(j, '$.remove'), 'ARRAY') = 'ARRAY', false) AS shaped,
-        coalesce(json_array_length(j, '$.events'), 0) AS n_events,
-        false AS cell_refused
+            AND json_type(p[1]) = 'VARCHAR'
+            AND coalesce(json_type(p[2]), 'OBJECT') = 'OBJECT'
+            AND coalesce(json_type(p[3]), 'ARRAY') = 'ARRAY'
+            AND coalesce(json_type(p[4]), 'ARRAY') = 'ARRAY', false) AS shaped,
+        coalesce(json_array_length(p[3]), 0) AS n_events,
+        coalesce(len(json_keys(p[2])), 0) AS n_attrs
       FROM decoded
     UNION ALL
-    SELECT l.file, l.line, NULL, coalesce(l.cells[list_position(f.header, 'uid')], ''),
+    SELECT l.file, l.line, NULL, NULL, NULL,
+        coalesce(l.cells[list_position(f.header, 'uid')], ''),
         len(l.cells) = len(f.header),
         (coalesce(l.cells[list_position(f.header, 'event')], '') <> '')::INTEGER,
-        false
+        NULL
       FROM {CHUNK} l JOIN {FILES} f USING (file) WHERE l.cells IS NOT NULL""",
-    # attributes: (name, JSON value; NULL for a JSON null) of each line
+    # attributes: (name, JSON value; NULL for a JSON null, its kind) of each line; ``cell``:
+    # from a CSV row
     f"""CREATE OR REPLACE TEMP TABLE {ATTRS} AS
-    SELECT file, line, e.key AS name, e.value AS value
-      FROM (SELECT file, line, unnest(map_entries(from_json(j->'$.attributes',
+    SELECT file, line, name, value, {_value_kind("value")} AS kind, cell
+      FROM (SELECT file, line, e.key AS name, e.value AS value, false AS cell
+      FROM (SELECT file, line, unnest(map_entries(from_json(attrs,
                    '"MAP(VARCHAR, JSON)"'))) AS e
-              FROM {RECORDS}
-             WHERE shaped AND j IS NOT NULL AND json_type(j, '$.attributes') = 'OBJECT')
+              FROM {RECORDS} WHERE shaped AND attrs IS NOT NULL)
     UNION ALL
-    SELECT c.file, c.line, c.name, {_cell_value("t.kind", "c.text")}
+    SELECT c.file, c.line, c.name, {_cell_value("t.kind", "c.text")}, true
       FROM (SELECT l.file, l.line, unnest(f.header) AS name, unnest(l.cells) AS text
               FROM {CHUNK} l JOIN {FILES} f USING (file)
              WHERE l.cells IS NOT NULL AND len(l.cells) = len(f.header)) c
       LEFT JOIN {TRAIT_DEFS} t USING (name)
-     WHERE c.text <> '' AND c.name NOT IN ('uid', 'event', 'ts', 'remove')""",
+     WHERE c.text <> '' AND c.name NOT IN ('uid', 'event', 'ts', 'remove'))""",
     f"""CREATE OR REPLACE TEMP TABLE {EVENTS_IN} AS
     SELECT file, line, e->>'$.name' AS name,
         CASE WHEN json_type(e, '$.ts') IN {_JSON_NUMBER} THEN (e->>'$.ts')::DOUBLE END AS ts,
@@ -170,8 +189,8 @@ PARSE = [
             AND json_type(e, '$.ts') IN {_JSON_NUMBER}
             AND len(list_filter(json_keys(e), lambda k: k NOT IN ('name', 'ts'))) = 0,
             false) AS shaped
-      FROM (SELECT file, line, unnest(from_json(j->'$.events', '["JSON"]')) AS e
-              FROM {RECORDS} WHERE shaped AND j IS NOT NULL AND n_events > 0)
+      FROM (SELECT file, line, unnest(from_json(events, '["JSON"]')) AS e
+              FROM {RECORDS} WHERE shaped AND events IS NOT NULL AND n_events > 0)
     UNION ALL
     SELECT l.file, l.line, l.cells[list_position(f.header, 'event')],
         CASE WHEN regexp_full_match(
@@ -185,9 +204,8 @@ PARSE = [
        AND len(l.cells) = len(f.header)""",
     f"""CREATE OR REPLACE TEMP TABLE {REMOVES} AS
     SELECT file, line, r->>'$' AS name, coalesce(json_type(r) = 'VARCHAR', false) AS shaped
-      FROM (SELECT file, line, unnest(from_json(j->'$.remove', '["JSON"]')) AS r
-              FROM {RECORDS}
-             WHERE shaped AND j IS NOT NULL AND json_type(j, '$.remove') = 'ARRAY')
+      FROM (SELECT file, line, unnest(from_json(remove, '["JSON"]')) AS r
+              FROM {RECORDS} WHERE shaped AND remove IS NOT NULL)
     UNION ALL
     SELECT file, line, name, true
       FROM (SELECT l.file, l.line, unnest(list_filter(string_split(
@@ -196,16 +214,6 @@ PARSE = [
               FROM {CHUNK} l JOIN {FILES} f USING (file)
              WHERE l.cells IS NOT NULL AND len(l.cells) = len(f.header))""",
 ]
-
-
-def _value_kind(value: str) -> str:
-    """SQL: the engine's kind of a JSON value (``tables.KIND_*``; NULL for an object). A
-    number written without a point or an exponent is an integer, however large."""
-    return f"""CASE json_type({value})
-        WHEN 'VARCHAR' THEN '{KIND_STRING}' WHEN 'BOOLEAN' THEN '{KIND_BOOL}'
-        WHEN 'ARRAY' THEN '{KIND_LIST}' WHEN 'OBJECT' THEN NULL
-        ELSE CASE WHEN regexp_full_match({value}::VARCHAR, '-?[0-9]+')
-                  THEN '{KIND_INT}' ELSE '{KIND_FLOAT}' END END"""
 
 
 _TRAIT_KIND = f"""CASE {{kind}} WHEN '{KIND_STRING}' THEN '{TraitKind.STRING.value}'
@@ -221,18 +229,18 @@ WITH bad_attrs AS (
     SELECT DISTINCT a.file, a.line FROM {ATTRS} a LEFT JOIN {TRAIT_DEFS} t USING (name)
      WHERE NOT regexp_full_match(a.name, $name_pattern)
         OR (a.value IS NOT NULL AND (
-            {_value_kind("a.value")} IS NULL
-            OR (json_type(a.value) = 'VARCHAR' AND length(a.value->>'$') > $max_string)
-            OR ({_value_kind("a.value")} = '{KIND_FLOAT}' AND NOT isfinite((a.value)::DOUBLE))
-            OR (json_type(a.value) = 'ARRAY' AND (
+            a.kind IS NULL
+            OR (a.kind = '{KIND_STRING}' AND length(a.value->>'$') > $max_string)
+            OR (a.kind = '{KIND_FLOAT}' AND NOT isfinite((a.value)::DOUBLE))
+            OR (a.kind = '{KIND_LIST}' AND (
                 json_array_length(a.value) > $max_list
                 OR len(list_filter(from_json(a.value, '["JSON"]'),
                        lambda i: coalesce(json_type(i) <> 'VARCHAR'
                                      OR length(i->>'$') > $max_string, true))) > 0))
             OR (t.kind IS NULL AND $reject_unknown)
             OR (t.kind IS NOT NULL
-                AND t.kind <> {_TRAIT_KIND.format(kind=_value_kind("a.value"))})))),
-  attr_counts AS (SELECT file, line, count(*) AS n FROM {ATTRS} GROUP BY ALL),
+                AND t.kind <> {_TRAIT_KIND.format(kind="a.kind")})))),
+  attr_counts AS (SELECT file, line, count(*) AS n FROM {ATTRS} WHERE cell GROUP BY ALL),
   bad_events AS (
     SELECT DISTINCT e.file, e.line FROM {EVENTS_IN} e LEFT JOIN {TRAIT_DEFS} t USING (name)
      WHERE NOT e.shaped OR e.ts IS NULL
@@ -244,11 +252,10 @@ WITH bad_attrs AS (
     SELECT DISTINCT file, line FROM {REMOVES}
      WHERE NOT shaped OR NOT regexp_full_match(name, $name_pattern)),
   attr_cells AS (  -- a CSV cell its trait's kind does not read
-    SELECT DISTINCT a.file, a.line FROM {ATTRS} a JOIN {CHUNK} l USING (file, line)
-     WHERE l.cells IS NOT NULL AND a.value IS NULL)
+    SELECT DISTINCT file, line FROM {ATTRS} WHERE cell AND value IS NULL)
 SELECT r.file, r.line, r.uid,
     coalesce(r.shaped AND regexp_full_match(r.uid, $uid_pattern)
-        AND coalesce(c.n, 0) <= $max_attributes AND r.n_events <= $max_events
+        AND coalesce(r.n_attrs, c.n, 0) <= $max_attributes AND r.n_events <= $max_events
         AND ba.line IS NULL AND be.line IS NULL AND br.line IS NULL AND ac.line IS NULL,
         false) AS valid
   FROM {RECORDS} r
@@ -293,12 +300,12 @@ MERGE = [
      WHERE profile IS NOT NULL AND profile NOT IN (SELECT profile FROM {REFUSING})""",
     # the last operation on each (profile, name) in file order; a record's removes first
     f"""CREATE OR REPLACE TEMP TABLE {FINAL_ATTRS} AS
-    SELECT profile, name, arg_max({{'value': value}}, seq).value AS value
-      FROM (SELECT x.profile, r.name, NULL::JSON AS value,
+    SELECT profile, name, arg_max_null(value, seq) AS value, arg_max_null(kind, seq) AS kind
+      FROM (SELECT x.profile, r.name, NULL::JSON AS value, NULL AS kind,
                    (x.file::BIGINT << 33) + (x.line::BIGINT << 1) AS seq
               FROM {REMOVES} r JOIN {ACCEPTED} x USING (file, line)
             UNION ALL
-            SELECT x.profile, a.name, a.value,
+            SELECT x.profile, a.name, a.value, a.kind,
                    (x.file::BIGINT << 33) + (x.line::BIGINT << 1) + 1
               FROM {ATTRS} a JOIN {ACCEPTED} x USING (file, line))
      GROUP BY profile, name""",
@@ -313,13 +320,12 @@ WRITE = [
     f"""DELETE FROM {ATTRIBUTES} a USING {FINAL_ATTRS} f
      WHERE a.profile = f.profile AND a.name = f.name""",
     f"""INSERT INTO {ATTRIBUTES}
-    SELECT f.profile, f.name,
-        {_value_kind("f.value")},
-        CASE WHEN json_type(f.value) = 'VARCHAR' THEN f.value->>'$' END,
-        CASE WHEN {_value_kind("f.value")} = '{KIND_INT}' THEN (f.value::VARCHAR)::BIGNUM END,
-        CASE WHEN {_value_kind("f.value")} = '{KIND_FLOAT}' THEN f.value::DOUBLE END,
-        CASE WHEN json_type(f.value) = 'BOOLEAN' THEN f.value::BOOLEAN END,
-        CASE WHEN json_type(f.value) = 'ARRAY' THEN from_json(f.value, '["VARCHAR"]') END,
+    SELECT f.profile, f.name, f.kind,
+        CASE WHEN f.kind = '{KIND_STRING}' THEN f.value->>'$' END,
+        CASE WHEN f.kind = '{KIND_INT}' THEN (f.value::VARCHAR)::BIGNUM END,
+        CASE WHEN f.kind = '{KIND_FLOAT}' THEN f.value::DOUBLE END,
+        CASE WHEN f.kind = '{KIND_BOOL}' THEN f.value::BOOLEAN END,
+        CASE WHEN f.kind = '{KIND_LIST}' THEN from_json(f.value, '["VARCHAR"]') END,
         $now, $now + coalesce(t.ttl, $attribute_ttl)
       FROM {FINAL_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
      WHERE f.value IS NOT NULL""",
