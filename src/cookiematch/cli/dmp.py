@@ -33,6 +33,8 @@ from cookiematch.cli.dmp_workers import (
     auto_workers,
     ingest_in_workers,
 )
+from cookiematch.config import Config
+from cookiematch.dmp.analytics.ingest_run import ingest_into_engine
 from cookiematch.dmp.ingest import IngestReport, bulk_gc
 from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS, HOLD_PROFILES
 from cookiematch.dmp.ingest.readers import Batch, Format, expand, read_batches
@@ -99,7 +101,8 @@ def _summary(report: IngestReport, seconds: float) -> str:
     "--workers",
     type=click.IntRange(0, MAX_WORKERS),
     default=0,
-    help="Processes ingesting at once (records dealt out by partner uid). "
+    help="Processes ingesting at once (records dealt out by partner uid; one with "
+    '[dmp.analytics] ingest = "engine"). '
     f"Default 0: two per CPU (up to {MAX_AUTO_WORKERS}) for data of "
     f"{PARALLEL_FROM_BYTES // 2**20} MiB or more, else 1.",
 )
@@ -130,7 +133,10 @@ def ingest(
             for path in files:
                 yield from read_batches(path, fmt, lines, bar.update)
 
-        if count == 1:
+        if config.dmp is not None and config.dmp.analytics.ingest == "engine":  # one process
+            update = bar.update
+            report = run(lambda: _ingest_on_engine(config, partner_id, files, fmt, sink, update))
+        elif count == 1:
 
             async def work() -> IngestReport:
                 writer = RejectsWriter(sink)
@@ -160,6 +166,35 @@ def ingest(
             except CookiematchError as exc:
                 raise click.ClickException(str(exc)) from exc
     click.echo(_summary(report, time.perf_counter() - started))
+
+
+async def _ingest_on_engine(
+    config: Config,
+    partner_id: str,
+    files: list[Path],
+    fmt: Format | None,
+    sink: IO[str],
+    progress: Callable[[int], None],
+) -> IngestReport:
+    """``[dmp.analytics] ingest = "engine"``: the files in SQL into the engine's profiles, in
+    this process; pending records and the funnel's counts in the store, as per record."""
+    assert config.dmp is not None
+    writer = RejectsWriter(sink)
+    async with open_ingest_core(config) as core:
+        report = await ingest_into_engine(
+            config.dmp.analytics.to_model(),
+            core.store,
+            core.ingestor.pending,
+            partner_id,
+            files,
+            config.dmp.trait_catalog(),
+            fmt=fmt,
+            progress=progress,
+            on_reject=writer.write,
+        )
+        report.count(core.funnel, partner_id)
+    writer.flush()
+    return report
 
 
 @dmp.command("pull")

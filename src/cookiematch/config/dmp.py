@@ -228,6 +228,9 @@ class DmpAnalyticsConfig(Table, frozen=True):
     memory_limit_mb: Annotated[int, msgspec.Meta(ge=64, le=1 << 22)] = MEMORY_LIMIT_MB
     temp_directory: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     threads: Annotated[int, msgspec.Meta(ge=1, le=1024)] | None = None  # None: one per core
+    # "engine": ``cookiematch dmp ingest`` validates and merges files into the engine's
+    # profiles in SQL (dmp/analytics/ingest_sql.py); "store": per record into the store
+    ingest: Literal["store", "engine"] = "store"
 
     def to_model(self) -> AnalyticsSettings:
         return AnalyticsSettings(self.path, self.memory_limit_mb, self.temp_directory, self.threads)
