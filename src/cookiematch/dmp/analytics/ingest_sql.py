@@ -81,7 +81,7 @@ from cookiematch.storage.base import Store
 
 PARK_BATCH = 50_000  # records written to pending at a time (``pipeline.RECHECK_EVERY``)
 STAGE_ROWS = 100_000  # lines staged per insert (lines framed in Python)
-CHUNK_LINES = 1_000_000  # staged lines validated, resolved and merged at a time
+CHUNK_LINES = 500_000  # staged lines validated, resolved and merged at a time
 
 FILES, LINES, SYNC_MAP, TRAIT_DEFS = "ing_files", "ing_lines", "ing_sync_map", "ing_traits"
 RECORDS, ATTRS, EVENTS_IN, REMOVES = "ing_records", "ing_attrs", "ing_events", "ing_removes"
@@ -271,6 +271,7 @@ SELECT r.file, r.line, r.uid,
 """
 
 RESOLVED = "ing_resolved"
+SYNC_UNIQUE = "ing_sync_unique"
 REFUSING = "ing_refusing"
 
 # Valid lines with the profile they resolve to (NULL: not synced), and whether its stored
@@ -279,8 +280,7 @@ REFUSING = "ing_refusing"
 RESOLVE = [
     f"""CREATE OR REPLACE TEMP TABLE {RESOLVED} AS
     SELECT v.file, v.line, v.uid, s.dmp_uid AS profile
-      FROM {VERDICT} v LEFT JOIN (SELECT DISTINCT ON (partner_uid) * FROM {SYNC_MAP}) s
-        ON s.partner_uid = v.uid
+      FROM {VERDICT} v LEFT JOIN {SYNC_UNIQUE} s ON s.partner_uid = v.uid
      WHERE v.valid""",
     f"""CREATE OR REPLACE TEMP TABLE {REFUSING} AS
     SELECT profile FROM {CONSENT}
@@ -335,14 +335,17 @@ WRITE = [
      WHERE f.value IS NOT NULL""",
     # the events of each (profile, name) written to: held and new, one per ts, the newest kept
     f"""CREATE OR REPLACE TEMP TABLE ing_kept_events AS
-    SELECT profile, name, ts, max(expires_at) AS expires_at
-      FROM (SELECT profile, name, ts, expires_at FROM {NEW_EVENTS} WHERE expires_at > $now
-            UNION ALL
-            SELECT e.profile, e.name, e.ts, e.expires_at FROM {EVENTS} e
-             SEMI JOIN (SELECT DISTINCT profile, name FROM {NEW_EVENTS}
-                         WHERE expires_at > $now) n USING (profile, name))
-     GROUP BY profile, name, ts
-    QUALIFY row_number() OVER (PARTITION BY profile, name ORDER BY ts DESC) <= $cap""",
+    SELECT profile, name, unnest(max({{'ts': ts, 'expires_at': expires_at}}, $cap),
+                                 recursive := true)
+      FROM (SELECT profile, name, ts, max(expires_at) AS expires_at
+              FROM (SELECT profile, name, ts, expires_at FROM {NEW_EVENTS}
+                     WHERE expires_at > $now
+                    UNION ALL
+                    SELECT e.profile, e.name, e.ts, e.expires_at FROM {EVENTS} e
+                     SEMI JOIN (SELECT DISTINCT profile, name FROM {NEW_EVENTS}
+                                 WHERE expires_at > $now) n USING (profile, name))
+             GROUP BY profile, name, ts)
+     GROUP BY profile, name""",
     f"""DELETE FROM {EVENTS} e USING (SELECT DISTINCT profile, name FROM ing_kept_events) k
      WHERE e.profile = k.profile AND e.name = k.name""",
     f"INSERT INTO {EVENTS} SELECT profile, name, ts, expires_at FROM ing_kept_events",
@@ -550,6 +553,10 @@ class SqlIngest:
         refused and the unsynced lines come back for the key-value store."""
         params = _parameters(self._catalog, partner_id, now)
         outcome = SqlOutcome(self, partner_id, now)
+        self._db.execute(
+            f"CREATE OR REPLACE TEMP TABLE {SYNC_UNIQUE} AS "
+            f"SELECT DISTINCT ON (partner_uid) * FROM {SYNC_MAP}"
+        )
         for start in range(0, self._staged.lines, CHUNK_LINES):
             self._run_chunk(params, start, start + CHUNK_LINES, outcome)
         outcome.profiles, outcome.expired = self._db.execute(TOTALS).fetchone() or (0, 0)
