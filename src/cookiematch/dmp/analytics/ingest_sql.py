@@ -335,17 +335,14 @@ WRITE = [
      WHERE f.value IS NOT NULL""",
     # the events of each (profile, name) written to: held and new, one per ts, the newest kept
     f"""CREATE OR REPLACE TEMP TABLE ing_kept_events AS
-    SELECT profile, name, unnest(max({{'ts': ts, 'expires_at': expires_at}}, $cap),
-                                 recursive := true)
-      FROM (SELECT profile, name, ts, max(expires_at) AS expires_at
-              FROM (SELECT profile, name, ts, expires_at FROM {NEW_EVENTS}
-                     WHERE expires_at > $now
-                    UNION ALL
-                    SELECT e.profile, e.name, e.ts, e.expires_at FROM {EVENTS} e
-                     SEMI JOIN (SELECT DISTINCT profile, name FROM {NEW_EVENTS}
-                                 WHERE expires_at > $now) n USING (profile, name))
-             GROUP BY profile, name, ts)
-     GROUP BY profile, name""",
+    SELECT profile, name, ts, max(expires_at) AS expires_at
+      FROM (SELECT profile, name, ts, expires_at FROM {NEW_EVENTS} WHERE expires_at > $now
+            UNION ALL
+            SELECT e.profile, e.name, e.ts, e.expires_at FROM {EVENTS} e
+             SEMI JOIN (SELECT DISTINCT profile, name FROM {NEW_EVENTS}
+                         WHERE expires_at > $now) n USING (profile, name))
+     GROUP BY profile, name, ts
+    QUALIFY row_number() OVER (PARTITION BY profile, name ORDER BY ts DESC) <= $cap""",
     f"""DELETE FROM {EVENTS} e USING (SELECT DISTINCT profile, name FROM ing_kept_events) k
      WHERE e.profile = k.profile AND e.name = k.name""",
     f"INSERT INTO {EVENTS} SELECT profile, name, ts, expires_at FROM ing_kept_events",
