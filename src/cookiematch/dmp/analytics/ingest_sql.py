@@ -136,33 +136,29 @@ def _value_kind(value: str) -> str:
                   THEN '{KIND_INT}' ELSE '{KIND_FLOAT}' END END"""
 
 
-def _part_type(key: str, missing: str) -> str:
-    """SQL: the JSON type of a decoded line's part (``missing`` when the line lacks it)."""
-    return f"""CASE WHEN map_contains(m, '{key}') THEN coalesce(json_type(m['{key}']), 'NULL')
-        ELSE '{missing}' END"""
-
-
 # Records: one row per staged line; a JSON line's shape is RawRecord's (unknown keys refused).
 PARSE = [
-    # a JSON line parsed once whole (a JSON null in it is an SQL NULL, kept apart from a
-    # missing key by map_contains), each part read on its own after
+    # a JSON line parsed once for its parts (``p``: uid, attributes, events, remove; each
+    # part read on its own after), once for its keys
     f"""CREATE OR REPLACE TEMP TABLE {RECORDS} AS
     WITH decoded AS (
-        SELECT file, line, CASE WHEN json_type(j) = 'OBJECT'
-                                THEN from_json(j, '"MAP(VARCHAR, JSON)"') END AS m
-          FROM (SELECT file, line, TRY_CAST(body AS JSON) AS j
+        SELECT file, line, json_type(j) = 'OBJECT' AS object,
+            CASE WHEN json_type(j) = 'OBJECT'
+                 THEN json_extract(j, ['$.uid', '$.attributes', '$.events', '$.remove']) END
+                AS p,
+            CASE WHEN json_type(j) = 'OBJECT' THEN json_keys(j) END AS keys
+          FROM (SELECT file, line, CASE WHEN json_valid(body) THEN body::JSON END AS j
                   FROM {CHUNK} WHERE cells IS NULL))
-    SELECT file, line, m['attributes'] AS attrs, m['events'] AS events, m['remove'] AS remove,
-        m['uid']->>'$' AS uid,
-        coalesce(m IS NOT NULL
-            AND len(list_filter(map_keys(m),
+    SELECT file, line, p[2] AS attrs, p[3] AS events, p[4] AS remove, p[1]->>'$' AS uid,
+        coalesce(object
+            AND len(list_filter(keys,
                     lambda k: k NOT IN ('uid', 'attributes', 'events', 'remove'))) = 0
-            AND json_type(m['uid']) = 'VARCHAR'
-            AND {_part_type("attributes", "OBJECT")} = 'OBJECT'
-            AND {_part_type("events", "ARRAY")} = 'ARRAY'
-            AND {_part_type("remove", "ARRAY")} = 'ARRAY', false) AS shaped,
-        coalesce(json_array_length(m['events']), 0) AS n_events,
-        coalesce(len(json_keys(m['attributes'])), 0) AS n_attrs
+            AND json_type(p[1]) = 'VARCHAR'
+            AND coalesce(json_type(p[2]), 'OBJECT') = 'OBJECT'
+            AND coalesce(json_type(p[3]), 'ARRAY') = 'ARRAY'
+            AND coalesce(json_type(p[4]), 'ARRAY') = 'ARRAY', false) AS shaped,
+        coalesce(json_array_length(p[3]), 0) AS n_events,
+        coalesce(len(json_keys(p[2])), 0) AS n_attrs
       FROM decoded
     UNION ALL
     SELECT l.file, l.line, NULL, NULL, NULL,
