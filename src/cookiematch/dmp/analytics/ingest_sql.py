@@ -3,12 +3,15 @@ profiles in SQL, with the outcomes of the per-record path (``dmp/ingest/pipeline
 
     lines (staged) ──▶ records ─┬─▶ attributes, events, removes ──▶ verdict per line
                                  └─ rules of ``ingest/records.py`` as parameters
-    verdict ──▶ join the sync map ──┬─▶ consent ──▶ merge into profiles (one transaction)
+    verdict ──▶ join the sync map ──┬─▶ consent ──▶ merge into profiles (a transaction a chunk)
                                     └─▶ not synced ──▶ pending (the key-value store)
 
-Lines come from ``ingest/readers.py`` (the same framing, so the same line numbers: DuckDB's
-CSV reader skips blank lines, splits at a lone CR and numbers no line); a JSON line is staged
-as its text, a CSV/TSV row as its cells under the file's header. Everything after is SQL:
+A JSON Lines file is framed by the engine's own CSV reader when a pass over its bytes shows
+it frames the lines as ``ingest/readers.py`` does (``lines.py``), else by that reader; either
+way a line has the same number. A JSON line is staged as its text, a CSV/TSV row as its cells
+under the file's header. The staged lines are then validated, resolved and merged
+``CHUNK_LINES`` at a time in file order (each chunk's writes in one transaction), so the
+engine's working set stays bounded whatever the files' size. Everything after staging is SQL:
 
 - a JSON line is decoded as ``RawRecord`` would (an object of ``uid``, ``attributes``,
   ``events``, ``remove`` with their types); a CSV cell becomes a value by its declared trait
