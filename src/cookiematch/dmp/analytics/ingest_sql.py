@@ -3,15 +3,16 @@ profiles in SQL, with the outcomes of the per-record path (``dmp/ingest/pipeline
 
     lines (staged) ──▶ records ─┬─▶ attributes, events, removes ──▶ verdict per line
                                  └─ rules of ``ingest/records.py`` as parameters
-    verdict ──▶ join the sync map ──┬─▶ consent ──▶ merge into profiles (a transaction a chunk)
+    verdict ──▶ join the sync map ──┬─▶ consent ──▶ merge into profiles (one transaction)
                                     └─▶ not synced ──▶ pending (the key-value store)
 
 A JSON Lines file is framed by the engine's own CSV reader when a pass over its bytes shows
 it frames the lines as ``ingest/readers.py`` does (``lines.py``), else by that reader; either
 way a line has the same number. A JSON line is staged as its text, a CSV/TSV row as its cells
 under the file's header. The staged lines are then validated, resolved and merged
-``CHUNK_LINES`` at a time in file order (each chunk's writes in one transaction), so the
-engine's working set stays bounded whatever the files' size. Everything after staging is SQL:
+``CHUNK_LINES`` at a time in file order, so the engine's working set stays bounded
+whatever the files' size; what they merged is written in one transaction at the end.
+Everything after staging is SQL:
 
 - a JSON line is decoded as ``RawRecord`` would (an object of ``uid``, ``attributes``,
   ``events``, ``remove`` with their types); a CSV cell becomes a value by its declared trait
@@ -90,6 +91,7 @@ FILES, LINES, SYNC_MAP, TRAIT_DEFS = "ing_files", "ing_lines", "ing_sync_map", "
 RECORDS, ATTRS, EVENTS_IN, REMOVES = "ing_records", "ing_attrs", "ing_events", "ing_removes"
 VERDICT = "ing_verdict"
 CHUNK, RAW, TOUCHED, LAPSED = "ing_chunk", "ing_raw", "ing_touched", "ing_lapsed"
+RUN_ATTRS, RUN_EVENTS = "ing_run_attrs", "ing_run_events"
 
 STAGING = f"""
 CREATE OR REPLACE TEMP TABLE {FILES} (file INTEGER, source VARCHAR, header VARCHAR[]);
@@ -97,6 +99,9 @@ CREATE OR REPLACE TEMP TABLE {LINES} (
     file INTEGER, line INTEGER, body VARCHAR, cells VARCHAR[], seq BIGINT);
 CREATE OR REPLACE TEMP TABLE {TOUCHED} (profile VARCHAR);
 CREATE OR REPLACE TEMP TABLE {LAPSED} (profile VARCHAR, name VARCHAR, ts DOUBLE);
+CREATE OR REPLACE TEMP TABLE {RUN_ATTRS} (profile VARCHAR, name VARCHAR, value JSON, kind VARCHAR);
+CREATE OR REPLACE TEMP TABLE {RUN_EVENTS} (
+    profile VARCHAR, name VARCHAR, ts DOUBLE, expires_at DOUBLE);
 CREATE OR REPLACE TEMP TABLE {SYNC_MAP} (partner_uid VARCHAR, dmp_uid VARCHAR);
 CREATE OR REPLACE TEMP TABLE {TRAIT_DEFS} (name VARCHAR, kind VARCHAR, ttl DOUBLE);
 """
@@ -319,8 +324,17 @@ MERGE = [
       LEFT JOIN {TRAIT_DEFS} t USING (name)""",
 ]
 
+# what the chunks merged, kept for the one write at the end: each (profile, name)'s last
+# operation (the later chunk's replacing), the new events
+KEEP = [
+    f"""DELETE FROM {RUN_ATTRS} r USING {FINAL_ATTRS} f
+     WHERE r.profile = f.profile AND r.name = f.name""",
+    f"INSERT INTO {RUN_ATTRS} SELECT profile, name, value, kind FROM {FINAL_ATTRS}",
+    f"INSERT INTO {RUN_EVENTS} SELECT profile, name, ts, expires_at FROM {NEW_EVENTS}",
+]
+
 WRITE = [
-    f"""DELETE FROM {ATTRIBUTES} a USING {FINAL_ATTRS} f
+    f"""DELETE FROM {ATTRIBUTES} a USING {RUN_ATTRS} f
      WHERE a.profile = f.profile AND a.name = f.name""",
     f"""INSERT INTO {ATTRIBUTES}
     SELECT f.profile, f.name, f.kind,
@@ -330,15 +344,15 @@ WRITE = [
         CASE WHEN f.kind = '{KIND_BOOL}' THEN f.value::BOOLEAN END,
         CASE WHEN f.kind = '{KIND_LIST}' THEN from_json(f.value, '["VARCHAR"]') END,
         $now, $now + coalesce(t.ttl, $attribute_ttl)
-      FROM {FINAL_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
+      FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
      WHERE f.value IS NOT NULL""",
     # the events of each (profile, name) written to: held and new, one per ts, the newest kept
     f"""CREATE OR REPLACE TEMP TABLE ing_kept_events AS
     SELECT profile, name, ts, max(expires_at) AS expires_at
-      FROM (SELECT profile, name, ts, expires_at FROM {NEW_EVENTS} WHERE expires_at > $now
+      FROM (SELECT profile, name, ts, expires_at FROM {RUN_EVENTS} WHERE expires_at > $now
             UNION ALL
             SELECT e.profile, e.name, e.ts, e.expires_at FROM {EVENTS} e
-             SEMI JOIN (SELECT DISTINCT profile, name FROM {NEW_EVENTS}
+             SEMI JOIN (SELECT DISTINCT profile, name FROM {RUN_EVENTS}
                          WHERE expires_at > $now) n USING (profile, name))
      GROUP BY profile, name, ts
     QUALIFY row_number() OVER (PARTITION BY profile, name ORDER BY ts DESC) <= $cap""",
@@ -349,10 +363,10 @@ WRITE = [
     f"""CREATE OR REPLACE TEMP TABLE ing_lapses AS
     SELECT profile, max(expires_at) AS expires_at
       FROM (SELECT f.profile, $now + coalesce(t.ttl, $attribute_ttl) AS expires_at
-              FROM {FINAL_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
+              FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
              WHERE f.value IS NOT NULL
             UNION ALL
-            SELECT profile, expires_at FROM {NEW_EVENTS} WHERE expires_at > $now)
+            SELECT profile, expires_at FROM {RUN_EVENTS} WHERE expires_at > $now)
      GROUP BY profile""",
     f"""UPDATE {PROFILES} p SET expires_at = greatest(p.expires_at, n.expires_at)
       FROM ing_lapses n WHERE p.id = n.profile AND p.expires_at IS NOT NULL""",
@@ -545,8 +559,9 @@ class SqlIngest:
 
     def run(self, partner_id: str, now: float) -> SqlOutcome:
         """Validate, resolve and merge what was staged, ``CHUNK_LINES`` lines at a time in
-        file order (each chunk's writes to the profiles' tables in one transaction); the
-        refused and the unsynced lines come back for the key-value store."""
+        file order; then write the profiles' tables in one transaction (once: deleting rows
+        chunk after chunk would leave the file holding them). The refused and the unsynced
+        lines come back for the key-value store."""
         params = _parameters(self._catalog, partner_id, now)
         outcome = SqlOutcome(self, partner_id, now)
         self._db.execute(
@@ -555,6 +570,15 @@ class SqlIngest:
         )
         for start in range(0, self._staged.lines, CHUNK_LINES):
             self._run_chunk(params, start, start + CHUNK_LINES, outcome)
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            for statement in WRITE:
+                _run(db, statement, params)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         outcome.profiles, outcome.expired = self._db.execute(TOTALS).fetchone() or (0, 0)
         return outcome
 
@@ -565,16 +589,8 @@ class SqlIngest:
             f"FROM {LINES} WHERE seq >= $start AND seq < $end",
             {"start": start, "end": end},
         )
-        for statement in [*PARSE, VERDICT_SQL, *RESOLVE, *MERGE]:
+        for statement in [*PARSE, VERDICT_SQL, *RESOLVE, *MERGE, *KEEP]:
             _run(db, statement, params)
-        db.execute("BEGIN")
-        try:
-            for statement in WRITE:
-                _run(db, statement, params)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         db.execute(f"INSERT INTO {TOUCHED} SELECT DISTINCT profile FROM {ACCEPTED}")
         _run(db, LAPSED_SQL, params)
         accepted, values = _run(db, COUNTS, params).fetchone()
