@@ -203,8 +203,9 @@ async def run_duckdb(url: str, data: Path, args: argparse.Namespace) -> dict[str
         store,
         pending,
         PARTNER,
-        [read_batches(data, "jsonl", args.batch)],
+        [data],
         catalog,
+        fmt="jsonl",
     )
     queued = time.perf_counter() - started
     engine.connection.execute("CHECKPOINT")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,17 @@ import pytest
 
 from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.dmp import keys
+from cookiematch.dmp.analytics import ingest_sql
 from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
-from cookiematch.dmp.analytics.ingest_sql import ingest_files
+from cookiematch.dmp.analytics.ingest_sql import SqlIngest, ingest_files
+from cookiematch.dmp.analytics.lines import MAX_LINE_BYTES
 from cookiematch.dmp.analytics.load import LoadContext, load_profiles
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
 from cookiematch.dmp.analytics.sync_map import sync_pairs
 from cookiematch.dmp.analytics.tables import ATTRIBUTES, CONSENT, EVENTS, PROFILES, SYNCS
 from cookiematch.dmp.ingest import build_ingestor
 from cookiematch.dmp.ingest.pipeline import IngestReport
-from cookiematch.dmp.ingest.readers import read_batches
+from cookiematch.dmp.ingest.readers import Batch, read_batches
 from cookiematch.dmp.matches import MatchTable, ReverseMatch
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
 from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore
@@ -56,6 +59,8 @@ def ev(name: object, ts: object) -> dict[str, object]:
     return {"name": name, "ts": ts}
 
 
+NOT_UTF8 = b'{"uid":"p1","attributes":{"t":"\xff"}}'
+
 JSON_LINES = [
     j("p1", attributes={"tier": "gold", "age": 31, "score": 1.5, "vip": True, "tags": ["a", "b"]}),
     j("p1", attributes={"tier": "platinum", "old": None}, remove=["age"]),
@@ -75,7 +80,7 @@ JSON_LINES = [
     b'{"uid":"p1",',
     b"[1, 2]",
     b'{"uid": "p1"} trailing',
-    b'{"uid":"p1","attributes":{"t":"\xff"}}',
+    NOT_UTF8,
     j("has space"),
     j(""),
     j("x" * 257),
@@ -138,8 +143,10 @@ CSV_TEXT = (
 )
 
 
-def files(tmp_path: Path) -> list[Path]:
-    body = b"\r\n".join(JSON_LINES) + b"\r\n"
+def files(tmp_path: Path, utf8: bool = False) -> list[Path]:
+    """The edge-case files; ``utf8``: without the line that is not UTF-8, so the engine's
+    reader frames the JSON Lines files (``lines.py``)."""
+    body = b"\r\n".join(line for line in JSON_LINES if not utf8 or line != NOT_UTF8) + b"\r\n"
     plain = tmp_path / "a.jsonl"
     plain.write_bytes(body)
     packed = tmp_path / "b.ndjson.gz"
@@ -186,10 +193,22 @@ async def pending_of(store: Store) -> list[tuple[str, dict[str, tuple[bytes, flo
     return [(key, dict(fields)) async for key, fields in store.scan_maps("dmp:pend:")]
 
 
+FRAMINGS = {
+    "python": "every file framed by readers.read_batches, all lines in one chunk",
+    "engine": "JSON Lines framed by the engine's reader, in chunks of 7 lines",
+    "fallback": "JSON Lines not UTF-8: framed in Python after the engine's reader refused",
+}
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
 async def test_sql_ingestion_gives_what_the_per_record_path_gives(
-    tmp_path: Path, clock: FakeClock
+    tmp_path: Path, clock: FakeClock, framing: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    paths = files(tmp_path)
+    paths = files(tmp_path, utf8=framing == "engine")
+    given: list[Path | Iterable[Batch]] = [read_batches(p, None, 7) for p in paths]
+    if framing != "python":
+        given = list(paths)
+        monkeypatch.setattr(ingest_sql, "CHUNK_LINES", 7)
     kv = open_store(f"sqlite://{tmp_path / 'kv.db'}", clock=clock)
     sql_kv = open_store(f"sqlite://{tmp_path / 'sql.db'}", clock=clock)
     before = DuckDBEngine(AnalyticsSettings(str(tmp_path / "a" / "kv.duckdb")))
@@ -214,7 +233,7 @@ async def test_sql_ingestion_gives_what_the_per_record_path_gives(
             sql_kv,
             pending.pending,
             PARTNER,
-            [read_batches(p, None, 7) for p in paths],
+            given,
             CATALOG,
             clock=clock,
             keep_rejects=True,
@@ -279,3 +298,44 @@ async def test_the_sync_map_is_every_decodable_reverse_entry(
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(float(T))
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "framed"),
+    [
+        ("lf.jsonl", b'{"uid":"a"}\n\n  \n{"uid":"b"}', True),
+        ("crlf.jsonl", b'{"uid":"a"}\r\n\r\n{"uid":"b"}\r\n', True),
+        ("packed.jsonl.gz", gzip.compress(b'{"uid":"a"}\n \t\n{"uid":"b"}\n'), True),
+        ("empty.jsonl", b"", True),
+        ("lone-cr.jsonl", b'{"uid":"a"}\r{"uid":"b"}\n', False),
+        ("mixed.jsonl", b'{"uid":"a"}\r\n{"uid":"b"}\n', False),
+        ("not-utf8.jsonl", b'{"uid":"a"}\n' + NOT_UTF8 + b"\n", False),
+        ("nul.jsonl", b'{"uid":"a\x00"}\n', False),
+        ("delimiter.jsonl", b'{"uid":"a\x01"}\n', False),
+        ("long.jsonl", b'{"uid":"a"}\n' + b" " * (MAX_LINE_BYTES + 1) + b"\n", False),
+    ],
+)
+def test_the_engine_frames_a_file_only_as_the_python_reader_would(
+    tmp_path: Path, name: str, body: bytes, framed: bool
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(body)
+    engine = DuckDBEngine(AnalyticsSettings(str(tmp_path / "e.duckdb")))
+    try:
+        ingest = SqlIngest(engine.connection, CATALOG)
+        assert ingest.stage_path(path) is framed
+        if not framed:  # nothing staged: the caller frames it in Python
+            assert ingest.staged.lines == 0 and ingest.staged.sources == []
+            return
+        staged = engine.connection.execute(
+            f"SELECT line, body FROM {ingest_sql.LINES} ORDER BY seq"
+        ).fetchall()
+        python = [
+            (number, payload.decode().rstrip("\r\n"))
+            for batch in read_batches(path, "jsonl", 100)
+            for number, payload in batch.lines
+            if isinstance(payload, bytes)
+        ]
+        assert staged == python and ingest.staged.lines == len(python)
+    finally:
+        engine.close()

@@ -6,9 +6,13 @@ profiles in SQL, with the outcomes of the per-record path (``dmp/ingest/pipeline
     verdict ──▶ join the sync map ──┬─▶ consent ──▶ merge into profiles (one transaction)
                                     └─▶ not synced ──▶ pending (the key-value store)
 
-Lines come from ``ingest/readers.py`` (the same framing, so the same line numbers: DuckDB's
-CSV reader skips blank lines, splits at a lone CR and numbers no line); a JSON line is staged
-as its text, a CSV/TSV row as its cells under the file's header. Everything after is SQL:
+A JSON Lines file is framed by the engine's own CSV reader when a pass over its bytes shows
+it frames the lines as ``ingest/readers.py`` does (``lines.py``), else by that reader; either
+way a line has the same number. A JSON line is staged as its text, a CSV/TSV row as its cells
+under the file's header. The staged lines are then validated, resolved and merged
+``CHUNK_LINES`` at a time in file order, so the engine's working set stays bounded
+whatever the files' size; what they merged is written in one transaction at the end.
+Everything after staging is SQL:
 
 - a JSON line is decoded as ``RawRecord`` would (an object of ``uid``, ``attributes``,
   ``events``, ``remove`` with their types); a CSV cell becomes a value by its declared trait
@@ -32,11 +36,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from cookiematch.clock import Clock
+from cookiematch.dmp.analytics.lines import BLANK, line_ends, read_csv_sql
 from cookiematch.dmp.analytics.sync_map import sync_pairs
 from cookiematch.dmp.analytics.tables import (
     ATTRIBUTES,
@@ -52,7 +58,14 @@ from cookiematch.dmp.analytics.tables import (
 from cookiematch.dmp.consent import CONSENT_MAX_AGE, HOST
 from cookiematch.dmp.ingest.pending import PendingRecords
 from cookiematch.dmp.ingest.pipeline import CONSENT_REASON, IngestReport
-from cookiematch.dmp.ingest.readers import Batch, Payload
+from cookiematch.dmp.ingest.readers import (
+    Batch,
+    Format,
+    Payload,
+    Progress,
+    detect_format,
+    read_batches,
+)
 from cookiematch.dmp.ingest.records import (
     FUTURE_SLACK,
     LIST_SEPARATOR,
@@ -71,15 +84,24 @@ from cookiematch.errors import RecordError
 from cookiematch.storage.base import Store
 
 PARK_BATCH = 50_000  # records written to pending at a time (``pipeline.RECHECK_EVERY``)
-STAGE_ROWS = 100_000  # lines staged per insert
+STAGE_ROWS = 100_000  # lines staged per insert (lines framed in Python)
+CHUNK_LINES = 500_000  # staged lines validated, resolved and merged at a time
 
 FILES, LINES, SYNC_MAP, TRAIT_DEFS = "ing_files", "ing_lines", "ing_sync_map", "ing_traits"
 RECORDS, ATTRS, EVENTS_IN, REMOVES = "ing_records", "ing_attrs", "ing_events", "ing_removes"
 VERDICT = "ing_verdict"
+CHUNK, RAW, TOUCHED, LAPSED = "ing_chunk", "ing_raw", "ing_touched", "ing_lapsed"
+RUN_ATTRS, RUN_EVENTS = "ing_run_attrs", "ing_run_events"
 
 STAGING = f"""
 CREATE OR REPLACE TEMP TABLE {FILES} (file INTEGER, source VARCHAR, header VARCHAR[]);
-CREATE OR REPLACE TEMP TABLE {LINES} (file INTEGER, line INTEGER, body VARCHAR, cells VARCHAR[]);
+CREATE OR REPLACE TEMP TABLE {LINES} (
+    file INTEGER, line INTEGER, body VARCHAR, cells VARCHAR[], seq BIGINT);
+CREATE OR REPLACE TEMP TABLE {TOUCHED} (profile VARCHAR);
+CREATE OR REPLACE TEMP TABLE {LAPSED} (profile VARCHAR, name VARCHAR, ts DOUBLE);
+CREATE OR REPLACE TEMP TABLE {RUN_ATTRS} (profile VARCHAR, name VARCHAR, value JSON, kind VARCHAR);
+CREATE OR REPLACE TEMP TABLE {RUN_EVENTS} (
+    profile VARCHAR, name VARCHAR, ts DOUBLE, expires_at DOUBLE);
 CREATE OR REPLACE TEMP TABLE {SYNC_MAP} (partner_uid VARCHAR, dmp_uid VARCHAR);
 CREATE OR REPLACE TEMP TABLE {TRAIT_DEFS} (name VARCHAR, kind VARCHAR, ttl DOUBLE);
 """
@@ -112,78 +134,6 @@ def _cell_value(kind: str, text: str) -> str:
         ELSE to_json({text}) END"""
 
 
-# Records: one row per staged line; a JSON line's shape is RawRecord's (unknown keys refused).
-PARSE = [
-    f"""CREATE OR REPLACE TEMP TABLE {RECORDS} AS
-    WITH decoded AS (
-        SELECT file, line, CASE WHEN json_valid(body) THEN body::JSON END AS j
-          FROM {LINES} WHERE cells IS NULL)
-    SELECT file, line, j, j->>'$.uid' AS uid,
-        coalesce(json_type(j) = 'OBJECT'
-            AND len(list_filter(json_keys(j),
-                    lambda k: k NOT IN ('uid', 'attributes', 'events', 'remove'))) = 0
-            AND json_type(j, '$.uid') = 'VARCHAR'
-            AND coalesce(json_type(j, '$.attributes'), 'OBJECT') = 'OBJECT'
-            AND coalesce(json_type(j, '$.events'), 'ARRAY') = 'ARRAY'
-            AND coalesce(json_type(j, '$.remove'), 'ARRAY') = 'ARRAY', false) AS shaped,
-        coalesce(json_array_length(j, '$.events'), 0) AS n_events,
-        false AS cell_refused
-      FROM decoded
-    UNION ALL
-    SELECT l.file, l.line, NULL, coalesce(l.cells[list_position(f.header, 'uid')], ''),
-        len(l.cells) = len(f.header),
-        (coalesce(l.cells[list_position(f.header, 'event')], '') <> '')::INTEGER,
-        false
-      FROM {LINES} l JOIN {FILES} f USING (file) WHERE l.cells IS NOT NULL""",
-    # attributes: (name, JSON value; NULL for a JSON null) of each line
-    f"""CREATE OR REPLACE TEMP TABLE {ATTRS} AS
-    SELECT file, line, e.key AS name, e.value AS value
-      FROM (SELECT file, line, unnest(map_entries(from_json(j->'$.attributes',
-                   '"MAP(VARCHAR, JSON)"'))) AS e
-              FROM {RECORDS}
-             WHERE shaped AND j IS NOT NULL AND json_type(j, '$.attributes') = 'OBJECT')
-    UNION ALL
-    SELECT c.file, c.line, c.name, {_cell_value("t.kind", "c.text")}
-      FROM (SELECT l.file, l.line, unnest(f.header) AS name, unnest(l.cells) AS text
-              FROM {LINES} l JOIN {FILES} f USING (file)
-             WHERE l.cells IS NOT NULL AND len(l.cells) = len(f.header)) c
-      LEFT JOIN {TRAIT_DEFS} t USING (name)
-     WHERE c.text <> '' AND c.name NOT IN ('uid', 'event', 'ts', 'remove')""",
-    f"""CREATE OR REPLACE TEMP TABLE {EVENTS_IN} AS
-    SELECT file, line, e->>'$.name' AS name,
-        CASE WHEN json_type(e, '$.ts') IN {_JSON_NUMBER} THEN (e->>'$.ts')::DOUBLE END AS ts,
-        coalesce(json_type(e) = 'OBJECT' AND json_type(e, '$.name') = 'VARCHAR'
-            AND json_type(e, '$.ts') IN {_JSON_NUMBER}
-            AND len(list_filter(json_keys(e), lambda k: k NOT IN ('name', 'ts'))) = 0,
-            false) AS shaped
-      FROM (SELECT file, line, unnest(from_json(j->'$.events', '["JSON"]')) AS e
-              FROM {RECORDS} WHERE shaped AND j IS NOT NULL AND n_events > 0)
-    UNION ALL
-    SELECT l.file, l.line, l.cells[list_position(f.header, 'event')],
-        CASE WHEN regexp_full_match(
-                trim(coalesce(l.cells[list_position(f.header, 'ts')], ''), ' \t\n\r\x0b\x0c'),
-                $py_float)
-             THEN TRY_CAST(replace(trim(l.cells[list_position(f.header, 'ts')],
-                  ' \t\n\r\x0b\x0c'), '_', '') AS DOUBLE) END,
-        true
-      FROM {LINES} l JOIN {FILES} f USING (file)
-     WHERE l.cells IS NOT NULL AND coalesce(l.cells[list_position(f.header, 'event')], '') <> ''
-       AND len(l.cells) = len(f.header)""",
-    f"""CREATE OR REPLACE TEMP TABLE {REMOVES} AS
-    SELECT file, line, r->>'$' AS name, coalesce(json_type(r) = 'VARCHAR', false) AS shaped
-      FROM (SELECT file, line, unnest(from_json(j->'$.remove', '["JSON"]')) AS r
-              FROM {RECORDS}
-             WHERE shaped AND j IS NOT NULL AND json_type(j, '$.remove') = 'ARRAY')
-    UNION ALL
-    SELECT file, line, name, true
-      FROM (SELECT l.file, l.line, unnest(list_filter(string_split(
-                   coalesce(l.cells[list_position(f.header, 'remove')], ''), $separator),
-                   lambda i: i <> '')) AS name
-              FROM {LINES} l JOIN {FILES} f USING (file)
-             WHERE l.cells IS NOT NULL AND len(l.cells) = len(f.header))""",
-]
-
-
 def _value_kind(value: str) -> str:
     """SQL: the engine's kind of a JSON value (``tables.KIND_*``; NULL for an object). A
     number written without a point or an exponent is an integer, however large."""
@@ -192,6 +142,86 @@ def _value_kind(value: str) -> str:
         WHEN 'ARRAY' THEN '{KIND_LIST}' WHEN 'OBJECT' THEN NULL
         ELSE CASE WHEN regexp_full_match({value}::VARCHAR, '-?[0-9]+')
                   THEN '{KIND_INT}' ELSE '{KIND_FLOAT}' END END"""
+
+
+# Records: one row per staged line; a JSON line's shape is RawRecord's (unknown keys refused).
+PARSE = [
+    # a JSON line parsed once for its parts (``p``: uid, attributes, events, remove; each
+    # part read on its own after), once for its keys
+    f"""CREATE OR REPLACE TEMP TABLE {RECORDS} AS
+    WITH decoded AS (
+        SELECT file, line, json_type(j) = 'OBJECT' AS object,
+            CASE WHEN json_type(j) = 'OBJECT'
+                 THEN json_extract(j, ['$.uid', '$.attributes', '$.events', '$.remove']) END
+                AS p,
+            CASE WHEN json_type(j) = 'OBJECT' THEN json_keys(j) END AS keys
+          FROM (SELECT file, line, CASE WHEN json_valid(body) THEN body::JSON END AS j
+                  FROM {CHUNK} WHERE cells IS NULL))
+    SELECT file, line, p[2] AS attrs, p[3] AS events, p[4] AS remove, p[1]->>'$' AS uid,
+        coalesce(object
+            AND len(list_filter(keys,
+                    lambda k: k NOT IN ('uid', 'attributes', 'events', 'remove'))) = 0
+            AND json_type(p[1]) = 'VARCHAR'
+            AND coalesce(json_type(p[2]), 'OBJECT') = 'OBJECT'
+            AND coalesce(json_type(p[3]), 'ARRAY') = 'ARRAY'
+            AND coalesce(json_type(p[4]), 'ARRAY') = 'ARRAY', false) AS shaped,
+        coalesce(json_array_length(p[3]), 0) AS n_events,
+        coalesce(len(json_keys(p[2])), 0) AS n_attrs
+      FROM decoded
+    UNION ALL
+    SELECT l.file, l.line, NULL, NULL, NULL,
+        coalesce(l.cells[list_position(f.header, 'uid')], ''),
+        len(l.cells) = len(f.header),
+        (coalesce(l.cells[list_position(f.header, 'event')], '') <> '')::INTEGER,
+        NULL
+      FROM {CHUNK} l JOIN {FILES} f USING (file) WHERE l.cells IS NOT NULL""",
+    # attributes: (name, JSON value; NULL for a JSON null, its kind) of each line; ``cell``:
+    # from a CSV row
+    f"""CREATE OR REPLACE TEMP TABLE {ATTRS} AS
+    SELECT file, line, name, value, {_value_kind("value")} AS kind, cell
+      FROM (SELECT file, line, e.key AS name, e.value AS value, false AS cell
+      FROM (SELECT file, line, unnest(map_entries(from_json(attrs,
+                   '"MAP(VARCHAR, JSON)"'))) AS e
+              FROM {RECORDS} WHERE shaped AND attrs IS NOT NULL)
+    UNION ALL
+    SELECT c.file, c.line, c.name, {_cell_value("t.kind", "c.text")}, true
+      FROM (SELECT l.file, l.line, unnest(f.header) AS name, unnest(l.cells) AS text
+              FROM {CHUNK} l JOIN {FILES} f USING (file)
+             WHERE l.cells IS NOT NULL AND len(l.cells) = len(f.header)) c
+      LEFT JOIN {TRAIT_DEFS} t USING (name)
+     WHERE c.text <> '' AND c.name NOT IN ('uid', 'event', 'ts', 'remove'))""",
+    f"""CREATE OR REPLACE TEMP TABLE {EVENTS_IN} AS
+    SELECT file, line, e->>'$.name' AS name,
+        CASE WHEN json_type(e, '$.ts') IN {_JSON_NUMBER} THEN (e->>'$.ts')::DOUBLE END AS ts,
+        coalesce(json_type(e) = 'OBJECT' AND json_type(e, '$.name') = 'VARCHAR'
+            AND json_type(e, '$.ts') IN {_JSON_NUMBER}
+            AND len(list_filter(json_keys(e), lambda k: k NOT IN ('name', 'ts'))) = 0,
+            false) AS shaped
+      FROM (SELECT file, line, unnest(from_json(events, '["JSON"]')) AS e
+              FROM {RECORDS} WHERE shaped AND events IS NOT NULL AND n_events > 0)
+    UNION ALL
+    SELECT l.file, l.line, l.cells[list_position(f.header, 'event')],
+        CASE WHEN regexp_full_match(
+                trim(coalesce(l.cells[list_position(f.header, 'ts')], ''), ' \t\n\r\x0b\x0c'),
+                $py_float)
+             THEN TRY_CAST(replace(trim(l.cells[list_position(f.header, 'ts')],
+                  ' \t\n\r\x0b\x0c'), '_', '') AS DOUBLE) END,
+        true
+      FROM {CHUNK} l JOIN {FILES} f USING (file)
+     WHERE l.cells IS NOT NULL AND coalesce(l.cells[list_position(f.header, 'event')], '') <> ''
+       AND len(l.cells) = len(f.header)""",
+    f"""CREATE OR REPLACE TEMP TABLE {REMOVES} AS
+    SELECT file, line, r->>'$' AS name, coalesce(json_type(r) = 'VARCHAR', false) AS shaped
+      FROM (SELECT file, line, unnest(from_json(remove, '["JSON"]')) AS r
+              FROM {RECORDS} WHERE shaped AND remove IS NOT NULL)
+    UNION ALL
+    SELECT file, line, name, true
+      FROM (SELECT l.file, l.line, unnest(list_filter(string_split(
+                   coalesce(l.cells[list_position(f.header, 'remove')], ''), $separator),
+                   lambda i: i <> '')) AS name
+              FROM {CHUNK} l JOIN {FILES} f USING (file)
+             WHERE l.cells IS NOT NULL AND len(l.cells) = len(f.header))""",
+]
 
 
 _TRAIT_KIND = f"""CASE {{kind}} WHEN '{KIND_STRING}' THEN '{TraitKind.STRING.value}'
@@ -207,18 +237,18 @@ WITH bad_attrs AS (
     SELECT DISTINCT a.file, a.line FROM {ATTRS} a LEFT JOIN {TRAIT_DEFS} t USING (name)
      WHERE NOT regexp_full_match(a.name, $name_pattern)
         OR (a.value IS NOT NULL AND (
-            {_value_kind("a.value")} IS NULL
-            OR (json_type(a.value) = 'VARCHAR' AND length(a.value->>'$') > $max_string)
-            OR ({_value_kind("a.value")} = '{KIND_FLOAT}' AND NOT isfinite((a.value)::DOUBLE))
-            OR (json_type(a.value) = 'ARRAY' AND (
+            a.kind IS NULL
+            OR (a.kind = '{KIND_STRING}' AND length(a.value->>'$') > $max_string)
+            OR (a.kind = '{KIND_FLOAT}' AND NOT isfinite((a.value)::DOUBLE))
+            OR (a.kind = '{KIND_LIST}' AND (
                 json_array_length(a.value) > $max_list
                 OR len(list_filter(from_json(a.value, '["JSON"]'),
                        lambda i: coalesce(json_type(i) <> 'VARCHAR'
                                      OR length(i->>'$') > $max_string, true))) > 0))
             OR (t.kind IS NULL AND $reject_unknown)
             OR (t.kind IS NOT NULL
-                AND t.kind <> {_TRAIT_KIND.format(kind=_value_kind("a.value"))})))),
-  attr_counts AS (SELECT file, line, count(*) AS n FROM {ATTRS} GROUP BY ALL),
+                AND t.kind <> {_TRAIT_KIND.format(kind="a.kind")})))),
+  attr_counts AS (SELECT file, line, count(*) AS n FROM {ATTRS} WHERE cell GROUP BY ALL),
   bad_events AS (
     SELECT DISTINCT e.file, e.line FROM {EVENTS_IN} e LEFT JOIN {TRAIT_DEFS} t USING (name)
      WHERE NOT e.shaped OR e.ts IS NULL
@@ -230,11 +260,10 @@ WITH bad_attrs AS (
     SELECT DISTINCT file, line FROM {REMOVES}
      WHERE NOT shaped OR NOT regexp_full_match(name, $name_pattern)),
   attr_cells AS (  -- a CSV cell its trait's kind does not read
-    SELECT DISTINCT a.file, a.line FROM {ATTRS} a JOIN {LINES} l USING (file, line)
-     WHERE l.cells IS NOT NULL AND a.value IS NULL)
+    SELECT DISTINCT file, line FROM {ATTRS} WHERE cell AND value IS NULL)
 SELECT r.file, r.line, r.uid,
     coalesce(r.shaped AND regexp_full_match(r.uid, $uid_pattern)
-        AND coalesce(c.n, 0) <= $max_attributes AND r.n_events <= $max_events
+        AND coalesce(r.n_attrs, c.n, 0) <= $max_attributes AND r.n_events <= $max_events
         AND ba.line IS NULL AND be.line IS NULL AND br.line IS NULL AND ac.line IS NULL,
         false) AS valid
   FROM {RECORDS} r
@@ -246,6 +275,7 @@ SELECT r.file, r.line, r.uid,
 """
 
 RESOLVED = "ing_resolved"
+SYNC_UNIQUE = "ing_sync_unique"
 REFUSING = "ing_refusing"
 
 # Valid lines with the profile they resolve to (NULL: not synced), and whether its stored
@@ -254,8 +284,7 @@ REFUSING = "ing_refusing"
 RESOLVE = [
     f"""CREATE OR REPLACE TEMP TABLE {RESOLVED} AS
     SELECT v.file, v.line, v.uid, s.dmp_uid AS profile
-      FROM {VERDICT} v LEFT JOIN (SELECT DISTINCT ON (partner_uid) * FROM {SYNC_MAP}) s
-        ON s.partner_uid = v.uid
+      FROM {VERDICT} v LEFT JOIN {SYNC_UNIQUE} s ON s.partner_uid = v.uid
      WHERE v.valid""",
     f"""CREATE OR REPLACE TEMP TABLE {REFUSING} AS
     SELECT profile FROM {CONSENT}
@@ -279,12 +308,12 @@ MERGE = [
      WHERE profile IS NOT NULL AND profile NOT IN (SELECT profile FROM {REFUSING})""",
     # the last operation on each (profile, name) in file order; a record's removes first
     f"""CREATE OR REPLACE TEMP TABLE {FINAL_ATTRS} AS
-    SELECT profile, name, arg_max({{'value': value}}, seq).value AS value
-      FROM (SELECT x.profile, r.name, NULL::JSON AS value,
+    SELECT profile, name, arg_max_null(value, seq) AS value, arg_max_null(kind, seq) AS kind
+      FROM (SELECT x.profile, r.name, NULL::JSON AS value, NULL AS kind,
                    (x.file::BIGINT << 33) + (x.line::BIGINT << 1) AS seq
               FROM {REMOVES} r JOIN {ACCEPTED} x USING (file, line)
             UNION ALL
-            SELECT x.profile, a.name, a.value,
+            SELECT x.profile, a.name, a.value, a.kind,
                    (x.file::BIGINT << 33) + (x.line::BIGINT << 1) + 1
               FROM {ATTRS} a JOIN {ACCEPTED} x USING (file, line))
      GROUP BY profile, name""",
@@ -295,27 +324,35 @@ MERGE = [
       LEFT JOIN {TRAIT_DEFS} t USING (name)""",
 ]
 
+# what the chunks merged, kept for the one write at the end: each (profile, name)'s last
+# operation (the later chunk's replacing), the new events
+KEEP = [
+    f"""DELETE FROM {RUN_ATTRS} r USING {FINAL_ATTRS} f
+     WHERE r.profile = f.profile AND r.name = f.name""",
+    f"INSERT INTO {RUN_ATTRS} SELECT profile, name, value, kind FROM {FINAL_ATTRS}",
+    f"INSERT INTO {RUN_EVENTS} SELECT profile, name, ts, expires_at FROM {NEW_EVENTS}",
+]
+
 WRITE = [
-    f"""DELETE FROM {ATTRIBUTES} a USING {FINAL_ATTRS} f
+    f"""DELETE FROM {ATTRIBUTES} a USING {RUN_ATTRS} f
      WHERE a.profile = f.profile AND a.name = f.name""",
     f"""INSERT INTO {ATTRIBUTES}
-    SELECT f.profile, f.name,
-        {_value_kind("f.value")},
-        CASE WHEN json_type(f.value) = 'VARCHAR' THEN f.value->>'$' END,
-        CASE WHEN {_value_kind("f.value")} = '{KIND_INT}' THEN (f.value::VARCHAR)::BIGNUM END,
-        CASE WHEN {_value_kind("f.value")} = '{KIND_FLOAT}' THEN f.value::DOUBLE END,
-        CASE WHEN json_type(f.value) = 'BOOLEAN' THEN f.value::BOOLEAN END,
-        CASE WHEN json_type(f.value) = 'ARRAY' THEN from_json(f.value, '["VARCHAR"]') END,
+    SELECT f.profile, f.name, f.kind,
+        CASE WHEN f.kind = '{KIND_STRING}' THEN f.value->>'$' END,
+        CASE WHEN f.kind = '{KIND_INT}' THEN (f.value::VARCHAR)::BIGNUM END,
+        CASE WHEN f.kind = '{KIND_FLOAT}' THEN f.value::DOUBLE END,
+        CASE WHEN f.kind = '{KIND_BOOL}' THEN f.value::BOOLEAN END,
+        CASE WHEN f.kind = '{KIND_LIST}' THEN from_json(f.value, '["VARCHAR"]') END,
         $now, $now + coalesce(t.ttl, $attribute_ttl)
-      FROM {FINAL_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
+      FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
      WHERE f.value IS NOT NULL""",
     # the events of each (profile, name) written to: held and new, one per ts, the newest kept
     f"""CREATE OR REPLACE TEMP TABLE ing_kept_events AS
     SELECT profile, name, ts, max(expires_at) AS expires_at
-      FROM (SELECT profile, name, ts, expires_at FROM {NEW_EVENTS} WHERE expires_at > $now
+      FROM (SELECT profile, name, ts, expires_at FROM {RUN_EVENTS} WHERE expires_at > $now
             UNION ALL
             SELECT e.profile, e.name, e.ts, e.expires_at FROM {EVENTS} e
-             SEMI JOIN (SELECT DISTINCT profile, name FROM {NEW_EVENTS}
+             SEMI JOIN (SELECT DISTINCT profile, name FROM {RUN_EVENTS}
                          WHERE expires_at > $now) n USING (profile, name))
      GROUP BY profile, name, ts
     QUALIFY row_number() OVER (PARTITION BY profile, name ORDER BY ts DESC) <= $cap""",
@@ -326,10 +363,10 @@ WRITE = [
     f"""CREATE OR REPLACE TEMP TABLE ing_lapses AS
     SELECT profile, max(expires_at) AS expires_at
       FROM (SELECT f.profile, $now + coalesce(t.ttl, $attribute_ttl) AS expires_at
-              FROM {FINAL_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
+              FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
              WHERE f.value IS NOT NULL
             UNION ALL
-            SELECT profile, expires_at FROM {NEW_EVENTS} WHERE expires_at > $now)
+            SELECT profile, expires_at FROM {RUN_EVENTS} WHERE expires_at > $now)
      GROUP BY profile""",
     f"""UPDATE {PROFILES} p SET expires_at = greatest(p.expires_at, n.expires_at)
       FROM ing_lapses n WHERE p.id = n.profile AND p.expires_at IS NOT NULL""",
@@ -340,10 +377,16 @@ WRITE = [
 
 COUNTS = f"""SELECT
     (SELECT count(*) FROM {ACCEPTED}),
-    (SELECT count(DISTINCT profile) FROM {ACCEPTED}),
-    (SELECT count(*) FROM {NEW_EVENTS} WHERE expires_at <= $now),
     (SELECT count(*) FROM {ATTRS} a SEMI JOIN {ACCEPTED} x USING (file, line)
       WHERE a.value IS NOT NULL)"""
+
+
+# events already lapsed, counted once each over the run (as the per-record path merges a
+# profile's events before counting); profiles written, counted once each
+LAPSED_SQL = f"""INSERT INTO {LAPSED}
+    SELECT DISTINCT profile, name, ts FROM {NEW_EVENTS} WHERE expires_at <= $now"""
+TOTALS = f"""SELECT (SELECT count(DISTINCT profile) FROM {TOUCHED}),
+    (SELECT count(*) FROM (SELECT DISTINCT * FROM {LAPSED}))"""
 
 
 def _parameters(catalog: TraitCatalog, partner_id: str, now: float) -> dict[str, Any]:
@@ -379,12 +422,17 @@ def _run(db: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> Any
 @dataclass(slots=True)
 class _Staged:
     """What staging keeps in Python: each file's source, and the lines SQL never sees (not
-    UTF-8, or a CSV row with more or fewer cells than the header), refused by their reason."""
+    UTF-8, or a CSV row with more or fewer cells than the header), refused by their reason;
+    ``lines``: lines staged (blank ones left out), each numbered in order (``seq``)."""
 
     sources: list[str] = field(default_factory=list)
     headers: list[list[str] | None] = field(default_factory=list)
     broken: list[tuple[int, int, Payload]] = field(default_factory=list)
     lines: int = 0
+
+
+Line = tuple[int, int, str | None, list[str] | None]
+"""A staged line back in Python: ``(file, line, body, cells)``."""
 
 
 class SqlIngest:
@@ -407,6 +455,38 @@ class SqlIngest:
                 f"INSERT INTO {SYNC_MAP} SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[])",
                 [[p for p, _ in pairs], [d for _, d in pairs]],
             )
+
+    def stage_path(self, path: Path, progress: Progress | None = None) -> bool:
+        """Stage a JSON Lines file framed by the engine's reader (``lines.py``); False when
+        it must be framed in Python (``stage``), nothing staged."""
+        ends = line_ends(path, progress)
+        if ends is None:
+            return False
+        db, staged = self._db, self._staged
+        file = len(staged.sources)
+        if ends.lines:
+            compressed = path.name.lower().endswith(".gz")
+            lines = read_csv_sql(compressed, ends.newline)
+            try:
+                db.execute(f"CREATE OR REPLACE TEMP TABLE {RAW} AS {lines}", {"path": str(path)})
+            except duckdb.Error:  # not UTF-8, or a line the reader refuses
+                return False
+            (read,) = db.execute(f"SELECT count(*) FROM {RAW}").fetchone() or (0,)
+            if read != ends.lines:
+                db.execute(f"DROP TABLE {RAW}")
+                return False
+            (count,) = db.execute(
+                f"""INSERT INTO {LINES}
+                SELECT $file, line, body, NULL, $seq + row_number() OVER (ORDER BY line) - 1
+                  FROM {RAW} WHERE trim(body, '{BLANK}') <> ''""",
+                {"file": file, "seq": staged.lines},
+            ).fetchone() or (0,)
+            db.execute(f"DROP TABLE {RAW}")
+            staged.lines += int(count)
+        staged.sources.append(str(path))
+        staged.headers.append(None)
+        db.execute(f"INSERT INTO {FILES} VALUES (?, ?, NULL)", [file, str(path)])
+        return True
 
     def stage(self, batches: Iterable[Batch]) -> None:
         """Stage a file's lines (its batches from ``readers.read_batches``)."""
@@ -457,17 +537,20 @@ class SqlIngest:
     ) -> None:
         if not numbers:
             return
-        if all(r is None for r in rows):
-            self._db.execute(
-                f"INSERT INTO {LINES} SELECT $1, unnest($2::INTEGER[]), unnest($3::VARCHAR[]), "
-                "NULL",
-                [file, numbers, bodies],
-            )
-            return
+        # staged lines are numbered in file order (those counted but refused leave gaps)
+        values: dict[str, Any] = {
+            "file": file,
+            "numbers": numbers,
+            "bodies": bodies,
+            "seq": self._staged.lines - len(numbers),
+        }
+        cells = "NULL"
+        if any(r is not None for r in rows):
+            values["rows"], cells = rows, "unnest($rows::VARCHAR[][])"
         self._db.execute(
-            f"INSERT INTO {LINES} SELECT $1, unnest($2::INTEGER[]), unnest($3::VARCHAR[]), "
-            "unnest($4::VARCHAR[][])",
-            [file, numbers, bodies, rows],
+            f"INSERT INTO {LINES} SELECT $file, unnest($numbers::INTEGER[]), "
+            f"unnest($bodies::VARCHAR[]), {cells}, $seq + unnest(range(len($numbers)))",
+            values,
         )
 
     @property
@@ -475,12 +558,19 @@ class SqlIngest:
         return self._staged
 
     def run(self, partner_id: str, now: float) -> SqlOutcome:
-        """Validate, resolve and merge what was staged (the profiles' tables in one
-        transaction); the refused and the unsynced lines come back for the key-value store."""
-        db = self._db
+        """Validate, resolve and merge what was staged, ``CHUNK_LINES`` lines at a time in
+        file order; then write the profiles' tables in one transaction (once: deleting rows
+        chunk after chunk would leave the file holding them). The refused and the unsynced
+        lines come back for the key-value store."""
         params = _parameters(self._catalog, partner_id, now)
-        for statement in [*PARSE, VERDICT_SQL, *RESOLVE, *MERGE]:
-            _run(db, statement, params)
+        outcome = SqlOutcome(self, partner_id, now)
+        self._db.execute(
+            f"CREATE OR REPLACE TEMP TABLE {SYNC_UNIQUE} AS "
+            f"SELECT DISTINCT ON (partner_uid) * FROM {SYNC_MAP}"
+        )
+        for start in range(0, self._staged.lines, CHUNK_LINES):
+            self._run_chunk(params, start, start + CHUNK_LINES, outcome)
+        db = self._db
         db.execute("BEGIN")
         try:
             for statement in WRITE:
@@ -489,36 +579,42 @@ class SqlIngest:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        accepted, profiles, expired, values = _run(db, COUNTS, params).fetchone()
-        invalid = db.execute(
+        outcome.profiles, outcome.expired = self._db.execute(TOTALS).fetchone() or (0, 0)
+        return outcome
+
+    def _run_chunk(self, params: dict[str, Any], start: int, end: int, into: SqlOutcome) -> None:
+        db = self._db
+        db.execute(
+            f"CREATE OR REPLACE TEMP TABLE {CHUNK} AS SELECT file, line, body, cells "
+            f"FROM {LINES} WHERE seq >= $start AND seq < $end",
+            {"start": start, "end": end},
+        )
+        for statement in [*PARSE, VERDICT_SQL, *RESOLVE, *MERGE, *KEEP]:
+            _run(db, statement, params)
+        db.execute(f"INSERT INTO {TOUCHED} SELECT DISTINCT profile FROM {ACCEPTED}")
+        _run(db, LAPSED_SQL, params)
+        accepted, values = _run(db, COUNTS, params).fetchone()
+        into.accepted += int(accepted)
+        into.values += int(values)
+        into.invalid += db.execute(
             f"""SELECT v.file, v.line, l.body, l.cells FROM {VERDICT} v
-                  JOIN {LINES} l USING (file, line) WHERE NOT v.valid ORDER BY 1, 2"""
+                  JOIN {CHUNK} l USING (file, line) WHERE NOT v.valid ORDER BY 1, 2"""
         ).fetchall()
-        refused = db.execute(
+        into.refused += db.execute(
             f"""SELECT r.file, r.line, l.body, l.cells FROM {RESOLVED} r
-                  JOIN {LINES} l USING (file, line)
+                  JOIN {CHUNK} l USING (file, line)
                  WHERE r.profile IN (SELECT profile FROM {REFUSING}) ORDER BY 1, 2"""
         ).fetchall()
-        unsynced = db.execute(
+        into.unsynced += db.execute(
             f"""SELECT r.file, r.line, l.body, l.cells FROM {RESOLVED} r
-                  JOIN {LINES} l USING (file, line) WHERE r.profile IS NULL ORDER BY 1, 2"""
+                  JOIN {CHUNK} l USING (file, line) WHERE r.profile IS NULL ORDER BY 1, 2"""
         ).fetchall()
-        return SqlOutcome(
-            self,
-            partner_id,
-            now,
-            accepted=int(accepted),
-            profiles=int(profiles),
-            expired=int(expired),
-            values=int(values),
-            invalid=invalid,
-            refused=refused,
-            unsynced=unsynced,
-        )
 
     # --- lines back to Python: their payload, their reason, their record -------------------
 
     def payload(self, file: int, body: str | None, cells: list[str] | None) -> Payload:
+        """The line as ``readers.read_batches`` gives it (a line the engine framed lacks its
+        line ending, which neither a reject's text nor a record keeps)."""
         if body is not None:
             return body.encode("utf-8")
         header = self._staged.headers[file] or []
@@ -535,18 +631,18 @@ class SqlIngest:
 class SqlOutcome:
     """A run's counts, and the lines the key-value side still needs: refused by a rule
     (``invalid``), refused by consent (``refused``), waiting for their sync (``unsynced``),
-    each as ``(file, line, body, cells)`` in file order."""
+    each in file order."""
 
     ingest: SqlIngest
     partner_id: str
     now: float
-    accepted: int
-    profiles: int
-    expired: int
-    values: int
-    invalid: list[tuple[int, int, str | None, list[str] | None]]
-    refused: list[tuple[int, int, str | None, list[str] | None]]
-    unsynced: list[tuple[int, int, str | None, list[str] | None]]
+    accepted: int = 0
+    profiles: int = 0
+    expired: int = 0
+    values: int = 0
+    invalid: list[Line] = field(default_factory=list)
+    refused: list[Line] = field(default_factory=list)
+    unsynced: list[Line] = field(default_factory=list)
 
     def rejects(self) -> list[Reject]:
         """Every refused line with the per-record path's reason, in file order."""
@@ -579,20 +675,30 @@ async def ingest_files(
     store: Store,
     pending: PendingRecords,
     partner_id: str,
-    files: Sequence[Iterable[Batch]],
+    files: Sequence[Path | Iterable[Batch]],
     catalog: TraitCatalog,
     *,
+    fmt: Format | None = None,
+    progress: Progress | None = None,
     clock: Clock = time.time,
     keep_rejects: bool = False,
 ) -> IngestReport:
-    """Ingest ``files`` (each its batches) of ``partner_id`` into the engine's profiles on
-    ``db``; park the records of unsynced uids in ``pending`` (and apply those whose sync was
-    stored meanwhile, as the per-record path does). Counts as ``Ingestor.ingest`` counts."""
+    """Ingest ``files`` (paths, of format ``fmt`` or named by it, or batches already read) of
+    ``partner_id`` into the engine's profiles on ``db``; park the records of unsynced uids in
+    ``pending`` (and apply those whose sync was stored meanwhile, as the per-record path
+    does). Counts as ``Ingestor.ingest`` counts. A JSON Lines path is framed by the engine
+    when it can be (``lines.py``), else by ``readers.read_batches``, as CSV and TSV are."""
     ingest = SqlIngest(db, catalog)
     async for pairs in sync_pairs(store, partner_id):
         ingest.add_sync_pairs(pairs)
-    for batches in files:
-        ingest.stage(batches)
+    for file in files:
+        if not isinstance(file, Path):
+            ingest.stage(file)
+            continue
+        kind = fmt or detect_format(file) or "jsonl"
+        if kind == "jsonl" and ingest.stage_path(file, progress):
+            continue
+        ingest.stage(read_batches(file, kind, STAGE_ROWS, progress))
     outcome = ingest.run(partner_id, clock())
     rejects = outcome.rejects()
     report = IngestReport(

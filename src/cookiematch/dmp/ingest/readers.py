@@ -80,7 +80,9 @@ class _Counting(io.RawIOBase):
         super().close()
 
 
-def _open(path: Path, progress: Progress | None) -> IO[bytes]:
+def open_data(path: Path, progress: Progress | None = None) -> IO[bytes]:
+    """The file's bytes (decompressed when its name ends ``.gz``); ``progress`` hears the
+    bytes read from disk."""
     raw = io.BufferedReader(_Counting(path.open("rb", buffering=0), progress), 1 << 20)
     if path.name.lower().endswith(".gz"):
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
@@ -93,7 +95,7 @@ def read_batches(
     """The file's lines in batches of ``size`` (blank lines skipped)."""
     fmt = fmt or detect_format(path) or "jsonl"
     source = str(path)
-    with _open(path, progress) as stream:
+    with open_data(path, progress) as stream:
         if fmt == "jsonl":
             lines: list[tuple[int, Payload]] = []
             for number, line in enumerate(stream, 1):
