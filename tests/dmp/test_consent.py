@@ -215,6 +215,7 @@ async def test_a_consented_callback_writes_its_match_and_marks_in_one_store_call
     allowed = consent(dmp, gdpr="1", gdpr_consent=EVERYTHING)
     await dmp.callback("analytics", "browser-1", "A-1", consent=allowed)
     await dmp.callback("analytics", "browser-2", "A-2", consent=consent(dmp))
+
     def marked(uid: str) -> list[str]:  # the change mark the engine's refresh reads
         return [key for key, _, _ in mark_writes([uid], NOW)]
 
