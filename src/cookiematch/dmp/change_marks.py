@@ -10,7 +10,7 @@ at sync, sync callbacks, impression pixels, consent marks, erasure) adds, in the
 ``SHARDS`` maps per minute keep each map small: a write adds a field to one map, and the
 SQLite backend rewrites a map's whole row on each write (``storage/packed.py``), so a map's
 size, about ``writes per minute / SHARDS`` fields, is what a mark costs there (with 16 maps a
-minute, a DMP callback at 1,500/s cost 290 µs of CPU in process, with 1,024 160 µs:
+minute, a DMP callback at 1,500-3,000/s cost 200-290 µs of CPU in process, with 1,024 145-167 µs:
 ``bench/handler_bench.py --endpoint dmp_callback``); they also spread a minute's writes over a
 cluster. A reader asks for the browsers changed in ``[start, end]``: it reads the maps of those
 minutes only, so its cost is the number of changes and minutes, not of profiles; once it has
