@@ -7,26 +7,36 @@ at sync, sync callbacks, impression pixels, consent marks, erasure) adds, in the
 
     dmpc:{<minute>:<shard>}:m   dmp uid -> written at (Unix seconds, ASCII)   TTL: MARK_TTL
 
-``SHARDS`` maps per minute spread one minute's writes over a cluster. A reader asks for the
-browsers changed in ``[start, end]``: it reads the maps of those minutes only, so its cost is
-the number of changes, not of profiles. Marks outlive any reasonable gap between two reloads
+``SHARDS`` maps per minute keep each map small: a write adds a field to one map, and the
+SQLite backend rewrites a map's whole row on each write (``storage/packed.py``), so a map's
+size, about ``writes per minute / SHARDS`` fields, is what a mark costs there (with 16 maps a
+minute, a DMP callback at 1,500-3,000/s cost 200-290 µs of CPU in process, with 1,024 145-167 µs:
+``bench/handler_bench.py --endpoint dmp_callback``); they also spread a minute's writes over a
+cluster. A reader asks for the browsers changed in ``[start, end]``: it reads the maps of those
+minutes only, so its cost is the number of changes and minutes, not of profiles; once it has
+read them for good it deletes them (``forget_minutes``), so the marks held are those of the
+minutes since the last read. Marks outlive any reasonable gap between two reads
 (``MARK_TTL``); a reader that last looked longer ago than that reloads everything.
+
+Nothing reads marks when no analytics engine is configured: the roles then pass
+``NOT_MARKING`` and online writes carry no marks (``ChangeMarks``).
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from cookiematch.dmp import keys
-from cookiematch.storage.base import FieldWrite, Store
+from cookiematch.storage.base import FieldWrite, Store, Write
 
-SHARDS = 16
+SHARDS = 1024
 MINUTE = 60.0
 MARK_TTL = 2 * 86_400.0
 """How long a mark lives: a reader that last read longer ago than this (less a margin) has to
 reload every profile."""
-READ_KEYS = 512  # mark maps read at a time
+READ_KEYS = 512  # mark maps read (or deleted) at a time
 
 
 def shard_of(dmp_uid: str) -> int:
@@ -44,16 +54,47 @@ def mark_writes(dmp_uids: Iterable[str], now: float) -> list[FieldWrite]:
     return [(key, fields, MARK_TTL) for key, fields in maps.items()]
 
 
-async def changed_between(store: Store, start: float, end: float) -> set[str]:
-    """The browsers marked in the minutes from ``start`` to ``end`` (both included)."""
-    first, last = int(start // MINUTE), int(end // MINUTE)
-    names = [
+@dataclass(frozen=True, slots=True)
+class ChangeMarks:
+    """Whether online writes mark the browsers they change: only an analytics engine reads
+    the marks (``[dmp.analytics] engine``; ``roots/dmp.py`` decides, once)."""
+
+    on: bool = True
+
+    def writes(self, dmp_uids: Iterable[str], now: float) -> list[FieldWrite]:
+        """:func:`mark_writes`, or none when marks are off."""
+        return mark_writes(dmp_uids, now) if self.on else []
+
+
+MARKING = ChangeMarks(on=True)
+NOT_MARKING = ChangeMarks(on=False)
+
+
+def _map_names(first_minute: int, last_minute: int) -> list[str]:
+    return [
         keys.change_mark_key(minute, shard)
-        for minute in range(first, last + 1)
+        for minute in range(first_minute, last_minute + 1)
         for shard in range(SHARDS)
     ]
+
+
+async def changed_between(store: Store, start: float, end: float) -> set[str]:
+    """The browsers marked in the minutes from ``start`` to ``end`` (both included)."""
+    names = _map_names(int(start // MINUTE), int(end // MINUTE))
     found: set[str] = set()
     for i in range(0, len(names), READ_KEYS):
         for fields in await store.hgetall_many(names[i : i + READ_KEYS]):
             found.update(fields)
     return found
+
+
+async def forget_minutes(store: Store, start: float, before: float) -> int:
+    """Delete the marks of the minutes from ``start``'s to the last one wholly before
+    ``before`` (a reader's next read starts at ``before``); the number of minutes."""
+    first, last = int(start // MINUTE), int(before // MINUTE) - 1
+    if last < first:
+        return 0
+    names = _map_names(first, last)
+    for i in range(0, len(names), READ_KEYS):
+        await store.write_many([Write(name, None) for name in names[i : i + READ_KEYS]])
+    return last - first + 1

@@ -24,7 +24,7 @@ import msgspec
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.dmp import keys
-from cookiematch.dmp.change_marks import mark_writes
+from cookiematch.dmp.change_marks import MARKING, ChangeMarks
 from cookiematch.privacy.policy import Decision
 from cookiematch.privacy.signals import ConsentSignals
 from cookiematch.protocol.privacy import PrivacySignals
@@ -150,9 +150,10 @@ def _valid(mark: _Stored | None, now: float) -> bool:
 class ConsentMarks:
     """The consent marks of each browser, kept as long as its matches."""
 
-    def __init__(self, store: Store, ttl_seconds: float) -> None:
+    def __init__(self, store: Store, ttl_seconds: float, marks: ChangeMarks = MARKING) -> None:
         self._store = store
         self._ttl = ttl_seconds
+        self._marks = marks
 
     async def record(
         self, dmp_uid: str, answers: Mapping[str, bool], signals: ConsentSignals, now: float
@@ -162,7 +163,7 @@ class ConsentMarks:
         string (without one, GDPR allows nothing): it is left out without one."""
         write = self.field_write(dmp_uid, answers, signals, now)
         if write is not None:  # the profile changed (change_marks.py)
-            await self._store.hset_many([write, *mark_writes([dmp_uid], now)])
+            await self._store.hset_many([write, *self._marks.writes([dmp_uid], now)])
 
     def field_write(
         self, dmp_uid: str, answers: Mapping[str, bool], signals: ConsentSignals, now: float

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import msgspec
 
 from cookiematch.dmp import keys
-from cookiematch.dmp.change_marks import mark_writes
+from cookiematch.dmp.change_marks import MARKING, ChangeMarks
 from cookiematch.errors import QueryError
-from cookiematch.storage.base import Store
+from cookiematch.storage.base import FieldWrite, Store
 
 _VALUE = re.compile(r"[A-Za-z0-9_.:~-]{1,64}")
 NONE = "-"
@@ -93,10 +93,18 @@ def decode_tally(raw: bytes) -> EventTally | None:
 class EventLog:
     """Bounded per-profile event tallies."""
 
-    def __init__(self, store: Store, *, max_per_profile: int, ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_per_profile: int,
+        ttl_seconds: float,
+        marks: ChangeMarks = MARKING,
+    ) -> None:
         self._store = store
         self._max = max_per_profile
         self._ttl = ttl_seconds
+        self._marks = marks
 
     async def record(self, dmp_uid: str, event: ImpressionEvent, now: float) -> None:
         key = keys.events_key(dmp_uid)
@@ -108,9 +116,8 @@ class EventLog:
             await self._make_room(key)
         else:
             tally = EventTally(previous.count + 1, previous.first, now)
-        await self._store.hset_many(
-            [(key, {field: msgspec.json.encode(tally)}, self._ttl), *mark_writes([dmp_uid], now)]
-        )
+        write: FieldWrite = (key, {field: msgspec.json.encode(tally)}, self._ttl)
+        await self._store.hset_many([write, *self._marks.writes([dmp_uid], now)])
 
     async def _make_room(self, key: str) -> None:
         existing = await self._store.hgetall(key)

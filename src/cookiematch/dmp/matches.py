@@ -7,7 +7,7 @@ import asyncio
 import msgspec
 
 from cookiematch.dmp import keys
-from cookiematch.dmp.change_marks import mark_writes
+from cookiematch.dmp.change_marks import MARKING, ChangeMarks
 from cookiematch.storage.base import FieldWrite, Store, Write
 
 
@@ -31,9 +31,10 @@ _encode = msgspec.json.encode
 class MatchTable:
     """Reads and writes matches in the store."""
 
-    def __init__(self, store: Store, ttl_seconds: float) -> None:
+    def __init__(self, store: Store, ttl_seconds: float, marks: ChangeMarks = MARKING) -> None:
         self._store = store
         self._ttl = ttl_seconds
+        self._marks = marks
 
     async def partners(self, dmp_uid: str) -> dict[str, PartnerMatch]:
         """Every partner's match for this browser (undecodable entries are skipped)."""
@@ -65,7 +66,7 @@ class MatchTable:
             _encode(ReverseMatch(dmp_uid, now)),
             self._ttl,
         )
-        marks = mark_writes([dmp_uid], now)  # the profile changed (change_marks.py)
+        marks = self._marks.writes([dmp_uid], now)  # the profile changed (change_marks.py)
         maps = (forward, *marks) if also is None else (forward, also, *marks)
         old = None
         if previous is not None:

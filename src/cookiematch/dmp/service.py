@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.dmp.audiences import audience_kv
+from cookiematch.dmp.change_marks import MARKING, ChangeMarks
 from cookiematch.dmp.chooser import SyncDecision, SyncStatus, by_priority, choose
 from cookiematch.dmp.consent import HOST, ConsentMarks, RequestConsent, vendor_party
 from cookiematch.dmp.events import EventLog, ImpressionEvent
@@ -113,6 +114,7 @@ class DmpService:
         new_uid: Callable[[], str],
         worker: str,
         funnel: Funnel | None = None,
+        marks: ChangeMarks = MARKING,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -126,9 +128,10 @@ class DmpService:
             store,
             max_per_profile=settings.max_events_per_profile,
             ttl_seconds=settings.event_ttl_days * SECONDS_PER_DAY,
+            marks=marks,
         )
         self.inband_data = InbandData(store, settings.match_ttl_days * SECONDS_PER_DAY)
-        self.consent_marks = ConsentMarks(store, settings.match_ttl_days * SECONDS_PER_DAY)
+        self.consent_marks = ConsentMarks(store, settings.match_ttl_days * SECONDS_PER_DAY, marks)
         self.traits = traits
         self.profile_reader = profile_reader
         self.profiles = Profiles(

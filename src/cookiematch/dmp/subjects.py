@@ -37,7 +37,7 @@ import msgspec
 
 from cookiematch.clock import Clock
 from cookiematch.dmp import keys
-from cookiematch.dmp.change_marks import mark_writes
+from cookiematch.dmp.change_marks import MARKING, ChangeMarks
 from cookiematch.dmp.ingest.records import uid_ok
 from cookiematch.dmp.matches import MatchTable, PartnerMatch
 from cookiematch.dmp.segment_exports import SegmentExports
@@ -112,12 +112,14 @@ class DmpSubjects:
         partner_ids: Iterable[str],
         *,
         clock: Clock = time.time,
+        marks: ChangeMarks = MARKING,
     ) -> None:
         self._store = store
         self._matches = matches
         self._exports = exports
         self._partners = frozenset(partner_ids)
         self._clock = clock
+        self._marks = marks
 
     def replace_partners(self, partner_ids: Iterable[str]) -> None:
         """Know these partners from now on (the admin API changed them)."""
@@ -243,7 +245,9 @@ class DmpSubjects:
                 fields = await self._store.hgetall(key(uid))
             await self._store.delete(key(uid))
             erased[kind] += len(fields)
-        await self._store.hset_many(mark_writes([uid], now))  # the engine forgets it too
+        marks = self._marks.writes([uid], now)
+        if marks:  # the engine forgets it too
+            await self._store.hset_many(marks)
         return notified
 
     async def _erase_partner_id(

@@ -39,6 +39,7 @@ from cookiematch.config.dmp import DmpConfig
 from cookiematch.dmp.analytics.engine import AnalyticsEngine
 from cookiematch.dmp.analytics.engines import open_engine as open_configured_engine
 from cookiematch.dmp.analytics.runs import EngineRuns, OpenEngine
+from cookiematch.dmp.change_marks import MARKING, NOT_MARKING, ChangeMarks
 from cookiematch.dmp.funnel import Funnel
 from cookiematch.dmp.funnel_log import FunnelLog, roll_up
 from cookiematch.dmp.ingest import Ingestor, build_ingestor
@@ -121,6 +122,8 @@ class DmpCore:
     # opens the engine per job, under a lease, never for the process's lifetime
     analytics: EngineRuns | None = None
     funnel_log: FunnelLog | None = None  # a CLI run's (``open_core``); a server worker has its own
+    # whether online writes mark the browsers they change: only the engine reads the marks
+    marks: ChangeMarks = NOT_MARKING
 
     async def recompute(self) -> RecomputeReport:
         """Every segment recomputed: on the analytics engine, else per profile."""
@@ -163,10 +166,11 @@ def build_core(
     ``holder``: the process's name on the engine's lease)."""
     funnel = Funnel() if funnel is None else funnel
     catalog = dmp.trait_catalog()
-    matches = MatchTable(store, dmp.match_ttl_days * SECONDS_PER_DAY)
+    open_engine = engine_opener(dmp)
+    marks = NOT_MARKING if open_engine is None else MARKING
+    matches = MatchTable(store, dmp.match_ttl_days * SECONDS_PER_DAY, marks)
     reader = ProfileReader(store, max_events_per_name=catalog.max_events_per_name, clock=clock)
     memberships = Memberships(store, dmp.membership_ttl())
-    open_engine = engine_opener(dmp)
     segments = SegmentService(
         store,
         [s.to_model() for s in dmp.segments],
@@ -185,15 +189,20 @@ def build_core(
         state_ttl=dmp.export_state_ttl(), clock=clock,
     )  # fmt: skip
     # a profile written by ingestion is re-evaluated against the segments at once
-    traits = TraitStore(store, catalog, clock=clock, on_profile_changed=[segments.profiles_changed])
+    traits = TraitStore(
+        store, catalog, clock=clock, on_profile_changed=[segments.profiles_changed], marks=marks
+    )
     ingestor = build_ingestor(
         store, traits, pending_ttl=dmp.ingest.pending_ttl_days * SECONDS_PER_DAY, clock=clock,
         funnel=funnel,
     )  # fmt: skip
-    subjects = DmpSubjects(store, matches, exports, [p.id for p in dmp.partners], clock=clock)
-    return DmpCore(
-        store, matches, reader, segments, exports, traits, ingestor, subjects, funnel, analytics
+    subjects = DmpSubjects(
+        store, matches, exports, [p.id for p in dmp.partners], clock=clock, marks=marks
     )
+    return DmpCore(
+        store, matches, reader, segments, exports, traits, ingestor, subjects, funnel, analytics,
+        marks=marks,
+    )  # fmt: skip
 
 
 def subject_data(config: Config, store: Store) -> SubjectData:
@@ -291,6 +300,7 @@ class DmpServer(RoleServer):
             new_uid=new_dmp_uid,
             worker=worker,
             funnel=funnel,
+            marks=browsers.marks,
         )
         ingest = build_ingest_api(store, dmp, core.ingestor)
 

@@ -20,7 +20,7 @@ from cookiematch.config import load_config
 from cookiematch.dmp import keys
 from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
 from cookiematch.dmp.analytics.recompute import recompute
-from cookiematch.dmp.analytics.refresh import Refresh, refresh
+from cookiematch.dmp.analytics.refresh import SLACK, Refresh, refresh
 from cookiematch.dmp.analytics.runs import EngineRuns
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
 from cookiematch.dmp.change_marks import MARK_TTL, changed_between
@@ -180,6 +180,35 @@ async def test_an_online_write_reaches_the_next_recompute_by_its_change_mark(
     await same_as_per_profile(store, clock)
 
 
+async def test_a_refresh_deletes_the_marks_the_next_one_will_not_read(
+    clocked_store: Store,  # noqa: F811
+    wall_clock: FakeClock,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    store, clock = clocked_store, wall_clock
+    await populate(store, clock, PROFILES)
+    engine_runs = runs(store, clock, tmp_path)
+    clock.now += 600
+    await engine_runs.recompute(SEGMENTS)  # the first: a full load
+
+    def tagged(tag: str) -> dict[str, ProfileUpdate]:
+        update = ProfileUpdate("crm")
+        update.merge({"tags": [tag]}, (), set())
+        return {uid_of(0) if tag == "early" else uid_of(2): update}
+
+    traits = TraitStore(store, TraitCatalog(), clock=clock)
+    clock.now += 60
+    early = clock()
+    await traits.apply(tagged("early"))
+    clock.now += SLACK + 120  # the next refresh starts reading after the early mark
+    await traits.apply(tagged("late"))
+    async with engine_runs.engine() as engine:
+        found = await refresh(store, engine, engine_runs.context(clock()))
+    assert found == Refresh(full=False, profiles=2)
+    assert await changed_between(store, early - 1, early + 1) == set()  # read for good: deleted
+    assert await changed_between(store, clock() - 1, clock()) == {uid_of(2)}  # read again next
+
+
 async def test_an_erased_browser_leaves_the_engine_and_its_segments(
     store: Store, clock: FakeClock, tmp_path: Path
 ) -> None:
@@ -316,6 +345,14 @@ engine = "{engine}"
             assert not await core.store.get(keys.ANALYTICS_LEASE_KEY)  # released
             counted = await core.segments.counted()
             assert counted.sizes == {"segment:shoes": 2} and counted.population == 3
+        # online writes mark the browsers they change only for an engine to read
+        update = ProfileUpdate("crm")
+        update.merge({"tier": "gold"}, (), set())
+        await core.traits.apply({"written-online": update})
+        await core.matches.record("dsp", "synced-online", "D1", time.time())
+        online = {"written-online", "synced-online"}
+        marked = await changed_between(core.store, time.time() - 60, time.time() + 60)
+        assert marked & online == (set() if engine == "off" else online)
 
 
 def test_an_unknown_engine_is_refused_naming_the_key(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ reads those browsers' maps and replaces them in the engine (``engine.replace``; 
 no map left, erased or lapsed, is removed). The first refresh of an engine, or one whose last
 refresh is older than the marks live, loads every profile instead (``load.load_profiles``).
 The time of the refresh is then kept in the engine (``checkpoint``), so a new database file
-starts with a full load.
+starts with a full load. The marks of the minutes the next refresh will not read again (before
+``now - SLACK``) are then deleted (``forget_minutes``): the store holds the marks of the
+minutes since the last refresh, not of ``MARK_TTL``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from cookiematch.dmp.analytics.engine import AnalyticsEngine
 from cookiematch.dmp.analytics.load import LoadContext, load_profiles, profile_rows
 from cookiematch.dmp.analytics.rows import ProfileRows
-from cookiematch.dmp.change_marks import MARK_TTL, changed_between
+from cookiematch.dmp.change_marks import MARK_TTL, changed_between, forget_minutes
 from cookiematch.dmp.segments.source import PROFILE_PREFIX
 from cookiematch.storage.base import FieldEntry, Store
 
@@ -87,4 +89,5 @@ async def refresh(store: Store, engine: AnalyticsEngine, context: LoadContext) -
     await asyncio.to_thread(engine.replace, profiles)
     await asyncio.to_thread(engine.remove, gone)
     await asyncio.to_thread(engine.set_checkpoint, LOADED_THROUGH, now)
+    await forget_minutes(store, through - SLACK, now - SLACK)
     return Refresh(full=False, profiles=len(profiles), removed=len(gone))

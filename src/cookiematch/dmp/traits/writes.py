@@ -24,7 +24,7 @@ import msgspec
 
 from cookiematch.clock import Clock
 from cookiematch.dmp import keys
-from cookiematch.dmp.change_marks import mark_writes
+from cookiematch.dmp.change_marks import MARKING, ChangeMarks
 from cookiematch.dmp.snapshot import AttributeValue
 from cookiematch.dmp.traits.fields import ATTRIBUTE, EVENT, decode_traits, event_field
 from cookiematch.dmp.traits.schema import EVENT_EXPIRY_STEP, TraitCatalog
@@ -149,8 +149,10 @@ class TraitStore:
         clock: Clock,
         on_profile_changed: Sequence[ProfileChanged] = (),
         rng: random.Random | None = None,
+        marks: ChangeMarks = MARKING,
     ) -> None:
         self._store = store
+        self._marks = marks
         self._catalog = catalog
         self._clock = clock
         self._rng = rng or random.Random()
@@ -241,7 +243,7 @@ class TraitStore:
         excess = await self._excess(prepared.trims, writes) if prepared.trims else {}
         items = [(key, m, ttl) for key, by_ttl in writes.items() for ttl, m in by_ttl.items() if m]
         # the profiles marked changed in the same write, for the analytics engine's reload
-        await self._store.hset_many(items + mark_writes(prepared.uids, self._clock()))
+        await self._store.hset_many(items + self._marks.writes(prepared.uids, self._clock()))
         await gather_bounded(
             (self._store.hdel(key, fields) for key, fields in prepared.removals), CONCURRENCY
         )
