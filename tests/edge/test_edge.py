@@ -324,6 +324,10 @@ def test_the_edge_answers_the_common_case_and_proxies_the_rest(
     assert answered_at_edge(lines[0])
     upstream = f"127.0.0.1:{stack.server_port}"
     assert all(line.split(" ")[2] == upstream for line in lines[1:]), lines
+    # $cm_maybe_match: the push, the privacy signal in the query, the HEAD and the other
+    # routes are proxied without entering Lua
+    entered = [line.rsplit(" ", 1)[1] == "1" for line in lines]
+    assert entered == [True, False, True, True, False, False, True, True, False, False, False]
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

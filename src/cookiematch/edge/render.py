@@ -3,8 +3,10 @@
 The output directory holds
 
 - ``nginx.conf`` (from ``nginx.conf.in``): the Lua module loaded from Debian's
-  ``libnginx-mod-http-lua``, ``/pixel`` tried in Lua first, everything else proxied to the
-  server's listener with ``X-Forwarded-For`` and ``X-Forwarded-Proto``;
+  ``libnginx-mod-http-lua``, a ``/pixel`` that may be a pure cookie match (a ``map`` on the
+  method and the query's parameter names) tried in Lua first, everything else proxied to the
+  server's listener (kept-alive connections) with ``X-Forwarded-For`` and
+  ``X-Forwarded-Proto``;
 - ``cookiematch_edge.lua``, copied from this package;
 - ``edge.keys`` (mode 0600): one line per answered buyer with its derived per-buyer keys and
   its redirect split at the gid, and the constants the Lua reads a match tag with. Lines are
@@ -16,6 +18,7 @@ The output directory holds
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -108,6 +111,7 @@ def _conf_text(
         ("@LISTEN@", listen),
         ("@SSL@", " ssl" if tls else ""),
         ("@TLS@", tls),
+        ("@OTHER_NAMES@", "|".join(map(re.escape, sorted({*OTHER_OPERATIONS, *PRIVACY_PARAMS})))),
     ):
         text = text.replace(name, value)
     return text
