@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import http.client
+import json
 import os
+import re
 import ssl
 import stat
 import subprocess
@@ -29,12 +31,13 @@ from hypothesis import strategies as st
 
 from cookiematch.cli.main import main
 from cookiematch.config import load_config
+from cookiematch.edge.layout import COLLECTOR_STATE, MATCHES_LOG
 from cookiematch.edge.render import Rendered, render
 from cookiematch.protocol.cookies import format_browser_id
 from cookiematch.protocol.userid import UserIdCipher
 
 from conftest import free_port, port_open
-from support.configs import KEY_V1, write_exchange_config
+from support.configs import ADMIN_TOKEN, KEY_V1, write_exchange_config
 from support.match_tags import BUYER_TABLES, BUYERS, cookie_headers, queries, vector_cases
 from support.tools import unavailable
 
@@ -170,10 +173,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, start_module_server: object)
         unavailable("nginx and libnginx-mod-http-lua are not installed (make system-deps)")
     directory = tmp_path_factory.mktemp("edge")
     port, edge_port = free_port(), free_port()
-    config = write_exchange_config(directory, port, buyers=BUYER_TABLES)
+    out = directory / "edge"
+    config = write_exchange_config(
+        directory, port, buyers=BUYER_TABLES, extra_exchange=f'edge_dir = "{out}"'
+    )
     argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config)]
     start_module_server(argv=argv, port=port)  # type: ignore[operator]
-    out = directory / "edge"
     rendered = render(load_config(config), out, listen=f"127.0.0.1:{edge_port}", workers="1")
     with running_nginx(rendered, edge_port):
         yield Stack(port, edge_port, rendered, out / "logs/access.log", config)
@@ -392,3 +397,55 @@ def test_tls_at_the_edge(stack: Stack, tmp_path: Path) -> None:
             client.close()
         lines = log.new_lines(len(targets))
     assert len(lines) == len(targets) and all(answered_at_edge(line) for line in lines), lines
+
+
+# --- nothing lost -----------------------------------------------------------------------------
+
+
+def collected(stack: Stack) -> None:
+    """Wait until the server's collector has read the whole matches log."""
+    out = stack.rendered.conf.parent
+    log, state = out / MATCHES_LOG, out / COLLECTOR_STATE
+    deadline = time.monotonic() + 10
+    while True:
+        size = log.stat().st_size if log.exists() else 0
+        place = state.read_text().split() if state.exists() else ["0", "0"]
+        if (size == 0 or int(place[1]) == size) and time.monotonic() > deadline - 9:
+            return
+        assert time.monotonic() < deadline, (size, place)
+        time.sleep(0.1)
+
+
+def server_figures(stack: Stack, nid: str) -> tuple[float, int]:
+    """The server's ``edge_redirect`` count and its monitor's match tags for ``nid``."""
+    auth = [("authorization", f"Bearer {ADMIN_TOKEN}")]
+    client = Client()
+    try:
+        _, _, body = client.send(stack.server_port, "GET", "/metrics", auth)
+        _, _, stats = client.send(stack.server_port, "GET", f"/admin/v1/buyers/{nid}/stats", auth)
+    finally:
+        client.close()
+    pattern = rf'^cookiematch_pixel_outcomes_total\{{nid="{nid}",outcome="edge_redirect"\}} (\S+)$'
+    found = re.search(pattern, body.decode(), re.MULTILINE)
+    return float(found.group(1)) if found else 0.0, json.loads(stats)["match_tags"]
+
+
+def test_the_server_counts_and_monitors_the_match_tags_the_edge_answered(
+    stack: Stack, client: Client
+) -> None:
+    """Each match tag the edge answered reaches the server's collector once: the pixel
+    outcome ``edge_redirect`` and the buyer's monitored match tags grow by as many."""
+    nid = "ad_network_xyz"
+    collected(stack)
+    count, match_tags = server_figures(stack, nid)
+    for n in range(25):
+        cookie = ("cookie", f"cm_id={format_browser_id(bytes([n]) * 16)}")
+        status, _, _ = client.send(
+            stack.edge_port, "GET", f"/pixel?google_nid={nid}&google_cm", [cookie]
+        )
+        assert status == 302
+    collected(stack)
+    deadline = time.monotonic() + 10
+    while server_figures(stack, nid) != (count + 25, match_tags + 25):
+        assert time.monotonic() < deadline, (server_figures(stack, nid), count, match_tags)
+        time.sleep(0.2)

@@ -26,8 +26,10 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from cookiematch.config import Config, ExchangeConfig
+from cookiematch.edge.matches import EdgeMatches
 from cookiematch.errors import ConfigError
 from cookiematch.exchange.ad_service import AdService
 from cookiematch.exchange.auction import Auction
@@ -81,6 +83,7 @@ __all__ = ["ExchangeServer", "app", "exchange_subjects", "subject_data"]
 log = logging.getLogger(__name__)
 
 REGISTRY_REFRESH_SECONDS = 2.0
+EDGE_COLLECT_SECONDS = 0.5
 OPERATOR = "cookiematch exchange"  # how the opt-out page names the exchange
 
 
@@ -155,6 +158,7 @@ class ExchangeServer(RoleServer):
         self.service: CookieMatchService | None = None
         self.transport: BidTransport | None = None
         self.notice_transport: NoticeTransport | None = None
+        self.edge_matches: EdgeMatches | None = None
 
     async def build(self, store: Store) -> None:
         settings, app = self.settings, self.app
@@ -319,6 +323,28 @@ class ExchangeServer(RoleServer):
         self.run(sizes.run())
         self.every(series.poll_seconds, series.tick, SERIES_FAILED)
         self.collect(metrics.TableSizesCollector(sizes))
+        if self.exchange.edge_dir is not None:
+            self.edge(Path(self.exchange.edge_dir), monitor)
+
+    def edge(self, directory: Path, monitor: BuyerMonitor) -> None:
+        """Collect the match tags the edge in ``directory`` answered (``edge/matches.py``):
+        monitored and counted as those this server answers."""
+        collector = self.edge_matches = EdgeMatches(
+            directory, UserIdCipher(self.exchange.key_secrets())
+        )
+
+        async def collect() -> None:
+            while True:
+                read = await asyncio.to_thread(collector.step)
+                for nid, browser_id, at in read.matches:
+                    monitor.gid_issued(nid, browser_id, at=at)
+                metrics.count_edge_matches((m[0] for m in read.matches), read.unreadable)
+                if not read.more:
+                    return
+
+        self.every(
+            EDGE_COLLECT_SECONDS, collect, "collecting the edge's match tags failed; retrying"
+        )
 
     async def close(self) -> None:
         if self.transport is not None:
@@ -331,6 +357,8 @@ class ExchangeServer(RoleServer):
             await self.monitor.close()
         if self.list_changes is not None:
             await self.list_changes.close()
+        if self.edge_matches is not None:
+            self.edge_matches.close()
 
 
 def app() -> App:
