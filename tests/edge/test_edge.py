@@ -13,6 +13,7 @@ import datetime
 import http.client
 import json
 import os
+import pwd
 import re
 import ssl
 import stat
@@ -45,6 +46,8 @@ NGINX = "/usr/sbin/nginx"
 LUA_MODULE = "/usr/lib/nginx/modules/ngx_http_lua_module.so"
 FLUSH_SECONDS = 1.2
 """The access log is flushed every second (nginx.conf.in)."""
+USER = pwd.getpwuid(os.geteuid()).pw_name
+"""nginx's workers run as the test's user (not nginx's default) to re-read the snapshot."""
 HOP_HEADERS = frozenset({"date", "server", "connection", "keep-alive"})
 """Headers each server writes for itself (nginx in front rewrites them all)."""
 # what a browser leaves unencoded in a query (the rest is percent-encoded on the wire)
@@ -177,9 +180,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, start_module_server: object)
     config = write_exchange_config(
         directory, port, buyers=BUYER_TABLES, extra_exchange=f'edge_dir = "{out}"'
     )
+    rendered = render(
+        load_config(config), out, listen=f"127.0.0.1:{edge_port}", workers="1", user=USER
+    )
     argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config)]
     start_module_server(argv=argv, port=port)  # type: ignore[operator]
-    rendered = render(load_config(config), out, listen=f"127.0.0.1:{edge_port}", workers="1")
     with running_nginx(rendered, edge_port):
         yield Stack(port, edge_port, rendered, out / "logs/access.log", config)
 
@@ -449,3 +454,75 @@ def test_the_server_counts_and_monitors_the_match_tags_the_edge_answered(
     while server_figures(stack, nid) != (count + 25, match_tags + 25):
         assert time.monotonic() < deadline, (server_figures(stack, nid), count, match_tags)
         time.sleep(0.2)
+
+
+# --- live configuration ---------------------------------------------------------------------
+
+
+def admin_put(stack: Stack, path: str, body: dict[str, object]) -> int:
+    client = Client()
+    headers = [("authorization", f"Bearer {ADMIN_TOKEN}"), ("content-type", "application/json")]
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", stack.server_port, timeout=10)
+        connection.request("PUT", path, json.dumps(body), dict(headers))
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        return response.status
+    finally:
+        client.close()
+
+
+def matches_logged(stack: Stack) -> int:
+    """The lines of the edge's matches log (written at once, not buffered)."""
+    log = stack.rendered.conf.parent / MATCHES_LOG
+    return log.read_bytes().count(b"\n") if log.exists() else 0
+
+
+def answered_by_the_edge(
+    stack: Stack, client: Client, target: str, headers: Headers, location: str
+) -> None:
+    """Send ``target`` to the edge until the edge itself answers it, with ``location``."""
+    deadline = time.monotonic() + 10
+    while True:
+        before = matches_logged(stack)
+        status, pairs, _ = client.send(stack.edge_port, "GET", target, headers)
+        if matches_logged(stack) > before and dict(pairs).get("location", "").startswith(location):
+            return
+        assert time.monotonic() < deadline, (status, pairs)
+        time.sleep(0.2)
+
+
+def test_buyers_changed_through_the_admin_api_reach_the_edge(stack: Stack, client: Client) -> None:
+    """A buyer added through the admin API is answered by the edge within seconds, and its
+    new redirect after a change; the edge and the server then agree on generated requests."""
+    nid = "live"
+    cookie = [("cookie", f"cm_id={format_browser_id(bytes(range(16)))}")]
+    target = f"/pixel?google_nid={nid}&google_cm&p=1"
+    body = {"nid": nid, "redirect_url": "http://first.example/m?id="}
+    assert admin_put(stack, f"/admin/v1/buyers/{nid}", body) == 201
+    answered_by_the_edge(stack, client, target, cookie, "http://first.example/m?id=&p=1&")
+    body = {"nid": nid, "redirect_url": "https://second.example/%%GOOGLE_GID%%?v=%%GOOGLE_CVER%%"}
+    assert admin_put(stack, f"/admin/v1/buyers/{nid}", body) == 200
+    answered_by_the_edge(stack, client, target, cookie, "http://second.example/")
+    keys = stack.rendered.keys
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600  # the server's snapshot
+    before = matches_logged(stack)
+    sent = []
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(requests_for(nid))
+    def answered_alike(request: tuple[str, str, Headers]) -> None:
+        method, target, headers = request
+        both(stack, client, method, target, headers)
+        sent.append(target)
+
+    answered_alike()
+    assert 0.1 * len(sent) < matches_logged(stack) - before < len(sent)
+
+
+def requests_for(nid: str) -> st.SearchStrategy[tuple[str, str, Headers]]:
+    """``requests()`` with every google_nid naming ``nid``."""
+    return requests().map(
+        lambda r: (r[0], re.sub(r"google_nid=[^&]*", f"google_nid={nid}", r[1]), r[2])
+    )

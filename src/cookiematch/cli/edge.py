@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -62,6 +63,12 @@ def render(
         click.echo(
             "warning: [exchange] trusted_proxies is empty: the server will not read the"
             " edge's X-Forwarded-Proto (list the edge's address there)",
+            err=True,
+        )
+    if user is None and os.geteuid() == 0:
+        click.echo(
+            "warning: no --user: nginx's workers run as its default user, which cannot re-read"
+            " edge.keys (0600) when the server rewrites it",
             err=True,
         )
     click.echo(f"wrote {rendered.conf} and {rendered.keys}")

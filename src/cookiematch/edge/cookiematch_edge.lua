@@ -57,6 +57,8 @@ for b = 0, 255 do
 end
 local ID_LAST = { [65] = true, [81] = true, [103] = true, [119] = true } -- A Q g w
 
+local snapshot_path -- the snapshot, re-read when its version changes
+local checked_at = 0 -- when this worker last looked at its version
 local settings -- the snapshot's constants
 local buyers = {} -- nid -> { cver, aes, inner, outer, http = {bare, before, after}, https }
 
@@ -148,7 +150,45 @@ local function load(path)
 end
 
 function M.init(path)
+    snapshot_path = path
     load(path)
+end
+
+local function version_of(path) -- the snapshot's `version` line, or nil
+    local file = assert(io.open(path, "r")) -- unreadable: not given to nginx's user?
+    local version
+    for line in file:lines() do
+        local fields = split(line, "\t")
+        if fields[1] == "version" then
+            version = fields[2]
+            break
+        elseif sub(fields[1], 1, 1) ~= "#" then
+            break
+        end
+    end
+    file:close()
+    return version
+end
+
+-- At most once a second per worker: reload the snapshot if its version changed. The server
+-- replaces the file atomically; a file that does not load (incomplete, unreadable) leaves
+-- the buyers loaded before, and is tried again a second later.
+local function refresh()
+    local now = ngx.now()
+    if now - checked_at < 1 then
+        return
+    end
+    checked_at = now
+    local ok, err = pcall(function()
+        local version = version_of(snapshot_path)
+        if version and version ~= settings.version then
+            load(snapshot_path)
+            ngx.log(ngx.INFO, "cookiematch edge: snapshot ", version, " loaded")
+        end
+    end)
+    if not ok then
+        ngx.log(ngx.ERR, "cookiematch edge: the snapshot was not reloaded: ", err)
+    end
 end
 
 local function gid(buyer, browser_id)
@@ -364,6 +404,7 @@ end
 -- /pixel's access phase: answer the common case, or return and let nginx proxy. A failure
 -- here is logged and the request proxied: the browser never sees an error of the edge's.
 function M.pixel()
+    refresh()
     local ok, location = pcall(locate)
     if not ok or not location then
         if not ok then

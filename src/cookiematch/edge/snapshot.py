@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cookiematch.edge.buyers import EdgeBuyer
@@ -36,7 +36,7 @@ from cookiematch.protocol.matchtag import MAX_EXTRAS_BYTES
 from cookiematch.protocol.privacy import PRIVACY_PARAMS
 from cookiematch.protocol.query import MAX_QUERY_BYTES
 
-__all__ = ["snapshot_text", "snapshot_version", "write_snapshot"]
+__all__ = ["snapshot_text", "snapshot_version", "text_version", "write_snapshot"]
 
 _HEADER = "# cookiematch edge: derived per-buyer keys (no master secret); readable by nginx only"
 
@@ -67,19 +67,30 @@ def snapshot_text(cookie_name: str, buyers: Sequence[EdgeBuyer]) -> str:
     return "\n".join([_HEADER, f"version\t{version}", *body, f"end\t{version}"]) + "\n"
 
 
+def _version(lines: Iterable[str]) -> str | None:
+    for line in lines:
+        kind, _, value = line.rstrip("\n").partition("\t")
+        if kind == "version":
+            return value
+        if not kind.startswith("#"):
+            return None
+    return None
+
+
+def text_version(text: str) -> str:
+    """The version of a snapshot ``snapshot_text`` wrote."""
+    version = _version(text.split("\n", 2))
+    assert version is not None
+    return version
+
+
 def snapshot_version(path: Path) -> str | None:
     """The version of the snapshot at ``path``; None when there is none (or no version)."""
     try:
         with path.open() as f:
-            for line in f:
-                kind, _, value = line.rstrip("\n").partition("\t")
-                if kind == "version":
-                    return value
-                if not kind.startswith("#"):
-                    return None
+            return _version(f)
     except FileNotFoundError:
         return None
-    return None
 
 
 def write_snapshot(path: Path, text: str, *, owner: tuple[int, int] | None = None) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from cookiematch.config import Config, ExchangeConfig
+from cookiematch.edge.live import LiveSnapshot
 from cookiematch.edge.matches import EdgeMatches
 from cookiematch.errors import ConfigError
 from cookiematch.exchange.ad_service import AdService
@@ -310,9 +311,26 @@ class ExchangeServer(RoleServer):
             authenticate=authenticator(registry),
             max_user_lists_per_buyer=settings.max_user_lists_per_buyer,
         )
+        refresh = registry.refresh
+        if self.exchange.edge_dir is not None:
+            snapshot = LiveSnapshot(
+                Path(self.exchange.edge_dir),
+                cipher=self.cipher,
+                policy=self.policy,
+                extras_first=settings.extras_first,
+                enforcement=settings.enforcement,
+                cookie_name=settings.cookie_name,
+                limited=enforcer.limits_match_tags,
+            )
+            snapshot.update(registry.buyers())
+
+            async def refresh() -> None:  # ... and the edge's snapshot of them
+                await registry.refresh()
+                snapshot.update(registry.buyers())
+
         self.every(  # admin changes made through other workers
             REGISTRY_REFRESH_SECONDS,
-            registry.refresh,
+            refresh,
             "refreshing buyers and user lists failed; keeping the last view",
         )
         self.run(monitor.run(lambda: [b.nid for b in registry.buyers() if b.pixel_matching]))
