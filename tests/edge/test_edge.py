@@ -8,16 +8,10 @@ module, on free ports, nginx in its own prefix directory.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import http.client
 import json
-import os
-import pwd
 import re
-import ssl
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -37,24 +31,24 @@ from cookiematch.edge.render import Rendered, render
 from cookiematch.protocol.cookies import format_browser_id
 from cookiematch.protocol.userid import UserIdCipher
 
-from conftest import free_port, port_open
+from conftest import free_port
 from support.configs import ADMIN_TOKEN, KEY_V1, write_exchange_config
+from support.edge import (
+    USER,
+    Answer,
+    Client,
+    Headers,
+    admin_put,
+    matches_logged,
+    require_nginx,
+    running_nginx,
+)
 from support.match_tags import BUYER_TABLES, BUYERS, cookie_headers, queries, vector_cases
-from support.tools import unavailable
 
-NGINX = "/usr/sbin/nginx"
-LUA_MODULE = "/usr/lib/nginx/modules/ngx_http_lua_module.so"
 FLUSH_SECONDS = 1.2
 """The access log is flushed every second (nginx.conf.in)."""
-USER = pwd.getpwuid(os.geteuid()).pw_name
-"""nginx's workers run as the test's user (not nginx's default) to re-read the snapshot."""
-HOP_HEADERS = frozenset({"date", "server", "connection", "keep-alive"})
-"""Headers each server writes for itself (nginx in front rewrites them all)."""
 # what a browser leaves unencoded in a query (the rest is percent-encoded on the wire)
 WIRE_SAFE = "&=%+;,/?:@!$'()*~._-"
-
-Headers = list[tuple[str, str]]
-Answer = tuple[int, Headers, bytes]
 
 
 @dataclass
@@ -64,61 +58,6 @@ class Stack:
     rendered: Rendered
     access_log: Path
     config: Path
-
-
-class Client:
-    """Keep-alive connections to the server and to the edge."""
-
-    def __init__(self, tls_ports: frozenset[int] = frozenset()) -> None:
-        self._connections: dict[int, http.client.HTTPConnection] = {}
-        self._tls_ports = tls_ports
-
-    def send(self, port: int, method: str, target: str, headers: Headers) -> Answer:
-        for attempt in (0, 1):
-            connection = self._connections.get(port)
-            if connection is None:
-                if port in self._tls_ports:
-                    context = ssl.create_default_context()
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE  # the test's own self-signed certificate
-                    connection = http.client.HTTPSConnection(
-                        "127.0.0.1", port, timeout=10, context=context
-                    )
-                else:
-                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                self._connections[port] = connection
-            try:
-                connection.putrequest(method, target, skip_accept_encoding=True)
-                for name, value in headers:
-                    connection.putheader(name, value)
-                connection.endheaders()
-                response = connection.getresponse()
-                body = response.read()
-            except (OSError, http.client.HTTPException):
-                connection.close()
-                del self._connections[port]
-                if attempt:
-                    raise
-                continue
-            if response.getheader("connection", "").lower() == "close":
-                connection.close()
-                del self._connections[port]
-            kept = [
-                (name.lower(), _without_new_id(name.lower(), value))
-                for name, value in response.getheaders()
-                if name.lower() not in HOP_HEADERS
-            ]
-            return response.status, sorted(kept), body
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        for connection in self._connections.values():
-            connection.close()
-
-
-def _without_new_id(name: str, value: str) -> str:
-    """A Set-Cookie without its value (the set-cookie hop draws a new browser ID each time)."""
-    return value.partition(";")[2] if name == "set-cookie" else value
 
 
 class AccessLog:
@@ -148,32 +87,9 @@ def answered_at_edge(line: str) -> bool:
     return line.split(" ")[2] == "-"  # $upstream_addr: no upstream
 
 
-@contextlib.contextmanager
-def running_nginx(rendered: Rendered, port: int) -> Iterator[None]:
-    """nginx with a rendered configuration, in its output directory, until the block ends."""
-    out = rendered.conf.parent
-    nginx = subprocess.Popen(
-        [NGINX, "-p", str(out), "-c", str(rendered.conf), "-e", str(out / "logs/error.log"),
-         "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", port):
-            if nginx.poll() is not None or time.monotonic() > deadline:
-                error = (out / "logs/error.log").read_text(errors="replace")
-                raise RuntimeError(f"nginx did not start: {error}")
-            time.sleep(0.05)
-        yield
-    finally:
-        nginx.terminate()
-        nginx.wait(10)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, start_module_server: object) -> Iterator[Stack]:
-    if not (os.path.exists(NGINX) and os.path.exists(LUA_MODULE)):
-        unavailable("nginx and libnginx-mod-http-lua are not installed (make system-deps)")
+    require_nginx()
     directory = tmp_path_factory.mktemp("edge")
     port, edge_port = free_port(), free_port()
     out = directory / "edge"
@@ -459,35 +375,17 @@ def test_the_server_counts_and_monitors_the_match_tags_the_edge_answered(
 # --- live configuration ---------------------------------------------------------------------
 
 
-def admin_put(stack: Stack, path: str, body: dict[str, object]) -> int:
-    client = Client()
-    headers = [("authorization", f"Bearer {ADMIN_TOKEN}"), ("content-type", "application/json")]
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", stack.server_port, timeout=10)
-        connection.request("PUT", path, json.dumps(body), dict(headers))
-        response = connection.getresponse()
-        response.read()
-        connection.close()
-        return response.status
-    finally:
-        client.close()
-
-
-def matches_logged(stack: Stack) -> int:
-    """The lines of the edge's matches log (written at once, not buffered)."""
-    log = stack.rendered.conf.parent / MATCHES_LOG
-    return log.read_bytes().count(b"\n") if log.exists() else 0
-
-
 def answered_by_the_edge(
     stack: Stack, client: Client, target: str, headers: Headers, location: str
 ) -> None:
     """Send ``target`` to the edge until the edge itself answers it, with ``location``."""
     deadline = time.monotonic() + 10
     while True:
-        before = matches_logged(stack)
+        out = stack.rendered.conf.parent
+        before = matches_logged(out)
         status, pairs, _ = client.send(stack.edge_port, "GET", target, headers)
-        if matches_logged(stack) > before and dict(pairs).get("location", "").startswith(location):
+        at_edge = matches_logged(out) > before
+        if at_edge and dict(pairs).get("location", "").startswith(location):
             return
         assert time.monotonic() < deadline, (status, pairs)
         time.sleep(0.2)
@@ -500,14 +398,14 @@ def test_buyers_changed_through_the_admin_api_reach_the_edge(stack: Stack, clien
     cookie = [("cookie", f"cm_id={format_browser_id(bytes(range(16)))}")]
     target = f"/pixel?google_nid={nid}&google_cm&p=1"
     body = {"nid": nid, "redirect_url": "http://first.example/m?id="}
-    assert admin_put(stack, f"/admin/v1/buyers/{nid}", body) == 201
+    assert admin_put(stack.server_port, f"/admin/v1/buyers/{nid}", body) == 201
     answered_by_the_edge(stack, client, target, cookie, "http://first.example/m?id=&p=1&")
     body = {"nid": nid, "redirect_url": "https://second.example/%%GOOGLE_GID%%?v=%%GOOGLE_CVER%%"}
-    assert admin_put(stack, f"/admin/v1/buyers/{nid}", body) == 200
+    assert admin_put(stack.server_port, f"/admin/v1/buyers/{nid}", body) == 200
     answered_by_the_edge(stack, client, target, cookie, "http://second.example/")
     keys = stack.rendered.keys
     assert stat.S_IMODE(keys.stat().st_mode) == 0o600  # the server's snapshot
-    before = matches_logged(stack)
+    before = matches_logged(stack.rendered.conf.parent)
     sent = []
 
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -518,7 +416,7 @@ def test_buyers_changed_through_the_admin_api_reach_the_edge(stack: Stack, clien
         sent.append(target)
 
     answered_alike()
-    assert 0.1 * len(sent) < matches_logged(stack) - before < len(sent)
+    assert 0.1 * len(sent) < matches_logged(stack.rendered.conf.parent) - before < len(sent)
 
 
 def requests_for(nid: str) -> st.SearchStrategy[tuple[str, str, Headers]]:

@@ -56,7 +56,7 @@ def edge_buyers(
     answered: list[EdgeBuyer] = []
     left: dict[str, str] = {}
     for buyer in buyers:
-        cver = cipher.current_version
+        cver = cipher.version_for(buyer.key_version)
         reason = _left_to_server(buyer, enforcement, policy)
         redirect = GidRedirect.prepare(buyer.redirect_url, cver, extras_first=extras_first)
         if reason is None and redirect is None:
