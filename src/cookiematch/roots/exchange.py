@@ -11,7 +11,9 @@ with the queue of opt-out notices) and the notices' delivery with its transport,
 subjects, enforcement, buyers' credentials, which it also accepts), the console
 (``/console``, with its time series) and ``/metrics`` (with the privacy policy's decisions);
 the background tasks (registry refresh, monitoring, rate-limit sync, enforcement, notice
-delivery, table sizes, user-list change counts, console series). Everything is closed,
+delivery, table sizes, user-list change counts, console series). With ``edge_dir``, the edge's
+snapshot of the buyers, rewritten after each registry refresh (``edge/live.py``), and the
+collector of the match tags the edge answered (``edge/matches.py``). Everything is closed,
 pending writes flushed, in the shutdown hook.
 
 ``subject_data(config, store)`` is the CLI's access and erasure (``roots/subjects.py``): the
@@ -326,7 +328,10 @@ class ExchangeServer(RoleServer):
 
             async def refresh() -> None:  # ... and the edge's snapshot of them
                 await registry.refresh()
-                snapshot.update(registry.buyers())
+                try:
+                    snapshot.update(registry.buyers())
+                except (OSError, ConfigError):
+                    log.exception("writing the edge's snapshot failed; the edge keeps its last")
 
         self.every(  # admin changes made through other workers
             REGISTRY_REFRESH_SECONDS,
