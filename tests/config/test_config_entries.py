@@ -38,6 +38,7 @@ def test_parse_buyer() -> None:
         "gvl_vendor_id": None,
         "optout_webhook_url": None,
         "optout_webhook_secret": None,
+        "key_version": None,
     }
     same = parse_buyer({"nid": "ad_network_xyz", "redirect_url": URL}, nid="ad_network_xyz")
     assert same.nid == "ad_network_xyz"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cookiematch.config import load_config
-from cookiematch.edge.buyers import edge_buyers
+from cookiematch.config import ExchangeConfig, load_config
+from cookiematch.edge.buyers import EdgeBuyer, edge_buyers
 from cookiematch.exchange.model import ExchangeSettings
 from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.protocol.gid_redirect import GidRedirect
@@ -36,12 +36,24 @@ redirect_url = "https://m.example/%%GOOGLE_GID%%?v=%%GOOGLE_CVER%%"
 """
 
 
+def of_config(
+    exchange: ExchangeConfig, policy: PrivacyPolicy
+) -> tuple[list[EdgeBuyer], dict[str, str]]:
+    return edge_buyers(
+        exchange.buyers,
+        cipher=UserIdCipher(exchange.key_secrets()),
+        policy=policy,
+        extras_first=exchange.extras_first,
+        enforcement=exchange.enforcement,
+    )
+
+
 def answered(tmp_path: Path, extra: str = "") -> tuple[list[str], dict[str, str]]:
     config = load_config(
         write_exchange_config(tmp_path, 9, buyers=BUYERS, user_lists="", extra_exchange=extra)
     )
     assert config.exchange is not None
-    buyers, left = edge_buyers(config.exchange, PrivacyPolicy(config.privacy.settings()))
+    buyers, left = of_config(config.exchange, PrivacyPolicy(config.privacy.settings()))
     return [b.nid for b in buyers], left
 
 
@@ -66,7 +78,7 @@ def test_the_pieces_are_the_flat_paths(tmp_path: Path) -> None:
     config = load_config(write_exchange_config(tmp_path, 9, buyers=BUYERS, user_lists=""))
     exchange = config.exchange
     assert exchange is not None
-    buyers, _ = edge_buyers(exchange, PrivacyPolicy())
+    buyers, _ = of_config(exchange, PrivacyPolicy())
     cipher = UserIdCipher(exchange.key_secrets())
     settings = ExchangeSettings()
     for buyer in buyers:

@@ -8,13 +8,10 @@ module, on free ports, nginx in its own prefix directory.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import http.client
-import os
-import ssl
+import json
+import re
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -29,26 +26,29 @@ from hypothesis import strategies as st
 
 from cookiematch.cli.main import main
 from cookiematch.config import load_config
+from cookiematch.edge.layout import COLLECTOR_STATE, MATCHES_LOG
 from cookiematch.edge.render import Rendered, render
 from cookiematch.protocol.cookies import format_browser_id
 from cookiematch.protocol.userid import UserIdCipher
 
-from conftest import free_port, port_open
-from support.configs import KEY_V1, write_exchange_config
+from conftest import free_port
+from support.configs import ADMIN_TOKEN, KEY_V1, write_exchange_config
+from support.edge import (
+    USER,
+    Answer,
+    Client,
+    Headers,
+    admin_put,
+    matches_logged,
+    require_nginx,
+    running_nginx,
+)
 from support.match_tags import BUYER_TABLES, BUYERS, cookie_headers, queries, vector_cases
-from support.tools import unavailable
 
-NGINX = "/usr/sbin/nginx"
-LUA_MODULE = "/usr/lib/nginx/modules/ngx_http_lua_module.so"
 FLUSH_SECONDS = 1.2
 """The access log is flushed every second (nginx.conf.in)."""
-HOP_HEADERS = frozenset({"date", "server", "connection", "keep-alive"})
-"""Headers each server writes for itself (nginx in front rewrites them all)."""
 # what a browser leaves unencoded in a query (the rest is percent-encoded on the wire)
 WIRE_SAFE = "&=%+;,/?:@!$'()*~._-"
-
-Headers = list[tuple[str, str]]
-Answer = tuple[int, Headers, bytes]
 
 
 @dataclass
@@ -58,61 +58,6 @@ class Stack:
     rendered: Rendered
     access_log: Path
     config: Path
-
-
-class Client:
-    """Keep-alive connections to the server and to the edge."""
-
-    def __init__(self, tls_ports: frozenset[int] = frozenset()) -> None:
-        self._connections: dict[int, http.client.HTTPConnection] = {}
-        self._tls_ports = tls_ports
-
-    def send(self, port: int, method: str, target: str, headers: Headers) -> Answer:
-        for attempt in (0, 1):
-            connection = self._connections.get(port)
-            if connection is None:
-                if port in self._tls_ports:
-                    context = ssl.create_default_context()
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE  # the test's own self-signed certificate
-                    connection = http.client.HTTPSConnection(
-                        "127.0.0.1", port, timeout=10, context=context
-                    )
-                else:
-                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                self._connections[port] = connection
-            try:
-                connection.putrequest(method, target, skip_accept_encoding=True)
-                for name, value in headers:
-                    connection.putheader(name, value)
-                connection.endheaders()
-                response = connection.getresponse()
-                body = response.read()
-            except (OSError, http.client.HTTPException):
-                connection.close()
-                del self._connections[port]
-                if attempt:
-                    raise
-                continue
-            if response.getheader("connection", "").lower() == "close":
-                connection.close()
-                del self._connections[port]
-            kept = [
-                (name.lower(), _without_new_id(name.lower(), value))
-                for name, value in response.getheaders()
-                if name.lower() not in HOP_HEADERS
-            ]
-            return response.status, sorted(kept), body
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        for connection in self._connections.values():
-            connection.close()
-
-
-def _without_new_id(name: str, value: str) -> str:
-    """A Set-Cookie without its value (the set-cookie hop draws a new browser ID each time)."""
-    return value.partition(";")[2] if name == "set-cookie" else value
 
 
 class AccessLog:
@@ -142,39 +87,20 @@ def answered_at_edge(line: str) -> bool:
     return line.split(" ")[2] == "-"  # $upstream_addr: no upstream
 
 
-@contextlib.contextmanager
-def running_nginx(rendered: Rendered, port: int) -> Iterator[None]:
-    """nginx with a rendered configuration, in its output directory, until the block ends."""
-    out = rendered.conf.parent
-    nginx = subprocess.Popen(
-        [NGINX, "-p", str(out), "-c", str(rendered.conf), "-e", str(out / "logs/error.log"),
-         "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", port):
-            if nginx.poll() is not None or time.monotonic() > deadline:
-                error = (out / "logs/error.log").read_text(errors="replace")
-                raise RuntimeError(f"nginx did not start: {error}")
-            time.sleep(0.05)
-        yield
-    finally:
-        nginx.terminate()
-        nginx.wait(10)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, start_module_server: object) -> Iterator[Stack]:
-    if not (os.path.exists(NGINX) and os.path.exists(LUA_MODULE)):
-        unavailable("nginx and libnginx-mod-http-lua are not installed (make system-deps)")
+    require_nginx()
     directory = tmp_path_factory.mktemp("edge")
     port, edge_port = free_port(), free_port()
-    config = write_exchange_config(directory, port, buyers=BUYER_TABLES)
+    out = directory / "edge"
+    config = write_exchange_config(
+        directory, port, buyers=BUYER_TABLES, extra_exchange=f'edge_dir = "{out}"'
+    )
+    rendered = render(
+        load_config(config), out, listen=f"127.0.0.1:{edge_port}", workers="1", user=USER
+    )
     argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config)]
     start_module_server(argv=argv, port=port)  # type: ignore[operator]
-    out = directory / "edge"
-    rendered = render(load_config(config), out, listen=f"127.0.0.1:{edge_port}", workers="1")
     with running_nginx(rendered, edge_port):
         yield Stack(port, edge_port, rendered, out / "logs/access.log", config)
 
@@ -324,6 +250,10 @@ def test_the_edge_answers_the_common_case_and_proxies_the_rest(
     assert answered_at_edge(lines[0])
     upstream = f"127.0.0.1:{stack.server_port}"
     assert all(line.split(" ")[2] == upstream for line in lines[1:]), lines
+    # $cm_maybe_match: the push, the privacy signal in the query, the HEAD and the other
+    # routes are proxied without entering Lua
+    entered = [line.rsplit(" ", 1)[1] == "1" for line in lines]
+    assert entered == [True, False, True, True, False, False, True, True, False, False, False]
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -388,3 +318,109 @@ def test_tls_at_the_edge(stack: Stack, tmp_path: Path) -> None:
             client.close()
         lines = log.new_lines(len(targets))
     assert len(lines) == len(targets) and all(answered_at_edge(line) for line in lines), lines
+
+
+# --- nothing lost -----------------------------------------------------------------------------
+
+
+def collected(stack: Stack) -> None:
+    """Wait until the server's collector has read the whole matches log."""
+    out = stack.rendered.conf.parent
+    log, state = out / MATCHES_LOG, out / COLLECTOR_STATE
+    deadline = time.monotonic() + 10
+    while True:
+        size = log.stat().st_size if log.exists() else 0
+        place = state.read_text().split() if state.exists() else ["0", "0"]
+        if (size == 0 or int(place[1]) == size) and time.monotonic() > deadline - 9:
+            return
+        assert time.monotonic() < deadline, (size, place)
+        time.sleep(0.1)
+
+
+def server_figures(stack: Stack, nid: str) -> tuple[float, int]:
+    """The server's ``edge_redirect`` count and its monitor's match tags for ``nid``."""
+    auth = [("authorization", f"Bearer {ADMIN_TOKEN}")]
+    client = Client()
+    try:
+        _, _, body = client.send(stack.server_port, "GET", "/metrics", auth)
+        _, _, stats = client.send(stack.server_port, "GET", f"/admin/v1/buyers/{nid}/stats", auth)
+    finally:
+        client.close()
+    pattern = rf'^cookiematch_pixel_outcomes_total\{{nid="{nid}",outcome="edge_redirect"\}} (\S+)$'
+    found = re.search(pattern, body.decode(), re.MULTILINE)
+    return float(found.group(1)) if found else 0.0, json.loads(stats)["match_tags"]
+
+
+def test_the_server_counts_and_monitors_the_match_tags_the_edge_answered(
+    stack: Stack, client: Client
+) -> None:
+    """Each match tag the edge answered reaches the server's collector once: the pixel
+    outcome ``edge_redirect`` and the buyer's monitored match tags grow by as many."""
+    nid = "ad_network_xyz"
+    collected(stack)
+    count, match_tags = server_figures(stack, nid)
+    for n in range(25):
+        cookie = ("cookie", f"cm_id={format_browser_id(bytes([n]) * 16)}")
+        status, _, _ = client.send(
+            stack.edge_port, "GET", f"/pixel?google_nid={nid}&google_cm", [cookie]
+        )
+        assert status == 302
+    collected(stack)
+    deadline = time.monotonic() + 10
+    while server_figures(stack, nid) != (count + 25, match_tags + 25):
+        assert time.monotonic() < deadline, (server_figures(stack, nid), count, match_tags)
+        time.sleep(0.2)
+
+
+# --- live configuration ---------------------------------------------------------------------
+
+
+def answered_by_the_edge(
+    stack: Stack, client: Client, target: str, headers: Headers, location: str
+) -> None:
+    """Send ``target`` to the edge until the edge itself answers it, with ``location``."""
+    deadline = time.monotonic() + 10
+    while True:
+        out = stack.rendered.conf.parent
+        before = matches_logged(out)
+        status, pairs, _ = client.send(stack.edge_port, "GET", target, headers)
+        at_edge = matches_logged(out) > before
+        if at_edge and dict(pairs).get("location", "").startswith(location):
+            return
+        assert time.monotonic() < deadline, (status, pairs)
+        time.sleep(0.2)
+
+
+def test_buyers_changed_through_the_admin_api_reach_the_edge(stack: Stack, client: Client) -> None:
+    """A buyer added through the admin API is answered by the edge within seconds, and its
+    new redirect after a change; the edge and the server then agree on generated requests."""
+    nid = "live"
+    cookie = [("cookie", f"cm_id={format_browser_id(bytes(range(16)))}")]
+    target = f"/pixel?google_nid={nid}&google_cm&p=1"
+    body = {"nid": nid, "redirect_url": "http://first.example/m?id="}
+    assert admin_put(stack.server_port, f"/admin/v1/buyers/{nid}", body) == 201
+    answered_by_the_edge(stack, client, target, cookie, "http://first.example/m?id=&p=1&")
+    body = {"nid": nid, "redirect_url": "https://second.example/%%GOOGLE_GID%%?v=%%GOOGLE_CVER%%"}
+    assert admin_put(stack.server_port, f"/admin/v1/buyers/{nid}", body) == 200
+    answered_by_the_edge(stack, client, target, cookie, "http://second.example/")
+    keys = stack.rendered.keys
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600  # the server's snapshot
+    before = matches_logged(stack.rendered.conf.parent)
+    sent = []
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(requests_for(nid))
+    def answered_alike(request: tuple[str, str, Headers]) -> None:
+        method, target, headers = request
+        both(stack, client, method, target, headers)
+        sent.append(target)
+
+    answered_alike()
+    assert 0.1 * len(sent) < matches_logged(stack.rendered.conf.parent) - before < len(sent)
+
+
+def requests_for(nid: str) -> st.SearchStrategy[tuple[str, str, Headers]]:
+    """``requests()`` with every google_nid naming ``nid``."""
+    return requests().map(
+        lambda r: (r[0], re.sub(r"google_nid=[^&]*", f"google_nid={nid}", r[1]), r[2])
+    )

@@ -91,6 +91,27 @@ async def test_cookie_match_redirects_with_a_gid_that_decrypts_to_the_browser(
     assert cipher.decrypt(params["google_gid"], "ad_network_xyz", 2) == BROWSER
 
 
+async def test_a_buyer_key_version_pins_its_gids_and_a_change_rotates_them(
+    store: Store,
+) -> None:
+    """A buyer's ``key_version`` is the version of its gids on both paths (the general one
+    and the common case); changed through the registry, it takes effect at once; a version
+    that is not configured means the current one."""
+    service, cipher, _ = make_service(store, FakeClock())
+    registry = service._registry  # the registry the admin API writes through
+    common = service.common
+    assert common is not None
+    url = RedirectTemplate.compile("http://ad.network.com/pixel?id=")
+    for pinned, expected in ((1, 1), (2, 2), (9, 2), (None, 2)):
+        await registry.put_buyer(Buyer("ad_network_xyz", url, key_version=pinned))
+        outcome = await run(service, "google_nid=ad_network_xyz&google_cm", Browser(BROWSER))
+        params = dict(params_of(outcome))
+        assert params["google_cver"] == str(expected)
+        assert cipher.decrypt(params["google_gid"], "ad_network_xyz", expected) == BROWSER
+        location = common.location("ad_network_xyz", BROWSER, "http", [])
+        assert location == outcome.location  # type: ignore[attr-defined]
+
+
 async def test_https_tag_redirects_over_https(store: Store) -> None:
     service, _, _ = make_service(store, FakeClock())
     outcome = await run(service, "google_nid=ad_network_xyz&google_cm", Browser(BROWSER), "https")

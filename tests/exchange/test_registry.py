@@ -29,6 +29,7 @@ FULL = Buyer(
     enforcement=Enforcement(on_low_response_rate=("alert", "suspend_pixel_matching")),
     optout_webhook_url="https://dsp.example/optout",
     optout_webhook_secret=Secret("webhook-secret-0123456789"),
+    key_version=3,
 )
 
 
@@ -52,6 +53,7 @@ async def test_stored_buyer_is_every_field_and_reads_back(store: Store) -> None:
         "gvl_vendor_id": None,
         "optout_webhook_url": "https://dsp.example/optout",
         "optout_webhook_secret": "webhook-secret-0123456789",  # the store holds it for workers
+        "key_version": 3,
     }
     other = ExchangeRegistry(store)
     await other.refresh()
@@ -101,6 +103,7 @@ async def test_records_of_the_earlier_format_still_load(store: Store) -> None:
         enforcement=None,
         optout_webhook_url=None,
         optout_webhook_secret=None,
+        key_version=None,
     )
     assert dsp is not None and codec.encode(dsp) == codec.encode(earlier)
     assert registry.user_list(777) == UserList(777, "old", closed=True, membership_days=7)

@@ -41,6 +41,7 @@ UNSET = {  # a buyer's keys that an entry leaves out, as the API answers them
     "gvl_vendor_id": None,
     "optout_webhook_url": None,
     "optout_webhook_secret": None,
+    "key_version": None,
 }
 
 

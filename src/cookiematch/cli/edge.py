@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -31,6 +32,9 @@ def edge() -> None:
               help="PEM certificate: TLS ends at the edge (with --tls-key).")  # fmt: skip
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="PEM private key of --tls-cert.")  # fmt: skip
+@click.option("--user", default=None,
+              help="The account nginx's workers run as (nginx's user directive); the snapshot"
+                   " edge.keys is given to it.")  # fmt: skip
 def render(
     config_file: Path,
     out: Path,
@@ -38,12 +42,19 @@ def render(
     workers: str,
     tls_cert: Path | None,
     tls_key: Path | None,
+    user: str | None,
 ) -> None:
     """Write nginx.conf, cookiematch_edge.lua and edge.keys (0600) into OUT."""
     config = load(config_file)
     try:
         rendered = render_edge(
-            config, out, listen=listen, workers=workers, tls_cert=tls_cert, tls_key=tls_key
+            config,
+            out,
+            listen=listen,
+            workers=workers,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            user=user,
         )
     except CookiematchError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -52,6 +63,12 @@ def render(
         click.echo(
             "warning: [exchange] trusted_proxies is empty: the server will not read the"
             " edge's X-Forwarded-Proto (list the edge's address there)",
+            err=True,
+        )
+    if user is None and os.geteuid() == 0:
+        click.echo(
+            "warning: no --user: nginx's workers run as its default user, which cannot re-read"
+            " edge.keys (0600) when the server rewrites it",
             err=True,
         )
     click.echo(f"wrote {rendered.conf} and {rendered.keys}")

@@ -114,6 +114,9 @@ class ExchangeConfig(ExchangeSettings, Table, frozen=True):
     user_lists: tuple[UserList, ...] = ()
     publishers: tuple[Publisher, ...] = ()
     credentials: tuple[Credential, ...] = ()  # buyers' API credentials, as token hashes
+    # the edge's directory (`cookiematch edge render --out`): the server keeps its snapshot
+    # of buyers current and collects the match tags it answered (docs/edge.md); None: no edge
+    edge_dir: str | None = None
 
     def problems(self) -> Problems:
         found: Problems = []

@@ -12,11 +12,11 @@ this module, never a master secret.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cookiematch.config.schema import ExchangeConfig
 from cookiematch.exchange.consent import store_and_sync_allowed
-from cookiematch.exchange.model import Buyer
+from cookiematch.exchange.model import Buyer, Enforcement
 from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.privacy.signals import SILENT
 from cookiematch.protocol.gid_redirect import GidRedirect
@@ -30,9 +30,10 @@ Pieces = tuple[list[str], list[str], list[str]]
 
 @dataclass(frozen=True, slots=True)
 class EdgeBuyer:
-    """One buyer as the edge answers it (key version ``cver``)."""
+    """One buyer as the edge answers it, with its gids of key version ``cver``."""
 
     nid: str
+    cver: int
     enc_key: bytes
     mac_key: bytes
     http: Pieces
@@ -43,16 +44,21 @@ class EdgeBuyer:
 
 
 def edge_buyers(
-    exchange: ExchangeConfig, policy: PrivacyPolicy
+    buyers: Iterable[Buyer],
+    *,
+    cipher: UserIdCipher,
+    policy: PrivacyPolicy,
+    extras_first: bool,
+    enforcement: Enforcement,
 ) -> tuple[list[EdgeBuyer], dict[str, str]]:
-    """The buyers of ``exchange`` the edge answers, and for each other buyer why not."""
-    cipher = UserIdCipher(exchange.key_secrets())
-    cver = cipher.current_version
+    """The ``buyers`` the edge answers, and for each other one why not (``enforcement``: the
+    exchange's rules, for a buyer without its own)."""
     answered: list[EdgeBuyer] = []
     left: dict[str, str] = {}
-    for buyer in exchange.buyers:
-        reason = _left_to_server(exchange, buyer, policy)
-        redirect = GidRedirect.prepare(buyer.redirect_url, cver, extras_first=exchange.extras_first)
+    for buyer in buyers:
+        cver = cipher.version_for(buyer.key_version)
+        reason = _left_to_server(buyer, enforcement, policy)
+        redirect = GidRedirect.prepare(buyer.redirect_url, cver, extras_first=extras_first)
         if reason is None and redirect is None:
             reason = "its redirect URL is rendered by the general path"
         if reason is not None or redirect is None:
@@ -61,6 +67,7 @@ def edge_buyers(
         answered.append(
             EdgeBuyer(
                 buyer.nid,
+                cver,
                 cipher.derive_key(cver, "enc", buyer.nid),
                 cipher.derive_key(cver, "mac", buyer.nid),
                 redirect.pieces("http"),
@@ -70,12 +77,12 @@ def edge_buyers(
     return answered, left
 
 
-def _left_to_server(exchange: ExchangeConfig, buyer: Buyer, policy: PrivacyPolicy) -> str | None:
+def _left_to_server(buyer: Buyer, enforcement: Enforcement, policy: PrivacyPolicy) -> str | None:
     if not store_and_sync_allowed(policy, SILENT, buyer.gvl_vendor_id):
         return "the privacy policy does not allow store_id and sync without a signal"
     if buyer.max_match_tags_per_second is not None:
         return "its match tags are under a rate (max_match_tags_per_second)"
-    rules = buyer.enforcement if buyer.enforcement is not None else exchange.enforcement
+    rules = buyer.enforcement if buyer.enforcement is not None else enforcement
     if "throttle" in (*rules.on_frequency_cap_violations, *rules.on_low_response_rate):
         return "enforcement may throttle its match tags"
     return None

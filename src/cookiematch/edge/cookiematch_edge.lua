@@ -1,9 +1,10 @@
 -- cookiematch's edge: the pure cookie match answered in nginx (docs/edge.md).
 --
--- Rendered beside nginx.conf by `cookiematch edge render`. `init(path)` reads the key file
+-- Rendered beside nginx.conf by `cookiematch edge render`. `init(path)` reads the snapshot
 -- (in nginx's master, before the workers start); `pixel()` runs in /pixel's access phase and
--- either answers the match tag's common case with its 302 or returns, and nginx proxies the
--- request to cookiematch unchanged. It answers exactly what the Python flat path answers
+-- either answers the match tag's common case with its 302 (and sets $cm_match, the line the
+-- matches log gets: "<nid> <cver> <gid>") or returns, and nginx proxies the request to
+-- cookiematch unchanged. It answers exactly what the Python flat path answers
 -- (src/cookiematch/web/exchange/direct_pixel.py, protocol/common_tag.py, protocol/cookies.py,
 -- protocol/userid.py, protocol/gid_redirect.py), only more conservatively: whatever it is not
 -- sure of (non-ASCII text, control characters, a privacy signal, an unknown buyer...) goes to
@@ -56,8 +57,10 @@ for b = 0, 255 do
 end
 local ID_LAST = { [65] = true, [81] = true, [103] = true, [119] = true } -- A Q g w
 
-local settings -- the key file's constants
-local buyers = {} -- nid -> { aes, inner, outer, http = {bare, before, after}, https = ... }
+local snapshot_path -- the snapshot, re-read when its version changes
+local checked_at = 0 -- when this worker last looked at its version
+local settings -- the snapshot's constants
+local buyers = {} -- nid -> { cver, aes, inner, outer, http = {bare, before, after}, https }
 
 local function unhex(text)
     return (gsub(text, "%x%x", function(h) return char(tonumber(h, 16)) end))
@@ -96,22 +99,24 @@ local function hmac_pad(key, pad)
 end
 
 local function new_buyer(fields)
-    local enc, mac = unhex(fields[3]), unhex(fields[4])
+    local enc, mac = unhex(fields[4]), unhex(fields[5])
     local aes = ffi.new("cm_AES_KEY")
     if #enc ~= 32 or crypto.AES_set_encrypt_key(enc, 256, aes) ~= 0 then
         error("cookiematch edge: bad key for buyer " .. unhex(fields[2]))
     end
     return {
+        cver = assert(tonumber(fields[3])),
         aes = aes,
         inner = hmac_pad(mac, 0x36),
         outer = hmac_pad(mac, 0x5c),
-        http = { hex_list(fields[5]), hex_list(fields[6]), hex_list(fields[7]) },
-        https = { hex_list(fields[8]), hex_list(fields[9]), hex_list(fields[10]) },
+        http = { hex_list(fields[6]), hex_list(fields[7]), hex_list(fields[8]) },
+        https = { hex_list(fields[9]), hex_list(fields[10]), hex_list(fields[11]) },
     }
 end
 
--- Read the key file (format: src/cookiematch/edge/render.py): tab-separated, hex fields.
-function M.init(path)
+-- Read the snapshot (format: src/cookiematch/edge/snapshot.py): tab-separated, hex fields;
+-- only a whole one (its `end` line repeats its `version`) is taken, else this raises.
+local function load(path)
     local file = assert(io.open(path, "r"))
     local loaded, seen = {}, {}
     for line in file:lines() do
@@ -124,6 +129,8 @@ function M.init(path)
         end
     end
     file:close()
+    local version = assert(seen.version, "no version")[2]
+    assert(seen["end"] and seen["end"][2] == version, "an incomplete snapshot")
     local limits, names = assert(seen.limits), {}
     for _, name in ipairs(hex_list(assert(seen.privacy)[2])) do
         names[name] = "privacy"
@@ -137,8 +144,51 @@ function M.init(path)
         max_cookie = tonumber(limits[4]),
         cookie_name = unhex(assert(seen.cookie)[2]),
         names = names,
+        version = version,
     }
     buyers = loaded
+end
+
+function M.init(path)
+    snapshot_path = path
+    load(path)
+end
+
+local function version_of(path) -- the snapshot's `version` line, or nil
+    local file = assert(io.open(path, "r")) -- unreadable: not given to nginx's user?
+    local version
+    for line in file:lines() do
+        local fields = split(line, "\t")
+        if fields[1] == "version" then
+            version = fields[2]
+            break
+        elseif sub(fields[1], 1, 1) ~= "#" then
+            break
+        end
+    end
+    file:close()
+    return version
+end
+
+-- At most once a second per worker: reload the snapshot if its version changed. The server
+-- replaces the file atomically; a file that does not load (incomplete, unreadable) leaves
+-- the buyers loaded before, and is tried again a second later.
+local function refresh()
+    local now = ngx.now()
+    if now - checked_at < 1 then
+        return
+    end
+    checked_at = now
+    local ok, err = pcall(function()
+        local version = version_of(snapshot_path)
+        if version and version ~= settings.version then
+            load(snapshot_path)
+            ngx.log(ngx.INFO, "cookiematch edge: snapshot ", version, " loaded")
+        end
+    end)
+    if not ok then
+        ngx.log(ngx.ERR, "cookiematch edge: the snapshot was not reloaded: ", err)
+    end
 end
 
 local function gid(buyer, browser_id)
@@ -344,6 +394,7 @@ local function locate()
         return nil
     end
     local g = gid(buyer, id)
+    ngx_var.cm_match = nid .. " " .. buyer.cver .. " " .. g -- logged once answered
     if #extras == 0 then
         return concat(shape[1], g)
     end
@@ -353,12 +404,13 @@ end
 -- /pixel's access phase: answer the common case, or return and let nginx proxy. A failure
 -- here is logged and the request proxied: the browser never sees an error of the edge's.
 function M.pixel()
+    refresh()
     local ok, location = pcall(locate)
-    if not ok then
-        ngx.log(ngx.ERR, "cookiematch edge: ", location, "; proxied")
-        return
-    end
-    if not location then
+    if not ok or not location then
+        if not ok then
+            ngx.log(ngx.ERR, "cookiematch edge: ", location, "; proxied")
+        end
+        ngx_var.cm_match = "" -- the server answers it, and counts it
         return
     end
     ngx.status = 302

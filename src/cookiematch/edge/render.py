@@ -3,38 +3,41 @@
 The output directory holds
 
 - ``nginx.conf`` (from ``nginx.conf.in``): the Lua module loaded from Debian's
-  ``libnginx-mod-http-lua``, ``/pixel`` tried in Lua first, everything else proxied to the
-  server's listener with ``X-Forwarded-For`` and ``X-Forwarded-Proto``;
+  ``libnginx-mod-http-lua``, a ``/pixel`` that may be a pure cookie match (a ``map`` on the
+  method and the query's parameter names) tried in Lua first, everything else proxied to the
+  server's listener (kept-alive connections) with ``X-Forwarded-For`` and
+  ``X-Forwarded-Proto``;
 - ``cookiematch_edge.lua``, copied from this package;
-- ``edge.keys`` (mode 0600): one line per answered buyer with its derived per-buyer keys and
-  its redirect split at the gid, and the constants the Lua reads a match tag with. Lines are
-  tab-separated; text fields are hex (lists of them joined by ``,``), so nothing in the file
-  needs quoting;
-- ``logs/`` and ``tmp/`` for nginx (``nginx -p OUT -c OUT/nginx.conf -e OUT/logs/error.log``).
+- ``edge.keys`` (mode 0600, ``edge/snapshot.py``): the snapshot of the answered buyers, with
+  their derived per-buyer keys and their redirects split at the gid, and the constants the
+  Lua reads a match tag with; the server rewrites it when its buyers change (``[exchange]
+  edge_dir``);
+- ``logs/`` and ``tmp/`` for nginx (``nginx -p OUT -c OUT/nginx.conf -e OUT/logs/error.log``);
+  ``logs/matches.log`` has one line per match tag the edge answered (``edge/matches.py``).
+
+``user`` (``--user``) is the account nginx's workers run as (nginx's ``user`` directive, for a
+master started as root): the snapshot is given to it, since the workers re-read it.
 """
 
 from __future__ import annotations
 
-import os
+import pwd
+import re
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
 from cookiematch.config.schema import Config, ExchangeConfig
-from cookiematch.edge.buyers import EdgeBuyer, edge_buyers
+from cookiematch.edge.buyers import edge_buyers
+from cookiematch.edge.layout import CONF_FILE, KEYS_FILE, LOGS_DIR, LUA_MODULE, MATCHES_LOG
+from cookiematch.edge.snapshot import snapshot_text, write_snapshot
 from cookiematch.errors import ConfigError
 from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.protocol.common_tag import OTHER_OPERATIONS
-from cookiematch.protocol.cookies import MAX_COOKIE_HEADER_BYTES
-from cookiematch.protocol.matchtag import MAX_EXTRAS_BYTES
 from cookiematch.protocol.privacy import PRIVACY_PARAMS
-from cookiematch.protocol.query import MAX_QUERY_BYTES
+from cookiematch.protocol.userid import UserIdCipher
 
-__all__ = ["LUA_MODULE", "Rendered", "render"]
-
-LUA_MODULE = "cookiematch_edge.lua"
-KEYS_FILE = "edge.keys"
-CONF_FILE = "nginx.conf"
+__all__ = ["Rendered", "render"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,7 @@ def render(
     workers: str = "auto",
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
+    user: str | None = None,
 ) -> Rendered:
     """Write the edge for ``config``'s exchange into ``out`` (created when missing)."""
     exchange = config.exchange
@@ -62,16 +66,31 @@ def render(
         raise ConfigError("the edge fronts the exchange: the configuration has no [exchange]")
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("TLS at the edge needs both a certificate and its key")
-    buyers, left = edge_buyers(exchange, PrivacyPolicy(config.privacy.settings()))
+    owner = None
+    if user is not None:
+        try:
+            account = pwd.getpwnam(user)
+        except KeyError:
+            raise ConfigError(f"--user {user!r}: no such user") from None
+        owner = (account.pw_uid, account.pw_gid)
+    buyers, left = edge_buyers(
+        exchange.buyers,
+        cipher=UserIdCipher(exchange.key_secrets()),
+        policy=PrivacyPolicy(config.privacy.settings()),
+        extras_first=exchange.extras_first,
+        enforcement=exchange.enforcement,
+    )
     out = out.resolve()
-    for sub in ("logs", "tmp"):
+    for sub in (LOGS_DIR, "tmp"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     keys = out / KEYS_FILE
-    _write_private(keys, _keys_text(exchange, buyers))
+    write_snapshot(keys, snapshot_text(exchange.cookie_name, buyers), owner=owner)
     (out / LUA_MODULE).write_bytes(files(__package__).joinpath(LUA_MODULE).read_bytes())
     conf = out / CONF_FILE
     conf.write_text(
-        _conf_text(exchange, out, listen=listen, workers=workers, cert=tls_cert, key=tls_key)
+        _conf_text(
+            exchange, out, listen=listen, workers=workers, cert=tls_cert, key=tls_key, user=user
+        )
     )
     return Rendered(conf, keys, [b.nid for b in buyers], left)
 
@@ -93,6 +112,7 @@ def _conf_text(
     workers: str,
     cert: Path | None,
     key: Path | None,
+    user: str | None,
 ) -> str:
     tls = ""
     if cert is not None and key is not None:
@@ -108,42 +128,9 @@ def _conf_text(
         ("@LISTEN@", listen),
         ("@SSL@", " ssl" if tls else ""),
         ("@TLS@", tls),
+        ("@USER@", f"user {user};\n" if user is not None else ""),
+        ("@MATCHES_LOG@", str(out / MATCHES_LOG)),
+        ("@OTHER_NAMES@", "|".join(map(re.escape, sorted({*OTHER_OPERATIONS, *PRIVACY_PARAMS})))),
     ):
         text = text.replace(name, value)
     return text
-
-
-def _hex(text: str) -> str:
-    return text.encode().hex()
-
-
-def _hex_list(texts: list[str] | tuple[str, ...]) -> str:
-    return ",".join(_hex(t) for t in texts)
-
-
-def _keys_text(exchange: ExchangeConfig, buyers: list[EdgeBuyer]) -> str:
-    lines = [
-        "# cookiematch edge: derived per-buyer keys (no master secret); readable by nginx only",
-        f"limits\t{MAX_QUERY_BYTES}\t{MAX_EXTRAS_BYTES}\t{MAX_COOKIE_HEADER_BYTES}",
-        f"cookie\t{_hex(exchange.cookie_name)}",
-        f"privacy\t{_hex_list(PRIVACY_PARAMS)}",
-        f"operations\t{_hex_list(sorted(OTHER_OPERATIONS))}",
-    ]
-    for buyer in buyers:
-        fields = ["buyer", _hex(buyer.nid), buyer.enc_key.hex(), buyer.mac_key.hex()]
-        fields += [_hex_list(p) for p in buyer.http]
-        fields += [_hex_list(p) for p in buyer.https]
-        lines.append("\t".join(fields))
-    return "\n".join(lines) + "\n"
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` created 0600 (never readable by others, even for a moment)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -257,7 +257,7 @@ class AdService:
     ) -> User:
         if browser_id is None:
             return User(consent=consent)
-        version = self._cipher.current_version
+        version = self._cipher.version_for(buyer.key_version)
         ext: dict[str, object] = {"cookie_version": version, "cookie_age_seconds": max(0, age)}
         if lists:
             ext["user_lists"] = sorted(lists)

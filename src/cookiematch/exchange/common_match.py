@@ -97,7 +97,7 @@ class CommonMatch:
         return location
 
     def _prepare(self, buyer: Buyer) -> _Prepared:
-        cver = self._cipher.current_version
+        cver = self._cipher.version_for(buyer.key_version)
         prepared = _Prepared(
             buyer,
             store_and_sync_allowed(self._policy, SILENT, buyer.gvl_vendor_id),

@@ -159,7 +159,7 @@ class CookieMatchService:
             )
         gid = cver = None
         if request.cookie_match:
-            cver = self._cipher.current_version
+            cver = self._cipher.version_for(buyer.key_version)
             gid = self._cipher.encrypt(browser_id, buyer.nid, cver)
             if self._monitor is not None:  # frequency-capping monitoring, off the hot path
                 self._monitor.gid_issued(buyer.nid, browser_id, new_cookie=request.cookie_test)

@@ -18,6 +18,7 @@ from cookiematch.errors import InvalidURL
 from cookiematch.formats import CookieDomain, CookieName, Nid, PositiveInt, VendorId
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.url import parse_absolute_url
+from cookiematch.protocol.userid import MAX_KEY_VERSION
 from cookiematch.secret import Secret
 
 MAX_LIST_ID = 2**63 - 1
@@ -25,6 +26,7 @@ MAX_USER_LISTS_PER_BUYER = 1000  # the default of [exchange] max_user_lists_per_
 MIN_WEBHOOK_SECRET_LENGTH = 16
 
 Rate = Annotated[float, msgspec.Meta(gt=0)]
+KeyVersion = Annotated[int, msgspec.Meta(ge=0, le=MAX_KEY_VERSION)]
 ListId = Annotated[int, msgspec.Meta(gt=0, le=MAX_LIST_ID)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
@@ -67,6 +69,9 @@ class Buyer(Strict, frozen=True):
     gvl_vendor_id: VendorId | None = None  # its IAB GVL vendor ID, for the privacy policy
     optout_webhook_url: str | None = None  # signed opt-out notices are POSTed here
     optout_webhook_secret: Secret | None = None  # their HMAC-SHA256 key; never shown
+    # the [[exchange.keys]] version of its new gids; None (or a version not configured): the
+    # newest. Changing it rotates the buyer's keys.
+    key_version: KeyVersion | None = None
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, message) for each rule between this buyer's fields that it breaks."""

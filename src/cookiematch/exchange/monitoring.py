@@ -220,9 +220,14 @@ class BuyerMonitor:
 
     # -- hooks of the Cookie Matching Service ------------------------------------------
 
-    def gid_issued(self, nid: str, browser_id: bytes, *, new_cookie: bool = False) -> None:
-        """A match tag redirected a gid to ``nid``: count it, record the frequency check."""
-        at = int(self._clock())
+    def gid_issued(
+        self, nid: str, browser_id: bytes, *, new_cookie: bool = False, at: int | None = None
+    ) -> None:
+        """A match tag redirected a gid to ``nid``: count it, record the frequency check.
+        ``at``: when (unix seconds), for a match tag answered elsewhere (the edge); now by
+        default."""
+        if at is None:
+            at = int(self._clock())
         self._count_at(nid, Count.MATCH_TAGS, at)
         if not self._checks.record(nid, browser_id, at, new_cookie=new_cookie):
             self._count_at(nid, Count.CHECKS_DROPPED, at)

@@ -118,7 +118,7 @@ class PixelMatcher:
         chosen = allowed[min(int(self._random() * len(allowed)), len(allowed) - 1)]
         assert chosen.push_url is not None
         now = int(self._clock())
-        version = self._cipher.current_version
+        version = self._cipher.version_for(chosen.key_version)
         params = ResponseParams(
             gid=self._cipher.encrypt(browser_id, chosen.nid, version),
             cver=version,

@@ -126,6 +126,11 @@ class UserIdCipher:
     def has_version(self, version: int) -> bool:
         return version in self._keys
 
+    def version_for(self, pinned: int | None) -> int:
+        """The key version of a buyer's new gids: ``pinned`` (its ``key_version``) when it is
+        a configured version, the current one otherwise."""
+        return pinned if pinned is not None and pinned in self._keys else self._current
+
     def derive_key(self, version: int, purpose: str, nid: str) -> bytes:
         """HKDF-SHA256 sub-key of key ``version`` for a purpose ("enc", "mac", "push")."""
         if purpose not in PURPOSES:

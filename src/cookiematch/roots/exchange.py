@@ -11,7 +11,9 @@ with the queue of opt-out notices) and the notices' delivery with its transport,
 subjects, enforcement, buyers' credentials, which it also accepts), the console
 (``/console``, with its time series) and ``/metrics`` (with the privacy policy's decisions);
 the background tasks (registry refresh, monitoring, rate-limit sync, enforcement, notice
-delivery, table sizes, user-list change counts, console series). Everything is closed,
+delivery, table sizes, user-list change counts, console series). With ``edge_dir``, the edge's
+snapshot of the buyers, rewritten after each registry refresh (``edge/live.py``), and the
+collector of the match tags the edge answered (``edge/matches.py``). Everything is closed,
 pending writes flushed, in the shutdown hook.
 
 ``subject_data(config, store)`` is the CLI's access and erasure (``roots/subjects.py``): the
@@ -26,8 +28,11 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from cookiematch.config import Config, ExchangeConfig
+from cookiematch.edge.live import LiveSnapshot
+from cookiematch.edge.matches import EdgeMatches
 from cookiematch.errors import ConfigError
 from cookiematch.exchange.ad_service import AdService
 from cookiematch.exchange.auction import Auction
@@ -81,6 +86,7 @@ __all__ = ["ExchangeServer", "app", "exchange_subjects", "subject_data"]
 log = logging.getLogger(__name__)
 
 REGISTRY_REFRESH_SECONDS = 2.0
+EDGE_COLLECT_SECONDS = 0.5
 OPERATOR = "cookiematch exchange"  # how the opt-out page names the exchange
 
 
@@ -155,6 +161,7 @@ class ExchangeServer(RoleServer):
         self.service: CookieMatchService | None = None
         self.transport: BidTransport | None = None
         self.notice_transport: NoticeTransport | None = None
+        self.edge_matches: EdgeMatches | None = None
 
     async def build(self, store: Store) -> None:
         settings, app = self.settings, self.app
@@ -306,9 +313,29 @@ class ExchangeServer(RoleServer):
             authenticate=authenticator(registry),
             max_user_lists_per_buyer=settings.max_user_lists_per_buyer,
         )
+        refresh = registry.refresh
+        if self.exchange.edge_dir is not None:
+            snapshot = LiveSnapshot(
+                Path(self.exchange.edge_dir),
+                cipher=self.cipher,
+                policy=self.policy,
+                extras_first=settings.extras_first,
+                enforcement=settings.enforcement,
+                cookie_name=settings.cookie_name,
+                limited=enforcer.limits_match_tags,
+            )
+            snapshot.update(registry.buyers())
+
+            async def refresh() -> None:  # ... and the edge's snapshot of them
+                await registry.refresh()
+                try:
+                    snapshot.update(registry.buyers())
+                except (OSError, ConfigError):
+                    log.exception("writing the edge's snapshot failed; the edge keeps its last")
+
         self.every(  # admin changes made through other workers
             REGISTRY_REFRESH_SECONDS,
-            registry.refresh,
+            refresh,
             "refreshing buyers and user lists failed; keeping the last view",
         )
         self.run(monitor.run(lambda: [b.nid for b in registry.buyers() if b.pixel_matching]))
@@ -319,6 +346,28 @@ class ExchangeServer(RoleServer):
         self.run(sizes.run())
         self.every(series.poll_seconds, series.tick, SERIES_FAILED)
         self.collect(metrics.TableSizesCollector(sizes))
+        if self.exchange.edge_dir is not None:
+            self.edge(Path(self.exchange.edge_dir), monitor)
+
+    def edge(self, directory: Path, monitor: BuyerMonitor) -> None:
+        """Collect the match tags the edge in ``directory`` answered (``edge/matches.py``):
+        monitored and counted as those this server answers."""
+        collector = self.edge_matches = EdgeMatches(
+            directory, UserIdCipher(self.exchange.key_secrets())
+        )
+
+        async def collect() -> None:
+            while True:
+                read = await asyncio.to_thread(collector.step)
+                for nid, browser_id, at in read.matches:
+                    monitor.gid_issued(nid, browser_id, at=at)
+                metrics.count_edge_matches((m[0] for m in read.matches), read.unreadable)
+                if not read.more:
+                    return
+
+        self.every(
+            EDGE_COLLECT_SECONDS, collect, "collecting the edge's match tags failed; retrying"
+        )
 
     async def close(self) -> None:
         if self.transport is not None:
@@ -331,6 +380,8 @@ class ExchangeServer(RoleServer):
             await self.monitor.close()
         if self.list_changes is not None:
             await self.list_changes.close()
+        if self.edge_matches is not None:
+            self.edge_matches.close()
 
 
 def app() -> App:

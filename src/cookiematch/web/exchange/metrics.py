@@ -3,7 +3,8 @@ up over the server's workers: ``web/counters.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -18,9 +19,19 @@ from cookiematch.web.counters import LabelledCounter, LabelledGauge
 PIXEL_OUTCOMES = LabelledCounter(
     "cookiematch_pixel_outcomes",
     "Match tags answered, by buyer and outcome (redirect, error_<code>, error_1_privacy,"
-    " set_cookie, push, push_not_stored, push_replayed, limited)",
+    " set_cookie, push, push_not_stored, push_replayed, limited; edge_redirect: answered by"
+    " the edge, edge_unreadable: a line of the edge's matches log that did not read)",
     ("nid", "outcome"),
 )
+
+
+def count_edge_matches(matches: Iterable[str], unreadable: Iterable[str]) -> None:
+    """The match tags the edge answered (by nid) and its log lines that did not read."""
+    for outcome, nids in (("edge_redirect", matches), ("edge_unreadable", unreadable)):
+        for nid, n in Counter(nids).items():
+            PIXEL_OUTCOMES.inc((nid, outcome), n)
+
+
 BAD_REQUESTS = LabelledCounter(
     "cookiematch_bad_requests",
     "Browser requests answered 400, by reason",
