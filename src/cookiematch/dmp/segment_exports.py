@@ -293,6 +293,7 @@ class SegmentExports:
             destination.id, segment, destination.partner,
             None if vendor is None else vendor_party(vendor),
             full=mode is Mode.FULL, now=now, due_before=now - state.ttl / 2,
+            membership_ttl=runs.memberships.ttl,
         )  # fmt: skip
         erased = await state.removals()
         async with runs.engine(wait=EXPORT_WAIT) as engine:
@@ -367,11 +368,13 @@ class SegmentExports:
         name = f"exported:{state.destination}:{state.segment}"
         if await asyncio.to_thread(engine.checkpoint, name) is not None:
             return
-        sent: dict[str, str] = {}
+        seeded = Delivered(added_at=[])
         for shard in range(keys.SHARDS):
-            sent.update(await state.shard(shard))
-        if sent:
-            seeded = Delivered(added=list(sent.items()))
+            for uid, (raw, remaining) in (await state.shard_entries(shard)).items():
+                seeded.added.append((uid, raw.decode()))
+                # as written then; an entry without a lifetime is due a fresh one at once
+                seeded.added_at.append(0.0 if remaining is None else now + remaining - state.ttl)
+        if seeded.added:
             await asyncio.to_thread(
                 engine.commit_export, state.destination, state.segment, seeded, now
             )

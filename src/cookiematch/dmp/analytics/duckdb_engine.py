@@ -425,9 +425,14 @@ class DuckDBEngine:
                 )
             if added:
                 db.execute(
-                    f"""INSERT INTO {EXPORTED}
-                    SELECT $1, $2, unnest($3::VARCHAR[]), unnest($4::VARCHAR[]), $5""",
-                    [*pair, [uid for uid, _ in added], [id_ for _, id_ in added], at],
+                    f"""INSERT INTO {EXPORTED} SELECT $1, $2, unnest($3::VARCHAR[]),
+                        unnest($4::VARCHAR[]), unnest($5::DOUBLE[])""",
+                    [
+                        *pair,
+                        [uid for uid, _ in added],
+                        [id_ for _, id_ in added],
+                        delivered.added_at or [at] * len(added),
+                    ],
                 )
             if kept:
                 db.execute(

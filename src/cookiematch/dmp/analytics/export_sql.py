@@ -5,9 +5,9 @@ before (``exported``).
     exported   (destination, segment, profile, sent_id, sent_at)
                the members a destination was last sent, with the ID each was sent under
 
-The current members (``CURRENT``): each membership of the segment, its ID for the destination
-(the partner's, from the live syncs; the DMP uid when the destination takes DMP uids; NULL when
-unmatched) and whether its consent marks allow the destination's vendor (as
+The current members (``CURRENT``): each membership of the segment not lapsed, its ID for the
+destination (the partner's, from the live syncs; the DMP uid when the destination takes DMP
+uids; NULL when unmatched) and whether its consent marks allow the destination's vendor (as
 ``dmp.consent.allows``: no live mark at all, or both the DMP cookie's and the vendor's marks
 valid consents). The delta (``DELTA``) against what was sent, by anti-joins:
 
@@ -46,6 +46,7 @@ RANKS = {ERASED: 0, REMOVE: 1, ADD: 2, KEEP: 3}
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
 
+NEVER = -1.0  # a time before any membership was written: none has lapsed
 NO_PARTY = ""  # a destination without a vendor ID, or one taking DMP uids (no partner)
 
 
@@ -63,6 +64,7 @@ class ExportTarget:
     full: bool
     now: float
     due_before: float
+    membership_ttl: float | None = None  # a membership written longer ago has lapsed
 
     def params(self) -> dict[str, object]:
         return {
@@ -75,6 +77,9 @@ class ExportTarget:
             "max_age": CONSENT_MAX_AGE,
             "full": self.full,
             "due_before": self.due_before,
+            "lapsed_before": NEVER
+            if self.membership_ttl is None
+            else self.now - self.membership_ttl,
         }
 
 
@@ -94,9 +99,11 @@ class ExportCounts:
 class Delivered:
     """What a destination answered of a delta: ``added`` (uid, ID) accepted, ``dropped`` uids
     whose removes it answered, ``kept`` uids still sent (a fresh record), ``erased`` IDs of
-    the removal list it answered."""
+    the removal list it answered. ``added_at``: when each of ``added`` was sent, if not at the
+    commit's time (records carried over from the key-value store)."""
 
     added: list[tuple[str, str]] = field(default_factory=list)
+    added_at: list[float] | None = None
     dropped: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     erased: list[str] = field(default_factory=list)
@@ -165,7 +172,8 @@ SELECT m.profile,
   FROM {MEMBERSHIPS} m
   LEFT JOIN marks g ON g.profile = m.profile
   LEFT JOIN ids i ON i.profile = m.profile
- WHERE m.segment = :segment"""
+ WHERE m.segment = :segment
+   AND (m.written_at IS NULL OR m.written_at > :lapsed_before)"""
 """The current members of the segment: (profile, id, allowed)."""
 
 _SENT = f"""(SELECT profile, sent_id, sent_at FROM {EXPORTED}

@@ -524,7 +524,11 @@ class SparkEngine:
                 "sent_at", F.when(F.col("fresh"), F.lit(at)).otherwise(F.col("sent_at"))
             )
         columns = [f.name for f in SCHEMAS[EXPORTED]]
-        rows = [(destination, segment, uid, id_, at) for uid, id_ in added]
+        times = delivered.added_at or [at] * len(added)
+        rows = [
+            (destination, segment, uid, id_, float(when))
+            for (uid, id_), when in zip(added, times, strict=True)
+        ]
         new = spark.createDataFrame(rows, ddl(SCHEMAS[EXPORTED]))
         self._rewrite(EXPORTED, others.select(columns).unionAll(ours.select(columns)).unionAll(new))
 
