@@ -368,12 +368,13 @@ class SegmentExports:
         name = f"exported:{state.destination}:{state.segment}"
         if await asyncio.to_thread(engine.checkpoint, name) is not None:
             return
-        seeded = Delivered(added_at=[])
+        written: list[float] = []
+        seeded = Delivered(added_at=written)
         for shard in range(keys.SHARDS):
             for uid, (raw, remaining) in (await state.shard_entries(shard)).items():
                 seeded.added.append((uid, raw.decode()))
                 # as written then; an entry without a lifetime is due a fresh one at once
-                seeded.added_at.append(0.0 if remaining is None else now + remaining - state.ttl)
+                written.append(0.0 if remaining is None else now + remaining - state.ttl)
         if seeded.added:
             await asyncio.to_thread(
                 engine.commit_export, state.destination, state.segment, seeded, now
