@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from duckdb.sqltypes import BIGINT, VARCHAR
 
+from cookiematch.dmp import keys
 from cookiematch.dmp.analytics.columns import COLUMNS, table_columns
 from cookiematch.dmp.analytics.engine import CHANGES, JOIN, LEAVE, MATCHED, REFRESH, MembershipDiff
 from cookiematch.dmp.analytics.export_sql import (
@@ -21,8 +23,8 @@ from cookiematch.dmp.analytics.export_sql import (
     EXPORT_DELTA,
     EXPORT_ERASED,
     LINE_PARAMS,
-    ROWS,
     SENT,
+    SHARD_FUNCTION,
     Delivered,
     ExportCounts,
     ExportRow,
@@ -149,6 +151,7 @@ class DuckDBEngine:
         if settings.threads is not None:
             self._db.execute(f"SET threads = {int(settings.threads)}")
         self._db.execute(SCHEMA)
+        self._db.create_function(SHARD_FUNCTION, keys.shard_of, [VARCHAR], BIGINT)
 
     def setting(self, name: str) -> str:
         """A DuckDB setting's current value (``memory_limit``, ``temp_directory``, ...)."""
@@ -387,7 +390,8 @@ class DuckDBEngine:
         return ExportCounts(int(members), int(no_consent), int(unmatched), int(unchanged), actions)
 
     def export_rows(self, batch: int) -> Iterator[list[ExportRow]]:
-        cursor = self._db.execute(ROWS)  # nothing else on the connection while it is read
+        # nothing else on the connection while the cursor is read
+        cursor = self._db.execute(EXPORT_SQL.rows())
         while rows := cursor.fetchmany(batch):
             yield [(action, profile, id_) for action, profile, id_ in rows]
 

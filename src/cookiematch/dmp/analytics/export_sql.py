@@ -20,11 +20,12 @@ valid consents). The delta (``DELTA``) against what was sent, by anti-joins:
 A destination's erased browsers (the removal list of the key-value store, ``EXPORT_ERASED``)
 join the delta as ``erased`` removes, named by their destination ID alone; a sent member with
 the same ID is not removed twice, and once the destination answered, what it was sent under
-that ID is forgotten (``Delivered.erased``). Rows come out ``RANKS``' order:
-erased, remove, add, keep; then by ID.
+that ID is forgotten (``Delivered.erased``). Ranks (``RANKS``): erased, remove, add, keep. Rows
+come out by rank, then by the key-value store's shard of the uid (so that what a batch records
+there falls in few of its maps), then by ID: the same order on both engines.
 
 The statements are written once with ``:name`` parameters; ``Dialect`` holds what the two
-engines write differently (DuckDB's ``$name``, a JSON line).
+engines write differently (DuckDB's ``$name``, a JSON line, the shard's function).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 
 from cookiematch.dmp.analytics.tables import CONSENT, EXPORTED, MEMBERSHIPS, SYNCS
 from cookiematch.dmp.consent import CONSENT_MAX_AGE, HOST
+from cookiematch.dmp.keys import SHARDS
 
 EXPORT_CURRENT = "export_current"  # (profile, id, allowed) of the pending delta
 EXPORT_DELTA = "export_delta"  # (rank, action, profile, id) of the pending delta
@@ -116,10 +118,18 @@ ExportRow = tuple[str, str, str]
 class Dialect:
     """What the engines write differently in these statements."""
 
-    def __init__(self, name: str, marker: str, json_line: str) -> None:
+    def __init__(self, name: str, marker: str, json_line: str, shard: str) -> None:
         self.name = name
         self._marker = marker
         self._json_line = json_line
+        self._shard = shard
+
+    def rows(self) -> str:
+        """The pending delta's rows (action, profile, id), in ``RANKS``' order, then by the
+        key-value store's shard of the uid (``keys.shard_of``: what a batch records falls in
+        few of the store's maps), then by ID."""
+        shard = self._shard.format(column="profile")
+        return f"SELECT action, profile, id FROM {EXPORT_DELTA} ORDER BY rank, {shard}, id, profile"
 
     def sql(self, template: str) -> str:
         """``template`` with its ``:name`` parameters in this dialect's markers."""
@@ -153,8 +163,17 @@ LINE_PARAMS = {"cr": "%\r%", "lf": "%\n%"}
 """The parameters of ``Dialect.lines``: a carriage return or line feed makes a CSV field
 quoted (as Python's ``csv`` module quotes it)."""
 
-DUCKDB = Dialect("duckdb", "$", "json_object('action', {action}, 'id', id)::VARCHAR")
-SPARK = Dialect("spark", ":", "to_json(named_struct('action', {action}, 'id', id))")
+SHARD_FUNCTION = "kv_shard"
+"""DuckDB's name of ``keys.shard_of`` (a Python function the engine registers)."""
+
+DUCKDB = Dialect(
+    "duckdb", "$", "json_object('action', {action}, 'id', id)::VARCHAR",
+    SHARD_FUNCTION + "({column})",
+)  # fmt: skip
+SPARK = Dialect(
+    "spark", ":", "to_json(named_struct('action', {action}, 'id', id))",
+    f"pmod(crc32({{column}}), {SHARDS})",  # keys.shard_of: CRC-32 of the UTF-8 bytes
+)  # fmt: skip
 
 _LIVE = "(expires_at IS NULL OR expires_at > :now)"
 _VALID = "(NOT refused AND tc_last_updated IS NOT NULL AND :now - tc_last_updated <= :max_age)"
@@ -208,6 +227,5 @@ SELECT count(*),
 """The delta's figures (``ExportCounts``' first four)."""
 
 ACTIONS = f"SELECT action, count(*) FROM {EXPORT_DELTA} GROUP BY action"
-ROWS = f"SELECT action, profile, id FROM {EXPORT_DELTA} ORDER BY rank, id, profile"
 SENT = f"""SELECT profile, sent_id FROM {EXPORTED}
  WHERE destination = :destination AND segment = :segment"""

@@ -44,7 +44,6 @@ from cookiematch.dmp.analytics.export_sql import (
     EXPORT_DELTA,
     EXPORT_ERASED,
     LINE_PARAMS,
-    ROWS,
     SENT,
     Delivered,
     ExportCounts,
@@ -473,7 +472,7 @@ class SparkEngine:
         return ExportCounts(int(members), int(no_consent), int(unmatched), int(unchanged), actions)
 
     def export_rows(self, batch: int) -> Iterator[list[ExportRow]]:
-        rows = self._spark.sql(ROWS).toLocalIterator()
+        rows = self._spark.sql(EXPORT_SQL.rows()).toLocalIterator()
         while chunk := list(itertools.islice(rows, batch)):
             yield [(r[0], r[1], r[2]) for r in chunk]
 
