@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/dmp_engine_bench.py [--profiles 100000] [--compare] [--from-store]
         [--memory-mb 1024] [--threads N] [--engine duckdb|spark]
+        [--exports MEMBERS [--exports-only]]
 
 Generates ``--profiles`` profiles with ``bench/dmp_segments_bench.py``'s generator (a DSP sync
 for half, three attributes and a few ingested events each, impression-pixel tallies for a
@@ -26,6 +27,15 @@ Parquet tables in the temporary directory, its memberships written to a second S
 with the same profiles (the generator's rows, or the rows loaded from SQLite), prints its
 figures in a column beside DuckDB's and compares the memberships both engines hold. Spark's
 start (the JVM) is timed apart; the peak RSS is the Python process's only.
+
+``--exports N`` (alone, or beside the above) measures a segment export of ``N`` members to an
+HTTP destination (batches of 1,000, signed, answered 200 at once by an in-process transport),
+in the partner's IDs: the key-value store's path (``SegmentExports`` without an engine) beside
+the engine's (DuckDB: its refresh of the profiles, the delta in SQL, the same batches), each to
+its own destination on the same SQLite store: the first export (every member new), a second
+(nothing changed), and one after 1% of the members left (their profiles marked changed). The
+engine's first full load of the profiles (what a recompute would have done before) is timed
+apart.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -51,15 +63,22 @@ from cookiematch.dmp.analytics.load import LoadContext, load_profiles, profile_r
 from cookiematch.dmp.analytics.recompute import recompute  # noqa: E402
 from cookiematch.dmp.analytics.refresh import LOADED_THROUGH, refresh  # noqa: E402
 from cookiematch.dmp.analytics.rows import ProfileRows  # noqa: E402
+from cookiematch.dmp.analytics.runs import EngineRuns  # noqa: E402
 from cookiematch.dmp.analytics.settings import ENGINES, AnalyticsSettings  # noqa: E402
 from cookiematch.dmp.analytics.tables import MEMBERSHIPS  # noqa: E402
+from cookiematch.dmp.change_marks import mark_writes  # noqa: E402
+from cookiematch.dmp.exports.model import Delivery, HttpDestination  # noqa: E402
+from cookiematch.dmp.keys import partners_key  # noqa: E402
 from cookiematch.dmp.lifetimes import MEMBERSHIP_TTL  # noqa: E402
+from cookiematch.dmp.matches import MatchTable, PartnerMatch  # noqa: E402
+from cookiematch.dmp.segment_exports import SegmentExports  # noqa: E402
 from cookiematch.dmp.segments import SegmentUpdater, StoredProfiles  # noqa: E402
-from cookiematch.dmp.segments.membership import Memberships  # noqa: E402
+from cookiematch.dmp.segments.membership import Change, Memberships  # noqa: E402
 from cookiematch.dmp.segments.source import split_profile_key  # noqa: E402
 from cookiematch.dmp.traits.reader import ProfileReader  # noqa: E402
 from cookiematch.dmp.traits.schema import TraitCatalog  # noqa: E402
 from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore  # noqa: E402
+from cookiematch.dmp.transport import HttpAnswer  # noqa: E402
 from cookiematch.storage import Durability, Store, open_store  # noqa: E402
 
 CHUNK = 20_000  # profiles appended to the engine at a time
@@ -246,6 +265,112 @@ async def run_spark(
     return figures
 
 
+EXPORTED = "exported_pool"  # the segment the export figures use
+
+
+class _Accepting:
+    """A destination that accepts every batch at once; counts what it was sent."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    async def post(self, url: str, body: bytes, headers: object, timeout: float) -> HttpAnswer:
+        self.batches += 1
+        return HttpAnswer(200, b"{}", {})
+
+
+async def export_members(store: Store, members: int) -> None:
+    """``members`` browsers in ``EXPORTED``, each matched by partner ``dsp``."""
+    at = time.time()
+    for start in range(0, members, CHUNK):
+        uids = [uid_of(i) for i in range(start, min(start + CHUNK, members))]
+        await Memberships(store).apply([Change(uid, {EXPORTED: at}) for uid in uids])
+        await store.hset_many(
+            [
+                (
+                    partners_key(uid),
+                    {"dsp": msgspec.json.encode(PartnerMatch(f"D-{uid}", at))},
+                    None,
+                )
+                for uid in uids
+            ]
+        )
+
+
+async def run_exports(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+    """The store's export path beside the engine's, on one store (``--exports``)."""
+    figures: dict[str, float] = {}
+    url = f"sqlite:///{tmp}/exports.db"
+    store = open_store(url, durability=Durability.ASYNC)
+    await store.start()
+    started = time.perf_counter()
+    await export_members(store, args.exports)
+    figures["export_populate_s"] = time.perf_counter() - started
+    await store.close()
+    store = open_store(url)
+    await store.start()
+    settings = AnalyticsSettings(str(tmp / "exports.duckdb"), args.memory_mb, threads=args.threads)
+    runs = EngineRuns(
+        lambda: DuckDBEngine(settings), store, Memberships(store), TraitCatalog(), holder="bench"
+    )
+    started = time.perf_counter()
+    async with runs.engine() as engine:
+        await refresh(store, engine, runs.context(time.time()))
+    figures["export_load_s"] = time.perf_counter() - started
+    delivery = Delivery(batch_size=1000)
+    paths = {
+        name: SegmentExports(
+            store,
+            [EXPORTED],
+            [HttpDestination(name, "http://d.example/", b"k" * 32, "dsp", delivery)],
+            MatchTable(store, MEMBERSHIP_TTL),
+            engine=runs if name == "engine" else None,
+        )
+        for name in ("store", "engine")
+    }
+
+    async def both(step: str) -> None:
+        for name, exports in paths.items():
+            transport = _Accepting()
+            started = time.perf_counter()
+            report = await exports.export(EXPORTED, name, transport)
+            figures[f"{name}_{step}_s"] = time.perf_counter() - started
+            figures[f"{name}_{step}_sent"] = report.sent
+        assert figures[f"store_{step}_sent"] == figures[f"engine_{step}_sent"]
+
+    await both("first")
+    await both("again")
+    left = [uid_of(i) for i in range(0, args.exports, 100)]
+    await Memberships(store).apply([Change(uid, left=(EXPORTED,)) for uid in left])
+    await store.hset_many(mark_writes(left, time.time()))
+    await both("changed")
+    await store.close()
+    return figures
+
+
+EXPORT_ROWS = [
+    ("members (first export sends them all)", "store_first_sent", "{:,.0f}"),
+    ("first export (s)", "{}_first_s", "{:.2f}"),
+    ("second export, nothing changed (s)", "{}_again_s", "{:.2f}"),
+    ("after 1% left: removes sent", "store_changed_sent", "{:,.0f}"),
+    ("after 1% left (s)", "{}_changed_s", "{:.2f}"),
+]
+
+
+def export_report(args: argparse.Namespace, figures: dict[str, float]) -> None:
+    print(f"\nexport of {args.exports:,} members (HTTP, batches of 1,000), store path | engine")
+    print(f"  populate the store: {figures['export_populate_s']:.1f} s; the engine's first "
+          f"load of the profiles: {figures['export_load_s']:.1f} s")  # fmt: skip
+    for label, key, fmt in EXPORT_ROWS:
+        if "{}" in key:
+            store, engine = figures[key.format("store")], figures[key.format("engine")]
+            ratio = store / engine if engine else float("inf")
+            cells = f"{fmt.format(store):>10} {fmt.format(engine):>10}   store/engine {ratio:.1f}"
+        else:
+            cells = f"{fmt.format(figures[key]):>10}"
+        print(f"  {label:<38}{cells}")
+
+
 ROWS: list[tuple[str, str, str]] = [
     ("populate SQLite (s)", "populate_s", "{:.1f}"),
     ("generate rows (s)", "generate_s", "{:.1f}"),
@@ -310,10 +435,15 @@ def main() -> None:
     parser.add_argument("--memory-mb", type=int, default=1024)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--engine", choices=ENGINES, default="duckdb")
+    parser.add_argument("--exports", type=int, metavar="MEMBERS")
+    parser.add_argument("--exports-only", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="enginebench-") as tmp:
-        found = asyncio.run(run(args, Path(tmp)))
-    report(args, found)
+        if not args.exports_only:
+            found = asyncio.run(run(args, Path(tmp)))
+            report(args, found)
+        if args.exports:
+            export_report(args, asyncio.run(run_exports(args, Path(tmp))))
 
 
 if __name__ == "__main__":

@@ -124,8 +124,24 @@ async def test_export_state_outlives_a_lapsed_membership_and_removes_it(dmp: Dmp
     assert await export(core) == ([], [])
 
 
-async def test_an_expired_sent_entry_sends_no_removal_and_a_member_is_added_again(dmp: Dmp) -> None:
-    core, clock = dmp.core, dmp.clock
+@pytest.fixture
+async def store_path_dmp(
+    clocked_store: Store,  # noqa: F811
+    wall_clock: FakeClock,  # noqa: F811
+    tmp_path: Path,
+) -> Dmp:
+    """As ``dmp``, exporting from the key-value store (no analytics engine): the engine keeps
+    what it sent until the destination answered, whatever the store's entries' lifetimes."""
+    config = write_config(tmp_path, CONFIG + '\n[dmp.analytics]\nengine = "off"\n')
+    core = build_core(config, clocked_store, clock=wall_clock)
+    await core.matches.record("dsp", UID, "D-1", wall_clock())
+    return Dmp(core, wall_clock)
+
+
+async def test_an_expired_sent_entry_sends_no_removal_and_a_member_is_added_again(
+    store_path_dmp: Dmp,
+) -> None:
+    core, clock = store_path_dmp.core, store_path_dmp.clock
     await core.segments.recompute()
     await export(core)
     clock.now += EXPORT_DAYS * DAY + 1  # both lapsed: nothing left to address

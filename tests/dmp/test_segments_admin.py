@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from cookiematch.config import load_config
-from cookiematch.config.dmp import DmpConfig
+from cookiematch.config.dmp import DmpAnalyticsConfig, DmpConfig
 from cookiematch.config.dmp_segments import DmpDestinationConfig, DmpSegmentConfig
 from cookiematch.config.values import Secret
 from cookiematch.dmp.consent import RequestConsent
@@ -43,6 +43,7 @@ async def test_admin_routes_profile_and_audiences(
                 DmpSegmentConfig(id="clickers", rule={"exposed": "click"}),
             ),
             destinations=(files,),
+            analytics=DmpAnalyticsConfig(path=str(tmp_path / "dmp.duckdb")),  # exports read it
         ),
         store,
     )

@@ -22,6 +22,15 @@ expired is added again).
 Consent: a member whose stored GDPR consent (``dmp/consent.py``) does not allow the
 destination's vendor (``gvl_vendor_id``) is left out (``no_consent``) and, if it was sent
 before, removed. Members never seen under GDPR go as before.
+
+On the analytics engine (``[dmp.analytics] engine``, ``EngineRuns``): the export opens the
+engine under its lease (waiting up to ``EXPORT_WAIT`` for a running job), refreshes its
+profiles from the store, and reads the delta from it (``dmp/analytics/export_sql.py``: the
+memberships, partner IDs and consent marks it holds against what it recorded as sent); a file
+destination's file is written by the engine. The batches, their signing, retries and reports
+are the same; the engine records what the destination answered once every batch was sent, so
+a failed batch is sent again next time. The key-value store's record of what was sent is kept
+as well (access and erasure read it); the first export of a pair on the engine starts from it.
 """
 
 from __future__ import annotations
@@ -33,10 +42,27 @@ from dataclasses import dataclass, field
 
 from cookiematch.clock import Clock
 from cookiematch.dmp import keys, lifetimes
+from cookiematch.dmp.analytics.engine import AnalyticsEngine
+from cookiematch.dmp.analytics.export_sql import (
+    ADD,
+    KEEP,
+    Delivered,
+    ExportTarget,
+)
+from cookiematch.dmp.analytics.export_sql import ERASED as ERASED_ROW
+from cookiematch.dmp.analytics.refresh import refresh
+from cookiematch.dmp.analytics.runs import EngineRuns
 from cookiematch.dmp.consent import StoredConsent, vendor_party
-from cookiematch.dmp.exports.model import Batch, Destination, Mode
+from cookiematch.dmp.exports.model import (
+    Batch,
+    BatchResult,
+    Destination,
+    FileDestination,
+    FileFormat,
+    Mode,
+)
 from cookiematch.dmp.exports.report import DeliveryReport
-from cookiematch.dmp.exports.sinks import Sink, make_sink
+from cookiematch.dmp.exports.sinks import FileSink, Sink, make_sink, publish
 from cookiematch.dmp.exports.state import ExportState
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.segments.membership import Memberships
@@ -46,6 +72,9 @@ from cookiematch.storage.base import Store
 
 ERASED = ""
 """The uid of a remove from the removal list: the erased browser's uid is not kept."""
+
+EXPORT_WAIT = 60.0
+"""Seconds an export on the analytics engine waits for another engine job (a recompute)."""
 
 
 @dataclass
@@ -70,8 +99,10 @@ class SegmentExports:
         *,
         state_ttl: float = lifetimes.EXPORT_STATE_TTL,
         clock: Clock = time.time,
+        engine: EngineRuns | None = None,
     ) -> None:
         self._store = store
+        self._engine = engine  # None: deltas planned from the key-value store
         self.segment_ids = frozenset(segment_ids)
         self.destinations: Mapping[str, Destination] = {d.id: d for d in destinations}
         self._matches = matches
@@ -137,6 +168,8 @@ class SegmentExports:
         self, segment: str, destination: Destination, sink: Sink, mode: Mode = Mode.INCREMENTAL
     ) -> DeliveryReport:
         """Export ``segment`` to ``destination`` through ``sink``: plan, send, record, report."""
+        if self._engine is not None:
+            return await self._deliver_from_engine(self._engine, segment, destination, sink, mode)
         started = time.perf_counter()
         report = DeliveryReport(
             segment=segment, destination=destination.id, mode=mode.value, started_at=self._clock()
@@ -201,8 +234,10 @@ class SegmentExports:
         sink: Sink,
         state: ExportState,
         report: DeliveryReport,
+        delivered: Delivered | None = None,
     ) -> _Pending:
-        """Send one batch of at most ``limit`` (removes first); return what is left."""
+        """Send one batch of at most ``limit`` (removes first); return what is left (what the
+        destination answered is added to ``delivered``, if given)."""
         removes = pending.remove[:limit]
         adds = pending.add[: limit - len(removes)]
         batch = Batch(
@@ -233,6 +268,128 @@ class SegmentExports:
             report.removed += removed
             erased = [did for uid, did in removes if uid == ERASED]
             report.erased += len(erased)
-            await state.record(accepted, [uid for uid, _ in removes if uid != ERASED])
+            dropped = [uid for uid, _ in removes if uid != ERASED]
+            await state.record(accepted, dropped)
             await state.removed(erased)
+            if delivered is not None:
+                delivered.added += accepted.items()
+                delivered.dropped += dropped
+                delivered.erased += erased
         return _Pending(pending.add[len(adds) :], pending.remove[len(removes) :])
+
+    # --- on the analytics engine ------------------------------------------------------------
+
+    async def _deliver_from_engine(
+        self, runs: EngineRuns, segment: str, destination: Destination, sink: Sink, mode: Mode
+    ) -> DeliveryReport:
+        started = time.perf_counter()
+        now = self._clock()
+        report = DeliveryReport(
+            segment=segment, destination=destination.id, mode=mode.value, started_at=now
+        )
+        state = self.state(segment, destination.id)
+        vendor = destination.gvl_vendor_id
+        target = ExportTarget(
+            destination.id, segment, destination.partner,
+            None if vendor is None else vendor_party(vendor),
+            full=mode is Mode.FULL, now=now, due_before=now - state.ttl / 2,
+            membership_ttl=runs.memberships.ttl,
+        )  # fmt: skip
+        erased = await state.removals()
+        async with runs.engine(wait=EXPORT_WAIT) as engine:
+            await refresh(self._store, engine, runs.context(now))
+            await self._seed(engine, state, now)
+            counts = await asyncio.to_thread(engine.export_delta, target, erased)
+            report.members, report.no_consent = counts.members, counts.no_consent
+            report.unmatched, report.unchanged = counts.unmatched, counts.unchanged
+            if isinstance(destination, FileDestination):
+                files = sink if isinstance(sink, FileSink) else FileSink(destination)
+                path = files.file_path(segment, mode)
+                csv = destination.format is FileFormat.CSV
+                await asyncio.to_thread(engine.write_export, f"{path}.partial", csv)
+                await asyncio.to_thread(publish, path)
+                sink = _Written()
+            delivered = await self._send(engine, segment, destination, sink, mode, state, report)
+            await asyncio.to_thread(engine.commit_export, destination.id, segment, delivered, now)
+        report.seconds = round(time.perf_counter() - started, 3)
+        await state.save_report(report)
+        return report
+
+    async def _send(
+        self,
+        engine: AnalyticsEngine,
+        segment: str,
+        destination: Destination,
+        sink: Sink,
+        mode: Mode,
+        state: ExportState,
+        report: DeliveryReport,
+    ) -> Delivered:
+        """Send the engine's pending delta through ``sink`` in batches (the removal list's in
+        batches of their own); return what the destination answered."""
+        delivered = Delivered()
+        limit = destination.delivery.batch_size
+        pending = _Pending()
+        erasing = True  # the removal list's rows come first
+        await sink.open(segment, mode)
+        rows = engine.export_rows(limit)
+        while (chunk := await asyncio.to_thread(next, rows, None)) is not None:
+            kept: dict[str, str] = {}
+            for action, uid, did in chunk:
+                if erasing and action != ERASED_ROW:
+                    erasing = False
+                    while pending.size:
+                        pending = await self._flush(
+                            segment, mode, pending, limit, sink, state, report, delivered
+                        )
+                if action == KEEP:
+                    kept[uid] = did
+                elif action == ADD:
+                    pending.add.append((uid, did))
+                else:
+                    pending.remove.append((ERASED if action == ERASED_ROW else uid, did))
+            if kept:  # still sent: a fresh lifetime
+                await state.record(kept, [])
+                delivered.kept += kept
+            while pending.size >= limit:
+                pending = await self._flush(
+                    segment, mode, pending, limit, sink, state, report, delivered
+                )
+        while pending.size:
+            pending = await self._flush(
+                segment, mode, pending, limit, sink, state, report, delivered
+            )
+        await sink.close(report.failed == 0)
+        return delivered
+
+    async def _seed(self, engine: AnalyticsEngine, state: ExportState, now: float) -> None:
+        """The first export of a pair on the engine: what the key-value store recorded as sent
+        (by an export before the engine was configured) is what the engine starts from."""
+        name = f"exported:{state.destination}:{state.segment}"
+        if await asyncio.to_thread(engine.checkpoint, name) is not None:
+            return
+        written: list[float] = []
+        seeded = Delivered(added_at=written)
+        for shard in range(keys.SHARDS):
+            for uid, (raw, remaining) in (await state.shard_entries(shard)).items():
+                seeded.added.append((uid, raw.decode()))
+                # as written then; an entry without a lifetime is due a fresh one at once
+                written.append(0.0 if remaining is None else now + remaining - state.ttl)
+        if seeded.added:
+            await asyncio.to_thread(
+                engine.commit_export, state.destination, state.segment, seeded, now
+            )
+        await asyncio.to_thread(engine.set_checkpoint, name, now)
+
+
+class _Written:
+    """The sink of a file the engine wrote: every batch is in it already."""
+
+    async def open(self, segment: str, mode: Mode) -> None:
+        return None
+
+    async def send(self, batch: Batch) -> BatchResult:
+        return BatchResult(True)
+
+    async def close(self, complete: bool) -> None:
+        return None

@@ -186,7 +186,7 @@ def build_core(
         )
     exports = SegmentExports(
         store, [s.id for s in dmp.segments], [d.to_model() for d in dmp.destinations], matches,
-        state_ttl=dmp.export_state_ttl(), clock=clock,
+        state_ttl=dmp.export_state_ttl(), clock=clock, engine=analytics,
     )  # fmt: skip
     # a profile written by ingestion is re-evaluated against the segments at once
     traits = TraitStore(

@@ -9,9 +9,28 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from duckdb.sqltypes import BIGINT, VARCHAR
 
+from cookiematch.dmp import keys
 from cookiematch.dmp.analytics.columns import COLUMNS, table_columns
 from cookiematch.dmp.analytics.engine import CHANGES, JOIN, LEAVE, MATCHED, REFRESH, MembershipDiff
+from cookiematch.dmp.analytics.export_sql import (
+    ACTIONS,
+    COUNTS,
+    CURRENT,
+    DELTA,
+    EXPORT_CURRENT,
+    EXPORT_DELTA,
+    EXPORT_ERASED,
+    LINE_PARAMS,
+    SENT,
+    SHARD_FUNCTION,
+    Delivered,
+    ExportCounts,
+    ExportRow,
+    ExportTarget,
+)
+from cookiematch.dmp.analytics.export_sql import DUCKDB as EXPORT_SQL
 from cookiematch.dmp.analytics.rows import ProfileRows
 from cookiematch.dmp.analytics.rules_sql import DUCKDB, compile_rule
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
@@ -20,6 +39,7 @@ from cookiematch.dmp.analytics.tables import (
     CHECKPOINTS,
     CONSENT,
     EVENTS,
+    EXPORTED,
     EXPOSURES,
     LIVE_AT,
     LIVE_PROFILES,
@@ -131,6 +151,7 @@ class DuckDBEngine:
         if settings.threads is not None:
             self._db.execute(f"SET threads = {int(settings.threads)}")
         self._db.execute(SCHEMA)
+        self._db.create_function(SHARD_FUNCTION, keys.shard_of, [VARCHAR], BIGINT)
 
     def setting(self, name: str) -> str:
         """A DuckDB setting's current value (``memory_limit``, ``temp_directory``, ...)."""
@@ -351,3 +372,83 @@ class DuckDBEngine:
                 )
             )
         return found
+
+    # --- exports --------------------------------------------------------------------------
+
+    def export_delta(self, target: ExportTarget, erased: Sequence[str]) -> ExportCounts:
+        db, params = self._db, target.params()
+        db.execute(
+            f"CREATE OR REPLACE TEMP TABLE {EXPORT_ERASED} AS SELECT unnest($1::VARCHAR[]) AS id",
+            [sorted(set(erased))],
+        )
+        for name, template in ((EXPORT_CURRENT, CURRENT), (EXPORT_DELTA, DELTA)):
+            sql, bound = EXPORT_SQL.bind(template, params)
+            db.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}", bound)
+        row = db.execute(*EXPORT_SQL.bind(COUNTS, params)).fetchone()
+        members, no_consent, unmatched, unchanged = (0, 0, 0, 0) if row is None else row
+        actions = {a: int(n) for a, n in db.execute(ACTIONS).fetchall()}
+        return ExportCounts(int(members), int(no_consent), int(unmatched), int(unchanged), actions)
+
+    def export_rows(self, batch: int) -> Iterator[list[ExportRow]]:
+        # nothing else on the connection while the cursor is read
+        cursor = self._db.execute(EXPORT_SQL.rows())
+        while rows := cursor.fetchmany(batch):
+            yield [(action, profile, id_) for action, profile, id_ in rows]
+
+    def write_export(self, path: str, csv: bool) -> None:
+        """``COPY … TO`` the file, each line built in SQL, written as it is (no quoting)."""
+        db = self._db
+        sql, bound = EXPORT_SQL.bind(EXPORT_SQL.lines(csv), LINE_PARAMS)
+        db.execute(f"CREATE OR REPLACE TEMP TABLE export_lines AS {sql}", bound)
+        new_line = "\\r\\n" if csv else "\\n"
+        db.execute(
+            f"""COPY (SELECT line FROM export_lines ORDER BY rank, id) TO {_quoted(path)}
+            (FORMAT CSV, HEADER false, QUOTE '', ESCAPE '', NEW_LINE '{new_line}')"""
+        )
+        db.execute("DROP TABLE export_lines")
+
+    def commit_export(
+        self, destination: str, segment: str, delivered: Delivered, at: float
+    ) -> None:
+        db = self._db
+        pair = [destination, segment]
+        added, kept = delivered.added, delivered.kept
+        ours = f"{EXPORTED} WHERE destination = $1 AND segment = $2"
+        db.execute("BEGIN")
+        try:
+            changed = [uid for uid, _ in added] + delivered.dropped
+            if changed:
+                db.execute(
+                    f"DELETE FROM {ours} AND profile IN (SELECT unnest($3::VARCHAR[]))",
+                    [*pair, changed],
+                )
+            if delivered.erased:
+                db.execute(
+                    f"DELETE FROM {ours} AND sent_id IN (SELECT unnest($3::VARCHAR[]))",
+                    [*pair, delivered.erased],
+                )
+            if added:
+                db.execute(
+                    f"""INSERT INTO {EXPORTED} SELECT $1, $2, unnest($3::VARCHAR[]),
+                        unnest($4::VARCHAR[]), unnest($5::DOUBLE[])""",
+                    [
+                        *pair,
+                        [uid for uid, _ in added],
+                        [id_ for _, id_ in added],
+                        delivered.added_at or [at] * len(added),
+                    ],
+                )
+            if kept:
+                db.execute(
+                    f"""UPDATE {EXPORTED} SET sent_at = $3 WHERE destination = $1
+                       AND segment = $2 AND profile IN (SELECT unnest($4::VARCHAR[]))""",
+                    [*pair, at, kept],
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def exported(self, destination: str, segment: str) -> dict[str, str]:
+        sql, bound = EXPORT_SQL.bind(SENT, {"destination": destination, "segment": segment})
+        return dict(self._db.execute(sql, bound).fetchall())

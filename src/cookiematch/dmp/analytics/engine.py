@@ -8,6 +8,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from cookiematch.dmp.analytics.export_sql import (
+    Delivered,
+    ExportCounts,
+    ExportRow,
+    ExportTarget,
+)
 from cookiematch.dmp.analytics.rows import ProfileRows
 from cookiematch.dmp.overlap import PairOverlap
 from cookiematch.dmp.segments.membership import Change
@@ -73,5 +79,24 @@ class AnalyticsEngine(Protocol):
     def overlap(self, segments: Sequence[str], now: float) -> list[PairOverlap]:
         """Exact overlap of every pair of ``segments`` (sorted) in the memberships held; the
         population is the profiles live at ``now``."""
+
+    def export_delta(self, target: ExportTarget, erased: Sequence[str]) -> ExportCounts:
+        """What ``target``'s destination is to be sent of its segment (``export_sql.py``),
+        with removes of the ``erased`` destination IDs first; pending until the next delta."""
+
+    def export_rows(self, batch: int) -> Iterator[list[ExportRow]]:
+        """The pending delta's rows, ``batch`` at a time, in ``export_sql.RANKS``' order."""
+
+    def write_export(self, path: str, csv: bool) -> None:
+        """Write the pending delta to the file ``path`` (CSV ``action,id`` with a header, else
+        JSON Lines), as the file sink writes a batch (``exports/sinks.py``)."""
+
+    def commit_export(
+        self, destination: str, segment: str, delivered: Delivered, at: float
+    ) -> None:
+        """Record what the destination answered (at ``at``): only then is it sent."""
+
+    def exported(self, destination: str, segment: str) -> dict[str, str]:
+        """What the destination was last sent of the segment: uid -> ID."""
 
     def close(self) -> None: ...

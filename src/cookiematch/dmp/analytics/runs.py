@@ -12,6 +12,8 @@ finds the lease held fails with ``Busy``; a schedule tries again at its next tic
                 the key-value store (``recompute.py``), keep the report where the per-profile
                 recompute keeps it (``{dmps}:recompute``)
     migrate     load every profile of the key-value store into the engine, then recompute
+    export      refresh the engine's profiles, then read a destination's delta from it
+                (``dmp/segment_exports.py``); it waits for a running job (``EXPORT_WAIT``)
 
 A recompute also counts every segment pair's overlap in SQL and keeps it in the key-value store
 (``keys.OVERLAP_KEY``), where the admin API, the console and ``dmp overlap`` read it
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 300.0
 """The engine lease's TTL: a process that dies holding it blocks the others this long."""
 
+WAIT_POLL = 0.5
+"""Seconds between two tries of a job that waits for the lease (``engine(wait=...)``)."""
+
 OpenEngine = Callable[[], AnalyticsEngine]
 
 
@@ -79,13 +84,17 @@ class EngineRuns:
         return LoadContext(now, self._catalog, self.memberships.ttl)
 
     @contextlib.asynccontextmanager
-    async def engine(self) -> AsyncIterator[AnalyticsEngine]:
-        """The engine, open for this block alone (``Busy`` if another process has it)."""
+    async def engine(self, wait: float = 0.0) -> AsyncIterator[AnalyticsEngine]:
+        """The engine, open for this block alone; ``Busy`` if another process still has it
+        after ``wait`` seconds (tried again every ``WAIT_POLL``)."""
         lease = Lease(
             self._store, keys.ANALYTICS_LEASE_KEY, self.holder, ttl=self._lease_ttl,
             clock=self._clock,
         )  # fmt: skip
-        if not await lease.claim():
+        deadline = time.monotonic() + wait
+        while not (claimed := await lease.claim()) and time.monotonic() < deadline:
+            await asyncio.sleep(min(WAIT_POLL, max(0.0, deadline - time.monotonic())))
+        if not claimed:
             holder = await holder_of(self._store, keys.ANALYTICS_LEASE_KEY)
             raise Busy(f"the analytics engine is in use by {holder or 'another process'}")
         renewing = asyncio.create_task(_renew(lease))

@@ -35,6 +35,22 @@ from cookiematch.dmp.analytics.engine import (
     REFRESH,
     MembershipDiff,
 )
+from cookiematch.dmp.analytics.export_sql import (
+    ACTIONS,
+    COUNTS,
+    CURRENT,
+    DELTA,
+    EXPORT_CURRENT,
+    EXPORT_DELTA,
+    EXPORT_ERASED,
+    LINE_PARAMS,
+    SENT,
+    Delivered,
+    ExportCounts,
+    ExportRow,
+    ExportTarget,
+)
+from cookiematch.dmp.analytics.export_sql import SPARK as EXPORT_SQL
 from cookiematch.dmp.analytics.rows import ProfileRows
 from cookiematch.dmp.analytics.rules_sql import compile_rule
 from cookiematch.dmp.analytics.settings import LOCAL_THREADS, AnalyticsSettings
@@ -49,6 +65,7 @@ from cookiematch.dmp.analytics.spark_sql import (
 )
 from cookiematch.dmp.analytics.tables import (
     ATTRIBUTES,
+    EXPORTED,
     LIVE_PROFILES,
     MEMBERSHIPS,
     PROFILE_TABLES,
@@ -70,6 +87,7 @@ CHECKPOINT_FILE = "checkpoints.json"
 """When each named step last ran (``checkpoint``), beside the tables."""
 
 _ON = "a.profile = b.profile AND a.segment = b.segment"
+_STORED = (*PROFILE_TABLES, EXPORTED)  # every table kept in Parquet
 
 
 def spark_session(settings: AnalyticsSettings) -> SparkSession:
@@ -133,7 +151,8 @@ class SparkEngine:
         self._cached: list[DataFrame] = []
         self._pending_at: float | None = None
         self._diff: list[DataFrame] = []
-        for table in PROFILE_TABLES:
+        self._delta: list[DataFrame] = []  # the pending export delta's relations
+        for table in _STORED:
             self._recover(table)
 
     @property
@@ -141,6 +160,7 @@ class SparkEngine:
         return self._spark
 
     def close(self) -> None:
+        self._drop(self._delta)
         self._drop(self._diff)
         self._drop(self._cached)
 
@@ -187,7 +207,7 @@ class SparkEngine:
         """The stored tables as temporary views, over the files they hold now."""
         if self._registered == self._version:
             return
-        for table in PROFILE_TABLES:
+        for table in _STORED:
             self._read(table).createOrReplaceTempView(table)
         self._registered = self._version
 
@@ -429,3 +449,89 @@ class SparkEngine:
         ).collect()[0][0]
         found[POPULATION] = bytes(live)
         return SketchAudiences.from_serialized(found, lg_k)
+
+    # --- exports --------------------------------------------------------------------------
+
+    def _sql(self, template: str, params: dict[str, object]) -> DataFrame:
+        sql, bound = EXPORT_SQL.bind(template, params)
+        return self._spark.sql(sql, args=bound)
+
+    def export_delta(self, target: ExportTarget, erased: Sequence[str]) -> ExportCounts:
+        self._drop(self._delta)
+        self._register()
+        params = target.params()
+        gone = self._spark.createDataFrame([(i,) for i in sorted(set(erased))], "id STRING")
+        gone.createOrReplaceTempView(EXPORT_ERASED)
+        current = self._sql(CURRENT, params).cache()
+        current.createOrReplaceTempView(EXPORT_CURRENT)
+        delta = self._sql(DELTA, params).cache()
+        delta.createOrReplaceTempView(EXPORT_DELTA)
+        self._delta += [current, delta]
+        members, no_consent, unmatched, unchanged = self._sql(COUNTS, params).collect()[0]
+        actions = {r[0]: int(r[1]) for r in self._spark.sql(ACTIONS).collect()}
+        return ExportCounts(int(members), int(no_consent), int(unmatched), int(unchanged), actions)
+
+    def export_rows(self, batch: int) -> Iterator[list[ExportRow]]:
+        rows = self._spark.sql(EXPORT_SQL.rows()).toLocalIterator()
+        while chunk := list(itertools.islice(rows, batch)):
+            yield [(r[0], r[1], r[2]) for r in chunk]
+
+    def write_export(self, path: str, csv: bool) -> None:
+        """Written by Spark as one text file (one partition, each line built in SQL), moved to
+        ``path``."""
+        target = Path(path)
+        staged = target.with_name(f".{target.name}.spark")
+        shutil.rmtree(staged, ignore_errors=True)
+        lines = self._sql(EXPORT_SQL.lines(csv), dict(LINE_PARAMS))
+        (
+            lines.coalesce(1)
+            .sortWithinPartitions("rank", "id")
+            .select("line")
+            .write.option("lineSep", "\r\n" if csv else "\n")
+            .text(str(staged))
+        )
+        parts = sorted(staged.glob("part-*"))
+        if parts:
+            os.replace(parts[0], target)
+        else:  # an empty delta: Spark wrote no part
+            target.write_bytes(b"")
+        shutil.rmtree(staged, ignore_errors=True)
+
+    def commit_export(
+        self, destination: str, segment: str, delivered: Delivered, at: float
+    ) -> None:
+        added, kept = delivered.added, delivered.kept
+        changed = [uid for uid, _ in added] + delivered.dropped
+        if not changed and not kept and not delivered.erased:
+            return
+        self._register()
+        spark = self._spark
+        held = spark.table(EXPORTED)
+        this = (F.col("destination") == destination) & (F.col("segment") == segment)
+        ours, others = held.where(this), held.where(~this)
+        if changed:
+            gone = spark.createDataFrame([(uid,) for uid in changed], "profile STRING")
+            ours = ours.join(gone, "profile", "left_anti")
+        if delivered.erased:
+            ids = spark.createDataFrame([(i,) for i in delivered.erased], "sent_id STRING")
+            ours = ours.join(ids, "sent_id", "left_anti")
+        if kept:
+            fresh = spark.createDataFrame(
+                [(uid, True) for uid in kept], "profile STRING, fresh BOOLEAN"
+            )
+            ours = ours.join(fresh, "profile", "left").withColumn(
+                "sent_at", F.when(F.col("fresh"), F.lit(at)).otherwise(F.col("sent_at"))
+            )
+        columns = [f.name for f in SCHEMAS[EXPORTED]]
+        times = delivered.added_at or [at] * len(added)
+        rows = [
+            (destination, segment, uid, id_, float(when))
+            for (uid, id_), when in zip(added, times, strict=True)
+        ]
+        new = spark.createDataFrame(rows, ddl(SCHEMAS[EXPORTED]))
+        self._rewrite(EXPORTED, others.select(columns).unionAll(ours.select(columns)).unionAll(new))
+
+    def exported(self, destination: str, segment: str) -> dict[str, str]:
+        self._register()
+        found = self._sql(SENT, {"destination": destination, "segment": segment}).collect()
+        return {r[0]: r[1] for r in found}

@@ -20,6 +20,7 @@ from cookiematch.dmp.analytics.tables import (
     ATTRIBUTES,
     CONSENT,
     EVENTS,
+    EXPORTED,
     EXPOSURES,
     LIVE_ATTRIBUTES,
     LIVE_EVENTS,
@@ -106,6 +107,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     MEMBERSHIPS: pa.schema([
         ("profile", _STRING), ("segment", _STRING), ("joined_at", _DOUBLE),
         ("written_at", _DOUBLE),
+    ]),
+    EXPORTED: pa.schema([
+        ("destination", _STRING), ("segment", _STRING), ("profile", _STRING),
+        ("sent_id", _STRING), ("sent_at", _DOUBLE),
     ]),
 }  # fmt: skip
 """Each table's Parquet schema: ``tables.SCHEMA``'s columns, an integer as its ordered key,

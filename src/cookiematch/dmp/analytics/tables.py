@@ -13,6 +13,10 @@ Stored (one row per value, ``expires_at`` in Unix seconds, NULL for never)::
     consent      (profile, party, decided_at, tc_last_updated, refused, expires_at)
     memberships  (profile, segment, joined_at, written_at)
                                                        what the key-value store holds
+    exported     (destination, segment, profile, sent_id, sent_at)
+                                                       what each destination was last sent
+                                                       (``export_sql.py``); kept through a
+                                                       full load of the profiles
     checkpoints  (name, done_at)                       when the engine last did something
                                                        (``refresh.py``: profiles loaded
                                                        through ``done_at``)
@@ -32,6 +36,7 @@ SYNCS = "syncs"
 CONSENT = "consent"
 MEMBERSHIPS = "memberships"
 CHECKPOINTS = "checkpoints"
+EXPORTED = "exported"
 
 LIVE_PROFILES = "live_profiles"
 LIVE_ATTRIBUTES = "live_attributes"
@@ -65,6 +70,9 @@ CREATE TABLE IF NOT EXISTS {CONSENT} (
 CREATE TABLE IF NOT EXISTS {MEMBERSHIPS} (
     profile VARCHAR NOT NULL, segment VARCHAR NOT NULL, joined_at DOUBLE NOT NULL,
     written_at DOUBLE);
+CREATE TABLE IF NOT EXISTS {EXPORTED} (
+    destination VARCHAR NOT NULL, segment VARCHAR NOT NULL, profile VARCHAR NOT NULL,
+    sent_id VARCHAR NOT NULL, sent_at DOUBLE NOT NULL);
 CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (name VARCHAR PRIMARY KEY, done_at DOUBLE NOT NULL);
 """
 

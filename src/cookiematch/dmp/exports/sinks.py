@@ -195,13 +195,18 @@ class FileSink:
         self.path: Path | None = None
         self._file: IO[str] | None = None
 
-    async def open(self, segment: str, mode: Mode) -> None:
+    def file_path(self, segment: str, mode: Mode) -> Path:
+        """The file of an export of ``segment`` now (its directory made)."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
         name = self.destination.path.format(
             segment=segment, destination=self.destination.id, time=stamp, mode=mode.value
         )
-        self.path = Path(name)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        path = Path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    async def open(self, segment: str, mode: Mode) -> None:
+        self.path = self.file_path(segment, mode)
         self._file = open(f"{self.path}.partial", "w", newline="", encoding="utf-8")  # noqa: SIM115
         if self.destination.format is FileFormat.CSV:
             self._file.write("action,id\r\n")
@@ -221,12 +226,18 @@ class FileSink:
     async def close(self, complete: bool) -> None:
         if self._file is None or self.path is None:
             return
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
         if complete:
-            os.replace(f"{self.path}.partial", self.path)
+            publish(self.path)
+
+
+def publish(path: Path) -> None:
+    """Make ``<path>.partial``, written whole, the file ``path`` (synced, then renamed)."""
+    partial = f"{path}.partial"
+    with open(partial, "rb") as written:
+        os.fsync(written.fileno())
+    os.replace(partial, path)
 
 
 def make_sink(destination: Destination, transport: Transport) -> Sink:

@@ -56,9 +56,10 @@ class ExportState:
                 dels.setdefault(self._key(keys.shard_of(uid)), []).append(uid)
         for uid, did in sent.items():
             sets.setdefault(self._key(keys.shard_of(uid)), {})[uid] = did.encode()
+        writes = [(key, fields, self.ttl) for key, fields in sets.items()]
         await asyncio.gather(
             *(self._store.hdel(k, f) for k, f in dels.items()),
-            *(self._store.hset(k, m, ttl=self.ttl) for k, m in sets.items()),
+            *([self._store.hset_many(writes)] if writes else []),  # one store call
         )
 
     async def size(self) -> int:
