@@ -19,11 +19,11 @@ from cookiematch.protocol.query import MAX_QUERY_BYTES, encode_param, parse_quer
 from .goldens import cases
 
 
-def general(query: str, hosted: bool = False) -> tuple[str, list[str], str | None] | None:
-    """What the general path makes of ``query``: ``(nid, encoded extras, google_hm)`` when it
-    is the common case (a cookie match, no other operation but one ``google_hm`` if
-    ``hosted``, no cookie test, no privacy parameter, no extra dropped), else None (an error
-    included)."""
+def general(query: str, hosted: bool = False) -> tuple[str, list[str], str | None, bool] | None:
+    """What the general path makes of ``query``: ``(nid, encoded extras, google_hm,
+    google_cm)`` when it is the common case (a cookie match, no other operation; or if
+    ``hosted`` one ``google_hm``, with or without the cookie match; no cookie test, no privacy
+    parameter, no extra dropped), else None (an error included)."""
     try:
         tag = parse_match_tag(parse_query(query))
     except (QueryError, MatchTagError):
@@ -38,9 +38,9 @@ def general(query: str, hosted: bool = False) -> tuple[str, list[str], str | Non
         or tag.extras_dropped
         or any(p.name in PRIVACY_PARAMS for p in tag.extras)
     )
-    if not tag.cookie_match or other:
+    if not (tag.cookie_match or (hosted and tag.hosted_match is not None)) or other:
         return None
-    return tag.nid, [encode_param(p) for p in tag.extras], tag.hosted_match
+    return tag.nid, [encode_param(p) for p in tag.extras], tag.hosted_match, tag.cookie_match
 
 
 def agree(query: str) -> None:
@@ -122,12 +122,13 @@ def test_not_the_common_case(query: str) -> None:
 
 def test_the_hosted_match() -> None:
     query = "google_nid=n&google_cm&google_hm=Q29va2llIG51bWJlciAxIQ%3D%3D&p=1"
-    assert read_tag(query, True) == ("n", ["p=1"], "Q29va2llIG51bWJlciAxIQ==")
+    assert read_tag(query, True) == ("n", ["p=1"], "Q29va2llIG51bWJlciAxIQ==", True)
     assert read_tag(query, False) is None
-    assert read_tag("google_nid=n&google_cm&google_hm", True) == ("n", [], "")
-    assert read_tag("google_nid=n&google_cm&p", True) == ("n", ["p"], None)
+    assert read_tag("google_nid=n&google_cm&google_hm", True) == ("n", [], "", True)
+    assert read_tag("google_nid=n&google_cm&p", True) == ("n", ["p"], None, True)
     assert read_tag("google_nid=n&google_cm&google_hm=QQ&google_hm=QQ", True) is None
-    assert read_tag("google_nid=n&google_hm=QQ", True) is None  # no cookie match
+    assert read_tag("google_nid=n&google_hm=QQ", True) == ("n", [], "QQ", False)
+    assert read_tag("google_nid=n&p", True) is None  # no operation
 
 
 def test_extras_of_exactly_the_limit() -> None:

@@ -1,9 +1,10 @@
-"""The hosted match's common case answered from the RSGI scope (``web/exchange/direct_pixel``,
-``CommonMatch.hosted``) against the general path (``ExchangeRoutes.pixel``): for generated
-match tags carrying ``google_hm`` (valid, padded, percent-encoded, too long, undecodable,
-duplicated), cookies, headers and buyers (hosted or not, throttled, with an ``%%GOOGLE_HM%%``
-macro), under several configurations (one deciding by privacy defaults), both answer the same
-bytes, count the same and leave the same records in the store (value and lifetime).
+"""The hosted match's common case, alone or with a cookie match, answered from the RSGI scope
+(``web/exchange/direct_pixel``, ``CommonMatch.hosted``) against the general path
+(``ExchangeRoutes.pixel``): for generated match tags carrying ``google_hm`` (valid, padded,
+percent-encoded, too long, undecodable, duplicated), cookies, headers and buyers (hosted or
+not, throttled, with an ``%%GOOGLE_HM%%`` macro), under several configurations (one deciding
+by privacy defaults), both answer the same bytes, count the same and leave the same records in
+the store (value and lifetime).
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def hosted_scopes(draw: st.DrawFn) -> Scope:
     nid = draw(st.sampled_from(HOSTED if common else HOSTED + OTHERS))
     query = re.sub(r"(?<![^&])google_nid=[^&]*", f"google_nid={nid}", query, count=1)
     pairs = query.split("&")
+    if draw(st.booleans()):  # a hosted match alone, or with the cookie match
+        pairs = [pair for pair in pairs if not pair.startswith("google_cm")]
     hms = [f"google_hm={draw(hm_values)}"]
     if draw(st.integers(0, 9)) == 0:
         hms.append(draw(st.sampled_from(["google_hm", "google_hm=", "google_hm=QUJD"])))
@@ -153,9 +156,11 @@ def test_the_common_hosted_match_is_answered_directly(exchange: InProcess) -> No
     )
 
 
-def test_the_seed_example_with_a_cookie_match(exchange: InProcess) -> None:
-    """The seed's hosted match example with ``google_cm`` and an extra: both paths alike."""
-    query = "google_nid=hm_macros&google_cm&google_hm=Q29va2llIG51bWJlciAxIQ%3D%3D&my_extra=7"
+@pytest.mark.parametrize("cm", ["", "&google_cm"])
+def test_the_seed_example(exchange: InProcess, cm: str) -> None:
+    """The seed's hosted match example, alone and with ``google_cm``, with an extra: both
+    paths alike."""
+    query = f"google_nid=hm_macros{cm}&google_hm=Q29va2llIG51bWJlciAxIQ%3D%3D&my_extra=7"
     status, headers, _ = exchange.agree(hosted_scope(query, b"\x07" * 16))
     assert status == 302
     location = dict(headers)["Location"]
@@ -175,7 +180,7 @@ def test_generated_common_hosted_matches_are_answered_directly(exchange: InProce
         value = b64(rng.randbytes(rng.randint(1, 24)), rng.random() < 0.5)
         pairs = [
             f"google_nid={rng.choice(HOSTED)}",
-            "google_cm",
+            *(["google_cm"] if rng.random() < 0.5 else []),
             f"google_hm={value.replace('=', '%3D')}",
             *(f"e{i}={rng.randint(0, 10**6)}" for i in range(rng.randint(0, 3))),
         ]
@@ -191,3 +196,10 @@ def test_generated_common_hosted_matches_are_answered_directly(exchange: InProce
         stored = exchange.loop.run_until_complete(exchange.take_records())
         assert [v for _, v, _ in stored] == [base64.urlsafe_b64decode(value + "==")]
         assert exchange.agree(scope)[1] == headers
+        cipher = exchange.server.cipher
+        gid = cipher.encrypt(browser_id, pairs_nid(pairs), cipher.current_version)
+        assert (gid in dict(headers)["Location"]) == ("google_cm" in pairs)
+
+
+def pairs_nid(pairs: list[str]) -> str:
+    return next(p for p in pairs if p.startswith("google_nid=")).partition("=")[2]

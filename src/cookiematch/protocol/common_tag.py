@@ -1,7 +1,8 @@
 """The match tag's common cases read in one pass: a cookie match with extras, and with a
 hosted match.
 
-``read_tag(query, hosted)`` answers ``(google_nid, extras, google_hm)`` for a query that
+``read_tag(query, hosted)`` answers ``(google_nid, extras, google_hm, google_cm)`` for a query
+that
 
 - :func:`~cookiematch.protocol.query.parse_query` accepts (the same strict rules: size,
   percent-encoding, UTF-8, control characters; only an ASCII query is read here),
@@ -9,7 +10,8 @@ hosted match.
 - asks for ``google_cm`` and for no other operation nor the cookie test (no ``google_ula``,
   ``google_push``, ``google_tc``; no ``google_hm`` either unless ``hosted``, and then at
   most one, its value as ``parse_match_tag`` reads it: percent-decoded, ``""`` without ``=``,
-  None when absent; whether it decodes is the exchange's to say),
+  None when absent; whether it decodes is the exchange's to say; with it ``google_cm`` is
+  optional, the last item says whether it was there),
 - carries no privacy parameter (``gdpr``, ``gdpr_consent``, ``us_privacy``, ``gpp``,
   ``gpp_sid``: a signal the policy must read),
 - and whose extras fit ``MAX_EXTRAS_BYTES`` (none is dropped);
@@ -48,9 +50,9 @@ def read_common_tag(query: str) -> tuple[str, list[str]] | None:
     return None if tag is None else (tag[0], tag[1])
 
 
-def read_tag(query: str, hosted: bool) -> tuple[str, list[str], str | None] | None:
-    """``(google_nid, encoded extras, google_hm)`` of a common-case match tag (``google_hm``
-    None: none, or not ``hosted``); None otherwise."""
+def read_tag(query: str, hosted: bool) -> tuple[str, list[str], str | None, bool] | None:
+    """``(google_nid, encoded extras, google_hm, google_cm)`` of a common-case match tag
+    (``google_hm`` None: none, or not ``hosted``); None otherwise."""
     if len(query) > MAX_QUERY_BYTES or not (query.isascii() and query.isprintable()):
         return None  # too long, control characters, or not ASCII: the general path decides
     slow = "%" in query
@@ -98,6 +100,6 @@ def read_tag(query: str, hosted: bool) -> tuple[str, list[str], str | None] | No
         if size > MAX_EXTRAS_BYTES:
             return None
         extras.append(encoded)
-    if nid is None or not cookie_match:
+    if nid is None or not (cookie_match or hm is not None):
         return None
-    return nid, extras, hm
+    return nid, extras, hm, cookie_match

@@ -2,7 +2,8 @@
 
 A match tag's common case (``protocol/common_tag.py``) is answered with the buyer's redirect
 URL carrying ``google_gid`` and ``google_cver`` (appended or placed by macros) and the extras
-(and, for a hosted match whose write failed, its ``google_hm`` status).
+(and, for a hosted match whose write failed, its ``google_hm`` status; for a hosted match
+without a cookie match, no gid).
 ``GidRedirect`` derives, once per buyer, the pieces of that URL from
 ``RedirectTemplate.render`` itself (rendered with a marker in place of the gid, with and
 without a stand-in extra), so the prepared pieces and the general renderer write the same
@@ -56,13 +57,18 @@ class GidRedirect:
         *,
         extras_first: bool,
         hosted_match: int | None = None,
+        gid: bool = True,
     ) -> GidRedirect | None:
         """None when the template's rendering cannot be split around the gid (then the
         general renderer answers). ``hosted_match``: the redirect also carries that
-        ``google_hm`` status (a hosted match write that failed)."""
+        ``google_hm`` status (a hosted match write that failed). ``gid`` False: the redirect
+        of a hosted match without a cookie match, no gid and no ``google_cver`` (the gid
+        given to ``location`` is not used)."""
         if _GID in template.url or _EXTRAS in template.url:
             return None
-        response = ResponseParams(gid=_GID, cver=cver, hosted_match=hosted_match)
+        response = ResponseParams(
+            gid=_GID if gid else None, cver=cver if gid else None, hosted_match=hosted_match
+        )
         http = _shape(template, "http", response, extras_first)
         https = _shape(template, "https", response, extras_first)
         if http is None or https is None:

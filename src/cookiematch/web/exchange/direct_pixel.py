@@ -5,7 +5,8 @@ privacy signal (no privacy parameter, no ``Sec-GPC`` header) is answered here, i
 call: the query read once (``protocol/common_tag.py``), the cookie read by name, the domain's
 common case (``exchange/common_match.py``), and a header list whose only variable value is the
 Location (safe by construction: ``protocol/gid_redirect.py``). The same tag with one
-``google_hm`` (a hosted match) is the same call up to the domain, which answers a coroutine:
+``google_hm`` (a hosted match, ``google_cm`` then optional) is the same call up to the
+domain, which answers a coroutine:
 the adapter awaits it (the write's group commit) and sends its 302. Everything else returns
 None before anything is done, and ``ExchangeRoutes.pixel`` answers it; both write the same
 bytes (tests/web/test_direct_pixel.py, tests/web/test_direct_hosted.py).
@@ -60,9 +61,9 @@ class DirectPixel:
         scheme = scope.scheme
         if self._proxies.trusting:
             scheme = self._proxies.scheme_of(scheme, peer_ip(scope.client), headers)
-        nid, extras, hm = tag
+        nid, extras, hm, cookie_match = tag
         if hm is not None:
-            write = self._hosted(nid, browser_id, scheme, extras, hm)
+            write = self._hosted(nid, browser_id, scheme, extras, hm, cookie_match)
             return None if write is None else _hosted(nid, write)
         location = self._location(nid, browser_id, scheme, extras)
         if location is None:
