@@ -1,5 +1,6 @@
-"""``read_common_tag`` against the general parse (``parse_query`` then ``parse_match_tag``):
-same rejections, same nid, the same extras encoded as ``encode_param`` writes them."""
+"""``read_common_tag`` and ``read_tag`` against the general parse (``parse_query`` then
+``parse_match_tag``): same rejections, same nid, the same extras encoded as ``encode_param``
+writes them, the same ``google_hm``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cookiematch.errors import MatchTagError, QueryError
-from cookiematch.protocol.common_tag import read_common_tag
+from cookiematch.protocol.common_tag import read_common_tag, read_tag
 from cookiematch.protocol.matchtag import MAX_EXTRAS_BYTES, parse_match_tag
 from cookiematch.protocol.privacy import PRIVACY_PARAMS
 from cookiematch.protocol.query import MAX_QUERY_BYTES, encode_param, parse_query
@@ -18,17 +19,18 @@ from cookiematch.protocol.query import MAX_QUERY_BYTES, encode_param, parse_quer
 from .goldens import cases
 
 
-def general(query: str) -> tuple[str, list[str]] | None:
-    """What the general path makes of ``query``: ``(nid, encoded extras)`` when it is the
-    common case (a cookie match, no other operation, no cookie test, no privacy parameter,
-    no extra dropped), else None (an error included)."""
+def general(query: str, hosted: bool = False) -> tuple[str, list[str], str | None, bool] | None:
+    """What the general path makes of ``query``: ``(nid, encoded extras, google_hm,
+    google_cm)`` when it is the common case (a cookie match, no other operation; or if
+    ``hosted`` one ``google_hm``, with or without the cookie match; no cookie test, no privacy
+    parameter, no extra dropped), else None (an error included)."""
     try:
         tag = parse_match_tag(parse_query(query))
     except (QueryError, MatchTagError):
         return None
     other = (
         tag.user_list_adds
-        or tag.hosted_match is not None
+        or (tag.hosted_match is not None and not hosted)
         or tag.hosted_match_duplicated
         or tag.push is not None
         or tag.push_duplicated
@@ -36,18 +38,21 @@ def general(query: str) -> tuple[str, list[str]] | None:
         or tag.extras_dropped
         or any(p.name in PRIVACY_PARAMS for p in tag.extras)
     )
-    if not tag.cookie_match or other:
+    if not (tag.cookie_match or (hosted and tag.hosted_match is not None)) or other:
         return None
-    return tag.nid, [encode_param(p) for p in tag.extras]
+    return tag.nid, [encode_param(p) for p in tag.extras], tag.hosted_match, tag.cookie_match
 
 
 def agree(query: str) -> None:
-    """The flat reading is the general one, except that it leaves a non-ASCII query to it."""
-    expected = general(query)
+    """The flat reading is the general one, except that it leaves a non-ASCII query to it;
+    with and without a hosted match."""
+    expected, hosted = general(query), general(query, True)
     if not query.isascii():
         assert read_common_tag(query) is None
+        assert read_tag(query, True) is None
     else:
-        assert read_common_tag(query) == expected
+        assert read_common_tag(query) == (None if expected is None else expected[:2])
+        assert read_tag(query, True) == hosted
 
 
 def golden_query(case: dict[str, Any]) -> str | None:
@@ -115,6 +120,17 @@ def test_not_the_common_case(query: str) -> None:
     assert read_common_tag(query) is None
 
 
+def test_the_hosted_match() -> None:
+    query = "google_nid=n&google_cm&google_hm=Q29va2llIG51bWJlciAxIQ%3D%3D&p=1"
+    assert read_tag(query, True) == ("n", ["p=1"], "Q29va2llIG51bWJlciAxIQ==", True)
+    assert read_tag(query, False) is None
+    assert read_tag("google_nid=n&google_cm&google_hm", True) == ("n", [], "", True)
+    assert read_tag("google_nid=n&google_cm&p", True) == ("n", ["p"], None, True)
+    assert read_tag("google_nid=n&google_cm&google_hm=QQ&google_hm=QQ", True) is None
+    assert read_tag("google_nid=n&google_hm=QQ", True) == ("n", [], "QQ", False)
+    assert read_tag("google_nid=n&p", True) is None  # no operation
+
+
 def test_extras_of_exactly_the_limit() -> None:
     query = "google_nid=n&google_cm&a=" + "x" * (MAX_EXTRAS_BYTES - 2)
     assert read_common_tag(query) == ("n", ["a=" + "x" * (MAX_EXTRAS_BYTES - 2)])
@@ -163,5 +179,6 @@ def match_tags(draw: st.DrawFn) -> str:
 @example("google_nid=n&google_cm&p=" + "v" * 1020 + "&q")
 @example("google_nid=n&google_cm&%67oogle_ula=1")
 @example("%67oogle_nid=n&google_cm&gdpr%5Fconsent=x")
+@example("google_nid=n&google_cm&google_hm=%41%42&google_%68m")
 def test_agrees_with_the_general_parse(query: str) -> None:
     agree(query)

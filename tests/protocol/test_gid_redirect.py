@@ -1,6 +1,6 @@
 """``GidRedirect`` (the prepared redirect of the match tag's common case) writes the bytes of
 ``RedirectTemplate.render``: the seed's redirect vectors, then generated templates, gids,
-extras and sizes; and ``UserIdCipher.gid_function`` is ``encrypt``."""
+extras, sizes and hosted match statuses; and ``UserIdCipher.gid_function`` is ``encrypt``."""
 
 from __future__ import annotations
 
@@ -105,14 +105,29 @@ gids = st.text(st.sampled_from("ABCxyz0189-_"), min_size=27, max_size=27)
     st.integers(0, 255),
     extra_params,
     st.booleans(),
+    st.sampled_from([None, None, 4]),
+    st.booleans(),
 )
 def test_agrees_with_the_renderer(
-    url: str, scheme: str, gid: str, cver: int, extras: list[QueryParam], first: bool
+    url: str,
+    scheme: str,
+    gid: str,
+    cver: int,
+    extras: list[QueryParam],
+    first: bool,
+    hosted_match: int | None,
+    with_gid: bool,
 ) -> None:
+    """Also with a hosted match's status (its write failed), and without a gid (a hosted
+    match alone)."""
     template = RedirectTemplate.compile(url)
-    response = ResponseParams(gid=gid, cver=cver)
+    response = ResponseParams(
+        gid=gid if with_gid else None, cver=cver if with_gid else None, hosted_match=hosted_match
+    )
     expected = template.render(scheme, response, extras, extras_first=first)
-    redirect = GidRedirect.prepare(template, cver, extras_first=first)
+    redirect = GidRedirect.prepare(
+        template, cver, extras_first=first, hosted_match=hosted_match, gid=with_gid
+    )
     assert redirect is not None
     assert redirect.location(scheme, gid, [encode_param(p) for p in extras]) == expected
 

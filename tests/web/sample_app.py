@@ -7,6 +7,7 @@ shutdown hooks append to.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -16,7 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, StreamingRespon
 from starlette.routing import Route as StarletteRoute
 
 from cookiematch.web.http import Request, Response
-from cookiematch.web.router import Answer, App
+from cookiematch.web.router import Answer, App, DirectHeaders, Pending
 from cookiematch.web.server import config_path
 
 COOKIES = (
@@ -74,6 +75,30 @@ async def sum_handler(request: Request) -> Response:
     if answer is not None:
         return Response(200, SUM_HEADERS, answer[2])
     return Response.text(400, f"not a sum: {request.body.decode(errors='replace')}")
+
+
+def later_direct(scope: Any) -> Pending | None:
+    """``/later``'s common case, answered after awaiting (a ``Pending``): ``?n=<digits>``
+    redirects with ``n``; ``?boom`` fails while awaited; anything else is the handler's."""
+    query = scope.query_string
+    if query != "boom" and not (query.startswith("n=") and query[2:].isdigit()):
+        return None
+    return _later(query)
+
+
+async def _later(query: str) -> DirectHeaders:
+    await asyncio.sleep(0)  # a write's acknowledgement
+    if query == "boom":
+        raise RuntimeError("bug in a pending direct path")
+    return [("Location", f"https://buyer.example/later?{query}"), ("Cache-Control", "no-store")]
+
+
+async def later_handler(request: Request) -> Response:
+    """``/later`` as the ASGI adapter serves it, and the rest under RSGI."""
+    if request.query == "boom" or request.query.startswith("n="):
+        headers = await _later(request.query)
+        return Response.redirect(dict(headers)["Location"])
+    return Response.text(200, "not later\n")
 
 
 async def trivial(request: Request) -> Response:
@@ -152,6 +177,8 @@ def make_app() -> App:
         read_body=True,
         direct_body=sum_direct,
     )
+
+    app.route("/later", later_handler, direct=later_direct)
 
     async def errors(request: Request) -> Response:
         return Response.json(200, {"errors": dict(app.handler_errors), **state})

@@ -139,6 +139,21 @@ async def test_direct_body_route(client: httpx.AsyncClient) -> None:
     assert r.status_code == 413
 
 
+async def test_direct_route_that_awaits(client: httpx.AsyncClient) -> None:
+    """A route's ``direct`` may answer a ``Pending`` (RSGI awaits it, then sends its 302): it
+    answers as the handler does (ASGI); None leaves the request to the handler; one that
+    raises while awaited is counted and answered with the route's on_error."""
+    r = await client.get("/later?n=42")
+    assert (r.status_code, r.headers["location"]) == (302, "https://buyer.example/later?n=42")
+    assert r.headers["cache-control"] == "no-store"
+    r = await client.get("/later?x=1")
+    assert (r.status_code, r.text) == (200, "not later\n")
+    before = (await client.get("/errors")).json()["errors"].get("/later", 0)
+    r = await client.get("/later?boom")
+    assert (r.status_code, r.content) == (200, TRANSPARENT_GIF)
+    assert (await client.get("/errors")).json()["errors"]["/later"] == before + 1
+
+
 def test_direct_body_needs_read_body() -> None:
     app = App()
 

@@ -193,7 +193,9 @@ def test_head_and_wrong_method(client: httpx.Client) -> None:
 def test_acknowledged_hosted_match_writes_survive_kill_9(
     tmp_path: Path, start_server: Callable[..., ServerProcess]
 ) -> None:
-    """Every google_hm write that got its redirect is in the store after kill -9."""
+    """Every google_hm write that got its redirect is in the store after kill -9: alone and
+    with a cookie match (the direct path's common cases), and with a user-list add (the
+    general path), a third of the browsers each."""
     port = free_port()
     config = write_exchange_config(tmp_path, port)
     argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config)]
@@ -210,8 +212,9 @@ def test_acknowledged_hosted_match_writes_survive_kill_9(
             data = f"b{number}w{write}".encode()
             encoded = base64.urlsafe_b64encode(data).decode().rstrip("=")
             try:
+                cm = ("", "&google_cm", "&google_ula=12345")[number % 3]
                 response = await http.get(
-                    f"{base}/pixel?google_nid=cookie-monster&google_hm={encoded}",
+                    f"{base}/pixel?google_nid=cookie-monster{cm}&google_hm={encoded}",
                     headers={"Cookie": cookie},
                 )
             except httpx.HTTPError:

@@ -13,26 +13,42 @@ general path answers it, and nothing was counted twice. Not the common case:
 - a buyer whose match tags are under a limit now (its allowance is the general path's),
 - a redirect URL the prepared pieces cannot render (``GidRedirect.prepare``),
 - a scheme that is neither http nor https.
+
+The hosted match's common case (the same tag with one ``google_hm``, with or without
+``google_cm``) is ``CommonMatch.hosted``: the same checks, then those of the general path's
+write (a buyer with ``hosted_match``, no write rate, a value that decodes: else the general
+path answers its status), decided before anything is done; then the write, awaited until the
+store acknowledges it (group commit), the gid and the monitor (with ``google_cm``), and the
+Location: the redirect, or on a store failure the same redirect with ``google_hm=4``, each
+prepared from the template's rendering too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from cookiematch.errors import HostedMatchError
 from cookiematch.exchange.consent import may_store_and_sync, store_and_sync_allowed
+from cookiematch.exchange.hosted_write import store_hosted_match
 from cookiematch.exchange.model import Buyer
 from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.privacy.signals import SILENT
+from cookiematch.protocol.codes import HostedMatchStatus
 from cookiematch.protocol.gid_redirect import GidRedirect
+from cookiematch.protocol.hosted import decode_hosted_match
+from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.protocol.userid import UserIdCipher
+from cookiematch.storage.base import Store
 
-__all__ = ["CommonMatch"]
+__all__ = ["CommonMatch", "HostedAnswer"]
 
 MAX_PREPARED = 4096
 """Buyers kept prepared (a change of a buyer prepares it again; past this, all again)."""
+_FAILED = HostedMatchStatus.INTERNAL_ERROR  # the one status a write itself answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +59,11 @@ class _Prepared:
     allowed: bool  # the policy allows store_id and sync under SILENT
     gid: Callable[[bytes], str]
     redirect: GidRedirect | None
+    hosted: dict[tuple[bool, bool], GidRedirect] | None  # see _hosted_redirects
+
+
+HostedAnswer = tuple[str, int | None]
+"""A hosted match's Location and its ``google_hm`` status (None: stored)."""
 
 
 class CommonMatch:
@@ -58,9 +79,14 @@ class CommonMatch:
         extras_first: bool,
         monitor: BuyerMonitor | None,
         limited: Callable[[Buyer], bool] | None,
+        store: Store,
+        hosted_ttl: int,
     ) -> None:
-        """``limited`` says whether a buyer's match tags are under a limit now."""
+        """``limited`` says whether a buyer's match tags are under a limit now; ``store``
+        takes the hosted match writes, kept ``hosted_ttl`` seconds."""
         self._registry = registry
+        self._store = store
+        self._hosted_ttl = hosted_ttl
         self._cipher = cipher
         self._policy = policy
         self._extras_first = extras_first
@@ -96,15 +122,96 @@ class CommonMatch:
             self.monitor.gid_issued(nid, browser_id)
         return location
 
+    def hosted(
+        self,
+        nid: str,
+        browser_id: bytes,
+        scheme: str,
+        extras: Sequence[str],
+        value: str,
+        cookie_match: bool,
+    ) -> Coroutine[Any, Any, HostedAnswer] | None:
+        """The hosted match of ``value`` (``google_hm`` as read) for buyer ``nid`` and
+        ``browser_id``, with the cookie match if ``cookie_match``: a coroutine that writes,
+        awaits the store's acknowledgement and answers the Location and the status, counted
+        and monitored as the general path does; None when this is not the common case
+        (nothing done)."""
+        buyer = self._registry.buyer(nid)
+        if buyer is None or not buyer.hosted_match:
+            return None  # not allowed: status 1, the general path's
+        if buyer.hosted_match_writes_per_second is not None:
+            return None  # throttled by the general path's buckets
+        if scheme != "https" and scheme != "http":
+            return None
+        prepared = self._prepared.get(nid)
+        if prepared is None or prepared.buyer is not buyer:
+            prepared = self._prepare(buyer)
+        if prepared.hosted is None or not prepared.allowed:
+            return None
+        limited = self._limited
+        if limited is not None and limited(buyer):
+            return None
+        try:
+            data = decode_hosted_match(value)
+        except HostedMatchError:
+            return None  # its status is the general path's
+        if not may_store_and_sync(self._policy, SILENT, buyer.gvl_vendor_id):
+            return None  # cannot differ from the prepared answer: the policy is pure
+        return self._write(prepared, browser_id, scheme, extras, data, cookie_match)
+
+    async def _write(
+        self,
+        prepared: _Prepared,
+        browser_id: bytes,
+        scheme: str,
+        extras: Sequence[str],
+        data: bytes,
+        cookie_match: bool,
+    ) -> HostedAnswer:
+        nid = prepared.buyer.nid
+        status = await store_hosted_match(self._store, browser_id, nid, data, self._hosted_ttl)
+        assert prepared.hosted is not None  # checked by hosted()
+        redirect = prepared.hosted[cookie_match, status is None]
+        gid = ""
+        if cookie_match:
+            gid = prepared.gid(browser_id)
+            if self.monitor is not None:  # frequency-capping monitoring, off the hot path
+                self.monitor.gid_issued(nid, browser_id)
+        location = redirect.location(scheme, gid, extras)
+        assert location is not None  # the scheme was checked by hosted()
+        return location, status
+
     def _prepare(self, buyer: Buyer) -> _Prepared:
         cver = self._cipher.version_for(buyer.key_version)
+        template, first = buyer.redirect_url, self._extras_first
         prepared = _Prepared(
             buyer,
             store_and_sync_allowed(self._policy, SILENT, buyer.gvl_vendor_id),
             self._cipher.gid_function(buyer.nid, cver),
-            GidRedirect.prepare(buyer.redirect_url, cver, extras_first=self._extras_first),
+            GidRedirect.prepare(template, cver, extras_first=first),
+            _hosted_redirects(template, cver, first) if buyer.hosted_match else None,
         )
         if len(self._prepared) >= MAX_PREPARED:
             self._prepared.clear()
         self._prepared[buyer.nid] = prepared
         return prepared
+
+
+def _hosted_redirects(
+    template: RedirectTemplate, cver: int, extras_first: bool
+) -> dict[tuple[bool, bool], GidRedirect] | None:
+    """A hosted buyer's redirects by (with a cookie match, stored): with a gid or not, with
+    ``google_hm=4`` or not; None when one cannot be prepared."""
+    found = {
+        (cm, stored): GidRedirect.prepare(
+            template,
+            cver,
+            extras_first=extras_first,
+            hosted_match=None if stored else _FAILED,
+            gid=cm,
+        )
+        for cm in (True, False)
+        for stored in (True, False)
+    }
+    redirects = {key: redirect for key, redirect in found.items() if redirect is not None}
+    return redirects if len(redirects) == len(found) else None

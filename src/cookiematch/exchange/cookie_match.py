@@ -12,6 +12,7 @@ from cookiematch.errors import HostedMatchError, InvalidPushToken, StorageError,
 from cookiematch.exchange import keys
 from cookiematch.exchange.common_match import CommonMatch
 from cookiematch.exchange.consent import may_store_and_sync
+from cookiematch.exchange.hosted_write import store_hosted_match
 from cookiematch.exchange.list_changes import Change, ListChanges
 from cookiematch.exchange.memberships import Membership, membership
 from cookiematch.exchange.model import Buyer, ExchangeSettings
@@ -94,6 +95,8 @@ class CookieMatchService:
                 extras_first=settings.extras_first,
                 monitor=monitor,
                 limited=limited,
+                store=store,
+                hosted_ttl=settings.hosted_match_ttl_days * SECONDS_PER_DAY,
             )
 
     def buyer(self, nid: str) -> Buyer | None:
@@ -247,18 +250,8 @@ class CookieMatchService:
         rate = buyer.hosted_match_writes_per_second
         if rate is not None and not self._hm_buckets.allow(buyer.nid, rate):
             return HostedMatchStatus.THROTTLED
-        try:
-            await self._store.set(
-                keys.hosted_match_key(browser_id, buyer.nid),
-                data,
-                ttl=self._settings.hosted_match_ttl_days * SECONDS_PER_DAY,
-            )
-        except StoreUnavailable:  # the store's guard logs an outage once
-            return HostedMatchStatus.INTERNAL_ERROR
-        except StorageError:
-            log.exception("hosted match write failed for %s", buyer.nid)
-            return HostedMatchStatus.INTERNAL_ERROR
-        return None
+        ttl = self._settings.hosted_match_ttl_days * SECONDS_PER_DAY
+        return await store_hosted_match(self._store, browser_id, buyer.nid, data, ttl)
 
     async def _add_to_user_lists(
         self, adds: tuple[UserListAdd, ...], buyer: Buyer, browser_id: bytes, now: int

@@ -1,7 +1,9 @@
 """One buyer's cookie-match redirect, prepared: the Location of a gid in one join.
 
 A match tag's common case (``protocol/common_tag.py``) is answered with the buyer's redirect
-URL carrying ``google_gid`` and ``google_cver`` (appended or placed by macros) and the extras.
+URL carrying ``google_gid`` and ``google_cver`` (appended or placed by macros) and the extras
+(and, for a hosted match whose write failed, its ``google_hm`` status; for a hosted match
+without a cookie match, no gid).
 ``GidRedirect`` derives, once per buyer, the pieces of that URL from
 ``RedirectTemplate.render`` itself (rendered with a marker in place of the gid, with and
 without a stand-in extra), so the prepared pieces and the general renderer write the same
@@ -49,14 +51,26 @@ class GidRedirect:
 
     @classmethod
     def prepare(
-        cls, template: RedirectTemplate, cver: int, *, extras_first: bool
+        cls,
+        template: RedirectTemplate,
+        cver: int,
+        *,
+        extras_first: bool,
+        hosted_match: int | None = None,
+        gid: bool = True,
     ) -> GidRedirect | None:
         """None when the template's rendering cannot be split around the gid (then the
-        general renderer answers)."""
+        general renderer answers). ``hosted_match``: the redirect also carries that
+        ``google_hm`` status (a hosted match write that failed). ``gid`` False: the redirect
+        of a hosted match without a cookie match, no gid and no ``google_cver`` (the gid
+        given to ``location`` is not used)."""
         if _GID in template.url or _EXTRAS in template.url:
             return None
-        http = _shape(template, "http", cver, extras_first)
-        https = _shape(template, "https", cver, extras_first)
+        response = ResponseParams(
+            gid=_GID if gid else None, cver=cver if gid else None, hosted_match=hosted_match
+        )
+        http = _shape(template, "http", response, extras_first)
+        https = _shape(template, "https", response, extras_first)
         if http is None or https is None:
             return None
         return cls(http, https)
@@ -82,8 +96,9 @@ class GidRedirect:
         return list(shape.bare), list(shape.before), list(shape.after)
 
 
-def _shape(template: RedirectTemplate, scheme: str, cver: int, extras_first: bool) -> _Shape | None:
-    response = ResponseParams(gid=_GID, cver=cver)
+def _shape(
+    template: RedirectTemplate, scheme: str, response: ResponseParams, extras_first: bool
+) -> _Shape | None:
     try:
         bare = template.render(scheme, response, (), extras_first=extras_first)
         marked = template.render(

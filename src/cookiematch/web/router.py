@@ -26,7 +26,9 @@ from cookiematch.errors import StoreUnavailable
 from cookiematch.web.drain import Drain
 from cookiematch.web.http import Handler, HeaderPairs, Request, Response
 
-__all__ = ["ASGIApp", "Answer", "App", "Direct", "DirectBody", "Hook", "Route"]
+__all__ = [
+    "ASGIApp", "Answer", "App", "Direct", "DirectBody", "DirectHeaders", "Hook", "Pending", "Route",
+]  # fmt: skip
 
 log = logging.getLogger("cookiematch.web")
 
@@ -36,9 +38,14 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Hook = Callable[[], Awaitable[None]]
-Direct = Callable[[Any], list[tuple[str, str]] | None]
-"""A route's common case answered straight from the RSGI scope: the headers of its 302 (the
-Location already safe by construction), or None when the handler answers the request."""
+DirectHeaders = list[tuple[str, str]]
+"""The headers of a direct 302 (the Location already safe by construction)."""
+Pending = Awaitable[DirectHeaders]
+"""A direct answer that awaits first (a durable write): its 302's headers once done."""
+Direct = Callable[[Any], DirectHeaders | Pending | None]
+"""A route's common case answered straight from the RSGI scope: the headers of its 302, a
+``Pending`` the adapter awaits for them, or None (nothing done) when the handler answers the
+request."""
 Answer = tuple[int, HeaderPairs, bytes]
 """A status, headers built (and checked, as a ``Response``'s) once, and a body (b"": none)."""
 DirectBody = Callable[[bytes], Awaitable[Answer | None]]
@@ -117,7 +124,8 @@ class App:
         direct_body: DirectBody | None = None,
     ) -> Route:
         """Register ``handler`` for ``path`` exactly, or for every path under it if ``prefix``.
-        ``direct`` answers the common case of a GET or HEAD without a ``Request``, and
+        ``direct`` answers the common case of a GET or HEAD without a ``Request`` (at once,
+        or after awaiting: a ``Pending``), and
         ``direct_body`` that of a ``read_body`` route from its body alone (under RSGI; the
         ASGI adapter always calls the handler)."""
         if direct_body is not None and not read_body:

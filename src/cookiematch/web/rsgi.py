@@ -29,7 +29,9 @@ from cookiematch.web.router import (
     NOT_FOUND,
     Answer,
     App,
+    DirectHeaders,
     Message,
+    Pending,
     Route,
 )
 
@@ -130,6 +132,8 @@ class RSGIAdapter:
             if method not in route.methods:
                 response = route.not_allowed
             elif route.direct is not None and (direct := self._direct(route, scope)) is not None:
+                if not isinstance(direct, list):  # failed, or a Pending
+                    direct = await self._settle(route, scope, direct)
                 if isinstance(direct, Response):
                     response = direct  # route.direct failed
                 else:
@@ -162,12 +166,26 @@ class RSGIAdapter:
         _send(proto, response, self._drain)
         record(route.path, response.status, perf_counter() - started)
 
-    def _direct(self, route: Route, scope: Any) -> list[tuple[str, str]] | Response | None:
-        """``route.direct``'s headers or None; when it raises, ``route.on_error`` (counted and
-        logged as a handler's failure: ``App.failed``)."""
+    def _direct(self, route: Route, scope: Any) -> DirectHeaders | Pending | Response | None:
+        """``route.direct``'s headers, ``Pending`` or None; when it raises, ``route.on_error``
+        (counted and logged as a handler's failure: ``App.failed``)."""
         assert route.direct is not None
         try:
             return route.direct(scope)
+        except Exception as exc:
+            return self.app.failed(route, scope.method, exc)
+
+    async def _settle(
+        self, route: Route, scope: Any, direct: Pending | Response
+    ) -> DirectHeaders | Response:
+        """A ``Pending``'s headers once awaited; when it raises, ``route.on_error`` (as
+        ``_direct``)."""
+        if isinstance(direct, Response):
+            return direct
+        try:
+            return await direct
+        except ProtocolClosed:
+            raise
         except Exception as exc:
             return self.app.failed(route, scope.method, exc)
 

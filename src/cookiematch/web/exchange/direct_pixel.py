@@ -1,24 +1,29 @@
-"""``/pixel``'s common case straight from the RSGI scope (the route's ``direct``).
+"""``/pixel``'s common cases straight from the RSGI scope (the route's ``direct``).
 
 A cookie match from a browser with a valid exchange cookie, extras, no other operation and no
 privacy signal (no privacy parameter, no ``Sec-GPC`` header) is answered here, in one flat
 call: the query read once (``protocol/common_tag.py``), the cookie read by name, the domain's
 common case (``exchange/common_match.py``), and a header list whose only variable value is the
-Location (safe by construction: ``protocol/gid_redirect.py``). Everything else returns None
-before anything is done, and ``ExchangeRoutes.pixel`` answers it; both write the same bytes
-(tests/web/test_direct_pixel.py).
+Location (safe by construction: ``protocol/gid_redirect.py``). The same tag with one
+``google_hm`` (a hosted match, ``google_cm`` then optional) is the same call up to the
+domain, which answers a coroutine:
+the adapter awaits it (the write's group commit) and sends its 302. Everything else returns
+None before anything is done, and ``ExchangeRoutes.pixel`` answers it; both write the same
+bytes (tests/web/test_direct_pixel.py, tests/web/test_direct_hosted.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
-from cookiematch.exchange.common_match import CommonMatch
-from cookiematch.protocol.common_tag import read_common_tag
+from cookiematch.exchange.common_match import CommonMatch, HostedAnswer
+from cookiematch.protocol.common_tag import read_tag
 from cookiematch.protocol.cookies import parse_browser_id, read_id_cookie
 from cookiematch.protocol.gpc import GPC_HEADER
 from cookiematch.web.exchange import metrics
 from cookiematch.web.forwarded import ProxyTrust
+from cookiematch.web.router import DirectHeaders, Pending
 from cookiematch.web.rsgi import peer_ip
 
 __all__ = ["DirectPixel"]
@@ -31,14 +36,15 @@ class DirectPixel:
 
     def __init__(self, common: CommonMatch, cookie_name: str, proxies: ProxyTrust) -> None:
         self._location = common.location
+        self._hosted = common.hosted
         self._cookie_name = cookie_name
         self._proxies = proxies
 
-    def __call__(self, scope: Any) -> list[tuple[str, str]] | None:
+    def __call__(self, scope: Any) -> DirectHeaders | Pending | None:
         headers = scope.headers
         if GPC_HEADER in headers:
             return None
-        tag = read_common_tag(scope.query_string)
+        tag = read_tag(scope.query_string, True)
         if tag is None:
             return None
         cookies = headers.get_all("cookie")
@@ -55,9 +61,22 @@ class DirectPixel:
         scheme = scope.scheme
         if self._proxies.trusting:
             scheme = self._proxies.scheme_of(scheme, peer_ip(scope.client), headers)
-        nid, extras = tag
+        nid, extras, hm, cookie_match = tag
+        if hm is not None:
+            write = self._hosted(nid, browser_id, scheme, extras, hm, cookie_match)
+            return None if write is None else _hosted(nid, write)
         location = self._location(nid, browser_id, scheme, extras)
         if location is None:
             return None
         metrics.PIXEL_OUTCOMES.inc((nid, "redirect"))
         return [("Location", location), _NO_STORE]
+
+
+async def _hosted(nid: str, write: Coroutine[Any, Any, HostedAnswer]) -> DirectHeaders:
+    """The hosted match's 302 once its write is acknowledged, counted as the general path
+    counts it."""
+    location, status = await write
+    metrics.PIXEL_OUTCOMES.inc((nid, "redirect"))
+    if status is not None:
+        metrics.HOSTED_MATCH_FAILURES.inc((nid, str(status)))
+    return [("Location", location), _NO_STORE]
