@@ -33,6 +33,7 @@ Everything after staging is SQL:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -93,7 +94,11 @@ for what it allocates beside them (the reader's, the queries' working memory) an
 Python side (the sync map's export, the lines sent back to the key-value store)."""
 
 PREFIX = "ing_"  # every table of a run is a temporary table named so
-FILES, LINES, SYNC_MAP, TRAIT_DEFS = "ing_files", "ing_lines", "ing_sync_map", "ing_traits"
+FILES, LINES, TRAIT_DEFS = "ing_files", "ing_lines", "ing_traits"
+SHARED = "ing_shared"
+"""An in-memory database beside the engine's, seen by every connection of the engine: the sync
+map is written there by a connection of its own while the lines are staged."""
+SYNC_MAP = f"{SHARED}.ing_sync_map"
 RECORDS, ATTRS, EVENTS_IN, REMOVES = "ing_records", "ing_attrs", "ing_events", "ing_removes"
 VERDICT = "ing_verdict"
 TOUCHED, LAPSED = "ing_touched", "ing_lapsed"
@@ -112,7 +117,6 @@ CREATE OR REPLACE TEMP TABLE {TOUCHED} (pid INTEGER);
 CREATE OR REPLACE TEMP TABLE {LAPSED} (pid INTEGER, name VARCHAR, ts DOUBLE);
 CREATE OR REPLACE TEMP TABLE {RUN_OPS} (pid INTEGER, name VARCHAR, seq BIGINT, value JSON);
 CREATE OR REPLACE TEMP TABLE {RUN_EVENTS} (pid INTEGER, name VARCHAR, ts DOUBLE, expires_at DOUBLE);
-CREATE OR REPLACE TEMP TABLE {SYNC_MAP} (partner_uid VARCHAR, dmp_uid VARCHAR);
 CREATE OR REPLACE TEMP TABLE {TRAIT_DEFS} (name VARCHAR, kind VARCHAR, ttl DOUBLE);
 """
 
@@ -478,14 +482,20 @@ class SqlIngest:
         self._checker = Checker(catalog)
         self._staged = _Staged()
         self._db.execute(STAGING)
+        self._db.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {SHARED}")
+        self._sync = self._db.cursor()
+        self._sync.execute(
+            f"CREATE OR REPLACE TABLE {SYNC_MAP} (partner_uid VARCHAR, dmp_uid VARCHAR)"
+        )
         declared = [(t.name, t.kind.value, t.ttl_seconds) for t in catalog.traits.values()]
         if declared:
             self._db.executemany(f"INSERT INTO {TRAIT_DEFS} VALUES (?, ?, ?)", declared)
 
     def add_sync_pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Part of the partner's sync map: ``(partner uid, DMP uid)``."""
+        """Part of the partner's sync map: ``(partner uid, DMP uid)``; on a connection of its
+        own, so it may be called while another thread stages lines."""
         if pairs:
-            self._db.execute(
+            self._sync.execute(
                 f"INSERT INTO {SYNC_MAP} SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[])",
                 [[p for p, _ in pairs], [d for _, d in pairs]],
             )
@@ -642,6 +652,8 @@ class SqlIngest:
         ).fetchall()
         for (table,) in tables:
             db.execute(f"DROP TABLE {table}")
+        self._sync.close()
+        db.execute(f"DETACH DATABASE IF EXISTS {SHARED}")
 
     def _run_chunk(self, params: dict[str, Any], start: int, end: int, into: SqlOutcome) -> None:
         db = self._db
@@ -776,16 +788,27 @@ async def _ingest(
     clock: Clock,
 ) -> IngestReport:
     ingest = SqlIngest(db, catalog)
-    async for pairs in sync_pairs(store, partner_id):
-        ingest.add_sync_pairs(pairs)
-    for file in files:
-        if not isinstance(file, Path):
-            ingest.stage(file)
-            continue
-        kind = fmt or detect_format(file) or "jsonl"
-        if kind == "jsonl" and ingest.stage_path(file, progress):
-            continue
-        ingest.stage(read_batches(file, kind, STAGE_ROWS, progress))
+
+    def stage() -> None:
+        for file in files:
+            if not isinstance(file, Path):
+                ingest.stage(file)
+                continue
+            kind = fmt or detect_format(file) or "jsonl"
+            if kind == "jsonl" and ingest.stage_path(file, progress):
+                continue
+            ingest.stage(read_batches(file, kind, STAGE_ROWS, progress))
+
+    # the files staged in a thread (the engine's reader runs without Python's lock) while the
+    # sync map is exported here
+    staging = asyncio.create_task(asyncio.to_thread(stage))
+    try:
+        async for pairs in sync_pairs(store, partner_id):
+            ingest.add_sync_pairs(pairs)
+    except BaseException:
+        await asyncio.wait([staging])
+        raise
+    await staging
     outcome = ingest.run(partner_id, clock())
     rejects = outcome.rejects()
     report = IngestReport(
