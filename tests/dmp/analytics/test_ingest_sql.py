@@ -227,6 +227,7 @@ async def test_sql_ingestion_gives_what_the_per_record_path_gives(
         await load_profiles(kv, before, context)
 
         await load_profiles(sql_kv, engine, context)
+        settings = {n: engine.setting(n) for n in ("memory_limit", "preserve_insertion_order")}
         pending = build_ingestor(sql_kv, TraitStore(sql_kv, CATALOG, clock=clock), clock=clock)
         found = await ingest_files(
             engine.connection,
@@ -238,6 +239,15 @@ async def test_sql_ingestion_gives_what_the_per_record_path_gives(
             clock=clock,
             keep_rejects=True,
         )
+
+        # the connection as it was: settings back, the run's tables and database gone
+        assert {n: engine.setting(n) for n in settings} == settings
+        left = engine.connection.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE starts_with(table_name, 'ing_') "
+            "UNION ALL SELECT database_name FROM duckdb_databases() "
+            "WHERE starts_with(database_name, 'ing_')"
+        ).fetchall()
+        assert left == []
 
         for table, rows in dump(before).items():
             got = dump(engine)[table]

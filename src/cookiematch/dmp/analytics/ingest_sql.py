@@ -9,10 +9,13 @@ profiles in SQL, with the outcomes of the per-record path (``dmp/ingest/pipeline
 A JSON Lines file is framed by the engine's own CSV reader when a pass over its bytes shows
 it frames the lines as ``ingest/readers.py`` does (``lines.py``), else by that reader; either
 way a line has the same number. A JSON line is staged as its text, a CSV/TSV row as its cells
-under the file's header. The staged lines are then validated, resolved and merged
-``CHUNK_LINES`` at a time in file order, so the engine's working set stays bounded
-whatever the files' size; what they merged is written in one transaction at the end.
-Everything after staging is SQL:
+under the file's header. The files are staged in a thread while the partner's sync map is
+exported from the key-value store. The staged lines are then validated and resolved
+``CHUNK_LINES`` at a time, each chunk's attribute operations and events kept with their
+place in file order; they are merged once at the end and written in one transaction. The
+run's rows carry a profile's number (``pid``), not its uid, until then. During a run the
+engine's buffers take ``ENGINE_SHARE`` of its memory limit, so that the whole process stays
+within the limit. Everything after staging is SQL:
 
 - a JSON line is decoded as ``RawRecord`` would (an object of ``uid``, ``attributes``,
   ``events``, ``remove`` with their types); a CSV cell becomes a value by its declared trait
@@ -28,7 +31,8 @@ Everything after staging is SQL:
   attributes, a ``null`` deleting), each set one living its trait's TTL from ``now``; events
   are deduplicated by (name, ts), lapse their trait's TTL after ``ts`` rounded up to the hour
   (``TraitCatalog.event_expiry``; those already lapsed are counted, not stored) and are cut to
-  the newest ``max_events_per_name`` of each name, as the profile reader reads them.
+  the newest ``max_events_per_name`` of each name, as the profile reader reads them (sorted
+  only where a name holds more).
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ from cookiematch.storage.base import Store
 PARK_BATCH = 50_000  # records written to pending at a time (``pipeline.RECHECK_EVERY``)
 STAGE_ROWS = 100_000  # lines staged per insert (lines framed in Python)
 CHUNK_LINES = 500_000  # staged lines validated, resolved and merged at a time
-ENGINE_SHARE = 0.5
+ENGINE_SHARE = 0.4
 """The share of the engine's memory limit its buffers take during an ingestion; the rest is
 for what it allocates beside them (the reader's, the queries' working memory) and for the
 Python side (the sync map's export, the lines sent back to the key-value store)."""
