@@ -643,11 +643,11 @@ class SqlIngest:
             db.execute("ROLLBACK")
             raise
         outcome.profiles, outcome.expired = self._db.execute(TOTALS).fetchone() or (0, 0)
-        self._drop()
         return outcome
 
-    def _drop(self) -> None:
-        """Drop the run's tables (the lines staged with them): the connection lives on."""
+    def close(self) -> None:
+        """Drop the run's tables (the lines staged with them) and its database: the engine's
+        connection lives on."""
         db = self._db
         tables = db.execute(
             "SELECT table_name FROM duckdb_tables() "
@@ -771,28 +771,27 @@ async def ingest_files(
     ``memory_limit_mb``: the engine's memory limit, which the whole process keeps within: the
     engine's buffers take ``ENGINE_SHARE`` of it meanwhile."""
     db.execute(f"SET memory_limit = '{int(memory_limit_mb * ENGINE_SHARE)}MB'")
+    ingest = SqlIngest(db, catalog)
     try:
-        report = await _ingest(db, store, pending, partner_id, files, catalog, fmt, progress, clock)
-        if not keep_rejects:
-            report.rejects = []
-        return report
+        report = await _ingest(ingest, store, pending, partner_id, files, fmt, progress, clock)
     finally:
+        ingest.close()
         db.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
+    if not keep_rejects:
+        report.rejects = []
+    return report
 
 
 async def _ingest(
-    db: duckdb.DuckDBPyConnection,
+    ingest: SqlIngest,
     store: Store,
     pending: PendingRecords,
     partner_id: str,
     files: Sequence[Path | Iterable[Batch]],
-    catalog: TraitCatalog,
     fmt: Format | None,
     progress: Progress | None,
     clock: Clock,
 ) -> IngestReport:
-    ingest = SqlIngest(db, catalog)
-
     def stage() -> None:
         for file in files:
             if not isinstance(file, Path):
