@@ -165,13 +165,17 @@ def _value_kind(value: str) -> str:
 # Records: one row per staged line; a JSON line's shape is RawRecord's (unknown keys refused).
 PARSE = [
     # a JSON line parsed once for its parts (``p``: uid, attributes, events, remove; each
-    # part read on its own after), once for its keys
+    # part read on its own after), once for its keys; an object when valid and opening with a
+    # brace (else asked: whitespace may come first)
     f"""CREATE OR REPLACE TEMP TABLE {RECORDS} AS
     WITH decoded AS (
-        SELECT file, line, json_type(j) = 'OBJECT' AS object,
+        SELECT file, line,
+            CASE WHEN j IS NULL THEN false WHEN starts_with(body, '{{') THEN true
+                 ELSE json_type(j) = 'OBJECT' END AS object,
             json_extract(j, ['$.uid', '$.attributes', '$.events', '$.remove']) AS p,
             json_keys(j) AS keys
-          FROM (SELECT file, line, TRY_CAST(body AS JSON) AS j FROM {CHUNK} WHERE cells IS NULL))
+          FROM (SELECT file, line, body, TRY_CAST(body AS JSON) AS j
+                  FROM {CHUNK} WHERE cells IS NULL))
     SELECT file, line, p[2] AS attrs, p[3] AS events, p[4] AS remove, p[1]->>'$' AS uid,
         coalesce(object
             AND len(list_filter(keys,
@@ -516,11 +520,15 @@ class SqlIngest:
             compressed = path.name.lower().endswith(".gz")
             lines = read_csv_sql(compressed, ends.newline)
             # every line in (blank ones too, bodiless, to count them), numbered by the reader
-            # in file order: no sort; a staged line's ``seq`` is its file's base plus its number
+            # in file order: no sort; a staged line's ``seq`` is its file's base plus its number.
+            # A line opening an object is not blank: only the others are trimmed (a trim
+            # copies the line)
             try:
                 db.execute(
                     f"""INSERT INTO {LINES}
-                    SELECT $file, line, CASE WHEN trim(body, '{BLANK}') <> '' THEN body END,
+                    SELECT $file, line,
+                        CASE WHEN starts_with(body, '{{') OR trim(body, '{BLANK}') <> ''
+                             THEN body END,
                         NULL, $seq + line
                       FROM ({lines})""",
                     {"path": str(path), "file": file, "seq": staged.seq},
