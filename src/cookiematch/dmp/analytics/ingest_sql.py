@@ -91,6 +91,7 @@ from cookiematch.storage.base import Store
 
 PARK_BATCH = 50_000  # records written to pending at a time (``pipeline.RECHECK_EVERY``)
 STAGE_ROWS = 100_000  # lines staged per insert (lines framed in Python)
+SYNC_BATCH = 50_000  # sync map entries read per query and inserted at a time
 CHUNK_LINES = 500_000  # staged lines validated, resolved and merged at a time
 ENGINE_SHARE = 0.4
 """The share of the engine's memory limit its buffers take during an ingestion; the rest is
@@ -814,7 +815,7 @@ async def _ingest(
     # sync map is exported here
     staging = asyncio.create_task(asyncio.to_thread(stage))
     try:
-        async for pairs in sync_pairs(store, partner_id):
+        async for pairs in sync_pairs(store, partner_id, batch=SYNC_BATCH):
             ingest.add_sync_pairs(pairs)
     except BaseException:
         await asyncio.wait([staging])
