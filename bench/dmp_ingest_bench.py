@@ -206,6 +206,7 @@ async def run_duckdb(url: str, data: Path, args: argparse.Namespace) -> dict[str
         [data],
         catalog,
         fmt="jsonl",
+        memory_limit_mb=args.duckdb_memory_mb,
     )
     queued = time.perf_counter() - started
     engine.connection.execute("CHECKPOINT")

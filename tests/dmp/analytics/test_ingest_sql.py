@@ -76,7 +76,9 @@ JSON_LINES = [
     j("p7", attributes={"new": "yes"}),
     j("p6", attributes={"tier": "gold"}),
     j("p1", attributes={"tier": "last"}),
+    b" \t" + j("p7", attributes={"spaced": True}),  # an object after whitespace
     # refused
+    b"  [1]",
     b'{"uid":"p1",',
     b"[1, 2]",
     b'{"uid": "p1"} trailing',
@@ -227,6 +229,7 @@ async def test_sql_ingestion_gives_what_the_per_record_path_gives(
         await load_profiles(kv, before, context)
 
         await load_profiles(sql_kv, engine, context)
+        settings = {n: engine.setting(n) for n in ("memory_limit", "preserve_insertion_order")}
         pending = build_ingestor(sql_kv, TraitStore(sql_kv, CATALOG, clock=clock), clock=clock)
         found = await ingest_files(
             engine.connection,
@@ -238,6 +241,15 @@ async def test_sql_ingestion_gives_what_the_per_record_path_gives(
             clock=clock,
             keep_rejects=True,
         )
+
+        # the connection as it was: settings back, the run's tables and database gone
+        assert {n: engine.setting(n) for n in settings} == settings
+        left = engine.connection.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE starts_with(table_name, 'ing_') "
+            "UNION ALL SELECT database_name FROM duckdb_databases() "
+            "WHERE starts_with(database_name, 'ing_')"
+        ).fetchall()
+        assert left == []
 
         for table, rows in dump(before).items():
             got = dump(engine)[table]
@@ -261,6 +273,7 @@ async def test_sql_ingestion_gives_what_the_per_record_path_gives(
         assert attributes[("d1", "big")][2] == str(2**70)
         assert attributes[("d3", "tier")][1] == 'quoted\t with comma "and quotes"\r\nand a newline'
         assert attributes[("d7", "new")][1] == "yes"  # a profile the file made
+        assert attributes[("d7", "spaced")][0] == "bool"
         purchases = [e for e in dump(engine)[EVENTS] if e[:2] == ("d2", "purchase")]
         assert [e[2] for e in purchases] == [T - 200, T - 100, T - 50]  # capped at 3
         assert found.pending == 6 and found.expired_events > 0

@@ -9,10 +9,13 @@ profiles in SQL, with the outcomes of the per-record path (``dmp/ingest/pipeline
 A JSON Lines file is framed by the engine's own CSV reader when a pass over its bytes shows
 it frames the lines as ``ingest/readers.py`` does (``lines.py``), else by that reader; either
 way a line has the same number. A JSON line is staged as its text, a CSV/TSV row as its cells
-under the file's header. The staged lines are then validated, resolved and merged
-``CHUNK_LINES`` at a time in file order, so the engine's working set stays bounded
-whatever the files' size; what they merged is written in one transaction at the end.
-Everything after staging is SQL:
+under the file's header. The files are staged in a thread while the partner's sync map is
+exported from the key-value store. The staged lines are then validated and resolved
+``CHUNK_LINES`` at a time, each chunk's attribute operations and events kept with their
+place in file order; they are merged once at the end and written in one transaction. The
+run's rows carry a profile's number (``pid``), not its uid, until then. During a run the
+engine's buffers take ``ENGINE_SHARE`` of its memory limit, so that the whole process stays
+within the limit. Everything after staging is SQL:
 
 - a JSON line is decoded as ``RawRecord`` would (an object of ``uid``, ``attributes``,
   ``events``, ``remove`` with their types); a CSV cell becomes a value by its declared trait
@@ -28,11 +31,13 @@ Everything after staging is SQL:
   attributes, a ``null`` deleting), each set one living its trait's TTL from ``now``; events
   are deduplicated by (name, ts), lapse their trait's TTL after ``ts`` rounded up to the hour
   (``TraitCatalog.event_expiry``; those already lapsed are counted, not stored) and are cut to
-  the newest ``max_events_per_name`` of each name, as the profile reader reads them.
+  the newest ``max_events_per_name`` of each name, as the profile reader reads them (sorted
+  only where a name holds more).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +48,7 @@ import duckdb
 
 from cookiematch.clock import Clock
 from cookiematch.dmp.analytics.lines import BLANK, line_ends, read_csv_sql
+from cookiematch.dmp.analytics.settings import MEMORY_LIMIT_MB
 from cookiematch.dmp.analytics.sync_map import sync_pairs
 from cookiematch.dmp.analytics.tables import (
     ATTRIBUTES,
@@ -85,24 +91,37 @@ from cookiematch.storage.base import Store
 
 PARK_BATCH = 50_000  # records written to pending at a time (``pipeline.RECHECK_EVERY``)
 STAGE_ROWS = 100_000  # lines staged per insert (lines framed in Python)
+SYNC_BATCH = 50_000  # sync map entries read per query and inserted at a time
 CHUNK_LINES = 500_000  # staged lines validated, resolved and merged at a time
+ENGINE_SHARE = 0.4
+"""The share of the engine's memory limit its buffers take during an ingestion; the rest is
+for what it allocates beside them (the reader's, the queries' working memory) and for the
+Python side (the sync map's export, the lines sent back to the key-value store)."""
 
-FILES, LINES, SYNC_MAP, TRAIT_DEFS = "ing_files", "ing_lines", "ing_sync_map", "ing_traits"
+PREFIX = "ing_"  # every table of a run is a temporary table named so
+FILES, LINES, TRAIT_DEFS = "ing_files", "ing_lines", "ing_traits"
+SHARED = "ing_shared"
+"""An in-memory database beside the engine's, seen by every connection of the engine: the sync
+map is written there by a connection of its own while the lines are staged."""
+SYNC_MAP = f"{SHARED}.ing_sync_map"
 RECORDS, ATTRS, EVENTS_IN, REMOVES = "ing_records", "ing_attrs", "ing_events", "ing_removes"
 VERDICT = "ing_verdict"
-CHUNK, RAW, TOUCHED, LAPSED = "ing_chunk", "ing_raw", "ing_touched", "ing_lapsed"
-RUN_ATTRS, RUN_EVENTS = "ing_run_attrs", "ing_run_events"
+TOUCHED, LAPSED = "ing_touched", "ing_lapsed"
+CHUNK = f"(SELECT file, line, body, cells FROM {LINES} WHERE seq >= $start AND seq < $end)"
+"""The lines of a chunk, read in place (the staged lines are in ``seq`` order: the engine's
+zone maps skip the others)."""
+RUN_OPS, RUN_ATTRS, RUN_EVENTS = "ing_run_ops", "ing_run_attrs", "ing_run_events"
+PROFILE_IDS, WRITTEN_EVENTS = "ing_profile_ids", "ing_written_events"
+KEPT_EVENTS, CUT = "ing_kept_events", "ing_cut"
 
 STAGING = f"""
 CREATE OR REPLACE TEMP TABLE {FILES} (file INTEGER, source VARCHAR, header VARCHAR[]);
 CREATE OR REPLACE TEMP TABLE {LINES} (
     file INTEGER, line INTEGER, body VARCHAR, cells VARCHAR[], seq BIGINT);
-CREATE OR REPLACE TEMP TABLE {TOUCHED} (profile VARCHAR);
-CREATE OR REPLACE TEMP TABLE {LAPSED} (profile VARCHAR, name VARCHAR, ts DOUBLE);
-CREATE OR REPLACE TEMP TABLE {RUN_ATTRS} (profile VARCHAR, name VARCHAR, value JSON, kind VARCHAR);
-CREATE OR REPLACE TEMP TABLE {RUN_EVENTS} (
-    profile VARCHAR, name VARCHAR, ts DOUBLE, expires_at DOUBLE);
-CREATE OR REPLACE TEMP TABLE {SYNC_MAP} (partner_uid VARCHAR, dmp_uid VARCHAR);
+CREATE OR REPLACE TEMP TABLE {TOUCHED} (pid INTEGER);
+CREATE OR REPLACE TEMP TABLE {LAPSED} (pid INTEGER, name VARCHAR, ts DOUBLE);
+CREATE OR REPLACE TEMP TABLE {RUN_OPS} (pid INTEGER, name VARCHAR, seq BIGINT, value JSON);
+CREATE OR REPLACE TEMP TABLE {RUN_EVENTS} (pid INTEGER, name VARCHAR, ts DOUBLE, expires_at DOUBLE);
 CREATE OR REPLACE TEMP TABLE {TRAIT_DEFS} (name VARCHAR, kind VARCHAR, ttl DOUBLE);
 """
 
@@ -147,15 +166,16 @@ def _value_kind(value: str) -> str:
 # Records: one row per staged line; a JSON line's shape is RawRecord's (unknown keys refused).
 PARSE = [
     # a JSON line parsed once for its parts (``p``: uid, attributes, events, remove; each
-    # part read on its own after), once for its keys
+    # part read on its own after), once for its keys; an object when valid and opening with a
+    # brace (else asked: whitespace may come first)
     f"""CREATE OR REPLACE TEMP TABLE {RECORDS} AS
     WITH decoded AS (
-        SELECT file, line, json_type(j) = 'OBJECT' AS object,
-            CASE WHEN json_type(j) = 'OBJECT'
-                 THEN json_extract(j, ['$.uid', '$.attributes', '$.events', '$.remove']) END
-                AS p,
-            CASE WHEN json_type(j) = 'OBJECT' THEN json_keys(j) END AS keys
-          FROM (SELECT file, line, CASE WHEN json_valid(body) THEN body::JSON END AS j
+        SELECT file, line,
+            CASE WHEN j IS NULL THEN false WHEN starts_with(body, '{{') THEN true
+                 ELSE json_type(j) = 'OBJECT' END AS object,
+            json_extract(j, ['$.uid', '$.attributes', '$.events', '$.remove']) AS p,
+            json_keys(j) AS keys
+          FROM (SELECT file, line, body, TRY_CAST(body AS JSON) AS j
                   FROM {CHUNK} WHERE cells IS NULL))
     SELECT file, line, p[2] AS attrs, p[3] AS events, p[4] AS remove, p[1]->>'$' AS uid,
         coalesce(object
@@ -179,10 +199,9 @@ PARSE = [
     # from a CSV row
     f"""CREATE OR REPLACE TEMP TABLE {ATTRS} AS
     SELECT file, line, name, value, {_value_kind("value")} AS kind, cell
-      FROM (SELECT file, line, e.key AS name, e.value AS value, false AS cell
-      FROM (SELECT file, line, unnest(map_entries(from_json(attrs,
-                   '"MAP(VARCHAR, JSON)"'))) AS e
-              FROM {RECORDS} WHERE shaped AND attrs IS NOT NULL)
+      FROM (SELECT r.file, r.line, e.key AS name,
+                   CASE WHEN e.type <> 'NULL' THEN e.value END AS value, false AS cell
+              FROM {RECORDS} r, json_each(r.attrs) e WHERE r.shaped AND r.attrs IS NOT NULL
     UNION ALL
     SELECT c.file, c.line, c.name, {_cell_value("t.kind", "c.text")}, true
       FROM (SELECT l.file, l.line, unnest(f.header) AS name, unnest(l.cells) AS text
@@ -278,12 +297,25 @@ RESOLVED = "ing_resolved"
 SYNC_UNIQUE = "ing_sync_unique"
 REFUSING = "ing_refusing"
 
+# the sync map, one DMP uid per partner uid; each DMP uid numbered (``pid``): the run's
+# intermediate rows carry the number, narrower than the uid, and take the uid back at the end
+SYNC_IDS = [
+    f"""CREATE OR REPLACE TEMP TABLE {PROFILE_IDS} AS
+    SELECT dmp_uid AS profile, (row_number() OVER ())::INTEGER AS pid
+      FROM (SELECT DISTINCT dmp_uid FROM {SYNC_MAP})""",
+    f"""CREATE OR REPLACE TEMP TABLE {SYNC_UNIQUE} AS
+    SELECT s.partner_uid, s.dmp_uid, p.pid
+      FROM (SELECT DISTINCT ON (partner_uid) * FROM {SYNC_MAP}) s
+      JOIN {PROFILE_IDS} p ON p.profile = s.dmp_uid""",
+    f"DROP TABLE {SYNC_MAP}",
+]
+
 # Valid lines with the profile they resolve to (NULL: not synced), and whether its stored
 # consent refuses the partner (``consent.allows``: any live mark, and not both the DMP
 # cookie's and the partner's a consent whose TC string is at most CONSENT_MAX_AGE old).
 RESOLVE = [
     f"""CREATE OR REPLACE TEMP TABLE {RESOLVED} AS
-    SELECT v.file, v.line, v.uid, s.dmp_uid AS profile
+    SELECT v.file, v.line, v.uid, s.dmp_uid AS profile, s.pid
       FROM {VERDICT} v LEFT JOIN {SYNC_UNIQUE} s ON s.partner_uid = v.uid
      WHERE v.valid""",
     f"""CREATE OR REPLACE TEMP TABLE {REFUSING} AS
@@ -299,38 +331,65 @@ RESOLVE = [
 ]
 
 ACCEPTED = "ing_accepted"
-FINAL_ATTRS = "ing_final_attrs"
 NEW_EVENTS = "ing_new_events"
 
 MERGE = [
     f"""CREATE OR REPLACE TEMP TABLE {ACCEPTED} AS
-    SELECT file, line, profile FROM {RESOLVED}
+    SELECT file, line, pid FROM {RESOLVED}
      WHERE profile IS NOT NULL AND profile NOT IN (SELECT profile FROM {REFUSING})""",
-    # the last operation on each (profile, name) in file order; a record's removes first
-    f"""CREATE OR REPLACE TEMP TABLE {FINAL_ATTRS} AS
-    SELECT profile, name, arg_max_null(value, seq) AS value, arg_max_null(kind, seq) AS kind
-      FROM (SELECT x.profile, r.name, NULL::JSON AS value, NULL AS kind,
-                   (x.file::BIGINT << 33) + (x.line::BIGINT << 1) AS seq
-              FROM {REMOVES} r JOIN {ACCEPTED} x USING (file, line)
-            UNION ALL
-            SELECT x.profile, a.name, a.value, a.kind,
-                   (x.file::BIGINT << 33) + (x.line::BIGINT << 1) + 1
-              FROM {ATTRS} a JOIN {ACCEPTED} x USING (file, line))
-     GROUP BY profile, name""",
     f"""CREATE OR REPLACE TEMP TABLE {NEW_EVENTS} AS
-    SELECT DISTINCT x.profile, e.name, trunc(e.ts) AS ts,
+    SELECT DISTINCT x.pid, e.name, trunc(e.ts) AS ts,
         ceil((trunc(e.ts) + coalesce(t.ttl, $event_ttl)) / $step) * $step AS expires_at
       FROM {EVENTS_IN} e JOIN {ACCEPTED} x USING (file, line)
       LEFT JOIN {TRAIT_DEFS} t USING (name)""",
 ]
 
-# what the chunks merged, kept for the one write at the end: each (profile, name)'s last
-# operation (the later chunk's replacing), the new events
+# what the chunks merged, kept for the one write at the end: every attribute operation with
+# its place in file order (a record's removes before its attributes), the new events
 KEEP = [
-    f"""DELETE FROM {RUN_ATTRS} r USING {FINAL_ATTRS} f
-     WHERE r.profile = f.profile AND r.name = f.name""",
-    f"INSERT INTO {RUN_ATTRS} SELECT profile, name, value, kind FROM {FINAL_ATTRS}",
-    f"INSERT INTO {RUN_EVENTS} SELECT profile, name, ts, expires_at FROM {NEW_EVENTS}",
+    f"""INSERT INTO {RUN_OPS}
+    SELECT x.pid, r.name, (x.file::BIGINT << 33) + (x.line::BIGINT << 1), NULL
+      FROM {REMOVES} r JOIN {ACCEPTED} x USING (file, line)
+    UNION ALL
+    SELECT x.pid, a.name, (x.file::BIGINT << 33) + (x.line::BIGINT << 1) + 1, a.value
+      FROM {ATTRS} a JOIN {ACCEPTED} x USING (file, line)""",
+    f"INSERT INTO {RUN_EVENTS} SELECT pid, name, ts, expires_at FROM {NEW_EVENTS}",
+]
+
+# what the run merged, before the one write: each (profile, name)'s last operation, its
+# events, each profile's lapse
+FINAL = [
+    # the last operation on each (profile, name) in file order; its value's kind
+    f"""CREATE OR REPLACE TEMP TABLE {RUN_ATTRS} AS
+    SELECT p.profile, f.name, f.value, {_value_kind("f.value")} AS kind
+      FROM (SELECT pid, name, arg_max_null(value, seq) AS value
+              FROM {RUN_OPS} GROUP BY pid, name) f JOIN {PROFILE_IDS} p USING (pid)""",
+    f"DROP TABLE {RUN_OPS}",
+    f"""CREATE OR REPLACE TEMP TABLE {WRITTEN_EVENTS} AS
+    SELECT p.profile, e.name, e.ts, e.expires_at
+      FROM {RUN_EVENTS} e JOIN {PROFILE_IDS} p USING (pid) WHERE e.expires_at > $now""",
+    f"DROP TABLE {RUN_EVENTS}",
+    # the events of each (profile, name) written to: held and new, one per ts; the newest
+    # kept where a name has more than the cap (only those sorted: a window is costly)
+    f"""CREATE OR REPLACE TEMP TABLE {KEPT_EVENTS} AS
+    SELECT profile, name, ts, max(expires_at) AS expires_at
+      FROM (SELECT profile, name, ts, expires_at FROM {WRITTEN_EVENTS}
+            UNION ALL
+            SELECT e.profile, e.name, e.ts, e.expires_at FROM {EVENTS} e
+             SEMI JOIN (SELECT DISTINCT profile, name FROM {WRITTEN_EVENTS}) n
+                   USING (profile, name))
+     GROUP BY profile, name, ts""",
+    f"""CREATE OR REPLACE TEMP TABLE {CUT} AS
+    SELECT profile, name FROM {KEPT_EVENTS} GROUP BY profile, name HAVING count(*) > $cap""",
+    # a profile lapses with the last of its data: held profiles get later, new ones appear
+    f"""CREATE OR REPLACE TEMP TABLE ing_lapses AS
+    SELECT profile, max(expires_at) AS expires_at
+      FROM (SELECT f.profile, $now + coalesce(t.ttl, $attribute_ttl) AS expires_at
+              FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
+             WHERE f.value IS NOT NULL
+            UNION ALL
+            SELECT profile, expires_at FROM {WRITTEN_EVENTS})
+     GROUP BY profile""",
 ]
 
 WRITE = [
@@ -346,28 +405,14 @@ WRITE = [
         $now, $now + coalesce(t.ttl, $attribute_ttl)
       FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
      WHERE f.value IS NOT NULL""",
-    # the events of each (profile, name) written to: held and new, one per ts, the newest kept
-    f"""CREATE OR REPLACE TEMP TABLE ing_kept_events AS
-    SELECT profile, name, ts, max(expires_at) AS expires_at
-      FROM (SELECT profile, name, ts, expires_at FROM {RUN_EVENTS} WHERE expires_at > $now
-            UNION ALL
-            SELECT e.profile, e.name, e.ts, e.expires_at FROM {EVENTS} e
-             SEMI JOIN (SELECT DISTINCT profile, name FROM {RUN_EVENTS}
-                         WHERE expires_at > $now) n USING (profile, name))
-     GROUP BY profile, name, ts
-    QUALIFY row_number() OVER (PARTITION BY profile, name ORDER BY ts DESC) <= $cap""",
-    f"""DELETE FROM {EVENTS} e USING (SELECT DISTINCT profile, name FROM ing_kept_events) k
+    f"""DELETE FROM {EVENTS} e USING (SELECT DISTINCT profile, name FROM {KEPT_EVENTS}) k
      WHERE e.profile = k.profile AND e.name = k.name""",
-    f"INSERT INTO {EVENTS} SELECT profile, name, ts, expires_at FROM ing_kept_events",
-    # a profile lapses with the last of its data: held profiles get later, new ones appear
-    f"""CREATE OR REPLACE TEMP TABLE ing_lapses AS
-    SELECT profile, max(expires_at) AS expires_at
-      FROM (SELECT f.profile, $now + coalesce(t.ttl, $attribute_ttl) AS expires_at
-              FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
-             WHERE f.value IS NOT NULL
-            UNION ALL
-            SELECT profile, expires_at FROM {RUN_EVENTS} WHERE expires_at > $now)
-     GROUP BY profile""",
+    f"""INSERT INTO {EVENTS}
+    SELECT profile, name, ts, expires_at FROM {KEPT_EVENTS} ANTI JOIN {CUT} USING (profile, name)
+    UNION ALL
+    SELECT profile, name, ts, expires_at
+      FROM (SELECT * FROM {KEPT_EVENTS} SEMI JOIN {CUT} USING (profile, name))
+    QUALIFY row_number() OVER (PARTITION BY profile, name ORDER BY ts DESC) <= $cap""",
     f"""UPDATE {PROFILES} p SET expires_at = greatest(p.expires_at, n.expires_at)
       FROM ing_lapses n WHERE p.id = n.profile AND p.expires_at IS NOT NULL""",
     f"""INSERT INTO {PROFILES}
@@ -384,8 +429,8 @@ COUNTS = f"""SELECT
 # events already lapsed, counted once each over the run (as the per-record path merges a
 # profile's events before counting); profiles written, counted once each
 LAPSED_SQL = f"""INSERT INTO {LAPSED}
-    SELECT DISTINCT profile, name, ts FROM {NEW_EVENTS} WHERE expires_at <= $now"""
-TOTALS = f"""SELECT (SELECT count(DISTINCT profile) FROM {TOUCHED}),
+    SELECT DISTINCT pid, name, ts FROM {NEW_EVENTS} WHERE expires_at <= $now"""
+TOTALS = f"""SELECT (SELECT count(DISTINCT pid) FROM {TOUCHED}),
     (SELECT count(*) FROM (SELECT DISTINCT * FROM {LAPSED}))"""
 
 
@@ -423,12 +468,14 @@ def _run(db: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> Any
 class _Staged:
     """What staging keeps in Python: each file's source, and the lines SQL never sees (not
     UTF-8, or a CSV row with more or fewer cells than the header), refused by their reason;
-    ``lines``: lines staged (blank ones left out), each numbered in order (``seq``)."""
+    ``lines``: lines counted (blank ones left out); ``seq``: where the next staged line's
+    number starts (staged lines are numbered in file order, with gaps)."""
 
     sources: list[str] = field(default_factory=list)
     headers: list[list[str] | None] = field(default_factory=list)
     broken: list[tuple[int, int, Payload]] = field(default_factory=list)
     lines: int = 0
+    seq: int = 0
 
 
 Line = tuple[int, int, str | None, list[str] | None]
@@ -444,14 +491,20 @@ class SqlIngest:
         self._checker = Checker(catalog)
         self._staged = _Staged()
         self._db.execute(STAGING)
+        self._db.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {SHARED}")
+        self._sync = self._db.cursor()
+        self._sync.execute(
+            f"CREATE OR REPLACE TABLE {SYNC_MAP} (partner_uid VARCHAR, dmp_uid VARCHAR)"
+        )
         declared = [(t.name, t.kind.value, t.ttl_seconds) for t in catalog.traits.values()]
         if declared:
             self._db.executemany(f"INSERT INTO {TRAIT_DEFS} VALUES (?, ?, ?)", declared)
 
     def add_sync_pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Part of the partner's sync map: ``(partner uid, DMP uid)``."""
+        """Part of the partner's sync map: ``(partner uid, DMP uid)``; on a connection of its
+        own, so it may be called while another thread stages lines."""
         if pairs:
-            self._db.execute(
+            self._sync.execute(
                 f"INSERT INTO {SYNC_MAP} SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[])",
                 [[p for p, _ in pairs], [d for _, d in pairs]],
             )
@@ -467,22 +520,32 @@ class SqlIngest:
         if ends.lines:
             compressed = path.name.lower().endswith(".gz")
             lines = read_csv_sql(compressed, ends.newline)
+            # every line in (blank ones too, bodiless, to count them), numbered by the reader
+            # in file order: no sort; a staged line's ``seq`` is its file's base plus its number.
+            # A line opening an object is not blank: only the others are trimmed (a trim
+            # copies the line)
             try:
-                db.execute(f"CREATE OR REPLACE TEMP TABLE {RAW} AS {lines}", {"path": str(path)})
+                db.execute(
+                    f"""INSERT INTO {LINES}
+                    SELECT $file, line,
+                        CASE WHEN starts_with(body, '{{') OR trim(body, '{BLANK}') <> ''
+                             THEN body END,
+                        NULL, $seq + line
+                      FROM ({lines})""",
+                    {"path": str(path), "file": file, "seq": staged.seq},
+                )
             except duckdb.Error:  # not UTF-8, or a line the reader refuses
+                db.execute(f"DELETE FROM {LINES} WHERE file = $file", {"file": file})
                 return False
-            (read,) = db.execute(f"SELECT count(*) FROM {RAW}").fetchone() or (0,)
+            read, count = db.execute(
+                f"SELECT count(*), count(body) FROM {LINES} WHERE file = $file", {"file": file}
+            ).fetchone() or (0, 0)
             if read != ends.lines:
-                db.execute(f"DROP TABLE {RAW}")
+                db.execute(f"DELETE FROM {LINES} WHERE file = $file", {"file": file})
                 return False
-            (count,) = db.execute(
-                f"""INSERT INTO {LINES}
-                SELECT $file, line, body, NULL, $seq + row_number() OVER (ORDER BY line) - 1
-                  FROM {RAW} WHERE trim(body, '{BLANK}') <> ''""",
-                {"file": file, "seq": staged.lines},
-            ).fetchone() or (0,)
-            db.execute(f"DROP TABLE {RAW}")
+            db.execute(f"DELETE FROM {LINES} WHERE file = $file AND body IS NULL", {"file": file})
             staged.lines += int(count)
+            staged.seq += int(read) + 1
         staged.sources.append(str(path))
         staged.headers.append(None)
         db.execute(f"INSERT INTO {FILES} VALUES (?, ?, NULL)", [file, str(path)])
@@ -542,8 +605,9 @@ class SqlIngest:
             "file": file,
             "numbers": numbers,
             "bodies": bodies,
-            "seq": self._staged.lines - len(numbers),
+            "seq": self._staged.seq,
         }
+        self._staged.seq += len(numbers)
         cells = "NULL"
         if any(r is not None for r in rows):
             values["rows"], cells = rows, "unnest($rows::VARCHAR[][])"
@@ -564,13 +628,21 @@ class SqlIngest:
         lines come back for the key-value store."""
         params = _parameters(self._catalog, partner_id, now)
         outcome = SqlOutcome(self, partner_id, now)
-        self._db.execute(
-            f"CREATE OR REPLACE TEMP TABLE {SYNC_UNIQUE} AS "
-            f"SELECT DISTINCT ON (partner_uid) * FROM {SYNC_MAP}"
-        )
-        for start in range(0, self._staged.lines, CHUNK_LINES):
-            self._run_chunk(params, start, start + CHUNK_LINES, outcome)
+        for statement in SYNC_IDS:
+            self._db.execute(statement)
         db = self._db
+        # file order is carried by (file, line) from here: the engine may reorder rows
+        (ordered,) = db.execute(
+            "SELECT current_setting('preserve_insertion_order')"
+        ).fetchone() or (True,)
+        db.execute("SET preserve_insertion_order = false")
+        try:
+            for start in range(0, self._staged.seq, CHUNK_LINES):
+                self._run_chunk(params, start, start + CHUNK_LINES, outcome)
+            for statement in FINAL:
+                _run(db, statement, params)
+        finally:
+            db.execute(f"SET preserve_insertion_order = {bool(ordered)}")
         db.execute("BEGIN")
         try:
             for statement in WRITE:
@@ -582,32 +654,48 @@ class SqlIngest:
         outcome.profiles, outcome.expired = self._db.execute(TOTALS).fetchone() or (0, 0)
         return outcome
 
+    def close(self) -> None:
+        """Drop the run's tables (the lines staged with them) and its database: the engine's
+        connection lives on."""
+        db = self._db
+        tables = db.execute(
+            "SELECT table_name FROM duckdb_tables() "
+            "WHERE temporary AND starts_with(table_name, $1)",
+            [PREFIX],
+        ).fetchall()
+        for (table,) in tables:
+            db.execute(f"DROP TABLE {table}")
+        self._sync.close()
+        db.execute(f"DETACH DATABASE IF EXISTS {SHARED}")
+
     def _run_chunk(self, params: dict[str, Any], start: int, end: int, into: SqlOutcome) -> None:
         db = self._db
-        db.execute(
-            f"CREATE OR REPLACE TEMP TABLE {CHUNK} AS SELECT file, line, body, cells "
-            f"FROM {LINES} WHERE seq >= $start AND seq < $end",
-            {"start": start, "end": end},
-        )
+        params = {**params, "start": start, "end": end}
         for statement in [*PARSE, VERDICT_SQL, *RESOLVE, *MERGE, *KEEP]:
             _run(db, statement, params)
-        db.execute(f"INSERT INTO {TOUCHED} SELECT DISTINCT profile FROM {ACCEPTED}")
+        db.execute(f"INSERT INTO {TOUCHED} SELECT DISTINCT pid FROM {ACCEPTED}")
         _run(db, LAPSED_SQL, params)
         accepted, values = _run(db, COUNTS, params).fetchone()
         into.accepted += int(accepted)
         into.values += int(values)
-        into.invalid += db.execute(
+        into.invalid += _run(
+            db,
             f"""SELECT v.file, v.line, l.body, l.cells FROM {VERDICT} v
-                  JOIN {CHUNK} l USING (file, line) WHERE NOT v.valid ORDER BY 1, 2"""
+                  JOIN {CHUNK} l USING (file, line) WHERE NOT v.valid ORDER BY 1, 2""",
+            params,
         ).fetchall()
-        into.refused += db.execute(
+        into.refused += _run(
+            db,
             f"""SELECT r.file, r.line, l.body, l.cells FROM {RESOLVED} r
                   JOIN {CHUNK} l USING (file, line)
-                 WHERE r.profile IN (SELECT profile FROM {REFUSING}) ORDER BY 1, 2"""
+                 WHERE r.profile IN (SELECT profile FROM {REFUSING}) ORDER BY 1, 2""",
+            params,
         ).fetchall()
-        into.unsynced += db.execute(
+        into.unsynced += _run(
+            db,
             f"""SELECT r.file, r.line, l.body, l.cells FROM {RESOLVED} r
-                  JOIN {CHUNK} l USING (file, line) WHERE r.profile IS NULL ORDER BY 1, 2"""
+                  JOIN {CHUNK} l USING (file, line) WHERE r.profile IS NULL ORDER BY 1, 2""",
+            params,
         ).fetchall()
 
     # --- lines back to Python: their payload, their reason, their record -------------------
@@ -682,23 +770,57 @@ async def ingest_files(
     progress: Progress | None = None,
     clock: Clock = time.time,
     keep_rejects: bool = False,
+    memory_limit_mb: int = MEMORY_LIMIT_MB,
 ) -> IngestReport:
     """Ingest ``files`` (paths, of format ``fmt`` or named by it, or batches already read) of
     ``partner_id`` into the engine's profiles on ``db``; park the records of unsynced uids in
     ``pending`` (and apply those whose sync was stored meanwhile, as the per-record path
     does). Counts as ``Ingestor.ingest`` counts. A JSON Lines path is framed by the engine
-    when it can be (``lines.py``), else by ``readers.read_batches``, as CSV and TSV are."""
+    when it can be (``lines.py``), else by ``readers.read_batches``, as CSV and TSV are.
+    ``memory_limit_mb``: the engine's memory limit, which the whole process keeps within: the
+    engine's buffers take ``ENGINE_SHARE`` of it meanwhile."""
+    db.execute(f"SET memory_limit = '{int(memory_limit_mb * ENGINE_SHARE)}MB'")
     ingest = SqlIngest(db, catalog)
-    async for pairs in sync_pairs(store, partner_id):
-        ingest.add_sync_pairs(pairs)
-    for file in files:
-        if not isinstance(file, Path):
-            ingest.stage(file)
-            continue
-        kind = fmt or detect_format(file) or "jsonl"
-        if kind == "jsonl" and ingest.stage_path(file, progress):
-            continue
-        ingest.stage(read_batches(file, kind, STAGE_ROWS, progress))
+    try:
+        report = await _ingest(ingest, store, pending, partner_id, files, fmt, progress, clock)
+    finally:
+        ingest.close()
+        db.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
+    if not keep_rejects:
+        report.rejects = []
+    return report
+
+
+async def _ingest(
+    ingest: SqlIngest,
+    store: Store,
+    pending: PendingRecords,
+    partner_id: str,
+    files: Sequence[Path | Iterable[Batch]],
+    fmt: Format | None,
+    progress: Progress | None,
+    clock: Clock,
+) -> IngestReport:
+    def stage() -> None:
+        for file in files:
+            if not isinstance(file, Path):
+                ingest.stage(file)
+                continue
+            kind = fmt or detect_format(file) or "jsonl"
+            if kind == "jsonl" and ingest.stage_path(file, progress):
+                continue
+            ingest.stage(read_batches(file, kind, STAGE_ROWS, progress))
+
+    # the files staged in a thread (the engine's reader runs without Python's lock) while the
+    # sync map is exported here
+    staging = asyncio.create_task(asyncio.to_thread(stage))
+    try:
+        async for pairs in sync_pairs(store, partner_id, batch=SYNC_BATCH):
+            ingest.add_sync_pairs(pairs)
+    except BaseException:
+        await asyncio.wait([staging])
+        raise
+    await staging
     outcome = ingest.run(partner_id, clock())
     rejects = outcome.rejects()
     report = IngestReport(
@@ -712,8 +834,7 @@ async def ingest_files(
     )
     for refusal in rejects:
         report.refused(reject_code(refusal.reason))
-    if keep_rejects:
-        report.rejects = rejects
+    report.rejects = rejects
     waiting = outcome.waiting()
     for i in range(0, len(waiting), PARK_BATCH):
         chunk = waiting[i : i + PARK_BATCH]
