@@ -8,11 +8,15 @@ module, on free ports, nginx in its own prefix directory.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import re
+import socket
 import stat
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +35,7 @@ from cookiematch.edge.render import Rendered, render
 from cookiematch.protocol.cookies import format_browser_id
 from cookiematch.protocol.userid import UserIdCipher
 
-from conftest import free_port
+from conftest import ServerProcess, free_port
 from support.configs import ADMIN_TOKEN, KEY_V1, write_exchange_config
 from support.edge import (
     USER,
@@ -39,7 +43,7 @@ from support.edge import (
     Client,
     Headers,
     admin_put,
-    matches_logged,
+    matches_flushed,
     require_nginx,
     running_nginx,
 )
@@ -320,12 +324,86 @@ def test_tls_at_the_edge(stack: Stack, tmp_path: Path) -> None:
     assert len(lines) == len(targets) and all(answered_at_edge(line) for line in lines), lines
 
 
+@contextlib.contextmanager
+def server_on_socket(config: Path, path: Path) -> Iterator[None]:
+    """``cookiematch serve --uds path`` for ``config``'s exchange, until the block ends."""
+    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config)]
+    log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(
+        [*argv, "--role", "exchange", "--uds", str(path)], stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    server = ServerProcess(proc, "127.0.0.1", 0, log)
+    try:
+        deadline = time.monotonic() + 20
+        while not socket_open(path):
+            assert proc.poll() is None and time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        yield
+    finally:
+        server.terminate()
+
+
+def socket_open(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+def test_the_edge_reaches_the_server_over_a_unix_socket(stack: Stack, tmp_path: Path) -> None:
+    """``serve --uds`` behind ``edge render --upstream unix:PATH``: the edge answers and
+    proxies as over TCP, and the server believes the X-Forwarded-Proto of its socket's peer
+    (TLS at the edge: the redirects of proxied match tags are https)."""
+    cert, key = self_signed(tmp_path)
+    port, path = free_port(), tmp_path / "exchange.sock"
+    rendered = render(
+        load_config(stack.config),
+        tmp_path / "edge",
+        listen=f"127.0.0.1:{port}",
+        workers="1",
+        tls_cert=cert,
+        tls_key=key,
+        user=USER,
+        upstream=f"unix:{path}",
+    )
+    assert f"server unix:{path};" in rendered.conf.read_text()
+    log = AccessLog(tmp_path / "edge" / "logs" / "access.log")
+    client = Client(tls_ports=frozenset({port}))
+    cookie = ("cookie", f"cm_id={format_browser_id(bytes(16))}")
+    common = "/pixel?google_nid=ad_network_xyz&google_cm&p=1"
+    requests = [
+        ("GET", common, [cookie]),
+        ("GET", "/pixel?google_nid=ad_network_xyz&google_hm=AAECAw", [cookie]),
+        ("GET", common + "&gdpr=0", [cookie]),
+        ("HEAD", common, [cookie]),
+        ("GET", common, []),
+        ("GET", "/livez", []),
+        ("GET", "/no/such/route?x=1", []),
+    ]
+    with server_on_socket(stack.config, path), running_nginx(rendered, port):
+        try:
+            answers = [
+                both(stack, client, method, target, headers, edge_port=port, scheme="https")
+                for method, target, headers in requests
+            ]
+        finally:
+            client.close()
+        lines = log.new_lines(len(requests))
+    assert dict(answers[2][1])["location"].startswith("https://")  # answered by the server
+    assert [line.split(" ")[2] for line in lines] == ["-"] + [f"unix:{path}"] * 6, lines
+
+
 # --- nothing lost -----------------------------------------------------------------------------
 
 
 def collected(stack: Stack) -> None:
-    """Wait until the server's collector has read the whole matches log."""
+    """Wait until the server's collector has read the whole matches log, once nginx has
+    written it."""
     out = stack.rendered.conf.parent
+    matches_flushed(out)
     log, state = out / MATCHES_LOG, out / COLLECTOR_STATE
     deadline = time.monotonic() + 10
     while True:
@@ -379,12 +457,12 @@ def answered_by_the_edge(
     stack: Stack, client: Client, target: str, headers: Headers, location: str
 ) -> None:
     """Send ``target`` to the edge until the edge itself answers it, with ``location``."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while True:
         out = stack.rendered.conf.parent
-        before = matches_logged(out)
+        before = matches_flushed(out)
         status, pairs, _ = client.send(stack.edge_port, "GET", target, headers)
-        at_edge = matches_logged(out) > before
+        at_edge = matches_flushed(out) > before
         if at_edge and dict(pairs).get("location", "").startswith(location):
             return
         assert time.monotonic() < deadline, (status, pairs)
@@ -405,7 +483,7 @@ def test_buyers_changed_through_the_admin_api_reach_the_edge(stack: Stack, clien
     answered_by_the_edge(stack, client, target, cookie, "http://second.example/")
     keys = stack.rendered.keys
     assert stat.S_IMODE(keys.stat().st_mode) == 0o600  # the server's snapshot
-    before = matches_logged(stack.rendered.conf.parent)
+    before = matches_flushed(stack.rendered.conf.parent)
     sent = []
 
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -416,7 +494,7 @@ def test_buyers_changed_through_the_admin_api_reach_the_edge(stack: Stack, clien
         sent.append(target)
 
     answered_alike()
-    assert 0.1 * len(sent) < matches_logged(stack.rendered.conf.parent) - before < len(sent)
+    assert 0.1 * len(sent) < matches_flushed(stack.rendered.conf.parent) - before < len(sent)
 
 
 def requests_for(nid: str) -> st.SearchStrategy[tuple[str, str, Headers]]:
