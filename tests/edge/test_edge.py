@@ -8,15 +8,11 @@ module, on free ports, nginx in its own prefix directory.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import re
-import socket
 import stat
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +31,7 @@ from cookiematch.edge.render import Rendered, render
 from cookiematch.protocol.cookies import format_browser_id
 from cookiematch.protocol.userid import UserIdCipher
 
-from conftest import ServerProcess, free_port
+from conftest import free_port
 from support.configs import ADMIN_TOKEN, KEY_V1, write_exchange_config
 from support.edge import (
     USER,
@@ -46,6 +42,7 @@ from support.edge import (
     matches_flushed,
     require_nginx,
     running_nginx,
+    server_on_socket,
 )
 from support.match_tags import BUYER_TABLES, BUYERS, cookie_headers, queries, vector_cases
 
@@ -322,35 +319,6 @@ def test_tls_at_the_edge(stack: Stack, tmp_path: Path) -> None:
             client.close()
         lines = log.new_lines(len(targets))
     assert len(lines) == len(targets) and all(answered_at_edge(line) for line in lines), lines
-
-
-@contextlib.contextmanager
-def server_on_socket(config: Path, path: Path) -> Iterator[None]:
-    """``cookiematch serve --uds path`` for ``config``'s exchange, until the block ends."""
-    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config)]
-    log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(
-        [*argv, "--role", "exchange", "--uds", str(path)], stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    server = ServerProcess(proc, "127.0.0.1", 0, log)
-    try:
-        deadline = time.monotonic() + 20
-        while not socket_open(path):
-            assert proc.poll() is None and time.monotonic() < deadline, server.output()
-            time.sleep(0.05)
-        yield
-    finally:
-        server.terminate()
-
-
-def socket_open(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
 
 
 def test_the_edge_reaches_the_server_over_a_unix_socket(stack: Stack, tmp_path: Path) -> None:
