@@ -40,6 +40,7 @@ from support.edge import (
     Headers,
     admin_put,
     matches_flushed,
+    matches_logged,
     require_nginx,
     running_nginx,
     server_on_socket,
@@ -381,6 +382,25 @@ def collected(stack: Stack) -> None:
             return
         assert time.monotonic() < deadline, (size, place)
         time.sleep(0.1)
+
+
+def test_nginx_writes_the_buffered_matches_log_when_it_stops(stack: Stack, tmp_path: Path) -> None:
+    """The matches log is buffered up to a second; the lines an nginx that stops (SIGTERM)
+    still held are written as it exits."""
+    port = free_port()
+    rendered = render(
+        load_config(stack.config), tmp_path / "edge", listen=f"127.0.0.1:{port}", workers="1"
+    )
+    client = Client()
+    with running_nginx(rendered, port):
+        try:
+            for n in range(10):
+                cookie = ("cookie", f"cm_id={format_browser_id(bytes([n]) * 16)}")
+                target = "/pixel?google_nid=ad_network_xyz&google_cm"
+                assert client.send(port, "GET", target, [cookie])[0] == 302
+        finally:
+            client.close()
+    assert matches_logged(tmp_path / "edge") == 10
 
 
 def server_figures(stack: Stack, nid: str) -> tuple[float, int]:
