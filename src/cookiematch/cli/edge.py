@@ -35,9 +35,6 @@ def edge() -> None:
 @click.option("--user", default=None,
               help="The account nginx's workers run as (nginx's user directive); the snapshot"
                    " edge.keys is given to it.")  # fmt: skip
-@click.option("--upstream", default=None,
-              help="The server as nginx reaches it: `unix:PATH` for `cookiematch serve --uds"
-                   " PATH` (default: the exchange's listen address).")  # fmt: skip
 def render(
     config_file: Path,
     out: Path,
@@ -46,7 +43,6 @@ def render(
     tls_cert: Path | None,
     tls_key: Path | None,
     user: str | None,
-    upstream: str | None,
 ) -> None:
     """Write nginx.conf, cookiematch_edge.lua and edge.keys (0600) into OUT."""
     config = load(config_file)
@@ -59,12 +55,11 @@ def render(
             tls_cert=tls_cert,
             tls_key=tls_key,
             user=user,
-            upstream=upstream,
         )
     except CookiematchError as exc:
         raise click.ClickException(str(exc)) from exc
     exchange = config.exchange
-    if exchange is not None and not exchange.trusted_proxies and upstream is None:
+    if exchange is not None and not exchange.trusted_proxies:
         click.echo(
             "warning: [exchange] trusted_proxies is empty: the server will not read the"
             " edge's X-Forwarded-Proto (list the edge's address there)",

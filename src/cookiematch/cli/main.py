@@ -87,13 +87,6 @@ def main(log_level: str, log_format: str) -> None:
     show_default=True,
     help="Longest drain on SIGTERM (answers close their connections, /readyz says 503).",
 )
-@click.option(
-    "--uds",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Listen on this Unix socket instead of the role's `listen` address (one role; for"
-    " the edge on the same host: `edge render --upstream unix:PATH`).",
-)
 def serve(
     config_file: Path,
     role: str | None,
@@ -103,7 +96,6 @@ def serve(
     idle_timeout: float,
     max_connections: int,
     drain_seconds: float,
-    uds: Path | None,
 ) -> None:
     """Serve the roles the configuration enables, each on its own `listen` address."""
     from cookiematch.web.server import serve as run_server
@@ -113,8 +105,6 @@ def serve(
     if not roles:
         raise click.ClickException(f"{config_file}: no role to serve (add an [exchange] table)")
     if len(roles) > 1:
-        if uds is not None:
-            raise click.ClickException("--uds serves one role: add --role")
         options = ["--workers", str(workers), "--interface", interface]
         options += ["--idle-timeout", str(idle_timeout), "--max-connections"]
         options += [str(max_connections), "--drain-seconds", str(drain_seconds)]
@@ -133,7 +123,6 @@ def serve(
             idle_timeout_ms=round(idle_timeout * 1000),
             max_connections=max_connections,
             drain_seconds=drain_seconds,
-            uds=uds,
         )
     except CookiematchError as exc:
         raise click.ClickException(f"[{roles[0]}]: {exc}") from exc

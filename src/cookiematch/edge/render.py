@@ -5,8 +5,8 @@ The output directory holds
 - ``nginx.conf`` (from ``nginx.conf.in``): the Lua module loaded from Debian's
   ``libnginx-mod-http-lua``, a ``/pixel`` that may be a pure cookie match (a ``map`` on the
   method and the query's parameter names) tried in Lua first, everything else proxied to the
-  server's listener (kept-alive connections; its Unix socket with ``upstream="unix:PATH"``)
-  with ``X-Forwarded-For`` and ``X-Forwarded-Proto``;
+  server's listener (kept-alive connections) with ``X-Forwarded-For`` and
+  ``X-Forwarded-Proto``;
 - ``cookiematch_edge.lua``, copied from this package;
 - ``edge.keys`` (mode 0600, ``edge/snapshot.py``): the snapshot of the answered buyers, with
   their derived per-buyer keys and their redirects split at the gid, and the constants the
@@ -59,14 +59,11 @@ def render(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     user: str | None = None,
-    upstream: str | None = None,
 ) -> Rendered:
     """Write the edge for ``config``'s exchange into ``out`` (created when missing)."""
     exchange = config.exchange
     if exchange is None:
         raise ConfigError("the edge fronts the exchange: the configuration has no [exchange]")
-    if upstream is not None and not (upstream.startswith("unix:/") and len(upstream) > 6):
-        raise ConfigError(f"--upstream {upstream!r}: give unix:/absolute/path/of/the.socket")
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("TLS at the edge needs both a certificate and its key")
     owner = None
@@ -92,14 +89,7 @@ def render(
     conf = out / CONF_FILE
     conf.write_text(
         _conf_text(
-            exchange,
-            out,
-            listen=listen,
-            workers=workers,
-            cert=tls_cert,
-            key=tls_key,
-            user=user,
-            upstream=upstream,
+            exchange, out, listen=listen, workers=workers, cert=tls_cert, key=tls_key, user=user
         )
     )
     return Rendered(conf, keys, [b.nid for b in buyers], left)
@@ -123,7 +113,6 @@ def _conf_text(
     cert: Path | None,
     key: Path | None,
     user: str | None,
-    upstream: str | None,
 ) -> str:
     tls = ""
     if cert is not None and key is not None:
@@ -135,7 +124,7 @@ def _conf_text(
     for name, value in (
         ("@WORKERS@", workers),
         ("@OUT@", str(out)),
-        ("@UPSTREAM@", upstream or _upstream(exchange)),
+        ("@UPSTREAM@", _upstream(exchange)),
         ("@LISTEN@", listen),
         ("@SSL@", " ssl" if tls else ""),
         ("@TLS@", tls),

@@ -22,10 +22,6 @@ class TrustedProxies:
         return bool(self._networks)
 
     def trusts(self, peer: str) -> bool:
-        """Whether ``peer`` is one of ours: a listed address, or no address at all (a peer on
-        the server's Unix socket, which only an account allowed to open it can reach)."""
-        if not peer:
-            return True
         cached = self._cache.get(peer)
         if cached is None:
             try:

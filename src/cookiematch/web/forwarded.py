@@ -2,8 +2,7 @@
 
 Behind a proxy (TLS, load balancing) a request's peer is the proxy; a proxy listed in the role's
 ``trusted_proxies`` may tell the original scheme (``X-Forwarded-Proto``) and address
-(``X-Forwarded-For``), and so may a peer on the server's Unix socket (``cookiematch serve
---uds``: the edge's hop, which has no address). Nobody else may.
+(``X-Forwarded-For``). Nobody else may: with no trusted proxy both headers are ignored.
 """
 
 from __future__ import annotations
@@ -22,23 +21,22 @@ class ProxyTrust:
     def __init__(self, trusted: Iterable[str] = ()) -> None:
         self._trusted = TrustedProxies(trusted)
         self.trusting = bool(self._trusted)
-        """Whether any proxy address is trusted (else the scheme and address are the
-        connection's, unless it came over a Unix socket)."""
+        """Whether any proxy is trusted (else the scheme and address are the connection's)."""
 
     def scheme(self, request: Request) -> str:
         return self.scheme_of(request.scheme, request.client, request.headers)
 
     def scheme_of(self, scheme: str, client: str, headers: RequestHeaders) -> str:
         """``scheme``, the one ``X-Forwarded-Proto`` tells when ``client`` (the peer's IP
-        address, empty on a Unix socket) is a trusted proxy."""
-        if (self._trusted or not client) and self._trusted.trusts(client):
+        address) is a trusted proxy."""
+        if self._trusted and self._trusted.trusts(client):
             forwarded = forwarded_scheme(headers.get("x-forwarded-proto"))
             if forwarded:
                 return forwarded
         return scheme
 
     def client(self, request: Request) -> str:
-        if not self._trusted and request.client:
+        if not self._trusted:
             return request.client
         lines = request.headers.get_all("x-forwarded-for")  # a proxy may add its own line
         return forwarded_client(request.client, ", ".join(lines), self._trusted)

@@ -73,9 +73,6 @@ __all__ = [
 CONFIG_ENV = "COOKIEMATCH_CONFIG"
 FACTORY_ENV = "COOKIEMATCH_APP_FACTORY"
 DRAIN_ENV = "COOKIEMATCH_DRAIN_SECONDS"
-UDS_MODE = 0o660
-"""A Unix socket's mode: its owner's account and group may connect (and are trusted as proxies,
-``web/forwarded.py``)."""
 
 AppFactory = Callable[[], App]
 Interface = Literal["rsgi", "asgi"]
@@ -129,24 +126,6 @@ def ensure_address_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             raise AddressInUse(f"{host}:{port} is already in use ({exc.strerror})") from None
-
-
-def ensure_socket_free(path: Path) -> None:
-    """Raise ``AddressInUse`` if a process already listens on the Unix socket ``path``; a
-    socket file nobody listens on (left by a killed server) is removed."""
-    if not path.is_socket():
-        if path.exists():
-            raise AddressInUse(f"{path} exists and is not a socket")
-        return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except ConnectionRefusedError:
-            path.unlink()
-            return
-        except OSError as exc:
-            raise AddressInUse(f"{path}: {exc.strerror}") from None
-    raise AddressInUse(f"{path} is already in use")
 
 
 def check_app(app_factory: str | AppFactory, config: str | os.PathLike[str] | None) -> None:
@@ -207,13 +186,10 @@ def serve(
     idle_timeout_ms: int = IDLE_TIMEOUT_MS,
     max_connections: int = MAX_CONNECTIONS,
     drain_seconds: float = DRAIN_LONGEST_SECONDS,
-    uds: Path | None = None,
 ) -> None:
     """Serve the factory's App until SIGTERM/SIGINT; blocks. ``AddressInUse`` if another
-    process already listens on ``host:port``; with ``uds``, on that Unix socket instead
-    (mode 0660; for a proxy on the same host, ``cookiematch edge render --upstream``).
-    ``max_connections`` is per worker, lowered to what the open-files limit allows
-    (``web/connections.py``).
+    process already listens on ``host:port``. ``max_connections`` is per worker, lowered to
+    what the open-files limit allows (``web/connections.py``).
 
     ``check`` builds the App once in this process first, so a bad factory or config fails
     here with a clear traceback instead of in every worker.
@@ -228,10 +204,7 @@ def serve(
     if not 0 <= drain_seconds < kill_timeout:
         raise ValueError("drain_seconds must be at least 0 and below kill_timeout")
     level, log_format = settings_from_env()  # the command's choice (``cookiematch.logs``)
-    if uds is None:
-        ensure_address_free(host, port)
-    else:
-        ensure_socket_free(uds)
+    ensure_address_free(host, port)
     if check:
         check_app(app_factory, config)
     os.environ[FACTORY_ENV] = factory_path(app_factory)
@@ -242,8 +215,6 @@ def serve(
         f"cookiematch.web.server:{interface}_app",
         address=host,
         port=port,
-        uds=uds,
-        uds_permissions=None if uds is None else UDS_MODE,
         interface=Interfaces.RSGI if interface == "rsgi" else Interfaces.ASGI,
         workers=workers,
         # uvloop, not granian's "auto" (which takes rloop when it is importable: slower here)
@@ -275,7 +246,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--idle-timeout-ms", type=int, default=IDLE_TIMEOUT_MS)
     parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS)
     parser.add_argument("--drain-seconds", type=float, default=DRAIN_LONGEST_SECONDS)
-    parser.add_argument("--uds", type=Path, default=None, help="Unix socket (not host:port)")
     args = parser.parse_args(argv)
     serve(
         args.factory,
@@ -288,7 +258,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         idle_timeout_ms=args.idle_timeout_ms,
         max_connections=args.max_connections,
         drain_seconds=args.drain_seconds,
-        uds=args.uds,
     )
 
 

@@ -53,7 +53,7 @@ class DirectPixel:
         if browser_id is None:
             return None
         scheme = scope.scheme
-        if self._proxies.trusting or not scope.client:  # no address: a Unix socket's peer
+        if self._proxies.trusting:
             scheme = self._proxies.scheme_of(scheme, peer_ip(scope.client), headers)
         nid, extras = tag
         location = self._location(nid, browser_id, scheme, extras)
