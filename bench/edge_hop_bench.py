@@ -1,31 +1,26 @@
 """The edge's hop to the server, variant beside variant (docs/performance.md, "The edge").
 
     python bench/edge_hop_bench.py [--rounds 5] [--duration 3] [--nginx-workers 1]
-        [--variants tcp,uds,unbuffered,...]
+        [--variants buffered,unbuffered,nobuffering,nolog]
 
-One exchange server (redis store, one worker) listens on TCP and a second one, same
-configuration and store, on a Unix socket (``cookiematch serve --uds``). Each variant is an
-edge rendered by ``cookiematch edge render`` (``--upstream unix:PATH`` for the socket's),
-possibly with its ``nginx.conf`` edited (``VARIANTS``). In each round, in turn: nginx's static
-302 and each variant's cookie match (ratio to nginx), then ``google_hm`` sent to the TCP server
-directly and through each variant (cost: req/s direct / req/s through the variant), each pair
-measured one just after the other; CPU per request of the processes answering (nginx's
-workers, the server's) beside req/s. Medians and per-round ratios are printed; only ratios
-measured side by side mean anything on a shared machine.
+One exchange server (redis store, one worker). Each variant is an edge in front of it,
+rendered by ``cookiematch edge render`` and possibly with its ``nginx.conf`` edited
+(``VARIANTS``). In each round, per variant: nginx's static 302 then the variant's cookie match
+(ratio to nginx), then ``google_hm`` sent to the server directly then through the variant
+(cost: req/s direct / req/s through the variant); CPU per request of the processes answering
+(nginx's workers, the server's) beside req/s, which the other load on the machine moves much
+less. Medians and per-round ratios are printed; only ratios measured side by side mean
+anything on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import pwd
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,72 +29,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import servers
 from http_bench import HOSTED_MATCH, LUA, ONE_COOKIE, Endpoint, csv_list
-from servers import VENV_BIN
 
 MATCHES_BUFFER = " buffer=64k flush=1s if=$cm_match;"
 
 
 @dataclass(frozen=True)
 class Variant:
-    """An edge: over the Unix socket or TCP, with these (old, new) edits of its nginx.conf."""
+    """An edge with these (old, new) edits of its rendered nginx.conf."""
 
-    uds: bool
     edits: tuple[tuple[str, str], ...] = ()
 
 
 VARIANTS = {
-    "tcp": Variant(uds=False),
-    "uds": Variant(uds=True),
+    "buffered": Variant(),  # as rendered
     # the matches log written at once, as before it was buffered
-    "unbuffered": Variant(uds=False, edits=((MATCHES_BUFFER, " if=$cm_match;"),)),
-    "uds_unbuffered": Variant(uds=True, edits=((MATCHES_BUFFER, " if=$cm_match;"),)),
+    "unbuffered": Variant(edits=((MATCHES_BUFFER, " if=$cm_match;"),)),
     # nginx's answer buffering off for proxied requests
-    "uds_nobuffering": Variant(
-        uds=True,
+    "nobuffering": Variant(
         edits=(("proxy_redirect off;", "proxy_redirect off;\n        proxy_buffering off;"),),
     ),
-    # no access log line for proxied requests
-    "uds_nolog": Variant(
-        uds=True,
+    # no access log line for any request
+    "nolog": Variant(
         edits=(("    access_log @OUT@/logs/access.log edge", "    access_log off; #"),),
     ),
 }
 
 
 @contextlib.contextmanager
-def server_on_socket(config: Path, path: Path, log: Path) -> Iterator[int]:
-    """``cookiematch serve --uds path`` for ``config`` (one worker); yields its pid."""
-    args = [str(VENV_BIN / "cookiematch"), "serve", "--config", str(config)]
-    args += ["--role", "exchange", "--uds", str(path)]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                with socket.socket(socket.AF_UNIX) as probe:
-                    try:
-                        probe.connect(str(path))
-                        break
-                    except OSError:
-                        if proc.poll() is not None or time.monotonic() > deadline:
-                            raise RuntimeError(f"serve --uds did not start: {log}") from None
-                time.sleep(0.1)
-            yield proc.pid
-        finally:
-            servers.stop(proc, timeout=40)
-
-
-@contextlib.contextmanager
-def edge(
-    work: Path, name: str, variant: Variant, config: Path, socket_path: Path, workers: str
-) -> Iterator[int]:
+def edge(work: Path, name: str, variant: Variant, config: Path, workers: str) -> Iterator[int]:
     """The edge ``variant`` (rendered, edited, started); yields its port."""
     out, port = work / f"edge-{name}", servers.free_port()
     args = [sys.executable, "-m", "cookiematch", "edge", "render", "--config", str(config)]
     args += ["--out", str(out), "--listen", f"127.0.0.1:{port}", "--workers", workers]
-    args += ["--user", pwd.getpwuid(os.geteuid()).pw_name]  # the socket's owner (mode 0660)
-    if variant.uds:
-        args += ["--upstream", f"unix:{socket_path}"]
     subprocess.run(args, check=True, capture_output=True)
     conf = out / "nginx.conf"
     text = conf.read_text()
@@ -113,11 +74,6 @@ def edge(
         yield port
 
 
-def leaves(pid: int) -> list[int]:
-    """The server's worker processes (the leaves of its process tree)."""
-    return [p for p in servers.descendants(pid) if not servers.children(p)] or [pid]
-
-
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 3)
 
@@ -129,7 +85,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--nginx-workers", default="1")
-    parser.add_argument("--variants", type=csv_list(str), default=["tcp", "uds", "unbuffered"])
+    parser.add_argument("--variants", type=csv_list(str), default=["buffered", "unbuffered"])
     args = parser.parse_args()
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
@@ -154,15 +110,11 @@ def main() -> None:
         service = stack.enter_context(
             servers.cookiematch(work / "server", f"redis://127.0.0.1:{redis_port}/0")
         )
-        socket_path = work / "exchange.sock"
-        uds_pid = stack.enter_context(
-            server_on_socket(service.config, socket_path, work / "uds.log")
-        )
         static = stack.enter_context(servers.nginx(work, args.nginx_workers))
         static_pids = servers.nginx_workers(work / f"nginx-{args.nginx_workers}" / "nginx.pid")
         ports = {
             name: stack.enter_context(
-                edge(work, name, VARIANTS[name], service.config, socket_path, args.nginx_workers)
+                edge(work, name, VARIANTS[name], service.config, args.nginx_workers)
             )
             for name in args.variants
         }
@@ -170,10 +122,7 @@ def main() -> None:
             name: servers.nginx_workers(work / f"edge-{name}" / "logs" / "nginx.pid")
             for name in ports
         }
-        server_pids = {
-            name: leaves(uds_pid) if VARIANTS[name].uds else service.worker_pids() for name in ports
-        }
-        direct_pids = service.worker_pids()
+        server_pids = direct_pids = service.worker_pids()
         match_ratio: dict[str, list[float]] = {name: [] for name in ports}
         match_cpu: dict[str, list[float]] = {name: [] for name in ports}
         hm_cost: dict[str, list[float]] = {name: [] for name in ports}
@@ -187,7 +136,7 @@ def main() -> None:
                 match_cpu[name].append(round(cpu / ref_cpu, 3))
                 direct, direct_cpu = wrk(service.port, HOSTED_MATCH, work, direct_pids)
                 nginx_before = servers.cpu_seconds(nginx_pids[name])
-                rps, cpu = wrk(port, HOSTED_MATCH, work, nginx_pids[name] + server_pids[name])
+                rps, cpu = wrk(port, HOSTED_MATCH, work, nginx_pids[name] + server_pids)
                 nginx_cpu = servers.cpu_seconds(nginx_pids[name]) - nginx_before
                 hm_cost[name].append(round(direct / rps, 3))
                 hm_cpu[name].append(round(cpu / direct_cpu, 3))

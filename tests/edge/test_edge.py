@@ -43,7 +43,6 @@ from support.edge import (
     matches_logged,
     require_nginx,
     running_nginx,
-    server_on_socket,
 )
 from support.match_tags import BUYER_TABLES, BUYERS, cookie_headers, queries, vector_cases
 
@@ -320,49 +319,6 @@ def test_tls_at_the_edge(stack: Stack, tmp_path: Path) -> None:
             client.close()
         lines = log.new_lines(len(targets))
     assert len(lines) == len(targets) and all(answered_at_edge(line) for line in lines), lines
-
-
-def test_the_edge_reaches_the_server_over_a_unix_socket(stack: Stack, tmp_path: Path) -> None:
-    """``serve --uds`` behind ``edge render --upstream unix:PATH``: the edge answers and
-    proxies as over TCP, and the server believes the X-Forwarded-Proto of its socket's peer
-    (TLS at the edge: the redirects of proxied match tags are https)."""
-    cert, key = self_signed(tmp_path)
-    port, path = free_port(), tmp_path / "exchange.sock"
-    rendered = render(
-        load_config(stack.config),
-        tmp_path / "edge",
-        listen=f"127.0.0.1:{port}",
-        workers="1",
-        tls_cert=cert,
-        tls_key=key,
-        user=USER,
-        upstream=f"unix:{path}",
-    )
-    assert f"server unix:{path};" in rendered.conf.read_text()
-    log = AccessLog(tmp_path / "edge" / "logs" / "access.log")
-    client = Client(tls_ports=frozenset({port}))
-    cookie = ("cookie", f"cm_id={format_browser_id(bytes(16))}")
-    common = "/pixel?google_nid=ad_network_xyz&google_cm&p=1"
-    requests = [
-        ("GET", common, [cookie]),
-        ("GET", "/pixel?google_nid=ad_network_xyz&google_hm=AAECAw", [cookie]),
-        ("GET", common + "&gdpr=0", [cookie]),
-        ("HEAD", common, [cookie]),
-        ("GET", common, []),
-        ("GET", "/livez", []),
-        ("GET", "/no/such/route?x=1", []),
-    ]
-    with server_on_socket(stack.config, path), running_nginx(rendered, port):
-        try:
-            answers = [
-                both(stack, client, method, target, headers, edge_port=port, scheme="https")
-                for method, target, headers in requests
-            ]
-        finally:
-            client.close()
-        lines = log.new_lines(len(requests))
-    assert dict(answers[2][1])["location"].startswith("https://")  # answered by the server
-    assert [line.split(" ")[2] for line in lines] == ["-"] + [f"unix:{path}"] * 6, lines
 
 
 # --- nothing lost -----------------------------------------------------------------------------

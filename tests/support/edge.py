@@ -8,11 +8,8 @@ import http.client
 import json
 import os
 import pwd
-import socket
 import ssl
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +17,7 @@ from pathlib import Path
 from cookiematch.edge.layout import MATCHES_LOG
 from cookiematch.edge.render import Rendered
 
-from conftest import ServerProcess, port_open
+from conftest import port_open
 from support.configs import ADMIN_TOKEN
 from support.tools import unavailable
 
@@ -145,32 +142,3 @@ def matches_flushed(out: Path) -> int:
     of the match tags answered before this call."""
     time.sleep(MATCHES_FLUSH_SECONDS)
     return matches_logged(out)
-
-
-@contextlib.contextmanager
-def server_on_socket(config: Path, path: Path) -> Iterator[ServerProcess]:
-    """``cookiematch serve --uds path`` for ``config``'s exchange, until the block ends."""
-    argv = [sys.executable, "-m", "cookiematch", "serve", "--config", str(config)]
-    log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(
-        [*argv, "--role", "exchange", "--uds", str(path)], stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    server = ServerProcess(proc, "127.0.0.1", 0, log)
-    try:
-        deadline = time.monotonic() + 20
-        while not socket_open(path):
-            assert proc.poll() is None and time.monotonic() < deadline, server.output()
-            time.sleep(0.05)
-        yield server
-    finally:
-        server.terminate()
-
-
-def socket_open(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True

@@ -27,13 +27,3 @@ def test_scheme_and_client_from_trusted_proxies_only() -> None:
     nobody = ProxyTrust()
     assert nobody.client(request(*forwarded)) == "10.0.0.2"
     assert nobody.scheme(request(*forwarded)) == "http"
-
-
-def test_a_peer_on_the_unix_socket_is_trusted() -> None:
-    """A peer on ``serve --uds``'s socket has no address: it is the edge on the same host,
-    believed with or without trusted proxies."""
-    forwarded = (("x-forwarded-for", "203.0.113.5"), ("x-forwarded-proto", "https"))
-    for trust in (ProxyTrust(), ProxyTrust(["10.0.0.0/8"])):
-        assert trust.client(request(*forwarded, peer="")) == "203.0.113.5"
-        assert trust.scheme(request(*forwarded, peer="")) == "https"
-        assert trust.client(request(peer="")) == ""
