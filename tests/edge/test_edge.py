@@ -39,6 +39,7 @@ from support.edge import (
     Client,
     Headers,
     admin_put,
+    matches_flushed,
     matches_logged,
     require_nginx,
     running_nginx,
@@ -324,8 +325,10 @@ def test_tls_at_the_edge(stack: Stack, tmp_path: Path) -> None:
 
 
 def collected(stack: Stack) -> None:
-    """Wait until the server's collector has read the whole matches log."""
+    """Wait until the server's collector has read the whole matches log, once nginx has
+    written it."""
     out = stack.rendered.conf.parent
+    matches_flushed(out)
     log, state = out / MATCHES_LOG, out / COLLECTOR_STATE
     deadline = time.monotonic() + 10
     while True:
@@ -335,6 +338,25 @@ def collected(stack: Stack) -> None:
             return
         assert time.monotonic() < deadline, (size, place)
         time.sleep(0.1)
+
+
+def test_nginx_writes_the_buffered_matches_log_when_it_stops(stack: Stack, tmp_path: Path) -> None:
+    """The matches log is buffered up to a second; the lines an nginx that stops (SIGTERM)
+    still held are written as it exits."""
+    port = free_port()
+    rendered = render(
+        load_config(stack.config), tmp_path / "edge", listen=f"127.0.0.1:{port}", workers="1"
+    )
+    client = Client()
+    with running_nginx(rendered, port):
+        try:
+            for n in range(10):
+                cookie = ("cookie", f"cm_id={format_browser_id(bytes([n]) * 16)}")
+                target = "/pixel?google_nid=ad_network_xyz&google_cm"
+                assert client.send(port, "GET", target, [cookie])[0] == 302
+        finally:
+            client.close()
+    assert matches_logged(tmp_path / "edge") == 10
 
 
 def server_figures(stack: Stack, nid: str) -> tuple[float, int]:
@@ -379,12 +401,12 @@ def answered_by_the_edge(
     stack: Stack, client: Client, target: str, headers: Headers, location: str
 ) -> None:
     """Send ``target`` to the edge until the edge itself answers it, with ``location``."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while True:
         out = stack.rendered.conf.parent
-        before = matches_logged(out)
+        before = matches_flushed(out)
         status, pairs, _ = client.send(stack.edge_port, "GET", target, headers)
-        at_edge = matches_logged(out) > before
+        at_edge = matches_flushed(out) > before
         if at_edge and dict(pairs).get("location", "").startswith(location):
             return
         assert time.monotonic() < deadline, (status, pairs)
@@ -405,7 +427,7 @@ def test_buyers_changed_through_the_admin_api_reach_the_edge(stack: Stack, clien
     answered_by_the_edge(stack, client, target, cookie, "http://second.example/")
     keys = stack.rendered.keys
     assert stat.S_IMODE(keys.stat().st_mode) == 0o600  # the server's snapshot
-    before = matches_logged(stack.rendered.conf.parent)
+    before = matches_flushed(stack.rendered.conf.parent)
     sent = []
 
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -416,7 +438,7 @@ def test_buyers_changed_through_the_admin_api_reach_the_edge(stack: Stack, clien
         sent.append(target)
 
     answered_alike()
-    assert 0.1 * len(sent) < matches_logged(stack.rendered.conf.parent) - before < len(sent)
+    assert 0.1 * len(sent) < matches_flushed(stack.rendered.conf.parent) - before < len(sent)
 
 
 def requests_for(nid: str) -> st.SearchStrategy[tuple[str, str, Headers]]:

@@ -126,7 +126,19 @@ def admin_put(port: int, path: str, body: dict[str, object]) -> int:
         connection.close()
 
 
+MATCHES_FLUSH_SECONDS = 1.2
+"""nginx writes the buffered matches log at most a second after a line (``flush=1s``)."""
+
+
 def matches_logged(out: Path) -> int:
-    """The lines of the matches log of the edge in ``out`` (written at once, not buffered)."""
+    """The lines of the matches log of the edge in ``out`` written so far (nginx buffers it
+    for up to a second: ``matches_flushed``)."""
     log = out / MATCHES_LOG
     return log.read_bytes().count(b"\n") if log.exists() else 0
+
+
+def matches_flushed(out: Path) -> int:
+    """The lines of the matches log of the edge in ``out`` once nginx has written every line
+    of the match tags answered before this call."""
+    time.sleep(MATCHES_FLUSH_SECONDS)
+    return matches_logged(out)
