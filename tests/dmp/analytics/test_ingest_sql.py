@@ -12,18 +12,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import msgspec
 import pytest
 
 from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.dmp import keys
-from cookiematch.dmp.analytics import ingest_sql
+from cookiematch.dmp.analytics import ingest_sql, sync_map
 from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
 from cookiematch.dmp.analytics.ingest_sql import SqlIngest, ingest_files
 from cookiematch.dmp.analytics.lines import MAX_LINE_BYTES
 from cookiematch.dmp.analytics.load import LoadContext, load_profiles
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
-from cookiematch.dmp.analytics.sync_map import sync_pairs
 from cookiematch.dmp.analytics.tables import ATTRIBUTES, CONSENT, EVENTS, PROFILES, SYNCS
 from cookiematch.dmp.ingest import build_ingestor
 from cookiematch.dmp.ingest.pipeline import IngestReport
@@ -300,10 +300,34 @@ async def test_the_sync_map_is_every_decodable_reverse_entry(
         await seed(store, clock)
         await MatchTable(store, TTL).record("other", "d9", "p{1}", clock())
         await MatchTable(store, TTL).record(PARTNER, "d8", "a b/{c}", clock())
-        pairs = [p async for chunk in sync_pairs(store, PARTNER, batch=2) for p in chunk]
-        assert sorted(pairs) == sorted(
-            [(f"p{i}", f"d{i}") for i in range(1, 8)] + [("q1", "d11"), ("a b/{c}", "d8")]
-        )
+        await MatchTable(store, TTL).record(PARTNER, "d\u00e9\n", "\u00e9%+\u00ff}", clock())
+        undecodable = [
+            b'["d"]',
+            b'["d", "x"]',
+            b"[1, 2]",
+            b'["d", NaN]',
+            b'["d", 1e400]',
+            b'["d", null]',
+            b"\xff",
+            b'{"dmp_uid": "d", "at": 1}',
+            b'["d", 1] x',
+        ]
+        for i, value in enumerate(undecodable):
+            await store.set(keys.reverse_key(PARTNER, f"u{i}"), value, ttl=TTL)
+        await store.set(keys.reverse_key(PARTNER, "extra"), b' ["d12", 1, 2] ', ttl=TTL)
+        await store.set(keys.reverse_key(PARTNER, "gone"), b'["d13", 1]', ttl=1)
+        await store.set(keys.reverse_key(PARTNER, "x") + "!", b'["d14", 1]', ttl=TTL)
+        clock.now += 2
+        db = duckdb.connect()
+        for batch in (1, 2, 1000):
+            await sync_map.export(store, PARTNER, db, "pairs", batch=batch)
+            pairs = db.execute("SELECT * FROM pairs").fetchall()
+            assert sorted(pairs) == sorted(
+                [(f"p{i}", f"d{i}") for i in range(1, 8)]
+                + [("q1", "d11"), ("a b/{c}", "d8"), ("\u00e9%+\u00ff}", "d\u00e9\n")]
+                + [("extra", "d12")]
+            )
+        assert [name for (name,) in db.execute("SHOW TABLES").fetchall()] == ["pairs"]
     finally:
         await store.close()
 

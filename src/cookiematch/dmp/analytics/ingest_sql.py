@@ -47,9 +47,9 @@ from typing import Any
 import duckdb
 
 from cookiematch.clock import Clock
+from cookiematch.dmp.analytics import sync_map
 from cookiematch.dmp.analytics.lines import BLANK, line_ends, read_csv_sql
 from cookiematch.dmp.analytics.settings import MEMORY_LIMIT_MB
-from cookiematch.dmp.analytics.sync_map import sync_pairs
 from cookiematch.dmp.analytics.tables import (
     ATTRIBUTES,
     CONSENT,
@@ -91,7 +91,7 @@ from cookiematch.storage.base import Store
 
 PARK_BATCH = 50_000  # records written to pending at a time (``pipeline.RECHECK_EVERY``)
 STAGE_ROWS = 100_000  # lines staged per insert (lines framed in Python)
-SYNC_BATCH = 50_000  # sync map entries read per query and inserted at a time
+SYNC_BATCH = 50_000  # sync map entries read from the store per page
 CHUNK_LINES = 500_000  # staged lines validated, resolved and merged at a time
 ENGINE_SHARE = 0.4
 """The share of the engine's memory limit its buffers take during an ingestion; the rest is
@@ -500,14 +500,10 @@ class SqlIngest:
         if declared:
             self._db.executemany(f"INSERT INTO {TRAIT_DEFS} VALUES (?, ?, ?)", declared)
 
-    def add_sync_pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Part of the partner's sync map: ``(partner uid, DMP uid)``; on a connection of its
-        own, so it may be called while another thread stages lines."""
-        if pairs:
-            self._sync.execute(
-                f"INSERT INTO {SYNC_MAP} SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[])",
-                [[p for p, _ in pairs], [d for _, d in pairs]],
-            )
+    async def export_sync_map(self, store: Store, partner_id: str) -> None:
+        """The partner's sync map from ``store`` (``sync_map.py``), on a connection of its
+        own, so it runs while another thread stages lines."""
+        await sync_map.export(store, partner_id, self._sync, SYNC_MAP, batch=SYNC_BATCH)
 
     def stage_path(self, path: Path, progress: Progress | None = None) -> bool:
         """Stage a JSON Lines file framed by the engine's reader (``lines.py``); False when
@@ -815,8 +811,7 @@ async def _ingest(
     # sync map is exported here
     staging = asyncio.create_task(asyncio.to_thread(stage))
     try:
-        async for pairs in sync_pairs(store, partner_id, batch=SYNC_BATCH):
-            ingest.add_sync_pairs(pairs)
+        await ingest.export_sync_map(store, partner_id)
     except BaseException:
         await asyncio.wait([staging])
         raise
