@@ -167,7 +167,8 @@ def _value_kind(value: str) -> str:
 PARSE = [
     # a JSON line parsed once for its parts (``p``: uid, attributes, events, remove; each
     # part read on its own after), once for its keys; an object when valid and opening with a
-    # brace (else asked: whitespace may come first)
+    # brace (else asked: whitespace may come first). A part is minified JSON: its first
+    # character is its type's (a string's quote, an object's brace, an array's bracket)
     f"""CREATE OR REPLACE TEMP TABLE {RECORDS} AS
     WITH decoded AS (
         SELECT file, line,
@@ -181,10 +182,10 @@ PARSE = [
         coalesce(object
             AND len(list_filter(keys,
                     lambda k: k NOT IN ('uid', 'attributes', 'events', 'remove'))) = 0
-            AND json_type(p[1]) = 'VARCHAR'
-            AND coalesce(json_type(p[2]), 'OBJECT') = 'OBJECT'
-            AND coalesce(json_type(p[3]), 'ARRAY') = 'ARRAY'
-            AND coalesce(json_type(p[4]), 'ARRAY') = 'ARRAY', false) AS shaped,
+            AND starts_with(p[1], '"')
+            AND coalesce(starts_with(p[2], '{{'), true)
+            AND coalesce(starts_with(p[3], '['), true)
+            AND coalesce(starts_with(p[4], '['), true), false) AS shaped,
         coalesce(json_array_length(p[3]), 0) AS n_events,
         coalesce(len(json_keys(p[2])), 0) AS n_attrs
       FROM decoded
@@ -304,7 +305,7 @@ SYNC_IDS = [
     SELECT dmp_uid AS profile, (row_number() OVER ())::INTEGER AS pid
       FROM (SELECT DISTINCT dmp_uid FROM {SYNC_MAP})""",
     f"""CREATE OR REPLACE TEMP TABLE {SYNC_UNIQUE} AS
-    SELECT s.partner_uid, s.dmp_uid, p.pid
+    SELECT s.partner_uid, p.pid
       FROM (SELECT DISTINCT ON (partner_uid) * FROM {SYNC_MAP}) s
       JOIN {PROFILE_IDS} p ON p.profile = s.dmp_uid""",
     f"DROP TABLE {SYNC_MAP}",
@@ -315,14 +316,14 @@ SYNC_IDS = [
 # cookie's and the partner's a consent whose TC string is at most CONSENT_MAX_AGE old).
 RESOLVE = [
     f"""CREATE OR REPLACE TEMP TABLE {RESOLVED} AS
-    SELECT v.file, v.line, v.uid, s.dmp_uid AS profile, s.pid
+    SELECT v.file, v.line, s.pid
       FROM {VERDICT} v LEFT JOIN {SYNC_UNIQUE} s ON s.partner_uid = v.uid
      WHERE v.valid""",
     f"""CREATE OR REPLACE TEMP TABLE {REFUSING} AS
-    SELECT profile FROM {CONSENT}
-     WHERE (expires_at IS NULL OR expires_at > $now)
-       AND profile IN (SELECT profile FROM {RESOLVED})
-     GROUP BY profile
+    SELECT p.pid FROM {CONSENT} c JOIN {PROFILE_IDS} p ON p.profile = c.profile
+     WHERE (c.expires_at IS NULL OR c.expires_at > $now)
+       AND p.pid IN (SELECT pid FROM {RESOLVED})
+     GROUP BY p.pid
     HAVING NOT (
         bool_or(party = $host AND NOT refused AND tc_last_updated IS NOT NULL
                 AND $now - tc_last_updated <= $consent_max_age)
@@ -336,7 +337,7 @@ NEW_EVENTS = "ing_new_events"
 MERGE = [
     f"""CREATE OR REPLACE TEMP TABLE {ACCEPTED} AS
     SELECT file, line, pid FROM {RESOLVED}
-     WHERE profile IS NOT NULL AND profile NOT IN (SELECT profile FROM {REFUSING})""",
+     WHERE pid IS NOT NULL AND pid NOT IN (SELECT pid FROM {REFUSING})""",
     f"""CREATE OR REPLACE TEMP TABLE {NEW_EVENTS} AS
     SELECT DISTINCT x.pid, e.name, trunc(e.ts) AS ts,
         ceil((trunc(e.ts) + coalesce(t.ttl, $event_ttl)) / $step) * $step AS expires_at
@@ -355,6 +356,10 @@ KEEP = [
       FROM {ATTRS} a JOIN {ACCEPTED} x USING (file, line)""",
     f"INSERT INTO {RUN_EVENTS} SELECT pid, name, ts, expires_at FROM {NEW_EVENTS}",
 ]
+
+CHUNK_TABLES = [LINES, RECORDS, ATTRS, EVENTS_IN, REMOVES, VERDICT, RESOLVED, REFUSING, ACCEPTED,
+                NEW_EVENTS]
+"""The staged lines and the tables of a chunk, dropped once the last chunk is done."""
 
 # what the run merged, before the one write: each (profile, name)'s last operation, its
 # events, each profile's lapse
@@ -635,6 +640,9 @@ class SqlIngest:
         try:
             for start in range(0, self._staged.seq, CHUNK_LINES):
                 self._run_chunk(params, start, start + CHUNK_LINES, outcome)
+            # the lines and the last chunk's tables are read: their memory is the merge's
+            for table in CHUNK_TABLES:
+                db.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in FINAL:
                 _run(db, statement, params)
         finally:
@@ -684,13 +692,13 @@ class SqlIngest:
             db,
             f"""SELECT r.file, r.line, l.body, l.cells FROM {RESOLVED} r
                   JOIN {CHUNK} l USING (file, line)
-                 WHERE r.profile IN (SELECT profile FROM {REFUSING}) ORDER BY 1, 2""",
+                 WHERE r.pid IN (SELECT pid FROM {REFUSING}) ORDER BY 1, 2""",
             params,
         ).fetchall()
         into.unsynced += _run(
             db,
             f"""SELECT r.file, r.line, l.body, l.cells FROM {RESOLVED} r
-                  JOIN {CHUNK} l USING (file, line) WHERE r.profile IS NULL ORDER BY 1, 2""",
+                  JOIN {CHUNK} l USING (file, line) WHERE r.pid IS NULL ORDER BY 1, 2""",
             params,
         ).fetchall()
 
