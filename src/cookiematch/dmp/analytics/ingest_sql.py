@@ -357,8 +357,18 @@ KEEP = [
     f"INSERT INTO {RUN_EVENTS} SELECT pid, name, ts, expires_at FROM {NEW_EVENTS}",
 ]
 
-CHUNK_TABLES = [LINES, RECORDS, ATTRS, EVENTS_IN, REMOVES, VERDICT, RESOLVED, REFUSING, ACCEPTED,
-                NEW_EVENTS]
+CHUNK_TABLES = [
+    LINES,
+    RECORDS,
+    ATTRS,
+    EVENTS_IN,
+    REMOVES,
+    VERDICT,
+    RESOLVED,
+    REFUSING,
+    ACCEPTED,
+    NEW_EVENTS,
+]
 """The staged lines and the tables of a chunk, dropped once the last chunk is done."""
 
 # what the run merged, before the one write: each (profile, name)'s last operation, its
