@@ -165,18 +165,20 @@ def _value_kind(value: str) -> str:
 
 # Records: one row per staged line; a JSON line's shape is RawRecord's (unknown keys refused).
 PARSE = [
-    # a JSON line parsed once for its parts (``p``: uid, attributes, events, remove; each
-    # part read on its own after), once for its keys; an object when valid and opening with a
-    # brace (else asked: whitespace may come first). A part is minified JSON: its first
-    # character is its type's (a string's quote, an object's brace, an array's bracket)
+    # a JSON line parsed once for its parts (``p``: uid, attributes, events, remove; NULL
+    # when it is not JSON; each part read on its own after), once for its keys; an object
+    # when valid and opening with a brace (else asked: whitespace may come first). A part is
+    # minified JSON: its first character is its type's (a string's quote, an object's brace,
+    # an array's bracket)
     f"""CREATE OR REPLACE TEMP TABLE {RECORDS} AS
     WITH decoded AS (
         SELECT file, line,
-            CASE WHEN j IS NULL THEN false WHEN starts_with(body, '{{') THEN true
-                 ELSE json_type(j) = 'OBJECT' END AS object,
-            json_extract(j, ['$.uid', '$.attributes', '$.events', '$.remove']) AS p,
-            json_keys(j) AS keys
-          FROM (SELECT file, line, body, TRY_CAST(body AS JSON) AS j
+            CASE WHEN p IS NULL THEN false WHEN starts_with(body, '{{') THEN true
+                 ELSE json_type(body) = 'OBJECT' END AS object,
+            p, CASE WHEN p IS NOT NULL THEN json_keys(body) END AS keys
+          FROM (SELECT file, line, body,
+                       TRY(json_extract(body, ['$.uid', '$.attributes', '$.events', '$.remove']))
+                       AS p
                   FROM {CHUNK} WHERE cells IS NULL))
     SELECT file, line, p[2] AS attrs, p[3] AS events, p[4] AS remove, p[1]->>'$' AS uid,
         coalesce(object
@@ -258,7 +260,9 @@ WITH bad_attrs AS (
      WHERE NOT regexp_full_match(a.name, $name_pattern)
         OR (a.value IS NOT NULL AND (
             a.kind IS NULL
-            OR (a.kind = '{KIND_STRING}' AND length(a.value->>'$') > $max_string)
+            -- a string's JSON is at least its length plus its quotes: decoded only when longer
+            OR (a.kind = '{KIND_STRING}' AND length(a.value) - 2 > $max_string
+                AND length(a.value->>'$') > $max_string)
             OR (a.kind = '{KIND_FLOAT}' AND NOT isfinite((a.value)::DOUBLE))
             OR (a.kind = '{KIND_LIST}' AND (
                 json_array_length(a.value) > $max_list
