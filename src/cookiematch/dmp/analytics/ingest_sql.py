@@ -112,7 +112,7 @@ CHUNK = f"(SELECT file, line, body, cells FROM {LINES} WHERE seq >= $start AND s
 zone maps skip the others)."""
 RUN_OPS, RUN_ATTRS, RUN_EVENTS = "ing_run_ops", "ing_run_attrs", "ing_run_events"
 PROFILE_IDS, WRITTEN_EVENTS = "ing_profile_ids", "ing_written_events"
-KEPT_EVENTS, CUT = "ing_kept_events", "ing_cut"
+KEPT_EVENTS, CUT, LAPSES = "ing_kept_events", "ing_cut", "ing_lapses"
 
 STAGING = f"""
 CREATE OR REPLACE TEMP TABLE {FILES} (file INTEGER, source VARCHAR, header VARCHAR[]);
@@ -376,66 +376,73 @@ CHUNK_TABLES = [
 """The staged lines and the tables of a chunk, dropped once the last chunk is done."""
 
 # what the run merged, before the one write: each (profile, name)'s last operation, its
-# events, each profile's lapse
+# events, each profile's lapse; by the profile's number (narrower than its uid, which each
+# write takes back)
 FINAL = [
     # the last operation on each (profile, name) in file order; its value's kind
     f"""CREATE OR REPLACE TEMP TABLE {RUN_ATTRS} AS
-    SELECT p.profile, f.name, f.value, {_value_kind("f.value")} AS kind
+    SELECT pid, name, value, {_value_kind("value")} AS kind
       FROM (SELECT pid, name, arg_max_null(value, seq) AS value
-              FROM {RUN_OPS} GROUP BY pid, name) f JOIN {PROFILE_IDS} p USING (pid)""",
+              FROM {RUN_OPS} GROUP BY pid, name)""",
     f"DROP TABLE {RUN_OPS}",
     f"""CREATE OR REPLACE TEMP TABLE {WRITTEN_EVENTS} AS
-    SELECT p.profile, e.name, e.ts, e.expires_at
-      FROM {RUN_EVENTS} e JOIN {PROFILE_IDS} p USING (pid) WHERE e.expires_at > $now""",
+    SELECT pid, name, ts, expires_at FROM {RUN_EVENTS} WHERE expires_at > $now""",
     f"DROP TABLE {RUN_EVENTS}",
     # the events of each (profile, name) written to: held and new, one per ts; the newest
     # kept where a name has more than the cap (only those sorted: a window is costly)
     f"""CREATE OR REPLACE TEMP TABLE {KEPT_EVENTS} AS
-    SELECT profile, name, ts, max(expires_at) AS expires_at
-      FROM (SELECT profile, name, ts, expires_at FROM {WRITTEN_EVENTS}
+    SELECT pid, name, ts, max(expires_at) AS expires_at
+      FROM (SELECT pid, name, ts, expires_at FROM {WRITTEN_EVENTS}
             UNION ALL
-            SELECT e.profile, e.name, e.ts, e.expires_at FROM {EVENTS} e
-             SEMI JOIN (SELECT DISTINCT profile, name FROM {WRITTEN_EVENTS}) n
-                   USING (profile, name))
-     GROUP BY profile, name, ts""",
+            SELECT p.pid, e.name, e.ts, e.expires_at
+              FROM {EVENTS} e JOIN {PROFILE_IDS} p ON p.profile = e.profile
+             SEMI JOIN (SELECT DISTINCT pid, name FROM {WRITTEN_EVENTS}) n USING (pid, name))
+     GROUP BY pid, name, ts""",
     f"""CREATE OR REPLACE TEMP TABLE {CUT} AS
-    SELECT profile, name FROM {KEPT_EVENTS} GROUP BY profile, name HAVING count(*) > $cap""",
+    SELECT pid, name FROM {KEPT_EVENTS} GROUP BY pid, name HAVING count(*) > $cap""",
     # a profile lapses with the last of its data: held profiles get later, new ones appear
-    f"""CREATE OR REPLACE TEMP TABLE ing_lapses AS
-    SELECT profile, max(expires_at) AS expires_at
-      FROM (SELECT f.profile, $now + coalesce(t.ttl, $attribute_ttl) AS expires_at
-              FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
-             WHERE f.value IS NOT NULL
-            UNION ALL
-            SELECT profile, expires_at FROM {WRITTEN_EVENTS})
-     GROUP BY profile""",
+    f"""CREATE OR REPLACE TEMP TABLE {LAPSES} AS
+    SELECT i.profile, l.expires_at
+      FROM (SELECT pid, max(expires_at) AS expires_at
+              FROM (SELECT f.pid, $now + coalesce(t.ttl, $attribute_ttl) AS expires_at
+                      FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
+                     WHERE f.value IS NOT NULL
+                    UNION ALL
+                    SELECT pid, expires_at FROM {WRITTEN_EVENTS})
+             GROUP BY pid) l
+      JOIN {PROFILE_IDS} i USING (pid)""",
 ]
 
 WRITE = [
-    f"""DELETE FROM {ATTRIBUTES} a USING {RUN_ATTRS} f
+    f"""DELETE FROM {ATTRIBUTES} a
+     USING (SELECT p.profile, f.name FROM {RUN_ATTRS} f JOIN {PROFILE_IDS} p USING (pid)) f
      WHERE a.profile = f.profile AND a.name = f.name""",
     f"""INSERT INTO {ATTRIBUTES}
-    SELECT f.profile, f.name, f.kind,
+    SELECT p.profile, f.name, f.kind,
         CASE WHEN f.kind = '{KIND_STRING}' THEN f.value->>'$' END,
         CASE WHEN f.kind = '{KIND_INT}' THEN (f.value::VARCHAR)::BIGNUM END,
         CASE WHEN f.kind = '{KIND_FLOAT}' THEN f.value::DOUBLE END,
         CASE WHEN f.kind = '{KIND_BOOL}' THEN f.value::BOOLEAN END,
         CASE WHEN f.kind = '{KIND_LIST}' THEN from_json(f.value, '["VARCHAR"]') END,
         $now, $now + coalesce(t.ttl, $attribute_ttl)
-      FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
+      FROM {RUN_ATTRS} f JOIN {PROFILE_IDS} p USING (pid) LEFT JOIN {TRAIT_DEFS} t USING (name)
      WHERE f.value IS NOT NULL""",
-    f"""DELETE FROM {EVENTS} e USING (SELECT DISTINCT profile, name FROM {KEPT_EVENTS}) k
+    f"""DELETE FROM {EVENTS} e
+     USING (SELECT p.profile, k.name FROM (SELECT DISTINCT pid, name FROM {KEPT_EVENTS}) k
+              JOIN {PROFILE_IDS} p USING (pid)) k
      WHERE e.profile = k.profile AND e.name = k.name""",
     f"""INSERT INTO {EVENTS}
-    SELECT profile, name, ts, expires_at FROM {KEPT_EVENTS} ANTI JOIN {CUT} USING (profile, name)
-    UNION ALL
-    SELECT profile, name, ts, expires_at
-      FROM (SELECT * FROM {KEPT_EVENTS} SEMI JOIN {CUT} USING (profile, name))
-    QUALIFY row_number() OVER (PARTITION BY profile, name ORDER BY ts DESC) <= $cap""",
+    SELECT p.profile, k.name, k.ts, k.expires_at
+      FROM (SELECT pid, name, ts, expires_at FROM {KEPT_EVENTS} ANTI JOIN {CUT} USING (pid, name)
+            UNION ALL
+            SELECT pid, name, ts, expires_at
+              FROM (SELECT * FROM {KEPT_EVENTS} SEMI JOIN {CUT} USING (pid, name))
+            QUALIFY row_number() OVER (PARTITION BY pid, name ORDER BY ts DESC) <= $cap) k
+      JOIN {PROFILE_IDS} p USING (pid)""",
     f"""UPDATE {PROFILES} p SET expires_at = greatest(p.expires_at, n.expires_at)
-      FROM ing_lapses n WHERE p.id = n.profile AND p.expires_at IS NOT NULL""",
+      FROM {LAPSES} n WHERE p.id = n.profile AND p.expires_at IS NOT NULL""",
     f"""INSERT INTO {PROFILES}
-    SELECT profile, expires_at FROM ing_lapses
+    SELECT profile, expires_at FROM {LAPSES}
      WHERE profile NOT IN (SELECT id FROM {PROFILES})""",
 ]
 
