@@ -311,6 +311,11 @@ async def test_the_sync_map_is_every_decodable_reverse_entry(
             b"\xff",
             b'{"dmp_uid": "d", "at": 1}',
             b'["d", 1] x',
+            b'["d", true]',
+            b'["d", "1"]',
+            b'["d", [1]]',
+            b'"d"',
+            b'{"0": "d", "1": 1}',
         ]
         for i, value in enumerate(undecodable):
             await store.set(keys.reverse_key(PARTNER, f"u{i}"), value, ttl=TTL)

@@ -21,8 +21,6 @@ from cookiematch.storage.base import Page, Store
 
 SCAN_BATCH = 50_000  # entries read from the store per page
 
-_NUMBER = "('BIGINT', 'UBIGINT', 'DOUBLE')"
-
 
 def reverse_prefix(partner_id: str) -> str:
     """The prefix of every reverse entry of ``partner_id``."""
@@ -31,15 +29,17 @@ def reverse_prefix(partner_id: str) -> str:
 
 def decode_sql(raw: str, into: str) -> str:
     """SQL: the table ``into`` (partner_uid, dmp_uid) of the decodable entries of ``raw``
-    (key, value); ``$prefix``: the partner's ``reverse_prefix``."""
+    (key, value); ``$prefix``: the partner's ``reverse_prefix``. A value is parsed once for
+    its two elements (minified JSON: a string's first character is its quote; a number is
+    one that casts to a finite double); a key percent-decoded only where it holds a ``%``."""
     return f"""CREATE OR REPLACE TABLE {into} AS
-    SELECT partner_uid, j->>'$[0]' AS dmp_uid
-      FROM (SELECT TRY(url_decode(key[length($prefix) + 1:-2])) AS partner_uid,
-                   TRY(CAST(TRY(decode(value)) AS JSON)) AS j
-              FROM {raw} WHERE ends_with(key, '}}'))
-     WHERE partner_uid IS NOT NULL AND json_type(j) = 'ARRAY'
-       AND json_type(j, '$[0]') = 'VARCHAR' AND json_type(j, '$[1]') IN {_NUMBER}
-       AND isfinite((j->>'$[1]')::DOUBLE)"""
+    SELECT partner_uid, p[1]->>'$' AS dmp_uid
+      FROM (SELECT CASE WHEN contains(k, '%') THEN TRY(url_decode(k)) ELSE k END AS partner_uid,
+                   TRY(json_extract(decode(value), ['$[0]', '$[1]'])) AS p
+              FROM (SELECT key[length($prefix) + 1:-2] AS k, value
+                      FROM {raw} WHERE ends_with(key, '}}')))
+     WHERE partner_uid IS NOT NULL AND starts_with(p[1], '"')
+       AND isfinite(TRY_CAST(p[2] AS DOUBLE))"""
 
 
 def _columns(page: Page) -> dict[str, np.ndarray]:
