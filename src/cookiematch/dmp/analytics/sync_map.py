@@ -31,7 +31,8 @@ def decode_sql(raw: str, into: str) -> str:
     """SQL: the table ``into`` (partner_uid, dmp_uid) of the decodable entries of ``raw``
     (key, value); ``$prefix``: the partner's ``reverse_prefix``. A value is parsed once for
     its two elements (minified JSON: a string's first character is its quote; a number is
-    one that casts to a finite double); a key percent-decoded only where it holds a ``%``."""
+    one whose text casts to a finite double); a key percent-decoded only where it holds a
+    ``%``."""
     return f"""CREATE OR REPLACE TABLE {into} AS
     SELECT partner_uid, p[1]->>'$' AS dmp_uid
       FROM (SELECT CASE WHEN contains(k, '%') THEN TRY(url_decode(k)) ELSE k END AS partner_uid,
@@ -39,7 +40,7 @@ def decode_sql(raw: str, into: str) -> str:
               FROM (SELECT key[length($prefix) + 1:-2] AS k, value
                       FROM {raw} WHERE ends_with(key, '}}')))
      WHERE partner_uid IS NOT NULL AND starts_with(p[1], '"')
-       AND isfinite(TRY_CAST(p[2] AS DOUBLE))"""
+       AND isfinite(TRY_CAST(p[2]::VARCHAR AS DOUBLE))"""
 
 
 def _columns(page: Page) -> dict[str, np.ndarray]:
