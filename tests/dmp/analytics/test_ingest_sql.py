@@ -18,10 +18,10 @@ import pytest
 
 from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.dmp import keys
-from cookiematch.dmp.analytics import ingest_sql, sync_map
+from cookiematch.dmp.analytics import ingest_sql, lines, sync_map
 from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
 from cookiematch.dmp.analytics.ingest_sql import SqlIngest, ingest_files
-from cookiematch.dmp.analytics.lines import MAX_LINE_BYTES
+from cookiematch.dmp.analytics.lines import MAX_LINE_BYTES, LineEnds
 from cookiematch.dmp.analytics.load import LoadContext, load_profiles
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
 from cookiematch.dmp.analytics.tables import ATTRIBUTES, CONSENT, EVENTS, PROFILES, SYNCS
@@ -340,6 +340,27 @@ async def test_the_sync_map_is_every_decodable_reverse_entry(
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(float(T))
+
+
+@pytest.mark.parametrize(
+    ("body", "ends"),
+    [
+        (b'{"uid":"a"}\r\n\r\n{"uid":"b"}\r\n', LineEnds("\r\n", 3)),
+        (b'{"uid":"a"}\n\n{"uid":"b"}', LineEnds("\n", 3)),
+        (b'{"uid":"a"}\r{"uid":"b"}\n', None),
+        (b'{"uid":"a"}\r\n{"uid":"b"}\n', None),
+        (b'{"uid":"a"}\n{"uid":"b"}\r', None),
+    ],
+)
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 1 << 20])
+def test_line_ends_across_blocks(
+    tmp_path: Path, body: bytes, ends: LineEnds | None, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CR LF split by the pass's blocks is one line ending; a lone CR anywhere is not."""
+    monkeypatch.setattr(lines, "SCAN_BYTES", block)
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(body)
+    assert lines.line_ends(path) == ends
 
 
 @pytest.mark.parametrize(
