@@ -125,7 +125,6 @@ CREATE OR REPLACE TEMP TABLE {RUN_EVENTS} (pid INTEGER, name VARCHAR, ts DOUBLE,
 CREATE OR REPLACE TEMP TABLE {TRAIT_DEFS} (name VARCHAR, kind VARCHAR, ttl DOUBLE);
 """
 
-_JSON_NUMBER = "('BIGINT', 'UBIGINT', 'DOUBLE')"
 _PY_FLOAT = r"[+-]?(\d(_?\d)*(\.(\d(_?\d)*)?)?|\.\d(_?\d)*)([eE][+-]?\d(_?\d)*)?"
 """What Python's ``float()`` reads as a finite number (surrounding whitespace trimmed first)."""
 
@@ -213,14 +212,17 @@ PARSE = [
       LEFT JOIN {TRAIT_DEFS} t USING (name)
      WHERE c.text <> '' AND c.name NOT IN ('uid', 'event', 'ts', 'remove'))""",
     f"""CREATE OR REPLACE TEMP TABLE {EVENTS_IN} AS
-    SELECT file, line, e->>'$.name' AS name,
-        CASE WHEN json_type(e, '$.ts') IN {_JSON_NUMBER} THEN (e->>'$.ts')::DOUBLE END AS ts,
-        coalesce(json_type(e) = 'OBJECT' AND json_type(e, '$.name') = 'VARCHAR'
-            AND json_type(e, '$.ts') IN {_JSON_NUMBER}
+    SELECT file, line, p[1]->>'$' AS name, ts,
+        coalesce(starts_with(e, '{{') AND starts_with(p[1], '"') AND ts IS NOT NULL
             AND len(list_filter(json_keys(e), lambda k: k NOT IN ('name', 'ts'))) = 0,
             false) AS shaped
-      FROM (SELECT file, line, unnest(from_json(events, '["JSON"]')) AS e
-              FROM {RECORDS} WHERE shaped AND events IS NOT NULL AND n_events > 0)
+      FROM (SELECT file, line, e, p,
+                   CASE WHEN NOT starts_with(p[2], '"') THEN TRY_CAST(p[2]::VARCHAR AS DOUBLE)
+                   END AS ts
+              FROM (SELECT file, line, e, json_extract(e, ['$.name', '$.ts']) AS p
+                      FROM (SELECT file, line, unnest(from_json(events, '["JSON"]')) AS e
+                              FROM {RECORDS}
+                             WHERE shaped AND events IS NOT NULL AND n_events > 0)))
     UNION ALL
     SELECT l.file, l.line, l.cells[list_position(f.header, 'event')],
         CASE WHEN regexp_full_match(
