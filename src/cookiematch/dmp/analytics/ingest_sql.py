@@ -188,7 +188,10 @@ PARSE = [
             AND coalesce(starts_with(p[3], '['), true)
             AND coalesce(starts_with(p[4], '['), true), false) AS shaped,
         coalesce(json_array_length(p[3]), 0) AS n_events,
-        coalesce(len(json_keys(p[2])), 0) AS n_attrs
+        -- n keys need 5n + 1 characters at least ({"":0}): counted only where more than the
+        -- limit fit
+        CASE WHEN length(p[2]) >= 5 * $max_attributes + 6 THEN len(json_keys(p[2])) END
+            AS n_attrs
       FROM decoded
     UNION ALL
     SELECT l.file, l.line, NULL, NULL, NULL,
