@@ -33,6 +33,9 @@ from cookiematch.dmp.ingest import build_ingestor
 from cookiematch.dmp.traits.schema import TraitCatalog
 from cookiematch.dmp.traits.writes import TraitStore
 
+EXPORT = "staging; the sync map's export (wall only)"
+"""The step of the staging thread and the export beside it (its peak RSS is theirs)."""
+
 
 class Steps:
     """Wall and CPU seconds per step; the highest RSS sampled while each ran."""
@@ -94,14 +97,14 @@ def instrument(steps: Steps) -> None:
         return staged
 
     async def timed_export(self: ingest_sql.SqlIngest, store: Any, partner_id: str) -> None:
-        steps.current = "staging and the sync map's export"
+        steps.current = EXPORT
         wall = time.perf_counter()
         await export(self, store, partner_id)
-        steps.add("the sync map's export (wall only)", time.perf_counter() - wall, 0.0)
+        steps.add(EXPORT, time.perf_counter() - wall, 0.0)
 
     ingest_sql.SqlIngest.stage_path = timed_stage  # type: ignore[method-assign]
     ingest_sql.SqlIngest.export_sync_map = timed_export  # type: ignore[method-assign]
-    steps.current = "staging and the sync map's export"
+    steps.current = EXPORT
 
 
 async def measure(args: argparse.Namespace, data: Path) -> None:
