@@ -158,6 +158,10 @@ async def test_every_call_passes_through_and_is_observed(sqlite_path: Path) -> N
         assert set(await store.hgetall_entries("m:y")) == {"g"}
         assert [key async for key, _ in store.scan("p:")] == ["p:b", "p:c"]
         assert [key async for key, _, _ in store.scan_ttl("p:")] == ["p:b", "p:c"]
+        assert [list(page) async for page in store.scan_pages("p:", batch=1)] == [
+            [("p:b", b"2")],
+            [("p:c", b"3")],
+        ]
         assert [key async for key, _ in store.scan_maps("m:")] == ["m:x", "m:y"]
         assert await store.hdel("m:x", ["f"]) == 1
         assert await store.delete("p:b") is True
@@ -165,7 +169,8 @@ async def test_every_call_passes_through_and_is_observed(sqlite_path: Path) -> N
     finally:
         await store.close()
     assert set(observed.outcomes()) == {"ok"}
-    assert {op for op, _, _ in observed.calls} >= {"set", "hset_many", "scan_maps", "delete"}
+    ops = {"set", "hset_many", "scan_pages", "scan_maps", "delete"}
+    assert {op for op, _, _ in observed.calls} >= ops
 
 
 async def test_deadline_misses_on_a_locked_sqlite_file_open_the_breaker(

@@ -281,6 +281,27 @@ async def test_scan_prefix_in_key_order_across_batches(store: Store) -> None:
     assert await keys(store, "abd") == []
 
 
+async def test_scan_pages_are_the_scan_in_pages(store: Store, clock: FakeClock) -> None:
+    inside = ["ab", "ab\x00", "ab0", "abc", "abc/d", "ab\uffff", "ab\U0010ffff", "ab\U0010ffffz"]
+    outside = ["a", "aa", "ac", "b", "AB"]
+    await store.write_many([Write(k, k.encode("utf-8")) for k in inside + outside])
+    await store.set("ab-gone", b"x", ttl=1.0)
+    await store.hset("ab-map", {"f": b"x"})
+    await clock.advance(2)
+    expected = [(k, k.encode("utf-8")) for k in sorted(inside)]
+    for batch in (1, 3, 8, 1000):
+        pages = [list(page) async for page in store.scan_pages("ab", batch=batch)]
+        assert all(0 < len(page) <= batch for page in pages)
+        assert [tuple(row) for page in pages for row in page] == expected
+        # the base class's, for a backend without a query of pages
+        default = [page async for page in Store.scan_pages(store, "ab", batch=batch)]
+        assert all(0 < len(page) <= batch for page in default)
+        assert [tuple(row) for page in default for row in page] == expected
+    assert [page async for page in store.scan_pages("abd")] == []
+    with pytest.raises(ValueError):
+        await anext(aiter(store.scan_pages("ab", batch=0)))
+
+
 async def test_scan_prefix_ending_in_the_last_code_point(store: Store) -> None:
     top = "\U0010ffff"
     names = ["a" + top, "a" + top + "x", "a" + top + top, "b", "a"]

@@ -18,6 +18,7 @@ one transaction or pipeline); ``hswap_many`` is ``hset_many`` answering the valu
 fields held before; the base class gives a slow default for a backend without them.
 ``write_together`` is ``write_many`` and ``hset_many`` as one call (one queued op): a request
 that writes a plain key and a field map pays for one store call, not two.
+``scan_pages`` is ``scan`` a page at a time, for a reader that hands the rows on in bulk.
 ``scan_ttl`` and ``scan_maps`` enumerate a store with expiries (``cookiematch store copy``);
 ``get_entry`` and ``hgetall_entries`` read one key with them (what a subject access shows).
 """
@@ -32,6 +33,9 @@ from dataclasses import dataclass
 
 FieldEntry = tuple[bytes, float | None]
 """A field's value and its remaining lifetime in seconds (None: no expiry)."""
+
+Page = Sequence[tuple[str, bytes]]
+"""A page of ``Store.scan_pages``: live plain keys and their values, in key order."""
 
 FieldWrite = tuple[str, Mapping[str, bytes], float | None]
 """One ``hset`` of a bulk write: ``(key, fields, ttl)``, the same rules as ``hset``."""
@@ -187,6 +191,23 @@ class Store(ABC):
     @abstractmethod
     def scan(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[tuple[str, bytes]]:
         """Iterate plain keys starting with ``prefix`` and their values (not field maps)."""
+
+    async def scan_pages(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[Page]:
+        """``scan`` a page at a time: at most ``batch`` rows per page, none empty. The rows
+        are the backend's own where it reads a page in one query (SQLite: the query's rows,
+        no object made per entry here), so a bulk reader (the analytics engine) hands them
+        on without a step of Python per entry. This default, for a backend without such a
+        query, pages ``scan``."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        page: list[tuple[str, bytes]] = []
+        async for row in self.scan(prefix, batch=batch):
+            page.append(row)
+            if len(page) >= batch:
+                yield page
+                page = []
+        if page:
+            yield page
 
     @abstractmethod
     def scan_ttl(

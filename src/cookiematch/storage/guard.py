@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from cookiematch.deadlines import Deadlines
 from cookiematch.errors import StorageError, StoreUnavailable
-from cookiematch.storage.base import Durability, FieldEntry, FieldWrite, Store, Write
+from cookiematch.storage.base import Durability, FieldEntry, FieldWrite, Page, Store, Write
 from cookiematch.storage.breaker import Breaker, StateObserver
 
 __all__ = ["CALL_OUTCOMES", "MAX_BACKLOG", "PROBE_KEY", "CallObserver", "GuardedStore"]
@@ -302,6 +302,9 @@ class GuardedStore(Store):
 
     def scan(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[tuple[str, bytes]]:
         return self._scan("scan", self.inner.scan(prefix, batch=batch))
+
+    def scan_pages(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[Page]:
+        return self._scan("scan_pages", self.inner.scan_pages(prefix, batch=batch))
 
     def scan_ttl(
         self, prefix: str, *, batch: int = 1000

@@ -32,6 +32,7 @@ from cookiematch.storage.base import (
     Durability,
     FieldEntry,
     FieldWrite,
+    Page,
     Store,
     Write,
     as_bytes,
@@ -516,6 +517,24 @@ class RedisStore(Store):
                 if entry is not None:
                     key = codec.decode_key(k)
                     yield (key, *entry) if with_ttl else (key, entry[0])
+
+    async def scan_pages(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[Page]:
+        """One ``MGET`` per page (per node on a cluster), its live values unpacked."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        keys = await self._scan_keys(prefix, "string")
+        for i in range(0, len(keys), batch):
+            chunk = keys[i : i + batch]
+            now = self._now_ms()
+            found = await self._mget_raw(chunk)
+            page: list[tuple[str, bytes]] = []
+            for k in chunk:
+                raw = found.get(k)
+                value = None if raw is None else codec.live(raw, now)
+                if value is not None:
+                    page.append((codec.decode_key(k), value))
+            if page:
+                yield page
 
     async def scan_maps(
         self, prefix: str, *, batch: int = 100

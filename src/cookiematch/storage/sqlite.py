@@ -33,6 +33,7 @@ from cookiematch.storage.base import (
     Durability,
     FieldEntry,
     FieldWrite,
+    Page,
     Store,
     Write,
     as_bytes,
@@ -316,6 +317,20 @@ class SQLiteStore(Store):
             rows = await self._engine.read(ops.scan_page, start, first, upper, batch, now)
             for key, value, expires_at in rows:
                 yield key, value, None if expires_at is None else expires_at - now
+            if len(rows) < batch:
+                return
+            start, first = rows[-1][0], False
+
+    async def scan_pages(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[Page]:
+        """Pages of the query's own rows (``ops.scan_rows``), each read at its own moment."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        upper = prefix_upper_bound(prefix)
+        start, first = prefix, True
+        while True:
+            rows = await self._engine.read(ops.scan_rows, start, first, upper, batch, self._clock())
+            if rows:
+                yield rows
             if len(rows) < batch:
                 return
             start, first = rows[-1][0], False

@@ -134,6 +134,22 @@ def scan_page(
     return c.execute(sql.SCAN.format(where=where), (*args, now, limit)).fetchall()
 
 
+def scan_rows(
+    c: sqlite3.Connection, start: str, first: bool, upper: str | None, limit: int, now: float
+) -> list[tuple[str, bytes]]:
+    """A page of live ``(key, value)`` rows in key order, as the query returns them, read
+    through the connection's page cache rather than its mmap: a bulk scan reads every page
+    of its range once, and each page read through mmap would stay in the process's memory
+    (its RSS) while the connection lives."""
+    (mapped,) = c.execute(sql.MMAP_SIZE).fetchone()
+    c.execute(f"{sql.MMAP_SIZE} = 0")
+    try:
+        where, args = sql.key_range(start, first, upper)
+        return c.execute(sql.SCAN_ROWS.format(where=where), (*args, now, limit)).fetchall()
+    finally:
+        c.execute(f"{sql.MMAP_SIZE} = {int(mapped)}")
+
+
 def scan_maps_page(
     c: sqlite3.Connection, start: str, first: bool, upper: str | None, limit: int, now: float
 ) -> tuple[list[tuple[str, Fields]], str | None]:

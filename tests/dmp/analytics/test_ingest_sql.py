@@ -12,18 +12,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import msgspec
 import pytest
 
 from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.dmp import keys
-from cookiematch.dmp.analytics import ingest_sql
+from cookiematch.dmp.analytics import ingest_sql, lines, sync_map
 from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
 from cookiematch.dmp.analytics.ingest_sql import SqlIngest, ingest_files
-from cookiematch.dmp.analytics.lines import MAX_LINE_BYTES
+from cookiematch.dmp.analytics.lines import MAX_LINE_BYTES, LineEnds
 from cookiematch.dmp.analytics.load import LoadContext, load_profiles
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
-from cookiematch.dmp.analytics.sync_map import sync_pairs
 from cookiematch.dmp.analytics.tables import ATTRIBUTES, CONSENT, EVENTS, PROFILES, SYNCS
 from cookiematch.dmp.ingest import build_ingestor
 from cookiematch.dmp.ingest.pipeline import IngestReport
@@ -300,10 +300,39 @@ async def test_the_sync_map_is_every_decodable_reverse_entry(
         await seed(store, clock)
         await MatchTable(store, TTL).record("other", "d9", "p{1}", clock())
         await MatchTable(store, TTL).record(PARTNER, "d8", "a b/{c}", clock())
-        pairs = [p async for chunk in sync_pairs(store, PARTNER, batch=2) for p in chunk]
-        assert sorted(pairs) == sorted(
-            [(f"p{i}", f"d{i}") for i in range(1, 8)] + [("q1", "d11"), ("a b/{c}", "d8")]
-        )
+        await MatchTable(store, TTL).record(PARTNER, "d\u00e9\n", "\u00e9%+\u00ff}", clock())
+        undecodable = [
+            b'["d"]',
+            b'["d", "x"]',
+            b"[1, 2]",
+            b'["d", NaN]',
+            b'["d", 1e400]',
+            b'["d", null]',
+            b"\xff",
+            b'{"dmp_uid": "d", "at": 1}',
+            b'["d", 1] x',
+            b'["d", true]',
+            b'["d", "1"]',
+            b'["d", [1]]',
+            b'"d"',
+            b'{"0": "d", "1": 1}',
+        ]
+        for i, value in enumerate(undecodable):
+            await store.set(keys.reverse_key(PARTNER, f"u{i}"), value, ttl=TTL)
+        await store.set(keys.reverse_key(PARTNER, "extra"), b' ["d12", 1, 2] ', ttl=TTL)
+        await store.set(keys.reverse_key(PARTNER, "gone"), b'["d13", 1]', ttl=1)
+        await store.set(keys.reverse_key(PARTNER, "x") + "!", b'["d14", 1]', ttl=TTL)
+        clock.now += 2
+        db = duckdb.connect()
+        for batch in (1, 2, 1000):
+            await sync_map.export(store, PARTNER, db, "pairs", batch=batch)
+            pairs = db.execute("SELECT * FROM pairs").fetchall()
+            assert sorted(pairs) == sorted(
+                [(f"p{i}", f"d{i}") for i in range(1, 8)]
+                + [("q1", "d11"), ("a b/{c}", "d8"), ("\u00e9%+\u00ff}", "d\u00e9\n")]
+                + [("extra", "d12")]
+            )
+        assert [name for (name,) in db.execute("SHOW TABLES").fetchall()] == ["pairs"]
     finally:
         await store.close()
 
@@ -311,6 +340,27 @@ async def test_the_sync_map_is_every_decodable_reverse_entry(
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(float(T))
+
+
+@pytest.mark.parametrize(
+    ("body", "ends"),
+    [
+        (b'{"uid":"a"}\r\n\r\n{"uid":"b"}\r\n', LineEnds("\r\n", 3)),
+        (b'{"uid":"a"}\n\n{"uid":"b"}', LineEnds("\n", 3)),
+        (b'{"uid":"a"}\r{"uid":"b"}\n', None),
+        (b'{"uid":"a"}\r\n{"uid":"b"}\n', None),
+        (b'{"uid":"a"}\n{"uid":"b"}\r', None),
+    ],
+)
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 1 << 20])
+def test_line_ends_across_blocks(
+    tmp_path: Path, body: bytes, ends: LineEnds | None, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CR LF split by the pass's blocks is one line ending; a lone CR anywhere is not."""
+    monkeypatch.setattr(lines, "SCAN_BYTES", block)
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(body)
+    assert lines.line_ends(path) == ends
 
 
 @pytest.mark.parametrize(

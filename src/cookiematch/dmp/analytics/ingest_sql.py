@@ -47,9 +47,9 @@ from typing import Any
 import duckdb
 
 from cookiematch.clock import Clock
+from cookiematch.dmp.analytics import sync_map
 from cookiematch.dmp.analytics.lines import BLANK, line_ends, read_csv_sql
 from cookiematch.dmp.analytics.settings import MEMORY_LIMIT_MB
-from cookiematch.dmp.analytics.sync_map import sync_pairs
 from cookiematch.dmp.analytics.tables import (
     ATTRIBUTES,
     CONSENT,
@@ -91,7 +91,7 @@ from cookiematch.storage.base import Store
 
 PARK_BATCH = 50_000  # records written to pending at a time (``pipeline.RECHECK_EVERY``)
 STAGE_ROWS = 100_000  # lines staged per insert (lines framed in Python)
-SYNC_BATCH = 50_000  # sync map entries read per query and inserted at a time
+SYNC_BATCH = 50_000  # sync map entries read from the store per page
 CHUNK_LINES = 500_000  # staged lines validated, resolved and merged at a time
 ENGINE_SHARE = 0.4
 """The share of the engine's memory limit its buffers take during an ingestion; the rest is
@@ -112,7 +112,7 @@ CHUNK = f"(SELECT file, line, body, cells FROM {LINES} WHERE seq >= $start AND s
 zone maps skip the others)."""
 RUN_OPS, RUN_ATTRS, RUN_EVENTS = "ing_run_ops", "ing_run_attrs", "ing_run_events"
 PROFILE_IDS, WRITTEN_EVENTS = "ing_profile_ids", "ing_written_events"
-KEPT_EVENTS, CUT = "ing_kept_events", "ing_cut"
+KEPT_EVENTS, CUT, LAPSES = "ing_kept_events", "ing_cut", "ing_lapses"
 
 STAGING = f"""
 CREATE OR REPLACE TEMP TABLE {FILES} (file INTEGER, source VARCHAR, header VARCHAR[]);
@@ -125,7 +125,6 @@ CREATE OR REPLACE TEMP TABLE {RUN_EVENTS} (pid INTEGER, name VARCHAR, ts DOUBLE,
 CREATE OR REPLACE TEMP TABLE {TRAIT_DEFS} (name VARCHAR, kind VARCHAR, ttl DOUBLE);
 """
 
-_JSON_NUMBER = "('BIGINT', 'UBIGINT', 'DOUBLE')"
 _PY_FLOAT = r"[+-]?(\d(_?\d)*(\.(\d(_?\d)*)?)?|\.\d(_?\d)*)([eE][+-]?\d(_?\d)*)?"
 """What Python's ``float()`` reads as a finite number (surrounding whitespace trimmed first)."""
 
@@ -165,28 +164,34 @@ def _value_kind(value: str) -> str:
 
 # Records: one row per staged line; a JSON line's shape is RawRecord's (unknown keys refused).
 PARSE = [
-    # a JSON line parsed once for its parts (``p``: uid, attributes, events, remove; each
-    # part read on its own after), once for its keys; an object when valid and opening with a
-    # brace (else asked: whitespace may come first)
+    # a JSON line parsed once for its parts (``p``: uid, attributes, events, remove; NULL
+    # when it is not JSON; each part read on its own after), once for its keys; an object
+    # when valid and opening with a brace (else asked: whitespace may come first). A part is
+    # minified JSON: its first character is its type's (a string's quote, an object's brace,
+    # an array's bracket)
     f"""CREATE OR REPLACE TEMP TABLE {RECORDS} AS
     WITH decoded AS (
         SELECT file, line,
-            CASE WHEN j IS NULL THEN false WHEN starts_with(body, '{{') THEN true
-                 ELSE json_type(j) = 'OBJECT' END AS object,
-            json_extract(j, ['$.uid', '$.attributes', '$.events', '$.remove']) AS p,
-            json_keys(j) AS keys
-          FROM (SELECT file, line, body, TRY_CAST(body AS JSON) AS j
+            CASE WHEN p IS NULL THEN false WHEN starts_with(body, '{{') THEN true
+                 ELSE json_type(body) = 'OBJECT' END AS object,
+            p, CASE WHEN p IS NOT NULL THEN json_keys(body) END AS keys
+          FROM (SELECT file, line, body,
+                       TRY(json_extract(body, ['$.uid', '$.attributes', '$.events', '$.remove']))
+                       AS p
                   FROM {CHUNK} WHERE cells IS NULL))
     SELECT file, line, p[2] AS attrs, p[3] AS events, p[4] AS remove, p[1]->>'$' AS uid,
         coalesce(object
             AND len(list_filter(keys,
                     lambda k: k NOT IN ('uid', 'attributes', 'events', 'remove'))) = 0
-            AND json_type(p[1]) = 'VARCHAR'
-            AND coalesce(json_type(p[2]), 'OBJECT') = 'OBJECT'
-            AND coalesce(json_type(p[3]), 'ARRAY') = 'ARRAY'
-            AND coalesce(json_type(p[4]), 'ARRAY') = 'ARRAY', false) AS shaped,
+            AND starts_with(p[1], '"')
+            AND coalesce(starts_with(p[2], '{{'), true)
+            AND coalesce(starts_with(p[3], '['), true)
+            AND coalesce(starts_with(p[4], '['), true), false) AS shaped,
         coalesce(json_array_length(p[3]), 0) AS n_events,
-        coalesce(len(json_keys(p[2])), 0) AS n_attrs
+        -- n keys need 5n + 1 characters at least ({"":0}): counted only where more than the
+        -- limit fit
+        CASE WHEN length(p[2]) >= 5 * $max_attributes + 6 THEN len(json_keys(p[2])) END
+            AS n_attrs
       FROM decoded
     UNION ALL
     SELECT l.file, l.line, NULL, NULL, NULL,
@@ -210,14 +215,17 @@ PARSE = [
       LEFT JOIN {TRAIT_DEFS} t USING (name)
      WHERE c.text <> '' AND c.name NOT IN ('uid', 'event', 'ts', 'remove'))""",
     f"""CREATE OR REPLACE TEMP TABLE {EVENTS_IN} AS
-    SELECT file, line, e->>'$.name' AS name,
-        CASE WHEN json_type(e, '$.ts') IN {_JSON_NUMBER} THEN (e->>'$.ts')::DOUBLE END AS ts,
-        coalesce(json_type(e) = 'OBJECT' AND json_type(e, '$.name') = 'VARCHAR'
-            AND json_type(e, '$.ts') IN {_JSON_NUMBER}
+    SELECT file, line, p[1]->>'$' AS name, ts,
+        coalesce(starts_with(e, '{{') AND starts_with(p[1], '"') AND ts IS NOT NULL
             AND len(list_filter(json_keys(e), lambda k: k NOT IN ('name', 'ts'))) = 0,
             false) AS shaped
-      FROM (SELECT file, line, unnest(from_json(events, '["JSON"]')) AS e
-              FROM {RECORDS} WHERE shaped AND events IS NOT NULL AND n_events > 0)
+      FROM (SELECT file, line, e, p,
+                   CASE WHEN NOT starts_with(p[2], '"') THEN TRY_CAST(p[2]::VARCHAR AS DOUBLE)
+                   END AS ts
+              FROM (SELECT file, line, e, json_extract(e, ['$.name', '$.ts']) AS p
+                      FROM (SELECT file, line, unnest(from_json(events, '["JSON"]')) AS e
+                              FROM {RECORDS}
+                             WHERE shaped AND events IS NOT NULL AND n_events > 0)))
     UNION ALL
     SELECT l.file, l.line, l.cells[list_position(f.header, 'event')],
         CASE WHEN regexp_full_match(
@@ -257,7 +265,9 @@ WITH bad_attrs AS (
      WHERE NOT regexp_full_match(a.name, $name_pattern)
         OR (a.value IS NOT NULL AND (
             a.kind IS NULL
-            OR (a.kind = '{KIND_STRING}' AND length(a.value->>'$') > $max_string)
+            -- a string's JSON is at least its length plus its quotes: decoded only when longer
+            OR (a.kind = '{KIND_STRING}' AND length(a.value) - 2 > $max_string
+                AND length(a.value->>'$') > $max_string)
             OR (a.kind = '{KIND_FLOAT}' AND NOT isfinite((a.value)::DOUBLE))
             OR (a.kind = '{KIND_LIST}' AND (
                 json_array_length(a.value) > $max_list
@@ -304,7 +314,7 @@ SYNC_IDS = [
     SELECT dmp_uid AS profile, (row_number() OVER ())::INTEGER AS pid
       FROM (SELECT DISTINCT dmp_uid FROM {SYNC_MAP})""",
     f"""CREATE OR REPLACE TEMP TABLE {SYNC_UNIQUE} AS
-    SELECT s.partner_uid, s.dmp_uid, p.pid
+    SELECT s.partner_uid, p.pid
       FROM (SELECT DISTINCT ON (partner_uid) * FROM {SYNC_MAP}) s
       JOIN {PROFILE_IDS} p ON p.profile = s.dmp_uid""",
     f"DROP TABLE {SYNC_MAP}",
@@ -315,14 +325,14 @@ SYNC_IDS = [
 # cookie's and the partner's a consent whose TC string is at most CONSENT_MAX_AGE old).
 RESOLVE = [
     f"""CREATE OR REPLACE TEMP TABLE {RESOLVED} AS
-    SELECT v.file, v.line, v.uid, s.dmp_uid AS profile, s.pid
+    SELECT v.file, v.line, s.pid
       FROM {VERDICT} v LEFT JOIN {SYNC_UNIQUE} s ON s.partner_uid = v.uid
      WHERE v.valid""",
     f"""CREATE OR REPLACE TEMP TABLE {REFUSING} AS
-    SELECT profile FROM {CONSENT}
-     WHERE (expires_at IS NULL OR expires_at > $now)
-       AND profile IN (SELECT profile FROM {RESOLVED})
-     GROUP BY profile
+    SELECT p.pid FROM {CONSENT} c JOIN {PROFILE_IDS} p ON p.profile = c.profile
+     WHERE (c.expires_at IS NULL OR c.expires_at > $now)
+       AND p.pid IN (SELECT pid FROM {RESOLVED})
+     GROUP BY p.pid
     HAVING NOT (
         bool_or(party = $host AND NOT refused AND tc_last_updated IS NOT NULL
                 AND $now - tc_last_updated <= $consent_max_age)
@@ -336,7 +346,7 @@ NEW_EVENTS = "ing_new_events"
 MERGE = [
     f"""CREATE OR REPLACE TEMP TABLE {ACCEPTED} AS
     SELECT file, line, pid FROM {RESOLVED}
-     WHERE profile IS NOT NULL AND profile NOT IN (SELECT profile FROM {REFUSING})""",
+     WHERE pid IS NOT NULL AND pid NOT IN (SELECT pid FROM {REFUSING})""",
     f"""CREATE OR REPLACE TEMP TABLE {NEW_EVENTS} AS
     SELECT DISTINCT x.pid, e.name, trunc(e.ts) AS ts,
         ceil((trunc(e.ts) + coalesce(t.ttl, $event_ttl)) / $step) * $step AS expires_at
@@ -356,67 +366,88 @@ KEEP = [
     f"INSERT INTO {RUN_EVENTS} SELECT pid, name, ts, expires_at FROM {NEW_EVENTS}",
 ]
 
+CHUNK_TABLES = [
+    LINES,
+    RECORDS,
+    ATTRS,
+    EVENTS_IN,
+    REMOVES,
+    VERDICT,
+    RESOLVED,
+    REFUSING,
+    ACCEPTED,
+    NEW_EVENTS,
+]
+"""The staged lines and the tables of a chunk, dropped once the last chunk is done."""
+
 # what the run merged, before the one write: each (profile, name)'s last operation, its
-# events, each profile's lapse
+# events, each profile's lapse; by the profile's number (narrower than its uid, which each
+# write takes back)
 FINAL = [
     # the last operation on each (profile, name) in file order; its value's kind
     f"""CREATE OR REPLACE TEMP TABLE {RUN_ATTRS} AS
-    SELECT p.profile, f.name, f.value, {_value_kind("f.value")} AS kind
+    SELECT pid, name, value, {_value_kind("value")} AS kind
       FROM (SELECT pid, name, arg_max_null(value, seq) AS value
-              FROM {RUN_OPS} GROUP BY pid, name) f JOIN {PROFILE_IDS} p USING (pid)""",
+              FROM {RUN_OPS} GROUP BY pid, name)""",
     f"DROP TABLE {RUN_OPS}",
     f"""CREATE OR REPLACE TEMP TABLE {WRITTEN_EVENTS} AS
-    SELECT p.profile, e.name, e.ts, e.expires_at
-      FROM {RUN_EVENTS} e JOIN {PROFILE_IDS} p USING (pid) WHERE e.expires_at > $now""",
+    SELECT pid, name, ts, expires_at FROM {RUN_EVENTS} WHERE expires_at > $now""",
     f"DROP TABLE {RUN_EVENTS}",
     # the events of each (profile, name) written to: held and new, one per ts; the newest
     # kept where a name has more than the cap (only those sorted: a window is costly)
     f"""CREATE OR REPLACE TEMP TABLE {KEPT_EVENTS} AS
-    SELECT profile, name, ts, max(expires_at) AS expires_at
-      FROM (SELECT profile, name, ts, expires_at FROM {WRITTEN_EVENTS}
+    SELECT pid, name, ts, max(expires_at) AS expires_at
+      FROM (SELECT pid, name, ts, expires_at FROM {WRITTEN_EVENTS}
             UNION ALL
-            SELECT e.profile, e.name, e.ts, e.expires_at FROM {EVENTS} e
-             SEMI JOIN (SELECT DISTINCT profile, name FROM {WRITTEN_EVENTS}) n
-                   USING (profile, name))
-     GROUP BY profile, name, ts""",
+            SELECT p.pid, e.name, e.ts, e.expires_at
+              FROM {EVENTS} e JOIN {PROFILE_IDS} p ON p.profile = e.profile
+             SEMI JOIN (SELECT DISTINCT pid, name FROM {WRITTEN_EVENTS}) n USING (pid, name))
+     GROUP BY pid, name, ts""",
     f"""CREATE OR REPLACE TEMP TABLE {CUT} AS
-    SELECT profile, name FROM {KEPT_EVENTS} GROUP BY profile, name HAVING count(*) > $cap""",
+    SELECT pid, name FROM {KEPT_EVENTS} GROUP BY pid, name HAVING count(*) > $cap""",
     # a profile lapses with the last of its data: held profiles get later, new ones appear
-    f"""CREATE OR REPLACE TEMP TABLE ing_lapses AS
-    SELECT profile, max(expires_at) AS expires_at
-      FROM (SELECT f.profile, $now + coalesce(t.ttl, $attribute_ttl) AS expires_at
-              FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
-             WHERE f.value IS NOT NULL
-            UNION ALL
-            SELECT profile, expires_at FROM {WRITTEN_EVENTS})
-     GROUP BY profile""",
+    f"""CREATE OR REPLACE TEMP TABLE {LAPSES} AS
+    SELECT i.profile, l.expires_at
+      FROM (SELECT pid, max(expires_at) AS expires_at
+              FROM (SELECT f.pid, $now + coalesce(t.ttl, $attribute_ttl) AS expires_at
+                      FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
+                     WHERE f.value IS NOT NULL
+                    UNION ALL
+                    SELECT pid, expires_at FROM {WRITTEN_EVENTS})
+             GROUP BY pid) l
+      JOIN {PROFILE_IDS} i USING (pid)""",
 ]
 
 WRITE = [
-    f"""DELETE FROM {ATTRIBUTES} a USING {RUN_ATTRS} f
+    f"""DELETE FROM {ATTRIBUTES} a
+     USING (SELECT p.profile, f.name FROM {RUN_ATTRS} f JOIN {PROFILE_IDS} p USING (pid)) f
      WHERE a.profile = f.profile AND a.name = f.name""",
     f"""INSERT INTO {ATTRIBUTES}
-    SELECT f.profile, f.name, f.kind,
+    SELECT p.profile, f.name, f.kind,
         CASE WHEN f.kind = '{KIND_STRING}' THEN f.value->>'$' END,
         CASE WHEN f.kind = '{KIND_INT}' THEN (f.value::VARCHAR)::BIGNUM END,
         CASE WHEN f.kind = '{KIND_FLOAT}' THEN f.value::DOUBLE END,
         CASE WHEN f.kind = '{KIND_BOOL}' THEN f.value::BOOLEAN END,
         CASE WHEN f.kind = '{KIND_LIST}' THEN from_json(f.value, '["VARCHAR"]') END,
         $now, $now + coalesce(t.ttl, $attribute_ttl)
-      FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
+      FROM {RUN_ATTRS} f JOIN {PROFILE_IDS} p USING (pid) LEFT JOIN {TRAIT_DEFS} t USING (name)
      WHERE f.value IS NOT NULL""",
-    f"""DELETE FROM {EVENTS} e USING (SELECT DISTINCT profile, name FROM {KEPT_EVENTS}) k
+    f"""DELETE FROM {EVENTS} e
+     USING (SELECT p.profile, k.name FROM (SELECT DISTINCT pid, name FROM {KEPT_EVENTS}) k
+              JOIN {PROFILE_IDS} p USING (pid)) k
      WHERE e.profile = k.profile AND e.name = k.name""",
     f"""INSERT INTO {EVENTS}
-    SELECT profile, name, ts, expires_at FROM {KEPT_EVENTS} ANTI JOIN {CUT} USING (profile, name)
-    UNION ALL
-    SELECT profile, name, ts, expires_at
-      FROM (SELECT * FROM {KEPT_EVENTS} SEMI JOIN {CUT} USING (profile, name))
-    QUALIFY row_number() OVER (PARTITION BY profile, name ORDER BY ts DESC) <= $cap""",
+    SELECT p.profile, k.name, k.ts, k.expires_at
+      FROM (SELECT pid, name, ts, expires_at FROM {KEPT_EVENTS} ANTI JOIN {CUT} USING (pid, name)
+            UNION ALL
+            SELECT pid, name, ts, expires_at
+              FROM (SELECT * FROM {KEPT_EVENTS} SEMI JOIN {CUT} USING (pid, name))
+            QUALIFY row_number() OVER (PARTITION BY pid, name ORDER BY ts DESC) <= $cap) k
+      JOIN {PROFILE_IDS} p USING (pid)""",
     f"""UPDATE {PROFILES} p SET expires_at = greatest(p.expires_at, n.expires_at)
-      FROM ing_lapses n WHERE p.id = n.profile AND p.expires_at IS NOT NULL""",
+      FROM {LAPSES} n WHERE p.id = n.profile AND p.expires_at IS NOT NULL""",
     f"""INSERT INTO {PROFILES}
-    SELECT profile, expires_at FROM ing_lapses
+    SELECT profile, expires_at FROM {LAPSES}
      WHERE profile NOT IN (SELECT id FROM {PROFILES})""",
 ]
 
@@ -500,14 +531,10 @@ class SqlIngest:
         if declared:
             self._db.executemany(f"INSERT INTO {TRAIT_DEFS} VALUES (?, ?, ?)", declared)
 
-    def add_sync_pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Part of the partner's sync map: ``(partner uid, DMP uid)``; on a connection of its
-        own, so it may be called while another thread stages lines."""
-        if pairs:
-            self._sync.execute(
-                f"INSERT INTO {SYNC_MAP} SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[])",
-                [[p for p, _ in pairs], [d for _, d in pairs]],
-            )
+    async def export_sync_map(self, store: Store, partner_id: str) -> None:
+        """The partner's sync map from ``store`` (``sync_map.py``), on a connection of its
+        own, so it runs while another thread stages lines."""
+        await sync_map.export(store, partner_id, self._sync, SYNC_MAP, batch=SYNC_BATCH)
 
     def stage_path(self, path: Path, progress: Progress | None = None) -> bool:
         """Stage a JSON Lines file framed by the engine's reader (``lines.py``); False when
@@ -639,6 +666,9 @@ class SqlIngest:
         try:
             for start in range(0, self._staged.seq, CHUNK_LINES):
                 self._run_chunk(params, start, start + CHUNK_LINES, outcome)
+            # the lines and the last chunk's tables are read: their memory is the merge's
+            for table in CHUNK_TABLES:
+                db.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in FINAL:
                 _run(db, statement, params)
         finally:
@@ -688,13 +718,13 @@ class SqlIngest:
             db,
             f"""SELECT r.file, r.line, l.body, l.cells FROM {RESOLVED} r
                   JOIN {CHUNK} l USING (file, line)
-                 WHERE r.profile IN (SELECT profile FROM {REFUSING}) ORDER BY 1, 2""",
+                 WHERE r.pid IN (SELECT pid FROM {REFUSING}) ORDER BY 1, 2""",
             params,
         ).fetchall()
         into.unsynced += _run(
             db,
             f"""SELECT r.file, r.line, l.body, l.cells FROM {RESOLVED} r
-                  JOIN {CHUNK} l USING (file, line) WHERE r.profile IS NULL ORDER BY 1, 2""",
+                  JOIN {CHUNK} l USING (file, line) WHERE r.pid IS NULL ORDER BY 1, 2""",
             params,
         ).fetchall()
 
@@ -815,8 +845,7 @@ async def _ingest(
     # sync map is exported here
     staging = asyncio.create_task(asyncio.to_thread(stage))
     try:
-        async for pairs in sync_pairs(store, partner_id, batch=SYNC_BATCH):
-            ingest.add_sync_pairs(pairs)
+        await ingest.export_sync_map(store, partner_id)
     except BaseException:
         await asyncio.wait([staging])
         raise
