@@ -32,7 +32,8 @@ CookiematchError
     ├── Conflict           the change would break another entity that refers to it (409)
     │   └── Busy           a job already running, here or in another worker
     ├── ValidationFailed
-    └── BodyTooLarge       a request body over its limit (413)
+    ├── BodyTooLarge       a request body over its limit (413)
+    └── TryLater           what the request needs is busy a while (503, with Retry-After)
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ class AdminError(CookiematchError):
     def __init__(self, detail: str, *, errors: list[dict[str, str]] | None = None) -> None:
         self.detail = detail
         self.errors = errors or []
+        self.headers: dict[str, str] = {}
         super().__init__(detail)
 
 
@@ -176,6 +178,18 @@ class Conflict(AdminError):
 
 class Busy(Conflict):
     """A job that is running already (here or in another worker)."""
+
+
+class TryLater(AdminError):
+    """What the request needs is busy (the analytics engine running a job): 503, with
+    ``Retry-After: retry_after`` seconds."""
+
+    status = 503
+    title = HTTPStatus(503).phrase
+
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class ValidationFailed(AdminError):

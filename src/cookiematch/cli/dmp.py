@@ -39,6 +39,7 @@ from cookiematch.dmp.ingest.readers import Batch, Format, expand, read_batches
 from cookiematch.dmp.ingest.rejects import Reject, RejectsWriter
 from cookiematch.dmp.pull import Cursors, PullSource, pull
 from cookiematch.errors import CookiematchError
+from cookiematch.roots.dmp import dmp_table
 from cookiematch.web.outbound import PartnerTransport
 
 
@@ -114,7 +115,11 @@ def ingest(
     workers: int,
     data: tuple[Path, ...],
 ) -> None:
-    """Ingest partner records from DATA files or directories (JSON Lines, CSV, TSV, gzip)."""
+    """Ingest partner records from DATA files or directories (JSON Lines, CSV, TSV, gzip).
+
+    With the analytics engine on DuckDB (``[dmp.analytics]``, the default) the files are
+    ingested into its profiles in SQL, in this process (``--batch-size``, ``--hold-profiles``
+    and ``--workers`` are the per-record path's)."""
     config, _ = load_partner(config_file, partner_id)
     try:
         files = expand(data, fmt)
@@ -124,6 +129,27 @@ def ingest(
     count = workers or auto_workers(size)
     sink = rejects if rejects is not None else sys.stderr
     started = time.perf_counter()
+    analytics = dmp_table(config).analytics
+    if analytics.engine == "duckdb":
+        with click.progressbar(length=size, label="ingesting", file=sys.stderr) as bar:
+
+            async def in_sql() -> IngestReport:
+                writer = RejectsWriter(sink)
+                async with open_ingest_core(config) as core:
+                    assert core.analytics is not None
+                    found = await core.analytics.ingest(
+                        partner_id, files, core.ingestor.pending, fmt=fmt,
+                        progress=bar.update, memory_limit_mb=analytics.memory_limit_mb,
+                    )  # fmt: skip
+                    found.count(core.funnel, partner_id)
+                for refusal in found.rejects:
+                    writer.write(refusal)
+                writer.flush()
+                return found
+
+            report = run(in_sql)
+        click.echo(_summary(report, time.perf_counter() - started))
+        return
     with click.progressbar(length=size, label="ingesting", file=sys.stderr) as bar:
 
         def batches(lines: int) -> Iterator[Batch]:
