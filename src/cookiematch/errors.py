@@ -23,8 +23,6 @@ CookiematchError
 ├── StorageError           a store backend failed; backends wrap their own errors in it
 │   └── StoreUnavailable   the backend cannot be reached at all
 ├── LeaseLost              a lease in the store lapsed or could not be renewed: its job stops
-├── ScratchError           ingestion could not write or read its scratch files
-├── WorkerFailed           an ingest worker process stopped with an error (the command fails)
 ├── AddressInUse           a listen address another process already serves (serve refuses)
 └── AdminError             an admin API request that is refused (rendered as problem+json)
     ├── NotFound
@@ -134,14 +132,6 @@ class StoreUnavailable(StorageError):
 
 class LeaseLost(CookiematchError):
     """A lease in the store lapsed or could not be renewed; the job it guarded was stopped."""
-
-
-class ScratchError(CookiematchError):
-    """Ingestion could not write or read its scratch files (profiles held beyond memory)."""
-
-
-class WorkerFailed(CookiematchError):
-    """An ingest worker process stopped with an error (the others were stopped too)."""
 
 
 class AddressInUse(CookiematchError):
