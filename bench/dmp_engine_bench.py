@@ -16,10 +16,11 @@ second one (nothing changes), and the exact overlap of every pair of segments.
 ``--compare`` populates SQLite (as ``--from-store``) and, after the engine wrote its
 memberships there, runs the per-profile recompute (``SegmentUpdater``) on the same store in
 the same run: it must find nothing to change (the same memberships), and its time is the old
-path's recompute without changes. Then 1% of the profiles are written online (a trait write,
-which marks them changed: ``dmp/change_marks.py``) and the scheduled recompute's work runs on
-the engine (``refresh.py`` reloads the marked profiles only, then the SQL and the diff), beside
-the per-profile recompute of the same changes on the same store. One process; peak RSS from
+path's recompute without changes. Then 1% of the profiles are written online (a trait write:
+staged for the engine, which owns the traits, ``dmp/traits/staging.py``, and written to the
+store's ``t`` maps for the per-profile path) and the scheduled recompute's work runs on the
+engine (``refresh.py`` applies the staged updates, then the SQL and the diff), beside the
+per-profile recompute of the same changes on the same store. One process; peak RSS from
 ``getrusage``.
 
 ``--engine spark`` then runs the same steps on Spark (local mode, ``local[<threads or 2>]``,
