@@ -89,7 +89,7 @@ def ingest(
 ) -> None:
     """Ingest partner records from DATA files or directories (JSON Lines, CSV, TSV, gzip).
 
-    With the analytics engine on DuckDB (``[dmp.analytics]``, the default) the files are
+    With the analytics engine on DuckDB ([dmp.analytics], the default) the files are
     ingested into its profiles in SQL; else record by record, a batch at a time."""
     config, _ = load_partner(config_file, partner_id)
     try:
