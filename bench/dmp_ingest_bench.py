@@ -4,13 +4,12 @@
 
 Generates (once, in --workdir, not committed) a JSON Lines file of ``--records`` records over
 ``--users`` partner uids, of which ``--unsynced`` are not in the match table (they go pending).
-Each record carries two attributes; ``--event-share`` of them one event too; ``--segments``
-has two segments updated incrementally as profiles are written. Per store: a fresh
-store, the match table's reverse entries written in bulk (not timed; the store then opened
-again, so that the seeding's memory is not counted as the ingestion's), then the file ingested
-exactly as ``cookiematch dmp ingest`` does (readers -> Ingestor, ``Durability.ASYNC``; with
-``--workers N``, the command's worker processes over a configuration written here), timed
-until the store is closed (everything flushed), with the peak RSS of the largest process.
+Each record carries two attributes; ``--event-share`` of them one event too. Per store: a
+fresh store, the match table's reverse entries written in bulk (not timed; the store then opened
+again, so that the seeding's memory is not counted as the ingestion's), then the file
+ingested as ``cookiematch dmp ingest`` does (``duckdb``: in SQL on the analytics engine; the
+key-value stores: readers -> Ingestor, a batch at a time, ``Durability.ASYNC``, as without an
+engine), timed until the store is closed (everything flushed), with the peak RSS.
 Then (unless ``--no-recompute``) two full recomputes of the two segments over what was
 ingested, timed: every membership new, then nothing changed. Redis: a redis-server started
 here on a free port, persistence off.
@@ -34,14 +33,13 @@ from pathlib import Path
 
 import msgspec
 
-from cookiematch.cli.dmp_workers import READ_LINES, ingest_in_workers
 from cookiematch.clock import SECONDS_PER_DAY
 from cookiematch.dmp import keys
 from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
 from cookiematch.dmp.analytics.ingest_sql import ingest_files
 from cookiematch.dmp.analytics.settings import MEMORY_LIMIT_MB, AnalyticsSettings
 from cookiematch.dmp.ingest import build_ingestor, bulk_gc
-from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS, HOLD_PROFILES
+from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS
 from cookiematch.dmp.ingest.readers import read_batches
 from cookiematch.dmp.matches import ReverseMatch
 from cookiematch.dmp.segments import Segment, SegmentUpdater, StoredProfiles, parse_rule
@@ -97,59 +95,12 @@ async def seed_matches(store: Store, users: int, unsynced: float) -> None:
     await store.get("flush")  # a read waits for the queued writes
 
 
-def write_config(workdir: Path, url: str, segments: bool) -> Path:
-    """The configuration ``cookiematch dmp ingest --workers`` runs from: the same partner,
-    no declared traits, and the two segments of SEGMENTS when asked."""
-    text = f'''[store]
-url = "{url}"
-
-[dmp]
-listen = "127.0.0.1:0"
-
-[[dmp.partners]]
-id = "{PARTNER}"
-sync_url = "https://crm.example/sync?r=${{CALLBACK_URL}}"
-'''
-    if segments:
-        text += """
-[[dmp.segments]]
-id = "gold"
-rule = { attribute = "tier", value = "gold" }
-
-[[dmp.segments]]
-id = "buyers"
-rule = { event = "purchase", within_days = 30 }
-"""
-    path = workdir / "bench-dmp.toml"
-    path.write_text(text)
-    return path
-
-
 async def seed(url: str, users: int, unsynced: float) -> float:
     store = await connect_store(url, durability=Durability.ASYNC)
     started = time.perf_counter()
     await seed_matches(store, users, unsynced)
     await store.close()
     return time.perf_counter() - started
-
-
-def run_workers(url: str, data: Path, workdir: Path, args: argparse.Namespace) -> dict[str, float]:
-    """As ``cookiematch dmp ingest --workers N``: timed until every worker closed its store."""
-    seeded = asyncio.run(seed(url, args.users, args.unsynced))
-    config = write_config(workdir, url, args.segments)
-    started = time.perf_counter()
-    with open(os.devnull, "w") as rejects:
-        report = ingest_in_workers(
-            config,
-            PARTNER,
-            read_batches(data, "jsonl", READ_LINES),
-            workers=args.workers,
-            batch_size=args.batch,
-            hold_profiles=args.hold_profiles,
-            rejects=rejects,
-        )
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "queued": seconds, "seed": seeded, **report.counts()}
 
 
 SEGMENTS = [
@@ -171,19 +122,12 @@ async def seeded_store(url: str, args: argparse.Namespace) -> tuple[Store, float
 
 
 async def run(url: str, data: Path, args: argparse.Namespace) -> dict[str, float]:
-    segments = args.segments
     store, seeded = await seeded_store(url, args)
-    hooks = []
-    if segments:  # incremental membership after every batch, as `cookiematch dmp ingest` does
-        reader = ProfileReader(store)
-        source = StoredProfiles(store, reader.build, ProfileReader.SUFFIXES)
-        hooks.append(SegmentUpdater(store, SEGMENTS, source).profiles_changed)
-    traits = TraitStore(store, TraitCatalog(), clock=time.time, on_profile_changed=hooks)
-    ingestor = build_ingestor(store, traits)
+    ingestor = build_ingestor(store, TraitStore(store, TraitCatalog(), clock=time.time))
     started = time.perf_counter()
     with bulk_gc():  # as `cookiematch dmp ingest`
         batches = read_batches(data, "jsonl", args.batch)
-        report = await ingestor.ingest(PARTNER, batches, hold_profiles=args.hold_profiles)
+        report = await ingestor.ingest(PARTNER, batches)
     queued = time.perf_counter() - started
     await store.close()
     seconds = time.perf_counter() - started
@@ -281,10 +225,7 @@ def measure(url: str, data: Path, args: argparse.Namespace) -> dict[str, float]:
         found = asyncio.run(run_duckdb(url, data, args))
         found["peak_rss_mib"] = peak_rss_mib()
         return found
-    if args.workers > 1:
-        found = run_workers(url, data, args.workdir, args)
-    else:
-        found = asyncio.run(run(url, data, args))
+    found = asyncio.run(run(url, data, args))
     found["peak_rss_mib"] = peak_rss_mib()
     if args.recompute:
         found.update(asyncio.run(recompute(url)))
@@ -305,9 +246,6 @@ def main() -> None:
     parser.add_argument("--event-share", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=BATCH_RECORDS, help="records per batch")
     parser.add_argument(
-        "--hold-profiles", type=int, default=HOLD_PROFILES, help="profiles held per process"
-    )
-    parser.add_argument(
         "--stores",
         default="sqlite,redis",
         help="of sqlite, redis, duckdb (ingestion in SQL on the analytics engine)",
@@ -316,27 +254,14 @@ def main() -> None:
         "--duckdb-memory-mb", type=int, default=MEMORY_LIMIT_MB, help="the engine's memory limit"
     )
     parser.add_argument(
-        "--segments", action="store_true", help="update two segments as profiles are written"
-    )
-    parser.add_argument(
         "--recompute",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="then time two full recomputes of the two segments (default: on)",
     )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="1: in this process; N > 1: as `cookiematch dmp ingest --workers N`",
-    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "dmp-bench")
-    parser.add_argument(
-        "--sqlite-cache-mib", type=int, help="the writer's page cache (--workers 1 only)"
-    )
-    parser.add_argument(
-        "--sqlite-mmap-mib", type=int, help="mmap size of every connection (--workers 1 only)"
-    )
+    parser.add_argument("--sqlite-cache-mib", type=int, help="the writer's page cache")
+    parser.add_argument("--sqlite-mmap-mib", type=int, help="mmap size of every connection")
     args = parser.parse_args()
     args.engine = False
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -392,7 +317,7 @@ def main() -> None:
             print(f"{kind:<8} {r['recompute_s']:>18.1f} s {r['recompute_again_s']:>16.1f} s"
                   f" {r['members']:>12,.0f}")  # fmt: skip
     print(
-        f"(cpus: {os.cpu_count()}; workers: {args.workers}; "
+        f"(cpus: {os.cpu_count()}; "
         "timed until the store is closed, i.e. flushed; peak RSS: the largest process)"
     )
 

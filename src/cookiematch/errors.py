@@ -23,8 +23,6 @@ CookiematchError
 ├── StorageError           a store backend failed; backends wrap their own errors in it
 │   └── StoreUnavailable   the backend cannot be reached at all
 ├── LeaseLost              a lease in the store lapsed or could not be renewed: its job stops
-├── ScratchError           ingestion could not write or read its scratch files
-├── WorkerFailed           an ingest worker process stopped with an error (the command fails)
 ├── AddressInUse           a listen address another process already serves (serve refuses)
 └── AdminError             an admin API request that is refused (rendered as problem+json)
     ├── NotFound
@@ -32,7 +30,8 @@ CookiematchError
     ├── Conflict           the change would break another entity that refers to it (409)
     │   └── Busy           a job already running, here or in another worker
     ├── ValidationFailed
-    └── BodyTooLarge       a request body over its limit (413)
+    ├── BodyTooLarge       a request body over its limit (413)
+    └── TryLater           what the request needs is busy a while (503, with Retry-After)
 """
 
 from __future__ import annotations
@@ -135,14 +134,6 @@ class LeaseLost(CookiematchError):
     """A lease in the store lapsed or could not be renewed; the job it guarded was stopped."""
 
 
-class ScratchError(CookiematchError):
-    """Ingestion could not write or read its scratch files (profiles held beyond memory)."""
-
-
-class WorkerFailed(CookiematchError):
-    """An ingest worker process stopped with an error (the others were stopped too)."""
-
-
 class AddressInUse(CookiematchError):
     """A listen address that another process already serves: ``serve`` refuses to share it."""
 
@@ -156,6 +147,7 @@ class AdminError(CookiematchError):
     def __init__(self, detail: str, *, errors: list[dict[str, str]] | None = None) -> None:
         self.detail = detail
         self.errors = errors or []
+        self.headers: dict[str, str] = {}
         super().__init__(detail)
 
 
@@ -176,6 +168,18 @@ class Conflict(AdminError):
 
 class Busy(Conflict):
     """A job that is running already (here or in another worker)."""
+
+
+class TryLater(AdminError):
+    """What the request needs is busy (the analytics engine running a job): 503, with
+    ``Retry-After: retry_after`` seconds."""
+
+    status = 503
+    title = HTTPStatus(503).phrase
+
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class ValidationFailed(AdminError):

@@ -144,7 +144,7 @@ def kinds(report: SubjectReport) -> dict[str, int]:
 
 async def test_access_lists_every_record_with_its_lifetime(dmp: Dmp) -> None:
     uid = await dmp.browser("A-1", "D-1")
-    await dmp.core.segments.recompute()
+    await dmp.core.recompute()  # on the analytics engine, which owns the traits
     await dmp.export("dsp_synced", "dsp_api")
     report = await dmp.core.subjects.access(uid)
     assert report.role == "dmp" and report.subject == uid
@@ -169,7 +169,7 @@ async def test_access_lists_every_record_with_its_lifetime(dmp: Dmp) -> None:
 async def test_erasure_leaves_no_trace_and_queues_the_removals(dmp: Dmp) -> None:
     uid = await dmp.browser("A-1", "D-1")
     other = await dmp.browser("A-2", "D-2")
-    await dmp.core.segments.recompute()
+    await dmp.core.recompute()  # on the analytics engine, which owns the traits
     assert (await dmp.export("dsp_synced", "dsp_api"))["add"] in (["D-1", "D-2"], ["D-2", "D-1"])
     await dmp.export("buyers", "uid_api")
     before = await mentions(dmp.core.store, uid, "A-1", "D-1")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import gc
 import gzip
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -22,7 +21,6 @@ from cookiematch.dmp.ingest.pipeline import CONSENT_REASON
 from cookiematch.dmp.ingest.readers import Batch, expand, read_batches
 from cookiematch.dmp.ingest.records import UID, Checker, RawRecord, parse_json, parse_row, uid_ok
 from cookiematch.dmp.ingest.rejects import Reject, reject_code
-from cookiematch.dmp.ingest.resolver import RememberingResolver, Resolver
 from cookiematch.dmp.service import CallbackStatus, DmpService
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
 from cookiematch.errors import RecordError
@@ -304,9 +302,8 @@ async def test_one_bad_line_among_good_ones_is_the_only_reject(
     assert [s.attributes for s in snapshots] == [{"n": 0}, {"n": 1232}, {}, {"n": 2998}]
 
 
-@pytest.mark.parametrize("hold", [250_000, 1])
-async def test_later_batches_win_and_each_profile_is_written_once_at_the_end(
-    ingestor: Ingestor, service: DmpService, store: Store, clock: FakeClock, hold: int
+async def test_later_batches_win_each_batch_written_before_the_next(
+    ingestor: Ingestor, service: DmpService, store: Store, clock: FakeClock
 ) -> None:
     await synced(service, clock, "A-1", "d1")
     calls: list[str] = []
@@ -324,66 +321,16 @@ async def test_later_batches_win_and_each_profile_is_written_once_at_the_end(
     store.hset_many = writing  # type: ignore[method-assign]
     data = [
         batch(line("A-1", attributes={"tier": "gold", "age": 30})),
-        batch(line("A-1", attributes={"tier": "silver"})),
-        batch(line("A-1", attributes={"tier": None})),
         batch(line("A-1", remove=["age"]), line("A-1", attributes={"tier": "bronze"})),
     ]
-    report = await ingestor.ingest("analytics", data, hold_profiles=hold)  # 1: spilled each time
-    assert report.accepted == 5 and report.profiles == 1
+    report = await ingestor.ingest("analytics", data)
+    assert report.accepted == 3 and report.profiles == 2  # written once per batch
     assert (await service.profile_reader.snapshot("d1")).attributes == {"tier": "bronze"}
-    # one look-up (A-1 is remembered for the run), then one write of the merged profile, its
-    # change mark for the analytics engine in the same write
+    # per batch: one look-up, then one write of the merged profile, its change mark for the
+    # analytics engine in the same write
     (mark,) = (key for key, _, _ in mark_writes(["d1"], clock()))
-    assert calls == ["read", "write " + ",".join(sorted([keys.traits_key("d1"), mark]))]
-
-
-async def test_a_synced_uid_is_looked_up_once_per_run_an_unsynced_one_each_batch(
-    service: DmpService, store: Store, clock: FakeClock
-) -> None:
-    await synced(service, clock, "A-1", "d1")
-    await synced(service, clock, "A-2", "d2")
-    asked: list[list[str]] = []
-    get_many = store.get_many
-
-    async def reading(names: Sequence[str]) -> list[bytes | None]:
-        asked.append(sorted(name.rsplit(":", 1)[-1].rstrip("}") for name in names))
-        return await get_many(names)
-
-    store.get_many = reading  # type: ignore[method-assign]
-    lookups = RememberingResolver(Resolver(store), "analytics", limit=2)
-    assert await lookups.resolve(["A-1", "A-9"]) == {"A-1": "d1"}
-    await synced(service, clock, "A-9", "d9")  # its sync arrives during the run
-    assert await lookups.resolve(["A-1", "A-9"]) == {"A-1": "d1", "A-9": "d9"}
-    assert await lookups.resolve(["A-1", "A-9"]) == {"A-1": "d1", "A-9": "d9"}
-    assert asked == [["A-1", "A-9"], ["A-9"]]  # the third call asked nothing
-    assert await lookups.resolve(["A-2"]) == {"A-2": "d2"}  # over the limit: starts over
-    assert await lookups.resolve(["A-1"]) == {"A-1": "d1"}
-    assert asked[2:] == [["A-2"], ["A-1"]]
-
-
-async def test_a_failed_ingestion_removes_its_held_runs_and_writes_no_profile(
-    ingestor: Ingestor,
-    service: DmpService,
-    clock: FakeClock,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    for i in range(3):
-        await synced(service, clock, f"A-{i}", f"d{i}")
-
-    def failing() -> Iterator[Batch]:
-        yield batch(*(line(f"A-{i}", attributes={"n": i}) for i in range(3)))
-        assert len(list(scratch.iterdir())) == 1  # the batch's profiles went to a run
-        raise OSError("the partner's file is gone")
-
-    with pytest.raises(OSError, match="file is gone"):
-        await ingestor.ingest("analytics", failing(), hold_profiles=2)
-    assert list(scratch.iterdir()) == []
-    snapshots = await service.profile_reader.snapshots(["d0", "d1", "d2"])
-    assert [s.attributes for s in snapshots] == [{}, {}, {}]  # run again: it is idempotent
+    write = "write " + ",".join(sorted([keys.traits_key("d1"), mark]))
+    assert calls == ["read", write, "read", write]
 
 
 def test_bulk_gc_restores_the_collector() -> None:

@@ -16,7 +16,7 @@ from cookiematch.cli.main import main
 from cookiematch.config import load_config
 from cookiematch.dmp.funnel import FunnelReport
 from cookiematch.dmp.matches import MatchTable
-from cookiematch.dmp.snapshot import ProfileSnapshot
+from cookiematch.dmp.profiles import Profile
 from cookiematch.protocol.privacy import NO_SIGNALS
 from cookiematch.roots.dmp import DmpServer
 from cookiematch.storage import open_store
@@ -69,16 +69,17 @@ async def dmp_worker(config: Path) -> AsyncIterator[DmpServer]:
         await server.app.shutdown()
 
 
-async def _callback_then_snapshots(
+async def _callback_then_profiles(
     config: Path, uids: list[str]
-) -> tuple[list[ProfileSnapshot], FunnelReport]:
-    """A sync callback stored by a DMP worker over the same store; the funnel it reports."""
+) -> tuple[list[Profile], FunnelReport]:
+    """A sync callback stored by a DMP worker over the same store; the profiles the admin
+    API's look-up shows (the traits read from the analytics engine), the funnel it reports."""
     async with dmp_worker(config) as worker:
         assert worker.service is not None
         quiet = worker.service.consent(NO_SIGNALS)
         await worker.service.callback("crm", "d-late", "C-late", consent=quiet)
-        snapshots = await worker.service.profile_reader.snapshots(uids)
-        return snapshots, await worker.service.funnel_report()
+        profiles = [await worker.service.profiles.get(uid) for uid in uids]
+        return profiles, await worker.service.funnel_report()
 
 
 def records(*items: dict[str, object]) -> bytes:
@@ -122,7 +123,7 @@ def test_ingest_files_rejects_pending_and_idempotent_rerun(tmp_path: Path) -> No
     assert "3 accepted" in again.output and "1 pending" in again.output
 
     (one, two, late), funnel = asyncio.run(
-        _callback_then_snapshots(config, ["d-1", "d-2", "d-late"])
+        _callback_then_profiles(config, ["d-1", "d-2", "d-late"])
     )
     # each CLI run counted into the funnel under a key of its own; the worker, the resolve
     assert funnel.ingestion["crm"].counts == {
@@ -131,8 +132,8 @@ def test_ingest_files_rejects_pending_and_idempotent_rerun(tmp_path: Path) -> No
     }  # fmt: skip
     assert funnel.ingestion["crm"].rejected_by_reason == {"attribute": 2, "not_json": 2}
     assert one.attributes == {"age": 31, "tier": "gold"}
-    assert one.events == {"buy": (NOW - 1, NOW - 2)}  # the newest 2 (max_events_per_name)
-    assert two.attributes == {"age": 40} and two.events == {"buy": (NOW - 9,)}
+    assert one.ingested_events == {"buy": [NOW - 1, NOW - 2]}  # the newest 2 (max_events_...)
+    assert two.attributes == {"age": 40} and two.ingested_events == {"buy": [NOW - 9]}
     assert late.attributes == {"tier": "silver"}  # was pending, applied on the callback
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.config import load_config
-from cookiematch.config.dmp import DmpConfig
+from cookiematch.config.dmp import DmpAnalyticsConfig, DmpConfig
 from cookiematch.config.dmp_segments import DmpSegmentConfig
 from cookiematch.dmp.keys import RECOMPUTE_LEASE_KEY
 from cookiematch.dmp.segments import Segment, StoredProfiles, parse_rule
@@ -37,8 +37,10 @@ BUYERS = (DmpSegmentConfig(id="buyers", rule={"event": "purchase", "within_days"
 
 
 def dmp_core(store: Store, clock: FakeClock) -> DmpCore:
-    """The DMP core of a configuration with the ``buyers`` segment, as the server builds it."""
-    return build_core(DmpConfig(segments=BUYERS), store, clock=clock)
+    """The DMP core of a configuration with the ``buyers`` segment, as the server builds it,
+    on the key-value store alone (no analytics engine: segments follow each trait write)."""
+    off = DmpAnalyticsConfig(engine="off")
+    return build_core(DmpConfig(segments=BUYERS, analytics=off), store, clock=clock)
 
 
 def segment_service(store: Store, clock: FakeClock) -> SegmentService:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,10 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+
+from cookiematch.dmp import keys
+from cookiematch.storage import connect_store
+from cookiematch.storage.lease import Lease
 
 from conftest import ServerProcess, free_port
 from support.configs import ADMIN_TOKEN, dmp_config, serve_argv
@@ -50,11 +55,15 @@ sync_url = "https://oms.example/px/${{DMP_UID}}"
 
 
 @pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, start_module_server: Callable[..., ServerProcess]
-) -> ServerProcess:
+def directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's configuration directory (its store: ``dmp.db``)."""
+    return tmp_path_factory.mktemp("dmp-ingest")
+
+
+@pytest.fixture(scope="module")
+def server(directory: Path, start_module_server: Callable[..., ServerProcess]) -> ServerProcess:
     port = free_port()
-    config = write_config(tmp_path_factory.mktemp("dmp-ingest"), port)
+    config = write_config(directory, port)
     argv = serve_argv(config, "dmp")
     return start_module_server(argv, port=port)
 
@@ -248,3 +257,27 @@ def test_the_funnel_reports_outcomes_across_two_workers(
         assert metric(exposed, family, partner="crm", reason=reason) == n
     family = "cookiematch_dmp_delivered_values_total"
     assert metric(exposed, family, partner="crm", path="s2s") == 3
+
+
+async def test_the_look_up_answers_503_while_another_process_keeps_the_engine(
+    http: httpx.Client, directory: Path
+) -> None:
+    """The profile's traits are in the analytics engine, which one process opens at a time:
+    while another holds its lease, the look-up answers 503 with Retry-After."""
+    uid = synced_browser(http, "C-busy")
+    assert post(http, [{"uid": "C-busy", "attributes": {"tier": "gold"}}]).status_code == 200
+    store = await connect_store(f"sqlite:///{directory / 'dmp.db'}")
+    lease = Lease(store, keys.ANALYTICS_LEASE_KEY, "another-process", ttl=60)
+    try:
+        assert await lease.claim()
+        busy = await asyncio.to_thread(
+            http.get, f"/admin/v1/profiles/{uid}", headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        assert busy.status_code == 503, busy.text
+        assert busy.headers["content-type"] == "application/problem+json"
+        assert busy.headers["retry-after"] == "5"
+        assert "another-process" in busy.json()["detail"]
+    finally:
+        await lease.release()
+        await store.close()
+    assert profile(http, uid)["attributes"] == {"tier": "gold"}  # released: the staged write

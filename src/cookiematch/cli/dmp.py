@@ -25,20 +25,12 @@ import click
 
 from cookiematch.cli.common import config_option, run
 from cookiematch.cli.dmp_ingestor import load_partner, open_ingest_core, open_ingestor
-from cookiematch.cli.dmp_workers import (
-    MAX_AUTO_WORKERS,
-    MAX_WORKERS,
-    PARALLEL_FROM_BYTES,
-    READ_LINES,
-    auto_workers,
-    ingest_in_workers,
-)
 from cookiematch.dmp.ingest import IngestReport, bulk_gc
-from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS, HOLD_PROFILES
+from cookiematch.dmp.ingest.pipeline import BATCH_RECORDS
 from cookiematch.dmp.ingest.readers import Batch, Format, expand, read_batches
 from cookiematch.dmp.ingest.rejects import Reject, RejectsWriter
 from cookiematch.dmp.pull import Cursors, PullSource, pull
-from cookiematch.errors import CookiematchError
+from cookiematch.roots.dmp import dmp_table
 from cookiematch.web.outbound import PartnerTransport
 
 
@@ -84,24 +76,7 @@ def _summary(report: IngestReport, seconds: float) -> str:
     type=click.IntRange(1, 1_000_000),
     default=BATCH_RECORDS,
     show_default=True,
-    help="Records parsed and looked up at a time (memory grows with it).",
-)
-@click.option(
-    "--hold-profiles",
-    type=click.IntRange(1, 100_000_000),
-    default=HOLD_PROFILES,
-    show_default=True,
-    help="Profiles held merged in memory, per process (~1 KB each); beyond that they go to "
-    "sorted runs under TMPDIR, merged at the end (slower than memory). Each profile is "
-    "written once either way.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(0, MAX_WORKERS),
-    default=0,
-    help="Processes ingesting at once (records dealt out by partner uid). "
-    f"Default 0: two per CPU (up to {MAX_AUTO_WORKERS}) for data of "
-    f"{PARALLEL_FROM_BYTES // 2**20} MiB or more, else 1.",
+    help="Without a DuckDB analytics engine: records parsed, looked up and written at a time.",
 )
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def ingest(
@@ -110,55 +85,51 @@ def ingest(
     fmt: Format | None,
     rejects: IO[str] | None,
     batch_size: int,
-    hold_profiles: int,
-    workers: int,
     data: tuple[Path, ...],
 ) -> None:
-    """Ingest partner records from DATA files or directories (JSON Lines, CSV, TSV, gzip)."""
+    """Ingest partner records from DATA files or directories (JSON Lines, CSV, TSV, gzip).
+
+    With the analytics engine on DuckDB ([dmp.analytics], the default) the files are
+    ingested into its profiles in SQL; else record by record, a batch at a time."""
     config, _ = load_partner(config_file, partner_id)
     try:
         files = expand(data, fmt)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     size = sum(path.stat().st_size for path in files)
-    count = workers or auto_workers(size)
     sink = rejects if rejects is not None else sys.stderr
     started = time.perf_counter()
+    analytics = dmp_table(config).analytics
     with click.progressbar(length=size, label="ingesting", file=sys.stderr) as bar:
 
-        def batches(lines: int) -> Iterator[Batch]:
-            for path in files:
-                yield from read_batches(path, fmt, lines, bar.update)
+        async def in_sql() -> IngestReport:
+            writer = RejectsWriter(sink)
+            async with open_ingest_core(config) as core:
+                assert core.analytics is not None
+                found = await core.analytics.ingest(
+                    partner_id, files, core.ingestor.pending, fmt=fmt, progress=bar.update,
+                    memory_limit_mb=analytics.memory_limit_mb,
+                )  # fmt: skip
+                found.count(core.funnel, partner_id)
+            for refusal in found.rejects:
+                writer.write(refusal)
+            writer.flush()
+            return found
 
-        if count == 1:
+        async def per_record() -> IngestReport:
+            writer = RejectsWriter(sink)
 
-            async def work() -> IngestReport:
-                writer = RejectsWriter(sink)
-                async with open_ingestor(config) as ingestor:
-                    with bulk_gc():
-                        report = await ingestor.ingest(
-                            partner_id,
-                            batches(batch_size),
-                            on_reject=writer.write,
-                            hold_profiles=hold_profiles,
-                        )
-                writer.flush()
-                return report
+            def batches() -> Iterator[Batch]:
+                for path in files:
+                    yield from read_batches(path, fmt, batch_size, bar.update)
 
-            report = run(work)
-        else:
-            try:
-                report = ingest_in_workers(
-                    config_file,
-                    partner_id,
-                    batches(READ_LINES),
-                    workers=count,
-                    batch_size=batch_size,
-                    hold_profiles=hold_profiles,
-                    rejects=sink,
-                )
-            except CookiematchError as exc:
-                raise click.ClickException(str(exc)) from exc
+            async with open_ingestor(config) as ingestor:
+                with bulk_gc():
+                    report = await ingestor.ingest(partner_id, batches(), on_reject=writer.write)
+            writer.flush()
+            return report
+
+        report = run(in_sql if analytics.engine == "duckdb" else per_record)
     click.echo(_summary(report, time.perf_counter() - started))
 
 

@@ -59,6 +59,9 @@ FUNNEL_PREFIX = "{dmp:funnel}:"
 FUNNEL_TOTAL_KEY = "{dmp:funnelsum}"
 FUNNEL_ROLLUP_LEASE = "{dmp:funnelsum}:lease"
 SHARDS = 256
+PROFILE_MAPS = ("t", "p", "e", "g", "s", "kv")
+"""Every map of a browser (``dmp:{<uid>}:<suffix>``): traits, syncs, exposures, consent
+marks, segment memberships, in-band data."""
 RECOMPUTE_KEY = "{dmps}:recompute"
 RECOMPUTE_LEASE_KEY = "{dmps}:recompute:lease"
 RECOMPUTE_RUN_KEY = "{dmps}:recompute:run"

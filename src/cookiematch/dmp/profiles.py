@@ -4,6 +4,7 @@ ingested traits and GDPR consent marks."""
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 import msgspec
 
@@ -13,7 +14,6 @@ from cookiematch.dmp.inband import InbandData
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.segments.membership import Memberships
 from cookiematch.dmp.snapshot import AttributeValue
-from cookiematch.dmp.traits.reader import ProfileReader
 
 
 class ProfileEvent(msgspec.Struct, frozen=True):
@@ -53,6 +53,15 @@ class Profile(msgspec.Struct, frozen=True):
         )
 
 
+class TraitSource(Protocol):
+    """Where a profile's traits are read: the key-value store (``ProfileReader``) or the
+    analytics engine when it owns them (``dmp/analytics/lookup.py``)."""
+
+    async def traits(
+        self, dmp_uid: str
+    ) -> tuple[dict[str, AttributeValue], dict[str, tuple[float, ...]]]: ...
+
+
 class Profiles:
     """Assembles profiles from the match table, the event log and the in-band data."""
 
@@ -62,7 +71,7 @@ class Profiles:
         events: EventLog,
         inband: InbandData,
         memberships: Memberships | None = None,
-        reader: ProfileReader | None = None,
+        reader: TraitSource | None = None,
         consent: ConsentMarks | None = None,
     ) -> None:
         self._matches = matches
@@ -72,13 +81,15 @@ class Profiles:
         self._memberships = memberships
         self._reader = reader
 
-    async def get(self, dmp_uid: str) -> Profile:
+    async def get(self, dmp_uid: str, *, traits: bool = True) -> Profile:
+        """The browser's profile (``traits``: with its attributes and ingested events; the
+        per-request audiences read none)."""
         matches, tallies, inband, segments, (attributes, ingested), consent = await asyncio.gather(
             self._matches.partners(dmp_uid),
             self._events.tallies(dmp_uid),
             self._inband.get(dmp_uid),
             self._segments(dmp_uid),
-            self._traits(dmp_uid),
+            self._traits(dmp_uid) if traits else _no_traits(),
             self._consent_of(dmp_uid),
         )
         events = [
@@ -119,3 +130,7 @@ class Profiles:
         """The profile a partner's ID is matched to, or None."""
         dmp_uid = await self._matches.dmp_uid_for(partner_id, partner_uid)
         return None if dmp_uid is None else await self.get(dmp_uid)
+
+
+async def _no_traits() -> tuple[dict[str, AttributeValue], dict[str, tuple[float, ...]]]:
+    return {}, {}

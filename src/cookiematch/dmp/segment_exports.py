@@ -50,7 +50,6 @@ from cookiematch.dmp.analytics.export_sql import (
     ExportTarget,
 )
 from cookiematch.dmp.analytics.export_sql import ERASED as ERASED_ROW
-from cookiematch.dmp.analytics.refresh import refresh
 from cookiematch.dmp.analytics.runs import EngineRuns
 from cookiematch.dmp.consent import StoredConsent, vendor_party
 from cookiematch.dmp.exports.model import (
@@ -297,7 +296,7 @@ class SegmentExports:
         )  # fmt: skip
         erased = await state.removals()
         async with runs.engine(wait=EXPORT_WAIT) as engine:
-            await refresh(self._store, engine, runs.context(now))
+            await runs.refresh(engine, now)
             await self._seed(engine, state, now)
             counts = await asyncio.to_thread(engine.export_delta, target, erased)
             report.members, report.no_consent = counts.members, counts.no_consent

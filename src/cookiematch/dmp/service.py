@@ -32,9 +32,8 @@ from cookiematch.dmp.inband import InbandData, parse_kv
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.model import Client, DmpSettings, Partner
 from cookiematch.dmp.partner_ids import PartnerIdReader
-from cookiematch.dmp.profiles import Profile, Profiles
+from cookiematch.dmp.profiles import Profile, Profiles, TraitSource
 from cookiematch.dmp.segments.membership import Memberships
-from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.errors import QueryError, StorageError, StoreUnavailable
 from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy, Reason
@@ -105,7 +104,7 @@ class DmpService:
         *,
         matches: MatchTable,
         traits: TraitStore,
-        profile_reader: ProfileReader,
+        profile_reader: TraitSource,
         memberships: Memberships,
         policy: PrivacyPolicy,
         export_vendors: Collection[int] = (),
@@ -414,7 +413,7 @@ class DmpService:
         decision = self.policy.decide(Operation.PERSONALISE, consent.signals, vendor_id)
         if not decision.allowed:
             return AudienceAnswer({}, decision.reason)
-        return AudienceAnswer(audience_kv(await self.profiles.get(dmp_uid)))
+        return AudienceAnswer(audience_kv(await self.profiles.get(dmp_uid, traits=False)))
 
     async def profile(self, dmp_uid: str) -> Profile | None:
         found = await self.profiles.get(dmp_uid)

@@ -27,20 +27,24 @@ sketch holds hashes, no ID: nothing to erase there.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
 
 from cookiematch.clock import Clock
 from cookiematch.dmp import keys
+from cookiematch.dmp.analytics.rows import ProfileRows, live
 from cookiematch.dmp.change_marks import MARKING, ChangeMarks
 from cookiematch.dmp.ingest.records import uid_ok
 from cookiematch.dmp.matches import MatchTable, PartnerMatch
 from cookiematch.dmp.segment_exports import SegmentExports
+from cookiematch.dmp.traits.fields import ATTRIBUTE, event_field
+from cookiematch.dmp.traits.staging import StagedUpdate, TraitStaging
 from cookiematch.errors import InvalidSubject
 from cookiematch.formats import ID_PATTERN
 from cookiematch.privacy.subjects import (
@@ -72,6 +76,10 @@ KINDS = (
     "segment_member",
     "export_sent",
 )
+ENGINE_KEY = "analytics:"
+"""How an access report names the analytics engine's traits of a browser (``analytics:<uid>``)."""
+EngineProfile = Callable[[str], Awaitable[ProfileRows | None]]
+"""What the analytics engine holds of one browser (``EngineRuns.traits``)."""
 _PARTNER_ID = re.compile(ID_PATTERN)
 _match_decoder = msgspec.json.Decoder(PartnerMatch)
 
@@ -113,8 +121,13 @@ class DmpSubjects:
         *,
         clock: Clock = time.time,
         marks: ChangeMarks = MARKING,
+        staging: TraitStaging | None = None,
+        engine_traits: EngineProfile | None = None,
     ) -> None:
         self._store = store
+        # the engine owns the traits: access reads them there, an erasure is staged for it
+        self._staging = staging
+        self._engine_traits = engine_traits
         self._matches = matches
         self._exports = exports
         self._partners = frozenset(partner_ids)
@@ -161,6 +174,7 @@ class DmpSubjects:
                 for kind, key in PROFILE_KINDS.items()
             ]
             records += await read_held(self._store, profile)
+            records += await self._engine_records(uid)
             partner_ids = _partner_ids(r for r in records if r.kind == "partner_id")
             joined = [r.field for r in records if r.kind == "segment" and r.field is not None]
             records += await self._index_records(uid, joined)
@@ -183,6 +197,33 @@ class DmpSubjects:
         )
 
     # --- access -------------------------------------------------------------------------
+
+    async def _engine_records(self, uid: str) -> list[StoredRecord]:
+        """The browser's traits as the analytics engine holds them (when it owns them), as
+        the ``t`` map's fields would show them."""
+        if self._engine_traits is None:
+            return []
+        held = await self._engine_traits(uid)
+        if held is None:
+            return []
+        now, key = self._clock(), f"{ENGINE_KEY}{uid}"
+
+        def left(expires_at: float | None) -> float | None:
+            return None if expires_at is None else expires_at - now
+
+        records = [
+            StoredRecord(kind="trait", key=key, field=f"{ATTRIBUTE}{name}", value=row.value,
+                         expires_in_seconds=left(row.expires_at))
+            for name, row in sorted(held.attributes.items())
+            if live(row.expires_at, now)
+        ]  # fmt: skip
+        records += [
+            StoredRecord(kind="trait", key=key, field=event_field(e.name, int(e.ts)),
+                         value=e.ts, expires_in_seconds=left(e.expires_at))
+            for e in held.events
+            if live(e.expires_at, now)
+        ]  # fmt: skip
+        return records
 
     async def _partner_records(
         self, uid: str | None, partner_ids: Sequence[tuple[str, str]]
@@ -248,6 +289,9 @@ class DmpSubjects:
         marks = self._marks.writes([uid], now)
         if marks:  # the engine forgets it too
             await self._store.hset_many(marks)
+        if self._staging is not None:  # and its traits, before any update staged later
+            erasure = StagedUpdate(uid, "", now, {}, (), (), erase=True)
+            await asyncio.to_thread(self._staging.append, [erasure])
         return notified
 
     async def _erase_partner_id(

@@ -38,12 +38,14 @@ from cookiematch.config import Config
 from cookiematch.config.dmp import DmpConfig
 from cookiematch.dmp.analytics.engine import AnalyticsEngine
 from cookiematch.dmp.analytics.engines import open_engine as open_configured_engine
+from cookiematch.dmp.analytics.lookup import EngineTraits
 from cookiematch.dmp.analytics.runs import EngineRuns, OpenEngine
 from cookiematch.dmp.change_marks import MARKING, NOT_MARKING, ChangeMarks
 from cookiematch.dmp.funnel import Funnel
 from cookiematch.dmp.funnel_log import FunnelLog, roll_up
 from cookiematch.dmp.ingest import Ingestor, build_ingestor
 from cookiematch.dmp.matches import MatchTable
+from cookiematch.dmp.profiles import TraitSource
 from cookiematch.dmp.schedule import Schedule, ScheduleSet
 from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments.membership import Memberships
@@ -54,6 +56,7 @@ from cookiematch.dmp.segments.updater import RecomputeReport
 from cookiematch.dmp.service import DmpService
 from cookiematch.dmp.subjects import DmpSubjects
 from cookiematch.dmp.traits.reader import ProfileReader
+from cookiematch.dmp.traits.staging import TraitStaging
 from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.errors import ConfigError, StorageError
 from cookiematch.privacy.subjects import SubjectData
@@ -140,6 +143,13 @@ class DmpCore:
         self.subjects.replace_partners(p.id for p in dmp.partners)
 
 
+def trait_staging(dmp: DmpConfig) -> TraitStaging | None:
+    """Where online trait writes are staged for the engine, which owns the profiles' traits
+    (None: no engine; they are written to the key-value store)."""
+    settings = dmp.analytics.to_model()
+    return None if settings is None else TraitStaging(settings.staging_directory)
+
+
 def engine_opener(dmp: DmpConfig) -> OpenEngine | None:
     """What opens the configured analytics engine (None: it is off). Opening is left to the
     job that needs it (``EngineRuns``): DuckDB allows one writing process per file."""
@@ -180,29 +190,41 @@ def build_core(
         counted_overlap=open_engine is not None,
     )
     analytics = None
+    staging = trait_staging(dmp)
     if open_engine is not None:
         analytics = EngineRuns(
-            open_engine, store, memberships, catalog, holder=holder or worker_name(), clock=clock
-        )
+            open_engine, store, memberships, catalog, holder=holder or worker_name(),
+            clock=clock, staging=staging,
+        )  # fmt: skip
     exports = SegmentExports(
         store, [s.id for s in dmp.segments], [d.to_model() for d in dmp.destinations], matches,
         state_ttl=dmp.export_state_ttl(), clock=clock, engine=analytics,
     )  # fmt: skip
-    # a profile written by ingestion is re-evaluated against the segments at once
+    # without an engine, a profile written by ingestion is re-evaluated against the segments
+    # at once; with one, its traits are staged for the engine, whose recompute evaluates them
     traits = TraitStore(
-        store, catalog, clock=clock, on_profile_changed=[segments.profiles_changed], marks=marks
-    )
+        store, catalog, clock=clock, marks=marks, staging=staging,
+        on_profile_changed=[segments.profiles_changed] if analytics is None else [],
+    )  # fmt: skip
     ingestor = build_ingestor(
         store, traits, pending_ttl=dmp.ingest.pending_ttl_days * SECONDS_PER_DAY, clock=clock,
         funnel=funnel,
     )  # fmt: skip
     subjects = DmpSubjects(
-        store, matches, exports, [p.id for p in dmp.partners], clock=clock, marks=marks
-    )
+        store, matches, exports, [p.id for p in dmp.partners], clock=clock, marks=marks,
+        staging=staging, engine_traits=None if analytics is None else analytics.traits,
+    )  # fmt: skip
     return DmpCore(
         store, matches, reader, segments, exports, traits, ingestor, subjects, funnel, analytics,
         marks=marks,
     )  # fmt: skip
+
+
+def trait_source(core: DmpCore) -> TraitSource:
+    """Where the profile look-up reads traits: the engine when it owns them, else the store."""
+    if core.analytics is None:
+        return core.profile_reader
+    return EngineTraits(core.analytics)
 
 
 def subject_data(config: Config, store: Store) -> SubjectData:
@@ -291,7 +313,7 @@ class DmpServer(RoleServer):
             self.clients,
             matches=browsers.matches,
             traits=browsers.traits,
-            profile_reader=browsers.profile_reader,
+            profile_reader=trait_source(admin_core),  # the admin API's look-up alone reads them
             memberships=browsers.segments.memberships,
             policy=self.policy,
             export_vendors=core.exports.vendors(),  # marked on profiles for the exports

@@ -293,7 +293,9 @@ class _Guard:
 
 async def _on_admin_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AdminError)
-    return problem(exc.status, exc.detail, errors=exc.errors, title=exc.title)
+    return problem(
+        exc.status, exc.detail, errors=exc.errors, title=exc.title, headers=exc.headers or None
+    )
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:

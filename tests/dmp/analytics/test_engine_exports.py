@@ -38,6 +38,7 @@ from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments import Segment, parse_rule
 from cookiematch.dmp.segments.membership import Memberships
 from cookiematch.dmp.traits.schema import TraitCatalog
+from cookiematch.dmp.traits.staging import TraitStaging
 from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore
 from cookiematch.storage import Store
 
@@ -62,7 +63,8 @@ class World:
 
     def __init__(self, store: Store, clock: FakeClock, runs: EngineRuns) -> None:
         self.store, self.clock, self.runs = store, clock, runs
-        self.traits = TraitStore(store, TraitCatalog(), clock=clock)
+        # the engine owns the traits: online writes are staged for it
+        self.traits = TraitStore(store, TraitCatalog(), clock=clock, staging=runs.staging)
         self.matches = MatchTable(store, TTL)
 
     def exports(self, *destinations: Destination, engine: bool = True) -> SegmentExports:
@@ -105,8 +107,9 @@ def runs(
             return DuckDBEngine(settings)
 
     return EngineRuns(
-        open_engine, store, Memberships(store, TTL), TraitCatalog(), holder="test", clock=clock
-    )
+        open_engine, store, Memberships(store, TTL), TraitCatalog(), holder="test", clock=clock,
+        staging=TraitStaging(settings.staging_directory),
+    )  # fmt: skip
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.subjects import DmpSubjects
 from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.schema import TraitCatalog
+from cookiematch.dmp.traits.staging import TraitStaging
 from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore
 from cookiematch.errors import Busy, ConfigError
 from cookiematch.protocol.cookies import format_browser_id
@@ -55,12 +56,18 @@ def settings(tmp_path: Path) -> AnalyticsSettings:
 
 
 def runs(store: Store, clock: FakeClock, tmp_path: Path, holder: str = "w1") -> EngineRuns:
-    """As ``roots/dmp.py`` builds them: the engine opened per job, on a file."""
+    """As ``roots/dmp.py`` builds them: the engine opened per job, on a file, with its
+    staging beside it."""
     found = settings(tmp_path)
     return EngineRuns(
         lambda: DuckDBEngine(found), store, Memberships(store, TTL), TraitCatalog(),
-        holder=holder, clock=clock,
+        holder=holder, clock=clock, staging=TraitStaging(found.staging_directory),
     )  # fmt: skip
+
+
+def online_traits(store: Store, clock: FakeClock, engine_runs: EngineRuns) -> TraitStore:
+    """The online trait writes when the engine owns the traits: staged for it."""
+    return TraitStore(store, TraitCatalog(), clock=clock, staging=engine_runs.staging)
 
 
 def per_profile(store: Store, clock: FakeClock) -> SegmentService:
@@ -146,23 +153,24 @@ async def test_an_online_write_reaches_the_next_recompute_by_its_change_mark(
     young = uid_of(1)  # odd: not synced to "dsp"
     update = ProfileUpdate("crm")
     update.merge({"age": 20, "tier": "gold"}, (), {("purchase", int(clock.now))})
-    await TraitStore(store, TraitCatalog(), clock=clock).apply({young: update})
+    await online_traits(store, clock, engine_runs).apply({young: update})  # staged, not marked
     synced = uid_of(3)
     await MatchTable(store, TTL).record("dsp", synced, "D3", clock())
     log = EventLog(store, max_per_profile=20, ttl_seconds=90 * DAY)
     seen = uid_of(5)
     for _ in range(2):
         await log.record(seen, parse_event({"campaign": "c1", "site": "s9"}), clock())
-    # a write without a mark (as no writer of the DMP does) is not reloaded
+    # a trait written to the store once the engine owns them (as no writer of the DMP does)
+    # is not read
     hidden = uid_of(7)
     await store.hset(keys.traits_key(hidden), {"a|tags": msgspec.json.encode(["shoes"])})
 
     marked = await changed_between(store, clock() - 60, clock())
-    assert marked == {young, synced, seen}
+    assert marked == {synced, seen}
 
     async with engine_runs.engine() as engine:
-        found = await refresh(store, engine, engine_runs.context(clock()))
-        assert found == Refresh(full=False, profiles=3)
+        found = await engine_runs.refresh(engine, clock())
+        assert found == Refresh(full=False, profiles=2, staged=1)
         report = await recompute(engine, SEGMENTS, engine_runs.memberships, clock())
     assert report.joined > 0
     segments_of = dict(zip([young, synced, seen, hidden],
@@ -171,13 +179,18 @@ async def test_an_online_write_reaches_the_next_recompute_by_its_change_mark(
     assert {"gold_buyers", "young_unsynced"} <= set(segments_of[young])
     assert "young_unsynced" not in segments_of[synced]
     assert "exposed_c1" in segments_of[seen]
-    assert "shoes" not in segments_of[hidden]  # never marked: the engine still has the old
+    assert "shoes" not in segments_of[hidden]  # not staged: the engine still has the old
 
-    # the mark of the unmarked write, as a writer would have added it: then it is seen
+    # marked as a writer would mark it: its online parts are read again, its traits are not
     await store.hset_many([(keys.change_mark_key(int(clock() // 60), 0), {hidden: b"1"}, MARK_TTL)])
     await engine_runs.recompute(SEGMENTS)
+    assert "shoes" not in (await memberships_of(store, [hidden]))[0]
+    # staged, it is
+    tags = ProfileUpdate("crm")
+    tags.merge({"tags": ["shoes"]}, (), ())
+    await online_traits(store, clock, engine_runs).apply({hidden: tags})
+    await engine_runs.recompute(SEGMENTS)
     assert "shoes" in (await memberships_of(store, [hidden]))[0]
-    await same_as_per_profile(store, clock)
 
 
 async def test_a_refresh_deletes_the_marks_the_next_one_will_not_read(
@@ -191,17 +204,12 @@ async def test_a_refresh_deletes_the_marks_the_next_one_will_not_read(
     clock.now += 600
     await engine_runs.recompute(SEGMENTS)  # the first: a full load
 
-    def tagged(tag: str) -> dict[str, ProfileUpdate]:
-        update = ProfileUpdate("crm")
-        update.merge({"tags": [tag]}, (), set())
-        return {uid_of(0) if tag == "early" else uid_of(2): update}
-
-    traits = TraitStore(store, TraitCatalog(), clock=clock)
+    matches = MatchTable(store, TTL)
     clock.now += 60
     early = clock()
-    await traits.apply(tagged("early"))
+    await matches.record("dsp", uid_of(0), "early", clock())
     clock.now += SLACK + 120  # the next refresh starts reading after the early mark
-    await traits.apply(tagged("late"))
+    await matches.record("dsp", uid_of(2), "late", clock())
     async with engine_runs.engine() as engine:
         found = await refresh(store, engine, engine_runs.context(clock()))
     assert found == Refresh(full=False, profiles=2)
@@ -345,14 +353,19 @@ engine = "{engine}"
             assert not await core.store.get(keys.ANALYTICS_LEASE_KEY)  # released
             counted = await core.segments.counted()
             assert counted.sizes == {"segment:shoes": 2} and counted.population == 3
-        # online writes mark the browsers they change only for an engine to read
+        # online writes mark the browsers they change only for an engine to read; trait
+        # writes are staged for it (it owns them), else written to the store
         update = ProfileUpdate("crm")
         update.merge({"tier": "gold"}, (), set())
         await core.traits.apply({"written-online": update})
         await core.matches.record("dsp", "synced-online", "D1", time.time())
-        online = {"written-online", "synced-online"}
         marked = await changed_between(core.store, time.time() - 60, time.time() + 60)
-        assert marked & online == (set() if engine == "off" else online)
+        assert "written-online" not in marked
+        assert ("synced-online" in marked) is (engine != "off")
+        staged = tmp_path / "var" / "dmp-analytics.duckdb.staging"
+        assert bool(list(staged.glob("*.stg"))) is (engine != "off")
+        traits = await core.store.hgetall(keys.traits_key("written-online"))
+        assert bool(traits) is (engine == "off")
 
 
 def test_an_unknown_engine_is_refused_naming_the_key(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from cookiematch.storage import Store
 
 from ..helpers import FakeClock
 from .conftest import SPARK_START_TIMEOUT
-from .test_engine_store import DAY, SEGMENTS, populate
+from .test_engine_store import DAY, SEGMENTS, populate, uid_of
 
 pytestmark = pytest.mark.timeout(SPARK_START_TIMEOUT)
 
@@ -73,6 +73,10 @@ async def test_spark_finds_what_duckdb_finds(
     assert await load_profiles(store, spark_engine, context, batch=13) == 60
     assert await load_profiles(store, duckdb_engine, context) == 60
     assert spark_engine.profile_count() == duckdb_engine.profile_count() == 60
+    # a browser's rows read back (the profile look-up, the refresh keeping traits): the same
+    uids = [uid_of(i) for i in (0, 1, 7, 59)] + ["unknown"]
+    assert spark_engine.profiles(uids) == duckdb_engine.profiles(uids)
+    assert len(duckdb_engine.profiles(uids)) == 4
 
     for rule in [s.rule for s in SEGMENTS]:
         assert spark_engine.matching(rule, clock()) == duckdb_engine.matching(rule, clock())

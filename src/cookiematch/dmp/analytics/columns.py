@@ -7,7 +7,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cookiematch.dmp.analytics.rows import ProfileRows
+from cookiematch.dmp.analytics.rows import (
+    AttributeRow,
+    ConsentRow,
+    EventRow,
+    ExposureRow,
+    MembershipRow,
+    ProfileRows,
+    SyncRow,
+)
 from cookiematch.dmp.analytics.tables import (
     ATTRIBUTES,
     CONSENT,
@@ -82,3 +90,74 @@ def table_columns(profiles: Sequence[ProfileRows]) -> dict[str, list[list[Any]]]
         for segment, m in p.memberships.items():
             add(MEMBERSHIPS, uid, segment, m.joined_at, m.written_at)
     return found
+
+
+def attribute_value(
+    kind: str, text: Any, num_int: Any, num_float: Any, flag: Any, items: Any
+) -> AttributeValue:
+    """The value an attribute row holds in the column of its ``kind`` (``attribute_columns``
+    read back; ``num_int`` already an ``int``)."""
+    if kind == KIND_BOOL:
+        return bool(flag)
+    if kind == KIND_INT:
+        return int(num_int)
+    if kind == KIND_FLOAT:
+        return float(num_float)
+    if kind == KIND_STRING:
+        return str(text)
+    return [str(item) for item in items or ()]
+
+
+def profiles_of(rows: dict[str, list[Sequence[Any]]]) -> list[ProfileRows]:
+    """Profiles from each table's rows (``COLUMNS``' order, the engine's encodings decoded):
+    ``table_columns`` read back, one profile per ``profiles`` row, by uid."""
+    found: dict[str, dict[str, Any]] = {}
+    for uid, expires_at in rows.get(PROFILES, []):
+        found[uid] = {"expires_at": expires_at, "attributes": {}, "events": [], "exposures": [],
+                      "syncs": {}, "consent": {}, "memberships": {}}  # fmt: skip
+
+    def parts(uid: str) -> dict[str, Any] | None:
+        return found.get(uid)
+
+    for uid, name, kind, text, num_int, num_float, flag, items, set_at, expires_at in rows.get(
+        ATTRIBUTES, []
+    ):
+        if (p := parts(uid)) is not None:
+            value = attribute_value(kind, text, num_int, num_float, flag, items)
+            p["attributes"][name] = AttributeRow(value, set_at, expires_at)
+    for uid, name, ts, expires_at in rows.get(EVENTS, []):
+        if (p := parts(uid)) is not None:
+            p["events"].append(EventRow(name, ts, expires_at))
+    for uid, kind, campaign, site, creative, count, first_at, last_at, expires_at in rows.get(
+        EXPOSURES, []
+    ):
+        if (p := parts(uid)) is not None:
+            p["exposures"].append(
+                ExposureRow(kind, campaign, int(count), site, creative, first_at, last_at,
+                            expires_at)
+            )  # fmt: skip
+    for uid, partner, partner_uid, synced_at, expires_at in rows.get(SYNCS, []):
+        if (p := parts(uid)) is not None:
+            p["syncs"][partner] = SyncRow(partner_uid, synced_at, expires_at)
+    for uid, party, decided_at, tc_last_updated, refused, expires_at in rows.get(CONSENT, []):
+        if (p := parts(uid)) is not None:
+            p["consent"][party] = ConsentRow(decided_at, tc_last_updated, refused, expires_at)
+    for uid, segment, joined_at, written_at in rows.get(MEMBERSHIPS, []):
+        if (p := parts(uid)) is not None:
+            p["memberships"][segment] = MembershipRow(joined_at, written_at)
+    return [
+        ProfileRows(
+            uid, p["expires_at"], p["attributes"], tuple(sorted(p["events"], key=_event_order)),
+            tuple(sorted(p["exposures"], key=_exposure_order)), p["syncs"], p["consent"],
+            p["memberships"],
+        )
+        for uid, p in sorted(found.items())
+    ]  # fmt: skip
+
+
+def _event_order(event: EventRow) -> tuple[str, float]:
+    return event.name, event.ts
+
+
+def _exposure_order(tally: ExposureRow) -> tuple[str, str, str, str]:
+    return tally.kind, tally.campaign, tally.site, tally.creative

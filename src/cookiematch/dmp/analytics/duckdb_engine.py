@@ -12,7 +12,7 @@ import duckdb
 from duckdb.sqltypes import BIGINT, VARCHAR
 
 from cookiematch.dmp import keys
-from cookiematch.dmp.analytics.columns import COLUMNS, table_columns
+from cookiematch.dmp.analytics.columns import COLUMNS, profiles_of, table_columns
 from cookiematch.dmp.analytics.engine import CHANGES, JOIN, LEAVE, MATCHED, REFRESH, MembershipDiff
 from cookiematch.dmp.analytics.export_sql import (
     ACTIONS,
@@ -130,6 +130,22 @@ def _columns(profiles: Sequence[ProfileRows]) -> dict[str, list[list[Any]]]:
     return found
 
 
+_EXACT = {(ATTRIBUTES, "num_int"), (EXPOSURES, "count")}
+"""Integers of any size: read as decimal text (``_exact``)."""
+
+
+def _exact(table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row with its exact integers (``_EXACT``, read as text) as Python integers."""
+    if table not in (ATTRIBUTES, EXPOSURES):
+        return row
+    values = list(row)
+    for table_, column in _EXACT:
+        if table_ == table:
+            index = COLUMNS[table].index(column)
+            values[index] = None if values[index] is None else int(values[index])
+    return tuple(values)
+
+
 def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -204,6 +220,23 @@ class DuckDBEngine:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    def profiles(self, dmp_uids: Sequence[str]) -> list[ProfileRows]:
+        ids = sorted(set(dmp_uids))
+        if not ids:
+            return []
+        rows: dict[str, list[Sequence[Any]]] = {}
+        for table in PROFILE_TABLES:
+            column = "id" if table == PROFILES else "profile"
+            selected = ", ".join(
+                f"{c}::VARCHAR" if (table, c) in _EXACT else c for c in COLUMNS[table]
+            )
+            found = self._db.execute(
+                f"SELECT {selected} FROM {table} WHERE {column} IN (SELECT unnest($1::VARCHAR[]))",
+                [ids],
+            ).fetchall()
+            rows[table] = [_exact(table, row) for row in found]
+        return profiles_of(rows)
 
     def checkpoint(self, name: str) -> float | None:
         row = self._db.execute(

@@ -52,6 +52,10 @@ class AnalyticsEngine(Protocol):
     def remove(self, dmp_uids: Sequence[str]) -> None:
         """Forget these browsers' profiles (erased, or lapsed in the key-value store)."""
 
+    def profiles(self, dmp_uids: Sequence[str]) -> list[ProfileRows]:
+        """What the engine holds of these browsers (those it holds nothing for left out),
+        lapsed rows included, in uid order."""
+
     def checkpoint(self, name: str) -> float | None:
         """The time last recorded under ``name`` (None: never), kept with the profiles."""
 

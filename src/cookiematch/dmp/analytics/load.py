@@ -12,7 +12,7 @@ left out, as the profile reader leaves them out.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -27,6 +27,7 @@ from cookiematch.dmp.analytics.rows import (
     ProfileRows,
     SyncRow,
 )
+from cookiematch.dmp.analytics.staged import with_stored_traits
 from cookiematch.dmp.consent import decode_mark
 from cookiematch.dmp.events import ImpressionEvent, decode_tally
 from cookiematch.dmp.matches import PartnerMatch
@@ -129,12 +130,11 @@ def _last(maps: Mapping[str, Mapping[str, FieldEntry]], now: float) -> float | N
     return now + max(left for left in remaining if left is not None)
 
 
-async def load_profiles(
-    store: Store, engine: AnalyticsEngine, context: LoadContext, *, batch: int = LOAD_BATCH
-) -> int:
-    """Replace what ``engine`` holds by every profile of ``store``; return how many."""
-    await asyncio.to_thread(engine.clear)
-    loaded = 0
+async def scan_profiles(
+    store: Store, context: LoadContext, *, batch: int = LOAD_BATCH, traits: bool = True
+) -> AsyncIterator[list[ProfileRows]]:
+    """Every profile of ``store``, ``batch`` at a time (``traits``: with their ``t`` maps,
+    else without: the engine owns them)."""
     pending: list[ProfileRows] = []
     current: str | None = None
     maps: dict[str, Mapping[str, FieldEntry]] = {}
@@ -144,15 +144,42 @@ async def load_profiles(
             continue
         uid, suffix = parts
         if uid != current:
-            if current is not None:
+            if current is not None and maps:
                 pending.append(profile_rows(current, maps, context))
             current, maps = uid, {}
             if len(pending) >= batch:
-                await asyncio.to_thread(engine.append, pending)
-                loaded += len(pending)
+                yield pending
                 pending = []
-        maps[suffix] = fields
-    if current is not None:
+        if traits or suffix != TRAITS:
+            maps[suffix] = fields
+    if current is not None and maps:
         pending.append(profile_rows(current, maps, context))
-    await asyncio.to_thread(engine.append, pending)
-    return loaded + len(pending)
+    if pending:
+        yield pending
+
+
+async def load_profiles(
+    store: Store,
+    engine: AnalyticsEngine,
+    context: LoadContext,
+    *,
+    batch: int = LOAD_BATCH,
+    keep: bool = False,
+) -> int:
+    """Load every profile of ``store`` into ``engine``; return how many. ``keep``: the
+    engine's profiles are kept, a stored one replacing its own with the traits of both (the
+    engine's winning: the store's ``t`` maps are those written before the engine owned the
+    traits, ``staged.with_stored_traits``), else the engine is cleared first."""
+    if not keep:
+        await asyncio.to_thread(engine.clear)
+    loaded = 0
+    async for profiles in scan_profiles(store, context, batch=batch):
+        if keep:
+            uids = [p.dmp_uid for p in profiles]
+            held = {p.dmp_uid: p for p in await asyncio.to_thread(engine.profiles, uids)}
+            joined = [with_stored_traits(p, held.get(p.dmp_uid)) for p in profiles]
+            await asyncio.to_thread(engine.replace, joined)
+        else:
+            await asyncio.to_thread(engine.append, profiles)
+        loaded += len(profiles)
+    return loaded

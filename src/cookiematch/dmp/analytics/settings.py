@@ -3,7 +3,9 @@ may take."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 MEMORY_LIMIT_MB = 1024
@@ -39,6 +41,15 @@ class AnalyticsSettings:
         if self.temp_directory is not None:
             return self.temp_directory
         return None if self.path == ":memory:" else f"{self.path}.tmp"
+
+    @property
+    def staging_directory(self) -> str:
+        """Where the online writers stage trait updates for the engine
+        (``dmp/traits/staging.py``): beside it, ``<path>.staging`` (a database in memory:
+        the temporary directory's ``cookiematch-staging``)."""
+        if self.path == ":memory:":
+            return str(Path(tempfile.gettempdir()) / "cookiematch-staging")
+        return f"{self.path}.staging"
 
     @property
     def spark_master(self) -> str:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from cookiematch.dmp.analytics.columns import COLUMNS, table_columns
+from cookiematch.dmp.analytics.columns import COLUMNS, profiles_of, table_columns
 from cookiematch.dmp.analytics.engine import (
     CHANGES,
     JOIN,
@@ -60,6 +60,7 @@ from cookiematch.dmp.analytics.spark_sql import (
     SPARK,
     arguments,
     ddl,
+    integer_of,
     ordered_integer,
     plain_double,
 )
@@ -247,6 +248,26 @@ class SparkEngine:
             held = self._spark.table(table)
             self._rewrite(table, held.join(ids, held[column] == ids["id"], "left_anti"))
             self._register()
+
+    def profiles(self, dmp_uids: Sequence[str]) -> list[ProfileRows]:
+        ids = sorted(set(dmp_uids))
+        if not ids:
+            return []
+        rows: dict[str, list[Sequence[Any]]] = {}
+        for table in PROFILE_TABLES:
+            column = "id" if table == PROFILES else "profile"
+            held = self._read(table)
+            found: list[Sequence[Any]] = [
+                tuple(row) for row in held.where(held[column].isin(ids)).collect()
+            ]
+            if table == ATTRIBUTES:
+                at = COLUMNS[ATTRIBUTES].index("num_int")
+                found = [
+                    (*r[:at], None if r[at] is None else integer_of(r[at]), *r[at + 1 :])
+                    for r in found
+                ]
+            rows[table] = found
+        return profiles_of(rows)
 
     def checkpoint(self, name: str) -> float | None:
         done = self._checkpoints().get(name)

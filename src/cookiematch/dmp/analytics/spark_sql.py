@@ -45,6 +45,12 @@ def ordered_integer(value: int) -> str:
     return f"0{10**_WIDTH - 1 - len(digits):0{_WIDTH}d}{digits.translate(_NINES)}"
 
 
+def integer_of(key: str) -> int:
+    """The integer of an ``ordered_integer`` key."""
+    digits = key[1 + _WIDTH :]
+    return int(digits) if key[0] == "1" else -int(digits.translate(_NINES))
+
+
 def plain_double(value: float | None) -> float | None:
     """``value`` with ``-0.0`` as ``0.0`` (equal in Python; not always in Spark)."""
     return None if value is None else value + 0.0

@@ -9,8 +9,6 @@ The modules, one concept each:
     rejects.py      refused records as JSON Lines (source, line, reason, raw)
     idempotency.py  HTTP batch answers by Idempotency-Key
     pipeline.py     the Ingestor: batches through all of the above, merged by profile
-    shards.py       records dealt out to ingest workers by partner uid (``--workers``;
-                    the processes themselves are the CLI's: ``cli/dmp_workers.py``)
 """
 
 from __future__ import annotations

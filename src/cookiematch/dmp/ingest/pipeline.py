@@ -4,11 +4,12 @@
          └─▶ rejects (reason, the batch goes on)           │      └─▶ rejects (by profile)
                                                            └─▶ not synced yet ──▶ pending
 
-``ingest`` (files) merges all its records by profile (in memory up to ``HOLD_PROFILES``, then
-in sorted runs on disk) and writes each profile once, at the end; ``batch`` (HTTP, pull)
-writes its batch before it returns. A sync stored while records were being written to pending
-is caught by the recheck that follows the write; a later one by the DMP's callback
-(``PendingRecords.resolve``).
+Each batch's records are merged by profile and written before the next batch is read
+(``ingest``: files, pulls without an analytics engine; ``batch``: one HTTP batch or pulled
+page). With an engine the writes are staged for it (``traits/staging.py``) and files are
+ingested in SQL instead (``dmp/analytics/ingest_sql.py``). A sync stored while records were
+being written to pending is caught by the recheck that follows the write; a later one by the
+DMP's callback (``PendingRecords.resolve``).
 
 Re-ingesting the same data changes nothing: attributes are set, events are keyed by
 (name, ts), pending records by their content. Counts: ``accepted`` (applied to a profile),
@@ -34,13 +35,12 @@ from dataclasses import dataclass, field
 from cookiematch.clock import Clock
 from cookiematch.dmp.consent import StoredConsent
 from cookiematch.dmp.funnel import Funnel
-from cookiematch.dmp.ingest.held import HeldProfiles
 from cookiematch.dmp.ingest.pending import PendingRecords
 from cookiematch.dmp.ingest.readers import Batch, Payload
 from cookiematch.dmp.ingest.records import Checker, Record, attribute_values
 from cookiematch.dmp.ingest.rejects import Reject, reject, reject_code
-from cookiematch.dmp.ingest.resolver import RememberingResolver, Resolver
-from cookiematch.dmp.traits.writes import TraitStore
+from cookiematch.dmp.ingest.resolver import Resolver
+from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore
 from cookiematch.errors import RecordError
 from cookiematch.storage.base import Store
 
@@ -49,13 +49,6 @@ BATCH_RECORDS = 100_000
 """Records per batch of ``cookiematch dmp ingest`` (``--batch-size``)."""
 BULK_GC_THRESHOLD = 1_000_000
 """``bulk_gc``: tracked allocations between young collections (Python's default is 700)."""
-HOLD_PROFILES = 250_000
-"""Profiles ``ingest`` holds merged in memory (``--hold-profiles``), about 1 KB each; beyond
-that they go to sorted runs on disk (``HeldProfiles``), about 100 bytes per profile per run."""
-REMEMBERED_UIDS = 1_000_000
-"""Partner uids whose look-up ``ingest`` remembers (``RememberingResolver``), ~160 bytes each."""
-RECHECK_EVERY = 50_000
-"""``ingest`` writes the records that wait for their sync once this many are held."""
 CONSENT_REASON = "consent: the profile's GDPR consent does not allow partner {partner!r}"
 
 
@@ -86,7 +79,7 @@ class IngestReport:
     accepted: int = 0
     pending: int = 0
     rejected: int = 0
-    profiles: int = 0  # profiles written (once per run; with workers, once per worker)
+    profiles: int = 0  # profile writes (once per batch a profile is in)
     expired_events: int = 0  # events already older than their trait's TTL: not stored
     resolved: int = 0  # pending records applied because their sync arrived meanwhile
     values: int = 0  # attribute values (not null) of the accepted records
@@ -177,47 +170,20 @@ class Ingestor:
         *,
         on_reject: OnReject | None = None,
         keep_rejects: bool = False,
-        hold_profiles: int = HOLD_PROFILES,
     ) -> IngestReport:
-        """Every batch in turn; rejects go to ``on_reject`` and, if asked, into the report.
-
-        Batches are parsed and resolved as they come (a synced partner uid is looked up once
-        per run: ``RememberingResolver``), and their records merged by profile
-        (``HeldProfiles``: ``hold_profiles`` in memory, the rest in sorted runs on disk);
-        every profile is written once, at the end, in uid order. Records that wait for their
-        sync are written every ``RECHECK_EVERY`` and at the end, before the profiles. Only
-        those writes happen before the end, so the look-ups seldom wait for a commit.
-        """
+        """Every batch in turn, each written before the next (``batch``); rejects go to
+        ``on_reject`` and, if asked, into the report."""
         total = IngestReport()
-        held = HeldProfiles(partner_id, hold_profiles)
-        waiting: list[Record] = []
-        lookups = RememberingResolver(self._resolver, partner_id, REMEMBERED_UIDS)
-        judged: dict[str, bool] = {}  # dmp uid -> its consent allows the partner, for the run
 
         async def one(batch: Batch) -> None:
-            parsed = self._parse(batch, on_reject, keep_rejects)
-            synced = await lookups.resolve({r.uid for r in parsed.records})
-            synced = await self._consented(
-                partner_id, parsed, synced, on_reject, keep_rejects, judged
-            )
-            self._merge(parsed, synced, held, waiting)
-            total.add(parsed.report)
-            held.spill_if_full()
-            if len(waiting) >= RECHECK_EVERY:
-                await self._write_waiting(partner_id, waiting, total)
-                waiting.clear()
+            total.add(await self._write_batch(partner_id, batch, on_reject, keep_rejects))
 
-        try:
-            if isinstance(batches, AsyncIterable):
-                async for batch in batches:
-                    await one(batch)
-            else:
-                for batch in batches:
-                    await one(batch)
-            await self._write_waiting(partner_id, waiting, total)
-            await self._write_profiles(held, total)
-        finally:
-            held.close()
+        if isinstance(batches, AsyncIterable):
+            async for batch in batches:
+                await one(batch)
+        else:
+            for batch in batches:
+                await one(batch)
         total.count(self.funnel, partner_id)
         return total
 
@@ -229,15 +195,23 @@ class Ingestor:
         keep_rejects: bool = False,
     ) -> IngestReport:
         """One batch, written (and its pending records rechecked) before it returns."""
+        report = await self._write_batch(partner_id, batch, on_reject, keep_rejects)
+        report.count(self.funnel, partner_id)
+        return report
+
+    async def _write_batch(
+        self, partner_id: str, batch: Batch, on_reject: OnReject | None, keep_rejects: bool
+    ) -> IngestReport:
         parsed = self._parse(batch, on_reject, keep_rejects)
-        held = HeldProfiles(partner_id, max(1, len(parsed.records)))  # all in memory
-        waiting: list[Record] = []
         synced = await self._resolver.resolve(partner_id, {r.uid for r in parsed.records})
         synced = await self._consented(partner_id, parsed, synced, on_reject, keep_rejects)
-        self._merge(parsed, synced, held, waiting)
+        updates: dict[str, ProfileUpdate] = {}
+        waiting: list[Record] = []
+        self._merge(partner_id, parsed, synced, updates, waiting)
         await self._write_waiting(partner_id, waiting, parsed.report)
-        await self._write_profiles(held, parsed.report)
-        parsed.report.count(self.funnel, partner_id)
+        if updates:
+            parsed.report.profiles += len(updates)
+            parsed.report.expired_events += await self.traits.apply(updates)
         return parsed.report
 
     def _parse(self, batch: Batch, on_reject: OnReject | None, keep_rejects: bool) -> _Parsed:
@@ -276,23 +250,10 @@ class Ingestor:
         synced: dict[str, str],
         on_reject: OnReject | None,
         keep_rejects: bool,
-        judged: dict[str, bool] | None = None,
     ) -> dict[str, str]:
         """``synced`` without the profiles whose stored consent refuses the partner; their
-        records are taken out of ``parsed`` as rejects. ``judged`` remembers each profile's
-        answer for a run (at most ``REMEMBERED_UIDS``), as the resolver remembers its look-ups:
-        a consent given or withdrawn during the run is seen by the next one."""
-        profiles = set(synced.values())
-        if judged is None:
-            refused = await self._consent.refused(list(profiles), partner_id)
-        else:
-            asked = [uid for uid in profiles if uid not in judged]
-            refused = {uid for uid in profiles if judged.get(uid) is False}
-            fresh = await self._consent.refused(asked, partner_id)
-            if len(judged) + len(asked) > REMEMBERED_UIDS:
-                judged.clear()
-            judged.update((uid, uid not in fresh) for uid in asked)
-            refused |= fresh
+        records are taken out of ``parsed`` as rejects."""
+        refused = await self._consent.refused(list(set(synced.values())), partner_id)
         if not refused:
             return synced
         reason = CONSENT_REASON.format(partner=partner_id)
@@ -315,11 +276,13 @@ class Ingestor:
 
     @staticmethod
     def _merge(
-        parsed: _Parsed, synced: dict[str, str], held: HeldProfiles, waiting: list[Record]
+        partner_id: str,
+        parsed: _Parsed,
+        synced: dict[str, str],
+        updates: dict[str, ProfileUpdate],
+        waiting: list[Record],
     ) -> None:
-        """Merge the synced records into the held profiles (in order); the others wait."""
-        updates = held.updates
-        before = len(waiting)
+        """Merge the synced records into ``updates`` by profile (in order); the others wait."""
         values = 0
         for record in parsed.records:
             dmp_uid = synced.get(record.uid)
@@ -329,10 +292,10 @@ class Ingestor:
             values += attribute_values(record.attributes)
             update = updates.get(dmp_uid)
             if update is None:
-                update = held.update_of(dmp_uid)
+                update = updates[dmp_uid] = ProfileUpdate(partner_id)
             update.merge(record.attributes, record.remove, record.events)
         report = parsed.report
-        report.pending = len(waiting) - before
+        report.pending = len(waiting)
         report.accepted = len(parsed.records) - report.pending
         report.values = values
 
@@ -345,9 +308,3 @@ class Ingestor:
             await self.pending.add(partner_id, waiting)
             uids = list({r.uid: None for r in waiting})
             report.resolved += await self.pending.recheck(partner_id, uids)
-
-    async def _write_profiles(self, held: HeldProfiles, report: IngestReport) -> None:
-        """Write every held profile, a chunk of the uid order at a time."""
-        for chunk in held.drain():
-            report.profiles += len(chunk)
-            report.expired_events += await self.traits.write(self.traits.prepare(chunk))

@@ -36,38 +36,3 @@ class Resolver:
                     except msgspec.DecodeError:
                         continue
         return found
-
-
-class RememberingResolver:
-    """One ingestion's look-ups of one partner's uids, remembered for the run.
-
-    A file holds several records per partner uid, spread over many batches; a synced uid is
-    looked up once and its DMP uid reused (a re-sync during the run is seen by the next run).
-    Uids not synced yet are asked again each time (their sync may arrive meanwhile). At most
-    ``limit`` are remembered; then they are forgotten all at once and the memory starts over.
-    """
-
-    def __init__(self, resolver: Resolver, partner_id: str, limit: int) -> None:
-        self._resolver = resolver
-        self._partner_id = partner_id
-        self._limit = limit
-        self._known: dict[str, str] = {}
-
-    async def resolve(self, partner_uids: Collection[str]) -> dict[str, str]:
-        """As ``Resolver.resolve``."""
-        known = self._known
-        found: dict[str, str] = {}
-        asked: list[str] = []
-        for uid in partner_uids:
-            dmp_uid = known.get(uid)
-            if dmp_uid is None:
-                asked.append(uid)
-            else:
-                found[uid] = dmp_uid
-        if asked:
-            fresh = await self._resolver.resolve(self._partner_id, asked)
-            if len(known) + len(fresh) > self._limit:
-                known.clear()
-            known.update(fresh)
-            found.update(fresh)
-        return found

@@ -28,6 +28,7 @@ from cookiematch.dmp.change_marks import MARKING, ChangeMarks
 from cookiematch.dmp.snapshot import AttributeValue
 from cookiematch.dmp.traits.fields import ATTRIBUTE, EVENT, decode_traits, event_field
 from cookiematch.dmp.traits.schema import EVENT_EXPIRY_STEP, TraitCatalog
+from cookiematch.dmp.traits.staging import StagedUpdate, TraitStaging
 from cookiematch.storage.base import Store
 
 log = logging.getLogger(__name__)
@@ -136,10 +137,14 @@ class TraitWrites:
     removals: list[tuple[str, list[str]]] = field(default_factory=list)  # (key, fields)
     trims: dict[str, list[tuple[str, int, float]]] = field(default_factory=dict)  # new events
     expired: int = 0  # events already older than their TTL: left out
+    staged: list[StagedUpdate] = field(default_factory=list)  # the engine's, when it owns traits
 
 
 class TraitStore:
-    """Writes profile updates; calls ``on_profile_changed`` after each write."""
+    """Writes profile updates; calls ``on_profile_changed`` after each write.
+
+    ``staging``: the analytics engine owns the profiles' traits: updates are appended to its
+    staging (``staging.py``), durably, instead of written to the ``t`` maps."""
 
     def __init__(
         self,
@@ -150,8 +155,10 @@ class TraitStore:
         on_profile_changed: Sequence[ProfileChanged] = (),
         rng: random.Random | None = None,
         marks: ChangeMarks = MARKING,
+        staging: TraitStaging | None = None,
     ) -> None:
         self._store = store
+        self.staging = staging
         self._marks = marks
         self._catalog = catalog
         self._clock = clock
@@ -181,6 +188,8 @@ class TraitStore:
         overlap; ``apply`` does both at once.
         """
         now = self._clock()
+        if self.staging is not None:
+            return self._staged(updates, now)
         found = TraitWrites(list(updates))
         limit = self.catalog.max_events_per_name
         encode = _encode
@@ -230,6 +239,21 @@ class TraitStore:
                 found.trims[key] = list(kept)
         return found
 
+    def _staged(self, updates: Mapping[str, ProfileUpdate], now: float) -> TraitWrites:
+        """The updates as staged for the engine, without the events already lapsed."""
+        found = TraitWrites(list(updates))
+        expiry = self.catalog.event_expiry
+        for dmp_uid, update in updates.items():
+            events = tuple(sorted(e for e in update.events if expiry(e[0], e[1]) > now))
+            found.expired += len(update.events) - len(events)
+            found.staged.append(
+                StagedUpdate(
+                    dmp_uid, update.partner, now, dict(update.attributes),
+                    tuple(sorted(update.remove)), events,
+                )
+            )  # fmt: skip
+        return found
+
     async def write(self, prepared: TraitWrites) -> int:
         """Store prepared updates; return how many events had already expired.
 
@@ -239,6 +263,10 @@ class TraitStore:
         """
         if not prepared.uids:
             return 0
+        if self.staging is not None:
+            await asyncio.to_thread(self.staging.append, prepared.staged)
+            await self._changed(prepared.uids)
+            return prepared.expired
         writes = prepared.writes
         excess = await self._excess(prepared.trims, writes) if prepared.trims else {}
         items = [(key, m, ttl) for key, by_ttl in writes.items() for ttl, m in by_ttl.items() if m]

@@ -204,9 +204,10 @@ ADMIN_OPERATIONS: tuple[Operation, ...] = path_types(
     Operation(
         "GET",
         f"{PREFIX}/profiles/{{dmp_uid}}",
-        "A profile",
+        "A profile (503, with Retry-After, while the analytics engine, which holds its traits, "
+        "is busy)",
         {200: Profile},
-        problems=(404,),
+        problems=(404, 503),
     ),
     Operation(
         "GET",
@@ -217,7 +218,7 @@ ADMIN_OPERATIONS: tuple[Operation, ...] = path_types(
             Query("partner", str, "the partner's id", required=True),
             Query("uid", str, "the partner's uid", required=True),
         ),
-        problems=(404, 422),
+        problems=(404, 422, 503),
     ),
     Operation(
         "GET", f"{PREFIX}/funnel", "The sync funnel per partner and client", {200: FunnelReport}
