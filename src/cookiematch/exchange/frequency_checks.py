@@ -231,6 +231,7 @@ class FrequencyChecks:
         writes: list[FieldWrite] = []
         added = len(recent)
         count = 0
+        time_of, fields = -1, {name: b""}  # one mapping per second, shared by its writes
         for browser, at in pairs:
             key = keys.get(browser)
             if key is None:
@@ -250,7 +251,9 @@ class FrequencyChecks:
                 newest = later[_LAST]
                 count += later[_VIOLATIONS]
             recent[browser] = newest
-            writes.append((key, {name: seconds(newest)}, expiry))
+            if newest != time_of:
+                time_of, fields = newest, {name: seconds(newest)}
+            writes.append((key, fields, expiry))
             if at < 0 or (later is not None and later[_PUSHED]):
                 pushes.setdefault(key, []).append(push_field(nid))
         self._recent_pairs += len(recent) - added
