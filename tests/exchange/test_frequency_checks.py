@@ -7,8 +7,6 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-import pytest
-
 from cookiematch.exchange.browser_record import browser_record_key, gid_field, push_field
 from cookiematch.exchange.frequency_checks import SLICE_PAIRS, FrequencyChecks
 from cookiematch.exchange.model import ExchangeSettings
@@ -108,14 +106,13 @@ async def test_a_returned_push_clears_its_pending_field_and_freshens_the_match(
     assert stats.counts[Count.FREQUENCY_CAP_VIOLATIONS] == 1
 
 
-@pytest.mark.parametrize("spread", [0.0, 0.01])
 async def test_a_pair_the_recent_window_forgot_is_judged_against_the_store(
-    store: Store, spread: float
+    store: Store,
 ) -> None:
     """With a window of 8 pairs (two generations of 4; a generation ages between slices) and
     three slices of browsers a round, the first slices' pairs are forgotten by the next round:
     their checks are judged against the browser records, and every violation is still counted
-    once, the slices sent at once or spread over some time."""
+    once."""
     settings = ExchangeSettings()
     checks = FrequencyChecks(store, settings, recent=8)
     reference = Reference(settings.match_expiry_days * DAY)
@@ -128,7 +125,7 @@ async def test_a_pair_the_recent_window_forgot_is_judged_against_the_store(
             at += 1
             assert checks.record("dsp", browser, at)
             reference.event("dsp", browser, at, push=False)
-        applied = await checks.apply(spread)
+        applied = await checks.apply()
         assert applied.error is None and not applied.unread
         violations += applied.violations.get("dsp", 0)
         assert violations == reference.violations["dsp"] == count * round_

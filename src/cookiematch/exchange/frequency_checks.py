@@ -147,16 +147,12 @@ class FrequencyChecks:
         self._recorded += 1
         return True
 
-    async def apply(self, spread: float = 0.0) -> Applied:
+    async def apply(self) -> Applied:
         """Apply the batch recorded so far, in slices of ``SLICE_PAIRS`` pairs of one buyer:
         per slice one store call (``hswap_many``) writes the pairs' last times and answers
         what the records held before, against which the first match tags the recent window
         cannot judge are judged. A slice is judged and sent while up to ``IN_FLIGHT`` before
-        it are in the store; the loop runs other work meanwhile. ``spread`` (seconds): the
-        slices are sent evenly over that time rather than as fast as the store takes them
-        (slice i of n not before ``i / n * spread``), so that the worker's CPU goes to the
-        checks a little at a time instead of in bursts that slow every request answered
-        meanwhile; a store slower than that is not waited for. The batch is taken first:
+        it are in the store; the loop runs other work meanwhile. The batch is taken first:
         what is recorded meanwhile waits for the next call. A store error is not raised but
         returned in ``error``, with the violations found; once it happened no new slice is
         sent, and the first checks of pairs whose records could not be read are counted in
@@ -171,15 +167,9 @@ class FrequencyChecks:
         pushes: dict[str, list[str]] = {}
         sent: deque[_Sent] = deque()
         loop = asyncio.get_running_loop()
-        slices = sum(-(-len(browsers) // SLICE_PAIRS) for browsers in first.values())
-        step, due = spread / max(slices, 1), loop.time()
         for nid, browsers in first.items():
             pairs = iter(browsers.items())  # (no list of them: the iterator reuses its tuple)
             for _ in range(0, len(browsers), SLICE_PAIRS):
-                if step:
-                    if (wait := due - loop.time()) > 0:
-                        await asyncio.sleep(wait)
-                    due += step
                 undecided, writes = self._judge_slice(
                     nid, islice(pairs, SLICE_PAIRS), again, keys, pushes, found
                 )

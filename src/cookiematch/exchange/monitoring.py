@@ -52,9 +52,6 @@ MIN_PUSHES_FOR_RATE = 20  # below this many pushes in the window the rate is not
 FLUSH_SECONDS = 1.0
 RATE_REFRESH_SECONDS = 10.0
 CHECK_SECONDS = 1.0  # frequency-capping checks are applied this often (or once many wait)
-CHECK_SPREAD = 0.5
-"""The share of ``check_seconds`` over which a batch's slices are spread (``FrequencyChecks.
-apply``): the store work of the checks runs half the time at half the pace, not in bursts."""
 
 
 class Count(enum.StrEnum):
@@ -249,13 +246,12 @@ class BuyerMonitor:
 
     # -- background work ----------------------------------------------------------------
 
-    async def apply_checks(self, spread: float = 0.0) -> None:
-        """Apply the frequency-capping checks recorded so far and count what they found
-        (``spread``: over that many seconds, see ``FrequencyChecks.apply``)."""
+    async def apply_checks(self) -> None:
+        """Apply the frequency-capping checks recorded so far and count what they found."""
         async with self._checking:
             if not self._checks.pending:
                 return
-            applied = await self._checks.apply(spread)
+            applied = await self._checks.apply()
         self._count_applied(applied)
 
     def _count_applied(self, applied: Applied) -> None:
@@ -274,14 +270,13 @@ class BuyerMonitor:
 
     async def consume(self) -> None:
         """Apply recorded checks every ``check_seconds``, or as soon as ``flush_at_pairs``
-        pairs wait, forever (one task per worker), each batch spread over ``CHECK_SPREAD``
-        of that time."""
-        due, spread = self._checks.due, self._check_seconds * CHECK_SPREAD
+        pairs wait, forever (one task per worker)."""
+        due = self._checks.due
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(due.wait(), self._check_seconds)
             try:  # a cancelled task lets the batch it took be applied all the same
-                await asyncio.shield(self.apply_checks(spread))
+                await asyncio.shield(self.apply_checks())
             except Exception as exc:  # never ends the task
                 log.warning("frequency-capping checks failed: %s", exc)
 
