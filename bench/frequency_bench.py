@@ -2,7 +2,7 @@
 stalls while they are applied, and how many are applied.
 
     .venv/bin/python bench/frequency_bench.py [--store sqlite|redis] [--rate 35000]
-        [--seconds 6] [--loop uvloop]
+        [--seconds 6] [--loop uvloop] [--keys random|sequential]
 
 One buyer monitor (``exchange/monitoring.py``) as a worker runs it, on a real store (SQLite
 on disk, or a private ``redis-server``), records ``--rate`` match tags per second, each for a
@@ -45,18 +45,20 @@ async def probe(until: float, lateness: list[float]) -> None:
         lateness.append(clock() - start - PROBE_SECONDS)
 
 
-async def traffic(monitor: BuyerMonitor, rate: float, until: float) -> int:
+async def traffic(monitor: BuyerMonitor, rate: float, until: float, sequential: bool) -> int:
     start, sent = time.perf_counter(), 0
+    base = int.from_bytes(os.urandom(8), "big") << 64
     while (now := time.perf_counter()) < until:
         due = int((now - start) * rate)
-        for _ in range(due - sent):
-            monitor.gid_issued("ad_network_xyz", os.urandom(16))
+        for n in range(sent, due):
+            browser = (base + n).to_bytes(16, "big") if sequential else os.urandom(16)
+            monitor.gid_issued("ad_network_xyz", browser)
         sent = due
         await asyncio.sleep(PROBE_SECONDS)
     return sent
 
 
-async def run(url: str, rate: float, seconds: float) -> dict[str, float]:
+async def run(url: str, rate: float, seconds: float, sequential: bool) -> dict[str, float]:
     store = open_store(url)
     await store.start()
     counted: dict[Count, int] = {}
@@ -84,7 +86,9 @@ async def run(url: str, rate: float, seconds: float) -> dict[str, float]:
     quiet: list[float] = []  # the probe alone first: what this machine adds by itself
     await probe(time.perf_counter() + min(seconds, 2.0), quiet)
     until = time.perf_counter() + seconds
-    sent, _ = await asyncio.gather(traffic(monitor, rate, until), probe(until, lateness))
+    sent, _ = await asyncio.gather(
+        traffic(monitor, rate, until, sequential), probe(until, lateness)
+    )
     consumer.cancel()
     await asyncio.gather(consumer, return_exceptions=True)
     await monitor.drain()
@@ -114,19 +118,33 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=35_000.0, help="new browsers per second")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--loop", default="uvloop", choices=("asyncio", "uvloop"))
+    parser.add_argument(
+        "--keys",
+        default="random",
+        choices=("random", "sequential"),
+        help="random browser IDs (real traffic: each new record lands on its own page), or "
+        "consecutive ones (as the HTTP benchmark's unique.lua makes them: records land "
+        "side by side)",
+    )
     args = parser.parse_args()
+    sequential = args.keys == "sequential"
     if args.loop == "uvloop":
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     with tempfile.TemporaryDirectory() as work:
         if args.store == "sqlite":
-            result = asyncio.run(run(f"sqlite:///{work}/store.db", args.rate, args.seconds))
+            result = asyncio.run(
+                run(f"sqlite:///{work}/store.db", args.rate, args.seconds, sequential)
+            )
         else:
             with servers.redis_server(Path(work)) as port:
-                result = asyncio.run(run(f"redis://127.0.0.1:{port}/0", args.rate, args.seconds))
+                result = asyncio.run(
+                    run(f"redis://127.0.0.1:{port}/0", args.rate, args.seconds, sequential)
+                )
     print(
-        f"{args.store}: {result['recorded']:,.0f} checks recorded at {args.rate:,.0f}/s, "
+        f"{args.store}, {args.keys} keys: {result['recorded']:,.0f} checks recorded at "
+        f"{args.rate:,.0f}/s, "
         f"{result['dropped']:,.0f} dropped; loop lateness p50 {result['lateness_p50_ms']:.2f} "
         f"p99 {result['lateness_p99_ms']:.2f} max {result['lateness_max_ms']:.2f} ms "
         f"(probe alone before: p99 {result['quiet_p99_ms']:.2f} max "

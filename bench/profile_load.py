@@ -27,6 +27,10 @@ import servers
 
 SCRIPTS = {
     "cookie_match": ("cookie_match.lua", []),
+    "cookie_match_distinct": (
+        "unique.lua",
+        ["1", "/pixel?google_nid=ad_network_xyz&google_cm&p1=v1&p2=v2", "cm_id=@ID@; lang=en"],
+    ),
     "hosted_match": (
         "unique.lua",
         ["1", "/pixel?google_nid=cookie-monster&google_cm&google_hm=@N@", "cm_id=@ID@"],
@@ -41,6 +45,9 @@ def main() -> None:
     parser.add_argument("--store", default="sqlite", choices=("sqlite", "redis"))
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--endpoint", choices=sorted(SCRIPTS), action="append")
+    parser.add_argument(
+        "--gil", action="store_true", help="only samples of the thread holding the GIL"
+    )
     parser.add_argument("--out", type=Path, default=servers.ROOT / "var" / "bench" / "profiles")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -61,7 +68,8 @@ def main() -> None:
             raw = args.out / f"{endpoint}-{args.store}.txt"
             spy = subprocess.Popen(
                 [py_spy, "record", "-p", str(pid), "-d", f"{args.seconds:g}", "-r",
-                 str(args.rate), "--threads", "--nonblocking", "-f", "raw", "-o", str(raw)],
+                 str(args.rate), "--threads", "--nonblocking", "-f", "raw", "-o", str(raw),
+                 *(["--gil"] if args.gil else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             result = servers.wrk(

@@ -8,6 +8,7 @@ import random
 from collections import Counter
 
 from cookiematch.exchange.browser_record import browser_record_key, gid_field, push_field
+from cookiematch.exchange.frequency_checks import SLICE_PAIRS, FrequencyChecks
 from cookiematch.exchange.model import ExchangeSettings
 from cookiematch.exchange.monitoring import BuyerMonitor, Count
 from cookiematch.storage import Store
@@ -103,3 +104,28 @@ async def test_a_returned_push_clears_its_pending_field_and_freshens_the_match(
     assert record["created"] == b"%d" % clock()
     stats = await watcher.stats("dsp")
     assert stats.counts[Count.FREQUENCY_CAP_VIOLATIONS] == 1
+
+
+async def test_a_pair_the_recent_window_forgot_is_judged_against_the_store(
+    store: Store,
+) -> None:
+    """With a window of 8 pairs (two generations of 4; a generation ages between slices) and
+    three slices of browsers a round, the first slices' pairs are forgotten by the next round:
+    their checks are judged against the browser records, and every violation is still counted
+    once."""
+    settings = ExchangeSettings()
+    checks = FrequencyChecks(store, settings, recent=8)
+    reference = Reference(settings.match_expiry_days * DAY)
+    count = 2 * SLICE_PAIRS + 88
+    browsers = [i.to_bytes(2, "big") * 8 for i in range(count)]
+    at = 1_700_000_000
+    violations = 0
+    for round_ in range(3):
+        for browser in browsers:
+            at += 1
+            assert checks.record("dsp", browser, at)
+            reference.event("dsp", browser, at, push=False)
+        applied = await checks.apply()
+        assert applied.error is None and not applied.unread
+        violations += applied.violations.get("dsp", 0)
+        assert violations == reference.violations["dsp"] == count * round_

@@ -10,10 +10,13 @@ loses no check.
 ``apply`` takes the whole batch and applies it in slices of ``SLICE_PAIRS`` pairs of one
 buyer, one store call per slice: ``hswap_many`` writes the new ``gid:<nid>`` times into the
 browser records (``br:``) and answers the times they held before. The first event of a pair
-is judged against the recent window (the times this worker wrote for pairs it saw lately, a
-bounded LRU): a time there within the expiry is a violation; otherwise against the time the
-record held, which other workers write as well. ``created`` (a cookie just set) is written
-and the ``push:<nid>`` field of a returned push deleted after the slices. Between two store
+is judged against the recent window (the times this worker wrote for pairs it saw lately:
+per buyer, a dict of browsers to times in two generations, the older dropped whole when the
+newer holds ``recent / 2`` pairs; no object per pair for the garbage collector to track, and
+forgetting is one assignment, not a walk): a time there within the expiry is a violation;
+otherwise against the time the record held, which other workers write as well. ``created``
+(a cookie just set) is written and the ``push:<nid>`` field of a returned push deleted after
+the slices. Between two store
 calls the event loop serves requests: one slice is a bounded piece of Python work (up to
 ``IN_FLIGHT`` slices before it are in the store meanwhile), never the whole second's batch at once.
 
@@ -26,7 +29,7 @@ are monitoring figures, not acknowledged writes.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import islice
@@ -47,7 +50,8 @@ MAX_PENDING_PAIRS = 100_000
 FLUSH_AT_PAIRS = 20_000
 """Waiting pairs that make the batch due before its second is over."""
 RECENT_PAIRS = 65_536
-"""Pairs whose last written time this worker remembers (the recent window, an LRU)."""
+"""Pairs whose last written time this worker remembers at most (the recent window: the
+``RECENT_PAIRS / 2`` most recent at least)."""
 SLICE_PAIRS = 256
 """Pairs applied per slice: the event loop runs other work between two slices."""
 IN_FLIGHT = 4
@@ -59,6 +63,8 @@ IN_FLIGHT = 4
 # after the first event, a push came back]``.
 _LAST, _VIOLATIONS, _PUSHED = range(3)
 _First = dict[str, dict[bytes, int]]
+_Times = dict[str, dict[bytes, int]]
+"""Per buyer, per browser, a time (the recent window's generations)."""
 _Again = dict[tuple[str, bytes], list[int]]
 _Sent = tuple[str, list[tuple[int, int]], "asyncio.Task[list[dict[str, bytes]]]"]
 """A slice in the store: its buyer, its undecided first match tags, its ``hswap_many``."""
@@ -94,13 +100,15 @@ class FrequencyChecks:
         self._expiry = settings.match_expiry_days * SECONDS_PER_DAY
         self._max_pending = max_pending
         self._flush_at = flush_at
-        self._recent_size = recent
+        self._generation = max(1, recent // 2)
         self._first: _First = {}
         self._again: _Again = {}
         self._pairs = 0
         self._created: dict[bytes, int] = {}  # browsers whose cookie was just set: when
         self._recorded = 0  # events in the batch
-        self._recent: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+        self._recent: _Times = {}  # the newer generation
+        self._recent_pairs = 0  # pairs written into it
+        self._older: _Times = {}
         self.due = asyncio.Event()
         """Set once ``flush_at`` pairs wait."""
 
@@ -177,7 +185,6 @@ class FrequencyChecks:
             await self._judge_held(sent.popleft(), found)
         if found.error is None:
             await self._write_rest(created, keys, pushes, found)
-        self._forget_oldest()
         return found
 
     async def _judge_held(self, sent: _Sent, found: Applied) -> None:
@@ -213,19 +220,27 @@ class FrequencyChecks:
         times and the first match tags left to judge against what the store held (``(their
         write's position, time)``); the ``push:`` fields of returned pushes go into
         ``pushes``."""
-        recent, expiry = self._recent, self._expiry
+        self._age_recent()
+        expiry = self._expiry
+        recent = self._recent.get(nid)
+        if recent is None:
+            recent = self._recent[nid] = {}
+        older = self._older.get(nid)
         name = gid_field(nid)
         undecided: list[tuple[int, int]] = []
         writes: list[FieldWrite] = []
+        added = len(recent)
         count = 0
+        time_of, fields = -1, {name: b""}  # one mapping per second, shared by its writes
         for browser, at in pairs:
             key = keys.get(browser)
             if key is None:
                 key = keys[browser] = browser_record_key(browser)
-            pair = (nid, browser)
-            later = again.get(pair) if again else None
+            later = again.get((nid, browser)) if again else None
             if at >= 0:  # a match tag (a returned push has no check of its own)
-                last = recent.get(pair)
+                last = recent.get(browser)
+                if last is None and older is not None:
+                    last = older.get(browser)
                 if last is not None and at - last < expiry:
                     count += 1
                 else:
@@ -235,14 +250,22 @@ class FrequencyChecks:
             else:
                 newest = later[_LAST]
                 count += later[_VIOLATIONS]
-            recent[pair] = newest
-            recent.move_to_end(pair)
-            writes.append((key, {name: seconds(newest)}, expiry))
+            recent[browser] = newest
+            if newest != time_of:
+                time_of, fields = newest, {name: seconds(newest)}
+            writes.append((key, fields, expiry))
             if at < 0 or (later is not None and later[_PUSHED]):
                 pushes.setdefault(key, []).append(push_field(nid))
+        self._recent_pairs += len(recent) - added
         if count:
             found.violations[nid] = found.violations.get(nid, 0) + count
         return undecided, writes
+
+    def _age_recent(self) -> None:
+        """Once the newer generation holds its share of pairs, it becomes the older one (the
+        older one before it is forgotten whole)."""
+        if self._recent_pairs >= self._generation:
+            self._older, self._recent, self._recent_pairs = self._recent, {}, 0
 
     async def _write_rest(
         self,
@@ -271,8 +294,3 @@ class FrequencyChecks:
                 )
         except Exception as exc:
             found.error = exc
-
-    def _forget_oldest(self) -> None:
-        recent = self._recent
-        while len(recent) > self._recent_size:
-            recent.popitem(last=False)

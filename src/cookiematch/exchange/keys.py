@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import base64
+import binascii
+
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def browser_tag(browser_id: bytes) -> str:
-    return "{" + base64.urlsafe_b64encode(browser_id).rstrip(b"=").decode() + "}"
+    """``{`` the ID in unpadded base64url ``}`` (``binascii`` directly: the frequency checks
+    compute one per new browser record)."""
+    encoded = binascii.b2a_base64(browser_id, newline=False).translate(_TO_URLSAFE)
+    return "{" + encoded.rstrip(b"=").decode() + "}"
 
 
 def hosted_match_key(browser_id: bytes, nid: str) -> str:

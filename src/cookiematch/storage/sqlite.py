@@ -262,16 +262,29 @@ class SQLiteStore(Store):
         ]
 
     def _updates(self, items: Sequence[FieldWrite]) -> ops.Updates:
-        """The fields to write grouped by key (later wins), with their expiry times."""
+        """The fields to write grouped by key (later wins), with their expiry times (the
+        clock read once per call: a batch of the frequency checks has thousands of items of
+        one ttl)."""
         updates: ops.Updates = {}
+        ttl_of: float | None = None
+        expires_at: float | None = None
+        now: float | None = None
         for key, mapping, ttl in items:
-            expires_at = self._expiry(ttl)
+            if ttl != ttl_of or now is None:
+                check_ttl(ttl)
+                if now is None:
+                    now = self._clock()
+                ttl_of, expires_at = ttl, None if ttl is None else now + ttl
             if mapping:
                 fields = updates.get(key)
                 if fields is None:
                     fields = updates[key] = {}
                 for field, value in mapping.items():
-                    fields[_field(field)] = (as_bytes(value), expires_at)
+                    if type(field) is not str:
+                        field = _field(field)
+                    if type(value) is not bytes:
+                        value = as_bytes(value)
+                    fields[field] = (value, expires_at)
         return updates
 
     async def write_together(
