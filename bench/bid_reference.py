@@ -5,10 +5,12 @@ thread), and cookiematch's buyer, under the same wrk load, rounds alternated in 
     flock /tmp/bench.lock .venv/bin/python bench/bid_reference.py [--workers 1,2]
         [--store sqlite|redis] [--rounds 3] [--duration 3] [--base /path/to/other/src]
 
-``--base``: a second cookiematch buyer from another tree (e.g. main's ``src``) in the same
-rounds, for a before/after measured side by side. The minimal app reads the SQLite store the
-buyer wrote (its preflight matches ``KNOWN_GID``), so it runs with ``--store sqlite`` only.
-Prints each server's median req/s, p50/p99 and its ratio to nginx (min-max over the rounds).
+``--base``: another cookiematch buyer from another tree (e.g. main's ``src``) in the same
+rounds, for a before/after measured side by side (repeatable: one buyer per tree). The
+minimal app reads the SQLite store the buyer wrote (its preflight matches ``KNOWN_GID``), so
+it runs with ``--store sqlite`` only.
+Prints each server's median req/s, p50/p99, its ratio to nginx (min-max over the rounds) and
+the CPU its processes used per request (/proc, user + system, median over the rounds).
 """
 
 from __future__ import annotations
@@ -32,15 +34,20 @@ BENCH = Path(__file__).resolve().parent
 
 
 @contextlib.contextmanager
-def minimal(directory: Path, db: Path, workers: int, read: str) -> Iterator[int]:
-    """granian serving ``bench/minimal_bid.py`` over ``db``; yields its port."""
+def minimal(directory: Path, db: Path, workers: int, read: str) -> Iterator[tuple[int, int]]:
+    """granian serving ``bench/minimal_bid.py`` over ``db``; yields its port and pid."""
     directory.mkdir(parents=True, exist_ok=True)
     port = servers.free_port()
     args = [str(VENV_BIN / "granian"), "--interface", "rsgi", "--no-ws", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--workers", str(workers), "--loop", "uvloop", "minimal_bid:app"]
     os.environ.update(MINIMAL_DB=str(db), MINIMAL_READ=read, PYTHONPATH=str(BENCH))
-    with servers._serving(args, directory, port):
-        yield port
+    with servers._serving(args, directory, port) as proc:
+        yield port, proc.pid
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    return [pid, *servers.descendants(pid)]
 
 
 def run(args: argparse.Namespace, work: Path, workers: int) -> None:
@@ -49,7 +56,11 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
     with contextlib.ExitStack() as stack:
         redis_port = stack.enter_context(redis)
         ports: dict[str, int] = {"nginx": stack.enter_context(servers.nginx(work, "auto"))}
-        trees = {"cookiematch": []} | ({"cookiematch (base)": [args.base]} if args.base else {})
+        nginx_pid = int((work / "nginx-auto" / "nginx.pid").read_text().split()[0])
+        roots: dict[str, int] = {"nginx": nginx_pid}
+        trees: dict[str, list[str]] = {"cookiematch": []}
+        for i, base in enumerate(args.base or ()):
+            trees[f"base {i + 1}" if len(args.base) > 1 else "cookiematch (base)"] = [base]
         for db, (name, extra) in enumerate(trees.items(), start=1):
             directory = work / f"{name.replace(' ', '_')}-{workers}"
             directory.mkdir()
@@ -60,27 +71,36 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
             )
             print(f"   {name} preflight: {http_bench.preflight(service)}", flush=True)
             ports[name] = service.port
+            roots[name] = service.proc.pid
         if args.store == "sqlite":
             db = work / f"cookiematch-{workers}" / "store.db"
-            for read in ("loop", "thread"):
-                ports[f"minimal ({read})"] = stack.enter_context(
+            for read in (r for r in args.minimal if r != "none"):
+                name = f"minimal ({read})"
+                ports[name], roots[name] = stack.enter_context(
                     minimal(work / f"minimal-{read}-{workers}", db, workers, read)
                 )
         results: dict[str, list[WrkResult]] = {name: [] for name in ports}
+        cpu_us: dict[str, list[float]] = {name: [] for name in ports}
         for _ in range(args.rounds):
             for name, port in ports.items():
-                results[name].append(
-                    servers.wrk(
-                        port,
-                        http_bench.LUA / "bid.lua",
-                        duration=args.duration,
-                        connections=args.connections,
-                        env={"BENCH_BODY": str(body)},
-                    )
+                pids = tree(roots[name])
+                before = servers.cpu_seconds(pids)
+                result = servers.wrk(
+                    port,
+                    http_bench.LUA / "bid.lua",
+                    duration=args.duration,
+                    connections=args.connections,
+                    env={"BENCH_BODY": str(body)},
                 )
+                used = servers.cpu_seconds(pids) - before
+                results[name].append(result)
+                cpu_us[name].append(used / max(result.requests, 1) * 1e6)
     nginx = results["nginx"]
     print(f"\n== {args.store}, {workers} worker{'s' if workers > 1 else ''}")
-    print(f"{'server':<22} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}  ratio to nginx (min-max)")
+    print(
+        f"{'server':<22} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10}"
+        "  ratio to nginx (min-max)"
+    )
     for name, runs in results.items():
         ratios = [r.rps / n.rps for r, n in zip(runs, nginx, strict=True)]
         rps = statistics.median(r.rps for r in runs)
@@ -88,7 +108,8 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
         bad = sum(r.non_3xx + r.socket_errors for r in runs)
         print(
             f"{name:<22} {rps:>9,.0f} {statistics.median(r.p50_ms for r in runs):>7.2f}"
-            f" {statistics.median(r.p99_ms for r in runs):>7.2f}  {ratio:.3f}"
+            f" {statistics.median(r.p99_ms for r in runs):>7.2f}"
+            f" {statistics.median(cpu_us[name]):>10.1f}  {ratio:.3f}"
             f" ({min(ratios):.2f}-{max(ratios):.2f})"
             + (f"  non-2xx/3xx or errors: {bad}" if bad and name != "nginx" else ""),
             flush=True,
@@ -102,7 +123,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--base", default=None, help="another tree's src, served beside ours")
+    parser.add_argument(
+        "--base", action="append", help="another tree's src, served beside ours (repeatable)"
+    )
+    parser.add_argument(
+        "--minimal",
+        type=http_bench.csv_list(str),
+        default=["loop", "thread"],
+        help="the minimal app's variants to serve (sqlite only): loop,thread,bare, or none",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bid-reference-") as tmp:
         for workers in args.workers:

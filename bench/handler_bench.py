@@ -298,7 +298,8 @@ def per_process_metrics(server: BuyerServer | DmpServer | ExchangeServer) -> Cal
         rsgi.record = served[0] if shared else (lambda route, status, seconds: None)  # type: ignore[assignment]
         server.policy.counts = served[1] if shared else Counter()
         if isinstance(server, BuyerServer):
-            server.stats._counts = served[2] if shared and served[2] is not None else Counter()
+            counts = served[2] if shared and served[2] is not None else Counter()
+            server.stats.__init__(counts)  # type: ignore[misc]  # in place: the bidder holds it
         for counter in counters:
             if shared:
                 vars(counter).pop("inc", None)

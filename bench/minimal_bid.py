@@ -7,11 +7,12 @@ one point read of the gid's forward entry in the buyer's SQLite store (``bm:{nid
 the ``keys`` layout's 25-byte value), the decision (matched: the retargeting price; fresh: no
 match tag), the ``nurl`` signed with HMAC-SHA256, the response encoded with msgspec.
 
-    MINIMAL_DB=/path/store.db MINIMAL_READ=loop|thread granian --interface rsgi minimal_bid:app
+    MINIMAL_DB=/path/store.db MINIMAL_READ=loop|thread|bare granian --interface rsgi minimal_bid:app
 
 ``MINIMAL_READ=loop`` reads on the event loop's thread (a prepared statement, a page-cached
 B-tree probe); ``thread`` hands the read to one reader thread and back through a future, as
-the store's engine does.
+the store's engine does; ``bare`` does no work at all: it reads the body and answers 204 (what
+granian, the call into Python and the body cost a served request before any handler).
 """
 
 from __future__ import annotations
@@ -146,7 +147,17 @@ def nurl(auction: str, bid: str, imp: str, issued: int) -> str:
     return f"{NURL_BASE}?auction={auction}&bid={bid}&imp={imp}&t={t}&sig={sig}"
 
 
-async def app(scope: Any, proto: Any) -> None:
+async def bare(scope: Any, proto: Any) -> None:
+    """The body read and a 204 (``MINIMAL_READ=bare``)."""
+    if scope.method == "POST":
+        await proto()
+        proto.response_empty(204, NO_BID)
+    else:
+        proto.response_empty(302, NO_BID)  # wait_http's probe
+
+
+async def full(scope: Any, proto: Any) -> None:
+    """The real work (``MINIMAL_READ=loop`` or ``thread``)."""
     global reader
     if reader is None:
         loop_read = os.environ.get("MINIMAL_READ", "loop") == "loop"
@@ -188,3 +199,6 @@ async def app(scope: Any, proto: Any) -> None:
     )
     body = encode(Response(id=request.id, seatbid=[SeatBid(bid=[bid], seat=NID)]))
     proto.response_bytes(200, HEADERS, body)
+
+
+app = bare if os.environ.get("MINIMAL_READ") == "bare" else full

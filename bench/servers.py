@@ -192,14 +192,14 @@ def nginx(workdir: Path, workers: str) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def _serving(args: list[str], directory: Path, port: int) -> Iterator[None]:
+def _serving(args: list[str], directory: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``args`` in ``directory`` (output to its stderr.log) until ``/pixel`` answers on
-    ``port``; stop it on exit."""
+    ``port``; yield the process; stop it on exit."""
     log = (directory / "stderr.log").open("wb")
     proc = subprocess.Popen(args, cwd=directory, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{port}/pixel")
-        yield
+        yield proc
     finally:
         stop(proc)
         log.close()

@@ -32,7 +32,7 @@ import msgspec
 from cookiematch.buyer.bidlog import BidLog, BidRecord
 from cookiematch.buyer.campaigns import Campaign, Choice, choose
 from cookiematch.buyer.ids import parse_gid, parse_hosted_uid
-from cookiematch.buyer.matchtable import Lookup, MatchTable
+from cookiematch.buyer.matchtable import Lookup, MatchEntry, MatchTable
 from cookiematch.buyer.matchtag import PRIVACY_DECISION, MatchTagDecision, decide_match_tag
 from cookiematch.buyer.model import BuyerSettings
 from cookiematch.buyer.stats import BuyerStats
@@ -43,7 +43,14 @@ from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.privacy.openrtb import bid_privacy_params, bid_signals
 from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy
 from cookiematch.privacy.signals import SILENT
-from cookiematch.protocol.openrtb import CURRENCY, Bid, BidRequest, BidResponse, SeatBid
+from cookiematch.protocol.openrtb import (
+    CURRENCY,
+    Bid,
+    BidRequest,
+    BidResponse,
+    SeatBid,
+    decode_bid_request,
+)
 from cookiematch.protocol.query import QueryParam, encode_query
 
 log = logging.getLogger(__name__)
@@ -128,16 +135,41 @@ class Bidder:
         tmax = request.tmax if request.tmax and request.tmax > 0 else self.settings.tmax_ms
         return (tmax - self.settings.tmax_margin_ms) / 1000
 
-    async def bid(self, request: BidRequest) -> BidResult:
+    async def bid(self, request: BidRequest, body: bytes | None = None) -> BidResult:
+        """The answer to ``request``, counted and logged. ``body``: the bytes it was decoded
+        from, which the bid log keeps instead of the decoded request (one object instead of
+        dozens; decoded again when the log is read)."""
         received_at = self._clock()
         gid = self._common_gid(request)
         if gid is None:
             answer = await self._bid(request, received_at)
+        elif self._common is not None and self._common.immediate:
+            answer = self._common_now(request, received_at, gid)
         else:
             answer = await self._bid_common(request, received_at, gid)
+        return self._answered(request, body, received_at, answer)
+
+    def bid_now(self, request: BidRequest, body: bytes | None = None) -> BidResult | None:
+        """:meth:`bid`'s result at once, without a coroutine, for a request of the common case
+        on a table that reads a gid at once; None otherwise (then ``await bid``)."""
+        common = self._common
+        if common is None or not common.immediate:
+            return None
+        gid = self._common_gid(request)
+        if gid is None:
+            return None
+        received_at = self._clock()
+        return self._answered(
+            request, body, received_at, self._common_now(request, received_at, gid)
+        )
+
+    def _answered(
+        self, request: BidRequest, body: bytes | None, received_at: float, answer: _Answer
+    ) -> BidResult:
         result = answer.result
         self.stats.add("bid", result.outcome)
-        self.bid_log.append_later(_record, request, received_at, answer)
+        source: BidRequest | bytes = request if body is None else body
+        self.bid_log.append_later(_record, source, received_at, answer)
         return result
 
     def _common_gid(self, request: BidRequest) -> str | None:
@@ -162,21 +194,44 @@ class Bidder:
         same counts (tests/buyer/test_buyer_common_bid.py). The policy's decisions for a
         request without signals were asked once (``_CommonCase``) and are counted here; the
         look-up is one read of the gid's entry under the store's own deadline, which ends
-        before the request's budget, or at once where the store reads cheaper so (SQLite:
+        before the request's budget."""
+        privacy = self._count_common()
+        table = self.table
+        try:
+            entry = table.entry_by_gid(gid, await table.read_gid(gid))
+        except StorageError as exc:
+            return _read_failed(exc, privacy)
+        return self._common_answer(request, received_at, gid, entry, privacy)
+
+    def _common_now(self, request: BidRequest, received_at: float, gid: str) -> _Answer:
+        """:meth:`_bid_common` reading at once where the store reads cheaper so (SQLite:
         ``Store.get_now``, no hand-over to a reader thread)."""
+        privacy = self._count_common()
+        table = self.table
+        try:
+            entry = table.entry_by_gid(gid, table.read_gid_now(gid))
+        except StorageError as exc:
+            return _read_failed(exc, privacy)
+        return self._common_answer(request, received_at, gid, entry, privacy)
+
+    def _count_common(self) -> Decision:
+        """The policy's PERSONALISE decision for a request without signals, counted."""
         common = self._common
         assert common is not None
         privacy = common.personalise
-        counts = self._policy.counts
-        counts[Operation.PERSONALISE, privacy.reason] += 1
-        table = self.table
-        try:
-            raw = table.read_gid_now(gid) if common.immediate else await table.read_gid(gid)
-            entry = table.entry_by_gid(gid, raw)
-        except StorageError as exc:
-            if not isinstance(exc, StoreUnavailable):  # the guard logs an outage once
-                log.error("match table read failed; no bid: %s", exc)
-            return _Answer(BidResult(None, "store_error"), privacy=privacy)
+        self._policy.counts[Operation.PERSONALISE, privacy.reason] += 1
+        return privacy
+
+    def _common_answer(
+        self,
+        request: BidRequest,
+        received_at: float,
+        gid: str,
+        entry: MatchEntry | None,
+        privacy: Decision,
+    ) -> _Answer:
+        common = self._common
+        assert common is not None
         uid = None if entry is None else entry.uid
         user = _User(gid, None, Lookup(entry), uid)
         stats = self.stats
@@ -184,7 +239,7 @@ class Bidder:
         decision = decide_match_tag(entry, self._clock(), self.settings.stale_after_seconds)
         if decision.serve:
             sync = common.sync
-            counts[Operation.SYNC, sync.reason] += 1
+            self._policy.counts[Operation.SYNC, sync.reason] += 1
             if not sync.allowed:
                 decision = PRIVACY_DECISION
         stats.add("matchtag", decision.reason.value)
@@ -389,7 +444,15 @@ def _img(url: str) -> str:
     )
 
 
-def _record(request: BidRequest, received_at: float, answer: _Answer) -> BidRecord:
+def _read_failed(exc: StorageError, privacy: Decision) -> _Answer:
+    """No bid: the match table could not be read (logged, unless the guard logs the outage)."""
+    if not isinstance(exc, StoreUnavailable):  # the guard logs an outage once
+        log.error("match table read failed; no bid: %s", exc)
+    return _Answer(BidResult(None, "store_error"), privacy=privacy)
+
+
+def _record(source: BidRequest | bytes, received_at: float, answer: _Answer) -> BidRecord:
+    request = decode_bid_request(source) if isinstance(source, bytes) else source
     result, user, decision, privacy = answer.result, answer.user, answer.decision, answer.privacy
     bids = [b for seat in result.response.seatbid for b in seat.bid] if result.response else []
     return BidRecord(

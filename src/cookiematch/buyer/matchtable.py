@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import dataclasses
 import logging
 import struct
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
@@ -45,6 +46,7 @@ import msgspec
 from cookiematch.buyer.ids import format_uid
 from cookiematch.clock import Clock
 from cookiematch.errors import ConfigError, StorageError
+from cookiematch.protocol.userid import b64url_nopad, b64url_nopad_decode
 from cookiematch.storage.base import FieldEntry, Store, Write
 from cookiematch.storage.bucketed import Buckets
 
@@ -65,10 +67,10 @@ def gid_bytes(gid: str) -> bytes | None:
     if len(gid) % 4 == 1:
         return None
     try:
-        raw = base64.urlsafe_b64decode(gid + "=" * (-len(gid) % 4))
-    except (ValueError, UnicodeEncodeError):
+        raw = b64url_nopad_decode(gid)  # lenient, as urlsafe_b64decode: the check is below
+    except ValueError:  # not ASCII (UnicodeEncodeError), or not base64 (binascii.Error)
         return None
-    return raw if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == gid else None
+    return raw if b64url_nopad(raw) == gid else None
 
 
 def _gid_text(raw: bytes) -> str:
@@ -111,14 +113,12 @@ class MatchBuckets:
 
     nid: str
     buckets: int
+    forward: Buckets = dataclasses.field(init=False, repr=False, compare=False)
+    reverse: Buckets = dataclasses.field(init=False, repr=False, compare=False)
 
-    @property
-    def forward(self) -> Buckets:
-        return Buckets(f"bm:{self.nid}:g", self.buckets)
-
-    @property
-    def reverse(self) -> Buckets:
-        return Buckets(f"bm:{self.nid}:u", self.buckets)
+    def __post_init__(self) -> None:  # built once: a look-up locates an entry with them
+        object.__setattr__(self, "forward", Buckets(f"bm:{self.nid}:g", self.buckets))
+        object.__setattr__(self, "reverse", Buckets(f"bm:{self.nid}:u", self.buckets))
 
     def by_gid(self, gid: str) -> tuple[str, str]:
         raw = gid_bytes(gid)

@@ -9,7 +9,7 @@ shows the worker's own.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 
 EVENTS = {
     "match": "GET /match redirects, by outcome",
@@ -29,16 +29,23 @@ EVENTS = {
 }
 
 
-class BuyerStats:
-    """``add(event, label)``; ``snapshot()`` gives ``{event: {label: count}}``."""
+Key = tuple[str, str]
 
-    def __init__(self, counts: MutableMapping[tuple[str, str], int] | None = None) -> None:
-        self._counts: MutableMapping[tuple[str, str], int] = Counter() if counts is None else counts
+
+class BuyerStats:
+    """``add(event, label)``; ``snapshot()`` gives ``{event: {label: count}}``.
+
+    ``counts`` may count a key in one call (an ``add(key)`` method, as the server's shared
+    counts have); otherwise ``counts[key] += 1``."""
+
+    def __init__(self, counts: MutableMapping[Key, int] | None = None) -> None:
+        self._counts: MutableMapping[Key, int] = Counter() if counts is None else counts
+        self._count: Callable[[Key], None] = _counter(self._counts)
 
     def add(self, event: str, label: str) -> None:
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}")
-        self._counts[(event, label)] += 1
+        self._count((event, label))
 
     def get(self, event: str, label: str) -> int:
         return self._counts.get((event, label), 0)
@@ -48,6 +55,17 @@ class BuyerStats:
         for (event, label), count in sorted(self._counts.items()):
             out[event][label] = count
         return out
+
+
+def _counter(counts: MutableMapping[Key, int]) -> Callable[[Key], None]:
+    add: Callable[[Key], None] | None = getattr(counts, "add", None)
+    if add is not None:
+        return add
+
+    def count(key: Key) -> None:
+        counts[key] += 1
+
+    return count
 
 
 def code_label(code: str) -> str:

@@ -15,12 +15,29 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cookiematch.storage.base import Store
 
 TARGET_PER_BUCKET = 64
+
+_B85 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~"
+_B85_PAIRS = tuple(a + b for a in _B85 for b in _B85)
+_WORDS = {n: struct.Struct(f">{n}I") for n in range(1, 9)}  # ids of 4 to 32 bytes
+
+
+def b85(data: bytes) -> str:
+    """``base64.b85encode(data).decode()``, ~1.5x faster for ids of 4 to 32 bytes in whole
+    words (no padding to handle, no bytes to decode)."""
+    words = _WORDS.get(len(data) >> 2) if not len(data) & 3 else None
+    if words is None:
+        return base64.b85encode(data).decode("ascii")
+    pairs, chars = _B85_PAIRS, _B85
+    return "".join(
+        [pairs[w // 614125] + pairs[w // 85 % 7225] + chars[w % 85] for w in words.unpack(data)]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +60,7 @@ class Buckets:
         """``(map key, field)`` of an entry."""
         digest = hashlib.blake2b(entry_id, digest_size=8).digest()
         bucket = int.from_bytes(digest, "big") % self.buckets
-        return f"{self.namespace}:{bucket:x}", base64.b85encode(entry_id).decode("ascii")
+        return f"{self.namespace}:{bucket:x}", b85(entry_id)
 
     async def get(self, store: Store, entry_id: bytes) -> bytes | None:
         return await store.hget(*self.locate(entry_id))

@@ -206,19 +206,21 @@ class GuardedStore(Store):
         """The backend's ``get_now``: admitted by the breaker, counted and timed as a ``get``;
         no deadline (it does not wait)."""
         started = self._admit("get")
-        breaker = self._shared.breaker
+        shared = self._shared
         try:
             result = self.inner.get_now(key)
         except StoreUnavailable as exc:
             self._observe("get", started, "unavailable")
-            breaker.trip(str(exc))
+            shared.breaker.trip(str(exc))
             raise
         except StorageError:
             self._observe("get", started, "error")
-            breaker.succeeded()
+            shared.breaker.succeeded()
             raise
-        self._observe("get", started, "ok")
-        breaker.succeeded()
+        on_call = shared.on_call
+        if on_call is not None:
+            on_call("get", time.monotonic() - started, "ok")
+        shared.breaker.succeeded()
         return result
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:

@@ -315,7 +315,9 @@ class LabelledHistogram(_Family):
 
 class ResponseMeter:
     """One answer counted by route and status and timed by route, in one look-up: the hot
-    path's ``LabelledCounter.inc`` and ``LabelledHistogram.observe`` together."""
+    path's ``LabelledCounter.inc`` and ``LabelledHistogram.observe`` together. Any pair of a
+    counter labelled ``(name, label)`` and a histogram labelled ``(name,)`` is metered so (a
+    store call: by operation and outcome, timed by operation)."""
 
     def __init__(
         self, responses: LabelledCounter, duration: LabelledHistogram, metrics: SharedMetrics
@@ -324,7 +326,7 @@ class ResponseMeter:
         self.duration = duration
         self._bounds = duration.bounds
         self._sum_at = len(duration.bounds) + 1
-        self._slots: dict[tuple[str, int], tuple[int, int]] = {}
+        self._slots: dict[tuple[str, Hashable], tuple[int, int]] = {}
         self._values: memoryview[float] = _NO_VALUES
         metrics.on_forget(self._forget)
 
@@ -332,7 +334,7 @@ class ResponseMeter:
         self._slots = {}
         self._values = _NO_VALUES
 
-    def record(self, route: str, status: int, seconds: float) -> None:
+    def record(self, route: str, status: Hashable, seconds: float) -> None:
         slots = self._slots.get((route, status))
         if slots is None:
             slots = self._slots[route, status] = (
@@ -377,10 +379,21 @@ class WorkerCounts(MutableMapping[K, int]):
     def __setitem__(self, key: K, value: int) -> None:
         slot = self._slots.get(key)
         if slot is None:
-            counter, labels = self._route(key)
-            slot = self._slots[key] = counter.slot(labels)
-            self._values = counter.values()
+            slot = self._allocate(key)
         self._values[slot] = value
+
+    def add(self, key: K, amount: int = 1) -> None:
+        """``counts[key] += amount`` in one call (the hot path's)."""
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._allocate(key)
+        self._values[slot] += amount
+
+    def _allocate(self, key: K) -> int:
+        counter, labels = self._route(key)
+        slot = self._slots[key] = counter.slot(labels)
+        self._values = counter.values()
+        return slot
 
     def __delitem__(self, key: K) -> None:
         raise TypeError("counts only grow")

@@ -14,7 +14,13 @@ from __future__ import annotations
 import asyncio
 
 from cookiematch.storage.guard import GuardedStore
-from cookiematch.web.counters import LabelledCounter, LabelledGauge, LabelledHistogram
+from cookiematch.web.counters import (
+    SHARED,
+    LabelledCounter,
+    LabelledGauge,
+    LabelledHistogram,
+    ResponseMeter,
+)
 
 __all__ = [
     "STORE_BREAKER_OPEN",
@@ -43,10 +49,13 @@ STORE_BREAKER_OPEN = LabelledGauge(
 )
 
 
+_record_call = ResponseMeter(STORE_CALLS, STORE_CALL_SECONDS, SHARED).record
+
+
 def on_call(op: str, seconds: float, outcome: str) -> None:
-    """One store call of ``op`` that took ``seconds`` and ended in ``outcome``."""
-    STORE_CALLS.inc((op, outcome))
-    STORE_CALL_SECONDS.observe((op,), seconds)
+    """One store call of ``op`` that took ``seconds`` and ended in ``outcome`` (counted and
+    timed in one look-up)."""
+    _record_call(op, outcome, seconds)
 
 
 def on_state(opened: bool) -> None:

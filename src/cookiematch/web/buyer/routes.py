@@ -185,7 +185,11 @@ class BuyerRoutes:
         except BidRequestError as exc:
             self._stats.add("bid", "bad_request")
             return 400, BAD_BID_HEADERS, f"Bad request: {exc}\n".encode()
-        response = (await self._bidder.bid(bid_request)).response
+        bidder = self._bidder
+        result = bidder.bid_now(bid_request, body)
+        if result is None:
+            result = await bidder.bid(bid_request, body)
+        response = result.response
         if response is None:
             return NO_BID_ANSWER
         return 200, BID_HEADERS, encode_bid_response(response)
