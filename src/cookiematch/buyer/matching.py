@@ -262,7 +262,7 @@ class Matcher:
             return MatchResult("malformed_cver")
         browser = self.browser(uid, endpoint)
         try:
-            entry = await self.table.record(gid, browser.uid, cver, new_uid=browser.new)
+            entry = await self.table.record(gid, browser.uid, cver)
         except StorageError as exc:
             if not isinstance(exc, StoreUnavailable):  # the store's guard logs an outage once
                 log.error("match table write failed: %s", exc)

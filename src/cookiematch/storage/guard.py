@@ -245,6 +245,11 @@ class GuardedStore(Store):
             self.inner.write_many(writes),
         )
 
+    async def swap_many(self, writes: Sequence[Write]) -> list[bytes | None]:
+        return await self._guarded(
+            "swap_many", self._admit("swap_many"), self.inner.swap_many(writes)
+        )
+
     async def write_together(
         self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
     ) -> None:

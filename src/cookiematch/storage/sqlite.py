@@ -217,6 +217,18 @@ class SQLiteStore(Store):
             if committed is not None:
                 await committed
 
+    async def swap_many(self, writes: Sequence[Write]) -> list[bytes | None]:
+        """One op in the writer: the keys read and written in its transaction (in a batch,
+        the reads of every ``swap_many`` share one query, the writes the batch's statement)."""
+        rows = [
+            (w.key, None if w.value is None else as_bytes(w.value), self._expiry(w.ttl))
+            for w in writes
+        ]
+        if not rows:
+            return []
+        held: list[bytes | None] = await self._engine.write(ops.swap_many, rows, self._clock())
+        return held
+
     async def delete(self, key: str) -> bool:
         return await self._engine.write(ops.delete, key, self._clock())
 

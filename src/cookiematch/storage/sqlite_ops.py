@@ -206,6 +206,16 @@ def write_many(
     put_many(c, sets)
 
 
+def swap_many(
+    c: sqlite3.Connection, rows: list[tuple[str, bytes | None, float | None]], now: float
+) -> list[bytes | None]:
+    """``write_many(rows)``, answering the live value each key held before."""
+    found = kv_rows(c, sorted({row[0] for row in rows}))
+    held = [value_of(found.get(row[0]), now) for row in rows]
+    write_many(c, rows, now)
+    return held
+
+
 def hset(c: sqlite3.Connection, key: str, fields: Fields, now: float) -> None:
     """Read-modify-write of one map (the single writer makes it atomic)."""
     row = _map_row(c, key)
