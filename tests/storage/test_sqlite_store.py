@@ -494,6 +494,39 @@ async def test_swaps_of_one_batch_answer_what_the_writes_queued_before_left(db: 
     await store.close()
 
 
+async def test_map_swaps_of_one_batch_answer_what_the_writes_queued_before_left(
+    db: Path,
+) -> None:
+    """``swap_together`` joins its batch's map merge: each answers what the map writes queued
+    before it (in the batch or not) left in its fields."""
+    store = SQLiteStore(str(db))
+    await store.hset("m", {"f": b"0", "other": b"o"})
+    commits = store.commits
+    calls: list[Awaitable[object]] = []
+    for i in range(300):
+        calls.append(
+            store.swap_together([Write(f"r{i}", b"x")], [("m", {"f": b"%d" % (i + 1)}, None)])
+        )
+        if i % 10 == 3:
+            calls.append(store.hset_many([("m", {"f": b"h%d" % i}, None)]))
+        if i == 150:
+            calls.append(store.hdel("m", ["f"]))
+    answers = await asyncio.gather(*calls)
+    assert store.commits - commits < 100  # they shared transactions
+    swapped = [a for a in answers if isinstance(a, list)]
+    expected: list[dict[str, bytes]] = []
+    value: bytes | None = b"0"
+    for i in range(300):
+        expected.append({} if value is None else {"f": value})
+        value = b"h%d" % i if i % 10 == 3 else b"%d" % (i + 1)
+        if i == 150:
+            value = None
+    assert swapped == [[e] for e in expected]
+    assert await store.hgetall("m") == {"f": b"300", "other": b"o"}
+    assert await store.get("r299") == b"x"
+    await store.close()
+
+
 async def test_point_reads_of_one_batch_share_queries_and_a_bad_one_fails_alone(
     db: Path, clock: FakeClock
 ) -> None:

@@ -225,6 +225,29 @@ async def test_swap_many_default_answers_as_the_backends_own(store: Store) -> No
     assert await store.get_many(["a", "b"]) == [b"new", b"2"]
 
 
+async def test_swap_together_answers_what_the_fields_held_before(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.hset("m", {"x": b"old", "keep": b"k"})
+    await store.hset("m", {"short": b"s"}, ttl=0.2)
+    await store.set("gone", b"g")
+    await asyncio.sleep(0.3)
+    await clock.advance(0.5)  # "short" has expired: not answered
+    held = await store.swap_together(
+        [Write("p", b"1", 60.0), Write("gone", None)],
+        [("m", {"x": b"new", "short": b"again"}, None), ("n", {"a": b"1"}, 60.0)],
+    )
+    assert held == [{"x": b"old"}, {}]
+    assert await store.swap_together([], [("n", {"a": b"2", "b": b""}, None)]) == [{"a": b"1"}]
+    assert await store.swap_together([Write("q", b"2")], []) == []
+    assert await store.get_many(["p", "gone", "q"]) == [b"1", None, b"2"]
+    assert await store.hgetall_many(["m", "n"]) == [
+        {"x": b"new", "keep": b"k", "short": b"again"},
+        {"a": b"2", "b": b""},
+    ]
+    assert await Store.swap_together(store, [], [("n", {"b": b"3"}, None)]) == [{"b": b""}]
+
+
 async def test_hset_many_ttl_is_per_item(store: Store, clock: FakeClock) -> None:
     await store.hset_many(
         [("h", {"a": b"1"}, 0.2), ("h", {"b": b"2"}, None), ("h", {"c": b"3"}, 60.0)]

@@ -15,9 +15,10 @@ Either way a read sees every write made through the same store object before it.
 
 ``hset_many`` and ``hgetall_many`` are the bulk forms of ``hset`` and ``hgetall`` (one queued op,
 one transaction or pipeline); ``hswap_many`` is ``hset_many`` answering the values the written
-fields held before, and ``swap_many`` is ``write_many`` answering the values the written keys
-held before (a read folded into the write: one store call); the base class gives a slow
-default for a backend without them.
+fields held before, ``swap_many`` is ``write_many`` answering the values the written keys
+held before, and ``swap_together`` is ``write_together`` answering what the written fields held
+before (a read folded into the write: one store call); the base class gives a slow default
+for a backend without them.
 ``write_together`` is ``write_many`` and ``hset_many`` as one call (one queued op): a request
 that writes a plain key and a field map pays for one store call, not two.
 ``scan_ttl`` and ``scan_maps`` enumerate a store with expiries (``cookiematch store copy``);
@@ -179,6 +180,23 @@ class Store(ABC):
             await self.write_many(writes)
         if field_writes:
             await self.hset_many(field_writes)
+
+    async def swap_together(
+        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+    ) -> list[dict[str, bytes]]:
+        """``write_together(writes, field_writes)``, answering for each field write the live
+        values its fields held just before this call (as ``hswap_many``). Waits for the writes
+        whatever the durability. Give each map key once per call. SQLite reads and writes in
+        one transaction of its writer; this default reads the maps, then writes.
+        """
+        for _, _, ttl in field_writes:
+            check_ttl(ttl)
+        stored = await self.hgetall_many([key for key, _, _ in field_writes])
+        await self.write_together(writes, field_writes)
+        return [
+            {name: held[name] for name in mapping if name in held}
+            for (_, mapping, _), held in zip(field_writes, stored, strict=True)
+        ]
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         """``hgetall`` of each key, in the order of ``keys`` (``{}`` for a missing map).

@@ -259,6 +259,15 @@ class GuardedStore(Store):
             self.inner.write_together(writes, field_writes),
         )
 
+    async def swap_together(
+        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+    ) -> list[dict[str, bytes]]:
+        return await self._guarded(
+            "swap_together",
+            self._admit("swap_together"),
+            self.inner.swap_together(writes, field_writes),
+        )
+
     async def delete(self, key: str) -> bool:
         return await self._guarded("delete", self._admit("delete"), self.inner.delete(key))
 

@@ -301,6 +301,24 @@ class SQLiteStore(Store):
             if committed is not None:
                 await committed
 
+    async def swap_together(
+        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+    ) -> list[dict[str, bytes]]:
+        """One op in the writer, which reads each written map to merge it anyway (in a batch,
+        with the other writes' maps)."""
+        rows = [
+            (w.key, None if w.value is None else as_bytes(w.value), self._expiry(w.ttl))
+            for w in writes
+        ]
+        updates = self._updates(field_writes)
+        held: dict[str, dict[str, bytes]] = {}
+        if rows or updates:
+            held = await self._engine.write(ops.swap_together, rows, updates, self._clock())
+        return [
+            {name: old[name] for name in mapping if name in old} if (old := held.get(key)) else {}
+            for key, mapping, _ in field_writes
+        ]
+
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         if not keys:
             return []

@@ -157,15 +157,17 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
     before the other gives what the queued order gives; any other op (a delete, a
     conditional write) runs alone, in its place. The keys of the ``swap_many`` among them are
     read in one query before that ``put_many``, and each answers what its keys held after the
-    writes queued before it."""
+    writes queued before it; a ``swap_together`` feeds both like ``write_together`` and its
+    answer comes from the same maps ``hset_many`` reads to merge."""
     results: list[Outcome] = []
     rows: list[ops.Row] = []
     updates: ops.Updates = {}
     swaps: list[tuple[int, int, int, float]] = []  # (result index, rows from, rows to, now)
+    map_swaps: list[_MapSwap] = []
     now = 0.0  # the latest field-map write's clock: what merging drops as expired
 
     def flush() -> None:
-        nonlocal rows, updates, swaps
+        nonlocal rows, updates, swaps, map_swaps
         if swaps:
             _answer_swaps(c, rows, swaps, results)
             swaps = []
@@ -173,7 +175,12 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
             ops.put_many(c, rows)
             rows = []
         if updates:
-            ops.hset_many(c, updates, now)
+            stored = None
+            if map_swaps:
+                stored = ops.map_rows(c, sorted(updates))
+                _answer_map_swaps(stored, map_swaps, results)
+                map_swaps = []
+            ops.hset_many(c, updates, now, stored)
             updates = {}
 
     for op, args, _, _ in batch:
@@ -194,6 +201,12 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
         elif op is ops.write_together and all(row[1] is not None for row in args[0]):
             more_rows, more, now = args
             rows += more_rows
+            for key, fields in more.items():
+                _merge_into(updates, key, fields)
+        elif op is ops.swap_together and all(row[1] is not None for row in args[0]):
+            more_rows, more, now = args
+            rows += more_rows
+            map_swaps.append(_map_swap(len(results), updates, more, now))
             for key, fields in more.items():
                 _merge_into(updates, key, fields)
         else:
@@ -227,6 +240,55 @@ def _answer_swaps(
             held.append(ops.value_of(stored.get(key) if row is None else row, now))
         results[index] = (True, held)
         done = begin
+
+
+_STORED = object()  # a field's answer comes from the stored map
+_MapSwap = tuple[int, float, dict[str, dict[str, Any]]]
+"""A ``swap_together`` of a batch: its result's index, its clock, and per key the answer of
+each field it writes (what an earlier write of the batch left, or ``_STORED``)."""
+
+
+def _map_swap(index: int, updates: ops.Updates, more: ops.Updates, now: float) -> _MapSwap:
+    """What ``more``'s fields hold after the batch's earlier map writes (``updates``), or
+    ``_STORED`` where none wrote them."""
+    answers: dict[str, dict[str, Any]] = {}
+    for key, fields in more.items():
+        pending = updates.get(key, {})
+        found = answers[key] = {}
+        for name in fields:
+            entry = pending.get(name)
+            if entry is None:
+                found[name] = _STORED
+            elif entry[1] is None or entry[1] > now:
+                found[name] = entry[0]
+    return index, now, answers
+
+
+def _answer_map_swaps(
+    stored: dict[str, ops.MapRow], swaps: list[_MapSwap], results: list[Outcome]
+) -> None:
+    """Each ``swap_together``'s answer: its fields as the batch's earlier writes left them,
+    else as the stored maps hold them (live at its clock)."""
+    for index, now, answers in swaps:
+        held: dict[str, dict[str, bytes]] = {}
+        for key, found in answers.items():
+            row = stored.get(key)
+            live = None
+            values: dict[str, bytes] = {}
+            for name, value in found.items():
+                if value is _STORED:
+                    if row is None:
+                        continue
+                    if live is None:
+                        live = packed.live_entries(row[0], row[1], now)
+                    entry = live.get(name)
+                    if entry is None:
+                        continue
+                    value = entry[0]
+                values[name] = value
+            if values:
+                held[key] = values
+        results[index] = (True, held)
 
 
 def _merge_into(updates: ops.Updates, key: str, fields: Fields) -> None:
