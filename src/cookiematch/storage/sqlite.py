@@ -20,6 +20,7 @@ purged by the writer every ``purge_interval`` seconds, a bounded chunk at a time
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -44,6 +45,9 @@ from cookiematch.storage.sqlite_engine import Engine
 CACHE_MIB = 64  # the writer's page cache (SQLite's default is 2 MiB): random inserts stay in RAM
 BUSY_TIMEOUT = 10.0  # seconds a connection waits for another process's write lock
 BULK_BUSY_TIMEOUT = 600.0
+WRITER_LOCK_SUFFIX = "-writer.lock"
+"""The file beside the database whose ``flock`` the writer threads of every process take in
+turn (``sqlite_engine.Engine``)."""
 """The wait of an ASYNC (bulk) store: several ingest workers share the file, and a batch's
 transaction holds the write lock for seconds; giving up would lose the queued writes."""
 MMAP_MIB = 256  # reads through mmap (every connection): no copy into each reader's cache
@@ -77,9 +81,11 @@ class SQLiteStore(Store):
         self.immediate_reads = not self._async  # ASYNC: a read waits for the queued writes
         self._now: sqlite3.Connection | None = None  # get_now's, opened on first use
         conns: list[sqlite3.Connection] = []
+        self._writer_lock: int | None = None
         try:
             conns.append(self._open_writer())
             conns += [self._connect(query_only=True) for _ in range(readers)]
+            self._writer_lock = os.open(path + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
         except (sqlite3.Error, OSError, ValueError) as exc:
             for conn in conns:
                 conn.close()
@@ -91,6 +97,7 @@ class SQLiteStore(Store):
             clock=clock,
             max_pending=max_pending,
             purge_interval=purge_interval,
+            writer_lock=self._writer_lock,
         )
 
     @classmethod
@@ -390,6 +397,9 @@ class SQLiteStore(Store):
         if self._now is not None:
             self._now.close()
             self._now = None
+        if self._writer_lock is not None:
+            os.close(self._writer_lock)
+            self._writer_lock = None
 
 
 def path_from_url(url: str) -> str:
