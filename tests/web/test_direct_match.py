@@ -156,7 +156,7 @@ def buyer(
         f'[store]\nurl = "sqlite:///{directory / "buyer.db"}"\n\n'
         f'[buyer]\nlisten = "127.0.0.1:{free_port()}"\nnid = "{NID}"\n'
         'exchange_url = "http://exchange.test/pixel"\nstore_deadline_ms = 9000\n'
-        + VARIANTS[request.param]
+        "admin_store_deadline_ms = 9000\n" + VARIANTS[request.param]
     )
     patch = pytest.MonkeyPatch()
     patch.setattr(buyer_root, "new_uid", lambda: NEW_UID)
