@@ -311,7 +311,7 @@ async def test_a_new_uid_for_a_gid_removes_the_old_uids_entry(
     table: MatchTable, store: Store
 ) -> None:
     await table.record(GID, UID, 1)
-    await table.record(GID, OTHER_UID, 1, new_uid=True)  # the buyer cookie was cleared
+    await table.record(GID, OTHER_UID, 1)  # the buyer cookie was cleared
     assert await table.by_uid(UID) is None
     assert await stored_about(store, NID, uids=[UID]) == []
     assert (await table.by_gid(GID)).uid == OTHER_UID  # type: ignore[union-attr]
@@ -337,36 +337,40 @@ async def test_a_replaced_entry_that_names_another_id_is_kept(
     await table.record(GID, UID, 2)  # UID's old gid names OTHER_UID now: kept
     assert (await table.by_gid(OLD_GID)).uid == OTHER_UID  # type: ignore[union-attr]
     await _put_forward(table, store, MatchEntry(ROTATED_GID, UID, 1, now))
-    await table.record(ROTATED_GID, THIRD_UID, 3, new_uid=True)  # UID's entry names GID: kept
+    await table.record(ROTATED_GID, THIRD_UID, 3)  # UID's entry names GID: kept
     assert (await table.by_uid(UID)).gid == GID  # type: ignore[union-attr]
 
 
-async def test_a_match_reads_once_then_writes(store: Store, clock: Clock) -> None:
-    """The look-up before a match is one read (``keys``) or the two ``hget``s together; the
-    writes of both directions are one store call (``write_many`` or ``hset_many``)."""
-    writes: list[str] = []
+async def test_a_new_match_is_one_store_call(store: Store, clock: Clock) -> None:
+    """A match that replaces nothing writes both directions and learns what they held in one
+    store call (``swap_many`` or ``hswap_many``), with no read before it; a match that
+    replaces a pairing reads the replaced id's entry and writes once more."""
+    calls: list[str] = []
 
-    def one_call(name: str) -> Callable[..., Awaitable[None]]:
-        async def call(*args: Any) -> None:
-            writes.append(name)
-            await getattr(store, name)(*args)
+    def one_call(name: str) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any) -> Any:
+            calls.append(name)
+            return await getattr(store, name)(*args)
 
         return call
 
     for buckets in LAYOUTS.values():
         counting = CountingStore(store)
         table = MatchTable(counting, NID, ttl_seconds=DAY, clock=clock, buckets=buckets)  # type: ignore[arg-type]
-        writes.clear()
-
-        counting.write_many = one_call("write_many")  # type: ignore[attr-defined]
-        counting.hset_many = one_call("hset_many")  # type: ignore[attr-defined]
+        for name in ("swap_many", "hswap_many", "write_many", "hset_many", "hdel"):
+            setattr(counting, name, one_call(name))
+        calls.clear()
         await table.record(GID, UID, 1)
-        assert writes == ["write_many" if buckets is None else "hset_many"]
-        assert counting.reads == (1 if buckets is None else 2)
-        assert counting.max_in_flight == counting.reads
-        counting.reads = 0
-        await table.record(CANONICAL_GID, OTHER_UID, 1, new_uid=True)  # no look-up by uid
+        assert calls == ["swap_many" if buckets is None else "hswap_many"]
+        assert counting.reads == 0
+        await table.record(GID, UID, 2)  # a refresh replaces nothing
+        assert calls[1:] == calls[:1]
+        assert counting.reads == 0
+        calls.clear()
+        await table.record(GID, OTHER_UID, 1)  # the cookie was cleared: UID's entry goes
+        assert calls == (["swap_many", "write_many"] if buckets is None else ["hswap_many", "hdel"])
         assert counting.reads == 1
+        await table.erase([GID])
 
 
 async def test_erasing_a_uid_removes_both_directions(table: MatchTable, store: Store) -> None:

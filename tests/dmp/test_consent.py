@@ -203,15 +203,17 @@ async def test_a_consented_callback_writes_its_match_and_marks_in_one_store_call
 ) -> None:
     dmp = make_service(store, clock, traits)
     calls: list[tuple[list[str], list[str]]] = []
-    inner = store.write_together
+    inner = store.swap_together
 
-    async def write_together(writes: Sequence[Write], field_writes: Sequence[FieldWrite]) -> None:
+    async def swap_together(
+        writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+    ) -> list[dict[str, bytes]]:
         calls.append(([w.key for w in writes], [key for key, _, _ in field_writes]))
-        await inner(writes, field_writes)
+        return await inner(writes, field_writes)
 
-    for name in ("set", "hset", "write_many", "hset_many"):  # any other write would fail
-        monkeypatch.setattr(store, name, None)
-    monkeypatch.setattr(store, "write_together", write_together)
+    for name in ("set", "hset", "write_many", "hset_many", "write_together", "hget"):
+        monkeypatch.setattr(store, name, None)  # any other write (or the read before) would fail
+    monkeypatch.setattr(store, "swap_together", swap_together)
     allowed = consent(dmp, gdpr="1", gdpr_consent=EVERYTHING)
     await dmp.callback("analytics", "browser-1", "A-1", consent=allowed)
     await dmp.callback("analytics", "browser-2", "A-2", consent=consent(dmp))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Awaitable
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -458,6 +459,71 @@ async def test_interleaved_writes_of_one_batch_give_the_queued_order(db: Path) -
     assert await store.hgetall("m2") == {"f": b"198", "g0": b"198", "g1": b"184", "g2": b"191",
                                          "h": b"197"}  # fmt: skip
     assert await store.hgetall("m6") == {"f": b"195", "g0": b"195", "g1": b"181", "g2": b"188"}
+    await store.close()
+
+
+async def test_swaps_of_one_batch_answer_what_the_writes_queued_before_left(db: Path) -> None:
+    """``swap_many`` joins its batch's one plain-key statement, its keys read in one query
+    before it: each swap answers what the writes queued before it (in the batch or not)
+    left, and a delete between them runs in its place."""
+    store = SQLiteStore(str(db))
+    await store.set("k", b"0")
+    commits = store.commits
+    calls: list[Awaitable[object]] = []
+    for i in range(300):
+        calls.append(store.swap_many([Write("k", b"%d" % (i + 1)), Write(f"own{i}", b"x")]))
+        if i % 10 == 3:
+            calls.append(store.write_together([Write("k", b"t%d" % i)], [("m", {"f": b"v"}, None)]))
+        if i == 150:
+            calls.append(store.delete("k"))
+    answers = await asyncio.gather(*calls)
+    assert store.commits - commits < 100  # they shared transactions
+    swapped = [a for a in answers if isinstance(a, list)]
+    assert [a[1] for a in swapped] == [None] * 300
+    expected: list[bytes | None] = []
+    value: bytes | None = b"0"
+    for i in range(300):
+        expected.append(value)
+        value = b"%d" % (i + 1)
+        if i % 10 == 3:
+            value = b"t%d" % i
+        if i == 150:
+            value = None
+    assert [a[0] for a in swapped] == expected
+    assert await store.get("k") == b"300"
+    await store.close()
+
+
+async def test_map_swaps_of_one_batch_answer_what_the_writes_queued_before_left(
+    db: Path,
+) -> None:
+    """``swap_together`` joins its batch's map merge: each answers what the map writes queued
+    before it (in the batch or not) left in its fields."""
+    store = SQLiteStore(str(db))
+    await store.hset("m", {"f": b"0", "other": b"o"})
+    commits = store.commits
+    calls: list[Awaitable[object]] = []
+    for i in range(300):
+        calls.append(
+            store.swap_together([Write(f"r{i}", b"x")], [("m", {"f": b"%d" % (i + 1)}, None)])
+        )
+        if i % 10 == 3:
+            calls.append(store.hset_many([("m", {"f": b"h%d" % i}, None)]))
+        if i == 150:
+            calls.append(store.hdel("m", ["f"]))
+    answers = await asyncio.gather(*calls)
+    assert store.commits - commits < 100  # they shared transactions
+    swapped = [a for a in answers if isinstance(a, list)]
+    expected: list[dict[str, bytes]] = []
+    value: bytes | None = b"0"
+    for i in range(300):
+        expected.append({} if value is None else {"f": value})
+        value = b"h%d" % i if i % 10 == 3 else b"%d" % (i + 1)
+        if i == 150:
+            value = None
+    assert swapped == [[e] for e in expected]
+    assert await store.hgetall("m") == {"f": b"300", "other": b"o"}
+    assert await store.get("r299") == b"x"
     await store.close()
 
 

@@ -189,6 +189,65 @@ async def test_hswap_many_default_answers_as_the_backends_own(store: Store) -> N
     assert await store.hgetall("a") == {"x": b"new", "keep": b"k", "y": b"2"}
 
 
+async def test_swap_many_answers_what_the_keys_held_before(store: Store, clock: FakeClock) -> None:
+    await store.write_many([Write("a", b"old"), Write("gone", b"g"), Write("short", b"s", 0.2)])
+    await asyncio.sleep(0.3)
+    await clock.advance(0.5)  # "short" has expired: not answered, and overwritten
+    held = await store.swap_many(
+        [Write("a", b"new"), Write("short", b"again", 60.0), Write("gone", None), Write("b", b"")]
+    )
+    assert held == [b"old", None, b"g", None]
+    assert await store.swap_many([Write("b", b"2"), Write("a", b"3", 60.0)]) == [b"", b"new"]
+    assert await store.swap_many([]) == []
+    assert await store.get_many(["a", "short", "gone", "b"]) == [b"3", b"again", None, b"2"]
+    await clock.advance(100)  # the swapped keys keep their own TTLs
+    assert await store.get_many(["a", "short", "b"]) == [None, None, b"2"]
+    writes = [Write(f"s{i:04d}", b"%d" % i) for i in range(1500)]  # beyond one statement
+    assert await store.swap_many(writes) == [None] * 1500
+    assert (await store.swap_many(writes))[1499] == b"1499"
+
+
+async def test_swap_many_refuses_bad_input_before_writing(store: Store) -> None:
+    for ttl in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError):
+            await store.swap_many([Write("p", b"1"), Write("q", b"1", ttl)])
+    assert await store.get_many(["p", "q"]) == [None, None]
+
+
+async def test_swap_many_default_answers_as_the_backends_own(store: Store) -> None:
+    """The base class's read-then-write default, run on this backend, answers the same."""
+    await store.set("a", b"old")
+    assert await Store.swap_many(store, [Write("a", b"new"), Write("b", b"1", 60.0)]) == [
+        b"old",
+        None,
+    ]
+    assert await store.swap_many([Write("b", b"2")]) == [b"1"]
+    assert await store.get_many(["a", "b"]) == [b"new", b"2"]
+
+
+async def test_swap_together_answers_what_the_fields_held_before(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.hset("m", {"x": b"old", "keep": b"k"})
+    await store.hset("m", {"short": b"s"}, ttl=0.2)
+    await store.set("gone", b"g")
+    await asyncio.sleep(0.3)
+    await clock.advance(0.5)  # "short" has expired: not answered
+    held = await store.swap_together(
+        [Write("p", b"1", 60.0), Write("gone", None)],
+        [("m", {"x": b"new", "short": b"again"}, None), ("n", {"a": b"1"}, 60.0)],
+    )
+    assert held == [{"x": b"old"}, {}]
+    assert await store.swap_together([], [("n", {"a": b"2", "b": b""}, None)]) == [{"a": b"1"}]
+    assert await store.swap_together([Write("q", b"2")], []) == []
+    assert await store.get_many(["p", "gone", "q"]) == [b"1", None, b"2"]
+    assert await store.hgetall_many(["m", "n"]) == [
+        {"x": b"new", "keep": b"k", "short": b"again"},
+        {"a": b"2", "b": b""},
+    ]
+    assert await Store.swap_together(store, [], [("n", {"b": b"3"}, None)]) == [{"b": b""}]
+
+
 async def test_hset_many_ttl_is_per_item(store: Store, clock: FakeClock) -> None:
     await store.hset_many(
         [("h", {"a": b"1"}, 0.2), ("h", {"b": b"2"}, None), ("h", {"c": b"3"}, 60.0)]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -11,8 +14,11 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
+from cookiematch.buyer.ids import format_uid, parse_uid
+from cookiematch.buyer.matchtable import MatchTable
 from cookiematch.exchange.bids import parse_response
 from cookiematch.protocol.openrtb import decode_bid_request
+from cookiematch.storage import open_store
 
 from conftest import ServerProcess, free_port
 from support.configs import serve_argv
@@ -342,3 +348,57 @@ def test_hosted_buyer_204_push_with_google_hm_and_buyeruid_bids(hosted: httpx.Cl
     unknown = hosted.post("/bid", json=bid_request({"id": "b3RoZXI"}))
     adm = unknown.json()["seatbid"][0]["bid"][0]["adm"]
     assert "/matchtag?format=redirect" in adm
+
+
+def test_acknowledged_matches_survive_kill_9(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    """Every /match answered with its cookie is in the match table after kill -9 of the
+    server: browsers with a uid (the direct path's common case) and a third without a cookie
+    (a new uid each time), each walking through gids; the last acknowledged pairing of each
+    uid (or a later one) is stored both ways."""
+    server = start_buyer(start_server, tmp_path, nid="dsp", hosted=False)
+    acknowledged: list[tuple[bytes, str]] = []
+
+    async def browser(number: int, http: httpx.AsyncClient) -> None:
+        uid = os.urandom(16)
+        for write in range(300):
+            gid = f"b{number:02d}w{write:04d}"
+            cookie = {} if number % 3 == 0 else {"Cookie": f"buyer_uid={format_uid(uid)}"}
+            try:
+                response = await http.get(
+                    f"{server.url}/match?google_gid={gid}&google_cver=1", headers=cookie
+                )
+            except httpx.HTTPError:
+                return
+            value = cookie_of(response)
+            if response.status_code == 200 and value is not None:
+                acked = parse_uid(value)
+                assert acked is not None and (number % 3 == 0 or acked == uid)
+                acknowledged.append((acked, gid))
+
+    async def load_then_kill() -> None:
+        async with httpx.AsyncClient(timeout=5) as http:
+            tasks = [asyncio.create_task(browser(n, http)) for n in range(16)]
+            while len(acknowledged) < 300:
+                await asyncio.sleep(0.01)
+            server.kill9()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(load_then_kill())
+    latest = dict(acknowledged)  # each browser's matches are sequential: the last ack wins
+
+    async def check() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'dsp.db'}")
+        table = MatchTable(store, "dsp", ttl_seconds=86400.0, clock=time.time)
+        try:
+            for uid, gid in latest.items():
+                entry = await table.by_uid(uid)
+                assert entry is not None and entry.gid[:3] == gid[:3] and entry.gid >= gid
+                forward = await table.by_gid(entry.gid)
+                assert forward is not None and forward.uid == uid
+        finally:
+            await store.close()
+
+    assert len(acknowledged) >= 300
+    asyncio.run(check())

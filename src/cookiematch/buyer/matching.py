@@ -132,6 +132,15 @@ class Matcher:
         self._policy = policy
         self._new_uid = new_uid
         self._clock = clock
+        self._store_silent = policy.answer(Operation.STORE_ID, SILENT)
+        """The policy's answer for a redirect without privacy signals, asked once
+        (:meth:`redirect_common`); counted per request."""
+
+    @property
+    def common_redirects(self) -> bool:
+        """Whether :meth:`redirect_common` answers: the policy lets the buyer keep its
+        cookie for a browser that sends no privacy signal."""
+        return self._store_silent.allowed
 
     def browser(self, uid: bytes | None, endpoint: str) -> Browser:
         """The cookie's uid, or a new one (counted by endpoint)."""
@@ -152,6 +161,15 @@ class Matcher:
         opted out or the policy refuses the buyer's cookie; ``google_error=1`` erases the
         browser's entries."""
         result = await self._record(params, uid, signals, "match", opted_out)
+        self.stats.add("match", result.outcome)
+        return result
+
+    async def redirect_common(self, gid: str, cver: int, uid: bytes | None) -> MatchResult:
+        """GET /match's common case, as :meth:`redirect` answers it: a gid and a cver already
+        valid, no ``google_error`` nor ``google_hm``, no privacy signal (where
+        ``common_redirects``), the cookie's uid (None: a new one) not opted out."""
+        self._policy.counts[Operation.STORE_ID, self._store_silent.reason] += 1
+        result = await self._write(gid, cver, uid, "match")
         self.stats.add("match", result.outcome)
         return result
 
@@ -260,9 +278,13 @@ class Matcher:
         cver = parse_cver(params.cver)
         if cver is None:
             return MatchResult("malformed_cver")
+        return await self._write(gid, cver, uid, endpoint)
+
+    async def _write(self, gid: str, cver: int, uid: bytes | None, endpoint: str) -> MatchResult:
+        """Record a valid match for the cookie's uid (or a new one)."""
         browser = self.browser(uid, endpoint)
         try:
-            entry = await self.table.record(gid, browser.uid, cver, new_uid=browser.new)
+            entry = await self.table.record(gid, browser.uid, cver)
         except StorageError as exc:
             if not isinstance(exc, StoreUnavailable):  # the store's guard logs an outage once
                 log.error("match table write failed: %s", exc)

@@ -21,12 +21,12 @@ when the table is created and recorded in ``bm:{nid}:meta`` (:meth:`MatchTable.o
 
 ``t`` is the Unix time of the match in whole seconds (fits u32 until 2106).
 
-**One pairing per id.** A match reads the gid's and the uid's entries first (one look-up) and
-writes the new pairing together with the removal of the ones it replaces: the old gid of this
-uid (its forward entry, if it still names this uid) and the old uid of this gid (its reverse
-entry, if it still names this gid). So an id is named by at most one entry of the other
-direction, and everything about a uid or a gid is found from its own two keys, without a scan
-(:meth:`MatchTable.erase`, :meth:`MatchTable.held`).
+**One pairing per id.** A match writes the new pairing and learns in the same store call what
+the gid's and the uid's entries held (``swap_many`` / ``hswap_many``), then removes the
+pairings it replaces: the old gid of this uid (its forward entry, if it still names this uid)
+and the old uid of this gid (its reverse entry, if it still names this gid). So an id is named
+by at most one entry of the other direction, and everything about a uid or a gid is found from
+its own two keys, without a scan (:meth:`MatchTable.erase`, :meth:`MatchTable.held`).
 """
 
 from __future__ import annotations
@@ -327,18 +327,33 @@ class MatchTable:
             )
         return cls(store, nid, ttl_seconds=ttl_seconds, clock=clock, buckets=buckets)
 
-    async def record(self, gid: str, uid: bytes, cver: int, *, new_uid: bool = False) -> MatchEntry:
+    async def record(self, gid: str, uid: bytes, cver: int) -> MatchEntry:
         """Upsert both directions at the clock's time, removing the pairings this one replaces.
 
-        One look-up first (the gid's entry, and the uid's unless ``new_uid``: a uid just
-        created has none); when either names another id, one more look-up checks that the
-        other id's entry still names this one back before it is removed. Then the writes,
-        issued together: ``keys``: one ``write_many`` (one transaction); ``buckets``: one
-        ``hset_many`` of both directions (one store call) and one ``hdel`` per replaced entry,
-        concurrently, so the store's pipeline or group commit carries them.
+        One store call writes both directions and answers what they held before (the read
+        folded into the write: ``swap_many`` with ``keys``, one transaction of SQLite's
+        writer; ``hswap_many`` of both buckets with ``buckets``, one script per bucket on
+        Redis). Only when either held another id (a rotated gid, a cleared cookie), one
+        look-up checks that the other id's entry still names this one back, and one more
+        write removes it (``write_many`` with ``keys``; one ``hdel`` per bucket,
+        concurrently, with ``buckets``).
         """
         entry = MatchEntry(gid, uid, cver, int(self._clock()))
-        forward_raw, reverse_raw = await self._read_pair(gid, None if new_uid else uid)
+        forward, reverse = MatchCodec.pack_by_gid(entry), MatchCodec.pack_by_uid(entry)
+        if self.buckets is None:
+            forward_raw, reverse_raw = await self._store.swap_many(
+                [
+                    Write(self.keys.by_gid(gid), forward, self._ttl),
+                    Write(self.keys.by_uid(uid), reverse, self._ttl),
+                ]
+            )
+        else:
+            g_key, g_field = self.buckets.by_gid(gid)
+            u_key, u_field = self.buckets.by_uid(uid)
+            held = await self._store.hswap_many(
+                [(g_key, {g_field: forward}, None), (u_key, {u_field: reverse}, None)]
+            )
+            forward_raw, reverse_raw = held[0].get(g_field), held[1].get(u_field)
         before_gid = self._decode_gid(gid, forward_raw)
         before_uid = self._decode_uid(uid, reverse_raw)
         stale_gids, stale_uids = await self._still_paired(
@@ -347,26 +362,14 @@ class MatchTable:
             old_gid=before_uid.gid if before_uid is not None and before_uid.gid != gid else None,
             old_uid=before_gid.uid if before_gid is not None and before_gid.uid != uid else None,
         )
-        forward, reverse = MatchCodec.pack_by_gid(entry), MatchCodec.pack_by_uid(entry)
         if self.buckets is None:
-            await self._store.write_many(
-                [
-                    Write(self.keys.by_gid(gid), forward, self._ttl),
-                    Write(self.keys.by_uid(uid), reverse, self._ttl),
-                    *(Write(self.keys.by_gid(g), None) for g in stale_gids),
-                    *(Write(self.keys.by_uid(u), None) for u in stale_uids),
-                ]
-            )
-            return entry
-        g_key, g_field = self.buckets.by_gid(gid)
-        u_key, u_field = self.buckets.by_uid(uid)
-        both = self._store.hset_many(
-            [(g_key, {g_field: forward}, None), (u_key, {u_field: reverse}, None)]
-        )
-        if stale_gids or stale_uids:
-            await _together(both, self._delete_fields(stale_gids, stale_uids))
-        else:
-            await both
+            if stale_gids or stale_uids:
+                await self._store.write_many(
+                    [Write(self.keys.by_gid(g), None) for g in stale_gids]
+                    + [Write(self.keys.by_uid(u), None) for u in stale_uids]
+                )
+        elif stale_gids or stale_uids:
+            await self._delete_fields(stale_gids, stale_uids)
         return entry
 
     async def _still_paired(
@@ -484,17 +487,6 @@ class MatchTable:
             return await self._store.get_entry(key)
         raw = await self._store.hget(key, field)
         return None if raw is None else (raw, None)
-
-    async def _read_pair(self, gid: str, uid: bytes | None) -> tuple[bytes | None, bytes | None]:
-        """The stored values of ``gid``'s and ``uid``'s entries (lapsed included), together."""
-        if uid is None:
-            return await self.read_gid(gid), None
-        if self.buckets is None:
-            forward, reverse = await self._store.get_many(
-                [self.keys.by_gid(gid), self.keys.by_uid(uid)]
-            )
-            return forward, reverse
-        return await _together(self.read_gid(gid), self._read_uid(uid))
 
     async def _read_gids(self, gids: Sequence[str]) -> list[bytes | None]:
         if not gids:

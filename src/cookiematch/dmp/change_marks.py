@@ -11,12 +11,15 @@ at sync, sync callbacks, impression pixels, consent marks, erasure) adds, in the
 SQLite backend rewrites a map's whole row on each write (``storage/packed.py``), so a map's
 size, about ``writes per minute / SHARDS`` fields, is what a mark costs there (with 16 maps a
 minute, a DMP callback at 1,500-3,000/s cost 200-290 µs of CPU in process, with 1,024 145-167 µs:
-``bench/handler_bench.py --endpoint dmp_callback``); they also spread a minute's writes over a
-cluster. A reader asks for the browsers changed in ``[start, end]``: it reads the maps of those
-minutes only, so its cost is the number of changes and minutes, not of profiles; once it has
-read them for good it deletes them (``forget_minutes``), so the marks held are those of the
-minutes since the last read. Marks outlive any reasonable gap between two reads
-(``MARK_TTL``); a reader that last looked longer ago than that reloads everything.
+``bench/handler_bench.py --endpoint dmp_callback``; served at 7-8k callbacks a second, the
+writer spent 68-86 µs per callback with 1,024, mostly committing the maps' pages, and 44-48 µs
+with 16,384, about a page a map: ``bench/served_write_bench.py --endpoint dmp_callback``);
+they also spread a minute's writes over a cluster. The first 1,024 shards' keys are those an
+older version wrote. A reader asks for the browsers changed in ``[start, end]``: it reads the
+maps of those minutes only, so its cost is the number of changes and minutes, not of
+profiles; once it has read them for good it deletes them (``forget_minutes``), so the marks
+held are those of the minutes since the last read. Marks outlive any reasonable gap between
+two reads (``MARK_TTL``); a reader that last looked longer ago than that reloads everything.
 
 Nothing reads marks when no analytics engine is configured: the roles then pass
 ``NOT_MARKING`` and online writes carry no marks (``ChangeMarks``).
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from cookiematch.dmp import keys
 from cookiematch.storage.base import FieldWrite, Store, Write
 
-SHARDS = 1024
+SHARDS = 16384
 MINUTE = 60.0
 MARK_TTL = 2 * 86_400.0
 """How long a mark lives: a reader that last read longer ago than this (less a margin) has to

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import msgspec
 
 from cookiematch.dmp import keys
@@ -56,9 +54,9 @@ class MatchTable:
         also: FieldWrite | None = None,
     ) -> None:
         """Store the match both ways (and ``also``, another field write of the request) in
-        one store call; a superseded partner ID loses its reverse entry."""
+        one store call, which answers the partner ID it replaces (``swap_together``: the read
+        folded into the write); a superseded partner ID then loses its reverse entry."""
         key = keys.partners_key(dmp_uid)
-        previous = await self._store.hget(key, partner_id)
         match = _encode(PartnerMatch(partner_uid, now))
         forward: FieldWrite = (key, {partner_id: match}, self._ttl)
         reverse = Write(
@@ -68,19 +66,15 @@ class MatchTable:
         )
         marks = self._marks.writes([dmp_uid], now)  # the profile changed (change_marks.py)
         maps = (forward, *marks) if also is None else (forward, also, *marks)
+        previous = (await self._store.swap_together((reverse,), maps))[0].get(partner_id)
         old = None
         if previous is not None:
             try:
                 old = _match_decoder.decode(previous).uid
             except msgspec.DecodeError:
                 old = None
-        if old is None or old == partner_uid:
-            await self._store.write_together((reverse,), maps)
-        else:
-            await asyncio.gather(
-                self._store.write_together((reverse,), maps),
-                self._delete_reverse(partner_id, old, dmp_uid),
-            )
+        if old is not None and old != partner_uid:
+            await self._delete_reverse(partner_id, old, dmp_uid)
 
     async def _delete_reverse(self, partner_id: str, partner_uid: str, dmp_uid: str) -> None:
         key = keys.reverse_key(partner_id, partner_uid)

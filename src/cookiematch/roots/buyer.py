@@ -36,6 +36,7 @@ from cookiematch.roots.config_env import config_from_env
 from cookiematch.roots.server import RoleServer, StoreDeadlines
 from cookiematch.storage import Store
 from cookiematch.web.buyer.admin import build_buyer_admin_app
+from cookiematch.web.buyer.direct_match import DirectMatch
 from cookiematch.web.buyer.metrics import MatchTableSizeCollector, buyer_counts
 from cookiematch.web.buyer.optout import OPTOUT_PATH, BuyerOptOutCookie, exchange_optout_route
 from cookiematch.web.buyer.routes import (
@@ -138,7 +139,8 @@ class BuyerServer(RoleServer):
         )
         cookie = BuyerCookie(buyer.cookie_spec())
         routes = BuyerRoutes(matcher, bidder, cookie, pixel_204=buyer.response == "204")
-        app.route("/match", routes.match)
+        pixel_204 = buyer.response == "204"
+        app.route("/match", routes.match, direct=DirectMatch(matcher, cookie, pixel_204=pixel_204))
         app.route("/push", routes.push)
         app.route("/matchtag", routes.matchtag, on_error=NO_TAG)
         app.route(

@@ -15,7 +15,10 @@ Either way a read sees every write made through the same store object before it.
 
 ``hset_many`` and ``hgetall_many`` are the bulk forms of ``hset`` and ``hgetall`` (one queued op,
 one transaction or pipeline); ``hswap_many`` is ``hset_many`` answering the values the written
-fields held before; the base class gives a slow default for a backend without them.
+fields held before, ``swap_many`` is ``write_many`` answering the values the written keys
+held before, and ``swap_together`` is ``write_together`` answering what the written fields held
+before (a read folded into the write: one store call); the base class gives a slow default
+for a backend without them.
 ``write_together`` is ``write_many`` and ``hset_many`` as one call (one queued op): a request
 that writes a plain key and a field map pays for one store call, not two.
 ``scan_pages`` is ``scan`` a page at a time, for a reader that hands the rows on in bulk.
@@ -154,6 +157,19 @@ class Store(ABC):
             for (_, mapping, _), held in zip(items, stored, strict=True)
         ]
 
+    async def swap_many(self, writes: Sequence[Write]) -> list[bytes | None]:
+        """``write_many(writes)``, answering for each write the live value its key held just
+        before this call (None where none): a read and a write in one store call. Waits for
+        the write whatever the durability. Give each key once per call. SQLite reads and
+        writes in one transaction of its writer; this default, for a backend without that,
+        reads them all, then writes.
+        """
+        for write in writes:
+            check_ttl(write.ttl)
+        held = await self.get_many([write.key for write in writes])
+        await self.write_many(writes)
+        return held
+
     async def write_together(
         self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
     ) -> None:
@@ -168,6 +184,23 @@ class Store(ABC):
             await self.write_many(writes)
         if field_writes:
             await self.hset_many(field_writes)
+
+    async def swap_together(
+        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+    ) -> list[dict[str, bytes]]:
+        """``write_together(writes, field_writes)``, answering for each field write the live
+        values its fields held just before this call (as ``hswap_many``). Waits for the writes
+        whatever the durability. Give each map key once per call. SQLite reads and writes in
+        one transaction of its writer; this default reads the maps, then writes.
+        """
+        for _, _, ttl in field_writes:
+            check_ttl(ttl)
+        stored = await self.hgetall_many([key for key, _, _ in field_writes])
+        await self.write_together(writes, field_writes)
+        return [
+            {name: held[name] for name in mapping if name in held}
+            for (_, mapping, _), held in zip(field_writes, stored, strict=True)
+        ]
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         """``hgetall`` of each key, in the order of ``keys`` (``{}`` for a missing map).

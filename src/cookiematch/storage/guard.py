@@ -247,6 +247,11 @@ class GuardedStore(Store):
             self.inner.write_many(writes),
         )
 
+    async def swap_many(self, writes: Sequence[Write]) -> list[bytes | None]:
+        return await self._guarded(
+            "swap_many", self._admit("swap_many"), self.inner.swap_many(writes)
+        )
+
     async def write_together(
         self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
     ) -> None:
@@ -254,6 +259,15 @@ class GuardedStore(Store):
             "write_together",
             self._admit("write_together", queued_write=self._queued),
             self.inner.write_together(writes, field_writes),
+        )
+
+    async def swap_together(
+        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+    ) -> list[dict[str, bytes]]:
+        return await self._guarded(
+            "swap_together",
+            self._admit("swap_together"),
+            self.inner.swap_together(writes, field_writes),
         )
 
     async def delete(self, key: str) -> bool:

@@ -20,6 +20,7 @@ purged by the writer every ``purge_interval`` seconds, a bounded chunk at a time
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -45,6 +46,9 @@ from cookiematch.storage.sqlite_engine import Engine
 CACHE_MIB = 64  # the writer's page cache (SQLite's default is 2 MiB): random inserts stay in RAM
 BUSY_TIMEOUT = 10.0  # seconds a connection waits for another process's write lock
 BULK_BUSY_TIMEOUT = 600.0
+WRITER_LOCK_SUFFIX = "-writer.lock"
+"""The file beside the database whose ``flock`` the writer threads of every process take in
+turn (``sqlite_engine.Engine``)."""
 """The wait of an ASYNC (bulk) store: several ingest workers share the file, and a batch's
 transaction holds the write lock for seconds; giving up would lose the queued writes."""
 MMAP_MIB = 256  # reads through mmap (every connection): no copy into each reader's cache
@@ -78,9 +82,11 @@ class SQLiteStore(Store):
         self.immediate_reads = not self._async  # ASYNC: a read waits for the queued writes
         self._now: sqlite3.Connection | None = None  # get_now's, opened on first use
         conns: list[sqlite3.Connection] = []
+        self._writer_lock: int | None = None
         try:
             conns.append(self._open_writer())
             conns += [self._connect(query_only=True) for _ in range(readers)]
+            self._writer_lock = os.open(path + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
         except (sqlite3.Error, OSError, ValueError) as exc:
             for conn in conns:
                 conn.close()
@@ -92,6 +98,7 @@ class SQLiteStore(Store):
             clock=clock,
             max_pending=max_pending,
             purge_interval=purge_interval,
+            writer_lock=self._writer_lock,
         )
 
     @classmethod
@@ -218,6 +225,18 @@ class SQLiteStore(Store):
             if committed is not None:
                 await committed
 
+    async def swap_many(self, writes: Sequence[Write]) -> list[bytes | None]:
+        """One op in the writer: the keys read and written in its transaction (in a batch,
+        the reads of every ``swap_many`` share one query, the writes the batch's statement)."""
+        rows = [
+            (w.key, None if w.value is None else as_bytes(w.value), self._expiry(w.ttl))
+            for w in writes
+        ]
+        if not rows:
+            return []
+        held: list[bytes | None] = await self._engine.write(ops.swap_many, rows, self._clock())
+        return held
+
     async def delete(self, key: str) -> bool:
         return await self._engine.write(ops.delete, key, self._clock())
 
@@ -302,6 +321,24 @@ class SQLiteStore(Store):
             committed = self._engine.apply(ops.write_together, rows, updates, self._clock())
             if committed is not None:
                 await committed
+
+    async def swap_together(
+        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+    ) -> list[dict[str, bytes]]:
+        """One op in the writer, which reads each written map to merge it anyway (in a batch,
+        with the other writes' maps)."""
+        rows = [
+            (w.key, None if w.value is None else as_bytes(w.value), self._expiry(w.ttl))
+            for w in writes
+        ]
+        updates = self._updates(field_writes)
+        held: dict[str, dict[str, bytes]] = {}
+        if rows or updates:
+            held = await self._engine.write(ops.swap_together, rows, updates, self._clock())
+        return [
+            {name: old[name] for name in mapping if name in old} if (old := held.get(key)) else {}
+            for key, mapping, _ in field_writes
+        ]
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         if not keys:
@@ -388,6 +425,9 @@ class SQLiteStore(Store):
         if self._now is not None:
             self._now.close()
             self._now = None
+        if self._writer_lock is not None:
+            os.close(self._writer_lock)
+            self._writer_lock = None
 
 
 def path_from_url(url: str) -> str:

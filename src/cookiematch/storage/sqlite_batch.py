@@ -150,28 +150,38 @@ def plain_rows(batch: list[Queued]) -> list[ops.Row] | None:
 
 def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
     """Run a batch of writes, one statement per kind: between two other ops, every plain-key
-    write (``put``, ``write_many`` without deletes) goes into one ``put_many`` and every field
-    map write (``hset``, ``hset_many``) into one ``hset_many`` (``write_together`` without
-    deletes feeds both) (later wins, per field), each in
+    write (``put``, ``write_many`` and ``swap_many`` without deletes) goes into one
+    ``put_many`` and every field map write (``hset``, ``hset_many``) into one ``hset_many``
+    (``write_together`` without deletes feeds both) (later wins, per field), each in
     the order queued. The two kinds write different tables (``kv``, ``fm``), so running one
     before the other gives what the queued order gives; any other op (a delete, a
-    conditional write) runs alone, in its place."""
+    conditional write) runs alone, in its place. The keys of the ``swap_many`` among them are
+    read in one query before that ``put_many``, and each answers what its keys held after the
+    writes queued before it; a ``swap_together`` feeds both like ``write_together`` and its
+    answer comes from the same maps ``hset_many`` reads to merge."""
     results: list[Outcome] = []
     rows: list[ops.Row] = []
     updates: ops.Updates = {}
+    swaps: list[tuple[int, int, int, float]] = []  # (result index, rows from, rows to, now)
+    map_swaps: list[_MapSwap] = []
     now = 0.0  # the latest field-map write's clock: what merging drops as expired
-    pending = 0
 
     def flush() -> None:
-        nonlocal rows, updates, pending
+        nonlocal rows, updates, swaps, map_swaps
+        if swaps:
+            _answer_swaps(c, rows, swaps, results)
+            swaps = []
         if rows:
             ops.put_many(c, rows)
             rows = []
         if updates:
-            ops.hset_many(c, updates, now)
+            stored = None
+            if map_swaps:
+                stored = ops.map_rows(c, sorted(updates))
+                _answer_map_swaps(stored, map_swaps, results)
+                map_swaps = []
+            ops.hset_many(c, updates, now, stored)
             updates = {}
-        results.extend([(True, None)] * pending)
-        pending = 0
 
     for op, args, _, _ in batch:
         if op is ops.put:
@@ -185,18 +195,100 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
                 _merge_into(updates, key, fields)
         elif op is ops.write_many and all(row[1] is not None for row in args[0]):
             rows += args[0]
+        elif op is ops.swap_many and all(row[1] is not None for row in args[0]):
+            swaps.append((len(results), len(rows), len(rows) + len(args[0]), args[1]))
+            rows += args[0]
         elif op is ops.write_together and all(row[1] is not None for row in args[0]):
             more_rows, more, now = args
             rows += more_rows
+            for key, fields in more.items():
+                _merge_into(updates, key, fields)
+        elif op is ops.swap_together and all(row[1] is not None for row in args[0]):
+            more_rows, more, now = args
+            rows += more_rows
+            map_swaps.append(_map_swap(len(results), updates, more, now))
             for key, fields in more.items():
                 _merge_into(updates, key, fields)
         else:
             flush()
             results.append((True, op(c, *args)))
             continue
-        pending += 1
+        results.append((True, None))
     flush()
     return results
+
+
+def _answer_swaps(
+    c: sqlite3.Connection,
+    rows: list[ops.Row],
+    swaps: list[tuple[int, int, int, float]],
+    results: list[Outcome],
+) -> None:
+    """Each ``swap_many``'s answer: what its keys held after the rows gathered before it,
+    else in the table (one query for every swapped key, before the rows are written)."""
+    stored = ops.kv_rows(
+        c, sorted({row[0] for _, begin, end, _ in swaps for row in rows[begin:end]})
+    )
+    latest: dict[str, tuple[bytes, float | None]] = {}
+    done = 0
+    for index, begin, end, now in swaps:
+        for key, value, expires_at in rows[done:begin]:
+            latest[key] = (value, expires_at)
+        held = []
+        for key, _, _ in rows[begin:end]:
+            row = latest.get(key)
+            held.append(ops.value_of(stored.get(key) if row is None else row, now))
+        results[index] = (True, held)
+        done = begin
+
+
+_STORED = object()  # a field's answer comes from the stored map
+_MapSwap = tuple[int, float, dict[str, dict[str, Any]]]
+"""A ``swap_together`` of a batch: its result's index, its clock, and per key the answer of
+each field it writes (what an earlier write of the batch left, or ``_STORED``)."""
+
+
+def _map_swap(index: int, updates: ops.Updates, more: ops.Updates, now: float) -> _MapSwap:
+    """What ``more``'s fields hold after the batch's earlier map writes (``updates``), or
+    ``_STORED`` where none wrote them."""
+    answers: dict[str, dict[str, Any]] = {}
+    for key, fields in more.items():
+        pending = updates.get(key, {})
+        found = answers[key] = {}
+        for name in fields:
+            entry = pending.get(name)
+            if entry is None:
+                found[name] = _STORED
+            elif entry[1] is None or entry[1] > now:
+                found[name] = entry[0]
+    return index, now, answers
+
+
+def _answer_map_swaps(
+    stored: dict[str, ops.MapRow], swaps: list[_MapSwap], results: list[Outcome]
+) -> None:
+    """Each ``swap_together``'s answer: its fields as the batch's earlier writes left them,
+    else as the stored maps hold them (live at its clock)."""
+    for index, now, answers in swaps:
+        held: dict[str, dict[str, bytes]] = {}
+        for key, found in answers.items():
+            row = stored.get(key)
+            live = None
+            values: dict[str, bytes] = {}
+            for name, value in found.items():
+                if value is _STORED:
+                    if row is None:
+                        continue
+                    if live is None:
+                        live = packed.live_entries(row[0], row[1], now)
+                    entry = live.get(name)
+                    if entry is None:
+                        continue
+                    value = entry[0]
+                values[name] = value
+            if values:
+                held[key] = values
+        results[index] = (True, held)
 
 
 def _merge_into(updates: ops.Updates, key: str, fields: Fields) -> None:

@@ -222,6 +222,16 @@ def write_many(
     put_many(c, sets)
 
 
+def swap_many(
+    c: sqlite3.Connection, rows: list[tuple[str, bytes | None, float | None]], now: float
+) -> list[bytes | None]:
+    """``write_many(rows)``, answering the live value each key held before."""
+    found = kv_rows(c, sorted({row[0] for row in rows}))
+    held = [value_of(found.get(row[0]), now) for row in rows]
+    write_many(c, rows, now)
+    return held
+
+
 def hset(c: sqlite3.Connection, key: str, fields: Fields, now: float) -> None:
     """Read-modify-write of one map (the single writer makes it atomic)."""
     row = _map_row(c, key)
@@ -230,13 +240,16 @@ def hset(c: sqlite3.Connection, key: str, fields: Fields, now: float) -> None:
     c.execute(sql.PUT_MAP, (key, *packed.pack(fields)))
 
 
-def hset_many(c: sqlite3.Connection, updates: Updates, now: float) -> None:
+def hset_many(
+    c: sqlite3.Connection, updates: Updates, now: float, stored: dict[str, MapRow] | None = None
+) -> None:
     """Merge each key's new fields into its stored map; expired fields are dropped.
 
-    The stored maps are read and the merged ones written in key order, so the B-tree is
-    walked once instead of at random places; multi-row statements write them all.
+    The stored maps are read (unless given: ``stored``, read by the caller) and the merged
+    ones written in key order, so the B-tree is walked once instead of at random places;
+    multi-row statements write them all.
     """
-    _merge_maps(c, updates, now, None)
+    _merge_maps(c, updates, now, None, stored)
 
 
 def hswap_many(c: sqlite3.Connection, updates: Updates, now: float) -> dict[str, dict[str, bytes]]:
@@ -247,12 +260,17 @@ def hswap_many(c: sqlite3.Connection, updates: Updates, now: float) -> dict[str,
 
 
 def _merge_maps(
-    c: sqlite3.Connection, updates: Updates, now: float, held: dict[str, dict[str, bytes]] | None
+    c: sqlite3.Connection,
+    updates: Updates,
+    now: float,
+    held: dict[str, dict[str, bytes]] | None,
+    stored: dict[str, MapRow] | None = None,
 ) -> None:
     """Merge and write the maps of ``updates``; into ``held`` (if given) the live values
     the fields written held before, per key."""
     names = sorted(updates)
-    stored = map_rows(c, names)
+    if stored is None:
+        stored = map_rows(c, names)
     merge, pack = packed.merge, packed.pack
     rows: list[Row] = []
     for key in names:
@@ -283,6 +301,17 @@ def write_together(
     write_many(c, rows, now)
     if updates:
         hset_many(c, updates, now)
+
+
+def swap_together(
+    c: sqlite3.Connection,
+    rows: list[tuple[str, bytes | None, float | None]],
+    updates: Updates,
+    now: float,
+) -> dict[str, dict[str, bytes]]:
+    """``write_together``, answering per key the live values its written fields held before."""
+    write_many(c, rows, now)
+    return hswap_many(c, updates, now) if updates else {}
 
 
 def hdel(c: sqlite3.Connection, key: str, fields: list[str], now: float) -> int:

@@ -40,14 +40,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Hook = Callable[[], Awaitable[None]]
 DirectHeaders = list[tuple[str, str]]
 """The headers of a direct 302 (the Location already safe by construction)."""
-Pending = Awaitable[DirectHeaders]
-"""A direct answer that awaits first (a durable write): its 302's headers once done."""
-Direct = Callable[[Any], DirectHeaders | Pending | None]
-"""A route's common case answered straight from the RSGI scope: the headers of its 302, a
-``Pending`` the adapter awaits for them, or None (nothing done) when the handler answers the
-request."""
 Answer = tuple[int, HeaderPairs, bytes]
 """A status, headers built (and checked, as a ``Response``'s) once, and a body (b"": none)."""
+Pending = Awaitable[DirectHeaders | Answer]
+"""A direct answer that awaits first (a durable write): its 302's headers once done, or the
+whole answer (a pixel with its cookie)."""
+Direct = Callable[[Any], DirectHeaders | Pending | None]
+"""A route's common case answered straight from the RSGI scope: the headers of its 302, a
+``Pending`` the adapter awaits for them (or for a whole answer), or None (nothing done) when
+the handler answers the request."""
 DirectBody = Callable[[bytes], Awaitable[Answer | None]]
 """A body route's answer straight from the request body (under RSGI), or None when the handler
 answers the request."""

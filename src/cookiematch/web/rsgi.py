@@ -132,15 +132,21 @@ class RSGIAdapter:
             if method not in route.methods:
                 response = route.not_allowed
             elif route.direct is not None and (direct := self._direct(route, scope)) is not None:
-                if not isinstance(direct, list):  # failed, or a Pending
-                    direct = await self._settle(route, scope, direct)
-                if isinstance(direct, Response):
-                    response = direct  # route.direct failed
+                done = (
+                    direct if isinstance(direct, list) else await self._settle(route, scope, direct)
+                )
+                if isinstance(done, Response):
+                    response = done  # route.direct failed
+                elif isinstance(done, tuple):  # a Pending's whole answer
+                    status, headers, body = done
+                    _answer(proto, status, headers, body, self._drain)
+                    record(route.path, status, perf_counter() - started)
+                    return
                 else:
                     if self._drain.active:
-                        direct.append(_CLOSE)
+                        done.append(_CLOSE)
                         self._drain.answered()
-                    proto.response_empty(302, direct)
+                    proto.response_empty(302, done)
                     record(route.path, 302, perf_counter() - started)
                     return
             elif route.read_body:
@@ -177,9 +183,9 @@ class RSGIAdapter:
 
     async def _settle(
         self, route: Route, scope: Any, direct: Pending | Response
-    ) -> DirectHeaders | Response:
-        """A ``Pending``'s headers once awaited; when it raises, ``route.on_error`` (as
-        ``_direct``)."""
+    ) -> DirectHeaders | Answer | Response:
+        """A ``Pending``'s headers (or whole answer) once awaited; when it raises,
+        ``route.on_error`` (as ``_direct``)."""
         if isinstance(direct, Response):
             return direct
         try:
