@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable
+import subprocess
+import sys
+from collections.abc import Awaitable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +18,12 @@ import pytest
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage import Durability, Write, open_store, sqlite_ops, sqlite_schema
 from cookiematch.storage.packed import pack, unpack
-from cookiematch.storage.sqlite import SQLiteStore, path_from_url, prefix_upper_bound
+from cookiematch.storage.sqlite import (
+    WRITER_LOCK_SUFFIX,
+    SQLiteStore,
+    path_from_url,
+    prefix_upper_bound,
+)
 
 if TYPE_CHECKING:
     from .conftest import FakeClock
@@ -604,3 +612,60 @@ async def test_get_now_on_a_broken_file_is_a_storage_error(db: Path) -> None:
             store.get_now("k")
     finally:
         await store.close()
+
+
+# --- the writer lock of several processes ---------------------------------------------------
+
+HOLD_WRITER_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)  # as another process's writer in a long transaction
+print("held", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+@contextlib.contextmanager
+def writer_lock_held(db: Path) -> Iterator[None]:
+    """Another process holding the store's writer lock until the block ends."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITER_LOCK, str(db) + WRITER_LOCK_SUFFIX],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "held\n"
+        yield
+    finally:
+        child.communicate("")  # its stdin closed: it exits, the kernel drops its lock
+
+
+async def test_a_writer_lock_held_past_the_busy_timeout_fails_the_batch(db: Path) -> None:
+    """Another process's writer keeping the lock past the busy timeout: the batch fails with
+    the store's error, as a busy SQLite's would (no hang); once it is free, writes go on."""
+    store = SQLiteStore(str(db), busy_timeout=0.2, purge_interval=None)
+    try:
+        await store.set("before", b"1")
+        with writer_lock_held(db):
+            with pytest.raises(StorageError, match="locked"):
+                await asyncio.wait_for(store.set("k", b"v"), 60)
+            assert await store.get("before") == b"1"  # reads need no writer lock
+        await store.set("k", b"v")
+        assert await store.get("k") == b"v"
+    finally:
+        await store.close()
+
+
+async def test_close_stops_a_writer_waiting_for_the_lock(db: Path) -> None:
+    """A bulk store (a busy timeout of minutes) waiting for another process's writer: close()
+    stops the wait and returns, the write waiting fails as on a closed store."""
+    store = SQLiteStore(str(db), durability=Durability.ACK, busy_timeout=600, purge_interval=None)
+    with writer_lock_held(db):
+        write = asyncio.ensure_future(store.set("k", b"v"))
+        await asyncio.sleep(0)  # queued
+        await asyncio.wait_for(store.close(), 60)
+        with pytest.raises(StoreUnavailable):
+            await write
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT count(*) FROM kv").fetchone() == (0,)

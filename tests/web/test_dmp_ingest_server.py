@@ -15,7 +15,7 @@ import pytest
 
 from cookiematch.dmp import keys
 from cookiematch.storage import connect_store
-from cookiematch.storage.lease import Lease
+from cookiematch.storage.lease import Lease, holder_of
 
 from conftest import ServerProcess, free_port
 from support.configs import ADMIN_TOKEN, dmp_config, serve_argv
@@ -281,3 +281,34 @@ async def test_the_look_up_answers_503_while_another_process_keeps_the_engine(
         await lease.release()
         await store.close()
     assert profile(http, uid)["attributes"] == {"tier": "gold"}  # released: the staged write
+
+
+async def test_the_opt_out_page_never_waits_for_the_engine(
+    http: httpx.Client, directory: Path
+) -> None:
+    """While another process holds the analytics engine, the browser's opt-out page answers
+    from the key-value store (no engine opened, no wait), and the admin API's access report,
+    which reads the engine, answers 503 with Retry-After."""
+    uid = synced_browser(http, "C-page")
+    assert post(http, [{"uid": "C-page", "attributes": {"tier": "gold"}}]).status_code == 200
+    store = await connect_store(f"sqlite:///{directory / 'dmp.db'}")
+    lease = Lease(store, keys.ANALYTICS_LEASE_KEY, "another-process", ttl=60)
+    try:
+        assert await lease.claim()
+        page = await asyncio.to_thread(http.get, "/optout", headers={"Cookie": f"dmp_id={uid}"})
+        assert page.status_code == 200, page.text
+        assert "<td>partner_id</td>" in page.text  # the partner ID the store holds
+        admin = await asyncio.to_thread(
+            http.get, f"/admin/v1/subjects/{uid}", headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        assert admin.status_code == 503, admin.text
+        assert admin.headers["content-type"] == "application/problem+json"
+        assert admin.headers["retry-after"] == "5"
+        assert "another-process" in admin.json()["detail"]
+        assert await holder_of(store, keys.ANALYTICS_LEASE_KEY) == "another-process"
+    finally:
+        await lease.release()
+        await store.close()
+    report = http.get(f"/admin/v1/subjects/{uid}", headers={"Authorization": f"Bearer {ADMIN}"})
+    traits = [r["field"] for r in report.json()["records"] if r["kind"] == "trait"]
+    assert report.status_code == 200 and traits == ["a|tier"]  # released: read from the engine

@@ -38,6 +38,7 @@ import msgspec
 
 from cookiematch.clock import Clock
 from cookiematch.dmp import keys
+from cookiematch.dmp.analytics.lookup import RETRY_AFTER
 from cookiematch.dmp.analytics.rows import ProfileRows, live
 from cookiematch.dmp.change_marks import MARKING, ChangeMarks
 from cookiematch.dmp.ingest.records import uid_ok
@@ -45,7 +46,7 @@ from cookiematch.dmp.matches import MatchTable, PartnerMatch
 from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.traits.fields import ATTRIBUTE, event_field
 from cookiematch.dmp.traits.staging import StagedUpdate, TraitStaging
-from cookiematch.errors import InvalidSubject
+from cookiematch.errors import Busy, InvalidSubject, TryLater
 from cookiematch.formats import ID_PATTERN
 from cookiematch.privacy.subjects import (
     ErasureReport,
@@ -58,7 +59,7 @@ from cookiematch.privacy.subjects import (
 from cookiematch.protocol.cookies import parse_browser_id
 from cookiematch.storage.base import Store
 
-__all__ = ["KINDS", "PARTNER_PREFIX", "DmpSubjects"]
+__all__ = ["KINDS", "PARTNER_PREFIX", "DmpSubjects", "StoredSubjects"]
 
 PARTNER_PREFIX = "partner:"
 PROFILE_KINDS = {  # kind -> the key of the browser's map
@@ -163,7 +164,9 @@ class DmpSubjects:
             return parsed
         return Subject(await self._matches.dmp_uid_for(*parsed.partner), parsed.partner)
 
-    async def access(self, subject: str) -> SubjectReport:
+    async def access(self, subject: str, *, engine: bool = True) -> SubjectReport:
+        """What is held about ``subject``; with ``engine`` False, the key-value store's alone
+        (the analytics engine is neither opened nor waited for: traits it owns are left out)."""
         target = await self.resolve(subject)
         records: list[StoredRecord] = []
         partner_ids: list[tuple[str, str]] = []
@@ -174,7 +177,8 @@ class DmpSubjects:
                 for kind, key in PROFILE_KINDS.items()
             ]
             records += await read_held(self._store, profile)
-            records += await self._engine_records(uid)
+            if engine:
+                records += await self._engine_records(uid)
             partner_ids = _partner_ids(r for r in records if r.kind == "partner_id")
             joined = [r.field for r in records if r.kind == "segment" and r.field is not None]
             records += await self._index_records(uid, joined)
@@ -200,10 +204,16 @@ class DmpSubjects:
 
     async def _engine_records(self, uid: str) -> list[StoredRecord]:
         """The browser's traits as the analytics engine holds them (when it owns them), as
-        the ``t`` map's fields would show them."""
+        the ``t`` map's fields would show them; ``TryLater`` when another job keeps the engine
+        (as the profile look-up answers)."""
         if self._engine_traits is None:
             return []
-        held = await self._engine_traits(uid)
+        try:
+            held = await self._engine_traits(uid)
+        except Busy as exc:
+            raise TryLater(
+                f"{exc}; the browser's traits are in the engine", retry_after=RETRY_AFTER
+            ) from exc
         if held is None:
             return []
         now, key = self._clock(), f"{ENGINE_KEY}{uid}"
@@ -347,3 +357,21 @@ def _field_record(
     return StoredRecord(
         kind=kind, key=key, field=field, value=render_bytes(raw), expires_in_seconds=ttl
     )
+
+
+class StoredSubjects:
+    """``DmpSubjects`` as a browser-facing page asks it: the access report from the key-value
+    store alone (the analytics engine is never opened, refreshed or waited for there: a page
+    view must not hold the engine from its jobs, nor wait for them), the erasure unchanged
+    (it stages the engine's part, ``DmpSubjects.erase``)."""
+
+    role = "dmp"
+
+    def __init__(self, subjects: DmpSubjects) -> None:
+        self._subjects = subjects
+
+    async def access(self, subject: str) -> SubjectReport:
+        return await self._subjects.access(subject, engine=False)
+
+    async def erase(self, subject: str) -> ErasureReport:
+        return await self._subjects.erase(subject)

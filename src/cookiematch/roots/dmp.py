@@ -54,7 +54,7 @@ from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.segments.source import StoredProfiles
 from cookiematch.dmp.segments.updater import RecomputeReport
 from cookiematch.dmp.service import DmpService
-from cookiematch.dmp.subjects import DmpSubjects
+from cookiematch.dmp.subjects import DmpSubjects, StoredSubjects
 from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.staging import TraitStaging
 from cookiematch.dmp.traits.writes import TraitStore
@@ -119,7 +119,7 @@ class DmpCore:
     exports: SegmentExports
     traits: TraitStore
     ingestor: Ingestor
-    subjects: DmpSubjects  # the admin API's, the opt-out page's and the CLI's
+    subjects: DmpSubjects  # the admin API's, the CLI's, the opt-out page's (StoredSubjects)
     funnel: Funnel  # ingestion outcomes and applied pending records are counted here
     # the batch jobs on the analytics engine (None: ``[dmp.analytics] engine = "off"``); it
     # opens the engine per job, under a lease, never for the process's lifetime
@@ -358,7 +358,10 @@ class DmpServer(RoleServer):
         app.route("/imp", routes.imp)
         app.route("/audiences", routes.audiences, on_error=TEXT_ON_ERROR)
         page = OptOutPage(f"DMP {parse_url(dmp.base_url()).authority}", secure=dmp.cookie_secure)
-        optout = OptOutFlow(page, DmpOptOutCookie(dmp.cookie_spec(), new_dmp_uid), subjects)
+        # the page's access report reads the key-value store alone, never the analytics engine
+        optout = OptOutFlow(
+            page, DmpOptOutCookie(dmp.cookie_spec(), new_dmp_uid), StoredSubjects(subjects)
+        )
         app.route(page.path, optout.handle, methods=("GET", "POST"), read_body=True,
                   on_error=OPTOUT_ON_ERROR)  # fmt: skip
         console_routes, series = build_console(

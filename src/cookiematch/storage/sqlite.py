@@ -46,11 +46,12 @@ from cookiematch.storage.sqlite_engine import Engine
 CACHE_MIB = 64  # the writer's page cache (SQLite's default is 2 MiB): random inserts stay in RAM
 BUSY_TIMEOUT = 10.0  # seconds a connection waits for another process's write lock
 BULK_BUSY_TIMEOUT = 600.0
+"""The wait of an ASYNC (bulk) store: the server's workers or another command share the file,
+and a batch's transaction holds the write lock for seconds; giving up would lose the queued
+writes."""
 WRITER_LOCK_SUFFIX = "-writer.lock"
 """The file beside the database whose ``flock`` the writer threads of every process take in
-turn (``sqlite_engine.Engine``)."""
-"""The wait of an ASYNC (bulk) store: several ingest workers share the file, and a batch's
-transaction holds the write lock for seconds; giving up would lose the queued writes."""
+turn, each waiting at most its store's busy timeout (``sqlite_engine.Engine``)."""
 MMAP_MIB = 256  # reads through mmap (every connection): no copy into each reader's cache
 
 
@@ -99,6 +100,7 @@ class SQLiteStore(Store):
             max_pending=max_pending,
             purge_interval=purge_interval,
             writer_lock=self._writer_lock,
+            busy_timeout=busy_timeout,
         )
 
     @classmethod

@@ -29,7 +29,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from cookiematch.clock import Clock
@@ -52,6 +52,9 @@ log = logging.getLogger("cookiematch.storage.sqlite")
 
 T = TypeVar("T")
 
+LOCK_FIRST_PAUSE = 0.0001  # seconds between the first tries for the writer lock
+LOCK_LAST_PAUSE = 0.005  # ... doubling up to this
+
 
 class Engine:
     """Runs ops on the writer connection (group commit) and the reader connections; owns and
@@ -67,9 +70,11 @@ class Engine:
         max_pending: int,
         purge_interval: float | None,
         writer_lock: int | None = None,
+        busy_timeout: float = 10.0,
     ) -> None:
         self._wconn = writer
         self._writer_lock = writer_lock
+        self._busy_timeout = busy_timeout
         self._async = asynchronous
         self._clock = clock
         self._max_pending = max_pending
@@ -145,7 +150,8 @@ class Engine:
         return self.write(op, *args)
 
     async def close(self) -> None:
-        """Commit what is queued, stop the threads and close the connections."""
+        """Commit what is queued, stop the threads and close the connections (a batch still
+        waiting for another process's writer fails at once: ``_lock_writer``)."""
         if self._closing is None:
             self._closed = True
             self._closing = asyncio.get_running_loop().run_in_executor(None, self._shutdown)
@@ -174,13 +180,19 @@ class Engine:
                 else:
                     batch, stop = drain(self._wq, first)
                     if batch:
-                        with self._exclusive():
-                            self._commit_batch(batch)
+                        waiting = self._write_batch(batch)
+                        if waiting:  # once the writer lock is released
+                            _deliver(waiting)
                     if stop:
                         break
                 if self._purge_interval and time.monotonic() >= self._next_purge:
-                    with self._exclusive():
-                        self._purge_chunk()
+                    if self._lock_writer():
+                        try:
+                            self._purge_chunk()
+                        finally:
+                            self._unlock_writer()
+                    else:  # another process's writer is busy: purge later
+                        self._next_purge = time.monotonic() + self._purge_interval
         finally:
             self._closed = True  # also if this thread died: fail fast rather than hang
             with self._cond:
@@ -189,23 +201,55 @@ class Engine:
             self._fail_leftovers(self._wq)
             self._wconn.close()
 
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """The writers of every process on this file, one at a time: a blocking ``flock`` on
-        the writer lock file, so the kernel wakes the next writer as soon as one is done,
-        where SQLite's busy handler sleeps 1, 2, 5 ... 100 ms between its tries (beyond a
-        request's store deadline with two workers writing)."""
+    def _lock_writer(self) -> bool:
+        """The writers of every process on this file, one at a time: ``flock`` on the writer
+        lock file, tried without blocking every 0.1 ms, backing off to every 5 ms, where
+        SQLite's busy handler sleeps 1, 2, 5 ... 100 ms between its tries (beyond a request's
+        store deadline with two workers writing). False after the busy timeout, or at once
+        once the store is closing: the caller fails its batch as a busy SQLite would."""
         fd = self._writer_lock
         if fd is None:
-            yield
-            return
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            return True
+        deadline = time.monotonic() + self._busy_timeout
+        pause = LOCK_FIRST_PAUSE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if self._closed or time.monotonic() >= deadline:
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, LOCK_LAST_PAUSE)
+            else:
+                return True
 
-    def _commit_batch(self, batch: list[Queued]) -> None:
+    def _unlock_writer(self) -> None:
+        if self._writer_lock is not None:
+            fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
+
+    def _write_batch(self, batch: list[Queued]) -> list[Result]:
+        """Commit ``batch`` holding the writer lock; the results its waiters are to be given
+        (after the lock is released)."""
+        if not self._lock_writer():
+            busy: Outcome = (False, self._busy_error())
+            return self._settled(batch, [busy] * len(batch))
+        try:
+            results = self._commit_batch(batch)
+        finally:
+            self._unlock_writer()
+        return self._settled(batch, results)
+
+    def _busy_error(self) -> Exception:
+        if self._closed:
+            return StoreUnavailable("sqlite store is closed")
+        return wrap(
+            sqlite3.OperationalError(
+                f"database is locked (another process's writer held the writer lock for "
+                f"{self._busy_timeout:g} s)"
+            )
+        )
+
+    def _commit_batch(self, batch: list[Queued]) -> list[Outcome]:
         conn = self._wconn
         try:
             rows = plain_rows(batch)
@@ -220,6 +264,10 @@ class Engine:
         except Exception:
             self._rollback()
             results = [self._commit_one(op, args) for op, args, _, _ in batch]
+        return results
+
+    def _settled(self, batch: list[Queued], results: list[Outcome]) -> list[Result]:
+        """Mark ``batch`` done (readers waiting for it go on); the results that have waiters."""
         self.writes += len(batch)
         with self._cond:
             self._committed = max(self._committed, batch[-1][3])
@@ -231,8 +279,7 @@ class Engine:
             elif not ok:
                 self.lost += 1
                 log.error("sqlite store: a queued write failed: %s", value)
-        if waiting:
-            _deliver(waiting)
+        return waiting
 
     def _commit_one(self, op: Op, args: tuple[Any, ...]) -> Outcome:
         conn = self._wconn
