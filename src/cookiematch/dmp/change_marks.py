@@ -1,8 +1,9 @@
 """Change marks: which browsers an online write changed, so that the analytics engine reloads
 only those (``dmp/analytics/refresh.py``) instead of scanning every profile.
 
-Every online write of a profile (trait writes of the ingestion and of pending records applied
-at sync, sync callbacks, impression pixels, consent marks, erasure) adds, in the same
+Every online write of a profile's maps in the key-value store (sync callbacks, impression
+pixels, consent marks, erasure; trait writes are staged for the engine instead and mark
+nothing, ``traits/writes.py``) adds, in the same
 ``hset_many`` as the write itself, one field to a small map of the minute it happened in::
 
     dmpc:{<minute>:<shard>}:m   dmp uid -> written at (Unix seconds, ASCII)   TTL: MARK_TTL
@@ -19,7 +20,9 @@ older version wrote. A reader asks for the browsers changed in ``[start, end]``:
 maps of those minutes only, so its cost is the number of changes and minutes, not of
 profiles; once it has read them for good it deletes them (``forget_minutes``), so the marks
 held are those of the minutes since the last read. Marks outlive any reasonable gap between
-two reads (``MARK_TTL``); a reader that last looked longer ago than that reloads everything.
+two reads (``MARK_TTL``); a reader that last looked longer ago than that, or whose gap holds
+more than ``MAX_READ_NAMES`` maps (``SHARDS`` a minute), reloads everything instead and
+leaves the gap's marks to lapse.
 
 Nothing reads marks when no analytics engine is configured: the roles then pass
 ``NOT_MARKING`` and online writes carry no marks (``ChangeMarks``).
@@ -40,6 +43,12 @@ MARK_TTL = 2 * 86_400.0
 """How long a mark lives: a reader that last read longer ago than this (less a margin) has to
 reload every profile."""
 READ_KEYS = 512  # mark maps read (or deleted) at a time
+MAX_READ_NAMES = 120 * SHARDS
+"""The most mark maps a reader reads (and then deletes) in one go: two hours of minutes,
+about 2M names, most of them absent. A scheduled reader looks every few minutes (the
+recompute's default interval is 5), so only a reader stopped for longer goes past it; it
+reloads every profile instead (``mark_names`` tells), whose cost is the store's profiles,
+not the gap's length (two days of marks would be ~47M reads and deletes)."""
 
 
 def shard_of(dmp_uid: str) -> int:
@@ -81,6 +90,11 @@ def _map_names(first_minute: int, last_minute: int) -> list[str]:
     ]
 
 
+def mark_names(start: float, end: float) -> int:
+    """How many mark maps the minutes from ``start`` to ``end`` (both included) hold."""
+    return max(0, int(end // MINUTE) - int(start // MINUTE) + 1) * SHARDS
+
+
 async def changed_between(store: Store, start: float, end: float) -> set[str]:
     """The browsers marked in the minutes from ``start`` to ``end`` (both included)."""
     names = _map_names(int(start // MINUTE), int(end // MINUTE))
@@ -91,10 +105,14 @@ async def changed_between(store: Store, start: float, end: float) -> set[str]:
     return found
 
 
-async def forget_minutes(store: Store, start: float, before: float) -> int:
+async def forget_minutes(
+    store: Store, start: float, before: float, *, most: int = MAX_READ_NAMES
+) -> int:
     """Delete the marks of the minutes from ``start``'s to the last one wholly before
-    ``before`` (a reader's next read starts at ``before``); the number of minutes."""
-    first, last = int(start // MINUTE), int(before // MINUTE) - 1
+    ``before`` (a reader's next read starts at ``before``); the number of minutes. At most
+    ``most`` maps are deleted, those of the latest minutes: older marks lapse (``MARK_TTL``)."""
+    last = int(before // MINUTE) - 1
+    first = max(int(start // MINUTE), last + 1 - most // SHARDS)
     if last < first:
         return 0
     names = _map_names(first, last)

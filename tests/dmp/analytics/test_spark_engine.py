@@ -175,6 +175,7 @@ def test_both_engines_remove_profiles_and_keep_checkpoints(
         engine.remove(["u1", "u3", "nobody"])
         assert engine.matching(rule, 0) == {"u0", "u2"}
         assert engine.profile_count() == 2
+        assert sorted(engine.profile_ids()) == ["u0", "u2"]
         assert engine.checkpoint("loaded") is None
         engine.set_checkpoint("loaded", 12.5)
         engine.set_checkpoint("loaded", 13.5)

@@ -252,6 +252,9 @@ class DuckDBEngine:
     def profile_count(self) -> int:
         return self._count(f"SELECT count(*) FROM {PROFILES}")
 
+    def profile_ids(self) -> list[str]:
+        return [str(row[0]) for row in self._db.execute(f"SELECT id FROM {PROFILES}").fetchall()]
+
     def _count(self, sql: str, params: Sequence[object] = ()) -> int:
         row = self._db.execute(sql, list(params)).fetchone()
         return 0 if row is None else int(row[0])

@@ -64,6 +64,9 @@ class AnalyticsEngine(Protocol):
     def profile_count(self) -> int:
         """Profiles held, lapsed or not."""
 
+    def profile_ids(self) -> list[str]:
+        """The DMP uids of every profile held, lapsed or not."""
+
     def matching(self, rule: Rule, now: float) -> set[str]:
         """The DMP uids ``rule`` holds for at ``now``."""
 

@@ -134,7 +134,7 @@ async def scan_profiles(
     store: Store, context: LoadContext, *, batch: int = LOAD_BATCH, traits: bool = True
 ) -> AsyncIterator[list[ProfileRows]]:
     """Every profile of ``store``, ``batch`` at a time (``traits``: with their ``t`` maps,
-    else without: the engine owns them)."""
+    else without: the engine owns them; a browser with a ``t`` map alone is still there)."""
     pending: list[ProfileRows] = []
     current: str | None = None
     maps: dict[str, Mapping[str, FieldEntry]] = {}
@@ -144,7 +144,7 @@ async def scan_profiles(
             continue
         uid, suffix = parts
         if uid != current:
-            if current is not None and maps:
+            if current is not None:
                 pending.append(profile_rows(current, maps, context))
             current, maps = uid, {}
             if len(pending) >= batch:
@@ -152,7 +152,7 @@ async def scan_profiles(
                 pending = []
         if traits or suffix != TRAITS:
             maps[suffix] = fields
-    if current is not None and maps:
+    if current is not None:
         pending.append(profile_rows(current, maps, context))
     if pending:
         yield pending

@@ -10,11 +10,14 @@ refresh (less ``SLACK`` for the writers' clocks), reads those browsers' maps but
 and replaces their online parts in the engine, keeping its traits (``staged.with_traits``); a
 browser with no map left (erased) is removed. The first refresh of an engine loads every
 profile of the store, ``t`` maps included (those an existing DMP wrote before its engine owned
-them: ``load.load_profiles``); one whose last refresh is older than the marks live reloads
-every profile's online parts, keeping the engine's traits. The time of the refresh is then
-kept in the engine (``checkpoint``). The marks of the minutes the next refresh will not read
-again (before ``now - SLACK``) are then deleted (``forget_minutes``): the store holds the
-marks of the minutes since the last refresh, not of ``MARK_TTL``.
+them: ``load.load_profiles``). One whose last refresh is older than the marks live, or
+whose gap holds more mark maps than ``MAX_READ_NAMES`` (about two hours), reloads every
+profile's online parts instead, keeping the engine's traits, and removes every browser the
+store scan did not find (erased while its marks lapsed unread, or lapsed); the gap's marks
+are left to lapse. The time of the refresh is then kept in the engine (``checkpoint``). The
+marks of the minutes the next refresh will not read again (before ``now - SLACK``) are then
+deleted (``forget_minutes``): the store holds the marks of the minutes since the last
+refresh, not of ``MARK_TTL``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ from cookiematch.dmp.analytics.load import (
 )
 from cookiematch.dmp.analytics.rows import ProfileRows
 from cookiematch.dmp.analytics.staged import apply_staged, with_traits
-from cookiematch.dmp.change_marks import MARK_TTL, changed_between, forget_minutes
+from cookiematch.dmp.change_marks import (
+    MARK_TTL,
+    MAX_READ_NAMES,
+    changed_between,
+    forget_minutes,
+    mark_names,
+)
 from cookiematch.dmp.keys import PROFILE_MAPS
 from cookiematch.dmp.segments.source import PROFILE_PREFIX
 from cookiematch.dmp.traits.fields import SUFFIX as TRAITS
@@ -106,13 +115,10 @@ async def refresh(
         await asyncio.to_thread(engine.set_checkpoint, LOADED_THROUGH, now)
         return Refresh(full=True, profiles=loaded, staged=staged)
     staged = await _apply(staging, engine, context)
-    if through < now - MARK_TTL + SLACK:
-        loaded = 0
-        async for profiles in scan_profiles(store, context, traits=False):
-            await _replace_online(engine, profiles)
-            loaded += len(profiles)
+    if through < now - MARK_TTL + SLACK or mark_names(through - SLACK, now) > MAX_READ_NAMES:
+        loaded, removed = await _reload_online(store, engine, context)
         await asyncio.to_thread(engine.set_checkpoint, LOADED_THROUGH, now)
-        return Refresh(full=True, profiles=loaded, staged=staged)
+        return Refresh(full=True, profiles=loaded, removed=removed, staged=staged)
     changed = sorted(await changed_between(store, through - SLACK, now))
     profiles, gone = await read_profiles(store, changed, context)
     await _replace_online(engine, profiles)
@@ -120,6 +126,24 @@ async def refresh(
     await asyncio.to_thread(engine.set_checkpoint, LOADED_THROUGH, now)
     await forget_minutes(store, through - SLACK, now - SLACK)
     return Refresh(full=False, profiles=len(profiles), removed=len(gone), staged=staged)
+
+
+async def _reload_online(
+    store: Store, engine: AnalyticsEngine, context: LoadContext
+) -> tuple[int, int]:
+    """Re-read every profile's online parts, keeping the engine's traits, and remove every
+    browser the store holds nothing of any more (erased, or lapsed, unmarked or with its marks
+    unread); the profiles reloaded and removed."""
+    loaded = 0
+    found: set[str] = set()
+    async for profiles in scan_profiles(store, context, traits=False):
+        await _replace_online(engine, profiles)
+        found.update(p.dmp_uid for p in profiles)
+        loaded += len(profiles)
+    held = await asyncio.to_thread(engine.profile_ids)
+    gone = [uid for uid in held if uid not in found]
+    await asyncio.to_thread(engine.remove, gone)
+    return loaded, len(gone)
 
 
 async def _apply(

@@ -292,6 +292,9 @@ class SparkEngine:
     def profile_count(self) -> int:
         return self._read(PROFILES).count()
 
+    def profile_ids(self) -> list[str]:
+        return [str(row[0]) for row in self._read(PROFILES).select("id").collect()]
+
     # --- rules ----------------------------------------------------------------------------
 
     def _live_at(self, now: float) -> None:
