@@ -12,7 +12,7 @@ from typing import Any
 from cookiematch.config import load_config
 from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.roots.exchange import ExchangeServer
-from cookiematch.web.counters import LabelledCounter
+from cookiematch.web.counters import SHARED, LabelledCounter
 from cookiematch.web.exchange import metrics
 from cookiematch.web.http import Headers
 from cookiematch.web.http_metrics import RESPONSES
@@ -55,6 +55,13 @@ Answer = tuple[int, list[tuple[str, str]], bytes]
 Effects = dict[str, Any]
 
 
+def fresh_metrics() -> None:
+    """Give this process a new metrics file before an app whose counts a test compares: in a
+    long test process the worker's file may be full, and the series allocated then share one
+    scratch value, which no comparison of counts survives."""
+    SHARED.close()
+
+
 class InProcess:
     """An exchange App in this process, answering through the RSGI adapter by either path."""
 
@@ -62,6 +69,7 @@ class InProcess:
         """``records``: a key prefix whose stored records (key, value, lifetime in minutes)
         are part of what an answer did, removed after each answer."""
         self.records = records
+        fresh_metrics()
         self.loop = asyncio.new_event_loop()
         self.server = ExchangeServer(load_config(config))
         self.app = self.server.app

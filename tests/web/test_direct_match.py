@@ -32,7 +32,7 @@ from cookiematch.web.http_metrics import RESPONSES
 from cookiematch.web.rsgi import RSGIAdapter
 
 from conftest import free_port
-from support.direct_paths import Proto
+from support.direct_paths import Proto, fresh_metrics
 
 NID = "dsp"
 NEW_UID = bytes(range(16))  # what either path draws for a browser without a uid
@@ -160,6 +160,7 @@ def buyer(
     )
     patch = pytest.MonkeyPatch()
     patch.setattr(buyer_root, "new_uid", lambda: NEW_UID)
+    fresh_metrics()
     inproc = InProcessBuyer(config)
     yield inproc
     inproc.close()
