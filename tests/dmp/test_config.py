@@ -211,3 +211,11 @@ def test_analytics_engine_choice(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, BASE + '[dmp.analytics]\nengine = "clickhouse"\n')
     assert caught.value.key == "dmp.analytics.engine"
+
+
+def test_an_engine_in_memory_is_refused(tmp_path: Path) -> None:
+    """The engine owns the profiles' traits: a database in memory would lose them each job."""
+    with pytest.raises(ConfigError, match=":memory:") as caught:
+        load(tmp_path, BASE + '[dmp.analytics]\npath = ":memory:"\n')
+    assert caught.value.key == "dmp.analytics.path"
+    load(tmp_path, BASE + '[dmp.analytics]\nengine = "off"\npath = ":memory:"\n')

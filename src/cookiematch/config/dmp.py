@@ -342,6 +342,14 @@ class DmpConfig(Table, frozen=True):
         for i, client in enumerate(self.clients):
             found += [(f"clients[{i}].{k}", m) for k, m in client.problems(partner_ids)]
         found += segment_problems(self.segments, self.destinations, partner_ids)
+        if self.analytics.engine != "off" and self.analytics.path == ":memory:":
+            found.append(
+                (
+                    "analytics.path",
+                    'cannot be ":memory:": the engine owns the profiles\' traits, which must '
+                    "outlive each job (give a file)",
+                )
+            )
         if self.export_state_ttl() < self.membership_ttl():
             found.append(
                 (

@@ -200,3 +200,20 @@ async def test_the_look_up_answers_503_while_another_job_keeps_the_engine(
             await EngineTraits(engine_runs, clock=clock).traits("u")
     assert caught.value.status == 503 and caught.value.headers == {"Retry-After": "5"}
     assert await EngineTraits(engine_runs, clock=clock).traits("u") == ({}, {})  # released
+
+
+async def test_the_look_up_goes_on_past_a_staged_file_that_does_not_decode(
+    store: Store, clock: FakeClock, tmp_path: Path
+) -> None:
+    engine_runs = runs(store, clock, tmp_path, TraitCatalog())
+    assert engine_runs.staging is not None
+    uid = format_browser_id(bytes(range(16)))
+    traits = TraitStore(store, TraitCatalog(), clock=clock, staging=engine_runs.staging)
+    update = ProfileUpdate("crm")
+    update.merge({"tier": "gold"}, (), ())
+    await traits.apply({uid: update})
+    torn = engine_runs.staging.directory / "00000000000000000001-1-aaaaaaaa.stg"
+    torn.write_bytes(b"[[")
+    look_up = EngineTraits(engine_runs, clock=clock)
+    assert (await look_up.traits(uid))[0] == {"tier": "gold"}
+    assert (engine_runs.staging.directory / "bad" / torn.name).exists()

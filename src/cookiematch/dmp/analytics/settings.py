@@ -3,9 +3,7 @@ may take."""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 MEMORY_LIMIT_MB = 1024
@@ -22,8 +20,9 @@ LOCAL_THREADS = 2
 class AnalyticsSettings:
     """``engine``: DuckDB embedded (``duckdb_engine.py``) or Apache Spark (``spark_engine.py``).
 
-    ``path``: DuckDB's database file (``:memory:`` for none), Spark's directory of Parquet
-    tables; ``temp_directory``: where the engine spills (None: beside it, ``<path>.tmp``);
+    ``path``: DuckDB's database file (``:memory:``: none, only where it owns no traits),
+    Spark's directory of Parquet tables; ``temp_directory``: where the engine spills (None:
+    beside it, ``<path>.tmp``);
     ``threads``: DuckDB's threads (None: one per core), Spark's local-mode task threads (None:
     ``LOCAL_THREADS``); ``master``: Spark's master URL (None: ``local[<threads>]``; a cluster's
     executors must then read and write ``path`` under the same name); ``memory_limit_mb``:
@@ -45,10 +44,11 @@ class AnalyticsSettings:
     @property
     def staging_directory(self) -> str:
         """Where the online writers stage trait updates for the engine
-        (``dmp/traits/staging.py``): beside it, ``<path>.staging`` (a database in memory:
-        the temporary directory's ``cookiematch-staging``)."""
+        (``dmp/traits/staging.py``): beside it, ``<path>.staging``. A database in memory has
+        none: the engine that owns the traits keeps them in a file (the configuration refuses
+        ``:memory:``)."""
         if self.path == ":memory:":
-            return str(Path(tempfile.gettempdir()) / "cookiematch-staging")
+            raise ValueError("an engine in memory cannot own the profiles' traits")
         return f"{self.path}.staging"
 
     @property

@@ -7,9 +7,10 @@ engine holds are read, the updates merged in order as the key-value store's writ
 (an attribute set lives its trait's TTL from the update's time, a removal deletes, events are
 kept by (name, ts), lapse at ``TraitCatalog.event_expiry`` and are cut to the newest
 ``max_events_per_name`` of each name), and the profiles replaced; the files are then deleted
-(applying one again changes nothing). An erasure staged (``dmp/subjects.py``) drops the
-browser's traits and every update staged before it; the refresh then removes the browser,
-which the store holds nothing of any more.
+(applying one again changes nothing). A file that does not decode is moved to the staging
+directory's ``bad/`` and logged; the job goes on with the others. An erasure staged
+(``dmp/subjects.py``) drops the browser's traits and every update staged before it; the
+refresh then removes the browser, which the store holds nothing of any more.
 
 The refresh reads the online parts of a changed browser from the key-value store (syncs,
 exposures, consent marks, memberships, in-band data) and keeps the engine's traits
@@ -19,12 +20,17 @@ exposures, consent marks, memberships, in-band data) and keeps the engine's trai
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
+
+import msgspec
 
 from cookiematch.dmp.analytics.engine import AnalyticsEngine
 from cookiematch.dmp.analytics.rows import AttributeRow, EventRow, ProfileRows
 from cookiematch.dmp.traits.schema import TraitCatalog
 from cookiematch.dmp.traits.staging import StagedUpdate, TraitStaging
+
+log = logging.getLogger(__name__)
 
 APPLY_UPDATES = 50_000
 """Staged updates read and applied at a time (whole files)."""
@@ -132,8 +138,14 @@ async def apply_staged(
         taken: list[StagedUpdate] = []
         done = []
         while files and len(taken) < APPLY_UPDATES:
-            done.append(files.pop(0))
-            taken += await asyncio.to_thread(staging.read, done[-1])
+            path = files.pop(0)
+            try:
+                taken += await asyncio.to_thread(staging.read, path)
+            except msgspec.DecodeError as exc:  # ValidationError too
+                moved = await asyncio.to_thread(staging.set_aside, path)
+                log.error("a staged trait file does not decode (%s): moved to %s", exc, moved)
+                continue
+            done.append(path)
         by_uid: dict[str, list[StagedUpdate]] = {}
         for update in taken:
             by_uid.setdefault(update.dmp_uid, []).append(update)

@@ -14,14 +14,26 @@ One file per write, in ``directory``, named so that the names sort in write orde
 (JSON: an attribute may be an integer of any size.)
 
 A file is written aside, flushed to disk (``fsync``) and renamed in, and the directory is
-synced: a write is durable when ``append`` returns, so an answered batch survives a crash.
+synced (and, when a writer first makes it, the directory's parent): a write is durable when
+``append`` returns, so an answered batch survives a crash.
+
+Order: a writer holds a shared ``flock`` on ``<directory>/.lock`` while it takes the name,
+writes, syncs and renames; the job lists the files under the exclusive lock (``files``). So
+every file it lists is complete, and any file staged after it lists is named later: a writer
+that named its file early and syncs slowly is never applied after one that named it later.
+Under that lock the job also removes the temporary files a crash left (older than
+``TEMP_MARGIN``). A file that does not decode is moved to ``<directory>/bad/``
+(``set_aside``) and the job goes on.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -29,6 +41,11 @@ import msgspec
 from cookiematch.dmp.snapshot import AttributeValue
 
 SUFFIX = ".stg"
+LOCK = ".lock"
+BAD = "bad"
+"""Where a staged file that does not decode is moved, for an operator to look at."""
+TEMP_MARGIN = 3600.0
+"""Seconds a temporary file must have lain untouched before the job removes it."""
 
 
 class StagedUpdate(msgspec.Struct, array_like=True, frozen=True):
@@ -53,26 +70,67 @@ class TraitStaging:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
+        self._made = False
 
     def append(self, updates: list[StagedUpdate]) -> None:
         """Stage ``updates`` durably (blocking: call it in a thread)."""
         if not updates:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
-        aside = self.directory / f".{name}.tmp"
-        with aside.open("wb") as out:
-            out.write(msgspec.json.encode(updates))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(aside, self.directory / f"{name}{SUFFIX}")
-        _sync_directory(self.directory)
+        if not self._made:
+            _make_directory(self.directory)
+            self._made = True
+        with self._locked(fcntl.LOCK_SH):
+            name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
+            aside = self.directory / f".{name}.tmp"
+            with aside.open("wb") as out:
+                out.write(msgspec.json.encode(updates))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(aside, self.directory / f"{name}{SUFFIX}")
+            _sync_directory(self.directory)
 
     def files(self) -> list[Path]:
-        """The staged files, oldest first."""
+        """The staged files, oldest first, listed under the exclusive lock (every one complete,
+        any staged later named after them); temporary files a crash left are removed."""
         if not self.directory.is_dir():
             return []
-        return sorted(self.directory.glob(f"*{SUFFIX}"))
+        with self._locked(fcntl.LOCK_EX):
+            found = sorted(self.directory.glob(f"*{SUFFIX}"))
+            self._sweep(time.time() - TEMP_MARGIN)
+        return found
+
+    def set_aside(self, path: Path) -> Path:
+        """Move a staged file that does not decode to ``bad/``; return where it went."""
+        bad = self.directory / BAD
+        _make_directory(bad)
+        target = bad / path.name
+        os.replace(path, target)
+        _sync_directory(bad)
+        _sync_directory(self.directory)
+        return target
+
+    @contextmanager
+    def _locked(self, how: int) -> Iterator[None]:
+        fd = os.open(self.directory / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, how)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _sweep(self, before: float) -> None:
+        """Remove the temporary files last changed before ``before`` (under the exclusive
+        lock no write is in flight)."""
+        removed = False
+        for path in self.directory.glob(".*.tmp"):
+            try:
+                if path.stat().st_mtime < before:
+                    path.unlink()
+                    removed = True
+            except FileNotFoundError:
+                continue
+        if removed:
+            _sync_directory(self.directory)
 
     @staticmethod
     def read(path: Path) -> list[StagedUpdate]:
@@ -84,6 +142,21 @@ class TraitStaging:
             path.unlink(missing_ok=True)
         if paths:
             _sync_directory(self.directory)
+
+
+def _make_directory(directory: Path) -> None:
+    """Create ``directory`` and its missing parents durably: each one's parent is synced, and
+    the parent of ``directory`` even when it exists (another writer may have just made it)."""
+    missing = []
+    at = directory
+    while not at.is_dir():
+        missing.append(at)
+        at = at.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+        _sync_directory(made.parent)
+    if not missing:
+        _sync_directory(directory.parent)
 
 
 def _sync_directory(directory: Path) -> None:
