@@ -8,6 +8,7 @@ crash (SIGKILL to the group, no hooks). The ``start_server`` fixture wraps it wi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -16,10 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,6 +99,28 @@ class ServerProcess:
     def _kill_group(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def load_then_kill(
+    server: ServerProcess,
+    browser: Callable[[int, httpx.AsyncClient], Awaitable[None]],
+    acknowledged: Sized,
+    *,
+    browsers: int = 16,
+    acks: int = 300,
+) -> None:
+    """``browsers`` concurrent ``browser(number, http)`` loops against ``server``, which is
+    killed with SIGKILL once ``acknowledged`` holds ``acks`` answers (the kill -9 tests)."""
+
+    async def run() -> None:
+        async with httpx.AsyncClient(timeout=5) as http:
+            tasks = [asyncio.create_task(browser(n, http)) for n in range(browsers)]
+            while len(acknowledged) < acks:
+                await asyncio.sleep(0.01)
+            server.kill9()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(run())
 
 
 def start_server_process(

@@ -20,7 +20,7 @@ from cookiematch.exchange.bids import parse_response
 from cookiematch.protocol.openrtb import decode_bid_request
 from cookiematch.storage import open_store
 
-from conftest import ServerProcess, free_port
+from conftest import ServerProcess, free_port, load_then_kill
 from support.configs import serve_argv
 from support.openrtb import EXAMPLES
 
@@ -377,15 +377,7 @@ def test_acknowledged_matches_survive_kill_9(
                 assert acked is not None and (number % 3 == 0 or acked == uid)
                 acknowledged.append((acked, gid))
 
-    async def load_then_kill() -> None:
-        async with httpx.AsyncClient(timeout=5) as http:
-            tasks = [asyncio.create_task(browser(n, http)) for n in range(16)]
-            while len(acknowledged) < 300:
-                await asyncio.sleep(0.01)
-            server.kill9()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run(load_then_kill())
+    load_then_kill(server, browser, acknowledged)
     latest = dict(acknowledged)  # each browser's matches are sequential: the last ack wins
 
     async def check() -> None:

@@ -16,7 +16,7 @@ from cookiematch.exchange import keys
 from cookiematch.protocol.cookies import parse_browser_id
 from cookiematch.storage import open_store
 
-from conftest import ServerProcess, free_port
+from conftest import ServerProcess, free_port, load_then_kill
 from support.configs import ADMIN_TOKEN, write_exchange_config
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -222,15 +222,7 @@ def test_acknowledged_hosted_match_writes_survive_kill_9(
             if response.status_code == 302 and "google_hm" not in response.headers["location"]:
                 acknowledged.append((browser_id, data))
 
-    async def load_then_kill() -> None:
-        async with httpx.AsyncClient(timeout=5) as http:
-            tasks = [asyncio.create_task(browser(n, http)) for n in range(16)]
-            while len(acknowledged) < 300:
-                await asyncio.sleep(0.01)
-            server.kill9()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run(load_then_kill())
+    load_then_kill(server, browser, acknowledged)
     latest: dict[bytes, bytes] = {}
     for browser_id, data in acknowledged:
         latest[browser_id] = data  # each browser's writes are sequential: the last ack wins

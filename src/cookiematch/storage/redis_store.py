@@ -503,14 +503,21 @@ class RedisStore(Store):
     ) -> AsyncIterator[tuple[str, bytes, float | None]]:
         return self._scan_plain(prefix, batch, with_ttl=True)
 
-    async def _scan_plain(self, prefix: str, batch: int, *, with_ttl: bool) -> AsyncIterator[Any]:
+    async def _raw_pages(
+        self, prefix: str, batch: int
+    ) -> AsyncIterator[tuple[list[bytes], dict[bytes, bytes], float]]:
+        """The plain keys under ``prefix``, ``batch`` at a time: each chunk of raw keys, what
+        one ``MGET`` found of them and when it read them."""
         if batch < 1:
             raise ValueError("batch must be at least 1")
         keys = await self._scan_keys(prefix, "string")
         for i in range(0, len(keys), batch):
             chunk = keys[i : i + batch]
             now = self._now_ms()
-            found = await self._mget_raw(chunk)
+            yield chunk, await self._mget_raw(chunk), now
+
+    async def _scan_plain(self, prefix: str, batch: int, *, with_ttl: bool) -> AsyncIterator[Any]:
+        async for chunk, found, now in self._raw_pages(prefix, batch):
             for k in chunk:
                 raw = found.get(k)
                 entry = None if raw is None else codec.remaining(raw, now)
@@ -520,13 +527,7 @@ class RedisStore(Store):
 
     async def scan_pages(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[Page]:
         """One ``MGET`` per page (per node on a cluster), its live values unpacked."""
-        if batch < 1:
-            raise ValueError("batch must be at least 1")
-        keys = await self._scan_keys(prefix, "string")
-        for i in range(0, len(keys), batch):
-            chunk = keys[i : i + batch]
-            now = self._now_ms()
-            found = await self._mget_raw(chunk)
+        async for chunk, found, now in self._raw_pages(prefix, batch):
             page: list[tuple[str, bytes]] = []
             for k in chunk:
                 raw = found.get(k)
