@@ -17,7 +17,14 @@ from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
 from cookiematch.dmp.analytics.staged import apply_staged
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
-from cookiematch.dmp.traits.staging import BAD, LOCK, TEMP_MARGIN, StagedUpdate, TraitStaging
+from cookiematch.dmp.traits.staging import (
+    BAD,
+    LOCK,
+    TEMP_MARGIN,
+    StagedUpdate,
+    TraitStaging,
+    decode,
+)
 
 CATALOG = TraitCatalog(traits={"age": TraitDef("age", TraitKind.NUMBER, 864_000.0)})
 
@@ -112,4 +119,4 @@ def test_the_first_append_makes_the_directory_and_its_parents(tmp_path: Path) ->
     staging = TraitStaging(tmp_path / "a" / "b" / "staging")
     staging.append(setting(1, 1.0))
     (path,) = staging.files()
-    assert TraitStaging.read(path) == setting(1, 1.0)
+    assert decode(path.read_bytes()) == setting(1, 1.0)

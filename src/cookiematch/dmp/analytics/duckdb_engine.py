@@ -55,7 +55,6 @@ from cookiematch.dmp.segments.membership import Change
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import Rule
 from cookiematch.dmp.traits.schema import TraitCatalog
-from cookiematch.dmp.traits.staging import StagedUpdate
 
 # column -> the list type its values are bound as, and the cast to the column's type
 _COLUMNS: dict[str, tuple[tuple[str, str, str], ...]] = {
@@ -208,8 +207,8 @@ class DuckDBEngine:
         self.remove([p.dmp_uid for p in profiles])
         self.append(profiles)
 
-    def merge_staged(self, updates: Sequence[StagedUpdate], catalog: TraitCatalog) -> None:
-        apply_in_sql(self._db, updates, catalog)
+    def merge_staged(self, files: Sequence[bytes], catalog: TraitCatalog) -> None:
+        apply_in_sql(self._db, files, catalog)
 
     def remove(self, dmp_uids: Sequence[str]) -> None:
         ids = list(dmp_uids)

@@ -20,7 +20,6 @@ from cookiematch.dmp.segments.membership import Change
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import Rule
 from cookiematch.dmp.traits.schema import TraitCatalog
-from cookiematch.dmp.traits.staging import StagedUpdate
 
 MATCHED = "matched"  # (segment, profile) found by the pending recompute
 CHANGES = "membership_changes"  # (profile, segment, change, joined_at) of the pending diff
@@ -51,8 +50,9 @@ class AnalyticsEngine(Protocol):
     def replace(self, profiles: Sequence[ProfileRows]) -> None:
         """Add profiles, replacing whatever the engine held for the same browsers."""
 
-    def merge_staged(self, updates: Sequence[StagedUpdate], catalog: TraitCatalog) -> None:
-        """Apply staged trait updates, in staging order, in one write (``staged.py``)."""
+    def merge_staged(self, files: Sequence[bytes], catalog: TraitCatalog) -> None:
+        """Apply staged trait files (their contents, each one that decodes, in staging
+        order) in one write (``staged.py``)."""
 
     def remove(self, dmp_uids: Sequence[str]) -> None:
         """Forget these browsers' profiles (erased, or lapsed in the key-value store)."""

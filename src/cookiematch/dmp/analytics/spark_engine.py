@@ -85,7 +85,6 @@ from cookiematch.dmp.segments.membership import Change
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import Rule
 from cookiematch.dmp.traits.schema import TraitCatalog
-from cookiematch.dmp.traits.staging import StagedUpdate
 
 CHECKPOINT_FILE = "checkpoints.json"
 """When each named step last ran (``checkpoint``), beside the tables."""
@@ -241,9 +240,9 @@ class SparkEngine:
         self.remove([p.dmp_uid for p in profiles])
         self.append(profiles)
 
-    def merge_staged(self, updates: Sequence[StagedUpdate], catalog: TraitCatalog) -> None:
+    def merge_staged(self, files: Sequence[bytes], catalog: TraitCatalog) -> None:
         """Merged in Python (``staged.merge_in_python``), the profiles replaced."""
-        merge_in_python(self, updates, catalog)
+        merge_in_python(self, files, catalog)
 
     def remove(self, dmp_uids: Sequence[str]) -> None:
         if not dmp_uids:

@@ -30,7 +30,7 @@ import msgspec
 from cookiematch.dmp.analytics.engine import AnalyticsEngine
 from cookiematch.dmp.analytics.rows import AttributeRow, EventRow, ProfileRows
 from cookiematch.dmp.traits.schema import TraitCatalog
-from cookiematch.dmp.traits.staging import StagedUpdate, TraitStaging
+from cookiematch.dmp.traits.staging import StagedUpdate, TraitStaging, decode
 
 log = logging.getLogger(__name__)
 
@@ -137,31 +137,34 @@ async def apply_staged(
     applied = 0
     files = await asyncio.to_thread(staging.files)
     while files:
-        taken: list[StagedUpdate] = []
+        taken: list[bytes] = []
         done = []
-        while files and len(taken) < APPLY_UPDATES:
+        count = 0
+        while files and count < APPLY_UPDATES:
             path = files.pop(0)
+            body = await asyncio.to_thread(path.read_bytes)
             try:
-                taken += await asyncio.to_thread(staging.read, path)
+                count += len(decode(body))
             except msgspec.DecodeError as exc:  # ValidationError too
                 moved = await asyncio.to_thread(staging.set_aside, path)
                 log.error("a staged trait file does not decode (%s): moved to %s", exc, moved)
                 continue
+            taken.append(body)
             done.append(path)
         await asyncio.to_thread(engine.merge_staged, taken, catalog)
         await asyncio.to_thread(staging.forget, done)
-        applied += len(taken)
+        applied += count
     return applied
 
 
-def merge_in_python(
-    engine: AnalyticsEngine, updates: Sequence[StagedUpdate], catalog: TraitCatalog
-) -> None:
-    """Apply ``updates`` (in staging order) to ``engine`` through its profiles: the rows held
-    of each browser read, merged (``apply_updates``), the profiles replaced."""
+def merge_in_python(engine: AnalyticsEngine, files: Sequence[bytes], catalog: TraitCatalog) -> None:
+    """Apply staged files (their contents, in staging order) to ``engine`` through its
+    profiles: the rows held of each browser read, merged (``apply_updates``), the profiles
+    replaced."""
     by_uid: dict[str, list[StagedUpdate]] = {}
-    for update in updates:
-        by_uid.setdefault(update.dmp_uid, []).append(update)
+    for body in files:
+        for update in decode(body):
+            by_uid.setdefault(update.dmp_uid, []).append(update)
     uids = sorted(by_uid)
     held = {p.dmp_uid: p for p in engine.profiles(uids)}
     engine.replace([apply_updates(held.get(uid), uid, by_uid[uid], catalog) for uid in uids])

@@ -1,19 +1,19 @@
 """Staged trait updates (``dmp/traits/staging.py``) applied on DuckDB in SQL, with the merge
 and the write of the ingestion (``ingest_sql.final_sql``, ``write_sql``).
 
-    updates (decoded) ──▶ columns, one row per update ──▶ a temporary table (``seq``: order)
+    staged files (their JSON) ──▶ one row per update (``seq``: file, then place in it)
         ──▶ erasures: the browser's traits deleted, what was staged before it left out
         ──▶ attribute operations (removes, then sets), events ──▶ the ingestion's merge
 
-The updates are decoded in Python (``msgspec``: a file that does not decode is set aside
-before), flattened into a few columns (an update's attributes as one JSON object) and bound as
-lists in one insert. Then, as the per-profile merge (``staged.apply_updates``) does: each
-(browser, name)'s last operation wins (an update's removes before its sets), an attribute set
-living its trait's TTL from the update's time; events kept by (name, ts) with the later lapse,
-cut to the newest ``max_events_per_name`` of each name; events already lapsed are kept as the
-per-profile merge keeps them (a rule never sees them); a browser's profile lapses with the
-last of its data. A browser the engine does not know and to which no trait is left gets no
-row. One transaction: applied again, the same updates change nothing.
+The files' contents reach the engine as they are (each decoded in Python first, so one that
+does not is set aside: ``staged.apply_staged``); the engine parses them: no step of Python per
+update. Then, as the per-profile merge (``staged.apply_updates``) does: each (browser, name)'s
+last operation wins (an update's removes before its sets), an attribute set living its trait's
+TTL from the update's time; events kept by (name, ts) with the later lapse, cut to the newest
+``max_events_per_name`` of each name; events already lapsed are kept as the per-profile merge
+keeps them (a rule never sees them); a browser's profile lapses with the last of its data. A
+browser the engine does not know and to which no trait is left gets no row. One transaction:
+applied again, the same files change nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import duckdb
-import msgspec
+import numpy as np
 
 from cookiematch.dmp.analytics.ingest_sql import (
     CUT,
@@ -42,14 +42,17 @@ from cookiematch.dmp.analytics.ingest_sql import (
 )
 from cookiematch.dmp.analytics.tables import ATTRIBUTES, EVENTS
 from cookiematch.dmp.traits.schema import EVENT_EXPIRY_STEP, TraitCatalog
-from cookiematch.dmp.traits.staging import StagedUpdate
 
-UPDATES, ERASED, LIVE = "stg_updates", "stg_erased", "stg_live"
+FILES, UPDATES, ERASED, LIVE = "stg_files", "stg_updates", "stg_erased", "stg_live"
 
-STAGE = f"""INSERT INTO {UPDATES}
-SELECT unnest($uid::VARCHAR[]), unnest(range(len($uid))), unnest($at::DOUBLE[]),
-    unnest($attrs::VARCHAR[])::JSON, unnest($remove::VARCHAR[][]),
-    unnest($names::VARCHAR[][]), unnest($stamps::DOUBLE[][]), unnest($erase::BOOLEAN[])"""
+# each update's parts (``StagedUpdate``, an array): minified JSON, an empty list or object
+# written ``[]``, ``{}``; an erasure's flag may be left out
+PARSE = f"""CREATE OR REPLACE TEMP TABLE {UPDATES} AS
+SELECT (file::BIGINT << 32) + i AS seq, p[1]->>'$' AS uid, p[2]::DOUBLE AS set_at,
+    p[3] AS attrs, p[4] AS remove, p[5] AS events, coalesce(p[6]::BOOLEAN, false) AS erase
+  FROM (SELECT file, i, json_extract(u, ['$[0]', '$[2]', '$[3]', '$[4]', '$[5]', '$[6]']) AS p
+          FROM (SELECT file, unnest(range(len(l))) AS i, unnest(l) AS u
+                  FROM (SELECT file, from_json(body, '["JSON"]') AS l FROM {FILES})))"""
 
 PREPARE = [
     f"""CREATE OR REPLACE TEMP TABLE {PROFILE_IDS} AS
@@ -61,22 +64,25 @@ PREPARE = [
       FROM {UPDATES} u JOIN {PROFILE_IDS} p ON p.profile = u.uid
      WHERE u.erase GROUP BY ALL""",
     f"""CREATE OR REPLACE TEMP TABLE {LIVE} AS
-    SELECT p.pid, u.seq, u.set_at, u.attrs, u.remove, u.names, u.stamps
+    SELECT p.pid, u.seq, u.set_at, u.attrs, u.remove, u.events
       FROM {UPDATES} u JOIN {PROFILE_IDS} p ON p.profile = u.uid
       LEFT JOIN {ERASED} e ON e.pid = p.pid
      WHERE NOT u.erase AND (e.seq IS NULL OR u.seq > e.seq)""",
     f"DROP TABLE {UPDATES}",
-    # an update's removes before its sets; a set is never NULL (a JSON null is a value)
+    # an update's removes (NULL) before its sets (never NULL: a null does not decode)
     f"""CREATE OR REPLACE TEMP TABLE {RUN_OPS} AS
-    SELECT pid, unnest(remove) AS name, seq << 1 AS seq, NULL::JSON AS value, set_at
-      FROM {LIVE} WHERE len(remove) > 0
+    SELECT pid, unnest(from_json(remove, '["VARCHAR"]')) AS name, seq << 1 AS seq,
+        NULL::JSON AS value, set_at
+      FROM {LIVE} WHERE remove <> '[]'
     UNION ALL
-    SELECT l.pid, e.key, (l.seq << 1) + 1, e.value, l.set_at
-      FROM {LIVE} l, json_each(l.attrs) e WHERE l.attrs IS NOT NULL""",
+    SELECT pid, unnest(map_keys(m)), (seq << 1) + 1, unnest(map_values(m)), set_at
+      FROM (SELECT pid, seq, set_at, from_json(attrs, '"MAP(VARCHAR, JSON)"') AS m
+              FROM {LIVE} WHERE attrs <> '{{}}')""",
     f"""CREATE OR REPLACE TEMP TABLE {RUN_EVENTS} AS
     SELECT e.pid, e.name, e.ts, {event_expiry("e.ts", "t.ttl")} AS expires_at
-      FROM (SELECT pid, unnest(names) AS name, unnest(stamps) AS ts
-              FROM {LIVE} WHERE len(names) > 0) e
+      FROM (SELECT pid, e[1] AS name, e[2]::DOUBLE AS ts
+              FROM (SELECT pid, unnest(from_json(events, '[["VARCHAR"]]')) AS e
+                      FROM {LIVE} WHERE events <> '[]')) e
       LEFT JOIN {TRAIT_DEFS} t USING (name)""",
     f"DROP TABLE {LIVE}",
 ]
@@ -89,29 +95,9 @@ ERASE = [
 
 FINAL, WRITE = final_sql(OWN_TIME), write_sql(OWN_TIME)
 
-TEMPORARY = (UPDATES, ERASED, LIVE, *(PROFILE_IDS, TRAIT_DEFS, RUN_OPS, RUN_EVENTS),
+TEMPORARY = (FILES, UPDATES, ERASED, LIVE, *(PROFILE_IDS, TRAIT_DEFS, RUN_OPS, RUN_EVENTS),
     *(RUN_ATTRS, WRITTEN_EVENTS, KEPT_EVENTS, CUT, LAPSES))  # fmt: skip
 """The tables of an apply: its own, then the ingestion's merge's."""
-
-
-def columns(updates: Sequence[StagedUpdate]) -> dict[str, list[Any]]:
-    """The updates as ``STAGE`` binds them, one row each in order: an update's attributes as
-    one JSON object (NULL: none), its events as two lists."""
-    encode = msgspec.json.encode
-    found: dict[str, list[Any]] = {
-        k: [] for k in ("uid", "at", "attrs", "remove", "names", "stamps", "erase")
-    }
-    uid, at, attrs, remove = found["uid"], found["at"], found["attrs"], found["remove"]
-    names, stamps, erase = found["names"], found["stamps"], found["erase"]
-    for update in updates:
-        uid.append(update.dmp_uid)
-        at.append(update.at)
-        attrs.append(encode(update.attributes).decode() if update.attributes else None)
-        remove.append(update.remove)
-        names.append([name for name, _ in update.events])
-        stamps.append([float(ts) for _, ts in update.events])
-        erase.append(update.erase)
-    return found
 
 
 def _parameters(catalog: TraitCatalog) -> dict[str, Any]:
@@ -125,23 +111,24 @@ def _parameters(catalog: TraitCatalog) -> dict[str, Any]:
 
 
 def apply_in_sql(
-    db: duckdb.DuckDBPyConnection, updates: Sequence[StagedUpdate], catalog: TraitCatalog
+    db: duckdb.DuckDBPyConnection, files: Sequence[bytes], catalog: TraitCatalog
 ) -> None:
-    """Apply ``updates`` (in staging order) to the profiles' tables on ``db``, in one
-    transaction."""
-    if not updates:
+    """Apply staged files (their contents, each one that decodes, in staging order) to the
+    profiles' tables on ``db``, in one transaction."""
+    if not files:
         return
     params = _parameters(catalog)
-    db.execute(
-        f"""CREATE OR REPLACE TEMP TABLE {UPDATES} (uid VARCHAR, seq BIGINT, set_at DOUBLE,
-        attrs JSON, remove VARCHAR[], names VARCHAR[], stamps DOUBLE[], erase BOOLEAN)"""
-    )
+    bodies = np.array([body.decode("utf-8") for body in files], dtype=object)
     try:
         declare_traits(db, catalog)
-        db.execute(STAGE, columns(updates))
+        db.register("stg_bodies", {"file": np.arange(len(files)), "body": bodies})
+        try:
+            db.execute(f"CREATE OR REPLACE TEMP TABLE {FILES} AS SELECT * FROM stg_bodies")
+        finally:
+            db.unregister("stg_bodies")
         db.execute("BEGIN")
         try:
-            for statement in [*PREPARE, *ERASE, *FINAL, *WRITE]:
+            for statement in [PARSE, f"DROP TABLE {FILES}", *PREPARE, *ERASE, *FINAL, *WRITE]:
                 db.execute(statement, {k: v for k, v in params.items() if f"${k}" in statement})
             db.execute("COMMIT")
         except BaseException:

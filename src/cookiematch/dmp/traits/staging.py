@@ -65,6 +65,11 @@ class StagedUpdate(msgspec.Struct, array_like=True, frozen=True):
 _decoder = msgspec.json.Decoder(list[StagedUpdate])
 
 
+def decode(body: bytes) -> list[StagedUpdate]:
+    """A staged file's updates (raises ``msgspec.DecodeError`` when it does not decode)."""
+    return _decoder.decode(body)
+
+
 class TraitStaging:
     """The staging directory of one DMP's engine (``AnalyticsSettings.staging_directory``)."""
 
@@ -131,10 +136,6 @@ class TraitStaging:
                 continue
         if removed:
             _sync_directory(self.directory)
-
-    @staticmethod
-    def read(path: Path) -> list[StagedUpdate]:
-        return _decoder.decode(path.read_bytes())
 
     def forget(self, paths: list[Path]) -> None:
         """Delete files once what they held is applied."""
