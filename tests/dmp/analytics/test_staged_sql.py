@@ -160,3 +160,17 @@ def test_an_erasure_leaves_out_what_was_staged_before_it(
     assert profile.expires_at is None  # it never lapsed: it still does not
     assert profile.attributes == {"flag": AttributeRow(True, NOW + 2, NOW + 2 + 30 * DAY)}
     assert profile.events == ()
+
+
+def test_an_object_naming_an_attribute_twice_keeps_the_last(
+    engines: tuple[DuckDBEngine, DuckDBEngine],
+) -> None:
+    """Never written so, but decoded (the last wins): the SQL apply keeps the last too."""
+    body = b'[["u1","crm",1800000000.0,{"tier":"a","age":3,"tier":"b"},[],[]]]'
+    for engine in engines:
+        engine.clear()
+    sql, python = engines
+    sql.merge_staged([body], CATALOG)
+    merge_in_python(python, [body], CATALOG)
+    assert typed(sql.profiles(UIDS)) == typed(python.profiles(UIDS))
+    assert sql.profiles(["u1"])[0].attributes["tier"].value == "b"

@@ -69,15 +69,23 @@ PREPARE = [
       LEFT JOIN {ERASED} e ON e.pid = p.pid
      WHERE NOT u.erase AND (e.seq IS NULL OR u.seq > e.seq)""",
     f"DROP TABLE {UPDATES}",
-    # an update's removes (NULL) before its sets (never NULL: a null does not decode)
+    # an update's removes (NULL) before its sets (never NULL: a null does not decode). An
+    # object naming a key twice (never written so; decoded, the last wins) is no map: its
+    # entries are read one by one, the last of each key kept
     f"""CREATE OR REPLACE TEMP TABLE {RUN_OPS} AS
+    WITH sets AS (
+        SELECT pid, seq, set_at, attrs, from_json(attrs, '"MAP(VARCHAR, JSON)"') AS m
+          FROM {LIVE} WHERE attrs <> '{{}}')
     SELECT pid, unnest(from_json(remove, '["VARCHAR"]')) AS name, seq << 1 AS seq,
         NULL::JSON AS value, set_at
       FROM {LIVE} WHERE remove <> '[]'
     UNION ALL
     SELECT pid, unnest(map_keys(m)), (seq << 1) + 1, unnest(map_values(m)), set_at
-      FROM (SELECT pid, seq, set_at, from_json(attrs, '"MAP(VARCHAR, JSON)"') AS m
-              FROM {LIVE} WHERE attrs <> '{{}}')""",
+      FROM sets WHERE m IS NOT NULL
+    UNION ALL
+    SELECT s.pid, e.key, (s.seq << 1) + 1, arg_max(e.value, e.id), s.set_at
+      FROM sets s, json_each(s.attrs) e WHERE s.m IS NULL
+     GROUP BY s.pid, s.seq, s.set_at, e.key""",
     f"""CREATE OR REPLACE TEMP TABLE {RUN_EVENTS} AS
     SELECT e.pid, e.name, e.ts, {event_expiry("e.ts", "t.ttl")} AS expires_at
       FROM (SELECT pid, e[1] AS name, e[2]::DOUBLE AS ts
