@@ -9,7 +9,10 @@ other on the same machine: ``--batches`` of them written to the store's ``t`` ma
 disk, ``Durability.ACK``: durable when answered, as the server writes them), then the same
 batches staged for the engine (``dmp/traits/staging.py``: a file per batch, fsync'd, renamed
 in: durable when answered). Then the engine's job applying what was staged
-(``dmp/analytics/staged.py``) into a DuckDB file that holds every profile already: updates/s.
+(``dmp/analytics/staged.py``) into a DuckDB file that holds every profile already, updates/s,
+two ways from copies of the same files and engine: the per-profile merge (the rows held of each
+browser read, merged in Python, the profiles replaced: what Spark runs) and the merge in SQL
+(``staged_sql.py``: DuckDB's); both engines then hold the same rows.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
 from cookiematch.dmp.analytics.rows import AttributeRow, ProfileRows
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
-from cookiematch.dmp.analytics.staged import apply_staged
+from cookiematch.dmp.analytics.staged import apply_staged, merge_in_python
 from cookiematch.dmp.traits.schema import TraitCatalog
 from cookiematch.dmp.traits.staging import TraitStaging
 from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore
@@ -42,6 +47,23 @@ def batches(count: int, profiles: int, now: float) -> list[dict[str, ProfileUpda
             batch[f"u{(b * profiles + i) % (count * profiles // 2):08d}"] = update
         found.append(batch)
     return found
+
+
+class PerProfile(DuckDBEngine):
+    """DuckDB applying staged updates through its profiles, merged in Python."""
+
+    def merge_staged(self, files: Sequence[bytes], catalog: TraitCatalog) -> None:
+        merge_in_python(self, files, catalog)
+
+
+async def applying(
+    engine: DuckDBEngine, staging: TraitStaging, catalog: TraitCatalog
+) -> tuple[int, float]:
+    """Updates applied from ``staging`` into ``engine``, and the seconds it took."""
+    started = time.perf_counter()
+    applied = await apply_staged(staging, engine, catalog)
+    seconds = time.perf_counter() - started
+    return applied, seconds
 
 
 async def timed(store: TraitStore, work: list[dict[str, ProfileUpdate]]) -> list[float]:
@@ -71,24 +93,37 @@ async def main(args: argparse.Namespace) -> None:
     await store.close()
     staging = TraitStaging(workdir / "staging")
     staged = await timed(TraitStore(store, catalog, clock=time.time, staging=staging), work)
-    engine = DuckDBEngine(AnalyticsSettings(str(workdir / "engine.duckdb")))
     uids = sorted({uid for batch in work for uid in batch})
-    engine.append(
+    seeded = DuckDBEngine(AnalyticsSettings(str(workdir / "seed.duckdb")))
+    seeded.append(
         [ProfileRows(uid, None, {"seed": AttributeRow("x", now, now + 86_400)}) for uid in uids]
     )
-    started = time.perf_counter()
-    applied = await apply_staged(staging, engine, catalog)
-    applying = time.perf_counter() - started
-    engine.close()
+    seeded.close()
+    copy = TraitStaging(workdir / "staging-copy")
+    shutil.copytree(staging.directory, copy.directory)
+    results = {}
+    for name, kind, source in (("python", PerProfile, copy), ("sql", DuckDBEngine, staging)):
+        path = workdir / f"{name}.duckdb"
+        shutil.copy(workdir / "seed.duckdb", path)
+        engine = kind(AnalyticsSettings(str(path)))
+        results[name] = await applying(engine, source, catalog)
+        engine.close()
+    same = [DuckDBEngine(AnalyticsSettings(str(workdir / f"{n}.duckdb"))) for n in results]
+    held = [engine.profiles(uids) for engine in same]
+    for engine in same:
+        engine.close()
     print(f"{args.batches} batches of {args.profiles} profiles; load {os.getloadavg()[0]:.1f}")
     print(f"{'':<28} {'p50':>11} {'p99':>11} {'':>12}")
     print(summary("store t maps (SQLite, ack)", written, args.profiles))
     print(summary("staged (file, fsync)", staged, args.profiles))
     print(f"store / staged (total time): {sum(written) / sum(staged):.2f}")
-    print(
-        f"applied {applied:,} staged updates to {len(uids):,} profiles in {applying:.2f} s "
-        f"({applied / applying:,.0f}/s)"
-    )
+    for name, (applied, seconds) in results.items():
+        print(
+            f"apply, {name + ' merge':<12} {applied:,} staged updates to {len(uids):,} profiles "
+            f"in {seconds:.2f} s ({applied / seconds:,.0f}/s)"
+        )
+    print(f"sql / python (updates/s): {results['python'][1] / results['sql'][1]:.1f}")
+    print(f"same rows held: {'yes' if held[0] == held[1] else 'NO'}")
 
 
 if __name__ == "__main__":

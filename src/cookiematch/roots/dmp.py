@@ -80,7 +80,7 @@ from cookiematch.web.dmp.definitions import DmpDefinitions
 from cookiematch.web.dmp.definitions_admin import DefinitionAdmin
 from cookiematch.web.dmp.ingest import build_ingest_api
 from cookiematch.web.dmp.jobs import DmpJobs
-from cookiematch.web.dmp.metrics import funnel_counts
+from cookiematch.web.dmp.metrics import funnel_counts, staged_set_aside
 from cookiematch.web.dmp.optout import DmpOptOutCookie
 from cookiematch.web.dmp.routes import SYNC_ON_ERROR, TEXT_ON_ERROR, DmpRoutes
 from cookiematch.web.dmp.schedules import ScheduleAdmin
@@ -147,7 +147,9 @@ def trait_staging(dmp: DmpConfig) -> TraitStaging | None:
     """Where online trait writes are staged for the engine, which owns the profiles' traits
     (None: no engine; they are written to the key-value store)."""
     settings = dmp.analytics.to_model()
-    return None if settings is None else TraitStaging(settings.staging_directory)
+    if settings is None:
+        return None
+    return TraitStaging(settings.staging_directory, on_set_aside=staged_set_aside)
 
 
 def engine_opener(dmp: DmpConfig) -> OpenEngine | None:

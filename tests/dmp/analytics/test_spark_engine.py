@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import datasketches
+import msgspec
 import pytest
 from pyspark.sql import SparkSession
 
@@ -26,6 +27,7 @@ from cookiematch.dmp.overlap import POPULATION, SketchAudiences, overlaps, segme
 from cookiematch.dmp.segments import parse_rule
 from cookiematch.dmp.segments.membership import Change
 from cookiematch.dmp.traits.schema import TraitCatalog
+from cookiematch.dmp.traits.staging import StagedUpdate
 from cookiematch.storage import Store
 
 from ..helpers import FakeClock
@@ -184,3 +186,36 @@ def test_both_engines_remove_profiles_and_keep_checkpoints(
                            session=spark_engine.session)  # fmt: skip
     assert reopened.checkpoint("loaded") == 13.5
     reopened.close()
+
+
+def test_spark_applies_staged_updates_as_duckdb_does(
+    spark_engine: SparkEngine, duckdb_engine: DuckDBEngine
+) -> None:
+    """Spark merges staged files per profile (``staged.merge_in_python``), DuckDB in SQL:
+    the same rows held after (an erasure, a removal, events over the cap and repeated)."""
+    now = 1_800_000_000.0
+    catalog = TraitCatalog(max_events_per_name=2)
+    held = [
+        ProfileRows("a", None, {"tier": AttributeRow("gold", now - DAY, now + DAY)}),
+        ProfileRows("b", now + 5 * DAY, {"tier": AttributeRow("red", now - DAY, now + DAY)}),
+    ]
+    files = [
+        msgspec.json.encode(updates)
+        for updates in (
+            [
+                StagedUpdate("a", "crm", now, {"age": 10**30, "tags": ["x"]}, ("tier",), ()),
+                StagedUpdate("b", "crm", now, {"n": 2.5}, (), (("buy", 1), ("buy", 2))),
+            ],
+            [
+                StagedUpdate("b", "", now + 1, {}, (), (), erase=True),
+                StagedUpdate("b", "crm", now + 2, {"ok": True}, (), (("buy", 3), ("buy", 4))),
+                StagedUpdate("c", "crm", now + 3, {}, (), (("buy", 5), ("buy", 6), ("buy", 5))),
+                StagedUpdate("b", "crm", now + 4, {}, (), (("buy", 5), ("buy", 3))),
+            ],
+        )
+    ]
+    for engine in (spark_engine, duckdb_engine):
+        engine.append(held)
+        engine.merge_staged(files, catalog)
+    assert spark_engine.profiles(["a", "b", "c"]) == duckdb_engine.profiles(["a", "b", "c"])
+    assert [e.ts for e in duckdb_engine.profiles(["b"])[0].events] == [4.0, 5.0]

@@ -1,6 +1,7 @@
 """The staged trait files as the engine job takes them (real files, DuckDB on disk): a writer
 that named its file early and syncs slowly is still applied before a later one; a file that
-does not decode is set aside and the job goes on; temporary files a crash left are swept."""
+does not decode is set aside, counted at ``/metrics``, and the job goes on; temporary files a
+crash left are swept."""
 
 from __future__ import annotations
 
@@ -12,14 +13,28 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
 from cookiematch.dmp.analytics.staged import apply_staged
 from cookiematch.dmp.traits.schema import TraitCatalog, TraitDef, TraitKind
-from cookiematch.dmp.traits.staging import BAD, LOCK, TEMP_MARGIN, StagedUpdate, TraitStaging
+from cookiematch.dmp.traits.staging import (
+    BAD,
+    LOCK,
+    TEMP_MARGIN,
+    StagedUpdate,
+    TraitStaging,
+    decode,
+)
+from cookiematch.web.dmp.metrics import staged_set_aside
 
 CATALOG = TraitCatalog(traits={"age": TraitDef("age", TraitKind.NUMBER, 864_000.0)})
+
+
+def exposed() -> float | None:
+    """The set-aside gauge as ``/metrics`` shows it."""
+    return REGISTRY.get_sample_value("cookiematch_dmp_staged_files_set_aside")
 
 
 def setting(age: int, at: float) -> list[StagedUpdate]:
@@ -74,7 +89,8 @@ async def test_a_slow_early_writer_is_applied_before_a_later_one(
 
 
 async def test_a_file_that_does_not_decode_is_set_aside(tmp_path: Path) -> None:
-    staging = TraitStaging(tmp_path / "staging")
+    """... and counted at ``/metrics`` until an operator removes it."""
+    staging = TraitStaging(tmp_path / "staging", on_set_aside=staged_set_aside)
     staging.append(setting(1, 1.0))
     torn = staging.directory / "00000000000000000001-1-aaaaaaaa.stg"  # sorts first
     torn.write_bytes(b'[["u","crm",1.0,{"age"')
@@ -88,9 +104,12 @@ async def test_a_file_that_does_not_decode_is_set_aside(tmp_path: Path) -> None:
         bad = staging.directory / BAD
         assert sorted(p.name for p in bad.iterdir()) == [torn.name, wrong.name]
         assert (bad / torn.name).read_bytes() == b'[["u","crm",1.0,{"age"'
+        assert exposed() == 2
         staging.append(setting(3, 3.0))  # later jobs go on
+        (bad / torn.name).unlink()  # an operator looked at it
         assert await apply_staged(staging, engine, CATALOG) == 1
         assert age_held(engine) == 3
+        assert exposed() == 1
     finally:
         engine.close()
 
@@ -112,4 +131,4 @@ def test_the_first_append_makes_the_directory_and_its_parents(tmp_path: Path) ->
     staging = TraitStaging(tmp_path / "a" / "b" / "staging")
     staging.append(setting(1, 1.0))
     (path,) = staging.files()
-    assert TraitStaging.read(path) == setting(1, 1.0)
+    assert decode(path.read_bytes()) == setting(1, 1.0)

@@ -34,6 +34,7 @@ from cookiematch.dmp.analytics.export_sql import DUCKDB as EXPORT_SQL
 from cookiematch.dmp.analytics.rows import ProfileRows
 from cookiematch.dmp.analytics.rules_sql import DUCKDB, compile_rule
 from cookiematch.dmp.analytics.settings import AnalyticsSettings
+from cookiematch.dmp.analytics.staged_sql import apply_in_sql
 from cookiematch.dmp.analytics.tables import (
     ATTRIBUTES,
     CHECKPOINTS,
@@ -53,6 +54,7 @@ from cookiematch.dmp.overlap import Estimate, PairOverlap
 from cookiematch.dmp.segments.membership import Change
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import Rule
+from cookiematch.dmp.traits.schema import TraitCatalog
 
 # column -> the list type its values are bound as, and the cast to the column's type
 _COLUMNS: dict[str, tuple[tuple[str, str, str], ...]] = {
@@ -204,6 +206,9 @@ class DuckDBEngine:
     def replace(self, profiles: Sequence[ProfileRows]) -> None:
         self.remove([p.dmp_uid for p in profiles])
         self.append(profiles)
+
+    def merge_staged(self, files: Sequence[bytes], catalog: TraitCatalog) -> None:
+        apply_in_sql(self._db, files, catalog)
 
     def remove(self, dmp_uids: Sequence[str]) -> None:
         ids = list(dmp_uids)

@@ -19,6 +19,7 @@ from cookiematch.dmp.overlap import PairOverlap
 from cookiematch.dmp.segments.membership import Change
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import Rule
+from cookiematch.dmp.traits.schema import TraitCatalog
 
 MATCHED = "matched"  # (segment, profile) found by the pending recompute
 CHANGES = "membership_changes"  # (profile, segment, change, joined_at) of the pending diff
@@ -48,6 +49,10 @@ class AnalyticsEngine(Protocol):
 
     def replace(self, profiles: Sequence[ProfileRows]) -> None:
         """Add profiles, replacing whatever the engine held for the same browsers."""
+
+    def merge_staged(self, files: Sequence[bytes], catalog: TraitCatalog) -> None:
+        """Apply staged trait files (their contents, each one that decodes, in staging
+        order) in one write (``staged.py``)."""
 
     def remove(self, dmp_uids: Sequence[str]) -> None:
         """Forget these browsers' profiles (erased, or lapsed in the key-value store)."""

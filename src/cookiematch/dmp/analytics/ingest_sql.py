@@ -122,7 +122,6 @@ CREATE OR REPLACE TEMP TABLE {TOUCHED} (pid INTEGER);
 CREATE OR REPLACE TEMP TABLE {LAPSED} (pid INTEGER, name VARCHAR, ts DOUBLE);
 CREATE OR REPLACE TEMP TABLE {RUN_OPS} (pid INTEGER, name VARCHAR, seq BIGINT, value JSON);
 CREATE OR REPLACE TEMP TABLE {RUN_EVENTS} (pid INTEGER, name VARCHAR, ts DOUBLE, expires_at DOUBLE);
-CREATE OR REPLACE TEMP TABLE {TRAIT_DEFS} (name VARCHAR, kind VARCHAR, ttl DOUBLE);
 """
 
 _PY_FLOAT = r"[+-]?(\d(_?\d)*(\.(\d(_?\d)*)?)?|\.\d(_?\d)*)([eE][+-]?\d(_?\d)*)?"
@@ -340,6 +339,13 @@ RESOLVE = [
                     AND $now - tc_last_updated <= $consent_max_age))""",
 ]
 
+
+def event_expiry(ts: str, ttl: str) -> str:
+    """SQL: when an event at ``ts`` stops counting (``TraitCatalog.event_expiry``); ``ttl``:
+    its trait's TTL, NULL for the default."""
+    return f"ceil(({ts} + coalesce({ttl}, $event_ttl)) / $step) * $step"
+
+
 ACCEPTED = "ing_accepted"
 NEW_EVENTS = "ing_new_events"
 
@@ -349,7 +355,7 @@ MERGE = [
      WHERE pid IS NOT NULL AND pid NOT IN (SELECT pid FROM {REFUSING})""",
     f"""CREATE OR REPLACE TEMP TABLE {NEW_EVENTS} AS
     SELECT DISTINCT x.pid, e.name, trunc(e.ts) AS ts,
-        ceil((trunc(e.ts) + coalesce(t.ttl, $event_ttl)) / $step) * $step AS expires_at
+        {event_expiry("trunc(e.ts)", "t.ttl")} AS expires_at
       FROM {EVENTS_IN} e JOIN {ACCEPTED} x USING (file, line)
       LEFT JOIN {TRAIT_DEFS} t USING (name)""",
 ]
@@ -380,76 +386,99 @@ CHUNK_TABLES = [
 ]
 """The staged lines and the tables of a chunk, dropped once the last chunk is done."""
 
-# what the run merged, before the one write: each (profile, name)'s last operation, its
-# events, each profile's lapse; by the profile's number (narrower than its uid, which each
-# write takes back)
-FINAL = [
-    # the last operation on each (profile, name) in file order; its value's kind
-    f"""CREATE OR REPLACE TEMP TABLE {RUN_ATTRS} AS
-    SELECT pid, name, value, {_value_kind("value")} AS kind
-      FROM (SELECT pid, name, arg_max_null(value, seq) AS value
-              FROM {RUN_OPS} GROUP BY pid, name)""",
-    f"DROP TABLE {RUN_OPS}",
-    f"""CREATE OR REPLACE TEMP TABLE {WRITTEN_EVENTS} AS
-    SELECT pid, name, ts, expires_at FROM {RUN_EVENTS} WHERE expires_at > $now""",
-    f"DROP TABLE {RUN_EVENTS}",
-    # the events of each (profile, name) written to: held and new, one per ts; the newest
-    # kept where a name has more than the cap (only those sorted: a window is costly)
-    f"""CREATE OR REPLACE TEMP TABLE {KEPT_EVENTS} AS
-    SELECT pid, name, ts, max(expires_at) AS expires_at
-      FROM (SELECT pid, name, ts, expires_at FROM {WRITTEN_EVENTS}
-            UNION ALL
-            SELECT p.pid, e.name, e.ts, e.expires_at
-              FROM {EVENTS} e JOIN {PROFILE_IDS} p ON p.profile = e.profile
-             SEMI JOIN (SELECT DISTINCT pid, name FROM {WRITTEN_EVENTS}) n USING (pid, name))
-     GROUP BY pid, name, ts""",
-    f"""CREATE OR REPLACE TEMP TABLE {CUT} AS
-    SELECT pid, name FROM {KEPT_EVENTS} GROUP BY pid, name HAVING count(*) > $cap""",
-    # a profile lapses with the last of its data: held profiles get later, new ones appear
-    f"""CREATE OR REPLACE TEMP TABLE {LAPSES} AS
-    SELECT i.profile, l.expires_at
-      FROM (SELECT pid, max(expires_at) AS expires_at
-              FROM (SELECT f.pid, $now + coalesce(t.ttl, $attribute_ttl) AS expires_at
-                      FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
-                     WHERE f.value IS NOT NULL
-                    UNION ALL
-                    SELECT pid, expires_at FROM {WRITTEN_EVENTS})
-             GROUP BY pid) l
-      JOIN {PROFILE_IDS} i USING (pid)""",
-]
+RUN_TIME = "$now"
+"""When an ingestion's attributes are set: all at the run's time."""
+OWN_TIME = "f.set_at"
+"""When staged updates' attributes are set (``staged_sql.py``): each at its update's time,
+which ``RUN_OPS`` then carries (``set_at``)."""
 
-WRITE = [
-    f"""DELETE FROM {ATTRIBUTES} a
-     USING (SELECT p.profile, f.name FROM {RUN_ATTRS} f JOIN {PROFILE_IDS} p USING (pid)) f
-     WHERE a.profile = f.profile AND a.name = f.name""",
-    f"""INSERT INTO {ATTRIBUTES}
-    SELECT p.profile, f.name, f.kind,
-        CASE WHEN f.kind = '{KIND_STRING}' THEN f.value->>'$' END,
-        CASE WHEN f.kind = '{KIND_INT}' THEN (f.value::VARCHAR)::BIGNUM END,
-        CASE WHEN f.kind = '{KIND_FLOAT}' THEN f.value::DOUBLE END,
-        CASE WHEN f.kind = '{KIND_BOOL}' THEN f.value::BOOLEAN END,
-        CASE WHEN f.kind = '{KIND_LIST}' THEN from_json(f.value, '["VARCHAR"]') END,
-        $now, $now + coalesce(t.ttl, $attribute_ttl)
-      FROM {RUN_ATTRS} f JOIN {PROFILE_IDS} p USING (pid) LEFT JOIN {TRAIT_DEFS} t USING (name)
-     WHERE f.value IS NOT NULL""",
-    f"""DELETE FROM {EVENTS} e
-     USING (SELECT p.profile, k.name FROM (SELECT DISTINCT pid, name FROM {KEPT_EVENTS}) k
-              JOIN {PROFILE_IDS} p USING (pid)) k
-     WHERE e.profile = k.profile AND e.name = k.name""",
-    f"""INSERT INTO {EVENTS}
-    SELECT p.profile, k.name, k.ts, k.expires_at
-      FROM (SELECT pid, name, ts, expires_at FROM {KEPT_EVENTS} ANTI JOIN {CUT} USING (pid, name)
-            UNION ALL
-            SELECT pid, name, ts, expires_at
-              FROM (SELECT * FROM {KEPT_EVENTS} SEMI JOIN {CUT} USING (pid, name))
-            QUALIFY row_number() OVER (PARTITION BY pid, name ORDER BY ts DESC) <= $cap) k
-      JOIN {PROFILE_IDS} p USING (pid)""",
-    f"""UPDATE {PROFILES} p SET expires_at = greatest(p.expires_at, n.expires_at)
-      FROM {LAPSES} n WHERE p.id = n.profile AND p.expires_at IS NOT NULL""",
-    f"""INSERT INTO {PROFILES}
-    SELECT profile, expires_at FROM {LAPSES}
-     WHERE profile NOT IN (SELECT id FROM {PROFILES})""",
-]
+
+def final_sql(set_at: str) -> list[str]:
+    """What a run merged, before the one write: each (profile, name)'s last operation in
+    ``RUN_OPS`` (``seq`` order), the events of ``RUN_EVENTS`` lapsing after ``$keep_after``
+    with those held, each profile's lapse; by the profile's number (narrower than its uid,
+    which each write takes back). ``set_at``: when an attribute was set (``RUN_TIME``,
+    ``OWN_TIME``)."""
+    own = ", arg_max(set_at, seq) AS set_at" if set_at == OWN_TIME else ""
+    return [
+        # the last operation on each (profile, name) in file order; its value's kind
+        f"""CREATE OR REPLACE TEMP TABLE {RUN_ATTRS} AS
+        SELECT *, {_value_kind("value")} AS kind
+          FROM (SELECT pid, name, arg_max_null(value, seq) AS value{own}
+                  FROM {RUN_OPS} GROUP BY pid, name)""",
+        f"DROP TABLE {RUN_OPS}",
+        f"""CREATE OR REPLACE TEMP TABLE {WRITTEN_EVENTS} AS
+        SELECT pid, name, ts, expires_at FROM {RUN_EVENTS} WHERE expires_at > $keep_after""",
+        f"DROP TABLE {RUN_EVENTS}",
+        # the events of each (profile, name) written to: held and new, one per ts; the
+        # newest kept where a name has more than the cap (only those sorted: a window is
+        # costly)
+        f"""CREATE OR REPLACE TEMP TABLE {KEPT_EVENTS} AS
+        SELECT pid, name, ts, max(expires_at) AS expires_at
+          FROM (SELECT pid, name, ts, expires_at FROM {WRITTEN_EVENTS}
+                UNION ALL
+                SELECT p.pid, e.name, e.ts, e.expires_at
+                  FROM {EVENTS} e JOIN {PROFILE_IDS} p ON p.profile = e.profile
+                 SEMI JOIN (SELECT DISTINCT pid, name FROM {WRITTEN_EVENTS}) n USING (pid, name))
+         GROUP BY pid, name, ts""",
+        f"""CREATE OR REPLACE TEMP TABLE {CUT} AS
+        SELECT pid, name FROM {KEPT_EVENTS} GROUP BY pid, name HAVING count(*) > $cap""",
+        # a profile lapses with the last of its data: held profiles get later, new ones appear
+        f"""CREATE OR REPLACE TEMP TABLE {LAPSES} AS
+        SELECT i.profile, l.expires_at
+          FROM (SELECT pid, max(expires_at) AS expires_at
+                  FROM (SELECT f.pid, {set_at} + coalesce(t.ttl, $attribute_ttl) AS expires_at
+                          FROM {RUN_ATTRS} f LEFT JOIN {TRAIT_DEFS} t USING (name)
+                         WHERE f.value IS NOT NULL
+                        UNION ALL
+                        SELECT pid, expires_at FROM {WRITTEN_EVENTS})
+                 GROUP BY pid) l
+          JOIN {PROFILE_IDS} i USING (pid)""",
+    ]
+
+
+def write_sql(set_at: str) -> list[str]:
+    """What ``final_sql(set_at)`` merged, written to the profiles' tables (in the caller's
+    transaction): each (profile, name)'s attribute replaced or deleted, each name's events
+    replaced, the profiles' lapses."""
+    return [
+        f"""DELETE FROM {ATTRIBUTES} a
+         USING (SELECT p.profile, f.name FROM {RUN_ATTRS} f JOIN {PROFILE_IDS} p USING (pid)) f
+         WHERE a.profile = f.profile AND a.name = f.name""",
+        f"""INSERT INTO {ATTRIBUTES}
+        SELECT p.profile, f.name, f.kind,
+            CASE WHEN f.kind = '{KIND_STRING}' THEN f.value->>'$' END,
+            CASE WHEN f.kind = '{KIND_INT}' THEN (f.value::VARCHAR)::BIGNUM END,
+            CASE WHEN f.kind = '{KIND_FLOAT}' THEN f.value::DOUBLE END,
+            CASE WHEN f.kind = '{KIND_BOOL}' THEN f.value::BOOLEAN END,
+            CASE WHEN f.kind = '{KIND_LIST}' THEN from_json(f.value, '["VARCHAR"]') END,
+            {set_at}, {set_at} + coalesce(t.ttl, $attribute_ttl)
+          FROM {RUN_ATTRS} f JOIN {PROFILE_IDS} p USING (pid)
+          LEFT JOIN {TRAIT_DEFS} t USING (name)
+         WHERE f.value IS NOT NULL""",
+        f"""DELETE FROM {EVENTS} e
+         USING (SELECT p.profile, k.name FROM (SELECT DISTINCT pid, name FROM {KEPT_EVENTS}) k
+                  JOIN {PROFILE_IDS} p USING (pid)) k
+         WHERE e.profile = k.profile AND e.name = k.name""",
+        f"""INSERT INTO {EVENTS}
+        SELECT p.profile, k.name, k.ts, k.expires_at
+          FROM (SELECT pid, name, ts, expires_at FROM {KEPT_EVENTS}
+                 ANTI JOIN {CUT} USING (pid, name)
+                UNION ALL
+                SELECT pid, name, ts, expires_at
+                  FROM (SELECT * FROM {KEPT_EVENTS} SEMI JOIN {CUT} USING (pid, name))
+                QUALIFY row_number() OVER (PARTITION BY pid, name ORDER BY ts DESC) <= $cap) k
+          JOIN {PROFILE_IDS} p USING (pid)""",
+        f"""UPDATE {PROFILES} p SET expires_at = greatest(p.expires_at, n.expires_at)
+          FROM {LAPSES} n WHERE p.id = n.profile AND p.expires_at IS NOT NULL""",
+        f"""INSERT INTO {PROFILES}
+        SELECT profile, expires_at FROM {LAPSES}
+         WHERE profile NOT IN (SELECT id FROM {PROFILES})""",
+    ]
+
+
+FINAL, WRITE = final_sql(RUN_TIME), write_sql(RUN_TIME)
+"""An ingestion's merge and write."""
 
 COUNTS = f"""SELECT
     (SELECT count(*) FROM {ACCEPTED}),
@@ -470,6 +499,7 @@ def _parameters(catalog: TraitCatalog, partner_id: str, now: float) -> dict[str,
     defaults and lifetimes, the consent rule."""
     return {
         "now": now,
+        "keep_after": now,  # events already lapsed are counted, not stored
         "uid_pattern": UID.pattern,
         "name_pattern": NAME.pattern,
         "py_float": _PY_FLOAT,
@@ -488,6 +518,16 @@ def _parameters(catalog: TraitCatalog, partner_id: str, now: float) -> dict[str,
         "partner": partner_id,
         "consent_max_age": CONSENT_MAX_AGE,
     }
+
+
+def declare_traits(db: duckdb.DuckDBPyConnection, catalog: TraitCatalog) -> None:
+    """The catalog's declared traits as a table (``TRAIT_DEFS``: name, kind, ttl)."""
+    db.execute(
+        f"CREATE OR REPLACE TEMP TABLE {TRAIT_DEFS} (name VARCHAR, kind VARCHAR, ttl DOUBLE)"
+    )
+    declared = [(t.name, t.kind.value, t.ttl_seconds) for t in catalog.traits.values()]
+    if declared:
+        db.executemany(f"INSERT INTO {TRAIT_DEFS} VALUES (?, ?, ?)", declared)
 
 
 def _run(db: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> Any:
@@ -527,9 +567,7 @@ class SqlIngest:
         self._sync.execute(
             f"CREATE OR REPLACE TABLE {SYNC_MAP} (partner_uid VARCHAR, dmp_uid VARCHAR)"
         )
-        declared = [(t.name, t.kind.value, t.ttl_seconds) for t in catalog.traits.values()]
-        if declared:
-            self._db.executemany(f"INSERT INTO {TRAIT_DEFS} VALUES (?, ?, ?)", declared)
+        declare_traits(self._db, catalog)
 
     async def export_sync_map(self, store: Store, partner_id: str) -> None:
         """The partner's sync map from ``store`` (``sync_map.py``), on a connection of its

@@ -64,6 +64,7 @@ from cookiematch.dmp.analytics.spark_sql import (
     ordered_integer,
     plain_double,
 )
+from cookiematch.dmp.analytics.staged import merge_in_python
 from cookiematch.dmp.analytics.tables import (
     ATTRIBUTES,
     EXPORTED,
@@ -83,6 +84,7 @@ from cookiematch.dmp.overlap import (
 from cookiematch.dmp.segments.membership import Change
 from cookiematch.dmp.segments.model import Segment
 from cookiematch.dmp.segments.rules import Rule
+from cookiematch.dmp.traits.schema import TraitCatalog
 
 CHECKPOINT_FILE = "checkpoints.json"
 """When each named step last ran (``checkpoint``), beside the tables."""
@@ -237,6 +239,10 @@ class SparkEngine:
     def replace(self, profiles: Sequence[ProfileRows]) -> None:
         self.remove([p.dmp_uid for p in profiles])
         self.append(profiles)
+
+    def merge_staged(self, files: Sequence[bytes], catalog: TraitCatalog) -> None:
+        """Merged in Python (``staged.merge_in_python``), the profiles replaced."""
+        merge_in_python(self, files, catalog)
 
     def remove(self, dmp_uids: Sequence[str]) -> None:
         if not dmp_uids:

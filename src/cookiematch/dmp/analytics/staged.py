@@ -2,15 +2,17 @@
 parts joined to the traits the engine holds.
 
 The online writers stage what records do to profiles (``dmp/traits/staging.py``); every engine
-job applies the staged files first, oldest first (``apply_staged``): per browser, the rows the
-engine holds are read, the updates merged in order as the key-value store's writes would
-(an attribute set lives its trait's TTL from the update's time, a removal deletes, events are
-kept by (name, ts), lapse at ``TraitCatalog.event_expiry`` and are cut to the newest
-``max_events_per_name`` of each name), and the profiles replaced; the files are then deleted
-(applying one again changes nothing). A file that does not decode is moved to the staging
-directory's ``bad/`` and logged; the job goes on with the others. An erasure staged
-(``dmp/subjects.py``) drops the browser's traits and every update staged before it; the
-refresh then removes the browser, which the store holds nothing of any more.
+job applies the staged files first, oldest first (``apply_staged``), ``APPLY_UPDATES`` updates
+at a time, through the engine's ``merge_staged``: the updates merged in order as the key-value
+store's writes would (an attribute set lives its trait's TTL from the update's time, a removal
+deletes, events are kept by (name, ts), lapse at ``TraitCatalog.event_expiry`` and are cut to
+the newest ``max_events_per_name`` of each name). DuckDB merges in SQL (``staged_sql.py``);
+Spark reads the rows it holds of each browser, merges them here (``merge_in_python``,
+``apply_updates``) and replaces the profiles. The files are then deleted (applying one again
+changes nothing). A file that does not decode is moved to the staging directory's ``bad/``
+and logged; the job goes on with the others. An erasure staged (``dmp/subjects.py``) drops the
+browser's traits and every update staged before it; the refresh then removes the browser,
+which the store holds nothing of any more.
 
 The refresh reads the online parts of a changed browser from the key-value store (syncs,
 exposures, consent marks, memberships, in-band data) and keeps the engine's traits
@@ -28,12 +30,12 @@ import msgspec
 from cookiematch.dmp.analytics.engine import AnalyticsEngine
 from cookiematch.dmp.analytics.rows import AttributeRow, EventRow, ProfileRows
 from cookiematch.dmp.traits.schema import TraitCatalog
-from cookiematch.dmp.traits.staging import StagedUpdate, TraitStaging
+from cookiematch.dmp.traits.staging import StagedUpdate, TraitStaging, decode
 
 log = logging.getLogger(__name__)
 
-APPLY_UPDATES = 50_000
-"""Staged updates read and applied at a time (whole files)."""
+APPLY_UPDATES = 200_000
+"""Staged updates read and applied at a time (whole files), in one transaction."""
 
 
 def _later(a: float | None, b: float | None) -> float | None:
@@ -135,24 +137,34 @@ async def apply_staged(
     applied = 0
     files = await asyncio.to_thread(staging.files)
     while files:
-        taken: list[StagedUpdate] = []
+        taken: list[bytes] = []
         done = []
-        while files and len(taken) < APPLY_UPDATES:
+        count = 0
+        while files and count < APPLY_UPDATES:
             path = files.pop(0)
+            body = await asyncio.to_thread(path.read_bytes)
             try:
-                taken += await asyncio.to_thread(staging.read, path)
+                count += len(decode(body))
             except msgspec.DecodeError as exc:  # ValidationError too
                 moved = await asyncio.to_thread(staging.set_aside, path)
                 log.error("a staged trait file does not decode (%s): moved to %s", exc, moved)
                 continue
+            taken.append(body)
             done.append(path)
-        by_uid: dict[str, list[StagedUpdate]] = {}
-        for update in taken:
-            by_uid.setdefault(update.dmp_uid, []).append(update)
-        uids = sorted(by_uid)
-        held = {p.dmp_uid: p for p in await asyncio.to_thread(engine.profiles, uids)}
-        profiles = [apply_updates(held.get(uid), uid, by_uid[uid], catalog) for uid in uids]
-        await asyncio.to_thread(engine.replace, profiles)
+        await asyncio.to_thread(engine.merge_staged, taken, catalog)
         await asyncio.to_thread(staging.forget, done)
-        applied += sum(len(by_uid[uid]) for uid in uids)
+        applied += count
     return applied
+
+
+def merge_in_python(engine: AnalyticsEngine, files: Sequence[bytes], catalog: TraitCatalog) -> None:
+    """Apply staged files (their contents, in staging order) to ``engine`` through its
+    profiles: the rows held of each browser read, merged (``apply_updates``), the profiles
+    replaced."""
+    by_uid: dict[str, list[StagedUpdate]] = {}
+    for body in files:
+        for update in decode(body):
+            by_uid.setdefault(update.dmp_uid, []).append(update)
+    uids = sorted(by_uid)
+    held = {p.dmp_uid: p for p in engine.profiles(uids)}
+    engine.replace([apply_updates(held.get(uid), uid, by_uid[uid], catalog) for uid in uids])

@@ -23,7 +23,8 @@ every file it lists is complete, and any file staged after it lists is named lat
 that named its file early and syncs slowly is never applied after one that named it later.
 Under that lock the job also removes the temporary files a crash left (older than
 ``TEMP_MARGIN``). A file that does not decode is moved to ``<directory>/bad/``
-(``set_aside``) and the job goes on.
+(``set_aside``) and the job goes on; how many lie there is reported (``on_set_aside``) each
+time the job lists the files and each time one is set aside.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import fcntl
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,12 +66,20 @@ class StagedUpdate(msgspec.Struct, array_like=True, frozen=True):
 _decoder = msgspec.json.Decoder(list[StagedUpdate])
 
 
+def decode(body: bytes) -> list[StagedUpdate]:
+    """A staged file's updates (raises ``msgspec.DecodeError`` when it does not decode)."""
+    return _decoder.decode(body)
+
+
 class TraitStaging:
     """The staging directory of one DMP's engine (``AnalyticsSettings.staging_directory``)."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(
+        self, directory: str | Path, *, on_set_aside: Callable[[int], None] | None = None
+    ) -> None:
         self.directory = Path(directory)
         self._made = False
+        self._on_set_aside = on_set_aside
 
     def append(self, updates: list[StagedUpdate]) -> None:
         """Stage ``updates`` durably (blocking: call it in a thread)."""
@@ -97,7 +106,19 @@ class TraitStaging:
         with self._locked(fcntl.LOCK_EX):
             found = sorted(self.directory.glob(f"*{SUFFIX}"))
             self._sweep(time.time() - TEMP_MARGIN)
+        self._report()
         return found
+
+    def set_aside_count(self) -> int:
+        """How many files lie in ``bad/``."""
+        try:
+            return sum(1 for path in (self.directory / BAD).iterdir() if path.is_file())
+        except FileNotFoundError:
+            return 0
+
+    def _report(self) -> None:
+        if self._on_set_aside is not None:
+            self._on_set_aside(self.set_aside_count())
 
     def set_aside(self, path: Path) -> Path:
         """Move a staged file that does not decode to ``bad/``; return where it went."""
@@ -107,6 +128,7 @@ class TraitStaging:
         os.replace(path, target)
         _sync_directory(bad)
         _sync_directory(self.directory)
+        self._report()
         return target
 
     @contextmanager
@@ -131,10 +153,6 @@ class TraitStaging:
                 continue
         if removed:
             _sync_directory(self.directory)
-
-    @staticmethod
-    def read(path: Path) -> list[StagedUpdate]:
-        return _decoder.decode(path.read_bytes())
 
     def forget(self, paths: list[Path]) -> None:
         """Delete files once what they held is applied."""

@@ -1,19 +1,21 @@
 """The DMP's counters at ``/metrics`` (added up over the server's workers: ``web/counters.py``):
 the funnel as it is counted (docs/dmp.md): the sync funnel, the records ingested server to
 server by outcome and their rejects by reason, and the attribute values delivered by each path
-(in-band, S2S)."""
+(in-band, S2S); and the staged trait files the analytics engine's job set aside."""
 
 from __future__ import annotations
 
 from cookiematch.dmp.funnel import FunnelKey
-from cookiematch.web.counters import LabelledCounter, Labels, WorkerCounts
+from cookiematch.web.counters import LabelledCounter, LabelledGauge, Labels, WorkerCounts
 
 __all__ = [
     "DELIVERED_VALUES",
     "INGESTED_RECORDS",
     "INGEST_REJECTS",
+    "STAGED_SET_ASIDE",
     "SYNC_FUNNEL",
     "funnel_counts",
+    "staged_set_aside",
 ]
 
 SYNC_FUNNEL = LabelledCounter(
@@ -41,6 +43,19 @@ DELIVERED_VALUES = LabelledCounter(
     " stored in-band redirects; s2s: attributes of accepted and resolved records)",
     ("partner", "path"),
 )
+
+STAGED_SET_ASIDE = LabelledGauge(
+    "cookiematch_dmp_staged_files_set_aside",
+    "Staged trait files that did not decode, set aside in the staging directory's bad/ for an"
+    " operator, as the engine job of a live worker last counted them",
+    (),
+    mode="latest",
+)
+
+
+def staged_set_aside(count: int) -> None:
+    """``TraitStaging``'s ``on_set_aside``."""
+    STAGED_SET_ASIDE.set((), count)
 
 
 def _route(key: FunnelKey) -> tuple[LabelledCounter, Labels]:
