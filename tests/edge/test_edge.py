@@ -321,6 +321,34 @@ def test_tls_at_the_edge(stack: Stack, tmp_path: Path) -> None:
     assert len(lines) == len(targets) and all(answered_at_edge(line) for line in lines), lines
 
 
+def test_an_error_in_the_lua_proxies_the_request(stack: Stack, tmp_path: Path) -> None:
+    """A match tag whose Lua fails (here a handler made to raise) gets the server's answer,
+    not nginx's 500; the error is in error.log and the match tag is not logged as answered
+    at the edge."""
+    port = free_port()
+    out = tmp_path / "edge"
+    rendered = render(load_config(stack.config), out, listen=f"127.0.0.1:{port}", workers="1")
+    lua = out / "cookiematch_edge.lua"
+    text = lua.read_text()
+    assert text.endswith("return M\n")
+    lua.write_text(text.removesuffix("return M\n") + 'M.pixel = function() error("injected") end\n'
+                   + "return M\n")  # fmt: skip
+    log = AccessLog(out / "logs" / "access.log")
+    client = Client()
+    cookie = [("cookie", f"cm_id={format_browser_id(bytes(range(16)))}")]
+    targets = [f"/pixel?google_nid={nid}&google_cm&p=1" for nid in BUYERS]
+    with running_nginx(rendered, port):
+        try:
+            for target in targets:
+                assert both(stack, client, "GET", target, cookie, edge_port=port)[0] == 302
+        finally:
+            client.close()
+        lines = log.new_lines(len(targets))
+    assert len(lines) == len(targets) and not any(map(answered_at_edge, lines)), lines
+    assert "injected" in (out / "logs" / "error.log").read_text()
+    assert matches_logged(out) == 0
+
+
 # --- nothing lost -----------------------------------------------------------------------------
 
 
