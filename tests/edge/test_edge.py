@@ -222,6 +222,36 @@ def test_generated_match_tags_through_the_edge(stack: Stack, client: Client) -> 
     assert 0.1 * len(sent) < at_edge < len(sent), at_edge  # HEAD, non-ASCII extras: proxied
 
 
+def test_the_edges_shortcut_shapes_and_their_near_misses(stack: Stack, client: Client) -> None:
+    """The edge reads the common query and cookie shapes without its general loops; each of
+    them and each of the shapes just beside them (which it leaves to the loops, or to the
+    server) is answered as the server answers it."""
+    nid, browser = "ad_network_xyz", format_browser_id(bytes(range(16)))
+    tail = f"google_nid={nid}&google_cm"
+    queries = [
+        tail, f"{tail}=", f"{tail}=1", f"{tail}=a=b&p=1", f"{tail}&p=1&q", f"{tail}&p=1&q=",
+        f"{tail}&a=b=c", f"{tail}&&p=1", f"{tail}&p=1&", f"{tail}&=v", f"{tail}&p=1&=v",
+        f"{tail}x&p=1", f"{tail}&google_other=1", f"{tail}&p=google_x", f"{tail}&p=v.~_,-",
+        "google_nid=&google_cm&p=1", f"google_nid={nid}&p=1&google_cm", f"{tail}&p=%41",
+        f"{tail}&p=a+b", f"{tail}&big=" + "v" * 1019, f"{tail}&big=" + "v" * 1020,
+    ]  # fmt: skip
+    cookies = [
+        f"cm_id={browser}", f" cm_id={browser}", f"a=1;cm_id={browser}", f"a=1; cm_id={browser}",
+        f"a=1;  cm_id={browser}", f"cm_id={browser};", f"cm_id={browser}; lang=en",
+        f"cm_id={browser} ; lang=en", f'cm_id="{browser}"', f"xcm_id=1; cm_id={browser}",
+        f"a=cm_id; cm_id={browser}", f"cm_id={browser}A", f"cm_id={browser[:-1]}", "cm_id=",
+        f"cm_id ={browser}", f"cm_id={browser[:-1]}B", f"cm_id=*{browser[1:]}",
+    ]  # fmt: skip
+    log = AccessLog(stack.access_log)
+    for query in queries:
+        both(stack, client, "GET", f"/pixel?{query}", [("cookie", f"cm_id={browser}")])
+    for cookie in cookies:
+        both(stack, client, "GET", f"/pixel?{tail}&p=1", [("cookie", cookie)])
+    lines = log.new_lines(len(queries) + len(cookies))
+    assert len(lines) == len(queries) + len(cookies)
+    assert answered_at_edge(lines[0]) and answered_at_edge(lines[len(queries)]), lines
+
+
 def test_the_edge_answers_the_common_case_and_proxies_the_rest(
     stack: Stack, client: Client
 ) -> None:
