@@ -57,6 +57,18 @@ VARIANTS = {
         edits=(("    access_log @OUT@/logs/access.log edge", "    access_log off; #"),),
     ),
     "base": Variant(base=True),
+    # accept settings: a listening socket per worker; each wakeup accepts all it can
+    "reuseport": Variant(
+        edits=(
+            (
+                ";\n\n        proxy_http_version 1.1;",
+                " reuseport;\n\n        proxy_http_version 1.1;",
+            ),
+        ),
+    ),
+    "multiaccept": Variant(
+        edits=(("worker_connections 4096;", "worker_connections 4096;\n    multi_accept on;"),),
+    ),
 }
 
 
