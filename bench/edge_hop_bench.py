@@ -1,11 +1,13 @@
 """The edge's hop to the server, variant beside variant (docs/performance.md, "The edge").
 
     python bench/edge_hop_bench.py [--rounds 5] [--duration 3] [--nginx-workers 1]
-        [--variants buffered,unbuffered,nobuffering,nolog]
+        [--variants buffered,unbuffered,nobuffering,nolog,base] [--base /work/main/src]
 
 One exchange server (redis store, one worker). Each variant is an edge in front of it,
 rendered by ``cookiematch edge render`` and possibly with its ``nginx.conf`` edited
-(``VARIANTS``). In each round, per variant: nginx's static 302 then the variant's cookie match
+(``VARIANTS``); ``base`` is the edge rendered by the tree ``--base`` (its Lua and its
+``nginx.conf``), to compare a change with what it changes in the same run. In each round,
+per variant: nginx's static 302 then the variant's cookie match
 (ratio to nginx), then ``google_hm`` sent to the server directly then through the variant
 (cost: req/s direct / req/s through the variant); CPU per request of the processes answering
 (nginx's workers, the server's) beside req/s, which the other load on the machine moves much
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import subprocess
 import sys
@@ -38,6 +41,7 @@ class Variant:
     """An edge with these (old, new) edits of its rendered nginx.conf."""
 
     edits: tuple[tuple[str, str], ...] = ()
+    base: bool = False  # rendered by the --base tree
 
 
 VARIANTS = {
@@ -52,16 +56,32 @@ VARIANTS = {
     "nolog": Variant(
         edits=(("    access_log @OUT@/logs/access.log edge", "    access_log off; #"),),
     ),
+    "base": Variant(base=True),
+    # accept settings: a listening socket per worker; each wakeup accepts all it can
+    "reuseport": Variant(
+        edits=(
+            (
+                ";\n\n        proxy_http_version 1.1;",
+                " reuseport;\n\n        proxy_http_version 1.1;",
+            ),
+        ),
+    ),
+    "multiaccept": Variant(
+        edits=(("worker_connections 4096;", "worker_connections 4096;\n    multi_accept on;"),),
+    ),
 }
 
 
 @contextlib.contextmanager
-def edge(work: Path, name: str, variant: Variant, config: Path, workers: str) -> Iterator[int]:
+def edge(
+    work: Path, name: str, variant: Variant, config: Path, workers: str, base: str
+) -> Iterator[int]:
     """The edge ``variant`` (rendered, edited, started); yields its port."""
     out, port = work / f"edge-{name}", servers.free_port()
     args = [sys.executable, "-m", "cookiematch", "edge", "render", "--config", str(config)]
     args += ["--out", str(out), "--listen", f"127.0.0.1:{port}", "--workers", workers]
-    subprocess.run(args, check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": base} if variant.base else None
+    subprocess.run(args, check=True, capture_output=True, env=env)
     conf = out / "nginx.conf"
     text = conf.read_text()
     for old, new in variant.edits:
@@ -86,11 +106,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--nginx-workers", default="1")
     parser.add_argument("--variants", type=csv_list(str), default=["buffered", "unbuffered"])
+    parser.add_argument("--base", default="/work/main/src", help="the tree the base variant is")
     args = parser.parse_args()
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)}")
     run_number = 0
+    last_p99 = 0.0
 
     def wrk(port: int, endpoint: Endpoint, work: Path, pids: list[int]) -> tuple[float, float]:
         """req/s, and CPU µs per request of ``pids``."""
@@ -102,6 +124,8 @@ def main() -> None:
             threads=args.threads, args=endpoint.args(run_number, work),
         )  # fmt: skip
         assert result.non_3xx == 0 and result.requests, (port, endpoint.name, result)
+        nonlocal last_p99
+        last_p99 = result.p99_ms
         return result.rps, (servers.cpu_seconds(pids) - before) / result.requests * 1e6
 
     with contextlib.ExitStack() as stack:
@@ -114,7 +138,7 @@ def main() -> None:
         static_pids = servers.nginx_workers(work / f"nginx-{args.nginx_workers}" / "nginx.pid")
         ports = {
             name: stack.enter_context(
-                edge(work, name, VARIANTS[name], service.config, args.nginx_workers)
+                edge(work, name, VARIANTS[name], service.config, args.nginx_workers, args.base)
             )
             for name in args.variants
         }
@@ -125,6 +149,8 @@ def main() -> None:
         server_pids = direct_pids = service.worker_pids()
         match_ratio: dict[str, list[float]] = {name: [] for name in ports}
         match_cpu: dict[str, list[float]] = {name: [] for name in ports}
+        match_us: dict[str, list[float]] = {name: [] for name in ports}
+        match_p99: dict[str, list[float]] = {name: [] for name in ports}
         hm_cost: dict[str, list[float]] = {name: [] for name in ports}
         hm_cpu: dict[str, list[float]] = {name: [] for name in ports}
         hm_nginx: dict[str, list[float]] = {name: [] for name in ports}
@@ -134,6 +160,8 @@ def main() -> None:
                 rps, cpu = wrk(port, ONE_COOKIE, work, nginx_pids[name])
                 match_ratio[name].append(round(rps / ref, 3))
                 match_cpu[name].append(round(cpu / ref_cpu, 3))
+                match_us[name].append(round(cpu, 1))
+                match_p99[name].append(last_p99)
                 direct, direct_cpu = wrk(service.port, HOSTED_MATCH, work, direct_pids)
                 nginx_before = servers.cpu_seconds(nginx_pids[name])
                 rps, cpu = wrk(port, HOSTED_MATCH, work, nginx_pids[name] + server_pids)
@@ -144,14 +172,16 @@ def main() -> None:
             print(f"round {rnd + 1} done", flush=True)
         print(
             "\nper variant, medians [per round]: cookie match req/s / nginx static 302 req/s;"
-            " its nginx CPU per request / static 302's; google_hm req/s direct / through the"
-            " edge; its CPU per request (nginx + server) / direct (server); nginx's µs per"
-            " proxied google_hm"
+            " its nginx CPU per request / static 302's, in µs, and its p99 in ms; google_hm req/s"
+            " direct / through the edge; its CPU per request (nginx + server) / direct (server);"
+            " nginx's µs per proxied google_hm"
         )
         for name in ports:
             print(
                 f"{name:<16} match {median(match_ratio[name])} {match_ratio[name]}"
-                f" cpu {median(match_cpu[name])} {match_cpu[name]}\n{'':<16}"
+                f" cpu {median(match_cpu[name])} {match_cpu[name]}"
+                f" µs {median(match_us[name])} {match_us[name]}"
+                f" p99 {median(match_p99[name])} {match_p99[name]}\n{'':<16}"
                 f" google_hm {median(hm_cost[name])} {hm_cost[name]}"
                 f" cpu {median(hm_cpu[name])} {hm_cpu[name]}"
                 f" nginx µs {median(hm_nginx[name])} {hm_nginx[name]}"

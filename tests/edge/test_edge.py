@@ -222,6 +222,36 @@ def test_generated_match_tags_through_the_edge(stack: Stack, client: Client) -> 
     assert 0.1 * len(sent) < at_edge < len(sent), at_edge  # HEAD, non-ASCII extras: proxied
 
 
+def test_the_edges_shortcut_shapes_and_their_near_misses(stack: Stack, client: Client) -> None:
+    """The edge reads the common query and cookie shapes without its general loops; each of
+    them and each of the shapes just beside them (which it leaves to the loops, or to the
+    server) is answered as the server answers it."""
+    nid, browser = "ad_network_xyz", format_browser_id(bytes(range(16)))
+    tail = f"google_nid={nid}&google_cm"
+    queries = [
+        tail, f"{tail}=", f"{tail}=1", f"{tail}=a=b&p=1", f"{tail}&p=1&q", f"{tail}&p=1&q=",
+        f"{tail}&a=b=c", f"{tail}&&p=1", f"{tail}&p=1&", f"{tail}&=v", f"{tail}&p=1&=v",
+        f"{tail}x&p=1", f"{tail}&google_other=1", f"{tail}&p=google_x", f"{tail}&p=v.~_,-",
+        "google_nid=&google_cm&p=1", f"google_nid={nid}&p=1&google_cm", f"{tail}&p=%41",
+        f"{tail}&p=a+b", f"{tail}&big=" + "v" * 1019, f"{tail}&big=" + "v" * 1020,
+    ]  # fmt: skip
+    cookies = [
+        f"cm_id={browser}", f" cm_id={browser}", f"a=1;cm_id={browser}", f"a=1; cm_id={browser}",
+        f"a=1;  cm_id={browser}", f"cm_id={browser};", f"cm_id={browser}; lang=en",
+        f"cm_id={browser} ; lang=en", f'cm_id="{browser}"', f"xcm_id=1; cm_id={browser}",
+        f"a=cm_id; cm_id={browser}", f"cm_id={browser}A", f"cm_id={browser[:-1]}", "cm_id=",
+        f"cm_id ={browser}", f"cm_id={browser[:-1]}B", f"cm_id=*{browser[1:]}",
+    ]  # fmt: skip
+    log = AccessLog(stack.access_log)
+    for query in queries:
+        both(stack, client, "GET", f"/pixel?{query}", [("cookie", f"cm_id={browser}")])
+    for cookie in cookies:
+        both(stack, client, "GET", f"/pixel?{tail}&p=1", [("cookie", cookie)])
+    lines = log.new_lines(len(queries) + len(cookies))
+    assert len(lines) == len(queries) + len(cookies)
+    assert answered_at_edge(lines[0]) and answered_at_edge(lines[len(queries)]), lines
+
+
 def test_the_edge_answers_the_common_case_and_proxies_the_rest(
     stack: Stack, client: Client
 ) -> None:
@@ -319,6 +349,34 @@ def test_tls_at_the_edge(stack: Stack, tmp_path: Path) -> None:
             client.close()
         lines = log.new_lines(len(targets))
     assert len(lines) == len(targets) and all(answered_at_edge(line) for line in lines), lines
+
+
+def test_an_error_in_the_lua_proxies_the_request(stack: Stack, tmp_path: Path) -> None:
+    """A match tag whose Lua fails (here a handler made to raise) gets the server's answer,
+    not nginx's 500; the error is in error.log and the match tag is not logged as answered
+    at the edge."""
+    port = free_port()
+    out = tmp_path / "edge"
+    rendered = render(load_config(stack.config), out, listen=f"127.0.0.1:{port}", workers="1")
+    lua = out / "cookiematch_edge.lua"
+    text = lua.read_text()
+    assert text.endswith("return M\n")
+    lua.write_text(text.removesuffix("return M\n") + 'M.pixel = function() error("injected") end\n'
+                   + "return M\n")  # fmt: skip
+    log = AccessLog(out / "logs" / "access.log")
+    client = Client()
+    cookie = [("cookie", f"cm_id={format_browser_id(bytes(range(16)))}")]
+    targets = [f"/pixel?google_nid={nid}&google_cm&p=1" for nid in BUYERS]
+    with running_nginx(rendered, port):
+        try:
+            for target in targets:
+                assert both(stack, client, "GET", target, cookie, edge_port=port)[0] == 302
+        finally:
+            client.close()
+        lines = log.new_lines(len(targets))
+    assert len(lines) == len(targets) and not any(map(answered_at_edge, lines)), lines
+    assert "injected" in (out / "logs" / "error.log").read_text()
+    assert matches_logged(out) == 0
 
 
 # --- nothing lost -----------------------------------------------------------------------------
