@@ -140,7 +140,7 @@ def _print_recompute(report: RecomputeReport) -> None:
 @segments.command("sizes")
 @config_option
 def sizes(config_file: Path) -> None:
-    """Members of each segment (from the member index)."""
+    """Members of each segment, as the last recompute counted them."""
 
     async def work() -> dict[str, int]:
         async with open_segments(config_file) as service:
