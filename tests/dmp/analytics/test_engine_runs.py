@@ -299,7 +299,10 @@ rule = {{ attribute = "tags", op = "in", value = ["shoes"] }}
     migrated = runner.invoke(main, ["dmp", "migrate-to-engine", "--config", str(config)])
     assert migrated.exit_code == 0, migrated.output
     assert "3 profiles loaded into the analytics engine" in migrated.output
-    assert "  shoes" in migrated.output and migrated.output.rstrip().endswith("2")
+    assert f"  {'shoes':<32} 2\n" in migrated.output
+    # the member index an earlier version wrote is deleted, the sketches kept
+    assert migrated.output.rstrip().endswith("2 maps of the retired member index deleted")
+    assert asyncio.run(_index_keys(tmp_path / "dmp.db")) == (0, 1)
     assert (tmp_path / "var" / "dmp-analytics.duckdb").is_file()  # beside the configuration
     sizes = runner.invoke(main, ["dmp", "segments", "sizes", "--config", str(config)])
     assert sizes.output.split() == ["shoes", "2"]
@@ -318,7 +321,20 @@ async def _seed_profiles(path: Path) -> None:
         update.merge({"tags": tags}, (), ())
         updates[uid] = update
     await traits.apply(updates)
+    # an earlier version's member index (two shards of "shoes"), beside a segment's sketch
+    await store.hset("dmps:{shoes:007}:m", {"a": b"1700000000"}, ttl=3600.0)
+    await store.hset("dmps:{shoes:123}:m", {"c": b"1700000000"})
+    await store.set("dmps:{segment:shoes}:sketch", b"sketch")
     await store.close()
+
+
+async def _index_keys(path: Path) -> tuple[int, int]:
+    """The member index's maps and the sketches left in the store."""
+    store = await connect_store(f"sqlite://{path}")
+    maps = [k async for k, _ in store.scan_maps("dmps:{")]
+    sketches = [k async for k, _ in store.scan("dmps:{")]
+    await store.close()
+    return len(maps), len(sketches)
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "off"])
