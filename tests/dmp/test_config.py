@@ -219,3 +219,16 @@ def test_an_engine_in_memory_is_refused(tmp_path: Path) -> None:
         load(tmp_path, BASE + '[dmp.analytics]\npath = ":memory:"\n')
     assert caught.value.key == "dmp.analytics.path"
     load(tmp_path, BASE + '[dmp.analytics]\nengine = "off"\npath = ":memory:"\n')
+
+
+def test_destinations_need_the_engine(tmp_path: Path) -> None:
+    """Exports read their deltas from the analytics engine: without one there is none."""
+    destination = (
+        '[[dmp.segments]]\nid = "seg"\nrule = { synced = "analytics" }\n\n'
+        '[[dmp.destinations]]\nid = "files"\nkind = "file"\npath = "/tmp/{segment}.csv"\n\n'
+    )
+    refused = r'analytics\] engine is "off".*needs no server'
+    with pytest.raises(ConfigError, match=refused) as caught:
+        load(tmp_path, BASE + destination + '[dmp.analytics]\nengine = "off"\n')
+    assert caught.value.key == "dmp.destinations"
+    load(tmp_path, BASE + destination)  # on the engine (DuckDB, the default)

@@ -6,11 +6,15 @@ policy asked for real)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import msgspec
 import pytest
 
 from cookiematch.dmp import keys
+from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
+from cookiematch.dmp.analytics.runs import EngineRuns
+from cookiematch.dmp.analytics.settings import AnalyticsSettings
 from cookiematch.dmp.change_marks import mark_writes
 from cookiematch.dmp.consent import (
     CONSENT_MAX_AGE,
@@ -28,8 +32,11 @@ from cookiematch.dmp.ingest.readers import Batch
 from cookiematch.dmp.ingest.rejects import Reject
 from cookiematch.dmp.model import Client, OtherTag
 from cookiematch.dmp.segment_exports import SegmentExports
-from cookiematch.dmp.segments.membership import Change, Memberships
+from cookiematch.dmp.segments import Segment, parse_rule
+from cookiematch.dmp.segments.membership import Memberships
 from cookiematch.dmp.service import DmpService
+from cookiematch.dmp.traits.schema import TraitCatalog
+from cookiematch.dmp.traits.staging import TraitStaging
 from cookiematch.dmp.traits.writes import TraitStore
 from cookiematch.privacy.policy import Reason
 from cookiematch.storage import Store
@@ -326,12 +333,28 @@ def destination(vendor: int | None) -> HttpDestination:
     return HttpDestination("dest", "http://dest.example/in", b"s" * 32, "email", delivery, vendor)
 
 
+SYNCED_EMAIL = Segment("seg", parse_rule({"synced": "email"}))
+
+
+def engine_exports(
+    store: Store, clock: FakeClock, tmp_path: Path, vendor: int | None
+) -> tuple[SegmentExports, EngineRuns]:
+    """Exports of ``seg`` (browsers synced with email) read from a DuckDB file."""
+    settings = AnalyticsSettings(str(tmp_path / "dmp.duckdb"))
+    runs = EngineRuns(
+        lambda: DuckDBEngine(settings), store, Memberships(store), TraitCatalog(),
+        holder="test", clock=clock, staging=TraitStaging(settings.staging_directory),
+    )  # fmt: skip
+    dest = [destination(vendor)]
+    return SegmentExports(store, [SYNCED_EMAIL.id], dest, clock=clock, engine=runs), runs
+
+
 async def test_an_export_leaves_out_the_members_without_the_vendors_consent(
-    dmp: DmpService, store: Store, clock: FakeClock
+    dmp: DmpService, store: Store, clock: FakeClock, tmp_path: Path
 ) -> None:
     uids = await browsers(dmp, clock)
-    await Memberships(store).apply([Change(uid, {"seg": NOW}) for uid in uids.values()])
-    exports = SegmentExports(store, ["seg"], [destination(DEST_VENDOR)], dmp.matches, clock=clock)
+    exports, runs = engine_exports(store, clock, tmp_path, DEST_VENDOR)
+    await runs.recompute([SYNCED_EMAIL])
     assert exports.vendors() == [DEST_VENDOR]
     transport = ScriptedTransport()
     sink = HttpSink(destination(DEST_VENDOR), transport, clock=clock, sleep=Sleeps())
@@ -340,7 +363,9 @@ async def test_an_export_leaves_out_the_members_without_the_vendors_consent(
     assert sorted(transport.bodies()[0]["add"]) == ["E-quiet", "E-yes"]  # type: ignore[arg-type]
 
     # the consented browser withdraws its consent from the destination: it is removed
+    clock.now += 60
     await dmp.sync(SHOP, uids["E-yes"], consent(dmp, gdpr="1", gdpr_consent=NOT_EMAIL_NOR_DEST))
+    clock.now += 60  # the engine reads the change marks of the minutes gone by
     again = await exports.deliver("seg", destination(DEST_VENDOR), sink)
     assert (again.no_consent, again.removed, again.unchanged) == (3, 1, 1)
     assert transport.bodies()[-1]["remove"] == ["E-yes"]
@@ -353,11 +378,11 @@ async def test_an_export_leaves_out_the_members_without_the_vendors_consent(
 
 
 async def test_under_gdpr_a_destination_without_a_vendor_id_gets_nobody(
-    dmp: DmpService, store: Store, clock: FakeClock
+    dmp: DmpService, store: Store, clock: FakeClock, tmp_path: Path
 ) -> None:
-    uids = await browsers(dmp, clock)
-    await Memberships(store).apply([Change(uid, {"seg": NOW}) for uid in uids.values()])
-    exports = SegmentExports(store, ["seg"], [destination(None)], dmp.matches, clock=clock)
+    await browsers(dmp, clock)
+    exports, runs = engine_exports(store, clock, tmp_path, None)
+    await runs.recompute([SYNCED_EMAIL])
     transport = ScriptedTransport()
     sink = HttpSink(destination(None), transport, clock=clock, sleep=Sleeps())
     report = await exports.deliver("seg", destination(None), sink)

@@ -1,7 +1,7 @@
 """Bounded lifetimes of segment memberships and export state (``dmp/lifetimes.py``) on SQLite,
 Redis and Redis Cluster, on a clock set by hand: written with their lifetime, rewritten by a
 recompute or an export once half of it is gone, lapsed when nothing confirms them, and an export
-that never sends a removal it cannot address."""
+that removes what it sent even once the store's record of it lapsed."""
 
 from __future__ import annotations
 
@@ -68,11 +68,10 @@ async def dmp(clocked_store: Store, wall_clock: FakeClock, tmp_path: Path) -> Dm
     return Dmp(core, wall_clock)
 
 
-async def lifetimes(core: DmpCore) -> tuple[float | None, float | None]:
-    """The remaining lifetime of the browser's membership: its own map's, the index's."""
+async def lifetime(core: DmpCore) -> float | None:
+    """The remaining lifetime of the browser's membership (its own map's entry)."""
     own = await core.store.hgetall_entries(keys.membership_key(UID))
-    index = await core.store.hgetall_entries(keys.member_index_key("dsp_synced", SHARD))
-    return (own["dsp_synced"][1] if own else None, index[UID][1] if index else None)
+    return own["dsp_synced"][1] if own else None
 
 
 async def sent_lifetime(core: DmpCore) -> float | None:
@@ -94,21 +93,20 @@ async def test_a_membership_lives_its_lifetime_and_a_recompute_renews_it(dmp: Dm
     core, clock = dmp.core, dmp.clock
     first = await core.segments.recompute()
     assert (first.joined, first.refreshed) == (1, 0)
-    assert await lifetimes(core) == (MEMBERSHIP_DAYS * DAY, MEMBERSHIP_DAYS * DAY)
+    assert await lifetime(core) == MEMBERSHIP_DAYS * DAY
 
     clock.now += 4 * DAY  # more than half left: confirmed, not rewritten
     assert (await core.segments.recompute()).refreshed == 0
-    assert await lifetimes(core) == (6 * DAY, 6 * DAY)
+    assert await lifetime(core) == 6 * DAY
 
     clock.now += 2 * DAY  # less than half left: rewritten with its first joining time
     assert (await core.segments.recompute()).refreshed == 1
-    assert await lifetimes(core) == (MEMBERSHIP_DAYS * DAY, MEMBERSHIP_DAYS * DAY)
+    assert await lifetime(core) == MEMBERSHIP_DAYS * DAY
     joined = await core.segments.memberships.of(UID)
     assert joined == {"dsp_synced": float(int(clock.now - 6 * DAY))}
 
-    clock.now += MEMBERSHIP_DAYS * DAY + 1  # nothing confirmed it: gone, both sides
+    clock.now += MEMBERSHIP_DAYS * DAY + 1  # nothing confirmed it: gone
     assert await core.segments.memberships.of(UID) == {}
-    assert await core.segments.sizes() == {"dsp_synced": 0}
     assert (await core.segments.recompute()).joined == 1  # the rule still holds: joined again
 
 
@@ -124,32 +122,18 @@ async def test_export_state_outlives_a_lapsed_membership_and_removes_it(dmp: Dmp
     assert await export(core) == ([], [])
 
 
-@pytest.fixture
-async def store_path_dmp(
-    clocked_store: Store,  # noqa: F811
-    wall_clock: FakeClock,  # noqa: F811
-    tmp_path: Path,
-) -> Dmp:
-    """As ``dmp``, exporting from the key-value store (no analytics engine): the engine keeps
-    what it sent until the destination answered, whatever the store's entries' lifetimes."""
-    config = write_config(tmp_path, CONFIG + '\n[dmp.analytics]\nengine = "off"\n')
-    core = build_core(config, clocked_store, clock=wall_clock)
-    await core.matches.record("dsp", UID, "D-1", wall_clock())
-    return Dmp(core, wall_clock)
-
-
-async def test_an_expired_sent_entry_sends_no_removal_and_a_member_is_added_again(
-    store_path_dmp: Dmp,
-) -> None:
-    core, clock = store_path_dmp.core, store_path_dmp.clock
-    await core.segments.recompute()
+async def test_a_removal_is_sent_after_the_stores_sent_entry_lapsed(dmp: Dmp) -> None:
+    """The engine keeps what it sent until the destination answered, whatever the lifetime of
+    the key-value store's record."""
+    core, clock = dmp.core, dmp.clock
+    await core.recompute()  # on the engine
     await export(core)
-    clock.now += EXPORT_DAYS * DAY + 1  # both lapsed: nothing left to address
+    clock.now += EXPORT_DAYS * DAY + 1  # the membership and the store's record both lapsed
+    assert await sent_lifetime(core) is None
+    assert await export(core) == ([], ["D-1"])
     assert await export(core) == ([], [])
-    report = await core.exports.last_reports("dsp_synced")
-    assert report["dsp_api"].sent == 0
 
-    await core.segments.recompute()  # a member again, whose sent entry expired
+    await core.recompute()  # a member again
     assert await export(core) == (["D-1"], [])
 
 
@@ -173,11 +157,10 @@ async def test_entries_written_without_a_lifetime_get_one(dmp: Dmp) -> None:
     """Memberships and sent IDs stored before lifetimes existed are given one when confirmed."""
     core, clock = dmp.core, dmp.clock
     now = str(int(clock())).encode()
-    await core.store.hset(keys.member_index_key("dsp_synced", SHARD), {UID: now})
     await core.store.hset(keys.membership_key(UID), {"dsp_synced": now})
     await core.store.hset(keys.sent_key("dsp_synced", "dsp_api", SHARD), {UID: b"D-1"})
     assert (await core.segments.recompute()).refreshed == 1
-    assert await lifetimes(core) == (MEMBERSHIP_DAYS * DAY, MEMBERSHIP_DAYS * DAY)
+    assert await lifetime(core) == MEMBERSHIP_DAYS * DAY
     assert await export(core) == ([], [])
     assert await sent_lifetime(core) == EXPORT_DAYS * DAY
 

@@ -1,15 +1,18 @@
-"""Segment exports on a real store: incremental and full plans, failed and rejected batches,
-delivery reports, files; exports by configured ids."""
+"""Segment exports on a real store and a DuckDB file: signed batches, rejected IDs offered
+again, delivery reports, exports by configured ids; none without an engine. (The deltas step
+by step, failed batches, full exports and files, on both engines:
+analytics/test_engine_exports.py.)"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import msgspec
 import pytest
 
-from cookiematch.clock import SECONDS_PER_DAY
+from cookiematch.dmp.analytics.duckdb_engine import DuckDBEngine
+from cookiematch.dmp.analytics.runs import EngineRuns
+from cookiematch.dmp.analytics.settings import AnalyticsSettings
 from cookiematch.dmp.exports import signing
 from cookiematch.dmp.exports.model import (
     Delivery,
@@ -19,17 +22,23 @@ from cookiematch.dmp.exports.model import (
     HttpDestination,
     Mode,
 )
-from cookiematch.dmp.exports.sinks import FileSink, HttpSink
+from cookiematch.dmp.exports.sinks import HttpSink
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.segment_exports import SegmentExports
-from cookiematch.dmp.segments.membership import Change, Memberships
-from cookiematch.errors import NotFound
+from cookiematch.dmp.segments import Segment, parse_rule
+from cookiematch.dmp.segments.membership import Memberships
+from cookiematch.dmp.traits.schema import TraitCatalog
+from cookiematch.dmp.traits.staging import TraitStaging
+from cookiematch.dmp.traits.writes import ProfileUpdate, TraitStore
+from cookiematch.errors import ConfigError, NotFound
 from cookiematch.storage import Store
 
-from .helpers import NOW
+from .helpers import FakeClock
 from .scripted_transport import ScriptedTransport, Sleeps
 
 SECRET = b"s" * 32
+SEGMENT = Segment("seg", parse_rule({"attribute": "tier", "value": "gold"}))
+TTL = 390 * 86_400.0
 
 
 def _destination(batch_size: int = 2, partner: str | None = "dsp") -> HttpDestination:
@@ -37,124 +46,92 @@ def _destination(batch_size: int = 2, partner: str | None = "dsp") -> HttpDestin
     return HttpDestination("dest", "http://dest.example/in", SECRET, partner, delivery)
 
 
+@pytest.fixture
+def runs(store: Store, clock: FakeClock, tmp_path: Path) -> EngineRuns:
+    settings = AnalyticsSettings(str(tmp_path / "dmp.duckdb"))
+    return EngineRuns(
+        lambda: DuckDBEngine(settings), store, Memberships(store, TTL), TraitCatalog(),
+        holder="test", clock=clock, staging=TraitStaging(settings.staging_directory),
+    )  # fmt: skip
+
+
 def _exports(
-    store: Store, matches: MatchTable, *destinations: Destination, segment: str = "seg"
+    store: Store, clock: FakeClock, runs: EngineRuns, *dests: Destination
 ) -> SegmentExports:
-    return SegmentExports(store, [segment], destinations, matches, clock=lambda: NOW)
+    return SegmentExports(store, [SEGMENT.id], dests, clock=clock, engine=runs)
 
 
-async def _setup(store: Store, members: int = 5, matched: int = 4) -> MatchTable:
-    matches = MatchTable(store, SECONDS_PER_DAY)
-    await Memberships(store).apply([Change(f"u{i}", {"seg": NOW}) for i in range(members)])
+async def _setup(
+    store: Store, clock: FakeClock, runs: EngineRuns, members: int = 5, matched: int = 4
+) -> None:
+    """``members`` browsers in the segment (their traits staged for the engine, recomputed),
+    the first ``matched`` synced with the partner ``dsp``."""
+    updates = {}
+    for i in range(members):
+        updates[f"u{i}"] = update = ProfileUpdate("crm")
+        update.merge({"tier": "gold"}, (), ())
+    await TraitStore(store, TraitCatalog(), clock=clock, staging=runs.staging).apply(updates)
+    matches = MatchTable(store, TTL)
     for i in range(matched):
-        await matches.record("dsp", f"u{i}", f"D{i}", NOW)
-    return matches
+        await matches.record("dsp", f"u{i}", f"D{i}", clock())
+    clock.now += 60
+    await runs.recompute([SEGMENT])
 
 
-async def test_incremental_export_sends_adds_then_removes(store: Store) -> None:
-    matches = await _setup(store)
-    exports = _exports(store, matches)
+async def test_batches_are_signed_and_keyed_by_their_id(
+    store: Store, clock: FakeClock, runs: EngineRuns
+) -> None:
+    await _setup(store, clock, runs)
     transport = ScriptedTransport()
-    sink = HttpSink(_destination(), transport, clock=lambda: NOW, sleep=Sleeps())
-
-    report = await exports.deliver("seg", _destination(), sink)
+    sink = HttpSink(_destination(), transport, clock=clock, sleep=Sleeps())
+    report = await _exports(store, clock, runs).deliver(SEGMENT.id, _destination(), sink)
     assert (report.members, report.sent, report.accepted, report.unmatched) == (5, 4, 4, 1)
     assert report.batches == 2 and report.failed == 0
     sent = sorted(i for b in transport.bodies() for i in b["add"])  # type: ignore[attr-defined]
     assert sent == ["D0", "D1", "D2", "D3"]
     for _, body, headers in transport.requests:
-        assert signing.verify(SECRET, headers, body, NOW)
+        assert signing.verify(SECRET, headers, body, clock())
         assert headers["Idempotency-Key"] == json.loads(body)["batch_id"]
 
-    transport.requests.clear()
-    again = await exports.deliver("seg", _destination(), sink)
-    assert (again.sent, again.unchanged, transport.requests) == (0, 4, [])
 
-    await Memberships(store).apply([Change("u1", left=("seg",)), Change("u4", {"seg": NOW})])
-    await matches.record("dsp", "u4", "D4", NOW)
-    delta = await exports.deliver("seg", _destination(batch_size=10), sink)
-    assert (delta.added, delta.removed, delta.batches) == (1, 1, 1)
-    assert transport.bodies()[0]["add"] == ["D4"] and transport.bodies()[0]["remove"] == ["D1"]
-
-
-async def test_a_failed_batch_changes_nothing_and_is_sent_again(store: Store) -> None:
-    matches = await _setup(store, members=2, matched=2)
-    exports = _exports(store, matches)
-    transport = ScriptedTransport((503, {}), (503, {}))
-    sink = HttpSink(_destination(), transport, clock=lambda: NOW, sleep=Sleeps())
-    report = await exports.deliver("seg", _destination(), sink)
-    assert (report.failed, report.accepted, report.retries) == (2, 0, 1)
-    assert not report.ok and "HTTP 503" in report.errors[0]
-    retry = await exports.deliver("seg", _destination(), sink)
-    assert retry.accepted == 2
-    ids = {json.loads(body)["batch_id"] for _, body, _ in transport.requests}
-    assert len(ids) == 1  # the same content, the same batch id: the receiver can deduplicate
-
-
-async def test_rejected_ids_are_reported_and_offered_again(store: Store) -> None:
-    matches = await _setup(store, members=3, matched=3)
-    exports = _exports(store, matches)
+async def test_rejected_ids_are_reported_and_offered_again(
+    store: Store, clock: FakeClock, runs: EngineRuns
+) -> None:
+    await _setup(store, clock, runs, members=3, matched=3)
+    exports = _exports(store, clock, runs)
     transport = ScriptedTransport((200, {"rejected": ["D1", {"id": "D2", "reason": "unknown"}]}))
-    sink = HttpSink(_destination(batch_size=10), transport, clock=lambda: NOW, sleep=Sleeps())
-    report = await exports.deliver("seg", _destination(batch_size=10), sink)
+    sink = HttpSink(_destination(batch_size=10), transport, clock=clock, sleep=Sleeps())
+    report = await exports.deliver(SEGMENT.id, _destination(batch_size=10), sink)
     assert (report.sent, report.accepted, report.rejected) == (3, 1, 2)
-    again = await exports.deliver("seg", _destination(batch_size=10), sink)
+    again = await exports.deliver(SEGMENT.id, _destination(batch_size=10), sink)
     assert again.sent == 2
 
 
-async def test_full_export_resends_and_follows_a_changed_partner_id(store: Store) -> None:
-    matches = await _setup(store, members=2, matched=2)
-    exports = _exports(store, matches)
-    transport = ScriptedTransport()
-    dest = _destination(batch_size=10)
-    sink = HttpSink(dest, transport, clock=lambda: NOW, sleep=Sleeps())
-    await exports.deliver("seg", dest, sink)
-    await matches.record("dsp", "u0", "D0-new", NOW)
-    incremental = await exports.deliver("seg", dest, sink)
-    assert incremental.sent == 0  # incremental trusts what it sent
-    full = await exports.deliver("seg", dest, sink, Mode.FULL)
-    body = transport.bodies()[-1]
-    assert body["mode"] == "full"
-    assert sorted(body["add"]) == ["D0-new", "D1"] and body["remove"] == ["D0"]  # type: ignore[arg-type]
-    assert (full.added, full.removed) == (2, 1)
-
-
-@pytest.mark.parametrize("fmt", list(FileFormat))
-async def test_file_destinations(store: Store, tmp_path: Path, fmt: FileFormat) -> None:
-    matches = await _setup(store, members=3, matched=3)
-    path = str(tmp_path / "out" / "{segment}-{destination}.{mode}")
-    dest = FileDestination("files", path, fmt, None, Delivery(batch_size=2))
-    report = await _exports(store, matches, dest).deliver("seg", dest, FileSink(dest))
-    assert report.accepted == 3 and report.unmatched == 0
-    written = (tmp_path / "out" / "seg-files.incremental").read_text()
-    if fmt is FileFormat.CSV:
-        assert written.splitlines()[0] == "action,id"
-        assert sorted(written.splitlines()[1:]) == ["add,u0", "add,u1", "add,u2"]
-    else:
-        rows = [msgspec.json.decode(line) for line in written.splitlines()]
-        assert sorted(r["id"] for r in rows) == ["u0", "u1", "u2"]
-    assert not list((tmp_path / "out").glob("*.partial"))
-
-
 async def test_exports_by_configured_ids_and_their_last_reports(
-    store: Store, tmp_path: Path
+    store: Store, clock: FakeClock, runs: EngineRuns, tmp_path: Path
 ) -> None:
-    matches = await _setup(store, members=3, matched=2)
+    await _setup(store, clock, runs, members=3, matched=2)
     files = FileDestination("files", f"{tmp_path}/{{segment}}.csv", FileFormat.CSV, "dsp")
     transport = ScriptedTransport()
-    exports = _exports(store, matches, _destination(batch_size=10), files)
-    assert await exports.last_reports("seg") == {}
+    exports = _exports(store, clock, runs, _destination(batch_size=10), files)
+    assert await exports.last_reports(SEGMENT.id) == {}
 
-    to_dest = await exports.export("seg", "dest", transport)
-    to_files = await exports.export("seg", "files", transport, Mode.FULL)
+    to_dest = await exports.export(SEGMENT.id, "dest", transport)
+    to_files = await exports.export(SEGMENT.id, "files", transport, Mode.FULL)
     assert (to_dest.accepted, to_dest.unmatched, len(transport.requests)) == (2, 1, 1)
     assert (to_files.mode, to_files.accepted) == ("full", 2)
     assert sorted((tmp_path / "seg.csv").read_text().splitlines()[1:]) == ["add,D0", "add,D1"]
-    assert await exports.last_reports("seg") == {"dest": to_dest, "files": to_files}
+    assert await exports.last_reports(SEGMENT.id) == {"dest": to_dest, "files": to_files}
     assert await exports.last_reports("other") == {}
 
     with pytest.raises(NotFound, match="no segment 'other'"):
         await exports.export("other", "dest", transport)
     with pytest.raises(NotFound, match="no destination 'nowhere'"):
-        await exports.export("seg", "nowhere", transport)
+        await exports.export(SEGMENT.id, "nowhere", transport)
     assert len(transport.requests) == 1
+
+
+async def test_without_an_engine_there_is_no_export(store: Store, clock: FakeClock) -> None:
+    exports = SegmentExports(store, [SEGMENT.id], [_destination()], clock=clock)
+    with pytest.raises(ConfigError, match=r"analytics engine.*DuckDB.*needs no server"):
+        await exports.export(SEGMENT.id, "dest", ScriptedTransport())

@@ -151,7 +151,8 @@ backoff_seconds = 0.05
     populate(tmp_path, ids)
     out = invoke(segments, "recompute", "--config", str(config))
     assert "121 profiles" in out and "dsp_synced" in out
-    assert "dsp_synced" in invoke(segments, "sizes", "--config", str(config))
+    # as the recompute counted them
+    assert invoke(segments, "sizes", "--config", str(config)).split() == ["dsp_synced", "121"]
 
     args = ["--config", str(config), "--segment", "dsp_synced", "--destination", "dsp_api"]
     report = json.loads(invoke(export, *args, "--json"))

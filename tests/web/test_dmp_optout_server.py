@@ -189,7 +189,7 @@ def test_the_opt_out_page_erases_the_browser_and_the_next_export_removes_it(dmp:
 
         page = http.get("/optout", headers={"Cookie": f"dmp_id={uid}"})
         assert page.status_code == 200 and "This browser is not opted out" in page.text
-        for kind in ("partner_id", "event", "segment", "segment_member", "export_sent"):
+        for kind in ("partner_id", "event", "segment", "export_sent"):
             assert f"<td>{kind}</td>" in page.text
         assert "390 more days" in page.text and "420 more days" in page.text
         assert set(set_cookies(page)) == {"cm_optout_csrf"}  # a GET changes nothing
@@ -291,7 +291,7 @@ def test_the_cli_shows_and_erases_one_browser(dmp: Dmp) -> None:
     shown = json.loads(dmp.cli(subject, "show", *args))
     assert {r["kind"] for r in shown["records"]} >= {"partner_id", "export_sent"}
     erased = json.loads(dmp.cli(subject, "erase", *args))
-    assert erased["erased"]["segment_member"] == 1
+    assert erased["erased"]["segment"] == 1
     assert erased["notified"] == ["dsp_file (segment dsp_synced)"]
     assert dmp.export() == ["remove,D-CLI"]
     assert dmp.mentions(uid, "D-CLI") == []

@@ -15,6 +15,7 @@ import msgspec
 from cookiematch.cli.common import config_option, load_dmp, run
 from cookiematch.dmp.exports import Mode
 from cookiematch.dmp.overlap import STD_DEVS, Audiences, PairOverlap
+from cookiematch.dmp.retired import drop_member_index
 from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments.service import SegmentService
 from cookiematch.dmp.segments.updater import RecomputeReport
@@ -112,18 +113,23 @@ def recompute(config_file: Path, no_sketches: bool) -> None:
 @config_option
 def migrate_to_engine(config_file: Path) -> None:
     """Load every profile of the key-value store into the analytics engine ([dmp.analytics]),
-    replacing what it held; then recompute the segments on it and write what changed."""
+    replacing what it held; then recompute the segments on it and write what changed; then
+    delete the member index an earlier version kept in the store (``dmp/retired.py``)."""
 
-    async def work() -> tuple[int, RecomputeReport]:
+    async def work() -> tuple[int, RecomputeReport, int]:
         config, _ = load_dmp(config_file)
         async with open_core(config) as core:
             if core.analytics is None:
                 raise click.UsageError('[dmp.analytics] engine is "off"')
-            return await core.analytics.migrate(list(core.segments.segments.values()))
+            segments = list(core.segments.segments.values())
+            loaded, report = await core.analytics.migrate(segments)
+            return loaded, report, await drop_member_index(core.store)
 
-    loaded, report = run(work)
+    loaded, report, dropped = run(work)
     click.echo(f"{loaded} profiles loaded into the analytics engine")
     _print_recompute(report)
+    if dropped:
+        click.echo(f"{dropped} maps of the retired member index deleted")
 
 
 def _print_recompute(report: RecomputeReport) -> None:
@@ -140,7 +146,7 @@ def _print_recompute(report: RecomputeReport) -> None:
 @segments.command("sizes")
 @config_option
 def sizes(config_file: Path) -> None:
-    """Members of each segment (from the member index)."""
+    """Members of each segment, as the last recompute counted them."""
 
     async def work() -> dict[str, int]:
         async with open_segments(config_file) as service:

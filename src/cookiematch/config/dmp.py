@@ -223,8 +223,8 @@ class DmpAnalyticsConfig(Table, frozen=True):
     """``[dmp.analytics]``: the analytics engine of the batch half (``dmp/analytics/``)."""
 
     # "duckdb" (embedded) or "spark" (Apache Spark over Parquet, the `spark` extra): the
-    # scheduled recompute, the CLI's recompute and exact overlap run on it; "off": they run
-    # per profile on the key-value store
+    # scheduled recompute, the CLI's recompute, overlap and exports run on it; "off": the
+    # recompute runs per profile on the key-value store, and there are no exports
     engine: Engine | Literal["off"] = "duckdb"
     # DuckDB's database file, Spark's directory of tables; relative: to the configuration
     # file's directory
@@ -342,6 +342,15 @@ class DmpConfig(Table, frozen=True):
         for i, client in enumerate(self.clients):
             found += [(f"clients[{i}].{k}", m) for k, m in client.problems(partner_ids)]
         found += segment_problems(self.segments, self.destinations, partner_ids)
+        if self.analytics.engine == "off" and self.destinations:
+            found.append(
+                (
+                    "destinations",
+                    'need the analytics engine ([dmp.analytics] engine is "off"): exports read '
+                    'their deltas from it ("duckdb", the default, is embedded and needs no '
+                    'server; "spark" runs beyond one machine)',
+                )
+            )
         if self.analytics.engine != "off" and self.analytics.path == ":memory:":
             found.append(
                 (

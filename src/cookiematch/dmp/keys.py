@@ -19,7 +19,6 @@ Segments and exports; no operation spans two keys (Redis Cluster safe). Membersh
 state expire (``dmp/lifetimes.py``); a sketch holds hashes, no ID:
 
     dmp:{<dmp uid>}:s                    field map  segment id -> joined at (unix s, ASCII)
-    dmps:{<segment>:<shard>}:m           field map  dmp uid -> joined at   (member index)
     dmps:{<segment>}:sketch              plain      theta sketch of the segment (recompute)
     dmps:{exposure:<kind>:<campaign>}:sketch   plain  same, for impression-pixel audiences
     {dmps}:recompute                     plain      JSON summary of the last full recompute
@@ -45,8 +44,10 @@ state expire (``dmp/lifetimes.py``); a sketch holds hashes, no ID:
     {dmpa}:lease                         plain      the process holding the analytics engine
                                                     open (a lease)
 
-The member index and the export state are split into ``SHARDS`` maps by a hash of the DMP
-uid, so that a large segment spreads over a cluster and one map stays a manageable size.
+The export state is split into ``SHARDS`` maps by a hash of the DMP uid, so that a large
+segment's spreads over a cluster and one map stays a manageable size. A segment's members are
+listed by the analytics engine, which holds the memberships (``dmp/analytics/``); the store
+keeps each browser's own map, which requests read.
 """
 
 from __future__ import annotations
@@ -134,10 +135,6 @@ ANALYTICS_LEASE_KEY = "{dmpa}:lease"
 
 def membership_key(dmp_uid: str) -> str:
     return f"dmp:{{{dmp_uid}}}:s"
-
-
-def member_index_key(segment: str, shard: int) -> str:
-    return f"dmps:{{{segment}:{shard:03d}}}:m"
 
 
 def sketch_key(audience: str) -> str:

@@ -1,7 +1,7 @@
 """How long the DMP keeps segment memberships and export state, and when a confirmed entry is
 rewritten with a fresh lifetime.
 
-Memberships (``dmp:{uid}:s`` and the member index) live ``[dmp] membership_ttl_days`` from their
+Memberships (``dmp:{uid}:s``) live ``[dmp] membership_ttl_days`` from their
 last write, export state (``dmpx:…``) ``export_state_ttl_days``. A recompute that finds a
 membership still holding, and an export that finds a member's ID unchanged, rewrite the entry
 once less than half its lifetime is left (``due``): an entry is rewritten about once per half

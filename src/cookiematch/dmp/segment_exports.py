@@ -1,36 +1,32 @@
-"""Exports of segments ("cookie pools"): a segment's members, from the member index
-(``dmp/segments/``), sent to a configured destination (``dmp/exports/``) in its partner's IDs.
+"""Exports of segments ("cookie pools"): a segment's members, as the analytics engine holds
+them, sent to a configured destination (``dmp/exports/``) in its partner's IDs.
 
-One export plans the differences shard by shard, sends them in batches, remembers what each
-accepted batch carried, and reports.
+An export is one of the engine's jobs (``EngineRuns``): it opens the engine under its lease
+(waiting up to ``EXPORT_WAIT`` for a running job), refreshes its profiles from the store, and
+reads the delta from it (``dmp/analytics/export_sql.py``: the memberships, partner IDs and
+consent marks it holds against what it recorded as sent); a file destination's file is
+written by the engine. Without an engine (``[dmp.analytics] engine = "off"``) there is no
+export: the configuration refuses destinations then, and ``deliver`` raises ``ConfigError``.
 
 Incremental: members not sent yet are added, sent ones that left are removed (by the ID they
 were sent with). Full: every current member is sent again, plus the same removes; a member
-whose partner ID changed gets a remove of the old ID and an add of the new. Only members not
-sent yet are translated in incremental mode (one match-table read each).
+whose partner ID changed gets a remove of the old ID and an add of the new.
 
-State changes per batch: accepted adds are recorded, accepted or rejected removes forgotten,
-rejected adds left unrecorded (offered again next time); a batch that never got a final answer
-changes nothing, so the next export sends it again (same content, same batch id).
+What the destination answered is recorded once every batch was sent: accepted adds, removes
+accepted or rejected; rejected adds are left out (offered again next time); a batch that
+never got a final answer changes nothing, so the next export sends it again (same content,
+same batch id).
 
 Erased browsers (``dmp/subjects.py``): the IDs on the removal list are sent as removes first,
 in batches of their own, in either mode. Lifetimes (``dmp/lifetimes.py``): a member whose sent
-ID is unchanged has its entry rewritten once it is due; a removal is only ever sent for an ID
-the state still holds, so an entry that expired sends nothing (and a member whose entry
-expired is added again).
+ID is unchanged has its record rewritten once it is due.
 
 Consent: a member whose stored GDPR consent (``dmp/consent.py``) does not allow the
 destination's vendor (``gvl_vendor_id``) is left out (``no_consent``) and, if it was sent
 before, removed. Members never seen under GDPR go as before.
 
-On the analytics engine (``[dmp.analytics] engine``, ``EngineRuns``): the export opens the
-engine under its lease (waiting up to ``EXPORT_WAIT`` for a running job), refreshes its
-profiles from the store, and reads the delta from it (``dmp/analytics/export_sql.py``: the
-memberships, partner IDs and consent marks it holds against what it recorded as sent); a file
-destination's file is written by the engine. The batches, their signing, retries and reports
-are the same; the engine records what the destination answered once every batch was sent, so
-a failed batch is sent again next time. The key-value store's record of what was sent is kept
-as well (access and erasure read it); the first export of a pair on the engine starts from it.
+The key-value store's record of what was sent (``ExportState``) is written batch by batch as
+well: access and erasure read it, and the first export of a pair on the engine starts from it.
 """
 
 from __future__ import annotations
@@ -51,7 +47,7 @@ from cookiematch.dmp.analytics.export_sql import (
 )
 from cookiematch.dmp.analytics.export_sql import ERASED as ERASED_ROW
 from cookiematch.dmp.analytics.runs import EngineRuns
-from cookiematch.dmp.consent import StoredConsent, vendor_party
+from cookiematch.dmp.consent import vendor_party
 from cookiematch.dmp.exports.model import (
     Batch,
     BatchResult,
@@ -63,14 +59,17 @@ from cookiematch.dmp.exports.model import (
 from cookiematch.dmp.exports.report import DeliveryReport
 from cookiematch.dmp.exports.sinks import FileSink, Sink, make_sink, publish
 from cookiematch.dmp.exports.state import ExportState
-from cookiematch.dmp.matches import MatchTable
-from cookiematch.dmp.segments.membership import Memberships
 from cookiematch.dmp.transport import Transport
-from cookiematch.errors import NotFound
+from cookiematch.errors import ConfigError, NotFound
 from cookiematch.storage.base import Store
 
 ERASED = ""
 """The uid of a remove from the removal list: the erased browser's uid is not kept."""
+
+NO_ENGINE = (
+    "exports read their deltas from the analytics engine: set [dmp.analytics] engine "
+    '(DuckDB, embedded, needs no server; "spark" beyond one machine)'
+)
 
 EXPORT_WAIT = 60.0
 """Seconds an export on the analytics engine waits for another engine job (a recompute)."""
@@ -94,21 +93,17 @@ class SegmentExports:
         store: Store,
         segment_ids: Iterable[str],
         destinations: Sequence[Destination],
-        matches: MatchTable,
         *,
         state_ttl: float = lifetimes.EXPORT_STATE_TTL,
         clock: Clock = time.time,
         engine: EngineRuns | None = None,
     ) -> None:
         self._store = store
-        self._engine = engine  # None: deltas planned from the key-value store
+        self._engine = engine  # None: no engine ("off"), no export
         self.segment_ids = frozenset(segment_ids)
         self.destinations: Mapping[str, Destination] = {d.id: d for d in destinations}
-        self._matches = matches
-        self._memberships = Memberships(store)
         self._state_ttl = state_ttl
         self._clock = clock
-        self._consent = StoredConsent(store, clock)
 
     def replace(self, segment_ids: Iterable[str], destinations: Sequence[Destination]) -> None:
         """Export these from now on (the admin API changed them)."""
@@ -152,77 +147,14 @@ class SegmentExports:
                 found[destination_id] = report
         return found
 
-    async def translate(self, uids: list[str], partner: str | None) -> dict[str, str]:
-        """DMP uid -> the partner's ID for it (members without one are left out)."""
-        if partner is None:
-            return {uid: uid for uid in uids}
-        found = await asyncio.gather(*(self._matches.partners(uid) for uid in uids))
-        return {
-            uid: matches[partner].uid
-            for uid, matches in zip(uids, found, strict=True)
-            if partner in matches
-        }
-
     async def deliver(
         self, segment: str, destination: Destination, sink: Sink, mode: Mode = Mode.INCREMENTAL
     ) -> DeliveryReport:
-        """Export ``segment`` to ``destination`` through ``sink``: plan, send, record, report."""
-        if self._engine is not None:
-            return await self._deliver_from_engine(self._engine, segment, destination, sink, mode)
-        started = time.perf_counter()
-        report = DeliveryReport(
-            segment=segment, destination=destination.id, mode=mode.value, started_at=self._clock()
-        )
-        state = self.state(segment, destination.id)
-        pending = _Pending(remove=[(ERASED, did) for did in await state.removals()])
-        limit = destination.delivery.batch_size
-        vendor = destination.gvl_vendor_id
-        party = None if vendor is None else vendor_party(vendor)
-        await sink.open(segment, mode)
-        while pending.remove:  # in batches of their own, before any add names the same ID
-            pending = await self._flush(segment, mode, pending, limit, sink, state, report)
-        for shard in range(keys.SHARDS):
-            members, entries = await asyncio.gather(
-                self._memberships.shard(segment, shard), state.shard_entries(shard)
-            )
-            sent = {uid: raw.decode() for uid, (raw, _) in entries.items()}
-            confirmed: dict[str, str] = {}
-            refused = await self._consent.refused(list(members), party)
-            report.members += len(members)
-            todo = [u for u in members if u not in refused and (mode is Mode.FULL or u not in sent)]
-            ids = await self.translate(todo, destination.partner)
-            for uid in members:
-                before = sent.get(uid)
-                if uid in refused:
-                    report.no_consent += 1
-                    if before is not None:
-                        pending.remove.append((uid, before))
-                    continue
-                now_id = ids.get(uid, before if mode is Mode.INCREMENTAL else None)
-                if now_id is None:
-                    report.unmatched += 1
-                    if before is not None:
-                        pending.remove.append((uid, before))
-                    continue
-                if before is not None and before != now_id:
-                    pending.remove.append((uid, before))
-                if before != now_id or mode is Mode.FULL:
-                    pending.add.append((uid, now_id))
-                else:
-                    report.unchanged += 1
-                    if lifetimes.due(entries[uid][1], state.ttl):
-                        confirmed[uid] = now_id
-            pending.remove += [(uid, did) for uid, did in sent.items() if uid not in members]
-            if confirmed:
-                await state.record(confirmed, [])  # still sent: a fresh lifetime
-            while pending.size >= limit:
-                pending = await self._flush(segment, mode, pending, limit, sink, state, report)
-        while pending.size:
-            pending = await self._flush(segment, mode, pending, limit, sink, state, report)
-        await sink.close(report.failed == 0)
-        report.seconds = round(time.perf_counter() - started, 3)
-        await state.save_report(report)
-        return report
+        """Export ``segment`` to ``destination`` through ``sink``: the delta read from the
+        engine, sent, recorded, reported."""
+        if self._engine is None:
+            raise ConfigError(NO_ENGINE)
+        return await self._deliver_from_engine(self._engine, segment, destination, sink, mode)
 
     async def _flush(
         self,

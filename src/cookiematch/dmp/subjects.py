@@ -14,15 +14,16 @@ Records, by kind (keys: ``dmp/keys.py``):
     segment             dmp:{uid}:s                 segment memberships
     partner_id_reverse  dmp:pid:{partner:puid}      partner ID -> this uid
     pending_record      dmp:pend:{partner:puid}     ingested records waiting for the sync
-    segment_member      dmps:{segment:shard}:m      the uid's field in a segment's member index
     export_sent         dmpx:{segment:dest:shard}:sent  the ID a destination was last sent
 
 Erasure removes them in an order that a repeat can finish when the store fails half-way: the
 export state first (each sent ID moves to the segment's removal list, so the destination is
-told to remove it by the next export: ``dmp/exports/state.py``), then the member-index entries,
-the partner IDs' reverse entries (those naming this uid) and pending records, and the profile's
-own maps last (the partner and segment maps, read first, say what else to remove). A segment's
-sketch holds hashes, no ID: nothing to erase there.
+told to remove it by the next export: ``dmp/exports/state.py``), then the partner IDs' reverse
+entries (those naming this uid) and pending records, and the profile's own maps last (the
+partner map, read first, says what else to remove). With an analytics engine, the erasure
+marks the browser changed and stages the erasure of its traits: the engine's next job drops
+them, and its refresh, finding no map left, removes the browser with its memberships
+(``dmp/analytics/refresh.py``). A segment's sketch holds hashes, no ID: nothing to erase there.
 """
 
 from __future__ import annotations
@@ -74,7 +75,6 @@ KINDS = (
     *PROFILE_KINDS,
     "partner_id_reverse",
     "pending_record",
-    "segment_member",
     "export_sent",
 )
 ENGINE_KEY = "analytics:"
@@ -180,8 +180,6 @@ class DmpSubjects:
             if engine:
                 records += await self._engine_records(uid)
             partner_ids = _partner_ids(r for r in records if r.kind == "partner_id")
-            joined = [r.field for r in records if r.kind == "segment" and r.field is not None]
-            records += await self._index_records(uid, joined)
             records += await self._export_records(uid)
         if target.partner is not None and target.partner not in partner_ids:
             partner_ids.append(target.partner)
@@ -245,16 +243,6 @@ class DmpSubjects:
                 records += await read_held(self._store, _partner_held(partner, partner_uid))
         return records
 
-    async def _index_records(self, uid: str, joined: Sequence[str]) -> list[StoredRecord]:
-        shard = keys.shard_of(uid)
-        records: list[StoredRecord] = []
-        for segment in sorted(self._exports.segment_ids | set(joined)):
-            key = keys.member_index_key(segment, shard)
-            entry = (await self._store.hgetall_entries(key)).get(uid)
-            if entry is not None:
-                records.append(_field_record("segment_member", key, uid, entry))
-        return records
-
     async def _export_records(self, uid: str) -> list[StoredRecord]:
         shard = keys.shard_of(uid)
         records: list[StoredRecord] = []
@@ -270,17 +258,12 @@ class DmpSubjects:
     async def _erase_browser(self, uid: str, erased: Counter[str]) -> list[str]:
         """Erase one DMP uid (the order of the module's docstring); the destinations told."""
         partner_map = await self._store.hgetall(keys.partners_key(uid))
-        joined = await self._store.hgetall(keys.membership_key(uid))
         notified: list[str] = []
         now = self._clock()
         for segment, destination in self._export_pairs():
             if await self._exports.state(segment, destination).erase(uid, now) is not None:
                 erased["export_sent"] += 1
                 notified.append(f"{destination} (segment {segment})")
-        shard = keys.shard_of(uid)
-        for segment in sorted(self._exports.segment_ids | set(joined)):
-            removed = await self._store.hdel(keys.member_index_key(segment, shard), [uid])
-            erased["segment_member"] += removed
         for partner, raw in sorted(partner_map.items()):
             try:
                 partner_uid = _match_decoder.decode(raw).uid
@@ -290,8 +273,6 @@ class DmpSubjects:
         for kind, key in PROFILE_KINDS.items():
             if kind == "partner_id":
                 fields = partner_map
-            elif kind == "segment":
-                fields = joined
             else:
                 fields = await self._store.hgetall(key(uid))
             await self._store.delete(key(uid))

@@ -199,7 +199,7 @@ def build_core(
             clock=clock, staging=staging,
         )  # fmt: skip
     exports = SegmentExports(
-        store, [s.id for s in dmp.segments], [d.to_model() for d in dmp.destinations], matches,
+        store, [s.id for s in dmp.segments], [d.to_model() for d in dmp.destinations],
         state_ttl=dmp.export_state_ttl(), clock=clock, engine=analytics,
     )  # fmt: skip
     # without an engine, a profile written by ingestion is re-evaluated against the segments

@@ -1,8 +1,8 @@
 """Segment exports reading their deltas from the analytics engine, on DuckDB and on Spark (local
 mode, for real), over a real SQLite store: profiles written by the DMP's own writers, segments
 recomputed on the engine, batches sent through the real HTTP sink to a scripted receiver, files
-written by the engine itself. The engine path sends what the key-value store's path sends,
-and both engines find the same deltas."""
+written by the engine itself: the deltas step by step, the files line by line, and both
+engines find the same deltas."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def _http(dest_id: str = "dest", batch_size: int = 2) -> HttpDestination:
 
 
 class World:
-    """A store, its writers, the engine's jobs over it, and exports with and without them."""
+    """A store, its writers, the engine's jobs over it, and exports reading it."""
 
     def __init__(self, store: Store, clock: FakeClock, runs: EngineRuns) -> None:
         self.store, self.clock, self.runs = store, clock, runs
@@ -67,11 +67,10 @@ class World:
         self.traits = TraitStore(store, TraitCatalog(), clock=clock, staging=runs.staging)
         self.matches = MatchTable(store, TTL)
 
-    def exports(self, *destinations: Destination, engine: bool = True) -> SegmentExports:
+    def exports(self, *destinations: Destination) -> SegmentExports:
         return SegmentExports(
-            self.store, [SEGMENT.id], destinations, self.matches, clock=self.clock,
-            engine=self.runs if engine else None,
-        )  # fmt: skip
+            self.store, [SEGMENT.id], destinations, clock=self.clock, engine=self.runs
+        )
 
     async def tiers(self, **tier_of: str) -> None:
         updates = {}
@@ -167,65 +166,72 @@ async def test_a_failed_delivery_is_sent_again(world: World) -> None:
     assert (await exports.deliver(SEGMENT.id, _http(), sink)).sent == 0
 
 
-async def test_the_engine_sends_what_the_store_path_sends(world: World) -> None:
-    """Two destinations alike, one exported from the store, one from the engine, step by step:
-    first export, partner IDs changed, members leaving and joining, a full export."""
-    old, new = world.exports(_http("old", 3), engine=False), world.exports(_http("new", 3))
+async def test_the_deltas_step_by_step(world: World) -> None:
+    """First export, partner IDs changed, members leaving and joining, a full export."""
+    exports = world.exports(_http("dest", 3))
     await world.tiers(**{f"u{i}": "gold" for i in range(8)})
     await world.match(**{f"u{i}": f"D{i}" for i in range(6)})
 
-    async def both(mode: Mode = Mode.INCREMENTAL) -> tuple[list[str], list[str]]:
+    async def step(mode: Mode = Mode.INCREMENTAL) -> tuple[tuple[list[str], list[str]], int, int]:
         await world.recompute()
-        found = []
-        for exports, dest in ((old, "old"), (new, "new")):
-            transport = ScriptedTransport()
-            report = await exports.export(SEGMENT.id, dest, transport, mode)
-            found.append((_sent(transport), report.unmatched, report.members))
-        assert found[0] == found[1]
-        return found[0][0]
+        transport = ScriptedTransport()
+        report = await exports.export(SEGMENT.id, "dest", transport, mode)
+        return _sent(transport), report.unmatched, report.members
 
-    assert await both() == ([f"D{i}" for i in range(6)], [])
+    assert await step() == (([f"D{i}" for i in range(6)], []), 2, 8)
     await world.match(u0="D0-new", u6="D6")
     await world.tiers(u1="silver", u2="silver")
-    assert await both() == (["D6"], ["D1", "D2"])  # incremental trusts the ID it sent
+    assert await step() == ((["D6"], ["D1", "D2"]), 1, 6)  # incremental trusts the ID it sent
     await world.tiers(u1="gold")
-    assert await both(Mode.FULL) == (["D0-new", "D1", "D3", "D4", "D5", "D6"], ["D0"])
-    assert await both() == ([], [])
+    full = (["D0-new", "D1", "D3", "D4", "D5", "D6"], ["D0"])
+    assert await step(Mode.FULL) == (full, 1, 7)
+    assert await step() == (([], []), 1, 7)
+
+
+def _csv_lines(*rows: tuple[str, str]) -> list[str]:
+    """The lines Python's ``csv`` module writes for ``rows`` (the file sink's format)."""
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    return out.getvalue().splitlines(keepends=True)
 
 
 @pytest.mark.parametrize("fmt", list(FileFormat))
-async def test_file_destinations_match_the_store_paths_files(
+async def test_file_destinations_are_written_by_the_engine(
     world: World, tmp_path: Path, fmt: FileFormat
 ) -> None:
     path = str(tmp_path / "out" / "{destination}.{mode}")
-    old, new = (
-        FileDestination(dest_id, path, fmt, "dsp", Delivery(batch_size=2))
-        for dest_id in ("old", "new")
-    )
+    dest = FileDestination("files", path, fmt, "dsp", Delivery(batch_size=2))
     await world.tiers(u0="gold", u1="gold", u2="gold", u3="gold")
     await world.match(u0="D0", u1="D,1", u2='D"2')  # IDs a CSV quotes
 
     async def files(mode: Mode = Mode.INCREMENTAL) -> list[str]:
         await world.recompute()
-        await world.exports(old, engine=False).export(SEGMENT.id, "old", ScriptedTransport(), mode)
-        report = await world.exports(new).export(SEGMENT.id, "new", ScriptedTransport(), mode)
+        report = await world.exports(dest).export(SEGMENT.id, "files", ScriptedTransport(), mode)
         assert report.failed == 0
-        written = [(tmp_path / "out" / f"{d}.{mode.value}").read_bytes() for d in ("old", "new")]
-        lines = [w.decode().splitlines(keepends=True) for w in written]
+        written = (tmp_path / "out" / f"files.{mode.value}").read_bytes().decode()
+        lines = written.splitlines(keepends=True)
         if fmt is FileFormat.CSV:
-            assert lines[0][0] == lines[1][0] == "action,id\r\n"
-        assert sorted(lines[0]) == sorted(lines[1])
-        return sorted(lines[1])
+            assert lines[0] == "action,id\r\n"
+        return sorted(lines)
 
     first = await files()
     if fmt is FileFormat.CSV:
-        rows = sorted(tuple(r) for r in csv.reader(io.StringIO("".join(first))))
-        assert rows == [("action", "id"), ("add", 'D"2'), ("add", "D,1"), ("add", "D0")]
+        adds = [("add", 'D"2'), ("add", "D,1"), ("add", "D0")]
+        assert first == sorted(_csv_lines(("action", "id"), *adds))
     else:
-        assert sorted(msgspec.json.decode(line)["id"] for line in first) == ['D"2', "D,1", "D0"]
+        assert first == sorted(
+            msgspec.json.encode({"action": "add", "id": i}).decode() + "\n"
+            for i in ('D"2', "D,1", "D0")
+        )
     await world.tiers(u0="silver")
     await world.match(u3="D3")
-    assert len(await files()) == 2 + (fmt is FileFormat.CSV)  # add D3, remove D0
+    changed = await files()
+    if fmt is FileFormat.CSV:
+        assert changed == sorted(_csv_lines(("action", "id"), ("add", "D3"), ("remove", "D0")))
+    else:
+        assert [msgspec.json.decode(line) for line in changed] == [
+            {"action": "add", "id": "D3"}, {"action": "remove", "id": "D0"},
+        ]  # fmt: skip
     await files(Mode.FULL)
     assert not list((tmp_path / "out").glob("*.partial"))
 

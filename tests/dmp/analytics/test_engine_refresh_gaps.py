@@ -57,7 +57,7 @@ async def synced_and_loaded(store: Store, clock: FakeClock, tmp_path: Path) -> E
 
 async def erase(store: Store, clock: FakeClock, engine_runs: EngineRuns, uid: str) -> None:
     matches = MatchTable(store, TTL)
-    exports = SegmentExports(store, [s.id for s in SEGMENTS], [], matches)
+    exports = SegmentExports(store, [s.id for s in SEGMENTS], [])
     subjects = DmpSubjects(
         store, matches, exports, ["dsp"], clock=clock, staging=engine_runs.staging
     )

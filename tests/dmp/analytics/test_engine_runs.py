@@ -44,6 +44,7 @@ from cookiematch.storage import Store, connect_store
 
 from ..helpers import FakeClock
 from ..segment_stores import clocked_store, wall_clock  # noqa: F401
+from ..store_scan import members_of
 from .test_engine_store import SEGMENTS, TTL, populate, uid_of
 from support.stores import shared_cluster, shared_redis  # noqa: F401
 
@@ -118,8 +119,7 @@ async def test_the_scheduled_recompute_on_the_engine_gives_the_per_profile_membe
     uids = [uid_of(i) for i in range(PROFILES)]
     assert await memberships_of(clocked_store, uids) == await memberships_of(twin, uids)
     for segment in SEGMENTS:
-        members = {u async for u in Memberships(clocked_store, TTL).members(segment.id)}
-        assert members == {u async for u in Memberships(twin, TTL).members(segment.id)}
+        assert await members_of(clocked_store, segment.id) == await members_of(twin, segment.id)
     report = await service.last_recompute()
     assert report is not None and report.sizes == old.sizes  # the schedule's due time reads it
     await same_as_per_profile(clocked_store, wall_clock)
@@ -228,11 +228,10 @@ async def test_an_erased_browser_leaves_the_engine_and_its_segments(
     engine_runs = runs(store, clock, tmp_path)
     clock.now += 600
     first = await engine_runs.recompute(SEGMENTS)
-    memberships = Memberships(store, TTL)
-    assert gone in {u async for u in memberships.members("shoes")}
+    assert gone in await members_of(store, "shoes")
 
     clock.now += 60
-    exports = SegmentExports(store, [s.id for s in SEGMENTS], [], MatchTable(store, TTL))
+    exports = SegmentExports(store, [s.id for s in SEGMENTS], [])
     subjects = DmpSubjects(store, MatchTable(store, TTL), exports, ["dsp"], clock=clock)
     await subjects.erase(gone)
     clock.now += 60
@@ -240,11 +239,12 @@ async def test_an_erased_browser_leaves_the_engine_and_its_segments(
         found = await refresh(store, engine, engine_runs.context(clock()))
         assert found == Refresh(full=False, profiles=0, removed=1)
         assert engine.profile_count() == 12
+        assert engine.profiles([gone]) == []  # its memberships with it
         report = await recompute(engine, SEGMENTS, engine_runs.memberships, clock())
     assert report.profiles == first.profiles - 1 and report.left == 0  # erasure removed them
     assert report.sizes["shoes"] == first.sizes["shoes"] - 1
     for segment in SEGMENTS:
-        assert gone not in {u async for u in memberships.members(segment.id)}
+        assert gone not in await members_of(store, segment.id)
 
 
 async def test_the_migration_loads_every_profile_and_round_trips(
@@ -299,7 +299,10 @@ rule = {{ attribute = "tags", op = "in", value = ["shoes"] }}
     migrated = runner.invoke(main, ["dmp", "migrate-to-engine", "--config", str(config)])
     assert migrated.exit_code == 0, migrated.output
     assert "3 profiles loaded into the analytics engine" in migrated.output
-    assert "  shoes" in migrated.output and migrated.output.rstrip().endswith("2")
+    assert f"  {'shoes':<32} 2\n" in migrated.output
+    # the member index an earlier version wrote is deleted, the sketches kept
+    assert migrated.output.rstrip().endswith("2 maps of the retired member index deleted")
+    assert asyncio.run(_index_keys(tmp_path / "dmp.db")) == (0, 1)
     assert (tmp_path / "var" / "dmp-analytics.duckdb").is_file()  # beside the configuration
     sizes = runner.invoke(main, ["dmp", "segments", "sizes", "--config", str(config)])
     assert sizes.output.split() == ["shoes", "2"]
@@ -318,7 +321,20 @@ async def _seed_profiles(path: Path) -> None:
         update.merge({"tags": tags}, (), ())
         updates[uid] = update
     await traits.apply(updates)
+    # an earlier version's member index (two shards of "shoes"), beside a segment's sketch
+    await store.hset("dmps:{shoes:007}:m", {"a": b"1700000000"}, ttl=3600.0)
+    await store.hset("dmps:{shoes:123}:m", {"c": b"1700000000"})
+    await store.set("dmps:{segment:shoes}:sketch", b"sketch")
     await store.close()
+
+
+async def _index_keys(path: Path) -> tuple[int, int]:
+    """The member index's maps and the sketches left in the store."""
+    store = await connect_store(f"sqlite://{path}")
+    maps = [k async for k, _ in store.scan_maps("dmps:{")]
+    sketches = [k async for k, _ in store.scan("dmps:{")]
+    await store.close()
+    return len(maps), len(sketches)
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "off"])

@@ -176,7 +176,7 @@ async def test_the_look_up_hides_an_erased_browser_at_once(
     look_up = EngineTraits(engine_runs, clock=clock)
     assert (await look_up.traits(uid))[0] == {"tier": "gold"}  # staged: shown at once
     await traits.apply({uid: update})  # staged again, not applied yet when erased
-    exports = SegmentExports(store, [], [], matches)
+    exports = SegmentExports(store, [], [])
     subjects = DmpSubjects(
         store, matches, exports, ["crm"], clock=clock, staging=engine_runs.staging,
         engine_traits=engine_runs.traits,

@@ -2,8 +2,11 @@
 destination IDs of erased browsers still to be removed there; and the delivery report of its
 last export.
 
-Kept sharded like the member index, so an export walks both shard by shard; the stored
-destination ID is what a later remove must name, even if the partner's ID changed since.
+Kept in ``SHARDS`` maps by a hash of the uid (``keys.sent_key``), so that no map grows with a
+large segment; the stored destination ID is what a later remove must name, even if the
+partner's ID changed since. The analytics engine keeps its own record of what it sent
+(``dmp/analytics/export_sql.py``); this one is what access and erasure read, and what the
+first export of a pair on the engine starts from.
 Every entry lives ``ttl_seconds`` (``[dmp] export_state_ttl_days``) from its last write.
 
 An erased browser's entry is moved, at the erasure, to the removal list (``dmpx:{<segment>:

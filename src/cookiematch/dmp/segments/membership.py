@@ -1,19 +1,16 @@
-"""Segment memberships in the store: per browser, and a sharded member index per segment.
+"""Segment memberships in the store: one map per browser, ``dmp:{uid}:s`` (segment -> joined
+at), which the profile look-up and ``/audiences`` read per request.
 
-The browser's own map (``dmp:{uid}:s``) is the truth the profile look-up and ``/audiences``
-read; the member index lets exports, sizes and overlaps enumerate a segment without scanning
-every profile. Both are written index first, browser map last, for joins and leaves alike, so
-a crash between the two leaves a difference that the next full recompute (which diffs against
-the browser map) writes again.
-
-Both live ``ttl_seconds`` (``[dmp] membership_ttl_days``) from their last write; a recompute
-rewrites a membership still held once it is due (``dmp/lifetimes.py``; ``Change.refreshed``).
+Enumerating a segment (sizes, overlap, exports) is the analytics engine's work: it holds the
+memberships it computed and writes only their diff here. Each entry lives ``ttl_seconds``
+(``[dmp] membership_ttl_days``) from its last write; a recompute rewrites a membership still
+held once it is due (``dmp/lifetimes.py``; ``Change.refreshed``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,21 +91,8 @@ class Memberships:
         return [{s: decode_time(v) for s, v in raw.items()} for raw in maps]
 
     async def apply(self, changes: Sequence[Change]) -> None:
-        """Write changes: grouped index writes per (segment, shard) first, then each browser;
-        every entry written lives ``ttl`` from now."""
-        adds: dict[str, dict[str, bytes]] = {}
-        removes: dict[str, list[str]] = {}
-        for change in changes:
-            shard = keys.shard_of(change.dmp_uid)
-            for segment, at in change.written.items():
-                key = keys.member_index_key(segment, shard)
-                adds.setdefault(key, {})[change.dmp_uid] = _encode_time(at)
-            for segment in change.left:
-                removes.setdefault(keys.member_index_key(segment, shard), []).append(change.dmp_uid)
-        await asyncio.gather(
-            self._store.hset_many([(k, m, self.ttl) for k, m in adds.items()]),
-            *(self._store.hdel(k, f) for k, f in removes.items()),
-        )
+        """Write changes to the browsers' maps: joins and refreshes in one ``hset_many``,
+        leaves beside it; every entry written lives ``ttl`` from now."""
         joins: list[FieldWrite] = []
         leaves: list[Coroutine[Any, Any, object]] = []
         for change in changes:
@@ -119,32 +103,6 @@ class Memberships:
             if change.left:
                 leaves.append(self._store.hdel(key, list(change.left)))
         await asyncio.gather(self._store.hset_many(joins), *leaves)
-
-    async def shard(self, segment: str, shard: int) -> dict[str, float]:
-        raw = await self._store.hgetall(keys.member_index_key(segment, shard))
-        return {uid: decode_time(v) for uid, v in raw.items()}
-
-    async def members(self, segment: str, *, parallel: int = 16) -> AsyncIterator[str]:
-        """Every member's DMP uid, shard by shard (a few shards read at a time)."""
-        for start in range(0, keys.SHARDS, parallel):
-            stop = min(start + parallel, keys.SHARDS)
-            maps = await asyncio.gather(
-                *(self.shard(segment, shard) for shard in range(start, stop))
-            )
-            for found in maps:
-                for uid in found:
-                    yield uid
-
-    async def size(self, segment: str) -> int:
-        count = 0
-        async for _ in self.members(segment):
-            count += 1
-        return count
-
-    async def sizes(self, segments: Iterable[str]) -> dict[str, int]:
-        ids = list(segments)
-        counts = await asyncio.gather(*(self.size(s) for s in ids))
-        return dict(zip(ids, counts, strict=True))
 
 
 def _encode_time(at: float) -> bytes:

@@ -1,4 +1,5 @@
-"""The segment side of the DMP behind one object: updates, sizes, overlap.
+"""The segment side of the DMP behind one object: updates, sizes (as the last recompute
+counted them), overlap.
 
 Built by the DMP composition root (``roots/dmp.py``), for the server and the command line,
 from the configured segments; everything it does is a call on the store. Exports of segments
@@ -87,7 +88,11 @@ class SegmentService:
         return await self.updater.recompute(batch=batch, sketches=sketches, progress=progress)
 
     async def sizes(self) -> dict[str, int]:
-        return await self.memberships.sizes(self.segments)
+        """Members of each segment as the last recompute counted them (on the analytics
+        engine: its memberships); 0 for a segment no recompute counted yet."""
+        report = await self.last_recompute()
+        counted = {} if report is None else report.sizes
+        return {segment: counted.get(segment, 0) for segment in self.segments}
 
     async def last_recompute(self) -> RecomputeReport | None:
         return await last_recompute(self._store)

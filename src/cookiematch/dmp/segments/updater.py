@@ -32,10 +32,7 @@ Progress = Callable[[int], None]
 YIELD_EVERY = 256
 """Profiles evaluated between two yields to the event loop during a recompute."""
 RECOMPUTE_BATCH = 50_000
-"""Membership changes a recompute writes at a time. A write rewrites each member-index map it
-touches (one per segment and shard: ``SHARDS`` per segment, each holding its share of the
-members), so small batches rewrote the whole index over and over: 1M new memberships took
-168 s on SQLite in batches of 2,000."""
+"""Membership changes a recompute writes at a time (one ``hset_many`` of the browsers' maps)."""
 PROGRESS_EVERY = 2000
 """Profiles between two calls of a recompute's ``progress``."""
 

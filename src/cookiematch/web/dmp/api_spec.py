@@ -82,7 +82,8 @@ class SegmentSummary(msgspec.Struct, frozen=True):
 
 
 class Segments(msgspec.Struct, frozen=True, kw_only=True):
-    """The segments with their sizes, the last recompute, and its schedule (null: none)."""
+    """The segments with their sizes (as the last recompute counted them), the last
+    recompute, and its schedule (null: none)."""
 
     segments: list[SegmentSummary]
     last_recompute: RecomputeReport | None
@@ -90,7 +91,8 @@ class Segments(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SegmentDetail(msgspec.Struct, frozen=True, kw_only=True):
-    """A segment: its rule as written, its size, and its last export to each destination."""
+    """A segment: its rule as written, its size (as the last recompute counted it), and its
+    last export to each destination."""
 
     id: str
     description: str

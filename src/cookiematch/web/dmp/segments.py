@@ -1,6 +1,7 @@
 """The DMP admin API for segments (behind the same guard as the rest of ``/admin/v1``).
 
 GET /admin/v1/segments                 {"segments": [{"id", "description", "size"}],
+                                        (sizes as the last recompute counted them)
                                         "last_recompute": {...} | null,
                                         "recompute_schedule": {"interval_seconds",
                                         "next_at", "holder"} | null (no schedule)}
@@ -76,7 +77,7 @@ class SegmentAdmin:
                 id=found.id,
                 description=found.description,
                 rule=rule if isinstance(rule, dict) else None,
-                size=await self.segments.memberships.size(found.id),
+                size=(await self.segments.sizes()).get(found.id, 0),
                 exports=exports,
             )
         )
