@@ -3,6 +3,7 @@ audiences, profiles and the funnel."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -13,8 +14,9 @@ from cookiematch.dmp.events import EventType, ImpressionEvent
 from cookiematch.dmp.funnel_log import FunnelLog
 from cookiematch.dmp.partner_ids import seal
 from cookiematch.dmp.service import CallbackStatus, DmpService
-from cookiematch.errors import StorageError
+from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage import Store, open_store
+from cookiematch.storage.guard import GuardedStore
 
 from .helpers import CLIENTS, NOW, PARTNERS, FakeClock, consent, make_service
 
@@ -169,6 +171,37 @@ async def test_inband_data_and_audiences(service: DmpService, quiet: RequestCons
         "dmp_partners": ["analytics"],
     }
     assert (await service.audiences(None, quiet)).kv == {}
+
+
+async def test_inband_values_the_store_could_not_take_are_counted_as_failed(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The store's file write-locked by another connection (as another process would hold
+    it): the in-band store call passes its deadline; the error goes on to the route (which
+    answers the pixel) and the funnel counts the redirect and its values as failed."""
+    path = tmp_path / "dmp.db"
+    inner = open_store(f"sqlite://{path}", clock=clock)
+    service = make_service(GuardedStore(inner, deadline=0.05), clock)
+    try:
+        await inner.set("ready", b"1")  # the file and its tables exist before the lock
+        lock = sqlite3.connect(path, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            uid = service.new_uid()
+            for raw_uid in ("A-1", "A-2"):  # each over its deadline, or refused by the breaker
+                with pytest.raises(StoreUnavailable):
+                    await service.inband(
+                        "analytics", uid, raw_uid, "tier:gold,age:30", consent=consent(service)
+                    )
+        finally:
+            lock.rollback()
+            lock.close()
+        inband = (await service.funnel_report(inner)).delivery["analytics"].inband
+        assert inband is not None
+        assert (inband.arrived, inband.values) == (0, 0)
+        assert (inband.failed, inband.failed_values) == (2, 4)
+    finally:
+        await inner.close()
 
 
 async def test_the_funnel_sums_every_worker_and_survives_a_restart(

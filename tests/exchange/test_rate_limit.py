@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 
@@ -122,3 +123,37 @@ async def test_a_lowered_limit_applies_at_once(store: Store) -> None:
     await one.sync({"dsp": LIMIT})
     clock.advance(1.0)
     assert sum(one.allow("dsp", 10.0) for _ in range(100)) == 10.0 * SYNC_SECONDS
+
+
+async def test_requests_during_a_sync_count_in_the_next_demand(store: Store) -> None:
+    """Requests that arrive while a sync waits for the store (long under load) were dropped
+    from the demand when the sync ended: a worker could publish 0 while busy."""
+    clock = FakeClock()
+    one = limiter(store, clock, "w1")
+    admitted(one, "dsp", 5)
+    clock.advance(SYNC_SECONDS)
+    syncing = asyncio.create_task(one.sync({"dsp": LIMIT}))
+    await asyncio.sleep(0)  # the sync has measured its demand and waits for the store
+    assert not syncing.done()
+    clock.advance(0.1)
+    admitted(one, "dsp", 10)  # meanwhile
+    await syncing
+    assert float((await store.hgetall(rate_limit_key("dsp")))["w1"]) == 5 / SYNC_SECONDS
+    clock.advance(SYNC_SECONDS - 0.1)
+    await one.sync({"dsp": LIMIT})
+    assert float((await store.hgetall(rate_limit_key("dsp")))["w1"]) == 10 / SYNC_SECONDS
+
+
+async def test_a_sync_does_not_refill_the_time_it_waited_twice(store: Store) -> None:
+    """The tokens spent while a sync waited for the store are not given back when it ends."""
+    clock = FakeClock()
+    one = limiter(store, clock, "w1")
+    await one.sync({"dsp": LIMIT})  # alone: all of the limit
+    clock.advance(1.0)
+    syncing = asyncio.create_task(one.sync({"dsp": LIMIT}))
+    await asyncio.sleep(0)
+    clock.advance(0.2)
+    burst = admitted(one, "dsp", 500)  # the bucket refilled, then emptied, meanwhile
+    await syncing
+    assert burst == LIMIT * SYNC_SECONDS
+    assert admitted(one, "dsp", 500) == 0  # no time passed since: nothing to admit

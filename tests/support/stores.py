@@ -16,6 +16,9 @@ from cookiematch.storage import Store, connect_store
 from storage.redis_servers import RedisClusterProcesses, RedisServer, require_redis
 
 BACKENDS = ("sqlite", "redis", "cluster")
+NO_FAILOVER_TIMEOUT_MS = 30_000
+"""The shared cluster's node timeout: it has no replicas to fail over to, so a node stalled
+by a loaded machine must not be marked failing (which marks the whole cluster down)."""
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +32,8 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
     require_redis()
-    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("shared-cluster"), replicas=0)
+    directory = tmp_path_factory.mktemp("shared-cluster")
+    cluster = RedisClusterProcesses(directory, replicas=0, node_timeout_ms=NO_FAILOVER_TIMEOUT_MS)
     yield cluster
     cluster.stop()
 

@@ -245,7 +245,7 @@ def test_the_funnel_reports_outcomes_across_two_workers(
     assert funnel["delivery"]["crm"] == {
         "inband": None,
         "s2s": {"sent": 6, "arrived": 2, "refused": 3, "waiting": 1, "values": 3,
-                "arrival_rate": 0.3333},
+                "arrival_rate": 0.3333, "failed": 0, "failed_values": 0},
     }  # fmt: skip
     assert funnel["delivery"]["orders"] == {"inband": None, "s2s": None}
     for outcome, n in crm["counts"].items():

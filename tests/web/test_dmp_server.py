@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -224,6 +225,45 @@ def test_inband_delivery_in_the_funnel(http: httpx.Client) -> None:
     assert 'cookiematch_dmp_delivered_values_total{partner="orders",path="inband"}' in exposed
     series = 'cookiematch_dmp_sync_funnel_total{id="orders",scope="partner",stage="inband_refused"}'
     assert series in exposed
+
+
+def test_inband_the_store_could_not_take_is_answered_and_counted_as_failed(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    """A server of the test's own, its SQLite file write-locked by another connection: the
+    in-band redirect's store call passes its deadline; the browser gets the pixel, and the
+    funnel and ``/metrics`` count the redirect and its key-values as failed."""
+    port = free_port()
+    server = start_server(serve_argv(write_config(tmp_path, port), "dmp"), port=port)
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        uid, _ = new_browser(http)
+        lock = sqlite3.connect(tmp_path / "dmp.db", isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            answer = http.get("/inband/orders?uid=O-1&kv=a:1,b:2,c:3", headers=cookie(uid))
+        finally:
+            lock.rollback()
+            lock.close()
+        assert (answer.status_code, answer.content) == (200, TRANSPARENT_GIF)
+        exposed = http.get("/metrics").text
+        assert 'cookiematch_dmp_failed_values_total{partner="orders",path="inband"} 3.0' in exposed
+        stage = 'id="orders",scope="partner",stage="inband_failed"'
+        assert f"cookiematch_dmp_sync_funnel_total{{{stage}}} 1.0" in exposed
+        back = time.monotonic()  # the funnel reaches the store once it takes writes again
+        while (found := failed_inband(http, "orders")) is None:
+            assert time.monotonic() - back < 30.0, "the funnel never showed the failed redirect"
+            time.sleep(0.2)
+        assert (found["arrived"], found["values"], found["failed"]) == (0, 0, 1)
+
+
+def failed_inband(http: httpx.Client, partner: str) -> dict[str, Any] | None:
+    """The partner's in-band delivery once it counts failed values (None while the admin API
+    answers 503, its breaker not yet closed, or the count has not reached the store)."""
+    response = http.get("/admin/v1/funnel", headers=AUTH)
+    if response.status_code != 200:
+        return None
+    found: dict[str, Any] | None = response.json()["delivery"][partner]["inband"]
+    return found if found is not None and found["failed_values"] else None
 
 
 def test_impressions_and_audiences(http: httpx.Client) -> None:

@@ -78,7 +78,9 @@ def google_params(response: httpx.Response) -> dict[str, str]:
 
 async def offer(base: str, store_url: str, nid: str, seconds: float) -> Offered:
     """Match tags for ``nid`` as fast as 8 clients can, each on a new connection (so both
-    workers take some), for ``seconds``; halfway, the demands the workers published."""
+    workers take some), for ``seconds``; meanwhile, the highest demand each worker published
+    (read every sync interval: one read could fall where a loaded machine stalled the
+    clients, and a worker rightly published that it saw nothing)."""
     counts = {"admitted": 0, "limited": 0}
     started = time.monotonic()
 
@@ -98,13 +100,17 @@ async def offer(base: str, store_url: str, nid: str, seconds: float) -> Offered:
                     assert params == {"google_ula": "1,10"}  # documented: nothing done
                     counts["limited"] += 1
 
-    async def demands() -> dict[str, bytes]:
-        await asyncio.sleep(seconds / 2)
+    async def demands() -> dict[str, float]:
+        highest: dict[str, float] = {}
         store = open_store(store_url)
         try:
-            return await store.hgetall(rate_limit_key(nid))
+            while time.monotonic() - started < seconds:
+                await asyncio.sleep(SYNC_SECONDS)
+                for worker, raw in (await store.hgetall(rate_limit_key(nid))).items():
+                    highest[worker] = max(highest.get(worker, 0.0), float(raw))
         finally:
             await store.close()
+        return highest
 
     *_, published = await asyncio.gather(*(client() for _ in range(8)), demands())
     taken = time.monotonic() - started
@@ -116,7 +122,7 @@ class Offered:
     admitted: int
     limited: int
     seconds: float
-    demands: dict[str, bytes]  # worker -> match tags per second it saw, halfway
+    demands: dict[str, float]  # worker -> the most match tags per second it published
 
 
 def test_the_limit_holds_across_two_workers(exchange: tuple[str, str]) -> None:
@@ -128,7 +134,7 @@ def test_the_limit_holds_across_two_workers(exchange: tuple[str, str]) -> None:
     assert got.admitted >= LIMIT * got.seconds / 2, got  # the limit, not much less
     assert got.limited > got.admitted, got  # the offer was well over the limit
     assert len(got.demands) == WORKERS, got  # both workers took match tags...
-    assert all(float(demand) > 0 for demand in got.demands.values()), got  # ...and shared
+    assert all(demand > 0 for demand in got.demands.values()), got  # ...and shared
     with httpx.Client(base_url=base, headers=AUTH) as http:
         counted = (got.admitted, got.limited)
         stats = poll_stats(

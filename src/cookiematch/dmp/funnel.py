@@ -11,6 +11,9 @@ how many callbacks came back.
              inband       in-band redirects stored
              inband_values   key-values those redirects carried (stored)
              inband_refused  in-band redirects refused (too large, bad data, no cookie, ...)
+             inband_failed   in-band redirects whose store call failed or passed its
+                             deadline (answered with the pixel all the same)
+             inband_failed_values  key-values those redirects carried (not known stored)
              initiated    partner-initiated syncs: callbacks without a DMP cookie that the
                           DMP cookied and redirected to itself to verify the cookie
              initiated_stored  their second hop came back with the cookie: match stored
@@ -101,9 +104,13 @@ class PathDelivery(msgspec.Struct, frozen=True):
 
     in-band: ``sent`` = the partner's sync pixels handed out (each a redirect that could carry
     the data), ``arrived`` = in-band redirects stored, ``refused`` = refused ones, ``values`` =
-    key-values stored. S2S: ``sent`` = records received, ``arrived`` = records applied to a
-    profile (accepted, or resolved when their sync came), ``refused`` = rejected, ``waiting`` =
-    pending records not resolved yet, ``values`` = attribute values applied.
+    key-values stored, ``failed`` = redirects that reached the DMP but whose store call failed
+    (or passed its deadline: such a write may still land), ``failed_values`` = their key-values;
+    so the key-values that reached the DMP are ``values + failed_values``. S2S: ``sent`` =
+    records received, ``arrived`` = records applied to a profile (accepted, or resolved when
+    their sync came), ``refused`` = rejected, ``waiting`` = pending records not resolved yet,
+    ``values`` = attribute values applied; a batch that fails is answered with an error to the
+    partner, who sends it again: ``failed`` is 0.
     """
 
     sent: int
@@ -112,6 +119,8 @@ class PathDelivery(msgspec.Struct, frozen=True):
     waiting: int
     values: int
     arrival_rate: float
+    failed: int = 0
+    failed_values: int = 0
 
 
 class Delivery(msgspec.Struct, frozen=True):
@@ -138,17 +147,21 @@ def _row(counts: dict[str, int], names: tuple[str, ...]) -> FunnelRow:
     return FunnelRow(full, loss, rate)
 
 
-def _path(sent: int, arrived: int, refused: int, waiting: int, values: int) -> PathDelivery:
+def _path(
+    sent: int, arrived: int, refused: int, waiting: int, values: int, failed: int = 0,
+    failed_values: int = 0,
+) -> PathDelivery:  # fmt: skip
     rate = round(arrived / sent, 4) if sent else 0.0
-    return PathDelivery(sent, arrived, refused, waiting, values, rate)
+    return PathDelivery(sent, arrived, refused, waiting, values, rate, failed, failed_values)
 
 
 def _delivery(sync: dict[str, int], ingest: dict[str, int]) -> Delivery:
     inband = None
-    if sync.get("inband", 0) or sync.get("inband_refused", 0):
+    if any(sync.get(name, 0) for name in ("inband", "inband_refused", "inband_failed")):
         inband = _path(
             sync.get("pixels", 0), sync.get("inband", 0), sync.get("inband_refused", 0), 0,
-            sync.get("inband_values", 0),
+            sync.get("inband_values", 0), sync.get("inband_failed", 0),
+            sync.get("inband_failed_values", 0),
         )  # fmt: skip
     s2s = None
     if ingest.get("records", 0):

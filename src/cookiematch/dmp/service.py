@@ -343,7 +343,10 @@ class DmpService:
         consent: RequestConsent,
     ) -> CallbackStatus:
         """A pixel-to-pixel redirect: the match and the key-values it carries; counted as
-        ``inband`` and ``inband_values``, or ``inband_refused``."""
+        ``inband`` and ``inband_values``, or ``inband_refused``. A store call that fails (or
+        passes its deadline) is counted as ``inband_failed`` and ``inband_failed_values``
+        before its error goes on to the route, which answers the pixel all the same: the
+        partner cannot tell, so the funnel says what was not stored."""
         partner, uid, status = self._check(partner_id, dmp_uid, raw_uid, consent)
         if status is not None:
             if partner is not None:
@@ -357,8 +360,13 @@ class DmpService:
             self.funnel.partner(partner.id, "inband_refused")
             self.funnel.other("rejected_bad_data")
             return CallbackStatus.BAD_DATA
-        await self._store_match(partner, uid, dmp_uid, consent)
-        await self.inband_data.record(partner.id, dmp_uid, pairs)
+        try:
+            await self._store_match(partner, uid, dmp_uid, consent)
+            await self.inband_data.record(partner.id, dmp_uid, pairs)
+        except Exception:  # whatever failed, the values are not known to be stored
+            self.funnel.partner(partner.id, "inband_failed")
+            self.funnel.partner(partner.id, "inband_failed_values", len(pairs))
+            raise
         self.funnel.partner(partner.id, "inband")
         self.funnel.partner(partner.id, "inband_values", len(pairs))
         return CallbackStatus.STORED

@@ -118,12 +118,14 @@ class SharedRateLimit:
         if not limits:
             return
         demands: dict[str, float] = {}
+        counted: dict[str, int] = {}  # the attempts ``demands`` measured, per key
         for key in limits:
             bucket = self._buckets.get(key)
             if bucket is None:
                 demands[key] = 0.0
                 continue
             elapsed = now - bucket.since
+            counted[key] = bucket.attempts
             demands[key] = bucket.attempts / elapsed if elapsed > 0 else 0.0
         keys = list(limits)
         await self._store.hset_many(
@@ -133,22 +135,26 @@ class SharedRateLimit:
             ]
         )
         maps = await self._store.hgetall_many([rate_limit_key(key) for key in keys])
+        # requests kept coming while the store answered (long under load): they were admitted
+        # at the old share and belong to the next demand, which is measured from ``now``
+        done = self._clock()
         for key, fields in zip(keys, maps, strict=True):
             others = [_demand(raw) for field, raw in fields.items() if field != self._worker]
             limit = limits[key]
             share = share_of(limit, demands[key], others)
             bucket = self._buckets.get(key)
             if bucket is None:
-                self._buckets[key] = _Bucket(share, limit, self._capacity(share), now, since=now)
+                self._buckets[key] = _Bucket(share, limit, self._capacity(share), done, since=now)
                 continue
             # bring the tokens up to date at the old share before switching to the new one
             old = bucket.share * limit / bucket.limit
             bucket.tokens = min(
-                self._capacity(share), bucket.tokens + max(0.0, now - bucket.refilled) * old
+                self._capacity(share), bucket.tokens + max(0.0, done - bucket.refilled) * old
             )
-            bucket.refilled = now
+            bucket.refilled = max(bucket.refilled, done)
             bucket.share, bucket.limit = share, limit
-            bucket.attempts, bucket.since = 0, now
+            bucket.attempts -= counted.get(key, 0)
+            bucket.since = max(bucket.since, now)
 
     async def run(self, limits: Callable[[], Mapping[str, float]]) -> None:
         """``sync`` every ``sync_seconds``, forever (one task per worker)."""

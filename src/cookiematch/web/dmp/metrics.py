@@ -1,7 +1,8 @@
 """The DMP's counters at ``/metrics`` (added up over the server's workers: ``web/counters.py``):
 the funnel as it is counted (docs/dmp.md): the sync funnel, the records ingested server to
 server by outcome and their rejects by reason, and the attribute values delivered by each path
-(in-band, S2S); and the staged trait files the analytics engine's job set aside."""
+(in-band, S2S), and those that reached the DMP but could not be stored; and the staged trait
+files the analytics engine's job set aside."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from cookiematch.web.counters import LabelledCounter, LabelledGauge, Labels, Wor
 
 __all__ = [
     "DELIVERED_VALUES",
+    "FAILED_VALUES",
     "INGESTED_RECORDS",
     "INGEST_REJECTS",
     "STAGED_SET_ASIDE",
@@ -21,8 +23,8 @@ __all__ = [
 SYNC_FUNNEL = LabelledCounter(
     "cookiematch_dmp_sync_funnel",
     "The sync funnel by scope (partner, client, other), partner or client id and stage"
-    " (tag_js, tags_loaded, pixels, callbacks, rejected, inband, inband_refused, initiated,"
-    " initiated_stored, cookie_refused, ...)",
+    " (tag_js, tags_loaded, pixels, callbacks, rejected, inband, inband_refused, inband_failed,"
+    " initiated, initiated_stored, cookie_refused, ...)",
     ("scope", "id", "stage"),
 )
 INGESTED_RECORDS = LabelledCounter(
@@ -41,6 +43,13 @@ DELIVERED_VALUES = LabelledCounter(
     "cookiematch_dmp_delivered_values",
     "Partner attribute values applied to profiles, by partner and path (inband: key-values of"
     " stored in-band redirects; s2s: attributes of accepted and resolved records)",
+    ("partner", "path"),
+)
+FAILED_VALUES = LabelledCounter(
+    "cookiematch_dmp_failed_values",
+    "Partner attribute values that reached the DMP but whose store call failed or passed its"
+    " deadline, by partner and path (inband: key-values of in-band redirects answered with the"
+    " pixel all the same)",
     ("partner", "path"),
 )
 
@@ -68,6 +77,8 @@ def _route(key: FunnelKey) -> tuple[LabelledCounter, Labels]:
         return INGEST_REJECTS, (name, counter)
     if scope == "partner" and counter == "inband_values":
         return DELIVERED_VALUES, (name, "inband")
+    if scope == "partner" and counter == "inband_failed_values":
+        return FAILED_VALUES, (name, "inband")
     return SYNC_FUNNEL, key
 
 
