@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import handler_bench
 
-from cookiematch.buyer.bidder import Bidder
+from cookiematch.buyer.bidder import Bidder, _CommonCase
 from cookiematch.roots.buyer import BuyerServer
 from cookiematch.web import rsgi
 from cookiematch.web.rsgi import RSGIAdapter
@@ -58,6 +58,7 @@ def switcher(bidder: Bidder) -> Callable[[str], None]:
         bidder._win_urls = None if everything or variant == "no nurl" else served["wins"]
         store = served["store"]
         bidder.table._store = store.inner if everything or variant == "no guard" else store
+        bidder._common = _CommonCase.of(bidder)  # its count of the policy's decisions
 
     return switch
 
