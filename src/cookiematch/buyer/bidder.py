@@ -145,17 +145,18 @@ class Bidder:
         """The answer to ``request``, counted and logged. ``body``: the bytes it was decoded
         from, which the bid log keeps instead of the decoded request (one object instead of
         dozens; decoded again when the log is read)."""
+        answered = self.bid_now(request, body)
+        if answered is not None:
+            return answered
         received_at = self._clock()
-        gid = self._common_gid(request)
+        common = self._common  # a table that reads at once has had its common case above
+        gid = None if common is None or common.immediate else self._common_gid(request)
         if gid is None:
             answer = await self._bid(request, received_at)
             return self._answered(request, body, received_at, answer)
         table = self.table
         try:
-            if self._common is not None and self._common.immediate:
-                entry = table.entry_by_gid(gid, table.read_gid_now(gid))
-            else:
-                entry = table.entry_by_gid(gid, await table.read_gid(gid))
+            entry = table.entry_by_gid(gid, await table.read_gid(gid))
         except StorageError as exc:
             return self._common_failed(request, body, received_at, exc)
         return self._common_answer(request, body, received_at, gid, entry)
