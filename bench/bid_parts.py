@@ -26,8 +26,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import handler_bench
+import msgspec
 
 from cookiematch.buyer.bidder import Bidder
+from cookiematch.buyer.stats import counter
 from cookiematch.roots.buyer import BuyerServer
 from cookiematch.web import rsgi
 from cookiematch.web.rsgi import RSGIAdapter
@@ -44,6 +46,7 @@ def switcher(bidder: Bidder) -> Callable[[str], None]:
         "append": bidder.bid_log.append_later,
         "wins": bidder._win_urls,
         "store": bidder.table._store,
+        "common": bidder._common,
     }
 
     def switch(variant: str) -> None:
@@ -58,6 +61,9 @@ def switcher(bidder: Bidder) -> Callable[[str], None]:
         bidder._win_urls = None if everything or variant == "no nurl" else served["wins"]
         store = served["store"]
         bidder.table._store = store.inner if everything or variant == "no guard" else store
+        bidder._common = msgspec.structs.replace(  # its count of the policy's decisions
+            served["common"], count_policy=counter(bidder._policy.counts)
+        )
 
     return switch
 

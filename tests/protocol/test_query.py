@@ -13,6 +13,7 @@ from cookiematch.protocol.query import (
     QueryParam,
     encode_component,
     encode_query,
+    is_literal,
     parse_query,
 )
 
@@ -65,6 +66,7 @@ def test_size_limit() -> None:
 )
 def test_encode_component(text: str, encoded: str) -> None:
     assert encode_component(text) == encoded
+    assert is_literal(text) is (encoded == text)
 
 
 def test_encode_query_keeps_flags_valueless() -> None:

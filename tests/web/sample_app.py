@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -58,20 +59,30 @@ async def echo(request: Request) -> Response:
 SUM_HEADERS = Response.text(200, "").headers
 
 
-async def sum_direct(body: bytes) -> Answer | None:
-    """``/sum``'s common case from the body alone: digits separated by ``+`` (None: the
-    handler answers; ``boom`` raises, as a broken direct path would)."""
+def sum_direct(body: bytes) -> Answer | Awaitable[Answer | None] | None:
+    """``/sum``'s common case from the body alone: digits separated by ``+``, answered at once,
+    or after awaiting when the body starts with ``later `` (None: the handler answers; ``boom``
+    raises, as a broken direct path would)."""
     if body == b"boom":
         raise RuntimeError("bug in a direct path")
+    if body.startswith(b"later "):
+        return _sum_later(body.removeprefix(b"later "))
     parts = body.split(b"+")
     if not all(part.isdigit() for part in parts):
         return None
     return 200, SUM_HEADERS, f"direct {sum(map(int, parts))}".encode()
 
 
+async def _sum_later(body: bytes) -> Answer | None:
+    answer = sum_direct(body)
+    return None if answer is None or not isinstance(answer, tuple) else answer
+
+
 async def sum_handler(request: Request) -> Response:
     """``/sum`` as the ASGI adapter serves it, and the rest under RSGI."""
-    answer = await sum_direct(request.body)
+    answer = sum_direct(request.body)
+    if answer is not None and not isinstance(answer, tuple):
+        answer = await answer
     if answer is not None:
         return Response(200, SUM_HEADERS, answer[2])
     return Response.text(400, f"not a sum: {request.body.decode(errors='replace')}")

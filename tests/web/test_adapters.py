@@ -119,8 +119,9 @@ async def test_body_too_large(client: httpx.AsyncClient) -> None:
 
 
 async def test_direct_body_route(client: httpx.AsyncClient) -> None:
-    """A body route's ``direct_body`` (RSGI) and its handler (ASGI) answer alike; a direct
-    path that gives None leaves the request to the handler; one that raises is counted and
+    """A body route's ``direct_body`` (RSGI) and its handler (ASGI) answer alike, whether the
+    direct path answers at once or gives an awaitable; one that gives None leaves the request
+    to the handler; one that raises is counted and
     answered with the route's on_error; the body limit holds first."""
     r = await client.post("/sum", content=b"1+2+39")
     assert (r.status_code, r.text, r.headers["content-type"]) == (
@@ -129,8 +130,12 @@ async def test_direct_body_route(client: httpx.AsyncClient) -> None:
         "text/plain; charset=utf-8",
     )
     assert r.headers["cache-control"] == "no-store"
+    r = await client.post("/sum", content=b"later 1+2+39")  # an awaitable answer
+    assert (r.status_code, r.text) == (200, "direct 42")
     r = await client.post("/sum", content=b"1+x")
     assert (r.status_code, r.text) == (400, "not a sum: 1+x")
+    r = await client.post("/sum", content=b"later 1+x")  # None, awaited
+    assert (r.status_code, r.text) == (400, "not a sum: later 1+x")
     before = (await client.get("/errors")).json()["errors"].get("/sum", 0)
     r = await client.post("/sum", content=b"boom")
     assert (r.status_code, r.text) == (400, "bad request\n")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -33,15 +33,21 @@ from cookiematch.buyer.bidlog import BidLog, BidRecord
 from cookiematch.buyer.campaigns import Campaign, Choice, choose
 from cookiematch.buyer.ids import parse_gid, parse_hosted_uid
 from cookiematch.buyer.matchtable import Lookup, MatchEntry, MatchTable
-from cookiematch.buyer.matchtag import PRIVACY_DECISION, MatchTagDecision, decide_match_tag
+from cookiematch.buyer.matchtag import (
+    PRIVACY_DECISION,
+    MatchTagDecision,
+    TagReason,
+    decide_match_tag,
+)
 from cookiematch.buyer.model import BuyerSettings
-from cookiematch.buyer.stats import BuyerStats
+from cookiematch.buyer.stats import BuyerStats, counter
+from cookiematch.buyer.stats import key as stats_key
 from cookiematch.buyer.wins import WinUrls, bid_id
 from cookiematch.clock import Clock
 from cookiematch.deadlines import Deadlines
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.privacy.openrtb import bid_privacy_params, bid_signals
-from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy
+from cookiematch.privacy.policy import Decision, Operation, PrivacyPolicy, Reason
 from cookiematch.privacy.signals import SILENT
 from cookiematch.protocol.openrtb import (
     CURRENCY,
@@ -139,15 +145,21 @@ class Bidder:
         """The answer to ``request``, counted and logged. ``body``: the bytes it was decoded
         from, which the bid log keeps instead of the decoded request (one object instead of
         dozens; decoded again when the log is read)."""
+        answered = self.bid_now(request, body)
+        if answered is not None:
+            return answered
         received_at = self._clock()
-        gid = self._common_gid(request)
+        common = self._common  # a table that reads at once has had its common case above
+        gid = None if common is None or common.immediate else self._common_gid(request)
         if gid is None:
             answer = await self._bid(request, received_at)
-        elif self._common is not None and self._common.immediate:
-            answer = self._common_now(request, received_at, gid)
-        else:
-            answer = await self._bid_common(request, received_at, gid)
-        return self._answered(request, body, received_at, answer)
+            return self._answered(request, body, received_at, answer)
+        table = self.table
+        try:
+            entry = table.entry_by_gid(gid, await table.read_gid(gid))
+        except StorageError as exc:
+            return self._common_failed(request, body, received_at, exc)
+        return self._common_answer(request, body, received_at, gid, entry)
 
     def bid_now(self, request: BidRequest, body: bytes | None = None) -> BidResult | None:
         """:meth:`bid`'s result at once, without a coroutine, for a request of the common case
@@ -159,17 +171,23 @@ class Bidder:
         if gid is None:
             return None
         received_at = self._clock()
-        return self._answered(
-            request, body, received_at, self._common_now(request, received_at, gid)
-        )
+        table = self.table
+        try:
+            entry = table.entry_by_gid(gid, table.read_gid_now(gid))
+        except StorageError as exc:
+            return self._common_failed(request, body, received_at, exc)
+        return self._common_answer(request, body, received_at, gid, entry)
 
     def _answered(
         self, request: BidRequest, body: bytes | None, received_at: float, answer: _Answer
     ) -> BidResult:
-        result = answer.result
-        self.stats.add("bid", result.outcome)
+        result, user = answer.result, answer.user
+        self.stats.count(_BID_KEYS.get(result.outcome) or stats_key("bid", result.outcome))
         source: BidRequest | bytes = request if body is None else body
-        self.bid_log.append_later(_record, source, received_at, answer)
+        matched = user is not None and user.matched
+        self.bid_log.append_later(
+            _record, source, received_at, result, matched, answer.decision, answer.privacy
+        )
         return result
 
     def _common_gid(self, request: BidRequest) -> str | None:
@@ -177,85 +195,83 @@ class Bidder:
         list or one with USD, a time limit the store's own deadline fits in, a gid, no
         privacy signal, no hosted match, and a policy that lets this buyer personalise
         without signals."""
-        if self._common is None or len(request.imp) != 1:
+        common = self._common
+        if common is None or len(request.imp) != 1:
             return None
         cur = request.cur
         if cur and CURRENCY not in cur:
             return None
         user = request.user
-        if user is None or user.id is None or bid_signals(request) is not SILENT:
+        if user is None or user.id is None:
             return None
-        if self.budget_seconds(request) <= self._common.deadline:
+        # without these fields a request has no signal (privacy/openrtb.py, _fields)
+        if (request.regs is not None or user.consent or user.ext) and bid_signals(
+            request
+        ) is not SILENT:
+            return None
+        if self.budget_seconds(request) <= common.deadline:
             return None
         return parse_gid(user.id)
 
-    async def _bid_common(self, request: BidRequest, received_at: float, gid: str) -> _Answer:
-        """:meth:`_bid` for a request :meth:`_common_gid` accepted, flat: the same answer, the
-        same counts (tests/buyer/test_buyer_common_bid.py). The policy's decisions for a
-        request without signals were asked once (``_CommonCase``) and are counted here; the
-        look-up is one read of the gid's entry under the store's own deadline, which ends
-        before the request's budget."""
-        privacy = self._count_common()
-        table = self.table
-        try:
-            entry = table.entry_by_gid(gid, await table.read_gid(gid))
-        except StorageError as exc:
-            return _read_failed(exc, privacy)
-        return self._common_answer(request, received_at, gid, entry, privacy)
-
-    def _common_now(self, request: BidRequest, received_at: float, gid: str) -> _Answer:
-        """:meth:`_bid_common` reading at once where the store reads cheaper so (SQLite:
-        ``Store.get_now``, no hand-over to a reader thread)."""
-        privacy = self._count_common()
-        table = self.table
-        try:
-            entry = table.entry_by_gid(gid, table.read_gid_now(gid))
-        except StorageError as exc:
-            return _read_failed(exc, privacy)
-        return self._common_answer(request, received_at, gid, entry, privacy)
-
-    def _count_common(self) -> Decision:
-        """The policy's PERSONALISE decision for a request without signals, counted."""
+    def _common_failed(
+        self, request: BidRequest, body: bytes | None, received_at: float, exc: StorageError
+    ) -> BidResult:
+        """No bid for a request of the common case: the match table could not be read."""
         common = self._common
         assert common is not None
-        privacy = common.personalise
-        self._policy.counts[Operation.PERSONALISE, privacy.reason] += 1
-        return privacy
+        common.count_policy(common.personalise_key)
+        return self._answered(request, body, received_at, _read_failed(exc, common.personalise))
 
     def _common_answer(
         self,
         request: BidRequest,
+        body: bytes | None,
         received_at: float,
         gid: str,
         entry: MatchEntry | None,
-        privacy: Decision,
-    ) -> _Answer:
+    ) -> BidResult:
+        """:meth:`_bid` for a request :meth:`_common_gid` accepted, flat, from the gid's entry
+        (read under the store's own deadline, which ends before the request's budget): the
+        same answer, the same counts and the same bid log (tests/buyer/test_buyer_common_bid.py).
+        The policy's decisions for a request without signals were asked once
+        (``_CommonCase``) and are counted here; the keys counted are made once."""
         common = self._common
         assert common is not None
-        uid = None if entry is None else entry.uid
-        user = _User(gid, None, Lookup(entry), uid)
-        stats = self.stats
-        stats.add("lookup", "unmatched" if uid is None else "matched")
+        count_policy, count = common.count_policy, self.stats.count
+        count_policy(common.personalise_key)
+        matched = entry is not None
+        count(_LOOKUP_MATCHED if matched else _LOOKUP_UNMATCHED)
         decision = decide_match_tag(entry, self._clock(), self.settings.stale_after_seconds)
-        if decision.serve:
-            sync = common.sync
-            self._policy.counts[Operation.SYNC, sync.reason] += 1
-            if not sync.allowed:
-                decision = PRIVACY_DECISION
-        stats.add("matchtag", decision.reason.value)
+        serve = decision.serve
+        if serve:
+            count_policy(common.sync_key)
+            if not common.sync.allowed:
+                decision, serve = PRIVACY_DECISION, False
+        count(_TAG_KEYS[decision.reason])
         imp = request.imp[0]
         blocked = frozenset(request.badv) if request.badv else _NONE_BLOCKED
-        choice = choose(self.campaigns, imp, matched=uid is not None, blocked=blocked)
+        choice = choose(self.campaigns, imp, matched=matched, blocked=blocked)
         if choice is None:
-            outcome = "unmatched" if uid is None else "no_campaign"
-            return _Answer(BidResult(None, outcome), user, decision, privacy)
-        wins = self._win_urls
-        nurl = None if wins is None else wins.nurl(request.id, imp.id, received_at)
-        tag = self.match_tag_html(user, decision)
-        bid = self._bid_for(request.id, imp.id, nurl, choice, tag, user, decision, privacy)
-        stats.add("auction", "bid")
-        response = BidResponse(id=request.id, seatbid=[SeatBid(bid=[bid], seat=common.seat)])
-        return _Answer(BidResult(response, "bid"), user, decision, privacy)
+            result = _NO_CAMPAIGN if matched else _UNMATCHED
+        else:
+            wins, auction, impid = self._win_urls, request.id, imp.id
+            nurl = None if wins is None else wins.nurl(auction, impid, received_at)
+            tag = self._tag_html if serve else ""  # no hosted match: the tag is the shared one
+            bid = self._bid_for(auction, impid, nurl, choice, tag, matched, serve, None)
+            count(_AUCTION_BID)
+            response = BidResponse(id=auction, seatbid=[SeatBid(bid=[bid], seat=common.seat)])
+            result = BidResult(response, "bid")
+        count(_BID_KEYS[result.outcome])
+        self.bid_log.append_later(
+            _record,
+            request if body is None else body,
+            received_at,
+            result,
+            matched,
+            decision,
+            common.personalise,
+        )
+        return result
 
     async def _bid(self, request: BidRequest, received_at: float) -> _Answer:
         imps = request.imp
@@ -311,8 +327,11 @@ class Bidder:
                     tag = self._tag_for(request, signals is SILENT, user, decision)
                 wins = self._win_urls
                 nurl = None if wins is None else wins.nurl(request.id, imp.id, received_at)
+                refused = None if privacy.allowed else privacy.reason.value
                 bids.append(
-                    self._bid_for(request.id, imp.id, nurl, choice, tag, user, decision, privacy)
+                    self._bid_for(
+                        request.id, imp.id, nurl, choice, tag, matched, decision.serve, refused
+                    )
                 )
         if not bids:
             if not privacy.allowed:
@@ -347,16 +366,18 @@ class Bidder:
         nurl: str | None,
         choice: Choice,
         tag: str,
-        user: _User,
-        decision: MatchTagDecision,
-        privacy: Decision,
+        matched: bool,
+        match_tag: bool,
+        refused: str | None,
     ) -> Bid:
+        """The bid of ``choice``; ``refused``: the privacy policy's reason when it refused to
+        personalise (carried in ``ext``)."""
         campaign = choice.campaign
         w, h = choice.size
         adm = self._markup.get((id(campaign), tag))
-        ext: dict[str, object] = {"matched": user.matched, "match_tag": decision.serve}
-        if not privacy.allowed:
-            ext["privacy"] = privacy.reason.value
+        ext: dict[str, object] = {"matched": matched, "match_tag": match_tag}
+        if refused is not None:
+            ext["privacy"] = refused
         return Bid(
             id=bid_id(request_id, impid),
             impid=impid,
@@ -410,14 +431,17 @@ _NONE_BLOCKED: frozenset[str] = frozenset()
 
 class _CommonCase(msgspec.Struct, frozen=True):
     """What the common case of a bid request needs, prepared once: the policy's answers for a
-    request without signals, the store's deadline (a request whose budget is at least that
-    long needs no limit of its own), and the seat."""
+    request without signals and their count keys, the store's deadline (a request whose budget
+    is at least that long needs no limit of its own), and the seat."""
 
     personalise: Decision
     sync: Decision
     deadline: float
     seat: str
     immediate: bool  # the table reads a gid at once (MatchTable.immediate_gid_reads)
+    count_policy: Callable[[tuple[Operation, Reason]], None]  # the policy's counts, one call
+    personalise_key: tuple[Operation, Reason]
+    sync_key: tuple[Operation, Reason]
 
     @classmethod
     def of(cls, bidder: Bidder) -> _CommonCase | None:
@@ -433,7 +457,28 @@ class _CommonCase(msgspec.Struct, frozen=True):
             return None
         sync = policy.answer(Operation.SYNC, SILENT, vendor)
         table = bidder.table
-        return cls(personalise, sync, deadline, bidder.settings.nid, table.immediate_gid_reads)
+        return cls(
+            personalise,
+            sync,
+            deadline,
+            bidder.settings.nid,
+            table.immediate_gid_reads,
+            counter(policy.counts),
+            (Operation.PERSONALISE, personalise.reason),
+            (Operation.SYNC, sync.reason),
+        )
+
+
+_BID_KEYS = {
+    outcome: stats_key("bid", outcome)
+    for outcome in ("bid", "unmatched", "no_campaign", "store_error", "timeout")
+}
+_LOOKUP_MATCHED = stats_key("lookup", "matched")
+_LOOKUP_UNMATCHED = stats_key("lookup", "unmatched")
+_TAG_KEYS = {reason: stats_key("matchtag", reason.value) for reason in TagReason}
+_AUCTION_BID = stats_key("auction", "bid")
+_NO_CAMPAIGN = BidResult(None, "no_campaign")
+_UNMATCHED = BidResult(None, "unmatched")
 
 
 def _img(url: str) -> str:
@@ -451,15 +496,23 @@ def _read_failed(exc: StorageError, privacy: Decision) -> _Answer:
     return _Answer(BidResult(None, "store_error"), privacy=privacy)
 
 
-def _record(source: BidRequest | bytes, received_at: float, answer: _Answer) -> BidRecord:
+def _record(
+    source: BidRequest | bytes,
+    received_at: float,
+    result: BidResult,
+    matched: bool,
+    decision: MatchTagDecision | None,
+    privacy: Decision | None,
+) -> BidRecord:
+    """The bid log's record of one answer (``decision``, ``privacy``: None where the request
+    ended before they were made)."""
     request = decode_bid_request(source) if isinstance(source, bytes) else source
-    result, user, decision, privacy = answer.result, answer.user, answer.decision, answer.privacy
     bids = [b for seat in result.response.seatbid for b in seat.bid] if result.response else []
     return BidRecord(
         received_at=received_at,
         request_id=request.id,
         outcome=result.outcome,
-        matched=user.matched if user is not None else False,
+        matched=matched,
         match_tag=decision.serve if decision is not None else False,
         match_tag_reason=decision.reason.value if decision is not None else None,
         privacy_reason=privacy.reason.value if privacy is not None else None,

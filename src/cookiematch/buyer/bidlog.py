@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVarTuple
+from functools import partial
+from typing import TypeVarTuple
 
 import msgspec
 
@@ -40,37 +41,24 @@ class BidRecord(msgspec.Struct, frozen=True):
     campaigns: list[str] = []
 
 
-class _Later:
-    """A record to build when read."""
-
-    __slots__ = ("args", "build")
-
-    def __init__(self, build: Callable[..., BidRecord], args: tuple[Any, ...]) -> None:
-        self.build = build
-        self.args = args
-
-    def __call__(self) -> BidRecord:
-        return self.build(*self.args)
-
-
 class BidLog:
     """The last ``size`` records (per worker process)."""
 
     def __init__(self, size: int) -> None:
-        self._records: deque[BidRecord | _Later] = deque(maxlen=size)
+        self._records: deque[BidRecord | partial[BidRecord]] = deque(maxlen=size)
 
     def append(self, record: BidRecord) -> None:
         self._records.append(record)
 
     def append_later(self, build: Callable[[*Ts], BidRecord], *args: *Ts) -> None:
         """Append the record ``build(*args)`` returns, built when the log is read."""
-        self._records.append(_Later(build, args))
+        self._records.append(partial(build, *args))  # one C object, no Python __init__
 
     def recent(self, limit: int | None = None) -> list[BidRecord]:
         records = list(self._records)
         if limit is not None:
             records = records[-limit:] if limit > 0 else []
-        return [r() if isinstance(r, _Later) else r for r in records]
+        return [r() if isinstance(r, partial) else r for r in records]
 
     def __len__(self) -> int:
         return len(self._records)

@@ -83,16 +83,17 @@ def choose(
     if imp.banner is None:  # no campaign fits
         return None
     sizes = imp.banner.sizes()
+    floor = imp.bidfloor
     best: Choice | None = None
     for campaign in campaigns:
         price = campaign.price(matched)
-        if price is None or price <= 0 or price < imp.bidfloor:
+        if price is None or price <= 0 or price < floor:
+            continue
+        if best is not None and price <= best.price:  # ties go to the earlier campaign
             continue
         if blocked and any(domain in blocked for domain in campaign.adomain):
             continue
         size = campaign.size_in(sizes)
-        if size is None:
-            continue
-        if best is None or price > best.price:
+        if size is not None:
             best = Choice(campaign, price, size)
     return best

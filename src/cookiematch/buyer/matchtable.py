@@ -152,7 +152,8 @@ class MatchCodec:
             version, uid, cver, updated_at = _BY_GID.unpack(value)
         except struct.error as exc:
             raise StorageError(f"match entry for gid {gid!r} is corrupt: {exc}") from exc
-        _check_version(version)
+        if version != FORMAT_VERSION:
+            _check_version(version)
         return MatchEntry(gid, uid, cver, updated_at)
 
     @staticmethod
@@ -581,7 +582,10 @@ class MatchTable:
 
     def entry_by_gid(self, gid: str, value: bytes | None) -> MatchEntry | None:
         """The live entry in a value :meth:`read_gid` gave; StorageError if unreadable."""
-        return None if value is None else self._live(MatchCodec.unpack_by_gid(gid, value))
+        if value is None:
+            return None
+        entry = MatchCodec.unpack_by_gid(gid, value)
+        return entry if self.buckets is None else self._live(entry)
 
     def _entry_by_uid(self, uid: bytes, value: bytes | None) -> MatchEntry | None:
         return None if value is None else self._live(MatchCodec.unpack_by_uid(uid, value))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, MutableMapping
+from typing import TypeVar
 
 EVENTS = {
     "match": "GET /match redirects, by outcome",
@@ -30,22 +31,22 @@ EVENTS = {
 
 
 Key = tuple[str, str]
+K = TypeVar("K")
 
 
 class BuyerStats:
     """``add(event, label)``; ``snapshot()`` gives ``{event: {label: count}}``.
 
     ``counts`` may count a key in one call (an ``add(key)`` method, as the server's shared
-    counts have); otherwise ``counts[key] += 1``."""
+    counts have); otherwise ``counts[key] += 1``. ``count(key)`` counts a key made once with
+    :func:`key` (the hot path's: no check per call)."""
 
     def __init__(self, counts: MutableMapping[Key, int] | None = None) -> None:
         self._counts: MutableMapping[Key, int] = Counter() if counts is None else counts
-        self._count: Callable[[Key], None] = _counter(self._counts)
+        self.count: Callable[[Key], None] = counter(self._counts)
 
     def add(self, event: str, label: str) -> None:
-        if event not in EVENTS:
-            raise ValueError(f"unknown event {event!r}")
-        self._count((event, label))
+        self.count(key(event, label))
 
     def get(self, event: str, label: str) -> int:
         return self._counts.get((event, label), 0)
@@ -57,12 +58,22 @@ class BuyerStats:
         return out
 
 
-def _counter(counts: MutableMapping[Key, int]) -> Callable[[Key], None]:
-    add: Callable[[Key], None] | None = getattr(counts, "add", None)
+def key(event: str, label: str) -> Key:
+    """The key :meth:`BuyerStats.count` counts ``label`` of ``event`` under; ValueError for
+    an event not in ``EVENTS``."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}")
+    return event, label
+
+
+def counter(counts: MutableMapping[K, int]) -> Callable[[K], None]:
+    """A function that counts one key of ``counts`` in one call (its ``add`` when it has one,
+    as ``WorkerCounts`` does)."""
+    add: Callable[[K], None] | None = getattr(counts, "add", None)
     if add is not None:
         return add
 
-    def count(key: Key) -> None:
+    def count(key: K) -> None:
         counts[key] += 1
 
     return count

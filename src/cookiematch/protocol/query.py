@@ -97,6 +97,11 @@ def parse_query(raw: bytes | str, *, max_bytes: int = MAX_QUERY_BYTES) -> tuple[
     return tuple(out)
 
 
+def is_literal(text: str) -> bool:
+    """Whether :func:`encode_component` leaves ``text`` as it is."""
+    return _LITERAL_FULLMATCH(text) is not None
+
+
 def encode_component(text: str) -> str:
     """Percent-encode a name or value: unreserved characters and ``,`` stay literal.
 

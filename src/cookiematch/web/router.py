@@ -49,9 +49,9 @@ Direct = Callable[[Any], DirectHeaders | Pending | None]
 """A route's common case answered straight from the RSGI scope: the headers of its 302, a
 ``Pending`` the adapter awaits for them (or for a whole answer), or None (nothing done) when
 the handler answers the request."""
-DirectBody = Callable[[bytes], Awaitable[Answer | None]]
-"""A body route's answer straight from the request body (under RSGI), or None when the handler
-answers the request."""
+DirectBody = Callable[[bytes], Answer | Awaitable[Answer | None] | None]
+"""A body route's answer straight from the request body (under RSGI): at once, or an awaitable
+the adapter awaits for it; None (at once or awaited) when the handler answers the request."""
 
 PIXEL_ON_ERROR = Response.pixel()
 NOT_FOUND = Response.text(404, "not found\n")

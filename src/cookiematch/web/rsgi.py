@@ -206,7 +206,9 @@ class RSGIAdapter:
             return BODY_TOO_LARGE
         if route.direct_body is not None:
             try:
-                answer = await route.direct_body(body)
+                answer = route.direct_body(body)
+                if answer is not None and not isinstance(answer, tuple):
+                    answer = await answer
             except Exception as exc:
                 return self.app.failed(route, scope.method, exc)
             if answer is not None:

@@ -16,10 +16,11 @@ cookie and store nothing.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from cookiematch.buyer.bidder import Bidder
+from cookiematch.buyer.bidder import Bidder, BidResult
 from cookiematch.buyer.ids import format_uid, parse_uid
 from cookiematch.buyer.matching import Browser, Matcher, RedirectParams
 from cookiematch.buyer.wins import WinNotices, WinOutcome
@@ -27,7 +28,7 @@ from cookiematch.errors import BidRequestError, QueryError
 from cookiematch.privacy.request import read_privacy
 from cookiematch.privacy.signals import ConsentSignals
 from cookiematch.protocol.cookies import OPT_OUT_VALUE, CookieSpec, IdCookie, read_id_cookie
-from cookiematch.protocol.openrtb import decode_bid_request, encode_bid_response
+from cookiematch.protocol.openrtb import BidRequest, decode_bid_request, encode_bid_response
 from cookiematch.protocol.query import QueryParam, parse_query
 from cookiematch.web.http import Request, Response
 from cookiematch.web.router import Answer
@@ -175,24 +176,31 @@ class BuyerRoutes:
 
     async def bid(self, request: Request) -> Response:
         """POST /bid (the ASGI adapter's; RSGI's calls :meth:`bid_answer` directly)."""
-        return Response(*await self.bid_answer(request.body))
+        answer = self.bid_answer(request.body)
+        return Response(*(answer if isinstance(answer, tuple) else await answer))
 
-    async def bid_answer(self, body: bytes) -> Answer:
+    def bid_answer(self, body: bytes) -> Answer | Awaitable[Answer]:
         """POST /bid: an OpenRTB 2.6 bid response (200) or no bid (204); 400 if not a request.
-        From the body alone, with headers built once: the route's ``direct_body``."""
+        From the body alone, with headers built once: the route's ``direct_body``. At once
+        when the bidder answers at once (``Bidder.bid_now``), else an awaitable of it."""
         try:
             bid_request = decode_bid_request(body)
         except BidRequestError as exc:
             self._stats.add("bid", "bad_request")
             return 400, BAD_BID_HEADERS, f"Bad request: {exc}\n".encode()
-        bidder = self._bidder
-        result = bidder.bid_now(bid_request, body)
-        if result is None:
-            result = await bidder.bid(bid_request, body)
-        response = result.response
-        if response is None:
-            return NO_BID_ANSWER
-        return 200, BID_HEADERS, encode_bid_response(response)
+        result = self._bidder.bid_now(bid_request, body)
+        return self._bid_later(bid_request, body) if result is None else _bid_answer(result)
+
+    async def _bid_later(self, bid_request: BidRequest, body: bytes) -> Answer:
+        return _bid_answer(await self._bidder.bid(bid_request, body))
+
+
+def _bid_answer(result: BidResult) -> Answer:
+    """A bid response (200), or no bid (204)."""
+    response = result.response
+    if response is None:
+        return NO_BID_ANSWER
+    return 200, BID_HEADERS, encode_bid_response(response)
 
 
 WIN_ON_ERROR = Response.text(
