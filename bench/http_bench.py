@@ -318,6 +318,12 @@ def count_keys(store_url: str, prefix: str) -> int:
     return asyncio.run(_count_keys(store_url, prefix))
 
 
+FOLD_WAIT = 1.5
+"""Seconds after a run before its redirects are read: a worker folds its cookie matches'
+tally into the counters at each monitor flush (about once a second), the one answering the
+scrape at once, the others within that."""
+
+
 def pixel_redirects(port: int, nid: str) -> int:
     """The match tags of buyer ``nid`` a server answered with the redirect to that buyer
     (``cookiematch_pixel_outcomes`` of its ``/metrics``, added up over its workers): an
@@ -579,6 +585,7 @@ class Bench:
             return self.wrk(port, endpoint, directory)
         before = pixel_redirects(port, endpoint.redirects_nid)
         result = self.wrk(port, endpoint, directory)
+        time.sleep(FOLD_WAIT)  # every worker's tally folded into its counters
         after = pixel_redirects(port, endpoint.redirects_nid)
         row.redirects = (row.redirects or 0) + after - before
         return result

@@ -2,16 +2,18 @@
 and its group commits.
 
     PYTHONPATH=<tree>/src flock /tmp/bench.lock .venv/bin/python bench/served_write_bench.py
-        [--endpoint google_hm|buyer_match|dmp_callback] [--runs 2] [--duration 5]
+        [--endpoint google_hm|buyer_match|dmp_callback|cookie_match_distinct] [--runs 2]
+        [--duration 5]
         [--connections 64] [--store sqlite|redis]
 
 Starts ``cookiematch serve`` (the endpoint's role, SQLite with ``durability = "ack"`` or a
 private redis-server, one worker), warms it up, then runs wrk with ``lua/unique.lua`` (a new
 browser and value per request, as ``http_bench.py`` sends them): the exchange's ``google_hm``
-with ``google_cm``, the buyer's ``/match``, or the DMP's ``/callback/<partner>``, ``--runs``
-times. Each run prints req/s, p50/p99, the worker's CPU over the run (every thread: the event
-loop, granian's I/O threads, the SQLite writer and readers; ``/proc``) as a share of one core
-and per request, the same per thread name, and the group commits
+with ``google_cm``, the buyer's ``/match``, or the DMP's ``/callback/<partner>`` (or the
+exchange's cookie match, no write but a new browser's frequency check), ``--runs`` times.
+Each run prints req/s, p50/p99, the worker's CPU over the run (every thread: the event loop,
+granian's I/O threads, the SQLite writer and readers; ``/proc``) as a share of one core and
+per request, the same per thread name, and the group commits
 (``cookiematch_store_batches_total`` and ``cookiematch_store_batched_ops_total`` from
 ``/metrics``): commits per second and writes per commit. Where the worker's time goes under
 the same load: ``bench/profile_load.py``.
@@ -41,6 +43,11 @@ ENDPOINTS = {
     ),
     "buyer_match": ("buyer", ["/match?google_gid=@N@&google_cver=1", "buyer_uid=@ID@"]),
     "dmp_callback": ("dmp", ["/callback/analytics?c=shop&uid=@N@", "dmp_id=@ID@"]),
+    # no write: the cookie match from a different browser per request (its frequency check)
+    "cookie_match_distinct": (
+        "exchange",
+        ["/pixel?google_nid=ad_network_xyz&google_cm&p1=v1&p2=v2", "cm_id=@ID@; lang=en"],
+    ),
 }
 
 

@@ -233,3 +233,28 @@ async def test_a_check_the_store_cannot_judge_is_counted_as_dropped(tmp_path: Pa
     assert watcher.pending_checks == 0
     assert ("dsp", Count.CHECKS_DROPPED, 1) in counted
     assert ("dsp", Count.FREQUENCY_CAP_VIOLATIONS, 1) in counted
+
+
+async def test_match_tags_are_tallied_and_counted_in_their_bucket(store: Store) -> None:
+    clock = FakeClock(NOW - NOW % 600 + 590)  # ten seconds before a bucket turns
+    counted: list[tuple[str, Count, int]] = []
+    watcher = BuyerMonitor(
+        store,
+        ExchangeSettings(),
+        clock=clock,
+        worker_id="w",
+        on_count=lambda nid, what, n: counted.append((nid, what, n)),
+    )
+    for i in range(3):
+        watcher.gid_issued("dsp", bytes([i + 1]) * 16)
+    assert counted == []  # a plain int until folded
+    clock.advance(20)  # the next bucket: the tally so far is counted in its own
+    watcher.gid_issued("dsp", bytes([9]) * 16)
+    assert counted == [("dsp", Count.MATCH_TAGS, 3)]
+    watcher.fold()
+    assert counted[-1] == ("dsp", Count.MATCH_TAGS, 1)
+    watcher.gid_issued("dsp", bytes([10]) * 16)
+    assert (await watcher.stats("dsp")).counts[Count.MATCH_TAGS] == 5  # stats folds first
+    clock.advance(DAY - 15)  # the first bucket has left the window, the second not
+    assert (await watcher.stats("dsp")).counts[Count.MATCH_TAGS] == 2
+    await watcher.close()

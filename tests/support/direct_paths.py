@@ -94,6 +94,9 @@ class InProcess:
         self.loop.close()
 
     def snapshot(self) -> Effects:
+        """The counts so far (the flat path's tally folded first, as a flush does)."""
+        assert self.server.service is not None and self.server.service.common is not None
+        self.server.service.common.fold()
         policy = self.server.policy
         assert isinstance(policy, PrivacyPolicy)
         counts = {c.name: {labels: c.value(labels) for labels in c.labelled()} for c in COUNTERS}

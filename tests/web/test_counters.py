@@ -3,6 +3,9 @@ workers are in ``test_metric_slots.py``."""
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 from prometheus_client import CollectorRegistry, generate_latest
 
 from cookiematch.web.counters import (
@@ -93,3 +96,43 @@ def test_closed_slots_are_forgotten_and_counting_starts_again() -> None:
     counter.inc(("a",))
     counts["b",] += 1
     assert counter.value(("a",)) == 1 and counts["b",] == 1
+
+
+class _Tally:
+    """Counts kept as a plain int, added to a counter when folded."""
+
+    def __init__(self, counter: LabelledCounter) -> None:
+        self.counter = counter
+        self.pending = 0
+
+    def fold(self) -> None:
+        pending, self.pending = self.pending, 0
+        if pending:
+            self.counter.inc(("a",), pending)
+
+
+def test_a_collection_folds_the_tallies_registered_before_it() -> None:
+    metrics, registry = own_metrics()
+    counter = LabelledCounter("cm_test_tallied", "Tallied.", ("nid",), metrics)
+    tally = _Tally(counter)
+    metrics.before_collect(tally.fold)
+    tally.pending = 3
+    assert 'cm_test_tallied_total{nid="a"} 3.0' in generate_latest(registry).decode()
+    tally.pending = 2
+    assert 'cm_test_tallied_total{nid="a"} 5.0' in generate_latest(registry).decode()
+
+
+def test_a_tally_is_not_kept_alive_nor_folded_from_another_thread() -> None:
+    metrics, registry = own_metrics()
+    counter = LabelledCounter("cm_test_thread", "Tallied.", ("nid",), metrics)
+    tally = _Tally(counter)
+    metrics.before_collect(tally.fold)
+    tally.pending = 4
+    worker = threading.Thread(target=lambda: generate_latest(registry))
+    worker.start()
+    worker.join()
+    assert tally.pending == 4  # the tally's own thread folds it, not a scrape elsewhere
+    gone = weakref.ref(tally)
+    del tally
+    assert gone() is None
+    generate_latest(registry)  # a fold whose object is gone is skipped

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from cookiematch.protocol.cookies import OPT_OUT_VALUE, format_browser_id
 from cookiematch.protocol.matchtag import MAX_EXTRAS_BYTES
+from cookiematch.web.exchange.direct_pixel import MAX_TAGS
 from cookiematch.web.http import Headers
 
 from conftest import ServerProcess, free_port
@@ -199,3 +200,23 @@ def test_the_seed_vectors_through_both_paths(exchange: InProcess) -> None:
             assert sorted(location.partition("?")[2].split("&")) == sorted(
                 expected.partition("?")[2].split("&")
             )
+
+
+def test_a_query_read_before_is_answered_alike_for_every_browser(exchange: InProcess) -> None:
+    """A match tag's query is read once and its reading remembered (``MAX_TAGS`` of them,
+    then all forgotten): the same query from other browsers, and queries past the bound,
+    are still answered as the general path answers them."""
+    query = "google_nid=ad_network_xyz&google_cm&p1=v1&p%202=a%26b"
+    for i in range(3):
+        cookie = f"cm_id={format_browser_id(bytes([i]) * 16)}"
+        exchange.agree(common_scope(query, cookie))
+    cookie = f"cm_id={format_browser_id(bytes(range(16)))}"
+    for i in range(MAX_TAGS + 2):
+        scope = common_scope(f"google_nid=ad_network_xyz&google_cm&n={i}", cookie)
+        direct = exchange.route.direct
+        assert direct is not None
+        if i % 1000 == 0 or i > MAX_TAGS:
+            exchange.agree(scope)
+        else:
+            direct(scope)
+    exchange.agree(common_scope(query, cookie))

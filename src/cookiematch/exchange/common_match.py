@@ -21,6 +21,12 @@ path answers its status), decided before anything is done; then the write, await
 store acknowledges it (group commit), the gid and the monitor (with ``google_cm``), and the
 Location: the redirect, or on a store failure the same redirect with ``google_hm=4``, each
 prepared from the template's rendering too.
+
+A cookie match's counts (the policy's two decisions, asked once per buyer when it is
+prepared: the policy is pure; the ``redirect`` outcome, through ``on_matched``) are a plain
+int per prepared buyer on the request path, added to the counters by ``fold``: at each of the
+monitor's flushes (about once a second) and before a buyer is prepared again. The counters
+lag the requests by at most that, and lose nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from cookiematch.exchange.hosted_write import store_hosted_match
 from cookiematch.exchange.model import Buyer
 from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.registry import ExchangeRegistry
-from cookiematch.privacy.policy import PrivacyPolicy
+from cookiematch.privacy.policy import Operation, PrivacyPolicy, Reason
 from cookiematch.privacy.signals import SILENT
 from cookiematch.protocol.codes import HostedMatchStatus
 from cookiematch.protocol.gid_redirect import GidRedirect
@@ -49,17 +55,20 @@ __all__ = ["CommonMatch", "HostedAnswer"]
 MAX_PREPARED = 4096
 """Buyers kept prepared (a change of a buyer prepares it again; past this, all again)."""
 _FAILED = HostedMatchStatus.INTERNAL_ERROR  # the one status a write itself answers
+_STORE_ID, _SYNC = Operation.STORE_ID, Operation.SYNC
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Prepared:
     """One buyer's pieces, valid while the registry holds this ``buyer`` object."""
 
     buyer: Buyer
     allowed: bool  # the policy allows store_id and sync under SILENT
+    decided: tuple[tuple[Operation, Reason], ...]  # what the policy's answers count
     gid: Callable[[bytes], str]
     redirect: GidRedirect | None
     hosted: dict[tuple[bool, bool], GidRedirect] | None  # see _hosted_redirects
+    matched: int = 0  # cookie matches answered since the last fold
 
 
 HostedAnswer = tuple[str, int | None]
@@ -93,6 +102,10 @@ class CommonMatch:
         self.monitor = monitor
         self._limited = limited
         self._prepared: dict[str, _Prepared] = {}
+        self.on_matched: Callable[[str, int], None] | None = None
+        """Counts ``n`` cookie matches answered for a buyer (at ``fold``)."""
+        if monitor is not None:
+            monitor.before_flush(self.fold)
 
     def location(
         self, nid: str, browser_id: bytes, scheme: str, extras: Sequence[str]
@@ -112,15 +125,28 @@ class CommonMatch:
         limited = self._limited
         if limited is not None and limited(buyer):
             return None
-        gid = prepared.gid(browser_id)
-        location = redirect.location(scheme, gid, extras)
+        location = redirect.location(scheme, prepared.gid(browser_id), extras)
         if location is None:
             return None
-        if not may_store_and_sync(self._policy, SILENT, buyer.gvl_vendor_id):
-            return None  # cannot differ from the prepared answer: the policy is pure
+        prepared.matched += 1  # the policy's decisions and the outcome, counted at fold
         if self.monitor is not None:  # frequency-capping monitoring, off the hot path
             self.monitor.gid_issued(nid, browser_id)
         return location
+
+    def fold(self) -> None:
+        """Count the cookie matches answered since the last fold: the policy's decisions
+        and ``on_matched``."""
+        for prepared in self._prepared.values():
+            if prepared.matched:
+                self._fold(prepared)
+
+    def _fold(self, prepared: _Prepared) -> None:
+        n, prepared.matched = prepared.matched, 0
+        counts = self._policy.counts
+        for key in prepared.decided:
+            counts[key] += n
+        if self.on_matched is not None:
+            self.on_matched(prepared.buyer.nid, n)
 
     def hosted(
         self,
@@ -184,14 +210,29 @@ class CommonMatch:
     def _prepare(self, buyer: Buyer) -> _Prepared:
         cver = self._cipher.version_for(buyer.key_version)
         template, first = buyer.redirect_url, self._extras_first
+        policy, vendor = self._policy, buyer.gvl_vendor_id
+        allowed = store_and_sync_allowed(policy, SILENT, vendor)
+        decided = (
+            (
+                (_STORE_ID, policy.answer(_STORE_ID, SILENT).reason),
+                (_SYNC, policy.answer(_SYNC, SILENT, vendor).reason),
+            )
+            if allowed
+            else ()
+        )
         prepared = _Prepared(
             buyer,
-            store_and_sync_allowed(self._policy, SILENT, buyer.gvl_vendor_id),
+            allowed,
+            decided,
             self._cipher.gid_function(buyer.nid, cver),
             GidRedirect.prepare(template, cver, extras_first=first),
             _hosted_redirects(template, cver, first) if buyer.hosted_match else None,
         )
+        before = self._prepared.get(buyer.nid)
+        if before is not None and before.matched:
+            self._fold(before)  # counted with the decisions they were answered with
         if len(self._prepared) >= MAX_PREPARED:
+            self.fold()
             self._prepared.clear()
         self._prepared[buyer.nid] = prepared
         return prepared

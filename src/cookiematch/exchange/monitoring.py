@@ -18,6 +18,10 @@ check is applied; repeats of a pair within a batch are coalesced, not dropped. O
 check dropped, and counted (``checks_dropped``), as is a check whose browser record could
 not be read.
 
+A match tag's count is a plain int per buyer on the request path (``gid_issued``), folded
+into the bucketed counts (and ``on_count``) at each flush, at ``stats`` and when the bucket
+turns: the counters lag the requests by at most a flush interval, and no count is lost.
+
 A crash (kill -9) loses what this worker recorded since its last flush: about a second of
 counts and of frequency-capping checks. These are monitoring figures, not acknowledged
 writes; a graceful stop (``close``) applies and flushes everything.
@@ -145,6 +149,9 @@ class BuyerMonitor:
         self._window = window_seconds
         self._bucket = bucket_seconds
         self._values: dict[tuple[str, int, Count], int] = {}  # this worker, cumulative
+        self._tags: dict[str, int] = {}  # match tags per buyer since the last fold
+        self._tags_bucket = -1  # the bucket they fall in
+        self._folds: list[Callable[[], None]] = []
         self._dirty: set[tuple[str, int, Count]] = set()
         self._rates: dict[str, float | None] = {}
         self._checks = FrequencyChecks(
@@ -165,8 +172,28 @@ class BuyerMonitor:
         if self._on_count is not None:
             self._on_count(nid, what, n)
 
+    def _fold_tags(self) -> None:
+        """Count the match tags tallied since the last fold in their bucket."""
+        tags, self._tags = self._tags, {}
+        at = self._tags_bucket * self._bucket
+        for nid, n in tags.items():
+            self._count_at(nid, Count.MATCH_TAGS, at, n)
+
+    def before_flush(self, fold: Callable[[], None]) -> None:
+        """Call ``fold`` at each flush, first: counts tallied elsewhere join the metrics at
+        the monitor's pace."""
+        self._folds.append(fold)
+
+    def fold(self) -> None:
+        """Count what was tallied since the last fold (``before_flush``'s folds, then this
+        monitor's match tags): flush does it first; a metrics scrape as well."""
+        for fold in self._folds:
+            fold()
+        self._fold_tags()
+
     async def flush(self) -> None:
         """Write this worker's changed values to the store."""
+        self.fold()
         dirty, self._dirty = self._dirty, set()
         by_nid: dict[str, dict[str, bytes]] = {}
         for key in dirty:
@@ -225,10 +252,14 @@ class BuyerMonitor:
     ) -> None:
         """A match tag redirected a gid to ``nid``: count it, record the frequency check.
         ``at``: when (unix seconds), for a match tag answered elsewhere (the edge); now by
-        default."""
+        default. The count is tallied (``_fold_tags``)."""
         if at is None:
             at = int(self._clock())
-        self._count_at(nid, Count.MATCH_TAGS, at)
+        if at // self._bucket != self._tags_bucket:
+            self._fold_tags()
+            self._tags_bucket = at // self._bucket
+        tags = self._tags
+        tags[nid] = tags.get(nid, 0) + 1
         if not self._checks.record(nid, browser_id, at, new_cookie=new_cookie):
             self._count_at(nid, Count.CHECKS_DROPPED, at)
 
@@ -281,7 +312,8 @@ class BuyerMonitor:
                 log.warning("frequency-capping checks failed: %s", exc)
 
     async def drain(self) -> None:
-        """Apply every check recorded so far (tests, shutdown)."""
+        """Apply every check recorded so far and count every tally (tests, shutdown)."""
+        self.fold()
         await self.apply_checks()
 
     async def run(self, nids: Callable[[], Iterable[str]]) -> None:

@@ -58,6 +58,7 @@ from cookiematch.roots.server import RoleServer, StoreDeadlines
 from cookiematch.storage import Store
 from cookiematch.web.console import SERIES_FAILED, build_console
 from cookiematch.web.console import exchange as console_exchange
+from cookiematch.web.counters import SHARED
 from cookiematch.web.exchange import metrics
 from cookiematch.web.exchange.ad import (
     BLANK_AD,
@@ -186,6 +187,7 @@ class ExchangeServer(RoleServer):
             worker_id=worker_id,
             on_count=count_metric,
         )
+        SHARED.before_collect(monitor.fold)  # a scrape sees every match tag answered here
         limiter = SharedRateLimit(admin, clock=time.monotonic, worker_id=worker_id)
         enforcer = self.enforcer = Enforcer(
             admin,

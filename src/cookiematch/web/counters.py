@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Hashable, Iterable, Iterator, MutableMapping, Sequence
 from typing import Literal, TypeVar
@@ -76,6 +78,7 @@ class SharedMetrics(Collector):
         self._capacity = capacity
         self._families: dict[str, _Family] = {}
         self._forgetting: list[Callable[[], None]] = []
+        self._folds: list[tuple[weakref.WeakMethod[Callable[[], None]], int]] = []
         self._file: SlotFile | None = None
         os.register_at_fork(after_in_child=self._forget)
         if registry is not None:
@@ -90,6 +93,13 @@ class SharedMetrics(Collector):
     def on_forget(self, forget: Callable[[], None]) -> None:
         """Call ``forget`` when this process's slots are gone (closed, or a forked child)."""
         self._forgetting.append(forget)
+
+    def before_collect(self, fold: Callable[[], None]) -> None:
+        """Call the bound method ``fold`` before each collection in this process (counts
+        tallied as plain ints on a hot path join their counters), while its object lives,
+        when the collection runs on the thread that registered it (the tally's own)."""
+        self._folds = [(ref, thread) for ref, thread in self._folds if ref() is not None]
+        self._folds.append((weakref.WeakMethod(fold), threading.get_ident()))
 
     def file(self) -> SlotFile:
         """This process's slot file, opened on first use."""
@@ -117,6 +127,11 @@ class SharedMetrics(Collector):
         return list(read_directory(self.file()))
 
     def collect(self) -> Iterator[Metric]:
+        here = threading.get_ident()
+        for ref, thread in self._folds:
+            fold = ref()
+            if fold is not None and thread == here:
+                fold()
         totals: dict[str, dict[tuple[str, ...], list[float]]] = {}
         for worker in self.workers():
             for key, values in worker.series:

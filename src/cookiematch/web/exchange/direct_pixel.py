@@ -10,6 +10,13 @@ domain, which answers a coroutine:
 the adapter awaits it (the write's group commit) and sends its 302. Everything else returns
 None before anything is done, and ``ExchangeRoutes.pixel`` answers it; both write the same
 bytes (tests/web/test_direct_pixel.py, tests/web/test_direct_hosted.py).
+
+A match tag is a static URL on a page (the buyer's, the same for every browser), so the
+cookie match's reading of a query (its ``google_nid`` and encoded extras) is remembered by
+query string, up to ``MAX_TAGS`` of them (then all forgotten at once): the same query reads
+the same, and a query seen again costs a look-up. A hosted match's query carries its own
+data and is read each time. The cookie matches answered are counted in
+``exchange/common_match.py``'s tally, added to ``cookiematch_pixel_outcomes`` at its fold.
 """
 
 from __future__ import annotations
@@ -29,6 +36,13 @@ from cookiematch.web.rsgi import peer_ip
 __all__ = ["DirectPixel"]
 
 _NO_STORE = ("Cache-Control", "no-store")  # as Response.redirect writes it
+MAX_TAGS = 4096
+"""Cookie-match queries whose reading is remembered."""
+_Tag = tuple[str, tuple[str, ...]]
+
+
+def _count_redirects(nid: str, n: int) -> None:
+    metrics.PIXEL_OUTCOMES.inc((nid, "redirect"), n)
 
 
 class DirectPixel:
@@ -39,14 +53,28 @@ class DirectPixel:
         self._hosted = common.hosted
         self._cookie_name = cookie_name
         self._proxies = proxies
+        self._tags: dict[str, _Tag] = {}
+        common.on_matched = _count_redirects
 
     def __call__(self, scope: Any) -> DirectHeaders | Pending | None:
         headers = scope.headers
         if GPC_HEADER in headers:
             return None
-        tag = read_tag(scope.query_string, True)
-        if tag is None:
-            return None
+        query = scope.query_string
+        known = self._tags.get(query)
+        if known is not None:
+            nid, extras = known
+            hm: str | None = None
+        else:
+            tag = read_tag(query, True)
+            if tag is None:
+                return None
+            nid, extras_read, hm, cookie_match = tag
+            extras = tuple(extras_read)
+            if hm is None:
+                if len(self._tags) >= MAX_TAGS:
+                    self._tags.clear()
+                self._tags[query] = (nid, extras)
         cookies = headers.get_all("cookie")
         if not cookies:
             return None
@@ -61,14 +89,12 @@ class DirectPixel:
         scheme = scope.scheme
         if self._proxies.trusting:
             scheme = self._proxies.scheme_of(scheme, peer_ip(scope.client), headers)
-        nid, extras, hm, cookie_match = tag
         if hm is not None:
             write = self._hosted(nid, browser_id, scheme, extras, hm, cookie_match)
             return None if write is None else _hosted(nid, write)
         location = self._location(nid, browser_id, scheme, extras)
         if location is None:
             return None
-        metrics.PIXEL_OUTCOMES.inc((nid, "redirect"))
         return [("Location", location), _NO_STORE]
 
 
