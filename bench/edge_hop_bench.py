@@ -2,6 +2,7 @@
 
     python bench/edge_hop_bench.py [--rounds 5] [--duration 3] [--nginx-workers 1]
         [--variants buffered,unbuffered,nobuffering,nolog,base] [--base /work/main/src]
+        [--proxied-only]
 
 One exchange server (redis store, one worker). Each variant is an edge in front of it,
 rendered by ``cookiematch edge render`` and possibly with its ``nginx.conf`` edited
@@ -11,8 +12,9 @@ per variant: nginx's static 302 then the variant's cookie match
 (ratio to nginx), then ``google_hm`` sent to the server directly then through the variant
 (cost: req/s direct / req/s through the variant); CPU per request of the processes answering
 (nginx's workers, the server's) beside req/s, which the other load on the machine moves much
-less. Medians and per-round ratios are printed; only ratios measured side by side mean
-anything on a shared machine.
+less, split into nginx's share and the server's (beside the server's own direct).
+``--proxied-only`` measures only ``google_hm``. Medians and per-round ratios are printed;
+only ratios measured side by side mean anything on a shared machine.
 """
 
 from __future__ import annotations
@@ -69,6 +71,28 @@ VARIANTS = {
     "multiaccept": Variant(
         edits=(("worker_connections 4096;", "worker_connections 4096;\n    multi_accept on;"),),
     ),
+    # upstream keep-alive: fewer or more idle connections cached than wrk's 64
+    "keepalive16": Variant(edits=(("keepalive 64;", "keepalive 16;"),)),
+    "keepalive256": Variant(edits=(("keepalive 64;", "keepalive 256;"),)),
+    # only the headers nginx must set (Connection, Host): the cost of X-Forwarded-*
+    "fewheaders": Variant(
+        edits=(
+            ("        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n", ""),
+            ("        proxy_set_header X-Forwarded-Proto $scheme;\n", ""),
+        ),
+    ),
+    # X-Forwarded-For without reading the browser's own (a cheaper variable)
+    "xffaddr": Variant(
+        edits=(("X-Forwarded-For $proxy_add_x_forwarded_for;", "X-Forwarded-For $remote_addr;"),),
+    ),
+    # the worker pinned to a core
+    "affinity": Variant(edits=(("events {", "worker_cpu_affinity auto;\n\nevents {"),)),
+    # one nginx worker per core, whatever --nginx-workers says (with the server on the same cores)
+    "workersauto": Variant(edits=(("\nworker_processes ", "\nworker_processes auto; #"),)),
+    # small writes to the browser not postponed (nginx's default waits for 1460 bytes)
+    "nopostpone": Variant(
+        edits=(("proxy_redirect off;", "proxy_redirect off;\n        postpone_output 0;"),),
+    ),
 }
 
 
@@ -107,6 +131,9 @@ def main() -> None:
     parser.add_argument("--nginx-workers", default="1")
     parser.add_argument("--variants", type=csv_list(str), default=["buffered", "unbuffered"])
     parser.add_argument("--base", default="/work/main/src", help="the tree the base variant is")
+    parser.add_argument(
+        "--proxied-only", action="store_true", help="only google_hm, direct and through each"
+    )
     args = parser.parse_args()
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
@@ -154,37 +181,54 @@ def main() -> None:
         hm_cost: dict[str, list[float]] = {name: [] for name in ports}
         hm_cpu: dict[str, list[float]] = {name: [] for name in ports}
         hm_nginx: dict[str, list[float]] = {name: [] for name in ports}
+        hm_server: dict[str, list[float]] = {name: [] for name in ports}
+        hm_direct: dict[str, list[float]] = {name: [] for name in ports}
+
+        def measure_match(name: str, port: int) -> None:
+            """The variant's cookie match just after nginx's static 302."""
+            ref, ref_cpu = wrk(static, ONE_COOKIE, work, static_pids)
+            rps, cpu = wrk(port, ONE_COOKIE, work, nginx_pids[name])
+            match_ratio[name].append(round(rps / ref, 3))
+            match_cpu[name].append(round(cpu / ref_cpu, 3))
+            match_us[name].append(round(cpu, 1))
+            match_p99[name].append(last_p99)
+
         for rnd in range(args.rounds):
             for name, port in ports.items():  # each beside its own reference, just before
-                ref, ref_cpu = wrk(static, ONE_COOKIE, work, static_pids)
-                rps, cpu = wrk(port, ONE_COOKIE, work, nginx_pids[name])
-                match_ratio[name].append(round(rps / ref, 3))
-                match_cpu[name].append(round(cpu / ref_cpu, 3))
-                match_us[name].append(round(cpu, 1))
-                match_p99[name].append(last_p99)
+                if not args.proxied_only:
+                    measure_match(name, port)
                 direct, direct_cpu = wrk(service.port, HOSTED_MATCH, work, direct_pids)
                 nginx_before = servers.cpu_seconds(nginx_pids[name])
                 rps, cpu = wrk(port, HOSTED_MATCH, work, nginx_pids[name] + server_pids)
                 nginx_cpu = servers.cpu_seconds(nginx_pids[name]) - nginx_before
+                nginx_us = nginx_cpu / (rps * args.duration) * 1e6
                 hm_cost[name].append(round(direct / rps, 3))
                 hm_cpu[name].append(round(cpu / direct_cpu, 3))
-                hm_nginx[name].append(round(nginx_cpu / (rps * args.duration) * 1e6, 1))
+                hm_nginx[name].append(round(nginx_us, 1))
+                hm_server[name].append(round(cpu - nginx_us, 1))
+                hm_direct[name].append(round(direct_cpu, 1))
             print(f"round {rnd + 1} done", flush=True)
         print(
             "\nper variant, medians [per round]: cookie match req/s / nginx static 302 req/s;"
             " its nginx CPU per request / static 302's, in µs, and its p99 in ms; google_hm req/s"
             " direct / through the edge; its CPU per request (nginx + server) / direct (server);"
-            " nginx's µs per proxied google_hm"
+            " nginx's µs per proxied google_hm; the server's µs per google_hm through the edge"
+            " and direct"
         )
         for name in ports:
+            if not args.proxied_only:
+                print(
+                    f"{name:<16} match {median(match_ratio[name])} {match_ratio[name]}"
+                    f" cpu {median(match_cpu[name])} {match_cpu[name]}"
+                    f" µs {median(match_us[name])} {match_us[name]}"
+                    f" p99 {median(match_p99[name])} {match_p99[name]}"
+                )
             print(
-                f"{name:<16} match {median(match_ratio[name])} {match_ratio[name]}"
-                f" cpu {median(match_cpu[name])} {match_cpu[name]}"
-                f" µs {median(match_us[name])} {match_us[name]}"
-                f" p99 {median(match_p99[name])} {match_p99[name]}\n{'':<16}"
-                f" google_hm {median(hm_cost[name])} {hm_cost[name]}"
+                f"{name:<16} google_hm {median(hm_cost[name])} {hm_cost[name]}"
                 f" cpu {median(hm_cpu[name])} {hm_cpu[name]}"
                 f" nginx µs {median(hm_nginx[name])} {hm_nginx[name]}"
+                f"\n{'':<16} server µs {median(hm_server[name])} {hm_server[name]}"
+                f" direct {median(hm_direct[name])} {hm_direct[name]}"
             )
 
 
