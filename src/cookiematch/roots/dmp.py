@@ -317,7 +317,7 @@ class DmpServer(RoleServer):
             memberships=browsers.segments.memberships,
             policy=self.policy,
             export_vendors=core.exports.vendors(),  # marked on profiles for the exports
-            on_match=[browsers.ingestor.pending.resolve],  # records that waited for this sync
+            waiting=browsers.ingestor.pending,  # records that waited for this sync
             clock=time.time,
             new_uid=new_dmp_uid,
             worker=worker,
