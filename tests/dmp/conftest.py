@@ -44,7 +44,7 @@ def ingestor(store: Store, traits: TraitStore, clock: FakeClock) -> Ingestor:
 @pytest.fixture
 def service(store: Store, clock: FakeClock, traits: TraitStore, ingestor: Ingestor) -> DmpService:
     """Wired as the server wires it: a sync applies the ingested records that waited."""
-    return make_service(store, clock, traits=traits, on_match=[ingestor.pending.resolve])
+    return make_service(store, clock, traits=traits, waiting=ingestor.pending)
 
 
 @pytest.fixture

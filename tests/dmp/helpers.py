@@ -10,7 +10,7 @@ from cookiematch.dmp.consent import RequestConsent
 from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.model import Client, DmpSettings, IdFormat, Partner
 from cookiematch.dmp.segments.membership import Memberships
-from cookiematch.dmp.service import DmpService, OnMatch
+from cookiematch.dmp.service import DmpService, OnMatch, WaitingRecords
 from cookiematch.dmp.traits.reader import ProfileReader
 from cookiematch.dmp.traits.schema import TraitCatalog
 from cookiematch.dmp.traits.writes import TraitStore
@@ -61,6 +61,7 @@ def make_service(
     *,
     traits: TraitStore | None = None,
     on_match: Sequence[OnMatch] = (),
+    waiting: WaitingRecords | None = None,
     policy: PrivacyPolicy | None = None,
     clients: Sequence[Client] = CLIENTS,
     partners: Sequence[Partner] = PARTNERS,
@@ -78,6 +79,7 @@ def make_service(
         policy=policy or PrivacyPolicy(),
         export_vendors=export_vendors,
         on_match=on_match,
+        waiting=waiting,
         clock=clock,
         new_uid=lambda: f"uid{next(counter):019d}"[:22],
         worker=worker,

@@ -34,7 +34,7 @@ from cookiematch.dmp.model import Client, OtherTag
 from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.segments import Segment, parse_rule
 from cookiematch.dmp.segments.membership import Memberships
-from cookiematch.dmp.service import DmpService
+from cookiematch.dmp.service import DmpService, WaitingRecords
 from cookiematch.dmp.traits.schema import TraitCatalog
 from cookiematch.dmp.traits.staging import TraitStaging
 from cookiematch.dmp.traits.writes import TraitStore
@@ -72,10 +72,16 @@ SHOP = Client(
 )
 
 
-def make_service(store: Store, clock: FakeClock, traits: TraitStore | None = None) -> DmpService:
+def make_service(
+    store: Store,
+    clock: FakeClock,
+    traits: TraitStore | None = None,
+    waiting: WaitingRecords | None = None,
+) -> DmpService:
     return _make_service(
-        store, clock, traits=traits, clients=[SHOP], export_vendors=[DEST_VENDOR, DEST_VENDOR]
-    )
+        store, clock, traits=traits, clients=[SHOP], export_vendors=[DEST_VENDOR, DEST_VENDOR],
+        waiting=waiting,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -206,19 +212,27 @@ async def test_callbacks_and_impressions_mark_the_host_and_the_export_vendors(
 
 
 async def test_a_consented_callback_writes_its_match_and_marks_in_one_store_call(
-    store: Store, clock: FakeClock, traits: TraitStore, monkeypatch: pytest.MonkeyPatch
+    store: Store,
+    clock: FakeClock,
+    traits: TraitStore,
+    ingestor: Ingestor,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    dmp = make_service(store, clock, traits)
-    calls: list[tuple[list[str], list[str]]] = []
+    """The match, the consent marks, the change mark, and the read of the records waiting
+    for the partner ID (after the write): one store call."""
+    dmp = make_service(store, clock, traits, waiting=ingestor.pending)
+    calls: list[tuple[list[str], list[str], list[str]]] = []
     inner = store.swap_together
 
     async def swap_together(
-        writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+        writes: Sequence[Write], field_writes: Sequence[FieldWrite], read_after: Sequence[str]
     ) -> list[dict[str, bytes]]:
-        calls.append(([w.key for w in writes], [key for key, _, _ in field_writes]))
-        return await inner(writes, field_writes)
+        calls.append(
+            ([w.key for w in writes], [key for key, _, _ in field_writes], list(read_after))
+        )
+        return await inner(writes, field_writes, read_after)
 
-    for name in ("set", "hset", "write_many", "hset_many", "write_together", "hget"):
+    for name in ("set", "hset", "write_many", "hset_many", "write_together", "hget", "hgetall"):
         monkeypatch.setattr(store, name, None)  # any other write (or the read before) would fail
     monkeypatch.setattr(store, "swap_together", swap_together)
     allowed = consent(dmp, gdpr="1", gdpr_consent=EVERYTHING)
@@ -230,9 +244,11 @@ async def test_a_consented_callback_writes_its_match_and_marks_in_one_store_call
 
     assert calls == [
         ([keys.reverse_key("analytics", "A-1")],
-         [keys.partners_key("browser-1"), keys.consent_key("browser-1"), *marked("browser-1")]),
+         [keys.partners_key("browser-1"), keys.consent_key("browser-1"), *marked("browser-1")],
+         [keys.pending_key("analytics", "A-1")]),
         ([keys.reverse_key("analytics", "A-2")], [keys.partners_key("browser-2"),
-                                                  *marked("browser-2")]),
+                                                  *marked("browser-2")],
+         [keys.pending_key("analytics", "A-2")]),
     ]  # fmt: skip
     monkeypatch.undo()
     assert await dmp.matches.dmp_uid_for("analytics", "A-1") == "browser-1"

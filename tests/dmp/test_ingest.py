@@ -163,7 +163,7 @@ async def test_the_funnel_counts_outcomes_values_rejects_and_resolved_records(
     }
     assert counts.rejects == {"analytics": {"not_json": 1, "attribute": 1, "uid": 1}}
     assert ingestor.pending.funnel is ingestor.funnel
-    service.on_match = (ingestor.pending.resolve,)
+    service.waiting = ingestor.pending
     assert await service.callback("analytics", "d2", "A-2", consent=quiet) is CallbackStatus.STORED
     assert ingestor.funnel.snapshot().ingest["analytics"] == {
         "records": 5, "accepted": 1, "pending": 1, "rejected": 3, "values": 4, "resolved": 1,

@@ -502,6 +502,24 @@ async def test_swaps_of_one_batch_answer_what_the_writes_queued_before_left(db: 
     await store.close()
 
 
+async def test_reads_after_a_swap_see_the_writes_of_its_batch(db: Path) -> None:
+    """A ``swap_together``'s ``read_after`` maps are read in its batch's transaction after the
+    batch's writes: a map written by an op queued before or after it in the batch is seen."""
+    store = SQLiteStore(str(db))
+    calls: list[Awaitable[object]] = []
+    for i in range(200):
+        calls.append(store.hset_many([(f"pend{i}", {"rec": b"%d" % i}, None)]))
+        calls.append(
+            store.swap_together(
+                [Write(f"rev{i}", b"x")], [("m", {"f": b"%d" % i}, None)], [f"pend{i}"]
+            )
+        )
+    answers = await asyncio.gather(*calls)
+    swapped = [a for a in answers if isinstance(a, list)]
+    assert [a[1] for a in swapped] == [{"rec": b"%d" % i} for i in range(200)]
+    await store.close()
+
+
 async def test_map_swaps_of_one_batch_answer_what_the_writes_queued_before_left(
     db: Path,
 ) -> None:

@@ -248,6 +248,27 @@ async def test_swap_together_answers_what_the_fields_held_before(
     assert await Store.swap_together(store, [], [("n", {"b": b"3"}, None)]) == [{"b": b""}]
 
 
+async def test_swap_together_reads_maps_after_its_writes(store: Store, clock: FakeClock) -> None:
+    """``read_after``: each key's live map once the call's writes are stored, after the
+    answers of the field writes (a map it writes itself is read with its write)."""
+    await store.hset("wait", {"r1": b"a", "r2": b"b"})
+    await store.hset("wait", {"old": b"o"}, ttl=0.2)
+    await asyncio.sleep(0.3)
+    await clock.advance(0.5)  # "old" has expired: not read
+    answer = await store.swap_together(
+        [Write("rev", b"1", 60.0)],
+        [("m", {"x": b"new"}, None)],
+        read_after=["wait", "missing", "m"],
+    )
+    assert answer == [{}, {"r1": b"a", "r2": b"b"}, {}, {"x": b"new"}]
+    assert await store.swap_together([], [], read_after=["m"]) == [{"x": b"new"}]
+    assert await Store.swap_together(store, [], [("m", {"x": b"2"}, None)], ["wait"]) == [
+        {"x": b"new"},
+        {"r1": b"a", "r2": b"b"},
+    ]
+    assert await store.get("rev") == b"1"
+
+
 async def test_hset_many_ttl_is_per_item(store: Store, clock: FakeClock) -> None:
     await store.hset_many(
         [("h", {"a": b"1"}, 0.2), ("h", {"b": b"2"}, None), ("h", {"c": b"3"}, 60.0)]

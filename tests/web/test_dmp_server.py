@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -13,13 +15,16 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
+from cookiematch.dmp.matches import MatchTable
 from cookiematch.dmp.model import IdFormat, Partner
 from cookiematch.dmp.partner_ids import seal
+from cookiematch.protocol.cookies import format_browser_id
 from cookiematch.protocol.pixel import TRANSPARENT_GIF
 from cookiematch.protocol.templates import SyncTemplate
 from cookiematch.secret import MASK
+from cookiematch.storage import open_store
 
-from conftest import ServerProcess, free_port
+from conftest import ServerProcess, free_port, load_then_kill
 from support.configs import serve_argv
 
 TOKEN = "dmp-admin-token-0123456789"
@@ -384,3 +389,51 @@ def test_bad_input_is_never_a_500(http: httpx.Client, path: str) -> None:
 def test_no_handler_raised(server: ServerProcess) -> None:
     """Runs last: nothing above reached a handler's on_error (which would hide a bug)."""
     assert "Traceback" not in server.output()
+
+
+def test_acknowledged_callbacks_survive_kill_9(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    """Every callback answered as stored (the flat path's common case: a DMP cookie, a known
+    partner, ``uid`` and ``c``) is in the store both ways after kill -9 of the server: each
+    browser walks through partner IDs, and its last acknowledged one (or a later one) is its
+    partner's entry, whose reverse entry names the browser."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    text = config.read_text().replace(
+        "max_syncs_per_page", "store_deadline_ms = 9000\nmax_syncs_per_page"
+    )
+    config.write_text(text)  # a slow commit is not answered with the error pixel (also 200)
+    server = start_server(argv=serve_argv(config, "dmp"), port=port)
+    acknowledged: list[tuple[str, str]] = []
+
+    async def browser(number: int, http: httpx.AsyncClient) -> None:
+        dmp_uid = format_browser_id(os.urandom(16))
+        for write in range(300):
+            uid = f"b{number:02d}w{write:04d}"
+            try:
+                response = await http.get(
+                    f"{server.url}/callback/analytics?c=shop&uid={uid}",
+                    headers={"Cookie": f"dmp_id={dmp_uid}"},
+                )
+            except httpx.HTTPError:
+                return
+            if response.status_code == 200:
+                acknowledged.append((dmp_uid, uid))
+
+    load_then_kill(server, browser, acknowledged)
+    latest = dict(acknowledged)  # each browser's callbacks are sequential: the last ack wins
+
+    async def check() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'dmp.db'}")
+        table = MatchTable(store, 86400.0)
+        try:
+            for dmp_uid, uid in latest.items():
+                entry = (await table.partners(dmp_uid))["analytics"]
+                assert entry.uid[:3] == uid[:3] and entry.uid >= uid
+                assert await table.dmp_uid_for("analytics", entry.uid) == dmp_uid
+        finally:
+            await store.close()
+
+    assert len(acknowledged) >= 300
+    asyncio.run(check())

@@ -8,21 +8,23 @@ nothing, ``traits/writes.py``) adds, in the same
 
     dmpc:{<minute>:<shard>}:m   dmp uid -> written at (Unix seconds, ASCII)   TTL: MARK_TTL
 
-``SHARDS`` maps per minute keep each map small: a write adds a field to one map, and the
-SQLite backend rewrites a map's whole row on each write (``storage/packed.py``), so a map's
-size, about ``writes per minute / SHARDS`` fields, is what a mark costs there (with 16 maps a
-minute, a DMP callback at 1,500-3,000/s cost 200-290 µs of CPU in process, with 1,024 145-167 µs:
-``bench/handler_bench.py --endpoint dmp_callback``; served at 7-8k callbacks a second, the
-writer spent 68-86 µs per callback with 1,024, mostly committing the maps' pages, and 44-48 µs
-with 16,384, about a page a map: ``bench/served_write_bench.py --endpoint dmp_callback``);
-they also spread a minute's writes over a cluster. The first 1,024 shards' keys are those an
-older version wrote. A reader asks for the browsers changed in ``[start, end]``: it reads the
-maps of those minutes only, so its cost is the number of changes and minutes, not of
-profiles; once it has read them for good it deletes them (``forget_minutes``), so the marks
-held are those of the minutes since the last read. Marks outlive any reasonable gap between
-two reads (``MARK_TTL``); a reader that last looked longer ago than that, or whose gap holds
-more than ``MAX_READ_NAMES`` maps (``SHARDS`` a minute), reloads everything instead and
-leaves the gap's marks to lapse.
+``SHARDS`` maps per minute, chosen by time: a mark goes to the map of the slice of the minute
+it was written in (``SHARDS`` slices of 3.7 ms), a write of many browsers to that map and the
+next ones, ``PER_MAP`` browsers a map. So the marks of the writes one group commit carries
+land in one or two maps, next to each other in the store's key order, instead of one random
+map each: on SQLite a DMP callback's mark costs a share of one page rewritten per commit
+rather than a page of its own (the SQLite backend rewrites a map's whole row on each write,
+``storage/packed.py``; a map holds about ``writes per second / 273`` fields). The maps of a
+minute are spread over a cluster's nodes slice by slice. Earlier versions chose the map by a
+CRC-32 of the uid (first 1,024, then 16,384 maps a minute); a reader reads every map of a
+minute whatever wrote it, so marks of either layout are read alike.
+
+A reader asks for the browsers changed in ``[start, end]``: it reads the maps of those minutes
+only, so its cost is the number of changes and minutes, not of profiles; once it has read them
+for good it deletes them (``forget_minutes``), so the marks held are those of the minutes since
+the last read. Marks outlive any reasonable gap between two reads (``MARK_TTL``); a reader that
+last looked longer ago than that, or whose gap holds more than ``MAX_READ_NAMES`` maps
+(``SHARDS`` a minute), reloads everything instead and leaves the gap's marks to lapse.
 
 Nothing reads marks when no analytics engine is configured: the roles then pass
 ``NOT_MARKING`` and online writes carry no marks (``ChangeMarks``).
@@ -30,7 +32,6 @@ Nothing reads marks when no analytics engine is configured: the roles then pass
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ from cookiematch.storage.base import FieldWrite, Store, Write
 
 SHARDS = 16384
 MINUTE = 60.0
+PER_MAP = 64
+"""The most browsers one write of many puts in one mark map (the rest go to the next maps)."""
 MARK_TTL = 2 * 86_400.0
 """How long a mark lives: a reader that last read longer ago than this (less a margin) has to
 reload every profile."""
@@ -51,18 +54,17 @@ reloads every profile instead (``mark_names`` tells), whose cost is the store's 
 not the gap's length (two days of marks would be ~47M reads and deletes)."""
 
 
-def shard_of(dmp_uid: str) -> int:
-    return zlib.crc32(dmp_uid.encode()) % SHARDS
-
-
 def mark_writes(dmp_uids: Iterable[str], now: float) -> list[FieldWrite]:
-    """The writes marking ``dmp_uids`` changed at ``now``: one per shard touched, to go in
-    the same ``hset_many`` as the change itself."""
+    """The writes marking ``dmp_uids`` changed at ``now``: the map of ``now``'s slice of its
+    minute, then the next ones, ``PER_MAP`` browsers a map, to go in the same ``hset_many`` as
+    the change itself."""
     minute = int(now // MINUTE)
+    first = int((now - minute * MINUTE) * (SHARDS / MINUTE))
     at = str(int(now)).encode()
     maps: dict[str, dict[str, bytes]] = {}
-    for uid in dmp_uids:
-        maps.setdefault(keys.change_mark_key(minute, shard_of(uid)), {})[uid] = at
+    for i, uid in enumerate(dmp_uids):
+        key = keys.change_mark_key(minute, (first + i // PER_MAP) % SHARDS)
+        maps.setdefault(key, {})[uid] = at
     return [(key, fields, MARK_TTL) for key, fields in maps.items()]
 
 

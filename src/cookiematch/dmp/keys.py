@@ -126,7 +126,8 @@ def shard_of(dmp_uid: str) -> int:
 
 
 def change_mark_key(minute: int, shard: int) -> str:
-    """The browsers changed online in ``minute`` (Unix minutes) whose uid hashes to ``shard``."""
+    """The browsers changed online in ``minute`` (Unix minutes), in its ``shard``-th slice
+    (``dmp/change_marks.py``)."""
     return f"dmpc:{{{minute}:{shard:02d}}}:m"
 
 

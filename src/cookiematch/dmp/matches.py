@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 from cookiematch.dmp import keys
@@ -52,10 +54,12 @@ class MatchTable:
         partner_uid: str,
         now: float,
         also: FieldWrite | None = None,
-    ) -> None:
+        read_after: Sequence[str] = (),
+    ) -> list[dict[str, bytes]]:
         """Store the match both ways (and ``also``, another field write of the request) in
         one store call, which answers the partner ID it replaces (``swap_together``: the read
-        folded into the write); a superseded partner ID then loses its reverse entry."""
+        folded into the write) and the maps of ``read_after`` as they stand once the match is
+        stored (returned); a superseded partner ID then loses its reverse entry."""
         key = keys.partners_key(dmp_uid)
         match = _encode(PartnerMatch(partner_uid, now))
         forward: FieldWrite = (key, {partner_id: match}, self._ttl)
@@ -66,7 +70,8 @@ class MatchTable:
         )
         marks = self._marks.writes([dmp_uid], now)  # the profile changed (change_marks.py)
         maps = (forward, *marks) if also is None else (forward, also, *marks)
-        previous = (await self._store.swap_together((reverse,), maps))[0].get(partner_id)
+        answer = await self._store.swap_together((reverse,), maps, read_after)
+        previous = answer[0].get(partner_id)
         old = None
         if previous is not None:
             try:
@@ -75,6 +80,7 @@ class MatchTable:
                 old = None
         if old is not None and old != partner_uid:
             await self._delete_reverse(partner_id, old, dmp_uid)
+        return answer[len(maps) :]
 
     async def _delete_reverse(self, partner_id: str, partner_uid: str, dmp_uid: str) -> None:
         key = keys.reverse_key(partner_id, partner_uid)

@@ -19,6 +19,7 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.dmp.audiences import audience_kv
@@ -44,6 +45,20 @@ from cookiematch.storage.base import Store
 
 OnMatch = Callable[[str, str, str], Awaitable[object]]
 """Called with (partner id, partner uid, DMP uid) after a match is stored."""
+
+
+class WaitingRecords(Protocol):
+    """What waits for a partner uid's sync (``dmp/ingest/pending.py``): read in the match's
+    own store call (``MatchTable.record``'s ``read_after``), applied when there is some."""
+
+    def waiting_key(self, partner_id: str, partner_uid: str) -> str:
+        """The map that holds what waits for this partner uid."""
+
+    async def resolve_found(
+        self, partner_id: str, partner_uid: str, dmp_uid: str, found: Mapping[str, bytes]
+    ) -> int:
+        """Apply ``found`` (that map, read after the match was stored); how many records."""
+
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +124,7 @@ class DmpService:
         policy: PrivacyPolicy,
         export_vendors: Collection[int] = (),
         on_match: Sequence[OnMatch] = (),
+        waiting: WaitingRecords | None = None,
         clock: Clock,
         new_uid: Callable[[], str],
         worker: str,
@@ -136,7 +152,8 @@ class DmpService:
         self.profiles = Profiles(
             matches, self.events, self.inband_data, memberships, profile_reader, self.consent_marks
         )
-        self.on_match = tuple(on_match)  # e.g. applying ingested records that waited
+        self.on_match = tuple(on_match)  # called after a match is stored
+        self.waiting = waiting  # ingested records that waited, read with the match's write
         self.funnel = Funnel() if funnel is None else funnel  # e.g. shared with /metrics
         self.funnel_log = FunnelLog(store, worker, self.funnel, clock=clock)
 
@@ -386,8 +403,33 @@ class DmpService:
         if consent.store_id.reason is Reason.CONSENTED:  # under GDPR both were allowed
             answers = {**self._host_answers(consent), partner.id: True}
             marks = self.consent_marks.field_write(dmp_uid, answers, consent.signals, now)
-        await self.matches.record(partner.id, dmp_uid, uid, now, also=marks)
-        await self._matched(partner.id, uid, dmp_uid)
+        waiting = self.waiting
+        if waiting is None:
+            await self.matches.record(partner.id, dmp_uid, uid, now, also=marks)
+        else:
+            (found,) = await self.matches.record(
+                partner.id, dmp_uid, uid, now, also=marks,
+                read_after=(waiting.waiting_key(partner.id, uid),),
+            )  # fmt: skip
+            if found:
+                await self._resolve(waiting, partner.id, uid, dmp_uid, found)
+        if self.on_match:
+            await self._matched(partner.id, uid, dmp_uid)
+
+    async def _resolve(
+        self,
+        waiting: WaitingRecords,
+        partner_id: str,
+        partner_uid: str,
+        dmp_uid: str,
+        found: Mapping[str, bytes],
+    ) -> None:
+        try:
+            await waiting.resolve_found(partner_id, partner_uid, dmp_uid, found)
+        except StoreUnavailable:  # the store's guard logs an outage once
+            return  # the match is stored; what waits for it is retried next time
+        except Exception:  # the match is stored; what waits for it is retried next time
+            log.exception("applying the records that waited failed for partner %r", partner_id)
 
     async def _matched(self, partner_id: str, partner_uid: str, dmp_uid: str) -> None:
         for hook in self.on_match:

@@ -78,6 +78,7 @@ from cookiematch.web.dmp.api_spec import (
 )
 from cookiematch.web.dmp.definitions import DmpDefinitions
 from cookiematch.web.dmp.definitions_admin import DefinitionAdmin
+from cookiematch.web.dmp.direct_callback import DirectCallback
 from cookiematch.web.dmp.ingest import build_ingest_api
 from cookiematch.web.dmp.jobs import DmpJobs
 from cookiematch.web.dmp.metrics import funnel_counts, staged_set_aside
@@ -319,7 +320,7 @@ class DmpServer(RoleServer):
             memberships=browsers.segments.memberships,
             policy=self.policy,
             export_vendors=core.exports.vendors(),  # marked on profiles for the exports
-            on_match=[browsers.ingestor.pending.resolve],  # records that waited for this sync
+            waiting=browsers.ingestor.pending,  # records that waited for this sync
             clock=time.time,
             new_uid=new_dmp_uid,
             worker=worker,
@@ -355,7 +356,8 @@ class DmpServer(RoleServer):
         routes = DmpRoutes(service, dmp.cookie_spec())
         app.route("/tag.js", routes.tag_js, on_error=TEXT_ON_ERROR)
         app.route("/sync", routes.sync, methods=("GET", "OPTIONS"), on_error=SYNC_ON_ERROR)
-        app.route("/callback/", routes.callback, prefix=True)
+        direct = DirectCallback(service, dmp.cookie_spec())
+        app.route("/callback/", routes.callback, prefix=True, direct=direct)
         app.route("/inband/", routes.inband, prefix=True)
         app.route("/imp", routes.imp)
         app.route("/audiences", routes.audiences, on_error=TEXT_ON_ERROR)

@@ -186,21 +186,28 @@ class Store(ABC):
             await self.hset_many(field_writes)
 
     async def swap_together(
-        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+        self,
+        writes: Sequence[Write],
+        field_writes: Sequence[FieldWrite],
+        read_after: Sequence[str] = (),
     ) -> list[dict[str, bytes]]:
         """``write_together(writes, field_writes)``, answering for each field write the live
-        values its fields held just before this call (as ``hswap_many``). Waits for the writes
-        whatever the durability. Give each map key once per call. SQLite reads and writes in
-        one transaction of its writer; this default reads the maps, then writes.
+        values its fields held just before this call (as ``hswap_many``), then for each key of
+        ``read_after`` its live map once these writes are stored (a map another writer stored
+        before them is seen; one stored after them can see these writes: a read-after-write
+        check in the same call). Waits for the writes whatever the durability. Give each map
+        key once per call. SQLite reads and writes in one transaction of its writer, Redis in
+        one pipeline; this default reads the maps, writes, then reads ``read_after``.
         """
         for _, _, ttl in field_writes:
             check_ttl(ttl)
         stored = await self.hgetall_many([key for key, _, _ in field_writes])
         await self.write_together(writes, field_writes)
+        after = await self.hgetall_many(read_after) if read_after else []
         return [
             {name: held[name] for name in mapping if name in held}
             for (_, mapping, _), held in zip(field_writes, stored, strict=True)
-        ]
+        ] + after
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         """``hgetall`` of each key, in the order of ``keys`` (``{}`` for a missing map).

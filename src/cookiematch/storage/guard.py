@@ -262,12 +262,15 @@ class GuardedStore(Store):
         )
 
     async def swap_together(
-        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+        self,
+        writes: Sequence[Write],
+        field_writes: Sequence[FieldWrite],
+        read_after: Sequence[str] = (),
     ) -> list[dict[str, bytes]]:
         return await self._guarded(
             "swap_together",
             self._admit("swap_together"),
-            self.inner.swap_together(writes, field_writes),
+            self.inner.swap_together(writes, field_writes, read_after),
         )
 
     async def delete(self, key: str) -> bool:

@@ -284,6 +284,46 @@ class RedisStore(Store):
         await self.write_many(writes)
         await self.hset_many(field_writes)
 
+    async def swap_together(
+        self,
+        writes: Sequence[Write],
+        field_writes: Sequence[FieldWrite],
+        read_after: Sequence[str] = (),
+    ) -> list[dict[str, bytes]]:
+        """One pipeline when it fits one: the plain writes, one ``HSWAP_EXPIRING`` script per
+        map key (as ``hswap_many``), then an ``HGETALL`` per key of ``read_after``; not
+        atomic (each script is)."""
+        commands = self._plain_commands(writes)
+        names: list[list[str]] = []
+        for key, mapping, ttl in field_writes:
+            commands.append(self._hswap_command(key, mapping, self._expiry_ms(ttl)))
+            names.append(list(mapping))
+        plain, swapped = len(writes), len(field_writes)
+        commands += [("HGETALL", codec.encode_key(key)) for key in read_after]
+        if len(commands) > self._bulk:
+            return await super().swap_together(writes, field_writes, read_after)
+        now = self._now_ms()
+        finish_map = self._hgetall_finish(now)
+
+        def finish(replies: list[Any]) -> list[dict[str, bytes]]:
+            for reply in replies[: plain + swapped]:
+                reply_error(self._name, reply)
+            held = [
+                {
+                    name: value
+                    for name, raw in zip(fields, reply, strict=True)
+                    if (value := codec.live(raw, now)) is not None
+                }
+                for fields, reply in zip(names, replies[plain : plain + swapped], strict=True)
+            ]
+            return held + [
+                {field: value for field, (value, _) in finish_map([reply]).items()}
+                for reply in replies[plain + swapped :]
+            ]
+
+        answer: list[dict[str, bytes]] = await self._call(commands, finish, write=True)
+        return answer
+
     async def delete(self, key: str) -> bool:
         k = codec.encode_key(key)
         now = self._now_ms()
@@ -389,13 +429,8 @@ class RedisStore(Store):
         commands: list[Command] = []
         names: list[list[str]] = []
         for key, mapping, ttl in items:
-            expires = self._expiry_ms(ttl)
-            args: list[bytes] = []
-            for field, value in mapping.items():
-                args += (codec.encode_key(field), codec.pack(as_bytes(value), expires))
+            commands.append(self._hswap_command(key, mapping, self._expiry_ms(ttl)))
             names.append(list(mapping))
-            farthest = codec.FAR_FUTURE_MS if expires is None else expires
-            commands.append(HSWAP_EXPIRING.command(codec.encode_key(key), (farthest, *args)))
         now = self._now_ms()
 
         def finish(replies: list[Any]) -> list[list[bytes | None]]:
@@ -414,6 +449,14 @@ class RedisStore(Store):
             {name: value for name, value in zip(fields, values, strict=True) if value is not None}
             for fields, values in zip(names, held, strict=True)
         ]
+
+    def _hswap_command(self, key: str, mapping: Mapping[str, Any], expires: int | None) -> Command:
+        """The ``HSWAP_EXPIRING`` script of one key: its fields set, what they held answered."""
+        args: list[bytes] = []
+        for field, value in mapping.items():
+            args += (codec.encode_key(field), codec.pack(as_bytes(value), expires))
+        farthest = codec.FAR_FUTURE_MS if expires is None else expires
+        return HSWAP_EXPIRING.command(codec.encode_key(key), (farthest, *args))
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         if not keys:

@@ -325,22 +325,29 @@ class SQLiteStore(Store):
                 await committed
 
     async def swap_together(
-        self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
+        self,
+        writes: Sequence[Write],
+        field_writes: Sequence[FieldWrite],
+        read_after: Sequence[str] = (),
     ) -> list[dict[str, bytes]]:
         """One op in the writer, which reads each written map to merge it anyway (in a batch,
-        with the other writes' maps)."""
+        with the other writes' maps), and reads ``read_after`` in the same transaction once
+        the batch's writes are in it."""
         rows = [
             (w.key, None if w.value is None else as_bytes(w.value), self._expiry(w.ttl))
             for w in writes
         ]
         updates = self._updates(field_writes)
         held: dict[str, dict[str, bytes]] = {}
-        if rows or updates:
-            held = await self._engine.write(ops.swap_together, rows, updates, self._clock())
+        after: list[dict[str, bytes]] = []
+        if rows or updates or read_after:
+            held, after = await self._engine.write(
+                ops.swap_together, rows, updates, self._clock(), tuple(read_after)
+            )
         return [
             {name: old[name] for name in mapping if name in old} if (old := held.get(key)) else {}
             for key, mapping, _ in field_writes
-        ]
+        ] + after
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         if not keys:

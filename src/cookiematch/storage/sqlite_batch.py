@@ -158,16 +158,18 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
     conditional write) runs alone, in its place. The keys of the ``swap_many`` among them are
     read in one query before that ``put_many``, and each answers what its keys held after the
     writes queued before it; a ``swap_together`` feeds both like ``write_together`` and its
-    answer comes from the same maps ``hset_many`` reads to merge."""
+    answer comes from the same maps ``hset_many`` reads to merge, and its ``read_after`` maps
+    are read once the writes gathered with it are done."""
     results: list[Outcome] = []
     rows: list[ops.Row] = []
     updates: ops.Updates = {}
     swaps: list[tuple[int, int, int, float]] = []  # (result index, rows from, rows to, now)
     map_swaps: list[_MapSwap] = []
+    togethers: list[tuple[int, tuple[str, ...], float]] = []  # (result index, read_after, now)
     now = 0.0  # the latest field-map write's clock: what merging drops as expired
 
     def flush() -> None:
-        nonlocal rows, updates, swaps, map_swaps
+        nonlocal rows, updates, swaps, map_swaps, togethers
         if swaps:
             _answer_swaps(c, rows, swaps, results)
             swaps = []
@@ -182,6 +184,10 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
                 map_swaps = []
             ops.hset_many(c, updates, now, stored)
             updates = {}
+        map_swaps = []
+        if togethers:
+            _answer_togethers(c, togethers, results)
+            togethers = []
 
     for op, args, _, _ in batch:
         if op is ops.put:
@@ -204,9 +210,10 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
             for key, fields in more.items():
                 _merge_into(updates, key, fields)
         elif op is ops.swap_together and all(row[1] is not None for row in args[0]):
-            more_rows, more, now = args
+            more_rows, more, now, reads = args
             rows += more_rows
             map_swaps.append(_map_swap(len(results), updates, more, now))
+            togethers.append((len(results), reads, now))
             for key, fields in more.items():
                 _merge_into(updates, key, fields)
         else:
@@ -289,6 +296,24 @@ def _answer_map_swaps(
             if values:
                 held[key] = values
         results[index] = (True, held)
+
+
+def _answer_togethers(
+    c: sqlite3.Connection,
+    togethers: list[tuple[int, tuple[str, ...], float]],
+    results: list[Outcome],
+) -> None:
+    """Each ``swap_together``'s whole answer: the held values (``_answer_map_swaps``) and its
+    ``read_after`` maps as the batch's writes left them (one query for all of them)."""
+    keys = sorted({key for _, reads, _ in togethers for key in reads})
+    stored = ops.map_rows(c, keys) if keys else {}
+    for index, reads, now in togethers:
+        held = results[index][1] or {}
+        after = [
+            {} if (row := stored.get(key)) is None else packed.live_values(row[0], row[1], now)
+            for key in reads
+        ]
+        results[index] = (True, (held, after))
 
 
 def _merge_into(updates: ops.Updates, key: str, fields: Fields) -> None:

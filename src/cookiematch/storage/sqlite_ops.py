@@ -308,10 +308,24 @@ def swap_together(
     rows: list[tuple[str, bytes | None, float | None]],
     updates: Updates,
     now: float,
-) -> dict[str, dict[str, bytes]]:
-    """``write_together``, answering per key the live values its written fields held before."""
+    reads: tuple[str, ...] = (),
+) -> tuple[dict[str, dict[str, bytes]], list[dict[str, bytes]]]:
+    """``write_together``, answering per key the live values its written fields held before,
+    and the live maps of ``reads`` after the writes."""
     write_many(c, rows, now)
-    return hswap_many(c, updates, now) if updates else {}
+    held = hswap_many(c, updates, now) if updates else {}
+    return held, live_maps(c, reads, now)
+
+
+def live_maps(c: sqlite3.Connection, keys: tuple[str, ...], now: float) -> list[dict[str, bytes]]:
+    """The live values of each map of ``keys`` (``{}`` for none), in their order."""
+    if not keys:
+        return []
+    stored = map_rows(c, sorted(set(keys)))
+    return [
+        {} if (row := stored.get(key)) is None else packed.live_values(row[0], row[1], now)
+        for key in keys
+    ]
 
 
 def hdel(c: sqlite3.Connection, key: str, fields: list[str], now: float) -> int:

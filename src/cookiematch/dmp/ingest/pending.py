@@ -2,16 +2,17 @@
 
 Each waits in ``dmp:pend:{<partner>:<uid>}`` (tagged like the reverse entry) under a digest of
 its content, so the same record sent twice waits once; it expires after ``ttl_seconds``. The
-DMP's callback calls ``resolve`` after storing a match; ``recheck`` covers a sync stored while
-a batch was being written. What ``resolve`` applies is counted in the funnel (``resolved``, and
-the attribute values).
+DMP's callback reads that map in the store call that stores a match (``waiting_key``) and
+applies what it found (``resolve_found``; ``resolve`` reads it first); ``recheck`` covers a
+sync stored while a batch was being written. What ``resolve`` applies is counted in the funnel
+(``resolved``, and the attribute values).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
@@ -72,12 +73,23 @@ class PendingRecords:
 
     async def resolve(self, partner_id: str, partner_uid: str, dmp_uid: str) -> int:
         """Apply what waits for this partner uid to the profile; return how many records."""
-        key = keys.pending_key(partner_id, partner_uid)
-        raw = await self._store.hgetall(key)
-        if not raw:
+        found = await self._store.hgetall(self.waiting_key(partner_id, partner_uid))
+        return await self.resolve_found(partner_id, partner_uid, dmp_uid, found)
+
+    def waiting_key(self, partner_id: str, partner_uid: str) -> str:
+        """The map of what waits for this partner uid (the DMP's callback reads it in its
+        match's own store call, ``MatchTable.record``)."""
+        return keys.pending_key(partner_id, partner_uid)
+
+    async def resolve_found(
+        self, partner_id: str, partner_uid: str, dmp_uid: str, found: Mapping[str, bytes]
+    ) -> int:
+        """Apply ``found``, the waiting map of this partner uid read after its match was
+        stored, to the profile; return how many records."""
+        if not found:
             return 0
         stored: list[StoredRecord] = []
-        for value in raw.values():
+        for value in found.values():
             try:
                 stored.append(_decoder.decode(value))
             except msgspec.DecodeError:
@@ -86,7 +98,7 @@ class PendingRecords:
         for record in sorted(stored, key=lambda r: r.at):
             update.merge(record.attributes, record.remove, record.events)
         await self._traits.apply({dmp_uid: update})
-        await self._store.delete(key)
+        await self._store.delete(self.waiting_key(partner_id, partner_uid))
         values = sum(attribute_values(r.attributes) for r in stored)
         self.funnel.ingested(partner_id, {"resolved": len(stored), "values": values})
         return len(stored)

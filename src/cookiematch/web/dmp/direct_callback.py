@@ -1,0 +1,102 @@
+"""``/callback/<partner>``'s common case straight from the RSGI scope (the route's ``direct``).
+
+A partner's sync callback as browsers bring it: a known partner, a query of ``uid`` and
+optionally ``c`` (the client), each once, plain characters only (nothing to percent-decode,
+so no privacy parameter), no ``Sec-GPC`` header, and the DMP cookie holding a valid DMP ID,
+for a policy that lets the DMP keep its cookie and sync this partner when a request says
+nothing about privacy. It is read into locals and stored through the domain
+(``DmpService.callback``, with the consent the general path would judge: the same checks,
+write and counts), and answered with the pixel built once. The match's one store call also
+reads the records that wait for the partner ID (``MatchTable.record``'s ``read_after``).
+Everything else returns None before anything is done and ``DmpRoutes.callback`` answers it;
+both answer the same bytes, count the same and store the same
+(tests/web/test_direct_callback.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cookiematch.dmp.model import CLIENT_PARAM, UID_PARAM
+from cookiematch.dmp.service import CallbackStatus, DmpService
+from cookiematch.formats import ID_PATTERN
+from cookiematch.privacy.policy import Operation
+from cookiematch.privacy.request import NO_PRIVACY
+from cookiematch.protocol.cookies import CookieSpec, parse_browser_id, read_id_cookie
+from cookiematch.protocol.gpc import GPC_HEADER
+from cookiematch.protocol.query import MAX_QUERY_BYTES
+from cookiematch.web.dmp.routes import REFUSED_PIXEL, STORED_PIXEL
+from cookiematch.web.router import Answer, DirectHeaders, Pending
+
+__all__ = ["DirectCallback", "read_callback_query"]
+
+PREFIX = "/callback/"
+_PARTNER_ID = re.compile(ID_PATTERN)
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~&=")
+_UID = UID_PARAM + "="
+_CLIENT = CLIENT_PARAM + "="
+
+
+def read_callback_query(query: str) -> tuple[str, str | None] | None:
+    """The uid and client of a query that is ``uid=U`` or ``uid=U&c=C`` (either order), all
+    plain, else None (the general path's)."""
+    if len(query) > MAX_QUERY_BYTES or not _PLAIN.issuperset(query):
+        return None
+    first, amp, second = query.partition("&")
+    if not amp:
+        return (first[4:], None) if first.startswith(_UID) and "=" not in first[4:] else None
+    if first.startswith(_CLIENT):
+        first, second = second, first
+    if not first.startswith(_UID) or not second.startswith(_CLIENT):
+        return None
+    uid, client = first[4:], second[2:]
+    if "=" in uid or "=" in client or "&" in client:
+        return None  # a value with "=" (kept whole by the general path) or a third pair
+    return uid, client
+
+
+class DirectCallback:
+    """``Route.direct`` for ``/callback/<partner>``."""
+
+    def __init__(self, service: DmpService, cookie: CookieSpec) -> None:
+        self._service = service
+        self._name = cookie.name
+        self._stored: Answer = (STORED_PIXEL.status, STORED_PIXEL.headers, STORED_PIXEL.body)
+        self._refused: Answer = (
+            REFUSED_PIXEL.status,
+            REFUSED_PIXEL.headers,
+            REFUSED_PIXEL.body,
+        )
+
+    def __call__(self, scope: Any) -> DirectHeaders | Pending | None:
+        """A ``Pending`` of the whole answer, or None."""
+        headers = scope.headers
+        if GPC_HEADER in headers:
+            return None
+        service = self._service
+        partner = service.partners.get(scope.path[len(PREFIX) :])
+        if partner is None or _PARTNER_ID.fullmatch(partner.id) is None:
+            return None
+        read = read_callback_query(scope.query_string)
+        if read is None:
+            return None
+        cookies = headers.get_all("cookie")
+        if not cookies:
+            return None
+        value = read_id_cookie(cookies[0] if len(cookies) == 1 else "; ".join(cookies), self._name)
+        if not isinstance(value, str) or parse_browser_id(value) is None:
+            return None
+        policy, signals = service.policy, NO_PRIVACY.signals
+        if not (
+            policy.answer(Operation.STORE_ID, signals).allowed
+            and policy.answer(Operation.SYNC, signals, partner.gvl_vendor_id).allowed
+        ):
+            return None  # refused without signals: the general path counts why
+        return self._answer(partner.id, value, read[0], read[1])
+
+    async def _answer(self, partner_id: str, dmp_uid: str, uid: str, client: str | None) -> Answer:
+        service = self._service
+        consent = service.judge(NO_PRIVACY.params, NO_PRIVACY.signals)
+        status = await service.callback(partner_id, dmp_uid, uid, client, consent=consent)
+        return self._stored if status is CallbackStatus.STORED else self._refused
