@@ -28,10 +28,18 @@ COUNTERS = [  # the monitor's events come from its background work too: ``issued
 class Scope:
     """The attributes of granian's RSGI scope that the adapter reads."""
 
-    def __init__(self, method: str, query: str, headers: Headers, scheme: str, client: str):
+    def __init__(
+        self,
+        method: str,
+        query: str,
+        headers: Headers,
+        scheme: str = "https",
+        client: str = "127.0.0.1:40000",
+        path: str = "/pixel",
+    ) -> None:
         self.proto = "http"
         self.method = method
-        self.path = "/pixel"
+        self.path = path
         self.query_string = query
         self.scheme = scheme
         self.client = client

@@ -40,7 +40,7 @@ from cookiematch.web.http_metrics import RESPONSES
 from cookiematch.web.rsgi import RSGIAdapter
 
 from conftest import free_port
-from support.direct_paths import Proto, fresh_metrics
+from support.direct_paths import Proto, Scope, fresh_metrics
 
 KEY = b"k" * 32
 NEW_UID = format_browser_id(bytes(range(16)))  # what either path draws for a new browser
@@ -51,17 +51,9 @@ PARTNER_UIDS = ["A-1", "A-old", "A-2", "x.y~z_9", "", "MACRO"]
 BAD_UIDS = ["a b", "a%20b", "a+b", "[EID]", "é", "a=b", "%zz"]
 
 
-class Scope:
-    """The attributes of granian's RSGI scope that the adapter reads."""
-
-    def __init__(self, method: str, path: str, query: str, headers: Headers) -> None:
-        self.proto = "http"
-        self.method = method
-        self.path = path
-        self.query_string = query
-        self.scheme = "https"
-        self.client = "127.0.0.1:40000"
-        self.headers = headers
+def callback_scope(method: str, path: str, query: str, headers: Headers) -> Scope:
+    """A ``/callback/<partner>`` request's scope."""
+    return Scope(method, query, headers, path=path)
 
 
 class InProcessDmp:
@@ -289,7 +281,7 @@ def callback_scopes(draw: st.DrawFn) -> Scope:
     if not common and draw(st.integers(0, 5)) == 0:
         headers.append(("sec-gpc", draw(st.sampled_from(["1", "0"]))))
     method = draw(st.sampled_from(["GET", "GET", "HEAD"]))
-    return Scope(method, f"/callback/{partner}", "&".join(pairs), Headers(headers))
+    return callback_scope(method, f"/callback/{partner}", "&".join(pairs), Headers(headers))
 
 
 @settings(
@@ -311,7 +303,7 @@ def test_the_common_case_is_taken_and_edge_cases_are_not(dmp: InProcessDmp) -> N
     direct = dmp.route.direct
     assert direct is not None
     cookie = Headers([("cookie", f"dmp_id={BROWSERS[1]}")])
-    taken = direct(Scope("GET", "/callback/analytics", "c=shop&uid=A-1", cookie))
+    taken = direct(callback_scope("GET", "/callback/analytics", "c=shop&uid=A-1", cookie))
     if dmp.server.policy.settings.gdpr_default:  # type: ignore[union-attr]
         assert taken is None
         return
@@ -325,7 +317,7 @@ def test_the_common_case_is_taken_and_edge_cases_are_not(dmp: InProcessDmp) -> N
         ("/callback/analytics", "c=shop"),
         ("/callback/nope", "uid=A-1"),
     ):
-        assert direct(Scope("GET", path, query, cookie)) is None, (path, query)
+        assert direct(callback_scope("GET", path, query, cookie)) is None, (path, query)
     assert read_callback_query("uid=A-1") == ("A-1", None)
     assert read_callback_query("c=shop&uid=A-1") == ("A-1", "shop")
     assert read_callback_query("uid=&c=") == ("", "")
@@ -336,7 +328,7 @@ def test_the_common_case_is_taken_and_edge_cases_are_not(dmp: InProcessDmp) -> N
         Headers([("cookie", "a=" + "b" * 9000)]),
         Headers([("cookie", f"dmp_id={BROWSERS[1]}"), ("sec-gpc", "1")]),
     ):
-        assert direct(Scope("GET", "/callback/analytics", "uid=A-1", headers)) is None
+        assert direct(callback_scope("GET", "/callback/analytics", "uid=A-1", headers)) is None
 
 
 def test_the_records_waiting_for_the_partner_id_are_applied(dmp: InProcessDmp) -> None:
@@ -344,7 +336,7 @@ def test_the_records_waiting_for_the_partner_id_are_applied(dmp: InProcessDmp) -
     are applied and the waiting map is gone."""
     refused = dmp.server.policy.settings.gdpr_default  # type: ignore[union-attr]
     dmp.loop.run_until_complete(dmp.state())
-    scope = Scope("GET", "/callback/analytics", "uid=A-1&c=shop", Headers(
+    scope = callback_scope("GET", "/callback/analytics", "uid=A-1&c=shop", Headers(
         [("cookie", f"dmp_id={BROWSERS[1]}")]))  # fmt: skip
     before = dmp.snapshot()
     proto = Proto()

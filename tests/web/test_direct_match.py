@@ -32,7 +32,7 @@ from cookiematch.web.http_metrics import RESPONSES
 from cookiematch.web.rsgi import RSGIAdapter
 
 from conftest import free_port
-from support.direct_paths import Proto, fresh_metrics
+from support.direct_paths import Proto, Scope, fresh_metrics
 
 NID = "dsp"
 NEW_UID = bytes(range(16))  # what either path draws for a browser without a uid
@@ -44,17 +44,9 @@ BAD_GIDS = ["", "A" * 65, "ab=", "a b", "ab%2B", "A+B", "é", "abcde"]
 CVERS = ["1", "0", "4294967295", "4294967296", "", "x", "01", "1.0", "-1", "%31"]
 
 
-class Scope:
-    """The attributes of granian's RSGI scope that the adapter reads."""
-
-    def __init__(self, method: str, query: str, headers: Headers) -> None:
-        self.proto = "http"
-        self.method = method
-        self.path = "/match"
-        self.query_string = query
-        self.scheme = "https"
-        self.client = "127.0.0.1:40000"
-        self.headers = headers
+def match_scope(method: str, query: str, headers: Headers) -> Scope:
+    """A ``/match`` request's scope."""
+    return Scope(method, query, headers, path="/match")
 
 
 class InProcessBuyer:
@@ -205,7 +197,8 @@ def match_scopes(draw: st.DrawFn) -> Scope:
     headers = [("host", "buyer.test")] + ([] if cookie is None else [("cookie", cookie)])
     if not common and draw(st.integers(0, 5)) == 0:
         headers.append(("sec-gpc", draw(st.sampled_from(["1", "0"]))))
-    return Scope(draw(st.sampled_from(["GET", "GET", "HEAD"])), "&".join(pairs), Headers(headers))
+    method = draw(st.sampled_from(["GET", "GET", "HEAD"]))
+    return match_scope(method, "&".join(pairs), Headers(headers))
 
 
 @settings(
@@ -226,7 +219,7 @@ def test_the_common_case_is_taken_and_edge_cases_are_not(buyer: InProcessBuyer) 
     direct = buyer.route.direct
     assert direct is not None
     cookie = Headers([("cookie", f"buyer_uid={format_uid(SEED_UID)}")])
-    taken = direct(Scope("GET", f"google_gid={SEED_GID}&google_cver=1", cookie))
+    taken = direct(match_scope("GET", f"google_gid={SEED_GID}&google_cver=1", cookie))
     assert taken is not None
     buyer.loop.run_until_complete(taken)  # type: ignore[arg-type]
     for query in (
@@ -237,7 +230,7 @@ def test_the_common_case_is_taken_and_edge_cases_are_not(buyer: InProcessBuyer) 
         "google_gid=a+b&google_cver=1",
         f"google_gid={SEED_GID}&google_cver=4294967296",
     ):
-        assert direct(Scope("GET", query, cookie)) is None, query
+        assert direct(match_scope("GET", query, cookie)) is None, query
     query = f"google_cver=7&google_gid={SEED_GID}"
     assert read_match_query(query) == (SEED_GID, 7)
     for headers in (
@@ -245,4 +238,4 @@ def test_the_common_case_is_taken_and_edge_cases_are_not(buyer: InProcessBuyer) 
         Headers([("cookie", "a=" + "b" * 9000)]),
         Headers([("sec-gpc", "1")]),
     ):
-        assert direct(Scope("GET", query, headers)) is None
+        assert direct(match_scope("GET", query, headers)) is None
