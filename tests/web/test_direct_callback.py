@@ -32,6 +32,7 @@ from cookiematch.dmp.model import IdFormat, Partner
 from cookiematch.dmp.partner_ids import seal
 from cookiematch.privacy.policy import PrivacyPolicy
 from cookiematch.protocol.cookies import OPT_OUT_VALUE, format_browser_id
+from cookiematch.protocol.query import QueryParam, parse_query
 from cookiematch.protocol.templates import SyncTemplate
 from cookiematch.roots.dmp import DmpServer
 from cookiematch.web.dmp.direct_callback import read_callback_query
@@ -329,6 +330,20 @@ def test_the_common_case_is_taken_and_edge_cases_are_not(dmp: InProcessDmp) -> N
         Headers([("cookie", f"dmp_id={BROWSERS[1]}"), ("sec-gpc", "1")]),
     ):
         assert direct(callback_scope("GET", "/callback/analytics", "uid=A-1", headers)) is None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(query=st.text(alphabet="uidc=&a.", max_size=16))
+def test_the_flat_reading_of_a_query_is_the_general_one(query: str) -> None:
+    """Whatever the flat path reads from a query, the general parser reads the same pairs, and
+    no other (``c=b&uid=a&x`` is not read as the uid ``a&x``)."""
+    for shape in (query, "c=b&uid=a&x", "c=b&uid=a&", "c=b&uid=a&c", "uid=a&c=b&x"):
+        read = read_callback_query(shape)
+        if read is None:
+            continue
+        uid, client = read
+        expected = [QueryParam("uid", uid)] + ([] if client is None else [QueryParam("c", client)])
+        assert sorted(parse_query(shape), key=str) == sorted(expected, key=str), shape
 
 
 def test_the_records_waiting_for_the_partner_id_are_applied(dmp: InProcessDmp) -> None:

@@ -46,13 +46,15 @@ def read_callback_query(query: str) -> tuple[str, str | None] | None:
     first, amp, second = query.partition("&")
     if not amp:
         return (first[4:], None) if first.startswith(_UID) and "=" not in first[4:] else None
+    if "&" in second:
+        return None  # a third pair, even an empty one
     if first.startswith(_CLIENT):
         first, second = second, first
     if not first.startswith(_UID) or not second.startswith(_CLIENT):
         return None
     uid, client = first[4:], second[2:]
-    if "=" in uid or "=" in client or "&" in client:
-        return None  # a value with "=" (kept whole by the general path) or a third pair
+    if "=" in uid or "=" in client:
+        return None  # a value with "=" (kept whole by the general path)
     return uid, client
 
 
