@@ -10,10 +10,12 @@ import pytest
 
 from cookiematch.config import load_config
 from cookiematch.config.dmp import DmpConfig
+from cookiematch.dmp import keys
 from cookiematch.dmp.consent import RequestConsent
 from cookiematch.dmp.events import EventType, ImpressionEvent
 from cookiematch.dmp.ingest.readers import Batch
 from cookiematch.dmp.ingest.records import Record
+from cookiematch.dmp.retired import member_index_key
 from cookiematch.dmp.service import CallbackStatus, DmpService
 from cookiematch.dmp.subjects import KINDS
 from cookiematch.errors import InvalidSubject
@@ -225,3 +227,23 @@ async def test_an_identifier_in_neither_form_is_refused(dmp: Dmp, subject: str) 
         await dmp.core.subjects.access(subject)
     with pytest.raises(InvalidSubject):
         await dmp.core.subjects.erase(subject)
+
+
+async def test_the_retired_member_index_is_reported_and_erased(dmp: Dmp) -> None:
+    """A store an earlier version wrote keeps its member index until ``migrate-to-engine``
+    deletes it or it lapses: the browser's entries there are listed and erased."""
+    uid = await dmp.browser("A-1", "D-1")
+    other = await dmp.browser("A-2", "D-2")
+    store = dmp.core.store
+    for each in (uid, other):
+        index = member_index_key("buyers", keys.shard_of(each))
+        await store.hset(index, {each: b"1700000000"}, ttl=3600.0)
+    report = await dmp.core.subjects.access(uid)
+    assert [r.key for r in report.records if r.kind == "segment_member"] == [
+        member_index_key("buyers", keys.shard_of(uid))
+    ]
+    erased = await dmp.core.subjects.erase(uid)
+    assert erased.erased["segment_member"] == 1
+    assert await mentions(store, uid, "A-1") == []
+    other_index = member_index_key("buyers", keys.shard_of(other))
+    assert other in await store.hgetall(other_index)

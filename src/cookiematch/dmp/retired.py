@@ -5,8 +5,9 @@
                                             memberships (docs/dmp-data.md)
 
 Left alone, those maps lapse ``membership_ttl_days`` after their last write; until then they
-name browsers, erased ones too (the erasure no longer looks there). ``cookiematch dmp
-migrate-to-engine`` deletes them (``drop_member_index``).
+name browsers: the access report lists the uid's entries and the erasure deletes them
+(``dmp/subjects.py``, under ``engine = "off"`` too). ``cookiematch dmp migrate-to-engine``
+deletes the maps (``drop_member_index``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from cookiematch.storage.base import Store
 
 MEMBER_INDEX_PREFIX = "dmps:{"
 MEMBER_INDEX_SUFFIX = "}:m"
+
+
+def member_index_key(segment: str, shard: int) -> str:
+    """A map of the retired member index: a segment's uids whose ``keys.shard_of`` is ``shard``."""
+    return f"{MEMBER_INDEX_PREFIX}{segment}:{shard:03d}{MEMBER_INDEX_SUFFIX}"
 
 
 async def drop_member_index(store: Store) -> int:

@@ -14,11 +14,14 @@ Records, by kind (keys: ``dmp/keys.py``):
     segment             dmp:{uid}:s                 segment memberships
     partner_id_reverse  dmp:pid:{partner:puid}      partner ID -> this uid
     pending_record      dmp:pend:{partner:puid}     ingested records waiting for the sync
+    segment_member      dmps:{segment:shard}:m      the uid's field in the member index an
+                                                    earlier version kept (``dmp/retired.py``)
     export_sent         dmpx:{segment:dest:shard}:sent  the ID a destination was last sent
 
 Erasure removes them in an order that a repeat can finish when the store fails half-way: the
 export state first (each sent ID moves to the segment's removal list, so the destination is
-told to remove it by the next export: ``dmp/exports/state.py``), then the partner IDs' reverse
+told to remove it by the next export: ``dmp/exports/state.py``), then the entries of the
+retired member index (until ``migrate-to-engine`` deletes it or it lapses), the partner IDs' reverse
 entries (those naming this uid) and pending records, and the profile's own maps last (the
 partner map, read first, says what else to remove). With an analytics engine, the erasure
 marks the browser changed and stages the erasure of its traits: the engine's next job drops
@@ -44,6 +47,7 @@ from cookiematch.dmp.analytics.rows import ProfileRows, live
 from cookiematch.dmp.change_marks import MARKING, ChangeMarks
 from cookiematch.dmp.ingest.records import uid_ok
 from cookiematch.dmp.matches import MatchTable, PartnerMatch
+from cookiematch.dmp.retired import member_index_key
 from cookiematch.dmp.segment_exports import SegmentExports
 from cookiematch.dmp.traits.fields import ATTRIBUTE, event_field
 from cookiematch.dmp.traits.staging import StagedUpdate, TraitStaging
@@ -75,6 +79,7 @@ KINDS = (
     *PROFILE_KINDS,
     "partner_id_reverse",
     "pending_record",
+    "segment_member",
     "export_sent",
 )
 ENGINE_KEY = "analytics:"
@@ -180,6 +185,8 @@ class DmpSubjects:
             if engine:
                 records += await self._engine_records(uid)
             partner_ids = _partner_ids(r for r in records if r.kind == "partner_id")
+            joined = [r.field for r in records if r.kind == "segment" and r.field is not None]
+            records += await self._index_records(uid, joined)
             records += await self._export_records(uid)
         if target.partner is not None and target.partner not in partner_ids:
             partner_ids.append(target.partner)
@@ -243,6 +250,17 @@ class DmpSubjects:
                 records += await read_held(self._store, _partner_held(partner, partner_uid))
         return records
 
+    async def _index_records(self, uid: str, joined: Sequence[str]) -> list[StoredRecord]:
+        """The uid's entries in the retired member index, where it is still stored."""
+        shard = keys.shard_of(uid)
+        records: list[StoredRecord] = []
+        for segment in sorted(self._exports.segment_ids | set(joined)):
+            key = member_index_key(segment, shard)
+            entry = (await self._store.hgetall_entries(key)).get(uid)
+            if entry is not None:
+                records.append(_field_record("segment_member", key, uid, entry))
+        return records
+
     async def _export_records(self, uid: str) -> list[StoredRecord]:
         shard = keys.shard_of(uid)
         records: list[StoredRecord] = []
@@ -258,12 +276,17 @@ class DmpSubjects:
     async def _erase_browser(self, uid: str, erased: Counter[str]) -> list[str]:
         """Erase one DMP uid (the order of the module's docstring); the destinations told."""
         partner_map = await self._store.hgetall(keys.partners_key(uid))
+        joined = await self._store.hgetall(keys.membership_key(uid))
         notified: list[str] = []
         now = self._clock()
         for segment, destination in self._export_pairs():
             if await self._exports.state(segment, destination).erase(uid, now) is not None:
                 erased["export_sent"] += 1
                 notified.append(f"{destination} (segment {segment})")
+        shard = keys.shard_of(uid)
+        for segment in sorted(self._exports.segment_ids | set(joined)):
+            removed = await self._store.hdel(member_index_key(segment, shard), [uid])
+            erased["segment_member"] += removed
         for partner, raw in sorted(partner_map.items()):
             try:
                 partner_uid = _match_decoder.decode(raw).uid
