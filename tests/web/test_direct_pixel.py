@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from cookiematch.protocol.cookies import OPT_OUT_VALUE, format_browser_id
 from cookiematch.protocol.matchtag import MAX_EXTRAS_BYTES
-from cookiematch.web.exchange.direct_pixel import MAX_TAGS
+from cookiematch.web.exchange.direct_pixel import MAX_TAG_CHARS, MAX_TAGS
 from cookiematch.web.http import Headers
 
 from conftest import ServerProcess, free_port
@@ -220,3 +220,6 @@ def test_a_query_read_before_is_answered_alike_for_every_browser(exchange: InPro
         else:
             direct(scope)
     exchange.agree(common_scope(query, cookie))
+    long_query = f"google_nid=ad_network_xyz&google_cm&p1={'v' * MAX_TAG_CHARS}"
+    for _ in range(2):  # too long to remember: read each time, answered alike
+        exchange.agree(common_scope(long_query, cookie))

@@ -13,9 +13,9 @@ bytes (tests/web/test_direct_pixel.py, tests/web/test_direct_hosted.py).
 
 A match tag is a static URL on a page (the buyer's, the same for every browser), so the
 cookie match's reading of a query (its ``google_nid`` and encoded extras) is remembered by
-query string, up to ``MAX_TAGS`` of them (then all forgotten at once): the same query reads
-the same, and a query seen again costs a look-up. A hosted match's query carries its own
-data and is read each time. The cookie matches answered are counted in
+query string, up to ``MAX_TAGS`` of them of up to ``MAX_TAG_CHARS`` each (then all forgotten
+at once): the same query reads the same, and a query seen again costs a look-up. A hosted
+match's query carries its own data and is read each time. The cookie matches answered are counted in
 ``exchange/common_match.py``'s tally, added to ``cookiematch_pixel_outcomes`` at its fold.
 """
 
@@ -38,6 +38,9 @@ __all__ = ["DirectPixel"]
 _NO_STORE = ("Cache-Control", "no-store")  # as Response.redirect writes it
 MAX_TAGS = 4096
 """Cookie-match queries whose reading is remembered."""
+MAX_TAG_CHARS = 2048
+"""The longest query remembered (a match tag's extras fit in 1 KiB): at most
+``MAX_TAGS * MAX_TAG_CHARS`` characters of queries per worker."""
 _Tag = tuple[str, tuple[str, ...]]
 
 
@@ -71,7 +74,7 @@ class DirectPixel:
                 return None
             nid, extras_read, hm, cookie_match = tag
             extras = tuple(extras_read)
-            if hm is None:
+            if hm is None and len(query) <= MAX_TAG_CHARS:
                 if len(self._tags) >= MAX_TAGS:
                     self._tags.clear()
                 self._tags[query] = (nid, extras)
