@@ -203,6 +203,25 @@ async def test_pending_records_are_applied_when_the_sync_arrives(
     assert await store.hgetall(keys.pending_key("analytics", "A-9")) == {}
 
 
+async def test_records_read_by_two_resolutions_count_once_and_a_later_one_waits(
+    ingestor: Ingestor, service: DmpService, store: Store
+) -> None:
+    """Two callbacks of one group commit read the same waiting records: the traits are the
+    same either way, the records are counted once, and a record parked after the read stays."""
+    pending = ingestor.pending
+    await pending.add("analytics", [parse_json(line("A-7", attributes={"x": 1}), CATALOG, NOW)])
+    found = await store.hgetall(pending.waiting_key("analytics", "A-7"))
+    await pending.add("analytics", [parse_json(line("A-7", attributes={"y": 2}), CATALOG, NOW)])
+    assert await pending.resolve_found("analytics", "A-7", "d7", found) == 1
+    assert await pending.resolve_found("analytics", "A-7", "d7", found) == 0
+    assert pending.funnel.snapshot().ingest["analytics"]["resolved"] == 1
+    assert (await service.profile_reader.snapshot("d7")).attributes == {"x": 1}
+    assert await pending.count("analytics", "A-7") == 1  # parked after the read: still waiting
+    assert await pending.resolve("analytics", "A-7", "d7") == 1
+    assert (await service.profile_reader.snapshot("d7")).attributes == {"x": 1, "y": 2}
+    assert pending.funnel.snapshot().ingest["analytics"]["resolved"] == 2
+
+
 async def test_a_sync_stored_while_a_batch_is_written_is_rechecked(
     ingestor: Ingestor, service: DmpService, store: Store, clock: FakeClock
 ) -> None:

@@ -98,10 +98,16 @@ class PendingRecords:
         for record in sorted(stored, key=lambda r: r.at):
             update.merge(record.attributes, record.remove, record.events)
         await self._traits.apply({dmp_uid: update})
-        await self._store.delete(self.waiting_key(partner_id, partner_uid))
+        # only the records read: one parked meanwhile waits for the next resolution; of two
+        # resolutions that read the same records (two callbacks in one group commit), the
+        # traits are applied by both (alike) and the records counted by the one that removed them
+        removed = await self._store.hdel(self.waiting_key(partner_id, partner_uid), list(found))
+        if not removed:
+            return 0
+        resolved = min(removed, len(stored))
         values = sum(attribute_values(r.attributes) for r in stored)
-        self.funnel.ingested(partner_id, {"resolved": len(stored), "values": values})
-        return len(stored)
+        self.funnel.ingested(partner_id, {"resolved": resolved, "values": values})
+        return resolved
 
     async def recheck(self, partner_id: str, partner_uids: Sequence[str]) -> int:
         """Resolve the uids that got synced meanwhile; return how many records were applied."""
