@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import sqlite3
 import subprocess
 import sys
@@ -687,3 +688,22 @@ async def test_close_stops_a_writer_waiting_for_the_lock(db: Path) -> None:
             await write
     with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT count(*) FROM kv").fetchone() == (0,)
+
+
+def _open_and_close(path: str) -> None:
+    store = SQLiteStore(path)
+    asyncio.run(store.close())
+
+
+def test_processes_opening_a_new_file_at_once_all_open_it(tmp_path: Path) -> None:
+    """Workers starting together on a new file: the WAL switch and the schema's set-up take
+    turns (without it, one of them answered "database is locked")."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(5):
+        path = str(tmp_path / f"new-{round_}.db")
+        workers = [context.Process(target=_open_and_close, args=(path,)) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert [w.exitcode for w in workers] == [0, 0, 0, 0]

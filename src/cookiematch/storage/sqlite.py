@@ -85,7 +85,7 @@ class SQLiteStore(Store):
         conns: list[sqlite3.Connection] = []
         self._writer_lock: int | None = None
         try:
-            conns.append(self._open_writer())
+            conns.append(self._open_writer_waiting(busy_timeout))
             conns += [self._connect(query_only=True) for _ in range(readers)]
             self._writer_lock = os.open(path + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
         except (sqlite3.Error, OSError, ValueError) as exc:
@@ -148,6 +148,19 @@ class SQLiteStore(Store):
         conn.execute(f"PRAGMA mmap_size = {self._mmap_mib * 2**20}")
         conn.execute("PRAGMA temp_store = MEMORY")
         return conn
+
+    def _open_writer_waiting(self, timeout: float) -> sqlite3.Connection:
+        """``_open_writer``, tried again for up to ``timeout`` seconds while the file is locked:
+        workers starting together on a new file switch it to WAL at once, and SQLite answers
+        the second switch "database is locked" without waiting."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._open_writer()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.01)
 
     def _open_writer(self) -> sqlite3.Connection:
         conn = self._connect()
