@@ -5,7 +5,9 @@
 # (from the prometheus package: deploy/'s rules and every role's /metrics are checked with it),
 # a Java runtime (Spark, the DMP's second analytics engine, runs on the JVM: Java 17 or later),
 # nginx with its Lua module (the edge: docs/edge.md; the module pulls in lua-resty-core and
-# LuaJIT), and wrk (benchmarks). Debian/Ubuntu only; elsewhere, install them by hand.
+# LuaJIT), and wrk and HAProxy (benchmarks, WITH_BENCH=1: HAProxy is run by
+# bench/edge_hop_bench.py as a child process with its own configuration; its system service is
+# not used). Debian/Ubuntu only; elsewhere, install them by hand.
 set -euo pipefail
 
 missing=()
@@ -21,6 +23,7 @@ if [ -z "${JAVA_HOME:-}" ] && ! command -v java >/dev/null 2>&1; then
 fi
 if [ "${WITH_BENCH:-0}" = "1" ]; then
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
