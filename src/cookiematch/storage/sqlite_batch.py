@@ -278,22 +278,26 @@ def _answer_map_swaps(
     stored: dict[str, ops.MapRow], swaps: list[_MapSwap], results: list[Outcome]
 ) -> None:
     """Each ``swap_together``'s answer: its fields as the batch's earlier writes left them,
-    else as the stored maps hold them (live at its clock)."""
+    else as the stored maps hold them (live at its clock). A stored map is decoded once for
+    the batch (the change marks' map of the moment is shared by its callbacks)."""
+    decoded: dict[str, packed.Fields] = {}
     for index, now, answers in swaps:
         held: dict[str, dict[str, bytes]] = {}
         for key, found in answers.items():
             row = stored.get(key)
-            live = None
+            fields = None
             values: dict[str, bytes] = {}
             for name, value in found.items():
                 if value is _STORED:
                     if row is None:
                         continue
-                    if live is None:
-                        live = packed.live_entries(row[0], row[1], now)
-                    entry = live.get(name)
-                    if entry is None:
-                        continue
+                    if fields is None:
+                        fields = decoded.get(key)
+                        if fields is None:
+                            fields = decoded[key] = packed.unpack(row[0])
+                    entry = fields.get(name)
+                    if entry is None or (entry[1] is not None and entry[1] <= now):
+                        continue  # absent, or expired at the call's clock
                     value = entry[0]
                 values[name] = value
             if values:
