@@ -147,7 +147,7 @@ def test_tag_sync_callback_across_hostnames(
     ).json()
     assert funnel["clients"]["shop"]["counts"]["tags_loaded"] == 3
     assert funnel["partners"]["email"]["counts"] == {
-        "pixels": 1, "callbacks": 1, "rejected": 0, "inband": 0,
+        "pixels": 1, "callbacks": 1, "callback_failed": 0, "rejected": 0, "inband": 0,
         "initiated": 0, "initiated_stored": 0, "cookie_refused": 0,
     }  # fmt: skip
 

@@ -35,7 +35,7 @@ def test_scenario_reports_the_lossy_partner(
     for partner in ("analytics", "email", "orders"):
         row = report.partners[partner]
         assert row.counts == {
-            "pixels": 40, "callbacks": 40, "rejected": 0, "inband": 0,
+            "pixels": 40, "callbacks": 40, "callback_failed": 0, "rejected": 0, "inband": 0,
             "initiated": 0, "initiated_stored": 0, "cookie_refused": 0,
         }  # fmt: skip
     assert report.clients["shop"].counts["tags_loaded"] >= 40

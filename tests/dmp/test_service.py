@@ -217,7 +217,7 @@ async def test_the_funnel_sums_every_worker_and_survives_a_restart(
     report = await first.funnel_report()
     analytics, orders = report.partners["analytics"], report.partners["orders"]
     assert analytics.counts == {
-        "pixels": 10, "callbacks": 10, "rejected": 0, "inband": 0,
+        "pixels": 10, "callbacks": 10, "callback_failed": 0, "rejected": 0, "inband": 0,
         "initiated": 0, "initiated_stored": 0, "cookie_refused": 0,
     }  # fmt: skip
     assert (orders.counts["pixels"], orders.loss, orders.loss_rate) == (12, 12, 1.0)

@@ -261,6 +261,52 @@ def test_inband_the_store_could_not_take_is_answered_and_counted_as_failed(
         assert (found["arrived"], found["values"], found["failed"]) == (0, 0, 1)
 
 
+def test_a_callback_the_store_could_not_take_is_answered_and_counted_as_failed(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    """A server of the test's own, its SQLite file write-locked by another connection: the
+    callbacks' store calls pass their deadline, on the direct path (``uid`` and ``c`` only)
+    and on the general one (a privacy parameter); each browser gets the pixel, and the funnel
+    and ``/metrics`` count them as ``callback_failed``, not as ``callbacks``."""
+    port = free_port()
+    server = start_server(serve_argv(write_config(tmp_path, port), "dmp"), port=port)
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        uid, _ = new_browser(http)
+        lock = sqlite3.connect(tmp_path / "dmp.db", isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            answers = [
+                http.get(f"/callback/analytics?{query}", headers=cookie(uid))
+                for query in ("uid=A-1&c=shop", "uid=A-2&gdpr=0")
+            ]
+        finally:
+            lock.rollback()
+            lock.close()
+        for answer in answers:
+            assert (answer.status_code, answer.content) == (200, TRANSPARENT_GIF)
+        exposed = http.get("/metrics").text
+        stage = 'id="analytics",scope="partner",stage="callback_failed"'
+        assert f"cookiematch_dmp_sync_funnel_total{{{stage}}} 2.0" in exposed
+        assert 'id="analytics",scope="partner",stage="callbacks"' not in exposed
+        back = time.monotonic()  # the funnel reaches the store once it takes writes again
+        while (counts := partner_counts(http, "analytics")) is None or not counts[
+            "callback_failed"
+        ]:
+            assert time.monotonic() - back < 30.0, "the funnel never showed the failed callbacks"
+            time.sleep(0.2)
+        assert (counts["callbacks"], counts["callback_failed"]) == (0, 2)
+
+
+def partner_counts(http: httpx.Client, partner: str) -> dict[str, int] | None:
+    """The partner's funnel row (None while the admin API answers 503, its breaker not yet
+    closed)."""
+    response = http.get("/admin/v1/funnel", headers=AUTH)
+    if response.status_code != 200:
+        return None
+    counts: dict[str, int] = response.json()["partners"][partner]["counts"]
+    return counts
+
+
 def failed_inband(http: httpx.Client, partner: str) -> dict[str, Any] | None:
     """The partner's in-band delivery once it counts failed values (None while the admin API
     answers 503, its breaker not yet closed, or the count has not reached the store)."""

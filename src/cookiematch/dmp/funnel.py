@@ -7,6 +7,8 @@ how many callbacks came back.
              callbacks    callbacks that came back attributed to the client (``c=`` param)
     partner  pixels       sync pixels handed out for the partner ("syncs fired")
              callbacks    callbacks stored
+             callback_failed  callbacks whose store call failed or passed its deadline
+                          (answered with the pixel all the same; not in ``callbacks``)
              rejected     callbacks refused: malformed, forged or stale ID, no DMP cookie
              inband       in-band redirects stored
              inband_values   key-values those redirects carried (stored)
@@ -40,7 +42,8 @@ import msgspec
 
 CLIENT_COUNTERS = ("tag_js", "tags_loaded", "pixels", "callbacks")
 PARTNER_COUNTERS = (
-    "pixels", "callbacks", "rejected", "inband", "initiated", "initiated_stored", "cookie_refused",
+    "pixels", "callbacks", "callback_failed", "rejected", "inband", "initiated",
+    "initiated_stored", "cookie_refused",
 )  # fmt: skip
 INGEST_COUNTERS = ("records", "accepted", "pending", "resolved", "rejected", "expired", "values")
 

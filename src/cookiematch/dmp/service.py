@@ -333,14 +333,20 @@ class DmpService:
         answers ``VERIFY_COOKIE`` (nothing stored), the second (``cookie_test``: the marker
         the redirect adds) stores the match under the cookie the first set (``initiated_stored``,
         not ``callbacks``: no pixel was handed out for it) or, when the cookie did not come
-        back, ``COOKIE_REFUSED``."""
+        back, ``COOKIE_REFUSED``. A store call that fails (or passes its deadline) is counted
+        as ``callback_failed`` before its error goes on to the route, which answers the pixel
+        all the same (as ``inband`` counts ``inband_failed``)."""
         partner, uid, status = self._check(
             partner_id, dmp_uid, raw_uid, consent, cookie_test=cookie_test
         )
         if status is not None:
             return status
         assert partner is not None and uid is not None and dmp_uid is not None
-        await self._store_match(partner, uid, dmp_uid, consent)
+        try:
+            await self._store_match(partner, uid, dmp_uid, consent)
+        except Exception:  # whatever failed, the match is not known to be stored
+            self.funnel.partner(partner.id, "callback_failed")
+            raise
         if cookie_test and partner.initiates_sync:
             self.funnel.partner(partner.id, "initiated_stored")
             return CallbackStatus.STORED

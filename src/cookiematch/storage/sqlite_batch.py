@@ -158,8 +158,9 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
     conditional write) runs alone, in its place. The keys of the ``swap_many`` among them are
     read in one query before that ``put_many``, and each answers what its keys held after the
     writes queued before it; a ``swap_together`` feeds both like ``write_together`` and its
-    answer comes from the same maps ``hset_many`` reads to merge, and its ``read_after`` maps
-    are read once the writes gathered with it are done."""
+    answer comes from the same maps ``hset_many`` reads to merge; its ``read_after`` maps are
+    read by that same query and answered as the writes gathered with it leave them (merged
+    in Python as ``hset_many`` merges them: one query a batch, not two)."""
     results: list[Outcome] = []
     rows: list[ops.Row] = []
     updates: ops.Updates = {}
@@ -176,18 +177,20 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
         if rows:
             ops.put_many(c, rows)
             rows = []
-        if updates:
-            stored = None
+        stored = None
+        if map_swaps or togethers:  # one query: the maps to merge and those read after
+            reads = {key for _, keys, _ in togethers for key in keys}
+            stored = ops.map_rows(c, sorted(reads.union(updates)))
             if map_swaps:
-                stored = ops.map_rows(c, sorted(updates))
                 _answer_map_swaps(stored, map_swaps, results)
                 map_swaps = []
+        if togethers:
+            assert stored is not None
+            _answer_togethers(stored, updates, now, togethers, results)
+            togethers = []
+        if updates:
             ops.hset_many(c, updates, now, stored)
             updates = {}
-        map_swaps = []
-        if togethers:
-            _answer_togethers(c, togethers, results)
-            togethers = []
 
     for op, args, _, _ in batch:
         if op is ops.put:
@@ -275,22 +278,26 @@ def _answer_map_swaps(
     stored: dict[str, ops.MapRow], swaps: list[_MapSwap], results: list[Outcome]
 ) -> None:
     """Each ``swap_together``'s answer: its fields as the batch's earlier writes left them,
-    else as the stored maps hold them (live at its clock)."""
+    else as the stored maps hold them (live at its clock). A stored map is decoded once for
+    the batch (the change marks' map of the moment is shared by its callbacks)."""
+    decoded: dict[str, packed.Fields] = {}
     for index, now, answers in swaps:
         held: dict[str, dict[str, bytes]] = {}
         for key, found in answers.items():
             row = stored.get(key)
-            live = None
+            fields = None
             values: dict[str, bytes] = {}
             for name, value in found.items():
                 if value is _STORED:
                     if row is None:
                         continue
-                    if live is None:
-                        live = packed.live_entries(row[0], row[1], now)
-                    entry = live.get(name)
-                    if entry is None:
-                        continue
+                    if fields is None:
+                        fields = decoded.get(key)
+                        if fields is None:
+                            fields = decoded[key] = packed.unpack(row[0])
+                    entry = fields.get(name)
+                    if entry is None or (entry[1] is not None and entry[1] <= now):
+                        continue  # absent, or expired at the call's clock
                     value = entry[0]
                 values[name] = value
             if values:
@@ -299,20 +306,34 @@ def _answer_map_swaps(
 
 
 def _answer_togethers(
-    c: sqlite3.Connection,
+    stored: dict[str, ops.MapRow],
+    updates: ops.Updates,
+    now: float,
     togethers: list[tuple[int, tuple[str, ...], float]],
     results: list[Outcome],
 ) -> None:
     """Each ``swap_together``'s whole answer: the held values (``_answer_map_swaps``) and its
-    ``read_after`` maps as the batch's writes left them (one query for all of them)."""
-    keys = sorted({key for _, reads, _ in togethers for key in reads})
-    stored = ops.map_rows(c, keys) if keys else {}
-    for index, reads, now in togethers:
+    ``read_after`` maps as the batch's writes leave them: the ``stored`` maps (read with those
+    the writes merge, before them) with ``updates`` merged as ``hset_many`` merges them at
+    ``now``, each live at the call's own clock."""
+    after_writes: dict[str, packed.Fields] = {}
+    for key in {key for _, reads, _ in togethers for key in reads}.intersection(updates):
+        row = stored.get(key)
+        fields = updates[key]
+        after_writes[key] = fields if row is None else packed.merge(row[0], row[1], fields, now)
+    for index, reads, at in togethers:
         held = results[index][1] or {}
-        after = [
-            {} if (row := stored.get(key)) is None else packed.live_values(row[0], row[1], now)
-            for key in reads
-        ]
+        after: list[dict[str, bytes]] = []
+        for key in reads:
+            written = after_writes.get(key)
+            if written is not None:
+                after.append(
+                    {f: v for f, (v, expires) in written.items() if expires is None or expires > at}
+                )
+            elif (row := stored.get(key)) is not None:
+                after.append(packed.live_values(row[0], row[1], at))
+            else:
+                after.append({})
         results[index] = (True, (held, after))
 
 

@@ -26,6 +26,12 @@ row (``executemany``) lets a busy event loop take the GIL back after each row, a
 then waits up to the interpreter's switch interval (5 ms) for every row. One statement for many
 rows is one step: a batch of writes costs a few GIL hand-overs instead of one per row."""
 IN_CHUNK = 500  # keys per ``IN (…)`` query
+IN_STEP = 16
+"""An ``IN (…)`` list is padded (its last key repeated) to a multiple of this many keys: a
+connection then prepares a few dozen shapes of each query rather than one per length, which
+its statement cache (``sqlite.STATEMENT_CACHE``) keeps; a statement prepared again costs about
+0.5 µs a key (a group commit's merge read: 4.4-5.1 µs per DMP callback with the statements
+kept, 7.0-8.1 without)."""
 PURGE_CHUNK = 1000  # expired rows per table per periodic purge
 
 MapRow = tuple[bytes, float | None]  # a stored map: (packed fields, earliest expiry)
@@ -53,10 +59,16 @@ def get_entry(c: sqlite3.Connection, key: str, now: float) -> tuple[bytes, float
     return None if row is None else (row[0], row[1])
 
 
+def _padded(keys: list[str]) -> list[str]:
+    """``keys`` (not empty) with its last key repeated up to a multiple of ``IN_STEP``."""
+    short = -len(keys) % IN_STEP
+    return keys + [keys[-1]] * short if short else keys
+
+
 def get_many(c: sqlite3.Connection, keys: list[str], now: float) -> list[bytes | None]:
     found: dict[str, bytes] = {}
     for i in range(0, len(keys), IN_CHUNK):
-        chunk = keys[i : i + IN_CHUNK]
+        chunk = _padded(keys[i : i + IN_CHUNK])
         query = sql.GET_MANY.format(marks=sql.marks(len(chunk)))
         found.update(c.execute(query, (*chunk, now)).fetchall())
     return [found.get(key) for key in keys]
@@ -66,7 +78,7 @@ def kv_rows(c: sqlite3.Connection, keys: list[str]) -> dict[str, tuple[bytes, fl
     """The stored values of ``keys`` with their expiries, expired ones included."""
     found: dict[str, tuple[bytes, float | None]] = {}
     for i in range(0, len(keys), IN_CHUNK):
-        chunk = keys[i : i + IN_CHUNK]
+        chunk = _padded(keys[i : i + IN_CHUNK])
         query = sql.GET_ROWS.format(marks=sql.marks(len(chunk)))
         for key, value, expires_at in c.execute(query, chunk).fetchall():
             found[key] = (value, expires_at)
@@ -86,7 +98,7 @@ def map_rows(c: sqlite3.Connection, keys: list[str]) -> dict[str, MapRow]:
     """
     found: dict[str, MapRow] = {}
     for i in range(0, len(keys), IN_CHUNK):
-        chunk = keys[i : i + IN_CHUNK]
+        chunk = _padded(keys[i : i + IN_CHUNK])
         query = sql.GET_MAPS_AS_JSON.format(marks=sql.marks(len(chunk)))
         for key, hexed, at in _maps_json.decode(c.execute(query, chunk).fetchone()[0]):
             found[key] = (bytes.fromhex(hexed), None if at is None else float(at))

@@ -23,8 +23,8 @@ __all__ = [
 SYNC_FUNNEL = LabelledCounter(
     "cookiematch_dmp_sync_funnel",
     "The sync funnel by scope (partner, client, other), partner or client id and stage"
-    " (tag_js, tags_loaded, pixels, callbacks, rejected, inband, inband_refused, inband_failed,"
-    " initiated, initiated_stored, cookie_refused, ...)",
+    " (tag_js, tags_loaded, pixels, callbacks, callback_failed, rejected, inband, inband_refused,"
+    " inband_failed, initiated, initiated_stored, cookie_refused, ...)",
     ("scope", "id", "stage"),
 )
 INGESTED_RECORDS = LabelledCounter(
