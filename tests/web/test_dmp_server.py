@@ -7,7 +7,8 @@ import base64
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -232,6 +233,19 @@ def test_inband_delivery_in_the_funnel(http: httpx.Client) -> None:
     assert series in exposed
 
 
+@contextmanager
+def write_locked(db: Path) -> Iterator[None]:
+    """``db`` write-locked by another connection meanwhile: the server's store calls that
+    write pass their deadline."""
+    lock = sqlite3.connect(db, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        lock.rollback()
+        lock.close()
+
+
 def test_inband_the_store_could_not_take_is_answered_and_counted_as_failed(
     tmp_path: Path, start_server: Callable[..., ServerProcess]
 ) -> None:
@@ -242,13 +256,8 @@ def test_inband_the_store_could_not_take_is_answered_and_counted_as_failed(
     server = start_server(serve_argv(write_config(tmp_path, port), "dmp"), port=port)
     with httpx.Client(base_url=server.url, timeout=10) as http:
         uid, _ = new_browser(http)
-        lock = sqlite3.connect(tmp_path / "dmp.db", isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")
-        try:
+        with write_locked(tmp_path / "dmp.db"):
             answer = http.get("/inband/orders?uid=O-1&kv=a:1,b:2,c:3", headers=cookie(uid))
-        finally:
-            lock.rollback()
-            lock.close()
         assert (answer.status_code, answer.content) == (200, TRANSPARENT_GIF)
         exposed = http.get("/metrics").text
         assert 'cookiematch_dmp_failed_values_total{partner="orders",path="inband"} 3.0' in exposed
@@ -272,16 +281,11 @@ def test_a_callback_the_store_could_not_take_is_answered_and_counted_as_failed(
     server = start_server(serve_argv(write_config(tmp_path, port), "dmp"), port=port)
     with httpx.Client(base_url=server.url, timeout=10) as http:
         uid, _ = new_browser(http)
-        lock = sqlite3.connect(tmp_path / "dmp.db", isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")
-        try:
+        with write_locked(tmp_path / "dmp.db"):
             answers = [
                 http.get(f"/callback/analytics?{query}", headers=cookie(uid))
                 for query in ("uid=A-1&c=shop", "uid=A-2&gdpr=0")
             ]
-        finally:
-            lock.rollback()
-            lock.close()
         for answer in answers:
             assert (answer.status_code, answer.content) == (200, TRANSPARENT_GIF)
         exposed = http.get("/metrics").text
