@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import multiprocessing
+import os
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from cookiematch.storage import Durability, Write, open_store, sqlite_ops, sqlit
 from cookiematch.storage.packed import pack, unpack
 from cookiematch.storage.sqlite import (
     WRITER_LOCK_SUFFIX,
+    WRITER_TURN_SUFFIX,
     SQLiteStore,
     path_from_url,
     prefix_upper_bound,
@@ -645,10 +648,11 @@ sys.stdin.read()  # until the test closes our stdin
 
 
 @contextlib.contextmanager
-def writer_lock_held(db: Path) -> Iterator[None]:
-    """Another process holding the store's writer lock until the block ends."""
+def writer_lock_held(db: Path, suffix: str = WRITER_LOCK_SUFFIX) -> Iterator[None]:
+    """Another process holding the store's writer lock (or, by ``suffix``, the turn file a
+    writer holds while it waits for the lock) until the block ends."""
     child = subprocess.Popen(
-        [sys.executable, "-c", HOLD_WRITER_LOCK, str(db) + WRITER_LOCK_SUFFIX],
+        [sys.executable, "-c", HOLD_WRITER_LOCK, str(db) + suffix],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -660,13 +664,22 @@ def writer_lock_held(db: Path) -> Iterator[None]:
         child.communicate("")  # its stdin closed: it exits, the kernel drops its lock
 
 
-async def test_a_writer_lock_held_past_the_busy_timeout_fails_the_batch(db: Path) -> None:
-    """Another process's writer keeping the lock past the busy timeout: the batch fails with
-    the store's error, as a busy SQLite's would (no hang); once it is free, writes go on."""
+LOCK_FILES = pytest.mark.parametrize(
+    "suffix", [WRITER_LOCK_SUFFIX, WRITER_TURN_SUFFIX], ids=["writer lock", "waiting its turn"]
+)
+
+
+@LOCK_FILES
+async def test_a_writer_lock_held_past_the_busy_timeout_fails_the_batch(
+    db: Path, suffix: str
+) -> None:
+    """Another process's writer keeping the lock (or waiting for it ahead of this one) past
+    the busy timeout: the batch fails with the store's error, as a busy SQLite's would (no
+    hang); once it is free, writes go on."""
     store = SQLiteStore(str(db), busy_timeout=0.2, purge_interval=None)
     try:
         await store.set("before", b"1")
-        with writer_lock_held(db):
+        with writer_lock_held(db, suffix):
             with pytest.raises(StorageError, match="locked"):
                 await asyncio.wait_for(store.set("k", b"v"), 60)
             assert await store.get("before") == b"1"  # reads need no writer lock
@@ -676,11 +689,13 @@ async def test_a_writer_lock_held_past_the_busy_timeout_fails_the_batch(db: Path
         await store.close()
 
 
-async def test_close_stops_a_writer_waiting_for_the_lock(db: Path) -> None:
-    """A bulk store (a busy timeout of minutes) waiting for another process's writer: close()
-    stops the wait and returns, the write waiting fails as on a closed store."""
+@LOCK_FILES
+async def test_close_stops_a_writer_waiting_for_the_lock(db: Path, suffix: str) -> None:
+    """A bulk store (a busy timeout of minutes) waiting for another process's writer (or for
+    its turn): close() stops the wait and returns, the write waiting fails as on a closed
+    store."""
     store = SQLiteStore(str(db), durability=Durability.ACK, busy_timeout=600, purge_interval=None)
-    with writer_lock_held(db):
+    with writer_lock_held(db, suffix):
         write = asyncio.ensure_future(store.set("k", b"v"))
         await asyncio.sleep(0)  # queued
         await asyncio.wait_for(store.close(), 60)
@@ -688,6 +703,40 @@ async def test_close_stops_a_writer_waiting_for_the_lock(db: Path) -> None:
             await write
     with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT count(*) FROM kv").fetchone() == (0,)
+
+
+def _turn_is_free(db: Path) -> bool:
+    fd = os.open(str(db) + WRITER_TURN_SUFFIX, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return True
+
+
+async def test_a_writer_waiting_for_the_lock_holds_the_turn(db: Path) -> None:
+    """While another process's writer holds the lock, a writer waiting for it holds the turn
+    file, so a writer that comes later (another store, or the one that just committed)
+    queues behind it; once the lock is taken, the turn is free again."""
+    store = SQLiteStore(str(db), busy_timeout=60, purge_interval=None)
+    try:
+        await store.set("before", b"1")
+        assert _turn_is_free(db)
+        with writer_lock_held(db):
+            write = asyncio.ensure_future(store.set("k", b"v"))
+            for _ in range(500):  # the writer thread takes the turn, then waits for the lock
+                await asyncio.sleep(0.01)
+                if not _turn_is_free(db):
+                    break
+            assert not _turn_is_free(db)
+            assert not write.done()
+        await asyncio.wait_for(write, 60)
+        assert _turn_is_free(db)
+        assert await store.get("k") == b"v"
+    finally:
+        await store.close()
 
 
 def _open_and_close(path: str) -> None:

@@ -50,6 +50,7 @@ BULK_BUSY_TIMEOUT = 600.0
 and a batch's transaction holds the write lock for seconds; giving up would lose the queued
 writes."""
 WRITER_LOCK_SUFFIX = "-writer.lock"
+WRITER_TURN_SUFFIX = "-writer.turn"  # where a writer waits its turn for the lock
 """The file beside the database whose ``flock`` the writer threads of every process take in
 turn, each waiting at most its store's busy timeout (``sqlite_engine.Engine``)."""
 MMAP_MIB = 256  # reads through mmap (every connection): no copy into each reader's cache
@@ -91,13 +92,16 @@ class SQLiteStore(Store):
         self._now: sqlite3.Connection | None = None  # get_now's, opened on first use
         conns: list[sqlite3.Connection] = []
         self._writer_lock: int | None = None
+        self._writer_turn: int | None = None
         try:
             conns.append(self._open_writer_waiting(busy_timeout))
             conns += [self._connect(query_only=True) for _ in range(readers)]
             self._writer_lock = os.open(path + WRITER_LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
+            self._writer_turn = os.open(path + WRITER_TURN_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
         except (sqlite3.Error, OSError, ValueError) as exc:
             for conn in conns:
                 conn.close()
+            self._close_lock_files()
             raise StoreUnavailable(f"cannot open sqlite store {path!r}: {exc}") from exc
         self._engine = Engine(
             conns[0],
@@ -107,6 +111,7 @@ class SQLiteStore(Store):
             max_pending=max_pending,
             purge_interval=purge_interval,
             writer_lock=self._writer_lock,
+            writer_turn=self._writer_turn,
             busy_timeout=busy_timeout,
         )
 
@@ -458,9 +463,13 @@ class SQLiteStore(Store):
         if self._now is not None:
             self._now.close()
             self._now = None
-        if self._writer_lock is not None:
-            os.close(self._writer_lock)
-            self._writer_lock = None
+        self._close_lock_files()
+
+    def _close_lock_files(self) -> None:
+        for fd in (self._writer_lock, self._writer_turn):
+            if fd is not None:
+                os.close(fd)
+        self._writer_lock = self._writer_turn = None
 
 
 def path_from_url(url: str) -> str:
