@@ -739,6 +739,31 @@ async def test_a_writer_waiting_for_the_lock_holds_the_turn(db: Path) -> None:
         await store.close()
 
 
+async def test_a_batch_takes_in_the_writes_queued_while_it_waited_for_the_lock(db: Path) -> None:
+    """A writer waiting for another process's lock: the writes queued meanwhile join its batch
+    once it holds the lock, one transaction for all (not the first alone, the rest after
+    another wait)."""
+    store = SQLiteStore(str(db), busy_timeout=60, purge_interval=None)
+    try:
+        await store.set("before", b"1")
+        with writer_lock_held(db):
+            first = asyncio.ensure_future(store.set("k0", b"v"))
+            for _ in range(500):  # the writer thread has taken k0 and waits for the lock
+                await asyncio.sleep(0.01)
+                if not _turn_is_free(db):
+                    break
+            assert not _turn_is_free(db)
+            commits = store.commits
+            rest = [asyncio.ensure_future(store.set(f"k{i}", b"v")) for i in range(1, 20)]
+            await asyncio.sleep(0.05)
+            assert not first.done()
+        await asyncio.wait_for(asyncio.gather(first, *rest), 60)
+        assert store.commits == commits + 1
+        assert await store.get_many([f"k{i}" for i in range(20)]) == [b"v"] * 20
+    finally:
+        await store.close()
+
+
 def _open_and_close(path: str) -> None:
     store = SQLiteStore(path)
     asyncio.run(store.close())

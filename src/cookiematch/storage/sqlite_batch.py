@@ -39,15 +39,21 @@ def drain(q: queue.SimpleQueue[Item], first: Item) -> tuple[list[Queued], bool]:
     if first is None:
         return [], True
     batch = [first]
+    return batch, top_up(q, batch)
+
+
+def top_up(q: queue.SimpleQueue[Item], batch: list[Queued]) -> bool:
+    """Add to ``batch`` whatever is queued, up to ``MAX_BATCH`` items or the stop marker
+    (returns: whether it was met)."""
     while len(batch) < MAX_BATCH:
         try:
             item = q.get_nowait()
         except queue.Empty:
-            break
+            return False
         if item is None:
-            return batch, True
+            return True
         batch.append(item)
-    return batch, False
+    return False
 
 
 def wrap(exc: BaseException) -> StorageError:

@@ -5,7 +5,7 @@
     event loop ──(op, future)──▶ read queue ──▶ reader threads, one connection each
 
 No SQLite call runs on the event loop. The writer drains everything queued and applies it in
-one transaction, so under ``Durability.ACK`` (``synchronous=FULL``: the WAL is fsynced at each
+one transaction (with what was queued while it waited for the writer lock of other processes), so under ``Durability.ACK`` (``synchronous=FULL``: the WAL is fsynced at each
 commit) one fsync covers a whole batch, and a write's future resolves only after its commit.
 If a batch fails, it is rolled back and its ops are retried one transaction each, so a bad op
 fails alone. Under ``Durability.ASYNC`` (``synchronous=NORMAL``) the writes queued with
@@ -45,6 +45,7 @@ from cookiematch.storage.sqlite_batch import (
     plain_rows,
     run_reads,
     run_writes,
+    top_up,
     wrap,
 )
 
@@ -182,7 +183,7 @@ class Engine:
                 else:
                     batch, stop = drain(self._wq, first)
                     if batch:
-                        waiting = self._write_batch(batch)
+                        waiting, stop = self._write_batch(batch, stop)
                         if waiting:  # once the writer lock is released
                             _deliver(waiting)
                     if stop:
@@ -245,17 +246,20 @@ class Engine:
         if self._writer_lock is not None:
             fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
 
-    def _write_batch(self, batch: list[Queued]) -> list[Result]:
+    def _write_batch(self, batch: list[Queued], stop: bool) -> tuple[list[Result], bool]:
         """Commit ``batch`` holding the writer lock; the results its waiters are to be given
-        (after the lock is released)."""
+        (after the lock is released), and whether the stop marker was met (``stop``, or while
+        the batch took in what was queued as the lock was awaited)."""
         if not self._lock_writer():
             busy: Outcome = (False, self._busy_error())
-            return self._settled(batch, [busy] * len(batch))
+            return self._settled(batch, [busy] * len(batch)), stop
         try:
+            if self._writer_lock is not None and not stop:
+                stop = top_up(self._wq, batch)
             results = self._commit_batch(batch)
         finally:
             self._unlock_writer()
-        return self._settled(batch, results)
+        return self._settled(batch, results), stop
 
     def _busy_error(self) -> Exception:
         if self._closed:
