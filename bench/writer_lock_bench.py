@@ -27,7 +27,9 @@ import statistics
 import struct
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 ROWS = 200_000
 BLOCKING = -1.0  # the pause that stands for turns through blocking flock calls
@@ -136,32 +138,32 @@ def _child(path: str, pause: float, seconds: float, concurrency: int, out: mp.Qu
         _take_turns(path)
     if pause > 0:
         sqlite_engine.LOCK_LAST_PAUSE = pause
-    latencies: list[float] = []
 
-    async def run() -> None:
+    async def open_local() -> SQLiteStore:
         store = SQLiteStore(path)
         if pause == NO_TURN:
             store._engine._writer_turn = None
-        stop = time.perf_counter() + seconds
+        return store
 
-        async def writer() -> None:
-            while (start := time.perf_counter()) < stop:
-                await store.set(os.urandom(12).hex(), b"v" * 40)
-                latencies.append(time.perf_counter() - start)
-
-        await asyncio.gather(*(writer() for _ in range(concurrency)))
-        await store.close()
-
-    asyncio.run(run())
-    out.put(latencies)
+    _time_sets(open_local, seconds, concurrency, out)
 
 
 def _child_of_single(path: str, seconds: float, concurrency: int, out: mp.Queue) -> None:
+    async def open_remote() -> _Remote:
+        return _Remote(*await asyncio.open_unix_connection(path + ".sock"))
+
+    _time_sets(open_remote, seconds, concurrency, out)
+
+
+def _time_sets(
+    open_store: Callable[[], Awaitable[Any]], seconds: float, concurrency: int, out: mp.Queue
+) -> None:
+    """``concurrency`` coroutines awaiting ``set`` of random keys one after the other for
+    ``seconds`` on the store ``open_store`` opens; their latencies put in ``out``."""
     latencies: list[float] = []
 
     async def run() -> None:
-        reader, writer = await asyncio.open_unix_connection(path + ".sock")
-        store = _Remote(reader, writer)
+        store = await open_store()
         stop = time.perf_counter() + seconds
 
         async def one() -> None:

@@ -5,8 +5,9 @@
     event loop ──(op, future)──▶ read queue ──▶ reader threads, one connection each
 
 No SQLite call runs on the event loop. The writer drains everything queued and applies it in
-one transaction (with what was queued while it waited for the writer lock of other processes), so under ``Durability.ACK`` (``synchronous=FULL``: the WAL is fsynced at each
-commit) one fsync covers a whole batch, and a write's future resolves only after its commit.
+one transaction (with what was queued while it waited for other processes' writers), so
+under ``Durability.ACK`` (``synchronous=FULL``: the WAL is fsynced at each commit) one fsync
+covers a whole batch, and a write's future resolves only after its commit.
 If a batch fails, it is rolled back and its ops are retried one transaction each, so a bad op
 fails alone. Under ``Durability.ASYNC`` (``synchronous=NORMAL``) the writes queued with
 ``apply`` (the store's ``set``, ``hset``, ``hset_many``, ``write_many``) return once queued
