@@ -50,9 +50,11 @@ BULK_BUSY_TIMEOUT = 600.0
 and a batch's transaction holds the write lock for seconds; giving up would lose the queued
 writes."""
 WRITER_LOCK_SUFFIX = "-writer.lock"
-WRITER_TURN_SUFFIX = "-writer.turn"  # where a writer waits its turn for the lock
 """The file beside the database whose ``flock`` the writer threads of every process take in
 turn, each waiting at most its store's busy timeout (``sqlite_engine.Engine``)."""
+WRITER_TURN_SUFFIX = "-writer.turn"
+"""The file beside it whose ``flock`` a writer holds while it waits for the writer lock, so
+that a writer that has just committed queues behind it (``Engine._lock_writer``)."""
 MMAP_MIB = 256  # reads through mmap (every connection): no copy into each reader's cache
 STATEMENT_CACHE = 256
 """Prepared statements each connection keeps (Python's default is 128). A group commit's
