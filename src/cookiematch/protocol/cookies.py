@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cookiematch.clock import SECONDS_PER_DAY
@@ -113,6 +113,7 @@ class CookieSpec:
     same_site: str = "None"
     path: str = "/"
     domain: str | None = None
+    _attributes_set: str = field(init=False, repr=False, compare=False)  # made once
 
     def __post_init__(self) -> None:
         if _COOKIE_NAME.fullmatch(self.name) is None:
@@ -124,6 +125,7 @@ class CookieSpec:
         for attribute in (self.path, self.domain or ""):
             if _ATTRIBUTE_VALUE.fullmatch(attribute) is None:
                 raise ValueError(f"invalid cookie attribute value {attribute!r}")
+        object.__setattr__(self, "_attributes_set", self._attributes(self.max_age))
 
     def _attributes(self, max_age: int) -> str:
         parts = [f"; Max-Age={max_age}"]
@@ -143,7 +145,7 @@ class CookieSpec:
         """The Set-Cookie header value; value must already be cookie-safe."""
         if _COOKIE_VALUE.fullmatch(value) is None:
             raise ValueError("cookie value contains characters not allowed in a cookie")
-        return f"{self.name}={value}{self._attributes(self.max_age)}"
+        return f"{self.name}={value}{self._attributes_set}"
 
     def expire_header(self) -> str:
         """A Set-Cookie header value that deletes the cookie (same Path and Domain)."""
