@@ -716,6 +716,15 @@ def _turn_is_free(db: Path) -> bool:
     return True
 
 
+async def _until_waiting_its_turn(db: Path) -> None:
+    """Until the store's writer thread holds the turn file (it waits for the writer lock)."""
+    for _ in range(500):
+        if not _turn_is_free(db):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the writer never took its turn to wait for the lock")
+
+
 async def test_a_writer_waiting_for_the_lock_holds_the_turn(db: Path) -> None:
     """While another process's writer holds the lock, a writer waiting for it holds the turn
     file, so a writer that comes later (another store, or the one that just committed)
@@ -726,11 +735,7 @@ async def test_a_writer_waiting_for_the_lock_holds_the_turn(db: Path) -> None:
         assert _turn_is_free(db)
         with writer_lock_held(db):
             write = asyncio.ensure_future(store.set("k", b"v"))
-            for _ in range(500):  # the writer thread takes the turn, then waits for the lock
-                await asyncio.sleep(0.01)
-                if not _turn_is_free(db):
-                    break
-            assert not _turn_is_free(db)
+            await _until_waiting_its_turn(db)
             assert not write.done()
         await asyncio.wait_for(write, 60)
         assert _turn_is_free(db)
@@ -748,11 +753,7 @@ async def test_a_batch_takes_in_the_writes_queued_while_it_waited_for_the_lock(d
         await store.set("before", b"1")
         with writer_lock_held(db):
             first = asyncio.ensure_future(store.set("k0", b"v"))
-            for _ in range(500):  # the writer thread has taken k0 and waits for the lock
-                await asyncio.sleep(0.01)
-                if not _turn_is_free(db):
-                    break
-            assert not _turn_is_free(db)
+            await _until_waiting_its_turn(db)  # the writer has taken k0 and waits for the lock
             commits = store.commits
             rest = [asyncio.ensure_future(store.set(f"k{i}", b"v")) for i in range(1, 20)]
             await asyncio.sleep(0.05)
