@@ -329,6 +329,7 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
     counter = itertools.count()
     statuses: dict[int, int] = {}
     stop_at = 0.0
+    loop_cpu = 0.0  # the event loop's thread alone, over the measured rounds
 
     async def loop() -> None:
         while time.perf_counter() < stop_at:
@@ -338,9 +339,9 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
             statuses[proto.status] = statuses.get(proto.status, 0) + 1
 
     async def phase(seconds: float) -> tuple[int, float, float]:
-        nonlocal stop_at
+        nonlocal stop_at, loop_cpu
         statuses.clear()
-        cpu0, wall0 = time.process_time(), time.perf_counter()
+        cpu0, wall0, loop0 = time.process_time(), time.perf_counter(), time.thread_time()
         stop_at = wall0 + seconds
         await asyncio.gather(*(loop() for _ in range(args.concurrency)))
         if monitor is not None and monitor.pending_checks:
@@ -350,9 +351,11 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
                 f"   monitor backlog at the end: {backlog:,} checks,"
                 f" drained in {time.perf_counter() - t:.2f} s"
             )
+        loop_cpu += time.thread_time() - loop0
         return sum(statuses.values()), time.process_time() - cpu0, time.perf_counter() - wall0
 
     await phase(min(1.0, args.seconds))  # warm-up
+    loop_cpu = 0.0
     profiler = None
     if args.profile:
         from pyinstrument import Profiler
@@ -376,9 +379,13 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
             print(f"{args.endpoint:<15} {label:<18} {1e6 * cpu / n:6.2f} µs/req"
                   f" (best of {args.rounds} rounds {best:6.2f})")  # fmt: skip
         return
+    batched = server.store.batches if server.store is not None else (0, 0)
     for _ in range(args.rounds):
         rounds.append(await phase(args.seconds / args.rounds))
         answered.update(statuses)
+    if server.store is not None:
+        commits, writes = (b - a for a, b in zip(batched, server.store.batches, strict=True))
+        batched = commits, writes
     n, cpu, wall = (sum(values) for values in zip(*rounds, strict=True))
     if profiler is not None:
         profiler.stop()
@@ -392,6 +399,8 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
         f"{args.endpoint:<15} {args.store:<8} {n / cpu:>9,.0f} req/CPU-s"
         f"  {1e6 * cpu / n:6.1f} µs/req"
         + (f" (best of {args.rounds} rounds {best:5.1f})" if args.rounds > 1 else "")
+        + f"  loop {1e6 * loop_cpu / n:5.1f} µs/req"
+        + (f"  {batched[1] / batched[0]:.1f} writes a commit" if batched[0] else "")
         + f"   {n / wall:>9,.0f} req/s wall   statuses {dict(sorted(answered.items()))}"
         + checks
     )

@@ -1,11 +1,13 @@
-"""The buyer's ``GET /match`` beside what is reachable: nginx's static 302, the minimal standalone
-RSGI app doing the same real work with a durable SQLite write (``bench/minimal_match.py``, in
-its three shapes), and cookiematch's buyer on SQLite (``durability = "ack"``), under the same
-wrk load (``lua/unique.lua``: a new gid and browser per request, as ``http_bench.py`` sends
-them), rounds alternated in one run.
+"""The buyer's ``GET /match`` (or the DMP's partner callback) beside what is reachable: nginx's
+static 302, the minimal standalone RSGI app doing the same real work with durable SQLite writes
+(``bench/minimal_match.py``, in its three shapes; ``bench/minimal_callback.py``), and
+cookiematch's buyer (or DMP) on SQLite (``durability = "ack"``), under the same wrk load
+(``lua/unique.lua``: a new gid or partner uid and browser per request, as ``http_bench.py``
+sends them), rounds alternated in one run.
 
     flock /tmp/bench.lock .venv/bin/python bench/match_reference.py [--workers 1,2]
         [--rounds 3] [--duration 3] [--base /path/to/other/src] [--minimal threads,loop]
+        [--endpoint match|callback]
 
 ``--base``: a second cookiematch buyer from another tree (e.g. main's ``src``) in the same
 rounds, for a before/after measured side by side. Prints each server's median req/s, p50/p99
@@ -31,16 +33,24 @@ from servers import VENV_BIN, WrkResult
 
 BENCH = Path(__file__).resolve().parent
 MATCH = ["/match?google_gid=@N@&google_cver=1", "buyer_uid=@ID@"]
+CALLBACK = ["/callback/analytics?c=shop&uid=@N@", "dmp_id=@ID@"]
+# endpoint: cookiematch's role, the wrk templates, the minimal app's module and its shapes
+ENDPOINTS = {
+    "match": ("buyer", MATCH, "minimal_match", ["threads", "loop_read", "loop"]),
+    "callback": ("dmp", CALLBACK, "minimal_callback", ["threads"]),
+}
 
 
 @contextlib.contextmanager
-def minimal(directory: Path, workers: int, mode: str) -> Iterator[int]:
-    """granian serving ``bench/minimal_match.py`` over a new database; yields its port."""
+def minimal(
+    directory: Path, workers: int, mode: str, module: str = "minimal_match"
+) -> Iterator[int]:
+    """granian serving ``bench/<module>.py`` over a new database; yields its port."""
     directory.mkdir(parents=True, exist_ok=True)
     port = servers.free_port()
     args = [str(VENV_BIN / "granian"), "--interface", "rsgi", "--no-ws", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--workers", str(workers), "--loop", "uvloop"]
-    args += ["minimal_match:app"]
+    args += [f"{module}:app"]
     db = directory / "store.db"
     os.environ.update(MINIMAL_DB=str(db), MINIMAL_MODE=mode, PYTHONPATH=str(BENCH))
     with servers._serving(args, directory, port):
@@ -48,6 +58,7 @@ def minimal(directory: Path, workers: int, mode: str) -> Iterator[int]:
 
 
 def run(args: argparse.Namespace, work: Path, workers: int) -> None:
+    role, templates, module, _ = ENDPOINTS[args.endpoint]
     with contextlib.ExitStack() as stack:
         ports: dict[str, int] = {"nginx": stack.enter_context(servers.nginx(work, "auto"))}
         trees = {"cookiematch": []} | ({"cookiematch (base)": [args.base]} if args.base else {})
@@ -56,14 +67,14 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
             directory.mkdir()
             service = stack.enter_context(
                 servers.cookiematch(
-                    directory, f"sqlite:///{directory}/store.db", role="buyer",
+                    directory, f"sqlite:///{directory}/store.db", role=role,
                     workers=workers, extra_path=extra,
                 )
             )  # fmt: skip
             ports[name] = service.port
         for mode in args.minimal:
             ports[f"minimal ({mode})"] = stack.enter_context(
-                minimal(work / f"minimal-{mode}-{workers}", workers, mode)
+                minimal(work / f"minimal-{mode}-{workers}", workers, mode, module)
             )
         results: dict[str, list[WrkResult]] = {name: [] for name in ports}
         for number in range(1, args.rounds + 1):
@@ -74,12 +85,13 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
                         http_bench.LUA / "unique.lua",
                         duration=args.duration,
                         connections=args.connections,
-                        args=[str(number), *MATCH],
+                        args=[str(number), *templates],
                     )
                 )
     nginx = results["nginx"]
     load = os.getloadavg()
-    print(f"\n== sqlite (ack), {workers} worker{'s' if workers > 1 else ''}, load {load[0]:.2f}")
+    plural = "s" if workers > 1 else ""
+    print(f"\n== {args.endpoint}, sqlite (ack), {workers} worker{plural}, load {load[0]:.2f}")
     print(f"{'server':<22} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}  ratio to nginx (min-max)")
     for name, runs in results.items():
         ratios = [r.rps / n.rps for r, n in zip(runs, nginx, strict=True)]
@@ -100,10 +112,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--base", default=None, help="another tree's src, served beside ours")
+    parser.add_argument("--endpoint", choices=sorted(ENDPOINTS), default="match")
     parser.add_argument(
-        "--minimal", type=http_bench.csv_list(str), default=["threads", "loop_read", "loop"]
+        "--minimal",
+        type=http_bench.csv_list(str),
+        default=None,
+        help="the minimal app's shapes (default: all of the endpoint's)",
     )
     args = parser.parse_args()
+    if args.minimal is None:
+        args.minimal = ENDPOINTS[args.endpoint][3]
     with tempfile.TemporaryDirectory(prefix="match-reference-") as tmp:
         for workers in args.workers:
             work = Path(tmp) / f"w{workers}"
