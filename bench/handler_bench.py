@@ -384,8 +384,8 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
         rounds.append(await phase(args.seconds / args.rounds))
         answered.update(statuses)
     if server.store is not None:
-        commits, writes = (b - a for a, b in zip(batched, server.store.batches, strict=True))
-        batched = commits, writes
+        after = server.store.batches
+        batched = after[0] - batched[0], after[1] - batched[1]
     n, cpu, wall = (sum(values) for values in zip(*rounds, strict=True))
     if profiler is not None:
         profiler.stop()
