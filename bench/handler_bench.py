@@ -65,6 +65,7 @@ from cookiematch.roots.exchange import ExchangeServer
 from cookiematch.web import rsgi
 from cookiematch.web.counters import LabelledCounter
 from cookiematch.web.exchange import metrics as exchange_metrics
+from cookiematch.web.heap import settle_heap
 from cookiematch.web.http import Headers
 from cookiematch.web.rsgi import RSGIAdapter
 
@@ -319,6 +320,7 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
     app = server.app
     adapter = RSGIAdapter(app)
     await app.startup()
+    await settle_heap()  # a served worker's last start-up hook (web/server.py)
     make = await setup(adapter, directory)
     monitor = getattr(server, "monitor", None)
     if args.no_monitor and isinstance(server, ExchangeServer):  # the match tag without it

@@ -6,6 +6,10 @@ await awaitable``: past the limit the awaiting task is cancelled and ``TimeoutEr
 they start (every bid of an exchange has the same ``tmax``) wait in a queue behind a single
 timer, armed for the earliest one still running. A limit that ends before the last queued one
 gets its own timer. One ``Deadlines`` serves one event loop at a time.
+
+``limit = deadlines.enter(seconds)`` is ``run`` without its coroutine, for a caller that
+awaits in its own frame (the store's guard): it awaits, asks ``limit.timed_out()`` on a
+``CancelledError``, and calls ``limit.leave()`` in a ``finally``.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-class _Limit:
+class Limit:
     """One running limit: cancels its task at ``when`` unless it is ``done`` by then."""
 
-    __slots__ = ("cancelling", "done", "expired", "task", "when")
+    __slots__ = ("cancelling", "done", "expired", "own", "task", "when")
 
     def __init__(self, task: asyncio.Task[object], when: float) -> None:
         self.task = task
@@ -29,49 +33,63 @@ class _Limit:
         self.cancelling = task.cancelling()
         self.done = False
         self.expired = False
+        self.own: asyncio.TimerHandle | None = None  # its own timer, when not queued
 
     def expire(self) -> None:
         if not self.done:
             self.expired = True
             self.task.cancel()
 
+    def timed_out(self) -> bool:
+        """Whether the ``CancelledError`` the awaiting task got is this limit's (then taken
+        back: the caller raises its own error instead)."""
+        return self.expired and self.task.uncancel() <= self.cancelling
+
+    def leave(self) -> None:
+        """The awaited call has ended, however."""
+        self.done = True
+        if self.own is not None:
+            self.own.cancel()
+
 
 class Deadlines:
     """Runs awaitables under time limits (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._queue: deque[_Limit] = deque()  # ``when`` never decreases along the queue
+        self._queue: deque[Limit] = deque()  # ``when`` never decreases along the queue
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
     async def run(self, awaitable: Awaitable[T], seconds: float) -> T:
         """``await awaitable``; TimeoutError (its task cancelled) once ``seconds`` have passed."""
+        limit = self.enter(seconds)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if limit.timed_out():
+                raise TimeoutError from None
+            raise
+        finally:
+            limit.leave()
+
+    def enter(self, seconds: float) -> Limit:
+        """A limit of ``seconds`` on the running task, from now (see the module docstring)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._restart(loop)
         task = asyncio.current_task()
         if task is None:
-            raise RuntimeError("Deadlines.run must be awaited in a task")
-        limit = _Limit(task, loop.time() + seconds)
-        own: asyncio.TimerHandle | None = None
+            raise RuntimeError("a deadline needs a running task")
+        limit = Limit(task, loop.time() + seconds)
         queue = self._queue
         if queue and limit.when < queue[-1].when:
-            own = loop.call_at(limit.when, limit.expire)
+            limit.own = loop.call_at(limit.when, limit.expire)
         else:
             queue.append(limit)
             if self._timer is None:
                 self._arm(loop, limit.when)
-        try:
-            return await awaitable
-        except asyncio.CancelledError:
-            if limit.expired and task.uncancel() <= limit.cancelling:
-                raise TimeoutError from None
-            raise
-        finally:
-            limit.done = True
-            if own is not None:
-                own.cancel()
+        return limit
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         self._timer = loop.call_at(when, self._fire, loop)

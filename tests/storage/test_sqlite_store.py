@@ -557,6 +557,27 @@ async def test_map_swaps_of_one_batch_answer_what_the_writes_queued_before_left(
     await store.close()
 
 
+async def test_map_swaps_of_one_batch_answer_past_the_writes_of_their_also(db: Path) -> None:
+    """An ``also`` write joins its batch's merge: a later swap of its field answers it, and
+    the swap that carried it answers only its own field writes."""
+    store = SQLiteStore(str(db))
+    await store.hset("shared", {"f": b"0"})
+    answers = await asyncio.gather(
+        *(
+            store.swap_together(
+                [], [(f"own{i}", {"g": b"%d" % i}, None)], also=[("shared", {"f": b"%d" % i}, None)]
+            )
+            for i in range(1, 50)
+        ),
+        store.swap_together([], [("shared", {"f": b"last"}, None)]),
+    )
+    assert answers[:-1] == [[{}]] * 49
+    assert answers[-1] == [{"f": b"49"}]
+    assert await store.hgetall("shared") == {"f": b"last"}
+    assert await store.hgetall("own7") == {"g": b"7"}
+    await store.close()
+
+
 async def test_point_reads_of_one_batch_share_queries_and_a_bad_one_fails_alone(
     db: Path, clock: FakeClock
 ) -> None:

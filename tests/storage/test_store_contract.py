@@ -269,6 +269,32 @@ async def test_swap_together_reads_maps_after_its_writes(store: Store, clock: Fa
     assert await store.get("rev") == b"1"
 
 
+async def test_swap_together_writes_also_without_answering_it(
+    store: Store, clock: FakeClock
+) -> None:
+    """``also``: field writes of the call merged like the others, nothing answered for them
+    (the answer is the field writes', then ``read_after``'s, which sees them)."""
+    await store.hset("mark", {"old": b"o", "b": b"1"})
+    await store.hset("m", {"x": b"was"})
+    answer = await store.swap_together(
+        [Write("rev", b"1", 60.0)],
+        [("m", {"x": b"new"}, None)],
+        read_after=["mark"],
+        also=[("mark", {"b": b"2", "c": b"3"}, 60.0), ("fresh", {"f": b"v"}, None)],
+    )
+    assert answer == [{"x": b"was"}, {"old": b"o", "b": b"2", "c": b"3"}]
+    assert await store.hgetall_many(["mark", "fresh", "m"]) == [
+        {"old": b"o", "b": b"2", "c": b"3"},
+        {"f": b"v"},
+        {"x": b"new"},
+    ]
+    assert await store.swap_together([], [], also=[("fresh", {"g": b"w"}, None)]) == []
+    assert await Store.swap_together(
+        store, [], [("m", {"x": b"3"}, None)], ["fresh"], [("fresh", {"h": b"z"}, None)]
+    ) == [{"x": b"new"}, {"f": b"v", "g": b"w", "h": b"z"}]
+    assert await store.get("rev") == b"1"
+
+
 async def test_hset_many_ttl_is_per_item(store: Store, clock: FakeClock) -> None:
     await store.hset_many(
         [("h", {"a": b"1"}, 0.2), ("h", {"b": b"2"}, None), ("h", {"c": b"3"}, 60.0)]

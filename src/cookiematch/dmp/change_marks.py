@@ -33,7 +33,7 @@ Nothing reads marks when no analytics engine is configured: the roles then pass
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cookiematch.dmp import keys
 from cookiematch.storage.base import FieldWrite, Store, Write
@@ -54,12 +54,17 @@ reloads every profile instead (``mark_names`` tells), whose cost is the store's 
 not the gap's length (two days of marks would be ~47M reads and deletes)."""
 
 
+def _slice(now: float) -> tuple[int, int]:
+    """``now``'s minute (Unix minutes) and the slice of it ``now`` is in."""
+    minute = int(now // MINUTE)
+    return minute, int((now - minute * MINUTE) * (SHARDS / MINUTE))
+
+
 def mark_writes(dmp_uids: Iterable[str], now: float) -> list[FieldWrite]:
     """The writes marking ``dmp_uids`` changed at ``now``: the map of ``now``'s slice of its
     minute, then the next ones, ``PER_MAP`` browsers a map, to go in the same ``hset_many`` as
     the change itself."""
-    minute = int(now // MINUTE)
-    first = int((now - minute * MINUTE) * (SHARDS / MINUTE))
+    minute, first = _slice(now)
     at = str(int(now)).encode()
     maps: dict[str, dict[str, bytes]] = {}
     for i, uid in enumerate(dmp_uids):
@@ -68,16 +73,46 @@ def mark_writes(dmp_uids: Iterable[str], now: float) -> list[FieldWrite]:
     return [(key, fields, MARK_TTL) for key, fields in maps.items()]
 
 
+class _Moment:
+    """The mark map's key and the written-at value of the latest write, reused by the next
+    writes of the same slice and second (each held as one tuple: a read never sees half of
+    an update)."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self) -> None:
+        self.key: tuple[int, int, str] = (-1, -1, "")
+        self.value: tuple[int, bytes] = (-1, b"")
+
+    def mark(self, dmp_uid: str, now: float) -> FieldWrite:
+        """``mark_writes([dmp_uid], now)``'s one write: what the online write of one browser
+        (a sync callback, a pixel) carries."""
+        minute, first = _slice(now)
+        held = self.key
+        if held[0] != minute or held[1] != first:
+            held = self.key = (minute, first, keys.change_mark_key(minute, first))
+        second = int(now)
+        value = self.value
+        if value[0] != second:
+            value = self.value = (second, str(second).encode())
+        return held[2], {dmp_uid: value[1]}, MARK_TTL
+
+
 @dataclass(frozen=True, slots=True)
 class ChangeMarks:
     """Whether online writes mark the browsers they change: only an analytics engine reads
     the marks (``[dmp.analytics] engine``; ``roots/dmp.py`` decides, once)."""
 
     on: bool = True
+    _moment: _Moment = field(default_factory=_Moment, compare=False, repr=False)
 
     def writes(self, dmp_uids: Iterable[str], now: float) -> list[FieldWrite]:
         """:func:`mark_writes`, or none when marks are off."""
         return mark_writes(dmp_uids, now) if self.on else []
+
+    def write(self, dmp_uid: str, now: float) -> tuple[FieldWrite, ...]:
+        """``writes([dmp_uid], now)``, made directly (the key computed once a slice)."""
+        return (self._moment.mark(dmp_uid, now),) if self.on else ()
 
 
 MARKING = ChangeMarks(on=True)

@@ -163,7 +163,7 @@ class ConsentMarks:
         string (without one, GDPR allows nothing): it is left out without one."""
         write = self.field_write(dmp_uid, answers, signals, now)
         if write is not None:  # the profile changed (change_marks.py)
-            await self._store.hset_many([write, *self._marks.writes([dmp_uid], now)])
+            await self._store.hset_many([write, *self._marks.write(dmp_uid, now)])
 
     def field_write(
         self, dmp_uid: str, answers: Mapping[str, bool], signals: ConsentSignals, now: float

@@ -117,7 +117,7 @@ class EventLog:
         else:
             tally = EventTally(previous.count + 1, previous.first, now)
         write: FieldWrite = (key, {field: msgspec.json.encode(tally)}, self._ttl)
-        await self._store.hset_many([write, *self._marks.writes([dmp_uid], now)])
+        await self._store.hset_many([write, *self._marks.write(dmp_uid, now)])
 
     async def _make_room(self, key: str) -> None:
         existing = await self._store.hgetall(key)

@@ -59,18 +59,21 @@ class MatchTable:
         """Store the match both ways (and ``also``, another field write of the request) in
         one store call, which answers the partner ID it replaces (``swap_together``: the read
         folded into the write) and the maps of ``read_after`` as they stand once the match is
-        stored (returned); a superseded partner ID then loses its reverse entry."""
-        key = keys.partners_key(dmp_uid)
-        match = _encode(PartnerMatch(partner_uid, now))
-        forward: FieldWrite = (key, {partner_id: match}, self._ttl)
+        stored (returned); a superseded partner ID then loses its reverse entry. The change
+        mark and ``also`` go in the same call, nothing read for them."""
+        forward: FieldWrite = (
+            keys.partners_key(dmp_uid),
+            {partner_id: _encode(PartnerMatch(partner_uid, now))},
+            self._ttl,
+        )
         reverse = Write(
             keys.reverse_key(partner_id, partner_uid),
             _encode(ReverseMatch(dmp_uid, now)),
             self._ttl,
         )
-        marks = self._marks.writes([dmp_uid], now)  # the profile changed (change_marks.py)
-        maps = (forward, *marks) if also is None else (forward, also, *marks)
-        answer = await self._store.swap_together((reverse,), maps, read_after)
+        marks = self._marks.write(dmp_uid, now)  # the profile changed (change_marks.py)
+        quiet = marks if also is None else (also, *marks)
+        answer = await self._store.swap_together((reverse,), (forward,), read_after, quiet)
         previous = answer[0].get(partner_id)
         old = None
         if previous is not None:
@@ -80,7 +83,7 @@ class MatchTable:
                 old = None
         if old is not None and old != partner_uid:
             await self._delete_reverse(partner_id, old, dmp_uid)
-        return answer[len(maps) :]
+        return answer[1:]
 
     async def _delete_reverse(self, partner_id: str, partner_uid: str, dmp_uid: str) -> None:
         key = keys.reverse_key(partner_id, partner_uid)

@@ -300,7 +300,7 @@ class DmpSubjects:
                 fields = await self._store.hgetall(key(uid))
             await self._store.delete(key(uid))
             erased[kind] += len(fields)
-        marks = self._marks.writes([uid], now)
+        marks = self._marks.write(uid, now)
         if marks:  # the engine forgets it too
             await self._store.hset_many(marks)
         if self._staging is not None:  # and its traits, before any update staged later

@@ -190,19 +190,22 @@ class Store(ABC):
         writes: Sequence[Write],
         field_writes: Sequence[FieldWrite],
         read_after: Sequence[str] = (),
+        also: Sequence[FieldWrite] = (),
     ) -> list[dict[str, bytes]]:
-        """``write_together(writes, field_writes)``, answering for each field write the live
-        values its fields held just before this call (as ``hswap_many``), then for each key of
-        ``read_after`` its live map once these writes are stored (a map another writer stored
-        before them is seen; one stored after them can see these writes: a read-after-write
-        check in the same call). Waits for the writes whatever the durability. Give each map
-        key once per call. SQLite reads and writes in one transaction of its writer, Redis in
-        one pipeline; this default reads the maps, writes, then reads ``read_after``.
+        """``write_together(writes, [*field_writes, *also])``, answering for each of
+        ``field_writes`` the live values its fields held just before this call (as
+        ``hswap_many``), then for each key of ``read_after`` its live map once these writes
+        are stored (a map another writer stored before them is seen; one stored after them can
+        see these writes: a read-after-write check in the same call). ``also``: field writes
+        of the same call whose earlier values nobody wants (written as ``hset_many`` writes
+        them, nothing read for them). Waits for the writes whatever the durability. Give each
+        map key once per call. SQLite reads and writes in one transaction of its writer, Redis
+        in one pipeline; this default reads the maps, writes, then reads ``read_after``.
         """
         for _, _, ttl in field_writes:
             check_ttl(ttl)
         stored = await self.hgetall_many([key for key, _, _ in field_writes])
-        await self.write_together(writes, field_writes)
+        await self.write_together(writes, [*field_writes, *also])
         after = await self.hgetall_many(read_after) if read_after else []
         return [
             {name: held[name] for name in mapping if name in held}

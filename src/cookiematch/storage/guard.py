@@ -24,6 +24,7 @@ count of refused writes) with another deadline: the admin API's.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -163,15 +164,15 @@ class GuardedStore(Store):
         ``self._guarded(op, self._admit(op), inner.op(...))`` evaluates in that order) under
         the deadline, and tell the breaker and the observer how it ended."""
         breaker = self._shared.breaker
+        limit = self._limits.enter(self.deadline)  # in this frame: no coroutine of its own
         try:
-            result = await self._limits.run(call, self.deadline)
+            result = await call
+        except asyncio.CancelledError:
+            if not limit.timed_out():
+                raise
+            raise self._missed(op, started) from None
         except TimeoutError:
-            self._observe(op, started, "timeout")
-            miss = f"{op} over {self.deadline * 1000:.0f} ms"
-            breaker.missed(miss)
-            raise StoreUnavailable(
-                f"no answer from the store within the deadline: {miss}"
-            ) from None
+            raise self._missed(op, started) from None
         except StoreUnavailable as exc:
             self._observe(op, started, "unavailable")
             breaker.trip(str(exc))
@@ -180,9 +181,18 @@ class GuardedStore(Store):
             self._observe(op, started, "error")
             breaker.succeeded()  # the store answered
             raise
+        finally:
+            limit.leave()
         self._observe(op, started, "ok")
         breaker.succeeded()
         return result
+
+    def _missed(self, op: str, started: float) -> StoreUnavailable:
+        """A call past its deadline: counted, told to the breaker, and the error to raise."""
+        self._observe(op, started, "timeout")
+        miss = f"{op} over {self.deadline * 1000:.0f} ms"
+        self._shared.breaker.missed(miss)
+        return StoreUnavailable(f"no answer from the store within the deadline: {miss}")
 
     async def _scan(self, op: str, items: AsyncIterator[T]) -> AsyncIterator[T]:
         """Each step of a scan is one call (its own deadline)."""
@@ -266,11 +276,12 @@ class GuardedStore(Store):
         writes: Sequence[Write],
         field_writes: Sequence[FieldWrite],
         read_after: Sequence[str] = (),
+        also: Sequence[FieldWrite] = (),
     ) -> list[dict[str, bytes]]:
         return await self._guarded(
             "swap_together",
             self._admit("swap_together"),
-            self.inner.swap_together(writes, field_writes, read_after),
+            self.inner.swap_together(writes, field_writes, read_after, also),
         )
 
     async def delete(self, key: str) -> bool:

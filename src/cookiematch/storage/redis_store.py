@@ -289,24 +289,28 @@ class RedisStore(Store):
         writes: Sequence[Write],
         field_writes: Sequence[FieldWrite],
         read_after: Sequence[str] = (),
+        also: Sequence[FieldWrite] = (),
     ) -> list[dict[str, bytes]]:
         """One pipeline when it fits one: the plain writes, one ``HSWAP_EXPIRING`` script per
-        map key (as ``hswap_many``), then an ``HGETALL`` per key of ``read_after``; not
-        atomic (each script is)."""
+        map key (as ``hswap_many``), ``also``'s HSET scripts (as ``hset_many``), then an
+        ``HGETALL`` per key of ``read_after``; not atomic (each script is)."""
         commands = self._plain_commands(writes)
         names: list[list[str]] = []
         for key, mapping, ttl in field_writes:
             commands.append(self._hswap_command(key, mapping, self._expiry_ms(ttl)))
             names.append(list(mapping))
         plain, swapped = len(writes), len(field_writes)
+        if also:
+            commands += self._hset_commands(also)
+        written = len(commands)
         commands += [("HGETALL", codec.encode_key(key)) for key in read_after]
         if len(commands) > self._bulk:
-            return await super().swap_together(writes, field_writes, read_after)
+            return await super().swap_together(writes, field_writes, read_after, also)
         now = self._now_ms()
         finish_map = self._hgetall_finish(now)
 
         def finish(replies: list[Any]) -> list[dict[str, bytes]]:
-            for reply in replies[: plain + swapped]:
+            for reply in replies[:written]:
                 reply_error(self._name, reply)
             held = [
                 {
@@ -318,7 +322,7 @@ class RedisStore(Store):
             ]
             return held + [
                 {field: value for field, (value, _) in finish_map([reply]).items()}
-                for reply in replies[plain + swapped :]
+                for reply in replies[written:]
             ]
 
         answer: list[dict[str, bytes]] = await self._call(commands, finish, write=True)

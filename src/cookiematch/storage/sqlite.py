@@ -360,20 +360,22 @@ class SQLiteStore(Store):
         writes: Sequence[Write],
         field_writes: Sequence[FieldWrite],
         read_after: Sequence[str] = (),
+        also: Sequence[FieldWrite] = (),
     ) -> list[dict[str, bytes]]:
         """One op in the writer, which reads each written map to merge it anyway (in a batch,
         with the other writes' maps), and reads ``read_after`` in the same transaction once
-        the batch's writes are in it."""
+        the batch's writes are in it; ``also`` is merged, not answered."""
         rows = [
             (w.key, None if w.value is None else as_bytes(w.value), self._expiry(w.ttl))
             for w in writes
         ]
         updates = self._updates(field_writes)
+        quiet = self._updates(also) if also else {}
         held: dict[str, dict[str, bytes]] = {}
         after: list[dict[str, bytes]] = []
-        if rows or updates or read_after:
+        if rows or updates or read_after or quiet:
             held, after = await self._engine.write(
-                ops.swap_together, rows, updates, self._clock(), tuple(read_after)
+                ops.swap_together, rows, updates, self._clock(), tuple(read_after), quiet
             )
         return [
             {name: old[name] for name in mapping if name in old} if (old := held.get(key)) else {}

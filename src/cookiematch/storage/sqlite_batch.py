@@ -219,11 +219,13 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
             for key, fields in more.items():
                 _merge_into(updates, key, fields)
         elif op is ops.swap_together and all(row[1] is not None for row in args[0]):
-            more_rows, more, now, reads = args
+            more_rows, more, now, reads, quiet = args
             rows += more_rows
             map_swaps.append(_map_swap(len(results), updates, more, now))
             togethers.append((len(results), reads, now))
             for key, fields in more.items():
+                _merge_into(updates, key, fields)
+            for key, fields in quiet.items():
                 _merge_into(updates, key, fields)
         else:
             flush()

@@ -321,11 +321,15 @@ def swap_together(
     updates: Updates,
     now: float,
     reads: tuple[str, ...] = (),
+    quiet: Updates | None = None,
 ) -> tuple[dict[str, dict[str, bytes]], list[dict[str, bytes]]]:
-    """``write_together``, answering per key the live values its written fields held before,
-    and the live maps of ``reads`` after the writes."""
+    """``write_together``, answering per key the live values the fields of ``updates`` held
+    before, and the live maps of ``reads`` after the writes (``quiet``: more maps to merge,
+    other keys than ``updates``', nothing answered for them)."""
     write_many(c, rows, now)
     held = hswap_many(c, updates, now) if updates else {}
+    if quiet:
+        hset_many(c, quiet, now)
     return held, live_maps(c, reads, now)
 
 
