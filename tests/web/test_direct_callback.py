@@ -310,12 +310,19 @@ def test_the_common_case_is_taken_and_edge_cases_are_not(dmp: InProcessDmp) -> N
         return
     assert taken is not None
     dmp.loop.run_until_complete(taken)  # type: ignore[arg-type]
+    signed = direct(callback_scope("GET", "/callback/email", f"uid={sealed('E-1')}", cookie))
+    assert signed is not None
+    dmp.loop.run_until_complete(signed)  # type: ignore[arg-type]
     for path, query in (
         ("/callback/analytics", "uid=A-1&dmp_tc=1"),
         ("/callback/analytics", "uid=A%2D1"),
         ("/callback/analytics", "uid=A-1&gdpr=0"),
         ("/callback/analytics", "uid=A-1&uid=A-2"),
         ("/callback/analytics", "c=shop"),
+        ("/callback/analytics", "uid="),
+        ("/callback/orders", "uid=MACRO"),  # the macro left unreplaced
+        ("/callback/email", "uid=E-1"),  # not signed
+        ("/callback/email", f"uid={sealed('E-1')[:-2]}xx"),  # forged
         ("/callback/nope", "uid=A-1"),
     ):
         assert direct(callback_scope("GET", path, query, cookie)) is None, (path, query)

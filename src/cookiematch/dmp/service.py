@@ -350,11 +350,41 @@ class DmpService:
         if cookie_test and partner.initiates_sync:
             self.funnel.partner(partner.id, "initiated_stored")
             return CallbackStatus.STORED
+        self._count_callback(partner, client_id)
+        return CallbackStatus.STORED
+
+    def open_id(self, partner: Partner, raw_uid: str) -> str | None:
+        """The partner's plain ID in ``raw_uid``, or None (malformed, forged or stale)."""
+        return self._readers[partner.id].open(raw_uid, self._clock())
+
+    async def callback_common(
+        self,
+        partner: Partner,
+        dmp_uid: str,
+        uid: str,
+        client_id: str | None,
+        silent: tuple[Decision, Decision],
+    ) -> None:
+        """``callback``'s common case as ``web/dmp/direct_callback.py`` brings it, with the
+        same counts, store call and hooks: a DMP cookie, the partner's ID already opened
+        (``open_id``), no privacy signal, and ``silent``: the policy's answers without one
+        for keeping the DMP cookie and syncing this partner, both allowed and neither
+        ``CONSENTED`` (so no consent marks), counted as ``judge`` and ``_check`` count them."""
+        counts = self.policy.counts
+        counts[Operation.STORE_ID, silent[0].reason] += 1
+        counts[Operation.SYNC, silent[1].reason] += 1
+        try:
+            await self._store_match(partner, uid, dmp_uid, None)
+        except Exception:  # as ``callback``
+            self.funnel.partner(partner.id, "callback_failed")
+            raise
+        self._count_callback(partner, client_id)
+
+    def _count_callback(self, partner: Partner, client_id: str | None) -> None:
         self.funnel.partner(partner.id, "callbacks")
         client = self.client(client_id)
         if client is not None:
             self.funnel.client(client.id, "callbacks")
-        return CallbackStatus.STORED
 
     async def inband(
         self,
@@ -402,11 +432,12 @@ class DmpService:
             self.funnel.partner(partner_id, "inband_refused")
 
     async def _store_match(
-        self, partner: Partner, uid: str, dmp_uid: str, consent: RequestConsent
+        self, partner: Partner, uid: str, dmp_uid: str, consent: RequestConsent | None
     ) -> None:
+        """The match, its marks, and what it sets off (``consent`` None: no signal)."""
         now = self._clock()
         marks = None
-        if consent.store_id.reason is Reason.CONSENTED:  # under GDPR both were allowed
+        if consent is not None and consent.store_id.reason is Reason.CONSENTED:  # GDPR: both
             answers = {**self._host_answers(consent), partner.id: True}
             marks = self.consent_marks.field_write(dmp_uid, answers, consent.signals, now)
         waiting = self.waiting

@@ -4,9 +4,11 @@ A partner's sync callback as browsers bring it: a known partner, a query of ``ui
 optionally ``c`` (the client), each once, plain characters only (nothing to percent-decode,
 so no privacy parameter), no ``Sec-GPC`` header, and the DMP cookie holding a valid DMP ID,
 for a policy that lets the DMP keep its cookie and sync this partner when a request says
-nothing about privacy. It is read into locals and stored through the domain
-(``DmpService.callback``, with the consent the general path would judge: the same checks,
-write and counts), and answered with the pixel built once. The match's one store call also
+nothing about privacy, and a partner ID that opens (not empty, not the unreplaced macro, not
+forged or stale). It is read into locals and stored through the domain
+(``DmpService.callback_common``: the policy's answers without a signal counted as the general
+path counts its decisions, the same write, hooks and funnel counts), and answered with the
+pixel built once. The match's one store call also
 reads the records that wait for the partner ID (``MatchTable.record``'s ``read_after``).
 Everything else returns None before anything is done and ``DmpRoutes.callback`` answers it;
 both answer the same bytes, count the same and store the same
@@ -18,15 +20,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cookiematch.dmp.model import CLIENT_PARAM, UID_PARAM
-from cookiematch.dmp.service import CallbackStatus, DmpService
+from cookiematch.dmp.model import CLIENT_PARAM, UID_PARAM, Partner
+from cookiematch.dmp.service import DmpService
 from cookiematch.formats import ID_PATTERN
-from cookiematch.privacy.policy import Operation
+from cookiematch.privacy.policy import Decision, Operation, Reason
 from cookiematch.privacy.request import NO_PRIVACY
 from cookiematch.protocol.cookies import CookieSpec, parse_browser_id, read_id_cookie
 from cookiematch.protocol.gpc import GPC_HEADER
 from cookiematch.protocol.query import MAX_QUERY_BYTES
-from cookiematch.web.dmp.routes import REFUSED_PIXEL, STORED_PIXEL
+from cookiematch.web.dmp.routes import STORED_PIXEL
 from cookiematch.web.router import Answer, DirectHeaders, Pending
 
 __all__ = ["DirectCallback", "read_callback_query"]
@@ -65,11 +67,6 @@ class DirectCallback:
         self._service = service
         self._name = cookie.name
         self._stored: Answer = (STORED_PIXEL.status, STORED_PIXEL.headers, STORED_PIXEL.body)
-        self._refused: Answer = (
-            REFUSED_PIXEL.status,
-            REFUSED_PIXEL.headers,
-            REFUSED_PIXEL.body,
-        )
 
     def __call__(self, scope: Any) -> DirectHeaders | Pending | None:
         """A ``Pending`` of the whole answer, or None."""
@@ -90,15 +87,28 @@ class DirectCallback:
         if not isinstance(value, str) or parse_browser_id(value) is None:
             return None
         policy, signals = service.policy, NO_PRIVACY.signals
-        if not (
-            policy.answer(Operation.STORE_ID, signals).allowed
-            and policy.answer(Operation.SYNC, signals, partner.gvl_vendor_id).allowed
+        store_id = policy.answer(Operation.STORE_ID, signals)
+        sync = policy.answer(Operation.SYNC, signals, partner.gvl_vendor_id)
+        if not (store_id.allowed and sync.allowed) or Reason.CONSENTED in (
+            store_id.reason,
+            sync.reason,
         ):
-            return None  # refused without signals: the general path counts why
-        return self._answer(partner.id, value, read[0], read[1])
+            return None  # refused without signals (or consented): the general path's
+        raw_uid, client = read
+        if not raw_uid or raw_uid == partner.uid_macro:
+            return None  # refused: the general path counts why
+        uid = service.open_id(partner, raw_uid)
+        if uid is None:
+            return None  # malformed, forged or stale: likewise
+        return self._answer(partner, value, uid, client, (store_id, sync))
 
-    async def _answer(self, partner_id: str, dmp_uid: str, uid: str, client: str | None) -> Answer:
-        service = self._service
-        consent = service.judge(NO_PRIVACY.params, NO_PRIVACY.signals)
-        status = await service.callback(partner_id, dmp_uid, uid, client, consent=consent)
-        return self._stored if status is CallbackStatus.STORED else self._refused
+    async def _answer(
+        self,
+        partner: Partner,
+        dmp_uid: str,
+        uid: str,
+        client: str | None,
+        silent: tuple[Decision, Decision],
+    ) -> Answer:
+        await self._service.callback_common(partner, dmp_uid, uid, client, silent)
+        return self._stored
