@@ -29,8 +29,8 @@ import handler_bench
 import msgspec
 
 from cookiematch.buyer.bidder import Bidder
-from cookiematch.buyer.stats import counter
 from cookiematch.roots.buyer import BuyerServer
+from cookiematch.tally import counter
 from cookiematch.web import rsgi
 from cookiematch.web.rsgi import RSGIAdapter
 

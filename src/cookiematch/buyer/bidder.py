@@ -40,7 +40,7 @@ from cookiematch.buyer.matchtag import (
     decide_match_tag,
 )
 from cookiematch.buyer.model import BuyerSettings
-from cookiematch.buyer.stats import BuyerStats, counter
+from cookiematch.buyer.stats import BuyerStats
 from cookiematch.buyer.stats import key as stats_key
 from cookiematch.buyer.wins import WinUrls, bid_id
 from cookiematch.clock import Clock
@@ -58,6 +58,7 @@ from cookiematch.protocol.openrtb import (
     decode_bid_request,
 )
 from cookiematch.protocol.query import QueryParam, encode_query
+from cookiematch.tally import counter
 
 log = logging.getLogger(__name__)
 

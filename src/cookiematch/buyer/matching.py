@@ -168,7 +168,7 @@ class Matcher:
         """GET /match's common case, as :meth:`redirect` answers it: a gid and a cver already
         valid, no ``google_error`` nor ``google_hm``, no privacy signal (where
         ``common_redirects``), the cookie's uid (None: a new one) not opted out."""
-        self._policy.counts[Operation.STORE_ID, self._store_silent.reason] += 1
+        self._policy.count((Operation.STORE_ID, self._store_silent.reason))
         result = await self._write(gid, cver, uid, "match")
         self.stats.add("match", result.outcome)
         return result

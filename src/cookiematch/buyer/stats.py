@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, MutableMapping
-from typing import TypeVar
+
+from cookiematch.tally import counter
 
 EVENTS = {
     "match": "GET /match redirects, by outcome",
@@ -31,7 +32,6 @@ EVENTS = {
 
 
 Key = tuple[str, str]
-K = TypeVar("K")
 
 
 class BuyerStats:
@@ -64,19 +64,6 @@ def key(event: str, label: str) -> Key:
     if event not in EVENTS:
         raise ValueError(f"unknown event {event!r}")
     return event, label
-
-
-def counter(counts: MutableMapping[K, int]) -> Callable[[K], None]:
-    """A function that counts one key of ``counts`` in one call (its ``add`` when it has one,
-    as ``WorkerCounts`` does)."""
-    add: Callable[[K], None] | None = getattr(counts, "add", None)
-    if add is not None:
-        return add
-
-    def count(key: K) -> None:
-        counts[key] += 1
-
-    return count
 
 
 def code_label(code: str) -> str:

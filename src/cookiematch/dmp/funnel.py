@@ -40,6 +40,8 @@ from collections.abc import MutableMapping
 
 import msgspec
 
+from cookiematch.tally import adder
+
 CLIENT_COUNTERS = ("tag_js", "tags_loaded", "pixels", "callbacks")
 PARTNER_COUNTERS = (
     "pixels", "callbacks", "callback_failed", "rejected", "inband", "initiated",
@@ -208,32 +210,33 @@ class Funnel:
 
     def __init__(self, counts: MutableMapping[FunnelKey, int] | None = None) -> None:
         self._counts: MutableMapping[FunnelKey, int] = Counter() if counts is None else counts
+        self._add = adder(self._counts)
         self.changed = False
 
     def partner(self, partner_id: str, counter: str, n: int = 1) -> None:
-        self._counts[("partner", partner_id, counter)] += n
+        self._add(("partner", partner_id, counter), n)
         self.changed = True
 
     def client(self, client_id: str, counter: str, n: int = 1) -> None:
-        self._counts[("client", client_id, counter)] += n
+        self._add(("client", client_id, counter), n)
         self.changed = True
 
     def other(self, counter: str, n: int = 1) -> None:
-        self._counts[("other", "", counter)] += n
+        self._add(("other", "", counter), n)
         self.changed = True
 
     def ingested(self, partner_id: str, counts: dict[str, int]) -> None:
         """Ingestion outcomes (``INGEST_COUNTERS``) of the partner's records; zeros skipped."""
         for outcome, n in counts.items():
             if n:
-                self._counts[("ingest", partner_id, outcome)] += n
+                self._add(("ingest", partner_id, outcome), n)
                 self.changed = True
 
     def ingest_rejected(self, partner_id: str, reasons: dict[str, int]) -> None:
         """Rejected records of the partner by reason code (``ingest/rejects.reject_code``)."""
         for reason, n in reasons.items():
             if n:
-                self._counts[("reject", partner_id, reason)] += n
+                self._add(("reject", partner_id, reason), n)
                 self.changed = True
 
     def snapshot(self) -> FunnelCounts:

@@ -370,9 +370,9 @@ class DmpService:
         (``open_id``), no privacy signal, and ``silent``: the policy's answers without one
         for keeping the DMP cookie and syncing this partner, both allowed and neither
         ``CONSENTED`` (so no consent marks), counted as ``judge`` and ``_check`` count them."""
-        counts = self.policy.counts
-        counts[Operation.STORE_ID, silent[0].reason] += 1
-        counts[Operation.SYNC, silent[1].reason] += 1
+        count = self.policy.count
+        count((Operation.STORE_ID, silent[0].reason))
+        count((Operation.SYNC, silent[1].reason))
         try:
             await self._store_match(partner, uid, dmp_uid, None)
         except Exception:  # as ``callback``

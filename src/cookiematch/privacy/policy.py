@@ -40,6 +40,7 @@ from cookiematch.protocol.gpp import TCF_EU_V2, GppString
 from cookiematch.protocol.gpp_us import OPTED_OUT, UsOptOuts
 from cookiematch.protocol.tcf import RestrictionType, TCString
 from cookiematch.protocol.undecodable import Undecodable
+from cookiematch.tally import counter
 
 __all__ = [
     "CONSENT_ONLY",
@@ -132,6 +133,7 @@ class PrivacyPolicy:
         self.counts: MutableMapping[tuple[Operation, Reason], int] = (
             Counter() if counts is None else counts
         )
+        self.count = counter(self.counts)  # ``counts[key] += 1`` in one call
         self._memo: dict[tuple[int, Operation, int | None], tuple[ConsentSignals, Decision]] = {}
 
     def decide(
@@ -144,7 +146,7 @@ class PrivacyPolicy:
             decision = hit[1]
         else:
             decision = self.answer(operation, signals, vendor_id)
-        self.counts[operation, decision.reason] += 1
+        self.count((operation, decision.reason))
         return decision
 
     def answer(
