@@ -3,9 +3,9 @@ only those (``dmp/analytics/refresh.py``) instead of scanning every profile.
 
 Every online write of a profile's maps in the key-value store (sync callbacks, impression
 pixels, consent marks, erasure; trait writes are staged for the engine instead and mark
-nothing, ``traits/writes.py``) adds, in the same
-store call as the write itself (``hset_many``, or ``swap_together``'s ``also`` for a sync
-callback), one field to a small map of the minute it happened in::
+nothing, ``traits/writes.py``) adds, in the same store call as the write itself
+(``hset_many``, or ``swap_together``'s ``also`` for a sync callback), one field to a small map
+of the minute it happened in::
 
     dmpc:{<minute>:<shard>}:m   dmp uid -> written at (Unix seconds, ASCII)   TTL: MARK_TTL
 
