@@ -2,12 +2,14 @@
 each, both running at once, each pinned to its own core, the cores swapped every round.
 
     .venv/bin/python bench/pinned_ab.py --endpoint dmp_callback --rounds 10 A_SRC B_SRC
+        [--stores REDIS_URL_A REDIS_URL_B]
 
 On a machine whose speed drifts by 10-15 % between runs taken one after the other, two runs
 side by side see the same drift: the difference between the trees is what is left (an A/A
 run differed by 3 %). Prints, per tree, the medians of the CPU per request, of the loop
 thread's share and of the wall-clock rate, and each round's CPU per request. Needs two cores
-and ``taskset``; nothing else should run meanwhile.
+and ``taskset``; nothing else should run meanwhile. ``--stores`` gives each tree its own
+Redis database (e.g. ``redis://127.0.0.1:6379/1`` and ``/2``) instead of a SQLite file each.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ _FIGURES = re.compile(
 )
 
 
-def _start(src: str, core: int, args: argparse.Namespace) -> subprocess.Popen[str]:
+def _start(src: str, core: int, store: str, args: argparse.Namespace) -> subprocess.Popen[str]:
     command = ["taskset", "-c", str(core), sys.executable, str(BENCH / "handler_bench.py")]
     command += ["--endpoint", args.endpoint, "--seconds", str(args.seconds), "--rounds", "1"]
-    command += ["--loop", "uvloop"]
+    command += ["--loop", "uvloop", "--store", store]
     env = dict(os.environ, PYTHONPATH=src)
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
 
@@ -49,11 +51,15 @@ def main() -> None:
     parser.add_argument("--endpoint", default="dmp_callback")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--stores", nargs=2, default=["sqlite", "sqlite"], metavar="URL")
     args = parser.parse_args()
     runs: dict[str, list[tuple[float, float, float]]] = {args.a: [], args.b: []}
     for number in range(args.rounds):
         cores = (0, 1) if number % 2 == 0 else (1, 0)
-        running = [(src, _start(src, core, args)) for src, core in zip(runs, cores, strict=True)]
+        running = [
+            (src, _start(src, core, store, args))
+            for src, core, store in zip(runs, cores, args.stores, strict=True)
+        ]
         for src, process in running:
             output, _ = process.communicate()
             runs[src].append(_figures(output))
