@@ -163,8 +163,9 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
     before the other gives what the queued order gives; any other op (a delete, a
     conditional write) runs alone, in its place. The keys of the ``swap_many`` among them are
     read in one query before that ``put_many``, and each answers what its keys held after the
-    writes queued before it; a ``swap_together`` feeds both like ``write_together`` and its
-    answer comes from the same maps ``hset_many`` reads to merge; its ``read_after`` maps are
+    writes queued before it; a ``swap_together`` feeds both like ``write_together`` (its
+    ``also`` maps merged as ``hset_many``'s, nothing answered for them) and its answer comes
+    from the same maps ``hset_many`` reads to merge; its ``read_after`` maps are
     read by that same query and answered as the writes gathered with it leave them (merged
     in Python as ``hset_many`` merges them: one query a batch, not two)."""
     results: list[Outcome] = []
