@@ -8,8 +8,8 @@ nothing about privacy, and a partner ID that opens (not empty, not the unreplace
 forged or stale). It is read into locals and stored through the domain
 (``DmpService.callback_common``: the policy's answers without a signal counted as the general
 path counts its decisions, the same write, hooks and funnel counts), and answered with the
-pixel built once. The match's one store call also
-reads the records that wait for the partner ID (``MatchTable.record``'s ``read_after``).
+pixel built once. The match's one store call also reads the records that wait for the
+partner ID (``MatchTable.record``'s ``read_after``).
 Everything else returns None before anything is done and ``DmpRoutes.callback`` answers it;
 both answer the same bytes, count the same and store the same
 (tests/web/test_direct_callback.py).
