@@ -300,8 +300,10 @@ class RedisStore(Store):
             commands.append(self._hswap_command(key, mapping, self._expiry_ms(ttl)))
             names.append(list(mapping))
         plain, swapped = len(writes), len(field_writes)
-        if also:
-            commands += self._hset_commands(also)
+        for key, mapping, ttl in also:  # each key once per call: no grouping
+            if mapping:
+                expires = self._expiry_ms(ttl)
+                commands.append(_hset_command(key, _field_args(mapping, expires), expires))
         written = len(commands)
         commands += [("HGETALL", codec.encode_key(key)) for key in read_after]
         if len(commands) > self._bulk:
@@ -390,10 +392,7 @@ class RedisStore(Store):
         expires = self._expiry_ms(ttl)
         if not mapping:
             return
-        args: list[bytes] = []
-        for field, value in mapping.items():
-            args += (codec.encode_key(field), codec.pack(as_bytes(value), expires))
-        await self._write([_hset_command(codec.encode_key(key), args, expires)])
+        await self._write([_hset_command(key, _field_args(mapping, expires), expires)])
 
     async def hset_many(self, items: Sequence[FieldWrite]) -> None:
         """One op (one pipeline): per key, one HSET of all its fields, whatever their TTLs
@@ -417,14 +416,12 @@ class RedisStore(Store):
             entry = by_key.get(key)
             if entry is None:
                 entry = by_key[key] = ([], [])
-            args = entry[0]
-            for field, value in mapping.items():
-                args += (codec.encode_key(field), codec.pack(as_bytes(value), expires))
+            entry[0].extend(_field_args(mapping, expires))
             entry[1].append(expires)
         commands: list[Command] = []
         for key, (args, expiries) in by_key.items():
             farthest = None if None in expiries else max(e for e in expiries if e is not None)
-            commands.append(_hset_command(codec.encode_key(key), args, farthest))
+            commands.append(_hset_command(key, args, farthest))
         return commands
 
     async def hswap_many(self, items: Sequence[FieldWrite]) -> list[dict[str, bytes]]:
@@ -456,11 +453,10 @@ class RedisStore(Store):
 
     def _hswap_command(self, key: str, mapping: Mapping[str, Any], expires: int | None) -> Command:
         """The ``HSWAP_EXPIRING`` script of one key: its fields set, what they held answered."""
-        args: list[bytes] = []
-        for field, value in mapping.items():
-            args += (codec.encode_key(field), codec.pack(as_bytes(value), expires))
         farthest = codec.FAR_FUTURE_MS if expires is None else expires
-        return HSWAP_EXPIRING.command(codec.encode_key(key), (farthest, *args))
+        return HSWAP_EXPIRING.command(
+            codec.encode_key(key), (farthest, *_field_args(mapping, expires))
+        )
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         if not keys:
@@ -637,10 +633,19 @@ class RedisStore(Store):
             await self._client.aclose()
 
 
-def _hset_command(k: bytes, args: list[bytes], expires: int | None) -> Command:
+def _hset_command(key: str, args: list[bytes], expires: int | None) -> Command:
     """One script: HSET, then the map's expiry moved out to ``expires`` if it is earlier (a
     field kept forever keeps the map: the farthest expiry there is)."""
-    return HSET_EXPIRING.command(k, (codec.FAR_FUTURE_MS if expires is None else expires, *args))
+    farthest = codec.FAR_FUTURE_MS if expires is None else expires
+    return HSET_EXPIRING.command(codec.encode_key(key), (farthest, *args))
+
+
+def _field_args(mapping: Mapping[str, Any], expires: int | None) -> list[bytes]:
+    """A map's fields as script arguments: each name, then its value packed with ``expires``."""
+    args: list[bytes] = []
+    for field, value in mapping.items():
+        args += (codec.encode_key(field), codec.pack(as_bytes(value), expires))
+    return args
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
