@@ -171,13 +171,14 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
     results: list[Outcome] = []
     rows: list[ops.Row] = []
     updates: ops.Updates = {}
+    owned: set[str] = set()  # the keys of ``updates`` whose maps are the batch's own
     swaps: list[tuple[int, int, int, float]] = []  # (result index, rows from, rows to, now)
     map_swaps: list[_MapSwap] = []
     togethers: list[tuple[int, tuple[str, ...], float]] = []  # (result index, read_after, now)
     now = 0.0  # the latest field-map write's clock: what merging drops as expired
 
     def flush() -> None:
-        nonlocal rows, updates, swaps, map_swaps, togethers
+        nonlocal rows, updates, owned, swaps, map_swaps, togethers
         if swaps:
             _answer_swaps(c, rows, swaps, results)
             swaps = []
@@ -197,18 +198,18 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
             togethers = []
         if updates:
             ops.hset_many(c, updates, now, stored)
-            updates = {}
+            updates, owned = {}, set()
 
     for op, args, _, _ in batch:
         if op is ops.put:
             rows.append(args)
         elif op is ops.hset:
             key, fields, now = args
-            _merge_into(updates, key, fields)
+            _merge_into(updates, owned, key, fields)
         elif op is ops.hset_many:
             more, now = args
             for key, fields in more.items():
-                _merge_into(updates, key, fields)
+                _merge_into(updates, owned, key, fields)
         elif op is ops.write_many and all(row[1] is not None for row in args[0]):
             rows += args[0]
         elif op is ops.swap_many and all(row[1] is not None for row in args[0]):
@@ -218,16 +219,16 @@ def run_writes(c: sqlite3.Connection, batch: list[Queued]) -> list[Outcome]:
             more_rows, more, now = args
             rows += more_rows
             for key, fields in more.items():
-                _merge_into(updates, key, fields)
+                _merge_into(updates, owned, key, fields)
         elif op is ops.swap_together and all(row[1] is not None for row in args[0]):
             more_rows, more, now, reads, quiet = args
             rows += more_rows
             map_swaps.append(_map_swap(len(results), updates, more, now))
             togethers.append((len(results), reads, now))
             for key, fields in more.items():
-                _merge_into(updates, key, fields)
+                _merge_into(updates, owned, key, fields)
             for key, fields in quiet.items():
-                _merge_into(updates, key, fields)
+                _merge_into(updates, owned, key, fields)
         else:
             flush()
             results.append((True, op(c, *args)))
@@ -346,7 +347,18 @@ def _answer_togethers(
         results[index] = (True, (held, after))
 
 
-def _merge_into(updates: ops.Updates, key: str, fields: Fields) -> None:
-    """``fields`` set on ``key`` after the ones already gathered (later wins, per field)."""
+def _merge_into(updates: ops.Updates, owned: set[str], key: str, fields: Fields) -> None:
+    """``fields`` set on ``key`` after the ones already gathered (later wins, per field). The
+    first write's fields are kept as given (an op's own argument, left as it is for the ops
+    run one by one should the batch fail); a second write copies them into a map of the
+    batch's own (``owned``), which the later ones update in place: a key many writes of a batch
+    share (the change marks of the moment) costs one copy, not one of everything gathered so
+    far per write."""
     merged = updates.get(key)
-    updates[key] = fields if merged is None else {**merged, **fields}
+    if merged is None:
+        updates[key] = fields
+    elif key in owned:
+        merged.update(fields)
+    else:
+        updates[key] = {**merged, **fields}
+        owned.add(key)
