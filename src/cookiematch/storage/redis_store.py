@@ -301,8 +301,8 @@ class RedisStore(Store):
             names.append(list(mapping))
         plain, swapped = len(writes), len(field_writes)
         for key, mapping, ttl in also:  # each key once per call: no grouping
+            expires = self._expiry_ms(ttl)  # checked as ``hset_many`` checks it
             if mapping:
-                expires = self._expiry_ms(ttl)
                 commands.append(_hset_command(key, _field_args(mapping, expires), expires))
         written = len(commands)
         commands += [("HGETALL", codec.encode_key(key)) for key in read_after]
