@@ -300,10 +300,8 @@ class RedisStore(Store):
             commands.append(self._hswap_command(key, mapping, self._expiry_ms(ttl)))
             names.append(list(mapping))
         plain, swapped = len(writes), len(field_writes)
-        for key, mapping, ttl in also:  # each key once per call: no grouping
-            expires = self._expiry_ms(ttl)  # checked as ``hset_many`` checks it
-            if mapping:
-                commands.append(_hset_command(key, _field_args(mapping, expires), expires))
+        if also:
+            commands += self._hset_commands(also)
         written = len(commands)
         commands += [("HGETALL", codec.encode_key(key)) for key in read_after]
         if len(commands) > self._bulk:
