@@ -3,7 +3,7 @@
     .venv/bin/python bench/handler_bench.py [--seconds 3] [--concurrency 64] [--store sqlite]
         [--endpoint cookie_match|cookie_match_tc|hosted_match|bid|google_hm|buyer_match|
                     dmp_callback] [--loop asyncio|uvloop]
-        [--rounds N] [--profile out.html] [--distinct-browsers]
+        [--rounds N] [--profile out.html|out.txt] [--distinct-browsers]
 
 Builds the endpoint's App (the exchange's; the buyer's for ``bid``) from a generated config
 exactly as a worker does, then drives ``RSGIAdapter.__call__`` with fake granian scope/protocol
@@ -11,7 +11,7 @@ objects from ``concurrency`` coroutines for ``seconds``, on asyncio's loop (``--
 the loop granian serves on). It reports requests per second of *this process's CPU time* (so a
 busy machine slows it less than wall-clock figures) and wall-clock rate. No granian, no socket:
 the difference with the wrk figure is the server's I/O. ``--profile`` writes a pyinstrument
-HTML report of the run (pip install pyinstrument).
+report of the run (HTML if the path ends in ``.html``, else text) (pip install pyinstrument).
 
 ``cookie_match_tc`` is ``cookie_match`` with ``gdpr=1`` and a TC string (``TC_STRING``: 444
 characters, purposes 1-10 and 201 vendors by consent, the buyer's vendor 32 among them): what
@@ -391,7 +391,9 @@ async def drive(args: argparse.Namespace, directory: Path) -> None:
     n, cpu, wall = (sum(values) for values in zip(*rounds, strict=True))
     if profiler is not None:
         profiler.stop()
-        Path(args.profile).write_text(profiler.output_html())
+        html = args.profile.endswith(".html")
+        report = profiler.output_html() if html else profiler.output_text(unicode=True)
+        Path(args.profile).write_text(report)
     checks = ""
     if isinstance(monitor, BuyerMonitor) and not args.no_monitor:
         checks = await report_checks(monitor)
@@ -423,7 +425,7 @@ def main() -> None:
         action="store_true",
         help="a different exchange cookie per request (cookie_match, cookie_match_tc)",
     )
-    parser.add_argument("--profile", default=None, help="pyinstrument HTML output path")
+    parser.add_argument("--profile", default=None, help="pyinstrument report (.html, else text)")
     parser.add_argument(
         "--rounds",
         type=int,

@@ -22,6 +22,8 @@ from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage import Durability, Write, open_store, sqlite_ops, sqlite_schema
 from cookiematch.storage.packed import pack, unpack
 from cookiematch.storage.sqlite import (
+    CACHE_MIB,
+    GROUP_COMMIT_CACHE_MIB,
     WRITER_LOCK_SUFFIX,
     WRITER_TURN_SUFFIX,
     SQLiteStore,
@@ -141,6 +143,23 @@ async def test_file_is_in_wal_mode_and_reopens(db: Path) -> None:
     store = open_store(f"sqlite:///{db}")
     assert await store.get("k") == b"v"
     await store.close()
+
+
+@pytest.mark.parametrize(
+    ("durability", "mib"), [(Durability.ACK, GROUP_COMMIT_CACHE_MIB), (Durability.ASYNC, CACHE_MIB)]
+)
+async def test_writer_page_cache_follows_durability(
+    db: Path, durability: Durability, mib: int
+) -> None:
+    """Group commits get a small writer cache (SQLite walks the whole cache at commits that
+    renumbered pages); a bulk writer a large one, for its transactions of thousands."""
+    store = SQLiteStore(str(db), durability=durability)
+    try:
+        writer = store._engine._wconn  # idle: nothing written yet
+        assert writer.execute("PRAGMA cache_size").fetchone() == (-mib * 1024,)
+        assert GROUP_COMMIT_CACHE_MIB < CACHE_MIB
+    finally:
+        await store.close()
 
 
 # --- group commit, backpressure, purge --------------------------------------------------------

@@ -43,7 +43,18 @@ from cookiematch.storage.base import (
 from cookiematch.storage.sqlite_batch import wrap
 from cookiematch.storage.sqlite_engine import Engine
 
-CACHE_MIB = 64  # the writer's page cache (SQLite's default is 2 MiB): random inserts stay in RAM
+CACHE_MIB = 64
+"""A bulk (``Durability.ASYNC``) writer's page cache (SQLite's default is 2 MiB): the random
+inserts of its transactions of thousands of writes stay in RAM, not spilled into the WAL."""
+GROUP_COMMIT_CACHE_MIB = 8
+"""The page cache of a writer of group commits (``Durability.ACK``). At the commit of a
+transaction in which a B-tree balance renumbered pages, which random inserts make it do every
+few commits, SQLite walks its page cache's whole hash table (the renumbering goes through the
+lock-byte page's number, past the file's end, and the commit then drops what lies beyond), so
+a bigger cache costs every commit: 64 MiB cost a quarter more CPU a group commit than 8 MiB
+once the file outgrew the cache, and no size from 2 to 16 MiB did better than another
+(``bench/writer_cache_bench.py``; docs/performance.md, "The writer's page cache"). The file's
+pages come through the mmap and the OS cache."""
 BUSY_TIMEOUT = 10.0  # seconds a connection waits for another process's write lock
 BULK_BUSY_TIMEOUT = 600.0
 """The wait of an ASYNC (bulk) store: the server's workers or another command share the file,
@@ -84,9 +95,11 @@ class SQLiteStore(Store):
         self.path = path
         self.durability = durability
         self._clock = clock
-        self._cache_mib = CACHE_MIB if cache_mib is None else cache_mib
-        self._mmap_mib = MMAP_MIB if mmap_mib is None else mmap_mib
         self._async = durability is Durability.ASYNC
+        if cache_mib is None:
+            cache_mib = CACHE_MIB if self._async else GROUP_COMMIT_CACHE_MIB
+        self._cache_mib = cache_mib
+        self._mmap_mib = MMAP_MIB if mmap_mib is None else mmap_mib
         if busy_timeout is None:
             busy_timeout = BULK_BUSY_TIMEOUT if self._async else BUSY_TIMEOUT
         self._busy_timeout = busy_timeout
