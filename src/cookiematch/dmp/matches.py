@@ -9,6 +9,7 @@ import msgspec
 from cookiematch.dmp import keys
 from cookiematch.dmp.change_marks import MARKING, ChangeMarks
 from cookiematch.storage.base import FieldWrite, Store, Write
+from cookiematch.storage.coalesce import SwapCoalescer
 
 
 class PartnerMatch(msgspec.Struct, array_like=True, frozen=True):
@@ -33,6 +34,7 @@ class MatchTable:
 
     def __init__(self, store: Store, ttl_seconds: float, marks: ChangeMarks = MARKING) -> None:
         self._store = store
+        self._swaps = SwapCoalescer(store)  # the matches of a turn of the loop: one store call
         self._ttl = ttl_seconds
         self._marks = marks
 
@@ -57,7 +59,8 @@ class MatchTable:
         read_after: Sequence[str] = (),
     ) -> list[dict[str, bytes]]:
         """Store the match both ways (and ``also``, another field write of the request) in
-        one store call, which answers the partner ID it replaces (``swap_together``: the read
+        one store call (with the other matches of this turn of the event loop:
+        ``SwapCoalescer``), which answers the partner ID it replaces (``swap_together``: the read
         folded into the write) and the maps of ``read_after`` as they stand once the match is
         stored (returned); a superseded partner ID then loses its reverse entry. The change
         mark and ``also`` go in the same call, nothing read for them."""
@@ -73,7 +76,7 @@ class MatchTable:
         )
         marks = self._marks.write(dmp_uid, now)  # the profile changed (change_marks.py)
         quiet = marks if also is None else (also, *marks)
-        answer = await self._store.swap_together((reverse,), (forward,), read_after, quiet)
+        answer = await self._swaps.swap_together((reverse,), (forward,), read_after, quiet)
         previous = answer[0].get(partner_id)
         old = None
         if previous is not None:

@@ -1,0 +1,156 @@
+"""``swap_together`` calls made in one turn of the event loop sent to the store as one call.
+
+A hot route that makes one ``swap_together`` per request (the DMP's partner callback) pays
+the store's layers per request: the guard's deadline, breaker and metrics, the backend's
+argument checks, the hand-over to the writer or the pipeline. Gathered, the requests of one
+turn of the loop pay them once: each call queues its writes here and waits for its own
+answer; at the end of the turn one call carries them all. Every call is still answered only
+once its writes are stored, with what it would have been answered alone, in order: a call
+that writes a key another gathered call writes or reads after its writes starts a group of
+its own, sent after the one before has answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from cookiematch.storage.base import FieldWrite, Store, Write, check_ttl
+
+__all__ = ["SwapCoalescer"]
+
+Answer = list[dict[str, bytes]]
+
+
+class _Group:
+    """Calls whose writes and reads do not meet, merged into one ``swap_together``."""
+
+    __slots__ = (
+        "also", "answers", "field_writes", "quiet", "read_after", "reads", "strict", "writes",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.writes: list[Write] = []
+        self.field_writes: list[FieldWrite] = []
+        self.read_after: list[str] = []
+        self.also: list[FieldWrite] = []
+        self.strict: set[str] = set()  # plain and answered map keys: once per group
+        self.quiet: set[str] = set()  # the maps of ``also``
+        self.reads: set[str] = set()
+        # per call: its future, how many field writes it answers, how many maps it reads
+        self.answers: list[tuple[asyncio.Future[Answer], int, int]] = []
+
+    def takes(
+        self,
+        writes: Sequence[Write],
+        field_writes: Sequence[FieldWrite],
+        also: Sequence[FieldWrite],
+    ) -> bool:
+        """Whether a call can join without its answer or the others' changing: the keys it
+        writes neither answered nor read after by the group's calls, the maps it answers not
+        written by them (``also`` maps may repeat: later wins, as in one call). The maps it
+        reads after may be written by them: it comes after them, and sees their writes."""
+        strict, quiet, reads = self.strict, self.quiet, self.reads
+        for write in writes:
+            if write.key in strict or write.key in reads:
+                return False
+        for key, _, _ in field_writes:
+            if key in strict or key in reads or key in quiet:
+                return False
+        return all(key not in strict and key not in reads for key, _, _ in also)
+
+    def add(
+        self,
+        writes: Sequence[Write],
+        field_writes: Sequence[FieldWrite],
+        read_after: Sequence[str],
+        also: Sequence[FieldWrite],
+        answer: asyncio.Future[Answer],
+    ) -> None:
+        self.writes += writes
+        self.field_writes += field_writes
+        self.read_after += read_after
+        self.also += also
+        self.strict.update(write.key for write in writes)
+        self.strict.update(key for key, _, _ in field_writes)
+        self.quiet.update(key for key, _, _ in also)
+        self.reads.update(read_after)
+        self.answers.append((answer, len(field_writes), len(read_after)))
+
+    async def send(self, store: Store) -> None:
+        """One call for the group; each caller's slice of its answer, or its error."""
+        try:
+            answer = await store.swap_together(
+                self.writes, self.field_writes, self.read_after, self.also
+            )
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        except Exception as exc:
+            for future, _, _ in self.answers:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        held, after = 0, len(self.field_writes)
+        for future, answered, read in self.answers:
+            if not future.done():  # a caller that went away
+                future.set_result(answer[held : held + answered] + answer[after : after + read])
+            held += answered
+            after += read
+
+    def cancel(self) -> None:
+        """The callers told their call will not be made (the loop is closing)."""
+        for future, _, _ in self.answers:
+            future.cancel()
+
+
+class SwapCoalescer:
+    """``store.swap_together`` for many callers: the calls of one turn of the event loop go
+    as one call (a group at a time where they meet, see the module docstring); a call's
+    failure is each of its group's callers' failure."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._groups: list[_Group] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def swap_together(
+        self,
+        writes: Sequence[Write],
+        field_writes: Sequence[FieldWrite],
+        read_after: Sequence[str] = (),
+        also: Sequence[FieldWrite] = (),
+    ) -> asyncio.Future[Answer]:
+        """``Store.swap_together``'s answer to this call, once its group is stored. A bad
+        lifetime raises here, before anything is queued."""
+        for write in writes:
+            check_ttl(write.ttl)
+        for _, _, ttl in field_writes:
+            check_ttl(ttl)
+        for _, _, ttl in also:
+            check_ttl(ttl)
+        loop = asyncio.get_running_loop()
+        groups = self._groups
+        if not groups:
+            loop.call_soon(self._send)  # at the end of this turn of the loop
+            groups.append(_Group())
+        elif not groups[-1].takes(writes, field_writes, also):
+            groups.append(_Group())
+        answer: asyncio.Future[Answer] = loop.create_future()
+        groups[-1].add(writes, field_writes, read_after, also, answer)
+        return answer
+
+    def _send(self) -> None:
+        groups, self._groups = self._groups, []
+        task = asyncio.ensure_future(self._send_in_order(groups))
+        self._sending.add(task)  # kept alive until it is done
+        task.add_done_callback(self._sending.discard)
+
+    async def _send_in_order(self, groups: list[_Group]) -> None:
+        for done, group in enumerate(groups):
+            try:
+                await group.send(self._store)
+            except asyncio.CancelledError:
+                for later in groups[done + 1 :]:
+                    later.cancel()
+                raise

@@ -1,0 +1,126 @@
+"""``SwapCoalescer``: the ``swap_together`` calls of one turn of the event loop as one store
+call, each caller answered as if alone, on every backend (a real store behind the guard,
+whose call observer counts the calls that reach it)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cookiematch.errors import StorageError
+from cookiematch.storage import Write
+from cookiematch.storage.coalesce import SwapCoalescer
+from cookiematch.storage.guard import GuardedStore
+
+from .conftest import MakeStore
+
+
+class Observed:
+    """A guarded real store and the store calls that reached it, by operation."""
+
+    def __init__(self, make_store: MakeStore) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.store = GuardedStore(
+            make_store(),
+            deadline=5.0,
+            on_call=lambda op, _seconds, outcome: self.calls.append((op, outcome)),
+        )
+        self.swaps = SwapCoalescer(self.store)
+
+    def swaps_sent(self) -> list[str]:
+        return [outcome for op, outcome in self.calls if op == "swap_together"]
+
+
+@pytest.fixture
+def observed(make_store: MakeStore) -> Observed:
+    return Observed(make_store)
+
+
+async def test_one_turns_calls_go_as_one_and_each_gets_its_own_answer(observed: Observed) -> None:
+    store, swaps = observed.store, observed.swaps
+    await store.hset("m1", {"a": b"old1"})
+    await store.hset("w2", {"x": b"waits"})
+    answers = await asyncio.gather(
+        swaps.swap_together([Write("r1", b"1")], [("m1", {"a": b"new1"}, None)], ["w1"]),
+        swaps.swap_together([Write("r2", b"2")], [("m2", {"a": b"new2"}, None)], ["w2"]),
+        swaps.swap_together([], [("m3", {"b": b"3"}, None), ("m1x", {"c": b"4"}, None)]),
+    )
+    assert answers == [[{"a": b"old1"}, {}], [{}, {"x": b"waits"}], [{}, {}]]
+    assert observed.swaps_sent() == ["ok"]  # one call for the three
+    assert await store.get_many(["r1", "r2"]) == [b"1", b"2"]
+    assert await store.hgetall_many(["m1", "m2", "m3", "m1x"]) == [
+        {"a": b"new1"}, {"a": b"new2"}, {"b": b"3"}, {"c": b"4"},
+    ]  # fmt: skip
+
+
+async def test_calls_of_later_turns_go_apart(observed: Observed) -> None:
+    first = await observed.swaps.swap_together([Write("r", b"1")], [("m", {"f": b"1"}, None)])
+    second = await observed.swaps.swap_together([Write("r", b"2")], [("m", {"f": b"2"}, None)])
+    assert (first, second) == ([{}], [{"f": b"1"}])
+    assert observed.swaps_sent() == ["ok", "ok"]
+
+
+async def test_a_map_written_twice_in_a_turn_is_answered_in_order(observed: Observed) -> None:
+    swaps = observed.swaps
+    answers = await asyncio.gather(
+        swaps.swap_together([], [("m", {"f": b"1"}, None)]),
+        swaps.swap_together([], [("other", {"f": b"x"}, None)]),
+        swaps.swap_together([], [("m", {"f": b"2"}, None)]),  # meets the first: a group after
+    )
+    assert answers == [[{}], [{}], [{"f": b"1"}]]
+    assert observed.swaps_sent() == ["ok", "ok"]
+    assert await observed.store.hgetall("m") == {"f": b"2"}
+
+
+async def test_reads_after_see_the_writes_before_them_not_after(observed: Observed) -> None:
+    swaps = observed.swaps
+    answers = await asyncio.gather(
+        swaps.swap_together([], [("a", {"f": b"1"}, None)], ["w"]),
+        swaps.swap_together([], [("w", {"g": b"2"}, None)]),  # writes what the first read
+        swaps.swap_together([], [("b", {"f": b"3"}, None)], ["w"]),
+    )
+    assert answers == [[{}, {}], [{}], [{}, {"g": b"2"}]]
+    assert observed.swaps_sent() == ["ok", "ok"]
+
+
+async def test_quiet_writes_may_repeat_but_not_meet_an_answered_map(observed: Observed) -> None:
+    swaps = observed.swaps
+    answers = await asyncio.gather(
+        swaps.swap_together([], [("p1", {"f": b"1"}, None)], also=[("marks", {"p1": b"t"}, None)]),
+        swaps.swap_together([], [("p2", {"f": b"2"}, None)], also=[("marks", {"p2": b"t"}, None)]),
+        swaps.swap_together([], [("marks", {"p1": b"u"}, None)]),  # answers a quiet map
+    )
+    assert answers == [[{}], [{}], [{"p1": b"t"}]]
+    assert observed.swaps_sent() == ["ok", "ok"]
+    assert await observed.store.hgetall("marks") == {"p1": b"u", "p2": b"t"}
+
+
+async def test_a_failed_call_fails_each_of_its_callers(make_store: MakeStore) -> None:
+    observed = Observed(make_store)
+    await observed.store.inner.close()  # the backend gone: its call fails
+    results = await asyncio.gather(
+        observed.swaps.swap_together([Write("r1", b"1")], []),
+        observed.swaps.swap_together([Write("r2", b"2")], []),
+        return_exceptions=True,
+    )
+    assert all(isinstance(result, StorageError) for result in results), results
+    assert len(observed.swaps_sent()) == 1
+
+
+async def test_a_bad_lifetime_raises_at_once_and_queues_nothing(observed: Observed) -> None:
+    with pytest.raises(ValueError, match="ttl"):
+        observed.swaps.swap_together([], [("m", {"f": b"1"}, -1.0)])
+    with pytest.raises(ValueError, match="ttl"):
+        observed.swaps.swap_together([Write("r", b"1", 0.0)], [])
+    assert await observed.swaps.swap_together([], [("m", {"f": b"2"}, None)]) == [{}]
+    assert observed.swaps_sent() == ["ok"]
+
+
+async def test_a_caller_that_goes_away_leaves_the_others_answered(observed: Observed) -> None:
+    swaps = observed.swaps
+    gone = asyncio.ensure_future(swaps.swap_together([Write("r1", b"1")], []))
+    stays = swaps.swap_together([], [("m", {"f": b"1"}, None)])
+    gone.cancel()
+    assert await stays == [{}]
+    assert await observed.store.get("r1") == b"1"  # its write was sent all the same
