@@ -343,8 +343,9 @@ async def test_a_replaced_entry_that_names_another_id_is_kept(
 
 async def test_a_new_match_is_one_store_call(store: Store, clock: Clock) -> None:
     """A match that replaces nothing writes both directions and learns what they held in one
-    store call (``swap_many`` or ``hswap_many``), with no read before it; a match that
-    replaces a pairing reads the replaced id's entry and writes once more."""
+    store call (``swap_many``, or ``swap_together`` of the buckets' fields), with no read
+    before it; a match that replaces a pairing reads the replaced id's entry and writes once
+    more."""
     calls: list[str] = []
 
     def one_call(name: str) -> Callable[..., Awaitable[Any]]:
@@ -357,18 +358,19 @@ async def test_a_new_match_is_one_store_call(store: Store, clock: Clock) -> None
     for buckets in LAYOUTS.values():
         counting = CountingStore(store)
         table = MatchTable(counting, NID, ttl_seconds=DAY, clock=clock, buckets=buckets)  # type: ignore[arg-type]
-        for name in ("swap_many", "hswap_many", "write_many", "hset_many", "hdel"):
+        for name in ("swap_many", "swap_together", "write_many", "hset_many", "hdel"):
             setattr(counting, name, one_call(name))
         calls.clear()
         await table.record(GID, UID, 1)
-        assert calls == ["swap_many" if buckets is None else "hswap_many"]
+        assert calls == ["swap_many" if buckets is None else "swap_together"]
         assert counting.reads == 0
         await table.record(GID, UID, 2)  # a refresh replaces nothing
         assert calls[1:] == calls[:1]
         assert counting.reads == 0
         calls.clear()
         await table.record(GID, OTHER_UID, 1)  # the cookie was cleared: UID's entry goes
-        assert calls == (["swap_many", "write_many"] if buckets is None else ["hswap_many", "hdel"])
+        swapped = "swap_many" if buckets is None else "swap_together"
+        assert calls == [swapped, "write_many" if buckets is None else "hdel"]
         assert counting.reads == 1
         await table.erase([GID])
 

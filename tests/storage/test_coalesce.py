@@ -1,6 +1,6 @@
-"""``SwapCoalescer``: the ``swap_together`` calls of one turn of the event loop as one store
-call, each caller answered as if alone, on every backend (a real store behind the guard,
-whose call observer counts the calls that reach it)."""
+"""``SwapCoalescer``: the ``swap_together`` and ``swap_many`` calls of one turn of the event
+loop as one store call, each caller answered as if alone, on every backend (a real store
+behind the guard, whose call observer counts the calls that reach it)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ class Observed:
         )
         self.swaps = SwapCoalescer(self.store)
 
-    def swaps_sent(self) -> list[str]:
-        return [outcome for op, outcome in self.calls if op == "swap_together"]
+    def swaps_sent(self, op: str = "swap_together") -> list[str]:
+        return [outcome for called, outcome in self.calls if called == op]
 
 
 @pytest.fixture
@@ -124,3 +124,28 @@ async def test_a_caller_that_goes_away_leaves_the_others_answered(observed: Obse
     gone.cancel()
     assert await stays == [{}]
     assert await observed.store.get("r1") == b"1"  # its write was sent all the same
+
+
+async def test_swap_many_calls_of_a_turn_go_as_one_each_answered(observed: Observed) -> None:
+    store, swaps = observed.store, observed.swaps
+    await store.set("k1", b"old")
+    answers = await asyncio.gather(
+        swaps.swap_many([Write("k1", b"1"), Write("k2", b"2")]),
+        swaps.swap_many([Write("k3", b"3")]),
+        swaps.swap_many([Write("k1", b"again")]),  # meets the first: a group after
+    )
+    assert answers == [[b"old", None], [None], [b"1"]]
+    assert observed.swaps_sent("swap_many") == ["ok", "ok"]
+    assert await store.get_many(["k1", "k2", "k3"]) == [b"again", b"2", b"3"]
+
+
+async def test_calls_of_two_kinds_keep_their_order(observed: Observed) -> None:
+    swaps = observed.swaps
+    answers = await asyncio.gather(
+        swaps.swap_many([Write("k", b"1")]),
+        swaps.swap_together([], [("m", {"f": b"1"}, None)]),
+        swaps.swap_many([Write("k", b"2")]),  # after the other kind: a group of its own
+    )
+    assert answers == [[None], [{}], [b"1"]]
+    assert observed.swaps_sent("swap_many") == ["ok", "ok"]
+    assert observed.swaps_sent() == ["ok"]

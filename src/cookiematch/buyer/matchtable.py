@@ -49,6 +49,7 @@ from cookiematch.errors import ConfigError, StorageError
 from cookiematch.protocol.userid import b64url_nopad, b64url_nopad_decode
 from cookiematch.storage.base import FieldEntry, Store, Write
 from cookiematch.storage.bucketed import Buckets
+from cookiematch.storage.coalesce import SwapCoalescer
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,7 @@ class MatchTable:
         buckets: int | None = None,
     ) -> None:
         self._store = store
+        self._swaps = SwapCoalescer(store)  # the matches of a turn of the loop: one store call
         self.keys = MatchKeys(nid)
         self.buckets = None if buckets is None else MatchBuckets(nid, buckets)
         self._ttl = ttl_seconds
@@ -280,6 +282,7 @@ class MatchTable:
         e.g. the one behind a request's deadlines; its layout is not read again."""
         table = copy.copy(self)
         table._store = store
+        table._swaps = SwapCoalescer(store)
         return table
 
     @classmethod
@@ -333,8 +336,9 @@ class MatchTable:
 
         One store call writes both directions and answers what they held before (the read
         folded into the write: ``swap_many`` with ``keys``, one transaction of SQLite's
-        writer; ``hswap_many`` of both buckets with ``buckets``, one script per bucket on
-        Redis). Only when either held another id (a rotated gid, a cleared cookie), one
+        writer; ``swap_together`` of both buckets' fields with ``buckets``, one script per
+        bucket on Redis), with the other matches of this turn of the event loop
+        (``SwapCoalescer``). Only when either held another id (a rotated gid, a cleared cookie), one
         look-up checks that the other id's entry still names this one back, and one more
         write removes it (``write_many`` with ``keys``; one ``hdel`` per bucket,
         concurrently, with ``buckets``).
@@ -342,7 +346,7 @@ class MatchTable:
         entry = MatchEntry(gid, uid, cver, int(self._clock()))
         forward, reverse = MatchCodec.pack_by_gid(entry), MatchCodec.pack_by_uid(entry)
         if self.buckets is None:
-            forward_raw, reverse_raw = await self._store.swap_many(
+            forward_raw, reverse_raw = await self._swaps.swap_many(
                 [
                     Write(self.keys.by_gid(gid), forward, self._ttl),
                     Write(self.keys.by_uid(uid), reverse, self._ttl),
@@ -351,8 +355,8 @@ class MatchTable:
         else:
             g_key, g_field = self.buckets.by_gid(gid)
             u_key, u_field = self.buckets.by_uid(uid)
-            held = await self._store.hswap_many(
-                [(g_key, {g_field: forward}, None), (u_key, {u_field: reverse}, None)]
+            held = await self._swaps.swap_together(
+                (), [(g_key, {g_field: forward}, None), (u_key, {u_field: reverse}, None)]
             )
             forward_raw, reverse_raw = held[0].get(g_field), held[1].get(u_field)
         before_gid = self._decode_gid(gid, forward_raw)

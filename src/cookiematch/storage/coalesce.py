@@ -1,35 +1,76 @@
-"""``swap_together`` calls made in one turn of the event loop sent to the store as one call.
+"""The swaps made in one turn of the event loop sent to the store as one call.
 
-A hot route that makes one ``swap_together`` per request (the DMP's partner callback) pays
-the store's layers per request: the guard's deadline, breaker and metrics, the backend's
-argument checks, the hand-over to the writer or the pipeline. Gathered, the requests of one
-turn of the loop pay them once: each call queues its writes here and waits for its own
-answer; at the end of the turn one call carries them all. Every call is still answered only
-once its writes are stored, with what it would have been answered alone, in order: a call
-that writes a key another gathered call writes or reads after its writes starts a group of
-its own, sent after the one before has answered.
+A hot route that makes one ``swap_together`` or ``swap_many`` per request (the DMP's partner
+callback, the buyer's ``/match``) pays the store's layers per request: the guard's deadline,
+breaker and metrics, the backend's argument checks, the hand-over to the writer or the
+pipeline. Gathered, the requests of one turn of the loop pay them once: each call queues its
+writes here and waits for its own answer; at the end of the turn one call carries them all.
+Every call is still answered only once its writes are stored, with what it would have been
+answered alone, in order: a call that writes a key another gathered call writes or reads
+after its writes starts a group of its own, sent after the one before has answered.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from cookiematch.storage.base import FieldWrite, Store, Write, check_ttl
 
 __all__ = ["SwapCoalescer"]
 
-Answer = list[dict[str, bytes]]
+Maps = list[dict[str, bytes]]
+"""``swap_together``'s answer: per field write what it held, then the maps read after."""
+Values = list[bytes | None]
+"""``swap_many``'s answer: per write what its key held."""
 
 
 class _Group:
-    """Calls whose writes and reads do not meet, merged into one ``swap_together``."""
+    """Calls of one kind merged into one store call; each caller's future."""
+
+    __slots__ = ("futures",)
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[Any]] = []
+
+    async def send(self, store: Store) -> None:
+        """One call for the group; each caller's part of its answer, or its error."""
+        try:
+            answer = await self._call(store)
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        except Exception as exc:
+            for future in self.futures:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, part in zip(self.futures, self._parts(answer), strict=True):
+            if not future.done():  # a caller that went away
+                future.set_result(part)
+
+    def cancel(self) -> None:
+        """The callers told their call will not be made (the loop is closing)."""
+        for future in self.futures:
+            future.cancel()
+
+    async def _call(self, store: Store) -> list[Any]:
+        raise NotImplementedError
+
+    def _parts(self, answer: list[Any]) -> Iterator[list[Any]]:
+        raise NotImplementedError
+
+
+class _Together(_Group):
+    """``swap_together`` calls whose writes and reads do not meet."""
 
     __slots__ = (
-        "also", "answers", "field_writes", "quiet", "read_after", "reads", "strict", "writes",
+        "also", "counts", "field_writes", "quiet", "read_after", "reads", "strict", "writes",
     )  # fmt: skip
 
     def __init__(self) -> None:
+        super().__init__()
         self.writes: list[Write] = []
         self.field_writes: list[FieldWrite] = []
         self.read_after: list[str] = []
@@ -37,8 +78,7 @@ class _Group:
         self.strict: set[str] = set()  # plain and answered map keys: once per group
         self.quiet: set[str] = set()  # the maps of ``also``
         self.reads: set[str] = set()
-        # per call: its future, how many field writes it answers, how many maps it reads
-        self.answers: list[tuple[asyncio.Future[Answer], int, int]] = []
+        self.counts: list[tuple[int, int]] = []  # per call: field writes answered, maps read
 
     def takes(
         self,
@@ -65,7 +105,7 @@ class _Group:
         field_writes: Sequence[FieldWrite],
         read_after: Sequence[str],
         also: Sequence[FieldWrite],
-        answer: asyncio.Future[Answer],
+        answer: asyncio.Future[Maps],
     ) -> None:
         self.writes += writes
         self.field_writes += field_writes
@@ -75,39 +115,55 @@ class _Group:
         self.strict.update(key for key, _, _ in field_writes)
         self.quiet.update(key for key, _, _ in also)
         self.reads.update(read_after)
-        self.answers.append((answer, len(field_writes), len(read_after)))
+        self.counts.append((len(field_writes), len(read_after)))
+        self.futures.append(answer)
 
-    async def send(self, store: Store) -> None:
-        """One call for the group; each caller's slice of its answer, or its error."""
-        try:
-            answer = await store.swap_together(
-                self.writes, self.field_writes, self.read_after, self.also
-            )
-        except asyncio.CancelledError:
-            self.cancel()
-            raise
-        except Exception as exc:
-            for future, _, _ in self.answers:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+    async def _call(self, store: Store) -> list[Any]:
+        return await store.swap_together(self.writes, self.field_writes, self.read_after, self.also)
+
+    def _parts(self, answer: list[Any]) -> Iterator[list[Any]]:
         held, after = 0, len(self.field_writes)
-        for future, answered, read in self.answers:
-            if not future.done():  # a caller that went away
-                future.set_result(answer[held : held + answered] + answer[after : after + read])
+        for answered, read in self.counts:
+            yield answer[held : held + answered] + answer[after : after + read]
             held += answered
             after += read
 
-    def cancel(self) -> None:
-        """The callers told their call will not be made (the loop is closing)."""
-        for future, _, _ in self.answers:
-            future.cancel()
+
+class _Swaps(_Group):
+    """``swap_many`` calls whose keys do not meet."""
+
+    __slots__ = ("counts", "keys", "writes")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[Write] = []
+        self.keys: set[str] = set()
+        self.counts: list[int] = []
+
+    def takes(self, writes: Sequence[Write]) -> bool:
+        keys = self.keys
+        return all(write.key not in keys for write in writes)
+
+    def add(self, writes: Sequence[Write], answer: asyncio.Future[Values]) -> None:
+        self.writes += writes
+        self.keys.update(write.key for write in writes)
+        self.counts.append(len(writes))
+        self.futures.append(answer)
+
+    async def _call(self, store: Store) -> list[Any]:
+        return await store.swap_many(self.writes)
+
+    def _parts(self, answer: list[Any]) -> Iterator[list[Any]]:
+        at = 0
+        for count in self.counts:
+            yield answer[at : at + count]
+            at += count
 
 
 class SwapCoalescer:
-    """``store.swap_together`` for many callers: the calls of one turn of the event loop go
-    as one call (a group at a time where they meet, see the module docstring); a call's
-    failure is each of its group's callers' failure."""
+    """``store.swap_together`` and ``store.swap_many`` for many callers: the calls of one turn
+    of the event loop go as one call (a group at a time where they meet or change kind, see
+    the module docstring); a call's failure is each of its group's callers' failure."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -120,7 +176,7 @@ class SwapCoalescer:
         field_writes: Sequence[FieldWrite],
         read_after: Sequence[str] = (),
         also: Sequence[FieldWrite] = (),
-    ) -> asyncio.Future[Answer]:
+    ) -> asyncio.Future[Maps]:
         """``Store.swap_together``'s answer to this call, once its group is stored. A bad
         lifetime raises here, before anything is queued."""
         for write in writes:
@@ -129,16 +185,37 @@ class SwapCoalescer:
             check_ttl(ttl)
         for _, _, ttl in also:
             check_ttl(ttl)
-        loop = asyncio.get_running_loop()
-        groups = self._groups
-        if not groups:
-            loop.call_soon(self._send)  # at the end of this turn of the loop
-            groups.append(_Group())
-        elif not groups[-1].takes(writes, field_writes, also):
-            groups.append(_Group())
-        answer: asyncio.Future[Answer] = loop.create_future()
-        groups[-1].add(writes, field_writes, read_after, also, answer)
+        last = self._last()
+        group = (
+            last if isinstance(last, _Together) and last.takes(writes, field_writes, also) else None
+        )
+        if group is None:
+            group = _Together()
+            self._groups.append(group)
+        answer: asyncio.Future[Maps] = asyncio.get_running_loop().create_future()
+        group.add(writes, field_writes, read_after, also, answer)
         return answer
+
+    def swap_many(self, writes: Sequence[Write]) -> asyncio.Future[Values]:
+        """``Store.swap_many``'s answer to this call, once its group is stored. A bad lifetime
+        raises here, before anything is queued."""
+        for write in writes:
+            check_ttl(write.ttl)
+        last = self._last()
+        group = last if isinstance(last, _Swaps) and last.takes(writes) else None
+        if group is None:
+            group = _Swaps()
+            self._groups.append(group)
+        answer: asyncio.Future[Values] = asyncio.get_running_loop().create_future()
+        group.add(writes, answer)
+        return answer
+
+    def _last(self) -> _Group | None:
+        """The group a call may join; the first call of a turn schedules the sending."""
+        if self._groups:
+            return self._groups[-1]
+        asyncio.get_running_loop().call_soon(self._send)  # at the end of this turn
+        return None
 
     def _send(self) -> None:
         groups, self._groups = self._groups, []
