@@ -10,7 +10,7 @@ import pytest
 
 from cookiematch.errors import StorageError
 from cookiematch.storage import Write
-from cookiematch.storage.coalesce import SwapCoalescer
+from cookiematch.storage.coalesce import MAX_CALLS, SwapCoalescer
 from cookiematch.storage.guard import GuardedStore
 
 from .conftest import MakeStore
@@ -149,3 +149,21 @@ async def test_calls_of_two_kinds_keep_their_order(observed: Observed) -> None:
     assert answers == [[None], [{}], [b"1"]]
     assert observed.swaps_sent("swap_many") == ["ok", "ok"]
     assert observed.swaps_sent() == ["ok"]
+
+
+async def test_order_holds_across_turns(observed: Observed) -> None:
+    """A group left for after another is queued before the calls of the next turn."""
+    swaps = observed.swaps
+    first = swaps.swap_many([Write("k", b"1")])
+    second = swaps.swap_many([Write("k", b"2")])  # meets the first: a group after it
+    await asyncio.sleep(0)  # the next turn of the loop
+    third = swaps.swap_many([Write("k", b"3")])
+    assert await asyncio.gather(first, second, third) == [[None], [b"1"], [b"2"]]
+    assert await observed.store.get("k") == b"3"
+
+
+async def test_a_group_holds_at_most_max_calls(observed: Observed) -> None:
+    swaps = observed.swaps
+    calls = [swaps.swap_many([Write(f"k{i}", b"v")]) for i in range(MAX_CALLS + 1)]
+    assert await asyncio.gather(*calls) == [[None]] * (MAX_CALLS + 1)
+    assert observed.swaps_sent("swap_many") == ["ok", "ok"]

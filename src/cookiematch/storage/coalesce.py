@@ -7,18 +7,23 @@ pipeline. Gathered, the requests of one turn of the loop pay them once: each cal
 writes here and waits for its own answer; at the end of the turn one call carries them all.
 Every call is still answered only once its writes are stored, with what it would have been
 answered alone, in order: a call that writes a key another gathered call writes or reads
-after its writes starts a group of its own, sent after the one before has answered.
+after its writes starts a group of its own, sent once the one before it is answered (as is
+a group that meets one of an earlier turn still in flight).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
 from cookiematch.storage.base import FieldWrite, Store, Write, check_ttl
 
-__all__ = ["SwapCoalescer"]
+__all__ = ["MAX_CALLS", "SwapCoalescer"]
+
+MAX_CALLS = 256
+"""Calls in one group at most: a Redis pipeline of one call stays within its bulk size."""
 
 Maps = list[dict[str, bytes]]
 """``swap_together``'s answer: per field write what it held, then the maps read after."""
@@ -33,6 +38,24 @@ class _Group:
 
     def __init__(self) -> None:
         self.futures: list[asyncio.Future[Any]] = []
+
+    def meets(self, earlier: _Group) -> bool:
+        """Whether this group's answer or writes depend on an ``earlier`` one's being done
+        first: a key one writes the other writes or reads (maps both write quietly aside)."""
+        mine, theirs = self.keys(), earlier.keys()
+        return not (
+            mine.isdisjoint(theirs)
+            and mine.isdisjoint(earlier.quiet_keys())
+            and theirs.isdisjoint(self.quiet_keys())
+        )
+
+    def keys(self) -> set[str]:
+        """The keys it writes, answers or reads."""
+        raise NotImplementedError
+
+    def quiet_keys(self) -> set[str]:
+        """The maps it writes without an answer (``also``)."""
+        return set()
 
     async def send(self, store: Store) -> None:
         """One call for the group; each caller's part of its answer, or its error."""
@@ -118,6 +141,12 @@ class _Together(_Group):
         self.counts.append((len(field_writes), len(read_after)))
         self.futures.append(answer)
 
+    def keys(self) -> set[str]:
+        return self.strict | self.reads
+
+    def quiet_keys(self) -> set[str]:
+        return self.quiet
+
     async def _call(self, store: Store) -> list[Any]:
         return await store.swap_together(self.writes, self.field_writes, self.read_after, self.also)
 
@@ -132,23 +161,26 @@ class _Together(_Group):
 class _Swaps(_Group):
     """``swap_many`` calls whose keys do not meet."""
 
-    __slots__ = ("counts", "keys", "writes")
+    __slots__ = ("counts", "keys_written", "writes")
 
     def __init__(self) -> None:
         super().__init__()
         self.writes: list[Write] = []
-        self.keys: set[str] = set()
+        self.keys_written: set[str] = set()
         self.counts: list[int] = []
 
     def takes(self, writes: Sequence[Write]) -> bool:
-        keys = self.keys
+        keys = self.keys_written
         return all(write.key not in keys for write in writes)
 
     def add(self, writes: Sequence[Write], answer: asyncio.Future[Values]) -> None:
         self.writes += writes
-        self.keys.update(write.key for write in writes)
+        self.keys_written.update(write.key for write in writes)
         self.counts.append(len(writes))
         self.futures.append(answer)
+
+    def keys(self) -> set[str]:
+        return self.keys_written
 
     async def _call(self, store: Store) -> list[Any]:
         return await store.swap_many(self.writes)
@@ -162,13 +194,15 @@ class _Swaps(_Group):
 
 class SwapCoalescer:
     """``store.swap_together`` and ``store.swap_many`` for many callers: the calls of one turn
-    of the event loop go as one call (a group at a time where they meet or change kind, see
-    the module docstring); a call's failure is each of its group's callers' failure."""
+    of the event loop go as one call (a group at a time where they meet or change kind, at
+    most ``MAX_CALLS`` a group; see the module docstring); a call's failure is each of its
+    group's callers' failure."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._groups: list[_Group] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that will send them
+        self._sending: dict[_Group, asyncio.Task[None]] = {}  # sent, not answered yet
 
     def swap_together(
         self,
@@ -185,14 +219,14 @@ class SwapCoalescer:
             check_ttl(ttl)
         for _, _, ttl in also:
             check_ttl(ttl)
-        last = self._last()
-        group = (
-            last if isinstance(last, _Together) and last.takes(writes, field_writes, also) else None
-        )
-        if group is None:
+        loop = asyncio.get_running_loop()
+        last = self._last(loop)
+        if isinstance(last, _Together) and last.takes(writes, field_writes, also):
+            group = last
+        else:
             group = _Together()
             self._groups.append(group)
-        answer: asyncio.Future[Maps] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[Maps] = loop.create_future()
         group.add(writes, field_writes, read_after, also, answer)
         return answer
 
@@ -201,33 +235,54 @@ class SwapCoalescer:
         raises here, before anything is queued."""
         for write in writes:
             check_ttl(write.ttl)
-        last = self._last()
-        group = last if isinstance(last, _Swaps) and last.takes(writes) else None
-        if group is None:
+        loop = asyncio.get_running_loop()
+        last = self._last(loop)
+        if isinstance(last, _Swaps) and last.takes(writes):
+            group = last
+        else:
             group = _Swaps()
             self._groups.append(group)
-        answer: asyncio.Future[Values] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[Values] = loop.create_future()
         group.add(writes, answer)
         return answer
 
-    def _last(self) -> _Group | None:
-        """The group a call may join; the first call of a turn schedules the sending."""
-        if self._groups:
-            return self._groups[-1]
-        asyncio.get_running_loop().call_soon(self._send)  # at the end of this turn
+    def _last(self, loop: asyncio.AbstractEventLoop) -> _Group | None:
+        """The group a call may join, if it has room; the first call of a turn schedules the
+        sending (what a loop that closed first left is dropped, its callers cancelled)."""
+        groups = self._groups
+        if self._loop is not loop:
+            for stale in groups:
+                stale.cancel()
+            groups.clear()
+            self._sending.clear()
+            self._loop = loop
+        if groups:
+            last = groups[-1]
+            return last if len(last.futures) < MAX_CALLS else None
+        loop.call_soon(self._send)  # at the end of this turn
         return None
 
     def _send(self) -> None:
+        """Each group's call, started in order; one that meets a group sent before it (of
+        this turn or an earlier one, not answered yet) waits for that one's answer first.
+        Groups that do not meet touch different keys, but for maps both write quietly, which
+        every backend writes in the order the calls were queued."""
         groups, self._groups = self._groups, []
-        task = asyncio.ensure_future(self._send_in_order(groups))
-        self._sending.add(task)  # kept alive until it is done
-        task.add_done_callback(self._sending.discard)
+        sending = self._sending
+        for group in groups:
+            before = [task for earlier, task in sending.items() if group.meets(earlier)]
+            task = asyncio.ensure_future(self._send_after(group, before))
+            sending[group] = task
+            task.add_done_callback(partial(self._answered, group))
 
-    async def _send_in_order(self, groups: list[_Group]) -> None:
-        for done, group in enumerate(groups):
+    def _answered(self, group: _Group, _task: asyncio.Task[None]) -> None:
+        self._sending.pop(group, None)  # gone already if a new loop took over
+
+    async def _send_after(self, group: _Group, before: list[asyncio.Task[None]]) -> None:
+        if before:
             try:
-                await group.send(self._store)
+                await asyncio.wait(before)
             except asyncio.CancelledError:
-                for later in groups[done + 1 :]:
-                    later.cancel()
+                group.cancel()
                 raise
+        await group.send(self._store)
