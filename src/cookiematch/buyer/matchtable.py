@@ -338,9 +338,9 @@ class MatchTable:
         folded into the write: ``swap_many`` with ``keys``, one transaction of SQLite's
         writer; ``swap_together`` of both buckets' fields with ``buckets``, one script per
         bucket on Redis), with the other matches of this turn of the event loop
-        (``SwapCoalescer``). Only when either held another id (a rotated gid, a cleared cookie), one
-        look-up checks that the other id's entry still names this one back, and one more
-        write removes it (``write_many`` with ``keys``; one ``hdel`` per bucket,
+        (``SwapCoalescer``). Only when either held another id (a rotated gid, a cleared
+        cookie), one look-up checks that the other id's entry still names this one back, and
+        one more write removes it (``write_many`` with ``keys``; one ``hdel`` per bucket,
         concurrently, with ``buckets``).
         """
         entry = MatchEntry(gid, uid, cver, int(self._clock()))

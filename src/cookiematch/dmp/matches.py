@@ -60,10 +60,10 @@ class MatchTable:
     ) -> list[dict[str, bytes]]:
         """Store the match both ways (and ``also``, another field write of the request) in
         one store call (with the other matches of this turn of the event loop:
-        ``SwapCoalescer``), which answers the partner ID it replaces (``swap_together``: the read
-        folded into the write) and the maps of ``read_after`` as they stand once the match is
-        stored (returned); a superseded partner ID then loses its reverse entry. The change
-        mark and ``also`` go in the same call, nothing read for them."""
+        ``SwapCoalescer``), which answers the partner ID it replaces (``swap_together``: the
+        read folded into the write) and the maps of ``read_after`` as they stand once the
+        match is stored (returned); a superseded partner ID then loses its reverse entry. The
+        change mark and ``also`` go in the same call, nothing read for them."""
         forward: FieldWrite = (
             keys.partners_key(dmp_uid),
             {partner_id: _encode(PartnerMatch(partner_uid, now))},
