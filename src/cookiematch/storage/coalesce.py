@@ -39,16 +39,6 @@ class _Group:
     def __init__(self) -> None:
         self.futures: list[asyncio.Future[Any]] = []
 
-    def meets(self, earlier: _Group) -> bool:
-        """Whether this group's answer or writes depend on an ``earlier`` one's being done
-        first: a key one writes the other writes or reads (maps both write quietly aside)."""
-        mine, theirs = self.keys(), earlier.keys()
-        return not (
-            mine.isdisjoint(theirs)
-            and mine.isdisjoint(earlier.quiet_keys())
-            and theirs.isdisjoint(self.quiet_keys())
-        )
-
     def keys(self) -> set[str]:
         """The keys it writes, answers or reads."""
         raise NotImplementedError
@@ -202,7 +192,11 @@ class SwapCoalescer:
         self._store = store
         self._groups: list[_Group] = []
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop that will send them
-        self._sending: dict[_Group, asyncio.Task[None]] = {}  # sent, not answered yet
+        # the groups sent and not answered yet: per key, the latest that writes, answers or
+        # reads it, and those that write it quietly
+        self._writing: dict[str, asyncio.Task[None]] = {}
+        self._quietly: dict[str, set[asyncio.Task[None]]] = {}
+        self._sending: set[asyncio.Task[None]] = set()  # every one, kept alive until done
 
     def swap_together(
         self,
@@ -254,6 +248,8 @@ class SwapCoalescer:
             for stale in groups:
                 stale.cancel()
             groups.clear()
+            self._writing.clear()
+            self._quietly.clear()
             self._sending.clear()
             self._loop = loop
         if groups:
@@ -264,21 +260,45 @@ class SwapCoalescer:
 
     def _send(self) -> None:
         """Each group's call, started in order; one that meets a group sent before it (of
-        this turn or an earlier one, not answered yet) waits for that one's answer first.
-        Groups that do not meet touch different keys, but for maps both write quietly, which
-        every backend writes in the order the calls were queued."""
+        this turn or an earlier one, not answered yet: a key one writes the other writes or
+        reads, maps both write quietly aside) waits for that one's answer first. Groups that
+        do not meet touch different keys, but for maps both write quietly, which every
+        backend writes in the order the calls were queued."""
         groups, self._groups = self._groups, []
-        sending = self._sending
+        writing, quietly = self._writing, self._quietly
         for group in groups:
-            before = [task for earlier, task in sending.items() if group.meets(earlier)]
+            keys, quiet = group.keys(), group.quiet_keys()
+            before: set[asyncio.Task[None]] = set()
+            for key in keys:
+                if (task := writing.get(key)) is not None:
+                    before.add(task)
+                if tasks := quietly.get(key):
+                    before.update(tasks)
+            for key in quiet:
+                if (task := writing.get(key)) is not None:
+                    before.add(task)
             task = asyncio.ensure_future(self._send_after(group, before))
-            sending[group] = task
-            task.add_done_callback(partial(self._answered, group))
+            self._sending.add(task)
+            for key in keys:
+                writing[key] = task
+            for key in quiet:
+                quietly.setdefault(key, set()).add(task)
+            task.add_done_callback(partial(self._answered, keys, quiet))
 
-    def _answered(self, group: _Group, _task: asyncio.Task[None]) -> None:
-        self._sending.pop(group, None)  # gone already if a new loop took over
+    def _answered(self, keys: set[str], quiet: set[str], task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        writing, quietly = self._writing, self._quietly
+        for key in keys:
+            if writing.get(key) is task:
+                del writing[key]
+        for key in quiet:
+            tasks = quietly.get(key)
+            if tasks is not None:
+                tasks.discard(task)
+                if not tasks:
+                    del quietly[key]
 
-    async def _send_after(self, group: _Group, before: list[asyncio.Task[None]]) -> None:
+    async def _send_after(self, group: _Group, before: set[asyncio.Task[None]]) -> None:
         if before:
             try:
                 await asyncio.wait(before)
