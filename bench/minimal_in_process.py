@@ -1,0 +1,76 @@
+"""The minimal callback app (``minimal_callback.py``) driven in process as ``handler_bench.py``
+drives cookiematch's ``/callback/<partner>``: µs of CPU per request, all threads and the loop's.
+
+    .venv/bin/python bench/minimal_in_process.py [--seconds 3] [--concurrency 64]
+
+The same requests (``handler_bench.dmp_callback``: a new browser and partner uid each), the
+same fake granian scope and protocol objects, on uvloop, against a new database: what the
+callback's real work costs with no layer of ours, beside ``handler_bench.py --endpoint
+dmp_callback --loop uvloop``'s figure for cookiematch (docs/performance.md, "The callbacks of
+a turn of the loop in one store call").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import handler_bench
+
+
+async def drive(seconds: float, concurrency: int) -> None:
+    import minimal_callback  # reads MINIMAL_DB when its first request opens the writer
+
+    counter = itertools.count()
+    statuses: dict[int, int] = {}
+    stop_at = 0.0
+
+    async def loop() -> None:
+        while time.perf_counter() < stop_at:
+            proto = handler_bench.Proto()
+            await minimal_callback.app(handler_bench.dmp_callback(next(counter)), proto)
+            statuses[proto.status] = statuses.get(proto.status, 0) + 1
+
+    async def phase(length: float) -> tuple[int, float, float, float]:
+        nonlocal stop_at
+        statuses.clear()
+        cpu, loop_cpu, wall = time.process_time(), time.thread_time(), time.perf_counter()
+        stop_at = wall + length
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        return (
+            sum(statuses.values()),
+            time.process_time() - cpu,
+            time.thread_time() - loop_cpu,
+            time.perf_counter() - wall,
+        )
+
+    await phase(min(1.0, seconds))  # warm-up
+    n, cpu, loop_cpu, wall = await phase(seconds)
+    print(
+        f"minimal callback  {1e6 * cpu / n:6.1f} µs/req  loop {1e6 * loop_cpu / n:5.1f} µs/req"
+        f"   {n / wall:>9,.0f} req/s wall   statuses {dict(sorted(statuses.items()))}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MINIMAL_DB"] = str(Path(tmp) / "store.db")
+        uvloop.run(drive(args.seconds, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()
