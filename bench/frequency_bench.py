@@ -58,7 +58,9 @@ async def traffic(monitor: BuyerMonitor, rate: float, until: float, sequential: 
     return sent
 
 
-async def run(url: str, rate: float, seconds: float, sequential: bool) -> dict[str, float]:
+async def run(
+    url: str, rate: float, seconds: float, sequential: bool, server_pid: int | None = None
+) -> dict[str, float]:
     store = open_store(url)
     await store.start()
     counted: dict[Count, int] = {}
@@ -83,6 +85,7 @@ async def run(url: str, rate: float, seconds: float, sequential: bool) -> dict[s
     consumer = asyncio.get_running_loop().create_task(monitor.consume())
     lateness: list[float] = []
     cpu = time.process_time()
+    server_cpu = servers.cpu_seconds([server_pid]) if server_pid else 0.0
     quiet: list[float] = []  # the probe alone first: what this machine adds by itself
     await probe(time.perf_counter() + min(seconds, 2.0), quiet)
     until = time.perf_counter() + seconds
@@ -93,6 +96,7 @@ async def run(url: str, rate: float, seconds: float, sequential: bool) -> dict[s
     await asyncio.gather(consumer, return_exceptions=True)
     await monitor.drain()
     cpu = time.process_time() - cpu
+    server_cpu = (servers.cpu_seconds([server_pid]) - server_cpu) if server_pid else 0.0
     gc.callbacks.remove(timed)
     await store.close()
     lateness.sort()
@@ -106,6 +110,7 @@ async def run(url: str, rate: float, seconds: float, sequential: bool) -> dict[s
         "lateness_p99_ms": 1000 * lateness[int(len(lateness) * 0.99)],
         "lateness_max_ms": 1000 * lateness[-1],
         "cpu_us_per_check": 1e6 * cpu / max(sent, 1),
+        "server_cpu_us_per_check": 1e6 * server_cpu / max(sent, 1),
         "collections": len(pauses),
         "collection_max_ms": 1000 * max((p for p, _ in pauses), default=0.0),
         "collection_max_generation": max(pauses)[1] if pauses else -1,
@@ -139,8 +144,9 @@ def main() -> None:
             )
         else:
             with servers.redis_server(Path(work)) as port:
+                pid = servers.redis_pid(port)
                 result = asyncio.run(
-                    run(f"redis://127.0.0.1:{port}/0", args.rate, args.seconds, sequential)
+                    run(f"redis://127.0.0.1:{port}/0", args.rate, args.seconds, sequential, pid)
                 )
     print(
         f"{args.store}, {args.keys} keys: {result['recorded']:,.0f} checks recorded at "
@@ -149,7 +155,13 @@ def main() -> None:
         f"p99 {result['lateness_p99_ms']:.2f} max {result['lateness_max_ms']:.2f} ms "
         f"(probe alone before: p99 {result['quiet_p99_ms']:.2f} max "
         f"{result['quiet_max_ms']:.2f} ms); "
-        f"{result['cpu_us_per_check']:.1f} µs CPU per check; {result['collections']:.0f} "
+        f"{result['cpu_us_per_check']:.1f} µs CPU per check"
+        + (
+            f" (redis-server: {result['server_cpu_us_per_check']:.1f} µs)"
+            if args.store == "redis"
+            else ""
+        )
+        + f"; {result['collections']:.0f} "
         f"garbage collections, the longest {result['collection_max_ms']:.1f} ms "
         f"(generation {result['collection_max_generation']:.0f})"
     )

@@ -273,6 +273,17 @@ def redis_server(workdir: Path, appendfsync: str | None = None) -> Iterator[int]
         log.close()
 
 
+def redis_pid(port: int) -> int:
+    """The process ID of the redis-server listening on ``port`` (its ``INFO``)."""
+    import redis
+
+    client = redis.Redis(port=port)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
+
+
 # --- cookiematch -------------------------------------------------------------------------------
 
 STORE_CONFIG = """\

@@ -14,7 +14,7 @@ from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage import Durability, open_store
 from cookiematch.storage import redis_codec as codec
 from cookiematch.storage.base import Write
-from cookiematch.storage.redis_store import RedisStore, parse_cluster_url
+from cookiematch.storage.redis_store import KEYS_PER_SCRIPT, RedisStore, parse_cluster_url
 from cookiematch.storage.redis_wire import Wire
 
 from .redis_servers import RedisClusterProcesses, RedisServer, free_port
@@ -189,6 +189,29 @@ async def test_many_fields_in_one_write(redis_url: str) -> None:
     fields = {f"f{i}": str(i).encode() for i in range(20_000)}
     await store.hset("big", fields, ttl=100)
     assert await store.hgetall("big") == fields
+    await store.close()
+
+
+async def test_swapped_maps_go_as_one_script_per_slice_of_keys(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """Standalone Redis: ``hswap_many`` sends one ``HSWAP_EXPIRING_EACH`` per
+    ``KEYS_PER_SCRIPT`` keys, each key answered in its place, a map of more fields than one
+    Lua ``unpack`` takes written whole; a flushed script cache is refilled."""
+    store = open_store(redis_url)
+    assert isinstance(store, RedisStore)
+    big = {f"f{i}": b"%d" % i for i in range(1500)}
+    items = [(f"k{i}", {"t": b"%d" % i}, 60.0) for i in range(KEYS_PER_SCRIPT * 2 + 1)]
+    items[7] = ("big", big, None)
+    assert await store.hswap_many(items) == [{}] * len(items)
+    assert store.commands == 3
+    with redis_server.client() as client:
+        client.script_flush()
+    again = [(key, {"t": b"new"}, 60.0) for key, _, _ in items]
+    held = await store.hswap_many(again)
+    assert held[0] == {"t": b"0"} and held[-1] == {"t": b"%d" % (len(items) - 1)}
+    assert held[7] == {}  # "big" had no "t"
+    assert await store.hgetall("big") == {**big, "t": b"new"}
     await store.close()
 
 

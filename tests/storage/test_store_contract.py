@@ -180,6 +180,23 @@ async def test_hswap_many_answers_what_the_fields_held_before(
     assert (await store.hswap_many(items))[1499] == {"f": b"1499"}
 
 
+async def test_hswap_many_items_sharing_one_mapping(store: Store, clock: FakeClock) -> None:
+    """Items may share one mapping object (the frequency checks give a second's writes one),
+    each with its own TTL."""
+    shared = {"t": b"1"}
+    assert await store.hswap_many(
+        [("k", shared, 60.0), ("j", shared, None), ("i", shared, 60.0)]
+    ) == [
+        {},
+        {},
+        {},
+    ]
+    held = await store.hswap_many([("k", shared, 60.0), ("j", {"t": b"2"}, None)])
+    assert held == [{"t": b"1"}, {"t": b"1"}]
+    await clock.advance(100)
+    assert await store.hgetall_many(["k", "j", "i"]) == [{}, {"t": b"2"}, {}]
+
+
 async def test_hswap_many_default_answers_as_the_backends_own(store: Store) -> None:
     """The base class's read-then-write default, run on this backend, answers the same."""
     await store.hset("a", {"x": b"old", "keep": b"k"})

@@ -3,7 +3,7 @@
 A script is sent by its SHA1 (``EVALSHA``, a few bytes); a Redis that lacks it (restarted,
 failed over, ``SCRIPT FLUSH``) answers ``NOSCRIPT`` and the command is sent again as ``EVAL``
 with the body, which also caches it there (``redis_wire``). Each script takes one key, so it
-runs on a cluster too.
+runs on a cluster too, except ``HSWAP_EXPIRING_EACH``, which standalone Redis alone is given.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ class Script:
 
     def command(self, key: bytes, args: Sequence[Any]) -> Command:
         return ("EVALSHA", self.sha, 1, key, *args)
+
+    def command_keys(self, keys: Sequence[bytes], args: Sequence[Any]) -> Command:
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 _BY_SHA: dict[str, Script] = {}
@@ -83,3 +86,23 @@ return old
 """)
 """``HSET_EXPIRING`` answering the raw values the fields held before, in their order (an
 absent field: HGET's false, a nil reply). ARGV as ``HSET_EXPIRING``'s."""
+
+HSWAP_EXPIRING_EACH = Script("""
+local out, a = {}, 1
+for k = 1, #KEYS do
+  local key, farthest, last = KEYS[k], tonumber(ARGV[a]), a + 1 + 2 * tonumber(ARGV[a + 1])
+  local old = {}
+  for i = a + 2, last, 2 do old[#old + 1] = redis.call('HGET', key, ARGV[i]) end
+  for i = a + 2, last, 1000 do
+    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, last)))
+  end
+  if redis.call('PEXPIRETIME', key) < farthest then redis.call('PEXPIREAT', key, farthest) end
+  out[k] = old
+  a = last + 1
+end
+return out
+""")
+"""``HSWAP_EXPIRING`` of several keys in one call, in their order (a key given twice sees its
+earlier write), answering one list per key. ARGV: per key, its expiry, its number of fields,
+then its field, value… Keys of several hash slots: standalone Redis only (a cluster would
+refuse it as ``CROSSSLOT``)."""

@@ -39,11 +39,18 @@ from cookiematch.storage.base import (
     check_ttl,
 )
 from cookiematch.storage.redis_pipeline import TRANSIENT, Command, Flusher, Op, reply_error
-from cookiematch.storage.redis_scripts import HSET_EXPIRING, HSWAP_EXPIRING, SET_IF_ABSENT
+from cookiematch.storage.redis_scripts import (
+    HSET_EXPIRING,
+    HSWAP_EXPIRING,
+    HSWAP_EXPIRING_EACH,
+    SET_IF_ABSENT,
+)
 from cookiematch.storage.redis_wire import Wire
 
 _MGET_CHUNK = 1000  # keys per MGET
 _SCAN_COUNT = 1000  # SCAN hint per call
+KEYS_PER_SCRIPT = 256
+"""Keys per ``HSWAP_EXPIRING_EACH`` call (``hswap_many`` on standalone Redis)."""
 
 
 class RedisStore(Store):
@@ -423,18 +430,45 @@ class RedisStore(Store):
         return commands
 
     async def hswap_many(self, items: Sequence[FieldWrite]) -> list[dict[str, bytes]]:
-        """One script per item (``HSWAP_EXPIRING``: read and write of one key in one step),
-        in pipelines of at most ``max_batch`` commands."""
-        commands: list[Command] = []
+        """Each item's read and write of its key in one step: on standalone Redis one
+        ``HSWAP_EXPIRING_EACH`` script per ``KEYS_PER_SCRIPT`` items, on a cluster one
+        ``HSWAP_EXPIRING`` per item; in pipelines of at most ``max_batch`` commands. Each TTL's
+        expiry and each mapping's packed fields are made once a call (the frequency checks
+        give a second's writes one mapping)."""
         names: list[list[str]] = []
+        keyed: list[tuple[bytes, int, list[bytes]]] = []
+        expiry_of: dict[float | None, int | None] = {}
+        args_of: dict[tuple[int, int | None], list[bytes]] = {}
         for key, mapping, ttl in items:
-            commands.append(self._hswap_command(key, mapping, self._expiry_ms(ttl)))
+            if ttl in expiry_of:
+                expires = expiry_of[ttl]
+            else:
+                expires = expiry_of[ttl] = self._expiry_ms(ttl)
+            args = args_of.get((id(mapping), expires))
+            if args is None:
+                args = args_of[(id(mapping), expires)] = _field_args(mapping, expires)
+            farthest = codec.FAR_FUTURE_MS if expires is None else expires
+            keyed.append((codec.encode_key(key), farthest, args))
             names.append(list(mapping))
         now = self._now_ms()
+        if self._cluster:
+            commands = [HSWAP_EXPIRING.command(k, (far, *args)) for k, far, args in keyed]
+        else:
+            commands = [
+                HSWAP_EXPIRING_EACH.command_keys(
+                    [k for k, _, _ in part],
+                    [arg for _, far, args in part for arg in (far, len(args) // 2, *args)],
+                )
+                for part in (
+                    keyed[i : i + KEYS_PER_SCRIPT] for i in range(0, len(keyed), KEYS_PER_SCRIPT)
+                )
+            ]
 
         def finish(replies: list[Any]) -> list[list[bytes | None]]:
             for reply in replies:
                 reply_error(self._name, reply)
+            if not self._cluster:
+                replies = [held for reply in replies for held in reply]
             return [[codec.live(raw, now) for raw in reply] for reply in replies]
 
         chunks = await asyncio.gather(
