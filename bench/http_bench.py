@@ -48,7 +48,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -318,6 +318,25 @@ def count_keys(store_url: str, prefix: str) -> int:
     return asyncio.run(_count_keys(store_url, prefix))
 
 
+def report_counts(endpoints: Sequence[Endpoint], rows: Sequence[Row], url: str) -> None:
+    """Each row's redirects and the keys its endpoint wrote, against the requests answered."""
+    for endpoint, row in zip(endpoints, rows, strict=True):
+        answered = sum(r.requests for r in row.ours)
+        if row.redirects is not None:
+            print(
+                f"   {endpoint.name}: {row.redirects:,} redirects to "
+                f"{endpoint.redirects_nid} for {answered:,} answered requests",
+                flush=True,
+            )
+        if endpoint.counts_prefix:
+            row.keys_written = count_keys(url, endpoint.counts_prefix)
+            print(
+                f"   {endpoint.name}: {row.keys_written:,} keys under "
+                f"{endpoint.counts_prefix!r} for {answered:,} answered requests",
+                flush=True,
+            )
+
+
 FOLD_WAIT = 1.5
 """Seconds after a run before its redirects are read: a worker folds its cookie matches'
 tally into the counters at each monitor flush (about once a second), the one answering the
@@ -558,24 +577,13 @@ class Bench:
                         result = self.wrk(nginx_ports[other], ONE_COOKIE, directory)
                         self.nginx_extra.append({"nginx_workers": other, **asdict(result)})
                     self.measure_ceiling(workers, nginx_ports[ref], directory)
+            acked = self.args.durability == "ack"
+            if acked:  # every answered write is stored: counted before the edge's runs,
+                report_counts(endpoints, rows, url)  # which write to the same store
             if role == "exchange" and store == self.args.stores[0]:
                 self.measure_edge(workers, service, nginx_ports[ref], directory)
-        for endpoint, row in zip(endpoints, rows, strict=True):
-            if row.redirects is not None:
-                print(
-                    f"   {endpoint.name}: {row.redirects:,} redirects to "
-                    f"{endpoint.redirects_nid} for {sum(r.requests for r in row.ours):,} "
-                    "answered requests",
-                    flush=True,
-                )
-            if endpoint.counts_prefix:
-                row.keys_written = count_keys(url, endpoint.counts_prefix)
-                answered = sum(r.requests for r in row.ours)
-                print(
-                    f"   {endpoint.name}: {row.keys_written:,} keys under "
-                    f"{endpoint.counts_prefix!r} for {answered:,} answered requests",
-                    flush=True,
-                )
+        if not acked:  # queued writes are stored once the server has stopped
+            report_counts(endpoints, rows, url)
         self.rows += rows
 
     def wrk_counted(self, port: int, endpoint: Endpoint, directory: Path, row: Row) -> WrkResult:
@@ -796,7 +804,9 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Checked / answered: for a durable write, the keys found in the store after the block; "
+        "Checked / answered: for a durable write, the keys found in the store after the block's "
+        "rounds (before the edge's runs, which write to the same store; with `async` "
+        "durability, once the server has stopped); "
         "for a cookie match, the redirects to the buyer the server counted "
         "(`cookiematch_pixel_outcomes`); against the requests wrk saw answered.",
     ]
