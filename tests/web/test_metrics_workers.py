@@ -199,3 +199,19 @@ def test_the_store_queue_and_its_bound_are_exposed(served: tuple[Role, ServerPro
     assert sample(text, "cookiematch_store_queue_bound") == MAX_BACKLOG
     assert re.search(r"^cookiematch_store_queue_depth \d", text, re.MULTILINE)
     assert re.search(r"^cookiematch_store_batches_total \d", text, re.MULTILINE)
+
+
+def test_each_workers_event_loop_lag_is_exposed(served: tuple[Role, ServerProcess]) -> None:
+    """Ten probes a second in each worker (``web/loop_lag.py``), added up over the workers."""
+    _, server = served
+    count = "cookiematch_event_loop_lag_seconds_count"
+    deadline = time.monotonic() + 5
+    while True:
+        text = fresh_get(server.url + "/metrics").text
+        if sample(text, count) >= 20 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert sample(text, count) >= 20
+    every = sample(text, 'cookiematch_event_loop_lag_seconds_bucket{le="+Inf"}')
+    assert every == sample(text, count)
+    assert sample(text, 'cookiematch_event_loop_lag_seconds_bucket{le="10.0"}') <= every

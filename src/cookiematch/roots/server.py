@@ -43,6 +43,7 @@ from cookiematch.storage.breaker import StateObserver
 from cookiematch.storage.guard import CallObserver, GuardedStore
 from cookiematch.web import store_metrics
 from cookiematch.web.http import Request, Response
+from cookiematch.web.loop_lag import watch_loop
 from cookiematch.web.metrics import MetricsListener, metrics_route
 from cookiematch.web.privacy_metrics import decision_counts
 from cookiematch.web.router import DEFAULT_MAX_BODY, App
@@ -101,7 +102,7 @@ class RoleServer:
         self.on_breaker: StateObserver | None = store_metrics.on_state
         self.store: GuardedStore | None = None  # the requests' view; closing it closes all
         self.tasks: list[asyncio.Task[None]] = []
-        self._sampler: asyncio.Task[None] | None = None  # the store statistics at /metrics
+        self._samplers: list[asyncio.Task[None]] = []  # the store's statistics, the loop's lag
         self._collectors: list[Collector] = []
         self._metrics_listener: MetricsListener | None = None
         self.app = App(max_body=max_body)
@@ -180,7 +181,10 @@ class RoleServer:
         self._admin = guard.view(self.deadlines.admin)
         try:
             await self.build(store)
-            self._sampler = asyncio.create_task(store_metrics.StoreSampler(guard).run())
+            self._samplers = [
+                asyncio.create_task(store_metrics.StoreSampler(guard).run()),
+                asyncio.create_task(watch_loop()),
+            ]
             if self._metrics_listener is not None:
                 await self._metrics_listener.start()
             self.app.route(LIVEZ_PATH, self._livez)
@@ -237,8 +241,8 @@ class RoleServer:
         for collector in reversed(self._collectors):
             REGISTRY.unregister(collector)
         self._collectors.clear()
-        sampler, self._sampler = self._sampler, None
-        for task in [*reversed(self.tasks), *([sampler] if sampler else [])]:  # last first
+        samplers, self._samplers = self._samplers, []
+        for task in [*reversed(self.tasks), *samplers]:  # last first
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
