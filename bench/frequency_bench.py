@@ -2,7 +2,7 @@
 stalls while they are applied, and how many are applied.
 
     .venv/bin/python bench/frequency_bench.py [--store sqlite|redis] [--rate 35000]
-        [--seconds 6] [--loop uvloop] [--keys random|sequential]
+        [--seconds 6] [--loop uvloop] [--keys random|sequential] [--checks-in worker|process]
 
 One buyer monitor (``exchange/monitoring.py``) as a worker runs it, on a real store (SQLite
 on disk, or a private ``redis-server``), records ``--rate`` match tags per second, each for a
@@ -29,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import servers
 
+from cookiematch.exchange.check_process import ChecksProcess
 from cookiematch.exchange.model import ExchangeSettings
 from cookiematch.exchange.monitoring import BuyerMonitor, Count
-from cookiematch.storage import open_store
+from cookiematch.storage import Durability, open_store
 from cookiematch.web.heap import settle_heap
 
 PROBE_SECONDS = 0.001
@@ -59,17 +60,31 @@ async def traffic(monitor: BuyerMonitor, rate: float, until: float, sequential: 
 
 
 async def run(
-    url: str, rate: float, seconds: float, sequential: bool, server_pid: int | None = None
+    url: str,
+    rate: float,
+    seconds: float,
+    sequential: bool,
+    server_pid: int | None = None,
+    in_process: bool = False,
 ) -> dict[str, float]:
     store = open_store(url)
     await store.start()
+    child = None
+    if in_process:  # as a served worker on Redis applies them (exchange/check_process.py)
+        child = ChecksProcess(url, Durability.ACK, ExchangeSettings(), deadline=5.0)
+        child.start()
     counted: dict[Count, int] = {}
 
     def on_count(nid: str, what: Count, n: int) -> None:
         counted[what] = counted.get(what, 0) + n
 
     monitor = BuyerMonitor(
-        store, ExchangeSettings(), clock=time.time, worker_id="w1", on_count=on_count
+        store,
+        ExchangeSettings(),
+        clock=time.time,
+        worker_id="w1",
+        on_count=on_count,
+        checks_process=child,
     )
     await settle_heap()  # as a served worker does after start-up
     pauses: list[tuple[float, int]] = []
@@ -84,8 +99,10 @@ async def run(
     gc.callbacks.append(timed)
     consumer = asyncio.get_running_loop().create_task(monitor.consume())
     lateness: list[float] = []
+    server = [server_pid] if server_pid else []
+    child_pids = [child.pid] if child and child.pid else []
     cpu = time.process_time()
-    server_cpu = servers.cpu_seconds([server_pid]) if server_pid else 0.0
+    server_cpu, child_cpu = servers.cpu_seconds(server), servers.cpu_seconds(child_pids)
     quiet: list[float] = []  # the probe alone first: what this machine adds by itself
     await probe(time.perf_counter() + min(seconds, 2.0), quiet)
     until = time.perf_counter() + seconds
@@ -96,7 +113,10 @@ async def run(
     await asyncio.gather(consumer, return_exceptions=True)
     await monitor.drain()
     cpu = time.process_time() - cpu
-    server_cpu = (servers.cpu_seconds([server_pid]) - server_cpu) if server_pid else 0.0
+    server_cpu = servers.cpu_seconds(server) - server_cpu
+    child_cpu = servers.cpu_seconds(child_pids) - child_cpu
+    if child is not None:
+        await child.close()
     gc.callbacks.remove(timed)
     await store.close()
     lateness.sort()
@@ -111,6 +131,7 @@ async def run(
         "lateness_max_ms": 1000 * lateness[-1],
         "cpu_us_per_check": 1e6 * cpu / max(sent, 1),
         "server_cpu_us_per_check": 1e6 * server_cpu / max(sent, 1),
+        "child_cpu_us_per_check": 1e6 * child_cpu / max(sent, 1),
         "collections": len(pauses),
         "collection_max_ms": 1000 * max((p for p, _ in pauses), default=0.0),
         "collection_max_generation": max(pauses)[1] if pauses else -1,
@@ -131,7 +152,16 @@ def main() -> None:
         "consecutive ones (as the HTTP benchmark's unique.lua makes them: records land "
         "side by side)",
     )
+    parser.add_argument(
+        "--checks-in",
+        default="worker",
+        choices=("worker", "process"),
+        help="apply the checks in this process, or in a child process as a served worker "
+        "does on Redis (exchange/check_process.py)",
+    )
     args = parser.parse_args()
+    if args.checks_in == "process" and args.store != "redis":
+        parser.error("--checks-in process is for --store redis (SQLite keeps them in the worker)")
     sequential = args.keys == "sequential"
     if args.loop == "uvloop":
         import uvloop
@@ -146,7 +176,14 @@ def main() -> None:
             with servers.redis_server(Path(work)) as port:
                 pid = servers.redis_pid(port)
                 result = asyncio.run(
-                    run(f"redis://127.0.0.1:{port}/0", args.rate, args.seconds, sequential, pid)
+                    run(
+                        f"redis://127.0.0.1:{port}/0",
+                        args.rate,
+                        args.seconds,
+                        sequential,
+                        pid,
+                        in_process=args.checks_in == "process",
+                    )
                 )
     print(
         f"{args.store}, {args.keys} keys: {result['recorded']:,.0f} checks recorded at "
@@ -159,6 +196,11 @@ def main() -> None:
         + (
             f" (redis-server: {result['server_cpu_us_per_check']:.1f} µs)"
             if args.store == "redis"
+            else ""
+        )
+        + (
+            f" (the checks process: {result['child_cpu_us_per_check']:.1f} µs)"
+            if args.checks_in == "process"
             else ""
         )
         + f"; {result['collections']:.0f} "

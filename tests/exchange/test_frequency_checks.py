@@ -39,18 +39,37 @@ class Reference:
         self.last[(nid, browser)] = at
 
 
+class Counted:
+    """What monitors counted, by count and buyer (their ``on_count``)."""
+
+    def __init__(self) -> None:
+        self.by: dict[Count, Counter[str]] = {count: Counter() for count in Count}
+
+    def __call__(self, nid: str, what: Count, n: int) -> None:
+        self.by[what][nid] += n
+
+
 async def test_every_violation_is_counted_exactly(backend_store: Store) -> None:  # noqa: F811
     clock = FakeClock()
     settings = ExchangeSettings()
-    counted: dict[str, Counter[str]] = {count: Counter() for count in Count}
-
-    def on_count(nid: str, what: Count, n: int) -> None:
-        counted[what][nid] += n
-
+    counted = Counted()
     workers = [
-        BuyerMonitor(backend_store, settings, clock=clock, worker_id=w, on_count=on_count)
+        BuyerMonitor(backend_store, settings, clock=clock, worker_id=w, on_count=counted)
         for w in ("w1", "w2")
     ]
+    await play_rounds(workers, clock, settings, counted, backend_store)
+
+
+async def play_rounds(
+    workers: list[BuyerMonitor],
+    clock: FakeClock,
+    settings: ExchangeSettings,
+    counted: Counted,
+    store: Store,
+) -> None:
+    """Rounds of match tags and returned pushes over ``workers``, each round drained: every
+    event counted, no check dropped, every violation counted as the one-event-at-a-time rule
+    counts it, and the last times in the browser records."""
     reference = Reference(settings.match_expiry_days * DAY)
     browsers = [i.to_bytes(2, "big") * 8 for i in range(BROWSERS)]
     rng = random.Random(19)
@@ -74,15 +93,13 @@ async def test_every_violation_is_counted_exactly(backend_store: Store) -> None:
             await worker.drain()
             assert worker.pending_checks == 0
         clock.advance(ROUND_DAYS * DAY)
-    assert (
-        sum(counted[Count.MATCH_TAGS].values()) + sum(counted[Count.PUSHES_RETURNED].values())
-        == events
-    )
-    assert not counted[Count.CHECKS_DROPPED]
+    by = counted.by
+    assert sum(by[Count.MATCH_TAGS].values()) + sum(by[Count.PUSHES_RETURNED].values()) == events
+    assert not by[Count.CHECKS_DROPPED]
     assert reference.violations.total() > 100  # the rounds do make repeats
-    assert counted[Count.FREQUENCY_CAP_VIOLATIONS] == reference.violations
+    assert by[Count.FREQUENCY_CAP_VIOLATIONS] == reference.violations
     for (nid, browser), at in list(reference.last.items())[:50]:
-        record = await backend_store.hgetall(browser_record_key(browser))
+        record = await store.hgetall(browser_record_key(browser))
         assert record[gid_field(nid)] == str(at).encode()
 
 

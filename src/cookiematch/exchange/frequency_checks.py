@@ -66,6 +66,10 @@ _First = dict[str, dict[bytes, int]]
 _Times = dict[str, dict[bytes, int]]
 """Per buyer, per browser, a time (the recent window's generations)."""
 _Again = dict[tuple[str, bytes], list[int]]
+Batch = tuple[_First, _Again, dict[bytes, int], int]
+"""A batch as ``take`` hands it over, plain dicts and ints (a child process takes it as is):
+per buyer each pair's first event, the pairs seen again, the browsers whose cookie was just
+set (when), and the events recorded."""
 _Sent = tuple[str, list[tuple[int, int]], "asyncio.Task[list[dict[str, bytes]]]"]
 """A slice in the store: its buyer, its undecided first match tags, its ``hswap_many``."""
 
@@ -147,22 +151,29 @@ class FrequencyChecks:
         self._recorded += 1
         return True
 
+    def take(self) -> Batch:
+        """The batch recorded so far; what is recorded next goes into a new one."""
+        batch = (self._first, self._again, self._created, self._recorded)
+        self._first, self._again, self._created = {}, {}, {}
+        self._recorded = self._pairs = 0
+        self.due.clear()
+        return batch
+
     async def apply(self) -> Applied:
-        """Apply the batch recorded so far, in slices of ``SLICE_PAIRS`` pairs of one buyer:
+        """Apply the batch recorded so far (``apply_batch(take())``)."""
+        return await self.apply_batch(self.take())
+
+    async def apply_batch(self, batch: Batch) -> Applied:
+        """Apply ``batch``, in slices of ``SLICE_PAIRS`` pairs of one buyer:
         per slice one store call (``hswap_many``) writes the pairs' last times and answers
         what the records held before, against which the first match tags the recent window
         cannot judge are judged. A slice is judged and sent while up to ``IN_FLIGHT`` before
-        it are in the store; the loop runs other work meanwhile. The batch is taken first:
-        what is recorded meanwhile waits for the next call. A store error is not raised but
-        returned in ``error``, with the violations found; once it happened no new slice is
-        sent, and the first checks of pairs whose records could not be read are counted in
-        ``unread``."""
-        first, self._first = self._first, {}
-        again, self._again = self._again, {}
-        created, self._created = self._created, {}
-        found = Applied(checks=self._recorded)
-        self._recorded = self._pairs = 0
-        self.due.clear()
+        it are in the store; the loop runs other work meanwhile. A store error is not raised
+        but returned in ``error``, with the violations found; once it happened no new slice
+        is sent, and the first checks of pairs whose records could not be read are counted
+        in ``unread``."""
+        first, again, created, recorded = batch
+        found = Applied(checks=recorded)
         keys: dict[bytes, str] = {}
         pushes: dict[str, list[str]] = {}
         sent: deque[_Sent] = deque()

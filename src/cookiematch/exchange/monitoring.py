@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from cookiematch.clock import SECONDS_PER_DAY, Clock
 from cookiematch.errors import StoreUnavailable
 from cookiematch.exchange.browser_record import seconds
+from cookiematch.exchange.check_process import ChecksProcess
 from cookiematch.exchange.frequency_checks import (
     FLUSH_AT_PAIRS,
     MAX_PENDING_PAIRS,
@@ -138,7 +139,10 @@ class BuyerMonitor:
         check_seconds: float = CHECK_SECONDS,
         max_pending_pairs: int = MAX_PENDING_PAIRS,
         flush_at_pairs: int = FLUSH_AT_PAIRS,
+        checks_process: ChecksProcess | None = None,
     ) -> None:
+        """``checks_process``: the child process that applies the frequency-capping checks
+        (``check_process.py``; closed with the monitor), else this worker applies them."""
         if "." in worker_id:
             raise ValueError("worker_id must not contain '.'")
         self._store = store
@@ -159,6 +163,7 @@ class BuyerMonitor:
         )
         self._check_seconds = check_seconds
         self._checking = asyncio.Lock()
+        self._process = checks_process
 
     # -- counting ---------------------------------------------------------------------
 
@@ -282,7 +287,11 @@ class BuyerMonitor:
         async with self._checking:
             if not self._checks.pending:
                 return
-            applied = await self._checks.apply()
+            batch = self._checks.take()
+            if self._process is None:
+                applied = await self._checks.apply_batch(batch)
+            else:
+                applied = await self._process.apply(batch)
         self._count_applied(applied)
 
     def _count_applied(self, applied: Applied) -> None:
@@ -346,3 +355,5 @@ class BuyerMonitor:
         await self.drain()
         with contextlib.suppress(Exception):
             await self.flush()
+        if self._process is not None:
+            await self._process.close()

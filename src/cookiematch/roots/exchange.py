@@ -36,6 +36,7 @@ from cookiematch.edge.matches import EdgeMatches
 from cookiematch.errors import ConfigError
 from cookiematch.exchange.ad_service import AdService
 from cookiematch.exchange.auction import Auction
+from cookiematch.exchange.check_process import ChecksProcess
 from cookiematch.exchange.cookie_match import CookieMatchService
 from cookiematch.exchange.enforcement import Enforcer
 from cookiematch.exchange.hosted_nids import HostedNids
@@ -55,7 +56,7 @@ from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.roots.server import RoleServer, StoreDeadlines
-from cookiematch.storage import Store
+from cookiematch.storage import Store, is_server
 from cookiematch.web.console import SERIES_FAILED, build_console
 from cookiematch.web.console import exchange as console_exchange
 from cookiematch.web.counters import SHARED
@@ -180,12 +181,20 @@ class ExchangeServer(RoleServer):
         list_changes = self.list_changes = ListChanges(
             admin, worker_id=worker_id, clock=time.time, on_count=metrics.count_list_change
         )
+        store_settings = self.config.store
+        checks_process = None
+        if is_server(store_settings.url):  # the checks' Python off this worker (Redis)
+            checks_process = ChecksProcess(
+                store_settings.url, store_settings.durability, settings, self.deadlines.admin
+            )
+            checks_process.start()
         monitor = self.monitor = BuyerMonitor(
             admin,
             settings,
             clock=time.time,
             worker_id=worker_id,
             on_count=count_metric,
+            checks_process=checks_process,
         )
         SHARED.before_collect(monitor.fold)  # a scrape sees every match tag answered here
         limiter = SharedRateLimit(admin, clock=time.monotonic, worker_id=worker_id)

@@ -40,6 +40,16 @@ SCHEMES: dict[str, Opener] = {
 }
 
 
+SERVER_SCHEMES = frozenset({"redis", "rediss", "redis+cluster", "rediss+cluster"})
+"""Schemes of a store that is a server of its own, which another process reaches as cheaply
+as this one (not a file that one writer at a time holds)."""
+
+
+def is_server(url: str) -> bool:
+    """Whether ``url`` names a store that is a server of its own (``SERVER_SCHEMES``)."""
+    return url.partition("://")[0].lower() in SERVER_SCHEMES
+
+
 def open_store(
     url: str,
     *,

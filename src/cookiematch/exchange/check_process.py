@@ -1,0 +1,194 @@
+"""Frequency-capping checks applied in a child process of the worker (``ChecksProcess``).
+
+A worker whose store is a server of its own (Redis) hands each batch of its checks
+(``FrequencyChecks.take``: plain dicts of bytes and ints) over a pipe to a child process,
+which keeps the recent window, makes the store calls and judges what they answer
+(``FrequencyChecks.apply_batch``), then answers what the batch found. The worker's event loop
+and GIL carry none of the checks' Python: with a different browser per request that work,
+done on the worker's loop, doubled the cookie match's p99 (docs/performance.md, "The
+distinct-browser tail"). On SQLite the checks stay in the worker: a child would be one more
+writer process taking turns at the file.
+
+The child opens the store from its URL behind the deadline the worker's monitor uses. It
+ignores SIGINT and SIGTERM (the worker's graceful stop hands it the last batch, then asks it
+to end) and ends when the worker does (its pipe closes). If it dies or does not answer within
+``ANSWER_SECONDS``, the batch's first match tags are counted unread, as when a store call
+fails, and a new child is started for the next batch. These are monitoring figures, not
+acknowledged writes: a batch lost with a child is at most about a second of checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+from cookiematch.errors import StorageError, StoreUnavailable
+from cookiematch.exchange.frequency_checks import Applied, Batch, FrequencyChecks
+from cookiematch.exchange.model import ExchangeSettings
+from cookiematch.storage.base import Durability
+from cookiematch.storage.guard import GuardedStore
+from cookiematch.storage.registry import connect_store
+
+__all__ = ["ANSWER_SECONDS", "ChecksProcess"]
+
+log = logging.getLogger("cookiematch.exchange")
+
+ANSWER_SECONDS = 30.0
+"""How long the worker waits for a batch's answer before it replaces the child."""
+STOP_SECONDS = 5.0
+"""How long a child has to end once asked, before it is killed."""
+
+_Answer = tuple[dict[str, int], dict[str, int], int, tuple[bool, str] | None]
+"""``Applied`` over the pipe: violations, unread, checks, and the error as (whether the store
+was unavailable, its message)."""
+
+
+class ChecksProcess:
+    """One worker's child process for its frequency-capping checks."""
+
+    def __init__(
+        self, store_url: str, durability: Durability, settings: ExchangeSettings, deadline: float
+    ) -> None:
+        self._args = (store_url, durability, settings, deadline)
+        self._process: BaseProcess | None = None
+        self._pipe: Connection | None = None
+        self.restarts = 0
+        """Children replaced after they died or did not answer."""
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process ID (None before it starts)."""
+        return None if self._process is None else self._process.pid
+
+    def start(self) -> None:
+        """Start the child (it opens the store itself; a store it cannot reach shows in its
+        first answer)."""
+        context = multiprocessing.get_context("spawn")  # nothing of the worker's state copied
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=_serve, args=(theirs, *self._args), name="cookiematch-checks", daemon=True
+        )
+        process.start()
+        theirs.close()
+        self._process, self._pipe = process, ours
+
+    async def apply(self, batch: Batch) -> Applied:
+        """What ``batch`` found, applied by the child; its first match tags counted unread
+        when the child died or did not answer (and a new child started)."""
+        if self._process is None:
+            self.start()
+        try:
+            answer = await asyncio.wait_for(
+                asyncio.to_thread(self._exchange, batch), ANSWER_SECONDS
+            )
+        except (TimeoutError, EOFError, OSError) as exc:
+            log.warning("the frequency-capping checks process failed (%s): restarting it", exc)
+            await self._stop(kill=True)
+            self.restarts += 1
+            self.start()
+            found = Applied(checks=batch[3], error=StoreUnavailable(f"checks process: {exc}"))
+            for nid, browsers in batch[0].items():
+                found.unread[nid] = sum(1 for at in browsers.values() if at >= 0)
+            return found
+        violations, unread, checks, error = answer
+        found = Applied(violations=violations, unread=unread, checks=checks)
+        if error is not None:
+            unavailable, message = error
+            found.error = StoreUnavailable(message) if unavailable else StorageError(message)
+        return found
+
+    def _exchange(self, batch: Batch) -> _Answer:
+        pipe = self._pipe
+        if pipe is None:
+            raise EOFError("no checks process")
+        pipe.send(batch)
+        answer: _Answer = pipe.recv()
+        return answer
+
+    async def close(self) -> None:
+        """Ask the child to end (after the batch it holds), then wait for it."""
+        await self._stop(kill=False)
+
+    async def _stop(self, *, kill: bool) -> None:
+        process, pipe = self._process, self._pipe
+        self._process = self._pipe = None
+        if process is None or pipe is None:
+            return
+        if kill:
+            process.kill()
+        else:
+            with contextlib.suppress(OSError):
+                pipe.send(None)
+        await asyncio.to_thread(process.join, STOP_SECONDS)
+        if process.is_alive():
+            process.kill()
+            await asyncio.to_thread(process.join, STOP_SECONDS)
+        pipe.close()
+
+
+def _serve(
+    pipe: Connection,
+    store_url: str,
+    durability: Durability,
+    settings: ExchangeSettings,
+    deadline: float,
+) -> None:
+    """The child: apply each batch the pipe brings, answer what it found; end on None or
+    when the worker's end of the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when this ends
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    serving = _serve_batches(pipe, store_url, durability, settings, deadline)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serving)
+    else:
+        uvloop.run(serving)
+
+
+async def _serve_batches(
+    pipe: Connection,
+    store_url: str,
+    durability: Durability,
+    settings: ExchangeSettings,
+    deadline: float,
+) -> None:
+    loop = asyncio.get_running_loop()
+    store: GuardedStore | None = None
+    checks: FrequencyChecks | None = None
+    try:
+        while True:
+            try:
+                batch: Batch | None = await loop.run_in_executor(None, pipe.recv)
+            except EOFError:
+                return  # the worker is gone
+            if batch is None:
+                return
+            if checks is None:
+                try:
+                    inner = await connect_store(store_url, durability=durability)
+                except StorageError as exc:  # answered as the batch's error; tried again
+                    pipe.send(_unread(batch, exc))
+                    continue
+                store = GuardedStore(inner, deadline=deadline, name="frequency checks store")
+                checks = FrequencyChecks(store, settings)
+            pipe.send(_answer(await checks.apply_batch(batch)))
+    finally:
+        if store is not None:
+            await store.close()
+
+
+def _answer(applied: Applied) -> _Answer:
+    error = applied.error
+    told = None if error is None else (isinstance(error, StoreUnavailable), str(error))
+    return applied.violations, applied.unread, applied.checks, told
+
+
+def _unread(batch: Batch, error: StorageError) -> _Answer:
+    unread = {nid: sum(1 for at in b.values() if at >= 0) for nid, b in batch[0].items()}
+    return {}, unread, batch[3], (isinstance(error, StoreUnavailable), str(error))
