@@ -66,8 +66,8 @@ class ChecksProcess:
         return None if self._process is None else self._process.pid
 
     def start(self) -> None:
-        """Start the child (it opens the store itself; a store it cannot reach shows in its
-        first answer)."""
+        """Start the child now rather than with the first batch (it opens the store itself; a
+        store it cannot reach shows in its first answer)."""
         context = multiprocessing.get_context("spawn")  # nothing of the worker's state copied
         ours, theirs = context.Pipe()
         process = context.Process(
@@ -78,27 +78,25 @@ class ChecksProcess:
         self._process, self._pipe = process, ours
 
     async def apply(self, batch: Batch) -> Applied:
-        """What ``batch`` found, applied by the child; its first match tags counted unread
-        when the child died or did not answer (and a new child started)."""
-        if self._process is None:
-            self.start()
+        """What ``batch`` found, applied by the child (started with the first batch); its
+        first match tags counted unread when the child could not start, died or did not
+        answer (the next batch starts a new one)."""
         try:
+            if self._process is None:
+                self.start()
             answer = await asyncio.wait_for(
                 asyncio.to_thread(self._exchange, batch), ANSWER_SECONDS
             )
         except (TimeoutError, EOFError, OSError) as exc:
-            log.warning("the frequency-capping checks process failed (%s): restarting it", exc)
+            log.warning("the frequency-capping checks process failed (%s): replacing it", exc)
             await self._stop(kill=True)
             self.restarts += 1
-            self.start()
-            found = Applied(checks=batch[3], error=StoreUnavailable(f"checks process: {exc}"))
-            for nid, browsers in batch[0].items():
-                found.unread[nid] = sum(1 for at in browsers.values() if at >= 0)
-            return found
-        violations, unread, checks, error = answer
+            failed = StoreUnavailable(f"the checks process failed: {exc!r}")
+            return Applied(unread=_match_tags(batch), checks=batch[3], error=failed)
+        violations, unread, checks, told = answer
         found = Applied(violations=violations, unread=unread, checks=checks)
-        if error is not None:
-            unavailable, message = error
+        if told is not None:
+            unavailable, message = told
             found.error = StoreUnavailable(message) if unavailable else StorageError(message)
         return found
 
@@ -190,5 +188,10 @@ def _answer(applied: Applied) -> _Answer:
 
 
 def _unread(batch: Batch, error: StorageError) -> _Answer:
-    unread = {nid: sum(1 for at in b.values() if at >= 0) for nid, b in batch[0].items()}
-    return {}, unread, batch[3], (isinstance(error, StoreUnavailable), str(error))
+    return {}, _match_tags(batch), batch[3], (isinstance(error, StoreUnavailable), str(error))
+
+
+def _match_tags(batch: Batch) -> dict[str, int]:
+    """The batch's first match tags per buyer: the checks left unjudged when it is not
+    applied (a returned push has no check of its own)."""
+    return {nid: sum(1 for at in firsts.values() if at >= 0) for nid, firsts in batch[0].items()}

@@ -186,8 +186,7 @@ class ExchangeServer(RoleServer):
         if is_server(store_settings.url):  # the checks' Python off this worker (Redis)
             checks_process = ChecksProcess(
                 store_settings.url, store_settings.durability, settings, self.deadlines.admin
-            )
-            checks_process.start()
+            )  # started with the first batch: nothing to leave behind if start-up fails
         monitor = self.monitor = BuyerMonitor(
             admin,
             settings,
