@@ -120,3 +120,13 @@ async def recording(tmp_path: Path) -> FrequencyChecks:
     return FrequencyChecks(
         await connect_store(f"sqlite:///{tmp_path}/unused.db"), ExchangeSettings()
     )
+
+
+async def test_a_child_ends_when_its_worker_is_gone(process: ChecksProcess) -> None:
+    """The worker's end of the pipe closes (the worker was killed): the child ends cleanly."""
+    child, pipe = process._process, process._pipe
+    assert child is not None and pipe is not None
+    pipe.close()
+    child.join(10)
+    assert child.exitcode == 0
+    process._process = process._pipe = None  # nothing left for the fixture to stop

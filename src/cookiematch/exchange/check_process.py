@@ -171,11 +171,16 @@ async def _serve_batches(
                 try:
                     inner = await connect_store(store_url, durability=durability)
                 except StorageError as exc:  # answered as the batch's error; tried again
-                    pipe.send(_unread(batch, exc))
-                    continue
-                store = GuardedStore(inner, deadline=deadline, name="frequency checks store")
-                checks = FrequencyChecks(store, settings)
-            pipe.send(_answer(await checks.apply_batch(batch)))
+                    answer = _unread(batch, exc)
+                else:
+                    store = GuardedStore(inner, deadline=deadline, name="frequency checks store")
+                    checks = FrequencyChecks(store, settings)
+            if checks is not None:
+                answer = _answer(await checks.apply_batch(batch))
+            try:
+                pipe.send(answer)
+            except OSError:
+                return  # the worker is gone (killed while this batch was applied)
     finally:
         if store is not None:
             await store.close()
