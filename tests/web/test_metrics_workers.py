@@ -214,4 +214,3 @@ def test_each_workers_event_loop_lag_is_exposed(served: tuple[Role, ServerProces
     assert sample(text, count) >= 20
     every = sample(text, 'cookiematch_event_loop_lag_seconds_bucket{le="+Inf"}')
     assert every == sample(text, count)
-    assert sample(text, 'cookiematch_event_loop_lag_seconds_bucket{le="10.0"}') <= every

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import multiprocessing
 import signal
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
@@ -54,7 +55,7 @@ class ChecksProcess:
     def __init__(
         self, store_url: str, durability: Durability, settings: ExchangeSettings, deadline: float
     ) -> None:
-        self._args = (store_url, durability, settings, deadline)
+        self._child = _Child(store_url, durability, settings, deadline)
         self._process: BaseProcess | None = None
         self._pipe: Connection | None = None
         self.restarts = 0
@@ -71,7 +72,7 @@ class ChecksProcess:
         context = multiprocessing.get_context("spawn")  # nothing of the worker's state copied
         ours, theirs = context.Pipe()
         process = context.Process(
-            target=_serve, args=(theirs, *self._args), name="cookiematch-checks", daemon=True
+            target=self._child.serve, args=(theirs,), name="cookiematch-checks", daemon=True
         )
         process.start()
         theirs.close()
@@ -129,61 +130,58 @@ class ChecksProcess:
         pipe.close()
 
 
-def _serve(
-    pipe: Connection,
-    store_url: str,
-    durability: Durability,
-    settings: ExchangeSettings,
-    deadline: float,
-) -> None:
-    """The child: apply each batch the pipe brings, answer what it found; end on None or
-    when the worker's end of the pipe closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when this ends
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    serving = _serve_batches(pipe, store_url, durability, settings, deadline)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serving)
-    else:
-        uvloop.run(serving)
+@dataclass(frozen=True, slots=True)
+class _Child:
+    """What the child is started with (pickled to it), and what it runs."""
 
+    store_url: str
+    durability: Durability
+    settings: ExchangeSettings
+    deadline: float
 
-async def _serve_batches(
-    pipe: Connection,
-    store_url: str,
-    durability: Durability,
-    settings: ExchangeSettings,
-    deadline: float,
-) -> None:
-    loop = asyncio.get_running_loop()
-    store: GuardedStore | None = None
-    checks: FrequencyChecks | None = None
-    try:
-        while True:
-            try:
-                batch: Batch | None = await loop.run_in_executor(None, pipe.recv)
-            except EOFError:
-                return  # the worker is gone
-            if batch is None:
-                return
-            if checks is None:
+    def serve(self, pipe: Connection) -> None:
+        """Apply each batch the pipe brings, answer what it found; end on None or when the
+        worker's end of the pipe closes."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when this ends
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        serving = self._serve_batches(pipe)
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(serving)
+        else:
+            uvloop.run(serving)
+
+    async def _serve_batches(self, pipe: Connection) -> None:
+        loop = asyncio.get_running_loop()
+        store: GuardedStore | None = None
+        checks: FrequencyChecks | None = None
+        try:
+            while True:
                 try:
-                    inner = await connect_store(store_url, durability=durability)
-                except StorageError as exc:  # answered as the batch's error; tried again
+                    batch: Batch | None = await loop.run_in_executor(None, pipe.recv)
+                except EOFError:
+                    return  # the worker is gone
+                if batch is None:
+                    return
+                try:
+                    if checks is None:
+                        inner = await connect_store(self.store_url, durability=self.durability)
+                        store = GuardedStore(
+                            inner, deadline=self.deadline, name="frequency checks store"
+                        )
+                        checks = FrequencyChecks(store, self.settings)
+                except StorageError as exc:  # the batch's error; the next batch tries again
                     answer = _unread(batch, exc)
                 else:
-                    store = GuardedStore(inner, deadline=deadline, name="frequency checks store")
-                    checks = FrequencyChecks(store, settings)
-            if checks is not None:
-                answer = _answer(await checks.apply_batch(batch))
-            try:
-                pipe.send(answer)
-            except OSError:
-                return  # the worker is gone (killed while this batch was applied)
-    finally:
-        if store is not None:
-            await store.close()
+                    answer = _answer(await checks.apply_batch(batch))
+                try:
+                    pipe.send(answer)
+                except OSError:
+                    return  # the worker is gone (killed while this batch was applied)
+        finally:
+            if store is not None:
+                await store.close()
 
 
 def _answer(applied: Applied) -> _Answer:

@@ -40,7 +40,7 @@ SCHEMES: dict[str, Opener] = {
 }
 
 
-SERVER_SCHEMES = frozenset({"redis", "rediss", "redis+cluster", "rediss+cluster"})
+SERVER_SCHEMES = frozenset(scheme for scheme, opener in SCHEMES.items() if opener is _open_redis)
 """Schemes of a store that is a server of its own, which another process reaches as cheaply
 as this one (not a file that one writer at a time holds)."""
 
