@@ -5,7 +5,8 @@
 
 Starts ``cookiematch serve`` for each endpoint's role (1 worker; the exchange's
 ``cookie_match`` and ``hosted_match``, the buyer's ``buyer_match``, the DMP's
-``dmp_callback``, the last two sent as ``http_bench.py`` sends them), and for each records the
+``dmp_callback``, the last two sent as ``http_bench.py`` sends them, and the buyer's ``bid``:
+``http_bench.py``'s bid request, its gid matched first), and for each records the
 worker with ``py-spy record --threads --format raw`` while wrk drives it, then prints the
 summary of ``bench/profile_summary.py`` (buckets: adapter, parse, crypto, render, store,
 event loop, ...). Needs py-spy (``pip install py-spy``; the ``dev`` extra has it) and the
@@ -24,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import http_bench
 import profile_summary
 import servers
 
@@ -49,6 +51,7 @@ SCRIPTS = {
         "unique.lua",
         ["1", "/callback/analytics?c=shop&uid=@N@", "dmp_id=@ID@"],
     ),
+    "bid": ("buyer", "bid.lua", []),
 }
 
 
@@ -75,7 +78,11 @@ def main() -> None:
             url = f"sqlite:///{work}/store.db"
         for endpoint in args.endpoint or sorted(SCRIPTS):
             role, script, script_args = SCRIPTS[endpoint]
-            with servers.cookiematch(work / f"server-{endpoint}", url, role=role) as service:
+            directory = work / f"server-{endpoint}"
+            directory.mkdir()
+            http_bench.bid_request_body(directory)
+            with servers.cookiematch(directory, url, role=role) as service:
+                http_bench.preflight(service)  # the buyer's bid finds its gid matched
                 profile(service, endpoint, script, script_args, args)
 
 
@@ -101,6 +108,7 @@ def profile(
         duration=args.seconds,
         connections=args.connections,
         args=script_args,
+        env={"BENCH_BODY": str(service.config.parent / "bid-request.json")},
     )
     spy.wait()
     print(f"\n### {endpoint} on {args.store}, under py-spy: {result.rps:,.0f} req/s")
