@@ -9,7 +9,9 @@ done on the worker's loop, doubled the cookie match's p99 (docs/performance.md, 
 distinct-browser tail"). On SQLite the checks stay in the worker: a child would be one more
 writer process taking turns at the file.
 
-The child opens the store from its URL behind the deadline the worker's monitor uses. It
+The child opens the store from its URL behind the deadline the worker's monitor uses, and
+settles its garbage collector as a served worker does (``heap.py``): a batch's slices leave
+thousands of young objects, which CPython's default thresholds turn into full collections. It
 ignores SIGINT and SIGTERM (the worker's graceful stop hands it the last batch, then asks it
 to end) and ends when the worker does (its pipe closes). If it dies or does not answer within
 ``ANSWER_SECONDS``, the batch's first match tags are counted unread, as when a store call
@@ -31,6 +33,7 @@ from multiprocessing.process import BaseProcess
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.exchange.frequency_checks import Applied, Batch, FrequencyChecks
 from cookiematch.exchange.model import ExchangeSettings
+from cookiematch.heap import settle
 from cookiematch.storage.base import Durability
 from cookiematch.storage.guard import GuardedStore
 from cookiematch.storage.registry import connect_store
@@ -144,6 +147,7 @@ class _Child:
         worker's end of the pipe closes."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when this ends
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        settle()  # a batch's slices allocate thousands of young objects: no full collections
         serving = self._serve_batches(pipe)
         try:
             import uvloop
