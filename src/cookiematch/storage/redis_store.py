@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -432,44 +433,43 @@ class RedisStore(Store):
     async def hswap_many(self, items: Sequence[FieldWrite]) -> list[dict[str, bytes]]:
         """Each item's read and write of its key in one step: on standalone Redis one
         ``HSWAP_EXPIRING_EACH`` script per ``KEYS_PER_SCRIPT`` items, on a cluster one
-        ``HSWAP_EXPIRING`` per item; in pipelines of at most ``max_batch`` commands. Each TTL's
-        expiry and each mapping's packed fields are made once a call (the frequency checks
-        give a second's writes one mapping)."""
-        names: list[list[str]] = []
-        keyed: list[tuple[bytes, int, list[bytes]]] = []
+        ``HSWAP_EXPIRING`` per item; in pipelines of at most ``max_batch`` commands. What an
+        item's mapping and TTL give (its expiry, its packed fields, their names) is made once
+        a call for all items sharing them (the frequency checks give a second's writes one
+        mapping), its numbers as the bytes the command carries."""
+        keys: list[bytes] = []
+        parts: list[_SwapPart] = []
         expiry_of: dict[float | None, int | None] = {}
-        args_of: dict[tuple[int, int | None], list[bytes]] = {}
+        part_of: dict[tuple[int, int | None], _SwapPart] = {}
         for key, mapping, ttl in items:
             if ttl in expiry_of:
                 expires = expiry_of[ttl]
             else:
                 expires = expiry_of[ttl] = self._expiry_ms(ttl)
-            args = args_of.get((id(mapping), expires))
-            if args is None:
-                args = args_of[(id(mapping), expires)] = _field_args(mapping, expires)
-            farthest = codec.FAR_FUTURE_MS if expires is None else expires
-            keyed.append((codec.encode_key(key), farthest, args))
-            names.append(list(mapping))
+            part = part_of.get((id(mapping), expires))
+            if part is None:
+                part = part_of[(id(mapping), expires)] = _swap_part(mapping, expires)
+            keys.append(codec.encode_key(key))
+            parts.append(part)
         now = self._now_ms()
         if self._cluster:
-            commands = [HSWAP_EXPIRING.command(k, (far, *args)) for k, far, args in keyed]
+            commands = [
+                HSWAP_EXPIRING.command(key, part.args[:1] + part.args[2:])
+                for key, part in zip(keys, parts, strict=True)
+            ]
         else:
             commands = [
                 HSWAP_EXPIRING_EACH.command_keys(
-                    [k for k, _, _ in part],
-                    [arg for _, far, args in part for arg in (far, len(args) // 2, *args)],
+                    keys[i : i + KEYS_PER_SCRIPT],
+                    [arg for part in parts[i : i + KEYS_PER_SCRIPT] for arg in part.args],
                 )
-                for part in (
-                    keyed[i : i + KEYS_PER_SCRIPT] for i in range(0, len(keyed), KEYS_PER_SCRIPT)
-                )
+                for i in range(0, len(keys), KEYS_PER_SCRIPT)
             ]
 
         def finish(replies: list[Any]) -> list[list[bytes | None]]:
             for reply in replies:
                 reply_error(self._name, reply)
-            if not self._cluster:
-                replies = [held for reply in replies for held in reply]
-            return [[codec.live(raw, now) for raw in reply] for reply in replies]
+            return [held for reply in replies for held in reply] if not self._cluster else replies
 
         chunks = await asyncio.gather(
             *(
@@ -477,11 +477,15 @@ class RedisStore(Store):
                 for i in range(0, len(commands), self._bulk)
             )
         )
-        held = [values for chunk in chunks for values in chunk]
-        return [
-            {name: value for name, value in zip(fields, values, strict=True) if value is not None}
-            for fields, values in zip(names, held, strict=True)
-        ]
+        live = codec.live
+        answers: list[dict[str, bytes]] = []
+        for part, held in zip(parts, (h for chunk in chunks for h in chunk), strict=True):
+            found: dict[str, bytes] = {}
+            for name, raw in zip(part.names, held, strict=True):
+                if raw is not None and (value := live(raw, now)) is not None:
+                    found[name] = value
+            answers.append(found)
+        return answers
 
     def _hswap_command(self, key: str, mapping: Mapping[str, Any], expires: int | None) -> Command:
         """The ``HSWAP_EXPIRING`` script of one key: its fields set, what they held answered."""
@@ -670,6 +674,22 @@ def _hset_command(key: str, args: list[bytes], expires: int | None) -> Command:
     field kept forever keeps the map: the farthest expiry there is)."""
     farthest = codec.FAR_FUTURE_MS if expires is None else expires
     return HSET_EXPIRING.command(codec.encode_key(key), (farthest, *args))
+
+
+@dataclass(frozen=True, slots=True)
+class _SwapPart:
+    """What ``hswap_many`` sends and reads for items sharing one mapping and expiry."""
+
+    names: list[str]
+    args: list[bytes]
+    """The script's arguments for one key: its expiry, its number of fields, then its
+    field, value… (a cluster's ``HSWAP_EXPIRING`` takes them without the number)."""
+
+
+def _swap_part(mapping: Mapping[str, Any], expires: int | None) -> _SwapPart:
+    farthest = codec.FAR_FUTURE_MS if expires is None else expires
+    head = [str(farthest).encode(), str(len(mapping)).encode()]
+    return _SwapPart(list(mapping), head + _field_args(mapping, expires))
 
 
 def _field_args(mapping: Mapping[str, Any], expires: int | None) -> list[bytes]:
