@@ -1,0 +1,107 @@
+"""The store's part of one frequency-capping check, per record layout, with a minimal client:
+the floor the checks' own client work is measured against.
+
+    .venv/bin/python bench/check_layout_bench.py [--checks 200000] [--rounds 2]
+
+A private redis-server; for each round and layout, ``--checks`` new browsers in pipelines of
+256 (the checks' slice), sent over a raw socket as ``hiredis.pack_command`` packs them and
+read back with a ``hiredis.Reader``: no store layer, no asyncio. Layouts:
+
+- ``browser record``: today's, one field map per browser (``br:{tag}``, field
+  ``gid:<nid>``), written by one ``HSWAP_EXPIRING_EACH`` script per slice (a Lua loop of
+  ``HGET``, ``HSET``, ``PEXPIRETIME``, ``PEXPIREAT`` per record);
+- ``plain key``: one key per browser and buyer (``fc:{tag}:<nid>``) written with
+  ``SET key value GET PXAT`` (one native command, the old value answered).
+
+Prints the client's and redis-server's CPU per check (``/proc``), layouts alternated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hiredis
+import servers
+
+from cookiematch.exchange.keys import browser_tag
+from cookiematch.storage.redis_scripts import HSWAP_EXPIRING_EACH
+
+SLICE = 256
+NID = "ad_network_xyz"
+FIELD = f"gid:{NID}".encode()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def exchange(sock: socket.socket, reader: Any, commands: Sequence[tuple[Any, ...]]) -> None:
+    """Send ``commands`` in one write and read their replies."""
+    sock.sendall(b"".join([hiredis.pack_command(c) for c in commands]))
+    replies = 0
+    while replies < len(commands):
+        if reader.gets() is False:
+            reader.feed(sock.recv(1 << 20))
+        else:
+            replies += 1
+
+
+def slice_commands(layout: str, part: list[bytes], far: int, value: bytes) -> list[Any]:
+    if layout == "browser record":
+        keys = [("br:" + browser_tag(b)).encode() for b in part]
+        args = [a for _ in part for a in (far, 1, FIELD, value)]
+        return [HSWAP_EXPIRING_EACH.command_keys(keys, args)]
+    return [("SET", f"fc:{browser_tag(b)}:{NID}".encode(), value, "GET", "PXAT", far) for b in part]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checks", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory(prefix="cookiematch-layout-") as tmp,
+        servers.redis_server(Path(tmp)) as port,
+    ):
+        measure(port, args.checks, args.rounds)
+
+
+def measure(port: int, checks: int, rounds: int) -> None:
+    """Each layout's CPU per check, alternated over ``rounds``."""
+    pid = servers.redis_pid(port)
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    reader = hiredis.Reader()
+    exchange(sock, reader, [("SCRIPT", "LOAD", HSWAP_EXPIRING_EACH.body)])
+    now_ms = int(time.time() * 1000)
+    far = now_ms + 14 * 86_400_000
+    value = b"\x01" + far.to_bytes(8, "big") + str(now_ms // 1000).encode()
+    for _ in range(rounds):
+        for layout in ("browser record", "plain key"):
+            browsers = [os.urandom(16) for _ in range(checks)]
+            client, server = time.process_time(), cpu_seconds(pid)
+            for i in range(0, checks, SLICE):
+                exchange(sock, reader, slice_commands(layout, browsers[i : i + SLICE], far, value))
+            client = time.process_time() - client
+            server = cpu_seconds(pid) - server
+            print(
+                f"{layout:15s} client {1e6 * client / checks:5.2f} µs a check, "
+                f"redis-server {1e6 * server / checks:5.2f} µs a check",
+                flush=True,
+            )
+    sock.close()
+
+
+if __name__ == "__main__":
+    main()
