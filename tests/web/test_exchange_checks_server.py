@@ -1,6 +1,6 @@
-"""A served exchange on Redis applies its frequency-capping checks in a child process of each
-worker (``exchange/check_process.py``): a repeated match tag is counted as a violation, and a
-graceful stop leaves none of those children behind."""
+"""A served exchange applies its frequency-capping checks in a child process of each worker
+(``exchange/check_process.py``), on SQLite and on Redis: a repeated match tag is counted as a
+violation, and a graceful stop leaves none of those children behind."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from storage.redis_servers import RedisServer
 
@@ -48,20 +49,24 @@ def violations(server: ServerProcess) -> int:
     return count
 
 
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
 def test_checks_in_a_child_count_a_repeat_and_end_with_the_server(
+    store: str,
     tmp_path: Path,
     start_server: Callable[..., ServerProcess],
-    shared_redis: RedisServer,  # noqa: F811
+    request: pytest.FixtureRequest,
 ) -> None:
-    with shared_redis.client() as client:
-        client.flushall()
     port = free_port()
     config = write_exchange_config(tmp_path, port)
-    config.write_text(
-        config.read_text().replace(
-            f'url = "sqlite:///{tmp_path / "exchange.db"}"', f'url = "{shared_redis.url}"'
+    if store == "redis":
+        redis: RedisServer = request.getfixturevalue("shared_redis")
+        with redis.client() as client:
+            client.flushall()
+        config.write_text(
+            config.read_text().replace(
+                f'url = "sqlite:///{tmp_path / "exchange.db"}"', f'url = "{redis.url}"'
+            )
         )
-    )
     server = start_server(argv=serve_argv(config, "exchange", "--workers", "2"), port=port)
     before = violations(server)
     with httpx.Client(base_url=server.url, headers={"Cookie": BROWSER}) as browser:

@@ -56,7 +56,7 @@ from cookiematch.protocol.push import PushTokens
 from cookiematch.protocol.userid import UserIdCipher
 from cookiematch.roots.config_env import config_from_env
 from cookiematch.roots.server import RoleServer, StoreDeadlines
-from cookiematch.storage import Store, is_server
+from cookiematch.storage import Store
 from cookiematch.web.console import SERIES_FAILED, build_console
 from cookiematch.web.console import exchange as console_exchange
 from cookiematch.web.counters import SHARED
@@ -182,11 +182,9 @@ class ExchangeServer(RoleServer):
             admin, worker_id=worker_id, clock=time.time, on_count=metrics.count_list_change
         )
         store_settings = self.config.store
-        checks_process = None
-        if is_server(store_settings.url):  # the checks' Python off this worker (Redis)
-            checks_process = ChecksProcess(
-                store_settings.url, store_settings.durability, settings, self.deadlines.admin
-            )  # started with the first batch: nothing to leave behind if start-up fails
+        checks_process = ChecksProcess(  # the checks' Python off this worker's loop and GIL
+            store_settings.url, store_settings.durability, settings, self.deadlines.admin
+        )  # started with the first batch: nothing to leave behind if start-up fails
         monitor = self.monitor = BuyerMonitor(
             admin,
             settings,

@@ -40,16 +40,6 @@ SCHEMES: dict[str, Opener] = {
 }
 
 
-SERVER_SCHEMES = frozenset(scheme for scheme, opener in SCHEMES.items() if opener is _open_redis)
-"""Schemes of a store that is a server of its own, which another process reaches as cheaply
-as this one (not a file that one writer at a time holds)."""
-
-
-def is_server(url: str) -> bool:
-    """Whether ``url`` names a store that is a server of its own (``SERVER_SCHEMES``)."""
-    return url.partition("://")[0].lower() in SERVER_SCHEMES
-
-
 def open_store(
     url: str,
     *,
