@@ -1,5 +1,6 @@
-"""A served worker settles its heap after start-up (``web/heap.py``): one collection, what
-start-up built frozen, the young generation's threshold raised; and it is the last hook."""
+"""A served worker settles its heap after start-up (``web/heap.py`` over ``heap.py``): one
+collection, what start-up built frozen, the young generation's threshold raised; and it is the
+last hook."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from cookiematch.heap import THRESHOLDS
 from cookiematch.web import server
-from cookiematch.web.heap import THRESHOLDS, settle_heap
+from cookiematch.web.heap import settle_heap
 
 
 @pytest.fixture

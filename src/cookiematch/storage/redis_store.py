@@ -453,10 +453,7 @@ class RedisStore(Store):
             parts.append(part)
         now = self._now_ms()
         if self._cluster:
-            commands = [
-                HSWAP_EXPIRING.command(key, part.args[:1] + part.args[2:])
-                for key, part in zip(keys, parts, strict=True)
-            ]
+            commands = [part.one_key(key) for key, part in zip(keys, parts, strict=True)]
         else:
             commands = [
                 HSWAP_EXPIRING_EACH.command_keys(
@@ -489,10 +486,7 @@ class RedisStore(Store):
 
     def _hswap_command(self, key: str, mapping: Mapping[str, Any], expires: int | None) -> Command:
         """The ``HSWAP_EXPIRING`` script of one key: its fields set, what they held answered."""
-        farthest = codec.FAR_FUTURE_MS if expires is None else expires
-        return HSWAP_EXPIRING.command(
-            codec.encode_key(key), (farthest, *_field_args(mapping, expires))
-        )
+        return _swap_part(mapping, expires).one_key(codec.encode_key(key))
 
     async def hgetall_many(self, keys: Sequence[str]) -> list[dict[str, bytes]]:
         if not keys:
@@ -672,8 +666,7 @@ class RedisStore(Store):
 def _hset_command(key: str, args: list[bytes], expires: int | None) -> Command:
     """One script: HSET, then the map's expiry moved out to ``expires`` if it is earlier (a
     field kept forever keeps the map: the farthest expiry there is)."""
-    farthest = codec.FAR_FUTURE_MS if expires is None else expires
-    return HSET_EXPIRING.command(codec.encode_key(key), (farthest, *args))
+    return HSET_EXPIRING.command(codec.encode_key(key), (_farthest(expires), *args))
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,14 +675,22 @@ class _SwapPart:
 
     names: list[str]
     args: list[bytes]
-    """The script's arguments for one key: its expiry, its number of fields, then its
-    field, value… (a cluster's ``HSWAP_EXPIRING`` takes them without the number)."""
+    """``HSWAP_EXPIRING_EACH``'s arguments for one key: its expiry, its number of fields,
+    then its field, value…"""
+
+    def one_key(self, key: bytes) -> Command:
+        """The ``HSWAP_EXPIRING`` script of ``key`` alone (its arguments without the number)."""
+        return HSWAP_EXPIRING.command(key, [self.args[0], *self.args[2:]])
 
 
 def _swap_part(mapping: Mapping[str, Any], expires: int | None) -> _SwapPart:
-    farthest = codec.FAR_FUTURE_MS if expires is None else expires
-    head = [str(farthest).encode(), str(len(mapping)).encode()]
+    head = [str(_farthest(expires)).encode(), str(len(mapping)).encode()]
     return _SwapPart(list(mapping), head + _field_args(mapping, expires))
+
+
+def _farthest(expires: int | None) -> int:
+    """A map's expiry for scripts that only move it out: a field kept forever keeps the map."""
+    return codec.FAR_FUTURE_MS if expires is None else expires
 
 
 def _field_args(mapping: Mapping[str, Any], expires: int | None) -> list[bytes]:

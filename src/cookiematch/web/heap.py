@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cookiematch.heap import THRESHOLDS, settle
+from cookiematch.heap import settle
 
-__all__ = ["THRESHOLDS", "settle_heap"]
+__all__ = ["settle_heap"]
 
 
 async def settle_heap() -> None:
