@@ -32,7 +32,7 @@ import enum
 import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 FieldEntry = tuple[bytes, float | None]
 """A field's value and its remaining lifetime in seconds (None: no expiry)."""
@@ -49,9 +49,9 @@ class Durability(enum.Enum):
     ASYNC = "async"
 
 
-@dataclass(frozen=True, slots=True)
-class Write:
-    """One write of a batch: ``value is None`` deletes the key."""
+class Write(NamedTuple):
+    """One write of a batch: ``value is None`` deletes the key. A named tuple: the
+    frequency-capping checks make one per check, and it costs half a frozen dataclass."""
 
     key: str
     value: bytes | None

@@ -279,6 +279,47 @@ class RedisStore(Store):
             for w in writes
         ]
 
+    async def swap_many(self, writes: Sequence[Write]) -> list[bytes | None]:
+        """Each write's read and write of its key in one native command, ``SET … PXAT … GET``
+        (``GETDEL`` for a delete), in pipelines of at most ``max_batch`` commands: atomic per
+        key, not across keys. A key holding a field map answers a store error. A value and
+        expiry many writes share (the frequency checks' second) is packed once a call."""
+        expiry_of: dict[float | None, int | None] = {}
+        packed: dict[tuple[bytes, int | None], bytes] = {}
+        commands: list[Command] = []
+        for key, value, ttl in writes:
+            k = codec.encode_key(key)
+            if value is None:
+                commands.append(("GETDEL", k))
+                continue
+            if ttl in expiry_of:
+                expires = expiry_of[ttl]
+            else:
+                expires = expiry_of[ttl] = self._expiry_ms(ttl)
+            raw = packed.get((value, expires))
+            if raw is None:
+                raw = packed[(value, expires)] = codec.pack(as_bytes(value), expires)
+            commands.append(
+                ("SET", k, raw, "GET")
+                if expires is None
+                else ("SET", k, raw, "PXAT", expires, "GET")
+            )
+        now = self._now_ms()
+        name, live = self._name, codec.live
+
+        def finish(replies: list[Any]) -> list[bytes | None]:
+            for reply in replies:
+                reply_error(name, reply)
+            return [live(reply, now) for reply in replies]
+
+        chunks = await asyncio.gather(
+            *(
+                self._call(commands[i : i + self._bulk], finish, write=True)
+                for i in range(0, len(commands), self._bulk)
+            )
+        )
+        return [held for chunk in chunks for held in chunk]
+
     async def write_together(
         self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
     ) -> None:
