@@ -72,7 +72,7 @@ async def run(
     child = None
     if in_process:  # as a served worker applies them (exchange/check_process.py)
         child = ChecksProcess(url, Durability.ACK, ExchangeSettings(), deadline=5.0)
-        await child.apply(({}, {}, {}, 0))  # started, its store opened: not in its CPU below
+        await child.prepare()  # started, its store opened: not in its CPU below
     counted: dict[Count, int] = {}
 
     def on_count(nid: str, what: Count, n: int) -> None:

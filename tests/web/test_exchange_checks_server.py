@@ -1,6 +1,7 @@
 """A served exchange applies its frequency-capping checks in a child process of each worker
-(``exchange/check_process.py``), on SQLite and on Redis: a repeated match tag is counted as a
-violation, and a graceful stop leaves none of those children behind."""
+(``exchange/check_process.py``), on SQLite and on Redis: each worker starts its child before
+its first request, a repeated match tag is counted as a violation, and a graceful stop leaves
+none of those children behind."""
 
 from __future__ import annotations
 
@@ -49,8 +50,12 @@ def violations(server: ServerProcess) -> int:
     return count
 
 
+def children_spawned(pid: int) -> set[int]:
+    return {child for child in descendants(pid) if "spawn_main" in cmdline(child)}
+
+
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
-def test_checks_in_a_child_count_a_repeat_and_end_with_the_server(
+def test_checks_in_a_child_start_with_each_worker_count_a_repeat_and_end_with_the_server(
     store: str,
     tmp_path: Path,
     start_server: Callable[..., ServerProcess],
@@ -68,6 +73,11 @@ def test_checks_in_a_child_count_a_repeat_and_end_with_the_server(
             )
         )
     server = start_server(argv=serve_argv(config, "exchange", "--workers", "2"), port=port)
+    assert children_spawned(server.proc.pid)  # the worker that answered has its child
+    deadline = time.monotonic() + 20
+    while len(children_spawned(server.proc.pid)) < 2:  # the other worker's, before any match
+        assert time.monotonic() < deadline, "a worker started without its checks process"
+        time.sleep(0.2)
     before = violations(server)
     with httpx.Client(base_url=server.url, headers={"Cookie": BROWSER}) as browser:
         for _ in range(2):
@@ -79,8 +89,7 @@ def test_checks_in_a_child_count_a_repeat_and_end_with_the_server(
         time.sleep(0.2)
     assert violations(server) == before + 1
     below = descendants(server.proc.pid)
-    spawned = [pid for pid in below if "spawn_main" in cmdline(pid)]
-    assert spawned  # the checks process of the worker that answered, started by its batch
+    assert len(children_spawned(server.proc.pid)) == 2  # none replaced by the batches
     server.proc.send_signal(signal.SIGTERM)
     server.proc.wait(20)
     deadline = time.monotonic() + 5

@@ -10,6 +10,9 @@ is one more process writing to the file, taking turns at its lock as the workers
 it frees the worker more than the turns cost (the distinct-browser p99 about 6 → under 5 ms,
 `google_hm` unchanged: docs/performance.md, "The checks' child on SQLite too").
 
+A served worker starts its child, and has it open the store, before its first request
+(``prepare``): a spawned interpreter's imports, done under load with the first batch, showed
+as a 104 ms stall once. Elsewhere (tests, the CLI) the child starts with the first batch.
 The child opens the store from its URL behind the deadline the worker's monitor uses, and
 settles its garbage collector as a served worker does (``heap.py``): a batch's slices leave
 thousands of young objects, which CPython's default thresholds turn into full collections. It
@@ -39,7 +42,7 @@ from cookiematch.storage.base import Durability
 from cookiematch.storage.guard import GuardedStore
 from cookiematch.storage.registry import connect_store
 
-__all__ = ["ANSWER_SECONDS", "ChecksProcess"]
+__all__ = ["ANSWER_SECONDS", "EMPTY_BATCH", "ChecksProcess"]
 
 log = logging.getLogger("cookiematch.exchange")
 
@@ -47,6 +50,9 @@ ANSWER_SECONDS = 30.0
 """How long the worker waits for a batch's answer before it replaces the child."""
 STOP_SECONDS = 5.0
 """How long a child has to end once asked, before it is killed."""
+
+EMPTY_BATCH: Batch = ({}, {}, {}, 0)
+"""A batch of no checks: what ``prepare`` sends."""
 
 _Answer = tuple[dict[str, int], dict[str, int], int, tuple[bool, str] | None]
 """``Applied`` over the pipe: violations, unread, checks, and the error as (whether the store
@@ -81,6 +87,13 @@ class ChecksProcess:
         process.start()
         theirs.close()
         self._process, self._pipe = process, ours
+
+    async def prepare(self) -> None:
+        """Start the child and have it open the store now (an empty batch): a served worker
+        does this before its first request, so that a new interpreter's start-up does not
+        compete with the first second of traffic. A child that fails here is replaced with
+        the first batch, as always."""
+        await self.apply(EMPTY_BATCH)
 
     async def apply(self, batch: Batch) -> Applied:
         """What ``batch`` found, applied by the child (started with the first batch); its

@@ -184,7 +184,7 @@ class ExchangeServer(RoleServer):
         store_settings = self.config.store
         checks_process = ChecksProcess(  # the checks' Python off this worker's loop and GIL
             store_settings.url, store_settings.durability, settings, self.deadlines.admin
-        )  # started with the first batch: nothing to leave behind if start-up fails
+        )
         monitor = self.monitor = BuyerMonitor(
             admin,
             settings,
@@ -193,6 +193,8 @@ class ExchangeServer(RoleServer):
             on_count=count_metric,
             checks_process=checks_process,
         )
+        if self.app.served:  # started before the first request; it ends with the worker
+            await checks_process.prepare()  # (its pipe closes), whatever start-up does next
         SHARED.before_collect(monitor.fold)  # a scrape sees every match tag answered here
         limiter = SharedRateLimit(admin, clock=time.monotonic, worker_id=worker_id)
         enforcer = self.enforcer = Enforcer(

@@ -111,6 +111,9 @@ class App:
         self.handler_errors: Counter[str] = Counter()
         self.on_handler_error: Callable[[Route, Exception], None] | None = None
         self.drain = Drain()  # listens for SIGTERM only under granian (``web/server.py``)
+        self.served = False
+        """True in a granian worker (``web/server.py``): start-up work that pays off only
+        under real traffic (a child process started ahead of it) checks this."""
 
     def route(
         self,

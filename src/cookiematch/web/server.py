@@ -155,6 +155,7 @@ def _served_app() -> App:
     """The App named by ``COOKIEMATCH_APP_FACTORY``, draining on SIGTERM once started, its
     heap settled after start-up (``web/heap.py``)."""
     app = load_app(_factory_from_env())
+    app.served = True
     app.drain.longest = float(os.environ.get(DRAIN_ENV, DRAIN_LONGEST_SECONDS))
     app.on_startup.append(app.drain.listen)
     app.on_startup.append(settle_heap)  # last: what start-up built is frozen
