@@ -35,7 +35,7 @@ from redis import exceptions as rx
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.retry import Backoff
 from cookiematch.storage.redis_scripts import Command
-from cookiematch.storage.redis_wire import TRANSIENT, Wire
+from cookiematch.storage.redis_wire import TRANSIENT, Wire, any_of
 
 __all__ = ["TRANSIENT", "Command", "Finish", "Flusher", "Op", "reply_error"]
 
@@ -170,7 +170,7 @@ class Flusher:
         self.commands += len(replies)
         retry: list[Op] = []
         position = 0
-        erred = failure is not None or any([isinstance(r, TRANSIENT) for r in replies])
+        erred = failure is not None or any_of(replies, TRANSIENT)
         for op in batch:
             mine = replies[position : position + len(op.commands)]
             position += len(op.commands)
