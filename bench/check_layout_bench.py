@@ -8,13 +8,13 @@ browser checked for ``--buyers`` buyers, in pipelines of 256 (the checks' slice)
 raw socket as ``hiredis.pack_command`` packs them and read back with a ``hiredis.Reader``: no
 store layer, no asyncio. Layouts:
 
-- ``browser record``: the layout before the gid times had keys of their own, one field map
-  per browser (``br:{tag}``, field ``gid:<nid>``), written by one ``HSWAP_EXPIRING_EACH``
-  script per slice (a Lua loop of ``HGET``, ``HSET``, ``PEXPIRETIME``, ``PEXPIREAT`` per
-  record);
-- ``plain key``: today's, one key per browser and buyer (``gt:{tag}:<nid>``,
-  ``keys.gid_time_key``) written with ``SET key value GET PXAT`` (one native command, the old
-  value answered).
+- ``browser record``: today's, one field map per browser (``br:{tag}``, field
+  ``gid:<nid>``), written by one ``HSWAP_EXPIRING_EACH`` script per slice (a Lua loop of
+  ``HGET``, ``HSET``, ``PEXPIRETIME``, ``PEXPIREAT`` per record);
+- ``plain key``: one key per browser and buyer (``gt:{tag}:<nid>``) written with
+  ``SET key value GET PXAT`` (one native command, the old value answered): measured in a
+  served exchange and not kept (docs/performance.md, "The gid times as keys of their own,
+  measured and not kept").
 
 Prints the client's and redis-server's CPU per check (``/proc``) and the server's memory per
 check (``used_memory``, the keys of each round deleted after it), layouts alternated.
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hiredis
 import servers
 
-from cookiematch.exchange.keys import browser_tag, gid_time_key_of
+from cookiematch.exchange.keys import browser_tag
 from cookiematch.storage.redis_scripts import HSWAP_EXPIRING_EACH
 
 SLICE = 256
@@ -65,10 +65,7 @@ def slice_commands(layout: str, part: list[bytes], nid: str, far: int, value: by
         field = f"gid:{nid}".encode()
         args = [a for _ in part for a in (far, 1, field, value)]
         return [HSWAP_EXPIRING_EACH.command_keys(keys, args)]
-    return [
-        ("SET", gid_time_key_of(browser_tag(b), nid).encode(), value, "GET", "PXAT", far)
-        for b in part
-    ]
+    return [("SET", f"gt:{browser_tag(b)}:{nid}".encode(), value, "GET", "PXAT", far) for b in part]
 
 
 def used_memory(sock: socket.socket, reader: Any) -> int:

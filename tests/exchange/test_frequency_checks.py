@@ -7,9 +7,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from cookiematch.exchange.browser_record import browser_record_key, push_field
+from cookiematch.exchange.browser_record import browser_record_key, gid_field, push_field
 from cookiematch.exchange.frequency_checks import SLICE_PAIRS, FrequencyChecks
-from cookiematch.exchange.keys import gid_time_key
 from cookiematch.exchange.model import ExchangeSettings
 from cookiematch.exchange.monitoring import BuyerMonitor, Count
 from cookiematch.storage import Store
@@ -70,7 +69,7 @@ async def play_rounds(
 ) -> None:
     """Rounds of match tags and returned pushes over ``workers``, each round drained: every
     event counted, no check dropped, every violation counted as the one-event-at-a-time rule
-    counts it, and the last times in the gid-time keys."""
+    counts it, and the last times in the browser records."""
     reference = Reference(settings.match_expiry_days * DAY)
     browsers = [i.to_bytes(2, "big") * 8 for i in range(BROWSERS)]
     rng = random.Random(19)
@@ -100,7 +99,8 @@ async def play_rounds(
     assert reference.violations.total() > 100  # the rounds do make repeats
     assert by[Count.FREQUENCY_CAP_VIOLATIONS] == reference.violations
     for (nid, browser), at in list(reference.last.items())[:50]:
-        assert await store.get(gid_time_key(browser, nid)) == str(at).encode()
+        record = await store.hgetall(browser_record_key(browser))
+        assert record[gid_field(nid)] == str(at).encode()
 
 
 async def test_a_returned_push_clears_its_pending_field_and_freshens_the_match(
@@ -117,7 +117,7 @@ async def test_a_returned_push_clears_its_pending_field_and_freshens_the_match(
     await watcher.drain()
     record = await backend_store.hgetall(key)
     assert push_field("dsp") not in record
-    assert await backend_store.get(gid_time_key(browser, "dsp")) == b"%d" % clock()
+    assert record[gid_field("dsp")] == b"%d" % clock()
     assert record["created"] == b"%d" % clock()
     stats = await watcher.stats("dsp")
     assert stats.counts[Count.FREQUENCY_CAP_VIOLATIONS] == 1

@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from cookiematch.exchange.browser_record import CREATED, browser_record_key
+from cookiematch.exchange.browser_record import CREATED, browser_record_key, gid_field
 from cookiematch.exchange.cookie_match import Browser, CookieMatchService
-from cookiematch.exchange.keys import gid_time_key
 from cookiematch.exchange.model import Buyer, ExchangeSettings
 from cookiematch.exchange.monitoring import (
     MIN_PUSHES_FOR_RATE,
@@ -112,7 +111,7 @@ async def test_match_tag_for_a_freshly_matched_browser_is_a_violation(store: Sto
     exchange = Exchange(store)
     await exchange.match_tag()
     assert await exchange.violations() == 0
-    assert await store.get(gid_time_key(BROWSER, "dsp")) == b"%d" % NOW
+    assert await store.hget(browser_record_key(BROWSER), gid_field("dsp")) == b"%d" % NOW
     exchange.clock.now += 3 * DAY  # scenario 2's week, roughly: the buyer should know Jane
     await exchange.match_tag()
     assert await exchange.violations() == 1
@@ -162,7 +161,8 @@ async def test_repeats_within_a_batch_are_coalesced_and_each_is_a_violation(
     assert Count.CHECKS_DROPPED not in stats.counts
     # every check after the first saw the one before it: all are violations
     assert stats.counts[Count.FREQUENCY_CAP_VIOLATIONS] == 4_999
-    assert await store.get(gid_time_key(other, "dsp")) == str(int(NOW) + 4_999).encode()
+    record = await store.hgetall(browser_record_key(other))
+    assert record[gid_field("dsp")] == str(int(NOW) + 4_999).encode()
 
 
 async def test_beyond_the_bound_a_new_pair_is_dropped_and_counted(store: Store) -> None:
@@ -179,8 +179,8 @@ async def test_beyond_the_bound_a_new_pair_is_dropped_and_counted(store: Store) 
     stats = await watcher.stats("dsp")
     assert stats.counts[Count.CHECKS_DROPPED] == 6
     assert stats.counts[Count.FREQUENCY_CAP_VIOLATIONS] == 1
-    assert await store.get(gid_time_key(browsers[9], "dsp"))
-    assert not await store.get(gid_time_key(browsers[10], "dsp"))
+    assert await store.hgetall(browser_record_key(browsers[9]))
+    assert not await store.hgetall(browser_record_key(browsers[10]))
 
 
 async def test_a_full_batch_is_applied_before_its_second_is_over(store: Store) -> None:
@@ -195,8 +195,8 @@ async def test_a_full_batch_is_applied_before_its_second_is_over(store: Store) -
     consumer = asyncio.create_task(watcher.consume())
     for i in range(10):
         watcher.gid_issued("dsp", bytes([i + 1]) * 16)
-    while watcher.pending_checks or not await store.get(
-        gid_time_key(bytes([10]) * 16, "dsp")
+    while watcher.pending_checks or not await store.hgetall(
+        browser_record_key(bytes([10]) * 16)
     ):  # the test's timeout bounds this: the hour-long timer never fires in it
         await asyncio.sleep(0.01)
     consumer.cancel()
@@ -213,7 +213,7 @@ async def test_closing_applies_what_was_recorded(store: Store) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await consumer
     await watcher.close()
-    assert await store.get(gid_time_key(browser, "dsp"))
+    assert gid_field("dsp") in await store.hgetall(browser_record_key(browser))
 
 
 async def test_a_check_the_store_cannot_judge_is_counted_as_dropped(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from cookiematch.exchange.auction import Auction
 from cookiematch.exchange.browser_record import (
     BrowserRecord,
     browser_record_key,
+    gid_field,
     push_field,
 )
 from cookiematch.exchange.cookie_match import Browser, CookieMatchService
@@ -147,16 +148,10 @@ async def test_candidates_exclude_winner_disabled_recent_and_pending(store: Stor
     matches = {"gamma": b"%d" % (NOW - 13 * DAY), "alpha": b"%d" % (NOW - 15 * DAY)}
     found = matcher.candidates(BUYERS, "winner", record, matches)
     assert [b.nid for b in found] == ["alpha"]  # beta pending, gamma matched 13 days ago
-    for cookie_matched in (
-        BrowserRecord.parse({}, {"alpha": b"%d" % (NOW - DAY), "beta": None}),
-        BrowserRecord.parse({"gid:alpha": b"%d" % (NOW - DAY)}),  # a record of before gt: keys
-        BrowserRecord.parse(
-            {"gid:alpha": b"%d" % (NOW - DAY)}, {"alpha": b"%d" % (NOW - 20 * DAY)}
-        ),
-    ):
-        assert [b.nid for b in matcher.candidates(BUYERS, "winner", cookie_matched, {})] == [
-            "beta", "gamma",
-        ]  # fmt: skip
+    cookie_matched = BrowserRecord.parse({gid_field("alpha"): b"%d" % (NOW - DAY)})
+    assert [b.nid for b in matcher.candidates(BUYERS, "winner", cookie_matched, {})] == [
+        "beta", "gamma",
+    ]  # fmt: skip
     later = BrowserRecord.parse({push_field("beta"): b"%d" % (NOW - 3600)})
     assert [b.nid for b in matcher.candidates(BUYERS, None, later, {})] == [
         "alpha", "beta", "gamma", "winner",
@@ -213,8 +208,8 @@ async def test_a_buyer_given_a_gid_by_its_own_match_tag_is_not_offered_a_pixel_m
     alpha = world.registry.buyer("alpha")
     assert alpha is not None
     await world.cookie_match.match(request, alpha, Browser(BROWSER), "https")
-    await world.monitor.drain()  # the gid time is written with the checks
-    assert await store.get(keys.gid_time_key(BROWSER, "alpha")) == b"%d" % NOW
+    await world.monitor.drain()  # the gid's time is written with the checks
+    assert await store.hget(browser_record_key(BROWSER), gid_field("alpha")) == b"%d" % NOW
     assert (await world.serve()).pixel_match.nid == "beta"
     world.clock.now += 14 * DAY  # the match tag's gid has expired: alpha is offered one
     assert (await world.serve()).pixel_match.nid == "alpha"

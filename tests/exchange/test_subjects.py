@@ -12,7 +12,7 @@ from cookiematch.clock import SECONDS_PER_DAY as DAY
 from cookiematch.errors import InvalidSubject
 from cookiematch.exchange import keys
 from cookiematch.exchange.browser_record import browser_record_key
-from cookiematch.exchange.buyer_nids import GID_NIDS_KEY, HOSTED_NIDS_KEY, BuyerNids
+from cookiematch.exchange.hosted_nids import HOSTED_NIDS_KEY, HostedNids
 from cookiematch.exchange.model import Buyer, ExchangeSettings
 from cookiematch.exchange.optout_notices import NoticeQueue
 from cookiematch.exchange.registry import ExchangeRegistry
@@ -30,7 +30,7 @@ OTHER = bytes(range(1, 17))
 SUBJECT = format_browser_id(BROWSER)
 CIPHER = UserIdCipher({1: b"1" * 32, 2: b"2" * 32})
 SETTINGS = ExchangeSettings(hosted_match_ttl_days=90)
-PREFIXES = ("hm:", "ul:", "pm:", "br:", "pu:", "gt:")
+PREFIXES = ("hm:", "ul:", "pm:", "br:", "pu:")
 
 
 def buyer(nid: str, *, hosted: bool = False, webhook: bool = False) -> Buyer:
@@ -63,14 +63,12 @@ def subjects_over(store: Store, buyers: Sequence[Buyer]) -> ExchangeSubjects:
     queue = NoticeQueue(
         store, CIPHER, SETTINGS, clock=time.time, new_id=lambda: f"notice-{next(ids)}"
     )
-    return ExchangeSubjects(store, BuyerNids(store, SETTINGS, clock=time.time), queue, current)
+    return ExchangeSubjects(store, HostedNids(store, SETTINGS, clock=time.time), queue, current)
 
 
 async def write_browser(store: Store, browser_id: bytes, now: int) -> None:
     """What the exchange writes about a browser: hosted data of two buyers, a user list, a
-    pixel match with the push token's mark, its browser record (with a ``gid:`` field as
-    records written before the gid times had keys of their own), and the gid times of two
-    buyers."""
+    pixel match with the push token's mark and its browser record."""
     await store.set(keys.hosted_match_key(browser_id, HOSTED.nid), b"buyer's text", ttl=90 * DAY)
     await store.set(keys.hosted_match_key(browser_id, GONE.nid), b"\xff\x00", ttl=30 * DAY)
     await store.hset(keys.user_lists_key(browser_id), {"12345": str(now).encode()}, ttl=DAY)
@@ -78,8 +76,6 @@ async def write_browser(store: Store, browser_id: bytes, now: int) -> None:
     await store.set(keys.push_return_key(browser_id, HOSTED.nid), b"%d" % now, ttl=3600)
     record = {"created": b"%d" % now, f"gid:{HOSTED.nid}": b"%d" % now}
     await store.hset(browser_record_key(browser_id), record, ttl=DAY)
-    await store.set(keys.gid_time_key(browser_id, PLAIN.nid), b"%d" % now, ttl=14 * DAY)
-    await store.set(keys.gid_time_key(browser_id, GONE.nid), b"%d" % now, ttl=DAY)
 
 
 async def count_keys(store: Store, browser_id: bytes) -> int:
@@ -94,7 +90,7 @@ async def count_keys(store: Store, browser_id: bytes) -> int:
 
 async def test_access_shows_every_record_readably(store: Store) -> None:
     # the removed buyer was recorded while it was a hosted buyer
-    await BuyerNids(store, SETTINGS, clock=time.time).note([GONE])
+    await HostedNids(store, SETTINGS, clock=time.time).note([GONE])
     await write_browser(store, BROWSER, 1_700_000_000)
     report = await subjects_over(store, [HOSTED, PLAIN]).access(SUBJECT)
     assert report.role == "exchange" and report.subject == SUBJECT
@@ -108,8 +104,6 @@ async def test_access_shows_every_record_readably(store: Store) -> None:
         ("browser_record", f"br:{tag}", "created"): "2023-11-14T22:13:20Z",
         ("browser_record", f"br:{tag}", "gid:hosted-dsp"): "2023-11-14T22:13:20Z",
         ("push_return", f"pu:{tag}:hosted-dsp", None): "2023-11-14T22:13:20Z",
-        ("gid_time", f"gt:{tag}:gone-dsp", None): "2023-11-14T22:13:20Z",
-        ("gid_time", f"gt:{tag}:plain-dsp", None): "2023-11-14T22:13:20Z",
     }
     lifetimes = {r.key: r.expires_in_seconds for r in report.records if r.field is None}
     assert lifetimes[f"hm:{tag}:hosted-dsp"] == pytest.approx(90 * DAY, abs=60)
@@ -118,10 +112,10 @@ async def test_access_shows_every_record_readably(store: Store) -> None:
 
 
 async def test_erasure_leaves_nothing_and_queues_the_notices(store: Store) -> None:
-    await BuyerNids(store, SETTINGS, clock=time.time).note([GONE])
+    await HostedNids(store, SETTINGS, clock=time.time).note([GONE])
     await write_browser(store, BROWSER, int(time.time()))
     await write_browser(store, OTHER, int(time.time()))
-    assert await count_keys(store, BROWSER) == 8
+    assert await count_keys(store, BROWSER) == 6
 
     data = subjects_over(store, [HOSTED, PLAIN])
     report = await data.erase(SUBJECT)
@@ -131,11 +125,10 @@ async def test_erasure_leaves_nothing_and_queues_the_notices(store: Store) -> No
         "pixel_match": 1,
         "browser_record": 1,
         "push_return": 1,
-        "gid_time": 2,
     }
     assert report.notified == [HOSTED.nid]  # the only buyer with a webhook
     assert await count_keys(store, BROWSER) == 0
-    assert await count_keys(store, OTHER) == 8  # another browser keeps its data
+    assert await count_keys(store, OTHER) == 6  # another browser keeps its data
     assert (await data.access(SUBJECT)).records == []
 
     [queued] = await data.notices.pending(HOSTED.nid)
@@ -162,23 +155,18 @@ async def test_a_subject_must_be_a_browser_id(store: Store) -> None:
             await data.erase(bad)
 
 
-async def test_the_registry_notes_buyers_before_serving_them(store: Store) -> None:
-    nids = BuyerNids(store, SETTINGS, clock=time.time)
-    registry = ExchangeRegistry(store, [HOSTED, PLAIN], on_buyers=nids.note)
+async def test_the_registry_notes_hosted_buyers_before_serving_them(store: Store) -> None:
+    hosted = HostedNids(store, SETTINGS, clock=time.time)
+    registry = ExchangeRegistry(store, [HOSTED, PLAIN], on_buyers=hosted.note)
     await registry.refresh()
-    assert await nids.nids() == ({HOSTED.nid}, {HOSTED.nid, PLAIN.nid})
+    assert await hosted.nids() == {HOSTED.nid}
     await registry.put_buyer(buyer("late-dsp", hosted=True))
-    every = {HOSTED.nid, PLAIN.nid, "late-dsp"}
-    assert await nids.nids() == ({HOSTED.nid, "late-dsp"}, every)
-    await registry.delete_buyer("late-dsp")  # removed: still listed while its keys may live
+    assert await hosted.nids() == {HOSTED.nid, "late-dsp"}
+    await registry.delete_buyer("late-dsp")  # removed: still listed while its data may live
     await registry.refresh()
-    assert await nids.nids() == ({HOSTED.nid, "late-dsp"}, every)
-    for key, days in (
-        (HOSTED_NIDS_KEY, SETTINGS.hosted_match_ttl_days),
-        (GID_NIDS_KEY, SETTINGS.match_expiry_days),
-    ):
-        [(_, lifetime)] = [
-            entry for nid, entry in (await store.hgetall_entries(key)).items()
-            if nid == "late-dsp"
-        ]  # fmt: skip
-        assert lifetime is not None and lifetime >= days * DAY
+    assert await hosted.nids() == {HOSTED.nid, "late-dsp"}
+    [(_, lifetime)] = [
+        entry for nid, entry in (await store.hgetall_entries(HOSTED_NIDS_KEY)).items()
+        if nid == "late-dsp"
+    ]  # fmt: skip
+    assert lifetime is not None and lifetime >= SETTINGS.hosted_match_ttl_days * DAY

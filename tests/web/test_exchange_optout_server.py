@@ -32,7 +32,7 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CIPHER = UserIdCipher({1: b"1" * 32})  # support.configs' KEY_V1
 XYZ_SECRET = "xyz-webhook-secret-0123456789"
 MONSTER_SECRET = "monster-webhook-secret-0123456789"
-PREFIXES = ("hm:", "ul:", "pm:", "br:", "pu:", "gt:")
+PREFIXES = ("hm:", "ul:", "pm:", "br:")
 RETRIES = "optout_notice_retry_first_seconds = 0.2\noptout_notice_retry_max_seconds = 1.0\n"
 HOSTED = base64.urlsafe_b64encode(b"monster's own id").decode().rstrip("=")
 
@@ -76,9 +76,9 @@ class Browser:
         return found
 
     def matched(self) -> Browser:
-        """A cookie, a gid for ad_network_xyz (its gid time, and the browser record), a
-        user-list membership and hosted data; returns once the browser record is written
-        (the monitor writes it in the background, after the gid time)."""
+        """A cookie, a gid for ad_network_xyz (its browser record), a user-list membership
+        and hosted data; returns once the browser record is written (the monitor writes it
+        in the background)."""
         first = self.get("/pixel?google_nid=ad_network_xyz&google_cm&google_sc")
         assert first.status_code == 302 and "cm_id" in self.cookies
         self.get(first.headers["location"])  # the only tag that gives a gid
@@ -190,13 +190,13 @@ def test_the_page_shows_what_is_stored_and_changes_nothing(setup: Setup) -> None
     assert browser.cookies["cm_id"] == before["cm_id"]  # only the page's token was set
     set_cookies = page.headers.get_list("set-cookie")
     assert len(set_cookies) == 1 and set_cookies[0].startswith("cm_optout_csrf=")
-    assert count_keys(setup.store_url, browser.browser_id) == 4
+    assert count_keys(setup.store_url, browser.browser_id) == 3
 
 
 def test_optout_erases_sets_the_cookie_and_notifies_every_buyer(setup: Setup) -> None:
     browser = Browser(setup.base).matched()
     browser_id = browser.browser_id
-    assert count_keys(setup.store_url, browser_id) == 4  # hm, ul, br, gt
+    assert count_keys(setup.store_url, browser_id) == 3
     answer = browser.post_optout("optout")
     assert answer.status_code == 200, answer.text
     assert "is opted out" in answer.text
@@ -235,7 +235,7 @@ def test_a_post_from_another_site_changes_nothing(setup: Setup) -> None:
         refused = browser.post_optout(action, from_page=False)
         assert refused.status_code == 403
         assert "set-cookie" not in refused.headers
-    assert count_keys(setup.store_url, browser.browser_id) == 4
+    assert count_keys(setup.store_url, browser.browser_id) == 3
     # an opted-out browser cannot be opted back in from elsewhere either
     assert browser.post_optout("optout").status_code == 200
     assert browser.cookies["cm_id"] == "OPT_OUT"
@@ -260,13 +260,13 @@ def test_admin_subject_access_and_erasure(setup: Setup) -> None:
         )
     shown = httpx.get(url, headers=AUTH).json()
     kinds = {r["kind"] for r in shown["records"]}
-    assert kinds == {"hosted_match", "user_list", "browser_record", "gid_time"}
+    assert kinds == {"hosted_match", "user_list", "browser_record"}
     hosted = next(r for r in shown["records"] if r["kind"] == "hosted_match")
     assert hosted["value"] == "monster's own id" and hosted["expires_in_seconds"] > 89 * 86400
     erased = httpx.delete(url, headers=AUTH).json()
     assert erased["erased"] == {
         "hosted_match": 1, "user_list": 1, "pixel_match": 0, "browser_record": 1,
-        "push_return": 0, "gid_time": 1,
+        "push_return": 0,
     }  # fmt: skip
     assert erased["notified"] == ["ad_network_xyz", "cookie-monster"]
     assert count_keys(setup.store_url, browser.browser_id) == 0
@@ -289,7 +289,7 @@ def test_cli_show_and_erase(setup: Setup) -> None:
     erased = cli("erase")
     assert erased["erased"] == {
         "hosted_match": 1, "user_list": 1, "pixel_match": 0, "browser_record": 1,
-        "push_return": 0, "gid_time": 1,
+        "push_return": 0,
     }  # fmt: skip
     assert erased["notified"] == ["ad_network_xyz", "cookie-monster"]
     assert count_keys(setup.store_url, browser.browser_id) == 0
@@ -369,10 +369,10 @@ def test_on_redis_erasure_leaves_nothing_and_a_failed_store_changes_nothing(
         browser = Browser(server.url).matched()
         other = Browser(server.url).matched()
         browser_id = browser.browser_id
-        assert count_keys(redis_server.url, browser_id) == 4
+        assert count_keys(redis_server.url, browser_id) == 3
         assert browser.post_optout("optout").status_code == 200
         assert count_keys(redis_server.url, browser_id) == 0
-        assert count_keys(redis_server.url, other.browser_id) == 4
+        assert count_keys(redis_server.url, other.browser_id) == 3
         wait_for(lambda: len(xyz.notices) == 1 and len(monster.notices) == 1)
 
         # the store goes away: the page says so, never a 500, and no opt-out cookie is set

@@ -35,7 +35,6 @@ from cookiematch.exchange.browser_record import (
     BrowserRecord,
     browser_record_key,
     push_field,
-    record_key_of,
     seconds,
 )
 from cookiematch.exchange.consent import truncate_ip
@@ -215,20 +214,11 @@ class AdService:
         if browser_id is None:
             return None
         hosted_nids = [b.nid for b in buyers if b.hosted_match]
-        pushing = (  # pixel matching skips a buyer whose own match tag is recent
-            [b.nid for b in self._registry.buyers() if b.pixel_matching and b.push_url]
-            if publisher.pixel_matching
-            else []
-        )
         lists = any(self._registry.owned_lists(b.nid) for b in buyers)
-        tag = keys.browser_tag(browser_id)
         try:
-            fields, held, matches, memberships = await asyncio.gather(
-                self._store.hgetall(record_key_of(tag)),
-                self._store.get_many(
-                    [keys.hosted_match_key(browser_id, n) for n in hosted_nids]
-                    + [keys.gid_time_key_of(tag, n) for n in pushing]
-                ),
+            fields, hosted, matches, memberships = await asyncio.gather(
+                self._store.hgetall(browser_record_key(browser_id)),
+                self._store.get_many([keys.hosted_match_key(browser_id, n) for n in hosted_nids]),
                 self._store.hgetall(keys.pixel_matches_key(browser_id))
                 if publisher.pixel_matching
                 else _empty(),
@@ -239,9 +229,8 @@ class AdService:
         except StorageError as exc:
             log.warning("browser state unavailable, serving without it: %s", exc)
             return None
-        hosted = held[: len(hosted_nids)]
         return _Known(
-            BrowserRecord.parse(fields, dict(zip(pushing, held[len(hosted_nids) :], strict=True))),
+            BrowserRecord.parse(fields),
             {nid: data for nid, data in zip(hosted_nids, hosted, strict=True) if data},
             matches,
             current_lists(memberships),

@@ -8,16 +8,15 @@ coalesced into one entry, and the later one, when it is a match tag within
 loses no check.
 
 ``apply`` takes the whole batch and applies it in slices of ``SLICE_PAIRS`` pairs of one
-buyer, one store call per slice: ``swap_many`` writes each pair's new time into its own key
-(``gt:{tag}:<nid>``, ``keys.gid_time_key``; one native ``SET … GET`` on Redis) and answers
-the time it held before. The first event of a pair
+buyer, one store call per slice: ``hswap_many`` writes the new ``gid:<nid>`` times into the
+browser records (``br:``) and answers the times they held before. The first event of a pair
 is judged against the recent window (the times this worker wrote for pairs it saw lately:
 per buyer, a dict of browsers to times in two generations, the older dropped whole when the
 newer holds ``recent / 2`` pairs; no object per pair for the garbage collector to track, and
 forgetting is one assignment, not a walk): a time there within the expiry is a violation;
 otherwise against the time the record held, which other workers write as well. ``created``
-(a cookie just set) is written into the browser record (``br:``) and the ``push:<nid>`` field
-of a returned push deleted after the slices. Between two store
+(a cookie just set) is written and the ``push:<nid>`` field of a returned push deleted after
+the slices. Between two store
 calls the event loop serves requests: one slice is a bounded piece of Python work (up to
 ``IN_FLIGHT`` slices before it are in the store meanwhile), never the whole second's batch at once.
 
@@ -36,10 +35,15 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from cookiematch.clock import SECONDS_PER_DAY
-from cookiematch.exchange.browser_record import CREATED, push_field, record_key_of, seconds
-from cookiematch.exchange.keys import browser_tag, gid_time_key_of
+from cookiematch.exchange.browser_record import (
+    CREATED,
+    browser_record_key,
+    gid_field,
+    push_field,
+    seconds,
+)
 from cookiematch.exchange.model import ExchangeSettings
-from cookiematch.storage.base import FieldWrite, Store, Write
+from cookiematch.storage.base import FieldWrite, Store
 
 MAX_PENDING_PAIRS = 100_000
 """(buyer, browser) pairs waiting to be applied, beyond which a new pair is dropped (counted)."""
@@ -66,8 +70,8 @@ Batch = tuple[_First, _Again, dict[bytes, int], int]
 """A batch as ``take`` hands it over, plain dicts and ints (a child process takes it as is):
 per buyer each pair's first event, the pairs seen again, the browsers whose cookie was just
 set (when), and the events recorded."""
-_Sent = tuple[str, list[tuple[int, int]], "asyncio.Task[list[bytes | None]]"]
-"""A slice in the store: its buyer, its undecided first match tags, its ``swap_many``."""
+_Sent = tuple[str, list[tuple[int, int]], "asyncio.Task[list[dict[str, bytes]]]"]
+"""A slice in the store: its buyer, its undecided first match tags, its ``hswap_many``."""
 
 
 @dataclass(slots=True)
@@ -161,7 +165,7 @@ class FrequencyChecks:
 
     async def apply_batch(self, batch: Batch) -> Applied:
         """Apply ``batch``, in slices of ``SLICE_PAIRS`` pairs of one buyer:
-        per slice one store call (``swap_many``) writes the pairs' last times and answers
+        per slice one store call (``hswap_many``) writes the pairs' last times and answers
         what the records held before, against which the first match tags the recent window
         cannot judge are judged. A slice is judged and sent while up to ``IN_FLIGHT`` before
         it are in the store; the loop runs other work meanwhile. A store error is not raised
@@ -170,7 +174,7 @@ class FrequencyChecks:
         in ``unread``."""
         first, again, created, recorded = batch
         found = Applied(checks=recorded)
-        tags: dict[bytes, str] = {}
+        keys: dict[bytes, str] = {}
         pushes: dict[str, list[str]] = {}
         sent: deque[_Sent] = deque()
         loop = asyncio.get_running_loop()
@@ -178,10 +182,10 @@ class FrequencyChecks:
             pairs = iter(browsers.items())  # (no list of them: the iterator reuses its tuple)
             for _ in range(0, len(browsers), SLICE_PAIRS):
                 undecided, writes = self._judge_slice(
-                    nid, islice(pairs, SLICE_PAIRS), again, tags, pushes, found
+                    nid, islice(pairs, SLICE_PAIRS), again, keys, pushes, found
                 )
                 if found.error is None:
-                    swap = loop.create_task(self._store.swap_many(writes))
+                    swap = loop.create_task(self._store.hswap_many(writes))
                     sent.append((nid, undecided, swap))
                     if len(sent) > IN_FLIGHT:
                         await self._judge_held(sent.popleft(), found)
@@ -191,7 +195,7 @@ class FrequencyChecks:
         while sent:
             await self._judge_held(sent.popleft(), found)
         if found.error is None:
-            await self._write_rest(created, tags, pushes, found)
+            await self._write_rest(created, keys, pushes, found)
         return found
 
     async def _judge_held(self, sent: _Sent, found: Applied) -> None:
@@ -205,9 +209,9 @@ class FrequencyChecks:
                 found.error = exc
             found.unread[nid] = found.unread.get(nid, 0) + len(undecided)
             return
-        expiry, count = self._expiry, 0
+        name, expiry, count = gid_field(nid), self._expiry, 0
         for position, at in undecided:
-            last = held[position]
+            last = held[position].get(name)
             if last is not None and last.isdigit() and at - int(last) < expiry:
                 count += 1
         if count:
@@ -218,10 +222,10 @@ class FrequencyChecks:
         nid: str,
         pairs: Iterable[tuple[bytes, int]],
         again: _Again,
-        tags: dict[bytes, str],
+        keys: dict[bytes, str],
         pushes: dict[str, list[str]],
         found: Applied,
-    ) -> tuple[list[tuple[int, int]], list[Write]]:
+    ) -> tuple[list[tuple[int, int]], list[FieldWrite]]:
         """One pass over a slice of one buyer's pairs: count the violations the batch and the
         recent window show, remember each pair's last time, and return the writes of the last
         times and the first match tags left to judge against what the store held (``(their
@@ -233,15 +237,16 @@ class FrequencyChecks:
         if recent is None:
             recent = self._recent[nid] = {}
         older = self._older.get(nid)
+        name = gid_field(nid)
         undecided: list[tuple[int, int]] = []
-        writes: list[Write] = []
+        writes: list[FieldWrite] = []
         added = len(recent)
         count = 0
-        time_of, value = -1, b""  # one value per second, shared by its writes
+        time_of, fields = -1, {name: b""}  # one mapping per second, shared by its writes
         for browser, at in pairs:
-            tag = tags.get(browser)
-            if tag is None:
-                tag = tags[browser] = browser_tag(browser)
+            key = keys.get(browser)
+            if key is None:
+                key = keys[browser] = browser_record_key(browser)
             later = again.get((nid, browser)) if again else None
             if at >= 0:  # a match tag (a returned push has no check of its own)
                 last = recent.get(browser)
@@ -258,10 +263,10 @@ class FrequencyChecks:
                 count += later[_VIOLATIONS]
             recent[browser] = newest
             if newest != time_of:
-                time_of, value = newest, seconds(newest)
-            writes.append(Write(gid_time_key_of(tag, nid), value, expiry))
+                time_of, fields = newest, {name: seconds(newest)}
+            writes.append((key, fields, expiry))
             if at < 0 or (later is not None and later[_PUSHED]):
-                pushes.setdefault(record_key_of(tag), []).append(push_field(nid))
+                pushes.setdefault(key, []).append(push_field(nid))
         self._recent_pairs += len(recent) - added
         if count:
             found.violations[nid] = found.violations.get(nid, 0) + count
@@ -276,7 +281,7 @@ class FrequencyChecks:
     async def _write_rest(
         self,
         created: dict[bytes, int],
-        tags: dict[bytes, str],
+        keys: dict[bytes, str],
         pushes: dict[str, list[str]],
         found: Applied,
     ) -> None:
@@ -285,8 +290,8 @@ class FrequencyChecks:
         max_age = self._settings.cookie_max_age_days * SECONDS_PER_DAY
         writes: list[FieldWrite] = []
         for browser, at in created.items():
-            tag = tags.get(browser) or browser_tag(browser)
-            writes.append((record_key_of(tag), {CREATED: seconds(at)}, max_age))
+            key = keys.get(browser) or browser_record_key(browser)
+            writes.append((key, {CREATED: seconds(at)}, max_age))
         deletions = list(pushes.items())
         try:
             for start in range(0, max(len(writes), len(deletions)), SLICE_PAIRS):

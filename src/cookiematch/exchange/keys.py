@@ -34,15 +34,3 @@ def push_return_key(browser_id: bytes, nid: str) -> str:
     browser, kept for that token's remaining lifetime: a second return of it, or the return
     of a token issued earlier, is refused."""
     return f"pu:{browser_tag(browser_id)}:{nid}"
-
-
-def gid_time_key(browser_id: bytes, nid: str) -> str:
-    """The last time (unix seconds, ASCII) a gid reached buyer ``nid`` for a browser: a
-    match-tag redirect, or a pixel match that came back. Kept ``match_expiry_days``: the
-    frequency-capping checks swap it (one native command on Redis), pixel matching reads it."""
-    return gid_time_key_of(browser_tag(browser_id), nid)
-
-
-def gid_time_key_of(tag: str, nid: str) -> str:
-    """``gid_time_key`` from the browser's tag, for a caller that has it already."""
-    return f"gt:{tag}:{nid}"

@@ -18,7 +18,7 @@ logged once with the reason until it is written again.
 
 ``on_buyers`` (optional) is awaited with the buyers about to be served, before they are: at a
 refresh before the new view replaces the old one, at a ``put_buyer`` before the entry is
-stored (``exchange/buyer_nids.py`` records the buyers this way).
+stored (``exchange/hosted_nids.py`` records the hosted buyers this way).
 """
 
 from __future__ import annotations

@@ -4,13 +4,10 @@ The subject is the browser ID as its cookie carries it (22 characters of base64u
 share the browser's ``{hash tag}`` (``keys.py``, ``browser_record.py``):
 
     hm:{tag}:<nid>   hosted match data a buyer stored (one key per buyer that may hold some:
-                     ``buyer_nids.py``, and every hosted buyer of the current view)
+                     ``hosted_nids.py``, and every hosted buyer of the current view)
     ul:{tag}         user-list memberships: list id -> time added
     pm:{tag}         pixel matches: nid -> time recorded
-    br:{tag}         the browser record: created, push:<nid> (and gid:<nid> in records
-                     written before the gid times had keys of their own) -> times
-    gt:{tag}:<nid>   the last time a gid reached the buyer (one key per buyer that may hold
-                     one: ``buyer_nids.py``, and every buyer of the current view)
+    br:{tag}         the browser record: created, gid:<nid>, push:<nid> -> times
     pu:{tag}:<nid>   the issue time of the push token a buyer returned (for the token's
                      lifetime; one key per buyer with pixel matching)
 
@@ -27,7 +24,7 @@ from datetime import UTC, datetime
 from cookiematch.errors import InvalidSubject
 from cookiematch.exchange import keys
 from cookiematch.exchange.browser_record import browser_record_key
-from cookiematch.exchange.buyer_nids import BuyerNids
+from cookiematch.exchange.hosted_nids import HostedNids
 from cookiematch.exchange.model import Buyer
 from cookiematch.exchange.optout_notices import NoticeQueue
 from cookiematch.privacy.subjects import (
@@ -48,8 +45,7 @@ USER_LIST = "user_list"
 PIXEL_MATCH = "pixel_match"
 BROWSER_RECORD = "browser_record"
 PUSH_RETURN = "push_return"
-GID_TIME = "gid_time"
-KINDS = (HOSTED_MATCH, USER_LIST, PIXEL_MATCH, BROWSER_RECORD, PUSH_RETURN, GID_TIME)
+KINDS = (HOSTED_MATCH, USER_LIST, PIXEL_MATCH, BROWSER_RECORD, PUSH_RETURN)
 
 
 def render_time(raw: bytes) -> object:
@@ -69,14 +65,14 @@ class ExchangeSubjects:
     def __init__(
         self,
         store: Store,
-        buyer_nids: BuyerNids,
+        hosted_nids: HostedNids,
         notices: NoticeQueue,
         buyers: Callable[[], Awaitable[Sequence[Buyer]]],
     ) -> None:
         """``buyers`` answers the buyers of the moment (the server's view, or the
         configuration and the store read afresh for the CLI)."""
         self._store = store
-        self._buyer_nids = buyer_nids
+        self._hosted_nids = hosted_nids
         self.notices = notices
         self._buyers = buyers
 
@@ -91,22 +87,18 @@ class ExchangeSubjects:
         return browser_id
 
     async def _held(self, browser_id: bytes, buyers: Sequence[Buyer]) -> list[HeldKey]:
-        """The browser's keys: the field maps, and the hosted-match, push-return and gid-time
-        keys that hold data."""
-        hosting, gid_nids = await self._buyer_nids.nids()
-        hosting.update(b.nid for b in buyers if b.hosted_match)
-        gid_nids.update(b.nid for b in buyers)
-        hosted = [keys.hosted_match_key(browser_id, nid) for nid in sorted(hosting)]
+        """The browser's keys: the field maps, and the hosted-match and push-return keys that
+        hold data."""
+        nids = await self._hosted_nids.nids()
+        nids.update(b.nid for b in buyers if b.hosted_match)
+        hosted = [keys.hosted_match_key(browser_id, nid) for nid in sorted(nids)]
         pushing = sorted(b.nid for b in buyers if b.pixel_matching)
         returns = [keys.push_return_key(browser_id, nid) for nid in pushing]
-        gid_times = [keys.gid_time_key(browser_id, nid) for nid in sorted(gid_nids)]
-        candidates = [*hosted, *returns, *gid_times]
-        found = await self._store.get_many(candidates)
-        live = [key for key, raw in zip(candidates, found, strict=True) if raw]
+        found = await self._store.get_many([*hosted, *returns])
+        live = [key for key, raw in zip([*hosted, *returns], found, strict=True) if raw]
         return [
             *(HeldKey(HOSTED_MATCH, key) for key in live if key.startswith("hm:")),
             *(HeldKey(PUSH_RETURN, key, render=render_time) for key in live if key in returns),
-            *(HeldKey(GID_TIME, key, render=render_time) for key in live if key.startswith("gt:")),
             HeldKey(USER_LIST, keys.user_lists_key(browser_id), is_map=True, render=render_time),
             HeldKey(PIXEL_MATCH, keys.pixel_matches_key(browser_id), is_map=True,
                     render=render_time),

@@ -36,10 +36,10 @@ from cookiematch.edge.matches import EdgeMatches
 from cookiematch.errors import ConfigError
 from cookiematch.exchange.ad_service import AdService
 from cookiematch.exchange.auction import Auction
-from cookiematch.exchange.buyer_nids import BuyerNids
 from cookiematch.exchange.check_process import ChecksProcess
 from cookiematch.exchange.cookie_match import CookieMatchService
 from cookiematch.exchange.enforcement import Enforcer
+from cookiematch.exchange.hosted_nids import HostedNids
 from cookiematch.exchange.list_changes import ListChanges
 from cookiematch.exchange.model import Buyer
 from cookiematch.exchange.monitoring import BuyerMonitor
@@ -113,12 +113,12 @@ def exchange_subjects(
     buyers: Callable[[], Awaitable[Sequence[Buyer]]],
     *,
     cipher: UserIdCipher | None = None,
-    buyer_nids: BuyerNids | None = None,
+    hosted_nids: HostedNids | None = None,
     on_queued: Callable[[Sequence[str]], None] | None = None,
 ) -> ExchangeSubjects:
     """The exchange's access and erasure of one browser, with its queue of notices: the one
-    builder of the server (admin API, opt-out page; it hands its own cipher and list of
-    buyers' nids) and the CLI."""
+    builder of the server (admin API, opt-out page; it hands its own cipher and hosted-buyer
+    list) and the CLI."""
     settings = exchange.settings()
     notices = NoticeQueue(
         store,
@@ -128,8 +128,8 @@ def exchange_subjects(
         new_id=new_notice_id,
         on_queued=on_queued,
     )
-    nids = buyer_nids or BuyerNids(store, settings, clock=time.time)
-    return ExchangeSubjects(store, nids, notices, buyers)
+    hosted = hosted_nids or HostedNids(store, settings, clock=time.time)
+    return ExchangeSubjects(store, hosted, notices, buyers)
 
 
 def subject_data(config: Config, store: Store) -> ExchangeSubjects:
@@ -169,13 +169,13 @@ class ExchangeServer(RoleServer):
         settings, app = self.settings, self.app
         requests, admin = self.requests, self.admin  # the store behind its deadlines
         worker_id = f"{os.getpid()}-{os.urandom(3).hex()}"
-        buyer_nids = BuyerNids(admin, settings, clock=time.time)
+        hosted_nids = HostedNids(admin, settings, clock=time.time)
         registry = ExchangeRegistry(
             admin,
             self.exchange.buyers,
             self.exchange.user_lists,
             self.exchange.credentials,
-            on_buyers=buyer_nids.note,
+            on_buyers=hosted_nids.note,
         )
         await registry.refresh()
         list_changes = self.list_changes = ListChanges(
@@ -257,7 +257,7 @@ class ExchangeServer(RoleServer):
             admin,
             current_buyers,
             cipher=self.cipher,
-            buyer_nids=buyer_nids,
+            hosted_nids=hosted_nids,
             on_queued=queued,
         )
         notice_transport = self.notice_transport = NoticeTransport()
