@@ -215,6 +215,25 @@ async def test_swapped_maps_go_as_one_script_per_slice_of_keys(
     await store.close()
 
 
+async def test_swaps_of_one_key_from_two_clients_form_one_chain(redis_url: str) -> None:
+    """``swap_many`` is one native ``SET … GET`` a key: swaps racing from two clients each
+    answer a different earlier value, never one value twice (a read, then a write, could),
+    and each call is one command a write."""
+    stores = [open_store(redis_url), open_store(redis_url)]
+    values = [b"%d" % i for i in range(300)]
+    answers = await asyncio.gather(
+        *(stores[i % 2].swap_many([Write("chain", v, 60.0)]) for i, v in enumerate(values))
+    )
+    held = [answer for [answer] in answers]
+    final = await stores[0].get("chain")
+    assert held.count(None) == 1  # the first swap found nothing
+    assert final is not None
+    assert sorted([h for h in held if h is not None] + [final]) == sorted(values)
+    assert sum(store.commands for store in stores if isinstance(store, RedisStore)) == 301
+    for store in stores:
+        await store.close()
+
+
 async def test_a_flushed_script_cache_is_refilled_in_order(
     redis_server: RedisServer, redis_url: str
 ) -> None:

@@ -50,8 +50,8 @@ class Durability(enum.Enum):
 
 
 class Write(NamedTuple):
-    """One write of a batch: ``value is None`` deletes the key. A named tuple: the
-    frequency-capping checks make one per check, and it costs half a frozen dataclass."""
+    """One write of a batch: ``value is None`` deletes the key. A named tuple: made on
+    request paths (the buyer's ``/match`` makes two), at half a frozen dataclass's cost."""
 
     key: str
     value: bytes | None

@@ -41,8 +41,8 @@ def unpack(raw: bytes) -> tuple[bytes, int | None]:
 
 
 def live(raw: bytes | None, now_ms: float) -> bytes | None:
-    """The payload of ``raw`` if it has not expired at ``now_ms`` (read in place: the
-    frequency-capping checks call this once per check)."""
+    """The payload of ``raw`` if it has not expired at ``now_ms`` (the header read in place:
+    every value a Redis read answers goes through here)."""
     if raw is None:
         return None
     head = raw[0] if raw else -1

@@ -283,7 +283,7 @@ class RedisStore(Store):
         """Each write's read and write of its key in one native command, ``SET … PXAT … GET``
         (``GETDEL`` for a delete), in pipelines of at most ``max_batch`` commands: atomic per
         key, not across keys. A key holding a field map answers a store error. A value and
-        expiry many writes share (the frequency checks' second) is packed once a call."""
+        expiry that several writes share is packed once a call."""
         expiry_of: dict[float | None, int | None] = {}
         packed: dict[tuple[bytes, int | None], bytes] = {}
         commands: list[Command] = []

@@ -182,7 +182,7 @@ _ERROR = (rx.RedisError,)
 def any_of(replies: Sequence[Any], kinds: tuple[type[BaseException], ...]) -> bool:
     """Whether any of ``replies`` is an instance of ``kinds``: each distinct type looked at
     once (``set(map(type, …))`` runs in C), not each reply; in a pipeline of 256 replies
-    about 3 µs instead of 25."""
+    about 5 µs instead of 25 for one ``isinstance`` a reply."""
     return any(issubclass(kind, kinds) for kind in set(map(type, replies)))
 
 

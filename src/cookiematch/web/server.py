@@ -152,8 +152,8 @@ def _factory_from_env() -> str:
 
 
 def _served_app() -> App:
-    """The App named by ``COOKIEMATCH_APP_FACTORY``, draining on SIGTERM once started, its
-    heap settled after start-up (``web/heap.py``)."""
+    """The App named by ``COOKIEMATCH_APP_FACTORY``, marked ``served``, draining on SIGTERM
+    once started, its heap settled after start-up (``web/heap.py``)."""
     app = load_app(_factory_from_env())
     app.served = True
     app.drain.longest = float(os.environ.get(DRAIN_ENV, DRAIN_LONGEST_SECONDS))
