@@ -42,7 +42,7 @@ from cookiematch.storage.base import Durability
 from cookiematch.storage.guard import GuardedStore
 from cookiematch.storage.registry import connect_store
 
-__all__ = ["ANSWER_SECONDS", "EMPTY_BATCH", "ChecksProcess"]
+__all__ = ["ANSWER_SECONDS", "ChecksProcess"]
 
 log = logging.getLogger("cookiematch.exchange")
 
@@ -51,7 +51,7 @@ ANSWER_SECONDS = 30.0
 STOP_SECONDS = 5.0
 """How long a child has to end once asked, before it is killed."""
 
-EMPTY_BATCH: Batch = ({}, {}, {}, 0)
+_EMPTY_BATCH: Batch = ({}, {}, {}, 0)
 """A batch of no checks: what ``prepare`` sends."""
 
 _Answer = tuple[dict[str, int], dict[str, int], int, tuple[bool, str] | None]
@@ -93,7 +93,7 @@ class ChecksProcess:
         does this before its first request, so that a new interpreter's start-up does not
         compete with the first second of traffic. A child that fails here is replaced with
         the first batch, as always."""
-        await self.apply(EMPTY_BATCH)
+        await self.apply(_EMPTY_BATCH)
 
     async def apply(self, batch: Batch) -> Applied:
         """What ``batch`` found, applied by the child (started with the first batch); its

@@ -32,25 +32,19 @@ def pack(value: bytes, expires_ms: int | None) -> bytes:
 
 def unpack(raw: bytes) -> tuple[bytes, int | None]:
     """``(payload, expiry in ms or None)``; StorageError if ``raw`` has no valid header."""
-    head = raw[0] if raw else -1
-    if head == 0:
+    if raw[:1] == _PLAIN:
         return raw[1:], None
-    if head == _EXPIRING and len(raw) > _STAMP:
+    if raw[:1] == b"\x01" and len(raw) > _STAMP:
         return raw[1 + _STAMP :], int.from_bytes(raw[1 : 1 + _STAMP], "big")
     raise StorageError("redis: a value without a cookiematch header (written by another tool?)")
 
 
 def live(raw: bytes | None, now_ms: float) -> bytes | None:
-    """The payload of ``raw`` if it has not expired at ``now_ms`` (the header read in place:
-    every value a Redis read answers goes through here)."""
+    """The payload of ``raw`` if it has not expired at ``now_ms``."""
     if raw is None:
         return None
-    head = raw[0] if raw else -1
-    if head == _EXPIRING and len(raw) > _STAMP:
-        return raw[1 + _STAMP :] if int.from_bytes(raw[1 : 1 + _STAMP], "big") > now_ms else None
-    if head == 0:
-        return raw[1:]
-    return unpack(raw)[0]  # raises: no valid header
+    value, expires = unpack(raw)
+    return value if expires is None or expires > now_ms else None
 
 
 def remaining(raw: bytes, now_ms: float) -> tuple[bytes, float | None] | None:

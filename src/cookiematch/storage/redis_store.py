@@ -161,6 +161,17 @@ class RedisStore(Store):
         self._flusher.submit(Op(commands, finish, fut, write))
         return await fut
 
+    async def _calls(self, commands: list[Command], finish: Any) -> list[Any]:
+        """Writes answering per command: one op per ``max_batch`` commands, all in flight at
+        once, ``finish`` making each op's list of answers; the answers in command order."""
+        chunks = await asyncio.gather(
+            *(
+                self._call(commands[i : i + self._bulk], finish, write=True)
+                for i in range(0, len(commands), self._bulk)
+            )
+        )
+        return [answer for chunk in chunks for answer in chunk]
+
     async def _write(self, commands: Sequence[Command]) -> None:
         """A write that returns nothing: queued only (ASYNC, buffer not full) or awaited."""
         if self._async and self._flusher.unawaited < self._max_pending:
@@ -280,45 +291,24 @@ class RedisStore(Store):
         ]
 
     async def swap_many(self, writes: Sequence[Write]) -> list[bytes | None]:
-        """Each write's read and write of its key in one native command, ``SET … PXAT … GET``
+        """Each write's read and write of its key in one native command, ``SET … GET``
         (``GETDEL`` for a delete), in pipelines of at most ``max_batch`` commands: atomic per
-        key, not across keys. A key holding a field map answers a store error. A value and
-        expiry that several writes share is packed once a call."""
-        expiry_of: dict[float | None, int | None] = {}
-        packed: dict[tuple[bytes, int | None], bytes] = {}
-        commands: list[Command] = []
-        for key, value, ttl in writes:
-            k = codec.encode_key(key)
-            if value is None:
-                commands.append(("GETDEL", k))
-                continue
-            if ttl in expiry_of:
-                expires = expiry_of[ttl]
-            else:
-                expires = expiry_of[ttl] = self._expiry_ms(ttl)
-            raw = packed.get((value, expires))
-            if raw is None:
-                raw = packed[(value, expires)] = codec.pack(as_bytes(value), expires)
-            commands.append(
-                ("SET", k, raw, "GET")
-                if expires is None
-                else ("SET", k, raw, "PXAT", expires, "GET")
-            )
+        key, not across keys. A key holding a field map answers a store error."""
+        commands: list[Command] = [
+            ("GETDEL", codec.encode_key(w.key))
+            if w.value is None
+            else (*self._set_command(w.key, w.value, self._expiry_ms(w.ttl)), "GET")
+            for w in writes
+        ]
         now = self._now_ms()
-        name, live = self._name, codec.live
 
         def finish(replies: list[Any]) -> list[bytes | None]:
             for reply in replies:
-                reply_error(name, reply)
-            return [live(reply, now) for reply in replies]
+                reply_error(self._name, reply)
+            return [codec.live(reply, now) for reply in replies]
 
-        chunks = await asyncio.gather(
-            *(
-                self._call(commands[i : i + self._bulk], finish, write=True)
-                for i in range(0, len(commands), self._bulk)
-            )
-        )
-        return [held for chunk in chunks for held in chunk]
+        held: list[bytes | None] = await self._calls(commands, finish)
+        return held
 
     async def write_together(
         self, writes: Sequence[Write], field_writes: Sequence[FieldWrite]
@@ -509,15 +499,9 @@ class RedisStore(Store):
                 reply_error(self._name, reply)
             return [held for reply in replies for held in reply] if not self._cluster else replies
 
-        chunks = await asyncio.gather(
-            *(
-                self._call(commands[i : i + self._bulk], finish, write=True)
-                for i in range(0, len(commands), self._bulk)
-            )
-        )
         live = codec.live
         answers: list[dict[str, bytes]] = []
-        for part, held in zip(parts, (h for chunk in chunks for h in chunk), strict=True):
+        for part, held in zip(parts, await self._calls(commands, finish), strict=True):
             found: dict[str, bytes] = {}
             for name, raw in zip(part.names, held, strict=True):
                 if raw is not None and (value := live(raw, now)) is not None:
