@@ -1,14 +1,15 @@
 """``POST /bid`` beside what is reachable: nginx's static 302, the minimal standalone RSGI app
-doing the same real work (``bench/minimal_bid.py``, reading on the loop and through a reader
-thread), and cookiematch's buyer, under the same wrk load, rounds alternated in one run.
+doing the same real work (``bench/minimal_bid.py``: on SQLite reading on the loop and through a
+reader thread, on Redis through a minimal pipelining client), and cookiematch's buyer, under
+the same wrk load, rounds alternated in one run.
 
     flock /tmp/bench.lock .venv/bin/python bench/bid_reference.py [--workers 1,2]
         [--store sqlite|redis] [--rounds 3] [--duration 3] [--base /path/to/other/src]
 
 ``--base``: another cookiematch buyer from another tree (e.g. main's ``src``) in the same
 rounds, for a before/after measured side by side (repeatable: one buyer per tree). The
-minimal app reads the SQLite store the buyer wrote (its preflight matches ``KNOWN_GID``), so
-it runs with ``--store sqlite`` only.
+minimal app reads the store the buyer wrote (its preflight matches ``KNOWN_GID``): the SQLite
+file, or the buyer's Redis database.
 Prints each server's median req/s, p50/p99, its ratio to nginx (min-max over the rounds) and
 the CPU its processes used per request (/proc, user + system, median over the rounds).
 """
@@ -34,13 +35,15 @@ BENCH = Path(__file__).resolve().parent
 
 
 @contextlib.contextmanager
-def minimal(directory: Path, db: Path, workers: int, read: str) -> Iterator[tuple[int, int]]:
-    """granian serving ``bench/minimal_bid.py`` over ``db``; yields its port and pid."""
+def minimal(directory: Path, db: str, workers: int, read: str) -> Iterator[tuple[int, int]]:
+    """granian serving ``bench/minimal_bid.py`` over ``db`` (a SQLite file, or for
+    ``read="redis"`` a Redis ``host:port/db``); yields its port and pid."""
     directory.mkdir(parents=True, exist_ok=True)
     port = servers.free_port()
     args = [str(VENV_BIN / "granian"), "--interface", "rsgi", "--no-ws", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--workers", str(workers), "--loop", "uvloop", "minimal_bid:app"]
-    os.environ.update(MINIMAL_DB=str(db), MINIMAL_READ=read, PYTHONPATH=str(BENCH))
+    store = {"MINIMAL_REDIS" if read == "redis" else "MINIMAL_DB": db}
+    os.environ.update(store, MINIMAL_READ=read, PYTHONPATH=str(BENCH))
     with servers._serving(args, directory, port) as proc:
         yield port, proc.pid
 
@@ -73,12 +76,19 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
             ports[name] = service.port
             roots[name] = service.proc.pid
         if args.store == "sqlite":
-            db = work / f"cookiematch-{workers}" / "store.db"
-            for read in (r for r in args.minimal if r != "none"):
-                name = f"minimal ({read})"
-                ports[name], roots[name] = stack.enter_context(
-                    minimal(work / f"minimal-{read}-{workers}", db, workers, read)
-                )
+            db = str(work / f"cookiematch-{workers}" / "store.db")
+            reads = args.minimal or ["loop", "thread"]
+        else:  # the first buyer's database (``store_url_for``: db 1)
+            db, reads = f"127.0.0.1:{redis_port}/1", args.minimal or ["redis"]
+        for read in (r for r in reads if r != "none"):
+            name = f"minimal ({read})"
+            ports[name], roots[name] = stack.enter_context(
+                minimal(work / f"minimal-{read}-{workers}", db, workers, read)
+            )
+            status, answer = http_bench.fetch(
+                f"http://127.0.0.1:{ports[name]}/bid", body=body.read_bytes()
+            )
+            print(f"   {name} preflight: {status} {answer[:60]}", flush=True)
         results: dict[str, list[WrkResult]] = {name: [] for name in ports}
         cpu_us: dict[str, list[float]] = {name: [] for name in ports}
         for _ in range(args.rounds):
@@ -129,8 +139,9 @@ def main() -> None:
     parser.add_argument(
         "--minimal",
         type=http_bench.csv_list(str),
-        default=["loop", "thread"],
-        help="the minimal app's variants to serve (sqlite only): loop,thread,bare, or none",
+        default=None,
+        help="the minimal app's variants to serve: loop,thread,bare (sqlite; default "
+        "loop,thread), redis (redis; the default there), or none",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bid-reference-") as tmp:

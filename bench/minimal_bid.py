@@ -3,22 +3,29 @@
 server stack). No cookiematch code; granian serves ``minimal_bid:app``.
 
 Per request: the OpenRTB request decoded with msgspec into Structs of the fields a bid needs,
-one point read of the gid's forward entry in the buyer's SQLite store (``bm:{nid}:g:{gid}``,
-the ``keys`` layout's 25-byte value), the decision (matched: the retargeting price; fresh: no
+one point read of the gid's forward entry in the buyer's store (SQLite: ``bm:{nid}:g:{gid}``,
+the ``keys`` layout's 25-byte value; Redis: the field of its bucket, the ``buckets`` layout's
+``HGET``), the decision (matched: the retargeting price; fresh: no
 match tag), the ``nurl`` signed with HMAC-SHA256, the response encoded with msgspec.
 
     MINIMAL_DB=/path/store.db MINIMAL_READ=loop|thread|bare granian --interface rsgi minimal_bid:app
+    MINIMAL_REDIS=host:port/db MINIMAL_READ=redis [MINIMAL_BUCKETS=n] granian … minimal_bid:app
 
 ``MINIMAL_READ=loop`` reads on the event loop's thread (a prepared statement, a page-cached
 B-tree probe); ``thread`` hands the read to one reader thread and back through a future, as
 the store's engine does; ``bare`` does no work at all: it reads the body and answers 204 (what
 granian, the call into Python and the body cost a served request before any handler).
+``MINIMAL_READ=redis`` reads Redis through the leanest client there is: one connection, the
+``HGET``s of one turn of the event loop written together (a callback scheduled with
+``call_soon``, no task), the replies parsed by a ``hiredis.Reader`` as the bytes arrive and
+handed to their futures in order (no timeout, no reconnection: a reference, not a client).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import hmac
 import os
@@ -29,6 +36,7 @@ import threading
 import time
 from typing import Any
 
+import hiredis
 import msgspec
 
 NID = "finest-dsp"
@@ -111,8 +119,8 @@ class LoopReader:
     def __init__(self) -> None:
         self.conn = connect()
 
-    async def get(self, key: str) -> bytes | None:
-        row = self.conn.execute(SQL, (key, time.time())).fetchone()
+    async def get(self, gid: str) -> bytes | None:
+        row = self.conn.execute(SQL, (f"bm:{NID}:g:{gid}", time.time())).fetchone()
         return None if row is None else row[0]
 
 
@@ -130,13 +138,72 @@ class ThreadReader:
             row = self.conn.execute(SQL, (key, time.time())).fetchone()
             fut.get_loop().call_soon_threadsafe(fut.set_result, None if row is None else row[0])
 
-    def get(self, key: str) -> asyncio.Future[bytes | None]:
+    def get(self, gid: str) -> asyncio.Future[bytes | None]:
         fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        self.queue.put((key, fut))
+        self.queue.put((f"bm:{NID}:g:{gid}", fut))
         return fut
 
 
-reader: LoopReader | ThreadReader | None = None
+class RedisReader(asyncio.Protocol):
+    """``HGET``s of one loop turn in one write; replies parsed where they arrive."""
+
+    def __init__(self) -> None:
+        self.buckets = int(os.environ.get("MINIMAL_BUCKETS", -(-100_000_000 // 64)))
+        self.parser = hiredis.Reader()
+        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.out: list[bytes] = []
+        self.transport: Any = None
+        self.ready: asyncio.Future[None] | None = None
+
+    async def open(self) -> None:
+        address, _, db = os.environ["MINIMAL_REDIS"].partition("/")
+        host, _, port = address.rpartition(":")
+        loop = asyncio.get_running_loop()
+        await loop.create_connection(lambda: self, host, int(port))
+        if await self.command(b"SELECT", db or b"0") != b"OK":
+            raise RuntimeError("SELECT failed")
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed(data)
+        reply = self.parser.gets()
+        while reply is not False:
+            self.waiting.popleft().set_result(reply)
+            reply = self.parser.gets()
+
+    def command(self, *args: Any) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        if not self.out:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.out.append(hiredis.pack_command(args))
+        self.waiting.append(future)
+        return future
+
+    def flush(self) -> None:
+        self.transport.write(b"".join(self.out))
+        self.out.clear()
+
+    async def get(self, gid: str) -> bytes | None:
+        if self.ready is None:
+            self.ready = asyncio.ensure_future(self.open())
+        await self.ready
+        raw_gid = base64.urlsafe_b64decode(gid + "=" * (-len(gid) % 4))
+        digest = hashlib.blake2b(raw_gid, digest_size=8).digest()
+        bucket = int.from_bytes(digest, "big") % self.buckets
+        key = f"bm:{NID}:g:{bucket:x}"
+        raw = await self.command(b"HGET", key, base64.b85encode(raw_gid))
+        if raw is None:
+            return None
+        if raw[0] == 1:  # cookiematch's header: an expiry in ms, then the value
+            if int.from_bytes(raw[1:7], "big") <= time.time() * 1000:
+                return None
+            return bytes(raw[7:])
+        return bytes(raw[1:])
+
+
+reader: LoopReader | ThreadReader | RedisReader | None = None
 
 
 def nurl(auction: str, bid: str, imp: str, issued: int) -> str:
@@ -160,8 +227,8 @@ async def full(scope: Any, proto: Any) -> None:
     """The real work (``MINIMAL_READ=loop`` or ``thread``)."""
     global reader
     if reader is None:
-        loop_read = os.environ.get("MINIMAL_READ", "loop") == "loop"
-        reader = LoopReader() if loop_read else ThreadReader()
+        read = os.environ.get("MINIMAL_READ", "loop")
+        reader = {"loop": LoopReader, "thread": ThreadReader, "redis": RedisReader}[read]()
     if scope.method != "POST":
         proto.response_empty(302, NO_BID)  # wait_http's probe
         return
@@ -171,7 +238,7 @@ async def full(scope: Any, proto: Any) -> None:
         proto.response_bytes(400, NO_BID, b"bad request\n")
         return
     user = request.user
-    raw = None if user is None or user.id is None else await reader.get(f"bm:{NID}:g:{user.id}")
+    raw = None if user is None or user.id is None else await reader.get(user.id)
     now = time.time()
     fresh = False
     if raw is not None:

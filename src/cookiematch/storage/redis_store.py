@@ -22,9 +22,9 @@ from urllib.parse import unquote, urlsplit
 from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.retry import Retry
 
 from cookiematch.clock import Clock
 from cookiematch.errors import StorageError, StoreUnavailable
