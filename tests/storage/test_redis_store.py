@@ -97,6 +97,33 @@ async def test_native_ttls(redis_server: RedisServer, redis_url: str) -> None:
         assert client.pexpiretime("forever") == codec.FAR_FUTURE_MS
 
 
+async def test_swapped_maps_keep_their_latest_expiry(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """The swap scripts (``hswap_many``'s, one for several keys, and ``swap_together``'s, one
+    a key) move a map's expiry out to its latest field's and never in: a new map gets it, a
+    later field extends it, an earlier one leaves it, and a map left without one (persisted
+    by another tool) gets it back."""
+    store = open_store(redis_url)
+    for swap in (
+        lambda key, fields, ttl: store.hswap_many([(key, fields, ttl)]),
+        lambda key, fields, ttl: store.swap_together([], [(key, fields, ttl)]),
+    ):
+        await swap("grown", {"a": b"1"}, 50.0)
+        await swap("grown", {"b": b"1"}, 200.0)
+        await swap("grown", {"c": b"1"}, 10.0)
+        await swap("persisted", {"a": b"1"}, 50.0)
+        with redis_server.client() as client:
+            assert 49 <= client.ttl("persisted") <= 50
+            client.persist("persisted")
+        await swap("persisted", {"b": b"1"}, 30.0)
+        with redis_server.client() as client:
+            assert 199 <= client.ttl("grown") <= 200
+            assert 29 <= client.ttl("persisted") <= 30
+            client.delete("grown", "persisted")
+    await store.close()
+
+
 # --- pipelining -----------------------------------------------------------------------------
 
 

@@ -64,8 +64,8 @@ HSET_EXPIRING = Script("""
 for i = 2, #ARGV, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
-if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+if redis.call('PEXPIREAT', KEYS[1], ARGV[1], 'NX') == 0 then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[1], 'GT')
 end
 return 0
 """)
@@ -79,8 +79,8 @@ for i = 2, #ARGV, 2 do old[#old + 1] = redis.call('HGET', KEYS[1], ARGV[i]) end
 for i = 2, #ARGV, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
-if redis.call('PEXPIRETIME', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+if redis.call('PEXPIREAT', KEYS[1], ARGV[1], 'NX') == 0 then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[1], 'GT')
 end
 return old
 """)
@@ -96,7 +96,9 @@ for k = 1, #KEYS do
   for i = a + 2, last, 1000 do
     redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, last)))
   end
-  if redis.call('PEXPIRETIME', key) < farthest then redis.call('PEXPIREAT', key, farthest) end
+  if redis.call('PEXPIREAT', key, farthest, 'NX') == 0 then
+    redis.call('PEXPIREAT', key, farthest, 'GT')
+  end
   out[k] = old
   a = last + 1
 end
