@@ -9,8 +9,11 @@ raw socket as ``hiredis.pack_command`` packs them and read back with a ``hiredis
 store layer, no asyncio. Layouts:
 
 - ``browser record``: today's, one field map per browser (``br:{tag}``, field
-  ``gid:<nid>``), written by one ``HSWAP_EXPIRING_EACH`` script per slice (a Lua loop of
-  ``HGET``, ``HSET``, ``PEXPIRETIME``, ``PEXPIREAT`` per record);
+  ``gid:<nid>``), written by one ``HSWAP_FIELD_EACH`` script per slice (the field and the
+  second's value sent once; a Lua loop of ``HGET``, ``HSET``, ``PEXPIREAT … NX`` per record,
+  one flat answer);
+- ``browser record, each``: the same records written by ``HSWAP_EXPIRING_EACH``, the general
+  script (each key's expiry, count, field and value; a list a key), which sent them before;
 - ``plain key``: one key per browser and buyer (``gt:{tag}:<nid>``) written with
   ``SET key value GET PXAT`` (one native command, the old value answered): measured in a
   served exchange and not kept (docs/performance.md, "The gid times as keys of their own,
@@ -38,7 +41,7 @@ import hiredis
 import servers
 
 from cookiematch.exchange.keys import browser_tag
-from cookiematch.storage.redis_scripts import HSWAP_EXPIRING_EACH
+from cookiematch.storage.redis_scripts import HSWAP_EXPIRING_EACH, HSWAP_FIELD_EACH
 
 SLICE = 256
 
@@ -59,10 +62,15 @@ def exchange(sock: socket.socket, reader: Any, commands: Sequence[tuple[Any, ...
             replies += 1
 
 
+SCRIPTS = (HSWAP_FIELD_EACH, HSWAP_EXPIRING_EACH)
+
+
 def slice_commands(layout: str, part: list[bytes], nid: str, far: int, value: bytes) -> list[Any]:
-    if layout == "browser record":
+    if layout.startswith("browser record"):
         keys = [("br:" + browser_tag(b)).encode() for b in part]
         field = f"gid:{nid}".encode()
+        if layout == "browser record":
+            return [HSWAP_FIELD_EACH.command_keys(keys, (far, field, value))]
         args = [a for _ in part for a in (far, 1, field, value)]
         return [HSWAP_EXPIRING_EACH.command_keys(keys, args)]
     return [("SET", f"gt:{browser_tag(b)}:{nid}".encode(), value, "GET", "PXAT", far) for b in part]
@@ -98,12 +106,12 @@ def measure(port: int, checks: int, rounds: int, buyers: int) -> None:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     reader = hiredis.Reader()
-    exchange(sock, reader, [("SCRIPT", "LOAD", HSWAP_EXPIRING_EACH.body)])
+    exchange(sock, reader, [("SCRIPT", "LOAD", script.body) for script in SCRIPTS])
     now_ms = int(time.time() * 1000)
     far = now_ms + 14 * 86_400_000
     value = b"\x01" + far.to_bytes(8, "big") + str(now_ms // 1000).encode()
     for _ in range(rounds):
-        for layout in ("browser record", "plain key"):
+        for layout in ("browser record", "browser record, each", "plain key"):
             browsers = [os.urandom(16) for _ in range(checks // buyers)]
             nids = [f"buyer-{n}" for n in range(buyers)]
             memory = used_memory(sock, reader)
@@ -118,7 +126,7 @@ def measure(port: int, checks: int, rounds: int, buyers: int) -> None:
             memory = used_memory(sock, reader) - memory
             exchange(sock, reader, [("FLUSHALL",)])
             print(
-                f"{layout:15s} client {1e6 * client / done:5.2f} µs a check, "
+                f"{layout:20s} client {1e6 * client / done:5.2f} µs a check, "
                 f"redis-server {1e6 * server / done:5.2f} µs a check, "
                 f"{memory / done:5.0f} bytes a check",
                 flush=True,

@@ -242,6 +242,38 @@ async def test_swapped_maps_go_as_one_script_per_slice_of_keys(
     await store.close()
 
 
+async def test_a_field_shared_by_many_maps_is_sent_once_a_script(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """Standalone Redis: items sharing one mapping of one field (a second's frequency checks)
+    go as ``HSWAP_FIELD_EACH``, the field and value once per ``KEYS_PER_SCRIPT`` keys, each key
+    answered in its place (a key given twice sees its earlier write, other fields are kept),
+    each map's expiry moved out and never in; the items between such runs as
+    ``HSWAP_EXPIRING_EACH``."""
+    store = open_store(redis_url)
+    assert isinstance(store, RedisStore)
+    await store.hset("k3", {"t": b"old", "u": b"kept"}, ttl=500)
+    shared, later = {"t": b"1"}, {"t": b"2"}
+    items = [(f"k{i}", shared, 60.0) for i in range(KEYS_PER_SCRIPT + 10)]
+    items[5] = ("k3", shared, 60.0)
+    items += [("x1", {"t": b"a"}, 60.0), ("x2", {"t": b"b"}, 60.0)]
+    items += [("k0", later, 120.0), ("k1", later, 120.0)]
+    before = store.commands
+    held = await store.hswap_many(items)
+    assert store.commands - before == 4  # 256 shared, 10 shared, the two others, 2 shared
+    assert held[3] == {"t": b"old"} and held[5] == {"t": b"1"}
+    assert held[0] == held[100] == held[-3] == {}
+    assert held[-2] == held[-1] == {"t": b"1"}
+    assert await store.hgetall("k3") == {"t": b"1", "u": b"kept"}
+    assert await store.hgetall("k0") == {"t": b"2"}
+    assert await store.hgetall("x2") == {"t": b"b"}
+    with redis_server.client() as client:
+        assert 499 <= client.ttl("k3") <= 500
+        assert 119 <= client.ttl("k0") <= 120
+        assert 59 <= client.ttl("k100") <= 60
+    await store.close()
+
+
 async def test_swaps_of_one_key_from_two_clients_form_one_chain(redis_url: str) -> None:
     """``swap_many`` is one native ``SET … GET`` a key: swaps racing from two clients each
     answer a different earlier value, never one value twice (a read, then a write, could),

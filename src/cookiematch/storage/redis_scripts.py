@@ -108,3 +108,21 @@ return out
 earlier write), answering one list per key. ARGV: per key, its expiry, its number of fields,
 then its field, value… Keys of several hash slots: standalone Redis only (a cluster would
 refuse it as ``CROSSSLOT``)."""
+
+HSWAP_FIELD_EACH = Script("""
+local farthest, field, value, out = ARGV[1], ARGV[2], ARGV[3], {}
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  out[k] = redis.call('HGET', key, field)
+  redis.call('HSET', key, field, value)
+  if redis.call('PEXPIREAT', key, farthest, 'NX') == 0 then
+    redis.call('PEXPIREAT', key, farthest, 'GT')
+  end
+end
+return out
+""")
+"""``HSWAP_EXPIRING_EACH`` of keys given one and the same field and value: ARGV the expiry,
+the field, the value, once for all keys; the answer one flat list, the raw value each key's
+field held before (nil when none). A Lua loop with neither a list per key nor a count to read
+(a second's frequency checks write one time into one field of each browser record): about a
+third less of the server's CPU per key. Standalone Redis only, as ``HSWAP_EXPIRING_EACH``."""

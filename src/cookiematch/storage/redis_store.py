@@ -44,6 +44,7 @@ from cookiematch.storage.redis_scripts import (
     HSET_EXPIRING,
     HSWAP_EXPIRING,
     HSWAP_EXPIRING_EACH,
+    HSWAP_FIELD_EACH,
     SET_IF_ABSENT,
 )
 from cookiematch.storage.redis_wire import Wire
@@ -486,15 +487,9 @@ class RedisStore(Store):
         if self._cluster:
             commands = [part.one_key(key) for key, part in zip(keys, parts, strict=True)]
         else:
-            commands = [
-                HSWAP_EXPIRING_EACH.command_keys(
-                    keys[i : i + KEYS_PER_SCRIPT],
-                    [arg for part in parts[i : i + KEYS_PER_SCRIPT] for arg in part.args],
-                )
-                for i in range(0, len(keys), KEYS_PER_SCRIPT)
-            ]
+            commands = _swap_each_commands(keys, parts)
 
-        def finish(replies: list[Any]) -> list[list[bytes | None]]:
+        def finish(replies: list[Any]) -> list[Any]:
             for reply in replies:
                 reply_error(self._name, reply)
             return [held for reply in replies for held in reply] if not self._cluster else replies
@@ -503,9 +498,13 @@ class RedisStore(Store):
         answers: list[dict[str, bytes]] = []
         for part, held in zip(parts, await self._calls(commands, finish), strict=True):
             found: dict[str, bytes] = {}
-            for name, raw in zip(part.names, held, strict=True):
-                if raw is not None and (value := live(raw, now)) is not None:
-                    found[name] = value
+            if type(held) is not list:  # HSWAP_FIELD_EACH's: the one field's raw value
+                if held is not None and (value := live(held, now)) is not None:
+                    found[part.names[0]] = value
+            else:
+                for name, raw in zip(part.names, held, strict=True):
+                    if raw is not None and (value := live(raw, now)) is not None:
+                        found[name] = value
             answers.append(found)
         return answers
 
@@ -706,6 +705,37 @@ class _SwapPart:
     def one_key(self, key: bytes) -> Command:
         """The ``HSWAP_EXPIRING`` script of ``key`` alone (its arguments without the number)."""
         return HSWAP_EXPIRING.command(key, [self.args[0], *self.args[2:]])
+
+
+def _swap_each_commands(keys: Sequence[bytes], parts: Sequence[_SwapPart]) -> list[Command]:
+    """Standalone ``hswap_many``'s scripts, at most ``KEYS_PER_SCRIPT`` keys each, in the
+    items' order: a run of items sharing one part of one field (one mapping and expiry, as a
+    second's frequency checks) as one ``HSWAP_FIELD_EACH`` (the field and value sent once,
+    one flat answer), the items between such runs as ``HSWAP_EXPIRING_EACH`` (each key's
+    arguments, a list a key)."""
+    commands: list[Command] = []
+    start, end = 0, len(keys)
+    while start < end:
+        stop = min(start + KEYS_PER_SCRIPT, end)
+        part, run = parts[start], start + 1
+        while run < stop and parts[run] is part:
+            run += 1
+        if len(part.names) == 1 and run - start > 1:
+            args = (part.args[0], *part.args[2:])  # the expiry, the field, the value
+            commands.append(HSWAP_FIELD_EACH.command_keys(keys[start:run], args))
+        else:
+            run = start + 1
+            while run < stop and not _shared_field_at(parts, run, stop):
+                run += 1
+            args = tuple(arg for each in parts[start:run] for arg in each.args)
+            commands.append(HSWAP_EXPIRING_EACH.command_keys(keys[start:run], args))
+        start = run
+    return commands
+
+
+def _shared_field_at(parts: Sequence[_SwapPart], at: int, stop: int) -> bool:
+    """Whether a run of items sharing one part of one field starts at ``at``."""
+    return len(parts[at].names) == 1 and at + 1 < stop and parts[at + 1] is parts[at]
 
 
 def _swap_part(mapping: Mapping[str, Any], expires: int | None) -> _SwapPart:
