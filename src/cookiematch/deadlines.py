@@ -78,7 +78,7 @@ class Deadlines:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._restart(loop)
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)  # (the loop given: not looked up again)
         if task is None:
             raise RuntimeError("a deadline needs a running task")
         limit = Limit(task, loop.time() + seconds)
