@@ -224,7 +224,7 @@ async def bare(scope: Any, proto: Any) -> None:
 
 
 async def full(scope: Any, proto: Any) -> None:
-    """The real work (``MINIMAL_READ=loop`` or ``thread``)."""
+    """The real work (``MINIMAL_READ=loop``, ``thread`` or ``redis``)."""
     global reader
     if reader is None:
         read = os.environ.get("MINIMAL_READ", "loop")

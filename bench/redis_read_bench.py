@@ -14,9 +14,9 @@ each read one of its fields again and again (``HGET``) on uvloop for ``seconds``
   parsed by a ``hiredis.Reader`` where they arrive. No cookiematch code; no timeout, retry or
   reconnection: what the reads themselves cost on this machine.
 
-Prints, per number of callers, each path's reads per second and this process's CPU per read
-(``time.process_time``, median over the rounds, the paths alternated in each round) and the
-ratio of each path's CPU to the minimal client's. With one caller a read is a round trip of its
+Prints, per number of callers, each path's CPU per read in this process
+(``time.process_time``, median over the rounds, the paths alternated in each round) and its
+ratio to the minimal client's. With one caller a read is a round trip of its
 own (the per-flush cost); with 64 about 64 reads share one (the per-read cost).
 """
 
