@@ -248,8 +248,8 @@ async def test_a_field_shared_by_many_maps_is_sent_once_a_script(
     """Standalone Redis: items sharing one mapping of one field (a second's frequency checks)
     go as ``HSWAP_FIELD_EACH``, the field and value once per ``KEYS_PER_SCRIPT`` keys, each key
     answered in its place (a key given twice sees its earlier write, other fields are kept),
-    each map's expiry moved out and never in; the items between such runs as
-    ``HSWAP_EXPIRING_EACH``."""
+    each map's expiry moved out and never in, the script sent again whole to a server that
+    lost it; the items between such runs as ``HSWAP_EXPIRING_EACH``."""
     store = open_store(redis_url)
     assert isinstance(store, RedisStore)
     await store.hset("k3", {"t": b"old", "u": b"kept"}, ttl=500)
@@ -271,6 +271,12 @@ async def test_a_field_shared_by_many_maps_is_sent_once_a_script(
         assert 499 <= client.ttl("k3") <= 500
         assert 119 <= client.ttl("k0") <= 120
         assert 59 <= client.ttl("k100") <= 60
+        client.script_flush()  # a failed-over server without the script: sent again whole
+    assert await store.hswap_many([("k0", shared, 60.0), ("k1", shared, 60.0)]) == [
+        {"t": b"2"},
+        {"t": b"2"},
+    ]
+    assert await store.hgetall("k1") == {"t": b"1"}
     await store.close()
 
 
