@@ -167,7 +167,7 @@ class Wire:
                 if type(parser) is not _AsyncHiredisParser:
                     self.fast = False  # (nothing sent)
                     raise FastPathUnavailable
-                await connection.send_packed_command(data, check_health=False)
+                await _write(connection, data)
                 return await _read(parser, len(commands))
         except FastPathUnavailable:
             raise
@@ -184,6 +184,19 @@ def any_of(replies: Sequence[Any], kinds: tuple[type[BaseException], ...]) -> bo
     once (``set(map(type, …))`` runs in C), not each reply; in a pipeline of 256 replies
     about 5 µs instead of 25 for one ``isinstance`` a reply."""
     return any(issubclass(kind, kinds) for kind in set(map(type, replies)))
+
+
+async def _write(connection: Any, data: bytes) -> None:
+    """``data`` written to the connection's stream, waiting only while the socket is backed
+    up. redis-py's ``send_packed_command`` does the same under ``asyncio.wait_for``, which on
+    Python 3.11 runs it as a task of its own: a task and two turns of the loop a flush (the
+    flush's timeout covers the write here). A failed write is a ``ConnectionError``, as there."""
+    try:
+        writer = connection._writer
+        writer.write(data)
+        await writer.drain()
+    except (OSError, RuntimeError) as exc:  # (uvloop: RuntimeError on a closed transport)
+        raise rx.ConnectionError(f"Error while writing to socket: {exc!r}") from exc
 
 
 async def _read(parser: Any, count: int) -> list[Any]:
