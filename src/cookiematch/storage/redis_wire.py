@@ -191,8 +191,10 @@ async def _write(connection: Any, data: bytes) -> None:
     up. redis-py's ``send_packed_command`` does the same under ``asyncio.wait_for``, which on
     Python 3.11 runs it as a task of its own: a task and two turns of the loop a flush (the
     flush's timeout covers the write here). A failed write is a ``ConnectionError``, as there."""
+    writer = connection._writer
+    if writer is None:  # disconnected meanwhile (a cluster's node dropped by redis-py)
+        raise rx.ConnectionError("Error while writing to socket: not connected")
     try:
-        writer = connection._writer
         writer.write(data)
         await writer.drain()
     except (OSError, RuntimeError) as exc:  # (uvloop: RuntimeError on a closed transport)
