@@ -144,24 +144,16 @@ class ThreadReader:
         return fut
 
 
-class RedisReader(asyncio.Protocol):
-    """``HGET``s of one loop turn in one write; replies parsed where they arrive."""
+class MinimalRedis(asyncio.Protocol):
+    """The leanest Redis client: one connection, the commands of one loop turn in one write
+    (``call_soon``, no task), the replies parsed where they arrive and handed to their futures
+    in order (also ``bench/redis_read_bench.py``'s reference)."""
 
     def __init__(self) -> None:
-        self.buckets = int(os.environ.get("MINIMAL_BUCKETS", -(-100_000_000 // 64)))
         self.parser = hiredis.Reader()
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.out: list[bytes] = []
         self.transport: Any = None
-        self.ready: asyncio.Future[None] | None = None
-
-    async def open(self) -> None:
-        address, _, db = os.environ["MINIMAL_REDIS"].partition("/")
-        host, _, port = address.rpartition(":")
-        loop = asyncio.get_running_loop()
-        await loop.create_connection(lambda: self, host, int(port))
-        if await self.command(b"SELECT", db or b"0") != b"OK":
-            raise RuntimeError("SELECT failed")
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -174,16 +166,34 @@ class RedisReader(asyncio.Protocol):
             reply = self.parser.gets()
 
     def command(self, *args: Any) -> asyncio.Future[Any]:
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
         if not self.out:
-            asyncio.get_running_loop().call_soon(self.flush)
+            loop.call_soon(self.flush)
         self.out.append(hiredis.pack_command(args))
+        future = loop.create_future()
         self.waiting.append(future)
         return future
 
     def flush(self) -> None:
         self.transport.write(b"".join(self.out))
         self.out.clear()
+
+
+class RedisReader(MinimalRedis):
+    """The buyer's bucketed entry of a gid, read through ``MinimalRedis``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buckets = int(os.environ.get("MINIMAL_BUCKETS", -(-100_000_000 // 64)))
+        self.ready: asyncio.Future[None] | None = None
+
+    async def open(self) -> None:
+        address, _, db = os.environ["MINIMAL_REDIS"].partition("/")
+        host, _, port = address.rpartition(":")
+        loop = asyncio.get_running_loop()
+        await loop.create_connection(lambda: self, host, int(port))
+        if await self.command(b"SELECT", db or b"0") != b"OK":
+            raise RuntimeError("SELECT failed")
 
     async def get(self, gid: str) -> bytes | None:
         if self.ready is None:

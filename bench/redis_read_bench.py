@@ -9,10 +9,10 @@ each read one of its fields again and again (``HGET``) on uvloop for ``seconds``
 - ``store``: ``RedisStore.hget`` (the flusher, the wire, redis-py's connection);
 - ``guarded``: the same store behind ``GuardedStore`` (deadline, breaker, no observer), as
   every role reads it;
-- ``minimal``: a standalone client of a dozen lines (``MinimalClient``): one connection, the
-  reads of one turn of the event loop in one write scheduled with ``call_soon``, the replies
-  parsed by a ``hiredis.Reader`` where they arrive. No cookiematch code; no timeout, retry or
-  reconnection: what the reads themselves cost on this machine.
+- ``minimal``: ``bench/minimal_bid.py``'s ``MinimalRedis``, a standalone client of a dozen
+  lines: one connection, the reads of one turn of the event loop in one write scheduled with
+  ``call_soon``, the replies parsed by a ``hiredis.Reader`` where they arrive. No cookiematch
+  code; no timeout, retry or reconnection: what the reads themselves cost on this machine.
 
 Prints, per number of callers, each path's CPU per read in this process
 (``time.process_time``, median over the rounds, the paths alternated in each round) and its
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import statistics
 import sys
 import tempfile
@@ -33,51 +32,18 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import hiredis
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import servers
 from http_bench import csv_list
+from minimal_bid import MinimalRedis
 
 from cookiematch.storage.guard import GuardedStore
 from cookiematch.storage.registry import connect_store
 
 KEY, FIELD = "bench:map", "field"
-
-
-class MinimalClient(asyncio.Protocol):
-    """One connection; a turn's commands in one write; replies handed over in order."""
-
-    def __init__(self) -> None:
-        self.parser = hiredis.Reader()
-        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self.out: list[bytes] = []
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.parser.feed(data)
-        reply = self.parser.gets()
-        while reply is not False:
-            self.waiting.popleft().set_result(reply)
-            reply = self.parser.gets()
-
-    def command(self, *args: Any) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        if not self.out:
-            loop.call_soon(self.flush)
-        self.out.append(hiredis.pack_command(args))
-        future = loop.create_future()
-        self.waiting.append(future)
-        return future
-
-    def flush(self) -> None:
-        self.transport.write(b"".join(self.out))
-        self.out.clear()
 
 
 async def measure(read: Callable[[], Awaitable[Any]], callers: int, seconds: float) -> float:
@@ -101,9 +67,7 @@ async def run(args: argparse.Namespace, port: int) -> None:
     store = await connect_store(url)
     await store.hset(KEY, {FIELD: b"v" * 25})
     guarded = GuardedStore(store, deadline=0.5, name="bench")
-    _, minimal = await asyncio.get_running_loop().create_connection(
-        MinimalClient, "127.0.0.1", port
-    )
+    _, minimal = await asyncio.get_running_loop().create_connection(MinimalRedis, "127.0.0.1", port)
     paths: dict[str, Callable[[], Awaitable[Any]]] = {
         "minimal": lambda: minimal.command("HGET", KEY, FIELD),
         "store": lambda: store.hget(KEY, FIELD),
