@@ -1,8 +1,9 @@
 """``POST /bid`` in process with its parts switched off in turn: what each costs.
 
     flock /tmp/bench.lock .venv/bin/python bench/bid_parts.py [--rounds 4] [--seconds 1.5]
+        [--store sqlite|redis://host:port/db]
 
-The buyer as ``bench/handler_bench.py`` builds it (SQLite, the HTTP benchmark's body, its gid
+The buyer as ``bench/handler_bench.py`` builds it (SQLite or Redis, the HTTP benchmark's body, its gid
 matched first, 64 coroutines through ``RSGIAdapter``), measured as served and without: the
 metrics (the answer's, the store call's, the buyer's stats and the policy's counts, as plain
 dicts), the bid log, the signed ``nurl``, the store guard (the table reads the store itself),
@@ -69,7 +70,8 @@ def switcher(bidder: Bidder) -> Callable[[str], None]:
 
 
 async def drive(args: argparse.Namespace, directory: Path) -> None:
-    server = handler_bench.build_server("buyer", directory, f"sqlite:///{directory}/b.db", "ack")
+    store_url = f"sqlite:///{directory}/b.db" if args.store == "sqlite" else args.store
+    server = handler_bench.build_server("buyer", directory, store_url, "ack")
     assert isinstance(server, BuyerServer)
     adapter = RSGIAdapter(server.app)
     await server.app.startup()
@@ -108,6 +110,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
+    parser.add_argument("--store", default="sqlite", help="sqlite, or a redis:// URL")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bid-parts-") as tmp:
         if args.loop == "uvloop":

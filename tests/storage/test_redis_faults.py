@@ -1,4 +1,5 @@
-"""Redis going away: under load, a cluster master killed, a restart with AOF ``always``.
+"""Redis going away: under load, stopped without a word, a cluster master killed, a restart
+with AOF ``always``.
 
 Each test starts its own servers (the session's shared ones stay intact).
 """
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -104,6 +107,30 @@ async def test_close_while_redis_is_away_ends(server: RedisServer) -> None:
     elapsed, _ = await timed(store.close())
     assert elapsed < 3.0
     assert store.lost > 0
+
+
+async def test_a_redis_that_stops_answering_fails_reads_at_the_socket_timeout(
+    server: RedisServer,
+) -> None:
+    """A stopped redis-server accepts the bytes and never answers: each flush gives up at the
+    connection's socket timeout (a read fails with StoreUnavailable, its connection dropped),
+    an awaited write is retried until it lands once Redis answers again."""
+    store = RedisStore.from_url(server.url, socket_timeout=0.3, retry_for=5.0)
+    await store.set("k", b"v")
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        elapsed, exc = await timed(store.get("k"))
+        assert isinstance(exc, StoreUnavailable)
+        assert 0.3 <= elapsed < 1.5
+        write = asyncio.ensure_future(store.set("k", b"w"))
+        await asyncio.sleep(0.5)  # one exchange timed out, the next waiting
+        assert not write.done()
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    await asyncio.wait_for(write, 5)
+    assert await store.get("k") == b"w"
+    await store.close()
 
 
 async def test_a_write_is_retried_with_backoff_until_its_window_closes(

@@ -34,6 +34,7 @@ from redis._parsers import _AsyncHiredisParser
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.crc import key_slot
 
+from cookiematch.deadlines import Deadlines
 from cookiematch.storage.redis_scripts import Command, as_eval
 
 # Errors that say "not now" rather than "never": the flusher retries writes and fails reads
@@ -70,6 +71,7 @@ class Wire:
         self.via_client_next = False  # set after trouble: the next flush through redis-py
         self.fast = True  # False for good once a connection does not parse with hiredis
         self.fast_flushes = 0  # flushes (or parts) that took the fast path (statistics)
+        self._limits = Deadlines()  # each exchange's socket timeout, one loop timer at a time
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Replies in order; raises what redis-py's pipeline raises when the flush as a
@@ -159,21 +161,29 @@ class Wire:
         """One write of the packed commands, then their replies; a connection whose state is
         unknown after a failure is disconnected (redis-py reconnects it on next use)."""
         data = b"".join([hiredis.pack_command(command) for command in commands])
+        limit = self._limits.enter(connection.socket_timeout)  # asyncio.timeout's, cheaper
         try:
-            async with asyncio.timeout(connection.socket_timeout):
-                if not connection.is_connected:
-                    await connection.connect()
-                parser = connection._parser
-                if type(parser) is not _AsyncHiredisParser:
-                    self.fast = False  # (nothing sent)
-                    raise FastPathUnavailable
-                await _write(connection, data)
-                return await _read(parser, len(commands))
+            if not connection.is_connected:
+                await connection.connect()
+            parser = connection._parser
+            if type(parser) is not _AsyncHiredisParser:
+                self.fast = False  # (nothing sent)
+                raise FastPathUnavailable
+            await _write(connection, data)
+            return await _read(parser, len(commands))
         except FastPathUnavailable:
+            raise
+        except asyncio.CancelledError:
+            timed_out = limit.timed_out()
+            await connection.disconnect(nowait=True)
+            if timed_out:
+                raise TimeoutError(f"no reply within {connection.socket_timeout} s") from None
             raise
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
+        finally:
+            limit.leave()
 
 
 _ERROR = (rx.RedisError,)
