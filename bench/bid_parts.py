@@ -3,12 +3,12 @@
     flock /tmp/bench.lock .venv/bin/python bench/bid_parts.py [--rounds 4] [--seconds 1.5]
         [--store sqlite|redis://host:port/db]
 
-The buyer as ``bench/handler_bench.py`` builds it (SQLite or Redis, the HTTP benchmark's body, its gid
-matched first, 64 coroutines through ``RSGIAdapter``), measured as served and without: the
-metrics (the answer's, the store call's, the buyer's stats and the policy's counts, as plain
-dicts), the bid log, the signed ``nurl``, the store guard (the table reads the store itself),
-then all four. Rounds alternate the variants; prints the best and the median µs of CPU per
-request of each.
+The buyer as ``bench/handler_bench.py`` builds it (on SQLite, or on the Redis database given; the
+HTTP benchmark's body, its gid matched first, 64 coroutines through ``RSGIAdapter``), measured as
+served and without: the metrics (the answer's, the store call's, the buyer's stats and the policy's
+counts, as plain dicts), the bid log, the signed ``nurl``, the store guard (the table reads the
+store itself), then all four. Rounds alternate the variants; prints the best and the median µs of
+CPU per request of each.
 """
 
 from __future__ import annotations
