@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 from cookiematch.exchange.browser_record import browser_record_key, gid_field, push_field
-from cookiematch.exchange.frequency_checks import SLICE_PAIRS, FrequencyChecks
+from cookiematch.exchange.frequency_checks import IN_FLIGHT, SLICE_PAIRS, FrequencyChecks
 from cookiematch.exchange.model import ExchangeSettings
 from cookiematch.exchange.monitoring import BuyerMonitor, Count
 from cookiematch.storage import Store
+from cookiematch.storage.base import FieldWrite
 
 from support.clock import FakeClock
 from support.stores import backend_store, shared_cluster, shared_redis  # noqa: F401
@@ -146,3 +149,47 @@ async def test_a_pair_the_recent_window_forgot_is_judged_against_the_store(
         assert applied.error is None and not applied.unread
         violations += applied.violations.get("dsp", 0)
         assert violations == reference.violations["dsp"] == count * round_
+
+
+class SwapsInFlight:
+    """A store whose ``hswap_many`` calls are counted while in flight (the rest delegated)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.in_flight = 0
+        self.most = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def hswap_many(self, items: Sequence[FieldWrite]) -> list[dict[str, bytes]]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            return await self.store.hswap_many(items)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_batch_on_pace_sends_one_slice_at_a_time(backend_store: Store) -> None:  # noqa: F811
+    """A batch with time to spare (its slices within ``PACE`` of the seconds it was recorded
+    over) sends a slice once the one before it is answered; a batch recorded in no time is
+    late at once and keeps up to ``IN_FLIGHT`` slices in the store. Every check is applied
+    and judged either way."""
+    swaps = SwapsInFlight(backend_store)
+    checks = FrequencyChecks(swaps, ExchangeSettings())  # type: ignore[arg-type]
+    at = 1_700_000_000
+    for span, most in ((3600.0, 1), (0.0, IN_FLIGHT + 1)):
+        swaps.most = 0
+        browsers = [random.randbytes(16) for _ in range(6 * SLICE_PAIRS)]
+        for browser in browsers:
+            assert checks.record("dsp", browser, at)
+        first, again, created, recorded, _ = checks.take()
+        applied = await checks.apply_batch((first, again, created, recorded, span))
+        assert applied.error is None and not applied.unread
+        assert applied.checks == len(browsers) and not applied.violations
+        assert swaps.most == most, (span, swaps.most)
+        for browser in browsers[:: SLICE_PAIRS // 2]:
+            record = await backend_store.hgetall(browser_record_key(browser))
+            assert record[gid_field("dsp")] == str(at).encode()
+        at += 60

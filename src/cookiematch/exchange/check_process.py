@@ -51,7 +51,7 @@ ANSWER_SECONDS = 30.0
 STOP_SECONDS = 5.0
 """How long a child has to end once asked, before it is killed."""
 
-_EMPTY_BATCH: Batch = ({}, {}, {}, 0)
+_EMPTY_BATCH: Batch = ({}, {}, {}, 0, 0.0)
 """A batch of no checks: what ``prepare`` sends."""
 
 _Answer = tuple[dict[str, int], dict[str, int], int, tuple[bool, str] | None]

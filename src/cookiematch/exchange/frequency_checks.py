@@ -8,7 +8,8 @@ coalesced into one entry, and the later one, when it is a match tag within
 loses no check.
 
 ``apply`` takes the whole batch and applies it in slices of ``SLICE_PAIRS`` pairs of one
-buyer, one store call per slice: ``hswap_many`` writes the new ``gid:<nid>`` times into the
+buyer, one store call per slice, one slice after another (several at once only for a batch
+late for its ``PACE``): ``hswap_many`` writes the new ``gid:<nid>`` times into the
 browser records (``br:``) and answers the times they held before. The first event of a pair
 is judged against the recent window (the times this worker wrote for pairs it saw lately:
 per buyer, a dict of browsers to times in two generations, the older dropped whole when the
@@ -16,9 +17,8 @@ newer holds ``recent / 2`` pairs; no object per pair for the garbage collector t
 forgetting is one assignment, not a walk): a time there within the expiry is a violation;
 otherwise against the time the record held, which other workers write as well. ``created``
 (a cookie just set) is written and the ``push:<nid>`` field of a returned push deleted after
-the slices. Between two store
-calls the event loop serves requests: one slice is a bounded piece of Python work (up to
-``IN_FLIGHT`` slices before it are in the store meanwhile), never the whole second's batch at once.
+the slices. Between two store calls the event loop serves requests: one slice is a bounded
+piece of Python work, never the whole second's batch at once.
 
 Bounds: at most ``max_pending`` pairs wait (a new pair beyond that is refused, and the caller
 counts it as dropped); ``apply`` is due early once ``flush_at`` pairs wait. A crash (kill -9)
@@ -29,6 +29,7 @@ are monitoring figures, not acknowledged writes.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -54,8 +55,15 @@ RECENT_PAIRS = 65_536
 ``RECENT_PAIRS / 2`` most recent at least)."""
 SLICE_PAIRS = 256
 """Pairs applied per slice: the event loop runs other work between two slices."""
+PACE = 0.5
+"""The share of the time a batch took to record that its slices may take one after another:
+each is sent once the one before it is answered, so the checks' process and the store never
+both work at once, which keeps the workers' tail latency down. A batch that, at its slices'
+pace so far, would take longer goes on ``IN_FLIGHT`` slices ahead (the checks keep up with
+what is recorded)."""
 IN_FLIGHT = 4
-"""Slices in the store at once (SQLite's writer commits them together, Redis pipelines them)."""
+"""Slices in the store at once behind a batch late for its ``PACE`` (SQLite's writer commits
+them together, Redis pipelines them)."""
 
 # The batch, built on the hot path from ints and dicts only (no object per event for the
 # garbage collector to track): per buyer, per browser, the pair's first event, its time for a
@@ -66,10 +74,10 @@ _First = dict[str, dict[bytes, int]]
 _Times = dict[str, dict[bytes, int]]
 """Per buyer, per browser, a time (the recent window's generations)."""
 _Again = dict[tuple[str, bytes], list[int]]
-Batch = tuple[_First, _Again, dict[bytes, int], int]
-"""A batch as ``take`` hands it over, plain dicts and ints (a child process takes it as is):
-per buyer each pair's first event, the pairs seen again, the browsers whose cookie was just
-set (when), and the events recorded."""
+Batch = tuple[_First, _Again, dict[bytes, int], int, float]
+"""A batch as ``take`` hands it over, plain dicts and numbers (a child process takes it as
+is): per buyer each pair's first event, the pairs seen again, the browsers whose cookie was
+just set (when), the events recorded, and the seconds since its first pair was."""
 _Sent = tuple[str, list[tuple[int, int]], "asyncio.Task[list[dict[str, bytes]]]"]
 """A slice in the store: its buyer, its undecided first match tags, its ``hswap_many``."""
 
@@ -110,6 +118,7 @@ class FrequencyChecks:
         self._pairs = 0
         self._created: dict[bytes, int] = {}  # browsers whose cookie was just set: when
         self._recorded = 0  # events in the batch
+        self._since = 0.0  # when the batch's first pair was recorded (monotonic)
         self._recent: _Times = {}  # the newer generation
         self._recent_pairs = 0  # pairs written into it
         self._older: _Times = {}
@@ -133,6 +142,8 @@ class FrequencyChecks:
         if seen is None:
             if self._pairs >= self._max_pending:
                 return False
+            if not self._pairs:
+                self._since = time.monotonic()
             first[browser_id] = ~at if push else at
             self._pairs += 1
             if self._pairs == self._flush_at:
@@ -153,7 +164,8 @@ class FrequencyChecks:
 
     def take(self) -> Batch:
         """The batch recorded so far; what is recorded next goes into a new one."""
-        batch = (self._first, self._again, self._created, self._recorded)
+        span = time.monotonic() - self._since if self._pairs else 0.0
+        batch = (self._first, self._again, self._created, self._recorded, span)
         self._first, self._again, self._created = {}, {}, {}
         self._recorded = self._pairs = 0
         self.due.clear()
@@ -167,17 +179,20 @@ class FrequencyChecks:
         """Apply ``batch``, in slices of ``SLICE_PAIRS`` pairs of one buyer:
         per slice one store call (``hswap_many``) writes the pairs' last times and answers
         what the records held before, against which the first match tags the recent window
-        cannot judge are judged. A slice is judged and sent while up to ``IN_FLIGHT`` before
-        it are in the store; the loop runs other work meanwhile. A store error is not raised
+        cannot judge are judged. A slice is sent once the one before it is answered, or, once
+        the batch is late for its ``PACE``, while up to ``IN_FLIGHT`` before it are in the
+        store; the loop runs other work meanwhile. A store error is not raised
         but returned in ``error``, with the violations found; once it happened no new slice
         is sent, and the first checks of pairs whose records could not be read are counted
         in ``unread``."""
-        first, again, created, recorded = batch
+        first, again, created, recorded, span = batch
         found = Applied(checks=recorded)
         keys: dict[bytes, str] = {}
         pushes: dict[str, list[str]] = {}
         sent: deque[_Sent] = deque()
         loop = asyncio.get_running_loop()
+        slices = sum(-(-len(browsers) // SLICE_PAIRS) for browsers in first.values())
+        budget, started, judged, late = PACE * span, time.monotonic(), 0, False
         for nid, browsers in first.items():
             pairs = iter(browsers.items())  # (no list of them: the iterator reuses its tuple)
             for _ in range(0, len(browsers), SLICE_PAIRS):
@@ -187,7 +202,9 @@ class FrequencyChecks:
                 if found.error is None:
                     swap = loop.create_task(self._store.hswap_many(writes))
                     sent.append((nid, undecided, swap))
-                    if len(sent) > IN_FLIGHT:
+                    judged += 1
+                    late = late or (time.monotonic() - started) * slices > budget * judged
+                    if len(sent) > (IN_FLIGHT if late else 0):
                         await self._judge_held(sent.popleft(), found)
                 else:
                     found.unread[nid] = found.unread.get(nid, 0) + len(undecided)
