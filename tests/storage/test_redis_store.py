@@ -380,3 +380,14 @@ async def test_a_resharded_slot_is_followed(redis_cluster: RedisClusterProcesses
     finally:
         await store.close()
         _move_slot(redis_cluster, key, home)
+
+
+async def test_a_client_without_a_socket_timeout_takes_the_fast_path(redis_url: str) -> None:
+    """A redis-py client built elsewhere, with no socket timeout: its flushes have no time
+    limit of the store's, and still go over raw RESP."""
+    client = Redis.from_url(redis_url, socket_timeout=None)
+    store = RedisStore(client, cluster=False, address="test")
+    await store.set("k", b"v")
+    assert await store.get("k") == b"v"
+    assert wire_of(store).fast_flushes >= 2
+    await store.close()

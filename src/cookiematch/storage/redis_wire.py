@@ -161,7 +161,8 @@ class Wire:
         """One write of the packed commands, then their replies; a connection whose state is
         unknown after a failure is disconnected (redis-py reconnects it on next use)."""
         data = b"".join([hiredis.pack_command(command) for command in commands])
-        limit = self._limits.enter(connection.socket_timeout)  # asyncio.timeout's, cheaper
+        timeout = connection.socket_timeout  # None (a client built without one): no limit
+        limit = None if timeout is None else self._limits.enter(timeout)  # asyncio.timeout's
         try:
             if not connection.is_connected:
                 await connection.connect()
@@ -174,16 +175,17 @@ class Wire:
         except FastPathUnavailable:
             raise
         except asyncio.CancelledError:
-            timed_out = limit.timed_out()
+            timed_out = limit is not None and limit.timed_out()
             await connection.disconnect(nowait=True)
             if timed_out:
-                raise TimeoutError(f"no reply within {connection.socket_timeout} s") from None
+                raise TimeoutError(f"no reply within {timeout} s") from None
             raise
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
         finally:
-            limit.leave()
+            if limit is not None:
+                limit.leave()
 
 
 _ERROR = (rx.RedisError,)
