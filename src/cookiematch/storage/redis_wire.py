@@ -158,34 +158,33 @@ class Wire:
             node.release(connection)
 
     async def _exchange(self, connection: Any, commands: Sequence[Command]) -> list[Any]:
-        """One write of the packed commands, then their replies; a connection whose state is
-        unknown after a failure is disconnected (redis-py reconnects it on next use)."""
+        """One write of the packed commands, then their replies, within the connection's
+        socket timeout (``Deadlines.run``: ``asyncio.timeout``'s semantics, every flush's limit
+        behind one loop timer; none for a client built without one); a connection whose
+        state is unknown after a failure is disconnected (redis-py reconnects it on next
+        use)."""
         data = b"".join([hiredis.pack_command(command) for command in commands])
-        timeout = connection.socket_timeout  # None (a client built without one): no limit
-        limit = None if timeout is None else self._limits.enter(timeout)  # asyncio.timeout's
+        timeout = connection.socket_timeout
+        exchange = self._send(connection, data, len(commands))
         try:
-            if not connection.is_connected:
-                await connection.connect()
-            parser = connection._parser
-            if type(parser) is not _AsyncHiredisParser:
-                self.fast = False  # (nothing sent)
-                raise FastPathUnavailable
-            await _write(connection, data)
-            return await _read(parser, len(commands))
+            if timeout is None:
+                return await exchange
+            return await self._limits.run(exchange, timeout)
         except FastPathUnavailable:
-            raise
-        except asyncio.CancelledError:
-            timed_out = limit is not None and limit.timed_out()
-            await connection.disconnect(nowait=True)
-            if timed_out:
-                raise TimeoutError(f"no reply within {timeout} s") from None
             raise
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
-        finally:
-            if limit is not None:
-                limit.leave()
+
+    async def _send(self, connection: Any, data: bytes, count: int) -> list[Any]:
+        if not connection.is_connected:
+            await connection.connect()
+        parser = connection._parser
+        if type(parser) is not _AsyncHiredisParser:
+            self.fast = False  # (nothing sent)
+            raise FastPathUnavailable
+        await _write(connection, data)
+        return await _read(parser, count)
 
 
 _ERROR = (rx.RedisError,)
