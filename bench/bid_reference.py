@@ -18,34 +18,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import http_bench
 import servers
-from servers import VENV_BIN, WrkResult
+from servers import WrkResult
 
 BENCH = Path(__file__).resolve().parent
 
 
-@contextlib.contextmanager
-def minimal(directory: Path, db: str, workers: int, read: str) -> Iterator[tuple[int, int]]:
+def minimal(
+    directory: Path, db: str, workers: int, read: str
+) -> contextlib.AbstractContextManager[tuple[int, int]]:
     """granian serving ``bench/minimal_bid.py`` over ``db`` (a SQLite file, or for
     ``read="redis"`` a Redis ``host:port/db``); yields its port and pid."""
-    directory.mkdir(parents=True, exist_ok=True)
-    port = servers.free_port()
-    args = [str(VENV_BIN / "granian"), "--interface", "rsgi", "--no-ws", "--host", "127.0.0.1"]
-    args += ["--port", str(port), "--workers", str(workers), "--loop", "uvloop", "minimal_bid:app"]
     store = {"MINIMAL_REDIS" if read == "redis" else "MINIMAL_DB": db}
-    os.environ.update(store, MINIMAL_READ=read, PYTHONPATH=str(BENCH))
-    with servers._serving(args, directory, port) as proc:
-        yield port, proc.pid
+    return servers.minimal_app(directory, "minimal_bid", workers, {**store, "MINIMAL_READ": read})
 
 
 def tree(pid: int) -> list[int]:

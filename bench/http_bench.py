@@ -602,7 +602,7 @@ class Bench:
         """granian answering the static 302 with no application code, next to nginx."""
         if not self.args.ceiling:
             return
-        with servers.granian_bare(self.work, workers) as port:
+        with servers.granian_bare(self.work, workers) as (port, _):
             bare = self.wrk(port, ONE_COOKIE, directory)
             ref = self.wrk(nginx_port, ONE_COOKIE, directory)
         ratio = bare.rps / ref.rps
@@ -631,7 +631,7 @@ class Bench:
         edge_nginx_cpu: dict[str, list[float]] = {key: [] for key, _ in EDGE_RUNS}
         with (
             servers.edge(directory, service.config, self.args.nginx_workers[0]) as edge_port,
-            servers.granian_bare(directory, workers) as bare_port,
+            servers.granian_bare(directory, workers) as (bare_port, _),
         ):
             static = servers.nginx_workers(self.work / f"nginx-{self.args.nginx_workers[0]}"
                                            / "nginx.pid")  # fmt: skip

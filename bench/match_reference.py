@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import http_bench
 import servers
-from servers import VENV_BIN, WrkResult
+from servers import WrkResult
 
 BENCH = Path(__file__).resolve().parent
 MATCH = ["/match?google_gid=@N@&google_cver=1", "buyer_uid=@ID@"]
@@ -46,14 +46,8 @@ def minimal(
     directory: Path, workers: int, mode: str, module: str = "minimal_match"
 ) -> Iterator[int]:
     """granian serving ``bench/<module>.py`` over a new database; yields its port."""
-    directory.mkdir(parents=True, exist_ok=True)
-    port = servers.free_port()
-    args = [str(VENV_BIN / "granian"), "--interface", "rsgi", "--no-ws", "--host", "127.0.0.1"]
-    args += ["--port", str(port), "--workers", str(workers), "--loop", "uvloop"]
-    args += [f"{module}:app"]
-    db = directory / "store.db"
-    os.environ.update(MINIMAL_DB=str(db), MINIMAL_MODE=mode, PYTHONPATH=str(BENCH))
-    with servers._serving(args, directory, port):
+    env = {"MINIMAL_DB": str(directory / "store.db"), "MINIMAL_MODE": mode}
+    with servers.minimal_app(directory, module, workers, env) as (port, _):
         yield port
 
 

@@ -192,11 +192,15 @@ def nginx(workdir: Path, workers: str) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def _serving(args: list[str], directory: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``args`` in ``directory`` (output to its stderr.log) until ``/pixel`` answers on
-    ``port``; yield the process; stop it on exit."""
+def _serving(
+    args: list[str], directory: Path, port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``args`` in ``directory`` (output to its stderr.log; ``env`` added to the
+    environment) until ``/pixel`` answers on ``port``; yield the process; stop it on exit."""
     log = (directory / "stderr.log").open("wb")
-    proc = subprocess.Popen(args, cwd=directory, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        args, cwd=directory, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/pixel")
         yield proc
@@ -232,9 +236,9 @@ async def app(scope, proto):
 
 
 @contextlib.contextmanager
-def granian_bare(workdir: Path, workers: int) -> Iterator[int]:
+def granian_bare(workdir: Path, workers: int) -> Iterator[tuple[int, int]]:
     """granian serving a bare RSGI callable that answers nginx's static 302 (no cookiematch
-    code): the ceiling of any Python handler on this server stack. Yields its port."""
+    code): the ceiling of any Python handler on this server stack. Yields its port and pid."""
     directory = workdir / f"granian-bare-{workers}"
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "bare_rsgi.py").write_text(
@@ -243,8 +247,23 @@ def granian_bare(workdir: Path, workers: int) -> Iterator[int]:
     port = free_port()
     args = [str(VENV_BIN / "granian"), "--interface", "rsgi", "--no-ws", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--workers", str(workers), "bare_rsgi:app"]
-    with _serving(args, directory, port):
-        yield port
+    with _serving(args, directory, port) as proc:
+        yield port, proc.pid
+
+
+@contextlib.contextmanager
+def minimal_app(
+    directory: Path, module: str, workers: int, env: dict[str, str]
+) -> Iterator[tuple[int, int]]:
+    """granian serving ``bench/<module>.py``'s ``app`` (a minimal reference app) on uvloop,
+    with ``env`` (its settings); yields its port and pid."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [str(VENV_BIN / "granian"), "--interface", "rsgi", "--no-ws", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--workers", str(workers), "--loop", "uvloop", f"{module}:app"]
+    bench = str(ROOT / "bench")
+    with _serving(args, directory, port, {**env, "PYTHONPATH": bench}) as proc:
+        yield port, proc.pid
 
 
 # --- redis-server ------------------------------------------------------------------------------
