@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import http_bench
+import reference_rounds
 import servers
 from servers import WrkResult
 
@@ -41,18 +41,13 @@ def minimal(
     return servers.minimal_app(directory, "minimal_bid", workers, {**store, "MINIMAL_READ": read})
 
 
-def tree(pid: int) -> list[int]:
-    """``pid`` and its descendants."""
-    return [pid, *servers.descendants(pid)]
-
-
 def run(args: argparse.Namespace, work: Path, workers: int) -> None:
     body = http_bench.bid_request_body(work)
     redis = servers.redis_server(work) if args.store == "redis" else contextlib.nullcontext(None)
     with contextlib.ExitStack() as stack:
         redis_port = stack.enter_context(redis)
         ports: dict[str, int] = {"nginx": stack.enter_context(servers.nginx(work, "auto"))}
-        nginx_pid = int((work / "nginx-auto" / "nginx.pid").read_text().split()[0])
+        nginx_pid = servers.nginx_master(work, "auto")
         roots: dict[str, int] = {"nginx": nginx_pid}
         trees: dict[str, list[str]] = {"cookiematch": []}
         for i, base in enumerate(args.base or ()):
@@ -82,41 +77,19 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
                 f"http://127.0.0.1:{ports[name]}/bid", body=body.read_bytes()
             )
             print(f"   {name} preflight: {status} {answer[:60]}", flush=True)
-        results: dict[str, list[WrkResult]] = {name: [] for name in ports}
-        cpu_us: dict[str, list[float]] = {name: [] for name in ports}
-        for _ in range(args.rounds):
-            for name, port in ports.items():
-                pids = tree(roots[name])
-                before = servers.cpu_seconds(pids)
-                result = servers.wrk(
-                    port,
-                    http_bench.LUA / "bid.lua",
-                    duration=args.duration,
-                    connections=args.connections,
-                    env={"BENCH_BODY": str(body)},
-                )
-                used = servers.cpu_seconds(pids) - before
-                results[name].append(result)
-                cpu_us[name].append(used / max(result.requests, 1) * 1e6)
-    nginx = results["nginx"]
-    print(f"\n== {args.store}, {workers} worker{'s' if workers > 1 else ''}")
-    print(
-        f"{'server':<22} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>10}"
-        "  ratio to nginx (min-max)"
-    )
-    for name, runs in results.items():
-        ratios = [r.rps / n.rps for r, n in zip(runs, nginx, strict=True)]
-        rps = statistics.median(r.rps for r in runs)
-        ratio = rps / statistics.median(n.rps for n in nginx)
-        bad = sum(r.non_3xx + r.socket_errors for r in runs)
-        print(
-            f"{name:<22} {rps:>9,.0f} {statistics.median(r.p50_ms for r in runs):>7.2f}"
-            f" {statistics.median(r.p99_ms for r in runs):>7.2f}"
-            f" {statistics.median(cpu_us[name]):>10.1f}  {ratio:.3f}"
-            f" ({min(ratios):.2f}-{max(ratios):.2f})"
-            + (f"  non-2xx/3xx or errors: {bad}" if bad and name != "nginx" else ""),
-            flush=True,
-        )
+
+        def once(name: str, number: int) -> WrkResult:
+            return servers.wrk(
+                ports[name],
+                http_bench.LUA / "bid.lua",
+                duration=args.duration,
+                connections=args.connections,
+                env={"BENCH_BODY": str(body)},
+            )
+
+        measured = reference_rounds.alternate(roots, args.rounds, once, verbose=False)
+    plural = "s" if workers > 1 else ""
+    reference_rounds.report(f"{args.store}, {workers} worker{plural}", measured, ["nginx"])
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -28,19 +27,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import http_bench
+import reference_rounds
 import servers
-from bid_reference import tree
 from servers import WrkResult
 
+CEILING = "ceiling (bare granian)"
 LOADS = {"one": http_bench.ONE_COOKIE, "distinct": http_bench.DISTINCT_BROWSERS}
 
 
 def run(args: argparse.Namespace, work: Path, workers: int) -> None:
     with contextlib.ExitStack() as stack:
         ports: dict[str, int] = {"nginx": stack.enter_context(servers.nginx(work, "auto"))}
-        roots = {"nginx": int((work / "nginx-auto" / "nginx.pid").read_text().split()[0])}
-        ceiling = "ceiling (bare granian)"
-        ports[ceiling], roots[ceiling] = stack.enter_context(servers.granian_bare(work, workers))
+        roots = {"nginx": servers.nginx_master(work, "auto")}
+        ports[CEILING], roots[CEILING] = stack.enter_context(servers.granian_bare(work, workers))
         for checks in args.minimal:
             name = "minimal" if checks == "thread" else "minimal (no checks)"
             env = {"MINIMAL_CHECKS": checks}
@@ -61,54 +60,21 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
             ports[name], roots[name] = service.port, service.proc.pid
         for load in args.only:
             endpoint = LOADS[load]
-            results: dict[str, list[WrkResult]] = {name: [] for name in ports}
-            cpu_us: dict[str, list[float]] = {name: [] for name in ports}
-            for rnd in range(args.rounds):
-                for name, port in ports.items():
-                    pids = tree(roots[name])
-                    before = servers.cpu_seconds(pids)
-                    result = servers.wrk(
-                        port,
-                        http_bench.LUA / endpoint.script,
-                        duration=args.duration,
-                        connections=args.connections,
-                        args=endpoint.args(rnd, work),
-                    )
-                    used = servers.cpu_seconds(pids) - before
-                    results[name].append(result)
-                    cpu_us[name].append(used / max(result.requests, 1) * 1e6)
-                    print(
-                        f"   round {rnd + 1} {load:<8} {name:<24} {result.rps:>9,.0f} req/s"
-                        f" p99 {result.p99_ms:6.2f} max {result.max_ms:6.1f} ms",
-                        flush=True,
-                    )
-            report(f"{endpoint.name}, {workers} worker{'s' if workers > 1 else ''}", results,
-                   cpu_us)  # fmt: skip
 
+            def once(name: str, number: int, endpoint: http_bench.Endpoint = endpoint) -> WrkResult:
+                return servers.wrk(
+                    ports[name],
+                    http_bench.LUA / endpoint.script,
+                    duration=args.duration,
+                    connections=args.connections,
+                    args=endpoint.args(number, work),
+                )
 
-def report(title: str, results: dict[str, list[WrkResult]], cpu_us: dict[str, list[float]]) -> None:
-    """One table: each server's medians and its ratios to nginx and to the ceiling."""
-    nginx, ceiling = results["nginx"], results["ceiling (bare granian)"]
-    print(f"\n== {title}")
-    print(
-        f"{'server':<24} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'CPU µs/req':>10}"
-        "  to nginx (min-max)  to ceiling (min-max)"
-    )
-    for name, runs in results.items():
-        to_nginx = [r.rps / n.rps for r, n in zip(runs, nginx, strict=True)]
-        to_ceiling = [r.rps / c.rps for r, c in zip(runs, ceiling, strict=True)]
-        rps = statistics.median(r.rps for r in runs)
-        bad = sum(r.non_3xx + r.socket_errors for r in runs)
-        print(
-            f"{name:<24} {rps:>9,.0f} {statistics.median(r.p50_ms for r in runs):>7.2f}"
-            f" {statistics.median(r.p99_ms for r in runs):>7.2f}"
-            f" {max(r.max_ms for r in runs):>7.1f}"
-            f" {statistics.median(cpu_us[name]):>10.1f}"
-            f"  {statistics.median(to_nginx):.3f} ({min(to_nginx):.2f}-{max(to_nginx):.2f})"
-            f"   {statistics.median(to_ceiling):.3f} ({min(to_ceiling):.2f}-{max(to_ceiling):.2f})"
-            + (f"  non-3xx or errors: {bad}" if bad else ""),
-            flush=True,
-        )
+            measured = reference_rounds.alternate(roots, args.rounds, once)
+            plural = "s" if workers > 1 else ""
+            reference_rounds.report(
+                f"{endpoint.name}, {workers} worker{plural}", measured, ["nginx", CEILING]
+            )
 
 
 def main() -> None:

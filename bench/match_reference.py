@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import http_bench
+import reference_rounds
 import servers
 from servers import WrkResult
 
@@ -44,17 +44,18 @@ ENDPOINTS = {
 @contextlib.contextmanager
 def minimal(
     directory: Path, workers: int, mode: str, module: str = "minimal_match"
-) -> Iterator[int]:
-    """granian serving ``bench/<module>.py`` over a new database; yields its port."""
+) -> Iterator[tuple[int, int]]:
+    """granian serving ``bench/<module>.py`` over a new database; yields its port and pid."""
     env = {"MINIMAL_DB": str(directory / "store.db"), "MINIMAL_MODE": mode}
-    with servers.minimal_app(directory, module, workers, env) as (port, _):
-        yield port
+    with servers.minimal_app(directory, module, workers, env) as served:
+        yield served
 
 
 def run(args: argparse.Namespace, work: Path, workers: int) -> None:
     role, templates, module, _ = ENDPOINTS[args.endpoint]
     with contextlib.ExitStack() as stack:
         ports: dict[str, int] = {"nginx": stack.enter_context(servers.nginx(work, "auto"))}
+        roots = {"nginx": servers.nginx_master(work, "auto")}
         trees = {"cookiematch": []} | ({"cookiematch (base)": [args.base]} if args.base else {})
         for name, extra in trees.items():
             directory = work / f"{name.replace(' ', '_')}-{workers}"
@@ -65,38 +66,27 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
                     workers=workers, extra_path=extra,
                 )
             )  # fmt: skip
-            ports[name] = service.port
+            ports[name], roots[name] = service.port, service.proc.pid
         for mode in args.minimal:
-            ports[f"minimal ({mode})"] = stack.enter_context(
+            name = f"minimal ({mode})"
+            ports[name], roots[name] = stack.enter_context(
                 minimal(work / f"minimal-{mode}-{workers}", workers, mode, module)
             )
-        results: dict[str, list[WrkResult]] = {name: [] for name in ports}
-        for number in range(1, args.rounds + 1):
-            for name, port in ports.items():
-                results[name].append(
-                    servers.wrk(
-                        port,
-                        http_bench.LUA / "unique.lua",
-                        duration=args.duration,
-                        connections=args.connections,
-                        args=[str(number), *templates],
-                    )
-                )
-    nginx = results["nginx"]
+
+        def once(name: str, number: int) -> WrkResult:
+            return servers.wrk(
+                ports[name],
+                http_bench.LUA / "unique.lua",
+                duration=args.duration,
+                connections=args.connections,
+                args=[str(number), *templates],
+            )
+
+        measured = reference_rounds.alternate(roots, args.rounds, once, verbose=False)
     load = os.getloadavg()
     plural = "s" if workers > 1 else ""
-    print(f"\n== {args.endpoint}, sqlite (ack), {workers} worker{plural}, load {load[0]:.2f}")
-    print(f"{'server':<22} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}  ratio to nginx (min-max)")
-    for name, runs in results.items():
-        ratios = [r.rps / n.rps for r, n in zip(runs, nginx, strict=True)]
-        rps = statistics.median(r.rps for r in runs)
-        ratio = rps / statistics.median(n.rps for n in nginx)
-        print(
-            f"{name:<22} {rps:>9,.0f} {statistics.median(r.p50_ms for r in runs):>7.2f}"
-            f" {statistics.median(r.p99_ms for r in runs):>7.2f}  {ratio:.3f}"
-            f" ({min(ratios):.2f}-{max(ratios):.2f})",
-            flush=True,
-        )
+    title = f"{args.endpoint}, sqlite (ack), {workers} worker{plural}, load {load[0]:.2f}"
+    reference_rounds.report(title, measured, ["nginx"])
 
 
 def main() -> None:

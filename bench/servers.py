@@ -122,6 +122,11 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def nginx_master(workdir: Path, workers: str) -> int:
+    """The pid of the master of ``nginx(workdir, workers)``."""
+    return int((workdir / f"nginx-{workers}" / "nginx.pid").read_text().split()[0])
+
+
 def nginx_workers(pid_file: Path) -> list[int]:
     """The worker processes of the nginx whose master wrote ``pid_file``."""
     return children(int(pid_file.read_text().split()[0]))
