@@ -29,8 +29,6 @@ import reference_rounds
 import servers
 from servers import WrkResult
 
-BENCH = Path(__file__).resolve().parent
-
 
 def minimal(
     directory: Path, db: str, workers: int, read: str

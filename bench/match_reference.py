@@ -21,7 +21,6 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,7 +30,6 @@ import reference_rounds
 import servers
 from servers import WrkResult
 
-BENCH = Path(__file__).resolve().parent
 MATCH = ["/match?google_gid=@N@&google_cver=1", "buyer_uid=@ID@"]
 CALLBACK = ["/callback/analytics?c=shop&uid=@N@", "dmp_id=@ID@"]
 # endpoint: cookiematch's role, the wrk templates, the minimal app's module and its shapes
@@ -41,14 +39,12 @@ ENDPOINTS = {
 }
 
 
-@contextlib.contextmanager
 def minimal(
     directory: Path, workers: int, mode: str, module: str = "minimal_match"
-) -> Iterator[tuple[int, int]]:
+) -> contextlib.AbstractContextManager[tuple[int, int]]:
     """granian serving ``bench/<module>.py`` over a new database; yields its port and pid."""
     env = {"MINIMAL_DB": str(directory / "store.db"), "MINIMAL_MODE": mode}
-    with servers.minimal_app(directory, module, workers, env) as served:
-        yield served
+    return servers.minimal_app(directory, module, workers, env)
 
 
 def run(args: argparse.Namespace, work: Path, workers: int) -> None:
