@@ -6,10 +6,14 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: demo test lint check system-deps reference-encoders bench clean vendor-uplot
 
+# `sync` last: the install leaves ~1 GB of written pages in memory, and while the kernel writes
+# them back an fsync can stall for hundreds of ms, past the 50-300 ms store deadlines of the
+# demo's and the tests' first requests (docs/storage.md, "Disk flushes and store deadlines")
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,redis,spark]'
+	sync
 	touch $(STAMP)
 
 ## system packages the tests need (redis-server, chromium, node); installed only when missing
