@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +32,7 @@ from storage.redis_servers import RedisServer, require_redis
 
 from conftest import ServerProcess, free_port
 from support.configs import serve_argv
+from support.eventually import eventually
 
 TOKEN = "buyer-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -303,11 +305,16 @@ def test_notices_that_do_not_check_out_erase_nothing(buyer: Buyer) -> None:
 def test_admin_access_and_erasure_of_a_user(buyer: Buyer) -> None:
     uid = match(buyer, "YWRtaW4tZ2lk")
     path = f"/admin/v1/subjects/{uid}"
-    shown = buyer.client.get(path, headers=AUTH)
-    assert shown.status_code == 200
-    report = shown.json()
+
+    def shown() -> dict[str, Any]:
+        response = buyer.client.get(path, headers=AUTH)
+        assert response.status_code == 200
+        report: dict[str, Any] = response.json()
+        assert [r["kind"] for r in report["records"]] == ["match_by_uid", "match_by_gid"]
+        return report
+
+    report = eventually(shown)
     assert report["role"] == "buyer" and report["subject"] == uid
-    assert [r["kind"] for r in report["records"]] == ["match_by_uid", "match_by_gid"]
     assert report["records"][1]["value"]["gid"] == "YWRtaW4tZ2lk"
     erased = buyer.client.delete(path, headers=AUTH)
     assert erased.status_code == 200

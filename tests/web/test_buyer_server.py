@@ -22,6 +22,7 @@ from cookiematch.storage import open_store
 
 from conftest import ServerProcess, free_port, load_then_kill
 from support.configs import serve_argv
+from support.eventually import eventually
 from support.openrtb import EXAMPLES
 
 TOKEN = "buyer-admin-token-0123456789"
@@ -134,7 +135,11 @@ def test_match_sets_the_cookie_and_upserts_both_ways(own: httpx.Client) -> None:
         f"/match?google_gid={gid}&google_cver=2", headers={"Cookie": f"buyer_uid={uid}"}
     )
     assert_pixel(again)
-    assert lookup(own, gid).json()["cver"] == 2
+
+    def updated() -> None:
+        assert lookup(own, gid).json()["cver"] == 2
+
+    eventually(updated)
     assert lookup(own, gid).json()["buyer_uid"] == uid
 
 

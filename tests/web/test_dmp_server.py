@@ -27,6 +27,7 @@ from cookiematch.storage import open_store
 
 from conftest import ServerProcess, free_port, load_then_kill
 from support.configs import serve_argv
+from support.eventually import eventually
 
 TOKEN = "dmp-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -165,9 +166,13 @@ def test_callback_stores_the_match_both_ways(http: httpx.Client) -> None:
     assert response.status_code == 200 and response.content == TRANSPARENT_GIF
     signed = seal(EMAIL, "E-7", time.time())
     assert http.get(f"/callback/email?uid={signed}", headers=cookie(uid)).status_code == 200
-    found = profile(http, uid)
-    assert found["dmp_uid"] == uid
-    assert found["partners"] == {"analytics": "A-42", "email": "E-7"}
+
+    def both() -> dict[str, Any]:
+        found = profile(http, uid)
+        assert found["partners"] == {"analytics": "A-42", "email": "E-7"}
+        return found
+
+    assert eventually(both)["dmp_uid"] == uid
     by_partner = http.get("/admin/v1/profiles", params={"partner": "email", "uid": "E-7"},
                           headers=AUTH)  # fmt: skip
     assert by_partner.status_code == 200 and by_partner.json()["dmp_uid"] == uid
@@ -202,7 +207,11 @@ def test_inband_is_size_limited(http: httpx.Client) -> None:
     assert ok.status_code == 200
     huge = "kv=" + ",".join(f"k{i}:{'v' * 60}" for i in range(19))
     assert http.get(f"/inband/analytics?uid=A-9&{huge}", headers=cookie(uid)).status_code == 400
-    assert profile(http, uid)["inband"] == {"analytics": {"age": "30", "tier": "gold"}}
+
+    def stored() -> None:
+        assert profile(http, uid)["inband"] == {"analytics": {"age": "30", "tier": "gold"}}
+
+    eventually(stored)
 
 
 def inband_delivery(http: httpx.Client, partner: str) -> dict[str, Any]:
