@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,10 +46,7 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
         ports: dict[str, int] = {"nginx": stack.enter_context(servers.nginx(work, "auto"))}
         nginx_pid = servers.nginx_master(work, "auto")
         roots: dict[str, int] = {"nginx": nginx_pid}
-        trees: dict[str, list[str]] = {"cookiematch": []}
-        for i, base in enumerate(args.base or ()):
-            trees[f"base {i + 1}" if len(args.base) > 1 else "cookiematch (base)"] = [base]
-        for db, (name, extra) in enumerate(trees.items(), start=1):
+        for db, (name, extra) in enumerate(reference_rounds.trees(args.base).items(), start=1):
             directory = work / f"{name.replace(' ', '_')}-{workers}"
             directory.mkdir()
             (directory / "bid-request.json").write_bytes(body.read_bytes())
@@ -91,15 +87,8 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=http_bench.csv_list(int), default=[1, 2])
+    parser = reference_rounds.arguments(__doc__.splitlines()[0])
     parser.add_argument("--store", default="sqlite", choices=("sqlite", "redis"))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument(
-        "--base", action="append", help="another tree's src, served beside ours (repeatable)"
-    )
     parser.add_argument(
         "--minimal",
         type=http_bench.csv_list(str),
@@ -107,12 +96,7 @@ def main() -> None:
         help="the minimal app's variants to serve: loop,thread,bare (sqlite; default "
         "loop,thread), redis (redis; the default there), or none",
     )
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bid-reference-") as tmp:
-        for workers in args.workers:
-            work = Path(tmp) / f"w{workers}"
-            work.mkdir()
-            run(args, work, workers)
+    reference_rounds.each_worker_count(parser.parse_args(), "bid-reference-", run)
 
 
 if __name__ == "__main__":

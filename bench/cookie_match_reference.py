@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,9 +47,7 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
             url = f"http://127.0.0.1:{ports[name]}{http_bench.COOKIE_MATCH_PATH}"
             answer = http_bench.fetch(url, cookie=f"cm_id={http_bench.BUYER_UID}; lang=en")
             print(f"   {name} preflight: {answer[0]} {answer[1]}", flush=True)
-        trees = {"cookiematch": [], **{f"cookiematch (base {i + 1})": [b] for i, b in
-                                         enumerate(args.base or ())}}  # fmt: skip
-        for n, (name, extra) in enumerate(trees.items()):
+        for n, (name, extra) in enumerate(reference_rounds.trees(args.base).items()):
             directory = work / f"exchange-{n}"
             url = f"sqlite:///{directory}/store.db"
             service = stack.enter_context(
@@ -78,11 +75,7 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=http_bench.csv_list(int), default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--connections", type=int, default=64)
+    parser = reference_rounds.arguments(__doc__.splitlines()[0])
     parser.add_argument("--only", type=http_bench.csv_list(str), default=list(LOADS))
     parser.add_argument(
         "--minimal",
@@ -90,15 +83,7 @@ def main() -> None:
         default=["thread", "none"],
         help="the minimal app's variants: thread (its checks applied), none (no checks)",
     )
-    parser.add_argument(
-        "--base", action="append", help="another tree's src, served beside ours (repeatable)"
-    )
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cookie-match-reference-") as tmp:
-        for workers in args.workers:
-            work = Path(tmp) / f"w{workers}"
-            work.mkdir()
-            run(args, work, workers)
+    reference_rounds.each_worker_count(parser.parse_args(), "cookie-match-reference-", run)
 
 
 if __name__ == "__main__":

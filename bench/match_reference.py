@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,8 +51,7 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
     with contextlib.ExitStack() as stack:
         ports: dict[str, int] = {"nginx": stack.enter_context(servers.nginx(work, "auto"))}
         roots = {"nginx": servers.nginx_master(work, "auto")}
-        trees = {"cookiematch": []} | ({"cookiematch (base)": [args.base]} if args.base else {})
-        for name, extra in trees.items():
+        for name, extra in reference_rounds.trees(args.base).items():
             directory = work / f"{name.replace(' ', '_')}-{workers}"
             directory.mkdir()
             service = stack.enter_context(
@@ -86,12 +84,7 @@ def run(args: argparse.Namespace, work: Path, workers: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=http_bench.csv_list(int), default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--base", default=None, help="another tree's src, served beside ours")
+    parser = reference_rounds.arguments(__doc__.splitlines()[0])
     parser.add_argument("--endpoint", choices=sorted(ENDPOINTS), default="match")
     parser.add_argument(
         "--minimal",
@@ -102,11 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.minimal is None:
         args.minimal = ENDPOINTS[args.endpoint][3]
-    with tempfile.TemporaryDirectory(prefix="match-reference-") as tmp:
-        for workers in args.workers:
-            work = Path(tmp) / f"w{workers}"
-            work.mkdir()
-            run(args, work, workers)
+    reference_rounds.each_worker_count(args, "match-reference-", run)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Rounds alternated over servers under the same wrk load, and their table: what the reference
-benchmarks (``bid_reference.py``, ``match_reference.py``, ``cookie_match_reference.py``) share.
+benchmarks (``bid_reference.py``, ``match_reference.py``, ``cookie_match_reference.py``) share,
+with their common options and the trees they serve.
 
 Each round runs wrk once against every server in turn; the CPU each server's processes (the
 pid given and its descendants) used during its run is read from ``/proc``. The table gives
@@ -9,12 +10,53 @@ ratio to every reference named (median, min-max over the rounds).
 
 from __future__ import annotations
 
+import argparse
 import statistics
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import http_bench
 import servers
 from servers import WrkResult
+
+
+def arguments(description: str) -> argparse.ArgumentParser:
+    """A parser with the options every reference benchmark takes: ``--workers``, ``--rounds``,
+    ``--duration``, ``--connections`` and ``--base`` (repeatable)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--workers", type=http_bench.csv_list(int), default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--base", action="append", help="another tree's src, served beside ours (repeatable)"
+    )
+    return parser
+
+
+def trees(bases: Sequence[str] | None) -> dict[str, list[str]]:
+    """The cookiematch servers to start, by name: this tree's, then one per ``--base``
+    (the extra path it is served with)."""
+    named: dict[str, list[str]] = {"cookiematch": []}
+    listed = list(bases or ())
+    for number, base in enumerate(listed, start=1):
+        name = "cookiematch (base)" if len(listed) == 1 else f"cookiematch (base {number})"
+        named[name] = [base]
+    return named
+
+
+def each_worker_count(
+    args: argparse.Namespace, prefix: str, run: Callable[[argparse.Namespace, Path, int], None]
+) -> None:
+    """``run(args, work, workers)`` for each of ``args.workers``, each in a directory of its
+    own under one temporary directory."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        for workers in args.workers:
+            work = Path(tmp) / f"w{workers}"
+            work.mkdir()
+            run(args, work, workers)
 
 
 @dataclass
