@@ -42,6 +42,7 @@ from cookiematch.storage.base import (
 )
 from cookiematch.storage.sqlite_batch import wrap
 from cookiematch.storage.sqlite_engine import Engine
+from cookiematch.storage.sqlite_turn import TurnReads
 
 CACHE_MIB = 64
 """A bulk (``Durability.ASYNC``) writer's page cache (SQLite's default is 2 MiB): the random
@@ -104,7 +105,7 @@ class SQLiteStore(Store):
             busy_timeout = BULK_BUSY_TIMEOUT if self._async else BUSY_TIMEOUT
         self._busy_timeout = busy_timeout
         self.immediate_reads = not self._async  # ASYNC: a read waits for the queued writes
-        self._now: sqlite3.Connection | None = None  # get_now's, opened on first use
+        self._now: TurnReads | None = None  # get_now's, opened on first use
         conns: list[sqlite3.Connection] = []
         self._writer_lock: int | None = None
         self._writer_turn: int | None = None
@@ -223,17 +224,18 @@ class SQLiteStore(Store):
         """``get`` on the calling thread (the event loop's), through a connection of its own
         that never waits for a lock (a WAL reader takes none; SQLITE_BUSY is a StorageError):
         one indexed probe of pages the mmap and the OS cache hold, cheaper than the hand-over
-        to a reader thread and back (docs/performance.md, "/bid"). ``Durability.ACK`` only:
-        every acknowledged write is committed, so it reads what a reader thread would."""
+        to a reader thread and back (docs/performance.md, "/bid"); the reads of one turn of
+        the event loop share a read transaction (``sqlite_turn.TurnReads``). ``Durability.ACK``
+        only: every acknowledged write is committed, so it reads what a reader thread would."""
         if not self.immediate_reads:
             return super().get_now(key)
         if self._engine.closed:
             raise StoreUnavailable("sqlite store is closed")
-        conn = self._now
+        reads = self._now
         try:
-            if conn is None:
-                conn = self._now = self._connect(query_only=True, busy_timeout=0.0)
-            return ops.get(conn, key, self._clock())
+            if reads is None:
+                reads = self._now = TurnReads(self._connect(query_only=True, busy_timeout=0.0))
+            return ops.get(reads.connection(), key, self._clock())
         except sqlite3.Error as exc:
             raise wrap(exc) from exc
 
