@@ -124,9 +124,13 @@ class _Together(_Group):
         self.field_writes += field_writes
         self.read_after += read_after
         self.also += also
-        self.strict.update(write.key for write in writes)
-        self.strict.update(key for key, _, _ in field_writes)
-        self.quiet.update(key for key, _, _ in also)
+        strict, quiet = self.strict, self.quiet
+        for write in writes:  # loops, not generators: a call writes a handful of keys
+            strict.add(write.key)
+        for key, _, _ in field_writes:
+            strict.add(key)
+        for key, _, _ in also:
+            quiet.add(key)
         self.reads.update(read_after)
         self.counts.append((len(field_writes), len(read_after)))
         self.futures.append(answer)
@@ -165,7 +169,9 @@ class _Swaps(_Group):
 
     def add(self, writes: Sequence[Write], answer: asyncio.Future[Values]) -> None:
         self.writes += writes
-        self.keys_written.update(write.key for write in writes)
+        keys = self.keys_written
+        for write in writes:
+            keys.add(write.key)
         self.counts.append(len(writes))
         self.futures.append(answer)
 
