@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from cookiematch.loops import running_loop
+
 T = TypeVar("T")
 
 
@@ -75,7 +77,7 @@ class Deadlines:
 
     def enter(self, seconds: float) -> Limit:
         """A limit of ``seconds`` on the running task, from now (see the module docstring)."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop(self._loop)
         if loop is not self._loop:
             self._restart(loop)
         task = asyncio.current_task(loop)  # (the loop given: not looked up again)

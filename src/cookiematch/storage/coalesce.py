@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any
 
+from cookiematch.loops import running_loop
 from cookiematch.storage.base import FieldWrite, Store, Write, check_ttl
 
 __all__ = ["MAX_CALLS", "SwapCoalescer"]
@@ -219,7 +220,7 @@ class SwapCoalescer:
             check_ttl(ttl)
         for _, _, ttl in also:
             check_ttl(ttl)
-        loop = asyncio.get_running_loop()
+        loop = running_loop(self._loop)
         last = self._last(loop)
         if isinstance(last, _Together) and last.takes(writes, field_writes, also):
             group = last
@@ -235,7 +236,7 @@ class SwapCoalescer:
         raises here, before anything is queued."""
         for write in writes:
             check_ttl(write.ttl)
-        loop = asyncio.get_running_loop()
+        loop = running_loop(self._loop)
         last = self._last(loop)
         if isinstance(last, _Swaps) and last.takes(writes):
             group = last

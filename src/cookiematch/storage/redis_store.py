@@ -28,6 +28,7 @@ from redis.crc import key_slot
 
 from cookiematch.clock import Clock
 from cookiematch.errors import StorageError, StoreUnavailable
+from cookiematch.loops import running_loop
 from cookiematch.storage import redis_codec as codec
 from cookiematch.storage.base import (
     Durability,
@@ -83,6 +84,7 @@ class RedisStore(Store):
             Wire(client, cluster=cluster), name=self._name, max_batch=max_batch, retry_for=retry_for
         )
         self._closing: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one the calls' futures are of
 
     @classmethod
     def from_url(
@@ -155,7 +157,8 @@ class RedisStore(Store):
     # --- submitting -------------------------------------------------------------------------
 
     def _future(self) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().create_future()
+        loop = self._loop = running_loop(self._loop)
+        return loop.create_future()
 
     async def _call(self, commands: Sequence[Command], finish: Any, *, write: bool) -> Any:
         fut = self._future()

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from cookiematch.clock import Clock
 from cookiematch.errors import StoreUnavailable
+from cookiematch.loops import running_loop
 from cookiematch.storage import sqlite_ops as ops
 from cookiematch.storage.sqlite_batch import (
     Item,
@@ -86,6 +87,7 @@ class Engine:
         self._next_purge = time.monotonic() + (purge_interval or 0.0)
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one the ops' futures are of
         self._seqs = itertools.count(1)
         self._last_seq = 0  # last write submitted
         self._committed = 0  # last write committed (or failed)
@@ -127,7 +129,8 @@ class Engine:
     def read(self, op: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue a read; in ASYNC mode it runs once the writes queued before it committed."""
         self._check_open()
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = self._loop = running_loop(self._loop)
+        fut: asyncio.Future[T] = loop.create_future()
         self._rq.put((op, args, fut, self._last_seq if self._async else 0))
         return fut
 
@@ -140,7 +143,8 @@ class Engine:
 
     def write(self, op: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue a write; its future resolves once committed."""
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = self._loop = running_loop(self._loop)
+        fut: asyncio.Future[T] = loop.create_future()
         self._queue_write(op, args, fut)
         return fut
 
