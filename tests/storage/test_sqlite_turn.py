@@ -97,3 +97,34 @@ async def test_get_now_sees_what_another_store_acknowledged_after_an_earlier_rea
     finally:
         await here.close()
         await there.close()
+
+
+def test_a_transaction_whose_loop_stopped_first_ends_at_the_next_read(db: Path) -> None:
+    """A loop that stops before its turn's end runs (tests run one loop after another): the
+    next read, on another loop, ends that transaction and sees what was committed since."""
+    reads = TurnReads(sqlite3.connect(db, isolation_level=None, check_same_thread=False))
+    seen: list[str] = []
+
+    def read_and_stop(loop: asyncio.AbstractEventLoop) -> None:
+        seen.append(value(reads.connection()))
+        loop.stop()  # before the end scheduled by that read runs
+
+    async def read() -> str:
+        return value(reads.connection())
+
+    try:
+        first = asyncio.new_event_loop()
+        try:
+            first.call_soon(read_and_stop, first)
+            first.run_forever()
+        finally:
+            first.close()
+        assert seen == ["old"]
+        update(db, "new")
+        second = asyncio.new_event_loop()
+        try:
+            assert second.run_until_complete(read()) == "new"
+        finally:
+            second.close()
+    finally:
+        reads.close()

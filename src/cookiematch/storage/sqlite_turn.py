@@ -32,27 +32,30 @@ log = logging.getLogger(__name__)
 class TurnReads:
     """One read connection, its transactions one turn of the event loop long."""
 
-    __slots__ = ("_conn", "_open")
+    __slots__ = ("_conn", "_loop")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._open = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # that of the open transaction
 
     def connection(self) -> sqlite3.Connection:
         """The connection, inside this turn's read transaction when a loop is running."""
-        conn = self._conn
-        if not self._open:
-            loop = asyncio._get_running_loop()
-            if loop is not None:
-                conn.execute("BEGIN")
-                self._open = True
-                loop.call_soon(self._end)
+        conn, opened_on = self._conn, self._loop
+        if opened_on is not None:
+            if opened_on.is_running():
+                return conn  # this turn's: its end is scheduled
+            self._end()  # its loop stopped before the end ran (one loop after another)
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            conn.execute("BEGIN")
+            self._loop = loop
+            loop.call_soon(self._end)
         return conn
 
     def _end(self) -> None:
-        if not self._open:  # closed meanwhile
+        if self._loop is None:  # ended already, or closed
             return
-        self._open = False
+        self._loop = None
         conn = self._conn
         if not conn.in_transaction:
             return
@@ -64,5 +67,5 @@ class TurnReads:
 
     def close(self) -> None:
         """Close the connection (a transaction open ends with it)."""
-        self._open = False
+        self._loop = None
         self._conn.close()
