@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -37,3 +38,25 @@ async def _current() -> asyncio.AbstractEventLoop:
 
 async def _known(known: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
     return running_loop(known)
+
+
+async def test_a_forked_child_asks_again() -> None:
+    """A child forked while the loop runs has a copy of that loop that says it runs; it is
+    not taken for the child's own."""
+    loop = running_loop(None)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own loop, the parent's copy known
+        child = asyncio.new_event_loop()
+        try:
+            seen = child.run_until_complete(_known(loop))
+            os.write(write, b"own" if seen is child else b"parent's")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        answer = os.read(read, 16)
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert answer == b"own"
