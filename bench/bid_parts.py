@@ -31,7 +31,7 @@ import msgspec
 
 from cookiematch.buyer.bidder import Bidder
 from cookiematch.roots.buyer import BuyerServer
-from cookiematch.tally import counter
+from cookiematch.tally import counter, each_counter
 from cookiematch.web import rsgi
 from cookiematch.web.rsgi import RSGIAdapter
 
@@ -62,8 +62,10 @@ def switcher(bidder: Bidder) -> Callable[[str], None]:
         bidder._win_urls = None if everything or variant == "no nurl" else served["wins"]
         store = served["store"]
         bidder.table._store = store.inner if everything or variant == "no guard" else store
-        bidder._common = msgspec.structs.replace(  # its count of the policy's decisions
-            served["common"], count_policy=counter(bidder._policy.counts)
+        bidder._common = msgspec.structs.replace(  # its counts of the policy's decisions
+            served["common"],
+            count_policy=counter(bidder._policy.counts),
+            count_policy_each=each_counter(bidder._policy.counts),
         )
 
     return switch

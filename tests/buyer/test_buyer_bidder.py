@@ -222,6 +222,8 @@ async def test_no_bid_reasons(
 class SlowStore:
     """A store whose reads take ``delay`` seconds (or fail)."""
 
+    batched_reads = False
+
     def __init__(self, delay: float, fail: bool = False) -> None:
         self.delay = delay
         self.fail = fail

@@ -126,10 +126,8 @@ def requests() -> list[tuple[bytes, bool]]:
 
 
 async def as_served(bidder: Bidder, request: BidRequest, body: bytes) -> BidResult:
-    """What ``POST /bid`` asks (``BuyerRoutes.bid_answer``): the result at once where it can,
-    else awaited; the bid log keeps the body."""
-    result = bidder.bid_now(request, body)
-    return await bidder.bid(request, body) if result is None else result
+    """What ``POST /bid`` asks (``BuyerRoutes.bid_answer``): the bid log keeps the body."""
+    return await bidder.bid(request, body)
 
 
 def answer(bidder: Bidder, result: Any) -> tuple[Any, ...]:

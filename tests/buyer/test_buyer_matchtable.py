@@ -120,6 +120,17 @@ class CountingStore:
         finally:
             self.in_flight -= 1
 
+    @property
+    def batched_reads(self) -> bool:
+        return self.store.batched_reads
+
+    async def get_batched(self, key: str) -> bytes | None:
+        self._enter()
+        try:
+            return await self.store.get_batched(key)
+        finally:
+            self.in_flight -= 1
+
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         self._enter()
         try:

@@ -153,7 +153,7 @@ async def test_every_call_passes_through_and_is_observed(sqlite_path: Path) -> N
         assert await store.get_many(["p:a", "p:b", "p:c"]) == [None, b"2", b"3"]
         assert await store.hgetall_many(["m:x", "m:y"]) == [{"f": b"1"}, {"g": b"2"}]
         assert await store.hget("m:x", "f") == b"1"
-        assert store.immediate_reads and store.get_now("p:c") == b"3"
+        assert store.batched_reads and await store.get_batched("p:c") == b"3"
         assert (await store.get_entry("p:b")) == (b"2", None)
         assert set(await store.hgetall_entries("m:y")) == {"g"}
         assert [key async for key, _ in store.scan("p:")] == ["p:b", "p:c"]
@@ -278,23 +278,23 @@ async def test_views_share_one_breaker(sqlite_path: Path) -> None:
         await admin.get("k")
 
 
-async def test_immediate_reads_pass_the_breaker_and_are_observed(sqlite_path: Path) -> None:
-    """``get_now`` is counted and timed as a ``get``; once the breaker is open it is refused
-    at once, as every call is; a closed backend trips it."""
+async def test_batched_reads_pass_the_breaker_and_are_observed(sqlite_path: Path) -> None:
+    """``get_batched`` is counted and timed as a ``get``; once the breaker is open it is
+    refused at once, as every call is; a closed backend trips it."""
     observed = Observed()
     store = guard(open_store(f"sqlite:///{sqlite_path}"), observed, deadline=5.0)
     try:
         await store.set("k", b"v")
-        assert store.immediate_reads and store.get_now("k") == b"v"
+        assert store.batched_reads and await store.get_batched("k") == b"v"
         assert observed.calls[-1][0::2] == ("get", "ok")
         store.breaker.trip("a test opens it")
         with pytest.raises(StoreUnavailable):
-            store.get_now("k")
+            await store.get_batched("k")
         assert observed.calls[-1][0::2] == ("get", "refused")
     finally:
         await store.close()
     queued = guard(open_store(f"sqlite:///{sqlite_path}", durability=Durability.ASYNC), observed)
     try:
-        assert not queued.immediate_reads  # a read there waits for the writes queued before it
+        assert not queued.batched_reads  # a read there waits for the writes queued before it
     finally:
         await queued.close()

@@ -626,52 +626,56 @@ async def test_point_reads_of_one_batch_share_queries_and_a_bad_one_fails_alone(
     await store.close()
 
 
-# --- immediate reads --------------------------------------------------------------------------
+# --- batched reads ----------------------------------------------------------------------------
 
 
-async def test_get_now_reads_what_get_reads(db: Path, clock: FakeClock) -> None:
-    """``get_now`` (the event loop's own connection) sees every acknowledged write, expiry
-    included, as ``get`` does; a closed store refuses it."""
+async def test_get_batched_reads_what_get_reads(db: Path, clock: FakeClock) -> None:
+    """``get_batched`` (the event loop's own connection, a turn's reads together) sees every
+    acknowledged write, expiry included, as ``get`` does; a closed store refuses it."""
     store = SQLiteStore(str(db), clock=clock)
     try:
-        assert store.immediate_reads
-        assert store.get_now("k") is None
+        assert store.batched_reads
+        assert await store.get_batched("k") is None
         await store.set("k", b"v1", ttl=10)
         await store.write_many([Write("k2", b"v2"), Write("k", b"v3", 10)])
-        assert (store.get_now("k"), store.get_now("k2")) == (b"v3", b"v2")
-        assert [store.get_now(k) for k in ("k", "k2")] == await store.get_many(["k", "k2"])
+        together = await asyncio.gather(store.get_batched("k"), store.get_batched("k2"))
+        assert together == [b"v3", b"v2"] == await store.get_many(["k", "k2"])
         await store.hset("m", {"f": b"1"})
-        assert store.get_now("m") is None  # a field map is not a plain value, as for get
+        assert await store.get_batched("m") is None  # a field map is not a plain value
         await clock.advance(11)
-        assert store.get_now("k") is None and await store.get("k") is None
+        assert await store.get_batched("k") is None and await store.get("k") is None
         await store.delete("k2")
-        assert store.get_now("k2") is None
+        assert await store.get_batched("k2") is None
     finally:
         await store.close()
     with pytest.raises(StoreUnavailable):
-        store.get_now("k")
+        await store.get_batched("k")
 
 
-async def test_no_immediate_reads_under_async_durability(db: Path) -> None:
-    """Under ASYNC a read waits for the writes queued before it: never at once."""
+async def test_no_batched_reads_under_async_durability(db: Path) -> None:
+    """Under ASYNC a read waits for the writes queued before it: never on the loop."""
     store = SQLiteStore(str(db), durability=Durability.ASYNC)
     try:
-        assert not store.immediate_reads
+        assert not store.batched_reads
         with pytest.raises(NotImplementedError):
-            store.get_now("k")
+            await store.get_batched("k")
     finally:
         await store.close()
 
 
-async def test_get_now_on_a_broken_file_is_a_storage_error(db: Path) -> None:
+async def test_get_batched_on_a_broken_file_is_a_storage_error(db: Path) -> None:
+    """Every read of the failed statement gets the error."""
     store = SQLiteStore(str(db))
     try:
         await store.set("k", b"v")
         with closing(sqlite3.connect(db)) as conn:  # another process drops the table
             conn.execute("DROP TABLE kv")
             conn.commit()
-        with pytest.raises(StorageError, match="sqlite"):
-            store.get_now("k")
+        results = await asyncio.gather(
+            store.get_batched("k"), store.get_batched("j"), return_exceptions=True
+        )
+        assert len(results) == 2
+        assert all(isinstance(r, StorageError) and "sqlite" in str(r) for r in results)
     finally:
         await store.close()
 

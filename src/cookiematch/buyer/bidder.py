@@ -58,7 +58,7 @@ from cookiematch.protocol.openrtb import (
     decode_bid_request,
 )
 from cookiematch.protocol.query import QueryParam, encode_query
-from cookiematch.tally import counter
+from cookiematch.tally import counter, each_counter
 
 log = logging.getLogger(__name__)
 
@@ -146,35 +146,14 @@ class Bidder:
         """The answer to ``request``, counted and logged. ``body``: the bytes it was decoded
         from, which the bid log keeps instead of the decoded request (one object instead of
         dozens; decoded again when the log is read)."""
-        answered = self.bid_now(request, body)
-        if answered is not None:
-            return answered
         received_at = self._clock()
-        common = self._common  # a table that reads at once has had its common case above
-        gid = None if common is None or common.immediate else self._common_gid(request)
+        gid = None if self._common is None else self._common_gid(request)
         if gid is None:
             answer = await self._bid(request, received_at)
             return self._answered(request, body, received_at, answer)
         table = self.table
         try:
             entry = table.entry_by_gid(gid, await table.read_gid(gid))
-        except StorageError as exc:
-            return self._common_failed(request, body, received_at, exc)
-        return self._common_answer(request, body, received_at, gid, entry)
-
-    def bid_now(self, request: BidRequest, body: bytes | None = None) -> BidResult | None:
-        """:meth:`bid`'s result at once, without a coroutine, for a request of the common case
-        on a table that reads a gid at once; None otherwise (then ``await bid``)."""
-        common = self._common
-        if common is None or not common.immediate:
-            return None
-        gid = self._common_gid(request)
-        if gid is None:
-            return None
-        received_at = self._clock()
-        table = self.table
-        try:
-            entry = table.entry_by_gid(gid, table.read_gid_now(gid))
         except StorageError as exc:
             return self._common_failed(request, body, received_at, exc)
         return self._common_answer(request, body, received_at, gid, entry)
@@ -235,20 +214,20 @@ class Bidder:
         (read under the store's own deadline, which ends before the request's budget): the
         same answer, the same counts and the same bid log (tests/buyer/test_buyer_common_bid.py).
         The policy's decisions for a request without signals were asked once
-        (``_CommonCase``) and are counted here; the keys counted are made once."""
+        (``_CommonCase``) and are counted here; the keys counted are made once, and a
+        request's are counted in one call each for the policy and the stats
+        (``_COMMON_KEYS``)."""
         common = self._common
         assert common is not None
-        count_policy, count = common.count_policy, self.stats.count
-        count_policy(common.personalise_key)
         matched = entry is not None
-        count(_LOOKUP_MATCHED if matched else _LOOKUP_UNMATCHED)
         decision = decide_match_tag(entry, self._clock(), self.settings.stale_after_seconds)
         serve = decision.serve
         if serve:
-            count_policy(common.sync_key)
+            common.count_policy_each(common.personalise_and_sync_keys)
             if not common.sync.allowed:
                 decision, serve = PRIVACY_DECISION, False
-        count(_TAG_KEYS[decision.reason])
+        else:
+            common.count_policy(common.personalise_key)
         imp = request.imp[0]
         blocked = frozenset(request.badv) if request.badv else _NONE_BLOCKED
         choice = choose(self.campaigns, imp, matched=matched, blocked=blocked)
@@ -259,10 +238,9 @@ class Bidder:
             nurl = None if wins is None else wins.nurl(auction, impid, received_at)
             tag = self._tag_html if serve else ""  # no hosted match: the tag is the shared one
             bid = self._bid_for(auction, impid, nurl, choice, tag, matched, serve, None)
-            count(_AUCTION_BID)
             response = BidResponse(id=auction, seatbid=[SeatBid(bid=[bid], seat=common.seat)])
             result = BidResult(response, "bid")
-        count(_BID_KEYS[result.outcome])
+        self.stats.count_each(_COMMON_KEYS[matched, decision.reason, result.outcome])
         self.bid_log.append_later(
             _record,
             request if body is None else body,
@@ -439,10 +417,10 @@ class _CommonCase(msgspec.Struct, frozen=True):
     sync: Decision
     deadline: float
     seat: str
-    immediate: bool  # the table reads a gid at once (MatchTable.immediate_gid_reads)
     count_policy: Callable[[tuple[Operation, Reason]], None]  # the policy's counts, one call
+    count_policy_each: Callable[[Sequence[tuple[Operation, Reason]]], None]
     personalise_key: tuple[Operation, Reason]
-    sync_key: tuple[Operation, Reason]
+    personalise_and_sync_keys: tuple[tuple[Operation, Reason], ...]  # a request given a tag
 
     @classmethod
     def of(cls, bidder: Bidder) -> _CommonCase | None:
@@ -457,16 +435,15 @@ class _CommonCase(msgspec.Struct, frozen=True):
         if not personalise.allowed:
             return None
         sync = policy.answer(Operation.SYNC, SILENT, vendor)
-        table = bidder.table
         return cls(
             personalise,
             sync,
             deadline,
             bidder.settings.nid,
-            table.immediate_gid_reads,
             counter(policy.counts),
+            each_counter(policy.counts),
             (Operation.PERSONALISE, personalise.reason),
-            (Operation.SYNC, sync.reason),
+            ((Operation.PERSONALISE, personalise.reason), (Operation.SYNC, sync.reason)),
         )
 
 
@@ -478,6 +455,19 @@ _LOOKUP_MATCHED = stats_key("lookup", "matched")
 _LOOKUP_UNMATCHED = stats_key("lookup", "unmatched")
 _TAG_KEYS = {reason: stats_key("matchtag", reason.value) for reason in TagReason}
 _AUCTION_BID = stats_key("auction", "bid")
+_COMMON_KEYS = {
+    (matched, reason, outcome): (
+        _LOOKUP_MATCHED if matched else _LOOKUP_UNMATCHED,
+        _TAG_KEYS[reason],
+        *((_AUCTION_BID,) if outcome == "bid" else ()),
+        _BID_KEYS[outcome],
+    )
+    for matched in (True, False)
+    for reason in TagReason
+    for outcome in ("bid", "no_campaign", "unmatched")
+}
+"""The stats a request of the common case counts: by whether its user matched, the match
+tag's reason and the outcome (its look-up, its tag, its bid in the auction, its answer)."""
 _NO_CAMPAIGN = BidResult(None, "no_campaign")
 _UNMATCHED = BidResult(None, "unmatched")
 

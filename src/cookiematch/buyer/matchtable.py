@@ -562,27 +562,19 @@ class MatchTable:
         return Lookup(self.entry_by_gid(gid, forward), self._entry_by_uid(uid, reverse))
 
     def read_gid(self, gid: str) -> Awaitable[bytes | None]:
-        """The stored forward value of ``gid`` (lapsed included): one ``get`` or ``hget``;
-        :meth:`entry_by_gid` reads it."""
+        """The stored forward value of ``gid`` (lapsed included): one ``get`` (read with the
+        other reads of this turn of the event loop where the store has ``batched_reads``) or
+        ``hget``; :meth:`entry_by_gid` reads it."""
         if self.buckets is None:
-            return self._store.get(self.keys.by_gid(gid))
+            store = self._store
+            key = self.keys.by_gid(gid)
+            return store.get_batched(key) if store.batched_reads else store.get(key)
         return self._store.hget(*self.buckets.by_gid(gid))
 
     def _read_uid(self, uid: bytes) -> Awaitable[bytes | None]:
         if self.buckets is None:
             return self._store.get(self.keys.by_uid(uid))
         return self._store.hget(*self.buckets.by_uid(uid))
-
-    @property
-    def immediate_gid_reads(self) -> bool:
-        """Whether :meth:`read_gid_now` answers (``keys`` layout, a store with immediate
-        reads)."""
-        return self.buckets is None and self._store.immediate_reads
-
-    def read_gid_now(self, gid: str) -> bytes | None:
-        """:meth:`read_gid` answered at once (``Store.get_now``), where
-        ``immediate_gid_reads``."""
-        return self._store.get_now(self.keys.by_gid(gid))
 
     def entry_by_gid(self, gid: str, value: bytes | None) -> MatchEntry | None:
         """The live entry in a value :meth:`read_gid` gave; StorageError if unreadable."""

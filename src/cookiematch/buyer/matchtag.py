@@ -21,8 +21,9 @@ from cookiematch.buyer.matchtable import MatchEntry
 from cookiematch.protocol.query import QueryParam, encode_query
 
 
-class TagReason(enum.Enum):
-    """Why the match tag is, or is not, served."""
+class TagReason(enum.StrEnum):
+    """Why the match tag is, or is not, served (a ``StrEnum``: hashed as its text, in C, where
+    ``/bid`` counts it)."""
 
     NO_ENTRY = "no_entry"  # serve
     STALE = "stale"  # serve

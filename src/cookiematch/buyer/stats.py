@@ -9,9 +9,9 @@ shows the worker's own.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 
-from cookiematch.tally import counter
+from cookiematch.tally import counter, each_counter
 
 EVENTS = {
     "match": "GET /match redirects, by outcome",
@@ -39,11 +39,12 @@ class BuyerStats:
 
     ``counts`` may count a key in one call (an ``add(key)`` method, as the server's shared
     counts have); otherwise ``counts[key] += 1``. ``count(key)`` counts a key made once with
-    :func:`key` (the hot path's: no check per call)."""
+    :func:`key` (the hot path's: no check per call), ``count_each(keys)`` several."""
 
     def __init__(self, counts: MutableMapping[Key, int] | None = None) -> None:
         self._counts: MutableMapping[Key, int] = Counter() if counts is None else counts
         self.count: Callable[[Key], None] = counter(self._counts)
+        self.count_each: Callable[[Sequence[Key]], None] = each_counter(self._counts)
 
     def add(self, event: str, label: str) -> None:
         self.count(key(event, label))

@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 import math
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import NamedTuple
 
 FieldEntry = tuple[bytes, float | None]
@@ -82,16 +82,19 @@ class Store(ABC):
         for a backend that does not batch."""
         return 0, 0
 
-    immediate_reads: bool = False
-    """Whether :meth:`get_now` answers: a backend whose point read costs less on the calling
-    thread than a hand-over to another and back (SQLite under ``Durability.ACK``)."""
+    batched_reads: bool = False
+    """Whether :meth:`get_batched` answers: a backend whose point reads cost less read on the
+    event loop, those of a turn of the loop together, than each handed to another thread and
+    back (SQLite under ``Durability.ACK``)."""
 
     @abstractmethod
     async def get(self, key: str) -> bytes | None: ...
 
-    def get_now(self, key: str) -> bytes | None:
-        """``get`` answered at once on the calling thread, where ``immediate_reads``."""
-        raise NotImplementedError(f"{type(self).__name__} has no immediate reads")
+    def get_batched(self, key: str) -> Awaitable[bytes | None]:
+        """``get``, read on the event loop's thread with the other such reads of this turn of
+        the loop once its callbacks ran (no deadline: nothing waits), where
+        ``batched_reads``."""
+        raise NotImplementedError(f"{type(self).__name__} has no batched reads")
 
     @abstractmethod
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...

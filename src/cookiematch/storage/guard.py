@@ -209,28 +209,30 @@ class GuardedStore(Store):
         return await self._guarded("get", self._admit("get"), self.inner.get(key))
 
     @property
-    def immediate_reads(self) -> bool:  # type: ignore[override]
-        return self.inner.immediate_reads
+    def batched_reads(self) -> bool:  # type: ignore[override]
+        return self.inner.batched_reads
 
-    def get_now(self, key: str) -> bytes | None:
-        """The backend's ``get_now``: admitted by the breaker, counted and timed as a ``get``;
-        no deadline (it does not wait)."""
-        started = self._admit("get")
+    async def get_batched(self, key: str) -> bytes | None:
+        """The backend's ``get_batched``: admitted by the breaker, counted and timed as a
+        ``get``; no deadline (it is read within this turn of the event loop). Admitted inline
+        while the breaker is closed (the hot path's: no ``_admit`` call)."""
         shared = self._shared
+        breaker = shared.breaker
+        started = self._admit("get") if breaker.open else time.monotonic()
         try:
-            result = self.inner.get_now(key)
+            result = await self.inner.get_batched(key)
         except StoreUnavailable as exc:
             self._observe("get", started, "unavailable")
-            shared.breaker.trip(str(exc))
+            breaker.trip(str(exc))
             raise
         except StorageError:
             self._observe("get", started, "error")
-            shared.breaker.succeeded()
+            breaker.succeeded()
             raise
         on_call = shared.on_call
         if on_call is not None:
             on_call("get", time.monotonic() - started, "ok")
-        shared.breaker.succeeded()
+        breaker.succeeded()
         return result
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:

@@ -2,10 +2,10 @@
 
 ``SQLiteStore`` checks each call's arguments on the event loop (values are bytes, TTLs become
 expiries on the store's clock) and hands it to its engine as an op; no SQLite call runs on the
-event loop but ``get_now``'s point read, which a caller asks for where a hand-over costs more
-than the read (the bidder's look-up). Under ``Durability.ACK`` a write returns once its
-transaction is committed and fsynced (group commit: concurrent writes share one commit); under
-``Durability.ASYNC`` once queued. The parts:
+event loop but ``get_batched``'s point reads, those of a turn of the loop in one statement,
+which a caller asks for where a hand-over costs more than the read (the bidder's look-up).
+Under ``Durability.ACK`` a write returns once its transaction is committed and fsynced (group
+commit: concurrent writes share one commit); under ``Durability.ASYNC`` once queued. The parts:
 
     sqlite_engine   the writer thread (group commit) and the reader threads, fed by queues
     sqlite_batch    how a thread runs a batch: one transaction, consecutive writes merged
@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from urllib.parse import unquote
 
 from cookiematch.clock import Clock
@@ -104,8 +104,8 @@ class SQLiteStore(Store):
         if busy_timeout is None:
             busy_timeout = BULK_BUSY_TIMEOUT if self._async else BUSY_TIMEOUT
         self._busy_timeout = busy_timeout
-        self.immediate_reads = not self._async  # ASYNC: a read waits for the queued writes
-        self._now: TurnReads | None = None  # get_now's, opened on first use
+        self.batched_reads = not self._async  # ASYNC: a read waits for the queued writes
+        self._turn: TurnReads | None = None  # get_batched's, opened on first use
         conns: list[sqlite3.Connection] = []
         self._writer_lock: int | None = None
         self._writer_turn: int | None = None
@@ -220,24 +220,25 @@ class SQLiteStore(Store):
     async def get(self, key: str) -> bytes | None:
         return await self._engine.read(ops.get, key, self._clock())
 
-    def get_now(self, key: str) -> bytes | None:
-        """``get`` on the calling thread (the event loop's), through a connection of its own
-        that never waits for a lock (a WAL reader takes none; SQLITE_BUSY is a StorageError):
-        one indexed probe of pages the mmap and the OS cache hold, cheaper than the hand-over
-        to a reader thread and back (docs/performance.md, "/bid"); the reads of one turn of
-        the event loop share a read transaction (``sqlite_turn.TurnReads``). ``Durability.ACK``
-        only: every acknowledged write is committed, so it reads what a reader thread would."""
-        if not self.immediate_reads:
-            return super().get_now(key)
+    def get_batched(self, key: str) -> Awaitable[bytes | None]:
+        """``get`` on the event loop's thread, through a connection of its own that never waits
+        for a lock (a WAL reader takes none; SQLITE_BUSY is a StorageError): the reads asked
+        during one turn of the loop are read together once its callbacks ran, one statement of
+        one step (``sqlite_turn.TurnReads``), cheaper than a hand-over to a reader thread and
+        back each (docs/performance.md, "/bid"). ``Durability.ACK`` only: every acknowledged
+        write is committed, so it reads what a reader thread would."""
+        if not self.batched_reads:
+            return super().get_batched(key)
         if self._engine.closed:
             raise StoreUnavailable("sqlite store is closed")
-        reads = self._now
-        try:
-            if reads is None:
-                reads = self._now = TurnReads(self._connect(query_only=True, busy_timeout=0.0))
-            return ops.get(reads.connection(), key, self._clock())
-        except sqlite3.Error as exc:
-            raise wrap(exc) from exc
+        turn = self._turn
+        if turn is None:
+            try:
+                conn = self._connect(query_only=True, busy_timeout=0.0)
+            except sqlite3.Error as exc:
+                raise wrap(exc) from exc
+            turn = self._turn = TurnReads(conn, self._clock)
+        return turn.get(key)
 
     async def get_entry(self, key: str) -> FieldEntry | None:
         now = self._clock()
@@ -479,9 +480,9 @@ class SQLiteStore(Store):
 
     async def close(self) -> None:
         await self._engine.close()
-        if self._now is not None:
-            self._now.close()
-            self._now = None
+        if self._turn is not None:
+            self._turn.close()
+            self._turn = None
         self._close_lock_files()
 
     def _close_lock_files(self) -> None:

@@ -43,6 +43,11 @@ LIVE = "(expires_at IS NULL OR expires_at > ?)"
 GET = f"SELECT value FROM kv WHERE key = ? AND {LIVE}"
 GET_ENTRY = f"SELECT value, expires_at FROM kv WHERE key = ? AND {LIVE}"
 GET_MANY = "SELECT key, value FROM kv WHERE key IN ({marks}) AND " + LIVE
+GET_MANY_AS_JSON = (
+    "SELECT json_group_array(json_array(key, hex(value))) FROM kv WHERE key IN ({marks}) AND "
+    + LIVE
+)
+"""The live values of a list of keys as one JSON row of ``[key, hex(value)]`` pairs."""
 GET_ROWS = "SELECT key, value, expires_at FROM kv WHERE key IN ({marks})"
 """Values with their expiry, live or not: the reads of a batch, each judged at its own time."""
 SCAN = "SELECT key, value, expires_at FROM kv WHERE {where} AND " + LIVE + " ORDER BY key LIMIT ?"

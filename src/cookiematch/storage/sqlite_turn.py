@@ -1,71 +1,86 @@
-"""The event loop's own SQLite reads (``SQLiteStore.get_now``): the point reads of one turn of
-the loop share one read transaction.
+"""The event loop's own SQLite point reads (``SQLiteStore.get_batched``): those asked during one
+turn of the loop are read together, in one statement of one step, once the turn's callbacks ran.
 
-A point read in autocommit mode starts and ends a WAL read transaction of its own: the file's
-shared lock, a read mark of the WAL index, and their release, about half of what the read
-costs. Here the first read of a turn of the event loop opens a transaction (``BEGIN``), and
-schedules its end with ``call_soon``; the reads after it in the same turn use it.
+Python's sqlite3 lets the interpreter lock go around each ``sqlite3_step`` and each reset: a
+point read lets it go three times. On a served worker whose event loop is busy, granian's
+threads are waiting for the lock, and each release hands it to one of them; the loop then waits
+to get it back. Under load a turn of the loop carries dozens of requests (27 a turn on average
+for ``/bid`` at its limit, docs/performance.md "The reads of a turn in one statement"), each
+with its read: read together, their values come back as one JSON row (``sqlite_ops.get_found``),
+three releases for the lot instead of three each.
 
-Every read still sees whatever was acknowledged before the request reading it came in:
+Every read still sees whatever was acknowledged before the code asking for it ran: the
+statement runs later than that code, in autocommit mode (a read transaction of its own), so it
+sees every commit made before it starts, including those of other processes; the reads of one
+statement see one snapshot.
 
-- a commit happens on the writer thread before it is acknowledged, and an acknowledgement
-  reaches its caller through a callback scheduled after the commit;
-- a request answered by another process after its commit reaches this loop through a
-  callback scheduled after that commit too;
-- the loop runs its callbacks first in, first out, so the end of a transaction opened
-  before such a commit runs before that callback; the callback's reads open a new one.
-
-Outside a running event loop each read is a transaction of its own, as before.
+A read asked on a loop whose turn ended without reading it (the loop stopped first: tests run
+one loop after another) is dropped when the next read is asked on another loop: nobody is left
+to await it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
+
+from cookiematch.clock import Clock
+from cookiematch.errors import StoreUnavailable
+from cookiematch.loops import running_loop
+from cookiematch.storage import sqlite_ops as ops
+from cookiematch.storage.sqlite_batch import wrap
 
 __all__ = ["TurnReads"]
 
-log = logging.getLogger(__name__)
+Waiting = list[tuple[str, "asyncio.Future[bytes | None]"]]
 
 
 class TurnReads:
-    """One read connection, its transactions one turn of the event loop long."""
+    """One read connection; the point reads of a turn of the event loop, read together at its
+    end."""
 
-    __slots__ = ("_conn", "_loop")
+    __slots__ = ("_clock", "_conn", "_loop", "_waiting")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, clock: Clock) -> None:
         self._conn = conn
-        self._loop: asyncio.AbstractEventLoop | None = None  # that of the open transaction
+        self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None  # that of the reads waiting
+        self._waiting: Waiting = []
 
-    def connection(self) -> sqlite3.Connection:
-        """The connection, inside this turn's read transaction when a loop is running."""
-        conn, opened_on = self._conn, self._loop
-        if opened_on is not None:
-            if opened_on.is_running():
-                return conn  # this turn's: its end is scheduled
-            self._end()  # its loop stopped before the end ran (one loop after another)
-        loop = asyncio._get_running_loop()
-        if loop is not None:
-            conn.execute("BEGIN")
+    def get(self, key: str) -> asyncio.Future[bytes | None]:
+        """The live value of ``key`` (None when absent or expired), read with the other reads
+        of this turn once its callbacks ran. RuntimeError outside a running event loop."""
+        loop = running_loop(self._loop)
+        future: asyncio.Future[bytes | None] = loop.create_future()
+        waiting = self._waiting
+        if waiting and self._loop is not loop:
+            waiting.clear()  # asked on a loop that stopped before reading them
+        if not waiting:
             self._loop = loop
-            loop.call_soon(self._end)
-        return conn
+            loop.call_soon(self._read)
+        waiting.append((key, future))
+        return future
 
-    def _end(self) -> None:
-        if self._loop is None:  # ended already, or closed
+    def _read(self) -> None:
+        waiting = self._waiting
+        if not waiting:  # closed, or dropped
             return
-        self._loop = None
-        conn = self._conn
-        if not conn.in_transaction:
-            return
+        self._waiting = []
         try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:  # a read-only transaction: nothing to lose
-            log.warning("ending a read transaction failed, rolling back: %s", exc)
-            conn.rollback()
+            found = ops.get_found(self._conn, [key for key, _ in waiting], self._clock())
+        except sqlite3.Error as exc:
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(wrap(exc))
+            return
+        for key, future in waiting:
+            if not future.done():  # not cancelled
+                future.set_result(found.get(key))
 
     def close(self) -> None:
-        """Close the connection (a transaction open ends with it)."""
-        self._loop = None
+        """Close the connection; reads still waiting fail (StoreUnavailable)."""
+        waiting, self._waiting = self._waiting, []
+        for _, future in waiting:
+            if not future.done() and not future.get_loop().is_closed():
+                future.set_exception(StoreUnavailable("sqlite store is closed"))
         self._conn.close()

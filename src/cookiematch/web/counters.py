@@ -341,7 +341,8 @@ class ResponseMeter:
         self.duration = duration
         self._bounds = duration.bounds
         self._sum_at = len(duration.bounds) + 1
-        self._slots: dict[tuple[str, Hashable], tuple[int, int]] = {}
+        # per (route, status): the count's slot, the histogram's first bucket, its sum's slot
+        self._slots: dict[tuple[str, Hashable], tuple[int, int, int]] = {}
         self._values: memoryview[float] = _NO_VALUES
         metrics.on_forget(self._forget)
 
@@ -352,15 +353,22 @@ class ResponseMeter:
     def record(self, route: str, status: Hashable, seconds: float) -> None:
         slots = self._slots.get((route, status))
         if slots is None:
-            slots = self._slots[route, status] = (
-                self.responses.slot((route, status)),
-                self.duration.slot((route,)),
-            )
-            self._values = self.duration.values()
+            slots = self._allocate(route, status)
+        counted, timed, summed = slots
         values = self._values
-        values[slots[0]] += 1
-        values[slots[1] + bisect_left(self._bounds, seconds)] += 1
-        values[slots[1] + self._sum_at] += seconds
+        values[counted] += 1
+        values[timed + bisect_left(self._bounds, seconds)] += 1
+        values[summed] += seconds
+
+    def _allocate(self, route: str, status: Hashable) -> tuple[int, int, int]:
+        timed = self.duration.slot((route,))
+        slots = self._slots[route, status] = (
+            self.responses.slot((route, status)),
+            timed,
+            timed + self._sum_at,
+        )
+        self._values = self.duration.values()
+        return slots
 
 
 def _bound_text(bound: float) -> str:
@@ -403,6 +411,16 @@ class WorkerCounts(MutableMapping[K, int]):
         if slot is None:
             slot = self._allocate(key)
         self._values[slot] += amount
+
+    def add_each(self, keys: Sequence[K]) -> None:
+        """Count each of ``keys`` once, in one call (a request's several counts)."""
+        slots, values = self._slots, self._values
+        for key in keys:
+            slot = slots.get(key)
+            if slot is None:
+                slot = self._allocate(key)
+                values = self._values
+            values[slot] += 1
 
     def _allocate(self, key: K) -> int:
         counter, labels = self._route(key)

@@ -182,14 +182,13 @@ class BuyerRoutes:
     def bid_answer(self, body: bytes) -> Answer | Awaitable[Answer]:
         """POST /bid: an OpenRTB 2.6 bid response (200) or no bid (204); 400 if not a request.
         From the body alone, with headers built once: the route's ``direct_body``. At once
-        when the bidder answers at once (``Bidder.bid_now``), else an awaitable of it."""
+        when the body is not a bid request, else an awaitable of the bidder's answer."""
         try:
             bid_request = decode_bid_request(body)
         except BidRequestError as exc:
             self._stats.add("bid", "bad_request")
             return 400, BAD_BID_HEADERS, f"Bad request: {exc}\n".encode()
-        result = self._bidder.bid_now(bid_request, body)
-        return self._bid_later(bid_request, body) if result is None else _bid_answer(result)
+        return self._bid_later(bid_request, body)
 
     async def _bid_later(self, bid_request: BidRequest, body: bytes) -> Answer:
         return _bid_answer(await self._bidder.bid(bid_request, body))
