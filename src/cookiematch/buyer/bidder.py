@@ -211,7 +211,8 @@ class Bidder:
         entry: MatchEntry | None,
     ) -> BidResult:
         """:meth:`_bid` for a request :meth:`_common_gid` accepted, flat, from the gid's entry
-        (read under the store's own deadline, which ends before the request's budget): the
+        (read under the store's own deadline, or within the turn of the event loop where the
+        store has batched reads, either ending before the request's budget): the
         same answer, the same counts and the same bid log (tests/buyer/test_buyer_common_bid.py).
         The policy's decisions for a request without signals were asked once
         (``_CommonCase``) and are counted here; the keys counted are made once, and a

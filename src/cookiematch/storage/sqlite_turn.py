@@ -68,7 +68,7 @@ class TurnReads:
         self._waiting = []
         try:
             found = ops.get_found(self._conn, [key for key, _ in waiting], self._clock())
-        except sqlite3.Error as exc:
+        except Exception as exc:  # a StorageError for every read: none is left waiting
             for _, future in waiting:
                 if not future.done():
                     future.set_exception(wrap(exc))
