@@ -16,7 +16,6 @@ cookie and store nothing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -28,7 +27,7 @@ from cookiematch.errors import BidRequestError, QueryError
 from cookiematch.privacy.request import read_privacy
 from cookiematch.privacy.signals import ConsentSignals
 from cookiematch.protocol.cookies import OPT_OUT_VALUE, CookieSpec, IdCookie, read_id_cookie
-from cookiematch.protocol.openrtb import BidRequest, decode_bid_request, encode_bid_response
+from cookiematch.protocol.openrtb import decode_bid_request, encode_bid_response
 from cookiematch.protocol.query import QueryParam, parse_query
 from cookiematch.web.http import Request, Response
 from cookiematch.web.router import Answer
@@ -176,21 +175,16 @@ class BuyerRoutes:
 
     async def bid(self, request: Request) -> Response:
         """POST /bid (the ASGI adapter's; RSGI's calls :meth:`bid_answer` directly)."""
-        answer = self.bid_answer(request.body)
-        return Response(*(answer if isinstance(answer, tuple) else await answer))
+        return Response(*(await self.bid_answer(request.body)))
 
-    def bid_answer(self, body: bytes) -> Answer | Awaitable[Answer]:
+    async def bid_answer(self, body: bytes) -> Answer:
         """POST /bid: an OpenRTB 2.6 bid response (200) or no bid (204); 400 if not a request.
-        From the body alone, with headers built once: the route's ``direct_body``. At once
-        when the body is not a bid request, else an awaitable of the bidder's answer."""
+        From the body alone, with headers built once: the route's ``direct_body``."""
         try:
             bid_request = decode_bid_request(body)
         except BidRequestError as exc:
             self._stats.add("bid", "bad_request")
             return 400, BAD_BID_HEADERS, f"Bad request: {exc}\n".encode()
-        return self._bid_later(bid_request, body)
-
-    async def _bid_later(self, bid_request: BidRequest, body: bytes) -> Answer:
         return _bid_answer(await self._bidder.bid(bid_request, body))
 
 
