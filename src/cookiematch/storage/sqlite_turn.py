@@ -1,13 +1,14 @@
 """The event loop's own SQLite point reads (``SQLiteStore.get_batched``): those asked during one
 turn of the loop are read together, in one statement of one step, once the turn's callbacks ran.
 
-Python's sqlite3 lets the interpreter lock go around each ``sqlite3_step`` and each reset: a
-point read lets it go three times. On a served worker whose event loop is busy, granian's
+Python's sqlite3 lets the interpreter lock go around each ``sqlite3_step`` and each reset, and
+(3.11) around reading a row's column count and each column's type: a point read of one value
+lets it go five times. On a served worker whose event loop is busy, granian's
 threads are waiting for the lock, and each release hands it to one of them; the loop then waits
 to get it back. Under load a turn of the loop carries dozens of requests (27 a turn on average
 for ``/bid`` at its limit, docs/performance.md "The reads of a turn in one statement"), each
 with its read: read together, their values come back as one JSON row (``sqlite_ops.get_found``),
-three releases for the lot instead of three each.
+five releases for the lot instead of five each.
 
 Every read still sees whatever was acknowledged before the code asking for it ran: the
 statement runs later than that code, in autocommit mode (a read transaction of its own), so it
