@@ -113,35 +113,27 @@ class CountingStore:
         self.in_flight = 0
         self.max_in_flight = 0
 
-    async def get(self, key: str) -> bytes | None:
-        self._enter()
-        try:
-            return await self.store.get(key)
-        finally:
-            self.in_flight -= 1
+    def get(self, key: str) -> Awaitable[bytes | None]:
+        return self._counted(self.store.get(key))
 
     @property
     def batched_reads(self) -> bool:
         return self.store.batched_reads
 
-    async def get_batched(self, key: str) -> bytes | None:
-        self._enter()
-        try:
-            return await self.store.get_batched(key)
-        finally:
-            self.in_flight -= 1
+    def get_batched(self, key: str) -> Awaitable[bytes | None]:
+        return self._counted(self.store.get_batched(key))
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        self._enter()
-        try:
-            return await self.store.get_many(keys)
-        finally:
-            self.in_flight -= 1
+    def get_many(self, keys: Sequence[str]) -> Awaitable[list[bytes | None]]:
+        return self._counted(self.store.get_many(keys))
 
-    async def hget(self, key: str, field: str) -> bytes | None:
+    def hget(self, key: str, field: str) -> Awaitable[bytes | None]:
+        return self._counted(self.store.hget(key, field))
+
+    async def _counted(self, read: Awaitable[Any]) -> Any:
+        """``read`` awaited, counted while in flight."""
         self._enter()
         try:
-            return await self.store.hget(key, field)
+            return await read
         finally:
             self.in_flight -= 1
 
