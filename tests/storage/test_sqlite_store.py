@@ -173,6 +173,56 @@ async def test_concurrent_writes_share_commits(db: Path) -> None:
     await store.close()
 
 
+async def test_an_acknowledged_write_waited_for_an_fsync_of_the_wal(db: Path) -> None:
+    """``ack``: the writer commits without an fsync (``synchronous=NORMAL``) and a write is
+    acknowledged once the syncer has fsynced the WAL after its commit; one fsync covers one
+    commit or more."""
+    store = SQLiteStore(str(db))
+    try:
+        assert store._engine._wconn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+        for i in range(3):
+            before = store._engine.syncs
+            await store.set(f"k{i}", b"v")
+            assert store._engine.syncs == before + 1
+        await asyncio.gather(*(store.set(f"many{i}", b"v") for i in range(1000)))
+        assert 3 < store._engine.syncs <= store.commits
+        assert await store.get("many999") == b"v"
+    finally:
+        await store.close()
+
+
+async def test_a_write_whose_wal_cannot_be_synced_is_not_acknowledged(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A WAL nobody can fsync any more (here: unlinked; SQLite writes on to the file it holds
+    open) fails the writes committed to it: committed, but not known to be on disk."""
+    store = SQLiteStore(str(db))
+    try:
+        await store.set("before", b"v")  # the syncer holds the WAL open from here on
+        os.unlink(f"{db}-wal")
+        with pytest.raises(StorageError, match="not known to be on disk"):
+            await store.set("after", b"v")
+        assert "cannot sync the WAL" in caplog.text
+        assert store._engine.writer_alive  # each later write is judged again
+        with pytest.raises(StorageError, match="not known to be on disk"):
+            await store.set("later", b"v")
+    finally:
+        await store.close()
+
+
+async def test_an_async_store_commits_with_no_syncer(db: Path) -> None:
+    """``async``: acknowledged when queued; the writer's commits are not fsynced one by one
+    (SQLite's checkpoints sync), so there is no syncer."""
+    store = SQLiteStore(str(db), durability=Durability.ASYNC)
+    try:
+        await store.set("k", b"v")
+        assert await store.get("k") == b"v"
+        assert store._engine.syncs == 0
+        assert store._engine._wconn.execute("PRAGMA synchronous").fetchone() == (1,)
+    finally:
+        await store.close()
+
+
 async def test_async_mode_backpressure(db: Path) -> None:
     store = SQLiteStore(str(db), durability=Durability.ASYNC, max_pending=8)
     await asyncio.gather(*(store.set(f"k{i}", b"v") for i in range(1000)))

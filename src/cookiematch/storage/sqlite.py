@@ -4,10 +4,12 @@
 expiries on the store's clock) and hands it to its engine as an op; no SQLite call runs on the
 event loop but ``get_batched``'s point reads, those of a turn of the loop in one statement,
 which a caller asks for where a hand-over costs more than the read (the bidder's look-up).
-Under ``Durability.ACK`` a write returns once its transaction is committed and fsynced (group
-commit: concurrent writes share one commit); under ``Durability.ASYNC`` once queued. The parts:
+Under ``Durability.ACK`` a write returns once its transaction is committed and its WAL fsynced
+(group commit: concurrent writes share one commit, one fsync one commit or more); under
+``Durability.ASYNC`` once queued. The parts:
 
     sqlite_engine   the writer thread (group commit) and the reader threads, fed by queues
+    sqlite_sync     the thread that fsyncs the WAL after the writer's commits (ACK)
     sqlite_batch    how a thread runs a batch: one transaction, consecutive writes merged
     sqlite_ops      the operations, run on a thread's connection
     sqlite_schema   the file's schema, its migration from version 1, and the SQL text
@@ -61,6 +63,7 @@ BULK_BUSY_TIMEOUT = 600.0
 """The wait of an ASYNC (bulk) store: the server's workers or another command share the file,
 and a batch's transaction holds the write lock for seconds; giving up would lose the queued
 writes."""
+WAL_SUFFIX = "-wal"  # SQLite's name for the file's write-ahead log
 WRITER_LOCK_SUFFIX = "-writer.lock"
 """The file beside the database whose ``flock`` the writer threads of every process take in
 turn, each waiting at most its store's busy timeout (``sqlite_engine.Engine``)."""
@@ -129,6 +132,7 @@ class SQLiteStore(Store):
             writer_lock=self._writer_lock,
             writer_turn=self._writer_turn,
             busy_timeout=busy_timeout,
+            wal_path=None if self._async else path + WAL_SUFFIX,
         )
 
     @classmethod
@@ -200,8 +204,8 @@ class SQLiteStore(Store):
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise sqlite3.OperationalError(f"cannot use WAL journal mode (got {mode!r})")
-            sync = "NORMAL" if self._async else "FULL"
-            conn.execute(f"PRAGMA synchronous = {sync}")
+            # ACK too: its commits are fsynced by the engine's syncer, not inside COMMIT
+            conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA journal_size_limit = 67108864")  # trim the WAL after checkpoints
             conn.execute(f"PRAGMA cache_size = {-self._cache_mib * 1024}")  # negative: KiB
             if conn.execute("PRAGMA user_version").fetchone()[0] != schema.SCHEMA_VERSION:

@@ -362,3 +362,22 @@ def _merge_into(updates: ops.Updates, owned: set[str], key: str, fields: Fields)
     else:
         updates[key] = {**merged, **fields}
         owned.add(key)
+
+
+def _settle(results: list[Result]) -> None:
+    for fut, ok, value in results:
+        if not fut.done():  # a cancelled waiter has gone away
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+
+def deliver(results: list[Result]) -> None:
+    """Settle futures from a worker thread: one loop wake-up per loop per batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Result]] = {}
+    for result in results:
+        by_loop.setdefault(result[0].get_loop(), []).append(result)
+    for loop, batch in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+            loop.call_soon_threadsafe(_settle, batch)

@@ -1,13 +1,15 @@
 """The SQLite store's threads: one writer with group commit, reader threads, fed by queues.
 
     event loop ──(op, future)──▶ write queue ──▶ writer thread: BEGIN; op; op; …; COMMIT
-               ◀── one call_soon_threadsafe per batch settles its futures ──┘
+               ◀── one call_soon_threadsafe per batch ── syncer thread: fsync of the WAL ◀┘
     event loop ──(op, future)──▶ read queue ──▶ reader threads, one connection each
 
 No SQLite call runs on the event loop. The writer drains everything queued and applies it in
-one transaction (with what was queued while it waited for other processes' writers), so
-under ``Durability.ACK`` (``synchronous=FULL``: the WAL is fsynced at each commit) one fsync
-covers a whole batch, and a write's future resolves only after its commit.
+one transaction (with what was queued while it waited for other processes' writers). Under
+``Durability.ACK`` the syncer thread (``sqlite_sync``) fsyncs the WAL after the commit while
+the writer goes on to the next batch, and settles the batch's futures once it is on disk: one
+fsync covers one batch or more, and a write's future resolves only once it is committed and
+synced.
 If a batch fails, it is rolled back and its ops are retried one transaction each, so a bad op
 fails alone. Under ``Durability.ASYNC`` (``synchronous=NORMAL``) the writes queued with
 ``apply`` (the store's ``set``, ``hset``, ``hset_many``, ``write_many``) return once queued
@@ -22,7 +24,6 @@ chunk (``sqlite_ops.PURGE_CHUNK``) at a time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import itertools
 import logging
@@ -43,6 +44,7 @@ from cookiematch.storage.sqlite_batch import (
     Outcome,
     Queued,
     Result,
+    deliver,
     drain,
     plain_rows,
     run_reads,
@@ -50,6 +52,7 @@ from cookiematch.storage.sqlite_batch import (
     top_up,
     wrap,
 )
+from cookiematch.storage.sqlite_sync import WalSyncer
 
 log = logging.getLogger("cookiematch.storage.sqlite")
 
@@ -75,6 +78,7 @@ class Engine:
         writer_lock: int | None = None,
         writer_turn: int | None = None,
         busy_timeout: float = 10.0,
+        wal_path: str | None = None,
     ) -> None:
         self._wconn = writer
         self._writer_lock = writer_lock
@@ -99,6 +103,9 @@ class Engine:
         self.commits = 0  # transactions committed by the writer (statistics)
         self.writes = 0  # write ops those transactions carried
         self.lost = 0  # queued writes nobody waited for that failed
+        # ``wal_path``: the writer commits without an fsync, this thread's fsync acknowledges
+        self._syncer = WalSyncer(wal_path) if wal_path is not None else None
+        self._acknowledge = deliver if self._syncer is None else self._syncer.settle_synced
         self._threads = [threading.Thread(target=self._write_loop, daemon=True, name="sqlite-w")]
         self._threads += [
             threading.Thread(target=self._read_loop, args=(c,), daemon=True, name=f"sqlite-r{i}")
@@ -118,7 +125,12 @@ class Engine:
 
     @property
     def writer_alive(self) -> bool:
-        return self._threads[0].is_alive()
+        return self._threads[0].is_alive() and (self._syncer is None or self._syncer.alive)
+
+    @property
+    def syncs(self) -> int:
+        """The WAL's fsyncs by the syncer (``wal_path``), each for one or more commits."""
+        return 0 if self._syncer is None else self._syncer.syncs
 
     # --- submitting ops (event loop thread) ------------------------------------------------
 
@@ -168,6 +180,8 @@ class Engine:
     def _shutdown(self) -> None:
         self._wq.put(None)
         self._threads[0].join()
+        if self._syncer is not None:  # what the writer committed last, synced and settled
+            self._syncer.stop()
         for _ in self._threads[1:]:
             self._rq.put(None)
         for thread in self._threads[1:]:
@@ -189,8 +203,8 @@ class Engine:
                     batch, stop = drain(self._wq, first)
                     if batch:
                         waiting, stop = self._write_batch(batch, stop)
-                        if waiting:  # once the writer lock is released
-                            _deliver(waiting)
+                        if waiting:  # once the writer lock is released (and the WAL synced)
+                            self._acknowledge(waiting)
                     if stop:
                         break
                 if self._purge_interval and time.monotonic() >= self._next_purge:
@@ -342,7 +356,7 @@ class Engine:
                 batch, stop = drain(self._rq, self._rq.get())
                 if batch:
                     self._wait_committed(max(item[3] for item in batch))
-                    _deliver(run_reads(conn, batch))
+                    deliver(run_reads(conn, batch))
                 if stop:
                     break
         finally:
@@ -365,23 +379,4 @@ class Engine:
             if item is not None and item[2] is not None:
                 leftovers.append((item[2], False, closed))
         if leftovers:
-            _deliver(leftovers)
-
-
-def _settle(results: list[Result]) -> None:
-    for fut, ok, value in results:
-        if not fut.done():  # a cancelled waiter has gone away
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
-
-
-def _deliver(results: list[Result]) -> None:
-    """Settle futures from a worker thread: one loop wake-up per loop per batch."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[Result]] = {}
-    for result in results:
-        by_loop.setdefault(result[0].get_loop(), []).append(result)
-    for loop, batch in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
-            loop.call_soon_threadsafe(_settle, batch)
+            deliver(leftovers)
