@@ -2,7 +2,9 @@
 
 A kill -9 loses what the process held in memory, not what the kernel holds; this test proves
 that a write is acknowledged only after its commit. Surviving power loss additionally relies on
-``synchronous=FULL`` (the WAL is fsynced at each commit), which a test cannot cut the power to.
+the fsync of the WAL after each commit, before the write is acknowledged
+(``storage/sqlite_sync.py``; that a write waits for it: ``test_sqlite_store.py``), which a test
+cannot cut the power to.
 """
 
 from __future__ import annotations
