@@ -6,7 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -239,6 +239,9 @@ class SlowStore:
 
     async def hget(self, key: str, field: str) -> bytes | None:
         return (await self.get_many([key]))[0]
+
+    def hget_batched(self, key: str, field: str) -> Awaitable[bytes | None]:
+        return self.hget(key, field)
 
 
 @pytest.mark.parametrize("buckets", [None, 4])

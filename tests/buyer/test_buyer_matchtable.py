@@ -129,6 +129,9 @@ class CountingStore:
     def hget(self, key: str, field: str) -> Awaitable[bytes | None]:
         return self._counted(self.store.hget(key, field))
 
+    def hget_batched(self, key: str, field: str) -> Awaitable[bytes | None]:
+        return self._counted(self.store.hget_batched(key, field))
+
     async def _counted(self, read: Awaitable[Any]) -> Any:
         """``read`` awaited, counted while in flight."""
         self._enter()
@@ -277,6 +280,9 @@ class HalfBrokenStore:
             raise StorageError("down")
         await asyncio.sleep(0.01)
         return None
+
+    def hget_batched(self, key: str, field: str) -> Awaitable[bytes | None]:
+        return self.hget(key, field)
 
 
 async def test_a_failing_read_fails_the_lookup(clock: Clock) -> None:

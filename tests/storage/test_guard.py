@@ -298,3 +298,49 @@ async def test_batched_reads_pass_the_breaker_and_are_observed(sqlite_path: Path
         assert not queued.batched_reads  # a read there waits for the writes queued before it
     finally:
         await queued.close()
+
+
+async def test_field_reads_of_a_turn_are_one_call_under_one_deadline(
+    server: RedisServer,
+) -> None:
+    """``hget_batched``: the reads asked in one turn of the event loop go as one
+    ``hget_many`` (one pipeline op), admitted, counted and timed once, each answered with its
+    own value; a backend that does not answer within the deadline fails them all, and once
+    the breaker is open they are refused together."""
+    observed = Observed()
+    inner = RedisStore.from_url(server.url)
+    await inner.start()
+    store = guard(inner, observed, deadline=5.0)
+    try:
+        await store.hset("m:1", {"a": b"1", "b": b"2"})
+        await store.hset("m:2", {"a": b"3"})
+        pairs = [("m:1", "a"), ("m:1", "b"), ("m:2", "a"), ("m:2", "z"), ("none", "a")]
+        before = len(observed.calls)
+        flushes = inner._flusher.flushes
+        values = await asyncio.gather(*(store.hget_batched(k, f) for k, f in pairs))
+        assert values == [b"1", b"2", b"3", None, None]
+        assert [(op, outcome) for op, _, outcome in observed.calls[before:]] == [
+            ("hget_many", "ok")
+        ]
+        assert inner._flusher.flushes == flushes + 1
+        one, two = store.hget_batched("m:1", "a"), store.hget_batched("m:1", "b")
+        one.cancel()  # a caller gone away leaves the others answered
+        assert await two == b"2"
+
+        slow = store.view(DEADLINE)
+        server.kill9()  # the flusher retries nothing for reads: they fail, or time out
+        start = time.perf_counter()
+        reads = [slow.hget_batched("m:1", "a") for _ in range(3)]
+        results = await asyncio.gather(*reads, return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert time.perf_counter() - start < DEADLINE + 0.5
+        await until(lambda: store.breaker_open, within=2.0)
+        before = len(observed.calls)
+        refused = [store.hget_batched("m:1", "a"), store.hget_batched("m:2", "a")]
+        results = await asyncio.gather(*refused, return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert [(op, outcome) for op, _, outcome in observed.calls[before:]] == [
+            ("hget_many", "refused")
+        ]
+    finally:
+        await store.close()

@@ -149,6 +149,24 @@ async def test_hset_many_and_hgetall_many(store: Store) -> None:
     assert await keys(store, "") == []  # field maps, not plain values
 
 
+async def test_hget_many_answers_what_hget_answers(store: Store, clock: FakeClock) -> None:
+    await store.hset("a", {"x": b"1", "y": b"\x00"})
+    await store.hset("b", {"z": b"2"})
+    await store.hset("b", {"short": b"s"}, ttl=0.2)
+    await store.set("plain", b"v")
+    await asyncio.sleep(0.3)
+    await clock.advance(0.5)  # "short" has expired: read as absent
+    pairs = [
+        ("b", "z"), ("a", "x"), ("a", "missing"), ("missing", "x"), ("b", "short"),
+        ("plain", "x"), ("a", "y"), ("b", "z"),
+    ]  # fmt: skip
+    expected = [b"2", b"1", None, None, None, None, b"\x00", b"2"]
+    assert await store.hget_many(pairs) == expected
+    assert [await store.hget(key, field) for key, field in pairs] == expected
+    assert await store.hget_many([]) == []
+    assert await asyncio.gather(*(store.hget_batched(k, f) for k, f in pairs)) == expected
+
+
 async def test_hswap_many_answers_what_the_fields_held_before(
     store: Store, clock: FakeClock
 ) -> None:

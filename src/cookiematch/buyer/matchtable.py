@@ -564,12 +564,13 @@ class MatchTable:
     def read_gid(self, gid: str) -> Awaitable[bytes | None]:
         """The stored forward value of ``gid`` (lapsed included): one ``get`` (read with the
         other reads of this turn of the event loop where the store has ``batched_reads``) or
-        ``hget``; :meth:`entry_by_gid` reads it."""
+        ``hget`` (those of a turn in one ``hget_many`` where the store gathers them:
+        ``Store.hget_batched``); :meth:`entry_by_gid` reads it."""
+        store = self._store
         if self.buckets is None:
-            store = self._store
             key = self.keys.by_gid(gid)
             return store.get_batched(key) if store.batched_reads else store.get(key)
-        return self._store.hget(*self.buckets.by_gid(gid))
+        return store.hget_batched(*self.buckets.by_gid(gid))
 
     def _read_uid(self, uid: bytes) -> Awaitable[bytes | None]:
         if self.buckets is None:

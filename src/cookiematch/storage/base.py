@@ -28,6 +28,7 @@ that writes a plain key and a field map pays for one store call, not two.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import math
 from abc import ABC, abstractmethod
@@ -118,6 +119,18 @@ class Store(ABC):
 
     @abstractmethod
     async def hget(self, key: str, field: str) -> bytes | None: ...
+
+    async def hget_many(self, pairs: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """``hget`` of each ``(key, field)``, in order.
+
+        Backends with a bulk read override this default, which makes the reads concurrently
+        (SQLite's reader threads then take them in one batch, one query a table)."""
+        return list(await asyncio.gather(*(self.hget(key, field) for key, field in pairs)))
+
+    def hget_batched(self, key: str, field: str) -> Awaitable[bytes | None]:
+        """``hget``, read with the other such reads of this turn of the event loop in one
+        ``hget_many`` where a layer gathers them (``storage.guard``); else at once."""
+        return self.hget(key, field)
 
     @abstractmethod
     async def hgetall(self, key: str) -> dict[str, bytes]: ...

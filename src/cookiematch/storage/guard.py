@@ -34,6 +34,7 @@ from cookiematch.deadlines import Deadlines
 from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage.base import Durability, FieldEntry, FieldWrite, Page, Store, Write
 from cookiematch.storage.breaker import Breaker, StateObserver
+from cookiematch.storage.turn_field_reads import TurnFieldReads
 
 __all__ = ["CALL_OUTCOMES", "MAX_BACKLOG", "PROBE_KEY", "CallObserver", "GuardedStore"]
 
@@ -91,6 +92,7 @@ class GuardedStore(Store):
         if breaker is None:
             breaker = Breaker(name, self._probe, on_state=on_state)
         self._shared = _Shared(breaker, max_backlog, on_call)
+        self._field_reads = TurnFieldReads(self.hget_many)  # hget_batched's, a turn's at once
 
     def view(self, deadline: float) -> GuardedStore:
         """The same guard (breaker, counts, observer) with another deadline."""
@@ -291,6 +293,17 @@ class GuardedStore(Store):
 
     async def hget(self, key: str, field: str) -> bytes | None:
         return await self._guarded("hget", self._admit("hget"), self.inner.hget(key, field))
+
+    async def hget_many(self, pairs: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        return await self._guarded(
+            "hget_many", self._admit("hget_many"), self.inner.hget_many(pairs)
+        )
+
+    def hget_batched(self, key: str, field: str) -> Awaitable[bytes | None]:
+        """The reads of this turn of the event loop as one ``hget_many`` once its callbacks
+        ran (``storage/turn_field_reads.py``): one call for them all, under one deadline,
+        admitted, counted and timed once."""
+        return self._field_reads.read(key, field)
 
     async def hgetall(self, key: str) -> dict[str, bytes]:
         return await self._guarded("hgetall", self._admit("hgetall"), self.inner.hgetall(key))

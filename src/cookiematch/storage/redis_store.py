@@ -401,6 +401,23 @@ class RedisStore(Store):
         value: bytes | None = await self._call([command], finish, write=False)
         return value
 
+    async def hget_many(self, pairs: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """One op of one ``HGET`` each: one pipeline flush (per node) for them all."""
+        if not pairs:
+            return []
+        now = self._now_ms()
+        name, live, encode = self._name, codec.live, codec.encode_key
+
+        def finish(replies: list[Any]) -> list[bytes | None]:
+            return [
+                None if reply_error(name, reply, wrongtype_ok=True) else live(reply, now)
+                for reply in replies
+            ]
+
+        commands = [("HGET", encode(key), encode(field)) for key, field in pairs]
+        values: list[bytes | None] = await self._call(commands, finish, write=False)
+        return values
+
     def _hgetall_finish(self, now: float) -> Any:
         def finish(replies: list[Any]) -> dict[str, FieldEntry]:
             if reply_error(self._name, replies[0], wrongtype_ok=True):
