@@ -185,6 +185,9 @@ def test_the_dmps_console_draws_its_funnel_and_heat_map(running: ConsoleStack) -
         assert "loss rate" in page.content()
         funnel = page.locator("figure.chart[data-source*='name=funnel&minutes']").first
         funnel.wait_for()
+        page.wait_for_function(  # the chart's script has fetched and drawn it (or failed)
+            "[...document.querySelectorAll('figure.chart')].every(f => f.dataset.state)"
+        )
         assert funnel.get_attribute("data-state") == "drawn"
         page.goto(f"{running.dmp}/console/segments")
         assert page.locator("table.heat td[class^=heat-]").count() >= 2  # the overlap
