@@ -26,9 +26,21 @@ async def settled(results: list[Result]) -> list[Any]:
     return list(answers)
 
 
-async def test_batches_are_settled_in_order_once_synced(tmp_path: Path) -> None:
-    wal = tmp_path / "store.db-wal"
-    wal.write_bytes(b"frames")
+async def through(syncer: WalSyncer, *outcomes: tuple[bool, Any]) -> list[Any]:
+    """A batch of ``outcomes`` given to ``syncer``, as its futures are settled."""
+    results = batch(asyncio.get_running_loop(), *outcomes)
+    syncer.settle_synced(results)
+    return await settled(results)
+
+
+@pytest.fixture
+def wal(tmp_path: Path) -> Path:
+    path = tmp_path / "store.db-wal"
+    path.write_bytes(b"frames")
+    return path
+
+
+async def test_batches_are_settled_in_order_once_synced(wal: Path) -> None:
     loop = asyncio.get_running_loop()
     syncer = WalSyncer(str(wal))
     try:
@@ -45,12 +57,9 @@ async def test_batches_are_settled_in_order_once_synced(tmp_path: Path) -> None:
         syncer.stop()
 
 
-async def test_stop_syncs_and_settles_what_is_queued(tmp_path: Path) -> None:
-    wal = tmp_path / "store.db-wal"
-    wal.write_bytes(b"frames")
-    loop = asyncio.get_running_loop()
+async def test_stop_syncs_and_settles_what_is_queued(wal: Path) -> None:
     syncer = WalSyncer(str(wal))
-    results = batch(loop, (True, "a"), (True, "b"))
+    results = batch(asyncio.get_running_loop(), (True, "a"), (True, "b"))
     syncer.settle_synced(results)
     syncer.stop()
     assert not syncer.alive
@@ -61,40 +70,28 @@ async def test_stop_syncs_and_settles_what_is_queued(tmp_path: Path) -> None:
 async def test_a_wal_that_cannot_be_synced_fails_the_successes_only(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    loop = asyncio.get_running_loop()
     syncer = WalSyncer(str(tmp_path / "missing-wal"))
     failed = StorageError("the write failed on its own")
     try:
-        results = batch(loop, (True, "stored"), (False, failed))
         with caplog.at_level(logging.ERROR, logger="cookiematch.storage.sqlite"):
-            syncer.settle_synced(results)
-            answers = await settled(results)
+            answers = await through(syncer, (True, "stored"), (False, failed))
         assert isinstance(answers[0], StorageError)
         assert "not known to be on disk" in str(answers[0])
         assert answers[1] is failed
         assert "cannot sync the WAL" in caplog.text
-        errors_only = batch(loop, (False, failed))
-        syncer.settle_synced(errors_only)
-        assert await settled(errors_only) == [failed]
+        assert await through(syncer, (False, failed)) == [failed]
         assert syncer.syncs == 0  # nothing to make durable: no fsync tried
     finally:
         syncer.stop()
 
 
-async def test_a_wal_deleted_and_made_anew_is_opened_again(tmp_path: Path) -> None:
-    wal = tmp_path / "store.db-wal"
-    wal.write_bytes(b"first")
-    loop = asyncio.get_running_loop()
+async def test_a_wal_deleted_and_made_anew_is_opened_again(wal: Path) -> None:
     syncer = WalSyncer(str(wal))
     try:
-        first = batch(loop, (True, 1))
-        syncer.settle_synced(first)
-        assert await settled(first) == [1]
+        assert await through(syncer, (True, 1)) == [1]
         wal.unlink()
-        wal.write_bytes(b"second")  # a new file under the same name
-        second = batch(loop, (True, 2))
-        syncer.settle_synced(second)
-        assert await settled(second) == [2]
+        wal.write_bytes(b"anew")  # a new file under the same name
+        assert await through(syncer, (True, 2)) == [2]
         assert syncer._fd is not None
         assert os.fstat(syncer._fd).st_ino == wal.stat().st_ino
     finally:
