@@ -195,17 +195,21 @@ async def test_a_write_whose_wal_cannot_be_synced_is_not_acknowledged(
     db: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A WAL nobody can fsync any more (here: unlinked; SQLite writes on to the file it holds
-    open) fails the writes committed to it: committed, but not known to be on disk."""
+    open) fails the writes committed to it, and every later one: the store is unavailable
+    (its ping fails) until restarted."""
     store = SQLiteStore(str(db))
     try:
         await store.set("before", b"v")  # the syncer holds the WAL open from here on
+        await store.ping()
         os.unlink(f"{db}-wal")
-        with pytest.raises(StorageError, match="not known to be on disk"):
+        with pytest.raises(StoreUnavailable, match="not known to be on disk"):
             await store.set("after", b"v")
         assert "cannot sync the WAL" in caplog.text
-        assert store._engine.writer_alive  # each later write is judged again
-        with pytest.raises(StorageError, match="not known to be on disk"):
+        with pytest.raises(StoreUnavailable, match="not known to be on disk"):
             await store.set("later", b"v")
+        assert not store._engine.writer_alive
+        with pytest.raises(StoreUnavailable, match="fsync of its WAL failed"):
+            await store.ping()
     finally:
         await store.close()
 

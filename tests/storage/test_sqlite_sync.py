@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cookiematch.errors import StorageError
+from cookiematch.errors import StorageError, StoreUnavailable
 from cookiematch.storage.sqlite_batch import Result
 from cookiematch.storage.sqlite_sync import WalSyncer
 
@@ -67,20 +67,27 @@ async def test_stop_syncs_and_settles_what_is_queued(wal: Path) -> None:
     assert syncer.syncs == 1
 
 
-async def test_a_wal_that_cannot_be_synced_fails_the_successes_only(
+async def test_a_wal_that_cannot_be_synced_fails_its_writes_and_every_later_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    syncer = WalSyncer(str(tmp_path / "missing-wal"))
+    """After a failed fsync a later one that succeeds would not prove the earlier commits on
+    disk: every later write fails too (StoreUnavailable), logged once."""
+    wal = tmp_path / "store.db-wal"
+    syncer = WalSyncer(str(wal))  # no such file yet: the fsync cannot be made
     failed = StorageError("the write failed on its own")
     try:
         with caplog.at_level(logging.ERROR, logger="cookiematch.storage.sqlite"):
             answers = await through(syncer, (True, "stored"), (False, failed))
-        assert isinstance(answers[0], StorageError)
-        assert "not known to be on disk" in str(answers[0])
-        assert answers[1] is failed
-        assert "cannot sync the WAL" in caplog.text
-        assert await through(syncer, (False, failed)) == [failed]
-        assert syncer.syncs == 0  # nothing to make durable: no fsync tried
+            assert isinstance(answers[0], StoreUnavailable)
+            assert "not known to be on disk" in str(answers[0])
+            assert answers[1] is failed
+            assert await through(syncer, (False, failed)) == [failed]
+            assert syncer.alive is False and syncer.failure is not None
+            wal.write_bytes(b"frames")  # syncable now: it changes nothing
+            (later,) = await through(syncer, (True, "later"))
+            assert isinstance(later, StoreUnavailable)
+        assert syncer.syncs == 0
+        assert caplog.text.count("cannot sync the WAL") == 1
     finally:
         syncer.stop()
 

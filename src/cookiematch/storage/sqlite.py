@@ -474,7 +474,9 @@ class SQLiteStore(Store):
 
     async def ping(self) -> None:
         if not self._engine.writer_alive:
-            raise StoreUnavailable("sqlite writer thread (or its WAL syncer) is not running")
+            raise StoreUnavailable(
+                "sqlite writer thread is not running, or an fsync of its WAL failed"
+            )
         try:
             await self._engine.read(ops.ping)
         except StoreUnavailable:

@@ -125,7 +125,8 @@ class Engine:
 
     @property
     def writer_alive(self) -> bool:
-        """The writer thread runs, and so does its syncer (``ack``)."""
+        """The writer thread runs, and so does its syncer (``ack``), every fsync so far a
+        success."""
         return self._threads[0].is_alive() and (self._syncer is None or self._syncer.alive)
 
     @property

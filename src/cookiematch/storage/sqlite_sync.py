@@ -19,6 +19,12 @@ and the database before the WAL may restart, and a restarted WAL's header is syn
 is visible to readers before this fsync: a reader may see, for about one fsync, a write that a
 power loss would undo and that nobody was told is stored (a crash of the process loses
 nothing: the frames are in the kernel's cache once committed).
+
+An fsync that fails fails the writes it was for, and every later one: the kernel may have
+dropped the pages it could not write, so a later fsync that succeeds would not prove that the
+earlier commits are on disk, and recovery would stop at the first one missing. The store then
+answers ``StoreUnavailable`` (its guard's breaker opens, its ``ping`` fails) until the process
+is restarted on a sound disk.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import os
 import queue
 import threading
 
-from cookiematch.errors import StorageError
+from cookiematch.errors import StoreUnavailable
 from cookiematch.storage.sqlite_batch import Result, deliver
 
 __all__ = ["WalSyncer"]
@@ -48,12 +54,14 @@ class WalSyncer:
         self._fd: int | None = None
         self._queue: queue.SimpleQueue[list[Result] | None] = queue.SimpleQueue()
         self.syncs = 0  # fsyncs of the WAL (statistics)
+        self.failure: str | None = None  # why an fsync failed, once one has
         self._thread = threading.Thread(target=self._run, daemon=True, name="sqlite-s")
         self._thread.start()
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        """The thread runs and no fsync has failed."""
+        return self._thread.is_alive() and self.failure is None
 
     def settle_synced(self, results: list[Result]) -> None:
         """Settle ``results`` (a batch committed by the writer) once the WAL is synced."""
@@ -86,17 +94,25 @@ class WalSyncer:
                     os.close(self._fd)
 
     def _synced(self, results: list[Result]) -> list[Result]:
-        """``results`` once the WAL is synced; its successes become errors if it cannot be."""
+        """``results`` once the WAL is synced; its successes become errors if it cannot be,
+        or could not be once."""
         if not any(ok for _, ok, _ in results):
             return results
-        try:
-            self._sync()
-        except Exception as exc:  # not known to be on disk: not acknowledged as stored
-            log.error("sqlite store: cannot sync the WAL %r: %s", self._path, exc)
-            err = StorageError(f"sqlite: the write is committed but not known to be on disk: {exc}")
-            err.__cause__ = exc
-            return [(fut, False, err) if ok else (fut, ok, value) for fut, ok, value in results]
-        return results
+        if self.failure is None:
+            try:
+                self._sync()
+                return results
+            except Exception as exc:  # not known to be on disk: not acknowledged as stored
+                self.failure = f"{type(exc).__name__}: {exc}"
+                log.error(
+                    "sqlite store: cannot sync the WAL %r, no write is acknowledged from now"
+                    " on (restart on a sound disk): %s", self._path, exc,
+                )  # fmt: skip
+        err = StoreUnavailable(
+            f"sqlite: the write is committed but not known to be on disk: an fsync of the WAL"
+            f" failed ({self.failure})"
+        )
+        return [(fut, False, err) if ok else (fut, ok, value) for fut, ok, value in results]
 
     def _sync(self) -> None:
         fd = self._fd
