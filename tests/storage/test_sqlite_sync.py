@@ -1,11 +1,10 @@
 """The WAL's syncer (``storage/sqlite_sync.py``) on real files: settles in order, after an
-fsync, fails what it cannot make durable, follows a file made anew."""
+fsync, fails what it cannot make durable, syncs the file it holds, never another by its name."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -92,14 +91,18 @@ async def test_a_wal_that_cannot_be_synced_fails_its_writes_and_every_later_one(
         syncer.stop()
 
 
-async def test_a_wal_deleted_and_made_anew_is_opened_again(wal: Path) -> None:
+async def test_a_wal_deleted_under_the_store_is_not_synced_by_its_name(wal: Path) -> None:
+    """The file synced is the one held open since the first fsync: a WAL deleted under the
+    store (SQLite writes on to the file it holds, and loses it at its close) fails the writes,
+    even where a new file of the same name could be synced."""
     syncer = WalSyncer(str(wal))
     try:
         assert await through(syncer, (True, 1)) == [1]
         wal.unlink()
-        wal.write_bytes(b"anew")  # a new file under the same name
-        assert await through(syncer, (True, 2)) == [2]
-        assert syncer._fd is not None
-        assert os.fstat(syncer._fd).st_ino == wal.stat().st_ino
+        wal.write_bytes(b"anew")  # another file under the same name
+        (answer,) = await through(syncer, (True, 2))
+        assert isinstance(answer, StoreUnavailable)
+        assert "deleted under the store" in str(answer)
+        assert syncer.syncs == 1
     finally:
         syncer.stop()

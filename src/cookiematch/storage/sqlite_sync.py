@@ -116,10 +116,9 @@ class WalSyncer:
 
     def _sync(self) -> None:
         fd = self._fd
-        if fd is not None and os.fstat(fd).st_nlink == 0:  # the WAL was deleted and made anew
-            os.close(fd)
-            fd = self._fd = None
-        if fd is None:
+        if fd is None:  # the WAL the writer's first commit wrote to, held open from now on
             fd = self._fd = os.open(self._path, os.O_RDWR)
+        elif os.fstat(fd).st_nlink == 0:  # SQLite writes on to it, and loses it at its close
+            raise FileNotFoundError(f"the WAL {self._path!r} was deleted under the store")
         _fdatasync(fd)
         self.syncs += 1
