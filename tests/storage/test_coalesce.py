@@ -5,6 +5,7 @@ behind the guard, whose call observer counts the calls that reach it)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -117,6 +118,28 @@ async def test_a_bad_lifetime_raises_at_once_and_queues_nothing(observed: Observ
     assert observed.swaps_sent() == ["ok"]
 
 
+async def test_a_bad_lifetime_raises_after_many_good_ones(observed: Observed) -> None:
+    """The valid lifetimes it remembers (a caller's constants) never let a bad one through,
+    in whichever of the three places it comes, before or after it stopped remembering."""
+    swaps = observed.swaps
+    for round_ in range(2):
+        for n in range(1, 40):  # more distinct lifetimes than it remembers
+            ttl = float(n * 100 + round_)
+            await swaps.swap_together([Write(f"r{n}", b"1", ttl)], [(f"m{n}", {"f": b"1"}, ttl)])
+            await swaps.swap_many([Write(f"s{n}", b"1", ttl)])
+        for bad in (-1.0, 0.0, float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="ttl"):
+                swaps.swap_together([Write("r", b"1", bad)], [])
+            with pytest.raises(ValueError, match="ttl"):
+                swaps.swap_together([], [("m", {"f": b"1"}, bad)])
+            with pytest.raises(ValueError, match="ttl"):
+                swaps.swap_together([], [], (), [("q", {"f": b"1"}, bad)])
+            with pytest.raises(ValueError, match="ttl"):
+                swaps.swap_many([Write("s", b"1", bad)])
+    assert await observed.store.get_many(["r", "s"]) == [None, None]
+    assert await observed.store.hgetall_many(["m", "q"]) == [{}, {}]
+
+
 async def test_a_caller_that_goes_away_leaves_the_others_answered(observed: Observed) -> None:
     swaps = observed.swaps
     gone = asyncio.ensure_future(swaps.swap_together([Write("r1", b"1")], []))
@@ -160,6 +183,46 @@ async def test_order_holds_across_turns(observed: Observed) -> None:
     third = swaps.swap_many([Write("k", b"3")])
     assert await asyncio.gather(first, second, third) == [[None], [b"1"], [b"2"]]
     assert await observed.store.get("k") == b"3"
+
+
+async def test_a_group_waits_for_the_groups_in_flight_it_meets(observed: Observed) -> None:
+    """A group sent while earlier ones are not answered yet starts only once those it meets
+    are: a map one writes quietly and the other answers, either way round, or a key both
+    write; one it does not meet (quiet writes of one map aside) is not held back."""
+    store, swaps = observed.store, observed.swaps
+    spans: list[tuple[str, str]] = []
+    call = store.swap_together
+
+    async def recorded(*args: Any) -> Any:
+        name = args[1][0][0] if args[1] else args[3][0][0]  # the first map it writes
+        spans.append(("start", name))
+        await asyncio.sleep(0.01)  # still in flight when the next turns' groups go
+        answer = await call(*args)
+        spans.append(("end", name))
+        return answer
+
+    store.swap_together = recorded  # type: ignore[method-assign]
+    first = swaps.swap_together([], [("a", {"f": b"1"}, None)], also=[("marks", {"a": b"t"}, None)])
+    await asyncio.sleep(0)
+    unrelated = swaps.swap_together(
+        [], [("b", {"f": b"1"}, None)], also=[("marks", {"b": b"t"}, None)]
+    )
+    await asyncio.sleep(0)
+    answers_marks = swaps.swap_together([], [("marks", {"a": b"u"}, None)])
+    await asyncio.sleep(0)
+    quiet_after = swaps.swap_together(
+        [], [("d", {"f": b"1"}, None)], also=[("marks", {"d": b"t"}, None)]
+    )
+    await asyncio.sleep(0)
+    same_map = swaps.swap_together([], [("a", {"f": b"2"}, None)])
+    answers = await asyncio.gather(first, unrelated, answers_marks, quiet_after, same_map)
+    assert answers == [[{}], [{}], [{"a": b"t"}], [{}], [{"f": b"1"}]]
+    assert spans.index(("start", "b")) < spans.index(("end", "a"))  # not held back
+    assert spans.index(("start", "marks")) > spans.index(("end", "b"))
+    assert spans.index(("start", "d")) > spans.index(("end", "marks"))
+    assert spans.index(("start", "a"), 1) > spans.index(("end", "a"))
+    assert await store.hgetall("marks") == {"a": b"u", "b": b"t", "d": b"t"}
+    assert await store.hgetall("a") == {"f": b"2"}
 
 
 async def test_a_group_holds_at_most_max_calls(observed: Observed) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
-from functools import partial
 from typing import Any
 
 from cookiematch.loops import running_loop
@@ -25,6 +24,7 @@ __all__ = ["MAX_CALLS", "SwapCoalescer"]
 
 MAX_CALLS = 256
 """Calls in one group at most: a Redis pipeline of one call stays within its bulk size."""
+_TTLS_KEPT = 16  # valid lifetimes remembered, so that a caller's constants are checked once
 
 Maps = list[dict[str, bytes]]
 """``swap_together``'s answer: per field write what it held, then the maps read after."""
@@ -94,16 +94,19 @@ class _Together(_Group):
         self.reads: set[str] = set()
         self.counts: list[tuple[int, int]] = []  # per call: field writes answered, maps read
 
-    def takes(
+    def join(
         self,
         writes: Sequence[Write],
         field_writes: Sequence[FieldWrite],
+        read_after: Sequence[str],
         also: Sequence[FieldWrite],
+        answer: asyncio.Future[Maps],
     ) -> bool:
-        """Whether a call can join without its answer or the others' changing: the keys it
-        writes neither answered nor read after by the group's calls, the maps it answers not
-        written by them (``also`` maps may repeat: later wins, as in one call). The maps it
-        reads after may be written by them: it comes after them, and sees their writes."""
+        """Add the call unless it would change its answer or the others': the keys it writes
+        neither answered nor read after by the group's calls, the maps it answers not written
+        by them (``also`` maps may repeat: later wins, as in one call). The maps it reads after
+        may be written by them: it comes after them, and sees their writes. Plain loops, not
+        generators: a call writes a handful of keys."""
         strict, quiet, reads = self.strict, self.quiet, self.reads
         for write in writes:
             if write.key in strict or write.key in reads:
@@ -111,30 +114,23 @@ class _Together(_Group):
         for key, _, _ in field_writes:
             if key in strict or key in reads or key in quiet:
                 return False
-        return all(key not in strict and key not in reads for key, _, _ in also)
-
-    def add(
-        self,
-        writes: Sequence[Write],
-        field_writes: Sequence[FieldWrite],
-        read_after: Sequence[str],
-        also: Sequence[FieldWrite],
-        answer: asyncio.Future[Maps],
-    ) -> None:
+        for key, _, _ in also:
+            if key in strict or key in reads:
+                return False
         self.writes += writes
         self.field_writes += field_writes
         self.read_after += read_after
         self.also += also
-        strict, quiet = self.strict, self.quiet
-        for write in writes:  # loops, not generators: a call writes a handful of keys
+        for write in writes:
             strict.add(write.key)
         for key, _, _ in field_writes:
             strict.add(key)
         for key, _, _ in also:
             quiet.add(key)
-        self.reads.update(read_after)
+        reads.update(read_after)
         self.counts.append((len(field_writes), len(read_after)))
         self.futures.append(answer)
+        return True
 
     def keys(self) -> set[str]:
         return self.strict | self.reads
@@ -164,17 +160,18 @@ class _Swaps(_Group):
         self.keys_written: set[str] = set()
         self.counts: list[int] = []
 
-    def takes(self, writes: Sequence[Write]) -> bool:
+    def join(self, writes: Sequence[Write], answer: asyncio.Future[Values]) -> bool:
+        """Add the call unless a key it writes is written by the group's calls."""
         keys = self.keys_written
-        return all(write.key not in keys for write in writes)
-
-    def add(self, writes: Sequence[Write], answer: asyncio.Future[Values]) -> None:
+        for write in writes:
+            if write.key in keys:
+                return False
         self.writes += writes
-        keys = self.keys_written
         for write in writes:
             keys.add(write.key)
         self.counts.append(len(writes))
         self.futures.append(answer)
+        return True
 
     def keys(self) -> set[str]:
         return self.keys_written
@@ -199,11 +196,16 @@ class SwapCoalescer:
         self._store = store
         self._groups: list[_Group] = []
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop that will send them
-        # the groups sent and not answered yet: per key, the latest that writes, answers or
-        # reads it, and those that write it quietly
-        self._writing: dict[str, asyncio.Task[None]] = {}
-        self._quietly: dict[str, set[asyncio.Task[None]]] = {}
-        self._sending: set[asyncio.Task[None]] = set()  # every one, kept alive until done
+        # the groups sent and not answered yet (kept alive until done), each with the keys it
+        # writes, answers or reads and the maps it writes quietly
+        self._sending: dict[asyncio.Task[None], tuple[set[str], set[str]]] = {}
+        self._ttls: set[float | None] = {None}  # lifetimes already found valid
+
+    def _check_ttl(self, ttl: float | None) -> None:
+        """``check_ttl``, remembering a few valid lifetimes: callers pass their constants."""
+        check_ttl(ttl)
+        if len(self._ttls) < _TTLS_KEPT:
+            self._ttls.add(ttl)
 
     def swap_together(
         self,
@@ -214,37 +216,41 @@ class SwapCoalescer:
     ) -> asyncio.Future[Maps]:
         """``Store.swap_together``'s answer to this call, once its group is stored. A bad
         lifetime raises here, before anything is queued."""
+        ttls = self._ttls
         for write in writes:
-            check_ttl(write.ttl)
+            if write.ttl not in ttls:
+                self._check_ttl(write.ttl)
         for _, _, ttl in field_writes:
-            check_ttl(ttl)
+            if ttl not in ttls:
+                self._check_ttl(ttl)
         for _, _, ttl in also:
-            check_ttl(ttl)
+            if ttl not in ttls:
+                self._check_ttl(ttl)
         loop = running_loop(self._loop)
+        answer: asyncio.Future[Maps] = loop.create_future()
         last = self._last(loop)
-        if isinstance(last, _Together) and last.takes(writes, field_writes, also):
-            group = last
-        else:
+        if not isinstance(last, _Together) or not last.join(
+            writes, field_writes, read_after, also, answer
+        ):
             group = _Together()
             self._groups.append(group)
-        answer: asyncio.Future[Maps] = loop.create_future()
-        group.add(writes, field_writes, read_after, also, answer)
+            group.join(writes, field_writes, read_after, also, answer)
         return answer
 
     def swap_many(self, writes: Sequence[Write]) -> asyncio.Future[Values]:
         """``Store.swap_many``'s answer to this call, once its group is stored. A bad lifetime
         raises here, before anything is queued."""
+        ttls = self._ttls
         for write in writes:
-            check_ttl(write.ttl)
+            if write.ttl not in ttls:
+                self._check_ttl(write.ttl)
         loop = running_loop(self._loop)
+        answer: asyncio.Future[Values] = loop.create_future()
         last = self._last(loop)
-        if isinstance(last, _Swaps) and last.takes(writes):
-            group = last
-        else:
+        if not (isinstance(last, _Swaps) and last.join(writes, answer)):
             group = _Swaps()
             self._groups.append(group)
-        answer: asyncio.Future[Values] = loop.create_future()
-        group.add(writes, answer)
+            group.join(writes, answer)
         return answer
 
     def _last(self, loop: asyncio.AbstractEventLoop) -> _Group | None:
@@ -255,8 +261,6 @@ class SwapCoalescer:
             for stale in groups:
                 stale.cancel()
             groups.clear()
-            self._writing.clear()
-            self._quietly.clear()
             self._sending.clear()
             self._loop = loop
         if groups:
@@ -270,40 +274,27 @@ class SwapCoalescer:
         this turn or an earlier one, not answered yet: a key one writes the other writes or
         reads, maps both write quietly aside) waits for that one's answer first. Groups that
         do not meet touch different keys, but for maps both write quietly, which every
-        backend writes in the order the calls were queued."""
+        backend writes in the order the calls were queued. The keys are compared a group
+        at a time (set against set), not a key at a time: groups in flight are few."""
         groups, self._groups = self._groups, []
-        writing, quietly = self._writing, self._quietly
+        sending = self._sending
         for group in groups:
             keys, quiet = group.keys(), group.quiet_keys()
-            before: set[asyncio.Task[None]] = set()
-            for key in keys:
-                if (task := writing.get(key)) is not None:
-                    before.add(task)
-                if tasks := quietly.get(key):
-                    before.update(tasks)
-            for key in quiet:
-                if (task := writing.get(key)) is not None:
-                    before.add(task)
+            before = {
+                task
+                for task, (their_keys, their_quiet) in sending.items()
+                if not (
+                    keys.isdisjoint(their_keys)
+                    and keys.isdisjoint(their_quiet)
+                    and quiet.isdisjoint(their_keys)
+                )
+            }
             task = asyncio.ensure_future(self._send_after(group, before))
-            self._sending.add(task)
-            for key in keys:
-                writing[key] = task
-            for key in quiet:
-                quietly.setdefault(key, set()).add(task)
-            task.add_done_callback(partial(self._answered, keys, quiet))
+            sending[task] = (keys, quiet)
+            task.add_done_callback(self._answered)
 
-    def _answered(self, keys: set[str], quiet: set[str], task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        writing, quietly = self._writing, self._quietly
-        for key in keys:
-            if writing.get(key) is task:
-                del writing[key]
-        for key in quiet:
-            tasks = quietly.get(key)
-            if tasks is not None:
-                tasks.discard(task)
-                if not tasks:
-                    del quietly[key]
+    def _answered(self, task: asyncio.Task[None]) -> None:
+        self._sending.pop(task, None)
 
     async def _send_after(self, group: _Group, before: set[asyncio.Task[None]]) -> None:
         if before:

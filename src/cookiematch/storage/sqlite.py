@@ -219,6 +219,24 @@ class SQLiteStore(Store):
         check_ttl(ttl)
         return None if ttl is None else self._clock() + ttl
 
+    def _rows(self, writes: Sequence[Write]) -> list[tuple[str, bytes | None, float | None]]:
+        """The writes as rows of key, value (None: delete) and expiry time: the clock read
+        once a call, each lifetime checked where it changes (a group of calls repeats one)."""
+        rows: list[tuple[str, bytes | None, float | None]] = []
+        ttl_of: float | None = None
+        expires_at: float | None = None
+        now: float | None = None
+        for key, value, ttl in writes:
+            if ttl != ttl_of or now is None:
+                check_ttl(ttl)
+                if now is None:
+                    now = self._clock()
+                ttl_of, expires_at = ttl, None if ttl is None else now + ttl
+            if value is not None and type(value) is not bytes:
+                value = as_bytes(value)
+            rows.append((key, value, expires_at))
+        return rows
+
     # --- Store -----------------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes | None:
@@ -269,10 +287,7 @@ class SQLiteStore(Store):
         )
 
     async def write_many(self, writes: Sequence[Write]) -> None:
-        rows = [
-            (w.key, None if w.value is None else as_bytes(w.value), self._expiry(w.ttl))
-            for w in writes
-        ]
+        rows = self._rows(writes)
         if rows:
             committed = self._engine.apply(ops.write_many, rows, self._clock())
             if committed is not None:
@@ -281,10 +296,7 @@ class SQLiteStore(Store):
     async def swap_many(self, writes: Sequence[Write]) -> list[bytes | None]:
         """One op in the writer: the keys read and written in its transaction (in a batch,
         the reads of every ``swap_many`` share one query, the writes the batch's statement)."""
-        rows = [
-            (w.key, None if w.value is None else as_bytes(w.value), self._expiry(w.ttl))
-            for w in writes
-        ]
+        rows = self._rows(writes)
         if not rows:
             return []
         held: list[bytes | None] = await self._engine.write(ops.swap_many, rows, self._clock())
@@ -365,10 +377,7 @@ class SQLiteStore(Store):
         """One queued op: the writer runs the plain writes and merges the fields (one
         transaction; in a batch, merged with the other writes as ``write_many`` and
         ``hset_many`` are)."""
-        rows = [
-            (w.key, None if w.value is None else as_bytes(w.value), self._expiry(w.ttl))
-            for w in writes
-        ]
+        rows = self._rows(writes)
         updates = self._updates(field_writes)
         if rows or updates:
             committed = self._engine.apply(ops.write_together, rows, updates, self._clock())
@@ -385,10 +394,7 @@ class SQLiteStore(Store):
         """One op in the writer, which reads each written map to merge it anyway (in a batch,
         with the other writes' maps), and reads ``read_after`` in the same transaction once
         the batch's writes are in it; ``also`` is merged, not answered."""
-        rows = [
-            (w.key, None if w.value is None else as_bytes(w.value), self._expiry(w.ttl))
-            for w in writes
-        ]
+        rows = self._rows(writes)
         updates = self._updates(field_writes)
         quiet = self._updates(also) if also else {}
         held: dict[str, dict[str, bytes]] = {}
