@@ -9,6 +9,8 @@ each read one of its fields again and again (``HGET``) on uvloop for ``seconds``
 - ``store``: ``RedisStore.hget`` (the flusher, the wire, redis-py's connection);
 - ``guarded``: the same store behind ``GuardedStore`` (deadline, breaker, no observer), as
   every role reads it;
+- ``batched``: the guarded store's ``hget_batched``, as the buyer's bucketed ``/bid`` look-up
+  reads: the reads of one turn as one guarded ``hget_many`` (``storage/turn_field_reads.py``);
 - ``minimal``: ``bench/minimal_bid.py``'s ``MinimalRedis``, a standalone client of a dozen
   lines: one connection, the reads of one turn of the event loop in one write scheduled with
   ``call_soon``, the replies parsed by a ``hiredis.Reader`` where they arrive. No cookiematch
@@ -72,6 +74,7 @@ async def run(args: argparse.Namespace, port: int) -> None:
         "minimal": lambda: minimal.command("HGET", KEY, FIELD),
         "store": lambda: store.hget(KEY, FIELD),
         "guarded": lambda: guarded.hget(KEY, FIELD),
+        "batched": lambda: guarded.hget_batched(KEY, FIELD),
     }
     assert await paths["guarded"]() == b"v" * 25  # (the minimal client reads the raw value,
     assert (await paths["minimal"]()).endswith(b"v" * 25)  # its header included)

@@ -372,3 +372,34 @@ def test_the_records_waiting_for_the_partner_id_are_applied(dmp: InProcessDmp) -
         return
     assert funnel["ingest"]["analytics"]["resolved"] == 1
     assert not any(key.startswith("dmp:pend:") for key in state)
+
+
+def test_partners_replaced_are_read_anew(dmp: InProcessDmp) -> None:
+    """The flat path remembers each partner's readiness by the partner object served: once
+    the partners are replaced (the admin API), it reads the new ones, not what it held."""
+    service = dmp.server.service  # type: ignore[union-attr]
+    direct = dmp.route.direct
+    assert direct is not None
+    cookie = Headers([("cookie", f"dmp_id={BROWSERS[1]}")])
+    before = list(service.partners.values())
+    analytics = service.partners["analytics"]
+
+    def taken(query: str) -> bool:
+        pending = direct(callback_scope("GET", "/callback/analytics", query, cookie))
+        if pending is None:
+            return False
+        dmp.loop.run_until_complete(pending)  # type: ignore[arg-type]
+        return True
+
+    ready = not dmp.server.policy.settings.gdpr_default  # type: ignore[union-attr]
+    assert taken("uid=OLD-1") is ready
+    try:
+        renamed = dataclasses.replace(analytics, uid_macro="OLD-2")
+        service.replace_partners([renamed if p is analytics else p for p in before])
+        assert taken("uid=OLD-2") is False  # the new partner's macro, left unreplaced
+        assert taken("uid=OLD-3") is ready
+        service.replace_partners([p for p in before if p is not analytics])
+        assert taken("uid=OLD-4") is False  # a partner no longer served
+    finally:
+        service.replace_partners(before)
+    assert taken("uid=OLD-5") is ready

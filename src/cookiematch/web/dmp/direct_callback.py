@@ -34,30 +34,27 @@ from cookiematch.web.router import Answer, DirectHeaders, Pending
 __all__ = ["DirectCallback", "read_callback_query"]
 
 PREFIX = "/callback/"
+_READY_KEPT = 4096  # partners whose readiness is remembered (a partner list replaced often)
 _PARTNER_ID = re.compile(ID_PATTERN)
-_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~&=")
-_UID = UID_PARAM + "="
-_CLIENT = CLIENT_PARAM + "="
+
+
+_VALUE = "([A-Za-z0-9._~-]*)"  # plain: nothing to percent-decode, no "=" or "&"
+_UID, _CLIENT = f"{re.escape(UID_PARAM)}=", f"{re.escape(CLIENT_PARAM)}="
+_QUERY = re.compile(  # uid=U, uid=U&c=C or c=C&uid=U
+    f"{_UID}{_VALUE}(?:&{_CLIENT}{_VALUE})?|{_CLIENT}{_VALUE}&{_UID}{_VALUE}"
+)
 
 
 def read_callback_query(query: str) -> tuple[str, str | None] | None:
     """The uid and client of a query that is ``uid=U`` or ``uid=U&c=C`` (either order), all
     plain, else None (the general path's)."""
-    if len(query) > MAX_QUERY_BYTES or not _PLAIN.issuperset(query):
+    if len(query) > MAX_QUERY_BYTES:
         return None
-    first, amp, second = query.partition("&")
-    if not amp:
-        return (first[4:], None) if first.startswith(_UID) and "=" not in first[4:] else None
-    if "&" in second:
-        return None  # a third pair, even an empty one
-    if first.startswith(_CLIENT):
-        first, second = second, first
-    if not first.startswith(_UID) or not second.startswith(_CLIENT):
+    read = _QUERY.fullmatch(query)
+    if read is None:
         return None
-    uid, client = first[4:], second[2:]
-    if "=" in uid or "=" in client:
-        return None  # a value with "=" (kept whole by the general path)
-    return uid, client
+    uid, client, client_first, uid_second = read.groups()
+    return (uid, client) if uid is not None else (uid_second, client_first)
 
 
 class DirectCallback:
@@ -67,6 +64,9 @@ class DirectCallback:
         self._service = service
         self._name = cookie.name
         self._stored: Answer = (STORED_PIXEL.status, STORED_PIXEL.headers, STORED_PIXEL.body)
+        # per partner (the object served: the admin API replaces them whole), the policy's
+        # answers without a signal when they let the flat path take its callbacks, else None
+        self._ready: dict[str, tuple[Partner, tuple[Decision, Decision] | None]] = {}
 
     def __call__(self, scope: Any) -> DirectHeaders | Pending | None:
         """A ``Pending`` of the whole answer, or None."""
@@ -74,8 +74,13 @@ class DirectCallback:
         if GPC_HEADER in headers:
             return None
         service = self._service
-        partner = service.partners.get(scope.path[len(PREFIX) :])
-        if partner is None or _PARTNER_ID.fullmatch(partner.id) is None:
+        name = scope.path[len(PREFIX) :]
+        partner = service.partners.get(name)
+        if partner is None:
+            return None
+        held = self._ready.get(name)
+        silent = held[1] if held is not None and held[0] is partner else self._judge(partner)
+        if silent is None:
             return None
         read = read_callback_query(scope.query_string)
         if read is None:
@@ -86,21 +91,33 @@ class DirectCallback:
         value = read_id_cookie(cookies[0] if len(cookies) == 1 else "; ".join(cookies), self._name)
         if not isinstance(value, str) or parse_browser_id(value) is None:
             return None
-        policy, signals = service.policy, NO_PRIVACY.signals
-        store_id = policy.answer(Operation.STORE_ID, signals)
-        sync = policy.answer(Operation.SYNC, signals, partner.gvl_vendor_id)
-        if not (store_id.allowed and sync.allowed) or Reason.CONSENTED in (
-            store_id.reason,
-            sync.reason,
-        ):
-            return None  # refused without signals (or consented): the general path's
         raw_uid, client = read
         if not raw_uid or raw_uid == partner.uid_macro:
             return None  # refused: the general path counts why
         uid = service.open_id(partner, raw_uid)
         if uid is None:
             return None  # malformed, forged or stale: likewise
-        return self._answer(partner, value, uid, client, (store_id, sync))
+        return self._answer(partner, value, uid, client, silent)
+
+    def _judge(self, partner: Partner) -> tuple[Decision, Decision] | None:
+        """The policy's answers for keeping the DMP cookie and syncing ``partner`` when a
+        request says nothing about privacy, if the flat path may take its callbacks: a
+        partner ID that is a valid ID, both answers allowed and neither ``CONSENTED``
+        (refused without signals, or consented: the general path's); remembered."""
+        policy, signals = self._service.policy, NO_PRIVACY.signals
+        store_id = policy.answer(Operation.STORE_ID, signals)
+        sync = policy.answer(Operation.SYNC, signals, partner.gvl_vendor_id)
+        silent: tuple[Decision, Decision] | None = (store_id, sync)
+        if (
+            _PARTNER_ID.fullmatch(partner.id) is None
+            or not (store_id.allowed and sync.allowed)
+            or Reason.CONSENTED in (store_id.reason, sync.reason)
+        ):
+            silent = None
+        if len(self._ready) >= _READY_KEPT:
+            self._ready.clear()
+        self._ready[partner.id] = (partner, silent)
+        return silent
 
     async def _answer(
         self,
