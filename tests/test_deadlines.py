@@ -101,3 +101,30 @@ def test_one_deadlines_across_event_loops() -> None:
     asyncio.run(expire())
     assert left[0].cancelled()
     assert asyncio.run(answer()) == 3
+
+
+async def test_finished_limits_are_not_held_until_the_timer_fires() -> None:
+    """Limits that finish in order are forgotten as the next ones start: a long limit run
+    many times holds one at a time, not one a run until its timer fires; one still running
+    holds those that finished behind it, and they go once it has finished."""
+    deadlines = Deadlines()
+    done = asyncio.Event()
+    done.set()
+    for i in range(10_000):
+        assert await deadlines.run(value_after(done, i), 60.0) == i
+    assert len(deadlines) <= 1
+    release = asyncio.Event()
+    first = asyncio.create_task(deadlines.run(value_after(release, -1), 60.0))
+    await asyncio.sleep(0)
+    for i in range(100):
+        assert await deadlines.run(value_after(done, i), 60.0) == i
+    assert len(deadlines) == 101  # behind the one running
+    release.set()
+    assert await first == -1
+    assert await deadlines.run(value_after(done, 0), 60.0) == 0
+    assert len(deadlines) <= 1
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):  # a shorter limit than those dropped: on time, not
+        await deadlines.run(never(), 0.01)  # when the timer armed for them fires
+    assert loop.time() - started < 30.0

@@ -5,7 +5,11 @@ await awaitable``: past the limit the awaiting task is cancelled and ``TimeoutEr
 ``asyncio.timeout`` arms and cancels a loop timer per call; here limits that end in the order
 they start (every bid of an exchange has the same ``tmax``) wait in a queue behind a single
 timer, armed for the earliest one still running. A limit that ends before the last queued one
-gets its own timer. One ``Deadlines`` serves one event loop at a time.
+gets its own timer. One ``Deadlines`` serves one event loop at a time. Limits that finished
+are dropped from the head of the queue as the next ones start, so that it holds those running
+(and any finished behind one still running). Dropped only when the timer fired, limits of
+1 s run 264,000 times a second one after another were all held, with their tasks, and the
+timer's callback walked them at once: a 49 ms stall of the loop (0.2 ms now).
 
 ``limit = deadlines.enter(seconds)`` is ``run`` without its coroutine, for a caller that
 awaits in its own frame (the store's guard): it awaits, asks ``limit.timed_out()`` on a
@@ -85,13 +89,22 @@ class Deadlines:
             raise RuntimeError("a deadline needs a running task")
         limit = Limit(task, loop.time() + seconds)
         queue = self._queue
+        while queue and queue[0].done:
+            queue.popleft()  # finished: forgotten now, not when the timer fires
         if queue and limit.when < queue[-1].when:
             limit.own = loop.call_at(limit.when, limit.expire)
         else:
             queue.append(limit)
             if self._timer is None:
                 self._arm(loop, limit.when)
+            elif limit.when < self._timer_at:  # the limits it was armed for were dropped
+                self._timer.cancel()
+                self._arm(loop, limit.when)
         return limit
+
+    def __len__(self) -> int:
+        """The limits held: those running, and those finished behind one still running."""
+        return len(self._queue)
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         self._timer = loop.call_at(when, self._fire, loop)
