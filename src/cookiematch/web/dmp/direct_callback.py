@@ -36,8 +36,6 @@ __all__ = ["DirectCallback", "read_callback_query"]
 PREFIX = "/callback/"
 _READY_KEPT = 4096  # partners whose readiness is remembered (a partner list replaced often)
 _PARTNER_ID = re.compile(ID_PATTERN)
-
-
 _VALUE = "([A-Za-z0-9._~-]*)"  # plain: nothing to percent-decode, no "=" or "&"
 _UID, _CLIENT = f"{re.escape(UID_PARAM)}=", f"{re.escape(CLIENT_PARAM)}="
 _QUERY = re.compile(  # uid=U, uid=U&c=C or c=C&uid=U
