@@ -277,7 +277,8 @@ class SwapCoalescer:
         backend writes in the order the calls were queued. The keys are compared a group
         at a time (set against set), not a key at a time: groups in flight are few."""
         groups, self._groups = self._groups, []
-        sending = self._sending
+        sending, loop = self._sending, self._loop
+        assert loop is not None  # (set by the call that scheduled this)
         for group in groups:
             keys, quiet = group.keys(), group.quiet_keys()
             before = {
@@ -289,7 +290,7 @@ class SwapCoalescer:
                     and quiet.isdisjoint(their_keys)
                 )
             }
-            task = asyncio.ensure_future(self._send_after(group, before))
+            task = loop.create_task(self._send_after(group, before))  # no loop look-up
             sending[task] = (keys, quiet)
             task.add_done_callback(self._answered)
 

@@ -61,7 +61,9 @@ class TurnFieldReads:
         if not pairs:  # dropped
             return
         self._pairs, self._futures = [], []
-        task = asyncio.ensure_future(self._answer(pairs, futures))
+        loop = self._loop
+        assert loop is not None  # (set by the read that scheduled this)
+        task = loop.create_task(self._answer(pairs, futures))  # no loop look-up
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
