@@ -120,7 +120,8 @@ async def test_a_bad_lifetime_raises_at_once_and_queues_nothing(observed: Observ
 
 async def test_a_bad_lifetime_raises_after_many_good_ones(observed: Observed) -> None:
     """The valid lifetimes it remembers (a caller's constants) never let a bad one through,
-    in whichever of the three places it comes, before or after it stopped remembering."""
+    wherever it comes (a write, a field write, a quiet one, a swap), before or after it
+    stopped remembering more."""
     swaps = observed.swaps
     for round_ in range(2):
         for n in range(1, 40):  # more distinct lifetimes than it remembers
