@@ -1,4 +1,5 @@
-"""The registry's stored records: one codec for the store, and records of earlier versions."""
+"""The registry's stored records on every backend: one codec for the store, records of earlier
+versions, and a refresh that reads the registry's maps and nothing else."""
 
 from __future__ import annotations
 
@@ -9,10 +10,20 @@ import pytest
 
 from cookiematch.exchange import codec
 from cookiematch.exchange.model import Buyer, Enforcement, UserList
-from cookiematch.exchange.registry import BUYER_PREFIX, USER_LIST_PREFIX, ExchangeRegistry
+from cookiematch.exchange.registry import (
+    BUYERS_KEY,
+    LEGACY_BUYER_PREFIX,
+    LEGACY_USER_LIST_PREFIX,
+    MOVED_KEY,
+    USER_LISTS_KEY,
+    ExchangeRegistry,
+)
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.secret import MASK, Secret
-from cookiematch.storage import Store
+from cookiematch.storage import Store, connect_store
+from storage.redis_servers import RedisServer
+
+from support.stores import backend_store, shared_cluster, shared_redis  # noqa: F401
 
 PUSH = "http://dsp.example/push?t=%%GOOGLE_PUSH%%"
 FULL = Buyer(
@@ -33,9 +44,14 @@ FULL = Buyer(
 )
 
 
+@pytest.fixture
+def store(backend_store: Store) -> Store:  # noqa: F811 (the fixture, by name)
+    return backend_store
+
+
 async def test_stored_buyer_is_every_field_and_reads_back(store: Store) -> None:
     await ExchangeRegistry(store).put_buyer(FULL)
-    stored = await store.get(BUYER_PREFIX + "dsp")
+    stored = await store.hget(BUYERS_KEY, "dsp")
     assert stored is not None
     assert msgspec.json.decode(stored) == {
         "nid": "dsp",
@@ -72,7 +88,8 @@ def test_what_people_see_masks_the_secret() -> None:
 
 async def test_records_of_the_earlier_format_still_load(store: Store) -> None:
     """Before the entities were Structs, a buyer was written with json.dumps of ``nid``,
-    ``redirect_url``, ``hosted_match`` and then only the keys that were set."""
+    ``redirect_url``, ``hosted_match`` and then only the keys that were set (and one key
+    each, moved into the maps by the first refresh)."""
     minimal = {"nid": "old", "redirect_url": "http://old.example/p?id=", "hosted_match": False}
     full = {
         "nid": "dsp",
@@ -86,9 +103,9 @@ async def test_records_of_the_earlier_format_still_load(store: Store) -> None:
         "max_qps": 20,
     }
     user_list = {"id": 777, "owner": "old", "closed": True, "membership_days": 7}
-    await store.set(BUYER_PREFIX + "old", json.dumps(minimal).encode())
-    await store.set(BUYER_PREFIX + "dsp", json.dumps(full).encode())
-    await store.set(USER_LIST_PREFIX + "777", json.dumps(user_list).encode())
+    await store.set(LEGACY_BUYER_PREFIX + "old", json.dumps(minimal).encode())
+    await store.set(LEGACY_BUYER_PREFIX + "dsp", json.dumps(full).encode())
+    await store.set(LEGACY_USER_LIST_PREFIX + "777", json.dumps(user_list).encode())
     registry = ExchangeRegistry(store)
     await registry.refresh()
 
@@ -121,8 +138,8 @@ async def test_a_deleted_list_keeps_its_owner_and_an_earlier_tombstone_names_non
     store: Store,
 ) -> None:
     configured = UserList(5, "file")
-    await store.set(f"{USER_LIST_PREFIX}5", b"null")  # the earlier tombstone: no owner named
-    await store.set(f"{USER_LIST_PREFIX}6", b"null")
+    await store.set(f"{LEGACY_USER_LIST_PREFIX}5", b"null")  # the earlier tombstone: no owner
+    await store.set(f"{LEGACY_USER_LIST_PREFIX}6", b"null")
     registry = ExchangeRegistry(store, user_lists=[configured])
     await registry.put_user_list(UserList(7, "api"))
     await registry.delete_user_list(7)
@@ -149,7 +166,7 @@ def test_decode_validates_as_the_configuration_does(record: bytes, key: str) -> 
 
 async def test_a_record_a_newer_version_wrote_loads_without_its_new_keys(store: Store) -> None:
     newer = {**json.loads(codec.encode(FULL)), "added_later": {"x": 1}}
-    await store.set(BUYER_PREFIX + "dsp", json.dumps(newer).encode())
+    await store.hset(BUYERS_KEY, {"dsp": json.dumps(newer).encode()})
     registry = ExchangeRegistry(store)
     await registry.refresh()
     read = registry.buyer("dsp")
@@ -166,10 +183,12 @@ async def test_a_stored_record_that_no_longer_validates_spares_the_others(
     await registry.put_buyer(FULL)
     await registry.refresh()
     loose = {"nid": "dsp", "redirect_url": "https://dsp.example?id=", "hosted_match": False}
-    await store.set(BUYER_PREFIX + "dsp", json.dumps(loose).encode())
     legacy = {"nid": "legacy", "redirect_url": "https://legacy.example?id=", "hosted_match": True}
-    await store.set(BUYER_PREFIX + "legacy", json.dumps(legacy).encode())
-    await store.set(BUYER_PREFIX + "good", codec.encode(Buyer("good", FULL.redirect_url)))
+    good = codec.encode(Buyer("good", FULL.redirect_url))
+    await store.hset(
+        BUYERS_KEY,
+        {"dsp": json.dumps(loose).encode(), "legacy": json.dumps(legacy).encode(), "good": good},
+    )
     for _ in range(3):
         await registry.refresh()
     kept = registry.buyer("dsp")
@@ -178,8 +197,61 @@ async def test_a_stored_record_that_no_longer_validates_spares_the_others(
     assert registry.buyer("good") is not None
     refused = [r.getMessage() for r in caplog.records if "is refused" in r.getMessage()]
     assert len(refused) == 2  # once per stored value, not once per refresh
-    assert "exchange:buyer:legacy" in " ".join(refused) and "left out" in " ".join(refused)
+    assert f"{BUYERS_KEY}[legacy]" in " ".join(refused) and "left out" in " ".join(refused)
 
     fresh = ExchangeRegistry(store)  # a worker starting now
     await fresh.refresh()
     assert fresh.buyer("dsp") is None and fresh.buyer("good") is not None
+
+
+async def test_the_earlier_keys_are_moved_once_and_the_maps_win(store: Store) -> None:
+    """The first refresh moves an earlier version's keys into the maps and deletes them; a
+    field this version wrote is kept; once moved, no registry looks for them again."""
+    newer = codec.encode(Buyer("dsp", FULL.redirect_url, hosted_match=True))
+    await store.hset(BUYERS_KEY, {"dsp": newer})
+    older = {"nid": "dsp", "redirect_url": "http://dsp.example/old?id=", "hosted_match": False}
+    await store.set(LEGACY_BUYER_PREFIX + "dsp", json.dumps(older).encode())
+    await store.set(LEGACY_BUYER_PREFIX + "old", codec.encode(Buyer("old", FULL.redirect_url)))
+    await store.set(LEGACY_USER_LIST_PREFIX + "9", codec.encode(UserList(9, "old")))
+    registry = ExchangeRegistry(store)
+    await registry.refresh()
+
+    assert registry.buyer("dsp") is not None and codec.encode(registry.buyer("dsp")) == newer
+    assert registry.buyer("old") is not None and registry.user_list(9) == UserList(9, "old")
+    assert await store.hget(BUYERS_KEY, "dsp") == newer
+    assert await store.hget(USER_LISTS_KEY, "9") == codec.encode(UserList(9, "old"))
+    assert [key async for key, _ in store.scan("exchange:buyer:")] == []
+    assert [key async for key, _ in store.scan("exchange:user_list:")] == []
+    assert await store.get(MOVED_KEY) is not None
+    assert await ExchangeRegistry(store).move_legacy() == 0  # done for the store
+
+
+async def test_a_refresh_reads_the_registry_not_the_keyspace(
+    shared_redis: RedisServer,  # noqa: F811 (the fixture, by name)
+) -> None:
+    """On Redis a prefix scan walks every key of the database: a refresh (every 2 s in each
+    worker) reads the registry's maps only, however many other keys the store holds."""
+    with shared_redis.client() as client:
+        client.flushall()
+        client.mset({f"hm:{{browser-{n}}}:dsp": b"x" for n in range(5000)})
+    store = await connect_store(shared_redis.url)
+    try:
+        registry = ExchangeRegistry(store, [Buyer("file", FULL.redirect_url)])
+        await registry.put_buyer(FULL)
+        await registry.put_user_list(UserList(7, "dsp"))
+        await registry.refresh()  # the first: the earlier version's keys looked for once
+        with shared_redis.client() as client:
+            client.config_resetstat()
+            for _ in range(3):
+                await registry.refresh()
+            called = client.info("commandstats")
+        ours = {
+            n: c["calls"]
+            for n, c in called.items()
+            if not n.startswith(("cmdstat_config", "cmdstat_info"))
+        }
+        assert ours == {"cmdstat_hgetall": 9}  # the three maps, three times; no SCAN
+        assert [b.nid for b in registry.buyers()] == ["dsp", "file"]
+        assert registry.user_list(7) == UserList(7, "dsp")
+    finally:
+        await store.close()

@@ -185,7 +185,7 @@ async def test_the_webhook_secret_is_never_shown(
     assert kept.status_code == 200 and secret not in kept.text
     live = registry.buyer("hooked")
     assert live is not None and live.optout_webhook_secret == secret
-    stored = await store.get("exchange:buyer:hooked")
+    stored = await store.hget("exchange:buyers", "hooked")
     assert stored is not None and secret.encode() in stored  # every worker reads it there
     # a mask for a buyer without a secret is refused, not stored as one
     masked = {"redirect_url": URL, "optout_webhook_url": "https://dsp.example/optout",

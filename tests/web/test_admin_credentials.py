@@ -27,9 +27,9 @@ from cookiematch.exchange.model import ExchangeSettings
 from cookiematch.exchange.monitoring import BuyerMonitor
 from cookiematch.exchange.rate_limit import SharedRateLimit
 from cookiematch.exchange.registry import (
-    BUYER_PREFIX,
+    BUYERS_KEY,
     CREDENTIALS_KEY,
-    USER_LIST_PREFIX,
+    USER_LISTS_KEY,
     ExchangeRegistry,
 )
 from cookiematch.exchange.table_sizes import TableSizeLog
@@ -348,7 +348,7 @@ async def test_a_list_id_stays_its_owners_after_the_list_is_deleted(
     problem(await client.put("/admin/v1/user_lists/45678", json=given, headers=ADMIN), 409)
     problem(await client.put("/admin/v1/user_lists/12345", json=given, headers=ADMIN), 409)
     # what the store keeps, and what another worker makes of it
-    stored = await store.get(f"{USER_LIST_PREFIX}7")
+    stored = await store.hget(USER_LISTS_KEY, "7")
     assert stored is not None
     assert msgspec.json.decode(stored) == {"deleted": True, "owner": "ad_network_xyz"}
     other = ExchangeRegistry(store, registry.buyers(), registry.user_lists())
@@ -401,7 +401,7 @@ async def test_a_redirect_url_change_keeps_another_workers_change(
         "/admin/v1/buyers/ad_network_xyz/redirect_url", json=new, headers=auth
     )
     assert answer.json() == {"nid": "ad_network_xyz", **new}
-    stored = await store.get(BUYER_PREFIX + "ad_network_xyz")
+    stored = await store.hget(BUYERS_KEY, "ad_network_xyz")
     assert stored is not None
     record = msgspec.json.decode(stored)
     assert (record["redirect_url"], record["max_qps"]) == (new["redirect_url"], 7.0)

@@ -4,9 +4,16 @@ made through the admin API.
 Reads are synchronous dictionary look-ups (the pixel hot path); changes are written to the
 store first, so that they survive a restart and reach other workers on their next refresh.
 A deleted configured entry is remembered as a tombstone. Entries are stored in the format of
-``exchange/codec.py``: buyers and user lists one key each (``BUYER_PREFIX``,
-``USER_LIST_PREFIX``, read with a prefix scan), credentials as the fields of one field map
-(``CREDENTIALS_KEY``, one read).
+``exchange/codec.py`` as the fields of three field maps (``BUYERS_KEY`` by nid,
+``USER_LISTS_KEY`` by list ID, ``CREDENTIALS_KEY`` by credential ID), read in one store call
+at each refresh (every 2 s in each worker): what a refresh costs grows with the registry,
+never with the rest of the store (a prefix scan walks the whole keyspace on Redis).
+
+An earlier version kept buyers and user lists one key each (``LEGACY_BUYER_PREFIX``,
+``LEGACY_USER_LIST_PREFIX``). A registry's first refresh moves them into the maps once per
+store (``MOVED_KEY`` says it is done; fields the maps already hold are kept) and deletes them.
+A fleet is upgraded together: a change made through a worker of the earlier version after
+the move is not read.
 
 A user list ID stays its owner's: a deleted list leaves a ``DeletedList`` naming its owner
 (browsers' memberships of the ID outlive the list), and ``list_holder`` answers who holds an
@@ -34,9 +41,13 @@ from cookiematch.exchange.model import Buyer, Credential, UserList
 from cookiematch.formats import Nid
 from cookiematch.storage.base import Store
 
-BUYER_PREFIX = "exchange:buyer:"
-USER_LIST_PREFIX = "exchange:user_list:"
+BUYERS_KEY = "exchange:buyers"  # field map: nid -> record or tombstone
+USER_LISTS_KEY = "exchange:user_lists"  # field map: list ID -> record, deleted list or tombstone
 CREDENTIALS_KEY = "exchange:credentials"  # field map: credential id -> record or tombstone
+LEGACY_BUYER_PREFIX = "exchange:buyer:"  # an earlier version's keys, one a buyer
+LEGACY_USER_LIST_PREFIX = "exchange:user_list:"  # and one a user list
+MOVED_KEY = "exchange:registry:moved"  # set once the earlier version's keys are in the maps
+_LEGACY = ((LEGACY_BUYER_PREFIX, BUYERS_KEY), (LEGACY_USER_LIST_PREFIX, USER_LISTS_KEY))
 _TOMBSTONE = b"null"
 
 
@@ -74,6 +85,7 @@ class ExchangeRegistry:
         self._credentials = dict(self._configured_credentials)
         self._by_hash = _by_hash(self._credentials)
         self._refused: dict[str, bytes] = {}  # key -> the stored value already logged as refused
+        self._moved = False  # the earlier version's keys known to be in the maps
 
     def buyer(self, nid: str) -> Buyer | None:
         return self._buyers.get(nid)
@@ -92,7 +104,7 @@ class ExchangeRegistry:
     async def list_holder(self, list_id: int) -> str | None:
         """The buyer that holds user list ID ``list_id`` (its list, or its deleted list), as
         the store says now; None for a free ID."""
-        value = await self._store.get(f"{USER_LIST_PREFIX}{list_id}")
+        value = await self._store.hget(USER_LISTS_KEY, str(list_id))
         configured = self._configured_lists.get(list_id)
         if value is None or value == _TOMBSTONE:  # the earlier tombstone names no owner
             return configured.owner if configured is not None else None
@@ -107,7 +119,7 @@ class ExchangeRegistry:
     async def stored_buyer(self, nid: str) -> Buyer | None:
         """Buyer ``nid`` as the store holds it now (not this worker's view, which may miss a
         change made through another worker): what a change of one field starts from."""
-        value = await self._store.get(BUYER_PREFIX + nid)
+        value = await self._store.hget(BUYERS_KEY, nid)
         if value is None:
             return self._configured_buyers.get(nid)
         if value == _TOMBSTONE:
@@ -136,29 +148,36 @@ class ExchangeRegistry:
         return sorted(self._lists.values(), key=lambda u: u.id)
 
     async def refresh(self) -> None:
-        """Rebuild the view: configured entries, then stored changes on top."""
+        """Rebuild the view: configured entries, then stored changes on top (the three maps
+        in one store call)."""
+        if not self._moved:
+            await self.move_legacy()
+        stored_buyers, stored_lists, stored_credentials = await self._store.hgetall_many(
+            [BUYERS_KEY, USER_LISTS_KEY, CREDENTIALS_KEY]
+        )
         buyers = dict(self._configured_buyers)
-        async for key, value in self._store.scan(BUYER_PREFIX):
-            nid = key[len(BUYER_PREFIX) :]
+        for nid, value in stored_buyers.items():
             if value == _TOMBSTONE:
                 buyers.pop(nid, None)
             else:
-                self._overlay(buyers, nid, key, value, Buyer, self._buyers.get(nid))
+                label = f"{BUYERS_KEY}[{nid}]"
+                self._overlay(buyers, nid, label, value, Buyer, self._buyers.get(nid))
         lists = dict(self._configured_lists)
         holders = {list_id: u.owner for list_id, u in lists.items()}
-        async for key, value in self._store.scan(USER_LIST_PREFIX):
-            list_id = int(key[len(USER_LIST_PREFIX) :])
+        for field, value in stored_lists.items():
+            list_id = int(field)
             if value == _TOMBSTONE:  # the earlier format: names no owner
                 lists.pop(list_id, None)
             elif (deleted := _deleted(value)) is not None:
                 lists.pop(list_id, None)
                 holders[list_id] = deleted.owner
             else:
-                self._overlay(lists, list_id, key, value, UserList, self._lists.get(list_id))
+                label = f"{USER_LISTS_KEY}[{field}]"
+                self._overlay(lists, list_id, label, value, UserList, self._lists.get(list_id))
                 if list_id in lists:
                     holders[list_id] = lists[list_id].owner
         credentials = dict(self._configured_credentials)
-        for ident, value in (await self._store.hgetall(CREDENTIALS_KEY)).items():
+        for ident, value in stored_credentials.items():
             if value == _TOMBSTONE:
                 credentials.pop(ident, None)
             else:
@@ -170,6 +189,34 @@ class ExchangeRegistry:
         self._buyers, self._lists, self._owned = buyers, lists, _owned(lists)
         self._holders = holders
         self._credentials, self._by_hash = credentials, _by_hash(credentials)
+
+    async def move_legacy(self) -> int:
+        """Move the earlier version's keys into the maps, once per store: a field a map
+        already holds is kept (written by this version), then ``MOVED_KEY`` is set and the
+        keys deleted. The keys moved (0 once done: one read)."""
+        store = self._store
+        if await store.get(MOVED_KEY) is not None:
+            self._moved = True
+            return 0
+        found = [
+            {key[len(prefix) :]: value async for key, value in store.scan(prefix)}
+            for prefix, _ in _LEGACY
+        ]
+        held = await store.hgetall_many([map_key for _, map_key in _LEGACY])
+        for (_, map_key), legacy, present in zip(_LEGACY, found, held, strict=True):
+            missing = {field: value for field, value in legacy.items() if field not in present}
+            if missing:
+                await store.hset(map_key, missing)
+        await store.set(MOVED_KEY, b"1")
+        for (prefix, _), legacy in zip(_LEGACY, found, strict=True):
+            for field in legacy:
+                await store.delete(prefix + field)
+        self._moved = True
+        moved = sum(len(legacy) for legacy in found)
+        if moved:
+            log.info("moved %d buyers and user lists of an earlier version into %s and %s",
+                     moved, BUYERS_KEY, USER_LISTS_KEY)  # fmt: skip
+        return moved
 
     def _overlay(
         self, view: dict[K, T], ident: K, key: str, value: bytes, tp: type[T], last: T | None
@@ -193,7 +240,7 @@ class ExchangeRegistry:
     async def put_buyer(self, buyer: Buyer) -> None:
         if self._on_buyers is not None:
             await self._on_buyers((buyer,))
-        await self._store.set(BUYER_PREFIX + buyer.nid, codec.encode(buyer))
+        await self._store.hset(BUYERS_KEY, {buyer.nid: codec.encode(buyer)})
         self._buyers[buyer.nid] = buyer
 
     async def delete_buyer(self, nid: str) -> bool:
@@ -205,12 +252,12 @@ class ExchangeRegistry:
             {c.id for c in self._credentials.values() if c.nid == nid}
             | {ident for ident, value in stored.items() if _nid_of(value) == nid}
         )
-        await self._store.set(BUYER_PREFIX + nid, _TOMBSTONE)
+        await self._store.hset(BUYERS_KEY, {nid: _TOMBSTONE})
         self._buyers.pop(nid, None)
         return existed
 
     async def put_user_list(self, user_list: UserList) -> None:
-        await self._store.set(f"{USER_LIST_PREFIX}{user_list.id}", codec.encode(user_list))
+        await self._store.hset(USER_LISTS_KEY, {str(user_list.id): codec.encode(user_list)})
         self._lists[user_list.id] = user_list
         self._holders[user_list.id] = user_list.owner
         self._owned = _owned(self._lists)
@@ -220,7 +267,7 @@ class ExchangeRegistry:
         found = self._lists.get(list_id)
         owner = found.owner if found is not None else self._holders.get(list_id)
         record = codec.encode(DeletedList(True, owner)) if owner is not None else _TOMBSTONE
-        await self._store.set(f"{USER_LIST_PREFIX}{list_id}", record)
+        await self._store.hset(USER_LISTS_KEY, {str(list_id): record})
         self._lists.pop(list_id, None)
         self._owned = _owned(self._lists)
         return found is not None
