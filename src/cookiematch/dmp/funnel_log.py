@@ -1,26 +1,31 @@
-"""The funnel's counts in the store: one key per process that counts, one stable total.
+"""The funnel's counts in the store: one field per process that counts, one stable total.
 
-    {dmp:funnel}:<process>   a server worker's or a CLI run's cumulative counts, and ``seen``
-                             (when it last wrote them): rewritten at each flush, and at least
-                             every ``stale / 6`` seconds while the process lives
-    {dmp:funnelsum}          the counts of processes gone, added up (``FunnelTotal``)
+    {dmp:funnel}      field map: per process, a server worker's or a CLI run's cumulative
+                      counts, and ``seen`` (when it last wrote them): its field rewritten at
+                      each flush, and at least every ``stale / 6`` seconds while it lives
+    {dmp:funnelsum}   the counts of processes gone, added up (``FunnelTotal``)
 
-A process writes only its own key (``FunnelLog.flush``), so concurrent flushes never lose a
-count. A key not written for ``stale`` seconds (an hour) belongs to a process that is gone
+A process writes only its own field (``FunnelLog.flush``), so concurrent flushes never lose a
+count. A field not written for ``stale`` seconds (an hour) belongs to a process that is gone
 (stopped, crashed, or a CLI run that ended): the roll-up (``roll_up``, under a lease, run by
 every server worker each minute and by every CLI run at its end) adds it into the total in
-one write of the total key, which also names the keys it holds; the next roll-up deletes
-those keys, and until then a reader skips them. So the keys are bounded by the processes of
-the last hour, nothing expires unread, and every count is in exactly one place:
+one write of the total key, which also names the fields it holds; the next roll-up deletes
+those fields, and until then a reader skips them. So the fields are bounded by the processes
+of the last hour, nothing expires unread, and every count is in exactly one place:
 
-    reader:  total key first, then every process key it does not name, added up
+    reader:  total key first, then every field it does not name, added up
+
+Both read the one map (a field map: one read whatever else the store holds; an earlier
+version's plain keys, ``{dmp:funnel}:<process>``, were found with a prefix scan, which walks
+the whole keyspace on Redis). Those keys are moved into the map once per store by the first
+reader or roll-up (``storage/moved_keys.py``; the total's names of them read as fields).
 
 A process that could not write for ``stale / 2`` seconds (a store outage, a CLI ``--every``
-loop between runs) may see its key rolled up: it stops writing there and goes on under a new
-key with only what the old one did not hold (``_rotate``). Limit: a write whose outcome the
-process did not learn (an error after the store applied it), followed by the process stalling
-for more than ``stale / 2``, may have that write's increment counted twice; clocks of hosts
-must agree within ``stale / 2``.
+loop between runs) may see its field rolled up: it stops writing there and goes on under a
+new field with only what the old one did not hold (``_rotate``). Limit: a write whose outcome
+the process did not learn (an error after the store applied it), followed by the process
+stalling for more than ``stale / 2``, may have that write's increment counted twice; clocks
+of hosts must agree within ``stale / 2``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from cookiematch.dmp.funnel import Funnel, FunnelCounts
 from cookiematch.errors import StorageError
 from cookiematch.storage.base import Store
 from cookiematch.storage.lease import Lease
+from cookiematch.storage.moved_keys import move_into_maps
 
 __all__ = ["STALE_SECONDS", "FunnelLog", "FunnelTotal", "read_total", "roll_up"]
 
@@ -57,10 +63,11 @@ class FunnelTotal(msgspec.Struct):
 
 _counts = msgspec.json.Decoder(FunnelCounts)
 _total = msgspec.json.Decoder(FunnelTotal)
+_LEGACY = ((keys.LEGACY_FUNNEL_PREFIX, keys.FUNNEL_KEY),)
 
 
 class FunnelLog:
-    """Persists one process's counters under a key of its own (see the module's docstring)."""
+    """Persists one process's counters in a field of its own (see the module's docstring)."""
 
     def __init__(
         self,
@@ -74,7 +81,7 @@ class FunnelLog:
         self._store = store
         self._worker = worker
         self._generation = 0
-        self._key = keys.funnel_key(worker)
+        self._field = worker
         self.funnel = funnel
         self._clock = clock
         self.stale = stale
@@ -84,8 +91,9 @@ class FunnelLog:
         self._lock = asyncio.Lock()  # one flush at a time: a later snapshot is never overtaken
 
     @property
-    def key(self) -> str:
-        return self._key
+    def field(self) -> str:
+        """Its field of ``keys.FUNNEL_KEY``."""
+        return self._field
 
     async def flush(self) -> None:
         """Write this process's counts if they changed (or the key is due a refresh); a failed
@@ -106,21 +114,21 @@ class FunnelLog:
             counts = self.funnel.snapshot()
             counts.add(self._base, -1)
             counts.seen = now
-            await self._store.set(self._key, msgspec.json.encode(counts))
+            await self._store.hset(keys.FUNNEL_KEY, {self._field: msgspec.json.encode(counts)})
         except BaseException:
             self.funnel.changed = True
             raise
         self._written, self._written_at = counts, now
 
     async def _rotate(self) -> None:
-        """Leave the current key to the roll-up: go on under a new one, counting from what
+        """Leave the current field to the roll-up: go on under a new one, counting from what
         the old one holds (read back: a write that failed may have been applied)."""
-        raw = await self._store.get(self._key)
+        raw = await self._store.hget(keys.FUNNEL_KEY, self._field)
         held = self._written if raw is None else _decode(raw)
         if held is not None:
             self._base.add(held)
         self._generation += 1
-        self._key = keys.funnel_key(f"{self._worker}~{self._generation}")
+        self._field = f"{self._worker}~{self._generation}"
         self._written, self._written_at = None, None
         self.funnel.changed = True
 
@@ -142,17 +150,30 @@ async def _read_rollup(store: Store) -> FunnelTotal:
     if raw is None:
         return FunnelTotal()
     try:
-        return _total.decode(raw)
+        total = _total.decode(raw)
     except msgspec.DecodeError as exc:  # never overwritten by a roll-up: an operator looks
         raise StorageError(f"{keys.FUNNEL_TOTAL_KEY} does not hold a funnel total: {exc}") from exc
+    total.folded = [_field_of(name) for name in total.folded]
+    return total
+
+
+def _field_of(name: str) -> str:
+    """A folded process's field: an earlier version's total names its key."""
+    return name.removeprefix(keys.LEGACY_FUNNEL_PREFIX)
+
+
+async def _processes(store: Store) -> dict[str, bytes]:
+    """Every process's field (an earlier version's keys moved in first, once per store)."""
+    await move_into_maps(store, _LEGACY, keys.FUNNEL_MOVED_KEY)
+    return await store.hgetall(keys.FUNNEL_KEY)
 
 
 async def read_total(store: Store) -> FunnelCounts:
-    """Every process's counts: the roll-up's total, then each key it does not hold."""
+    """Every process's counts: the roll-up's total, then each field it does not hold."""
     rollup = await _read_rollup(store)
     total, folded = rollup.counts.copy(), set(rollup.folded)
-    async for key, value in store.scan(keys.FUNNEL_PREFIX):
-        counts = None if key in folded else _decode(value)
+    for field, value in (await _processes(store)).items():
+        counts = None if field in folded else _decode(value)
         if counts is not None:
             total.add(counts)
     return total
@@ -161,8 +182,8 @@ async def read_total(store: Store) -> FunnelCounts:
 async def roll_up(
     store: Store, holder: str, *, clock: Clock = time.time, stale: float = STALE_SECONDS
 ) -> int | None:
-    """Add the keys not written for ``stale`` seconds into the total; delete those an earlier
-    roll-up added. The keys added now (None: another process holds the lease)."""
+    """Add the fields not written for ``stale`` seconds into the total; delete those an
+    earlier roll-up added. The fields added now (None: another process holds the lease)."""
     lease = Lease(store, keys.FUNNEL_ROLLUP_LEASE, holder, ttl=ROLLUP_LEASE_SECONDS, clock=clock)
     if not await lease.claim():
         return None
@@ -178,25 +199,25 @@ async def _fold(store: Store, before: float) -> int:
     done = set(rollup.folded)
     gone: list[str] = []
     fold: list[tuple[str, FunnelCounts]] = []
-    async for key, value in store.scan(keys.FUNNEL_PREFIX):
-        if key in done:
-            gone.append(key)
+    for field, value in (await _processes(store)).items():
+        if field in done:
+            gone.append(field)
         elif (counts := _decode(value)) is not None and (
             counts.seen is None or counts.seen <= before
         ):
-            fold.append((key, counts))  # seen None: written by an earlier version
-    for key in gone:
-        await store.delete(key)  # the total holds it: every reader already skips it
+            fold.append((field, counts))  # seen None: written by an earlier version
+    if gone:  # the total holds them: every reader already skips them
+        await store.hdel(keys.FUNNEL_KEY, sorted(gone))
     if not fold and not rollup.folded:
         return 0
     for _, counts in fold:
         counts.seen = None
         rollup.counts.add(counts)
-    rollup.folded = [key for key, _ in fold]
+    rollup.folded = [field for field, _ in fold]
     await store.set(keys.FUNNEL_TOTAL_KEY, msgspec.json.encode(rollup))
     if fold:
         log.info(
-            "funnel: rolled up %d keys of processes gone", len(fold),
+            "funnel: rolled up the counts of %d processes gone", len(fold),
             extra={"event": "dmp.funnel.rollup", "keys": len(fold)},
         )  # fmt: skip
     return len(fold)

@@ -11,9 +11,11 @@ profile lives on one cluster node; a partner ID's reverse entry is tagged by its
     dmp:idem:{<partner>:<key>}  plain      -> the answer of an HTTP batch (Idempotency-Key)
     {dmp:pull}:<partner>        plain      -> the pull cursor of a partner's endpoint
     dmp:pid:{<partner>:<uid>}   plain      -> ReverseMatch (partner uid -> dmp uid)
-    {dmp:funnel}:<worker>       plain      -> one process's funnel counters (funnel_log.py)
+    {dmp:funnel}                field map  process -> its funnel counters (funnel_log.py)
     {dmp:funnelsum}             plain      -> the funnel counters of processes gone, added up
     {dmp:funnelsum}:lease       plain      the process adding them up now (a lease)
+    {dmp:funnelsum}:moved       plain      an earlier version's {dmp:funnel}:<process> keys
+                                           (one a process) moved into {dmp:funnel}
 
 Segments and exports; no operation spans two keys (Redis Cluster safe). Memberships and export
 state expire (``dmp/lifetimes.py``); a sketch holds hashes, no ID:
@@ -56,9 +58,11 @@ import zlib
 
 from cookiematch.protocol.query import encode_component
 
-FUNNEL_PREFIX = "{dmp:funnel}:"
+FUNNEL_KEY = "{dmp:funnel}"
+LEGACY_FUNNEL_PREFIX = "{dmp:funnel}:"  # an earlier version's keys, one a process
 FUNNEL_TOTAL_KEY = "{dmp:funnelsum}"
 FUNNEL_ROLLUP_LEASE = "{dmp:funnelsum}:lease"
+FUNNEL_MOVED_KEY = "{dmp:funnelsum}:moved"
 SHARDS = 256
 PROFILE_MAPS = ("t", "p", "e", "g", "s", "kv")
 """Every map of a browser (``dmp:{<uid>}:<suffix>``): traits, syncs, exposures, consent
@@ -115,10 +119,6 @@ def idempotency_key(partner_id: str, key: str) -> str:
 
 def pull_cursor_key(partner_id: str) -> str:
     return f"{{dmp:pull}}:{partner_id}"
-
-
-def funnel_key(worker: str) -> str:
-    return FUNNEL_PREFIX + worker
 
 
 def shard_of(dmp_uid: str) -> int:

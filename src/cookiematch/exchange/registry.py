@@ -11,9 +11,7 @@ never with the rest of the store (a prefix scan walks the whole keyspace on Redi
 
 An earlier version kept buyers and user lists one key each (``LEGACY_BUYER_PREFIX``,
 ``LEGACY_USER_LIST_PREFIX``). A registry's first refresh moves them into the maps once per
-store (``MOVED_KEY`` says it is done; fields the maps already hold are kept) and deletes them.
-A fleet is upgraded together: a change made through a worker of the earlier version after
-the move is not read.
+store (``storage/moved_keys.py``; ``MOVED_KEY`` says it is done) and deletes them.
 
 A user list ID stays its owner's: a deleted list leaves a ``DeletedList`` naming its owner
 (browsers' memberships of the ID outlive the list), and ``list_holder`` answers who holds an
@@ -40,6 +38,7 @@ from cookiematch.exchange import codec
 from cookiematch.exchange.model import Buyer, Credential, UserList
 from cookiematch.formats import Nid
 from cookiematch.storage.base import Store
+from cookiematch.storage.moved_keys import move_into_maps
 
 BUYERS_KEY = "exchange:buyers"  # field map: nid -> record or tombstone
 USER_LISTS_KEY = "exchange:user_lists"  # field map: list ID -> record, deleted list or tombstone
@@ -191,28 +190,10 @@ class ExchangeRegistry:
         self._credentials, self._by_hash = credentials, _by_hash(credentials)
 
     async def move_legacy(self) -> int:
-        """Move the earlier version's keys into the maps, once per store: a field a map
-        already holds is kept (written by this version), then ``MOVED_KEY`` is set and the
-        keys deleted. The keys moved (0 once done: one read)."""
-        store = self._store
-        if await store.get(MOVED_KEY) is not None:
-            self._moved = True
-            return 0
-        found = [
-            {key[len(prefix) :]: value async for key, value in store.scan(prefix)}
-            for prefix, _ in _LEGACY
-        ]
-        held = await store.hgetall_many([map_key for _, map_key in _LEGACY])
-        for (_, map_key), legacy, present in zip(_LEGACY, found, held, strict=True):
-            missing = {field: value for field, value in legacy.items() if field not in present}
-            if missing:
-                await store.hset(map_key, missing)
-        await store.set(MOVED_KEY, b"1")
-        for (prefix, _), legacy in zip(_LEGACY, found, strict=True):
-            for field in legacy:
-                await store.delete(prefix + field)
+        """The earlier version's keys moved into the maps, once per store
+        (``storage/moved_keys.py``: a field a map already holds is kept). The keys moved."""
+        moved = await move_into_maps(self._store, _LEGACY, MOVED_KEY)
         self._moved = True
-        moved = sum(len(legacy) for legacy in found)
         if moved:
             log.info("moved %d buyers and user lists of an earlier version into %s and %s",
                      moved, BUYERS_KEY, USER_LISTS_KEY)  # fmt: skip
