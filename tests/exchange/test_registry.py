@@ -204,6 +204,23 @@ async def test_a_stored_record_that_no_longer_validates_spares_the_others(
     assert fresh.buyer("dsp") is None and fresh.buyer("good") is not None
 
 
+async def test_an_entry_stored_unchanged_stays_the_same_object(store: Store) -> None:
+    """A refresh (every 2 s) decodes only what changed: an unchanged buyer stays the object
+    the cookie match prepared its pieces from (``exchange/common_match.py``)."""
+    writer, reader = ExchangeRegistry(store), ExchangeRegistry(store)
+    await writer.put_buyer(FULL)
+    await writer.put_user_list(UserList(7, "dsp"))
+    await reader.refresh()
+    buyer, user_list = reader.buyer("dsp"), reader.user_list(7)
+    await reader.refresh()
+    assert reader.buyer("dsp") is buyer and reader.user_list(7) is user_list
+    await writer.put_buyer(msgspec.structs.replace(FULL, max_qps=1.0))
+    await reader.refresh()
+    changed = reader.buyer("dsp")
+    assert changed is not buyer and changed is not None and changed.max_qps == 1.0
+    assert reader.user_list(7) is user_list
+
+
 async def test_the_earlier_keys_are_moved_once_and_the_maps_win(store: Store) -> None:
     """The first refresh moves an earlier version's keys into the maps and deletes them; a
     field this version wrote is kept; once moved, no registry looks for them again."""

@@ -86,7 +86,7 @@ class FunnelLog:
         self._clock = clock
         self.stale = stale
         self._base = FunnelCounts()  # counted under this process's earlier keys
-        self._written: FunnelCounts | None = None  # what the key holds, as last written
+        self._written: FunnelCounts | None = None  # what its field holds, as last written
         self._written_at: float | None = None  # when that write started
         self._lock = asyncio.Lock()  # one flush at a time: a later snapshot is never overtaken
 
@@ -96,7 +96,7 @@ class FunnelLog:
         return self._field
 
     async def flush(self) -> None:
-        """Write this process's counts if they changed (or the key is due a refresh); a failed
+        """Write this process's counts if they changed (or its field is due a refresh); a failed
         write leaves them marked changed, so the next flush writes them (they are cumulative:
         nothing is lost)."""
         async with self._lock:

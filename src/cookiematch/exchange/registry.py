@@ -84,6 +84,10 @@ class ExchangeRegistry:
         self._credentials = dict(self._configured_credentials)
         self._by_hash = _by_hash(self._credentials)
         self._refused: dict[str, bytes] = {}  # key -> the stored value already logged as refused
+        # key -> the stored value and what it decoded to at the last refresh: an unchanged
+        # entry is not decoded again and stays the same object (what is prepared from a
+        # buyer, ``exchange/common_match.py``, is kept while the object is)
+        self._decoded: dict[str, tuple[bytes, msgspec.Struct]] = {}
         self._moved = False  # the earlier version's keys known to be in the maps
 
     def buyer(self, nid: str) -> Buyer | None:
@@ -148,19 +152,21 @@ class ExchangeRegistry:
 
     async def refresh(self) -> None:
         """Rebuild the view: configured entries, then stored changes on top (the three maps
-        in one store call)."""
+        in one store call; an entry stored unchanged since the last refresh is kept as it
+        was)."""
         if not self._moved:
             await self.move_legacy()
         stored_buyers, stored_lists, stored_credentials = await self._store.hgetall_many(
             [BUYERS_KEY, USER_LISTS_KEY, CREDENTIALS_KEY]
         )
+        decoded, self._decoded = self._decoded, {}
         buyers = dict(self._configured_buyers)
         for nid, value in stored_buyers.items():
             if value == _TOMBSTONE:
                 buyers.pop(nid, None)
             else:
                 label = f"{BUYERS_KEY}[{nid}]"
-                self._overlay(buyers, nid, label, value, Buyer, self._buyers.get(nid))
+                self._overlay(buyers, nid, label, value, Buyer, decoded, self._buyers.get(nid))
         lists = dict(self._configured_lists)
         holders = {list_id: u.owner for list_id, u in lists.items()}
         for field, value in stored_lists.items():
@@ -172,7 +178,8 @@ class ExchangeRegistry:
                 holders[list_id] = deleted.owner
             else:
                 label = f"{USER_LISTS_KEY}[{field}]"
-                self._overlay(lists, list_id, label, value, UserList, self._lists.get(list_id))
+                last_list = self._lists.get(list_id)
+                self._overlay(lists, list_id, label, value, UserList, decoded, last_list)
                 if list_id in lists:
                     holders[list_id] = lists[list_id].owner
         credentials = dict(self._configured_credentials)
@@ -182,7 +189,7 @@ class ExchangeRegistry:
             else:
                 last = self._credentials.get(ident)
                 label = f"{CREDENTIALS_KEY}[{ident}]"
-                self._overlay(credentials, ident, label, value, Credential, last)
+                self._overlay(credentials, ident, label, value, Credential, decoded, last)
         if self._on_buyers is not None:
             await self._on_buyers(buyers.values())
         self._buyers, self._lists, self._owned = buyers, lists, _owned(lists)
@@ -200,12 +207,25 @@ class ExchangeRegistry:
         return moved
 
     def _overlay(
-        self, view: dict[K, T], ident: K, key: str, value: bytes, tp: type[T], last: T | None
+        self,
+        view: dict[K, T],
+        ident: K,
+        key: str,
+        value: bytes,
+        tp: type[T],
+        decoded: dict[str, tuple[bytes, msgspec.Struct]],
+        last: T | None,
     ) -> None:
-        """Put the stored entry in ``view``; one that does not decode keeps ``last`` (or is
-        left out) and is logged once per stored value."""
+        """Put the stored entry in ``view``: what ``decoded`` (the last refresh's) holds for
+        the same value, else the value decoded; one that does not decode keeps ``last`` (or
+        is left out) and is logged once per stored value."""
+        held = decoded.get(key)
+        if held is not None and held[0] == value and isinstance(held[1], tp):
+            view[ident] = held[1]
+            self._decoded[key] = held
+            return
         try:
-            view[ident] = codec.decode_stored(value, tp)
+            entry = codec.decode_stored(value, tp)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             if self._refused.get(key) != value:
                 self._refused[key] = value
@@ -216,6 +236,8 @@ class ExchangeRegistry:
             else:
                 view.pop(ident, None)
         else:
+            view[ident] = entry
+            self._decoded[key] = (value, entry)
             self._refused.pop(key, None)
 
     async def put_buyer(self, buyer: Buyer) -> None:

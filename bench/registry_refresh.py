@@ -1,0 +1,93 @@
+"""What the exchange registry's refresh (every 2 s in each worker) costs against the keys
+beside it on Redis: a private redis-server holding N other keys (hosted match entries) and 20
+buyers; per refresh, the wall time, the worker's CPU and redis-server's CPU.
+
+    .venv/bin/python bench/registry_refresh.py [--keys 1000,100000,500000] [--refreshes 5]
+
+The tree measured is the one on ``PYTHONPATH`` (``src`` by default): run it once per tree for
+a before/after. Needs ``redis-server``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import servers
+
+from cookiematch.exchange.model import Buyer
+from cookiematch.exchange.registry import ExchangeRegistry
+from cookiematch.protocol.redirect import RedirectTemplate
+from cookiematch.storage import connect_store
+
+BUYERS = 20
+FILL_BATCH = 10_000
+
+
+def server_cpu(client: redis.Redis) -> float:
+    """redis-server's CPU seconds so far (user + system)."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+def fill(client: redis.Redis, count: int) -> None:
+    """``count`` hosted-match-like keys, none of the registry's."""
+    client.flushall()
+    for start in range(0, count, FILL_BATCH):
+        pipe = client.pipeline(transaction=False)
+        for n in range(start, min(count, start + FILL_BATCH)):
+            pipe.set(f"hm:{{browser-{n}}}:dsp", b"x")
+        pipe.execute()
+
+
+async def measure(url: str, client: redis.Redis, refreshes: int) -> tuple[float, float, float]:
+    """Per refresh: wall seconds, this process's CPU seconds, redis-server's CPU seconds."""
+    store = await connect_store(url)
+    try:
+        registry = ExchangeRegistry(store)
+        redirect = RedirectTemplate.compile("http://buyer.example/match?id=")
+        for n in range(BUYERS):
+            await registry.put_buyer(Buyer(f"buyer_{n}", redirect))
+        await registry.refresh()  # the first (an earlier layout looked for once)
+        server, wall, cpu = server_cpu(client), time.perf_counter(), time.process_time()
+        for _ in range(refreshes):
+            await registry.refresh()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        server = server_cpu(client) - server
+    finally:
+        await store.close()
+    return wall / refreshes, cpu / refreshes, server / refreshes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keys", default="1000,100000,500000")
+    parser.add_argument("--refreshes", type=int, default=5)
+    args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory(prefix="registry-refresh-") as tmp,
+        servers.redis_server(Path(tmp)) as port,
+    ):
+        client = redis.Redis(port=port)
+        for count in (int(k) for k in args.keys.split(",")):
+            fill(client, count)
+            wall, cpu, server = asyncio.run(
+                measure(f"redis://127.0.0.1:{port}/0", client, args.refreshes)
+            )
+            print(
+                f"{count:>9,} other keys: a refresh {wall * 1e3:8.2f} ms wall, "
+                f"{cpu * 1e3:8.2f} ms of the worker's CPU, {server * 1e3:8.2f} ms of "
+                "redis-server's"
+            )
+
+
+if __name__ == "__main__":
+    main()
