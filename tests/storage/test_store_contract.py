@@ -422,6 +422,21 @@ async def test_scan_prefix_in_key_order_across_batches(store: Store) -> None:
     assert await keys(store, "abd") == []
 
 
+async def test_scan_of_many_keys_is_in_key_order_each_once(store: Store) -> None:
+    """More keys than one SCAN page on Redis (and over three masters on a cluster): the pages
+    are merged into key order, each key given once, maps and other prefixes left out."""
+    names = [f"k:{(i * 7919) % 5000:05d}" for i in range(5000)]  # written out of order
+    for start in range(0, len(names), 1000):
+        await store.write_many([Write(k, k.encode()) for k in names[start : start + 1000]])
+    await store.write_many([Write(f"l:{i}", b"x") for i in range(50)])
+    await store.hset("k:map", {"f": b"x"})
+    got = [k async for k, _ in store.scan("k:", batch=333)]
+    assert got == sorted(names)
+    pages = [page async for page in store.scan_pages("k:", batch=700)]
+    assert [k for page in pages for k, _ in page] == sorted(names)
+    assert [len(page) for page in pages] == [700] * 7 + [100]
+
+
 async def test_scan_pages_are_the_scan_in_pages(store: Store, clock: FakeClock) -> None:
     inside = ["ab", "ab\x00", "ab0", "abc", "abc/d", "ab\uffff", "ab\U0010ffff", "ab\U0010ffffz"]
     outside = ["a", "aa", "ac", "b", "AB"]
