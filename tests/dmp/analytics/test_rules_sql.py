@@ -238,6 +238,9 @@ def test_spark_sql_selects_what_the_rule_matches(
         ({"attribute": "n", "op": "not_in", "value": []}, {"int1", "float1", "true", "nan",
                                                           "big", "list", "none"}),
         ({"attribute": "n", "op": "exists", "value": False}, {"none"}),
+        # "WHERE (TRUE)": Spark read a bare table's WHERE as its alias, (TRUE) as a column's
+        ({"all": [{"all": []}]}, {"int1", "float1", "true", "nan", "big", "list", "none"}),
+        ({"any": [{"any": []}]}, set()),
     ],
 )  # fmt: skip
 @pytest.mark.timeout(SPARK_START_TIMEOUT)

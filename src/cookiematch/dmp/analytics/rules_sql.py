@@ -101,7 +101,10 @@ def compile_rule(rule: Rule, now: float, dialect: Dialect = DUCKDB) -> Query:
     """``SELECT id FROM live_profiles WHERE …``: the profiles ``rule`` holds for at ``now``."""
     compiler = _Compiler(dialect, now)
     predicate = compiler.rule(rule)
-    return Query(f"SELECT id FROM {LIVE_PROFILES} WHERE {predicate}", tuple(compiler.params))
+    # the table named an alias: Spark would read ``FROM t WHERE (TRUE)`` as ``t`` aliased
+    # ``WHERE`` with its column renamed ``TRUE``
+    sql = f"SELECT id FROM {LIVE_PROFILES} AS live WHERE {predicate}"
+    return Query(sql, tuple(compiler.params))
 
 
 @dataclass
