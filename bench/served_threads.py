@@ -11,11 +11,14 @@ and browser each). Each round reads every thread's user + system time from
 ``/proc/<pid>/task/<tid>/stat`` before and after wrk; the threads are named once by ``py-spy
 dump`` (Python's: ``MainThread``, the event loop's; ``sqlite-w``, the writer; ``sqlite-s``, the
 WAL's syncer; ``sqlite-r<n>``, the readers), the others are granian's own (native). Prints,
-per thread, the µs of CPU a request of each round. ``--extra-path``: another tree's ``src``
-first on the server's ``PYTHONPATH`` (a before/after is two runs). ``--minimal MODE``: the
+per thread, the µs of CPU a request of each round and its context switches a request
+(voluntary and forced, from ``/proc/<pid>/task/<tid>/status``). ``--extra-path``: another
+tree's ``src`` first on the server's ``PYTHONPATH`` (a before/after is two runs).
+``--minimal MODE``: the
 endpoint's minimal app (``bench/match_reference.py``'s, in that shape) served instead, over
 the same requests. ``--profile``: a ``py-spy record --native --threads`` of the server during
-the last round, as collapsed stacks (``bench/profile_summary.py FILE --thread MainThread``).
+the last round, as collapsed stacks (``bench/profile_summary.py FILE --thread MainThread``);
+py-spy stops the process to sample it, so that round's figures are not the others'.
 """
 
 from __future__ import annotations
