@@ -1,7 +1,8 @@
 """What a prefix scan on Redis costs the event loop it runs on: the exchange's table sizes
 (``exchange/table_sizes.py`` ``measure``: every hosted match key read, every ten minutes in
 one worker) over N hosted-match entries on a private redis-server; its wall time, CPU, the
-growth of the process's peak RSS, and the longest pause of a 1 ms ticker on the same loop.
+growth of the process's peak RSS, and how late at most a 1 ms sleep on the same loop woke
+(``frequency_bench.probe``).
 
     .venv/bin/python bench/scan_pause.py [--keys 500000]
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import resource
 import sys
 import tempfile
@@ -21,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import servers
+from frequency_bench import probe
 
 from cookiematch.exchange import keys
 from cookiematch.exchange.table_sizes import measure
@@ -48,18 +51,9 @@ async def fill(url: str, count: int) -> None:
 
 async def scan(url: str) -> None:
     store = await connect_store(url)
-    pauses: list[float] = []
-
-    async def tick() -> None:
-        last = time.perf_counter()
-        while True:
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            pauses.append(now - last)
-            last = now
-
+    lateness: list[float] = []
     try:
-        ticker = asyncio.create_task(tick())
+        ticker = asyncio.create_task(probe(math.inf, lateness))
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         wall, cpu = time.perf_counter(), time.process_time()
         sizes = await measure(store, time.time)
@@ -70,7 +64,7 @@ async def scan(url: str) -> None:
         await store.close()
     print(
         f"{sum(sizes.hosted.values()):,} entries counted: {wall:.2f} s wall, {cpu:.2f} s CPU, "
-        f"peak RSS +{grown:.0f} MB, the loop's longest pause {max(pauses) * 1e3:.0f} ms"
+        f"peak RSS +{grown:.0f} MB, the loop's longest lateness {max(lateness) * 1e3:.0f} ms"
     )
 
 

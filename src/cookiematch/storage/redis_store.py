@@ -594,10 +594,10 @@ class RedisStore(Store):
         key order, ``batch`` at a time.
 
         Key order needs them all: memory grows with the number of matching keys. They are
-        not sorted at once, which would hold the event loop for as long (222 ms for half a
-        million keys): each SCAN page is sorted as it comes, and the pages are merged while
-        the caller reads (``heapq.merge``), a key SCAN answered twice (Redis may, while it
-        rehashes) given once.
+        not sorted at once, which would hold the event loop for as long (some 250 ms for
+        half a million keys, ``bench/scan_pause.py``): each SCAN page is sorted as it comes,
+        and the pages are merged while the caller reads (``heapq.merge``), a key SCAN
+        answered twice (Redis may, while it rehashes) given once.
         """
         await self._barrier()
         pattern = codec.glob_prefix(codec.encode_key(prefix))
