@@ -4,10 +4,15 @@
         [--stores sqlite,redis] [--workers 1,2] [--roles exchange,buyer,dmp]
         [--nginx-workers auto,1] [--soak 30] [--out var/bench] [--no-ceiling]
         [--loop uvloop] [--redis-aof everysec] [--no-edge] [--only "cookie match"]
+        [--warmup 1]
 
 For every store x worker count x role it starts ``cookiematch serve`` on a generated config,
 then for each round and each endpoint runs wrk against nginx and against us *with the same Lua
-script* (so the client does the same work), alternating. An endpoint's ratio is its median
+script* (so the client does the same work), alternating. Every server it starts (ours, the
+bare-granian ceiling, the edge) is first warmed by one wrk run of ``--warmup`` seconds per
+endpoint, not counted: a server's first second after its start has a max latency of its own,
+the minimal apps' and bare granian's as well as ours (``bench/first_seconds.py`` measures
+it); the warm-up's figures are reported apart. An endpoint's ratio is its median
 req/s over the rounds divided by nginx's median with the same script in the same block. The
 first ``--nginx-workers`` value is the reference; the others are measured once per round with
 the one-cookie cookie-match script, for information.
@@ -376,6 +381,7 @@ class Row:
     keys_written: int | None = None
     redirects: int | None = None  # cookie matches: redirects to the buyer during our runs
     preflight: str = ""
+    warmup: WrkResult | None = None  # the run after the start, not in the figures
 
     @staticmethod
     def median(runs: list[WrkResult], attr: str) -> float:
@@ -387,6 +393,9 @@ class Row:
         rps, ref = self.median(self.ours, "rps"), self.median(self.nginx, "rps")
         ratios = [o.rps / n.rps for o, n in zip(self.ours, self.nginx, strict=False)]
         requests = sum(r.requests for r in self.ours)
+        warmup = self.warmup
+        # the keys a write endpoint left include the warm-up's: its answers are counted too
+        answered = requests + (warmup.requests if warmup and self.keys_written is not None else 0)
         ratio = rps / ref
         to_ceiling = round(ratio / ceiling, 3) if ceiling else None
         p99_ms = self.median(self.ours, "p99_ms")
@@ -416,6 +425,8 @@ class Row:
             "unchecked": unchecked,
             "errors": sum(r.non_3xx + r.socket_errors for r in self.ours),
             "requests": requests,
+            "answered": answered,
+            "warmup": asdict(warmup) if warmup else None,
             "keys_written": self.keys_written,
             "redirects": self.redirects,
             "rss_peak_mb": round(max(self.rss_peak_kb) / 1024, 1) if self.rss_peak_kb else None,
@@ -423,6 +434,14 @@ class Row:
             "runs": [asdict(r) for r in self.ours],
             "nginx_runs": [asdict(r) for r in self.nginx],
         }
+
+
+def describe(run: WrkResult) -> str:
+    """One wrk run's rate and latencies, as the rounds print them."""
+    return (
+        f"{run.rps:>9,.0f} req/s p50 {run.p50_ms:6.2f} p99 {run.p99_ms:6.2f} "
+        f"max {run.max_ms:6.1f} ms"
+    )
 
 
 def _reference(key: str) -> str:
@@ -514,12 +533,14 @@ class Bench:
         self.run_number = 0
         self.redis_db = 0
 
-    def wrk(self, port: int, endpoint: Endpoint, directory: Path) -> WrkResult:
+    def wrk(
+        self, port: int, endpoint: Endpoint, directory: Path, duration: float | None = None
+    ) -> WrkResult:
         self.run_number += 1
         return servers.wrk(
             port,
             LUA / endpoint.script,
-            duration=self.args.duration,
+            duration=self.args.duration if duration is None else duration,
             connections=self.args.connections,
             threads=self.args.threads,
             args=endpoint.args(self.run_number, directory),
@@ -555,6 +576,10 @@ class Bench:
                 print(f"   preflight {key}: {value}", flush=True)
             for row in rows:
                 row.preflight = "; ".join(f"{k}: {v}" for k, v in seen.items())
+            for endpoint, row in zip(endpoints, rows, strict=True):
+                row.warmup = self.warm(service.port, endpoint, directory)
+                if row.warmup is not None:
+                    print(f"   warm-up {endpoint.name:<46} {describe(row.warmup)}", flush=True)
             for rnd in range(self.args.rounds):
                 for endpoint, row in zip(endpoints, rows, strict=True):
                     row.nginx.append(self.wrk(nginx_ports[ref], endpoint, directory))
@@ -565,8 +590,7 @@ class Bench:
                     ]  # fmt: skip
                     o, n = row.ours[-1], row.nginx[-1]
                     print(
-                        f"   round {rnd + 1} {endpoint.name:<48} {o.rps:>9,.0f} req/s "
-                        f"p50 {o.p50_ms:6.2f} p99 {o.p99_ms:6.2f} max {o.max_ms:6.1f} ms "
+                        f"   round {rnd + 1} {endpoint.name:<48} {describe(o)} "
                         f"| nginx {n.rps:>9,.0f} "
                         f"| ratio {o.rps / n.rps:.3f}"
                         + (f" | {o.non_3xx} non-2xx/3xx" if o.non_3xx else ""),
@@ -586,6 +610,13 @@ class Bench:
             report_counts(endpoints, rows, url)
         self.rows += rows
 
+    def warm(self, port: int, endpoint: Endpoint, directory: Path) -> WrkResult | None:
+        """One run of ``--warmup`` seconds against a server just started, not measured (None
+        when there is no warm-up)."""
+        if self.args.warmup <= 0:
+            return None
+        return self.wrk(port, endpoint, directory, duration=self.args.warmup)
+
     def wrk_counted(self, port: int, endpoint: Endpoint, directory: Path, row: Row) -> WrkResult:
         """Our wrk run; for a cookie match, the redirects to its buyer during it are added to
         ``row.redirects``."""
@@ -603,6 +634,7 @@ class Bench:
         if not self.args.ceiling:
             return
         with servers.granian_bare(self.work, workers) as (port, _):
+            warmed = self.warm(port, ONE_COOKIE, directory)
             bare = self.wrk(port, ONE_COOKIE, directory)
             ref = self.wrk(nginx_port, ONE_COOKIE, directory)
         ratio = bare.rps / ref.rps
@@ -614,7 +646,8 @@ class Bench:
         )
         self.ceiling.append(
             {"workers": workers, "rps": bare.rps, "p50_ms": bare.p50_ms, "p99_ms": bare.p99_ms,
-             "max_ms": bare.max_ms, "nginx_rps": ref.rps, "ratio": round(ratio, 3)}
+             "max_ms": bare.max_ms, "nginx_rps": ref.rps, "ratio": round(ratio, 3),
+             "warmup": asdict(warmed) if warmed else None}
         )  # fmt: skip
 
     def measure_edge(
@@ -638,6 +671,8 @@ class Bench:
             edge = servers.nginx_workers(directory / f"edge-{self.args.nginx_workers[0]}"
                                          / "logs" / "nginx.pid")  # fmt: skip
             ports = {"nginx": nginx_port, "nginx_distinct": nginx_port, "granian": bare_port}
+            for port in (edge_port, bare_port):  # started for these runs: warmed first
+                self.warm(port, ONE_COOKIE, directory)
             for rnd in range(self.args.rounds):
                 for key, label in EDGE_RUNS:
                     port = ports.get(key, edge_port if key.startswith("edge") else service.port)
@@ -794,7 +829,8 @@ def markdown(result: dict[str, Any]) -> str:
         if row["unchecked"]:
             verdict += " (unchecked: " + ", ".join(row["unchecked"]) + ")"
         checked = row["keys_written"] if row["keys_written"] is not None else row["redirects"]
-        answers = "-" if checked is None else f"{checked:,} / {row['requests']:,}"
+        answered = row.get("answered", row["requests"])  # (results of an earlier version)
+        answers = "-" if checked is None else f"{checked:,} / {answered:,}"
         lines.append(
             f"| {row['endpoint']} | {row['store']} | {row['workers']} | {row['rps']:,} "
             f"| {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['max_ms']:.1f} "
@@ -808,8 +844,23 @@ def markdown(result: dict[str, Any]) -> str:
         "rounds (before the edge's runs, which write to the same store; with `async` "
         "durability, once the server has stopped); "
         "for a cookie match, the redirects to the buyer the server counted "
-        "(`cookiematch_pixel_outcomes`); against the requests wrk saw answered.",
+        "(`cookiematch_pixel_outcomes`); against the requests wrk saw answered (for a "
+        "durable write, the warm-up's included: its writes are in the store too).",
     ]
+    warmed = [row for row in result["rows"] if row.get("warmup")]
+    if warmed:
+        lines += [
+            "",
+            f"Warm-up: each server, once started, ran each endpoint for {conf['warmup']:g} s "
+            "before its rounds; not in the figures above (a start's first second: "
+            "`bench/first_seconds.py`). Its p99 / max in ms:",
+            "",
+            *(
+                f"- {row['endpoint']}, {row['store']}, {row['workers']} worker(s): "
+                f"{row['warmup']['p99_ms']:.1f} / {row['warmup']['max_ms']:.1f}"
+                for row in warmed
+            ),
+        ]
     summary = result.get("ceiling_summary") or []
     if summary:
         lines += [
@@ -911,6 +962,10 @@ def main() -> None:
     parser.add_argument(
         "--only", type=csv_list(str), default=[],
         help="endpoints whose name contains one of these (default: all of each role)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--warmup", type=float, default=1.0,
+        help="seconds of one unmeasured run per endpoint after each server's start; 0: none",
     )  # fmt: skip
     parser.add_argument("--soak", type=float, default=30.0, help="seconds; 0: no soak")
     parser.add_argument("--soak-interval", type=float, default=3.0)
