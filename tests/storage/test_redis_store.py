@@ -82,6 +82,33 @@ async def test_glob_characters_in_prefix(redis_url: str) -> None:
     await store.close()
 
 
+async def test_a_scan_out_of_order_streams_in_constant_memory(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """In key order a scan holds every matching key name: its first page comes once SCAN has
+    walked the whole keyspace. ``in_order=False`` hands each SCAN page on as it comes: the
+    first after one SCAN, and the next SCAN only once it is read."""
+    store = open_store(redis_url)
+    try:
+        for start in range(0, 20_000, 1000):
+            await store.write_many([Write(f"k:{n:05d}", b"x") for n in range(start, start + 1000)])
+
+        async def scans_before_first_page(in_order: bool) -> int:
+            with redis_server.client() as client:
+                client.config_resetstat()
+                pages = aiter(store.scan_pages("k:", batch=100, in_order=in_order))
+                first = await anext(pages)
+                calls = int(client.info("commandstats")["cmdstat_scan"]["calls"])
+                await pages.aclose()  # type: ignore[attr-defined]
+            assert len(first) == 100
+            return calls
+
+        assert await scans_before_first_page(in_order=True) > 10  # 20,000 keys, ~1,000 a SCAN
+        assert await scans_before_first_page(in_order=False) == 1
+    finally:
+        await store.close()
+
+
 async def test_native_ttls(redis_server: RedisServer, redis_url: str) -> None:
     store = open_store(redis_url)
     await store.set("p", b"v", ttl=100)

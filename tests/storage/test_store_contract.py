@@ -437,6 +437,37 @@ async def test_scan_of_many_keys_is_in_key_order_each_once(store: Store) -> None
     assert [len(page) for page in pages] == [700] * 7 + [100]
 
 
+async def test_a_scan_out_of_order_gives_every_live_key(store: Store, clock: FakeClock) -> None:
+    """``in_order=False`` (a count, a copy): every live plain key or map under the prefix with
+    its value, in pages of at most ``batch``, whatever their order; expired ones, the other
+    kind and other prefixes left out. More than one SCAN page on Redis, three masters on a
+    cluster."""
+    names = [f"k:{(i * 7919) % 5000:05d}" for i in range(5000)]
+    for start in range(0, len(names), 1000):
+        await store.write_many([Write(k, k.encode()) for k in names[start : start + 1000]])
+    await store.write_many([Write(f"l:{i}", b"x") for i in range(50)])
+    await store.set("k:gone", b"x", ttl=1.0)
+    maps = [f"k:m{i:03d}" for i in range(300)]
+    await store.hset_many([(key, {"f": key.encode()}, None) for key in maps[::2]])
+    await store.hset_many([(key, {"f": key.encode()}, 1.0) for key in maps[1::2]])
+    await store.hset("k:m000", {"g": b"later"}, ttl=1.0)
+    await clock.advance(2)
+
+    pages = [list(page) async for page in store.scan_pages("k:", batch=700, in_order=False)]
+    assert all(0 < len(page) <= 700 for page in pages)
+    rows = [tuple(row) for page in pages for row in page]
+    assert sorted(set(rows)) == [(k, k.encode()) for k in sorted(names)]
+    with_ttl = [row async for row in store.scan_ttl("k:", batch=333, in_order=False)]
+    assert sorted({key for key, _, _ in with_ttl}) == sorted(names)
+    assert all(value == key.encode() and ttl is None for key, value, ttl in with_ttl)
+    found = [item async for item in store.scan_maps("k:m", batch=64, in_order=False)]
+    assert sorted({key for key, _ in found}) == maps[::2]
+    assert all(fields == {"f": (key.encode(), None)} for key, fields in found)
+    assert [page async for page in store.scan_pages("k:x", in_order=False)] == []
+    with pytest.raises(ValueError):
+        await anext(aiter(store.scan_pages("k:", batch=0, in_order=False)))
+
+
 async def test_scan_pages_are_the_scan_in_pages(store: Store, clock: FakeClock) -> None:
     inside = ["ab", "ab\x00", "ab0", "abc", "abc/d", "ab\uffff", "ab\U0010ffff", "ab\U0010ffffz"]
     outside = ["a", "aa", "ac", "b", "AB"]

@@ -463,14 +463,16 @@ class MatchTable:
         """The match time of every live pairing (its forward entry), scanning the whole table:
         plain keys ``bm:{nid}:g:`` (``keys``) or the forward buckets, lapsed fields skipped
         (``buckets``). Unreadable values are logged and skipped. For a periodic count, never
-        on a request."""
+        on a request: in no particular order, in constant memory (``in_order=False``; on
+        Redis an entry may come twice while Redis resizes its table)."""
         prefix = self.keys.by_gid("")  # also the forward buckets' prefix
         if self.buckets is None:
-            async for _, value in self._store.scan(prefix):
-                if (entry := self._decode_gid("", value)) is not None:
-                    yield entry.updated_at
+            async for page in self._store.scan_pages(prefix, in_order=False):
+                for _, value in page:
+                    if (entry := self._decode_gid("", value)) is not None:
+                        yield entry.updated_at
             return
-        async for _, fields in self._store.scan_maps(prefix):
+        async for _, fields in self._store.scan_maps(prefix, in_order=False):
             for value, _ttl in fields.values():
                 entry = self._decode_gid("", value)
                 if entry is not None and self._live(entry) is not None:

@@ -4,7 +4,9 @@ counted by scanning the store, at most once per interval across every worker and
 
 A scan reads every hosted match key (``hm:``) and every user-list map (``ul:``) once: cheap at
 the default interval (10 min) on Redis (SCAN is incremental) and SQLite, and never on a
-request.
+request. A count needs no key order: the scans hand their pages on as the store finds them
+(``in_order=False``), so the worker that counts holds one page at a time, not every key name
+of the table (on Redis a key may then be counted twice while Redis resizes its table).
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ async def measure(store: Store, clock: Clock) -> TableSizes:
     """Count every live hosted match entry (``hm:{browser}:<nid>``) and user-list membership
     (fields of ``ul:{browser}``)."""
     hosted: dict[str, int] = {}
-    async for key, _ in store.scan(HOSTED_PREFIX):
-        nid = key.rpartition(":")[2]
-        hosted[nid] = hosted.get(nid, 0) + 1
+    async for page in store.scan_pages(HOSTED_PREFIX, in_order=False):
+        for key, _ in page:
+            nid = key.rpartition(":")[2]
+            hosted[nid] = hosted.get(nid, 0) + 1
     user_lists: dict[str, int] = {}
-    async for _, fields in store.scan_maps(USER_LISTS_PREFIX):
+    async for _, fields in store.scan_maps(USER_LISTS_PREFIX, in_order=False):
         for list_id in fields:
             user_lists[list_id] = user_lists.get(list_id, 0) + 1
     return TableSizes(clock(), hosted, user_lists)

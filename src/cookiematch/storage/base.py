@@ -23,6 +23,11 @@ for a backend without them.
 that writes a plain key and a field map pays for one store call, not two.
 ``scan_pages`` is ``scan`` a page at a time, for a reader that hands the rows on in bulk.
 ``scan_ttl`` and ``scan_maps`` enumerate a store with expiries (``cookiematch store copy``);
+scans are in key order, each key once: a Redis backend holds every matching key name to give
+that order. ``in_order=False`` (``scan_pages``, ``scan_ttl``, ``scan_maps``) is for a reader
+that needs neither, a count or a copy of a whole table: the backend hands its keys on as it
+finds them, in memory that does not grow with the scan (on Redis a key may then come twice,
+when Redis resizes its table during the scan: SCAN's own guarantee).
 ``get_entry`` and ``hgetall_entries`` read one key with them (what a subject access shows).
 """
 
@@ -251,12 +256,15 @@ class Store(ABC):
     def scan(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[tuple[str, bytes]]:
         """Iterate plain keys starting with ``prefix`` and their values (not field maps)."""
 
-    async def scan_pages(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[Page]:
+    async def scan_pages(
+        self, prefix: str, *, batch: int = 1000, in_order: bool = True
+    ) -> AsyncIterator[Page]:
         """``scan`` a page at a time: at most ``batch`` rows per page, none empty. The rows
         are the backend's own where it reads a page in one query (SQLite: the query's rows,
         no object made per entry here), so a bulk reader (the analytics engine) hands them
-        on without a step of Python per entry. This default, for a backend without such a
-        query, pages ``scan``."""
+        on without a step of Python per entry. ``in_order=False``: in no particular order,
+        in constant memory (the module docstring). This default, for a backend without such
+        a query, pages ``scan``."""
         if batch < 1:
             raise ValueError("batch must be at least 1")
         page: list[tuple[str, bytes]] = []
@@ -270,15 +278,17 @@ class Store(ABC):
 
     @abstractmethod
     def scan_ttl(
-        self, prefix: str, *, batch: int = 1000
+        self, prefix: str, *, batch: int = 1000, in_order: bool = True
     ) -> AsyncIterator[tuple[str, bytes, float | None]]:
-        """Like ``scan``, with each value's remaining lifetime in seconds (None: no expiry)."""
+        """Like ``scan``, with each value's remaining lifetime in seconds (None: no expiry);
+        ``in_order=False``: as ``scan_pages``'s."""
 
     @abstractmethod
     def scan_maps(
-        self, prefix: str, *, batch: int = 100
+        self, prefix: str, *, batch: int = 100, in_order: bool = True
     ) -> AsyncIterator[tuple[str, dict[str, FieldEntry]]]:
-        """Iterate field maps starting with ``prefix`` in key order, with their live fields."""
+        """Iterate field maps starting with ``prefix`` in key order, with their live fields;
+        ``in_order=False``: as ``scan_pages``'s."""
 
     async def start(self) -> None:
         """Check once, after opening, that the backend can be reached (else StoreUnavailable).

@@ -348,18 +348,21 @@ class GuardedStore(Store):
     def scan(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[tuple[str, bytes]]:
         return self._scan("scan", self.inner.scan(prefix, batch=batch))
 
-    def scan_pages(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[Page]:
-        return self._scan("scan_pages", self.inner.scan_pages(prefix, batch=batch))
+    def scan_pages(
+        self, prefix: str, *, batch: int = 1000, in_order: bool = True
+    ) -> AsyncIterator[Page]:
+        pages = self.inner.scan_pages(prefix, batch=batch, in_order=in_order)
+        return self._scan("scan_pages", pages)
 
     def scan_ttl(
-        self, prefix: str, *, batch: int = 1000
+        self, prefix: str, *, batch: int = 1000, in_order: bool = True
     ) -> AsyncIterator[tuple[str, bytes, float | None]]:
-        return self._scan("scan_ttl", self.inner.scan_ttl(prefix, batch=batch))
+        return self._scan("scan_ttl", self.inner.scan_ttl(prefix, batch=batch, in_order=in_order))
 
     def scan_maps(
-        self, prefix: str, *, batch: int = 100
+        self, prefix: str, *, batch: int = 100, in_order: bool = True
     ) -> AsyncIterator[tuple[str, dict[str, FieldEntry]]]:
-        return self._scan("scan_maps", self.inner.scan_maps(prefix, batch=batch))
+        return self._scan("scan_maps", self.inner.scan_maps(prefix, batch=batch, in_order=in_order))
 
     async def start(self) -> None:
         await self.inner.start()

@@ -589,19 +589,11 @@ class RedisStore(Store):
     def _primaries(self) -> list[Any]:
         return list(self._client.get_primaries()) if self._cluster else [None]
 
-    async def _scan_keys(self, prefix: str, kind: str, batch: int) -> AsyncIterator[list[bytes]]:
-        """Every key of type ``kind`` starting with ``prefix`` (SCAN every master, first), in
-        key order, ``batch`` at a time.
-
-        Key order needs them all: memory grows with the number of matching keys. They are
-        not sorted at once, which would hold the event loop for as long (some 250 ms for
-        half a million keys, ``bench/scan_pause.py``): each SCAN page is sorted as it comes,
-        and the pages are merged while the caller reads (``heapq.merge``), a key SCAN
-        answered twice (Redis may, while it rehashes) given once.
-        """
+    async def _found_keys(self, prefix: str, kind: str) -> AsyncIterator[list[bytes]]:
+        """Each page SCAN answers of the keys of type ``kind`` starting with ``prefix``, as it
+        comes (every master in turn on a cluster), none empty."""
         await self._barrier()
         pattern = codec.glob_prefix(codec.encode_key(prefix))
-        runs: list[list[bytes]] = []
         if self._cluster:
             await self._direct("PING")  # initialises the cluster client's view of its nodes
         for node in self._primaries():
@@ -612,12 +604,38 @@ class RedisStore(Store):
                     "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT, "TYPE", kind, **target
                 )
                 if page:
-                    runs.append(sorted(page))
+                    yield page
                 if isinstance(cursor, dict):  # a cluster answers {node name: cursor}
                     cursor = next(iter(cursor.values()))
                 if int(cursor) == 0:
                     break
+
+    async def _scan_keys(
+        self, prefix: str, kind: str, batch: int, *, in_order: bool = True
+    ) -> AsyncIterator[list[bytes]]:
+        """Every key of type ``kind`` starting with ``prefix`` (SCAN every master, first), in
+        key order, ``batch`` at a time.
+
+        Key order needs them all: memory grows with the number of matching keys. They are
+        not sorted at once, which would hold the event loop for as long (some 250 ms for
+        half a million keys, ``bench/scan_pause.py``): each SCAN page is sorted as it comes,
+        and the pages are merged while the caller reads (``heapq.merge``), a key SCAN
+        answered twice (Redis may, while it rehashes) given once.
+
+        ``in_order=False``: the keys as SCAN finds them, each page handed on as it comes:
+        memory does not grow with the scan, and a key SCAN answers twice comes twice.
+        """
         chunk: list[bytes] = []
+        if not in_order:
+            async for page in self._found_keys(prefix, kind):
+                chunk += page
+                while len(chunk) >= batch:
+                    yield chunk[:batch]
+                    del chunk[:batch]
+            if chunk:
+                yield chunk
+            return
+        runs = [sorted(page) async for page in self._found_keys(prefix, kind)]
         last: bytes | None = None
         for key in heapq.merge(*runs):
             if key == last:
@@ -634,23 +652,25 @@ class RedisStore(Store):
         return self._scan_plain(prefix, batch, with_ttl=False)
 
     def scan_ttl(
-        self, prefix: str, *, batch: int = 1000
+        self, prefix: str, *, batch: int = 1000, in_order: bool = True
     ) -> AsyncIterator[tuple[str, bytes, float | None]]:
-        return self._scan_plain(prefix, batch, with_ttl=True)
+        return self._scan_plain(prefix, batch, with_ttl=True, in_order=in_order)
 
     async def _raw_pages(
-        self, prefix: str, batch: int
+        self, prefix: str, batch: int, *, in_order: bool = True
     ) -> AsyncIterator[tuple[list[bytes], dict[bytes, bytes], float]]:
         """The plain keys under ``prefix``, ``batch`` at a time: each chunk of raw keys, what
         one ``MGET`` found of them and when it read them."""
         if batch < 1:
             raise ValueError("batch must be at least 1")
-        async for chunk in self._scan_keys(prefix, "string", batch):
+        async for chunk in self._scan_keys(prefix, "string", batch, in_order=in_order):
             now = self._now_ms()
             yield chunk, await self._mget_raw(chunk), now
 
-    async def _scan_plain(self, prefix: str, batch: int, *, with_ttl: bool) -> AsyncIterator[Any]:
-        async for chunk, found, now in self._raw_pages(prefix, batch):
+    async def _scan_plain(
+        self, prefix: str, batch: int, *, with_ttl: bool, in_order: bool = True
+    ) -> AsyncIterator[Any]:
+        async for chunk, found, now in self._raw_pages(prefix, batch, in_order=in_order):
             for k in chunk:
                 raw = found.get(k)
                 entry = None if raw is None else codec.remaining(raw, now)
@@ -658,9 +678,11 @@ class RedisStore(Store):
                     key = codec.decode_key(k)
                     yield (key, *entry) if with_ttl else (key, entry[0])
 
-    async def scan_pages(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[Page]:
+    async def scan_pages(
+        self, prefix: str, *, batch: int = 1000, in_order: bool = True
+    ) -> AsyncIterator[Page]:
         """One ``MGET`` per page (per node on a cluster), its live values unpacked."""
-        async for chunk, found, now in self._raw_pages(prefix, batch):
+        async for chunk, found, now in self._raw_pages(prefix, batch, in_order=in_order):
             page: list[tuple[str, bytes]] = []
             for k in chunk:
                 raw = found.get(k)
@@ -671,11 +693,11 @@ class RedisStore(Store):
                 yield page
 
     async def scan_maps(
-        self, prefix: str, *, batch: int = 100
+        self, prefix: str, *, batch: int = 100, in_order: bool = True
     ) -> AsyncIterator[tuple[str, dict[str, FieldEntry]]]:
         if batch < 1:
             raise ValueError("batch must be at least 1")
-        async for chunk in self._scan_keys(prefix, "hash", batch):
+        async for chunk in self._scan_keys(prefix, "hash", batch, in_order=in_order):
             finish = self._hgetall_finish(self._now_ms())
             maps = await asyncio.gather(
                 *(self._call([("HGETALL", k)], finish, write=False) for k in chunk)

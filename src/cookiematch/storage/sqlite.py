@@ -424,8 +424,10 @@ class SQLiteStore(Store):
             yield key, value
 
     async def scan_ttl(
-        self, prefix: str, *, batch: int = 1000
+        self, prefix: str, *, batch: int = 1000, in_order: bool = True
     ) -> AsyncIterator[tuple[str, bytes, float | None]]:
+        """A page per query (whatever ``in_order``: SQLite reads its index in key order, a
+        page at a time); each page is read at its own moment."""
         if batch < 1:
             raise ValueError("batch must be at least 1")
         upper = prefix_upper_bound(prefix)
@@ -439,8 +441,11 @@ class SQLiteStore(Store):
                 return
             start, first = rows[-1][0], False
 
-    async def scan_pages(self, prefix: str, *, batch: int = 1000) -> AsyncIterator[Page]:
-        """Pages of the query's own rows (``ops.scan_rows``), each read at its own moment."""
+    async def scan_pages(
+        self, prefix: str, *, batch: int = 1000, in_order: bool = True
+    ) -> AsyncIterator[Page]:
+        """Pages of the query's own rows (``ops.scan_rows``), each read at its own moment, in
+        key order whatever ``in_order``."""
         if batch < 1:
             raise ValueError("batch must be at least 1")
         upper = prefix_upper_bound(prefix)
@@ -454,8 +459,9 @@ class SQLiteStore(Store):
             start, first = rows[-1][0], False
 
     async def scan_maps(
-        self, prefix: str, *, batch: int = 100
+        self, prefix: str, *, batch: int = 100, in_order: bool = True
     ) -> AsyncIterator[tuple[str, dict[str, FieldEntry]]]:
+        """A page of maps per query, in key order whatever ``in_order``."""
         if batch < 1:
             raise ValueError("batch must be at least 1")
         upper = prefix_upper_bound(prefix)

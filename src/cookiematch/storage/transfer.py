@@ -1,4 +1,9 @@
-"""Moving data between stores (``cookiematch store copy``) and counting it (``store stats``)."""
+"""Moving data between stores (``cookiematch store copy``) and counting it (``store stats``).
+
+Neither needs key order: both read the source as it finds its keys (``in_order=False``), one
+page at a time, whatever the size of the store (on Redis a key may then be read twice while
+Redis resizes its table: copied again with the same value, or counted twice).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ class Copied:
 async def copy_store(
     src: Store, dst: Store, *, prefix: str = "", batch: int = 1000, progress: Progress | None = None
 ) -> Copied:
-    """Copy live plain keys (with their remaining TTL) and field maps (per-field TTLs)."""
+    """Copy live plain keys (with their remaining TTL) and field maps (per-field TTLs): the
+    counts are of what was written (the module docstring)."""
     done = Copied()
     writes: list[Write] = []
 
@@ -34,7 +40,7 @@ async def copy_store(
             progress(len(writes))
         writes.clear()
 
-    async for key, value, ttl in src.scan_ttl(prefix, batch=batch):
+    async for key, value, ttl in src.scan_ttl(prefix, batch=batch, in_order=False):
         if ttl is None or ttl > 0:
             writes.append(Write(key, value, ttl))
         if len(writes) >= batch:
@@ -51,7 +57,7 @@ async def copy_store(
             progress(len(pending))
         pending.clear()
 
-    async for item in src.scan_maps(prefix, batch=max(1, batch // 10)):
+    async for item in src.scan_maps(prefix, batch=max(1, batch // 10), in_order=False):
         pending.append(item)
         if len(pending) >= batch // 10:
             await flush_maps()
@@ -84,9 +90,10 @@ def key_prefix(key: str, separator: str = ":") -> str:
 
 async def count_keys(store: Store, *, prefix: str = "") -> Stats:
     stats = Stats()
-    async for key, _ in store.scan(prefix):
-        stats.values[key_prefix(key)] += 1
-    async for key, fields in store.scan_maps(prefix):
+    async for page in store.scan_pages(prefix, in_order=False):
+        for key, _ in page:
+            stats.values[key_prefix(key)] += 1
+    async for key, fields in store.scan_maps(prefix, in_order=False):
         stats.maps[key_prefix(key)] += 1
         stats.fields[key_prefix(key)] += len(fields)
     return stats
