@@ -1,8 +1,11 @@
 """What the exchange registry's refresh (every 2 s in each worker) costs against the keys
-beside it on Redis: a private redis-server holding N other keys (hosted match entries) and 20
-buyers; per refresh, the wall time, the worker's CPU and redis-server's CPU.
+beside it on Redis: a private redis-server holding N other keys (hosted match entries), 20
+buyers and ``--user-lists`` user lists; per refresh, the wall time, the worker's CPU and
+redis-server's CPU, when nothing changed and after another worker's change (which makes the
+refresh read the registry's maps).
 
     .venv/bin/python bench/registry_refresh.py [--keys 1000,100000,500000] [--refreshes 5]
+        [--user-lists 0]
 
 The tree measured is the one on ``PYTHONPATH`` (``src`` by default): run it once per tree for
 a before/after. Needs ``redis-server``.
@@ -23,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import servers
 
-from cookiematch.exchange.model import Buyer
+from cookiematch.exchange.model import Buyer, UserList
 from cookiematch.exchange.registry import ExchangeRegistry
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.storage import connect_store
@@ -49,29 +52,45 @@ def fill(client: redis.Redis, count: int) -> None:
         pipe.execute()
 
 
-async def measure(url: str, client: redis.Redis, refreshes: int) -> tuple[float, float, float]:
-    """Per refresh: wall seconds, this process's CPU seconds, redis-server's CPU seconds."""
+Costs = tuple[float, float, float]
+"""Per refresh: wall seconds, this process's CPU seconds, redis-server's CPU seconds."""
+
+
+async def measure(
+    url: str, client: redis.Redis, refreshes: int, user_lists: int
+) -> tuple[Costs, Costs]:
+    """A refresh's costs when nothing changed, and after another worker's change."""
     store = await connect_store(url)
     try:
-        registry = ExchangeRegistry(store)
+        registry, other = ExchangeRegistry(store), ExchangeRegistry(store)
         redirect = RedirectTemplate.compile("http://buyer.example/match?id=")
         for n in range(BUYERS):
             await registry.put_buyer(Buyer(f"buyer_{n}", redirect))
+        for n in range(1, user_lists + 1):
+            await registry.put_user_list(UserList(n, f"buyer_{n % BUYERS}"))
         await registry.refresh()  # the first (an earlier layout looked for once)
-        server, wall, cpu = server_cpu(client), time.perf_counter(), time.process_time()
-        for _ in range(refreshes):
+        spent = [0.0] * 6
+        for n in range(2 * refreshes):
+            changed = n % 2
+            if changed:
+                await other.put_user_list(UserList(user_lists + 1, f"buyer_{n % BUYERS}"))
+            server, wall, cpu = server_cpu(client), time.perf_counter(), time.process_time()
             await registry.refresh()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        server = server_cpu(client) - server
+            at = 3 * changed
+            spent[at] += time.perf_counter() - wall
+            spent[at + 1] += time.process_time() - cpu
+            spent[at + 2] += server_cpu(client) - server
     finally:
         await store.close()
-    return wall / refreshes, cpu / refreshes, server / refreshes
+    each = [value / refreshes for value in spent]
+    return (each[0], each[1], each[2]), (each[3], each[4], each[5])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keys", default="1000,100000,500000")
     parser.add_argument("--refreshes", type=int, default=5)
+    parser.add_argument("--user-lists", type=int, default=0, help="user lists stored")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="registry-refresh-") as tmp,
@@ -80,14 +99,14 @@ def main() -> None:
         client = redis.Redis(port=port)
         for count in (int(k) for k in args.keys.split(",")):
             fill(client, count)
-            wall, cpu, server = asyncio.run(
-                measure(f"redis://127.0.0.1:{port}/0", client, args.refreshes)
-            )
-            print(
-                f"{count:>9,} other keys: a refresh {wall * 1e3:8.2f} ms wall, "
-                f"{cpu * 1e3:8.2f} ms of the worker's CPU, {server * 1e3:8.2f} ms of "
-                "redis-server's"
-            )
+            url = f"redis://127.0.0.1:{port}/0"
+            costs = asyncio.run(measure(url, client, args.refreshes, args.user_lists))
+            for (wall, cpu, server), when in zip(costs, ("unchanged", "changed"), strict=True):
+                print(
+                    f"{count:>9,} other keys, {args.user_lists:,} user lists, {when:>9}: a "
+                    f"refresh {wall * 1e3:8.2f} ms wall, {cpu * 1e3:8.2f} ms of the worker's "
+                    f"CPU, {server * 1e3:8.2f} ms of redis-server's"
+                )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from cookiematch.exchange import codec
 from cookiematch.exchange.model import Buyer, Enforcement, UserList
 from cookiematch.exchange.registry import (
     BUYERS_KEY,
+    CHANGED_KEY,
+    FULL_READ_SECONDS,
     LEGACY_BUYER_PREFIX,
     LEGACY_USER_LIST_PREFIX,
     MOVED_KEY,
@@ -47,6 +49,16 @@ FULL = Buyer(
 @pytest.fixture
 def store(backend_store: Store) -> Store:  # noqa: F811 (the fixture, by name)
     return backend_store
+
+
+class Monotonic:
+    """A monotonic clock that moves only when a test advances it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 async def test_stored_buyer_is_every_field_and_reads_back(store: Store) -> None:
@@ -178,8 +190,10 @@ async def test_a_stored_record_that_no_longer_validates_spares_the_others(
 ) -> None:
     """A redirect URL an earlier, looser rule accepted (a query without a path) must not stop
     the worker nor hide the other buyers: it keeps its last good value, else is left out,
-    and is logged once per stored value."""
-    registry = ExchangeRegistry(store)
+    and is logged once per stored value. Written as an earlier version's worker writes, with
+    no change token: read at the refreshes that read the maps whatever the token."""
+    clock = Monotonic()
+    registry = ExchangeRegistry(store, monotonic=clock)
     await registry.put_buyer(FULL)
     await registry.refresh()
     loose = {"nid": "dsp", "redirect_url": "https://dsp.example?id=", "hosted_match": False}
@@ -190,6 +204,7 @@ async def test_a_stored_record_that_no_longer_validates_spares_the_others(
         {"dsp": json.dumps(loose).encode(), "legacy": json.dumps(legacy).encode(), "good": good},
     )
     for _ in range(3):
+        clock.now += FULL_READ_SECONDS
         await registry.refresh()
     kept = registry.buyer("dsp")
     assert kept is not None and codec.encode(kept) == codec.encode(FULL)  # the last good one
@@ -221,6 +236,34 @@ async def test_an_entry_stored_unchanged_stays_the_same_object(store: Store) -> 
     assert reader.user_list(7) is user_list
 
 
+async def test_a_change_is_read_at_the_next_refresh_and_one_without_a_token_later(
+    store: Store,
+) -> None:
+    """A change made through another worker comes with a new token: the next refresh reads
+    it. One written without a token (an earlier version's worker, a ``store copy`` into a
+    live store) is read once the maps are ``FULL_READ_SECONDS`` old, not before."""
+    clock = Monotonic()
+    writer, reader = ExchangeRegistry(store), ExchangeRegistry(store, monotonic=clock)
+    await reader.refresh()
+    await writer.put_user_list(UserList(7, "dsp"))
+    token = await store.get(CHANGED_KEY)
+    assert token is not None
+    await reader.refresh()
+    assert reader.user_list(7) == UserList(7, "dsp")
+    await writer.delete_user_list(7)
+    assert await store.get(CHANGED_KEY) not in (None, token)
+    await reader.refresh()
+    assert reader.user_list(7) is None
+
+    await store.hset(USER_LISTS_KEY, {"8": codec.encode(UserList(8, "dsp"))})  # no token
+    clock.now += FULL_READ_SECONDS - 1
+    await reader.refresh()
+    assert reader.user_list(8) is None
+    clock.now += 1
+    await reader.refresh()
+    assert reader.user_list(8) == UserList(8, "dsp")
+
+
 async def test_the_earlier_keys_are_moved_once_and_the_maps_win(store: Store) -> None:
     """The first refresh moves an earlier version's keys into the maps and deletes them; a
     field this version wrote is kept; once moved, no registry looks for them again."""
@@ -247,7 +290,8 @@ async def test_a_refresh_reads_the_registry_not_the_keyspace(
     shared_redis: RedisServer,  # noqa: F811 (the fixture, by name)
 ) -> None:
     """On Redis a prefix scan walks every key of the database: a refresh (every 2 s in each
-    worker) reads the registry's maps only, however many other keys the store holds."""
+    worker) reads the registry's change token, and its maps only when the token changed,
+    however many other keys the store holds."""
     with shared_redis.client() as client:
         client.flushall()
         client.mset({f"hm:{{browser-{n}}}:dsp": b"x" for n in range(5000)})
@@ -261,14 +305,21 @@ async def test_a_refresh_reads_the_registry_not_the_keyspace(
             client.config_resetstat()
             for _ in range(3):
                 await registry.refresh()
-            called = client.info("commandstats")
-        ours = {
-            n: c["calls"]
-            for n, c in called.items()
-            if not n.startswith(("cmdstat_config", "cmdstat_info"))
-        }
-        assert ours == {"cmdstat_hgetall": 9}  # the three maps, three times; no SCAN
+            unchanged = client.info("commandstats")
+        await ExchangeRegistry(store).put_user_list(UserList(8, "dsp"))  # another worker
+        with shared_redis.client() as client:
+            client.config_resetstat()
+            await registry.refresh()
+            changed = client.info("commandstats")
+
+        def ours(called: dict[str, dict[str, int]]) -> dict[str, int]:
+            skipped = ("cmdstat_config", "cmdstat_info")
+            return {n: c["calls"] for n, c in called.items() if not n.startswith(skipped)}
+
+        assert ours(unchanged) == {"cmdstat_get": 3}  # the token, three times; no SCAN
+        assert ours(changed) == {"cmdstat_get": 1, "cmdstat_hgetall": 3}  # then the maps
         assert [b.nid for b in registry.buyers()] == ["dsp", "file"]
         assert registry.user_list(7) == UserList(7, "dsp")
+        assert registry.user_list(8) == UserList(8, "dsp")
     finally:
         await store.close()
