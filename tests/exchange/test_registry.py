@@ -13,7 +13,6 @@ from cookiematch.exchange.model import Buyer, Enforcement, UserList
 from cookiematch.exchange.registry import (
     BUYERS_KEY,
     CHANGED_KEY,
-    FULL_READ_SECONDS,
     LEGACY_BUYER_PREFIX,
     LEGACY_USER_LIST_PREFIX,
     MOVED_KEY,
@@ -23,6 +22,7 @@ from cookiematch.exchange.registry import (
 from cookiematch.protocol.redirect import RedirectTemplate
 from cookiematch.secret import MASK, Secret
 from cookiematch.storage import Store, connect_store
+from cookiematch.storage.change_watch import FULL_READ_SECONDS
 from storage.redis_servers import RedisServer
 
 from support.stores import backend_store, shared_cluster, shared_redis  # noqa: F401

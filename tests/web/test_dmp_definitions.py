@@ -12,7 +12,8 @@ import pytest
 from cookiematch.config.dmp import DmpConfig, DmpPartnerConfig
 from cookiematch.errors import AdminError, NotFound
 from cookiematch.storage import Store, open_store
-from cookiematch.web.dmp.definitions import DEFINITIONS_KEY, DmpDefinitions
+from cookiematch.storage.change_watch import FULL_READ_SECONDS
+from cookiematch.web.dmp.definitions import CHANGED_KEY, DEFINITIONS_KEY, DmpDefinitions
 
 SYNC = "https://{}.example/s?r=${{CALLBACK_URL}}"
 FILE = DmpConfig(partners=(DmpPartnerConfig(id="a", sync_url=SYNC.format("a")),))
@@ -61,3 +62,26 @@ async def test_a_stored_entry_that_no_longer_validates_keeps_its_last_value(
     refused = [r.getMessage() for r in caplog.records]
     assert len(refused) == 2 and all("is refused" in m for m in refused)
     assert ids(DmpDefinitions(store, FILE).current) == ["a"]
+
+
+async def test_a_refresh_reads_the_map_when_its_token_changed_or_a_minute_on(
+    store: Store,
+) -> None:
+    """Another worker's change comes with a new token: read at the next refresh. An entry
+    written without one (an earlier version's worker) is read once the map is a minute old."""
+    now = [0.0]
+    here = DmpDefinitions(store, FILE)
+    there = DmpDefinitions(store, FILE, monotonic=lambda: now[0])
+    await there.refresh()
+    await here.put("partners", "b", {"sync_url": SYNC.format("b")})
+    assert await store.get(CHANGED_KEY) is not None
+    await there.refresh()
+    assert ids(there.current) == ["a", "b"]
+    added = b'{"id": "c", "sync_url": "https://c.example/s?r=${CALLBACK_URL}"}'
+    await store.hset(DEFINITIONS_KEY, {"partners:c": added})  # no token
+    now[0] += FULL_READ_SECONDS - 1
+    await there.refresh()
+    assert ids(there.current) == ["a", "b"]
+    now[0] += 1
+    await there.refresh()
+    assert ids(there.current) == ["a", "b", "c"]

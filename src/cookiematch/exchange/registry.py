@@ -9,15 +9,10 @@ A deleted configured entry is remembered as a tombstone. Entries are stored in t
 at each refresh (every 2 s in each worker): what a refresh costs grows with the registry,
 never with the rest of the store (a prefix scan walks the whole keyspace on Redis).
 
-Every change written to the maps is followed by a new random token in ``CHANGED_KEY``. A
-refresh reads the token first and reads the maps only when it is not the one it saw at its
-last reading of them, or when that was ``FULL_READ_SECONDS`` ago: with tens of thousands of
-user lists a reading of the maps costs the worker's event loop tens of milliseconds (60-108
-ms for 50,000 lists), where the token is one point read. A change is written before its
-token, and a refresh reads the token before the maps, so a refresh that sees an unchanged
-token has already read every change made before it. The reading every
-``FULL_READ_SECONDS`` also takes in what was written without a token (an earlier version's
-worker during an upgrade, ``cookiematch store copy`` into a live store).
+Every change written to the maps is followed by a new change token in ``CHANGED_KEY``, and a
+refresh reads the maps only when the token changed or once they are a minute old
+(``storage/change_watch.py``): with 50,000 user lists a reading of the maps costs the
+worker's event loop about 100 ms, the token one point read.
 
 An earlier version kept buyers and user lists one key each (``LEGACY_BUYER_PREFIX``,
 ``LEGACY_USER_LIST_PREFIX``). A registry's first refresh moves them into the maps once per
@@ -39,7 +34,6 @@ stored (``exchange/hosted_nids.py`` records the hosted buyers this way).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Literal, TypeVar
@@ -51,6 +45,7 @@ from cookiematch.exchange import codec
 from cookiematch.exchange.model import Buyer, Credential, UserList
 from cookiematch.formats import Nid
 from cookiematch.storage.base import Store
+from cookiematch.storage.change_watch import ChangeWatch
 from cookiematch.storage.moved_keys import move_into_maps
 
 BUYERS_KEY = "exchange:buyers"  # field map: nid -> record or tombstone
@@ -59,9 +54,7 @@ CREDENTIALS_KEY = "exchange:credentials"  # field map: credential id -> record o
 LEGACY_BUYER_PREFIX = "exchange:buyer:"  # an earlier version's keys, one a buyer
 LEGACY_USER_LIST_PREFIX = "exchange:user_list:"  # and one a user list
 MOVED_KEY = "exchange:registry:moved"  # set once the earlier version's keys are in the maps
-CHANGED_KEY = "exchange:registry:changed"  # a new random token after each change of the maps
-FULL_READ_SECONDS = 60.0  # the maps are read at least this often, whatever the token
-_UNREAD = b"(not read yet)"  # no token is this (random bytes, 16 characters of hex)
+CHANGED_KEY = "exchange:registry:changed"  # the maps' change token (``ChangeWatch``)
 _LEGACY = ((LEGACY_BUYER_PREFIX, BUYERS_KEY), (LEGACY_USER_LIST_PREFIX, USER_LISTS_KEY))
 _TOMBSTONE = b"null"
 
@@ -91,9 +84,7 @@ class ExchangeRegistry:
     ) -> None:
         self._store = store
         self._on_buyers = on_buyers
-        self._monotonic = monotonic
-        self._token: bytes | None = _UNREAD  # CHANGED_KEY's when the maps were last read
-        self._read_at = 0.0  # then (``monotonic``)
+        self._changes = ChangeWatch(store, CHANGED_KEY, monotonic=monotonic)
         self._configured_buyers = {b.nid: b for b in buyers}
         self._configured_lists = {u.id: u for u in user_lists}
         self._buyers = dict(self._configured_buyers)
@@ -173,18 +164,15 @@ class ExchangeRegistry:
     async def refresh(self) -> None:
         """Rebuild the view: configured entries, then stored changes on top (the three maps
         in one store call; an entry stored unchanged since the last refresh is kept as it
-        was). Nothing more than the change token is read while it is the one the maps were
-        last read with, for up to ``FULL_READ_SECONDS`` (the module docstring)."""
+        was); nothing but the change token while it is unchanged (the module docstring)."""
         if not self._moved:
             await self.move_legacy()
-        token = await self._store.get(CHANGED_KEY)
-        now = self._monotonic()
-        if token == self._token and now - self._read_at < FULL_READ_SECONDS:
-            return
-        stored_buyers, stored_lists, stored_credentials = await self._store.hgetall_many(
-            [BUYERS_KEY, USER_LISTS_KEY, CREDENTIALS_KEY]
+        stored = await self._changes.read_if_changed(
+            lambda: self._store.hgetall_many([BUYERS_KEY, USER_LISTS_KEY, CREDENTIALS_KEY])
         )
-        self._token, self._read_at = token, now
+        if stored is None:
+            return
+        stored_buyers, stored_lists, stored_credentials = stored
         decoded, self._decoded = self._decoded, {}
         buyers = dict(self._configured_buyers)
         for nid, value in stored_buyers.items():
@@ -228,7 +216,7 @@ class ExchangeRegistry:
         moved = await move_into_maps(self._store, _LEGACY, MOVED_KEY)
         self._moved = True
         if moved:
-            await self._changed()
+            await self._changes.announce()
             log.info("moved %d buyers and user lists of an earlier version into %s and %s",
                      moved, BUYERS_KEY, USER_LISTS_KEY)  # fmt: skip
         return moved
@@ -271,7 +259,7 @@ class ExchangeRegistry:
         if self._on_buyers is not None:
             await self._on_buyers((buyer,))
         await self._store.hset(BUYERS_KEY, {buyer.nid: codec.encode(buyer)})
-        await self._changed()
+        await self._changes.announce()
         self._buyers[buyer.nid] = buyer
 
     async def delete_buyer(self, nid: str) -> bool:
@@ -284,13 +272,13 @@ class ExchangeRegistry:
             | {ident for ident, value in stored.items() if _nid_of(value) == nid}
         )
         await self._store.hset(BUYERS_KEY, {nid: _TOMBSTONE})
-        await self._changed()
+        await self._changes.announce()
         self._buyers.pop(nid, None)
         return existed
 
     async def put_user_list(self, user_list: UserList) -> None:
         await self._store.hset(USER_LISTS_KEY, {str(user_list.id): codec.encode(user_list)})
-        await self._changed()
+        await self._changes.announce()
         self._lists[user_list.id] = user_list
         self._holders[user_list.id] = user_list.owner
         self._owned = _owned(self._lists)
@@ -301,14 +289,14 @@ class ExchangeRegistry:
         owner = found.owner if found is not None else self._holders.get(list_id)
         record = codec.encode(DeletedList(True, owner)) if owner is not None else _TOMBSTONE
         await self._store.hset(USER_LISTS_KEY, {str(list_id): record})
-        await self._changed()
+        await self._changes.announce()
         self._lists.pop(list_id, None)
         self._owned = _owned(self._lists)
         return found is not None
 
     async def put_credential(self, credential: Credential) -> None:
         await self._store.hset(CREDENTIALS_KEY, {credential.id: codec.encode(credential)})
-        await self._changed()
+        await self._changes.announce()
         self._credentials[credential.id] = credential
         self._by_hash = _by_hash(self._credentials)
 
@@ -316,10 +304,6 @@ class ExchangeRegistry:
         existed = credential_id in self._credentials
         await self._revoke({credential_id})
         return existed
-
-    async def _changed(self) -> None:
-        """A new change token, once a change is stored (the module docstring)."""
-        await self._store.set(CHANGED_KEY, os.urandom(8).hex().encode())
 
     async def _revoke(self, idents: set[str]) -> None:
         """Revoke credentials: a configured one is remembered as a tombstone, another one's
@@ -330,7 +314,7 @@ class ExchangeRegistry:
         if idents - configured:
             await self._store.hdel(CREDENTIALS_KEY, sorted(idents - configured))
         if idents:
-            await self._changed()
+            await self._changes.announce()
         for ident in idents:
             self._credentials.pop(ident, None)
         self._by_hash = _by_hash(self._credentials)

@@ -1,10 +1,15 @@
 """The DMP's partners, segments and destinations: the configured ones, overlaid with changes
 made through the admin API, picked up by every worker within a refresh.
 
-    {dmp:def}   field map   "<kind>:<id>" -> the entry as JSON (the configuration's Struct,
-                            secrets included: every worker needs them), or ``null``: deleted
+    {dmp:def}           field map   "<kind>:<id>" -> the entry as JSON (the configuration's
+                                    Struct, secrets included: every worker needs them), or
+                                    ``null``: deleted
+    {dmp:def}:changed   plain       the map's change token (``storage/change_watch.py``)
 
-One field map, so that a refresh is one read however large the store (no key scan).
+One field map, so that a refresh is one read however large the store (no key scan); and read
+only when its change token changed, or once a minute: a refresh (every second in each worker)
+that decodes and validates every stored entry costs the event loop about 24 ms for 500
+partners, the token one point read.
 
 ``current`` is the ``[dmp]`` table as it stands: the file's entries in their order, each
 replaced by its stored change, stored additions after them (by id), tombstones removed.
@@ -18,11 +23,13 @@ validate as a whole is not served (the last one stays); each is logged once.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import get_args
 
 import msgspec
 
+from cookiematch.clock import Clock
 from cookiematch.config.convert import convert
 from cookiematch.config.dmp import DmpConfig
 from cookiematch.config.dmp_entries import (
@@ -37,12 +44,14 @@ from cookiematch.config.dmp_entries import (
 from cookiematch.errors import NotFound
 from cookiematch.secret import MASK, Secret
 from cookiematch.storage.base import Store
+from cookiematch.storage.change_watch import ChangeWatch
 
-__all__ = ["DEFINITIONS_KEY", "DmpDefinitions", "encode_masked"]
+__all__ = ["CHANGED_KEY", "DEFINITIONS_KEY", "DmpDefinitions", "encode_masked"]
 
 log = logging.getLogger(__name__)
 
 DEFINITIONS_KEY = "{dmp:def}"
+CHANGED_KEY = "{dmp:def}:changed"
 _TOMBSTONE = b"null"
 KINDS: tuple[Kind, ...] = get_args(Kind)
 
@@ -76,9 +85,15 @@ def _field(kind: Kind, ident: str) -> str:
 
 class DmpDefinitions:
     def __init__(
-        self, store: Store, configured: DmpConfig, *, on_change: Sequence[OnChange] = ()
+        self,
+        store: Store,
+        configured: DmpConfig,
+        *,
+        on_change: Sequence[OnChange] = (),
+        monotonic: Clock = time.monotonic,
     ) -> None:
         self._store = store
+        self._changes = ChangeWatch(store, CHANGED_KEY, monotonic=monotonic)
         self._configured = configured
         self.current = configured
         self._on_change = tuple(on_change)
@@ -96,10 +111,14 @@ class DmpDefinitions:
         return found
 
     async def refresh(self) -> None:
-        """Rebuild the view: configured entries, then stored changes on top."""
+        """Rebuild the view: configured entries, then stored changes on top; nothing but the
+        change token read while it is unchanged (the module docstring)."""
+        found = await self._changes.read_if_changed(lambda: self._store.hgetall(DEFINITIONS_KEY))
+        if found is None:
+            return
         self._refused_now = set()
         stored: list[tuple[Kind, str, str, bytes]] = []
-        for key, value in (await self._store.hgetall(DEFINITIONS_KEY)).items():
+        for key, value in found.items():
             kind, _, ident = key.partition(":")
             if kind in KINDS:
                 stored.append((kind, ident, key, value))
@@ -177,6 +196,7 @@ class DmpDefinitions:
         created = all(e.id != ident for e in self.entries(kind))
         entry, view = parse_entry(self.current, kind, ident, data)
         await self._store.hset(DEFINITIONS_KEY, {_field(kind, ident): _STORED.encode(entry)})
+        await self._changes.announce()
         self._serve(view)
         return entry, created
 
@@ -186,4 +206,5 @@ class DmpDefinitions:
         self.entry(kind, ident)
         view = without_entry(self.current, kind, ident)
         await self._store.hset(DEFINITIONS_KEY, {_field(kind, ident): _TOMBSTONE})
+        await self._changes.announce()
         self._serve(view)
