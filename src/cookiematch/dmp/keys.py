@@ -35,6 +35,8 @@ state expire (``dmp/lifetimes.py``); a sketch holds hashes, no ID:
     {dmp:def}                            field map  "<kind>:<id>" -> a partner, segment or
                                                     destination changed through the admin API
                                                     (web/dmp/definitions.py)
+    {dmp:def}:changed                    plain      a new random token after each change of
+                                                    ``{dmp:def}`` (storage/change_watch.py)
     dmpx:{<segment>:<dest>:<shard>}:sent field map  dmp uid -> destination id last sent
     dmpx:{<segment>:<dest>}:gone         field map  destination id of an erased browser -> erased
                                                     at: removes the next export sends
