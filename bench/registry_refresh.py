@@ -69,21 +69,22 @@ async def measure(
         for n in range(1, user_lists + 1):
             await registry.put_user_list(UserList(n, f"buyer_{n % BUYERS}"))
         await registry.refresh()  # the first (an earlier layout looked for once)
-        spent = [0.0] * 6
+        spent = {False: [0.0, 0.0, 0.0], True: [0.0, 0.0, 0.0]}  # unchanged, changed
         for n in range(2 * refreshes):
-            changed = n % 2
+            changed = n % 2 == 1
             if changed:
                 await other.put_user_list(UserList(user_lists + 1, f"buyer_{n % BUYERS}"))
             server, wall, cpu = server_cpu(client), time.perf_counter(), time.process_time()
             await registry.refresh()
-            at = 3 * changed
-            spent[at] += time.perf_counter() - wall
-            spent[at + 1] += time.process_time() - cpu
-            spent[at + 2] += server_cpu(client) - server
+            total = spent[changed]
+            total[0] += time.perf_counter() - wall
+            total[1] += time.process_time() - cpu
+            total[2] += server_cpu(client) - server
     finally:
         await store.close()
-    each = [value / refreshes for value in spent]
-    return (each[0], each[1], each[2]), (each[3], each[4], each[5])
+    wall, cpu, server = (value / refreshes for value in spent[False])
+    wall_changed, cpu_changed, server_changed = (value / refreshes for value in spent[True])
+    return (wall, cpu, server), (wall_changed, cpu_changed, server_changed)
 
 
 def main() -> None:

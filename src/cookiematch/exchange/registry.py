@@ -6,8 +6,9 @@ store first, so that they survive a restart and reach other workers on their nex
 A deleted configured entry is remembered as a tombstone. Entries are stored in the format of
 ``exchange/codec.py`` as the fields of three field maps (``BUYERS_KEY`` by nid,
 ``USER_LISTS_KEY`` by list ID, ``CREDENTIALS_KEY`` by credential ID), read in one store call
-at each refresh (every 2 s in each worker): what a refresh costs grows with the registry,
-never with the rest of the store (a prefix scan walks the whole keyspace on Redis).
+by a refresh (every 2 s in each worker) that finds them changed: what a reading costs grows
+with the registry, never with the rest of the store (a prefix scan walks the whole keyspace
+on Redis).
 
 Every change written to the maps is followed by a new change token in ``CHANGED_KEY``, and a
 refresh reads the maps only when the token changed or once they are a minute old
